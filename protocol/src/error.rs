@@ -1,0 +1,136 @@
+//! Status codes carried by error replies.
+
+use std::fmt;
+
+/// Why the broker refused a request: the `code` and `error` fields of an error reply.
+///
+/// Codes follow two classes (PROTOCOL.md, "Status codes"): `3xx` means the request was well
+/// formed but the broker's present state refuses it, so the same request may succeed later;
+/// `5xx` means the request itself is wrong and will fail again unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// `300 no_broker_available`: every logical broker is claimed.
+    NoBrokerAvailable,
+    /// `301 broker_busy`: the logical broker asked for by id is claimed by someone else.
+    BrokerBusy,
+    /// `302 unknown_claim`: the claim token is not one the broker holds (never given, released
+    /// or expired).
+    UnknownClaim,
+    /// `303 unknown_topic`: no topic of that name exists.
+    UnknownTopic,
+    /// `304 offset_out_of_range`: the offset is below the first kept or above the next offset.
+    OffsetOutOfRange,
+    /// `305 topic_exists`: `create_topic` named a topic that exists.
+    TopicExists,
+    /// `306 unknown_broker`: no logical broker has that id.
+    UnknownBroker,
+    /// `307 shutting_down`: the broker is stopping and takes no more work.
+    ShuttingDown,
+    /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, missing or
+    /// mistyped field).
+    Malformed,
+    /// `501 unknown_request`: the `op` names no request this version knows.
+    UnknownRequest,
+    /// `502 internal_error`: the broker failed to carry out a valid request (a failed write).
+    InternalError,
+    /// `505 unsupported_version`: the frame's `v` is not a version the broker speaks.
+    UnsupportedVersion,
+    /// `513 message_too_large`: a message's key and value exceed the broker's limit.
+    MessageTooLarge,
+    /// `514 invalid_topic_name`: the topic name breaks the naming rules.
+    InvalidTopicName,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of the table in PROTOCOL.md.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::NoBrokerAvailable,
+        ErrorCode::BrokerBusy,
+        ErrorCode::UnknownClaim,
+        ErrorCode::UnknownTopic,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::TopicExists,
+        ErrorCode::UnknownBroker,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Malformed,
+        ErrorCode::UnknownRequest,
+        ErrorCode::InternalError,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::InvalidTopicName,
+    ];
+
+    /// The numeric status code sent as `code`.
+    pub fn code(self) -> u16 {
+        match self {
+            ErrorCode::NoBrokerAvailable => 300,
+            ErrorCode::BrokerBusy => 301,
+            ErrorCode::UnknownClaim => 302,
+            ErrorCode::UnknownTopic => 303,
+            ErrorCode::OffsetOutOfRange => 304,
+            ErrorCode::TopicExists => 305,
+            ErrorCode::UnknownBroker => 306,
+            ErrorCode::ShuttingDown => 307,
+            ErrorCode::Malformed => 500,
+            ErrorCode::UnknownRequest => 501,
+            ErrorCode::InternalError => 502,
+            ErrorCode::UnsupportedVersion => 505,
+            ErrorCode::MessageTooLarge => 513,
+            ErrorCode::InvalidTopicName => 514,
+        }
+    }
+
+    /// The stable name sent as `error`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::NoBrokerAvailable => "no_broker_available",
+            ErrorCode::BrokerBusy => "broker_busy",
+            ErrorCode::UnknownClaim => "unknown_claim",
+            ErrorCode::UnknownTopic => "unknown_topic",
+            ErrorCode::OffsetOutOfRange => "offset_out_of_range",
+            ErrorCode::TopicExists => "topic_exists",
+            ErrorCode::UnknownBroker => "unknown_broker",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::InvalidTopicName => "invalid_topic_name",
+        }
+    }
+
+    /// The code with this numeric value, if any.
+    pub fn from_code(code: u16) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// Whether the same request may succeed later (a `3xx` code).
+    pub fn is_transient(self) -> bool {
+        self.code() < 500
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_and_names_are_unique_and_round_trip() {
+        let codes: HashSet<u16> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
+        let names: HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(codes.len(), ErrorCode::ALL.len());
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(c.code()), Some(c));
+        }
+        assert_eq!(ErrorCode::from_code(200), None);
+    }
+}

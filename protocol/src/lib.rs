@@ -1,0 +1,44 @@
+//! Wire types of the broker's request/reply protocol and their MessagePack encoding.
+//!
+//! A client sends one frame holding a [`Request`]; the broker answers with one frame holding a
+//! [`Response`]. [`codec`] turns both into bytes and back. `PROTOCOL.md` beside this crate is the
+//! normative description; every type here quotes the part of it that it implements.
+//!
+//! This crate knows nothing of sockets: it is shared by the broker, the clients and their tests.
+
+pub mod codec;
+pub mod error;
+pub mod request;
+pub mod response;
+pub mod topic;
+
+pub use codec::{decode_request, decode_response, encode_request, encode_response, DecodeError};
+pub use error::ErrorCode;
+pub use request::{Append, Fetch, NewMessage, Request};
+pub use response::{BrokerStatus, Message, Response, TopicInfo};
+pub use topic::{validate_topic_name, InvalidTopicName};
+
+/// The protocol version this crate speaks; carried in every frame as `v`.
+pub const VERSION: u32 = 1;
+
+/// Where the broker listens and the clients connect unless told otherwise.
+pub const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:5555";
+
+/// The largest message value plus key the broker accepts unless configured otherwise (1 MiB,
+/// Kafka's default `message.max.bytes` is of the same order).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// How many messages a fetch returns when the request does not say.
+pub const DEFAULT_FETCH_MESSAGES: u32 = 500;
+
+/// How many bytes of values and keys a fetch returns when the request does not say.
+pub const DEFAULT_FETCH_BYTES: u32 = 1 << 20;
+
+/// The most messages one fetch can return, whatever the request asks for.
+pub const MAX_FETCH_MESSAGES: u32 = 10_000;
+
+/// The most bytes of values and keys one fetch returns, whatever the request asks for.
+pub const MAX_FETCH_BYTES: u32 = 16 << 20;
+
+/// The longest a fetch or a claim may ask the broker to hold its reply, in milliseconds.
+pub const MAX_WAIT_MS: u64 = 60_000;

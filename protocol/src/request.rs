@@ -1,0 +1,126 @@
+//! Requests a client sends to the broker.
+
+use serde::{Deserialize, Serialize};
+
+/// One request, the `op` field of a request frame and the fields that go with it.
+///
+/// PROTOCOL.md, "Requests", gives each variant's fields, types and replies; the line quoted on
+/// each variant is its row of the summary table there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `status` → `status`: describe every logical broker. Needs no claim.
+    Status,
+    /// `claim [broker] [wait_ms]` → `claimed`: take a free logical broker, or the one named.
+    Claim {
+        /// The logical broker wanted; `None` takes any free one.
+        broker: Option<u32>,
+        /// How long to wait for one to free up; 0 answers at once.
+        wait_ms: u64,
+    },
+    /// `renew claim` → `renewed`: extend a claim's lease.
+    Renew {
+        /// The claim token from `claimed`.
+        claim: u64,
+    },
+    /// `release claim` → `released`: give the logical broker back.
+    Release {
+        /// The claim token from `claimed`.
+        claim: u64,
+    },
+    /// `list_topics claim` → `topics`: every topic with its offsets.
+    ListTopics {
+        /// The claim token from `claimed`.
+        claim: u64,
+    },
+    /// `fetch claim topic offset [max_messages] [max_bytes] [wait_ms]` → `messages`.
+    Fetch(Fetch<'a>),
+    /// `append topic messages` → `appended`: add messages to a topic, creating it if needed.
+    Append(Append<'a>),
+    /// `create_topic topic` → `created`.
+    CreateTopic {
+        /// The name of the new topic.
+        topic: &'a str,
+    },
+    /// `delete_topic topic` → `deleted`: remove a topic and its messages.
+    DeleteTopic {
+        /// The name of the topic to remove.
+        topic: &'a str,
+    },
+}
+
+impl Request<'_> {
+    /// The request's name as sent in the `op` field.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Claim { .. } => "claim",
+            Request::Renew { .. } => "renew",
+            Request::Release { .. } => "release",
+            Request::ListTopics { .. } => "list_topics",
+            Request::Fetch(_) => "fetch",
+            Request::Append(_) => "append",
+            Request::CreateTopic { .. } => "create_topic",
+            Request::DeleteTopic { .. } => "delete_topic",
+        }
+    }
+
+    /// The claim token the request carries, if it is one made under a claim.
+    pub fn claim(&self) -> Option<u64> {
+        match self {
+            Request::Renew { claim }
+            | Request::Release { claim }
+            | Request::ListTopics { claim } => Some(*claim),
+            Request::Fetch(fetch) => Some(fetch.claim),
+            _ => None,
+        }
+    }
+}
+
+/// `fetch`: read messages of a topic from an offset, under a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch<'a> {
+    /// The claim token from `claimed`.
+    pub claim: u64,
+    /// The topic to read.
+    pub topic: &'a str,
+    /// The first offset wanted.
+    pub offset: u64,
+    /// At most this many messages (clamped to [`crate::MAX_FETCH_MESSAGES`]).
+    pub max_messages: u32,
+    /// At most this many bytes of keys and values, but always at least one message.
+    pub max_bytes: u32,
+    /// When no message is there yet, hold the reply this long for one to arrive.
+    pub wait_ms: u64,
+}
+
+/// `append`: add messages to the end of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append<'a> {
+    /// The topic to append to; created if it does not exist.
+    pub topic: &'a str,
+    /// The messages, in order; at least one.
+    pub messages: Vec<NewMessage<'a>>,
+}
+
+/// A message as a producer sends it: the broker adds its offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage<'a> {
+    /// An optional key, as in Kafka; stored and returned untouched.
+    #[serde(
+        borrow,
+        default,
+        with = "serde_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key: Option<&'a [u8]>,
+    /// The payload.
+    #[serde(borrow, with = "serde_bytes")]
+    pub value: &'a [u8],
+}
+
+impl NewMessage<'_> {
+    /// The bytes this message counts against the size limit: key plus value.
+    pub fn size(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len) + self.value.len()
+    }
+}

@@ -1,0 +1,241 @@
+//! The codec at the byte level: round trips of every message, pinned encodings, bad frames.
+
+use protocol::{
+    decode_request, decode_response, encode_request, encode_response, Append, BrokerStatus,
+    DecodeError, ErrorCode, Fetch, Message, NewMessage, Request, Response, TopicInfo,
+};
+
+fn request_bytes(request: &Request<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_request(request, &mut out);
+    out
+}
+
+fn response_bytes(response: Response<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_response(response, &mut out);
+    out
+}
+
+#[test]
+fn every_request_round_trips() {
+    let requests = [
+        Request::Status,
+        Request::Claim {
+            broker: None,
+            wait_ms: 0,
+        },
+        Request::Claim {
+            broker: Some(2),
+            wait_ms: 1500,
+        },
+        Request::Renew { claim: u64::MAX },
+        Request::Release { claim: 7 },
+        Request::ListTopics { claim: 7 },
+        Request::Fetch(Fetch {
+            claim: 7,
+            topic: "Hola mundo",
+            offset: 3,
+            max_messages: 10,
+            max_bytes: 4096,
+            wait_ms: 250,
+        }),
+        Request::Append(Append {
+            topic: "orders",
+            messages: vec![
+                NewMessage {
+                    key: None,
+                    value: b"one",
+                },
+                NewMessage {
+                    key: Some(b"k"),
+                    value: &[0, 159, 146, 150],
+                },
+            ],
+        }),
+        Request::CreateTopic { topic: "t" },
+        Request::DeleteTopic { topic: "t" },
+    ];
+    for request in requests {
+        let bytes = request_bytes(&request);
+        assert_eq!(decode_request(&bytes), Ok(request));
+    }
+}
+
+#[test]
+fn every_response_round_trips() {
+    let responses = [
+        Response::Status {
+            brokers: vec![
+                BrokerStatus {
+                    id: 1,
+                    available: false,
+                    holder: Some("tcp://127.0.0.1:40000".into()),
+                    lease_remaining_ms: Some(29_000),
+                    topics: 4,
+                    messages: 12,
+                    bytes: 120,
+                },
+                BrokerStatus {
+                    id: 2,
+                    available: true,
+                    holder: None,
+                    lease_remaining_ms: None,
+                    topics: 4,
+                    messages: 12,
+                    bytes: 120,
+                },
+            ],
+        },
+        Response::Claimed {
+            broker: 1,
+            claim: 99,
+            lease_ms: 30_000,
+        },
+        Response::Renewed {
+            broker: 1,
+            lease_ms: 30_000,
+        },
+        Response::Released { broker: 2 },
+        Response::Topics {
+            topics: vec![TopicInfo {
+                name: "Hello world".into(),
+                messages: 3,
+                first_offset: 0,
+                next_offset: 3,
+                bytes: 27,
+            }],
+        },
+        Response::Messages {
+            topic: "Hello world",
+            messages: vec![
+                Message {
+                    offset: 0,
+                    timestamp: 1_700_000_000_000,
+                    key: None,
+                    value: b"message 1",
+                },
+                Message {
+                    offset: 1,
+                    timestamp: 1_700_000_000_001,
+                    key: Some(b"k"),
+                    value: b"",
+                },
+            ],
+            next_offset: 2,
+            end_offset: 3,
+        },
+        Response::Appended {
+            topic: "orders",
+            first_offset: 5,
+            last_offset: 9,
+        },
+        Response::Created { topic: "t" },
+        Response::Deleted { topic: "t" },
+        Response::error(ErrorCode::BrokerBusy, "logical broker 1 is claimed"),
+        Response::Error {
+            code: ErrorCode::OffsetOutOfRange,
+            reason: "offset 10 is past the end".into(),
+            range: Some((0, 3)),
+        },
+    ];
+    for response in responses {
+        let bytes = response_bytes(response.clone());
+        assert_eq!(decode_response(&bytes), Ok(response));
+    }
+}
+
+// The two encodings PROTOCOL.md shows byte by byte. A change here is a change of the wire format.
+#[test]
+fn status_request_is_pinned() {
+    let bytes = request_bytes(&Request::Status);
+    assert_eq!(bytes, b"\x82\xa1v\x01\xa2op\xa6status");
+}
+
+#[test]
+fn append_request_is_pinned() {
+    let bytes = request_bytes(&Request::Append(Append {
+        topic: "t",
+        messages: vec![NewMessage {
+            key: None,
+            value: b"hi",
+        }],
+    }));
+    let expected: &[u8] = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\
+        \xa8messages\x91\x81\xa5value\xc4\x02hi";
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn error_reply_is_pinned() {
+    let bytes = response_bytes(Response::error(ErrorCode::UnknownTopic, "no topic x"));
+    let expected: &[u8] = b"\x85\xa1v\x01\xa4code\xcd\x01\x2f\xa5reply\xa5error\
+        \xa5error\xadunknown_topic\xa6reason\xaano topic x";
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn keys_may_come_in_any_order_and_unknown_keys_are_ignored() {
+    // {"topic": "t", "future": true, "op": "create_topic", "v": 1}
+    let frame = b"\x84\xa5topic\xa1t\xa6future\xc3\xa2op\xaccreate_topic\xa1v\x01";
+    assert_eq!(
+        decode_request(frame),
+        Ok(Request::CreateTopic { topic: "t" })
+    );
+}
+
+#[test]
+fn values_sent_as_strings_are_accepted_as_bytes() {
+    // {"v": 1, "op": "append", "topic": "t", "messages": [{"value": "hi", "key": "k"}]}
+    let frame = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x91\x82\xa5value\xa2hi\xa3key\xa1k";
+    let expected = Request::Append(Append {
+        topic: "t",
+        messages: vec![NewMessage {
+            key: Some(b"k"),
+            value: b"hi",
+        }],
+    });
+    assert_eq!(decode_request(frame), Ok(expected));
+}
+
+#[test]
+fn bad_frames_get_the_right_error() {
+    let malformed = |frame: &[u8]| match decode_request(frame) {
+        Err(DecodeError::Malformed(reason)) => reason,
+        other => panic!("expected malformed for {frame:?}, got {other:?}"),
+    };
+    assert!(malformed(b"").contains("empty"));
+    assert!(malformed(b"hello").contains("not a MessagePack map"));
+    assert!(malformed(b"\x92\x01\xa6status").contains("not a MessagePack map"));
+    assert!(malformed(b"\x81\xa2op\xa6status").contains("`v`"));
+    assert!(malformed(b"\x81\xa1v\x01").contains("`op`"));
+    assert!(malformed(b"\x82\xa1v\x01\xa2op\xa5renew").contains("renew needs the field `claim`"));
+    // A map cut short.
+    assert!(!malformed(b"\x83\xa1v\x01\xa2op").is_empty());
+    // A field of the wrong type: claim as a string.
+    assert!(!malformed(b"\x83\xa1v\x01\xa2op\xa5renew\xa5claim\xa1x").is_empty());
+    // An append with no messages.
+    assert!(
+        malformed(b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x90")
+            .contains("at least one message")
+    );
+
+    assert_eq!(
+        decode_request(b"\x82\xa1v\x02\xa2op\xa6status"),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
+    assert_eq!(
+        decode_request(b"\x82\xa1v\x01\xa2op\xa4nope"),
+        Err(DecodeError::UnknownRequest("nope".into()))
+    );
+}
+
+#[test]
+fn huge_declared_lengths_do_not_allocate_or_panic() {
+    // A map whose `messages` array claims 2^32-1 entries but holds none.
+    let frame = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\xdd\xff\xff\xff\xff";
+    assert!(matches!(
+        decode_request(frame),
+        Err(DecodeError::Malformed(_))
+    ));
+}
