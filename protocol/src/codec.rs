@@ -55,6 +55,8 @@ struct WireRequest<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     wait_ms: Option<u64>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     topic: Option<&'a str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     offset: Option<u64>,
@@ -105,16 +107,13 @@ struct WireResponse<'a> {
 
 /// Appends the encoding of `request` to `out`.
 pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
-    let mut wire = WireRequest {
-        v: Some(VERSION),
-        op: Some(request.op()),
-        ..Default::default()
-    };
+    let mut wire = WireRequest { v: Some(VERSION), op: Some(request.op()), ..Default::default() };
     match request {
         Request::Status => {}
-        Request::Claim { broker, wait_ms } => {
+        Request::Claim { broker, wait_ms, client } => {
             wire.broker = *broker;
             wire.wait_ms = Some(*wait_ms);
+            wire.client = *client;
         }
         Request::Renew { claim } | Request::Release { claim } | Request::ListTopics { claim } => {
             wire.claim = Some(*claim);
@@ -155,16 +154,11 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
         "claim" => Request::Claim {
             broker: wire.broker,
             wait_ms: wire.wait_ms.unwrap_or(0),
+            client: wire.client,
         },
-        "renew" => Request::Renew {
-            claim: need(wire.claim, "claim")?,
-        },
-        "release" => Request::Release {
-            claim: need(wire.claim, "claim")?,
-        },
-        "list_topics" => Request::ListTopics {
-            claim: need(wire.claim, "claim")?,
-        },
+        "renew" => Request::Renew { claim: need(wire.claim, "claim")? },
+        "release" => Request::Release { claim: need(wire.claim, "claim")? },
+        "list_topics" => Request::ListTopics { claim: need(wire.claim, "claim")? },
         "fetch" => Request::Fetch(Fetch {
             claim: need(wire.claim, "claim")?,
             topic: topic()?,
@@ -175,14 +169,9 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
         }),
         "append" => {
             let topic = topic()?;
-            let messages = wire
-                .messages
-                .ok_or_else(|| missing(op, "messages"))?
-                .into_owned();
+            let messages = wire.messages.ok_or_else(|| missing(op, "messages"))?.into_owned();
             if messages.is_empty() {
-                return Err(DecodeError::Malformed(
-                    "append needs at least one message".into(),
-                ));
+                return Err(DecodeError::Malformed("append needs at least one message".into()));
             }
             Request::Append(Append { topic, messages })
         }
@@ -204,11 +193,7 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
     };
     match response {
         Response::Status { brokers } => wire.brokers = Some(brokers),
-        Response::Claimed {
-            broker,
-            claim,
-            lease_ms,
-        } => {
+        Response::Claimed { broker, claim, lease_ms } => {
             wire.broker = Some(broker);
             wire.claim = Some(claim);
             wire.lease_ms = Some(lease_ms);
@@ -219,32 +204,19 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
         }
         Response::Released { broker } => wire.broker = Some(broker),
         Response::Topics { topics } => wire.topics = Some(topics),
-        Response::Messages {
-            topic,
-            messages,
-            next_offset,
-            end_offset,
-        } => {
+        Response::Messages { topic, messages, next_offset, end_offset } => {
             wire.topic = Some(topic);
             wire.messages = Some(messages);
             wire.next_offset = Some(next_offset);
             wire.end_offset = Some(end_offset);
         }
-        Response::Appended {
-            topic,
-            first_offset,
-            last_offset,
-        } => {
+        Response::Appended { topic, first_offset, last_offset } => {
             wire.topic = Some(topic);
             wire.first_offset = Some(first_offset);
             wire.last_offset = Some(last_offset);
         }
         Response::Created { topic } | Response::Deleted { topic } => wire.topic = Some(topic),
-        Response::Error {
-            code,
-            reason,
-            range,
-        } => {
+        Response::Error { code, reason, range } => {
             wire.code = Some(code.code());
             wire.error = Some(code.name());
             wire.reason = Some(reason);
@@ -269,22 +241,17 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
     let broker = || wire.broker.ok_or_else(|| missing(name, "broker"));
     let topic = || wire.topic.ok_or_else(|| missing(name, "topic"));
     let response = match name {
-        "status" => Response::Status {
-            brokers: wire.brokers.unwrap_or_default(),
-        },
+        "status" => Response::Status { brokers: wire.brokers.unwrap_or_default() },
         "claimed" => Response::Claimed {
             broker: broker()?,
             claim: need(wire.claim, "claim")?,
             lease_ms: need(wire.lease_ms, "lease_ms")?,
         },
-        "renewed" => Response::Renewed {
-            broker: broker()?,
-            lease_ms: need(wire.lease_ms, "lease_ms")?,
-        },
+        "renewed" => {
+            Response::Renewed { broker: broker()?, lease_ms: need(wire.lease_ms, "lease_ms")? }
+        }
         "released" => Response::Released { broker: broker()? },
-        "topics" => Response::Topics {
-            topics: wire.topics.unwrap_or_default(),
-        },
+        "topics" => Response::Topics { topics: wire.topics.unwrap_or_default() },
         "messages" => Response::Messages {
             topic: topic()?,
             messages: wire.messages.unwrap_or_default(),
@@ -303,11 +270,7 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             let code = ErrorCode::from_code(number)
                 .ok_or_else(|| DecodeError::Malformed(format!("unknown error code {number}")))?;
             let range = wire.first_offset.zip(wire.next_offset);
-            Response::Error {
-                code,
-                reason: wire.reason.unwrap_or_default(),
-                range,
-            }
+            Response::Error { code, reason: wire.reason.unwrap_or_default(), range }
         }
         other => return Err(DecodeError::UnknownRequest(other.to_owned())),
     };
@@ -325,11 +288,7 @@ fn write<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 fn read<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, DecodeError> {
     match frame.first() {
         Some(0x80..=0x8f | 0xde | 0xdf) => {}
-        Some(_) => {
-            return Err(DecodeError::Malformed(
-                "the frame is not a MessagePack map".into(),
-            ))
-        }
+        Some(_) => return Err(DecodeError::Malformed("the frame is not a MessagePack map".into())),
         None => return Err(DecodeError::Malformed("the frame is empty".into())),
     }
     rmp_serde::from_slice(frame).map_err(|e| DecodeError::Malformed(e.to_string()))

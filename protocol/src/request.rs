@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 pub enum Request<'a> {
     /// `status` → `status`: describe every logical broker. Needs no claim.
     Status,
-    /// `claim [broker] [wait_ms]` → `claimed`: take a free logical broker, or the one named.
+    /// `claim [broker] [wait_ms] [client]` → `claimed`: take a free logical broker, or the one named.
     Claim {
         /// The logical broker wanted; `None` takes any free one.
         broker: Option<u32>,
         /// How long to wait for one to free up; 0 answers at once.
         wait_ms: u64,
+        /// A name for the claimant that `status` shows as the holder (like Kafka's `client.id`).
+        client: Option<&'a str>,
     },
     /// `renew claim` → `renewed`: extend a claim's lease.
     Renew {
@@ -106,12 +108,7 @@ pub struct Append<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewMessage<'a> {
     /// An optional key, as in Kafka; stored and returned untouched.
-    #[serde(
-        borrow,
-        default,
-        with = "serde_bytes",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(borrow, default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
     pub key: Option<&'a [u8]>,
     /// The payload.
     #[serde(borrow, with = "serde_bytes")]

@@ -88,11 +88,7 @@ pub enum Response<'a> {
 impl<'a> Response<'a> {
     /// An error reply with no offset range.
     pub fn error(code: ErrorCode, reason: impl Into<Cow<'a, str>>) -> Self {
-        Response::Error {
-            code,
-            reason: reason.into(),
-            range: None,
-        }
+        Response::Error { code, reason: reason.into(), range: None }
     }
 
     /// The reply's name as sent in the `reply` field.
@@ -156,12 +152,7 @@ pub struct Message<'a> {
     /// When the broker appended it, in milliseconds since the Unix epoch.
     pub timestamp: u64,
     /// The key the producer gave, if any.
-    #[serde(
-        borrow,
-        default,
-        with = "serde_bytes",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(borrow, default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
     pub key: Option<&'a [u8]>,
     /// The payload.
     #[serde(borrow, with = "serde_bytes")]

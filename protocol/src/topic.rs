@@ -57,21 +57,9 @@ mod tests {
     #[test]
     fn refuses_what_cannot_be_shown_or_stored() {
         assert_eq!(validate_topic_name(""), Err(InvalidTopicName::Empty));
-        assert_eq!(
-            validate_topic_name(&"x".repeat(250)),
-            Err(InvalidTopicName::TooLong(250))
-        );
-        assert_eq!(
-            validate_topic_name("a\nb"),
-            Err(InvalidTopicName::ControlCharacter('\n'))
-        );
-        assert_eq!(
-            validate_topic_name(" a"),
-            Err(InvalidTopicName::OuterWhitespace)
-        );
-        assert_eq!(
-            validate_topic_name("a\t"),
-            Err(InvalidTopicName::ControlCharacter('\t'))
-        );
+        assert_eq!(validate_topic_name(&"x".repeat(250)), Err(InvalidTopicName::TooLong(250)));
+        assert_eq!(validate_topic_name("a\nb"), Err(InvalidTopicName::ControlCharacter('\n')));
+        assert_eq!(validate_topic_name(" a"), Err(InvalidTopicName::OuterWhitespace));
+        assert_eq!(validate_topic_name("a\t"), Err(InvalidTopicName::ControlCharacter('\t')));
     }
 }

@@ -21,14 +21,8 @@ fn response_bytes(response: Response<'_>) -> Vec<u8> {
 fn every_request_round_trips() {
     let requests = [
         Request::Status,
-        Request::Claim {
-            broker: None,
-            wait_ms: 0,
-        },
-        Request::Claim {
-            broker: Some(2),
-            wait_ms: 1500,
-        },
+        Request::Claim { broker: None, wait_ms: 0, client: None },
+        Request::Claim { broker: Some(2), wait_ms: 1500, client: Some("till-1") },
         Request::Renew { claim: u64::MAX },
         Request::Release { claim: 7 },
         Request::ListTopics { claim: 7 },
@@ -43,14 +37,8 @@ fn every_request_round_trips() {
         Request::Append(Append {
             topic: "orders",
             messages: vec![
-                NewMessage {
-                    key: None,
-                    value: b"one",
-                },
-                NewMessage {
-                    key: Some(b"k"),
-                    value: &[0, 159, 146, 150],
-                },
+                NewMessage { key: None, value: b"one" },
+                NewMessage { key: Some(b"k"), value: &[0, 159, 146, 150] },
             ],
         }),
         Request::CreateTopic { topic: "t" },
@@ -87,15 +75,8 @@ fn every_response_round_trips() {
                 },
             ],
         },
-        Response::Claimed {
-            broker: 1,
-            claim: 99,
-            lease_ms: 30_000,
-        },
-        Response::Renewed {
-            broker: 1,
-            lease_ms: 30_000,
-        },
+        Response::Claimed { broker: 1, claim: 99, lease_ms: 30_000 },
+        Response::Renewed { broker: 1, lease_ms: 30_000 },
         Response::Released { broker: 2 },
         Response::Topics {
             topics: vec![TopicInfo {
@@ -109,27 +90,13 @@ fn every_response_round_trips() {
         Response::Messages {
             topic: "Hello world",
             messages: vec![
-                Message {
-                    offset: 0,
-                    timestamp: 1_700_000_000_000,
-                    key: None,
-                    value: b"message 1",
-                },
-                Message {
-                    offset: 1,
-                    timestamp: 1_700_000_000_001,
-                    key: Some(b"k"),
-                    value: b"",
-                },
+                Message { offset: 0, timestamp: 1_700_000_000_000, key: None, value: b"message 1" },
+                Message { offset: 1, timestamp: 1_700_000_000_001, key: Some(b"k"), value: b"" },
             ],
             next_offset: 2,
             end_offset: 3,
         },
-        Response::Appended {
-            topic: "orders",
-            first_offset: 5,
-            last_offset: 9,
-        },
+        Response::Appended { topic: "orders", first_offset: 5, last_offset: 9 },
         Response::Created { topic: "t" },
         Response::Deleted { topic: "t" },
         Response::error(ErrorCode::BrokerBusy, "logical broker 1 is claimed"),
@@ -156,10 +123,7 @@ fn status_request_is_pinned() {
 fn append_request_is_pinned() {
     let bytes = request_bytes(&Request::Append(Append {
         topic: "t",
-        messages: vec![NewMessage {
-            key: None,
-            value: b"hi",
-        }],
+        messages: vec![NewMessage { key: None, value: b"hi" }],
     }));
     let expected: &[u8] = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\
         \xa8messages\x91\x81\xa5value\xc4\x02hi";
@@ -178,10 +142,7 @@ fn error_reply_is_pinned() {
 fn keys_may_come_in_any_order_and_unknown_keys_are_ignored() {
     // {"topic": "t", "future": true, "op": "create_topic", "v": 1}
     let frame = b"\x84\xa5topic\xa1t\xa6future\xc3\xa2op\xaccreate_topic\xa1v\x01";
-    assert_eq!(
-        decode_request(frame),
-        Ok(Request::CreateTopic { topic: "t" })
-    );
+    assert_eq!(decode_request(frame), Ok(Request::CreateTopic { topic: "t" }));
 }
 
 #[test]
@@ -190,10 +151,7 @@ fn values_sent_as_strings_are_accepted_as_bytes() {
     let frame = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x91\x82\xa5value\xa2hi\xa3key\xa1k";
     let expected = Request::Append(Append {
         topic: "t",
-        messages: vec![NewMessage {
-            key: Some(b"k"),
-            value: b"hi",
-        }],
+        messages: vec![NewMessage { key: Some(b"k"), value: b"hi" }],
     });
     assert_eq!(decode_request(frame), Ok(expected));
 }
@@ -215,10 +173,8 @@ fn bad_frames_get_the_right_error() {
     // A field of the wrong type: claim as a string.
     assert!(!malformed(b"\x83\xa1v\x01\xa2op\xa5renew\xa5claim\xa1x").is_empty());
     // An append with no messages.
-    assert!(
-        malformed(b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x90")
-            .contains("at least one message")
-    );
+    assert!(malformed(b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x90")
+        .contains("at least one message"));
 
     assert_eq!(
         decode_request(b"\x82\xa1v\x02\xa2op\xa6status"),
@@ -234,8 +190,5 @@ fn bad_frames_get_the_right_error() {
 fn huge_declared_lengths_do_not_allocate_or_panic() {
     // A map whose `messages` array claims 2^32-1 entries but holds none.
     let frame = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\xdd\xff\xff\xff\xff";
-    assert!(matches!(
-        decode_request(frame),
-        Err(DecodeError::Malformed(_))
-    ));
+    assert!(matches!(decode_request(frame), Err(DecodeError::Malformed(_))));
 }
