@@ -1,0 +1,17 @@
+//! `delete_topic`: remove a topic and its messages.
+
+use protocol::Response;
+
+use super::{refuse, Outcome};
+use crate::broker::Broker;
+
+/// Deletes `topic`; the server then answers fetches held on it with `unknown_topic`.
+pub fn apply<'a>(broker: &mut Broker, topic: &'a str) -> Outcome<'a> {
+    match broker.store.delete(topic) {
+        Ok(()) => {
+            tracing::info!(topic, "deleted topic");
+            Outcome::Reply(Response::Deleted { topic })
+        }
+        Err(error) => refuse(error),
+    }
+}

@@ -1,0 +1,56 @@
+//! `fetch`: read a topic from an offset under a claim, waiting for messages if asked to.
+
+use protocol::{Fetch, Response, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES};
+
+use super::{deadline, refuse, Context, Outcome};
+use crate::broker::Broker;
+use crate::store::Store;
+
+/// Reads what `fetch` asks for, renewing its claim. At the end of the topic, with a wait,
+/// the fetch is held (and its claim kept alive) until a message arrives or the wait ends.
+pub fn apply<'a>(broker: &'a mut Broker, fetch: Fetch<'a>, cx: &Context<'_>) -> Outcome<'a> {
+    if let Err(error) = broker.brokers.renew(fetch.claim, cx.now, cx.now) {
+        return refuse(error);
+    }
+    let at_end = broker.store.topic(fetch.topic).is_ok_and(|t| t.next_offset() == fetch.offset);
+    if at_end && fetch.wait_ms > 0 {
+        let until = deadline(cx.now, fetch.wait_ms);
+        // Cannot fail: the claim was renewed above, within this same request.
+        let _ = broker.brokers.renew(fetch.claim, cx.now, until);
+        return Outcome::HoldFetch {
+            claim: fetch.claim,
+            topic: fetch.topic.to_owned(),
+            offset: fetch.offset,
+            max_messages: fetch.max_messages,
+            max_bytes: fetch.max_bytes,
+            deadline: until,
+        };
+    }
+    Outcome::Reply(answer(
+        &broker.store,
+        fetch.topic,
+        fetch.offset,
+        fetch.max_messages,
+        fetch.max_bytes,
+    ))
+}
+
+/// The reply to a fetch of `topic` from `offset`, now: the messages there are, possibly none.
+pub fn answer<'a>(
+    store: &'a Store,
+    topic: &'a str,
+    offset: u64,
+    max_messages: u32,
+    max_bytes: u32,
+) -> Response<'a> {
+    let max_messages = max_messages.clamp(1, MAX_FETCH_MESSAGES) as usize;
+    let max_bytes = max_bytes.min(MAX_FETCH_BYTES) as usize;
+    let mut messages = Vec::new();
+    match store.read(topic, offset, max_messages, max_bytes, &mut messages) {
+        Ok(end_offset) => {
+            let next_offset = messages.last().map_or(offset, |m| m.offset + 1);
+            Response::Messages { topic, messages, next_offset, end_offset }
+        }
+        Err(error) => error.into(),
+    }
+}

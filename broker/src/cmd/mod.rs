@@ -1,0 +1,122 @@
+//! What each request does to the broker's state: one file per request, dispatched by one match.
+//!
+//! A command never touches the socket. It returns an [`Outcome`]: a reply to send now, or a
+//! reply the server should hold back until something happens or a deadline passes.
+
+pub mod append;
+pub mod claim;
+pub mod create_topic;
+pub mod delete_topic;
+pub mod fetch;
+pub mod list_topics;
+pub mod release;
+pub mod renew;
+pub mod status;
+
+use std::time::{Duration, Instant};
+
+use protocol::{ErrorCode, Request, Response, MAX_WAIT_MS};
+
+use crate::broker::Broker;
+use crate::logical::ClaimError;
+use crate::store::StoreError;
+
+/// What the request's sender is, for the command to use.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'p> {
+    /// The time of this pass of the serve loop.
+    pub now: Instant,
+    /// The same time as milliseconds since the Unix epoch, for message timestamps.
+    pub now_ms: u64,
+    /// The peer's address, shown as a claim's holder when it gives no name.
+    pub peer: &'p str,
+}
+
+/// What the server is to do with a request once applied.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// Send this reply.
+    Reply(Response<'a>),
+    /// Hold the request until a logical broker frees up or `deadline` passes.
+    WaitForClaim {
+        /// The logical broker wanted, or `None` for any.
+        broker: Option<u32>,
+        /// Who asked.
+        holder: String,
+        /// When to give up.
+        deadline: Instant,
+    },
+    /// Hold the fetch until its topic grows or `deadline` passes.
+    HoldFetch {
+        /// The claim it reads under.
+        claim: u64,
+        /// The topic.
+        topic: String,
+        /// The offset wanted.
+        offset: u64,
+        /// At most this many messages.
+        max_messages: u32,
+        /// At most this many bytes.
+        max_bytes: u32,
+        /// When to answer with nothing.
+        deadline: Instant,
+    },
+}
+
+/// Applies `request` to `broker`.
+pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>) -> Outcome<'a> {
+    match request {
+        Request::Status => status::apply(broker, cx),
+        Request::Claim { broker: wanted, wait_ms, client } => {
+            claim::apply(broker, wanted, wait_ms, client.unwrap_or(cx.peer), cx)
+        }
+        Request::Renew { claim } => renew::apply(broker, claim, cx),
+        Request::Release { claim } => release::apply(broker, claim),
+        Request::ListTopics { claim } => list_topics::apply(broker, claim, cx),
+        Request::Fetch(fetch) => fetch::apply(broker, fetch, cx),
+        Request::Append(append) => append::apply(broker, append, cx),
+        Request::CreateTopic { topic } => create_topic::apply(broker, topic),
+        Request::DeleteTopic { topic } => delete_topic::apply(broker, topic),
+    }
+}
+
+/// The moment a wait of `wait_ms` (capped at [`MAX_WAIT_MS`]) asked at `now` ends.
+pub fn deadline(now: Instant, wait_ms: u64) -> Instant {
+    now + Duration::from_millis(wait_ms.min(MAX_WAIT_MS))
+}
+
+impl From<StoreError> for Response<'_> {
+    fn from(error: StoreError) -> Self {
+        let code = match &error {
+            StoreError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            StoreError::TopicExists(_) => ErrorCode::TopicExists,
+            StoreError::InvalidTopicName(..) => ErrorCode::InvalidTopicName,
+            StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            StoreError::OffsetOutOfRange { first, next, .. } => {
+                return Response::Error {
+                    code: ErrorCode::OffsetOutOfRange,
+                    reason: error.to_string().into(),
+                    range: Some((*first, *next)),
+                };
+            }
+        };
+        Response::error(code, error.to_string())
+    }
+}
+
+impl From<ClaimError> for Response<'_> {
+    fn from(error: ClaimError) -> Self {
+        let code = match error {
+            ClaimError::NoneAvailable(_) => ErrorCode::NoBrokerAvailable,
+            ClaimError::Busy(_) => ErrorCode::BrokerBusy,
+            ClaimError::UnknownBroker { .. } => ErrorCode::UnknownBroker,
+            ClaimError::UnknownClaim(_) => ErrorCode::UnknownClaim,
+        };
+        Response::error(code, error.to_string())
+    }
+}
+
+/// A refusal, as an outcome.
+fn refuse<'a>(error: impl Into<Response<'a>>) -> Outcome<'a> {
+    Outcome::Reply(error.into())
+}

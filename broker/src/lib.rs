@@ -1,0 +1,39 @@
+//! The broker: a ZeroMQ ROUTER serving claimable logical brokers over one topic store.
+//!
+//! [`server::run`] is the entry point: it takes a bound socket, the state and a stop signal. The
+//! `broker` binary only parses its arguments, binds, and calls it.
+
+pub mod broker;
+pub mod cmd;
+pub mod logical;
+pub mod preload;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod waiting;
+
+use std::time::Duration;
+
+pub use broker::Broker;
+pub use shutdown::Shutdown;
+
+/// How the broker is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How many logical brokers to host (ids 1 to this).
+    pub brokers: u32,
+    /// How long a claim lasts without a request.
+    pub lease: Duration,
+    /// The most bytes of key and value one message may have.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            brokers: 2,
+            lease: Duration::from_secs(30),
+            max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}

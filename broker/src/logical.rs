@@ -1,0 +1,299 @@
+//! Logical brokers and their claims.
+//!
+//! A logical broker is a claimable view of the broker's one store. A consumer claims one for a
+//! lease; while the claim lasts nobody else can have it. Every logical broker is an instance of
+//! the same type, told apart by its id.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant};
+
+use protocol::BrokerStatus;
+use thiserror::Error;
+
+use crate::store::Totals;
+
+/// Why a claim, renewal or release was refused. A refusal changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClaimError {
+    /// Every logical broker is claimed.
+    #[error("no logical broker is available: all {0} are claimed")]
+    NoneAvailable(usize),
+    /// The logical broker asked for is claimed by someone else.
+    #[error("logical broker {0} is claimed by someone else")]
+    Busy(u32),
+    /// No logical broker has this id.
+    #[error("there is no logical broker {id}; ids run from 1 to {count}")]
+    UnknownBroker {
+        /// The id asked for.
+        id: u32,
+        /// How many there are.
+        count: usize,
+    },
+    /// The token names no current claim: never given, released, or expired.
+    #[error("claim {0} is unknown or has expired; claim a logical broker again")]
+    UnknownClaim(u64),
+}
+
+/// A current claim on one logical broker.
+#[derive(Debug, Clone)]
+struct Claim {
+    /// The secret the holder sends with each request.
+    token: u64,
+    /// Who holds it, for `status`.
+    holder: String,
+    /// When it lapses unless renewed.
+    expires_at: Instant,
+}
+
+/// One logical broker.
+#[derive(Debug, Clone)]
+struct LogicalBroker {
+    /// Its id, from 1.
+    id: u32,
+    /// Its claim, if it is claimed.
+    claim: Option<Claim>,
+}
+
+/// The logical brokers of one broker process.
+#[derive(Debug)]
+pub struct LogicalBrokers {
+    /// Ordered by id, which is the index plus one.
+    brokers: Vec<LogicalBroker>,
+    /// How long a claim lasts without a request.
+    lease: Duration,
+    /// Where claim tokens come from.
+    tokens: Tokens,
+}
+
+impl LogicalBrokers {
+    /// `count` free logical brokers, ids 1 to `count`, whose claims last `lease`.
+    pub fn new(count: u32, lease: Duration) -> LogicalBrokers {
+        let brokers = (1..=count).map(|id| LogicalBroker { id, claim: None }).collect();
+        LogicalBrokers { brokers, lease, tokens: Tokens::new() }
+    }
+
+    /// How long a claim lasts without a request.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Claims logical broker `wanted`, or the lowest-numbered free one, for `holder`.
+    /// Returns its id and the claim token.
+    ///
+    /// # Errors
+    /// An unknown id, a busy wanted broker, or none free.
+    pub fn claim(
+        &mut self,
+        wanted: Option<u32>,
+        holder: &str,
+        now: Instant,
+    ) -> Result<(u32, u64), ClaimError> {
+        let count = self.brokers.len();
+        let at = match wanted {
+            Some(id) => {
+                self.check_id(id)?;
+                if self.brokers[index(id)].claim.is_some() {
+                    return Err(ClaimError::Busy(id));
+                }
+                index(id)
+            }
+            None => self
+                .brokers
+                .iter()
+                .position(|b| b.claim.is_none())
+                .ok_or(ClaimError::NoneAvailable(count))?,
+        };
+        let token = self.tokens.next();
+        let broker = &mut self.brokers[at];
+        broker.claim =
+            Some(Claim { token, holder: holder.to_owned(), expires_at: now + self.lease });
+        Ok((broker.id, token))
+    }
+
+    /// Whether a claim for `wanted` (or for any) could succeed now.
+    pub fn can_claim(&self, wanted: Option<u32>) -> bool {
+        match wanted {
+            Some(id) => self.brokers.get(index(id)).is_some_and(|b| b.claim.is_none()),
+            None => self.brokers.iter().any(|b| b.claim.is_none()),
+        }
+    }
+
+    /// Checks that `id` names a logical broker.
+    ///
+    /// # Errors
+    /// [`ClaimError::UnknownBroker`].
+    pub fn check_id(&self, id: u32) -> Result<(), ClaimError> {
+        self.brokers
+            .get(index(id))
+            .map(drop)
+            .ok_or(ClaimError::UnknownBroker { id, count: self.brokers.len() })
+    }
+
+    /// Restarts the lease of claim `token` from `now`, and keeps it at least until `until` (a
+    /// held fetch keeps its claim alive). Returns the logical broker's id.
+    ///
+    /// # Errors
+    /// [`ClaimError::UnknownClaim`].
+    pub fn renew(&mut self, token: u64, now: Instant, until: Instant) -> Result<u32, ClaimError> {
+        let lease = self.lease;
+        let broker = self.find_mut(token)?;
+        if let Some(claim) = &mut broker.claim {
+            claim.expires_at = (now + lease).max(until + lease);
+        }
+        Ok(broker.id)
+    }
+
+    /// Ends claim `token`; returns the freed logical broker's id.
+    ///
+    /// # Errors
+    /// [`ClaimError::UnknownClaim`].
+    pub fn release(&mut self, token: u64) -> Result<u32, ClaimError> {
+        let broker = self.find_mut(token)?;
+        broker.claim = None;
+        Ok(broker.id)
+    }
+
+    /// Ends every claim whose lease ran out by `now`; returns the freed ids.
+    pub fn expire(&mut self, now: Instant) -> Vec<u32> {
+        let mut freed = Vec::new();
+        for broker in &mut self.brokers {
+            if broker.claim.as_ref().is_some_and(|c| c.expires_at <= now) {
+                broker.claim = None;
+                freed.push(broker.id);
+            }
+        }
+        freed
+    }
+
+    /// When the next claim lapses, if any is held.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.brokers.iter().filter_map(|b| b.claim.as_ref()).map(|c| c.expires_at).min()
+    }
+
+    /// How many are claimed now.
+    pub fn claimed(&self) -> usize {
+        self.brokers.iter().filter(|b| b.claim.is_some()).count()
+    }
+
+    /// Each logical broker as `status` shows it; each serves the whole store, `totals`.
+    pub fn status(&self, now: Instant, totals: Totals) -> Vec<BrokerStatus> {
+        self.brokers
+            .iter()
+            .map(|b| BrokerStatus {
+                id: b.id,
+                available: b.claim.is_none(),
+                holder: b.claim.as_ref().map(|c| c.holder.clone()),
+                lease_remaining_ms: b
+                    .claim
+                    .as_ref()
+                    .map(|c| c.expires_at.saturating_duration_since(now).as_millis() as u64),
+                topics: totals.topics,
+                messages: totals.messages,
+                bytes: totals.bytes,
+            })
+            .collect()
+    }
+
+    fn find_mut(&mut self, token: u64) -> Result<&mut LogicalBroker, ClaimError> {
+        self.brokers
+            .iter_mut()
+            .find(|b| b.claim.as_ref().is_some_and(|c| c.token == token))
+            .ok_or(ClaimError::UnknownClaim(token))
+    }
+}
+
+/// The index of logical broker `id` (ids start at 1; 0 maps past the end).
+fn index(id: u32) -> usize {
+    (id as usize).wrapping_sub(1)
+}
+
+/// Unguessable, non-repeating claim tokens: a counter hashed with a key drawn at start-up, so a
+/// token from an earlier run of the broker, or a neighbour's token plus one, is not valid.
+#[derive(Debug)]
+struct Tokens {
+    /// Randomly keyed by the standard library at start-up.
+    key: RandomState,
+    /// How many tokens were given.
+    counter: u64,
+}
+
+impl Tokens {
+    fn new() -> Tokens {
+        Tokens { key: RandomState::new(), counter: 0 }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.key.hash_one(self.counter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn claims_take_free_brokers_in_order_until_none_is_left() {
+        let now = Instant::now();
+        let mut brokers = LogicalBrokers::new(2, LEASE);
+        let (first, _) = brokers.claim(None, "a", now).unwrap();
+        let (second, _) = brokers.claim(None, "b", now).unwrap();
+        assert_eq!((first, second), (1, 2));
+        assert_eq!(brokers.claim(None, "c", now), Err(ClaimError::NoneAvailable(2)));
+        assert_eq!(brokers.claim(Some(1), "c", now), Err(ClaimError::Busy(1)));
+        assert_eq!(
+            brokers.claim(Some(3), "c", now),
+            Err(ClaimError::UnknownBroker { id: 3, count: 2 })
+        );
+        assert_eq!(
+            brokers.claim(Some(0), "c", now),
+            Err(ClaimError::UnknownBroker { id: 0, count: 2 })
+        );
+    }
+
+    #[test]
+    fn release_frees_and_forgets_the_token() {
+        let now = Instant::now();
+        let mut brokers = LogicalBrokers::new(2, LEASE);
+        let (_, token) = brokers.claim(Some(2), "a", now).unwrap();
+        assert_eq!(brokers.release(token), Ok(2));
+        assert_eq!(brokers.release(token), Err(ClaimError::UnknownClaim(token)));
+        assert!(brokers.can_claim(Some(2)));
+    }
+
+    #[test]
+    fn leases_expire_unless_renewed() {
+        let start = Instant::now();
+        let mut brokers = LogicalBrokers::new(2, LEASE);
+        let (_, a) = brokers.claim(None, "a", start).unwrap();
+        let (_, _b) = brokers.claim(None, "b", start).unwrap();
+        let later = start + LEASE / 2;
+        brokers.renew(a, later, later).unwrap();
+        assert_eq!(brokers.expire(start + LEASE), vec![2]);
+        assert_eq!(brokers.next_expiry(), Some(later + LEASE));
+        assert_eq!(brokers.expire(later + LEASE), vec![1]);
+        assert_eq!(brokers.renew(a, later, later), Err(ClaimError::UnknownClaim(a)));
+    }
+
+    #[test]
+    fn status_shows_holder_and_lease() {
+        let now = Instant::now();
+        let mut brokers = LogicalBrokers::new(2, LEASE);
+        brokers.claim(Some(2), "till", now).unwrap();
+        let status = brokers.status(now, Totals { topics: 1, messages: 2, bytes: 3 });
+        assert!(status[0].available);
+        assert_eq!(status[1].holder.as_deref(), Some("till"));
+        assert_eq!(status[1].lease_remaining_ms, Some(30_000));
+        assert_eq!(status[1].messages, 2);
+    }
+
+    #[test]
+    fn tokens_do_not_repeat() {
+        let mut tokens = Tokens::new();
+        let drawn: std::collections::HashSet<u64> = (0..10_000).map(|_| tokens.next()).collect();
+        assert_eq!(drawn.len(), 10_000);
+    }
+}

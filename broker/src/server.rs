@@ -1,0 +1,427 @@
+//! The serve loop: the ROUTER socket, envelopes, held replies, and the order of a pass.
+//!
+//! One thread owns the socket and the state. Each pass of the loop waits for requests (at most
+//! [`TICK`], so a stop is noticed promptly), handles every request already queued (up to
+//! [`PASS_REQUESTS`]), lets leases and waits run out, answers the fetches held on topics that
+//! grew, and only then sends the pass's replies, so that one durability point could cover every
+//! append of the pass (group commit).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use protocol::{decode_request, encode_response, ErrorCode, Response};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::broker::{Broker, Stats};
+use crate::cmd::{self, claim, fetch, Context, Outcome};
+use crate::shutdown::Shutdown;
+use crate::waiting::{HeldFetch, Waiting, WaitingClaim};
+use crate::Config;
+
+/// The longest the loop sleeps before looking at the stop flag again.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The most requests handled in one pass before timers and replies get their turn.
+pub const PASS_REQUESTS: usize = 1024;
+
+/// The most replies queued towards one peer before the broker drops further ones.
+const SEND_HIGH_WATER_MARK: i32 = 100_000;
+
+/// How long closing the socket may wait for the last replies to leave.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Why the broker could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The endpoint could not be bound.
+    #[error("cannot bind {endpoint}: {source}")]
+    Bind {
+        /// The endpoint asked for.
+        endpoint: String,
+        /// What ZeroMQ said.
+        source: zmq::Error,
+    },
+    /// The socket failed in a way the broker cannot go on from.
+    #[error("socket error: {0}")]
+    Socket(#[from] zmq::Error),
+}
+
+/// The routing frames of a request: the peer's identity, any frames a proxy added, and the
+/// empty delimiter when the peer sent one. A reply goes out with the same frames.
+type Envelope = Vec<zmq::Message>;
+
+/// Creates the broker's ROUTER socket and binds it to `endpoint`.
+///
+/// # Errors
+/// A socket option or the bind failed.
+pub fn bind(context: &zmq::Context, endpoint: &str, config: &Config) -> Result<zmq::Socket, Error> {
+    let socket = context.socket(zmq::ROUTER)?;
+    // Without this a ROUTER silently drops replies to peers it cannot reach; with it the send
+    // fails and the broker can say so.
+    socket.set_router_mandatory(true)?;
+    socket.set_sndhwm(SEND_HIGH_WATER_MARK)?;
+    socket.set_linger(LINGER.as_millis() as i32)?;
+    // ZeroMQ drops a peer that sends a bigger frame, before the broker sees it: room for a batch
+    // of maximal messages, but not for an arbitrary amount of memory.
+    socket.set_maxmsgsize(max_frame_bytes(config.max_message_bytes))?;
+    socket
+        .bind(endpoint)
+        .map_err(|source| Error::Bind { endpoint: endpoint.to_owned(), source })?;
+    Ok(socket)
+}
+
+/// The largest frame the socket accepts: 64 MiB, or room for two maximal messages if more.
+pub fn max_frame_bytes(max_message_bytes: usize) -> i64 {
+    (64 << 20).max(2 * max_message_bytes as i64 + 4096)
+}
+
+/// Serves requests on `socket` until `shutdown` is signalled, then answers what is held and
+/// returns the counters.
+///
+/// # Errors
+/// The socket failed.
+pub fn run(socket: zmq::Socket, mut broker: Broker, shutdown: Shutdown) -> Result<Stats, Error> {
+    let mut server = Server {
+        socket,
+        broker: &mut broker,
+        waiting: Waiting::default(),
+        outbox: Outbox::default(),
+        grown: Vec::new(),
+    };
+    while !shutdown.is_signalled() {
+        server.pass()?;
+    }
+    server.stop()?;
+    let totals = broker.store.totals();
+    let stats = broker.stats;
+    info!(
+        "stopped: served {} requests ({} refused), appended {} messages; {} topics hold {} messages",
+        stats.requests, stats.refused, stats.appended, totals.topics, totals.messages,
+    );
+    Ok(stats)
+}
+
+/// The serve loop's state for one run.
+struct Server<'b> {
+    /// The bound ROUTER socket.
+    socket: zmq::Socket,
+    /// The state requests act on.
+    broker: &'b mut Broker,
+    /// Replies held back.
+    waiting: Waiting<Envelope>,
+    /// Replies of this pass, sent at its end.
+    outbox: Outbox,
+    /// Topics appended to or deleted in this pass while fetches were held on them.
+    grown: Vec<String>,
+}
+
+impl Server<'_> {
+    /// One pass of the loop.
+    fn pass(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        let timeout = self.next_deadline().map_or(TICK, |d| d.saturating_duration_since(now));
+        let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
+        match zmq::poll(&mut items, timeout.min(TICK).as_millis() as i64) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let cx_time = Clock::now();
+        for _ in 0..PASS_REQUESTS {
+            let Some(frames) = self.receive()? else { break };
+            self.handle(frames, &cx_time);
+        }
+        self.expire(&cx_time);
+        self.serve_grown();
+        self.outbox.flush(&self.socket);
+        Ok(())
+    }
+
+    /// The earliest moment something held or claimed times out.
+    fn next_deadline(&self) -> Option<Instant> {
+        match (self.waiting.next_deadline(), self.broker.brokers.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// One whole multipart message from the socket, if one is queued.
+    fn receive(&self) -> Result<Option<Vec<zmq::Message>>, Error> {
+        let mut frames = Vec::with_capacity(3);
+        loop {
+            match self.socket.recv_msg(zmq::DONTWAIT) {
+                Ok(frame) => frames.push(frame),
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) if frames.is_empty() => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if !self.socket.get_rcvmore()? {
+                return Ok(Some(frames));
+            }
+        }
+    }
+
+    /// Handles one request: check its shape, decode it, apply it, and queue or hold the reply.
+    fn handle(&mut self, frames: Vec<zmq::Message>, clock: &Clock) {
+        self.broker.stats.requests += 1;
+        let (envelope, mut body) = match split_envelope(frames) {
+            Ok(parts) => parts,
+            Err(Some((envelope, reason))) => {
+                warn!(reason, "malformed envelope");
+                self.broker.stats.refused += 1;
+                self.outbox.push(envelope, Response::error(ErrorCode::Malformed, reason));
+                return;
+            }
+            Err(None) => {
+                warn!("dropped a message with no routing identity");
+                return;
+            }
+        };
+        let peer = peer_of(&mut body);
+        let request = match decode_request(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                debug!(%error, "refused a frame");
+                self.broker.stats.refused += 1;
+                self.outbox.push(envelope, Response::error(error.code(), error.to_string()));
+                return;
+            }
+        };
+        debug!(op = request.op(), "request");
+        let released = matches!(request, protocol::Request::Release { .. });
+        let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer: &peer };
+        match cmd::apply(request, self.broker, &cx) {
+            Outcome::Reply(response) => {
+                if let Response::Appended { topic, .. } | Response::Deleted { topic } = &response {
+                    if self.waiting.holds_fetches_on(topic)
+                        && !self.grown.iter().any(|t| t == topic)
+                    {
+                        self.grown.push((*topic).to_owned());
+                    }
+                }
+                let refused = matches!(response, Response::Error { .. });
+                self.outbox.push(envelope, response);
+                self.broker.stats.refused += u64::from(refused);
+            }
+            Outcome::WaitForClaim { broker, holder, deadline } => {
+                self.waiting.push_claim(WaitingClaim { envelope, broker, holder, deadline });
+            }
+            Outcome::HoldFetch { claim, topic, offset, max_messages, max_bytes, deadline } => {
+                self.waiting.push_fetch(HeldFetch {
+                    envelope,
+                    claim,
+                    topic,
+                    offset,
+                    max_messages,
+                    max_bytes,
+                    deadline,
+                });
+            }
+        }
+        if released {
+            self.serve_waiting_claims(&cx);
+        }
+    }
+
+    /// Ends lapsed claims and answers waits whose time is up.
+    fn expire(&mut self, clock: &Clock) {
+        let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer: "" };
+        let freed = self.broker.brokers.expire(clock.instant);
+        for id in &freed {
+            info!(broker = id, "claim expired");
+        }
+        let (claims, fetches) = self.waiting.take_expired(clock.instant);
+        for waiting in claims {
+            // One last try: it may fit now; otherwise the reply says why not.
+            let response = claim::grant(self.broker, waiting.broker, &waiting.holder, &cx)
+                .unwrap_or_else(Response::from);
+            self.outbox.push(waiting.envelope, response);
+        }
+        for held in fetches {
+            self.answer_fetch(held);
+        }
+        if !freed.is_empty() {
+            self.serve_waiting_claims(&cx);
+        }
+    }
+
+    /// Hands free logical brokers to waiting claims, longest waiting first.
+    fn serve_waiting_claims(&mut self, cx: &Context<'_>) {
+        while let Some(waiting) =
+            self.waiting.take_claim(|wanted| self.broker.brokers.can_claim(wanted))
+        {
+            let response = claim::grant(self.broker, waiting.broker, &waiting.holder, cx)
+                .unwrap_or_else(Response::from);
+            self.outbox.push(waiting.envelope, response);
+        }
+    }
+
+    /// Answers the fetches held on topics that grew (or went away) in this pass.
+    fn serve_grown(&mut self) {
+        for topic in std::mem::take(&mut self.grown) {
+            for held in self.waiting.take_fetches(&topic) {
+                self.answer_fetch(held);
+            }
+        }
+    }
+
+    /// Answers a held fetch with what its topic holds now.
+    fn answer_fetch(&mut self, held: HeldFetch<Envelope>) {
+        let response = fetch::answer(
+            &self.broker.store,
+            &held.topic,
+            held.offset,
+            held.max_messages,
+            held.max_bytes,
+        );
+        self.outbox.push(held.envelope, response);
+    }
+
+    /// Answers everything held and everything still queued, then sends the last replies.
+    fn stop(&mut self) -> Result<(), Error> {
+        let (claims, fetches) = self.waiting.take_all();
+        info!(claims = claims.len(), fetches = fetches.len(), "stopping: answering held requests");
+        for waiting in claims {
+            self.outbox.push(waiting.envelope, shutting_down());
+        }
+        for held in fetches {
+            self.answer_fetch(held);
+        }
+        for _ in 0..PASS_REQUESTS {
+            let Some(frames) = self.receive()? else { break };
+            if let Ok((envelope, _)) = split_envelope(frames) {
+                self.outbox.push(envelope, shutting_down());
+            }
+        }
+        self.outbox.flush(&self.socket);
+        Ok(())
+    }
+}
+
+fn shutting_down() -> Response<'static> {
+    Response::error(ErrorCode::ShuttingDown, "the broker is shutting down")
+}
+
+/// The time of one pass, in the two forms commands need.
+struct Clock {
+    /// For deadlines and leases.
+    instant: Instant,
+    /// For message timestamps.
+    epoch_ms: u64,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        let epoch_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Clock { instant: Instant::now(), epoch_ms }
+    }
+}
+
+/// The peer's address as ZeroMQ reports it, or a placeholder.
+fn peer_of(body: &mut zmq::Message) -> String {
+    body.gets("Peer-Address").unwrap_or("unknown peer").to_owned()
+}
+
+/// Splits a request into its envelope and its one body frame.
+///
+/// A REQ peer's request arrives as `[identity, empty, body]`; a DEALER may send `[body]` alone,
+/// arriving as `[identity, body]`. Anything else is malformed: `Err(Some(..))` carries the
+/// envelope to send the error on, `Err(None)` means there is nobody to answer.
+fn split_envelope(
+    mut frames: Vec<zmq::Message>,
+) -> Result<(Envelope, zmq::Message), Option<(Envelope, &'static str)>> {
+    match frames.iter().position(|f| f.is_empty()) {
+        Some(0) | None if frames.len() < 2 => Err(None),
+        Some(delimiter) => {
+            let body = frames.split_off(delimiter + 1);
+            match <[zmq::Message; 1]>::try_from(body) {
+                Ok([body]) => Ok((frames, body)),
+                Err(_) => {
+                    Err(Some((frames, "expected exactly one body frame after the empty delimiter")))
+                }
+            }
+        }
+        None if frames.len() == 2 => {
+            let body = frames.pop().expect("two frames");
+            Ok((frames, body))
+        }
+        None => {
+            frames.truncate(1);
+            Err(Some((frames, "expected [empty delimiter] and exactly one body frame")))
+        }
+    }
+}
+
+/// Replies waiting for the end of the pass.
+#[derive(Default)]
+struct Outbox {
+    /// Reused buffer each reply is encoded into.
+    scratch: Vec<u8>,
+    /// Encoded replies and where they go.
+    queue: Vec<(Envelope, zmq::Message)>,
+}
+
+impl Outbox {
+    /// Encodes `response` and queues it for `envelope`.
+    fn push(&mut self, envelope: Envelope, response: Response<'_>) {
+        self.scratch.clear();
+        encode_response(response, &mut self.scratch);
+        self.queue.push((envelope, zmq::Message::from(&self.scratch[..])));
+    }
+
+    /// Sends every queued reply. A peer that is gone or not reading loses its reply, and the
+    /// broker goes on.
+    fn flush(&mut self, socket: &zmq::Socket) {
+        for (envelope, body) in self.queue.drain(..) {
+            if let Err(error) = send(socket, envelope, body) {
+                match error {
+                    zmq::Error::EHOSTUNREACH => debug!("reply dropped: the peer is gone"),
+                    error => warn!(%error, "reply dropped"),
+                }
+            }
+        }
+    }
+}
+
+fn send(socket: &zmq::Socket, envelope: Envelope, body: zmq::Message) -> Result<(), zmq::Error> {
+    for frame in envelope {
+        socket.send(frame, zmq::SNDMORE | zmq::DONTWAIT)?;
+    }
+    socket.send(body, zmq::DONTWAIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[&[u8]]) -> Vec<zmq::Message> {
+        parts.iter().map(|p| zmq::Message::from(*p)).collect()
+    }
+
+    fn shape(result: Result<(Envelope, zmq::Message), Option<(Envelope, &str)>>) -> String {
+        match result {
+            Ok((envelope, body)) => format!("ok {} {:?}", envelope.len(), &body[..]),
+            Err(Some((envelope, _))) => format!("error {}", envelope.len()),
+            Err(None) => "drop".into(),
+        }
+    }
+
+    #[test]
+    fn envelopes_of_req_and_dealer_peers_are_accepted() {
+        assert_eq!(
+            shape(split_envelope(frames(&[b"id", b"", b"body"]))),
+            "ok 2 [98, 111, 100, 121]"
+        );
+        assert_eq!(shape(split_envelope(frames(&[b"id", b"body"]))), "ok 1 [98, 111, 100, 121]");
+        assert_eq!(shape(split_envelope(frames(&[b"id", b"proxy", b"", b"x"]))), "ok 3 [120]");
+    }
+
+    #[test]
+    fn other_shapes_get_an_error_or_are_dropped() {
+        assert_eq!(shape(split_envelope(frames(&[b"id", b"", b"a", b"b"]))), "error 2");
+        assert_eq!(shape(split_envelope(frames(&[b"id", b""]))), "error 2");
+        assert_eq!(shape(split_envelope(frames(&[b"id", b"a", b"b"]))), "error 1");
+        assert_eq!(shape(split_envelope(frames(&[b"id"]))), "drop");
+    }
+}

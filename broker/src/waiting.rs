@@ -1,0 +1,207 @@
+//! Replies the broker holds back: claims waiting for a logical broker to free up, and fetches
+//! waiting for messages (long polls, like Kafka's fetch wait or Redis' `XREAD BLOCK`).
+//!
+//! A ROUTER socket can answer a request whenever it likes, so holding a reply costs one entry
+//! here and nothing else. The envelope type is generic: the server stores ZeroMQ routing frames,
+//! the tests store numbers.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+/// A claim waiting for a logical broker.
+#[derive(Debug)]
+pub struct WaitingClaim<E> {
+    /// Where the reply goes.
+    pub envelope: E,
+    /// The logical broker wanted, or `None` for any.
+    pub broker: Option<u32>,
+    /// Who asked, for `status`.
+    pub holder: String,
+    /// When to give up and answer that none is free.
+    pub deadline: Instant,
+}
+
+/// A fetch waiting for a message at the end of its topic.
+#[derive(Debug)]
+pub struct HeldFetch<E> {
+    /// Where the reply goes.
+    pub envelope: E,
+    /// The claim it reads under.
+    pub claim: u64,
+    /// The topic read.
+    pub topic: String,
+    /// The offset wanted: the topic's next offset when the fetch was held.
+    pub offset: u64,
+    /// At most this many messages.
+    pub max_messages: u32,
+    /// At most this many bytes, but at least one message.
+    pub max_bytes: u32,
+    /// When to answer with no messages.
+    pub deadline: Instant,
+}
+
+/// Every held reply.
+#[derive(Debug)]
+pub struct Waiting<E> {
+    /// Waiting claims, first come first served.
+    claims: VecDeque<WaitingClaim<E>>,
+    /// Held fetches by topic, so an append finds its waiters without looking at the others.
+    fetches: HashMap<String, Vec<HeldFetch<E>>>,
+    /// The earliest deadline of all, or a time before it; `None` when nothing waits.
+    next_deadline: Option<Instant>,
+}
+
+impl<E> Default for Waiting<E> {
+    fn default() -> Self {
+        Waiting { claims: VecDeque::new(), fetches: HashMap::new(), next_deadline: None }
+    }
+}
+
+impl<E> Waiting<E> {
+    /// Queues a claim behind those already waiting.
+    pub fn push_claim(&mut self, claim: WaitingClaim<E>) {
+        self.note_deadline(claim.deadline);
+        self.claims.push_back(claim);
+    }
+
+    /// Holds a fetch until its topic grows or its deadline passes.
+    pub fn push_fetch(&mut self, fetch: HeldFetch<E>) {
+        self.note_deadline(fetch.deadline);
+        self.fetches.entry(fetch.topic.clone()).or_default().push(fetch);
+    }
+
+    /// Takes the longest-waiting claim that `can_claim` says can be served now.
+    pub fn take_claim(
+        &mut self,
+        can_claim: impl Fn(Option<u32>) -> bool,
+    ) -> Option<WaitingClaim<E>> {
+        let at = self.claims.iter().position(|c| can_claim(c.broker))?;
+        self.claims.remove(at)
+    }
+
+    /// Takes every fetch held on `topic`.
+    pub fn take_fetches(&mut self, topic: &str) -> Vec<HeldFetch<E>> {
+        self.fetches.remove(topic).unwrap_or_default()
+    }
+
+    /// Takes every claim and fetch whose deadline is `now` or earlier.
+    pub fn take_expired(&mut self, now: Instant) -> (Vec<WaitingClaim<E>>, Vec<HeldFetch<E>>) {
+        if self.next_deadline.is_none_or(|d| d > now) {
+            return (Vec::new(), Vec::new());
+        }
+        let (expired, kept): (Vec<_>, Vec<_>) =
+            self.claims.drain(..).partition(|c| c.deadline <= now);
+        self.claims = kept.into();
+        let mut fetches = Vec::new();
+        self.fetches.retain(|_, held| {
+            let (gone, kept): (Vec<_>, Vec<_>) = held.drain(..).partition(|f| f.deadline <= now);
+            fetches.extend(gone);
+            *held = kept;
+            !held.is_empty()
+        });
+        self.next_deadline = self
+            .claims
+            .iter()
+            .map(|c| c.deadline)
+            .chain(self.fetches.values().flatten().map(|f| f.deadline))
+            .min();
+        (expired, fetches)
+    }
+
+    /// Takes everything, for shutdown.
+    pub fn take_all(&mut self) -> (Vec<WaitingClaim<E>>, Vec<HeldFetch<E>>) {
+        self.next_deadline = None;
+        let fetches = self.fetches.drain().flat_map(|(_, held)| held).collect();
+        (self.claims.drain(..).collect(), fetches)
+    }
+
+    /// The earliest deadline, if anything waits (possibly a little early, never late).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_deadline
+    }
+
+    /// Whether any fetch is held on `topic`.
+    pub fn holds_fetches_on(&self, topic: &str) -> bool {
+        self.fetches.contains_key(topic)
+    }
+
+    /// How many fetches are held.
+    pub fn held_fetches(&self) -> usize {
+        self.fetches.values().map(Vec::len).sum()
+    }
+
+    fn note_deadline(&mut self, deadline: Instant) {
+        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn claim(envelope: u32, broker: Option<u32>, deadline: Instant) -> WaitingClaim<u32> {
+        WaitingClaim { envelope, broker, holder: String::new(), deadline }
+    }
+
+    fn fetch(envelope: u32, topic: &str, deadline: Instant) -> HeldFetch<u32> {
+        HeldFetch {
+            envelope,
+            claim: 1,
+            topic: topic.into(),
+            offset: 0,
+            max_messages: 1,
+            max_bytes: 1,
+            deadline,
+        }
+    }
+
+    #[test]
+    fn claims_are_served_first_come_first_served_among_those_that_fit() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut waiting = Waiting::default();
+        waiting.push_claim(claim(1, Some(2), later));
+        waiting.push_claim(claim(2, None, later));
+        waiting.push_claim(claim(3, None, later));
+        // Broker 1 frees: the first waiter wants 2, so the second is served.
+        let served = waiting.take_claim(|wanted| wanted.is_none_or(|id| id == 1));
+        assert_eq!(served.map(|c| c.envelope), Some(2));
+        let served = waiting.take_claim(|_| true);
+        assert_eq!(served.map(|c| c.envelope), Some(1));
+    }
+
+    #[test]
+    fn fetches_are_found_by_topic() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut waiting = Waiting::default();
+        waiting.push_fetch(fetch(1, "a", later));
+        waiting.push_fetch(fetch(2, "b", later));
+        waiting.push_fetch(fetch(3, "a", later));
+        let mut envelopes: Vec<u32> =
+            waiting.take_fetches("a").iter().map(|f| f.envelope).collect();
+        envelopes.sort();
+        assert_eq!(envelopes, [1, 3]);
+        assert_eq!(waiting.held_fetches(), 1);
+    }
+
+    #[test]
+    fn deadlines_expire_what_is_due_only() {
+        let now = Instant::now();
+        let soon = now + Duration::from_millis(10);
+        let later = now + Duration::from_secs(5);
+        let mut waiting = Waiting::default();
+        waiting.push_claim(claim(1, None, later));
+        waiting.push_claim(claim(2, None, soon));
+        waiting.push_fetch(fetch(3, "a", soon));
+        waiting.push_fetch(fetch(4, "a", later));
+        assert_eq!(waiting.next_deadline(), Some(soon));
+        assert!(waiting.take_expired(now).0.is_empty());
+        let (claims, fetches) = waiting.take_expired(soon);
+        assert_eq!(claims.iter().map(|c| c.envelope).collect::<Vec<_>>(), [2]);
+        assert_eq!(fetches.iter().map(|f| f.envelope).collect::<Vec<_>>(), [3]);
+        assert_eq!(waiting.next_deadline(), Some(later));
+        let (claims, fetches) = waiting.take_all();
+        assert_eq!((claims.len(), fetches.len()), (1, 1));
+        assert_eq!(waiting.next_deadline(), None);
+    }
+}
