@@ -29,10 +29,10 @@ pub struct Stats {
 }
 
 impl Broker {
-    /// A broker with an empty store, configured by `config`.
-    pub fn new(config: &Config) -> Broker {
+    /// A broker serving `store`, configured by `config`.
+    pub fn new(store: Store, config: &Config) -> Broker {
         Broker {
-            store: Store::new(config.max_message_bytes),
+            store,
             brokers: LogicalBrokers::new(config.brokers, config.lease),
             stats: Stats::default(),
         }

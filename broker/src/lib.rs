@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub use broker::Broker;
 pub use shutdown::Shutdown;
+pub use store::{Fsync, StoreConfig};
 
 /// How the broker is set up.
 #[derive(Debug, Clone)]
@@ -24,16 +25,12 @@ pub struct Config {
     pub brokers: u32,
     /// How long a claim lasts without a request.
     pub lease: Duration,
-    /// The most bytes of key and value one message may have.
-    pub max_message_bytes: usize,
+    /// Where and how messages are kept.
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            brokers: 2,
-            lease: Duration::from_secs(30),
-            max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
-        }
+        Config { brokers: 2, lease: Duration::from_secs(30), store: StoreConfig::default() }
     }
 }

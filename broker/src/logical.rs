@@ -191,6 +191,7 @@ impl LogicalBrokers {
                 topics: totals.topics,
                 messages: totals.messages,
                 bytes: totals.bytes,
+                disk_bytes: totals.disk_bytes,
             })
             .collect()
     }
@@ -283,7 +284,8 @@ mod tests {
         let now = Instant::now();
         let mut brokers = LogicalBrokers::new(2, LEASE);
         brokers.claim(Some(2), "till", now).unwrap();
-        let status = brokers.status(now, Totals { topics: 1, messages: 2, bytes: 3 });
+        let status =
+            brokers.status(now, Totals { topics: 1, messages: 2, bytes: 3, disk_bytes: None });
         assert!(status[0].available);
         assert_eq!(status[1].holder.as_deref(), Some("till"));
         assert_eq!(status[1].lease_remaining_ms, Some(30_000));

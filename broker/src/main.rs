@@ -1,10 +1,12 @@
 //! The `broker` binary: parse arguments, bind, serve until Ctrl-C or SIGTERM.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
-use broker::{preload, server, Broker, Config, Shutdown};
+use broker::store::{Store, DEFAULT_SEGMENT_BYTES};
+use broker::{preload, server, Broker, Config, Fsync, Shutdown, StoreConfig};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +29,49 @@ struct Args {
     /// The most bytes of key plus value one message may have.
     #[arg(long, default_value_t = protocol::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Keep topics in this directory, durably; without it they live in memory only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// When appends reach the disk before they are acknowledged: `always` (each pass of the
+    /// event loop flushes once for all its appends), `interval=DURATION` or `never` (the
+    /// operating system decides).
+    #[arg(long, default_value = "always", value_parser = parse_fsync)]
+    fsync: Fsync,
+    /// Bytes of records per segment file; retention removes whole segments.
+    #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES, value_parser = parse_segment_bytes)]
+    segment_bytes: usize,
+    /// Keep about this many of each topic's newest messages (at least this many).
+    #[arg(long, value_name = "N")]
+    retention_messages: Option<u64>,
+    /// Keep about this many bytes of each topic's newest keys and values.
+    #[arg(long, value_name = "N")]
+    retention_bytes: Option<u64>,
+    /// Keep messages this long, e.g. `7d`, `12h`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    retention_time: Option<Duration>,
+}
+
+/// Parses a segment size: 64 bytes to 1 GiB (offsets within a segment are 32-bit).
+fn parse_segment_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
+    (64..=1 << 30)
+        .contains(&bytes)
+        .then_some(bytes)
+        .ok_or_else(|| "expected 64 to 1073741824".into())
+}
+
+/// Parses `always`, `never` or `interval=DURATION`.
+fn parse_fsync(text: &str) -> Result<Fsync, String> {
+    match text {
+        "always" => Ok(Fsync::Always),
+        "never" => Ok(Fsync::Never),
+        _ => match text.strip_prefix("interval=") {
+            Some(duration) => humantime::parse_duration(duration)
+                .map(Fsync::Interval)
+                .map_err(|e| format!("bad interval {duration:?}: {e}")),
+            None => Err("expected `always`, `never` or `interval=DURATION`".into()),
+        },
+    }
 }
 
 fn main() {
@@ -45,13 +90,36 @@ fn run(args: Args) -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     anyhow::ensure!(args.lease > Duration::ZERO, "--lease must be longer than zero");
+    let retention = protocol::Retention {
+        messages: args.retention_messages,
+        bytes: args.retention_bytes,
+        ms: args.retention_time.map(|d| d.as_millis() as u64),
+    };
     let config = Config {
         brokers: args.brokers,
         lease: args.lease,
-        max_message_bytes: args.max_message_bytes,
+        store: StoreConfig {
+            data_dir: args.data_dir,
+            fsync: args.fsync,
+            max_message_bytes: args.max_message_bytes,
+            segment_bytes: args.segment_bytes,
+            retention,
+        },
     };
 
-    let mut broker = Broker::new(&config);
+    let started = std::time::Instant::now();
+    let store = Store::open(config.store.clone()).context("cannot open the store")?;
+    if let Some(dir) = &config.store.data_dir {
+        let totals = store.totals();
+        tracing::info!(
+            "opened {} in {:?}: {} topics, {} messages",
+            dir.display(),
+            started.elapsed(),
+            totals.topics,
+            totals.messages
+        );
+    }
+    let mut broker = Broker::new(store, &config);
     if args.preload {
         let now_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);

@@ -16,7 +16,8 @@ const SAMPLES: [(&str, &str); 4] = [
 const MESSAGES_PER_TOPIC: usize = 3;
 
 /// Adds the sample topics, three messages each (`mensaje 1`, `mensaje 2`, ...), stamped
-/// `timestamp`. A sample topic that exists already is left as it is.
+/// `timestamp`, and commits them. A sample topic that exists already is left as it is, so a
+/// store on disk gets them once.
 ///
 /// # Errors
 /// Whatever the store refuses.
@@ -32,6 +33,9 @@ pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
         store.append(topic, &messages, timestamp)?;
         added += 1;
     }
+    if let Some(failure) = store.commit(std::time::Instant::now(), timestamp).pop() {
+        return Err(crate::store::StoreError::Io(failure.error.to_string()));
+    }
     Ok(added)
 }
 
@@ -41,7 +45,7 @@ mod tests {
 
     #[test]
     fn four_topics_of_three_messages_once() {
-        let mut store = Store::new(1024);
+        let mut store = Store::in_memory(crate::StoreConfig::default());
         assert_eq!(preload(&mut store, 0), Ok(4));
         assert_eq!(preload(&mut store, 0), Ok(0));
         let names: Vec<String> = store.list().into_iter().map(|t| t.name).collect();

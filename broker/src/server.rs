@@ -3,8 +3,9 @@
 //! One thread owns the socket and the state. Each pass of the loop waits for requests (at most
 //! [`TICK`], so a stop is noticed promptly), handles every request already queued (up to
 //! [`PASS_REQUESTS`]), lets leases and waits run out, answers the fetches held on topics that
-//! grew, and only then sends the pass's replies, so that one durability point could cover every
-//! append of the pass (group commit).
+//! grew, commits the store, and only then sends the pass's replies: one write and flush per
+//! topic covers every append of the pass (group commit), and no append is acknowledged, nor
+//! any message served, before it is durable.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +16,7 @@ use tracing::{debug, info, warn};
 use crate::broker::{Broker, Stats};
 use crate::cmd::{self, claim, fetch, Context, Outcome};
 use crate::shutdown::Shutdown;
+use crate::store::CommitFailure;
 use crate::waiting::{HeldFetch, Waiting, WaitingClaim};
 use crate::Config;
 
@@ -63,7 +65,7 @@ pub fn bind(context: &zmq::Context, endpoint: &str, config: &Config) -> Result<z
     socket.set_linger(LINGER.as_millis() as i32)?;
     // ZeroMQ drops a peer that sends a bigger frame, before the broker sees it: room for a batch
     // of maximal messages, but not for an arbitrary amount of memory.
-    socket.set_maxmsgsize(max_frame_bytes(config.max_message_bytes))?;
+    socket.set_maxmsgsize(max_frame_bytes(config.store.max_message_bytes))?;
     socket
         .bind(endpoint)
         .map_err(|source| Error::Bind { endpoint: endpoint.to_owned(), source })?;
@@ -131,7 +133,9 @@ impl Server<'_> {
             self.handle(frames, &cx_time);
         }
         self.expire(&cx_time);
-        self.serve_grown();
+        let failures = self.broker.store.commit(cx_time.instant, cx_time.epoch_ms);
+        self.outbox.settle(&failures);
+        self.serve_grown(cx_time.instant);
         self.outbox.flush(&self.socket);
         Ok(())
     }
@@ -200,7 +204,13 @@ impl Server<'_> {
                     }
                 }
                 let refused = matches!(response, Response::Error { .. });
-                self.outbox.push(envelope, response);
+                match response {
+                    Response::Appended { topic, .. } => {
+                        let topic = topic.to_owned();
+                        self.outbox.push_until_commit(envelope, topic, response);
+                    }
+                    response => self.outbox.push(envelope, response),
+                }
                 self.broker.stats.refused += u64::from(refused);
             }
             Outcome::WaitForClaim { broker, holder, deadline } => {
@@ -238,7 +248,7 @@ impl Server<'_> {
             self.outbox.push(waiting.envelope, response);
         }
         for held in fetches {
-            self.answer_fetch(held);
+            self.answer_fetch(held, clock.instant);
         }
         if !freed.is_empty() {
             self.serve_waiting_claims(&cx);
@@ -257,16 +267,18 @@ impl Server<'_> {
     }
 
     /// Answers the fetches held on topics that grew (or went away) in this pass.
-    fn serve_grown(&mut self) {
+    fn serve_grown(&mut self, now: Instant) {
         for topic in std::mem::take(&mut self.grown) {
             for held in self.waiting.take_fetches(&topic) {
-                self.answer_fetch(held);
+                self.answer_fetch(held, now);
             }
         }
     }
 
-    /// Answers a held fetch with what its topic holds now.
-    fn answer_fetch(&mut self, held: HeldFetch<Envelope>) {
+    /// Answers a held fetch with what its topic holds now; its claim's lease starts again.
+    fn answer_fetch(&mut self, held: HeldFetch<Envelope>, now: Instant) {
+        // The claim may have been released meanwhile; the reply goes out all the same.
+        let _ = self.broker.brokers.renew(held.claim, now, now);
         let response = fetch::answer(
             &self.broker.store,
             &held.topic,
@@ -285,7 +297,7 @@ impl Server<'_> {
             self.outbox.push(waiting.envelope, shutting_down());
         }
         for held in fetches {
-            self.answer_fetch(held);
+            self.answer_fetch(held, Instant::now());
         }
         for _ in 0..PASS_REQUESTS {
             let Some(frames) = self.receive()? else { break };
@@ -294,6 +306,7 @@ impl Server<'_> {
             }
         }
         self.outbox.flush(&self.socket);
+        self.broker.store.close();
         Ok(())
     }
 }
@@ -360,9 +373,35 @@ struct Outbox {
     scratch: Vec<u8>,
     /// Encoded replies and where they go.
     queue: Vec<(Envelope, zmq::Message)>,
+    /// Acknowledgements of appends, with their topic, until the store commits the pass.
+    appends: Vec<(Envelope, String, zmq::Message)>,
 }
 
 impl Outbox {
+    /// Encodes the acknowledgement of an append to `topic` and keeps it until the commit.
+    fn push_until_commit(&mut self, envelope: Envelope, topic: String, response: Response<'_>) {
+        self.scratch.clear();
+        encode_response(response, &mut self.scratch);
+        self.appends.push((envelope, topic, zmq::Message::from(&self.scratch[..])));
+    }
+
+    /// Queues the kept acknowledgements, turning those of topics whose commit failed into
+    /// refusals: their messages were dropped.
+    fn settle(&mut self, failures: &[CommitFailure]) {
+        for (envelope, topic, reply) in std::mem::take(&mut self.appends) {
+            match failures.iter().find(|f| f.topic == topic) {
+                None => self.queue.push((envelope, reply)),
+                Some(failure) => {
+                    let reason = format!(
+                        "could not store the messages ({}); nothing was appended",
+                        failure.error
+                    );
+                    self.push(envelope, Response::error(ErrorCode::InternalError, reason));
+                }
+            }
+        }
+    }
+
     /// Encodes `response` and queues it for `envelope`.
     fn push(&mut self, envelope: Envelope, response: Response<'_>) {
         self.scratch.clear();

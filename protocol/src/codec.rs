@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
-    Append, BrokerStatus, ErrorCode, Fetch, Message, NewMessage, Request, Response, TopicInfo,
-    DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES, VERSION,
+    Append, BrokerStatus, ErrorCode, Fetch, Message, NewMessage, Request, Response, Retention,
+    TopicInfo, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES, VERSION,
 };
 
 /// Why a frame could not be decoded.
@@ -66,6 +66,12 @@ struct WireRequest<'a> {
     max_bytes: Option<u32>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     messages: Option<Cow<'a, [NewMessage<'a>]>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_messages: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_ms: Option<u64>,
 }
 
 /// Every field a reply frame may carry.
@@ -130,9 +136,13 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             wire.topic = Some(append.topic);
             wire.messages = Some(Cow::Borrowed(&append.messages));
         }
-        Request::CreateTopic { topic } | Request::DeleteTopic { topic } => {
+        Request::CreateTopic { topic, retention } => {
             wire.topic = Some(topic);
+            wire.retention_messages = retention.messages;
+            wire.retention_bytes = retention.bytes;
+            wire.retention_ms = retention.ms;
         }
+        Request::DeleteTopic { topic } => wire.topic = Some(topic),
     }
     write(&wire, out);
 }
@@ -175,7 +185,14 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             }
             Request::Append(Append { topic, messages })
         }
-        "create_topic" => Request::CreateTopic { topic: topic()? },
+        "create_topic" => Request::CreateTopic {
+            topic: topic()?,
+            retention: Retention {
+                messages: wire.retention_messages,
+                bytes: wire.retention_bytes,
+                ms: wire.retention_ms,
+            },
+        },
         "delete_topic" => Request::DeleteTopic { topic: topic()? },
         other => return Err(DecodeError::UnknownRequest(other.to_owned())),
     };

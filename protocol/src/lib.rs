@@ -14,7 +14,7 @@ pub mod topic;
 
 pub use codec::{decode_request, decode_response, encode_request, encode_response, DecodeError};
 pub use error::ErrorCode;
-pub use request::{Append, Fetch, NewMessage, Request};
+pub use request::{Append, Fetch, NewMessage, Request, Retention};
 pub use response::{BrokerStatus, Message, Response, TopicInfo};
 pub use topic::{validate_topic_name, InvalidTopicName};
 

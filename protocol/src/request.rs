@@ -38,10 +38,12 @@ pub enum Request<'a> {
     Fetch(Fetch<'a>),
     /// `append topic messages` → `appended`: add messages to a topic, creating it if needed.
     Append(Append<'a>),
-    /// `create_topic topic` → `created`.
+    /// `create_topic topic [retention_messages] [retention_bytes] [retention_ms]` → `created`.
     CreateTopic {
         /// The name of the new topic.
         topic: &'a str,
+        /// Limits that override the broker's retention for this topic.
+        retention: Retention,
     },
     /// `delete_topic topic` → `deleted`: remove a topic and its messages.
     DeleteTopic {
@@ -93,6 +95,20 @@ pub struct Fetch<'a> {
     pub max_bytes: u32,
     /// When no message is there yet, hold the reply this long for one to arrive.
     pub wait_ms: u64,
+}
+
+/// How much of a topic the broker keeps; `None` leaves a limit to the broker's default.
+///
+/// Old messages go a whole segment at a time, once the rest still satisfies every limit, like
+/// Kafka's `retention.bytes` and `retention.ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at least this many of the newest messages, and not many more.
+    pub messages: Option<u64>,
+    /// Keep at least this many bytes of the newest keys and values, and not many more.
+    pub bytes: Option<u64>,
+    /// Keep messages at least this many milliseconds after they were appended.
+    pub ms: Option<u64>,
 }
 
 /// `append`: add messages to the end of a topic.

@@ -127,6 +127,9 @@ pub struct BrokerStatus {
     pub messages: u64,
     /// How many bytes of keys and values those messages hold.
     pub bytes: u64,
+    /// How many bytes the store takes on disk; absent when it is kept in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
 }
 
 /// One topic as `list_topics` shows it.
@@ -142,6 +145,9 @@ pub struct TopicInfo {
     pub next_offset: u64,
     /// How many bytes of keys and values it holds.
     pub bytes: u64,
+    /// How many bytes its files take on disk; absent when it is kept in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
 }
 
 /// A stored message as a fetch returns it.

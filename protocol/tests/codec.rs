@@ -2,7 +2,7 @@
 
 use protocol::{
     decode_request, decode_response, encode_request, encode_response, Append, BrokerStatus,
-    DecodeError, ErrorCode, Fetch, Message, NewMessage, Request, Response, TopicInfo,
+    DecodeError, ErrorCode, Fetch, Message, NewMessage, Request, Response, Retention, TopicInfo,
 };
 
 fn request_bytes(request: &Request<'_>) -> Vec<u8> {
@@ -41,7 +41,11 @@ fn every_request_round_trips() {
                 NewMessage { key: Some(b"k"), value: &[0, 159, 146, 150] },
             ],
         }),
-        Request::CreateTopic { topic: "t" },
+        Request::CreateTopic { topic: "t", retention: Retention::default() },
+        Request::CreateTopic {
+            topic: "t",
+            retention: Retention { messages: Some(10), bytes: Some(1 << 20), ms: Some(60_000) },
+        },
         Request::DeleteTopic { topic: "t" },
     ];
     for request in requests {
@@ -63,6 +67,7 @@ fn every_response_round_trips() {
                     topics: 4,
                     messages: 12,
                     bytes: 120,
+                    disk_bytes: None,
                 },
                 BrokerStatus {
                     id: 2,
@@ -72,6 +77,7 @@ fn every_response_round_trips() {
                     topics: 4,
                     messages: 12,
                     bytes: 120,
+                    disk_bytes: None,
                 },
             ],
         },
@@ -85,6 +91,7 @@ fn every_response_round_trips() {
                 first_offset: 0,
                 next_offset: 3,
                 bytes: 27,
+                disk_bytes: Some(4096),
             }],
         },
         Response::Messages {
@@ -142,7 +149,10 @@ fn error_reply_is_pinned() {
 fn keys_may_come_in_any_order_and_unknown_keys_are_ignored() {
     // {"topic": "t", "future": true, "op": "create_topic", "v": 1}
     let frame = b"\x84\xa5topic\xa1t\xa6future\xc3\xa2op\xaccreate_topic\xa1v\x01";
-    assert_eq!(decode_request(frame), Ok(Request::CreateTopic { topic: "t" }));
+    assert_eq!(
+        decode_request(frame),
+        Ok(Request::CreateTopic { topic: "t", retention: Retention::default() })
+    );
 }
 
 #[test]

@@ -75,7 +75,7 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
         Request::ListTopics { claim } => list_topics::apply(broker, claim, cx),
         Request::Fetch(fetch) => fetch::apply(broker, fetch, cx),
         Request::Append(append) => append::apply(broker, append, cx),
-        Request::CreateTopic { topic } => create_topic::apply(broker, topic),
+        Request::CreateTopic { topic, retention } => create_topic::apply(broker, topic, retention),
         Request::DeleteTopic { topic } => delete_topic::apply(broker, topic),
     }
 }
@@ -92,6 +92,7 @@ impl From<StoreError> for Response<'_> {
             StoreError::TopicExists(_) => ErrorCode::TopicExists,
             StoreError::InvalidTopicName(..) => ErrorCode::InvalidTopicName,
             StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            StoreError::Io(_) => ErrorCode::InternalError,
             StoreError::OffsetOutOfRange { first, next, .. } => {
                 return Response::Error {
                     code: ErrorCode::OffsetOutOfRange,

@@ -1,18 +1,75 @@
-//! The topic store: every topic's log, shared by all logical brokers.
+//! The topic store: every topic's log, shared by all logical brokers, in memory or on disk.
 //!
 //! The store knows nothing of sockets, claims or envelopes, so it is tested on its own. Each
 //! message is stored once; every logical broker serves the same store, which is how an append
 //! reaches all of them in the same order and their offsets agree.
+//!
+//! Appends become readable, and may be acknowledged, only when the store commits: the server
+//! commits once per pass of its loop, after handling every request of the pass, so one write
+//! and at most one flush per topic cover all of the pass's appends (group commit). A store on
+//! disk holds every segment in memory as well, so reads never touch the disk; the files are
+//! what makes it survive a restart.
 
+mod disk;
 mod segment;
 mod topic;
 
 use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, TopicInfo};
+use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, Retention, TopicInfo};
 use thiserror::Error;
 
 pub use topic::Topic;
+
+/// How many bytes of records a segment holds before a new one is started, unless configured.
+pub const DEFAULT_SEGMENT_BYTES: usize = 4 << 20;
+
+/// How often retention by time is checked on topics nobody appends to.
+const RETENTION_CHECK: Duration = Duration::from_secs(1);
+
+/// When appended messages are flushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// Before they are acknowledged: an acknowledged message survives a power cut.
+    #[default]
+    Always,
+    /// At most this long after they are written: a power cut loses at most that much, a crash
+    /// of the broker alone loses nothing (like Redis' `appendfsync everysec`).
+    Interval(Duration),
+    /// When the operating system decides: a crash of the broker loses nothing, a power cut may
+    /// (like Kafka's default).
+    Never,
+}
+
+/// How a store is set up.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Where the files go; `None` keeps everything in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When appends are flushed, for a store on disk.
+    pub fsync: Fsync,
+    /// The most bytes of key and value one message may have.
+    pub max_message_bytes: usize,
+    /// How many bytes of records a segment holds before the next is started.
+    pub segment_bytes: usize,
+    /// Retention for topics that set none of their own.
+    pub retention: Retention,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: None,
+            fsync: Fsync::default(),
+            max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            retention: Retention::default(),
+        }
+    }
+}
 
 /// Why the store refused an operation. A refused operation changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -48,18 +105,36 @@ pub enum StoreError {
         /// The next offset to be given.
         next: u64,
     },
+    /// A file operation failed.
+    #[error("storage failed: {0}")]
+    Io(String),
 }
 
 /// The result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A topic whose appends of this pass could not be made durable, and were dropped.
+#[derive(Debug)]
+pub struct CommitFailure {
+    /// The topic.
+    pub topic: String,
+    /// What went wrong.
+    pub error: io::Error,
+}
 
 /// Every topic, by name.
 #[derive(Debug)]
 pub struct Store {
     /// The topics, ordered by name so that listings come out sorted.
     topics: BTreeMap<String, Topic>,
-    /// The most bytes of key and value one message may have.
-    max_message_bytes: usize,
+    /// How the store was set up.
+    config: StoreConfig,
+    /// Topics appended to since the last commit.
+    dirty: Vec<String>,
+    /// When the files were last flushed, for [`Fsync::Interval`].
+    last_sync: Instant,
+    /// When retention was last checked on every topic.
+    last_retention_check: Instant,
 }
 
 /// What the store holds, in sum.
@@ -71,19 +146,76 @@ pub struct Totals {
     pub messages: u64,
     /// Bytes of keys and values over all topics.
     pub bytes: u64,
+    /// Bytes of files on disk, for a store on disk.
+    pub disk_bytes: Option<u64>,
 }
 
 impl Store {
-    /// An empty store that refuses messages over `max_message_bytes`.
-    pub fn new(max_message_bytes: usize) -> Store {
-        Store { topics: BTreeMap::new(), max_message_bytes }
+    /// An empty store kept in memory only.
+    pub fn in_memory(config: StoreConfig) -> Store {
+        let now = Instant::now();
+        Store {
+            topics: BTreeMap::new(),
+            config: StoreConfig { data_dir: None, ..config },
+            dirty: Vec::new(),
+            last_sync: now,
+            last_retention_check: now,
+        }
     }
 
-    /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`.
-    /// Returns the first and last offsets given.
+    /// Opens the store `config` describes: in memory when it names no data directory,
+    /// otherwise every topic found there, each checked record by record. A newest segment
+    /// with a damaged tail is cut back to its last whole record and the cut logged.
     ///
     /// # Errors
-    /// An invalid name or an oversized message refuses the whole batch.
+    /// The directory cannot be read or written, or an older segment is damaged.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        let Some(data_dir) = config.data_dir.clone() else {
+            return Ok(Store::in_memory(config));
+        };
+        let mut store = Store { config, ..Store::in_memory(StoreConfig::default()) };
+        store.config.data_dir = Some(data_dir.clone());
+        for dir in disk::topic_dirs(&data_dir).map_err(io_error)? {
+            let meta = match disk::read_meta(&dir) {
+                Ok(meta) => meta,
+                Err(error) => {
+                    tracing::warn!(%error, dir = %dir.display(), "skipping a directory that holds no topic");
+                    continue;
+                }
+            };
+            let (topic, cut) = Topic::recover(dir, meta.retention(), store.config.segment_bytes)
+                .map_err(|e| StoreError::Io(format!("topic {:?}: {e}", meta.name)))?;
+            if let Some(cut) = cut {
+                tracing::warn!(
+                    topic = meta.name,
+                    file = %cut.file.display(),
+                    "dropped {} bytes from offset {} on: {}; kept offsets {}..{}",
+                    cut.dropped_bytes,
+                    cut.damage.offset,
+                    cut.damage.reason,
+                    topic.first_offset(),
+                    topic.next_offset(),
+                );
+            }
+            tracing::info!(
+                topic = meta.name,
+                messages = topic.messages(),
+                "recovered offsets {}..{}",
+                topic.first_offset(),
+                topic.next_offset()
+            );
+            store.topics.insert(meta.name, topic);
+        }
+        Ok(store)
+    }
+
+    /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`, and
+    /// returns the first and last offsets given. They become readable at the next
+    /// [`Store::commit`], which may still drop them.
+    ///
+    /// # Errors
+    /// An invalid name or an oversized message refuses the whole batch; so does a failure to
+    /// create a new topic's directory.
     pub fn append(
         &mut self,
         topic: &str,
@@ -91,25 +223,80 @@ impl Store {
         timestamp: u64,
     ) -> Result<(u64, u64)> {
         check_name(topic)?;
-        let limit = self.max_message_bytes;
+        let limit = self.config.max_message_bytes;
         if let Some((index, size)) =
             messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit)
         {
             return Err(StoreError::MessageTooLarge { index, size, limit });
         }
-        let log = self.topics.entry(topic.to_owned()).or_default();
-        let first = log.next_offset();
-        for message in messages {
-            log.append(timestamp, message.key, message.value);
+        if !self.topics.contains_key(topic) {
+            self.create(topic, Retention::default())?;
         }
-        Ok((first, log.next_offset() - 1))
+        let log = self.topics.get_mut(topic).ok_or_else(|| unknown(topic))?;
+        if !log.is_dirty() {
+            self.dirty.push(topic.to_owned());
+        }
+        let segment_bytes = self.config.segment_bytes;
+        let mut last = None;
+        for message in messages {
+            last = Some(log.append(timestamp, message.key, message.value, segment_bytes));
+        }
+        // The batch is not empty (the protocol refuses empty appends), so `last` is set.
+        let last = last.unwrap_or_default();
+        Ok((last + 1 - messages.len() as u64, last))
+    }
+
+    /// Makes every append since the last commit readable and, for a store on disk, durable
+    /// under the flush policy; then applies retention. Returns the topics whose appends could
+    /// not be written: those appends were dropped and must be refused.
+    pub fn commit(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
+        let sync_each = self.config.fsync == Fsync::Always;
+        let mut failures = Vec::new();
+        for name in std::mem::take(&mut self.dirty) {
+            let Some(topic) = self.topics.get_mut(&name) else { continue };
+            match topic.commit(sync_each) {
+                Ok(()) => {
+                    topic.trim(&self.config.retention, now_ms);
+                }
+                Err(error) => {
+                    tracing::error!(topic = name, %error, "appends could not be written; refused");
+                    failures.push(CommitFailure { topic: name, error });
+                }
+            }
+        }
+        if let Fsync::Interval(interval) = self.config.fsync {
+            if now.duration_since(self.last_sync) >= interval {
+                self.last_sync = now;
+                for (name, topic) in &mut self.topics {
+                    if let Err(error) = topic.sync() {
+                        tracing::error!(topic = name, %error, "periodic flush failed");
+                    }
+                }
+            }
+        }
+        if now.duration_since(self.last_retention_check) >= RETENTION_CHECK {
+            self.last_retention_check = now;
+            for topic in self.topics.values_mut() {
+                topic.trim(&self.config.retention, now_ms);
+            }
+        }
+        failures
+    }
+
+    /// Flushes every topic's files, for a clean stop under any flush policy.
+    pub fn close(&mut self) {
+        for (name, topic) in &mut self.topics {
+            if let Err(error) = topic.sync() {
+                tracing::error!(topic = name, %error, "final flush failed");
+            }
+        }
     }
 
     /// Reads up to `max_messages` messages and `max_bytes` bytes of `topic` from `offset` into
     /// `out` (always at least one message when one exists). Returns the topic's next offset.
     ///
     /// # Errors
-    /// An invalid name, an unknown topic, or an offset below the first held or past the next to be given.
+    /// An invalid name, an unknown topic, or an offset below the first held or past the next.
     pub fn read<'a>(
         &'a self,
         topic: &str,
@@ -133,26 +320,39 @@ impl Store {
         Ok(next)
     }
 
-    /// Creates an empty topic.
+    /// Creates an empty topic with its own retention limits (durably, on disk).
     ///
     /// # Errors
-    /// An invalid name, or a topic of that name exists.
-    pub fn create(&mut self, topic: &str) -> Result<()> {
+    /// An invalid name, a topic of that name exists, or its directory cannot be made.
+    pub fn create(&mut self, topic: &str, retention: Retention) -> Result<()> {
         check_name(topic)?;
         if self.topics.contains_key(topic) {
             return Err(StoreError::TopicExists(topic.to_owned()));
         }
-        self.topics.insert(topic.to_owned(), Topic::default());
+        let log = match &self.config.data_dir {
+            Some(data_dir) => {
+                let dir = disk::create_topic_dir(data_dir, &disk::Meta::new(topic, retention))
+                    .map_err(io_error)?;
+                Topic::on_disk(dir, retention)
+            }
+            None => Topic::in_memory(retention),
+        };
+        self.topics.insert(topic.to_owned(), log);
         Ok(())
     }
 
-    /// Removes a topic and its messages.
+    /// Removes a topic, its messages and its files.
     ///
     /// # Errors
-    /// An invalid name or an unknown topic.
+    /// An invalid name, an unknown topic, or its directory cannot be removed.
     pub fn delete(&mut self, topic: &str) -> Result<()> {
         check_name(topic)?;
-        self.topics.remove(topic).map(drop).ok_or_else(|| StoreError::UnknownTopic(topic.into()))
+        let log = self.topic(topic)?;
+        if let Some(dir) = log.dir() {
+            disk::remove_topic_dir(dir).map_err(io_error)?;
+        }
+        self.topics.remove(topic);
+        Ok(())
     }
 
     /// One topic's log.
@@ -160,7 +360,7 @@ impl Store {
     /// # Errors
     /// An unknown topic.
     pub fn topic(&self, topic: &str) -> Result<&Topic> {
-        self.topics.get(topic).ok_or_else(|| StoreError::UnknownTopic(topic.to_owned()))
+        self.topics.get(topic).ok_or_else(|| unknown(topic))
     }
 
     /// Every topic with its offsets, ordered by name.
@@ -173,16 +373,25 @@ impl Store {
                 first_offset: log.first_offset(),
                 next_offset: log.next_offset(),
                 bytes: log.payload_bytes(),
+                disk_bytes: log.disk_bytes(),
             })
             .collect()
     }
 
     /// What the store holds, in sum.
     pub fn totals(&self) -> Totals {
-        let mut totals = Totals { topics: self.topics.len() as u64, ..Totals::default() };
+        let on_disk = self.config.data_dir.is_some();
+        let mut totals = Totals {
+            topics: self.topics.len() as u64,
+            disk_bytes: on_disk.then_some(0),
+            ..Totals::default()
+        };
         for log in self.topics.values() {
             totals.messages += log.messages();
             totals.bytes += log.payload_bytes();
+            if let (Some(sum), Some(bytes)) = (&mut totals.disk_bytes, log.disk_bytes()) {
+                *sum += bytes;
+            }
         }
         totals
     }
@@ -192,68 +401,13 @@ fn check_name(topic: &str) -> Result<()> {
     validate_topic_name(topic).map_err(|e| StoreError::InvalidTopicName(topic.to_owned(), e))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(value: &[u8]) -> NewMessage<'_> {
-        NewMessage { key: None, value }
-    }
-
-    #[test]
-    fn append_creates_the_topic_and_read_returns_it() {
-        let mut store = Store::new(100);
-        assert_eq!(store.append("t", &[message(b"a"), message(b"b")], 7), Ok((0, 1)));
-        assert_eq!(store.append("t", &[message(b"c")], 8), Ok((2, 2)));
-        let mut out = Vec::new();
-        assert_eq!(store.read("t", 1, 10, 100, &mut out), Ok(3));
-        assert_eq!(
-            out.iter().map(|m| (m.offset, m.value, m.timestamp)).collect::<Vec<_>>(),
-            [(1, &b"b"[..], 7), (2, &b"c"[..], 8)]
-        );
-        assert_eq!(store.totals(), Totals { topics: 1, messages: 3, bytes: 3 });
-    }
-
-    #[test]
-    fn refused_operations_change_nothing() {
-        let mut store = Store::new(4);
-        store.append("t", &[message(b"a")], 0).unwrap();
-        let too_large = store.append("t", &[message(b"ok"), message(b"12345")], 0);
-        assert_eq!(too_large, Err(StoreError::MessageTooLarge { index: 1, size: 5, limit: 4 }));
-        assert!(matches!(
-            store.append("", &[message(b"a")], 0),
-            Err(StoreError::InvalidTopicName(..))
-        ));
-        assert_eq!(store.create("t"), Err(StoreError::TopicExists("t".into())));
-        assert_eq!(store.delete("u"), Err(StoreError::UnknownTopic("u".into())));
-        assert_eq!(store.list().len(), 1);
-        assert_eq!(store.totals().messages, 1);
-    }
-
-    #[test]
-    fn reads_outside_the_log_are_refused_but_the_end_is_not() {
-        let mut store = Store::new(100);
-        store.append("t", &[message(b"a")], 0).unwrap();
-        let mut out = Vec::new();
-        assert_eq!(store.read("t", 1, 10, 100, &mut out), Ok(1));
-        assert!(out.is_empty());
-        assert!(matches!(
-            store.read("t", 2, 10, 100, &mut out),
-            Err(StoreError::OffsetOutOfRange { first: 0, next: 1, .. })
-        ));
-        assert_eq!(
-            store.read("nope", 0, 10, 100, &mut out),
-            Err(StoreError::UnknownTopic("nope".into()))
-        );
-    }
-
-    #[test]
-    fn create_then_delete() {
-        let mut store = Store::new(100);
-        store.create("Hola mundo").unwrap();
-        assert_eq!(store.list()[0].name, "Hola mundo");
-        assert_eq!(store.list()[0].next_offset, 0);
-        store.delete("Hola mundo").unwrap();
-        assert!(store.list().is_empty());
-    }
+fn unknown(topic: &str) -> StoreError {
+    StoreError::UnknownTopic(topic.to_owned())
 }
+
+fn io_error(error: io::Error) -> StoreError {
+    StoreError::Io(error.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -34,6 +34,19 @@ pub struct Segment {
     last_timestamp: u64,
     /// Bytes of keys and values, without framing.
     payload_bytes: u64,
+    /// How many bytes of `data` are written to the segment's file (for a store on disk).
+    persisted: usize,
+}
+
+/// Where and why a segment's bytes stop being valid records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The byte position of the first invalid record.
+    pub at_byte: usize,
+    /// The offset that record would have had.
+    pub offset: u64,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
 
 impl Segment {
@@ -46,7 +59,53 @@ impl Segment {
             index: Vec::new(),
             last_timestamp: 0,
             payload_bytes: 0,
+            persisted: 0,
         }
+    }
+
+    /// Rebuilds a segment from the bytes of its file, checking every record. Stops at the first
+    /// record that is cut short or fails its checksum and says where; the segment then holds
+    /// the records before it. `capacity` is as for [`Segment::new`].
+    pub fn recover(
+        base_offset: u64,
+        mut data: Vec<u8>,
+        capacity: usize,
+    ) -> (Segment, Option<Damage>) {
+        let mut index = Vec::new();
+        let (mut at, mut last_timestamp, mut payload_bytes) = (0, 0, 0);
+        let damage = loop {
+            if at == data.len() {
+                break None;
+            }
+            let offset = base_offset + index.len() as u64;
+            let damage = |reason| Some(Damage { at_byte: at, offset, reason });
+            if data.len() - at < RECORD_PREFIX + BODY_HEADER {
+                break damage("the record is cut short");
+            }
+            let body_len = read_u32(&data, at) as usize;
+            let body_start = at + RECORD_PREFIX;
+            if body_len < BODY_HEADER || data.len() - body_start < body_len {
+                break damage("the record is cut short");
+            }
+            let body = &data[body_start..body_start + body_len];
+            if crc32c::crc32c(body) != read_u32(&data, at + 4) {
+                break damage("the record fails its checksum");
+            }
+            let key_len = read_u32(body, 8);
+            if key_len != NO_KEY && key_len as usize > body_len - BODY_HEADER {
+                break damage("the record's key is longer than the record");
+            }
+            index.push(at as u32);
+            last_timestamp = read_u64(body, 0);
+            payload_bytes += (body_len - BODY_HEADER) as u64;
+            at = body_start + body_len;
+        };
+        data.truncate(at);
+        data.reserve(capacity.saturating_sub(data.len()));
+        let persisted = data.len();
+        let segment =
+            Segment { base_offset, data, index, last_timestamp, payload_bytes, persisted };
+        (segment, damage)
     }
 
     /// The bytes a record of this key and value takes.
@@ -90,11 +149,6 @@ impl Segment {
         self.base_offset + self.index.len() as u64
     }
 
-    /// Whether the segment holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
     /// The timestamp of the newest record (0 when empty).
     pub fn last_timestamp(&self) -> u64 {
         self.last_timestamp
@@ -108,6 +162,39 @@ impl Segment {
     /// Bytes of records held, framing included.
     pub fn len_bytes(&self) -> usize {
         self.data.len()
+    }
+
+    /// The records not yet written to the segment's file.
+    pub fn unpersisted(&self) -> &[u8] {
+        &self.data[self.persisted..]
+    }
+
+    /// Notes that every record so far is written to the file.
+    pub fn mark_persisted(&mut self) {
+        self.persisted = self.data.len();
+    }
+
+    /// Drops the records from `offset` on (an append that could not be made durable). Returns
+    /// how many messages and payload bytes went.
+    pub fn truncate(&mut self, offset: u64) -> (u64, u64) {
+        let keep = offset.saturating_sub(self.base_offset) as usize;
+        if keep >= self.index.len() {
+            return (0, 0);
+        }
+        let dropped: u64 = (self.base_offset + keep as u64..self.next_offset())
+            .map(|at| {
+                let message = self.get(at);
+                (message.key.map_or(0, <[u8]>::len) + message.value.len()) as u64
+            })
+            .sum();
+        let count = (self.index.len() - keep) as u64;
+        self.data.truncate(self.index[keep] as usize);
+        self.index.truncate(keep);
+        self.persisted = self.persisted.min(self.data.len());
+        self.payload_bytes -= dropped;
+        self.last_timestamp =
+            self.index.last().map_or(0, |_| self.get(self.next_offset() - 1).timestamp);
+        (count, dropped)
     }
 
     /// The record at `offset`, which must lie in this segment.
@@ -170,6 +257,50 @@ mod tests {
         assert!(segment.fits(big));
         segment.push(0, None, &[7; 100]);
         assert!(!segment.fits(Segment::record_len(None, b"x")));
+    }
+
+    #[test]
+    fn recovery_keeps_whole_records_and_reports_the_first_bad_one() {
+        let mut segment = Segment::new(5, 256);
+        segment.push(1, None, b"one");
+        segment.push(2, Some(b"k"), b"two");
+        let whole = segment.data.clone();
+        let (recovered, damage) = Segment::recover(5, whole.clone(), 256);
+        assert_eq!(damage, None);
+        assert_eq!(recovered.next_offset(), 7);
+        assert_eq!(recovered.get(6).value, b"two");
+        assert_eq!(recovered.payload_bytes(), segment.payload_bytes());
+
+        // A torn tail: the last record cut in the middle.
+        let (torn, damage) = Segment::recover(5, whole[..whole.len() - 2].to_vec(), 256);
+        assert_eq!(torn.next_offset(), 6);
+        assert_eq!(damage.map(|d| (d.offset, d.reason)), Some((6, "the record is cut short")));
+        assert!(torn.unpersisted().is_empty());
+
+        // A flipped byte in the first record's value.
+        let mut flipped = whole.clone();
+        flipped[RECORD_PREFIX + BODY_HEADER] ^= 0x20;
+        let (kept, damage) = Segment::recover(5, flipped, 256);
+        assert_eq!(kept.next_offset(), 5);
+        assert_eq!(
+            damage.map(|d| (d.at_byte, d.reason)),
+            Some((0, "the record fails its checksum"))
+        );
+    }
+
+    #[test]
+    fn truncation_drops_the_tail_only() {
+        let mut segment = Segment::new(0, 256);
+        segment.push(1, None, b"aa");
+        segment.push(2, None, b"bbb");
+        segment.mark_persisted();
+        segment.push(3, None, b"c");
+        assert_eq!(segment.truncate(1), (2, 4));
+        assert_eq!(segment.next_offset(), 1);
+        assert_eq!(segment.payload_bytes(), 2);
+        assert_eq!(segment.last_timestamp(), 1);
+        assert_eq!(segment.unpersisted(), b"");
+        assert_eq!(segment.push(4, None, b"d"), 1);
     }
 
     #[test]

@@ -1,51 +1,173 @@
-//! A topic: its segments, oldest first, and the offsets they span.
+//! A topic: its segments, oldest first, the offsets they span, its retention, and, for a store
+//! on disk, its files.
 
 use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
-use protocol::Message;
+use protocol::{Message, Retention};
 
-use super::segment::Segment;
-
-/// How many bytes of records a segment holds before a new one is started.
-pub const SEGMENT_BYTES: usize = 4 << 20;
+use super::disk;
+use super::segment::{Damage, Segment};
 
 /// One topic's log.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Topic {
-    /// The segments, oldest first; never empty once a message was appended.
+    /// The segments, oldest first.
     segments: VecDeque<Segment>,
-    /// The offset the next message gets. Kept apart from the segments so that it survives
-    /// retention removing every one of them.
-    next_offset: u64,
-    /// Messages held.
+    /// The offset the next appended message gets. Kept apart from the segments so that it
+    /// survives retention removing every message.
+    end: u64,
+    /// Messages below this offset are durable under the store's flush policy and may be read;
+    /// those from here to `end` were appended in the present pass and are not yet.
+    committed: u64,
+    /// Messages held, committed or not.
     messages: u64,
     /// Bytes of keys and values held.
     payload_bytes: u64,
+    /// Limits set for this topic, over the store's defaults.
+    retention: Retention,
+    /// The topic's files, for a store on disk.
+    files: Option<Files>,
+}
+
+/// A topic's directory and the segment file being appended to.
+#[derive(Debug)]
+struct Files {
+    /// The topic's directory.
+    dir: PathBuf,
+    /// The newest segment's base offset and its file, open to append.
+    active: Option<(u64, File)>,
+    /// Bytes in the topic's segment files.
+    bytes: u64,
+    /// Whether something was written since the last sync.
+    unsynced: bool,
+}
+
+/// What recovery found wrong in a topic's newest segment and cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where and why.
+    pub damage: Damage,
+    /// How many bytes after the last whole record were dropped.
+    pub dropped_bytes: u64,
 }
 
 impl Topic {
-    /// Appends one message stamped `timestamp` and returns its offset.
-    pub fn append(&mut self, timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> u64 {
-        let len = Segment::record_len(key, value);
-        if !self.segments.back().is_some_and(|s| s.fits(len)) {
-            self.segments.push_back(Segment::new(self.next_offset, SEGMENT_BYTES.max(len)));
+    /// An empty topic kept in memory.
+    pub fn in_memory(retention: Retention) -> Topic {
+        Topic {
+            segments: VecDeque::new(),
+            end: 0,
+            committed: 0,
+            messages: 0,
+            payload_bytes: 0,
+            retention,
+            files: None,
         }
-        let segment = self.segments.back_mut().expect("a segment was just ensured");
+    }
+
+    /// An empty topic whose files go in `dir`.
+    pub fn on_disk(dir: PathBuf, retention: Retention) -> Topic {
+        let files = Files { dir, active: None, bytes: 0, unsynced: false };
+        Topic { files: Some(files), ..Topic::in_memory(retention) }
+    }
+
+    /// Reads a topic back from its directory. A damaged newest segment is cut back to its last
+    /// whole record, on disk too, and the cut is returned to be reported.
+    ///
+    /// # Errors
+    /// A file cannot be read or cut, an older segment is damaged (its records cannot be served,
+    /// and cutting them would lose the newer segments), or the segments leave a gap in offsets.
+    pub fn recover(
+        dir: PathBuf,
+        retention: Retention,
+        segment_bytes: usize,
+    ) -> io::Result<(Topic, Option<Cut>)> {
+        let files = disk::segment_files(&dir)?;
+        let mut topic = Topic::on_disk(dir, retention);
+        let mut cut = None;
+        let count = files.len();
+        for (i, (base, path)) in files.into_iter().enumerate() {
+            let newest = i + 1 == count;
+            if !topic.segments.is_empty() && base != topic.end {
+                return Err(invalid(format!(
+                    "{} starts at offset {base} but the segment before it ends at {}",
+                    path.display(),
+                    topic.end
+                )));
+            }
+            let bytes = fs::read(&path)?;
+            let read_len = bytes.len();
+            let capacity = if newest { segment_bytes } else { 0 };
+            let (segment, damage) = Segment::recover(base, bytes, capacity);
+            if let Some(damage) = damage {
+                if !newest {
+                    return Err(invalid(format!(
+                        "{} is damaged at byte {} (offset {}): {}; later segments follow it, so \
+                         it cannot be cut back: move the topic's directory away or repair the file",
+                        path.display(),
+                        damage.at_byte,
+                        damage.offset,
+                        damage.reason
+                    )));
+                }
+                File::options().write(true).open(&path)?.set_len(segment.len_bytes() as u64)?;
+                let dropped_bytes = (read_len - segment.len_bytes()) as u64;
+                cut = Some(Cut { file: path, damage, dropped_bytes });
+            }
+            topic.end = segment.next_offset();
+            topic.messages += segment.next_offset() - segment.base_offset();
+            topic.payload_bytes += segment.payload_bytes();
+            if let Some(files) = &mut topic.files {
+                files.bytes += segment.len_bytes() as u64;
+            }
+            topic.segments.push_back(segment);
+        }
+        topic.committed = topic.end;
+        Ok((topic, cut))
+    }
+
+    /// Appends one message stamped `timestamp` and returns its offset. It becomes readable when
+    /// the store commits.
+    pub fn append(
+        &mut self,
+        timestamp: u64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        segment_bytes: usize,
+    ) -> u64 {
+        let len = Segment::record_len(key, value);
+        let segment = match self.segments.back_mut() {
+            Some(segment) if segment.fits(len) => segment,
+            _ => {
+                self.segments.push_back(Segment::new(self.end, segment_bytes.max(len)));
+                self.segments.back_mut().expect("a segment was just added")
+            }
+        };
         let offset = segment.push(timestamp, key, value);
-        self.next_offset = offset + 1;
+        self.end = offset + 1;
         self.messages += 1;
         self.payload_bytes += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
         offset
     }
 
-    /// The oldest offset still held (equal to [`Topic::next_offset`] when empty).
-    pub fn first_offset(&self) -> u64 {
-        self.segments.front().map_or(self.next_offset, Segment::base_offset)
+    /// Whether messages were appended since the last commit.
+    pub fn is_dirty(&self) -> bool {
+        self.committed != self.end
     }
 
-    /// The offset the next message gets.
+    /// The oldest offset still held (equal to [`Topic::next_offset`] when empty).
+    pub fn first_offset(&self) -> u64 {
+        self.segments.front().map_or(self.end, Segment::base_offset).min(self.committed)
+    }
+
+    /// The offset after the last readable message: what a reader sees as the end.
     pub fn next_offset(&self) -> u64 {
-        self.next_offset
+        self.committed
     }
 
     /// Messages held.
@@ -58,9 +180,19 @@ impl Topic {
         self.payload_bytes
     }
 
-    /// Pushes onto `out` the messages from `offset` on, at most `max_messages` of them and at
-    /// most `max_bytes` of keys and values, but always the first one if there is one. `offset`
-    /// must lie in `first_offset()..=next_offset()`.
+    /// Bytes of its segment files, for a topic on disk.
+    pub fn disk_bytes(&self) -> Option<u64> {
+        self.files.as_ref().map(|f| f.bytes)
+    }
+
+    /// The topic's directory, for a topic on disk.
+    pub fn dir(&self) -> Option<&Path> {
+        self.files.as_ref().map(|f| f.dir.as_path())
+    }
+
+    /// Pushes onto `out` the readable messages from `offset` on, at most `max_messages` of them
+    /// and at most `max_bytes` of keys and values, but always the first one if there is one.
+    /// `offset` must lie in `first_offset()..=next_offset()`.
     pub fn read<'a>(
         &'a self,
         offset: u64,
@@ -72,7 +204,8 @@ impl Topic {
         // Segments are sorted by base offset: find the one holding `offset`.
         let start = self.segments.partition_point(|s| s.next_offset() <= offset);
         for segment in self.segments.range(start..) {
-            for at in offset.max(segment.base_offset())..segment.next_offset() {
+            let end = segment.next_offset().min(self.committed);
+            for at in offset.max(segment.base_offset())..end {
                 let message = segment.get(at);
                 bytes += message.key.map_or(0, <[u8]>::len) + message.value.len();
                 if out.len() == max_messages || (!out.is_empty() && bytes > max_bytes) {
@@ -83,24 +216,171 @@ impl Topic {
         }
     }
 
-    /// Removes whole segments from the front while `remove` says so of the oldest one, never
-    /// the one being written. Returns how many messages were removed.
-    pub fn trim_front(&mut self, mut remove: impl FnMut(&Topic, &Segment) -> bool) -> u64 {
+    /// Makes the messages appended since the last commit durable and readable: writes them to
+    /// the topic's files and, when `sync`, flushes those to disk.
+    ///
+    /// # Errors
+    /// A write or flush failed. The messages of this commit are then dropped again, from
+    /// memory and from the files, so that nothing unacknowledged is ever served.
+    pub fn commit(&mut self, sync: bool) -> io::Result<()> {
+        if let Some(files) = &mut self.files {
+            if let Err(error) = files.write(&mut self.segments, sync) {
+                self.roll_back();
+                return Err(error);
+            }
+        }
+        self.committed = self.end;
+        Ok(())
+    }
+
+    /// Flushes what was written since the last flush (for a periodic flush policy).
+    ///
+    /// # Errors
+    /// The flush failed.
+    pub fn sync(&mut self) -> io::Result<()> {
+        match &mut self.files {
+            Some(files) if files.unsynced => files.sync(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops the messages from the committed end on, in memory and on disk.
+    fn roll_back(&mut self) {
+        let keep = self.committed;
+        while self.segments.back().is_some_and(|s| s.base_offset() >= keep) {
+            let Some(segment) = self.segments.pop_back() else { break };
+            self.messages -= segment.next_offset() - segment.base_offset();
+            self.payload_bytes -= segment.payload_bytes();
+            if let Some(files) = &mut self.files {
+                files.remove_segment(segment.base_offset(), segment.len_bytes());
+            }
+        }
+        if let Some(segment) = self.segments.back_mut() {
+            let before = segment.len_bytes();
+            let (messages, payload) = segment.truncate(keep);
+            self.messages -= messages;
+            self.payload_bytes -= payload;
+            if let Some(files) = &mut self.files {
+                files.truncate_segment(segment.base_offset(), before, segment.len_bytes());
+            }
+        }
+        self.end = keep;
+    }
+
+    /// Removes whole segments from the front while, without the oldest one, the topic still
+    /// holds what `retention` (this topic's limits over `defaults`) asks to keep, or while the
+    /// oldest is past its time. Never the newest segment. Returns how many messages went.
+    pub fn trim(&mut self, defaults: &Retention, now_ms: u64) -> u64 {
+        let limits = Retention {
+            messages: self.retention.messages.or(defaults.messages),
+            bytes: self.retention.bytes.or(defaults.bytes),
+            ms: self.retention.ms.or(defaults.ms),
+        };
+        if limits == Retention::default() {
+            return 0;
+        }
         let mut removed = 0;
-        while self.segments.len() > 1 && remove(self, &self.segments[0]) {
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let count = oldest.next_offset() - oldest.base_offset();
+            let expendable = limits.messages.is_some_and(|n| self.messages - count >= n)
+                || limits.bytes.is_some_and(|n| self.payload_bytes - oldest.payload_bytes() >= n)
+                || limits.ms.is_some_and(|ms| oldest.last_timestamp().saturating_add(ms) < now_ms);
+            if !expendable {
+                break;
+            }
             let Some(segment) = self.segments.pop_front() else { break };
-            let count = segment.next_offset() - segment.base_offset();
             self.messages -= count;
             self.payload_bytes -= segment.payload_bytes();
+            if let Some(files) = &mut self.files {
+                files.remove_segment(segment.base_offset(), segment.len_bytes());
+            }
             removed += count;
         }
         removed
     }
 }
 
+impl Files {
+    /// Writes every segment's unwritten records to its file; flushes them when `sync`.
+    fn write(&mut self, segments: &mut VecDeque<Segment>, sync: bool) -> io::Result<()> {
+        let mut new_file = false;
+        for segment in segments.iter_mut().filter(|s| !s.unpersisted().is_empty()) {
+            let file = self.file_for(segment.base_offset(), &mut new_file)?;
+            file.write_all(segment.unpersisted())?;
+            self.bytes += segment.unpersisted().len() as u64;
+            self.unsynced = true;
+            segment.mark_persisted();
+        }
+        if sync && self.unsynced {
+            self.sync()?;
+        }
+        if sync && new_file {
+            disk::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The open file of segment `base`, opening it (and flushing the one before, which is
+    /// complete) if it is not the active one.
+    fn file_for(&mut self, base: u64, new_file: &mut bool) -> io::Result<&mut File> {
+        if self.active.as_ref().is_none_or(|(active, _)| *active != base) {
+            if let Some((_, previous)) = self.active.take() {
+                previous.sync_data()?;
+            }
+            *new_file |= !self.dir.join(disk::segment_file_name(base)).exists();
+            self.active = Some((base, disk::open_segment(&self.dir, base)?));
+        }
+        Ok(&mut self.active.as_mut().expect("the active file was just set").1)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if let Some((_, file)) = &self.active {
+            file.sync_data()?;
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Deletes a segment's file.
+    fn remove_segment(&mut self, base: u64, len: usize) {
+        if self.active.as_ref().is_some_and(|(active, _)| *active == base) {
+            self.active = None;
+        }
+        let path = self.dir.join(disk::segment_file_name(base));
+        match fs::remove_file(&path) {
+            Ok(()) => self.bytes = self.bytes.saturating_sub(len as u64),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(%error, file = %path.display(), "cannot remove segment"),
+        }
+    }
+
+    /// Cuts a segment's file back to `len` bytes after a failed commit.
+    fn truncate_segment(&mut self, base: u64, before: usize, len: usize) {
+        self.active = None;
+        let path = self.dir.join(disk::segment_file_name(base));
+        let cut = File::options().write(true).open(&path).and_then(|f| f.set_len(len as u64));
+        match cut {
+            Ok(()) => self.bytes = self.bytes.saturating_sub((before - len) as u64),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => tracing::error!(
+                %error,
+                file = %path.display(),
+                "cannot cut back a segment after a failed write; start-up will check it"
+            ),
+        }
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SEGMENT_BYTES: usize = 4096;
 
     fn values(topic: &Topic, offset: u64, max_messages: usize, max_bytes: usize) -> Vec<String> {
         let mut out = Vec::new();
@@ -108,12 +388,18 @@ mod tests {
         out.iter().map(|m| format!("{}={}", m.offset, String::from_utf8_lossy(m.value))).collect()
     }
 
+    fn append_committed(topic: &mut Topic, value: &[u8]) -> u64 {
+        let offset = topic.append(0, None, value, SEGMENT_BYTES);
+        topic.commit(false).unwrap();
+        offset
+    }
+
     #[test]
     fn offsets_count_up_from_zero() {
-        let mut topic = Topic::default();
+        let mut topic = Topic::in_memory(Retention::default());
         assert_eq!((topic.first_offset(), topic.next_offset()), (0, 0));
         for (i, value) in ["a", "b", "c"].iter().enumerate() {
-            assert_eq!(topic.append(0, None, value.as_bytes()), i as u64);
+            assert_eq!(append_committed(&mut topic, value.as_bytes()), i as u64);
         }
         assert_eq!(values(&topic, 0, 10, 1000), ["0=a", "1=b", "2=c"]);
         assert_eq!(values(&topic, 1, 1, 1000), ["1=b"]);
@@ -123,10 +409,21 @@ mod tests {
     }
 
     #[test]
+    fn appended_messages_are_invisible_until_committed() {
+        let mut topic = Topic::in_memory(Retention::default());
+        topic.append(0, None, b"a", SEGMENT_BYTES);
+        assert!(topic.is_dirty());
+        assert_eq!(topic.next_offset(), 0);
+        assert!(values(&topic, 0, 10, 100).is_empty());
+        topic.commit(true).unwrap();
+        assert_eq!(values(&topic, 0, 10, 100), ["0=a"]);
+    }
+
+    #[test]
     fn max_bytes_limits_a_read_but_never_below_one_message() {
-        let mut topic = Topic::default();
-        topic.append(0, None, &[b'x'; 10]);
-        topic.append(0, None, &[b'y'; 10]);
+        let mut topic = Topic::in_memory(Retention::default());
+        append_committed(&mut topic, &[b'x'; 10]);
+        append_committed(&mut topic, &[b'y'; 10]);
         assert_eq!(values(&topic, 0, 10, 5).len(), 1);
         assert_eq!(values(&topic, 0, 10, 19).len(), 1);
         assert_eq!(values(&topic, 0, 10, 20).len(), 2);
@@ -134,10 +431,10 @@ mod tests {
 
     #[test]
     fn reads_cross_segment_boundaries() {
-        let mut topic = Topic::default();
+        let mut topic = Topic::in_memory(Retention::default());
         let value = vec![b'v'; SEGMENT_BYTES / 3];
         for _ in 0..7 {
-            topic.append(0, None, &value);
+            append_committed(&mut topic, &value);
         }
         assert!(topic.segments.len() >= 3);
         let mut out = Vec::new();
@@ -146,16 +443,33 @@ mod tests {
     }
 
     #[test]
-    fn trimming_removes_whole_old_segments_and_keeps_offsets() {
-        let mut topic = Topic::default();
+    fn retention_by_count_removes_whole_old_segments_and_keeps_offsets() {
+        let mut topic = Topic::in_memory(Retention { messages: Some(2), ..Retention::default() });
         let value = vec![b'v'; SEGMENT_BYTES / 2];
         for _ in 0..6 {
-            topic.append(0, None, &value);
+            append_committed(&mut topic, &value);
         }
-        let removed = topic.trim_front(|t, _| t.messages() > 2);
-        assert!(removed > 0);
-        assert_eq!(topic.next_offset(), 6);
-        assert_eq!(topic.first_offset(), 6 - topic.messages());
-        assert_eq!(topic.append(0, None, b"x"), 6);
+        assert_eq!(topic.trim(&Retention::default(), 0), 4);
+        assert_eq!((topic.first_offset(), topic.next_offset(), topic.messages()), (4, 6, 2));
+        assert_eq!(append_committed(&mut topic, b"x"), 6);
+    }
+
+    #[test]
+    fn retention_by_time_and_bytes() {
+        let mut topic = Topic::in_memory(Retention::default());
+        let value = vec![b'v'; SEGMENT_BYTES / 2];
+        for timestamp in [100, 200, 300] {
+            topic.append(timestamp, None, &value, SEGMENT_BYTES);
+            topic.commit(false).unwrap();
+        }
+        let by_time = Retention { ms: Some(50), ..Retention::default() };
+        assert_eq!(topic.trim(&by_time, 260), 2);
+        assert_eq!(topic.first_offset(), 2);
+        for _ in 0..3 {
+            append_committed(&mut topic, &value);
+        }
+        let by_bytes = Retention { bytes: Some(value.len() as u64), ..Retention::default() };
+        assert_eq!(topic.trim(&by_bytes, 0), 3);
+        assert_eq!(topic.messages(), 1);
     }
 }

@@ -1,0 +1,240 @@
+//! Where a store on disk keeps its files, and the file operations it needs.
+//!
+//! ```text
+//! DATA_DIR/topics/<dir>/topic.meta                    the topic's name and retention overrides
+//! DATA_DIR/topics/<dir>/<base offset, 20 digits>.log  a segment: records as in `segment`
+//! ```
+//!
+//! `<dir>` is made from the topic name so that any valid name maps to a safe directory name:
+//! the name's ASCII letters, digits, `-`, `_` and `.` in lower case (others become `_`), at most
+//! 48 of them, then `-` and a 64-bit FNV-1a hash of the exact name in hex. So no name can reach
+//! outside `topics/`, and names differing only in case or in characters a file system rejects
+//! still get directories of their own. The real name is read back from `topic.meta`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use protocol::Retention;
+use serde::{Deserialize, Serialize};
+
+/// The file in each topic directory that names the topic.
+const META_FILE: &str = "topic.meta";
+/// The extension of segment files.
+const SEGMENT_EXTENSION: &str = "log";
+/// The prefix of a topic directory being deleted.
+const DELETING_PREFIX: &str = ".deleting-";
+
+/// The directory holding every topic's directory.
+pub fn topics_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("topics")
+}
+
+/// The directory name of topic `name`.
+pub fn topic_dir_name(name: &str) -> String {
+    let readable: String = name
+        .chars()
+        .filter_map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' | '_' | '.' => Some(c),
+            'A'..='Z' => Some(c.to_ascii_lowercase()),
+            _ if c.is_whitespace() || c.is_ascii() => Some('_'),
+            _ => None,
+        })
+        .take(48)
+        .collect();
+    format!("{readable}-{:016x}", fnv1a(name.as_bytes()))
+}
+
+/// FNV-1a, 64 bits: stable across versions and platforms, unlike the standard library's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A segment file's name: its base offset, zero-padded so that names sort as offsets do.
+pub fn segment_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.{SEGMENT_EXTENSION}")
+}
+
+/// What `topic.meta` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The topic's name.
+    pub name: String,
+    /// Retention overrides, as given to `create_topic`.
+    pub retention_messages: Option<u64>,
+    /// As above.
+    pub retention_bytes: Option<u64>,
+    /// As above.
+    pub retention_ms: Option<u64>,
+}
+
+impl Meta {
+    /// The meta of topic `name` with these overrides.
+    pub fn new(name: &str, retention: Retention) -> Meta {
+        Meta {
+            name: name.to_owned(),
+            retention_messages: retention.messages,
+            retention_bytes: retention.bytes,
+            retention_ms: retention.ms,
+        }
+    }
+
+    /// The overrides.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            messages: self.retention_messages,
+            bytes: self.retention_bytes,
+            ms: self.retention_ms,
+        }
+    }
+}
+
+/// Creates the directory of a new topic with its meta file, durably: once this returns, the
+/// topic exists after a crash.
+///
+/// # Errors
+/// Any failed file operation; the directory is then removed again if it was made.
+pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
+    let topics = topics_dir(data_dir);
+    let dir = topics.join(topic_dir_name(&meta.name));
+    fs::create_dir(&dir)?;
+    let written = write_meta(&dir, meta).and_then(|()| sync_dir(&topics));
+    if let Err(error) = written {
+        let _ = fs::remove_dir_all(&dir);
+        return Err(error);
+    }
+    Ok(dir)
+}
+
+fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
+    let bytes = rmp_serde::to_vec_named(meta).map_err(io::Error::other)?;
+    let temporary = dir.join(format!("{META_FILE}.new"));
+    let mut file = File::create(&temporary)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    fs::rename(&temporary, dir.join(META_FILE))?;
+    sync_dir(dir)
+}
+
+/// Reads a topic directory's meta file.
+///
+/// # Errors
+/// A missing or unreadable file.
+pub fn read_meta(dir: &Path) -> io::Result<Meta> {
+    let bytes = fs::read(dir.join(META_FILE))?;
+    rmp_serde::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Removes a topic's directory. It is first renamed, in one step, so that a crash part-way
+/// through leaves no half-deleted topic behind, only a directory that start-up clears away.
+///
+/// # Errors
+/// The rename failed; the topic is then untouched.
+pub fn remove_topic_dir(dir: &Path) -> io::Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let doomed = dir.with_file_name(format!("{DELETING_PREFIX}{name}"));
+    fs::rename(dir, &doomed)?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    if let Err(error) = fs::remove_dir_all(&doomed) {
+        tracing::warn!(%error, dir = %doomed.display(), "could not remove a deleted topic's files");
+    }
+    Ok(())
+}
+
+/// The topic directories under `data_dir`, creating `topics/` if needed and clearing away
+/// directories of deletions a crash interrupted.
+///
+/// # Errors
+/// The directory cannot be made or read.
+pub fn topic_dirs(data_dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let topics = topics_dir(data_dir);
+    fs::create_dir_all(&topics)?;
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(&topics)? {
+        let entry = entry?;
+        let path = entry.path();
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if entry.file_name().to_string_lossy().starts_with(DELETING_PREFIX) {
+            fs::remove_dir_all(&path)?;
+            continue;
+        }
+        dirs.push(path);
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The segment files of a topic directory as (base offset, path), oldest first.
+///
+/// # Errors
+/// The directory cannot be read, or holds a `.log` file whose name is not an offset.
+pub fn segment_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != SEGMENT_EXTENSION) {
+            continue;
+        }
+        let base =
+            path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).ok_or_else(
+                || {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} is not named after an offset", path.display()),
+                    )
+                },
+            )?;
+        files.push((base, path));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Opens (creating if needed) segment file `base_offset` of topic directory `dir` to append.
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn open_segment(dir: &Path, base_offset: u64) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(dir.join(segment_file_name(base_offset)))
+}
+
+/// Flushes a directory's entries (new, renamed or removed files) to disk.
+///
+/// # Errors
+/// The directory cannot be opened or synced.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_names_are_safe_and_distinct() {
+        let names = ["orders", "Orders", "../etc", "a/b", "a\\b", ".", "..", "Hola mundo", "ñandú"];
+        let dirs: Vec<String> = names.iter().map(|n| topic_dir_name(n)).collect();
+        for dir in &dirs {
+            assert!(!dir.contains('/') && !dir.contains('\\'), "{dir}");
+            assert!(dir != "." && dir != "..");
+            assert!(dir.len() <= 48 + 17);
+            assert_eq!(dir, &dir.to_lowercase());
+        }
+        let unique: std::collections::HashSet<_> = dirs.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        assert!(topic_dir_name("Hola mundo").starts_with("hola_mundo-"));
+        assert_eq!(topic_dir_name(&"x".repeat(249)).len(), 48 + 17);
+    }
+
+    #[test]
+    fn segment_names_sort_as_offsets() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.log");
+        assert!(segment_file_name(9) < segment_file_name(10));
+    }
+}

@@ -1,0 +1,285 @@
+//! The store's behaviour, checked once in memory and once on disk by the same tests, then what
+//! only a store on disk does: survive a reopen, and cope with damaged or failing files.
+
+use std::fs;
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use super::*;
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn message(value: &[u8]) -> NewMessage<'_> {
+    NewMessage { key: None, value }
+}
+
+fn config(data_dir: Option<&Path>) -> StoreConfig {
+    StoreConfig {
+        data_dir: data_dir.map(Path::to_path_buf),
+        max_message_bytes: 100,
+        segment_bytes: 256,
+        ..StoreConfig::default()
+    }
+}
+
+/// Appends and commits at once, as one pass of the server would.
+fn append(store: &mut Store, topic: &str, values: &[&str]) -> Result<(u64, u64)> {
+    let messages: Vec<NewMessage<'_>> = values.iter().map(|v| message(v.as_bytes())).collect();
+    let offsets = store.append(topic, &messages, NOW)?;
+    assert!(store.commit(Instant::now(), NOW).is_empty());
+    Ok(offsets)
+}
+
+fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    store.read(topic, offset, 10_000, usize::MAX, &mut out).unwrap();
+    out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
+}
+
+/// Runs each test against a store in memory and a store in a fresh directory.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod in_memory {
+            $(#[test] fn $name() { super::$name(&mut super::Store::open(super::config(None)).unwrap()); })*
+        }
+        mod on_disk {
+            $(#[test] fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$name(&mut super::Store::open(super::config(Some(dir.path()))).unwrap());
+            })*
+        }
+    };
+}
+
+both_stores!(
+    append_creates_the_topic_and_read_returns_it,
+    appends_are_invisible_until_commit,
+    refused_operations_change_nothing,
+    reads_outside_the_log_are_refused_but_the_end_is_not,
+    create_then_delete,
+    retention_keeps_the_newest_messages,
+);
+
+fn append_creates_the_topic_and_read_returns_it(store: &mut Store) {
+    assert_eq!(append(store, "t", &["a", "b"]), Ok((0, 1)));
+    assert_eq!(append(store, "t", &["c"]), Ok((2, 2)));
+    assert_eq!(read_all(store, "t", 1), [(1, "b".into()), (2, "c".into())]);
+    let mut out = Vec::new();
+    store.read("t", 0, 1, 100, &mut out).unwrap();
+    assert_eq!(out[0].timestamp, NOW);
+    assert_eq!(store.totals().messages, 3);
+    assert_eq!(store.totals().bytes, 3);
+}
+
+fn appends_are_invisible_until_commit(store: &mut Store) {
+    store.append("t", &[message(b"a")], NOW).unwrap();
+    assert!(read_all(store, "t", 0).is_empty());
+    assert_eq!(store.list()[0].next_offset, 0);
+    assert!(store.commit(Instant::now(), NOW).is_empty());
+    assert_eq!(read_all(store, "t", 0), [(0, "a".into())]);
+}
+
+fn refused_operations_change_nothing(store: &mut Store) {
+    append(store, "t", &["a"]).unwrap();
+    let too_large = store.append("t", &[message(b"ok"), message(&[0; 101])], NOW);
+    assert_eq!(too_large, Err(StoreError::MessageTooLarge { index: 1, size: 101, limit: 100 }));
+    assert!(matches!(
+        store.append("", &[message(b"a")], NOW),
+        Err(StoreError::InvalidTopicName(..))
+    ));
+    assert!(matches!(
+        store.append(" x", &[message(b"a")], NOW),
+        Err(StoreError::InvalidTopicName(..))
+    ));
+    assert_eq!(store.create("t", Retention::default()), Err(StoreError::TopicExists("t".into())));
+    assert_eq!(store.delete("u"), Err(StoreError::UnknownTopic("u".into())));
+    assert!(store.commit(Instant::now(), NOW).is_empty());
+    assert_eq!(store.list().len(), 1);
+    assert_eq!(read_all(store, "t", 0), [(0, "a".into())]);
+}
+
+fn reads_outside_the_log_are_refused_but_the_end_is_not(store: &mut Store) {
+    append(store, "t", &["a"]).unwrap();
+    assert!(read_all(store, "t", 1).is_empty());
+    let mut out = Vec::new();
+    assert!(matches!(
+        store.read("t", 2, 10, 100, &mut out),
+        Err(StoreError::OffsetOutOfRange { first: 0, next: 1, .. })
+    ));
+    assert_eq!(
+        store.read("nope", 0, 10, 100, &mut out),
+        Err(StoreError::UnknownTopic("nope".into()))
+    );
+}
+
+fn create_then_delete(store: &mut Store) {
+    store.create("Hola mundo", Retention::default()).unwrap();
+    assert_eq!(store.list()[0].name, "Hola mundo");
+    assert_eq!(store.list()[0].next_offset, 0);
+    append(store, "Hola mundo", &["x"]).unwrap();
+    store.delete("Hola mundo").unwrap();
+    assert!(store.list().is_empty());
+    assert_eq!(append(store, "Hola mundo", &["y"]), Ok((0, 0)));
+}
+
+fn retention_keeps_the_newest_messages(store: &mut Store) {
+    store.create("kept", Retention { messages: Some(5), ..Retention::default() }).unwrap();
+    for i in 0..40 {
+        append(store, "kept", &[&format!("value number {i:02}")]).unwrap();
+    }
+    let info = &store.list()[0];
+    assert_eq!(info.next_offset, 40);
+    assert!(info.messages >= 5 && info.messages < 40, "{info:?}");
+    assert_eq!(info.first_offset, 40 - info.messages);
+    let mut out = Vec::new();
+    let below = store.read("kept", 0, 10, 100, &mut out);
+    assert!(
+        matches!(below, Err(StoreError::OffsetOutOfRange { first, .. }) if first == info.first_offset)
+    );
+    assert_eq!(read_all(store, "kept", info.first_offset).len() as u64, info.messages);
+}
+
+fn reopen(dir: &TempDir) -> Store {
+    Store::open(config(Some(dir.path()))).unwrap()
+}
+
+fn segment_files(dir: &TempDir, topic: &str) -> Vec<std::path::PathBuf> {
+    let topic_dir = disk::topics_dir(dir.path()).join(disk::topic_dir_name(topic));
+    disk::segment_files(&topic_dir).unwrap().into_iter().map(|(_, path)| path).collect()
+}
+
+#[test]
+fn a_reopened_store_has_every_committed_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    let values: Vec<String> = (0..50).map(|i| format!("message {i}")).collect();
+    for value in &values {
+        append(&mut store, "Hello world", &[value]).unwrap();
+    }
+    store
+        .append("Hello world", &[NewMessage { key: Some(b"k"), value: b"keyed" }], NOW + 1)
+        .unwrap();
+    store.commit(Instant::now(), NOW).is_empty().then_some(()).unwrap();
+    store.create("empty", Retention { bytes: Some(1000), ..Retention::default() }).unwrap();
+    let before = store.list();
+    drop(store);
+
+    let store = reopen(&dir);
+    assert_eq!(store.list(), before);
+    let mut out = Vec::new();
+    store.read("Hello world", 50, 10, 1000, &mut out).unwrap();
+    assert_eq!(
+        (out[0].key, out[0].value, out[0].timestamp),
+        (Some(&b"k"[..]), &b"keyed"[..], NOW + 1)
+    );
+    let read: Vec<String> =
+        read_all(&store, "Hello world", 0).into_iter().map(|(_, v)| v).take(50).collect();
+    assert_eq!(read, values);
+    assert!(segment_files(&dir, "Hello world").len() > 1, "the test should span segments");
+    assert!(store.totals().disk_bytes.unwrap() > 0);
+}
+
+#[test]
+fn offsets_continue_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&mut reopen(&dir), "t", &["a", "b"]).unwrap();
+    let mut store = reopen(&dir);
+    assert_eq!(append(&mut store, "t", &["c"]), Ok((2, 2)));
+}
+
+#[test]
+fn a_torn_last_record_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&mut reopen(&dir), "t", &["first", "second"]).unwrap();
+    let file = segment_files(&dir, "t").pop().unwrap();
+    let len = fs::metadata(&file).unwrap().len();
+    fs::File::options().write(true).open(&file).unwrap().set_len(len - 3).unwrap();
+
+    let mut store = reopen(&dir);
+    assert_eq!(read_all(&store, "t", 0), [(0, "first".into())]);
+    assert!(fs::metadata(&file).unwrap().len() < len - 3, "the torn bytes are cut on disk too");
+    assert_eq!(append(&mut store, "t", &["again"]), Ok((1, 1)));
+    drop(store);
+    assert_eq!(read_all(&reopen(&dir), "t", 0), [(0, "first".into()), (1, "again".into())]);
+}
+
+#[test]
+fn a_flipped_byte_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&mut reopen(&dir), "t", &["first", "second", "third"]).unwrap();
+    let file = segment_files(&dir, "t").pop().unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"second").unwrap();
+    bytes[at] ^= 0x01;
+    fs::write(&file, bytes).unwrap();
+
+    let store = reopen(&dir);
+    // The damaged record and everything after it in the newest segment are never served.
+    assert_eq!(read_all(&store, "t", 0), [(0, "first".into())]);
+}
+
+#[test]
+fn a_damaged_older_segment_stops_the_store_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    for i in 0..40 {
+        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
+    }
+    drop(store);
+    let oldest = segment_files(&dir, "t").remove(0);
+    let mut bytes = fs::read(&oldest).unwrap();
+    bytes[20] ^= 0xff;
+    fs::write(&oldest, bytes).unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
+    assert!(error.contains("is damaged") && error.contains("checksum"), "{error}");
+}
+
+#[test]
+fn delete_removes_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    append(&mut store, "gone", &["a"]).unwrap();
+    store.delete("gone").unwrap();
+    assert_eq!(fs::read_dir(disk::topics_dir(dir.path())).unwrap().count(), 0);
+    drop(store);
+    assert!(reopen(&dir).list().is_empty());
+}
+
+#[test]
+fn names_that_differ_in_case_or_try_to_escape_are_distinct_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    for name in ["orders", "Orders", "../../etc", "a/b"] {
+        append(&mut store, name, &[name]).unwrap();
+    }
+    drop(store);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "only topics/ is created");
+    let store = reopen(&dir);
+    for name in ["orders", "Orders", "../../etc", "a/b"] {
+        assert_eq!(read_all(&store, name, 0), [(0, name.to_owned())]);
+    }
+}
+
+#[test]
+fn a_failed_write_refuses_the_pass_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    append(&mut store, "ok", &["kept"]).unwrap();
+    store.create("full", Retention::default()).unwrap();
+    // Every write to the topic's first segment fails as on a full disk.
+    let topic_dir = disk::topics_dir(dir.path()).join(disk::topic_dir_name("full"));
+    std::os::unix::fs::symlink("/dev/full", topic_dir.join(disk::segment_file_name(0))).unwrap();
+
+    store.append("full", &[message(b"lost")], NOW).unwrap();
+    store.append("ok", &[message(b"also kept")], NOW).unwrap();
+    let failures = store.commit(Instant::now(), NOW);
+    assert_eq!(failures.iter().map(|f| f.topic.as_str()).collect::<Vec<_>>(), ["full"]);
+    assert!(read_all(&store, "full", 0).is_empty());
+    assert_eq!(store.list().iter().find(|t| t.name == "full").unwrap().next_offset, 0);
+    assert_eq!(read_all(&store, "ok", 0), [(0, "kept".into()), (1, "also kept".into())]);
+
+    // Cleaning up after the failure removed the file the refused appends had started.
+    assert!(fs::symlink_metadata(topic_dir.join(disk::segment_file_name(0))).is_err());
+    assert_eq!(append(&mut store, "full", &["written"]), Ok((0, 0)));
+}
