@@ -1,0 +1,188 @@
+//! The Python client in `scripts/pyclient.py` against the real broker: the protocol document is
+//! enough to write a client in another language, and that client sees what a user expects.
+//!
+//! These tests need `python3` with pyzmq and msgpack. Without them they fail, saying how to
+//! install them, rather than pass without having run.
+
+mod support;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::BrokerProcess;
+
+/// How long one run of the Python client may take before the test kills it and fails.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// What to do when Python or its packages are missing.
+const INSTALL: &str =
+    "these tests need Python 3 with pyzmq and msgpack: pip install -r scripts/requirements.txt";
+
+/// What one run of the Python client did.
+struct Run {
+    /// How it exited.
+    status: ExitStatus,
+    /// Everything it printed on standard output.
+    stdout: String,
+    /// Everything it printed on standard error.
+    stderr: String,
+    /// How long it ran.
+    took: Duration,
+}
+
+impl Run {
+    /// Panics, showing the output, unless the run exited 0.
+    fn assert_success(&self, what: &str) {
+        assert!(
+            self.status.success(),
+            "{what}: pyclient exited with {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// Panics, showing the output, unless the run failed with `needle` on standard error.
+    fn assert_failure(&self, what: &str, needle: &str) {
+        assert!(
+            !self.status.success() && self.stderr.contains(needle),
+            "{what}: expected a failure mentioning {needle:?}, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts")
+}
+
+/// Runs `python3 args...` in `scripts/`, killing it if it outlives [`RUN_LIMIT`].
+fn python(args: &[&str]) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new("python3")
+        .args(args)
+        .current_dir(scripts_dir())
+        // Leave no bytecode cache in the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3: {e}; {INSTALL}"));
+    // Read both pipes on threads, so that a chatty child cannot block on a full pipe.
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr is piped")));
+    let Some(status) = support::wait_child(&mut child, RUN_LIMIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("python3 {args:?} did not finish within {RUN_LIMIT:?}; killed it");
+    };
+    Run {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        took: started.elapsed(),
+    }
+}
+
+/// Fails the test, saying what to install, unless `python3` can import pyzmq and msgpack.
+fn require_python_packages() {
+    let run = python(&["-c", "import zmq, msgpack"]);
+    assert!(
+        run.status.success(),
+        "python3 cannot import pyzmq and msgpack; {INSTALL}\n{}",
+        run.stderr
+    );
+}
+
+/// Runs `pyclient.py --connect endpoint args...`.
+fn pyclient(endpoint: &str, args: &[&str]) -> Run {
+    let mut all = vec!["pyclient.py", "--connect", endpoint, "--timeout", "5"];
+    all.extend_from_slice(args);
+    python(&all)
+}
+
+#[test]
+fn python_client_lists_appends_and_fetches() {
+    require_python_packages();
+    let broker = BrokerProcess::start(Path::new(env!("CARGO_BIN_EXE_broker")), &["--preload"]);
+    let endpoint = broker.endpoint.clone();
+
+    let topics = pyclient(&endpoint, &["topics"]);
+    topics.assert_success("topics");
+    assert_eq!(
+        topics.stdout.lines().collect::<Vec<_>>(),
+        [
+            "Ciao mondo\t3\t0\t3",
+            "Hallo welt\t3\t0\t3",
+            "Hello world\t3\t0\t3",
+            "Hola mundo\t3\t0\t3",
+        ],
+        "topics printed:\n{}",
+        topics.stdout
+    );
+
+    let append = pyclient(&endpoint, &["append", "Bonjour monde", "message un", "ça va"]);
+    append.assert_success("append");
+    assert_eq!(append.stdout.trim_end(), "appended 2 message(s) to Bonjour monde at offsets 0..1");
+
+    let fetch = pyclient(&endpoint, &["fetch", "Bonjour monde"]);
+    fetch.assert_success("fetch");
+    assert_eq!(fetch.stdout.lines().collect::<Vec<_>>(), ["0\tmessage un", "1\tça va"]);
+
+    let preloaded = pyclient(&endpoint, &["fetch", "Hola mundo", "--offset", "1", "--max", "1"]);
+    preloaded.assert_success("fetch of a preloaded topic");
+    assert_eq!(preloaded.stdout.lines().collect::<Vec<_>>(), ["1\tmensaje 2"]);
+
+    let unknown = pyclient(&endpoint, &["fetch", "no such topic"]);
+    unknown.assert_failure("fetch of an unknown topic", "unknown_topic");
+    assert!(unknown.stderr.starts_with("error: "), "stderr: {}", unknown.stderr);
+
+    // Every claim the client made was released, the failed fetch's too.
+    let script = format!(
+        "import pyclient\n\
+         brokers = pyclient.Client({endpoint:?}).status()\n\
+         print(' '.join(f\"{{b['id']}}:{{b['available']}}\" for b in brokers))"
+    );
+    let status = python(&["-c", &script]);
+    status.assert_success("status through the Client class");
+    assert_eq!(status.stdout.trim_end(), "1:True 2:True");
+
+    broker.interrupt();
+}
+
+#[test]
+fn python_client_reports_a_dead_broker() {
+    require_python_packages();
+    // A port nothing listens on: bind one, then let it go.
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.local_addr().expect("local address").port()
+    };
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+
+    let mut args = vec!["pyclient.py", "--connect", &endpoint, "--timeout", "1", "topics"];
+    let run = python(&args);
+    run.assert_failure("topics against a dead endpoint", "broker not reachable");
+    assert!(run.stderr.contains(&endpoint), "stderr: {}", run.stderr);
+    assert!(run.took < Duration::from_secs(8), "took {:?} to give up", run.took);
+
+    args.truncate(5);
+    args.extend(["append", "t", "m"]);
+    let run = python(&args);
+    run.assert_failure("append against a dead endpoint", "broker not reachable");
+    assert!(run.took < Duration::from_secs(8), "took {:?} to give up", run.took);
+}

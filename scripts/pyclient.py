@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""A small client of the broker in Python, written from protocol/PROTOCOL.md alone.
+
+It shows that the wire protocol can be spoken without the Rust crates: a REQ socket, one
+MessagePack map per frame. Import `Client` from it, or run it:
+
+    pyclient.py [--connect EP] [--timeout SECONDS] topics
+    pyclient.py [--connect EP] [--timeout SECONDS] append TOPIC MESSAGE...
+    pyclient.py [--connect EP] [--timeout SECONDS] fetch TOPIC [--offset N] [--max N]
+
+Needs pyzmq and msgpack: `pip install -r requirements.txt` (the file beside this one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+try:
+    import msgpack
+    import zmq
+except ImportError as missing:  # pragma: no cover - depends on the machine
+    print(
+        f"error: this client needs pyzmq and msgpack ({missing}); "
+        "install them with `pip install -r scripts/requirements.txt`",
+        file=sys.stderr,
+    )
+    sys.exit(1)
+
+#: The protocol version this client speaks (PROTOCOL.md, "Versioning").
+VERSION = 1
+
+#: Where the broker listens unless told otherwise (PROTOCOL.md, "Transport").
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+#: How long to wait for a reply, in seconds, on top of any wait the request asks the broker for.
+DEFAULT_TIMEOUT = 5.0
+
+#: How long the CLI lets a claim wait for a logical broker to free up, in milliseconds.
+CLAIM_WAIT_MS = 2000
+
+
+class ClientError(Exception):
+    """The exchange with the broker failed: no reply in time, or a reply that makes no sense."""
+
+
+class BrokerError(ClientError):
+    """The broker answered with an error reply (PROTOCOL.md, "Error replies")."""
+
+    def __init__(self, code: int, error: str, reason: str, first_offset=None, next_offset=None):
+        super().__init__(f"{error} ({code}): {reason}")
+        #: The numeric status code, e.g. 303.
+        self.code = code
+        #: The code's stable name, e.g. "unknown_topic".
+        self.error = error
+        #: A sentence for people; never parse it.
+        self.reason = reason
+        #: For offset_out_of_range: the topic's first kept offset, else None.
+        self.first_offset = first_offset
+        #: For offset_out_of_range: the topic's next offset, else None.
+        self.next_offset = next_offset
+
+    @property
+    def transient(self) -> bool:
+        """Whether the same request may succeed later (a 3xx code)."""
+        return self.code < 500
+
+
+class Client:
+    """One REQ connection to the broker; each method is one request and its reply.
+
+    Methods return the reply's map (keys are str, message keys and values are bytes) and raise
+    BrokerError for an error reply, ClientError when no reply comes in time.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = DEFAULT_TIMEOUT):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = zmq.Context.instance()
+        self._socket = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the socket without waiting for anything unsent."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def _connect(self):
+        if self._socket is None:
+            socket = self._context.socket(zmq.REQ)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.connect(self.endpoint)
+            self._socket = socket
+        return self._socket
+
+    def request(self, op: str, wait_ms: int = 0, **fields) -> dict:
+        """Sends one request and returns the success reply's map.
+
+        `wait_ms` is how long the broker may hold the reply; the receive timeout is extended by
+        it. Fields whose value is None are left out, as the protocol treats both alike.
+        """
+        body = {"v": VERSION, "op": op}
+        if wait_ms:
+            body["wait_ms"] = wait_ms
+        body.update((key, value) for key, value in fields.items() if value is not None)
+        frame = msgpack.packb(body, use_bin_type=True)
+
+        socket = self._connect()
+        limit_ms = int(self.timeout * 1000) + wait_ms
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLOUT)
+        if not poller.poll(limit_ms):
+            self._unreachable()
+        socket.send(frame)
+        poller.modify(socket, zmq.POLLIN)
+        if not poller.poll(limit_ms):
+            # A REQ socket that got no reply cannot send again: drop it, the next request
+            # opens a new one.
+            self._unreachable()
+        return self._check(socket.recv())
+
+    def _unreachable(self):
+        self.close()
+        raise ClientError(f"broker not reachable at {self.endpoint}")
+
+    @staticmethod
+    def _check(frame: bytes) -> dict:
+        try:
+            reply = msgpack.unpackb(frame, raw=False)
+        except (ValueError, msgpack.UnpackException) as e:
+            raise ClientError(f"the broker's reply is not MessagePack: {e}") from e
+        if not isinstance(reply, dict):
+            raise ClientError("the broker's reply is not a MessagePack map")
+        if reply.get("v") != VERSION:
+            version = reply.get("v")
+            raise ClientError(f"the broker speaks protocol version {version!r}, not {VERSION}")
+        if reply.get("reply") == "error":
+            raise BrokerError(
+                reply.get("code", 0),
+                reply.get("error", "error"),
+                reply.get("reason", ""),
+                reply.get("first_offset"),
+                reply.get("next_offset"),
+            )
+        return reply
+
+    @staticmethod
+    def _expect(reply: dict, name: str) -> dict:
+        if reply.get("reply") != name:
+            raise ClientError(f"expected a `{name}` reply, got {reply.get('reply')!r}")
+        return reply
+
+    def status(self) -> list[dict]:
+        """Every logical broker: id, available, holder, lease_remaining_ms, topics, ..."""
+        return self._expect(self.request("status"), "status").get("brokers", [])
+
+    def claim(self, broker: int | None = None, wait_ms: int = 0, client: str | None = None) -> dict:
+        """Claims a logical broker (any free one unless `broker` names one).
+
+        Returns the `claimed` reply: `broker`, `claim` (the token) and `lease_ms`.
+        """
+        reply = self.request("claim", wait_ms=wait_ms, broker=broker, client=client)
+        return self._expect(reply, "claimed")
+
+    def renew(self, claim: int) -> dict:
+        """Starts the claim's lease again; returns `broker` and `lease_ms`."""
+        return self._expect(self.request("renew", claim=claim), "renewed")
+
+    def release(self, claim: int) -> dict:
+        """Gives the logical broker back."""
+        return self._expect(self.request("release", claim=claim), "released")
+
+    def list_topics(self, claim: int) -> list[dict]:
+        """Every topic, by name: name, messages, first_offset, next_offset, bytes."""
+        return self._expect(self.request("list_topics", claim=claim), "topics").get("topics", [])
+
+    def fetch(
+        self,
+        claim: int,
+        topic: str,
+        offset: int,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        wait_ms: int = 0,
+    ) -> dict:
+        """Reads messages from `offset` on.
+
+        Returns the `messages` reply: `messages` (each with offset, timestamp, value and maybe
+        key), `next_offset` and `end_offset`.
+        """
+        reply = self.request(
+            "fetch",
+            wait_ms=wait_ms,
+            claim=claim,
+            topic=topic,
+            offset=offset,
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+        )
+        return self._expect(reply, "messages")
+
+    def append(self, topic: str, messages: list) -> dict:
+        """Appends messages, each bytes (a value) or a (key, value) pair of bytes.
+
+        Returns the `appended` reply: `first_offset` and `last_offset`.
+        """
+        records = []
+        for message in messages:
+            if isinstance(message, tuple):
+                key, value = message
+                records.append({"value": value} if key is None else {"key": key, "value": value})
+            else:
+                records.append({"value": message})
+        return self._expect(self.request("append", topic=topic, messages=records), "appended")
+
+    def create_topic(self, topic: str) -> dict:
+        """Creates an empty topic."""
+        return self._expect(self.request("create_topic", topic=topic), "created")
+
+    def delete_topic(self, topic: str) -> dict:
+        """Deletes a topic and its messages."""
+        return self._expect(self.request("delete_topic", topic=topic), "deleted")
+
+
+@contextlib.contextmanager
+def claimed(client: Client):
+    """Claims any logical broker for the block, waiting a little, and releases it after.
+
+    A failure to release does not hide the error that ended the block, if there was one.
+    """
+    claim = client.claim(wait_ms=CLAIM_WAIT_MS, client="pyclient")["claim"]
+    try:
+        yield claim
+    except BaseException:
+        try:
+            client.release(claim)
+        except (ClientError, zmq.ZMQError):
+            pass
+        raise
+    client.release(claim)
+
+
+def cmd_topics(client: Client, _args) -> None:
+    with claimed(client) as claim:
+        for topic in client.list_topics(claim):
+            print(
+                f"{topic['name']}\t{topic['messages']}\t"
+                f"{topic['first_offset']}\t{topic['next_offset']}"
+            )
+
+
+def cmd_append(client: Client, args) -> None:
+    values = [message.encode("utf-8") for message in args.messages]
+    reply = client.append(args.topic, values)
+    print(
+        f"appended {len(values)} message(s) to {args.topic} "
+        f"at offsets {reply['first_offset']}..{reply['last_offset']}"
+    )
+
+
+def cmd_fetch(client: Client, args) -> None:
+    with claimed(client) as claim:
+        offset, printed = args.offset, 0
+        # One fetch may stop short of the end (max_bytes); go on until caught up or --max.
+        while args.max is None or printed < args.max:
+            wanted = None if args.max is None else args.max - printed
+            reply = client.fetch(claim, args.topic, offset, max_messages=wanted)
+            for message in reply["messages"]:
+                print(f"{message['offset']}\t{message['value'].decode('utf-8', 'replace')}")
+            printed += len(reply["messages"])
+            offset = reply["next_offset"]
+            if not reply["messages"] or offset >= reply["end_offset"]:
+                break
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="Talk to the broker from Python.")
+    parser.add_argument("--connect", default=DEFAULT_ENDPOINT, metavar="EP",
+                        help=f"the broker's endpoint (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"how long to wait for each reply (default {DEFAULT_TIMEOUT:g})")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    topics = commands.add_parser("topics", help="list the topics with their offsets")
+    topics.set_defaults(run=cmd_topics)
+
+    append = commands.add_parser("append", help="append messages to a topic")
+    append.add_argument("topic", metavar="TOPIC")
+    append.add_argument("messages", metavar="MESSAGE", nargs="+")
+    append.set_defaults(run=cmd_append)
+
+    fetch = commands.add_parser("fetch", help="print a topic's messages")
+    fetch.add_argument("topic", metavar="TOPIC")
+    fetch.add_argument("--offset", type=int, default=0, metavar="N",
+                       help="the first offset to print (default 0)")
+    fetch.add_argument("--max", type=int, default=None, metavar="N",
+                       help="print at most N messages")
+    fetch.set_defaults(run=cmd_fetch)
+
+    args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.command == "fetch" and (args.offset < 0 or (args.max is not None and args.max < 1)):
+        parser.error("--offset must be 0 or more and --max 1 or more")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        with Client(args.connect, args.timeout) as client:
+            args.run(client, args)
+    except (ClientError, zmq.ZMQError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
