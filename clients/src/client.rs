@@ -1,0 +1,450 @@
+//! A connection to the broker: one REQ socket, waits that always end, and a fresh socket after
+//! a timeout (the "lazy pirate" pattern).
+
+use std::time::{Duration, Instant};
+
+use protocol::{
+    decode_response, encode_request, Append, BrokerStatus, Fetch, Message, NewMessage, Request,
+    Response, TopicInfo, MAX_WAIT_MS,
+};
+use tracing::debug;
+
+use crate::{ClientError, Result, Shutdown};
+
+/// How long a request waits for its reply unless told otherwise (`--timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest single wait on the socket, so that Ctrl-C is noticed within this time.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+
+/// A client of one broker endpoint.
+///
+/// Every request waits for its reply at most the timeout, plus the time the request itself asks
+/// the broker to hold the reply (`wait_ms` of a claim or a fetch). When no reply comes, the REQ
+/// socket cannot be used again, so it is closed and a new one connected: the next request starts
+/// clean. Requests that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`) get one
+/// retry on a fresh socket first; `append` never does, because the lost reply may belong to an
+/// append the broker carried out, and `claim` never does, because a second claim could hold a
+/// second logical broker.
+pub struct Client {
+    /// Owns the sockets' I/O threads.
+    context: zmq::Context,
+    /// The REQ socket of the present attempt; replaced after a timeout.
+    socket: zmq::Socket,
+    /// Where the broker is, as given.
+    endpoint: String,
+    /// How long to wait for a reply beyond any wait the request asks for.
+    timeout: Duration,
+    /// When set, waits end early with [`ClientError::Interrupted`] once it is signalled.
+    shutdown: Option<Shutdown>,
+    /// The encoded request, kept to reuse its allocation.
+    frame: Vec<u8>,
+}
+
+/// A logical broker held under a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    /// The logical broker's id.
+    pub broker: u32,
+    /// The token every request under the claim carries.
+    pub token: u64,
+    /// How long the claim lasts without a request under it.
+    pub lease: Duration,
+}
+
+/// Where an append put its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The first message's offset.
+    pub first_offset: u64,
+    /// The last message's offset.
+    pub last_offset: u64,
+}
+
+/// What one fetch returned, borrowed from the reply frame.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    /// The messages, in offset order; empty when none was there in time.
+    pub messages: Vec<Message<'a>>,
+    /// The offset to fetch from next.
+    pub next_offset: u64,
+    /// The topic's next offset when the broker replied.
+    pub end_offset: u64,
+}
+
+impl Client {
+    /// Connects to `endpoint` (ZeroMQ connects lazily: a broker that is not there yet is only
+    /// noticed when a request gets no reply).
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] when the endpoint is not one ZeroMQ can connect to.
+    pub fn connect(endpoint: &str, timeout: Duration) -> Result<Client> {
+        let context = zmq::Context::new();
+        let socket = open_socket(&context, endpoint, timeout)?;
+        Ok(Client {
+            context,
+            socket,
+            endpoint: endpoint.to_owned(),
+            timeout,
+            shutdown: None,
+            frame: Vec::new(),
+        })
+    }
+
+    /// Makes waits for replies end early once `shutdown` is signalled. `append` and `release`
+    /// still run to their end (bounded by the timeout), so that what was read before Ctrl-C is
+    /// sent and a claim is given back.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Client {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Another client of the same endpoint with its own socket, for use on another thread.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn sibling(&self) -> Result<Client> {
+        let socket = open_socket(&self.context, &self.endpoint, self.timeout)?;
+        Ok(Client {
+            context: self.context.clone(),
+            socket,
+            endpoint: self.endpoint.clone(),
+            timeout: self.timeout,
+            shutdown: self.shutdown.clone(),
+            frame: Vec::new(),
+        })
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends `request`, waits for its reply and hands the decoded reply to `read`. An error
+    /// reply never reaches `read`: it becomes [`ClientError::Broker`].
+    ///
+    /// The reply borrows from the received frame, which lives only for the call: `read` takes
+    /// what it needs without the frame being copied first.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] when no reply came in time, [`ClientError::Interrupted`]
+    /// when the shutdown flag ended the wait, [`ClientError::Broker`] for an error reply,
+    /// [`ClientError::Decode`] for a reply that is not one, and whatever `read` returns.
+    pub fn call<T>(
+        &mut self,
+        request: &Request<'_>,
+        read: impl FnOnce(Response<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.frame.clear();
+        encode_request(request, &mut self.frame);
+        let held = Duration::from_millis(held_ms(request).min(MAX_WAIT_MS));
+        let attempts = if is_safe_to_retry(request) { 2 } else { 1 };
+        let cancellable = !matches!(request, Request::Append(_) | Request::Release { .. });
+        let mut attempt = 1;
+        let reply = loop {
+            debug!(op = request.op(), bytes = self.frame.len(), attempt, "request");
+            match self.exchange(self.timeout + held, cancellable) {
+                Err(ClientError::Unreachable { .. }) if attempt < attempts => {
+                    debug!(op = request.op(), "no reply in time; retrying on a new socket");
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
+        let response = decode_response(&reply).map_err(ClientError::Decode)?;
+        debug!(reply = response.name(), bytes = reply.len(), "reply");
+        if let Response::Error { code, reason, range } = response {
+            return Err(ClientError::Broker { code, reason: reason.into_owned(), range });
+        }
+        read(response)
+    }
+
+    /// Describes every logical broker.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn status(&mut self) -> Result<Vec<BrokerStatus>> {
+        let request = Request::Status;
+        self.call(&request, |response| match response {
+            Response::Status { brokers } => Ok(brokers),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Claims logical broker `broker` (any free one when `None`), letting the broker hold the
+    /// request up to `wait` for one to free up. `client` names the claimant in `status`.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `no_broker_available` or `broker_busy` when none fits in time.
+    pub fn claim(
+        &mut self,
+        broker: Option<u32>,
+        wait: Duration,
+        client: Option<&str>,
+    ) -> Result<Claimed> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).min(MAX_WAIT_MS);
+        let request = Request::Claim { broker, wait_ms, client };
+        self.call(&request, |response| match response {
+            Response::Claimed { broker, claim, lease_ms } => {
+                Ok(Claimed { broker, token: claim, lease: Duration::from_millis(lease_ms) })
+            }
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Extends the lease of claim `token`; returns the new lease.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `unknown_claim` when the claim has ended.
+    pub fn renew(&mut self, token: u64) -> Result<Duration> {
+        let request = Request::Renew { claim: token };
+        self.call(&request, |response| match response {
+            Response::Renewed { lease_ms, .. } => Ok(Duration::from_millis(lease_ms)),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Gives back the logical broker held under claim `token`; returns its id. Runs to its end
+    /// even after Ctrl-C, bounded by the timeout.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `unknown_claim` when the claim has ended already.
+    pub fn release(&mut self, token: u64) -> Result<u32> {
+        let request = Request::Release { claim: token };
+        self.call(&request, |response| match response {
+            Response::Released { broker } => Ok(broker),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Every topic with its offsets, under claim `token`.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn list_topics(&mut self, token: u64) -> Result<Vec<TopicInfo>> {
+        let request = Request::ListTopics { claim: token };
+        self.call(&request, |response| match response {
+            Response::Topics { topics } => Ok(topics),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Fetches as `fetch` says and hands the batch to `read`, borrowed from the reply frame.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `unknown_topic` and `offset_out_of_range` (with its range) among
+    /// the broker's refusals.
+    pub fn fetch<T>(
+        &mut self,
+        fetch: Fetch<'_>,
+        read: impl FnOnce(Batch<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let request = Request::Fetch(fetch);
+        self.call(&request, |response| match response {
+            Response::Messages { messages, next_offset, end_offset, .. } => {
+                read(Batch { messages, next_offset, end_offset })
+            }
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Appends `messages` (at least one) to `topic`. Never retried: see [`Client`].
+    ///
+    /// # Errors
+    /// As [`Client::call`]; a timeout becomes [`ClientError::Unconfirmed`], since the broker
+    /// may have stored the messages.
+    pub fn append(&mut self, topic: &str, messages: Vec<NewMessage<'_>>) -> Result<Appended> {
+        let count = messages.len();
+        let request = Request::Append(Append { topic, messages });
+        let result = self.call(&request, |response| match response {
+            Response::Appended { first_offset, last_offset, .. } => {
+                Ok(Appended { first_offset, last_offset })
+            }
+            other => Err(unexpected(&request, &other)),
+        });
+        result.map_err(|e| match e {
+            ClientError::Unreachable { .. } => {
+                ClientError::Unconfirmed { count, cause: Box::new(e) }
+            }
+            other => other,
+        })
+    }
+
+    /// Sends the encoded request in `self.frame` and waits up to `limit` for the reply,
+    /// in slices short enough to notice the shutdown flag when `cancellable`.
+    fn exchange(&mut self, limit: Duration, cancellable: bool) -> Result<zmq::Message> {
+        if let Err(e) = self.socket.send(&self.frame[..], 0) {
+            self.reset()?;
+            return Err(match e {
+                // The send timeout passed: the outgoing queue is full, nothing is connected.
+                zmq::Error::EAGAIN => self.unreachable(),
+                source => ClientError::Socket { endpoint: self.endpoint.clone(), source },
+            });
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if cancellable && self.shutdown.as_ref().is_some_and(Shutdown::is_signalled) {
+                // The REQ socket still expects this reply: only a new socket can send again.
+                self.reset()?;
+                return Err(ClientError::Interrupted);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.reset()?;
+                return Err(self.unreachable());
+            }
+            let slice = (deadline - now).min(POLL_SLICE);
+            // Round up so that a wait of a few microseconds does not become a busy loop.
+            let slice_ms = i64::try_from(slice.as_millis()).unwrap_or(i64::MAX).max(1);
+            match self.socket.poll(zmq::POLLIN, slice_ms) {
+                Ok(0) => {}
+                Ok(_) => {
+                    return self.socket.recv_msg(0).map_err(|source| ClientError::Socket {
+                        endpoint: self.endpoint.clone(),
+                        source,
+                    });
+                }
+                // A signal (Ctrl-C) arrived: go round and look at the flag.
+                Err(zmq::Error::EINTR) => {}
+                Err(source) => {
+                    self.reset()?;
+                    return Err(ClientError::Socket { endpoint: self.endpoint.clone(), source });
+                }
+            }
+        }
+    }
+
+    /// Replaces the socket with a fresh one. The old one closes at once (linger 0), dropping
+    /// the request it could not finish.
+    fn reset(&mut self) -> Result<()> {
+        self.socket = open_socket(&self.context, &self.endpoint, self.timeout)?;
+        Ok(())
+    }
+
+    /// The error for a broker that did not answer.
+    fn unreachable(&self) -> ClientError {
+        ClientError::Unreachable { endpoint: self.endpoint.clone() }
+    }
+}
+
+/// A REQ socket connected to `endpoint` that never blocks the program: no linger on close,
+/// and a send timeout so that a full queue is reported instead of waited on forever.
+fn open_socket(context: &zmq::Context, endpoint: &str, timeout: Duration) -> Result<zmq::Socket> {
+    let connect_error = |source| ClientError::Connect { endpoint: endpoint.to_owned(), source };
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let socket = context.socket(zmq::REQ).map_err(connect_error)?;
+    socket.set_linger(0).map_err(connect_error)?;
+    socket.set_sndtimeo(timeout_ms).map_err(connect_error)?;
+    socket.set_rcvtimeo(timeout_ms).map_err(connect_error)?;
+    socket.connect(endpoint).map_err(connect_error)?;
+    Ok(socket)
+}
+
+/// How long the request asks the broker to hold its reply, in milliseconds.
+fn held_ms(request: &Request<'_>) -> u64 {
+    match request {
+        Request::Claim { wait_ms, .. } => *wait_ms,
+        Request::Fetch(fetch) => fetch.wait_ms,
+        _ => 0,
+    }
+}
+
+/// Whether sending `request` twice does no more than sending it once.
+fn is_safe_to_retry(request: &Request<'_>) -> bool {
+    matches!(
+        request,
+        Request::Status | Request::ListTopics { .. } | Request::Fetch(_) | Request::Renew { .. }
+    )
+}
+
+/// The error for a reply that does not answer `request`.
+fn unexpected(request: &Request<'_>, response: &Response<'_>) -> ClientError {
+    ClientError::UnexpectedReply { request: request.op(), reply: response.name() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{encode_response, ErrorCode};
+    use std::thread;
+
+    /// A REP socket on an ephemeral loopback port answering each request with `answer`.
+    fn fake_broker(
+        answer: impl Fn(Request<'_>) -> Response<'static> + Send + 'static,
+        replies: usize,
+    ) -> (String, thread::JoinHandle<()>) {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::REP).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = socket.get_last_endpoint().unwrap().unwrap();
+        let handle = thread::spawn(move || {
+            for _ in 0..replies {
+                let frame = socket.recv_bytes(0).unwrap();
+                let request = protocol::decode_request(&frame).unwrap();
+                let mut out = Vec::new();
+                encode_response(answer(request), &mut out);
+                socket.send(out, 0).unwrap();
+            }
+        });
+        (endpoint, handle)
+    }
+
+    #[test]
+    fn a_reply_is_decoded_and_an_error_reply_is_typed() {
+        let (endpoint, broker) = fake_broker(
+            |request| match request {
+                Request::Status => Response::Status { brokers: Vec::new() },
+                _ => Response::error(ErrorCode::UnknownTopic, "no topic x"),
+            },
+            2,
+        );
+        let mut client = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
+        assert_eq!(client.status().unwrap(), Vec::new());
+        let e = client.list_topics(7).unwrap_err();
+        assert_eq!(e.broker_code(), Some(ErrorCode::UnknownTopic));
+        assert_eq!(e.to_string(), "no topic x (unknown_topic)");
+        broker.join().unwrap();
+    }
+
+    #[test]
+    fn no_reply_in_time_is_unreachable_and_the_next_request_works() {
+        // A ROUTER that reads requests and never answers them.
+        let context = zmq::Context::new();
+        let silent = context.socket(zmq::ROUTER).unwrap();
+        silent.set_linger(0).unwrap();
+        silent.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = silent.get_last_endpoint().unwrap().unwrap();
+        let mut client = Client::connect(&endpoint, Duration::from_millis(200)).unwrap();
+        let started = Instant::now();
+        let e = client.status().unwrap_err();
+        assert_eq!(e.to_string(), format!("broker not reachable at {endpoint}"));
+        // One retry for a status: two timeouts.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let e = client.append("t", vec![NewMessage { key: None, value: b"x" }]).unwrap_err();
+        assert!(matches!(e, ClientError::Unconfirmed { count: 1, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn the_shutdown_flag_ends_a_wait() {
+        let context = zmq::Context::new();
+        let silent = context.socket(zmq::ROUTER).unwrap();
+        silent.set_linger(0).unwrap();
+        silent.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = silent.get_last_endpoint().unwrap().unwrap();
+        let shutdown = Shutdown::new();
+        let mut client = Client::connect(&endpoint, Duration::from_secs(30))
+            .unwrap()
+            .with_shutdown(shutdown.clone());
+        shutdown.signal();
+        let started = Instant::now();
+        assert!(matches!(client.status(), Err(ClientError::Interrupted)));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_malformed_endpoint_is_refused_at_once() {
+        let e = Client::connect("nowhere", DEFAULT_TIMEOUT).err().unwrap();
+        assert!(e.to_string().starts_with("cannot connect to nowhere"), "{e}");
+    }
+}

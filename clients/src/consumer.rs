@@ -1,0 +1,412 @@
+//! The `consumer` command: show the logical brokers, list topics, fetch or follow messages.
+//!
+//! Reading commands claim a logical broker first and give it back on every way out: success,
+//! error and Ctrl-C alike. Messages and tables go to standard output; notes about what is
+//! happening (waiting, restarting, totals) go to standard error so that output can be piped.
+
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::thread;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use protocol::{validate_topic_name, ErrorCode, Fetch, DEFAULT_FETCH_BYTES, MAX_FETCH_MESSAGES};
+
+use crate::args::{positive, ConnectArgs};
+use crate::claim::{self, ClaimSpec};
+use crate::client::{Claimed, Client};
+use crate::interactive;
+use crate::output::{self, MessageFormat};
+use crate::{ClientError, Result, Shutdown};
+
+/// How long a follow asks the broker to hold each fetch when it has caught up.
+const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a follow looks again for a topic that does not exist yet.
+const TOPIC_RETRY: Duration = Duration::from_secs(1);
+
+/// What `--help` says about the output formats.
+const FORMATS_HELP: &str = "\
+Output:
+  fetch and follow print one message a line: OFFSET<TAB>VALUE; --print-timestamp adds the
+  timestamp (milliseconds since the Unix epoch) after the offset, --print-key adds the key (or
+  `null`) before the value. Keys and values that are not valid UTF-8 are printed with each
+  invalid byte as \\xNN.
+
+  --json prints one JSON object a line instead, for every command:
+    status  {\"id\",\"available\",\"holder\",\"lease_remaining_ms\",\"topics\",\"messages\",
+             \"bytes\",\"disk_bytes\"}
+    topics  {\"name\",\"messages\",\"first_offset\",\"next_offset\",\"bytes\",\"disk_bytes\"}
+  (holder and lease_remaining_ms are null for a free logical broker, disk_bytes for a broker
+  that keeps its topics in memory only.)
+    fetch, follow  {\"topic\",\"offset\",\"timestamp\",\"key\",\"value\"}
+  A key or value that is valid UTF-8 is a string. One that is not is null, and the field
+  key_hex or value_hex holds its bytes in hexadecimal. A message without a key has
+  \"key\": null and no key_hex. --print-key and --print-timestamp do not change JSON output.
+
+  Notes (waiting, totals, restarts) go to standard error.
+
+Without a command, on a terminal, the consumer walks through brokers, topics and messages
+interactively.";
+
+/// Read from the broker, like Kafka's console consumer.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "consumer", version, after_help = FORMATS_HELP)]
+#[command(about = "Show the logical brokers, list topics, and fetch or follow messages")]
+pub struct ConsumerArgs {
+    /// Where the broker is and how long to wait for it.
+    #[command(flatten)]
+    pub connection: ConnectArgs,
+
+    /// Claim this logical broker (by id) instead of any free one.
+    #[arg(long, value_name = "ID", global = true)]
+    pub broker: Option<u32>,
+
+    /// When no fitting logical broker is free, wait for one instead of failing.
+    #[arg(long, global = true)]
+    pub wait: bool,
+
+    /// Print one JSON object per line (see below).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print each message's key (or `null`) before its value.
+    #[arg(long, global = true)]
+    pub print_key: bool,
+
+    /// Print each message's timestamp in milliseconds after its offset.
+    #[arg(long, global = true)]
+    pub print_timestamp: bool,
+
+    /// What to do; without one, an interactive walk on a terminal.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The consumer's commands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Show each logical broker: free or claimed, by whom, the lease left, topics and messages.
+    Status,
+    /// List the topics with their message counts and offsets.
+    Topics,
+    /// Print the messages of a topic from an offset, then exit.
+    Fetch {
+        /// The topic to read.
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        /// The first offset to print.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: u64,
+        /// Print at most N messages.
+        #[arg(long, value_name = "N", default_value_t = 500, value_parser = positive)]
+        max: u64,
+    },
+    /// Print the messages of a topic as they arrive, until Ctrl-C.
+    ///
+    /// Starts at the end of the topic unless told otherwise, and waits for a topic that does
+    /// not exist yet. An offset that is no longer (or not yet) available restarts the follow
+    /// from the first available one.
+    Follow {
+        /// The topic to follow.
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        /// Start at the topic's first message instead of its end.
+        #[arg(long, conflicts_with = "offset")]
+        from_beginning: bool,
+        /// Start at this offset instead of the end.
+        #[arg(long, value_name = "N")]
+        offset: Option<u64>,
+        /// Exit after printing N messages.
+        #[arg(long, value_name = "N", value_parser = positive)]
+        max: Option<u64>,
+    },
+}
+
+/// Where a follow starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The topic's first kept message.
+    Beginning,
+    /// The topic's next offset: only messages appended from now on.
+    End,
+    /// This offset.
+    Offset(u64),
+}
+
+/// Runs the consumer as `args` say.
+///
+/// # Errors
+/// [`ClientError::NotATerminal`] when no command is given off a terminal; otherwise whatever
+/// the command fails with, after giving back any claim it made. Ctrl-C during `follow` or the
+/// interactive walk is a normal end, not an error.
+pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
+    if let Some(Command::Fetch { topic, .. } | Command::Follow { topic, .. }) = &args.command {
+        validate_topic_name(topic)
+            .map_err(|source| ClientError::InvalidTopic { name: topic.clone(), source })?;
+    }
+    if args.command.is_none() && !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
+        return Err(ClientError::NotATerminal);
+    }
+    let mut client = Client::connect(&args.connection.connect, args.connection.timeout)?
+        .with_shutdown(shutdown.clone());
+    let spec = ClaimSpec::new("consumer", args.broker, args.wait);
+    let format = MessageFormat {
+        json: args.json,
+        print_key: args.print_key,
+        print_timestamp: args.print_timestamp,
+    };
+    let Some(command) = args.command else {
+        return interactive::run(&mut client, &spec, shutdown);
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if command == Command::Status {
+        let brokers = client.status()?;
+        output::write_status(&mut out, &brokers, format.json).map_err(ClientError::output)?;
+        return out.flush().map_err(ClientError::output);
+    }
+    let mut claimed = claim::acquire(&mut client, &spec)?;
+    let result = match command {
+        // Answered above, without a claim.
+        Command::Status => Ok(()),
+        Command::Topics => client.list_topics(claimed.token).and_then(|topics| {
+            output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)
+        }),
+        Command::Fetch { topic, offset, max } => {
+            fetch(&mut client, &claimed, &topic, offset, max, format, &mut out)
+        }
+        Command::Follow { topic, from_beginning, offset, max } => {
+            let start = match (from_beginning, offset) {
+                (_, Some(offset)) => Start::Offset(offset),
+                (true, None) => Start::Beginning,
+                (false, None) => Start::End,
+            };
+            let mut follow = Follow {
+                client: &mut client,
+                claimed: &mut claimed,
+                spec: &spec,
+                topic: &topic,
+                format,
+                shutdown,
+            };
+            follow.run(start, max, &mut out)
+        }
+    };
+    let flushed = out.flush().map_err(ClientError::output);
+    claim::release(&mut client, &claimed);
+    result.and(flushed)
+}
+
+/// Prints up to `max` messages of `topic` from `offset`, in as many fetches as that takes,
+/// stopping early at the end of the topic.
+fn fetch(
+    client: &mut Client,
+    claimed: &Claimed,
+    topic: &str,
+    mut offset: u64,
+    max: u64,
+    format: MessageFormat,
+    out: &mut impl Write,
+) -> Result<()> {
+    let mut printed = 0;
+    let mut end = offset;
+    while printed < max {
+        let want = (max - printed).min(u64::from(MAX_FETCH_MESSAGES));
+        let request = Fetch {
+            claim: claimed.token,
+            topic,
+            offset,
+            max_messages: u32::try_from(want).unwrap_or(MAX_FETCH_MESSAGES),
+            max_bytes: DEFAULT_FETCH_BYTES,
+            wait_ms: 0,
+        };
+        let (count, next_offset, end_offset) =
+            client.fetch(request, |batch| print_batch(out, topic, &batch, format))?;
+        printed += count;
+        offset = next_offset;
+        end = end_offset;
+        if count == 0 || next_offset >= end_offset {
+            break;
+        }
+    }
+    out.flush().map_err(ClientError::output)?;
+    eprintln!(
+        "read {printed} message{} of {topic}; next offset {offset} of {end}",
+        plural(printed)
+    );
+    Ok(())
+}
+
+/// A follow in progress: the claim it reads under, re-made if it expires.
+struct Follow<'a> {
+    /// The connection to the broker.
+    client: &'a mut Client,
+    /// The claim held; replaced if the broker forgets it.
+    claimed: &'a mut Claimed,
+    /// How to claim again.
+    spec: &'a ClaimSpec,
+    /// The topic followed.
+    topic: &'a str,
+    /// How messages are printed.
+    format: MessageFormat,
+    /// Ends the follow.
+    shutdown: &'a Shutdown,
+}
+
+impl Follow<'_> {
+    /// Prints messages from `start` as they arrive until Ctrl-C (or `max` messages).
+    fn run(&mut self, start: Start, max: Option<u64>, out: &mut impl Write) -> Result<()> {
+        let topic = self.topic;
+        let format = self.format;
+        let Some(mut offset) = self.start_offset(start)? else {
+            return Ok(());
+        };
+        eprintln!(
+            "following {topic} on logical broker {} from offset {offset}; Ctrl-C to stop",
+            self.claimed.broker
+        );
+        let mut printed = 0;
+        let mut waiting_for_topic = false;
+        while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
+            let want = max.map_or(u64::from(MAX_FETCH_MESSAGES), |max| max - printed);
+            let request = Fetch {
+                claim: self.claimed.token,
+                topic,
+                offset,
+                max_messages: u32::try_from(want.min(u64::from(MAX_FETCH_MESSAGES)))
+                    .unwrap_or(MAX_FETCH_MESSAGES),
+                max_bytes: DEFAULT_FETCH_BYTES,
+                wait_ms: FOLLOW_WAIT.as_millis() as u64,
+            };
+            let fetched =
+                self.client.fetch(request, |batch| print_batch(out, topic, &batch, format));
+            match fetched {
+                Ok((count, next_offset, _)) => {
+                    out.flush().map_err(ClientError::output)?;
+                    printed += count;
+                    offset = next_offset;
+                    waiting_for_topic = false;
+                }
+                Err(ClientError::Interrupted) => break,
+                Err(ClientError::Broker { code: ErrorCode::OffsetOutOfRange, range, .. }) => {
+                    let first = range.map_or(0, |(first, _)| first);
+                    let held = match range {
+                        Some((first, next)) if next > first => {
+                            format!(" (it holds offsets {first} to {})", next - 1)
+                        }
+                        Some((_, next)) => format!(" (it is empty; next offset {next})"),
+                        None => String::new(),
+                    };
+                    eprintln!(
+                        "offset {offset} of {topic} is not available{held}; restarting from \
+                         offset {first}, the first available"
+                    );
+                    offset = first;
+                }
+                Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
+                    if !waiting_for_topic {
+                        eprintln!("topic {topic} does not exist (any more); waiting for it");
+                        waiting_for_topic = true;
+                    }
+                    offset = 0;
+                    pause(TOPIC_RETRY, self.shutdown);
+                }
+                Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
+                    eprintln!(
+                        "the claim on logical broker {} has expired; claiming again",
+                        self.claimed.broker
+                    );
+                    *self.claimed = claim::acquire(self.client, self.spec)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        eprintln!("read {printed} message{} of {topic}", plural(printed));
+        Ok(())
+    }
+
+    /// The offset `start` stands for; `None` when Ctrl-C came first.
+    fn start_offset(&mut self, start: Start) -> Result<Option<u64>> {
+        if let Start::Offset(offset) = start {
+            return Ok(Some(offset));
+        }
+        let topics = match self.client.list_topics(self.claimed.token) {
+            Err(ClientError::Interrupted) => return Ok(None),
+            other => other?,
+        };
+        let offset = match topics.iter().find(|t| t.name == self.topic) {
+            Some(info) if start == Start::Beginning => info.first_offset,
+            Some(info) => info.next_offset,
+            // Everything a topic created from now on holds is new.
+            None => 0,
+        };
+        Ok(Some(offset))
+    }
+}
+
+/// Prints a fetched batch; returns how many messages it held, the next offset and the end.
+fn print_batch(
+    out: &mut impl Write,
+    topic: &str,
+    batch: &crate::client::Batch<'_>,
+    format: MessageFormat,
+) -> Result<(u64, u64, u64)> {
+    for message in &batch.messages {
+        output::write_message(out, topic, message, format).map_err(ClientError::output)?;
+    }
+    Ok((batch.messages.len() as u64, batch.next_offset, batch.end_offset))
+}
+
+/// Sleeps `duration`, or less if Ctrl-C comes.
+fn pause(duration: Duration, shutdown: &Shutdown) {
+    let slice = Duration::from_millis(100);
+    let mut left = duration;
+    while !left.is_zero() && !shutdown.is_signalled() {
+        let step = left.min(slice);
+        thread::sleep(step);
+        left -= step;
+    }
+}
+
+/// `s` unless `n` is 1.
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_go_before_or_after_the_command() {
+        let a = ConsumerArgs::try_parse_from(["consumer", "--json", "fetch", "t", "--max", "3"])
+            .unwrap();
+        let b = ConsumerArgs::try_parse_from(["consumer", "fetch", "t", "--max", "3", "--json"])
+            .unwrap();
+        assert!(a.json && b.json);
+        assert_eq!(a.command, Some(Command::Fetch { topic: "t".into(), offset: 0, max: 3 }));
+        assert_eq!(a.command, b.command);
+        let c = ConsumerArgs::try_parse_from(["consumer", "--timeout", "1s", "status"]).unwrap();
+        assert_eq!(c.connection.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn follow_starts_are_exclusive() {
+        let parse = |args: &[&str]| ConsumerArgs::try_parse_from(args);
+        assert!(parse(&["consumer", "follow", "t", "--from-beginning", "--offset", "3"]).is_err());
+        let f = parse(&["consumer", "follow", "t", "--offset", "3"]).unwrap();
+        assert_eq!(
+            f.command,
+            Some(Command::Follow {
+                topic: "t".into(),
+                from_beginning: false,
+                offset: Some(3),
+                max: None
+            })
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The errors of the client library and of the `producer` and `consumer` commands.
+
+use std::io;
+
+use protocol::{DecodeError, ErrorCode, InvalidTopicName};
+use thiserror::Error;
+
+/// Everything that can go wrong talking to the broker or carrying out a command.
+///
+/// Callers branch on [`ClientError::Broker`] (by its code), [`ClientError::Interrupted`] and
+/// [`ClientError::Unreachable`]; the rest are reported as they are.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The endpoint could not be used at all (a malformed address, an unknown transport).
+    #[error("cannot connect to {endpoint}")]
+    Connect {
+        /// The endpoint given.
+        endpoint: String,
+        /// What ZeroMQ said.
+        #[source]
+        source: zmq::Error,
+    },
+    /// No reply came within the timeout (after the one retry that safe requests get).
+    #[error("broker not reachable at {endpoint}")]
+    Unreachable {
+        /// The endpoint the client is connected to.
+        endpoint: String,
+    },
+    /// The socket failed in a way other than a timeout.
+    #[error("socket error talking to {endpoint}")]
+    Socket {
+        /// The endpoint the client is connected to.
+        endpoint: String,
+        /// What ZeroMQ said.
+        #[source]
+        source: zmq::Error,
+    },
+    /// The wait for a reply was cut short by Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+    /// The broker refused the request with an error reply.
+    #[error("{reason} ({code})")]
+    Broker {
+        /// The status code, displayed by its stable name.
+        code: ErrorCode,
+        /// The broker's sentence for people.
+        reason: String,
+        /// For `offset_out_of_range`: the topic's first kept offset and next offset.
+        range: Option<(u64, u64)>,
+    },
+    /// The reply frame could not be decoded.
+    #[error("the broker sent a reply this client cannot read")]
+    Decode(#[source] DecodeError),
+    /// The reply decoded but is not one the request can get.
+    #[error("the broker answered `{request}` with `{reply}`")]
+    UnexpectedReply {
+        /// The request's name.
+        request: &'static str,
+        /// The reply's name.
+        reply: &'static str,
+    },
+    /// A claim without a logical broker id found every one claimed.
+    #[error("no logical broker is free{}; use --wait to wait for one", claimed_count(*.total))]
+    NoBrokerFree {
+        /// How many logical brokers there are, when `status` could tell.
+        total: Option<usize>,
+    },
+    /// A claim naming a logical broker found it claimed by someone else.
+    #[error(
+        "logical broker {broker} is busy{}; use --wait to wait for it, or leave out --broker \
+         to take any free one",
+        holder.as_ref().map(|h| format!(" (claimed by {h})")).unwrap_or_default()
+    )]
+    BrokerBusy {
+        /// The logical broker asked for.
+        broker: u32,
+        /// Who holds it, when `status` could tell.
+        holder: Option<String>,
+    },
+    /// A topic name given on the command line breaks the naming rules.
+    #[error("invalid topic name {name:?}")]
+    InvalidTopic {
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        #[source]
+        source: InvalidTopicName,
+    },
+    /// Messages went out in an append whose reply never came, so whether they were stored is
+    /// unknown; appends are not retried because a retry could store them twice.
+    #[error("{cause}; {}", unconfirmed(*.count))]
+    Unconfirmed {
+        /// How many messages the unanswered append carried.
+        count: usize,
+        /// Why no reply came (shown first, not as a separate cause).
+        cause: Box<ClientError>,
+    },
+    /// The consumer was run with no command and standard input or output is not a terminal,
+    /// so the interactive walk cannot run.
+    #[error("no command given, and the interactive mode needs a terminal")]
+    NotATerminal,
+    /// Reading standard input or writing standard output failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The interactive prompt failed.
+    #[error("interactive prompt failed")]
+    Prompt(#[source] dialoguer::Error),
+}
+
+/// The result of everything in this crate.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+impl ClientError {
+    /// The status code, when the broker refused the request.
+    pub fn broker_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a write to a closed pipe (`consumer fetch t | head`): the reader has all
+    /// it wants, so the program should stop quietly.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, ClientError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The process exit status for this error: 130 for Ctrl-C (the shell's convention for
+    /// SIGINT), 2 for a usage error, 0 for a closed output pipe, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Interrupted => 130,
+            ClientError::NotATerminal => 2,
+            _ if self.is_broken_pipe() => 0,
+            _ => 1,
+        }
+    }
+
+    /// An error for writing standard output.
+    pub(crate) fn output(source: io::Error) -> ClientError {
+        ClientError::Io { what: "cannot write to standard output", source }
+    }
+}
+
+/// What is known of `count` messages whose append got no reply.
+fn unconfirmed(count: usize) -> String {
+    if count == 1 {
+        "the message sent was not confirmed and may or may not have been appended".to_owned()
+    } else {
+        format!(
+            "the {count} messages sent were not confirmed and may or may not have been appended"
+        )
+    }
+}
+
+/// ` (all N are claimed)` when the count is known.
+fn claimed_count(total: Option<usize>) -> String {
+    total.map(|n| format!(" (all {n} are claimed)")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_as_the_user_expects() {
+        let e = ClientError::Unreachable { endpoint: "tcp://127.0.0.1:9".into() };
+        assert_eq!(e.to_string(), "broker not reachable at tcp://127.0.0.1:9");
+        let e = ClientError::Broker {
+            code: ErrorCode::UnknownTopic,
+            reason: "no topic x".into(),
+            range: None,
+        };
+        assert_eq!(e.to_string(), "no topic x (unknown_topic)");
+        assert_eq!(
+            ClientError::NoBrokerFree { total: Some(2) }.to_string(),
+            "no logical broker is free (all 2 are claimed); use --wait to wait for one"
+        );
+        assert_eq!(
+            ClientError::NoBrokerFree { total: None }.to_string(),
+            "no logical broker is free; use --wait to wait for one"
+        );
+        let lost = ClientError::Unconfirmed {
+            count: 2,
+            cause: Box::new(ClientError::Unreachable { endpoint: "tcp://h:1".into() }),
+        };
+        assert_eq!(
+            lost.to_string(),
+            "broker not reachable at tcp://h:1; the 2 messages sent were not confirmed and may \
+             or may not have been appended"
+        );
+        let busy = ClientError::BrokerBusy { broker: 1, holder: Some("consumer-7".into()) };
+        assert!(busy.to_string().starts_with("logical broker 1 is busy (claimed by consumer-7);"));
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(ClientError::Interrupted.exit_code(), 130);
+        assert_eq!(ClientError::NotATerminal.exit_code(), 2);
+        let pipe = ClientError::output(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(pipe.exit_code(), 0);
+        assert_eq!(ClientError::NoBrokerFree { total: None }.exit_code(), 1);
+    }
+}

@@ -1,0 +1,386 @@
+//! The consumer's interactive walk on a terminal: pick a logical broker, a topic, a message.
+//!
+//! Each level is a menu with a way back; going back from a broker's topics, quitting, Esc and
+//! Ctrl-C all give the claim back. While a broker is claimed a thread renews its lease, since a
+//! person may read a message for longer than the lease lasts.
+
+use std::io;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dialoguer::console::Term;
+use dialoguer::theme::ColorfulTheme;
+use dialoguer::Select;
+use protocol::{BrokerStatus, ErrorCode, Fetch, TopicInfo, DEFAULT_FETCH_BYTES};
+use tracing::debug;
+
+use crate::claim::{self, ClaimSpec};
+use crate::client::{Claimed, Client};
+use crate::output::{escape, format_lease};
+use crate::{ClientError, Result, Shutdown};
+
+/// How many messages one page of the message menu shows.
+const PAGE: u32 = 50;
+
+/// How many characters of a value a menu line shows.
+const PREVIEW_CHARS: usize = 60;
+
+/// Where to go after a menu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Up one level.
+    Back,
+    /// Leave the walk.
+    Quit,
+}
+
+/// A stored message copied out of its reply, to show after the reply is gone.
+#[derive(Debug, Clone)]
+struct Shown {
+    /// Its offset.
+    offset: u64,
+    /// When the broker stored it, in milliseconds since the Unix epoch.
+    timestamp: u64,
+    /// Its key.
+    key: Option<Vec<u8>>,
+    /// Its value.
+    value: Vec<u8>,
+}
+
+/// Runs the walk until the user quits. Ctrl-C and Esc on the first menu end it normally.
+///
+/// # Errors
+/// A broker that cannot be reached or refuses a request, or a terminal that fails.
+pub fn run(client: &mut Client, spec: &ClaimSpec, shutdown: &Shutdown) -> Result<()> {
+    let term = Term::stdout();
+    let theme = ColorfulTheme::default();
+    let result = walk(client, spec, &term, &theme);
+    let _ = term.show_cursor();
+    match result {
+        Err(ClientError::Interrupted) => Ok(()),
+        Err(_) if shutdown.is_signalled() => Ok(()),
+        other => other,
+    }
+}
+
+/// The first menu: the logical brokers.
+fn walk(client: &mut Client, spec: &ClaimSpec, term: &Term, theme: &ColorfulTheme) -> Result<()> {
+    loop {
+        let brokers = client.status()?;
+        let mut items: Vec<String> = brokers.iter().map(broker_line).collect();
+        items.push("Refresh".to_owned());
+        items.push("Quit".to_owned());
+        let prompt = "Logical brokers: pick one to claim";
+        let Some(choice) = select(term, theme, prompt, &items)? else {
+            return Ok(());
+        };
+        let Some(broker) = brokers.get(choice) else {
+            if choice == brokers.len() {
+                continue;
+            }
+            return Ok(());
+        };
+        let claimed = match client.claim(Some(broker.id), Duration::ZERO, Some(&spec.client_name)) {
+            Ok(claimed) => claimed,
+            Err(e) if e.broker_code() == Some(ErrorCode::BrokerBusy) => {
+                let _ = term.write_line(&e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let flow = browse_broker(client, &claimed, term, theme);
+        claim::release(client, &claimed);
+        if flow? == Flow::Quit {
+            return Ok(());
+        }
+    }
+}
+
+/// The second menu: the topics of a claimed logical broker.
+fn browse_broker(
+    client: &mut Client,
+    claimed: &Claimed,
+    term: &Term,
+    theme: &ColorfulTheme,
+) -> Result<Flow> {
+    let _renewer = Renewer::start(client.sibling()?, *claimed);
+    loop {
+        let topics = client.list_topics(claimed.token)?;
+        let mut items: Vec<String> = topics.iter().map(topic_line).collect();
+        items.push(format!("Back (release logical broker {})", claimed.broker));
+        items.push("Quit".to_owned());
+        let prompt = format!("Topics on logical broker {}", claimed.broker);
+        let Some(choice) = select(term, theme, &prompt, &items)? else {
+            return Ok(Flow::Back);
+        };
+        match topics.get(choice) {
+            Some(topic) => {
+                if browse_topic(client, claimed, topic, term, theme)? == Flow::Quit {
+                    return Ok(Flow::Quit);
+                }
+            }
+            None if choice == topics.len() => return Ok(Flow::Back),
+            None => return Ok(Flow::Quit),
+        }
+    }
+}
+
+/// The third menu: a page of a topic's messages.
+fn browse_topic(
+    client: &mut Client,
+    claimed: &Claimed,
+    topic: &TopicInfo,
+    term: &Term,
+    theme: &ColorfulTheme,
+) -> Result<Flow> {
+    let mut start = topic.first_offset;
+    loop {
+        let request = Fetch {
+            claim: claimed.token,
+            topic: &topic.name,
+            offset: start,
+            max_messages: PAGE,
+            max_bytes: DEFAULT_FETCH_BYTES,
+            wait_ms: 0,
+        };
+        let fetched = client.fetch(request, |batch| {
+            let shown = batch
+                .messages
+                .iter()
+                .map(|m| Shown {
+                    offset: m.offset,
+                    timestamp: m.timestamp,
+                    key: m.key.map(<[u8]>::to_vec),
+                    value: m.value.to_vec(),
+                })
+                .collect::<Vec<_>>();
+            Ok((shown, batch.next_offset, batch.end_offset))
+        });
+        let (page, next, end) = match fetched {
+            Ok(page) => page,
+            // Old messages went away meanwhile: start from the first one kept.
+            Err(ClientError::Broker {
+                code: ErrorCode::OffsetOutOfRange,
+                range: Some((first, _)),
+                ..
+            }) if first != start => {
+                start = first;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut items: Vec<String> = page.iter().map(message_line).collect();
+        let has_previous = start > topic.first_offset;
+        let has_next = next < end;
+        if has_previous {
+            items.push("Previous page".to_owned());
+        }
+        if has_next {
+            items.push(format!("Next page (from offset {next} of {end})"));
+        }
+        items.push("Back to topics".to_owned());
+        items.push("Quit".to_owned());
+        let prompt = if page.is_empty() {
+            format!("{}: no messages from offset {start}", topic.name)
+        } else {
+            format!("{}: offsets {} to {} of {end}", topic.name, start, next - 1)
+        };
+        let Some(choice) = select(term, theme, &prompt, &items)? else {
+            return Ok(Flow::Back);
+        };
+        if let Some(message) = page.get(choice) {
+            if show_message(&topic.name, message, term, theme)? == Flow::Quit {
+                return Ok(Flow::Quit);
+            }
+            continue;
+        }
+        let mut extra = choice - page.len();
+        if has_previous {
+            if extra == 0 {
+                start = start.saturating_sub(u64::from(PAGE)).max(topic.first_offset);
+                continue;
+            }
+            extra -= 1;
+        }
+        if has_next {
+            if extra == 0 {
+                start = next;
+                continue;
+            }
+            extra -= 1;
+        }
+        return Ok(if extra == 0 { Flow::Back } else { Flow::Quit });
+    }
+}
+
+/// Shows one message in full, then asks where to go.
+fn show_message(topic: &str, message: &Shown, term: &Term, theme: &ColorfulTheme) -> Result<Flow> {
+    let when = SystemTime::UNIX_EPOCH + Duration::from_millis(message.timestamp);
+    let key = message.key.as_deref().map_or_else(|| "null".into(), escape);
+    let lines = [
+        format!("topic      {topic}"),
+        format!("offset     {}", message.offset),
+        format!(
+            "timestamp  {} ({} ms)",
+            humantime::format_rfc3339_millis(when.max(UNIX_EPOCH)),
+            message.timestamp
+        ),
+        format!("key        {key}"),
+        format!("value      {}", escape(&message.value)),
+        String::new(),
+    ];
+    for line in lines {
+        term.write_line(&line).map_err(prompt_error)?;
+    }
+    let items = ["Back to messages".to_owned(), "Quit".to_owned()];
+    Ok(match select(term, theme, "Next", &items)? {
+        Some(1) => Flow::Quit,
+        _ => Flow::Back,
+    })
+}
+
+/// Shows a menu; `None` when the user leaves it with Esc or `q`.
+fn select(
+    term: &Term,
+    theme: &ColorfulTheme,
+    prompt: &str,
+    items: &[String],
+) -> Result<Option<usize>> {
+    Select::with_theme(theme)
+        .with_prompt(prompt)
+        .items(items)
+        .default(0)
+        .max_length(20)
+        .interact_on_opt(term)
+        .map_err(|e| match e {
+            dialoguer::Error::IO(io) => prompt_error(io),
+        })
+}
+
+/// A terminal failure; Ctrl-C while a menu reads keys comes back as an interrupted read.
+fn prompt_error(e: io::Error) -> ClientError {
+    if e.kind() == io::ErrorKind::Interrupted {
+        ClientError::Interrupted
+    } else {
+        ClientError::Prompt(dialoguer::Error::IO(e))
+    }
+}
+
+/// A logical broker as a menu line.
+fn broker_line(b: &BrokerStatus) -> String {
+    let state = if b.available {
+        "free".to_owned()
+    } else {
+        let holder = b.holder.as_deref().unwrap_or("someone");
+        let lease = b.lease_remaining_ms.map(|ms| format!(", lease {} left", format_lease(ms)));
+        format!("claimed by {holder}{}", lease.unwrap_or_default())
+    };
+    format!("broker {}  {state}  ({} topics, {} messages)", b.id, b.topics, b.messages)
+}
+
+/// A topic as a menu line.
+fn topic_line(t: &TopicInfo) -> String {
+    if t.next_offset > t.first_offset {
+        let (first, last) = (t.first_offset, t.next_offset - 1);
+        format!("{}  ({} messages, offsets {first} to {last})", t.name, t.messages)
+    } else {
+        format!("{}  (no messages, next offset {})", t.name, t.next_offset)
+    }
+}
+
+/// A message as a menu line: its offset and the start of its value on one line.
+fn message_line(m: &Shown) -> String {
+    format!("{:>6}  {}", m.offset, preview(&m.value))
+}
+
+/// The start of `value` as one line of text: control characters become spaces.
+fn preview(value: &[u8]) -> String {
+    let text = escape(value);
+    let mut line: String =
+        text.chars().take(PREVIEW_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().nth(PREVIEW_CHARS).is_some() {
+        line.push('…');
+    }
+    line
+}
+
+/// Renews a claim's lease on its own socket until dropped.
+struct Renewer {
+    /// Dropping it wakes the thread to end.
+    stop: Option<Sender<()>>,
+    /// The renewing thread.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Renewer {
+    /// Starts renewing `claimed` every third of its lease through `client`.
+    fn start(mut client: Client, claimed: Claimed) -> Renewer {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let every = (claimed.lease / 3).max(Duration::from_millis(100));
+        let thread = thread::spawn(move || {
+            // Ends when the sender is dropped (`Disconnected`) or the claim is gone.
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                match client.renew(claimed.token) {
+                    Ok(_) => debug!(broker = claimed.broker, "renewed"),
+                    Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => break,
+                    Err(e) => debug!(broker = claimed.broker, "renewing failed: {e}"),
+                }
+            }
+        });
+        Renewer { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn menu_lines() {
+        let free = BrokerStatus {
+            id: 1,
+            available: true,
+            holder: None,
+            lease_remaining_ms: None,
+            topics: 4,
+            messages: 12,
+            bytes: 100,
+            disk_bytes: None,
+        };
+        assert_eq!(broker_line(&free), "broker 1  free  (4 topics, 12 messages)");
+        let held = BrokerStatus {
+            available: false,
+            holder: Some("consumer-9".into()),
+            lease_remaining_ms: Some(12_300),
+            ..free
+        };
+        assert_eq!(
+            broker_line(&held),
+            "broker 1  claimed by consumer-9, lease 12.3s left  (4 topics, 12 messages)"
+        );
+        let m = Shown { offset: 3, timestamp: 0, key: None, value: b"a\nb".to_vec() };
+        assert_eq!(message_line(&m), "     3  a b");
+        assert_eq!(preview(&[b'x'; 70]).chars().count(), PREVIEW_CHARS + 1);
+        let topic = TopicInfo {
+            name: "t".into(),
+            messages: 3,
+            first_offset: 0,
+            next_offset: 3,
+            bytes: 3,
+            disk_bytes: None,
+        };
+        assert_eq!(topic_line(&topic), "t  (3 messages, offsets 0 to 2)");
+        let empty = TopicInfo { messages: 0, first_offset: 3, ..topic };
+        assert_eq!(topic_line(&empty), "t  (no messages, next offset 3)");
+    }
+}

@@ -1,0 +1,357 @@
+//! How the consumer shows what it reads: plain text for people, JSON lines for programs.
+//!
+//! # Format
+//! Text messages are one line each, tab separated: `offset`, then the timestamp in milliseconds
+//! (with `--print-timestamp`), then the key or `null` (with `--print-key`), then the value.
+//! Keys and values that are valid UTF-8 are printed as they are; in others each byte that is
+//! not part of valid UTF-8 is written `\xNN`.
+//!
+//! JSON messages are one object per line:
+//! `{"topic":..,"offset":..,"timestamp":..,"key":..,"value":..}`. `key` and `value` are strings
+//! when they are valid UTF-8. Otherwise they are `null` and `key_hex` / `value_hex` hold the
+//! bytes in hexadecimal; a message without a key has `"key":null` and no `key_hex`.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use protocol::{BrokerStatus, Message, TopicInfo};
+use serde::Serialize;
+
+/// How messages are printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageFormat {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// Text only: add the key (or `null`) before the value.
+    pub print_key: bool,
+    /// Text only: add the timestamp in milliseconds after the offset.
+    pub print_timestamp: bool,
+}
+
+/// A message as a JSON line.
+#[derive(Serialize)]
+struct JsonMessage<'a> {
+    /// The topic it came from.
+    topic: &'a str,
+    /// Its offset.
+    offset: u64,
+    /// When the broker stored it, in milliseconds since the Unix epoch.
+    timestamp: u64,
+    /// The key as text, or `null` when absent or not UTF-8.
+    key: Option<&'a str>,
+    /// The key in hexadecimal, only when it is present and not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_hex: Option<String>,
+    /// The value as text, or `null` when not UTF-8.
+    value: Option<&'a str>,
+    /// The value in hexadecimal, only when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_hex: Option<String>,
+}
+
+/// A logical broker as a JSON line; unlike the wire record, a free one has explicit `null`s.
+#[derive(Serialize)]
+struct JsonBroker<'a> {
+    /// Its id.
+    id: u32,
+    /// Whether it is free.
+    available: bool,
+    /// Who holds it.
+    holder: Option<&'a str>,
+    /// How long the present claim has left.
+    lease_remaining_ms: Option<u64>,
+    /// How many topics it serves.
+    topics: u64,
+    /// How many messages they hold.
+    messages: u64,
+    /// How many bytes of keys and values they hold.
+    bytes: u64,
+    /// How many bytes the store takes on disk; `null` when it is kept in memory only.
+    disk_bytes: Option<u64>,
+}
+
+/// A topic as a JSON line; like [`JsonBroker`], with an explicit `null` for an in-memory store.
+#[derive(Serialize)]
+struct JsonTopic<'a> {
+    /// Its name.
+    name: &'a str,
+    /// How many messages it holds.
+    messages: u64,
+    /// The oldest offset kept.
+    first_offset: u64,
+    /// The offset the next message will get.
+    next_offset: u64,
+    /// How many bytes of keys and values it holds.
+    bytes: u64,
+    /// How many bytes its files take on disk; `null` when it is kept in memory only.
+    disk_bytes: Option<u64>,
+}
+
+/// Writes one message of `topic` as `format` says, with its newline.
+///
+/// # Errors
+/// Whatever writing to `out` returns.
+pub fn write_message(
+    out: &mut impl Write,
+    topic: &str,
+    message: &Message<'_>,
+    format: MessageFormat,
+) -> io::Result<()> {
+    if format.json {
+        let (key, key_hex) = match message.key {
+            Some(key) => text_or_hex(key),
+            None => (None, None),
+        };
+        let (value, value_hex) = text_or_hex(message.value);
+        let line = JsonMessage {
+            topic,
+            offset: message.offset,
+            timestamp: message.timestamp,
+            key,
+            key_hex,
+            value,
+            value_hex,
+        };
+        return write_json(out, &line);
+    }
+    write!(out, "{}", message.offset)?;
+    if format.print_timestamp {
+        write!(out, "\t{}", message.timestamp)?;
+    }
+    if format.print_key {
+        match message.key {
+            Some(key) => write!(out, "\t{}", escape(key))?,
+            None => out.write_all(b"\tnull")?,
+        }
+    }
+    writeln!(out, "\t{}", escape(message.value))
+}
+
+/// Writes the logical brokers as a table, or one JSON object per line.
+///
+/// # Errors
+/// Whatever writing to `out` returns.
+pub fn write_status(out: &mut impl Write, brokers: &[BrokerStatus], json: bool) -> io::Result<()> {
+    if json {
+        for b in brokers {
+            let line = JsonBroker {
+                id: b.id,
+                available: b.available,
+                holder: b.holder.as_deref(),
+                lease_remaining_ms: b.lease_remaining_ms,
+                topics: b.topics,
+                messages: b.messages,
+                bytes: b.bytes,
+                disk_bytes: b.disk_bytes,
+            };
+            write_json(out, &line)?;
+        }
+        return Ok(());
+    }
+    let rows = brokers
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                if b.available { "free" } else { "claimed" }.to_owned(),
+                b.holder.clone().unwrap_or_else(|| "-".to_owned()),
+                b.lease_remaining_ms.map_or_else(|| "-".to_owned(), format_lease),
+                b.topics.to_string(),
+                b.messages.to_string(),
+            ]
+        })
+        .collect();
+    write_table(out, &["BROKER", "STATE", "HOLDER", "LEASE LEFT", "TOPICS", "MESSAGES"], rows)
+}
+
+/// Writes the topics as a table, or one JSON object per line.
+///
+/// # Errors
+/// Whatever writing to `out` returns.
+pub fn write_topics(out: &mut impl Write, topics: &[TopicInfo], json: bool) -> io::Result<()> {
+    if json {
+        for t in topics {
+            let line = JsonTopic {
+                name: &t.name,
+                messages: t.messages,
+                first_offset: t.first_offset,
+                next_offset: t.next_offset,
+                bytes: t.bytes,
+                disk_bytes: t.disk_bytes,
+            };
+            write_json(out, &line)?;
+        }
+        return Ok(());
+    }
+    let rows = topics
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.messages.to_string(),
+                t.first_offset.to_string(),
+                t.next_offset.to_string(),
+            ]
+        })
+        .collect();
+    write_table(out, &["TOPIC", "MESSAGES", "FIRST OFFSET", "NEXT OFFSET"], rows)
+}
+
+/// A lease left in milliseconds as seconds with one decimal: `29.5s`.
+pub fn format_lease(ms: u64) -> String {
+    format!("{}.{}s", ms / 1000, ms % 1000 / 100)
+}
+
+/// `bytes` as text: borrowed when valid UTF-8, else with each invalid byte written `\xNN`.
+pub fn escape(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(text);
+    }
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            // Writing to a String cannot fail.
+            let _ = write!(text, "\\x{byte:02x}");
+        }
+    }
+    Cow::Owned(text)
+}
+
+/// `bytes` in lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+/// The text of `bytes` when it is UTF-8, else its hexadecimal.
+fn text_or_hex(bytes: &[u8]) -> (Option<&str>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text), None),
+        Err(_) => (None, Some(hex(bytes))),
+    }
+}
+
+/// Writes `value` as one line of JSON.
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")
+}
+
+/// Writes `rows` under `headers` in columns two spaces apart, the last one unpadded so that
+/// lines carry no trailing blanks.
+fn write_table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                // `{:<w$}` pads by characters, which is what the width counted.
+                let _ = write!(line, "{cell:<width$}  ");
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message<'a>(key: Option<&'a [u8]>, value: &'a [u8]) -> Message<'a> {
+        Message { offset: 7, timestamp: 1_700_000_000_000, key, value }
+    }
+
+    fn text(m: &Message<'_>, format: MessageFormat) -> String {
+        let mut out = Vec::new();
+        write_message(&mut out, "t", m, format).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn text_lines() {
+        let m = message(None, b"hello");
+        assert_eq!(text(&m, MessageFormat::default()), "7\thello\n");
+        let all = MessageFormat { json: false, print_key: true, print_timestamp: true };
+        assert_eq!(text(&m, all), "7\t1700000000000\tnull\thello\n");
+        let keyed = message(Some(b"k"), b"\xffok\x00");
+        assert_eq!(text(&keyed, all), "7\t1700000000000\tk\t\\xffok\0\n");
+    }
+
+    #[test]
+    fn json_lines_fall_back_to_hex() {
+        let json = MessageFormat { json: true, ..MessageFormat::default() };
+        let line = text(&message(None, b"hi"), json);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["topic"], "t");
+        assert_eq!(v["offset"], 7);
+        assert_eq!(v["key"], serde_json::Value::Null);
+        assert_eq!(v["value"], "hi");
+        assert!(v.get("key_hex").is_none() && v.get("value_hex").is_none());
+        let line = text(&message(Some(b"\xfe"), b"\x01\xff"), json);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["key"], serde_json::Value::Null);
+        assert_eq!(v["key_hex"], "fe");
+        assert_eq!(v["value"], serde_json::Value::Null);
+        assert_eq!(v["value_hex"], "01ff");
+    }
+
+    #[test]
+    fn tables_line_up() {
+        let topics = vec![
+            TopicInfo {
+                name: "Hola mundo".into(),
+                messages: 3,
+                first_offset: 0,
+                next_offset: 3,
+                bytes: 27,
+                disk_bytes: None,
+            },
+            TopicInfo {
+                name: "x".into(),
+                messages: 10,
+                first_offset: 0,
+                next_offset: 10,
+                bytes: 1,
+                disk_bytes: Some(4096),
+            },
+        ];
+        let mut out = Vec::new();
+        write_topics(&mut out, &topics, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "TOPIC       MESSAGES  FIRST OFFSET  NEXT OFFSET\n\
+             Hola mundo  3         0             3\n\
+             x           10        0             10\n"
+        );
+        let mut out = Vec::new();
+        write_topics(&mut out, &topics, true).unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["disk_bytes"], serde_json::Value::Null);
+        assert_eq!(lines[1]["disk_bytes"], 4096);
+    }
+
+    #[test]
+    fn leases_in_seconds() {
+        assert_eq!(format_lease(29_512), "29.5s");
+        assert_eq!(format_lease(80), "0.0s");
+    }
+}

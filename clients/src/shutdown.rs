@@ -1,0 +1,45 @@
+//! The "has Ctrl-C been pressed?" flag that long waits check.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A shared flag set once by a signal handler (or a test) and polled by whoever waits.
+///
+/// Cloning shares the flag. Waits check it every 100 ms at most, so Ctrl-C takes effect
+/// promptly even while a request is held by the broker.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Set when shutdown is asked for; never cleared.
+    flag: Arc<AtomicBool>,
+}
+
+impl Shutdown {
+    /// A flag not yet signalled.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Asks everything watching this flag to stop. Safe to call from a signal handler thread.
+    pub fn signal(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Shutdown::signal`] has been called.
+    pub fn is_signalled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_the_flag() {
+        let a = Shutdown::new();
+        let b = a.clone();
+        assert!(!b.is_signalled());
+        a.signal();
+        assert!(b.is_signalled());
+    }
+}
