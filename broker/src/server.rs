@@ -136,8 +136,26 @@ impl Server<'_> {
         let failures = self.broker.store.commit(cx_time.instant, cx_time.epoch_ms);
         self.outbox.settle(&failures);
         self.serve_grown(cx_time.instant);
-        self.outbox.flush(&self.socket);
+        self.send_replies(&cx_time);
         Ok(())
+    }
+
+    /// Sends the pass's replies. A claim granted to a peer that is gone (a client that gave up
+    /// waiting) is released again and handed to the next waiter, rather than left to expire.
+    fn send_replies(&mut self, clock: &Clock) {
+        let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer: "" };
+        loop {
+            let undelivered = self.outbox.flush(&self.socket);
+            if undelivered.is_empty() {
+                return;
+            }
+            for token in undelivered {
+                if let Ok(id) = self.broker.brokers.release(token) {
+                    info!(broker = id, "released a claim whose holder left before the reply");
+                }
+            }
+            self.serve_waiting_claims(&cx);
+        }
     }
 
     /// The earliest moment something held or claimed times out.
@@ -305,7 +323,7 @@ impl Server<'_> {
                 self.outbox.push(envelope, shutting_down());
             }
         }
-        self.outbox.flush(&self.socket);
+        self.send_replies(&Clock::now());
         self.broker.store.close();
         Ok(())
     }
@@ -371,8 +389,8 @@ fn split_envelope(
 struct Outbox {
     /// Reused buffer each reply is encoded into.
     scratch: Vec<u8>,
-    /// Encoded replies and where they go.
-    queue: Vec<(Envelope, zmq::Message)>,
+    /// Encoded replies, where they go, and the claim token a `claimed` reply carries.
+    queue: Vec<(Envelope, zmq::Message, Option<u64>)>,
     /// Acknowledgements of appends, with their topic, until the store commits the pass.
     appends: Vec<(Envelope, String, zmq::Message)>,
 }
@@ -390,7 +408,7 @@ impl Outbox {
     fn settle(&mut self, failures: &[CommitFailure]) {
         for (envelope, topic, reply) in std::mem::take(&mut self.appends) {
             match failures.iter().find(|f| f.topic == topic) {
-                None => self.queue.push((envelope, reply)),
+                None => self.queue.push((envelope, reply, None)),
                 Some(failure) => {
                     let reason = format!(
                         "could not store the messages ({}); nothing was appended",
@@ -404,22 +422,29 @@ impl Outbox {
 
     /// Encodes `response` and queues it for `envelope`.
     fn push(&mut self, envelope: Envelope, response: Response<'_>) {
+        let claim = match response {
+            Response::Claimed { claim, .. } => Some(claim),
+            _ => None,
+        };
         self.scratch.clear();
         encode_response(response, &mut self.scratch);
-        self.queue.push((envelope, zmq::Message::from(&self.scratch[..])));
+        self.queue.push((envelope, zmq::Message::from(&self.scratch[..]), claim));
     }
 
     /// Sends every queued reply. A peer that is gone or not reading loses its reply, and the
-    /// broker goes on.
-    fn flush(&mut self, socket: &zmq::Socket) {
-        for (envelope, body) in self.queue.drain(..) {
+    /// broker goes on. Returns the claim tokens of `claimed` replies that could not be sent.
+    fn flush(&mut self, socket: &zmq::Socket) -> Vec<u64> {
+        let mut undelivered = Vec::new();
+        for (envelope, body, claim) in self.queue.drain(..) {
             if let Err(error) = send(socket, envelope, body) {
                 match error {
                     zmq::Error::EHOSTUNREACH => debug!("reply dropped: the peer is gone"),
                     error => warn!(%error, "reply dropped"),
                 }
+                undelivered.extend(claim);
             }
         }
+        undelivered
     }
 }
 
