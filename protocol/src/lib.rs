@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod error;
+mod msgpack;
 pub mod request;
 pub mod response;
 pub mod topic;
