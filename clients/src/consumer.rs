@@ -16,6 +16,7 @@ use crate::claim::{self, ClaimSpec};
 use crate::client::{Claimed, Client};
 use crate::interactive;
 use crate::output::{self, MessageFormat};
+use crate::perf::{self, ConsumePerfArgs};
 use crate::{ClientError, Result, Shutdown};
 
 /// How long a follow asks the broker to hold each fetch when it has caught up.
@@ -120,6 +121,9 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = positive)]
         max: Option<u64>,
     },
+    /// Measure fetch throughput and latency, like Kafka's consumer perf test.
+    #[command(after_help = perf::CONSUME_HELP)]
+    Perf(ConsumePerfArgs),
 }
 
 /// Where a follow starts.
@@ -140,16 +144,24 @@ enum Start {
 /// the command fails with, after giving back any claim it made. Ctrl-C during `follow` or the
 /// interactive walk is a normal end, not an error.
 pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
-    if let Some(Command::Fetch { topic, .. } | Command::Follow { topic, .. }) = &args.command {
+    if let Some(
+        Command::Fetch { topic, .. }
+        | Command::Follow { topic, .. }
+        | Command::Perf(ConsumePerfArgs { topic, .. }),
+    ) = &args.command
+    {
         validate_topic_name(topic)
             .map_err(|source| ClientError::InvalidTopic { name: topic.clone(), source })?;
     }
     if args.command.is_none() && !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
         return Err(ClientError::NotATerminal);
     }
+    let spec = ClaimSpec::new("consumer", args.broker, args.wait);
+    if let Some(Command::Perf(perf)) = &args.command {
+        return perf::consume(&args.connection, perf, &spec, args.json, shutdown);
+    }
     let mut client = Client::connect(&args.connection.connect, args.connection.timeout)?
         .with_shutdown(shutdown.clone());
-    let spec = ClaimSpec::new("consumer", args.broker, args.wait);
     let format = MessageFormat {
         json: args.json,
         print_key: args.print_key,
@@ -167,8 +179,8 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     }
     let mut claimed = claim::acquire(&mut client, &spec)?;
     let result = match command {
-        // Answered above, without a claim.
-        Command::Status => Ok(()),
+        // Answered above, without a claim (or with claims of their own).
+        Command::Status | Command::Perf(_) => Ok(()),
         Command::Topics => client.list_topics(claimed.token).and_then(|topics| {
             output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)
         }),

@@ -14,6 +14,7 @@ pub mod consumer;
 pub mod error;
 pub mod interactive;
 pub mod output;
+pub mod perf;
 pub mod producer;
 pub mod shutdown;
 
