@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
-    Append, BrokerStatus, ErrorCode, Fetch, Message, NewMessage, Request, Response, Retention,
-    TopicInfo, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES, VERSION,
+    Append, BrokerStatus, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Message, NewMessage,
+    Request, ResetTo, Response, Retention, TopicInfo, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES,
+    VERSION,
 };
 
 /// Why a frame could not be decoded.
@@ -72,6 +73,14 @@ struct WireRequest<'a> {
     retention_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retention_ms: Option<u64>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    start: Option<&'a str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offsets: Option<Cow<'a, [u64]>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
 }
 
 /// Every field a reply frame may carry.
@@ -109,6 +118,22 @@ struct WireResponse<'a> {
     next_offset: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     end_offset: Option<u64>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    committed_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    members: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ack_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redelivered: Option<Vec<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acked: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<GroupInfo>>,
 }
 
 /// Appends the encoding of `request` to `out`.
@@ -143,6 +168,37 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             wire.retention_ms = retention.ms;
         }
         Request::DeleteTopic { topic } => wire.topic = Some(topic),
+        Request::JoinGroup { claim, group, topic, start } => {
+            wire.claim = Some(*claim);
+            wire.group = Some(group);
+            wire.topic = Some(topic);
+            wire.start = Some(start.name());
+        }
+        Request::GroupFetch(fetch) => {
+            wire.claim = Some(fetch.claim);
+            wire.group = Some(fetch.group);
+            wire.topic = Some(fetch.topic);
+            wire.max_messages = Some(fetch.max_messages);
+            wire.max_bytes = Some(fetch.max_bytes);
+            wire.wait_ms = Some(fetch.wait_ms);
+        }
+        Request::Ack { group, topic, offsets } => {
+            wire.group = Some(group);
+            wire.topic = Some(topic);
+            wire.offsets = Some(Cow::Borrowed(offsets));
+        }
+        Request::ListGroups { group, topic } => {
+            wire.group = *group;
+            wire.topic = *topic;
+        }
+        Request::ResetGroup { group, topic, to } => {
+            wire.group = Some(group);
+            wire.topic = Some(topic);
+            wire.to = Some(to.name());
+            if let ResetTo::Offset(offset) = to {
+                wire.offset = Some(*offset);
+            }
+        }
     }
     write(&wire, out);
 }
@@ -159,6 +215,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
     let op = wire.op.ok_or_else(|| missing("request", "op"))?;
     let need = |value: Option<u64>, field: &'static str| value.ok_or_else(|| missing(op, field));
     let topic = || wire.topic.ok_or_else(|| missing(op, "topic"));
+    let group = || wire.group.ok_or_else(|| missing(op, "group"));
     let request = match op {
         "status" => Request::Status,
         "claim" => Request::Claim {
@@ -194,6 +251,50 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             },
         },
         "delete_topic" => Request::DeleteTopic { topic: topic()? },
+        "join_group" => Request::JoinGroup {
+            claim: need(wire.claim, "claim")?,
+            group: group()?,
+            topic: topic()?,
+            start: match wire.start {
+                None => GroupStart::default(),
+                Some(name) => GroupStart::from_name(name).ok_or_else(|| {
+                    DecodeError::Malformed(format!(
+                        "join_group's `start` is `earliest` or `latest`, not {name:?}"
+                    ))
+                })?,
+            },
+        },
+        "group_fetch" => Request::GroupFetch(GroupFetch {
+            claim: need(wire.claim, "claim")?,
+            group: group()?,
+            topic: topic()?,
+            max_messages: wire.max_messages.unwrap_or(DEFAULT_FETCH_MESSAGES),
+            max_bytes: wire.max_bytes.unwrap_or(DEFAULT_FETCH_BYTES),
+            wait_ms: wire.wait_ms.unwrap_or(0),
+        }),
+        "ack" => {
+            let (group, topic) = (group()?, topic()?);
+            let offsets = wire.offsets.ok_or_else(|| missing(op, "offsets"))?.into_owned();
+            if offsets.is_empty() {
+                return Err(DecodeError::Malformed("ack needs at least one offset".into()));
+            }
+            Request::Ack { group, topic, offsets }
+        }
+        "list_groups" => Request::ListGroups { group: wire.group, topic: wire.topic },
+        "reset_group" => Request::ResetGroup {
+            group: group()?,
+            topic: topic()?,
+            to: match wire.to.ok_or_else(|| missing(op, "to"))? {
+                "earliest" => ResetTo::Earliest,
+                "latest" => ResetTo::Latest,
+                "offset" => ResetTo::Offset(need(wire.offset, "offset")?),
+                other => {
+                    return Err(DecodeError::Malformed(format!(
+                        "reset_group's `to` is `earliest`, `latest` or `offset`, not {other:?}"
+                    )))
+                }
+            },
+        },
         other => return Err(DecodeError::UnknownRequest(other.to_owned())),
     };
     Ok(request)
@@ -233,6 +334,50 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             wire.last_offset = Some(last_offset);
         }
         Response::Created { topic } | Response::Deleted { topic } => wire.topic = Some(topic),
+        Response::Joined {
+            group,
+            topic,
+            committed_offset,
+            end_offset,
+            members,
+            created,
+            ack_timeout_ms,
+        } => {
+            wire.group = Some(group);
+            wire.topic = Some(topic);
+            wire.committed_offset = Some(committed_offset);
+            wire.end_offset = Some(end_offset);
+            wire.members = Some(members);
+            wire.created = Some(created);
+            wire.ack_timeout_ms = Some(ack_timeout_ms);
+        }
+        Response::Delivered {
+            group,
+            topic,
+            messages,
+            redelivered,
+            committed_offset,
+            end_offset,
+        } => {
+            wire.group = Some(group);
+            wire.topic = Some(topic);
+            wire.messages = Some(messages);
+            wire.redelivered = Some(redelivered);
+            wire.committed_offset = Some(committed_offset);
+            wire.end_offset = Some(end_offset);
+        }
+        Response::Acked { group, topic, acked, committed_offset } => {
+            wire.group = Some(group);
+            wire.topic = Some(topic);
+            wire.acked = Some(acked);
+            wire.committed_offset = Some(committed_offset);
+        }
+        Response::Groups { groups } => wire.groups = Some(groups),
+        Response::Reset { group, topic, committed_offset } => {
+            wire.group = Some(group);
+            wire.topic = Some(topic);
+            wire.committed_offset = Some(committed_offset);
+        }
         Response::Error { code, reason, range } => {
             wire.code = Some(code.code());
             wire.error = Some(code.name());
@@ -257,6 +402,8 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
     let need = |value: Option<u64>, field: &'static str| value.ok_or_else(|| missing(name, field));
     let broker = || wire.broker.ok_or_else(|| missing(name, "broker"));
     let topic = || wire.topic.ok_or_else(|| missing(name, "topic"));
+    let group = || wire.group.ok_or_else(|| missing(name, "group"));
+    let committed = || need(wire.committed_offset, "committed_offset");
     let response = match name {
         "status" => Response::Status { brokers: wire.brokers.unwrap_or_default() },
         "claimed" => Response::Claimed {
@@ -282,6 +429,33 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
         },
         "created" => Response::Created { topic: topic()? },
         "deleted" => Response::Deleted { topic: topic()? },
+        "joined" => Response::Joined {
+            group: group()?,
+            topic: topic()?,
+            committed_offset: committed()?,
+            end_offset: need(wire.end_offset, "end_offset")?,
+            members: wire.members.ok_or_else(|| missing(name, "members"))?,
+            created: wire.created.ok_or_else(|| missing(name, "created"))?,
+            ack_timeout_ms: need(wire.ack_timeout_ms, "ack_timeout_ms")?,
+        },
+        "delivered" => Response::Delivered {
+            group: group()?,
+            topic: topic()?,
+            messages: wire.messages.unwrap_or_default(),
+            redelivered: wire.redelivered.unwrap_or_default(),
+            committed_offset: committed()?,
+            end_offset: need(wire.end_offset, "end_offset")?,
+        },
+        "acked" => Response::Acked {
+            group: group()?,
+            topic: topic()?,
+            acked: need(wire.acked, "acked")?,
+            committed_offset: committed()?,
+        },
+        "groups" => Response::Groups { groups: wire.groups.unwrap_or_default() },
+        "reset" => {
+            Response::Reset { group: group()?, topic: topic()?, committed_offset: committed()? }
+        }
         "error" => {
             let number = wire.code.ok_or_else(|| missing(name, "code"))?;
             let code = ErrorCode::from_code(number)

@@ -77,6 +77,15 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
         Request::Append(append) => append::apply(broker, append, cx),
         Request::CreateTopic { topic, retention } => create_topic::apply(broker, topic, retention),
         Request::DeleteTopic { topic } => delete_topic::apply(broker, topic),
+        // Consumer groups are described in the protocol but not served by this broker yet.
+        other @ (Request::JoinGroup { .. }
+        | Request::GroupFetch(_)
+        | Request::Ack { .. }
+        | Request::ListGroups { .. }
+        | Request::ResetGroup { .. }) => Outcome::Reply(Response::error(
+            ErrorCode::UnknownRequest,
+            format!("this broker does not serve `{}` yet", other.op()),
+        )),
     }
 }
 
