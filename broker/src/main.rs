@@ -105,6 +105,7 @@ fn run(args: Args) -> Result<()> {
             segment_bytes: args.segment_bytes,
             retention,
         },
+        group_ack_timeout: broker::group::DEFAULT_ACK_TIMEOUT,
     };
 
     let started = std::time::Instant::now();
