@@ -3,9 +3,10 @@
 //! One thread owns the socket and the state. Each pass of the loop waits for requests (at most
 //! [`TICK`], so a stop is noticed promptly), handles every request already queued (up to
 //! [`PASS_REQUESTS`]), lets leases and waits run out, answers the fetches held on topics that
-//! grew, commits the store, and only then sends the pass's replies: one write and flush per
-//! topic covers every append of the pass (group commit), and no append is acknowledged, nor
-//! any message served, before it is durable.
+//! grew, commits the store, then the consumer groups, and only then sends the pass's replies:
+//! one write and flush per topic covers every append of the pass (group commit), one per group
+//! state every change of a consumer group, and no append is acknowledged, no message served,
+//! and no group change reported, before it is durable.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,10 +15,11 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, Stats};
-use crate::cmd::{self, claim, fetch, Context, Outcome};
+use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
+use crate::group::GroupCommitFailure;
 use crate::shutdown::Shutdown;
 use crate::store::CommitFailure;
-use crate::waiting::{HeldFetch, Waiting, WaitingClaim};
+use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
 
 /// The longest the loop sleeps before looking at the stop flag again.
@@ -113,7 +115,7 @@ struct Server<'b> {
     waiting: Waiting<Envelope>,
     /// Replies of this pass, sent at its end.
     outbox: Outbox,
-    /// Topics appended to or deleted in this pass while fetches were held on them.
+    /// Topics appended to, deleted or reset in this pass while fetches were held on them.
     grown: Vec<String>,
 }
 
@@ -136,6 +138,8 @@ impl Server<'_> {
         let failures = self.broker.store.commit(cx_time.instant, cx_time.epoch_ms);
         self.outbox.settle(&failures);
         self.serve_grown(cx_time.instant);
+        let failures = self.broker.groups.commit();
+        self.outbox.settle_groups(&failures);
         self.outbox.flush(&self.socket);
         Ok(())
     }
@@ -196,7 +200,10 @@ impl Server<'_> {
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer: &peer };
         match cmd::apply(request, self.broker, &cx) {
             Outcome::Reply(response) => {
-                if let Response::Appended { topic, .. } | Response::Deleted { topic } = &response {
+                if let Response::Appended { topic, .. }
+                | Response::Deleted { topic }
+                | Response::Reset { topic, .. } = &response
+                {
                     if self.waiting.holds_fetches_on(topic)
                         && !self.grown.iter().any(|t| t == topic)
                     {
@@ -209,7 +216,7 @@ impl Server<'_> {
                         let topic = topic.to_owned();
                         self.outbox.push_until_commit(envelope, topic, response);
                     }
-                    response => self.outbox.push(envelope, response),
+                    response => self.outbox.push_reply(envelope, response),
                 }
                 self.broker.stats.refused += u64::from(refused);
             }
@@ -225,6 +232,26 @@ impl Server<'_> {
                     max_messages,
                     max_bytes,
                     deadline,
+                });
+            }
+            Outcome::HoldGroupFetch {
+                claim,
+                group,
+                topic,
+                max_messages,
+                max_bytes,
+                wake,
+                until,
+            } => {
+                self.waiting.push_group_fetch(HeldGroupFetch {
+                    envelope,
+                    claim,
+                    group,
+                    topic,
+                    max_messages,
+                    max_bytes,
+                    wake,
+                    until,
                 });
             }
         }
@@ -250,6 +277,9 @@ impl Server<'_> {
         for held in fetches {
             self.answer_fetch(held, clock.instant);
         }
+        for held in self.waiting.take_woken_group_fetches(clock.instant) {
+            self.retry_group_fetch(held, clock.instant);
+        }
         if !freed.is_empty() {
             self.serve_waiting_claims(&cx);
         }
@@ -266,13 +296,42 @@ impl Server<'_> {
         }
     }
 
-    /// Answers the fetches held on topics that grew (or went away) in this pass.
+    /// Answers the fetches held on topics that grew (or went away) in this pass, and the group
+    /// fetches there, oldest first, as far as there is something for them.
     fn serve_grown(&mut self, now: Instant) {
         for topic in std::mem::take(&mut self.grown) {
             for held in self.waiting.take_fetches(&topic) {
                 self.answer_fetch(held, now);
             }
+            for held in self.waiting.take_group_fetches(&topic) {
+                self.retry_group_fetch(held, now);
+            }
         }
+    }
+
+    /// Delivers what there is now to a held group fetch. If there is nothing (other members took
+    /// it) and its wait is not over, it is held again, to wake when the group's first pending
+    /// message comes due.
+    fn retry_group_fetch(&mut self, held: HeldGroupFetch<Envelope>, now: Instant) {
+        let Broker { store, groups, brokers, .. } = &mut *self.broker;
+        let response = group_fetch::deliver(
+            store,
+            groups,
+            &held.group,
+            &held.topic,
+            held.max_messages,
+            held.max_bytes,
+            now,
+        );
+        if group_fetch::is_empty(&response) && now < held.until {
+            let wake = group_fetch::wake(groups, &held.group, &held.topic, held.until);
+            drop(response);
+            self.waiting.push_group_fetch(HeldGroupFetch { wake, ..held });
+            return;
+        }
+        // The claim may have been released meanwhile; the reply goes out all the same.
+        let _ = brokers.renew(held.claim, now, now);
+        self.outbox.push_reply(held.envelope, response);
     }
 
     /// Answers a held fetch with what its topic holds now; its claim's lease starts again.
@@ -298,6 +357,15 @@ impl Server<'_> {
         }
         for held in fetches {
             self.answer_fetch(held, Instant::now());
+        }
+        for held in self.waiting.take_all_group_fetches() {
+            let response = group_fetch::nothing(
+                &self.broker.store,
+                &self.broker.groups,
+                &held.group,
+                &held.topic,
+            );
+            self.outbox.push(held.envelope, response);
         }
         for _ in 0..PASS_REQUESTS {
             let Some(frames) = self.receive()? else { break };
@@ -375,6 +443,9 @@ struct Outbox {
     queue: Vec<(Envelope, zmq::Message)>,
     /// Acknowledgements of appends, with their topic, until the store commits the pass.
     appends: Vec<(Envelope, String, zmq::Message)>,
+    /// Replies reporting changes of a group's state, with its group and topic, until the groups
+    /// commit the pass.
+    group_changes: Vec<(Envelope, (String, String), zmq::Message)>,
 }
 
 impl Outbox {
@@ -395,6 +466,39 @@ impl Outbox {
                     let reason = format!(
                         "could not store the messages ({}); nothing was appended",
                         failure.error
+                    );
+                    self.push(envelope, Response::error(ErrorCode::InternalError, reason));
+                }
+            }
+        }
+    }
+
+    /// Queues `response` for `envelope`, keeping it until the groups commit if it reports a
+    /// change of a group's state.
+    fn push_reply(&mut self, envelope: Envelope, response: Response<'_>) {
+        let key = match &response {
+            Response::Joined { group, topic, .. }
+            | Response::Delivered { group, topic, .. }
+            | Response::Acked { group, topic, .. }
+            | Response::Reset { group, topic, .. } => ((*group).to_owned(), (*topic).to_owned()),
+            _ => return self.push(envelope, response),
+        };
+        self.scratch.clear();
+        encode_response(response, &mut self.scratch);
+        self.group_changes.push((envelope, key, zmq::Message::from(&self.scratch[..])));
+    }
+
+    /// Queues the kept group replies, turning those of group states that could not be stored
+    /// into refusals: their changes were undone.
+    fn settle_groups(&mut self, failures: &[GroupCommitFailure]) {
+        for (envelope, key, reply) in std::mem::take(&mut self.group_changes) {
+            match failures.iter().find(|f| f.group == key.0 && f.topic == key.1) {
+                None => self.queue.push((envelope, reply)),
+                Some(failure) => {
+                    let reason = format!(
+                        "could not store the state of group {:?} on topic {:?} ({}); nothing was \
+                         changed",
+                        key.0, key.1, failure.error
                     );
                     self.push(envelope, Response::error(ErrorCode::InternalError, reason));
                 }

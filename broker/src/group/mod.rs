@@ -19,6 +19,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use protocol::{validate_group_name, InvalidGroupName};
 use thiserror::Error;
 
 pub use subscription::{NotDelivered, Subscription};
@@ -27,6 +28,62 @@ use crate::store::{Fsync, Store, StoreConfig};
 
 /// How long a delivered message waits for its acknowledgement unless configured otherwise.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a group request was refused. A refused request changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GroupError {
+    /// The name breaks the naming rules.
+    #[error("{0:?} is not a valid group name: {1}")]
+    InvalidGroupName(String, InvalidGroupName),
+    /// The group has no state on the topic (or on any topic, when none is named).
+    #[error(
+        "group {group:?} has no state on {}: no member has joined it there and it was not reset \
+         there",
+        topic.as_ref().map_or_else(|| "any topic".to_owned(), |t| format!("topic {t:?}"))
+    )]
+    UnknownGroup {
+        /// The group.
+        group: String,
+        /// The topic, if one was named.
+        topic: Option<String>,
+    },
+    /// The claim is not a member of the group on the topic.
+    #[error(
+        "claim {claim} has not joined group {group:?} on topic {topic:?}; send join_group under \
+         this claim first"
+    )]
+    UnknownMember {
+        /// The claim token.
+        claim: u64,
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+    },
+    /// An acknowledged offset was never delivered to the group.
+    #[error(
+        "offset {offset} of topic {topic:?} was never delivered to group {group:?} (it has been \
+         delivered the offsets below {delivered}); nothing was acknowledged"
+    )]
+    NotPending {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The first offset of the request that was never delivered.
+        offset: u64,
+        /// The group's delivered offset.
+        delivered: u64,
+    },
+}
+
+/// Checks a group name.
+///
+/// # Errors
+/// [`GroupError::InvalidGroupName`] with the rule it breaks.
+pub fn check_name(group: &str) -> Result<(), GroupError> {
+    validate_group_name(group).map_err(|e| GroupError::InvalidGroupName(group.to_owned(), e))
+}
 
 /// Why the stored group states could not be read back.
 #[derive(Debug, Error)]
@@ -168,6 +225,11 @@ impl Groups {
     /// How long a delivered message waits for its acknowledgement.
     pub fn ack_timeout(&self) -> Duration {
         self.ack_timeout
+    }
+
+    /// When the first pending message of `group` on `topic` comes due, if one is pending.
+    pub fn next_due(&self, group: &str, topic: &str) -> Option<Instant> {
+        self.get(group, topic).and_then(Subscription::next_due)
     }
 
     /// `group`'s state on `topic`, if it has one.
