@@ -140,8 +140,22 @@ impl Server<'_> {
         self.serve_grown(cx_time.instant);
         let failures = self.broker.groups.commit();
         self.outbox.settle_groups(&failures);
-        self.outbox.flush(&self.socket);
+        let lost = self.outbox.flush(&self.socket);
+        self.give_back(lost, cx_time.instant);
         Ok(())
+    }
+
+    /// Makes deliveries whose reply could not be sent (the member is gone) due again at once,
+    /// and has the group fetches held on their topics look again in the next pass.
+    fn give_back(&mut self, lost: Vec<Handout>, now: Instant) {
+        for handout in lost {
+            debug!(group = handout.group, topic = handout.topic, "delivery reached nobody");
+            self.broker.groups.give_back(&handout.group, &handout.topic, &handout.offsets, now);
+            if self.waiting.holds_fetches_on(&handout.topic) && !self.grown.contains(&handout.topic)
+            {
+                self.grown.push(handout.topic);
+            }
+        }
     }
 
     /// The earliest moment something held or claimed times out.
@@ -373,6 +387,7 @@ impl Server<'_> {
                 self.outbox.push(envelope, shutting_down());
             }
         }
+        // Deliveries that cannot be sent now stay pending, and come due with their timeout.
         self.outbox.flush(&self.socket);
         self.broker.store.close();
         Ok(())
@@ -434,6 +449,17 @@ fn split_envelope(
     }
 }
 
+/// Messages a group fetch delivered, for a reply that has yet to be sent.
+#[derive(Debug)]
+struct Handout {
+    /// The group.
+    group: String,
+    /// The topic.
+    topic: String,
+    /// The offsets delivered.
+    offsets: Vec<u64>,
+}
+
 /// Replies waiting for the end of the pass.
 #[derive(Default)]
 struct Outbox {
@@ -445,7 +471,10 @@ struct Outbox {
     appends: Vec<(Envelope, String, zmq::Message)>,
     /// Replies reporting changes of a group's state, with its group and topic, until the groups
     /// commit the pass.
-    group_changes: Vec<(Envelope, (String, String), zmq::Message)>,
+    group_changes: Vec<(Envelope, Handout, zmq::Message)>,
+    /// The deliveries among the queued replies, by their place in `queue`, so that one whose
+    /// member is gone can be given back.
+    handouts: Vec<(usize, Handout)>,
 }
 
 impl Outbox {
@@ -476,29 +505,37 @@ impl Outbox {
     /// Queues `response` for `envelope`, keeping it until the groups commit if it reports a
     /// change of a group's state.
     fn push_reply(&mut self, envelope: Envelope, response: Response<'_>) {
-        let key = match &response {
+        let (group, topic, offsets) = match &response {
+            Response::Delivered { group, topic, messages, .. } => {
+                (*group, *topic, messages.iter().map(|m| m.offset).collect())
+            }
             Response::Joined { group, topic, .. }
-            | Response::Delivered { group, topic, .. }
             | Response::Acked { group, topic, .. }
-            | Response::Reset { group, topic, .. } => ((*group).to_owned(), (*topic).to_owned()),
+            | Response::Reset { group, topic, .. } => (*group, *topic, Vec::new()),
             _ => return self.push(envelope, response),
         };
+        let change = Handout { group: group.to_owned(), topic: topic.to_owned(), offsets };
         self.scratch.clear();
         encode_response(response, &mut self.scratch);
-        self.group_changes.push((envelope, key, zmq::Message::from(&self.scratch[..])));
+        self.group_changes.push((envelope, change, zmq::Message::from(&self.scratch[..])));
     }
 
     /// Queues the kept group replies, turning those of group states that could not be stored
     /// into refusals: their changes were undone.
     fn settle_groups(&mut self, failures: &[GroupCommitFailure]) {
-        for (envelope, key, reply) in std::mem::take(&mut self.group_changes) {
-            match failures.iter().find(|f| f.group == key.0 && f.topic == key.1) {
-                None => self.queue.push((envelope, reply)),
+        for (envelope, change, reply) in std::mem::take(&mut self.group_changes) {
+            match failures.iter().find(|f| f.group == change.group && f.topic == change.topic) {
+                None => {
+                    if !change.offsets.is_empty() {
+                        self.handouts.push((self.queue.len(), change));
+                    }
+                    self.queue.push((envelope, reply));
+                }
                 Some(failure) => {
                     let reason = format!(
                         "could not store the state of group {:?} on topic {:?} ({}); nothing was \
                          changed",
-                        key.0, key.1, failure.error
+                        change.group, change.topic, failure.error
                     );
                     self.push(envelope, Response::error(ErrorCode::InternalError, reason));
                 }
@@ -514,16 +551,21 @@ impl Outbox {
     }
 
     /// Sends every queued reply. A peer that is gone or not reading loses its reply, and the
-    /// broker goes on.
-    fn flush(&mut self, socket: &zmq::Socket) {
-        for (envelope, body) in self.queue.drain(..) {
+    /// broker goes on; returns the group deliveries among the lost replies.
+    fn flush(&mut self, socket: &zmq::Socket) -> Vec<Handout> {
+        let mut handouts = std::mem::take(&mut self.handouts).into_iter().peekable();
+        let mut lost = Vec::new();
+        for (at, (envelope, body)) in self.queue.drain(..).enumerate() {
+            let handout = handouts.next_if(|(place, _)| *place == at).map(|(_, h)| h);
             if let Err(error) = send(socket, envelope, body) {
                 match error {
                     zmq::Error::EHOSTUNREACH => debug!("reply dropped: the peer is gone"),
                     error => warn!(%error, "reply dropped"),
                 }
+                lost.extend(handout);
             }
         }
+        lost
     }
 }
 

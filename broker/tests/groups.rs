@@ -567,3 +567,30 @@ fn group_fetches_respect_their_limits_and_mix_redeliveries_with_new_messages() {
     let info = state(&socket, "g", "t");
     assert_eq!((info.committed_offset, info.delivered_offset, info.pending), (0, 5, 4));
 }
+
+#[test]
+fn a_delivery_to_a_member_that_is_gone_goes_to_another_at_once() {
+    // Long enough that a delivery lost to the gone member would show as a second timeout.
+    let timeout = Duration::from_millis(1500);
+    let broker = start(&["--group-ack-timeout", "1500ms"]);
+    let context = zmq::Context::new();
+    let (gone, b) = (broker.req(&context), broker.req(&context));
+    append_numbered(&b, "t", "m", 2);
+    let (_, token_gone) = claim(&gone, None, "gone");
+    let (_, token_b) = claim(&b, None, "b");
+    join(&gone, token_gone, "g", "t", GroupStart::Earliest);
+    join(&b, token_b, "g", "t", GroupStart::Earliest);
+    let delivered_at = Instant::now();
+    assert_eq!(take(&gone, token_gone, "g", "t", 10).offsets, [0, 1]);
+    // The member asks for more, waiting long, and goes away before the answer: its held fetch
+    // is the older one, so it is answered first when 0 and 1 come due, into a closed socket.
+    send(&gone, &group_fetch(token_gone, "g", "t", 10, LONG_WAIT_MS));
+    assert_silent(&gone, QUIET, "a group fetch with nothing due");
+    drop(gone);
+    send(&b, &group_fetch(token_b, "g", "t", 10, LONG_WAIT_MS));
+    let again = expect_delivered(receive(&b), "g", "t");
+    let waited = delivered_at.elapsed();
+    assert_eq!(again.redelivered, [0, 1]);
+    assert!(waited >= timeout, "{waited:?}");
+    assert!(waited < timeout + timeout / 2, "given back only after {waited:?}");
+}

@@ -250,6 +250,14 @@ impl Groups {
         self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)).map(change)
     }
 
+    /// Makes `offsets` of `group` on `topic`, if still pending, due at `now`: the reply that
+    /// delivered them could not be sent. Deadlines are not stored, so nothing is to be written.
+    pub fn give_back(&mut self, group: &str, topic: &str, offsets: &[u64], now: Instant) {
+        if let Some(state) = self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)) {
+            state.give_back(offsets, now);
+        }
+    }
+
     /// Makes claim `claim` (holding logical broker `broker`) a member of `group` on `topic`,
     /// creating the group's state there, starting at `start`, if it has none. Members whose
     /// claims `is_live` says have ended are forgotten first. Returns whether the state was

@@ -119,6 +119,20 @@ impl Subscription {
         redelivered
     }
 
+    /// Makes those of `offsets` that are still pending due at `now`: their delivery reached
+    /// nobody (the member was gone), so they may go to another member at once.
+    pub fn give_back(&mut self, offsets: &[u64], now: Instant) {
+        for offset in offsets {
+            if let Some(deadline) = self.pending.get_mut(offset) {
+                if *deadline > now {
+                    self.deadlines.remove(&(*deadline, *offset));
+                    *deadline = now;
+                    self.deadlines.insert((now, *offset));
+                }
+            }
+        }
+    }
+
     /// Checks that every offset of an acknowledgement was delivered to the group.
     ///
     /// # Errors
@@ -311,6 +325,19 @@ mod tests {
         // A late ack from the first member still counts.
         assert_eq!(state.ack(&[0, 1, 2]), Ok(3));
         assert_eq!(state.committed(), 3);
+    }
+
+    #[test]
+    fn a_delivery_that_reached_nobody_is_due_at_once() {
+        let start = Instant::now();
+        let mut state = Subscription::new(0);
+        deliver_new(&mut state, 3, start);
+        state.ack(&[1]).unwrap();
+        let later = start + Duration::from_millis(5);
+        state.give_back(&[0, 1, 2], later);
+        assert_eq!(state.due(later, 10), [0, 2]);
+        assert_eq!(state.next_due(), Some(later));
+        assert_eq!(state.pending(), 2);
     }
 
     #[test]
