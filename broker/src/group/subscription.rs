@@ -110,9 +110,10 @@ impl Subscription {
                 self.deadlines.remove(&(before, offset));
                 redelivered.push(offset);
             } else {
-                debug_assert_eq!(offset, self.delivered, "new deliveries are consecutive");
+                // New deliveries are consecutive from the delivered offset; were one to skip
+                // ahead, the offsets skipped would count as acknowledged, never as pending.
                 self.pending.insert(offset, deadline);
-                self.delivered = offset + 1;
+                self.delivered = offset.saturating_add(1);
             }
             self.deadlines.insert((deadline, offset));
         }
@@ -348,6 +349,15 @@ mod tests {
         state.ack(&[0]).unwrap();
         assert!(state.deliver(&[0], start + TIMEOUT).is_empty());
         assert_eq!((state.pending(), state.committed()), (0, 1));
+    }
+
+    #[test]
+    fn a_delivery_that_skips_ahead_counts_the_gap_as_acknowledged() {
+        let now = Instant::now();
+        let mut state = Subscription::new(3);
+        state.deliver(&[5], now + TIMEOUT);
+        assert_eq!((state.committed(), state.delivered(), state.pending()), (5, 6, 1));
+        assert_eq!(state.ack(&[3, 4]), Ok(0));
     }
 
     #[test]
