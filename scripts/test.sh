@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the Python client's packages, every crate's unit and integration
-# tests (the Python client's round trip among them), then the end-to-end demos.
+# tests (the Python client's round trip among them), then the end-to-end demos. Ends with one
+# summary line counting every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
-cargo test --workspace
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+count() { grep -Eo "[0-9]+ $1" "$log" | awk '{ n += $1 } END { print n + 0 }'; }
+passed=$(count passed)
+failed=$(count failed)
+
 scripts/demo.sh
 scripts/groups-demo.sh
+echo "tests: $((passed + 2)) passed, $failed failed"

@@ -140,9 +140,30 @@ impl Server<'_> {
         self.serve_grown(cx_time.instant);
         let failures = self.broker.groups.commit();
         self.outbox.settle_groups(&failures);
-        let lost = self.outbox.flush(&self.socket);
+        let lost = self.send_replies(&cx_time);
         self.give_back(lost, cx_time.instant);
         Ok(())
+    }
+
+    /// Sends the pass's replies. A claim granted to a peer that is gone (a client that gave up
+    /// waiting) is released again and handed to the next waiter, rather than left to expire.
+    /// Returns the group deliveries whose reply could not be sent.
+    fn send_replies(&mut self, clock: &Clock) -> Vec<Handout> {
+        let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer: "" };
+        let mut lost = Vec::new();
+        loop {
+            let undelivered = self.outbox.flush(&self.socket);
+            lost.extend(undelivered.handouts);
+            if undelivered.claims.is_empty() {
+                return lost;
+            }
+            for token in undelivered.claims {
+                if let Ok(id) = self.broker.brokers.release(token) {
+                    info!(broker = id, "released a claim whose holder left before the reply");
+                }
+            }
+            self.serve_waiting_claims(&cx);
+        }
     }
 
     /// Makes deliveries whose reply could not be sent (the member is gone) due again at once,
@@ -388,7 +409,7 @@ impl Server<'_> {
             }
         }
         // Deliveries that cannot be sent now stay pending, and come due with their timeout.
-        self.outbox.flush(&self.socket);
+        self.send_replies(&Clock::now());
         self.broker.store.close();
         Ok(())
     }
@@ -460,13 +481,22 @@ struct Handout {
     offsets: Vec<u64>,
 }
 
+/// What [`Outbox::flush`] could not send and the server must see to.
+#[derive(Debug, Default)]
+struct Undelivered {
+    /// The tokens of `claimed` replies: claims granted to a peer that is gone.
+    claims: Vec<u64>,
+    /// Group deliveries to a member that is gone.
+    handouts: Vec<Handout>,
+}
+
 /// Replies waiting for the end of the pass.
 #[derive(Default)]
 struct Outbox {
     /// Reused buffer each reply is encoded into.
     scratch: Vec<u8>,
-    /// Encoded replies and where they go.
-    queue: Vec<(Envelope, zmq::Message)>,
+    /// Encoded replies, where they go, and the claim token a `claimed` reply carries.
+    queue: Vec<(Envelope, zmq::Message, Option<u64>)>,
     /// Acknowledgements of appends, with their topic, until the store commits the pass.
     appends: Vec<(Envelope, String, zmq::Message)>,
     /// Replies reporting changes of a group's state, with its group and topic, until the groups
@@ -490,7 +520,7 @@ impl Outbox {
     fn settle(&mut self, failures: &[CommitFailure]) {
         for (envelope, topic, reply) in std::mem::take(&mut self.appends) {
             match failures.iter().find(|f| f.topic == topic) {
-                None => self.queue.push((envelope, reply)),
+                None => self.queue.push((envelope, reply, None)),
                 Some(failure) => {
                     let reason = format!(
                         "could not store the messages ({}); nothing was appended",
@@ -529,7 +559,7 @@ impl Outbox {
                     if !change.offsets.is_empty() {
                         self.handouts.push((self.queue.len(), change));
                     }
-                    self.queue.push((envelope, reply));
+                    self.queue.push((envelope, reply, None));
                 }
                 Some(failure) => {
                     let reason = format!(
@@ -545,27 +575,33 @@ impl Outbox {
 
     /// Encodes `response` and queues it for `envelope`.
     fn push(&mut self, envelope: Envelope, response: Response<'_>) {
+        let claim = match response {
+            Response::Claimed { claim, .. } => Some(claim),
+            _ => None,
+        };
         self.scratch.clear();
         encode_response(response, &mut self.scratch);
-        self.queue.push((envelope, zmq::Message::from(&self.scratch[..])));
+        self.queue.push((envelope, zmq::Message::from(&self.scratch[..]), claim));
     }
 
     /// Sends every queued reply. A peer that is gone or not reading loses its reply, and the
-    /// broker goes on; returns the group deliveries among the lost replies.
-    fn flush(&mut self, socket: &zmq::Socket) -> Vec<Handout> {
+    /// broker goes on. Returns the claim tokens of `claimed` replies and the group deliveries
+    /// that could not be sent.
+    fn flush(&mut self, socket: &zmq::Socket) -> Undelivered {
         let mut handouts = std::mem::take(&mut self.handouts).into_iter().peekable();
-        let mut lost = Vec::new();
-        for (at, (envelope, body)) in self.queue.drain(..).enumerate() {
+        let mut undelivered = Undelivered::default();
+        for (at, (envelope, body, claim)) in self.queue.drain(..).enumerate() {
             let handout = handouts.next_if(|(place, _)| *place == at).map(|(_, h)| h);
             if let Err(error) = send(socket, envelope, body) {
                 match error {
                     zmq::Error::EHOSTUNREACH => debug!("reply dropped: the peer is gone"),
                     error => warn!(%error, "reply dropped"),
                 }
-                lost.extend(handout);
+                undelivered.claims.extend(claim);
+                undelivered.handouts.extend(handout);
             }
         }
-        lost
+        undelivered
     }
 }
 

@@ -58,6 +58,30 @@ fn a_waiting_claim_is_answered_as_soon_as_a_broker_is_released() {
 }
 
 #[test]
+fn a_claim_granted_to_a_client_that_left_goes_to_the_next_waiter() {
+    let broker = start_preloaded();
+    let context = zmq::Context::new();
+    let (a, b) = (broker.req(&context), broker.req(&context));
+    let (_, token_a) = claim(&a, None, "a");
+    claim(&b, None, "b");
+
+    // `gone` waits for a broker, then gives up and closes its socket; `next` waits after it.
+    let gone = broker.req(&context);
+    send(&gone, &Request::Claim { broker: None, wait_ms: LONG_WAIT_MS, client: Some("gone") });
+    assert_silent(&gone, QUIET, "a claim while both brokers are claimed");
+    drop(gone);
+    let next = broker.req(&context);
+    send(&next, &Request::Claim { broker: None, wait_ms: LONG_WAIT_MS, client: Some("next") });
+    assert_silent(&next, QUIET, "a second waiting claim");
+
+    // Broker 1 goes to `gone` first; the grant cannot be delivered, so it passes on.
+    assert_eq!(release(&a, token_a), 1);
+    let reply = receive(&next);
+    assert_eq!(claimed_broker(&reply), 1, "{reply:?}");
+    assert_eq!(status(&a)[0].holder.as_deref(), Some("next"));
+}
+
+#[test]
 fn waiting_claims_are_served_first_come_first_served_among_those_that_fit() {
     let broker = start_preloaded();
     let context = zmq::Context::new();

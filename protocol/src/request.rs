@@ -163,8 +163,8 @@ pub struct GroupFetch<'a> {
 
 /// How much of a topic the broker keeps; `None` leaves a limit to the broker's default.
 ///
-/// Old messages go a whole segment at a time, once the rest still satisfies every limit, like
-/// Kafka's `retention.bytes` and `retention.ms`.
+/// Old messages go a whole segment at a time, as soon as any one limit lets the oldest segment
+/// go (the strictest limit wins), like Kafka's `retention.bytes` and `retention.ms`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
     /// Keep at least this many of the newest messages, and not many more.

@@ -143,15 +143,22 @@ pub fn remove(dir: &Path, name: &str) -> io::Result<()> {
     }
 }
 
-/// The state files of `dir`, creating it if needed and removing files a crash left half
-/// written, each with its bytes.
+/// A state file's path and its bytes.
+pub type StoredFile = (PathBuf, Vec<u8>);
+
+/// The state files of `dir`, each with its bytes, removing files a crash left half written.
+/// `None` when there is no such directory: no group state was ever stored.
 ///
 /// # Errors
-/// The directory cannot be made or read, or a file cannot be read.
-pub fn read_all(dir: &Path) -> io::Result<Vec<(PathBuf, Vec<u8>)>> {
-    fs::create_dir_all(dir)?;
+/// The directory or a file cannot be read.
+pub fn read_all(dir: &Path) -> io::Result<Option<Vec<StoredFile>>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
     let mut files = Vec::new();
-    for entry in fs::read_dir(dir)? {
+    for entry in entries {
         let path = entry?.path();
         match path.extension().and_then(|e| e.to_str()) {
             Some(EXTENSION) => {
@@ -163,7 +170,20 @@ pub fn read_all(dir: &Path) -> io::Result<Vec<(PathBuf, Vec<u8>)>> {
         }
     }
     files.sort();
-    Ok(files)
+    Ok(Some(files))
+}
+
+/// Makes the groups directory `dir`, for the first state stored; flushes its parent's entries
+/// when `sync`, so that the directory lasts.
+///
+/// # Errors
+/// The directory cannot be made, or its parent cannot be flushed.
+pub fn create_dir(dir: &Path, sync: bool) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    match dir.parent() {
+        Some(parent) if sync => sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 /// Flushes a directory's entries (new, renamed or removed files) to disk.
@@ -229,19 +249,23 @@ mod tests {
 
     #[test]
     fn replacing_leaves_one_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("groups");
+        assert_eq!(read_all(&dir).unwrap(), None);
+        create_dir(&dir, true).unwrap();
+        let dir = tempfile::TempDir::new_in(&dir).unwrap();
         let name = file_name("g", "t");
         replace(dir.path(), &name, &encode(&saved()), true).unwrap();
         let next = Saved { delivered: 12, ..saved() };
         replace(dir.path(), &name, &encode(&next), false).unwrap();
         // A half-written state left by a crash is cleared away at start-up.
         fs::write(dir.path().join(format!("{name}.new")), b"half").unwrap();
-        let files = read_all(dir.path()).unwrap();
+        let files = read_all(dir.path()).unwrap().unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(decode(&files[0].1), Ok(next));
         assert!(!dir.path().join(format!("{name}.new")).exists());
         remove(dir.path(), &name).unwrap();
         remove(dir.path(), &name).unwrap();
-        assert!(read_all(dir.path()).unwrap().is_empty());
+        assert_eq!(read_all(dir.path()).unwrap(), Some(Vec::new()));
     }
 }

@@ -129,6 +129,9 @@ type Key = (String, String);
 struct Files {
     /// The groups directory.
     dir: PathBuf,
+    /// Whether the directory exists: it is made when the first state is stored, so that a
+    /// broker whose clients use no groups keeps nothing but its topics.
+    exists: bool,
     /// Whether files are flushed to disk before the commit ends.
     sync: bool,
     /// The states changed in this pass, in the order of their first change.
@@ -177,11 +180,12 @@ impl Groups {
         let stored = disk::read_all(&dir).map_err(io_error)?;
         groups.files = Some(Files {
             dir: dir.clone(),
+            exists: stored.is_some(),
             sync: config.fsync != Fsync::Never,
             changed: Vec::new(),
             undo: HashMap::new(),
         });
-        for (file, bytes) in stored {
+        for (file, bytes) in stored.unwrap_or_default() {
             let saved = disk::decode(&bytes)
                 .map_err(|reason| OpenError::Damaged { file: file.clone(), reason })?;
             let Ok(topic) = store.topic(&saved.topic) else {
@@ -311,7 +315,7 @@ impl Groups {
             }
             tracing::info!(group, topic, "forgot the group's state with its topic");
         }
-        if let Some(files) = self.files.as_ref().filter(|f| f.sync) {
+        if let Some(files) = self.files.as_ref().filter(|f| f.sync && f.exists) {
             if let Err(error) = disk::sync_dir(&files.dir) {
                 tracing::warn!(%error, "cannot flush the groups directory");
             }
@@ -368,7 +372,21 @@ impl Groups {
         let mut undo = std::mem::take(&mut files.undo);
         let mut written = Vec::new();
         let mut failed = Vec::new();
-        for key in std::mem::take(&mut files.changed) {
+        let changed = std::mem::take(&mut files.changed);
+        if !files.exists && !changed.is_empty() {
+            match disk::create_dir(&files.dir, files.sync) {
+                Ok(()) => files.exists = true,
+                Err(error) => {
+                    let reason = format!("cannot make {}: {error}", files.dir.display());
+                    failed.extend(
+                        changed
+                            .iter()
+                            .map(|key| (key.clone(), io::Error::new(error.kind(), reason.clone()))),
+                    );
+                }
+            }
+        }
+        for key in changed.into_iter().filter(|_| files.exists) {
             let Some(state) = self.groups.get(&key.0).and_then(|topics| topics.get(&key.1)) else {
                 // Its topic was deleted in the same pass; its file went with it.
                 continue;

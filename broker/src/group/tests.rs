@@ -224,3 +224,17 @@ fn a_pass_whose_states_cannot_be_stored_is_undone() {
     assert!(groups.get("g", "t").unwrap().is_member(1), "members stay");
     assert!(groups.list(None, Some("t")).iter().all(|(g, _, _)| *g == "g"));
 }
+
+#[test]
+fn the_groups_directory_is_made_with_the_first_state_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(Some(dir.path()), &["t"], 1);
+    let groups_dir = dir.path().join("groups");
+    let mut groups = open(&dir, &store);
+    assert!(groups.commit().is_empty());
+    assert!(!groups_dir.exists(), "no group, no directory");
+    groups.join("g", "t", (1, 1), 0, |_| true);
+    assert!(groups.commit().is_empty());
+    assert_eq!(fs::read_dir(&groups_dir).unwrap().count(), 1);
+    assert_eq!(summary(&open(&dir, &store)).len(), 1);
+}

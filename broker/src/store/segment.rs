@@ -101,7 +101,9 @@ impl Segment {
             at = body_start + body_len;
         };
         data.truncate(at);
-        data.reserve(capacity.saturating_sub(data.len()));
+        // Exactly: `fits` measures against the capacity, so extra room would let the segment
+        // grow past its configured size.
+        data.reserve_exact(capacity.saturating_sub(data.len()));
         let persisted = data.len();
         let segment =
             Segment { base_offset, data, index, last_timestamp, payload_bytes, persisted };

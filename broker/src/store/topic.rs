@@ -22,10 +22,12 @@ pub struct Topic {
     /// Messages below this offset are durable under the store's flush policy and may be read;
     /// those from here to `end` were appended in the present pass and are not yet.
     committed: u64,
-    /// Messages held, committed or not.
+    /// Committed messages held.
     messages: u64,
-    /// Bytes of keys and values held.
+    /// Bytes of keys and values of the committed messages held.
     payload_bytes: u64,
+    /// Messages, and their bytes of keys and values, appended since the last commit.
+    uncommitted: (u64, u64),
     /// Limits set for this topic, over the store's defaults.
     retention: Retention,
     /// The topic's files, for a store on disk.
@@ -65,6 +67,7 @@ impl Topic {
             committed: 0,
             messages: 0,
             payload_bytes: 0,
+            uncommitted: (0, 0),
             retention,
             files: None,
         }
@@ -150,8 +153,8 @@ impl Topic {
         };
         let offset = segment.push(timestamp, key, value);
         self.end = offset + 1;
-        self.messages += 1;
-        self.payload_bytes += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
+        self.uncommitted.0 += 1;
+        self.uncommitted.1 += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
         offset
     }
 
@@ -170,12 +173,12 @@ impl Topic {
         self.committed
     }
 
-    /// Messages held.
+    /// Committed messages held.
     pub fn messages(&self) -> u64 {
         self.messages
     }
 
-    /// Bytes of keys and values held.
+    /// Bytes of keys and values of the committed messages held.
     pub fn payload_bytes(&self) -> u64 {
         self.payload_bytes
     }
@@ -230,6 +233,9 @@ impl Topic {
             }
         }
         self.committed = self.end;
+        self.messages += self.uncommitted.0;
+        self.payload_bytes += self.uncommitted.1;
+        self.uncommitted = (0, 0);
         Ok(())
     }
 
@@ -247,19 +253,16 @@ impl Topic {
     /// Drops the messages from the committed end on, in memory and on disk.
     fn roll_back(&mut self) {
         let keep = self.committed;
+        self.uncommitted = (0, 0);
         while self.segments.back().is_some_and(|s| s.base_offset() >= keep) {
             let Some(segment) = self.segments.pop_back() else { break };
-            self.messages -= segment.next_offset() - segment.base_offset();
-            self.payload_bytes -= segment.payload_bytes();
             if let Some(files) = &mut self.files {
                 files.remove_segment(segment.base_offset(), segment.len_bytes());
             }
         }
         if let Some(segment) = self.segments.back_mut() {
             let before = segment.len_bytes();
-            let (messages, payload) = segment.truncate(keep);
-            self.messages -= messages;
-            self.payload_bytes -= payload;
+            segment.truncate(keep);
             if let Some(files) = &mut self.files {
                 files.truncate_segment(segment.base_offset(), before, segment.len_bytes());
             }
