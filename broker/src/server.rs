@@ -470,7 +470,8 @@ fn split_envelope(
     }
 }
 
-/// Messages a group fetch delivered, for a reply that has yet to be sent.
+/// The group state a reply yet to be sent reports on, and the messages it delivers (none for
+/// a reply to a join, an ack or a reset).
 #[derive(Debug)]
 struct Handout {
     /// The group.
