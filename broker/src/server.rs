@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{decode_request, encode_response, ErrorCode, Response};
+use protocol::{decode_request, encode_response, ErrorCode, Request, Response};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -191,14 +191,19 @@ impl Server<'_> {
     fn receive(&self) -> Result<Option<Vec<zmq::Message>>, Error> {
         let mut frames = Vec::with_capacity(3);
         loop {
-            match self.socket.recv_msg(zmq::DONTWAIT) {
-                Ok(frame) => frames.push(frame),
+            let more = match self.socket.recv_msg(zmq::DONTWAIT) {
+                // The frame itself says whether more follow: no call into the socket.
+                Ok(frame) => {
+                    let more = frame.get_more();
+                    frames.push(frame);
+                    more
+                }
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR) if frames.is_empty() => {
                     return Ok(None)
                 }
                 Err(e) => return Err(e.into()),
-            }
-            if !self.socket.get_rcvmore()? {
+            };
+            if !more {
                 return Ok(Some(frames));
             }
         }
@@ -220,7 +225,6 @@ impl Server<'_> {
                 return;
             }
         };
-        let peer = peer_of(&mut body);
         let request = match decode_request(&body) {
             Ok(request) => request,
             Err(error) => {
@@ -230,9 +234,22 @@ impl Server<'_> {
                 return;
             }
         };
+        // Only a claim that names no client needs the peer's address (as its holder). Looked
+        // up for every request, it took about 5 % of the serve loop's instructions per small
+        // append, so the others go without.
+        if let Request::Claim { broker, wait_ms, client: None } = request {
+            let peer = peer_of(&mut body);
+            let request = Request::Claim { broker, wait_ms, client: None };
+            return self.dispatch(request, envelope, clock, &peer);
+        }
+        self.dispatch(request, envelope, clock, "");
+    }
+
+    /// Applies a decoded request, then queues its reply or holds it.
+    fn dispatch(&mut self, request: Request<'_>, envelope: Envelope, clock: &Clock, peer: &str) {
         debug!(op = request.op(), "request");
-        let released = matches!(request, protocol::Request::Release { .. });
-        let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer: &peer };
+        let released = matches!(request, Request::Release { .. });
+        let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer };
         match cmd::apply(request, self.broker, &cx) {
             Outcome::Reply(response) => {
                 if let Response::Appended { topic, .. }
@@ -248,7 +265,6 @@ impl Server<'_> {
                 let refused = matches!(response, Response::Error { .. });
                 match response {
                     Response::Appended { topic, .. } => {
-                        let topic = topic.to_owned();
                         self.outbox.push_until_commit(envelope, topic, response);
                     }
                     response => self.outbox.push_reply(envelope, response),
@@ -450,6 +466,11 @@ fn split_envelope(
 ) -> Result<(Envelope, zmq::Message), Option<(Envelope, &'static str)>> {
     match frames.iter().position(|f| f.is_empty()) {
         Some(0) | None if frames.len() < 2 => Err(None),
+        // The usual shape, a REQ peer's: the body is the last frame, right after the delimiter.
+        Some(delimiter) if delimiter + 2 == frames.len() => {
+            let body = frames.pop().expect("a frame after the delimiter");
+            Ok((frames, body))
+        }
         Some(delimiter) => {
             let body = frames.split_off(delimiter + 1);
             match <[zmq::Message; 1]>::try_from(body) {
@@ -498,8 +519,11 @@ struct Outbox {
     scratch: Vec<u8>,
     /// Encoded replies, where they go, and the claim token a `claimed` reply carries.
     queue: Vec<(Envelope, zmq::Message, Option<u64>)>,
-    /// Acknowledgements of appends, with their topic, until the store commits the pass.
-    appends: Vec<(Envelope, String, zmq::Message)>,
+    /// Acknowledgements of appends, with their topic's place in `append_topics`, until the
+    /// store commits the pass.
+    appends: Vec<(Envelope, usize, zmq::Message)>,
+    /// The topics appended to in this pass, each once.
+    append_topics: Vec<String>,
     /// Replies reporting changes of a group's state, with its group and topic, until the groups
     /// commit the pass.
     group_changes: Vec<(Envelope, Handout, zmq::Message)>,
@@ -510,17 +534,26 @@ struct Outbox {
 
 impl Outbox {
     /// Encodes the acknowledgement of an append to `topic` and keeps it until the commit.
-    fn push_until_commit(&mut self, envelope: Envelope, topic: String, response: Response<'_>) {
-        self.scratch.clear();
-        encode_response(response, &mut self.scratch);
-        self.appends.push((envelope, topic, zmq::Message::from(&self.scratch[..])));
+    fn push_until_commit(&mut self, envelope: Envelope, topic: &str, response: Response<'_>) {
+        let index = match self.append_topics.iter().position(|t| t == topic) {
+            Some(index) => index,
+            None => {
+                self.append_topics.push(topic.to_owned());
+                self.append_topics.len() - 1
+            }
+        };
+        let reply = self.encode(response);
+        self.appends.push((envelope, index, reply));
     }
 
     /// Queues the kept acknowledgements, turning those of topics whose commit failed into
     /// refusals: their messages were dropped.
     fn settle(&mut self, failures: &[CommitFailure]) {
-        for (envelope, topic, reply) in std::mem::take(&mut self.appends) {
-            match failures.iter().find(|f| f.topic == topic) {
+        // Taken out to be read while replies are pushed, and put back to keep their room.
+        let mut appends = std::mem::take(&mut self.appends);
+        let mut topics = std::mem::take(&mut self.append_topics);
+        for (envelope, index, reply) in appends.drain(..) {
+            match failures.iter().find(|f| f.topic == topics[index]) {
                 None => self.queue.push((envelope, reply, None)),
                 Some(failure) => {
                     let reason = format!(
@@ -531,6 +564,9 @@ impl Outbox {
                 }
             }
         }
+        topics.clear();
+        self.appends = appends;
+        self.append_topics = topics;
     }
 
     /// Queues `response` for `envelope`, keeping it until the groups commit if it reports a
@@ -546,15 +582,16 @@ impl Outbox {
             _ => return self.push(envelope, response),
         };
         let change = Handout { group: group.to_owned(), topic: topic.to_owned(), offsets };
-        self.scratch.clear();
-        encode_response(response, &mut self.scratch);
-        self.group_changes.push((envelope, change, zmq::Message::from(&self.scratch[..])));
+        let reply = self.encode(response);
+        self.group_changes.push((envelope, change, reply));
     }
 
     /// Queues the kept group replies, turning those of group states that could not be stored
     /// into refusals: their changes were undone.
     fn settle_groups(&mut self, failures: &[GroupCommitFailure]) {
-        for (envelope, change, reply) in std::mem::take(&mut self.group_changes) {
+        // Taken out to be read while replies are pushed, and put back to keep its room.
+        let mut changes = std::mem::take(&mut self.group_changes);
+        for (envelope, change, reply) in changes.drain(..) {
             match failures.iter().find(|f| f.group == change.group && f.topic == change.topic) {
                 None => {
                     if !change.offsets.is_empty() {
@@ -572,6 +609,7 @@ impl Outbox {
                 }
             }
         }
+        self.group_changes = changes;
     }
 
     /// Encodes `response` and queues it for `envelope`.
@@ -580,9 +618,20 @@ impl Outbox {
             Response::Claimed { claim, .. } => Some(claim),
             _ => None,
         };
+        let reply = self.encode(response);
+        self.queue.push((envelope, reply, claim));
+    }
+
+    /// Encodes `response` into a message, through the reused buffer.
+    ///
+    /// Copying out of the buffer is faster than handing the buffer itself to ZeroMQ: each
+    /// handed-over buffer is freed by ZeroMQ's I/O thread and a fresh one allocated for the
+    /// next reply, and for fetches of 1,000 messages of 100 bytes that came to 2.3M-2.8M
+    /// messages/s against 3.1M-3.9M with the copy.
+    fn encode(&mut self, response: Response<'_>) -> zmq::Message {
         self.scratch.clear();
         encode_response(response, &mut self.scratch);
-        self.queue.push((envelope, zmq::Message::from(&self.scratch[..]), claim));
+        zmq::Message::from(&self.scratch[..])
     }
 
     /// Sends every queued reply. A peer that is gone or not reading loses its reply, and the

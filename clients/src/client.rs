@@ -174,23 +174,27 @@ impl Client {
         request: &Request<'_>,
         read: impl FnOnce(Response<'_>) -> Result<T>,
     ) -> Result<T> {
-        self.frame.clear();
-        encode_request(request, &mut self.frame);
+        // Taken out of `self` for the exchange, which needs `self` mutably; put back after.
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        encode_request(request, &mut frame);
         let held = Duration::from_millis(held_ms(request).min(MAX_WAIT_MS));
         let attempts = if is_safe_to_retry(request) { 2 } else { 1 };
         let cancellable =
             !matches!(request, Request::Append(_) | Request::Release { .. } | Request::Ack { .. });
         let mut attempt = 1;
         let reply = loop {
-            debug!(op = request.op(), bytes = self.frame.len(), attempt, "request");
-            match self.exchange(self.timeout + held, cancellable) {
+            debug!(op = request.op(), bytes = frame.len(), attempt, "request");
+            match self.exchange(&frame, self.timeout + held, cancellable) {
                 Err(ClientError::Unreachable { .. }) if attempt < attempts => {
                     debug!(op = request.op(), "no reply in time; retrying on a new socket");
                     attempt += 1;
                 }
-                other => break other?,
+                other => break other,
             }
         };
+        self.frame = frame;
+        let reply = reply?;
         let response = decode_response(&reply).map_err(ClientError::Decode)?;
         debug!(reply = response.name(), bytes = reply.len(), "reply");
         if let Response::Error { code, reason, range } = response {
@@ -405,10 +409,27 @@ impl Client {
         })
     }
 
-    /// Sends the encoded request in `self.frame` and waits up to `limit` for the reply,
-    /// in slices short enough to notice the shutdown flag when `cancellable`.
-    fn exchange(&mut self, limit: Duration, cancellable: bool) -> Result<zmq::Message> {
-        if let Err(e) = self.socket.send(&self.frame[..], 0) {
+    /// Sends `frame`, a request encoded already, and returns the reply frame undecoded. Not
+    /// retried, and cut short by the shutdown flag. For load generators, which send the same
+    /// bytes many times and time the exchange alone.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] when no reply came within the timeout,
+    /// [`ClientError::Interrupted`] when the shutdown flag ended the wait,
+    /// [`ClientError::Socket`] when the socket failed.
+    pub fn round_trip(&mut self, frame: &[u8]) -> Result<zmq::Message> {
+        self.exchange(frame, self.timeout, true)
+    }
+
+    /// Sends the encoded request `frame` and waits up to `limit` for the reply, in slices
+    /// short enough to notice the shutdown flag when `cancellable`.
+    fn exchange(
+        &mut self,
+        frame: &[u8],
+        limit: Duration,
+        cancellable: bool,
+    ) -> Result<zmq::Message> {
+        if let Err(e) = self.socket.send(frame, 0) {
             self.reset()?;
             return Err(match e {
                 // The send timeout passed: the outgoing queue is full, nothing is connected.

@@ -21,6 +21,7 @@ use crate::client::{Claimed, Client};
 use crate::group::{self, GroupArgs, Member, Reading, ResetArgs};
 use crate::interactive;
 use crate::output::{self, MessageFormat};
+use crate::perf::{self, ConsumePerfArgs};
 use crate::{ClientError, Result, Shutdown};
 
 /// How long a follow asks the broker to hold each fetch when it has caught up.
@@ -175,6 +176,9 @@ pub enum Command {
         #[command(flatten)]
         to: ResetArgs,
     },
+    /// Measure fetch throughput and latency, like Kafka's consumer perf test.
+    #[command(after_help = perf::CONSUME_HELP)]
+    Perf(ConsumePerfArgs),
 }
 
 /// Where a follow starts.
@@ -199,9 +203,12 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     if args.command.is_none() && !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
         return Err(ClientError::NotATerminal);
     }
+    let spec = ClaimSpec::new("consumer", args.broker, args.wait);
+    if let Some(Command::Perf(perf)) = &args.command {
+        return perf::consume(&args.connection, perf, &spec, args.json, shutdown);
+    }
     let mut client = Client::connect(&args.connection.connect, args.connection.timeout)?
         .with_shutdown(shutdown.clone());
-    let spec = ClaimSpec::new("consumer", args.broker, args.wait);
     let format = MessageFormat {
         json: args.json,
         print_key: args.print_key,
@@ -233,8 +240,9 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     }
     let mut claimed = claim::acquire(&mut client, &spec)?;
     let result = match command {
-        // Answered above, without a claim.
+        // Answered above, without a claim (or with claims of their own).
         Command::Status
+        | Command::Perf(_)
         | Command::Groups { .. }
         | Command::Ack { .. }
         | Command::GroupReset { .. } => Ok(()),
@@ -300,6 +308,7 @@ fn check_names(command: Option<&Command>) -> Result<()> {
             (Some(topic), Some(group))
         }
         Some(Command::Groups { group, topic }) => (topic.as_ref(), group.as_ref()),
+        Some(Command::Perf(ConsumePerfArgs { topic, .. })) => (Some(topic), None),
         _ => (None, None),
     };
     if let Some(name) = topic {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod group;
 pub mod interactive;
 pub mod output;
+pub mod perf;
 pub mod producer;
 pub mod shutdown;
 

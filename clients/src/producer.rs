@@ -12,12 +12,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::thread;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use protocol::{validate_topic_name, NewMessage};
 use tracing::debug;
 
 use crate::args::{non_empty, ConnectArgs};
 use crate::client::{Appended, Client};
+use crate::perf::{self, ProducePerfArgs};
 use crate::{ClientError, Result, Shutdown};
 
 /// At most this many bytes of keys and values go in one append from standard input (a single
@@ -41,7 +42,12 @@ const LINE_POLL: Duration = Duration::from_millis(100);
     about = "Append messages to a topic, from the command line or one per line of standard input",
     after_help = "Without MESSAGE arguments, standard input is read one message per line until \
                   end of input (Ctrl-D) or Ctrl-C; lines are sent in batches as they arrive. \
-                  The summary line gives the offsets of the first and last message appended."
+                  The summary line gives the offsets of the first and last message appended.\n\n\
+                  `producer perf` measures the broker instead (see `producer perf --help`); its \
+                  options go after the word perf. To append to a topic named perf, write \
+                  `producer -- perf MESSAGE...`.",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
 )]
 pub struct ProducerArgs {
     /// Where the broker is and how long to wait for it.
@@ -67,12 +73,24 @@ pub struct ProducerArgs {
     pub batch: u32,
 
     /// The topic to append to; created if it does not exist.
-    #[arg(value_name = "TOPIC")]
-    pub topic: String,
+    #[arg(value_name = "TOPIC", required = true)]
+    pub topic: Option<String>,
 
     /// Messages to append, all in one request. Without any, standard input is read.
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<String>,
+
+    /// A measurement instead of an append.
+    #[command(subcommand)]
+    pub command: Option<ProducerCommand>,
+}
+
+/// What the producer can do besides appending.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ProducerCommand {
+    /// Measure append throughput and latency, like Kafka's producer perf test.
+    #[command(after_help = perf::PRODUCE_HELP)]
+    Perf(ProducePerfArgs),
 }
 
 /// How each message gets its key.
@@ -174,21 +192,29 @@ impl fmt::Display for Produced {
 /// An invalid topic name (found before connecting), an unreachable broker, a refused append or
 /// unreadable input. What was appended before a failure is still printed.
 pub fn run(args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
-    validate_topic_name(&args.topic)
-        .map_err(|source| ClientError::InvalidTopic { name: args.topic.clone(), source })?;
+    let topic = match (&args.command, &args.topic) {
+        (Some(ProducerCommand::Perf(perf)), _) => {
+            return perf::produce(&args.connection, perf, shutdown)
+        }
+        (None, Some(topic)) => topic.as_str(),
+        // Argument parsing requires a topic when there is no command.
+        (None, None) => "",
+    };
+    validate_topic_name(topic)
+        .map_err(|source| ClientError::InvalidTopic { name: topic.to_owned(), source })?;
     let mut client = Client::connect(&args.connection.connect, args.connection.timeout)?
         .with_shutdown(shutdown.clone());
     let keys = KeyMode::from_args(&args);
-    let mut produced = Produced::new(&args.topic, args.messages.is_empty());
+    let mut produced = Produced::new(topic, args.messages.is_empty());
     let result = if args.messages.is_empty() {
         if io::stdin().is_terminal() {
             eprintln!("type one message per line; Ctrl-D (or Ctrl-C) sends what is left and ends");
         }
-        let batching = Batching { topic: &args.topic, keys: &keys, max_messages: args.batch };
+        let batching = Batching { topic, keys: &keys, max_messages: args.batch };
         produce_lines(&mut client, &batching, io::stdin(), shutdown, &mut produced)
     } else {
         let messages = args.messages.iter().map(|m| keys.message(m.as_bytes())).collect();
-        client.append(&args.topic, messages).map(|a| produced.add(args.messages.len(), a))
+        client.append(topic, messages).map(|a| produced.add(args.messages.len(), a))
     };
     if result.is_ok() || produced.messages > 0 {
         writeln!(io::stdout(), "{produced}").map_err(ClientError::output)?;
@@ -472,5 +498,20 @@ mod tests {
         ])
         .is_err());
         assert!(ProducerArgs::try_parse_from(["producer", "--key-separator", "", "t"]).is_err());
+        assert!(ProducerArgs::try_parse_from(["producer"]).is_err());
+    }
+
+    #[test]
+    fn perf_is_a_command_but_not_a_message() {
+        let parse = |args: &[&str]| ProducerArgs::try_parse_from(args).unwrap();
+        let perf = parse(&["producer", "perf", "--messages", "10", "--connect", "tcp://h:1"]);
+        assert_eq!(perf.connection.connect, "tcp://h:1");
+        let Some(ProducerCommand::Perf(perf)) = perf.command else { panic!("no perf command") };
+        assert_eq!((perf.messages, perf.batch, perf.size, perf.clients), (10, 1, 100, 1));
+        let message = parse(&["producer", "t", "perf"]);
+        assert_eq!((message.topic.as_deref(), message.command), (Some("t"), None));
+        assert_eq!(message.messages, ["perf"]);
+        let topic = parse(&["producer", "--", "perf", "m"]);
+        assert_eq!((topic.topic.as_deref(), topic.command), (Some("perf"), None));
     }
 }

@@ -1,16 +1,26 @@
 //! The MessagePack encoding of requests and replies.
 //!
 //! On the wire both are one flat MessagePack map with string keys (PROTOCOL.md, "Encoding").
-//! Decoding goes through a struct of optional fields, one per key any message may carry, so that
-//! keys may come in any order, unknown keys are ignored, and nothing is buffered or copied:
-//! strings and byte strings are borrowed from the frame. Each message's required fields are then
-//! checked, giving errors that name the field.
+//! Decoding reads the map's keys in any order into one struct of optional fields per direction,
+//! ignoring unknown keys and refusing a known key met twice; strings and byte strings are
+//! borrowed from the frame, never copied. Each message's required fields are then checked,
+//! giving errors that name the field.
+//!
+//! The maps are read and written by hand over [`crate::msgpack`] rather than through serde:
+//! batches of messages are most of what the broker and its clients do, and going through
+//! serde's generic data model took 2.2 to 4.2 times the instructions (for 1,000 values of 100
+//! bytes: decoding a `messages` reply 823k against 196k, decoding an `append` 315k against
+//! 76k). The bytes written are the same as rmp-serde writes, key for key; the small nested
+//! records of `status`, `list_topics` and `list_groups` replies still go through rmp-serde.
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use thiserror::Error;
 
+use crate::msgpack::{
+    write_array_len, write_bin, write_bool, write_map_len, write_str, write_uint, ReadError, Reader,
+};
 use crate::{
     Append, BrokerStatus, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Message, NewMessage,
     Request, ResetTo, Response, Retention, TopicInfo, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES,
@@ -42,165 +52,234 @@ impl DecodeError {
     }
 }
 
+/// One field of a map being read: `None` until its key is met, then its value, itself `None`
+/// when it was nil (which counts as absent). A key met twice is malformed.
+type Slot<T> = Option<Option<T>>;
+
 /// Every field a request frame may carry.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default)]
 struct WireRequest<'a> {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    v: Option<u32>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    op: Option<&'a str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    claim: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    broker: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    wait_ms: Option<u64>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    client: Option<&'a str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    topic: Option<&'a str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    offset: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_messages: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_bytes: Option<u32>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    messages: Option<Cow<'a, [NewMessage<'a>]>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retention_messages: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retention_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retention_ms: Option<u64>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    group: Option<&'a str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    start: Option<&'a str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    offsets: Option<Cow<'a, [u64]>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    to: Option<&'a str>,
+    v: Slot<u32>,
+    op: Slot<&'a str>,
+    claim: Slot<u64>,
+    broker: Slot<u32>,
+    wait_ms: Slot<u64>,
+    client: Slot<&'a str>,
+    topic: Slot<&'a str>,
+    offset: Slot<u64>,
+    max_messages: Slot<u32>,
+    max_bytes: Slot<u32>,
+    messages: Slot<Vec<NewMessage<'a>>>,
+    retention_messages: Slot<u64>,
+    retention_bytes: Slot<u64>,
+    retention_ms: Slot<u64>,
+    group: Slot<&'a str>,
+    start: Slot<&'a str>,
+    offsets: Slot<Vec<u64>>,
+    to: Slot<&'a str>,
+}
+
+impl<'a> WireRequest<'a> {
+    /// Reads the fields of a request map.
+    fn read(frame: &'a [u8]) -> Result<WireRequest<'a>, DecodeError> {
+        let mut r = Reader::new(frame);
+        let mut wire = WireRequest::default();
+        for _ in 0..r.map_len().map_err(|e| malformed("the frame", e))? {
+            let key = r.key().map_err(|e| malformed("a key", e))?;
+            let r = &mut r;
+            match key {
+                b"v" => fill(&mut wire.v, r, "field `v`", read_u32)?,
+                b"op" => fill(&mut wire.op, r, "field `op`", Reader::str)?,
+                b"claim" => fill(&mut wire.claim, r, "field `claim`", Reader::uint)?,
+                b"broker" => fill(&mut wire.broker, r, "field `broker`", read_u32)?,
+                b"wait_ms" => fill(&mut wire.wait_ms, r, "field `wait_ms`", Reader::uint)?,
+                b"client" => fill(&mut wire.client, r, "field `client`", Reader::str)?,
+                b"topic" => fill(&mut wire.topic, r, "field `topic`", Reader::str)?,
+                b"offset" => fill(&mut wire.offset, r, "field `offset`", Reader::uint)?,
+                b"max_messages" => {
+                    fill(&mut wire.max_messages, r, "field `max_messages`", read_u32)?
+                }
+                b"max_bytes" => fill(&mut wire.max_bytes, r, "field `max_bytes`", read_u32)?,
+                b"messages" => {
+                    fill_list(&mut wire.messages, r, "field `messages`", |r| read_new_message(r))?
+                }
+                b"retention_messages" => fill(
+                    &mut wire.retention_messages,
+                    r,
+                    "field `retention_messages`",
+                    Reader::uint,
+                )?,
+                b"retention_bytes" => {
+                    fill(&mut wire.retention_bytes, r, "field `retention_bytes`", Reader::uint)?
+                }
+                b"retention_ms" => {
+                    fill(&mut wire.retention_ms, r, "field `retention_ms`", Reader::uint)?
+                }
+                b"group" => fill(&mut wire.group, r, "field `group`", Reader::str)?,
+                b"start" => fill(&mut wire.start, r, "field `start`", Reader::str)?,
+                b"offsets" => fill_uints(&mut wire.offsets, r, "field `offsets`")?,
+                b"to" => fill(&mut wire.to, r, "field `to`", Reader::str)?,
+                _ => skip_unknown(r)?,
+            }
+        }
+        Ok(wire)
+    }
 }
 
 /// Every field a reply frame may carry.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default)]
 struct WireResponse<'a> {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    v: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    code: Option<u16>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    reply: Option<&'a str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    reason: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    brokers: Option<Vec<BrokerStatus>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    broker: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    claim: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    lease_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    topics: Option<Vec<TopicInfo>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    topic: Option<&'a str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    messages: Option<Vec<Message<'a>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    first_offset: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_offset: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    next_offset: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    end_offset: Option<u64>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    group: Option<&'a str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    committed_offset: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    members: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    created: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ack_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    redelivered: Option<Vec<u64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    acked: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    groups: Option<Vec<GroupInfo>>,
+    v: Slot<u32>,
+    code: Slot<u16>,
+    reply: Slot<&'a str>,
+    error: Slot<&'a str>,
+    reason: Slot<&'a str>,
+    brokers: Slot<Vec<BrokerStatus>>,
+    broker: Slot<u32>,
+    claim: Slot<u64>,
+    lease_ms: Slot<u64>,
+    topics: Slot<Vec<TopicInfo>>,
+    topic: Slot<&'a str>,
+    messages: Slot<Vec<Message<'a>>>,
+    first_offset: Slot<u64>,
+    last_offset: Slot<u64>,
+    next_offset: Slot<u64>,
+    end_offset: Slot<u64>,
+    group: Slot<&'a str>,
+    committed_offset: Slot<u64>,
+    members: Slot<u32>,
+    created: Slot<bool>,
+    ack_timeout_ms: Slot<u64>,
+    redelivered: Slot<Vec<u64>>,
+    acked: Slot<u64>,
+    groups: Slot<Vec<GroupInfo>>,
+}
+
+impl<'a> WireResponse<'a> {
+    /// Reads the fields of a reply map.
+    fn read(frame: &'a [u8]) -> Result<WireResponse<'a>, DecodeError> {
+        let mut r = Reader::new(frame);
+        let mut wire = WireResponse::default();
+        for _ in 0..r.map_len().map_err(|e| malformed("the frame", e))? {
+            let key = r.key().map_err(|e| malformed("a key", e))?;
+            let r = &mut r;
+            match key {
+                b"v" => fill(&mut wire.v, r, "field `v`", read_u32)?,
+                b"code" => fill(&mut wire.code, r, "field `code`", read_u16)?,
+                b"reply" => fill(&mut wire.reply, r, "field `reply`", Reader::str)?,
+                b"error" => fill(&mut wire.error, r, "field `error`", Reader::str)?,
+                b"reason" => fill(&mut wire.reason, r, "field `reason`", Reader::str)?,
+                b"brokers" => fill_nested(&mut wire.brokers, r, "field `brokers`")?,
+                b"broker" => fill(&mut wire.broker, r, "field `broker`", read_u32)?,
+                b"claim" => fill(&mut wire.claim, r, "field `claim`", Reader::uint)?,
+                b"lease_ms" => fill(&mut wire.lease_ms, r, "field `lease_ms`", Reader::uint)?,
+                b"topics" => fill_nested(&mut wire.topics, r, "field `topics`")?,
+                b"topic" => fill(&mut wire.topic, r, "field `topic`", Reader::str)?,
+                b"messages" => {
+                    fill_list(&mut wire.messages, r, "field `messages`", |r| read_message(r))?
+                }
+                b"first_offset" => {
+                    fill(&mut wire.first_offset, r, "field `first_offset`", Reader::uint)?
+                }
+                b"last_offset" => {
+                    fill(&mut wire.last_offset, r, "field `last_offset`", Reader::uint)?
+                }
+                b"next_offset" => {
+                    fill(&mut wire.next_offset, r, "field `next_offset`", Reader::uint)?
+                }
+                b"end_offset" => fill(&mut wire.end_offset, r, "field `end_offset`", Reader::uint)?,
+                b"group" => fill(&mut wire.group, r, "field `group`", Reader::str)?,
+                b"committed_offset" => {
+                    fill(&mut wire.committed_offset, r, "field `committed_offset`", Reader::uint)?
+                }
+                b"members" => fill(&mut wire.members, r, "field `members`", read_u32)?,
+                b"created" => fill(&mut wire.created, r, "field `created`", Reader::bool)?,
+                b"ack_timeout_ms" => {
+                    fill(&mut wire.ack_timeout_ms, r, "field `ack_timeout_ms`", Reader::uint)?
+                }
+                b"redelivered" => fill_uints(&mut wire.redelivered, r, "field `redelivered`")?,
+                b"acked" => fill(&mut wire.acked, r, "field `acked`", Reader::uint)?,
+                b"groups" => fill_nested(&mut wire.groups, r, "field `groups`")?,
+                _ => skip_unknown(r)?,
+            }
+        }
+        Ok(wire)
+    }
 }
 
 /// Appends the encoding of `request` to `out`.
 pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
-    let mut wire = WireRequest { v: Some(VERSION), op: Some(request.op()), ..Default::default() };
+    let mut map = MapWriter::start(out);
+    write_uint(map.key("v"), VERSION.into());
+    write_str(map.key("op"), request.op());
     match request {
         Request::Status => {}
         Request::Claim { broker, wait_ms, client } => {
-            wire.broker = *broker;
-            wire.wait_ms = Some(*wait_ms);
-            wire.client = *client;
+            map.uint("broker", broker.map(u64::from));
+            map.uint("wait_ms", Some(*wait_ms));
+            map.str("client", *client);
         }
         Request::Renew { claim } | Request::Release { claim } | Request::ListTopics { claim } => {
-            wire.claim = Some(*claim);
+            map.uint("claim", Some(*claim));
         }
         Request::Fetch(fetch) => {
-            wire.claim = Some(fetch.claim);
-            wire.topic = Some(fetch.topic);
-            wire.offset = Some(fetch.offset);
-            wire.max_messages = Some(fetch.max_messages);
-            wire.max_bytes = Some(fetch.max_bytes);
-            wire.wait_ms = Some(fetch.wait_ms);
+            map.uint("claim", Some(fetch.claim));
+            map.uint("wait_ms", Some(fetch.wait_ms));
+            map.str("topic", Some(fetch.topic));
+            map.uint("offset", Some(fetch.offset));
+            map.uint("max_messages", Some(fetch.max_messages.into()));
+            map.uint("max_bytes", Some(fetch.max_bytes.into()));
         }
         Request::Append(append) => {
-            wire.topic = Some(append.topic);
-            wire.messages = Some(Cow::Borrowed(&append.messages));
-        }
-        Request::CreateTopic { topic, retention } => {
-            wire.topic = Some(topic);
-            wire.retention_messages = retention.messages;
-            wire.retention_bytes = retention.bytes;
-            wire.retention_ms = retention.ms;
-        }
-        Request::DeleteTopic { topic } => wire.topic = Some(topic),
-        Request::JoinGroup { claim, group, topic, start } => {
-            wire.claim = Some(*claim);
-            wire.group = Some(group);
-            wire.topic = Some(topic);
-            wire.start = Some(start.name());
-        }
-        Request::GroupFetch(fetch) => {
-            wire.claim = Some(fetch.claim);
-            wire.group = Some(fetch.group);
-            wire.topic = Some(fetch.topic);
-            wire.max_messages = Some(fetch.max_messages);
-            wire.max_bytes = Some(fetch.max_bytes);
-            wire.wait_ms = Some(fetch.wait_ms);
-        }
-        Request::Ack { group, topic, offsets } => {
-            wire.group = Some(group);
-            wire.topic = Some(topic);
-            wire.offsets = Some(Cow::Borrowed(offsets));
-        }
-        Request::ListGroups { group, topic } => {
-            wire.group = *group;
-            wire.topic = *topic;
-        }
-        Request::ResetGroup { group, topic, to } => {
-            wire.group = Some(group);
-            wire.topic = Some(topic);
-            wire.to = Some(to.name());
-            if let ResetTo::Offset(offset) = to {
-                wire.offset = Some(*offset);
+            map.str("topic", Some(append.topic));
+            let out = map.key("messages");
+            let bytes: usize = append.messages.iter().map(|m| m.size() + 24).sum();
+            out.reserve(bytes + 5);
+            write_array_len(out, append.messages.len());
+            for message in &append.messages {
+                write_new_message(out, message);
             }
         }
+        Request::CreateTopic { topic, retention } => {
+            map.str("topic", Some(topic));
+            map.uint("retention_messages", retention.messages);
+            map.uint("retention_bytes", retention.bytes);
+            map.uint("retention_ms", retention.ms);
+        }
+        Request::DeleteTopic { topic } => map.str("topic", Some(topic)),
+        Request::JoinGroup { claim, group, topic, start } => {
+            map.uint("claim", Some(*claim));
+            map.str("topic", Some(topic));
+            map.str("group", Some(group));
+            map.str("start", Some(start.name()));
+        }
+        Request::GroupFetch(fetch) => {
+            map.uint("claim", Some(fetch.claim));
+            map.uint("wait_ms", Some(fetch.wait_ms));
+            map.str("topic", Some(fetch.topic));
+            map.uint("max_messages", Some(fetch.max_messages.into()));
+            map.uint("max_bytes", Some(fetch.max_bytes.into()));
+            map.str("group", Some(fetch.group));
+        }
+        Request::Ack { group, topic, offsets } => {
+            map.str("topic", Some(topic));
+            map.str("group", Some(group));
+            map.uints("offsets", offsets);
+        }
+        Request::ListGroups { group, topic } => {
+            map.str("topic", *topic);
+            map.str("group", *group);
+        }
+        Request::ResetGroup { group, topic, to } => {
+            map.str("topic", Some(topic));
+            if let ResetTo::Offset(offset) = to {
+                map.uint("offset", Some(*offset));
+            }
+            map.str("group", Some(group));
+            map.str("to", Some(to.name()));
+        }
     }
-    write(&wire, out);
+    map.finish();
 }
 
 /// Decodes one request frame, borrowing its strings and byte strings.
@@ -210,18 +289,20 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
 /// [`DecodeError::UnsupportedVersion`] for another `v`, [`DecodeError::UnknownRequest`] for an
 /// `op` this version does not know.
 pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
-    let wire: WireRequest<'_> = read(frame)?;
-    check_version(wire.v)?;
-    let op = wire.op.ok_or_else(|| missing("request", "op"))?;
-    let need = |value: Option<u64>, field: &'static str| value.ok_or_else(|| missing(op, field));
-    let topic = || wire.topic.ok_or_else(|| missing(op, "topic"));
-    let group = || wire.group.ok_or_else(|| missing(op, "group"));
+    check_map(frame)?;
+    let wire = WireRequest::read(frame)?;
+    check_version(wire.v.flatten())?;
+    let op = wire.op.flatten().ok_or_else(|| missing("request", "op"))?;
+    let need =
+        |value: Slot<u64>, field: &'static str| value.flatten().ok_or_else(|| missing(op, field));
+    let topic = || wire.topic.flatten().ok_or_else(|| missing(op, "topic"));
+    let group = || wire.group.flatten().ok_or_else(|| missing(op, "group"));
     let request = match op {
         "status" => Request::Status,
         "claim" => Request::Claim {
-            broker: wire.broker,
-            wait_ms: wire.wait_ms.unwrap_or(0),
-            client: wire.client,
+            broker: wire.broker.flatten(),
+            wait_ms: wire.wait_ms.flatten().unwrap_or(0),
+            client: wire.client.flatten(),
         },
         "renew" => Request::Renew { claim: need(wire.claim, "claim")? },
         "release" => Request::Release { claim: need(wire.claim, "claim")? },
@@ -230,13 +311,13 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             claim: need(wire.claim, "claim")?,
             topic: topic()?,
             offset: need(wire.offset, "offset")?,
-            max_messages: wire.max_messages.unwrap_or(DEFAULT_FETCH_MESSAGES),
-            max_bytes: wire.max_bytes.unwrap_or(DEFAULT_FETCH_BYTES),
-            wait_ms: wire.wait_ms.unwrap_or(0),
+            max_messages: wire.max_messages.flatten().unwrap_or(DEFAULT_FETCH_MESSAGES),
+            max_bytes: wire.max_bytes.flatten().unwrap_or(DEFAULT_FETCH_BYTES),
+            wait_ms: wire.wait_ms.flatten().unwrap_or(0),
         }),
         "append" => {
             let topic = topic()?;
-            let messages = wire.messages.ok_or_else(|| missing(op, "messages"))?.into_owned();
+            let messages = wire.messages.flatten().ok_or_else(|| missing(op, "messages"))?;
             if messages.is_empty() {
                 return Err(DecodeError::Malformed("append needs at least one message".into()));
             }
@@ -245,9 +326,9 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
         "create_topic" => Request::CreateTopic {
             topic: topic()?,
             retention: Retention {
-                messages: wire.retention_messages,
-                bytes: wire.retention_bytes,
-                ms: wire.retention_ms,
+                messages: wire.retention_messages.flatten(),
+                bytes: wire.retention_bytes.flatten(),
+                ms: wire.retention_ms.flatten(),
             },
         },
         "delete_topic" => Request::DeleteTopic { topic: topic()? },
@@ -255,7 +336,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             claim: need(wire.claim, "claim")?,
             group: group()?,
             topic: topic()?,
-            start: match wire.start {
+            start: match wire.start.flatten() {
                 None => GroupStart::default(),
                 Some(name) => GroupStart::from_name(name).ok_or_else(|| {
                     DecodeError::Malformed(format!(
@@ -268,23 +349,25 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             claim: need(wire.claim, "claim")?,
             group: group()?,
             topic: topic()?,
-            max_messages: wire.max_messages.unwrap_or(DEFAULT_FETCH_MESSAGES),
-            max_bytes: wire.max_bytes.unwrap_or(DEFAULT_FETCH_BYTES),
-            wait_ms: wire.wait_ms.unwrap_or(0),
+            max_messages: wire.max_messages.flatten().unwrap_or(DEFAULT_FETCH_MESSAGES),
+            max_bytes: wire.max_bytes.flatten().unwrap_or(DEFAULT_FETCH_BYTES),
+            wait_ms: wire.wait_ms.flatten().unwrap_or(0),
         }),
         "ack" => {
             let (group, topic) = (group()?, topic()?);
-            let offsets = wire.offsets.ok_or_else(|| missing(op, "offsets"))?.into_owned();
+            let offsets = wire.offsets.flatten().ok_or_else(|| missing(op, "offsets"))?;
             if offsets.is_empty() {
                 return Err(DecodeError::Malformed("ack needs at least one offset".into()));
             }
             Request::Ack { group, topic, offsets }
         }
-        "list_groups" => Request::ListGroups { group: wire.group, topic: wire.topic },
+        "list_groups" => {
+            Request::ListGroups { group: wire.group.flatten(), topic: wire.topic.flatten() }
+        }
         "reset_group" => Request::ResetGroup {
             group: group()?,
             topic: topic()?,
-            to: match wire.to.ok_or_else(|| missing(op, "to"))? {
+            to: match wire.to.flatten().ok_or_else(|| missing(op, "to"))? {
                 "earliest" => ResetTo::Earliest,
                 "latest" => ResetTo::Latest,
                 "offset" => ResetTo::Offset(need(wire.offset, "offset")?),
@@ -300,40 +383,42 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
     Ok(request)
 }
 
-/// Appends the encoding of `response` to `out`. Takes the reply by value so that its lists move
-/// into the encoder instead of being copied.
+/// Appends the encoding of `response` to `out`. Takes the reply by value, as its lists are
+/// of no use once encoded.
 pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
-    let mut wire = WireResponse {
-        v: Some(VERSION),
-        code: Some(200),
-        reply: Some(response.name()),
-        ..Default::default()
+    let mut map = MapWriter::start(out);
+    write_uint(map.key("v"), VERSION.into());
+    let code = match &response {
+        Response::Error { code, .. } => code.code(),
+        _ => 200,
     };
+    write_uint(map.key("code"), code.into());
+    write_str(map.key("reply"), response.name());
     match response {
-        Response::Status { brokers } => wire.brokers = Some(brokers),
+        Response::Status { brokers } => map.nested("brokers", &brokers),
         Response::Claimed { broker, claim, lease_ms } => {
-            wire.broker = Some(broker);
-            wire.claim = Some(claim);
-            wire.lease_ms = Some(lease_ms);
+            map.uint("broker", Some(broker.into()));
+            map.uint("claim", Some(claim));
+            map.uint("lease_ms", Some(lease_ms));
         }
         Response::Renewed { broker, lease_ms } => {
-            wire.broker = Some(broker);
-            wire.lease_ms = Some(lease_ms);
+            map.uint("broker", Some(broker.into()));
+            map.uint("lease_ms", Some(lease_ms));
         }
-        Response::Released { broker } => wire.broker = Some(broker),
-        Response::Topics { topics } => wire.topics = Some(topics),
+        Response::Released { broker } => map.uint("broker", Some(broker.into())),
+        Response::Topics { topics } => map.nested("topics", &topics),
         Response::Messages { topic, messages, next_offset, end_offset } => {
-            wire.topic = Some(topic);
-            wire.messages = Some(messages);
-            wire.next_offset = Some(next_offset);
-            wire.end_offset = Some(end_offset);
+            map.str("topic", Some(topic));
+            write_messages(map.key("messages"), &messages);
+            map.uint("next_offset", Some(next_offset));
+            map.uint("end_offset", Some(end_offset));
         }
         Response::Appended { topic, first_offset, last_offset } => {
-            wire.topic = Some(topic);
-            wire.first_offset = Some(first_offset);
-            wire.last_offset = Some(last_offset);
+            map.str("topic", Some(topic));
+            map.uint("first_offset", Some(first_offset));
+            map.uint("last_offset", Some(last_offset));
         }
-        Response::Created { topic } | Response::Deleted { topic } => wire.topic = Some(topic),
+        Response::Created { topic } | Response::Deleted { topic } => map.str("topic", Some(topic)),
         Response::Joined {
             group,
             topic,
@@ -343,13 +428,13 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             created,
             ack_timeout_ms,
         } => {
-            wire.group = Some(group);
-            wire.topic = Some(topic);
-            wire.committed_offset = Some(committed_offset);
-            wire.end_offset = Some(end_offset);
-            wire.members = Some(members);
-            wire.created = Some(created);
-            wire.ack_timeout_ms = Some(ack_timeout_ms);
+            map.str("topic", Some(topic));
+            map.uint("end_offset", Some(end_offset));
+            map.str("group", Some(group));
+            map.uint("committed_offset", Some(committed_offset));
+            map.uint("members", Some(members.into()));
+            write_bool(map.key("created"), created);
+            map.uint("ack_timeout_ms", Some(ack_timeout_ms));
         }
         Response::Delivered {
             group,
@@ -359,36 +444,35 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             committed_offset,
             end_offset,
         } => {
-            wire.group = Some(group);
-            wire.topic = Some(topic);
-            wire.messages = Some(messages);
-            wire.redelivered = Some(redelivered);
-            wire.committed_offset = Some(committed_offset);
-            wire.end_offset = Some(end_offset);
+            map.str("topic", Some(topic));
+            write_messages(map.key("messages"), &messages);
+            map.uint("end_offset", Some(end_offset));
+            map.str("group", Some(group));
+            map.uint("committed_offset", Some(committed_offset));
+            map.uints("redelivered", &redelivered);
         }
         Response::Acked { group, topic, acked, committed_offset } => {
-            wire.group = Some(group);
-            wire.topic = Some(topic);
-            wire.acked = Some(acked);
-            wire.committed_offset = Some(committed_offset);
+            map.str("topic", Some(topic));
+            map.str("group", Some(group));
+            map.uint("committed_offset", Some(committed_offset));
+            map.uint("acked", Some(acked));
         }
-        Response::Groups { groups } => wire.groups = Some(groups),
+        Response::Groups { groups } => map.nested("groups", &groups),
         Response::Reset { group, topic, committed_offset } => {
-            wire.group = Some(group);
-            wire.topic = Some(topic);
-            wire.committed_offset = Some(committed_offset);
+            map.str("topic", Some(topic));
+            map.str("group", Some(group));
+            map.uint("committed_offset", Some(committed_offset));
         }
         Response::Error { code, reason, range } => {
-            wire.code = Some(code.code());
-            wire.error = Some(code.name());
-            wire.reason = Some(reason);
+            map.str("error", Some(code.name()));
+            map.str("reason", Some(&reason));
             if let Some((first, next)) = range {
-                wire.first_offset = Some(first);
-                wire.next_offset = Some(next);
+                map.uint("first_offset", Some(first));
+                map.uint("next_offset", Some(next));
             }
         }
     }
-    write(&wire, out);
+    map.finish();
 }
 
 /// Decodes one reply frame, borrowing its strings and byte strings.
@@ -396,16 +480,18 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
 /// # Errors
 /// As [`decode_request`]; an unknown `reply` name is [`DecodeError::UnknownRequest`].
 pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
-    let wire: WireResponse<'_> = read(frame)?;
-    check_version(wire.v)?;
-    let name = wire.reply.ok_or_else(|| missing("reply", "reply"))?;
-    let need = |value: Option<u64>, field: &'static str| value.ok_or_else(|| missing(name, field));
-    let broker = || wire.broker.ok_or_else(|| missing(name, "broker"));
-    let topic = || wire.topic.ok_or_else(|| missing(name, "topic"));
-    let group = || wire.group.ok_or_else(|| missing(name, "group"));
+    check_map(frame)?;
+    let wire = WireResponse::read(frame)?;
+    check_version(wire.v.flatten())?;
+    let name = wire.reply.flatten().ok_or_else(|| missing("reply", "reply"))?;
+    let need =
+        |value: Slot<u64>, field: &'static str| value.flatten().ok_or_else(|| missing(name, field));
+    let broker = || wire.broker.flatten().ok_or_else(|| missing(name, "broker"));
+    let topic = || wire.topic.flatten().ok_or_else(|| missing(name, "topic"));
+    let group = || wire.group.flatten().ok_or_else(|| missing(name, "group"));
     let committed = || need(wire.committed_offset, "committed_offset");
     let response = match name {
-        "status" => Response::Status { brokers: wire.brokers.unwrap_or_default() },
+        "status" => Response::Status { brokers: wire.brokers.flatten().unwrap_or_default() },
         "claimed" => Response::Claimed {
             broker: broker()?,
             claim: need(wire.claim, "claim")?,
@@ -415,10 +501,10 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             Response::Renewed { broker: broker()?, lease_ms: need(wire.lease_ms, "lease_ms")? }
         }
         "released" => Response::Released { broker: broker()? },
-        "topics" => Response::Topics { topics: wire.topics.unwrap_or_default() },
+        "topics" => Response::Topics { topics: wire.topics.flatten().unwrap_or_default() },
         "messages" => Response::Messages {
             topic: topic()?,
-            messages: wire.messages.unwrap_or_default(),
+            messages: wire.messages.flatten().unwrap_or_default(),
             next_offset: need(wire.next_offset, "next_offset")?,
             end_offset: need(wire.end_offset, "end_offset")?,
         },
@@ -434,15 +520,15 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             topic: topic()?,
             committed_offset: committed()?,
             end_offset: need(wire.end_offset, "end_offset")?,
-            members: wire.members.ok_or_else(|| missing(name, "members"))?,
-            created: wire.created.ok_or_else(|| missing(name, "created"))?,
+            members: wire.members.flatten().ok_or_else(|| missing(name, "members"))?,
+            created: wire.created.flatten().ok_or_else(|| missing(name, "created"))?,
             ack_timeout_ms: need(wire.ack_timeout_ms, "ack_timeout_ms")?,
         },
         "delivered" => Response::Delivered {
             group: group()?,
             topic: topic()?,
-            messages: wire.messages.unwrap_or_default(),
-            redelivered: wire.redelivered.unwrap_or_default(),
+            messages: wire.messages.flatten().unwrap_or_default(),
+            redelivered: wire.redelivered.flatten().unwrap_or_default(),
             committed_offset: committed()?,
             end_offset: need(wire.end_offset, "end_offset")?,
         },
@@ -452,37 +538,317 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             acked: need(wire.acked, "acked")?,
             committed_offset: committed()?,
         },
-        "groups" => Response::Groups { groups: wire.groups.unwrap_or_default() },
+        "groups" => Response::Groups { groups: wire.groups.flatten().unwrap_or_default() },
         "reset" => {
             Response::Reset { group: group()?, topic: topic()?, committed_offset: committed()? }
         }
         "error" => {
-            let number = wire.code.ok_or_else(|| missing(name, "code"))?;
+            let number = wire.code.flatten().ok_or_else(|| missing(name, "code"))?;
             let code = ErrorCode::from_code(number)
                 .ok_or_else(|| DecodeError::Malformed(format!("unknown error code {number}")))?;
-            let range = wire.first_offset.zip(wire.next_offset);
-            Response::Error { code, reason: wire.reason.unwrap_or_default(), range }
+            let range = wire.first_offset.flatten().zip(wire.next_offset.flatten());
+            let reason = Cow::Borrowed(wire.reason.flatten().unwrap_or_default());
+            Response::Error { code, reason, range }
         }
         other => return Err(DecodeError::UnknownRequest(other.to_owned())),
     };
     Ok(response)
 }
 
-fn write<T: Serialize>(value: &T, out: &mut Vec<u8>) {
-    // Writing to a Vec cannot fail, and every type encoded here is a plain struct of strings,
-    // numbers and byte strings that MessagePack can represent.
-    if let Err(e) = rmp_serde::encode::write_named(out, value) {
-        unreachable!("encoding to memory failed: {e}");
+/// Writes one map whose entries are counted as they are written; every map of the protocol
+/// has fewer than 16, so the header is one byte, filled in at the end.
+struct MapWriter<'o> {
+    /// Where the map goes.
+    out: &'o mut Vec<u8>,
+    /// Where its header byte is.
+    header: usize,
+    /// Entries written.
+    len: u8,
+}
+
+impl<'o> MapWriter<'o> {
+    fn start(out: &'o mut Vec<u8>) -> MapWriter<'o> {
+        let header = out.len();
+        out.push(0x80);
+        MapWriter { out, header, len: 0 }
+    }
+
+    /// Writes `key` and returns the output for its value.
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        self.len += 1;
+        write_str(self.out, key);
+        self.out
+    }
+
+    /// An integer field, left out when `None`.
+    fn uint(&mut self, key: &str, value: Option<u64>) {
+        if let Some(value) = value {
+            write_uint(self.key(key), value);
+        }
+    }
+
+    /// A string field, left out when `None`.
+    fn str(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            write_str(self.key(key), value);
+        }
+    }
+
+    /// A list of integers.
+    fn uints(&mut self, key: &str, values: &[u64]) {
+        let out = self.key(key);
+        write_array_len(out, values.len());
+        for &value in values {
+            write_uint(out, value);
+        }
+    }
+
+    /// A list of records, through rmp-serde.
+    fn nested<T: serde::Serialize>(&mut self, key: &str, value: &T) {
+        let out = self.key(key);
+        // Writing to a Vec cannot fail, and these records are plain structs of strings,
+        // numbers and booleans that MessagePack can represent.
+        if let Err(e) = rmp_serde::encode::write_named(out, value) {
+            unreachable!("encoding to memory failed: {e}");
+        }
+    }
+
+    fn finish(self) {
+        debug_assert!(self.len < 16, "a map of {} entries", self.len);
+        self.out[self.header] = 0x80 | self.len;
     }
 }
 
-fn read<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, DecodeError> {
-    match frame.first() {
-        Some(0x80..=0x8f | 0xde | 0xdf) => {}
-        Some(_) => return Err(DecodeError::Malformed("the frame is not a MessagePack map".into())),
-        None => return Err(DecodeError::Malformed("the frame is empty".into())),
+/// An array of stored messages, each as [`write_message`] writes it.
+#[inline]
+fn write_messages(out: &mut Vec<u8>, messages: &[Message<'_>]) {
+    let bytes: usize =
+        messages.iter().map(|m| m.key.map_or(0, <[u8]>::len) + m.value.len() + 48).sum();
+    out.reserve(bytes + 5);
+    write_array_len(out, messages.len());
+    for message in messages {
+        write_message(out, message);
     }
-    rmp_serde::from_slice(frame).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// `{"key": KEY, "value": VALUE}`, without `key` when there is none.
+#[inline]
+fn write_new_message(out: &mut Vec<u8>, message: &NewMessage<'_>) {
+    write_map_len(out, 1 + usize::from(message.key.is_some()));
+    if let Some(key) = message.key {
+        out.extend_from_slice(b"\xa3key");
+        write_bin(out, key);
+    }
+    out.extend_from_slice(b"\xa5value");
+    write_bin(out, message.value);
+}
+
+/// `{"offset": N, "timestamp": MS, "key": KEY, "value": VALUE}`, without `key` when there is
+/// none.
+///
+/// The bytes before the value are put together in a small buffer on the stack and copied out
+/// in one go, with the value after them, rather than written to `out` field by field: a third
+/// fewer instructions besides the copy of the value, and fetches of 1,000 values of 100 bytes
+/// went from 3.57M to 3.76M messages/s (medians of 12 rounds; faster in 10 of them).
+fn write_message(out: &mut Vec<u8>, message: &Message<'_>) {
+    let mut head = [0; 48];
+    head[0] = 0x83 + u8::from(message.key.is_some());
+    head[1..8].copy_from_slice(b"\xa6offset");
+    let mut len = 8 + put_uint(&mut head[8..], message.offset);
+    head[len..len + 10].copy_from_slice(b"\xa9timestamp");
+    len += 10;
+    len += put_uint(&mut head[len..], message.timestamp);
+    if let Some(key) = message.key {
+        out.extend_from_slice(&head[..len]);
+        out.extend_from_slice(b"\xa3key");
+        write_bin(out, key);
+        len = 0;
+    }
+    match u8::try_from(message.value.len()) {
+        Ok(value_len) => {
+            head[len..len + 8].copy_from_slice(b"\xa5value\xc4\0");
+            head[len + 7] = value_len;
+            out.extend_from_slice(&head[..len + 8]);
+            out.extend_from_slice(message.value);
+        }
+        Err(_) => {
+            out.extend_from_slice(&head[..len]);
+            out.extend_from_slice(b"\xa5value");
+            write_bin(out, message.value);
+        }
+    }
+}
+
+/// Writes `value` as [`write_uint`] does at the start of `buffer` (which has room for 9
+/// bytes); returns how many it took.
+#[inline]
+fn put_uint(buffer: &mut [u8], value: u64) -> usize {
+    let (marker, width) = match value {
+        0..0x80 => {
+            buffer[0] = value as u8;
+            return 1;
+        }
+        0x80..0x100 => (0xcc, 1),
+        0x100..0x1_0000 => (0xcd, 2),
+        0x1_0000..0x1_0000_0000 => (0xce, 4),
+        _ => (0xcf, 8),
+    };
+    buffer[0] = marker;
+    buffer[1..=width].copy_from_slice(&value.to_be_bytes()[8 - width..]);
+    1 + width
+}
+
+/// Skips the value of a key this version does not know.
+fn skip_unknown(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    r.skip().map_err(|e| malformed("the value of an unknown key", e))
+}
+
+/// Fills `slot` with the next value, read by `read`; nil leaves the field absent. `what`
+/// names the field in errors.
+#[inline]
+fn fill<'a, T>(
+    slot: &mut Slot<T>,
+    r: &mut Reader<'a>,
+    what: &str,
+    read: impl FnOnce(&mut Reader<'a>) -> Result<T, ReadError>,
+) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::Malformed(format!("{what} appears twice")));
+    }
+    *slot = Some(if r.nil() { None } else { Some(read(r).map_err(|e| malformed(what, e))?) });
+    Ok(())
+}
+
+/// Fills `slot` with a list of records, each read by `read`.
+fn fill_list<'a, T>(
+    slot: &mut Slot<Vec<T>>,
+    r: &mut Reader<'a>,
+    what: &str,
+    read: impl Fn(&mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::Malformed(format!("{what} appears twice")));
+    }
+    if r.nil() {
+        *slot = Some(None);
+        return Ok(());
+    }
+    let len = r.array_len().map_err(|e| malformed(what, e))?;
+    // A record takes at least 2 bytes: the length cannot be trusted beyond that.
+    let mut items = Vec::with_capacity(len.min(r.remaining() / 2));
+    for _ in 0..len {
+        items.push(read(r)?);
+    }
+    *slot = Some(Some(items));
+    Ok(())
+}
+
+/// Fills `slot` with a list of non-negative integers.
+fn fill_uints(
+    slot: &mut Slot<Vec<u64>>,
+    r: &mut Reader<'_>,
+    what: &str,
+) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::Malformed(format!("{what} appears twice")));
+    }
+    if r.nil() {
+        *slot = Some(None);
+        return Ok(());
+    }
+    let len = r.array_len().map_err(|e| malformed(what, e))?;
+    // An integer takes at least a byte: the length cannot be trusted beyond that.
+    let mut values = Vec::with_capacity(len.min(r.remaining()));
+    for _ in 0..len {
+        values.push(r.uint().map_err(|e| malformed(what, e))?);
+    }
+    *slot = Some(Some(values));
+    Ok(())
+}
+
+/// Fills `slot` with small records decoded by rmp-serde from the bytes the value spans.
+fn fill_nested<'a, T: Deserialize<'a>>(
+    slot: &mut Slot<T>,
+    r: &mut Reader<'a>,
+    what: &str,
+) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::Malformed(format!("{what} appears twice")));
+    }
+    if r.nil() {
+        *slot = Some(None);
+        return Ok(());
+    }
+    let start = r.position();
+    r.skip().map_err(|e| malformed(what, e))?;
+    let value = rmp_serde::from_slice(r.since(start))
+        .map_err(|e| DecodeError::Malformed(format!("{what}: {e}")))?;
+    *slot = Some(Some(value));
+    Ok(())
+}
+
+/// A message as a producer sends it: `{"key": bin, "value": bin}`, key optional.
+#[inline]
+fn read_new_message<'a>(r: &mut Reader<'a>) -> Result<NewMessage<'a>, DecodeError> {
+    // The usual form first, as `write_new_message` writes it without a key.
+    if let Some(value) = r.fast_value(b"\x81\xa5value") {
+        return Ok(NewMessage { key: None, value });
+    }
+    let len = r.map_len().map_err(|e| malformed("a message", e))?;
+    let (mut key, mut value) = (None, None);
+    for _ in 0..len {
+        match r.key().map_err(|e| malformed("a message's key", e))? {
+            b"value" => fill(&mut value, r, "a message's `value`", Reader::bytes)?,
+            b"key" => fill(&mut key, r, "a message's `key`", Reader::bytes)?,
+            _ => r.skip().map_err(|e| malformed("a message's unknown field", e))?,
+        }
+    }
+    let value = value.flatten().ok_or_else(|| missing("a message", "value"))?;
+    Ok(NewMessage { key: key.flatten(), value })
+}
+
+/// A stored message as a fetch returns it: `{"offset", "timestamp", "key", "value"}`.
+#[inline]
+fn read_message<'a>(r: &mut Reader<'a>) -> Result<Message<'a>, DecodeError> {
+    // The usual form first, as `write_message` writes it without a key.
+    if let Some((offset, timestamp, value)) = r.fast_record() {
+        return Ok(Message { offset, timestamp, key: None, value });
+    }
+    let len = r.map_len().map_err(|e| malformed("a message", e))?;
+    let (mut offset, mut timestamp, mut key, mut value) = (None, None, None, None);
+    for _ in 0..len {
+        match r.key().map_err(|e| malformed("a message's key", e))? {
+            b"offset" => fill(&mut offset, r, "a message's `offset`", Reader::uint)?,
+            b"timestamp" => fill(&mut timestamp, r, "a message's `timestamp`", Reader::uint)?,
+            b"value" => fill(&mut value, r, "a message's `value`", Reader::bytes)?,
+            b"key" => fill(&mut key, r, "a message's `key`", Reader::bytes)?,
+            _ => r.skip().map_err(|e| malformed("a message's unknown field", e))?,
+        }
+    }
+    Ok(Message {
+        offset: offset.flatten().ok_or_else(|| missing("a message", "offset"))?,
+        timestamp: timestamp.flatten().ok_or_else(|| missing("a message", "timestamp"))?,
+        key: key.flatten(),
+        value: value.flatten().ok_or_else(|| missing("a message", "value"))?,
+    })
+}
+
+#[inline]
+fn read_u32(r: &mut Reader<'_>) -> Result<u32, ReadError> {
+    u32::try_from(r.uint()?).map_err(|_| ReadError::OutOfRange("uint32"))
+}
+
+#[inline]
+fn read_u16(r: &mut Reader<'_>) -> Result<u16, ReadError> {
+    u16::try_from(r.uint()?).map_err(|_| ReadError::OutOfRange("uint16"))
+}
+
+fn check_map(frame: &[u8]) -> Result<(), DecodeError> {
+    match frame.first() {
+        Some(0x80..=0x8f | 0xde | 0xdf) => Ok(()),
+        Some(_) => Err(DecodeError::Malformed("the frame is not a MessagePack map".into())),
+        None => Err(DecodeError::Malformed("the frame is empty".into())),
+    }
 }
 
 fn check_version(v: Option<u32>) -> Result<(), DecodeError> {
@@ -495,4 +861,620 @@ fn check_version(v: Option<u32>) -> Result<(), DecodeError> {
 
 fn missing(what: &str, field: &str) -> DecodeError {
     DecodeError::Malformed(format!("{what} needs the field `{field}`"))
+}
+
+fn malformed(what: &str, error: ReadError) -> DecodeError {
+    DecodeError::Malformed(format!("{what}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hand-written codec against rmp-serde over the same fields: the bytes must agree.
+
+    use serde::Serialize;
+
+    use super::*;
+
+    /// The request map as rmp-serde writes it from a struct in key order.
+    #[derive(Default, Serialize)]
+    struct SerdeRequest<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        op: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        claim: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        broker: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_messages: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_bytes: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        messages: Option<&'a [NewMessage<'a>]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retention_messages: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retention_bytes: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retention_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        start: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offsets: Option<&'a [u64]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
+    }
+
+    /// The reply map as rmp-serde writes it from a struct in key order.
+    #[derive(Default, Serialize)]
+    struct SerdeResponse<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        brokers: Option<&'a [BrokerStatus]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        broker: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        claim: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lease_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topics: Option<&'a [TopicInfo]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        messages: Option<&'a [Message<'a>]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        first_offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        end_offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        committed_offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        created: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ack_timeout_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        redelivered: Option<&'a [u64]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        acked: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        groups: Option<&'a [GroupInfo]>,
+    }
+
+    fn serde_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+        rmp_serde::to_vec_named(value).unwrap()
+    }
+
+    fn ours_request(request: &Request<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_request(request, &mut out);
+        out
+    }
+
+    fn ours_response(response: Response<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_response(response, &mut out);
+        out
+    }
+
+    #[test]
+    fn requests_are_written_as_rmp_serde_writes_them() {
+        let long = "x".repeat(300);
+        let value = vec![7; 70_000];
+        let messages = [
+            NewMessage { key: None, value: b"one" },
+            NewMessage { key: Some(b"k"), value: &value },
+            NewMessage { key: Some(long.as_bytes()), value: b"" },
+        ];
+        let base = || SerdeRequest { v: Some(1), ..SerdeRequest::default() };
+        let fetch = Fetch {
+            claim: u64::MAX,
+            topic: &long,
+            offset: 1 << 40,
+            max_messages: 10_000,
+            max_bytes: 16 << 20,
+            wait_ms: 250,
+        };
+        let many: Vec<NewMessage<'_>> = (0..20).map(|_| messages[0].clone()).collect();
+        let retention = Retention { messages: Some(10), bytes: None, ms: Some(60_000) };
+        let group_fetch = GroupFetch {
+            claim: 1 << 40,
+            group: &long,
+            topic: "t",
+            max_messages: 300,
+            max_bytes: 1 << 20,
+            wait_ms: 70_000,
+        };
+        let offsets = [0, 127, 128, 70_000, 1 << 33, u64::MAX];
+        let many_offsets: Vec<u64> = (0..20).collect();
+        let cases = [
+            (Request::Status, SerdeRequest { op: Some("status"), ..base() }),
+            (
+                Request::Claim { broker: Some(300), wait_ms: 70_000, client: Some(&long) },
+                SerdeRequest {
+                    op: Some("claim"),
+                    broker: Some(300),
+                    wait_ms: Some(70_000),
+                    client: Some(&long),
+                    ..base()
+                },
+            ),
+            (
+                Request::Claim { broker: None, wait_ms: 0, client: None },
+                SerdeRequest { op: Some("claim"), wait_ms: Some(0), ..base() },
+            ),
+            (
+                Request::Renew { claim: 5 },
+                SerdeRequest { op: Some("renew"), claim: Some(5), ..base() },
+            ),
+            (
+                Request::Fetch(fetch.clone()),
+                SerdeRequest {
+                    op: Some("fetch"),
+                    claim: Some(fetch.claim),
+                    wait_ms: Some(fetch.wait_ms),
+                    topic: Some(fetch.topic),
+                    offset: Some(fetch.offset),
+                    max_messages: Some(fetch.max_messages),
+                    max_bytes: Some(fetch.max_bytes),
+                    ..base()
+                },
+            ),
+            (
+                Request::Append(Append { topic: "t", messages: messages.to_vec() }),
+                SerdeRequest {
+                    op: Some("append"),
+                    topic: Some("t"),
+                    messages: Some(&messages),
+                    ..base()
+                },
+            ),
+            (
+                Request::Append(Append { topic: "t", messages: many.clone() }),
+                SerdeRequest {
+                    op: Some("append"),
+                    topic: Some("t"),
+                    messages: Some(&many),
+                    ..base()
+                },
+            ),
+            (
+                Request::CreateTopic { topic: "t", retention },
+                SerdeRequest {
+                    op: Some("create_topic"),
+                    topic: Some("t"),
+                    retention_messages: retention.messages,
+                    retention_ms: retention.ms,
+                    ..base()
+                },
+            ),
+            (
+                Request::DeleteTopic { topic: "t" },
+                SerdeRequest { op: Some("delete_topic"), topic: Some("t"), ..base() },
+            ),
+            (
+                Request::JoinGroup {
+                    claim: 7,
+                    group: "g",
+                    topic: &long,
+                    start: GroupStart::Latest,
+                },
+                SerdeRequest {
+                    op: Some("join_group"),
+                    claim: Some(7),
+                    topic: Some(&long),
+                    group: Some("g"),
+                    start: Some("latest"),
+                    ..base()
+                },
+            ),
+            (
+                Request::JoinGroup {
+                    claim: u64::MAX,
+                    group: "g",
+                    topic: "t",
+                    start: GroupStart::Earliest,
+                },
+                SerdeRequest {
+                    op: Some("join_group"),
+                    claim: Some(u64::MAX),
+                    topic: Some("t"),
+                    group: Some("g"),
+                    start: Some("earliest"),
+                    ..base()
+                },
+            ),
+            (
+                Request::GroupFetch(group_fetch.clone()),
+                SerdeRequest {
+                    op: Some("group_fetch"),
+                    claim: Some(group_fetch.claim),
+                    wait_ms: Some(group_fetch.wait_ms),
+                    topic: Some(group_fetch.topic),
+                    max_messages: Some(group_fetch.max_messages),
+                    max_bytes: Some(group_fetch.max_bytes),
+                    group: Some(group_fetch.group),
+                    ..base()
+                },
+            ),
+            (
+                Request::Ack { group: "g", topic: "t", offsets: offsets.to_vec() },
+                SerdeRequest {
+                    op: Some("ack"),
+                    topic: Some("t"),
+                    group: Some("g"),
+                    offsets: Some(&offsets),
+                    ..base()
+                },
+            ),
+            (
+                Request::Ack { group: "g", topic: "t", offsets: many_offsets.clone() },
+                SerdeRequest {
+                    op: Some("ack"),
+                    topic: Some("t"),
+                    group: Some("g"),
+                    offsets: Some(&many_offsets),
+                    ..base()
+                },
+            ),
+            (
+                Request::ListGroups { group: None, topic: None },
+                SerdeRequest { op: Some("list_groups"), ..base() },
+            ),
+            (
+                Request::ListGroups { group: Some("g"), topic: Some("t") },
+                SerdeRequest {
+                    op: Some("list_groups"),
+                    topic: Some("t"),
+                    group: Some("g"),
+                    ..base()
+                },
+            ),
+            (
+                Request::ListGroups { group: None, topic: Some("t") },
+                SerdeRequest { op: Some("list_groups"), topic: Some("t"), ..base() },
+            ),
+            (
+                Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Earliest },
+                SerdeRequest {
+                    op: Some("reset_group"),
+                    topic: Some("t"),
+                    group: Some("g"),
+                    to: Some("earliest"),
+                    ..base()
+                },
+            ),
+            (
+                Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Latest },
+                SerdeRequest {
+                    op: Some("reset_group"),
+                    topic: Some("t"),
+                    group: Some("g"),
+                    to: Some("latest"),
+                    ..base()
+                },
+            ),
+            (
+                Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(1 << 20) },
+                SerdeRequest {
+                    op: Some("reset_group"),
+                    topic: Some("t"),
+                    offset: Some(1 << 20),
+                    group: Some("g"),
+                    to: Some("offset"),
+                    ..base()
+                },
+            ),
+        ];
+        for (request, reference) in cases {
+            let bytes = ours_request(&request);
+            assert_eq!(bytes, serde_bytes(&reference), "{request:?}");
+            assert_eq!(decode_request(&bytes), Ok(request));
+        }
+    }
+
+    #[test]
+    fn replies_are_written_as_rmp_serde_writes_them() {
+        let value = vec![1; 300];
+        let messages = [
+            Message { offset: 0, timestamp: 1_700_000_000_000, key: None, value: b"a" },
+            Message { offset: 1 << 33, timestamp: 200, key: Some(b"k"), value: &value },
+            Message { offset: 127, timestamp: 128, key: None, value: &value[..255] },
+            Message { offset: 300, timestamp: 70_000, key: None, value: &value[..256] },
+            Message { offset: u64::MAX, timestamp: 0, key: Some(b""), value: b"" },
+        ];
+        let brokers = [BrokerStatus {
+            id: 1,
+            available: false,
+            holder: Some("me".into()),
+            lease_remaining_ms: Some(1),
+            topics: 2,
+            messages: 3,
+            bytes: 4,
+            disk_bytes: None,
+        }];
+        let topics = [TopicInfo {
+            name: "t".into(),
+            messages: 1,
+            first_offset: 0,
+            next_offset: 1,
+            bytes: 1,
+            disk_bytes: Some(100),
+        }];
+        let groups = [
+            GroupInfo {
+                group: "g".into(),
+                topic: "t".into(),
+                committed_offset: 1,
+                delivered_offset: 300,
+                end_offset: 1 << 33,
+                pending: 2,
+                members: vec![1, 2],
+            },
+            GroupInfo {
+                group: "h".into(),
+                topic: "t".into(),
+                committed_offset: 0,
+                delivered_offset: 0,
+                end_offset: 0,
+                pending: 0,
+                members: Vec::new(),
+            },
+        ];
+        let redelivered = [0, 127, 1 << 33];
+        let ok = |reply| SerdeResponse {
+            v: Some(1),
+            code: Some(200),
+            reply: Some(reply),
+            ..SerdeResponse::default()
+        };
+        let cases = [
+            (
+                Response::Status { brokers: brokers.to_vec() },
+                SerdeResponse { brokers: Some(&brokers), ..ok("status") },
+            ),
+            (
+                Response::Claimed { broker: 2, claim: u64::MAX, lease_ms: 30_000 },
+                SerdeResponse {
+                    broker: Some(2),
+                    claim: Some(u64::MAX),
+                    lease_ms: Some(30_000),
+                    ..ok("claimed")
+                },
+            ),
+            (
+                Response::Renewed { broker: 2, lease_ms: 5 },
+                SerdeResponse { broker: Some(2), lease_ms: Some(5), ..ok("renewed") },
+            ),
+            (Response::Released { broker: 1 }, SerdeResponse { broker: Some(1), ..ok("released") }),
+            (
+                Response::Topics { topics: topics.to_vec() },
+                SerdeResponse { topics: Some(&topics), ..ok("topics") },
+            ),
+            (
+                Response::Messages {
+                    topic: "t",
+                    messages: messages.to_vec(),
+                    next_offset: 2,
+                    end_offset: 3,
+                },
+                SerdeResponse {
+                    topic: Some("t"),
+                    messages: Some(&messages),
+                    next_offset: Some(2),
+                    end_offset: Some(3),
+                    ..ok("messages")
+                },
+            ),
+            (
+                Response::Appended { topic: "t", first_offset: 5, last_offset: 1 << 20 },
+                SerdeResponse {
+                    topic: Some("t"),
+                    first_offset: Some(5),
+                    last_offset: Some(1 << 20),
+                    ..ok("appended")
+                },
+            ),
+            (Response::Deleted { topic: "t" }, SerdeResponse { topic: Some("t"), ..ok("deleted") }),
+            (
+                Response::Joined {
+                    group: "g",
+                    topic: "t",
+                    committed_offset: 4,
+                    end_offset: 1 << 20,
+                    members: 300,
+                    created: true,
+                    ack_timeout_ms: 30_000,
+                },
+                SerdeResponse {
+                    topic: Some("t"),
+                    end_offset: Some(1 << 20),
+                    group: Some("g"),
+                    committed_offset: Some(4),
+                    members: Some(300),
+                    created: Some(true),
+                    ack_timeout_ms: Some(30_000),
+                    ..ok("joined")
+                },
+            ),
+            (
+                Response::Joined {
+                    group: "g",
+                    topic: "t",
+                    committed_offset: 0,
+                    end_offset: 0,
+                    members: 1,
+                    created: false,
+                    ack_timeout_ms: 0,
+                },
+                SerdeResponse {
+                    topic: Some("t"),
+                    end_offset: Some(0),
+                    group: Some("g"),
+                    committed_offset: Some(0),
+                    members: Some(1),
+                    created: Some(false),
+                    ack_timeout_ms: Some(0),
+                    ..ok("joined")
+                },
+            ),
+            (
+                Response::Delivered {
+                    group: "g",
+                    topic: "t",
+                    messages: messages.to_vec(),
+                    redelivered: redelivered.to_vec(),
+                    committed_offset: 0,
+                    end_offset: u64::MAX,
+                },
+                SerdeResponse {
+                    topic: Some("t"),
+                    messages: Some(&messages),
+                    end_offset: Some(u64::MAX),
+                    group: Some("g"),
+                    committed_offset: Some(0),
+                    redelivered: Some(&redelivered),
+                    ..ok("delivered")
+                },
+            ),
+            (
+                Response::Delivered {
+                    group: "g",
+                    topic: "t",
+                    messages: Vec::new(),
+                    redelivered: Vec::new(),
+                    committed_offset: 3,
+                    end_offset: 3,
+                },
+                SerdeResponse {
+                    topic: Some("t"),
+                    messages: Some(&[]),
+                    end_offset: Some(3),
+                    group: Some("g"),
+                    committed_offset: Some(3),
+                    redelivered: Some(&[]),
+                    ..ok("delivered")
+                },
+            ),
+            (
+                Response::Acked { group: "g", topic: "t", acked: 3, committed_offset: 1 << 33 },
+                SerdeResponse {
+                    topic: Some("t"),
+                    group: Some("g"),
+                    committed_offset: Some(1 << 33),
+                    acked: Some(3),
+                    ..ok("acked")
+                },
+            ),
+            (
+                Response::Groups { groups: groups.to_vec() },
+                SerdeResponse { groups: Some(&groups), ..ok("groups") },
+            ),
+            (
+                Response::Groups { groups: Vec::new() },
+                SerdeResponse { groups: Some(&[]), ..ok("groups") },
+            ),
+            (
+                Response::Reset { group: "g", topic: "t", committed_offset: 42 },
+                SerdeResponse {
+                    topic: Some("t"),
+                    group: Some("g"),
+                    committed_offset: Some(42),
+                    ..ok("reset")
+                },
+            ),
+            (
+                Response::Error {
+                    code: ErrorCode::OffsetOutOfRange,
+                    reason: "out".into(),
+                    range: Some((3, 9)),
+                },
+                SerdeResponse {
+                    code: Some(304),
+                    reply: Some("error"),
+                    error: Some("offset_out_of_range"),
+                    reason: Some("out"),
+                    first_offset: Some(3),
+                    next_offset: Some(9),
+                    ..ok("error")
+                },
+            ),
+        ];
+        for (response, reference) in cases {
+            let bytes = ours_response(response.clone());
+            assert_eq!(bytes, serde_bytes(&reference), "{response:?}");
+            assert_eq!(decode_response(&bytes), Ok(response));
+        }
+    }
+
+    #[test]
+    fn nil_is_absent_and_a_key_twice_is_malformed() {
+        // {"v": 1, "op": "claim", "broker": nil, "client": nil}
+        let frame = b"\x84\xa1v\x01\xa2op\xa5claim\xa6broker\xc0\xa6client\xc0";
+        assert_eq!(
+            decode_request(frame),
+            Ok(Request::Claim { broker: None, wait_ms: 0, client: None })
+        );
+        // {"v": 1, "op": "renew", "claim": nil, "claim": 5}
+        let frame = b"\x84\xa1v\x01\xa2op\xa5renew\xa5claim\xc0\xa5claim\x05";
+        assert!(
+            matches!(decode_request(frame), Err(DecodeError::Malformed(m)) if m.contains("twice"))
+        );
+        // A message with its value twice.
+        let frame = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x91\x82\xa5value\xa1a\xa5value\xa1b";
+        assert!(
+            matches!(decode_request(frame), Err(DecodeError::Malformed(m)) if m.contains("twice"))
+        );
+        // {"v": 1, "op": "ack", "group": "g", "topic": "t", "offsets": [1], "offsets": [2]}
+        let frame = b"\x86\xa1v\x01\xa2op\xa3ack\xa5group\xa1g\xa5topic\xa1t\xa7offsets\x91\x01\xa7offsets\x91\x02";
+        assert!(
+            matches!(decode_request(frame), Err(DecodeError::Malformed(m)) if m.contains("twice"))
+        );
+        // {"v": 1, "op": "list_groups", "group": nil, "topic": nil}
+        let frame = b"\x84\xa1v\x01\xa2op\xablist_groups\xa5group\xc0\xa5topic\xc0";
+        assert_eq!(decode_request(frame), Ok(Request::ListGroups { group: None, topic: None }));
+        // A `joined` reply whose `created` is 1, not a boolean.
+        let frame = b"\x8a\xa1v\x01\xa4code\xcc\xc8\xa5reply\xa6joined\xa5topic\xa1t\xaaend_offset\x00\xa5group\xa1g\xb0committed_offset\x00\xa7members\x01\xa7created\x01\xaeack_timeout_ms\x00";
+        assert!(
+            matches!(decode_response(frame), Err(DecodeError::Malformed(m)) if m.contains("created"))
+        );
+        // An integer key.
+        let frame = b"\x83\xa1v\x01\xa2op\xa6status\x00\x01";
+        assert!(matches!(decode_request(frame), Err(DecodeError::Malformed(_))));
+        // Keys sent as byte strings, and an unknown key in a message.
+        let frame = b"\x84\xc4\x01v\x01\xc4\x02op\xa6append\xa5topic\xa1t\xa8messages\x91\x82\xa1x\x90\xa5value\xa1a";
+        let expected = Request::Append(Append {
+            topic: "t",
+            messages: vec![NewMessage { key: None, value: b"a" }],
+        });
+        assert_eq!(decode_request(frame), Ok(expected));
+    }
 }

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod error;
 pub mod group;
+mod msgpack;
 pub mod request;
 pub mod response;
 pub mod topic;

@@ -316,6 +316,8 @@ impl Store {
                 next,
             });
         }
+        // Room for what is there, up to the limit, at once rather than by doubling.
+        out.reserve(max_messages.min((next - offset) as usize));
         log.read(offset, max_messages, max_bytes, out);
         Ok(next)
     }

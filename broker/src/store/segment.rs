@@ -126,13 +126,15 @@ impl Segment {
         let start = self.data.len();
         let key_len = key.map_or(NO_KEY, |k| k.len() as u32);
         let body_len = Self::record_len(key, value) - RECORD_PREFIX;
-        self.data.extend_from_slice(&(body_len as u32).to_le_bytes());
-        self.data.extend_from_slice(&[0; 4]);
-        let body_start = self.data.len();
-        self.data.extend_from_slice(&timestamp.to_le_bytes());
-        self.data.extend_from_slice(&key_len.to_le_bytes());
+        // The fixed fields go in with one copy; the checksum is filled in once the body is in.
+        let mut head = [0; RECORD_PREFIX + BODY_HEADER];
+        head[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        head[8..16].copy_from_slice(&timestamp.to_le_bytes());
+        head[16..].copy_from_slice(&key_len.to_le_bytes());
+        self.data.extend_from_slice(&head);
         self.data.extend_from_slice(key.unwrap_or_default());
         self.data.extend_from_slice(value);
+        let body_start = start + RECORD_PREFIX;
         let crc = crc32c::crc32c(&self.data[body_start..]);
         self.data[start + 4..body_start].copy_from_slice(&crc.to_le_bytes());
         self.index.push(start as u32);

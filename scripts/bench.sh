@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Measures the broker beside the bare transport, on this machine, in one run, and prints one
+# Markdown table: each case's figure, the floor measured next to it, their ratio, the target.
+#
+# Builds in release mode, then starts brokers on free loopback ports (in memory, and on a
+# temporary data directory with --fsync always) and drives them with `producer perf` and
+# `consumer perf`. The floor of a case is the same client code sending the same bytes to a bare
+# ZeroMQ ROUTER (`--floor`); for the --fsync always cases it is the disk: `dd` writing the same
+# bytes per request with a flush each (oflag=dsync). Figures on a shared machine swing widely
+# from one moment to the next, so each case runs ROUNDS times (default 5), floor and broker in
+# turn, and the table gives medians; a ratio is the median of the ratios of each round's pair
+# (the latencies shown are those of the last round).
+# Where redis-server and redis-benchmark are installed, Redis Streams XADD (one client,
+# pipelines of 1 and 100) is measured too; this script never installs anything.
+#
+# With --durable it measures the durable log instead: append throughput in memory and under
+# each --fsync policy, for batches of 1 (one client and 16) and of 1,000, beside what the disk
+# does with a flush per write; then how long a broker takes to open a data directory holding
+# 1,000,000 messages (the `opened DIR in ...` line it logs at start).
+#
+# Everything it starts is stopped when it ends, however it ends; scratch data goes in a
+# temporary directory that is removed. Each mode takes two to four minutes.
+#
+# Usage: scripts/bench.sh [--durable]   (the table goes to standard output, progress to stderr)
+#        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=${ROUNDS:-5}
+size=100 # bytes of each value
+limit=120 # seconds any one measurement may take
+bin=${CARGO_TARGET_DIR:-target}/release
+work=$(mktemp -d)
+broker_pid=""
+redis_pid=""
+
+cleanup() {
+    for pid in "$broker_pid" "$redis_pid"; do
+        if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+note() { printf '%s\n' "$*" >&2; }
+
+# Starts a broker with the given flags on a free loopback port; sets broker_pid and endpoint.
+start_broker() {
+    : >"$work/broker.out"
+    "$bin/broker" --bind 'tcp://127.0.0.1:*' "$@" >"$work/broker.out" 2>"$work/broker.log" &
+    broker_pid=$!
+    for _ in $(seq 100); do
+        if [[ -s $work/broker.out ]]; then
+            endpoint=$(sed -n 's/^listening on //p' "$work/broker.out")
+            return 0
+        fi
+        kill -0 "$broker_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    note "the broker did not start: $(cat "$work/broker.log")"
+    exit 1
+}
+
+# Stops the broker as Ctrl-C would, waiting for it to exit.
+stop_broker() {
+    kill -INT "$broker_pid"
+    wait "$broker_pid" || true
+    broker_pid=""
+}
+
+# The median of the numbers on standard input.
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Rows of the table: case, figure, floor, ratio, target, met.
+table=$work/table
+: >"$table"
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" >>"$table"; }
+
+# The records_per_s of a JSON report on standard input.
+rate() { python3 -c 'import json, sys; print(json.load(sys.stdin)["records_per_s"])'; }
+
+# A JSON report's latency, as "p50 X µs, p99 Y µs".
+latency() {
+    python3 -c 'import json, sys; l = json.load(sys.stdin)["latency_us"]; print("p50 %.0f µs, p99 %.0f µs" % (l["p50"], l["p99"]))'
+}
+
+# Formats a number with thousands separators.
+thousands() { python3 -c "import sys; print(f'{round(float(sys.argv[1])):,}')" "$1"; }
+
+# Runs floor and broker commands in turn, $rounds times, and adds a table row comparing the
+# medians. Arguments: case, target ratio (or "-"), target absolute msg/s (or "-"), target text,
+# then the floor command, "--", the broker command.
+compare() {
+    local case=$1 min_ratio=$2 min_rate=$3 target=$4
+    shift 4
+    local floor_cmd=() broker_cmd=()
+    while [[ $1 != -- ]]; do
+        floor_cmd+=("$1")
+        shift
+    done
+    shift
+    broker_cmd=("$@")
+    local floors=() brokers=() ratios=() last=""
+    for round in $(seq "$rounds"); do
+        note "  $case: round $round of $rounds"
+        local f b
+        f=$("${floor_cmd[@]}")
+        last=$(timeout "$limit" "${broker_cmd[@]}" --json)
+        b=$(rate <<<"$last")
+        floors+=("$f")
+        brokers+=("$b")
+        ratios+=("$(awk -v b="$b" -v f="$f" 'BEGIN { print b / f }')")
+    done
+    local floor broker ratio met=yes
+    floor=$(printf '%s\n' "${floors[@]}" | median)
+    broker=$(printf '%s\n' "${brokers[@]}" | median)
+    ratio=$(printf '%s\n' "${ratios[@]}" | median)
+    if [[ $min_ratio != - ]] && awk -v r="$ratio" -v t="$min_ratio" 'BEGIN { exit !(r < t) }'; then
+        met=no
+    fi
+    if [[ $min_rate != - ]] && awk -v b="$broker" -v t="$min_rate" 'BEGIN { exit !(b < t) }'; then
+        met=no
+    fi
+    row "$case" "$(thousands "$broker") msg/s ($(latency <<<"$last"))" \
+        "$(thousands "$floor") msg/s" "$(printf '%.2f' "$ratio")" "$target" "$met"
+    # Kept for the Redis comparison below.
+    last_median=$broker
+}
+
+# The floor's figure for one perf command: its records per second.
+floor_rate() { timeout "$limit" "$@" --json | rate; }
+
+# Messages per second of the disk's floor: dd writing the records of `batch` values of $size
+# bytes (20 bytes of framing each, as the broker's segment files hold them) `count` times,
+# flushing each write (oflag=dsync), in the scratch directory where the broker's data goes.
+dd_rate() {
+    local batch=$1 count=$2 seconds
+    seconds=$( { LC_ALL=C timeout "$limit" dd if=/dev/zero of="$work/dd" \
+        bs=$((batch * (size + 20))) count="$count" oflag=dsync 2>&1 >/dev/null; } |
+        awk '/copied/ { print $(NF - 3) }')
+    rm -f "$work/dd"
+    awk -v n="$((batch * count))" -v s="$seconds" 'BEGIN { print n / s }'
+}
+
+# The median, over $rounds runs, of a perf command's records per second.
+median_rate() {
+    for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json | rate; done | median
+}
+
+# Measures the durable log and prints its table (see the top of this file).
+durable() {
+    local data=$work/data
+    local out=$work/durable
+    printf '| store | batch 1, 1 client | batch 1, 16 clients | batch 1000, 1 client |\n' >"$out"
+    printf '|---|---|---|---|\n' >>"$out"
+    for store in memory always interval=1s never; do
+        note "appends, $store"
+        rm -rf "$data"
+        if [[ $store == memory ]]; then
+            start_broker
+        else
+            mkdir -p "$data"
+            start_broker --data-dir "$data" --fsync "$store"
+        fi
+        # Fewer messages where each request waits for the disk, to keep every run short.
+        local one=10000 sixteen=48000 thousand=2000000
+        if [[ $store == always ]]; then one=2000 sixteen=16000 thousand=1000000; fi
+        local on=("${producer[@]}" --connect "$endpoint")
+        local a b c
+        a=$(median_rate "${on[@]}" --messages "$one" --batch 1 --topic one)
+        b=$(median_rate "${on[@]}" --messages "$sixteen" --batch 1 --clients 16 --topic sixteen)
+        c=$(median_rate "${on[@]}" --messages "$thousand" --batch 1000 --topic thousand)
+        stop_broker
+        local label=$store
+        if [[ $store != memory ]]; then label="--fsync $store"; fi
+        printf '| %s | %s msg/s | %s msg/s | %s msg/s |\n' "$label" "$(thousands "$a")" \
+            "$(thousands "$b")" "$(thousands "$c")" >>"$out"
+    done
+    note "the disk alone: dd, one flush per write"
+    local d1 d1000
+    d1=$(for _ in $(seq "$rounds"); do dd_rate 1 2000; done | median)
+    d1000=$(for _ in $(seq "$rounds"); do dd_rate 1000 500; done | median)
+    printf '| disk floor: dd writing the same records, a flush per write | %s msg/s | - | %s msg/s |\n' \
+        "$(thousands "$d1")" "$(thousands "$d1000")" >>"$out"
+
+    note "restart: a data directory holding 1,000,000 messages"
+    rm -rf "$data"
+    mkdir -p "$data"
+    start_broker --data-dir "$data" --fsync never
+    timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages 1000000 --batch 1000 \
+        --topic restart >/dev/null
+    stop_broker
+    local opened=()
+    for _ in $(seq "$rounds"); do
+        start_broker --data-dir "$data"
+        # `opened DIR in 277.45ms: ...`, the duration as Rust's Debug format writes it.
+        opened+=("$(sed -n 's/.* in \([0-9.]*\)\(ns\|µs\|ms\|s\): .*/\1 \2/p' "$work/broker.log" |
+            awk '{ f = ($2 == "s") ? 1000 : ($2 == "ms") ? 1 : ($2 == "µs") ? 0.001 : 0.000001; print $1 * f }')")
+        stop_broker
+    done
+    local bytes
+    bytes=$(du -sb "$data" | awk '{ print $1 }')
+    printf '\n| restart | figure |\n|---|---|\n' >>"$out"
+    printf '| open a data directory of 1,000,000 messages of %s B (%s MB on disk) | %s ms |\n' \
+        "$size" "$((bytes / 1000000))" "$(printf '%s\n' "${opened[@]}" | median)" >>"$out"
+
+    printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; %s.\n\n' \
+        "$rounds" "$size" "$(nproc)" "$(date -u +%Y-%m-%d)"
+    cat "$out"
+}
+
+note "building (release)"
+cargo build --release --workspace >&2
+
+producer=("$bin/producer" perf --size "$size")
+# `consumer perf TOPIC`
+consumer=("$bin/consumer" perf perf)
+
+if [[ ${1:-} == --durable ]]; then
+    durable
+    exit 0
+fi
+
+note "broker in memory: lockstep appends of one message"
+start_broker
+compare "append, batch 1, 1 client" 0.85 - "≥ 0.85 × floor" \
+    floor_rate "${producer[@]}" --floor --messages 20000 --batch 1 -- \
+    "${producer[@]}" --connect "$endpoint" --messages 20000 --batch 1 --topic one
+compare "append, batch 1, 16 clients" 0.80 - "≥ 0.80 × floor" \
+    floor_rate "${producer[@]}" --floor --messages 64000 --batch 1 --clients 16 -- \
+    "${producer[@]}" --connect "$endpoint" --messages 64000 --batch 1 --clients 16 --topic sixteen
+stop_broker
+
+note "broker in memory, 2 logical brokers: batches of 1,000, then 10M messages held, then fetches"
+start_broker --brokers 2
+total=10000000
+# Rounds of 2M appends (fewer with more rounds), then the rest, to hold exactly $total.
+per_round=$((total / rounds / 1000 * 1000))
+if ((per_round > 2000000)); then per_round=2000000; fi
+compare "append, batch 1000, 1 client, in memory" - 2000000 "≥ 2,000,000 msg/s and ≥ 4 × Redis XADD -P 100" \
+    floor_rate "${producer[@]}" --floor --messages "$per_round" --batch 1000 -- \
+    "${producer[@]}" --connect "$endpoint" --messages "$per_round" --batch 1000 --topic perf
+append_median=$last_median
+left=$((total - rounds * per_round))
+if ((left > 0)); then
+    note "  topping the topic up to $total messages"
+    timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages "$left" --batch 1000 \
+        --topic perf >/dev/null
+fi
+rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$broker_pid/status")
+payload=$((total * size))
+rss_ratio=$(awk -v r="$rss_kib" -v p="$payload" 'BEGIN { print r * 1024 / p }')
+met=$(awk -v r="$rss_ratio" 'BEGIN { print (r <= 1.3) ? "yes" : "no" }')
+row "resident memory, $(thousands $total) messages of $size B in memory, 2 logical brokers" \
+    "$(awk -v r="$rss_kib" 'BEGIN { printf "%.3f GB", r * 1024 / 1e9 }') VmRSS" \
+    "$(awk -v p="$payload" 'BEGIN { printf "%.3f GB", p / 1e9 }') of values" \
+    "$(printf '%.3f' "$rss_ratio")" "≤ 1.3 × the values" "$met"
+compare "fetch, 1000 per request, 1 client" - 3000000 "≥ 3,000,000 msg/s" \
+    floor_rate "${consumer[@]}" --floor --messages 3000000 --batch 1000 --size "$size" -- \
+    "${consumer[@]}" --connect "$endpoint" --messages 3000000 --batch 1000
+stop_broker
+
+note "broker on disk, --fsync always: batches of 1,000; the floor is dd writing the same bytes"
+mkdir -p "$work/data"
+start_broker --data-dir "$work/data" --fsync always
+compare "append, batch 1000, 1 client, --fsync always" - 1000000 "≥ 1,000,000 msg/s" \
+    dd_rate 1000 1000 -- \
+    "${producer[@]}" --connect "$endpoint" --messages 1000000 --batch 1000 --topic durable
+compare "append, batch 1000, 4 clients, --fsync always" - 1000000 "(≥ 1,000,000 msg/s)" \
+    dd_rate 1000 1000 -- \
+    "${producer[@]}" --connect "$endpoint" --messages 2000000 --batch 1000 --clients 4 \
+    --topic durable4
+stop_broker
+
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+    note "Redis Streams XADD, one client"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+        --logfile "$work/redis.log" &
+    redis_pid=$!
+    for _ in $(seq 50); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    value=$(head -c "$size" /dev/zero | tr '\0' x)
+    xadd() {
+        local pipeline=$1 requests=$2
+        timeout "$limit" redis-benchmark -h 127.0.0.1 -p "$port" -c 1 -n "$requests" \
+            -P "$pipeline" --csv XADD bench '*' v "$value" | awk -F'"' 'NR == 2 { print $4 }'
+    }
+    for pipeline in 1 100; do
+        requests=$((pipeline == 1 ? 20000 : 1000000))
+        rates=()
+        for _ in $(seq "$rounds"); do rates+=("$(xadd "$pipeline" "$requests")"); done
+        redis=$(printf '%s\n' "${rates[@]}" | median)
+        row "Redis XADD, 1 client, pipeline $pipeline" "$(thousands "$redis") msg/s" - - - -
+        if ((pipeline == 100)); then
+            times=$(awk -v a="$append_median" -v r="$redis" 'BEGIN { printf "%.1f", a / r }')
+            met=$(awk -v t="$times" 'BEGIN { print (t >= 4) ? "yes" : "no" }')
+            row "append, batch 1000, in memory ÷ Redis XADD pipeline 100" "$times ×" - - "≥ 4 ×" "$met"
+        fi
+    done
+    kill -TERM "$redis_pid"
+    wait "$redis_pid" || true
+    redis_pid=""
+else
+    note "redis-server or redis-benchmark is not installed: no Redis rows"
+fi
+
+printf '%s\n' "Medians of $rounds rounds; values of $size bytes; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
+printf '\n| case | figure | floor | ratio to floor | target | met |\n|---|---|---|---|---|---|\n'
+cat "$table"
