@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the Python client's packages, every crate's unit and integration
-# tests (the Python client's round trip among them), then the end-to-end demo. Ends with one
+# tests (the Python client's round trip among them), then the end-to-end demos. Ends with one
 # summary line counting every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +15,5 @@ passed=$(count passed)
 failed=$(count failed)
 
 scripts/demo.sh
-echo "tests: $((passed + 1)) passed, $failed failed"
+scripts/groups-demo.sh
+echo "tests: $((passed + 2)) passed, $failed failed"

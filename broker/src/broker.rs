@@ -1,7 +1,9 @@
-//! The broker's state: the topic store, the logical brokers over it, and counters.
+//! The broker's state: the topic store, the logical brokers over it, the consumer groups, and
+//! counters.
 //!
 //! Commands (`cmd`) act on this; the server owns it and the socket, and keeps the two apart.
 
+use crate::group::Groups;
 use crate::logical::LogicalBrokers;
 use crate::store::Store;
 use crate::Config;
@@ -13,6 +15,8 @@ pub struct Broker {
     pub store: Store,
     /// The logical brokers and their claims.
     pub brokers: LogicalBrokers,
+    /// Every consumer group's state, shared by all logical brokers as the store is.
+    pub groups: Groups,
     /// What the broker has done since it started, for its closing summary.
     pub stats: Stats,
 }
@@ -29,11 +33,13 @@ pub struct Stats {
 }
 
 impl Broker {
-    /// A broker serving `store`, configured by `config`.
+    /// A broker serving `store`, configured by `config`, with no consumer groups yet (kept in
+    /// memory: a broker with a data directory replaces them with [`Groups::open`]).
     pub fn new(store: Store, config: &Config) -> Broker {
         Broker {
             store,
             brokers: LogicalBrokers::new(config.brokers, config.lease),
+            groups: Groups::in_memory(config.group_ack_timeout),
             stats: Stats::default(),
         }
     }

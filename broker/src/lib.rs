@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod cmd;
+pub mod group;
 pub mod logical;
 pub mod preload;
 pub mod server;
@@ -27,10 +28,17 @@ pub struct Config {
     pub lease: Duration,
     /// Where and how messages are kept.
     pub store: StoreConfig,
+    /// How long a message delivered to a group member waits for its acknowledgement.
+    pub group_ack_timeout: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { brokers: 2, lease: Duration::from_secs(30), store: StoreConfig::default() }
+        Config {
+            brokers: 2,
+            lease: Duration::from_secs(30),
+            store: StoreConfig::default(),
+            group_ack_timeout: group::DEFAULT_ACK_TIMEOUT,
+        }
     }
 }

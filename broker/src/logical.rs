@@ -144,6 +144,14 @@ impl LogicalBrokers {
         Ok(broker.id)
     }
 
+    /// The logical broker held under claim `token`, if the claim is current.
+    pub fn broker_of(&self, token: u64) -> Option<u32> {
+        self.brokers
+            .iter()
+            .find(|b| b.claim.as_ref().is_some_and(|c| c.token == token))
+            .map(|b| b.id)
+    }
+
     /// Ends claim `token`; returns the freed logical broker's id.
     ///
     /// # Errors

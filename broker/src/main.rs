@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
+use broker::group::Groups;
 use broker::store::{Store, DEFAULT_SEGMENT_BYTES};
 use broker::{preload, server, Broker, Config, Fsync, Shutdown, StoreConfig};
 use clap::Parser;
@@ -49,6 +50,10 @@ struct Args {
     /// Keep messages this long, e.g. `7d`, `12h`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     retention_time: Option<Duration>,
+    /// How long a message delivered to a consumer group member waits for its acknowledgement
+    /// before it goes to a member again, e.g. `30s`, `2s`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    group_ack_timeout: Duration,
 }
 
 /// Parses a segment size: 64 bytes to 1 GiB (offsets within a segment are 32-bit).
@@ -90,6 +95,10 @@ fn run(args: Args) -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     anyhow::ensure!(args.lease > Duration::ZERO, "--lease must be longer than zero");
+    anyhow::ensure!(
+        args.group_ack_timeout > Duration::ZERO,
+        "--group-ack-timeout must be longer than zero"
+    );
     let retention = protocol::Retention {
         messages: args.retention_messages,
         bytes: args.retention_bytes,
@@ -105,6 +114,7 @@ fn run(args: Args) -> Result<()> {
             segment_bytes: args.segment_bytes,
             retention,
         },
+        group_ack_timeout: args.group_ack_timeout,
     };
 
     let started = std::time::Instant::now();
@@ -119,7 +129,14 @@ fn run(args: Args) -> Result<()> {
             totals.messages
         );
     }
+    let groups =
+        Groups::open(config.group_ack_timeout, &config.store, &store, std::time::Instant::now())
+            .context("cannot open the consumer groups")?;
+    if config.store.data_dir.is_some() {
+        tracing::info!(states = groups.len(), "opened the consumer groups");
+    }
     let mut broker = Broker::new(store, &config);
+    broker.groups = groups;
     if args.preload {
         let now_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -142,7 +159,13 @@ fn run(args: Args) -> Result<()> {
     writeln!(stdout, "listening on {endpoint}")?;
     stdout.flush()?;
     drop(stdout);
-    tracing::info!(%endpoint, brokers = config.brokers, lease = ?config.lease, "serving");
+    tracing::info!(
+        %endpoint,
+        brokers = config.brokers,
+        lease = ?config.lease,
+        group_ack_timeout = ?config.group_ack_timeout,
+        "serving"
+    );
 
     server::run(socket, broker, shutdown)?;
     Ok(())

@@ -3,9 +3,10 @@
 //! One thread owns the socket and the state. Each pass of the loop waits for requests (at most
 //! [`TICK`], so a stop is noticed promptly), handles every request already queued (up to
 //! [`PASS_REQUESTS`]), lets leases and waits run out, answers the fetches held on topics that
-//! grew, commits the store, and only then sends the pass's replies: one write and flush per
-//! topic covers every append of the pass (group commit), and no append is acknowledged, nor
-//! any message served, before it is durable.
+//! grew, commits the store, then the consumer groups, and only then sends the pass's replies:
+//! one write and flush per topic covers every append of the pass (group commit), one per group
+//! state every change of a consumer group, and no append is acknowledged, no message served,
+//! and no group change reported, before it is durable.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,10 +15,11 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, Stats};
-use crate::cmd::{self, claim, fetch, Context, Outcome};
+use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
+use crate::group::GroupCommitFailure;
 use crate::shutdown::Shutdown;
 use crate::store::CommitFailure;
-use crate::waiting::{HeldFetch, Waiting, WaitingClaim};
+use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
 
 /// The longest the loop sleeps before looking at the stop flag again.
@@ -113,7 +115,7 @@ struct Server<'b> {
     waiting: Waiting<Envelope>,
     /// Replies of this pass, sent at its end.
     outbox: Outbox,
-    /// Topics appended to or deleted in this pass while fetches were held on them.
+    /// Topics appended to, deleted or reset in this pass while fetches were held on them.
     grown: Vec<String>,
 }
 
@@ -136,25 +138,44 @@ impl Server<'_> {
         let failures = self.broker.store.commit(cx_time.instant, cx_time.epoch_ms);
         self.outbox.settle(&failures);
         self.serve_grown(cx_time.instant);
-        self.send_replies(&cx_time);
+        let failures = self.broker.groups.commit();
+        self.outbox.settle_groups(&failures);
+        let lost = self.send_replies(&cx_time);
+        self.give_back(lost, cx_time.instant);
         Ok(())
     }
 
     /// Sends the pass's replies. A claim granted to a peer that is gone (a client that gave up
     /// waiting) is released again and handed to the next waiter, rather than left to expire.
-    fn send_replies(&mut self, clock: &Clock) {
+    /// Returns the group deliveries whose reply could not be sent.
+    fn send_replies(&mut self, clock: &Clock) -> Vec<Handout> {
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer: "" };
+        let mut lost = Vec::new();
         loop {
             let undelivered = self.outbox.flush(&self.socket);
-            if undelivered.is_empty() {
-                return;
+            lost.extend(undelivered.handouts);
+            if undelivered.claims.is_empty() {
+                return lost;
             }
-            for token in undelivered {
+            for token in undelivered.claims {
                 if let Ok(id) = self.broker.brokers.release(token) {
                     info!(broker = id, "released a claim whose holder left before the reply");
                 }
             }
             self.serve_waiting_claims(&cx);
+        }
+    }
+
+    /// Makes deliveries whose reply could not be sent (the member is gone) due again at once,
+    /// and has the group fetches held on their topics look again in the next pass.
+    fn give_back(&mut self, lost: Vec<Handout>, now: Instant) {
+        for handout in lost {
+            debug!(group = handout.group, topic = handout.topic, "delivery reached nobody");
+            self.broker.groups.give_back(&handout.group, &handout.topic, &handout.offsets, now);
+            if self.waiting.holds_fetches_on(&handout.topic) && !self.grown.contains(&handout.topic)
+            {
+                self.grown.push(handout.topic);
+            }
         }
     }
 
@@ -231,7 +252,10 @@ impl Server<'_> {
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer };
         match cmd::apply(request, self.broker, &cx) {
             Outcome::Reply(response) => {
-                if let Response::Appended { topic, .. } | Response::Deleted { topic } = &response {
+                if let Response::Appended { topic, .. }
+                | Response::Deleted { topic }
+                | Response::Reset { topic, .. } = &response
+                {
                     if self.waiting.holds_fetches_on(topic)
                         && !self.grown.iter().any(|t| t == topic)
                     {
@@ -243,7 +267,7 @@ impl Server<'_> {
                     Response::Appended { topic, .. } => {
                         self.outbox.push_until_commit(envelope, topic, response);
                     }
-                    response => self.outbox.push(envelope, response),
+                    response => self.outbox.push_reply(envelope, response),
                 }
                 self.broker.stats.refused += u64::from(refused);
             }
@@ -259,6 +283,26 @@ impl Server<'_> {
                     max_messages,
                     max_bytes,
                     deadline,
+                });
+            }
+            Outcome::HoldGroupFetch {
+                claim,
+                group,
+                topic,
+                max_messages,
+                max_bytes,
+                wake,
+                until,
+            } => {
+                self.waiting.push_group_fetch(HeldGroupFetch {
+                    envelope,
+                    claim,
+                    group,
+                    topic,
+                    max_messages,
+                    max_bytes,
+                    wake,
+                    until,
                 });
             }
         }
@@ -284,6 +328,9 @@ impl Server<'_> {
         for held in fetches {
             self.answer_fetch(held, clock.instant);
         }
+        for held in self.waiting.take_woken_group_fetches(clock.instant) {
+            self.retry_group_fetch(held, clock.instant);
+        }
         if !freed.is_empty() {
             self.serve_waiting_claims(&cx);
         }
@@ -300,13 +347,42 @@ impl Server<'_> {
         }
     }
 
-    /// Answers the fetches held on topics that grew (or went away) in this pass.
+    /// Answers the fetches held on topics that grew (or went away) in this pass, and the group
+    /// fetches there, oldest first, as far as there is something for them.
     fn serve_grown(&mut self, now: Instant) {
         for topic in std::mem::take(&mut self.grown) {
             for held in self.waiting.take_fetches(&topic) {
                 self.answer_fetch(held, now);
             }
+            for held in self.waiting.take_group_fetches(&topic) {
+                self.retry_group_fetch(held, now);
+            }
         }
+    }
+
+    /// Delivers what there is now to a held group fetch. If there is nothing (other members took
+    /// it) and its wait is not over, it is held again, to wake when the group's first pending
+    /// message comes due.
+    fn retry_group_fetch(&mut self, held: HeldGroupFetch<Envelope>, now: Instant) {
+        let Broker { store, groups, brokers, .. } = &mut *self.broker;
+        let response = group_fetch::deliver(
+            store,
+            groups,
+            &held.group,
+            &held.topic,
+            held.max_messages,
+            held.max_bytes,
+            now,
+        );
+        if group_fetch::is_empty(&response) && now < held.until {
+            let wake = group_fetch::wake(groups, &held.group, &held.topic, held.until);
+            drop(response);
+            self.waiting.push_group_fetch(HeldGroupFetch { wake, ..held });
+            return;
+        }
+        // The claim may have been released meanwhile; the reply goes out all the same.
+        let _ = brokers.renew(held.claim, now, now);
+        self.outbox.push_reply(held.envelope, response);
     }
 
     /// Answers a held fetch with what its topic holds now; its claim's lease starts again.
@@ -333,12 +409,22 @@ impl Server<'_> {
         for held in fetches {
             self.answer_fetch(held, Instant::now());
         }
+        for held in self.waiting.take_all_group_fetches() {
+            let response = group_fetch::nothing(
+                &self.broker.store,
+                &self.broker.groups,
+                &held.group,
+                &held.topic,
+            );
+            self.outbox.push(held.envelope, response);
+        }
         for _ in 0..PASS_REQUESTS {
             let Some(frames) = self.receive()? else { break };
             if let Ok((envelope, _)) = split_envelope(frames) {
                 self.outbox.push(envelope, shutting_down());
             }
         }
+        // Deliveries that cannot be sent now stay pending, and come due with their timeout.
         self.send_replies(&Clock::now());
         self.broker.store.close();
         Ok(())
@@ -405,6 +491,27 @@ fn split_envelope(
     }
 }
 
+/// The group state a reply yet to be sent reports on, and the messages it delivers (none for
+/// a reply to a join, an ack or a reset).
+#[derive(Debug)]
+struct Handout {
+    /// The group.
+    group: String,
+    /// The topic.
+    topic: String,
+    /// The offsets delivered.
+    offsets: Vec<u64>,
+}
+
+/// What [`Outbox::flush`] could not send and the server must see to.
+#[derive(Debug, Default)]
+struct Undelivered {
+    /// The tokens of `claimed` replies: claims granted to a peer that is gone.
+    claims: Vec<u64>,
+    /// Group deliveries to a member that is gone.
+    handouts: Vec<Handout>,
+}
+
 /// Replies waiting for the end of the pass.
 #[derive(Default)]
 struct Outbox {
@@ -417,6 +524,12 @@ struct Outbox {
     appends: Vec<(Envelope, usize, zmq::Message)>,
     /// The topics appended to in this pass, each once.
     append_topics: Vec<String>,
+    /// Replies reporting changes of a group's state, with its group and topic, until the groups
+    /// commit the pass.
+    group_changes: Vec<(Envelope, Handout, zmq::Message)>,
+    /// The deliveries among the queued replies, by their place in `queue`, so that one whose
+    /// member is gone can be given back.
+    handouts: Vec<(usize, Handout)>,
 }
 
 impl Outbox {
@@ -456,6 +569,49 @@ impl Outbox {
         self.append_topics = topics;
     }
 
+    /// Queues `response` for `envelope`, keeping it until the groups commit if it reports a
+    /// change of a group's state.
+    fn push_reply(&mut self, envelope: Envelope, response: Response<'_>) {
+        let (group, topic, offsets) = match &response {
+            Response::Delivered { group, topic, messages, .. } => {
+                (*group, *topic, messages.iter().map(|m| m.offset).collect())
+            }
+            Response::Joined { group, topic, .. }
+            | Response::Acked { group, topic, .. }
+            | Response::Reset { group, topic, .. } => (*group, *topic, Vec::new()),
+            _ => return self.push(envelope, response),
+        };
+        let change = Handout { group: group.to_owned(), topic: topic.to_owned(), offsets };
+        let reply = self.encode(response);
+        self.group_changes.push((envelope, change, reply));
+    }
+
+    /// Queues the kept group replies, turning those of group states that could not be stored
+    /// into refusals: their changes were undone.
+    fn settle_groups(&mut self, failures: &[GroupCommitFailure]) {
+        // Taken out to be read while replies are pushed, and put back to keep its room.
+        let mut changes = std::mem::take(&mut self.group_changes);
+        for (envelope, change, reply) in changes.drain(..) {
+            match failures.iter().find(|f| f.group == change.group && f.topic == change.topic) {
+                None => {
+                    if !change.offsets.is_empty() {
+                        self.handouts.push((self.queue.len(), change));
+                    }
+                    self.queue.push((envelope, reply, None));
+                }
+                Some(failure) => {
+                    let reason = format!(
+                        "could not store the state of group {:?} on topic {:?} ({}); nothing was \
+                         changed",
+                        change.group, change.topic, failure.error
+                    );
+                    self.push(envelope, Response::error(ErrorCode::InternalError, reason));
+                }
+            }
+        }
+        self.group_changes = changes;
+    }
+
     /// Encodes `response` and queues it for `envelope`.
     fn push(&mut self, envelope: Envelope, response: Response<'_>) {
         let claim = match response {
@@ -479,16 +635,20 @@ impl Outbox {
     }
 
     /// Sends every queued reply. A peer that is gone or not reading loses its reply, and the
-    /// broker goes on. Returns the claim tokens of `claimed` replies that could not be sent.
-    fn flush(&mut self, socket: &zmq::Socket) -> Vec<u64> {
-        let mut undelivered = Vec::new();
-        for (envelope, body, claim) in self.queue.drain(..) {
+    /// broker goes on. Returns the claim tokens of `claimed` replies and the group deliveries
+    /// that could not be sent.
+    fn flush(&mut self, socket: &zmq::Socket) -> Undelivered {
+        let mut handouts = std::mem::take(&mut self.handouts).into_iter().peekable();
+        let mut undelivered = Undelivered::default();
+        for (at, (envelope, body, claim)) in self.queue.drain(..).enumerate() {
+            let handout = handouts.next_if(|(place, _)| *place == at).map(|(_, h)| h);
             if let Err(error) = send(socket, envelope, body) {
                 match error {
                     zmq::Error::EHOSTUNREACH => debug!("reply dropped: the peer is gone"),
                     error => warn!(%error, "reply dropped"),
                 }
-                undelivered.extend(claim);
+                undelivered.claims.extend(claim);
+                undelivered.handouts.extend(handout);
             }
         }
         undelivered

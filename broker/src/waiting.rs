@@ -1,5 +1,6 @@
-//! Replies the broker holds back: claims waiting for a logical broker to free up, and fetches
-//! waiting for messages (long polls, like Kafka's fetch wait or Redis' `XREAD BLOCK`).
+//! Replies the broker holds back: claims waiting for a logical broker to free up, fetches
+//! waiting for messages (long polls, like Kafka's fetch wait or Redis' `XREAD BLOCK`), and group
+//! fetches waiting for something to deliver (like `XREADGROUP BLOCK`).
 //!
 //! A ROUTER socket can answer a request whenever it likes, so holding a reply costs one entry
 //! here and nothing else. The envelope type is generic: the server stores ZeroMQ routing frames,
@@ -40,6 +41,28 @@ pub struct HeldFetch<E> {
     pub deadline: Instant,
 }
 
+/// A group fetch waiting for something to deliver to its member.
+#[derive(Debug)]
+pub struct HeldGroupFetch<E> {
+    /// Where the reply goes.
+    pub envelope: E,
+    /// The member's claim.
+    pub claim: u64,
+    /// The group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// At most this many messages.
+    pub max_messages: u32,
+    /// At most this many bytes, but at least one message.
+    pub max_bytes: u32,
+    /// When to look again even if the topic does not grow (a pending message of the group
+    /// comes due then), or `until` if sooner.
+    pub wake: Instant,
+    /// When to answer with nothing.
+    pub until: Instant,
+}
+
 /// Every held reply.
 #[derive(Debug)]
 pub struct Waiting<E> {
@@ -47,13 +70,20 @@ pub struct Waiting<E> {
     claims: VecDeque<WaitingClaim<E>>,
     /// Held fetches by topic, so an append finds its waiters without looking at the others.
     fetches: HashMap<String, Vec<HeldFetch<E>>>,
+    /// Held group fetches by topic, oldest first within each.
+    group_fetches: HashMap<String, Vec<HeldGroupFetch<E>>>,
     /// The earliest deadline of all, or a time before it; `None` when nothing waits.
     next_deadline: Option<Instant>,
 }
 
 impl<E> Default for Waiting<E> {
     fn default() -> Self {
-        Waiting { claims: VecDeque::new(), fetches: HashMap::new(), next_deadline: None }
+        Waiting {
+            claims: VecDeque::new(),
+            fetches: HashMap::new(),
+            group_fetches: HashMap::new(),
+            next_deadline: None,
+        }
     }
 }
 
@@ -70,6 +100,12 @@ impl<E> Waiting<E> {
         self.fetches.entry(fetch.topic.clone()).or_default().push(fetch);
     }
 
+    /// Holds a group fetch until its topic grows or it wakes.
+    pub fn push_group_fetch(&mut self, fetch: HeldGroupFetch<E>) {
+        self.note_deadline(fetch.wake);
+        self.group_fetches.entry(fetch.topic.clone()).or_default().push(fetch);
+    }
+
     /// Takes the longest-waiting claim that `can_claim` says can be served now.
     pub fn take_claim(
         &mut self,
@@ -82,6 +118,34 @@ impl<E> Waiting<E> {
     /// Takes every fetch held on `topic`.
     pub fn take_fetches(&mut self, topic: &str) -> Vec<HeldFetch<E>> {
         self.fetches.remove(topic).unwrap_or_default()
+    }
+
+    /// Takes every group fetch held on `topic`, oldest first.
+    pub fn take_group_fetches(&mut self, topic: &str) -> Vec<HeldGroupFetch<E>> {
+        self.group_fetches.remove(topic).unwrap_or_default()
+    }
+
+    /// Takes every group fetch whose wake time is `now` or earlier, oldest first per topic.
+    pub fn take_woken_group_fetches(&mut self, now: Instant) -> Vec<HeldGroupFetch<E>> {
+        if self.next_deadline.is_none_or(|d| d > now) {
+            return Vec::new();
+        }
+        let mut woken = Vec::new();
+        self.group_fetches.retain(|_, held| {
+            let (due, kept): (Vec<_>, Vec<_>) = held.drain(..).partition(|f| f.wake <= now);
+            woken.extend(due);
+            *held = kept;
+            !held.is_empty()
+        });
+        self.recompute_next_deadline();
+        woken
+    }
+
+    /// Takes every held group fetch, for shutdown.
+    pub fn take_all_group_fetches(&mut self) -> Vec<HeldGroupFetch<E>> {
+        let held = self.group_fetches.drain().flat_map(|(_, held)| held).collect();
+        self.recompute_next_deadline();
+        held
     }
 
     /// Takes every claim and fetch whose deadline is `now` or earlier.
@@ -99,20 +163,16 @@ impl<E> Waiting<E> {
             *held = kept;
             !held.is_empty()
         });
-        self.next_deadline = self
-            .claims
-            .iter()
-            .map(|c| c.deadline)
-            .chain(self.fetches.values().flatten().map(|f| f.deadline))
-            .min();
+        self.recompute_next_deadline();
         (expired, fetches)
     }
 
-    /// Takes everything, for shutdown.
+    /// Takes every claim and fetch, for shutdown; group fetches are taken apart.
     pub fn take_all(&mut self) -> (Vec<WaitingClaim<E>>, Vec<HeldFetch<E>>) {
-        self.next_deadline = None;
         let fetches = self.fetches.drain().flat_map(|(_, held)| held).collect();
-        (self.claims.drain(..).collect(), fetches)
+        let claims = self.claims.drain(..).collect();
+        self.recompute_next_deadline();
+        (claims, fetches)
     }
 
     /// The earliest deadline, if anything waits (possibly a little early, never late).
@@ -120,14 +180,30 @@ impl<E> Waiting<E> {
         self.next_deadline
     }
 
-    /// Whether any fetch is held on `topic`.
+    /// Whether any fetch or group fetch is held on `topic`.
     pub fn holds_fetches_on(&self, topic: &str) -> bool {
-        self.fetches.contains_key(topic)
+        self.fetches.contains_key(topic) || self.group_fetches.contains_key(topic)
     }
 
     /// How many fetches are held.
     pub fn held_fetches(&self) -> usize {
         self.fetches.values().map(Vec::len).sum()
+    }
+
+    /// How many group fetches are held.
+    pub fn held_group_fetches(&self) -> usize {
+        self.group_fetches.values().map(Vec::len).sum()
+    }
+
+    /// Sets the earliest deadline from what is held now.
+    fn recompute_next_deadline(&mut self) {
+        self.next_deadline = self
+            .claims
+            .iter()
+            .map(|c| c.deadline)
+            .chain(self.fetches.values().flatten().map(|f| f.deadline))
+            .chain(self.group_fetches.values().flatten().map(|f| f.wake))
+            .min();
     }
 
     fn note_deadline(&mut self, deadline: Instant) {
@@ -182,6 +258,45 @@ mod tests {
         envelopes.sort();
         assert_eq!(envelopes, [1, 3]);
         assert_eq!(waiting.held_fetches(), 1);
+    }
+
+    fn group_fetch(envelope: u32, topic: &str, wake: Instant) -> HeldGroupFetch<u32> {
+        HeldGroupFetch {
+            envelope,
+            claim: 1,
+            group: "g".into(),
+            topic: topic.into(),
+            max_messages: 1,
+            max_bytes: 1,
+            wake,
+            until: wake + Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn group_fetches_are_found_by_topic_or_woken_in_time() {
+        let now = Instant::now();
+        let soon = now + Duration::from_millis(10);
+        let later = now + Duration::from_secs(5);
+        let mut waiting = Waiting::default();
+        waiting.push_group_fetch(group_fetch(1, "a", later));
+        waiting.push_group_fetch(group_fetch(2, "b", soon));
+        waiting.push_group_fetch(group_fetch(3, "a", soon));
+        assert!(waiting.holds_fetches_on("b") && !waiting.holds_fetches_on("c"));
+        assert_eq!(waiting.next_deadline(), Some(soon));
+        assert!(waiting.take_woken_group_fetches(now).is_empty());
+        let mut woken: Vec<u32> =
+            waiting.take_woken_group_fetches(soon).iter().map(|f| f.envelope).collect();
+        woken.sort();
+        assert_eq!(woken, [2, 3]);
+        assert_eq!(waiting.next_deadline(), Some(later));
+        assert!(!waiting.holds_fetches_on("b"));
+        let on_a: Vec<u32> = waiting.take_group_fetches("a").iter().map(|f| f.envelope).collect();
+        assert_eq!(on_a, [1]);
+        assert_eq!(waiting.held_group_fetches(), 0);
+        waiting.push_group_fetch(group_fetch(4, "c", later));
+        assert_eq!(waiting.take_all_group_fetches().len(), 1);
+        assert_eq!(waiting.next_deadline(), None);
     }
 
     #[test]

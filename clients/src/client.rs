@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use protocol::{
-    decode_response, encode_request, Append, BrokerStatus, Fetch, Message, NewMessage, Request,
-    Response, TopicInfo, MAX_WAIT_MS,
+    decode_response, encode_request, Append, BrokerStatus, Fetch, GroupFetch, GroupInfo,
+    GroupStart, Message, NewMessage, Request, ResetTo, Response, TopicInfo, MAX_WAIT_MS,
 };
 use tracing::debug;
 
@@ -22,10 +22,12 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 /// Every request waits for its reply at most the timeout, plus the time the request itself asks
 /// the broker to hold the reply (`wait_ms` of a claim or a fetch). When no reply comes, the REQ
 /// socket cannot be used again, so it is closed and a new one connected: the next request starts
-/// clean. Requests that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`) get one
-/// retry on a fresh socket first; `append` never does, because the lost reply may belong to an
-/// append the broker carried out, and `claim` never does, because a second claim could hold a
-/// second logical broker.
+/// clean. Requests that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`, and the
+/// group requests) get one retry on a fresh socket first; `append` never does, because the lost
+/// reply may belong to an append the broker carried out, and `claim` never does, because a
+/// second claim could hold a second logical broker. A group fetch whose reply was lost delivered
+/// messages nobody saw: they are pending, and come again once their ack timeout runs out, so
+/// a retry loses nothing (delivery is at least once anyway).
 pub struct Client {
     /// Owns the sockets' I/O threads.
     context: zmq::Context,
@@ -72,6 +74,43 @@ pub struct Batch<'a> {
     pub end_offset: u64,
 }
 
+/// What a group fetch delivered, borrowed from the reply frame.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    /// The messages, in offset order; empty when nothing was there in time.
+    pub messages: Vec<Message<'a>>,
+    /// The offsets among them that had been delivered before and not acknowledged in time.
+    pub redelivered: Vec<u64>,
+    /// The group's committed offset on the topic.
+    pub committed_offset: u64,
+    /// The topic's next offset.
+    pub end_offset: u64,
+}
+
+/// A group joined on a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// The group's committed offset on the topic.
+    pub committed_offset: u64,
+    /// The topic's next offset.
+    pub end_offset: u64,
+    /// How many members the group has on the topic, this one included.
+    pub members: u32,
+    /// Whether the join created the group on the topic.
+    pub created: bool,
+    /// How long a delivered message waits for its acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// How many of the offsets were pending (the others had been acknowledged already).
+    pub acked: u64,
+    /// The group's committed offset on the topic now.
+    pub committed_offset: u64,
+}
+
 impl Client {
     /// Connects to `endpoint` (ZeroMQ connects lazily: a broker that is not there yet is only
     /// noticed when a request gets no reply).
@@ -91,9 +130,9 @@ impl Client {
         })
     }
 
-    /// Makes waits for replies end early once `shutdown` is signalled. `append` and `release`
-    /// still run to their end (bounded by the timeout), so that what was read before Ctrl-C is
-    /// sent and a claim is given back.
+    /// Makes waits for replies end early once `shutdown` is signalled. `append`, `release` and
+    /// `ack` still run to their end (bounded by the timeout), so that what was read before Ctrl-C
+    /// is sent, a claim is given back and what was processed is acknowledged.
     pub fn with_shutdown(mut self, shutdown: Shutdown) -> Client {
         self.shutdown = Some(shutdown);
         self
@@ -141,7 +180,8 @@ impl Client {
         encode_request(request, &mut frame);
         let held = Duration::from_millis(held_ms(request).min(MAX_WAIT_MS));
         let attempts = if is_safe_to_retry(request) { 2 } else { 1 };
-        let cancellable = !matches!(request, Request::Append(_) | Request::Release { .. });
+        let cancellable =
+            !matches!(request, Request::Append(_) | Request::Release { .. } | Request::Ack { .. });
         let mut attempt = 1;
         let reply = loop {
             debug!(op = request.op(), bytes = frame.len(), attempt, "request");
@@ -274,6 +314,101 @@ impl Client {
         })
     }
 
+    /// Makes claim `token` a member of `group` on `topic`; a group new on the topic starts at
+    /// `start`.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `unknown_topic` when the topic does not exist.
+    pub fn join_group(
+        &mut self,
+        token: u64,
+        group: &str,
+        topic: &str,
+        start: GroupStart,
+    ) -> Result<Joined> {
+        let request = Request::JoinGroup { claim: token, group, topic, start };
+        self.call(&request, |response| match response {
+            Response::Joined {
+                committed_offset,
+                end_offset,
+                members,
+                created,
+                ack_timeout_ms,
+                ..
+            } => Ok(Joined {
+                committed_offset,
+                end_offset,
+                members,
+                created,
+                ack_timeout: Duration::from_millis(ack_timeout_ms),
+            }),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Takes the next messages for a group member as `fetch` says, and hands them to `read`,
+    /// borrowed from the reply frame. They are pending until acknowledged.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `unknown_member` when the claim has not joined the group.
+    pub fn group_fetch<T>(
+        &mut self,
+        fetch: GroupFetch<'_>,
+        read: impl FnOnce(Delivery<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let request = Request::GroupFetch(fetch);
+        self.call(&request, |response| match response {
+            Response::Delivered { messages, redelivered, committed_offset, end_offset, .. } => {
+                read(Delivery { messages, redelivered, committed_offset, end_offset })
+            }
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Acknowledges `offsets` (at least one) of `topic` for `group`. Runs to its end even after
+    /// Ctrl-C, bounded by the timeout, so that what was processed is acknowledged.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `not_pending` when an offset was never delivered to the group, and
+    /// then nothing is acknowledged.
+    pub fn ack(&mut self, group: &str, topic: &str, offsets: &[u64]) -> Result<Acked> {
+        let request = Request::Ack { group, topic, offsets: offsets.to_vec() };
+        self.call(&request, |response| match response {
+            Response::Acked { acked, committed_offset, .. } => {
+                Ok(Acked { acked, committed_offset })
+            }
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// The group states `group` and `topic` select, every one when both are `None`.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `unknown_group` when `group` has no state.
+    pub fn list_groups(
+        &mut self,
+        group: Option<&str>,
+        topic: Option<&str>,
+    ) -> Result<Vec<GroupInfo>> {
+        let request = Request::ListGroups { group, topic };
+        self.call(&request, |response| match response {
+            Response::Groups { groups } => Ok(groups),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Moves `group`'s committed offset on `topic` as `to` says; returns the new offset.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `offset_out_of_range` for an offset the topic does not hold.
+    pub fn reset_group(&mut self, group: &str, topic: &str, to: ResetTo) -> Result<u64> {
+        let request = Request::ResetGroup { group, topic, to };
+        self.call(&request, |response| match response {
+            Response::Reset { committed_offset, .. } => Ok(committed_offset),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
     /// Sends `frame`, a request encoded already, and returns the reply frame undecoded. Not
     /// retried, and cut short by the shutdown flag. For load generators, which send the same
     /// bytes many times and time the exchange alone.
@@ -366,6 +501,7 @@ fn held_ms(request: &Request<'_>) -> u64 {
     match request {
         Request::Claim { wait_ms, .. } => *wait_ms,
         Request::Fetch(fetch) => fetch.wait_ms,
+        Request::GroupFetch(fetch) => fetch.wait_ms,
         _ => 0,
     }
 }
@@ -374,7 +510,15 @@ fn held_ms(request: &Request<'_>) -> u64 {
 fn is_safe_to_retry(request: &Request<'_>) -> bool {
     matches!(
         request,
-        Request::Status | Request::ListTopics { .. } | Request::Fetch(_) | Request::Renew { .. }
+        Request::Status
+            | Request::ListTopics { .. }
+            | Request::Fetch(_)
+            | Request::Renew { .. }
+            | Request::JoinGroup { .. }
+            | Request::GroupFetch(_)
+            | Request::Ack { .. }
+            | Request::ListGroups { .. }
+            | Request::ResetGroup { .. }
     )
 }
 

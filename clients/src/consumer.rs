@@ -1,4 +1,5 @@
-//! The `consumer` command: show the logical brokers, list topics, fetch or follow messages.
+//! The `consumer` command: show the logical brokers, list topics, fetch or follow messages, alone
+//! or as a member of a consumer group, and look after groups.
 //!
 //! Reading commands claim a logical broker first and give it back on every way out: success,
 //! error and Ctrl-C alike. Messages and tables go to standard output; notes about what is
@@ -9,11 +10,15 @@ use std::thread;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use protocol::{validate_topic_name, ErrorCode, Fetch, DEFAULT_FETCH_BYTES, MAX_FETCH_MESSAGES};
+use protocol::{
+    validate_group_name, validate_topic_name, ErrorCode, Fetch, DEFAULT_FETCH_BYTES,
+    MAX_FETCH_MESSAGES,
+};
 
 use crate::args::{positive, ConnectArgs};
 use crate::claim::{self, ClaimSpec};
 use crate::client::{Claimed, Client};
+use crate::group::{self, GroupArgs, Member, Reading, ResetArgs};
 use crate::interactive;
 use crate::output::{self, MessageFormat};
 use crate::perf::{self, ConsumePerfArgs};
@@ -40,11 +45,20 @@ Output:
   (holder and lease_remaining_ms are null for a free logical broker, disk_bytes for a broker
   that keeps its topics in memory only.)
     fetch, follow  {\"topic\",\"offset\",\"timestamp\",\"key\",\"value\"}
+    groups  {\"group\",\"topic\",\"committed_offset\",\"delivered_offset\",\"end_offset\",
+             \"lag\",\"pending\",\"members\"}
+    group-reset  {\"group\",\"topic\",\"committed_offset\"}
   A key or value that is valid UTF-8 is a string. One that is not is null, and the field
   key_hex or value_hex holds its bytes in hexadecimal. A message without a key has
   \"key\": null and no key_hex. --print-key and --print-timestamp do not change JSON output.
 
-  Notes (waiting, totals, restarts) go to standard error.
+  Notes (waiting, totals, restarts, acknowledgements) go to standard error.
+
+Consumer groups:
+  fetch and follow with --group NAME read as a member of that group: each message goes to one
+  member, and what a member prints it acknowledges (unless --no-auto-ack). A message printed
+  and not acknowledged within the broker's --group-ack-timeout goes to a member again. A group
+  new on a topic starts at its first message (--group-start latest: at its end).
 
 Without a command, on a terminal, the consumer walks through brokers, topics and messages
 interactively.";
@@ -90,36 +104,77 @@ pub enum Command {
     Status,
     /// List the topics with their message counts and offsets.
     Topics,
-    /// Print the messages of a topic from an offset, then exit.
+    /// Print the messages of a topic from an offset (or the next ones for a group), then exit.
     Fetch {
         /// The topic to read.
         #[arg(value_name = "TOPIC")]
         topic: String,
         /// The first offset to print.
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "group")]
         offset: u64,
         /// Print at most N messages.
         #[arg(long, value_name = "N", default_value_t = 500, value_parser = positive)]
         max: u64,
+        /// Reading as a member of a consumer group.
+        #[command(flatten)]
+        group: GroupArgs,
     },
     /// Print the messages of a topic as they arrive, until Ctrl-C.
     ///
     /// Starts at the end of the topic unless told otherwise, and waits for a topic that does
     /// not exist yet. An offset that is no longer (or not yet) available restarts the follow
-    /// from the first available one.
+    /// from the first available one. With --group, reads what the group has not yet been
+    /// delivered, sharing the messages with the group's other members.
     Follow {
         /// The topic to follow.
         #[arg(value_name = "TOPIC")]
         topic: String,
         /// Start at the topic's first message instead of its end.
-        #[arg(long, conflicts_with = "offset")]
+        #[arg(long, conflicts_with_all = ["offset", "group"])]
         from_beginning: bool,
         /// Start at this offset instead of the end.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "group")]
         offset: Option<u64>,
         /// Exit after printing N messages.
         #[arg(long, value_name = "N", value_parser = positive)]
         max: Option<u64>,
+        /// Following as a member of a consumer group.
+        #[command(flatten)]
+        group: GroupArgs,
+    },
+    /// Acknowledge messages delivered to a consumer group, by offset (after --no-auto-ack).
+    Ack {
+        /// The group.
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// The topic.
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        /// The offsets of the messages processed.
+        #[arg(value_name = "OFFSET", required = true, num_args = 1..)]
+        offsets: Vec<u64>,
+    },
+    /// List consumer groups with their committed offset, lag, pending messages and members on
+    /// each topic they read.
+    Groups {
+        /// Only this group.
+        #[arg(value_name = "GROUP")]
+        group: Option<String>,
+        /// Only groups reading this topic.
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
+    },
+    /// Move a consumer group's committed offset on a topic; a group new there is created.
+    GroupReset {
+        /// The group.
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// The topic.
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        /// Where to.
+        #[command(flatten)]
+        to: ResetArgs,
     },
     /// Measure fetch throughput and latency, like Kafka's consumer perf test.
     #[command(after_help = perf::CONSUME_HELP)]
@@ -144,15 +199,7 @@ enum Start {
 /// the command fails with, after giving back any claim it made. Ctrl-C during `follow` or the
 /// interactive walk is a normal end, not an error.
 pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
-    if let Some(
-        Command::Fetch { topic, .. }
-        | Command::Follow { topic, .. }
-        | Command::Perf(ConsumePerfArgs { topic, .. }),
-    ) = &args.command
-    {
-        validate_topic_name(topic)
-            .map_err(|source| ClientError::InvalidTopic { name: topic.clone(), source })?;
-    }
+    check_names(args.command.as_ref())?;
     if args.command.is_none() && !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
         return Err(ClientError::NotATerminal);
     }
@@ -172,22 +219,61 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    if command == Command::Status {
-        let brokers = client.status()?;
-        output::write_status(&mut out, &brokers, format.json).map_err(ClientError::output)?;
-        return out.flush().map_err(ClientError::output);
+    match &command {
+        Command::Status => {
+            let brokers = client.status()?;
+            output::write_status(&mut out, &brokers, format.json).map_err(ClientError::output)?;
+            return out.flush().map_err(ClientError::output);
+        }
+        Command::Groups { group, topic } => {
+            group::list(&mut client, group.as_deref(), topic.as_deref(), format.json, &mut out)?;
+            return out.flush().map_err(ClientError::output);
+        }
+        Command::Ack { group, topic, offsets } => {
+            return group::ack(&mut client, group, topic, offsets);
+        }
+        Command::GroupReset { group, topic, to } => {
+            group::reset(&mut client, group, topic, to.target(), format.json, &mut out)?;
+            return out.flush().map_err(ClientError::output);
+        }
+        _ => {}
     }
     let mut claimed = claim::acquire(&mut client, &spec)?;
     let result = match command {
         // Answered above, without a claim (or with claims of their own).
-        Command::Status | Command::Perf(_) => Ok(()),
+        Command::Status
+        | Command::Perf(_)
+        | Command::Groups { .. }
+        | Command::Ack { .. }
+        | Command::GroupReset { .. } => Ok(()),
         Command::Topics => client.list_topics(claimed.token).and_then(|topics| {
             output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)
         }),
-        Command::Fetch { topic, offset, max } => {
-            fetch(&mut client, &claimed, &topic, offset, max, format, &mut out)
+        Command::Fetch { topic, offset, max, group } => match &group.group {
+            Some(name) => Member {
+                client: &mut client,
+                claimed: &mut claimed,
+                spec: &spec,
+                reading: Reading::new(name, &topic, &group, format),
+                shutdown,
+            }
+            .fetch(max, &mut out),
+            None => fetch(&mut client, &claimed, &topic, offset, max, format, &mut out),
+        },
+        Command::Follow {
+            topic,
+            max,
+            group: ref args @ GroupArgs { group: Some(ref name), .. },
+            ..
+        } => Member {
+            client: &mut client,
+            claimed: &mut claimed,
+            spec: &spec,
+            reading: Reading::new(name, &topic, args, format),
+            shutdown,
         }
-        Command::Follow { topic, from_beginning, offset, max } => {
+        .follow(max, &mut out),
+        Command::Follow { topic, from_beginning, offset, max, .. } => {
             let start = match (from_beginning, offset) {
                 (_, Some(offset)) => Start::Offset(offset),
                 (true, None) => Start::Beginning,
@@ -207,6 +293,33 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     let flushed = out.flush().map_err(ClientError::output);
     claim::release(&mut client, &claimed);
     result.and(flushed)
+}
+
+/// Checks the topic and group names a command names before anything is sent.
+///
+/// # Errors
+/// [`ClientError::InvalidTopic`] or [`ClientError::InvalidGroup`].
+fn check_names(command: Option<&Command>) -> Result<()> {
+    let (topic, group) = match command {
+        Some(Command::Fetch { topic, group, .. } | Command::Follow { topic, group, .. }) => {
+            (Some(topic), group.group.as_ref())
+        }
+        Some(Command::Ack { group, topic, .. } | Command::GroupReset { group, topic, .. }) => {
+            (Some(topic), Some(group))
+        }
+        Some(Command::Groups { group, topic }) => (topic.as_ref(), group.as_ref()),
+        Some(Command::Perf(ConsumePerfArgs { topic, .. })) => (Some(topic), None),
+        _ => (None, None),
+    };
+    if let Some(name) = topic {
+        validate_topic_name(name)
+            .map_err(|source| ClientError::InvalidTopic { name: name.clone(), source })?;
+    }
+    if let Some(name) = group {
+        validate_group_name(name)
+            .map_err(|source| ClientError::InvalidGroup { name: name.clone(), source })?;
+    }
+    Ok(())
 }
 
 /// Prints up to `max` messages of `topic` from `offset`, in as many fetches as that takes,
@@ -370,7 +483,7 @@ fn print_batch(
 }
 
 /// Sleeps `duration`, or less if Ctrl-C comes.
-fn pause(duration: Duration, shutdown: &Shutdown) {
+pub(crate) fn pause(duration: Duration, shutdown: &Shutdown) {
     let slice = Duration::from_millis(100);
     let mut left = duration;
     while !left.is_zero() && !shutdown.is_signalled() {
@@ -400,7 +513,15 @@ mod tests {
         let b = ConsumerArgs::try_parse_from(["consumer", "fetch", "t", "--max", "3", "--json"])
             .unwrap();
         assert!(a.json && b.json);
-        assert_eq!(a.command, Some(Command::Fetch { topic: "t".into(), offset: 0, max: 3 }));
+        assert_eq!(
+            a.command,
+            Some(Command::Fetch {
+                topic: "t".into(),
+                offset: 0,
+                max: 3,
+                group: GroupArgs::default()
+            })
+        );
         assert_eq!(a.command, b.command);
         let c = ConsumerArgs::try_parse_from(["consumer", "--timeout", "1s", "status"]).unwrap();
         assert_eq!(c.connection.timeout, Duration::from_secs(1));
@@ -417,8 +538,47 @@ mod tests {
                 topic: "t".into(),
                 from_beginning: false,
                 offset: Some(3),
-                max: None
+                max: None,
+                group: GroupArgs::default()
             })
         );
+    }
+
+    #[test]
+    fn group_options_need_a_group_and_exclude_offsets() {
+        let parse = |args: &[&str]| ConsumerArgs::try_parse_from(args);
+        assert!(parse(&["consumer", "follow", "t", "--group", "g", "--offset", "3"]).is_err());
+        assert!(parse(&["consumer", "follow", "t", "--group", "g", "--from-beginning"]).is_err());
+        assert!(parse(&["consumer", "fetch", "t", "--group", "g", "--offset", "3"]).is_err());
+        assert!(parse(&["consumer", "follow", "t", "--no-auto-ack"]).is_err());
+        assert!(parse(&["consumer", "fetch", "t", "--batch", "2"]).is_err());
+        let f =
+            parse(&["consumer", "follow", "t", "--group", "g", "--no-auto-ack", "--batch", "2"])
+                .unwrap();
+        let Some(Command::Follow { group, .. }) = f.command else { panic!("{f:?}") };
+        assert_eq!(group.group.as_deref(), Some("g"));
+        assert!(group.no_auto_ack);
+        assert_eq!(group.batch, Some(2));
+    }
+
+    #[test]
+    fn group_commands_parse() {
+        let parse = |args: &[&str]| ConsumerArgs::try_parse_from(args);
+        let a = parse(&["consumer", "ack", "g", "t", "3", "5"]).unwrap();
+        assert_eq!(
+            a.command,
+            Some(Command::Ack { group: "g".into(), topic: "t".into(), offsets: vec![3, 5] })
+        );
+        assert!(parse(&["consumer", "ack", "g", "t"]).is_err(), "an ack needs an offset");
+        assert!(parse(&["consumer", "ack", "g", "t", "-1"]).is_err());
+        let r = parse(&["consumer", "group-reset", "g", "t", "--to-offset", "4"]).unwrap();
+        let Some(Command::GroupReset { to, .. }) = r.command else { panic!("{r:?}") };
+        assert_eq!(to.target(), protocol::ResetTo::Offset(4));
+        assert!(parse(&["consumer", "group-reset", "g", "t"]).is_err(), "a reset needs a target");
+        assert!(
+            parse(&["consumer", "group-reset", "g", "t", "--to-earliest", "--to-latest"]).is_err()
+        );
+        let g = parse(&["consumer", "groups", "--topic", "t"]).unwrap();
+        assert_eq!(g.command, Some(Command::Groups { group: None, topic: Some("t".into()) }));
     }
 }

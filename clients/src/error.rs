@@ -2,7 +2,7 @@
 
 use std::io;
 
-use protocol::{DecodeError, ErrorCode, InvalidTopicName};
+use protocol::{DecodeError, ErrorCode, InvalidGroupName, InvalidTopicName};
 use thiserror::Error;
 
 /// Everything that can go wrong talking to the broker or carrying out a command.
@@ -85,6 +85,15 @@ pub enum ClientError {
         /// The rule it breaks.
         #[source]
         source: InvalidTopicName,
+    },
+    /// A group name given on the command line breaks the naming rules.
+    #[error("invalid group name {name:?}")]
+    InvalidGroup {
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        #[source]
+        source: InvalidGroupName,
     },
     /// Messages went out in an append whose reply never came, so whether they were stored is
     /// unknown; appends are not retried because a retry could store them twice.

@@ -12,6 +12,7 @@ pub mod claim;
 pub mod client;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod interactive;
 pub mod output;
 pub mod perf;

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use protocol::{BrokerStatus, Message, TopicInfo};
+use protocol::{BrokerStatus, GroupInfo, Message, TopicInfo};
 use serde::Serialize;
 
 /// How messages are printed.
@@ -86,6 +86,38 @@ struct JsonTopic<'a> {
     bytes: u64,
     /// How many bytes its files take on disk; `null` when it is kept in memory only.
     disk_bytes: Option<u64>,
+}
+
+/// A group's state on a topic as a JSON line: the wire record plus its lag.
+#[derive(Serialize)]
+struct JsonGroup<'a> {
+    /// The group's name.
+    group: &'a str,
+    /// The topic.
+    topic: &'a str,
+    /// Every offset below it is acknowledged.
+    committed_offset: u64,
+    /// The next offset never delivered to the group.
+    delivered_offset: u64,
+    /// The topic's next offset.
+    end_offset: u64,
+    /// How many messages the group has yet to acknowledge.
+    lag: u64,
+    /// How many are delivered and not acknowledged.
+    pending: u64,
+    /// The logical brokers of its members.
+    members: &'a [u32],
+}
+
+/// A group reset as a JSON line.
+#[derive(Serialize)]
+struct JsonReset<'a> {
+    /// The group's name.
+    group: &'a str,
+    /// The topic.
+    topic: &'a str,
+    /// The committed offset now.
+    committed_offset: u64,
 }
 
 /// Writes one message of `topic` as `format` says, with its newline.
@@ -196,6 +228,72 @@ pub fn write_topics(out: &mut impl Write, topics: &[TopicInfo], json: bool) -> i
         })
         .collect();
     write_table(out, &["TOPIC", "MESSAGES", "FIRST OFFSET", "NEXT OFFSET"], rows)
+}
+
+/// Writes group states as a table with their lag (like `kafka-consumer-groups --describe`), or
+/// one JSON object per line.
+///
+/// # Errors
+/// Whatever writing to `out` returns.
+pub fn write_groups(out: &mut impl Write, groups: &[GroupInfo], json: bool) -> io::Result<()> {
+    if json {
+        for g in groups {
+            let line = JsonGroup {
+                group: &g.group,
+                topic: &g.topic,
+                committed_offset: g.committed_offset,
+                delivered_offset: g.delivered_offset,
+                end_offset: g.end_offset,
+                lag: g.lag(),
+                pending: g.pending,
+                members: &g.members,
+            };
+            write_json(out, &line)?;
+        }
+        return Ok(());
+    }
+    let rows = groups
+        .iter()
+        .map(|g| {
+            let members = if g.members.is_empty() {
+                "-".to_owned()
+            } else {
+                g.members.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            };
+            vec![
+                g.group.clone(),
+                g.topic.clone(),
+                g.committed_offset.to_string(),
+                g.end_offset.to_string(),
+                g.lag().to_string(),
+                g.pending.to_string(),
+                members,
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        &["GROUP", "TOPIC", "COMMITTED OFFSET", "END OFFSET", "LAG", "PENDING", "MEMBERS"],
+        rows,
+    )
+}
+
+/// Writes where a reset moved a group, as a table row or a JSON object.
+///
+/// # Errors
+/// Whatever writing to `out` returns.
+pub fn write_reset(
+    out: &mut impl Write,
+    group: &str,
+    topic: &str,
+    committed_offset: u64,
+    json: bool,
+) -> io::Result<()> {
+    if json {
+        return write_json(out, &JsonReset { group, topic, committed_offset });
+    }
+    let row = vec![group.to_owned(), topic.to_owned(), committed_offset.to_string()];
+    write_table(out, &["GROUP", "TOPIC", "COMMITTED OFFSET"], vec![row])
 }
 
 /// A lease left in milliseconds as seconds with one decimal: `29.5s`.
@@ -347,6 +445,45 @@ mod tests {
             .collect();
         assert_eq!(lines[0]["disk_bytes"], serde_json::Value::Null);
         assert_eq!(lines[1]["disk_bytes"], 4096);
+    }
+
+    #[test]
+    fn groups_show_their_lag_and_members() {
+        let groups = vec![
+            GroupInfo {
+                group: "preparers".into(),
+                topic: "orders".into(),
+                committed_offset: 3,
+                delivered_offset: 5,
+                end_offset: 9,
+                pending: 2,
+                members: vec![1, 2],
+            },
+            GroupInfo {
+                group: "x".into(),
+                topic: "orders".into(),
+                committed_offset: 9,
+                delivered_offset: 9,
+                end_offset: 9,
+                pending: 0,
+                members: vec![],
+            },
+        ];
+        let mut out = Vec::new();
+        write_groups(&mut out, &groups, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GROUP      TOPIC   COMMITTED OFFSET  END OFFSET  LAG  PENDING  MEMBERS\n\
+             preparers  orders  3                 9           6    2        1,2\n\
+             x          orders  9                 9           0    0        -\n"
+        );
+        let mut out = Vec::new();
+        write_groups(&mut out, &groups, true).unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(String::from_utf8(out).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!(first["lag"], 6);
+        assert_eq!(first["members"], serde_json::json!([1, 2]));
+        assert_eq!(first["delivered_offset"], 5);
     }
 
     #[test]

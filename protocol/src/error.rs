@@ -26,6 +26,12 @@ pub enum ErrorCode {
     UnknownBroker,
     /// `307 shutting_down`: the broker is stopping and takes no more work.
     ShuttingDown,
+    /// `308 unknown_group`: the group has no state on that topic (never joined nor reset).
+    UnknownGroup,
+    /// `309 unknown_member`: the claim has not joined the group on that topic.
+    UnknownMember,
+    /// `310 not_pending`: an offset acknowledged is not one the group was delivered.
+    NotPending,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, missing or
     /// mistyped field).
     Malformed,
@@ -39,11 +45,13 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// `514 invalid_topic_name`: the topic name breaks the naming rules.
     InvalidTopicName,
+    /// `515 invalid_group_name`: the group name breaks the naming rules.
+    InvalidGroupName,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -52,12 +60,16 @@ impl ErrorCode {
         ErrorCode::TopicExists,
         ErrorCode::UnknownBroker,
         ErrorCode::ShuttingDown,
+        ErrorCode::UnknownGroup,
+        ErrorCode::UnknownMember,
+        ErrorCode::NotPending,
         ErrorCode::Malformed,
         ErrorCode::UnknownRequest,
         ErrorCode::InternalError,
         ErrorCode::UnsupportedVersion,
         ErrorCode::MessageTooLarge,
         ErrorCode::InvalidTopicName,
+        ErrorCode::InvalidGroupName,
     ];
 
     /// The numeric status code sent as `code`.
@@ -71,12 +83,16 @@ impl ErrorCode {
             ErrorCode::TopicExists => 305,
             ErrorCode::UnknownBroker => 306,
             ErrorCode::ShuttingDown => 307,
+            ErrorCode::UnknownGroup => 308,
+            ErrorCode::UnknownMember => 309,
+            ErrorCode::NotPending => 310,
             ErrorCode::Malformed => 500,
             ErrorCode::UnknownRequest => 501,
             ErrorCode::InternalError => 502,
             ErrorCode::UnsupportedVersion => 505,
             ErrorCode::MessageTooLarge => 513,
             ErrorCode::InvalidTopicName => 514,
+            ErrorCode::InvalidGroupName => 515,
         }
     }
 
@@ -91,12 +107,16 @@ impl ErrorCode {
             ErrorCode::TopicExists => "topic_exists",
             ErrorCode::UnknownBroker => "unknown_broker",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::UnknownGroup => "unknown_group",
+            ErrorCode::UnknownMember => "unknown_member",
+            ErrorCode::NotPending => "not_pending",
             ErrorCode::Malformed => "malformed",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::InternalError => "internal_error",
             ErrorCode::UnsupportedVersion => "unsupported_version",
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::InvalidTopicName => "invalid_topic_name",
+            ErrorCode::InvalidGroupName => "invalid_group_name",
         }
     }
 

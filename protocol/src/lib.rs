@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod group;
 mod msgpack;
 pub mod request;
 pub mod response;
@@ -15,7 +16,8 @@ pub mod topic;
 
 pub use codec::{decode_request, decode_response, encode_request, encode_response, DecodeError};
 pub use error::ErrorCode;
-pub use request::{Append, Fetch, NewMessage, Request, Retention};
+pub use group::{validate_group_name, GroupInfo, GroupStart, InvalidGroupName, ResetTo};
+pub use request::{Append, Fetch, GroupFetch, NewMessage, Request, Retention};
 pub use response::{BrokerStatus, Message, Response, TopicInfo};
 pub use topic::{validate_topic_name, InvalidTopicName};
 

@@ -208,6 +208,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A boolean.
+    #[inline]
+    pub fn bool(&mut self) -> Result<bool> {
+        match self.byte()? {
+            0xc2 => Ok(false),
+            0xc3 => Ok(true),
+            m => Err(ReadError::Type { expected: "a boolean", found: kind(m) }),
+        }
+    }
+
     /// Takes `prefix` and then a byte string, if that is exactly what comes next; otherwise
     /// takes nothing. The fast path for a record in the form the codec writes.
     #[inline]
@@ -351,6 +361,12 @@ pub fn write_uint(out: &mut Vec<u8>, value: u64) {
     }
 }
 
+/// Appends a boolean.
+#[inline]
+pub fn write_bool(out: &mut Vec<u8>, value: bool) {
+    out.push(if value { 0xc3 } else { 0xc2 });
+}
+
 /// A length in its fixed form (`fixed | len` when below `fixed_limit`), else with 16 or 32
 /// bits after the marker of that width. Lengths beyond 32 bits cannot be encoded; the frame
 /// limits keep every length far below.
@@ -392,6 +408,19 @@ mod tests {
         assert_eq!(written(|o| write_array_len(o, 3)), [0x93]);
         assert_eq!(written(|o| write_array_len(o, 1000)), [0xdc, 3, 232]);
         assert_eq!(written(|o| write_map_len(o, 70_000)), [0xdf, 0, 1, 17, 112]);
+        assert_eq!(written(|o| write_bool(o, false)), [0xc2]);
+        assert_eq!(written(|o| write_bool(o, true)), [0xc3]);
+    }
+
+    #[test]
+    fn booleans_and_nothing_else() {
+        assert_eq!(Reader::new(&[0xc3]).bool(), Ok(true));
+        assert_eq!(Reader::new(&[0xc2]).bool(), Ok(false));
+        assert_eq!(
+            Reader::new(&[0x01]).bool(),
+            Err(ReadError::Type { expected: "a boolean", found: "an unsigned integer" })
+        );
+        assert_eq!(Reader::new(&[]).bool(), Err(ReadError::CutShort));
     }
 
     #[test]

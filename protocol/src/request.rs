@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{GroupStart, ResetTo};
+
 /// One request, the `op` field of a request frame and the fields that go with it.
 ///
 /// PROTOCOL.md, "Requests", gives each variant's fields, types and replies; the line quoted on
@@ -50,6 +52,44 @@ pub enum Request<'a> {
         /// The name of the topic to remove.
         topic: &'a str,
     },
+    /// `join_group claim group topic [start]` → `joined`: become a member of a group on a topic.
+    JoinGroup {
+        /// The claim token from `claimed`: the member is the claim.
+        claim: u64,
+        /// The group's name.
+        group: &'a str,
+        /// The topic the group reads.
+        topic: &'a str,
+        /// Where the group starts if this join creates it.
+        start: GroupStart,
+    },
+    /// `group_fetch claim group topic [max_messages] [max_bytes] [wait_ms]` → `delivered`.
+    GroupFetch(GroupFetch<'a>),
+    /// `ack group topic offsets` → `acked`: acknowledge messages delivered to a group.
+    Ack {
+        /// The group's name.
+        group: &'a str,
+        /// The topic.
+        topic: &'a str,
+        /// The offsets acknowledged; at least one.
+        offsets: Vec<u64>,
+    },
+    /// `list_groups [group] [topic]` → `groups`: groups with their offsets and lag.
+    ListGroups {
+        /// Only this group.
+        group: Option<&'a str>,
+        /// Only groups on this topic.
+        topic: Option<&'a str>,
+    },
+    /// `reset_group group topic to [offset]` → `reset`: move a group's committed offset.
+    ResetGroup {
+        /// The group's name.
+        group: &'a str,
+        /// The topic.
+        topic: &'a str,
+        /// Where to.
+        to: ResetTo,
+    },
 }
 
 impl Request<'_> {
@@ -65,6 +105,11 @@ impl Request<'_> {
             Request::Append(_) => "append",
             Request::CreateTopic { .. } => "create_topic",
             Request::DeleteTopic { .. } => "delete_topic",
+            Request::JoinGroup { .. } => "join_group",
+            Request::GroupFetch(_) => "group_fetch",
+            Request::Ack { .. } => "ack",
+            Request::ListGroups { .. } => "list_groups",
+            Request::ResetGroup { .. } => "reset_group",
         }
     }
 
@@ -73,8 +118,10 @@ impl Request<'_> {
         match self {
             Request::Renew { claim }
             | Request::Release { claim }
-            | Request::ListTopics { claim } => Some(*claim),
+            | Request::ListTopics { claim }
+            | Request::JoinGroup { claim, .. } => Some(*claim),
             Request::Fetch(fetch) => Some(fetch.claim),
+            Request::GroupFetch(fetch) => Some(fetch.claim),
             _ => None,
         }
     }
@@ -94,6 +141,23 @@ pub struct Fetch<'a> {
     /// At most this many bytes of keys and values, but always at least one message.
     pub max_bytes: u32,
     /// When no message is there yet, hold the reply this long for one to arrive.
+    pub wait_ms: u64,
+}
+
+/// `group_fetch`: take the next messages of a topic for a group member, under its claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFetch<'a> {
+    /// The claim token of a member of the group (see `join_group`).
+    pub claim: u64,
+    /// The group's name.
+    pub group: &'a str,
+    /// The topic.
+    pub topic: &'a str,
+    /// At most this many messages (clamped to [`crate::MAX_FETCH_MESSAGES`]).
+    pub max_messages: u32,
+    /// At most this many bytes of keys and values, but always at least one message.
+    pub max_bytes: u32,
+    /// When nothing is there for the group, hold the reply this long for something to come.
     pub wait_ms: u64,
 }
 

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ErrorCode;
+use crate::{ErrorCode, GroupInfo};
 
 /// One reply: the `reply` field of a reply frame and the fields that go with it.
 ///
@@ -73,6 +73,66 @@ pub enum Response<'a> {
         /// The topic deleted.
         topic: &'a str,
     },
+    /// `joined group topic committed_offset end_offset members created ack_timeout_ms`: the
+    /// claim is now a member of the group on the topic.
+    Joined {
+        /// The group.
+        group: &'a str,
+        /// The topic.
+        topic: &'a str,
+        /// The group's committed offset on the topic.
+        committed_offset: u64,
+        /// The topic's next offset.
+        end_offset: u64,
+        /// How many members the group has on the topic, this one included.
+        members: u32,
+        /// Whether this join created the group on the topic.
+        created: bool,
+        /// How long a delivered message waits for its acknowledgement before it is delivered
+        /// again.
+        ack_timeout_ms: u64,
+    },
+    /// `delivered group topic messages redelivered committed_offset end_offset`: what a group
+    /// fetch handed to this member.
+    Delivered {
+        /// The group.
+        group: &'a str,
+        /// The topic.
+        topic: &'a str,
+        /// The messages, in offset order; empty when nothing was there in time.
+        messages: Vec<Message<'a>>,
+        /// The offsets among `messages` that had been delivered before and not acknowledged.
+        redelivered: Vec<u64>,
+        /// The group's committed offset on the topic.
+        committed_offset: u64,
+        /// The topic's next offset.
+        end_offset: u64,
+    },
+    /// `acked group topic acked committed_offset`: the acknowledgements are recorded.
+    Acked {
+        /// The group.
+        group: &'a str,
+        /// The topic.
+        topic: &'a str,
+        /// How many of the offsets were waiting for an acknowledgement (the others had one).
+        acked: u64,
+        /// The group's committed offset on the topic now.
+        committed_offset: u64,
+    },
+    /// `groups groups`: groups on topics, ordered by group, then topic.
+    Groups {
+        /// One entry per group and topic.
+        groups: Vec<GroupInfo>,
+    },
+    /// `reset group topic committed_offset`: the group's committed offset was moved.
+    Reset {
+        /// The group.
+        group: &'a str,
+        /// The topic.
+        topic: &'a str,
+        /// The committed offset now.
+        committed_offset: u64,
+    },
     /// `error code error reason [first_offset next_offset]`: the request was refused and
     /// changed nothing.
     Error {
@@ -103,6 +163,11 @@ impl<'a> Response<'a> {
             Response::Appended { .. } => "appended",
             Response::Created { .. } => "created",
             Response::Deleted { .. } => "deleted",
+            Response::Joined { .. } => "joined",
+            Response::Delivered { .. } => "delivered",
+            Response::Acked { .. } => "acked",
+            Response::Groups { .. } => "groups",
+            Response::Reset { .. } => "reset",
             Response::Error { .. } => "error",
         }
     }

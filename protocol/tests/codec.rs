@@ -2,7 +2,8 @@
 
 use protocol::{
     decode_request, decode_response, encode_request, encode_response, Append, BrokerStatus,
-    DecodeError, ErrorCode, Fetch, Message, NewMessage, Request, Response, Retention, TopicInfo,
+    DecodeError, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Message, NewMessage, Request,
+    ResetTo, Response, Retention, TopicInfo,
 };
 
 fn request_bytes(request: &Request<'_>) -> Vec<u8> {
@@ -47,6 +48,27 @@ fn every_request_round_trips() {
             retention: Retention { messages: Some(10), bytes: Some(1 << 20), ms: Some(60_000) },
         },
         Request::DeleteTopic { topic: "t" },
+        Request::JoinGroup {
+            claim: 7,
+            group: "preparers",
+            topic: "orders",
+            start: GroupStart::Earliest,
+        },
+        Request::JoinGroup { claim: 7, group: "g", topic: "t", start: GroupStart::Latest },
+        Request::GroupFetch(GroupFetch {
+            claim: 7,
+            group: "preparers",
+            topic: "orders",
+            max_messages: 2,
+            max_bytes: 4096,
+            wait_ms: 1000,
+        }),
+        Request::Ack { group: "preparers", topic: "orders", offsets: vec![3, 1, u64::MAX] },
+        Request::ListGroups { group: None, topic: None },
+        Request::ListGroups { group: Some("g"), topic: Some("t") },
+        Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Earliest },
+        Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Latest },
+        Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(42) },
     ];
     for request in requests {
         let bytes = request_bytes(&request);
@@ -106,6 +128,40 @@ fn every_response_round_trips() {
         Response::Appended { topic: "orders", first_offset: 5, last_offset: 9 },
         Response::Created { topic: "t" },
         Response::Deleted { topic: "t" },
+        Response::Joined {
+            group: "preparers",
+            topic: "orders",
+            committed_offset: 4,
+            end_offset: 9,
+            members: 2,
+            created: false,
+            ack_timeout_ms: 30_000,
+        },
+        Response::Delivered {
+            group: "preparers",
+            topic: "orders",
+            messages: vec![
+                Message { offset: 2, timestamp: 1_700_000_000_000, key: None, value: b"again" },
+                Message { offset: 5, timestamp: 1_700_000_000_001, key: Some(b"k"), value: b"" },
+            ],
+            redelivered: vec![2],
+            committed_offset: 2,
+            end_offset: 6,
+        },
+        Response::Acked { group: "g", topic: "t", acked: 3, committed_offset: 7 },
+        Response::Groups {
+            groups: vec![GroupInfo {
+                group: "g".into(),
+                topic: "t".into(),
+                committed_offset: 1,
+                delivered_offset: 3,
+                end_offset: 5,
+                pending: 2,
+                members: vec![1, 2],
+            }],
+        },
+        Response::Reset { group: "g", topic: "t", committed_offset: 0 },
+        Response::error(ErrorCode::NotPending, "offset 9 was never delivered to group g"),
         Response::error(ErrorCode::BrokerBusy, "logical broker 1 is claimed"),
         Response::Error {
             code: ErrorCode::OffsetOutOfRange,
@@ -197,8 +253,52 @@ fn bad_frames_get_the_right_error() {
 }
 
 #[test]
+fn bad_group_requests_are_malformed() {
+    let malformed = |frame: &[u8]| match decode_request(frame) {
+        Err(DecodeError::Malformed(reason)) => reason,
+        other => panic!("expected malformed for {frame:?}, got {other:?}"),
+    };
+    // {"v": 1, "op": "ack", "group": "g", "topic": "t", "offsets": []}
+    assert!(malformed(b"\x85\xa1v\x01\xa2op\xa3ack\xa5group\xa1g\xa5topic\xa1t\xa7offsets\x90")
+        .contains("at least one offset"));
+    // An offset that is negative.
+    assert!(!malformed(
+        b"\x85\xa1v\x01\xa2op\xa3ack\xa5group\xa1g\xa5topic\xa1t\xa7offsets\x91\xff"
+    )
+    .is_empty());
+    // {"v": 1, "op": "ack", "topic": "t", "offsets": [1]}
+    assert!(malformed(b"\x84\xa1v\x01\xa2op\xa3ack\xa5topic\xa1t\xa7offsets\x91\x01")
+        .contains("ack needs the field `group`"));
+    // {"v": 1, "op": "reset_group", "group": "g", "topic": "t", "to": "offset"}: no offset.
+    assert!(malformed(
+        b"\x85\xa1v\x01\xa2op\xabreset_group\xa5group\xa1g\xa5topic\xa1t\xa2to\xa6offset"
+    )
+    .contains("`offset`"));
+    // {"v": 1, "op": "reset_group", "group": "g", "topic": "t", "to": "start"}
+    assert!(malformed(
+        b"\x85\xa1v\x01\xa2op\xabreset_group\xa5group\xa1g\xa5topic\xa1t\xa2to\xa5start"
+    )
+    .contains("`to`"));
+    // {"v": 1, "op": "join_group", "claim": 1, "group": "g", "topic": "t", "start": "now"}
+    assert!(malformed(
+        b"\x86\xa1v\x01\xa2op\xaajoin_group\xa5claim\x01\xa5group\xa1g\xa5topic\xa1t\xa5start\xa3now"
+    )
+    .contains("`start`"));
+    // A join without `start` starts a new group at the earliest offset.
+    assert_eq!(
+        decode_request(
+            b"\x85\xa1v\x01\xa2op\xaajoin_group\xa5claim\x01\xa5group\xa1g\xa5topic\xa1t"
+        ),
+        Ok(Request::JoinGroup { claim: 1, group: "g", topic: "t", start: GroupStart::Earliest })
+    );
+}
+
+#[test]
 fn huge_declared_lengths_do_not_allocate_or_panic() {
     // A map whose `messages` array claims 2^32-1 entries but holds none.
     let frame = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\xdd\xff\xff\xff\xff";
+    assert!(matches!(decode_request(frame), Err(DecodeError::Malformed(_))));
+    // An ack whose `offsets` array claims 2^32-1 entries but holds one.
+    let frame = b"\x85\xa1v\x01\xa2op\xa3ack\xa5group\xa1g\xa5topic\xa1t\xa7offsets\xdd\xff\xff\xff\xff\x01";
     assert!(matches!(decode_request(frame), Err(DecodeError::Malformed(_))));
 }

@@ -5,10 +5,12 @@ use protocol::Response;
 use super::{refuse, Outcome};
 use crate::broker::Broker;
 
-/// Deletes `topic`; the server then answers fetches held on it with `unknown_topic`.
+/// Deletes `topic` and every group's state on it; the server then answers fetches held on it
+/// with `unknown_topic`.
 pub fn apply<'a>(broker: &mut Broker, topic: &'a str) -> Outcome<'a> {
     match broker.store.delete(topic) {
         Ok(()) => {
+            broker.groups.drop_topic(topic);
             tracing::info!(topic, "deleted topic");
             Outcome::Reply(Response::Deleted { topic })
         }

@@ -3,21 +3,27 @@
 //! A command never touches the socket. It returns an [`Outcome`]: a reply to send now, or a
 //! reply the server should hold back until something happens or a deadline passes.
 
+pub mod ack;
 pub mod append;
 pub mod claim;
 pub mod create_topic;
 pub mod delete_topic;
 pub mod fetch;
+pub mod group_fetch;
+pub mod join_group;
+pub mod list_groups;
 pub mod list_topics;
 pub mod release;
 pub mod renew;
+pub mod reset_group;
 pub mod status;
 
 use std::time::{Duration, Instant};
 
-use protocol::{ErrorCode, Request, Response, MAX_WAIT_MS};
+use protocol::{validate_topic_name, ErrorCode, Request, Response, MAX_WAIT_MS};
 
 use crate::broker::Broker;
+use crate::group::{self, GroupError};
 use crate::logical::ClaimError;
 use crate::store::StoreError;
 
@@ -61,6 +67,23 @@ pub enum Outcome<'a> {
         /// When to answer with nothing.
         deadline: Instant,
     },
+    /// Hold the group fetch until something is there for the group or `until` passes.
+    HoldGroupFetch {
+        /// The member's claim.
+        claim: u64,
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// At most this many messages.
+        max_messages: u32,
+        /// At most this many bytes.
+        max_bytes: u32,
+        /// When to look again even if the topic does not grow: a pending message comes due.
+        wake: Instant,
+        /// When to answer with nothing.
+        until: Instant,
+    },
 }
 
 /// Applies `request` to `broker`.
@@ -77,6 +100,13 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
         Request::Append(append) => append::apply(broker, append, cx),
         Request::CreateTopic { topic, retention } => create_topic::apply(broker, topic, retention),
         Request::DeleteTopic { topic } => delete_topic::apply(broker, topic),
+        Request::JoinGroup { claim, group, topic, start } => {
+            join_group::apply(broker, claim, group, topic, start, cx)
+        }
+        Request::GroupFetch(fetch) => group_fetch::apply(broker, fetch, cx),
+        Request::Ack { group, topic, offsets } => ack::apply(broker, group, topic, &offsets),
+        Request::ListGroups { group, topic } => list_groups::apply(broker, group, topic),
+        Request::ResetGroup { group, topic, to } => reset_group::apply(broker, group, topic, to),
     }
 }
 
@@ -115,6 +145,28 @@ impl From<ClaimError> for Response<'_> {
         };
         Response::error(code, error.to_string())
     }
+}
+
+impl From<GroupError> for Response<'_> {
+    fn from(error: GroupError) -> Self {
+        let code = match error {
+            GroupError::InvalidGroupName(..) => ErrorCode::InvalidGroupName,
+            GroupError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
+            GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
+            GroupError::NotPending { .. } => ErrorCode::NotPending,
+        };
+        Response::error(code, error.to_string())
+    }
+}
+
+/// Checks a group and a topic name, in that order, as every group request does.
+///
+/// # Errors
+/// The refusal to send: `invalid_group_name` or `invalid_topic_name`.
+fn check_names(group: &str, topic: &str) -> Result<(), Response<'static>> {
+    group::check_name(group)?;
+    validate_topic_name(topic)
+        .map_err(|error| StoreError::InvalidTopicName(topic.to_owned(), error).into())
 }
 
 /// A refusal, as an outcome.

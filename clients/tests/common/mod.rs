@@ -217,6 +217,11 @@ impl Running {
         lines
     }
 
+    /// The next standard output line, if one comes within `within`.
+    pub fn stdout_line_within(&mut self, within: Duration) -> Option<String> {
+        self.stdout.recv_timeout(within).ok()
+    }
+
     /// Sends SIGINT, as Ctrl-C does.
     pub fn interrupt(&self) {
         support::signal_process(self.pid(), "INT");

@@ -1,0 +1,41 @@
+//! `ack`: acknowledge messages delivered to a group; needs no claim.
+
+use protocol::Response;
+
+use super::{check_names, refuse, Outcome};
+use crate::broker::Broker;
+use crate::group::{GroupError, NotDelivered};
+
+/// Acknowledges `offsets` of `topic` for `group`, all or none.
+pub fn apply<'a>(
+    broker: &mut Broker,
+    group: &'a str,
+    topic: &'a str,
+    offsets: &[u64],
+) -> Outcome<'a> {
+    if let Err(refusal) = check_names(group, topic) {
+        return Outcome::Reply(refusal);
+    }
+    let Some(state) = broker.groups.get(group, topic) else {
+        return refuse(GroupError::UnknownGroup {
+            group: group.to_owned(),
+            topic: Some(topic.to_owned()),
+        });
+    };
+    if let Err(NotDelivered { offset, delivered }) = state.check_ack(offsets) {
+        return refuse(GroupError::NotPending {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            offset,
+            delivered,
+        });
+    }
+    let acked = if state.count_pending(offsets) > 0 {
+        // Checked above: every offset was delivered, so the acknowledgement cannot be refused.
+        broker.groups.update(group, topic, |s| s.ack(offsets)).and_then(Result::ok).unwrap_or(0)
+    } else {
+        0
+    };
+    let committed_offset = broker.groups.get(group, topic).map_or(0, |s| s.committed());
+    Outcome::Reply(Response::Acked { group, topic, acked, committed_offset })
+}

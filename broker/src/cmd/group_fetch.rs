@@ -1,0 +1,177 @@
+//! `group_fetch`: hand a group member the next messages of a topic, under its claim, waiting for
+//! some if asked to.
+
+use std::time::Instant;
+
+use protocol::{GroupFetch, Message, Response, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES};
+
+use super::{check_names, deadline, refuse, Context, Outcome};
+use crate::broker::Broker;
+use crate::group::{GroupError, Groups, Subscription};
+use crate::store::Store;
+
+/// Delivers what `fetch` asks for to its member, renewing its claim. When nothing is there for
+/// the group and the fetch may wait, it is held (and its claim kept alive) until something
+/// comes: an append, a pending message coming due, a reset.
+pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>) -> Outcome<'a> {
+    if let Err(error) = broker.brokers.renew(fetch.claim, cx.now, cx.now) {
+        return refuse(error);
+    }
+    if let Err(refusal) = check_names(fetch.group, fetch.topic) {
+        return Outcome::Reply(refusal);
+    }
+    if let Err(error) = broker.store.topic(fetch.topic) {
+        return refuse(error);
+    }
+    if !broker.groups.get(fetch.group, fetch.topic).is_some_and(|s| s.is_member(fetch.claim)) {
+        return refuse(GroupError::UnknownMember {
+            claim: fetch.claim,
+            group: fetch.group.to_owned(),
+            topic: fetch.topic.to_owned(),
+        });
+    }
+    let Broker { store, groups, brokers, .. } = broker;
+    let response = deliver(
+        store,
+        groups,
+        fetch.group,
+        fetch.topic,
+        fetch.max_messages,
+        fetch.max_bytes,
+        cx.now,
+    );
+    if is_empty(&response) && fetch.wait_ms > 0 {
+        let until = deadline(cx.now, fetch.wait_ms);
+        // Cannot fail: the claim was renewed above, within this same request.
+        let _ = brokers.renew(fetch.claim, cx.now, until);
+        return Outcome::HoldGroupFetch {
+            claim: fetch.claim,
+            group: fetch.group.to_owned(),
+            topic: fetch.topic.to_owned(),
+            max_messages: fetch.max_messages,
+            max_bytes: fetch.max_bytes,
+            wake: wake(groups, fetch.group, fetch.topic, until),
+            until,
+        };
+    }
+    Outcome::Reply(response)
+}
+
+/// Delivers to a member of `group` the messages of `topic` there are for it at `now`, possibly
+/// none: first those whose ack timeout ran out, lowest offsets first, then new ones, within the
+/// limits (but at least one if there is one). They are pending from then on.
+pub fn deliver<'a>(
+    store: &'a Store,
+    groups: &mut Groups,
+    group: &'a str,
+    topic: &'a str,
+    max_messages: u32,
+    max_bytes: u32,
+    now: Instant,
+) -> Response<'a> {
+    let log = match store.topic(topic) {
+        Ok(log) => log,
+        Err(error) => return error.into(),
+    };
+    let (first, end) = (log.first_offset(), log.next_offset());
+    let Some(state) = groups.get(group, topic) else {
+        return unknown_group(group, topic);
+    };
+    if state.needs_fit(first, end) {
+        let dropped = groups.update(group, topic, |s| s.fit(first, end)).unwrap_or(0);
+        if dropped > 0 {
+            tracing::warn!(
+                group,
+                topic,
+                "{dropped} pending messages were removed by retention before they were \
+                 acknowledged; skipped"
+            );
+        }
+    }
+    let Some(state) = groups.get(group, topic) else {
+        return unknown_group(group, topic);
+    };
+    let max_messages = max_messages.clamp(1, MAX_FETCH_MESSAGES) as usize;
+    let max_bytes = max_bytes.min(MAX_FETCH_BYTES) as usize;
+    let mut messages: Vec<Message<'a>> = Vec::new();
+    let mut bytes = 0;
+    // Whether `message` fits in what is left; the first one always does.
+    let mut fits = |messages: &[Message<'_>], message: &Message<'_>| {
+        let size = message.key.map_or(0, <[u8]>::len) + message.value.len();
+        let fits = messages.is_empty() || bytes + size <= max_bytes;
+        if fits {
+            bytes += size;
+        }
+        fits
+    };
+    let mut one = Vec::with_capacity(1);
+    for offset in state.due(now, max_messages) {
+        one.clear();
+        log.read(offset, 1, usize::MAX, &mut one);
+        let Some(message) = one.pop() else { continue };
+        if !fits(&messages, &message) {
+            break;
+        }
+        messages.push(message);
+    }
+    let room = max_messages - messages.len();
+    if room > 0 {
+        let mut fresh = Vec::new();
+        log.read(state.delivered(), room, max_bytes, &mut fresh);
+        for message in fresh {
+            if !fits(&messages, &message) {
+                break;
+            }
+            messages.push(message);
+        }
+    }
+    let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
+    let redelivered = if offsets.is_empty() {
+        Vec::new()
+    } else {
+        let until = now + groups.ack_timeout();
+        groups.update(group, topic, |s| s.deliver(&offsets, until)).unwrap_or_default()
+    };
+    Response::Delivered {
+        group,
+        topic,
+        messages,
+        redelivered,
+        committed_offset: groups.get(group, topic).map_or(end, Subscription::committed),
+        end_offset: end,
+    }
+}
+
+/// The reply to a held group fetch that ends with nothing delivered (the broker is stopping).
+pub fn nothing<'a>(store: &Store, groups: &Groups, group: &'a str, topic: &'a str) -> Response<'a> {
+    let end = match store.topic(topic) {
+        Ok(log) => log.next_offset(),
+        Err(error) => return error.into(),
+    };
+    match groups.get(group, topic) {
+        Some(state) => Response::Delivered {
+            group,
+            topic,
+            messages: Vec::new(),
+            redelivered: Vec::new(),
+            committed_offset: state.committed(),
+            end_offset: end,
+        },
+        None => unknown_group(group, topic),
+    }
+}
+
+/// When a group fetch held until `until` must be looked at again even if its topic does not
+/// grow: when the group's first pending message comes due, if that is sooner.
+pub fn wake(groups: &Groups, group: &str, topic: &str, until: Instant) -> Instant {
+    groups.next_due(group, topic).map_or(until, |due| due.min(until))
+}
+
+/// Whether `response` delivered nothing (and is no error).
+pub fn is_empty(response: &Response<'_>) -> bool {
+    matches!(response, Response::Delivered { messages, .. } if messages.is_empty())
+}
+
+fn unknown_group<'a>(group: &str, topic: &str) -> Response<'a> {
+    GroupError::UnknownGroup { group: group.to_owned(), topic: Some(topic.to_owned()) }.into()
+}

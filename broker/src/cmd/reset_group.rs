@@ -1,0 +1,34 @@
+//! `reset_group`: move a group's committed offset on a topic; needs no claim.
+
+use protocol::{ResetTo, Response};
+
+use super::{check_names, refuse, Outcome};
+use crate::broker::Broker;
+use crate::store::StoreError;
+
+/// Moves `group`'s committed offset on `topic` to `to`, creating its state there if needed.
+pub fn apply<'a>(broker: &mut Broker, group: &'a str, topic: &'a str, to: ResetTo) -> Outcome<'a> {
+    if let Err(refusal) = check_names(group, topic) {
+        return Outcome::Reply(refusal);
+    }
+    let (first, end) = match broker.store.topic(topic) {
+        Ok(log) => (log.first_offset(), log.next_offset()),
+        Err(error) => return refuse(error),
+    };
+    let offset = match to {
+        ResetTo::Earliest => first,
+        ResetTo::Latest => end,
+        ResetTo::Offset(offset) if (first..=end).contains(&offset) => offset,
+        ResetTo::Offset(offset) => {
+            return refuse(StoreError::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                offset,
+                first,
+                next: end,
+            })
+        }
+    };
+    broker.groups.reset(group, topic, offset);
+    tracing::info!(group, topic, "group reset to offset {offset}");
+    Outcome::Reply(Response::Reset { group, topic, committed_offset: offset })
+}

@@ -1,0 +1,271 @@
+//! Where a broker with a data directory keeps its groups' states, and the file operations on
+//! them.
+//!
+//! ```text
+//! DATA_DIR/groups/<stem>.group        one group's state on one topic
+//! DATA_DIR/groups/<stem>.group.new    the next state while it is written; gone once renamed
+//! ```
+//!
+//! `<stem>` is made from the group and topic names so that any valid pair maps to a safe file
+//! name: their ASCII letters, digits, `-` and `_` in lower case (others become `_`), at most 24
+//! of each, joined by `.`, then `-` and a 64-bit FNV-1a hash of the exact names. The real names
+//! are read back from the file.
+//!
+//! # Format
+//! ```text
+//! file = crc:u32le body
+//! body = MessagePack map {"group": str, "topic": str, "delivered": uint64, "pending": [uint64]}
+//! ```
+//! `crc` is the CRC-32C of `body`. `pending` is ascending and below `delivered`; everything
+//! below `delivered` that is not pending is acknowledged. A state is written whole to the `.new`
+//! file and renamed over the old one, so a crash leaves the old state or the new one, never a
+//! mix; start-up removes a `.new` file left behind.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use protocol::{validate_group_name, validate_topic_name};
+use serde::{Deserialize, Serialize};
+
+/// The extension of a group state file.
+const EXTENSION: &str = "group";
+/// The extension a state file has while it is written.
+const WRITING_EXTENSION: &str = "new";
+/// Bytes before the body: its checksum.
+const PREFIX: usize = 4;
+
+/// One group's state on one topic as it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// The group's name.
+    pub group: String,
+    /// The topic's name.
+    pub topic: String,
+    /// The next offset never delivered to the group.
+    pub delivered: u64,
+    /// The offsets delivered and not acknowledged, ascending.
+    pub pending: Vec<u64>,
+}
+
+/// The directory holding every group state file.
+pub fn groups_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("groups")
+}
+
+/// The file name of `group`'s state on `topic`.
+pub fn file_name(group: &str, topic: &str) -> String {
+    let readable = |name: &str| -> String {
+        name.chars()
+            .filter_map(|c| match c {
+                'a'..='z' | '0'..='9' | '-' | '_' => Some(c),
+                'A'..='Z' => Some(c.to_ascii_lowercase()),
+                _ if c.is_whitespace() || c.is_ascii() => Some('_'),
+                _ => None,
+            })
+            .take(24)
+            .collect()
+    };
+    let hash = fnv1a(group.as_bytes().iter().chain(&[0]).chain(topic.as_bytes()));
+    format!("{}.{}-{hash:016x}.{EXTENSION}", readable(group), readable(topic))
+}
+
+/// FNV-1a, 64 bits: stable across versions and platforms, unlike the standard library's hasher.
+fn fnv1a<'a>(bytes: impl Iterator<Item = &'a u8>) -> u64 {
+    bytes
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The bytes of a state file holding `saved`.
+pub fn encode(saved: &Saved) -> Vec<u8> {
+    let mut bytes = vec![0; PREFIX];
+    // Writing plain strings and numbers to memory cannot fail.
+    if let Err(error) = rmp_serde::encode::write_named(&mut bytes, saved) {
+        unreachable!("encoding a group state to memory failed: {error}");
+    }
+    let crc = crc32c::crc32c(&bytes[PREFIX..]);
+    bytes[..PREFIX].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Reads a state file's bytes back, checking them.
+///
+/// # Errors
+/// What is wrong with them, for people.
+pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
+    let (crc, body) = bytes.split_at_checked(PREFIX).ok_or("the file is too short")?;
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32c::crc32c(body) != stored {
+        return Err("the checksum does not match".into());
+    }
+    let saved: Saved = rmp_serde::from_slice(body).map_err(|e| e.to_string())?;
+    validate_group_name(&saved.group).map_err(|e| e.to_string())?;
+    validate_topic_name(&saved.topic).map_err(|e| e.to_string())?;
+    if !saved.pending.windows(2).all(|pair| pair[0] < pair[1]) {
+        return Err("the pending offsets are not in ascending order".into());
+    }
+    if saved.pending.last().is_some_and(|&last| last >= saved.delivered) {
+        return Err("a pending offset is not below the delivered offset".into());
+    }
+    Ok(saved)
+}
+
+/// Replaces file `name` in `dir` with `bytes` in one step: written beside it, flushed when
+/// `sync`, then renamed over it. The directory itself is flushed by the caller, once for every
+/// file of a commit.
+///
+/// # Errors
+/// Any failed file operation; the old file is then as it was.
+pub fn replace(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
+    let writing = dir.join(format!("{name}.{WRITING_EXTENSION}"));
+    let written = File::create(&writing).and_then(|mut file| {
+        file.write_all(bytes)?;
+        if sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    });
+    let renamed = written.and_then(|()| fs::rename(&writing, dir.join(name)));
+    if renamed.is_err() {
+        let _ = fs::remove_file(&writing);
+    }
+    renamed
+}
+
+/// Removes file `name` of `dir`, if it is there.
+///
+/// # Errors
+/// The file is there and cannot be removed.
+pub fn remove(dir: &Path, name: &str) -> io::Result<()> {
+    match fs::remove_file(dir.join(name)) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// A state file's path and its bytes.
+pub type StoredFile = (PathBuf, Vec<u8>);
+
+/// The state files of `dir`, each with its bytes, removing files a crash left half written.
+/// `None` when there is no such directory: no group state was ever stored.
+///
+/// # Errors
+/// The directory or a file cannot be read.
+pub fn read_all(dir: &Path) -> io::Result<Option<Vec<StoredFile>>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(EXTENSION) => {
+                let bytes = fs::read(&path)?;
+                files.push((path, bytes));
+            }
+            Some(WRITING_EXTENSION) => fs::remove_file(&path)?,
+            _ => {}
+        }
+    }
+    files.sort();
+    Ok(Some(files))
+}
+
+/// Makes the groups directory `dir`, for the first state stored; flushes its parent's entries
+/// when `sync`, so that the directory lasts.
+///
+/// # Errors
+/// The directory cannot be made, or its parent cannot be flushed.
+pub fn create_dir(dir: &Path, sync: bool) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    match dir.parent() {
+        Some(parent) if sync => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Flushes a directory's entries (new, renamed or removed files) to disk.
+///
+/// # Errors
+/// The directory cannot be opened or synced.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved() -> Saved {
+        Saved { group: "g".into(), topic: "t".into(), delivered: 9, pending: vec![3, 5] }
+    }
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        let pairs = [
+            ("g", "t"),
+            ("G", "t"),
+            ("g", "T"),
+            ("../etc", "passwd"),
+            ("a/b", "c"),
+            ("a", "b/c"),
+            ("ab", "c"),
+            ("a", "bc"),
+            ("ñandú", "Hola mundo"),
+        ];
+        let names: Vec<String> = pairs.iter().map(|(g, t)| file_name(g, t)).collect();
+        for name in &names {
+            assert!(
+                !name.contains('/') && !name.contains('\\') && !name.starts_with('.'),
+                "{name}"
+            );
+            assert!(name.ends_with(".group"));
+        }
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), pairs.len());
+        assert!(file_name("preparers", "orders").starts_with("preparers.orders-"));
+        assert!(file_name(&"g".repeat(249), &"t".repeat(249)).len() < 80);
+    }
+
+    #[test]
+    fn states_round_trip_and_damage_is_caught() {
+        let bytes = encode(&saved());
+        assert_eq!(decode(&bytes), Ok(saved()));
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(decode(&flipped).unwrap_err().contains("checksum"));
+        assert!(decode(&bytes[..2]).unwrap_err().contains("too short"));
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        let unordered = Saved { pending: vec![5, 3], ..saved() };
+        assert!(decode(&encode(&unordered)).unwrap_err().contains("ascending"));
+        let beyond = Saved { pending: vec![9], ..saved() };
+        assert!(decode(&encode(&beyond)).unwrap_err().contains("below"));
+        let nameless = Saved { group: String::new(), ..saved() };
+        assert!(decode(&encode(&nameless)).is_err());
+    }
+
+    #[test]
+    fn replacing_leaves_one_whole_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("groups");
+        assert_eq!(read_all(&dir).unwrap(), None);
+        create_dir(&dir, true).unwrap();
+        let dir = tempfile::TempDir::new_in(&dir).unwrap();
+        let name = file_name("g", "t");
+        replace(dir.path(), &name, &encode(&saved()), true).unwrap();
+        let next = Saved { delivered: 12, ..saved() };
+        replace(dir.path(), &name, &encode(&next), false).unwrap();
+        // A half-written state left by a crash is cleared away at start-up.
+        fs::write(dir.path().join(format!("{name}.new")), b"half").unwrap();
+        let files = read_all(dir.path()).unwrap().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(decode(&files[0].1), Ok(next));
+        assert!(!dir.path().join(format!("{name}.new")).exists());
+        remove(dir.path(), &name).unwrap();
+        remove(dir.path(), &name).unwrap();
+        assert_eq!(read_all(dir.path()).unwrap(), Some(Vec::new()));
+    }
+}

@@ -1,0 +1,482 @@
+//! Consumer groups: each group's state on each topic it reads.
+//!
+//! Groups belong to the broker process as a whole, like the store and unlike a claim: members of
+//! one group hold different logical brokers (a claim is exclusive) and share the group's one
+//! state, as Kafka's group coordinator serves a group's members whatever broker they read from.
+//!
+//! Like the store, groups know nothing of sockets or envelopes, and change only through the
+//! commands. Changes made in a pass are stored at the end of it, after the store has committed
+//! the pass's appends ([`Groups::commit`]): one file per group state that changed, replaced whole,
+//! and flushed under the store's `--fsync` policy (every policy but `never` flushes them). A state
+//! whose file cannot be written is put back as it was at the start of the pass, and the replies
+//! that reported its changes become errors, so that nothing acknowledged to a client is lost.
+
+mod disk;
+mod subscription;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use protocol::{validate_group_name, InvalidGroupName};
+use thiserror::Error;
+
+pub use subscription::{NotDelivered, Subscription};
+
+use crate::store::{Fsync, Store, StoreConfig};
+
+/// How long a delivered message waits for its acknowledgement unless configured otherwise.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a group request was refused. A refused request changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GroupError {
+    /// The name breaks the naming rules.
+    #[error("{0:?} is not a valid group name: {1}")]
+    InvalidGroupName(String, InvalidGroupName),
+    /// The group has no state on the topic (or on any topic, when none is named).
+    #[error(
+        "group {group:?} has no state on {}: no member has joined it there and it was not reset \
+         there",
+        topic.as_ref().map_or_else(|| "any topic".to_owned(), |t| format!("topic {t:?}"))
+    )]
+    UnknownGroup {
+        /// The group.
+        group: String,
+        /// The topic, if one was named.
+        topic: Option<String>,
+    },
+    /// The claim is not a member of the group on the topic.
+    #[error(
+        "claim {claim} has not joined group {group:?} on topic {topic:?}; send join_group under \
+         this claim first"
+    )]
+    UnknownMember {
+        /// The claim token.
+        claim: u64,
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+    },
+    /// An acknowledged offset was never delivered to the group.
+    #[error(
+        "offset {offset} of topic {topic:?} was never delivered to group {group:?} (it has been \
+         delivered the offsets below {delivered}); nothing was acknowledged"
+    )]
+    NotPending {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The first offset of the request that was never delivered.
+        offset: u64,
+        /// The group's delivered offset.
+        delivered: u64,
+    },
+}
+
+/// Checks a group name.
+///
+/// # Errors
+/// [`GroupError::InvalidGroupName`] with the rule it breaks.
+pub fn check_name(group: &str) -> Result<(), GroupError> {
+    validate_group_name(group).map_err(|e| GroupError::InvalidGroupName(group.to_owned(), e))
+}
+
+/// Why the stored group states could not be read back.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// The directory or a file could not be read.
+    #[error("cannot read the group states in {}: {source}", dir.display())]
+    Io {
+        /// The groups directory.
+        dir: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A file does not hold a valid group state.
+    #[error(
+        "{} is damaged: {reason}; move it away to start without it (its group then starts \
+         on that topic as a new group would)",
+        file.display()
+    )]
+    Damaged {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A group state whose changes of this pass could not be stored, and were undone.
+#[derive(Debug)]
+pub struct GroupCommitFailure {
+    /// The group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// What went wrong.
+    pub error: io::Error,
+}
+
+/// A group and a topic: what names one group state.
+type Key = (String, String);
+
+/// Where the states of a broker with a data directory go, and what changed since the last commit.
+#[derive(Debug)]
+struct Files {
+    /// The groups directory.
+    dir: PathBuf,
+    /// Whether the directory exists: it is made when the first state is stored, so that a
+    /// broker whose clients use no groups keeps nothing but its topics.
+    exists: bool,
+    /// Whether files are flushed to disk before the commit ends.
+    sync: bool,
+    /// The states changed in this pass, in the order of their first change.
+    changed: Vec<Key>,
+    /// Each changed state as it was at the start of the pass; `None` for one made in the pass.
+    undo: HashMap<Key, Option<Subscription>>,
+}
+
+/// Every group's state on every topic it reads.
+#[derive(Debug)]
+pub struct Groups {
+    /// States by group, then topic, ordered so that listings come out sorted.
+    groups: BTreeMap<String, BTreeMap<String, Subscription>>,
+    /// The groups with a state on each topic, so that deleting a topic finds them at once.
+    by_topic: HashMap<String, BTreeSet<String>>,
+    /// How long a delivered message waits for its acknowledgement.
+    ack_timeout: Duration,
+    /// For a broker with a data directory.
+    files: Option<Files>,
+}
+
+impl Groups {
+    /// No groups, kept in memory only.
+    pub fn in_memory(ack_timeout: Duration) -> Groups {
+        Groups { groups: BTreeMap::new(), by_topic: HashMap::new(), ack_timeout, files: None }
+    }
+
+    /// Opens the group states of the store `config` describes: none, in memory, when it names no
+    /// data directory; otherwise every state stored there. Pending messages get a fresh ack
+    /// timeout from `now`, so that members that processed them before a restart can still
+    /// acknowledge them. States of topics that no longer exist are removed; states are fitted
+    /// to what their topic holds now.
+    ///
+    /// # Errors
+    /// The directory cannot be read, or a file holds no valid state.
+    pub fn open(
+        ack_timeout: Duration,
+        config: &StoreConfig,
+        store: &Store,
+        now: Instant,
+    ) -> Result<Groups, OpenError> {
+        let mut groups = Groups::in_memory(ack_timeout);
+        let Some(data_dir) = &config.data_dir else { return Ok(groups) };
+        let dir = disk::groups_dir(data_dir);
+        let io_error = |source| OpenError::Io { dir: dir.clone(), source };
+        let stored = disk::read_all(&dir).map_err(io_error)?;
+        groups.files = Some(Files {
+            dir: dir.clone(),
+            exists: stored.is_some(),
+            sync: config.fsync != Fsync::Never,
+            changed: Vec::new(),
+            undo: HashMap::new(),
+        });
+        for (file, bytes) in stored.unwrap_or_default() {
+            let saved = disk::decode(&bytes)
+                .map_err(|reason| OpenError::Damaged { file: file.clone(), reason })?;
+            let Ok(topic) = store.topic(&saved.topic) else {
+                tracing::warn!(
+                    group = saved.group,
+                    topic = saved.topic,
+                    "the topic is gone; removing the group's state on it"
+                );
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                disk::remove(&dir, name).map_err(io_error)?;
+                continue;
+            };
+            let (first, end) = (topic.first_offset(), topic.next_offset());
+            let mut state =
+                Subscription::restored(saved.delivered, saved.pending, now + ack_timeout);
+            let key = (saved.group, saved.topic);
+            if state.needs_fit(first, end) {
+                groups.record(&key.0, &key.1);
+                let dropped = state.fit(first, end);
+                tracing::warn!(
+                    group = key.0,
+                    topic = key.1,
+                    "the topic holds offsets {first}..{end} only; {dropped} pending messages \
+                     given up, delivered offset now {}",
+                    state.delivered()
+                );
+            }
+            tracing::info!(
+                group = key.0,
+                topic = key.1,
+                pending = state.pending(),
+                "recovered group: committed offset {}, delivered offset {}",
+                state.committed(),
+                state.delivered()
+            );
+            groups.insert(key.0, key.1, state);
+        }
+        Ok(groups)
+    }
+
+    /// How long a delivered message waits for its acknowledgement.
+    pub fn ack_timeout(&self) -> Duration {
+        self.ack_timeout
+    }
+
+    /// When the first pending message of `group` on `topic` comes due, if one is pending.
+    pub fn next_due(&self, group: &str, topic: &str) -> Option<Instant> {
+        self.get(group, topic).and_then(Subscription::next_due)
+    }
+
+    /// `group`'s state on `topic`, if it has one.
+    pub fn get(&self, group: &str, topic: &str) -> Option<&Subscription> {
+        self.groups.get(group).and_then(|topics| topics.get(topic))
+    }
+
+    /// Changes `group`'s state on `topic`, if it has one, and returns what `change` returns. The
+    /// change is stored at the next commit.
+    pub fn update<T>(
+        &mut self,
+        group: &str,
+        topic: &str,
+        change: impl FnOnce(&mut Subscription) -> T,
+    ) -> Option<T> {
+        self.get(group, topic)?;
+        self.record(group, topic);
+        self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)).map(change)
+    }
+
+    /// Makes `offsets` of `group` on `topic`, if still pending, due at `now`: the reply that
+    /// delivered them could not be sent. Deadlines are not stored, so nothing is to be written.
+    pub fn give_back(&mut self, group: &str, topic: &str, offsets: &[u64], now: Instant) {
+        if let Some(state) = self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)) {
+            state.give_back(offsets, now);
+        }
+    }
+
+    /// Makes claim `claim` (holding logical broker `broker`) a member of `group` on `topic`,
+    /// creating the group's state there, starting at `start`, if it has none. Members whose
+    /// claims `is_live` says have ended are forgotten first. Returns whether the state was
+    /// created, and how many members it has.
+    pub fn join(
+        &mut self,
+        group: &str,
+        topic: &str,
+        member: (u64, u32),
+        start: u64,
+        is_live: impl Fn(u64) -> bool,
+    ) -> (bool, usize) {
+        let created = self.get(group, topic).is_none();
+        if created {
+            self.record(group, topic);
+            self.insert(group.to_owned(), topic.to_owned(), Subscription::new(start));
+        }
+        let Some(state) = self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic))
+        else {
+            return (created, 0);
+        };
+        state.prune_members(is_live);
+        state.join(member.0, member.1);
+        (created, state.member_brokers(|_| true).len())
+    }
+
+    /// Moves `group`'s committed offset on `topic` to `offset`, creating its state there if it
+    /// has none.
+    pub fn reset(&mut self, group: &str, topic: &str, offset: u64) {
+        if self.update(group, topic, |state| state.reset(offset)).is_none() {
+            self.record(group, topic);
+            self.insert(group.to_owned(), topic.to_owned(), Subscription::new(offset));
+        }
+    }
+
+    /// Forgets every group's state on `topic`, and removes their files, for a deleted topic.
+    pub fn drop_topic(&mut self, topic: &str) {
+        let Some(names) = self.by_topic.remove(topic) else { return };
+        for group in names {
+            if let Some(topics) = self.groups.get_mut(&group) {
+                topics.remove(topic);
+                if topics.is_empty() {
+                    self.groups.remove(&group);
+                }
+            }
+            if let Some(files) = &mut self.files {
+                if let Err(error) = disk::remove(&files.dir, &disk::file_name(&group, topic)) {
+                    tracing::warn!(group, topic, %error, "cannot remove a group's state file");
+                }
+                files.undo.remove(&(group.clone(), topic.to_owned()));
+            }
+            tracing::info!(group, topic, "forgot the group's state with its topic");
+        }
+        if let Some(files) = self.files.as_ref().filter(|f| f.sync && f.exists) {
+            if let Err(error) = disk::sync_dir(&files.dir) {
+                tracing::warn!(%error, "cannot flush the groups directory");
+            }
+        }
+    }
+
+    /// The group states `group` and `topic` select (all when both are `None`), ordered by
+    /// group, then topic, each with its group and topic.
+    pub fn list<'g>(
+        &'g self,
+        group: Option<&str>,
+        topic: Option<&str>,
+    ) -> Vec<(&'g str, &'g str, &'g Subscription)> {
+        let of_group = |name: &'g String, topics: &'g BTreeMap<String, Subscription>| {
+            topics.iter().map(move |(t, state)| (name.as_str(), t.as_str(), state))
+        };
+        match (group, topic) {
+            (Some(group), Some(topic)) => self
+                .groups
+                .get_key_value(group)
+                .and_then(|(name, topics)| {
+                    topics.get_key_value(topic).map(|(t, state)| (name.as_str(), t.as_str(), state))
+                })
+                .into_iter()
+                .collect(),
+            (Some(group), None) => self
+                .groups
+                .get_key_value(group)
+                .into_iter()
+                .flat_map(|(name, topics)| of_group(name, topics))
+                .collect(),
+            (None, Some(topic)) => self
+                .by_topic
+                .get(topic)
+                .into_iter()
+                .flatten()
+                .filter_map(|group| {
+                    let (name, topics) = self.groups.get_key_value(group)?;
+                    let (t, state) = topics.get_key_value(topic)?;
+                    Some((name.as_str(), t.as_str(), state))
+                })
+                .collect(),
+            (None, None) => {
+                self.groups.iter().flat_map(|(name, topics)| of_group(name, topics)).collect()
+            }
+        }
+    }
+
+    /// Stores every group state changed since the last commit. Returns those that could not be
+    /// stored: each is put back as it was at the start of the pass, and what replies reported
+    /// of its changes must become errors.
+    pub fn commit(&mut self) -> Vec<GroupCommitFailure> {
+        let Some(files) = &mut self.files else { return Vec::new() };
+        let mut undo = std::mem::take(&mut files.undo);
+        let mut written = Vec::new();
+        let mut failed = Vec::new();
+        let changed = std::mem::take(&mut files.changed);
+        if !files.exists && !changed.is_empty() {
+            match disk::create_dir(&files.dir, files.sync) {
+                Ok(()) => files.exists = true,
+                Err(error) => {
+                    let reason = format!("cannot make {}: {error}", files.dir.display());
+                    failed.extend(
+                        changed
+                            .iter()
+                            .map(|key| (key.clone(), io::Error::new(error.kind(), reason.clone()))),
+                    );
+                }
+            }
+        }
+        for key in changed.into_iter().filter(|_| files.exists) {
+            let Some(state) = self.groups.get(&key.0).and_then(|topics| topics.get(&key.1)) else {
+                // Its topic was deleted in the same pass; its file went with it.
+                continue;
+            };
+            let saved = disk::Saved {
+                group: key.0.clone(),
+                topic: key.1.clone(),
+                delivered: state.delivered(),
+                pending: state.pending_offsets().collect(),
+            };
+            let name = disk::file_name(&key.0, &key.1);
+            match disk::replace(&files.dir, &name, &disk::encode(&saved), files.sync) {
+                Ok(()) => written.push(key),
+                Err(error) => failed.push((key, error)),
+            }
+        }
+        if files.sync && !written.is_empty() {
+            if let Err(error) = disk::sync_dir(&files.dir) {
+                // The renames may not last: none of the pass's writes can be counted on.
+                let reason = error.to_string();
+                failed.extend(
+                    written
+                        .into_iter()
+                        .map(|key| (key, io::Error::new(error.kind(), reason.clone()))),
+                );
+            }
+        }
+        let mut failures = Vec::new();
+        for (key, error) in failed {
+            tracing::error!(group = key.0, topic = key.1, %error, "group state not stored; undone");
+            match undo.remove(&key).flatten() {
+                Some(earlier) => {
+                    if let Some(state) =
+                        self.groups.get_mut(&key.0).and_then(|topics| topics.get_mut(&key.1))
+                    {
+                        state.roll_back_to(earlier);
+                    }
+                }
+                None => self.remove(&key.0, &key.1),
+            }
+            failures.push(GroupCommitFailure { group: key.0, topic: key.1, error });
+        }
+        failures
+    }
+
+    /// How many group states there are, over all groups and topics.
+    pub fn len(&self) -> usize {
+        self.groups.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether there is no group state at all.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Notes that `group`'s state on `topic` changes in this pass, keeping what it was before
+    /// the first change, for a broker that stores its groups.
+    fn record(&mut self, group: &str, topic: &str) {
+        let Some(files) = &mut self.files else { return };
+        let key = (group.to_owned(), topic.to_owned());
+        if files.undo.contains_key(&key) {
+            return;
+        }
+        let before = self.groups.get(group).and_then(|topics| topics.get(topic)).cloned();
+        files.undo.insert(key.clone(), before);
+        files.changed.push(key);
+    }
+
+    /// Adds a state, indexing it by topic.
+    fn insert(&mut self, group: String, topic: String, state: Subscription) {
+        self.by_topic.entry(topic.clone()).or_default().insert(group.clone());
+        self.groups.entry(group).or_default().insert(topic, state);
+    }
+
+    /// Removes a state and its index entry (not its file).
+    fn remove(&mut self, group: &str, topic: &str) {
+        if let Some(topics) = self.groups.get_mut(group) {
+            topics.remove(topic);
+            if topics.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+        if let Some(groups) = self.by_topic.get_mut(topic) {
+            groups.remove(group);
+            if groups.is_empty() {
+                self.by_topic.remove(topic);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

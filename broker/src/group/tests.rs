@@ -1,0 +1,240 @@
+//! The group registry: creating, listing and forgetting group states, and, for a broker with a
+//! data directory, storing them at each commit, reading them back, and undoing a pass whose
+//! changes could not be stored.
+
+use std::fs;
+use std::path::Path;
+
+use protocol::{NewMessage, Retention};
+use tempfile::TempDir;
+
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn config(data_dir: Option<&Path>) -> StoreConfig {
+    StoreConfig { data_dir: data_dir.map(Path::to_path_buf), ..StoreConfig::default() }
+}
+
+/// A store holding `topics`, each with `count` messages.
+fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Store {
+    let mut store = Store::open(config(data_dir)).unwrap();
+    for topic in topics {
+        store.create(topic, Retention::default()).unwrap();
+        let messages: Vec<NewMessage<'_>> =
+            (0..count).map(|_| NewMessage { key: None, value: b"m" }).collect();
+        if count > 0 {
+            store.append(topic, &messages, 0).unwrap();
+        }
+    }
+    assert!(store.commit(Instant::now(), 0).is_empty());
+    store
+}
+
+fn open(dir: &TempDir, store: &Store) -> Groups {
+    Groups::open(TIMEOUT, &config(Some(dir.path())), store, Instant::now()).unwrap()
+}
+
+/// Delivers the next `count` new offsets of `group` on `topic`, as a group fetch would.
+fn deliver(groups: &mut Groups, group: &str, topic: &str, count: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    groups
+        .update(group, topic, |state| {
+            let offsets: Vec<u64> = (state.delivered()..state.delivered() + count).collect();
+            state.deliver(&offsets, deadline);
+        })
+        .unwrap();
+}
+
+/// Each state as (group, topic, committed, delivered, pending offsets).
+fn summary(groups: &Groups) -> Vec<(String, String, u64, u64, Vec<u64>)> {
+    groups
+        .list(None, None)
+        .into_iter()
+        .map(|(g, t, s)| {
+            (g.into(), t.into(), s.committed(), s.delivered(), s.pending_offsets().collect())
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_join_creates_the_state_and_later_ones_only_add_members() {
+    let mut groups = Groups::in_memory(TIMEOUT);
+    assert_eq!(groups.join("g", "t", (100, 1), 5, |_| true), (true, 1));
+    assert_eq!(groups.join("g", "t", (200, 2), 0, |_| true), (false, 2));
+    assert_eq!(groups.get("g", "t").map(Subscription::committed), Some(5));
+    // A member whose claim ended is forgotten when someone joins.
+    assert_eq!(groups.join("g", "t", (300, 1), 0, |claim| claim != 100), (false, 2));
+    assert!(!groups.get("g", "t").unwrap().is_member(100));
+    assert_eq!(groups.len(), 1);
+}
+
+#[test]
+fn listings_are_ordered_and_filtered_by_group_and_topic() {
+    let mut groups = Groups::in_memory(TIMEOUT);
+    for (group, topic) in [("b", "x"), ("a", "y"), ("a", "x"), ("c", "y")] {
+        groups.join(group, topic, (1, 1), 0, |_| true);
+    }
+    let names = |list: Vec<(&str, &str, &Subscription)>| -> Vec<String> {
+        list.into_iter().map(|(g, t, _)| format!("{g}/{t}")).collect()
+    };
+    assert_eq!(names(groups.list(None, None)), ["a/x", "a/y", "b/x", "c/y"]);
+    assert_eq!(names(groups.list(Some("a"), None)), ["a/x", "a/y"]);
+    assert_eq!(names(groups.list(None, Some("y"))), ["a/y", "c/y"]);
+    assert_eq!(names(groups.list(Some("b"), Some("x"))), ["b/x"]);
+    assert!(groups.list(Some("b"), Some("y")).is_empty());
+    assert!(groups.list(Some("z"), None).is_empty());
+    assert!(groups.list(None, Some("z")).is_empty());
+}
+
+#[test]
+fn deleting_a_topic_forgets_every_group_on_it() {
+    let mut groups = Groups::in_memory(TIMEOUT);
+    groups.join("a", "t", (1, 1), 0, |_| true);
+    groups.join("b", "t", (1, 1), 0, |_| true);
+    groups.join("a", "u", (1, 1), 0, |_| true);
+    groups.drop_topic("t");
+    assert_eq!(summary(&groups), [("a".into(), "u".into(), 0, 0, vec![])]);
+    groups.drop_topic("t");
+    groups.drop_topic("u");
+    assert!(groups.is_empty());
+}
+
+#[test]
+fn reset_moves_a_state_or_creates_it() {
+    let mut groups = Groups::in_memory(TIMEOUT);
+    groups.reset("g", "t", 4);
+    assert_eq!(summary(&groups), [("g".into(), "t".into(), 4, 4, vec![])]);
+    deliver(&mut groups, "g", "t", 3);
+    groups.reset("g", "t", 1);
+    assert_eq!(summary(&groups), [("g".into(), "t".into(), 1, 1, vec![])]);
+}
+
+#[test]
+fn states_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(Some(dir.path()), &["orders", "other"], 10);
+    let mut groups = open(&dir, &store);
+    groups.join("preparers", "orders", (1, 1), 0, |_| true);
+    groups.join("auditors", "orders", (2, 2), 10, |_| true);
+    groups.join("preparers", "other", (1, 1), 3, |_| true);
+    deliver(&mut groups, "preparers", "orders", 6);
+    groups.update("preparers", "orders", |s| s.ack(&[0, 1, 3])).unwrap().unwrap();
+    assert!(groups.commit().is_empty());
+    let before = summary(&groups);
+    assert_eq!(before[1], ("preparers".into(), "orders".into(), 2, 6, vec![2, 4, 5]));
+
+    let reopened_at = Instant::now();
+    let reopened = Groups::open(TIMEOUT, &config(Some(dir.path())), &store, reopened_at).unwrap();
+    assert_eq!(summary(&reopened), before);
+    // Members end with the broker; pending messages wait a whole timeout from the restart.
+    let state = reopened.get("preparers", "orders").unwrap();
+    assert!(!state.is_member(1));
+    assert!(state.next_due().is_some_and(|due| due >= reopened_at + TIMEOUT));
+}
+
+#[test]
+fn only_what_changed_is_written_and_deleted_topics_take_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(Some(dir.path()), &["t", "u"], 3);
+    let mut groups = open(&dir, &store);
+    groups.join("g", "t", (1, 1), 0, |_| true);
+    groups.join("g", "u", (1, 1), 0, |_| true);
+    assert!(groups.commit().is_empty());
+    let files = || fs::read_dir(dir.path().join("groups")).unwrap().count();
+    assert_eq!(files(), 2);
+    // Joining again changes only the members, which are not stored: nothing to write.
+    groups.join("g", "t", (2, 2), 0, |_| true);
+    assert!(groups.files.as_ref().unwrap().changed.is_empty());
+
+    store.delete("t").unwrap();
+    groups.drop_topic("t");
+    assert_eq!(files(), 1);
+    assert!(groups.commit().is_empty());
+    assert_eq!(summary(&open(&dir, &store)).len(), 1);
+}
+
+#[test]
+fn a_state_whose_topic_is_gone_is_removed_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(Some(dir.path()), &["t"], 3);
+    let mut groups = open(&dir, &store);
+    groups.join("g", "t", (1, 1), 0, |_| true);
+    assert!(groups.commit().is_empty());
+    // The topic goes while the broker is down (or a crash came between the two removals).
+    store.delete("t").unwrap();
+    assert!(open(&dir, &store).is_empty());
+    assert_eq!(fs::read_dir(dir.path().join("groups")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_state_past_its_topic_is_fitted_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(Some(dir.path()), &["t"], 3);
+    let saved =
+        disk::Saved { group: "g".into(), topic: "t".into(), delivered: 8, pending: vec![1, 5] };
+    let groups_dir = dir.path().join("groups");
+    fs::create_dir_all(&groups_dir).unwrap();
+    fs::write(groups_dir.join(disk::file_name("g", "t")), disk::encode(&saved)).unwrap();
+    let mut groups = open(&dir, &store);
+    assert_eq!(summary(&groups), [("g".into(), "t".into(), 1, 3, vec![1])]);
+    // The fitted state is written back at the first commit.
+    assert!(groups.commit().is_empty());
+    assert_eq!(summary(&open(&dir, &store)), summary(&groups));
+}
+
+#[test]
+fn a_damaged_state_stops_the_start_and_says_which_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(Some(dir.path()), &["t"], 3);
+    let groups_dir = dir.path().join("groups");
+    fs::create_dir_all(&groups_dir).unwrap();
+    let file = groups_dir.join(disk::file_name("g", "t"));
+    fs::write(&file, b"not a group state").unwrap();
+    let error =
+        Groups::open(TIMEOUT, &config(Some(dir.path())), &store, Instant::now()).unwrap_err();
+    assert!(matches!(&error, OpenError::Damaged { file: f, .. } if *f == file), "{error}");
+    assert!(error.to_string().contains("move it away"), "{error}");
+}
+
+#[test]
+fn a_pass_whose_states_cannot_be_stored_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(Some(dir.path()), &["t"], 10);
+    let mut groups = open(&dir, &store);
+    groups.join("g", "t", (1, 1), 0, |_| true);
+    deliver(&mut groups, "g", "t", 4);
+    assert!(groups.commit().is_empty());
+    let stored = summary(&groups);
+
+    // Make every write fail: the groups directory becomes a plain file.
+    let groups_dir = dir.path().join("groups");
+    fs::remove_dir_all(&groups_dir).unwrap();
+    fs::write(&groups_dir, b"").unwrap();
+
+    groups.update("g", "t", |s| s.ack(&[0, 1])).unwrap().unwrap();
+    deliver(&mut groups, "g", "t", 2);
+    groups.join("new", "t", (2, 2), 0, |_| true);
+    let failures = groups.commit();
+    let mut failed: Vec<(String, String)> =
+        failures.into_iter().map(|f| (f.group, f.topic)).collect();
+    failed.sort();
+    assert_eq!(failed, [("g".into(), "t".into()), ("new".into(), "t".into())]);
+    assert_eq!(summary(&groups), stored, "the pass's changes are undone");
+    assert!(groups.get("g", "t").unwrap().is_member(1), "members stay");
+    assert!(groups.list(None, Some("t")).iter().all(|(g, _, _)| *g == "g"));
+}
+
+#[test]
+fn the_groups_directory_is_made_with_the_first_state_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(Some(dir.path()), &["t"], 1);
+    let groups_dir = dir.path().join("groups");
+    let mut groups = open(&dir, &store);
+    assert!(groups.commit().is_empty());
+    assert!(!groups_dir.exists(), "no group, no directory");
+    groups.join("g", "t", (1, 1), 0, |_| true);
+    assert!(groups.commit().is_empty());
+    assert_eq!(fs::read_dir(&groups_dir).unwrap().count(), 1);
+    assert_eq!(summary(&open(&dir, &store)).len(), 1);
+}

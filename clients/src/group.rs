@@ -1,0 +1,441 @@
+//! Consumer groups from the consumer's side: reading as a member of a group (once, or following
+//! the topic), acknowledging, listing groups with their lag, and resetting a group.
+//!
+//! A member holds a claim (the caller makes it and gives it back), joins the group on the topic
+//! under it, then fetches for the group: each message goes to one member. What a member prints
+//! it acknowledges afterwards, unless told not to. A message printed and never acknowledged (the
+//! consumer was killed in between) goes to a member again once the broker's ack timeout has run
+//! out, so every message is printed at least once, by some member of the group.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use protocol::{
+    ErrorCode, GroupFetch, GroupStart, ResetTo, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES,
+    MAX_FETCH_MESSAGES,
+};
+
+use crate::claim::{self, ClaimSpec};
+use crate::client::{Claimed, Client, Delivery, Joined};
+use crate::output::{self, MessageFormat};
+use crate::{ClientError, Result, Shutdown};
+
+/// How long a follow asks the broker to hold each group fetch when nothing is there.
+const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a follow looks again for a topic that does not exist yet.
+const TOPIC_RETRY: Duration = Duration::from_secs(1);
+
+/// The options of `fetch` and `follow` that make them read as a member of a consumer group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct GroupArgs {
+    /// Read as a member of this consumer group: each message goes to one member of the group,
+    /// and the group keeps its place across runs (like Kafka's group.id).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+
+    /// With --group: do not acknowledge what is printed; acknowledge it later with
+    /// `consumer ack`. Unacknowledged messages go to a member again after the broker's ack
+    /// timeout.
+    #[arg(long, requires = "group")]
+    pub no_auto_ack: bool,
+
+    /// With --group: where the group starts on the topic if it has never read it (like Kafka's
+    /// auto.offset.reset) [default: earliest].
+    #[arg(long, value_name = "WHERE", requires = "group")]
+    pub group_start: Option<StartArg>,
+
+    /// With --group: take at most N messages per request to the broker [default: 500].
+    #[arg(long, value_name = "N", requires = "group", value_parser = crate::args::positive)]
+    pub batch: Option<u64>,
+}
+
+/// Where a new group starts, as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StartArg {
+    /// The topic's first kept message.
+    Earliest,
+    /// Only messages appended from the first join on.
+    Latest,
+}
+
+/// Where `consumer group-reset` moves a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+#[group(required = true, multiple = false)]
+pub struct ResetArgs {
+    /// To the topic's first kept message: the group reads the whole topic again.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// To the topic's end: the group skips everything there is now.
+    #[arg(long)]
+    pub to_latest: bool,
+    /// To offset N: the next message the group reads is N.
+    #[arg(long, value_name = "N")]
+    pub to_offset: Option<u64>,
+}
+
+impl ResetArgs {
+    /// The target as the protocol names it.
+    pub fn target(&self) -> ResetTo {
+        match (self.to_earliest, self.to_latest, self.to_offset) {
+            (_, _, Some(offset)) => ResetTo::Offset(offset),
+            (_, true, None) => ResetTo::Latest,
+            _ => ResetTo::Earliest,
+        }
+    }
+}
+
+/// How a member reads: which group and topic, and what it does with what it gets.
+#[derive(Debug, Clone)]
+pub struct Reading<'a> {
+    /// The group.
+    pub group: &'a str,
+    /// The topic.
+    pub topic: &'a str,
+    /// Where the group starts if it is new on the topic.
+    pub start: GroupStart,
+    /// Whether printed messages are acknowledged.
+    pub auto_ack: bool,
+    /// At most this many messages per group fetch.
+    pub batch: u32,
+    /// How messages are printed.
+    pub format: MessageFormat,
+}
+
+impl<'a> Reading<'a> {
+    /// The reading `args` describe, of `group` on `topic`.
+    pub fn new(group: &'a str, topic: &'a str, args: &GroupArgs, format: MessageFormat) -> Self {
+        let start = match args.group_start {
+            Some(StartArg::Latest) => GroupStart::Latest,
+            Some(StartArg::Earliest) | None => GroupStart::Earliest,
+        };
+        let batch = args.batch.unwrap_or(u64::from(DEFAULT_FETCH_MESSAGES));
+        Reading {
+            group,
+            topic,
+            start,
+            auto_ack: !args.no_auto_ack,
+            batch: u32::try_from(batch.min(u64::from(MAX_FETCH_MESSAGES)))
+                .unwrap_or(MAX_FETCH_MESSAGES),
+            format,
+        }
+    }
+}
+
+/// A member of a group at work: its connection and claim, re-made if the broker forgets them.
+pub struct Member<'a> {
+    /// The connection to the broker.
+    pub client: &'a mut Client,
+    /// The claim held; replaced if it expires.
+    pub claimed: &'a mut Claimed,
+    /// How to claim again.
+    pub spec: &'a ClaimSpec,
+    /// What it reads and how.
+    pub reading: Reading<'a>,
+    /// Ends a follow.
+    pub shutdown: &'a Shutdown,
+}
+
+/// What one group fetch printed.
+struct Printed {
+    /// The offsets printed.
+    offsets: Vec<u64>,
+    /// Those among them delivered before.
+    redelivered: Vec<u64>,
+    /// The group's committed offset when the broker replied.
+    committed: u64,
+    /// The topic's next offset when the broker replied.
+    end: u64,
+}
+
+impl Member<'_> {
+    /// Prints up to `max` messages for the group, in as many fetches as that takes, stopping
+    /// early when nothing is left for the group; acknowledges them unless told not to.
+    ///
+    /// # Errors
+    /// The topic does not exist, or a request failed.
+    pub fn fetch(&mut self, max: u64, out: &mut impl Write) -> Result<()> {
+        let (group, topic) = (self.reading.group, self.reading.topic);
+        let joined =
+            self.client.join_group(self.claimed.token, group, topic, self.reading.start)?;
+        let (mut committed, mut end) = (joined.committed_offset, joined.end_offset);
+        let mut printed = 0;
+        while printed < max {
+            let batch = self.take(max - printed, 0, out)?;
+            if batch.offsets.is_empty() {
+                break;
+            }
+            printed += batch.offsets.len() as u64;
+            (committed, end) = (batch.committed, batch.end);
+            if let Some(now) = self.acknowledge(&batch.offsets)? {
+                committed = now;
+            }
+        }
+        out.flush().map_err(ClientError::output)?;
+        let acked = if self.reading.auto_ack || printed == 0 {
+            String::new()
+        } else {
+            format!(
+                "; not acknowledged: acknowledge them with `consumer ack {group:?} {topic:?} \
+                 OFFSET...`"
+            )
+        };
+        eprintln!(
+            "read {printed} message{} of {topic} for group {group}; committed offset {committed} \
+             of {end}{acked}",
+            plural(printed)
+        );
+        Ok(())
+    }
+
+    /// Prints messages for the group as they come, until Ctrl-C (or `max` messages), and
+    /// acknowledges them unless told not to. Waits for a topic that does not exist yet.
+    ///
+    /// # Errors
+    /// A request failed in a way a follow cannot get over.
+    pub fn follow(&mut self, max: Option<u64>, out: &mut impl Write) -> Result<()> {
+        let (group, topic) = (self.reading.group, self.reading.topic);
+        let Some(joined) = self.join()? else { return Ok(()) };
+        eprintln!(
+            "following {topic} in group {group} on logical broker {} ({} member{}, committed \
+             offset {} of {}, ack timeout {:?}); Ctrl-C to stop",
+            self.claimed.broker,
+            joined.members,
+            plural(u64::from(joined.members)),
+            joined.committed_offset,
+            joined.end_offset,
+            joined.ack_timeout,
+        );
+        let mut printed = 0;
+        let wait_ms = FOLLOW_WAIT.as_millis() as u64;
+        while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
+            let want = max.map_or(u64::MAX, |max| max - printed);
+            match self.take(want, wait_ms, out) {
+                Ok(batch) => {
+                    printed += batch.offsets.len() as u64;
+                    self.acknowledge(&batch.offsets)?;
+                }
+                Err(ClientError::Interrupted) => break,
+                Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
+                    eprintln!(
+                        "the claim on logical broker {} has expired; claiming again",
+                        self.claimed.broker
+                    );
+                    *self.claimed = claim::acquire(self.client, self.spec)?;
+                    if self.join()?.is_none() {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.broker_code(),
+                        Some(ErrorCode::UnknownMember | ErrorCode::UnknownTopic)
+                    ) =>
+                {
+                    if self.join()?.is_none() {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        eprintln!("read {printed} message{} of {topic} for group {group}", plural(printed));
+        Ok(())
+    }
+
+    /// Joins the group, waiting for the topic if it does not exist (yet, or any more); `None`
+    /// when Ctrl-C came first.
+    fn join(&mut self) -> Result<Option<Joined>> {
+        let (group, topic) = (self.reading.group, self.reading.topic);
+        let mut waiting = false;
+        while !self.shutdown.is_signalled() {
+            match self.client.join_group(self.claimed.token, group, topic, self.reading.start) {
+                Ok(joined) => return Ok(Some(joined)),
+                Err(ClientError::Interrupted) => return Ok(None),
+                Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
+                    if !waiting {
+                        eprintln!("topic {topic} does not exist (any more); waiting for it");
+                        waiting = true;
+                    }
+                    crate::consumer::pause(TOPIC_RETRY, self.shutdown);
+                }
+                Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
+                    *self.claimed = claim::acquire(self.client, self.spec)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes and prints up to `want` messages (at most a batch), holding the fetch up to
+    /// `wait_ms` when nothing is there.
+    fn take(&mut self, want: u64, wait_ms: u64, out: &mut impl Write) -> Result<Printed> {
+        let request = GroupFetch {
+            claim: self.claimed.token,
+            group: self.reading.group,
+            topic: self.reading.topic,
+            max_messages: u32::try_from(want.min(u64::from(self.reading.batch)))
+                .unwrap_or(self.reading.batch),
+            max_bytes: DEFAULT_FETCH_BYTES,
+            wait_ms,
+        };
+        let (topic, format) = (self.reading.topic, self.reading.format);
+        let printed =
+            self.client.group_fetch(request, |delivery| print(out, topic, &delivery, format))?;
+        out.flush().map_err(ClientError::output)?;
+        if !printed.redelivered.is_empty() {
+            eprintln!(
+                "delivered again, not acknowledged in time before: offset{} {}",
+                plural(printed.redelivered.len() as u64),
+                join_offsets(&printed.redelivered)
+            );
+        }
+        Ok(printed)
+    }
+
+    /// Acknowledges `offsets` if the member does so; returns the committed offset then. An
+    /// acknowledgement the group no longer waits for (it was reset, or its topic deleted) is
+    /// reported and is no error.
+    fn acknowledge(&mut self, offsets: &[u64]) -> Result<Option<u64>> {
+        if !self.reading.auto_ack || offsets.is_empty() {
+            return Ok(None);
+        }
+        match self.client.ack(self.reading.group, self.reading.topic, offsets) {
+            Ok(acked) => Ok(Some(acked.committed_offset)),
+            Err(e)
+                if matches!(
+                    e.broker_code(),
+                    Some(ErrorCode::NotPending | ErrorCode::UnknownGroup)
+                ) =>
+            {
+                eprintln!("warning: could not acknowledge offsets {}: {e}", join_offsets(offsets));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Acknowledges `offsets` of `topic` for `group`, and says what that did on standard error.
+///
+/// # Errors
+/// The broker refused (an offset never delivered: nothing is acknowledged then), or did not
+/// answer.
+pub fn ack(client: &mut Client, group: &str, topic: &str, offsets: &[u64]) -> Result<()> {
+    let acked = client.ack(group, topic, offsets)?;
+    let already = offsets.len() as u64 - acked.acked.min(offsets.len() as u64);
+    let note = if already > 0 {
+        format!(" ({already} had been acknowledged already)")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "acknowledged {} offset{} of {topic} for group {group}{note}; committed offset {}",
+        acked.acked,
+        plural(acked.acked),
+        acked.committed_offset
+    );
+    Ok(())
+}
+
+/// Prints the groups `group` and `topic` select, with their offsets and lag.
+///
+/// # Errors
+/// The broker refused (`group` has no state) or did not answer, or writing failed.
+pub fn list(
+    client: &mut Client,
+    group: Option<&str>,
+    topic: Option<&str>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let groups = client.list_groups(group, topic)?;
+    output::write_groups(out, &groups, json).map_err(ClientError::output)
+}
+
+/// Moves `group`'s committed offset on `topic`, and prints where it is now.
+///
+/// # Errors
+/// The broker refused (no such topic, an offset out of range) or did not answer.
+pub fn reset(
+    client: &mut Client,
+    group: &str,
+    topic: &str,
+    to: ResetTo,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let committed = client.reset_group(group, topic, to)?;
+    output::write_reset(out, group, topic, committed, json).map_err(ClientError::output)
+}
+
+/// Prints a delivered batch.
+fn print(
+    out: &mut impl Write,
+    topic: &str,
+    delivery: &Delivery<'_>,
+    format: MessageFormat,
+) -> Result<Printed> {
+    for message in &delivery.messages {
+        output::write_message(out, topic, message, format).map_err(ClientError::output)?;
+    }
+    Ok(Printed {
+        offsets: delivery.messages.iter().map(|m| m.offset).collect(),
+        redelivered: delivery.redelivered.clone(),
+        committed: delivery.committed_offset,
+        end: delivery.end_offset,
+    })
+}
+
+/// Offsets as `3, 5, 8`.
+fn join_offsets(offsets: &[u64]) -> String {
+    offsets.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// `s` unless `n` is 1.
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_targets() {
+        let args = |earliest, latest, offset| ResetArgs {
+            to_earliest: earliest,
+            to_latest: latest,
+            to_offset: offset,
+        };
+        assert_eq!(args(true, false, None).target(), ResetTo::Earliest);
+        assert_eq!(args(false, true, None).target(), ResetTo::Latest);
+        assert_eq!(args(false, false, Some(4)).target(), ResetTo::Offset(4));
+    }
+
+    #[test]
+    fn readings_default_to_the_earliest_start_auto_ack_and_a_batch_of_500() {
+        let reading = Reading::new("g", "t", &GroupArgs::default(), MessageFormat::default());
+        assert_eq!(
+            (reading.start, reading.auto_ack, reading.batch),
+            (GroupStart::Earliest, true, 500)
+        );
+        let args = GroupArgs {
+            group: Some("g".into()),
+            no_auto_ack: true,
+            group_start: Some(StartArg::Latest),
+            batch: Some(1_000_000),
+        };
+        let reading = Reading::new("g", "t", &args, MessageFormat::default());
+        assert_eq!(
+            (reading.start, reading.auto_ack, reading.batch),
+            (GroupStart::Latest, false, MAX_FETCH_MESSAGES)
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! Consumer groups as users meet them through the real `consumer` binary: members sharing a
+//! topic's messages, a member killed before it acknowledged, independent groups, a broker
+//! restarted with a data directory, `groups` and its lag, resets, and the errors a user sees.
+
+#[path = "../../broker/tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{broker_binary, consumer, producer, Running};
+use support::{signal_process, BrokerProcess, STEP};
+
+/// The ack timeout of the brokers that show redelivery.
+const ACK_TIMEOUT: &str = "1s";
+
+/// A broker with no topics and `args`.
+fn broker(args: &[&str]) -> BrokerProcess {
+    BrokerProcess::start(&broker_binary(), args)
+}
+
+/// Appends `count` messages `prefix N` to `topic`.
+fn produce(broker: &BrokerProcess, topic: &str, prefix: &str, count: usize) {
+    let values: Vec<String> = (0..count).map(|i| format!("{prefix} {i}")).collect();
+    let mut args = vec![topic];
+    args.extend(values.iter().map(String::as_str));
+    producer(broker, &args).assert_success();
+}
+
+/// Starts `consumer follow TOPIC --group GROUP` with `extra` and waits until it has joined.
+fn start_member(broker: &BrokerProcess, topic: &str, group: &str, extra: &[&str]) -> Running {
+    let mut args = vec!["follow", topic, "--group", group];
+    args.extend_from_slice(extra);
+    let mut member = Running::consumer(broker, &args);
+    member.wait_stderr("following");
+    member
+}
+
+/// The offsets at the start of text lines `OFFSET<TAB>VALUE`.
+fn offsets<S: AsRef<str>>(lines: &[S]) -> Vec<u64> {
+    lines
+        .iter()
+        .map(|line| {
+            let line = line.as_ref();
+            line.split('\t')
+                .next()
+                .and_then(|o| o.parse().ok())
+                .unwrap_or_else(|| panic!("{line:?} does not start with an offset"))
+        })
+        .collect()
+}
+
+/// The rows of `consumer groups` for these arguments, split on white space, without the header.
+fn group_rows(broker: &BrokerProcess, args: &[&str]) -> Vec<Vec<String>> {
+    let mut all = vec!["groups"];
+    all.extend_from_slice(args);
+    let out = consumer(broker, &all);
+    let lines = out.assert_success().lines();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["GROUP", "TOPIC", "COMMITTED", "OFFSET", "END", "OFFSET", "LAG", "PENDING", "MEMBERS"]
+    );
+    lines[1..].iter().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect()
+}
+
+#[test]
+fn two_members_of_a_group_print_every_message_exactly_once_between_them() {
+    let broker = broker(&[]);
+    producer(&broker, &["orders", "opening"]).assert_success();
+    let mut a = start_member(&broker, "orders", "preparers", &["--batch", "1"]);
+    let mut b = start_member(&broker, "orders", "preparers", &["--batch", "1"]);
+    // The group was new: it started at the topic's first message.
+    produce(&broker, "orders", "order", 30);
+
+    let mut lines: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let deadline = Instant::now() + STEP;
+    while lines[0].len() + lines[1].len() < 31 && Instant::now() < deadline {
+        for (member, got) in [&mut a, &mut b].into_iter().zip(lines.iter_mut()) {
+            got.extend(member.stdout_line_within(Duration::from_millis(20)));
+        }
+    }
+    for member in [a, b] {
+        member.interrupt();
+        let (status, rest, stderr) = member.wait_exit();
+        assert!(status.success(), "{status}: {stderr:?}");
+        assert!(rest.is_empty(), "printed after the count was reached: {rest:?}");
+    }
+    let mut all: Vec<u64> = offsets(&lines[0]).into_iter().chain(offsets(&lines[1])).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..31).collect::<Vec<u64>>(), "every message exactly once: {lines:?}");
+    assert!(!lines[0].is_empty() && !lines[1].is_empty(), "the work is shared: {lines:?}");
+    // Both acknowledged what they printed.
+    assert_eq!(group_rows(&broker, &[])[0][2..6], ["31", "31", "0", "0"]);
+    broker.interrupt();
+}
+
+#[test]
+fn a_member_killed_before_acknowledging_has_its_messages_printed_by_another() {
+    let broker = broker(&["--group-ack-timeout", ACK_TIMEOUT]);
+    produce(&broker, "orders", "order", 4);
+    let before_delivery = Instant::now();
+    let mut doomed = start_member(&broker, "orders", "preparers", &["--no-auto-ack"]);
+    assert_eq!(offsets(&doomed.stdout_lines(4)), [0, 1, 2, 3]);
+    signal_process(doomed.pid(), "KILL");
+    let (status, _, _) = doomed.wait_exit();
+    assert!(!status.success());
+    assert_eq!(group_rows(&broker, &[])[0][2..6], ["0", "4", "4", "4"], "all four pending");
+
+    let mut survivor = start_member(&broker, "orders", "preparers", &["--max", "4"]);
+    let lines = survivor.stdout_lines(4);
+    let waited = before_delivery.elapsed();
+    assert!(waited >= Duration::from_secs(1), "redelivered before the timeout: {waited:?}");
+    assert_eq!(offsets(&lines), [0, 1, 2, 3]);
+    assert_eq!(lines[0], "0\torder 0");
+    let (status, _, stderr) = survivor.wait_exit();
+    assert!(status.success(), "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("delivered again")), "{stderr:?}");
+    assert_eq!(group_rows(&broker, &[])[0][2..6], ["4", "4", "0", "0"]);
+    broker.interrupt();
+}
+
+#[test]
+fn two_groups_each_see_every_message() {
+    let broker = broker(&[]);
+    produce(&broker, "t", "m", 5);
+    for group in ["kitchen", "billing"] {
+        let out = consumer(&broker, &["fetch", "t", "--group", group]);
+        assert_eq!(offsets(&out.assert_success().lines()), [0, 1, 2, 3, 4], "{group}");
+        assert!(out.stderr.contains("committed offset 5 of 5"), "{}", out.stderr);
+        // Everything was acknowledged: a second read finds nothing new.
+        let again = consumer(&broker, &["fetch", "t", "--group", group]);
+        assert!(again.assert_success().stdout.is_empty(), "{group}: {again:?}");
+    }
+    broker.interrupt();
+}
+
+#[test]
+fn committed_offsets_survive_a_broker_restart_with_a_data_dir() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let args = ["--data-dir", dir.path().to_str().expect("a UTF-8 path")];
+    let first = broker(&args);
+    produce(&first, "t", "m", 10);
+    let out = consumer(&first, &["fetch", "t", "--group", "g", "--max", "3"]);
+    assert_eq!(offsets(&out.assert_success().lines()), [0, 1, 2]);
+    let out = consumer(&first, &["fetch", "t", "--group", "g", "--max", "2", "--no-auto-ack"]);
+    assert_eq!(offsets(&out.assert_success().lines()), [3, 4]);
+    consumer(&first, &["ack", "g", "t", "3"]).assert_success();
+    first.signal("KILL");
+    let (status, _) = first.wait_exit(STEP);
+    assert!(!status.success());
+
+    let second = broker(&args);
+    assert_eq!(group_rows(&second, &["g"]), [["g", "t", "4", "10", "6", "1", "-"]]);
+    // The group goes on from where it was: offset 4 is still pending, 5 comes next.
+    let out = consumer(&second, &["fetch", "t", "--group", "g"]);
+    assert_eq!(offsets(&out.assert_success().lines()), [5, 6, 7, 8, 9]);
+    consumer(&second, &["ack", "g", "t", "4"]).assert_success();
+    assert_eq!(group_rows(&second, &["g"]), [["g", "t", "10", "10", "0", "0", "-"]]);
+    second.interrupt();
+}
+
+#[test]
+fn lag_shown_by_groups_is_what_is_left_to_read() {
+    let broker = broker(&[]);
+    produce(&broker, "t", "m", 10);
+    produce(&broker, "u", "m", 2);
+    consumer(&broker, &["fetch", "t", "--group", "g", "--max", "4"]).assert_success();
+    consumer(&broker, &["fetch", "t", "--group", "g", "--max", "2", "--no-auto-ack"])
+        .assert_success();
+    consumer(&broker, &["fetch", "u", "--group", "g", "--max", "1"]).assert_success();
+    consumer(&broker, &["fetch", "t", "--group", "other", "--group-start", "latest", "--max", "1"])
+        .assert_success();
+    assert_eq!(
+        group_rows(&broker, &[]),
+        [
+            ["g", "t", "4", "10", "6", "2", "-"],
+            ["g", "u", "1", "2", "1", "0", "-"],
+            ["other", "t", "10", "10", "0", "0", "-"],
+        ]
+    );
+    assert_eq!(group_rows(&broker, &["--topic", "u"]).len(), 1);
+
+    let out = consumer(&broker, &["ack", "g", "t", "4", "5", "5"]);
+    assert!(out.assert_success().stderr.contains("committed offset 6"), "{}", out.stderr);
+    let json = consumer(&broker, &["--json", "groups", "g", "--topic", "t"]);
+    let row: serde_json::Value =
+        serde_json::from_str(json.assert_success().stdout.trim()).expect("one JSON object");
+    assert_eq!((row["committed_offset"].as_u64(), row["lag"].as_u64()), (Some(6), Some(4)));
+    // The lag is what a member gets next.
+    let out = consumer(&broker, &["fetch", "t", "--group", "g"]);
+    assert_eq!(offsets(&out.assert_success().lines()).len(), 4);
+    assert_eq!(group_rows(&broker, &["g", "--topic", "t"])[0][4], "0");
+    broker.interrupt();
+}
+
+#[test]
+fn group_reset_moves_where_the_group_reads_next() {
+    let broker = broker(&[]);
+    produce(&broker, "t", "m", 10);
+    consumer(&broker, &["fetch", "t", "--group", "g"]).assert_success();
+    let read = |broker: &BrokerProcess| -> Vec<u64> {
+        offsets(&consumer(broker, &["fetch", "t", "--group", "g"]).assert_success().lines())
+    };
+
+    let out = consumer(&broker, &["group-reset", "g", "t", "--to-earliest"]);
+    assert_eq!(
+        out.assert_success().lines()[1].split_whitespace().collect::<Vec<_>>(),
+        ["g", "t", "0"]
+    );
+    assert_eq!(read(&broker), (0..10).collect::<Vec<u64>>());
+    consumer(&broker, &["group-reset", "g", "t", "--to-offset", "7"]).assert_success();
+    assert_eq!(read(&broker), [7, 8, 9]);
+    consumer(&broker, &["group-reset", "g", "t", "--to-offset", "2"]).assert_success();
+    consumer(&broker, &["group-reset", "g", "t", "--to-latest"]).assert_success();
+    assert!(read(&broker).is_empty());
+    let json = consumer(&broker, &["--json", "group-reset", "g", "t", "--to-offset", "9"]);
+    assert!(json.assert_success().stdout.contains("\"committed_offset\":9"), "{}", json.stdout);
+
+    let out = consumer(&broker, &["group-reset", "g", "t", "--to-offset", "11"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("offset_out_of_range"), "{}", out.stderr);
+    let out = consumer(&broker, &["group-reset", "g", "nope", "--to-earliest"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("unknown_topic"), "{}", out.stderr);
+    assert_eq!(read(&broker), [9]);
+    broker.interrupt();
+}
+
+#[test]
+fn bad_group_names_and_acks_of_unknown_offsets_get_clear_errors() {
+    let broker = broker(&[]);
+    produce(&broker, "t", "m", 3);
+    consumer(&broker, &["fetch", "t", "--group", "g", "--max", "2", "--no-auto-ack"])
+        .assert_success();
+    let before = group_rows(&broker, &[]);
+
+    let out = consumer(&broker, &["fetch", "t", "--group", ""]);
+    out.assert_code(1);
+    assert_eq!(out.stderr.trim(), "error: invalid group name \"\": group name is empty");
+    let out = consumer(&broker, &["follow", "t", "--group", "a\tb"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    let out = consumer(&broker, &["ack", " g", "t", "0"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("invalid group name \" g\""), "{}", out.stderr);
+
+    let out = consumer(&broker, &["ack", "g", "t", "0", "2"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("offset 2 of topic \"t\" was never delivered to group \"g\""),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("(not_pending)"), "{}", out.stderr);
+    let out = consumer(&broker, &["ack", "nope", "t", "0"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(unknown_group)"), "{}", out.stderr);
+    let out = consumer(&broker, &["groups", "nope"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(unknown_group)"), "{}", out.stderr);
+    let out = consumer(&broker, &["fetch", "nope", "--group", "g"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(unknown_topic)"), "{}", out.stderr);
+    assert_eq!(group_rows(&broker, &[]), before, "refused requests changed nothing");
+
+    // A repeated acknowledgement is accepted and says so.
+    consumer(&broker, &["ack", "g", "t", "0"]).assert_success();
+    let out = consumer(&broker, &["ack", "g", "t", "0", "1"]);
+    assert!(
+        out.assert_success().stderr.contains("1 had been acknowledged already"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(group_rows(&broker, &[])[0][2..4], ["2", "3"]);
+    broker.interrupt();
+}
