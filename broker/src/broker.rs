@@ -30,6 +30,10 @@ pub struct Stats {
     pub refused: u64,
     /// Messages appended.
     pub appended: u64,
+    /// Reads refused because their peer, or all peers, had too many reply bytes unread.
+    pub overloaded: u64,
+    /// Replies that could not be queued to their peer (gone, or not reading).
+    pub dropped_replies: u64,
 }
 
 impl Broker {

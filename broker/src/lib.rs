@@ -8,9 +8,11 @@ pub mod cmd;
 pub mod group;
 pub mod logical;
 pub mod preload;
+pub mod quiet;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod unread;
 pub mod waiting;
 
 use std::time::Duration;
@@ -30,6 +32,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How long a message delivered to a group member waits for its acknowledgement.
     pub group_ack_timeout: Duration,
+    /// How many reply bytes clients may leave unread.
+    pub unread: unread::Limits,
 }
 
 impl Default for Config {
@@ -39,6 +43,7 @@ impl Default for Config {
             lease: Duration::from_secs(30),
             store: StoreConfig::default(),
             group_ack_timeout: group::DEFAULT_ACK_TIMEOUT,
+            unread: unread::Limits::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result};
 use broker::group::Groups;
 use broker::store::{Store, DEFAULT_SEGMENT_BYTES};
+use broker::unread::Limits;
 use broker::{preload, server, Broker, Config, Fsync, Shutdown, StoreConfig};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -54,6 +55,14 @@ struct Args {
     /// before it goes to a member again, e.g. `30s`, `2s`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     group_ack_timeout: Duration,
+    /// The most bytes of replies all clients together may leave unread (queued to them but not
+    /// yet taken by their connections); past it, reads get `311 overloaded`.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().total)]
+    max_unread_bytes: usize,
+    /// The most bytes of replies one client may leave unread; past it, its reads get
+    /// `311 overloaded`.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().per_peer)]
+    max_unread_bytes_per_client: usize,
 }
 
 /// Parses a segment size: 64 bytes to 1 GiB (offsets within a segment are 32-bit).
@@ -76,6 +85,16 @@ fn parse_fsync(text: &str) -> Result<Fsync, String> {
                 .map_err(|e| format!("bad interval {duration:?}: {e}")),
             None => Err("expected `always`, `never` or `interval=DURATION`".into()),
         },
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, as Redis and nginx do: each client
+/// connection takes a file descriptor, and the default soft limit (often 1,024) is reached long
+/// before the machine's. Logs the limit in effect.
+fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
     }
 }
 
@@ -115,7 +134,9 @@ fn run(args: Args) -> Result<()> {
             retention,
         },
         group_ack_timeout: args.group_ack_timeout,
+        unread: Limits { total: args.max_unread_bytes, per_peer: args.max_unread_bytes_per_client },
     };
+    raise_file_limit();
 
     let started = std::time::Instant::now();
     let store = Store::open(config.store.clone()).context("cannot open the store")?;
@@ -144,16 +165,13 @@ fn run(args: Args) -> Result<()> {
         tracing::info!(topics = added, "preloaded sample topics");
     }
 
-    let shutdown = Shutdown::new();
+    let shutdown = Shutdown::new().context("cannot make the stop signal's pipe")?;
     let trigger = shutdown.clone();
     ctrlc::set_handler(move || trigger.trigger()).context("cannot install the Ctrl-C handler")?;
 
     let context = zmq::Context::new();
-    let socket = server::bind(&context, &args.bind, &config)?;
-    let endpoint = socket
-        .get_last_endpoint()
-        .context("cannot read the bound endpoint")?
-        .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
+    let listener = server::bind(&context, &args.bind, &config)?;
+    let endpoint = listener.endpoint().to_owned();
     // One line on stdout, flushed, so that scripts and tests can read where to connect.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {endpoint}")?;
@@ -167,6 +185,6 @@ fn run(args: Args) -> Result<()> {
         "serving"
     );
 
-    server::run(socket, broker, shutdown)?;
+    server::run(listener, broker, shutdown)?;
     Ok(())
 }

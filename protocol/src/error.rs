@@ -32,6 +32,9 @@ pub enum ErrorCode {
     UnknownMember,
     /// `310 not_pending`: an offset acknowledged is not one the group was delivered.
     NotPending,
+    /// `311 overloaded`: replies the client has not read hold more memory than the broker
+    /// allows it (or all clients together); read them, or try again later.
+    Overloaded,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, missing or
     /// mistyped field).
     Malformed,
@@ -51,7 +54,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -63,6 +66,7 @@ impl ErrorCode {
         ErrorCode::UnknownGroup,
         ErrorCode::UnknownMember,
         ErrorCode::NotPending,
+        ErrorCode::Overloaded,
         ErrorCode::Malformed,
         ErrorCode::UnknownRequest,
         ErrorCode::InternalError,
@@ -86,6 +90,7 @@ impl ErrorCode {
             ErrorCode::UnknownGroup => 308,
             ErrorCode::UnknownMember => 309,
             ErrorCode::NotPending => 310,
+            ErrorCode::Overloaded => 311,
             ErrorCode::Malformed => 500,
             ErrorCode::UnknownRequest => 501,
             ErrorCode::InternalError => 502,
@@ -110,6 +115,7 @@ impl ErrorCode {
             ErrorCode::UnknownGroup => "unknown_group",
             ErrorCode::UnknownMember => "unknown_member",
             ErrorCode::NotPending => "not_pending",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::Malformed => "malformed",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::InternalError => "internal_error",

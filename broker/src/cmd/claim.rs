@@ -1,5 +1,6 @@
 //! `claim`: take a free logical broker, or a named one, for a lease.
 
+use crate::quiet::Shown;
 use protocol::Response;
 
 use super::{deadline, refuse, Context, Outcome};
@@ -39,7 +40,7 @@ pub fn grant<'a>(
     cx: &Context<'_>,
 ) -> Result<Response<'a>, ClaimError> {
     let (id, token) = broker.brokers.claim(wanted, holder, cx.now)?;
-    tracing::info!(broker = id, holder, "claimed");
+    tracing::info!(broker = id, holder = %Shown(holder), "claimed");
     Ok(Response::Claimed {
         broker: id,
         claim: token,

@@ -1,5 +1,6 @@
 //! `delete_topic`: remove a topic and its messages.
 
+use crate::quiet::Shown;
 use protocol::Response;
 
 use super::{refuse, Outcome};
@@ -11,7 +12,7 @@ pub fn apply<'a>(broker: &mut Broker, topic: &'a str) -> Outcome<'a> {
     match broker.store.delete(topic) {
         Ok(()) => {
             broker.groups.drop_topic(topic);
-            tracing::info!(topic, "deleted topic");
+            tracing::info!(topic = %Shown(topic), "deleted topic");
             Outcome::Reply(Response::Deleted { topic })
         }
         Err(error) => refuse(error),

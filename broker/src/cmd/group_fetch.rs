@@ -1,6 +1,7 @@
 //! `group_fetch`: hand a group member the next messages of a topic, under its claim, waiting for
 //! some if asked to.
 
+use crate::quiet::Shown;
 use std::time::Instant;
 
 use protocol::{GroupFetch, Message, Response, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES};
@@ -81,8 +82,8 @@ pub fn deliver<'a>(
         let dropped = groups.update(group, topic, |s| s.fit(first, end)).unwrap_or(0);
         if dropped > 0 {
             tracing::warn!(
-                group,
-                topic,
+                group = %Shown(group),
+                topic = %Shown(topic),
                 "{dropped} pending messages were removed by retention before they were \
                  acknowledged; skipped"
             );

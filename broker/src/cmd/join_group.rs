@@ -1,5 +1,6 @@
 //! `join_group`: make a claim a member of a group on a topic, creating the group's state there.
 
+use crate::quiet::Shown;
 use protocol::{GroupStart, Response};
 
 use super::{check_names, refuse, Context, Outcome};
@@ -36,7 +37,7 @@ pub fn apply<'a>(
         .groups
         .join(group, topic, (claim, id), offset, |token| brokers.broker_of(token).is_some());
     if created {
-        tracing::info!(group, topic, "new group starts at offset {offset}");
+        tracing::info!(group = %Shown(group), topic = %Shown(topic), "new group starts at offset {offset}");
     }
     Outcome::Reply(Response::Joined {
         group,

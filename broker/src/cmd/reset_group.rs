@@ -1,5 +1,6 @@
 //! `reset_group`: move a group's committed offset on a topic; needs no claim.
 
+use crate::quiet::Shown;
 use protocol::{ResetTo, Response};
 
 use super::{check_names, refuse, Outcome};
@@ -29,6 +30,6 @@ pub fn apply<'a>(broker: &mut Broker, group: &'a str, topic: &'a str, to: ResetT
         }
     };
     broker.groups.reset(group, topic, offset);
-    tracing::info!(group, topic, "group reset to offset {offset}");
+    tracing::info!(group = %Shown(group), topic = %Shown(topic), "group reset to offset {offset}");
     Outcome::Reply(Response::Reset { group, topic, committed_offset: offset })
 }

@@ -14,6 +14,7 @@
 mod disk;
 mod subscription;
 
+use crate::quiet::Shown;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::PathBuf;
@@ -190,8 +191,8 @@ impl Groups {
                 .map_err(|reason| OpenError::Damaged { file: file.clone(), reason })?;
             let Ok(topic) = store.topic(&saved.topic) else {
                 tracing::warn!(
-                    group = saved.group,
-                    topic = saved.topic,
+                    group = %Shown(&saved.group),
+                    topic = %Shown(&saved.topic),
                     "the topic is gone; removing the group's state on it"
                 );
                 let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -206,16 +207,16 @@ impl Groups {
                 groups.record(&key.0, &key.1);
                 let dropped = state.fit(first, end);
                 tracing::warn!(
-                    group = key.0,
-                    topic = key.1,
+                    group = %Shown(&key.0),
+                    topic = %Shown(&key.1),
                     "the topic holds offsets {first}..{end} only; {dropped} pending messages \
                      given up, delivered offset now {}",
                     state.delivered()
                 );
             }
             tracing::info!(
-                group = key.0,
-                topic = key.1,
+                group = %Shown(&key.0),
+                topic = %Shown(&key.1),
                 pending = state.pending(),
                 "recovered group: committed offset {}, delivered offset {}",
                 state.committed(),
@@ -252,6 +253,29 @@ impl Groups {
         self.get(group, topic)?;
         self.record(group, topic);
         self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)).map(change)
+    }
+
+    /// Fits every group's state on `topic` to the offsets `first..end` it holds now, after
+    /// retention removed its oldest messages: pending offsets that went count as given up, so
+    /// `list_groups` shows them gone at once. The changed states are stored at the next commit.
+    pub fn fit_topic(&mut self, topic: &str, first: u64, end: u64) {
+        let Some(names) = self.by_topic.get(topic) else { return };
+        let due: Vec<String> = names
+            .iter()
+            .filter(|group| self.get(group, topic).is_some_and(|s| s.needs_fit(first, end)))
+            .cloned()
+            .collect();
+        for group in due {
+            let dropped = self.update(&group, topic, |state| state.fit(first, end)).unwrap_or(0);
+            if dropped > 0 {
+                tracing::warn!(
+                    group = %Shown(&group),
+                    topic = %Shown(topic),
+                    "{dropped} pending messages were removed by retention before they were \
+                     acknowledged; skipped"
+                );
+            }
+        }
     }
 
     /// Makes `offsets` of `group` on `topic`, if still pending, due at `now`: the reply that
@@ -309,11 +333,11 @@ impl Groups {
             }
             if let Some(files) = &mut self.files {
                 if let Err(error) = disk::remove(&files.dir, &disk::file_name(&group, topic)) {
-                    tracing::warn!(group, topic, %error, "cannot remove a group's state file");
+                    tracing::warn!(group = %Shown(&group), topic = %Shown(topic), %error, "cannot remove a group's state file");
                 }
                 files.undo.remove(&(group.clone(), topic.to_owned()));
             }
-            tracing::info!(group, topic, "forgot the group's state with its topic");
+            tracing::info!(group = %Shown(&group), topic = %Shown(topic), "forgot the group's state with its topic");
         }
         if let Some(files) = self.files.as_ref().filter(|f| f.sync && f.exists) {
             if let Err(error) = disk::sync_dir(&files.dir) {
@@ -416,7 +440,7 @@ impl Groups {
         }
         let mut failures = Vec::new();
         for (key, error) in failed {
-            tracing::error!(group = key.0, topic = key.1, %error, "group state not stored; undone");
+            tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
             match undo.remove(&key).flatten() {
                 Some(earlier) => {
                     if let Some(state) =

@@ -19,6 +19,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::quiet::Shown;
 use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, Retention, TopicInfo};
 use thiserror::Error;
 
@@ -135,6 +136,8 @@ pub struct Store {
     last_sync: Instant,
     /// When retention was last checked on every topic.
     last_retention_check: Instant,
+    /// Topics that retention shortened in the last commit.
+    trimmed: Vec<String>,
 }
 
 /// What the store holds, in sum.
@@ -160,6 +163,7 @@ impl Store {
             dirty: Vec::new(),
             last_sync: now,
             last_retention_check: now,
+            trimmed: Vec::new(),
         }
     }
 
@@ -252,14 +256,17 @@ impl Store {
     pub fn commit(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
         let sync_each = self.config.fsync == Fsync::Always;
         let mut failures = Vec::new();
+        self.trimmed.clear();
         for name in std::mem::take(&mut self.dirty) {
             let Some(topic) = self.topics.get_mut(&name) else { continue };
             match topic.commit(sync_each) {
                 Ok(()) => {
-                    topic.trim(&self.config.retention, now_ms);
+                    if topic.trim(&self.config.retention, now_ms) > 0 {
+                        self.trimmed.push(name);
+                    }
                 }
                 Err(error) => {
-                    tracing::error!(topic = name, %error, "appends could not be written; refused");
+                    tracing::error!(topic = %Shown(&name), %error, "appends could not be written; refused");
                     failures.push(CommitFailure { topic: name, error });
                 }
             }
@@ -269,25 +276,50 @@ impl Store {
                 self.last_sync = now;
                 for (name, topic) in &mut self.topics {
                     if let Err(error) = topic.sync() {
-                        tracing::error!(topic = name, %error, "periodic flush failed");
+                        tracing::error!(topic = %Shown(name), %error, "periodic flush failed");
                     }
                 }
             }
         }
         if now.duration_since(self.last_retention_check) >= RETENTION_CHECK {
             self.last_retention_check = now;
-            for topic in self.topics.values_mut() {
-                topic.trim(&self.config.retention, now_ms);
+            for (name, topic) in &mut self.topics {
+                if topic.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(name) {
+                    self.trimmed.push(name.clone());
+                }
             }
         }
         failures
+    }
+
+    /// The topics whose oldest messages retention removed in the last [`Store::commit`].
+    pub fn trimmed(&self) -> &[String] {
+        &self.trimmed
+    }
+
+    /// The next moment a commit has timed work to do even with no append: a periodic flush
+    /// under [`Fsync::Interval`], or retention by time. `None` when there is none.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let flush = match self.config.fsync {
+            Fsync::Interval(interval) if self.config.data_dir.is_some() => {
+                Some(self.last_sync + interval)
+            }
+            _ => None,
+        };
+        let timed =
+            self.config.retention.ms.is_some() || self.topics.values().any(Topic::retains_by_time);
+        let retention = timed.then(|| self.last_retention_check + RETENTION_CHECK);
+        match (flush, retention) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Flushes every topic's files, for a clean stop under any flush policy.
     pub fn close(&mut self) {
         for (name, topic) in &mut self.topics {
             if let Err(error) = topic.sync() {
-                tracing::error!(topic = name, %error, "final flush failed");
+                tracing::error!(topic = %Shown(name), %error, "final flush failed");
             }
         }
     }

@@ -270,6 +270,11 @@ impl Topic {
         self.end = keep;
     }
 
+    /// Whether this topic sets a retention time of its own.
+    pub fn retains_by_time(&self) -> bool {
+        self.retention.ms.is_some()
+    }
+
     /// Removes whole segments from the front while, without the oldest one, the topic still
     /// holds what `retention` (this topic's limits over `defaults`) asks to keep, or while the
     /// oldest is past its time. Never the newest segment. Returns how many messages went.

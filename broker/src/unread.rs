@@ -1,0 +1,223 @@
+//! The bound on memory held by replies that peers have not read.
+//!
+//! A ROUTER queues a reply until its peer's connection takes it, and a peer that sends requests
+//! without reading the replies makes the broker hold every one of them: with 16 MiB fetch
+//! replies, gigabytes from a few kilobytes of requests. ZeroMQ's high-water marks count
+//! messages, not bytes, so the broker counts the bytes itself. Each reply is handed to ZeroMQ
+//! without a copy, carrying a [`Charge`] on its peer's count and on the total; ZeroMQ frees the
+//! reply once it has written it to the connection (or drops it with a connection that closed),
+//! and freeing it gives the charge back.
+//!
+//! The server asks [`Unread::is_over`] before a request whose reply may be large (a read): a
+//! peer whose unread replies already hold [`Limits::per_peer`] bytes, or any peer while all of
+//! them hold [`Limits::total`], gets a small `overloaded` error instead. Requests that change
+//! state are never refused for this: their replies are small, and refusing an append's
+//! acknowledgement would make its client send it again. So the unread bytes stay below the
+//! total plus one reply of each read admitted in a pass, plus small replies, which the socket's
+//! send high-water mark bounds per peer.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// How many unread reply bytes the broker allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// All peers together.
+    pub total: usize,
+    /// One peer (one routing identity).
+    pub per_peer: usize,
+}
+
+impl Default for Limits {
+    /// 256 MiB in all, 64 MiB for one peer: room for four maximal fetch replies each.
+    fn default() -> Self {
+        Limits { total: 256 << 20, per_peer: 64 << 20 }
+    }
+}
+
+/// Unread reply bytes, per peer and in all.
+#[derive(Debug)]
+pub struct Unread {
+    /// The limits.
+    limits: Limits,
+    /// Bytes of every reply not yet written to its connection.
+    total: Arc<AtomicUsize>,
+    /// The same, per peer routing identity; a peer is forgotten once it has nothing unread.
+    peers: HashMap<Vec<u8>, Arc<AtomicUsize>>,
+}
+
+impl Unread {
+    /// Nothing unread yet.
+    pub fn new(limits: Limits) -> Unread {
+        Unread { limits, total: Arc::default(), peers: HashMap::new() }
+    }
+
+    /// Whether a read from `peer` must be refused: the peer's unread replies, or all peers',
+    /// are at their limit.
+    pub fn is_over(&self, peer: &[u8]) -> bool {
+        let peer = self.peers.get(peer).map_or(0, |count| count.load(Ordering::Relaxed));
+        peer >= self.limits.per_peer || self.total() >= self.limits.total
+    }
+
+    /// Bytes of replies not yet written to their connections, over all peers.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes`, a reply to `peer`, until it is written or dropped.
+    pub fn charge(&mut self, peer: &[u8], bytes: Box<[u8]>) -> Reply {
+        let count = match self.peers.get(peer) {
+            Some(count) => Arc::clone(count),
+            None => {
+                let count = Arc::new(AtomicUsize::new(0));
+                self.peers.insert(peer.to_vec(), Arc::clone(&count));
+                count
+            }
+        };
+        let len = bytes.len();
+        count.fetch_add(len, Ordering::Relaxed);
+        self.total.fetch_add(len, Ordering::Relaxed);
+        Reply { bytes, _charge: Charge { peer: count, total: Arc::clone(&self.total), len } }
+    }
+
+    /// Forgets peers with nothing unread and no reply in flight, so that the map holds only
+    /// peers with a backlog, not every peer ever seen.
+    pub fn forget_idle(&mut self) {
+        self.peers.retain(|_, count| Arc::strong_count(count) > 1);
+    }
+
+    /// How many peers have replies in flight or unread.
+    pub fn peers(&self) -> usize {
+        self.peers.len()
+    }
+}
+
+/// Bytes charged to a peer and to the total until dropped.
+#[derive(Debug)]
+struct Charge {
+    /// The peer's count.
+    peer: Arc<AtomicUsize>,
+    /// The total.
+    total: Arc<AtomicUsize>,
+    /// The bytes charged.
+    len: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.peer.fetch_sub(self.len, Ordering::Relaxed);
+        self.total.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+/// An encoded reply and its charge.
+#[derive(Debug)]
+pub struct Reply {
+    /// The frame's bytes.
+    bytes: Box<[u8]>,
+    /// Given back when the reply is dropped, by the broker or by ZeroMQ.
+    _charge: Charge,
+}
+
+impl Reply {
+    /// Sends the reply as the last frame of a message on `socket`, handing its bytes to ZeroMQ
+    /// without a copy. ZeroMQ drops the reply, and so gives back its charge, once it has
+    /// written it out; if the send fails, it is dropped here.
+    ///
+    /// # Errors
+    /// What `zmq_msg_send` reports (`EHOSTUNREACH` for a peer that is gone, `EAGAIN` for one
+    /// whose queue is full).
+    pub fn send(self, socket: &mut zmq::Socket, flags: i32) -> Result<(), zmq::Error> {
+        let reply = Box::new(self);
+        let (data, len) = (reply.bytes.as_ptr() as *mut c_void, reply.bytes.len());
+        let hint = Box::into_raw(reply).cast::<c_void>();
+        let mut msg = MaybeUninit::<zmq_sys::zmq_msg_t>::uninit();
+        // SAFETY: `data` points at `len` bytes owned by the boxed reply at `hint`, which stays
+        // alive, unmoved, until `free_reply` takes it back: ZeroMQ calls that exactly once,
+        // when the message is closed, whether sent or not. `msg` is initialised by
+        // `zmq_msg_init_data` before any other use, and closed here if the send fails (a sent
+        // message belongs to ZeroMQ).
+        unsafe {
+            if zmq_sys::zmq_msg_init_data(msg.as_mut_ptr(), data, len, Some(free_reply), hint) != 0
+            {
+                drop(Box::from_raw(hint.cast::<Reply>()));
+                return Err(zmq::Error::from_raw(zmq_sys::zmq_errno()));
+            }
+            if zmq_sys::zmq_msg_send(msg.as_mut_ptr(), socket.as_mut_ptr(), flags) == -1 {
+                let error = zmq::Error::from_raw(zmq_sys::zmq_errno());
+                zmq_sys::zmq_msg_close(msg.as_mut_ptr());
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Called by ZeroMQ, on whichever thread closes the message, to free a sent reply.
+unsafe extern "C" fn free_reply(_data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the pointer `Reply::send` made with `Box::into_raw`, given to ZeroMQ
+    // once and freed once.
+    drop(unsafe { Box::from_raw(hint.cast::<Reply>()) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize) -> Box<[u8]> {
+        vec![7; n].into_boxed_slice()
+    }
+
+    #[test]
+    fn charges_count_per_peer_and_in_all_until_dropped() {
+        let mut unread = Unread::new(Limits { total: 100, per_peer: 60 });
+        let a = unread.charge(b"a", bytes(59));
+        assert!(!unread.is_over(b"a"));
+        let b = unread.charge(b"a", bytes(1));
+        assert!(unread.is_over(b"a"), "a peer at its limit");
+        assert!(!unread.is_over(b"b"));
+        let c = unread.charge(b"b", bytes(40));
+        assert!(unread.is_over(b"c"), "everyone, once the total is reached");
+        assert_eq!(unread.total(), 100);
+        drop((a, b));
+        assert!(!unread.is_over(b"a"));
+        assert_eq!(unread.total(), 40);
+        unread.forget_idle();
+        assert_eq!(unread.peers(), 1);
+        drop(c);
+        unread.forget_idle();
+        assert_eq!((unread.total(), unread.peers()), (0, 0));
+    }
+
+    #[test]
+    fn a_reply_sent_and_read_gives_its_charge_back_and_one_that_cannot_be_sent_too() {
+        let context = zmq::Context::new();
+        let mut router = context.socket(zmq::ROUTER).unwrap();
+        router.set_router_mandatory(true).unwrap();
+        router.bind("inproc://unread").unwrap();
+        let dealer = context.socket(zmq::DEALER).unwrap();
+        dealer.set_identity(b"peer").unwrap();
+        dealer.connect("inproc://unread").unwrap();
+        dealer.send("hello", 0).unwrap();
+        let _ = router.recv_multipart(0).unwrap();
+
+        let mut unread = Unread::new(Limits::default());
+        let reply = unread.charge(b"peer", bytes(1000));
+        router.send("peer", zmq::SNDMORE).unwrap();
+        reply.send(&mut router, 0).unwrap();
+        assert_eq!(dealer.recv_bytes(0).unwrap(), vec![7; 1000]);
+        drop(dealer);
+        drop(router);
+        drop(context);
+        assert_eq!(unread.total(), 0, "ZeroMQ freed the sent reply");
+
+        let context = zmq::Context::new();
+        let mut pull = context.socket(zmq::PULL).unwrap();
+        let reply = unread.charge(b"peer", bytes(10));
+        assert_eq!(reply.send(&mut pull, 0), Err(zmq::Error::ENOTSUP));
+        assert_eq!(unread.total(), 0);
+    }
+}
