@@ -35,6 +35,11 @@ impl Throttle {
         self.next = Some(now + WARN_INTERVAL);
         Some(std::mem::take(&mut self.suppressed))
     }
+
+    /// How many occurrences were held back since the last line, counted as said.
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
 }
 
 /// Shows a client-supplied string in a log line: at most [`SHOWN_CHARS`] characters, control

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{decode_request, encode_response, ErrorCode, Request, Response};
+use protocol::{decode_request, encode_response, ErrorCode, Fetch, GroupFetch, Request, Response};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -22,7 +22,7 @@ use crate::group::GroupCommitFailure;
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
 use crate::store::CommitFailure;
-use crate::unread::{self, Reply, Unread};
+use crate::unread::{self, Allowance, Reply, Unread};
 use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
 
@@ -164,6 +164,25 @@ struct Warnings {
     malformed_envelope: Throttle,
     /// The socket could not accept a connection.
     accept_failed: Throttle,
+}
+
+impl Warnings {
+    /// Logs how many of each kind were held back since their last line, so that the log's
+    /// counts add up when the broker stops.
+    fn say_suppressed(&mut self) {
+        let kinds = [
+            ("replies dropped", &mut self.dropped_reply),
+            ("reads refused as overloaded", &mut self.overloaded),
+            ("malformed envelopes", &mut self.malformed_envelope),
+            ("failed accepts", &mut self.accept_failed),
+        ];
+        for (kind, throttle) in kinds {
+            let suppressed = throttle.take_suppressed();
+            if suppressed > 0 {
+                warn!(suppressed, "{kind}: {suppressed} more since the last warning");
+            }
+        }
+    }
 }
 
 /// The serve loop's state for one run.
@@ -309,10 +328,10 @@ impl Server<'_> {
         loop {
             let undelivered = self.outbox.flush(&mut self.listener.socket);
             self.broker.stats.dropped_replies += undelivered.dropped;
-            if let (Some(error), Some(suppressed)) =
-                (undelivered.error, self.warnings.dropped_reply.admit(clock.instant))
-            {
-                warn!(%error, suppressed, "replies dropped: their peers are not reading them");
+            if let Some(error) = undelivered.error {
+                if let Some(suppressed) = self.warnings.dropped_reply.admit(clock.instant) {
+                    warn!(%error, suppressed, "replies dropped: their peers are not reading them");
+                }
             }
             lost.extend(undelivered.handouts);
             if undelivered.claims.is_empty() {
@@ -407,10 +426,14 @@ impl Server<'_> {
                 return;
             }
         };
-        if is_read(&request) && self.outbox.unread.is_over(peer_id(&envelope)) {
-            self.refuse_overloaded(envelope, clock.instant);
-            return;
-        }
+        let request = match self.outbox.unread.allowance(peer_id(&envelope)) {
+            Allowance::Refused if is_read(&request) => {
+                let response = self.overloaded(clock.instant);
+                self.outbox.push(envelope, response);
+                return;
+            }
+            allowance => within(request, allowance),
+        };
         // Only a claim that names no client needs the peer's address (as its holder). Looked
         // up for every request, it took about 5 % of the serve loop's instructions per small
         // append, so the others go without.
@@ -422,8 +445,8 @@ impl Server<'_> {
         self.dispatch(request, envelope, clock, "");
     }
 
-    /// Answers a read from a peer that has left too many replies unread with `overloaded`.
-    fn refuse_overloaded(&mut self, envelope: Envelope, now: Instant) {
+    /// The reply to a read from a peer that has left too many replies unread, counted.
+    fn overloaded(&mut self, now: Instant) -> Response<'static> {
         self.broker.stats.refused += 1;
         self.broker.stats.overloaded += 1;
         let limits = self.listener.unread;
@@ -434,11 +457,11 @@ impl Server<'_> {
             );
         }
         let reason = format!(
-            "replies not yet read hold too much memory (at most {} bytes for one client, {} for \
-             all); read the replies, or try again later",
-            limits.per_peer, limits.total
+            "replies not yet read hold too much memory (at most {} bytes for one client); read \
+             the replies, or try again later",
+            limits.per_peer
         );
-        self.outbox.push(envelope, Response::error(ErrorCode::Overloaded, reason));
+        Response::error(ErrorCode::Overloaded, reason)
     }
 
     /// Applies a decoded request, then queues its reply or holds it.
@@ -560,6 +583,11 @@ impl Server<'_> {
     /// it) and its wait is not over, it is held again, to wake when the group's first pending
     /// message comes due.
     fn retry_group_fetch(&mut self, held: HeldGroupFetch<Envelope>, now: Instant) {
+        let allowance = self.outbox.unread.allowance(peer_id(&held.envelope));
+        if allowance == Allowance::Refused {
+            let response = self.overloaded(now);
+            return self.outbox.push(held.envelope, response);
+        }
         let Broker { store, groups, brokers, .. } = &mut *self.broker;
         let response = group_fetch::deliver(
             store,
@@ -567,7 +595,7 @@ impl Server<'_> {
             &held.group,
             &held.topic,
             held.max_messages,
-            held.max_bytes,
+            allowance.max_bytes(held.max_bytes),
             now,
         );
         if group_fetch::is_empty(&response) && now < held.until {
@@ -585,12 +613,17 @@ impl Server<'_> {
     fn answer_fetch(&mut self, held: HeldFetch<Envelope>, now: Instant) {
         // The claim may have been released meanwhile; the reply goes out all the same.
         let _ = self.broker.brokers.renew(held.claim, now, now);
+        let allowance = self.outbox.unread.allowance(peer_id(&held.envelope));
+        if allowance == Allowance::Refused {
+            let response = self.overloaded(now);
+            return self.outbox.push(held.envelope, response);
+        }
         let response = fetch::answer(
             &self.broker.store,
             &held.topic,
             held.offset,
             held.max_messages,
-            held.max_bytes,
+            allowance.max_bytes(held.max_bytes),
         );
         self.outbox.push(held.envelope, response);
     }
@@ -622,6 +655,7 @@ impl Server<'_> {
         }
         // Deliveries that cannot be sent now stay pending, and come due with their timeout.
         self.send_replies(&Clock::now());
+        self.warnings.say_suppressed();
         self.broker.store.close();
         Ok(())
     }
@@ -638,6 +672,20 @@ fn is_read(request: &Request<'_>) -> bool {
             | Request::GroupFetch(_)
             | Request::ListGroups { .. }
     )
+}
+
+/// `request`, with its reply cut to what `allowance` leaves: only fetches can be cut.
+fn within(request: Request<'_>, allowance: Allowance) -> Request<'_> {
+    match request {
+        Request::Fetch(fetch) => {
+            Request::Fetch(Fetch { max_bytes: allowance.max_bytes(fetch.max_bytes), ..fetch })
+        }
+        Request::GroupFetch(fetch) => Request::GroupFetch(GroupFetch {
+            max_bytes: allowance.max_bytes(fetch.max_bytes),
+            ..fetch
+        }),
+        request => request,
+    }
 }
 
 fn shutting_down() -> Response<'static> {

@@ -8,13 +8,19 @@
 //! reply once it has written it to the connection (or drops it with a connection that closed),
 //! and freeing it gives the charge back.
 //!
-//! The server asks [`Unread::is_over`] before a request whose reply may be large (a read): a
-//! peer whose unread replies already hold [`Limits::per_peer`] bytes, or any peer while all of
-//! them hold [`Limits::total`], gets a small `overloaded` error instead. Requests that change
-//! state are never refused for this: their replies are small, and refusing an append's
-//! acknowledgement would make its client send it again. So the unread bytes stay below the
-//! total plus one reply of each read admitted in a pass, plus small replies, which the socket's
-//! send high-water mark bounds per peer.
+//! The server asks [`Unread::allowance`] before it carries out a read (and again before it
+//! answers a held one): a peer whose unread replies already hold [`Limits::per_peer`] bytes
+//! gets a small `overloaded` error instead; while all peers together hold [`Limits::total`],
+//! so does every peer with anything unread, and the fetches of peers that have read everything
+//! are cut to [`SMALL_REPLY_BYTES`] (still at least one message), so that clients that read
+//! their replies keep being served while others are not. Requests that change state are
+//! never refused for this: their replies are small, and refusing an append's acknowledgement
+//! would make its client send it again.
+//!
+//! So the unread bytes stay below the total, plus one maximal fetch reply (the read that
+//! crossed it), plus one small reply (or one message) per peer, plus the replies of requests
+//! that change state, which are small and which the socket's send high-water mark bounds per
+//! peer.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -38,6 +44,32 @@ impl Default for Limits {
     }
 }
 
+/// The most bytes of messages a fetch returns while all peers' unread replies are at their
+/// limit (a fetch still returns one message, however large).
+pub const SMALL_REPLY_BYTES: u32 = 64 << 10;
+
+/// What a read may take, given what its peer and all peers have left unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    /// As much as it asks for.
+    Any,
+    /// At most [`SMALL_REPLY_BYTES`] of messages: all peers together are at the limit.
+    Small,
+    /// Nothing: its peer is at its limit, or has replies unread while all peers are at
+    /// theirs; the reply is `overloaded`.
+    Refused,
+}
+
+impl Allowance {
+    /// The `max_bytes` a fetch asking for `asked` may have.
+    pub fn max_bytes(self, asked: u32) -> u32 {
+        match self {
+            Allowance::Any => asked,
+            Allowance::Small | Allowance::Refused => asked.min(SMALL_REPLY_BYTES),
+        }
+    }
+}
+
 /// Unread reply bytes, per peer and in all.
 #[derive(Debug)]
 pub struct Unread {
@@ -55,11 +87,21 @@ impl Unread {
         Unread { limits, total: Arc::default(), peers: HashMap::new() }
     }
 
-    /// Whether a read from `peer` must be refused: the peer's unread replies, or all peers',
-    /// are at their limit.
-    pub fn is_over(&self, peer: &[u8]) -> bool {
-        let peer = self.peers.get(peer).map_or(0, |count| count.load(Ordering::Relaxed));
-        peer >= self.limits.per_peer || self.total() >= self.limits.total
+    /// What a read from `peer` may take now.
+    pub fn allowance(&self, peer: &[u8]) -> Allowance {
+        let unread = self.peers.get(peer).map_or(0, |count| count.load(Ordering::Relaxed));
+        if unread >= self.limits.per_peer {
+            Allowance::Refused
+        } else if self.total() >= self.limits.total {
+            // A peer that has read everything gets a small reply; one that has not, none.
+            if unread == 0 {
+                Allowance::Small
+            } else {
+                Allowance::Refused
+            }
+        } else {
+            Allowance::Any
+        }
     }
 
     /// Bytes of replies not yet written to their connections, over all peers.
@@ -175,15 +217,16 @@ mod tests {
     fn charges_count_per_peer_and_in_all_until_dropped() {
         let mut unread = Unread::new(Limits { total: 100, per_peer: 60 });
         let a = unread.charge(b"a", bytes(59));
-        assert!(!unread.is_over(b"a"));
+        assert_eq!(unread.allowance(b"a"), Allowance::Any);
         let b = unread.charge(b"a", bytes(1));
-        assert!(unread.is_over(b"a"), "a peer at its limit");
-        assert!(!unread.is_over(b"b"));
+        assert_eq!(unread.allowance(b"a"), Allowance::Refused, "a peer at its limit");
+        assert_eq!(unread.allowance(b"b"), Allowance::Any);
         let c = unread.charge(b"b", bytes(40));
-        assert!(unread.is_over(b"c"), "everyone, once the total is reached");
+        assert_eq!(unread.allowance(b"c"), Allowance::Small, "once the total is reached");
+        assert_eq!(unread.allowance(b"b"), Allowance::Refused, "b has replies unread");
         assert_eq!(unread.total(), 100);
         drop((a, b));
-        assert!(!unread.is_over(b"a"));
+        assert_eq!(unread.allowance(b"a"), Allowance::Any);
         assert_eq!(unread.total(), 40);
         unread.forget_idle();
         assert_eq!(unread.peers(), 1);
