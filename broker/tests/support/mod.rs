@@ -31,15 +31,21 @@ impl BrokerProcess {
     /// Starts `binary` (the `broker` executable) with `args` plus a wildcard-port `--bind`, and
     /// waits for its `listening on` line.
     pub fn start(binary: &Path, args: &[&str]) -> BrokerProcess {
-        let mut child = Command::new(binary)
-            .args(["--bind", "tcp://127.0.0.1:*"])
-            .args(args)
+        let mut command = Command::new(binary);
+        command.args(["--bind", "tcp://127.0.0.1:*"]).args(args);
+        BrokerProcess::spawn(command)
+    }
+
+    /// Starts `command`, which runs the broker (through a shell, say) and must pass it a
+    /// wildcard-port `--bind`, and waits for its `listening on` line.
+    pub fn spawn(mut command: Command) -> BrokerProcess {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let stdout = lines_of(child.stdout.take().expect("stdout is piped"));
         let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
         let stderr = thread::spawn(move || {
