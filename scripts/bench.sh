@@ -21,7 +21,13 @@
 # Everything it starts is stopped when it ends, however it ends; scratch data goes in a
 # temporary directory that is removed. Each mode takes two to four minutes.
 #
-# Usage: scripts/bench.sh [--durable]   (the table goes to standard output, progress to stderr)
+# With --hostile it attacks a broker in memory holding about 100 MB with clients that send
+# fetches of 16 MiB and never read the replies (scripts/hostile.py), and prints the broker's peak
+# memory beside its memory before, and another client's `status` latency beside the same with
+# no attack.
+#
+# Usage: scripts/bench.sh [--durable|--hostile]   (the table goes to standard output, progress
+#        to stderr)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -221,6 +227,15 @@ consumer=("$bin/consumer" perf perf)
 
 if [[ ${1:-} == --durable ]]; then
     durable
+    exit 0
+fi
+
+if [[ ${1:-} == --hostile ]]; then
+    note "broker in memory, attacked by clients that never read their replies"
+    start_broker
+    python3 scripts/hostile.py --endpoint "$endpoint" --pid "$broker_pid"
+    stop_broker
+    grep -c 'WARN' "$work/broker.log" | xargs printf 'The broker logged %s warnings during the attacks.\n' >&2
     exit 0
 fi
 

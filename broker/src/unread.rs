@@ -38,9 +38,10 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 256 MiB in all, 64 MiB for one peer: room for four maximal fetch replies each.
+    /// 128 MiB in all, 32 MiB for one peer: room for eight maximal fetch replies, and two
+    /// for one peer, which a client reading its replies never comes near.
     fn default() -> Self {
-        Limits { total: 256 << 20, per_peer: 64 << 20 }
+        Limits { total: 128 << 20, per_peer: 32 << 20 }
     }
 }
 
