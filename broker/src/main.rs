@@ -54,6 +54,11 @@ struct Args {
     /// before it goes to a member again, e.g. `30s`, `2s`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     group_ack_timeout: Duration,
+    /// With `--data-dir`: rather than refuse to start on damaged files, move them aside into
+    /// `DATA_DIR/damaged/<n>/` (keeping a copy of anything cut), log each one, and start without
+    /// them.
+    #[arg(long, requires = "data_dir")]
+    repair: bool,
 }
 
 /// Parses a segment size: 64 bytes to 1 GiB (offsets within a segment are 32-bit).
@@ -113,6 +118,7 @@ fn run(args: Args) -> Result<()> {
             max_message_bytes: args.max_message_bytes,
             segment_bytes: args.segment_bytes,
             retention,
+            repair: args.repair,
         },
         group_ack_timeout: args.group_ack_timeout,
     };

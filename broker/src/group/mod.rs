@@ -24,7 +24,7 @@ use thiserror::Error;
 
 pub use subscription::{NotDelivered, Subscription};
 
-use crate::store::{Fsync, Store, StoreConfig};
+use crate::store::{DamageReport, DamagedFile, Fsync, SetAside, Store, StoreConfig};
 
 /// How long a delivered message waits for its acknowledgement unless configured otherwise.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -96,18 +96,10 @@ pub enum OpenError {
         /// What failed.
         source: io::Error,
     },
-    /// A file does not hold a valid group state.
-    #[error(
-        "{} is damaged: {reason}; move it away to start without it (its group then starts \
-         on that topic as a new group would)",
-        file.display()
-    )]
-    Damaged {
-        /// The file.
-        file: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// Files in the groups directory hold no valid group state; nothing was changed. Without
+    /// such a file its group starts on that topic as a new group would.
+    #[error("{0}")]
+    Damaged(DamageReport),
 }
 
 /// A group state whose changes of this pass could not be stored, and were undone.
@@ -185,10 +177,65 @@ impl Groups {
             changed: Vec::new(),
             undo: HashMap::new(),
         });
-        for (file, bytes) in stored.unwrap_or_default() {
-            let saved = disk::decode(&bytes)
-                .map_err(|reason| OpenError::Damaged { file: file.clone(), reason })?;
+        let stored = stored.unwrap_or_default();
+
+        // Everything is checked before anything is changed.
+        let mut damaged: Vec<DamagedFile> = stored
+            .unknown
+            .into_iter()
+            .map(|path| DamagedFile {
+                path,
+                problem: "is not a group state file (<group>.<topic>-<hash>.group), and only \
+                          those belong in groups/"
+                    .to_owned(),
+            })
+            .collect();
+        let mut states = Vec::new();
+        for (file, bytes) in stored.files {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            match disk::decode(&bytes) {
+                Err(reason) => damaged
+                    .push(DamagedFile { path: file, problem: format!("is damaged: {reason}") }),
+                Ok(saved) if disk::file_name(&saved.group, &saved.topic) != name => {
+                    let problem = format!(
+                        "holds the state of group {:?} on topic {:?}, whose file would be {}",
+                        saved.group,
+                        saved.topic,
+                        disk::file_name(&saved.group, &saved.topic)
+                    );
+                    damaged.push(DamagedFile { path: file, problem });
+                }
+                Ok(saved) => states.push((file, saved)),
+            }
+        }
+        let mut aside = config.repair.then(|| {
+            SetAside::new(data_dir, store.set_aside_dir().map(std::path::Path::to_path_buf))
+        });
+        if !damaged.is_empty() {
+            let Some(aside) = &mut aside else {
+                return Err(OpenError::Damaged(DamageReport {
+                    data_dir: data_dir.clone(),
+                    files: damaged,
+                }));
+            };
+            for file in &damaged {
+                aside.move_aside(&file.path, file).map_err(io_error)?;
+            }
+        }
+
+        for (file, saved) in states {
             let Ok(topic) = store.topic(&saved.topic) else {
+                if let Some(aside) = &mut aside {
+                    // The topic may have been set aside as damaged: keep its groups' states.
+                    let problem = format!(
+                        "holds the state of group {:?} on topic {:?}, which is not there",
+                        saved.group, saved.topic
+                    );
+                    aside
+                        .move_aside(&file, &DamagedFile { path: file.clone(), problem })
+                        .map_err(io_error)?;
+                    continue;
+                }
                 tracing::warn!(
                     group = saved.group,
                     topic = saved.topic,

@@ -146,7 +146,16 @@ fn reopen(dir: &TempDir) -> Store {
 
 fn segment_files(dir: &TempDir, topic: &str) -> Vec<std::path::PathBuf> {
     let topic_dir = disk::topics_dir(dir.path()).join(disk::topic_dir_name(topic));
-    disk::segment_files(&topic_dir).unwrap().into_iter().map(|(_, path)| path).collect()
+    let mut files: Vec<std::path::PathBuf> = fs::read_dir(topic_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            matches!(disk::topic_file(name), disk::TopicFile::Segment(_))
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
@@ -212,11 +221,31 @@ fn a_flipped_byte_is_detected() {
     let mut bytes = fs::read(&file).unwrap();
     let at = bytes.windows(6).position(|w| w == b"second").unwrap();
     bytes[at] ^= 0x01;
-    fs::write(&file, bytes).unwrap();
+    fs::write(&file, &bytes).unwrap();
 
-    let store = reopen(&dir);
-    // The damaged record and everything after it in the newest segment are never served.
+    // A whole record follows the damaged one: opening refuses, naming the file, and cuts nothing.
+    let error = Store::open(config(Some(dir.path()))).unwrap_err();
+    assert!(matches!(&error, OpenError::Damaged(report) if report.files[0].path == file));
+    assert!(error.to_string().contains("a whole record follows"), "{error}");
+    assert_eq!(fs::read(&file).unwrap(), bytes);
+
+    // Repair keeps the records before the damage and a copy of the whole file.
+    let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
     assert_eq!(read_all(&store, "t", 0), [(0, "first".into())]);
+    let copy = store.set_aside_dir().unwrap().join("topics").join(disk::topic_dir_name("t"));
+    assert_eq!(fs::read(copy.join(file.file_name().unwrap())).unwrap(), bytes);
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&mut reopen(&dir), "t", &["first", "second"]).unwrap();
+    let file = segment_files(&dir, "t").pop().unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"second").unwrap();
+    bytes[at] ^= 0x01;
+    fs::write(&file, bytes).unwrap();
+    assert_eq!(read_all(&reopen(&dir), "t", 0), [(0, "first".into())]);
 }
 
 #[test]
