@@ -88,7 +88,7 @@ fn values(socket: &zmq::Socket, token: u64, topic: &str) -> Vec<String> {
     fetch(socket, fetch_from(token, topic, 0))
         .messages
         .iter()
-        .map(|m| String::from_utf8_lossy(&m.value).into_owned())
+        .map(|m| String::from_utf8_lossy(m.value).into_owned())
         .collect()
 }
 
