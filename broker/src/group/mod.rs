@@ -154,11 +154,18 @@ impl Groups {
     /// Opens the group states of the store `config` describes: none, in memory, when it names no
     /// data directory; otherwise every state stored there. Pending messages get a fresh ack
     /// timeout from `now`, so that members that processed them before a restart can still
-    /// acknowledge them. States of topics that no longer exist are removed; states are fitted
-    /// to what their topic holds now.
+    /// acknowledge them. States of topics that no longer exist (whose deletion a crash
+    /// interrupted) are removed; states are fitted to what their topic holds now.
+    ///
+    /// Every file is checked before anything is changed. A file in the groups directory that
+    /// holds no valid state, or is not named after the group and topic it holds, refuses the
+    /// opening; under `config.repair` it is set aside instead (into the folder the store's
+    /// opening used, if it set anything aside), and so are the states of topics that are not
+    /// there, since their topic may have been set aside.
     ///
     /// # Errors
-    /// The directory cannot be read, or a file holds no valid state.
+    /// [`OpenError::Damaged`] naming every damaged file, having changed nothing; or
+    /// [`OpenError::Io`] when the directory cannot be read or a file cannot be changed.
     pub fn open(
         ack_timeout: Duration,
         config: &StoreConfig,

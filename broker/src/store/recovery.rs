@@ -347,7 +347,9 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
     let mut entries = Vec::new();
     for entry in listing {
         let path = entry.map_err(read)?.path();
-        let is_dir = fs::metadata(&path).map_err(read)?.is_dir();
+        let is_dir = fs::metadata(&path)
+            .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?
+            .is_dir();
         entries.push((path, is_dir));
     }
     entries.sort();

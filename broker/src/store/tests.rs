@@ -265,6 +265,67 @@ fn a_damaged_older_segment_stops_the_store_from_opening() {
 }
 
 #[test]
+fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    for i in 0..40 {
+        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
+    }
+    drop(store);
+    let files = segment_files(&dir, "t");
+    assert!(files.len() >= 4, "{files:?}");
+    let mut bytes = fs::read(&files[1]).unwrap();
+    bytes[20] ^= 0xff;
+    fs::write(&files[1], bytes).unwrap();
+
+    let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
+    // The topic starts at the first segment after the damaged one; nothing newer is lost.
+    let first: u64 = files[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let info = store.list().into_iter().find(|t| t.name == "t").unwrap();
+    assert_eq!((info.first_offset, info.next_offset), (first, 40));
+    assert_eq!(read_all(&store, "t", first)[0], (first, format!("value {first}")));
+    let aside = store.set_aside_dir().unwrap().join("topics").join(disk::topic_dir_name("t"));
+    for file in &files[..2] {
+        assert!(!file.exists());
+        assert!(aside.join(file.file_name().unwrap()).exists());
+    }
+}
+
+#[test]
+fn a_missing_segment_or_a_stray_file_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    for i in 0..40 {
+        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
+    }
+    drop(store);
+    let files = segment_files(&dir, "t");
+    fs::remove_file(&files[1]).unwrap();
+    let stray = files[0].with_file_name("notes.txt");
+    fs::write(&stray, b"mine").unwrap();
+
+    let error = Store::open(config(Some(dir.path()))).unwrap_err();
+    let OpenError::Damaged(report) = &error else { panic!("{error}") };
+    let named: Vec<&Path> = report.files.iter().map(|f| f.path.as_path()).collect();
+    assert_eq!(named, [stray.as_path(), files[2].as_path()], "{error}");
+    assert!(error.to_string().contains("the segment before it ends at offset"), "{error}");
+    assert!(stray.exists() && files[0].exists());
+}
+
+#[test]
+fn a_topic_meta_naming_another_directory_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&mut reopen(&dir), "t", &["x"]).unwrap();
+    let topics = disk::topics_dir(dir.path());
+    let copy = topics.join("copy");
+    fs::create_dir(&copy).unwrap();
+    let meta = topics.join(disk::topic_dir_name("t")).join(disk::META_FILE);
+    fs::copy(&meta, copy.join(disk::META_FILE)).unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
+    assert!(error.contains("names topic \"t\", whose directory would be"), "{error}");
+}
+
+#[test]
 fn delete_removes_the_files() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = reopen(&dir);
