@@ -65,7 +65,7 @@ pub enum WholeRecordAfter {
 /// at least. A crafted tail (say, values full of plausible record lengths) could otherwise make
 /// the search quadratic; past the budget the damage counts as having whole records after it,
 /// which refuses to start rather than lose anything.
-const SEARCH_BUDGET_PER_BYTE: usize = 64;
+const SEARCH_BUDGET_PER_BYTE: usize = 16;
 /// As above.
 const SEARCH_BUDGET_MIN: usize = 64 << 20;
 
@@ -361,6 +361,23 @@ mod tests {
         let (kept, damage) = Segment::recover(5, tail, 256);
         assert_eq!(kept.next_offset(), 7);
         assert_eq!(damage.map(|d| (d.at_byte, d.whole_record_after)), Some((whole.len(), None)));
+    }
+
+    #[test]
+    fn the_search_after_a_damage_is_bounded_on_a_crafted_tail() {
+        let mut segment = Segment::new(0, 64);
+        segment.push(1, None, b"whole");
+        let mut data = segment.data.clone();
+        // Lengths of 1 MiB that fit, at every fourth byte, for 8 MiB: checking each would take
+        // terabytes of checksums.
+        for _ in 0..(8 << 20) / 4 {
+            data.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        }
+        let started = std::time::Instant::now();
+        let (kept, damage) = Segment::recover(0, data, 0);
+        assert_eq!(kept.next_offset(), 1);
+        assert_eq!(damage.and_then(|d| d.whole_record_after), Some(WholeRecordAfter::Unknown));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
     }
 
     #[test]
