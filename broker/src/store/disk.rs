@@ -170,7 +170,11 @@ pub fn read_meta(dir: &Path) -> Result<Meta, MetaError> {
 /// The move failed; the topic is then untouched.
 pub fn remove_topic_dir(data_dir: &Path, dir: &Path) -> io::Result<()> {
     let deleting = deleting_dir(data_dir);
-    fs::create_dir_all(&deleting)?;
+    if !deleting.is_dir() {
+        fs::create_dir(&deleting)?;
+        // So that the files moved into it cannot be left nowhere by a crash, using room unseen.
+        sync_dir(data_dir)?;
+    }
     let doomed = deleting.join(dir.file_name().unwrap_or_default());
     if doomed.exists() {
         // An earlier deletion of a topic of the same name whose files could not all go.
