@@ -63,6 +63,11 @@ struct Args {
     /// `311 overloaded`.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().per_peer)]
     max_unread_bytes_per_client: usize,
+    /// With `--data-dir`: rather than refuse to start on damaged files, move them aside into
+    /// `DATA_DIR/damaged/<n>/` (keeping a copy of anything cut), log each one, and start without
+    /// them.
+    #[arg(long, requires = "data_dir")]
+    repair: bool,
 }
 
 /// Parses a segment size: 64 bytes to 1 GiB (offsets within a segment are 32-bit).
@@ -132,6 +137,7 @@ fn run(args: Args) -> Result<()> {
             max_message_bytes: args.max_message_bytes,
             segment_bytes: args.segment_bytes,
             retention,
+            repair: args.repair,
         },
         group_ack_timeout: args.group_ack_timeout,
         unread: Limits { total: args.max_unread_bytes, per_peer: args.max_unread_bytes_per_client },

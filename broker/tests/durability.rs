@@ -535,7 +535,7 @@ fn a_torn_last_record_is_cut_off_at_start_and_its_offset_given_again() {
 }
 
 #[test]
-fn a_flipped_byte_in_the_newest_segment_drops_that_record_and_the_rest() {
+fn a_flipped_byte_in_the_newest_segments_last_record_drops_that_record() {
     let data = data_dir();
     let broker = start_on(data.path(), &[]);
     let context = zmq::Context::new();
@@ -546,23 +546,24 @@ fn a_flipped_byte_in_the_newest_segment_drops_that_record_and_the_rest() {
     drop(socket);
     broker.interrupt();
 
-    // The first byte of the second record's value.
+    // The first byte of the last record's value: no whole record follows it, so it is taken
+    // for a torn last write (damage that whole records follow stops start-up: see damage.rs).
     let segment = newest_segment(&dir_of(data.path(), "t"));
-    flip_byte(&segment, record_len("one") + RECORD_FRAMING);
+    flip_byte(&segment, record_len("one") + record_len("two") + RECORD_FRAMING);
 
     let broker = start_on(data.path(), &[]);
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
-    assert_eq!(values(&read_all(&socket, token, "t", 0)), ["one"]);
+    assert_eq!(values(&read_all(&socket, token, "t", 0)), ["one", "two"]);
     let info = topic_info(&socket, token, "t");
-    assert_eq!((info.first_offset, info.next_offset, info.messages), (0, 1, 1), "{info:?}");
-    assert_eq!(append(&socket, "t", &["again"]), (1, 1));
+    assert_eq!((info.first_offset, info.next_offset, info.messages), (0, 2, 2), "{info:?}");
+    assert_eq!(append(&socket, "t", &["again"]), (2, 2));
     drop(socket);
 
     let stderr = broker.interrupt();
-    let dropped = record_len("two") + record_len("three");
+    let dropped = record_len("three");
     let warning = format!(
-        "dropped {dropped} bytes from offset 1 on: the record fails its checksum; kept offsets 0..1"
+        "dropped {dropped} bytes from offset 2 on: the record fails its checksum; kept offsets 0..2"
     );
     assert!(stderr.contains(&warning), "no {warning:?} in the log:\n{stderr}");
 }

@@ -19,7 +19,9 @@
 //! `crc` is the CRC-32C of `body`. `pending` is ascending and below `delivered`; everything
 //! below `delivered` that is not pending is acknowledged. A state is written whole to the `.new`
 //! file and renamed over the old one, so a crash leaves the old state or the new one, never a
-//! mix; start-up removes a `.new` file left behind.
+//! mix; start-up removes a `.new` file left behind. Any other file in `groups/`, or a state file
+//! that does not decode or is not named after the group and topic it holds, is damaged: start-up
+//! refuses it, and `--repair` sets it aside (see `store::damaged`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -146,31 +148,46 @@ pub fn remove(dir: &Path, name: &str) -> io::Result<()> {
 /// A state file's path and its bytes.
 pub type StoredFile = (PathBuf, Vec<u8>);
 
-/// The state files of `dir`, each with its bytes, removing files a crash left half written.
-/// `None` when there is no such directory: no group state was ever stored.
+/// What the groups directory holds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The state files, each with its bytes, ordered by path.
+    pub files: Vec<StoredFile>,
+    /// Entries that are no state file (nor one being written), ordered by path.
+    pub unknown: Vec<PathBuf>,
+}
+
+/// The state files of `dir`, each with its bytes, removing files a crash left half written
+/// (`*.group.new`), and the entries that are neither. `None` when there is no such directory: no
+/// group state was ever stored.
 ///
 /// # Errors
 /// The directory or a file cannot be read.
-pub fn read_all(dir: &Path) -> io::Result<Option<Vec<StoredFile>>> {
+pub fn read_all(dir: &Path) -> io::Result<Option<Stored>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error),
     };
-    let mut files = Vec::new();
+    let writing_suffix = format!(".{EXTENSION}.{WRITING_EXTENSION}");
+    let mut stored = Stored::default();
     for entry in entries {
-        let path = entry?.path();
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(EXTENSION) => {
-                let bytes = fs::read(&path)?;
-                files.push((path, bytes));
-            }
-            Some(WRITING_EXTENSION) => fs::remove_file(&path)?,
-            _ => {}
+        let entry = entry?;
+        let path = entry.path();
+        let is_file = fs::metadata(&path)?.is_file();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if is_file && name.ends_with(&writing_suffix) {
+            fs::remove_file(&path)?;
+        } else if is_file && path.extension().is_some_and(|e| e == EXTENSION) {
+            let bytes = fs::read(&path)?;
+            stored.files.push((path, bytes));
+        } else {
+            stored.unknown.push(path);
         }
     }
-    files.sort();
-    Ok(Some(files))
+    stored.files.sort();
+    stored.unknown.sort();
+    Ok(Some(stored))
 }
 
 /// Makes the groups directory `dir`, for the first state stored; flushes its parent's entries
@@ -260,12 +277,12 @@ mod tests {
         replace(dir.path(), &name, &encode(&next), false).unwrap();
         // A half-written state left by a crash is cleared away at start-up.
         fs::write(dir.path().join(format!("{name}.new")), b"half").unwrap();
-        let files = read_all(dir.path()).unwrap().unwrap();
+        let files = read_all(dir.path()).unwrap().unwrap().files;
         assert_eq!(files.len(), 1);
         assert_eq!(decode(&files[0].1), Ok(next));
         assert!(!dir.path().join(format!("{name}.new")).exists());
         remove(dir.path(), &name).unwrap();
         remove(dir.path(), &name).unwrap();
-        assert_eq!(read_all(dir.path()).unwrap(), Some(Vec::new()));
+        assert_eq!(read_all(dir.path()).unwrap(), Some(Stored::default()));
     }
 }

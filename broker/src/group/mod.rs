@@ -25,7 +25,7 @@ use thiserror::Error;
 
 pub use subscription::{NotDelivered, Subscription};
 
-use crate::store::{Fsync, Store, StoreConfig};
+use crate::store::{DamageReport, DamagedFile, Fsync, SetAside, Store, StoreConfig};
 
 /// How long a delivered message waits for its acknowledgement unless configured otherwise.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,18 +97,10 @@ pub enum OpenError {
         /// What failed.
         source: io::Error,
     },
-    /// A file does not hold a valid group state.
-    #[error(
-        "{} is damaged: {reason}; move it away to start without it (its group then starts \
-         on that topic as a new group would)",
-        file.display()
-    )]
-    Damaged {
-        /// The file.
-        file: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// Files in the groups directory hold no valid group state; nothing was changed. Without
+    /// such a file its group starts on that topic as a new group would.
+    #[error("{0}")]
+    Damaged(DamageReport),
 }
 
 /// A group state whose changes of this pass could not be stored, and were undone.
@@ -163,11 +155,18 @@ impl Groups {
     /// Opens the group states of the store `config` describes: none, in memory, when it names no
     /// data directory; otherwise every state stored there. Pending messages get a fresh ack
     /// timeout from `now`, so that members that processed them before a restart can still
-    /// acknowledge them. States of topics that no longer exist are removed; states are fitted
-    /// to what their topic holds now.
+    /// acknowledge them. States of topics that no longer exist (whose deletion a crash
+    /// interrupted) are removed; states are fitted to what their topic holds now.
+    ///
+    /// Every file is checked before anything is changed. A file in the groups directory that
+    /// holds no valid state, or is not named after the group and topic it holds, refuses the
+    /// opening; under `config.repair` it is set aside instead (into the folder the store's
+    /// opening used, if it set anything aside), and so are the states of topics that are not
+    /// there, since their topic may have been set aside.
     ///
     /// # Errors
-    /// The directory cannot be read, or a file holds no valid state.
+    /// [`OpenError::Damaged`] naming every damaged file, having changed nothing; or
+    /// [`OpenError::Io`] when the directory cannot be read or a file cannot be changed.
     pub fn open(
         ack_timeout: Duration,
         config: &StoreConfig,
@@ -186,10 +185,65 @@ impl Groups {
             changed: Vec::new(),
             undo: HashMap::new(),
         });
-        for (file, bytes) in stored.unwrap_or_default() {
-            let saved = disk::decode(&bytes)
-                .map_err(|reason| OpenError::Damaged { file: file.clone(), reason })?;
+        let stored = stored.unwrap_or_default();
+
+        // Everything is checked before anything is changed.
+        let mut damaged: Vec<DamagedFile> = stored
+            .unknown
+            .into_iter()
+            .map(|path| DamagedFile {
+                path,
+                problem: "is not a group state file (<group>.<topic>-<hash>.group), and only \
+                          those belong in groups/"
+                    .to_owned(),
+            })
+            .collect();
+        let mut states = Vec::new();
+        for (file, bytes) in stored.files {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            match disk::decode(&bytes) {
+                Err(reason) => damaged
+                    .push(DamagedFile { path: file, problem: format!("is damaged: {reason}") }),
+                Ok(saved) if disk::file_name(&saved.group, &saved.topic) != name => {
+                    let problem = format!(
+                        "holds the state of group {:?} on topic {:?}, whose file would be {}",
+                        saved.group,
+                        saved.topic,
+                        disk::file_name(&saved.group, &saved.topic)
+                    );
+                    damaged.push(DamagedFile { path: file, problem });
+                }
+                Ok(saved) => states.push((file, saved)),
+            }
+        }
+        let mut aside = config.repair.then(|| {
+            SetAside::new(data_dir, store.set_aside_dir().map(std::path::Path::to_path_buf))
+        });
+        if !damaged.is_empty() {
+            let Some(aside) = &mut aside else {
+                return Err(OpenError::Damaged(DamageReport {
+                    data_dir: data_dir.clone(),
+                    files: damaged,
+                }));
+            };
+            for file in &damaged {
+                aside.move_aside(&file.path, file).map_err(io_error)?;
+            }
+        }
+
+        for (file, saved) in states {
             let Ok(topic) = store.topic(&saved.topic) else {
+                if let Some(aside) = &mut aside {
+                    // The topic may have been set aside as damaged: keep its groups' states.
+                    let problem = format!(
+                        "holds the state of group {:?} on topic {:?}, which is not there",
+                        saved.group, saved.topic
+                    );
+                    aside
+                        .move_aside(&file, &DamagedFile { path: file.clone(), problem })
+                        .map_err(io_error)?;
+                    continue;
+                }
                 tracing::warn!(
                     group = %Shown(&saved.group),
                     topic = %Shown(&saved.topic),

@@ -193,7 +193,10 @@ fn a_damaged_state_stops_the_start_and_says_which_file() {
     fs::write(&file, b"not a group state").unwrap();
     let error =
         Groups::open(TIMEOUT, &config(Some(dir.path())), &store, Instant::now()).unwrap_err();
-    assert!(matches!(&error, OpenError::Damaged { file: f, .. } if *f == file), "{error}");
+    assert!(
+        matches!(&error, OpenError::Damaged(report) if report.files[0].path == file),
+        "{error}"
+    );
     assert!(error.to_string().contains("move it away"), "{error}");
 }
 

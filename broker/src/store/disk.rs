@@ -3,7 +3,13 @@
 //! ```text
 //! DATA_DIR/topics/<dir>/topic.meta                    the topic's name and retention overrides
 //! DATA_DIR/topics/<dir>/<base offset, 20 digits>.log  a segment: records as in `segment`
+//! DATA_DIR/deleting/<dir>/                            a topic being deleted; cleared at start-up
+//! DATA_DIR/damaged/<n>/...                            what `--repair` set aside (see `damaged`)
 //! ```
+//!
+//! Everything under `topics/` is a topic: the broker's own bookkeeping (deletions in progress,
+//! files set aside) lives in folders beside it, so no topic name, whatever it looks like, can be
+//! taken for it.
 //!
 //! `<dir>` is made from the topic name so that any valid name maps to a safe directory name:
 //! the name's ASCII letters, digits, `-`, `_` and `.` in lower case (others become `_`), at most
@@ -19,15 +25,23 @@ use protocol::Retention;
 use serde::{Deserialize, Serialize};
 
 /// The file in each topic directory that names the topic.
-const META_FILE: &str = "topic.meta";
+pub const META_FILE: &str = "topic.meta";
+/// The file a topic's meta is written to before it is renamed to [`META_FILE`].
+pub const META_WRITING_FILE: &str = "topic.meta.new";
 /// The extension of segment files.
 const SEGMENT_EXTENSION: &str = "log";
-/// The prefix of a topic directory being deleted.
-const DELETING_PREFIX: &str = ".deleting-";
+/// The prefix an older broker gave a topic directory it was deleting, in `topics/` itself.
+/// Such leftovers are told from topics by their `topic.meta` (see `recovery`).
+pub const OLD_DELETING_PREFIX: &str = ".deleting-";
 
 /// The directory holding every topic's directory.
 pub fn topics_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("topics")
+}
+
+/// The directory holding the directories of topics being deleted.
+pub fn deleting_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("deleting")
 }
 
 /// The directory name of topic `name`.
@@ -110,7 +124,7 @@ pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
 
 fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
     let bytes = rmp_serde::to_vec_named(meta).map_err(io::Error::other)?;
-    let temporary = dir.join(format!("{META_FILE}.new"));
+    let temporary = dir.join(META_WRITING_FILE);
     let mut file = File::create(&temporary)?;
     file.write_all(&bytes)?;
     file.sync_all()?;
@@ -118,82 +132,90 @@ fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// Reads a topic directory's meta file.
-///
-/// # Errors
-/// A missing or unreadable file.
-pub fn read_meta(dir: &Path) -> io::Result<Meta> {
-    let bytes = fs::read(dir.join(META_FILE))?;
-    rmp_serde::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+/// Why a topic directory's meta file cannot be used.
+#[derive(Debug)]
+pub enum MetaError {
+    /// There is no meta file.
+    Missing,
+    /// It cannot be read.
+    Unreadable(io::Error),
+    /// It holds no valid meta; what is wrong, for people.
+    Invalid(String),
 }
 
-/// Removes a topic's directory. It is first renamed, in one step, so that a crash part-way
-/// through leaves no half-deleted topic behind, only a directory that start-up clears away.
+/// Reads a topic directory's meta file and checks it: it must name a valid topic.
 ///
 /// # Errors
-/// The rename failed; the topic is then untouched.
-pub fn remove_topic_dir(dir: &Path) -> io::Result<()> {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let doomed = dir.with_file_name(format!("{DELETING_PREFIX}{name}"));
-    fs::rename(dir, &doomed)?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+/// A missing, unreadable or invalid file.
+pub fn read_meta(dir: &Path) -> Result<Meta, MetaError> {
+    let bytes = match fs::read(dir.join(META_FILE)) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(MetaError::Missing),
+        Err(error) => return Err(MetaError::Unreadable(error)),
+    };
+    let meta: Meta = rmp_serde::from_slice(&bytes).map_err(|e| {
+        MetaError::Invalid(format!("does not hold a topic's name and retention ({e})"))
+    })?;
+    protocol::validate_topic_name(&meta.name).map_err(|e| {
+        MetaError::Invalid(format!("names {:?}, which is not a valid topic name: {e}", meta.name))
+    })?;
+    Ok(meta)
+}
+
+/// Removes a topic's directory. It is first moved, in one step, out of `topics/` into
+/// `deleting/`, so that a crash part-way through leaves no half-deleted topic behind, only a
+/// directory that start-up clears away.
+///
+/// # Errors
+/// The move failed; the topic is then untouched.
+pub fn remove_topic_dir(data_dir: &Path, dir: &Path) -> io::Result<()> {
+    let deleting = deleting_dir(data_dir);
+    if !deleting.is_dir() {
+        fs::create_dir(&deleting)?;
+        // So that the files moved into it cannot be left nowhere by a crash, using room unseen.
+        sync_dir(data_dir)?;
     }
+    let doomed = deleting.join(dir.file_name().unwrap_or_default());
+    if doomed.exists() {
+        // An earlier deletion of a topic of the same name whose files could not all go.
+        fs::remove_dir_all(&doomed)?;
+    }
+    fs::rename(dir, &doomed)?;
+    sync_dir(&topics_dir(data_dir))?;
     if let Err(error) = fs::remove_dir_all(&doomed) {
         tracing::warn!(%error, dir = %doomed.display(), "could not remove a deleted topic's files");
     }
     Ok(())
 }
 
-/// The topic directories under `data_dir`, creating `topics/` if needed and clearing away
-/// directories of deletions a crash interrupted.
-///
-/// # Errors
-/// The directory cannot be made or read.
-pub fn topic_dirs(data_dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let topics = topics_dir(data_dir);
-    fs::create_dir_all(&topics)?;
-    let mut dirs = Vec::new();
-    for entry in fs::read_dir(&topics)? {
-        let entry = entry?;
-        let path = entry.path();
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        if entry.file_name().to_string_lossy().starts_with(DELETING_PREFIX) {
-            fs::remove_dir_all(&path)?;
-            continue;
-        }
-        dirs.push(path);
-    }
-    dirs.sort();
-    Ok(dirs)
+/// What a file in a topic directory is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicFile {
+    /// `topic.meta`.
+    Meta,
+    /// `topic.meta.new`: a meta file whose writing was interrupted.
+    MetaWriting,
+    /// A segment, with its base offset.
+    Segment(u64),
+    /// Nothing the broker writes.
+    Unknown,
 }
 
-/// The segment files of a topic directory as (base offset, path), oldest first.
-///
-/// # Errors
-/// The directory cannot be read, or holds a `.log` file whose name is not an offset.
-pub fn segment_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_none_or(|e| e != SEGMENT_EXTENSION) {
-            continue;
-        }
-        let base =
-            path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).ok_or_else(
-                || {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{} is not named after an offset", path.display()),
-                    )
-                },
-            )?;
-        files.push((base, path));
+/// What the file named `name` in a topic directory is.
+pub fn topic_file(name: &str) -> TopicFile {
+    if name == META_FILE {
+        return TopicFile::Meta;
     }
-    files.sort();
-    Ok(files)
+    if name == META_WRITING_FILE {
+        return TopicFile::MetaWriting;
+    }
+    // Exactly as `segment_file_name` writes it: 20 digits, then `.log`.
+    match name.strip_suffix(".log") {
+        Some(digits) if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            digits.parse().map_or(TopicFile::Unknown, TopicFile::Segment)
+        }
+        _ => TopicFile::Unknown,
+    }
 }
 
 /// Opens (creating if needed) segment file `base_offset` of topic directory `dir` to append.

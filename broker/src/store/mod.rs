@@ -10,19 +10,22 @@
 //! disk holds every segment in memory as well, so reads never touch the disk; the files are
 //! what makes it survive a restart.
 
+pub mod damaged;
 mod disk;
+mod recovery;
 mod segment;
 mod topic;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::quiet::Shown;
 use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, Retention, TopicInfo};
 use thiserror::Error;
 
+pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use topic::Topic;
 
 /// How many bytes of records a segment holds before a new one is started, unless configured.
@@ -58,6 +61,9 @@ pub struct StoreConfig {
     pub segment_bytes: usize,
     /// Retention for topics that set none of their own.
     pub retention: Retention,
+    /// Whether opening sets damaged files aside into `DATA_DIR/damaged/` and starts without
+    /// them (`--repair`), rather than refuse to start.
+    pub repair: bool,
 }
 
 impl Default for StoreConfig {
@@ -68,6 +74,7 @@ impl Default for StoreConfig {
             max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             retention: Retention::default(),
+            repair: false,
         }
     }
 }
@@ -111,6 +118,17 @@ pub enum StoreError {
     Io(String),
 }
 
+/// Why a store could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OpenError {
+    /// The data directory holds damaged files, and opening it changed nothing.
+    #[error("{0}")]
+    Damaged(DamageReport),
+    /// A file could not be read or changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -138,6 +156,8 @@ pub struct Store {
     last_retention_check: Instant,
     /// Topics that retention shortened in the last commit.
     trimmed: Vec<String>,
+    /// Where opening set damaged files aside, under `--repair`.
+    set_aside: Option<PathBuf>,
 }
 
 /// What the store holds, in sum.
@@ -164,53 +184,35 @@ impl Store {
             last_sync: now,
             last_retention_check: now,
             trimmed: Vec::new(),
+            set_aside: None,
         }
     }
 
     /// Opens the store `config` describes: in memory when it names no data directory,
-    /// otherwise every topic found there, each checked record by record. A newest segment
-    /// with a damaged tail is cut back to its last whole record and the cut logged.
+    /// otherwise every topic found there, each checked record by record (see `recovery`). A
+    /// newest segment with a torn tail (an interrupted last write) is cut back to its last whole
+    /// record and the cut logged; a damaged file refuses the opening, unless `config.repair`
+    /// sets it aside.
     ///
     /// # Errors
-    /// The directory cannot be read or written, or an older segment is damaged.
-    pub fn open(config: StoreConfig) -> Result<Store> {
+    /// [`OpenError::Damaged`] naming every damaged file, having changed nothing; or a
+    /// [`StoreError::Io`] when the directory cannot be read or written.
+    pub fn open(config: StoreConfig) -> Result<Store, OpenError> {
         let Some(data_dir) = config.data_dir.clone() else {
             return Ok(Store::in_memory(config));
         };
+        let aside = config.repair.then(|| SetAside::new(&data_dir, None));
+        let recovered = recovery::recover(&data_dir, config.segment_bytes, aside)?;
         let mut store = Store { config, ..Store::in_memory(StoreConfig::default()) };
-        store.config.data_dir = Some(data_dir.clone());
-        for dir in disk::topic_dirs(&data_dir).map_err(io_error)? {
-            let meta = match disk::read_meta(&dir) {
-                Ok(meta) => meta,
-                Err(error) => {
-                    tracing::warn!(%error, dir = %dir.display(), "skipping a directory that holds no topic");
-                    continue;
-                }
-            };
-            let (topic, cut) = Topic::recover(dir, meta.retention(), store.config.segment_bytes)
-                .map_err(|e| StoreError::Io(format!("topic {:?}: {e}", meta.name)))?;
-            if let Some(cut) = cut {
-                tracing::warn!(
-                    topic = meta.name,
-                    file = %cut.file.display(),
-                    "dropped {} bytes from offset {} on: {}; kept offsets {}..{}",
-                    cut.dropped_bytes,
-                    cut.damage.offset,
-                    cut.damage.reason,
-                    topic.first_offset(),
-                    topic.next_offset(),
-                );
-            }
-            tracing::info!(
-                topic = meta.name,
-                messages = topic.messages(),
-                "recovered offsets {}..{}",
-                topic.first_offset(),
-                topic.next_offset()
-            );
-            store.topics.insert(meta.name, topic);
-        }
+        store.config.data_dir = Some(data_dir);
+        store.topics.extend(recovered.topics);
+        store.set_aside = recovered.set_aside;
         Ok(store)
+    }
+
+    /// Where opening set damaged files aside (`DATA_DIR/damaged/<n>/`), if it set any aside.
+    pub fn set_aside_dir(&self) -> Option<&Path> {
+        self.set_aside.as_deref()
     }
 
     /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`, and
@@ -382,8 +384,8 @@ impl Store {
     pub fn delete(&mut self, topic: &str) -> Result<()> {
         check_name(topic)?;
         let log = self.topic(topic)?;
-        if let Some(dir) = log.dir() {
-            disk::remove_topic_dir(dir).map_err(io_error)?;
+        if let (Some(dir), Some(data_dir)) = (log.dir(), &self.config.data_dir) {
+            disk::remove_topic_dir(data_dir, dir).map_err(io_error)?;
         }
         self.topics.remove(topic);
         Ok(())

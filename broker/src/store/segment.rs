@@ -47,7 +47,27 @@ pub struct Damage {
     pub offset: u64,
     /// What is wrong with it.
     pub reason: &'static str,
+    /// Where the first whole, valid record after it starts, if one does: then the damage is not
+    /// a torn tail (an interrupted last write) and cutting there would lose whole records.
+    pub whole_record_after: Option<WholeRecordAfter>,
 }
+
+/// What lies after a damaged record, as far as a search for whole records can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WholeRecordAfter {
+    /// A whole, valid record starts at this byte.
+    At(usize),
+    /// The search gave up before the end, over its budget of checksummed bytes; there may be.
+    Unknown,
+}
+
+/// Bytes the search for whole records after a damage may checksum, per byte it searches, and
+/// at least. A crafted tail (say, values full of plausible record lengths) could otherwise make
+/// the search quadratic; past the budget the damage counts as having whole records after it,
+/// which refuses to start rather than lose anything.
+const SEARCH_BUDGET_PER_BYTE: usize = 16;
+/// As above.
+const SEARCH_BUDGET_MIN: usize = 64 << 20;
 
 impl Segment {
     /// An empty segment whose first record will get `base_offset`, with room for `capacity`
@@ -77,28 +97,20 @@ impl Segment {
             if at == data.len() {
                 break None;
             }
-            let offset = base_offset + index.len() as u64;
-            let damage = |reason| Some(Damage { at_byte: at, offset, reason });
-            if data.len() - at < RECORD_PREFIX + BODY_HEADER {
-                break damage("the record is cut short");
+            match check_record(&data, at) {
+                Ok(body_len) => {
+                    let body = &data[at + RECORD_PREFIX..at + RECORD_PREFIX + body_len];
+                    index.push(at as u32);
+                    last_timestamp = read_u64(body, 0);
+                    payload_bytes += (body_len - BODY_HEADER) as u64;
+                    at += RECORD_PREFIX + body_len;
+                }
+                Err(reason) => {
+                    let offset = base_offset + index.len() as u64;
+                    let whole_record_after = find_whole_record(&data, at + 1);
+                    break Some(Damage { at_byte: at, offset, reason, whole_record_after });
+                }
             }
-            let body_len = read_u32(&data, at) as usize;
-            let body_start = at + RECORD_PREFIX;
-            if body_len < BODY_HEADER || data.len() - body_start < body_len {
-                break damage("the record is cut short");
-            }
-            let body = &data[body_start..body_start + body_len];
-            if crc32c::crc32c(body) != read_u32(&data, at + 4) {
-                break damage("the record fails its checksum");
-            }
-            let key_len = read_u32(body, 8);
-            if key_len != NO_KEY && key_len as usize > body_len - BODY_HEADER {
-                break damage("the record's key is longer than the record");
-            }
-            index.push(at as u32);
-            last_timestamp = read_u64(body, 0);
-            payload_bytes += (body_len - BODY_HEADER) as u64;
-            at = body_start + body_len;
         };
         data.truncate(at);
         // Exactly: `fits` measures against the capacity, so extra room would let the segment
@@ -218,6 +230,51 @@ impl Segment {
     }
 }
 
+/// Checks the record starting at byte `at` of `data` and returns its body's length.
+fn check_record(data: &[u8], at: usize) -> Result<usize, &'static str> {
+    if data.len() - at < RECORD_PREFIX + BODY_HEADER {
+        return Err("the record is cut short");
+    }
+    let body_len = read_u32(data, at) as usize;
+    let body_start = at + RECORD_PREFIX;
+    if body_len < BODY_HEADER || data.len() - body_start < body_len {
+        return Err("the record is cut short");
+    }
+    let body = &data[body_start..body_start + body_len];
+    if crc32c::crc32c(body) != read_u32(data, at + 4) {
+        return Err("the record fails its checksum");
+    }
+    let key_len = read_u32(body, 8);
+    if key_len != NO_KEY && key_len as usize > body_len - BODY_HEADER {
+        return Err("the record's key is longer than the record");
+    }
+    Ok(body_len)
+}
+
+/// Looks for a whole, valid record starting anywhere from byte `from` of `data` on.
+fn find_whole_record(data: &[u8], from: usize) -> Option<WholeRecordAfter> {
+    let searched = data.len().saturating_sub(from);
+    let mut budget = searched.saturating_mul(SEARCH_BUDGET_PER_BYTE).max(SEARCH_BUDGET_MIN);
+    for at in from..data.len() {
+        if data.len() - at < RECORD_PREFIX + BODY_HEADER {
+            return None;
+        }
+        // The cheap tests first: most positions do not even hold a length that fits.
+        let body_len = read_u32(data, at) as usize;
+        if body_len < BODY_HEADER || data.len() - at - RECORD_PREFIX < body_len {
+            continue;
+        }
+        if budget < body_len {
+            return Some(WholeRecordAfter::Unknown);
+        }
+        budget -= body_len;
+        if check_record(data, at).is_ok() {
+            return Some(WholeRecordAfter::At(at));
+        }
+    }
+    None
+}
+
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0; 4];
     word.copy_from_slice(&bytes[at..at + 4]);
@@ -278,18 +335,49 @@ mod tests {
         // A torn tail: the last record cut in the middle.
         let (torn, damage) = Segment::recover(5, whole[..whole.len() - 2].to_vec(), 256);
         assert_eq!(torn.next_offset(), 6);
-        assert_eq!(damage.map(|d| (d.offset, d.reason)), Some((6, "the record is cut short")));
+        assert_eq!(
+            damage.as_ref().map(|d| (d.offset, d.reason)),
+            Some((6, "the record is cut short"))
+        );
         assert!(torn.unpersisted().is_empty());
 
-        // A flipped byte in the first record's value.
+        assert_eq!(damage.and_then(|d| d.whole_record_after), None);
+
+        // A flipped byte in the first record's value: the second record is whole after it.
         let mut flipped = whole.clone();
         flipped[RECORD_PREFIX + BODY_HEADER] ^= 0x20;
         let (kept, damage) = Segment::recover(5, flipped, 256);
         assert_eq!(kept.next_offset(), 5);
+        let second = Segment::record_len(None, b"one");
         assert_eq!(
-            damage.map(|d| (d.at_byte, d.reason)),
-            Some((0, "the record fails its checksum"))
+            damage.map(|d| (d.at_byte, d.reason, d.whole_record_after)),
+            Some((0, "the record fails its checksum", Some(WholeRecordAfter::At(second))))
         );
+
+        // Garbage after the last whole record, as a crash may leave: no whole record follows.
+        let mut tail = whole.clone();
+        tail.extend_from_slice(&[0; 100]);
+        tail.extend_from_slice(&[0xff; 100]);
+        let (kept, damage) = Segment::recover(5, tail, 256);
+        assert_eq!(kept.next_offset(), 7);
+        assert_eq!(damage.map(|d| (d.at_byte, d.whole_record_after)), Some((whole.len(), None)));
+    }
+
+    #[test]
+    fn the_search_after_a_damage_is_bounded_on_a_crafted_tail() {
+        let mut segment = Segment::new(0, 64);
+        segment.push(1, None, b"whole");
+        let mut data = segment.data.clone();
+        // Lengths of 1 MiB that fit, at every fourth byte, for 8 MiB: checking each would take
+        // terabytes of checksums.
+        for _ in 0..(8 << 20) / 4 {
+            data.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        }
+        let started = std::time::Instant::now();
+        let (kept, damage) = Segment::recover(0, data, 0);
+        assert_eq!(kept.next_offset(), 1);
+        assert_eq!(damage.and_then(|d| d.whole_record_after), Some(WholeRecordAfter::Unknown));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -146,7 +146,16 @@ fn reopen(dir: &TempDir) -> Store {
 
 fn segment_files(dir: &TempDir, topic: &str) -> Vec<std::path::PathBuf> {
     let topic_dir = disk::topics_dir(dir.path()).join(disk::topic_dir_name(topic));
-    disk::segment_files(&topic_dir).unwrap().into_iter().map(|(_, path)| path).collect()
+    let mut files: Vec<std::path::PathBuf> = fs::read_dir(topic_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            matches!(disk::topic_file(name), disk::TopicFile::Segment(_))
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
@@ -212,11 +221,31 @@ fn a_flipped_byte_is_detected() {
     let mut bytes = fs::read(&file).unwrap();
     let at = bytes.windows(6).position(|w| w == b"second").unwrap();
     bytes[at] ^= 0x01;
-    fs::write(&file, bytes).unwrap();
+    fs::write(&file, &bytes).unwrap();
 
-    let store = reopen(&dir);
-    // The damaged record and everything after it in the newest segment are never served.
+    // A whole record follows the damaged one: opening refuses, naming the file, and cuts nothing.
+    let error = Store::open(config(Some(dir.path()))).unwrap_err();
+    assert!(matches!(&error, OpenError::Damaged(report) if report.files[0].path == file));
+    assert!(error.to_string().contains("a whole record follows"), "{error}");
+    assert_eq!(fs::read(&file).unwrap(), bytes);
+
+    // Repair keeps the records before the damage and a copy of the whole file.
+    let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
     assert_eq!(read_all(&store, "t", 0), [(0, "first".into())]);
+    let copy = store.set_aside_dir().unwrap().join("topics").join(disk::topic_dir_name("t"));
+    assert_eq!(fs::read(copy.join(file.file_name().unwrap())).unwrap(), bytes);
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&mut reopen(&dir), "t", &["first", "second"]).unwrap();
+    let file = segment_files(&dir, "t").pop().unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"second").unwrap();
+    bytes[at] ^= 0x01;
+    fs::write(&file, bytes).unwrap();
+    assert_eq!(read_all(&reopen(&dir), "t", 0), [(0, "first".into())]);
 }
 
 #[test]
@@ -233,6 +262,67 @@ fn a_damaged_older_segment_stops_the_store_from_opening() {
     fs::write(&oldest, bytes).unwrap();
     let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
     assert!(error.contains("is damaged") && error.contains("checksum"), "{error}");
+}
+
+#[test]
+fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    for i in 0..40 {
+        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
+    }
+    drop(store);
+    let files = segment_files(&dir, "t");
+    assert!(files.len() >= 4, "{files:?}");
+    let mut bytes = fs::read(&files[1]).unwrap();
+    bytes[20] ^= 0xff;
+    fs::write(&files[1], bytes).unwrap();
+
+    let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
+    // The topic starts at the first segment after the damaged one; nothing newer is lost.
+    let first: u64 = files[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let info = store.list().into_iter().find(|t| t.name == "t").unwrap();
+    assert_eq!((info.first_offset, info.next_offset), (first, 40));
+    assert_eq!(read_all(&store, "t", first)[0], (first, format!("value {first}")));
+    let aside = store.set_aside_dir().unwrap().join("topics").join(disk::topic_dir_name("t"));
+    for file in &files[..2] {
+        assert!(!file.exists());
+        assert!(aside.join(file.file_name().unwrap()).exists());
+    }
+}
+
+#[test]
+fn a_missing_segment_or_a_stray_file_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    for i in 0..40 {
+        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
+    }
+    drop(store);
+    let files = segment_files(&dir, "t");
+    fs::remove_file(&files[1]).unwrap();
+    let stray = files[0].with_file_name("notes.txt");
+    fs::write(&stray, b"mine").unwrap();
+
+    let error = Store::open(config(Some(dir.path()))).unwrap_err();
+    let OpenError::Damaged(report) = &error else { panic!("{error}") };
+    let named: Vec<&Path> = report.files.iter().map(|f| f.path.as_path()).collect();
+    assert_eq!(named, [stray.as_path(), files[2].as_path()], "{error}");
+    assert!(error.to_string().contains("the segment before it ends at offset"), "{error}");
+    assert!(stray.exists() && files[0].exists());
+}
+
+#[test]
+fn a_topic_meta_naming_another_directory_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&mut reopen(&dir), "t", &["x"]).unwrap();
+    let topics = disk::topics_dir(dir.path());
+    let copy = topics.join("copy");
+    fs::create_dir(&copy).unwrap();
+    let meta = topics.join(disk::topic_dir_name("t")).join(disk::META_FILE);
+    fs::copy(&meta, copy.join(disk::META_FILE)).unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
+    assert!(error.contains("names topic \"t\", whose directory would be"), "{error}");
 }
 
 #[test]

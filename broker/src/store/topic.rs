@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use protocol::{Message, Retention};
 
 use super::disk;
-use super::segment::{Damage, Segment};
+use super::segment::Segment;
 
 /// One topic's log.
 #[derive(Debug)]
@@ -47,17 +47,6 @@ struct Files {
     unsynced: bool,
 }
 
-/// What recovery found wrong in a topic's newest segment and cut off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cut {
-    /// The segment file.
-    pub file: PathBuf,
-    /// Where and why.
-    pub damage: Damage,
-    /// How many bytes after the last whole record were dropped.
-    pub dropped_bytes: u64,
-}
-
 impl Topic {
     /// An empty topic kept in memory.
     pub fn in_memory(retention: Retention) -> Topic {
@@ -79,49 +68,11 @@ impl Topic {
         Topic { files: Some(files), ..Topic::in_memory(retention) }
     }
 
-    /// Reads a topic back from its directory. A damaged newest segment is cut back to its last
-    /// whole record, on disk too, and the cut is returned to be reported.
-    ///
-    /// # Errors
-    /// A file cannot be read or cut, an older segment is damaged (its records cannot be served,
-    /// and cutting them would lose the newer segments), or the segments leave a gap in offsets.
-    pub fn recover(
-        dir: PathBuf,
-        retention: Retention,
-        segment_bytes: usize,
-    ) -> io::Result<(Topic, Option<Cut>)> {
-        let files = disk::segment_files(&dir)?;
+    /// A topic on disk in `dir` rebuilt from its recovered segments, oldest first, whose
+    /// offsets follow on from one another (as `recovery` checks).
+    pub fn from_segments(dir: PathBuf, retention: Retention, segments: Vec<Segment>) -> Topic {
         let mut topic = Topic::on_disk(dir, retention);
-        let mut cut = None;
-        let count = files.len();
-        for (i, (base, path)) in files.into_iter().enumerate() {
-            let newest = i + 1 == count;
-            if !topic.segments.is_empty() && base != topic.end {
-                return Err(invalid(format!(
-                    "{} starts at offset {base} but the segment before it ends at {}",
-                    path.display(),
-                    topic.end
-                )));
-            }
-            let bytes = fs::read(&path)?;
-            let read_len = bytes.len();
-            let capacity = if newest { segment_bytes } else { 0 };
-            let (segment, damage) = Segment::recover(base, bytes, capacity);
-            if let Some(damage) = damage {
-                if !newest {
-                    return Err(invalid(format!(
-                        "{} is damaged at byte {} (offset {}): {}; later segments follow it, so \
-                         it cannot be cut back: move the topic's directory away or repair the file",
-                        path.display(),
-                        damage.at_byte,
-                        damage.offset,
-                        damage.reason
-                    )));
-                }
-                File::options().write(true).open(&path)?.set_len(segment.len_bytes() as u64)?;
-                let dropped_bytes = (read_len - segment.len_bytes()) as u64;
-                cut = Some(Cut { file: path, damage, dropped_bytes });
-            }
+        for segment in segments {
             topic.end = segment.next_offset();
             topic.messages += segment.next_offset() - segment.base_offset();
             topic.payload_bytes += segment.payload_bytes();
@@ -131,7 +82,7 @@ impl Topic {
             topic.segments.push_back(segment);
         }
         topic.committed = topic.end;
-        Ok((topic, cut))
+        topic
     }
 
     /// Appends one message stamped `timestamp` and returns its offset. It becomes readable when
@@ -378,10 +329,6 @@ impl Files {
             ),
         }
     }
-}
-
-fn invalid(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 #[cfg(test)]

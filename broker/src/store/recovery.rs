@@ -1,0 +1,379 @@
+//! Opening a store on disk: every topic read back and checked record by record, the broker's
+//! own leftovers cleared away, and damaged files refused (or, under `--repair`, set aside).
+//!
+//! Opening first reads everything and changes nothing. If it finds a damaged file it refuses to
+//! open, naming every such file; only when nothing is damaged (or `--repair` asks to set the
+//! damaged files aside) does it touch the disk: it clears `deleting/`, removes what an
+//! interrupted `create_topic` or an older broker's interrupted deletion left in `topics/`, cuts
+//! torn tails, and sets aside what is damaged.
+//!
+//! A **torn tail** is what a crash in the middle of a write leaves at the end of a topic's newest
+//! segment: an incomplete record, or bytes that are no record, with no whole valid record after
+//! them. It is cut off and the cut logged; under `--fsync always` nothing acknowledged is in it.
+//! Damage that whole, valid records follow is no torn tail: cutting there would lose them, so it
+//! counts as a damaged file.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::damaged::{DamageReport, DamagedFile, SetAside};
+use super::disk::{self, Meta, MetaError, TopicFile};
+use super::segment::{Segment, WholeRecordAfter};
+use super::topic::Topic;
+use super::{OpenError, StoreError};
+
+/// What opening a data directory gave.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The topics, by name.
+    pub topics: Vec<(String, Topic)>,
+    /// Where `--repair` set files aside, if it set any aside.
+    pub set_aside: Option<PathBuf>,
+}
+
+/// A damaged file and what `--repair` does about it.
+#[derive(Debug)]
+struct Finding {
+    /// The file and its problem, as reported.
+    file: DamagedFile,
+    /// What `--repair` does.
+    fix: Fix,
+    /// Whether the file itself is damaged (and so named in the refusal), rather than set aside
+    /// only along with one that is.
+    reported: bool,
+}
+
+/// What `--repair` does about a damaged file.
+#[derive(Debug)]
+enum Fix {
+    /// Moves this file or directory (the damaged file's, or the file itself) aside.
+    Move(PathBuf),
+    /// Copies the file aside whole, then cuts it to this many bytes.
+    CopyAndCut(u64),
+}
+
+/// A topic directory read back, before anything on disk is changed.
+#[derive(Debug)]
+struct Scanned {
+    /// The directory.
+    dir: PathBuf,
+    /// Its meta.
+    meta: Meta,
+    /// Its segments, oldest first, each with its file and the bytes the file holds.
+    segments: Vec<(Segment, PathBuf, u64)>,
+    /// How many of the oldest segments `--repair` sets aside.
+    set_aside: usize,
+    /// The newest segment's damage, when it is a torn tail: where and why.
+    torn: Option<(u64, &'static str)>,
+}
+
+/// Everything found in a data directory.
+#[derive(Debug, Default)]
+struct Plan {
+    /// The topics.
+    topics: Vec<Scanned>,
+    /// The damaged files.
+    findings: Vec<Finding>,
+    /// The broker's own leftovers to remove, each with what it is.
+    leftovers: Vec<(PathBuf, &'static str)>,
+}
+
+/// Opens the topics of `data_dir`, as the module explains. `set_aside` is where `--repair`
+/// sets damaged files aside; `None` refuses them.
+///
+/// # Errors
+/// [`OpenError::Damaged`] naming every damaged file, without `--repair`; [`StoreError::Io`]
+/// when a file cannot be read or changed.
+pub fn recover(
+    data_dir: &Path,
+    segment_bytes: usize,
+    mut set_aside: Option<SetAside>,
+) -> Result<Recovered, OpenError> {
+    let io_error = |what: &str, path: &Path, e: io::Error| {
+        StoreError::Io(format!("cannot {what} {}: {e}", path.display()))
+    };
+    let plan = scan(data_dir, segment_bytes)?;
+    let damaged: Vec<DamagedFile> =
+        plan.findings.iter().filter(|f| f.reported).map(|f| f.file.clone()).collect();
+    if !damaged.is_empty() && set_aside.is_none() {
+        return Err(OpenError::Damaged(DamageReport {
+            data_dir: data_dir.to_path_buf(),
+            files: damaged,
+        }));
+    }
+
+    clear_deletions(data_dir)?;
+    for (path, what) in &plan.leftovers {
+        let removed = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+        removed.map_err(|e| io_error("remove", path, e))?;
+        tracing::info!(path = %path.display(), "removed {what}");
+    }
+    if let Some(aside) = &mut set_aside {
+        for finding in &plan.findings {
+            match &finding.fix {
+                Fix::Move(path) => {
+                    aside
+                        .move_aside(path, &finding.file)
+                        .map_err(|e| io_error("set aside", path, e))?;
+                }
+                Fix::CopyAndCut(len) => {
+                    let path = &finding.file.path;
+                    aside.copy_aside(&finding.file).map_err(|e| io_error("copy", path, e))?;
+                    cut(path, *len).map_err(|e| io_error("cut", path, e))?;
+                    tracing::warn!(file = %path.display(), "cut to its first {len} bytes");
+                }
+            }
+        }
+    }
+    let topics_dir = disk::topics_dir(data_dir);
+    fs::create_dir_all(&topics_dir).map_err(|e| io_error("make", &topics_dir, e))?;
+
+    let mut topics = Vec::new();
+    for scanned in plan.topics {
+        let Scanned { dir, meta, segments, set_aside: skip, torn } = scanned;
+        let mut kept = Vec::new();
+        let mut dropped = 0;
+        for (segment, path, read_len) in segments.into_iter().skip(skip) {
+            if torn.is_some() && read_len != segment.len_bytes() as u64 {
+                cut(&path, segment.len_bytes() as u64).map_err(|e| io_error("cut", &path, e))?;
+                dropped = read_len - segment.len_bytes() as u64;
+            }
+            kept.push(segment);
+        }
+        let topic = Topic::from_segments(dir, meta.retention(), kept);
+        if let Some((offset, reason)) = torn {
+            tracing::warn!(
+                topic = meta.name,
+                "dropped {dropped} bytes from offset {offset} on: {reason}; kept offsets {}..{}",
+                topic.first_offset(),
+                topic.next_offset(),
+            );
+        }
+        tracing::info!(
+            topic = meta.name,
+            messages = topic.messages(),
+            "recovered offsets {}..{}",
+            topic.first_offset(),
+            topic.next_offset()
+        );
+        topics.push((meta.name, topic));
+    }
+    Ok(Recovered { topics, set_aside: set_aside.and_then(|a| a.run().map(Path::to_path_buf)) })
+}
+
+/// Reads every topic directory of `data_dir` and checks it, changing nothing.
+fn scan(data_dir: &Path, segment_bytes: usize) -> Result<Plan, StoreError> {
+    let mut plan = Plan::default();
+    let topics = disk::topics_dir(data_dir);
+    for (path, is_dir) in entries(&topics)? {
+        if is_dir {
+            scan_topic(&mut plan, path, segment_bytes)?;
+        } else {
+            let problem = "is not a topic directory, and only those belong in topics/".to_owned();
+            plan.findings.push(damaged(&path, problem, &path));
+        }
+    }
+    Ok(plan)
+}
+
+/// Reads one directory of `topics/` into `plan`.
+fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(), StoreError> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let files = entries(&dir)?;
+    let meta_path = dir.join(disk::META_FILE);
+    let meta = match disk::read_meta(&dir) {
+        Ok(meta) => meta,
+        Err(MetaError::Missing) => {
+            let only_meta_writing = files.iter().all(|(path, is_dir)| {
+                !is_dir && file_name(path).is_some_and(|n| n == disk::META_WRITING_FILE)
+            });
+            if only_meta_writing {
+                plan.leftovers.push((dir, "a topic directory whose create_topic was interrupted"));
+            } else {
+                let mut problem = "has no topic.meta, so which topic its files belong to is \
+                                   unknown"
+                    .to_owned();
+                if name.starts_with(disk::OLD_DELETING_PREFIX) {
+                    problem.push_str(" (an older broker version may have been deleting it)");
+                }
+                plan.findings.push(damaged(&dir, problem, &dir));
+            }
+            return Ok(());
+        }
+        Err(MetaError::Unreadable(e)) => {
+            return Err(StoreError::Io(format!("cannot read {}: {e}", meta_path.display())));
+        }
+        Err(MetaError::Invalid(why)) => {
+            let problem = format!(
+                "is damaged: it {why}; without it the topic's name is unknown, so --repair sets \
+                 aside the whole directory {name}"
+            );
+            plan.findings.push(damaged(&meta_path, problem, &dir));
+            return Ok(());
+        }
+    };
+    let expected = disk::topic_dir_name(&meta.name);
+    if expected != name {
+        if name.strip_prefix(disk::OLD_DELETING_PREFIX) == Some(expected.as_str()) {
+            plan.leftovers.push((dir, "a topic deletion an older broker version left unfinished"));
+        } else {
+            let problem = format!(
+                "names topic {:?}, whose directory would be {expected}, not {name}",
+                meta.name
+            );
+            plan.findings.push(damaged(&meta_path, problem, &dir));
+        }
+        return Ok(());
+    }
+
+    let mut bases = Vec::new();
+    for (path, is_dir) in files {
+        let kind = file_name(&path).map_or(TopicFile::Unknown, disk::topic_file);
+        match kind {
+            TopicFile::Meta if !is_dir => {}
+            TopicFile::MetaWriting if !is_dir => {
+                plan.leftovers.push((path, "a topic.meta.new no topic.meta was renamed from"));
+            }
+            TopicFile::Segment(base) if !is_dir => bases.push((base, path)),
+            _ => {
+                let problem =
+                    "is not a file the broker keeps in a topic directory (topic.meta and \
+                     segments named after their 20-digit base offset with .log)"
+                        .to_owned();
+                plan.findings.push(damaged(&path, problem, &path));
+            }
+        }
+    }
+    bases.sort();
+
+    let count = bases.len();
+    let mut scanned = Scanned { dir, meta, segments: Vec::new(), set_aside: 0, torn: None };
+    let mut previous: Option<(u64, bool)> = None;
+    for (i, (base, path)) in bases.into_iter().enumerate() {
+        let newest = i + 1 == count;
+        let bytes = fs::read(&path)
+            .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?;
+        let read_len = bytes.len() as u64;
+        let capacity = if newest { segment_bytes } else { 0 };
+        let (segment, damage) = Segment::recover(base, bytes, capacity);
+        if let Some((end, false)) = previous.filter(|&(end, _)| end != base) {
+            let problem = format!(
+                "starts at offset {base}, but the segment before it ends at offset {end}, so the \
+                 topic's offsets would not follow on; --repair sets aside the segments before it"
+            );
+            plan.findings.push(damaged(&path, problem, &path));
+            scanned.set_aside = i;
+        }
+        previous = Some((segment.next_offset(), damage.is_some()));
+        if let Some(damage) = damage {
+            let at = format!(
+                "is damaged at byte {} (offset {}): {}",
+                damage.at_byte, damage.offset, damage.reason
+            );
+            match (newest, damage.whole_record_after) {
+                (false, _) => {
+                    let problem = format!(
+                        "{at}; newer segments follow it, so cutting it would lose them; \
+                         --repair sets it aside with the segments before it"
+                    );
+                    plan.findings.push(damaged(&path, problem, &path));
+                    scanned.set_aside = i + 1;
+                }
+                (true, None) => scanned.torn = Some((damage.offset, damage.reason)),
+                (true, Some(after)) => {
+                    let follows = match after {
+                        WholeRecordAfter::At(byte) => {
+                            format!("a whole record follows at byte {byte}")
+                        }
+                        WholeRecordAfter::Unknown => {
+                            "whole records may follow it (the search for them gave up)".to_owned()
+                        }
+                    };
+                    let problem = format!(
+                        "{at}, and {follows}: this is no torn last write, and cutting the file \
+                         there would lose the records after it; --repair keeps a copy of the \
+                         file and cuts it at byte {}",
+                        damage.at_byte
+                    );
+                    plan.findings.push(Finding {
+                        file: DamagedFile { path: path.clone(), problem },
+                        fix: Fix::CopyAndCut(segment.len_bytes() as u64),
+                        reported: true,
+                    });
+                }
+            }
+        }
+        scanned.segments.push((segment, path, read_len));
+    }
+    // The segments set aside only because they are older than a damaged one.
+    let reported: Vec<PathBuf> = plan.findings.iter().map(|f| f.file.path.clone()).collect();
+    for (_, path, _) in &scanned.segments[..scanned.set_aside] {
+        if !reported.contains(path) {
+            plan.findings.push(Finding {
+                file: DamagedFile {
+                    path: path.clone(),
+                    problem: "is older than a damaged segment of its topic; set aside with it so \
+                              that the topic's offsets follow on"
+                        .to_owned(),
+                },
+                fix: Fix::Move(path.clone()),
+                reported: false,
+            });
+        }
+    }
+    plan.topics.push(scanned);
+    Ok(())
+}
+
+/// A damaged file that `--repair` moves aside by moving `target` (the file or its directory).
+fn damaged(path: &Path, problem: String, target: &Path) -> Finding {
+    Finding {
+        file: DamagedFile { path: path.to_path_buf(), problem },
+        fix: Fix::Move(target.to_path_buf()),
+        reported: true,
+    }
+}
+
+/// The entries of `dir` (none when it does not exist), each with whether it is a directory,
+/// sorted by name. Symbolic links are taken for what they point to.
+fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
+    let read = |e: io::Error| StoreError::Io(format!("cannot read {}: {e}", dir.display()));
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(read(error)),
+    };
+    let mut entries = Vec::new();
+    for entry in listing {
+        let path = entry.map_err(read)?.path();
+        let is_dir = fs::metadata(&path)
+            .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?
+            .is_dir();
+        entries.push((path, is_dir));
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// Removes every deletion in progress a crash interrupted: everything in `deleting/` is the
+/// broker's.
+fn clear_deletions(data_dir: &Path) -> Result<(), StoreError> {
+    let deleting = disk::deleting_dir(data_dir);
+    for (path, is_dir) in entries(&deleting)? {
+        let removed = if is_dir { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        removed.map_err(|e| StoreError::Io(format!("cannot remove {}: {e}", path.display())))?;
+        tracing::info!(path = %path.display(), "removed a deleted topic's files");
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> Option<&str> {
+    path.file_name().and_then(|n| n.to_str())
+}
+
+fn cut(path: &Path, len: u64) -> io::Result<()> {
+    let file = File::options().write(true).open(path)?;
+    file.set_len(len)?;
+    file.sync_all()
+}
