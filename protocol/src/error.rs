@@ -47,11 +47,14 @@ pub enum ErrorCode {
     InvalidTopicName,
     /// `515 invalid_group_name`: the group name breaks the naming rules.
     InvalidGroupName,
+    /// `516 limit_exceeded`: a field of the request is longer than its limit (a `client` name,
+    /// the messages of an `append`, the offsets of an `ack`; PROTOCOL.md, "Limits").
+    LimitExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::InvalidTopicName,
         ErrorCode::InvalidGroupName,
+        ErrorCode::LimitExceeded,
     ];
 
     /// The numeric status code sent as `code`.
@@ -93,6 +97,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => 513,
             ErrorCode::InvalidTopicName => 514,
             ErrorCode::InvalidGroupName => 515,
+            ErrorCode::LimitExceeded => 516,
         }
     }
 
@@ -117,6 +122,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::InvalidTopicName => "invalid_topic_name",
             ErrorCode::InvalidGroupName => "invalid_group_name",
+            ErrorCode::LimitExceeded => "limit_exceeded",
         }
     }
 
