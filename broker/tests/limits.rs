@@ -693,3 +693,71 @@ fn a_held_group_fetch_keeps_its_claim_alive() {
         "the claim expired while its group fetch was held"
     );
 }
+
+// ---- Limits that were there before: the fetch caps and the frame size, at both sides. ----
+
+#[test]
+fn a_fetch_returns_at_most_10000_messages_whatever_it_asks() {
+    let broker = start(&[]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    let cap = protocol::MAX_FETCH_MESSAGES;
+    let messages = vec![NewMessage { key: None, value: b"" }; cap as usize + 1];
+    ask(&socket, &Request::Append(Append { topic: "t", messages }));
+
+    for (asked, got) in [(cap, cap), (cap + 1, cap), (u32::MAX, cap), (0, 1)] {
+        let request = Fetch { max_messages: asked, ..fetch_from(token, "t", 0) };
+        let fetched = fetch(&socket, request);
+        assert_eq!(fetched.messages.len() as u32, got, "max_messages {asked}");
+        assert_eq!(fetched.next_offset, u64::from(got));
+    }
+    joined(&socket, token, "g", "t");
+    let request = GroupFetch { max_messages: cap + 1, ..group_fetch(token, "g", "t") };
+    assert_eq!(delivered(&socket, request).len() as u32, cap);
+}
+
+#[test]
+fn a_fetch_returns_at_most_16_mib_whatever_it_asks() {
+    let broker = start(&[]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    let value = vec![b'v'; 1 << 20];
+    let messages = vec![NewMessage { key: None, value: &value }; 17];
+    ask(&socket, &Request::Append(Append { topic: "t", messages }));
+
+    let cap = protocol::MAX_FETCH_BYTES;
+    for (asked, got) in [(cap - 1, 15), (cap, 16), (cap + 1, 16), (u32::MAX, 16)] {
+        let request = Fetch { max_bytes: asked, ..fetch_from(token, "t", 0) };
+        assert_eq!(fetch(&socket, request).messages.len(), got, "max_bytes {asked}");
+    }
+}
+
+/// `{"v": 1, "op": "status", "pad": BIN}` with the byte string sized so that the frame has
+/// `bytes` bytes.
+fn status_frame_of(bytes: usize) -> Vec<u8> {
+    let mut frame =
+        raw_map(&[(key("v"), vec![1]), (key("op"), str_value(b"status")), (key("pad"), vec![])]);
+    let pad = bytes - frame.len() - 5;
+    frame.push(0xc6);
+    frame.extend_from_slice(&u32::try_from(pad).expect("short").to_be_bytes());
+    frame.resize(bytes, 0);
+    frame
+}
+
+#[test]
+fn a_frame_of_64_mib_is_read_and_one_byte_more_is_dropped_unanswered() {
+    let broker = start(&[]);
+    let context = zmq::Context::new();
+    let limit = 64 << 20;
+
+    let socket = broker.req(&context);
+    assert!(matches!(ask_raw(&socket, &status_frame_of(limit)), Response::Status { .. }));
+
+    let dropped = broker.req(&context);
+    dropped.send(status_frame_of(limit + 1), 0).expect("send");
+    wire::assert_silent(&dropped, wire::QUIET, "a frame over the limit");
+    // The broker goes on serving the others.
+    assert!(matches!(ask(&socket, &Request::Status), Response::Status { .. }));
+}
