@@ -578,6 +578,14 @@ fn the_documented_order_of_checks() {
     refused_raw(&socket, token, &frame, ErrorCode::LimitExceeded);
     let frame = map(&[("v", 1u64.into()), ("op", "nope".into()), ("client", long.as_str().into())]);
     refused_raw(&socket, token, &frame, ErrorCode::LimitExceeded);
+    // The limits the encoding sets hold in every request; names only where they are used.
+    let frame =
+        map(&[("v", 1u64.into()), ("op", "status".into()), ("client", long.as_str().into())]);
+    refused_raw(&socket, token, &frame, ErrorCode::LimitExceeded);
+    let topic = "t".repeat(MAX_TOPIC_NAME_BYTES + 1);
+    let frame =
+        map(&[("v", 1u64.into()), ("op", "status".into()), ("topic", topic.as_str().into())]);
+    assert!(matches!(ask_raw(&socket, &frame), Response::Status { .. }));
 }
 
 #[test]

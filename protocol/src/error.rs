@@ -32,8 +32,8 @@ pub enum ErrorCode {
     UnknownMember,
     /// `310 not_pending`: an offset acknowledged is not one the group was delivered.
     NotPending,
-    /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, missing or
-    /// mistyped field).
+    /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
+    /// or not UTF-8, a map of too many entries, a missing or mistyped field).
     Malformed,
     /// `501 unknown_request`: the `op` names no request this version knows.
     UnknownRequest,
