@@ -128,8 +128,8 @@ impl<'a> WireRequest<'a> {
                 }
                 b"max_bytes" => fill(&mut wire.max_bytes, r, "field `max_bytes`", read_u32)?,
                 b"messages" => {
-                    let list =
-                        List { what: "field `messages`", limit: MAX_APPEND_MESSAGES, min: 8 };
+                    let (what, limit) = ("field `messages`", MAX_APPEND_MESSAGES);
+                    let list = List { what, limit, min: NEW_MESSAGE_MIN_BYTES };
                     let over = fill_list(&mut wire.messages, r, list, |r| read_new_message(r))?;
                     wire.over = wire.over.or(over);
                 }
@@ -211,7 +211,8 @@ impl<'a> WireResponse<'a> {
                 b"topics" => fill_nested(&mut wire.topics, r, "field `topics`")?,
                 b"topic" => fill(&mut wire.topic, r, "field `topic`", Reader::str)?,
                 b"messages" => {
-                    let list = List { what: "field `messages`", limit: usize::MAX, min: 27 };
+                    let (what, limit) = ("field `messages`", usize::MAX);
+                    let list = List { what, limit, min: MESSAGE_MIN_BYTES };
                     fill_list(&mut wire.messages, r, list, |r| read_message(r))?;
                 }
                 b"first_offset" => {
@@ -780,6 +781,13 @@ fn read_map_len(r: &mut Reader<'_>, what: &str) -> Result<usize, DecodeError> {
     }
     Ok(len)
 }
+
+/// The fewest bytes a new-message record takes: `{"value": ""}`, `81 a5 value a0`.
+const NEW_MESSAGE_MIN_BYTES: usize = 8;
+
+/// The fewest bytes a stored message record takes: `{"offset": 0, "timestamp": 0, "value":
+/// ""}`.
+const MESSAGE_MIN_BYTES: usize = 27;
 
 /// How a list field is read: its name for errors, the most items it may hold, and the fewest
 /// bytes one item takes (so that a declared length is trusted only as far as the bytes left).
