@@ -35,8 +35,8 @@ pub enum ErrorCode {
     /// `311 overloaded`: replies the client has not read hold more memory than the broker
     /// allows it (or all clients together); read them, or try again later.
     Overloaded,
-    /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, missing or
-    /// mistyped field).
+    /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
+    /// or not UTF-8, a map of too many entries, a missing or mistyped field).
     Malformed,
     /// `501 unknown_request`: the `op` names no request this version knows.
     UnknownRequest,
@@ -50,11 +50,14 @@ pub enum ErrorCode {
     InvalidTopicName,
     /// `515 invalid_group_name`: the group name breaks the naming rules.
     InvalidGroupName,
+    /// `516 limit_exceeded`: a field of the request is longer than its limit (a `client` name,
+    /// the messages of an `append`, the offsets of an `ack`; PROTOCOL.md, "Limits").
+    LimitExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -74,6 +77,7 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::InvalidTopicName,
         ErrorCode::InvalidGroupName,
+        ErrorCode::LimitExceeded,
     ];
 
     /// The numeric status code sent as `code`.
@@ -98,6 +102,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => 513,
             ErrorCode::InvalidTopicName => 514,
             ErrorCode::InvalidGroupName => 515,
+            ErrorCode::LimitExceeded => 516,
         }
     }
 
@@ -123,6 +128,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::InvalidTopicName => "invalid_topic_name",
             ErrorCode::InvalidGroupName => "invalid_group_name",
+            ErrorCode::LimitExceeded => "limit_exceeded",
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod error;
 pub mod group;
+pub mod limits;
 mod msgpack;
 pub mod request;
 pub mod response;
@@ -16,10 +17,15 @@ pub mod topic;
 
 pub use codec::{decode_request, decode_response, encode_request, encode_response, DecodeError};
 pub use error::ErrorCode;
-pub use group::{validate_group_name, GroupInfo, GroupStart, InvalidGroupName, ResetTo};
+pub use group::{
+    validate_group_name, GroupInfo, GroupStart, InvalidGroupName, ResetTo, MAX_GROUP_NAME_BYTES,
+};
+pub use limits::{
+    excerpt, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES, MAX_MAP_ENTRIES,
+};
 pub use request::{Append, Fetch, GroupFetch, NewMessage, Request, Retention};
 pub use response::{BrokerStatus, Message, Response, TopicInfo};
-pub use topic::{validate_topic_name, InvalidTopicName};
+pub use topic::{validate_topic_name, InvalidTopicName, MAX_TOPIC_NAME_BYTES};
 
 /// The protocol version this crate speaks; carried in every frame as `v`.
 pub const VERSION: u32 = 1;

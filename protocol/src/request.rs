@@ -18,7 +18,8 @@ pub enum Request<'a> {
         broker: Option<u32>,
         /// How long to wait for one to free up; 0 answers at once.
         wait_ms: u64,
-        /// A name for the claimant that `status` shows as the holder (like Kafka's `client.id`).
+        /// A name for the claimant that `status` shows as the holder (like Kafka's `client.id`);
+        /// at most [`crate::MAX_CLIENT_NAME_BYTES`]. An empty name decodes as `None`.
         client: Option<&'a str>,
     },
     /// `renew claim` → `renewed`: extend a claim's lease.
@@ -71,7 +72,7 @@ pub enum Request<'a> {
         group: &'a str,
         /// The topic.
         topic: &'a str,
-        /// The offsets acknowledged; at least one.
+        /// The offsets acknowledged; at least one, at most [`crate::MAX_ACK_OFFSETS`].
         offsets: Vec<u64>,
     },
     /// `list_groups [group] [topic]` → `groups`: groups with their offsets and lag.
@@ -180,7 +181,7 @@ pub struct Retention {
 pub struct Append<'a> {
     /// The topic to append to; created if it does not exist.
     pub topic: &'a str,
-    /// The messages, in order; at least one.
+    /// The messages, in order; at least one, at most [`crate::MAX_APPEND_MESSAGES`].
     pub messages: Vec<NewMessage<'a>>,
 }
 

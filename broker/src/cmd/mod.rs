@@ -20,7 +20,7 @@ pub mod status;
 
 use std::time::{Duration, Instant};
 
-use protocol::{validate_topic_name, ErrorCode, Request, Response, MAX_WAIT_MS};
+use protocol::{excerpt, validate_topic_name, ErrorCode, Request, Response, MAX_WAIT_MS};
 
 use crate::broker::Broker;
 use crate::group::{self, GroupError};
@@ -120,7 +120,11 @@ impl From<StoreError> for Response<'_> {
         let code = match &error {
             StoreError::UnknownTopic(_) => ErrorCode::UnknownTopic,
             StoreError::TopicExists(_) => ErrorCode::TopicExists,
-            StoreError::InvalidTopicName(..) => ErrorCode::InvalidTopicName,
+            // The name may be as long as a frame: the reason quotes only its start.
+            StoreError::InvalidTopicName(name, rule) => {
+                let reason = format!("{} is not a valid topic name: {rule}", excerpt(name));
+                return Response::error(ErrorCode::InvalidTopicName, reason);
+            }
             StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             StoreError::Io(_) => ErrorCode::InternalError,
             StoreError::OffsetOutOfRange { first, next, .. } => {
@@ -149,8 +153,12 @@ impl From<ClaimError> for Response<'_> {
 
 impl From<GroupError> for Response<'_> {
     fn from(error: GroupError) -> Self {
-        let code = match error {
-            GroupError::InvalidGroupName(..) => ErrorCode::InvalidGroupName,
+        let code = match &error {
+            // The name may be as long as a frame: the reason quotes only its start.
+            GroupError::InvalidGroupName(name, rule) => {
+                let reason = format!("{} is not a valid group name: {rule}", excerpt(name));
+                return Response::error(ErrorCode::InvalidGroupName, reason);
+            }
             GroupError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
             GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
             GroupError::NotPending { .. } => ErrorCode::NotPending,
