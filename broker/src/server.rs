@@ -131,6 +131,7 @@ pub fn run(listener: Listener, mut broker: Broker, shutdown: Shutdown) -> Result
         grown: Vec::new(),
         warnings: Warnings::default(),
         accept_paused: None,
+        monitor_ready: false,
     };
     let served = server.serve();
     // Whatever ended the loop, a socket error included, held requests are answered and the
@@ -203,6 +204,8 @@ struct Server<'b> {
     warnings: Warnings,
     /// Until when the socket is unbound because it could not accept connections.
     accept_paused: Option<Instant>,
+    /// Whether the socket's monitor has events to read.
+    monitor_ready: bool,
 }
 
 impl Server<'_> {
@@ -251,6 +254,7 @@ impl Server<'_> {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+        self.monitor_ready = items[1].is_readable();
         if items[2].is_readable() {
             self.shutdown.drain();
         }
@@ -262,7 +266,10 @@ impl Server<'_> {
     /// connection waits, so without a pause a broker out of file descriptors would spin.
     fn watch_accepts(&mut self, now: Instant) {
         let mut failed = None;
-        while let Ok(event) = self.listener.monitor.recv_multipart(zmq::DONTWAIT) {
+        let events = std::iter::from_fn(|| {
+            self.monitor_ready.then(|| self.listener.monitor.recv_multipart(zmq::DONTWAIT).ok())?
+        });
+        for event in events {
             if let Some(frame) = event.first().filter(|f| f.len() >= 6) {
                 let code = u16::from_le_bytes([frame[0], frame[1]]);
                 let errno = i32::from_le_bytes([frame[2], frame[3], frame[4], frame[5]]);
@@ -920,7 +927,7 @@ impl Outbox {
     fn encode(&mut self, peer: &[u8], response: Response<'_>) -> Reply {
         self.scratch.clear();
         encode_response(response, &mut self.scratch);
-        self.unread.charge(peer, Box::from(&self.scratch[..]))
+        self.unread.charge(peer, &self.scratch)
     }
 
     /// Sends every reply whose gate is open, in order. A peer that is gone or not reading

@@ -80,12 +80,24 @@ pub struct Unread {
     total: Arc<AtomicUsize>,
     /// The same, per peer routing identity; a peer is forgotten once it has nothing unread.
     peers: HashMap<Vec<u8>, Arc<AtomicUsize>>,
+    /// How many peers the map may hold before idle ones are forgotten.
+    sweep_at: usize,
 }
+
+/// Replies of at most this many bytes are not counted: the send high-water mark bounds them
+/// (10,000 per peer, so 2.5 MiB), and copying them into a message as ZeroMQ allocates it costs
+/// one allocation where a counted reply costs three. Acknowledgements of appends, `status` and
+/// most refusals are this small.
+pub const UNCOUNTED_BYTES: usize = 256;
+
+/// The fewest peers the map holds before idle ones are forgotten: a few clients in lockstep
+/// keep their entries rather than make them anew for each request.
+const MIN_SWEEP: usize = 64;
 
 impl Unread {
     /// Nothing unread yet.
     pub fn new(limits: Limits) -> Unread {
-        Unread { limits, total: Arc::default(), peers: HashMap::new() }
+        Unread { limits, total: Arc::default(), peers: HashMap::new(), sweep_at: MIN_SWEEP }
     }
 
     /// What a read from `peer` may take now.
@@ -110,8 +122,12 @@ impl Unread {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Charges `bytes`, a reply to `peer`, until it is written or dropped.
-    pub fn charge(&mut self, peer: &[u8], bytes: Box<[u8]>) -> Reply {
+    /// Makes a reply of `bytes` to `peer`, charged until it is written or dropped when it is
+    /// larger than [`UNCOUNTED_BYTES`].
+    pub fn charge(&mut self, peer: &[u8], bytes: &[u8]) -> Reply {
+        if bytes.len() <= UNCOUNTED_BYTES {
+            return Reply(Body::Small(zmq::Message::from(bytes)));
+        }
         let count = match self.peers.get(peer) {
             Some(count) => Arc::clone(count),
             None => {
@@ -123,13 +139,18 @@ impl Unread {
         let len = bytes.len();
         count.fetch_add(len, Ordering::Relaxed);
         self.total.fetch_add(len, Ordering::Relaxed);
-        Reply { bytes, _charge: Charge { peer: count, total: Arc::clone(&self.total), len } }
+        let charge = Charge { peer: count, total: Arc::clone(&self.total), len };
+        Reply(Body::Counted(Box::new(Counted { bytes: Box::from(bytes), _charge: charge })))
     }
 
-    /// Forgets peers with nothing unread and no reply in flight, so that the map holds only
-    /// peers with a backlog, not every peer ever seen.
+    /// Forgets peers with nothing unread and no reply in flight once the map has doubled since
+    /// the last time, so that it holds about the peers with a backlog, not every peer ever seen,
+    /// at a cost per reply that does not grow with their number.
     pub fn forget_idle(&mut self) {
-        self.peers.retain(|_, count| Arc::strong_count(count) > 1);
+        if self.peers.len() >= self.sweep_at {
+            self.peers.retain(|_, count| Arc::strong_count(count) > 1);
+            self.sweep_at = (2 * self.peers.len()).max(MIN_SWEEP);
+        }
     }
 
     /// How many peers have replies in flight or unread.
@@ -156,9 +177,22 @@ impl Drop for Charge {
     }
 }
 
-/// An encoded reply and its charge.
+/// An encoded reply, with its charge when it has one.
 #[derive(Debug)]
-pub struct Reply {
+pub struct Reply(Body);
+
+/// A reply's bytes, in the form they are handed to ZeroMQ.
+#[derive(Debug)]
+enum Body {
+    /// A small reply, copied into a message as ZeroMQ allocates it, not counted.
+    Small(zmq::Message),
+    /// A larger reply, handed over without a copy and counted until ZeroMQ frees it.
+    Counted(Box<Counted>),
+}
+
+/// A counted reply's bytes and its charge, in one box whose address ZeroMQ keeps.
+#[derive(Debug)]
+struct Counted {
     /// The frame's bytes.
     bytes: Box<[u8]>,
     /// Given back when the reply is dropped, by the broker or by ZeroMQ.
@@ -174,7 +208,10 @@ impl Reply {
     /// What `zmq_msg_send` reports (`EHOSTUNREACH` for a peer that is gone, `EAGAIN` for one
     /// whose queue is full).
     pub fn send(self, socket: &mut zmq::Socket, flags: i32) -> Result<(), zmq::Error> {
-        let reply = Box::new(self);
+        let reply = match self.0 {
+            Body::Small(message) => return socket.send(message, flags),
+            Body::Counted(reply) => reply,
+        };
         let (data, len) = (reply.bytes.as_ptr() as *mut c_void, reply.bytes.len());
         let hint = Box::into_raw(reply).cast::<c_void>();
         let mut msg = MaybeUninit::<zmq_sys::zmq_msg_t>::uninit();
@@ -186,7 +223,7 @@ impl Reply {
         unsafe {
             if zmq_sys::zmq_msg_init_data(msg.as_mut_ptr(), data, len, Some(free_reply), hint) != 0
             {
-                drop(Box::from_raw(hint.cast::<Reply>()));
+                drop(Box::from_raw(hint.cast::<Counted>()));
                 return Err(zmq::Error::from_raw(zmq_sys::zmq_errno()));
             }
             if zmq_sys::zmq_msg_send(msg.as_mut_ptr(), socket.as_mut_ptr(), flags) == -1 {
@@ -203,37 +240,60 @@ impl Reply {
 unsafe extern "C" fn free_reply(_data: *mut c_void, hint: *mut c_void) {
     // SAFETY: `hint` is the pointer `Reply::send` made with `Box::into_raw`, given to ZeroMQ
     // once and freed once.
-    drop(unsafe { Box::from_raw(hint.cast::<Reply>()) });
+    drop(unsafe { Box::from_raw(hint.cast::<Counted>()) });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn bytes(n: usize) -> Box<[u8]> {
-        vec![7; n].into_boxed_slice()
+    fn bytes(n: usize) -> Vec<u8> {
+        vec![7; n]
     }
 
     #[test]
     fn charges_count_per_peer_and_in_all_until_dropped() {
-        let mut unread = Unread::new(Limits { total: 100, per_peer: 60 });
-        let a = unread.charge(b"a", bytes(59));
+        let mut unread = Unread::new(Limits { total: 10_000, per_peer: 6_000 });
+        let a = unread.charge(b"a", &bytes(5_700));
         assert_eq!(unread.allowance(b"a"), Allowance::Any);
-        let b = unread.charge(b"a", bytes(1));
+        let b = unread.charge(b"a", &bytes(300));
         assert_eq!(unread.allowance(b"a"), Allowance::Refused, "a peer at its limit");
         assert_eq!(unread.allowance(b"b"), Allowance::Any);
-        let c = unread.charge(b"b", bytes(40));
+        let c = unread.charge(b"b", &bytes(4_000));
         assert_eq!(unread.allowance(b"c"), Allowance::Small, "once the total is reached");
         assert_eq!(unread.allowance(b"b"), Allowance::Refused, "b has replies unread");
-        assert_eq!(unread.total(), 100);
+        assert_eq!(unread.total(), 10_000);
         drop((a, b));
         assert_eq!(unread.allowance(b"a"), Allowance::Any);
-        assert_eq!(unread.total(), 40);
-        unread.forget_idle();
-        assert_eq!(unread.peers(), 1);
+        assert_eq!(unread.total(), 4_000);
         drop(c);
-        unread.forget_idle();
+        assert_eq!(unread.total(), 0);
+    }
+
+    #[test]
+    fn small_replies_are_not_counted() {
+        let mut unread = Unread::new(Limits::default());
+        let small = unread.charge(b"a", &bytes(UNCOUNTED_BYTES));
         assert_eq!((unread.total(), unread.peers()), (0, 0));
+        let large = unread.charge(b"a", &bytes(UNCOUNTED_BYTES + 1));
+        assert_eq!(unread.total(), UNCOUNTED_BYTES + 1);
+        drop((small, large));
+    }
+
+    #[test]
+    fn idle_peers_are_forgotten_once_the_map_has_grown() {
+        let mut unread = Unread::new(Limits::default());
+        let large = bytes(UNCOUNTED_BYTES + 1);
+        let busy = unread.charge(b"busy", &large);
+        for i in 0..MIN_SWEEP - 2 {
+            drop(unread.charge(format!("idle {i}").as_bytes(), &large));
+        }
+        unread.forget_idle();
+        assert_eq!(unread.peers(), MIN_SWEEP - 1, "too few to sweep yet");
+        drop(unread.charge(b"one more", &large));
+        unread.forget_idle();
+        assert_eq!(unread.peers(), 1, "only the peer with a reply in flight is kept");
+        drop(busy);
     }
 
     #[test]
@@ -249,7 +309,7 @@ mod tests {
         let _ = router.recv_multipart(0).unwrap();
 
         let mut unread = Unread::new(Limits::default());
-        let reply = unread.charge(b"peer", bytes(1000));
+        let reply = unread.charge(b"peer", &bytes(1000));
         router.send("peer", zmq::SNDMORE).unwrap();
         reply.send(&mut router, 0).unwrap();
         assert_eq!(dealer.recv_bytes(0).unwrap(), vec![7; 1000]);
@@ -260,7 +320,7 @@ mod tests {
 
         let context = zmq::Context::new();
         let mut pull = context.socket(zmq::PULL).unwrap();
-        let reply = unread.charge(b"peer", bytes(10));
+        let reply = unread.charge(b"peer", &bytes(1000));
         assert_eq!(reply.send(&mut pull, 0), Err(zmq::Error::ENOTSUP));
         assert_eq!(unread.total(), 0);
     }
