@@ -16,10 +16,8 @@ pub struct ConnectArgs {
     )]
     pub connect: String,
 
-    /// How long to wait for each reply before giving up, e.g. `500ms`, `5s`, `2m`.
-    ///
-    /// Waits the broker is asked to make (a long-poll fetch, a claim held by --wait) come on
-    /// top of this.
+    /// How long to wait for the broker before giving up, retries included, e.g. `500ms`, `5s`,
+    /// `2m`. After a second of waiting, a note on standard error says so.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,
 }

@@ -24,7 +24,8 @@ use crate::output::{self, MessageFormat};
 use crate::perf::{self, ConsumePerfArgs};
 use crate::{ClientError, Result, Shutdown};
 
-/// How long a follow asks the broker to hold each fetch when it has caught up.
+/// How long a follow asks the broker to hold each fetch when it has caught up, unless the
+/// timeout calls for less ([`Client::max_hold`]).
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a follow looks again for a topic that does not exist yet.
@@ -209,6 +210,10 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     }
     let mut client = Client::connect(&args.connection.connect, args.connection.timeout)?
         .with_shutdown(shutdown.clone());
+    if matches!(args.command, Some(Command::Fetch { .. } | Command::Follow { .. })) {
+        // A reader that has gone away (`| head -1`) ends the wait for the next messages.
+        client = client.watching_output();
+    }
     let format = MessageFormat {
         json: args.json,
         print_key: args.print_key,
@@ -401,7 +406,7 @@ impl Follow<'_> {
                 max_messages: u32::try_from(want.min(u64::from(MAX_FETCH_MESSAGES)))
                     .unwrap_or(MAX_FETCH_MESSAGES),
                 max_bytes: DEFAULT_FETCH_BYTES,
-                wait_ms: FOLLOW_WAIT.as_millis() as u64,
+                wait_ms: FOLLOW_WAIT.min(self.client.max_hold()).as_millis() as u64,
             };
             let fetched =
                 self.client.fetch(request, |batch| print_batch(out, topic, &batch, format));

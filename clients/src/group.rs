@@ -21,7 +21,8 @@ use crate::client::{Claimed, Client, Delivery, Joined};
 use crate::output::{self, MessageFormat};
 use crate::{ClientError, Result, Shutdown};
 
-/// How long a follow asks the broker to hold each group fetch when nothing is there.
+/// How long a follow asks the broker to hold each group fetch when nothing is there, unless
+/// the timeout calls for less ([`Client::max_hold`]).
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a follow looks again for a topic that does not exist yet.
@@ -208,7 +209,7 @@ impl Member<'_> {
             joined.ack_timeout,
         );
         let mut printed = 0;
-        let wait_ms = FOLLOW_WAIT.as_millis() as u64;
+        let wait_ms = FOLLOW_WAIT.min(self.client.max_hold()).as_millis() as u64;
         while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
             let want = max.map_or(u64::MAX, |max| max - printed);
             match self.take(want, wait_ms, out) {

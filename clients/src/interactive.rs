@@ -48,7 +48,8 @@ struct Shown {
     value: Vec<u8>,
 }
 
-/// Runs the walk until the user quits. Ctrl-C and Esc on the first menu end it normally.
+/// Runs the walk until the user quits. Esc on the first menu ends it normally; Ctrl-C ends it
+/// with [`ClientError::Interrupted`].
 ///
 /// # Errors
 /// A broker that cannot be reached or refuses a request, or a terminal that fails.
@@ -58,8 +59,9 @@ pub fn run(client: &mut Client, spec: &ClaimSpec, shutdown: &Shutdown) -> Result
     let result = walk(client, spec, &term, &theme);
     let _ = term.show_cursor();
     match result {
-        Err(ClientError::Interrupted) => Ok(()),
-        Err(_) if shutdown.is_signalled() => Ok(()),
+        // Ctrl-C, whether a signal or a key read by a menu, ends the walk with exit status 130
+        // as it ends every other command.
+        Err(_) if shutdown.is_signalled() => Err(ClientError::Interrupted),
         other => other,
     }
 }
@@ -309,13 +311,17 @@ fn preview(value: &[u8]) -> String {
 struct Renewer {
     /// Dropping it wakes the thread to end.
     stop: Option<Sender<()>>,
+    /// Signalled on drop, to cut short a renewal waiting for a broker that does not answer.
+    cancel: Shutdown,
     /// The renewing thread.
     thread: Option<JoinHandle<()>>,
 }
 
 impl Renewer {
     /// Starts renewing `claimed` every third of its lease through `client`.
-    fn start(mut client: Client, claimed: Claimed) -> Renewer {
+    fn start(client: Client, claimed: Claimed) -> Renewer {
+        let cancel = Shutdown::new();
+        let mut client = client.with_shutdown(cancel.clone());
         let (stop, stopped) = mpsc::channel::<()>();
         let every = (claimed.lease / 3).max(Duration::from_millis(100));
         let thread = thread::spawn(move || {
@@ -328,12 +334,13 @@ impl Renewer {
                 }
             }
         });
-        Renewer { stop: Some(stop), thread: Some(thread) }
+        Renewer { stop: Some(stop), cancel, thread: Some(thread) }
     }
 }
 
 impl Drop for Renewer {
     fn drop(&mut self) {
+        self.cancel.signal();
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

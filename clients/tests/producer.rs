@@ -119,7 +119,7 @@ fn ctrl_c_while_reading_sends_what_was_read() {
     typing.wait_stderr("appended");
     typing.interrupt();
     let (status, stdout, stderr) = typing.wait_exit();
-    assert!(status.success(), "{status}; stderr {stderr:?}");
+    assert_eq!(status.code(), Some(130), "{status}; stderr {stderr:?}");
     assert_eq!(stdout, ["appended 2 messages to typed at offsets 0..1 in 1 request"]);
     let out = consumer(&broker, &["fetch", "typed"]);
     assert_eq!(out.assert_success().lines(), ["0\tone", "1\ttwo"]);
