@@ -83,7 +83,9 @@ fn explain_taken(client: &mut Client, broker: Option<u32>) -> ClientError {
         Some(id) => {
             let holder = status
                 .and_then(|brokers| brokers.into_iter().find(|b| b.id == id))
-                .and_then(|b| b.holder);
+                .and_then(|b| b.holder)
+                // A name from the network: shown safely in the error message.
+                .map(|holder| crate::output::safe(&holder).into_owned());
             ClientError::BrokerBusy { broker: id, holder }
         }
     }

@@ -37,7 +37,9 @@ Output:
   fetch and follow print one message a line: OFFSET<TAB>VALUE; --print-timestamp adds the
   timestamp (milliseconds since the Unix epoch) after the offset, --print-key adds the key (or
   `null`) before the value. Keys and values that are not valid UTF-8 are printed with each
-  invalid byte as \\xNN.
+  invalid byte as \\xNN. In text output (tables too), control characters and bidirectional
+  overrides are escaped (\\x1b, \\r, \\n, \\t, \\u{202e}) so that nothing read can act on the
+  terminal; JSON output keeps them exact.
 
   --json prints one JSON object a line instead, for every command:
     status  {\"id\",\"available\",\"holder\",\"lease_remaining_ms\",\"topics\",\"messages\",

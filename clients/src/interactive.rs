@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::claim::{self, ClaimSpec};
 use crate::client::{Claimed, Client};
-use crate::output::{escape, format_lease};
+use crate::output::{escape, format_lease, safe};
 use crate::{ClientError, Result, Shutdown};
 
 /// How many messages one page of the message menu shows.
@@ -184,9 +184,9 @@ fn browse_topic(
         items.push("Back to topics".to_owned());
         items.push("Quit".to_owned());
         let prompt = if page.is_empty() {
-            format!("{}: no messages from offset {start}", topic.name)
+            format!("{}: no messages from offset {start}", safe(&topic.name))
         } else {
-            format!("{}: offsets {} to {} of {end}", topic.name, start, next - 1)
+            format!("{}: offsets {} to {} of {end}", safe(&topic.name), start, next - 1)
         };
         let Some(choice) = select(term, theme, &prompt, &items)? else {
             return Ok(Flow::Back);
@@ -221,7 +221,7 @@ fn show_message(topic: &str, message: &Shown, term: &Term, theme: &ColorfulTheme
     let when = SystemTime::UNIX_EPOCH + Duration::from_millis(message.timestamp);
     let key = message.key.as_deref().map_or_else(|| "null".into(), escape);
     let lines = [
-        format!("topic      {topic}"),
+        format!("topic      {}", safe(topic)),
         format!("offset     {}", message.offset),
         format!(
             "timestamp  {} ({} ms)",
@@ -274,7 +274,7 @@ fn broker_line(b: &BrokerStatus) -> String {
     let state = if b.available {
         "free".to_owned()
     } else {
-        let holder = b.holder.as_deref().unwrap_or("someone");
+        let holder = safe(b.holder.as_deref().unwrap_or("someone"));
         let lease = b.lease_remaining_ms.map(|ms| format!(", lease {} left", format_lease(ms)));
         format!("claimed by {holder}{}", lease.unwrap_or_default())
     };
@@ -285,9 +285,9 @@ fn broker_line(b: &BrokerStatus) -> String {
 fn topic_line(t: &TopicInfo) -> String {
     if t.next_offset > t.first_offset {
         let (first, last) = (t.first_offset, t.next_offset - 1);
-        format!("{}  ({} messages, offsets {first} to {last})", t.name, t.messages)
+        format!("{}  ({} messages, offsets {first} to {last})", safe(&t.name), t.messages)
     } else {
-        format!("{}  (no messages, next offset {})", t.name, t.next_offset)
+        format!("{}  (no messages, next offset {})", safe(&t.name), t.next_offset)
     }
 }
 
@@ -296,11 +296,10 @@ fn message_line(m: &Shown) -> String {
     format!("{:>6}  {}", m.offset, preview(&m.value))
 }
 
-/// The start of `value` as one line of text: control characters become spaces.
+/// The start of `value` as one line of text, escaped as in message lines.
 fn preview(value: &[u8]) -> String {
     let text = escape(value);
-    let mut line: String =
-        text.chars().take(PREVIEW_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut line: String = text.chars().take(PREVIEW_CHARS).collect();
     if text.chars().nth(PREVIEW_CHARS).is_some() {
         line.push('…');
     }
@@ -376,7 +375,7 @@ mod tests {
             "broker 1  claimed by consumer-9, lease 12.3s left  (4 topics, 12 messages)"
         );
         let m = Shown { offset: 3, timestamp: 0, key: None, value: b"a\nb".to_vec() };
-        assert_eq!(message_line(&m), "     3  a b");
+        assert_eq!(message_line(&m), "     3  a\\nb");
         assert_eq!(preview(&[b'x'; 70]).chars().count(), PREVIEW_CHARS + 1);
         let topic = TopicInfo {
             name: "t".into(),

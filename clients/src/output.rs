@@ -6,6 +6,15 @@
 //! Keys and values that are valid UTF-8 are printed as they are; in others each byte that is
 //! not part of valid UTF-8 is written `\xNN`.
 //!
+//! Text output never hands the terminal a character that would act instead of showing: control
+//! characters (escape sequences, carriage returns, newlines, tabs) and the bidirectional
+//! overrides and isolates (which reorder what follows) are written as escapes, `\x1b`, `\r`,
+//! `\n`, `\t`, `\u{202e}`, in message lines, in tables (holder, topic and group names) and in
+//! the interactive walk alike. So a message cannot fake lines of output or hide its end. JSON
+//! output stays exact: JSON's own escaping covers control characters, and a program reading
+//! it gets the bytes as they are. Tables align by display width, so wide characters (CJK,
+//! emoji) and combining marks keep columns straight.
+//!
 //! JSON messages are one object per line:
 //! `{"topic":..,"offset":..,"timestamp":..,"key":..,"value":..}`. `key` and `value` are strings
 //! when they are valid UTF-8. Otherwise they are `null` and `key_hex` / `value_hex` hold the
@@ -17,6 +26,7 @@ use std::io::{self, Write};
 
 use protocol::{BrokerStatus, GroupInfo, Message, TopicInfo};
 use serde::Serialize;
+use unicode_width::UnicodeWidthStr;
 
 /// How messages are printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -301,20 +311,56 @@ pub fn format_lease(ms: u64) -> String {
     format!("{}.{}s", ms / 1000, ms % 1000 / 100)
 }
 
-/// `bytes` as text: borrowed when valid UTF-8, else with each invalid byte written `\xNN`.
+/// `bytes` as text safe to show on a terminal: each byte that is not part of valid UTF-8 is
+/// written `\xNN`, and each character [`safe`] escapes is escaped. Borrowed when there is
+/// nothing to change.
 pub fn escape(bytes: &[u8]) -> Cow<'_, str> {
     if let Ok(text) = std::str::from_utf8(bytes) {
-        return Cow::Borrowed(text);
+        return safe(text);
     }
     let mut text = String::with_capacity(bytes.len() * 2);
     for chunk in bytes.utf8_chunks() {
-        text.push_str(chunk.valid());
+        text.push_str(&safe(chunk.valid()));
         for byte in chunk.invalid() {
             // Writing to a String cannot fail.
             let _ = write!(text, "\\x{byte:02x}");
         }
     }
     Cow::Owned(text)
+}
+
+/// `text` with every character that would act on a terminal instead of showing written as an
+/// escape: `\n`, `\r`, `\t`, `\x1b` for the other ASCII controls, `\u{85}` for the C1
+/// controls, and `\u{202e}` and the like for the bidirectional marks, embeddings, overrides and
+/// isolates. Borrowed when there is nothing to escape.
+pub fn safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // Writing to a String cannot fail.
+            c if is_unsafe(c) && c.is_ascii() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `c` acts on a terminal or reorders the text around it: a control character, or a
+/// bidirectional formatting character (the Unicode `Bidi_Control` property).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `bytes` in lower-case hexadecimal.
@@ -341,23 +387,28 @@ fn write_json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
 }
 
 /// Writes `rows` under `headers` in columns two spaces apart, the last one unpadded so that
-/// lines carry no trailing blanks.
+/// lines carry no trailing blanks. Cells are made [`safe`] first, and padded by display width
+/// (not bytes or characters), by hand: `format!`'s `{:<w$}` cannot take a width of 65,536 or
+/// more, and a name that long can come from the network.
 fn write_table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(rows)
+        .map(|row| row.iter().map(|cell| safe(cell).into_owned()).collect())
+        .collect();
+    let mut widths: Vec<usize> = vec![0; headers.len()];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(cell.width());
         }
     }
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(header).chain(rows) {
+    for row in rows {
         let mut line = String::new();
         for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                // `{:<w$}` pads by characters, which is what the width counted.
-                let _ = write!(line, "{cell:<width$}  ");
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = width.saturating_sub(cell.width()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         writeln!(out, "{line}")?;
@@ -386,7 +437,7 @@ mod tests {
         let all = MessageFormat { json: false, print_key: true, print_timestamp: true };
         assert_eq!(text(&m, all), "7\t1700000000000\tnull\thello\n");
         let keyed = message(Some(b"k"), b"\xffok\x00");
-        assert_eq!(text(&keyed, all), "7\t1700000000000\tk\t\\xffok\0\n");
+        assert_eq!(text(&keyed, all), "7\t1700000000000\tk\t\\xffok\\x00\n");
     }
 
     #[test]
