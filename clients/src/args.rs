@@ -3,23 +3,42 @@
 use std::time::Duration;
 
 use clap::Args;
+use protocol::endpoint::{self, ENDPOINT_ENV};
+
+use crate::{ClientError, Result};
 
 /// Where the broker is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ConnectArgs {
-    /// The broker's ZeroMQ endpoint.
-    #[arg(
-        long,
-        value_name = "ENDPOINT",
-        default_value = protocol::DEFAULT_ENDPOINT,
-        global = true
-    )]
-    pub connect: String,
+    /// The broker's address: HOST:PORT or tcp://HOST:PORT (a host name is resolved), or
+    /// ipc://PATH [default: $BROKER_ENDPOINT, else tcp://127.0.0.1:5555]. `--bootstrap-server`
+    /// is the same flag, as Kafka's tools spell it.
+    #[arg(long, visible_alias = "bootstrap-server", value_name = "ENDPOINT", global = true)]
+    pub connect: Option<String>,
 
     /// How long to wait for the broker before giving up, retries included, e.g. `500ms`, `5s`,
     /// `2m`. After a second of waiting, a note on standard error says so.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,
+}
+
+impl ConnectArgs {
+    /// The endpoint to connect to: `--connect`, else `BROKER_ENDPOINT`, else the default;
+    /// resolved as [`endpoint::resolve`] says.
+    ///
+    /// Read here rather than by clap, which would also check the variable when `--connect`
+    /// is given, and blame the flag for it.
+    ///
+    /// # Errors
+    /// [`ClientError::Endpoint`] for an address that is not one, naming where it came from.
+    pub fn endpoint(&self) -> Result<String> {
+        let (given, from) = match (&self.connect, std::env::var(ENDPOINT_ENV)) {
+            (Some(flag), _) => (flag.clone(), "--connect"),
+            (None, Ok(env)) => (env, ENDPOINT_ENV),
+            (None, Err(_)) => (protocol::DEFAULT_ENDPOINT.to_owned(), "the default"),
+        };
+        endpoint::resolve(&given).map_err(|source| ClientError::Endpoint { from, source })
+    }
 }
 
 /// Parses a human-readable duration such as `30s`, `500ms` or `2m`, refusing zero.

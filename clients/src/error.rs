@@ -2,6 +2,7 @@
 
 use std::io;
 
+use protocol::endpoint::InvalidEndpoint;
 use protocol::{DecodeError, ErrorCode, InvalidGroupName, InvalidTopicName};
 use thiserror::Error;
 
@@ -19,6 +20,14 @@ pub enum ClientError {
         /// What ZeroMQ said.
         #[source]
         source: zmq::Error,
+    },
+    /// The broker's address, from `from` (`--connect` or `BROKER_ENDPOINT`), is not one.
+    #[error("{source} (from {from})")]
+    Endpoint {
+        /// Where the address came from.
+        from: &'static str,
+        /// What is wrong with it; its message lists the forms expected.
+        source: InvalidEndpoint,
     },
     /// No reply came within the timeout (after the one retry that safe requests get).
     #[error("broker not reachable at {endpoint}")]
@@ -141,11 +150,11 @@ impl ClientError {
     }
 
     /// The process exit status for this error: 130 for Ctrl-C (the shell's convention for
-    /// SIGINT), 2 for a usage error, 0 for a closed output pipe, 1 otherwise.
+    /// SIGINT), 2 for a usage error (an address that is not one), 0 for a closed output pipe, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Interrupted => 130,
-            ClientError::NotATerminal => 2,
+            ClientError::NotATerminal | ClientError::Endpoint { .. } => 2,
             _ if self.is_broken_pipe() => 0,
             _ => 1,
         }

@@ -202,7 +202,7 @@ pub fn run(args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
     };
     validate_topic_name(topic)
         .map_err(|source| ClientError::InvalidTopic { name: topic.to_owned(), source })?;
-    let mut client = Client::connect(&args.connection.connect, args.connection.timeout)?
+    let mut client = Client::connect(&args.connection.endpoint()?, args.connection.timeout)?
         .with_shutdown(shutdown.clone());
     let keys = KeyMode::from_args(&args);
     let mut produced = Produced::new(topic, args.messages.is_empty());
@@ -487,7 +487,7 @@ mod tests {
         let args = ProducerArgs::try_parse_from(["producer", "t", "a", "b"]).unwrap();
         assert_eq!(args.messages, ["a", "b"]);
         assert_eq!(args.batch, 1000);
-        assert_eq!(args.connection.connect, protocol::DEFAULT_ENDPOINT);
+        assert_eq!(args.connection.connect, None);
         assert!(ProducerArgs::try_parse_from([
             "producer",
             "--key",
@@ -505,7 +505,7 @@ mod tests {
     fn perf_is_a_command_but_not_a_message() {
         let parse = |args: &[&str]| ProducerArgs::try_parse_from(args).unwrap();
         let perf = parse(&["producer", "perf", "--messages", "10", "--connect", "tcp://h:1"]);
-        assert_eq!(perf.connection.connect, "tcp://h:1");
+        assert_eq!(perf.connection.connect.as_deref(), Some("tcp://h:1"));
         let Some(ProducerCommand::Perf(perf)) = perf.command else { panic!("no perf command") };
         assert_eq!((perf.messages, perf.batch, perf.size, perf.clients), (10, 1, 100, 1));
         let message = parse(&["producer", "t", "perf"]);
