@@ -69,7 +69,11 @@ pub enum ClientError {
         reply: &'static str,
     },
     /// A claim without a logical broker id found every one claimed.
-    #[error("no logical broker is free{}; use --wait to wait for one", claimed_count(*.total))]
+    #[error(
+        "no logical broker is free{}; use --wait to wait for one (each serves one claim at a \
+         time; `broker --brokers N` hosts more)",
+        claimed_count(*.total)
+    )]
     NoBrokerFree {
         /// How many logical brokers there are, when `status` could tell.
         total: Option<usize>,
@@ -85,6 +89,24 @@ pub enum ClientError {
         broker: u32,
         /// Who holds it, when `status` could tell.
         holder: Option<String>,
+    },
+    /// A reset of a group that has members on the topic, without `--force`.
+    #[error(
+        "group {group} has {} active member{} on {topic} (on logical broker{} {}); stop {} \
+         first, or add --force to reset anyway (they then read from the new offset)",
+        members.len(),
+        if members.len() == 1 { "" } else { "s" },
+        if members.len() == 1 { "" } else { "s" },
+        members.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+        if members.len() == 1 { "it" } else { "them" }
+    )]
+    GroupActive {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The logical brokers of its members.
+        members: Vec<u32>,
     },
     /// A topic name given on the command line breaks the naming rules.
     #[error("invalid topic name {name:?}")]
@@ -112,6 +134,16 @@ pub enum ClientError {
         count: usize,
         /// Why no reply came (shown first, not as a separate cause).
         cause: Box<ClientError>,
+    },
+    /// Lines of standard input were left out for being over the size limit (each was
+    /// reported as it was met; the others were sent).
+    #[error(
+        "{count} line{} not sent: over the broker's message size limit",
+        if *count == 1 { " was" } else { "s were" }
+    )]
+    LinesSkipped {
+        /// How many.
+        count: u64,
     },
     /// The consumer was run with no command and standard input or output is not a terminal,
     /// so the interactive walk cannot run.
@@ -198,11 +230,13 @@ mod tests {
         assert_eq!(e.to_string(), "no topic x (unknown_topic)");
         assert_eq!(
             ClientError::NoBrokerFree { total: Some(2) }.to_string(),
-            "no logical broker is free (all 2 are claimed); use --wait to wait for one"
+            "no logical broker is free (all 2 are claimed); use --wait to wait for one (each \
+             serves one claim at a time; `broker --brokers N` hosts more)"
         );
         assert_eq!(
             ClientError::NoBrokerFree { total: None }.to_string(),
-            "no logical broker is free; use --wait to wait for one"
+            "no logical broker is free; use --wait to wait for one (each serves one claim at a \
+             time; `broker --brokers N` hosts more)"
         );
         let lost = ClientError::Unconfirmed {
             count: 2,

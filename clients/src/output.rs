@@ -1,8 +1,11 @@
 //! How the consumer shows what it reads: plain text for people, JSON lines for programs.
 //!
 //! # Format
-//! Text messages are one line each, tab separated: `offset`, then the timestamp in milliseconds
-//! (with `--print-timestamp`), then the key or `null` (with `--print-key`), then the value.
+//! Text messages are one line each, tab separated: `offset`, then the timestamp (with
+//! `--print-timestamp`: RFC 3339 in local time; `=ms`: milliseconds; Kafka's
+//! `print.timestamp=true`: `CreateTime:` and milliseconds), then the key or `null` (with
+//! `--print-key`) and the key separator (a tab unless `key.separator` says otherwise), then the
+//! value.
 //! Keys and values that are valid UTF-8 are printed as they are; in others each byte that is
 //! not part of valid UTF-8 is written `\xNN`.
 //!
@@ -24,19 +27,63 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use chrono::{Local, SecondsFormat, TimeZone};
 use protocol::{BrokerStatus, GroupInfo, Message, TopicInfo};
 use serde::Serialize;
 use unicode_width::UnicodeWidthStr;
 
+use crate::args::{ConsumerProperty, PrintArgs, TimestampStyle};
+
 /// How messages are printed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageFormat {
     /// One JSON object per line instead of text.
     pub json: bool,
+    /// Text only: start the line with the offset (Kafka's `print.offset`; on by default).
+    pub print_offset: bool,
     /// Text only: add the key (or `null`) before the value.
     pub print_key: bool,
-    /// Text only: add the timestamp in milliseconds after the offset.
-    pub print_timestamp: bool,
+    /// Text only: add the timestamp after the offset, in this style.
+    pub timestamp: Option<TimestampStyle>,
+    /// Text only: what goes between the key and the value (Kafka's `key.separator`).
+    pub key_separator: String,
+}
+
+impl Default for MessageFormat {
+    fn default() -> MessageFormat {
+        MessageFormat {
+            json: false,
+            print_offset: true,
+            print_key: false,
+            timestamp: None,
+            key_separator: "\t".to_owned(),
+        }
+    }
+}
+
+impl MessageFormat {
+    /// The format the consumer's flags ask for; `--property` settings apply last, in order.
+    pub fn from_args(json: bool, print: &PrintArgs) -> MessageFormat {
+        let mut format = MessageFormat {
+            json,
+            print_key: print.print_key,
+            timestamp: print.print_timestamp,
+            ..MessageFormat::default()
+        };
+        for property in &print.property {
+            match property {
+                ConsumerProperty::PrintKey(on) => format.print_key = *on,
+                ConsumerProperty::PrintTimestamp(on) => {
+                    format.timestamp = on.then_some(TimestampStyle::CreateTime);
+                }
+                ConsumerProperty::PrintOffset(on) => format.print_offset = *on,
+                ConsumerProperty::KeySeparator(separator) => {
+                    format.key_separator = separator.clone();
+                }
+            }
+        }
+        format
+    }
 }
 
 /// A message as a JSON line.
@@ -138,7 +185,7 @@ pub fn write_message(
     out: &mut impl Write,
     topic: &str,
     message: &Message<'_>,
-    format: MessageFormat,
+    format: &MessageFormat,
 ) -> io::Result<()> {
     if format.json {
         let (key, key_hex) = match message.key {
@@ -157,17 +204,40 @@ pub fn write_message(
         };
         return write_json(out, &line);
     }
-    write!(out, "{}", message.offset)?;
-    if format.print_timestamp {
-        write!(out, "\t{}", message.timestamp)?;
+    let mut line = String::new();
+    if format.print_offset {
+        let _ = write!(line, "{}\t", message.offset);
+    }
+    if let Some(style) = format.timestamp {
+        line.push_str(&format_timestamp(message.timestamp, style));
+        line.push('\t');
     }
     if format.print_key {
         match message.key {
-            Some(key) => write!(out, "\t{}", escape(key))?,
-            None => out.write_all(b"\tnull")?,
+            Some(key) => line.push_str(&escape(key)),
+            None => line.push_str("null"),
         }
+        line.push_str(&format.key_separator);
     }
-    writeln!(out, "\t{}", escape(message.value))
+    line.push_str(&escape(message.value));
+    line.push('\n');
+    out.write_all(line.as_bytes())
+}
+
+/// A timestamp in milliseconds since the Unix epoch as `style` shows it. One that local time
+/// cannot show (out of range) is shown in milliseconds.
+pub fn format_timestamp(ms: u64, style: TimestampStyle) -> String {
+    match style {
+        TimestampStyle::Ms => ms.to_string(),
+        TimestampStyle::CreateTime => format!("CreateTime:{ms}"),
+        TimestampStyle::Local => i64::try_from(ms)
+            .ok()
+            .and_then(|ms| Local.timestamp_millis_opt(ms).single())
+            .map_or_else(
+                || ms.to_string(),
+                |time| time.to_rfc3339_opts(SecondsFormat::Millis, false),
+            ),
+    }
 }
 
 /// Writes the logical brokers as a table, or one JSON object per line.
@@ -424,7 +494,7 @@ mod tests {
         Message { offset: 7, timestamp: 1_700_000_000_000, key, value }
     }
 
-    fn text(m: &Message<'_>, format: MessageFormat) -> String {
+    fn text(m: &Message<'_>, format: &MessageFormat) -> String {
         let mut out = Vec::new();
         write_message(&mut out, "t", m, format).unwrap();
         String::from_utf8(out).unwrap()
@@ -433,24 +503,36 @@ mod tests {
     #[test]
     fn text_lines() {
         let m = message(None, b"hello");
-        assert_eq!(text(&m, MessageFormat::default()), "7\thello\n");
-        let all = MessageFormat { json: false, print_key: true, print_timestamp: true };
-        assert_eq!(text(&m, all), "7\t1700000000000\tnull\thello\n");
+        assert_eq!(text(&m, &MessageFormat::default()), "7\thello\n");
+        let all = MessageFormat {
+            print_key: true,
+            timestamp: Some(TimestampStyle::Ms),
+            ..MessageFormat::default()
+        };
+        assert_eq!(text(&m, &all), "7\t1700000000000\tnull\thello\n");
         let keyed = message(Some(b"k"), b"\xffok\x00");
-        assert_eq!(text(&keyed, all), "7\t1700000000000\tk\t\\xffok\\x00\n");
+        assert_eq!(text(&keyed, &all), "7\t1700000000000\tk\t\\xffok\\x00\n");
+        let kafka = MessageFormat {
+            print_offset: false,
+            print_key: true,
+            timestamp: Some(TimestampStyle::CreateTime),
+            key_separator: ":".into(),
+            ..MessageFormat::default()
+        };
+        assert_eq!(text(&keyed, &kafka), "CreateTime:1700000000000\tk:\\xffok\\x00\n");
     }
 
     #[test]
     fn json_lines_fall_back_to_hex() {
         let json = MessageFormat { json: true, ..MessageFormat::default() };
-        let line = text(&message(None, b"hi"), json);
+        let line = text(&message(None, b"hi"), &json);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["topic"], "t");
         assert_eq!(v["offset"], 7);
         assert_eq!(v["key"], serde_json::Value::Null);
         assert_eq!(v["value"], "hi");
         assert!(v.get("key_hex").is_none() && v.get("value_hex").is_none());
-        let line = text(&message(Some(b"\xfe"), b"\x01\xff"), json);
+        let line = text(&message(Some(b"\xfe"), b"\x01\xff"), &json);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["key"], serde_json::Value::Null);
         assert_eq!(v["key_hex"], "fe");

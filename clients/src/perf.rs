@@ -100,9 +100,12 @@ pub struct ProducePerfArgs {
     pub floor: bool,
 }
 
-/// Options of `consumer perf` (besides the consumer's global `--json`, `--wait`, `--broker`).
+/// Options of `consumer perf` (besides the consumer's global `--json`).
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ConsumePerfArgs {
+    /// Which logical broker each client claims, and whether it waits for one.
+    #[command(flatten)]
+    pub claim: crate::args::ClaimArgs,
     /// The topic to read; it must hold at least one message.
     #[arg(value_name = "TOPIC")]
     pub topic: String,

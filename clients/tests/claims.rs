@@ -160,7 +160,8 @@ fn with_every_logical_broker_held_a_third_consumer_fails_or_waits() {
     out.assert_code(1);
     assert_eq!(
         out.stderr.trim_end(),
-        "error: no logical broker is free (all 2 are claimed); use --wait to wait for one"
+        "error: no logical broker is free (all 2 are claimed); use --wait to wait for one (each \
+         serves one claim at a time; `broker --brokers N` hosts more)"
     );
 
     let mut waiter = Running::consumer(&broker, &["--wait", "topics"]);
