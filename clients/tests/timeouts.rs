@@ -10,7 +10,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{consumer, dead_endpoint, preloaded_broker, producer, run, Running, CONSUMER};
+use common::{
+    consumer, dead_endpoint, preloaded_broker, producer, run, Running, CONSUMER, PRODUCER,
+};
 use support::STEP;
 
 /// How much later than its timeout a program may exit: the budget is the timeout, and the
@@ -43,6 +45,13 @@ fn every_command_gives_up_within_its_timeout() {
             out.elapsed
         );
     }
+    let perf = ["perf", "--connect", &endpoint, "--timeout", "1s", "--messages", "10"];
+    let out = run(PRODUCER, &[&perf[..], &["--clients", "2"]].concat());
+    out.assert_code(1);
+    assert!(out.elapsed < Duration::from_secs(1) + GRACE + SLACK, "took {:?}", out.elapsed);
+    let out = run(CONSUMER, &[&perf[..1], &["t"], &perf[1..]].concat());
+    out.assert_code(1);
+    assert!(out.elapsed < Duration::from_secs(1) + GRACE + SLACK, "took {:?}", out.elapsed);
 }
 
 #[test]
@@ -124,5 +133,21 @@ fn ctrl_c_exits_130_after_the_summary() {
     let (status, _, stderr) = follow.wait_exit();
     assert_eq!(status.code(), Some(130), "{stderr:?}");
     assert_eq!(stderr.last().map(String::as_str), Some("read 1 message of Hello world"));
+    broker.interrupt();
+}
+
+#[test]
+fn after_ctrl_c_on_a_terminal_the_summary_starts_on_a_line_of_its_own() {
+    let broker = preloaded_broker();
+    // `script` runs the consumer on a terminal, where Ctrl-C is a key: the terminal echoes
+    // `^C` and signals the program.
+    let command = format!("{CONSUMER} --connect {} follow 'Hello world'", broker.endpoint);
+    let mut follow = Running::start("script", &["-qfec", &command, "/dev/null"], &[]);
+    follow.wait_stdout("following Hello world");
+    follow.write_stdin(b"\x03");
+    let summary = follow.wait_stdout("read 0 messages of Hello world");
+    assert_eq!(summary.trim_end_matches('\r'), "read 0 messages of Hello world");
+    let (status, _, _) = follow.wait_exit();
+    assert_eq!(status.code(), Some(130));
     broker.interrupt();
 }
