@@ -84,3 +84,23 @@ fn the_walk_jumps_to_an_offset_and_to_the_end_and_comes_back_after_esc() {
     assert!(status.success(), "{status}");
     broker.interrupt();
 }
+
+#[test]
+fn the_walk_gives_up_within_its_timeout_when_the_broker_is_killed() {
+    let broker = preloaded_broker();
+    let command = format!("{CONSUMER} --connect {} --timeout 2s", broker.endpoint);
+    let mut walk = Running::start("script", &["-qfec", &command, "/dev/null"], &[]);
+    walk.wait_stdout("Logical brokers");
+    walk.write_stdin(ENTER);
+    walk.wait_stdout("Topics on logical broker 1");
+    broker.signal("KILL");
+    let killed = std::time::Instant::now();
+    walk.write_stdin(ENTER);
+    walk.wait_stdout("waiting for the broker at");
+    let line = walk.wait_stdout("error: broker not reachable at");
+    let (status, _, _) = walk.wait_exit();
+    let took = killed.elapsed();
+    assert_eq!(status.code(), Some(1), "{line}");
+    // The timeout, half a second to give up and exit, and slack for a loaded machine.
+    assert!(took < std::time::Duration::from_millis(3000), "took {took:?}");
+}
