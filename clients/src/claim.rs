@@ -66,6 +66,11 @@ pub fn release(client: &mut Client, claimed: &Claimed) {
         Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
             debug!(broker = claimed.broker, "the claim had already ended")
         }
+        // The broker did not answer: the lease ends the claim in its own time.
+        Err(e @ ClientError::Unreachable { .. }) => eprintln!(
+            "warning: logical broker {} not released ({e}); its lease will end the claim",
+            claimed.broker
+        ),
         Err(e) => eprintln!("warning: could not release logical broker {}: {e}", claimed.broker),
     }
 }
