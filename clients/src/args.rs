@@ -67,6 +67,24 @@ pub struct TopicArg {
     /// The topic, as Kafka's tools name it: the same as TOPIC.
     #[arg(long = "topic", id = "topic_flag", value_name = "TOPIC")]
     pub topic_flag: Option<String>,
+    /// Accepted for Kafka's sake: a topic here is one log, partition 0.
+    #[arg(long, value_name = "0", value_parser = parse_partition, hide_short_help = true)]
+    pub partition: Option<u32>,
+}
+
+/// Accepts partition 0, the one partition every topic has here.
+///
+/// # Errors
+/// A message saying what to type instead, for any other partition.
+pub fn parse_partition(text: &str) -> Result<u32, String> {
+    match text {
+        "0" => Ok(0),
+        _ => {
+            Err("a topic here is one log, partition 0, and its offsets are the topic's own; leave \
+             out --partition (or give 0)"
+                .to_owned())
+        }
+    }
 }
 
 impl TopicArg {

@@ -332,7 +332,12 @@ impl Member<'_> {
                     Some(ErrorCode::NotPending | ErrorCode::UnknownGroup)
                 ) =>
             {
-                eprintln!("warning: could not acknowledge offsets {}: {e}", join_offsets(offsets));
+                eprintln!(
+                    "warning: could not acknowledge offsets {}: {e}; was group {} reset on {}?",
+                    join_offsets(offsets),
+                    safe(self.reading.group),
+                    safe(self.reading.topic)
+                );
                 Ok(None)
             }
             Err(e) => Err(e),

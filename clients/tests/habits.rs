@@ -33,6 +33,11 @@ fn kafka_flags_for_fetch_and_follow() {
     assert_eq!(out.assert_success().lines(), ["0\tmensaje 1"]);
     let out = consumer(&broker, &["fetch", "Hola mundo", "--offset", "2"]);
     assert_eq!(out.assert_success().lines(), ["2\tmensaje 3"]);
+    let out = consumer(&broker, &["fetch", "Hola mundo", "--partition", "0", "--offset", "2"]);
+    assert_eq!(out.assert_success().lines(), ["2\tmensaje 3"]);
+    let out = consumer(&broker, &["fetch", "Hola mundo", "--partition", "1"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("leave out --partition"), "{}", out.stderr);
     let out = consumer(&broker, &["fetch", "Hola mundo", "--offset", "soon"]);
     out.assert_code(2);
     assert!(out.stderr.contains("expected earliest, latest or an offset"), "{}", out.stderr);
