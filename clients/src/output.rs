@@ -620,6 +620,27 @@ mod tests {
     }
 
     #[test]
+    fn what_acts_on_a_terminal_is_escaped() {
+        assert!(matches!(safe("Hola mundo ñ 日本"), Cow::Borrowed(_)));
+        assert_eq!(safe("a\x1b[31mb\rc\nd\te\x7f"), "a\\x1b[31mb\\rc\\nd\\te\\x7f");
+        assert_eq!(safe("\u{85}x\u{9b}"), "\\u{85}x\\u{9b}");
+        assert_eq!(
+            safe("\u{202e}\u{2066}\u{200f}\u{61c}ok"),
+            "\\u{202e}\\u{2066}\\u{200f}\\u{61c}ok"
+        );
+        assert_eq!(escape(b"\xff\x1b"), "\\xff\\x1b");
+    }
+
+    #[test]
+    fn wide_characters_pad_by_display_width() {
+        let mut out = Vec::new();
+        let rows =
+            vec![vec!["日本".to_owned(), "1".to_owned()], vec!["ab".to_owned(), "2".to_owned()]];
+        write_table(&mut out, &["NAME", "N"], rows).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "NAME  N\n日本  1\nab    2\n");
+    }
+
+    #[test]
     fn leases_in_seconds() {
         assert_eq!(format_lease(29_512), "29.5s");
         assert_eq!(format_lease(80), "0.0s");
