@@ -16,8 +16,15 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The endpoint to bind; `tcp://127.0.0.1:*` picks a free port.
-    #[arg(long, default_value = protocol::DEFAULT_ENDPOINT)]
+    /// The endpoint to bind: HOST:PORT or tcp://HOST:PORT (a host name is resolved to its
+    /// address), ipc://PATH; port `*` picks a free one, as in `127.0.0.1:*`.
+    #[arg(
+        long,
+        value_name = "ENDPOINT",
+        env = protocol::endpoint::ENDPOINT_ENV,
+        default_value = protocol::DEFAULT_ENDPOINT,
+        value_parser = protocol::endpoint::resolve
+    )]
     bind: String,
     /// Start with the sample topics `Hola mundo`, `Hello world`, `Hallo welt` and `Ciao mondo`.
     #[arg(long)]

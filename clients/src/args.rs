@@ -2,26 +2,260 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use protocol::endpoint::{self, ENDPOINT_ENV};
+
+use crate::{ClientError, Result};
 
 /// Where the broker is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ConnectArgs {
-    /// The broker's ZeroMQ endpoint.
+    /// The broker's address: HOST:PORT, tcp://HOST:PORT or ipc://PATH; a host name is
+    /// resolved [default: $BROKER_ENDPOINT, else tcp://127.0.0.1:5555].
+    // Shared flags come after each command's own in its help.
     #[arg(
         long,
+        visible_alias = "bootstrap-server",
         value_name = "ENDPOINT",
-        default_value = protocol::DEFAULT_ENDPOINT,
-        global = true
+        global = true,
+        display_order = 100
     )]
-    pub connect: String,
+    pub connect: Option<String>,
 
-    /// How long to wait for each reply before giving up, e.g. `500ms`, `5s`, `2m`.
-    ///
-    /// Waits the broker is asked to make (a long-poll fetch, a claim held by --wait) come on
-    /// top of this.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, global = true)]
+    /// How long to wait for the broker before giving up, retries included, e.g. `500ms`, `5s`,
+    /// `2m`. After a second of waiting, a note on standard error says so.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = parse_duration,
+        global = true,
+        display_order = 101
+    )]
     pub timeout: Duration,
+}
+
+impl ConnectArgs {
+    /// The endpoint to connect to: `--connect`, else `BROKER_ENDPOINT`, else the default;
+    /// resolved as [`endpoint::resolve`] says.
+    ///
+    /// Read here rather than by clap, which would also check the variable when `--connect`
+    /// is given, and blame the flag for it.
+    ///
+    /// # Errors
+    /// [`ClientError::Endpoint`] for an address that is not one, naming where it came from.
+    pub fn endpoint(&self) -> Result<String> {
+        let (given, from) = match (&self.connect, std::env::var(ENDPOINT_ENV)) {
+            (Some(flag), _) => (flag.clone(), "--connect"),
+            (None, Ok(env)) => (env, ENDPOINT_ENV),
+            (None, Err(_)) => (protocol::DEFAULT_ENDPOINT.to_owned(), "the default"),
+        };
+        endpoint::resolve(&given).map_err(|source| ClientError::Endpoint { from, source })
+    }
+}
+
+/// A topic named by position, or with `--topic` as Kafka's console tools name it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct TopicArg {
+    /// The topic.
+    #[arg(
+        value_name = "TOPIC",
+        required_unless_present = "topic_flag",
+        conflicts_with = "topic_flag"
+    )]
+    pub topic: Option<String>,
+    /// The topic, as Kafka's tools name it: the same as TOPIC.
+    #[arg(long = "topic", id = "topic_flag", value_name = "TOPIC")]
+    pub topic_flag: Option<String>,
+    /// Accepted for Kafka's sake: a topic here is one log, partition 0.
+    #[arg(long, value_name = "0", value_parser = parse_partition, hide_short_help = true)]
+    pub partition: Option<u32>,
+}
+
+/// Accepts partition 0, the one partition every topic has here.
+///
+/// # Errors
+/// A message saying what to type instead, for any other partition.
+pub fn parse_partition(text: &str) -> Result<u32, String> {
+    match text {
+        "0" => Ok(0),
+        _ => {
+            Err("a topic here is one log, partition 0, and its offsets are the topic's own; leave \
+             out --partition (or give 0)"
+                .to_owned())
+        }
+    }
+}
+
+impl TopicArg {
+    /// The topic given, one way or the other.
+    pub fn name(&self) -> &str {
+        // Argument parsing requires exactly one of them.
+        self.topic.as_deref().or(self.topic_flag.as_deref()).unwrap_or_default()
+    }
+}
+
+/// Which logical broker a reading command claims, and whether it waits for one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args)]
+pub struct ClaimArgs {
+    /// Claim this logical broker (by id) instead of any free one.
+    #[arg(long, value_name = "ID")]
+    pub broker: Option<u32>,
+    /// When no fitting logical broker is free, wait for one instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+impl ClaimArgs {
+    /// These options, or where one is not given here, those of `outer` (given before the
+    /// command's name).
+    pub fn or(self, outer: ClaimArgs) -> ClaimArgs {
+        ClaimArgs { broker: self.broker.or(outer.broker), wait: self.wait || outer.wait }
+    }
+}
+
+/// How text output shows each message's timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimestampStyle {
+    /// RFC 3339 in local time, to the millisecond: `2026-11-30T14:03:07.123+01:00`.
+    Local,
+    /// Milliseconds since the Unix epoch.
+    Ms,
+    /// `CreateTime:` and the milliseconds, as Kafka's console consumer prints them.
+    #[value(skip)]
+    CreateTime,
+}
+
+/// How fetched messages are printed as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct PrintArgs {
+    /// Print each message's key (or `null`) before its value.
+    #[arg(long)]
+    pub print_key: bool,
+    /// Print each message's timestamp after its offset: RFC 3339 in local time, or with
+    /// `=ms` milliseconds since the Unix epoch.
+    #[arg(
+        long,
+        value_name = "STYLE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "local"
+    )]
+    pub print_timestamp: Option<TimestampStyle>,
+    /// Kafka's console consumer properties: print.key=true|false, print.timestamp=true|false
+    /// (as `CreateTime:MS`), print.offset=true|false, key.separator=SEP (between key and
+    /// value; a tab by default). May be repeated.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_consumer_property)]
+    pub property: Vec<ConsumerProperty>,
+}
+
+/// A consumer property of Kafka's, as `--property NAME=VALUE` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerProperty {
+    /// `print.key`: as `--print-key`.
+    PrintKey(bool),
+    /// `print.timestamp`: `CreateTime:MS` after the offset.
+    PrintTimestamp(bool),
+    /// `print.offset`: whether the offset starts the line (it does unless told otherwise).
+    PrintOffset(bool),
+    /// `key.separator`: what goes between the key and the value.
+    KeySeparator(String),
+}
+
+/// Parses a consumer `--property`.
+///
+/// # Errors
+/// A message naming the properties understood, or saying what to type instead.
+pub fn parse_consumer_property(text: &str) -> Result<ConsumerProperty, String> {
+    let (name, value) = split_property(text)?;
+    match name {
+        "print.key" => Ok(ConsumerProperty::PrintKey(parse_bool(name, value)?)),
+        "print.timestamp" => Ok(ConsumerProperty::PrintTimestamp(parse_bool(name, value)?)),
+        "print.offset" => Ok(ConsumerProperty::PrintOffset(parse_bool(name, value)?)),
+        "key.separator" => Ok(ConsumerProperty::KeySeparator(unescape_separator(value)?)),
+        "print.value" | "print.partition" | "print.headers" | "value.separator"
+        | "line.separator" | "null.literal" | "headers.separator" | "print.delivery" => {
+            Err(format!("{name} is not supported; use --json to get every field of each message"))
+        }
+        _ => Err(format!(
+            "unknown property {name:?}; the consumer understands print.key, print.timestamp, \
+             print.offset and key.separator"
+        )),
+    }
+}
+
+/// A producer property of Kafka's, as `--property NAME=VALUE` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProducerProperty {
+    /// `parse.key`: split each line into key and value at the separator.
+    ParseKey(bool),
+    /// `key.separator`: where `parse.key` splits (a tab by default, as in Kafka).
+    KeySeparator(String),
+}
+
+/// Parses a producer `--property`.
+///
+/// # Errors
+/// A message naming the properties understood.
+pub fn parse_producer_property(text: &str) -> Result<ProducerProperty, String> {
+    let (name, value) = split_property(text)?;
+    match name {
+        "parse.key" => Ok(ProducerProperty::ParseKey(parse_bool(name, value)?)),
+        "key.separator" => Ok(ProducerProperty::KeySeparator(unescape_separator(value)?)),
+        _ => Err(format!(
+            "unknown property {name:?}; the producer understands parse.key and key.separator \
+             (or use --key KEY for one key for every message)"
+        )),
+    }
+}
+
+/// `NAME=VALUE` split at the first `=`.
+fn split_property(text: &str) -> Result<(&str, &str), String> {
+    text.split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, e.g. print.key=true, not {text:?}"))
+}
+
+/// `true` or `false`.
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{name} takes true or false, not {value:?}")),
+    }
+}
+
+/// A separator as shells pass it: `\t` and `\n` written out become a tab and a newline.
+fn unescape_separator(value: &str) -> Result<String, String> {
+    let separator = value.replace("\\t", "\t").replace("\\n", "\n");
+    if separator.is_empty() {
+        return Err("key.separator must not be empty".to_owned());
+    }
+    Ok(separator)
+}
+
+/// Where a read starts: Kafka's `--offset earliest | latest | N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetArg {
+    /// The topic's first kept message.
+    Earliest,
+    /// The topic's end: only messages appended from now on.
+    Latest,
+    /// This offset.
+    At(u64),
+}
+
+/// Parses `earliest`, `latest` or an offset.
+///
+/// # Errors
+/// A message saying what is expected.
+pub fn parse_offset(text: &str) -> Result<OffsetArg, String> {
+    match text {
+        "earliest" => Ok(OffsetArg::Earliest),
+        "latest" => Ok(OffsetArg::Latest),
+        _ => text.parse().map(OffsetArg::At).map_err(|_| {
+            format!("expected earliest, latest or an offset (a whole number), not {text:?}")
+        }),
+    }
 }
 
 /// Parses a human-readable duration such as `30s`, `500ms` or `2m`, refusing zero.
@@ -72,5 +306,22 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert_eq!(positive("3"), Ok(3));
         assert!(positive("0").is_err() && positive("-1").is_err());
+    }
+
+    #[test]
+    fn kafka_properties_and_offsets() {
+        assert_eq!(parse_consumer_property("print.key=true"), Ok(ConsumerProperty::PrintKey(true)));
+        assert_eq!(
+            parse_consumer_property("key.separator=\\t"),
+            Ok(ConsumerProperty::KeySeparator("\t".into()))
+        );
+        assert!(parse_consumer_property("print.key=yes").is_err());
+        assert!(parse_consumer_property("print.key").is_err());
+        assert!(parse_consumer_property("fetch.min.bytes=1").unwrap_err().contains("unknown"));
+        assert_eq!(parse_producer_property("parse.key=true"), Ok(ProducerProperty::ParseKey(true)));
+        assert_eq!(parse_offset("earliest"), Ok(OffsetArg::Earliest));
+        assert_eq!(parse_offset("latest"), Ok(OffsetArg::Latest));
+        assert_eq!(parse_offset("7"), Ok(OffsetArg::At(7)));
+        assert!(parse_offset("-1").is_err());
     }
 }

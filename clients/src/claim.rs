@@ -8,11 +8,6 @@ use tracing::debug;
 use crate::client::{Claimed, Client};
 use crate::{ClientError, Result};
 
-/// How long each claim asks the broker to hold it while `--wait` waits. Shorter than
-/// `MAX_WAIT_MS` so that a broker that goes away during the wait is noticed within this plus
-/// the timeout.
-const WAIT_SLICE: Duration = Duration::from_secs(10);
-
 /// Which logical broker a consumer wants, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimSpec {
@@ -35,7 +30,8 @@ impl ClaimSpec {
 ///
 /// The first attempt does not wait, so that the usual case answers at once. When nothing fits
 /// and `spec.wait` is set, a note goes to standard error and the claim is repeated, each time
-/// held by the broker up to 10 s, until one frees up or Ctrl-C.
+/// held by the broker up to [`Client::max_hold`] (so that a broker that goes away during the
+/// wait is noticed within the timeout), until one frees up or Ctrl-C.
 ///
 /// # Errors
 /// [`ClientError::NoBrokerFree`] or [`ClientError::BrokerBusy`] when nothing fits and
@@ -53,7 +49,8 @@ pub fn acquire(client: &mut Client, spec: &ClaimSpec) -> Result<Claimed> {
         None => eprintln!("every logical broker is claimed; waiting for one to be released"),
     }
     loop {
-        match client.claim(spec.broker, WAIT_SLICE, name) {
+        let slice = client.max_hold();
+        match client.claim(spec.broker, slice, name) {
             Err(e) if is_taken(&e) => debug!("still waiting for a logical broker"),
             other => return other,
         }
@@ -69,6 +66,11 @@ pub fn release(client: &mut Client, claimed: &Claimed) {
         Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
             debug!(broker = claimed.broker, "the claim had already ended")
         }
+        // The broker did not answer: the lease ends the claim in its own time.
+        Err(e @ ClientError::Unreachable { .. }) => eprintln!(
+            "warning: logical broker {} not released ({e}); its lease will end the claim",
+            claimed.broker
+        ),
         Err(e) => eprintln!("warning: could not release logical broker {}: {e}", claimed.broker),
     }
 }
@@ -86,7 +88,9 @@ fn explain_taken(client: &mut Client, broker: Option<u32>) -> ClientError {
         Some(id) => {
             let holder = status
                 .and_then(|brokers| brokers.into_iter().find(|b| b.id == id))
-                .and_then(|b| b.holder);
+                .and_then(|b| b.holder)
+                // A name from the network: shown safely in the error message.
+                .map(|holder| crate::output::safe(&holder).into_owned());
             ClientError::BrokerBusy { broker: id, holder }
         }
     }

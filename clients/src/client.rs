@@ -1,6 +1,9 @@
 //! A connection to the broker: one REQ socket, waits that always end, and a fresh socket after
 //! a timeout (the "lazy pirate" pattern).
 
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::{
@@ -17,13 +20,25 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest single wait on the socket, so that Ctrl-C is noticed within this time.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
+/// How long the broker may stay silent before the user is told what the program waits for.
+const NOTE_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether the "waiting for the broker" note has been printed since the last reply, by any
+/// client of the process: a program says it once, not once per socket.
+static WAIT_NOTED: AtomicBool = AtomicBool::new(false);
+
 /// A client of one broker endpoint.
 ///
-/// Every request waits for its reply at most the timeout, plus the time the request itself asks
-/// the broker to hold the reply (`wait_ms` of a claim or a fetch). When no reply comes, the REQ
-/// socket cannot be used again, so it is closed and a new one connected: the next request starts
-/// clean. Requests that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`, and the
-/// group requests) get one retry on a fresh socket first; `append` never does, because the lost
+/// The timeout is the whole budget of the broker's silence, retries included: from the first
+/// request left unanswered, every request waits at most until the timeout has run out (or, for a
+/// request asking the broker to hold it longer than half the timeout, that hold plus half the
+/// timeout). So once the broker has failed to answer, what follows (giving a claim back) fails
+/// at once instead of waiting again, and a program gives up within its timeout. Callers keep the
+/// holds they ask for within [`Client::max_hold`]. After a second of silence a note on standard
+/// error says what the program waits for, once. When no reply comes, the REQ socket cannot be
+/// used again, so it is closed and a new one connected: the next request starts clean. Requests
+/// that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`, and the group requests)
+/// get one retry on a fresh socket within the same budget; `append` never does, because the lost
 /// reply may belong to an append the broker carried out, and `claim` never does, because a
 /// second claim could hold a second logical broker. A group fetch whose reply was lost delivered
 /// messages nobody saw: they are pending, and come again once their ack timeout runs out, so
@@ -41,6 +56,12 @@ pub struct Client {
     shutdown: Option<Shutdown>,
     /// The encoded request, kept to reuse its allocation.
     frame: Vec<u8>,
+    /// When the broker's present silence began: the start of the oldest request left
+    /// unanswered since the last reply. `None` after a reply.
+    silent_since: Option<Instant>,
+    /// When set, waits end with a broken-pipe error as soon as standard output is closed, so
+    /// that a reader gone away (`consumer follow t | head -1`) is noticed during a wait.
+    watch_output: bool,
 }
 
 /// A logical broker held under a claim.
@@ -127,6 +148,8 @@ impl Client {
             timeout,
             shutdown: None,
             frame: Vec::new(),
+            silent_since: None,
+            watch_output: false,
         })
     }
 
@@ -151,12 +174,29 @@ impl Client {
             timeout: self.timeout,
             shutdown: self.shutdown.clone(),
             frame: Vec::new(),
+            silent_since: None,
+            watch_output: self.watch_output,
         })
+    }
+
+    /// Makes waits for replies end with a broken-pipe error ([`ClientError::is_broken_pipe`])
+    /// as soon as standard output is closed by its reader; `append`, `release` and `ack` still
+    /// run to their end, as after Ctrl-C.
+    pub fn watching_output(mut self) -> Client {
+        self.watch_output = true;
+        self
     }
 
     /// The endpoint this client talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The longest hold a request should ask of the broker (a long-poll fetch, a claim waiting
+    /// for a logical broker): a quarter of the timeout, at most 10 s. Within it, a broker that
+    /// stops answering is still noticed within the timeout, retry included.
+    pub fn max_hold(&self) -> Duration {
+        (self.timeout / 4).min(Duration::from_secs(10))
     }
 
     /// Sends `request`, waits for its reply and hands the decoded reply to `read`. An error
@@ -182,10 +222,20 @@ impl Client {
         let attempts = if is_safe_to_retry(request) { 2 } else { 1 };
         let cancellable =
             !matches!(request, Request::Append(_) | Request::Release { .. } | Request::Ack { .. });
+        let deadline = self.deadline(held);
         let mut attempt = 1;
         let reply = loop {
             debug!(op = request.op(), bytes = frame.len(), attempt, "request");
-            match self.exchange(&frame, self.timeout + held, cancellable) {
+            // A first attempt that may be retried gets its hold and half of what is left over,
+            // so that the retry has time to be answered too.
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            let until = if attempt < attempts && left > held {
+                now + held + (left - held) / 2
+            } else {
+                deadline
+            };
+            match self.exchange(&frame, until, held, cancellable) {
                 Err(ClientError::Unreachable { .. }) if attempt < attempts => {
                     debug!(op = request.op(), "no reply in time; retrying on a new socket");
                     attempt += 1;
@@ -418,15 +468,26 @@ impl Client {
     /// [`ClientError::Interrupted`] when the shutdown flag ended the wait,
     /// [`ClientError::Socket`] when the socket failed.
     pub fn round_trip(&mut self, frame: &[u8]) -> Result<zmq::Message> {
-        self.exchange(frame, self.timeout, true)
+        let deadline = self.deadline(Duration::ZERO);
+        self.exchange(frame, deadline, Duration::ZERO, true)
     }
 
-    /// Sends the encoded request `frame` and waits up to `limit` for the reply, in slices
-    /// short enough to notice the shutdown flag when `cancellable`.
+    /// When a request asking the broker to hold it for `held` must have its reply: the
+    /// timeout after the present silence began (now, when the broker answered last time).
+    fn deadline(&mut self, held: Duration) -> Instant {
+        let since = *self.silent_since.get_or_insert_with(Instant::now);
+        since + self.timeout.max(held + self.timeout / 2)
+    }
+
+    /// Sends the encoded request `frame` and waits until `deadline` for the reply, in slices
+    /// short enough to notice the shutdown flag when `cancellable` (and a closed standard
+    /// output when watched). `held` is how long the broker was asked to hold the reply: only a
+    /// silence longer than that is worth a note.
     fn exchange(
         &mut self,
         frame: &[u8],
-        limit: Duration,
+        deadline: Instant,
+        held: Duration,
         cancellable: bool,
     ) -> Result<zmq::Message> {
         if let Err(e) = self.socket.send(frame, 0) {
@@ -437,11 +498,13 @@ impl Client {
                 source => ClientError::Socket { endpoint: self.endpoint.clone(), source },
             });
         }
-        let deadline = Instant::now() + limit;
+        let stdout = io::stdout();
+        let stdout_fd = stdout.as_raw_fd();
         loop {
             if cancellable && self.shutdown.as_ref().is_some_and(Shutdown::is_signalled) {
                 // The REQ socket still expects this reply: only a new socket can send again.
                 self.reset()?;
+                self.silent_since = None;
                 return Err(ClientError::Interrupted);
             }
             let now = Instant::now();
@@ -449,16 +512,32 @@ impl Client {
                 self.reset()?;
                 return Err(self.unreachable());
             }
+            self.note_silence(held);
             let slice = (deadline - now).min(POLL_SLICE);
             // Round up so that a wait of a few microseconds does not become a busy loop.
             let slice_ms = i64::try_from(slice.as_millis()).unwrap_or(i64::MAX).max(1);
-            match self.socket.poll(zmq::POLLIN, slice_ms) {
+            let mut items = [
+                self.socket.as_poll_item(zmq::POLLIN),
+                // Only errors are asked for: on a pipe whose reader has gone, poll reports one.
+                zmq::PollItem::from_fd(stdout_fd, zmq::PollEvents::empty()),
+            ];
+            // What must run to its end (giving a claim back) does so even without a reader.
+            let watched = if self.watch_output && cancellable { 2 } else { 1 };
+            match zmq::poll(&mut items[..watched], slice_ms) {
                 Ok(0) => {}
-                Ok(_) => {
+                Ok(_) if items[0].is_readable() => {
+                    self.silent_since = None;
+                    WAIT_NOTED.store(false, Ordering::Relaxed);
                     return self.socket.recv_msg(0).map_err(|source| ClientError::Socket {
                         endpoint: self.endpoint.clone(),
                         source,
                     });
+                }
+                Ok(_) => {
+                    // Standard output is closed: the reader has all it wants.
+                    self.reset()?;
+                    self.silent_since = None;
+                    return Err(ClientError::output(io::Error::from(io::ErrorKind::BrokenPipe)));
                 }
                 // A signal (Ctrl-C) arrived: go round and look at the flag.
                 Err(zmq::Error::EINTR) => {}
@@ -468,6 +547,23 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Says on standard error, once per silence, that the program is waiting for the broker,
+    /// when it has been silent for a second beyond the `held` time it was asked to take.
+    fn note_silence(&self, held: Duration) {
+        let Some(since) = self.silent_since else { return };
+        let waited = since.elapsed();
+        if waited < held + NOTE_AFTER || WAIT_NOTED.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let silent = waited.as_secs();
+        let budget = self.timeout.max(held + self.timeout / 2);
+        eprintln!(
+            "waiting for the broker at {} ({silent} s of {})",
+            self.endpoint,
+            format_budget(budget)
+        );
     }
 
     /// Replaces the socket with a fresh one. The old one closes at once (linger 0), dropping
@@ -494,6 +590,17 @@ fn open_socket(context: &zmq::Context, endpoint: &str, timeout: Duration) -> Res
     socket.set_rcvtimeo(timeout_ms).map_err(connect_error)?;
     socket.connect(endpoint).map_err(connect_error)?;
     Ok(socket)
+}
+
+/// A budget as people write it: `5 s`, `1.5 s`, `500 ms`.
+fn format_budget(budget: Duration) -> String {
+    if budget < Duration::from_secs(1) {
+        format!("{} ms", budget.as_millis())
+    } else if budget.subsec_millis() == 0 {
+        format!("{} s", budget.as_secs())
+    } else {
+        format!("{:.1} s", budget.as_secs_f64())
+    }
 }
 
 /// How long the request asks the broker to hold its reply, in milliseconds.
@@ -584,8 +691,8 @@ mod tests {
         let started = Instant::now();
         let e = client.status().unwrap_err();
         assert_eq!(e.to_string(), format!("broker not reachable at {endpoint}"));
-        // One retry for a status: two timeouts.
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // One retry for a status, within the one timeout.
+        assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
         let e = client.append("t", vec![NewMessage { key: None, value: b"x" }]).unwrap_err();
         assert!(matches!(e, ClientError::Unconfirmed { count: 1, .. }), "{e:?}");
     }

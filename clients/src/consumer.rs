@@ -15,7 +15,7 @@ use protocol::{
     MAX_FETCH_MESSAGES,
 };
 
-use crate::args::{positive, ConnectArgs};
+use crate::args::{parse_offset, positive, ClaimArgs, ConnectArgs, OffsetArg, PrintArgs, TopicArg};
 use crate::claim::{self, ClaimSpec};
 use crate::client::{Claimed, Client};
 use crate::group::{self, GroupArgs, Member, Reading, ResetArgs};
@@ -24,7 +24,8 @@ use crate::output::{self, MessageFormat};
 use crate::perf::{self, ConsumePerfArgs};
 use crate::{ClientError, Result, Shutdown};
 
-/// How long a follow asks the broker to hold each fetch when it has caught up.
+/// How long a follow asks the broker to hold each fetch when it has caught up, unless the
+/// timeout calls for less ([`Client::max_hold`]).
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a follow looks again for a topic that does not exist yet.
@@ -34,9 +35,13 @@ const TOPIC_RETRY: Duration = Duration::from_secs(1);
 const FORMATS_HELP: &str = "\
 Output:
   fetch and follow print one message a line: OFFSET<TAB>VALUE; --print-timestamp adds the
-  timestamp (milliseconds since the Unix epoch) after the offset, --print-key adds the key (or
-  `null`) before the value. Keys and values that are not valid UTF-8 are printed with each
-  invalid byte as \\xNN.
+  timestamp after the offset (RFC 3339 in local time; --print-timestamp=ms: milliseconds since
+  the Unix epoch), --print-key adds the key (or `null`) before the value. Kafka's --property
+  print.key=true, print.timestamp=true (CreateTime:MS), print.offset=false and
+  key.separator=SEP do the same as in Kafka's console consumer. Keys and values that are not valid UTF-8 are printed with each
+  invalid byte as \\xNN. In text output (tables too), control characters and bidirectional
+  overrides are escaped (\\x1b, \\r, \\n, \\t, \\u{202e}) so that nothing read can act on the
+  terminal; JSON output keeps them exact.
 
   --json prints one JSON object a line instead, for every command:
     status  {\"id\",\"available\",\"holder\",\"lease_remaining_ms\",\"topics\",\"messages\",
@@ -53,6 +58,10 @@ Output:
   \"key\": null and no key_hex. --print-key and --print-timestamp do not change JSON output.
 
   Notes (waiting, totals, restarts, acknowledgements) go to standard error.
+
+  fetch reads the whole topic (as it was when it started) unless --max stops it, and says on
+  standard error how many messages were left unread then. Ctrl-C ends any command with exit
+  status 130, after its summary.
 
 Consumer groups:
   fetch and follow with --group NAME read as a member of that group: each message goes to one
@@ -72,25 +81,17 @@ pub struct ConsumerArgs {
     #[command(flatten)]
     pub connection: ConnectArgs,
 
-    /// Claim this logical broker (by id) instead of any free one.
-    #[arg(long, value_name = "ID", global = true)]
-    pub broker: Option<u32>,
-
-    /// When no fitting logical broker is free, wait for one instead of failing.
-    #[arg(long, global = true)]
-    pub wait: bool,
-
     /// Print one JSON object per line (see below).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 102)]
     pub json: bool,
 
-    /// Print each message's key (or `null`) before its value.
-    #[arg(long, global = true)]
-    pub print_key: bool,
+    /// Which logical broker to claim (also accepted after the command's name).
+    #[command(flatten)]
+    pub claim: ClaimArgs,
 
-    /// Print each message's timestamp in milliseconds after its offset.
-    #[arg(long, global = true)]
-    pub print_timestamp: bool,
+    /// How to print messages (also accepted after the command's name).
+    #[command(flatten)]
+    pub print: PrintArgs,
 
     /// What to do; without one, an interactive walk on a terminal.
     #[command(subcommand)]
@@ -103,21 +104,39 @@ pub enum Command {
     /// Show each logical broker: free or claimed, by whom, the lease left, topics and messages.
     Status,
     /// List the topics with their message counts and offsets.
-    Topics,
+    Topics {
+        /// Which logical broker to claim.
+        #[command(flatten)]
+        claim: ClaimArgs,
+    },
     /// Print the messages of a topic from an offset (or the next ones for a group), then exit.
+    ///
+    /// Reads to the end of the topic as it was when the fetch started, unless --max stops it
+    /// first.
     Fetch {
         /// The topic to read.
-        #[arg(value_name = "TOPIC")]
-        topic: String,
-        /// The first offset to print.
-        #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "group")]
-        offset: u64,
+        #[command(flatten)]
+        topic: TopicArg,
+        /// Where to start: earliest (the first kept message, the default), latest, or an
+        /// offset.
+        #[arg(long, value_name = "WHERE", value_parser = parse_offset, conflicts_with = "group")]
+        offset: Option<OffsetArg>,
+        /// Accepted for Kafka's sake: a fetch starts at the beginning anyway; with --group, a
+        /// group new on the topic starts at its first message.
+        #[arg(long, conflicts_with_all = ["offset", "group_start"])]
+        from_beginning: bool,
         /// Print at most N messages.
-        #[arg(long, value_name = "N", default_value_t = 500, value_parser = positive)]
-        max: u64,
+        #[arg(long, visible_alias = "max-messages", value_name = "N", value_parser = positive)]
+        max: Option<u64>,
         /// Reading as a member of a consumer group.
         #[command(flatten)]
         group: GroupArgs,
+        /// Which logical broker to claim.
+        #[command(flatten)]
+        claim: ClaimArgs,
+        /// How to print messages.
+        #[command(flatten)]
+        print: PrintArgs,
     },
     /// Print the messages of a topic as they arrive, until Ctrl-C.
     ///
@@ -127,20 +146,27 @@ pub enum Command {
     /// delivered, sharing the messages with the group's other members.
     Follow {
         /// The topic to follow.
-        #[arg(value_name = "TOPIC")]
-        topic: String,
-        /// Start at the topic's first message instead of its end.
-        #[arg(long, conflicts_with_all = ["offset", "group"])]
+        #[command(flatten)]
+        topic: TopicArg,
+        /// Start at the topic's first message instead of its end; with --group, a group new
+        /// on the topic starts there (--group-start earliest).
+        #[arg(long, conflicts_with_all = ["offset", "group_start"])]
         from_beginning: bool,
-        /// Start at this offset instead of the end.
-        #[arg(long, value_name = "N", conflicts_with = "group")]
-        offset: Option<u64>,
+        /// Where to start: earliest, latest (the end, the default) or an offset.
+        #[arg(long, value_name = "WHERE", value_parser = parse_offset, conflicts_with = "group")]
+        offset: Option<OffsetArg>,
         /// Exit after printing N messages.
-        #[arg(long, value_name = "N", value_parser = positive)]
+        #[arg(long, visible_alias = "max-messages", value_name = "N", value_parser = positive)]
         max: Option<u64>,
         /// Following as a member of a consumer group.
         #[command(flatten)]
         group: GroupArgs,
+        /// Which logical broker to claim.
+        #[command(flatten)]
+        claim: ClaimArgs,
+        /// How to print messages.
+        #[command(flatten)]
+        print: PrintArgs,
     },
     /// Acknowledge messages delivered to a consumer group, by offset (after --no-auto-ack).
     Ack {
@@ -165,6 +191,9 @@ pub enum Command {
         topic: Option<String>,
     },
     /// Move a consumer group's committed offset on a topic; a group new there is created.
+    ///
+    /// Refused while the group has members on the topic (as Kafka refuses to reset an active
+    /// group) unless --force; its members then print a notice and read from the new place.
     GroupReset {
         /// The group.
         #[arg(value_name = "GROUP")]
@@ -175,6 +204,9 @@ pub enum Command {
         /// Where to.
         #[command(flatten)]
         to: ResetArgs,
+        /// Reset even while the group has members on the topic.
+        #[arg(long)]
+        force: bool,
     },
     /// Measure fetch throughput and latency, like Kafka's consumer perf test.
     #[command(after_help = perf::CONSUME_HELP)]
@@ -203,17 +235,27 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     if args.command.is_none() && !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
         return Err(ClientError::NotATerminal);
     }
-    let spec = ClaimSpec::new("consumer", args.broker, args.wait);
+    // Options given after the command's name, else before it.
+    let (claim_args, print) = match &args.command {
+        Some(Command::Topics { claim } | Command::Perf(ConsumePerfArgs { claim, .. })) => {
+            (claim.or(args.claim), &args.print)
+        }
+        Some(Command::Fetch { claim, print, .. } | Command::Follow { claim, print, .. }) => {
+            (claim.or(args.claim), if *print == PrintArgs::default() { &args.print } else { print })
+        }
+        _ => (args.claim, &args.print),
+    };
+    let spec = ClaimSpec::new("consumer", claim_args.broker, claim_args.wait);
     if let Some(Command::Perf(perf)) = &args.command {
         return perf::consume(&args.connection, perf, &spec, args.json, shutdown);
     }
-    let mut client = Client::connect(&args.connection.connect, args.connection.timeout)?
+    let mut client = Client::connect(&args.connection.endpoint()?, args.connection.timeout)?
         .with_shutdown(shutdown.clone());
-    let format = MessageFormat {
-        json: args.json,
-        print_key: args.print_key,
-        print_timestamp: args.print_timestamp,
-    };
+    if matches!(args.command, Some(Command::Fetch { .. } | Command::Follow { .. })) {
+        // A reader that has gone away (`| head -1`) ends the wait for the next messages.
+        client = client.watching_output();
+    }
+    let format = MessageFormat::from_args(args.json, print);
     let Some(command) = args.command else {
         return interactive::run(&mut client, &spec, shutdown);
     };
@@ -232,8 +274,8 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
         Command::Ack { group, topic, offsets } => {
             return group::ack(&mut client, group, topic, offsets);
         }
-        Command::GroupReset { group, topic, to } => {
-            group::reset(&mut client, group, topic, to.target(), format.json, &mut out)?;
+        Command::GroupReset { group, topic, to, force } => {
+            group::reset(&mut client, group, topic, to.target(), *force, format.json, &mut out)?;
             return out.flush().map_err(ClientError::output);
         }
         _ => {}
@@ -246,45 +288,54 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
         | Command::Groups { .. }
         | Command::Ack { .. }
         | Command::GroupReset { .. } => Ok(()),
-        Command::Topics => client.list_topics(claimed.token).and_then(|topics| {
+        Command::Topics { .. } => client.list_topics(claimed.token).and_then(|topics| {
             output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)
         }),
-        Command::Fetch { topic, offset, max, group } => match &group.group {
+        Command::Fetch { topic, offset, from_beginning, max, group, .. } => match &group.group {
             Some(name) => Member {
                 client: &mut client,
                 claimed: &mut claimed,
                 spec: &spec,
-                reading: Reading::new(name, &topic, &group, format),
+                reading: Reading::new(name, topic.name(), &group, from_beginning, &format),
                 shutdown,
             }
-            .fetch(max, &mut out),
-            None => fetch(&mut client, &claimed, &topic, offset, max, format, &mut out),
+            .fetch(max.unwrap_or(u64::MAX), &mut out),
+            None => {
+                let start = start_of(offset, Start::Beginning);
+                let mut fetch = Follow {
+                    client: &mut client,
+                    claimed: &mut claimed,
+                    spec: &spec,
+                    topic: topic.name(),
+                    format: &format,
+                    shutdown,
+                };
+                fetch.fetch(start, max, &mut out)
+            }
         },
         Command::Follow {
             topic,
             max,
+            from_beginning,
             group: ref args @ GroupArgs { group: Some(ref name), .. },
             ..
         } => Member {
             client: &mut client,
             claimed: &mut claimed,
             spec: &spec,
-            reading: Reading::new(name, &topic, args, format),
+            reading: Reading::new(name, topic.name(), args, from_beginning, &format),
             shutdown,
         }
         .follow(max, &mut out),
         Command::Follow { topic, from_beginning, offset, max, .. } => {
-            let start = match (from_beginning, offset) {
-                (_, Some(offset)) => Start::Offset(offset),
-                (true, None) => Start::Beginning,
-                (false, None) => Start::End,
-            };
+            let start =
+                if from_beginning { Start::Beginning } else { start_of(offset, Start::End) };
             let mut follow = Follow {
                 client: &mut client,
                 claimed: &mut claimed,
                 spec: &spec,
-                topic: &topic,
-                format,
+                topic: topic.name(),
+                format: &format,
                 shutdown,
             };
             follow.run(start, max, &mut out)
@@ -295,6 +346,16 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     result.and(flushed)
 }
 
+/// Where `--offset` says to start, or `default`.
+fn start_of(offset: Option<OffsetArg>, default: Start) -> Start {
+    match offset {
+        None => default,
+        Some(OffsetArg::Earliest) => Start::Beginning,
+        Some(OffsetArg::Latest) => Start::End,
+        Some(OffsetArg::At(offset)) => Start::Offset(offset),
+    }
+}
+
 /// Checks the topic and group names a command names before anything is sent.
 ///
 /// # Errors
@@ -302,7 +363,7 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
 fn check_names(command: Option<&Command>) -> Result<()> {
     let (topic, group) = match command {
         Some(Command::Fetch { topic, group, .. } | Command::Follow { topic, group, .. }) => {
-            (Some(topic), group.group.as_ref())
+            (topic.topic.as_ref().or(topic.topic_flag.as_ref()), group.group.as_ref())
         }
         Some(Command::Ack { group, topic, .. } | Command::GroupReset { group, topic, .. }) => {
             (Some(topic), Some(group))
@@ -322,47 +383,7 @@ fn check_names(command: Option<&Command>) -> Result<()> {
     Ok(())
 }
 
-/// Prints up to `max` messages of `topic` from `offset`, in as many fetches as that takes,
-/// stopping early at the end of the topic.
-fn fetch(
-    client: &mut Client,
-    claimed: &Claimed,
-    topic: &str,
-    mut offset: u64,
-    max: u64,
-    format: MessageFormat,
-    out: &mut impl Write,
-) -> Result<()> {
-    let mut printed = 0;
-    let mut end = offset;
-    while printed < max {
-        let want = (max - printed).min(u64::from(MAX_FETCH_MESSAGES));
-        let request = Fetch {
-            claim: claimed.token,
-            topic,
-            offset,
-            max_messages: u32::try_from(want).unwrap_or(MAX_FETCH_MESSAGES),
-            max_bytes: DEFAULT_FETCH_BYTES,
-            wait_ms: 0,
-        };
-        let (count, next_offset, end_offset) =
-            client.fetch(request, |batch| print_batch(out, topic, &batch, format))?;
-        printed += count;
-        offset = next_offset;
-        end = end_offset;
-        if count == 0 || next_offset >= end_offset {
-            break;
-        }
-    }
-    out.flush().map_err(ClientError::output)?;
-    eprintln!(
-        "read {printed} message{} of {topic}; next offset {offset} of {end}",
-        plural(printed)
-    );
-    Ok(())
-}
-
-/// A follow in progress: the claim it reads under, re-made if it expires.
+/// A fetch or a follow in progress: the claim it reads under, re-made if it expires.
 struct Follow<'a> {
     /// The connection to the broker.
     client: &'a mut Client,
@@ -373,16 +394,65 @@ struct Follow<'a> {
     /// The topic followed.
     topic: &'a str,
     /// How messages are printed.
-    format: MessageFormat,
+    format: &'a MessageFormat,
     /// Ends the follow.
     shutdown: &'a Shutdown,
 }
 
 impl Follow<'_> {
+    /// Prints the messages of the topic from `start` to its end as it was when the fetch
+    /// began (or `max` of them), in as many fetches as that takes. Says on standard error how
+    /// many were read and, when `max` stopped it, how many were left and how to read them.
+    fn fetch(&mut self, start: Start, max: Option<u64>, out: &mut impl Write) -> Result<()> {
+        let (topic, format) = (self.topic, self.format);
+        let Some(mut offset) = self.start_offset(start)? else {
+            return Err(ClientError::Interrupted);
+        };
+        let max = max.unwrap_or(u64::MAX);
+        let mut printed = 0;
+        let mut goal = None;
+        let mut end = offset;
+        while printed < max {
+            let want = (max - printed).min(u64::from(MAX_FETCH_MESSAGES));
+            let request = Fetch {
+                claim: self.claimed.token,
+                topic,
+                offset,
+                max_messages: u32::try_from(want).unwrap_or(MAX_FETCH_MESSAGES),
+                max_bytes: DEFAULT_FETCH_BYTES,
+                wait_ms: 0,
+            };
+            let (count, next_offset, end_offset) =
+                self.client.fetch(request, |batch| print_batch(out, topic, &batch, format))?;
+            printed += count;
+            offset = next_offset;
+            end = end_offset;
+            // Messages appended meanwhile are left for the next fetch: a fetch ends.
+            let goal = *goal.get_or_insert(end_offset);
+            if count == 0 || next_offset >= goal {
+                break;
+            }
+        }
+        out.flush().map_err(ClientError::output)?;
+        let left = end.saturating_sub(offset);
+        let hint = if printed >= max && left > 0 {
+            format!(
+                " ({left} left unread: add --offset {offset} to read on, or leave out --max to \
+                 read to the end)"
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "read {printed} message{} of {topic}; next offset {offset} of {end}{hint}",
+            plural(printed)
+        );
+        Ok(())
+    }
+
     /// Prints messages from `start` as they arrive until Ctrl-C (or `max` messages).
     fn run(&mut self, start: Start, max: Option<u64>, out: &mut impl Write) -> Result<()> {
-        let topic = self.topic;
-        let format = self.format;
+        let (topic, format) = (self.topic, self.format);
         let Some(mut offset) = self.start_offset(start)? else {
             return Ok(());
         };
@@ -401,7 +471,7 @@ impl Follow<'_> {
                 max_messages: u32::try_from(want.min(u64::from(MAX_FETCH_MESSAGES)))
                     .unwrap_or(MAX_FETCH_MESSAGES),
                 max_bytes: DEFAULT_FETCH_BYTES,
-                wait_ms: FOLLOW_WAIT.as_millis() as u64,
+                wait_ms: FOLLOW_WAIT.min(self.client.max_hold()).as_millis() as u64,
             };
             let fetched =
                 self.client.fetch(request, |batch| print_batch(out, topic, &batch, format));
@@ -474,7 +544,7 @@ fn print_batch(
     out: &mut impl Write,
     topic: &str,
     batch: &crate::client::Batch<'_>,
-    format: MessageFormat,
+    format: &MessageFormat,
 ) -> Result<(u64, u64, u64)> {
     for message in &batch.messages {
         output::write_message(out, topic, message, format).map_err(ClientError::output)?;
@@ -506,49 +576,74 @@ fn plural(n: u64) -> &'static str {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> clap::error::Result<ConsumerArgs> {
+        ConsumerArgs::try_parse_from(args)
+    }
+
     #[test]
     fn options_go_before_or_after_the_command() {
-        let a = ConsumerArgs::try_parse_from(["consumer", "--json", "fetch", "t", "--max", "3"])
-            .unwrap();
-        let b = ConsumerArgs::try_parse_from(["consumer", "fetch", "t", "--max", "3", "--json"])
-            .unwrap();
+        let a = parse(&["consumer", "--json", "fetch", "t", "--max", "3"]).unwrap();
+        let b = parse(&["consumer", "fetch", "t", "--max", "3", "--json"]).unwrap();
         assert!(a.json && b.json);
-        assert_eq!(
-            a.command,
-            Some(Command::Fetch {
-                topic: "t".into(),
-                offset: 0,
-                max: 3,
-                group: GroupArgs::default()
-            })
-        );
+        let Some(Command::Fetch { topic, offset, max, .. }) = &a.command else { panic!("{a:?}") };
+        assert_eq!((topic.name(), *offset, *max), ("t", None, Some(3)));
         assert_eq!(a.command, b.command);
-        let c = ConsumerArgs::try_parse_from(["consumer", "--timeout", "1s", "status"]).unwrap();
+        let c = parse(&["consumer", "--timeout", "1s", "status"]).unwrap();
         assert_eq!(c.connection.timeout, Duration::from_secs(1));
+        let d = parse(&["consumer", "--broker", "2", "--print-key", "fetch", "t"]).unwrap();
+        assert_eq!(d.claim.broker, Some(2));
+        assert!(d.print.print_key);
+        let e = parse(&["consumer", "fetch", "t", "--broker", "2", "--wait"]).unwrap();
+        let Some(Command::Fetch { claim, .. }) = e.command else { panic!("{e:?}") };
+        assert_eq!(claim, ClaimArgs { broker: Some(2), wait: true });
+    }
+
+    #[test]
+    fn kafka_flags_are_understood() {
+        let a = parse(&["consumer", "fetch", "--topic", "t", "--max-messages", "2"]).unwrap();
+        let b = parse(&["consumer", "fetch", "t", "--max", "2"]).unwrap();
+        assert_eq!(a.command.as_ref().map(|_| ()), b.command.as_ref().map(|_| ()));
+        let Some(Command::Fetch { topic, max, .. }) = a.command else { panic!() };
+        assert_eq!((topic.name(), max), ("t", Some(2)));
+        assert!(parse(&["consumer", "fetch", "t", "--topic", "u"]).is_err());
+        assert!(parse(&["consumer", "fetch"]).is_err());
+        let f = parse(&["consumer", "follow", "t", "--offset", "earliest"]).unwrap();
+        let Some(Command::Follow { offset, .. }) = f.command else { panic!() };
+        assert_eq!(offset, Some(OffsetArg::Earliest));
+        assert!(parse(&["consumer", "fetch", "t", "--from-beginning"]).is_ok());
+        assert!(parse(&["consumer", "follow", "t", "--from-beginning", "--group", "g"]).is_ok());
+        let p = parse(&["consumer", "fetch", "t", "--property", "print.key=true"]).unwrap();
+        let Some(Command::Fetch { print, .. }) = p.command else { panic!() };
+        assert!(MessageFormat::from_args(false, &print).print_key);
+        let t = parse(&["consumer", "fetch", "t", "--print-timestamp"]).unwrap();
+        let Some(Command::Fetch { print, .. }) = t.command else { panic!() };
+        assert_eq!(print.print_timestamp, Some(crate::args::TimestampStyle::Local));
+        let t = parse(&["consumer", "--print-timestamp=ms", "fetch", "t"]).unwrap();
+        assert_eq!(t.print.print_timestamp, Some(crate::args::TimestampStyle::Ms));
     }
 
     #[test]
     fn follow_starts_are_exclusive() {
-        let parse = |args: &[&str]| ConsumerArgs::try_parse_from(args);
         assert!(parse(&["consumer", "follow", "t", "--from-beginning", "--offset", "3"]).is_err());
         let f = parse(&["consumer", "follow", "t", "--offset", "3"]).unwrap();
-        assert_eq!(
-            f.command,
-            Some(Command::Follow {
-                topic: "t".into(),
-                from_beginning: false,
-                offset: Some(3),
-                max: None,
-                group: GroupArgs::default()
-            })
-        );
+        let Some(Command::Follow { offset, from_beginning, .. }) = f.command else { panic!() };
+        assert_eq!((offset, from_beginning), (Some(OffsetArg::At(3)), false));
     }
 
     #[test]
     fn group_options_need_a_group_and_exclude_offsets() {
-        let parse = |args: &[&str]| ConsumerArgs::try_parse_from(args);
         assert!(parse(&["consumer", "follow", "t", "--group", "g", "--offset", "3"]).is_err());
-        assert!(parse(&["consumer", "follow", "t", "--group", "g", "--from-beginning"]).is_err());
+        assert!(parse(&[
+            "consumer",
+            "follow",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--group-start",
+            "latest"
+        ])
+        .is_err());
         assert!(parse(&["consumer", "fetch", "t", "--group", "g", "--offset", "3"]).is_err());
         assert!(parse(&["consumer", "follow", "t", "--no-auto-ack"]).is_err());
         assert!(parse(&["consumer", "fetch", "t", "--batch", "2"]).is_err());
@@ -563,7 +658,6 @@ mod tests {
 
     #[test]
     fn group_commands_parse() {
-        let parse = |args: &[&str]| ConsumerArgs::try_parse_from(args);
         let a = parse(&["consumer", "ack", "g", "t", "3", "5"]).unwrap();
         assert_eq!(
             a.command,
@@ -571,9 +665,10 @@ mod tests {
         );
         assert!(parse(&["consumer", "ack", "g", "t"]).is_err(), "an ack needs an offset");
         assert!(parse(&["consumer", "ack", "g", "t", "-1"]).is_err());
+        assert!(parse(&["consumer", "ack", "g", "t", "1", "--broker", "1"]).is_err());
         let r = parse(&["consumer", "group-reset", "g", "t", "--to-offset", "4"]).unwrap();
-        let Some(Command::GroupReset { to, .. }) = r.command else { panic!("{r:?}") };
-        assert_eq!(to.target(), protocol::ResetTo::Offset(4));
+        let Some(Command::GroupReset { to, force, .. }) = r.command else { panic!("{r:?}") };
+        assert_eq!((to.target(), force), (protocol::ResetTo::Offset(4), false));
         assert!(parse(&["consumer", "group-reset", "g", "t"]).is_err(), "a reset needs a target");
         assert!(
             parse(&["consumer", "group-reset", "g", "t", "--to-earliest", "--to-latest"]).is_err()

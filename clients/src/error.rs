@@ -2,6 +2,7 @@
 
 use std::io;
 
+use protocol::endpoint::InvalidEndpoint;
 use protocol::{DecodeError, ErrorCode, InvalidGroupName, InvalidTopicName};
 use thiserror::Error;
 
@@ -19,6 +20,14 @@ pub enum ClientError {
         /// What ZeroMQ said.
         #[source]
         source: zmq::Error,
+    },
+    /// The broker's address, from `from` (`--connect` or `BROKER_ENDPOINT`), is not one.
+    #[error("{source} (from {from})")]
+    Endpoint {
+        /// Where the address came from.
+        from: &'static str,
+        /// What is wrong with it; its message lists the forms expected.
+        source: InvalidEndpoint,
     },
     /// No reply came within the timeout (after the one retry that safe requests get).
     #[error("broker not reachable at {endpoint}")]
@@ -60,7 +69,11 @@ pub enum ClientError {
         reply: &'static str,
     },
     /// A claim without a logical broker id found every one claimed.
-    #[error("no logical broker is free{}; use --wait to wait for one", claimed_count(*.total))]
+    #[error(
+        "no logical broker is free{}; use --wait to wait for one (each serves one claim at a \
+         time; `broker --brokers N` hosts more)",
+        claimed_count(*.total)
+    )]
     NoBrokerFree {
         /// How many logical brokers there are, when `status` could tell.
         total: Option<usize>,
@@ -76,6 +89,24 @@ pub enum ClientError {
         broker: u32,
         /// Who holds it, when `status` could tell.
         holder: Option<String>,
+    },
+    /// A reset of a group that has members on the topic, without `--force`.
+    #[error(
+        "group {group} has {} active member{} on {topic} (on logical broker{} {}); stop {} \
+         first, or add --force to reset anyway (they then read from the new offset)",
+        members.len(),
+        if members.len() == 1 { "" } else { "s" },
+        if members.len() == 1 { "" } else { "s" },
+        members.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+        if members.len() == 1 { "it" } else { "them" }
+    )]
+    GroupActive {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The logical brokers of its members.
+        members: Vec<u32>,
     },
     /// A topic name given on the command line breaks the naming rules.
     #[error("invalid topic name {name:?}")]
@@ -103,6 +134,16 @@ pub enum ClientError {
         count: usize,
         /// Why no reply came (shown first, not as a separate cause).
         cause: Box<ClientError>,
+    },
+    /// Lines of standard input were left out for being over the size limit (each was
+    /// reported as it was met; the others were sent).
+    #[error(
+        "{count} line{} not sent: over the broker's message size limit",
+        if *count == 1 { " was" } else { "s were" }
+    )]
+    LinesSkipped {
+        /// How many.
+        count: u64,
     },
     /// The consumer was run with no command and standard input or output is not a terminal,
     /// so the interactive walk cannot run.
@@ -141,11 +182,11 @@ impl ClientError {
     }
 
     /// The process exit status for this error: 130 for Ctrl-C (the shell's convention for
-    /// SIGINT), 2 for a usage error, 0 for a closed output pipe, 1 otherwise.
+    /// SIGINT), 2 for a usage error (an address that is not one), 0 for a closed output pipe, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Interrupted => 130,
-            ClientError::NotATerminal => 2,
+            ClientError::NotATerminal | ClientError::Endpoint { .. } => 2,
             _ if self.is_broken_pipe() => 0,
             _ => 1,
         }
@@ -189,11 +230,13 @@ mod tests {
         assert_eq!(e.to_string(), "no topic x (unknown_topic)");
         assert_eq!(
             ClientError::NoBrokerFree { total: Some(2) }.to_string(),
-            "no logical broker is free (all 2 are claimed); use --wait to wait for one"
+            "no logical broker is free (all 2 are claimed); use --wait to wait for one (each \
+             serves one claim at a time; `broker --brokers N` hosts more)"
         );
         assert_eq!(
             ClientError::NoBrokerFree { total: None }.to_string(),
-            "no logical broker is free; use --wait to wait for one"
+            "no logical broker is free; use --wait to wait for one (each serves one claim at a \
+             time; `broker --brokers N` hosts more)"
         );
         let lost = ClientError::Unconfirmed {
             count: 2,

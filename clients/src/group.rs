@@ -18,10 +18,11 @@ use protocol::{
 
 use crate::claim::{self, ClaimSpec};
 use crate::client::{Claimed, Client, Delivery, Joined};
-use crate::output::{self, MessageFormat};
+use crate::output::{self, safe, MessageFormat};
 use crate::{ClientError, Result, Shutdown};
 
-/// How long a follow asks the broker to hold each group fetch when nothing is there.
+/// How long a follow asks the broker to hold each group fetch when nothing is there, unless
+/// the timeout calls for less ([`Client::max_hold`]).
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a follow looks again for a topic that does not exist yet.
@@ -100,15 +101,22 @@ pub struct Reading<'a> {
     /// At most this many messages per group fetch.
     pub batch: u32,
     /// How messages are printed.
-    pub format: MessageFormat,
+    pub format: &'a MessageFormat,
 }
 
 impl<'a> Reading<'a> {
-    /// The reading `args` describe, of `group` on `topic`.
-    pub fn new(group: &'a str, topic: &'a str, args: &GroupArgs, format: MessageFormat) -> Self {
+    /// The reading `args` describe, of `group` on `topic`. `from_beginning` (Kafka's flag)
+    /// means `--group-start earliest`.
+    pub fn new(
+        group: &'a str,
+        topic: &'a str,
+        args: &GroupArgs,
+        from_beginning: bool,
+        format: &'a MessageFormat,
+    ) -> Self {
         let start = match args.group_start {
-            Some(StartArg::Latest) => GroupStart::Latest,
-            Some(StartArg::Earliest) | None => GroupStart::Earliest,
+            Some(StartArg::Latest) if !from_beginning => GroupStart::Latest,
+            Some(StartArg::Latest | StartArg::Earliest) | None => GroupStart::Earliest,
         };
         let batch = args.batch.unwrap_or(u64::from(DEFAULT_FETCH_MESSAGES));
         Reading {
@@ -208,13 +216,27 @@ impl Member<'_> {
             joined.ack_timeout,
         );
         let mut printed = 0;
-        let wait_ms = FOLLOW_WAIT.as_millis() as u64;
+        let wait_ms = FOLLOW_WAIT.min(self.client.max_hold()).as_millis() as u64;
+        // A committed offset never goes back, except when the group is reset.
+        let mut committed = joined.committed_offset;
         while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
             let want = max.map_or(u64::MAX, |max| max - printed);
             match self.take(want, wait_ms, out) {
                 Ok(batch) => {
+                    if batch.committed < committed {
+                        eprintln!(
+                            "group {} was reset on {}: committed offset {} (was {committed}); \
+                             reading on from there",
+                            safe(group),
+                            safe(topic),
+                            batch.committed
+                        );
+                    }
+                    committed = batch.committed;
                     printed += batch.offsets.len() as u64;
-                    self.acknowledge(&batch.offsets)?;
+                    if let Some(now) = self.acknowledge(&batch.offsets)? {
+                        committed = now;
+                    }
                 }
                 Err(ClientError::Interrupted) => break,
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
@@ -310,7 +332,12 @@ impl Member<'_> {
                     Some(ErrorCode::NotPending | ErrorCode::UnknownGroup)
                 ) =>
             {
-                eprintln!("warning: could not acknowledge offsets {}: {e}", join_offsets(offsets));
+                eprintln!(
+                    "warning: could not acknowledge offsets {}: {e}; was group {} reset on {}?",
+                    join_offsets(offsets),
+                    safe(self.reading.group),
+                    safe(self.reading.topic)
+                );
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -355,18 +382,38 @@ pub fn list(
     output::write_groups(out, &groups, json).map_err(ClientError::output)
 }
 
-/// Moves `group`'s committed offset on `topic`, and prints where it is now.
+/// Moves `group`'s committed offset on `topic`, and prints where it is now. Unless `force`,
+/// first asks the broker for the group's members on the topic and refuses while it has any,
+/// as Kafka's tool refuses to reset an active group: a reset under them changes what they
+/// read next.
 ///
 /// # Errors
-/// The broker refused (no such topic, an offset out of range) or did not answer.
+/// [`ClientError::GroupActive`]; the broker refused (no such topic, an offset out of range) or
+/// did not answer.
 pub fn reset(
     client: &mut Client,
     group: &str,
     topic: &str,
     to: ResetTo,
+    force: bool,
     json: bool,
     out: &mut impl Write,
 ) -> Result<()> {
+    if !force {
+        let members = match client.list_groups(Some(group), Some(topic)) {
+            Ok(groups) => groups.into_iter().flat_map(|g| g.members).collect(),
+            // No state yet: nobody reads it.
+            Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if !members.is_empty() {
+            return Err(ClientError::GroupActive {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                members,
+            });
+        }
+    }
     let committed = client.reset_group(group, topic, to)?;
     output::write_reset(out, group, topic, committed, json).map_err(ClientError::output)
 }
@@ -376,7 +423,7 @@ fn print(
     out: &mut impl Write,
     topic: &str,
     delivery: &Delivery<'_>,
-    format: MessageFormat,
+    format: &MessageFormat,
 ) -> Result<Printed> {
     for message in &delivery.messages {
         output::write_message(out, topic, message, format).map_err(ClientError::output)?;
@@ -421,7 +468,8 @@ mod tests {
 
     #[test]
     fn readings_default_to_the_earliest_start_auto_ack_and_a_batch_of_500() {
-        let reading = Reading::new("g", "t", &GroupArgs::default(), MessageFormat::default());
+        let format = MessageFormat::default();
+        let reading = Reading::new("g", "t", &GroupArgs::default(), false, &format);
         assert_eq!(
             (reading.start, reading.auto_ack, reading.batch),
             (GroupStart::Earliest, true, 500)
@@ -432,7 +480,7 @@ mod tests {
             group_start: Some(StartArg::Latest),
             batch: Some(1_000_000),
         };
-        let reading = Reading::new("g", "t", &args, MessageFormat::default());
+        let reading = Reading::new("g", "t", &args, false, &format);
         assert_eq!(
             (reading.start, reading.auto_ack, reading.batch),
             (GroupStart::Latest, false, MAX_FETCH_MESSAGES)

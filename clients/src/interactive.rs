@@ -1,9 +1,12 @@
 //! The consumer's interactive walk on a terminal: pick a logical broker, a topic, a message.
 //!
 //! Each level is a menu with a way back; going back from a broker's topics, quitting, Esc and
-//! Ctrl-C all give the claim back. While a broker is claimed a thread renews its lease, since a
+//! Ctrl-C all give the claim back. A topic's messages come a page at a time, with ways to jump
+//! to an offset and to the end; after Esc the walk comes back to the page and the line it was
+//! on, and to the same page of a topic entered again while the broker is still claimed. While a broker is claimed a thread renews its lease, since a
 //! person may read a message for longer than the lease lasts.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
@@ -11,13 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dialoguer::console::Term;
 use dialoguer::theme::ColorfulTheme;
-use dialoguer::Select;
+use dialoguer::{Input, Select};
 use protocol::{BrokerStatus, ErrorCode, Fetch, TopicInfo, DEFAULT_FETCH_BYTES};
 use tracing::debug;
 
 use crate::claim::{self, ClaimSpec};
 use crate::client::{Claimed, Client};
-use crate::output::{escape, format_lease};
+use crate::output::{escape, format_lease, safe};
 use crate::{ClientError, Result, Shutdown};
 
 /// How many messages one page of the message menu shows.
@@ -48,7 +51,8 @@ struct Shown {
     value: Vec<u8>,
 }
 
-/// Runs the walk until the user quits. Ctrl-C and Esc on the first menu end it normally.
+/// Runs the walk until the user quits. Esc on the first menu ends it normally; Ctrl-C ends it
+/// with [`ClientError::Interrupted`].
 ///
 /// # Errors
 /// A broker that cannot be reached or refuses a request, or a terminal that fails.
@@ -58,23 +62,26 @@ pub fn run(client: &mut Client, spec: &ClaimSpec, shutdown: &Shutdown) -> Result
     let result = walk(client, spec, &term, &theme);
     let _ = term.show_cursor();
     match result {
-        Err(ClientError::Interrupted) => Ok(()),
-        Err(_) if shutdown.is_signalled() => Ok(()),
+        // Ctrl-C, whether a signal or a key read by a menu, ends the walk with exit status 130
+        // as it ends every other command.
+        Err(_) if shutdown.is_signalled() => Err(ClientError::Interrupted),
         other => other,
     }
 }
 
 /// The first menu: the logical brokers.
 fn walk(client: &mut Client, spec: &ClaimSpec, term: &Term, theme: &ColorfulTheme) -> Result<()> {
+    let mut cursor = 0;
     loop {
         let brokers = client.status()?;
         let mut items: Vec<String> = brokers.iter().map(broker_line).collect();
         items.push("Refresh".to_owned());
         items.push("Quit".to_owned());
         let prompt = "Logical brokers: pick one to claim";
-        let Some(choice) = select(term, theme, prompt, &items)? else {
+        let Some(choice) = select(term, theme, prompt, &items, cursor)? else {
             return Ok(());
         };
+        cursor = choice;
         let Some(broker) = brokers.get(choice) else {
             if choice == brokers.len() {
                 continue;
@@ -105,18 +112,25 @@ fn browse_broker(
     theme: &ColorfulTheme,
 ) -> Result<Flow> {
     let _renewer = Renewer::start(client.sibling()?, *claimed);
+    // Where the user was in each topic, to come back to it after Esc.
+    let mut places: HashMap<String, Place> = HashMap::new();
+    let mut cursor = 0;
     loop {
         let topics = client.list_topics(claimed.token)?;
         let mut items: Vec<String> = topics.iter().map(topic_line).collect();
         items.push(format!("Back (release logical broker {})", claimed.broker));
         items.push("Quit".to_owned());
         let prompt = format!("Topics on logical broker {}", claimed.broker);
-        let Some(choice) = select(term, theme, &prompt, &items)? else {
+        let Some(choice) = select(term, theme, &prompt, &items, cursor)? else {
             return Ok(Flow::Back);
         };
+        cursor = choice;
         match topics.get(choice) {
             Some(topic) => {
-                if browse_topic(client, claimed, topic, term, theme)? == Flow::Quit {
+                let place = places
+                    .entry(topic.name.clone())
+                    .or_insert(Place { start: topic.first_offset, cursor: 0 });
+                if browse_topic(client, claimed, topic, place, term, theme)? == Flow::Quit {
                     return Ok(Flow::Quit);
                 }
             }
@@ -126,16 +140,44 @@ fn browse_broker(
     }
 }
 
-/// The third menu: a page of a topic's messages.
+/// Where the user is in a topic's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    /// The first offset of the page shown.
+    start: u64,
+    /// The menu line last chosen on it.
+    cursor: usize,
+}
+
+/// What the extra lines under a page of messages do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageAction {
+    /// The page before.
+    Previous,
+    /// The page after.
+    Next,
+    /// Ask for an offset and show the page from it.
+    Jump,
+    /// The last page.
+    End,
+    /// Up to the topics.
+    Back,
+    /// Leave the walk.
+    Quit,
+}
+
+/// The third menu: a page of a topic's messages, from where the user was in it (`place`,
+/// updated as they move), with ways to the previous and next page, to an offset and to the end.
 fn browse_topic(
     client: &mut Client,
     claimed: &Claimed,
     topic: &TopicInfo,
+    place: &mut Place,
     term: &Term,
     theme: &ColorfulTheme,
 ) -> Result<Flow> {
-    let mut start = topic.first_offset;
     loop {
+        let start = place.start;
         let request = Fetch {
             claim: claimed.token,
             topic: &topic.name,
@@ -159,59 +201,93 @@ fn browse_topic(
         });
         let (page, next, end) = match fetched {
             Ok(page) => page,
-            // Old messages went away meanwhile: start from the first one kept.
+            // Old messages went away meanwhile, or the offset is past the end: start from the
+            // first one kept.
             Err(ClientError::Broker {
                 code: ErrorCode::OffsetOutOfRange,
                 range: Some((first, _)),
                 ..
             }) if first != start => {
-                start = first;
+                *place = Place { start: first, cursor: 0 };
                 continue;
             }
             Err(e) => return Err(e),
         };
+        let first = topic.first_offset;
+        let mut actions = Vec::new();
+        if start > first {
+            actions.push((PageAction::Previous, "Previous page".to_owned()));
+        }
+        if next < end {
+            actions.push((PageAction::Next, format!("Next page (from offset {next} of {end})")));
+        }
+        if end > first {
+            let last = end - 1;
+            actions.push((PageAction::Jump, format!("Jump to an offset ({first} to {last})")));
+        }
+        if next < end {
+            actions.push((PageAction::End, "Jump to the end".to_owned()));
+        }
+        actions.push((PageAction::Back, "Back to topics".to_owned()));
+        actions.push((PageAction::Quit, "Quit".to_owned()));
         let mut items: Vec<String> = page.iter().map(message_line).collect();
-        let has_previous = start > topic.first_offset;
-        let has_next = next < end;
-        if has_previous {
-            items.push("Previous page".to_owned());
-        }
-        if has_next {
-            items.push(format!("Next page (from offset {next} of {end})"));
-        }
-        items.push("Back to topics".to_owned());
-        items.push("Quit".to_owned());
+        items.extend(actions.iter().map(|(_, line)| line.clone()));
+        let name = safe(&topic.name);
         let prompt = if page.is_empty() {
-            format!("{}: no messages from offset {start}", topic.name)
+            format!("{name}: no messages from offset {start}")
         } else {
-            format!("{}: offsets {} to {} of {end}", topic.name, start, next - 1)
+            format!("{name}: offsets {} to {} of {end}", start, next - 1)
         };
-        let Some(choice) = select(term, theme, &prompt, &items)? else {
+        let cursor = place.cursor.min(items.len() - 1);
+        let Some(choice) = select(term, theme, &prompt, &items, cursor)? else {
             return Ok(Flow::Back);
         };
+        place.cursor = choice;
         if let Some(message) = page.get(choice) {
             if show_message(&topic.name, message, term, theme)? == Flow::Quit {
                 return Ok(Flow::Quit);
             }
             continue;
         }
-        let mut extra = choice - page.len();
-        if has_previous {
-            if extra == 0 {
-                start = start.saturating_sub(u64::from(PAGE)).max(topic.first_offset);
-                continue;
+        let page_len = u64::from(PAGE);
+        match actions.get(choice - page.len()).map(|(action, _)| *action) {
+            Some(PageAction::Previous) => {
+                *place = Place { start: start.saturating_sub(page_len).max(first), cursor: 0 };
             }
-            extra -= 1;
-        }
-        if has_next {
-            if extra == 0 {
-                start = next;
-                continue;
+            Some(PageAction::Next) => *place = Place { start: next, cursor: 0 },
+            Some(PageAction::Jump) => {
+                if let Some(offset) = ask_offset(term, theme, first, end)? {
+                    *place = Place { start: offset, cursor: 0 };
+                }
             }
-            extra -= 1;
+            Some(PageAction::End) => {
+                *place = Place { start: end.saturating_sub(page_len).max(first), cursor: 0 };
+            }
+            Some(PageAction::Back) | None => return Ok(Flow::Back),
+            Some(PageAction::Quit) => return Ok(Flow::Quit),
         }
-        return Ok(if extra == 0 { Flow::Back } else { Flow::Quit });
     }
+}
+
+/// Asks for an offset from `first` to before `end`; `None` when the user leaves with Esc.
+fn ask_offset(term: &Term, theme: &ColorfulTheme, first: u64, end: u64) -> Result<Option<u64>> {
+    let last = end.saturating_sub(1);
+    let prompt = format!("Offset ({first} to {last})");
+    let answer = Input::<String>::with_theme(theme)
+        .with_prompt(prompt)
+        .allow_empty(true)
+        .validate_with(|text: &String| -> std::result::Result<(), String> {
+            match text.trim().parse::<u64>() {
+                _ if text.trim().is_empty() => Ok(()),
+                Ok(offset) if (first..end).contains(&offset) => Ok(()),
+                _ => Err(format!("type an offset from {first} to {last}")),
+            }
+        })
+        .interact_text_on(term)
+        .map_err(|e| match e {
+            dialoguer::Error::IO(io) => prompt_error(io),
+        })?;
+    Ok(answer.trim().parse().ok())
 }
 
 /// Shows one message in full, then asks where to go.
@@ -219,7 +295,7 @@ fn show_message(topic: &str, message: &Shown, term: &Term, theme: &ColorfulTheme
     let when = SystemTime::UNIX_EPOCH + Duration::from_millis(message.timestamp);
     let key = message.key.as_deref().map_or_else(|| "null".into(), escape);
     let lines = [
-        format!("topic      {topic}"),
+        format!("topic      {}", safe(topic)),
         format!("offset     {}", message.offset),
         format!(
             "timestamp  {} ({} ms)",
@@ -234,23 +310,24 @@ fn show_message(topic: &str, message: &Shown, term: &Term, theme: &ColorfulTheme
         term.write_line(&line).map_err(prompt_error)?;
     }
     let items = ["Back to messages".to_owned(), "Quit".to_owned()];
-    Ok(match select(term, theme, "Next", &items)? {
+    Ok(match select(term, theme, "Next", &items, 0)? {
         Some(1) => Flow::Quit,
         _ => Flow::Back,
     })
 }
 
-/// Shows a menu; `None` when the user leaves it with Esc or `q`.
+/// Shows a menu with line `cursor` highlighted; `None` when the user leaves it with Esc or `q`.
 fn select(
     term: &Term,
     theme: &ColorfulTheme,
     prompt: &str,
     items: &[String],
+    cursor: usize,
 ) -> Result<Option<usize>> {
     Select::with_theme(theme)
         .with_prompt(prompt)
         .items(items)
-        .default(0)
+        .default(cursor)
         .max_length(20)
         .interact_on_opt(term)
         .map_err(|e| match e {
@@ -272,7 +349,7 @@ fn broker_line(b: &BrokerStatus) -> String {
     let state = if b.available {
         "free".to_owned()
     } else {
-        let holder = b.holder.as_deref().unwrap_or("someone");
+        let holder = safe(b.holder.as_deref().unwrap_or("someone"));
         let lease = b.lease_remaining_ms.map(|ms| format!(", lease {} left", format_lease(ms)));
         format!("claimed by {holder}{}", lease.unwrap_or_default())
     };
@@ -283,9 +360,9 @@ fn broker_line(b: &BrokerStatus) -> String {
 fn topic_line(t: &TopicInfo) -> String {
     if t.next_offset > t.first_offset {
         let (first, last) = (t.first_offset, t.next_offset - 1);
-        format!("{}  ({} messages, offsets {first} to {last})", t.name, t.messages)
+        format!("{}  ({} messages, offsets {first} to {last})", safe(&t.name), t.messages)
     } else {
-        format!("{}  (no messages, next offset {})", t.name, t.next_offset)
+        format!("{}  (no messages, next offset {})", safe(&t.name), t.next_offset)
     }
 }
 
@@ -294,11 +371,10 @@ fn message_line(m: &Shown) -> String {
     format!("{:>6}  {}", m.offset, preview(&m.value))
 }
 
-/// The start of `value` as one line of text: control characters become spaces.
+/// The start of `value` as one line of text, escaped as in message lines.
 fn preview(value: &[u8]) -> String {
     let text = escape(value);
-    let mut line: String =
-        text.chars().take(PREVIEW_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut line: String = text.chars().take(PREVIEW_CHARS).collect();
     if text.chars().nth(PREVIEW_CHARS).is_some() {
         line.push('…');
     }
@@ -309,13 +385,17 @@ fn preview(value: &[u8]) -> String {
 struct Renewer {
     /// Dropping it wakes the thread to end.
     stop: Option<Sender<()>>,
+    /// Signalled on drop, to cut short a renewal waiting for a broker that does not answer.
+    cancel: Shutdown,
     /// The renewing thread.
     thread: Option<JoinHandle<()>>,
 }
 
 impl Renewer {
     /// Starts renewing `claimed` every third of its lease through `client`.
-    fn start(mut client: Client, claimed: Claimed) -> Renewer {
+    fn start(client: Client, claimed: Claimed) -> Renewer {
+        let cancel = Shutdown::new();
+        let mut client = client.with_shutdown(cancel.clone());
         let (stop, stopped) = mpsc::channel::<()>();
         let every = (claimed.lease / 3).max(Duration::from_millis(100));
         let thread = thread::spawn(move || {
@@ -328,12 +408,13 @@ impl Renewer {
                 }
             }
         });
-        Renewer { stop: Some(stop), thread: Some(thread) }
+        Renewer { stop: Some(stop), cancel, thread: Some(thread) }
     }
 }
 
 impl Drop for Renewer {
     fn drop(&mut self) {
+        self.cancel.signal();
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -369,7 +450,7 @@ mod tests {
             "broker 1  claimed by consumer-9, lease 12.3s left  (4 topics, 12 messages)"
         );
         let m = Shown { offset: 3, timestamp: 0, key: None, value: b"a\nb".to_vec() };
-        assert_eq!(message_line(&m), "     3  a b");
+        assert_eq!(message_line(&m), "     3  a\\nb");
         assert_eq!(preview(&[b'x'; 70]).chars().count(), PREVIEW_CHARS + 1);
         let topic = TopicInfo {
             name: "t".into(),

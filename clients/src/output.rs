@@ -1,10 +1,22 @@
 //! How the consumer shows what it reads: plain text for people, JSON lines for programs.
 //!
 //! # Format
-//! Text messages are one line each, tab separated: `offset`, then the timestamp in milliseconds
-//! (with `--print-timestamp`), then the key or `null` (with `--print-key`), then the value.
+//! Text messages are one line each, tab separated: `offset`, then the timestamp (with
+//! `--print-timestamp`: RFC 3339 in local time; `=ms`: milliseconds; Kafka's
+//! `print.timestamp=true`: `CreateTime:` and milliseconds), then the key or `null` (with
+//! `--print-key`) and the key separator (a tab unless `key.separator` says otherwise), then the
+//! value.
 //! Keys and values that are valid UTF-8 are printed as they are; in others each byte that is
 //! not part of valid UTF-8 is written `\xNN`.
+//!
+//! Text output never hands the terminal a character that would act instead of showing: control
+//! characters (escape sequences, carriage returns, newlines, tabs) and the bidirectional
+//! overrides and isolates (which reorder what follows) are written as escapes, `\x1b`, `\r`,
+//! `\n`, `\t`, `\u{202e}`, in message lines, in tables (holder, topic and group names) and in
+//! the interactive walk alike. So a message cannot fake lines of output or hide its end. JSON
+//! output stays exact: JSON's own escaping covers control characters, and a program reading
+//! it gets the bytes as they are. Tables align by display width, so wide characters (CJK,
+//! emoji) and combining marks keep columns straight.
 //!
 //! JSON messages are one object per line:
 //! `{"topic":..,"offset":..,"timestamp":..,"key":..,"value":..}`. `key` and `value` are strings
@@ -15,18 +27,63 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use chrono::{Local, SecondsFormat, TimeZone};
 use protocol::{BrokerStatus, GroupInfo, Message, TopicInfo};
 use serde::Serialize;
+use unicode_width::UnicodeWidthStr;
+
+use crate::args::{ConsumerProperty, PrintArgs, TimestampStyle};
 
 /// How messages are printed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageFormat {
     /// One JSON object per line instead of text.
     pub json: bool,
+    /// Text only: start the line with the offset (Kafka's `print.offset`; on by default).
+    pub print_offset: bool,
     /// Text only: add the key (or `null`) before the value.
     pub print_key: bool,
-    /// Text only: add the timestamp in milliseconds after the offset.
-    pub print_timestamp: bool,
+    /// Text only: add the timestamp after the offset, in this style.
+    pub timestamp: Option<TimestampStyle>,
+    /// Text only: what goes between the key and the value (Kafka's `key.separator`).
+    pub key_separator: String,
+}
+
+impl Default for MessageFormat {
+    fn default() -> MessageFormat {
+        MessageFormat {
+            json: false,
+            print_offset: true,
+            print_key: false,
+            timestamp: None,
+            key_separator: "\t".to_owned(),
+        }
+    }
+}
+
+impl MessageFormat {
+    /// The format the consumer's flags ask for; `--property` settings apply last, in order.
+    pub fn from_args(json: bool, print: &PrintArgs) -> MessageFormat {
+        let mut format = MessageFormat {
+            json,
+            print_key: print.print_key,
+            timestamp: print.print_timestamp,
+            ..MessageFormat::default()
+        };
+        for property in &print.property {
+            match property {
+                ConsumerProperty::PrintKey(on) => format.print_key = *on,
+                ConsumerProperty::PrintTimestamp(on) => {
+                    format.timestamp = on.then_some(TimestampStyle::CreateTime);
+                }
+                ConsumerProperty::PrintOffset(on) => format.print_offset = *on,
+                ConsumerProperty::KeySeparator(separator) => {
+                    format.key_separator = separator.clone();
+                }
+            }
+        }
+        format
+    }
 }
 
 /// A message as a JSON line.
@@ -128,7 +185,7 @@ pub fn write_message(
     out: &mut impl Write,
     topic: &str,
     message: &Message<'_>,
-    format: MessageFormat,
+    format: &MessageFormat,
 ) -> io::Result<()> {
     if format.json {
         let (key, key_hex) = match message.key {
@@ -147,17 +204,40 @@ pub fn write_message(
         };
         return write_json(out, &line);
     }
-    write!(out, "{}", message.offset)?;
-    if format.print_timestamp {
-        write!(out, "\t{}", message.timestamp)?;
+    let mut line = String::new();
+    if format.print_offset {
+        let _ = write!(line, "{}\t", message.offset);
+    }
+    if let Some(style) = format.timestamp {
+        line.push_str(&format_timestamp(message.timestamp, style));
+        line.push('\t');
     }
     if format.print_key {
         match message.key {
-            Some(key) => write!(out, "\t{}", escape(key))?,
-            None => out.write_all(b"\tnull")?,
+            Some(key) => line.push_str(&escape(key)),
+            None => line.push_str("null"),
         }
+        line.push_str(&format.key_separator);
     }
-    writeln!(out, "\t{}", escape(message.value))
+    line.push_str(&escape(message.value));
+    line.push('\n');
+    out.write_all(line.as_bytes())
+}
+
+/// A timestamp in milliseconds since the Unix epoch as `style` shows it. One that local time
+/// cannot show (out of range) is shown in milliseconds.
+pub fn format_timestamp(ms: u64, style: TimestampStyle) -> String {
+    match style {
+        TimestampStyle::Ms => ms.to_string(),
+        TimestampStyle::CreateTime => format!("CreateTime:{ms}"),
+        TimestampStyle::Local => i64::try_from(ms)
+            .ok()
+            .and_then(|ms| Local.timestamp_millis_opt(ms).single())
+            .map_or_else(
+                || ms.to_string(),
+                |time| time.to_rfc3339_opts(SecondsFormat::Millis, false),
+            ),
+    }
 }
 
 /// Writes the logical brokers as a table, or one JSON object per line.
@@ -301,20 +381,56 @@ pub fn format_lease(ms: u64) -> String {
     format!("{}.{}s", ms / 1000, ms % 1000 / 100)
 }
 
-/// `bytes` as text: borrowed when valid UTF-8, else with each invalid byte written `\xNN`.
+/// `bytes` as text safe to show on a terminal: each byte that is not part of valid UTF-8 is
+/// written `\xNN`, and each character [`safe`] escapes is escaped. Borrowed when there is
+/// nothing to change.
 pub fn escape(bytes: &[u8]) -> Cow<'_, str> {
     if let Ok(text) = std::str::from_utf8(bytes) {
-        return Cow::Borrowed(text);
+        return safe(text);
     }
     let mut text = String::with_capacity(bytes.len() * 2);
     for chunk in bytes.utf8_chunks() {
-        text.push_str(chunk.valid());
+        text.push_str(&safe(chunk.valid()));
         for byte in chunk.invalid() {
             // Writing to a String cannot fail.
             let _ = write!(text, "\\x{byte:02x}");
         }
     }
     Cow::Owned(text)
+}
+
+/// `text` with every character that would act on a terminal instead of showing written as an
+/// escape: `\n`, `\r`, `\t`, `\x1b` for the other ASCII controls, `\u{85}` for the C1
+/// controls, and `\u{202e}` and the like for the bidirectional marks, embeddings, overrides and
+/// isolates. Borrowed when there is nothing to escape.
+pub fn safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // Writing to a String cannot fail.
+            c if is_unsafe(c) && c.is_ascii() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `c` acts on a terminal or reorders the text around it: a control character, or a
+/// bidirectional formatting character (the Unicode `Bidi_Control` property).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `bytes` in lower-case hexadecimal.
@@ -341,23 +457,28 @@ fn write_json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
 }
 
 /// Writes `rows` under `headers` in columns two spaces apart, the last one unpadded so that
-/// lines carry no trailing blanks.
+/// lines carry no trailing blanks. Cells are made [`safe`] first, and padded by display width
+/// (not bytes or characters), by hand: `format!`'s `{:<w$}` cannot take a width of 65,536 or
+/// more, and a name that long can come from the network.
 fn write_table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(rows)
+        .map(|row| row.iter().map(|cell| safe(cell).into_owned()).collect())
+        .collect();
+    let mut widths: Vec<usize> = vec![0; headers.len()];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(cell.width());
         }
     }
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(header).chain(rows) {
+    for row in rows {
         let mut line = String::new();
         for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                // `{:<w$}` pads by characters, which is what the width counted.
-                let _ = write!(line, "{cell:<width$}  ");
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = width.saturating_sub(cell.width()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         writeln!(out, "{line}")?;
@@ -373,7 +494,7 @@ mod tests {
         Message { offset: 7, timestamp: 1_700_000_000_000, key, value }
     }
 
-    fn text(m: &Message<'_>, format: MessageFormat) -> String {
+    fn text(m: &Message<'_>, format: &MessageFormat) -> String {
         let mut out = Vec::new();
         write_message(&mut out, "t", m, format).unwrap();
         String::from_utf8(out).unwrap()
@@ -382,24 +503,36 @@ mod tests {
     #[test]
     fn text_lines() {
         let m = message(None, b"hello");
-        assert_eq!(text(&m, MessageFormat::default()), "7\thello\n");
-        let all = MessageFormat { json: false, print_key: true, print_timestamp: true };
-        assert_eq!(text(&m, all), "7\t1700000000000\tnull\thello\n");
+        assert_eq!(text(&m, &MessageFormat::default()), "7\thello\n");
+        let all = MessageFormat {
+            print_key: true,
+            timestamp: Some(TimestampStyle::Ms),
+            ..MessageFormat::default()
+        };
+        assert_eq!(text(&m, &all), "7\t1700000000000\tnull\thello\n");
         let keyed = message(Some(b"k"), b"\xffok\x00");
-        assert_eq!(text(&keyed, all), "7\t1700000000000\tk\t\\xffok\0\n");
+        assert_eq!(text(&keyed, &all), "7\t1700000000000\tk\t\\xffok\\x00\n");
+        let kafka = MessageFormat {
+            print_offset: false,
+            print_key: true,
+            timestamp: Some(TimestampStyle::CreateTime),
+            key_separator: ":".into(),
+            ..MessageFormat::default()
+        };
+        assert_eq!(text(&keyed, &kafka), "CreateTime:1700000000000\tk:\\xffok\\x00\n");
     }
 
     #[test]
     fn json_lines_fall_back_to_hex() {
         let json = MessageFormat { json: true, ..MessageFormat::default() };
-        let line = text(&message(None, b"hi"), json);
+        let line = text(&message(None, b"hi"), &json);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["topic"], "t");
         assert_eq!(v["offset"], 7);
         assert_eq!(v["key"], serde_json::Value::Null);
         assert_eq!(v["value"], "hi");
         assert!(v.get("key_hex").is_none() && v.get("value_hex").is_none());
-        let line = text(&message(Some(b"\xfe"), b"\x01\xff"), json);
+        let line = text(&message(Some(b"\xfe"), b"\x01\xff"), &json);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["key"], serde_json::Value::Null);
         assert_eq!(v["key_hex"], "fe");
@@ -484,6 +617,27 @@ mod tests {
         assert_eq!(first["lag"], 6);
         assert_eq!(first["members"], serde_json::json!([1, 2]));
         assert_eq!(first["delivered_offset"], 5);
+    }
+
+    #[test]
+    fn what_acts_on_a_terminal_is_escaped() {
+        assert!(matches!(safe("Hola mundo ñ 日本"), Cow::Borrowed(_)));
+        assert_eq!(safe("a\x1b[31mb\rc\nd\te\x7f"), "a\\x1b[31mb\\rc\\nd\\te\\x7f");
+        assert_eq!(safe("\u{85}x\u{9b}"), "\\u{85}x\\u{9b}");
+        assert_eq!(
+            safe("\u{202e}\u{2066}\u{200f}\u{61c}ok"),
+            "\\u{202e}\\u{2066}\\u{200f}\\u{61c}ok"
+        );
+        assert_eq!(escape(b"\xff\x1b"), "\\xff\\x1b");
+    }
+
+    #[test]
+    fn wide_characters_pad_by_display_width() {
+        let mut out = Vec::new();
+        let rows =
+            vec![vec!["日本".to_owned(), "1".to_owned()], vec!["ab".to_owned(), "2".to_owned()]];
+        write_table(&mut out, &["NAME", "N"], rows).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "NAME  N\n日本  1\nab    2\n");
     }
 
     #[test]

@@ -100,9 +100,12 @@ pub struct ProducePerfArgs {
     pub floor: bool,
 }
 
-/// Options of `consumer perf` (besides the consumer's global `--json`, `--wait`, `--broker`).
+/// Options of `consumer perf` (besides the consumer's global `--json`).
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ConsumePerfArgs {
+    /// Which logical broker each client claims, and whether it waits for one.
+    #[command(flatten)]
+    pub claim: crate::args::ClaimArgs,
     /// The topic to read; it must hold at least one message.
     #[arg(value_name = "TOPIC")]
     pub topic: String,
@@ -339,7 +342,10 @@ pub fn produce(
     validate_topic_name(&args.topic)
         .map_err(|source| ClientError::InvalidTopic { name: args.topic.clone(), source })?;
     let floor = if args.floor { Some(Floor::start(None)?) } else { None };
-    let endpoint = floor.as_ref().map_or(&connection.connect, |f| &f.endpoint).clone();
+    let endpoint = match &floor {
+        Some(floor) => floor.endpoint.clone(),
+        None => connection.endpoint()?,
+    };
     let first = Client::connect(&endpoint, connection.timeout)?.with_shutdown(shutdown.clone());
 
     let value: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
@@ -459,7 +465,10 @@ pub fn consume(
     } else {
         None
     };
-    let endpoint = floor.as_ref().map_or(&connection.connect, |f| &f.endpoint).clone();
+    let endpoint = match &floor {
+        Some(floor) => floor.endpoint.clone(),
+        None => connection.endpoint()?,
+    };
     let first = Client::connect(&endpoint, connection.timeout)?.with_shutdown(shutdown.clone());
     let mut clients = Vec::with_capacity(args.clients as usize);
     for _ in 1..args.clients {

@@ -13,10 +13,10 @@ use std::thread;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use protocol::{validate_topic_name, NewMessage};
+use protocol::{validate_topic_name, ErrorCode, NewMessage};
 use tracing::debug;
 
-use crate::args::{non_empty, ConnectArgs};
+use crate::args::{non_empty, parse_producer_property, ConnectArgs, ProducerProperty};
 use crate::client::{Appended, Client};
 use crate::perf::{self, ProducePerfArgs};
 use crate::{ClientError, Result, Shutdown};
@@ -72,9 +72,19 @@ pub struct ProducerArgs {
     )]
     pub batch: u32,
 
+    /// Kafka's console producer properties: parse.key=true (split each message at the key
+    /// separator, as --key-separator does), key.separator=SEP (a tab by default). May be
+    /// repeated.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_producer_property)]
+    pub property: Vec<ProducerProperty>,
+
     /// The topic to append to; created if it does not exist.
-    #[arg(value_name = "TOPIC", required = true)]
+    #[arg(value_name = "TOPIC", required_unless_present = "topic_flag")]
     pub topic: Option<String>,
+
+    /// The topic, as Kafka's tools name it; then every argument is a message.
+    #[arg(long = "topic", id = "topic_flag", value_name = "TOPIC")]
+    pub topic_flag: Option<String>,
 
     /// Messages to append, all in one request. Without any, standard input is read.
     #[arg(value_name = "MESSAGE")]
@@ -105,11 +115,21 @@ pub enum KeyMode {
 }
 
 impl KeyMode {
-    /// The key mode the options ask for.
+    /// The key mode the options ask for: `--key`, else `--key-separator`, else Kafka's
+    /// `parse.key=true` with its `key.separator` (a tab unless given).
     pub fn from_args(args: &ProducerArgs) -> KeyMode {
+        let mut parse_key = false;
+        let mut kafka_separator = "\t".to_owned();
+        for property in &args.property {
+            match property {
+                ProducerProperty::ParseKey(on) => parse_key = *on,
+                ProducerProperty::KeySeparator(separator) => kafka_separator = separator.clone(),
+            }
+        }
         match (&args.key, &args.key_separator) {
             (Some(key), _) => KeyMode::Fixed(key.clone().into_bytes()),
             (None, Some(separator)) => KeyMode::Separator(separator.clone().into_bytes()),
+            (None, None) if parse_key => KeyMode::Separator(kafka_separator.into_bytes()),
             (None, None) => KeyMode::None,
         }
     }
@@ -136,15 +156,19 @@ pub struct Produced {
     pub topic: String,
     /// How many messages were appended.
     pub messages: u64,
-    /// The first appended message's offset.
-    pub first_offset: Option<u64>,
-    /// The last appended message's offset.
-    pub last_offset: Option<u64>,
+    /// The offsets they got, as runs of consecutive offsets: other producers' appends in
+    /// between split them.
+    pub ranges: Vec<(u64, u64)>,
     /// How many append requests carried them.
     pub requests: u64,
     /// Whether to mention the request count (standard input, where batching decides it).
     pub show_requests: bool,
+    /// How many lines of standard input were not sent because they are over the size limit.
+    pub skipped: u64,
 }
+
+/// How many runs of offsets the summary lists before it only counts the rest.
+const SHOWN_RANGES: usize = 3;
 
 impl Produced {
     /// Nothing appended yet.
@@ -152,35 +176,60 @@ impl Produced {
         Produced {
             topic: topic.to_owned(),
             messages: 0,
-            first_offset: None,
-            last_offset: None,
+            ranges: Vec::new(),
             requests: 0,
             show_requests,
+            skipped: 0,
         }
     }
 
     /// Counts one successful append of `count` messages.
     fn add(&mut self, count: usize, appended: Appended) {
         self.messages += count as u64;
-        self.first_offset.get_or_insert(appended.first_offset);
-        self.last_offset = Some(appended.last_offset);
+        match self.ranges.last_mut() {
+            Some((_, last)) if *last + 1 == appended.first_offset => *last = appended.last_offset,
+            _ => self.ranges.push((appended.first_offset, appended.last_offset)),
+        }
         self.requests += 1;
     }
 }
 
 /// # Format
-/// `appended N message(s) to TOPIC at offset(s) FIRST..LAST[ in K request(s)]`.
+/// `appended N message(s) to TOPIC at offset(s) FIRST..LAST[, FIRST..LAST...][ in K
+/// request(s)][; skipped S line(s) over the size limit]`. Each range is contiguous: when other
+/// producers appended in between, the ranges are listed (the first three, then a count).
 impl fmt::Display for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let plural = |n: u64| if n == 1 { "" } else { "s" };
         write!(f, "appended {} message{} to {}", self.messages, plural(self.messages), self.topic)?;
-        match (self.first_offset, self.last_offset) {
-            (Some(first), Some(last)) if first == last => write!(f, " at offset {first}")?,
-            (Some(first), Some(last)) => write!(f, " at offsets {first}..{last}")?,
-            _ => {}
+        let range = |&(first, last): &(u64, u64)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}..{last}")
+            }
+        };
+        match self.ranges.as_slice() {
+            [] => {}
+            [(first, last)] if first == last => write!(f, " at offset {first}")?,
+            ranges => {
+                let shown: Vec<String> = ranges.iter().take(SHOWN_RANGES).map(range).collect();
+                write!(f, " at offsets {}", shown.join(", "))?;
+                if ranges.len() > SHOWN_RANGES {
+                    write!(f, " and {} more ranges", ranges.len() - SHOWN_RANGES)?;
+                }
+            }
         }
         if self.show_requests {
             write!(f, " in {} request{}", self.requests, plural(self.requests))?;
+        }
+        if self.skipped > 0 {
+            write!(
+                f,
+                "; skipped {} line{} over the size limit",
+                self.skipped,
+                plural(self.skipped)
+            )?;
         }
         Ok(())
     }
@@ -191,7 +240,12 @@ impl fmt::Display for Produced {
 /// # Errors
 /// An invalid topic name (found before connecting), an unreachable broker, a refused append or
 /// unreadable input. What was appended before a failure is still printed.
-pub fn run(args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
+pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
+    if let Some(topic) = args.topic_flag.take() {
+        // With --topic, what parsing took for the topic is the first message.
+        args.messages.splice(0..0, args.topic.take());
+        args.topic = Some(topic);
+    }
     let topic = match (&args.command, &args.topic) {
         (Some(ProducerCommand::Perf(perf)), _) => {
             return perf::produce(&args.connection, perf, shutdown)
@@ -202,7 +256,7 @@ pub fn run(args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
     };
     validate_topic_name(topic)
         .map_err(|source| ClientError::InvalidTopic { name: topic.to_owned(), source })?;
-    let mut client = Client::connect(&args.connection.connect, args.connection.timeout)?
+    let mut client = Client::connect(&args.connection.endpoint()?, args.connection.timeout)?
         .with_shutdown(shutdown.clone());
     let keys = KeyMode::from_args(&args);
     let mut produced = Produced::new(topic, args.messages.is_empty());
@@ -257,7 +311,9 @@ pub fn produce_lines(
     let max_messages = batching.max_messages.max(1) as usize;
     let mut stopping = false;
     let mut read_error = None;
-    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut line_number = 0;
+    let mut limit = None;
     while !stopping {
         batch.clear();
         let mut bytes = 0;
@@ -267,7 +323,8 @@ pub fn produce_lines(
             match lines.next(block) {
                 Next::Line(line) => {
                     bytes += line.len();
-                    batch.push(line);
+                    line_number += 1;
+                    batch.push((line_number, line));
                 }
                 Next::Failed(e) => {
                     read_error = Some(e);
@@ -283,16 +340,95 @@ pub fn produce_lines(
             block = false;
         }
         if !batch.is_empty() {
-            let messages = batch.iter().map(|line| batching.keys.message(line)).collect();
             debug!(messages = batch.len(), bytes, "sending a batch");
-            let appended = client.append(batching.topic, messages)?;
-            produced.add(batch.len(), appended);
+            send_lines(client, batching, &mut batch, &mut limit, produced)?;
         }
     }
     match read_error {
         Some(source) => Err(ClientError::Io { what: "cannot read standard input", source }),
+        None if produced.skipped > 0 => Err(ClientError::LinesSkipped { count: produced.skipped }),
         None => Ok(()),
     }
+}
+
+/// Appends `batch`, numbered lines of standard input, leaving out each line over the broker's
+/// size limit with a note on standard error, so that one long line does not cost the others.
+///
+/// An append is all or nothing, so a refused one is sent again without the line it names.
+/// The broker's reason names the line and the limit (`message I of the batch is S bytes; the
+/// limit is L`); once known, the limit is checked here first, in `limit`. A reason that does
+/// not read so is handled by sending the lines one by one.
+///
+/// # Errors
+/// A failed append other than a line too large.
+fn send_lines(
+    client: &mut Client,
+    batching: &Batching<'_>,
+    batch: &mut Vec<(u64, Vec<u8>)>,
+    limit: &mut Option<usize>,
+    produced: &mut Produced,
+) -> Result<()> {
+    let size = |line: &[u8]| {
+        let message = batching.keys.message(line);
+        message.key.map_or(0, <[u8]>::len) + message.value.len()
+    };
+    loop {
+        if let Some(limit) = *limit {
+            batch.retain(|(number, line)| {
+                let over = size(line) > limit;
+                if over {
+                    skip_line(*number, size(line), Some(limit), produced);
+                }
+                !over
+            });
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let messages = batch.iter().map(|(_, line)| batching.keys.message(line)).collect();
+        let reason = match client.append(batching.topic, messages) {
+            Ok(appended) => {
+                produced.add(batch.len(), appended);
+                return Ok(());
+            }
+            Err(ClientError::Broker { code: ErrorCode::MessageTooLarge, reason, .. }) => reason,
+            Err(e) => return Err(e),
+        };
+        match too_large(&reason) {
+            Some((index, broker_limit)) if index < batch.len() => *limit = Some(broker_limit),
+            _ if batch.len() == 1 => {
+                let (number, line) = batch.remove(0);
+                skip_line(number, size(&line), None, produced);
+            }
+            _ => {
+                for line in std::mem::take(batch) {
+                    send_lines(client, batching, &mut vec![line], limit, produced)?;
+                }
+            }
+        }
+    }
+}
+
+/// Says on standard error that line `number`, of `size` bytes, is not sent, and counts it.
+fn skip_line(number: u64, size: usize, limit: Option<usize>, produced: &mut Produced) {
+    produced.skipped += 1;
+    match limit {
+        Some(limit) => eprintln!(
+            "line {number} is {size} bytes; the limit is {limit} (broker --max-message-bytes); \
+             not sent"
+        ),
+        None => eprintln!(
+            "line {number} is {size} bytes, over the broker's limit (broker \
+             --max-message-bytes); not sent"
+        ),
+    }
+}
+
+/// The index of the refused message and the limit, from a `message_too_large` reason.
+fn too_large(reason: &str) -> Option<(usize, usize)> {
+    let index = reason.strip_prefix("message ")?.split(' ').next()?.parse().ok()?;
+    let limit = reason.rsplit("the limit is ").next()?.trim().parse().ok()?;
+    Some((index, limit))
 }
 
 /// What the reading thread sends: the complete lines of one read, or the read's failure.
@@ -480,6 +616,22 @@ mod tests {
         p.add(2, Appended { first_offset: 5, last_offset: 6 });
         p.show_requests = true;
         assert_eq!(p.to_string(), "appended 3 messages to t at offsets 4..6 in 2 requests");
+        p.add(1, Appended { first_offset: 9, last_offset: 9 });
+        p.skipped = 1;
+        assert_eq!(
+            p.to_string(),
+            "appended 4 messages to t at offsets 4..6, 9 in 3 requests; skipped 1 line over the \
+             size limit"
+        );
+        for at in [11, 13, 15] {
+            p.add(1, Appended { first_offset: at, last_offset: at });
+        }
+        assert!(p.to_string().contains("at offsets 4..6, 9, 11 and 2 more ranges"), "{p}");
+        assert_eq!(
+            too_large("message 1 of the batch is 2097152 bytes; the limit is 1048576"),
+            Some((1, 1_048_576))
+        );
+        assert_eq!(too_large("too big"), None);
     }
 
     #[test]
@@ -487,7 +639,7 @@ mod tests {
         let args = ProducerArgs::try_parse_from(["producer", "t", "a", "b"]).unwrap();
         assert_eq!(args.messages, ["a", "b"]);
         assert_eq!(args.batch, 1000);
-        assert_eq!(args.connection.connect, protocol::DEFAULT_ENDPOINT);
+        assert_eq!(args.connection.connect, None);
         assert!(ProducerArgs::try_parse_from([
             "producer",
             "--key",
@@ -499,13 +651,24 @@ mod tests {
         .is_err());
         assert!(ProducerArgs::try_parse_from(["producer", "--key-separator", "", "t"]).is_err());
         assert!(ProducerArgs::try_parse_from(["producer"]).is_err());
+        let kafka = ProducerArgs::try_parse_from([
+            "producer",
+            "--topic",
+            "t",
+            "--property",
+            "parse.key=true",
+            "a",
+        ])
+        .unwrap();
+        assert_eq!((kafka.topic.as_deref(), kafka.topic_flag.as_deref()), (Some("a"), Some("t")));
+        assert_eq!(KeyMode::from_args(&kafka), KeyMode::Separator(b"\t".to_vec()));
     }
 
     #[test]
     fn perf_is_a_command_but_not_a_message() {
         let parse = |args: &[&str]| ProducerArgs::try_parse_from(args).unwrap();
         let perf = parse(&["producer", "perf", "--messages", "10", "--connect", "tcp://h:1"]);
-        assert_eq!(perf.connection.connect, "tcp://h:1");
+        assert_eq!(perf.connection.connect.as_deref(), Some("tcp://h:1"));
         let Some(ProducerCommand::Perf(perf)) = perf.command else { panic!("no perf command") };
         assert_eq!((perf.messages, perf.batch, perf.size, perf.clients), (10, 1, 100, 1));
         let message = parse(&["producer", "t", "perf"]);

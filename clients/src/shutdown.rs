@@ -1,5 +1,6 @@
 //! The "has Ctrl-C been pressed?" flag that long waits check.
 
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -27,6 +28,18 @@ impl Shutdown {
     /// Whether [`Shutdown::signal`] has been called.
     pub fn is_signalled(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// What the programs do on Ctrl-C: signal `shutdown`, and the first time, when standard error
+/// is a terminal, end the line the terminal echoed `^C` on, so that the summary that follows
+/// starts on a line of its own.
+pub fn on_ctrl_c(shutdown: &Shutdown) {
+    let first = !shutdown.is_signalled();
+    shutdown.signal();
+    let stderr = io::stderr();
+    if first && stderr.is_terminal() {
+        let _ = stderr.lock().write_all(b"\n");
     }
 }
 

@@ -55,7 +55,7 @@ fn follow_prints_what_is_appended_and_ctrl_c_releases_its_claim() {
 
     follow.interrupt();
     let (status, rest, stderr) = follow.wait_exit();
-    assert!(status.success(), "follow exited with {status}; stderr {stderr:?}");
+    assert_eq!(status.code(), Some(130), "follow exited with {status}; stderr {stderr:?}");
     assert!(rest.is_empty(), "{rest:?}");
     assert!(stderr.iter().any(|l| l.contains("read 3 messages")), "{stderr:?}");
     assert_all_free(&broker);
@@ -74,7 +74,7 @@ fn follow_from_the_beginning_and_from_an_offset() {
     assert_eq!(late.stdout_lines(1), ["3\tmessaggio 4"]);
     for follow in [all, late] {
         follow.interrupt();
-        assert!(follow.wait_exit().0.success());
+        assert_eq!(follow.wait_exit().0.code(), Some(130));
     }
     assert_all_free(&broker);
     broker.interrupt();
@@ -88,7 +88,7 @@ fn follow_past_the_end_restarts_from_the_first_offset() {
     assert!(note.contains("offset 100") && note.contains("restarting from offset 0"), "{note}");
     assert_eq!(follow.stdout_lines(3), ["0\tmensaje 1", "1\tmensaje 2", "2\tmensaje 3"]);
     follow.interrupt();
-    assert!(follow.wait_exit().0.success());
+    assert_eq!(follow.wait_exit().0.code(), Some(130));
     broker.interrupt();
 }
 
@@ -114,7 +114,7 @@ fn follow_restarts_from_the_first_kept_offset_after_retention() {
     assert!(note.contains(&format!("restarting from offset {first}")), "{note}");
     assert_eq!(follow.stdout_lines(1), [format!("{first}\tm{first}")]);
     follow.interrupt();
-    assert!(follow.wait_exit().0.success());
+    assert_eq!(follow.wait_exit().0.code(), Some(130));
     broker.interrupt();
 }
 
@@ -129,7 +129,7 @@ fn follow_waits_for_a_topic_that_does_not_exist_yet() {
     assert_eq!((v["topic"].as_str(), v["offset"].as_u64()), (Some("later"), Some(0)));
     assert_eq!(v["value"], "finally");
     follow.interrupt();
-    assert!(follow.wait_exit().0.success());
+    assert_eq!(follow.wait_exit().0.code(), Some(130));
     broker.interrupt();
 }
 
@@ -146,7 +146,7 @@ fn asking_for_a_held_logical_broker_is_refused_as_busy() {
     let other = if held == 1 { "2" } else { "1" };
     consumer(&broker, &["--broker", other, "topics"]).assert_success();
     follow.interrupt();
-    assert!(follow.wait_exit().0.success());
+    assert_eq!(follow.wait_exit().0.code(), Some(130));
     broker.interrupt();
 }
 
@@ -160,20 +160,21 @@ fn with_every_logical_broker_held_a_third_consumer_fails_or_waits() {
     out.assert_code(1);
     assert_eq!(
         out.stderr.trim_end(),
-        "error: no logical broker is free (all 2 are claimed); use --wait to wait for one"
+        "error: no logical broker is free (all 2 are claimed); use --wait to wait for one (each \
+         serves one claim at a time; `broker --brokers N` hosts more)"
     );
 
     let mut waiter = Running::consumer(&broker, &["--wait", "topics"]);
     waiter.wait_stderr("waiting for one to be released");
     first.interrupt();
-    assert!(first.wait_exit().0.success());
+    assert_eq!(first.wait_exit().0.code(), Some(130));
     let (status, stdout, stderr) = waiter.wait_exit();
     assert!(status.success(), "{status}; stderr {stderr:?}");
     assert_eq!(stdout.len(), 5, "{stdout:?}");
     assert!(stdout[4].starts_with("Hola mundo"), "{stdout:?}");
 
     second.interrupt();
-    assert!(second.wait_exit().0.success());
+    assert_eq!(second.wait_exit().0.code(), Some(130));
     assert_all_free(&broker);
     broker.interrupt();
 }
@@ -187,7 +188,7 @@ fn waiting_for_a_named_logical_broker() {
         Running::consumer(&broker, &["--broker", &id, "--wait", "fetch", "Hola mundo"]);
     waiter.wait_stderr(&format!("logical broker {id} is claimed; waiting"));
     holder.interrupt();
-    assert!(holder.wait_exit().0.success());
+    assert_eq!(holder.wait_exit().0.code(), Some(130));
     let (status, stdout, _) = waiter.wait_exit();
     assert!(status.success());
     assert_eq!(stdout, ["0\tmensaje 1", "1\tmensaje 2", "2\tmensaje 3"]);

@@ -201,6 +201,20 @@ impl Running {
         }
     }
 
+    /// Waits up to [`STEP`] for a standard output line containing `text`; returns it.
+    pub fn wait_stdout(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + STEP;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no standard output line containing {text:?}; saw {seen:#?}"),
+            }
+        }
+    }
+
     /// Waits up to [`STEP`] for the next `count` standard output lines.
     pub fn stdout_lines(&mut self, count: usize) -> Vec<String> {
         let deadline = Instant::now() + STEP;
