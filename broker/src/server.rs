@@ -10,7 +10,7 @@
 //! state every change of a consumer group, and no append is acknowledged, no message served,
 //! and no group change reported, before it is durable.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use protocol::{decode_request, encode_response, ErrorCode, Fetch, GroupFetch, Request, Response};
 use thiserror::Error;
@@ -700,9 +700,7 @@ struct Clock {
 
 impl Clock {
     fn now() -> Clock {
-        let epoch_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Clock { instant: Instant::now(), epoch_ms }
+        Clock { instant: Instant::now(), epoch_ms: crate::clock::epoch_ms() }
     }
 }
 

@@ -10,6 +10,7 @@ use protocol::{Message, Retention};
 
 use super::disk;
 use super::segment::Segment;
+use crate::files;
 
 /// One topic's log.
 #[derive(Debug)]
@@ -275,7 +276,7 @@ impl Files {
             self.sync()?;
         }
         if sync && new_file {
-            disk::sync_dir(&self.dir)?;
+            files::sync_dir(&self.dir)?;
         }
         Ok(())
     }
