@@ -42,6 +42,7 @@ pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Budget;
 
     #[test]
     fn four_topics_of_three_messages_once() {
@@ -51,7 +52,7 @@ mod tests {
         let names: Vec<String> = store.list().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["Ciao mondo", "Hallo welt", "Hello world", "Hola mundo"]);
         let mut out = Vec::new();
-        store.read("Hola mundo", 0, 10, 1 << 20, &mut out).unwrap();
+        store.read("Hola mundo", 0, Budget::new(10, 1 << 20), &mut out).unwrap();
         let values: Vec<&[u8]> = out.iter().map(|m| m.value).collect();
         assert_eq!(values, [&b"mensaje 1"[..], b"mensaje 2", b"mensaje 3"]);
     }

@@ -21,7 +21,7 @@ use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::group::GroupCommitFailure;
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
-use crate::store::CommitFailure;
+use crate::store::{Budget, CommitFailure};
 use crate::unread::{self, Allowance, Reply, Unread};
 use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
@@ -584,15 +584,9 @@ impl Server<'_> {
             return self.outbox.push(held.envelope, response);
         }
         let Broker { store, groups, brokers, .. } = &mut *self.broker;
-        let response = group_fetch::deliver(
-            store,
-            groups,
-            &held.group,
-            &held.topic,
-            held.max_messages,
-            allowance.max_bytes(held.max_bytes),
-            now,
-        );
+        let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
+        let to = group_fetch::Delivery { group: &held.group, topic: &held.topic, budget };
+        let response = group_fetch::deliver(store, groups, to, now);
         if group_fetch::is_empty(&response) && now < held.until {
             let wake = group_fetch::wake(groups, &held.group, &held.topic, held.until);
             drop(response);
@@ -613,13 +607,8 @@ impl Server<'_> {
             let response = self.overloaded(now);
             return self.outbox.push(held.envelope, response);
         }
-        let response = fetch::answer(
-            &self.broker.store,
-            &held.topic,
-            held.offset,
-            held.max_messages,
-            allowance.max_bytes(held.max_bytes),
-        );
+        let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
+        let response = fetch::answer(&self.broker.store, &held.topic, held.offset, budget);
         self.outbox.push(held.envelope, response);
     }
 

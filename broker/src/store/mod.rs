@@ -10,6 +10,7 @@
 //! disk holds every segment in memory as well, so reads never touch the disk; the files are
 //! what makes it survive a restart.
 
+mod budget;
 pub mod damaged;
 mod disk;
 mod recovery;
@@ -25,6 +26,7 @@ use crate::quiet::Shown;
 use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, Retention, TopicInfo};
 use thiserror::Error;
 
+pub use budget::Budget;
 pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use topic::Topic;
 
@@ -326,8 +328,8 @@ impl Store {
         }
     }
 
-    /// Reads up to `max_messages` messages and `max_bytes` bytes of `topic` from `offset` into
-    /// `out` (always at least one message when one exists). Returns the topic's next offset.
+    /// Reads as many messages of `topic` from `offset` into `out` as `budget` takes (always at
+    /// least one message when one exists). Returns the topic's next offset.
     ///
     /// # Errors
     /// An invalid name, an unknown topic, or an offset below the first held or past the next.
@@ -335,8 +337,7 @@ impl Store {
         &'a self,
         topic: &str,
         offset: u64,
-        max_messages: usize,
-        max_bytes: usize,
+        mut budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
         check_name(topic)?;
@@ -351,8 +352,8 @@ impl Store {
             });
         }
         // Room for what is there, up to the limit, at once rather than by doubling.
-        out.reserve(max_messages.min((next - offset) as usize));
-        log.read(offset, max_messages, max_bytes, out);
+        out.reserve(budget.messages_left().min((next - offset) as usize));
+        log.read(offset, &mut budget, out);
         Ok(next)
     }
 

@@ -33,7 +33,7 @@ fn append(store: &mut Store, topic: &str, values: &[&str]) -> Result<(u64, u64)>
 
 fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
     let mut out = Vec::new();
-    store.read(topic, offset, 10_000, usize::MAX, &mut out).unwrap();
+    store.read(topic, offset, Budget::new(10_000, usize::MAX), &mut out).unwrap();
     out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
 }
 
@@ -66,7 +66,7 @@ fn append_creates_the_topic_and_read_returns_it(store: &mut Store) {
     assert_eq!(append(store, "t", &["c"]), Ok((2, 2)));
     assert_eq!(read_all(store, "t", 1), [(1, "b".into()), (2, "c".into())]);
     let mut out = Vec::new();
-    store.read("t", 0, 1, 100, &mut out).unwrap();
+    store.read("t", 0, Budget::new(1, 100), &mut out).unwrap();
     assert_eq!(out[0].timestamp, NOW);
     assert_eq!(store.totals().messages, 3);
     assert_eq!(store.totals().bytes, 3);
@@ -104,11 +104,11 @@ fn reads_outside_the_log_are_refused_but_the_end_is_not(store: &mut Store) {
     assert!(read_all(store, "t", 1).is_empty());
     let mut out = Vec::new();
     assert!(matches!(
-        store.read("t", 2, 10, 100, &mut out),
+        store.read("t", 2, Budget::new(10, 100), &mut out),
         Err(StoreError::OffsetOutOfRange { first: 0, next: 1, .. })
     ));
     assert_eq!(
-        store.read("nope", 0, 10, 100, &mut out),
+        store.read("nope", 0, Budget::new(10, 100), &mut out),
         Err(StoreError::UnknownTopic("nope".into()))
     );
 }
@@ -133,7 +133,7 @@ fn retention_keeps_the_newest_messages(store: &mut Store) {
     assert!(info.messages >= 5 && info.messages < 40, "{info:?}");
     assert_eq!(info.first_offset, 40 - info.messages);
     let mut out = Vec::new();
-    let below = store.read("kept", 0, 10, 100, &mut out);
+    let below = store.read("kept", 0, Budget::new(10, 100), &mut out);
     assert!(
         matches!(below, Err(StoreError::OffsetOutOfRange { first, .. }) if first == info.first_offset)
     );
@@ -177,7 +177,7 @@ fn a_reopened_store_has_every_committed_message() {
     let store = reopen(&dir);
     assert_eq!(store.list(), before);
     let mut out = Vec::new();
-    store.read("Hello world", 50, 10, 1000, &mut out).unwrap();
+    store.read("Hello world", 50, Budget::new(10, 1000), &mut out).unwrap();
     assert_eq!(
         (out[0].key, out[0].value, out[0].timestamp),
         (Some(&b"k"[..]), &b"keyed"[..], NOW + 1)
