@@ -373,3 +373,21 @@ fn a_failed_write_refuses_the_pass_and_keeps_serving() {
     assert!(fs::symlink_metadata(topic_dir.join(disk::segment_file_name(0))).is_err());
     assert_eq!(append(&mut store, "full", &["written"]), Ok((0, 0)));
 }
+
+#[test]
+fn a_failed_file_operation_keeps_its_io_error_and_says_which_file() {
+    let root = tempfile::tempdir().unwrap();
+    let not_a_dir = root.path().join("file");
+    fs::write(&not_a_dir, b"x").unwrap();
+    let Err(OpenError::Store(StoreError::Io(failure))) =
+        Store::open(config(Some(&not_a_dir.join("data"))))
+    else {
+        panic!("opening a data directory below a file should fail on the file system");
+    };
+    assert_eq!(failure.error().kind(), io::ErrorKind::NotADirectory);
+    let text = StoreError::Io(failure.clone()).to_string();
+    assert!(text.starts_with("storage failed: cannot "), "{text}");
+    assert!(text.contains(&not_a_dir.display().to_string()), "{text}");
+    assert!(text.ends_with(&failure.error().to_string()), "{text}");
+    assert_eq!(failure, failure.clone());
+}
