@@ -173,3 +173,6 @@ fn check_names(group: &str, topic: &str) -> Result<(), Response<'static>> {
 fn refuse<'a>(error: impl Into<Response<'a>>) -> Outcome<'a> {
     Outcome::Reply(error.into())
 }
+
+#[cfg(test)]
+mod tests;
