@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use protocol::{GroupFetch, Message, Response};
 
-use super::{check_names, deadline, refuse, Context, Outcome};
+use super::{deadline, group_topic, refuse, Context, Outcome};
 use crate::broker::Broker;
 use crate::group::{GroupError, Groups};
 use crate::store::{Budget, Store};
@@ -18,11 +18,8 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
     if let Err(error) = broker.brokers.renew(fetch.claim, cx.now, cx.now) {
         return refuse(error);
     }
-    if let Err(refusal) = check_names(fetch.group, fetch.topic) {
+    if let Err(refusal) = group_topic(&broker.store, fetch.group, fetch.topic) {
         return Outcome::Reply(refusal);
-    }
-    if let Err(error) = broker.store.topic(fetch.topic) {
-        return refuse(error);
     }
     if !broker.groups.get(fetch.group, fetch.topic).is_some_and(|s| s.is_member(fetch.claim)) {
         return refuse(GroupError::UnknownMember {

@@ -59,6 +59,21 @@ fn append(broker: &mut Broker, topic: &str, count: usize, now: Instant) {
     assert!(broker.store.commit(now, at(now).now_ms).is_empty());
 }
 
+/// A broker whose topic `t` holds `messages` messages, and the claims of two members of group
+/// `g` on it, both reading from the earliest offset; all at `now`.
+fn two_members(messages: usize, now: Instant) -> (Broker, u64, u64) {
+    let mut broker = broker();
+    append(&mut broker, "t", messages, now);
+    let (_, a) = claim(&mut broker, None, now);
+    let (_, b) = claim(&mut broker, None, now);
+    for claim in [a, b] {
+        let (group, topic, start) = ("g", "t", GroupStart::Earliest);
+        let request = Request::JoinGroup { claim, group, topic, start };
+        assert!(matches!(reply(apply(request, &mut broker, &at(now))), Response::Joined { .. }));
+    }
+    (broker, a, b)
+}
+
 fn fetch_at_end(claim: u64, wait_ms: u64) -> Request<'static> {
     let topic = "t";
     Request::Fetch(Fetch { claim, topic, offset: 3, max_messages: 10, max_bytes: 1 << 20, wait_ms })
@@ -201,19 +216,7 @@ fn a_waiting_claim_is_refused_when_its_wait_ends() {
 #[test]
 fn unacknowledged_messages_go_to_another_member_when_their_ack_timeout_runs_out() {
     let t0 = Instant::now();
-    let mut broker = broker();
-    append(&mut broker, "t", 5, t0);
-    let (_, a) = claim(&mut broker, None, t0);
-    let (_, b) = claim(&mut broker, None, t0);
-    for member in [a, b] {
-        let join = Request::JoinGroup {
-            claim: member,
-            group: "g",
-            topic: "t",
-            start: GroupStart::Earliest,
-        };
-        assert!(matches!(reply(apply(join, &mut broker, &at(t0))), Response::Joined { .. }));
-    }
+    let (mut broker, a, b) = two_members(5, t0);
     let Request::GroupFetch(ask) = group_fetch_of(a, 0) else { unreachable!() };
     let take_three = Request::GroupFetch(GroupFetch { max_messages: 3, ..ask });
     assert_eq!(delivered(apply(take_three, &mut broker, &at(t0))), (vec![0, 1, 2], vec![]));
@@ -240,19 +243,7 @@ fn unacknowledged_messages_go_to_another_member_when_their_ack_timeout_runs_out(
 #[test]
 fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() {
     let t0 = Instant::now();
-    let mut broker = broker();
-    append(&mut broker, "t", 2, t0);
-    let (_, a) = claim(&mut broker, None, t0);
-    let (_, b) = claim(&mut broker, None, t0);
-    for member in [a, b] {
-        let join = Request::JoinGroup {
-            claim: member,
-            group: "g",
-            topic: "t",
-            start: GroupStart::Earliest,
-        };
-        assert!(matches!(reply(apply(join, &mut broker, &at(t0))), Response::Joined { .. }));
-    }
+    let (mut broker, a, b) = two_members(2, t0);
     assert_eq!(delivered(apply(group_fetch_of(a, 0), &mut broker, &at(t0))), (vec![0, 1], vec![]));
 
     let asked = t0 + 100 * MS;

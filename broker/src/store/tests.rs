@@ -144,6 +144,23 @@ fn reopen(dir: &TempDir) -> Store {
     Store::open(config(Some(dir.path()))).unwrap()
 }
 
+/// A data directory whose topic `t` holds `value 0` to `value 39`, in several segments.
+fn forty_values_on_disk() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    for i in 0..40 {
+        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
+    }
+    dir
+}
+
+/// Damages the first record of segment `file`.
+fn flip_a_byte(file: &Path) {
+    let mut bytes = fs::read(file).unwrap();
+    bytes[20] ^= 0xff;
+    fs::write(file, bytes).unwrap();
+}
+
 fn segment_files(dir: &TempDir, topic: &str) -> Vec<std::path::PathBuf> {
     let topic_dir = disk::topics_dir(dir.path()).join(disk::topic_dir_name(topic));
     let mut files: Vec<std::path::PathBuf> = fs::read_dir(topic_dir)
@@ -250,33 +267,18 @@ fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
 
 #[test]
 fn a_damaged_older_segment_stops_the_store_from_opening() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = reopen(&dir);
-    for i in 0..40 {
-        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
-    }
-    drop(store);
-    let oldest = segment_files(&dir, "t").remove(0);
-    let mut bytes = fs::read(&oldest).unwrap();
-    bytes[20] ^= 0xff;
-    fs::write(&oldest, bytes).unwrap();
+    let dir = forty_values_on_disk();
+    flip_a_byte(&segment_files(&dir, "t")[0]);
     let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
     assert!(error.contains("is damaged") && error.contains("checksum"), "{error}");
 }
 
 #[test]
 fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = reopen(&dir);
-    for i in 0..40 {
-        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
-    }
-    drop(store);
+    let dir = forty_values_on_disk();
     let files = segment_files(&dir, "t");
     assert!(files.len() >= 4, "{files:?}");
-    let mut bytes = fs::read(&files[1]).unwrap();
-    bytes[20] ^= 0xff;
-    fs::write(&files[1], bytes).unwrap();
+    flip_a_byte(&files[1]);
 
     let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
     // The topic starts at the first segment after the damaged one; nothing newer is lost.
@@ -293,12 +295,7 @@ fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
 
 #[test]
 fn a_missing_segment_or_a_stray_file_refuses_the_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = reopen(&dir);
-    for i in 0..40 {
-        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
-    }
-    drop(store);
+    let dir = forty_values_on_disk();
     let files = segment_files(&dir, "t");
     fs::remove_file(&files[1]).unwrap();
     let stray = files[0].with_file_name("notes.txt");
