@@ -4,7 +4,9 @@
 //! `broker` binary only parses its arguments, binds, and calls it.
 
 pub mod broker;
+pub mod clock;
 pub mod cmd;
+pub mod files;
 pub mod group;
 pub mod logical;
 pub mod preload;

@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use broker::group::Groups;
@@ -172,9 +172,8 @@ fn run(args: Args) -> Result<()> {
     let mut broker = Broker::new(store, &config);
     broker.groups = groups;
     if args.preload {
-        let now_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let added = preload::preload(&mut broker.store, now_ms).context("cannot preload")?;
+        let added = preload::preload(&mut broker.store, broker::clock::epoch_ms())
+            .context("cannot preload")?;
         tracing::info!(topics = added, "preloaded sample topics");
     }
 

@@ -2,7 +2,7 @@
 
 use protocol::NewMessage;
 
-use crate::store::{Result, Store};
+use crate::store::{IoFailure, Result, Store, StoreError};
 
 /// Each sample topic and the word its messages are made of.
 const SAMPLES: [(&str, &str); 4] = [
@@ -34,7 +34,7 @@ pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
         added += 1;
     }
     if let Some(failure) = store.commit(std::time::Instant::now(), timestamp).pop() {
-        return Err(crate::store::StoreError::Io(failure.error.to_string()));
+        return Err(StoreError::Io(IoFailure::new(failure.error)));
     }
     Ok(added)
 }
@@ -42,6 +42,7 @@ pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Budget;
 
     #[test]
     fn four_topics_of_three_messages_once() {
@@ -51,7 +52,7 @@ mod tests {
         let names: Vec<String> = store.list().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["Ciao mondo", "Hallo welt", "Hello world", "Hola mundo"]);
         let mut out = Vec::new();
-        store.read("Hola mundo", 0, 10, 1 << 20, &mut out).unwrap();
+        store.read("Hola mundo", 0, Budget::new(10, 1 << 20), &mut out).unwrap();
         let values: Vec<&[u8]> = out.iter().map(|m| m.value).collect();
         assert_eq!(values, [&b"mensaje 1"[..], b"mensaje 2", b"mensaje 3"]);
     }

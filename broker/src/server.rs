@@ -10,7 +10,7 @@
 //! state every change of a consumer group, and no append is acknowledged, no message served,
 //! and no group change reported, before it is durable.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use protocol::{decode_request, encode_response, ErrorCode, Fetch, GroupFetch, Request, Response};
 use thiserror::Error;
@@ -21,7 +21,7 @@ use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::group::GroupCommitFailure;
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
-use crate::store::CommitFailure;
+use crate::store::{Budget, CommitFailure};
 use crate::unread::{self, Allowance, Reply, Unread};
 use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
@@ -591,15 +591,9 @@ impl Server<'_> {
             return self.outbox.push(held.envelope, response);
         }
         let Broker { store, groups, brokers, .. } = &mut *self.broker;
-        let response = group_fetch::deliver(
-            store,
-            groups,
-            &held.group,
-            &held.topic,
-            held.max_messages,
-            allowance.max_bytes(held.max_bytes),
-            now,
-        );
+        let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
+        let to = group_fetch::Delivery { group: &held.group, topic: &held.topic, budget };
+        let response = group_fetch::deliver(store, groups, to, now);
         if group_fetch::is_empty(&response) && now < held.until {
             let wake = group_fetch::wake(groups, &held.group, &held.topic, held.until);
             drop(response);
@@ -620,13 +614,8 @@ impl Server<'_> {
             let response = self.overloaded(now);
             return self.outbox.push(held.envelope, response);
         }
-        let response = fetch::answer(
-            &self.broker.store,
-            &held.topic,
-            held.offset,
-            held.max_messages,
-            allowance.max_bytes(held.max_bytes),
-        );
+        let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
+        let response = fetch::answer(&self.broker.store, &held.topic, held.offset, budget);
         self.outbox.push(held.envelope, response);
     }
 
@@ -707,9 +696,7 @@ struct Clock {
 
 impl Clock {
     fn now() -> Clock {
-        let epoch_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Clock { instant: Instant::now(), epoch_ms }
+        Clock { instant: Instant::now(), epoch_ms: crate::clock::epoch_ms() }
     }
 }
 

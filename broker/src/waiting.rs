@@ -130,13 +130,7 @@ impl<E> Waiting<E> {
         if self.next_deadline.is_none_or(|d| d > now) {
             return Vec::new();
         }
-        let mut woken = Vec::new();
-        self.group_fetches.retain(|_, held| {
-            let (due, kept): (Vec<_>, Vec<_>) = held.drain(..).partition(|f| f.wake <= now);
-            woken.extend(due);
-            *held = kept;
-            !held.is_empty()
-        });
+        let woken = take_where(&mut self.group_fetches, |f| f.wake <= now);
         self.recompute_next_deadline();
         woken
     }
@@ -156,13 +150,7 @@ impl<E> Waiting<E> {
         let (expired, kept): (Vec<_>, Vec<_>) =
             self.claims.drain(..).partition(|c| c.deadline <= now);
         self.claims = kept.into();
-        let mut fetches = Vec::new();
-        self.fetches.retain(|_, held| {
-            let (gone, kept): (Vec<_>, Vec<_>) = held.drain(..).partition(|f| f.deadline <= now);
-            fetches.extend(gone);
-            *held = kept;
-            !held.is_empty()
-        });
+        let fetches = take_where(&mut self.fetches, |f| f.deadline <= now);
         self.recompute_next_deadline();
         (expired, fetches)
     }
@@ -209,6 +197,19 @@ impl<E> Waiting<E> {
     fn note_deadline(&mut self, deadline: Instant) {
         self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
     }
+}
+
+/// Takes out of `held` (by topic) every entry that `is_due`, keeping the order of the others
+/// within each topic and dropping topics left with none.
+fn take_where<T>(held: &mut HashMap<String, Vec<T>>, is_due: impl Fn(&T) -> bool) -> Vec<T> {
+    let mut taken = Vec::new();
+    held.retain(|_, entries| {
+        let (due, kept): (Vec<T>, Vec<T>) = entries.drain(..).partition(|e| is_due(e));
+        taken.extend(due);
+        *entries = kept;
+        !entries.is_empty()
+    });
+    taken
 }
 
 #[cfg(test)]

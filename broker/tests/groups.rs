@@ -13,8 +13,9 @@ use support::{BrokerProcess, STEP};
 use wire::{append, ask, assert_silent, claim, expect_error, receive, release, send, start, QUIET};
 
 /// The ack timeout of the brokers that show redelivery: long enough that a test's own steps
-/// never reach it by accident, short enough to wait for.
-const ACK_TIMEOUT: Duration = Duration::from_millis(600);
+/// never reach it by accident, short enough to wait for. The rule itself is checked to the
+/// millisecond, without waiting, by the unit tests in `cmd`.
+const ACK_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A wait long enough that only the event a test waits for can end it.
 const LONG_WAIT_MS: u64 = 5000;
@@ -305,9 +306,9 @@ fn a_held_group_fetch_ends_empty_when_its_wait_does() {
     let (_, token) = claim(&socket, None, "c");
     join(&socket, token, "g", "t", GroupStart::Latest);
     let asked = Instant::now();
-    let reply = expect_delivered(ask(&socket, &group_fetch(token, "g", "t", 10, 300)), "g", "t");
+    let reply = expect_delivered(ask(&socket, &group_fetch(token, "g", "t", 10, 100)), "g", "t");
     assert!(reply.offsets.is_empty());
-    assert!(asked.elapsed() >= Duration::from_millis(300), "{:?}", asked.elapsed());
+    assert!(asked.elapsed() >= Duration::from_millis(100), "{:?}", asked.elapsed());
     assert_eq!((reply.committed, reply.end), (1, 1));
 }
 
@@ -571,8 +572,8 @@ fn group_fetches_respect_their_limits_and_mix_redeliveries_with_new_messages() {
 #[test]
 fn a_delivery_to_a_member_that_is_gone_goes_to_another_at_once() {
     // Long enough that a delivery lost to the gone member would show as a second timeout.
-    let timeout = Duration::from_millis(1500);
-    let broker = start(&["--group-ack-timeout", "1500ms"]);
+    let timeout = Duration::from_millis(1000);
+    let broker = start(&["--group-ack-timeout", "1000ms"]);
     let context = zmq::Context::new();
     let (gone, b) = (broker.req(&context), broker.req(&context));
     append_numbered(&b, "t", "m", 2);

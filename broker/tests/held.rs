@@ -13,8 +13,10 @@ use wire::{
     receive_tagged, release, send, send_tagged, start, start_preloaded, status, QUIET,
 };
 
-/// The lease of the brokers started to watch claims expire.
-const SHORT_LEASE: Duration = Duration::from_millis(300);
+/// The lease of the brokers started to watch claims expire: long enough for a test's own steps
+/// under one claim. The lease rules are checked to the millisecond, without waiting, by the unit
+/// tests in `cmd`.
+const SHORT_LEASE: Duration = Duration::from_millis(200);
 
 /// A wait long enough that only the event a test waits for can end it.
 const LONG_WAIT_MS: u64 = 5000;
@@ -121,7 +123,7 @@ fn a_waiting_claim_whose_wait_ends_is_refused() {
     claim(&a, None, "a");
     claim(&b, None, "b");
 
-    let wait = Duration::from_millis(300);
+    let wait = Duration::from_millis(150);
     let sent = Instant::now();
     let wait_ms = wait.as_millis() as u64;
     send(&any, &Request::Claim { broker: None, wait_ms, client: Some("any") });
@@ -136,14 +138,14 @@ fn a_waiting_claim_whose_wait_ends_is_refused() {
 
 #[test]
 fn an_expired_lease_frees_its_broker_and_forgets_its_token() {
-    let broker = start(&["--preload", "--lease", "300ms"]);
+    let broker = start(&["--preload", "--lease", "200ms"]);
     let context = zmq::Context::new();
     let (a, c) = (broker.req(&context), broker.req(&context));
 
     let claimed_at = Instant::now();
     let reply = ask(&a, &Request::Claim { broker: None, wait_ms: 0, client: Some("a") });
-    let Response::Claimed { broker: 1, claim: old, lease_ms: 300 } = reply else {
-        panic!("expected broker 1 with a 300 ms lease, got {reply:?}");
+    let Response::Claimed { broker: 1, claim: old, lease_ms: 200 } = reply else {
+        panic!("expected broker 1 with a 200 ms lease, got {reply:?}");
     };
     // The lease runs out while this claim waits for broker 1.
     let reply =
@@ -165,21 +167,21 @@ fn an_expired_lease_frees_its_broker_and_forgets_its_token() {
 
 #[test]
 fn a_held_fetch_keeps_its_claim_alive_past_its_lease() {
-    let broker = start(&["--preload", "--lease", "300ms"]);
+    let broker = start(&["--preload", "--lease", "200ms"]);
     let context = zmq::Context::new();
     let (a, c) = (broker.req(&context), broker.req(&context));
     let (_, token) = claim(&a, Some(1), "a");
 
     // Held for twice the lease.
     let fetched = expect_messages(
-        ask(&a, &Request::Fetch(Fetch { wait_ms: 600, ..fetch_from(token, "Hola mundo", 3) })),
+        ask(&a, &Request::Fetch(Fetch { wait_ms: 400, ..fetch_from(token, "Hola mundo", 3) })),
         "Hola mundo",
     );
     assert!(fetched.messages.is_empty(), "{fetched:?}");
     let renewed_at = Instant::now();
     assert_eq!(
         ask(&a, &Request::Renew { claim: token }),
-        Response::Renewed { broker: 1, lease_ms: 300 }
+        Response::Renewed { broker: 1, lease_ms: 200 }
     );
     let reply =
         ask(&c, &Request::Claim { broker: Some(1), wait_ms: LONG_WAIT_MS, client: Some("c") });
@@ -228,7 +230,7 @@ fn a_held_fetch_whose_wait_ends_gets_no_messages() {
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
 
-    let wait = Duration::from_millis(300);
+    let wait = Duration::from_millis(150);
     let sent = Instant::now();
     let fetch = Fetch { wait_ms: wait.as_millis() as u64, ..fetch_from(token, "Hola mundo", 3) };
     let fetched = expect_messages(ask(&socket, &Request::Fetch(fetch)), "Hola mundo");
@@ -261,7 +263,7 @@ fn a_held_fetch_on_a_deleted_topic_gets_unknown_topic() {
 
 #[test]
 fn the_lease_starts_again_when_a_held_fetch_is_answered_early() {
-    let broker = start(&["--preload", "--lease", "300ms"]);
+    let broker = start(&["--preload", "--lease", "200ms"]);
     let context = zmq::Context::new();
     let (a, producer, c) = (broker.req(&context), broker.req(&context), broker.req(&context));
     let (_, token) = claim(&a, Some(1), "a");

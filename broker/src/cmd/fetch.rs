@@ -1,10 +1,10 @@
 //! `fetch`: read a topic from an offset under a claim, waiting for messages if asked to.
 
-use protocol::{Fetch, Response, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES};
+use protocol::{Fetch, Response};
 
 use super::{deadline, refuse, Context, Outcome};
 use crate::broker::Broker;
-use crate::store::Store;
+use crate::store::{Budget, Store};
 
 /// Reads what `fetch` asks for, renewing its claim. At the end of the topic, with a wait,
 /// the fetch is held (and its claim kept alive) until a message arrives or the wait ends.
@@ -26,27 +26,15 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: Fetch<'a>, cx: &Context<'_>) -> 
             deadline: until,
         };
     }
-    Outcome::Reply(answer(
-        &broker.store,
-        fetch.topic,
-        fetch.offset,
-        fetch.max_messages,
-        fetch.max_bytes,
-    ))
+    let budget = Budget::of_fetch(fetch.max_messages, fetch.max_bytes);
+    Outcome::Reply(answer(&broker.store, fetch.topic, fetch.offset, budget))
 }
 
-/// The reply to a fetch of `topic` from `offset`, now: the messages there are, possibly none.
-pub fn answer<'a>(
-    store: &'a Store,
-    topic: &'a str,
-    offset: u64,
-    max_messages: u32,
-    max_bytes: u32,
-) -> Response<'a> {
-    let max_messages = max_messages.clamp(1, MAX_FETCH_MESSAGES) as usize;
-    let max_bytes = max_bytes.min(MAX_FETCH_BYTES) as usize;
+/// The reply to a fetch of `topic` from `offset`, now: the messages there are, possibly none,
+/// as many as `budget` takes.
+pub fn answer<'a>(store: &'a Store, topic: &'a str, offset: u64, budget: Budget) -> Response<'a> {
     let mut messages = Vec::new();
-    match store.read(topic, offset, max_messages, max_bytes, &mut messages) {
+    match store.read(topic, offset, budget, &mut messages) {
         Ok(end_offset) => {
             let next_offset = messages.last().map_or(offset, |m| m.offset + 1);
             Response::Messages { topic, messages, next_offset, end_offset }

@@ -4,12 +4,12 @@
 use crate::quiet::Shown;
 use std::time::Instant;
 
-use protocol::{GroupFetch, Message, Response, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES};
+use protocol::{GroupFetch, Message, Response};
 
-use super::{check_names, deadline, refuse, Context, Outcome};
+use super::{deadline, group_topic, refuse, Context, Outcome};
 use crate::broker::Broker;
-use crate::group::{GroupError, Groups, Subscription};
-use crate::store::Store;
+use crate::group::{GroupError, Groups};
+use crate::store::{Budget, Store};
 
 /// Delivers what `fetch` asks for to its member, renewing its claim. When nothing is there for
 /// the group and the fetch may wait, it is held (and its claim kept alive) until something
@@ -18,11 +18,8 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
     if let Err(error) = broker.brokers.renew(fetch.claim, cx.now, cx.now) {
         return refuse(error);
     }
-    if let Err(refusal) = check_names(fetch.group, fetch.topic) {
+    if let Err(refusal) = group_topic(&broker.store, fetch.group, fetch.topic) {
         return Outcome::Reply(refusal);
-    }
-    if let Err(error) = broker.store.topic(fetch.topic) {
-        return refuse(error);
     }
     if !broker.groups.get(fetch.group, fetch.topic).is_some_and(|s| s.is_member(fetch.claim)) {
         return refuse(GroupError::UnknownMember {
@@ -32,15 +29,9 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
         });
     }
     let Broker { store, groups, brokers, .. } = broker;
-    let response = deliver(
-        store,
-        groups,
-        fetch.group,
-        fetch.topic,
-        fetch.max_messages,
-        fetch.max_bytes,
-        cx.now,
-    );
+    let budget = Budget::of_fetch(fetch.max_messages, fetch.max_bytes);
+    let to = Delivery { group: fetch.group, topic: fetch.topic, budget };
+    let response = deliver(store, groups, to, cx.now);
     if is_empty(&response) && fetch.wait_ms > 0 {
         let until = deadline(cx.now, fetch.wait_ms);
         // Cannot fail: the claim was renewed above, within this same request.
@@ -58,88 +49,76 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
     Outcome::Reply(response)
 }
 
-/// Delivers to a member of `group` the messages of `topic` there are for it at `now`, possibly
-/// none: first those whose ack timeout ran out, lowest offsets first, then new ones, within the
-/// limits (but at least one if there is one). They are pending from then on.
+/// A delivery to make: to a member of `group`, of `topic`, within `budget`.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The member's group.
+    pub group: &'a str,
+    /// The topic it reads.
+    pub topic: &'a str,
+    /// How many messages and bytes it may be handed.
+    pub budget: Budget,
+}
+
+/// Delivers to a member of `to.group` the messages of `to.topic` there are for it at `now`,
+/// possibly none: first those whose ack timeout ran out, lowest offsets first, then new ones,
+/// within the budget (but at least one if there is one). They are pending from then on.
 pub fn deliver<'a>(
     store: &'a Store,
     groups: &mut Groups,
-    group: &'a str,
-    topic: &'a str,
-    max_messages: u32,
-    max_bytes: u32,
+    to: Delivery<'a>,
     now: Instant,
 ) -> Response<'a> {
+    let Delivery { group, topic, mut budget } = to;
     let log = match store.topic(topic) {
         Ok(log) => log,
         Err(error) => return error.into(),
     };
     let (first, end) = (log.first_offset(), log.next_offset());
-    let Some(state) = groups.get(group, topic) else {
-        return unknown_group(group, topic);
-    };
-    if state.needs_fit(first, end) {
-        let dropped = groups.update(group, topic, |s| s.fit(first, end)).unwrap_or(0);
-        if dropped > 0 {
-            tracing::warn!(
-                group = %Shown(group),
-                topic = %Shown(topic),
-                "{dropped} pending messages were removed by retention before they were \
-                 acknowledged; skipped"
-            );
-        }
+    match groups.get(group, topic).map(|state| state.needs_fit(first, end)) {
+        None => return unknown_group(group, topic),
+        Some(true) => fit(groups, group, topic, first, end),
+        Some(false) => {}
     }
     let Some(state) = groups.get(group, topic) else {
         return unknown_group(group, topic);
     };
-    let max_messages = max_messages.clamp(1, MAX_FETCH_MESSAGES) as usize;
-    let max_bytes = max_bytes.min(MAX_FETCH_BYTES) as usize;
     let mut messages: Vec<Message<'a>> = Vec::new();
-    let mut bytes = 0;
-    // Whether `message` fits in what is left; the first one always does.
-    let mut fits = |messages: &[Message<'_>], message: &Message<'_>| {
-        let size = message.key.map_or(0, <[u8]>::len) + message.value.len();
-        let fits = messages.is_empty() || bytes + size <= max_bytes;
-        if fits {
-            bytes += size;
-        }
-        fits
-    };
-    let mut one = Vec::with_capacity(1);
-    for offset in state.due(now, max_messages) {
-        one.clear();
-        log.read(offset, 1, usize::MAX, &mut one);
+    for offset in state.due(now, budget.messages_left()) {
+        let mut one = Vec::with_capacity(1);
+        log.read(offset, &mut Budget::new(1, usize::MAX), &mut one);
         let Some(message) = one.pop() else { continue };
-        if !fits(&messages, &message) {
+        if !budget.take(&message) {
             break;
         }
         messages.push(message);
     }
-    let room = max_messages - messages.len();
-    if room > 0 {
-        let mut fresh = Vec::new();
-        log.read(state.delivered(), room, max_bytes, &mut fresh);
-        for message in fresh {
-            if !fits(&messages, &message) {
-                break;
-            }
-            messages.push(message);
-        }
+    if budget.messages_left() > 0 {
+        log.read(state.delivered(), &mut budget, &mut messages);
     }
     let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
-    let redelivered = if offsets.is_empty() {
-        Vec::new()
+    let (redelivered, committed_offset) = if offsets.is_empty() {
+        (Vec::new(), state.committed())
     } else {
         let until = now + groups.ack_timeout();
-        groups.update(group, topic, |s| s.deliver(&offsets, until)).unwrap_or_default()
+        groups
+            .update(group, topic, |state| (state.deliver(&offsets, until), state.committed()))
+            .unwrap_or((Vec::new(), end))
     };
-    Response::Delivered {
-        group,
-        topic,
-        messages,
-        redelivered,
-        committed_offset: groups.get(group, topic).map_or(end, Subscription::committed),
-        end_offset: end,
+    Response::Delivered { group, topic, messages, redelivered, committed_offset, end_offset: end }
+}
+
+/// Fits `group`'s state on `topic` to the offsets `first..end` the topic holds now, saying so
+/// if retention removed pending messages.
+fn fit(groups: &mut Groups, group: &str, topic: &str, first: u64, end: u64) {
+    let dropped = groups.update(group, topic, |state| state.fit(first, end)).unwrap_or(0);
+    if dropped > 0 {
+        tracing::warn!(
+            group = %Shown(group),
+            topic = %Shown(topic),
+            "{dropped} pending messages were removed by retention before they were \
+             acknowledged; skipped"
+        );
     }
 }
 

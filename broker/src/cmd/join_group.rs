@@ -3,7 +3,7 @@
 use crate::quiet::Shown;
 use protocol::{GroupStart, Response};
 
-use super::{check_names, refuse, Context, Outcome};
+use super::{group_topic, refuse, Context, Outcome};
 use crate::broker::Broker;
 use crate::group::Subscription;
 
@@ -21,12 +21,9 @@ pub fn apply<'a>(
         Ok(id) => id,
         Err(error) => return refuse(error),
     };
-    if let Err(refusal) = check_names(group, topic) {
-        return Outcome::Reply(refusal);
-    }
-    let (first, end) = match broker.store.topic(topic) {
-        Ok(log) => (log.first_offset(), log.next_offset()),
-        Err(error) => return refuse(error),
+    let (first, end) = match group_topic(&broker.store, group, topic) {
+        Ok(range) => range,
+        Err(refusal) => return Outcome::Reply(refusal),
     };
     let offset = match start {
         GroupStart::Earliest => first,

@@ -25,7 +25,7 @@ use protocol::{excerpt, validate_topic_name, ErrorCode, Request, Response, MAX_W
 use crate::broker::Broker;
 use crate::group::{self, GroupError};
 use crate::logical::ClaimError;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// What the request's sender is, for the command to use.
 #[derive(Debug, Clone, Copy)]
@@ -177,7 +177,21 @@ fn check_names(group: &str, topic: &str) -> Result<(), Response<'static>> {
         .map_err(|error| StoreError::InvalidTopicName(topic.to_owned(), error).into())
 }
 
+/// Checks a group request's names, as [`check_names`] does, and returns the offsets its topic
+/// holds now: the first kept and the next.
+///
+/// # Errors
+/// The refusal to send: an invalid name or an unknown topic.
+fn group_topic(store: &Store, group: &str, topic: &str) -> Result<(u64, u64), Response<'static>> {
+    check_names(group, topic)?;
+    let log = store.topic(topic)?;
+    Ok((log.first_offset(), log.next_offset()))
+}
+
 /// A refusal, as an outcome.
 fn refuse<'a>(error: impl Into<Response<'a>>) -> Outcome<'a> {
     Outcome::Reply(error.into())
 }
+
+#[cfg(test)]
+mod tests;

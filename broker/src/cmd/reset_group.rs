@@ -3,18 +3,15 @@
 use crate::quiet::Shown;
 use protocol::{ResetTo, Response};
 
-use super::{check_names, refuse, Outcome};
+use super::{group_topic, refuse, Outcome};
 use crate::broker::Broker;
 use crate::store::StoreError;
 
 /// Moves `group`'s committed offset on `topic` to `to`, creating its state there if needed.
 pub fn apply<'a>(broker: &mut Broker, group: &'a str, topic: &'a str, to: ResetTo) -> Outcome<'a> {
-    if let Err(refusal) = check_names(group, topic) {
-        return Outcome::Reply(refusal);
-    }
-    let (first, end) = match broker.store.topic(topic) {
-        Ok(log) => (log.first_offset(), log.next_offset()),
-        Err(error) => return refuse(error),
+    let (first, end) = match group_topic(&broker.store, group, topic) {
+        Ok(range) => range,
+        Err(refusal) => return Outcome::Reply(refusal),
     };
     let offset = match to {
         ResetTo::Earliest => first,

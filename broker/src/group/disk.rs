@@ -23,12 +23,14 @@
 //! that does not decode or is not named after the group and topic it holds, is damaged: start-up
 //! refuses it, and `--repair` sets it aside (see `store::damaged`).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use protocol::{validate_group_name, validate_topic_name};
 use serde::{Deserialize, Serialize};
+
+use crate::files::{self, sync_dir};
 
 /// The extension of a group state file.
 const EXTENSION: &str = "group";
@@ -57,25 +59,9 @@ pub fn groups_dir(data_dir: &Path) -> PathBuf {
 
 /// The file name of `group`'s state on `topic`.
 pub fn file_name(group: &str, topic: &str) -> String {
-    let readable = |name: &str| -> String {
-        name.chars()
-            .filter_map(|c| match c {
-                'a'..='z' | '0'..='9' | '-' | '_' => Some(c),
-                'A'..='Z' => Some(c.to_ascii_lowercase()),
-                _ if c.is_whitespace() || c.is_ascii() => Some('_'),
-                _ => None,
-            })
-            .take(24)
-            .collect()
-    };
-    let hash = fnv1a(group.as_bytes().iter().chain(&[0]).chain(topic.as_bytes()));
-    format!("{}.{}-{hash:016x}.{EXTENSION}", readable(group), readable(topic))
-}
-
-/// FNV-1a, 64 bits: stable across versions and platforms, unlike the standard library's hasher.
-fn fnv1a<'a>(bytes: impl Iterator<Item = &'a u8>) -> u64 {
-    bytes
-        .fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    let hash = files::fnv1a(group.as_bytes().iter().chain(&[0]).chain(topic.as_bytes()));
+    let (group, topic) = (files::readable(group, &[], 24), files::readable(topic, &[], 24));
+    format!("{group}.{topic}-{hash:016x}.{EXTENSION}")
 }
 
 /// The bytes of a state file holding `saved`.
@@ -119,19 +105,7 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
 /// # Errors
 /// Any failed file operation; the old file is then as it was.
 pub fn replace(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
-    let writing = dir.join(format!("{name}.{WRITING_EXTENSION}"));
-    let written = File::create(&writing).and_then(|mut file| {
-        file.write_all(bytes)?;
-        if sync {
-            file.sync_data()?;
-        }
-        Ok(())
-    });
-    let renamed = written.and_then(|()| fs::rename(&writing, dir.join(name)));
-    if renamed.is_err() {
-        let _ = fs::remove_file(&writing);
-    }
-    renamed
+    files::replace(dir, name, &format!("{name}.{WRITING_EXTENSION}"), bytes, sync)
 }
 
 /// Removes file `name` of `dir`, if it is there.
@@ -201,14 +175,6 @@ pub fn create_dir(dir: &Path, sync: bool) -> io::Result<()> {
         Some(parent) if sync => sync_dir(parent),
         _ => Ok(()),
     }
-}
-
-/// Flushes a directory's entries (new, renamed or removed files) to disk.
-///
-/// # Errors
-/// The directory cannot be opened or synced.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use thiserror::Error;
 
 pub use subscription::{NotDelivered, Subscription};
 
+use crate::files;
 use crate::store::{DamageReport, DamagedFile, Fsync, SetAside, Store, StoreConfig};
 
 /// How long a delivered message waits for its acknowledgement unless configured otherwise.
@@ -394,7 +395,7 @@ impl Groups {
             tracing::info!(group = %Shown(&group), topic = %Shown(topic), "forgot the group's state with its topic");
         }
         if let Some(files) = self.files.as_ref().filter(|f| f.sync && f.exists) {
-            if let Err(error) = disk::sync_dir(&files.dir) {
+            if let Err(error) = files::sync_dir(&files.dir) {
                 tracing::warn!(%error, "cannot flush the groups directory");
             }
         }
@@ -482,7 +483,7 @@ impl Groups {
             }
         }
         if files.sync && !written.is_empty() {
-            if let Err(error) = disk::sync_dir(&files.dir) {
+            if let Err(error) = files::sync_dir(&files.dir) {
                 // The renames may not last: none of the pass's writes can be counted on.
                 let reason = error.to_string();
                 failed.extend(

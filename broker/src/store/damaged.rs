@@ -17,6 +17,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::files::sync_dir;
+
 /// The folder of the data directory that `--repair` sets files aside in.
 const DAMAGED_DIR: &str = "damaged";
 
@@ -148,10 +150,6 @@ impl SetAside {
         sync_dir(&damaged)?;
         Ok(run)
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

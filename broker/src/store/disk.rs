@@ -18,11 +18,13 @@
 //! still get directories of their own. The real name is read back from `topic.meta`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use protocol::Retention;
 use serde::{Deserialize, Serialize};
+
+use crate::files::{self, sync_dir};
 
 /// The file in each topic directory that names the topic.
 pub const META_FILE: &str = "topic.meta";
@@ -46,24 +48,7 @@ pub fn deleting_dir(data_dir: &Path) -> PathBuf {
 
 /// The directory name of topic `name`.
 pub fn topic_dir_name(name: &str) -> String {
-    let readable: String = name
-        .chars()
-        .filter_map(|c| match c {
-            'a'..='z' | '0'..='9' | '-' | '_' | '.' => Some(c),
-            'A'..='Z' => Some(c.to_ascii_lowercase()),
-            _ if c.is_whitespace() || c.is_ascii() => Some('_'),
-            _ => None,
-        })
-        .take(48)
-        .collect();
-    format!("{readable}-{:016x}", fnv1a(name.as_bytes()))
-}
-
-/// FNV-1a, 64 bits: stable across versions and platforms, unlike the standard library's hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    format!("{}-{:016x}", files::readable(name, &['.'], 48), files::fnv1a(name.as_bytes()))
 }
 
 /// A segment file's name: its base offset, zero-padded so that names sort as offsets do.
@@ -124,11 +109,7 @@ pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
 
 fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
     let bytes = rmp_serde::to_vec_named(meta).map_err(io::Error::other)?;
-    let temporary = dir.join(META_WRITING_FILE);
-    let mut file = File::create(&temporary)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    fs::rename(&temporary, dir.join(META_FILE))?;
+    files::replace(dir, META_FILE, META_WRITING_FILE, &bytes, true)?;
     sync_dir(dir)
 }
 
@@ -224,14 +205,6 @@ pub fn topic_file(name: &str) -> TopicFile {
 /// The file cannot be opened.
 pub fn open_segment(dir: &Path, base_offset: u64) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(dir.join(segment_file_name(base_offset)))
-}
-
-/// Flushes a directory's entries (new, renamed or removed files) to disk.
-///
-/// # Errors
-/// The directory cannot be opened or synced.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! disk holds every segment in memory as well, so reads never touch the disk; the files are
 //! what makes it survive a restart.
 
+mod budget;
 pub mod damaged;
 mod disk;
 mod recovery;
@@ -17,14 +18,17 @@ mod segment;
 mod topic;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::quiet::Shown;
 use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, Retention, TopicInfo};
 use thiserror::Error;
 
+pub use budget::Budget;
 pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use topic::Topic;
 
@@ -115,8 +119,59 @@ pub enum StoreError {
     },
     /// A file operation failed.
     #[error("storage failed: {0}")]
-    Io(String),
+    Io(IoFailure),
 }
+
+/// A failed file operation: the `io::Error` itself, and what the store was doing when the error
+/// alone does not say (which file). Its text is `<doing>: <error>`, or the error's alone.
+///
+/// The error is not also given as [`std::error::Error::source`]: the text holds it already, and
+/// a chain printed whole would say it twice.
+#[derive(Debug, Clone)]
+pub struct IoFailure {
+    /// What the store was doing, e.g. `cannot read <path>`, when the error does not say.
+    doing: Option<String>,
+    /// The error, shared so that the [`StoreError`] holding it can be cloned.
+    error: Arc<io::Error>,
+}
+
+impl IoFailure {
+    /// `error`, which says all there is to say.
+    pub fn new(error: io::Error) -> IoFailure {
+        IoFailure { doing: None, error: Arc::new(error) }
+    }
+
+    /// `error`, which happened while the store was `doing` this.
+    pub fn doing(doing: String, error: io::Error) -> IoFailure {
+        IoFailure { doing: Some(doing), error: Arc::new(error) }
+    }
+
+    /// The error itself.
+    pub fn error(&self) -> &io::Error {
+        &self.error
+    }
+}
+
+impl fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.doing {
+            Some(doing) => write!(f, "{doing}: {}", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+/// `io::Error` has no equality: two failures are equal when they were doing the same, and their
+/// errors are of one kind and say the same.
+impl PartialEq for IoFailure {
+    fn eq(&self, other: &IoFailure) -> bool {
+        self.doing == other.doing
+            && self.error.kind() == other.error.kind()
+            && self.error.to_string() == other.error.to_string()
+    }
+}
+
+impl Eq for IoFailure {}
 
 /// Why a store could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -326,8 +381,8 @@ impl Store {
         }
     }
 
-    /// Reads up to `max_messages` messages and `max_bytes` bytes of `topic` from `offset` into
-    /// `out` (always at least one message when one exists). Returns the topic's next offset.
+    /// Reads as many messages of `topic` from `offset` into `out` as `budget` takes (always at
+    /// least one message when one exists). Returns the topic's next offset.
     ///
     /// # Errors
     /// An invalid name, an unknown topic, or an offset below the first held or past the next.
@@ -335,8 +390,7 @@ impl Store {
         &'a self,
         topic: &str,
         offset: u64,
-        max_messages: usize,
-        max_bytes: usize,
+        mut budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
         check_name(topic)?;
@@ -351,8 +405,8 @@ impl Store {
             });
         }
         // Room for what is there, up to the limit, at once rather than by doubling.
-        out.reserve(max_messages.min((next - offset) as usize));
-        log.read(offset, max_messages, max_bytes, out);
+        out.reserve(budget.messages_left().min((next - offset) as usize));
+        log.read(offset, &mut budget, out);
         Ok(next)
     }
 
@@ -442,7 +496,7 @@ fn unknown(topic: &str) -> StoreError {
 }
 
 fn io_error(error: io::Error) -> StoreError {
-    StoreError::Io(error.to_string())
+    StoreError::Io(IoFailure::new(error))
 }
 
 #[cfg(test)]

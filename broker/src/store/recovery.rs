@@ -21,7 +21,7 @@ use super::damaged::{DamageReport, DamagedFile, SetAside};
 use super::disk::{self, Meta, MetaError, TopicFile};
 use super::segment::{Segment, WholeRecordAfter};
 use super::topic::Topic;
-use super::{OpenError, StoreError};
+use super::{IoFailure, OpenError, StoreError};
 
 /// What opening a data directory gave.
 #[derive(Debug)]
@@ -91,7 +91,7 @@ pub fn recover(
     mut set_aside: Option<SetAside>,
 ) -> Result<Recovered, OpenError> {
     let io_error = |what: &str, path: &Path, e: io::Error| {
-        StoreError::Io(format!("cannot {what} {}: {e}", path.display()))
+        StoreError::Io(IoFailure::doing(format!("cannot {what} {}", path.display()), e))
     };
     let plan = scan(data_dir, segment_bytes)?;
     let damaged: Vec<DamagedFile> =
@@ -202,7 +202,10 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
             return Ok(());
         }
         Err(MetaError::Unreadable(e)) => {
-            return Err(StoreError::Io(format!("cannot read {}: {e}", meta_path.display())));
+            return Err(StoreError::Io(IoFailure::doing(
+                format!("cannot read {}", meta_path.display()),
+                e,
+            )));
         }
         Err(MetaError::Invalid(why)) => {
             let problem = format!(
@@ -252,8 +255,9 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
     let mut previous: Option<(u64, bool)> = None;
     for (i, (base, path)) in bases.into_iter().enumerate() {
         let newest = i + 1 == count;
-        let bytes = fs::read(&path)
-            .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?;
+        let bytes = fs::read(&path).map_err(|e| {
+            StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e))
+        })?;
         let read_len = bytes.len() as u64;
         let capacity = if newest { segment_bytes } else { 0 };
         let (segment, damage) = Segment::recover(base, bytes, capacity);
@@ -338,7 +342,9 @@ fn damaged(path: &Path, problem: String, target: &Path) -> Finding {
 /// The entries of `dir` (none when it does not exist), each with whether it is a directory,
 /// sorted by name. Symbolic links are taken for what they point to.
 fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
-    let read = |e: io::Error| StoreError::Io(format!("cannot read {}: {e}", dir.display()));
+    let read = |e: io::Error| {
+        StoreError::Io(IoFailure::doing(format!("cannot read {}", dir.display()), e))
+    };
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -348,7 +354,9 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
     for entry in listing {
         let path = entry.map_err(read)?.path();
         let is_dir = fs::metadata(&path)
-            .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?
+            .map_err(|e| {
+                StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e))
+            })?
             .is_dir();
         entries.push((path, is_dir));
     }
@@ -362,7 +370,9 @@ fn clear_deletions(data_dir: &Path) -> Result<(), StoreError> {
     let deleting = disk::deleting_dir(data_dir);
     for (path, is_dir) in entries(&deleting)? {
         let removed = if is_dir { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-        removed.map_err(|e| StoreError::Io(format!("cannot remove {}: {e}", path.display())))?;
+        removed.map_err(|e| {
+            StoreError::Io(IoFailure::doing(format!("cannot remove {}", path.display()), e))
+        })?;
         tracing::info!(path = %path.display(), "removed a deleted topic's files");
     }
     Ok(())

@@ -33,7 +33,7 @@ fn append(store: &mut Store, topic: &str, values: &[&str]) -> Result<(u64, u64)>
 
 fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
     let mut out = Vec::new();
-    store.read(topic, offset, 10_000, usize::MAX, &mut out).unwrap();
+    store.read(topic, offset, Budget::new(10_000, usize::MAX), &mut out).unwrap();
     out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
 }
 
@@ -66,7 +66,7 @@ fn append_creates_the_topic_and_read_returns_it(store: &mut Store) {
     assert_eq!(append(store, "t", &["c"]), Ok((2, 2)));
     assert_eq!(read_all(store, "t", 1), [(1, "b".into()), (2, "c".into())]);
     let mut out = Vec::new();
-    store.read("t", 0, 1, 100, &mut out).unwrap();
+    store.read("t", 0, Budget::new(1, 100), &mut out).unwrap();
     assert_eq!(out[0].timestamp, NOW);
     assert_eq!(store.totals().messages, 3);
     assert_eq!(store.totals().bytes, 3);
@@ -104,11 +104,11 @@ fn reads_outside_the_log_are_refused_but_the_end_is_not(store: &mut Store) {
     assert!(read_all(store, "t", 1).is_empty());
     let mut out = Vec::new();
     assert!(matches!(
-        store.read("t", 2, 10, 100, &mut out),
+        store.read("t", 2, Budget::new(10, 100), &mut out),
         Err(StoreError::OffsetOutOfRange { first: 0, next: 1, .. })
     ));
     assert_eq!(
-        store.read("nope", 0, 10, 100, &mut out),
+        store.read("nope", 0, Budget::new(10, 100), &mut out),
         Err(StoreError::UnknownTopic("nope".into()))
     );
 }
@@ -133,7 +133,7 @@ fn retention_keeps_the_newest_messages(store: &mut Store) {
     assert!(info.messages >= 5 && info.messages < 40, "{info:?}");
     assert_eq!(info.first_offset, 40 - info.messages);
     let mut out = Vec::new();
-    let below = store.read("kept", 0, 10, 100, &mut out);
+    let below = store.read("kept", 0, Budget::new(10, 100), &mut out);
     assert!(
         matches!(below, Err(StoreError::OffsetOutOfRange { first, .. }) if first == info.first_offset)
     );
@@ -142,6 +142,23 @@ fn retention_keeps_the_newest_messages(store: &mut Store) {
 
 fn reopen(dir: &TempDir) -> Store {
     Store::open(config(Some(dir.path()))).unwrap()
+}
+
+/// A data directory whose topic `t` holds `value 0` to `value 39`, in several segments.
+fn forty_values_on_disk() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    for i in 0..40 {
+        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
+    }
+    dir
+}
+
+/// Damages the first record of segment `file`.
+fn flip_a_byte(file: &Path) {
+    let mut bytes = fs::read(file).unwrap();
+    bytes[20] ^= 0xff;
+    fs::write(file, bytes).unwrap();
 }
 
 fn segment_files(dir: &TempDir, topic: &str) -> Vec<std::path::PathBuf> {
@@ -177,7 +194,7 @@ fn a_reopened_store_has_every_committed_message() {
     let store = reopen(&dir);
     assert_eq!(store.list(), before);
     let mut out = Vec::new();
-    store.read("Hello world", 50, 10, 1000, &mut out).unwrap();
+    store.read("Hello world", 50, Budget::new(10, 1000), &mut out).unwrap();
     assert_eq!(
         (out[0].key, out[0].value, out[0].timestamp),
         (Some(&b"k"[..]), &b"keyed"[..], NOW + 1)
@@ -250,33 +267,18 @@ fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
 
 #[test]
 fn a_damaged_older_segment_stops_the_store_from_opening() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = reopen(&dir);
-    for i in 0..40 {
-        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
-    }
-    drop(store);
-    let oldest = segment_files(&dir, "t").remove(0);
-    let mut bytes = fs::read(&oldest).unwrap();
-    bytes[20] ^= 0xff;
-    fs::write(&oldest, bytes).unwrap();
+    let dir = forty_values_on_disk();
+    flip_a_byte(&segment_files(&dir, "t")[0]);
     let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
     assert!(error.contains("is damaged") && error.contains("checksum"), "{error}");
 }
 
 #[test]
 fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = reopen(&dir);
-    for i in 0..40 {
-        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
-    }
-    drop(store);
+    let dir = forty_values_on_disk();
     let files = segment_files(&dir, "t");
     assert!(files.len() >= 4, "{files:?}");
-    let mut bytes = fs::read(&files[1]).unwrap();
-    bytes[20] ^= 0xff;
-    fs::write(&files[1], bytes).unwrap();
+    flip_a_byte(&files[1]);
 
     let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
     // The topic starts at the first segment after the damaged one; nothing newer is lost.
@@ -293,12 +295,7 @@ fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
 
 #[test]
 fn a_missing_segment_or_a_stray_file_refuses_the_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = reopen(&dir);
-    for i in 0..40 {
-        append(&mut store, "t", &[&format!("value {i}")]).unwrap();
-    }
-    drop(store);
+    let dir = forty_values_on_disk();
     let files = segment_files(&dir, "t");
     fs::remove_file(&files[1]).unwrap();
     let stray = files[0].with_file_name("notes.txt");
@@ -372,4 +369,22 @@ fn a_failed_write_refuses_the_pass_and_keeps_serving() {
     // Cleaning up after the failure removed the file the refused appends had started.
     assert!(fs::symlink_metadata(topic_dir.join(disk::segment_file_name(0))).is_err());
     assert_eq!(append(&mut store, "full", &["written"]), Ok((0, 0)));
+}
+
+#[test]
+fn a_failed_file_operation_keeps_its_io_error_and_says_which_file() {
+    let root = tempfile::tempdir().unwrap();
+    let not_a_dir = root.path().join("file");
+    fs::write(&not_a_dir, b"x").unwrap();
+    let Err(OpenError::Store(StoreError::Io(failure))) =
+        Store::open(config(Some(&not_a_dir.join("data"))))
+    else {
+        panic!("opening a data directory below a file should fail on the file system");
+    };
+    assert_eq!(failure.error().kind(), io::ErrorKind::NotADirectory);
+    let text = StoreError::Io(failure.clone()).to_string();
+    assert!(text.starts_with("storage failed: cannot "), "{text}");
+    assert!(text.contains(&not_a_dir.display().to_string()), "{text}");
+    assert!(text.ends_with(&failure.error().to_string()), "{text}");
+    assert_eq!(failure, failure.clone());
 }

@@ -10,6 +10,8 @@ use protocol::{Message, Retention};
 
 use super::disk;
 use super::segment::Segment;
+use super::Budget;
+use crate::files;
 
 /// One topic's log.
 #[derive(Debug)]
@@ -144,25 +146,16 @@ impl Topic {
         self.files.as_ref().map(|f| f.dir.as_path())
     }
 
-    /// Pushes onto `out` the readable messages from `offset` on, at most `max_messages` of them
-    /// and at most `max_bytes` of keys and values, but always the first one if there is one.
-    /// `offset` must lie in `first_offset()..=next_offset()`.
-    pub fn read<'a>(
-        &'a self,
-        offset: u64,
-        max_messages: usize,
-        max_bytes: usize,
-        out: &mut Vec<Message<'a>>,
-    ) {
-        let mut bytes = 0;
+    /// Pushes onto `out` the readable messages from `offset` on, as many as `budget` takes (always
+    /// the first one if there is one). `offset` must lie in `first_offset()..=next_offset()`.
+    pub fn read<'a>(&'a self, offset: u64, budget: &mut Budget, out: &mut Vec<Message<'a>>) {
         // Segments are sorted by base offset: find the one holding `offset`.
         let start = self.segments.partition_point(|s| s.next_offset() <= offset);
         for segment in self.segments.range(start..) {
             let end = segment.next_offset().min(self.committed);
             for at in offset.max(segment.base_offset())..end {
                 let message = segment.get(at);
-                bytes += message.key.map_or(0, <[u8]>::len) + message.value.len();
-                if out.len() == max_messages || (!out.is_empty() && bytes > max_bytes) {
+                if !budget.take(&message) {
                     return;
                 }
                 out.push(message);
@@ -275,7 +268,7 @@ impl Files {
             self.sync()?;
         }
         if sync && new_file {
-            disk::sync_dir(&self.dir)?;
+            files::sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -339,7 +332,7 @@ mod tests {
 
     fn values(topic: &Topic, offset: u64, max_messages: usize, max_bytes: usize) -> Vec<String> {
         let mut out = Vec::new();
-        topic.read(offset, max_messages, max_bytes, &mut out);
+        topic.read(offset, &mut Budget::new(max_messages, max_bytes), &mut out);
         out.iter().map(|m| format!("{}={}", m.offset, String::from_utf8_lossy(m.value))).collect()
     }
 
@@ -393,7 +386,7 @@ mod tests {
         }
         assert!(topic.segments.len() >= 3);
         let mut out = Vec::new();
-        topic.read(1, 100, usize::MAX, &mut out);
+        topic.read(1, &mut Budget::new(100, usize::MAX), &mut out);
         assert_eq!(out.iter().map(|m| m.offset).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
     }
 

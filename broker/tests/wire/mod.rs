@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use protocol::{
     BrokerStatus, ErrorCode, Fetch, Message, NewMessage, Request, Response, TopicInfo,
@@ -260,10 +260,10 @@ pub fn assert_silent(socket: &zmq::Socket, within: Duration, what: &str) {
     }
 }
 
-/// The time now in milliseconds since the Unix epoch, as message timestamps count it.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
-}
+/// The time now in milliseconds since the Unix epoch, by the clock the broker stamps messages
+/// with.
+#[allow(unused_imports)] // Not every test file reads the clock.
+pub use broker::clock::epoch_ms as now_ms;
 
 /// One logical broker's state as `status` shows it, without the lease time that runs down.
 #[derive(Debug, Clone, PartialEq, Eq)]
