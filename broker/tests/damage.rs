@@ -2,7 +2,6 @@
 //! can pass for a deletion in progress, a damaged file of any kind stops start-up by name and
 //! changes nothing, and `--repair` sets it aside where the user can see it.
 
-mod support;
 mod wire;
 
 use std::fs;
@@ -10,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use protocol::{GroupFetch, GroupInfo, GroupStart, Request, Response};
-use support::{BrokerProcess, STEP};
+use testkit::{BrokerProcess, STEP};
 use wire::{append, ask, claim, fetch, fetch_from, topics};
 
 /// Bytes a record takes on disk besides its value (no key): length, checksum, timestamp and
@@ -36,7 +35,7 @@ fn start_fails(data_dir: &Path) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the broker");
-    let Some(status) = support::wait_child(&mut child, STEP) else {
+    let Some(status) = testkit::wait_child(&mut child, STEP) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("the broker kept running on a damaged data directory");

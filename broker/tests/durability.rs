@@ -2,7 +2,6 @@
 //! and a kill, how damaged files are handled at start-up, retention, where topics live on disk,
 //! deletion, a failing disk, and the disk usage the broker reports.
 
-mod support;
 mod wire;
 
 use std::collections::BTreeSet;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use protocol::{Append, ErrorCode, Message, NewMessage, Request, Response, Retention, TopicInfo};
 use serde::Deserialize;
-use support::{BrokerProcess, STEP};
+use testkit::{BrokerProcess, STEP};
 
 use wire::{
     append, append_of, ask, claim, expect_error, fetch, fetch_from, status, topics, SAMPLES,
@@ -596,7 +595,7 @@ fn a_flipped_byte_in_an_older_segment_stops_the_broker_from_starting() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the broker");
-    let Some(status) = support::wait_child(&mut child, STEP) else {
+    let Some(status) = testkit::wait_child(&mut child, STEP) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("the broker kept running on a damaged older segment");

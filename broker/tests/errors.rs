@@ -1,7 +1,6 @@
 //! Every error code the broker sends, on the request that earns it, and proof that the refused
 //! request changed nothing and the broker goes on serving.
 
-mod support;
 mod wire;
 
 use protocol::{ErrorCode, Fetch, NewMessage, Request, Response, TopicInfo};
@@ -324,7 +323,7 @@ fn an_error_reply_is_one_flat_map_with_code_error_and_reason() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
 
-    let frame = support::round_trip(&socket, &Request::DeleteTopic { topic: "Nada" });
+    let frame = testkit::round_trip(&socket, &Request::DeleteTopic { topic: "Nada" });
     #[derive(serde::Deserialize)]
     struct ErrorFields {
         v: u32,

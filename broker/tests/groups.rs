@@ -2,14 +2,13 @@
 //! group, redelivery after the ack timeout, independent groups, long polls, resets, restarts
 //! with a data directory, and the errors of each group request.
 
-mod support;
 mod wire;
 
 use std::time::{Duration, Instant};
 
 use protocol::{ErrorCode, GroupFetch, GroupInfo, GroupStart, Request, ResetTo, Response};
 
-use support::{BrokerProcess, STEP};
+use testkit::{BrokerProcess, STEP};
 use wire::{append, ask, assert_silent, claim, expect_error, receive, release, send, start, QUIET};
 
 /// The ack timeout of the brokers that show redelivery: long enough that a test's own steps

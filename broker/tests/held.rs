@@ -1,7 +1,6 @@
 //! Replies the broker holds back, and leases: claims that wait for a logical broker to free up,
 //! fetches that wait for messages, and claims that expire.
 
-mod support;
 mod wire;
 
 use std::time::{Duration, Instant};

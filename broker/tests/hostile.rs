@@ -2,7 +2,6 @@
 //! never read, floods of warnings, more connections than file descriptors; and the group states
 //! retention must fit at once.
 
-mod support;
 mod wire;
 
 use std::process::Command;
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use protocol::{ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Request, Response};
 
-use support::{BrokerProcess, STEP};
+use testkit::{BrokerProcess, STEP};
 use wire::{append, ask, claim, decode, encode, expect_error, start, topics};
 
 const MIB: u64 = 1 << 20;

@@ -2,7 +2,6 @@
 //! with the code PROTOCOL.md's "Limits" gives, changing nothing); the map rules of "Encoding";
 //! and the answers the document spells out for the cases a client would otherwise guess.
 
-mod support;
 mod wire;
 
 use std::path::Path;
@@ -652,12 +651,12 @@ fn the_holder_of_an_ipc_peer_that_gives_no_name() {
         .expect("start the broker");
     let stdout = child.stdout.take().expect("stdout is piped");
     let broker = IpcBroker { child };
-    let lines = support::lines_of(stdout);
-    let first = lines.recv_timeout(support::STEP).expect("a `listening on` line");
+    let lines = testkit::lines_of(stdout);
+    let first = lines.recv_timeout(testkit::STEP).expect("a `listening on` line");
     assert_eq!(first, format!("listening on {endpoint}"));
 
     let context = zmq::Context::new();
-    let socket = support::req_socket(&context, &endpoint);
+    let socket = testkit::req_socket(&context, &endpoint);
     claim(&socket, Some(1), "");
     ask(&socket, &Request::Claim { broker: Some(2), wait_ms: 0, client: None });
     let holders: Vec<Option<String>> = status(&socket).into_iter().map(|b| b.holder).collect();

@@ -4,8 +4,6 @@
 //! These tests need `python3` with pyzmq and msgpack. Without them they fail, saying how to
 //! install them, rather than pass without having run.
 
-mod support;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,7 +11,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::BrokerProcess;
+use testkit::BrokerProcess;
 
 /// How long one run of the Python client may take before the test kills it and fails.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
@@ -85,7 +83,7 @@ fn python(args: &[&str]) -> Run {
     };
     let stdout = read_all(Box::new(child.stdout.take().expect("stdout is piped")));
     let stderr = read_all(Box::new(child.stderr.take().expect("stderr is piped")));
-    let Some(status) = support::wait_child(&mut child, RUN_LIMIT) else {
+    let Some(status) = testkit::wait_child(&mut child, RUN_LIMIT) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("python3 {args:?} did not finish within {RUN_LIMIT:?}; killed it");

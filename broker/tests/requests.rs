@@ -1,6 +1,5 @@
 //! Every request against the real broker, and the success reply a client sees for it.
 
-mod support;
 mod wire;
 
 use protocol::{Fetch, NewMessage, Request, Response};

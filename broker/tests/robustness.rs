@@ -1,7 +1,6 @@
 //! Frames no well-behaved client sends: each gets an error reply on the framing it came in, and
 //! the broker goes on serving everyone.
 
-mod support;
 mod wire;
 
 use protocol::{ErrorCode, Fetch, Request, Response};

@@ -1,13 +1,12 @@
 //! Stopping the broker with SIGINT or SIGTERM: held replies are answered, the process exits 0
 //! promptly and logs a one-line summary.
 
-mod support;
 mod wire;
 
 use std::time::{Duration, Instant};
 
 use protocol::{ErrorCode, Fetch, Request, Response};
-use support::BrokerProcess;
+use testkit::BrokerProcess;
 
 use wire::{
     claim, dealer, expect_error, expect_messages, fetch_from, receive_tagged, send_tagged,

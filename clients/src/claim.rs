@@ -95,3 +95,21 @@ fn explain_taken(client: &mut Client, broker: Option<u32>) -> ClientError {
         }
     }
 }
+
+/// How long a follow asks the broker to hold each fetch when nothing is there, unless the
+/// timeout calls for less ([`Client::max_hold`]).
+pub(crate) const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a follow looks again for a topic that does not exist yet.
+pub(crate) const TOPIC_RETRY: Duration = Duration::from_secs(1);
+
+/// Claims again after the claim `claimed` expired under a reader (a pause longer than the
+/// lease), saying so, as `spec` says.
+///
+/// # Errors
+/// As [`acquire`].
+pub(crate) fn reclaim(client: &mut Client, claimed: &mut Claimed, spec: &ClaimSpec) -> Result<()> {
+    eprintln!("the claim on logical broker {} has expired; claiming again", claimed.broker);
+    *claimed = acquire(client, spec)?;
+    Ok(())
+}

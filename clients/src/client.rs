@@ -708,7 +708,7 @@ mod tests {
         let mut client = Client::connect(&endpoint, Duration::from_secs(30))
             .unwrap()
             .with_shutdown(shutdown.clone());
-        shutdown.signal();
+        shutdown.trigger();
         let started = Instant::now();
         assert!(matches!(client.status(), Err(ClientError::Interrupted)));
         assert!(started.elapsed() < Duration::from_secs(1));

@@ -6,8 +6,6 @@
 //! happening (waiting, restarting, totals) go to standard error so that output can be piped.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::thread;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use protocol::{
@@ -16,20 +14,13 @@ use protocol::{
 };
 
 use crate::args::{parse_offset, positive, ClaimArgs, ConnectArgs, OffsetArg, PrintArgs, TopicArg};
-use crate::claim::{self, ClaimSpec};
+use crate::claim::{self, ClaimSpec, FOLLOW_WAIT, TOPIC_RETRY};
 use crate::client::{Claimed, Client};
 use crate::group::{self, GroupArgs, Member, Reading, ResetArgs};
 use crate::interactive;
-use crate::output::{self, MessageFormat};
+use crate::output::{self, plural, MessageFormat};
 use crate::perf::{self, ConsumePerfArgs};
 use crate::{ClientError, Result, Shutdown};
-
-/// How long a follow asks the broker to hold each fetch when it has caught up, unless the
-/// timeout calls for less ([`Client::max_hold`]).
-const FOLLOW_WAIT: Duration = Duration::from_secs(1);
-
-/// How often a follow looks again for a topic that does not exist yet.
-const TOPIC_RETRY: Duration = Duration::from_secs(1);
 
 /// What `--help` says about the output formats.
 const FORMATS_HELP: &str = "\
@@ -504,14 +495,10 @@ impl Follow<'_> {
                         waiting_for_topic = true;
                     }
                     offset = 0;
-                    pause(TOPIC_RETRY, self.shutdown);
+                    self.shutdown.pause(TOPIC_RETRY);
                 }
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
-                    eprintln!(
-                        "the claim on logical broker {} has expired; claiming again",
-                        self.claimed.broker
-                    );
-                    *self.claimed = claim::acquire(self.client, self.spec)?;
+                    claim::reclaim(self.client, self.claimed, self.spec)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -552,28 +539,10 @@ fn print_batch(
     Ok((batch.messages.len() as u64, batch.next_offset, batch.end_offset))
 }
 
-/// Sleeps `duration`, or less if Ctrl-C comes.
-pub(crate) fn pause(duration: Duration, shutdown: &Shutdown) {
-    let slice = Duration::from_millis(100);
-    let mut left = duration;
-    while !left.is_zero() && !shutdown.is_signalled() {
-        let step = left.min(slice);
-        thread::sleep(step);
-        left -= step;
-    }
-}
-
-/// `s` unless `n` is 1.
-fn plural(n: u64) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(args: &[&str]) -> clap::error::Result<ConsumerArgs> {

@@ -8,7 +8,6 @@
 //! out, so every message is printed at least once, by some member of the group.
 
 use std::io::Write;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use protocol::{
@@ -16,17 +15,10 @@ use protocol::{
     MAX_FETCH_MESSAGES,
 };
 
-use crate::claim::{self, ClaimSpec};
+use crate::claim::{self, ClaimSpec, FOLLOW_WAIT, TOPIC_RETRY};
 use crate::client::{Claimed, Client, Delivery, Joined};
-use crate::output::{self, safe, MessageFormat};
+use crate::output::{self, plural, safe, MessageFormat};
 use crate::{ClientError, Result, Shutdown};
-
-/// How long a follow asks the broker to hold each group fetch when nothing is there, unless
-/// the timeout calls for less ([`Client::max_hold`]).
-const FOLLOW_WAIT: Duration = Duration::from_secs(1);
-
-/// How often a follow looks again for a topic that does not exist yet.
-const TOPIC_RETRY: Duration = Duration::from_secs(1);
 
 /// The options of `fetch` and `follow` that make them read as a member of a consumer group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
@@ -240,11 +232,7 @@ impl Member<'_> {
                 }
                 Err(ClientError::Interrupted) => break,
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
-                    eprintln!(
-                        "the claim on logical broker {} has expired; claiming again",
-                        self.claimed.broker
-                    );
-                    *self.claimed = claim::acquire(self.client, self.spec)?;
+                    claim::reclaim(self.client, self.claimed, self.spec)?;
                     if self.join()?.is_none() {
                         break;
                     }
@@ -280,7 +268,7 @@ impl Member<'_> {
                         eprintln!("topic {topic} does not exist (any more); waiting for it");
                         waiting = true;
                     }
-                    crate::consumer::pause(TOPIC_RETRY, self.shutdown);
+                    self.shutdown.pause(TOPIC_RETRY);
                 }
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
                     *self.claimed = claim::acquire(self.client, self.spec)?;
@@ -439,15 +427,6 @@ fn print(
 /// Offsets as `3, 5, 8`.
 fn join_offsets(offsets: &[u64]) -> String {
     offsets.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
-}
-
-/// `s` unless `n` is 1.
-fn plural(n: u64) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
 
 #[cfg(test)]

@@ -414,7 +414,7 @@ impl Renewer {
 
 impl Drop for Renewer {
     fn drop(&mut self) {
-        self.cancel.signal();
+        self.cancel.trigger();
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

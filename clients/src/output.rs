@@ -486,6 +486,15 @@ fn write_table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -
     Ok(())
 }
 
+/// `s` unless `n` is 1.
+pub(crate) fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

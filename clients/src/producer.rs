@@ -18,6 +18,7 @@ use tracing::debug;
 
 use crate::args::{non_empty, parse_producer_property, ConnectArgs, ProducerProperty};
 use crate::client::{Appended, Client};
+use crate::output::plural;
 use crate::perf::{self, ProducePerfArgs};
 use crate::{ClientError, Result, Shutdown};
 
@@ -200,7 +201,6 @@ impl Produced {
 /// producers appended in between, the ranges are listed (the first three, then a count).
 impl fmt::Display for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plural = |n: u64| if n == 1 { "" } else { "s" };
         write!(f, "appended {} message{} to {}", self.messages, plural(self.messages), self.topic)?;
         let range = |&(first, last): &(u64, u64)| {
             if first == last {

@@ -3,6 +3,8 @@
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
 
 /// A shared flag set once by a signal handler (or a test) and polled by whoever waits.
 ///
@@ -21,22 +23,33 @@ impl Shutdown {
     }
 
     /// Asks everything watching this flag to stop. Safe to call from a signal handler thread.
-    pub fn signal(&self) {
+    pub fn trigger(&self) {
         self.flag.store(true, Ordering::SeqCst);
     }
 
-    /// Whether [`Shutdown::signal`] has been called.
+    /// Whether [`Shutdown::trigger`] has been called.
     pub fn is_signalled(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
+
+    /// Sleeps `duration`, or less if Ctrl-C comes: it looks at the flag every 100 ms.
+    pub fn pause(&self, duration: Duration) {
+        let slice = Duration::from_millis(100);
+        let mut left = duration;
+        while !left.is_zero() && !self.is_signalled() {
+            let step = left.min(slice);
+            thread::sleep(step);
+            left -= step;
+        }
+    }
 }
 
-/// What the programs do on Ctrl-C: signal `shutdown`, and the first time, when standard error
+/// What the programs do on Ctrl-C: trigger `shutdown`, and the first time, when standard error
 /// is a terminal, end the line the terminal echoed `^C` on, so that the summary that follows
 /// starts on a line of its own.
 pub fn on_ctrl_c(shutdown: &Shutdown) {
     let first = !shutdown.is_signalled();
-    shutdown.signal();
+    shutdown.trigger();
     let stderr = io::stderr();
     if first && stderr.is_terminal() {
         let _ = stderr.lock().write_all(b"\n");
@@ -52,7 +65,7 @@ mod tests {
         let a = Shutdown::new();
         let b = a.clone();
         assert!(!b.is_signalled());
-        a.signal();
+        a.trigger();
         assert!(b.is_signalled());
     }
 }

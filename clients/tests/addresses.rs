@@ -1,15 +1,12 @@
 //! Addresses as a Kafka user types them: `HOST:PORT` without a transport, host names,
 //! `--bootstrap-server`, and `BROKER_ENDPOINT` as the default of all three programs.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::process::{Command, Stdio};
 
 use common::{broker_binary, run, run_with, CONSUMER, PRODUCER};
-use support::STEP;
+use testkit::STEP;
 
 /// A broker started with no `--bind`, its endpoint from `BROKER_ENDPOINT`; killed on drop.
 struct EnvBroker {
@@ -28,7 +25,7 @@ impl EnvBroker {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the broker");
-        let lines = support::lines_of(child.stdout.take().expect("stdout is piped"));
+        let lines = testkit::lines_of(child.stdout.take().expect("stdout is piped"));
         let first = lines.recv_timeout(STEP).expect("a `listening on` line");
         let endpoint =
             first.strip_prefix("listening on ").expect("a `listening on` line").to_owned();

@@ -1,13 +1,10 @@
 //! Claims as users meet them: `follow` holds a logical broker until Ctrl-C, `--broker` asks for
 //! one, `--wait` waits for one, and every way out gives the claim back.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use common::{consumer, preloaded_broker, producer, Running};
-use support::BrokerProcess;
+use testkit::BrokerProcess;
 
 /// Starts `consumer follow` with `args` and waits until it reports that it is following;
 /// returns it and the logical broker it holds.

@@ -1,9 +1,6 @@
 //! The `consumer` binary against a real broker: status, topics, fetch, JSON output, and what a
 //! user sees when something is wrong.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::time::Duration;

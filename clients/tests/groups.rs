@@ -2,15 +2,12 @@
 //! topic's messages, a member killed before it acknowledged, independent groups, a broker
 //! restarted with a data directory, `groups` and its lag, resets, and the errors a user sees.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{broker_binary, consumer, producer, Running};
-use support::{signal_process, BrokerProcess, STEP};
+use testkit::{signal_process, BrokerProcess, STEP};
 
 /// The ack timeout of the brokers that show redelivery.
 const ACK_TIMEOUT: &str = "1s";

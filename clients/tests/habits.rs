@@ -3,16 +3,13 @@
 //! shows what a command uses, group resets that check for members first, and standard input
 //! that one long line cannot spoil.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use chrono::{Local, SecondsFormat, TimeZone};
 use common::{
     broker_binary, consumer, preloaded_broker, run, run_with, Running, CONSUMER, PRODUCER,
 };
-use support::BrokerProcess;
+use testkit::BrokerProcess;
 
 #[test]
 fn kafka_flags_for_fetch_and_follow() {

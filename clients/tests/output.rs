@@ -2,9 +2,6 @@
 //! with their control and bidirectional characters escaped in text, exact in JSON, and tables
 //! stay aligned (and do not panic) whatever the names.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use common::{consumer, preloaded_broker, producer};
@@ -12,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use protocol::Request;
-use support::BrokerProcess;
+use testkit::BrokerProcess;
 
 /// Claims a logical broker under `name` on a raw socket, as any program on the network may.
 fn claim_as(broker: &BrokerProcess, name: &str) {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
-    let reply = support::round_trip(
+    let reply = testkit::round_trip(
         &socket,
         &Request::Claim { broker: None, wait_ms: 0, client: Some(name) },
     );

@@ -1,9 +1,6 @@
 //! `producer perf` and `consumer perf` against a real broker and against their floor, and the
 //! producer's plain use beside its `perf` command.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use common::{consumer, preloaded_broker, producer, run, CONSUMER, PRODUCER};

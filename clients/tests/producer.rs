@@ -1,9 +1,6 @@
 //! The `producer` binary against a real broker: messages from arguments and from standard
 //! input, keys, Ctrl-C, and refusals.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::time::Duration;
@@ -12,7 +9,7 @@ use common::{
     broker_binary, consumer, dead_endpoint, preloaded_broker, producer, run, run_with, Running,
     PRODUCER,
 };
-use support::BrokerProcess;
+use testkit::BrokerProcess;
 
 #[test]
 fn arguments_are_appended_and_can_be_fetched() {

@@ -2,9 +2,6 @@
 //! included; a long silence is explained on standard error; a reader that goes away or Ctrl-C
 //! ends a consumer at once, giving its claim back.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::process::{Command, Stdio};
@@ -13,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{
     consumer, dead_endpoint, preloaded_broker, producer, run, Running, CONSUMER, PRODUCER,
 };
-use support::STEP;
+use testkit::STEP;
 
 /// How much later than its timeout a program may exit: the budget is the timeout, and the
 /// process needs a moment to start, give up and exit (more on a loaded machine).
@@ -114,7 +111,7 @@ fn a_reader_that_closes_its_output_ends_follow_and_frees_the_claim() {
     }
     drop(child.stdout.take());
     let closed = Instant::now();
-    let status = support::wait_child(&mut child, STEP).expect("follow did not exit");
+    let status = testkit::wait_child(&mut child, STEP).expect("follow did not exit");
     assert!(status.success(), "{status}");
     assert!(closed.elapsed() < Duration::from_secs(2), "took {:?}", closed.elapsed());
     let status = consumer(&broker, &["status"]);

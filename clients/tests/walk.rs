@@ -1,9 +1,6 @@
 //! The interactive walk on a real terminal (a pseudo-terminal made by `script`): jumping to an
 //! offset and to the end of a large topic, and coming back to the same place after Esc.
 
-#[path = "../../broker/tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use common::{preloaded_broker, run_with, Running, CONSUMER, PRODUCER};

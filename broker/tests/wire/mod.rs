@@ -15,7 +15,7 @@ use protocol::{
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::support::{self, BrokerProcess};
+use testkit::BrokerProcess;
 
 /// The sample topics of `broker --preload`, ordered by name, with the word their values use.
 pub const SAMPLES: [(&str, &str); 4] = [
@@ -45,8 +45,8 @@ pub fn start_preloaded() -> BrokerProcess {
 pub fn dealer(context: &zmq::Context, endpoint: &str) -> zmq::Socket {
     let socket = context.socket(zmq::DEALER).expect("DEALER socket");
     socket.set_linger(0).expect("linger");
-    socket.set_rcvtimeo(support::STEP.as_millis() as i32).expect("rcvtimeo");
-    socket.set_sndtimeo(support::STEP.as_millis() as i32).expect("sndtimeo");
+    socket.set_rcvtimeo(testkit::STEP.as_millis() as i32).expect("rcvtimeo");
+    socket.set_sndtimeo(testkit::STEP.as_millis() as i32).expect("sndtimeo");
     socket.connect(endpoint).expect("connect");
     socket
 }
@@ -70,12 +70,12 @@ pub fn receive(socket: &zmq::Socket) -> Response<'static> {
 
 /// Sends `request` on a REQ socket and decodes the reply.
 pub fn ask(socket: &zmq::Socket, request: &Request<'_>) -> Response<'static> {
-    decode(support::round_trip(socket, request))
+    decode(testkit::round_trip(socket, request))
 }
 
 /// Sends the raw `frame` on a REQ socket and decodes the reply.
 pub fn ask_raw(socket: &zmq::Socket, frame: &[u8]) -> Response<'static> {
-    decode(support::round_trip_raw(socket, frame))
+    decode(testkit::round_trip_raw(socket, frame))
 }
 
 /// The fields every reply carries, read without the protocol crate's decoder.

@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, BrokerProcess, STEP};
+use testkit::{self, BrokerProcess, STEP};
 
 /// The `producer` binary under test.
 pub const PRODUCER: &str = env!("CARGO_BIN_EXE_producer");
@@ -29,7 +29,7 @@ pub const PRELOADED: [(&str, &str); 4] = [
 
 /// The `broker` binary, built beside the clients.
 pub fn broker_binary() -> PathBuf {
-    support::sibling_binary(Path::new(PRODUCER), "broker")
+    testkit::sibling_binary(Path::new(PRODUCER), "broker")
 }
 
 /// A broker with the sample topics, on an ephemeral port.
@@ -98,7 +98,7 @@ pub fn run_with(program: &str, args: &[&str], stdin: &[u8], envs: &[(&str, &str)
     });
     let stdout = read_all(child.stdout.take().expect("stdout is piped"));
     let stderr = read_all(child.stderr.take().expect("stderr is piped"));
-    let Some(status) = support::wait_child(&mut child, limit) else {
+    let Some(status) = testkit::wait_child(&mut child, limit) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("{program} {args:?} did not finish within {limit:?}");
@@ -238,14 +238,14 @@ impl Running {
 
     /// Sends SIGINT, as Ctrl-C does.
     pub fn interrupt(&self) {
-        support::signal_process(self.pid(), "INT");
+        testkit::signal_process(self.pid(), "INT");
     }
 
     /// Waits up to [`STEP`] for the process to exit; returns its status and the rest of its
     /// standard output and standard error.
     pub fn wait_exit(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
         drop(self.stdin.take());
-        let Some(status) = support::wait_child(&mut self.child, STEP) else {
+        let Some(status) = testkit::wait_child(&mut self.child, STEP) else {
             panic!("process did not exit within {STEP:?}; stderr so far {:?}", self.stderr_seen);
         };
         // The pipes close with the process, so these end.

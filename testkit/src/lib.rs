@@ -1,9 +1,8 @@
 //! Test support shared by the integration tests of `broker` and `clients`: start the real
 //! `broker` binary on an ephemeral loopback port, talk to it over a raw REQ socket, stop it.
 //!
-//! The `clients` tests include this file by path, so it depends on nothing but `std`, `zmq`
-//! and `protocol`.
-#![allow(dead_code)]
+//! A crate of its own, a dev-dependency of both, so that neither includes the other's test
+//! files; it depends on nothing but `std`, `zmq` and `protocol`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -59,6 +58,12 @@ impl BrokerProcess {
             .unwrap_or_else(|| panic!("unexpected first line from broker: {first:?}"))
             .to_owned();
         BrokerProcess { child, endpoint, stdout, stderr: Some(stderr) }
+    }
+
+    /// The next line the broker prints on standard output after `listening on`, if one comes
+    /// within `within`.
+    pub fn stdout_line(&self, within: Duration) -> Option<String> {
+        self.stdout.recv_timeout(within).ok()
     }
 
     /// The process id, to send signals to.
