@@ -23,15 +23,15 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::fields::{WireRequest, WireResponse};
 use crate::limits::cut;
 use crate::msgpack::{
     write_array_len, write_bin, write_bool, write_map_len, write_str, write_uint, ReadError, Reader,
 };
 use crate::{
-    excerpt, Append, BrokerStatus, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Message,
-    NewMessage, Request, ResetTo, Response, Retention, TopicInfo, DEFAULT_FETCH_BYTES,
-    DEFAULT_FETCH_MESSAGES, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES,
-    MAX_MAP_ENTRIES, VERSION,
+    excerpt, Append, ErrorCode, Fetch, GroupFetch, GroupStart, Message, NewMessage, Request,
+    ResetTo, Response, Retention, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES,
+    MAX_CLIENT_NAME_BYTES, MAX_MAP_ENTRIES, VERSION,
 };
 
 /// Why a frame could not be decoded.
@@ -66,37 +66,12 @@ impl DecodeError {
 
 /// One field of a map being read: `None` until its key is met, then its value, itself `None`
 /// when it was nil (which counts as absent). A key met twice is malformed.
-type Slot<T> = Option<Option<T>>;
-
-/// Every field a request frame may carry.
-#[derive(Default)]
-struct WireRequest<'a> {
-    v: Slot<u32>,
-    op: Slot<&'a str>,
-    claim: Slot<u64>,
-    broker: Slot<u32>,
-    wait_ms: Slot<u64>,
-    client: Slot<&'a str>,
-    topic: Slot<&'a str>,
-    offset: Slot<u64>,
-    max_messages: Slot<u32>,
-    max_bytes: Slot<u32>,
-    messages: Slot<Vec<NewMessage<'a>>>,
-    retention_messages: Slot<u64>,
-    retention_bytes: Slot<u64>,
-    retention_ms: Slot<u64>,
-    group: Slot<&'a str>,
-    start: Slot<&'a str>,
-    offsets: Slot<Vec<u64>>,
-    to: Slot<&'a str>,
-    /// The first list met that is longer than its limit; its items were skipped unread.
-    over: Option<Over>,
-}
+pub(crate) type Slot<T> = Option<Option<T>>;
 
 /// A list longer than its limit, found while reading: reported once the version is known to
 /// be this one, so that a frame of another version gets `unsupported_version`.
 #[derive(Debug, Clone, Copy)]
-struct Over {
+pub(crate) struct Over {
     /// The field.
     field: &'static str,
     /// How many items it holds.
@@ -105,145 +80,115 @@ struct Over {
     limit: usize,
 }
 
-impl<'a> WireRequest<'a> {
-    /// Reads the fields of a request map.
-    fn read(frame: &'a [u8]) -> Result<WireRequest<'a>, DecodeError> {
-        let mut r = Reader::new(frame);
-        let mut wire = WireRequest::default();
-        let mut unknown = UnknownKeys::default();
-        for _ in 0..read_map_len(&mut r, "the frame")? {
-            let key = r.key().map_err(|e| malformed("a key", e))?;
-            let r = &mut r;
-            match key {
-                b"v" => fill(&mut wire.v, r, "field `v`", read_u32)?,
-                b"op" => fill(&mut wire.op, r, "field `op`", Reader::str)?,
-                b"claim" => fill(&mut wire.claim, r, "field `claim`", Reader::uint)?,
-                b"broker" => fill(&mut wire.broker, r, "field `broker`", read_u32)?,
-                b"wait_ms" => fill(&mut wire.wait_ms, r, "field `wait_ms`", Reader::uint)?,
-                b"client" => fill(&mut wire.client, r, "field `client`", Reader::str)?,
-                b"topic" => fill(&mut wire.topic, r, "field `topic`", Reader::str)?,
-                b"offset" => fill(&mut wire.offset, r, "field `offset`", Reader::uint)?,
-                b"max_messages" => {
-                    fill(&mut wire.max_messages, r, "field `max_messages`", read_u32)?
-                }
-                b"max_bytes" => fill(&mut wire.max_bytes, r, "field `max_bytes`", read_u32)?,
-                b"messages" => {
-                    let (what, limit) = ("field `messages`", MAX_APPEND_MESSAGES);
-                    let list = List { what, limit, min: NEW_MESSAGE_MIN_BYTES };
-                    let over = fill_list(&mut wire.messages, r, list, |r| read_new_message(r))?;
-                    wire.over = wire.over.or(over);
-                }
-                b"retention_messages" => fill(
-                    &mut wire.retention_messages,
-                    r,
-                    "field `retention_messages`",
-                    Reader::uint,
-                )?,
-                b"retention_bytes" => {
-                    fill(&mut wire.retention_bytes, r, "field `retention_bytes`", Reader::uint)?
-                }
-                b"retention_ms" => {
-                    fill(&mut wire.retention_ms, r, "field `retention_ms`", Reader::uint)?
-                }
-                b"group" => fill(&mut wire.group, r, "field `group`", Reader::str)?,
-                b"start" => fill(&mut wire.start, r, "field `start`", Reader::str)?,
-                b"offsets" => {
-                    let list = List { what: "field `offsets`", limit: MAX_ACK_OFFSETS, min: 1 };
-                    let over = fill_uints(&mut wire.offsets, r, list)?;
-                    wire.over = wire.over.or(over);
-                }
-                b"to" => fill(&mut wire.to, r, "field `to`", Reader::str)?,
-                _ => unknown.skip(key, r, "the frame")?,
-            }
-        }
-        Ok(wire)
+/// The readers named in [`crate::fields`]'s tables, one per kind of field, all of one shape:
+/// each fills a field's slot from the next value, naming the field as `what` in errors, and
+/// notes in `over` the first list longer than its limit.
+pub(crate) mod read {
+    use super::{
+        fill, fill_list, fill_nested, fill_uints, malformed, read_message, read_new_message,
+        read_u16, read_u32, DecodeError, List, MESSAGE_MIN_BYTES, NEW_MESSAGE_MIN_BYTES,
+    };
+    use crate::msgpack::Reader;
+    use crate::{Message, NewMessage};
+    use crate::{MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES};
+
+    pub(crate) use super::{read_map_len as map_len, Over, Slot, UnknownKeys};
+
+    /// The result of every reader.
+    type Filled = Result<(), DecodeError>;
+
+    /// The next key of a map.
+    #[inline]
+    pub(crate) fn key<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
+        r.key().map_err(|e| malformed("a key", e))
     }
-}
 
-/// Every field a reply frame may carry.
-#[derive(Default)]
-struct WireResponse<'a> {
-    v: Slot<u32>,
-    code: Slot<u16>,
-    reply: Slot<&'a str>,
-    error: Slot<&'a str>,
-    reason: Slot<&'a str>,
-    brokers: Slot<Vec<BrokerStatus>>,
-    broker: Slot<u32>,
-    claim: Slot<u64>,
-    lease_ms: Slot<u64>,
-    topics: Slot<Vec<TopicInfo>>,
-    topic: Slot<&'a str>,
-    messages: Slot<Vec<Message<'a>>>,
-    first_offset: Slot<u64>,
-    last_offset: Slot<u64>,
-    next_offset: Slot<u64>,
-    end_offset: Slot<u64>,
-    group: Slot<&'a str>,
-    committed_offset: Slot<u64>,
-    members: Slot<u32>,
-    created: Slot<bool>,
-    ack_timeout_ms: Slot<u64>,
-    redelivered: Slot<Vec<u64>>,
-    acked: Slot<u64>,
-    groups: Slot<Vec<GroupInfo>>,
-}
-
-impl<'a> WireResponse<'a> {
-    /// Reads the fields of a reply map.
-    fn read(frame: &'a [u8]) -> Result<WireResponse<'a>, DecodeError> {
-        let mut r = Reader::new(frame);
-        let mut wire = WireResponse::default();
-        let mut unknown = UnknownKeys::default();
-        for _ in 0..read_map_len(&mut r, "the frame")? {
-            let key = r.key().map_err(|e| malformed("a key", e))?;
-            let r = &mut r;
-            match key {
-                b"v" => fill(&mut wire.v, r, "field `v`", read_u32)?,
-                b"code" => fill(&mut wire.code, r, "field `code`", read_u16)?,
-                b"reply" => fill(&mut wire.reply, r, "field `reply`", Reader::str)?,
-                b"error" => fill(&mut wire.error, r, "field `error`", Reader::str)?,
-                b"reason" => fill(&mut wire.reason, r, "field `reason`", Reader::str)?,
-                b"brokers" => fill_nested(&mut wire.brokers, r, "field `brokers`")?,
-                b"broker" => fill(&mut wire.broker, r, "field `broker`", read_u32)?,
-                b"claim" => fill(&mut wire.claim, r, "field `claim`", Reader::uint)?,
-                b"lease_ms" => fill(&mut wire.lease_ms, r, "field `lease_ms`", Reader::uint)?,
-                b"topics" => fill_nested(&mut wire.topics, r, "field `topics`")?,
-                b"topic" => fill(&mut wire.topic, r, "field `topic`", Reader::str)?,
-                b"messages" => {
-                    let (what, limit) = ("field `messages`", usize::MAX);
-                    let list = List { what, limit, min: MESSAGE_MIN_BYTES };
-                    fill_list(&mut wire.messages, r, list, |r| read_message(r))?;
-                }
-                b"first_offset" => {
-                    fill(&mut wire.first_offset, r, "field `first_offset`", Reader::uint)?
-                }
-                b"last_offset" => {
-                    fill(&mut wire.last_offset, r, "field `last_offset`", Reader::uint)?
-                }
-                b"next_offset" => {
-                    fill(&mut wire.next_offset, r, "field `next_offset`", Reader::uint)?
-                }
-                b"end_offset" => fill(&mut wire.end_offset, r, "field `end_offset`", Reader::uint)?,
-                b"group" => fill(&mut wire.group, r, "field `group`", Reader::str)?,
-                b"committed_offset" => {
-                    fill(&mut wire.committed_offset, r, "field `committed_offset`", Reader::uint)?
-                }
-                b"members" => fill(&mut wire.members, r, "field `members`", read_u32)?,
-                b"created" => fill(&mut wire.created, r, "field `created`", Reader::bool)?,
-                b"ack_timeout_ms" => {
-                    fill(&mut wire.ack_timeout_ms, r, "field `ack_timeout_ms`", Reader::uint)?
-                }
-                b"redelivered" => {
-                    let list = List { what: "field `redelivered`", limit: usize::MAX, min: 1 };
-                    fill_uints(&mut wire.redelivered, r, list)?;
-                }
-                b"acked" => fill(&mut wire.acked, r, "field `acked`", Reader::uint)?,
-                b"groups" => fill_nested(&mut wire.groups, r, "field `groups`")?,
-                _ => unknown.skip(key, r, "the frame")?,
+    /// Readers of single values, each filling its slot through one [`Reader`] method.
+    macro_rules! scalars {
+        ($($(#[$doc:meta])* $name:ident: $ty:ty = $read:expr;)*) => {$(
+            $(#[$doc])*
+            #[inline]
+            pub(crate) fn $name<'a>(
+                slot: &mut Slot<$ty>,
+                r: &mut Reader<'a>,
+                what: &str,
+                _: &mut Option<Over>,
+            ) -> Filled {
+                fill(slot, r, what, $read)
             }
-        }
-        Ok(wire)
+        )*};
+    }
+
+    scalars! {
+        /// A `uint64`.
+        uint: u64 = Reader::uint;
+        /// A `uint32`.
+        uint32: u32 = read_u32;
+        /// A `uint16`.
+        uint16: u16 = read_u16;
+        /// A `bool`.
+        boolean: bool = Reader::bool;
+        /// A `str`, borrowed from the frame.
+        string: &'a str = Reader::str;
+    }
+
+    /// An `append`'s list of new-message records, at most [`MAX_APPEND_MESSAGES`].
+    #[inline]
+    pub(crate) fn new_messages<'a>(
+        slot: &mut Slot<Vec<NewMessage<'a>>>,
+        r: &mut Reader<'a>,
+        what: &'static str,
+        over: &mut Option<Over>,
+    ) -> Filled {
+        let list = List { what, limit: MAX_APPEND_MESSAGES, min: NEW_MESSAGE_MIN_BYTES };
+        let found = fill_list(slot, r, list, |r| read_new_message(r))?;
+        *over = over.or(found);
+        Ok(())
+    }
+
+    /// A reply's list of message records.
+    #[inline]
+    pub(crate) fn messages<'a>(
+        slot: &mut Slot<Vec<Message<'a>>>,
+        r: &mut Reader<'a>,
+        what: &'static str,
+        _: &mut Option<Over>,
+    ) -> Filled {
+        let list = List { what, limit: usize::MAX, min: MESSAGE_MIN_BYTES };
+        fill_list(slot, r, list, |r| read_message(r)).map(drop)
+    }
+
+    /// An `ack`'s list of offsets, at most [`MAX_ACK_OFFSETS`].
+    pub(crate) fn ack_offsets(
+        slot: &mut Slot<Vec<u64>>,
+        r: &mut Reader<'_>,
+        what: &'static str,
+        over: &mut Option<Over>,
+    ) -> Filled {
+        let found = fill_uints(slot, r, List { what, limit: MAX_ACK_OFFSETS, min: 1 })?;
+        *over = over.or(found);
+        Ok(())
+    }
+
+    /// A list of `uint64` without a limit of its own.
+    pub(crate) fn uints(
+        slot: &mut Slot<Vec<u64>>,
+        r: &mut Reader<'_>,
+        what: &'static str,
+        _: &mut Option<Over>,
+    ) -> Filled {
+        fill_uints(slot, r, List { what, limit: usize::MAX, min: 1 }).map(drop)
+    }
+
+    /// A list of the small records of `status`, `list_topics` and `list_groups` replies,
+    /// through rmp-serde.
+    pub(crate) fn nested<'a, T: serde::Deserialize<'a>>(
+        slot: &mut Slot<T>,
+        r: &mut Reader<'a>,
+        what: &str,
+        _: &mut Option<Over>,
+    ) -> Filled {
+        fill_nested(slot, r, what)
     }
 }
 
@@ -745,7 +690,7 @@ fn put_uint(buffer: &mut [u8], value: u64) -> usize {
 /// The keys this version does not know met so far in one map, to refuse one met twice. Empty,
 /// it allocates nothing, so a map without unknown keys costs nothing more.
 #[derive(Default)]
-struct UnknownKeys<'a>(Vec<&'a [u8]>);
+pub(crate) struct UnknownKeys<'a>(Vec<&'a [u8]>);
 
 impl<'a> UnknownKeys<'a> {
     /// Checks `key`, which this version does not know, and skips its value. `what` names the
@@ -755,7 +700,12 @@ impl<'a> UnknownKeys<'a> {
     /// Malformed when the key is not UTF-8, was met before in the map, or its value is cut
     /// short.
     #[cold]
-    fn skip(&mut self, key: &'a [u8], r: &mut Reader<'a>, what: &str) -> Result<(), DecodeError> {
+    pub(crate) fn skip(
+        &mut self,
+        key: &'a [u8],
+        r: &mut Reader<'a>,
+        what: &str,
+    ) -> Result<(), DecodeError> {
         let Ok(name) = std::str::from_utf8(key) else {
             return Err(DecodeError::Malformed(format!("{what}: a key is not valid UTF-8")));
         };
@@ -772,7 +722,7 @@ impl<'a> UnknownKeys<'a> {
 
 /// Reads a map's length, refusing more than [`MAX_MAP_ENTRIES`] entries.
 #[inline]
-fn read_map_len(r: &mut Reader<'_>, what: &str) -> Result<usize, DecodeError> {
+pub(crate) fn read_map_len(r: &mut Reader<'_>, what: &str) -> Result<usize, DecodeError> {
     let len = r.map_len().map_err(|e| malformed(what, e))?;
     if len > MAX_MAP_ENTRIES {
         return Err(DecodeError::Malformed(format!(
@@ -1005,100 +955,8 @@ mod tests {
     use serde::Serialize;
 
     use super::*;
-
-    /// The request map as rmp-serde writes it from a struct in key order.
-    #[derive(Default, Serialize)]
-    struct SerdeRequest<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        v: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        op: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        claim: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        broker: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        wait_ms: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        client: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        topic: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        max_messages: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        max_bytes: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        messages: Option<&'a [NewMessage<'a>]>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        retention_messages: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        retention_bytes: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        retention_ms: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        group: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        start: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offsets: Option<&'a [u64]>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        to: Option<&'a str>,
-    }
-
-    /// The reply map as rmp-serde writes it from a struct in key order.
-    #[derive(Default, Serialize)]
-    struct SerdeResponse<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        v: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        code: Option<u16>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reply: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        brokers: Option<&'a [BrokerStatus]>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        broker: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        claim: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        lease_ms: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        topics: Option<&'a [TopicInfo]>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        topic: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        messages: Option<&'a [Message<'a>]>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        first_offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        last_offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        next_offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        end_offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        group: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        committed_offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        members: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        created: Option<bool>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        ack_timeout_ms: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        redelivered: Option<&'a [u64]>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        acked: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        groups: Option<&'a [GroupInfo]>,
-    }
+    use crate::fields::{SerdeRequest, SerdeResponse};
+    use crate::{BrokerStatus, GroupInfo, TopicInfo};
 
     fn serde_bytes<T: Serialize>(value: &T) -> Vec<u8> {
         rmp_serde::to_vec_named(value).unwrap()
@@ -1184,7 +1042,7 @@ mod tests {
                 SerdeRequest {
                     op: Some("append"),
                     topic: Some("t"),
-                    messages: Some(&messages),
+                    messages: Some(messages.to_vec()),
                     ..base()
                 },
             ),
@@ -1193,7 +1051,7 @@ mod tests {
                 SerdeRequest {
                     op: Some("append"),
                     topic: Some("t"),
-                    messages: Some(&many),
+                    messages: Some(many.to_vec()),
                     ..base()
                 },
             ),
@@ -1262,7 +1120,7 @@ mod tests {
                     op: Some("ack"),
                     topic: Some("t"),
                     group: Some("g"),
-                    offsets: Some(&offsets),
+                    offsets: Some(offsets.to_vec()),
                     ..base()
                 },
             ),
@@ -1272,7 +1130,7 @@ mod tests {
                     op: Some("ack"),
                     topic: Some("t"),
                     group: Some("g"),
-                    offsets: Some(&many_offsets),
+                    offsets: Some(many_offsets.to_vec()),
                     ..base()
                 },
             ),
@@ -1390,7 +1248,7 @@ mod tests {
         let cases = [
             (
                 Response::Status { brokers: brokers.to_vec() },
-                SerdeResponse { brokers: Some(&brokers), ..ok("status") },
+                SerdeResponse { brokers: Some(brokers.to_vec()), ..ok("status") },
             ),
             (
                 Response::Claimed { broker: 2, claim: u64::MAX, lease_ms: 30_000 },
@@ -1408,7 +1266,7 @@ mod tests {
             (Response::Released { broker: 1 }, SerdeResponse { broker: Some(1), ..ok("released") }),
             (
                 Response::Topics { topics: topics.to_vec() },
-                SerdeResponse { topics: Some(&topics), ..ok("topics") },
+                SerdeResponse { topics: Some(topics.to_vec()), ..ok("topics") },
             ),
             (
                 Response::Messages {
@@ -1419,7 +1277,7 @@ mod tests {
                 },
                 SerdeResponse {
                     topic: Some("t"),
-                    messages: Some(&messages),
+                    messages: Some(messages.to_vec()),
                     next_offset: Some(2),
                     end_offset: Some(3),
                     ..ok("messages")
@@ -1488,11 +1346,11 @@ mod tests {
                 },
                 SerdeResponse {
                     topic: Some("t"),
-                    messages: Some(&messages),
+                    messages: Some(messages.to_vec()),
                     end_offset: Some(u64::MAX),
                     group: Some("g"),
                     committed_offset: Some(0),
-                    redelivered: Some(&redelivered),
+                    redelivered: Some(redelivered.to_vec()),
                     ..ok("delivered")
                 },
             ),
@@ -1507,11 +1365,11 @@ mod tests {
                 },
                 SerdeResponse {
                     topic: Some("t"),
-                    messages: Some(&[]),
+                    messages: Some(Vec::new()),
                     end_offset: Some(3),
                     group: Some("g"),
                     committed_offset: Some(3),
-                    redelivered: Some(&[]),
+                    redelivered: Some(Vec::new()),
                     ..ok("delivered")
                 },
             ),
@@ -1527,11 +1385,11 @@ mod tests {
             ),
             (
                 Response::Groups { groups: groups.to_vec() },
-                SerdeResponse { groups: Some(&groups), ..ok("groups") },
+                SerdeResponse { groups: Some(groups.to_vec()), ..ok("groups") },
             ),
             (
                 Response::Groups { groups: Vec::new() },
-                SerdeResponse { groups: Some(&[]), ..ok("groups") },
+                SerdeResponse { groups: Some(Vec::new()), ..ok("groups") },
             ),
             (
                 Response::Reset { group: "g", topic: "t", committed_offset: 42 },

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod fields;
 pub mod group;
 pub mod limits;
 mod msgpack;
