@@ -1,19 +1,23 @@
-//! The one table of the fields a request or reply frame may carry, from which the codec's
-//! per-field code is generated.
+//! The one table of the fields a request or reply frame may carry, and of the fields of the
+//! records inside a reply's lists, from which the codec's per-field code is generated.
 //!
-//! Each field is one line of [`REQUEST_FIELDS`]'s or [`REPLY_FIELDS`]'s table below: its
-//! name (which is also its key on the wire), its Rust type once decoded, its MessagePack type
-//! as PROTOCOL.md spells it, the reader that decodes it, and the messages that carry it,
-//! required or optional. From that one line the `fields!` macro makes the field's slot in the
-//! codec's wire struct, its arm in the loop that reads a map, its field in the rmp-serde
-//! mirror the codec's tests compare bytes with, and its entry in the public list that
+//! Each field is one line of a table below: its name (which is also its key on the wire), its
+//! Rust type once decoded, its MessagePack type as PROTOCOL.md spells it, the reader that
+//! decodes it, and the requests or replies that carry it, required or optional. From that one
+//! line the `fields!` macro makes the field's slot in the codec's wire struct, its arm in the
+//! loop that reads a map, its field in the rmp-serde mirror the codec's tests compare bytes
+//! with, and its entry in [`REQUEST_FIELDS`] or [`REPLY_FIELDS`], which
 //! `protocol/tests/document.rs` holds against PROTOCOL.md's tables. The encoder and the
 //! decoder in [`crate::codec`] then map each [`crate::Request`] and [`crate::Response`]
-//! variant to and from these fields. In the spirit of malamute's `mlm_proto.xml`, from which
-//! its codec is generated.
+//! variant to and from these fields. The `records!` macro does the same for the records of
+//! `status`, `list_topics` and `list_groups` replies, whose lines give a name, the record's
+//! own Rust type (an `Option` is optional) and the PROTOCOL.md type, and makes their writer,
+//! their reader and [`BROKER_RECORD`], [`TOPIC_RECORD`], [`GROUP_RECORD`]. In the spirit of
+//! malamute's `mlm_proto.xml`, from which its codec is generated.
 //!
 //! The order of the lines is the order in which the encoder writes the fields, which is the
-//! order rmp-serde writes the mirror's: the codec's tests hold the two to the same bytes.
+//! order rmp-serde writes the mirror's (and a record's struct): the codec's tests hold the two
+//! to the same bytes.
 
 use crate::codec::read;
 use crate::{BrokerStatus, GroupInfo, Message, NewMessage, TopicInfo};
@@ -154,12 +158,12 @@ fields! {
     reply: &'a str, "str", read::string, required [every] optional [];
     error: &'a str, "str", read::string, required [error] optional [];
     reason: &'a str, "str", read::string, required [error] optional [];
-    brokers: Vec<BrokerStatus>, "list of broker records", read::nested,
+    brokers: Vec<BrokerStatus>, "list of broker records", read::records,
         required [status] optional [];
     broker: u32, "uint32", read::uint32, required [claimed, renewed, released] optional [];
     claim: u64, "uint64", read::uint, required [claimed] optional [];
     lease_ms: u64, "uint64", read::uint, required [claimed, renewed] optional [];
-    topics: Vec<TopicInfo>, "list of topic records", read::nested, required [topics] optional [];
+    topics: Vec<TopicInfo>, "list of topic records", read::records, required [topics] optional [];
     topic: &'a str, "str", read::string,
         required [messages, appended, created, deleted, joined, delivered, acked, reset]
         optional [];
@@ -178,5 +182,104 @@ fields! {
     ack_timeout_ms: u64, "uint64", read::uint, required [joined] optional [];
     redelivered: Vec<u64>, "list of uint64", read::uints, required [delivered] optional [];
     acked: u64, "uint64", read::uint, required [acked] optional [];
-    groups: Vec<GroupInfo>, "list of group records", read::nested, required [groups] optional [];
+    groups: Vec<GroupInfo>, "list of group records", read::records, required [groups] optional [];
+}
+
+/// Generates, from one table per record, how the small records inside the lists of
+/// `status`, `list_topics` and `list_groups` replies are written and read, and the list of
+/// their [`Field`]s. A field's Rust type is the record's own; an `Option` is optional
+/// (left out when `None`), anything else required.
+macro_rules! records {
+    ($(
+        $(#[$list_doc:meta])*
+        $record:ident as $what:literal, const $list:ident {
+            $($name:ident: $ty:ty, $wire_type:literal;)*
+        }
+    )*) => {$(
+        impl crate::codec::Record for $record {
+            fn write(&self, out: &mut Vec<u8>) {
+                let mut map = crate::codec::MapWriter::start(out);
+                $(crate::codec::Value::write(&self.$name, &mut map, stringify!($name));)*
+                map.finish();
+            }
+
+            fn read(r: &mut crate::msgpack::Reader<'_>) -> Result<Self, crate::DecodeError> {
+                $(let mut $name: read::Slot<<$ty as crate::codec::Value>::Item> = None;)*
+                let mut unknown = read::UnknownKeys::default();
+                for _ in 0..read::map_len(r, $what)? {
+                    let key = read::key(r)?;
+                    match key {
+                        $(
+                            b if b == stringify!($name).as_bytes() => crate::codec::fill(
+                                &mut $name,
+                                r,
+                                concat!($what, "'s `", stringify!($name), "`"),
+                                <$ty as crate::codec::Value>::read_item,
+                            )?,
+                        )*
+                        _ => unknown.skip(key, r, $what)?,
+                    }
+                }
+                Ok($record {$(
+                    $name: <$ty as crate::codec::Value>::from_item($name.flatten())
+                        .ok_or_else(|| crate::codec::missing($what, stringify!($name)))?,
+                )*})
+            }
+        }
+
+        $(#[$list_doc])*
+        pub const $list: &[RecordField] = &[$(
+            RecordField {
+                name: stringify!($name),
+                wire_type: $wire_type,
+                always: !<$ty as crate::codec::Value>::OPTIONAL,
+            },
+        )*];
+    )*};
+}
+
+/// A field of a record inside a reply's list, as PROTOCOL.md describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordField {
+    /// The field's name, which is also its key in the record's map.
+    pub name: &'static str,
+    /// Its MessagePack type as PROTOCOL.md's tables spell it.
+    pub wire_type: &'static str,
+    /// Whether every record carries it.
+    pub always: bool,
+}
+
+records! {
+    /// The fields of a broker record, in the order they are written.
+    BrokerStatus as "a broker record", const BROKER_RECORD {
+        id: u32, "uint32";
+        available: bool, "bool";
+        holder: Option<String>, "str";
+        lease_remaining_ms: Option<u64>, "uint64";
+        topics: u64, "uint64";
+        messages: u64, "uint64";
+        bytes: u64, "uint64";
+        disk_bytes: Option<u64>, "uint64";
+    }
+
+    /// The fields of a topic record, in the order they are written.
+    TopicInfo as "a topic record", const TOPIC_RECORD {
+        name: String, "str";
+        messages: u64, "uint64";
+        first_offset: u64, "uint64";
+        next_offset: u64, "uint64";
+        bytes: u64, "uint64";
+        disk_bytes: Option<u64>, "uint64";
+    }
+
+    /// The fields of a group record, in the order they are written.
+    GroupInfo as "a group record", const GROUP_RECORD {
+        group: String, "str";
+        topic: String, "str";
+        committed_offset: u64, "uint64";
+        delivered_offset: u64, "uint64";
+        end_offset: u64, "uint64";
+        pending: u64, "uint64";
+        members: Vec<u32>, "list of uint32";
+    }
 }

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use protocol::fields::{Field, REPLY_FIELDS, REQUEST_FIELDS};
+use protocol::fields::{
+    Field, RecordField, BROKER_RECORD, GROUP_RECORD, REPLY_FIELDS, REQUEST_FIELDS, TOPIC_RECORD,
+};
 use protocol::{
     ErrorCode, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES, MAX_FETCH_BYTES,
     MAX_FETCH_MESSAGES, MAX_GROUP_NAME_BYTES, MAX_MAP_ENTRIES, MAX_TOPIC_NAME_BYTES, MAX_WAIT_MS,
@@ -335,4 +337,35 @@ fn the_lines_the_variants_quote_are_the_summary_tables() {
         }
     }
     assert!(drift.is_empty(), "{}", drift.join("\n"));
+}
+
+#[test]
+fn every_record_field_the_codec_knows_is_in_the_documents_tables_and_the_reverse() {
+    let requests = section("## 6. Requests and replies");
+    for (lead, fields) in [
+        ("Broker record:", BROKER_RECORD),
+        ("Topic record:", TOPIC_RECORD),
+        ("Group record:", GROUP_RECORD),
+    ] {
+        let start = requests.find(&format!("\n{lead}\n")).unwrap_or_else(|| panic!("no {lead}"));
+        let table: Vec<&str> = requests[start + lead.len() + 2..]
+            .trim_start()
+            .lines()
+            .take_while(|line| line.starts_with('|'))
+            .collect();
+        let with_presence = table.first().is_some_and(|header| header.contains("| present |"));
+        let documented: BTreeMap<&str, (&str, bool)> = table
+            .iter()
+            .skip(2)
+            .map(|line| {
+                let row = cells(line);
+                (row[0].trim_matches('`'), (row[1], !with_presence || row[2] == "always"))
+            })
+            .collect();
+        let known: BTreeMap<&str, (&str, bool)> = fields
+            .iter()
+            .map(|&RecordField { name, wire_type, always }| (name, (wire_type, always)))
+            .collect();
+        assert_eq!(known, documented, "{lead} the crate's (left) against PROTOCOL.md's");
+    }
 }
