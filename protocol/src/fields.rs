@@ -119,7 +119,8 @@ fields! {
     /// Every field a request frame may carry, in the order the encoder writes them.
     const REQUEST_FIELDS;
     mirror SerdeRequest;
-    // name: Rust type, PROTOCOL.md type, reader, carried by
+    // name (= key): Rust type, PROTOCOL.md type, reader in `codec::read`,
+    //     required [by these `op`s] optional [in these]; `every` is every request.
     v: u32, "uint32", read::uint32, required [every] optional [];
     op: &'a str, "str", read::string, required [every] optional [];
     claim: u64, "uint64", read::uint,
@@ -152,7 +153,8 @@ fields! {
     /// Every field a reply frame may carry, in the order the encoder writes them.
     const REPLY_FIELDS;
     mirror SerdeResponse;
-    // name: Rust type, PROTOCOL.md type, reader, carried by
+    // name (= key): Rust type, PROTOCOL.md type, reader in `codec::read`,
+    //     required [by these `reply`s] optional [in these]; `every` is every reply.
     v: u32, "uint32", read::uint32, required [every] optional [];
     code: u16, "uint16", read::uint16, required [every, error] optional [];
     reply: &'a str, "str", read::string, required [every] optional [];
@@ -250,6 +252,8 @@ pub struct RecordField {
 }
 
 records! {
+    // name (= key): the record's Rust type of the field (an `Option` is optional), PROTOCOL.md type
+
     /// The fields of a broker record, in the order they are written.
     BrokerStatus as "a broker record", const BROKER_RECORD {
         id: u32, "uint32";
