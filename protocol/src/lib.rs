@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod endpoint;
 pub mod error;
+pub mod fields;
 pub mod group;
 pub mod limits;
 mod msgpack;

@@ -78,16 +78,6 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.at
     }
 
-    /// Where the next value starts.
-    pub fn position(&self) -> usize {
-        self.at
-    }
-
-    /// The bytes from `start` to the present position.
-    pub fn since(&self, start: usize) -> &'a [u8] {
-        &self.bytes[start..self.at]
-    }
-
     /// The next marker byte, without taking it.
     #[inline]
     pub fn peek(&self) -> Result<u8> {

@@ -75,7 +75,7 @@ pub enum Request<'a> {
         /// The offsets acknowledged; at least one, at most [`crate::MAX_ACK_OFFSETS`].
         offsets: Vec<u64>,
     },
-    /// `list_groups [group] [topic]` → `groups`: groups with their offsets and lag.
+    /// `list_groups [group] [topic]` → `groups`: groups with their offsets.
     ListGroups {
         /// Only this group.
         group: Option<&'a str>,

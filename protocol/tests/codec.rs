@@ -1,5 +1,8 @@
 //! The codec at the byte level: round trips of every message, pinned encodings, bad frames.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use protocol::fields::{Field, REPLY_FIELDS, REQUEST_FIELDS};
 use protocol::{
     decode_request, decode_response, encode_request, encode_response, Append, BrokerStatus,
     DecodeError, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Message, NewMessage, Request,
@@ -18,9 +21,9 @@ fn response_bytes(response: Response<'_>) -> Vec<u8> {
     out
 }
 
-#[test]
-fn every_request_round_trips() {
-    let requests = [
+/// One or more of every request, with and without their optional fields.
+fn requests() -> Vec<Request<'static>> {
+    vec![
         Request::Status,
         Request::Claim { broker: None, wait_ms: 0, client: None },
         Request::Claim { broker: Some(2), wait_ms: 1500, client: Some("till-1") },
@@ -69,16 +72,20 @@ fn every_request_round_trips() {
         Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Earliest },
         Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Latest },
         Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(42) },
-    ];
-    for request in requests {
+    ]
+}
+
+#[test]
+fn every_request_round_trips() {
+    for request in requests() {
         let bytes = request_bytes(&request);
         assert_eq!(decode_request(&bytes), Ok(request));
     }
 }
 
-#[test]
-fn every_response_round_trips() {
-    let responses = [
+/// One or more of every reply, with and without their optional fields.
+fn responses() -> Vec<Response<'static>> {
+    vec![
         Response::Status {
             brokers: vec![
                 BrokerStatus {
@@ -168,11 +175,55 @@ fn every_response_round_trips() {
             reason: "offset 10 is past the end".into(),
             range: Some((0, 3)),
         },
-    ];
-    for response in responses {
+    ]
+}
+
+#[test]
+fn every_response_round_trips() {
+    for response in responses() {
         let bytes = response_bytes(response.clone());
         assert_eq!(decode_response(&bytes), Ok(response));
     }
+}
+
+/// Checks that the frame of the request or reply `name` carries the fields `table` says it
+/// does, always those it requires, and no other.
+fn check_keys(table: &[Field], name: &str, frame: &[u8]) {
+    let keys: BTreeMap<String, serde::de::IgnoredAny> =
+        rmp_serde::from_slice(frame).expect("a frame is a map with string keys");
+    let carried = |list: &[&str]| list.contains(&name) || list.contains(&"every");
+    for key in keys.keys() {
+        let field = table.iter().find(|field| field.name == key);
+        assert!(
+            field.is_some_and(|f| carried(f.required) || carried(f.optional)),
+            "{name} carries `{key}`, which the table does not give it"
+        );
+    }
+    for field in table.iter().filter(|field| carried(field.required)) {
+        assert!(keys.contains_key(field.name), "{name} lacks `{}`, which it requires", field.name);
+    }
+}
+
+#[test]
+fn every_frame_carries_the_fields_its_table_names() {
+    let names = |table: &[Field]| -> BTreeSet<&str> {
+        let all = table.iter().flat_map(|field| field.required.iter().chain(field.optional));
+        all.copied().filter(|&name| name != "every").collect()
+    };
+    let mut seen = BTreeSet::new();
+    for request in requests() {
+        check_keys(REQUEST_FIELDS, request.op(), &request_bytes(&request));
+        seen.insert(request.op());
+    }
+    // status carries no field but `v` and `op`.
+    assert_eq!(seen, &names(REQUEST_FIELDS) | &BTreeSet::from(["status"]));
+    let mut seen = BTreeSet::new();
+    for response in responses() {
+        let name = response.name();
+        check_keys(REPLY_FIELDS, name, &response_bytes(response.clone()));
+        seen.insert(name);
+    }
+    assert_eq!(seen, names(REPLY_FIELDS));
 }
 
 // The two encodings PROTOCOL.md shows byte by byte. A change here is a change of the wire format.
