@@ -592,7 +592,12 @@ impl Server<'_> {
         }
         let Broker { store, groups, brokers, .. } = &mut *self.broker;
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
-        let to = group_fetch::Delivery { group: &held.group, topic: &held.topic, budget };
+        let to = group_fetch::Delivery {
+            group: &held.group,
+            topic: &held.topic,
+            member: held.claim,
+            budget,
+        };
         let response = group_fetch::deliver(store, groups, to, now);
         if group_fetch::is_empty(&response) && now < held.until {
             let wake = group_fetch::wake(groups, &held.group, &held.topic, held.until);

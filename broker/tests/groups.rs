@@ -40,6 +40,8 @@ struct Delivered {
     committed: u64,
     /// The topic's next offset.
     end: u64,
+    /// Where the group was reset to since the member's previous fetch, if it was.
+    reset: Option<u64>,
 }
 
 /// Panics unless `response` is a `delivered` reply of `group` on `topic`.
@@ -53,12 +55,14 @@ fn expect_delivered(response: Response<'static>, group: &str, topic: &str) -> De
             redelivered,
             committed_offset,
             end_offset,
+            reset_offset,
         } if g == group && t == topic => Delivered {
             offsets: messages.iter().map(|m| m.offset).collect(),
             values: messages.iter().map(|m| String::from_utf8_lossy(m.value).into()).collect(),
             redelivered,
             committed: committed_offset,
             end: end_offset,
+            reset: reset_offset,
         },
         other => panic!("expected delivered of {group:?} on {topic:?}, got {other:?}"),
     }
@@ -593,4 +597,35 @@ fn a_delivery_to_a_member_that_is_gone_goes_to_another_at_once() {
     assert_eq!(again.redelivered, [0, 1]);
     assert!(waited >= timeout, "{waited:?}");
     assert!(waited < timeout + timeout / 2, "given back only after {waited:?}");
+}
+
+#[test]
+fn every_member_is_told_of_a_reset_once_and_a_held_fetch_at_once() {
+    let broker = start(&[]);
+    let context = zmq::Context::new();
+    let (a, b) = (broker.req(&context), broker.req(&context));
+    append_numbered(&a, "t", "m", 6);
+    let (_, token_a) = claim(&a, None, "a");
+    let (_, token_b) = claim(&b, None, "b");
+    join(&a, token_a, "g", "t", GroupStart::Earliest);
+    join(&b, token_b, "g", "t", GroupStart::Earliest);
+    let drained = take(&a, token_a, "g", "t", 10);
+    assert_eq!((drained.offsets, drained.reset), (vec![0, 1, 2, 3, 4, 5], None));
+
+    // b waits; the reset answers its held fetch at once, telling it, with what there is.
+    send(&b, &group_fetch(token_b, "g", "t", 10, LONG_WAIT_MS));
+    assert_silent(&b, QUIET, "a group fetch with nothing for it");
+    assert!(matches!(
+        ask(&a, &Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(4) }),
+        Response::Reset { committed_offset: 4, .. }
+    ));
+    let told = expect_delivered(receive(&b), "g", "t");
+    assert_eq!((told.offsets, told.reset, told.committed), (vec![4, 5], Some(4), 4));
+
+    // a is told on its next fetch, once, even with nothing to deliver.
+    let told = take(&a, token_a, "g", "t", 10);
+    assert_eq!((told.offsets, told.reset), (vec![], Some(4)));
+    assert_eq!(take(&a, token_a, "g", "t", 10).reset, None);
+    assert_eq!(take(&b, token_b, "g", "t", 10).reset, None);
+    broker.interrupt();
 }

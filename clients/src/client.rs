@@ -106,6 +106,8 @@ pub struct Delivery<'a> {
     pub committed_offset: u64,
     /// The topic's next offset.
     pub end_offset: u64,
+    /// Where the group was reset to since this member's previous group fetch, if it was.
+    pub reset_offset: Option<u64>,
 }
 
 /// A group joined on a topic.
@@ -408,8 +410,15 @@ impl Client {
     ) -> Result<T> {
         let request = Request::GroupFetch(fetch);
         self.call(&request, |response| match response {
-            Response::Delivered { messages, redelivered, committed_offset, end_offset, .. } => {
-                read(Delivery { messages, redelivered, committed_offset, end_offset })
+            Response::Delivered {
+                messages,
+                redelivered,
+                committed_offset,
+                end_offset,
+                reset_offset,
+                ..
+            } => {
+                read(Delivery { messages, redelivered, committed_offset, end_offset, reset_offset })
             }
             other => Err(unexpected(&request, &other)),
         })
@@ -554,11 +563,15 @@ impl Client {
     fn note_silence(&self, held: Duration) {
         let Some(since) = self.silent_since else { return };
         let waited = since.elapsed();
-        if waited < held + NOTE_AFTER || WAIT_NOTED.swap(true, Ordering::Relaxed) {
+        let budget = self.timeout.max(held + self.timeout / 2);
+        // A wait about to end says nothing: the error that ends it says enough.
+        if waited < held + NOTE_AFTER || waited + POLL_SLICE >= budget {
+            return;
+        }
+        if WAIT_NOTED.swap(true, Ordering::Relaxed) {
             return;
         }
         let silent = waited.as_secs();
-        let budget = self.timeout.max(held + self.timeout / 2);
         eprintln!(
             "waiting for the broker at {} ({silent} s of {})",
             self.endpoint,

@@ -209,26 +209,12 @@ impl Member<'_> {
         );
         let mut printed = 0;
         let wait_ms = FOLLOW_WAIT.min(self.client.max_hold()).as_millis() as u64;
-        // A committed offset never goes back, except when the group is reset.
-        let mut committed = joined.committed_offset;
         while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
             let want = max.map_or(u64::MAX, |max| max - printed);
             match self.take(want, wait_ms, out) {
                 Ok(batch) => {
-                    if batch.committed < committed {
-                        eprintln!(
-                            "group {} was reset on {}: committed offset {} (was {committed}); \
-                             reading on from there",
-                            safe(group),
-                            safe(topic),
-                            batch.committed
-                        );
-                    }
-                    committed = batch.committed;
                     printed += batch.offsets.len() as u64;
-                    if let Some(now) = self.acknowledge(&batch.offsets)? {
-                        committed = now;
-                    }
+                    self.acknowledge(&batch.offsets)?;
                 }
                 Err(ClientError::Interrupted) => break,
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
@@ -291,9 +277,10 @@ impl Member<'_> {
             max_bytes: DEFAULT_FETCH_BYTES,
             wait_ms,
         };
-        let (topic, format) = (self.reading.topic, self.reading.format);
-        let printed =
-            self.client.group_fetch(request, |delivery| print(out, topic, &delivery, format))?;
+        let (group, topic, format) = (self.reading.group, self.reading.topic, self.reading.format);
+        let printed = self
+            .client
+            .group_fetch(request, |delivery| print(out, group, topic, &delivery, format))?;
         out.flush().map_err(ClientError::output)?;
         if !printed.redelivered.is_empty() {
             eprintln!(
@@ -406,13 +393,23 @@ pub fn reset(
     output::write_reset(out, group, topic, committed, json).map_err(ClientError::output)
 }
 
-/// Prints a delivered batch.
+/// Prints a delivered batch, after a line on standard error if the group was reset since the
+/// member's previous fetch: what follows does not follow on from what came before.
 fn print(
     out: &mut impl Write,
+    group: &str,
     topic: &str,
     delivery: &Delivery<'_>,
     format: &MessageFormat,
 ) -> Result<Printed> {
+    if let Some(offset) = delivery.reset_offset {
+        out.flush().map_err(ClientError::output)?;
+        eprintln!(
+            "group {} was reset on {} to offset {offset}; reading on from there",
+            safe(group),
+            safe(topic)
+        );
+    }
     for message in &delivery.messages {
         output::write_message(out, topic, message, format).map_err(ClientError::output)?;
     }

@@ -7,7 +7,7 @@ mod common;
 
 use chrono::{Local, SecondsFormat, TimeZone};
 use common::{
-    broker_binary, consumer, preloaded_broker, run, run_with, Running, CONSUMER, PRODUCER,
+    broker_binary, consumer, preloaded_broker, producer, run, run_with, Running, CONSUMER, PRODUCER,
 };
 use testkit::BrokerProcess;
 
@@ -183,8 +183,18 @@ fn resetting_an_active_group_needs_force_and_its_members_are_told() {
 
     let out = consumer(&broker, &["group-reset", "g", "Hola mundo", "--to-earliest", "--force"]);
     out.assert_success();
-    member.wait_stderr("group g was reset on Hola mundo: committed offset 0 (was 3)");
+    member.wait_stderr("group g was reset on Hola mundo to offset 0; reading on from there");
     assert_eq!(member.stdout_lines(3), ["0\tmensaje 1", "1\tmensaje 2", "2\tmensaje 3"]);
+    // Forward too: the member skips what it has not read, and is told so.
+    producer(&broker, &["Hola mundo", "cuatro", "cinco"]).assert_success();
+    assert_eq!(member.stdout_lines(2), ["3\tcuatro", "4\tcinco"]);
+    producer(&broker, &["Hola mundo", "seis"]).assert_success();
+    assert_eq!(member.stdout_lines(1), ["5\tseis"]);
+    let out = consumer(&broker, &["group-reset", "g", "Hola mundo", "--to-latest", "--force"]);
+    out.assert_success();
+    member.wait_stderr("group g was reset on Hola mundo to offset 6; reading on from there");
+    producer(&broker, &["Hola mundo", "siete"]).assert_success();
+    assert_eq!(member.stdout_lines(1), ["6\tsiete"]);
     member.interrupt();
     assert_eq!(member.wait_exit().0.code(), Some(130));
 

@@ -444,6 +444,7 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             redelivered,
             committed_offset,
             end_offset,
+            reset_offset,
         } => {
             map.str("topic", Some(topic));
             write_messages(map.key("messages"), &messages);
@@ -451,6 +452,7 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             map.str("group", Some(group));
             map.uint("committed_offset", Some(committed_offset));
             map.uints("redelivered", &redelivered);
+            map.uint("reset_offset", reset_offset);
         }
         Response::Acked { group, topic, acked, committed_offset } => {
             map.str("topic", Some(topic));
@@ -532,6 +534,7 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             redelivered: wire.redelivered.flatten().unwrap_or_default(),
             committed_offset: committed()?,
             end_offset: need(wire.end_offset, "end_offset")?,
+            reset_offset: wire.reset_offset.flatten(),
         },
         "acked" => Response::Acked {
             group: group()?,
@@ -1447,6 +1450,7 @@ mod tests {
                     redelivered: redelivered.to_vec(),
                     committed_offset: 0,
                     end_offset: u64::MAX,
+                    reset_offset: None,
                 },
                 SerdeResponse {
                     topic: Some("t"),
@@ -1466,6 +1470,7 @@ mod tests {
                     redelivered: Vec::new(),
                     committed_offset: 3,
                     end_offset: 3,
+                    reset_offset: Some(3),
                 },
                 SerdeResponse {
                     topic: Some("t"),
@@ -1474,6 +1479,7 @@ mod tests {
                     group: Some("g"),
                     committed_offset: Some(3),
                     redelivered: Some(Vec::new()),
+                    reset_offset: Some(3),
                     ..ok("delivered")
                 },
             ),

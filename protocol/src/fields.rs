@@ -183,6 +183,7 @@ fields! {
     created: bool, "bool", read::boolean, required [joined] optional [];
     ack_timeout_ms: u64, "uint64", read::uint, required [joined] optional [];
     redelivered: Vec<u64>, "list of uint64", read::uints, required [delivered] optional [];
+    reset_offset: u64, "uint64", read::uint, required [] optional [delivered];
     acked: u64, "uint64", read::uint, required [acked] optional [];
     groups: Vec<GroupInfo>, "list of group records", read::records, required [groups] optional [];
 }

@@ -92,8 +92,8 @@ pub enum Response<'a> {
         /// again.
         ack_timeout_ms: u64,
     },
-    /// `delivered group topic messages redelivered committed_offset end_offset`: what a group
-    /// fetch handed to this member.
+    /// `delivered group topic messages redelivered committed_offset end_offset [reset_offset]`:
+    /// what a group fetch handed to this member.
     Delivered {
         /// The group.
         group: &'a str,
@@ -107,6 +107,9 @@ pub enum Response<'a> {
         committed_offset: u64,
         /// The topic's next offset.
         end_offset: u64,
+        /// Where the group was reset to, when it was reset since this member's previous group
+        /// fetch: what it reads next does not follow on from what it read before.
+        reset_offset: Option<u64>,
     },
     /// `acked group topic acked committed_offset`: the acknowledgements are recorded.
     Acked {

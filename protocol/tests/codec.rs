@@ -154,6 +154,7 @@ fn responses() -> Vec<Response<'static>> {
             redelivered: vec![2],
             committed_offset: 2,
             end_offset: 6,
+            reset_offset: Some(2),
         },
         Response::Acked { group: "g", topic: "t", acked: 3, committed_offset: 7 },
         Response::Groups {

@@ -30,7 +30,7 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
     }
     let Broker { store, groups, brokers, .. } = broker;
     let budget = Budget::of_fetch(fetch.max_messages, fetch.max_bytes);
-    let to = Delivery { group: fetch.group, topic: fetch.topic, budget };
+    let to = Delivery { group: fetch.group, topic: fetch.topic, member: fetch.claim, budget };
     let response = deliver(store, groups, to, cx.now);
     if is_empty(&response) && fetch.wait_ms > 0 {
         let until = deadline(cx.now, fetch.wait_ms);
@@ -56,6 +56,8 @@ pub struct Delivery<'a> {
     pub group: &'a str,
     /// The topic it reads.
     pub topic: &'a str,
+    /// The member's claim.
+    pub member: u64,
     /// How many messages and bytes it may be handed.
     pub budget: Budget,
 }
@@ -69,7 +71,7 @@ pub fn deliver<'a>(
     to: Delivery<'a>,
     now: Instant,
 ) -> Response<'a> {
-    let Delivery { group, topic, mut budget } = to;
+    let Delivery { group, topic, member, mut budget } = to;
     let log = match store.topic(topic) {
         Ok(log) => log,
         Err(error) => return error.into(),
@@ -105,7 +107,16 @@ pub fn deliver<'a>(
             .update(group, topic, |state| (state.deliver(&offsets, until), state.committed()))
             .unwrap_or((Vec::new(), end))
     };
-    Response::Delivered { group, topic, messages, redelivered, committed_offset, end_offset: end }
+    let reset_offset = groups.take_reset(group, topic, member);
+    Response::Delivered {
+        group,
+        topic,
+        messages,
+        redelivered,
+        committed_offset,
+        end_offset: end,
+        reset_offset,
+    }
 }
 
 /// Fits `group`'s state on `topic` to the offsets `first..end` the topic holds now, saying so
@@ -136,6 +147,7 @@ pub fn nothing<'a>(store: &Store, groups: &Groups, group: &'a str, topic: &'a st
             redelivered: Vec::new(),
             committed_offset: state.committed(),
             end_offset: end,
+            reset_offset: None,
         },
         None => unknown_group(group, topic),
     }
@@ -147,9 +159,13 @@ pub fn wake(groups: &Groups, group: &str, topic: &str, until: Instant) -> Instan
     groups.next_due(group, topic).map_or(until, |due| due.min(until))
 }
 
-/// Whether `response` delivered nothing (and is no error).
+/// Whether `response` delivered nothing and tells of no reset (and is no error): a fetch that
+/// may wait is held rather than answered with it.
 pub fn is_empty(response: &Response<'_>) -> bool {
-    matches!(response, Response::Delivered { messages, .. } if messages.is_empty())
+    matches!(
+        response,
+        Response::Delivered { messages, reset_offset: None, .. } if messages.is_empty()
+    )
 }
 
 fn unknown_group<'a>(group: &str, topic: &str) -> Response<'a> {

@@ -271,6 +271,7 @@ fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() 
     let to = |f: &HeldGroupFetch<u32>| group_fetch::Delivery {
         group: "g",
         topic: "t",
+        member: f.claim,
         budget: Budget::of_fetch(f.max_messages, f.max_bytes),
     };
     let response =

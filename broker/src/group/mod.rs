@@ -333,6 +333,12 @@ impl Groups {
         }
     }
 
+    /// The offset `group` was last reset to on `topic`, if member `claim` has not been told of
+    /// it yet; from now on it has been. Nothing is to be written: who was told is not stored.
+    pub fn take_reset(&mut self, group: &str, topic: &str, claim: u64) -> Option<u64> {
+        self.groups.get_mut(group)?.get_mut(topic)?.take_reset(claim)
+    }
+
     /// Makes `offsets` of `group` on `topic`, if still pending, due at `now`: the reply that
     /// delivered them could not be sent. Deadlines are not stored, so nothing is to be written.
     pub fn give_back(&mut self, group: &str, topic: &str, offsets: &[u64], now: Instant) {

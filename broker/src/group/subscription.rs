@@ -31,6 +31,9 @@ pub struct Subscription {
     /// The claims that joined, each with the logical broker it holds. Not part of what is
     /// stored: claims end with the broker.
     members: BTreeMap<u64, u32>,
+    /// The members not yet told of the last reset, with the offset it went to. Not stored
+    /// either: the members it is for end with the broker.
+    resets_untold: BTreeMap<u64, u64>,
 }
 
 impl Subscription {
@@ -41,6 +44,7 @@ impl Subscription {
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             members: BTreeMap::new(),
+            resets_untold: BTreeMap::new(),
         }
     }
 
@@ -173,6 +177,13 @@ impl Subscription {
         self.delivered = offset;
         self.pending.clear();
         self.deadlines.clear();
+        self.resets_untold = self.members.keys().map(|&claim| (claim, offset)).collect();
+    }
+
+    /// The offset of the last reset, if member `claim` has not been told of it yet; from now
+    /// on it has been.
+    pub fn take_reset(&mut self, claim: u64) -> Option<u64> {
+        self.resets_untold.remove(&claim)
     }
 
     /// Whether [`Subscription::fit`] would change anything for a topic holding `first..end`.
@@ -216,6 +227,7 @@ impl Subscription {
     /// Forgets the members whose claim `is_live` says has ended.
     pub fn prune_members(&mut self, is_live: impl Fn(u64) -> bool) {
         self.members.retain(|&claim, _| is_live(claim));
+        self.resets_untold.retain(|&claim, _| is_live(claim));
     }
 
     /// The logical brokers of the members whose claim `is_live`, ascending.
