@@ -61,6 +61,11 @@ impl BrokerProcess {
         BrokerProcess { child, endpoint, stdout, stderr: Some(stderr) }
     }
 
+    /// The next line the broker prints on stdout after `listening on`, waiting up to `limit`.
+    pub fn next_line(&self, limit: Duration) -> Option<String> {
+        self.stdout.recv_timeout(limit).ok()
+    }
+
     /// The process id, to send signals to.
     pub fn pid(&self) -> u32 {
         self.child.id()
