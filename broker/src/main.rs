@@ -127,14 +127,19 @@ fn run_tool(tool: Tool) -> Result<()> {
 fn security(args: &Args) -> Result<Settings> {
     let users = args.auth.as_deref().map(Users::read).transpose()?;
     let curve = args.curve_secret_key.as_deref().map(ServerKeys::read).transpose()?;
-    if let (Some(users), Some(_)) = (&users, &curve) {
-        let without: Vec<&str> = users.without_key().collect();
+    if let Some(users) = &users {
+        let (without, lacking): (Vec<&str>, _) = match curve {
+            Some(_) => (users.without_key().collect(), "curve_public_key"),
+            None => (users.without_password().collect(), "password_hash"),
+        };
         if !without.is_empty() {
+            let mechanism = if curve.is_some() { "CURVE" } else { "PLAIN" };
             tracing::warn!(
                 users = ?without,
-                "these users have no curve_public_key and cannot log in while connections use CURVE"
+                "these users have no {lacking} and cannot log in while connections use {mechanism}"
             );
         }
+        tracing::info!(users = users.len(), "read the users file");
     }
     Ok(Settings { users, curve })
 }

@@ -257,17 +257,10 @@ impl Server<'_> {
             let left = deadline.saturating_duration_since(Instant::now());
             left.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64
         });
-        let listener = &self.listener;
-        let zap = listener.guard.zap_socket();
         let mut items = [
-            listener.socket.as_poll_item(zmq::POLLIN),
-            listener.monitor.as_poll_item(zmq::POLLIN),
+            self.listener.socket.as_poll_item(zmq::POLLIN),
+            self.listener.monitor.as_poll_item(zmq::POLLIN),
             zmq::PollItem::from_fd(self.shutdown.fd(), zmq::POLLIN),
-            // Without a ZAP socket, the stop pipe a second time: an array, not a list per pass.
-            zap.map_or_else(
-                || zmq::PollItem::from_fd(self.shutdown.fd(), zmq::POLLIN),
-                |zap| zap.as_poll_item(zmq::POLLIN),
-            ),
         ];
         match zmq::poll(&mut items, timeout) {
             Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -275,9 +268,6 @@ impl Server<'_> {
         }
         if items[2].is_readable() {
             self.shutdown.drain();
-        }
-        if zap.is_some() && items[3].is_readable() {
-            self.listener.guard.answer_zap(Instant::now());
         }
         Ok(())
     }

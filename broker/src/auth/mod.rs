@@ -2,13 +2,16 @@
 //! users file) and the permission check every decoded request passes before it is applied.
 //!
 //! The serve loop sees one door, [`Guard`]: it secures the listening socket, answers the ZAP
-//! handshakes libzmq asks about, and says for each request whether its user may make it.
+//! handshakes libzmq asks about (on a thread of its own: a password check costs an Argon2 hash,
+//! which must not hold up the requests of users already logged in), and says for each request
+//! whether its user may make it.
 
 pub mod keys;
 pub mod permissions;
 pub mod users;
 pub mod zap;
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use protocol::{excerpt, ErrorCode, Request, Response};
@@ -39,6 +42,15 @@ pub enum AuthError {
         /// What is wrong.
         reason: String,
     },
+    /// CURVE was asked for, and the libzmq linked has none (built without libsodium).
+    #[error(
+        "this libzmq has no CURVE support (it was built without libsodium); link one that has, \
+         such as Debian's libzmq3-dev (see .cargo/config.toml)"
+    )]
+    NoCurve,
+    /// The ZAP handler's thread could not be started.
+    #[error("cannot start the ZAP handler: {0}")]
+    Thread(String),
     /// The ZAP handler or a socket option failed.
     #[error("cannot set up authentication: {0}")]
     Socket(#[from] zmq::Error),
@@ -68,12 +80,13 @@ pub enum Identity {
 
 /// The door: the socket's security, the ZAP handler, and the permission check.
 pub struct Guard {
-    /// What was set up.
-    settings: Settings,
-    /// Where libzmq asks about handshakes; `None` when nothing is checked.
-    zap: Option<zmq::Socket>,
-    /// Refused logins, logged at most once a second.
-    refused: Throttle,
+    /// What was set up, shared with the ZAP handler's thread.
+    settings: Arc<Settings>,
+    /// Whether a ZAP handler answers (anything is checked).
+    zap: bool,
+    /// Refused logins and handshakes, logged at most once a second; shared with the ZAP
+    /// handler's thread.
+    refused: Arc<Mutex<Throttle>>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -85,27 +98,35 @@ impl std::fmt::Debug for Guard {
 impl Guard {
     /// No security: what the broker does without `--auth` and `--curve-secret-key`.
     pub fn off() -> Guard {
-        Guard { settings: Settings::default(), zap: None, refused: Throttle::default() }
+        Guard { settings: Arc::default(), zap: false, refused: Arc::default() }
     }
 
-    /// Sets up `settings` in `context`: binds the ZAP handler when anything is to be checked.
-    /// Must come before any socket of the context is bound.
+    /// Sets up `settings` in `context`: binds the ZAP handler when anything is to be checked,
+    /// and starts its thread. Must come before any socket of the context is bound.
+    ///
+    /// The thread blocks on its socket for as long as the process lives; the process ends it by
+    /// exiting (its socket keeps the context alive, so no teardown waits for it).
     ///
     /// # Errors
     /// CURVE asked for and libzmq has none, or the handler cannot be bound.
     pub fn open(context: &zmq::Context, settings: Settings) -> Result<Guard, AuthError> {
         if settings.curve.is_some() && !zmq::has("curve").unwrap_or(false) {
-            return Err(AuthError::Socket(zmq::Error::ENOTSUP));
+            return Err(AuthError::NoCurve);
         }
-        let zap = if settings.users.is_some() || settings.curve.is_some() {
+        let settings = Arc::new(settings);
+        let refused = Arc::new(Mutex::new(Throttle::default()));
+        let zap = settings.users.is_some() || settings.curve.is_some();
+        if zap {
             let socket = context.socket(zmq::REP)?;
             socket.set_linger(0)?;
             socket.bind(ZAP_ENDPOINT)?;
-            Some(socket)
-        } else {
-            None
-        };
-        Ok(Guard { settings, zap, refused: Throttle::default() })
+            let (settings, refused) = (Arc::clone(&settings), Arc::clone(&refused));
+            std::thread::Builder::new()
+                .name("zap".into())
+                .spawn(move || answer_zap(&socket, &settings, &refused))
+                .map_err(|e| AuthError::Thread(e.to_string()))?;
+        }
+        Ok(Guard { settings, zap, refused })
     }
 
     /// Whether clients must log in.
@@ -129,46 +150,17 @@ impl Guard {
         } else if self.settings.users.is_some() {
             socket.set_plain_server(true)?;
         }
-        if self.zap.is_some() {
+        if self.zap {
             socket.set_zap_domain(ZAP_DOMAIN)?;
         }
         Ok(())
     }
 
-    /// The ZAP socket, for the serve loop to poll.
-    pub fn zap_socket(&self) -> Option<&zmq::Socket> {
-        self.zap.as_ref()
-    }
-
-    /// Answers every ZAP request queued. A refusal is logged, at most one line a second.
-    pub fn answer_zap(&mut self, now: Instant) {
-        let Some(socket) = &self.zap else { return };
-        while let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) {
-            let (id, verdict, address) = match zap::decode(&frames) {
-                Some(request) => (
-                    request.id.to_vec(),
-                    zap::judge(self.settings.users.as_ref(), &request.credentials),
-                    String::from_utf8_lossy(request.address).into_owned(),
-                ),
-                None => {
-                    (Vec::new(), Verdict::Refuse("a malformed ZAP request".into()), String::new())
-                }
-            };
-            if let Verdict::Refuse(why) = &verdict {
-                if let Some(suppressed) = self.refused.admit(now) {
-                    warn!(peer = %Shown(&address), suppressed, "refused a login: {why}");
-                }
-            }
-            // A REP socket must answer before it can take the next request; if the answer
-            // cannot go, the handshake it belongs to times out on its own.
-            let _ = socket.send_multipart(zap::reply(&id, &verdict), zmq::DONTWAIT);
-        }
-    }
-
     /// Logs a handshake that failed before reaching ZAP (a client without credentials, or with
     /// another mechanism), at most one line a second with the refused logins.
     pub fn note_failed_handshake(&mut self, now: Instant, peer: &str) {
-        if let Some(suppressed) = self.refused.admit(now) {
+        let admitted = self.refused.lock().unwrap_or_else(PoisonError::into_inner).admit(now);
+        if let Some(suppressed) = admitted {
             warn!(
                 peer = %Shown(peer),
                 suppressed,
@@ -179,7 +171,8 @@ impl Guard {
 
     /// Says how many refusals were held back since the last line, when the broker stops.
     pub fn say_suppressed(&mut self) {
-        let suppressed = self.refused.take_suppressed();
+        let suppressed =
+            self.refused.lock().unwrap_or_else(PoisonError::into_inner).take_suppressed();
         if suppressed > 0 {
             warn!(suppressed, "refused logins: {suppressed} more since the last warning");
         }
@@ -249,6 +242,37 @@ impl Guard {
             }
         }
         Ok(())
+    }
+}
+
+/// The ZAP handler's loop: answers every request libzmq sends until the socket fails (the
+/// context ends). A refusal is logged, at most one line a second.
+fn answer_zap(socket: &zmq::Socket, settings: &Settings, refused: &Mutex<Throttle>) {
+    loop {
+        let frames = match socket.recv_multipart(0) {
+            Ok(frames) => frames,
+            Err(zmq::Error::EINTR) => continue,
+            Err(_) => return,
+        };
+        let (id, verdict, address) = match zap::decode(&frames) {
+            Some(request) => (
+                request.id.to_vec(),
+                zap::judge(settings.users.as_ref(), &request.credentials),
+                String::from_utf8_lossy(request.address).into_owned(),
+            ),
+            None => (Vec::new(), Verdict::Refuse("a malformed ZAP request".into()), String::new()),
+        };
+        if let Verdict::Refuse(why) = &verdict {
+            let admitted =
+                refused.lock().unwrap_or_else(PoisonError::into_inner).admit(Instant::now());
+            if let Some(suppressed) = admitted {
+                warn!(peer = %Shown(&address), suppressed, "refused a login: {why}");
+            }
+        }
+        // A REP socket must answer before it takes the next request.
+        if socket.send_multipart(zap::reply(&id, &verdict), 0).is_err() {
+            return;
+        }
     }
 }
 

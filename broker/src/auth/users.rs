@@ -175,6 +175,11 @@ impl Users {
         self.users.is_empty()
     }
 
+    /// The names of the users who have no password.
+    pub fn without_password(&self) -> impl Iterator<Item = &str> {
+        self.users.iter().filter(|u| u.password_hash.is_none()).map(|u| u.name.as_str())
+    }
+
     /// The names of the users who have no CURVE key.
     pub fn without_key(&self) -> impl Iterator<Item = &str> {
         self.users.iter().filter(|u| u.curve_key.is_none()).map(|u| u.name.as_str())
