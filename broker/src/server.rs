@@ -743,9 +743,15 @@ impl Clock {
     }
 }
 
-/// The peer's address as ZeroMQ reports it, or a placeholder.
+/// The peer's address as ZeroMQ reports it, or a placeholder. An `ipc://` peer is `localhost`
+/// whatever the libzmq: one built with `SO_PEERCRED` (Debian's) adds `:uid:gid:pid`, which is
+/// not for other clients to see.
 fn peer_of(body: &mut zmq::Message) -> String {
-    body.gets("Peer-Address").unwrap_or("unknown peer").to_owned()
+    let address = body.gets("Peer-Address").unwrap_or("unknown peer");
+    match address.split_once(':') {
+        Some(("localhost", _)) => "localhost".to_owned(),
+        _ => address.to_owned(),
+    }
 }
 
 /// Splits a request into its envelope and its one body frame.
