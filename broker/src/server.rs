@@ -114,7 +114,7 @@ pub fn bind(
         .get_last_endpoint()?
         .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
     let mut events = zmq::SocketEvent::ACCEPT_FAILED as i32;
-    if guard.requires_login() {
+    if guard.checks_handshakes() {
         // Handshakes refused by ZAP are logged there, with the user; these fail before it.
         events |= zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;

@@ -129,6 +129,11 @@ impl Guard {
         Ok(Guard { settings, zap, refused })
     }
 
+    /// Whether connections must complete a PLAIN or CURVE handshake.
+    pub fn checks_handshakes(&self) -> bool {
+        self.zap
+    }
+
     /// Whether clients must log in.
     pub fn requires_login(&self) -> bool {
         self.settings.users.is_some()
