@@ -2,8 +2,9 @@
 //! append, for `scripts/bench.sh`. (`producer perf` measures the broker in general; this drives
 //! the one case it cannot yet, a connection that logs in with CURVE.)
 //!
-//! `append_perf --connect EP [--curve-server-key KEY] [--messages N] [--batch N] [--size N]
-//! [--json]` prints messages per second (and latency percentiles with `--json`).
+//! `append_perf --connect EP [--curve-server-key KEY | --user NAME] [--messages N] [--batch N]
+//! [--size N] [--json]` prints messages per second (and latency percentiles with `--json`);
+//! `--user` takes its password from `BROKER_PASSWORD`.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ struct Args {
     /// The broker's CURVE public key (Z85): connect with CURVE, as a new key pair.
     #[arg(long)]
     curve_server_key: Option<String>,
+    /// Log in with PLAIN as this user, with the password in `BROKER_PASSWORD`.
+    #[arg(long)]
+    user: Option<String>,
     /// How many messages to append in all.
     #[arg(long, default_value_t = 20_000)]
     messages: usize,
@@ -50,6 +54,11 @@ fn main() -> Result<()> {
         socket.set_curve_serverkey(&server)?;
         socket.set_curve_publickey(&pair.public_key)?;
         socket.set_curve_secretkey(&pair.secret_key)?;
+    }
+    if let Some(user) = &args.user {
+        let password = std::env::var("BROKER_PASSWORD").context("--user needs BROKER_PASSWORD")?;
+        socket.set_plain_username(Some(user))?;
+        socket.set_plain_password(Some(&password))?;
     }
     socket.connect(&args.connect)?;
 
