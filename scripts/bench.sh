@@ -26,7 +26,11 @@
 # memory beside its memory before, and another client's `status` latency beside the same with
 # no attack.
 #
-# Usage: scripts/bench.sh [--durable|--hostile]   (the table goes to standard output, progress
+# With --curve it measures only what CURVE encryption costs: lockstep appends of batches of 1 and
+# 1,000 over an encrypted connection beside the same over a plain one (the rows the default run
+# ends with too), driven by the `append_perf` example of the broker crate.
+#
+# Usage: scripts/bench.sh [--durable|--hostile|--curve]   (the table goes to standard output, progress
 #        to stderr)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
 set -euo pipefail
@@ -38,10 +42,11 @@ limit=120 # seconds any one measurement may take
 bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 broker_pid=""
+plain_pid=""
 redis_pid=""
 
 cleanup() {
-    for pid in "$broker_pid" "$redis_pid"; do
+    for pid in "$broker_pid" "$plain_pid" "$redis_pid"; do
         if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -218,8 +223,35 @@ durable() {
     cat "$out"
 }
 
+# Rows for CURVE: lockstep appends of batches of 1 and 1,000 over an encrypted connection. Their
+# floor is the same client against a broker without encryption, started beside it, so the ratio
+# is what encryption costs.
+curve_rows() {
+    note "CURVE: lockstep appends over an encrypted connection, beside the same without"
+    append_perf=("$bin/examples/append_perf" --size "$size")
+    start_broker
+    plain_endpoint=$endpoint
+    plain_pid=$broker_pid
+    "$bin/broker" keygen "$work/curve.key" >/dev/null
+    start_broker --curve-secret-key "$work/curve.key"
+    curve_key=$(sed -n 's/^curve public key //p' "$work/broker.out")
+    compare "append, batch 1, 1 client, CURVE ÷ plain" - - "(cost of encryption)" \
+        floor_rate "${append_perf[@]}" --connect "$plain_endpoint" --messages 20000 --batch 1 -- \
+        "${append_perf[@]}" --connect "$endpoint" --curve-server-key "$curve_key" --messages 20000 \
+        --batch 1
+    compare "append, batch 1000, 1 client, CURVE ÷ plain" 0.5 - "≥ 0.5 × plain" \
+        floor_rate "${append_perf[@]}" --connect "$plain_endpoint" --messages 1000000 --batch 1000 -- \
+        "${append_perf[@]}" --connect "$endpoint" --curve-server-key "$curve_key" --messages 1000000 \
+        --batch 1000
+    stop_broker
+    broker_pid=$plain_pid
+    plain_pid=""
+    stop_broker
+}
+
 note "building (release)"
 cargo build --release --workspace >&2
+cargo build --release -p broker --example append_perf >&2
 
 producer=("$bin/producer" perf --size "$size")
 # `consumer perf TOPIC`
@@ -227,6 +259,14 @@ consumer=("$bin/consumer" perf perf)
 
 if [[ ${1:-} == --durable ]]; then
     durable
+    exit 0
+fi
+
+if [[ ${1:-} == --curve ]]; then
+    curve_rows
+    printf '%s\n' "Medians of $rounds rounds; values of $size bytes; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
+    printf '\n| case | figure | plain | ratio | target | met |\n|---|---|---|---|---|---|\n'
+    cat "$table"
     exit 0
 fi
 
@@ -289,6 +329,8 @@ compare "append, batch 1000, 4 clients, --fsync always" - 1000000 "(≥ 1,000,00
     "${producer[@]}" --connect "$endpoint" --messages 2000000 --batch 1000 --clients 4 \
     --topic durable4
 stop_broker
+
+curve_rows
 
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
     note "Redis Streams XADD, one client"

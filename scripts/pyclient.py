@@ -4,9 +4,18 @@
 It shows that the wire protocol can be spoken without the Rust crates: a REQ socket, one
 MessagePack map per frame. Import `Client` from it, or run it:
 
-    pyclient.py [--connect EP] [--timeout SECONDS] topics
-    pyclient.py [--connect EP] [--timeout SECONDS] append TOPIC MESSAGE...
-    pyclient.py [--connect EP] [--timeout SECONDS] fetch TOPIC [--offset N] [--max N]
+    pyclient.py [OPTIONS] topics
+    pyclient.py [OPTIONS] append TOPIC MESSAGE...
+    pyclient.py [OPTIONS] fetch TOPIC [--offset N] [--max N]
+
+    OPTIONS: [--connect EP] [--timeout SECONDS] [--user NAME]
+             [--curve-server-key KEY] [--curve-key-file FILE]
+
+Against a broker that requires users (PROTOCOL.md, "Security"), `--user NAME` logs in with PLAIN,
+the password read from BROKER_PASSWORD or asked for on the terminal; `--curve-server-key KEY`
+(the broker's `curve public key` line) encrypts with CURVE, as the key pair in
+`--curve-key-file FILE` (secret key on its first line, as `broker keygen` writes it) or a new
+pair made for this run. A refused login exits with status 3, anything else that fails with 1.
 
 Needs pyzmq and msgpack: `pip install -r requirements.txt` (the file beside this one).
 """
@@ -15,11 +24,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
+import os
 import sys
+import time
+from dataclasses import dataclass
 
 try:
     import msgpack
     import zmq
+    import zmq.utils.monitor
 except ImportError as missing:  # pragma: no cover - depends on the machine
     print(
         f"error: this client needs pyzmq and msgpack ({missing}); "
@@ -40,9 +54,75 @@ DEFAULT_TIMEOUT = 5.0
 #: How long the CLI lets a claim wait for a logical broker to free up, in milliseconds.
 CLAIM_WAIT_MS = 2000
 
+#: The exit status of a refused login: not the 1 of a broker that is not reachable.
+EXIT_AUTH_FAILED = 3
+
+#: The socket events that end a handshake (PROTOCOL.md, "Security": a refused handshake).
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+@dataclass
+class Credentials:
+    """How to log in: PLAIN with `user` and `password`, or CURVE with the broker's public key
+    and a key pair of the client's own (Z85 text, 40 characters each)."""
+
+    #: The user name (PLAIN), or None.
+    user: str | None = None
+    #: The user's password (PLAIN).
+    password: str | None = None
+    #: The broker's CURVE public key, or None for no encryption.
+    curve_server_key: str | None = None
+    #: The client's CURVE public key (with `curve_server_key`).
+    curve_public_key: str | None = None
+    #: The client's CURVE secret key (with `curve_server_key`).
+    curve_secret_key: str | None = None
+
+    def apply(self, socket) -> None:
+        """Sets the socket's security options; CURVE wins when both are given."""
+        if self.curve_server_key:
+            socket.curve_serverkey = self.curve_server_key.encode("ascii")
+            socket.curve_publickey = self.curve_public_key.encode("ascii")
+            socket.curve_secretkey = self.curve_secret_key.encode("ascii")
+        elif self.user is not None:
+            socket.plain_username = self.user.encode("utf-8")
+            socket.plain_password = (self.password or "").encode("utf-8")
+
+    def who(self) -> str:
+        """How a refusal names the client."""
+        if self.user is not None:
+            return f"user {self.user}"
+        if self.curve_public_key:
+            return f"key {self.curve_public_key}"
+        return "a client without credentials"
+
+
+def read_key_file(path: str) -> tuple[str, str]:
+    """The (public, secret) pair from a key file whose first line is the secret key in Z85."""
+    try:
+        with open(path, encoding="ascii") as file:
+            secret = file.readline().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ClientError(f"cannot read the key file {path}: {e}") from e
+    if len(secret) != 40:
+        raise ClientError(f"{path}, line 1: a CURVE key is 40 characters of Z85")
+    try:
+        public = zmq.curve_public(secret.encode("ascii")).decode("ascii")
+    except (zmq.ZMQError, ValueError) as e:
+        raise ClientError(f"{path}, line 1: not a CURVE secret key ({e})") from e
+    return public, secret
+
 
 class ClientError(Exception):
     """The exchange with the broker failed: no reply in time, or a reply that makes no sense."""
+
+
+class AuthenticationFailed(ClientError):
+    """The broker refused the handshake: wrong credentials, or none where it requires some."""
 
 
 class BrokerError(ClientError):
@@ -74,11 +154,18 @@ class Client:
     BrokerError for an error reply, ClientError when no reply comes in time.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: Credentials | None = None,
+    ):
         self.endpoint = endpoint
         self.timeout = timeout
+        self.credentials = credentials or Credentials()
         self._context = zmq.Context.instance()
         self._socket = None
+        self._monitor = None
 
     def __enter__(self) -> Client:
         return self
@@ -88,6 +175,10 @@ class Client:
 
     def close(self) -> None:
         """Closes the socket without waiting for anything unsent."""
+        if self._monitor is not None:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
@@ -96,9 +187,40 @@ class Client:
         if self._socket is None:
             socket = self._context.socket(zmq.REQ)
             socket.setsockopt(zmq.LINGER, 0)
+            self.credentials.apply(socket)
+            # The handshake's outcome comes as a socket event, never as a reply: watch for it
+            # so that a refused login does not look like a dead broker.
+            self._monitor = socket.get_monitor_socket(HANDSHAKE_EVENTS)
             socket.connect(self.endpoint)
             self._socket = socket
         return self._socket
+
+    def _wait(self, socket, event: int, limit_ms: int) -> bool:
+        """Waits up to `limit_ms` for `socket` to be ready for `event`; raises
+        AuthenticationFailed when the handshake is refused meanwhile."""
+        poller = zmq.Poller()
+        poller.register(socket, event)
+        poller.register(self._monitor, zmq.POLLIN)
+        deadline = time.monotonic() + limit_ms / 1000
+        while True:
+            left = max(0, int((deadline - time.monotonic()) * 1000))
+            ready = dict(poller.poll(left))
+            if socket in ready:
+                return True
+            if self._monitor in ready:
+                self._check_handshake()
+                continue
+            if left == 0:
+                return False
+
+    def _check_handshake(self) -> None:
+        while self._monitor.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(self._monitor)["event"]
+            if event != zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.close()
+                raise AuthenticationFailed(
+                    f"authentication failed for {self.credentials.who()} at {self.endpoint}"
+                )
 
     def request(self, op: str, wait_ms: int = 0, **fields) -> dict:
         """Sends one request and returns the success reply's map.
@@ -114,13 +236,10 @@ class Client:
 
         socket = self._connect()
         limit_ms = int(self.timeout * 1000) + wait_ms
-        poller = zmq.Poller()
-        poller.register(socket, zmq.POLLOUT)
-        if not poller.poll(limit_ms):
+        if not self._wait(socket, zmq.POLLOUT, limit_ms):
             self._unreachable()
         socket.send(frame)
-        poller.modify(socket, zmq.POLLIN)
-        if not poller.poll(limit_ms):
+        if not self._wait(socket, zmq.POLLIN, limit_ms):
             # A REQ socket that got no reply cannot send again: drop it, the next request
             # opens a new one.
             self._unreachable()
@@ -286,6 +405,14 @@ def parse_args(argv):
                         help=f"the broker's endpoint (default {DEFAULT_ENDPOINT})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"how long to wait for each reply (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--user", metavar="NAME",
+                        help="log in as NAME (PLAIN); the password is BROKER_PASSWORD, or asked "
+                             "for on a terminal")
+    parser.add_argument("--curve-server-key", metavar="KEY",
+                        help="encrypt with CURVE; KEY is the broker's `curve public key`")
+    parser.add_argument("--curve-key-file", metavar="FILE",
+                        help="this client's CURVE key pair: the secret key on FILE's first line "
+                             "(default: a new pair for this run)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     topics = commands.add_parser("topics", help="list the topics with their offsets")
@@ -309,14 +436,41 @@ def parse_args(argv):
         parser.error("--timeout must be positive")
     if args.command == "fetch" and (args.offset < 0 or (args.max is not None and args.max < 1)):
         parser.error("--offset must be 0 or more and --max 1 or more")
+    if args.curve_key_file and not args.curve_server_key:
+        parser.error("--curve-key-file needs --curve-server-key")
+    if args.curve_server_key and len(args.curve_server_key) != 40:
+        parser.error("--curve-server-key must be 40 characters of Z85")
     return args
+
+
+def credentials_of(args) -> Credentials:
+    """The credentials the flags and the environment give."""
+    credentials = Credentials()
+    if args.curve_server_key:
+        if args.curve_key_file:
+            public, secret = read_key_file(args.curve_key_file)
+        else:
+            public, secret = (key.decode("ascii") for key in zmq.curve_keypair())
+        credentials.curve_server_key = args.curve_server_key
+        credentials.curve_public_key, credentials.curve_secret_key = public, secret
+    elif args.user is not None:
+        password = os.environ.get("BROKER_PASSWORD")
+        if password is None:
+            if not sys.stdin.isatty():
+                raise ClientError("--user needs BROKER_PASSWORD, or a terminal to ask on")
+            password = getpass.getpass(f"password for {args.user}: ")
+        credentials.user, credentials.password = args.user, password
+    return credentials
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        with Client(args.connect, args.timeout) as client:
+        with Client(args.connect, args.timeout, credentials_of(args)) as client:
             args.run(client, args)
+    except AuthenticationFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_AUTH_FAILED
     except (ClientError, zmq.ZMQError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/need-libzmq.sh
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
 
 log=$(mktemp)

@@ -152,6 +152,14 @@ impl LogicalBrokers {
             .map(|b| b.id)
     }
 
+    /// Who holds claim `token`, if the claim is current.
+    pub fn holder_of(&self, token: u64) -> Option<&str> {
+        self.brokers
+            .iter()
+            .find_map(|b| b.claim.as_ref().filter(|c| c.token == token))
+            .map(|c| c.holder.as_str())
+    }
+
     /// Ends claim `token`; returns the freed logical broker's id.
     ///
     /// # Errors

@@ -5,17 +5,32 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use broker::auth::keys::{self, ServerKeys};
+use broker::auth::users::{hash_password, Users};
+use broker::auth::{self, Guard, Settings};
 use broker::group::Groups;
 use broker::store::{Store, DEFAULT_SEGMENT_BYTES};
 use broker::unread::Limits;
 use broker::{preload, server, Broker, Config, Fsync, Shutdown, StoreConfig};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// A ZeroMQ message broker hosting claimable logical brokers over one topic store.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Something else than serving: make keys or password hashes.
+    #[command(subcommand)]
+    command: Option<Tool>,
+    /// Require every client to log in as a user of this TOML file (PLAIN with a password, or
+    /// CURVE with a key when `--curve-secret-key` is given), and hold it to the user's
+    /// permissions.
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+    /// Encrypt every connection with CURVE, with the server's secret key read from the first
+    /// line of FILE (40 characters of Z85, as `broker keygen` writes it).
+    #[arg(long, value_name = "FILE")]
+    curve_secret_key: Option<PathBuf>,
     /// The endpoint to bind: HOST:PORT or tcp://HOST:PORT (a host name is resolved to its
     /// address), ipc://PATH; port `*` picks a free one, as in `127.0.0.1:*`.
     #[arg(
@@ -77,6 +92,65 @@ struct Args {
     repair: bool,
 }
 
+/// The broker's tools.
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Write a new CURVE key pair to FILE (secret key on the first line, public key on the
+    /// second; readable by the owner only) and print the public key.
+    Keygen {
+        /// Where to write the pair; must not exist.
+        file: PathBuf,
+    },
+    /// Print an Argon2id hash of a password for a users file's `password_hash`: the password is
+    /// `BROKER_PASSWORD`, or else the first line of standard input.
+    HashPassword,
+}
+
+/// Runs a tool.
+fn run_tool(tool: Tool) -> Result<()> {
+    match tool {
+        Tool::Keygen { file } => {
+            let public = keys::keygen(&file)?;
+            println!("curve public key {}", keys::encode_z85(&public));
+        }
+        Tool::HashPassword => {
+            let password = match std::env::var("BROKER_PASSWORD") {
+                Ok(password) => password,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("cannot read the password")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            anyhow::ensure!(!password.is_empty(), "the password is empty");
+            let hash = hash_password(password.as_bytes()).map_err(anyhow::Error::msg)?;
+            println!("{hash}");
+        }
+    }
+    Ok(())
+}
+
+/// Reads the security settings the flags ask for.
+fn security(args: &Args) -> Result<Settings> {
+    let users = args.auth.as_deref().map(Users::read).transpose()?;
+    let curve = args.curve_secret_key.as_deref().map(ServerKeys::read).transpose()?;
+    if let Some(users) = &users {
+        let (without, lacking): (Vec<&str>, _) = match curve {
+            Some(_) => (users.without_key().collect(), "curve_public_key"),
+            None => (users.without_password().collect(), "password_hash"),
+        };
+        if !without.is_empty() {
+            let mechanism = if curve.is_some() { "CURVE" } else { "PLAIN" };
+            tracing::warn!(
+                users = ?without,
+                "these users have no {lacking} and cannot log in while connections use {mechanism}"
+            );
+        }
+        tracing::info!(users = users.len(), "read the users file");
+    }
+    Ok(Settings { users, curve })
+}
+
 /// Parses a segment size: 64 bytes to 1 GiB (offsets within a segment are 32-bit).
 fn parse_segment_bytes(text: &str) -> Result<usize, String> {
     let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
@@ -117,7 +191,7 @@ fn main() {
     }
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(mut args: Args) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -125,6 +199,11 @@ fn run(args: Args) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Some(tool) = args.command.take() {
+        return run_tool(tool);
+    }
+    // Read before anything else is opened: a bad users or key file stops start-up at once.
+    let settings = security(&args)?;
     anyhow::ensure!(args.lease > Duration::ZERO, "--lease must be longer than zero");
     anyhow::ensure!(
         args.group_ack_timeout > Duration::ZERO,
@@ -182,18 +261,35 @@ fn run(args: Args) -> Result<()> {
     ctrlc::set_handler(move || trigger.trigger()).context("cannot install the Ctrl-C handler")?;
 
     let context = zmq::Context::new();
-    let listener = server::bind(&context, &args.bind, &config)?;
+    // The ZAP handler is bound before the socket that asks it.
+    let guard = Guard::open(&context, settings).context("cannot set up security")?;
+    let login = guard.requires_login();
+    let curve_key = guard.curve_public_key();
+    let listener = server::bind(&context, &args.bind, &config, guard)?;
     let endpoint = listener.endpoint().to_owned();
-    // One line on stdout, flushed, so that scripts and tests can read where to connect.
+    // One line on stdout, flushed, so that scripts and tests can read where to connect; then
+    // the key clients need to encrypt, when they must.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {endpoint}")?;
+    if let Some(key) = &curve_key {
+        writeln!(stdout, "curve public key {key}")?;
+    }
     stdout.flush()?;
     drop(stdout);
+    if !login && auth::is_exposed(&endpoint) {
+        tracing::warn!(
+            %endpoint,
+            "listening beyond this machine without --auth: anyone who can reach the port may \
+             read, write and delete every topic"
+        );
+    }
     tracing::info!(
         %endpoint,
         brokers = config.brokers,
         lease = ?config.lease,
         group_ack_timeout = ?config.group_ack_timeout,
+        auth = login,
+        encrypted = curve_key.is_some(),
         "serving"
     );
 

@@ -16,6 +16,7 @@ use protocol::{decode_request, encode_response, ErrorCode, Fetch, GroupFetch, Re
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::auth::Guard;
 use crate::broker::{Broker, Stats};
 use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::group::GroupCommitFailure;
@@ -74,6 +75,8 @@ pub struct Listener {
     endpoint: String,
     /// How many reply bytes its peers may leave unread.
     unread: unread::Limits,
+    /// Who may connect and what each may do.
+    guard: Guard,
 }
 
 impl Listener {
@@ -83,13 +86,19 @@ impl Listener {
     }
 }
 
-/// Creates the broker's ROUTER socket, binds it to `endpoint`, and watches it for failed
-/// accepts.
+/// Creates the broker's ROUTER socket, secures it as `guard` says, binds it to `endpoint`, and
+/// watches it for failed accepts (and failed handshakes, when clients must log in).
 ///
 /// # Errors
 /// A socket option, the monitor or the bind failed.
-pub fn bind(context: &zmq::Context, endpoint: &str, config: &Config) -> Result<Listener, Error> {
+pub fn bind(
+    context: &zmq::Context,
+    endpoint: &str,
+    config: &Config,
+    guard: Guard,
+) -> Result<Listener, Error> {
     let socket = context.socket(zmq::ROUTER)?;
+    guard.secure(&socket)?;
     // Without this a ROUTER silently drops replies to peers it cannot reach; with it the send
     // fails and the broker can say so.
     socket.set_router_mandatory(true)?;
@@ -104,10 +113,16 @@ pub fn bind(context: &zmq::Context, endpoint: &str, config: &Config) -> Result<L
     let endpoint = socket
         .get_last_endpoint()?
         .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
-    socket.monitor(MONITOR_ENDPOINT, zmq::SocketEvent::ACCEPT_FAILED as i32)?;
+    let mut events = zmq::SocketEvent::ACCEPT_FAILED as i32;
+    if guard.checks_handshakes() {
+        // Handshakes refused by ZAP are logged there, with the user; these fail before it.
+        events |= zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;
+    }
+    socket.monitor(MONITOR_ENDPOINT, events)?;
     let monitor = context.socket(zmq::PAIR)?;
     monitor.connect(MONITOR_ENDPOINT)?;
-    Ok(Listener { socket, monitor, endpoint, unread: config.unread })
+    Ok(Listener { socket, monitor, endpoint, unread: config.unread, guard })
 }
 
 /// The largest frame the socket accepts: 64 MiB, or room for two maximal messages if more.
@@ -275,6 +290,11 @@ impl Server<'_> {
                 let errno = i32::from_le_bytes([frame[2], frame[3], frame[4], frame[5]]);
                 if code == zmq::SocketEvent::ACCEPT_FAILED as u16 {
                     failed = Some(zmq::Error::from_raw(errno));
+                } else if code == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
+                    || code == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
+                {
+                    let peer = event.get(1).map(|f| String::from_utf8_lossy(f).into_owned());
+                    self.listener.guard.note_failed_handshake(now, peer.as_deref().unwrap_or(""));
                 }
             }
         }
@@ -424,6 +444,7 @@ impl Server<'_> {
                 return;
             }
         };
+        let who = self.listener.guard.identify(&mut body);
         let request = match decode_request(&body) {
             Ok(request) => request,
             Err(error) => {
@@ -433,6 +454,12 @@ impl Server<'_> {
                 return;
             }
         };
+        // The door: a request its user may not make is refused before it can change anything.
+        if let Err(refusal) = self.listener.guard.admit(who, &request, &self.broker.brokers) {
+            self.broker.stats.refused += 1;
+            self.outbox.push(envelope, refusal);
+            return;
+        }
         let request = match self.outbox.unread.allowance(peer_id(&envelope)) {
             Allowance::Refused if is_read(&request) => {
                 let response = self.overloaded(clock.instant);
@@ -444,6 +471,15 @@ impl Server<'_> {
         // Only a claim that names no client needs the peer's address (as its holder). Looked
         // up for every request, it took about 5 % of the serve loop's instructions per small
         // append, so the others go without.
+        // With users, a claim belongs to its user: held under the user's name, whatever name
+        // the client gives, so that only that user's requests may use its token.
+        if let (Request::Claim { broker, wait_ms, .. }, Some(user)) =
+            (&request, self.listener.guard.holder(who))
+        {
+            let user = user.to_owned();
+            let request = Request::Claim { broker: *broker, wait_ms: *wait_ms, client: None };
+            return self.dispatch(request, envelope, clock, &user);
+        }
         if let Request::Claim { broker, wait_ms, client: None } = request {
             let peer = peer_of(&mut body);
             let request = Request::Claim { broker, wait_ms, client: None };
@@ -655,6 +691,7 @@ impl Server<'_> {
         // Deliveries that cannot be sent now stay pending, and come due with their timeout.
         self.send_replies(&Clock::now());
         self.warnings.say_suppressed();
+        self.listener.guard.say_suppressed();
         self.broker.store.close();
         Ok(())
     }
@@ -705,9 +742,15 @@ impl Clock {
     }
 }
 
-/// The peer's address as ZeroMQ reports it, or a placeholder.
+/// The peer's address as ZeroMQ reports it, or a placeholder. An `ipc://` peer is `localhost`
+/// whatever the libzmq: one built with `SO_PEERCRED` (Debian's) adds `:uid:gid:pid`, which is
+/// not for other clients to see.
 fn peer_of(body: &mut zmq::Message) -> String {
-    body.gets("Peer-Address").unwrap_or("unknown peer").to_owned()
+    let address = body.gets("Peer-Address").unwrap_or("unknown peer");
+    match address.split_once(':') {
+        Some(("localhost", _)) => "localhost".to_owned(),
+        _ => address.to_owned(),
+    }
 }
 
 /// Splits a request into its envelope and its one body frame.

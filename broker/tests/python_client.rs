@@ -62,9 +62,15 @@ fn scripts_dir() -> PathBuf {
 
 /// Runs `python3 args...` in `scripts/`, killing it if it outlives [`RUN_LIMIT`].
 fn python(args: &[&str]) -> Run {
+    python_with(args, &[])
+}
+
+/// Runs `python3 args...` in `scripts/` with the environment variables `env` added.
+fn python_with(args: &[&str], env: &[(&str, &str)]) -> Run {
     let started = Instant::now();
     let mut child = Command::new("python3")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(scripts_dir())
         // Leave no bytecode cache in the source tree.
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -183,4 +189,108 @@ fn python_client_reports_a_dead_broker() {
     let run = python(&args);
     run.assert_failure("append against a dead endpoint", "broker not reachable");
     assert!(run.took < Duration::from_secs(8), "took {:?} to give up", run.took);
+}
+
+/// Runs the `broker` binary's tool `args` and returns what it printed.
+fn broker_tool(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the broker's tool");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
+}
+
+/// The exit status of a refused login, distinct from 1 (broker not reachable).
+const EXIT_AUTH_FAILED: i32 = 3;
+
+#[test]
+fn python_client_logs_in_with_plain_and_a_refused_login_says_so() {
+    require_python_packages();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let hash = broker_tool(&["hash-password"], &[("BROKER_PASSWORD", "pa55word")]);
+    let users = dir.path().join("users.toml");
+    let text = format!(
+        "[users.alice]\npassword_hash = \"{hash}\"\ntopics = {{ produce = [\"orders\"], consume = [\"orders\"] }}\n"
+    );
+    std::fs::write(&users, text).expect("write the users file");
+    let users = users.to_str().expect("UTF-8 path");
+    let broker = BrokerProcess::start(Path::new(env!("CARGO_BIN_EXE_broker")), &["--auth", users]);
+    let endpoint = broker.endpoint.clone();
+    let as_alice = |password: &str, args: &[&str]| {
+        let mut all =
+            vec!["pyclient.py", "--connect", &endpoint, "--timeout", "5", "--user", "alice"];
+        all.extend_from_slice(args);
+        python_with(&all, &[("BROKER_PASSWORD", password)])
+    };
+
+    as_alice("pa55word", &["append", "orders", "tea"]).assert_success("append as alice");
+    let fetch = as_alice("pa55word", &["fetch", "orders"]);
+    fetch.assert_success("fetch as alice");
+    assert_eq!(fetch.stdout.lines().collect::<Vec<_>>(), ["0\ttea"]);
+    as_alice("pa55word", &["append", "payroll", "x"])
+        .assert_failure("append without the right", "forbidden (312)");
+
+    let refused = as_alice("guess", &["append", "orders", "coffee"]);
+    refused.assert_failure(
+        "a wrong password",
+        &format!("authentication failed for user alice at {endpoint}"),
+    );
+    assert_eq!(refused.status.code(), Some(EXIT_AUTH_FAILED));
+    assert!(
+        refused.took < Duration::from_secs(5),
+        "took {:?}: no faster than a timeout",
+        refused.took
+    );
+
+    let anonymous = pyclient(&endpoint, &["append", "orders", "coffee"]);
+    anonymous.assert_failure("no credentials", "authentication failed");
+    assert_eq!(anonymous.status.code(), Some(EXIT_AUTH_FAILED));
+
+    // Nothing the refused clients sent was appended.
+    let fetch = as_alice("pa55word", &["fetch", "orders"]);
+    assert_eq!(fetch.stdout.lines().collect::<Vec<_>>(), ["0\ttea"]);
+    broker.interrupt();
+}
+
+#[test]
+fn python_client_encrypts_with_curve_and_a_stranger_key_is_refused() {
+    require_python_packages();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let key_path = |name: &str| dir.path().join(name).to_str().expect("UTF-8 path").to_owned();
+    let (server_key, client_key, stranger_key) =
+        (key_path("server.key"), key_path("client.key"), key_path("stranger.key"));
+    let printed = broker_tool(&["keygen", &server_key], &[]);
+    let server_public = printed.strip_prefix("curve public key ").expect("the key line").to_owned();
+    let printed = broker_tool(&["keygen", &client_key], &[]);
+    let client_public = printed.strip_prefix("curve public key ").expect("the key line").to_owned();
+    broker_tool(&["keygen", &stranger_key], &[]);
+    let users = dir.path().join("users.toml");
+    let text = format!(
+        "[users.till]\ncurve_public_key = \"{client_public}\"\ntopics = {{ produce = [\"*\"], consume = [\"*\"] }}\n"
+    );
+    std::fs::write(&users, text).expect("write the users file");
+    let broker = BrokerProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_broker")),
+        &["--auth", users.to_str().expect("UTF-8 path"), "--curve-secret-key", &server_key],
+    );
+    let endpoint = broker.endpoint.clone();
+    let with_key = |key_file: &str, args: &[&str]| {
+        let mut all =
+            vec!["--curve-server-key", server_public.as_str(), "--curve-key-file", key_file];
+        all.extend_from_slice(args);
+        pyclient(&endpoint, &all)
+    };
+
+    with_key(&client_key, &["append", "orders", "sealed"]).assert_success("append over CURVE");
+    let fetch = with_key(&client_key, &["fetch", "orders"]);
+    fetch.assert_success("fetch over CURVE");
+    assert_eq!(fetch.stdout.lines().collect::<Vec<_>>(), ["0\tsealed"]);
+
+    let refused = with_key(&stranger_key, &["topics"]);
+    refused.assert_failure("a key no user has", "authentication failed for key");
+    assert_eq!(refused.status.code(), Some(EXIT_AUTH_FAILED));
+    broker.interrupt();
 }

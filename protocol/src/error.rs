@@ -35,6 +35,9 @@ pub enum ErrorCode {
     /// `311 overloaded`: replies the client has not read hold more memory than the broker
     /// allows it (or all clients together); read them, or try again later.
     Overloaded,
+    /// `312 forbidden`: the user the connection logged in as lacks the permission the request
+    /// needs, or the claim it uses belongs to another user (PROTOCOL.md, "Security").
+    Forbidden,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
     /// or not UTF-8, a map of too many entries, a missing or mistyped field).
     Malformed,
@@ -57,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::UnknownMember,
         ErrorCode::NotPending,
         ErrorCode::Overloaded,
+        ErrorCode::Forbidden,
         ErrorCode::Malformed,
         ErrorCode::UnknownRequest,
         ErrorCode::InternalError,
@@ -95,6 +99,7 @@ impl ErrorCode {
             ErrorCode::UnknownMember => 309,
             ErrorCode::NotPending => 310,
             ErrorCode::Overloaded => 311,
+            ErrorCode::Forbidden => 312,
             ErrorCode::Malformed => 500,
             ErrorCode::UnknownRequest => 501,
             ErrorCode::InternalError => 502,
@@ -121,6 +126,7 @@ impl ErrorCode {
             ErrorCode::UnknownMember => "unknown_member",
             ErrorCode::NotPending => "not_pending",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Malformed => "malformed",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::InternalError => "internal_error",

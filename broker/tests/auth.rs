@@ -1,0 +1,687 @@
+//! Security against the real broker: PLAIN and CURVE logins accepted and refused, every
+//! request's permission granted and denied with nothing changed by a refusal, claims that belong
+//! to their user, and CURVE traffic that a relay on the wire cannot read.
+
+mod wire;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+use protocol::{ErrorCode, Fetch, GroupFetch, GroupStart, Request, ResetTo, Response};
+
+use testkit::{BrokerProcess, STEP};
+use wire::{append_of, ask, encode, expect_error, start};
+
+const BROKER: &str = env!("CARGO_BIN_EXE_broker");
+
+/// The password every PLAIN user of these tests has.
+const PASSWORD: &str = "correct horse";
+
+/// A fresh directory for one test's files.
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary directory")
+}
+
+/// An Argon2 hash of `password`, made by `broker hash-password` as an operator would.
+fn hash_of(password: &str) -> String {
+    let output = Command::new(BROKER)
+        .arg("hash-password")
+        .env("BROKER_PASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run broker hash-password");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let hash = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(password));
+    hash
+}
+
+/// Writes `text` to `name` in `dir`.
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write a file");
+    path
+}
+
+/// Starts a broker with `--auth users` and `extra` flags.
+fn start_with(users: &Path, extra: &[&str]) -> BrokerProcess {
+    let users = users.to_str().expect("UTF-8 path");
+    let mut args = vec!["--auth", users];
+    args.extend_from_slice(extra);
+    start(&args)
+}
+
+/// Numbers the monitor endpoints of this test process.
+static MONITORS: AtomicUsize = AtomicUsize::new(0);
+
+/// What a client's socket reported about its handshake.
+#[derive(Debug, PartialEq, Eq)]
+enum Handshake {
+    /// It succeeded.
+    Succeeded,
+    /// ZAP refused it (`HANDSHAKE_FAILED_AUTH`): wrong credentials.
+    RefusedAuth,
+    /// It failed before ZAP (mechanisms differ, or the server key is wrong).
+    Failed,
+}
+
+/// A REQ socket set up by `secure`, connected to `endpoint`, and what its first handshake came
+/// to, as the socket's monitor reports it (what a client would watch).
+fn connect(
+    context: &zmq::Context,
+    endpoint: &str,
+    secure: impl FnOnce(&zmq::Socket),
+) -> (zmq::Socket, Handshake) {
+    let socket = context.socket(zmq::REQ).expect("REQ");
+    socket.set_linger(0).expect("linger");
+    socket.set_rcvtimeo(STEP.as_millis() as i32).expect("rcvtimeo");
+    socket.set_sndtimeo(STEP.as_millis() as i32).expect("sndtimeo");
+    secure(&socket);
+    let monitor_endpoint =
+        format!("inproc://auth-test-monitor-{}", MONITORS.fetch_add(1, Ordering::Relaxed));
+    let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+        | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
+        | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+        | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;
+    socket.monitor(&monitor_endpoint, events).expect("monitor");
+    let monitor = context.socket(zmq::PAIR).expect("PAIR");
+    monitor.set_rcvtimeo(STEP.as_millis() as i32).expect("rcvtimeo");
+    monitor.connect(&monitor_endpoint).expect("connect the monitor");
+    socket.connect(endpoint).expect("connect");
+    let event = monitor.recv_multipart(0).expect("a handshake event within the step limit");
+    let code = u16::from_le_bytes([event[0][0], event[0][1]]);
+    let outcome = if code == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 {
+        Handshake::Succeeded
+    } else if code == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16 {
+        Handshake::RefusedAuth
+    } else {
+        Handshake::Failed
+    };
+    (socket, outcome)
+}
+
+/// A socket logged in with PLAIN as `user`, `password`.
+fn plain(
+    context: &zmq::Context,
+    endpoint: &str,
+    user: &str,
+    password: &str,
+) -> (zmq::Socket, Handshake) {
+    connect(context, endpoint, |s| {
+        s.set_plain_username(Some(user)).expect("user");
+        s.set_plain_password(Some(password)).expect("password");
+    })
+}
+
+/// A socket logged in with PLAIN that must succeed.
+#[track_caller]
+fn login(context: &zmq::Context, endpoint: &str, user: &str) -> zmq::Socket {
+    let (socket, outcome) = plain(context, endpoint, user, PASSWORD);
+    assert_eq!(outcome, Handshake::Succeeded, "login as {user}");
+    socket
+}
+
+/// A socket using CURVE with `server` as the broker's key and `pair` as its own.
+fn curve(
+    context: &zmq::Context,
+    endpoint: &str,
+    server: &[u8; 32],
+    pair: &zmq::CurveKeyPair,
+) -> (zmq::Socket, Handshake) {
+    connect(context, endpoint, |s| {
+        s.set_curve_serverkey(server).expect("server key");
+        s.set_curve_publickey(&pair.public_key).expect("public key");
+        s.set_curve_secretkey(&pair.secret_key).expect("secret key");
+    })
+}
+
+/// The users file of the permission tests: `full` may do everything, `none` nothing but what
+/// needs no permission, `logs` produce and consume on `logs.*` only.
+fn users_file(dir: &Path) -> PathBuf {
+    let hash = hash_of(PASSWORD);
+    let text = format!(
+        r#"
+[users.full]
+password_hash = "{hash}"
+topics = {{ produce = ["*"], consume = ["*"], admin = ["*"] }}
+groups = {{ consume = ["*"], admin = ["*"] }}
+
+[users.none]
+password_hash = "{hash}"
+
+[users.logs]
+password_hash = "{hash}"
+topics = {{ produce = ["logs.*"], consume = ["logs.*"] }}
+groups = {{ consume = ["readers"] }}
+"#
+    );
+    write(dir, "users.toml", &text)
+}
+
+/// Claims any logical broker; returns the token.
+#[track_caller]
+fn claim(socket: &zmq::Socket, client: Option<&str>) -> u64 {
+    match ask(socket, &Request::Claim { broker: None, wait_ms: 0, client }) {
+        Response::Claimed { claim, .. } => claim,
+        other => panic!("expected claimed, got {other:?}"),
+    }
+}
+
+/// Everything a refused request could have changed, as `full` sees it: logical brokers, topics
+/// with their offsets, groups with their offsets and pending counts.
+fn snapshot(full: &zmq::Socket, token: u64) -> String {
+    let states = wire::broker_states(full);
+    let topics = ask(full, &Request::ListTopics { claim: token });
+    let groups = ask(full, &Request::ListGroups { group: None, topic: None });
+    format!("{states:?}\n{topics:?}\n{groups:?}")
+}
+
+#[test]
+fn plain_logins_with_the_right_password_are_served_and_others_refused_and_logged() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let context = zmq::Context::new();
+
+    let full = login(&context, &broker.endpoint, "full");
+    assert_eq!(wire::status(&full).len(), 2);
+
+    let (_, wrong) = plain(&context, &broker.endpoint, "full", "wrong horse");
+    assert_eq!(wrong, Handshake::RefusedAuth);
+    let (_, unknown) = plain(&context, &broker.endpoint, "nobody", PASSWORD);
+    assert_eq!(unknown, Handshake::RefusedAuth);
+    // The refused clients never reach the broker: it still serves the good one.
+    assert_eq!(wire::status(&full).len(), 2);
+
+    let stderr = broker.interrupt();
+    assert!(stderr.contains("refused a login: wrong password for user full"), "{stderr}");
+    // Logged at most once a second: a refusal within the second is counted, and said later.
+    assert!(
+        stderr.contains("refused a login: unknown user nobody")
+            || stderr.contains("refused logins: 1 more since the last warning"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_client_without_credentials_is_refused_and_logged() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let context = zmq::Context::new();
+    let (socket, anonymous) = connect(&context, &broker.endpoint, |_| {});
+    assert_eq!(anonymous, Handshake::Failed);
+    // It has no connection to send on, and gets no reply.
+    socket.set_rcvtimeo(wire::QUIET.as_millis() as i32).expect("rcvtimeo");
+    let sent = socket.send(encode(&Request::Status), zmq::DONTWAIT);
+    assert!(
+        sent.is_err() || socket.recv_bytes(0).is_err(),
+        "a client without credentials got a reply"
+    );
+    let stderr = broker.interrupt();
+    assert!(stderr.contains("refused a connection: its handshake failed"), "{stderr}");
+}
+
+#[test]
+fn refused_logins_are_logged_at_most_once_a_second() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let context = zmq::Context::new();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let (socket, outcome) = plain(&context, &broker.endpoint, "full", "wrong");
+        assert_eq!(outcome, Handshake::RefusedAuth);
+        // Each refused socket would retry; closing it stops that.
+        drop(socket);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let stderr = broker.interrupt();
+    let lines = stderr.lines().filter(|l| l.contains("refused a login")).count();
+    assert!((1..=seconds as usize + 1).contains(&lines), "{lines} lines in {seconds} s:\n{stderr}");
+    assert!(stderr.contains("more since the last warning"), "{stderr}");
+}
+
+#[test]
+fn a_users_file_that_does_not_parse_stops_the_broker_with_file_line_and_reason() {
+    let dir = scratch();
+    let cases = [
+        ("[users.a]\npassword_hash = \"hunter2\"\n", "line 2", "not a PHC string"),
+        ("[users.a]\ncurve_public_key = \"abc\"\n", "line 2", "40 characters"),
+        ("[users.a]\npassword_hash = \"$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\"\ntopics = { consume = [\"a*b\"] }\n", "line 3", "`*`"),
+        ("[users.a]\nrole = \"admin\"\n", "line 2", "unknown field"),
+        ("[users\n", "line 1", ""),
+    ];
+    for (text, line, reason) in cases {
+        let path = write(dir.path(), "users.toml", text);
+        let mut child = Command::new(BROKER)
+            .args(["--bind", "tcp://127.0.0.1:*", "--auth"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the broker");
+        let status = testkit::wait_child(&mut child, STEP).expect("the broker stops at once");
+        let mut stderr = String::new();
+        let mut stdout = String::new();
+        child.stderr.take().expect("piped").read_to_string(&mut stderr).expect("stderr");
+        child.stdout.take().expect("piped").read_to_string(&mut stdout).expect("stdout");
+        assert!(!status.success(), "{text:?}");
+        assert!(stdout.is_empty(), "it must not listen: {stdout}");
+        let file = path.display().to_string();
+        assert!(stderr.contains(&file) && stderr.contains(line), "{text:?}: {stderr}");
+        assert!(stderr.contains(reason), "{text:?}: {stderr}");
+    }
+    let missing = dir.path().join("missing.toml");
+    let output = Command::new(BROKER)
+        .args(["--bind", "tcp://127.0.0.1:*", "--auth"])
+        .arg(&missing)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the broker");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+}
+
+/// One request of the permission table: a request that needs a right, made by `none` (refused)
+/// and by a user who has it (served).
+struct Case {
+    /// What it is, for the failure message.
+    name: &'static str,
+    /// The request, given the claim token of the user who makes it.
+    request: Box<dyn Fn(u64) -> Request<'static>>,
+}
+
+#[test]
+fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &["--brokers", "3"]);
+    let context = zmq::Context::new();
+    let full = login(&context, &broker.endpoint, "full");
+    let none = login(&context, &broker.endpoint, "none");
+    let full_claim = claim(&full, None);
+    let none_claim = claim(&none, None);
+
+    // State for the requests to act on: a topic with messages, a group with one pending.
+    assert!(matches!(ask(&full, &append_of("orders", &["a", "b"])), Response::Appended { .. }));
+    let join = Request::JoinGroup {
+        claim: full_claim,
+        group: "tills",
+        topic: "orders",
+        start: GroupStart::Earliest,
+    };
+    assert!(matches!(ask(&full, &join), Response::Joined { .. }));
+    let take = GroupFetch {
+        claim: full_claim,
+        group: "tills",
+        topic: "orders",
+        max_messages: 1,
+        max_bytes: 1 << 20,
+        wait_ms: 0,
+    };
+    assert!(matches!(ask(&full, &Request::GroupFetch(take)), Response::Delivered { .. }));
+
+    let cases: Vec<Case> = vec![
+        Case { name: "append", request: Box::new(|_| append_of("orders", &["c"])) },
+        Case {
+            name: "fetch",
+            request: Box::new(|claim| {
+                Request::Fetch(Fetch {
+                    claim,
+                    topic: "orders",
+                    offset: 0,
+                    max_messages: 10,
+                    max_bytes: 1 << 20,
+                    wait_ms: 0,
+                })
+            }),
+        },
+        Case {
+            name: "create_topic",
+            request: Box::new(|_| Request::CreateTopic {
+                topic: "new",
+                retention: Default::default(),
+            }),
+        },
+        Case {
+            name: "delete_topic",
+            request: Box::new(|_| Request::DeleteTopic { topic: "orders" }),
+        },
+        Case {
+            name: "join_group",
+            request: Box::new(|claim| Request::JoinGroup {
+                claim,
+                group: "tills",
+                topic: "orders",
+                start: GroupStart::Earliest,
+            }),
+        },
+        Case {
+            name: "group_fetch",
+            request: Box::new(|claim| {
+                Request::GroupFetch(GroupFetch {
+                    claim,
+                    group: "tills",
+                    topic: "orders",
+                    max_messages: 10,
+                    max_bytes: 1 << 20,
+                    wait_ms: 0,
+                })
+            }),
+        },
+        Case {
+            name: "ack",
+            request: Box::new(|_| Request::Ack {
+                group: "tills",
+                topic: "orders",
+                offsets: vec![0],
+            }),
+        },
+        Case {
+            name: "reset_group",
+            request: Box::new(|_| Request::ResetGroup {
+                group: "tills",
+                topic: "orders",
+                to: ResetTo::Latest,
+            }),
+        },
+    ];
+
+    // Refused, one by one, with nothing changed.
+    for case in &cases {
+        let before = snapshot(&full, full_claim);
+        let reply = ask(&none, &(case.request)(none_claim));
+        expect_error(&reply, ErrorCode::Forbidden);
+        let Response::Error { reason, .. } = &reply else { unreachable!() };
+        assert!(reason.contains("none") && reason.contains(case.name), "{}: {reason}", case.name);
+        assert_eq!(snapshot(&full, full_claim), before, "{} changed the state", case.name);
+    }
+
+    // Served for the user who has the rights, in an order where each one makes sense.
+    let served = |name: &str, response: Response<'static>| {
+        assert!(!matches!(response, Response::Error { .. }), "{name} by full: {response:?}");
+    };
+    for case in &cases {
+        if case.name == "delete_topic" {
+            continue;
+        }
+        served(case.name, ask(&full, &(case.request)(full_claim)));
+    }
+    served("delete_topic", ask(&full, &Request::DeleteTopic { topic: "orders" }));
+
+    // What needs no permission, `none` may do.
+    assert_eq!(wire::status(&none).len(), 3);
+    assert!(matches!(
+        ask(&none, &Request::ListTopics { claim: none_claim }),
+        Response::Topics { .. }
+    ));
+    assert!(matches!(
+        ask(&none, &Request::ListGroups { group: None, topic: None }),
+        Response::Groups { .. }
+    ));
+    assert!(matches!(ask(&none, &Request::Renew { claim: none_claim }), Response::Renewed { .. }));
+    assert!(matches!(
+        ask(&none, &Request::Release { claim: none_claim }),
+        Response::Released { .. }
+    ));
+}
+
+#[test]
+fn patterns_grant_exact_names_and_prefixes_only() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let context = zmq::Context::new();
+    let logs = login(&context, &broker.endpoint, "logs");
+    let token = claim(&logs, None);
+
+    assert!(matches!(ask(&logs, &append_of("logs.web", &["up"])), Response::Appended { .. }));
+    for topic in ["logs", "orders", "Logs.web"] {
+        expect_error(&ask(&logs, &append_of(topic, &["x"])), ErrorCode::Forbidden);
+    }
+    let join = |group| Request::JoinGroup {
+        claim: token,
+        group,
+        topic: "logs.web",
+        start: GroupStart::Earliest,
+    };
+    assert!(matches!(ask(&logs, &join("readers")), Response::Joined { .. }));
+    expect_error(&ask(&logs, &join("readers2")), ErrorCode::Forbidden);
+    // Consume does not imply admin.
+    let reset = Request::ResetGroup { group: "readers", topic: "logs.web", to: ResetTo::Earliest };
+    expect_error(&ask(&logs, &reset), ErrorCode::Forbidden);
+    expect_error(&ask(&logs, &Request::DeleteTopic { topic: "logs.web" }), ErrorCode::Forbidden);
+}
+
+#[test]
+fn a_claim_token_works_only_for_the_user_who_claimed() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let context = zmq::Context::new();
+    let full = login(&context, &broker.endpoint, "full");
+    let logs = login(&context, &broker.endpoint, "logs");
+    assert!(matches!(ask(&full, &append_of("logs.web", &["up"])), Response::Appended { .. }));
+
+    // The client name is ignored: the holder is the user.
+    let token = claim(&logs, Some("pretending-to-be-someone"));
+    let holders: Vec<_> = wire::status(&full).into_iter().filter_map(|b| b.holder).collect();
+    assert_eq!(holders, ["logs"]);
+
+    let stolen = [
+        Request::Renew { claim: token },
+        Request::ListTopics { claim: token },
+        Request::Fetch(Fetch {
+            claim: token,
+            topic: "logs.web",
+            offset: 0,
+            max_messages: 10,
+            max_bytes: 1 << 20,
+            wait_ms: 0,
+        }),
+        Request::JoinGroup {
+            claim: token,
+            group: "readers",
+            topic: "logs.web",
+            start: GroupStart::Earliest,
+        },
+        Request::Release { claim: token },
+    ];
+    for request in &stolen {
+        let before = wire::broker_states(&full);
+        let reply = ask(&full, request);
+        expect_error(&reply, ErrorCode::Forbidden);
+        assert_eq!(wire::broker_states(&full), before, "{request:?}");
+    }
+    // The owner still may.
+    assert!(matches!(ask(&logs, &Request::Renew { claim: token }), Response::Renewed { .. }));
+    assert!(matches!(ask(&logs, &Request::Release { claim: token }), Response::Released { .. }));
+    // A token nobody holds is unknown, as without users.
+    expect_error(&ask(&full, &Request::Renew { claim: token }), ErrorCode::UnknownClaim);
+}
+
+/// `broker keygen FILE`: writes the pair and prints the public key.
+fn keygen(dir: &Path) -> (PathBuf, String) {
+    let path = dir.join("server.key");
+    let output = Command::new(BROKER).arg("keygen").arg(&path).output().expect("run keygen");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let public = stdout.trim().strip_prefix("curve public key ").expect("the key line").to_owned();
+    assert_eq!(public.len(), 40);
+    (path, public)
+}
+
+/// Decodes a Z85 key with libzmq's decoder.
+fn z85(text: &str) -> [u8; 32] {
+    zmq::z85_decode(text).expect("Z85").try_into().expect("32 bytes")
+}
+
+#[test]
+fn curve_logins_by_key_are_served_and_unknown_keys_and_wrong_server_keys_refused() {
+    let dir = scratch();
+    let (key_file, public) = keygen(dir.path());
+    // keygen refuses to overwrite a key.
+    let again = Command::new(BROKER).arg("keygen").arg(&key_file).output().expect("run keygen");
+    assert!(!again.status.success());
+
+    let client = zmq::CurveKeyPair::new().expect("CURVE");
+    let users = format!(
+        "[users.till]\ncurve_public_key = \"{}\"\ntopics = {{ produce = [\"orders\"] }}\n",
+        zmq::z85_encode(&client.public_key).expect("Z85")
+    );
+    let users = write(dir.path(), "users.toml", &users);
+    let broker = start_with(&users, &["--curve-secret-key", key_file.to_str().expect("UTF-8")]);
+    assert_eq!(
+        broker.stdout_line(STEP).as_deref(),
+        Some(format!("curve public key {public}").as_str())
+    );
+    let context = zmq::Context::new();
+    let server = z85(&public);
+
+    let (till, outcome) = curve(&context, &broker.endpoint, &server, &client);
+    assert_eq!(outcome, Handshake::Succeeded);
+    assert!(matches!(ask(&till, &append_of("orders", &["one"])), Response::Appended { .. }));
+    expect_error(&ask(&till, &append_of("other", &["one"])), ErrorCode::Forbidden);
+    let token = claim(&till, None);
+    let holders: Vec<_> = wire::status(&till).into_iter().filter_map(|b| b.holder).collect();
+    assert_eq!(holders, ["till"]);
+    assert!(matches!(ask(&till, &Request::Release { claim: token }), Response::Released { .. }));
+
+    let stranger = zmq::CurveKeyPair::new().expect("CURVE");
+    let (_, outcome) = curve(&context, &broker.endpoint, &server, &stranger);
+    assert_eq!(outcome, Handshake::RefusedAuth);
+    let wrong_server = zmq::CurveKeyPair::new().expect("CURVE").public_key;
+    let (_, outcome) = curve(&context, &broker.endpoint, &wrong_server, &client);
+    assert_ne!(outcome, Handshake::Succeeded);
+    let (_, outcome) = plain(&context, &broker.endpoint, "till", PASSWORD);
+    assert_eq!(outcome, Handshake::Failed);
+
+    let stderr = broker.interrupt();
+    assert!(stderr.contains("refused a login: unknown CURVE key"), "{stderr}");
+}
+
+#[test]
+fn curve_without_users_encrypts_for_any_client_key_and_refuses_plain_text() {
+    let dir = scratch();
+    let (key_file, public) = keygen(dir.path());
+    let broker = start(&["--curve-secret-key", key_file.to_str().expect("UTF-8")]);
+    assert_eq!(broker.stdout_line(STEP), Some(format!("curve public key {public}")));
+    let context = zmq::Context::new();
+    let anyone = zmq::CurveKeyPair::new().expect("CURVE");
+    let (socket, outcome) = curve(&context, &broker.endpoint, &z85(&public), &anyone);
+    assert_eq!(outcome, Handshake::Succeeded);
+    assert!(matches!(ask(&socket, &append_of("orders", &["one"])), Response::Appended { .. }));
+    let (_, outcome) = connect(&context, &broker.endpoint, |_| {});
+    assert_eq!(outcome, Handshake::Failed);
+    let stderr = broker.interrupt();
+    assert!(stderr.contains("refused a connection: its handshake failed"), "{stderr}");
+}
+
+#[test]
+fn a_bad_curve_key_file_stops_the_broker() {
+    let dir = scratch();
+    let key = write(dir.path(), "server.key", "not a key\n");
+    let output = Command::new(BROKER)
+        .args(["--bind", "tcp://127.0.0.1:*", "--curve-secret-key"])
+        .arg(&key)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the broker");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server.key, line 1") && stderr.contains("40 characters"), "{stderr}");
+}
+
+/// A TCP relay on loopback that copies bytes both ways between its clients and `target`,
+/// keeping every byte it passes.
+struct Relay {
+    /// Where clients connect, as a ZeroMQ endpoint.
+    endpoint: String,
+    /// Every byte passed, both ways.
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Relay {
+    fn start(target: &str) -> Relay {
+        let target = target.strip_prefix("tcp://").expect("a tcp endpoint").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let endpoint = format!("tcp://{}", listener.local_addr().expect("address"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&seen);
+        // One connection is all a test makes; the threads end when either side closes.
+        thread::spawn(move || {
+            let Ok((client, _)) = listener.accept() else { return };
+            let Ok(server) = TcpStream::connect(&target) else { return };
+            for (from, to) in [(&client, &server), (&server, &client)] {
+                let (mut from, mut to) =
+                    (from.try_clone().expect("clone"), to.try_clone().expect("clone"));
+                let kept = Arc::clone(&kept);
+                from.set_read_timeout(Some(STEP)).expect("timeout");
+                thread::spawn(move || {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n @ 1..) = from.read(&mut buffer) {
+                        kept.lock().expect("lock").extend_from_slice(&buffer[..n]);
+                        if to.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Relay { endpoint, seen }
+    }
+
+    /// Whether `needle` passed through.
+    fn saw(&self, needle: &[u8]) -> bool {
+        self.seen.lock().expect("lock").windows(needle.len()).any(|w| w == needle)
+    }
+}
+
+#[test]
+fn curve_traffic_cannot_be_read_on_the_wire_and_plain_traffic_can() {
+    const VALUE: &str = "the-secret-recipe-42";
+    let dir = scratch();
+    let context = zmq::Context::new();
+
+    // PLAIN: the value, the user name and the password cross the wire as they are.
+    let plain_broker = start_with(&users_file(dir.path()), &[]);
+    let relay = Relay::start(&plain_broker.endpoint);
+    let socket = login(&context, &relay.endpoint, "full");
+    assert!(matches!(ask(&socket, &append_of("orders", &[VALUE])), Response::Appended { .. }));
+    assert!(relay.saw(VALUE.as_bytes()) && relay.saw(PASSWORD.as_bytes()));
+
+    // CURVE: neither the value nor the request's field names do.
+    let (key_file, public) = keygen(dir.path());
+    let curve_broker = start(&["--curve-secret-key", key_file.to_str().expect("UTF-8")]);
+    let relay = Relay::start(&curve_broker.endpoint);
+    let pair = zmq::CurveKeyPair::new().expect("CURVE");
+    let (socket, outcome) = curve(&context, &relay.endpoint, &z85(&public), &pair);
+    assert_eq!(outcome, Handshake::Succeeded);
+    let request = encode(&append_of("orders", &[VALUE]));
+    let reply = wire::ask_raw(&socket, &request);
+    assert!(matches!(reply, Response::Appended { .. }), "{reply:?}");
+    assert!(!relay.saw(VALUE.as_bytes()), "the value crossed the wire in clear text");
+    assert!(!relay.saw(b"append") && !relay.saw(b"orders"));
+    assert!(relay.saw(b"CURVE"), "the relay saw the connection's greeting");
+}
+
+#[test]
+fn without_auth_the_broker_serves_anyone_as_before() {
+    let broker = start(&[]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let token = claim(&socket, Some("ann"));
+    let holders: Vec<_> = wire::status(&socket).into_iter().filter_map(|b| b.holder).collect();
+    assert_eq!(holders, ["ann"]);
+    assert!(matches!(
+        ask(&socket, &Request::DeleteTopic { topic: "nothing" }),
+        Response::Error { .. }
+    ));
+    assert!(matches!(ask(&socket, &Request::Release { claim: token }), Response::Released { .. }));
+    // No key line: the broker prints nothing more on stdout.
+    assert_eq!(broker.stdout_line(wire::QUIET), None);
+}
