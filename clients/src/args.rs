@@ -1,11 +1,13 @@
 //! Command-line options shared by the producer and the consumer.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use protocol::endpoint::{self, ENDPOINT_ENV};
 
-use crate::{ClientError, Result};
+use crate::security::Credentials;
+use crate::{Client, ClientError, Result, Shutdown};
 
 /// Where the broker is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
@@ -33,9 +35,54 @@ pub struct ConnectArgs {
         display_order = 101
     )]
     pub timeout: Duration,
+
+    /// Log in as this user with a password (PLAIN), from $BROKER_PASSWORD or asked for on a
+    /// terminal: for a broker started with --auth.
+    #[arg(long, value_name = "NAME", global = true, display_order = 102)]
+    pub user: Option<String>,
+
+    /// The broker's CURVE public key (40 characters of Z85, as it prints at start-up):
+    /// encrypt the connection, for a broker started with --curve-secret-key.
+    // A Z85 key may start with `-`.
+    #[arg(
+        long,
+        value_name = "KEY",
+        global = true,
+        allow_hyphen_values = true,
+        display_order = 103
+    )]
+    pub curve_server_key: Option<String>,
+
+    /// With --curve-server-key: this client's key pair, from the secret key on the first line
+    /// of FILE (as `broker keygen FILE` writes it); without it a new pair is made for the run.
+    #[arg(long, value_name = "FILE", global = true, display_order = 104)]
+    pub curve_key_file: Option<PathBuf>,
 }
 
 impl ConnectArgs {
+    /// A client of the broker these flags name, logged in as they say, its waits cut short by
+    /// `shutdown`.
+    ///
+    /// # Errors
+    /// A bad endpoint or bad login flags; [`ClientError::Connect`] when the socket cannot be
+    /// made.
+    pub fn client(&self, shutdown: &Shutdown) -> Result<Client> {
+        self.client_at(&self.endpoint()?, shutdown)
+    }
+
+    /// As [`ConnectArgs::client`], of the broker at `endpoint`.
+    ///
+    /// # Errors
+    /// As [`ConnectArgs::client`].
+    pub fn client_at(&self, endpoint: &str, shutdown: &Shutdown) -> Result<Client> {
+        let credentials = Credentials::from_flags(
+            self.user.as_deref(),
+            self.curve_server_key.as_deref(),
+            self.curve_key_file.as_deref(),
+        )?;
+        Ok(Client::connect_as(endpoint, self.timeout, credentials)?.with_shutdown(shutdown.clone()))
+    }
+
     /// The endpoint to connect to: `--connect`, else `BROKER_ENDPOINT`, else the default;
     /// resolved as [`endpoint::resolve`] says.
     ///

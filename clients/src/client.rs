@@ -12,6 +12,7 @@ use protocol::{
 };
 use tracing::debug;
 
+use crate::security::{Credentials, Handshake};
 use crate::{ClientError, Result, Shutdown};
 
 /// How long a request waits for its reply unless told otherwise (`--timeout`).
@@ -48,6 +49,10 @@ pub struct Client {
     context: zmq::Context,
     /// The REQ socket of the present attempt; replaced after a timeout.
     socket: zmq::Socket,
+    /// How the client logs in, on every socket it opens.
+    credentials: Credentials,
+    /// The present socket's handshake, watched for a refused login.
+    handshake: Handshake,
     /// Where the broker is, as given.
     endpoint: String,
     /// How long to wait for a reply beyond any wait the request asks for.
@@ -141,11 +146,26 @@ impl Client {
     /// # Errors
     /// [`ClientError::Connect`] when the endpoint is not one ZeroMQ can connect to.
     pub fn connect(endpoint: &str, timeout: Duration) -> Result<Client> {
+        Client::connect_as(endpoint, timeout, Credentials::None)
+    }
+
+    /// Connects to `endpoint` logging in with `credentials`, as [`Client::connect`] does.
+    ///
+    /// # Errors
+    /// As [`Client::connect`]; [`ClientError::Connect`] too when the credentials cannot be set
+    /// (a libzmq without CURVE).
+    pub fn connect_as(
+        endpoint: &str,
+        timeout: Duration,
+        credentials: Credentials,
+    ) -> Result<Client> {
         let context = zmq::Context::new();
-        let socket = open_socket(&context, endpoint, timeout)?;
+        let (socket, handshake) = open_socket(&context, endpoint, timeout, &credentials)?;
         Ok(Client {
             context,
             socket,
+            credentials,
+            handshake,
             endpoint: endpoint.to_owned(),
             timeout,
             shutdown: None,
@@ -168,10 +188,13 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`].
     pub fn sibling(&self) -> Result<Client> {
-        let socket = open_socket(&self.context, &self.endpoint, self.timeout)?;
+        let (socket, handshake) =
+            open_socket(&self.context, &self.endpoint, self.timeout, &self.credentials)?;
         Ok(Client {
             context: self.context.clone(),
             socket,
+            credentials: self.credentials.clone(),
+            handshake,
             endpoint: self.endpoint.clone(),
             timeout: self.timeout,
             shutdown: self.shutdown.clone(),
@@ -527,13 +550,23 @@ impl Client {
             let slice_ms = i64::try_from(slice.as_millis()).unwrap_or(i64::MAX).max(1);
             let mut items = [
                 self.socket.as_poll_item(zmq::POLLIN),
+                self.handshake.poll_item(),
                 // Only errors are asked for: on a pipe whose reader has gone, poll reports one.
                 zmq::PollItem::from_fd(stdout_fd, zmq::PollEvents::empty()),
             ];
             // What must run to its end (giving a claim back) does so even without a reader.
-            let watched = if self.watch_output && cancellable { 2 } else { 1 };
+            let watched = if self.watch_output && cancellable { 3 } else { 2 };
             match zmq::poll(&mut items[..watched], slice_ms) {
                 Ok(0) => {}
+                Ok(_) if items[1].is_readable() && self.handshake.failed() => {
+                    self.reset()?;
+                    self.silent_since = None;
+                    return Err(ClientError::AuthenticationFailed {
+                        who: self.credentials.who(),
+                        endpoint: self.endpoint.clone(),
+                    });
+                }
+                Ok(_) if items[1].is_readable() => {}
                 Ok(_) if items[0].is_readable() => {
                     self.silent_since = None;
                     WAIT_NOTED.store(false, Ordering::Relaxed);
@@ -582,7 +615,8 @@ impl Client {
     /// Replaces the socket with a fresh one. The old one closes at once (linger 0), dropping
     /// the request it could not finish.
     fn reset(&mut self) -> Result<()> {
-        self.socket = open_socket(&self.context, &self.endpoint, self.timeout)?;
+        (self.socket, self.handshake) =
+            open_socket(&self.context, &self.endpoint, self.timeout, &self.credentials)?;
         Ok(())
     }
 
@@ -592,17 +626,25 @@ impl Client {
     }
 }
 
-/// A REQ socket connected to `endpoint` that never blocks the program: no linger on close,
-/// and a send timeout so that a full queue is reported instead of waited on forever.
-fn open_socket(context: &zmq::Context, endpoint: &str, timeout: Duration) -> Result<zmq::Socket> {
+/// A REQ socket connected to `endpoint`, logging in with `credentials` and its handshake
+/// watched, that never blocks the program: no linger on close, and a send timeout so that a
+/// full queue is reported instead of waited on forever.
+fn open_socket(
+    context: &zmq::Context,
+    endpoint: &str,
+    timeout: Duration,
+    credentials: &Credentials,
+) -> Result<(zmq::Socket, Handshake)> {
     let connect_error = |source| ClientError::Connect { endpoint: endpoint.to_owned(), source };
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     let socket = context.socket(zmq::REQ).map_err(connect_error)?;
     socket.set_linger(0).map_err(connect_error)?;
+    credentials.apply(&socket).map_err(connect_error)?;
+    let handshake = Handshake::watch(context, &socket).map_err(connect_error)?;
     socket.set_sndtimeo(timeout_ms).map_err(connect_error)?;
     socket.set_rcvtimeo(timeout_ms).map_err(connect_error)?;
     socket.connect(endpoint).map_err(connect_error)?;
-    Ok(socket)
+    Ok((socket, handshake))
 }
 
 /// A budget as people write it: `5 s`, `1.5 s`, `500 ms`.

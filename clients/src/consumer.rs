@@ -240,8 +240,7 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     if let Some(Command::Perf(perf)) = &args.command {
         return perf::consume(&args.connection, perf, &spec, args.json, shutdown);
     }
-    let mut client = Client::connect(&args.connection.endpoint()?, args.connection.timeout)?
-        .with_shutdown(shutdown.clone());
+    let mut client = args.connection.client(shutdown)?;
     if matches!(args.command, Some(Command::Fetch { .. } | Command::Follow { .. })) {
         // A reader that has gone away (`| head -1`) ends the wait for the next messages.
         client = client.watching_output();

@@ -35,6 +35,18 @@ pub enum ClientError {
         /// The endpoint the client is connected to.
         endpoint: String,
     },
+    /// The broker refused the client's credentials at the handshake (or asked for some and
+    /// got none).
+    #[error("authentication failed for {who} at {endpoint}")]
+    AuthenticationFailed {
+        /// Who the client said it was: `user NAME`, `key KEY`, or no credentials.
+        who: String,
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// The login flags cannot be used: what is wrong with them.
+    #[error("{0}")]
+    Credentials(String),
     /// The socket failed in a way other than a timeout.
     #[error("socket error talking to {endpoint}")]
     Socket {
@@ -187,6 +199,7 @@ impl ClientError {
         match self {
             ClientError::Interrupted => 130,
             ClientError::NotATerminal | ClientError::Endpoint { .. } => 2,
+            ClientError::AuthenticationFailed { .. } => 3,
             _ if self.is_broken_pipe() => 0,
             _ => 1,
         }

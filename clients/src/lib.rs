@@ -17,6 +17,7 @@ pub mod interactive;
 pub mod output;
 pub mod perf;
 pub mod producer;
+pub mod security;
 pub mod shutdown;
 
 use std::process::ExitCode;

@@ -346,7 +346,7 @@ pub fn produce(
         Some(floor) => floor.endpoint.clone(),
         None => connection.endpoint()?,
     };
-    let first = Client::connect(&endpoint, connection.timeout)?.with_shutdown(shutdown.clone());
+    let first = connection.client_at(&endpoint, shutdown)?;
 
     let value: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
     let batch = u64::from(args.batch);
@@ -469,7 +469,7 @@ pub fn consume(
         Some(floor) => floor.endpoint.clone(),
         None => connection.endpoint()?,
     };
-    let first = Client::connect(&endpoint, connection.timeout)?.with_shutdown(shutdown.clone());
+    let first = connection.client_at(&endpoint, shutdown)?;
     let mut clients = Vec::with_capacity(args.clients as usize);
     for _ in 1..args.clients {
         clients.push(first.sibling()?);

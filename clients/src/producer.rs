@@ -256,8 +256,7 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
     };
     validate_topic_name(topic)
         .map_err(|source| ClientError::InvalidTopic { name: topic.to_owned(), source })?;
-    let mut client = Client::connect(&args.connection.endpoint()?, args.connection.timeout)?
-        .with_shutdown(shutdown.clone());
+    let mut client = args.connection.client(shutdown)?;
     let keys = KeyMode::from_args(&args);
     let mut produced = Produced::new(topic, args.messages.is_empty());
     let result = if args.messages.is_empty() {
