@@ -28,7 +28,7 @@
 #
 # With --curve it measures only what CURVE encryption costs: lockstep appends of batches of 1 and
 # 1,000 over an encrypted connection beside the same over a plain one (the rows the default run
-# ends with too), driven by the `append_perf` example of the broker crate.
+# ends with too), driven by `producer perf --curve-server-key`.
 #
 # Usage: scripts/bench.sh [--durable|--hostile|--curve]   (the table goes to standard output, progress
 #        to stderr)
@@ -228,7 +228,6 @@ durable() {
 # is what encryption costs.
 curve_rows() {
     note "CURVE: lockstep appends over an encrypted connection, beside the same without"
-    append_perf=("$bin/examples/append_perf" --size "$size")
     start_broker
     plain_endpoint=$endpoint
     plain_pid=$broker_pid
@@ -236,13 +235,15 @@ curve_rows() {
     start_broker --curve-secret-key "$work/curve.key"
     curve_key=$(sed -n 's/^curve public key //p' "$work/broker.out")
     compare "append, batch 1, 1 client, CURVE ÷ plain" - - "(cost of encryption)" \
-        floor_rate "${append_perf[@]}" --connect "$plain_endpoint" --messages 20000 --batch 1 -- \
-        "${append_perf[@]}" --connect "$endpoint" --curve-server-key "$curve_key" --messages 20000 \
-        --batch 1
+        floor_rate "${producer[@]}" --connect "$plain_endpoint" --messages 20000 --batch 1 \
+        --topic curve-one -- \
+        "${producer[@]}" --connect "$endpoint" --curve-server-key "$curve_key" --messages 20000 \
+        --batch 1 --topic curve-one
     compare "append, batch 1000, 1 client, CURVE ÷ plain" 0.5 - "≥ 0.5 × plain" \
-        floor_rate "${append_perf[@]}" --connect "$plain_endpoint" --messages 1000000 --batch 1000 -- \
-        "${append_perf[@]}" --connect "$endpoint" --curve-server-key "$curve_key" --messages 1000000 \
-        --batch 1000
+        floor_rate "${producer[@]}" --connect "$plain_endpoint" --messages 1000000 --batch 1000 \
+        --topic curve-thousand -- \
+        "${producer[@]}" --connect "$endpoint" --curve-server-key "$curve_key" --messages 1000000 \
+        --batch 1000 --topic curve-thousand
     stop_broker
     broker_pid=$plain_pid
     plain_pid=""
@@ -251,7 +252,6 @@ curve_rows() {
 
 note "building (release)"
 cargo build --release --workspace >&2
-cargo build --release -p broker --example append_perf >&2
 
 producer=("$bin/producer" perf --size "$size")
 # `consumer perf TOPIC`
