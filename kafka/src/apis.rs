@@ -1,0 +1,527 @@
+//! Each Kafka API this door answers, as calls to the broker through the native protocol.
+//!
+//! A topic is a single-partition Kafka topic (partition 0) and the gateway is its one Kafka
+//! broker (node [`NODE_ID`]), whatever the number of logical brokers behind it. Offsets, keys
+//! and values are the broker's own; timestamps are the broker's append times, returned as
+//! `LogAppendTime`.
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, ProducerId, RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kafka_protocol::ResponseError;
+
+use clients::{Client, ClientError};
+use protocol::{ErrorCode, Fetch, NewMessage, Request, Retention, TopicInfo};
+
+use crate::claim::SharedClaim;
+
+/// The Kafka node id of the gateway, the one Kafka broker it shows.
+pub const NODE_ID: i32 = 1;
+
+/// The cluster id `Metadata` reports.
+const CLUSTER_ID: &str = "zeromq-broker";
+
+/// The APIs this door answers and the versions of each, as `ApiVersions` lists them. Produce
+/// starts at 3, the first version whose records are record batches v2; Fetch ends at 12 and
+/// Metadata at 12, the last versions that name topics rather than topic ids.
+const APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// The versions of `api` this door speaks, `None` when it does not answer it at all.
+pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
+    APIS.iter().find(|(key, ..)| *key == api).map(|(_, min, max)| *min..=*max)
+}
+
+/// A short name of `api` for log lines.
+pub fn name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::InitProducerId => "InitProducerId",
+        _ => "an API this door does not answer",
+    }
+}
+
+/// The `ApiVersions` answer: every API of [`APIS`] with its versions.
+pub fn api_versions() -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = APIS
+        .iter()
+        .map(|(key, min, max)| {
+            let mut version = ApiVersion::default();
+            version.api_key = *key as i16;
+            version.min_version = *min;
+            version.max_version = *max;
+            version
+        })
+        .collect();
+    response
+}
+
+/// What every connection shares: where the gateway is reached, and its claim.
+#[derive(Debug)]
+pub struct Door {
+    /// The host `Metadata` gives for the gateway.
+    pub host: String,
+    /// The port `Metadata` gives for the gateway.
+    pub port: i32,
+    /// The claim all connections read through.
+    pub claim: Arc<SharedClaim>,
+}
+
+/// One Kafka connection's side of the broker: its own native client.
+pub struct Session {
+    /// What all connections share.
+    door: Arc<Door>,
+    /// The connection to the broker.
+    client: Client,
+}
+
+impl Session {
+    /// A session over `client`.
+    pub fn new(door: Arc<Door>, client: Client) -> Session {
+        Session { door, client }
+    }
+
+    /// Answers `request`; `None` for a produce with `acks=0`, which Kafka never answers.
+    /// `version` is the request's, which the response must be encodable at: fields that
+    /// version lacks are left at their defaults.
+    pub fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
+        Some(match request {
+            RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions()),
+            RequestKind::Metadata(request) => {
+                ResponseKind::Metadata(self.metadata(&request, version))
+            }
+            RequestKind::Produce(request) => {
+                let response = self.produce(&request);
+                if request.acks == 0 {
+                    return None;
+                }
+                ResponseKind::Produce(response)
+            }
+            RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(init_producer_id()),
+            RequestKind::ListOffsets(request) => {
+                ResponseKind::ListOffsets(self.list_offsets(&request))
+            }
+            RequestKind::Fetch(request) => ResponseKind::Fetch(self.fetch(&request, version)),
+            // `frame::decode` lets through only the APIs of `APIS`.
+            _ => return None,
+        })
+    }
+
+    /// Every topic, from `list_topics` under the shared claim.
+    fn topics(&mut self) -> clients::Result<Vec<TopicInfo>> {
+        self.door.claim.with(&mut self.client, |client, token| client.list_topics(token))
+    }
+
+    /// `Metadata`: the gateway as the one broker, and the topics asked for (every topic when
+    /// none is named), each with its one partition. A topic named that does not exist is
+    /// created when the request allows it, as Kafka's `auto.create.topics.enable` does.
+    fn metadata(&mut self, request: &MetadataRequest, version: i16) -> MetadataResponse {
+        let mut response = MetadataResponse::default();
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = BrokerId(NODE_ID);
+        broker.host = StrBytes::from_string(self.door.host.clone());
+        broker.port = self.door.port;
+        response.brokers = vec![broker];
+        if version >= 2 {
+            response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+        }
+        if version >= 1 {
+            response.controller_id = BrokerId(NODE_ID);
+        }
+        let known = match self.topics() {
+            Ok(topics) => topics,
+            Err(e) => {
+                let code = kafka_code(&e);
+                response.topics = requested_names(request)
+                    .into_iter()
+                    .map(|name| topic_metadata(name, code))
+                    .collect();
+                return response;
+            }
+        };
+        let names = match request.topics.as_ref() {
+            None => known.iter().map(|t| t.name.clone()).collect(),
+            Some(_) => requested_names(request),
+        };
+        response.topics = names
+            .into_iter()
+            .map(|name| {
+                if known.iter().any(|t| t.name == name) {
+                    return topic_metadata(name, 0);
+                }
+                let code = if request.allow_auto_topic_creation {
+                    match self.create_topic(&name) {
+                        Ok(()) => 0,
+                        Err(e) => kafka_code(&e),
+                    }
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+                topic_metadata(name, code)
+            })
+            .collect();
+        response
+    }
+
+    /// Creates `topic` with the broker's retention; one that exists already is fine.
+    fn create_topic(&mut self, topic: &str) -> clients::Result<()> {
+        let request = Request::CreateTopic { topic, retention: Retention::default() };
+        match self.client.call(&request, |_| Ok(())) {
+            Err(e) if e.broker_code() == Some(ErrorCode::TopicExists) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `Produce`: each partition's record batches appended as one native `append`, all or
+    /// nothing. Only partition 0 exists; compressed batches are refused with
+    /// `UNSUPPORTED_COMPRESSION_TYPE`, since the broker stores messages, not batches.
+    fn produce(&mut self, request: &ProduceRequest) -> ProduceResponse {
+        let mut response = ProduceResponse::default();
+        for topic in &request.topic_data {
+            let mut answer = TopicProduceResponse::default();
+            answer.name = topic.name.clone();
+            for partition in &topic.partition_data {
+                let mut part = PartitionProduceResponse::default();
+                part.index = partition.index;
+                part.base_offset = -1;
+                part.log_append_time_ms = -1;
+                part.log_start_offset = -1;
+                let result = if partition.index != 0 {
+                    Err(ResponseError::UnknownTopicOrPartition.code())
+                } else {
+                    self.append(&topic.name.0, partition.records.clone())
+                };
+                match result {
+                    Ok(base) => part.base_offset = base,
+                    Err(code) => part.error_code = code,
+                }
+                answer.partition_responses.push(part);
+            }
+            response.responses.push(answer);
+        }
+        response
+    }
+
+    /// Appends the records of `records` to `topic`; the first offset, or a Kafka error code.
+    fn append(&mut self, topic: &StrBytes, records: Option<Bytes>) -> Result<i64, i16> {
+        let records = decode_records(records.unwrap_or_default())?;
+        if records.is_empty() {
+            return Err(ResponseError::CorruptMessage.code());
+        }
+        let messages = records
+            .iter()
+            .map(|r| NewMessage {
+                key: r.key.as_deref(),
+                value: r.value.as_deref().unwrap_or_default(),
+            })
+            .collect();
+        match self.client.append(topic.as_str(), messages) {
+            Ok(appended) => i64::try_from(appended.first_offset)
+                .map_err(|_| ResponseError::UnknownServerError.code()),
+            Err(e) => Err(kafka_code(&e)),
+        }
+    }
+
+    /// `ListOffsets`: the earliest (-2) and latest (-1) offsets of partition 0. A search by
+    /// timestamp is not supported and gets `INVALID_REQUEST`.
+    fn list_offsets(&mut self, request: &ListOffsetsRequest) -> ListOffsetsResponse {
+        let topics = self.topics();
+        let mut response = ListOffsetsResponse::default();
+        for topic in &request.topics {
+            let mut answer = ListOffsetsTopicResponse::default();
+            answer.name = topic.name.clone();
+            for partition in &topic.partitions {
+                let mut part = ListOffsetsPartitionResponse::default();
+                part.partition_index = partition.partition_index;
+                part.timestamp = -1;
+                part.offset = -1;
+                let info = match &topics {
+                    Err(e) => Err(kafka_code(e)),
+                    Ok(_) if partition.partition_index != 0 => {
+                        Err(ResponseError::UnknownTopicOrPartition.code())
+                    }
+                    Ok(all) => all
+                        .iter()
+                        .find(|t| t.name == topic.name.0.as_str())
+                        .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+                };
+                match (info, partition.timestamp) {
+                    (Err(code), _) => part.error_code = code,
+                    (Ok(info), -2) => part.offset = offset(info.first_offset),
+                    (Ok(info), -1) => part.offset = offset(info.next_offset),
+                    (Ok(_), _) => part.error_code = ResponseError::InvalidRequest.code(),
+                }
+                answer.partitions.push(part);
+            }
+            response.topics.push(answer);
+        }
+        response
+    }
+
+    /// `Fetch`: each partition read with a native `fetch`. When none has anything, the first
+    /// partition's fetch is held by the broker up to `max_wait_ms` (a long poll on the broker's
+    /// held replies, as the native `fetch` does), and the others are read again after it.
+    fn fetch(&mut self, request: &FetchRequest, version: i16) -> FetchResponse {
+        let max_wait = u64::try_from(request.max_wait_ms.max(0))
+            .unwrap_or(0)
+            .min(u64::try_from(self.client.max_hold().as_millis()).unwrap_or(u64::MAX));
+        let partitions: Vec<(TopicName, i32, i64, i32)> = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.topic.clone(), p.partition, p.fetch_offset, p.partition_max_bytes))
+            })
+            .collect();
+        let mut datas: Vec<PartitionData> =
+            partitions.iter().map(|p| self.fetch_partition(p, 0, version)).collect();
+        let empty = datas.iter().all(|d| d.error_code == 0 && !has_records(d));
+        if empty && max_wait > 0 {
+            if let Some(first) = partitions.first() {
+                datas[0] = self.fetch_partition(first, max_wait, version);
+                if !has_records(&datas[0]) {
+                    for (data, partition) in datas.iter_mut().zip(&partitions).skip(1) {
+                        *data = self.fetch_partition(partition, 0, version);
+                    }
+                }
+            }
+        }
+        let mut response = FetchResponse::default();
+        for ((topic, ..), data) in partitions.into_iter().zip(datas) {
+            match response.responses.last_mut() {
+                Some(last) if last.topic == topic => last.partitions.push(data),
+                _ => {
+                    let mut answer = FetchableTopicResponse::default();
+                    answer.topic = topic;
+                    answer.partitions.push(data);
+                    response.responses.push(answer);
+                }
+            }
+        }
+        response
+    }
+
+    /// One partition of a `Fetch`, waiting up to `wait_ms` when nothing is there.
+    fn fetch_partition(
+        &mut self,
+        (topic, partition, fetch_offset, max_bytes): &(TopicName, i32, i64, i32),
+        wait_ms: u64,
+        version: i16,
+    ) -> PartitionData {
+        let mut data = PartitionData::default();
+        data.partition_index = *partition;
+        data.high_watermark = -1;
+        let (Ok(start), true) = (u64::try_from(*fetch_offset), *partition == 0) else {
+            data.error_code = if *partition == 0 {
+                ResponseError::OffsetOutOfRange.code()
+            } else {
+                ResponseError::UnknownTopicOrPartition.code()
+            };
+            return data;
+        };
+        let max_bytes = u32::try_from(*max_bytes).unwrap_or(0);
+        let name = topic.0.as_str();
+        let result = self.door.claim.with(&mut self.client, |client, token| {
+            let fetch = Fetch {
+                claim: token,
+                topic: name,
+                offset: start,
+                max_messages: 10_000,
+                max_bytes,
+                wait_ms,
+            };
+            client.fetch(fetch, |batch| {
+                let records: Vec<Record> = batch
+                    .messages
+                    .iter()
+                    .map(|m| record(m.offset, m.timestamp, m.key, m.value))
+                    .collect();
+                Ok((records, batch.end_offset))
+            })
+        });
+        match result {
+            Ok((records, end)) => {
+                data.high_watermark = offset(end);
+                data.last_stable_offset = offset(end);
+                if !records.is_empty() {
+                    match encode_records(&records) {
+                        Ok(bytes) => data.records = Some(bytes),
+                        Err(code) => data.error_code = code,
+                    }
+                }
+            }
+            Err(e) => {
+                if let ClientError::Broker { range: Some((first, next)), .. } = &e {
+                    if version >= 5 {
+                        data.log_start_offset = offset(*first);
+                    }
+                    data.high_watermark = offset(*next);
+                }
+                data.error_code = kafka_code(&e);
+            }
+        }
+        data
+    }
+}
+
+/// `InitProducerId`: producer id 0, epoch 0. The broker does not deduplicate retried batches
+/// by producer sequence, so an idempotent producer gets at-least-once, as without idempotence.
+fn init_producer_id() -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(0);
+    response.producer_epoch = 0;
+    response
+}
+
+/// Whether a fetched partition carries any record.
+fn has_records(data: &PartitionData) -> bool {
+    data.records.as_ref().is_some_and(|r| !r.is_empty())
+}
+
+/// The names a `Metadata` request asks for.
+fn requested_names(request: &MetadataRequest) -> Vec<String> {
+    request
+        .topics
+        .iter()
+        .flatten()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_owned()))
+        .collect()
+}
+
+/// A topic's `Metadata`: its one partition, led by the gateway, or `code`.
+fn topic_metadata(name: String, code: i16) -> MetadataResponseTopic {
+    let mut topic = MetadataResponseTopic::default();
+    topic.name = Some(TopicName(StrBytes::from_string(name)));
+    topic.error_code = code;
+    if code == 0 {
+        let mut partition = MetadataResponsePartition::default();
+        partition.partition_index = 0;
+        partition.leader_id = BrokerId(NODE_ID);
+        partition.replica_nodes = vec![BrokerId(NODE_ID)];
+        partition.isr_nodes = vec![BrokerId(NODE_ID)];
+        topic.partitions = vec![partition];
+    }
+    topic
+}
+
+/// A stored message as a Kafka record.
+fn record(offset_: u64, timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::LogAppend,
+        offset: offset(offset_),
+        sequence: -1,
+        timestamp: i64::try_from(timestamp).unwrap_or(i64::MAX),
+        key: key.map(Bytes::copy_from_slice),
+        value: Some(Bytes::copy_from_slice(value)),
+        headers: IndexMap::new(),
+    }
+}
+
+/// A broker offset as Kafka's signed one.
+fn offset(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Decodes a produce request's record batches (v2, uncompressed).
+///
+/// Each batch's record count is checked against its length before the crate decodes it: the
+/// crate reserves room for the count it reads, and a forged count would ask for gigabytes.
+fn decode_records(mut bytes: Bytes) -> Result<Vec<Record>, i16> {
+    let corrupt = ResponseError::CorruptMessage.code();
+    let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).map_err(|_| corrupt)?;
+    let room = bytes.len();
+    let mut total = 0usize;
+    for info in &infos {
+        if info.version != 2 {
+            return Err(ResponseError::UnsupportedForMessageFormat.code());
+        }
+        if info.compression != Compression::None {
+            return Err(ResponseError::UnsupportedCompressionType.code());
+        }
+        total += usize::try_from(info.record_count).map_err(|_| corrupt)?;
+    }
+    // A record takes at least 7 bytes (length, attributes, three varints, key, value).
+    if total > room / 7 || infos.is_empty() {
+        return Err(corrupt);
+    }
+    let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|_| corrupt)?;
+    Ok(sets.into_iter().flat_map(|set| set.records).filter(|r| !r.control).collect())
+}
+
+/// Encodes fetched records as one record batch v2.
+fn encode_records(records: &[Record]) -> Result<Bytes, i16> {
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, records, &options)
+        .map_err(|_| ResponseError::UnknownServerError.code())?;
+    Ok(buf.freeze())
+}
+
+/// The Kafka error code for a failed native call.
+pub fn kafka_code(error: &ClientError) -> i16 {
+    let code = match error.broker_code() {
+        Some(ErrorCode::UnknownTopic) => ResponseError::UnknownTopicOrPartition,
+        Some(ErrorCode::OffsetOutOfRange) => ResponseError::OffsetOutOfRange,
+        Some(ErrorCode::MessageTooLarge) => ResponseError::MessageTooLarge,
+        Some(ErrorCode::InvalidTopicName) => ResponseError::InvalidTopicException,
+        Some(ErrorCode::Forbidden) => ResponseError::TopicAuthorizationFailed,
+        Some(ErrorCode::TopicExists) => ResponseError::TopicAlreadyExists,
+        Some(ErrorCode::LimitExceeded) => ResponseError::RecordListTooLarge,
+        Some(ErrorCode::NoBrokerAvailable | ErrorCode::BrokerBusy) => {
+            ResponseError::LeaderNotAvailable
+        }
+        Some(ErrorCode::Overloaded) => ResponseError::ThrottlingQuotaExceeded,
+        Some(ErrorCode::ShuttingDown) => ResponseError::NotLeaderOrFollower,
+        Some(_) => ResponseError::UnknownServerError,
+        None => match error {
+            ClientError::Unreachable { .. } | ClientError::Unconfirmed { .. } => {
+                ResponseError::RequestTimedOut
+            }
+            _ => ResponseError::UnknownServerError,
+        },
+    };
+    code.code()
+}
+
+/// How long a native call may wait on the broker before the Kafka request gets
+/// `REQUEST_TIMED_OUT`.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);

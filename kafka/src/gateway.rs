@@ -1,0 +1,100 @@
+//! The gateway's accept loop: one thread per Kafka connection, each with its own native
+//! client, answering its requests in order.
+
+use std::io::{BufWriter, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use clients::Client;
+
+use crate::apis::{Door, Session, BROKER_TIMEOUT};
+use crate::claim::SharedClaim;
+use crate::error::FrameError;
+use crate::frame::{self, Incoming};
+
+/// The gateway: a bound Kafka listener and the broker it speaks to.
+pub struct Gateway {
+    /// The Kafka listener.
+    listener: TcpListener,
+    /// The broker's native endpoint.
+    endpoint: String,
+    /// What every connection shares.
+    door: Arc<Door>,
+}
+
+impl Gateway {
+    /// A gateway accepting on `listener`, speaking to the broker at `endpoint`, and giving
+    /// `host:port` in `Metadata` (the address Kafka clients reach it at).
+    pub fn new(listener: TcpListener, endpoint: String, host: String, port: u16) -> Gateway {
+        let door = Door { host, port: i32::from(port), claim: Arc::new(SharedClaim::default()) };
+        Gateway { listener, endpoint, door: Arc::new(door) }
+    }
+
+    /// Accepts connections until `stop` is set (the caller then connects once to wake the
+    /// accept), and then gives the shared claim back.
+    ///
+    /// # Errors
+    /// The broker's endpoint is not one a client can connect to.
+    pub fn run(self, stop: &AtomicBool) -> anyhow::Result<()> {
+        let mut control = Client::connect(&self.endpoint, BROKER_TIMEOUT)?;
+        for stream in self.listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            let client = control.sibling()?;
+            let door = Arc::clone(&self.door);
+            thread::spawn(move || serve(stream, Session::new(door, client)));
+        }
+        self.door.claim.release(&mut control);
+        Ok(())
+    }
+}
+
+/// Answers one connection's requests until it closes; bad input closes it with a log line.
+fn serve(stream: TcpStream, mut session: Session) {
+    let peer = stream.peer_addr().map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
+    let _ = stream.set_nodelay(true);
+    if let Err(e) = answer_all(&stream, &mut session) {
+        match e {
+            FrameError::Io(_) => tracing::debug!("Kafka connection from {peer} ended: {e}"),
+            _ => tracing::warn!("closing the Kafka connection from {peer}: {e}"),
+        }
+    }
+}
+
+/// The loop of [`serve`].
+fn answer_all(stream: &TcpStream, session: &mut Session) -> crate::Result<()> {
+    let mut reader = stream;
+    let mut writer = BufWriter::new(stream);
+    while let Some(frame) = frame::read_frame(&mut reader)? {
+        match frame::decode(frame)? {
+            Incoming::ApiVersionsTooNew(correlation_id) => {
+                let response = frame::api_versions_too_new();
+                let api = kafka_protocol::messages::ApiKey::ApiVersions;
+                frame::write_response(&mut writer, api, 0, correlation_id, &response)?;
+            }
+            Incoming::Request(request) => {
+                if let Some(response) = session.answer(request.body, request.version) {
+                    frame::write_response(
+                        &mut writer,
+                        request.api,
+                        request.version,
+                        request.correlation_id,
+                        &response,
+                    )?;
+                }
+            }
+        }
+        writer.flush()?;
+    }
+    Ok(())
+}
