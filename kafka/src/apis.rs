@@ -2,8 +2,9 @@
 //!
 //! A topic is a single-partition Kafka topic (partition 0) and the gateway is its one Kafka
 //! broker (node [`NODE_ID`]), whatever the number of logical brokers behind it. Offsets, keys
-//! and values are the broker's own; timestamps are the broker's append times, returned as
-//! `LogAppendTime`.
+//! and values are the broker's own; timestamps are the broker's append times (sent as the
+//! records' timestamps, with the batch's CreateTime flag, which is all the crate's encoder
+//! writes).
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -446,9 +447,13 @@ fn record(offset_: u64, timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> Rec
         partition_leader_epoch: 0,
         producer_id: -1,
         producer_epoch: -1,
-        timestamp_type: TimestampType::LogAppend,
+        // The crate's encoder writes every timestamp as CreateTime.
+        timestamp_type: TimestampType::Creation,
         offset: offset(offset_),
-        sequence: -1,
+        // The encoder starts a new batch wherever offset minus sequence changes; a sequence
+        // that follows the offset keeps a fetch's records in one batch. Without a producer
+        // id (-1) consumers ignore it.
+        sequence: offset_ as u32 as i32,
         timestamp: i64::try_from(timestamp).unwrap_or(i64::MAX),
         key: key.map(Bytes::copy_from_slice),
         value: Some(Bytes::copy_from_slice(value)),
@@ -525,3 +530,64 @@ pub fn kafka_code(error: &ClientError) -> i16 {
 /// How long a native call may wait on the broker before the Kafka request gets
 /// `REQUEST_TIMED_OUT`.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An uncompressed batch of `count` records, then its attributes set to `compression`
+    /// and its record count to `claimed`, with the CRC made right again.
+    fn batch(count: usize, compression: i16, claimed: i32) -> Bytes {
+        let records: Vec<Record> = (0..count)
+            .map(|i| record(i as u64, 1_000, Some(b"k"), format!("v{i}").as_bytes()))
+            .collect();
+        let mut bytes = BytesMut::from(&encode_records(&records).expect("encodes")[..]);
+        // Byte layout of a v2 batch: base offset 8, length 4, leader epoch 4, magic 1, CRC 4,
+        // then what the CRC covers: attributes 2 at 21, ..., record count 4 at 57.
+        let attributes = i16::from_be_bytes([bytes[21], bytes[22]]) & !0x7 | compression;
+        bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+        bytes[57..61].copy_from_slice(&claimed.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes.freeze()
+    }
+
+    #[test]
+    fn an_uncompressed_batch_decodes_to_its_records() {
+        let records = decode_records(batch(3, 0, 3)).expect("decodes");
+        let values: Vec<_> = records.iter().map(|r| r.value.clone().unwrap_or_default()).collect();
+        assert_eq!(values, vec![&b"v0"[..], b"v1", b"v2"]);
+        assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
+    }
+
+    #[test]
+    fn a_compressed_batch_gets_unsupported_compression_type() {
+        for codec in 1..=4 {
+            assert_eq!(
+                decode_records(batch(2, codec, 2)),
+                Err(ResponseError::UnsupportedCompressionType.code())
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_record_count_is_corrupt_not_an_allocation() {
+        assert_eq!(
+            decode_records(batch(1, 0, i32::MAX)),
+            Err(ResponseError::CorruptMessage.code())
+        );
+        assert_eq!(decode_records(batch(1, 0, -1)), Err(ResponseError::CorruptMessage.code()));
+    }
+
+    #[test]
+    fn a_bad_crc_or_garbage_is_corrupt() {
+        let mut bytes = BytesMut::from(&batch(2, 0, 2)[..]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        assert_eq!(decode_records(bytes.freeze()), Err(ResponseError::CorruptMessage.code()));
+        assert_eq!(
+            decode_records(Bytes::from_static(b"garbage")),
+            Err(ResponseError::CorruptMessage.code())
+        );
+    }
+}

@@ -16,5 +16,6 @@ pub mod claim;
 pub mod error;
 pub mod frame;
 pub mod gateway;
+pub mod reserve;
 
 pub use error::{FrameError, Result};

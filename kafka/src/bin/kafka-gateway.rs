@@ -8,6 +8,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 
+/// See `kafka::reserve`: a forged array length must not abort the gateway.
+#[global_allocator]
+static ALLOCATOR: kafka::reserve::Reserve = kafka::reserve::Reserve;
+
 /// A Kafka listener in front of the broker: Kafka clients connect here, the gateway speaks the
 /// native protocol to the broker.
 #[derive(Debug, Parser)]
