@@ -3,14 +3,13 @@
 tutorial writes them: nothing but the bootstrap address says this is not Kafka.
 
     kafka-confluent.py produce BOOTSTRAP TOPIC N     # sends N lines "message-<i>", keys "key-<i>"
-    kafka-confluent.py consume BOOTSTRAP TOPIC N     # prints N messages from the start, as key=value@offset
-
-The door has no consumer groups yet, so the consumer assigns partition 0 from the beginning
-instead of subscribing with a group.
+    kafka-confluent.py consume BOOTSTRAP TOPIC GROUP N
+        # a member of GROUP prints the next N messages as key=value@offset, committing as it
+        # goes (auto commit) and on close; a second run in the same group goes on from there
 """
 import sys
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 
 def produce(bootstrap, topic, count):
@@ -30,10 +29,10 @@ def produce(bootstrap, topic, count):
     print(f"produced {count}")
 
 
-def consume(bootstrap, topic, count):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tutorial",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+def consume(bootstrap, topic, group, count):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": True})
+    consumer.subscribe([topic])
     seen = 0
     try:
         while seen < count:
@@ -49,6 +48,9 @@ def consume(bootstrap, topic, count):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5 or sys.argv[1] not in ("produce", "consume"):
+    if sys.argv[1:2] == ["produce"] and len(sys.argv) == 5:
+        produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1:2] == ["consume"] and len(sys.argv) == 6:
+        consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
         sys.exit(__doc__)
-    {"produce": produce, "consume": consume}[sys.argv[1]](sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -33,9 +33,23 @@ use kafka_protocol::records::{
 use kafka_protocol::ResponseError;
 
 use clients::{Client, ClientError};
-use protocol::{ErrorCode, Fetch, NewMessage, Request, Retention, TopicInfo};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    FindCoordinatorResponse, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use protocol::{ErrorCode, Fetch, NewMessage, Request, ResetTo, Retention, TopicInfo};
 
 use crate::claim::SharedClaim;
+use crate::groups::Coordinator;
 
 /// The Kafka node id of the gateway, the one Kafka broker it shows.
 pub const NODE_ID: i32 = 1;
@@ -53,6 +67,13 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 4),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
 ];
 
 /// The versions of `api` this door speaks, `None` when it does not answer it at all.
@@ -69,6 +90,13 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::Metadata => "Metadata",
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
         _ => "an API this door does not answer",
     }
 }
@@ -98,6 +126,8 @@ pub struct Door {
     pub port: i32,
     /// The claim all connections read through.
     pub claim: Arc<SharedClaim>,
+    /// Kafka group membership.
+    pub coordinator: Arc<Coordinator>,
 }
 
 /// One Kafka connection's side of the broker: its own native client.
@@ -135,9 +165,201 @@ impl Session {
                 ResponseKind::ListOffsets(self.list_offsets(&request))
             }
             RequestKind::Fetch(request) => ResponseKind::Fetch(self.fetch(&request, version)),
+            RequestKind::FindCoordinator(_) => {
+                ResponseKind::FindCoordinator(self.find_coordinator())
+            }
+            RequestKind::JoinGroup(request) => {
+                ResponseKind::JoinGroup(self.join_group(&request, version))
+            }
+            RequestKind::SyncGroup(request) => ResponseKind::SyncGroup(self.sync_group(&request)),
+            RequestKind::Heartbeat(request) => {
+                let mut response = HeartbeatResponse::default();
+                response.error_code = self.door.coordinator.heartbeat(
+                    &request.group_id.0,
+                    request.generation_id,
+                    &request.member_id,
+                );
+                ResponseKind::Heartbeat(response)
+            }
+            RequestKind::LeaveGroup(request) => {
+                ResponseKind::LeaveGroup(self.leave_group(&request, version))
+            }
+            RequestKind::OffsetCommit(request) => {
+                ResponseKind::OffsetCommit(self.offset_commit(&request))
+            }
+            RequestKind::OffsetFetch(request) => {
+                ResponseKind::OffsetFetch(self.offset_fetch(&request))
+            }
             // `frame::decode` lets through only the APIs of `APIS`.
             _ => return None,
         })
+    }
+
+    /// `FindCoordinator`: the gateway coordinates every group.
+    fn find_coordinator(&self) -> FindCoordinatorResponse {
+        let mut response = FindCoordinatorResponse::default();
+        response.node_id = BrokerId(NODE_ID);
+        response.host = StrBytes::from_string(self.door.host.clone());
+        response.port = self.door.port;
+        response
+    }
+
+    /// `JoinGroup`, through the [`Coordinator`].
+    fn join_group(&self, request: &JoinGroupRequest, version: i16) -> JoinGroupResponse {
+        let protocols = request
+            .protocols
+            .iter()
+            .map(|p| (p.name.as_str().to_owned(), p.metadata.clone()))
+            .collect();
+        let millis = |ms: i32| Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0));
+        let rebalance = if version >= 1 { request.rebalance_timeout_ms } else { 0 };
+        let joined = self.door.coordinator.join(
+            &request.group_id.0,
+            &request.member_id,
+            protocols,
+            millis(request.session_timeout_ms),
+            millis(rebalance.max(request.session_timeout_ms)),
+        );
+        let mut response = JoinGroupResponse::default();
+        response.error_code = joined.error;
+        response.generation_id = joined.generation;
+        if version >= 7 {
+            response.protocol_type = Some(request.protocol_type.clone());
+        }
+        response.protocol_name = Some(StrBytes::from_string(joined.protocol));
+        response.leader = StrBytes::from_string(joined.leader);
+        response.member_id = StrBytes::from_string(joined.member_id);
+        response.members = joined
+            .members
+            .into_iter()
+            .map(|(id, metadata)| {
+                let mut member = JoinGroupResponseMember::default();
+                member.member_id = StrBytes::from_string(id);
+                member.metadata = metadata;
+                member
+            })
+            .collect();
+        response
+    }
+
+    /// `SyncGroup`, through the [`Coordinator`].
+    fn sync_group(&self, request: &SyncGroupRequest) -> SyncGroupResponse {
+        let assignments = request
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.as_str().to_owned(), a.assignment.clone()))
+            .collect();
+        let mut response = SyncGroupResponse::default();
+        match self.door.coordinator.sync(
+            &request.group_id.0,
+            request.generation_id,
+            &request.member_id,
+            assignments,
+        ) {
+            Ok(assignment) => response.assignment = assignment,
+            Err(code) => response.error_code = code,
+        }
+        response
+    }
+
+    /// `LeaveGroup`, through the [`Coordinator`]: one member before version 3, a list after.
+    fn leave_group(&self, request: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        let ids: Vec<String> = if version >= 3 {
+            request.members.iter().map(|m| m.member_id.as_str().to_owned()).collect()
+        } else {
+            vec![request.member_id.as_str().to_owned()]
+        };
+        let codes = self.door.coordinator.leave(&request.group_id.0, &ids);
+        let mut response = LeaveGroupResponse::default();
+        if version >= 3 {
+            response.members = ids
+                .into_iter()
+                .zip(&codes)
+                .map(|(id, code)| {
+                    let mut member = MemberResponse::default();
+                    member.member_id = StrBytes::from_string(id);
+                    member.error_code = *code;
+                    member
+                })
+                .collect();
+        } else {
+            response.error_code = codes.first().copied().unwrap_or(0);
+        }
+        response
+    }
+
+    /// `OffsetCommit`: each partition 0's offset stored as the broker group's committed offset
+    /// (`reset_group ... offset`), the state `consumer groups` shows.
+    fn offset_commit(&mut self, request: &OffsetCommitRequest) -> OffsetCommitResponse {
+        let group = request.group_id.0.as_str();
+        let mut response = OffsetCommitResponse::default();
+        for topic in &request.topics {
+            let mut answer = OffsetCommitResponseTopic::default();
+            answer.name = topic.name.clone();
+            for partition in &topic.partitions {
+                let mut part = OffsetCommitResponsePartition::default();
+                part.partition_index = partition.partition_index;
+                part.error_code =
+                    match (partition.partition_index, u64::try_from(partition.committed_offset)) {
+                        (0, Ok(offset)) => {
+                            match self.client.reset_group(
+                                group,
+                                &topic.name.0,
+                                ResetTo::Offset(offset),
+                            ) {
+                                Ok(_) => 0,
+                                Err(e) => kafka_code(&e),
+                            }
+                        }
+                        (0, Err(_)) => ResponseError::OffsetOutOfRange.code(),
+                        _ => ResponseError::UnknownTopicOrPartition.code(),
+                    };
+                answer.partitions.push(part);
+            }
+            response.topics.push(answer);
+        }
+        response
+    }
+
+    /// `OffsetFetch`: the broker group's committed offsets; -1 (none) where the group has no
+    /// state on the topic.
+    fn offset_fetch(&mut self, request: &OffsetFetchRequest) -> OffsetFetchResponse {
+        let group = request.group_id.0.as_str();
+        let states = match self.client.list_groups(Some(group), None) {
+            Ok(states) => states,
+            Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => Vec::new(),
+            Err(e) => {
+                let mut response = OffsetFetchResponse::default();
+                response.error_code = kafka_code(&e);
+                return response;
+            }
+        };
+        let wanted: Vec<(TopicName, Vec<i32>)> = match &request.topics {
+            Some(topics) => {
+                topics.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect()
+            }
+            None => states
+                .iter()
+                .map(|s| (TopicName(StrBytes::from_string(s.topic.clone())), vec![0]))
+                .collect(),
+        };
+        let mut response = OffsetFetchResponse::default();
+        for (name, partitions) in wanted {
+            let mut answer = OffsetFetchResponseTopic::default();
+            let state = states.iter().find(|s| s.topic == name.0.as_str());
+            for index in partitions {
+                let mut part = OffsetFetchResponsePartition::default();
+                part.partition_index = index;
+                part.committed_offset = match (index, state) {
+                    (0, Some(state)) => offset(state.committed_offset),
+                    _ => -1,
+                };
+                answer.partitions.push(part);
+            }
+            answer.name = name;
+            response.topics.push(answer);
+        }
+        response
     }
 
     /// Every topic, from `list_topics` under the shared claim.

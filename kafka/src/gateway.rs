@@ -13,6 +13,7 @@ use crate::apis::{Door, Session, BROKER_TIMEOUT};
 use crate::claim::SharedClaim;
 use crate::error::FrameError;
 use crate::frame::{self, Incoming};
+use crate::groups::Coordinator;
 
 /// The gateway: a bound Kafka listener and the broker it speaks to.
 pub struct Gateway {
@@ -28,7 +29,12 @@ impl Gateway {
     /// A gateway accepting on `listener`, speaking to the broker at `endpoint`, and giving
     /// `host:port` in `Metadata` (the address Kafka clients reach it at).
     pub fn new(listener: TcpListener, endpoint: String, host: String, port: u16) -> Gateway {
-        let door = Door { host, port: i32::from(port), claim: Arc::new(SharedClaim::default()) };
+        let door = Door {
+            host,
+            port: i32::from(port),
+            claim: Arc::new(SharedClaim::default()),
+            coordinator: Arc::new(Coordinator::default()),
+        };
         Gateway { listener, endpoint, door: Arc::new(door) }
     }
 

@@ -16,6 +16,7 @@ pub mod claim;
 pub mod error;
 pub mod frame;
 pub mod gateway;
+pub mod groups;
 pub mod reserve;
 
 pub use error::{FrameError, Result};

@@ -52,18 +52,44 @@ fn the_native_producer_writes_and_kcat_prints_keys_offsets_and_timestamps() {
     door.stop();
 }
 
+/// Runs the tutorial consumer of `scripts/kafka-confluent.py` in `group` for `count` messages.
+fn tutorial_consumer(door: &Door, topic: &str, group: &str, count: usize) -> Vec<String> {
+    let mut consume = Command::new("python3");
+    consume.arg(script("kafka-confluent.py")).args(["consume", &door.bootstrap(), topic, group]);
+    consume.arg(count.to_string());
+    let out = success(&run(consume, ""), "confluent consume");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// What `consumer groups` says of `group`'s committed offset on `topic`.
+fn committed(door: &Door, group: &str, topic: &str) -> String {
+    let mut groups = Command::new(binary("consumer"));
+    groups.args(["--connect", &door.endpoint(), "groups", "--json"]);
+    let out = success(&run(groups, ""), "consumer groups");
+    out.lines()
+        .find(|l| l.contains(&format!("\"group\":\"{group}\"")) && l.contains(topic))
+        .unwrap_or_else(|| panic!("no state of {group} in {out}"))
+        .to_owned()
+}
+
 #[test]
-fn confluent_kafka_produces_and_consumes_every_message_once() {
+fn confluent_kafka_groups_read_every_message_once_and_resume_from_the_commit() {
     let door = Door::start(&[]);
     let mut produce = Command::new("python3");
     produce.arg(script("kafka-confluent.py")).args(["produce", &door.bootstrap(), "tut", "50"]);
     success(&run(produce, ""), "confluent produce");
-
-    let mut consume = Command::new("python3");
-    consume.arg(script("kafka-confluent.py")).args(["consume", &door.bootstrap(), "tut", "50"]);
-    let out = success(&run(consume, ""), "confluent consume");
     let expected: Vec<String> = (0..50).map(|i| format!("key-{i}=message-{i}@{i}")).collect();
-    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+
+    // A first member reads 20 and closes; the next member of the group goes on from 20.
+    assert_eq!(tutorial_consumer(&door, "tut", "readers", 20), expected[..20]);
+    let state = committed(&door, "readers", "tut");
+    assert!(state.contains("\"committed_offset\":20"), "{state}");
+    assert_eq!(tutorial_consumer(&door, "tut", "readers", 30), expected[20..]);
+    let state = committed(&door, "readers", "tut");
+    assert!(state.contains("\"committed_offset\":50"), "{state}");
+
+    // Another group reads everything, from the start.
+    assert_eq!(tutorial_consumer(&door, "tut", "auditors", 50), expected);
     door.stop();
 }
 
