@@ -33,6 +33,9 @@ use kafka_protocol::records::{
 use kafka_protocol::ResponseError;
 
 use clients::{Client, ClientError};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::offset_commit_response::{
@@ -42,6 +45,7 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     FindCoordinatorResponse, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
@@ -74,6 +78,8 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 4),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::CreateTopics, 0, 4),
+    (ApiKey::DeleteTopics, 0, 5),
 ];
 
 /// The versions of `api` this door speaks, `None` when it does not answer it at all.
@@ -97,6 +103,8 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::LeaveGroup => "LeaveGroup",
         ApiKey::OffsetCommit => "OffsetCommit",
         ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
         _ => "an API this door does not answer",
     }
 }
@@ -187,12 +195,66 @@ impl Session {
             RequestKind::OffsetCommit(request) => {
                 ResponseKind::OffsetCommit(self.offset_commit(&request))
             }
+            RequestKind::CreateTopics(request) => {
+                ResponseKind::CreateTopics(self.create_topics(&request, version))
+            }
+            RequestKind::DeleteTopics(request) => {
+                ResponseKind::DeleteTopics(self.delete_topics(&request))
+            }
             RequestKind::OffsetFetch(request) => {
                 ResponseKind::OffsetFetch(self.offset_fetch(&request))
             }
             // `frame::decode` lets through only the APIs of `APIS`.
             _ => return None,
         })
+    }
+
+    /// `CreateTopics`: each topic made with a native `create_topic`. A topic has one partition
+    /// and one replica; `retention.ms` and `retention.bytes` become its retention, and any other
+    /// setting gets `INVALID_CONFIG`.
+    fn create_topics(
+        &mut self,
+        request: &CreateTopicsRequest,
+        version: i16,
+    ) -> CreateTopicsResponse {
+        let mut response = CreateTopicsResponse::default();
+        for topic in &request.topics {
+            let mut result = CreatableTopicResult::default();
+            result.name = topic.name.clone();
+            let code = match creatable(topic) {
+                Err(code) => code,
+                Ok(_) if request.validate_only => 0,
+                Ok(retention) => {
+                    let create = Request::CreateTopic { topic: topic.name.0.as_str(), retention };
+                    match self.client.call(&create, |_| Ok(())) {
+                        Ok(()) => 0,
+                        Err(e) => kafka_code(&e),
+                    }
+                }
+            };
+            result.error_code = code;
+            if version >= 1 {
+                result.error_message = None;
+            }
+            response.topics.push(result);
+        }
+        response
+    }
+
+    /// `DeleteTopics`: each topic removed with a native `delete_topic`.
+    fn delete_topics(&mut self, request: &DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut response = DeleteTopicsResponse::default();
+        for name in &request.topic_names {
+            let mut result = DeletableTopicResult::default();
+            result.name = Some(name.clone());
+            let delete = Request::DeleteTopic { topic: name.0.as_str() };
+            result.error_code = match self.client.call(&delete, |_| Ok(())) {
+                Ok(()) => 0,
+                Err(e) => kafka_code(&e),
+            };
+            response.responses.push(result);
+        }
+        response
     }
 
     /// `FindCoordinator`: the gateway coordinates every group.
@@ -627,6 +689,31 @@ fn init_producer_id() -> InitProducerIdResponse {
     response.producer_id = ProducerId(0);
     response.producer_epoch = 0;
     response
+}
+
+/// The retention a `CreateTopics` entry asks for, or why it cannot be made.
+fn creatable(topic: &CreatableTopic) -> Result<Retention, i16> {
+    if !matches!(topic.num_partitions, -1 | 1) || !topic.assignments.is_empty() {
+        return Err(ResponseError::InvalidPartitions.code());
+    }
+    if !matches!(topic.replication_factor, -1 | 1) {
+        return Err(ResponseError::InvalidReplicationFactor.code());
+    }
+    let mut retention = Retention::default();
+    for config in &topic.configs {
+        let value = config.value.as_ref().map(|v| v.as_str().parse::<i64>());
+        let limit = match value {
+            Some(Ok(-1)) => None,
+            Some(Ok(n)) => Some(u64::try_from(n).map_err(|_| ResponseError::InvalidConfig.code())?),
+            _ => return Err(ResponseError::InvalidConfig.code()),
+        };
+        match config.name.as_str() {
+            "retention.ms" => retention.ms = limit,
+            "retention.bytes" => retention.bytes = limit,
+            _ => return Err(ResponseError::InvalidConfig.code()),
+        }
+    }
+    Ok(retention)
 }
 
 /// Whether a fetched partition carries any record.

@@ -103,3 +103,26 @@ fn kafka_python_round_trips() {
     assert_eq!(out.lines().collect::<Vec<_>>(), expected);
     door.stop();
 }
+
+#[test]
+fn kafka_python_admin_creates_and_deletes_topics_the_native_door_sees() {
+    let door = Door::start(&[]);
+    let topics = || {
+        let mut topics = Command::new(binary("consumer"));
+        topics.args(["--connect", &door.endpoint(), "topics"]);
+        success(&run(topics, ""), "consumer topics")
+    };
+    let admin = |args: &[&str]| {
+        let mut admin = Command::new("python3");
+        admin.arg(script("kafka-python-admin.py")).arg(door.bootstrap()).args(args);
+        run(admin, "")
+    };
+    success(&admin(&["create", "made", "60000"]), "create");
+    assert!(topics().lines().any(|l| l.starts_with("made ")), "{}", topics());
+    let again = admin(&["create", "made"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("TopicAlreadyExists"), "{again:?}");
+    success(&admin(&["delete", "made"]), "delete");
+    assert!(!topics().lines().any(|l| l.starts_with("made ")), "{}", topics());
+    door.stop();
+}
