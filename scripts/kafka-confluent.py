@@ -6,14 +6,28 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
     kafka-confluent.py consume BOOTSTRAP TOPIC GROUP N
         # a member of GROUP prints the next N messages as key=value@offset, committing as it
         # goes (auto commit) and on close; a second run in the same group goes on from there
+
+With KAFKA_USER and KAFKA_PASSWORD set, both log in with SASL/PLAIN (for a gateway started
+with --sasl-plain in front of a broker with --auth).
 """
+import os
 import sys
 
 from confluent_kafka import Consumer, Producer
 
 
+def login():
+    """The SASL settings, when KAFKA_USER is set."""
+    if not os.environ.get("KAFKA_USER"):
+        return {}
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": os.environ["KAFKA_USER"],
+            "sasl.password": os.environ.get("KAFKA_PASSWORD", "")}
+
+
 def produce(bootstrap, topic, count):
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "message.timeout.ms": 10000, **login()})
     failures = []
 
     def delivered(err, msg):
@@ -31,7 +45,7 @@ def produce(bootstrap, topic, count):
 
 def consume(bootstrap, topic, group, count):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": True})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": True, **login()})
     consumer.subscribe([topic])
     seen = 0
     try:

@@ -50,6 +50,13 @@ use kafka_protocol::messages::{
     LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
 };
+use kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use clients::security::Credentials;
 use protocol::{ErrorCode, Fetch, NewMessage, Request, ResetTo, Retention, TopicInfo};
 
 use crate::claim::SharedClaim;
@@ -80,6 +87,8 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::CreateTopics, 0, 4),
     (ApiKey::DeleteTopics, 0, 5),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The versions of `api` this door speaks, `None` when it does not answer it at all.
@@ -105,6 +114,8 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::OffsetFetch => "OffsetFetch",
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
         _ => "an API this door does not answer",
     }
 }
@@ -128,6 +139,12 @@ pub fn api_versions() -> ApiVersionsResponse {
 /// What every connection shares: where the gateway is reached, and its claim.
 #[derive(Debug)]
 pub struct Door {
+    /// The broker's native endpoint, for the connections of authenticated users.
+    pub endpoint: String,
+    /// Whether Kafka clients must log in with SASL/PLAIN, as the broker's users.
+    pub sasl: bool,
+    /// The claims of logged-in users, one per user: a claim belongs to its user.
+    pub user_claims: Mutex<HashMap<String, Arc<SharedClaim>>>,
     /// The host `Metadata` gives for the gateway.
     pub host: String,
     /// The port `Metadata` gives for the gateway.
@@ -138,26 +155,156 @@ pub struct Door {
     pub coordinator: Arc<Coordinator>,
 }
 
-/// One Kafka connection's side of the broker: its own native client.
+impl Door {
+    /// The claim `user`'s connections share.
+    fn claim_for(&self, user: &str) -> Arc<SharedClaim> {
+        let mut claims = self.user_claims.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(claims.entry(user.to_owned()).or_default())
+    }
+}
+
+/// One Kafka connection: its login state and, once it may make requests, its side of the broker.
 pub struct Session {
     /// What all connections share.
     door: Arc<Door>,
-    /// The connection to the broker.
+    /// The connection's side of the broker; `None` until a SASL login when the gateway asks for
+    /// one, so that a connection that never logs in costs the broker nothing.
+    native: Option<Native>,
+    /// Whether a `SaslHandshake` for PLAIN came.
+    handshake: bool,
+    /// Whether the connection has logged in with SASL.
+    authenticated: bool,
+    /// Whether the connection is to be closed after the response just made (a failed login).
+    closing: bool,
+}
+
+/// A connection's side of the broker: a native client and the claim it reads through.
+pub struct Native {
+    /// What all connections share.
+    door: Arc<Door>,
+    /// The connection to the broker: without credentials, or logged in as the SASL user.
     client: Client,
+    /// The claim this connection reads through: the gateway's, or its user's.
+    claim: Arc<SharedClaim>,
 }
 
 impl Session {
-    /// A session over `client`.
-    pub fn new(door: Arc<Door>, client: Client) -> Session {
-        Session { door, client }
+    /// A session; `client` is its connection to the broker when no login is needed.
+    pub fn new(door: Arc<Door>, client: Option<Client>) -> Session {
+        let native = client.map(|client| Native::new(&door, client, Arc::clone(&door.claim)));
+        Session { door, native, handshake: false, authenticated: false, closing: false }
     }
 
-    /// Answers `request`; `None` for a produce with `acks=0`, which Kafka never answers.
-    /// `version` is the request's, which the response must be encodable at: fields that
-    /// version lacks are left at their defaults.
+    /// Whether a request of `api` may be answered now: with `--sasl-plain`, only `ApiVersions`
+    /// and the SASL requests come before a login.
+    pub fn admits(&self, api: ApiKey) -> bool {
+        !self.door.sasl
+            || self.authenticated
+            || matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+    }
+
+    /// Whether the connection must be closed once the last response is sent.
+    pub fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Answers `request`; `None` for a produce with `acks=0`, which Kafka never answers, and
+    /// for a request [`Session::admits`] refuses. `version` is the request's, which the
+    /// response must be encodable at: fields that version lacks are left at their defaults.
     pub fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
+        match request {
+            RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions())),
+            RequestKind::SaslHandshake(request) => {
+                Some(ResponseKind::SaslHandshake(self.sasl_handshake(&request)))
+            }
+            RequestKind::SaslAuthenticate(request) => {
+                Some(ResponseKind::SaslAuthenticate(self.sasl_authenticate(&request)))
+            }
+            other => self.native.as_mut()?.answer(other, version),
+        }
+    }
+
+    /// `SaslHandshake`: PLAIN, when the gateway asks for logins.
+    fn sasl_handshake(&mut self, request: &SaslHandshakeRequest) -> SaslHandshakeResponse {
+        let mut response = SaslHandshakeResponse::default();
+        if self.door.sasl {
+            response.mechanisms = vec![StrBytes::from_static_str("PLAIN")];
+        }
+        if self.door.sasl && request.mechanism.as_str() == "PLAIN" {
+            self.handshake = true;
+        } else {
+            response.error_code = ResponseError::UnsupportedSaslMechanism.code();
+        }
+        response
+    }
+
+    /// `SaslAuthenticate`: a PLAIN login (`authzid NUL user NUL password`), checked by the
+    /// broker itself: the gateway connects as that user, and the connection's requests go
+    /// through that login from then on, with that user's permissions. A failed login is
+    /// answered `SASL_AUTHENTICATION_FAILED` and the connection closed, as Kafka does.
+    fn sasl_authenticate(&mut self, request: &SaslAuthenticateRequest) -> SaslAuthenticateResponse {
+        let mut response = SaslAuthenticateResponse::default();
+        let failed = |response: &mut SaslAuthenticateResponse, message: String| {
+            response.error_code = ResponseError::SaslAuthenticationFailed.code();
+            response.error_message = Some(StrBytes::from_string(message));
+        };
+        self.closing = true;
+        if !self.handshake || self.authenticated {
+            response.error_code = ResponseError::IllegalSaslState.code();
+            return response;
+        }
+        let mut parts = request.auth_bytes.split(|b| *b == 0);
+        let (Some(authzid), Some(user), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            failed(&mut response, "a PLAIN login is authzid NUL user NUL password".into());
+            return response;
+        };
+        let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
+        else {
+            failed(&mut response, "user and password must be UTF-8".into());
+            return response;
+        };
+        if !authzid.is_empty() && authzid != user.as_bytes() {
+            failed(&mut response, "a user may act only as itself".into());
+            return response;
+        }
+        let credentials =
+            Credentials::Plain { user: user.to_owned(), password: password.to_owned() };
+        let login = Client::connect_as(&self.door.endpoint, BROKER_TIMEOUT, credentials)
+            .and_then(|mut client| client.status().map(|_| client));
+        match login {
+            Ok(client) => {
+                let claim = self.door.claim_for(user);
+                self.native = Some(Native::new(&self.door, client, claim));
+                self.authenticated = true;
+                self.closing = false;
+            }
+            Err(e) => {
+                tracing::warn!("SASL login refused for a Kafka client: {e}");
+                failed(&mut response, "authentication failed".into());
+            }
+        }
+        response
+    }
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        self.claim.leave(&mut self.client);
+    }
+}
+
+impl Native {
+    /// A connection's side of the broker, counted in as a user of `claim`.
+    fn new(door: &Arc<Door>, client: Client, claim: Arc<SharedClaim>) -> Native {
+        claim.enter();
+        Native { door: Arc::clone(door), client, claim }
+    }
+
+    /// Answers a request other than `ApiVersions` and the SASL ones.
+    fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
         Some(match request {
-            RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions()),
             RequestKind::Metadata(request) => {
                 ResponseKind::Metadata(self.metadata(&request, version))
             }
@@ -370,6 +517,10 @@ impl Session {
                                 ResetTo::Offset(offset),
                             ) {
                                 Ok(_) => 0,
+                                // `reset_group` needs `admin` on the group, not on the topic.
+                                Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => {
+                                    ResponseError::GroupAuthorizationFailed.code()
+                                }
                                 Err(e) => kafka_code(&e),
                             }
                         }
@@ -426,7 +577,7 @@ impl Session {
 
     /// Every topic, from `list_topics` under the shared claim.
     fn topics(&mut self) -> clients::Result<Vec<TopicInfo>> {
-        self.door.claim.with(&mut self.client, |client, token| client.list_topics(token))
+        self.claim.with(&mut self.client, |client, token| client.list_topics(token))
     }
 
     /// `Metadata`: the gateway as the one broker, and the topics asked for (every topic when
@@ -469,6 +620,9 @@ impl Session {
                 let code = if request.allow_auto_topic_creation {
                     match self.create_topic(&name) {
                         Ok(()) => 0,
+                        // A user who may produce on the topic but not administer it: the
+                        // append will create it, as a native append does.
+                        Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => 0,
                         Err(e) => kafka_code(&e),
                     }
                 } else {
@@ -639,7 +793,7 @@ impl Session {
         };
         let max_bytes = u32::try_from(*max_bytes).unwrap_or(0);
         let name = topic.0.as_str();
-        let result = self.door.claim.with(&mut self.client, |client, token| {
+        let result = self.claim.with(&mut self.client, |client, token| {
             let fetch = Fetch {
                 claim: token,
                 topic: name,

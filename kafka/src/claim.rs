@@ -5,9 +5,11 @@
 //! broker it learns of), and one claim per connection would take every logical broker from
 //! native consumers. So all the gateway's connections share one claim: taken at the first read,
 //! renewed by every read under it, taken again if its lease ran out while no Kafka client read,
-//! and released when the gateway stops. Native consumers see it in `status` as held by
-//! [`HOLDER`].
+//! and released when the last connection using it closes (and when the gateway stops). Native
+//! consumers see it in `status` as held by [`HOLDER`]. With SASL logins a claim belongs to its
+//! user, so each user's connections share one claim of their own.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ const CLAIM_WAIT: Duration = Duration::from_secs(1);
 pub struct SharedClaim {
     /// The token, when a claim is held.
     token: Mutex<Option<u64>>,
+    /// How many connections read through it.
+    users: AtomicUsize,
 }
 
 impl SharedClaim {
@@ -48,6 +52,18 @@ impl SharedClaim {
                 read(client, token)
             }
             other => other,
+        }
+    }
+
+    /// Counts a connection that reads through this claim.
+    pub fn enter(&self) {
+        self.users.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts a connection out; the last one gives the logical broker back through `client`.
+    pub fn leave(&self, client: &mut Client) {
+        if self.users.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.release(client);
         }
     }
 

@@ -29,6 +29,12 @@ pub enum FrameError {
     /// The header or body does not decode at the version it claims.
     #[error("request does not decode: {0}")]
     Decode(String),
+    /// A request other than the SASL ones before a SASL login, on a gateway that asks for one.
+    #[error("{0} before a SASL login")]
+    NotLoggedIn(&'static str),
+    /// The SASL login failed; the connection is closed after its answer, as Kafka does.
+    #[error("the SASL login failed")]
+    LoginFailed,
     /// A response could not be encoded (a bug, not the peer's doing).
     #[error("response does not encode: {0}")]
     Encode(String),

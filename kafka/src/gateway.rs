@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use clients::Client;
+use clients::{Client, ClientError};
 
 use crate::apis::{Door, Session, BROKER_TIMEOUT};
 use crate::claim::SharedClaim;
@@ -28,8 +28,18 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway accepting on `listener`, speaking to the broker at `endpoint`, and giving
     /// `host:port` in `Metadata` (the address Kafka clients reach it at).
-    pub fn new(listener: TcpListener, endpoint: String, host: String, port: u16) -> Gateway {
+    /// With `sasl`, Kafka clients must log in with SASL/PLAIN as users of the broker.
+    pub fn new(
+        listener: TcpListener,
+        endpoint: String,
+        host: String,
+        port: u16,
+        sasl: bool,
+    ) -> Gateway {
         let door = Door {
+            endpoint: endpoint.clone(),
+            sasl,
+            user_claims: std::sync::Mutex::default(),
             host,
             port: i32::from(port),
             claim: Arc::new(SharedClaim::default()),
@@ -41,10 +51,33 @@ impl Gateway {
     /// Accepts connections until `stop` is set (the caller then connects once to wake the
     /// accept), and then gives the shared claim back.
     ///
+    /// A broker that refuses a connection without credentials (one started with `--auth`)
+    /// makes the gateway ask Kafka clients for SASL/PLAIN logins, whether or not `sasl` was
+    /// given: the Kafka port of a broker with users always asks who is there.
+    ///
     /// # Errors
-    /// The broker's endpoint is not one a client can connect to.
-    pub fn run(self, stop: &AtomicBool) -> anyhow::Result<()> {
+    /// The broker's endpoint is not one a client can connect to, or `sasl` was asked for in
+    /// front of a broker that has no users (every login would fail).
+    pub fn run(mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let mut control = Client::connect(&self.endpoint, BROKER_TIMEOUT)?;
+        match control.status() {
+            Err(ClientError::AuthenticationFailed { .. }) => {
+                if !self.door.sasl {
+                    tracing::info!(
+                        "the broker has users: Kafka clients must log in with SASL/PLAIN"
+                    );
+                }
+                if let Some(door) = Arc::get_mut(&mut self.door) {
+                    door.sasl = true;
+                }
+            }
+            Ok(_) if self.door.sasl => anyhow::bail!(
+                "--sasl-plain: the broker at {} has no users (start it with --auth)",
+                self.endpoint
+            ),
+            // A broker not up yet: the connections find out what it asks for.
+            Ok(_) | Err(_) => {}
+        }
         for stream in self.listener.incoming() {
             if stop.load(Ordering::SeqCst) {
                 break;
@@ -56,7 +89,18 @@ impl Gateway {
                     continue;
                 }
             };
-            let client = control.sibling()?;
+            // With SASL, a connection's client is made by its login, as its user.
+            let client = if self.door.sasl {
+                None
+            } else {
+                match control.sibling() {
+                    Ok(client) => Some(client),
+                    Err(e) => {
+                        tracing::warn!("refusing a Kafka connection: {e:#}");
+                        continue;
+                    }
+                }
+            };
             let door = Arc::clone(&self.door);
             thread::spawn(move || serve(stream, Session::new(door, client)));
         }
@@ -89,6 +133,9 @@ fn answer_all(stream: &TcpStream, session: &mut Session) -> crate::Result<()> {
                 frame::write_response(&mut writer, api, 0, correlation_id, &response)?;
             }
             Incoming::Request(request) => {
+                if !session.admits(request.api) {
+                    return Err(FrameError::NotLoggedIn(crate::apis::name(request.api)));
+                }
                 if let Some(response) = session.answer(request.body, request.version) {
                     frame::write_response(
                         &mut writer,
@@ -101,6 +148,9 @@ fn answer_all(stream: &TcpStream, session: &mut Session) -> crate::Result<()> {
             }
         }
         writer.flush()?;
+        if session.closing() {
+            return Err(FrameError::LoginFailed);
+        }
     }
     Ok(())
 }

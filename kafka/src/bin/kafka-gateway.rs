@@ -27,6 +27,11 @@ struct Args {
     /// address (behind NAT or a container's port mapping).
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
+    /// Require Kafka clients to log in with SASL/PLAIN as users of a broker started with
+    /// `--auth`; each connection then acts as its user, with its permissions. A broker with
+    /// users makes the gateway ask for logins without this flag too.
+    #[arg(long)]
+    sasl_plain: bool,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
     println!("listening on {local}");
-    let gateway = kafka::gateway::Gateway::new(listener, args.connect, host, port);
+    let gateway = kafka::gateway::Gateway::new(listener, args.connect, host, port, args.sasl_plain);
     gateway.run(&stop)
 }
