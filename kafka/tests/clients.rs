@@ -49,6 +49,11 @@ fn the_native_producer_writes_and_kcat_prints_keys_offsets_and_timestamps() {
     // The timestamp is the broker's, the one the native fetch shows.
     let stamp = lines[0].rsplit(' ').next().unwrap_or_default();
     assert!(native.contains(&format!("\"timestamp\":{stamp}")), "{stamp} not in {native}");
+
+    // The README's form: key and value, split by the -K delimiter.
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "native", "-K:"]);
+    assert_eq!(success(&run(kcat, ""), "kcat -C -K:"), "k:a\nk:b\n");
     door.stop();
 }
 

@@ -186,3 +186,160 @@ fn fetch_at_the_end_is_held_for_max_wait_ms_and_answered_when_a_message_comes() 
     assert!(took < Duration::from_secs(15), "answered after {took:?}");
     door.stop();
 }
+
+/// A small deterministic generator (xorshift64), so that a failing case can be replayed.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).expect("fits")
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next().to_le_bytes()[0]).collect()
+    }
+}
+
+/// A well-formed request of `api` at `version` with correlation id 9, size prefix included.
+fn valid_request(api: kafka_protocol::messages::ApiKey, version: i16) -> Vec<u8> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, MetadataRequest, RequestHeader, RequestKind, TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = 9;
+    header.client_id = Some(StrBytes::from_static_str("fuzz"));
+    let body = match api {
+        kafka_protocol::messages::ApiKey::Metadata => {
+            let mut topic = MetadataRequestTopic::default();
+            topic.name = Some(TopicName(StrBytes::from_static_str("fuzzed")));
+            let mut request = MetadataRequest::default();
+            request.topics = Some(vec![topic]);
+            RequestKind::Metadata(request)
+        }
+        _ => {
+            let mut request = ApiVersionsRequest::default();
+            request.client_software_name = StrBytes::from_static_str("fuzz");
+            request.client_software_version = StrBytes::from_static_str("1");
+            RequestKind::ApiVersions(request)
+        }
+    };
+    let mut buf = bytes::BytesMut::new();
+    header.encode(&mut buf, api.request_header_version(version)).expect("header encodes");
+    body.encode(&mut buf, version).expect("request encodes");
+    let mut frame = u32::try_from(buf.len()).expect("size").to_be_bytes().to_vec();
+    frame.extend_from_slice(&buf);
+    frame
+}
+
+/// Sends `bytes`, closes the sending half, and reads until the gateway closes: whatever it
+/// makes of the bytes, it must end the connection within the deadline (a request that decodes
+/// is answered first). Returns whether anything was answered.
+fn answered_or_closed(door: &Door, what: &str, bytes: &[u8]) -> bool {
+    let mut stream = connect(door);
+    // The gateway may close before reading everything: a failed write is one way of closing.
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 4096];
+    let mut answered = false;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the gateway kept {what} open");
+        match stream.read(&mut buf) {
+            Ok(0) => return answered,
+            Ok(_) => answered = true,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return answered,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("reading the answer to {what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn fuzzed_frames_close_only_their_connection() {
+    use kafka_protocol::messages::ApiKey;
+
+    let door = Door::start(&[]);
+    // APIs that answer at once (no long poll, no wait for a group), with their versions.
+    let apis: [(ApiKey, i16, i16); 10] = [
+        (ApiKey::ApiVersions, 0, 4),
+        (ApiKey::Metadata, 0, 12),
+        (ApiKey::Produce, 3, 9),
+        (ApiKey::ListOffsets, 1, 7),
+        (ApiKey::OffsetFetch, 1, 7),
+        (ApiKey::FindCoordinator, 0, 3),
+        (ApiKey::CreateTopics, 0, 4),
+        (ApiKey::DeleteTopics, 0, 5),
+        (ApiKey::InitProducerId, 0, 4),
+        (ApiKey::SaslHandshake, 1, 1),
+    ];
+    let seed = 0x5eed_cafe_f00d_u64;
+    let mut noise = Noise(seed);
+    let mut answered = 0;
+    for case in 0..1000 {
+        let what = format!("case {case} of seed {seed:#x}");
+        let frame = match case % 4 {
+            // Bytes with no structure at all.
+            0 => {
+                let len = noise.below(64);
+                noise.bytes(len)
+            }
+            // A true size and header, a body of noise.
+            1 => {
+                let (api, low, high) = apis[noise.below(apis.len())];
+                let version = low
+                    + i16::try_from(noise.below(usize::from(high.abs_diff(low)) + 1))
+                        .expect("small");
+                let body_len = noise.below(48);
+                let mut frame =
+                    u32::try_from(8 + 2 + body_len).expect("small").to_be_bytes().to_vec();
+                frame.extend_from_slice(&(api as i16).to_be_bytes());
+                frame.extend_from_slice(&version.to_be_bytes());
+                frame.extend_from_slice(&[0, 0, 0, 1, 0xff, 0xff]);
+                frame.extend(noise.bytes(body_len));
+                frame
+            }
+            // A valid request with a few bytes flipped (the size prefix too, sometimes).
+            2 => {
+                let api = if noise.below(2) == 0 { ApiKey::Metadata } else { ApiKey::ApiVersions };
+                let version = if api == ApiKey::Metadata { 9 } else { 3 };
+                let mut frame = valid_request(api, version);
+                for _ in 0..=noise.below(3) {
+                    let at = noise.below(frame.len());
+                    frame[at] ^= 1 << noise.below(8);
+                }
+                frame
+            }
+            // A valid request cut short, its size prefix claiming the whole.
+            _ => {
+                let mut frame = valid_request(ApiKey::Metadata, 9);
+                frame.truncate(4 + noise.below(frame.len() - 4));
+                frame
+            }
+        };
+        if answered_or_closed(&door, &what, &frame) {
+            answered += 1;
+        }
+        if case % 20 == 19 {
+            still_answers(&door);
+        }
+    }
+    still_answers(&door);
+    // Noise must reach the decoders, not only the framing: some of it decodes and is answered.
+    assert!((1..1000).contains(&answered), "{answered} of 1000 answered");
+    let log = door.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("does not decode"), "{log}");
+}
