@@ -131,3 +131,64 @@ fn kafka_python_admin_creates_and_deletes_topics_the_native_door_sees() {
     assert!(!topics().lines().any(|l| l.starts_with("made ")), "{}", topics());
     door.stop();
 }
+
+/// What `consumer status --json` says of the one logical broker: whether it is free.
+fn broker_free(door: &Door) -> bool {
+    let mut status = Command::new(binary("consumer"));
+    status.args(["--connect", &door.endpoint(), "status", "--json"]);
+    success(&run(status, ""), "consumer status").contains("\"available\":true")
+}
+
+/// Polls `broker_free` until it says `free`, within `testkit::STEP`.
+fn wait_until_free_is(door: &Door, free: bool) {
+    let deadline = std::time::Instant::now() + testkit::STEP;
+    while broker_free(door) != free {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the logical broker never became free={free}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn native_claims_do_not_silently_block_kafka_reads_nor_the_reverse() {
+    // One logical broker, so that whoever holds it holds them all.
+    let door = Door::start(&["--brokers", "1"]);
+    let mut produce = Command::new(binary("producer"));
+    produce.args(["--connect", &door.endpoint(), "--topic", "held", "a", "b"]);
+    success(&run(produce, ""), "producer");
+    let kcat = || {
+        let mut kcat = Command::new("kcat");
+        kcat.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "held", "-f", "%s\n"]);
+        run(kcat, "")
+    };
+
+    // A native follower holds the logical broker: a Kafka reader is told, not left hanging.
+    let mut follow = Command::new(binary("consumer"))
+        .args(["--connect", &door.endpoint(), "follow", "held"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start consumer follow");
+    wait_until_free_is(&door, false);
+    let refused = kcat();
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Leader not available"),
+        "{refused:?}"
+    );
+    testkit::signal_process(follow.id(), "INT");
+    testkit::wait_child(&mut follow, testkit::STEP).expect("consumer follow stops on Ctrl-C");
+    wait_until_free_is(&door, true);
+
+    // Free again: the Kafka reader reads, and once it has gone the gateway gives the logical
+    // broker back, so a native reader is not kept out by a Kafka client that left.
+    assert_eq!(success(&kcat(), "kcat -C"), "a\nb\n");
+    wait_until_free_is(&door, true);
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", "held"]);
+    assert_eq!(success(&run(fetch, ""), "consumer fetch").lines().count(), 2);
+    let log = door.stop();
+    assert!(log.contains("the gateway cannot claim a logical broker"), "{log}");
+}
