@@ -28,7 +28,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafka_protocol::ResponseError;
 
@@ -57,7 +57,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use clients::security::Credentials;
-use protocol::{ErrorCode, Fetch, NewMessage, Request, ResetTo, Retention, TopicInfo};
+use protocol::{ErrorCode, Fetch, Request, ResetTo, Retention, TopicInfo};
 
 use crate::claim::SharedClaim;
 use crate::groups::Coordinator;
@@ -675,17 +675,8 @@ impl Native {
 
     /// Appends the records of `records` to `topic`; the first offset, or a Kafka error code.
     fn append(&mut self, topic: &StrBytes, records: Option<Bytes>) -> Result<i64, i16> {
-        let records = decode_records(records.unwrap_or_default())?;
-        if records.is_empty() {
-            return Err(ResponseError::CorruptMessage.code());
-        }
-        let messages = records
-            .iter()
-            .map(|r| NewMessage {
-                key: r.key.as_deref(),
-                value: r.value.as_deref().unwrap_or_default(),
-            })
-            .collect();
+        let records = records.unwrap_or_default();
+        let messages = crate::batch::messages(&records)?;
         match self.client.append(topic.as_str(), messages) {
             Ok(appended) => i64::try_from(appended.first_offset)
                 .map_err(|_| ResponseError::UnknownServerError.code()),
@@ -929,32 +920,6 @@ fn offset(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Decodes a produce request's record batches (v2, uncompressed).
-///
-/// Each batch's record count is checked against its length before the crate decodes it: the
-/// crate reserves room for the count it reads, and a forged count would ask for gigabytes.
-fn decode_records(mut bytes: Bytes) -> Result<Vec<Record>, i16> {
-    let corrupt = ResponseError::CorruptMessage.code();
-    let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).map_err(|_| corrupt)?;
-    let room = bytes.len();
-    let mut total = 0usize;
-    for info in &infos {
-        if info.version != 2 {
-            return Err(ResponseError::UnsupportedForMessageFormat.code());
-        }
-        if info.compression != Compression::None {
-            return Err(ResponseError::UnsupportedCompressionType.code());
-        }
-        total += usize::try_from(info.record_count).map_err(|_| corrupt)?;
-    }
-    // A record takes at least 7 bytes (length, attributes, three varints, key, value).
-    if total > room / 7 || infos.is_empty() {
-        return Err(corrupt);
-    }
-    let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|_| corrupt)?;
-    Ok(sets.into_iter().flat_map(|set| set.records).filter(|r| !r.control).collect())
-}
-
 /// Encodes fetched records as one record batch v2.
 fn encode_records(records: &[Record]) -> Result<Bytes, i16> {
     let mut buf = BytesMut::new();
@@ -997,6 +962,7 @@ pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::messages as decode_records;
 
     /// An uncompressed batch of `count` records, then its attributes set to `compression`
     /// and its record count to `claimed`, with the CRC made right again.
@@ -1017,17 +983,18 @@ mod tests {
 
     #[test]
     fn an_uncompressed_batch_decodes_to_its_records() {
-        let records = decode_records(batch(3, 0, 3)).expect("decodes");
-        let values: Vec<_> = records.iter().map(|r| r.value.clone().unwrap_or_default()).collect();
+        let bytes = batch(3, 0, 3);
+        let records = decode_records(&bytes).expect("decodes");
+        let values: Vec<_> = records.iter().map(|r| r.value).collect();
         assert_eq!(values, vec![&b"v0"[..], b"v1", b"v2"]);
-        assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(records[0].key, Some(&b"k"[..]));
     }
 
     #[test]
     fn a_compressed_batch_gets_unsupported_compression_type() {
         for codec in 1..=4 {
             assert_eq!(
-                decode_records(batch(2, codec, 2)),
+                decode_records(&batch(2, codec, 2)).map(|_| ()),
                 Err(ResponseError::UnsupportedCompressionType.code())
             );
         }
@@ -1036,10 +1003,13 @@ mod tests {
     #[test]
     fn a_forged_record_count_is_corrupt_not_an_allocation() {
         assert_eq!(
-            decode_records(batch(1, 0, i32::MAX)),
+            decode_records(&batch(1, 0, i32::MAX)).map(|_| ()),
             Err(ResponseError::CorruptMessage.code())
         );
-        assert_eq!(decode_records(batch(1, 0, -1)), Err(ResponseError::CorruptMessage.code()));
+        assert_eq!(
+            decode_records(&batch(1, 0, -1)).map(|_| ()),
+            Err(ResponseError::CorruptMessage.code())
+        );
     }
 
     #[test]
@@ -1047,9 +1017,9 @@ mod tests {
         let mut bytes = BytesMut::from(&batch(2, 0, 2)[..]);
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        assert_eq!(decode_records(bytes.freeze()), Err(ResponseError::CorruptMessage.code()));
+        assert_eq!(decode_records(&bytes).map(|_| ()), Err(ResponseError::CorruptMessage.code()));
         assert_eq!(
-            decode_records(Bytes::from_static(b"garbage")),
+            decode_records(b"garbage").map(|_| ()),
             Err(ResponseError::CorruptMessage.code())
         );
     }

@@ -6,12 +6,13 @@
 //! `clients::Client`, exactly as `producer` and `consumer` do, so it holds no state of its own
 //! and can do nothing a native client could not. [`gateway`] accepts Kafka connections, one
 //! thread each; [`frame`] reads and writes Kafka's size-prefixed frames with the
-//! `kafka-protocol` crate; [`apis`] answers each API by calling the broker; [`claim`] holds the
+//! `kafka-protocol` crate; [`batch`] reads Produce's record batches; [`apis`] answers each API by calling the broker; [`claim`] holds the
 //! one logical broker the gateway reads through.
 
 #![warn(missing_docs)]
 
 pub mod apis;
+pub mod batch;
 pub mod claim;
 pub mod error;
 pub mod frame;
