@@ -10,8 +10,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
@@ -27,9 +26,6 @@ use kafka_protocol::messages::{
     ProduceResponse, ProducerId, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
 
 use clients::{Client, ClientError};
@@ -794,24 +790,16 @@ impl Native {
                 wait_ms,
             };
             client.fetch(fetch, |batch| {
-                let records: Vec<Record> = batch
-                    .messages
-                    .iter()
-                    .map(|m| record(m.offset, m.timestamp, m.key, m.value))
-                    .collect();
-                Ok((records, batch.end_offset))
+                // No messages: an empty record set, never a null one, which librdkafka
+                // refuses as a bad message.
+                Ok((crate::batch::encode(&batch.messages), batch.end_offset))
             })
         });
         match result {
             Ok((records, end)) => {
                 data.high_watermark = offset(end);
                 data.last_stable_offset = offset(end);
-                if !records.is_empty() {
-                    match encode_records(&records) {
-                        Ok(bytes) => data.records = Some(bytes),
-                        Err(code) => data.error_code = code,
-                    }
-                }
+                data.records = Some(records);
             }
             Err(e) => {
                 if let ClientError::Broker { range: Some((first, next)), .. } = &e {
@@ -892,41 +880,9 @@ fn topic_metadata(name: String, code: i16) -> MetadataResponseTopic {
     topic
 }
 
-/// A stored message as a Kafka record.
-fn record(offset_: u64, timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        // The crate's encoder writes every timestamp as CreateTime.
-        timestamp_type: TimestampType::Creation,
-        offset: offset(offset_),
-        // The encoder starts a new batch wherever offset minus sequence changes; a sequence
-        // that follows the offset keeps a fetch's records in one batch. Without a producer
-        // id (-1) consumers ignore it.
-        sequence: offset_ as u32 as i32,
-        timestamp: i64::try_from(timestamp).unwrap_or(i64::MAX),
-        key: key.map(Bytes::copy_from_slice),
-        value: Some(Bytes::copy_from_slice(value)),
-        headers: IndexMap::new(),
-    }
-}
-
 /// A broker offset as Kafka's signed one.
 fn offset(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Encodes fetched records as one record batch v2.
-fn encode_records(records: &[Record]) -> Result<Bytes, i16> {
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut buf, records, &options)
-        .map_err(|_| ResponseError::UnknownServerError.code())?;
-    Ok(buf.freeze())
 }
 
 /// The Kafka error code for a failed native call.
@@ -963,14 +919,23 @@ pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 mod tests {
     use super::*;
     use crate::batch::messages as decode_records;
+    use bytes::BytesMut;
 
     /// An uncompressed batch of `count` records, then its attributes set to `compression`
     /// and its record count to `claimed`, with the CRC made right again.
     fn batch(count: usize, compression: i16, claimed: i32) -> Bytes {
-        let records: Vec<Record> = (0..count)
-            .map(|i| record(i as u64, 1_000, Some(b"k"), format!("v{i}").as_bytes()))
+        let values: Vec<String> = (0..count).map(|i| format!("v{i}")).collect();
+        let messages: Vec<protocol::Message<'_>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| protocol::Message {
+                offset: i as u64,
+                timestamp: 1_000,
+                key: Some(b"k"),
+                value: v.as_bytes(),
+            })
             .collect();
-        let mut bytes = BytesMut::from(&encode_records(&records).expect("encodes")[..]);
+        let mut bytes = BytesMut::from(&crate::batch::encode(&messages)[..]);
         // Byte layout of a v2 batch: base offset 8, length 4, leader epoch 4, magic 1, CRC 4,
         // then what the CRC covers: attributes 2 at 21, ..., record count 4 at 57.
         let attributes = i16::from_be_bytes([bytes[21], bytes[22]]) & !0x7 | compression;

@@ -1,12 +1,14 @@
-//! Produce's record batches (v2, uncompressed) read by hand into the native append's
-//! messages, borrowing keys and values from the request's bytes.
+//! Record batches (v2, uncompressed) by hand: Produce's read into the native append's
+//! messages, borrowing keys and values from the request's bytes, and a native fetch's messages
+//! written as Fetch's one batch, straight from the reply frame.
 //!
 //! Written by hand, not with `kafka_protocol::records::RecordBatchDecoder`, because the produce
 //! path measured it: `kcat -P` sending 1,000,000 messages of 100 bytes cost the gateway 0.60 s
 //! of CPU, of which the crate's decoder (a `Record` per message with its own `Bytes` handles and
 //! header map, then a copy into the append) took about 60 % in `perf`. Reading the same bytes
-//! in place costs 0.19 s for the same run (3 runs, 0.18-0.20 s). Fetch responses are still
-//! encoded with the crate.
+//! in place costs 0.19 s for the same run (3 runs, 0.18-0.20 s). Likewise `kcat -C` reading
+//! 1,000,000 such messages cost the gateway 0.45-0.53 s with the crate's encoder (a `Record`
+//! with two fresh copies per message); writing the batch directly costs 0.14-0.18 s (3 runs).
 //!
 //! # Format
 //! A batch (Kafka's "RecordBatch", magic 2), all integers big-endian:
@@ -28,8 +30,9 @@
 //! header count (varint), headers (key length, key, value length, value). Varints are zigzag
 //! encoded, as in protocol buffers.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use protocol::NewMessage;
+use protocol::{Message, NewMessage};
 
 /// Bytes of a batch's header, before its records.
 const HEADER: usize = 61;
@@ -92,6 +95,96 @@ pub fn messages(mut bytes: &[u8]) -> Result<Vec<NewMessage<'_>>, i16> {
     Ok(messages)
 }
 
+/// `messages` (in offset order, at least one) as one record batch: offsets and timestamps as
+/// the broker gave them (timestamp type CreateTime, as Kafka writes a producer's), no producer
+/// id, no headers.
+pub fn encode(messages: &[Message<'_>]) -> Bytes {
+    let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+        return Bytes::new();
+    };
+    let base_offset = signed(first.offset);
+    let base_time = signed(first.timestamp);
+    let max_time = messages.iter().map(|m| signed(m.timestamp)).max().unwrap_or(base_time);
+    let room: usize =
+        messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len) + 16).sum();
+    let mut buf = BytesMut::with_capacity(HEADER + room);
+    buf.put_i64(base_offset);
+    buf.put_i32(0); // batch length, set below
+    buf.put_i32(0); // partition leader epoch
+    buf.put_i8(2); // magic
+    buf.put_u32(0); // CRC, set below
+    buf.put_i16(0); // attributes: no compression, CreateTime, not transactional
+    buf.put_i32(delta32(signed(last.offset) - base_offset));
+    buf.put_i64(base_time);
+    buf.put_i64(max_time);
+    buf.put_i64(-1); // producer id
+    buf.put_i16(-1); // producer epoch
+    buf.put_i32(-1); // base sequence
+    buf.put_i32(i32::try_from(messages.len()).unwrap_or(i32::MAX));
+    for message in messages {
+        let time_delta = signed(message.timestamp).saturating_sub(base_time);
+        let offset_delta = i64::from(delta32(signed(message.offset) - base_offset));
+        let key_length = message.key.map_or(-1, |k| length(k.len()));
+        let value_length = length(message.value.len());
+        let body = 1
+            + varint_len(time_delta)
+            + varint_len(offset_delta)
+            + varint_len(key_length)
+            + message.key.map_or(0, <[u8]>::len)
+            + varint_len(value_length)
+            + message.value.len()
+            + 1;
+        put_varint(&mut buf, length(body));
+        buf.put_u8(0); // attributes
+        put_varint(&mut buf, time_delta);
+        put_varint(&mut buf, offset_delta);
+        put_varint(&mut buf, key_length);
+        if let Some(key) = message.key {
+            buf.put_slice(key);
+        }
+        put_varint(&mut buf, value_length);
+        buf.put_slice(message.value);
+        put_varint(&mut buf, 0); // headers
+    }
+    let batch_length = i32::try_from(buf.len() - 12).unwrap_or(i32::MAX);
+    buf[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[21..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf.freeze()
+}
+
+/// A broker offset or timestamp as Kafka's signed one.
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// An offset delta within one batch (a fetch holds at most 10,000 messages, so it fits).
+fn delta32(delta: i64) -> i32 {
+    i32::try_from(delta).unwrap_or(i32::MAX)
+}
+
+/// A length as a varint's value (lengths of one fetch's messages are far below `i64::MAX`).
+fn length(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
+}
+
+/// Writes `value` as a zigzag varint.
+fn put_varint(buf: &mut BytesMut, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        buf.put_u8((raw as u8) | 0x80);
+        raw >>= 7;
+    }
+    buf.put_u8(raw as u8);
+}
+
+/// How many bytes `value` takes as a zigzag varint.
+fn varint_len(value: i64) -> usize {
+    let raw = ((value << 1) ^ (value >> 63)) as u64;
+    let bits = 64 - raw.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
 /// One record at the start of `bytes`, and what follows it; `None` when it does not hold.
 fn record(bytes: &[u8]) -> Option<(NewMessage<'_>, &[u8])> {
     let (length, rest) = varint(bytes)?;
@@ -150,7 +243,6 @@ fn be_i32(bytes: &[u8]) -> i32 {
 mod tests {
     use super::*;
 
-    use bytes::{Bytes, BytesMut};
     use indexmap::IndexMap;
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
@@ -252,5 +344,45 @@ mod tests {
         assert_eq!(varint(&[0xac, 0x02, 9]), Some((150, &[9][..])));
         assert_eq!(varint(&[0x80; 11]), None);
         assert_eq!(varint(&[0x80]), None);
+    }
+
+    #[test]
+    fn a_fetch_batch_reads_back_with_the_crate_and_by_hand() {
+        let values: Vec<Vec<u8>> = (0..300).map(|i| vec![b'v'; i % 200]).collect();
+        let keys: Vec<Vec<u8>> = (0..300).map(|i| format!("k{i}").into_bytes()).collect();
+        let fetched: Vec<Message<'_>> = (0..300)
+            .map(|i| Message {
+                offset: 5_000 + i as u64 * 2,
+                timestamp: 1_700_000_000_000 + (i as u64 % 7) * 1_000,
+                key: (i % 3 != 0).then(|| &keys[i][..]),
+                value: &values[i],
+            })
+            .collect();
+        let bytes = super::encode(&fetched);
+        let by_hand = messages(&bytes).expect("reads");
+        assert_eq!(by_hand.len(), fetched.len());
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes.clone())
+            .expect("the crate reads it");
+        let records: Vec<_> = sets.into_iter().flat_map(|set| set.records).collect();
+        assert_eq!(records.len(), fetched.len());
+        for ((record, message), read) in records.iter().zip(&fetched).zip(&by_hand) {
+            assert_eq!(record.offset, message.offset as i64);
+            assert_eq!(record.timestamp, message.timestamp as i64);
+            assert_eq!(record.key.as_deref(), message.key);
+            assert_eq!(record.value.as_deref(), Some(message.value));
+            assert_eq!((read.key, read.value), (message.key, message.value));
+        }
+    }
+
+    #[test]
+    fn varints_written_read_back_at_their_length() {
+        for value in
+            [0, -1, 1, 63, -64, 64, 150, -150, 1 << 20, i64::from(i32::MAX), i64::MIN, i64::MAX]
+        {
+            let mut buf = BytesMut::new();
+            put_varint(&mut buf, value);
+            assert_eq!(buf.len(), varint_len(value), "{value}");
+            assert_eq!(varint(&buf), Some((value, &[][..])), "{value}");
+        }
     }
 }
