@@ -988,4 +988,46 @@ mod tests {
             Err(ResponseError::CorruptMessage.code())
         );
     }
+
+    /// PROTOCOL.md's table of the Kafka door's APIs, as (name, key, low, high) rows.
+    fn documented() -> Vec<(String, i16, i16, i16)> {
+        let spec = include_str!("../../protocol/PROTOCOL.md");
+        let section = spec.split("## 18. The Kafka door").nth(1).expect("the Kafka section");
+        let mut rows = Vec::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let versions: Vec<(i16, i16)> = cells[2]
+                .split(", ")
+                .map(|v| match v.split_once('-') {
+                    Some((low, high)) => (low.parse().expect("low"), high.parse().expect("high")),
+                    None => (v.parse().expect("version"), v.parse().expect("version")),
+                })
+                .collect();
+            let apis: Vec<(String, i16)> = cells[1]
+                .split("), ")
+                .map(|api| {
+                    let (name, key) = api.split_once(" (").expect("`Name` (key)");
+                    let key = key.trim_end_matches(')').parse().expect("key");
+                    (name.trim_matches('`').to_owned(), key)
+                })
+                .collect();
+            assert_eq!(apis.len(), versions.len(), "{line}");
+            for ((name, key), (low, high)) in apis.into_iter().zip(versions) {
+                rows.push((name, key, low, high));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn protocol_md_lists_exactly_the_apis_and_versions_api_versions_gives() {
+        let mut spoken: Vec<_> = APIS
+            .iter()
+            .map(|(api, low, high)| (name(*api).to_owned(), *api as i16, *low, *high))
+            .collect();
+        let mut written = documented();
+        spoken.sort_by_key(|row| row.1);
+        written.sort_by_key(|row| row.1);
+        assert_eq!(written, spoken);
+    }
 }
