@@ -30,7 +30,14 @@
 # 1,000 over an encrypted connection beside the same over a plain one (the rows the default run
 # ends with too), driven by `producer perf --curve-server-key`.
 #
-# Usage: scripts/bench.sh [--durable|--hostile|--curve]   (the table goes to standard output, progress
+# With --kafka it measures the Kafka door (kafka-gateway in front of a broker in memory):
+# confluent-kafka producing 100-byte messages with linger.ms=5 and consuming them
+# (scripts/kafka-perf.py), and kcat -P producing the same (through the same script), each beside the native
+# batched figure (`producer perf --batch 1000`, `consumer perf --batch 1000`) measured in turn in
+# the same run; the ratio is Kafka door ÷ native (target for produce: ≥ 0.5). It needs
+# confluent-kafka (scripts/requirements.txt) and kcat.
+#
+# Usage: scripts/bench.sh [--durable|--hostile|--curve|--kafka]   (the table goes to standard output, progress
 #        to stderr)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
 set -euo pipefail
@@ -44,9 +51,10 @@ work=$(mktemp -d)
 broker_pid=""
 plain_pid=""
 redis_pid=""
+gateway_pid=""
 
 cleanup() {
-    for pid in "$broker_pid" "$plain_pid" "$redis_pid"; do
+    for pid in "$broker_pid" "$plain_pid" "$redis_pid" "$gateway_pid"; do
         if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -95,7 +103,7 @@ rate() { python3 -c 'import json, sys; print(json.load(sys.stdin)["records_per_s
 
 # A JSON report's latency, as "p50 X µs, p99 Y µs".
 latency() {
-    python3 -c 'import json, sys; l = json.load(sys.stdin)["latency_us"]; print("p50 %.0f µs, p99 %.0f µs" % (l["p50"], l["p99"]))'
+    python3 -c 'import json, sys; l = json.load(sys.stdin).get("latency_us"); print("p50 %.0f µs, p99 %.0f µs" % (l["p50"], l["p99"]) if l else "no latencies")'
 }
 
 # Formats a number with thousands separators.
@@ -250,6 +258,63 @@ curve_rows() {
     stop_broker
 }
 
+# Starts kafka-gateway in front of the broker at $endpoint on a free loopback port; sets
+# gateway_pid and bootstrap.
+start_gateway() {
+    : >"$work/gateway.out"
+    "$bin/kafka-gateway" --listen 127.0.0.1:0 --connect "$endpoint" >"$work/gateway.out" \
+        2>"$work/gateway.log" &
+    gateway_pid=$!
+    for _ in $(seq 100); do
+        if [[ -s $work/gateway.out ]]; then
+            bootstrap=$(sed -n 's/^listening on //p' "$work/gateway.out")
+            return 0
+        fi
+        kill -0 "$gateway_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    note "the gateway did not start: $(cat "$work/gateway.log")"
+    exit 1
+}
+
+# User and system CPU ticks a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# Rows for the Kafka door (see the top of this file).
+kafka_rows() {
+    note "Kafka door: kafka-gateway in front of a broker in memory with 2 logical brokers"
+    start_broker --brokers 2
+    start_gateway
+    local kafka_n=300000 native_n=1000000
+    compare "produce, confluent-kafka, linger.ms=5 ÷ native append, batch 1000" 0.5 - \
+        "≥ 0.5 × native" \
+        floor_rate "${producer[@]}" --connect "$endpoint" --messages "$native_n" --batch 1000 \
+        --topic native-append -- \
+        python3 scripts/kafka-perf.py produce "$bootstrap" kafka-append "$kafka_n" "$size"
+    # The gateway's own CPU time per message over the kcat rounds (the native rounds between
+    # them do not touch it): what the door costs, whatever the client.
+    local before after
+    before=$(cpu_ticks "$gateway_pid")
+    compare "produce, kcat -P, linger.ms=5 ÷ native append, batch 1000" 0.5 - "≥ 0.5 × native" \
+        floor_rate "${producer[@]}" --connect "$endpoint" --messages "$native_n" --batch 1000 \
+        --topic native-append -- \
+        python3 scripts/kafka-perf.py kcat-produce "$bootstrap" kcat-append "$kafka_n" "$size"
+    after=$(cpu_ticks "$gateway_pid")
+    row "gateway CPU per message produced, kcat rounds" \
+        "$(awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v n="$((rounds * kafka_n))" \
+            'BEGIN { printf "%.2f µs", t / hz / n * 1e6 }')" - - - -
+    note "  filling topic perf with $native_n messages to read through both doors"
+    timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages "$native_n" --batch 1000 \
+        --topic perf >/dev/null
+    compare "consume, confluent-kafka ÷ native fetch, 1000 per request" - - "(none)" \
+        floor_rate "${consumer[@]}" --connect "$endpoint" --messages "$native_n" --batch 1000 -- \
+        python3 scripts/kafka-perf.py consume "$bootstrap" perf "$native_n"
+    kill -INT "$gateway_pid"
+    wait "$gateway_pid" || true
+    gateway_pid=""
+    stop_broker
+}
+
 note "building (release)"
 cargo build --release --workspace >&2
 
@@ -266,6 +331,14 @@ if [[ ${1:-} == --curve ]]; then
     curve_rows
     printf '%s\n' "Medians of $rounds rounds; values of $size bytes; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
     printf '\n| case | figure | plain | ratio | target | met |\n|---|---|---|---|---|---|\n'
+    cat "$table"
+    exit 0
+fi
+
+if [[ ${1:-} == --kafka ]]; then
+    kafka_rows
+    printf '%s\n' "Medians of $rounds rounds; values of $size bytes; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
+    printf '\n| case | Kafka door | native | ratio | target | met |\n|---|---|---|---|---|---|\n'
     cat "$table"
     exit 0
 fi

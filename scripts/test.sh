@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/need-libzmq.sh
+# The Kafka door's tests drive kcat.
+command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
 
 log=$(mktemp)

@@ -1,0 +1,1033 @@
+//! Each Kafka API this door answers, as calls to the broker through the native protocol.
+//!
+//! A topic is a single-partition Kafka topic (partition 0) and the gateway is its one Kafka
+//! broker (node [`NODE_ID`]), whatever the number of logical brokers behind it. Offsets, keys
+//! and values are the broker's own; timestamps are the broker's append times (sent as the
+//! records' timestamps, with the batch's CreateTime flag, which is all the crate's encoder
+//! writes).
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, ProducerId, RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use clients::{Client, ClientError};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    FindCoordinatorResponse, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use clients::security::Credentials;
+use protocol::{ErrorCode, Fetch, Request, ResetTo, Retention, TopicInfo};
+
+use crate::claim::SharedClaim;
+use crate::groups::Coordinator;
+
+/// The Kafka node id of the gateway, the one Kafka broker it shows.
+pub const NODE_ID: i32 = 1;
+
+/// The cluster id `Metadata` reports.
+const CLUSTER_ID: &str = "zeromq-broker";
+
+/// The APIs this door answers and the versions of each, as `ApiVersions` lists them. Produce
+/// starts at 3, the first version whose records are record batches v2; Fetch ends at 12 and
+/// Metadata at 12, the last versions that name topics rather than topic ids.
+const APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 4),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::CreateTopics, 0, 4),
+    (ApiKey::DeleteTopics, 0, 5),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+];
+
+/// The versions of `api` this door speaks, `None` when it does not answer it at all.
+pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
+    APIS.iter().find(|(key, ..)| *key == api).map(|(_, min, max)| *min..=*max)
+}
+
+/// A short name of `api` for log lines.
+pub fn name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        _ => "an API this door does not answer",
+    }
+}
+
+/// The `ApiVersions` answer: every API of [`APIS`] with its versions.
+pub fn api_versions() -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = APIS
+        .iter()
+        .map(|(key, min, max)| {
+            let mut version = ApiVersion::default();
+            version.api_key = *key as i16;
+            version.min_version = *min;
+            version.max_version = *max;
+            version
+        })
+        .collect();
+    response
+}
+
+/// What every connection shares: where the gateway is reached, and its claim.
+#[derive(Debug)]
+pub struct Door {
+    /// The broker's native endpoint, for the connections of authenticated users.
+    pub endpoint: String,
+    /// Whether Kafka clients must log in with SASL/PLAIN, as the broker's users.
+    pub sasl: bool,
+    /// The claims of logged-in users, one per user: a claim belongs to its user.
+    pub user_claims: Mutex<HashMap<String, Arc<SharedClaim>>>,
+    /// The host `Metadata` gives for the gateway.
+    pub host: String,
+    /// The port `Metadata` gives for the gateway.
+    pub port: i32,
+    /// The claim all connections read through.
+    pub claim: Arc<SharedClaim>,
+    /// Kafka group membership.
+    pub coordinator: Arc<Coordinator>,
+}
+
+impl Door {
+    /// The claim `user`'s connections share.
+    fn claim_for(&self, user: &str) -> Arc<SharedClaim> {
+        let mut claims = self.user_claims.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(claims.entry(user.to_owned()).or_default())
+    }
+}
+
+/// One Kafka connection: its login state and, once it may make requests, its side of the broker.
+pub struct Session {
+    /// What all connections share.
+    door: Arc<Door>,
+    /// The connection's side of the broker; `None` until a SASL login when the gateway asks for
+    /// one, so that a connection that never logs in costs the broker nothing.
+    native: Option<Native>,
+    /// Whether a `SaslHandshake` for PLAIN came.
+    handshake: bool,
+    /// Whether the connection has logged in with SASL.
+    authenticated: bool,
+    /// Whether the connection is to be closed after the response just made (a failed login).
+    closing: bool,
+}
+
+/// A connection's side of the broker: a native client and the claim it reads through.
+pub struct Native {
+    /// What all connections share.
+    door: Arc<Door>,
+    /// The connection to the broker: without credentials, or logged in as the SASL user.
+    client: Client,
+    /// The claim this connection reads through: the gateway's, or its user's.
+    claim: Arc<SharedClaim>,
+}
+
+impl Session {
+    /// A session; `client` is its connection to the broker when no login is needed.
+    pub fn new(door: Arc<Door>, client: Option<Client>) -> Session {
+        let native = client.map(|client| Native::new(&door, client, Arc::clone(&door.claim)));
+        Session { door, native, handshake: false, authenticated: false, closing: false }
+    }
+
+    /// Whether a request of `api` may be answered now: with `--sasl-plain`, only `ApiVersions`
+    /// and the SASL requests come before a login.
+    pub fn admits(&self, api: ApiKey) -> bool {
+        !self.door.sasl
+            || self.authenticated
+            || matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+    }
+
+    /// Whether the connection must be closed once the last response is sent.
+    pub fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Answers `request`; `None` for a produce with `acks=0`, which Kafka never answers, and
+    /// for a request [`Session::admits`] refuses. `version` is the request's, which the
+    /// response must be encodable at: fields that version lacks are left at their defaults.
+    pub fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
+        match request {
+            RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions())),
+            RequestKind::SaslHandshake(request) => {
+                Some(ResponseKind::SaslHandshake(self.sasl_handshake(&request)))
+            }
+            RequestKind::SaslAuthenticate(request) => {
+                Some(ResponseKind::SaslAuthenticate(self.sasl_authenticate(&request)))
+            }
+            other => self.native.as_mut()?.answer(other, version),
+        }
+    }
+
+    /// `SaslHandshake`: PLAIN, when the gateway asks for logins.
+    fn sasl_handshake(&mut self, request: &SaslHandshakeRequest) -> SaslHandshakeResponse {
+        let mut response = SaslHandshakeResponse::default();
+        if self.door.sasl {
+            response.mechanisms = vec![StrBytes::from_static_str("PLAIN")];
+        }
+        if self.door.sasl && request.mechanism.as_str() == "PLAIN" {
+            self.handshake = true;
+        } else {
+            response.error_code = ResponseError::UnsupportedSaslMechanism.code();
+        }
+        response
+    }
+
+    /// `SaslAuthenticate`: a PLAIN login (`authzid NUL user NUL password`), checked by the
+    /// broker itself: the gateway connects as that user, and the connection's requests go
+    /// through that login from then on, with that user's permissions. A failed login is
+    /// answered `SASL_AUTHENTICATION_FAILED` and the connection closed, as Kafka does.
+    fn sasl_authenticate(&mut self, request: &SaslAuthenticateRequest) -> SaslAuthenticateResponse {
+        let mut response = SaslAuthenticateResponse::default();
+        let failed = |response: &mut SaslAuthenticateResponse, message: String| {
+            response.error_code = ResponseError::SaslAuthenticationFailed.code();
+            response.error_message = Some(StrBytes::from_string(message));
+        };
+        self.closing = true;
+        if !self.handshake || self.authenticated {
+            response.error_code = ResponseError::IllegalSaslState.code();
+            return response;
+        }
+        let mut parts = request.auth_bytes.split(|b| *b == 0);
+        let (Some(authzid), Some(user), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            failed(&mut response, "a PLAIN login is authzid NUL user NUL password".into());
+            return response;
+        };
+        let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
+        else {
+            failed(&mut response, "user and password must be UTF-8".into());
+            return response;
+        };
+        if !authzid.is_empty() && authzid != user.as_bytes() {
+            failed(&mut response, "a user may act only as itself".into());
+            return response;
+        }
+        let credentials =
+            Credentials::Plain { user: user.to_owned(), password: password.to_owned() };
+        let login = Client::connect_as(&self.door.endpoint, BROKER_TIMEOUT, credentials)
+            .and_then(|mut client| client.status().map(|_| client));
+        match login {
+            Ok(client) => {
+                let claim = self.door.claim_for(user);
+                self.native = Some(Native::new(&self.door, client, claim));
+                self.authenticated = true;
+                self.closing = false;
+            }
+            Err(e) => {
+                tracing::warn!("SASL login refused for a Kafka client: {e}");
+                failed(&mut response, "authentication failed".into());
+            }
+        }
+        response
+    }
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        self.claim.leave(&mut self.client);
+    }
+}
+
+impl Native {
+    /// A connection's side of the broker, counted in as a user of `claim`.
+    fn new(door: &Arc<Door>, client: Client, claim: Arc<SharedClaim>) -> Native {
+        claim.enter();
+        Native { door: Arc::clone(door), client, claim }
+    }
+
+    /// Answers a request other than `ApiVersions` and the SASL ones.
+    fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
+        Some(match request {
+            RequestKind::Metadata(request) => {
+                ResponseKind::Metadata(self.metadata(&request, version))
+            }
+            RequestKind::Produce(request) => {
+                let response = self.produce(&request);
+                if request.acks == 0 {
+                    return None;
+                }
+                ResponseKind::Produce(response)
+            }
+            RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(init_producer_id()),
+            RequestKind::ListOffsets(request) => {
+                ResponseKind::ListOffsets(self.list_offsets(&request))
+            }
+            RequestKind::Fetch(request) => ResponseKind::Fetch(self.fetch(&request, version)),
+            RequestKind::FindCoordinator(_) => {
+                ResponseKind::FindCoordinator(self.find_coordinator())
+            }
+            RequestKind::JoinGroup(request) => {
+                ResponseKind::JoinGroup(self.join_group(&request, version))
+            }
+            RequestKind::SyncGroup(request) => ResponseKind::SyncGroup(self.sync_group(&request)),
+            RequestKind::Heartbeat(request) => {
+                let mut response = HeartbeatResponse::default();
+                response.error_code = self.door.coordinator.heartbeat(
+                    &request.group_id.0,
+                    request.generation_id,
+                    &request.member_id,
+                );
+                ResponseKind::Heartbeat(response)
+            }
+            RequestKind::LeaveGroup(request) => {
+                ResponseKind::LeaveGroup(self.leave_group(&request, version))
+            }
+            RequestKind::OffsetCommit(request) => {
+                ResponseKind::OffsetCommit(self.offset_commit(&request))
+            }
+            RequestKind::CreateTopics(request) => {
+                ResponseKind::CreateTopics(self.create_topics(&request, version))
+            }
+            RequestKind::DeleteTopics(request) => {
+                ResponseKind::DeleteTopics(self.delete_topics(&request))
+            }
+            RequestKind::OffsetFetch(request) => {
+                ResponseKind::OffsetFetch(self.offset_fetch(&request))
+            }
+            // `frame::decode` lets through only the APIs of `APIS`.
+            _ => return None,
+        })
+    }
+
+    /// `CreateTopics`: each topic made with a native `create_topic`. A topic has one partition
+    /// and one replica; `retention.ms` and `retention.bytes` become its retention, and any other
+    /// setting gets `INVALID_CONFIG`.
+    fn create_topics(
+        &mut self,
+        request: &CreateTopicsRequest,
+        version: i16,
+    ) -> CreateTopicsResponse {
+        let mut response = CreateTopicsResponse::default();
+        for topic in &request.topics {
+            let mut result = CreatableTopicResult::default();
+            result.name = topic.name.clone();
+            let code = match creatable(topic) {
+                Err(code) => code,
+                Ok(_) if request.validate_only => 0,
+                Ok(retention) => {
+                    let create = Request::CreateTopic { topic: topic.name.0.as_str(), retention };
+                    match self.client.call(&create, |_| Ok(())) {
+                        Ok(()) => 0,
+                        Err(e) => kafka_code(&e),
+                    }
+                }
+            };
+            result.error_code = code;
+            if version >= 1 {
+                result.error_message = None;
+            }
+            response.topics.push(result);
+        }
+        response
+    }
+
+    /// `DeleteTopics`: each topic removed with a native `delete_topic`.
+    fn delete_topics(&mut self, request: &DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut response = DeleteTopicsResponse::default();
+        for name in &request.topic_names {
+            let mut result = DeletableTopicResult::default();
+            result.name = Some(name.clone());
+            let delete = Request::DeleteTopic { topic: name.0.as_str() };
+            result.error_code = match self.client.call(&delete, |_| Ok(())) {
+                Ok(()) => 0,
+                Err(e) => kafka_code(&e),
+            };
+            response.responses.push(result);
+        }
+        response
+    }
+
+    /// `FindCoordinator`: the gateway coordinates every group.
+    fn find_coordinator(&self) -> FindCoordinatorResponse {
+        let mut response = FindCoordinatorResponse::default();
+        response.node_id = BrokerId(NODE_ID);
+        response.host = StrBytes::from_string(self.door.host.clone());
+        response.port = self.door.port;
+        response
+    }
+
+    /// `JoinGroup`, through the [`Coordinator`].
+    fn join_group(&self, request: &JoinGroupRequest, version: i16) -> JoinGroupResponse {
+        let protocols = request
+            .protocols
+            .iter()
+            .map(|p| (p.name.as_str().to_owned(), p.metadata.clone()))
+            .collect();
+        let millis = |ms: i32| Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0));
+        let rebalance = if version >= 1 { request.rebalance_timeout_ms } else { 0 };
+        let joined = self.door.coordinator.join(
+            &request.group_id.0,
+            &request.member_id,
+            protocols,
+            millis(request.session_timeout_ms),
+            millis(rebalance.max(request.session_timeout_ms)),
+        );
+        let mut response = JoinGroupResponse::default();
+        response.error_code = joined.error;
+        response.generation_id = joined.generation;
+        if version >= 7 {
+            response.protocol_type = Some(request.protocol_type.clone());
+        }
+        response.protocol_name = Some(StrBytes::from_string(joined.protocol));
+        response.leader = StrBytes::from_string(joined.leader);
+        response.member_id = StrBytes::from_string(joined.member_id);
+        response.members = joined
+            .members
+            .into_iter()
+            .map(|(id, metadata)| {
+                let mut member = JoinGroupResponseMember::default();
+                member.member_id = StrBytes::from_string(id);
+                member.metadata = metadata;
+                member
+            })
+            .collect();
+        response
+    }
+
+    /// `SyncGroup`, through the [`Coordinator`].
+    fn sync_group(&self, request: &SyncGroupRequest) -> SyncGroupResponse {
+        let assignments = request
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.as_str().to_owned(), a.assignment.clone()))
+            .collect();
+        let mut response = SyncGroupResponse::default();
+        match self.door.coordinator.sync(
+            &request.group_id.0,
+            request.generation_id,
+            &request.member_id,
+            assignments,
+        ) {
+            Ok(assignment) => response.assignment = assignment,
+            Err(code) => response.error_code = code,
+        }
+        response
+    }
+
+    /// `LeaveGroup`, through the [`Coordinator`]: one member before version 3, a list after.
+    fn leave_group(&self, request: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        let ids: Vec<String> = if version >= 3 {
+            request.members.iter().map(|m| m.member_id.as_str().to_owned()).collect()
+        } else {
+            vec![request.member_id.as_str().to_owned()]
+        };
+        let codes = self.door.coordinator.leave(&request.group_id.0, &ids);
+        let mut response = LeaveGroupResponse::default();
+        if version >= 3 {
+            response.members = ids
+                .into_iter()
+                .zip(&codes)
+                .map(|(id, code)| {
+                    let mut member = MemberResponse::default();
+                    member.member_id = StrBytes::from_string(id);
+                    member.error_code = *code;
+                    member
+                })
+                .collect();
+        } else {
+            response.error_code = codes.first().copied().unwrap_or(0);
+        }
+        response
+    }
+
+    /// `OffsetCommit`: each partition 0's offset stored as the broker group's committed offset
+    /// (`reset_group ... offset`), the state `consumer groups` shows.
+    fn offset_commit(&mut self, request: &OffsetCommitRequest) -> OffsetCommitResponse {
+        let group = request.group_id.0.as_str();
+        let mut response = OffsetCommitResponse::default();
+        for topic in &request.topics {
+            let mut answer = OffsetCommitResponseTopic::default();
+            answer.name = topic.name.clone();
+            for partition in &topic.partitions {
+                let mut part = OffsetCommitResponsePartition::default();
+                part.partition_index = partition.partition_index;
+                part.error_code =
+                    match (partition.partition_index, u64::try_from(partition.committed_offset)) {
+                        (0, Ok(offset)) => {
+                            match self.client.reset_group(
+                                group,
+                                &topic.name.0,
+                                ResetTo::Offset(offset),
+                            ) {
+                                Ok(_) => 0,
+                                // `reset_group` needs `admin` on the group, not on the topic.
+                                Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => {
+                                    ResponseError::GroupAuthorizationFailed.code()
+                                }
+                                Err(e) => kafka_code(&e),
+                            }
+                        }
+                        (0, Err(_)) => ResponseError::OffsetOutOfRange.code(),
+                        _ => ResponseError::UnknownTopicOrPartition.code(),
+                    };
+                answer.partitions.push(part);
+            }
+            response.topics.push(answer);
+        }
+        response
+    }
+
+    /// `OffsetFetch`: the broker group's committed offsets; -1 (none) where the group has no
+    /// state on the topic.
+    fn offset_fetch(&mut self, request: &OffsetFetchRequest) -> OffsetFetchResponse {
+        let group = request.group_id.0.as_str();
+        let states = match self.client.list_groups(Some(group), None) {
+            Ok(states) => states,
+            Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => Vec::new(),
+            Err(e) => {
+                let mut response = OffsetFetchResponse::default();
+                response.error_code = kafka_code(&e);
+                return response;
+            }
+        };
+        let wanted: Vec<(TopicName, Vec<i32>)> = match &request.topics {
+            Some(topics) => {
+                topics.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect()
+            }
+            None => states
+                .iter()
+                .map(|s| (TopicName(StrBytes::from_string(s.topic.clone())), vec![0]))
+                .collect(),
+        };
+        let mut response = OffsetFetchResponse::default();
+        for (name, partitions) in wanted {
+            let mut answer = OffsetFetchResponseTopic::default();
+            let state = states.iter().find(|s| s.topic == name.0.as_str());
+            for index in partitions {
+                let mut part = OffsetFetchResponsePartition::default();
+                part.partition_index = index;
+                part.committed_offset = match (index, state) {
+                    (0, Some(state)) => offset(state.committed_offset),
+                    _ => -1,
+                };
+                answer.partitions.push(part);
+            }
+            answer.name = name;
+            response.topics.push(answer);
+        }
+        response
+    }
+
+    /// Every topic, from `list_topics` under the shared claim.
+    fn topics(&mut self) -> clients::Result<Vec<TopicInfo>> {
+        self.claim.with(&mut self.client, |client, token| client.list_topics(token))
+    }
+
+    /// `Metadata`: the gateway as the one broker, and the topics asked for (every topic when
+    /// none is named), each with its one partition. A topic named that does not exist is
+    /// created when the request allows it, as Kafka's `auto.create.topics.enable` does.
+    fn metadata(&mut self, request: &MetadataRequest, version: i16) -> MetadataResponse {
+        let mut response = MetadataResponse::default();
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = BrokerId(NODE_ID);
+        broker.host = StrBytes::from_string(self.door.host.clone());
+        broker.port = self.door.port;
+        response.brokers = vec![broker];
+        if version >= 2 {
+            response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+        }
+        if version >= 1 {
+            response.controller_id = BrokerId(NODE_ID);
+        }
+        let known = match self.topics() {
+            Ok(topics) => topics,
+            Err(e) => {
+                let code = kafka_code(&e);
+                response.topics = requested_names(request)
+                    .into_iter()
+                    .map(|name| topic_metadata(name, code))
+                    .collect();
+                return response;
+            }
+        };
+        let names = match request.topics.as_ref() {
+            None => known.iter().map(|t| t.name.clone()).collect(),
+            Some(_) => requested_names(request),
+        };
+        response.topics = names
+            .into_iter()
+            .map(|name| {
+                if known.iter().any(|t| t.name == name) {
+                    return topic_metadata(name, 0);
+                }
+                let code = if request.allow_auto_topic_creation {
+                    match self.create_topic(&name) {
+                        Ok(()) => 0,
+                        // A user who may produce on the topic but not administer it: the
+                        // append will create it, as a native append does.
+                        Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => 0,
+                        Err(e) => kafka_code(&e),
+                    }
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+                topic_metadata(name, code)
+            })
+            .collect();
+        response
+    }
+
+    /// Creates `topic` with the broker's retention; one that exists already is fine.
+    fn create_topic(&mut self, topic: &str) -> clients::Result<()> {
+        let request = Request::CreateTopic { topic, retention: Retention::default() };
+        match self.client.call(&request, |_| Ok(())) {
+            Err(e) if e.broker_code() == Some(ErrorCode::TopicExists) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `Produce`: each partition's record batches appended as one native `append`, all or
+    /// nothing. Only partition 0 exists; compressed batches are refused with
+    /// `UNSUPPORTED_COMPRESSION_TYPE`, since the broker stores messages, not batches.
+    fn produce(&mut self, request: &ProduceRequest) -> ProduceResponse {
+        let mut response = ProduceResponse::default();
+        for topic in &request.topic_data {
+            let mut answer = TopicProduceResponse::default();
+            answer.name = topic.name.clone();
+            for partition in &topic.partition_data {
+                let mut part = PartitionProduceResponse::default();
+                part.index = partition.index;
+                part.base_offset = -1;
+                part.log_append_time_ms = -1;
+                part.log_start_offset = -1;
+                let result = if partition.index != 0 {
+                    Err(ResponseError::UnknownTopicOrPartition.code())
+                } else {
+                    self.append(&topic.name.0, partition.records.clone())
+                };
+                match result {
+                    Ok(base) => part.base_offset = base,
+                    Err(code) => part.error_code = code,
+                }
+                answer.partition_responses.push(part);
+            }
+            response.responses.push(answer);
+        }
+        response
+    }
+
+    /// Appends the records of `records` to `topic`; the first offset, or a Kafka error code.
+    fn append(&mut self, topic: &StrBytes, records: Option<Bytes>) -> Result<i64, i16> {
+        let records = records.unwrap_or_default();
+        let messages = crate::batch::messages(&records)?;
+        match self.client.append(topic.as_str(), messages) {
+            Ok(appended) => i64::try_from(appended.first_offset)
+                .map_err(|_| ResponseError::UnknownServerError.code()),
+            Err(e) => Err(kafka_code(&e)),
+        }
+    }
+
+    /// `ListOffsets`: the earliest (-2) and latest (-1) offsets of partition 0. A search by
+    /// timestamp is not supported and gets `INVALID_REQUEST`.
+    fn list_offsets(&mut self, request: &ListOffsetsRequest) -> ListOffsetsResponse {
+        let topics = self.topics();
+        let mut response = ListOffsetsResponse::default();
+        for topic in &request.topics {
+            let mut answer = ListOffsetsTopicResponse::default();
+            answer.name = topic.name.clone();
+            for partition in &topic.partitions {
+                let mut part = ListOffsetsPartitionResponse::default();
+                part.partition_index = partition.partition_index;
+                part.timestamp = -1;
+                part.offset = -1;
+                let info = match &topics {
+                    Err(e) => Err(kafka_code(e)),
+                    Ok(_) if partition.partition_index != 0 => {
+                        Err(ResponseError::UnknownTopicOrPartition.code())
+                    }
+                    Ok(all) => all
+                        .iter()
+                        .find(|t| t.name == topic.name.0.as_str())
+                        .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+                };
+                match (info, partition.timestamp) {
+                    (Err(code), _) => part.error_code = code,
+                    (Ok(info), -2) => part.offset = offset(info.first_offset),
+                    (Ok(info), -1) => part.offset = offset(info.next_offset),
+                    (Ok(_), _) => part.error_code = ResponseError::InvalidRequest.code(),
+                }
+                answer.partitions.push(part);
+            }
+            response.topics.push(answer);
+        }
+        response
+    }
+
+    /// `Fetch`: each partition read with a native `fetch`. When none has anything, the first
+    /// partition's fetch is held by the broker up to `max_wait_ms` (a long poll on the broker's
+    /// held replies, as the native `fetch` does), and the others are read again after it.
+    fn fetch(&mut self, request: &FetchRequest, version: i16) -> FetchResponse {
+        let max_wait = u64::try_from(request.max_wait_ms.max(0))
+            .unwrap_or(0)
+            .min(u64::try_from(self.client.max_hold().as_millis()).unwrap_or(u64::MAX));
+        let partitions: Vec<(TopicName, i32, i64, i32)> = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.topic.clone(), p.partition, p.fetch_offset, p.partition_max_bytes))
+            })
+            .collect();
+        let mut datas: Vec<PartitionData> =
+            partitions.iter().map(|p| self.fetch_partition(p, 0, version)).collect();
+        let empty = datas.iter().all(|d| d.error_code == 0 && !has_records(d));
+        if empty && max_wait > 0 {
+            if let Some(first) = partitions.first() {
+                datas[0] = self.fetch_partition(first, max_wait, version);
+                if !has_records(&datas[0]) {
+                    for (data, partition) in datas.iter_mut().zip(&partitions).skip(1) {
+                        *data = self.fetch_partition(partition, 0, version);
+                    }
+                }
+            }
+        }
+        let mut response = FetchResponse::default();
+        for ((topic, ..), data) in partitions.into_iter().zip(datas) {
+            match response.responses.last_mut() {
+                Some(last) if last.topic == topic => last.partitions.push(data),
+                _ => {
+                    let mut answer = FetchableTopicResponse::default();
+                    answer.topic = topic;
+                    answer.partitions.push(data);
+                    response.responses.push(answer);
+                }
+            }
+        }
+        response
+    }
+
+    /// One partition of a `Fetch`, waiting up to `wait_ms` when nothing is there.
+    fn fetch_partition(
+        &mut self,
+        (topic, partition, fetch_offset, max_bytes): &(TopicName, i32, i64, i32),
+        wait_ms: u64,
+        version: i16,
+    ) -> PartitionData {
+        let mut data = PartitionData::default();
+        data.partition_index = *partition;
+        data.high_watermark = -1;
+        let (Ok(start), true) = (u64::try_from(*fetch_offset), *partition == 0) else {
+            data.error_code = if *partition == 0 {
+                ResponseError::OffsetOutOfRange.code()
+            } else {
+                ResponseError::UnknownTopicOrPartition.code()
+            };
+            return data;
+        };
+        let max_bytes = u32::try_from(*max_bytes).unwrap_or(0);
+        let name = topic.0.as_str();
+        let result = self.claim.with(&mut self.client, |client, token| {
+            let fetch = Fetch {
+                claim: token,
+                topic: name,
+                offset: start,
+                max_messages: 10_000,
+                max_bytes,
+                wait_ms,
+            };
+            client.fetch(fetch, |batch| {
+                // No messages: an empty record set, never a null one, which librdkafka
+                // refuses as a bad message.
+                Ok((crate::batch::encode(&batch.messages), batch.end_offset))
+            })
+        });
+        match result {
+            Ok((records, end)) => {
+                data.high_watermark = offset(end);
+                data.last_stable_offset = offset(end);
+                data.records = Some(records);
+            }
+            Err(e) => {
+                if let ClientError::Broker { range: Some((first, next)), .. } = &e {
+                    if version >= 5 {
+                        data.log_start_offset = offset(*first);
+                    }
+                    data.high_watermark = offset(*next);
+                }
+                data.error_code = kafka_code(&e);
+            }
+        }
+        data
+    }
+}
+
+/// `InitProducerId`: producer id 0, epoch 0. The broker does not deduplicate retried batches
+/// by producer sequence, so an idempotent producer gets at-least-once, as without idempotence.
+fn init_producer_id() -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(0);
+    response.producer_epoch = 0;
+    response
+}
+
+/// The retention a `CreateTopics` entry asks for, or why it cannot be made.
+fn creatable(topic: &CreatableTopic) -> Result<Retention, i16> {
+    if !matches!(topic.num_partitions, -1 | 1) || !topic.assignments.is_empty() {
+        return Err(ResponseError::InvalidPartitions.code());
+    }
+    if !matches!(topic.replication_factor, -1 | 1) {
+        return Err(ResponseError::InvalidReplicationFactor.code());
+    }
+    let mut retention = Retention::default();
+    for config in &topic.configs {
+        let value = config.value.as_ref().map(|v| v.as_str().parse::<i64>());
+        let limit = match value {
+            Some(Ok(-1)) => None,
+            Some(Ok(n)) => Some(u64::try_from(n).map_err(|_| ResponseError::InvalidConfig.code())?),
+            _ => return Err(ResponseError::InvalidConfig.code()),
+        };
+        match config.name.as_str() {
+            "retention.ms" => retention.ms = limit,
+            "retention.bytes" => retention.bytes = limit,
+            _ => return Err(ResponseError::InvalidConfig.code()),
+        }
+    }
+    Ok(retention)
+}
+
+/// Whether a fetched partition carries any record.
+fn has_records(data: &PartitionData) -> bool {
+    data.records.as_ref().is_some_and(|r| !r.is_empty())
+}
+
+/// The names a `Metadata` request asks for.
+fn requested_names(request: &MetadataRequest) -> Vec<String> {
+    request
+        .topics
+        .iter()
+        .flatten()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_owned()))
+        .collect()
+}
+
+/// A topic's `Metadata`: its one partition, led by the gateway, or `code`.
+fn topic_metadata(name: String, code: i16) -> MetadataResponseTopic {
+    let mut topic = MetadataResponseTopic::default();
+    topic.name = Some(TopicName(StrBytes::from_string(name)));
+    topic.error_code = code;
+    if code == 0 {
+        let mut partition = MetadataResponsePartition::default();
+        partition.partition_index = 0;
+        partition.leader_id = BrokerId(NODE_ID);
+        partition.replica_nodes = vec![BrokerId(NODE_ID)];
+        partition.isr_nodes = vec![BrokerId(NODE_ID)];
+        topic.partitions = vec![partition];
+    }
+    topic
+}
+
+/// A broker offset as Kafka's signed one.
+fn offset(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The Kafka error code for a failed native call.
+pub fn kafka_code(error: &ClientError) -> i16 {
+    let code = match error.broker_code() {
+        Some(ErrorCode::UnknownTopic) => ResponseError::UnknownTopicOrPartition,
+        Some(ErrorCode::OffsetOutOfRange) => ResponseError::OffsetOutOfRange,
+        Some(ErrorCode::MessageTooLarge) => ResponseError::MessageTooLarge,
+        Some(ErrorCode::InvalidTopicName) => ResponseError::InvalidTopicException,
+        Some(ErrorCode::Forbidden) => ResponseError::TopicAuthorizationFailed,
+        Some(ErrorCode::TopicExists) => ResponseError::TopicAlreadyExists,
+        Some(ErrorCode::LimitExceeded) => ResponseError::RecordListTooLarge,
+        Some(ErrorCode::NoBrokerAvailable | ErrorCode::BrokerBusy) => {
+            ResponseError::LeaderNotAvailable
+        }
+        Some(ErrorCode::Overloaded) => ResponseError::ThrottlingQuotaExceeded,
+        Some(ErrorCode::ShuttingDown) => ResponseError::NotLeaderOrFollower,
+        Some(_) => ResponseError::UnknownServerError,
+        None => match error {
+            ClientError::Unreachable { .. } | ClientError::Unconfirmed { .. } => {
+                ResponseError::RequestTimedOut
+            }
+            _ => ResponseError::UnknownServerError,
+        },
+    };
+    code.code()
+}
+
+/// How long a native call may wait on the broker before the Kafka request gets
+/// `REQUEST_TIMED_OUT`.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::messages as decode_records;
+    use bytes::BytesMut;
+
+    /// An uncompressed batch of `count` records, then its attributes set to `compression`
+    /// and its record count to `claimed`, with the CRC made right again.
+    fn batch(count: usize, compression: i16, claimed: i32) -> Bytes {
+        let values: Vec<String> = (0..count).map(|i| format!("v{i}")).collect();
+        let messages: Vec<protocol::Message<'_>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| protocol::Message {
+                offset: i as u64,
+                timestamp: 1_000,
+                key: Some(b"k"),
+                value: v.as_bytes(),
+            })
+            .collect();
+        let mut bytes = BytesMut::from(&crate::batch::encode(&messages)[..]);
+        // Byte layout of a v2 batch: base offset 8, length 4, leader epoch 4, magic 1, CRC 4,
+        // then what the CRC covers: attributes 2 at 21, ..., record count 4 at 57.
+        let attributes = i16::from_be_bytes([bytes[21], bytes[22]]) & !0x7 | compression;
+        bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+        bytes[57..61].copy_from_slice(&claimed.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes.freeze()
+    }
+
+    #[test]
+    fn an_uncompressed_batch_decodes_to_its_records() {
+        let bytes = batch(3, 0, 3);
+        let records = decode_records(&bytes).expect("decodes");
+        let values: Vec<_> = records.iter().map(|r| r.value).collect();
+        assert_eq!(values, vec![&b"v0"[..], b"v1", b"v2"]);
+        assert_eq!(records[0].key, Some(&b"k"[..]));
+    }
+
+    #[test]
+    fn a_compressed_batch_gets_unsupported_compression_type() {
+        for codec in 1..=4 {
+            assert_eq!(
+                decode_records(&batch(2, codec, 2)).map(|_| ()),
+                Err(ResponseError::UnsupportedCompressionType.code())
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_record_count_is_corrupt_not_an_allocation() {
+        assert_eq!(
+            decode_records(&batch(1, 0, i32::MAX)).map(|_| ()),
+            Err(ResponseError::CorruptMessage.code())
+        );
+        assert_eq!(
+            decode_records(&batch(1, 0, -1)).map(|_| ()),
+            Err(ResponseError::CorruptMessage.code())
+        );
+    }
+
+    #[test]
+    fn a_bad_crc_or_garbage_is_corrupt() {
+        let mut bytes = BytesMut::from(&batch(2, 0, 2)[..]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        assert_eq!(decode_records(&bytes).map(|_| ()), Err(ResponseError::CorruptMessage.code()));
+        assert_eq!(
+            decode_records(b"garbage").map(|_| ()),
+            Err(ResponseError::CorruptMessage.code())
+        );
+    }
+
+    /// PROTOCOL.md's table of the Kafka door's APIs, as (name, key, low, high) rows.
+    fn documented() -> Vec<(String, i16, i16, i16)> {
+        let spec = include_str!("../../protocol/PROTOCOL.md");
+        let section = spec.split("## 18. The Kafka door").nth(1).expect("the Kafka section");
+        let mut rows = Vec::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let versions: Vec<(i16, i16)> = cells[2]
+                .split(", ")
+                .map(|v| match v.split_once('-') {
+                    Some((low, high)) => (low.parse().expect("low"), high.parse().expect("high")),
+                    None => (v.parse().expect("version"), v.parse().expect("version")),
+                })
+                .collect();
+            let apis: Vec<(String, i16)> = cells[1]
+                .split("), ")
+                .map(|api| {
+                    let (name, key) = api.split_once(" (").expect("`Name` (key)");
+                    let key = key.trim_end_matches(')').parse().expect("key");
+                    (name.trim_matches('`').to_owned(), key)
+                })
+                .collect();
+            assert_eq!(apis.len(), versions.len(), "{line}");
+            for ((name, key), (low, high)) in apis.into_iter().zip(versions) {
+                rows.push((name, key, low, high));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn protocol_md_lists_exactly_the_apis_and_versions_api_versions_gives() {
+        let mut spoken: Vec<_> = APIS
+            .iter()
+            .map(|(api, low, high)| (name(*api).to_owned(), *api as i16, *low, *high))
+            .collect();
+        let mut written = documented();
+        spoken.sort_by_key(|row| row.1);
+        written.sort_by_key(|row| row.1);
+        assert_eq!(written, spoken);
+    }
+}

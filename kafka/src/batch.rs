@@ -1,0 +1,388 @@
+//! Record batches (v2, uncompressed) by hand: Produce's read into the native append's
+//! messages, borrowing keys and values from the request's bytes, and a native fetch's messages
+//! written as Fetch's one batch, straight from the reply frame.
+//!
+//! Written by hand, not with `kafka_protocol::records::RecordBatchDecoder`, because the produce
+//! path measured it: `kcat -P` sending 1,000,000 messages of 100 bytes cost the gateway 0.60 s
+//! of CPU, of which the crate's decoder (a `Record` per message with its own `Bytes` handles and
+//! header map, then a copy into the append) took about 60 % in `perf`. Reading the same bytes
+//! in place costs 0.19 s for the same run (3 runs, 0.18-0.20 s). Likewise `kcat -C` reading
+//! 1,000,000 such messages cost the gateway 0.45-0.53 s with the crate's encoder (a `Record`
+//! with two fresh copies per message); writing the batch directly costs 0.14-0.18 s (3 runs).
+//!
+//! # Format
+//! A batch (Kafka's "RecordBatch", magic 2), all integers big-endian:
+//!
+//! | at | field | bytes |
+//! |---|---|---|
+//! | 0 | base offset | 8 |
+//! | 8 | batch length (of what follows it) | 4 |
+//! | 12 | partition leader epoch | 4 |
+//! | 16 | magic (2) | 1 |
+//! | 17 | CRC-32C of bytes 21 to the end of the batch | 4 |
+//! | 21 | attributes: bits 0-2 compression, bit 5 control batch | 2 |
+//! | 23 | last offset delta, base and max timestamps, producer id, epoch, base sequence | 34 |
+//! | 57 | record count | 4 |
+//! | 61 | records | the rest |
+//!
+//! and each record: length (varint), attributes (1), timestamp delta (varlong), offset delta
+//! (varint), key length (varint, -1 for none), key, value length (varint, -1 for none), value,
+//! header count (varint), headers (key length, key, value length, value). Varints are zigzag
+//! encoded, as in protocol buffers.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use protocol::{Message, NewMessage};
+
+/// Bytes of a batch's header, before its records.
+const HEADER: usize = 61;
+
+/// The messages of the record batches in `bytes`, in order: a record's key and value, a null
+/// value stored as an empty one; headers and the client's timestamps are dropped, and control
+/// batches (transaction markers) skipped.
+///
+/// # Errors
+/// A Kafka error code: `UNSUPPORTED_COMPRESSION_TYPE` for a compressed batch,
+/// `UNSUPPORTED_FOR_MESSAGE_FORMAT` for a message set before v2, `CORRUPT_MESSAGE` for a batch
+/// whose length, CRC, record count or records do not hold, or no records at all.
+pub fn messages(mut bytes: &[u8]) -> Result<Vec<NewMessage<'_>>, i16> {
+    let corrupt = ResponseError::CorruptMessage.code();
+    let mut messages = Vec::new();
+    while !bytes.is_empty() {
+        let head = bytes.get(..HEADER).ok_or(corrupt)?;
+        if head[16] != 2 {
+            return Err(ResponseError::UnsupportedForMessageFormat.code());
+        }
+        let length = usize::try_from(be_i32(&head[8..12])).map_err(|_| corrupt)?;
+        let end = length.checked_add(12).ok_or(corrupt)?;
+        if end < HEADER {
+            return Err(corrupt);
+        }
+        let batch = bytes.get(..end).ok_or(corrupt)?;
+        bytes = &bytes[end..];
+        let attributes = u16::from_be_bytes([batch[21], batch[22]]);
+        if attributes & 0x7 != 0 {
+            return Err(ResponseError::UnsupportedCompressionType.code());
+        }
+        let crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+        if crc32c::crc32c(&batch[21..]) != crc {
+            return Err(corrupt);
+        }
+        let count = usize::try_from(be_i32(&batch[57..61])).map_err(|_| corrupt)?;
+        let mut records = &batch[HEADER..];
+        // A record takes at least 7 bytes: a forged count must not size an allocation.
+        if count > records.len() / 7 {
+            return Err(corrupt);
+        }
+        let control = attributes & 0x20 != 0;
+        if !control {
+            messages.reserve(count);
+        }
+        for _ in 0..count {
+            let (message, rest) = record(records).ok_or(corrupt)?;
+            records = rest;
+            if !control {
+                messages.push(message);
+            }
+        }
+        if !records.is_empty() {
+            return Err(corrupt);
+        }
+    }
+    if messages.is_empty() {
+        return Err(corrupt);
+    }
+    Ok(messages)
+}
+
+/// `messages` (in offset order, at least one) as one record batch: offsets and timestamps as
+/// the broker gave them (timestamp type CreateTime, as Kafka writes a producer's), no producer
+/// id, no headers.
+pub fn encode(messages: &[Message<'_>]) -> Bytes {
+    let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+        return Bytes::new();
+    };
+    let base_offset = signed(first.offset);
+    let base_time = signed(first.timestamp);
+    let max_time = messages.iter().map(|m| signed(m.timestamp)).max().unwrap_or(base_time);
+    let room: usize =
+        messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len) + 16).sum();
+    let mut buf = BytesMut::with_capacity(HEADER + room);
+    buf.put_i64(base_offset);
+    buf.put_i32(0); // batch length, set below
+    buf.put_i32(0); // partition leader epoch
+    buf.put_i8(2); // magic
+    buf.put_u32(0); // CRC, set below
+    buf.put_i16(0); // attributes: no compression, CreateTime, not transactional
+    buf.put_i32(delta32(signed(last.offset) - base_offset));
+    buf.put_i64(base_time);
+    buf.put_i64(max_time);
+    buf.put_i64(-1); // producer id
+    buf.put_i16(-1); // producer epoch
+    buf.put_i32(-1); // base sequence
+    buf.put_i32(i32::try_from(messages.len()).unwrap_or(i32::MAX));
+    for message in messages {
+        let time_delta = signed(message.timestamp).saturating_sub(base_time);
+        let offset_delta = i64::from(delta32(signed(message.offset) - base_offset));
+        let key_length = message.key.map_or(-1, |k| length(k.len()));
+        let value_length = length(message.value.len());
+        let body = 1
+            + varint_len(time_delta)
+            + varint_len(offset_delta)
+            + varint_len(key_length)
+            + message.key.map_or(0, <[u8]>::len)
+            + varint_len(value_length)
+            + message.value.len()
+            + 1;
+        put_varint(&mut buf, length(body));
+        buf.put_u8(0); // attributes
+        put_varint(&mut buf, time_delta);
+        put_varint(&mut buf, offset_delta);
+        put_varint(&mut buf, key_length);
+        if let Some(key) = message.key {
+            buf.put_slice(key);
+        }
+        put_varint(&mut buf, value_length);
+        buf.put_slice(message.value);
+        put_varint(&mut buf, 0); // headers
+    }
+    let batch_length = i32::try_from(buf.len() - 12).unwrap_or(i32::MAX);
+    buf[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[21..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf.freeze()
+}
+
+/// A broker offset or timestamp as Kafka's signed one.
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// An offset delta within one batch (a fetch holds at most 10,000 messages, so it fits).
+fn delta32(delta: i64) -> i32 {
+    i32::try_from(delta).unwrap_or(i32::MAX)
+}
+
+/// A length as a varint's value (lengths of one fetch's messages are far below `i64::MAX`).
+fn length(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
+}
+
+/// Writes `value` as a zigzag varint.
+fn put_varint(buf: &mut BytesMut, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        buf.put_u8((raw as u8) | 0x80);
+        raw >>= 7;
+    }
+    buf.put_u8(raw as u8);
+}
+
+/// How many bytes `value` takes as a zigzag varint.
+fn varint_len(value: i64) -> usize {
+    let raw = ((value << 1) ^ (value >> 63)) as u64;
+    let bits = 64 - raw.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+/// One record at the start of `bytes`, and what follows it; `None` when it does not hold.
+fn record(bytes: &[u8]) -> Option<(NewMessage<'_>, &[u8])> {
+    let (length, rest) = varint(bytes)?;
+    let length = usize::try_from(length).ok()?;
+    let body = rest.get(..length)?;
+    let after = &rest[length..];
+    let (_attributes, body) = body.split_first()?;
+    let (_timestamp_delta, body) = varint(body)?;
+    let (_offset_delta, body) = varint(body)?;
+    let (key, body) = field(body)?;
+    let (value, body) = field(body)?;
+    let (headers, mut body) = varint(body)?;
+    for _ in 0..headers {
+        let (_key, rest) = field(body)?;
+        let (_value, rest) = field(rest)?;
+        body = rest;
+    }
+    if !body.is_empty() {
+        return None;
+    }
+    Some((NewMessage { key, value: value.unwrap_or_default() }, after))
+}
+
+/// A length-prefixed field (length -1 for none) at the start of `bytes`, and what follows.
+fn field(bytes: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+    let (length, rest) = varint(bytes)?;
+    if length == -1 {
+        return Some((None, rest));
+    }
+    let length = usize::try_from(length).ok()?;
+    Some((Some(rest.get(..length)?), &rest[length..]))
+}
+
+/// A zigzag varint of at most 10 bytes at the start of `bytes`, and what follows it.
+fn varint(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let mut raw = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            // Zigzag: 0, -1, 1, -2, ... are 0, 1, 2, 3, ...
+            let value = (raw >> 1) as i64 ^ -((raw & 1) as i64);
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// A big-endian i32 from exactly four bytes.
+fn be_i32(bytes: &[u8]) -> i32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(bytes);
+    i32::from_be_bytes(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use indexmap::IndexMap;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// Records with every shape of key, value and headers.
+    fn records(count: usize) -> Vec<Record> {
+        (0..count)
+            .map(|i| {
+                let mut headers = IndexMap::new();
+                if i % 3 == 0 {
+                    headers.insert(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")));
+                    headers.insert(StrBytes::from_static_str("none"), None);
+                }
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: i as i32,
+                    timestamp: 1_700_000_000_000 + i as i64,
+                    key: (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
+                    value: (i % 5 != 4).then(|| Bytes::from(format!("value-{i}").repeat(i % 40))),
+                    headers,
+                }
+            })
+            .collect()
+    }
+
+    fn encode(records: &[Record], compression: Compression) -> Bytes {
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression };
+        assert_eq!(compression, Compression::None, "the crate is built without codecs");
+        RecordBatchEncoder::encode(&mut buf, records, &options).expect("encodes");
+        buf.freeze()
+    }
+
+    #[test]
+    fn batches_the_crate_encodes_read_back_to_their_keys_and_values() {
+        let records = records(200);
+        let mut two = BytesMut::from(&encode(&records[..150], Compression::None)[..]);
+        two.extend_from_slice(&encode(&records[150..], Compression::None));
+        let read = messages(&two).expect("reads");
+        assert_eq!(read.len(), records.len());
+        for (message, record) in read.iter().zip(&records) {
+            assert_eq!(message.key, record.key.as_deref());
+            assert_eq!(message.value, record.value.as_deref().unwrap_or_default());
+        }
+    }
+
+    #[test]
+    fn every_cut_and_every_flipped_bit_is_an_error_not_a_panic() {
+        let bytes = encode(&records(5), Compression::None);
+        for cut in 0..bytes.len() {
+            assert!(messages(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut flipped = bytes.to_vec();
+                flipped[at] ^= 1 << bit;
+                // The CRC catches what it covers; the rest must not panic either.
+                if at >= 21 {
+                    assert!(messages(&flipped).is_err(), "bit {bit} of byte {at}");
+                } else {
+                    let _ = messages(&flipped);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_old_and_forged_batches_get_their_codes() {
+        let mut gzip = encode(&records(3), Compression::None).to_vec();
+        gzip[22] |= 1;
+        let crc = crc32c::crc32c(&gzip[21..]);
+        gzip[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(messages(&gzip).err(), Some(ResponseError::UnsupportedCompressionType.code()));
+        let mut old = encode(&records(3), Compression::None).to_vec();
+        old[16] = 1;
+        assert_eq!(messages(&old).err(), Some(ResponseError::UnsupportedForMessageFormat.code()));
+        let mut forged = encode(&records(1), Compression::None).to_vec();
+        forged[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&forged[21..]);
+        forged[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(messages(&forged).err(), Some(ResponseError::CorruptMessage.code()));
+        assert_eq!(messages(b"").err(), Some(ResponseError::CorruptMessage.code()));
+    }
+
+    #[test]
+    fn varints_are_zigzag_and_bounded() {
+        assert_eq!(varint(&[0]), Some((0, &[][..])));
+        assert_eq!(varint(&[1]), Some((-1, &[][..])));
+        assert_eq!(varint(&[2]), Some((1, &[][..])));
+        assert_eq!(varint(&[0xac, 0x02, 9]), Some((150, &[9][..])));
+        assert_eq!(varint(&[0x80; 11]), None);
+        assert_eq!(varint(&[0x80]), None);
+    }
+
+    #[test]
+    fn a_fetch_batch_reads_back_with_the_crate_and_by_hand() {
+        let values: Vec<Vec<u8>> = (0..300).map(|i| vec![b'v'; i % 200]).collect();
+        let keys: Vec<Vec<u8>> = (0..300).map(|i| format!("k{i}").into_bytes()).collect();
+        let fetched: Vec<Message<'_>> = (0..300)
+            .map(|i| Message {
+                offset: 5_000 + i as u64 * 2,
+                timestamp: 1_700_000_000_000 + (i as u64 % 7) * 1_000,
+                key: (i % 3 != 0).then(|| &keys[i][..]),
+                value: &values[i],
+            })
+            .collect();
+        let bytes = super::encode(&fetched);
+        let by_hand = messages(&bytes).expect("reads");
+        assert_eq!(by_hand.len(), fetched.len());
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes.clone())
+            .expect("the crate reads it");
+        let records: Vec<_> = sets.into_iter().flat_map(|set| set.records).collect();
+        assert_eq!(records.len(), fetched.len());
+        for ((record, message), read) in records.iter().zip(&fetched).zip(&by_hand) {
+            assert_eq!(record.offset, message.offset as i64);
+            assert_eq!(record.timestamp, message.timestamp as i64);
+            assert_eq!(record.key.as_deref(), message.key);
+            assert_eq!(record.value.as_deref(), Some(message.value));
+            assert_eq!((read.key, read.value), (message.key, message.value));
+        }
+    }
+
+    #[test]
+    fn varints_written_read_back_at_their_length() {
+        for value in
+            [0, -1, 1, 63, -64, 64, 150, -150, 1 << 20, i64::from(i32::MAX), i64::MIN, i64::MAX]
+        {
+            let mut buf = BytesMut::new();
+            put_varint(&mut buf, value);
+            assert_eq!(buf.len(), varint_len(value), "{value}");
+            assert_eq!(varint(&buf), Some((value, &[][..])), "{value}");
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `kafka-gateway`: lets Kafka clients produce to and consume from the broker.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// See `kafka::reserve`: a forged array length must not abort the gateway.
+#[global_allocator]
+static ALLOCATOR: kafka::reserve::Reserve = kafka::reserve::Reserve;
+
+/// A Kafka listener in front of the broker: Kafka clients connect here, the gateway speaks the
+/// native protocol to the broker.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The address Kafka clients connect to (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// The broker's native endpoint.
+    #[arg(long, env = "BROKER_ENDPOINT", default_value = protocol::DEFAULT_ENDPOINT)]
+    connect: String,
+    /// The `host:port` Kafka clients are told to reach the gateway at, when not the listen
+    /// address (behind NAT or a container's port mapping).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Require Kafka clients to log in with SASL/PLAIN as users of a broker started with
+    /// `--auth`; each connection then acts as its user, with its permissions. A broker with
+    /// users makes the gateway ask for logins without this flag too.
+    #[arg(long)]
+    sasl_plain: bool,
+}
+
+fn main() -> ExitCode {
+    clients::init_tracing();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr().context("cannot read the listening address")?;
+    let (host, port) = match &args.advertise {
+        None => (local.ip().to_string(), local.port()),
+        Some(address) => {
+            let (host, port) = address
+                .rsplit_once(':')
+                .with_context(|| format!("--advertise {address}: expected HOST:PORT"))?;
+            let port = port.parse().with_context(|| format!("--advertise {address}: bad port"))?;
+            (host.to_owned(), port)
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        flag.store(true, Ordering::SeqCst);
+        // Wake the accept so that the loop sees the flag.
+        let _ = TcpStream::connect(local);
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    println!("listening on {local}");
+    let gateway = kafka::gateway::Gateway::new(listener, args.connect, host, port, args.sasl_plain);
+    gateway.run(&stop)
+}

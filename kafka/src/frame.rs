@@ -1,0 +1,145 @@
+//! Kafka's framing: a 4-byte big-endian size, then a request header and body, decoded and
+//! encoded with the `kafka-protocol` crate at the version the request names.
+
+use std::io::{self, Read, Write};
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::apis;
+use crate::error::{FrameError, Result};
+
+/// The largest request frame the door reads: Kafka's own default `socket.request.max.bytes`
+/// (100 MiB). A larger size prefix closes the connection before anything is allocated.
+pub const MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
+
+/// One decoded request.
+#[derive(Debug)]
+pub struct Request {
+    /// Which API it calls.
+    pub api: ApiKey,
+    /// The version of the API it speaks, which its response must speak too.
+    pub version: i16,
+    /// Its correlation id, echoed in the response.
+    pub correlation_id: i32,
+    /// The client's `client.id`, if it gave one.
+    pub client_id: Option<String>,
+    /// The request itself.
+    pub body: RequestKind,
+}
+
+/// What one frame holds: a request to answer, or an `ApiVersions` at a version above the ones
+/// this door speaks, which Kafka answers at version 0 with `UNSUPPORTED_VERSION` and the list
+/// of versions, so that the client can ask again at one of them.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A request this door answers.
+    Request(Box<Request>),
+    /// `ApiVersions` at too high a version, with its correlation id.
+    ApiVersionsTooNew(i32),
+}
+
+/// Reads one frame from `stream`; `None` when the peer closed the connection between frames.
+///
+/// # Errors
+/// [`FrameError::Io`] when the connection fails or ends mid-frame, [`FrameError::TooLarge`]
+/// for a size prefix over [`MAX_FRAME_BYTES`] or below zero.
+pub fn read_frame(stream: &mut impl Read) -> Result<Option<Bytes>> {
+    let mut size = [0u8; 4];
+    let mut got = 0;
+    while got < size.len() {
+        match stream.read(&mut size[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    let size = i32::from_be_bytes(size);
+    let len = usize::try_from(size).map_err(|_| FrameError::TooLarge(i64::from(size)))?;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(i64::from(size)));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    Ok(Some(Bytes::from(body)))
+}
+
+/// Decodes a frame's header and body.
+///
+/// # Errors
+/// [`FrameError::TooShort`], [`FrameError::UnknownApi`], [`FrameError::UnsupportedVersion`]
+/// (an API this door does not list in `ApiVersions`, or not at this version) and
+/// [`FrameError::Decode`].
+pub fn decode(mut frame: Bytes) -> Result<Incoming> {
+    if frame.len() < 8 {
+        return Err(FrameError::TooShort(frame.len()));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(key).map_err(|()| FrameError::UnknownApi(key))?;
+    let Some(range) = apis::supported(api) else {
+        return Err(FrameError::UnknownApi(key));
+    };
+    if !range.contains(&version) {
+        if api == ApiKey::ApiVersions && version > *range.end() {
+            return Ok(Incoming::ApiVersionsTooNew(correlation_id));
+        }
+        return Err(FrameError::UnsupportedVersion { api: apis::name(api), version });
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| FrameError::Decode(format!("{e:#}")))?;
+    let body = RequestKind::decode(api, &mut frame, version)
+        .map_err(|e| FrameError::Decode(format!("{e:#}")))?;
+    if frame.has_remaining() {
+        return Err(FrameError::Decode(format!("{} bytes after the request", frame.remaining())));
+    }
+    Ok(Incoming::Request(Box::new(Request {
+        api,
+        version,
+        correlation_id,
+        client_id: header.client_id.map(|id| id.to_string()),
+        body,
+    })))
+}
+
+/// Writes `response` to `stream` as the answer to a request of `api` at `version` with
+/// `correlation_id`: size, response header, body.
+///
+/// # Errors
+/// [`FrameError::Encode`] when the response does not encode at that version, and
+/// [`FrameError::Io`] when the write fails.
+pub fn write_response(
+    stream: &mut impl Write,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Result<()> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.extend_from_slice(&[0u8; 4]);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut buf, api.response_header_version(version))
+        .map_err(|e| FrameError::Encode(format!("{e:#}")))?;
+    response.encode(&mut buf, version).map_err(|e| FrameError::Encode(format!("{e:#}")))?;
+    let size = i32::try_from(buf.len() - 4)
+        .map_err(|_| FrameError::Encode(format!("a response of {} bytes", buf.len())))?;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    stream.write_all(&buf)?;
+    Ok(())
+}
+
+/// The answer to an `ApiVersions` at a version this door does not speak: version 0,
+/// `UNSUPPORTED_VERSION`, and the versions it does speak.
+pub fn api_versions_too_new() -> ResponseKind {
+    let mut response: ApiVersionsResponse = apis::api_versions();
+    response.error_code = kafka_protocol::ResponseError::UnsupportedVersion.code();
+    ResponseKind::ApiVersions(response)
+}

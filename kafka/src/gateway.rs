@@ -1,0 +1,156 @@
+//! The gateway's accept loop: one thread per Kafka connection, each with its own native
+//! client, answering its requests in order.
+
+use std::io::{BufWriter, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use clients::{Client, ClientError};
+
+use crate::apis::{Door, Session, BROKER_TIMEOUT};
+use crate::claim::SharedClaim;
+use crate::error::FrameError;
+use crate::frame::{self, Incoming};
+use crate::groups::Coordinator;
+
+/// The gateway: a bound Kafka listener and the broker it speaks to.
+pub struct Gateway {
+    /// The Kafka listener.
+    listener: TcpListener,
+    /// The broker's native endpoint.
+    endpoint: String,
+    /// What every connection shares.
+    door: Arc<Door>,
+}
+
+impl Gateway {
+    /// A gateway accepting on `listener`, speaking to the broker at `endpoint`, and giving
+    /// `host:port` in `Metadata` (the address Kafka clients reach it at).
+    /// With `sasl`, Kafka clients must log in with SASL/PLAIN as users of the broker.
+    pub fn new(
+        listener: TcpListener,
+        endpoint: String,
+        host: String,
+        port: u16,
+        sasl: bool,
+    ) -> Gateway {
+        let door = Door {
+            endpoint: endpoint.clone(),
+            sasl,
+            user_claims: std::sync::Mutex::default(),
+            host,
+            port: i32::from(port),
+            claim: Arc::new(SharedClaim::default()),
+            coordinator: Arc::new(Coordinator::default()),
+        };
+        Gateway { listener, endpoint, door: Arc::new(door) }
+    }
+
+    /// Accepts connections until `stop` is set (the caller then connects once to wake the
+    /// accept), and then gives the shared claim back.
+    ///
+    /// A broker that refuses a connection without credentials (one started with `--auth`)
+    /// makes the gateway ask Kafka clients for SASL/PLAIN logins, whether or not `sasl` was
+    /// given: the Kafka port of a broker with users always asks who is there.
+    ///
+    /// # Errors
+    /// The broker's endpoint is not one a client can connect to, or `sasl` was asked for in
+    /// front of a broker that has no users (every login would fail).
+    pub fn run(mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+        let mut control = Client::connect(&self.endpoint, BROKER_TIMEOUT)?;
+        match control.status() {
+            Err(ClientError::AuthenticationFailed { .. }) => {
+                if !self.door.sasl {
+                    tracing::info!(
+                        "the broker has users: Kafka clients must log in with SASL/PLAIN"
+                    );
+                }
+                if let Some(door) = Arc::get_mut(&mut self.door) {
+                    door.sasl = true;
+                }
+            }
+            Ok(_) if self.door.sasl => anyhow::bail!(
+                "--sasl-plain: the broker at {} has no users (start it with --auth)",
+                self.endpoint
+            ),
+            // A broker not up yet: the connections find out what it asks for.
+            Ok(_) | Err(_) => {}
+        }
+        for stream in self.listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            // With SASL, a connection's client is made by its login, as its user.
+            let client = if self.door.sasl {
+                None
+            } else {
+                match control.sibling() {
+                    Ok(client) => Some(client),
+                    Err(e) => {
+                        tracing::warn!("refusing a Kafka connection: {e:#}");
+                        continue;
+                    }
+                }
+            };
+            let door = Arc::clone(&self.door);
+            thread::spawn(move || serve(stream, Session::new(door, client)));
+        }
+        self.door.claim.release(&mut control);
+        Ok(())
+    }
+}
+
+/// Answers one connection's requests until it closes; bad input closes it with a log line.
+fn serve(stream: TcpStream, mut session: Session) {
+    let peer = stream.peer_addr().map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
+    let _ = stream.set_nodelay(true);
+    if let Err(e) = answer_all(&stream, &mut session) {
+        match e {
+            FrameError::Io(_) => tracing::debug!("Kafka connection from {peer} ended: {e}"),
+            _ => tracing::warn!("closing the Kafka connection from {peer}: {e}"),
+        }
+    }
+}
+
+/// The loop of [`serve`].
+fn answer_all(stream: &TcpStream, session: &mut Session) -> crate::Result<()> {
+    let mut reader = stream;
+    let mut writer = BufWriter::new(stream);
+    while let Some(frame) = frame::read_frame(&mut reader)? {
+        match frame::decode(frame)? {
+            Incoming::ApiVersionsTooNew(correlation_id) => {
+                let response = frame::api_versions_too_new();
+                let api = kafka_protocol::messages::ApiKey::ApiVersions;
+                frame::write_response(&mut writer, api, 0, correlation_id, &response)?;
+            }
+            Incoming::Request(request) => {
+                if !session.admits(request.api) {
+                    return Err(FrameError::NotLoggedIn(crate::apis::name(request.api)));
+                }
+                if let Some(response) = session.answer(request.body, request.version) {
+                    frame::write_response(
+                        &mut writer,
+                        request.api,
+                        request.version,
+                        request.correlation_id,
+                        &response,
+                    )?;
+                }
+            }
+        }
+        writer.flush()?;
+        if session.closing() {
+            return Err(FrameError::LoginFailed);
+        }
+    }
+    Ok(())
+}

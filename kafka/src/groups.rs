@@ -1,0 +1,328 @@
+//! Kafka's group membership (`JoinGroup`, `SyncGroup`, `Heartbeat`, `LeaveGroup`), kept in the
+//! gateway's memory: which Kafka consumers are in a group, its generation, its leader and the
+//! assignment the leader made. Committed offsets are not kept here: `OffsetCommit` stores them
+//! in the broker's own group state (`apis`), where `consumer groups` sees them.
+//!
+//! The rules are Kafka's, pared down: a join starts a rebalance that waits (at most
+//! [`MAX_REBALANCE`]) for every known member to join again; members learn of a rebalance from
+//! their heartbeat (`REBALANCE_IN_PROGRESS`); the first member is the leader and assigns; a
+//! member silent for its session timeout is dropped at the next join.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+
+/// The longest a join waits for the other members to join again, whatever rebalance timeout
+/// the client asked for (librdkafka asks for `max.poll.interval.ms`, five minutes): a member
+/// that is alive learns of the rebalance from its next heartbeat, seconds later.
+pub const MAX_REBALANCE: Duration = Duration::from_secs(10);
+
+/// One member of a group.
+#[derive(Debug)]
+struct Member {
+    /// The protocols it supports (name, metadata), in its order of preference.
+    protocols: Vec<(String, Bytes)>,
+    /// Whether it has joined the rebalance in progress.
+    rejoined: bool,
+    /// When it was last heard from.
+    seen: Instant,
+    /// How long it may be silent before it is dropped.
+    session: Duration,
+}
+
+/// One group's membership.
+#[derive(Debug, Default)]
+struct Group {
+    /// The generation, raised by every completed rebalance.
+    generation: i32,
+    /// Whether a rebalance is in progress, and until when it waits for members.
+    rebalancing: Option<Instant>,
+    /// The members, by member id.
+    members: BTreeMap<String, Member>,
+    /// The leader of the present generation.
+    leader: String,
+    /// The protocol chosen for the present generation.
+    protocol: String,
+    /// The leader's assignment for the present generation, by member id, once synced.
+    assignments: Option<HashMap<String, Bytes>>,
+}
+
+/// What a completed join tells a member.
+#[derive(Debug, Default)]
+pub struct Joined {
+    /// The error code, 0 when the join succeeded.
+    pub error: i16,
+    /// The new generation.
+    pub generation: i32,
+    /// The protocol chosen.
+    pub protocol: String,
+    /// The leader's member id.
+    pub leader: String,
+    /// The member's id.
+    pub member_id: String,
+    /// Every member with its metadata for the chosen protocol; for the leader only.
+    pub members: Vec<(String, Bytes)>,
+}
+
+/// Every group's membership, shared by all connections.
+#[derive(Debug, Default)]
+pub struct Coordinator {
+    /// The groups by name.
+    groups: Mutex<HashMap<String, Group>>,
+    /// Signalled whenever a group's rebalance completes or its assignment is synced.
+    changed: Condvar,
+    /// The number of the next member id handed out.
+    next_member: Mutex<u64>,
+}
+
+impl Coordinator {
+    /// Locks the groups; a poisoned lock (a thread that panicked holding it) is taken over.
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `JoinGroup`: joins `member_id` (a new member when empty) and waits for the rebalance.
+    pub fn join(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        protocols: Vec<(String, Bytes)>,
+        session: Duration,
+        rebalance: Duration,
+    ) -> Joined {
+        let member_id = if member_id.is_empty() {
+            let mut next = self.next_member.lock().unwrap_or_else(|e| e.into_inner());
+            *next += 1;
+            format!("{group_id}-member-{next}")
+        } else {
+            member_id.to_owned()
+        };
+        let mut groups = self.lock();
+        let group = groups.entry(group_id.to_owned()).or_default();
+        let now = Instant::now();
+        group.members.retain(|id, m| *id == member_id || now < m.seen + m.session);
+        let deadline = now + rebalance.min(MAX_REBALANCE);
+        if group.rebalancing.is_none() {
+            group.rebalancing = Some(deadline);
+            for m in group.members.values_mut() {
+                m.rejoined = false;
+            }
+        }
+        group
+            .members
+            .insert(member_id.clone(), Member { protocols, rejoined: true, seen: now, session });
+        let start = group.generation;
+        loop {
+            let group = groups.entry(group_id.to_owned()).or_default();
+            if group.generation != start {
+                break;
+            }
+            let due = group.rebalancing.unwrap_or(now);
+            if group.members.values().all(|m| m.rejoined) || Instant::now() >= due {
+                complete(group);
+                self.changed.notify_all();
+                break;
+            }
+            let wait = due.saturating_duration_since(Instant::now());
+            groups = self
+                .changed
+                .wait_timeout(groups, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        let group = groups.entry(group_id.to_owned()).or_default();
+        if !group.members.contains_key(&member_id) {
+            return Joined { error: ResponseError::UnknownMemberId.code(), ..Joined::default() };
+        }
+        let members = if group.leader == member_id {
+            group
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    let metadata = m
+                        .protocols
+                        .iter()
+                        .find(|(name, _)| *name == group.protocol)
+                        .map(|(_, meta)| meta.clone())
+                        .unwrap_or_default();
+                    (id.clone(), metadata)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Joined {
+            error: 0,
+            generation: group.generation,
+            protocol: group.protocol.clone(),
+            leader: group.leader.clone(),
+            member_id,
+            members,
+        }
+    }
+
+    /// `SyncGroup`: the leader hands in the assignment; every member gets its own part, waiting
+    /// for the leader's (at most [`MAX_REBALANCE`]). The error code or the assignment.
+    pub fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<Bytes, i16> {
+        let deadline = Instant::now() + MAX_REBALANCE;
+        let mut groups = self.lock();
+        loop {
+            let Some(group) = groups.get_mut(group_id) else {
+                return Err(ResponseError::UnknownMemberId.code());
+            };
+            check_member(group, generation, member_id)?;
+            if group.leader == member_id && group.assignments.is_none() {
+                group.assignments = Some(assignments.iter().cloned().collect());
+                self.changed.notify_all();
+            }
+            if let Some(all) = &group.assignments {
+                return Ok(all.get(member_id).cloned().unwrap_or_default());
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return Err(ResponseError::RebalanceInProgress.code());
+            }
+            groups = self
+                .changed
+                .wait_timeout(groups, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// `Heartbeat`: 0, or the error that tells the member to join again.
+    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return ResponseError::UnknownMemberId.code();
+        };
+        match check_member(group, generation, member_id) {
+            Ok(()) => {
+                if let Some(member) = group.members.get_mut(member_id) {
+                    member.seen = Instant::now();
+                }
+                0
+            }
+            Err(code) => code,
+        }
+    }
+
+    /// `LeaveGroup`: removes the members; those left join again.
+    pub fn leave(&self, group_id: &str, member_ids: &[String]) -> Vec<i16> {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return member_ids.iter().map(|_| ResponseError::UnknownMemberId.code()).collect();
+        };
+        let codes = member_ids
+            .iter()
+            .map(|id| match group.members.remove(id) {
+                Some(_) => 0,
+                None => ResponseError::UnknownMemberId.code(),
+            })
+            .collect();
+        if group.members.is_empty() {
+            groups.remove(group_id);
+        } else if group.rebalancing.is_none() {
+            group.rebalancing = Some(Instant::now() + MAX_REBALANCE);
+            for m in group.members.values_mut() {
+                m.rejoined = false;
+            }
+        }
+        self.changed.notify_all();
+        codes
+    }
+}
+
+/// Whether `member_id` is a member of `group` in `generation`, with no rebalance under way.
+fn check_member(group: &Group, generation: i32, member_id: &str) -> Result<(), i16> {
+    if !group.members.contains_key(member_id) {
+        return Err(ResponseError::UnknownMemberId.code());
+    }
+    if group.rebalancing.is_some() {
+        return Err(ResponseError::RebalanceInProgress.code());
+    }
+    if generation != group.generation {
+        return Err(ResponseError::IllegalGeneration.code());
+    }
+    Ok(())
+}
+
+/// Ends `group`'s rebalance: drops the members that did not join again, raises the
+/// generation, keeps or picks the leader and the protocol.
+fn complete(group: &mut Group) {
+    group.members.retain(|_, m| m.rejoined);
+    group.generation += 1;
+    group.rebalancing = None;
+    group.assignments = None;
+    if !group.members.contains_key(&group.leader) {
+        group.leader = group.members.keys().next().cloned().unwrap_or_default();
+    }
+    let leader = group.members.get(&group.leader);
+    group.protocol = leader
+        .and_then(|l| {
+            l.protocols.iter().map(|(name, _)| name).find(|name| {
+                group.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == *name))
+            })
+        })
+        .cloned()
+        .unwrap_or_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protocols() -> Vec<(String, Bytes)> {
+        vec![("range".to_owned(), Bytes::from_static(b"meta"))]
+    }
+
+    #[test]
+    fn a_lone_member_joins_leads_syncs_and_heartbeats() {
+        let coordinator = Coordinator::default();
+        let long = Duration::from_secs(30);
+        let joined = coordinator.join("g", "", protocols(), long, long);
+        assert_eq!(joined.error, 0);
+        assert_eq!(joined.generation, 1);
+        assert_eq!(joined.leader, joined.member_id);
+        assert_eq!(joined.members.len(), 1);
+        let mine = vec![(joined.member_id.clone(), Bytes::from_static(b"p0"))];
+        assert_eq!(
+            coordinator.sync("g", 1, &joined.member_id, mine),
+            Ok(Bytes::from_static(b"p0"))
+        );
+        assert_eq!(coordinator.heartbeat("g", 1, &joined.member_id), 0);
+        assert_eq!(coordinator.heartbeat("g", 0, &joined.member_id), 22);
+        assert_eq!(coordinator.leave("g", std::slice::from_ref(&joined.member_id)), vec![0]);
+        assert_eq!(coordinator.heartbeat("g", 1, &joined.member_id), 25);
+    }
+
+    #[test]
+    fn a_second_member_makes_the_first_join_again() {
+        let coordinator = std::sync::Arc::new(Coordinator::default());
+        let long = Duration::from_secs(30);
+        let first = coordinator.join("g", "", protocols(), long, long);
+        let other = std::sync::Arc::clone(&coordinator);
+        let second = std::thread::spawn(move || other.join("g", "", protocols(), long, long));
+        // The first member learns of the rebalance from its heartbeat, then joins again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while coordinator.heartbeat("g", 1, &first.member_id) != 27 {
+            assert!(Instant::now() < deadline, "no rebalance came");
+            std::thread::yield_now();
+        }
+        let again = coordinator.join("g", &first.member_id, protocols(), long, long);
+        let second = second.join().expect("second join");
+        assert_eq!((again.generation, second.generation), (2, 2));
+        assert_eq!(again.leader, first.member_id);
+        assert_eq!(again.members.len(), 2);
+        assert!(second.members.is_empty());
+    }
+}

@@ -1,0 +1,194 @@
+//! Real Kafka clients (kcat, confluent-kafka, kafka-python) against the real broker through
+//! the real gateway: what one door writes, the other reads, with the same offsets and keys.
+
+mod common;
+
+use std::process::Command;
+
+use common::{binary, run, script, success, Door};
+
+#[test]
+fn kcat_produces_and_the_native_consumer_fetches_the_lines() {
+    let door = Door::start(&[]);
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-P", "-b", &door.bootstrap(), "-t", "lines", "-K", ":"]);
+    success(&run(kcat, "k1:first\nk2:second\nthird\n"), "kcat -P");
+
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", "lines", "--json"]);
+    let out = success(&run(fetch, ""), "consumer fetch");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (i, (key, value)) in [("k1", "first"), ("k2", "second"), ("", "third")].iter().enumerate() {
+        assert!(lines[i].contains(&format!("\"offset\":{i}")), "{}", lines[i]);
+        assert!(lines[i].contains(&format!("\"value\":\"{value}\"")), "{}", lines[i]);
+        if !key.is_empty() {
+            assert!(lines[i].contains(&format!("\"key\":\"{key}\"")), "{}", lines[i]);
+        }
+    }
+    door.stop();
+}
+
+#[test]
+fn the_native_producer_writes_and_kcat_prints_keys_offsets_and_timestamps() {
+    let door = Door::start(&[]);
+    let mut produce = Command::new(binary("producer"));
+    produce.args(["--connect", &door.endpoint(), "--topic", "native", "--key", "k", "a", "b"]);
+    success(&run(produce, ""), "producer");
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", "native", "--json"]);
+    let native = success(&run(fetch, ""), "consumer fetch");
+
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "native", "-f", "%k=%s@%o %T\n"]);
+    let out = success(&run(kcat, ""), "kcat -C");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("k=a@0 "), "{out}");
+    assert!(lines[1].starts_with("k=b@1 "), "{out}");
+    // The timestamp is the broker's, the one the native fetch shows.
+    let stamp = lines[0].rsplit(' ').next().unwrap_or_default();
+    assert!(native.contains(&format!("\"timestamp\":{stamp}")), "{stamp} not in {native}");
+
+    // The README's form: key and value, split by the -K delimiter.
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "native", "-K:"]);
+    assert_eq!(success(&run(kcat, ""), "kcat -C -K:"), "k:a\nk:b\n");
+    door.stop();
+}
+
+/// Runs the tutorial consumer of `scripts/kafka-confluent.py` in `group` for `count` messages.
+fn tutorial_consumer(door: &Door, topic: &str, group: &str, count: usize) -> Vec<String> {
+    let mut consume = Command::new("python3");
+    consume.arg(script("kafka-confluent.py")).args(["consume", &door.bootstrap(), topic, group]);
+    consume.arg(count.to_string());
+    let out = success(&run(consume, ""), "confluent consume");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// What `consumer groups` says of `group`'s committed offset on `topic`.
+fn committed(door: &Door, group: &str, topic: &str) -> String {
+    let mut groups = Command::new(binary("consumer"));
+    groups.args(["--connect", &door.endpoint(), "groups", "--json"]);
+    let out = success(&run(groups, ""), "consumer groups");
+    out.lines()
+        .find(|l| l.contains(&format!("\"group\":\"{group}\"")) && l.contains(topic))
+        .unwrap_or_else(|| panic!("no state of {group} in {out}"))
+        .to_owned()
+}
+
+#[test]
+fn confluent_kafka_groups_read_every_message_once_and_resume_from_the_commit() {
+    let door = Door::start(&[]);
+    let mut produce = Command::new("python3");
+    produce.arg(script("kafka-confluent.py")).args(["produce", &door.bootstrap(), "tut", "50"]);
+    success(&run(produce, ""), "confluent produce");
+    let expected: Vec<String> = (0..50).map(|i| format!("key-{i}=message-{i}@{i}")).collect();
+
+    // A first member reads 20 and closes; the next member of the group goes on from 20.
+    assert_eq!(tutorial_consumer(&door, "tut", "readers", 20), expected[..20]);
+    let state = committed(&door, "readers", "tut");
+    assert!(state.contains("\"committed_offset\":20"), "{state}");
+    assert_eq!(tutorial_consumer(&door, "tut", "readers", 30), expected[20..]);
+    let state = committed(&door, "readers", "tut");
+    assert!(state.contains("\"committed_offset\":50"), "{state}");
+
+    // Another group reads everything, from the start.
+    assert_eq!(tutorial_consumer(&door, "tut", "auditors", 50), expected);
+    door.stop();
+}
+
+#[test]
+fn kafka_python_round_trips() {
+    let door = Door::start(&[]);
+    let mut round = Command::new("python3");
+    round.arg(script("kafka-python-roundtrip.py")).args([&door.bootstrap(), "kp", "10"]);
+    let out = success(&run(round, ""), "kafka-python round trip");
+    let expected: Vec<String> = (0..10).map(|i| format!("key-{i}=value-{i}@{i}")).collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    door.stop();
+}
+
+#[test]
+fn kafka_python_admin_creates_and_deletes_topics_the_native_door_sees() {
+    let door = Door::start(&[]);
+    let topics = || {
+        let mut topics = Command::new(binary("consumer"));
+        topics.args(["--connect", &door.endpoint(), "topics"]);
+        success(&run(topics, ""), "consumer topics")
+    };
+    let admin = |args: &[&str]| {
+        let mut admin = Command::new("python3");
+        admin.arg(script("kafka-python-admin.py")).arg(door.bootstrap()).args(args);
+        run(admin, "")
+    };
+    success(&admin(&["create", "made", "60000"]), "create");
+    assert!(topics().lines().any(|l| l.starts_with("made ")), "{}", topics());
+    let again = admin(&["create", "made"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("TopicAlreadyExists"), "{again:?}");
+    success(&admin(&["delete", "made"]), "delete");
+    assert!(!topics().lines().any(|l| l.starts_with("made ")), "{}", topics());
+    door.stop();
+}
+
+/// What `consumer status --json` says of the one logical broker: whether it is free.
+fn broker_free(door: &Door) -> bool {
+    let mut status = Command::new(binary("consumer"));
+    status.args(["--connect", &door.endpoint(), "status", "--json"]);
+    success(&run(status, ""), "consumer status").contains("\"available\":true")
+}
+
+/// Polls `broker_free` until it says `free`, within `testkit::STEP`.
+fn wait_until_free_is(door: &Door, free: bool) {
+    let deadline = std::time::Instant::now() + testkit::STEP;
+    while broker_free(door) != free {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the logical broker never became free={free}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn native_claims_do_not_silently_block_kafka_reads_nor_the_reverse() {
+    // One logical broker, so that whoever holds it holds them all.
+    let door = Door::start(&["--brokers", "1"]);
+    let mut produce = Command::new(binary("producer"));
+    produce.args(["--connect", &door.endpoint(), "--topic", "held", "a", "b"]);
+    success(&run(produce, ""), "producer");
+    let kcat = || {
+        let mut kcat = Command::new("kcat");
+        kcat.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "held", "-f", "%s\n"]);
+        run(kcat, "")
+    };
+
+    // A native follower holds the logical broker: a Kafka reader is told, not left hanging.
+    let mut follow = Command::new(binary("consumer"))
+        .args(["--connect", &door.endpoint(), "follow", "held"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start consumer follow");
+    wait_until_free_is(&door, false);
+    let refused = kcat();
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Leader not available"),
+        "{refused:?}"
+    );
+    testkit::signal_process(follow.id(), "INT");
+    testkit::wait_child(&mut follow, testkit::STEP).expect("consumer follow stops on Ctrl-C");
+    wait_until_free_is(&door, true);
+
+    // Free again: the Kafka reader reads, and once it has gone the gateway gives the logical
+    // broker back, so a native reader is not kept out by a Kafka client that left.
+    assert_eq!(success(&kcat(), "kcat -C"), "a\nb\n");
+    wait_until_free_is(&door, true);
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", "held"]);
+    assert_eq!(success(&run(fetch, ""), "consumer fetch").lines().count(), 2);
+    let log = door.stop();
+    assert!(log.contains("the gateway cannot claim a logical broker"), "{log}");
+}

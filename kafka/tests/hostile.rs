@@ -1,0 +1,345 @@
+//! Bad input on the Kafka port closes that connection with a log line and nothing else: the
+//! gateway goes on answering other connections.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::Door;
+
+/// An `ApiVersions` v0 request with correlation id 7 and no client id, size prefix included.
+const API_VERSIONS_V0: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 7, 0xff, 0xff];
+
+fn connect(door: &Door) -> TcpStream {
+    let stream = TcpStream::connect(door.bootstrap()).expect("connect to the gateway");
+    stream.set_read_timeout(Some(testkit::STEP)).expect("read timeout");
+    stream
+}
+
+/// Sends `bytes` and waits for the gateway to close the connection without answering.
+fn closed_after(door: &Door, what: &str, bytes: &[u8]) {
+    let mut stream = connect(door);
+    stream.write_all(bytes).expect("send");
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("the gateway answered {:?} to {what}", &buf[..n]),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the gateway neither answered nor closed for {what}: {e}"),
+    }
+}
+
+/// The gateway still answers `ApiVersions` on a new connection.
+fn still_answers(door: &Door) {
+    let mut stream = connect(door);
+    stream.write_all(&API_VERSIONS_V0).expect("send");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("a response");
+    let mut body = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
+    stream.read_exact(&mut body).expect("the whole response");
+    assert_eq!(&body[..4], &7i32.to_be_bytes(), "correlation id");
+    assert_eq!(&body[4..6], &0i16.to_be_bytes(), "error code");
+}
+
+#[test]
+fn api_versions_v0_is_answered_with_the_versions_of_each_api() {
+    let door = Door::start(&[]);
+    still_answers(&door);
+    door.stop();
+}
+
+#[test]
+fn an_api_versions_above_the_ones_spoken_gets_unsupported_version_at_v0() {
+    let door = Door::start(&[]);
+    let mut stream = connect(&door);
+    // ApiVersions v9, correlation id 5, no client id.
+    stream.write_all(&[0, 0, 0, 10, 0, 18, 0, 9, 0, 0, 0, 5, 0xff, 0xff]).expect("send");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("a response");
+    let mut body = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
+    stream.read_exact(&mut body).expect("the whole response");
+    assert_eq!(&body[..4], &5i32.to_be_bytes());
+    assert_eq!(&body[4..6], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
+    door.stop();
+}
+
+#[test]
+fn garbage_huge_sizes_cut_frames_and_unknown_apis_close_only_their_connection() {
+    let door = Door::start(&[]);
+    let cases: [(&str, Vec<u8>); 6] = [
+        ("garbage", b"\x00\x00\x00\x05hello".to_vec()),
+        ("a 2 GB size prefix", vec![0x7f, 0xff, 0xff, 0xff, 0, 18]),
+        ("a negative size prefix", vec![0xff, 0xff, 0xff, 0xff]),
+        ("an unknown API key", vec![0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff]),
+        // DescribeAcls (29), which this door does not list in ApiVersions.
+        ("an API left out of ApiVersions", vec![0, 0, 0, 10, 0, 29, 0, 0, 0, 0, 0, 1, 0xff, 0xff]),
+        ("a version not listed", vec![0, 0, 0, 10, 0, 3, 0, 99, 0, 0, 0, 1, 0xff, 0xff]),
+    ];
+    for (what, bytes) in &cases {
+        closed_after(&door, what, bytes);
+        still_answers(&door);
+    }
+    // A request cut short: the size says 10, 3 bytes come, then the peer goes away.
+    let mut cut = connect(&door);
+    cut.write_all(&[0, 0, 0, 10, 0, 18, 0]).expect("send");
+    drop(cut);
+    // A Metadata v1 whose topic array claims two billion entries.
+    let forged = [0, 0, 0, 14, 0, 3, 0, 1, 0, 0, 0, 2, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff];
+    closed_after(&door, "a forged array length", &forged);
+    still_answers(&door);
+    let log = door.stop();
+    for needle in [
+        "too short",
+        "over the limit",
+        "unknown API key 32512",
+        "unknown API key 29",
+        "Metadata version 99 is not supported",
+        "does not decode",
+    ] {
+        assert!(log.contains(needle), "no log line with {needle:?} in:\n{log}");
+    }
+}
+
+/// Sends a Fetch v4 of `topic` from `offset` with `max_wait_ms` and returns the records'
+/// values and how long the answer took.
+fn raw_fetch(
+    stream: &mut TcpStream,
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+) -> (Vec<Vec<u8>>, Duration) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestHeader, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::Fetch as i16;
+    header.request_api_version = 4;
+    header.correlation_id = 3;
+    let mut partition = FetchPartition::default();
+    partition.fetch_offset = offset;
+    partition.partition_max_bytes = 1 << 20;
+    let mut wanted = FetchTopic::default();
+    wanted.topic = TopicName(StrBytes::from_string(topic.to_owned()));
+    wanted.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.replica_id = (-1).into();
+    request.max_wait_ms = max_wait_ms;
+    request.min_bytes = 1;
+    request.max_bytes = 1 << 20;
+    request.topics = vec![wanted];
+    let mut body = bytes::BytesMut::new();
+    header.encode(&mut body, 1).expect("header encodes");
+    request.encode(&mut body, 4).expect("request encodes");
+    let size = u32::try_from(body.len()).expect("size");
+    let started = std::time::Instant::now();
+    stream.write_all(&size.to_be_bytes()).expect("send");
+    stream.write_all(&body).expect("send");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("a response");
+    let took = started.elapsed();
+    let mut reply = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
+    stream.read_exact(&mut reply).expect("the whole response");
+    let mut reply = bytes::Bytes::from(reply);
+    let _correlation = reply.split_to(4);
+    let response = FetchResponse::decode(&mut reply, 4).expect("a Fetch v4 response");
+    let data = &response.responses[0].partitions[0];
+    assert_eq!(data.error_code, 0);
+    let mut records = data.records.clone().unwrap_or_default();
+    let values = if records.is_empty() {
+        Vec::new()
+    } else {
+        RecordBatchDecoder::decode_all(&mut records)
+            .expect("record batches")
+            .into_iter()
+            .flat_map(|set| set.records)
+            .map(|r| r.value.map(|v| v.to_vec()).unwrap_or_default())
+            .collect()
+    };
+    (values, took)
+}
+
+#[test]
+fn fetch_at_the_end_is_held_for_max_wait_ms_and_answered_when_a_message_comes() {
+    let door = Door::start(&[]);
+    let produce = |value: &str| {
+        let mut produce = std::process::Command::new(common::binary("producer"));
+        produce.args(["--connect", &door.endpoint(), "--topic", "later", value]);
+        common::success(&common::run(produce, ""), "producer");
+    };
+    produce("first");
+    let mut stream = connect(&door);
+
+    // Nothing at offset 1: the answer waits out max_wait_ms, then comes empty.
+    let (values, took) = raw_fetch(&mut stream, "later", 1, 700);
+    assert!(values.is_empty(), "{values:?}");
+    assert!(took >= Duration::from_millis(650), "answered after {took:?}");
+
+    // A message appended while a fetch waits ends the wait.
+    let waiter = std::thread::spawn(move || raw_fetch(&mut stream, "later", 1, 20_000));
+    produce("second");
+    let (values, took) = waiter.join().expect("fetch thread");
+    assert_eq!(values, vec![b"second".to_vec()]);
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+    door.stop();
+}
+
+/// A small deterministic generator (xorshift64), so that a failing case can be replayed.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).expect("fits")
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next().to_le_bytes()[0]).collect()
+    }
+}
+
+/// A well-formed request of `api` at `version` with correlation id 9, size prefix included.
+fn valid_request(api: kafka_protocol::messages::ApiKey, version: i16) -> Vec<u8> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, MetadataRequest, RequestHeader, RequestKind, TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = 9;
+    header.client_id = Some(StrBytes::from_static_str("fuzz"));
+    let body = match api {
+        kafka_protocol::messages::ApiKey::Metadata => {
+            let mut topic = MetadataRequestTopic::default();
+            topic.name = Some(TopicName(StrBytes::from_static_str("fuzzed")));
+            let mut request = MetadataRequest::default();
+            request.topics = Some(vec![topic]);
+            RequestKind::Metadata(request)
+        }
+        _ => {
+            let mut request = ApiVersionsRequest::default();
+            request.client_software_name = StrBytes::from_static_str("fuzz");
+            request.client_software_version = StrBytes::from_static_str("1");
+            RequestKind::ApiVersions(request)
+        }
+    };
+    let mut buf = bytes::BytesMut::new();
+    header.encode(&mut buf, api.request_header_version(version)).expect("header encodes");
+    body.encode(&mut buf, version).expect("request encodes");
+    let mut frame = u32::try_from(buf.len()).expect("size").to_be_bytes().to_vec();
+    frame.extend_from_slice(&buf);
+    frame
+}
+
+/// Sends `bytes`, closes the sending half, and reads until the gateway closes: whatever it
+/// makes of the bytes, it must end the connection within the deadline (a request that decodes
+/// is answered first). Returns whether anything was answered.
+fn answered_or_closed(door: &Door, what: &str, bytes: &[u8]) -> bool {
+    let mut stream = connect(door);
+    // The gateway may close before reading everything: a failed write is one way of closing.
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 4096];
+    let mut answered = false;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the gateway kept {what} open");
+        match stream.read(&mut buf) {
+            Ok(0) => return answered,
+            Ok(_) => answered = true,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return answered,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("reading the answer to {what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn fuzzed_frames_close_only_their_connection() {
+    use kafka_protocol::messages::ApiKey;
+
+    let door = Door::start(&[]);
+    // APIs that answer at once (no long poll, no wait for a group), with their versions.
+    let apis: [(ApiKey, i16, i16); 10] = [
+        (ApiKey::ApiVersions, 0, 4),
+        (ApiKey::Metadata, 0, 12),
+        (ApiKey::Produce, 3, 9),
+        (ApiKey::ListOffsets, 1, 7),
+        (ApiKey::OffsetFetch, 1, 7),
+        (ApiKey::FindCoordinator, 0, 3),
+        (ApiKey::CreateTopics, 0, 4),
+        (ApiKey::DeleteTopics, 0, 5),
+        (ApiKey::InitProducerId, 0, 4),
+        (ApiKey::SaslHandshake, 1, 1),
+    ];
+    let seed = 0x5eed_cafe_f00d_u64;
+    let mut noise = Noise(seed);
+    let mut answered = 0;
+    for case in 0..1000 {
+        let what = format!("case {case} of seed {seed:#x}");
+        let frame = match case % 4 {
+            // Bytes with no structure at all.
+            0 => {
+                let len = noise.below(64);
+                noise.bytes(len)
+            }
+            // A true size and header, a body of noise.
+            1 => {
+                let (api, low, high) = apis[noise.below(apis.len())];
+                let version = low
+                    + i16::try_from(noise.below(usize::from(high.abs_diff(low)) + 1))
+                        .expect("small");
+                let body_len = noise.below(48);
+                let mut frame =
+                    u32::try_from(8 + 2 + body_len).expect("small").to_be_bytes().to_vec();
+                frame.extend_from_slice(&(api as i16).to_be_bytes());
+                frame.extend_from_slice(&version.to_be_bytes());
+                frame.extend_from_slice(&[0, 0, 0, 1, 0xff, 0xff]);
+                frame.extend(noise.bytes(body_len));
+                frame
+            }
+            // A valid request with a few bytes flipped (the size prefix too, sometimes).
+            2 => {
+                let api = if noise.below(2) == 0 { ApiKey::Metadata } else { ApiKey::ApiVersions };
+                let version = if api == ApiKey::Metadata { 9 } else { 3 };
+                let mut frame = valid_request(api, version);
+                for _ in 0..=noise.below(3) {
+                    let at = noise.below(frame.len());
+                    frame[at] ^= 1 << noise.below(8);
+                }
+                frame
+            }
+            // A valid request cut short, its size prefix claiming the whole.
+            _ => {
+                let mut frame = valid_request(ApiKey::Metadata, 9);
+                frame.truncate(4 + noise.below(frame.len() - 4));
+                frame
+            }
+        };
+        if answered_or_closed(&door, &what, &frame) {
+            answered += 1;
+        }
+        if case % 20 == 19 {
+            still_answers(&door);
+        }
+    }
+    still_answers(&door);
+    // Noise must reach the decoders, not only the framing: some of it decodes and is answered.
+    assert!((1..1000).contains(&answered), "{answered} of 1000 answered");
+    let log = door.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("does not decode"), "{log}");
+}

@@ -1,0 +1,125 @@
+//! With `--sasl-plain`, Kafka clients log in with SASL/PLAIN as users of a broker with `--auth`,
+//! and get exactly those users' permissions: the door is no way around them.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::{binary, run, script, success, GATEWAY};
+use testkit::BrokerProcess;
+
+const PASSWORD: &str = "correct horse";
+
+/// A users file: alice may produce on orders, bob only consume it (in group readers, whose
+/// offsets he may commit).
+fn users(dir: &std::path::Path) -> PathBuf {
+    let output = Command::new(binary("broker"))
+        .arg("hash-password")
+        .env("BROKER_PASSWORD", PASSWORD)
+        .output()
+        .expect("hash a password");
+    let hash = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
+    let text = format!(
+        "[users.alice]\npassword_hash = \"{hash}\"\ntopics = {{ produce = [\"orders\"] }}\n\n\
+         [users.bob]\npassword_hash = \"{hash}\"\ntopics = {{ consume = [\"orders\"] }}\n\
+         groups = {{ consume = [\"readers\"], admin = [\"readers\"] }}\n"
+    );
+    let path = dir.join("users.toml");
+    std::fs::write(&path, text).expect("write the users file");
+    path
+}
+
+/// The tutorial producer sending one message to orders, logged in as `user` (none if `None`).
+fn produce_as(bootstrap: &str, login: Option<(&str, &str)>) -> Output {
+    let mut produce = Command::new("python3");
+    produce.arg(script("kafka-confluent.py")).args(["produce", bootstrap, "orders", "1"]);
+    if let Some((user, password)) = login {
+        produce.env("KAFKA_USER", user).env("KAFKA_PASSWORD", password);
+    }
+    run(produce, "")
+}
+
+/// The tutorial consumer reading one message of orders in group readers, as `user`.
+fn consume_as(bootstrap: &str, user: &str) -> Output {
+    let mut consume = Command::new("python3");
+    consume
+        .arg(script("kafka-confluent.py"))
+        .args(["consume", bootstrap, "orders", "readers", "1"]);
+    consume.env("KAFKA_USER", user).env("KAFKA_PASSWORD", PASSWORD);
+    run(consume, "")
+}
+
+#[test]
+fn sasl_plain_logins_carry_the_users_permissions() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let users = users(dir.path());
+    let broker =
+        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
+    let mut command = Command::new(GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint, "--sasl-plain"]);
+    let gateway = BrokerProcess::spawn(command);
+    let bootstrap = gateway.endpoint.clone();
+
+    success(&produce_as(&bootstrap, Some(("alice", PASSWORD))), "alice's producer");
+
+    let bob = produce_as(&bootstrap, Some(("bob", PASSWORD)));
+    assert!(!bob.status.success(), "bob may not produce: {bob:?}");
+    let said =
+        String::from_utf8_lossy(&bob.stdout).into_owned() + &String::from_utf8_lossy(&bob.stderr);
+    assert!(
+        said.contains("TOPIC_AUTHORIZATION_FAILED") || said.contains("authorization"),
+        "{said}"
+    );
+
+    let wrong = produce_as(&bootstrap, Some(("alice", "wrong")));
+    assert!(!wrong.status.success(), "a wrong password must not produce: {wrong:?}");
+    let anonymous = produce_as(&bootstrap, None);
+    assert!(!anonymous.status.success(), "no login must not produce: {anonymous:?}");
+
+    // One message in all: alice's.
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &broker.endpoint, "--user", "bob", "fetch", "orders"]);
+    fetch.env("BROKER_PASSWORD", PASSWORD);
+    let out = success(&run(fetch, ""), "bob's native fetch");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    // And bob reads it through the Kafka door, as a member of his group.
+    let read = success(&consume_as(&bootstrap, "bob"), "bob's tutorial consumer");
+    assert_eq!(read.lines().collect::<Vec<_>>(), ["key-0=message-0@0"], "{read}");
+
+    let log = gateway.interrupt();
+    assert!(log.contains("SASL login refused"), "{log}");
+    assert!(log.contains("before a SASL login"), "{log}");
+    broker.interrupt();
+}
+
+#[test]
+fn a_broker_with_users_makes_the_gateway_ask_for_logins_unbidden() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let users = users(dir.path());
+    let broker =
+        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
+    // No --sasl-plain: the gateway finds out that the broker has users.
+    let mut command = Command::new(GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
+    let gateway = BrokerProcess::spawn(command);
+    let bootstrap = gateway.endpoint.clone();
+    success(&produce_as(&bootstrap, Some(("alice", PASSWORD))), "alice's producer");
+    let anonymous = produce_as(&bootstrap, None);
+    assert!(!anonymous.status.success(), "no login must not produce: {anonymous:?}");
+    let log = gateway.interrupt();
+    assert!(log.contains("must log in with SASL/PLAIN"), "{log}");
+    broker.interrupt();
+}
+
+#[test]
+fn sasl_plain_in_front_of_a_broker_without_users_is_refused_at_start() {
+    let broker = BrokerProcess::start(&binary("broker"), &[]);
+    let mut command = Command::new(GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint, "--sasl-plain"]);
+    let out = run(command, "");
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("has no users"), "{said}");
+    broker.interrupt();
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Produce and consume through the broker's Kafka door with confluent-kafka, written as a Kafka
+tutorial writes them: nothing but the bootstrap address says this is not Kafka.
+
+    kafka-confluent.py produce BOOTSTRAP TOPIC N     # sends N lines "message-<i>", keys "key-<i>"
+    kafka-confluent.py consume BOOTSTRAP TOPIC GROUP N
+        # a member of GROUP prints the next N messages as key=value@offset, committing as it
+        # goes (auto commit) and on close; a second run in the same group goes on from there
+
+With KAFKA_USER and KAFKA_PASSWORD set, both log in with SASL/PLAIN (for a gateway started
+with --sasl-plain in front of a broker with --auth).
+"""
+import os
+import sys
+
+from confluent_kafka import Consumer, Producer
+
+
+def login():
+    """The SASL settings, when KAFKA_USER is set."""
+    if not os.environ.get("KAFKA_USER"):
+        return {}
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": os.environ["KAFKA_USER"],
+            "sasl.password": os.environ.get("KAFKA_PASSWORD", "")}
+
+
+def produce(bootstrap, topic, count):
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "message.timeout.ms": 10000, **login()})
+    failures = []
+
+    def delivered(err, msg):
+        if err is not None:
+            failures.append(err)
+
+    for i in range(count):
+        producer.produce(topic, key=f"key-{i}", value=f"message-{i}", on_delivery=delivered)
+        producer.poll(0)
+    left = producer.flush(30)
+    if left or failures:
+        sys.exit(f"{left} messages not delivered; errors: {failures[:3]}")
+    print(f"produced {count}")
+
+
+def consume(bootstrap, topic, group, count):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": True, **login()})
+    consumer.subscribe([topic])
+    seen = 0
+    try:
+        while seen < count:
+            msg = consumer.poll(30.0)
+            if msg is None:
+                sys.exit(f"only {seen} of {count} messages came")
+            if msg.error():
+                continue
+            print(f"{msg.key().decode()}={msg.value().decode()}@{msg.offset()}")
+            seen += 1
+    finally:
+        consumer.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["produce"] and len(sys.argv) == 5:
+        produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1:2] == ["consume"] and len(sys.argv) == 6:
+        consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
+        sys.exit(__doc__)

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Topic administration through the broker's Kafka door with kafka-python's admin client.
+
+    kafka-python-admin.py BOOTSTRAP create TOPIC [RETENTION_MS]
+    kafka-python-admin.py BOOTSTRAP delete TOPIC
+"""
+import sys
+
+from kafka.admin import KafkaAdminClient, NewTopic
+
+
+def main(bootstrap, action, topic, retention_ms=None):
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        if action == "create":
+            configs = {"retention.ms": retention_ms} if retention_ms else None
+            admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                                          topic_configs=configs)])
+            print(f"created {topic}")
+        elif action == "delete":
+            admin.delete_topics([topic])
+            print(f"deleted {topic}")
+        else:
+            sys.exit(__doc__)
+    finally:
+        admin.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (4, 5):
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
