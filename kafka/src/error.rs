@@ -10,8 +10,8 @@ pub enum FrameError {
     #[error("connection failed")]
     Io(#[from] io::Error),
     /// The size prefix is negative or larger than the door accepts.
-    #[error("a frame of {0} bytes is over the limit of {max} bytes", max = crate::frame::MAX_FRAME_BYTES)]
-    TooLarge(i64),
+    #[error("a frame of {0} bytes is over the limit of {1} bytes")]
+    TooLarge(i64, usize),
     /// The frame is too short to hold a request header.
     #[error("a frame of {0} bytes is too short for a request header")]
     TooShort(usize),

@@ -2,6 +2,7 @@
 //! encoded with the `kafka-protocol` crate at the version the request names.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -11,6 +12,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::apis;
 use crate::error::{FrameError, Result};
+use crate::limits::{Limits, Reservation};
 
 /// The largest request frame the door reads: Kafka's own default `socket.request.max.bytes`
 /// (100 MiB). A larger size prefix closes the connection before anything is allocated.
@@ -42,12 +44,17 @@ pub enum Incoming {
     ApiVersionsTooNew(i32),
 }
 
-/// Reads one frame from `stream`; `None` when the peer closed the connection between frames.
+/// Reads one frame from `stream`, its bytes reserved from `limits` until the returned
+/// [`Reservation`] is dropped (waiting for them when the budget is spent); `None` when the peer
+/// closed the connection between frames.
 ///
 /// # Errors
 /// [`FrameError::Io`] when the connection fails or ends mid-frame, [`FrameError::TooLarge`]
-/// for a size prefix over [`MAX_FRAME_BYTES`] or below zero.
-pub fn read_frame(stream: &mut impl Read) -> Result<Option<Bytes>> {
+/// for a size prefix over [`Limits::max_frame_bytes`] or below zero.
+pub fn read_frame(
+    stream: &mut impl Read,
+    limits: &Arc<Limits>,
+) -> Result<Option<(Bytes, Reservation)>> {
     let mut size = [0u8; 4];
     let mut got = 0;
     while got < size.len() {
@@ -60,13 +67,15 @@ pub fn read_frame(stream: &mut impl Read) -> Result<Option<Bytes>> {
         }
     }
     let size = i32::from_be_bytes(size);
-    let len = usize::try_from(size).map_err(|_| FrameError::TooLarge(i64::from(size)))?;
-    if len > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge(i64::from(size)));
+    let max = limits.max_frame_bytes();
+    let len = usize::try_from(size).map_err(|_| FrameError::TooLarge(i64::from(size), max))?;
+    if len > max {
+        return Err(FrameError::TooLarge(i64::from(size), max));
     }
+    let reservation = limits.reserve(len);
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body)?;
-    Ok(Some(Bytes::from(body)))
+    Ok(Some((Bytes::from(body), reservation)))
 }
 
 /// Decodes a frame's header and body.

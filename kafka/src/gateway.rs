@@ -14,6 +14,7 @@ use crate::claim::SharedClaim;
 use crate::error::FrameError;
 use crate::frame::{self, Incoming};
 use crate::groups::Coordinator;
+use crate::limits::{Admitted, Limits};
 
 /// The gateway: a bound Kafka listener and the broker it speaks to.
 pub struct Gateway {
@@ -23,18 +24,22 @@ pub struct Gateway {
     endpoint: String,
     /// What every connection shares.
     door: Arc<Door>,
+    /// What the connections may hold, in all.
+    limits: Arc<Limits>,
 }
 
 impl Gateway {
     /// A gateway accepting on `listener`, speaking to the broker at `endpoint`, and giving
     /// `host:port` in `Metadata` (the address Kafka clients reach it at).
     /// With `sasl`, Kafka clients must log in with SASL/PLAIN as users of the broker.
+    /// `limits` bounds the connections and the request bytes they hold.
     pub fn new(
         listener: TcpListener,
         endpoint: String,
         host: String,
         port: u16,
         sasl: bool,
+        limits: Limits,
     ) -> Gateway {
         let door = Door {
             endpoint: endpoint.clone(),
@@ -45,7 +50,7 @@ impl Gateway {
             claim: Arc::new(SharedClaim::default()),
             coordinator: Arc::new(Coordinator::default()),
         };
-        Gateway { listener, endpoint, door: Arc::new(door) }
+        Gateway { listener, endpoint, door: Arc::new(door), limits: Arc::new(limits) }
     }
 
     /// Accepts connections until `stop` is set (the caller then connects once to wake the
@@ -89,6 +94,10 @@ impl Gateway {
                     continue;
                 }
             };
+            let peer =
+                stream.peer_addr().map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
+            // Over the cap, the connection is closed at once (dropped).
+            let Some(admitted) = self.limits.admit(&peer) else { continue };
             // With SASL, a connection's client is made by its login, as its user.
             let client = if self.door.sasl {
                 None
@@ -102,7 +111,10 @@ impl Gateway {
                 }
             };
             let door = Arc::clone(&self.door);
-            thread::spawn(move || serve(stream, Session::new(door, client)));
+            let limits = Arc::clone(&self.limits);
+            thread::spawn(move || {
+                serve(stream, peer, Session::new(door, client), &limits, admitted)
+            });
         }
         self.door.claim.release(&mut control);
         Ok(())
@@ -110,10 +122,16 @@ impl Gateway {
 }
 
 /// Answers one connection's requests until it closes; bad input closes it with a log line.
-fn serve(stream: TcpStream, mut session: Session) {
-    let peer = stream.peer_addr().map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
+/// `_admitted` counts the connection until it ends.
+fn serve(
+    stream: TcpStream,
+    peer: String,
+    mut session: Session,
+    limits: &Arc<Limits>,
+    _admitted: Admitted,
+) {
     let _ = stream.set_nodelay(true);
-    if let Err(e) = answer_all(&stream, &mut session) {
+    if let Err(e) = answer_all(&stream, &mut session, limits) {
         match e {
             FrameError::Io(_) => tracing::debug!("Kafka connection from {peer} ended: {e}"),
             _ => tracing::warn!("closing the Kafka connection from {peer}: {e}"),
@@ -122,10 +140,15 @@ fn serve(stream: TcpStream, mut session: Session) {
 }
 
 /// The loop of [`serve`].
-fn answer_all(stream: &TcpStream, session: &mut Session) -> crate::Result<()> {
+fn answer_all(
+    stream: &TcpStream,
+    session: &mut Session,
+    limits: &Arc<Limits>,
+) -> crate::Result<()> {
     let mut reader = stream;
     let mut writer = BufWriter::new(stream);
-    while let Some(frame) = frame::read_frame(&mut reader)? {
+    // The frame's reservation is given back when the loop's body ends: once it is answered.
+    while let Some((frame, _reservation)) = frame::read_frame(&mut reader, limits)? {
         match frame::decode(frame)? {
             Incoming::ApiVersionsTooNew(correlation_id) => {
                 let response = frame::api_versions_too_new();

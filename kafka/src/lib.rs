@@ -7,7 +7,7 @@
 //! and can do nothing a native client could not. [`gateway`] accepts Kafka connections, one
 //! thread each; [`frame`] reads and writes Kafka's size-prefixed frames with the
 //! `kafka-protocol` crate; [`batch`] reads Produce's record batches; [`apis`] answers each API by calling the broker; [`claim`] holds the
-//! one logical broker the gateway reads through.
+//! one logical broker the gateway reads through; [`limits`] bounds what peers can make it hold.
 
 #![warn(missing_docs)]
 
@@ -18,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod gateway;
 pub mod groups;
+pub mod limits;
 pub mod reserve;
 
 pub use error::{FrameError, Result};

@@ -102,6 +102,79 @@ fn garbage_huge_sizes_cut_frames_and_unknown_apis_close_only_their_connection() 
     }
 }
 
+/// Polls `what` until it holds, within a deadline.
+fn eventually(what: &str, mut holds: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !holds() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a new connection gets its `ApiVersions` answered.
+fn answers(door: &Door) -> bool {
+    let mut stream = connect(door);
+    let mut size = [0u8; 4];
+    stream.write_all(&API_VERSIONS_V0).is_ok() && stream.read_exact(&mut size).is_ok()
+}
+
+#[test]
+fn connections_past_the_cap_are_closed_until_one_ends() {
+    let door = Door::start_with(&[], &["--max-connections", "2"]);
+    let mut first = connect(&door);
+    let mut second = connect(&door);
+    for stream in [&mut first, &mut second] {
+        stream.write_all(&API_VERSIONS_V0).expect("send");
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size).expect("an admitted connection is answered");
+    }
+    closed_after(&door, "a third connection", &API_VERSIONS_V0);
+    drop(first);
+    eventually("a connection admitted once another ended", || answers(&door));
+    drop(second);
+    let log = door.stop();
+    assert!(log.contains("2 connections are open (--max-connections)"), "{log}");
+}
+
+#[test]
+fn request_bytes_past_the_budget_wait_until_others_are_answered() {
+    let budget = 65_536u32;
+    let door = Door::start_with(&[], &["--max-queued-request-bytes", &budget.to_string()]);
+    // A frame larger than the whole budget can never be read: closed at once.
+    closed_after(&door, "a frame over the budget", &(budget + 1).to_be_bytes());
+    // One connection holds most of the budget with a frame it has not finished sending.
+    let mut holder = connect(&door);
+    holder.write_all(&60_000u32.to_be_bytes()).expect("send");
+    holder.write_all(&[0xffu8; 100]).expect("send");
+    // Small requests still fit beside it.
+    eventually("ApiVersions answered beside the held frame", || answers(&door));
+    // A frame of 10,000 bytes does not: its connection waits, neither answered nor closed.
+    let mut waiter = connect(&door);
+    waiter.write_all(&10_000u32.to_be_bytes()).expect("send");
+    waiter.write_all(&[0xffu8; 10_000]).expect("send");
+    waiter.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let mut buf = [0u8; 16];
+    match waiter.read(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("a frame past the budget was read at once: {other:?}"),
+    }
+    // The held frame ends (API key -1 is unknown, which closes it): the waiter is read, and
+    // closed in turn for the same reason.
+    holder.write_all(&[0xffu8; 59_900]).expect("send");
+    waiter.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    match waiter.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the waiting frame was not read once the budget was free: {other:?}"),
+    }
+    still_answers(&door);
+    door.stop();
+}
+
 /// Sends a Fetch v4 of `topic` from `offset` with `max_wait_ms` and returns the records'
 /// values and how long the answer took.
 fn raw_fetch(

@@ -32,6 +32,15 @@ struct Args {
     /// users makes the gateway ask for logins without this flag too.
     #[arg(long)]
     sasl_plain: bool,
+    /// The most Kafka connections served at once; more are closed as they come (Kafka's
+    /// `max.connections`).
+    #[arg(long, value_name = "N", default_value_t = kafka::limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// The most request bytes all connections hold at once, read and not yet answered; past
+    /// it, connections wait before reading more (Kafka's `queued.max.request.bytes`). Also the
+    /// largest request accepted, up to 100 MiB.
+    #[arg(long, value_name = "BYTES", default_value_t = kafka::limits::DEFAULT_MAX_QUEUED_BYTES)]
+    max_queued_request_bytes: usize,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +77,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
     println!("listening on {local}");
-    let gateway = kafka::gateway::Gateway::new(listener, args.connect, host, port, args.sasl_plain);
+    let limits = kafka::limits::Limits::new(args.max_connections, args.max_queued_request_bytes);
+    let gateway =
+        kafka::gateway::Gateway::new(listener, args.connect, host, port, args.sasl_plain, limits);
     gateway.run(&stop)
 }

@@ -30,9 +30,15 @@ pub struct Door {
 impl Door {
     /// Starts a broker (with `broker_args`) and a gateway in front of it.
     pub fn start(broker_args: &[&str]) -> Door {
+        Door::start_with(broker_args, &[])
+    }
+
+    /// Starts a broker (with `broker_args`) and a gateway (with `gateway_args`) in front of it.
+    pub fn start_with(broker_args: &[&str], gateway_args: &[&str]) -> Door {
         let broker = BrokerProcess::start(&binary("broker"), broker_args);
         let mut command = Command::new(GATEWAY);
         command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
+        command.args(gateway_args);
         let gateway = BrokerProcess::spawn(command);
         Door { gateway: Some(gateway), broker: Some(broker) }
     }

@@ -1,0 +1,164 @@
+//! What Kafka peers may make the gateway hold: a cap on open connections (each is a thread and
+//! a native client), and a budget of request bytes read and not yet answered, shared by every
+//! connection, like Kafka's `max.connections` and `queued.max.request.bytes`.
+//!
+//! A frame's bytes are reserved from the budget before they are read. When the budget is
+//! spent, a connection waits for others to answer before reading its next frame; the peer sees
+//! the slowdown through TCP's flow control, never an error. No connection waits on another for
+//! anything but a reservation, and a reservation lives for one request only, so the waiting
+//! always ends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The default cap on open Kafka connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000;
+
+/// The default budget of request bytes held at once by all connections: 256 MiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
+
+/// The gateway's limits and what is taken of them now.
+#[derive(Debug)]
+pub struct Limits {
+    /// The most connections served at once.
+    max_connections: usize,
+    /// Connections served now.
+    connections: AtomicUsize,
+    /// The budget of request bytes held at once.
+    max_queued_bytes: usize,
+    /// Bytes of the budget not reserved.
+    free: Mutex<usize>,
+    /// Signalled when bytes go back to the budget.
+    freed: Condvar,
+    /// When a refused connection was last logged, and how many were not logged since.
+    refused: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Limits {
+    /// Limits of `max_connections` connections and `max_queued_bytes` request bytes.
+    pub fn new(max_connections: usize, max_queued_bytes: usize) -> Limits {
+        Limits {
+            max_connections,
+            connections: AtomicUsize::new(0),
+            max_queued_bytes,
+            free: Mutex::new(max_queued_bytes),
+            freed: Condvar::new(),
+            refused: Mutex::new((None, 0)),
+        }
+    }
+
+    /// The largest frame a connection may send: no more than the whole budget.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_queued_bytes.min(crate::frame::MAX_FRAME_BYTES)
+    }
+
+    /// Admits one more connection, or `None` when the cap is reached (the refusal is logged,
+    /// at most once a second with a count of the others).
+    pub fn admit(self: &Arc<Self>, peer: &str) -> Option<Admitted> {
+        let taken = self.connections.fetch_add(1, Ordering::SeqCst);
+        if taken < self.max_connections {
+            return Some(Admitted { limits: Arc::clone(self) });
+        }
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match refused.0 {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => refused.1 += 1,
+            _ => {
+                tracing::warn!(
+                    suppressed = refused.1,
+                    "refusing the Kafka connection from {peer}: {} connections are open \
+                     (--max-connections)",
+                    self.max_connections
+                );
+                *refused = (Some(now), 0);
+            }
+        }
+        None
+    }
+
+    /// Reserves `bytes` of the budget, waiting until they are free.
+    ///
+    /// `bytes` must be at most [`Limits::max_frame_bytes`], which the frame reader checks
+    /// first, so the wait always ends once other connections answer their requests.
+    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Reservation {
+        let bytes = bytes.min(self.max_queued_bytes);
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free < bytes {
+            free = self.freed.wait(free).unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= bytes;
+        Reservation { limits: Arc::clone(self), bytes }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::new(DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUED_BYTES)
+    }
+}
+
+/// One admitted connection; dropping it makes room for another.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The limits it counts in.
+    limits: Arc<Limits>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.limits.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Bytes taken from the budget for one request, given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    /// The limits it was taken from.
+    limits: Arc<Limits>,
+    /// How many bytes.
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut free = self.limits.free.lock().unwrap_or_else(PoisonError::into_inner);
+        *free += self.bytes;
+        self.limits.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_over_the_cap_are_refused_until_one_closes() {
+        let limits = Arc::new(Limits::new(2, 1024));
+        let first = limits.admit("a");
+        let second = limits.admit("b");
+        assert!(first.is_some() && second.is_some());
+        assert!(limits.admit("c").is_none());
+        drop(first);
+        assert!(limits.admit("d").is_some());
+    }
+
+    #[test]
+    fn a_reservation_waits_for_the_bytes_another_gives_back() {
+        let limits = Arc::new(Limits::new(10, 100));
+        let held = limits.reserve(80);
+        let other = Arc::clone(&limits);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let reservation = other.reserve(50);
+            tx.send(()).expect("send");
+            drop(reservation);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "reserved past the budget");
+        drop(held);
+        rx.recv_timeout(Duration::from_secs(5)).expect("the bytes given back let it through");
+        waiter.join().expect("join");
+        assert_eq!(*limits.free.lock().expect("lock"), 100);
+    }
+}
