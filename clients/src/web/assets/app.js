@@ -1,0 +1,359 @@
+// The console page. Every string from the broker goes into the page as text (textContent,
+// never innerHTML), so that topic names, keys, values and holders cannot become markup.
+"use strict";
+
+const POLL_MS = 500;          // how often the overview is refreshed
+const PAGE = 50;              // messages per page
+const WINDOW = 200;           // rows kept while following: a bounded window of recent ones
+const CHART_MS = 5 * 60 * 1000; // the span of a group's lag chart
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  topics: [],          // the last topic list
+  topic: null,         // the topic shown in the messages view
+  offset: 0,           // the first offset of the page shown
+  source: null,        // the follow stream, when following
+  received: 0,         // messages received since the follow began
+  lag: new Map(),      // "group\u0000topic" -> [[time, lag], ...]
+};
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "" : String(text);
+  if (className) td.className = className;
+  return td;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) tr.appendChild(c);
+  return tr;
+}
+
+function bytes(n) {
+  if (n < 1024) return n + " B";
+  if (n < 1024 * 1024) return (n / 1024).toFixed(1) + " KiB";
+  return (n / 1024 / 1024).toFixed(1) + " MiB";
+}
+
+function showBanner(text) {
+  const banner = $("banner");
+  if (text) {
+    banner.textContent = text;
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+    banner.textContent = "";
+  }
+}
+
+async function call(method, url, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(url, options);
+  let data;
+  try {
+    data = await response.json();
+  } catch (e) {
+    data = { error: "the console answered " + response.status };
+  }
+  if (!response.ok && !data.error) data.error = "the console answered " + response.status;
+  return data;
+}
+
+// ---- overview: brokers, topics, groups ----
+
+async function refresh() {
+  try {
+    const data = await call("GET", "/api/overview");
+    if (!data.up) {
+      showBanner("The broker is not answering (" + data.error + "). Retrying…");
+    } else {
+      showBanner(null);
+      drawBrokers(data.brokers);
+      drawTopics(data.topics, data.topics_error);
+      drawGroups(data.groups);
+      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    }
+  } catch (e) {
+    showBanner("The console itself is not answering. Retrying…");
+  }
+  setTimeout(refresh, POLL_MS);
+}
+
+function drawBrokers(brokers) {
+  const body = $("brokers").tBodies[0];
+  body.replaceChildren(...brokers.map((b) => {
+    const lease = b.lease_remaining_ms == null ? "" : (b.lease_remaining_ms / 1000).toFixed(1) + " s";
+    const tr = row([
+      cell(b.id, "num"),
+      cell(b.available ? "free" : "claimed", b.available ? "free" : "busy"),
+      cell(b.holder),
+      cell(lease, "num"),
+    ]);
+    tr.dataset.broker = b.id;
+    tr.dataset.state = b.available ? "free" : "claimed";
+    return tr;
+  }));
+}
+
+function drawTopics(topics, error) {
+  $("topics-error").hidden = !error;
+  $("topics-error").textContent = error || "";
+  if (!topics) return;
+  state.topics = topics;
+  const body = $("topics").tBodies[0];
+  body.replaceChildren(...topics.map((t) => {
+    const open = document.createElement("button");
+    open.className = "link";
+    open.textContent = t.name;
+    open.title = "show its messages";
+    open.addEventListener("click", () => openTopic(t.name, Math.max(t.first_offset, t.next_offset - PAGE)));
+    const name = document.createElement("td");
+    name.appendChild(open);
+    const remove = document.createElement("button");
+    remove.textContent = "Delete";
+    remove.addEventListener("click", () => deleteTopic(t.name));
+    const actions = document.createElement("td");
+    actions.appendChild(remove);
+    const tr = row([name, cell(t.messages, "num"), cell(t.first_offset, "num"),
+      cell(t.next_offset, "num"), cell(bytes(t.bytes), "num"), actions]);
+    tr.dataset.topic = t.name;
+    return tr;
+  }));
+  const names = $("topic-names");
+  names.replaceChildren(...topics.map((t) => {
+    const option = document.createElement("option");
+    option.value = t.name;
+    return option;
+  }));
+}
+
+function drawGroups(groups) {
+  const now = Date.now();
+  const seen = new Set();
+  for (const g of groups) {
+    const key = g.group + "\u0000" + g.topic;
+    seen.add(key);
+    const history = state.lag.get(key) || [];
+    history.push([now, g.lag]);
+    while (history.length && history[0][0] < now - CHART_MS) history.shift();
+    state.lag.set(key, history);
+  }
+  for (const key of [...state.lag.keys()]) if (!seen.has(key)) state.lag.delete(key);
+  const body = $("groups").tBodies[0];
+  body.replaceChildren(...groups.map((g) => {
+    const chart = document.createElement("td");
+    chart.appendChild(lagChart(state.lag.get(g.group + "\u0000" + g.topic), now));
+    const tr = row([cell(g.group), cell(g.topic), cell(g.committed_offset, "num"),
+      cell(g.end_offset, "num"), cell(g.lag, "num"), cell(g.pending, "num"),
+      cell(g.members.join(", ")), chart]);
+    tr.dataset.group = g.group;
+    return tr;
+  }));
+}
+
+// A small line of lag over the last CHART_MS, drawn as SVG.
+function lagChart(history, now) {
+  const NS = "http://www.w3.org/2000/svg";
+  const width = 200, height = 36;
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  const max = Math.max(1, ...history.map((p) => p[1]));
+  const points = history.map(([t, lag]) => {
+    const x = width - ((now - t) / CHART_MS) * width;
+    const y = height - 2 - (lag / max) * (height - 4);
+    return x.toFixed(1) + "," + y.toFixed(1);
+  });
+  const line = document.createElementNS(NS, "polyline");
+  line.setAttribute("points", points.join(" "));
+  svg.appendChild(line);
+  const title = document.createElementNS(NS, "title");
+  title.textContent = "lag now " + history[history.length - 1][1] + ", at most " + max;
+  svg.appendChild(title);
+  return svg;
+}
+
+// ---- topics: create, delete ----
+
+$("create-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const name = $("create-name").value;
+  const out = $("create-result");
+  const data = await call("POST", "/api/topics", { name });
+  out.className = data.error ? "error" : "ok";
+  out.textContent = data.error ? "not created: " + data.error : "created " + name;
+});
+
+async function deleteTopic(name) {
+  if (!confirm("Delete topic “" + name + "” and all its messages?")) return;
+  const data = await call("DELETE", "/api/topics?name=" + encodeURIComponent(name));
+  const out = $("create-result");
+  out.className = data.error ? "error" : "ok";
+  out.textContent = data.error ? "not deleted: " + data.error : "deleted " + name;
+}
+
+// ---- produce ----
+
+$("produce-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const out = $("produce-result");
+  const body = { topic: $("produce-topic").value, key: $("produce-key").value, value: $("produce-value").value };
+  try {
+    const data = await call("POST", "/api/produce", body);
+    out.className = data.error ? "error" : "ok";
+    out.textContent = data.error ? "not sent: " + data.error : "sent at offset " + data.offset;
+    out.dataset.offset = data.error ? "" : data.offset;
+  } catch (e) {
+    out.className = "error";
+    out.textContent = "not sent: the console is not answering";
+  }
+});
+
+// ---- a topic's messages: pages and follow ----
+
+function messageRow(m) {
+  const key = m.key == null ? "" : m.key;
+  const tr = row([
+    cell(m.offset, "num"),
+    cell(new Date(m.timestamp).toLocaleString()),
+    cell(key, m.key_hex ? "value hex" : "value"),
+    cell(m.value, m.value_hex ? "value hex" : "value"),
+  ]);
+  tr.dataset.offset = m.offset;
+  if (m.value_hex) tr.title = "not UTF-8: shown as hex";
+  return tr;
+}
+
+function messagesError(text) {
+  $("messages-error").hidden = !text;
+  $("messages-error").textContent = text || "";
+}
+
+async function openTopic(name, offset) {
+  stopFollow();
+  $("follow").checked = false;
+  state.topic = name;
+  $("messages-topic").textContent = "of " + name;
+  $("messages-topic-input").value = name;
+  location.hash = "topic=" + encodeURIComponent(name);
+  await showPage(offset);
+}
+
+function topicInfo() {
+  return state.topics.find((t) => t.name === state.topic);
+}
+
+async function showPage(offset) {
+  if (state.topic == null) return;
+  offset = Math.max(0, offset);
+  const url = "/api/messages?topic=" + encodeURIComponent(state.topic) + "&offset=" + offset + "&limit=" + PAGE;
+  const data = await call("GET", url);
+  if (data.error) {
+    messagesError(data.error);
+    return;
+  }
+  messagesError(null);
+  state.offset = offset;
+  $("jump-offset").value = offset;
+  $("follow-count").textContent = data.messages.length
+    ? "offsets " + data.messages[0].offset + "–" + data.messages[data.messages.length - 1].offset + " of " + data.end_offset
+    : "no messages from offset " + offset + " (the topic ends at " + data.end_offset + ")";
+  $("messages").tBodies[0].replaceChildren(...data.messages.map(messageRow));
+}
+
+function startFollow() {
+  stopFollow();
+  if (state.topic == null) return;
+  const body = $("messages").tBodies[0];
+  const info = topicInfo();
+  const from = info ? Math.max(info.first_offset, info.next_offset - PAGE) : "end";
+  body.replaceChildren();
+  state.received = 0;
+  $("follow-count").textContent = "following: 0 messages received";
+  const source = new EventSource("/api/follow?topic=" + encodeURIComponent(state.topic) + "&from=" + from);
+  state.source = source;
+  source.addEventListener("messages", (event) => {
+    const data = JSON.parse(event.data);
+    const fragment = document.createDocumentFragment();
+    // Only the last WINDOW of a large batch can stay on the page anyway.
+    for (const m of data.messages.slice(-WINDOW)) fragment.appendChild(messageRow(m));
+    body.appendChild(fragment);
+    while (body.rows.length > WINDOW) body.deleteRow(0);
+    state.received += data.messages.length;
+    $("follow-count").textContent = "following: " + state.received + " messages received, the last "
+      + body.rows.length + " shown; the topic ends at " + data.end_offset;
+  });
+  source.addEventListener("status", (event) => {
+    const data = JSON.parse(event.data);
+    $("follow-status").textContent = data.state === "live" ? "live" : data.state + ": " + data.error;
+  });
+  source.addEventListener("note", (event) => {
+    $("follow-status").textContent = JSON.parse(event.data).note;
+  });
+  source.addEventListener("gone", (event) => {
+    $("follow-status").textContent = JSON.parse(event.data).error;
+    stopFollow();
+  });
+  source.onerror = () => {
+    $("follow-status").textContent = "reconnecting…";
+  };
+}
+
+function stopFollow() {
+  if (state.source) {
+    state.source.close();
+    state.source = null;
+  }
+}
+
+$("follow").addEventListener("change", () => {
+  if ($("follow").checked) {
+    startFollow();
+    location.hash = "topic=" + encodeURIComponent(state.topic || "") + "&follow=1";
+  } else {
+    stopFollow();
+    $("follow-status").textContent = "";
+    showPage(state.offset);
+  }
+});
+
+$("messages-topic-input").addEventListener("change", () => {
+  const name = $("messages-topic-input").value;
+  if (name) openTopic(name, 0);
+});
+$("jump").addEventListener("click", () => showPage(Number($("jump-offset").value) || 0));
+$("first").addEventListener("click", () => {
+  const info = topicInfo();
+  showPage(info ? info.first_offset : 0);
+});
+$("prev").addEventListener("click", () => showPage(state.offset - PAGE));
+$("next").addEventListener("click", () => showPage(state.offset + PAGE));
+$("end").addEventListener("click", () => {
+  const info = topicInfo();
+  showPage(info ? info.next_offset - PAGE : 0);
+});
+
+// `#topic=NAME` opens a topic; `&follow=1` follows it.
+async function fromHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const name = params.get("topic");
+  if (!name) return;
+  state.topic = name;
+  $("messages-topic").textContent = "of " + name;
+  $("messages-topic-input").value = name;
+  if (params.get("follow") === "1") {
+    $("follow").checked = true;
+    startFollow();
+  } else {
+    await showPage(0);
+  }
+}
+
+refresh();
+fromHash();
