@@ -1,19 +1,19 @@
 //! The console's JSON endpoints: each turns one browser request into a few broker requests.
 //!
-//! Reading topics and messages needs a claim (PROTOCOL.md, "Claims"), so those endpoints claim
-//! any free logical broker as `web console`, read, and release it at once: the console holds
-//! no logical broker between page refreshes. When every one is claimed they say so.
+//! Every endpoint speaks to the broker as the browser's session does ([`Session`]). Reading
+//! topics and messages needs a claim (PROTOCOL.md, "Claims"): the session's own when it holds
+//! one from the Consume panel, else one of any free logical broker taken for the request and
+//! released at once, so that the console holds no logical broker between page refreshes. When
+//! every one is claimed the page is told so.
 
 use protocol::{ErrorCode, Fetch, Message, NewMessage, Request, Response, Retention};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::pool::Pool;
+use super::session::{Session, Sessions, CLAIMANT};
 use super::Query;
-use crate::{Client, ClientError, Result};
-
-/// The name the console's claims carry, which `status` shows as their holder.
-pub const CLAIMANT: &str = "web console";
+use crate::security::Credentials;
+use crate::ClientError;
 
 /// The most messages one page of a topic shows.
 pub const MAX_PAGE: u32 = 500;
@@ -30,6 +30,8 @@ pub struct Reply {
     pub content_type: &'static str,
     /// The body.
     pub body: Vec<u8>,
+    /// A `Set-Cookie` value to send with it: a new session's.
+    pub set_cookie: Option<String>,
 }
 
 impl Reply {
@@ -40,7 +42,17 @@ impl Reply {
 
     /// A reply of `status` carrying `value` as JSON.
     pub fn json_status(status: u16, value: &Value) -> Reply {
-        Reply { status, content_type: "application/json", body: value.to_string().into_bytes() }
+        Reply {
+            status,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+            set_cookie: None,
+        }
+    }
+
+    /// A `200` reply carrying one of the built-in files.
+    pub fn asset(content_type: &'static str, text: &str) -> Reply {
+        Reply { status: 200, content_type, body: text.into(), set_cookie: None }
     }
 
     /// A reply of `status` carrying `{"error": reason}`.
@@ -48,16 +60,24 @@ impl Reply {
         Reply::json_status(status, &json!({ "error": reason }))
     }
 
-    /// The reply for a failed broker request: `502` when the broker did not answer, `409`
-    /// when it refused (the reason is the broker's), in words either way.
+    /// The reply for a failed broker request: `409` when the broker refused (the reason is
+    /// the broker's), `401` when it refused the login, `502` when it did not answer; in words.
     pub fn failed(error: &ClientError) -> Reply {
-        let status = if error.broker_code().is_some() { 409 } else { 502 };
+        let status = match error {
+            _ if error.broker_code().is_some() => 409,
+            ClientError::AuthenticationFailed { .. } => 401,
+            _ => 502,
+        };
         Reply::error(status, &describe(error))
     }
 
     /// The reply as `tiny_http` sends it.
     pub fn into_response(self) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-        super::response(self.status, self.content_type, self.body)
+        let mut response = super::response(self.status, self.content_type, self.body);
+        if let Some(h) = self.set_cookie.and_then(|c| super::make_header("Set-Cookie", &c)) {
+            response.add_header(h);
+        }
+        response
     }
 }
 
@@ -69,40 +89,34 @@ pub fn describe(error: &ClientError) -> String {
              is free"
                 .to_owned()
         }
-        _ => format!("{error:#}"),
+        _ => match error {
+            ClientError::AuthenticationFailed { .. } => format!(
+                "{error}: the broker asks for a user name and password (log in above), or \
+                 refused the ones given"
+            ),
+            _ => format!("{error:#}"),
+        },
     }
-}
-
-/// Runs `work` under a claim of any free logical broker, released after.
-///
-/// # Errors
-/// The claim is refused (`no_broker_available` when all are taken), or `work` fails.
-pub fn with_claim<T>(
-    client: &mut Client,
-    work: impl FnOnce(&mut Client, u64) -> Result<T>,
-) -> Result<T> {
-    let claimed = client.claim(None, std::time::Duration::ZERO, Some(CLAIMANT))?;
-    let result = work(client, claimed.token);
-    if let Err(e) = client.release(claimed.token) {
-        tracing::debug!("cannot release claim {}: {e}", claimed.token);
-    }
-    result
 }
 
 /// `GET /api/overview`: the logical brokers, the topics and the consumer groups, at once.
 ///
 /// `{"up": bool, "error"?: str, "brokers": [...], "topics": [...] | null, "topics_error"?:
 /// str, "groups": [...]}`; `up` is false when the broker did not answer.
-pub fn overview(pool: &Pool) -> Reply {
-    let result = pool.with(|client| {
+pub fn overview(session: &Session) -> Reply {
+    let result = session.pool.with(|client| {
         // Status first, so that the console's own brief claim is not in it.
         let brokers = client.status()?;
-        let topics = with_claim(client, |client, token| client.list_topics(token));
+        let topics = session.with_claim(client, |client, token| client.list_topics(token));
         let groups = client.list_groups(None, None)?;
         Ok((brokers, topics, groups))
     });
     match result {
-        Err(e) => Reply::json(&json!({ "up": false, "error": describe(&e) })),
+        Err(e) => Reply::json(&json!({
+            "up": false,
+            "refused": matches!(e, ClientError::AuthenticationFailed { .. }),
+            "error": describe(&e),
+        })),
         Ok((brokers, topics, groups)) => {
             let groups: Vec<Value> = groups
                 .iter()
@@ -177,7 +191,7 @@ fn text_or_hex(bytes: &[u8]) -> (String, bool) {
 /// `GET /api/messages?topic=T&offset=N&limit=L`: one page of a topic's messages.
 ///
 /// `{"messages": [...], "next_offset": n, "end_offset": n}`.
-pub fn messages(pool: &Pool, query: &Query) -> Reply {
+pub fn messages(session: &Session, query: &Query) -> Reply {
     let Some(topic) = query.get("topic") else {
         return Reply::error(400, "which topic? (topic=...)");
     };
@@ -189,8 +203,8 @@ pub fn messages(pool: &Pool, query: &Query) -> Reply {
         Ok(limit) => limit.unwrap_or(50).clamp(1, MAX_PAGE),
         Err(_) => return Reply::error(400, "the limit must be a whole number"),
     };
-    let result = pool.with(|client| {
-        with_claim(client, |client, token| {
+    let result = session.pool.with(|client| {
+        session.with_claim(client, |client, token| {
             let fetch = Fetch {
                 claim: token,
                 topic,
@@ -230,14 +244,14 @@ struct ProduceForm {
 /// `POST /api/produce` with `{"topic", "key"?, "value"}`: appends one message.
 ///
 /// `{"offset": n}`, or `{"error": reason}` in words.
-pub fn produce(pool: &Pool, body: &[u8]) -> Reply {
+pub fn produce(session: &Session, body: &[u8]) -> Reply {
     let form: ProduceForm = match serde_json::from_slice(body) {
         Ok(form) => form,
         Err(e) => return Reply::error(400, &format!("not a produce form: {e}")),
     };
     let key = form.key.as_deref().filter(|k| !k.is_empty()).map(str::as_bytes);
     let message = NewMessage { key, value: form.value.as_bytes() };
-    match pool.with(|client| client.append(&form.topic, vec![message])) {
+    match session.pool.with(|client| client.append(&form.topic, vec![message])) {
         Ok(appended) => Reply::json(&json!({ "offset": appended.first_offset })),
         Err(e) => Reply::failed(&e),
     }
@@ -251,13 +265,13 @@ struct CreateForm {
 }
 
 /// `POST /api/topics` with `{"name"}`: creates a topic with the broker's retention.
-pub fn create_topic(pool: &Pool, body: &[u8]) -> Reply {
+pub fn create_topic(session: &Session, body: &[u8]) -> Reply {
     let form: CreateForm = match serde_json::from_slice(body) {
         Ok(form) => form,
         Err(e) => return Reply::error(400, &format!("not a topic form: {e}")),
     };
     let request = Request::CreateTopic { topic: &form.name, retention: Retention::default() };
-    let result = pool.with(|client| {
+    let result = session.pool.with(|client| {
         client.call(&request, |response| match response {
             Response::Created { .. } => Ok(()),
             other => {
@@ -272,12 +286,12 @@ pub fn create_topic(pool: &Pool, body: &[u8]) -> Reply {
 }
 
 /// `DELETE /api/topics?name=T`: deletes a topic and its messages.
-pub fn delete_topic(pool: &Pool, query: &Query) -> Reply {
+pub fn delete_topic(session: &Session, query: &Query) -> Reply {
     let Some(name) = query.get("name") else {
         return Reply::error(400, "which topic? (name=...)");
     };
     let request = Request::DeleteTopic { topic: name };
-    let result = pool.with(|client| {
+    let result = session.pool.with(|client| {
         client.call(&request, |response| match response {
             Response::Deleted { .. } => Ok(()),
             other => {
@@ -287,6 +301,143 @@ pub fn delete_topic(pool: &Pool, query: &Query) -> Reply {
     });
     match result {
         Ok(()) => Reply::json(&json!({ "deleted": name })),
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// `GET /api/session`: who the browser speaks to the broker as, and the claim it holds.
+///
+/// `{"who": str, "user": str | null, "held": {"broker", "lease_ms"} | null}`.
+pub fn session(session: &Session) -> Reply {
+    Reply::json(&session_json(session))
+}
+
+/// The session as `/api/session` describes it.
+fn session_json(session: &Session) -> Value {
+    let held = session.held().map(|c| {
+        json!({ "broker": c.broker, "lease_ms": u64::try_from(c.lease.as_millis()).unwrap_or(u64::MAX) })
+    });
+    json!({ "who": session.who(), "user": session.user(), "held": held })
+}
+
+/// The body of `POST /api/login`.
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    /// The broker user.
+    user: String,
+    /// Its password.
+    password: String,
+}
+
+/// `POST /api/login` with `{"user", "password"}`: from now on this browser speaks to the
+/// broker as that user (PLAIN), in a new session, once the broker has accepted the login.
+///
+/// The session, or `{"error"}`: `401` when the broker refused the login.
+pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
+    let form: LoginForm = match serde_json::from_slice(body) {
+        Ok(form) => form,
+        Err(e) => return Reply::error(400, &format!("not a login form: {e}")),
+    };
+    if form.user.is_empty() {
+        return Reply::error(400, "which user?");
+    }
+    let credentials = Credentials::Plain { user: form.user, password: form.password };
+    // A connection of its own, so that the check proves these credentials and no other.
+    let trial = super::pool::Pool::new(sessions.target().clone(), credentials.clone());
+    if let Err(e) = trial.with(|client| client.status().map(drop)) {
+        return match e {
+            ClientError::AuthenticationFailed { .. } => Reply::error(
+                401,
+                &format!("the broker refused the login: {e} (wrong user name or password)"),
+            ),
+            e => Reply::failed(&e),
+        };
+    }
+    let session = sessions.replace(old, credentials);
+    let mut reply = Reply::json(&session_json(&session));
+    reply.set_cookie = Some(session.cookie());
+    reply
+}
+
+/// `POST /api/logout`: this browser goes back to the console's own login, in a new session.
+pub fn log_out(sessions: &Sessions, old: &Session) -> Reply {
+    let session = sessions.replace(old, sessions.default_credentials());
+    let mut reply = Reply::json(&session_json(&session));
+    reply.set_cookie = Some(session.cookie());
+    reply
+}
+
+/// The body of `POST /api/consume/claim`.
+#[derive(Debug, Default, Deserialize)]
+struct ClaimForm {
+    /// The logical broker wanted; any free one when absent.
+    #[serde(default)]
+    broker: Option<u32>,
+}
+
+/// `POST /api/consume/claim` with `{"broker"?}`: this browser claims a logical broker, which
+/// is busy for everyone else until released, the page closes, or the lease runs out.
+pub fn claim(session: &Session, body: &[u8]) -> Reply {
+    let form: ClaimForm = if body.is_empty() {
+        ClaimForm::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(form) => form,
+            Err(e) => return Reply::error(400, &format!("not a claim form: {e}")),
+        }
+    };
+    if let Err(e) = session.release_held() {
+        tracing::debug!("cannot give back the claim held before: {e}");
+    }
+    let claimed = session
+        .pool
+        .with(|client| client.claim(form.broker, std::time::Duration::ZERO, Some(CLAIMANT)));
+    match claimed {
+        Ok(claimed) => {
+            session.hold(Some(claimed));
+            Reply::json(&session_json(session))
+        }
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// `POST /api/consume/renew`: starts the held claim's lease again; the page calls it while it
+/// is open, so that a closed page's claim runs out by itself.
+pub fn renew(session: &Session) -> Reply {
+    let Some(claimed) = session.held() else {
+        return Reply::error(409, "no logical broker is held");
+    };
+    match session.pool.with(|client| client.renew(claimed.token)) {
+        Ok(_) => Reply::json(&session_json(session)),
+        Err(e) => {
+            if e.broker_code() == Some(ErrorCode::UnknownClaim) {
+                session.hold(None);
+                return Reply::error(409, "the claim has ended: its lease ran out");
+            }
+            Reply::failed(&e)
+        }
+    }
+}
+
+/// `POST /api/consume/release`: gives back the logical broker held, if any.
+pub fn release(session: &Session) -> Reply {
+    match session.release_held() {
+        Ok(broker) => Reply::json(&json!({ "released": broker })),
+        // Its lease ran out already: nothing is held either way.
+        Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
+            Reply::json(&json!({ "released": null }))
+        }
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// `GET /api/consume/topics`: the topics, read under the held claim.
+pub fn held_topics(session: &Session) -> Reply {
+    let Some(claimed) = session.held() else {
+        return Reply::error(409, "claim a logical broker first");
+    };
+    match session.pool.with(|client| client.list_topics(claimed.token)) {
+        Ok(topics) => Reply::json(&json!({ "topics": topics })),
         Err(e) => Reply::failed(&e),
     }
 }

@@ -14,20 +14,14 @@ const STYLE_CSS: &str = include_str!("assets/style.css");
 
 /// `GET /`: the page.
 pub fn page() -> Reply {
-    Reply { status: 200, content_type: "text/html; charset=utf-8", body: INDEX_HTML.into() }
+    Reply::asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
 /// `GET /assets/NAME`: the script or the style sheet.
 pub fn file(path: &str) -> Reply {
     match path {
-        "/assets/app.js" => Reply {
-            status: 200,
-            content_type: "text/javascript; charset=utf-8",
-            body: APP_JS.into(),
-        },
-        "/assets/style.css" => {
-            Reply { status: 200, content_type: "text/css; charset=utf-8", body: STYLE_CSS.into() }
-        }
+        "/assets/app.js" => Reply::asset("text/javascript; charset=utf-8", APP_JS),
+        "/assets/style.css" => Reply::asset("text/css; charset=utf-8", STYLE_CSS),
         _ => Reply::error(404, "no such file"),
     }
 }

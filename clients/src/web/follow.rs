@@ -7,6 +7,11 @@
 //! broker, as any consumer following a topic does, and renews it with its long-poll fetches;
 //! the claim is released when the browser goes away (noticed at the next write, within one
 //! long poll) or the console stops. `status` events tell the page whether the broker answers.
+//!
+//! Memory per stream is bounded: there is no queue between the broker and the browser. The
+//! stream fetches one batch (at most [`MAX_BATCH`] messages and [`BATCH_BYTES`]), writes it,
+//! and fetches the next only once the write is done, so a slow browser slows its own stream
+//! (TCP's flow control) and nothing piles up in the console.
 
 use std::io::Write;
 use std::time::Duration;
@@ -15,8 +20,9 @@ use protocol::{ErrorCode, Fetch};
 use serde_json::json;
 use tiny_http::Request;
 
-use super::api::{self, Reply, Shown, CLAIMANT};
+use super::api::{self, Reply, Shown};
 use super::pool::Pool;
+use super::session::{Session, CLAIMANT};
 use super::Query;
 use crate::{Client, ClientError, Shutdown};
 
@@ -40,26 +46,30 @@ enum Start {
     End,
 }
 
+/// What a follow request asks for.
+pub struct Opening<'a> {
+    /// Its query: `topic` and `from`.
+    pub query: &'a Query,
+    /// Its `Last-Event-ID` header, sent by a reconnecting browser.
+    pub last_event_id: Option<&'a str>,
+    /// A new session's `Set-Cookie` value, to send with the stream's head.
+    pub cookie: Option<String>,
+}
+
 /// Answers a follow request: validates it, then streams events until the browser leaves.
-pub fn stream(
-    request: Request,
-    pool: &Pool,
-    query: &Query,
-    last_event_id: Option<&str>,
-    shutdown: &Shutdown,
-) {
-    let start = match start_of(query, last_event_id) {
+pub fn stream(request: Request, session: &Session, opening: &Opening<'_>, shutdown: &Shutdown) {
+    let start = match start_of(opening.query, opening.last_event_id) {
         Ok(start) => start,
         Err(reason) => {
             let _ = request.respond(Reply::error(400, reason).into_response());
             return;
         }
     };
-    let Some(topic) = query.get("topic").map(str::to_owned) else {
+    let Some(topic) = opening.query.get("topic").map(str::to_owned) else {
         let _ = request.respond(Reply::error(400, "which topic? (topic=...)").into_response());
         return;
     };
-    let mut client = match pool.take() {
+    let client = match session.pool.take() {
         Ok(client) => client,
         Err(e) => {
             let _ = request.respond(Reply::failed(&e).into_response());
@@ -67,18 +77,35 @@ pub fn stream(
         }
     };
     let mut out = request.into_writer();
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-                Connection: close\r\nX-Accel-Buffering: no\r\n\r\nretry: 1000\n\n";
-    if out.write_all(head.as_bytes()).and_then(|()| out.flush()).is_ok() {
-        let mut follower = Follower { client: &mut client, topic, claim: None, state: "" };
-        follower.run(&mut out, start, shutdown);
-        if let Some(token) = follower.claim.take() {
-            if let Err(e) = follower.client.release(token) {
-                tracing::debug!("cannot release claim {token}: {e}");
-            }
+    let cookie =
+        opening.cookie.as_ref().map(|c| format!("Set-Cookie: {c}\r\n")).unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
+         Connection: close\r\nX-Accel-Buffering: no\r\n{cookie}\r\nretry: 1000\n\n"
+    );
+    if out.write_all(head.as_bytes()).and_then(|()| out.flush()).is_err() {
+        session.pool.give_back(client);
+        return;
+    }
+    let mut follower = Follower {
+        client,
+        pool: &session.pool,
+        topic,
+        claim: None,
+        state: "",
+        healthy: true,
+        refused: None,
+    };
+    follower.run(&mut out, start, shutdown);
+    if let Some(token) = follower.claim.take() {
+        if let Err(e) = follower.client.release(token) {
+            tracing::debug!("cannot release claim {token}: {e}");
+            follower.healthy = false;
         }
     }
-    pool.give_back(client);
+    if follower.healthy {
+        session.pool.give_back(follower.client);
+    }
 }
 
 /// Where to start: `Last-Event-ID` (a reconnecting browser), else `from` (a number or
@@ -96,7 +123,14 @@ fn start_of(query: &Query, last_event_id: Option<&str>) -> Result<Start, &'stati
 /// One follow stream's state.
 struct Follower<'a> {
     /// The connection the stream reads with.
-    client: &'a mut Client,
+    client: Client,
+    /// Where a new connection comes from when the broker stopped answering this one.
+    pool: &'a Pool,
+    /// The broker's reason when it refused the user the topic: the stream ends.
+    refused: Option<String>,
+    /// Whether the broker answered the last request (a connection that went unanswered is
+    /// not kept for others).
+    healthy: bool,
     /// The topic followed.
     topic: String,
     /// The claim held, if any.
@@ -113,6 +147,9 @@ impl Follower<'_> {
             offset = Some(at);
         }
         while !shutdown.is_signalled() {
+            if self.refused.is_some() {
+                return;
+            }
             let token = match self.claim {
                 Some(token) => token,
                 None => match self.client.claim(None, self.client.max_hold(), Some(CLAIMANT)) {
@@ -121,10 +158,9 @@ impl Follower<'_> {
                         claimed.token
                     }
                     Err(e) => {
-                        if self.status(out, &e).is_err() {
+                        if self.failed(out, &e, shutdown).is_err() {
                             return;
                         }
-                        shutdown.pause(RETRY_AFTER);
                         continue;
                     }
                 },
@@ -143,7 +179,7 @@ impl Follower<'_> {
                         }
                     },
                     Err(e) => {
-                        if self.failed(out, &e).is_err() {
+                        if self.failed(out, &e, shutdown).is_err() {
                             return;
                         }
                         continue;
@@ -190,7 +226,7 @@ impl Follower<'_> {
                     let _ = send(out, "gone", &json!({ "error": "no such topic" }));
                     return;
                 }
-                Err(e) => self.failed(out, &e),
+                Err(e) => self.failed(out, &e, shutdown),
             };
             if written.is_err() {
                 return;
@@ -200,16 +236,37 @@ impl Follower<'_> {
 
     /// After a failed request: forgets a claim the broker no longer knows, and tells the page
     /// when the broker did not answer, then waits a moment before going on.
-    fn failed(&mut self, out: &mut dyn Write, error: &ClientError) -> std::io::Result<()> {
-        if matches!(error.broker_code(), Some(ErrorCode::UnknownClaim)) {
-            self.claim = None;
-            return Ok(());
+    fn failed(
+        &mut self,
+        out: &mut dyn Write,
+        error: &ClientError,
+        shutdown: &Shutdown,
+    ) -> std::io::Result<()> {
+        match error.broker_code() {
+            Some(ErrorCode::UnknownClaim) => {
+                self.claim = None;
+                return Ok(());
+            }
+            Some(ErrorCode::Forbidden) => {
+                // The user may not read the topic: trying again will not change that.
+                let reason = api::describe(error);
+                self.refused = Some(reason.clone());
+                return send(out, "gone", &json!({ "error": reason }));
+            }
+            _ => {}
         }
         if error.broker_code().is_none() {
-            // No answer: the claim may be gone with a restarted broker; claim again after.
+            // No answer: the claim may be gone with a restarted broker; claim again after, on
+            // a new connection (this one keeps counting its silence).
             self.claim = None;
+            match self.pool.fresh() {
+                Ok(client) => self.client = client,
+                Err(e) => tracing::debug!("cannot make a new connection: {e}"),
+            }
         }
-        self.status(out, error)
+        let told = self.status(out, error);
+        shutdown.pause(RETRY_AFTER);
+        told
     }
 
     /// Tells the page why the stream cannot read now.

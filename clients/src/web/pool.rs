@@ -1,26 +1,47 @@
-//! Idle broker connections shared by the console's request threads.
+//! Idle broker connections of one browser session, lent to its request threads.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
-use crate::{Client, Result};
+use crate::security::Credentials;
+use crate::{Client, Result, Shutdown};
 
-/// Connections to the broker, one lent to each request thread at a time and kept after for
-/// the next: a REQ socket serves one exchange at a time, and a fresh one per request would
-/// cost a handshake (a password check, with users) every time.
+/// How the console reaches the broker: the same for every session but for the login.
+#[derive(Clone)]
+pub struct Target {
+    /// The broker's endpoint.
+    pub endpoint: String,
+    /// How long a request waits for the broker (`--timeout`).
+    pub timeout: Duration,
+    /// Cuts the waits short when the console stops.
+    pub shutdown: Shutdown,
+}
+
+/// Connections to the broker logged in as one user, one lent to each request thread at a time
+/// and kept after for the next: a REQ socket serves one exchange at a time, and a fresh one per
+/// request would cost a handshake (a password check, with users) every time.
 pub struct Pool {
-    /// The connection new ones are made from ([`Client::sibling`]): same endpoint, login.
-    base: Mutex<Client>,
+    /// Where the connections go.
+    target: Target,
+    /// How they log in.
+    credentials: Credentials,
     /// Connections not lent out now.
     idle: Mutex<Vec<Client>>,
 }
 
-/// At most this many idle connections are kept; the rest are closed when given back.
-const MAX_IDLE: usize = 16;
+/// At most this many idle connections are kept per session; the rest are closed when given
+/// back, so that a session holds a bounded number of sockets.
+const MAX_IDLE: usize = 4;
 
 impl Pool {
-    /// A pool making its connections like `base`.
-    pub fn new(base: Client) -> Pool {
-        Pool { base: Mutex::new(base), idle: Mutex::new(Vec::new()) }
+    /// A pool of connections to `target` logging in with `credentials`.
+    pub fn new(target: Target, credentials: Credentials) -> Pool {
+        Pool { target, credentials, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Who the connections log in as, for the page.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// Runs `work` with a connection, lent for the call.
@@ -30,7 +51,12 @@ impl Pool {
     pub fn with<T>(&self, work: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
         let mut client = self.take()?;
         let result = work(&mut client);
-        self.give_back(client);
+        match &result {
+            // A connection the broker did not answer keeps counting its silence: the next
+            // request would fail at once. A new one starts afresh.
+            Err(e) if e.broker_code().is_none() => {}
+            _ => self.give_back(client),
+        }
         result
     }
 
@@ -42,8 +68,18 @@ impl Pool {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         match idle {
             Some(client) => Ok(client),
-            None => self.base.lock().unwrap_or_else(PoisonError::into_inner).sibling(),
+            None => self.fresh(),
         }
+    }
+
+    /// A new connection, never one used before.
+    ///
+    /// # Errors
+    /// The endpoint cannot be connected to, or the credentials cannot be set.
+    pub fn fresh(&self) -> Result<Client> {
+        let target = &self.target;
+        Ok(Client::connect_as(&target.endpoint, target.timeout, self.credentials.clone())?
+            .with_shutdown(target.shutdown.clone()))
     }
 
     /// Keeps `client` for the next request.

@@ -10,6 +10,10 @@ const CHART_MS = 5 * 60 * 1000; // the span of a group's lag chart
 const $ = (id) => document.getElementById(id);
 const state = {
   topics: [],          // the last topic list
+  confirming: null,    // the topic whose deletion is being confirmed
+  loginError: null,    // the last refused login, shown until the next attempt
+  held: null,          // the logical broker held from the Consume panel: {broker, lease_ms}
+  renewTimer: null,    // renews the held claim while the page is open
   topic: null,         // the topic shown in the messages view
   offset: 0,           // the first offset of the page shown
   source: null,        // the follow stream, when following
@@ -69,10 +73,14 @@ async function call(method, url, body) {
 async function refresh() {
   try {
     const data = await call("GET", "/api/overview");
-    if (!data.up) {
+    if (data.refused) {
+      showBanner(null);
+      loginMessage(data.error);
+    } else if (!data.up) {
       showBanner("The broker is not answering (" + data.error + "). Retrying…");
     } else {
       showBanner(null);
+      if (!state.loginError) loginMessage(null);
       drawBrokers(data.brokers);
       drawTopics(data.topics, data.topics_error);
       drawGroups(data.groups);
@@ -85,6 +93,19 @@ async function refresh() {
 }
 
 function drawBrokers(brokers) {
+  const select = $("consume-broker");
+  const ids = brokers.map((b) => String(b.id));
+  const have = [...select.options].slice(1).map((o) => o.value);
+  if (ids.join() !== have.join()) {
+    const chosen = select.value;
+    select.replaceChildren(select.options[0], ...ids.map((id) => {
+      const option = document.createElement("option");
+      option.value = id;
+      option.textContent = id;
+      return option;
+    }));
+    select.value = ids.includes(chosen) ? chosen : "";
+  }
   const body = $("brokers").tBodies[0];
   body.replaceChildren(...brokers.map((b) => {
     const lease = b.lease_remaining_ms == null ? "" : (b.lease_remaining_ms / 1000).toFixed(1) + " s";
@@ -114,11 +135,27 @@ function drawTopics(topics, error) {
     open.addEventListener("click", () => openTopic(t.name, Math.max(t.first_offset, t.next_offset - PAGE)));
     const name = document.createElement("td");
     name.appendChild(open);
-    const remove = document.createElement("button");
-    remove.textContent = "Delete";
-    remove.addEventListener("click", () => deleteTopic(t.name));
     const actions = document.createElement("td");
-    actions.appendChild(remove);
+    if (state.confirming === t.name) {
+      // Asked in the page rather than with confirm(), which would stop every live update.
+      const question = document.createElement("span");
+      question.className = "confirm";
+      question.textContent = "delete it and all its messages? ";
+      const yes = document.createElement("button");
+      yes.textContent = "Yes, delete";
+      yes.className = "confirm-yes";
+      yes.addEventListener("click", () => { state.confirming = null; deleteTopic(t.name); });
+      const no = document.createElement("button");
+      no.textContent = "No";
+      no.addEventListener("click", () => { state.confirming = null; drawTopics(state.topics); });
+      actions.append(question, yes, no);
+    } else {
+      const remove = document.createElement("button");
+      remove.textContent = "Delete";
+      remove.className = "delete";
+      remove.addEventListener("click", () => { state.confirming = t.name; drawTopics(state.topics); });
+      actions.appendChild(remove);
+    }
     const tr = row([name, cell(t.messages, "num"), cell(t.first_offset, "num"),
       cell(t.next_offset, "num"), cell(bytes(t.bytes), "num"), actions]);
     tr.dataset.topic = t.name;
@@ -191,7 +228,6 @@ $("create-form").addEventListener("submit", async (event) => {
 });
 
 async function deleteTopic(name) {
-  if (!confirm("Delete topic “" + name + "” and all its messages?")) return;
   const data = await call("DELETE", "/api/topics?name=" + encodeURIComponent(name));
   const out = $("create-result");
   out.className = data.error ? "error" : "ok";
@@ -355,5 +391,134 @@ async function fromHash() {
   }
 }
 
-refresh();
-fromHash();
+// ---- the session: who the page speaks to the broker as ----
+
+function loginMessage(text) {
+  $("login-result").hidden = !text;
+  $("login-result").textContent = text || "";
+}
+
+function showSession(data) {
+  if (data.error) return;
+  $("who").textContent = "as " + (data.user ? "user " + data.user : data.who);
+  $("logout").hidden = !data.user;
+  $("login-form").hidden = !!data.user;
+  showHeld(data.held);
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const data = await call("POST", "/api/login", { user: $("login-user").value, password: $("login-password").value });
+  $("login-password").value = "";
+  state.loginError = data.error || null;
+  loginMessage(data.error ? "not logged in: " + data.error : null);
+  showSession(data);
+  if (!data.error && state.topic != null && state.source) startFollow();
+});
+
+$("logout").addEventListener("click", async () => {
+  showSession(await call("POST", "/api/logout"));
+  if (state.source) startFollow();
+});
+
+// ---- consume as in the original: claim, pick a topic, pick a message, release ----
+
+function showHeld(held) {
+  state.held = held || null;
+  const holding = !!state.held;
+  $("consume-claim").disabled = holding;
+  $("consume-release").disabled = !holding;
+  for (const id of ["consume-topic", "consume-offset", "consume-read"]) $(id).disabled = !holding;
+  clearInterval(state.renewTimer);
+  state.renewTimer = null;
+  if (holding) {
+    $("consume-state").className = "ok";
+    $("consume-state").textContent = "holding logical broker " + state.held.broker;
+    // Renew well within the lease: a page that closes stops renewing, and the lease runs out.
+    state.renewTimer = setInterval(renewHeld, Math.max(500, state.held.lease_ms / 3));
+  } else {
+    $("consume-messages").tBodies[0].replaceChildren();
+    $("consume-picked").hidden = true;
+  }
+}
+
+function consumeMessage(text, ok) {
+  $("consume-state").className = ok ? "ok" : "error";
+  $("consume-state").textContent = text;
+}
+
+async function renewHeld() {
+  const data = await call("POST", "/api/consume/renew");
+  if (data.error) {
+    showHeld(null);
+    consumeMessage("released: " + data.error, false);
+  }
+}
+
+$("consume-claim").addEventListener("click", async () => {
+  const broker = $("consume-broker").value;
+  const data = await call("POST", "/api/consume/claim", broker ? { broker: Number(broker) } : {});
+  if (data.error) {
+    consumeMessage("not claimed: " + data.error, false);
+    return;
+  }
+  showHeld(data.held);
+  const topics = await call("GET", "/api/consume/topics");
+  if (topics.error) {
+    consumeMessage("cannot list the topics: " + topics.error, false);
+    return;
+  }
+  $("consume-topic").replaceChildren(...topics.topics.map((t) => {
+    const option = document.createElement("option");
+    option.value = t.name;
+    option.textContent = t.name + " (" + t.messages + ")";
+    return option;
+  }));
+  const first = topics.topics[0];
+  $("consume-offset").value = first ? first.first_offset : 0;
+});
+
+$("consume-topic").addEventListener("change", () => { $("consume-offset").value = 0; });
+
+$("consume-release").addEventListener("click", async () => {
+  const data = await call("POST", "/api/consume/release");
+  showHeld(null);
+  if (data.error) consumeMessage("not released: " + data.error, false);
+  else consumeMessage("released logical broker " + data.released, true);
+});
+
+$("consume-read").addEventListener("click", async () => {
+  const topic = $("consume-topic").value;
+  const offset = Number($("consume-offset").value) || 0;
+  const data = await call("GET", "/api/messages?topic=" + encodeURIComponent(topic) + "&offset=" + offset + "&limit=20");
+  if (data.error) {
+    consumeMessage("cannot read: " + data.error, false);
+    return;
+  }
+  $("consume-messages").tBodies[0].replaceChildren(...data.messages.map((m) => {
+    const pick = document.createElement("button");
+    pick.textContent = "Pick";
+    pick.addEventListener("click", () => {
+      $("consume-picked").hidden = false;
+      $("consume-picked-offset").textContent = "at offset " + m.offset + " of " + topic;
+      $("consume-picked-time").textContent = new Date(m.timestamp).toLocaleString();
+      $("consume-picked-key").textContent = m.key == null ? "(none)" : m.key;
+      $("consume-picked-value").textContent = m.value;
+    });
+    const action = document.createElement("td");
+    action.appendChild(pick);
+    const tr = row([cell(m.offset, "num"), cell(m.key, "value"), cell(m.value, m.value_hex ? "value hex" : "value"), action]);
+    tr.dataset.offset = m.offset;
+    return tr;
+  }));
+});
+
+// Closing the page gives the logical broker back at once (the lease would run out anyway).
+window.addEventListener("pagehide", () => {
+  if (state.held) navigator.sendBeacon("/api/consume/release");
+});
+
+call("GET", "/api/session").then(showSession).finally(() => {
+  refresh();
+  fromHash();
+});
