@@ -280,6 +280,28 @@ def check_topic_admin():
         assert not s.dialogs, f"a dialog opened: {s.dialogs}"
 
 
+def check_groups():
+    """A group that read one of three messages shows lag 2, and its lag chart is drawn; once it
+    reads the rest, the lag shown falls to 0 without a reload."""
+    with Session() as s:
+        page = s.page()
+        def read(count):
+            subprocess.run(
+                [os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "fetch", "Hallo welt",
+                 "--group", "<i>readers</i>", "--max", str(count)],
+                capture_output=True, check=True, timeout=STEP)
+        read(1)
+        row = page.locator("#groups tbody tr", has_text="<i>readers</i>")
+        expect(row).to_be_visible(timeout=STEP * 1000)
+        expect(row.locator("td").nth(1)).to_have_text("Hallo welt")
+        expect(row.locator("td").nth(4)).to_have_text("2")
+        expect(row.locator("svg.chart polyline")).to_have_count(1)
+        read(2)
+        expect(row.locator("td").nth(4)).to_have_text("0", timeout=STEP * 1000)
+        assert page.locator("#groups i").count() == 0, "markup got in"
+        shot(page, "groups")
+
+
 def users_file(directory):
     """bob may read every topic and write none; carol may write Hello world."""
     password = "correct horse"
@@ -333,65 +355,126 @@ def check_auth():
             expect(page.locator("#who")).to_have_text("as a client without credentials")
 
 
+LAG_PROBE = """async (ms) => {
+    // How late the page's event loop runs a 50 ms timer, over `ms`.
+    const late = [];
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+        const t = performance.now();
+        await new Promise((r) => setTimeout(r, 50));
+        late.push(performance.now() - t - 50);
+    }
+    return late;
+}"""
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
 def bench():
-    """The follow view's delay, append acknowledged -> message in the DOM, over 1,000
-    messages; then a page following a topic receiving 10,000 messages/s."""
+    """The follow view's delay, append acknowledged -> message in the DOM, over 1,000 messages
+    appended one at a time every 20 ms by a client of the broker, beside a floor: the same
+    messages reaching a long-poll fetch of a client reading the broker directly. Then a page
+    following a topic receiving 10,000 messages/s: how late its event loop runs a timer, beside
+    the same page idle, and how many rows it keeps."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+    import pyclient
     with Session() as s:
         page = s.page("#topic=Hello%20world&follow=1")
         expect(page.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
-        delays = page.evaluate("""async (count) => {
+        # Wall-clock arrival times in the page, comparable with the appender's (same machine).
+        page.evaluate("""() => {
+            window.arrivals = {};
             const body = document.querySelector('#messages tbody');
-            const delays = [];
-            for (let i = 0; i < count; i++) {
-                const seen = new Promise((resolve) => {
-                    const observer = new MutationObserver(() => {
-                        const last = body.lastElementChild;
-                        if (last && last.cells[3].textContent === 'bench ' + i) {
-                            observer.disconnect();
-                            resolve(performance.now());
-                        }
-                    });
-                    observer.observe(body, { childList: true });
-                });
-                const response = await fetch('/api/produce', { method: 'POST',
-                    headers: { 'Content-Type': 'application/json' },
-                    body: JSON.stringify({ topic: 'Hello world', value: 'bench ' + i }) });
-                const acked = performance.now();
-                await response.json();
-                const shown = await seen;
-                delays.push(Math.max(0, shown - acked));
-            }
-            return delays;
-        }""", 1000)
-        delays.sort()
-        p50 = delays[len(delays) // 2]
-        p99 = delays[int(len(delays) * 0.99) - 1]
-        print(f"follow delay, append acknowledged -> in the DOM, 1000 messages: "
-              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+            new MutationObserver((records) => {
+                const now = performance.timeOrigin + performance.now();
+                for (const r of records) for (const row of r.addedNodes) {
+                    const value = row.cells[3].textContent;
+                    if (value.startsWith('delay ')) window.arrivals[value] = now;
+                }
+            }).observe(body, { childList: true });
+        }""")
+        count = 1000
+        direct = {}
+        writer = pyclient.Client(s.broker.endpoint)
+        reader = pyclient.Client(s.broker.endpoint)
+        claim = reader.claim(client="bench floor")["claim"]
+        start = writer.append("Hello world", [b"start"])["first_offset"] + 1
 
-        # 10,000 messages/s for 5 s from a separate process, in batches of 100 every 10 ms.
-        loader = subprocess.Popen(
-            [sys.executable, "-c", LOADER, s.broker.endpoint],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        gaps = page.evaluate("""async (ms) => {
-            // How late the page's event loop runs a 50 ms timer, while the flood arrives.
-            const late = [];
-            const end = performance.now() + ms;
-            while (performance.now() < end) {
-                const t = performance.now();
-                await new Promise((r) => setTimeout(r, 50));
-                late.push(performance.now() - t - 50);
-            }
-            return late;
-        }""", 5000)
-        out, err = loader.communicate(timeout=STEP * 3)
+        def read_directly():
+            offset = start
+            while len(direct) < count:
+                reply = reader.fetch(claim, "Hello world", offset, wait_ms=1000)
+                now = time.time() * 1000
+                for m in reply["messages"]:
+                    direct[m["value"].decode()] = now
+                offset = reply["next_offset"]
+
+        import threading
+        floor_thread = threading.Thread(target=read_directly, daemon=True)
+        floor_thread.start()
+        acked = {}
+        for i in range(count):
+            value = f"delay {i}"
+            writer.append("Hello world", [value.encode()])
+            acked[value] = time.time() * 1000
+            time.sleep(0.02)
+        floor_thread.join(STEP)
+        reader.release(claim)
+        deadline = time.monotonic() + STEP
+        while True:
+            arrivals = page.evaluate("() => window.arrivals")
+            if len(arrivals) >= count:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(arrivals)} of {count} messages reached the page")
+            time.sleep(0.05)
+        delays = [arrivals[v] - t for v, t in acked.items()]
+        floor = [direct[v] - t for v, t in acked.items() if v in direct]
+        print(f"follow delay, append acknowledged -> in the DOM, {count} messages one every 20 ms: "
+              f"p50 {percentile(delays, 0.5):.2f} ms, p99 {percentile(delays, 0.99):.2f} ms "
+              f"(floor, a long-poll fetch reading the broker directly: "
+              f"p50 {percentile(floor, 0.5):.2f} ms, p99 {percentile(floor, 0.99):.2f} ms)")
+
+        # The floor: the same flood while the page is open but not following it, so that
+        # what the broker, the console and the loader take from this machine's CPUs is in it.
+        page.uncheck("#follow")
+        expect(page.locator("#follow-status")).to_have_text("")
+        idle = flood(page, s.broker.endpoint)[0]
+        page.check("#follow")
+        expect(page.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
+        received_before = page.evaluate("() => state.received")
+        busy, sent, loaded = flood(page, s.broker.endpoint)
+        # Everything sent reaches the page (a deadline, not a pause).
+        deadline = time.monotonic() + STEP
+        while page.evaluate("() => state.received") - received_before < sent:
+            if time.monotonic() > deadline:
+                raise AssertionError("the page did not receive every message of the flood")
+            time.sleep(0.05)
         rows = page.locator("#messages tbody tr").count()
-        count = page.text_content("#follow-count")
-        gaps.sort()
-        print(f"flood: {out.strip()} {err.strip()}")
-        print(f"while following it: timer lateness p50 {gaps[len(gaps) // 2]:.1f} ms, "
-              f"max {gaps[-1]:.1f} ms; rows on the page {rows}; {count}")
+        shown = page.text_content("#follow-count")
+        print(f"flood: {loaded}; the page received all {sent}, keeps {rows} rows; {shown}")
+        print(f"event-loop lateness of a 50 ms timer while following the flood: "
+              f"p50 {percentile(busy, 0.5):.1f} ms, p99 {percentile(busy, 0.99):.1f} ms, "
+              f"max {max(busy):.1f} ms (floor, the same flood with the page open, not following: "
+              f"p50 {percentile(idle, 0.5):.1f} ms, p99 {percentile(idle, 0.99):.1f} ms, "
+              f"max {max(idle):.1f} ms)")
         shot(page, "flood")
+
+
+def flood(page, endpoint):
+    """10,000 messages/s for 5 s into Hello world from another process, while the page's
+    event-loop lateness is measured: (lateness samples, messages sent, the loader's line)."""
+    loader = subprocess.Popen(
+        [sys.executable, "-c", LOADER, endpoint],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    late = page.evaluate(LAG_PROBE, 5000)
+    out, err = loader.communicate(timeout=STEP * 3)
+    if loader.returncode != 0:
+        raise AssertionError(f"the loader failed: {err}")
+    return late, int(out.split()[0]), out.strip()
 
 
 LOADER = r"""
@@ -419,6 +502,7 @@ CHECKS = {
     "consume": check_consume,
     "topic_admin": check_topic_admin,
     "auth": check_auth,
+    "groups": check_groups,
     "bench": bench,
 }
 

@@ -6,8 +6,11 @@ const POLL_MS = 500;          // how often the overview is refreshed
 const PAGE = 50;              // messages per page
 const WINDOW = 200;           // rows kept while following: a bounded window of recent ones
 const CHART_MS = 5 * 60 * 1000; // the span of a group's lag chart
+const FRAME_MS = 16;          // followed messages are drawn at most this often
 
 const $ = (id) => document.getElementById(id);
+// Local, readable times; one formatter for all, as making one per message is what costs.
+const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
 const state = {
   topics: [],          // the last topic list
   confirming: null,    // the topic whose deletion is being confirmed
@@ -18,6 +21,10 @@ const state = {
   offset: 0,           // the first offset of the page shown
   source: null,        // the follow stream, when following
   received: 0,         // messages received since the follow began
+  end: 0,              // the followed topic's end, as last heard
+  pending: [],         // followed messages not drawn yet, at most WINDOW
+  drawScheduled: false, // whether a frame will draw them
+  lastDraw: 0,         // when followed messages were last drawn
   lag: new Map(),      // "group\u0000topic" -> [[time, lag], ...]
 };
 
@@ -202,8 +209,11 @@ function lagChart(history, now) {
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
   const max = Math.max(1, ...history.map((p) => p[1]));
+  // The chart spans what has been seen, up to CHART_MS: a page open for a minute shows a
+  // minute across its whole width.
+  const span = Math.min(CHART_MS, Math.max(10000, now - history[0][0]));
   const points = history.map(([t, lag]) => {
-    const x = width - ((now - t) / CHART_MS) * width;
+    const x = width - ((now - t) / span) * width;
     const y = height - 2 - (lag / max) * (height - 4);
     return x.toFixed(1) + "," + y.toFixed(1);
   });
@@ -211,7 +221,8 @@ function lagChart(history, now) {
   line.setAttribute("points", points.join(" "));
   svg.appendChild(line);
   const title = document.createElementNS(NS, "title");
-  title.textContent = "lag now " + history[history.length - 1][1] + ", at most " + max;
+  title.textContent = "lag now " + history[history.length - 1][1] + ", at most " + max
+    + " over the last " + Math.round(span / 1000) + " s";
   svg.appendChild(title);
   return svg;
 }
@@ -257,7 +268,7 @@ function messageRow(m) {
   const key = m.key == null ? "" : m.key;
   const tr = row([
     cell(m.offset, "num"),
-    cell(new Date(m.timestamp).toLocaleString()),
+    cell(TIME.format(m.timestamp)),
     cell(key, m.key_hex ? "value hex" : "value"),
     cell(m.value, m.value_hex ? "value hex" : "value"),
   ]);
@@ -311,19 +322,18 @@ function startFollow() {
   const from = info ? Math.max(info.first_offset, info.next_offset - PAGE) : "end";
   body.replaceChildren();
   state.received = 0;
+  state.pending = [];
   $("follow-count").textContent = "following: 0 messages received";
   const source = new EventSource("/api/follow?topic=" + encodeURIComponent(state.topic) + "&from=" + from);
   state.source = source;
   source.addEventListener("messages", (event) => {
     const data = JSON.parse(event.data);
-    const fragment = document.createDocumentFragment();
-    // Only the last WINDOW of a large batch can stay on the page anyway.
-    for (const m of data.messages.slice(-WINDOW)) fragment.appendChild(messageRow(m));
-    body.appendChild(fragment);
-    while (body.rows.length > WINDOW) body.deleteRow(0);
     state.received += data.messages.length;
-    $("follow-count").textContent = "following: " + state.received + " messages received, the last "
-      + body.rows.length + " shown; the topic ends at " + data.end_offset;
+    state.end = data.end_offset;
+    // Only the last WINDOW can stay on the page anyway: keep no more than that waiting.
+    const pending = state.pending.concat(data.messages.length > WINDOW ? data.messages.slice(-WINDOW) : data.messages);
+    state.pending = pending.length > WINDOW ? pending.slice(-WINDOW) : pending;
+    queueFollowed();
   });
   source.addEventListener("status", (event) => {
     const data = JSON.parse(event.data);
@@ -339,6 +349,33 @@ function startFollow() {
   source.onerror = () => {
     $("follow-status").textContent = "reconnecting…";
   };
+}
+
+// Draws what arrived at once when nothing was drawn for a frame, else with the next frame:
+// at a high rate the page draws at most once a frame, whatever the rate.
+function queueFollowed() {
+  if (state.drawScheduled) return;
+  if (performance.now() - state.lastDraw >= FRAME_MS) {
+    drawFollowed();
+  } else {
+    state.drawScheduled = true;
+    requestAnimationFrame(drawFollowed);
+  }
+}
+
+function drawFollowed() {
+  state.drawScheduled = false;
+  state.lastDraw = performance.now();
+  if (!state.source) return;
+  const body = $("messages").tBodies[0];
+  const fragment = document.createDocumentFragment();
+  for (const m of state.pending) fragment.appendChild(messageRow(m));
+  state.pending = [];
+  body.appendChild(fragment);
+  let extra = body.rows.length - WINDOW;
+  while (extra-- > 0) body.deleteRow(0);
+  $("follow-count").textContent = "following: " + state.received + " messages received, the last "
+    + body.rows.length + " shown; the topic ends at " + state.end;
 }
 
 function stopFollow() {
