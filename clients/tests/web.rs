@@ -100,6 +100,11 @@ fn the_page_claims_a_broker_picks_a_message_and_releases_it_also_by_closing() {
 }
 
 #[test]
+fn the_page_keeps_its_claim_while_open_and_a_lost_page_loses_it_with_the_lease() {
+    check("lease");
+}
+
+#[test]
 fn topics_are_created_and_deleted_after_a_confirmation_in_the_page() {
     check("topic_admin");
 }
@@ -241,7 +246,8 @@ fn a_request_from_another_site_or_host_name_is_refused() {
     assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
     // The console's own page may.
     let own = request(&format!(
-        "POST /api/consume/claim HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+        "POST /api/consume/claim HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+         X-Console-Page: test\r\n"
     ));
     assert!(own.starts_with("HTTP/1.1 200"), "{own}");
     assert!(own.contains("Set-Cookie: console_session="), "{own}");

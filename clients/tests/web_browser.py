@@ -262,6 +262,27 @@ def check_consume():
         expect(watcher.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
 
 
+def check_lease():
+    """With a lease of 1 s: the page keeps its claim while open (it renews it), and a page lost
+    without a word (its release never arrives) loses the claim when the lease runs out."""
+    with Session(["--lease", "1s"]) as s:
+        page = s.page()
+        watcher = s.page()
+        expect(page.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
+        page.click("#consume-claim")
+        expect(page.locator("#consume-state")).to_contain_text("holding logical broker", timeout=STEP * 1000)
+        held = watcher.locator('#brokers tr[data-state="claimed"]')
+        expect(held).to_have_count(1, timeout=STEP * 1000)
+        # Three leases' time: only the page's renewals can keep it.
+        page.wait_for_timeout(3000)
+        expect(page.locator("#consume-state")).to_contain_text("holding logical broker")
+        expect(held).to_have_count(1)
+        # A page lost without a word: it forgets its claim, so it sends no release as it goes.
+        page.evaluate("() => { state.held = null; }")
+        page.close(run_before_unload=True)
+        expect(watcher.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
+
+
 def check_topic_admin():
     """Create a topic from the page, then delete it after the in-page confirmation."""
     with Session() as s:
@@ -501,6 +522,7 @@ CHECKS = {
     "banner": check_banner,
     "consume": check_consume,
     "topic_admin": check_topic_admin,
+    "lease": check_lease,
     "auth": check_auth,
     "groups": check_groups,
     "bench": bench,

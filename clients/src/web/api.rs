@@ -103,11 +103,11 @@ pub fn describe(error: &ClientError) -> String {
 ///
 /// `{"up": bool, "error"?: str, "brokers": [...], "topics": [...] | null, "topics_error"?:
 /// str, "groups": [...]}`; `up` is false when the broker did not answer.
-pub fn overview(session: &Session) -> Reply {
+pub fn overview(session: &Session, page: &str) -> Reply {
     let result = session.pool.with(|client| {
         // Status first, so that the console's own brief claim is not in it.
         let brokers = client.status()?;
-        let topics = session.with_claim(client, |client, token| client.list_topics(token));
+        let topics = session.with_claim(client, page, |client, token| client.list_topics(token));
         let groups = client.list_groups(None, None)?;
         Ok((brokers, topics, groups))
     });
@@ -191,7 +191,7 @@ fn text_or_hex(bytes: &[u8]) -> (String, bool) {
 /// `GET /api/messages?topic=T&offset=N&limit=L`: one page of a topic's messages.
 ///
 /// `{"messages": [...], "next_offset": n, "end_offset": n}`.
-pub fn messages(session: &Session, query: &Query) -> Reply {
+pub fn messages(session: &Session, page: &str, query: &Query) -> Reply {
     let Some(topic) = query.get("topic") else {
         return Reply::error(400, "which topic? (topic=...)");
     };
@@ -204,7 +204,7 @@ pub fn messages(session: &Session, query: &Query) -> Reply {
         Err(_) => return Reply::error(400, "the limit must be a whole number"),
     };
     let result = session.pool.with(|client| {
-        session.with_claim(client, |client, token| {
+        session.with_claim(client, page, |client, token| {
             let fetch = Fetch {
                 claim: token,
                 topic,
@@ -308,13 +308,13 @@ pub fn delete_topic(session: &Session, query: &Query) -> Reply {
 /// `GET /api/session`: who the browser speaks to the broker as, and the claim it holds.
 ///
 /// `{"who": str, "user": str | null, "held": {"broker", "lease_ms"} | null}`.
-pub fn session(session: &Session) -> Reply {
-    Reply::json(&session_json(session))
+pub fn session(session: &Session, page: &str) -> Reply {
+    Reply::json(&session_json(session, page))
 }
 
-/// The session as `/api/session` describes it.
-fn session_json(session: &Session) -> Value {
-    let held = session.held().map(|c| {
+/// The session as `/api/session` describes it to page `page`.
+fn session_json(session: &Session, page: &str) -> Value {
+    let held = session.held(page).map(|c| {
         json!({ "broker": c.broker, "lease_ms": u64::try_from(c.lease.as_millis()).unwrap_or(u64::MAX) })
     });
     json!({ "who": session.who(), "user": session.user(), "held": held })
@@ -354,7 +354,7 @@ pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
         };
     }
     let session = sessions.replace(old, credentials);
-    let mut reply = Reply::json(&session_json(&session));
+    let mut reply = Reply::json(&session_json(&session, ""));
     reply.set_cookie = Some(session.cookie());
     reply
 }
@@ -362,7 +362,7 @@ pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
 /// `POST /api/logout`: this browser goes back to the console's own login, in a new session.
 pub fn log_out(sessions: &Sessions, old: &Session) -> Reply {
     let session = sessions.replace(old, sessions.default_credentials());
-    let mut reply = Reply::json(&session_json(&session));
+    let mut reply = Reply::json(&session_json(&session, ""));
     reply.set_cookie = Some(session.cookie());
     reply
 }
@@ -377,7 +377,10 @@ struct ClaimForm {
 
 /// `POST /api/consume/claim` with `{"broker"?}`: this browser claims a logical broker, which
 /// is busy for everyone else until released, the page closes, or the lease runs out.
-pub fn claim(session: &Session, body: &[u8]) -> Reply {
+pub fn claim(session: &Session, page: &str, body: &[u8]) -> Reply {
+    if page.is_empty() {
+        return Reply::error(400, "which page? (X-Console-Page)");
+    }
     let form: ClaimForm = if body.is_empty() {
         ClaimForm::default()
     } else {
@@ -386,7 +389,7 @@ pub fn claim(session: &Session, body: &[u8]) -> Reply {
             Err(e) => return Reply::error(400, &format!("not a claim form: {e}")),
         }
     };
-    if let Err(e) = session.release_held() {
+    if let Err(e) = session.release_held(Some(page)) {
         tracing::debug!("cannot give back the claim held before: {e}");
     }
     let claimed = session
@@ -394,8 +397,13 @@ pub fn claim(session: &Session, body: &[u8]) -> Reply {
         .with(|client| client.claim(form.broker, std::time::Duration::ZERO, Some(CLAIMANT)));
     match claimed {
         Ok(claimed) => {
-            session.hold(Some(claimed));
-            Reply::json(&session_json(session))
+            // Another page of this browser held one: this one takes its place.
+            if let Some(before) = session.hold(claimed, page) {
+                if let Err(e) = session.give_back(before) {
+                    tracing::debug!("cannot give back another page's claim: {e}");
+                }
+            }
+            Reply::json(&session_json(session, page))
         }
         Err(e) => Reply::failed(&e),
     }
@@ -403,15 +411,15 @@ pub fn claim(session: &Session, body: &[u8]) -> Reply {
 
 /// `POST /api/consume/renew`: starts the held claim's lease again; the page calls it while it
 /// is open, so that a closed page's claim runs out by itself.
-pub fn renew(session: &Session) -> Reply {
-    let Some(claimed) = session.held() else {
-        return Reply::error(409, "no logical broker is held");
+pub fn renew(session: &Session, page: &str) -> Reply {
+    let Some(claimed) = session.held(page) else {
+        return Reply::error(409, "no logical broker is held (another page may have claimed one)");
     };
     match session.pool.with(|client| client.renew(claimed.token)) {
-        Ok(_) => Reply::json(&session_json(session)),
+        Ok(_) => Reply::json(&session_json(session, page)),
         Err(e) => {
             if e.broker_code() == Some(ErrorCode::UnknownClaim) {
-                session.hold(None);
+                session.forget(page);
                 return Reply::error(409, "the claim has ended: its lease ran out");
             }
             Reply::failed(&e)
@@ -420,8 +428,8 @@ pub fn renew(session: &Session) -> Reply {
 }
 
 /// `POST /api/consume/release`: gives back the logical broker held, if any.
-pub fn release(session: &Session) -> Reply {
-    match session.release_held() {
+pub fn release(session: &Session, page: &str) -> Reply {
+    match session.release_held(Some(page)) {
         Ok(broker) => Reply::json(&json!({ "released": broker })),
         // Its lease ran out already: nothing is held either way.
         Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
@@ -432,8 +440,8 @@ pub fn release(session: &Session) -> Reply {
 }
 
 /// `GET /api/consume/topics`: the topics, read under the held claim.
-pub fn held_topics(session: &Session) -> Reply {
-    let Some(claimed) = session.held() else {
+pub fn held_topics(session: &Session, page: &str) -> Reply {
+    let Some(claimed) = session.held(page) else {
         return Reply::error(409, "claim a logical broker first");
     };
     match session.pool.with(|client| client.list_topics(claimed.token)) {

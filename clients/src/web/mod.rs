@@ -186,6 +186,12 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
     let sessions = &console.sessions;
     let (session, new) = sessions.find_or_start(header(&request, "Cookie").as_deref());
     let cookie = new.then(|| session.cookie());
+    // Which page of the browser asks: a name each page makes up when it loads (a header, or
+    // `page=` where a header cannot be set: the release sent as a page closes).
+    let page = header(&request, "X-Console-Page")
+        .or_else(|| query.get("page").map(str::to_owned))
+        .filter(|p| p.len() <= 64)
+        .unwrap_or_default();
     if (&method, path) == (&Method::Get, "/api/follow") {
         let Some(_slot) = Slot::take(&console.streams, MAX_STREAMS) else {
             let reply = api::Reply::error(503, "too many pages follow topics now; try again");
@@ -197,12 +203,12 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
         return follow::stream(request, &session, &start, shutdown);
     }
     let mut reply = match (&method, path) {
-        (Method::Get, "/api/overview") => api::overview(&session),
-        (Method::Get, "/api/messages") => api::messages(&session, &query),
-        (Method::Get, "/api/session") => api::session(&session),
-        (Method::Get, "/api/consume/topics") => api::held_topics(&session),
-        (Method::Post, "/api/consume/renew") => api::renew(&session),
-        (Method::Post, "/api/consume/release") => api::release(&session),
+        (Method::Get, "/api/overview") => api::overview(&session, &page),
+        (Method::Get, "/api/messages") => api::messages(&session, &page, &query),
+        (Method::Get, "/api/session") => api::session(&session, &page),
+        (Method::Get, "/api/consume/topics") => api::held_topics(&session, &page),
+        (Method::Post, "/api/consume/renew") => api::renew(&session, &page),
+        (Method::Post, "/api/consume/release") => api::release(&session, &page),
         (Method::Post, "/api/logout") => api::log_out(sessions, &session),
         (Method::Delete, "/api/topics") => api::delete_topic(&session, &query),
         (Method::Post, "/api/produce" | "/api/topics" | "/api/login" | "/api/consume/claim") => {
@@ -212,7 +218,7 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
                     "/api/produce" => api::produce(&session, &body),
                     "/api/topics" => api::create_topic(&session, &body),
                     "/api/login" => api::log_in(sessions, &session, &body),
-                    _ => api::claim(&session, &body),
+                    _ => api::claim(&session, &page, &body),
                 },
             }
         }

@@ -7,6 +7,11 @@
 //! do and nothing more. Sessions are bounded: at most [`MAX_SESSIONS`], the least recently
 //! used going first, and none kept idle beyond [`IDLE_LIMIT`]. A session that goes gives back
 //! the logical broker it held.
+//!
+//! A session holds at most one claim from a Consume panel, and it belongs to the page that took
+//! it (each page names itself when it loads): only that page renews it or reads under it, so
+//! that a page lost without a word loses its claim when the lease runs out even while other
+//! pages of the same browser stay open.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -19,6 +24,7 @@ use super::pool::{Pool, Target};
 use crate::client::Claimed;
 use crate::security::Credentials;
 use crate::{Client, Result};
+use protocol::ErrorCode;
 
 /// The cookie that names a browser's session.
 pub const COOKIE: &str = "console_session";
@@ -35,8 +41,8 @@ pub struct Session {
     token: String,
     /// Connections logged in as this session's user.
     pub pool: Pool,
-    /// The logical broker this browser holds from the Consume panel, if any.
-    held: Mutex<Option<Claimed>>,
+    /// The logical broker a page of this browser holds from its Consume panel, if any.
+    held: Mutex<Option<Held>>,
     /// When the browser last asked for something.
     last_seen: Mutex<Instant>,
 }
@@ -60,48 +66,86 @@ impl Session {
         }
     }
 
-    /// The claim held from the Consume panel.
-    pub fn held(&self) -> Option<Claimed> {
-        *self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The claim page `page` holds from its Consume panel.
+    pub fn held(&self, page: &str) -> Option<Claimed> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.as_ref().filter(|h| h.page == page).map(|h| h.claimed)
     }
 
-    /// Replaces the claim held; returns the one held before.
-    pub fn hold(&self, claimed: Option<Claimed>) -> Option<Claimed> {
-        std::mem::replace(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner), claimed)
+    /// Records that page `page` holds `claimed`; returns what the session held before (a
+    /// session holds one claim: a page claiming takes the place of another's).
+    pub fn hold(&self, claimed: Claimed, page: &str) -> Option<Claimed> {
+        let held = Held { claimed, page: page.to_owned() };
+        let mut slot = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.replace(held).map(|h| h.claimed)
     }
 
-    /// Gives back the claim held, if any; returns the logical broker it was.
+    /// Forgets the claim of page `page` (`None`: whichever page's) without giving it back;
+    /// returns it.
+    fn take_held(&self, page: Option<&str>) -> Option<Claimed> {
+        let mut slot = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        match page {
+            Some(page) if slot.as_ref().is_some_and(|h| h.page != page) => None,
+            _ => slot.take().map(|h| h.claimed),
+        }
+    }
+
+    /// Forgets the claim of page `page` (its lease ran out: there is nothing to give back).
+    pub fn forget(&self, page: &str) {
+        self.take_held(Some(page));
+    }
+
+    /// Gives back the claim of page `page` (`None`: whichever page's), if any; returns the
+    /// logical broker it was.
     ///
     /// # Errors
     /// The broker did not answer or refused (a claim whose lease ran out is gone already).
-    pub fn release_held(&self) -> Result<Option<u32>> {
-        let Some(claimed) = self.hold(None) else { return Ok(None) };
+    pub fn release_held(&self, page: Option<&str>) -> Result<Option<u32>> {
+        let Some(claimed) = self.take_held(page) else { return Ok(None) };
+        self.give_back(claimed)
+    }
+
+    /// Gives `claimed` back to the broker.
+    ///
+    /// # Errors
+    /// As [`Session::release_held`].
+    pub fn give_back(&self, claimed: Claimed) -> Result<Option<u32>> {
         self.pool.with(|client| client.release(claimed.token)).map(Some)
     }
 
-    /// Runs `work` under the session's claim when it holds one, else under a claim of any
-    /// free logical broker taken for the call and released after ([`with_brief_claim`]).
+    /// Runs `work` under the claim of page `page` when it holds one, else under a claim of any
+    /// free logical broker taken for the call and released after ([`with_brief_claim`]). Only
+    /// the page that holds a claim uses it, so that another page of the same browser does not
+    /// keep alive the claim of a page that is gone.
     ///
     /// # Errors
     /// No logical broker is free, or `work` fails.
     pub fn with_claim<T>(
         &self,
         client: &mut Client,
+        page: &str,
         work: impl FnOnce(&mut Client, u64) -> Result<T>,
     ) -> Result<T> {
-        match self.held() {
+        match self.held(page) {
             Some(claimed) => {
                 let result = work(client, claimed.token);
-                if matches!(result, Err(ref e) if e.broker_code() == Some(protocol::ErrorCode::UnknownClaim))
-                {
-                    // Its lease ran out: the page is told so by the next renewal.
-                    self.hold(None);
+                if matches!(&result, Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim)) {
+                    // Its lease ran out: the page is told so by its next renewal.
+                    self.forget(page);
                 }
                 result
             }
             None => with_brief_claim(client, work),
         }
     }
+}
+
+/// A claim held from a page's Consume panel.
+struct Held {
+    /// The claim.
+    claimed: Claimed,
+    /// The page that holds it: a name it made up when it loaded.
+    page: String,
 }
 
 /// The name the console's claims carry, which `status` shows as their holder (with users, the
@@ -245,7 +289,7 @@ impl Sessions {
 
 /// Gives back what an ending session holds.
 fn end(session: &Session) {
-    if let Err(e) = session.release_held() {
+    if let Err(e) = session.release_held(None) {
         tracing::debug!("cannot give back an ended session's claim: {e}");
     }
 }

@@ -60,8 +60,12 @@ function showBanner(text) {
   }
 }
 
+// This page's name, so that a claim is held by the page that took it, not by every page of
+// the browser.
+const PAGE_ID = Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
+
 async function call(method, url, body) {
-  const options = { method, headers: {} };
+  const options = { method, headers: { "X-Console-Page": PAGE_ID } };
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
@@ -562,7 +566,7 @@ $("consume-read").addEventListener("click", async () => {
 
 // Closing the page gives the logical broker back at once (the lease would run out anyway).
 window.addEventListener("pagehide", () => {
-  if (state.held) navigator.sendBeacon("/api/consume/release");
+  if (state.held) navigator.sendBeacon("/api/consume/release?page=" + encodeURIComponent(PAGE_ID));
 });
 
 call("GET", "/api/session").then(showSession).finally(() => {
