@@ -319,3 +319,73 @@ fn new_token() -> String {
     };
     format!("{:016x}{:016x}", half(), half())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shutdown;
+
+    /// Sessions whose connections would go nowhere: these tests make none.
+    fn sessions() -> Sessions {
+        let target = Target {
+            endpoint: "tcp://127.0.0.1:9".into(),
+            timeout: Duration::from_millis(100),
+            shutdown: Shutdown::new(),
+        };
+        Sessions::new(target, Credentials::None)
+    }
+
+    #[test]
+    fn a_cookie_finds_its_session_and_anything_else_starts_a_new_one() {
+        let sessions = sessions();
+        let (first, new) = sessions.find_or_start(None);
+        assert!(new);
+        let cookie = first.cookie();
+        let value = cookie.split(';').next().expect("name=value");
+        let (again, new) = sessions.find_or_start(Some(&format!("other=1; {value}")));
+        assert!(!new);
+        assert!(Arc::ptr_eq(&first, &again));
+        let (stranger, new) = sessions.find_or_start(Some("console_session=guessed"));
+        assert!(new);
+        assert!(!Arc::ptr_eq(&first, &stranger));
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_the_least_recently_used_goes_first() {
+        let sessions = sessions();
+        let (kept, _) = sessions.find_or_start(None);
+        let cookie = kept.cookie();
+        let value = cookie.split(';').next().expect("name=value").to_owned();
+        for _ in 0..MAX_SESSIONS * 2 {
+            sessions.find_or_start(None);
+            // Used all along: never the least recently used.
+            let (same, new) = sessions.find_or_start(Some(&value));
+            assert!(!new, "a session in use was ended");
+            assert!(Arc::ptr_eq(&kept, &same));
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+    }
+
+    #[test]
+    fn logging_in_gives_a_new_session_and_the_old_name_is_worth_nothing() {
+        let sessions = sessions();
+        let (old, _) = sessions.find_or_start(None);
+        let credentials = Credentials::Plain { user: "bob".into(), password: "pw".into() };
+        let bob = sessions.replace(&old, credentials);
+        assert_eq!(bob.user(), Some("bob"));
+        assert_eq!(bob.who(), "user bob");
+        assert_ne!(bob.cookie(), old.cookie());
+        let old_cookie = old.cookie();
+        let old_value = old_cookie.split(';').next().expect("name=value");
+        let (after, new) = sessions.find_or_start(Some(old_value));
+        assert!(new, "the name of a replaced session still works");
+        assert_eq!(after.user(), None);
+    }
+
+    #[test]
+    fn session_names_differ() {
+        let names: std::collections::HashSet<String> = (0..1000).map(|_| new_token()).collect();
+        assert_eq!(names.len(), 1000);
+        assert!(names.iter().all(|n| n.len() == 32));
+    }
+}
