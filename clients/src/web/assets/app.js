@@ -9,6 +9,7 @@ const CHART_MS = 5 * 60 * 1000; // the span of a group's lag chart
 const FRAME_MS = 16;          // followed messages are drawn at most this often
 const BUSY_ROWS = 20;         // more than this many waiting to be drawn: the topic is busy
 const BUSY_MS = 100;          // and then they are drawn at most this often
+const FLOOD_MS = 250;         // or this often when a whole window arrives between two draws
 
 const $ = (id) => document.getElementById(id);
 // Local, readable times; one formatter for all, as making one per message is what costs.
@@ -27,6 +28,7 @@ const state = {
   pending: [],         // followed messages not drawn yet, at most WINDOW
   drawScheduled: false, // whether a frame will draw them
   lastDraw: 0,         // when followed messages were last drawn
+  lastDrawn: 0,        // how many were drawn then
   lag: new Map(),      // "group\u0000topic" -> [[time, lag], ...]
 };
 
@@ -329,6 +331,7 @@ function startFollow() {
   body.replaceChildren();
   state.received = 0;
   state.pending = [];
+  state.lastDrawn = 0;
   $("follow-count").textContent = "following: 0 messages received";
   const source = new EventSource("/api/follow?topic=" + encodeURIComponent(state.topic) + "&from=" + from);
   state.source = source;
@@ -358,11 +361,14 @@ function startFollow() {
 }
 
 // Draws what arrived at once when nothing was drawn for a frame; when more keeps coming than
-// a person can read (over BUSY_ROWS waiting), at most every BUSY_MS: following 10,000
-// messages/s, drawing the whole window on every frame kept the page busy a third of the time.
+// a person can read (over BUSY_ROWS waiting), at most every BUSY_MS, and every FLOOD_MS when a
+// whole window comes between two draws: following 10,000 messages/s, drawing the whole window
+// on every frame kept the page busy a third of the time.
 function queueFollowed() {
   if (state.drawScheduled) return;
-  const wait = state.pending.length > BUSY_ROWS ? BUSY_MS : FRAME_MS;
+  // How busy the topic is: what waits now, or what the last draw drew.
+  const waiting = Math.max(state.pending.length, state.lastDrawn);
+  const wait = waiting >= WINDOW ? FLOOD_MS : waiting > BUSY_ROWS ? BUSY_MS : FRAME_MS;
   const since = performance.now() - state.lastDraw;
   if (since >= wait) {
     drawFollowed();
@@ -382,10 +388,16 @@ function drawFollowed() {
   const atEnd = scroll.scrollTop + scroll.clientHeight >= scroll.scrollHeight - 40;
   const fragment = document.createDocumentFragment();
   for (const m of state.pending) fragment.appendChild(messageRow(m));
+  const whole = state.pending.length >= WINDOW;
+  state.lastDrawn = state.pending.length;
   state.pending = [];
-  body.appendChild(fragment);
-  let extra = body.rows.length - WINDOW;
-  while (extra-- > 0) body.deleteRow(0);
+  if (whole) {
+    body.replaceChildren(fragment);
+  } else {
+    body.appendChild(fragment);
+    let extra = body.rows.length - WINDOW;
+    while (extra-- > 0) body.deleteRow(0);
+  }
   if (atEnd) scroll.scrollTop = scroll.scrollHeight;
   $("follow-count").textContent = "following: " + state.received
     + (state.received === 1 ? " message" : " messages") + " received, the last "
