@@ -80,11 +80,12 @@ class Broker:
 class Console:
     """The `web` program, connected to `broker`, on a free port."""
 
-    def __init__(self, broker):
+    def __init__(self, broker, extra=(), env=None):
         self.process = subprocess.Popen(
             [os.environ["WEB_BIN"], "--connect", broker.endpoint, "--listen", "127.0.0.1:0",
-             "--timeout", "1s"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             "--timeout", "1s", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, **(env or {})})
         self.url = first_line(self.process, "serving ")
 
     def stop(self):
@@ -100,12 +101,14 @@ class Console:
 class Session:
     """A broker, a console and a browser; everything stopped on exit."""
 
-    def __init__(self, broker_args=()):
+    def __init__(self, broker_args=(), console_args=(), console_env=None):
         self.broker_args = broker_args
+        self.console_args = console_args
+        self.console_env = console_env
 
     def __enter__(self):
         self.broker = Broker(self.broker_args)
-        self.console = Console(self.broker)
+        self.console = Console(self.broker, self.console_args, self.console_env)
         self.profile = tempfile.TemporaryDirectory()
         self.playwright = sync_playwright().start()
         self.browser = self.playwright.chromium.launch_persistent_context(
@@ -374,6 +377,17 @@ def check_auth():
             page.reload()
             expect(page.locator("#login-result")).to_contain_text("authentication failed", timeout=STEP * 1000)
             expect(page.locator("#who")).to_have_text("as a client without credentials")
+        # A console started with a login: every browser starts as that user, with no form.
+        with Session(["--auth", users], ["--user", "carol"], {"BROKER_PASSWORD": password}) as s:
+            page = s.page()
+            expect(page.locator("#who")).to_have_text("as user carol, the console's login", timeout=STEP * 1000)
+            expect(page.locator("#login-result")).to_be_hidden()
+            expect(page.locator('#topics tr[data-topic="Hello world"]')).to_be_visible(timeout=STEP * 1000)
+            assert produce(page, "Hello world", "from the console's login") == 3
+            page.fill("#produce-topic", "Hola mundo")
+            page.fill("#produce-value", "not carol's")
+            page.click("#produce-form button[type=submit]")
+            expect(page.locator("#produce-result")).to_contain_text("may not produce", timeout=STEP * 1000)
 
 
 LAG_PROBE = """async (ms) => {

@@ -353,7 +353,7 @@ pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
             e => Reply::failed(&e),
         };
     }
-    let session = sessions.replace(old, credentials);
+    let session = sessions.replace(old, Some(credentials));
     let mut reply = Reply::json(&session_json(&session, ""));
     reply.set_cookie = Some(session.cookie());
     reply
@@ -361,7 +361,7 @@ pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
 
 /// `POST /api/logout`: this browser goes back to the console's own login, in a new session.
 pub fn log_out(sessions: &Sessions, old: &Session) -> Reply {
-    let session = sessions.replace(old, sessions.default_credentials());
+    let session = sessions.replace(old, None);
     let mut reply = Reply::json(&session_json(&session, ""));
     reply.set_cookie = Some(session.cookie());
     reply

@@ -45,6 +45,8 @@ pub struct Session {
     held: Mutex<Option<Held>>,
     /// When the browser last asked for something.
     last_seen: Mutex<Instant>,
+    /// Whether the login is one given on the page (else it is the console's own).
+    page_login: bool,
 }
 
 impl Session {
@@ -55,13 +57,18 @@ impl Session {
 
     /// Who this session speaks to the broker as: `user NAME`, or the console's own login.
     pub fn who(&self) -> String {
-        self.pool.credentials().who()
+        let who = self.pool.credentials().who();
+        match self.pool.credentials() {
+            Credentials::None => who,
+            _ if !self.page_login => format!("{who}, the console's login"),
+            _ => who,
+        }
     }
 
     /// The user name this session logged in with on the page, if it did.
     pub fn user(&self) -> Option<&str> {
         match self.pool.credentials() {
-            Credentials::Plain { user, .. } => Some(user),
+            Credentials::Plain { user, .. } if self.page_login => Some(user),
             _ => None,
         }
     }
@@ -195,22 +202,18 @@ impl Sessions {
                 return (Arc::clone(session), false);
             }
         }
-        (self.start(self.default.clone()), true)
+        (self.start(None), true)
     }
 
-    /// A new session logging in with `credentials`, in place of `old` (whose claim is given
-    /// back): a browser that logs in or out gets a new name, so an old one is worth nothing.
-    pub fn replace(&self, old: &Session, credentials: Credentials) -> Arc<Session> {
+    /// A new session logging in with `credentials` given on the page (`None`: the console's
+    /// own login), in place of `old`, whose claim is given back: a browser that logs in or out
+    /// gets a new name, so an old one is worth nothing.
+    pub fn replace(&self, old: &Session, credentials: Option<Credentials>) -> Arc<Session> {
         let removed = self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&old.token);
         if let Some(removed) = removed {
             end(&removed);
         }
         self.start(credentials)
-    }
-
-    /// How a session logs in before its browser logs in.
-    pub fn default_credentials(&self) -> Credentials {
-        self.default.clone()
     }
 
     /// How the console's connections reach the broker.
@@ -220,12 +223,15 @@ impl Sessions {
 
     /// Starts a session, ending idle ones and, when there are too many, the least recently
     /// used.
-    fn start(&self, credentials: Credentials) -> Arc<Session> {
+    fn start(&self, credentials: Option<Credentials>) -> Arc<Session> {
+        let page_login = credentials.is_some();
+        let credentials = credentials.unwrap_or_else(|| self.default.clone());
         let session = Arc::new(Session {
             token: new_token(),
             pool: Pool::new(self.target.clone(), credentials),
             held: Mutex::new(None),
             last_seen: Mutex::new(Instant::now()),
+            page_login,
         });
         let mut ended = Vec::new();
         {
@@ -371,7 +377,7 @@ mod tests {
         let sessions = sessions();
         let (old, _) = sessions.find_or_start(None);
         let credentials = Credentials::Plain { user: "bob".into(), password: "pw".into() };
-        let bob = sessions.replace(&old, credentials);
+        let bob = sessions.replace(&old, Some(credentials));
         assert_eq!(bob.user(), Some("bob"));
         assert_eq!(bob.who(), "user bob");
         assert_ne!(bob.cookie(), old.cookie());
