@@ -85,7 +85,7 @@ fn a_claim_taken_by_the_consumer_shows_its_broker_busy_within_a_second() {
 }
 
 #[test]
-fn a_script_value_is_shown_as_text_and_never_runs() {
+fn a_script_value_is_shown_as_text_and_never_runs_and_bytes_as_hex() {
     check("escaping");
 }
 

@@ -138,6 +138,13 @@ class Session:
             self.profile.cleanup()
 
 
+def pyclient():
+    """The project's Python client (scripts/pyclient.py), to talk to the broker directly."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+    import pyclient as module
+    return module
+
+
 def shot(page, name):
     path = os.path.join(ARTEFACTS, f"web-{name}.png")
     page.screenshot(path=path, full_page=True)
@@ -208,6 +215,9 @@ def check_escaping():
     with Session() as s:
         page = s.page()
         offset = produce(page, "Hello world", script, key="<b>key</b>")
+        # Bytes that are not UTF-8 are shown as hex.
+        with pyclient().Client(s.broker.endpoint) as client:
+            binary = client.append("Hello world", [b"\xff\x00ab"])["first_offset"]
         page.goto(s.console.url + "/#topic=Hello%20world")
         page.reload()
         row = page.locator(f'#messages tr[data-offset="{offset}"]')
@@ -215,6 +225,9 @@ def check_escaping():
         expect(row.locator("td").nth(3)).to_have_text(script)
         expect(row.locator("td").nth(2)).to_have_text("<b>key</b>")
         assert page.locator("#messages script, #messages b").count() == 0, "markup got in"
+        hex_cell = page.locator(f'#messages tr[data-offset="{binary}"] td').nth(3)
+        expect(hex_cell).to_have_text("ff006162")
+        expect(hex_cell).to_have_class("value hex")
         shot(page, "escaping")
         assert not s.dialogs, f"a script ran: {s.dialogs}"
 
@@ -414,8 +427,6 @@ def bench():
     messages reaching a long-poll fetch of a client reading the broker directly. Then a page
     following a topic receiving 10,000 messages/s: how late its event loop runs a timer, beside
     the same page idle, and how many rows it keeps."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
-    import pyclient
     with Session() as s:
         page = s.page("#topic=Hello%20world&follow=1")
         expect(page.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
@@ -433,8 +444,8 @@ def bench():
         }""")
         count = 1000
         direct = {}
-        writer = pyclient.Client(s.broker.endpoint)
-        reader = pyclient.Client(s.broker.endpoint)
+        writer = pyclient().Client(s.broker.endpoint)
+        reader = pyclient().Client(s.broker.endpoint)
         claim = reader.claim(client="bench floor")["claim"]
         start = writer.append("Hello world", [b"start"])["first_offset"] + 1
 
