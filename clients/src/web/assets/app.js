@@ -581,7 +581,9 @@ window.addEventListener("pagehide", () => {
   if (state.held) navigator.sendBeacon("/api/consume/release?page=" + encodeURIComponent(PAGE_ID));
 });
 
-call("GET", "/api/session").then(showSession).finally(() => {
-  refresh();
+// The first overview comes before the topic in the address is opened, so that a follow view
+// opened from a link starts with the topic's recent messages rather than an empty table.
+call("GET", "/api/session").then(showSession).finally(async () => {
+  await refresh();
   fromHash();
 });
