@@ -6,8 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/need-libzmq.sh
-# The Kafka door's tests drive kcat.
-command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
+# The Kafka door's tests drive kcat; the web console's, the system's headless Chromium.
+missing=()
+command -v kcat >/dev/null || missing+=(kcat)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if ((${#missing[@]})); then
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq "${missing[@]}"
+fi
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
 
 log=$(mktemp)

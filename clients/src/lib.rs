@@ -19,6 +19,7 @@ pub mod perf;
 pub mod producer;
 pub mod security;
 pub mod shutdown;
+pub mod web;
 
 use std::process::ExitCode;
 

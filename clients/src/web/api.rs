@@ -1,0 +1,451 @@
+//! The console's JSON endpoints: each turns one browser request into a few broker requests.
+//!
+//! Every endpoint speaks to the broker as the browser's session does ([`Session`]). Reading
+//! topics and messages needs a claim (PROTOCOL.md, "Claims"): the session's own when it holds
+//! one from the Consume panel, else one of any free logical broker taken for the request and
+//! released at once, so that the console holds no logical broker between page refreshes. When
+//! every one is claimed the page is told so.
+
+use protocol::{ErrorCode, Fetch, Message, NewMessage, Request, Response, Retention};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::session::{Session, Sessions, CLAIMANT};
+use super::Query;
+use crate::security::Credentials;
+use crate::ClientError;
+
+/// The most messages one page of a topic shows.
+pub const MAX_PAGE: u32 = 500;
+
+/// The byte budget of one page of messages.
+const PAGE_BYTES: u32 = 1024 * 1024;
+
+/// An HTTP reply: status, content type and body.
+#[derive(Debug)]
+pub struct Reply {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The body's media type.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Vec<u8>,
+    /// A `Set-Cookie` value to send with it: a new session's.
+    pub set_cookie: Option<String>,
+}
+
+impl Reply {
+    /// A `200` reply carrying `value` as JSON.
+    pub fn json(value: &Value) -> Reply {
+        Reply::json_status(200, value)
+    }
+
+    /// A reply of `status` carrying `value` as JSON.
+    pub fn json_status(status: u16, value: &Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+            set_cookie: None,
+        }
+    }
+
+    /// A `200` reply carrying one of the built-in files.
+    pub fn asset(content_type: &'static str, text: &str) -> Reply {
+        Reply { status: 200, content_type, body: text.into(), set_cookie: None }
+    }
+
+    /// A reply of `status` carrying `{"error": reason}`.
+    pub fn error(status: u16, reason: &str) -> Reply {
+        Reply::json_status(status, &json!({ "error": reason }))
+    }
+
+    /// The reply for a failed broker request: `409` when the broker refused (the reason is
+    /// the broker's), `401` when it refused the login, `502` when it did not answer; in words.
+    pub fn failed(error: &ClientError) -> Reply {
+        let status = match error {
+            _ if error.broker_code().is_some() => 409,
+            ClientError::AuthenticationFailed { .. } => 401,
+            _ => 502,
+        };
+        Reply::error(status, &describe(error))
+    }
+
+    /// The reply as `tiny_http` sends it.
+    pub fn into_response(self) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+        let mut response = super::response(self.status, self.content_type, self.body);
+        if let Some(h) = self.set_cookie.and_then(|c| super::make_header("Set-Cookie", &c)) {
+            response.add_header(h);
+        }
+        response
+    }
+}
+
+/// `error` in words for the page.
+pub fn describe(error: &ClientError) -> String {
+    match error.broker_code() {
+        Some(ErrorCode::NoBrokerAvailable) => {
+            "every logical broker is claimed: topics and messages can be read again once one \
+             is free"
+                .to_owned()
+        }
+        _ => match error {
+            ClientError::AuthenticationFailed { .. } => format!(
+                "{error}: the broker asks for a user name and password (log in above), or \
+                 refused the ones given"
+            ),
+            _ => format!("{error:#}"),
+        },
+    }
+}
+
+/// `GET /api/overview`: the logical brokers, the topics and the consumer groups, at once.
+///
+/// `{"up": bool, "error"?: str, "brokers": [...], "topics": [...] | null, "topics_error"?:
+/// str, "groups": [...]}`; `up` is false when the broker did not answer.
+pub fn overview(session: &Session, page: &str) -> Reply {
+    let result = session.pool.with(|client| {
+        // Status first, so that the console's own brief claim is not in it.
+        let brokers = client.status()?;
+        let topics = session.with_claim(client, page, |client, token| client.list_topics(token));
+        let groups = client.list_groups(None, None)?;
+        Ok((brokers, topics, groups))
+    });
+    match result {
+        Err(e) => Reply::json(&json!({
+            "up": false,
+            "refused": matches!(e, ClientError::AuthenticationFailed { .. }),
+            "error": describe(&e),
+        })),
+        Ok((brokers, topics, groups)) => {
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|g| {
+                    let mut value = json!(g);
+                    value["lag"] = json!(g.lag());
+                    value
+                })
+                .collect();
+            let (topics, topics_error) = match topics {
+                Ok(topics) => (json!(topics), Value::Null),
+                Err(e) => (Value::Null, json!(describe(&e))),
+            };
+            Reply::json(&json!({
+                "up": true,
+                "brokers": brokers,
+                "topics": topics,
+                "topics_error": topics_error,
+                "groups": groups,
+            }))
+        }
+    }
+}
+
+/// A message as the page shows it: key and value as text when they are UTF-8, else as hex.
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    /// The message's offset.
+    pub offset: u64,
+    /// When the broker appended it, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// The key, if any, as text or hex.
+    pub key: Option<String>,
+    /// Whether `key` is hex.
+    pub key_hex: bool,
+    /// The value, as text or hex.
+    pub value: String,
+    /// Whether `value` is hex.
+    pub value_hex: bool,
+}
+
+impl Shown {
+    /// `message` as the page shows it.
+    pub fn from_message(message: &Message<'_>) -> Shown {
+        let (key, key_hex) = match message.key {
+            Some(key) => {
+                let (text, hex) = text_or_hex(key);
+                (Some(text), hex)
+            }
+            None => (None, false),
+        };
+        let (value, value_hex) = text_or_hex(message.value);
+        Shown {
+            offset: message.offset,
+            timestamp: message.timestamp,
+            key,
+            key_hex,
+            value,
+            value_hex,
+        }
+    }
+}
+
+/// `bytes` as text when they are UTF-8, else as lowercase hex; and whether it is hex.
+fn text_or_hex(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), false),
+        Err(_) => (bytes.iter().map(|b| format!("{b:02x}")).collect(), true),
+    }
+}
+
+/// `GET /api/messages?topic=T&offset=N&limit=L`: one page of a topic's messages.
+///
+/// `{"messages": [...], "next_offset": n, "end_offset": n}`.
+pub fn messages(session: &Session, page: &str, query: &Query) -> Reply {
+    let Some(topic) = query.get("topic") else {
+        return Reply::error(400, "which topic? (topic=...)");
+    };
+    let offset = match query.get("offset").map(str::parse::<u64>).transpose() {
+        Ok(offset) => offset.unwrap_or(0),
+        Err(_) => return Reply::error(400, "the offset must be a whole number"),
+    };
+    let limit = match query.get("limit").map(str::parse::<u32>).transpose() {
+        Ok(limit) => limit.unwrap_or(50).clamp(1, MAX_PAGE),
+        Err(_) => return Reply::error(400, "the limit must be a whole number"),
+    };
+    let result = session.pool.with(|client| {
+        session.with_claim(client, page, |client, token| {
+            let fetch = Fetch {
+                claim: token,
+                topic,
+                offset,
+                max_messages: limit,
+                max_bytes: PAGE_BYTES,
+                wait_ms: 0,
+            };
+            client.fetch(fetch, |batch| {
+                let shown: Vec<Shown> = batch.messages.iter().map(Shown::from_message).collect();
+                Ok(json!({
+                    "messages": shown,
+                    "next_offset": batch.next_offset,
+                    "end_offset": batch.end_offset,
+                }))
+            })
+        })
+    });
+    match result {
+        Ok(value) => Reply::json(&value),
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// The body of `POST /api/produce`.
+#[derive(Debug, Deserialize)]
+struct ProduceForm {
+    /// The topic to append to.
+    topic: String,
+    /// The key; empty or absent for none.
+    #[serde(default)]
+    key: Option<String>,
+    /// The value.
+    value: String,
+}
+
+/// `POST /api/produce` with `{"topic", "key"?, "value"}`: appends one message.
+///
+/// `{"offset": n}`, or `{"error": reason}` in words.
+pub fn produce(session: &Session, body: &[u8]) -> Reply {
+    let form: ProduceForm = match serde_json::from_slice(body) {
+        Ok(form) => form,
+        Err(e) => return Reply::error(400, &format!("not a produce form: {e}")),
+    };
+    let key = form.key.as_deref().filter(|k| !k.is_empty()).map(str::as_bytes);
+    let message = NewMessage { key, value: form.value.as_bytes() };
+    match session.pool.with(|client| client.append(&form.topic, vec![message])) {
+        Ok(appended) => Reply::json(&json!({ "offset": appended.first_offset })),
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// The body of `POST /api/topics`.
+#[derive(Debug, Deserialize)]
+struct CreateForm {
+    /// The new topic's name.
+    name: String,
+}
+
+/// `POST /api/topics` with `{"name"}`: creates a topic with the broker's retention.
+pub fn create_topic(session: &Session, body: &[u8]) -> Reply {
+    let form: CreateForm = match serde_json::from_slice(body) {
+        Ok(form) => form,
+        Err(e) => return Reply::error(400, &format!("not a topic form: {e}")),
+    };
+    let request = Request::CreateTopic { topic: &form.name, retention: Retention::default() };
+    let result = session.pool.with(|client| {
+        client.call(&request, |response| match response {
+            Response::Created { .. } => Ok(()),
+            other => {
+                Err(ClientError::UnexpectedReply { request: request.op(), reply: other.name() })
+            }
+        })
+    });
+    match result {
+        Ok(()) => Reply::json(&json!({ "created": form.name })),
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// `DELETE /api/topics?name=T`: deletes a topic and its messages.
+pub fn delete_topic(session: &Session, query: &Query) -> Reply {
+    let Some(name) = query.get("name") else {
+        return Reply::error(400, "which topic? (name=...)");
+    };
+    let request = Request::DeleteTopic { topic: name };
+    let result = session.pool.with(|client| {
+        client.call(&request, |response| match response {
+            Response::Deleted { .. } => Ok(()),
+            other => {
+                Err(ClientError::UnexpectedReply { request: request.op(), reply: other.name() })
+            }
+        })
+    });
+    match result {
+        Ok(()) => Reply::json(&json!({ "deleted": name })),
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// `GET /api/session`: who the browser speaks to the broker as, and the claim it holds.
+///
+/// `{"who": str, "user": str | null, "held": {"broker", "lease_ms"} | null}`.
+pub fn session(session: &Session, page: &str) -> Reply {
+    Reply::json(&session_json(session, page))
+}
+
+/// The session as `/api/session` describes it to page `page`.
+fn session_json(session: &Session, page: &str) -> Value {
+    let held = session.held(page).map(|c| {
+        json!({ "broker": c.broker, "lease_ms": u64::try_from(c.lease.as_millis()).unwrap_or(u64::MAX) })
+    });
+    json!({ "who": session.who(), "user": session.user(), "held": held })
+}
+
+/// The body of `POST /api/login`.
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    /// The broker user.
+    user: String,
+    /// Its password.
+    password: String,
+}
+
+/// `POST /api/login` with `{"user", "password"}`: from now on this browser speaks to the
+/// broker as that user (PLAIN), in a new session, once the broker has accepted the login.
+///
+/// The session, or `{"error"}`: `401` when the broker refused the login.
+pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
+    let form: LoginForm = match serde_json::from_slice(body) {
+        Ok(form) => form,
+        Err(e) => return Reply::error(400, &format!("not a login form: {e}")),
+    };
+    if form.user.is_empty() {
+        return Reply::error(400, "which user?");
+    }
+    let credentials = Credentials::Plain { user: form.user, password: form.password };
+    // A connection of its own, so that the check proves these credentials and no other.
+    let trial = super::pool::Pool::new(sessions.target().clone(), credentials.clone());
+    if let Err(e) = trial.with(|client| client.status().map(drop)) {
+        return match e {
+            ClientError::AuthenticationFailed { .. } => Reply::error(
+                401,
+                &format!("the broker refused the login: {e} (wrong user name or password)"),
+            ),
+            e => Reply::failed(&e),
+        };
+    }
+    let session = sessions.replace(old, Some(credentials));
+    let mut reply = Reply::json(&session_json(&session, ""));
+    reply.set_cookie = Some(session.cookie());
+    reply
+}
+
+/// `POST /api/logout`: this browser goes back to the console's own login, in a new session.
+pub fn log_out(sessions: &Sessions, old: &Session) -> Reply {
+    let session = sessions.replace(old, None);
+    let mut reply = Reply::json(&session_json(&session, ""));
+    reply.set_cookie = Some(session.cookie());
+    reply
+}
+
+/// The body of `POST /api/consume/claim`.
+#[derive(Debug, Default, Deserialize)]
+struct ClaimForm {
+    /// The logical broker wanted; any free one when absent.
+    #[serde(default)]
+    broker: Option<u32>,
+}
+
+/// `POST /api/consume/claim` with `{"broker"?}`: this browser claims a logical broker, which
+/// is busy for everyone else until released, the page closes, or the lease runs out.
+pub fn claim(session: &Session, page: &str, body: &[u8]) -> Reply {
+    if page.is_empty() {
+        return Reply::error(400, "which page? (X-Console-Page)");
+    }
+    let form: ClaimForm = if body.is_empty() {
+        ClaimForm::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(form) => form,
+            Err(e) => return Reply::error(400, &format!("not a claim form: {e}")),
+        }
+    };
+    if let Err(e) = session.release_held(Some(page)) {
+        tracing::debug!("cannot give back the claim held before: {e}");
+    }
+    let claimed = session
+        .pool
+        .with(|client| client.claim(form.broker, std::time::Duration::ZERO, Some(CLAIMANT)));
+    match claimed {
+        Ok(claimed) => {
+            // Another page of this browser held one: this one takes its place.
+            if let Some(before) = session.hold(claimed, page) {
+                if let Err(e) = session.give_back(before) {
+                    tracing::debug!("cannot give back another page's claim: {e}");
+                }
+            }
+            Reply::json(&session_json(session, page))
+        }
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// `POST /api/consume/renew`: starts the held claim's lease again; the page calls it while it
+/// is open, so that a closed page's claim runs out by itself.
+pub fn renew(session: &Session, page: &str) -> Reply {
+    let Some(claimed) = session.held(page) else {
+        return Reply::error(409, "no logical broker is held (another page may have claimed one)");
+    };
+    match session.pool.with(|client| client.renew(claimed.token)) {
+        Ok(_) => Reply::json(&session_json(session, page)),
+        Err(e) => {
+            if e.broker_code() == Some(ErrorCode::UnknownClaim) {
+                session.forget(page);
+                return Reply::error(409, "the claim has ended: its lease ran out");
+            }
+            Reply::failed(&e)
+        }
+    }
+}
+
+/// `POST /api/consume/release`: gives back the logical broker held, if any.
+pub fn release(session: &Session, page: &str) -> Reply {
+    match session.release_held(Some(page)) {
+        Ok(broker) => Reply::json(&json!({ "released": broker })),
+        // Its lease ran out already: nothing is held either way.
+        Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
+            Reply::json(&json!({ "released": null }))
+        }
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// `GET /api/consume/topics`: the topics, read under the held claim.
+pub fn held_topics(session: &Session, page: &str) -> Reply {
+    let Some(claimed) = session.held(page) else {
+        return Reply::error(409, "claim a logical broker first");
+    };
+    match session.pool.with(|client| client.list_topics(claimed.token)) {
+        Ok(topics) => Reply::json(&json!({ "topics": topics })),
+        Err(e) => Reply::failed(&e),
+    }
+}

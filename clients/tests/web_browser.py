@@ -1,0 +1,559 @@
+"""Drives the `web` console in a real browser (the system's headless Chromium, through
+Playwright) against the real `broker`, `web` and `consumer` binaries.
+
+Usage: python3 web_browser.py CHECK [CHECK...]   (or `bench`)
+
+The binaries come from the environment: BROKER_BIN, WEB_BIN, CONSUMER_BIN; screenshots go to
+ARTEFACTS (a directory). Each check starts its own broker and console on free loopback ports,
+looks at the page as a person would, stops what it started, and exits non-zero on failure.
+Nothing is downloaded: Chromium is the system's (/usr/bin/chromium, or $CHROMIUM).
+"""
+
+import os
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from playwright.sync_api import sync_playwright, expect
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+STEP = 10.0  # seconds: the longest any one thing may take
+ARTEFACTS = os.environ.get("ARTEFACTS", tempfile.gettempdir())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def first_line(process, prefix, limit=STEP):
+    """Reads `process`'s standard output until a line starting with `prefix`."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        if ready:
+            line = process.stdout.readline()
+            if not line:
+                break
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+    raise AssertionError(f"no line starting with {prefix!r} within {limit} s")
+
+
+class Broker:
+    """A `broker --preload` on a fixed loopback port, so that it can be restarted there."""
+
+    def __init__(self, extra=()):
+        self.port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.process = None
+        self.extra = list(extra)
+        self.start()
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [os.environ["BROKER_BIN"], "--bind", self.endpoint, "--preload", *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        first_line(self.process, "listening on ")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(STEP)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+class Console:
+    """The `web` program, connected to `broker`, on a free port."""
+
+    def __init__(self, broker, extra=(), env=None):
+        self.process = subprocess.Popen(
+            [os.environ["WEB_BIN"], "--connect", broker.endpoint, "--listen", "127.0.0.1:0",
+             "--timeout", "1s", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, **(env or {})})
+        self.url = first_line(self.process, "serving ")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(STEP)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Session:
+    """A broker, a console and a browser; everything stopped on exit."""
+
+    def __init__(self, broker_args=(), console_args=(), console_env=None):
+        self.broker_args = broker_args
+        self.console_args = console_args
+        self.console_env = console_env
+
+    def __enter__(self):
+        self.broker = Broker(self.broker_args)
+        self.console = Console(self.broker, self.console_args, self.console_env)
+        self.profile = tempfile.TemporaryDirectory()
+        self.playwright = sync_playwright().start()
+        self.browser = self.playwright.chromium.launch_persistent_context(
+            self.profile.name, executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": 1400, "height": 1000})
+        self.dialogs = []
+        self.browser.on("page", lambda page: page.on("dialog", self._dialog))
+        return self
+
+    def _dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def page(self, fragment=""):
+        page = self.browser.new_page()
+        page.on("dialog", self._dialog)
+        page.goto(self.console.url + "/" + fragment)
+        return page
+
+    def __exit__(self, *exc):
+        try:
+            self.browser.close()
+            self.playwright.stop()
+        finally:
+            self.console.stop()
+            self.broker.stop()
+            self.profile.cleanup()
+
+
+def pyclient():
+    """The project's Python client (scripts/pyclient.py), to talk to the broker directly."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+    import pyclient as module
+    return module
+
+
+def shot(page, name):
+    path = os.path.join(ARTEFACTS, f"web-{name}.png")
+    page.screenshot(path=path, full_page=True)
+    print(f"screenshot {path}")
+
+
+def produce(page, topic, value, key=""):
+    """Sends a message from the produce form; returns the offset the page shows."""
+    page.fill("#produce-topic", topic)
+    page.fill("#produce-key", key)
+    page.fill("#produce-value", value)
+    before = page.text_content("#produce-result")
+    page.click("#produce-form button[type=submit]")
+    expect(page.locator("#produce-result")).not_to_have_text(before or "", timeout=STEP * 1000)
+    text = page.text_content("#produce-result")
+    assert text.startswith("sent at offset "), f"the produce form said {text!r}"
+    return int(text.removeprefix("sent at offset "))
+
+
+def check_topics():
+    with Session() as s:
+        page = s.page()
+        for name in ["Ciao mondo", "Hallo welt", "Hello world", "Hola mundo"]:
+            row = page.locator(f'#topics tr[data-topic="{name}"]')
+            expect(row).to_be_visible(timeout=STEP * 1000)
+            expect(row.locator("td").nth(1)).to_have_text("3")
+        expect(page.locator("#brokers tbody tr")).to_have_count(2)
+        expect(page.locator('#brokers tr[data-broker="1"] td').nth(1)).to_have_text("free")
+        shot(page, "overview")
+
+
+def check_follow():
+    with Session() as s:
+        follower = s.page("#topic=Hello%20world&follow=1")
+        expect(follower.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
+        producer = s.page()
+        offset = produce(producer, "Hello world", "arrives without a reload", key="k1")
+        row = follower.locator(f'#messages tr[data-offset="{offset}"]')
+        expect(row).to_be_visible(timeout=STEP * 1000)
+        expect(row.locator("td").nth(2)).to_have_text("k1")
+        expect(row.locator("td").nth(3)).to_have_text("arrives without a reload")
+        shot(producer, "produce")
+        shot(follower, "follow")
+
+
+def check_claim():
+    with Session() as s:
+        page = s.page()
+        expect(page.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
+        consumer = subprocess.Popen(
+            [os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "follow", "Hello world", "--from-beginning"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            first_line(consumer, "0\t")  # it prints once its claim is held
+            holder = f"consumer-{consumer.pid}"
+            busy = page.locator('#brokers tr[data-state="claimed"]', has_text=holder)
+            expect(busy).to_have_count(1, timeout=1000)
+            expect(busy.locator("td").nth(1)).to_have_text("claimed")
+            shot(page, "claimed")
+        finally:
+            consumer.send_signal(signal.SIGINT)
+            consumer.wait(STEP)
+        expect(page.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
+
+
+def check_escaping():
+    script = "<script>alert(1)</script>"
+    with Session() as s:
+        page = s.page()
+        offset = produce(page, "Hello world", script, key="<b>key</b>")
+        # Bytes that are not UTF-8 are shown as hex.
+        with pyclient().Client(s.broker.endpoint) as client:
+            binary = client.append("Hello world", [b"\xff\x00ab"])["first_offset"]
+        page.goto(s.console.url + "/#topic=Hello%20world")
+        page.reload()
+        row = page.locator(f'#messages tr[data-offset="{offset}"]')
+        expect(row).to_be_visible(timeout=STEP * 1000)
+        expect(row.locator("td").nth(3)).to_have_text(script)
+        expect(row.locator("td").nth(2)).to_have_text("<b>key</b>")
+        assert page.locator("#messages script, #messages b").count() == 0, "markup got in"
+        hex_cell = page.locator(f'#messages tr[data-offset="{binary}"] td').nth(3)
+        expect(hex_cell).to_have_text("ff006162")
+        expect(hex_cell).to_have_class("value hex")
+        shot(page, "escaping")
+        assert not s.dialogs, f"a script ran: {s.dialogs}"
+
+
+def check_banner():
+    with Session() as s:
+        page = s.page()
+        expect(page.locator('#topics tr[data-topic="Hello world"]')).to_be_visible(timeout=STEP * 1000)
+        expect(page.locator("#banner")).to_be_hidden()
+        s.broker.stop()
+        expect(page.locator("#banner")).to_be_visible(timeout=STEP * 1000)
+        expect(page.locator("#banner")).to_contain_text("not answering")
+        shot(page, "banner")
+        s.broker.start()
+        expect(page.locator("#banner")).to_be_hidden(timeout=STEP * 1000)
+        expect(page.locator('#topics tr[data-topic="Hello world"]')).to_be_visible()
+
+
+def check_consume():
+    """Claim a logical broker from the page, pick a topic and a message, release; a second page
+    sees the broker busy, and sees it free again once the first page is closed."""
+    with Session() as s:
+        page = s.page()
+        watcher = s.page()
+        expect(page.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
+        page.select_option("#consume-broker", "2")
+        page.click("#consume-claim")
+        expect(page.locator("#consume-state")).to_have_text("holding logical broker 2", timeout=STEP * 1000)
+        busy = watcher.locator('#brokers tr[data-broker="2"]')
+        expect(busy).to_have_attribute("data-state", "claimed", timeout=STEP * 1000)
+        expect(busy.locator("td").nth(2)).to_have_text("web console")
+        page.select_option("#consume-topic", "Hola mundo")
+        page.fill("#consume-offset", "1")
+        page.click("#consume-read")
+        row = page.locator('#consume-messages tr[data-offset="2"]')
+        expect(row).to_be_visible(timeout=STEP * 1000)
+        row.locator("button").click()
+        expect(page.locator("#consume-picked-offset")).to_have_text("at offset 2 of Hola mundo")
+        expect(page.locator("#consume-picked-value")).to_contain_text("mensaje")
+        shot(page, "consume")
+        page.click("#consume-release")
+        expect(busy).to_have_attribute("data-state", "free", timeout=STEP * 1000)
+        # Claim again, then close the page: the claim is given back without a release click.
+        page.click("#consume-claim")
+        expect(page.locator("#consume-state")).to_contain_text("holding logical broker", timeout=STEP * 1000)
+        expect(watcher.locator('#brokers tr[data-state="claimed"]')).to_have_count(1, timeout=STEP * 1000)
+        page.close(run_before_unload=True)
+        expect(watcher.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
+
+
+def check_lease():
+    """With a lease of 1 s: the page keeps its claim while open (it renews it), and a page lost
+    without a word (its release never arrives) loses the claim when the lease runs out."""
+    with Session(["--lease", "1s"]) as s:
+        page = s.page()
+        watcher = s.page()
+        expect(page.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
+        page.click("#consume-claim")
+        expect(page.locator("#consume-state")).to_contain_text("holding logical broker", timeout=STEP * 1000)
+        held = watcher.locator('#brokers tr[data-state="claimed"]')
+        expect(held).to_have_count(1, timeout=STEP * 1000)
+        # Three leases' time: only the page's renewals can keep it.
+        page.wait_for_timeout(3000)
+        expect(page.locator("#consume-state")).to_contain_text("holding logical broker")
+        expect(held).to_have_count(1)
+        # A page lost without a word: it forgets its claim, so it sends no release as it goes.
+        page.evaluate("() => { state.held = null; }")
+        page.close(run_before_unload=True)
+        expect(watcher.locator('#brokers tr[data-state="free"]')).to_have_count(2, timeout=STEP * 1000)
+
+
+def check_topic_admin():
+    """Create a topic from the page, then delete it after the in-page confirmation."""
+    with Session() as s:
+        page = s.page()
+        page.fill("#create-name", "made <here>")
+        page.click("#create-form button[type=submit]")
+        expect(page.locator("#create-result")).to_have_text("created made <here>", timeout=STEP * 1000)
+        row = page.locator('#topics tr[data-topic="made <here>"]')
+        expect(row).to_be_visible(timeout=STEP * 1000)
+        row.locator("button.delete").click()
+        expect(row).to_contain_text("delete it and all its messages?")
+        shot(page, "delete-confirm")
+        row.locator("button.confirm-yes").click()
+        expect(page.locator("#create-result")).to_have_text("deleted made <here>", timeout=STEP * 1000)
+        expect(row).to_have_count(0, timeout=STEP * 1000)
+        assert not s.dialogs, f"a dialog opened: {s.dialogs}"
+
+
+def check_groups():
+    """A group that read one of three messages shows lag 2, and its lag chart is drawn; once it
+    reads the rest, the lag shown falls to 0 without a reload."""
+    with Session() as s:
+        page = s.page()
+        def read(count):
+            subprocess.run(
+                [os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "fetch", "Hallo welt",
+                 "--group", "<i>readers</i>", "--max", str(count)],
+                capture_output=True, check=True, timeout=STEP)
+        read(1)
+        row = page.locator("#groups tbody tr", has_text="<i>readers</i>")
+        expect(row).to_be_visible(timeout=STEP * 1000)
+        expect(row.locator("td").nth(1)).to_have_text("Hallo welt")
+        expect(row.locator("td").nth(4)).to_have_text("2")
+        expect(row.locator("svg.chart polyline")).to_have_count(1)
+        read(2)
+        expect(row.locator("td").nth(4)).to_have_text("0", timeout=STEP * 1000)
+        assert page.locator("#groups i").count() == 0, "markup got in"
+        shot(page, "groups")
+
+
+def users_file(directory):
+    """bob may read every topic and write none; carol may write Hello world."""
+    password = "correct horse"
+    hashed = subprocess.run(
+        [os.environ["BROKER_BIN"], "hash-password"], env={**os.environ, "BROKER_PASSWORD": password},
+        capture_output=True, text=True, check=True, timeout=STEP).stdout.strip()
+    path = os.path.join(directory, "users.toml")
+    with open(path, "w") as f:
+        f.write(f'[users.bob]\npassword_hash = "{hashed}"\ntopics = {{ consume = ["*"] }}\n\n'
+                f'[users.carol]\npassword_hash = "{hashed}"\ntopics = {{ produce = ["Hello world"] }}\n')
+    return path, password
+
+
+def check_auth():
+    """Against a broker with users: the page asks for a login, a wrong password is refused in
+    words, and bob sees the topics but is refused an append, with the broker's reason."""
+    with tempfile.TemporaryDirectory() as directory:
+        users, password = users_file(directory)
+        with Session(["--auth", users]) as s:
+            page = s.page()
+            expect(page.locator("#login-result")).to_contain_text("authentication failed", timeout=STEP * 1000)
+            page.fill("#login-user", "bob")
+            page.fill("#login-password", "wrong")
+            page.click("#login-form button[type=submit]")
+            expect(page.locator("#login-result")).to_contain_text("the broker refused the login", timeout=STEP * 1000)
+            page.fill("#login-user", "bob")
+            page.fill("#login-password", password)
+            page.click("#login-form button[type=submit]")
+            expect(page.locator("#who")).to_have_text("as user bob", timeout=STEP * 1000)
+            expect(page.locator('#topics tr[data-topic="Hello world"]')).to_be_visible(timeout=STEP * 1000)
+            expect(page.locator("#login-result")).to_be_hidden()
+            page.fill("#produce-topic", "Hello world")
+            page.fill("#produce-value", "bob may not")
+            page.click("#produce-form button[type=submit]")
+            result = page.locator("#produce-result")
+            expect(result).to_contain_text("not sent: ", timeout=STEP * 1000)
+            expect(result).to_contain_text("may not produce")
+            expect(result).to_contain_text("(forbidden)")
+            shot(page, "refused")
+            # carol may write it: the page shows the offset.
+            page.click("#logout")
+            page.fill("#login-user", "carol")
+            page.fill("#login-password", password)
+            page.click("#login-form button[type=submit]")
+            expect(page.locator("#who")).to_have_text("as user carol", timeout=STEP * 1000)
+            assert produce(page, "Hello world", "carol may") == 3
+            # Without its session cookie a browser is nobody again: carol's rights stay hers.
+            s.browser.clear_cookies()
+            page.reload()
+            expect(page.locator("#login-result")).to_contain_text("authentication failed", timeout=STEP * 1000)
+            expect(page.locator("#who")).to_have_text("as a client without credentials")
+        # A console started with a login: every browser starts as that user, with no form.
+        with Session(["--auth", users], ["--user", "carol"], {"BROKER_PASSWORD": password}) as s:
+            page = s.page()
+            expect(page.locator("#who")).to_have_text("as user carol, the console's login", timeout=STEP * 1000)
+            expect(page.locator("#login-result")).to_be_hidden()
+            expect(page.locator('#topics tr[data-topic="Hello world"]')).to_be_visible(timeout=STEP * 1000)
+            assert produce(page, "Hello world", "from the console's login") == 3
+            page.fill("#produce-topic", "Hola mundo")
+            page.fill("#produce-value", "not carol's")
+            page.click("#produce-form button[type=submit]")
+            expect(page.locator("#produce-result")).to_contain_text("may not produce", timeout=STEP * 1000)
+
+
+LAG_PROBE = """async (ms) => {
+    // How late the page's event loop runs a 50 ms timer, over `ms`.
+    const late = [];
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+        const t = performance.now();
+        await new Promise((r) => setTimeout(r, 50));
+        late.push(performance.now() - t - 50);
+    }
+    return late;
+}"""
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def bench():
+    """The follow view's delay, append acknowledged -> message in the DOM, over 1,000 messages
+    appended one at a time every 20 ms by a client of the broker, beside a floor: the same
+    messages reaching a long-poll fetch of a client reading the broker directly. Then a page
+    following a topic receiving 10,000 messages/s: how late its event loop runs a timer, beside
+    the same page idle, and how many rows it keeps."""
+    with Session() as s:
+        page = s.page("#topic=Hello%20world&follow=1")
+        expect(page.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
+        # Wall-clock arrival times in the page, comparable with the appender's (same machine).
+        page.evaluate("""() => {
+            window.arrivals = {};
+            const body = document.querySelector('#messages tbody');
+            new MutationObserver((records) => {
+                const now = performance.timeOrigin + performance.now();
+                for (const r of records) for (const row of r.addedNodes) {
+                    const value = row.cells[3].textContent;
+                    if (value.startsWith('delay ')) window.arrivals[value] = now;
+                }
+            }).observe(body, { childList: true });
+        }""")
+        count = 1000
+        direct = {}
+        writer = pyclient().Client(s.broker.endpoint)
+        reader = pyclient().Client(s.broker.endpoint)
+        claim = reader.claim(client="bench floor")["claim"]
+        start = writer.append("Hello world", [b"start"])["first_offset"] + 1
+
+        def read_directly():
+            offset = start
+            while len(direct) < count:
+                reply = reader.fetch(claim, "Hello world", offset, wait_ms=1000)
+                now = time.time() * 1000
+                for m in reply["messages"]:
+                    direct[m["value"].decode()] = now
+                offset = reply["next_offset"]
+
+        import threading
+        floor_thread = threading.Thread(target=read_directly, daemon=True)
+        floor_thread.start()
+        acked = {}
+        for i in range(count):
+            value = f"delay {i}"
+            writer.append("Hello world", [value.encode()])
+            acked[value] = time.time() * 1000
+            time.sleep(0.02)
+        floor_thread.join(STEP)
+        reader.release(claim)
+        deadline = time.monotonic() + STEP
+        while True:
+            arrivals = page.evaluate("() => window.arrivals")
+            if len(arrivals) >= count:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(arrivals)} of {count} messages reached the page")
+            time.sleep(0.05)
+        delays = [arrivals[v] - t for v, t in acked.items()]
+        floor = [direct[v] - t for v, t in acked.items() if v in direct]
+        print(f"follow delay, append acknowledged -> in the DOM, {count} messages one every 20 ms: "
+              f"p50 {percentile(delays, 0.5):.2f} ms, p99 {percentile(delays, 0.99):.2f} ms "
+              f"(floor, a long-poll fetch reading the broker directly: "
+              f"p50 {percentile(floor, 0.5):.2f} ms, p99 {percentile(floor, 0.99):.2f} ms)")
+
+        # The floor: the same flood while the page is open but not following it, so that
+        # what the broker, the console and the loader take from this machine's CPUs is in it.
+        page.uncheck("#follow")
+        expect(page.locator("#follow-status")).to_have_text("")
+        idle = flood(page, s.broker.endpoint)[0]
+        page.check("#follow")
+        expect(page.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
+        received_before = page.evaluate("() => state.received")
+        busy, sent, loaded = flood(page, s.broker.endpoint)
+        # Everything sent reaches the page (a deadline, not a pause).
+        deadline = time.monotonic() + STEP
+        while page.evaluate("() => state.received") - received_before < sent:
+            if time.monotonic() > deadline:
+                raise AssertionError("the page did not receive every message of the flood")
+            time.sleep(0.05)
+        rows = page.locator("#messages tbody tr").count()
+        shown = page.text_content("#follow-count")
+        print(f"flood: {loaded}; the page received all {sent}, keeps {rows} rows; {shown}")
+        print(f"event-loop lateness of a 50 ms timer while following the flood: "
+              f"p50 {percentile(busy, 0.5):.1f} ms, p99 {percentile(busy, 0.99):.1f} ms, "
+              f"max {max(busy):.1f} ms (floor, the same flood with the page open, not following: "
+              f"p50 {percentile(idle, 0.5):.1f} ms, p99 {percentile(idle, 0.99):.1f} ms, "
+              f"max {max(idle):.1f} ms)")
+        shot(page, "flood")
+
+
+def flood(page, endpoint):
+    """10,000 messages/s for 5 s into Hello world from another process, while the page's
+    event-loop lateness is measured: (lateness samples, messages sent, the loader's line)."""
+    loader = subprocess.Popen(
+        [sys.executable, "-c", LOADER, endpoint],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    late = page.evaluate(LAG_PROBE, 5000)
+    out, err = loader.communicate(timeout=STEP * 3)
+    if loader.returncode != 0:
+        raise AssertionError(f"the loader failed: {err}")
+    return late, int(out.split()[0]), out.strip()
+
+
+LOADER = r"""
+import sys, time, zmq, msgpack
+socket = zmq.Context().socket(zmq.REQ)
+socket.connect(sys.argv[1])
+sent, start = 0, time.monotonic()
+while time.monotonic() - start < 5:
+    batch = [{"value": b"flood %d" % (sent + i)} for i in range(100)]
+    socket.send(msgpack.packb({"v": 1, "op": "append", "topic": "Hello world", "messages": batch}, use_bin_type=True))
+    socket.recv()
+    sent += 100
+    ahead = start + sent / 10000 - time.monotonic()
+    if ahead > 0:
+        time.sleep(ahead)
+print(f"{sent} messages in {time.monotonic() - start:.1f} s")
+"""
+
+CHECKS = {
+    "topics": check_topics,
+    "follow": check_follow,
+    "claim": check_claim,
+    "escaping": check_escaping,
+    "banner": check_banner,
+    "consume": check_consume,
+    "topic_admin": check_topic_admin,
+    "lease": check_lease,
+    "auth": check_auth,
+    "groups": check_groups,
+    "bench": bench,
+}
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        CHECKS[name]()
+        print(f"ok {name}")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Measures the web console in the system's headless Chromium, with release builds, and prints:
+#   - the follow view's delay from an append acknowledged to the message in the page (DOM),
+#     p50 and p99 over 1,000 messages, beside a floor measured in the same run: a request from
+#     the page to the console and back;
+#   - a page following a topic that receives 10,000 messages/s for 5 s: how late its event loop
+#     runs a 50 ms timer (p50, p99, max), beside the same page idle just before, and how many
+#     rows it keeps (a bounded window) and messages it counted.
+# It starts a broker with --preload and the console on free loopback ports, and stops them when
+# it ends. Needs what scripts/test.sh installs (playwright, pyzmq, msgpack) and Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/need-libzmq.sh
+python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+cargo build --release --quiet -p broker -p clients --bins
+export BROKER_BIN=target/release/broker WEB_BIN=target/release/web CONSUMER_BIN=target/release/consumer
+export ARTEFACTS=target/web-console
+mkdir -p "$ARTEFACTS"
+python3 clients/tests/web_browser.py bench
