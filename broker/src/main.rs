@@ -243,7 +243,7 @@ fn run(mut args: Args) -> Result<()> {
         );
     }
     let groups =
-        Groups::open(config.group_ack_timeout, &config.store, &store, std::time::Instant::now())
+        Groups::open(config.group_ack_timeout, &config.store, &*store, std::time::Instant::now())
             .context("cannot open the consumer groups")?;
     if config.store.data_dir.is_some() {
         tracing::info!(states = groups.len(), "opened the consumer groups");
@@ -251,7 +251,7 @@ fn run(mut args: Args) -> Result<()> {
     let mut broker = Broker::new(store, &config);
     broker.groups = groups;
     if args.preload {
-        let added = preload::preload(&mut broker.store, broker::clock::epoch_ms())
+        let added = preload::preload(&mut *broker.store, broker::clock::epoch_ms())
             .context("cannot preload")?;
         tracing::info!(topics = added, "preloaded sample topics");
     }

@@ -333,8 +333,8 @@ impl Server<'_> {
         self.outbox.settle(&failures);
         let Broker { store, groups, .. } = &mut *self.broker;
         for topic in store.trimmed() {
-            if let Ok(log) = store.topic(topic) {
-                groups.fit_topic(topic, log.first_offset(), log.next_offset());
+            if let Ok((first, next)) = store.offsets(topic) {
+                groups.fit_topic(topic, first, next);
             }
         }
     }
@@ -634,7 +634,7 @@ impl Server<'_> {
             member: held.claim,
             budget,
         };
-        let response = group_fetch::deliver(store, groups, to, now);
+        let response = group_fetch::deliver(&**store, groups, to, now);
         if group_fetch::is_empty(&response) && now < held.until {
             let wake = group_fetch::wake(groups, &held.group, &held.topic, held.until);
             drop(response);
@@ -656,7 +656,7 @@ impl Server<'_> {
             return self.outbox.push(held.envelope, response);
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
-        let response = fetch::answer(&self.broker.store, &held.topic, held.offset, budget);
+        let response = fetch::answer(&*self.broker.store, &held.topic, held.offset, budget);
         self.outbox.push(held.envelope, response);
     }
 
@@ -672,7 +672,7 @@ impl Server<'_> {
         }
         for held in self.waiting.take_all_group_fetches() {
             let response = group_fetch::nothing(
-                &self.broker.store,
+                &*self.broker.store,
                 &self.broker.groups,
                 &held.group,
                 &held.topic,

@@ -233,7 +233,7 @@ impl Groups {
         }
 
         for (file, saved) in states {
-            let Ok(topic) = store.topic(&saved.topic) else {
+            let Ok((first, end)) = store.offsets(&saved.topic) else {
                 if let Some(aside) = &mut aside {
                     // The topic may have been set aside as damaged: keep its groups' states.
                     let problem = format!(
@@ -254,7 +254,6 @@ impl Groups {
                 disk::remove(&dir, name).map_err(io_error)?;
                 continue;
             };
-            let (first, end) = (topic.first_offset(), topic.next_offset());
             let mut state =
                 Subscription::restored(saved.delivered, saved.pending, now + ack_timeout);
             let key = (saved.group, saved.topic);

@@ -17,7 +17,7 @@ fn config(data_dir: Option<&Path>) -> StoreConfig {
 }
 
 /// A store holding `topics`, each with `count` messages.
-fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Store {
+fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Box<Store> {
     let mut store = Store::open(config(data_dir)).unwrap();
     for topic in topics {
         store.create(topic, Retention::default()).unwrap();

@@ -13,6 +13,9 @@
 mod budget;
 pub mod damaged;
 mod disk;
+mod file;
+mod log;
+mod memory;
 mod recovery;
 mod segment;
 mod topic;
@@ -30,6 +33,9 @@ use thiserror::Error;
 
 pub use budget::Budget;
 pub use damaged::{DamageReport, DamagedFile, SetAside};
+pub use file::FileLog;
+pub use log::{Log, Store};
+pub use memory::MemoryLog;
 pub use topic::Topic;
 
 /// How many bytes of records a segment holds before a new one is started, unless configured.
@@ -196,9 +202,10 @@ pub struct CommitFailure {
     pub error: io::Error,
 }
 
-/// Every topic, by name.
+/// Every topic, by name: the engine both [`MemoryLog`] and [`FileLog`] are made of. Its topics
+/// are in memory or on disk as its configuration says; callers see it only through [`Log`].
 #[derive(Debug)]
-pub struct Store {
+pub struct Topics {
     /// The topics, ordered by name so that listings come out sorted.
     topics: BTreeMap<String, Topic>,
     /// How the store was set up.
@@ -228,11 +235,11 @@ pub struct Totals {
     pub disk_bytes: Option<u64>,
 }
 
-impl Store {
+impl Topics {
     /// An empty store kept in memory only.
-    pub fn in_memory(config: StoreConfig) -> Store {
+    pub fn in_memory(config: StoreConfig) -> Topics {
         let now = Instant::now();
-        Store {
+        Topics {
             topics: BTreeMap::new(),
             config: StoreConfig { data_dir: None, ..config },
             dirty: Vec::new(),
@@ -252,13 +259,13 @@ impl Store {
     /// # Errors
     /// [`OpenError::Damaged`] naming every damaged file, having changed nothing; or a
     /// [`StoreError::Io`] when the directory cannot be read or written.
-    pub fn open(config: StoreConfig) -> Result<Store, OpenError> {
+    pub fn open(config: StoreConfig) -> Result<Topics, OpenError> {
         let Some(data_dir) = config.data_dir.clone() else {
-            return Ok(Store::in_memory(config));
+            return Ok(Topics::in_memory(config));
         };
         let aside = config.repair.then(|| SetAside::new(&data_dir, None));
         let recovered = recovery::recover(&data_dir, config.segment_bytes, aside)?;
-        let mut store = Store { config, ..Store::in_memory(StoreConfig::default()) };
+        let mut store = Topics { config, ..Topics::in_memory(StoreConfig::default()) };
         store.config.data_dir = Some(data_dir);
         store.topics.extend(recovered.topics);
         store.set_aside = recovered.set_aside;
@@ -272,7 +279,7 @@ impl Store {
 
     /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`, and
     /// returns the first and last offsets given. They become readable at the next
-    /// [`Store::commit`], which may still drop them.
+    /// [`Topics::commit`], which may still drop them.
     ///
     /// # Errors
     /// An invalid name or an oversized message refuses the whole batch; so does a failure to
@@ -349,7 +356,7 @@ impl Store {
         failures
     }
 
-    /// The topics whose oldest messages retention removed in the last [`Store::commit`].
+    /// The topics whose oldest messages retention removed in the last [`Topics::commit`].
     pub fn trimmed(&self) -> &[String] {
         &self.trimmed
     }
@@ -451,6 +458,15 @@ impl Store {
     /// An unknown topic.
     pub fn topic(&self, topic: &str) -> Result<&Topic> {
         self.topics.get(topic).ok_or_else(|| unknown(topic))
+    }
+
+    /// A topic's first offset held and next offset to be given.
+    ///
+    /// # Errors
+    /// An unknown topic.
+    pub fn offsets(&self, topic: &str) -> Result<(u64, u64)> {
+        let log = self.topic(topic)?;
+        Ok((log.first_offset(), log.next_offset()))
     }
 
     /// Every topic with its offsets, ordered by name.

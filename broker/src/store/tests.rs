@@ -140,7 +140,7 @@ fn retention_keeps_the_newest_messages(store: &mut Store) {
     assert_eq!(read_all(store, "kept", info.first_offset).len() as u64, info.messages);
 }
 
-fn reopen(dir: &TempDir) -> Store {
+fn reopen(dir: &TempDir) -> Box<Store> {
     Store::open(config(Some(dir.path()))).unwrap()
 }
 
