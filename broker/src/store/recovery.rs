@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::damaged::{DamageReport, DamagedFile, SetAside};
 use super::disk::{self, Meta, MetaError, TopicFile};
-use super::segment::{Segment, WholeRecordAfter};
+use super::segment::{self, Segment, WholeRecordAfter};
 use super::topic::Topic;
 use super::{IoFailure, OpenError, StoreError};
 
@@ -255,12 +255,17 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
     let mut previous: Option<(u64, bool)> = None;
     for (i, (base, path)) in bases.into_iter().enumerate() {
         let newest = i + 1 == count;
-        let bytes = fs::read(&path).map_err(|e| {
-            StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e))
-        })?;
-        let read_len = bytes.len() as u64;
-        let capacity = if newest { segment_bytes } else { 0 };
-        let (segment, damage) = Segment::recover(base, bytes, capacity);
+        let unreadable =
+            |e| StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e));
+        // The newest segment takes the appends to come, in memory; the older ones are sealed,
+        // and stay in their files, mapped.
+        let (read_len, (segment, damage)) = if newest {
+            let bytes = fs::read(&path).map_err(unreadable)?;
+            (bytes.len() as u64, Segment::recover(base, bytes, segment_bytes))
+        } else {
+            let map = segment::map_file(&path).map_err(unreadable)?;
+            (map.len() as u64, Segment::recover_mapped(base, map))
+        };
         if let Some((end, false)) = previous.filter(|&(end, _)| end != base) {
             let problem = format!(
                 "starts at offset {base}, but the segment before it ends at offset {end}, so the \

@@ -207,6 +207,51 @@ fn a_reopened_store_has_every_committed_message() {
 }
 
 #[test]
+fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = "v".repeat(90);
+    let resident = |topics: &Topics| topics.topic("t").unwrap().memory_bytes();
+    let mut store = Topics::open(config(Some(dir.path()))).unwrap();
+    for _ in 0..40 {
+        store.append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW).unwrap();
+        assert!(store.commit(Instant::now(), NOW).is_empty());
+    }
+    assert!(resident(&store) <= 256, "{} bytes in memory", resident(&store));
+    let mut out = Vec::new();
+    store.read("t", 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    let written: Vec<(u64, String)> =
+        out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect();
+    assert_eq!(written.len(), 80);
+    let files = segment_files(&dir, "t").len();
+    assert!(files > 10, "the test should span many segments: {files}");
+    drop(out);
+    drop(store);
+
+    let mut topics = Topics::open(config(Some(dir.path()))).unwrap();
+    // The newest segment's buffer, at most a segment's size (256 bytes here).
+    assert!(resident(&topics) <= 256, "{} bytes in memory", resident(&topics));
+    let mut out = Vec::new();
+    topics.read("t", 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    let read: Vec<(u64, String)> =
+        out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect();
+    assert_eq!(read, written);
+    drop(out);
+    for _ in 0..10 {
+        topics.append("t", &[message(value.as_bytes()), message(b"x")], NOW).unwrap();
+        assert!(topics.commit(Instant::now(), NOW).is_empty());
+    }
+    assert!(resident(&topics) <= 256, "{} bytes in memory", resident(&topics));
+    let mut in_memory = Topics::in_memory(config(None));
+    for _ in 0..40 {
+        in_memory
+            .append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW)
+            .unwrap();
+        assert!(in_memory.commit(Instant::now(), NOW).is_empty());
+    }
+    assert!(resident(&in_memory) > 40 * 2 * 90, "in memory, every segment stays");
+}
+
+#[test]
 fn offsets_continue_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     append(&mut reopen(&dir), "t", &["a", "b"]).unwrap();

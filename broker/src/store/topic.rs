@@ -136,6 +136,12 @@ impl Topic {
         self.payload_bytes
     }
 
+    /// Bytes of the broker's own memory its records take: every segment's, for a topic in
+    /// memory; the newest segment's only (the older ones are read from their files), on disk.
+    pub fn memory_bytes(&self) -> usize {
+        self.segments.iter().map(Segment::memory_bytes).sum()
+    }
+
     /// Bytes of its segment files, for a topic on disk.
     pub fn disk_bytes(&self) -> Option<u64> {
         self.files.as_ref().map(|f| f.bytes)
@@ -152,13 +158,9 @@ impl Topic {
         // Segments are sorted by base offset: find the one holding `offset`.
         let start = self.segments.partition_point(|s| s.next_offset() <= offset);
         for segment in self.segments.range(start..) {
-            let end = segment.next_offset().min(self.committed);
-            for at in offset.max(segment.base_offset())..end {
-                let message = segment.get(at);
-                if !budget.take(&message) {
-                    return;
-                }
-                out.push(message);
+            let from = offset.max(segment.base_offset());
+            if !segment.read(from, self.committed, out, |message| budget.take(message)) {
+                return;
             }
         }
     }
@@ -175,6 +177,7 @@ impl Topic {
                 self.roll_back();
                 return Err(error);
             }
+            files.seal(&mut self.segments);
         }
         self.committed = self.end;
         self.messages += self.uncommitted.0;
@@ -271,6 +274,22 @@ impl Files {
             files::sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// Seals every full segment written whole since the last commit (every one but the
+    /// newest): its records are read from its file from now on. A segment that cannot be
+    /// sealed stays in memory, which costs memory but loses nothing.
+    fn seal(&mut self, segments: &mut VecDeque<Segment>) {
+        let Some(full) = segments.len().checked_sub(1) else { return };
+        for segment in segments.range_mut(..full).rev() {
+            if segment.is_sealed() {
+                break;
+            }
+            let path = self.dir.join(disk::segment_file_name(segment.base_offset()));
+            if let Err(error) = segment.seal(&path) {
+                tracing::warn!(%error, file = %path.display(), "cannot seal a segment; kept in memory");
+            }
+        }
     }
 
     /// The open file of segment `base`, opening it (and flushing the one before, which is
