@@ -161,6 +161,70 @@ median_rate() {
     for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json | rate; done | median
 }
 
+# The broker's resident memory, as "VmRSS X MB, RssAnon Y MB" (page cache it maps is in VmRSS,
+# as RssFile; RssAnon is the broker's own).
+rss() {
+    awk '/^(VmRSS|RssAnon):/ { printf "%s%s %.0f MB", sep, substr($1, 1, length($1) - 1), $2 / 1024; sep = ", " }' \
+        "/proc/$broker_pid/status"
+}
+
+# How long the last start-up took to open its data directory, in ms, and the bytes of segments
+# it read and checked, from its `opened DIR in ...: ..., read and checked N bytes of segments`
+# line.
+opened_ms() {
+    sed -n 's/.*opened .* in \([0-9.]*\)\(ns\|µs\|ms\|s\): .*/\1 \2/p' "$work/broker.log" |
+        awk '{ f = ($2 == "s") ? 1000 : ($2 == "ms") ? 1 : ($2 == "µs") ? 0.001 : 0.000001; printf "%.1f", $1 * f }'
+}
+checked_bytes() { sed -n 's/.*read and checked \([0-9]*\) bytes.*/\1/p' "$work/broker.log"; }
+
+# A log larger than what stays in memory: GB (default 2) gigabytes of $size-byte values over 10
+# topics, written with batches of 1,000, then the broker's memory after writing, after a clean
+# restart, after reading every message once from offset 0, and the restart times after a clean
+# stop and after kill -9. The figure is for 20 GB; GB scales it to the disk at hand.
+durable_memory() {
+    local data=$work/data gb=${GB:-2} topics=10
+    local per_topic=$((gb * 1000000000 / size / topics / 1000 * 1000))
+    rm -rf "$data"
+    mkdir -p "$data"
+    note "memory: writing $gb GB of $size-byte values over $topics topics"
+    start_broker --data-dir "$data" --fsync never
+    for t in $(seq "$topics"); do
+        timeout 600 "${producer[@]}" --connect "$endpoint" --messages "$per_topic" --batch 1000 \
+            --topic "log$t" >/dev/null
+    done
+    local written read restarted clean_ms clean_checked killed_ms killed_checked bytes
+    written=$(rss)
+    stop_broker
+    bytes=$(du -sb "$data" | awk '{ print $1 }')
+    start_broker --data-dir "$data"
+    clean_ms=$(opened_ms)
+    clean_checked=$(checked_bytes)
+    restarted=$(rss)
+    note "memory: reading every message once from offset 0"
+    for t in $(seq "$topics"); do
+        timeout 600 "$bin/consumer" perf "log$t" --connect "$endpoint" --messages "$per_topic" \
+            --batch 1000 >/dev/null
+    done
+    read=$(rss)
+    kill -KILL "$broker_pid"
+    wait "$broker_pid" 2>/dev/null || true
+    broker_pid=""
+    start_broker --data-dir "$data"
+    killed_ms=$(opened_ms)
+    killed_checked=$(checked_bytes)
+    stop_broker
+    rm -rf "$data"
+    printf '\n| %s GB of %s-byte values over %s topics (%s MB on disk) | figure |\n|---|---|\n' \
+        "$gb" "$size" "$topics" "$((bytes / 1000000))"
+    printf '| memory after writing | %s |\n' "$written"
+    printf '| memory after a clean restart | %s |\n' "$restarted"
+    printf '| memory after reading every message once | %s |\n' "$read"
+    printf '| start-up after a clean stop | %s ms, %s bytes of segments read and checked |\n' \
+        "$clean_ms" "$clean_checked"
+    printf '| start-up after kill -9 | %s ms, %s bytes of segments read and checked |\n' \
+        "$killed_ms" "$killed_checked"
+}
+
 # Measures the durable log and prints its table (see the top of this file).
 durable() {
     local data=$work/data
@@ -259,6 +323,12 @@ consumer=("$bin/consumer" perf perf)
 
 if [[ ${1:-} == --durable ]]; then
     durable
+    durable_memory
+    exit 0
+fi
+
+if [[ ${1:-} == --durable-memory ]]; then
+    durable_memory
     exit 0
 fi
 

@@ -235,11 +235,12 @@ fn run(mut args: Args) -> Result<()> {
     if let Some(dir) = &config.store.data_dir {
         let totals = store.totals();
         tracing::info!(
-            "opened {} in {:?}: {} topics, {} messages",
+            "opened {} in {:?}: {} topics, {} messages, read and checked {} bytes of segments",
             dir.display(),
             started.elapsed(),
             totals.topics,
-            totals.messages
+            totals.messages,
+            store.checked_bytes()
         );
     }
     let groups =

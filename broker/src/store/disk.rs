@@ -3,6 +3,7 @@
 //! ```text
 //! DATA_DIR/topics/<dir>/topic.meta                    the topic's name and retention overrides
 //! DATA_DIR/topics/<dir>/<base offset, 20 digits>.log  a segment: records as in `segment`
+//! DATA_DIR/topics/<dir>/<base offset, 20 digits>.idx  a sealed segment's index (`index`)
 //! DATA_DIR/deleting/<dir>/                            a topic being deleted; cleared at start-up
 //! DATA_DIR/damaged/<n>/...                            what `--repair` set aside (see `damaged`)
 //! ```
@@ -178,6 +179,10 @@ pub enum TopicFile {
     MetaWriting,
     /// A segment, with its base offset.
     Segment(u64),
+    /// A sealed segment's index, with the segment's base offset.
+    Index(u64),
+    /// An index whose writing was interrupted, with the segment's base offset.
+    IndexWriting(u64),
     /// Nothing the broker writes.
     Unknown,
 }
@@ -190,13 +195,25 @@ pub fn topic_file(name: &str) -> TopicFile {
     if name == META_WRITING_FILE {
         return TopicFile::MetaWriting;
     }
-    // Exactly as `segment_file_name` writes it: 20 digits, then `.log`.
-    match name.strip_suffix(".log") {
-        Some(digits) if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            digits.parse().map_or(TopicFile::Unknown, TopicFile::Segment)
+    // Exactly as `segment_file_name` and `index::file_name` write them: 20 digits, then
+    // `.log`, `.idx` or `.idx.new`.
+    let base = |digits: &str| {
+        (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+    };
+    type Kind = fn(u64) -> TopicFile;
+    let kinds: [(&str, Kind); 3] = [
+        (".log", TopicFile::Segment),
+        (".idx", TopicFile::Index),
+        (".idx.new", TopicFile::IndexWriting),
+    ];
+    for (suffix, kind) in kinds {
+        if let Some(base) = name.strip_suffix(suffix).and_then(base) {
+            return kind(base);
         }
-        _ => TopicFile::Unknown,
     }
+    TopicFile::Unknown
 }
 
 /// Opens (creating if needed) segment file `base_offset` of topic directory `dir` to append.
@@ -231,5 +248,9 @@ mod tests {
     fn segment_names_sort_as_offsets() {
         assert_eq!(segment_file_name(42), "00000000000000000042.log");
         assert!(segment_file_name(9) < segment_file_name(10));
+        assert_eq!(topic_file(&segment_file_name(7)), TopicFile::Segment(7));
+        assert_eq!(topic_file("00000000000000000007.idx"), TopicFile::Index(7));
+        assert_eq!(topic_file("00000000000000000007.idx.new"), TopicFile::IndexWriting(7));
+        assert_eq!(topic_file("7.idx"), TopicFile::Unknown);
     }
 }

@@ -87,6 +87,11 @@ pub trait Log: std::fmt::Debug + Send {
     fn set_aside_dir(&self) -> Option<&Path> {
         None
     }
+
+    /// Bytes of stored messages opening read and checked (a durable store only).
+    fn checked_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// The store as the broker holds it: any [`Log`].
@@ -160,6 +165,9 @@ impl<L: Log + ?Sized> Log for Box<L> {
     fn set_aside_dir(&self) -> Option<&Path> {
         (**self).set_aside_dir()
     }
+    fn checked_bytes(&self) -> u64 {
+        (**self).checked_bytes()
+    }
 }
 
 /// Implements [`Log`] for a wrapper of [`super::Topics`] by handing each call to it.
@@ -220,6 +228,9 @@ macro_rules! delegate_log {
             }
             fn set_aside_dir(&self) -> Option<&std::path::Path> {
                 self.0.set_aside_dir()
+            }
+            fn checked_bytes(&self) -> u64 {
+                self.0.checked_bytes()
             }
         }
     };

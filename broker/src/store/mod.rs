@@ -14,6 +14,8 @@ mod budget;
 pub mod damaged;
 mod disk;
 mod file;
+mod format;
+mod index;
 mod log;
 mod memory;
 mod recovery;
@@ -220,6 +222,8 @@ pub struct Topics {
     trimmed: Vec<String>,
     /// Where opening set damaged files aside, under `--repair`.
     set_aside: Option<PathBuf>,
+    /// Bytes of segment files opening read and checked.
+    checked_bytes: u64,
 }
 
 /// What the store holds, in sum.
@@ -247,6 +251,7 @@ impl Topics {
             last_retention_check: now,
             trimmed: Vec::new(),
             set_aside: None,
+            checked_bytes: 0,
         }
     }
 
@@ -269,7 +274,14 @@ impl Topics {
         store.config.data_dir = Some(data_dir);
         store.topics.extend(recovered.topics);
         store.set_aside = recovered.set_aside;
+        store.checked_bytes = recovered.checked_bytes;
         Ok(store)
+    }
+
+    /// Bytes of segment files opening read and checked: the newest segment of each topic, and
+    /// any sealed one without a usable index.
+    pub fn checked_bytes(&self) -> u64 {
+        self.checked_bytes
     }
 
     /// Where opening set damaged files aside (`DATA_DIR/damaged/<n>/`), if it set any aside.
@@ -413,7 +425,7 @@ impl Topics {
         }
         // Room for what is there, up to the limit, at once rather than by doubling.
         out.reserve(budget.messages_left().min((next - offset) as usize));
-        log.read(offset, &mut budget, out);
+        log.read(offset, &mut budget, out).map_err(io_error)?;
         Ok(next)
     }
 

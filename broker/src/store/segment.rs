@@ -8,7 +8,8 @@
 //!
 //! # Format
 //! ```text
-//! record = body_len:u32le crc:u32le body
+//! segment = header("BRKLOG", 1) record*      (format 0, before headers: record*)
+//! record  = body_len:u32le crc:u32le body
 //! body   = timestamp_ms:u64le key_len:u32le key value
 //! ```
 //! `crc` is the CRC-32C of `body`; `key_len` is `u32::MAX` when the message has no key; the value
@@ -21,6 +22,9 @@ use std::path::Path;
 
 use memmap2::Mmap;
 use protocol::Message;
+
+use super::format::{self, Header, HEADER_LEN, SEGMENT_MAGIC};
+use super::index::Index;
 
 /// Bytes before the body: its length and its checksum.
 pub const RECORD_PREFIX: usize = 8;
@@ -70,8 +74,10 @@ impl Records {
 pub struct Segment {
     /// The offset of the first record.
     base_offset: u64,
-    /// The records, back to back.
+    /// The file's bytes: its header, then the records back to back.
     data: Records,
+    /// Where the first record starts: after the header, or at 0 in a file of format 0.
+    start: usize,
     /// The bytes of records the segment takes before it reports itself full.
     capacity: usize,
     /// Where every [`INDEX_STRIDE`]-th record starts in `data`: record `i` (offset
@@ -135,9 +141,12 @@ impl Segment {
     /// An empty segment whose first record will get `base_offset`, with room for `capacity`
     /// bytes of records before it reports itself full.
     pub fn new(base_offset: u64, capacity: usize) -> Segment {
+        let mut data = Vec::with_capacity(capacity.max(HEADER_LEN));
+        data.extend_from_slice(&format::header(SEGMENT_MAGIC));
         Segment {
             base_offset,
-            data: Records::Owned(Vec::with_capacity(capacity)),
+            data: Records::Owned(data),
+            start: HEADER_LEN,
             capacity,
             index: Vec::new(),
             count: 0,
@@ -151,6 +160,19 @@ impl Segment {
     /// record that is cut short or fails its checksum and says where; the segment then holds
     /// the records before it. `capacity` is as for [`Segment::new`].
     pub fn recover(base_offset: u64, data: Vec<u8>, capacity: usize) -> (Segment, Option<Damage>) {
+        if format::read_header(&data, SEGMENT_MAGIC) == Header::Torn {
+            // The file was made, and its first write cut short within the header: nothing of
+            // it was ever acknowledged. Start it again; the file is cut to nothing.
+            let mut segment = Segment::new(base_offset, capacity);
+            segment.persisted = 0;
+            let damage = (!data.is_empty()).then_some(Damage {
+                at_byte: 0,
+                offset: base_offset,
+                reason: "the segment's header is cut short",
+                whole_record_after: None,
+            });
+            return (segment, damage);
+        }
         Segment::check(base_offset, Records::Owned(data), capacity)
     }
 
@@ -161,10 +183,74 @@ impl Segment {
         Segment::check(base_offset, Records::Mapped(map, len), 0)
     }
 
+    /// A sealed segment whose file is mapped, as its index file describes it, without reading
+    /// its records. `None` when the index does not fit the file (another length, another
+    /// format, positions out of order or out of the file): then the segment must be checked.
+    pub fn from_index(base_offset: u64, map: Mmap, index: &Index) -> Option<Segment> {
+        let len = map.len();
+        let start = match format::read_header(&map, SEGMENT_MAGIC) {
+            Header::Current => HEADER_LEN,
+            Header::None => 0,
+            Header::Unknown(_) | Header::Torn => return None,
+        };
+        let fits = index.segment_len == len as u64
+            && u64::from(index.stride) == INDEX_STRIDE
+            && index.positions.len() as u64 == index.count.div_ceil(INDEX_STRIDE)
+            && index.positions.first().is_none_or(|&p| p as usize == start)
+            && index.positions.windows(2).all(|w| w[0] < w[1])
+            && index.positions.last().is_none_or(|&p| (p as usize) < len);
+        fits.then(|| Segment {
+            base_offset,
+            data: Records::Mapped(map, len),
+            start,
+            capacity: 0,
+            index: index.positions.clone(),
+            count: index.count,
+            last_timestamp: index.last_timestamp,
+            payload_bytes: index.payload_bytes,
+            persisted: len,
+        })
+    }
+
+    /// What the segment's index file says, for a sealed segment.
+    pub fn index(&self) -> Index {
+        Index {
+            segment_len: self.len_bytes() as u64,
+            count: self.count,
+            payload_bytes: self.payload_bytes,
+            last_timestamp: self.last_timestamp,
+            stride: INDEX_STRIDE as u32,
+            positions: self.index.clone(),
+        }
+    }
+
     fn check(base_offset: u64, data: Records, capacity: usize) -> (Segment, Option<Damage>) {
         let mut segment = Segment { data, ..Segment::new(base_offset, 0) };
         let bytes = segment.data.bytes();
-        let mut at = 0;
+        let mut at = match format::read_header(bytes, SEGMENT_MAGIC) {
+            Header::Current => HEADER_LEN,
+            Header::None => 0,
+            Header::Unknown(version) => {
+                // Nothing of it can be read: it holds no records this broker knows of, and
+                // --repair (keeping a copy) starts it again from nothing.
+                let mut segment = Segment::new(base_offset, capacity);
+                segment.persisted = 0;
+                let damage = Damage {
+                    at_byte: 0,
+                    offset: base_offset,
+                    reason: if version > format::VERSION {
+                        "the segment is of a newer format version than this broker reads"
+                    } else {
+                        "the segment is of an unknown format version"
+                    },
+                    whole_record_after: Some(WholeRecordAfter::Unknown),
+                };
+                return (segment, Some(damage));
+            }
+            // Handled by `recover`; a mapped file is never shorter than its header.
+            Header::Torn => 0,
+        };
+        segment.start = at;
         let damage = loop {
             if at == bytes.len() {
                 break None;
@@ -260,9 +346,19 @@ impl Segment {
         self.payload_bytes
     }
 
-    /// Bytes of records held, framing included.
+    /// Bytes of the file: its header and its records.
     pub fn len_bytes(&self) -> usize {
         self.data.bytes().len()
+    }
+
+    /// Whether the file begins with a format header (format 1), rather than being of format 0.
+    pub fn has_header(&self) -> bool {
+        self.start == HEADER_LEN
+    }
+
+    /// Bytes of the file that were there when it was opened or last written.
+    pub fn persisted_len(&self) -> usize {
+        self.persisted
     }
 
     /// Bytes of the broker's own memory the records take: none once sealed.
@@ -349,30 +445,31 @@ impl Segment {
     }
 
     /// Pushes onto `out` the records from `from` up to `end` (both within this segment) for as
-    /// long as `take` accepts them. Returns `false` when `take` refused one.
+    /// long as `take` accepts them. Returns `Ok(false)` when `take` refused one.
+    ///
+    /// # Errors
+    /// The offset of a record that does not read back whole or fails its checksum (its file
+    /// was damaged after it was sealed); the records before it are in `out`.
     pub fn read<'a>(
         &'a self,
         from: u64,
         end: u64,
         out: &mut Vec<Message<'a>>,
         mut take: impl FnMut(&Message<'a>) -> bool,
-    ) -> bool {
-        let Some(mut at) = self.position(from) else { return true };
+    ) -> Result<bool, u64> {
+        if from >= end.min(self.next_offset()) {
+            return Ok(true);
+        }
+        let mut at = self.position(from).ok_or(from)?;
         for offset in from..end.min(self.next_offset()) {
-            let Some((message, next)) = self.record(at, offset) else {
-                tracing::error!(
-                    offset,
-                    "a stored record no longer reads back whole; the read stops before it"
-                );
-                return true;
-            };
+            let (message, next) = self.record(at, offset).ok_or(offset)?;
             if !take(&message) {
-                return false;
+                return Ok(false);
             }
             out.push(message);
             at = next;
         }
-        true
+        Ok(true)
     }
 
     /// Where the record at `offset` starts, stepping from the nearest index entry before it.
@@ -388,13 +485,17 @@ impl Segment {
     }
 
     /// The record starting at byte `at`, which has offset `offset`, and where the next starts.
-    /// `None` when the bytes there are no whole record (a sealed file changed under the broker):
-    /// nothing read from a file is trusted to be in bounds.
+    /// `None` when the bytes there are no whole record: nothing read from a file is trusted to
+    /// be in bounds, and a sealed segment's records, which opening trusted to its index rather
+    /// than checked, are checked against their checksums as they are read.
     fn record(&self, at: usize, offset: u64) -> Option<(Message<'_>, usize)> {
         let bytes = self.data.bytes();
         let body_len = bytes.get(at..at + 4).map(|b| read_u32(b, 0))? as usize;
         let next = at.checked_add(RECORD_PREFIX)?.checked_add(body_len)?;
         let body = bytes.get(at + RECORD_PREFIX..next).filter(|b| b.len() >= BODY_HEADER)?;
+        if self.is_sealed() && crc32c::crc32c(body) != read_u32(bytes, at + 4) {
+            return None;
+        }
         let timestamp = read_u64(body, 0);
         let key_len = read_u32(body, 8);
         let rest = &body[BODY_HEADER..];
@@ -526,13 +627,33 @@ mod tests {
 
         // A flipped byte in the first record's value: the second record is whole after it.
         let mut flipped = whole.clone();
-        flipped[RECORD_PREFIX + BODY_HEADER] ^= 0x20;
+        flipped[HEADER_LEN + RECORD_PREFIX + BODY_HEADER] ^= 0x20;
         let (kept, damage) = Segment::recover(5, flipped, 256);
         assert_eq!(kept.next_offset(), 5);
-        let second = Segment::record_len(None, b"one");
+        let second = HEADER_LEN + Segment::record_len(None, b"one");
         assert_eq!(
             damage.map(|d| (d.at_byte, d.reason, d.whole_record_after)),
-            Some((0, "the record fails its checksum", Some(WholeRecordAfter::At(second))))
+            Some((HEADER_LEN, "the record fails its checksum", Some(WholeRecordAfter::At(second))))
+        );
+
+        // A file of format 0, before headers: the same records without the header.
+        let (old, damage) = Segment::recover(5, whole[HEADER_LEN..].to_vec(), 256);
+        assert_eq!(damage, None);
+        assert!(!old.has_header());
+        assert_eq!(old.get(6).unwrap().value, b"two");
+
+        // A header cut short: nothing of the file was ever whole.
+        let (torn, damage) = Segment::recover(5, whole[..3].to_vec(), 256);
+        assert_eq!((torn.next_offset(), torn.persisted_len()), (5, 0));
+        assert_eq!(damage.map(|d| d.whole_record_after), Some(None));
+
+        // A header of a later version: refused, never read as records.
+        let mut later = whole.clone();
+        later[6] = 2;
+        let (_, damage) = Segment::recover(5, later, 256);
+        assert_eq!(
+            damage.map(|d| d.reason),
+            Some("the segment is of a newer format version than this broker reads")
         );
 
         // Garbage after the last whole record, as a crash may leave: no whole record follows.
@@ -614,7 +735,7 @@ mod tests {
         assert!(segment.is_sealed());
         assert_eq!(segment.memory_bytes(), 0);
         let mut out = Vec::new();
-        assert!(segment.read(10, 100, &mut out, |_| true));
+        assert_eq!(segment.read(10, 100, &mut out, |_| true), Ok(true));
         assert_eq!(out.len(), 90);
         assert_eq!(
             out[5],
@@ -637,10 +758,10 @@ mod tests {
         segment.push(2, None, b"two");
         // As if the file under a sealed segment had changed: the second record claims a body
         // far past the end.
-        let second = Segment::record_len(None, b"one");
+        let second = HEADER_LEN + Segment::record_len(None, b"one");
         segment.data.owned()[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut out = Vec::new();
-        assert!(segment.read(0, 2, &mut out, |_| true));
+        assert_eq!(segment.read(0, 2, &mut out, |_| true), Err(1));
         assert_eq!(out.len(), 1);
         assert_eq!(segment.get(1), None);
     }
@@ -649,7 +770,7 @@ mod tests {
     fn the_checksum_covers_the_body() {
         let mut segment = Segment::new(0, 64);
         segment.push(5, Some(b"k"), b"v");
-        let stored = read_u32(segment.data.bytes(), 4);
-        assert_eq!(stored, crc32c::crc32c(&segment.data.bytes()[RECORD_PREFIX..]));
+        let bytes = &segment.data.bytes()[HEADER_LEN..];
+        assert_eq!(read_u32(bytes, 4), crc32c::crc32c(&bytes[RECORD_PREFIX..]));
     }
 }

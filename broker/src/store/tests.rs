@@ -310,9 +310,16 @@ fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
     assert_eq!(read_all(&reopen(&dir), "t", 0), [(0, "first".into())]);
 }
 
+/// Removes a sealed segment's index, as if it had been written by a broker before indexes, or
+/// sealed just before a crash: opening then reads and checks it.
+fn unindex(segment: &Path) {
+    fs::remove_file(segment.with_extension("idx")).unwrap();
+}
+
 #[test]
 fn a_damaged_older_segment_stops_the_store_from_opening() {
     let dir = forty_values_on_disk();
+    unindex(&segment_files(&dir, "t")[0]);
     flip_a_byte(&segment_files(&dir, "t")[0]);
     let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
     assert!(error.contains("is damaged") && error.contains("checksum"), "{error}");
@@ -323,6 +330,7 @@ fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
     let dir = forty_values_on_disk();
     let files = segment_files(&dir, "t");
     assert!(files.len() >= 4, "{files:?}");
+    unindex(&files[1]);
     flip_a_byte(&files[1]);
 
     let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
@@ -336,6 +344,91 @@ fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
         assert!(!file.exists());
         assert!(aside.join(file.file_name().unwrap()).exists());
     }
+}
+
+#[test]
+fn a_reopen_reads_only_the_newest_segment_and_trusts_the_indexes_of_the_others() {
+    let dir = forty_values_on_disk();
+    let files = segment_files(&dir, "t");
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files[..files.len() - 1] {
+        assert!(file.with_extension("idx").is_file(), "{} has no index", file.display());
+    }
+    let newest = fs::metadata(files.last().unwrap()).unwrap().len();
+    let store = reopen(&dir);
+    assert_eq!(store.checked_bytes(), newest);
+    assert_eq!(read_all(&store, "t", 0).len(), 40);
+}
+
+#[test]
+fn a_damaged_index_is_rebuilt_from_its_segment_and_never_trusted() {
+    let dir = forty_values_on_disk();
+    let files = segment_files(&dir, "t");
+    let index = files[1].with_extension("idx");
+    let good = fs::read(&index).unwrap();
+    let mut bad = good.clone();
+    // The record count: trusted, it would make offsets up.
+    bad[16] ^= 0x04;
+    fs::write(&index, &bad).unwrap();
+    let store = reopen(&dir);
+    let newest = fs::metadata(files.last().unwrap()).unwrap().len();
+    let second = fs::metadata(&files[1]).unwrap().len();
+    assert_eq!(store.checked_bytes(), newest + second);
+    assert_eq!(read_all(&store, "t", 0), read_all(&reopen(&dir), "t", 0));
+    assert_eq!(read_all(&store, "t", 0).len(), 40);
+    assert_eq!(fs::read(&index).unwrap(), good, "the index is written anew");
+
+    // An index that checks out but describes a file of another length is not trusted either.
+    drop(store);
+    let mut longer = fs::read(&files[1]).unwrap();
+    longer.extend_from_slice(&[0; 3]);
+    fs::write(&files[1], longer).unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
+    assert!(error.contains(files[1].file_name().unwrap().to_str().unwrap()), "{error}");
+}
+
+#[test]
+fn damage_in_an_indexed_segment_is_refused_when_read_naming_the_file() {
+    let dir = forty_values_on_disk();
+    let files = segment_files(&dir, "t");
+    flip_a_byte(&files[1]);
+    let store = reopen(&dir);
+    let first: u64 = files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let mut out = Vec::new();
+    let error = store.read("t", first, Budget::new(100, usize::MAX), &mut out).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains(files[1].to_str().unwrap()) && text.contains("damaged"), "{text}");
+    assert!(out.is_empty());
+    // Reads stop before the damage, and what is not damaged reads as ever.
+    store.read("t", 0, Budget::new(100, usize::MAX), &mut out).unwrap();
+    assert_eq!(out.last().map(|m| m.offset), Some(first - 1));
+    let later: u64 = files[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    assert_eq!(read_all(&store, "t", later).len() as u64, 40 - later);
+}
+
+#[test]
+fn a_directory_of_the_format_before_headers_and_indexes_opens() {
+    let dir = forty_values_on_disk();
+    let expected = read_all(&reopen(&dir), "t", 0);
+    let files = segment_files(&dir, "t");
+    for file in &files {
+        let bytes = fs::read(file).unwrap();
+        assert_eq!(&bytes[..6], b"BRKLOG");
+        fs::write(file, &bytes[8..]).unwrap();
+        let _ = fs::remove_file(file.with_extension("idx"));
+    }
+    let total: u64 = files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+    let mut store = reopen(&dir);
+    assert_eq!(store.checked_bytes(), total);
+    assert_eq!(read_all(&store, "t", 0), expected);
+    append(&mut store, "t", &["new"]).unwrap();
+    drop(store);
+    for file in &files[..files.len() - 1] {
+        assert!(file.with_extension("idx").is_file(), "{} was not indexed", file.display());
+    }
+    let store = reopen(&dir);
+    assert_eq!(read_all(&store, "t", 0).last(), Some(&(40, "new".to_owned())));
+    assert_eq!(read_all(&store, "t", 0).len(), 41);
 }
 
 #[test]

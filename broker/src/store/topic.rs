@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use protocol::{Message, Retention};
 
-use super::disk;
 use super::segment::Segment;
 use super::Budget;
+use super::{disk, index};
 use crate::files;
 
 /// One topic's log.
@@ -154,15 +154,43 @@ impl Topic {
 
     /// Pushes onto `out` the readable messages from `offset` on, as many as `budget` takes (always
     /// the first one if there is one). `offset` must lie in `first_offset()..=next_offset()`.
-    pub fn read<'a>(&'a self, offset: u64, budget: &mut Budget, out: &mut Vec<Message<'a>>) {
+    ///
+    /// # Errors
+    /// The first message to read is in a sealed segment file damaged since it was sealed: the
+    /// error names the file and the offset. Damage after the first message ends the read
+    /// before it instead, so that the next read reports it.
+    pub fn read<'a>(
+        &'a self,
+        offset: u64,
+        budget: &mut Budget,
+        out: &mut Vec<Message<'a>>,
+    ) -> io::Result<()> {
         // Segments are sorted by base offset: find the one holding `offset`.
         let start = self.segments.partition_point(|s| s.next_offset() <= offset);
+        let before = out.len();
         for segment in self.segments.range(start..) {
             let from = offset.max(segment.base_offset());
-            if !segment.read(from, self.committed, out, |message| budget.take(message)) {
-                return;
+            match segment.read(from, self.committed, out, |message| budget.take(message)) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(_) if out.len() > before => return Ok(()),
+                Err(bad) => {
+                    let file = self.dir().map_or_else(PathBuf::new, |dir| {
+                        dir.join(disk::segment_file_name(segment.base_offset()))
+                    });
+                    tracing::error!(file = %file.display(), offset = bad, "a sealed segment is damaged");
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is damaged: the record at offset {bad} fails its checksum or is \
+                             cut short",
+                            file.display()
+                        ),
+                    ));
+                }
             }
         }
+        Ok(())
     }
 
     /// Makes the messages appended since the last commit durable and readable: writes them to
@@ -285,9 +313,29 @@ impl Files {
             if segment.is_sealed() {
                 break;
             }
-            let path = self.dir.join(disk::segment_file_name(segment.base_offset()));
+            let base = segment.base_offset();
+            let path = self.dir.join(disk::segment_file_name(base));
             if let Err(error) = segment.seal(&path) {
                 tracing::warn!(%error, file = %path.display(), "cannot seal a segment; kept in memory");
+                continue;
+            }
+            // The segment's records were flushed when the next segment was started, so the
+            // index never describes records that are not on disk.
+            let bytes = segment.index().encode();
+            let written = files::replace(
+                &self.dir,
+                &index::file_name(base),
+                &index::writing_name(base),
+                &bytes,
+                true,
+            )
+            .and_then(|()| files::sync_dir(&self.dir));
+            if let Err(error) = written {
+                tracing::warn!(
+                    %error,
+                    file = %path.display(),
+                    "cannot write a sealed segment's index; start-up will check the segment"
+                );
             }
         }
     }
@@ -313,10 +361,16 @@ impl Files {
         Ok(())
     }
 
-    /// Deletes a segment's file.
+    /// Deletes a segment's file and its index.
     fn remove_segment(&mut self, base: u64, len: usize) {
         if self.active.as_ref().is_some_and(|(active, _)| *active == base) {
             self.active = None;
+        }
+        let index = self.dir.join(index::file_name(base));
+        match fs::remove_file(&index) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(%error, file = %index.display(), "cannot remove an index"),
         }
         let path = self.dir.join(disk::segment_file_name(base));
         match fs::remove_file(&path) {
@@ -351,7 +405,7 @@ mod tests {
 
     fn values(topic: &Topic, offset: u64, max_messages: usize, max_bytes: usize) -> Vec<String> {
         let mut out = Vec::new();
-        topic.read(offset, &mut Budget::new(max_messages, max_bytes), &mut out);
+        topic.read(offset, &mut Budget::new(max_messages, max_bytes), &mut out).unwrap();
         out.iter().map(|m| format!("{}={}", m.offset, String::from_utf8_lossy(m.value))).collect()
     }
 
@@ -405,7 +459,7 @@ mod tests {
         }
         assert!(topic.segments.len() >= 3);
         let mut out = Vec::new();
-        topic.read(1, &mut Budget::new(100, usize::MAX), &mut out);
+        topic.read(1, &mut Budget::new(100, usize::MAX), &mut out).unwrap();
         assert_eq!(out.iter().map(|m| m.offset).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
     }
 
