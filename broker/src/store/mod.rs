@@ -7,8 +7,9 @@
 //! Appends become readable, and may be acknowledged, only when the store commits: the server
 //! commits once per pass of its loop, after handling every request of the pass, so one write
 //! and at most one flush per topic cover all of the pass's appends (group commit). A store on
-//! disk holds every segment in memory as well, so reads never touch the disk; the files are
-//! what makes it survive a restart.
+//! disk holds only each topic's newest segment in memory; older ones are sealed and read from
+//! their files, mapped (see `segment`), and described by index files so that opening need not
+//! read them (see `index` and `recovery`).
 
 mod budget;
 pub mod damaged;
