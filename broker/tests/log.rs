@@ -231,3 +231,81 @@ fn a_data_directory_written_before_format_headers_and_indexes_opens_and_says_so(
     assert!(stderr.contains("and indexed them"), "{stderr}");
     assert_eq!(files_with(&dir, "idx").len(), files_with(&dir, "log").len() - 1);
 }
+
+/// Appends 100 values of [`VALUE_BYTES`] bytes to `topic` in one request; the reply.
+fn append_hundred(socket: &zmq::Socket, topic: &str) -> Response<'static> {
+    let value = vec![b'v'; VALUE_BYTES];
+    let messages = vec![NewMessage { key: None, value: &value }; 100];
+    ask(socket, &Request::Append(Append { topic, messages }))
+}
+
+/// The next offset of `topic` as `list_topics` shows it.
+fn next_offset(socket: &zmq::Socket, token: u64, topic: &str) -> (u64, u64) {
+    let info = wire::topics(socket, token)
+        .into_iter()
+        .find(|t| t.name == topic)
+        .unwrap_or_else(|| panic!("no topic {topic:?}"));
+    (info.first_offset, info.next_offset)
+}
+
+/// Under a ceiling of `args`, a second batch of 100 KB does not fit: it is refused with
+/// `313 storage_full`, and nothing of it is appended.
+fn a_full_store_refuses_and_changes_nothing(broker: &BrokerProcess) {
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    assert!(matches!(append_hundred(&socket, "t"), Response::Appended { .. }));
+    let refused = append_hundred(&socket, "t");
+    assert!(wire::expect_error(&refused, protocol::ErrorCode::StorageFull).is_none());
+    let Response::Error { reason, .. } = &refused else { unreachable!() };
+    assert!(reason.contains("the store is full"), "{reason}");
+    // Nor does a new topic get made by a refused append.
+    let refused = append_hundred(&socket, "other");
+    assert!(wire::expect_error(&refused, protocol::ErrorCode::StorageFull).is_none());
+    let (_, token) = claim(&socket, None, "reader");
+    assert_eq!(next_offset(&socket, token, "t"), (0, 100));
+    assert_eq!(wire::topics(&socket, token).len(), 1);
+}
+
+#[test]
+fn max_memory_refuses_appends_over_it_with_storage_full() {
+    let broker = wire::start(&["--max-memory", "150000"]);
+    a_full_store_refuses_and_changes_nothing(&broker);
+    broker.interrupt();
+}
+
+#[test]
+fn max_disk_refuses_appends_over_it_with_storage_full() {
+    let data = tempfile::tempdir().expect("a temporary directory");
+    let broker = start_on(data.path(), &["--max-disk", "150000"]);
+    a_full_store_refuses_and_changes_nothing(&broker);
+    broker.interrupt();
+    let dir = only_topic_dir(data.path());
+    let on_disk: u64 =
+        files_with(&dir, "log").iter().map(|f| fs::metadata(f).expect("a size").len()).sum();
+    assert!(on_disk <= 150_000, "{on_disk} bytes of segments");
+}
+
+#[test]
+fn under_a_ceiling_retention_makes_room_again() {
+    let data = tempfile::tempdir().expect("a temporary directory");
+    let retention = ["--segment-bytes", "65536", "--retention-bytes", "100000"];
+    let in_memory = wire::start(&[&["--max-memory", "300000"][..], &retention].concat());
+    let dir = data.path().to_str().expect("a UTF-8 path");
+    let on_disk =
+        wire::start(&[&["--data-dir", dir, "--max-disk", "300000"][..], &retention].concat());
+    for broker in [in_memory, on_disk] {
+        let context = zmq::Context::new();
+        let socket = broker.req(&context);
+        // Ten times the ceiling, in all.
+        for _ in 0..30 {
+            let reply = append_hundred(&socket, "t");
+            assert!(matches!(reply, Response::Appended { .. }), "{reply:?}");
+        }
+        let (_, token) = claim(&socket, None, "reader");
+        let (first, next) = next_offset(&socket, token, "t");
+        assert_eq!(next, 3000);
+        assert!(first > 0, "retention removed nothing");
+        drop(socket);
+        broker.interrupt();
+    }
+}

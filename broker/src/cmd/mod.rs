@@ -126,6 +126,7 @@ impl From<StoreError> for Response<'_> {
                 return Response::error(ErrorCode::InvalidTopicName, reason);
             }
             StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            StoreError::StorageFull { .. } => ErrorCode::StorageFull,
             StoreError::Io(_) => ErrorCode::InternalError,
             StoreError::OffsetOutOfRange { first, next, .. } => {
                 return Response::Error {

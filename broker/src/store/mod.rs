@@ -38,7 +38,7 @@ pub use budget::Budget;
 pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use file::FileLog;
 pub use log::{Log, Store};
-pub use memory::MemoryLog;
+pub use memory::{default_max_memory, MemoryLog};
 pub use topic::Topic;
 
 /// How many bytes of records a segment holds before a new one is started, unless configured.
@@ -77,6 +77,9 @@ pub struct StoreConfig {
     /// Whether opening sets damaged files aside into `DATA_DIR/damaged/` and starts without
     /// them (`--repair`), rather than refuse to start.
     pub repair: bool,
+    /// The most bytes of records the store may hold (`--max-memory` in memory, `--max-disk`
+    /// on disk, where they are the bytes of the segment files); `None` for no ceiling.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -88,6 +91,7 @@ impl Default for StoreConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             retention: Retention::default(),
             repair: false,
+            max_bytes: None,
         }
     }
 }
@@ -113,6 +117,19 @@ pub enum StoreError {
         size: usize,
         /// The limit.
         limit: usize,
+    },
+    /// The batch would take the store past its ceiling.
+    #[error(
+        "the store is full: it holds {held} bytes and this append needs {needed} more, over the \
+         ceiling of {limit} bytes; retention or deleting topics makes room"
+    )]
+    StorageFull {
+        /// Bytes of records the store holds, appends of this pass included.
+        held: u64,
+        /// Bytes of records the batch takes.
+        needed: u64,
+        /// The ceiling.
+        limit: u64,
     },
     /// The offset is outside what the topic holds.
     #[error("offset {offset} is outside {first}..={next}, the offsets topic {topic:?} can serve")]
@@ -309,6 +326,14 @@ impl Topics {
             messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit)
         {
             return Err(StoreError::MessageTooLarge { index, size, limit });
+        }
+        if let Some(limit) = self.config.max_bytes {
+            let needed: u64 =
+                messages.iter().map(|m| segment::Segment::record_len(m.key, m.value) as u64).sum();
+            let held: u64 = self.topics.values().map(Topic::stored_bytes).sum();
+            if held.saturating_add(needed) > limit {
+                return Err(StoreError::StorageFull { held, needed, limit });
+            }
         }
         if !self.topics.contains_key(topic) {
             self.create(topic, Retention::default())?;

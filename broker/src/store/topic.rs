@@ -136,6 +136,12 @@ impl Topic {
         self.payload_bytes
     }
 
+    /// Bytes of records held, framing and file headers included, appends not yet committed
+    /// too: what `--max-memory` and `--max-disk` count.
+    pub fn stored_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len_bytes() as u64).sum()
+    }
+
     /// Bytes of the broker's own memory its records take: every segment's, for a topic in
     /// memory; the newest segment's only (the older ones are read from their files), on disk.
     pub fn memory_bytes(&self) -> usize {
