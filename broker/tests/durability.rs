@@ -424,9 +424,9 @@ fn spawn_loader(
 /// Loads the broker under `--fsync <fsync>`, kills it with SIGKILL once enough batches are
 /// acknowledged, restarts it on the same directory, and checks that every acknowledged message
 /// is there as acknowledged, with no gap and no duplicate.
-fn acknowledged_appends_survive_a_kill(fsync: &str) {
+fn acknowledged_appends_survive_a_kill(fsync: &str, args: &[&str]) {
     let data = data_dir();
-    let broker = start_on(data.path(), &["--fsync", fsync]);
+    let broker = start_on(data.path(), &[&["--fsync", fsync][..], args].concat());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let loader = spawn_loader(broker.endpoint.clone(), Arc::clone(&stop), tx);
@@ -492,12 +492,22 @@ fn acknowledged_appends_survive_a_kill(fsync: &str) {
 
 #[test]
 fn a_kill_loses_no_acknowledged_append_with_fsync_always() {
-    acknowledged_appends_survive_a_kill("always");
+    acknowledged_appends_survive_a_kill("always", &[]);
 }
 
 #[test]
 fn a_kill_loses_no_acknowledged_append_with_fsync_never() {
-    acknowledged_appends_survive_a_kill("never");
+    acknowledged_appends_survive_a_kill("never", &[]);
+}
+
+/// Segments of 4 KiB: about every third batch of the loader seals a segment and writes its
+/// index, so the kill lands among seals and index writes (and sometimes in one).
+const SEALING_SEGMENT: &str = "4096";
+
+#[test]
+fn a_kill_among_segment_seals_and_index_writes_loses_no_acknowledged_append() {
+    acknowledged_appends_survive_a_kill("always", &["--segment-bytes", SEALING_SEGMENT]);
+    acknowledged_appends_survive_a_kill("never", &["--segment-bytes", SEALING_SEGMENT]);
 }
 
 #[test]

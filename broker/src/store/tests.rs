@@ -388,6 +388,35 @@ fn a_damaged_index_is_rebuilt_from_its_segment_and_never_trusted() {
 }
 
 #[test]
+fn what_a_crash_while_writing_an_index_leaves_is_cleared_or_rebuilt() {
+    let dir = forty_values_on_disk();
+    let expected = read_all(&reopen(&dir), "t", 0);
+    let files = segment_files(&dir, "t");
+    // Killed before the rename: a half-written `.idx.new` beside no index.
+    let first = files[0].with_extension("idx");
+    let writing = files[0].with_extension("idx.new");
+    let bytes = fs::read(&first).unwrap();
+    fs::write(&writing, &bytes[..bytes.len() / 2]).unwrap();
+    fs::remove_file(&first).unwrap();
+    // An index cut short, as a file system without ordered writes may leave one.
+    let second = files[1].with_extension("idx");
+    let bytes = fs::read(&second).unwrap();
+    fs::write(&second, &bytes[..bytes.len() - 3]).unwrap();
+    // Killed before any index of the third was written.
+    fs::remove_file(files[2].with_extension("idx")).unwrap();
+
+    let store = reopen(&dir);
+    assert_eq!(read_all(&store, "t", 0), expected);
+    assert!(!writing.exists(), "the interrupted index was not cleared");
+    let newest = fs::metadata(files.last().unwrap()).unwrap().len();
+    let rebuilt: u64 = files[..3].iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+    assert_eq!(store.checked_bytes(), newest + rebuilt);
+    drop(store);
+    // Each was indexed again: the next opening reads only the newest segment.
+    assert_eq!(reopen(&dir).checked_bytes(), newest);
+}
+
+#[test]
 fn damage_in_an_indexed_segment_is_refused_when_read_naming_the_file() {
     let dir = forty_values_on_disk();
     let files = segment_files(&dir, "t");
