@@ -143,7 +143,13 @@ struct MetaName {
 fn meta_name(dir: &Path) -> String {
     let bytes = fs::read(dir.join("topic.meta"))
         .unwrap_or_else(|e| panic!("{} has no readable topic.meta: {e}", dir.display()));
-    let meta: MetaName = rmp_serde::from_slice(&bytes)
+    assert_eq!(
+        &bytes[..8],
+        b"BRKTOP\x01\x00",
+        "{}'s topic.meta has no format header",
+        dir.display()
+    );
+    let meta: MetaName = rmp_serde::from_slice(&bytes[8..])
         .unwrap_or_else(|e| panic!("{}'s topic.meta does not name a topic: {e}", dir.display()));
     meta.name
 }

@@ -213,9 +213,9 @@ fn a_data_directory_written_before_format_headers_and_indexes_opens_and_says_so(
         fs::remove_file(index).expect("remove an index");
     }
     let segments = files_with(&dir, "log");
-    for segment in &segments {
-        let bytes = fs::read(segment).expect("a segment");
-        fs::write(segment, &bytes[8..]).expect("write it as before");
+    for file in segments.iter().chain([&dir.join("topic.meta")]) {
+        let bytes = fs::read(file).expect("a file");
+        fs::write(file, &bytes[8..]).expect("write it as before");
     }
 
     let broker = start_on(data.path(), &["--segment-bytes", SEGMENT]);
@@ -229,6 +229,7 @@ fn a_data_directory_written_before_format_headers_and_indexes_opens_and_says_so(
     let said = format!("{} segment files have no format header", segments.len());
     assert!(stderr.contains(&said), "no {said:?} in:\n{stderr}");
     assert!(stderr.contains("and indexed them"), "{stderr}");
+    assert!(stderr.contains("1 topic.meta files have no format header"), "{stderr}");
     assert_eq!(files_with(&dir, "idx").len(), files_with(&dir, "log").len() - 1);
 }
 

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use protocol::Retention;
 use serde::{Deserialize, Serialize};
 
+use super::format::{self, Header, META_MAGIC};
 use crate::files::{self, sync_dir};
 
 /// The file in each topic directory that names the topic.
@@ -109,7 +110,8 @@ pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
 }
 
 fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
-    let bytes = rmp_serde::to_vec_named(meta).map_err(io::Error::other)?;
+    let mut bytes = format::header(META_MAGIC).to_vec();
+    rmp_serde::encode::write_named(&mut bytes, meta).map_err(io::Error::other)?;
     files::replace(dir, META_FILE, META_WRITING_FILE, &bytes, true)?;
     sync_dir(dir)
 }
@@ -125,23 +127,34 @@ pub enum MetaError {
     Invalid(String),
 }
 
-/// Reads a topic directory's meta file and checks it: it must name a valid topic.
+/// Reads a topic directory's meta file and checks it: it must name a valid topic. Also says
+/// whether the file is of format 0 (the MessagePack map alone, as brokers before headers wrote
+/// it), which is read as well.
 ///
 /// # Errors
-/// A missing, unreadable or invalid file.
-pub fn read_meta(dir: &Path) -> Result<Meta, MetaError> {
+/// A missing, unreadable or invalid file, or one of a format version this broker does not know.
+pub fn read_meta(dir: &Path) -> Result<(Meta, bool), MetaError> {
     let bytes = match fs::read(dir.join(META_FILE)) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(MetaError::Missing),
         Err(error) => return Err(MetaError::Unreadable(error)),
     };
-    let meta: Meta = rmp_serde::from_slice(&bytes).map_err(|e| {
+    let (body, old) = match format::read_header(&bytes, META_MAGIC) {
+        Header::Current => (&bytes[format::HEADER_LEN..], false),
+        Header::None | Header::Torn => (&bytes[..], true),
+        Header::Unknown(version) => {
+            return Err(MetaError::Invalid(format!(
+                "is of format version {version}, which this broker does not read"
+            )))
+        }
+    };
+    let meta: Meta = rmp_serde::from_slice(body).map_err(|e| {
         MetaError::Invalid(format!("does not hold a topic's name and retention ({e})"))
     })?;
     protocol::validate_topic_name(&meta.name).map_err(|e| {
         MetaError::Invalid(format!("names {:?}, which is not a valid topic name: {e}", meta.name))
     })?;
-    Ok(meta)
+    Ok((meta, old))
 }
 
 /// Removes a topic's directory. It is first moved, in one step, out of `topics/` into

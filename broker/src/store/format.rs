@@ -7,12 +7,15 @@
 //! ```
 //! Segment files written before there was a header begin with their first record instead; they
 //! are told apart by their first bytes, which as a record length would exceed the largest
-//! segment (1 GiB), and read as format 0.
+//! segment (1 GiB), and read as format 0. A `topic.meta` of format 0 is a MessagePack map,
+//! whose first byte (`0x80`..`0x8f`, `0xde`, `0xdf`) is no `B`.
 
 /// Bytes of the header.
 pub const HEADER_LEN: usize = 8;
 /// The magic number of a segment file.
 pub const SEGMENT_MAGIC: [u8; 6] = *b"BRKLOG";
+/// The magic number of a topic's `topic.meta`.
+pub const META_MAGIC: [u8; 6] = *b"BRKTOP";
 /// The magic number of a segment's index file.
 pub const INDEX_MAGIC: [u8; 6] = *b"BRKIDX";
 /// The format version this broker writes.

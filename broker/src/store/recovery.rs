@@ -86,6 +86,8 @@ struct Plan {
     leftovers: Vec<(PathBuf, &'static str)>,
     /// Bytes of segment files read and checked.
     checked_bytes: u64,
+    /// How many `topic.meta` files are of format 0.
+    old_metas: usize,
 }
 
 /// Opens the topics of `data_dir`, as the module explains. `set_aside` is where `--repair`
@@ -176,6 +178,13 @@ pub fn recover(
         );
         topics.push((meta.name, topic));
     }
+    if plan.old_metas > 0 {
+        tracing::info!(
+            "{} topic.meta files have no format header (written by an older broker): read as \
+             format 0",
+            plan.old_metas
+        );
+    }
     if old_format > 0 {
         tracing::info!(
             "{old_format} segment files have no format header (written by an older broker): read \
@@ -224,7 +233,10 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
     let files = entries(&dir)?;
     let meta_path = dir.join(disk::META_FILE);
     let meta = match disk::read_meta(&dir) {
-        Ok(meta) => meta,
+        Ok((meta, old)) => {
+            plan.old_metas += usize::from(old);
+            meta
+        }
         Err(MetaError::Missing) => {
             let only_meta_writing = files.iter().all(|(path, is_dir)| {
                 !is_dir && file_name(path).is_some_and(|n| n == disk::META_WRITING_FILE)

@@ -446,6 +446,10 @@ fn a_directory_of_the_format_before_headers_and_indexes_opens() {
         fs::write(file, &bytes[8..]).unwrap();
         let _ = fs::remove_file(file.with_extension("idx"));
     }
+    let meta = files[0].with_file_name(disk::META_FILE);
+    let bytes = fs::read(&meta).unwrap();
+    assert_eq!(&bytes[..6], b"BRKTOP");
+    fs::write(&meta, &bytes[8..]).unwrap();
     let total: u64 = files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
     let mut store = reopen(&dir);
     assert_eq!(store.checked_bytes(), total);
