@@ -113,6 +113,7 @@ fn with_a_data_dir_the_broker_keeps_only_the_newest_segment_in_memory() {
     // Warm up the allocator and the sockets before the baseline.
     fill(&socket, "warm", 0..2);
     let before = status_bytes(broker.pid(), "RssAnon");
+    let resident_before = status_bytes(broker.pid(), "VmRSS");
     // 64 MB of values: in memory they would all be resident.
     let batches = 64;
     fill(&socket, "log", 0..batches);
@@ -121,6 +122,11 @@ fn with_a_data_dir_the_broker_keeps_only_the_newest_segment_in_memory() {
     assert_eq!(read_back(&socket, token, "log"), (batches * BATCH) as u64);
     let read = status_bytes(broker.pid(), "RssAnon");
     let log = (batches * BATCH * VALUE_BYTES) as u64;
+    // The pages of the files read are let go once the reader has moved past them: they are in
+    // the page cache, not in the broker's resident set.
+    let resident = status_bytes(broker.pid(), "VmRSS");
+    let grown = resident.saturating_sub(resident_before);
+    assert!(grown < log / 4, "VmRSS grew by {grown} bytes after reading a log of {log} bytes");
     for (when, after) in [("writing", written), ("reading", read)] {
         let grown = after.saturating_sub(before);
         assert!(

@@ -20,7 +20,9 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use memmap2::Mmap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use memmap2::{Mmap, UncheckedAdvice};
 use protocol::Message;
 
 use super::format::{self, Header, HEADER_LEN, SEGMENT_MAGIC};
@@ -91,6 +93,9 @@ pub struct Segment {
     payload_bytes: u64,
     /// How many bytes of `data` are written to the segment's file (for a store on disk).
     persisted: usize,
+    /// Whether a read touched the mapped file since its pages were last let go (see
+    /// [`Segment::release_pages`]).
+    touched: AtomicBool,
 }
 
 /// Where and why a segment's bytes stop being valid records.
@@ -153,6 +158,7 @@ impl Segment {
             last_timestamp: 0,
             payload_bytes: 0,
             persisted: 0,
+            touched: AtomicBool::new(false),
         }
     }
 
@@ -180,7 +186,11 @@ impl Segment {
     /// the file, and the segment takes no more.
     pub fn recover_mapped(base_offset: u64, map: Mmap) -> (Segment, Option<Damage>) {
         let len = map.len();
-        Segment::check(base_offset, Records::Mapped(map, len), 0)
+        let (segment, damage) = Segment::check(base_offset, Records::Mapped(map, len), 0);
+        // Checking it read every page: let them go again.
+        segment.touched.store(true, Ordering::Relaxed);
+        segment.release_pages();
+        (segment, damage)
     }
 
     /// A sealed segment whose file is mapped, as its index file describes it, without reading
@@ -209,6 +219,7 @@ impl Segment {
             last_timestamp: index.last_timestamp,
             payload_bytes: index.payload_bytes,
             persisted: len,
+            touched: AtomicBool::new(false),
         })
     }
 
@@ -473,6 +484,29 @@ impl Segment {
             at = next;
         }
         Ok(true)
+    }
+
+    /// Notes that a read is about to touch the segment's pages.
+    pub fn touch(&self) {
+        if self.is_sealed() {
+            self.touched.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Lets go of the pages of a sealed segment's mapping that reads touched, so that they
+    /// leave the broker's resident set (they stay in the page cache, for the kernel to keep or
+    /// reclaim). Does nothing when no read touched it since the last time.
+    pub fn release_pages(&self) {
+        let Records::Mapped(map, _) = &self.data else { return };
+        if !self.touched.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: the mapping is a shared, read-only mapping of a file whose bytes never change
+        // (see `map_file`): after MADV_DONTNEED a page is read in again from the same file,
+        // with the same bytes, so any message still borrowing from it reads what it read.
+        if let Err(error) = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) } {
+            tracing::debug!(%error, "cannot let go of a segment's pages");
+        }
     }
 
     /// Where the record at `offset` starts, stepping from the nearest index entry before it.

@@ -173,8 +173,14 @@ impl Topic {
     ) -> io::Result<()> {
         // Segments are sorted by base offset: find the one holding `offset`.
         let start = self.segments.partition_point(|s| s.next_offset() <= offset);
+        // A reader that has moved on from a sealed segment lets go of its pages (a reader still
+        // in it only faults them in again from the page cache).
+        if let Some(behind) = start.checked_sub(1).and_then(|i| self.segments.get(i)) {
+            behind.release_pages();
+        }
         let before = out.len();
         for segment in self.segments.range(start..) {
+            segment.touch();
             let from = offset.max(segment.base_offset());
             match segment.read(from, self.committed, out, |message| budget.take(message)) {
                 Ok(true) => {}
