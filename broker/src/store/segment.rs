@@ -209,7 +209,7 @@ impl Segment {
             && index.positions.first().is_none_or(|&p| p as usize == start)
             && index.positions.windows(2).all(|w| w[0] < w[1])
             && index.positions.last().is_none_or(|&p| (p as usize) < len);
-        fits.then(|| Segment {
+        let segment = fits.then(|| Segment {
             base_offset,
             data: Records::Mapped(map, len),
             start,
@@ -219,8 +219,12 @@ impl Segment {
             last_timestamp: index.last_timestamp,
             payload_bytes: index.payload_bytes,
             persisted: len,
-            touched: AtomicBool::new(false),
-        })
+            // Reading the header faulted in the pages around it (the kernel maps several at a
+            // fault): let them go, or a thousand segments would hold tens of MB resident.
+            touched: AtomicBool::new(true),
+        })?;
+        segment.release_pages();
+        Some(segment)
     }
 
     /// What the segment's index file says, for a sealed segment.
