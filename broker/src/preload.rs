@@ -33,7 +33,7 @@ pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
         store.append(topic, &messages, timestamp)?;
         added += 1;
     }
-    if let Some(failure) = store.commit(std::time::Instant::now(), timestamp).pop() {
+    if let Some(failure) = store.commit_and_wait(std::time::Instant::now(), timestamp).pop() {
         return Err(StoreError::Io(IoFailure::new(failure.error)));
     }
     Ok(added)

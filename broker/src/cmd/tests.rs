@@ -56,7 +56,7 @@ fn append(broker: &mut Broker, topic: &str, count: usize, now: Instant) {
     let messages = vec![NewMessage { key: None, value: b"m" }; count];
     let request = Request::Append(Append { topic, messages });
     assert!(matches!(reply(apply(request, broker, &at(now))), Response::Appended { .. }));
-    assert!(broker.store.commit(now, at(now).now_ms).is_empty());
+    assert!(broker.store.commit_and_wait(now, at(now).now_ms).is_empty());
 }
 
 /// A broker whose topic `t` holds `messages` messages, and the claims of two members of group

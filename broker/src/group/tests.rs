@@ -27,7 +27,7 @@ fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Box<Store> {
             store.append(topic, &messages, 0).unwrap();
         }
     }
-    assert!(store.commit(Instant::now(), 0).is_empty());
+    assert!(store.commit_and_wait(Instant::now(), 0).is_empty());
     store
 }
 

@@ -1,21 +1,28 @@
 //! The store's one door: the [`Log`] trait the server, the commands and the groups use, whatever
 //! keeps the messages (memory, files, later a replicated engine).
 
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::time::Instant;
 
 use protocol::{Message, NewMessage, Retention, TopicInfo};
 
-use super::{Budget, CommitFailure, FileLog, MemoryLog, OpenError, Result, StoreConfig, Totals};
+use super::{
+    Budget, CommitFailure, FileLog, MemoryLog, OpenError, Result, Settled, StoreConfig, Ticket,
+    Totals,
+};
 
 /// A store of topics, each an ordered log of messages numbered by offset.
 ///
-/// Appends are staged: they become readable, and may be acknowledged, only once
-/// [`Log::commit`] has settled them. The server commits once per pass of its loop, after
-/// handling every request of the pass, and answers the pass's appends from what the commit
-/// says. Nothing here says where or how a commit is made durable: on a local disk, by a flush
-/// thread, or by a remote engine acknowledging it; what the caller relies on is only that a
-/// commit's result names every append of the pass that did not become durable.
+/// Appends are staged: they become readable, and may be acknowledged, only once the commit
+/// covering them has settled. The server starts a commit once per pass of its loop, after
+/// handling every request of the pass ([`Log::commit`] returns its [`Ticket`] at once), and
+/// answers the pass's appends when [`Log::settled`] reports the ticket, which may be in the
+/// same pass or a later one. Nothing here says where or how a commit is made durable: on a
+/// local disk, by a flush thread, or by a remote engine acknowledging it; what the caller relies
+/// on is only that commits settle in the order they were started, and that a settled commit
+/// names every append it covered that did not become durable. While a commit is in flight the
+/// caller goes on serving: reads see only what settled.
 pub trait Log: std::fmt::Debug + Send {
     /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`, and
     /// returns the first and last offsets given. They become readable at the next
@@ -31,10 +38,28 @@ pub trait Log: std::fmt::Debug + Send {
         timestamp: u64,
     ) -> Result<(u64, u64)>;
 
-    /// Settles every append since the last commit: makes it readable and durable (under the
-    /// store's flush policy), or drops it; then applies retention. Returns the topics whose
-    /// appends were dropped: those appends must be refused.
-    fn commit(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure>;
+    /// Starts the commit of every append since the last one (making them durable under the
+    /// store's flush policy, then readable), and applies retention. Returns at once; the commit
+    /// settles when [`Log::settled`] reports its ticket.
+    fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket;
+
+    /// The commits that settled since the last call, in the order they were started, without
+    /// waiting.
+    fn settled(&mut self) -> Vec<Settled>;
+
+    /// Waits until every commit started has settled, and returns those not yet reported.
+    fn wait_settled(&mut self) -> Vec<Settled>;
+
+    /// A descriptor that becomes readable when a commit settles, for the serve loop to poll
+    /// beside its socket; `None` when every commit settles within [`Log::commit`].
+    fn wake_fd(&self) -> Option<RawFd>;
+
+    /// Commits, and waits until it settled: the topics whose appends were dropped. For
+    /// start-up (preloading) and tests; the serve loop never waits.
+    fn commit_and_wait(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
+        self.commit(now, now_ms);
+        self.wait_settled().into_iter().flat_map(|settled| settled.failures).collect()
+    }
 
     /// Reads as many messages of `topic` from `offset` into `out` as `budget` takes (always at
     /// least one message when one exists). Returns the topic's next offset.
@@ -73,8 +98,8 @@ pub trait Log: std::fmt::Debug + Send {
     /// What the store holds, in sum.
     fn totals(&self) -> Totals;
 
-    /// The topics whose oldest messages retention removed in the last [`Log::commit`].
-    fn trimmed(&self) -> &[String];
+    /// The topics whose oldest messages retention removed since the last call.
+    fn take_trimmed(&mut self) -> Vec<String>;
 
     /// The next moment a commit has timed work to do even with no append (a periodic flush,
     /// retention by time). `None` when there is none.
@@ -126,8 +151,17 @@ impl<L: Log + ?Sized> Log for Box<L> {
     ) -> Result<(u64, u64)> {
         (**self).append(topic, messages, timestamp)
     }
-    fn commit(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
+    fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket {
         (**self).commit(now, now_ms)
+    }
+    fn settled(&mut self) -> Vec<Settled> {
+        (**self).settled()
+    }
+    fn wait_settled(&mut self) -> Vec<Settled> {
+        (**self).wait_settled()
+    }
+    fn wake_fd(&self) -> Option<RawFd> {
+        (**self).wake_fd()
     }
     fn read<'a>(
         &'a self,
@@ -153,8 +187,8 @@ impl<L: Log + ?Sized> Log for Box<L> {
     fn totals(&self) -> Totals {
         (**self).totals()
     }
-    fn trimmed(&self) -> &[String] {
-        (**self).trimmed()
+    fn take_trimmed(&mut self) -> Vec<String> {
+        (**self).take_trimmed()
     }
     fn next_deadline(&self) -> Option<Instant> {
         (**self).next_deadline()
@@ -182,12 +216,17 @@ macro_rules! delegate_log {
             ) -> $crate::store::Result<(u64, u64)> {
                 self.0.append(topic, messages, timestamp)
             }
-            fn commit(
-                &mut self,
-                now: std::time::Instant,
-                now_ms: u64,
-            ) -> Vec<$crate::store::CommitFailure> {
+            fn commit(&mut self, now: std::time::Instant, now_ms: u64) -> $crate::store::Ticket {
                 self.0.commit(now, now_ms)
+            }
+            fn settled(&mut self) -> Vec<$crate::store::Settled> {
+                self.0.settled()
+            }
+            fn wait_settled(&mut self) -> Vec<$crate::store::Settled> {
+                self.0.wait_settled()
+            }
+            fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+                self.0.wake_fd()
             }
             fn read<'a>(
                 &'a self,
@@ -217,8 +256,8 @@ macro_rules! delegate_log {
             fn totals(&self) -> $crate::store::Totals {
                 self.0.totals()
             }
-            fn trimmed(&self) -> &[String] {
-                self.0.trimmed()
+            fn take_trimmed(&mut self) -> Vec<String> {
+                self.0.take_trimmed()
             }
             fn next_deadline(&self) -> Option<std::time::Instant> {
                 self.0.next_deadline()

@@ -15,6 +15,7 @@ mod budget;
 pub mod damaged;
 mod disk;
 mod file;
+mod flush;
 mod format;
 mod index;
 mod log;
@@ -23,9 +24,10 @@ mod recovery;
 mod segment;
 mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -213,7 +215,23 @@ pub enum OpenError {
 /// The result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A topic whose appends of this pass could not be made durable, and were dropped.
+/// A commit started by [`Log::commit`]: it names the pass's appends until they settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub u64);
+
+/// What became of one commit: the appends it covered are now durable and readable, except
+/// those of the topics it names as failures, which were dropped.
+#[derive(Debug)]
+pub struct Settled {
+    /// The commit.
+    pub ticket: Ticket,
+    /// The topics whose appends of the commit were dropped: they must be refused.
+    pub failures: Vec<CommitFailure>,
+    /// The topics whose new messages became readable.
+    pub readable: Vec<String>,
+}
+
+/// A topic whose appends of a commit could not be made durable, and were dropped.
 #[derive(Debug)]
 pub struct CommitFailure {
     /// The topic.
@@ -232,12 +250,23 @@ pub struct Topics {
     config: StoreConfig,
     /// Topics appended to since the last commit.
     dirty: Vec<String>,
+    /// The ticket the next commit gets.
+    next_ticket: u64,
+    /// Commits started and not yet settled, oldest first, with the topics each wrote to (none
+    /// for a commit with nothing to flush, which settles with the one before it).
+    in_flight: VecDeque<(Ticket, Vec<String>)>,
+    /// Commits settled and not yet reported by [`Topics::settled`].
+    settled: Vec<Settled>,
+    /// The flush thread, under [`Fsync::Always`] on disk.
+    flusher: Option<flush::Flusher>,
     /// When the files were last flushed, for [`Fsync::Interval`].
     last_sync: Instant,
     /// When retention was last checked on every topic.
     last_retention_check: Instant,
     /// Topics that retention shortened in the last commit.
     trimmed: Vec<String>,
+    /// Failures of the writes of commits in flight, reported when they settle.
+    early_failures: Vec<(Ticket, Vec<CommitFailure>)>,
     /// Where opening set damaged files aside, under `--repair`.
     set_aside: Option<PathBuf>,
     /// Bytes of segment files opening read and checked.
@@ -265,9 +294,14 @@ impl Topics {
             topics: BTreeMap::new(),
             config: StoreConfig { data_dir: None, ..config },
             dirty: Vec::new(),
+            next_ticket: 1,
+            in_flight: VecDeque::new(),
+            settled: Vec::new(),
+            flusher: None,
             last_sync: now,
             last_retention_check: now,
             trimmed: Vec::new(),
+            early_failures: Vec::new(),
             set_aside: None,
             checked_bytes: 0,
         }
@@ -288,8 +322,15 @@ impl Topics {
         };
         let aside = config.repair.then(|| SetAside::new(&data_dir, None));
         let recovered = recovery::recover(&data_dir, config.segment_bytes, aside)?;
+        let flusher = match config.fsync {
+            Fsync::Always => Some(flush::Flusher::start(&data_dir).map_err(|e| {
+                StoreError::Io(IoFailure::doing("cannot start the flush thread".into(), e))
+            })?),
+            _ => None,
+        };
         let mut store = Topics { config, ..Topics::in_memory(StoreConfig::default()) };
         store.config.data_dir = Some(data_dir);
+        store.flusher = flusher;
         store.topics.extend(recovered.topics);
         store.set_aside = recovered.set_aside;
         store.checked_bytes = recovered.checked_bytes;
@@ -352,26 +393,61 @@ impl Topics {
         Ok((last + 1 - messages.len() as u64, last))
     }
 
-    /// Makes every append since the last commit readable and, for a store on disk, durable
-    /// under the flush policy; then applies retention. Returns the topics whose appends could
-    /// not be written: those appends were dropped and must be refused.
-    pub fn commit(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
-        let sync_each = self.config.fsync == Fsync::Always;
-        let mut failures = Vec::new();
-        self.trimmed.clear();
-        for name in std::mem::take(&mut self.dirty) {
-            let Some(topic) = self.topics.get_mut(&name) else { continue };
-            match topic.commit(sync_each) {
-                Ok(()) => {
-                    if topic.trim(&self.config.retention, now_ms) > 0 {
-                        self.trimmed.push(name);
+    /// Starts the commit of every append since the last one, and applies retention. Under
+    /// [`Fsync::Always`] on disk the appends are written here and flushed by the flush thread:
+    /// the commit settles when [`Topics::settled`] reports it. Otherwise (in memory, or a flush
+    /// policy that does not wait for the disk) it settles at once.
+    pub fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        let dirty = std::mem::take(&mut self.dirty);
+        if let Some(flusher) = &self.flusher {
+            let mut failures = Vec::new();
+            let mut job = flush::Job { ticket: ticket.0, files: Vec::new(), dirs: Vec::new() };
+            let mut written = Vec::with_capacity(dirty.len());
+            for name in dirty {
+                let Some(topic) = self.topics.get_mut(&name) else { continue };
+                match topic.write(ticket.0, true) {
+                    Ok(()) => {
+                        topic.take_flush(&mut job.files, &mut job.dirs);
+                        written.push(name);
                     }
-                }
-                Err(error) => {
-                    tracing::error!(topic = %Shown(&name), %error, "appends could not be written; refused");
-                    failures.push(CommitFailure { topic: name, error });
+                    Err(error) => failures.push(failed(name, error)),
                 }
             }
+            if written.is_empty() {
+                if self.in_flight.is_empty() {
+                    self.settled.push(Settled { ticket, failures, readable: Vec::new() });
+                } else {
+                    // Commits settle in order: this one with the one before it.
+                    self.in_flight.push_back((ticket, Vec::new()));
+                    self.ready_failures(ticket, failures);
+                }
+            } else if let Err(error) = flusher.send(job) {
+                for name in written {
+                    if let Some(topic) = self.topics.get_mut(&name) {
+                        topic.fail();
+                    }
+                    failures.push(failed(name, io::Error::new(error.kind(), error.to_string())));
+                }
+                self.settled.push(Settled { ticket, failures, readable: Vec::new() });
+            } else {
+                self.in_flight.push_back((ticket, written));
+                // Failures of the writes are reported with the rest of the commit.
+                self.ready_failures(ticket, failures);
+            }
+        } else {
+            let sync_each = self.config.fsync == Fsync::Always;
+            let mut settled = Settled { ticket, failures: Vec::new(), readable: Vec::new() };
+            for name in dirty {
+                let Some(topic) = self.topics.get_mut(&name) else { continue };
+                match topic.commit(sync_each) {
+                    Ok(()) => settled.readable.push(name),
+                    Err(error) => settled.failures.push(failed(name, error)),
+                }
+            }
+            self.trim(&settled.readable, now_ms);
+            self.settled.push(settled);
         }
         if let Fsync::Interval(interval) = self.config.fsync {
             if now.duration_since(self.last_sync) >= interval {
@@ -391,12 +467,115 @@ impl Topics {
                 }
             }
         }
-        failures
+        ticket
     }
 
-    /// The topics whose oldest messages retention removed in the last [`Topics::commit`].
-    pub fn trimmed(&self) -> &[String] {
-        &self.trimmed
+    /// Keeps the failures of the writes of commit `ticket`, whose flush is in flight, to
+    /// report with it.
+    fn ready_failures(&mut self, ticket: Ticket, failures: Vec<CommitFailure>) {
+        if !failures.is_empty() {
+            self.early_failures.push((ticket, failures));
+        }
+    }
+
+    /// Applies retention to `topics`, which have just grown, noting those it shortened.
+    fn trim(&mut self, topics: &[String], now_ms: u64) {
+        for name in topics {
+            let Some(topic) = self.topics.get_mut(name) else { continue };
+            if topic.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(name) {
+                self.trimmed.push(name.clone());
+            }
+        }
+    }
+
+    /// The commits that settled since the last call, oldest first, without waiting.
+    pub fn settled(&mut self) -> Vec<Settled> {
+        if let Some(flusher) = &self.flusher {
+            let done = flusher.take();
+            for done in done {
+                self.apply(done);
+            }
+        }
+        std::mem::take(&mut self.settled)
+    }
+
+    /// Waits until every commit started has settled, and returns those not yet reported.
+    pub fn wait_settled(&mut self) -> Vec<Settled> {
+        while !self.in_flight.is_empty() {
+            let Some(done) = self.flusher.as_ref().and_then(flush::Flusher::wait) else {
+                // The flush thread is gone: nothing in flight will ever be durable.
+                let error = Arc::new(io::Error::other("the flush thread has stopped"));
+                let tickets = self.in_flight.iter().map(|(ticket, _)| ticket.0).collect();
+                self.apply(flush::Done { tickets, error: Some(error) });
+                break;
+            };
+            self.apply(done);
+        }
+        self.settled()
+    }
+
+    /// Settles the commits the flush thread reports on.
+    fn apply(&mut self, done: flush::Done) {
+        let now_ms = crate::clock::epoch_ms();
+        for ticket in done.tickets {
+            self.settle_unflushed();
+            let Some((front, topics)) = self.in_flight.pop_front() else { break };
+            debug_assert_eq!(front.0, ticket, "the flush thread reports in order");
+            let mut settled = Settled { ticket: front, failures: Vec::new(), readable: Vec::new() };
+            if let Some(at) = self.early_failures.iter().position(|(t, _)| *t == front) {
+                settled.failures = self.early_failures.swap_remove(at).1;
+            }
+            for name in topics {
+                let Some(topic) = self.topics.get_mut(&name) else {
+                    let error = io::Error::other("the topic was deleted before they were flushed");
+                    settled.failures.push(failed(name, error));
+                    continue;
+                };
+                if let Some(error) = &done.error {
+                    topic.fail();
+                    settled
+                        .failures
+                        .push(failed(name, io::Error::new(error.kind(), error.to_string())));
+                } else if topic.settle(front.0) {
+                    settled.readable.push(name);
+                } else {
+                    let error = io::Error::other("an earlier write or flush of the topic failed");
+                    settled.failures.push(failed(name, error));
+                }
+            }
+            self.trim(&settled.readable, now_ms);
+            self.settled.push(settled);
+        }
+        self.settle_unflushed();
+    }
+
+    /// Settles the commits at the front of those in flight that had nothing to flush.
+    fn settle_unflushed(&mut self) {
+        while let Some((ticket, _)) = self.in_flight.front().filter(|(_, t)| t.is_empty()) {
+            let ticket = *ticket;
+            self.in_flight.pop_front();
+            let failures = match self.early_failures.iter().position(|(t, _)| *t == ticket) {
+                Some(at) => self.early_failures.swap_remove(at).1,
+                None => Vec::new(),
+            };
+            self.settled.push(Settled { ticket, failures, readable: Vec::new() });
+        }
+    }
+
+    /// Commits, and waits until it settled: the topics whose appends were dropped.
+    pub fn commit_and_wait(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
+        self.commit(now, now_ms);
+        self.wait_settled().into_iter().flat_map(|settled| settled.failures).collect()
+    }
+
+    /// The descriptor to poll beside the socket: readable when a commit settled.
+    pub fn wake_fd(&self) -> Option<RawFd> {
+        self.flusher.as_ref().map(flush::Flusher::fd)
+    }
+
+    /// The topics whose oldest messages retention removed since the last call.
+    pub fn take_trimmed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.trimmed)
     }
 
     /// The next moment a commit has timed work to do even with no append: a periodic flush
@@ -417,8 +596,13 @@ impl Topics {
         }
     }
 
-    /// Flushes every topic's files, for a clean stop under any flush policy.
+    /// Flushes every topic's files, for a clean stop under any flush policy. Commits still in
+    /// flight settle first; call [`Topics::wait_settled`] before to hear of them.
     pub fn close(&mut self) {
+        let unheard = self.wait_settled();
+        if !unheard.is_empty() {
+            tracing::debug!(commits = unheard.len(), "commits settled at close, unreported");
+        }
         for (name, topic) in &mut self.topics {
             if let Err(error) = topic.sync() {
                 tracing::error!(topic = %Shown(name), %error, "final flush failed");
@@ -547,6 +731,12 @@ fn check_name(topic: &str) -> Result<()> {
 
 fn unknown(topic: &str) -> StoreError {
     StoreError::UnknownTopic(topic.to_owned())
+}
+
+/// A failure of topic `name`'s appends, logged.
+fn failed(name: String, error: io::Error) -> CommitFailure {
+    tracing::error!(topic = %Shown(&name), %error, "appends could not be written; refused");
+    CommitFailure { topic: name, error }
 }
 
 fn io_error(error: io::Error) -> StoreError {

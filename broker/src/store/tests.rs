@@ -27,7 +27,7 @@ fn config(data_dir: Option<&Path>) -> StoreConfig {
 fn append(store: &mut Store, topic: &str, values: &[&str]) -> Result<(u64, u64)> {
     let messages: Vec<NewMessage<'_>> = values.iter().map(|v| message(v.as_bytes())).collect();
     let offsets = store.append(topic, &messages, NOW)?;
-    assert!(store.commit(Instant::now(), NOW).is_empty());
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     Ok(offsets)
 }
 
@@ -37,7 +37,9 @@ fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
     out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
 }
 
-/// Runs each test against a store in memory and a store in a fresh directory.
+/// Runs each test against a store in memory ([`MemoryLog`]), a store in a fresh directory
+/// ([`FileLog`]) whose commits a flush thread settles (`--fsync always`), and one whose commits
+/// settle at once (`--fsync never`).
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -47,6 +49,16 @@ macro_rules! both_stores {
             $(#[test] fn $name() {
                 let dir = tempfile::tempdir().unwrap();
                 super::$name(&mut super::Store::open(super::config(Some(dir.path()))).unwrap());
+            })*
+        }
+        mod on_disk_unflushed {
+            $(#[test] fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let config = super::StoreConfig {
+                    fsync: super::Fsync::Never,
+                    ..super::config(Some(dir.path()))
+                };
+                super::$name(&mut super::Store::open(config).unwrap());
             })*
         }
     };
@@ -59,7 +71,34 @@ both_stores!(
     reads_outside_the_log_are_refused_but_the_end_is_not,
     create_then_delete,
     retention_keeps_the_newest_messages,
+    commits_settle_in_order_and_only_then_are_read,
 );
+
+fn commits_settle_in_order_and_only_then_are_read(store: &mut Store) {
+    store.append("t", &[message(b"a")], NOW).unwrap();
+    let first = store.commit(Instant::now(), NOW);
+    store.append("t", &[message(b"b")], NOW).unwrap();
+    store.append("u", &[message(b"c")], NOW).unwrap();
+    let second = store.commit(Instant::now(), NOW);
+    let third = store.commit(Instant::now(), NOW);
+    assert!(first < second && second < third);
+    let mut settled = store.settled();
+    if settled.len() < 3 {
+        // Whatever did not settle yet is not readable yet.
+        let read = read_all(store, "t", 0).len();
+        assert!(read <= settled.iter().filter(|s| s.readable.contains(&"t".into())).count());
+        settled.extend(store.wait_settled());
+    }
+    let tickets: Vec<Ticket> = settled.iter().map(|s| s.ticket).collect();
+    assert_eq!(tickets, [first, second, third]);
+    assert!(settled.iter().all(|s| s.failures.is_empty()));
+    assert_eq!(settled[0].readable, ["t"]);
+    assert_eq!(settled[1].readable, ["t", "u"]);
+    assert!(settled[2].readable.is_empty(), "a commit of nothing settles too");
+    assert_eq!(read_all(store, "t", 0), [(0, "a".into()), (1, "b".into())]);
+    assert_eq!(read_all(store, "u", 0), [(0, "c".into())]);
+    assert!(store.wait_settled().is_empty());
+}
 
 fn append_creates_the_topic_and_read_returns_it(store: &mut Store) {
     assert_eq!(append(store, "t", &["a", "b"]), Ok((0, 1)));
@@ -76,7 +115,7 @@ fn appends_are_invisible_until_commit(store: &mut Store) {
     store.append("t", &[message(b"a")], NOW).unwrap();
     assert!(read_all(store, "t", 0).is_empty());
     assert_eq!(store.list()[0].next_offset, 0);
-    assert!(store.commit(Instant::now(), NOW).is_empty());
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     assert_eq!(read_all(store, "t", 0), [(0, "a".into())]);
 }
 
@@ -94,7 +133,7 @@ fn refused_operations_change_nothing(store: &mut Store) {
     ));
     assert_eq!(store.create("t", Retention::default()), Err(StoreError::TopicExists("t".into())));
     assert_eq!(store.delete("u"), Err(StoreError::UnknownTopic("u".into())));
-    assert!(store.commit(Instant::now(), NOW).is_empty());
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     assert_eq!(store.list().len(), 1);
     assert_eq!(read_all(store, "t", 0), [(0, "a".into())]);
 }
@@ -186,7 +225,7 @@ fn a_reopened_store_has_every_committed_message() {
     store
         .append("Hello world", &[NewMessage { key: Some(b"k"), value: b"keyed" }], NOW + 1)
         .unwrap();
-    store.commit(Instant::now(), NOW).is_empty().then_some(()).unwrap();
+    store.commit_and_wait(Instant::now(), NOW).is_empty().then_some(()).unwrap();
     store.create("empty", Retention { bytes: Some(1000), ..Retention::default() }).unwrap();
     let before = store.list();
     drop(store);
@@ -214,7 +253,7 @@ fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
     let mut store = Topics::open(config(Some(dir.path()))).unwrap();
     for _ in 0..40 {
         store.append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW).unwrap();
-        assert!(store.commit(Instant::now(), NOW).is_empty());
+        assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     }
     assert!(resident(&store) <= 256, "{} bytes in memory", resident(&store));
     let mut out = Vec::new();
@@ -238,7 +277,7 @@ fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
     drop(out);
     for _ in 0..10 {
         topics.append("t", &[message(value.as_bytes()), message(b"x")], NOW).unwrap();
-        assert!(topics.commit(Instant::now(), NOW).is_empty());
+        assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
     }
     assert!(resident(&topics) <= 256, "{} bytes in memory", resident(&topics));
     let mut in_memory = Topics::in_memory(config(None));
@@ -246,7 +285,7 @@ fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
         in_memory
             .append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW)
             .unwrap();
-        assert!(in_memory.commit(Instant::now(), NOW).is_empty());
+        assert!(in_memory.commit_and_wait(Instant::now(), NOW).is_empty());
     }
     assert!(resident(&in_memory) > 40 * 2 * 90, "in memory, every segment stays");
 }
@@ -531,7 +570,7 @@ fn a_failed_write_refuses_the_pass_and_keeps_serving() {
 
     store.append("full", &[message(b"lost")], NOW).unwrap();
     store.append("ok", &[message(b"also kept")], NOW).unwrap();
-    let failures = store.commit(Instant::now(), NOW);
+    let failures = store.commit_and_wait(Instant::now(), NOW);
     assert_eq!(failures.iter().map(|f| f.topic.as_str()).collect::<Vec<_>>(), ["full"]);
     assert!(read_all(&store, "full", 0).is_empty());
     assert_eq!(store.list().iter().find(|t| t.name == "full").unwrap().next_offset, 0);
@@ -558,4 +597,40 @@ fn a_failed_file_operation_keeps_its_io_error_and_says_which_file() {
     assert!(text.contains(&not_a_dir.display().to_string()), "{text}");
     assert!(text.ends_with(&failure.error().to_string()), "{text}");
     assert_eq!(failure, failure.clone());
+}
+
+#[test]
+fn a_failed_flush_drops_every_unsettled_append_of_its_topics_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut topics = Topics::open(config(Some(dir.path()))).unwrap();
+    topics.append("t", &[message(b"kept")], NOW).unwrap();
+    assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
+    topics.append("t", &[message(b"lost 1")], NOW).unwrap();
+    topics.append("other", &[message(b"other")], NOW).unwrap();
+    let first = topics.commit(Instant::now(), NOW);
+    topics.append("t", &[message(b"lost 2")], NOW).unwrap();
+    let second = topics.commit(Instant::now(), NOW);
+    // Stop the real flush thread (what it reports is dropped with it) and report in its place
+    // that the first flush failed and the second succeeded.
+    topics.flusher = None;
+    let error = Arc::new(io::Error::other("the disk failed"));
+    topics.apply(flush::Done { tickets: vec![first.0], error: Some(error) });
+    topics.apply(flush::Done { tickets: vec![second.0], error: None });
+    let settled = topics.settled();
+    let failed: Vec<Vec<&str>> =
+        settled.iter().map(|s| s.failures.iter().map(|f| f.topic.as_str()).collect()).collect();
+    assert_eq!(failed, [vec!["t", "other"], vec!["t"]], "the second append followed the first");
+    assert!(settled.iter().all(|s| s.readable.is_empty()));
+    let mut out = Vec::new();
+    topics.read("t", 0, Budget::new(10, 1000), &mut out).unwrap();
+    assert_eq!(out.iter().map(|m| m.value).collect::<Vec<_>>(), [b"kept"]);
+    assert_eq!(topics.offsets("other"), Ok((0, 0)));
+    drop(out);
+
+    topics.flusher = Some(flush::Flusher::start(dir.path()).unwrap());
+    topics.append("t", &[message(b"next")], NOW).unwrap();
+    assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
+    drop(topics);
+    let store = reopen(&dir);
+    assert_eq!(read_all(&store, "t", 0), [(0, "kept".into()), (1, "next".into())]);
 }
