@@ -15,7 +15,11 @@
 #
 # With --durable it measures the durable log instead: append throughput in memory and under
 # each --fsync policy, for batches of 1 (one client and 16) and of 1,000, beside what the disk
-# does with a flush per write; then how long a broker takes to open a data directory holding
+# does with a flush per write; then, under --fsync always, appends of batches of 1 from 16
+# clients spread over 1,000 topics with the `status` latency a 17th client sees meanwhile
+# (scripts/status-latency.py), and batches of 1,000 from 1 and 4 clients (with BASELINE=PATH, the
+# same cases against the broker binary at PATH too, say one built from an earlier commit, in
+# the same run); then how long a broker takes to open a data directory holding
 # 1,000,000 messages (the `opened DIR in ...` line it logs at start); then (alone with
 # --durable-memory) a log larger than what stays in memory: GB gigabytes (2 by default; the
 # issue's figure is for 20) of 100-byte values over 10 topics, with the broker's VmRSS and
@@ -38,6 +42,7 @@
 #
 # Usage: scripts/bench.sh [--durable|--durable-memory|--hostile|--curve]   (the table goes to standard output, progress
 #        to stderr)
+#        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +72,8 @@ note() { printf '%s\n' "$*" >&2; }
 # Starts a broker with the given flags on a free loopback port; sets broker_pid and endpoint.
 start_broker() {
     : >"$work/broker.out"
-    "$bin/broker" --bind 'tcp://127.0.0.1:*' "$@" >"$work/broker.out" 2>"$work/broker.log" &
+    "${broker_bin:-$bin/broker}" --bind 'tcp://127.0.0.1:*' "$@" >"$work/broker.out" \
+        2>"$work/broker.log" &
     broker_pid=$!
     for _ in $(seq 100); do
         if [[ -s $work/broker.out ]]; then
@@ -256,6 +262,39 @@ durable_memory() {
     printf '| fetch from offset 0, batches of 1,000: in memory | %s msg/s |\n' "$(thousands "$in_memory")"
 }
 
+# Under --fsync always, with the broker binary $broker_bin (or this tree's): appends of batches
+# of 1 from 16 clients spread over 1,000 topics, and the `status` latency of a 17th client
+# meanwhile; then batches of 1,000 from 1 and 4 clients. Adds one row to $out, each figure the
+# median of $rounds runs, each run on a fresh data directory.
+flush_rows() {
+    local label=$1 data=$work/data
+    local spread=() p50=() p99=() one=() four=()
+    for round in $(seq "$rounds"); do
+        note "  $label: 16 clients over 1,000 topics, status from a 17th; round $round of $rounds"
+        rm -rf "$data"
+        mkdir -p "$data"
+        start_broker --data-dir "$data" --fsync always
+        python3 scripts/status-latency.py --endpoint "$endpoint" >"$work/status.json" &
+        local probe=$!
+        spread+=("$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages 16000 \
+            --batch 1 --clients 16 --topic spread --topics 1000 --json | rate)")
+        kill -TERM "$probe"
+        wait "$probe"
+        p50+=("$(python3 -c 'import json, sys; print(json.load(sys.stdin)["p50_us"] / 1000)' <"$work/status.json")")
+        p99+=("$(python3 -c 'import json, sys; print(json.load(sys.stdin)["p99_us"] / 1000)' <"$work/status.json")")
+        one+=("$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages 1000000 \
+            --batch 1000 --topic one --json | rate)")
+        four+=("$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages 2000000 \
+            --batch 1000 --clients 4 --topic four --json | rate)")
+        stop_broker
+    done
+    printf '| %s | %s msg/s | %.1f ms | %.1f ms | %s msg/s | %s msg/s |\n' "$label" \
+        "$(thousands "$(printf '%s\n' "${spread[@]}" | median)")" \
+        "$(printf '%s\n' "${p50[@]}" | median)" "$(printf '%s\n' "${p99[@]}" | median)" \
+        "$(thousands "$(printf '%s\n' "${one[@]}" | median)")" \
+        "$(thousands "$(printf '%s\n' "${four[@]}" | median)")" >>"$out"
+}
+
 # Measures the durable log and prints its table (see the top of this file).
 durable() {
     local data=$work/data
@@ -291,6 +330,14 @@ durable() {
     d1000=$(for _ in $(seq "$rounds"); do dd_rate 1000 500; done | median)
     printf '| disk floor: dd writing the same records, a flush per write | %s msg/s | - | %s msg/s |\n' \
         "$(thousands "$d1")" "$(thousands "$d1000")" >>"$out"
+
+    note "--fsync always: 16 clients over 1,000 topics with status latency, and batches of 1,000"
+    printf '\n| --fsync always | batch 1, 16 clients over 1,000 topics | status p50 meanwhile | status p99 meanwhile (target ≤ 10 ms) | batch 1000, 1 client | batch 1000, 4 clients |\n' >>"$out"
+    printf '|---|---|---|---|---|---|\n' >>"$out"
+    flush_rows "this broker"
+    if [[ -n ${BASELINE:-} ]]; then
+        broker_bin=$BASELINE flush_rows "baseline ($BASELINE)"
+    fi
 
     note "restart: a data directory holding 1,000,000 messages"
     rm -rf "$data"
