@@ -1,4 +1,4 @@
-//! The header every file of the store begins with: a magic number naming what the file is, and
+//! The header every file of the store (and of the groups) begins with: a magic number naming what the file is, and
 //! its format version.
 //!
 //! # Format
@@ -18,6 +18,8 @@ pub const SEGMENT_MAGIC: [u8; 6] = *b"BRKLOG";
 pub const META_MAGIC: [u8; 6] = *b"BRKTOP";
 /// The magic number of a segment's index file.
 pub const INDEX_MAGIC: [u8; 6] = *b"BRKIDX";
+/// The magic number of a consumer group's state file (`group::disk`).
+pub const GROUP_MAGIC: [u8; 6] = *b"BRKGRP";
 /// The format version this broker writes.
 pub const VERSION: u16 = 1;
 

@@ -16,7 +16,7 @@ pub mod damaged;
 mod disk;
 mod file;
 mod flush;
-mod format;
+pub mod format;
 mod index;
 mod log;
 mod memory;
