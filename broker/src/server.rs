@@ -2,13 +2,15 @@
 //!
 //! One thread owns the socket and the state. Each pass of the loop blocks in `zmq::poll` until a
 //! request comes, the next deadline it knows of (a lease, a held reply, a timed flush or
-//! retention check), or a stop (the [`Shutdown`] self-pipe), then handles every request already
-//! queued (up to [`PASS_REQUESTS`]), lets leases and waits run out, commits the store, answers
-//! the fetches held on topics that grew, commits the consumer groups, and only then sends the
-//! pass's replies:
-//! one write and flush per topic covers every append of the pass (group commit), one per group
-//! state every change of a consumer group, and no append is acknowledged, no message served,
-//! and no group change reported, before it is durable.
+//! retention check), a commit of the store settles (its `wake_fd`), or a stop (the [`Shutdown`]
+//! self-pipe), then handles every request already queued (up to [`PASS_REQUESTS`]), lets leases
+//! and waits run out, starts the store's commit and takes every commit that settled, answers the
+//! fetches held on topics that grew, commits the consumer groups, and only then sends the
+//! pass's replies but the acknowledgements whose commit has not settled, which wait for a later
+//! pass: one write per topic and one flush cover every append of the pass (group commit), one
+//! file per group state every change of a consumer group, and no append is acknowledged, no
+//! message served, and no group change reported, before it is durable. The loop never waits
+//! for the store's flush: under `--fsync always` the store's flush thread does.
 
 use std::time::{Duration, Instant};
 

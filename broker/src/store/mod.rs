@@ -4,9 +4,11 @@
 //! message is stored once; every logical broker serves the same store, which is how an append
 //! reaches all of them in the same order and their offsets agree.
 //!
-//! Appends become readable, and may be acknowledged, only when the store commits: the server
-//! commits once per pass of its loop, after handling every request of the pass, so one write
-//! and at most one flush per topic cover all of the pass's appends (group commit). A store on
+//! Appends become readable, and may be acknowledged, only when the commit covering them has
+//! settled: the server starts a commit once per pass of its loop, after handling every request
+//! of the pass, so one write per topic and one flush cover all of the pass's appends (group
+//! commit). Under `--fsync always` on disk the flush is made by a thread of the store's own
+//! (see `flush`) and the commit settles in a later pass; otherwise it settles at once. A store on
 //! disk holds only each topic's newest segment in memory; older ones are sealed and read from
 //! their files, mapped (see `segment`), and described by index files so that opening need not
 //! read them (see `index` and `recovery`).
