@@ -40,7 +40,10 @@
 # 1,000 over an encrypted connection beside the same over a plain one (the rows the default run
 # ends with too), driven by `producer perf --curve-server-key`.
 #
-# Usage: scripts/bench.sh [--durable|--durable-memory|--hostile|--curve]   (the table goes to standard output, progress
+# With --durable-flush it measures only the --fsync always rows of --durable (16 clients over
+# 1,000 topics with another client's status latency, and batches of 1,000), BASELINE too.
+#
+# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve]   (the table goes to standard output, progress
 #        to stderr)
 #        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
@@ -295,6 +298,17 @@ flush_rows() {
         "$(thousands "$(printf '%s\n' "${four[@]}" | median)")" >>"$out"
 }
 
+# The --fsync always rows of this broker, and of $BASELINE when set, added to $out.
+flush_table() {
+    note "--fsync always: 16 clients over 1,000 topics with status latency, and batches of 1,000"
+    printf '\n| --fsync always | batch 1, 16 clients over 1,000 topics | status p50 meanwhile | status p99 meanwhile (target ≤ 10 ms) | batch 1000, 1 client | batch 1000, 4 clients |\n' >>"$out"
+    printf '|---|---|---|---|---|---|\n' >>"$out"
+    flush_rows "this broker"
+    if [[ -n ${BASELINE:-} ]]; then
+        broker_bin=$BASELINE flush_rows "baseline ($BASELINE)"
+    fi
+}
+
 # Measures the durable log and prints its table (see the top of this file).
 durable() {
     local data=$work/data
@@ -331,13 +345,7 @@ durable() {
     printf '| disk floor: dd writing the same records, a flush per write | %s msg/s | - | %s msg/s |\n' \
         "$(thousands "$d1")" "$(thousands "$d1000")" >>"$out"
 
-    note "--fsync always: 16 clients over 1,000 topics with status latency, and batches of 1,000"
-    printf '\n| --fsync always | batch 1, 16 clients over 1,000 topics | status p50 meanwhile | status p99 meanwhile (target ≤ 10 ms) | batch 1000, 1 client | batch 1000, 4 clients |\n' >>"$out"
-    printf '|---|---|---|---|---|---|\n' >>"$out"
-    flush_rows "this broker"
-    if [[ -n ${BASELINE:-} ]]; then
-        broker_bin=$BASELINE flush_rows "baseline ($BASELINE)"
-    fi
+    flush_table
 
     note "restart: a data directory holding 1,000,000 messages"
     rm -rf "$data"
@@ -402,6 +410,16 @@ consumer=("$bin/consumer" perf perf)
 if [[ ${1:-} == --durable ]]; then
     durable
     durable_memory
+    exit 0
+fi
+
+if [[ ${1:-} == --durable-flush ]]; then
+    out=$work/durable
+    : >"$out"
+    flush_table
+    printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; %s.\n' \
+        "$rounds" "$size" "$(nproc)" "$(date -u +%Y-%m-%d)"
+    cat "$out"
     exit 0
 fi
 
