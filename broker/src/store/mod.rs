@@ -417,25 +417,26 @@ impl Topics {
                     Err(error) => failures.push(failed(name, error)),
                 }
             }
-            if written.is_empty() {
-                if self.in_flight.is_empty() {
-                    self.settled.push(Settled { ticket, failures, readable: Vec::new() });
-                } else {
-                    // Commits settle in order: this one with the one before it.
-                    self.in_flight.push_back((ticket, Vec::new()));
-                    self.ready_failures(ticket, failures);
-                }
-            } else if let Err(error) = flusher.send(job) {
-                for name in written {
-                    if let Some(topic) = self.topics.get_mut(&name) {
-                        topic.fail();
+            let sent = !written.is_empty()
+                && match flusher.send(job) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        for name in std::mem::take(&mut written) {
+                            if let Some(topic) = self.topics.get_mut(&name) {
+                                topic.fail();
+                            }
+                            let error = io::Error::new(error.kind(), error.to_string());
+                            failures.push(failed(name, error));
+                        }
+                        false
                     }
-                    failures.push(failed(name, io::Error::new(error.kind(), error.to_string())));
-                }
+                };
+            if !sent && self.in_flight.is_empty() {
                 self.settled.push(Settled { ticket, failures, readable: Vec::new() });
             } else {
+                // Commits settle in order: one with nothing to flush settles with the one
+                // before it. Failures of the writes are reported with the rest of the commit.
                 self.in_flight.push_back((ticket, written));
-                // Failures of the writes are reported with the rest of the commit.
                 self.ready_failures(ticket, failures);
             }
         } else {

@@ -65,6 +65,9 @@ struct Files {
     retired: Vec<Arc<File>>,
     /// Whether a file was created in the directory since the last flush was handed out.
     new_file: bool,
+    /// Whether flushes are made by the store's flush thread (the last write said so): then an
+    /// index is written without a flush of its own (see [`Files::seal`]).
+    deferred: bool,
     /// Bytes in the topic's segment files.
     bytes: u64,
     /// Whether something was written since the last sync.
@@ -95,6 +98,7 @@ impl Topic {
             active: None,
             retired: Vec::new(),
             new_file: false,
+            deferred: false,
             bytes: 0,
             unsynced: false,
         };
@@ -396,6 +400,7 @@ impl Files {
     /// Writes every segment's unwritten records to its file. A file written whole is flushed
     /// before the next is started, or, when `deferred`, kept for the next flush handed out.
     fn write(&mut self, segments: &mut VecDeque<Segment>, deferred: bool) -> io::Result<()> {
+        self.deferred = deferred;
         for segment in segments.iter_mut().filter(|s| !s.unpersisted().is_empty()) {
             let mut file = &**self.file_for(segment.base_offset(), deferred)?;
             file.write_all(segment.unpersisted())?;
@@ -439,14 +444,18 @@ impl Files {
             // The segment's records were flushed when the next segment was started, or by the
             // flush that settled them, so the index never describes records not on disk.
             let bytes = segment.index().encode();
-            let written = files::replace(
-                &self.dir,
-                &index::file_name(base),
-                &index::writing_name(base),
-                &bytes,
-                true,
-            )
-            .and_then(|()| files::sync_dir(&self.dir));
+            let (name, writing) = (index::file_name(base), index::writing_name(base));
+            let written = if self.deferred {
+                // The serving thread does not wait for the disk: the index goes to the page
+                // cache, and the directory's entry to the topic's next flush. A power cut
+                // before then leaves no index, or one that does not check out, and start-up
+                // checks the segment and writes it again: an index is never trusted unchecked.
+                self.new_file = true;
+                files::replace(&self.dir, &name, &writing, &bytes, false)
+            } else {
+                files::replace(&self.dir, &name, &writing, &bytes, true)
+                    .and_then(|()| files::sync_dir(&self.dir))
+            };
             if let Err(error) = written {
                 tracing::warn!(
                     %error,
