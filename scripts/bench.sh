@@ -15,8 +15,18 @@
 #
 # With --durable it measures the durable log instead: append throughput in memory and under
 # each --fsync policy, for batches of 1 (one client and 16) and of 1,000, beside what the disk
-# does with a flush per write; then how long a broker takes to open a data directory holding
-# 1,000,000 messages (the `opened DIR in ...` line it logs at start).
+# does with a flush per write; then, under --fsync always, appends of batches of 1 from 16
+# clients spread over 1,000 topics with the `status` latency a 17th client sees meanwhile
+# (scripts/status-latency.py), and batches of 1,000 from 1 and 4 clients (with BASELINE=PATH, the
+# same cases against the broker binary at PATH too, say one built from an earlier commit, in
+# the same run); then how long a broker takes to open a data directory holding
+# 1,000,000 messages (the `opened DIR in ...` line it logs at start); then (alone with
+# --durable-memory) a log larger than what stays in memory: GB gigabytes (2 by default; the
+# issue's figure is for 20) of 100-byte values over 10 topics, with the broker's VmRSS and
+# RssAnon after writing, after a clean restart and after reading it all, the start-up time and
+# bytes checked after a clean stop and after kill -9, and fetch throughput from the page cache
+# beside the same topic in memory (and with DROP_CACHES=1, where allowed, from a dropped page
+# cache: it empties the cache of the whole machine).
 #
 # Everything it starts is stopped when it ends, however it ends; scratch data goes in a
 # temporary directory that is removed. Each mode takes two to four minutes.
@@ -37,8 +47,12 @@
 # the same run; the ratio is Kafka door ÷ native (target for produce: ≥ 0.5). It needs
 # confluent-kafka (scripts/requirements.txt) and kcat.
 #
-# Usage: scripts/bench.sh [--durable|--hostile|--curve|--kafka]   (the table goes to standard output, progress
+# With --durable-flush it measures only the --fsync always rows of --durable (16 clients over
+# 1,000 topics with another client's status latency, and batches of 1,000), BASELINE too.
+#
+# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--kafka]   (the table goes to standard output, progress
 #        to stderr)
+#        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +83,8 @@ note() { printf '%s\n' "$*" >&2; }
 # Starts a broker with the given flags on a free loopback port; sets broker_pid and endpoint.
 start_broker() {
     : >"$work/broker.out"
-    "$bin/broker" --bind 'tcp://127.0.0.1:*' "$@" >"$work/broker.out" 2>"$work/broker.log" &
+    "${broker_bin:-$bin/broker}" --bind 'tcp://127.0.0.1:*' "$@" >"$work/broker.out" \
+        2>"$work/broker.log" &
     broker_pid=$!
     for _ in $(seq 100); do
         if [[ -s $work/broker.out ]]; then
@@ -169,6 +184,139 @@ median_rate() {
     for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json | rate; done | median
 }
 
+# The broker's resident memory, as "VmRSS X MB, RssAnon Y MB" (page cache it maps is in VmRSS,
+# as RssFile; RssAnon is the broker's own).
+rss() {
+    awk '/^(VmRSS|RssAnon):/ { printf "%s%s %.0f MB", sep, substr($1, 1, length($1) - 1), $2 / 1024; sep = ", " }' \
+        "/proc/$broker_pid/status"
+}
+
+# How long the last start-up took to open its data directory, in ms, and the bytes of segments
+# it read and checked, from its `opened DIR in ...: ..., read and checked N bytes of segments`
+# line.
+opened_ms() {
+    sed -n 's/.*opened .* in \([0-9.]*\)\(ns\|µs\|ms\|s\): .*/\1 \2/p' "$work/broker.log" |
+        awk '{ f = ($2 == "s") ? 1000 : ($2 == "ms") ? 1 : ($2 == "µs") ? 0.001 : 0.000001; printf "%.1f", $1 * f }'
+}
+checked_bytes() { sed -n 's/.*read and checked \([0-9]*\) bytes.*/\1/p' "$work/broker.log"; }
+
+# A log larger than what stays in memory: GB (default 2) gigabytes of $size-byte values over 10
+# topics, written with batches of 1,000, then the broker's memory after writing, after a clean
+# restart, after reading every message once from offset 0, and the restart times after a clean
+# stop and after kill -9. The issue's figure is for 20 GB; GB scales it to the disk at hand.
+durable_memory() {
+    local data=$work/data gb=${GB:-2} topics=10
+    local per_topic=$((gb * 1000000000 / size / topics / 1000 * 1000))
+    rm -rf "$data"
+    mkdir -p "$data"
+    note "memory: writing $gb GB of $size-byte values over $topics topics"
+    start_broker --data-dir "$data" --fsync never
+    for t in $(seq "$topics"); do
+        timeout 600 "${producer[@]}" --connect "$endpoint" --messages "$per_topic" --batch 1000 \
+            --topic "log$t" >/dev/null
+    done
+    local written read restarted clean_ms clean_checked killed_ms killed_checked bytes
+    written=$(rss)
+    stop_broker
+    bytes=$(du -sb "$data" | awk '{ print $1 }')
+    start_broker --data-dir "$data"
+    clean_ms=$(opened_ms)
+    clean_checked=$(checked_bytes)
+    restarted=$(rss)
+    local cold="-"
+    if [[ ${DROP_CACHES:-} == 1 ]]; then
+        # Only where allowed and asked for: it empties the page cache of the whole machine.
+        note "memory: dropping the page cache (DROP_CACHES=1)"
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+        cold=$(timeout 600 "$bin/consumer" perf log1 --connect "$endpoint" --messages "$per_topic" \
+            --batch 1000 --json | rate)
+    fi
+    note "memory: reading every message once from offset 0"
+    local cached
+    cached=$(timeout 600 "$bin/consumer" perf log2 --connect "$endpoint" --messages "$per_topic" \
+        --batch 1000 --json | rate)
+    for t in $(seq "$topics"); do
+        timeout 600 "$bin/consumer" perf "log$t" --connect "$endpoint" --messages "$per_topic" \
+            --batch 1000 >/dev/null
+    done
+    read=$(rss)
+    kill -KILL "$broker_pid"
+    wait "$broker_pid" 2>/dev/null || true
+    broker_pid=""
+    start_broker --data-dir "$data"
+    killed_ms=$(opened_ms)
+    killed_checked=$(checked_bytes)
+    stop_broker
+    rm -rf "$data"
+    note "memory: the same topic in a broker without --data-dir, for the fetch figure"
+    local in_memory
+    start_broker
+    timeout 600 "${producer[@]}" --connect "$endpoint" --messages "$per_topic" --batch 1000 \
+        --topic log1 >/dev/null
+    in_memory=$(timeout 600 "$bin/consumer" perf log1 --connect "$endpoint" --messages "$per_topic" \
+        --batch 1000 --json | rate)
+    stop_broker
+    printf '\n| %s GB of %s-byte values over %s topics (%s MB on disk) | figure |\n|---|---|\n' \
+        "$gb" "$size" "$topics" "$((bytes / 1000000))"
+    printf '| memory after writing | %s |\n' "$written"
+    printf '| memory after a clean restart | %s |\n' "$restarted"
+    printf '| memory after reading every message once | %s |\n' "$read"
+    printf '| start-up after a clean stop | %s ms, %s bytes of segments read and checked |\n' \
+        "$clean_ms" "$clean_checked"
+    printf '| start-up after kill -9 | %s ms, %s bytes of segments read and checked |\n' \
+        "$killed_ms" "$killed_checked"
+    printf '| fetch from offset 0, batches of 1,000: on disk, in the page cache | %s msg/s (%s × in memory) |\n' \
+        "$(thousands "$cached")" "$(awk -v a="$cached" -v b="$in_memory" 'BEGIN { printf "%.2f", a / b }')"
+    printf '| fetch from offset 0, batches of 1,000: on disk, page cache dropped | %s |\n' \
+        "$([[ $cold == - ]] && echo "not measured (DROP_CACHES=1 to drop it)" || echo "$(thousands "$cold") msg/s")"
+    printf '| fetch from offset 0, batches of 1,000: in memory | %s msg/s |\n' "$(thousands "$in_memory")"
+}
+
+# Under --fsync always, with the broker binary $broker_bin (or this tree's): appends of batches
+# of 1 from 16 clients spread over 1,000 topics, and the `status` latency of a 17th client
+# meanwhile; then batches of 1,000 from 1 and 4 clients. Adds one row to $out, each figure the
+# median of $rounds runs, each run on a fresh data directory.
+flush_rows() {
+    local label=$1 data=$work/data
+    local spread=() p50=() p99=() one=() four=()
+    for round in $(seq "$rounds"); do
+        note "  $label: 16 clients over 1,000 topics, status from a 17th; round $round of $rounds"
+        rm -rf "$data"
+        mkdir -p "$data"
+        start_broker --data-dir "$data" --fsync always
+        python3 scripts/status-latency.py --endpoint "$endpoint" >"$work/status.json" &
+        local probe=$!
+        spread+=("$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages 16000 \
+            --batch 1 --clients 16 --topic spread --topics 1000 --json | rate)")
+        kill -TERM "$probe"
+        wait "$probe"
+        p50+=("$(python3 -c 'import json, sys; print(json.load(sys.stdin)["p50_us"] / 1000)' <"$work/status.json")")
+        p99+=("$(python3 -c 'import json, sys; print(json.load(sys.stdin)["p99_us"] / 1000)' <"$work/status.json")")
+        one+=("$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages 1000000 \
+            --batch 1000 --topic one --json | rate)")
+        four+=("$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages 2000000 \
+            --batch 1000 --clients 4 --topic four --json | rate)")
+        stop_broker
+    done
+    printf '| %s | %s msg/s | %.1f ms | %.1f ms | %s msg/s | %s msg/s |\n' "$label" \
+        "$(thousands "$(printf '%s\n' "${spread[@]}" | median)")" \
+        "$(printf '%s\n' "${p50[@]}" | median)" "$(printf '%s\n' "${p99[@]}" | median)" \
+        "$(thousands "$(printf '%s\n' "${one[@]}" | median)")" \
+        "$(thousands "$(printf '%s\n' "${four[@]}" | median)")" >>"$out"
+}
+
+# The --fsync always rows of this broker, and of $BASELINE when set, added to $out.
+flush_table() {
+    note "--fsync always: 16 clients over 1,000 topics with status latency, and batches of 1,000"
+    printf '\n| --fsync always | batch 1, 16 clients over 1,000 topics | status p50 meanwhile | status p99 meanwhile (target ≤ 10 ms) | batch 1000, 1 client | batch 1000, 4 clients |\n' >>"$out"
+    printf '|---|---|---|---|---|---|\n' >>"$out"
+    flush_rows "this broker"
+    if [[ -n ${BASELINE:-} ]]; then
+        broker_bin=$BASELINE flush_rows "baseline ($BASELINE)"
+    fi
+}
+
 # Measures the durable log and prints its table (see the top of this file).
 durable() {
     local data=$work/data
@@ -204,6 +352,8 @@ durable() {
     d1000=$(for _ in $(seq "$rounds"); do dd_rate 1000 500; done | median)
     printf '| disk floor: dd writing the same records, a flush per write | %s msg/s | - | %s msg/s |\n' \
         "$(thousands "$d1")" "$(thousands "$d1000")" >>"$out"
+
+    flush_table
 
     note "restart: a data directory holding 1,000,000 messages"
     rm -rf "$data"
@@ -324,6 +474,22 @@ consumer=("$bin/consumer" perf perf)
 
 if [[ ${1:-} == --durable ]]; then
     durable
+    durable_memory
+    exit 0
+fi
+
+if [[ ${1:-} == --durable-flush ]]; then
+    out=$work/durable
+    : >"$out"
+    flush_table
+    printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; %s.\n' \
+        "$rounds" "$size" "$(nproc)" "$(date -u +%Y-%m-%d)"
+    cat "$out"
+    exit 0
+fi
+
+if [[ ${1:-} == --durable-memory ]]; then
+    durable_memory
     exit 0
 fi
 

@@ -12,7 +12,7 @@ use crate::Config;
 #[derive(Debug)]
 pub struct Broker {
     /// Every topic's messages, shared by all logical brokers.
-    pub store: Store,
+    pub store: Box<Store>,
     /// The logical brokers and their claims.
     pub brokers: LogicalBrokers,
     /// Every consumer group's state, shared by all logical brokers as the store is.
@@ -39,7 +39,7 @@ pub struct Stats {
 impl Broker {
     /// A broker serving `store`, configured by `config`, with no consumer groups yet (kept in
     /// memory: a broker with a data directory replaces them with [`Groups::open`]).
-    pub fn new(store: Store, config: &Config) -> Broker {
+    pub fn new(store: Box<Store>, config: &Config) -> Broker {
         Broker {
             store,
             brokers: LogicalBrokers::new(config.brokers, config.lease),

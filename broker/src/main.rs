@@ -90,6 +90,15 @@ struct Args {
     /// them.
     #[arg(long, requires = "data_dir")]
     repair: bool,
+    /// Without `--data-dir`: the most bytes the stored messages may take in memory (keys,
+    /// values and 20 bytes each); past it, appends get `313 storage_full`. By default half of
+    /// the machine's memory.
+    #[arg(long, value_name = "BYTES", conflicts_with = "data_dir")]
+    max_memory: Option<u64>,
+    /// With `--data-dir`: the most bytes the segment files may take; past it, appends get
+    /// `313 storage_full`. No limit by default.
+    #[arg(long, value_name = "BYTES", requires = "data_dir")]
+    max_disk: Option<u64>,
 }
 
 /// The broker's tools.
@@ -214,6 +223,10 @@ fn run(mut args: Args) -> Result<()> {
         bytes: args.retention_bytes,
         ms: args.retention_time.map(|d| d.as_millis() as u64),
     };
+    let max_bytes = match args.data_dir {
+        Some(_) => args.max_disk,
+        None => args.max_memory.or_else(broker::store::default_max_memory),
+    };
     let config = Config {
         brokers: args.brokers,
         lease: args.lease,
@@ -224,6 +237,7 @@ fn run(mut args: Args) -> Result<()> {
             segment_bytes: args.segment_bytes,
             retention,
             repair: args.repair,
+            max_bytes,
         },
         group_ack_timeout: args.group_ack_timeout,
         unread: Limits { total: args.max_unread_bytes, per_peer: args.max_unread_bytes_per_client },
@@ -235,15 +249,16 @@ fn run(mut args: Args) -> Result<()> {
     if let Some(dir) = &config.store.data_dir {
         let totals = store.totals();
         tracing::info!(
-            "opened {} in {:?}: {} topics, {} messages",
+            "opened {} in {:?}: {} topics, {} messages, read and checked {} bytes of segments",
             dir.display(),
             started.elapsed(),
             totals.topics,
-            totals.messages
+            totals.messages,
+            store.checked_bytes()
         );
     }
     let groups =
-        Groups::open(config.group_ack_timeout, &config.store, &store, std::time::Instant::now())
+        Groups::open(config.group_ack_timeout, &config.store, &*store, std::time::Instant::now())
             .context("cannot open the consumer groups")?;
     if config.store.data_dir.is_some() {
         tracing::info!(states = groups.len(), "opened the consumer groups");
@@ -251,7 +266,7 @@ fn run(mut args: Args) -> Result<()> {
     let mut broker = Broker::new(store, &config);
     broker.groups = groups;
     if args.preload {
-        let added = preload::preload(&mut broker.store, broker::clock::epoch_ms())
+        let added = preload::preload(&mut *broker.store, broker::clock::epoch_ms())
             .context("cannot preload")?;
         tracing::info!(topics = added, "preloaded sample topics");
     }

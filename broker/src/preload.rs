@@ -24,7 +24,7 @@ const MESSAGES_PER_TOPIC: usize = 3;
 pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
     let mut added = 0;
     for (topic, word) in SAMPLES {
-        if store.topic(topic).is_ok() {
+        if store.offsets(topic).is_ok() {
             continue;
         }
         let values: Vec<String> = (1..=MESSAGES_PER_TOPIC).map(|i| format!("{word} {i}")).collect();
@@ -33,7 +33,7 @@ pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
         store.append(topic, &messages, timestamp)?;
         added += 1;
     }
-    if let Some(failure) = store.commit(std::time::Instant::now(), timestamp).pop() {
+    if let Some(failure) = store.commit_and_wait(std::time::Instant::now(), timestamp).pop() {
         return Err(StoreError::Io(IoFailure::new(failure.error)));
     }
     Ok(added)

@@ -2,13 +2,15 @@
 //!
 //! One thread owns the socket and the state. Each pass of the loop blocks in `zmq::poll` until a
 //! request comes, the next deadline it knows of (a lease, a held reply, a timed flush or
-//! retention check), or a stop (the [`Shutdown`] self-pipe), then handles every request already
-//! queued (up to [`PASS_REQUESTS`]), lets leases and waits run out, commits the store, answers
-//! the fetches held on topics that grew, commits the consumer groups, and only then sends the
-//! pass's replies:
-//! one write and flush per topic covers every append of the pass (group commit), one per group
-//! state every change of a consumer group, and no append is acknowledged, no message served,
-//! and no group change reported, before it is durable.
+//! retention check), a commit of the store settles (its `wake_fd`), or a stop (the [`Shutdown`]
+//! self-pipe), then handles every request already queued (up to [`PASS_REQUESTS`]), lets leases
+//! and waits run out, starts the store's commit and takes every commit that settled, answers the
+//! fetches held on topics that grew, commits the consumer groups, and only then sends the
+//! pass's replies but the acknowledgements whose commit has not settled, which wait for a later
+//! pass: one write per topic and one flush cover every append of the pass (group commit), one
+//! file per group state every change of a consumer group, and no append is acknowledged, no
+//! message served, and no group change reported, before it is durable. The loop never waits
+//! for the store's flush: under `--fsync always` the store's flush thread does.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,7 @@ use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::group::GroupCommitFailure;
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
-use crate::store::{Budget, CommitFailure};
+use crate::store::{Budget, CommitFailure, Settled, Ticket};
 use crate::unread::{self, Allowance, Reply, Unread};
 use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
@@ -260,10 +262,15 @@ impl Server<'_> {
             let left = deadline.saturating_duration_since(Instant::now());
             left.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64
         });
+        // The store's descriptor wakes the loop when a commit settles, so that its
+        // acknowledgements go at once; polling a descriptor that never becomes readable
+        // (the shutdown pipe's again) when the store has none keeps the array one shape.
+        let settled_fd = self.broker.store.wake_fd().unwrap_or(self.shutdown.fd());
         let mut items = [
             self.listener.socket.as_poll_item(zmq::POLLIN),
             self.listener.monitor.as_poll_item(zmq::POLLIN),
             zmq::PollItem::from_fd(self.shutdown.fd(), zmq::POLLIN),
+            zmq::PollItem::from_fd(settled_fd, zmq::POLLIN),
         ];
         match zmq::poll(&mut items, timeout) {
             Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -325,16 +332,32 @@ impl Server<'_> {
         }
     }
 
-    /// Commits the pass's appends (and applies retention): acknowledgements of appends that
-    /// could not be written become refusals, and the groups of topics that retention shortened
-    /// forget what went.
+    /// Starts the commit of the pass's appends (and applies retention), whose
+    /// acknowledgements wait for its ticket, then takes every commit that settled meanwhile,
+    /// this one too when the store settles at once.
     fn commit_store(&mut self, clock: &Clock) {
-        let failures = self.broker.store.commit(clock.instant, clock.epoch_ms);
-        self.outbox.settle(&failures);
+        let ticket = self.broker.store.commit(clock.instant, clock.epoch_ms);
+        self.outbox.stamp(ticket);
+        let settled = self.broker.store.settled();
+        self.settle_store(settled);
+    }
+
+    /// Opens the acknowledgements of settled commits (those of appends that could not be
+    /// made durable become refusals), has fetches held on topics that became readable look
+    /// again, and makes the groups of topics that retention shortened forget what went.
+    fn settle_store(&mut self, settled: Vec<Settled>) {
+        for commit in settled {
+            self.outbox.settle(commit.ticket, &commit.failures);
+            for topic in commit.readable {
+                if self.waiting.holds_fetches_on(&topic) && !self.grown.contains(&topic) {
+                    self.grown.push(topic);
+                }
+            }
+        }
         let Broker { store, groups, .. } = &mut *self.broker;
-        for topic in store.trimmed() {
-            if let Ok(log) = store.topic(topic) {
-                groups.fit_topic(topic, log.first_offset(), log.next_offset());
+        for topic in store.take_trimmed() {
+            if let Ok((first, next)) = store.offsets(&topic) {
+                groups.fit_topic(&topic, first, next);
             }
         }
     }
@@ -514,10 +537,8 @@ impl Server<'_> {
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer };
         match cmd::apply(request, self.broker, &cx) {
             Outcome::Reply(response) => {
-                if let Response::Appended { topic, .. }
-                | Response::Deleted { topic }
-                | Response::Reset { topic, .. } = &response
-                {
+                // Appends wake held fetches when their commit settles (`settle_store`).
+                if let Response::Deleted { topic } | Response::Reset { topic, .. } = &response {
                     if self.waiting.holds_fetches_on(topic)
                         && !self.grown.iter().any(|t| t == topic)
                     {
@@ -634,7 +655,7 @@ impl Server<'_> {
             member: held.claim,
             budget,
         };
-        let response = group_fetch::deliver(store, groups, to, now);
+        let response = group_fetch::deliver(&**store, groups, to, now);
         if group_fetch::is_empty(&response) && now < held.until {
             let wake = group_fetch::wake(groups, &held.group, &held.topic, held.until);
             drop(response);
@@ -656,7 +677,7 @@ impl Server<'_> {
             return self.outbox.push(held.envelope, response);
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
-        let response = fetch::answer(&self.broker.store, &held.topic, held.offset, budget);
+        let response = fetch::answer(&*self.broker.store, &held.topic, held.offset, budget);
         self.outbox.push(held.envelope, response);
     }
 
@@ -672,7 +693,7 @@ impl Server<'_> {
         }
         for held in self.waiting.take_all_group_fetches() {
             let response = group_fetch::nothing(
-                &self.broker.store,
+                &*self.broker.store,
                 &self.broker.groups,
                 &held.group,
                 &held.topic,
@@ -685,6 +706,9 @@ impl Server<'_> {
                 self.outbox.push(envelope, shutting_down());
             }
         }
+        // Acknowledgements still waiting for their commit get it now.
+        let settled = self.broker.store.wait_settled();
+        self.settle_store(settled);
         // Nothing changed since the last pass's commits, but the replies of held group fetches
         // wait for a commit all the same.
         self.commit_groups();
@@ -829,8 +853,12 @@ fn peer_id(envelope: &Envelope) -> &[u8] {
 enum Gate {
     /// Nothing: the reply may go now.
     Open,
-    /// The pass's appends to the topic at this place of `Outbox::append_topics`.
-    Store(usize),
+    /// The pass's appends to the topic at this place of `Outbox::append_topics`, whose commit
+    /// has not started yet.
+    Pass(usize),
+    /// The appends of a started commit to the topic at this place of its list in
+    /// `Outbox::tickets`.
+    Store(Ticket, usize),
     /// The pass's changes of a group's state (the entry's `Handout` says which).
     Groups,
 }
@@ -858,14 +886,22 @@ struct Outbox {
     unread: Unread,
     /// The replies.
     entries: Vec<Entry>,
-    /// The topics appended to in this pass, each once, for [`Gate::Store`].
+    /// The topics appended to in this pass, each once, for [`Gate::Pass`].
     append_topics: Vec<String>,
+    /// The commits started and not yet settled, with the topics their acknowledgements name.
+    tickets: Vec<(Ticket, Vec<String>)>,
 }
 
 impl Outbox {
     /// An empty outbox charging its replies to `unread`.
     fn new(unread: Unread) -> Outbox {
-        Outbox { scratch: Vec::new(), unread, entries: Vec::new(), append_topics: Vec::new() }
+        Outbox {
+            scratch: Vec::new(),
+            unread,
+            entries: Vec::new(),
+            append_topics: Vec::new(),
+            tickets: Vec::new(),
+        }
     }
 
     /// Encodes `response` and queues it for `envelope`. An append's acknowledgement waits for
@@ -873,7 +909,7 @@ impl Outbox {
     fn push(&mut self, envelope: Envelope, response: Response<'_>) {
         let (mut gate, mut claim, mut handout) = (Gate::Open, None, None);
         match &response {
-            Response::Appended { topic, .. } => gate = Gate::Store(self.append_topic(topic)),
+            Response::Appended { topic, .. } => gate = Gate::Pass(self.append_topic(topic)),
             Response::Claimed { claim: token, .. } => claim = Some(*token),
             Response::Delivered { group, topic, messages, .. } => {
                 let offsets = messages.iter().map(|m| m.offset).collect();
@@ -904,14 +940,32 @@ impl Outbox {
         }
     }
 
-    /// Opens the acknowledgements of appends after the store's commit, turning those of topics
-    /// whose commit failed into refusals: their messages were dropped.
-    fn settle(&mut self, failures: &[CommitFailure]) {
+    /// Gives the acknowledgements of the pass's appends the ticket of the commit that covers
+    /// them.
+    fn stamp(&mut self, ticket: Ticket) {
+        if self.append_topics.is_empty() {
+            return;
+        }
+        for entry in &mut self.entries {
+            if let Gate::Pass(index) = entry.gate {
+                entry.gate = Gate::Store(ticket, index);
+            }
+        }
+        self.tickets.push((ticket, std::mem::take(&mut self.append_topics)));
+    }
+
+    /// Opens the acknowledgements of appends once their commit settled, turning those of
+    /// topics whose appends were dropped into refusals.
+    fn settle(&mut self, ticket: Ticket, failures: &[CommitFailure]) {
+        let Some(at) = self.tickets.iter().position(|(t, _)| *t == ticket) else { return };
+        let (_, topics) = self.tickets.remove(at);
         for at in 0..self.entries.len() {
-            let Gate::Store(index) = self.entries[at].gate else { continue };
+            let Gate::Store(of, index) = self.entries[at].gate else { continue };
+            if of != ticket {
+                continue;
+            }
             self.entries[at].gate = Gate::Open;
-            let topic = &self.append_topics[index];
-            if let Some(failure) = failures.iter().find(|f| &f.topic == topic) {
+            if let Some(failure) = failures.iter().find(|f| f.topic == topics[index]) {
                 let reason = format!(
                     "could not store the messages ({}); nothing was appended",
                     failure.error
@@ -919,7 +973,6 @@ impl Outbox {
                 self.refuse(at, Response::error(ErrorCode::InternalError, reason));
             }
         }
-        self.append_topics.clear();
     }
 
     /// Opens the replies about group states after the groups' commit, turning those of states
@@ -965,14 +1018,18 @@ impl Outbox {
         self.unread.charge(peer, &self.scratch)
     }
 
-    /// Sends every reply whose gate is open, in order. A peer that is gone or not reading
-    /// loses its reply, and the broker goes on. Returns the claim tokens of `claimed` replies
-    /// and the group deliveries that could not be sent, and how many replies were dropped.
+    /// Sends every reply whose gate is open, in order, and that no reply held for the same
+    /// peer comes before: a peer that pipelines its requests gets its replies in order. A peer
+    /// that is gone or not reading loses its reply, and the broker goes on. Returns the claim
+    /// tokens of `claimed` replies and the group deliveries that could not be sent, and how
+    /// many replies were dropped.
     fn flush(&mut self, socket: &mut zmq::Socket) -> Undelivered {
         let mut undelivered = Undelivered::default();
-        let mut held = Vec::new();
+        let mut held: Vec<Entry> = Vec::new();
         for entry in self.entries.drain(..) {
-            if entry.gate != Gate::Open {
+            if entry.gate != Gate::Open
+                || held.iter().any(|h| peer_id(&h.envelope) == peer_id(&entry.envelope))
+            {
                 held.push(entry);
                 continue;
             }

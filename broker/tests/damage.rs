@@ -15,6 +15,8 @@ use wire::{append, ask, claim, fetch, fetch_from, topics};
 /// Bytes a record takes on disk besides its value (no key): length, checksum, timestamp and
 /// key length.
 const RECORD_FRAMING: u64 = 20;
+/// Bytes a segment file begins with: its magic number and format version.
+const SEGMENT_HEADER: u64 = 8;
 
 /// Starts the broker on `data_dir` with `args` besides `--data-dir`.
 fn start_on(data_dir: &Path, args: &[&str]) -> BrokerProcess {
@@ -254,7 +256,8 @@ fn damage_in_the_middle_of_the_newest_segment_stops_start_up_and_repair_keeps_a_
     let [dir] = <[PathBuf; 1]>::try_from(topic_dirs(data.path())).expect("one topic directory");
     let segment = dir.join(format!("{:020}.log", 0));
     let mut bytes = fs::read(&segment).expect("the segment");
-    let second = record_len("one");
+    // The file's header (magic and format version), then the first record.
+    let second = SEGMENT_HEADER + record_len("one");
     bytes[(second + RECORD_FRAMING) as usize] ^= 0x20;
     fs::write(&segment, &bytes).expect("damage the segment");
     let before = snapshot(data.path());

@@ -27,8 +27,12 @@ use wire::{
 /// length.
 const RECORD_FRAMING: u64 = 20;
 
-/// The segment size the retention tests use: five of their messages fill a segment.
-const SMALL_SEGMENT: &str = "256";
+/// Bytes a segment file begins with: its magic number and format version.
+const SEGMENT_HEADER: u64 = 8;
+
+/// The segment size the retention tests use: the header and five of their messages fill a
+/// segment.
+const SMALL_SEGMENT: &str = "264";
 
 /// Bytes of each message value the retention tests append (a 50-byte record).
 const RETENTION_VALUE_BYTES: usize = 30;
@@ -139,7 +143,13 @@ struct MetaName {
 fn meta_name(dir: &Path) -> String {
     let bytes = fs::read(dir.join("topic.meta"))
         .unwrap_or_else(|e| panic!("{} has no readable topic.meta: {e}", dir.display()));
-    let meta: MetaName = rmp_serde::from_slice(&bytes)
+    assert_eq!(
+        &bytes[..8],
+        b"BRKTOP\x01\x00",
+        "{}'s topic.meta has no format header",
+        dir.display()
+    );
+    let meta: MetaName = rmp_serde::from_slice(&bytes[8..])
         .unwrap_or_else(|e| panic!("{}'s topic.meta does not name a topic: {e}", dir.display()));
     meta.name
 }
@@ -420,9 +430,9 @@ fn spawn_loader(
 /// Loads the broker under `--fsync <fsync>`, kills it with SIGKILL once enough batches are
 /// acknowledged, restarts it on the same directory, and checks that every acknowledged message
 /// is there as acknowledged, with no gap and no duplicate.
-fn acknowledged_appends_survive_a_kill(fsync: &str) {
+fn acknowledged_appends_survive_a_kill(fsync: &str, args: &[&str]) {
     let data = data_dir();
-    let broker = start_on(data.path(), &["--fsync", fsync]);
+    let broker = start_on(data.path(), &[&["--fsync", fsync][..], args].concat());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let loader = spawn_loader(broker.endpoint.clone(), Arc::clone(&stop), tx);
@@ -488,12 +498,22 @@ fn acknowledged_appends_survive_a_kill(fsync: &str) {
 
 #[test]
 fn a_kill_loses_no_acknowledged_append_with_fsync_always() {
-    acknowledged_appends_survive_a_kill("always");
+    acknowledged_appends_survive_a_kill("always", &[]);
 }
 
 #[test]
 fn a_kill_loses_no_acknowledged_append_with_fsync_never() {
-    acknowledged_appends_survive_a_kill("never");
+    acknowledged_appends_survive_a_kill("never", &[]);
+}
+
+/// Segments of 4 KiB: about every third batch of the loader seals a segment and writes its
+/// index, so the kill lands among seals and index writes (and sometimes in one).
+const SEALING_SEGMENT: &str = "4096";
+
+#[test]
+fn a_kill_among_segment_seals_and_index_writes_loses_no_acknowledged_append() {
+    acknowledged_appends_survive_a_kill("always", &["--segment-bytes", SEALING_SEGMENT]);
+    acknowledged_appends_survive_a_kill("never", &["--segment-bytes", SEALING_SEGMENT]);
 }
 
 #[test]
@@ -509,13 +529,13 @@ fn a_torn_last_record_is_cut_off_at_start_and_its_offset_given_again() {
     broker.interrupt();
 
     let segment = newest_segment(&dir_of(data.path(), "t"));
-    let whole = record_len("one") + record_len("two") + record_len("three");
+    let whole = SEGMENT_HEADER + record_len("one") + record_len("two") + record_len("three");
     assert_eq!(file_len(&segment), whole);
     File::options().write(true).open(&segment).and_then(|f| f.set_len(whole - 3)).expect("cut");
 
     let broker = start_on(data.path(), &[]);
     // The file is cut back to its last whole record.
-    assert_eq!(file_len(&segment), record_len("one") + record_len("two"));
+    assert_eq!(file_len(&segment), SEGMENT_HEADER + record_len("one") + record_len("two"));
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
     assert_eq!(values(&read_all(&socket, token, "t", 0)), ["one", "two"]);
@@ -582,7 +602,10 @@ fn a_flipped_byte_in_an_older_segment_stops_the_broker_from_starting() {
         segment_files(&dir).iter().map(|(base, path)| (*base, file_len(path))).collect();
     assert!(before.len() >= 3, "expected several segments: {before:?}");
     let (_, oldest) = segment_files(&dir).remove(0);
-    let second_record = record_len(&retention_value(0));
+    // A sealed segment's index is trusted at start-up (its damage is found when it is read);
+    // without one, as an older broker left it, the segment is checked.
+    fs::remove_file(oldest.with_extension("idx")).expect("the oldest segment's index");
+    let second_record = SEGMENT_HEADER + record_len(&retention_value(0));
     flip_byte(&oldest, second_record + RECORD_FRAMING);
 
     let data_path = data.path().to_str().expect("a UTF-8 path");
@@ -836,7 +859,10 @@ fn disk_bytes_are_reported_on_disk_and_absent_in_memory() {
         ask(&socket, &Request::CreateTopic { topic: "empty", retention: Retention::default() });
     assert!(matches!(reply, Response::Created { .. }), "{reply:?}");
     let on_disk = segment_bytes(&dir_of(data.path(), "t"));
-    assert_eq!(on_disk, record_len("one") + record_len("two") + record_len("three"));
+    assert_eq!(
+        on_disk,
+        SEGMENT_HEADER + record_len("one") + record_len("two") + record_len("three")
+    );
     for b in status(&socket) {
         assert_eq!(b.disk_bytes, Some(on_disk), "{b:?}");
     }

@@ -92,6 +92,15 @@ pub struct ProducePerfArgs {
     /// The topic to append to; created if it does not exist.
     #[arg(long, value_name = "TOPIC", default_value = "perf")]
     pub topic: String,
+    /// Spread the appends over this many topics, `TOPIC-0` to `TOPIC-<N-1>`: each client
+    /// sends its requests to them in turn, starting at a topic of its own.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub topics: u32,
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -350,13 +359,24 @@ pub fn produce(
 
     let value: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
     let batch = u64::from(args.batch);
-    let encode = |count: u64| {
+    let names: Vec<String> = match args.topics {
+        1 => vec![args.topic.clone()],
+        n => (0..n).map(|i| format!("{}-{i}", args.topic)).collect(),
+    };
+    for name in &names {
+        validate_topic_name(name)
+            .map_err(|source| ClientError::InvalidTopic { name: name.clone(), source })?;
+    }
+    let encode_to = |topic: &str, count: u64| {
         let messages = vec![NewMessage { key: None, value: &value }; count as usize];
         let mut frame = Vec::new();
-        encode_request(&Request::Append(Append { topic: &args.topic, messages }), &mut frame);
+        encode_request(&Request::Append(Append { topic, messages }), &mut frame);
         frame
     };
-    let full = encode(batch.min(args.messages));
+    let encode = |count: u64| encode_to(&names[0], count);
+    // One request per topic, encoded once, as for a single topic.
+    let fulls: Vec<Vec<u8>> =
+        names.iter().map(|name| encode_to(name, batch.min(args.messages))).collect();
     // The last request carries what is left over when the batch does not divide the total;
     // client 0 sends it.
     let requests = args.messages.div_ceil(batch);
@@ -380,7 +400,9 @@ pub fn produce(
             .map(|(i, mut client)| {
                 let count = per_client + u64::from((i as u64) < extra);
                 let last = if i == 0 { last.as_deref() } else { None };
-                let (full, status, barrier) = (&full, &status, &barrier);
+                let (fulls, status, barrier) = (&fulls, &status, &barrier);
+                // Clients start spread over the topics, and each goes through all of them.
+                let start = i * fulls.len() / args.clients as usize;
                 scope.spawn(move || {
                     // One untimed exchange first, so that connecting is not timed.
                     let warm = client.round_trip(status).map(drop);
@@ -396,7 +418,7 @@ pub fn produce(
                         }
                         let frame = match last {
                             Some(last) if n + 1 == count => last,
-                            _ => full,
+                            _ => &fulls[(start + n as usize) % fulls.len()],
                         };
                         let sent = if n + 1 == count && last.is_some() { left_over } else { batch };
                         run.time(|| {

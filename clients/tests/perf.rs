@@ -45,6 +45,27 @@ fn producer_perf_appends_what_it_says_and_consumer_perf_reads_it_back() {
 }
 
 #[test]
+fn producer_perf_spreads_its_appends_over_topics() {
+    let broker = preloaded_broker();
+    let ep = broker.endpoint.as_str();
+    let args = ["perf", "--connect", ep, "--messages", "12", "--clients", "2", "--topics", "3"];
+    let out = run(PRODUCER, &[&args[..], &["--topic", "spread", "--json"]].concat());
+    assert_eq!(report(&out.assert_success().stdout)["messages"], 12);
+    let out = consumer(&broker, &["topics", "--json"]);
+    let listed = &out.assert_success().stdout;
+    let mut counts: Vec<(String, u64)> = listed
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|t| t["name"].as_str().is_some_and(|n| n.starts_with("spread")))
+        .map(|t| (t["name"].as_str().unwrap().to_owned(), t["messages"].as_u64().unwrap()))
+        .collect();
+    counts.sort();
+    let expected = [("spread-0", 4), ("spread-1", 4), ("spread-2", 4)];
+    assert_eq!(counts, expected.map(|(n, c)| (n.to_owned(), c)), "{listed}");
+    broker.interrupt();
+}
+
+#[test]
 fn the_text_report_gives_rates_and_percentiles() {
     let broker = preloaded_broker();
     let args = ["perf", "--connect", &broker.endpoint, "--messages", "20"];

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     /// `312 forbidden`: the user the connection logged in as lacks the permission the request
     /// needs, or the claim it uses belongs to another user (PROTOCOL.md, "Security").
     Forbidden,
+    /// `313 storage_full`: the append would take the store past its ceiling (`--max-memory`,
+    /// `--max-disk`); nothing was appended. Retention, or deleted topics, make room again.
+    StorageFull,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
     /// or not UTF-8, a map of too many entries, a missing or mistyped field).
     Malformed,
@@ -60,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -74,6 +77,7 @@ impl ErrorCode {
         ErrorCode::NotPending,
         ErrorCode::Overloaded,
         ErrorCode::Forbidden,
+        ErrorCode::StorageFull,
         ErrorCode::Malformed,
         ErrorCode::UnknownRequest,
         ErrorCode::InternalError,
@@ -100,6 +104,7 @@ impl ErrorCode {
             ErrorCode::NotPending => 310,
             ErrorCode::Overloaded => 311,
             ErrorCode::Forbidden => 312,
+            ErrorCode::StorageFull => 313,
             ErrorCode::Malformed => 500,
             ErrorCode::UnknownRequest => 501,
             ErrorCode::InternalError => 502,
@@ -127,6 +132,7 @@ impl ErrorCode {
             ErrorCode::NotPending => "not_pending",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Malformed => "malformed",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::InternalError => "internal_error",

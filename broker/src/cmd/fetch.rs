@@ -12,7 +12,7 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: Fetch<'a>, cx: &Context<'_>) -> 
     if let Err(error) = broker.brokers.renew(fetch.claim, cx.now, cx.now) {
         return refuse(error);
     }
-    let at_end = broker.store.topic(fetch.topic).is_ok_and(|t| t.next_offset() == fetch.offset);
+    let at_end = broker.store.offsets(fetch.topic).is_ok_and(|(_, next)| next == fetch.offset);
     if at_end && fetch.wait_ms > 0 {
         let until = deadline(cx.now, fetch.wait_ms);
         // Cannot fail: the claim was renewed above, within this same request.
@@ -27,7 +27,7 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: Fetch<'a>, cx: &Context<'_>) -> 
         };
     }
     let budget = Budget::of_fetch(fetch.max_messages, fetch.max_bytes);
-    Outcome::Reply(answer(&broker.store, fetch.topic, fetch.offset, budget))
+    Outcome::Reply(answer(&*broker.store, fetch.topic, fetch.offset, budget))
 }
 
 /// The reply to a fetch of `topic` from `offset`, now: the messages there are, possibly none,

@@ -18,7 +18,7 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
     if let Err(error) = broker.brokers.renew(fetch.claim, cx.now, cx.now) {
         return refuse(error);
     }
-    if let Err(refusal) = group_topic(&broker.store, fetch.group, fetch.topic) {
+    if let Err(refusal) = group_topic(&*broker.store, fetch.group, fetch.topic) {
         return Outcome::Reply(refusal);
     }
     if !broker.groups.get(fetch.group, fetch.topic).is_some_and(|s| s.is_member(fetch.claim)) {
@@ -31,7 +31,7 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
     let Broker { store, groups, brokers, .. } = broker;
     let budget = Budget::of_fetch(fetch.max_messages, fetch.max_bytes);
     let to = Delivery { group: fetch.group, topic: fetch.topic, member: fetch.claim, budget };
-    let response = deliver(store, groups, to, cx.now);
+    let response = deliver(&**store, groups, to, cx.now);
     if is_empty(&response) && fetch.wait_ms > 0 {
         let until = deadline(cx.now, fetch.wait_ms);
         // Cannot fail: the claim was renewed above, within this same request.
@@ -72,11 +72,10 @@ pub fn deliver<'a>(
     now: Instant,
 ) -> Response<'a> {
     let Delivery { group, topic, member, mut budget } = to;
-    let log = match store.topic(topic) {
-        Ok(log) => log,
+    let (first, end) = match store.offsets(topic) {
+        Ok(offsets) => offsets,
         Err(error) => return error.into(),
     };
-    let (first, end) = (log.first_offset(), log.next_offset());
     match groups.get(group, topic).map(|state| state.needs_fit(first, end)) {
         None => return unknown_group(group, topic),
         Some(true) => fit(groups, group, topic, first, end),
@@ -88,7 +87,8 @@ pub fn deliver<'a>(
     let mut messages: Vec<Message<'a>> = Vec::new();
     for offset in state.due(now, budget.messages_left()) {
         let mut one = Vec::with_capacity(1);
-        log.read(offset, &mut Budget::new(1, usize::MAX), &mut one);
+        // An offset retention removed since is simply not there any more.
+        let _ = store.read(topic, offset, Budget::new(1, usize::MAX), &mut one);
         let Some(message) = one.pop() else { continue };
         if !budget.take(&message) {
             break;
@@ -96,7 +96,8 @@ pub fn deliver<'a>(
         messages.push(message);
     }
     if budget.messages_left() > 0 {
-        log.read(state.delivered(), &mut budget, &mut messages);
+        // Within `first..=end`: the state was fitted to the topic above.
+        let _ = store.read(topic, state.delivered(), budget, &mut messages);
     }
     let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
     let (redelivered, committed_offset) = if offsets.is_empty() {
@@ -135,8 +136,8 @@ fn fit(groups: &mut Groups, group: &str, topic: &str, first: u64, end: u64) {
 
 /// The reply to a held group fetch that ends with nothing delivered (the broker is stopping).
 pub fn nothing<'a>(store: &Store, groups: &Groups, group: &'a str, topic: &'a str) -> Response<'a> {
-    let end = match store.topic(topic) {
-        Ok(log) => log.next_offset(),
+    let end = match store.offsets(topic) {
+        Ok((_, next)) => next,
         Err(error) => return error.into(),
     };
     match groups.get(group, topic) {

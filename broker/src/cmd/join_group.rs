@@ -21,7 +21,7 @@ pub fn apply<'a>(
         Ok(id) => id,
         Err(error) => return refuse(error),
     };
-    let (first, end) = match group_topic(&broker.store, group, topic) {
+    let (first, end) = match group_topic(&*broker.store, group, topic) {
         Ok(range) => range,
         Err(refusal) => return Outcome::Reply(refusal),
     };

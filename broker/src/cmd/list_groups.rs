@@ -32,10 +32,7 @@ pub fn apply<'a>(broker: &Broker, group: Option<&str>, topic: Option<&str>) -> O
             topic: topic.to_owned(),
             committed_offset: state.committed(),
             delivered_offset: state.delivered(),
-            end_offset: broker
-                .store
-                .topic(topic)
-                .map_or(state.delivered(), |log| log.next_offset()),
+            end_offset: broker.store.offsets(topic).map_or(state.delivered(), |(_, next)| next),
             pending: state.pending() as u64,
             members: state.member_brokers(live),
         })

@@ -126,6 +126,7 @@ impl From<StoreError> for Response<'_> {
                 return Response::error(ErrorCode::InvalidTopicName, reason);
             }
             StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            StoreError::StorageFull { .. } => ErrorCode::StorageFull,
             StoreError::Io(_) => ErrorCode::InternalError,
             StoreError::OffsetOutOfRange { first, next, .. } => {
                 return Response::Error {
@@ -184,8 +185,7 @@ fn check_names(group: &str, topic: &str) -> Result<(), Response<'static>> {
 /// The refusal to send: an invalid name or an unknown topic.
 fn group_topic(store: &Store, group: &str, topic: &str) -> Result<(u64, u64), Response<'static>> {
     check_names(group, topic)?;
-    let log = store.topic(topic)?;
-    Ok((log.first_offset(), log.next_offset()))
+    Ok(store.offsets(topic)?)
 }
 
 /// A refusal, as an outcome.

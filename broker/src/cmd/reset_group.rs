@@ -9,7 +9,7 @@ use crate::store::StoreError;
 
 /// Moves `group`'s committed offset on `topic` to `to`, creating its state there if needed.
 pub fn apply<'a>(broker: &mut Broker, group: &'a str, topic: &'a str, to: ResetTo) -> Outcome<'a> {
-    let (first, end) = match group_topic(&broker.store, group, topic) {
+    let (first, end) = match group_topic(&*broker.store, group, topic) {
         Ok(range) => range,
         Err(refusal) => return Outcome::Reply(refusal),
     };

@@ -56,7 +56,7 @@ fn append(broker: &mut Broker, topic: &str, count: usize, now: Instant) {
     let messages = vec![NewMessage { key: None, value: b"m" }; count];
     let request = Request::Append(Append { topic, messages });
     assert!(matches!(reply(apply(request, broker, &at(now))), Response::Appended { .. }));
-    assert!(broker.store.commit(now, at(now).now_ms).is_empty());
+    assert!(broker.store.commit_and_wait(now, at(now).now_ms).is_empty());
 }
 
 /// A broker whose topic `t` holds `messages` messages, and the claims of two members of group
@@ -170,7 +170,7 @@ fn a_held_fetch_is_answered_empty_when_its_wait_ends_and_no_later_than_the_longe
     assert_eq!(ended.iter().map(|f| f.envelope).collect::<Vec<_>>(), [1]);
     let ended = &ended[0];
     let budget = Budget::of_fetch(ended.max_messages, ended.max_bytes);
-    let answer = fetch::answer(&broker.store, &ended.topic, ended.offset, budget);
+    let answer = fetch::answer(&*broker.store, &ended.topic, ended.offset, budget);
     let Response::Messages { messages, next_offset: 3, end_offset: 3, .. } = answer else {
         panic!("expected no messages at offset 3, got {answer:?}");
     };
@@ -275,7 +275,7 @@ fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() 
         budget: Budget::of_fetch(f.max_messages, f.max_bytes),
     };
     let response =
-        group_fetch::deliver(&broker.store, &mut broker.groups, to(&woken[0]), short_end);
+        group_fetch::deliver(&*broker.store, &mut broker.groups, to(&woken[0]), short_end);
     assert!(group_fetch::is_empty(&response), "{response:?}");
 
     let due = t0 + ACK_TIMEOUT;
@@ -283,7 +283,7 @@ fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() 
     let woken = waiting.take_woken_group_fetches(due);
     assert_eq!(woken.iter().map(|f| f.envelope).collect::<Vec<_>>(), [1]);
     let Response::Delivered { messages, redelivered, .. } =
-        group_fetch::deliver(&broker.store, &mut broker.groups, to(&woken[0]), due)
+        group_fetch::deliver(&*broker.store, &mut broker.groups, to(&woken[0]), due)
     else {
         panic!("expected a delivery");
     };

@@ -13,10 +13,13 @@
 //!
 //! # Format
 //! ```text
-//! file = crc:u32le body
-//! body = MessagePack map {"group": str, "topic": str, "delivered": uint64, "pending": [uint64]}
+//! file   = header crc:u32le body
+//! header = "BRKGRP" version:u16le            (store::format; version 1)
+//! body   = MessagePack map {"group": str, "topic": str, "delivered": uint64, "pending": [uint64]}
 //! ```
-//! `crc` is the CRC-32C of `body`. `pending` is ascending and below `delivered`; everything
+//! `crc` is the CRC-32C of `body`. Files without the header, as brokers before it wrote them
+//! (`crc body` alone), are read as format 0 (start-up counts them in a line) and rewritten in
+//! format 1 the next time their state changes. `pending` is ascending and below `delivered`; everything
 //! below `delivered` that is not pending is acknowledged. A state is written whole to the `.new`
 //! file and renamed over the old one, so a crash leaves the old state or the new one, never a
 //! mix; start-up removes a `.new` file left behind. Any other file in `groups/`, or a state file
@@ -31,13 +34,14 @@ use protocol::{validate_group_name, validate_topic_name};
 use serde::{Deserialize, Serialize};
 
 use crate::files::{self, sync_dir};
+use crate::store::format::{self, Header, GROUP_MAGIC, HEADER_LEN};
 
 /// The extension of a group state file.
 const EXTENSION: &str = "group";
 /// The extension a state file has while it is written.
 const WRITING_EXTENSION: &str = "new";
-/// Bytes before the body: its checksum.
-const PREFIX: usize = 4;
+/// Bytes of the checksum before the body.
+const CRC: usize = 4;
 
 /// One group's state on one topic as it is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,22 +70,36 @@ pub fn file_name(group: &str, topic: &str) -> String {
 
 /// The bytes of a state file holding `saved`.
 pub fn encode(saved: &Saved) -> Vec<u8> {
-    let mut bytes = vec![0; PREFIX];
+    let mut bytes = format::header(GROUP_MAGIC).to_vec();
+    bytes.extend_from_slice(&[0; CRC]);
     // Writing plain strings and numbers to memory cannot fail.
     if let Err(error) = rmp_serde::encode::write_named(&mut bytes, saved) {
         unreachable!("encoding a group state to memory failed: {error}");
     }
-    let crc = crc32c::crc32c(&bytes[PREFIX..]);
-    bytes[..PREFIX].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[HEADER_LEN + CRC..]);
+    bytes[HEADER_LEN..HEADER_LEN + CRC].copy_from_slice(&crc.to_le_bytes());
     bytes
 }
 
-/// Reads a state file's bytes back, checking them.
+/// Reads a state file's bytes back, checking them. Also says whether the file is of format 0
+/// (no header, as brokers before it wrote them), which is read as well.
 ///
 /// # Errors
-/// What is wrong with them, for people.
-pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
-    let (crc, body) = bytes.split_at_checked(PREFIX).ok_or("the file is too short")?;
+/// What is wrong with them, for people; a format version this broker does not know.
+pub fn decode(bytes: &[u8]) -> Result<(Saved, bool), String> {
+    match format::read_header(bytes, GROUP_MAGIC) {
+        Header::Current => decode_body(&bytes[HEADER_LEN..]).map(|saved| (saved, false)),
+        // A cut header is damage: the checksum check says so.
+        Header::None | Header::Torn => decode_body(bytes).map(|saved| (saved, true)),
+        Header::Unknown(version) => {
+            Err(format!("it is of format version {version}, which this broker does not read"))
+        }
+    }
+}
+
+/// Reads the checksum and the body after the header.
+fn decode_body(bytes: &[u8]) -> Result<Saved, String> {
+    let (crc, body) = bytes.split_at_checked(CRC).ok_or("the file is too short")?;
     let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     if crc32c::crc32c(body) != stored {
         return Err("the checksum does not match".into());
@@ -215,7 +233,13 @@ mod tests {
     #[test]
     fn states_round_trip_and_damage_is_caught() {
         let bytes = encode(&saved());
-        assert_eq!(decode(&bytes), Ok(saved()));
+        assert!(bytes.starts_with(b"BRKGRP\x01\x00"));
+        assert_eq!(decode(&bytes), Ok((saved(), false)));
+        // Format 0: the checksum and the body alone.
+        assert_eq!(decode(&bytes[HEADER_LEN..]), Ok((saved(), true)));
+        let mut later = bytes.clone();
+        later[6] = 2;
+        assert!(decode(&later).unwrap_err().contains("format version 2"));
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
@@ -245,7 +269,7 @@ mod tests {
         fs::write(dir.path().join(format!("{name}.new")), b"half").unwrap();
         let files = read_all(dir.path()).unwrap().unwrap().files;
         assert_eq!(files.len(), 1);
-        assert_eq!(decode(&files[0].1), Ok(next));
+        assert_eq!(decode(&files[0].1), Ok((next, false)));
         assert!(!dir.path().join(format!("{name}.new")).exists());
         remove(dir.path(), &name).unwrap();
         remove(dir.path(), &name).unwrap();

@@ -200,12 +200,13 @@ impl Groups {
             })
             .collect();
         let mut states = Vec::new();
+        let mut old_format = 0;
         for (file, bytes) in stored.files {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             match disk::decode(&bytes) {
                 Err(reason) => damaged
                     .push(DamagedFile { path: file, problem: format!("is damaged: {reason}") }),
-                Ok(saved) if disk::file_name(&saved.group, &saved.topic) != name => {
+                Ok((saved, _)) if disk::file_name(&saved.group, &saved.topic) != name => {
                     let problem = format!(
                         "holds the state of group {:?} on topic {:?}, whose file would be {}",
                         saved.group,
@@ -214,8 +215,19 @@ impl Groups {
                     );
                     damaged.push(DamagedFile { path: file, problem });
                 }
-                Ok(saved) => states.push((file, saved)),
+                Ok((saved, old)) => {
+                    old_format += usize::from(old);
+                    states.push((file, saved));
+                }
             }
+        }
+        if old_format > 0 {
+            tracing::info!(
+                "{old_format} group state files have no format header (written by an older \
+                 broker): read as format 0; each is written in format {} when its state next \
+                 changes",
+                crate::store::format::VERSION
+            );
         }
         let mut aside = config.repair.then(|| {
             SetAside::new(data_dir, store.set_aside_dir().map(std::path::Path::to_path_buf))
@@ -233,7 +245,7 @@ impl Groups {
         }
 
         for (file, saved) in states {
-            let Ok(topic) = store.topic(&saved.topic) else {
+            let Ok((first, end)) = store.offsets(&saved.topic) else {
                 if let Some(aside) = &mut aside {
                     // The topic may have been set aside as damaged: keep its groups' states.
                     let problem = format!(
@@ -254,7 +266,6 @@ impl Groups {
                 disk::remove(&dir, name).map_err(io_error)?;
                 continue;
             };
-            let (first, end) = (topic.first_offset(), topic.next_offset());
             let mut state =
                 Subscription::restored(saved.delivered, saved.pending, now + ack_timeout);
             let key = (saved.group, saved.topic);

@@ -17,7 +17,7 @@ fn config(data_dir: Option<&Path>) -> StoreConfig {
 }
 
 /// A store holding `topics`, each with `count` messages.
-fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Store {
+fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Box<Store> {
     let mut store = Store::open(config(data_dir)).unwrap();
     for topic in topics {
         store.create(topic, Retention::default()).unwrap();
@@ -27,7 +27,7 @@ fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Store {
             store.append(topic, &messages, 0).unwrap();
         }
     }
-    assert!(store.commit(Instant::now(), 0).is_empty());
+    assert!(store.commit_and_wait(Instant::now(), 0).is_empty());
     store
 }
 
@@ -240,4 +240,29 @@ fn the_groups_directory_is_made_with_the_first_state_stored() {
     assert!(groups.commit().is_empty());
     assert_eq!(fs::read_dir(&groups_dir).unwrap().count(), 1);
     assert_eq!(summary(&open(&dir, &store)).len(), 1);
+}
+
+#[test]
+fn states_of_the_format_before_headers_open_and_are_rewritten_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(Some(dir.path()), &["orders"], 10);
+    let mut groups = open(&dir, &store);
+    groups.join("preparers", "orders", (1, 1), 0, |_| true);
+    deliver(&mut groups, "preparers", "orders", 4);
+    assert!(groups.commit().is_empty());
+    drop(groups);
+    // What a broker before headers wrote: the checksum and the body alone.
+    let file = disk::groups_dir(dir.path()).join(disk::file_name("preparers", "orders"));
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"BRKGRP"));
+    std::fs::write(&file, &bytes[crate::store::format::HEADER_LEN..]).unwrap();
+
+    let mut groups = open(&dir, &store);
+    let state = groups.get("preparers", "orders").unwrap();
+    assert_eq!((state.committed(), state.delivered()), (0, 4));
+    groups.update("preparers", "orders", |state| state.ack(&[0]).unwrap()).unwrap();
+    assert!(groups.commit().is_empty());
+    assert!(std::fs::read(&file).unwrap().starts_with(b"BRKGRP\x01\x00"));
+    let groups = open(&dir, &store);
+    assert_eq!(groups.get("preparers", "orders").map(Subscription::committed), Some(1));
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! DATA_DIR/topics/<dir>/topic.meta                    the topic's name and retention overrides
 //! DATA_DIR/topics/<dir>/<base offset, 20 digits>.log  a segment: records as in `segment`
+//! DATA_DIR/topics/<dir>/<base offset, 20 digits>.idx  a sealed segment's index (`index`)
 //! DATA_DIR/deleting/<dir>/                            a topic being deleted; cleared at start-up
 //! DATA_DIR/damaged/<n>/...                            what `--repair` set aside (see `damaged`)
 //! ```
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use protocol::Retention;
 use serde::{Deserialize, Serialize};
 
+use super::format::{self, Header, META_MAGIC};
 use crate::files::{self, sync_dir};
 
 /// The file in each topic directory that names the topic.
@@ -108,7 +110,8 @@ pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
 }
 
 fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
-    let bytes = rmp_serde::to_vec_named(meta).map_err(io::Error::other)?;
+    let mut bytes = format::header(META_MAGIC).to_vec();
+    rmp_serde::encode::write_named(&mut bytes, meta).map_err(io::Error::other)?;
     files::replace(dir, META_FILE, META_WRITING_FILE, &bytes, true)?;
     sync_dir(dir)
 }
@@ -124,23 +127,34 @@ pub enum MetaError {
     Invalid(String),
 }
 
-/// Reads a topic directory's meta file and checks it: it must name a valid topic.
+/// Reads a topic directory's meta file and checks it: it must name a valid topic. Also says
+/// whether the file is of format 0 (the MessagePack map alone, as brokers before headers wrote
+/// it), which is read as well.
 ///
 /// # Errors
-/// A missing, unreadable or invalid file.
-pub fn read_meta(dir: &Path) -> Result<Meta, MetaError> {
+/// A missing, unreadable or invalid file, or one of a format version this broker does not know.
+pub fn read_meta(dir: &Path) -> Result<(Meta, bool), MetaError> {
     let bytes = match fs::read(dir.join(META_FILE)) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(MetaError::Missing),
         Err(error) => return Err(MetaError::Unreadable(error)),
     };
-    let meta: Meta = rmp_serde::from_slice(&bytes).map_err(|e| {
+    let (body, old) = match format::read_header(&bytes, META_MAGIC) {
+        Header::Current => (&bytes[format::HEADER_LEN..], false),
+        Header::None | Header::Torn => (&bytes[..], true),
+        Header::Unknown(version) => {
+            return Err(MetaError::Invalid(format!(
+                "is of format version {version}, which this broker does not read"
+            )))
+        }
+    };
+    let meta: Meta = rmp_serde::from_slice(body).map_err(|e| {
         MetaError::Invalid(format!("does not hold a topic's name and retention ({e})"))
     })?;
     protocol::validate_topic_name(&meta.name).map_err(|e| {
         MetaError::Invalid(format!("names {:?}, which is not a valid topic name: {e}", meta.name))
     })?;
-    Ok(meta)
+    Ok((meta, old))
 }
 
 /// Removes a topic's directory. It is first moved, in one step, out of `topics/` into
@@ -178,6 +192,10 @@ pub enum TopicFile {
     MetaWriting,
     /// A segment, with its base offset.
     Segment(u64),
+    /// A sealed segment's index, with the segment's base offset.
+    Index(u64),
+    /// An index whose writing was interrupted, with the segment's base offset.
+    IndexWriting(u64),
     /// Nothing the broker writes.
     Unknown,
 }
@@ -190,13 +208,25 @@ pub fn topic_file(name: &str) -> TopicFile {
     if name == META_WRITING_FILE {
         return TopicFile::MetaWriting;
     }
-    // Exactly as `segment_file_name` writes it: 20 digits, then `.log`.
-    match name.strip_suffix(".log") {
-        Some(digits) if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            digits.parse().map_or(TopicFile::Unknown, TopicFile::Segment)
+    // Exactly as `segment_file_name` and `index::file_name` write them: 20 digits, then
+    // `.log`, `.idx` or `.idx.new`.
+    let base = |digits: &str| {
+        (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+    };
+    type Kind = fn(u64) -> TopicFile;
+    let kinds: [(&str, Kind); 3] = [
+        (".log", TopicFile::Segment),
+        (".idx", TopicFile::Index),
+        (".idx.new", TopicFile::IndexWriting),
+    ];
+    for (suffix, kind) in kinds {
+        if let Some(base) = name.strip_suffix(suffix).and_then(base) {
+            return kind(base);
         }
-        _ => TopicFile::Unknown,
     }
+    TopicFile::Unknown
 }
 
 /// Opens (creating if needed) segment file `base_offset` of topic directory `dir` to append.
@@ -231,5 +261,9 @@ mod tests {
     fn segment_names_sort_as_offsets() {
         assert_eq!(segment_file_name(42), "00000000000000000042.log");
         assert!(segment_file_name(9) < segment_file_name(10));
+        assert_eq!(topic_file(&segment_file_name(7)), TopicFile::Segment(7));
+        assert_eq!(topic_file("00000000000000000007.idx"), TopicFile::Index(7));
+        assert_eq!(topic_file("00000000000000000007.idx.new"), TopicFile::IndexWriting(7));
+        assert_eq!(topic_file("7.idx"), TopicFile::Unknown);
     }
 }

@@ -4,22 +4,32 @@
 //! message is stored once; every logical broker serves the same store, which is how an append
 //! reaches all of them in the same order and their offsets agree.
 //!
-//! Appends become readable, and may be acknowledged, only when the store commits: the server
-//! commits once per pass of its loop, after handling every request of the pass, so one write
-//! and at most one flush per topic cover all of the pass's appends (group commit). A store on
-//! disk holds every segment in memory as well, so reads never touch the disk; the files are
-//! what makes it survive a restart.
+//! Appends become readable, and may be acknowledged, only when the commit covering them has
+//! settled: the server starts a commit once per pass of its loop, after handling every request
+//! of the pass, so one write per topic and one flush cover all of the pass's appends (group
+//! commit). Under `--fsync always` on disk the flush is made by a thread of the store's own
+//! (see `flush`) and the commit settles in a later pass; otherwise it settles at once. A store on
+//! disk holds only each topic's newest segment in memory; older ones are sealed and read from
+//! their files, mapped (see `segment`), and described by index files so that opening need not
+//! read them (see `index` and `recovery`).
 
 mod budget;
 pub mod damaged;
 mod disk;
+mod file;
+mod flush;
+pub mod format;
+mod index;
+mod log;
+mod memory;
 mod recovery;
 mod segment;
 mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +40,9 @@ use thiserror::Error;
 
 pub use budget::Budget;
 pub use damaged::{DamageReport, DamagedFile, SetAside};
+pub use file::FileLog;
+pub use log::{Log, Store};
+pub use memory::{default_max_memory, MemoryLog};
 pub use topic::Topic;
 
 /// How many bytes of records a segment holds before a new one is started, unless configured.
@@ -68,6 +81,9 @@ pub struct StoreConfig {
     /// Whether opening sets damaged files aside into `DATA_DIR/damaged/` and starts without
     /// them (`--repair`), rather than refuse to start.
     pub repair: bool,
+    /// The most bytes of records the store may hold (`--max-memory` in memory, `--max-disk`
+    /// on disk, where they are the bytes of the segment files); `None` for no ceiling.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -79,6 +95,7 @@ impl Default for StoreConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             retention: Retention::default(),
             repair: false,
+            max_bytes: None,
         }
     }
 }
@@ -104,6 +121,19 @@ pub enum StoreError {
         size: usize,
         /// The limit.
         limit: usize,
+    },
+    /// The batch would take the store past its ceiling.
+    #[error(
+        "the store is full: it holds {held} bytes and this append needs {needed} more, over the \
+         ceiling of {limit} bytes; retention or deleting topics makes room"
+    )]
+    StorageFull {
+        /// Bytes of records the store holds, appends of this pass included.
+        held: u64,
+        /// Bytes of records the batch takes.
+        needed: u64,
+        /// The ceiling.
+        limit: u64,
     },
     /// The offset is outside what the topic holds.
     #[error("offset {offset} is outside {first}..={next}, the offsets topic {topic:?} can serve")]
@@ -187,7 +217,23 @@ pub enum OpenError {
 /// The result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A topic whose appends of this pass could not be made durable, and were dropped.
+/// A commit started by [`Log::commit`]: it names the pass's appends until they settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub u64);
+
+/// What became of one commit: the appends it covered are now durable and readable, except
+/// those of the topics it names as failures, which were dropped.
+#[derive(Debug)]
+pub struct Settled {
+    /// The commit.
+    pub ticket: Ticket,
+    /// The topics whose appends of the commit were dropped: they must be refused.
+    pub failures: Vec<CommitFailure>,
+    /// The topics whose new messages became readable.
+    pub readable: Vec<String>,
+}
+
+/// A topic whose appends of a commit could not be made durable, and were dropped.
 #[derive(Debug)]
 pub struct CommitFailure {
     /// The topic.
@@ -196,23 +242,37 @@ pub struct CommitFailure {
     pub error: io::Error,
 }
 
-/// Every topic, by name.
+/// Every topic, by name: the engine both [`MemoryLog`] and [`FileLog`] are made of. Its topics
+/// are in memory or on disk as its configuration says; callers see it only through [`Log`].
 #[derive(Debug)]
-pub struct Store {
+pub struct Topics {
     /// The topics, ordered by name so that listings come out sorted.
     topics: BTreeMap<String, Topic>,
     /// How the store was set up.
     config: StoreConfig,
     /// Topics appended to since the last commit.
     dirty: Vec<String>,
+    /// The ticket the next commit gets.
+    next_ticket: u64,
+    /// Commits started and not yet settled, oldest first, with the topics each wrote to (none
+    /// for a commit with nothing to flush, which settles with the one before it).
+    in_flight: VecDeque<(Ticket, Vec<String>)>,
+    /// Commits settled and not yet reported by [`Topics::settled`].
+    settled: Vec<Settled>,
+    /// The flush thread, under [`Fsync::Always`] on disk.
+    flusher: Option<flush::Flusher>,
     /// When the files were last flushed, for [`Fsync::Interval`].
     last_sync: Instant,
     /// When retention was last checked on every topic.
     last_retention_check: Instant,
     /// Topics that retention shortened in the last commit.
     trimmed: Vec<String>,
+    /// Failures of the writes of commits in flight, reported when they settle.
+    early_failures: Vec<(Ticket, Vec<CommitFailure>)>,
     /// Where opening set damaged files aside, under `--repair`.
     set_aside: Option<PathBuf>,
+    /// Bytes of segment files opening read and checked.
+    checked_bytes: u64,
 }
 
 /// What the store holds, in sum.
@@ -228,18 +288,24 @@ pub struct Totals {
     pub disk_bytes: Option<u64>,
 }
 
-impl Store {
+impl Topics {
     /// An empty store kept in memory only.
-    pub fn in_memory(config: StoreConfig) -> Store {
+    pub fn in_memory(config: StoreConfig) -> Topics {
         let now = Instant::now();
-        Store {
+        Topics {
             topics: BTreeMap::new(),
             config: StoreConfig { data_dir: None, ..config },
             dirty: Vec::new(),
+            next_ticket: 1,
+            in_flight: VecDeque::new(),
+            settled: Vec::new(),
+            flusher: None,
             last_sync: now,
             last_retention_check: now,
             trimmed: Vec::new(),
+            early_failures: Vec::new(),
             set_aside: None,
+            checked_bytes: 0,
         }
     }
 
@@ -252,17 +318,31 @@ impl Store {
     /// # Errors
     /// [`OpenError::Damaged`] naming every damaged file, having changed nothing; or a
     /// [`StoreError::Io`] when the directory cannot be read or written.
-    pub fn open(config: StoreConfig) -> Result<Store, OpenError> {
+    pub fn open(config: StoreConfig) -> Result<Topics, OpenError> {
         let Some(data_dir) = config.data_dir.clone() else {
-            return Ok(Store::in_memory(config));
+            return Ok(Topics::in_memory(config));
         };
         let aside = config.repair.then(|| SetAside::new(&data_dir, None));
         let recovered = recovery::recover(&data_dir, config.segment_bytes, aside)?;
-        let mut store = Store { config, ..Store::in_memory(StoreConfig::default()) };
+        let flusher = match config.fsync {
+            Fsync::Always => Some(flush::Flusher::start(&data_dir).map_err(|e| {
+                StoreError::Io(IoFailure::doing("cannot start the flush thread".into(), e))
+            })?),
+            _ => None,
+        };
+        let mut store = Topics { config, ..Topics::in_memory(StoreConfig::default()) };
         store.config.data_dir = Some(data_dir);
+        store.flusher = flusher;
         store.topics.extend(recovered.topics);
         store.set_aside = recovered.set_aside;
+        store.checked_bytes = recovered.checked_bytes;
         Ok(store)
+    }
+
+    /// Bytes of segment files opening read and checked: the newest segment of each topic, and
+    /// any sealed one without a usable index.
+    pub fn checked_bytes(&self) -> u64 {
+        self.checked_bytes
     }
 
     /// Where opening set damaged files aside (`DATA_DIR/damaged/<n>/`), if it set any aside.
@@ -272,7 +352,7 @@ impl Store {
 
     /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`, and
     /// returns the first and last offsets given. They become readable at the next
-    /// [`Store::commit`], which may still drop them.
+    /// [`Topics::commit`], which may still drop them.
     ///
     /// # Errors
     /// An invalid name or an oversized message refuses the whole batch; so does a failure to
@@ -289,6 +369,14 @@ impl Store {
             messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit)
         {
             return Err(StoreError::MessageTooLarge { index, size, limit });
+        }
+        if let Some(limit) = self.config.max_bytes {
+            let needed: u64 =
+                messages.iter().map(|m| segment::Segment::record_len(m.key, m.value) as u64).sum();
+            let held: u64 = self.topics.values().map(Topic::stored_bytes).sum();
+            if held.saturating_add(needed) > limit {
+                return Err(StoreError::StorageFull { held, needed, limit });
+            }
         }
         if !self.topics.contains_key(topic) {
             self.create(topic, Retention::default())?;
@@ -307,26 +395,62 @@ impl Store {
         Ok((last + 1 - messages.len() as u64, last))
     }
 
-    /// Makes every append since the last commit readable and, for a store on disk, durable
-    /// under the flush policy; then applies retention. Returns the topics whose appends could
-    /// not be written: those appends were dropped and must be refused.
-    pub fn commit(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
-        let sync_each = self.config.fsync == Fsync::Always;
-        let mut failures = Vec::new();
-        self.trimmed.clear();
-        for name in std::mem::take(&mut self.dirty) {
-            let Some(topic) = self.topics.get_mut(&name) else { continue };
-            match topic.commit(sync_each) {
-                Ok(()) => {
-                    if topic.trim(&self.config.retention, now_ms) > 0 {
-                        self.trimmed.push(name);
+    /// Starts the commit of every append since the last one, and applies retention. Under
+    /// [`Fsync::Always`] on disk the appends are written here and flushed by the flush thread:
+    /// the commit settles when [`Topics::settled`] reports it. Otherwise (in memory, or a flush
+    /// policy that does not wait for the disk) it settles at once.
+    pub fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        let dirty = std::mem::take(&mut self.dirty);
+        if let Some(flusher) = &self.flusher {
+            let mut failures = Vec::new();
+            let mut job = flush::Job { ticket: ticket.0, files: Vec::new(), dirs: Vec::new() };
+            let mut written = Vec::with_capacity(dirty.len());
+            for name in dirty {
+                let Some(topic) = self.topics.get_mut(&name) else { continue };
+                match topic.write(ticket.0, true) {
+                    Ok(()) => {
+                        topic.take_flush(&mut job.files, &mut job.dirs);
+                        written.push(name);
                     }
-                }
-                Err(error) => {
-                    tracing::error!(topic = %Shown(&name), %error, "appends could not be written; refused");
-                    failures.push(CommitFailure { topic: name, error });
+                    Err(error) => failures.push(failed(name, error)),
                 }
             }
+            let sent = !written.is_empty()
+                && match flusher.send(job) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        for name in std::mem::take(&mut written) {
+                            if let Some(topic) = self.topics.get_mut(&name) {
+                                topic.fail();
+                            }
+                            let error = io::Error::new(error.kind(), error.to_string());
+                            failures.push(failed(name, error));
+                        }
+                        false
+                    }
+                };
+            if !sent && self.in_flight.is_empty() {
+                self.settled.push(Settled { ticket, failures, readable: Vec::new() });
+            } else {
+                // Commits settle in order: one with nothing to flush settles with the one
+                // before it. Failures of the writes are reported with the rest of the commit.
+                self.in_flight.push_back((ticket, written));
+                self.ready_failures(ticket, failures);
+            }
+        } else {
+            let sync_each = self.config.fsync == Fsync::Always;
+            let mut settled = Settled { ticket, failures: Vec::new(), readable: Vec::new() };
+            for name in dirty {
+                let Some(topic) = self.topics.get_mut(&name) else { continue };
+                match topic.commit(sync_each) {
+                    Ok(()) => settled.readable.push(name),
+                    Err(error) => settled.failures.push(failed(name, error)),
+                }
+            }
+            self.trim(&settled.readable, now_ms);
+            self.settled.push(settled);
         }
         if let Fsync::Interval(interval) = self.config.fsync {
             if now.duration_since(self.last_sync) >= interval {
@@ -346,12 +470,115 @@ impl Store {
                 }
             }
         }
-        failures
+        ticket
     }
 
-    /// The topics whose oldest messages retention removed in the last [`Store::commit`].
-    pub fn trimmed(&self) -> &[String] {
-        &self.trimmed
+    /// Keeps the failures of the writes of commit `ticket`, whose flush is in flight, to
+    /// report with it.
+    fn ready_failures(&mut self, ticket: Ticket, failures: Vec<CommitFailure>) {
+        if !failures.is_empty() {
+            self.early_failures.push((ticket, failures));
+        }
+    }
+
+    /// Applies retention to `topics`, which have just grown, noting those it shortened.
+    fn trim(&mut self, topics: &[String], now_ms: u64) {
+        for name in topics {
+            let Some(topic) = self.topics.get_mut(name) else { continue };
+            if topic.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(name) {
+                self.trimmed.push(name.clone());
+            }
+        }
+    }
+
+    /// The commits that settled since the last call, oldest first, without waiting.
+    pub fn settled(&mut self) -> Vec<Settled> {
+        if let Some(flusher) = &self.flusher {
+            let done = flusher.take();
+            for done in done {
+                self.apply(done);
+            }
+        }
+        std::mem::take(&mut self.settled)
+    }
+
+    /// Waits until every commit started has settled, and returns those not yet reported.
+    pub fn wait_settled(&mut self) -> Vec<Settled> {
+        while !self.in_flight.is_empty() {
+            let Some(done) = self.flusher.as_ref().and_then(flush::Flusher::wait) else {
+                // The flush thread is gone: nothing in flight will ever be durable.
+                let error = Arc::new(io::Error::other("the flush thread has stopped"));
+                let tickets = self.in_flight.iter().map(|(ticket, _)| ticket.0).collect();
+                self.apply(flush::Done { tickets, error: Some(error) });
+                break;
+            };
+            self.apply(done);
+        }
+        self.settled()
+    }
+
+    /// Settles the commits the flush thread reports on.
+    fn apply(&mut self, done: flush::Done) {
+        let now_ms = crate::clock::epoch_ms();
+        for ticket in done.tickets {
+            self.settle_unflushed();
+            let Some((front, topics)) = self.in_flight.pop_front() else { break };
+            debug_assert_eq!(front.0, ticket, "the flush thread reports in order");
+            let mut settled = Settled { ticket: front, failures: Vec::new(), readable: Vec::new() };
+            if let Some(at) = self.early_failures.iter().position(|(t, _)| *t == front) {
+                settled.failures = self.early_failures.swap_remove(at).1;
+            }
+            for name in topics {
+                let Some(topic) = self.topics.get_mut(&name) else {
+                    let error = io::Error::other("the topic was deleted before they were flushed");
+                    settled.failures.push(failed(name, error));
+                    continue;
+                };
+                if let Some(error) = &done.error {
+                    topic.fail();
+                    settled
+                        .failures
+                        .push(failed(name, io::Error::new(error.kind(), error.to_string())));
+                } else if topic.settle(front.0) {
+                    settled.readable.push(name);
+                } else {
+                    let error = io::Error::other("an earlier write or flush of the topic failed");
+                    settled.failures.push(failed(name, error));
+                }
+            }
+            self.trim(&settled.readable, now_ms);
+            self.settled.push(settled);
+        }
+        self.settle_unflushed();
+    }
+
+    /// Settles the commits at the front of those in flight that had nothing to flush.
+    fn settle_unflushed(&mut self) {
+        while let Some((ticket, _)) = self.in_flight.front().filter(|(_, t)| t.is_empty()) {
+            let ticket = *ticket;
+            self.in_flight.pop_front();
+            let failures = match self.early_failures.iter().position(|(t, _)| *t == ticket) {
+                Some(at) => self.early_failures.swap_remove(at).1,
+                None => Vec::new(),
+            };
+            self.settled.push(Settled { ticket, failures, readable: Vec::new() });
+        }
+    }
+
+    /// Commits, and waits until it settled: the topics whose appends were dropped.
+    pub fn commit_and_wait(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
+        self.commit(now, now_ms);
+        self.wait_settled().into_iter().flat_map(|settled| settled.failures).collect()
+    }
+
+    /// The descriptor to poll beside the socket: readable when a commit settled.
+    pub fn wake_fd(&self) -> Option<RawFd> {
+        self.flusher.as_ref().map(flush::Flusher::fd)
+    }
+
+    /// The topics whose oldest messages retention removed since the last call.
+    pub fn take_trimmed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.trimmed)
     }
 
     /// The next moment a commit has timed work to do even with no append: a periodic flush
@@ -372,8 +599,13 @@ impl Store {
         }
     }
 
-    /// Flushes every topic's files, for a clean stop under any flush policy.
+    /// Flushes every topic's files, for a clean stop under any flush policy. Commits still in
+    /// flight settle first; call [`Topics::wait_settled`] before to hear of them.
     pub fn close(&mut self) {
+        let unheard = self.wait_settled();
+        if !unheard.is_empty() {
+            tracing::debug!(commits = unheard.len(), "commits settled at close, unreported");
+        }
         for (name, topic) in &mut self.topics {
             if let Err(error) = topic.sync() {
                 tracing::error!(topic = %Shown(name), %error, "final flush failed");
@@ -406,7 +638,7 @@ impl Store {
         }
         // Room for what is there, up to the limit, at once rather than by doubling.
         out.reserve(budget.messages_left().min((next - offset) as usize));
-        log.read(offset, &mut budget, out);
+        log.read(offset, &mut budget, out).map_err(io_error)?;
         Ok(next)
     }
 
@@ -453,6 +685,15 @@ impl Store {
         self.topics.get(topic).ok_or_else(|| unknown(topic))
     }
 
+    /// A topic's first offset held and next offset to be given.
+    ///
+    /// # Errors
+    /// An unknown topic.
+    pub fn offsets(&self, topic: &str) -> Result<(u64, u64)> {
+        let log = self.topic(topic)?;
+        Ok((log.first_offset(), log.next_offset()))
+    }
+
     /// Every topic with its offsets, ordered by name.
     pub fn list(&self) -> Vec<TopicInfo> {
         self.topics
@@ -493,6 +734,12 @@ fn check_name(topic: &str) -> Result<()> {
 
 fn unknown(topic: &str) -> StoreError {
     StoreError::UnknownTopic(topic.to_owned())
+}
+
+/// A failure of topic `name`'s appends, logged.
+fn failed(name: String, error: io::Error) -> CommitFailure {
+    tracing::error!(topic = %Shown(&name), %error, "appends could not be written; refused");
+    CommitFailure { topic: name, error }
 }
 
 fn io_error(error: io::Error) -> StoreError {

@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 
 use super::damaged::{DamageReport, DamagedFile, SetAside};
 use super::disk::{self, Meta, MetaError, TopicFile};
-use super::segment::{Segment, WholeRecordAfter};
+use super::index::{self, Index};
+use super::segment::{self, Segment, WholeRecordAfter};
 use super::topic::Topic;
 use super::{IoFailure, OpenError, StoreError};
+use crate::files;
 
 /// What opening a data directory gave.
 #[derive(Debug)]
@@ -30,6 +32,8 @@ pub struct Recovered {
     pub topics: Vec<(String, Topic)>,
     /// Where `--repair` set files aside, if it set any aside.
     pub set_aside: Option<PathBuf>,
+    /// Bytes of segment files read and checked (the others were known from their indexes).
+    pub checked_bytes: u64,
 }
 
 /// A damaged file and what `--repair` does about it.
@@ -66,6 +70,9 @@ struct Scanned {
     set_aside: usize,
     /// The newest segment's damage, when it is a torn tail: where and why.
     torn: Option<(u64, &'static str)>,
+    /// The base offsets of the sealed segments that had no index that could be used: they
+    /// were checked, and get one.
+    unindexed: Vec<u64>,
 }
 
 /// Everything found in a data directory.
@@ -77,6 +84,10 @@ struct Plan {
     findings: Vec<Finding>,
     /// The broker's own leftovers to remove, each with what it is.
     leftovers: Vec<(PathBuf, &'static str)>,
+    /// Bytes of segment files read and checked.
+    checked_bytes: u64,
+    /// How many `topic.meta` files are of format 0.
+    old_metas: usize,
 }
 
 /// Opens the topics of `data_dir`, as the module explains. `set_aside` is where `--repair`
@@ -130,14 +141,22 @@ pub fn recover(
     fs::create_dir_all(&topics_dir).map_err(|e| io_error("make", &topics_dir, e))?;
 
     let mut topics = Vec::new();
+    let (mut old_format, mut indexed) = (0, 0);
     for scanned in plan.topics {
-        let Scanned { dir, meta, segments, set_aside: skip, torn } = scanned;
+        let Scanned { dir, meta, segments, set_aside: skip, torn, unindexed } = scanned;
         let mut kept = Vec::new();
         let mut dropped = 0;
-        for (segment, path, read_len) in segments.into_iter().skip(skip) {
-            if torn.is_some() && read_len != segment.len_bytes() as u64 {
-                cut(&path, segment.len_bytes() as u64).map_err(|e| io_error("cut", &path, e))?;
-                dropped = read_len - segment.len_bytes() as u64;
+        let count = segments.len();
+        for (i, (segment, path, read_len)) in segments.into_iter().enumerate().skip(skip) {
+            let len = segment.persisted_len() as u64;
+            if torn.is_some() && read_len != len {
+                cut(&path, len).map_err(|e| io_error("cut", &path, e))?;
+                dropped = read_len - len;
+            }
+            old_format += usize::from(!segment.has_header());
+            if i + 1 < count && unindexed.contains(&segment.base_offset()) {
+                write_index(&dir, &segment).map_err(|e| io_error("index", &path, e))?;
+                indexed += 1;
             }
             kept.push(segment);
         }
@@ -159,7 +178,38 @@ pub fn recover(
         );
         topics.push((meta.name, topic));
     }
-    Ok(Recovered { topics, set_aside: set_aside.and_then(|a| a.run().map(Path::to_path_buf)) })
+    if plan.old_metas > 0 {
+        tracing::info!(
+            "{} topic.meta files have no format header (written by an older broker): read as \
+             format 0",
+            plan.old_metas
+        );
+    }
+    if old_format > 0 {
+        tracing::info!(
+            "{old_format} segment files have no format header (written by an older broker): read \
+             as format 0; new segments are written in format {}",
+            super::format::VERSION
+        );
+    }
+    if indexed > 0 {
+        tracing::info!(
+            "checked {indexed} sealed segments that had no usable index, and indexed them"
+        );
+    }
+    Ok(Recovered {
+        topics,
+        set_aside: set_aside.and_then(|a| a.run().map(Path::to_path_buf)),
+        checked_bytes: plan.checked_bytes,
+    })
+}
+
+/// Writes a sealed segment's index file in topic directory `dir`, durably.
+fn write_index(dir: &Path, segment: &Segment) -> io::Result<()> {
+    let base = segment.base_offset();
+    let bytes = segment.index().encode();
+    files::replace(dir, &index::file_name(base), &index::writing_name(base), &bytes, true)?;
+    files::sync_dir(dir)
 }
 
 /// Reads every topic directory of `data_dir` and checks it, changing nothing.
@@ -183,7 +233,10 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
     let files = entries(&dir)?;
     let meta_path = dir.join(disk::META_FILE);
     let meta = match disk::read_meta(&dir) {
-        Ok(meta) => meta,
+        Ok((meta, old)) => {
+            plan.old_metas += usize::from(old);
+            meta
+        }
         Err(MetaError::Missing) => {
             let only_meta_writing = files.iter().all(|(path, is_dir)| {
                 !is_dir && file_name(path).is_some_and(|n| n == disk::META_WRITING_FILE)
@@ -231,6 +284,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
     }
 
     let mut bases = Vec::new();
+    let mut indexes = std::collections::BTreeMap::new();
     for (path, is_dir) in files {
         let kind = file_name(&path).map_or(TopicFile::Unknown, disk::topic_file);
         match kind {
@@ -239,28 +293,85 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
                 plan.leftovers.push((path, "a topic.meta.new no topic.meta was renamed from"));
             }
             TopicFile::Segment(base) if !is_dir => bases.push((base, path)),
+            TopicFile::Index(base) if !is_dir => {
+                indexes.insert(base, path);
+            }
+            TopicFile::IndexWriting(_) if !is_dir => {
+                plan.leftovers.push((path, "an index file whose writing was interrupted"));
+            }
             _ => {
-                let problem =
-                    "is not a file the broker keeps in a topic directory (topic.meta and \
-                     segments named after their 20-digit base offset with .log)"
-                        .to_owned();
+                let problem = "is not a file the broker keeps in a topic directory (topic.meta, \
+                     segments named after their 20-digit base offset with .log, and their \
+                     indexes with .idx)"
+                    .to_owned();
                 plan.findings.push(damaged(&path, problem, &path));
             }
         }
     }
     bases.sort();
+    for (base, path) in &indexes {
+        if bases.binary_search_by_key(base, |(b, _)| *b).is_err() {
+            plan.leftovers.push((path.clone(), "an index file whose segment is gone"));
+        }
+    }
 
     let count = bases.len();
-    let mut scanned = Scanned { dir, meta, segments: Vec::new(), set_aside: 0, torn: None };
+    let mut scanned = Scanned {
+        dir,
+        meta,
+        segments: Vec::new(),
+        set_aside: 0,
+        torn: None,
+        unindexed: Vec::new(),
+    };
     let mut previous: Option<(u64, bool)> = None;
     for (i, (base, path)) in bases.into_iter().enumerate() {
         let newest = i + 1 == count;
-        let bytes = fs::read(&path).map_err(|e| {
-            StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e))
-        })?;
-        let read_len = bytes.len() as u64;
-        let capacity = if newest { segment_bytes } else { 0 };
-        let (segment, damage) = Segment::recover(base, bytes, capacity);
+        let unreadable =
+            |e| StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e));
+        // The newest segment takes the appends to come, in memory; the older ones are sealed,
+        // and stay in their files, mapped.
+        // A sealed segment whose index checks out and fits its file is not read at all: its
+        // index was written after its records were flushed. Any other is read and checked.
+        let (read_len, (segment, damage)) = if newest {
+            let bytes = fs::read(&path).map_err(unreadable)?;
+            plan.checked_bytes += bytes.len() as u64;
+            (bytes.len() as u64, Segment::recover(base, bytes, segment_bytes))
+        } else {
+            let map = segment::map_file(&path).map_err(unreadable)?;
+            let len = map.len() as u64;
+            let index = indexes.get(&base).and_then(|index| match fs::read(index) {
+                Ok(bytes) => Index::decode(&bytes)
+                    .inspect_err(|why| {
+                        tracing::warn!(file = %index.display(), "{why}; rebuilt from its segment");
+                    })
+                    .ok(),
+                Err(error) => {
+                    tracing::warn!(%error, file = %index.display(), "rebuilt from its segment");
+                    None
+                }
+            });
+            match index {
+                Some(index) => match Segment::from_index(base, map, &index) {
+                    Some(segment) => (len, (segment, None)),
+                    None => {
+                        tracing::warn!(
+                            file = %path.display(),
+                            "its index does not fit it; checked and indexed anew"
+                        );
+                        scanned.unindexed.push(base);
+                        plan.checked_bytes += len;
+                        let map = segment::map_file(&path).map_err(unreadable)?;
+                        (len, Segment::recover_mapped(base, map))
+                    }
+                },
+                None => {
+                    scanned.unindexed.push(base);
+                    plan.checked_bytes += len;
+                    (len, Segment::recover_mapped(base, map))
+                }
+            }
+        };
         if let Some((end, false)) = previous.filter(|&(end, _)| end != base) {
             let problem = format!(
                 "starts at offset {base}, but the segment before it ends at offset {end}, so the \
@@ -302,7 +413,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
                     );
                     plan.findings.push(Finding {
                         file: DamagedFile { path: path.clone(), problem },
-                        fix: Fix::CopyAndCut(segment.len_bytes() as u64),
+                        fix: Fix::CopyAndCut(segment.persisted_len() as u64),
                         reported: true,
                     });
                 }

@@ -27,7 +27,7 @@ fn config(data_dir: Option<&Path>) -> StoreConfig {
 fn append(store: &mut Store, topic: &str, values: &[&str]) -> Result<(u64, u64)> {
     let messages: Vec<NewMessage<'_>> = values.iter().map(|v| message(v.as_bytes())).collect();
     let offsets = store.append(topic, &messages, NOW)?;
-    assert!(store.commit(Instant::now(), NOW).is_empty());
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     Ok(offsets)
 }
 
@@ -37,7 +37,9 @@ fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
     out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
 }
 
-/// Runs each test against a store in memory and a store in a fresh directory.
+/// Runs each test against a store in memory ([`MemoryLog`]), a store in a fresh directory
+/// ([`FileLog`]) whose commits a flush thread settles (`--fsync always`), and one whose commits
+/// settle at once (`--fsync never`).
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -47,6 +49,16 @@ macro_rules! both_stores {
             $(#[test] fn $name() {
                 let dir = tempfile::tempdir().unwrap();
                 super::$name(&mut super::Store::open(super::config(Some(dir.path()))).unwrap());
+            })*
+        }
+        mod on_disk_unflushed {
+            $(#[test] fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let config = super::StoreConfig {
+                    fsync: super::Fsync::Never,
+                    ..super::config(Some(dir.path()))
+                };
+                super::$name(&mut super::Store::open(config).unwrap());
             })*
         }
     };
@@ -59,7 +71,34 @@ both_stores!(
     reads_outside_the_log_are_refused_but_the_end_is_not,
     create_then_delete,
     retention_keeps_the_newest_messages,
+    commits_settle_in_order_and_only_then_are_read,
 );
+
+fn commits_settle_in_order_and_only_then_are_read(store: &mut Store) {
+    store.append("t", &[message(b"a")], NOW).unwrap();
+    let first = store.commit(Instant::now(), NOW);
+    store.append("t", &[message(b"b")], NOW).unwrap();
+    store.append("u", &[message(b"c")], NOW).unwrap();
+    let second = store.commit(Instant::now(), NOW);
+    let third = store.commit(Instant::now(), NOW);
+    assert!(first < second && second < third);
+    let mut settled = store.settled();
+    if settled.len() < 3 {
+        // Whatever did not settle yet is not readable yet.
+        let read = read_all(store, "t", 0).len();
+        assert!(read <= settled.iter().filter(|s| s.readable.contains(&"t".into())).count());
+        settled.extend(store.wait_settled());
+    }
+    let tickets: Vec<Ticket> = settled.iter().map(|s| s.ticket).collect();
+    assert_eq!(tickets, [first, second, third]);
+    assert!(settled.iter().all(|s| s.failures.is_empty()));
+    assert_eq!(settled[0].readable, ["t"]);
+    assert_eq!(settled[1].readable, ["t", "u"]);
+    assert!(settled[2].readable.is_empty(), "a commit of nothing settles too");
+    assert_eq!(read_all(store, "t", 0), [(0, "a".into()), (1, "b".into())]);
+    assert_eq!(read_all(store, "u", 0), [(0, "c".into())]);
+    assert!(store.wait_settled().is_empty());
+}
 
 fn append_creates_the_topic_and_read_returns_it(store: &mut Store) {
     assert_eq!(append(store, "t", &["a", "b"]), Ok((0, 1)));
@@ -76,7 +115,7 @@ fn appends_are_invisible_until_commit(store: &mut Store) {
     store.append("t", &[message(b"a")], NOW).unwrap();
     assert!(read_all(store, "t", 0).is_empty());
     assert_eq!(store.list()[0].next_offset, 0);
-    assert!(store.commit(Instant::now(), NOW).is_empty());
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     assert_eq!(read_all(store, "t", 0), [(0, "a".into())]);
 }
 
@@ -94,7 +133,7 @@ fn refused_operations_change_nothing(store: &mut Store) {
     ));
     assert_eq!(store.create("t", Retention::default()), Err(StoreError::TopicExists("t".into())));
     assert_eq!(store.delete("u"), Err(StoreError::UnknownTopic("u".into())));
-    assert!(store.commit(Instant::now(), NOW).is_empty());
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     assert_eq!(store.list().len(), 1);
     assert_eq!(read_all(store, "t", 0), [(0, "a".into())]);
 }
@@ -140,7 +179,7 @@ fn retention_keeps_the_newest_messages(store: &mut Store) {
     assert_eq!(read_all(store, "kept", info.first_offset).len() as u64, info.messages);
 }
 
-fn reopen(dir: &TempDir) -> Store {
+fn reopen(dir: &TempDir) -> Box<Store> {
     Store::open(config(Some(dir.path()))).unwrap()
 }
 
@@ -186,7 +225,7 @@ fn a_reopened_store_has_every_committed_message() {
     store
         .append("Hello world", &[NewMessage { key: Some(b"k"), value: b"keyed" }], NOW + 1)
         .unwrap();
-    store.commit(Instant::now(), NOW).is_empty().then_some(()).unwrap();
+    store.commit_and_wait(Instant::now(), NOW).is_empty().then_some(()).unwrap();
     store.create("empty", Retention { bytes: Some(1000), ..Retention::default() }).unwrap();
     let before = store.list();
     drop(store);
@@ -204,6 +243,51 @@ fn a_reopened_store_has_every_committed_message() {
     assert_eq!(read, values);
     assert!(segment_files(&dir, "Hello world").len() > 1, "the test should span segments");
     assert!(store.totals().disk_bytes.unwrap() > 0);
+}
+
+#[test]
+fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = "v".repeat(90);
+    let resident = |topics: &Topics| topics.topic("t").unwrap().memory_bytes();
+    let mut store = Topics::open(config(Some(dir.path()))).unwrap();
+    for _ in 0..40 {
+        store.append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW).unwrap();
+        assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    }
+    assert!(resident(&store) <= 256, "{} bytes in memory", resident(&store));
+    let mut out = Vec::new();
+    store.read("t", 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    let written: Vec<(u64, String)> =
+        out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect();
+    assert_eq!(written.len(), 80);
+    let files = segment_files(&dir, "t").len();
+    assert!(files > 10, "the test should span many segments: {files}");
+    drop(out);
+    drop(store);
+
+    let mut topics = Topics::open(config(Some(dir.path()))).unwrap();
+    // The newest segment's buffer, at most a segment's size (256 bytes here).
+    assert!(resident(&topics) <= 256, "{} bytes in memory", resident(&topics));
+    let mut out = Vec::new();
+    topics.read("t", 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    let read: Vec<(u64, String)> =
+        out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect();
+    assert_eq!(read, written);
+    drop(out);
+    for _ in 0..10 {
+        topics.append("t", &[message(value.as_bytes()), message(b"x")], NOW).unwrap();
+        assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
+    }
+    assert!(resident(&topics) <= 256, "{} bytes in memory", resident(&topics));
+    let mut in_memory = Topics::in_memory(config(None));
+    for _ in 0..40 {
+        in_memory
+            .append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW)
+            .unwrap();
+        assert!(in_memory.commit_and_wait(Instant::now(), NOW).is_empty());
+    }
+    assert!(resident(&in_memory) > 40 * 2 * 90, "in memory, every segment stays");
 }
 
 #[test]
@@ -265,9 +349,16 @@ fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
     assert_eq!(read_all(&reopen(&dir), "t", 0), [(0, "first".into())]);
 }
 
+/// Removes a sealed segment's index, as if it had been written by a broker before indexes, or
+/// sealed just before a crash: opening then reads and checks it.
+fn unindex(segment: &Path) {
+    fs::remove_file(segment.with_extension("idx")).unwrap();
+}
+
 #[test]
 fn a_damaged_older_segment_stops_the_store_from_opening() {
     let dir = forty_values_on_disk();
+    unindex(&segment_files(&dir, "t")[0]);
     flip_a_byte(&segment_files(&dir, "t")[0]);
     let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
     assert!(error.contains("is damaged") && error.contains("checksum"), "{error}");
@@ -278,6 +369,7 @@ fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
     let dir = forty_values_on_disk();
     let files = segment_files(&dir, "t");
     assert!(files.len() >= 4, "{files:?}");
+    unindex(&files[1]);
     flip_a_byte(&files[1]);
 
     let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
@@ -291,6 +383,124 @@ fn repair_sets_aside_a_damaged_older_segment_with_those_before_it() {
         assert!(!file.exists());
         assert!(aside.join(file.file_name().unwrap()).exists());
     }
+}
+
+#[test]
+fn a_reopen_reads_only_the_newest_segment_and_trusts_the_indexes_of_the_others() {
+    let dir = forty_values_on_disk();
+    let files = segment_files(&dir, "t");
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files[..files.len() - 1] {
+        assert!(file.with_extension("idx").is_file(), "{} has no index", file.display());
+    }
+    let newest = fs::metadata(files.last().unwrap()).unwrap().len();
+    let store = reopen(&dir);
+    assert_eq!(store.checked_bytes(), newest);
+    assert_eq!(read_all(&store, "t", 0).len(), 40);
+}
+
+#[test]
+fn a_damaged_index_is_rebuilt_from_its_segment_and_never_trusted() {
+    let dir = forty_values_on_disk();
+    let files = segment_files(&dir, "t");
+    let index = files[1].with_extension("idx");
+    let good = fs::read(&index).unwrap();
+    let mut bad = good.clone();
+    // The record count: trusted, it would make offsets up.
+    bad[16] ^= 0x04;
+    fs::write(&index, &bad).unwrap();
+    let store = reopen(&dir);
+    let newest = fs::metadata(files.last().unwrap()).unwrap().len();
+    let second = fs::metadata(&files[1]).unwrap().len();
+    assert_eq!(store.checked_bytes(), newest + second);
+    assert_eq!(read_all(&store, "t", 0), read_all(&reopen(&dir), "t", 0));
+    assert_eq!(read_all(&store, "t", 0).len(), 40);
+    assert_eq!(fs::read(&index).unwrap(), good, "the index is written anew");
+
+    // An index that checks out but describes a file of another length is not trusted either.
+    drop(store);
+    let mut longer = fs::read(&files[1]).unwrap();
+    longer.extend_from_slice(&[0; 3]);
+    fs::write(&files[1], longer).unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
+    assert!(error.contains(files[1].file_name().unwrap().to_str().unwrap()), "{error}");
+}
+
+#[test]
+fn what_a_crash_while_writing_an_index_leaves_is_cleared_or_rebuilt() {
+    let dir = forty_values_on_disk();
+    let expected = read_all(&reopen(&dir), "t", 0);
+    let files = segment_files(&dir, "t");
+    // Killed before the rename: a half-written `.idx.new` beside no index.
+    let first = files[0].with_extension("idx");
+    let writing = files[0].with_extension("idx.new");
+    let bytes = fs::read(&first).unwrap();
+    fs::write(&writing, &bytes[..bytes.len() / 2]).unwrap();
+    fs::remove_file(&first).unwrap();
+    // An index cut short, as a file system without ordered writes may leave one.
+    let second = files[1].with_extension("idx");
+    let bytes = fs::read(&second).unwrap();
+    fs::write(&second, &bytes[..bytes.len() - 3]).unwrap();
+    // Killed before any index of the third was written.
+    fs::remove_file(files[2].with_extension("idx")).unwrap();
+
+    let store = reopen(&dir);
+    assert_eq!(read_all(&store, "t", 0), expected);
+    assert!(!writing.exists(), "the interrupted index was not cleared");
+    let newest = fs::metadata(files.last().unwrap()).unwrap().len();
+    let rebuilt: u64 = files[..3].iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+    assert_eq!(store.checked_bytes(), newest + rebuilt);
+    drop(store);
+    // Each was indexed again: the next opening reads only the newest segment.
+    assert_eq!(reopen(&dir).checked_bytes(), newest);
+}
+
+#[test]
+fn damage_in_an_indexed_segment_is_refused_when_read_naming_the_file() {
+    let dir = forty_values_on_disk();
+    let files = segment_files(&dir, "t");
+    flip_a_byte(&files[1]);
+    let store = reopen(&dir);
+    let first: u64 = files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let mut out = Vec::new();
+    let error = store.read("t", first, Budget::new(100, usize::MAX), &mut out).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains(files[1].to_str().unwrap()) && text.contains("damaged"), "{text}");
+    assert!(out.is_empty());
+    // Reads stop before the damage, and what is not damaged reads as ever.
+    store.read("t", 0, Budget::new(100, usize::MAX), &mut out).unwrap();
+    assert_eq!(out.last().map(|m| m.offset), Some(first - 1));
+    let later: u64 = files[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    assert_eq!(read_all(&store, "t", later).len() as u64, 40 - later);
+}
+
+#[test]
+fn a_directory_of_the_format_before_headers_and_indexes_opens() {
+    let dir = forty_values_on_disk();
+    let expected = read_all(&reopen(&dir), "t", 0);
+    let files = segment_files(&dir, "t");
+    for file in &files {
+        let bytes = fs::read(file).unwrap();
+        assert_eq!(&bytes[..6], b"BRKLOG");
+        fs::write(file, &bytes[8..]).unwrap();
+        let _ = fs::remove_file(file.with_extension("idx"));
+    }
+    let meta = files[0].with_file_name(disk::META_FILE);
+    let bytes = fs::read(&meta).unwrap();
+    assert_eq!(&bytes[..6], b"BRKTOP");
+    fs::write(&meta, &bytes[8..]).unwrap();
+    let total: u64 = files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+    let mut store = reopen(&dir);
+    assert_eq!(store.checked_bytes(), total);
+    assert_eq!(read_all(&store, "t", 0), expected);
+    append(&mut store, "t", &["new"]).unwrap();
+    drop(store);
+    for file in &files[..files.len() - 1] {
+        assert!(file.with_extension("idx").is_file(), "{} was not indexed", file.display());
+    }
+    let store = reopen(&dir);
+    assert_eq!(read_all(&store, "t", 0).last(), Some(&(40, "new".to_owned())));
+    assert_eq!(read_all(&store, "t", 0).len(), 41);
 }
 
 #[test]
@@ -360,7 +570,7 @@ fn a_failed_write_refuses_the_pass_and_keeps_serving() {
 
     store.append("full", &[message(b"lost")], NOW).unwrap();
     store.append("ok", &[message(b"also kept")], NOW).unwrap();
-    let failures = store.commit(Instant::now(), NOW);
+    let failures = store.commit_and_wait(Instant::now(), NOW);
     assert_eq!(failures.iter().map(|f| f.topic.as_str()).collect::<Vec<_>>(), ["full"]);
     assert!(read_all(&store, "full", 0).is_empty());
     assert_eq!(store.list().iter().find(|t| t.name == "full").unwrap().next_offset, 0);
@@ -387,4 +597,40 @@ fn a_failed_file_operation_keeps_its_io_error_and_says_which_file() {
     assert!(text.contains(&not_a_dir.display().to_string()), "{text}");
     assert!(text.ends_with(&failure.error().to_string()), "{text}");
     assert_eq!(failure, failure.clone());
+}
+
+#[test]
+fn a_failed_flush_drops_every_unsettled_append_of_its_topics_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut topics = Topics::open(config(Some(dir.path()))).unwrap();
+    topics.append("t", &[message(b"kept")], NOW).unwrap();
+    assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
+    topics.append("t", &[message(b"lost 1")], NOW).unwrap();
+    topics.append("other", &[message(b"other")], NOW).unwrap();
+    let first = topics.commit(Instant::now(), NOW);
+    topics.append("t", &[message(b"lost 2")], NOW).unwrap();
+    let second = topics.commit(Instant::now(), NOW);
+    // Stop the real flush thread (what it reports is dropped with it) and report in its place
+    // that the first flush failed and the second succeeded.
+    topics.flusher = None;
+    let error = Arc::new(io::Error::other("the disk failed"));
+    topics.apply(flush::Done { tickets: vec![first.0], error: Some(error) });
+    topics.apply(flush::Done { tickets: vec![second.0], error: None });
+    let settled = topics.settled();
+    let failed: Vec<Vec<&str>> =
+        settled.iter().map(|s| s.failures.iter().map(|f| f.topic.as_str()).collect()).collect();
+    assert_eq!(failed, [vec!["t", "other"], vec!["t"]], "the second append followed the first");
+    assert!(settled.iter().all(|s| s.readable.is_empty()));
+    let mut out = Vec::new();
+    topics.read("t", 0, Budget::new(10, 1000), &mut out).unwrap();
+    assert_eq!(out.iter().map(|m| m.value).collect::<Vec<_>>(), [b"kept"]);
+    assert_eq!(topics.offsets("other"), Ok((0, 0)));
+    drop(out);
+
+    topics.flusher = Some(flush::Flusher::start(dir.path()).unwrap());
+    topics.append("t", &[message(b"next")], NOW).unwrap();
+    assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
+    drop(topics);
+    let store = reopen(&dir);
+    assert_eq!(read_all(&store, "t", 0), [(0, "kept".into()), (1, "next".into())]);
 }

@@ -5,12 +5,13 @@ use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use protocol::{Message, Retention};
 
-use super::disk;
 use super::segment::Segment;
 use super::Budget;
+use super::{disk, index};
 use crate::files;
 
 /// One topic's log.
@@ -22,8 +23,13 @@ pub struct Topic {
     /// survives retention removing every message.
     end: u64,
     /// Messages below this offset are durable under the store's flush policy and may be read;
-    /// those from here to `end` were appended in the present pass and are not yet.
+    /// those from here to `end` were appended since, and their commit has not settled.
     committed: u64,
+    /// The offset `end` had when the last commit started: messages from here to `end` were
+    /// appended in the present pass.
+    staged: u64,
+    /// Commits started and not yet settled, oldest first.
+    pending: VecDeque<Pending>,
     /// Committed messages held.
     messages: u64,
     /// Bytes of keys and values of the committed messages held.
@@ -36,13 +42,32 @@ pub struct Topic {
     files: Option<Files>,
 }
 
+/// One started commit of a topic, waiting to settle.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The commit's ticket.
+    ticket: u64,
+    /// The topic's end when it started: what becomes readable when it settles.
+    end: u64,
+    /// Messages, and their bytes of keys and values, it covers.
+    added: (u64, u64),
+}
+
 /// A topic's directory and the segment file being appended to.
 #[derive(Debug)]
 struct Files {
     /// The topic's directory.
     dir: PathBuf,
-    /// The newest segment's base offset and its file, open to append.
-    active: Option<(u64, File)>,
+    /// The newest segment's base offset and its file, open to append. Shared with the flush
+    /// thread while a flush of it runs.
+    active: Option<(u64, Arc<File>)>,
+    /// Files of segments written whole since the last flush was handed out, to flush with it.
+    retired: Vec<Arc<File>>,
+    /// Whether a file was created in the directory since the last flush was handed out.
+    new_file: bool,
+    /// Whether flushes are made by the store's flush thread (the last write said so): then an
+    /// index is written without a flush of its own (see [`Files::seal`]).
+    deferred: bool,
     /// Bytes in the topic's segment files.
     bytes: u64,
     /// Whether something was written since the last sync.
@@ -56,6 +81,8 @@ impl Topic {
             segments: VecDeque::new(),
             end: 0,
             committed: 0,
+            staged: 0,
+            pending: VecDeque::new(),
             messages: 0,
             payload_bytes: 0,
             uncommitted: (0, 0),
@@ -66,7 +93,15 @@ impl Topic {
 
     /// An empty topic whose files go in `dir`.
     pub fn on_disk(dir: PathBuf, retention: Retention) -> Topic {
-        let files = Files { dir, active: None, bytes: 0, unsynced: false };
+        let files = Files {
+            dir,
+            active: None,
+            retired: Vec::new(),
+            new_file: false,
+            deferred: false,
+            bytes: 0,
+            unsynced: false,
+        };
         Topic { files: Some(files), ..Topic::in_memory(retention) }
     }
 
@@ -84,6 +119,7 @@ impl Topic {
             topic.segments.push_back(segment);
         }
         topic.committed = topic.end;
+        topic.staged = topic.end;
         topic
     }
 
@@ -111,9 +147,9 @@ impl Topic {
         offset
     }
 
-    /// Whether messages were appended since the last commit.
+    /// Whether messages were appended since the last commit started.
     pub fn is_dirty(&self) -> bool {
-        self.committed != self.end
+        self.staged != self.end
     }
 
     /// The oldest offset still held (equal to [`Topic::next_offset`] when empty).
@@ -136,6 +172,18 @@ impl Topic {
         self.payload_bytes
     }
 
+    /// Bytes of records held, framing and file headers included, appends not yet committed
+    /// too: what `--max-memory` and `--max-disk` count.
+    pub fn stored_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len_bytes() as u64).sum()
+    }
+
+    /// Bytes of the broker's own memory its records take: every segment's, for a topic in
+    /// memory; the newest segment's only (the older ones are read from their files), on disk.
+    pub fn memory_bytes(&self) -> usize {
+        self.segments.iter().map(Segment::memory_bytes).sum()
+    }
+
     /// Bytes of its segment files, for a topic on disk.
     pub fn disk_bytes(&self) -> Option<u64> {
         self.files.as_ref().map(|f| f.bytes)
@@ -148,39 +196,131 @@ impl Topic {
 
     /// Pushes onto `out` the readable messages from `offset` on, as many as `budget` takes (always
     /// the first one if there is one). `offset` must lie in `first_offset()..=next_offset()`.
-    pub fn read<'a>(&'a self, offset: u64, budget: &mut Budget, out: &mut Vec<Message<'a>>) {
+    ///
+    /// # Errors
+    /// The first message to read is in a sealed segment file damaged since it was sealed: the
+    /// error names the file and the offset. Damage after the first message ends the read
+    /// before it instead, so that the next read reports it.
+    pub fn read<'a>(
+        &'a self,
+        offset: u64,
+        budget: &mut Budget,
+        out: &mut Vec<Message<'a>>,
+    ) -> io::Result<()> {
         // Segments are sorted by base offset: find the one holding `offset`.
         let start = self.segments.partition_point(|s| s.next_offset() <= offset);
+        // A reader that has moved on from a sealed segment lets go of its pages (a reader still
+        // in it only faults them in again from the page cache).
+        if let Some(behind) = start.checked_sub(1).and_then(|i| self.segments.get(i)) {
+            behind.release_pages();
+        }
+        let before = out.len();
         for segment in self.segments.range(start..) {
-            let end = segment.next_offset().min(self.committed);
-            for at in offset.max(segment.base_offset())..end {
-                let message = segment.get(at);
-                if !budget.take(&message) {
-                    return;
+            segment.touch();
+            let from = offset.max(segment.base_offset());
+            match segment.read(from, self.committed, out, |message| budget.take(message)) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(_) if out.len() > before => return Ok(()),
+                Err(bad) => {
+                    let file = self.dir().map_or_else(PathBuf::new, |dir| {
+                        dir.join(disk::segment_file_name(segment.base_offset()))
+                    });
+                    tracing::error!(file = %file.display(), offset = bad, "a sealed segment is damaged");
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is damaged: the record at offset {bad} fails its checksum or is \
+                             cut short",
+                            file.display()
+                        ),
+                    ));
                 }
-                out.push(message);
             }
         }
+        Ok(())
     }
 
     /// Makes the messages appended since the last commit durable and readable: writes them to
-    /// the topic's files and, when `sync`, flushes those to disk.
+    /// the topic's files and, when `sync`, flushes those to disk. The commit settles at once.
     ///
     /// # Errors
     /// A write or flush failed. The messages of this commit are then dropped again, from
     /// memory and from the files, so that nothing unacknowledged is ever served.
     pub fn commit(&mut self, sync: bool) -> io::Result<()> {
-        if let Some(files) = &mut self.files {
-            if let Err(error) = files.write(&mut self.segments, sync) {
+        self.write(0, false)?;
+        if let Some(files) = self.files.as_mut().filter(|_| sync) {
+            if let Err(error) = files.sync_all_written() {
                 self.roll_back();
                 return Err(error);
             }
         }
-        self.committed = self.end;
-        self.messages += self.uncommitted.0;
-        self.payload_bytes += self.uncommitted.1;
+        self.settle(0);
+        Ok(())
+    }
+
+    /// Starts commit `ticket` of the messages appended since the last one: writes them to the
+    /// topic's files (into the page cache; no flush). When `deferred`, a segment file written
+    /// whole is left for the flush of [`Topic::take_flush`]; otherwise it is flushed here,
+    /// before the next segment's file is started, so that a sealed segment's index never
+    /// describes records that are not on disk. The messages become readable when
+    /// [`Topic::settle`] is called with the ticket.
+    ///
+    /// # Errors
+    /// A write failed. The messages of every commit not settled are then dropped, from memory
+    /// and from the files: none of them may be acknowledged.
+    pub fn write(&mut self, ticket: u64, deferred: bool) -> io::Result<()> {
+        if let Some(files) = &mut self.files {
+            if let Err(error) = files.write(&mut self.segments, deferred) {
+                self.roll_back();
+                return Err(error);
+            }
+        }
+        self.pending.push_back(Pending { ticket, end: self.end, added: self.uncommitted });
+        self.staged = self.end;
         self.uncommitted = (0, 0);
         Ok(())
+    }
+
+    /// Pushes onto `files` and `dirs` what must be flushed for the commits written so far to be
+    /// durable: the active segment's file, the files of segments written whole since, and the
+    /// directory if a file was created in it.
+    pub fn take_flush(&mut self, files: &mut Vec<Arc<File>>, dirs: &mut Vec<PathBuf>) {
+        let Some(topic_files) = &mut self.files else { return };
+        files.append(&mut topic_files.retired);
+        if let Some((_, file)) = &topic_files.active {
+            files.push(Arc::clone(file));
+        }
+        if std::mem::take(&mut topic_files.new_file) {
+            dirs.push(topic_files.dir.clone());
+        }
+        topic_files.unsynced = false;
+    }
+
+    /// Settles commit `ticket`: its messages become readable, and every full segment they
+    /// complete is sealed. Returns false when this topic holds no such commit (a failure
+    /// dropped it, or the topic was made anew since): its appends must be refused.
+    pub fn settle(&mut self, ticket: u64) -> bool {
+        while self.pending.front().is_some_and(|p| p.ticket < ticket) {
+            self.pending.pop_front();
+        }
+        let Some(done) = self.pending.front().copied().filter(|p| p.ticket == ticket) else {
+            return false;
+        };
+        self.pending.pop_front();
+        self.committed = done.end;
+        self.messages += done.added.0;
+        self.payload_bytes += done.added.1;
+        if let Some(files) = &mut self.files {
+            files.seal(&mut self.segments, self.committed);
+        }
+        true
+    }
+
+    /// Drops every message not yet settled, in memory and on disk, after a failed write or
+    /// flush: none of them was acknowledged.
+    pub fn fail(&mut self) {
+        self.roll_back();
     }
 
     /// Flushes what was written since the last flush (for a periodic flush policy).
@@ -198,6 +338,8 @@ impl Topic {
     fn roll_back(&mut self) {
         let keep = self.committed;
         self.uncommitted = (0, 0);
+        self.pending.clear();
+        self.staged = keep;
         while self.segments.back().is_some_and(|s| s.base_offset() >= keep) {
             let Some(segment) = self.segments.pop_back() else { break };
             if let Some(files) = &mut self.files {
@@ -232,7 +374,8 @@ impl Topic {
             return 0;
         }
         let mut removed = 0;
-        while self.segments.len() > 1 {
+        // Only segments every message of which settled: the others may still be dropped.
+        while self.segments.len() > 1 && self.segments[0].next_offset() <= self.committed {
             let oldest = &self.segments[0];
             let count = oldest.next_offset() - oldest.base_offset();
             let expendable = limits.messages.is_some_and(|n| self.messages - count >= n)
@@ -254,36 +397,90 @@ impl Topic {
 }
 
 impl Files {
-    /// Writes every segment's unwritten records to its file; flushes them when `sync`.
-    fn write(&mut self, segments: &mut VecDeque<Segment>, sync: bool) -> io::Result<()> {
-        let mut new_file = false;
+    /// Writes every segment's unwritten records to its file. A file written whole is flushed
+    /// before the next is started, or, when `deferred`, kept for the next flush handed out.
+    fn write(&mut self, segments: &mut VecDeque<Segment>, deferred: bool) -> io::Result<()> {
+        self.deferred = deferred;
         for segment in segments.iter_mut().filter(|s| !s.unpersisted().is_empty()) {
-            let file = self.file_for(segment.base_offset(), &mut new_file)?;
+            let mut file = &**self.file_for(segment.base_offset(), deferred)?;
             file.write_all(segment.unpersisted())?;
             self.bytes += segment.unpersisted().len() as u64;
             self.unsynced = true;
             segment.mark_persisted();
         }
-        if sync && self.unsynced {
+        Ok(())
+    }
+
+    /// Flushes what was written, and the directory if a file was created in it.
+    fn sync_all_written(&mut self) -> io::Result<()> {
+        for file in std::mem::take(&mut self.retired) {
+            file.sync_data()?;
+        }
+        if self.unsynced {
             self.sync()?;
         }
-        if sync && new_file {
+        if std::mem::take(&mut self.new_file) {
             files::sync_dir(&self.dir)?;
         }
         Ok(())
     }
 
-    /// The open file of segment `base`, opening it (and flushing the one before, which is
-    /// complete) if it is not the active one.
-    fn file_for(&mut self, base: u64, new_file: &mut bool) -> io::Result<&mut File> {
+    /// Seals every full segment whose messages all settled (below `committed`; never the
+    /// newest): its records are read from its file from now on. A segment that cannot be
+    /// sealed stays in memory, which costs memory but loses nothing.
+    fn seal(&mut self, segments: &mut VecDeque<Segment>, committed: u64) {
+        let Some(newest) = segments.len().checked_sub(1) else { return };
+        let full = segments.range(..newest).take_while(|s| s.next_offset() <= committed).count();
+        for segment in segments.range_mut(..full).rev() {
+            if segment.is_sealed() {
+                break;
+            }
+            let base = segment.base_offset();
+            let path = self.dir.join(disk::segment_file_name(base));
+            if let Err(error) = segment.seal(&path) {
+                tracing::warn!(%error, file = %path.display(), "cannot seal a segment; kept in memory");
+                continue;
+            }
+            // The segment's records were flushed when the next segment was started, or by the
+            // flush that settled them, so the index never describes records not on disk.
+            let bytes = segment.index().encode();
+            let (name, writing) = (index::file_name(base), index::writing_name(base));
+            let written = if self.deferred {
+                // The serving thread does not wait for the disk: the index goes to the page
+                // cache, and the directory's entry to the topic's next flush. A power cut
+                // before then leaves no index, or one that does not check out, and start-up
+                // checks the segment and writes it again: an index is never trusted unchecked.
+                self.new_file = true;
+                files::replace(&self.dir, &name, &writing, &bytes, false)
+            } else {
+                files::replace(&self.dir, &name, &writing, &bytes, true)
+                    .and_then(|()| files::sync_dir(&self.dir))
+            };
+            if let Err(error) = written {
+                tracing::warn!(
+                    %error,
+                    file = %path.display(),
+                    "cannot write a sealed segment's index; start-up will check the segment"
+                );
+            }
+        }
+    }
+
+    /// The open file of segment `base`, opening it if it is not the active one. The one before
+    /// is complete: it is flushed now, or kept for the next flush when `deferred`.
+    fn file_for(&mut self, base: u64, deferred: bool) -> io::Result<&Arc<File>> {
         if self.active.as_ref().is_none_or(|(active, _)| *active != base) {
             if let Some((_, previous)) = self.active.take() {
-                previous.sync_data()?;
+                if deferred {
+                    self.retired.push(previous);
+                } else {
+                    previous.sync_data()?;
+                }
             }
-            *new_file |= !self.dir.join(disk::segment_file_name(base)).exists();
-            self.active = Some((base, disk::open_segment(&self.dir, base)?));
+            self.new_file |= !self.dir.join(disk::segment_file_name(base)).exists();
+            self.active = Some((base, Arc::new(disk::open_segment(&self.dir, base)?)));
         }
-        Ok(&mut self.active.as_mut().expect("the active file was just set").1)
+        Ok(&self.active.as_ref().expect("the active file was just set").1)
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -294,10 +491,16 @@ impl Files {
         Ok(())
     }
 
-    /// Deletes a segment's file.
+    /// Deletes a segment's file and its index.
     fn remove_segment(&mut self, base: u64, len: usize) {
         if self.active.as_ref().is_some_and(|(active, _)| *active == base) {
             self.active = None;
+        }
+        let index = self.dir.join(index::file_name(base));
+        match fs::remove_file(&index) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(%error, file = %index.display(), "cannot remove an index"),
         }
         let path = self.dir.join(disk::segment_file_name(base));
         match fs::remove_file(&path) {
@@ -332,7 +535,7 @@ mod tests {
 
     fn values(topic: &Topic, offset: u64, max_messages: usize, max_bytes: usize) -> Vec<String> {
         let mut out = Vec::new();
-        topic.read(offset, &mut Budget::new(max_messages, max_bytes), &mut out);
+        topic.read(offset, &mut Budget::new(max_messages, max_bytes), &mut out).unwrap();
         out.iter().map(|m| format!("{}={}", m.offset, String::from_utf8_lossy(m.value))).collect()
     }
 
@@ -386,7 +589,7 @@ mod tests {
         }
         assert!(topic.segments.len() >= 3);
         let mut out = Vec::new();
-        topic.read(1, &mut Budget::new(100, usize::MAX), &mut out);
+        topic.read(1, &mut Budget::new(100, usize::MAX), &mut out).unwrap();
         assert_eq!(out.iter().map(|m| m.offset).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
     }
 

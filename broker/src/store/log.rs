@@ -1,0 +1,277 @@
+//! The store's one door: the [`Log`] trait the server, the commands and the groups use, whatever
+//! keeps the messages (memory, files, later a replicated engine).
+
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::time::Instant;
+
+use protocol::{Message, NewMessage, Retention, TopicInfo};
+
+use super::{
+    Budget, CommitFailure, FileLog, MemoryLog, OpenError, Result, Settled, StoreConfig, Ticket,
+    Totals,
+};
+
+/// A store of topics, each an ordered log of messages numbered by offset.
+///
+/// Appends are staged: they become readable, and may be acknowledged, only once the commit
+/// covering them has settled. The server starts a commit once per pass of its loop, after
+/// handling every request of the pass ([`Log::commit`] returns its [`Ticket`] at once), and
+/// answers the pass's appends when [`Log::settled`] reports the ticket, which may be in the
+/// same pass or a later one. Nothing here says where or how a commit is made durable: on a
+/// local disk, by a flush thread, or by a remote engine acknowledging it; what the caller relies
+/// on is only that commits settle in the order they were started, and that a settled commit
+/// names every append it covered that did not become durable. While a commit is in flight the
+/// caller goes on serving: reads see only what settled.
+pub trait Log: std::fmt::Debug + Send {
+    /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`, and
+    /// returns the first and last offsets given. They become readable at the next
+    /// [`Log::commit`], which may still drop them.
+    ///
+    /// # Errors
+    /// An invalid name or an oversized message refuses the whole batch, changing nothing; so
+    /// does a failure to create a new topic.
+    fn append(
+        &mut self,
+        topic: &str,
+        messages: &[NewMessage<'_>],
+        timestamp: u64,
+    ) -> Result<(u64, u64)>;
+
+    /// Starts the commit of every append since the last one (making them durable under the
+    /// store's flush policy, then readable), and applies retention. Returns at once; the commit
+    /// settles when [`Log::settled`] reports its ticket.
+    fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket;
+
+    /// The commits that settled since the last call, in the order they were started, without
+    /// waiting.
+    fn settled(&mut self) -> Vec<Settled>;
+
+    /// Waits until every commit started has settled, and returns those not yet reported.
+    fn wait_settled(&mut self) -> Vec<Settled>;
+
+    /// A descriptor that becomes readable when a commit settles, for the serve loop to poll
+    /// beside its socket; `None` when every commit settles within [`Log::commit`].
+    fn wake_fd(&self) -> Option<RawFd>;
+
+    /// Commits, and waits until it settled: the topics whose appends were dropped. For
+    /// start-up (preloading) and tests; the serve loop never waits.
+    fn commit_and_wait(&mut self, now: Instant, now_ms: u64) -> Vec<CommitFailure> {
+        self.commit(now, now_ms);
+        self.wait_settled().into_iter().flat_map(|settled| settled.failures).collect()
+    }
+
+    /// Reads as many messages of `topic` from `offset` into `out` as `budget` takes (always at
+    /// least one message when one exists). Returns the topic's next offset.
+    ///
+    /// # Errors
+    /// An invalid name, an unknown topic, or an offset below the first held or past the next.
+    fn read<'a>(
+        &'a self,
+        topic: &str,
+        offset: u64,
+        budget: Budget,
+        out: &mut Vec<Message<'a>>,
+    ) -> Result<u64>;
+
+    /// A topic's first offset held and the next offset to be given (equal when it is empty).
+    ///
+    /// # Errors
+    /// An unknown topic.
+    fn offsets(&self, topic: &str) -> Result<(u64, u64)>;
+
+    /// Creates an empty topic with its own retention limits (durably, for a durable store).
+    ///
+    /// # Errors
+    /// An invalid name, a topic of that name exists, or it cannot be stored.
+    fn create(&mut self, topic: &str, retention: Retention) -> Result<()>;
+
+    /// Removes a topic and its messages.
+    ///
+    /// # Errors
+    /// An invalid name, an unknown topic, or its messages cannot be removed.
+    fn delete(&mut self, topic: &str) -> Result<()>;
+
+    /// Every topic with its offsets, ordered by name.
+    fn list(&self) -> Vec<TopicInfo>;
+
+    /// What the store holds, in sum.
+    fn totals(&self) -> Totals;
+
+    /// The topics whose oldest messages retention removed since the last call.
+    fn take_trimmed(&mut self) -> Vec<String>;
+
+    /// The next moment a commit has timed work to do even with no append (a periodic flush,
+    /// retention by time). `None` when there is none.
+    fn next_deadline(&self) -> Option<Instant>;
+
+    /// Makes everything committed durable, for a clean stop under any flush policy.
+    fn close(&mut self);
+
+    /// Where opening set damaged files aside, if it set any aside (a durable store only).
+    fn set_aside_dir(&self) -> Option<&Path> {
+        None
+    }
+
+    /// Bytes of stored messages opening read and checked (a durable store only).
+    fn checked_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// The store as the broker holds it: any [`Log`].
+pub type Store = dyn Log;
+
+impl dyn Log {
+    /// Opens the store `config` describes: a [`MemoryLog`] when it names no data directory,
+    /// otherwise a [`FileLog`] over it.
+    ///
+    /// # Errors
+    /// As [`FileLog::open`].
+    pub fn open(config: StoreConfig) -> Result<Box<Store>, OpenError> {
+        Ok(match config.data_dir {
+            None => Box::new(MemoryLog::new(config)),
+            Some(_) => Box::new(FileLog::open(config)?),
+        })
+    }
+
+    /// An empty store kept in memory only.
+    pub fn in_memory(config: StoreConfig) -> Box<Store> {
+        Box::new(MemoryLog::new(config))
+    }
+}
+
+/// A boxed log is a log, so that a `Box<Store>` goes wherever a `&Store` or `&mut Store` does.
+impl<L: Log + ?Sized> Log for Box<L> {
+    fn append(
+        &mut self,
+        topic: &str,
+        messages: &[NewMessage<'_>],
+        timestamp: u64,
+    ) -> Result<(u64, u64)> {
+        (**self).append(topic, messages, timestamp)
+    }
+    fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket {
+        (**self).commit(now, now_ms)
+    }
+    fn settled(&mut self) -> Vec<Settled> {
+        (**self).settled()
+    }
+    fn wait_settled(&mut self) -> Vec<Settled> {
+        (**self).wait_settled()
+    }
+    fn wake_fd(&self) -> Option<RawFd> {
+        (**self).wake_fd()
+    }
+    fn read<'a>(
+        &'a self,
+        topic: &str,
+        offset: u64,
+        budget: Budget,
+        out: &mut Vec<Message<'a>>,
+    ) -> Result<u64> {
+        (**self).read(topic, offset, budget, out)
+    }
+    fn offsets(&self, topic: &str) -> Result<(u64, u64)> {
+        (**self).offsets(topic)
+    }
+    fn create(&mut self, topic: &str, retention: Retention) -> Result<()> {
+        (**self).create(topic, retention)
+    }
+    fn delete(&mut self, topic: &str) -> Result<()> {
+        (**self).delete(topic)
+    }
+    fn list(&self) -> Vec<TopicInfo> {
+        (**self).list()
+    }
+    fn totals(&self) -> Totals {
+        (**self).totals()
+    }
+    fn take_trimmed(&mut self) -> Vec<String> {
+        (**self).take_trimmed()
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        (**self).next_deadline()
+    }
+    fn close(&mut self) {
+        (**self).close()
+    }
+    fn set_aside_dir(&self) -> Option<&Path> {
+        (**self).set_aside_dir()
+    }
+    fn checked_bytes(&self) -> u64 {
+        (**self).checked_bytes()
+    }
+}
+
+/// Implements [`Log`] for a wrapper of [`super::Topics`] by handing each call to it.
+macro_rules! delegate_log {
+    ($type:ty) => {
+        impl $crate::store::Log for $type {
+            fn append(
+                &mut self,
+                topic: &str,
+                messages: &[protocol::NewMessage<'_>],
+                timestamp: u64,
+            ) -> $crate::store::Result<(u64, u64)> {
+                self.0.append(topic, messages, timestamp)
+            }
+            fn commit(&mut self, now: std::time::Instant, now_ms: u64) -> $crate::store::Ticket {
+                self.0.commit(now, now_ms)
+            }
+            fn settled(&mut self) -> Vec<$crate::store::Settled> {
+                self.0.settled()
+            }
+            fn wait_settled(&mut self) -> Vec<$crate::store::Settled> {
+                self.0.wait_settled()
+            }
+            fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+                self.0.wake_fd()
+            }
+            fn read<'a>(
+                &'a self,
+                topic: &str,
+                offset: u64,
+                budget: $crate::store::Budget,
+                out: &mut Vec<protocol::Message<'a>>,
+            ) -> $crate::store::Result<u64> {
+                self.0.read(topic, offset, budget, out)
+            }
+            fn offsets(&self, topic: &str) -> $crate::store::Result<(u64, u64)> {
+                self.0.offsets(topic)
+            }
+            fn create(
+                &mut self,
+                topic: &str,
+                retention: protocol::Retention,
+            ) -> $crate::store::Result<()> {
+                self.0.create(topic, retention)
+            }
+            fn delete(&mut self, topic: &str) -> $crate::store::Result<()> {
+                self.0.delete(topic)
+            }
+            fn list(&self) -> Vec<protocol::TopicInfo> {
+                self.0.list()
+            }
+            fn totals(&self) -> $crate::store::Totals {
+                self.0.totals()
+            }
+            fn take_trimmed(&mut self) -> Vec<String> {
+                self.0.take_trimmed()
+            }
+            fn next_deadline(&self) -> Option<std::time::Instant> {
+                self.0.next_deadline()
+            }
+            fn close(&mut self) {
+                self.0.close()
+            }
+            fn set_aside_dir(&self) -> Option<&std::path::Path> {
+                self.0.set_aside_dir()
+            }
+            fn checked_bytes(&self) -> u64 {
+                self.0.checked_bytes()
+            }
+        }
+    };
+}
+pub(crate) use delegate_log;
