@@ -683,6 +683,9 @@ impl Server<'_> {
 
     /// Answers everything held and everything still queued, then sends the last replies.
     fn stop(&mut self) -> Result<(), Error> {
+        // Handshakes that failed since the last pass are logged before the stop is.
+        self.monitor_ready = true;
+        self.watch_accepts(Instant::now());
         let (claims, fetches) = self.waiting.take_all();
         info!(claims = claims.len(), fetches = fetches.len(), "stopping: answering held requests");
         for waiting in claims {

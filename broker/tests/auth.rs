@@ -584,6 +584,9 @@ fn curve_without_users_encrypts_for_any_client_key_and_refuses_plain_text() {
     assert!(matches!(ask(&socket, &append_of("orders", &["one"])), Response::Appended { .. }));
     let (_, outcome) = connect(&context, &broker.endpoint, |_| {});
     assert_eq!(outcome, Handshake::Failed);
+    // The broker heard of the failure before the client did; a round trip after it makes sure
+    // the serve loop has read that event too before it is stopped.
+    assert!(matches!(ask(&socket, &Request::Status), Response::Status { .. }));
     let stderr = broker.interrupt();
     assert!(stderr.contains("refused a connection: its handshake failed"), "{stderr}");
 }
