@@ -399,6 +399,19 @@ def cmd_fetch(client: Client, args) -> None:
                 break
 
 
+def joined_key_values(argv):
+    """`--curve-server-key KEY` as `--curve-server-key=KEY`: a Z85 key may begin with `-`, which
+    argparse would take for an option."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    joined = []
+    while argv:
+        arg = argv.pop(0)
+        if arg == "--curve-server-key" and argv:
+            arg = f"{arg}={argv.pop(0)}"
+        joined.append(arg)
+    return joined
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Talk to the broker from Python.")
     parser.add_argument("--connect", default=DEFAULT_ENDPOINT, metavar="EP",
@@ -431,7 +444,7 @@ def parse_args(argv):
                        help="print at most N messages")
     fetch.set_defaults(run=cmd_fetch)
 
-    args = parser.parse_args(argv)
+    args = parser.parse_args(joined_key_values(argv))
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     if args.command == "fetch" and (args.offset < 0 or (args.max is not None and args.max < 1)):

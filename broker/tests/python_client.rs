@@ -262,8 +262,19 @@ fn python_client_encrypts_with_curve_and_a_stranger_key_is_refused() {
     let key_path = |name: &str| dir.path().join(name).to_str().expect("UTF-8 path").to_owned();
     let (server_key, client_key, stranger_key) =
         (key_path("server.key"), key_path("client.key"), key_path("stranger.key"));
-    let printed = broker_tool(&["keygen", &server_key], &[]);
-    let server_public = printed.strip_prefix("curve public key ").expect("the key line").to_owned();
+    // A server key whose Z85 begins with `-`, as one in 85 do: the client must not take it
+    // for an option.
+    let server_public = (0..100_000)
+        .find_map(|_| {
+            let pair = zmq::CurveKeyPair::new().expect("CURVE");
+            let public = zmq::z85_encode(&pair.public_key).expect("Z85");
+            let secret = zmq::z85_encode(&pair.secret_key).expect("Z85");
+            public.starts_with('-').then(|| {
+                std::fs::write(&server_key, format!("{secret}\n")).expect("write the key");
+                public
+            })
+        })
+        .expect("a key beginning with -");
     let printed = broker_tool(&["keygen", &client_key], &[]);
     let client_public = printed.strip_prefix("curve public key ").expect("the key line").to_owned();
     broker_tool(&["keygen", &stranger_key], &[]);
