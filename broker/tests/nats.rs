@@ -1,0 +1,105 @@
+//! Two real broker processes on one real NATS JetStream (`--store nats://...`): what one
+//! appends the other serves at the same offsets, a fetch held on one is woken by an append on
+//! the other, and appends are acknowledged only once JetStream has them.
+
+mod wire;
+
+use std::time::{Duration, Instant};
+
+use protocol::{ErrorCode, Request, Response};
+use testkit::{BrokerProcess, NatsServer};
+use wire::{append, append_of, ask, claim, expect_error, fetch, fetch_from};
+
+/// Starts a broker on `server`'s JetStream.
+fn start_on(server: &NatsServer) -> BrokerProcess {
+    wire::start(&["--store", &server.url()])
+}
+
+/// Fetches `topic` from 0 on `socket` until it holds `count` messages, for at most ten
+/// seconds (the broker's copy of a topic follows JetStream); returns offsets and values.
+fn fetch_until(socket: &zmq::Socket, token: u64, topic: &str, count: usize) -> Vec<(u64, String)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = ask(socket, &Request::Fetch(fetch_from(token, topic, 0)));
+        if let Response::Messages { messages, .. } = &reply {
+            let held: Vec<(u64, String)> = messages
+                .iter()
+                .map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned()))
+                .collect();
+            if held.len() >= count {
+                return held;
+            }
+        }
+        assert!(Instant::now() < deadline, "{topic} did not reach {count} messages: {reply:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn what_one_broker_appends_the_other_serves_at_the_same_offsets() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token_b) = claim(&on_b, None, "reader");
+    assert_eq!(append(&on_a, "orders", &["one", "two"]), (0, 1));
+    assert_eq!(fetch_until(&on_b, token_b, "orders", 2), [(0, "one".into()), (1, "two".into())]);
+    // B's appends follow A's in the same log.
+    assert_eq!(append(&on_b, "orders", &["three"]), (2, 2));
+    let (_, token_a) = claim(&on_a, None, "reader");
+    assert_eq!(fetch_until(&on_a, token_a, "orders", 3)[2], (2, "three".into()));
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn a_fetch_held_on_one_broker_is_woken_by_an_append_on_the_other() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    append(&on_a, "events", &["first"]);
+    let (_, token) = claim(&on_b, None, "follower");
+    assert_eq!(fetch_until(&on_b, token, "events", 1).len(), 1);
+    let held = Request::Fetch(protocol::Fetch { wait_ms: 8_000, ..fetch_from(token, "events", 1) });
+    on_b.send(wire::encode(&held), 0).expect("send");
+    // The fetch is held: nothing comes until the append.
+    wire::assert_silent(&on_b, wire::QUIET, "a fetch with nothing to read");
+    let appended = Instant::now();
+    append(&on_a, "events", &["second"]);
+    let reply = wire::expect_messages(wire::receive(&on_b), "events");
+    assert_eq!(reply.values(), ["second"]);
+    assert_eq!(reply.offsets(), [1]);
+    assert!(appended.elapsed() < Duration::from_secs(5), "woken only by the fetch's timeout");
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
+    let mut server = NatsServer::start();
+    let broker = start_on(&server);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    assert_eq!(append(&socket, "t", &["stored"]), (0, 0));
+    server.kill();
+    let asked = Instant::now();
+    let reply = ask(&socket, &append_of("t", &["refused"]));
+    expect_error(&reply, ErrorCode::InternalError);
+    assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
+    server.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let offsets = loop {
+        match ask(&socket, &append_of("t", &["after"])) {
+            Response::Appended { first_offset, last_offset, .. } => {
+                break (first_offset, last_offset)
+            }
+            other => assert!(Instant::now() < deadline, "appends did not resume: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(offsets, (1, 1), "the refused append was not stored");
+    let (_, token) = claim(&socket, None, "reader");
+    assert_eq!(fetch(&socket, fetch_from(token, "t", 0)).values(), ["stored", "after"]);
+    broker.interrupt();
+}
