@@ -9,7 +9,7 @@ use broker::auth::keys::{self, ServerKeys};
 use broker::auth::users::{hash_password, Users};
 use broker::auth::{self, Guard, Settings};
 use broker::group::Groups;
-use broker::store::{NatsConfig, Store, DEFAULT_SEGMENT_BYTES};
+use broker::store::{NatsConfig, NatsLog, Store, DEFAULT_SEGMENT_BYTES};
 use broker::unread::Limits;
 use broker::{preload, server, Broker, Config, Fsync, Shutdown, StoreConfig};
 use clap::{Parser, Subcommand};
@@ -259,7 +259,16 @@ fn run(mut args: Args) -> Result<()> {
     raise_file_limit();
 
     let started = std::time::Instant::now();
-    let store = Store::open(config.store.clone()).context("cannot open the store")?;
+    let (store, ledger): (Box<Store>, _) = match &config.store.nats {
+        Some(nats) => {
+            let nats = NatsConfig { lease: config.lease, ..nats.clone() };
+            let log = NatsLog::open(config.store.clone(), &nats)
+                .with_context(|| format!("cannot open the store on NATS at {:?}", nats.servers))?;
+            let claims = log.claims();
+            (Box::new(log), Some(claims))
+        }
+        None => (Store::open(config.store.clone()).context("cannot open the store")?, None),
+    };
     if let Some(dir) = &config.store.data_dir {
         let totals = store.totals();
         tracing::info!(
@@ -278,6 +287,9 @@ fn run(mut args: Args) -> Result<()> {
         tracing::info!(states = groups.len(), "opened the consumer groups");
     }
     let mut broker = Broker::new(store, &config);
+    if let Some(claims) = ledger {
+        broker.brokers.share(Box::new(claims));
+    }
     broker.groups = groups;
     if args.preload {
         let added = preload::preload(&mut *broker.store, broker::clock::epoch_ms())

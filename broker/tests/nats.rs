@@ -103,3 +103,65 @@ fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
     assert_eq!(fetch(&socket, fetch_from(token, "t", 0)).values(), ["stored", "after"]);
     broker.interrupt();
 }
+
+/// Asks for logical broker `id` as `client`; the reply.
+fn claim_reply(socket: &zmq::Socket, id: Option<u32>, client: &str) -> Response<'static> {
+    ask(socket, &Request::Claim { broker: id, wait_ms: 0, client: Some(client) })
+}
+
+/// Asks for logical broker `id` until it is granted, for at most ten seconds; the token.
+fn claim_when_free(socket: &zmq::Socket, id: u32, client: &str) -> (u64, Duration) {
+    let asked = Instant::now();
+    loop {
+        match claim_reply(socket, Some(id), client) {
+            Response::Claimed { claim, .. } => return (claim, asked.elapsed()),
+            reply => {
+                expect_error(&reply, ErrorCode::BrokerBusy);
+                assert!(asked.elapsed() < Duration::from_secs(10), "{id} never came free");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_logical_broker_claimed_through_one_process_is_busy_through_the_other() {
+    let server = NatsServer::start();
+    let lease = ["--store", &server.url(), "--lease", "2s"];
+    let (a, b) = (wire::start(&lease), wire::start(&lease));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token) = claim(&on_a, Some(1), "first");
+    expect_error(&claim_reply(&on_b, Some(1), "second"), ErrorCode::BrokerBusy);
+    // Any free one, through B: not the one A holds.
+    let (other, _) = claim(&on_b, None, "second");
+    assert_eq!(other, 2);
+    expect_error(&claim_reply(&on_b, None, "third"), ErrorCode::NoBrokerAvailable);
+    // Released through A, it is free through B.
+    wire::release(&on_a, token);
+    claim_when_free(&on_b, 1, "second");
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn a_claim_held_through_a_killed_process_expires_with_its_lease() {
+    let server = NatsServer::start();
+    let lease = ["--store", &server.url(), "--lease", "1s"];
+    let (a, b) = (wire::start(&lease), wire::start(&lease));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token) = claim(&on_a, Some(1), "doomed");
+    // Its holder renews it through A; A keeps it in JetStream past the bucket's time to live.
+    let renewing = Instant::now();
+    while renewing.elapsed() < Duration::from_millis(2500) {
+        let renewed = ask(&on_a, &Request::Renew { claim: token });
+        assert!(matches!(renewed, Response::Renewed { .. }), "{renewed:?}");
+        expect_error(&claim_reply(&on_b, Some(1), "next"), ErrorCode::BrokerBusy);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.signal("KILL");
+    let (_, waited) = claim_when_free(&on_b, 1, "next");
+    assert!(waited >= Duration::from_millis(300), "free at once after the kill: {waited:?}");
+    b.interrupt();
+}

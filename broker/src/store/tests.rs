@@ -54,7 +54,11 @@ macro_rules! both_stores {
         mod on_nats {
             $(#[test] fn $name() {
                 let server = testkit::NatsServer::start();
-                let nats = super::NatsConfig { servers: vec![server.url()], replicas: 1 };
+                let nats = super::NatsConfig {
+                    servers: vec![server.url()],
+                    replicas: 1,
+                    lease: std::time::Duration::from_secs(30),
+                };
                 let config = super::StoreConfig { nats: Some(nats), ..super::config(None) };
                 super::$name(&mut super::Store::open(config).unwrap());
             })*

@@ -11,8 +11,11 @@
 //! appends made through other broker processes reach it the same way, and wake the fetches
 //! held on the topic.
 
+mod claims;
 mod record;
 mod runtime;
+
+pub use claims::NatsClaims;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
@@ -41,6 +44,9 @@ pub struct NatsConfig {
     pub servers: Vec<String>,
     /// Copies JetStream keeps of each new topic's stream (1, or 3 on a cluster of three).
     pub replicas: usize,
+    /// How long a claim lasts unrenewed: the claims bucket's time to live, the same for every
+    /// broker process (the first to create the bucket sets it).
+    pub lease: Duration,
 }
 
 impl NatsConfig {
@@ -60,7 +66,7 @@ impl NatsConfig {
         if rest.split(',').any(|s| s.trim().trim_start_matches("nats://").is_empty()) {
             return Err(format!("{text:?} names an empty server address"));
         }
-        Ok(NatsConfig { servers, replicas })
+        Ok(NatsConfig { servers, replicas, lease: Duration::from_secs(30) })
     }
 }
 
@@ -115,6 +121,7 @@ impl NatsLog {
             servers: nats.servers.clone(),
             replicas: nats.replicas.max(1),
             retention: config.retention,
+            lease: nats.lease,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -269,6 +276,12 @@ impl NatsLog {
             Ok(Err(Refusal::Failed(reason))) => Err(nats_error(reason)),
             Err(_) => Err(nats_error("JetStream did not answer in time".into())),
         }
+    }
+
+    /// The claims on logical brokers kept in this JetStream, shared with every broker process
+    /// on it.
+    pub fn claims(&self) -> NatsClaims {
+        NatsClaims::new(self.commands.clone())
     }
 
     /// Publishes `messages` on `topic` with these de-duplication ids, waiting for their acks:
@@ -474,7 +487,9 @@ impl Log for NatsLog {
         if !unheard.is_empty() {
             tracing::debug!(commits = unheard.len(), "commits settled at close, unreported");
         }
-        self.commands = None;
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Stop);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -495,7 +510,9 @@ impl NatsLog {
 
 impl Drop for NatsLog {
     fn drop(&mut self) {
-        self.commands = None;
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Stop);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -70,6 +70,23 @@ pub enum Command {
         /// Where the answer goes.
         reply: mpsc::Sender<Result<(), Refusal>>,
     },
+    /// Take logical broker `id` for `holder` in the claims bucket, if nobody holds it; answers
+    /// on `reply` whether it was taken. Held claims are renewed by the runtime until freed.
+    Claim {
+        /// The logical broker.
+        id: u32,
+        /// Who claims it, for other processes' logs.
+        holder: String,
+        /// Where the answer goes.
+        reply: mpsc::Sender<Result<bool, String>>,
+    },
+    /// Give back the claims held here and stop (the claims' handle may outlive the store's).
+    Stop,
+    /// Give logical broker `id` back in the claims bucket.
+    Unclaim {
+        /// The logical broker.
+        id: u32,
+    },
     /// Publish these payloads with these de-duplication ids and answer with their acks: for
     /// tests of the de-duplication.
     #[cfg(test)]
@@ -172,7 +189,12 @@ pub struct Setup {
     pub replicas: usize,
     /// Retention for topics created by an append.
     pub retention: Retention,
+    /// How long a claim lasts without renewal: the claims bucket's time to live.
+    pub lease: Duration,
 }
+
+/// The key-value bucket of the claims on logical brokers, shared by every broker process.
+const CLAIMS_BUCKET: &str = "broker_claims";
 
 /// Connects to JetStream and lists the topics there, then serves commands until the command
 /// channel closes. Runs on the runtime's thread; `ready` hears whether the connection was made.
@@ -202,6 +224,8 @@ pub async fn run(
         setup,
         followed: HashMap::new(),
         instance: instance_id(),
+        claims: None,
+        held: HashMap::new(),
     };
     let advisories = client.subscribe("$JS.EVENT.ADVISORY.STREAM.*.*").await;
     let mut advisories = match advisories {
@@ -216,15 +240,20 @@ pub async fn run(
         return;
     }
     let _ = ready.send(Ok(()));
+    // Held claims are renewed three times a lease, so that one lost renewal costs nothing.
+    let mut renewals =
+        tokio::time::interval((backend.setup.lease / 3).max(Duration::from_millis(10)));
     loop {
         tokio::select! {
             command = commands.recv() => match command {
+                Some(Command::Stop) | None => break,
                 Some(command) => backend.apply(command).await,
-                None => break,
             },
             Some(advisory) = advisories.next() => backend.advised(&advisory.subject).await,
+            _ = renewals.tick() => backend.renew_claims().await,
         }
     }
+    backend.free_claims().await;
     for (_, followed) in backend.followed.drain() {
         followed.task.abort();
     }
@@ -254,6 +283,10 @@ struct Backend {
     followed: HashMap<String, Followed>,
     /// This process's name in de-duplication ids.
     instance: String,
+    /// The claims bucket, once opened.
+    claims: Option<jetstream::kv::Store>,
+    /// The logical brokers claimed through this process: holder and the key's last revision.
+    held: HashMap<u32, (String, u64)>,
 }
 
 /// A topic being followed.
@@ -306,6 +339,11 @@ impl Backend {
             Command::Delete { topic, reply } => {
                 let _ = reply.send(self.delete(&topic).await);
             }
+            Command::Claim { id, holder, reply } => {
+                let _ = reply.send(self.claim(id, holder).await);
+            }
+            Command::Unclaim { id } => self.unclaim(id).await,
+            Command::Stop => {}
             #[cfg(test)]
             Command::PublishRaw { topic, messages, reply } => {
                 let _ = reply.send(self.publish_raw(&topic, messages).await);
@@ -562,6 +600,79 @@ impl Backend {
         }
     }
 
+    /// The claims bucket, opened or created (its time to live the lease) on first use.
+    async fn claims(&mut self) -> Result<jetstream::kv::Store, String> {
+        if let Some(bucket) = &self.claims {
+            return Ok(bucket.clone());
+        }
+        let bucket = match self.js.get_key_value(CLAIMS_BUCKET).await {
+            Ok(bucket) => bucket,
+            Err(_) => self
+                .js
+                .create_key_value(jetstream::kv::Config {
+                    bucket: CLAIMS_BUCKET.into(),
+                    history: 1,
+                    max_age: self.setup.lease,
+                    num_replicas: self.setup.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot create the claims bucket in JetStream: {e}"))?,
+        };
+        self.claims = Some(bucket.clone());
+        Ok(bucket)
+    }
+
+    /// Takes logical broker `id` for `holder` unless another process holds it.
+    async fn claim(&mut self, id: u32, holder: String) -> Result<bool, String> {
+        let bucket = self.claims().await?;
+        match bucket.create(claim_key(id), Bytes::from(holder.clone().into_bytes())).await {
+            Ok(revision) => {
+                self.held.insert(id, (holder, revision));
+                Ok(true)
+            }
+            Err(error) if error.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => {
+                Ok(false)
+            }
+            Err(error) => Err(format!("cannot claim through JetStream: {error}")),
+        }
+    }
+
+    /// Gives logical broker `id` back, if this process holds it.
+    async fn unclaim(&mut self, id: u32) {
+        let Some((_, revision)) = self.held.remove(&id) else { return };
+        let Ok(bucket) = self.claims().await else { return };
+        if let Err(error) = bucket.delete_expect_revision(claim_key(id), Some(revision)).await {
+            tracing::warn!(broker = id, %error, "cannot free a claim in JetStream; it expires");
+        }
+    }
+
+    /// Renews every claim held through this process, so that it outlives the bucket's time
+    /// to live for as long as it is held here.
+    async fn renew_claims(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Ok(bucket) = self.claims().await else { return };
+        for (id, (holder, revision)) in &mut self.held {
+            let value = Bytes::from(holder.clone().into_bytes());
+            match bucket.update(claim_key(*id), value, *revision).await {
+                Ok(next) => *revision = next,
+                Err(error) => {
+                    tracing::warn!(broker = *id, %error, "cannot renew a claim in JetStream");
+                }
+            }
+        }
+    }
+
+    /// Gives back every claim held through this process, at a clean stop.
+    async fn free_claims(&mut self) {
+        let ids: Vec<u32> = self.held.keys().copied().collect();
+        for id in ids {
+            self.unclaim(id).await;
+        }
+    }
+
     /// Publishes each payload with its id, for tests of the de-duplication.
     #[cfg(test)]
     async fn publish_raw(
@@ -579,6 +690,11 @@ impl Backend {
         }
         Ok(acks)
     }
+}
+
+/// The key of logical broker `id` in the claims bucket.
+fn claim_key(id: u32) -> String {
+    format!("broker.{id}")
 }
 
 /// One message of a commit.

@@ -9,7 +9,8 @@ use testkit::NatsServer;
 use super::*;
 
 fn open(server: &NatsServer) -> NatsLog {
-    let nats = NatsConfig { servers: vec![server.url()], replicas: 1 };
+    let nats =
+        NatsConfig { servers: vec![server.url()], replicas: 1, lease: Duration::from_secs(30) };
     NatsLog::open(StoreConfig::default(), &nats).unwrap()
 }
 
