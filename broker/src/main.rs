@@ -264,8 +264,8 @@ fn run(mut args: Args) -> Result<()> {
             let nats = NatsConfig { lease: config.lease, ..nats.clone() };
             let log = NatsLog::open(config.store.clone(), &nats)
                 .with_context(|| format!("cannot open the store on NATS at {:?}", nats.servers))?;
-            let claims = log.claims();
-            (Box::new(log), Some(claims))
+            let shared = (log.claims(), log.groups());
+            (Box::new(log), Some(shared))
         }
         None => (Store::open(config.store.clone()).context("cannot open the store")?, None),
     };
@@ -287,10 +287,11 @@ fn run(mut args: Args) -> Result<()> {
         tracing::info!(states = groups.len(), "opened the consumer groups");
     }
     let mut broker = Broker::new(store, &config);
-    if let Some(claims) = ledger {
-        broker.brokers.share(Box::new(claims));
-    }
     broker.groups = groups;
+    if let Some((claims, group_states)) = ledger {
+        broker.brokers.share(Box::new(claims));
+        broker.groups.share(Box::new(group_states));
+    }
     if args.preload {
         let added = preload::preload(&mut *broker.store, broker::clock::epoch_ms())
             .context("cannot preload")?;

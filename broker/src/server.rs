@@ -972,10 +972,19 @@ impl Outbox {
             }
             self.entries[at].gate = Gate::Open;
             if let Some(failure) = failures.iter().find(|f| f.topic == topics[index]) {
-                let reason = format!(
-                    "could not store the messages ({}); nothing was appended",
-                    failure.error
-                );
+                // A store that hands appends to a remote engine may not learn their fate.
+                let reason = if failure.error.kind() == std::io::ErrorKind::TimedOut {
+                    format!(
+                        "could not confirm that the messages were stored ({}); they may have \
+                         been appended or not",
+                        failure.error
+                    )
+                } else {
+                    format!(
+                        "could not store the messages ({}); nothing was appended",
+                        failure.error
+                    )
+                };
                 self.refuse(at, Response::error(ErrorCode::InternalError, reason));
             } else if let Some(moved) = renumbered
                 .iter()

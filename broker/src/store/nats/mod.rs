@@ -12,10 +12,12 @@
 //! held on the topic.
 
 mod claims;
+mod groups;
 mod record;
 mod runtime;
 
 pub use claims::NatsClaims;
+pub use groups::NatsGroups;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
@@ -32,7 +34,7 @@ use super::{
     check_name, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result, Settled,
     StoreConfig, StoreError, Ticket, Topic, Totals,
 };
-use runtime::{Command, Event, Refusal, Staged};
+use runtime::{Command, Event, Failure, Refusal, Staged};
 
 /// How long a create or a delete of a topic may take before it is refused.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
@@ -224,7 +226,7 @@ impl NatsLog {
     }
 
     /// Settles commit `ticket` with the runtime's results for its appends.
-    fn settle(&mut self, ticket: Ticket, results: Vec<std::result::Result<(u64, u64), String>>) {
+    fn settle(&mut self, ticket: Ticket, results: Vec<std::result::Result<(u64, u64), Failure>>) {
         let Some(at) = self.in_flight.iter().position(|(t, _)| *t == ticket) else { return };
         let Some((_, appends)) = self.in_flight.remove(at) else { return };
         let mut settled =
@@ -238,12 +240,17 @@ impl NatsLog {
                     }
                     settled.renumbered.push(Renumbered { topic, given, first, last });
                 }
-                Err(reason) => {
+                Err(failure) => {
                     if !settled.failures.iter().any(|f| f.topic == topic) {
-                        tracing::error!(topic = %topic, %reason, "appends not stored; refused");
-                        settled
-                            .failures
-                            .push(CommitFailure { topic, error: io::Error::other(reason) });
+                        let reason = failure.reason;
+                        tracing::error!(topic = %topic, %reason, "appends not acknowledged; refused");
+                        // `TimedOut` tells the server that they may be stored all the same.
+                        let kind = match failure.unsure {
+                            true => io::ErrorKind::TimedOut,
+                            false => io::ErrorKind::Other,
+                        };
+                        let error = io::Error::new(kind, reason);
+                        settled.failures.push(CommitFailure { topic, error });
                     }
                 }
             }
@@ -282,6 +289,12 @@ impl NatsLog {
     /// on it.
     pub fn claims(&self) -> NatsClaims {
         NatsClaims::new(self.commands.clone())
+    }
+
+    /// The consumer groups' states kept in this JetStream, shared with every broker process
+    /// on it.
+    pub fn groups(&self) -> NatsGroups {
+        NatsGroups::new(self.commands.clone())
     }
 
     /// Publishes `messages` on `topic` with these de-duplication ids, waiting for their acks:
@@ -359,7 +372,7 @@ impl Log for NatsLog {
         if !sent {
             let count = self.in_flight.back().map_or(0, |(_, a)| a.len());
             let reason = "the connection to NATS has stopped".to_owned();
-            self.settle(ticket, vec![Err(reason); count]);
+            self.settle(ticket, vec![Err(Failure { reason, unsure: false }); count]);
         }
         ticket
     }
@@ -392,7 +405,7 @@ impl Log for NatsLog {
                         self.in_flight.iter().map(|(t, a)| (*t, a.len())).collect();
                     for (ticket, count) in tickets {
                         let reason = "no answer from the connection to NATS".to_owned();
-                        self.settle(ticket, vec![Err(reason); count]);
+                        self.settle(ticket, vec![Err(Failure { reason, unsure: true }); count]);
                     }
                 }
             }

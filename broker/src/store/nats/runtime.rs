@@ -80,6 +80,25 @@ pub enum Command {
         /// Where the answer goes.
         reply: mpsc::Sender<Result<bool, String>>,
     },
+    /// Read a group state from the groups bucket: its bytes and revision, if stored.
+    GroupLoad {
+        /// Its key.
+        key: String,
+        /// Where the answer goes.
+        reply: mpsc::Sender<Result<Option<(Bytes, u64)>, String>>,
+    },
+    /// Store group states in the groups bucket, all at once: each one's revision or why not.
+    GroupSave {
+        /// Each state's key and bytes.
+        states: Vec<(String, Bytes)>,
+        /// Where the answers go, in order.
+        reply: mpsc::Sender<Vec<Result<u64, String>>>,
+    },
+    /// Remove a group state from the groups bucket.
+    GroupRemove {
+        /// Its key.
+        key: String,
+    },
     /// Give back the claims held here and stop (the claims' handle may outlive the store's).
     Stop,
     /// Give logical broker `id` back in the claims bucket.
@@ -152,8 +171,31 @@ pub enum Event {
         ticket: u64,
         /// For each append of the commit, in order: the offsets of its first and last
         /// message, or why it was refused.
-        results: Vec<Result<(u64, u64), String>>,
+        results: Vec<Result<(u64, u64), Failure>>,
     },
+}
+
+/// Why an append of a commit was refused.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What went wrong.
+    pub reason: String,
+    /// Whether its messages may be stored all the same: they were published and their
+    /// acknowledgement did not come (it may have been lost, or the publish may wait in the
+    /// client's buffer for the connection to come back).
+    pub unsure: bool,
+}
+
+impl Failure {
+    /// A failure after which nothing of the append is stored.
+    fn sure(reason: &str) -> Failure {
+        Failure { reason: reason.to_owned(), unsure: false }
+    }
+
+    /// A failure after which the append may be stored.
+    fn unsure(reason: &str) -> Failure {
+        Failure { reason: reason.to_owned(), unsure: true }
+    }
 }
 
 /// The sending half of the event channel, with the pipe that wakes the serve loop.
@@ -196,6 +238,9 @@ pub struct Setup {
 /// The key-value bucket of the claims on logical brokers, shared by every broker process.
 const CLAIMS_BUCKET: &str = "broker_claims";
 
+/// The key-value bucket of the consumer groups' states, shared by every broker process.
+const GROUPS_BUCKET: &str = "broker_groups";
+
 /// Connects to JetStream and lists the topics there, then serves commands until the command
 /// channel closes. Runs on the runtime's thread; `ready` hears whether the connection was made.
 pub async fn run(
@@ -226,6 +271,7 @@ pub async fn run(
         instance: instance_id(),
         claims: None,
         held: HashMap::new(),
+        groups: None,
     };
     let advisories = client.subscribe("$JS.EVENT.ADVISORY.STREAM.*.*").await;
     let mut advisories = match advisories {
@@ -287,6 +333,8 @@ struct Backend {
     claims: Option<jetstream::kv::Store>,
     /// The logical brokers claimed through this process: holder and the key's last revision.
     held: HashMap<u32, (String, u64)>,
+    /// The groups bucket, once opened.
+    groups: Option<jetstream::kv::Store>,
 }
 
 /// A topic being followed.
@@ -328,7 +376,7 @@ impl Backend {
                     Err(_) => {
                         let reason =
                             "JetStream did not acknowledge the messages in time".to_owned();
-                        appends.iter().map(|_| Err(reason.clone())).collect()
+                        appends.iter().map(|_| Err(Failure::unsure(&reason))).collect()
                     }
                 };
                 self.events.send(Event::Committed { ticket, results });
@@ -343,6 +391,19 @@ impl Backend {
                 let _ = reply.send(self.claim(id, holder).await);
             }
             Command::Unclaim { id } => self.unclaim(id).await,
+            Command::GroupLoad { key, reply } => {
+                let _ = reply.send(self.group_load(&key).await);
+            }
+            Command::GroupSave { states, reply } => {
+                let _ = reply.send(self.group_save(states).await);
+            }
+            Command::GroupRemove { key } => {
+                if let Ok(bucket) = self.groups().await {
+                    if let Err(error) = bucket.purge(&key).await {
+                        tracing::warn!(%error, "cannot remove a group state from JetStream");
+                    }
+                }
+            }
             Command::Stop => {}
             #[cfg(test)]
             Command::PublishRaw { topic, messages, reply } => {
@@ -354,13 +415,17 @@ impl Backend {
     /// Publishes `appends`, all at once, waits for every acknowledgement (retrying, with the
     /// same de-duplication ids, those that failed while time is left), then for the topics'
     /// followers to have read them back. Returns each append's offsets or why it was refused.
-    async fn commit(&mut self, ticket: u64, appends: &[Staged]) -> Vec<Result<(u64, u64), String>> {
+    async fn commit(
+        &mut self,
+        ticket: u64,
+        appends: &[Staged],
+    ) -> Vec<Result<(u64, u64), Failure>> {
         let deadline = Instant::now() + COMMIT_TIMEOUT;
         // Publishes made while disconnected would wait in the client and be stored after it
         // reconnects, after their refusal: none is made.
         if self.client.connection_state() != async_nats::connection::State::Connected {
             let reason = "NATS is not reachable; nothing was published".to_owned();
-            return appends.iter().map(|_| Err(reason.clone())).collect();
+            return appends.iter().map(|_| Err(Failure::sure(&reason))).collect();
         }
         let mut refused: HashMap<&str, String> = HashMap::new();
         for staged in appends {
@@ -414,7 +479,7 @@ impl Backend {
         let mut newest: HashMap<&str, u64> = HashMap::new();
         for (staged, messages) in appends.iter().zip(&sent) {
             if let Some(error) = refused.get(&*staged.topic) {
-                results.push(Err(error.clone()));
+                results.push(Err(Failure::sure(error)));
                 continue;
             }
             let seqs: Result<Vec<u64>, String> =
@@ -429,7 +494,7 @@ impl Backend {
                     *top = (*top).max(last);
                     results.push(Ok((first.saturating_sub(1), last.saturating_sub(1))));
                 }
-                Err(error) => results.push(Err(error)),
+                Err(error) => results.push(Err(Failure::unsure(&error))),
             }
         }
         // The acknowledgement waits for the messages to be readable here too.
@@ -621,6 +686,51 @@ impl Backend {
         };
         self.claims = Some(bucket.clone());
         Ok(bucket)
+    }
+
+    /// The groups bucket, opened or created on first use.
+    async fn groups(&mut self) -> Result<jetstream::kv::Store, String> {
+        if let Some(bucket) = &self.groups {
+            return Ok(bucket.clone());
+        }
+        let bucket = match self.js.get_key_value(GROUPS_BUCKET).await {
+            Ok(bucket) => bucket,
+            Err(_) => self
+                .js
+                .create_key_value(jetstream::kv::Config {
+                    bucket: GROUPS_BUCKET.into(),
+                    history: 1,
+                    num_replicas: self.setup.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot create the groups bucket in JetStream: {e}"))?,
+        };
+        self.groups = Some(bucket.clone());
+        Ok(bucket)
+    }
+
+    /// A group state's bytes and revision, if one is stored under `key`.
+    async fn group_load(&mut self, key: &str) -> Result<Option<(Bytes, u64)>, String> {
+        let bucket = self.groups().await?;
+        let entry =
+            bucket.entry(key).await.map_err(|e| format!("cannot read a group state: {e}"))?;
+        Ok(entry
+            .filter(|e| e.operation == jetstream::kv::Operation::Put)
+            .map(|e| (e.value, e.revision)))
+    }
+
+    /// Stores group states, all at once; each one's revision or why not.
+    async fn group_save(&mut self, states: Vec<(String, Bytes)>) -> Vec<Result<u64, String>> {
+        let bucket = match self.groups().await {
+            Ok(bucket) => bucket,
+            Err(error) => return states.iter().map(|_| Err(error.clone())).collect(),
+        };
+        let puts = states.into_iter().map(|(key, value)| {
+            let bucket = bucket.clone();
+            async move { bucket.put(key, value).await.map_err(|e| e.to_string()) }
+        });
+        futures_util::future::join_all(puts).await
     }
 
     /// Takes logical broker `id` for `holder` unless another process holds it.
