@@ -247,3 +247,59 @@ fn a_group_member_moves_to_the_other_broker_and_goes_on_where_its_group_was() {
     assert!(matches!(acked, Response::Acked { committed_offset: 5, .. }), "{acked:?}");
     b.interrupt();
 }
+
+#[test]
+fn a_cluster_of_three_keeps_every_acknowledged_append_when_a_server_is_killed() {
+    let mut cluster = testkit::NatsCluster::start();
+    let args = ["--store", &cluster.url(), "--replicas", "3"];
+    let (a, b) = (wire::start(&args), wire::start(&args));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let mut acknowledged = Vec::new();
+    let append_through = |socket: &zmq::Socket, value: String| -> Option<(u64, String)> {
+        match ask(socket, &append_of("replicated", &[&value])) {
+            Response::Appended { first_offset, .. } => Some((first_offset, value)),
+            other => {
+                println!("append of {value} refused: {other:?}");
+                None
+            }
+        }
+    };
+    for n in 0..20 {
+        let socket = if n % 2 == 0 { &on_a } else { &on_b };
+        acknowledged.extend(append_through(socket, format!("before {n}")));
+    }
+    assert_eq!(acknowledged.len(), 20);
+    cluster.servers[0].kill();
+    let killed = Instant::now();
+    let mut first_after = None;
+    let mut n = 0;
+    while acknowledged.len() < 40 {
+        let socket = if n % 2 == 0 { &on_a } else { &on_b };
+        if let Some(appended) = append_through(socket, format!("after {n}")) {
+            acknowledged.push(appended);
+            first_after.get_or_insert(killed.elapsed());
+        }
+        n += 1;
+        assert!(killed.elapsed() < Duration::from_secs(30), "appends did not resume");
+    }
+    println!("first acknowledged append {:?} after the kill", first_after);
+    acknowledged.sort();
+    for socket in [&on_a, &on_b] {
+        // The claims' bucket may be electing a new leader too: a client asks again.
+        let asked = Instant::now();
+        let token = loop {
+            match claim_reply(socket, None, "reader") {
+                Response::Claimed { claim, .. } => break claim,
+                other => assert!(asked.elapsed() < Duration::from_secs(20), "{other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let held = fetch_until(socket, token, "replicated", acknowledged.len());
+        for (offset, value) in &acknowledged {
+            assert!(held.contains(&(*offset, value.clone())), "{offset} {value} lost: {held:?}");
+        }
+    }
+    a.interrupt();
+    b.interrupt();
+}

@@ -7,7 +7,7 @@
 
 mod nats;
 
-pub use nats::{free_port, NatsServer};
+pub use nats::{free_port, NatsCluster, NatsServer};
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -100,3 +100,85 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// Three `nats-server`s in one JetStream cluster on loopback, for `--replicas 3`.
+pub struct NatsCluster {
+    /// The servers, named `n1`, `n2`, `n3`.
+    pub servers: Vec<NatsServer>,
+    /// Their monitoring ports, for [`NatsCluster::wait_for_leader`].
+    monitors: Vec<u16>,
+}
+
+impl NatsCluster {
+    /// Starts the three servers and waits until JetStream has elected its meta leader.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`], or no leader within [`STEP`].
+    pub fn start() -> NatsCluster {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let monitors: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let servers = (0..3)
+            .map(|at| {
+                let others: Vec<String> = (0..3)
+                    .filter(|&o| o != at)
+                    .map(|o| format!("nats://127.0.0.1:{}", routes[o]))
+                    .collect();
+                let args = vec![
+                    "-n".to_owned(),
+                    format!("n{}", at + 1),
+                    "-m".to_owned(),
+                    monitors[at].to_string(),
+                    "--cluster_name".to_owned(),
+                    "test".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{}", routes[at]),
+                    "--routes".to_owned(),
+                    others.join(","),
+                ];
+                NatsServer::start_with(ports[at], args)
+            })
+            .collect();
+        let cluster = NatsCluster { servers, monitors };
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    /// `--store`'s value naming every server.
+    pub fn url(&self) -> String {
+        let addresses: Vec<String> =
+            self.servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        format!("nats://{}", addresses.join(","))
+    }
+
+    /// Waits until a live server reports a JetStream meta leader.
+    ///
+    /// # Panics
+    /// None within [`STEP`].
+    pub fn wait_for_leader(&self) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let led = self.monitors.iter().any(|&port| {
+                jsz(port).is_some_and(|body| {
+                    body.contains("\"meta_cluster\"") && body.contains("\"leader\"")
+                })
+            });
+            if led {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the NATS cluster elected no leader in {STEP:?}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The body of `GET /jsz` from a server's monitoring port, if it answers.
+fn jsz(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(b"GET /jsz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}

@@ -281,6 +281,14 @@ pub async fn run(
             return;
         }
     };
+    // The buckets are made at start, while the cluster is whole: one of `--replicas 3`
+    // cannot be placed while a server is down. Failing here is not fatal; first use tries again.
+    if let Err(error) = backend.claims().await {
+        tracing::warn!(%error, "cannot open the claims bucket yet");
+    }
+    if let Err(error) = backend.groups().await {
+        tracing::warn!(%error, "cannot open the groups bucket yet");
+    }
     if let Err(error) = backend.follow_existing().await {
         let _ = ready.send(Err(error));
         return;
