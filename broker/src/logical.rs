@@ -33,6 +33,23 @@ pub enum ClaimError {
     /// The token names no current claim: never given, released, or expired.
     #[error("claim {0} is unknown or has expired; claim a logical broker again")]
     UnknownClaim(u64),
+    /// The claims shared with other broker processes could not be reached.
+    #[error("cannot claim: {0}")]
+    Ledger(String),
+}
+
+/// Where claims are also kept when several broker processes share their logical brokers
+/// (`--store nats://...`): the door to claims held through other processes.
+pub trait Ledger: std::fmt::Debug + Send {
+    /// Takes logical broker `id` for `holder` unless a claim on it is held anywhere; returns
+    /// whether it was taken. Waits for the answer (bounded).
+    ///
+    /// # Errors
+    /// The shared claims cannot be reached.
+    fn take(&mut self, id: u32, holder: &str) -> Result<bool, String>;
+
+    /// Gives logical broker `id` back, without waiting.
+    fn free(&mut self, id: u32);
 }
 
 /// A current claim on one logical broker.
@@ -64,13 +81,20 @@ pub struct LogicalBrokers {
     lease: Duration,
     /// Where claim tokens come from.
     tokens: Tokens,
+    /// Claims shared with other broker processes, if any.
+    ledger: Option<Box<dyn Ledger>>,
 }
 
 impl LogicalBrokers {
     /// `count` free logical brokers, ids 1 to `count`, whose claims last `lease`.
     pub fn new(count: u32, lease: Duration) -> LogicalBrokers {
         let brokers = (1..=count).map(|id| LogicalBroker { id, claim: None }).collect();
-        LogicalBrokers { brokers, lease, tokens: Tokens::new() }
+        LogicalBrokers { brokers, lease, tokens: Tokens::new(), ledger: None }
+    }
+
+    /// Keeps claims in `ledger` too, so that other broker processes see them.
+    pub fn share(&mut self, ledger: Box<dyn Ledger>) {
+        self.ledger = Some(ledger);
     }
 
     /// How long a claim lasts without a request.
@@ -93,16 +117,22 @@ impl LogicalBrokers {
         let at = match wanted {
             Some(id) => {
                 self.check_id(id)?;
-                if self.brokers[index(id)].claim.is_some() {
+                if self.brokers[index(id)].claim.is_some() || !self.take_shared(id, holder)? {
                     return Err(ClaimError::Busy(id));
                 }
                 index(id)
             }
-            None => self
-                .brokers
-                .iter()
-                .position(|b| b.claim.is_none())
-                .ok_or(ClaimError::NoneAvailable(count))?,
+            None => {
+                let mut found = None;
+                for at in 0..count {
+                    let id = self.brokers[at].id;
+                    if self.brokers[at].claim.is_none() && self.take_shared(id, holder)? {
+                        found = Some(at);
+                        break;
+                    }
+                }
+                found.ok_or(ClaimError::NoneAvailable(count))?
+            }
         };
         let token = self.tokens.next();
         let broker = &mut self.brokers[at];
@@ -111,7 +141,16 @@ impl LogicalBrokers {
         Ok((broker.id, token))
     }
 
-    /// Whether a claim for `wanted` (or for any) could succeed now.
+    /// Takes logical broker `id` in the shared claims, if there are any.
+    fn take_shared(&mut self, id: u32, holder: &str) -> Result<bool, ClaimError> {
+        match &mut self.ledger {
+            Some(ledger) => ledger.take(id, holder).map_err(ClaimError::Ledger),
+            None => Ok(true),
+        }
+    }
+
+    /// Whether a claim for `wanted` (or for any) could succeed now, as far as this process
+    /// knows (a claim held through another process shows only when tried).
     pub fn can_claim(&self, wanted: Option<u32>) -> bool {
         match wanted {
             Some(id) => self.brokers.get(index(id)).is_some_and(|b| b.claim.is_none()),
@@ -167,7 +206,11 @@ impl LogicalBrokers {
     pub fn release(&mut self, token: u64) -> Result<u32, ClaimError> {
         let broker = self.find_mut(token)?;
         broker.claim = None;
-        Ok(broker.id)
+        let id = broker.id;
+        if let Some(ledger) = &mut self.ledger {
+            ledger.free(id);
+        }
+        Ok(id)
     }
 
     /// Ends every claim whose lease ran out by `now`; returns the freed ids.
@@ -177,6 +220,9 @@ impl LogicalBrokers {
             if broker.claim.as_ref().is_some_and(|c| c.expires_at <= now) {
                 broker.claim = None;
                 freed.push(broker.id);
+                if let Some(ledger) = &mut self.ledger {
+                    ledger.free(broker.id);
+                }
             }
         }
         freed

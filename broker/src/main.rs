@@ -9,7 +9,7 @@ use broker::auth::keys::{self, ServerKeys};
 use broker::auth::users::{hash_password, Users};
 use broker::auth::{self, Guard, Settings};
 use broker::group::Groups;
-use broker::store::{Store, DEFAULT_SEGMENT_BYTES};
+use broker::store::{NatsConfig, NatsLog, Store, DEFAULT_SEGMENT_BYTES};
 use broker::unread::Limits;
 use broker::{preload, server, Broker, Config, Fsync, Shutdown, StoreConfig};
 use clap::{Parser, Subcommand};
@@ -54,8 +54,16 @@ struct Args {
     #[arg(long, default_value_t = protocol::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
     /// Keep topics in this directory, durably; without it they live in memory only.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "store")]
     data_dir: Option<PathBuf>,
+    /// Keep topics in a NATS JetStream shared with other broker processes:
+    /// `nats://HOST:PORT[,HOST:PORT...]` (a server version 2.10 or later, with JetStream on).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// With `--store`: how many copies JetStream keeps of each new topic (at most the
+    /// cluster's size).
+    #[arg(long, default_value_t = 1, requires = "store", value_parser = clap::value_parser!(u32).range(1..=5))]
+    replicas: u32,
     /// When appends reach the disk before they are acknowledged: `always` (each pass of the
     /// event loop flushes once for all its appends), `interval=DURATION` or `never` (the
     /// operating system decides).
@@ -238,6 +246,12 @@ fn run(mut args: Args) -> Result<()> {
             retention,
             repair: args.repair,
             max_bytes,
+            nats: args
+                .store
+                .as_deref()
+                .map(|url| NatsConfig::parse(url, args.replicas as usize))
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
         },
         group_ack_timeout: args.group_ack_timeout,
         unread: Limits { total: args.max_unread_bytes, per_peer: args.max_unread_bytes_per_client },
@@ -245,7 +259,16 @@ fn run(mut args: Args) -> Result<()> {
     raise_file_limit();
 
     let started = std::time::Instant::now();
-    let store = Store::open(config.store.clone()).context("cannot open the store")?;
+    let (store, ledger): (Box<Store>, _) = match &config.store.nats {
+        Some(nats) => {
+            let nats = NatsConfig { lease: config.lease, ..nats.clone() };
+            let log = NatsLog::open(config.store.clone(), &nats)
+                .with_context(|| format!("cannot open the store on NATS at {:?}", nats.servers))?;
+            let shared = (log.claims(), log.groups());
+            (Box::new(log), Some(shared))
+        }
+        None => (Store::open(config.store.clone()).context("cannot open the store")?, None),
+    };
     if let Some(dir) = &config.store.data_dir {
         let totals = store.totals();
         tracing::info!(
@@ -265,6 +288,10 @@ fn run(mut args: Args) -> Result<()> {
     }
     let mut broker = Broker::new(store, &config);
     broker.groups = groups;
+    if let Some((claims, group_states)) = ledger {
+        broker.brokers.share(Box::new(claims));
+        broker.groups.share(Box::new(group_states));
+    }
     if args.preload {
         let added = preload::preload(&mut *broker.store, broker::clock::epoch_ms())
             .context("cannot preload")?;

@@ -24,7 +24,7 @@ use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::group::GroupCommitFailure;
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
-use crate::store::{Budget, CommitFailure, Settled, Ticket};
+use crate::store::{Budget, CommitFailure, Renumbered, Settled, Ticket};
 use crate::unread::{self, Allowance, Reply, Unread};
 use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
@@ -347,7 +347,7 @@ impl Server<'_> {
     /// again, and makes the groups of topics that retention shortened forget what went.
     fn settle_store(&mut self, settled: Vec<Settled>) {
         for commit in settled {
-            self.outbox.settle(commit.ticket, &commit.failures);
+            self.outbox.settle(commit.ticket, &commit.failures, &commit.renumbered);
             for topic in commit.readable {
                 if self.waiting.holds_fetches_on(&topic) && !self.grown.contains(&topic) {
                     self.grown.push(topic);
@@ -879,6 +879,8 @@ struct Entry {
     /// The group state a group reply reports on, with the offsets it delivers, to give back if
     /// the reply cannot be sent.
     handout: Option<Handout>,
+    /// The first offset an `appended` reply gives, which its commit may renumber.
+    given: Option<u64>,
 }
 
 /// The replies of one pass, in the order they were made, sent at its end.
@@ -910,9 +912,12 @@ impl Outbox {
     /// Encodes `response` and queues it for `envelope`. An append's acknowledgement waits for
     /// the store's commit, a reply that reports a change of a group's state for the groups'.
     fn push(&mut self, envelope: Envelope, response: Response<'_>) {
-        let (mut gate, mut claim, mut handout) = (Gate::Open, None, None);
+        let (mut gate, mut claim, mut handout, mut given) = (Gate::Open, None, None, None);
         match &response {
-            Response::Appended { topic, .. } => gate = Gate::Pass(self.append_topic(topic)),
+            Response::Appended { topic, first_offset, .. } => {
+                gate = Gate::Pass(self.append_topic(topic));
+                given = Some(*first_offset);
+            }
             Response::Claimed { claim: token, .. } => claim = Some(*token),
             Response::Delivered { group, topic, messages, .. } => {
                 let offsets = messages.iter().map(|m| m.offset).collect();
@@ -928,7 +933,7 @@ impl Outbox {
             _ => {}
         }
         let reply = self.encode(peer_id(&envelope), response);
-        self.entries.push(Entry { envelope, reply, gate, claim, handout });
+        self.entries.push(Entry { envelope, reply, gate, claim, handout, given });
     }
 
     /// The place of `topic` in `append_topics`, added if new: the acknowledgements of a pass
@@ -958,8 +963,9 @@ impl Outbox {
     }
 
     /// Opens the acknowledgements of appends once their commit settled, turning those of
-    /// topics whose appends were dropped into refusals.
-    fn settle(&mut self, ticket: Ticket, failures: &[CommitFailure]) {
+    /// topics whose appends were dropped into refusals, and giving those the commit
+    /// renumbered their offsets.
+    fn settle(&mut self, ticket: Ticket, failures: &[CommitFailure], renumbered: &[Renumbered]) {
         let Some(at) = self.tickets.iter().position(|(t, _)| *t == ticket) else { return };
         let (_, topics) = self.tickets.remove(at);
         for at in 0..self.entries.len() {
@@ -969,11 +975,30 @@ impl Outbox {
             }
             self.entries[at].gate = Gate::Open;
             if let Some(failure) = failures.iter().find(|f| f.topic == topics[index]) {
-                let reason = format!(
-                    "could not store the messages ({}); nothing was appended",
-                    failure.error
-                );
+                // A store that hands appends to a remote engine may not learn their fate.
+                let reason = if failure.error.kind() == std::io::ErrorKind::TimedOut {
+                    format!(
+                        "could not confirm that the messages were stored ({}); they may have \
+                         been appended or not",
+                        failure.error
+                    )
+                } else {
+                    format!(
+                        "could not store the messages ({}); nothing was appended",
+                        failure.error
+                    )
+                };
                 self.refuse(at, Response::error(ErrorCode::InternalError, reason));
+            } else if let Some(moved) = renumbered
+                .iter()
+                .find(|r| r.topic == topics[index] && Some(r.given) == self.entries[at].given)
+            {
+                let (first_offset, last_offset) = (moved.first, moved.last);
+                let topic = &moved.topic;
+                let peer = peer_id(&self.entries[at].envelope).to_vec();
+                let reply =
+                    self.encode(&peer, Response::Appended { topic, first_offset, last_offset });
+                self.entries[at].reply = reply;
             }
         }
     }

@@ -1,8 +1,13 @@
 //! Test support shared by the integration tests of `broker` and `clients`: start the real
-//! `broker` binary on an ephemeral loopback port, talk to it over a raw REQ socket, stop it.
+//! `broker` binary on an ephemeral loopback port, talk to it over a raw REQ socket, stop it;
+//! start a `nats-server` with JetStream for the store kept there.
 //!
 //! A crate of its own, a dev-dependency of both, so that neither includes the other's test
 //! files; it depends on nothing but `std`, `zmq` and `protocol`.
+
+mod nats;
+
+pub use nats::{free_port, NatsCluster, NatsServer};
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

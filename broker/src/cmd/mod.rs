@@ -147,6 +147,7 @@ impl From<ClaimError> for Response<'_> {
             ClaimError::Busy(_) => ErrorCode::BrokerBusy,
             ClaimError::UnknownBroker { .. } => ErrorCode::UnknownBroker,
             ClaimError::UnknownClaim(_) => ErrorCode::UnknownClaim,
+            ClaimError::Ledger(_) => ErrorCode::InternalError,
         };
         Response::error(code, error.to_string())
     }

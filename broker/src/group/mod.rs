@@ -23,7 +23,36 @@ use std::time::{Duration, Instant};
 use protocol::{validate_group_name, InvalidGroupName};
 use thiserror::Error;
 
+pub use disk::Saved;
 pub use subscription::{NotDelivered, Subscription};
+
+/// Where group states are also kept when several broker processes share their consumer
+/// groups (`--store nats://...`): the door to states changed through other processes.
+pub trait GroupLedger: std::fmt::Debug + Send {
+    /// The state stored for `group` on `topic` and its revision, if one is stored. Waits for
+    /// the answer (bounded).
+    ///
+    /// # Errors
+    /// The shared states cannot be reached.
+    fn load(&mut self, group: &str, topic: &str) -> Result<Option<(Saved, u64)>, String>;
+
+    /// Stores `states`, all at once; for each, its new revision or why it was not stored.
+    /// Waits for the answers (bounded).
+    fn save(&mut self, states: Vec<Saved>) -> Vec<Result<u64, String>>;
+
+    /// Removes the state of `group` on `topic`, without waiting.
+    fn remove(&mut self, group: &str, topic: &str);
+}
+
+/// The shared states of a broker process on a shared store.
+#[derive(Debug)]
+struct Shared {
+    /// Where they are kept.
+    ledger: Box<dyn GroupLedger>,
+    /// The revision of each state this process last stored or loaded: another one means that
+    /// another process changed it since.
+    seen: HashMap<Key, u64>,
+}
 
 use crate::files;
 use crate::store::{DamageReport, DamagedFile, Fsync, SetAside, Store, StoreConfig};
@@ -143,14 +172,62 @@ pub struct Groups {
     by_topic: HashMap<String, BTreeSet<String>>,
     /// How long a delivered message waits for its acknowledgement.
     ack_timeout: Duration,
-    /// For a broker with a data directory.
+    /// For a broker with a data directory, or with shared states (then with no directory).
     files: Option<Files>,
+    /// The states shared with other broker processes, if they are.
+    shared: Option<Shared>,
 }
 
 impl Groups {
     /// No groups, kept in memory only.
     pub fn in_memory(ack_timeout: Duration) -> Groups {
-        Groups { groups: BTreeMap::new(), by_topic: HashMap::new(), ack_timeout, files: None }
+        Groups {
+            groups: BTreeMap::new(),
+            by_topic: HashMap::new(),
+            ack_timeout,
+            files: None,
+            shared: None,
+        }
+    }
+
+    /// Keeps every state in `ledger` too, shared with other broker processes: a join loads
+    /// the state stored there when another process changed it, and each commit stores the
+    /// states the pass changed. For a broker without a data directory.
+    pub fn share(&mut self, ledger: Box<dyn GroupLedger>) {
+        self.shared = Some(Shared { ledger, seen: HashMap::new() });
+        self.files = Some(Files {
+            dir: PathBuf::new(),
+            exists: true,
+            sync: false,
+            changed: Vec::new(),
+            undo: HashMap::new(),
+        });
+    }
+
+    /// Takes the state of `group` on `topic` stored by another process, if it changed there
+    /// since this process last saw it.
+    fn refresh(&mut self, group: &str, topic: &str) {
+        let Some(shared) = &mut self.shared else { return };
+        let key = (group.to_owned(), topic.to_owned());
+        match shared.ledger.load(group, topic) {
+            Ok(Some((saved, revision))) if shared.seen.get(&key) != Some(&revision) => {
+                shared.seen.insert(key, revision);
+                let deadline = Instant::now() + self.ack_timeout;
+                let state = Subscription::restored(saved.delivered, saved.pending, deadline);
+                tracing::info!(
+                    group = %Shown(group),
+                    topic = %Shown(topic),
+                    "took the group's state as stored: delivered offset {}, {} pending",
+                    state.delivered(),
+                    state.pending()
+                );
+                self.insert(group.to_owned(), topic.to_owned(), state);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(group = %Shown(group), topic = %Shown(topic), %error, "cannot read the group's shared state; going on with this process's");
+            }
+        }
     }
 
     /// Opens the group states of the store `config` describes: none, in memory, when it names no
@@ -370,6 +447,7 @@ impl Groups {
         start: u64,
         is_live: impl Fn(u64) -> bool,
     ) -> (bool, usize) {
+        self.refresh(group, topic);
         let created = self.get(group, topic).is_none();
         if created {
             self.record(group, topic);
@@ -403,7 +481,13 @@ impl Groups {
                     self.groups.remove(&group);
                 }
             }
-            if let Some(files) = &mut self.files {
+            if let Some(shared) = &mut self.shared {
+                shared.ledger.remove(&group, topic);
+                shared.seen.remove(&(group.clone(), topic.to_owned()));
+                if let Some(files) = &mut self.files {
+                    files.undo.remove(&(group.clone(), topic.to_owned()));
+                }
+            } else if let Some(files) = &mut self.files {
                 if let Err(error) = disk::remove(&files.dir, &disk::file_name(&group, topic)) {
                     tracing::warn!(group = %Shown(&group), topic = %Shown(topic), %error, "cannot remove a group's state file");
                 }
@@ -411,7 +495,9 @@ impl Groups {
             }
             tracing::info!(group = %Shown(&group), topic = %Shown(topic), "forgot the group's state with its topic");
         }
-        if let Some(files) = self.files.as_ref().filter(|f| f.sync && f.exists) {
+        if let Some(files) =
+            self.files.as_ref().filter(|f| f.sync && f.exists && self.shared.is_none())
+        {
             if let Err(error) = files::sync_dir(&files.dir) {
                 tracing::warn!(%error, "cannot flush the groups directory");
             }
@@ -464,6 +550,9 @@ impl Groups {
     /// stored: each is put back as it was at the start of the pass, and what replies reported
     /// of its changes must become errors.
     pub fn commit(&mut self) -> Vec<GroupCommitFailure> {
+        if self.shared.is_some() {
+            return self.commit_shared();
+        }
         let Some(files) = &mut self.files else { return Vec::new() };
         let mut undo = std::mem::take(&mut files.undo);
         let mut written = Vec::new();
@@ -508,6 +597,60 @@ impl Groups {
                         .into_iter()
                         .map(|key| (key, io::Error::new(error.kind(), reason.clone()))),
                 );
+            }
+        }
+        let mut failures = Vec::new();
+        for (key, error) in failed {
+            tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
+            match undo.remove(&key).flatten() {
+                Some(earlier) => {
+                    if let Some(state) =
+                        self.groups.get_mut(&key.0).and_then(|topics| topics.get_mut(&key.1))
+                    {
+                        state.roll_back_to(earlier);
+                    }
+                }
+                None => self.remove(&key.0, &key.1),
+            }
+            failures.push(GroupCommitFailure { group: key.0, topic: key.1, error });
+        }
+        failures
+    }
+
+    /// [`Groups::commit`] for shared states: stores the pass's changed states in the ledger in
+    /// one batch, and undoes those it could not store.
+    fn commit_shared(&mut self) -> Vec<GroupCommitFailure> {
+        let (Some(files), Some(shared)) = (&mut self.files, &mut self.shared) else {
+            return Vec::new();
+        };
+        let mut undo = std::mem::take(&mut files.undo);
+        let changed = std::mem::take(&mut files.changed);
+        let mut keys = Vec::new();
+        let mut states = Vec::new();
+        for key in changed {
+            let Some(state) = self.groups.get(&key.0).and_then(|topics| topics.get(&key.1)) else {
+                continue;
+            };
+            states.push(Saved {
+                group: key.0.clone(),
+                topic: key.1.clone(),
+                delivered: state.delivered(),
+                pending: state.pending_offsets().collect(),
+            });
+            keys.push(key);
+        }
+        if states.is_empty() {
+            return Vec::new();
+        }
+        let results = shared.ledger.save(states);
+        let mut failed = Vec::new();
+        for (at, key) in keys.into_iter().enumerate() {
+            match results.get(at) {
+                Some(Ok(revision)) => {
+                    shared.seen.insert(key, *revision);
+                }
+                Some(Err(error)) => failed.push((key, io::Error::other(error.clone()))),
+                None => failed.push((key, io::Error::other("no answer from the shared states"))),
             }
         }
         let mut failures = Vec::new();

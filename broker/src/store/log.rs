@@ -8,8 +8,8 @@ use std::time::Instant;
 use protocol::{Message, NewMessage, Retention, TopicInfo};
 
 use super::{
-    Budget, CommitFailure, FileLog, MemoryLog, OpenError, Result, Settled, StoreConfig, Ticket,
-    Totals,
+    Budget, CommitFailure, FileLog, MemoryLog, NatsLog, OpenError, Result, Settled, StoreConfig,
+    Ticket, Totals,
 };
 
 /// A store of topics, each an ordered log of messages numbered by offset.
@@ -44,7 +44,8 @@ pub trait Log: std::fmt::Debug + Send {
     fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket;
 
     /// The commits that settled since the last call, in the order they were started, without
-    /// waiting.
+    /// waiting. A store shared with other broker processes also reports, under `Ticket(0)`
+    /// (never given to a commit), topics that grew through them.
     fn settled(&mut self) -> Vec<Settled>;
 
     /// Waits until every commit started has settled, and returns those not yet reported.
@@ -123,12 +124,15 @@ pub trait Log: std::fmt::Debug + Send {
 pub type Store = dyn Log;
 
 impl dyn Log {
-    /// Opens the store `config` describes: a [`MemoryLog`] when it names no data directory,
-    /// otherwise a [`FileLog`] over it.
+    /// Opens the store `config` describes: a [`NatsLog`] when it names a NATS JetStream, a
+    /// [`MemoryLog`] when it names no data directory, otherwise a [`FileLog`] over it.
     ///
     /// # Errors
-    /// As [`FileLog::open`].
+    /// As [`FileLog::open`] and [`NatsLog::open`].
     pub fn open(config: StoreConfig) -> Result<Box<Store>, OpenError> {
+        if let Some(nats) = config.nats.clone() {
+            return Ok(Box::new(NatsLog::open(config, &nats)?));
+        }
         Ok(match config.data_dir {
             None => Box::new(MemoryLog::new(config)),
             Some(_) => Box::new(FileLog::open(config)?),

@@ -22,6 +22,7 @@ pub mod format;
 mod index;
 mod log;
 mod memory;
+pub mod nats;
 mod recovery;
 mod segment;
 mod topic;
@@ -43,6 +44,7 @@ pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use file::FileLog;
 pub use log::{Log, Store};
 pub use memory::{default_max_memory, MemoryLog};
+pub use nats::{NatsConfig, NatsLog};
 pub use topic::Topic;
 
 /// How many bytes of records a segment holds before a new one is started, unless configured.
@@ -84,6 +86,9 @@ pub struct StoreConfig {
     /// The most bytes of records the store may hold (`--max-memory` in memory, `--max-disk`
     /// on disk, where they are the bytes of the segment files); `None` for no ceiling.
     pub max_bytes: Option<u64>,
+    /// Keep the topics in a NATS JetStream instead (`--store nats://...`); the data directory
+    /// is then unused.
+    pub nats: Option<NatsConfig>,
 }
 
 impl Default for StoreConfig {
@@ -96,6 +101,7 @@ impl Default for StoreConfig {
             retention: Retention::default(),
             repair: false,
             max_bytes: None,
+            nats: None,
         }
     }
 }
@@ -231,6 +237,22 @@ pub struct Settled {
     pub failures: Vec<CommitFailure>,
     /// The topics whose new messages became readable.
     pub readable: Vec<String>,
+    /// Appends whose offsets the commit decided, unlike those [`Log::append`] gave: a log
+    /// shared with other broker processes learns them only from the engine's acknowledgement.
+    pub renumbered: Vec<Renumbered>,
+}
+
+/// An append whose offsets were decided by its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renumbered {
+    /// The topic.
+    pub topic: String,
+    /// The first offset [`Log::append`] returned for it, which names it within the commit.
+    pub given: u64,
+    /// The offset its first message got.
+    pub first: u64,
+    /// The offset its last message got.
+    pub last: u64,
 }
 
 /// A topic whose appends of a commit could not be made durable, and were dropped.
@@ -432,7 +454,12 @@ impl Topics {
                     }
                 };
             if !sent && self.in_flight.is_empty() {
-                self.settled.push(Settled { ticket, failures, readable: Vec::new() });
+                self.settled.push(Settled {
+                    ticket,
+                    failures,
+                    readable: Vec::new(),
+                    renumbered: Vec::new(),
+                });
             } else {
                 // Commits settle in order: one with nothing to flush settles with the one
                 // before it. Failures of the writes are reported with the rest of the commit.
@@ -441,7 +468,12 @@ impl Topics {
             }
         } else {
             let sync_each = self.config.fsync == Fsync::Always;
-            let mut settled = Settled { ticket, failures: Vec::new(), readable: Vec::new() };
+            let mut settled = Settled {
+                ticket,
+                failures: Vec::new(),
+                readable: Vec::new(),
+                renumbered: Vec::new(),
+            };
             for name in dirty {
                 let Some(topic) = self.topics.get_mut(&name) else { continue };
                 match topic.commit(sync_each) {
@@ -524,7 +556,12 @@ impl Topics {
             self.settle_unflushed();
             let Some((front, topics)) = self.in_flight.pop_front() else { break };
             debug_assert_eq!(front.0, ticket, "the flush thread reports in order");
-            let mut settled = Settled { ticket: front, failures: Vec::new(), readable: Vec::new() };
+            let mut settled = Settled {
+                ticket: front,
+                failures: Vec::new(),
+                readable: Vec::new(),
+                renumbered: Vec::new(),
+            };
             if let Some(at) = self.early_failures.iter().position(|(t, _)| *t == front) {
                 settled.failures = self.early_failures.swap_remove(at).1;
             }
@@ -561,7 +598,12 @@ impl Topics {
                 Some(at) => self.early_failures.swap_remove(at).1,
                 None => Vec::new(),
             };
-            self.settled.push(Settled { ticket, failures, readable: Vec::new() });
+            self.settled.push(Settled {
+                ticket,
+                failures,
+                readable: Vec::new(),
+                renumbered: Vec::new(),
+            });
         }
     }
 

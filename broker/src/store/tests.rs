@@ -38,8 +38,8 @@ fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
 }
 
 /// Runs each test against a store in memory ([`MemoryLog`]), a store in a fresh directory
-/// ([`FileLog`]) whose commits a flush thread settles (`--fsync always`), and one whose commits
-/// settle at once (`--fsync never`).
+/// ([`FileLog`]) whose commits a flush thread settles (`--fsync always`), one whose commits
+/// settle at once (`--fsync never`), and one in a fresh NATS JetStream ([`NatsLog`]).
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -49,6 +49,18 @@ macro_rules! both_stores {
             $(#[test] fn $name() {
                 let dir = tempfile::tempdir().unwrap();
                 super::$name(&mut super::Store::open(super::config(Some(dir.path()))).unwrap());
+            })*
+        }
+        mod on_nats {
+            $(#[test] fn $name() {
+                let server = testkit::NatsServer::start();
+                let nats = super::NatsConfig {
+                    servers: vec![server.url()],
+                    replicas: 1,
+                    lease: std::time::Duration::from_secs(30),
+                };
+                let config = super::StoreConfig { nats: Some(nats), ..super::config(None) };
+                super::$name(&mut super::Store::open(config).unwrap());
             })*
         }
         mod on_disk_unflushed {

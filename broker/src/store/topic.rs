@@ -91,6 +91,12 @@ impl Topic {
         }
     }
 
+    /// An empty topic kept in memory whose next message gets offset `next`: the copy of a
+    /// topic held elsewhere, whose oldest messages are gone.
+    pub fn in_memory_from(next: u64, retention: Retention) -> Topic {
+        Topic { end: next, committed: next, staged: next, ..Topic::in_memory(retention) }
+    }
+
     /// An empty topic whose files go in `dir`.
     pub fn on_disk(dir: PathBuf, retention: Retention) -> Topic {
         let files = Files {
@@ -145,6 +151,11 @@ impl Topic {
         self.uncommitted.0 += 1;
         self.uncommitted.1 += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
         offset
+    }
+
+    /// Limits set for this topic, over the store's defaults.
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     /// Whether messages were appended since the last commit started.

@@ -1,0 +1,536 @@
+//! The log kept in a NATS JetStream (`broker --store nats://HOST:PORT[,...]`), shared by every
+//! broker process connected to it.
+//!
+//! Each topic is one stream with one subject; a message's offset is its stream sequence − 1, so
+//! every broker process gives the same offsets. The serving thread never waits on the network:
+//! appends are staged and handed, once per pass, to a tokio runtime on a thread of its own
+//! (`runtime`), which publishes them all at once, each with a de-duplication id
+//! (`Nats-Msg-Id`) so that a retried publish is stored once, and settles the commit when
+//! JetStream has acknowledged them all. Reads are served from a copy of each topic held in
+//! memory (the mirror), fed in stream order by an ordered consumer per topic on the runtime:
+//! appends made through other broker processes reach it the same way, and wake the fetches
+//! held on the topic.
+
+mod claims;
+mod groups;
+mod record;
+mod runtime;
+
+pub use claims::NatsClaims;
+pub use groups::NatsGroups;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use protocol::{Message, NewMessage, Retention, TopicInfo};
+use tokio::sync::mpsc as tmpsc;
+
+use super::{
+    check_name, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result, Settled,
+    StoreConfig, StoreError, Ticket, Topic, Totals,
+};
+use runtime::{Command, Event, Failure, Refusal, Staged};
+
+/// How long a create or a delete of a topic may take before it is refused.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Where the JetStream is and how topics are kept there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// The servers, as `nats://HOST:PORT`; the client reconnects to any of them.
+    pub servers: Vec<String>,
+    /// Copies JetStream keeps of each new topic's stream (1, or 3 on a cluster of three).
+    pub replicas: usize,
+    /// How long a claim lasts unrenewed: the claims bucket's time to live, the same for every
+    /// broker process (the first to create the bucket sets it).
+    pub lease: Duration,
+}
+
+impl NatsConfig {
+    /// Reads `nats://HOST:PORT[,HOST:PORT...]` (each later address may repeat `nats://`).
+    ///
+    /// # Errors
+    /// Not a `nats://` address, or an empty one.
+    pub fn parse(text: &str, replicas: usize) -> std::result::Result<NatsConfig, String> {
+        let rest = text
+            .strip_prefix("nats://")
+            .ok_or_else(|| format!("{text:?} is not a nats://HOST:PORT address"))?;
+        let servers: Vec<String> = rest
+            .split(',')
+            .map(|s| s.trim().trim_start_matches("nats://"))
+            .map(|s| format!("nats://{s}"))
+            .collect();
+        if rest.split(',').any(|s| s.trim().trim_start_matches("nats://").is_empty()) {
+            return Err(format!("{text:?} names an empty server address"));
+        }
+        Ok(NatsConfig { servers, replicas, lease: Duration::from_secs(30) })
+    }
+}
+
+/// A [`Log`] kept in a NATS JetStream, served from a copy in memory.
+#[derive(Debug)]
+pub struct NatsLog {
+    /// Every topic known, as read back from its stream: what reads see.
+    mirror: BTreeMap<String, Topic>,
+    /// How the store was set up.
+    config: StoreConfig,
+    /// The appends of the present pass, in order.
+    staged: Vec<Staged>,
+    /// The first offset `append` gave each staged append, to name it when its commit settles.
+    given: Vec<u64>,
+    /// For each topic appended to in the present pass or in a commit in flight, the offset
+    /// the next append is given (renumbered when its commit settles).
+    guessed: BTreeMap<String, u64>,
+    /// The ticket the next commit gets.
+    next_ticket: u64,
+    /// Commits handed to the runtime and not yet settled, oldest first, with the topic and
+    /// given first offset of each of their appends.
+    in_flight: VecDeque<(Ticket, Vec<(String, u64)>)>,
+    /// Commits settled and not yet reported.
+    settled: Vec<Settled>,
+    /// Topics that received messages since the last report (from any broker process).
+    grown: Vec<String>,
+    /// Topics retention shortened in the mirror since the last call.
+    trimmed: Vec<String>,
+    /// Commands to the runtime.
+    commands: Option<tmpsc::UnboundedSender<Command>>,
+    /// Events from the runtime.
+    events: mpsc::Receiver<Event>,
+    /// The read end of the pipe the runtime writes to after each event.
+    wake: UnixStream,
+    /// The runtime's thread.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NatsLog {
+    /// Connects to the JetStream `nats` names and starts following every topic there.
+    ///
+    /// # Errors
+    /// JetStream cannot be reached, or the runtime's thread cannot be started.
+    pub fn open(config: StoreConfig, nats: &NatsConfig) -> Result<NatsLog> {
+        let (wake, wake_writer) = UnixStream::pair().map_err(io_failure)?;
+        wake.set_nonblocking(true).map_err(io_failure)?;
+        wake_writer.set_nonblocking(true).map_err(io_failure)?;
+        let (event_tx, events) = mpsc::channel();
+        let (commands, command_rx) = tmpsc::unbounded_channel();
+        let (ready_tx, ready) = mpsc::channel();
+        let setup = runtime::Setup {
+            servers: nats.servers.clone(),
+            replicas: nats.replicas.max(1),
+            retention: config.retention,
+            lease: nats.lease,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_failure)?;
+        let emitter = runtime::Events::new(event_tx, wake_writer);
+        let thread = std::thread::Builder::new()
+            .name("nats".into())
+            .spawn(move || runtime.block_on(runtime::run(setup, command_rx, emitter, ready_tx)))
+            .map_err(io_failure)?;
+        let connected = ready
+            .recv_timeout(ADMIN_TIMEOUT * 2)
+            .unwrap_or_else(|_| Err(format!("no answer from NATS at {:?} in time", nats.servers)));
+        if let Err(reason) = connected {
+            drop(commands);
+            let _ = thread.join();
+            return Err(StoreError::Io(IoFailure::new(io::Error::other(reason))));
+        }
+        let mut log = NatsLog {
+            mirror: BTreeMap::new(),
+            config,
+            staged: Vec::new(),
+            given: Vec::new(),
+            guessed: BTreeMap::new(),
+            next_ticket: 1,
+            in_flight: VecDeque::new(),
+            settled: Vec::new(),
+            grown: Vec::new(),
+            trimmed: Vec::new(),
+            commands: Some(commands),
+            events,
+            wake,
+            thread: Some(thread),
+        };
+        log.take_events();
+        Ok(log)
+    }
+
+    /// Applies every event the runtime sent, without waiting.
+    fn take_events(&mut self) {
+        let mut byte = [0; 256];
+        while matches!((&self.wake).read(&mut byte), Ok(n) if n > 0) {}
+        while let Ok(event) = self.events.try_recv() {
+            self.apply(event);
+        }
+    }
+
+    /// Applies one event of the runtime.
+    fn apply(&mut self, event: Event) {
+        match event {
+            Event::Topic { topic, first, next, retention } => {
+                let known = self.mirror.get(&topic).is_some_and(|t| t.next_offset() >= next);
+                // A topic not yet known starts empty at its oldest message, which its
+                // follower reads first.
+                if !known {
+                    self.mirror.insert(topic, Topic::in_memory_from(first, retention));
+                }
+            }
+            Event::Messages { topic, messages } => self.add(topic, messages),
+            Event::Deleted { topic } => {
+                self.mirror.remove(&topic);
+            }
+            Event::Committed { ticket, results } => self.settle(Ticket(ticket), results),
+        }
+    }
+
+    /// Adds messages read from `topic`'s stream to its copy, in order.
+    fn add(&mut self, topic: String, messages: Vec<(u64, bytes::Bytes)>) {
+        let Some(copy) = self.mirror.get_mut(&topic) else { return };
+        let segment_bytes = self.config.segment_bytes;
+        let mut added = false;
+        for (offset, payload) in &messages {
+            if *offset < copy.next_offset() {
+                continue;
+            }
+            if *offset > copy.next_offset() {
+                // Messages removed from the stream before this broker read them.
+                *copy = Topic::in_memory_from(*offset, copy.retention());
+            }
+            let Some(decoded) = record::decode(payload) else {
+                tracing::warn!(topic = %topic, offset, "a message of the stream is not ours; skipped");
+                *copy = Topic::in_memory_from(offset + 1, copy.retention());
+                continue;
+            };
+            copy.append(decoded.timestamp, decoded.key, decoded.value, segment_bytes);
+            if let Err(error) = copy.commit(false) {
+                tracing::error!(topic = %topic, %error, "cannot keep a message in memory");
+            }
+            added = true;
+        }
+        if added {
+            let now_ms = crate::clock::epoch_ms();
+            if copy.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(&topic) {
+                self.trimmed.push(topic.clone());
+            }
+            if !self.grown.contains(&topic) {
+                self.grown.push(topic);
+            }
+        }
+    }
+
+    /// Settles commit `ticket` with the runtime's results for its appends.
+    fn settle(&mut self, ticket: Ticket, results: Vec<std::result::Result<(u64, u64), Failure>>) {
+        let Some(at) = self.in_flight.iter().position(|(t, _)| *t == ticket) else { return };
+        let Some((_, appends)) = self.in_flight.remove(at) else { return };
+        let mut settled =
+            Settled { ticket, failures: Vec::new(), readable: Vec::new(), renumbered: Vec::new() };
+        self.grown.retain(|t| !appends.iter().any(|(topic, _)| topic == t));
+        for ((topic, given), result) in appends.into_iter().zip(results) {
+            match result {
+                Ok((first, last)) => {
+                    if !settled.readable.contains(&topic) {
+                        settled.readable.push(topic.clone());
+                    }
+                    settled.renumbered.push(Renumbered { topic, given, first, last });
+                }
+                Err(failure) => {
+                    if !settled.failures.iter().any(|f| f.topic == topic) {
+                        let reason = failure.reason;
+                        tracing::error!(topic = %topic, %reason, "appends not acknowledged; refused");
+                        // `TimedOut` tells the server that they may be stored all the same.
+                        let kind = match failure.unsure {
+                            true => io::ErrorKind::TimedOut,
+                            false => io::ErrorKind::Other,
+                        };
+                        let error = io::Error::new(kind, reason);
+                        settled.failures.push(CommitFailure { topic, error });
+                    }
+                }
+            }
+        }
+        if self.in_flight.is_empty() && self.staged.is_empty() {
+            self.guessed.clear();
+        }
+        self.settled.push(settled);
+        self.settle_empty();
+    }
+
+    /// Asks the runtime `command` and waits for its answer on `reply`, at most
+    /// [`ADMIN_TIMEOUT`].
+    fn ask(
+        &mut self,
+        command: Command,
+        reply: &mpsc::Receiver<std::result::Result<(), Refusal>>,
+        topic: &str,
+    ) -> Result<()> {
+        let sent = self.commands.as_ref().is_some_and(|c| c.send(command).is_ok());
+        if !sent {
+            return Err(nats_error("the connection to NATS has stopped".into()));
+        }
+        let answer = reply.recv_timeout(ADMIN_TIMEOUT);
+        self.take_events();
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Refusal::Exists)) => Err(StoreError::TopicExists(topic.to_owned())),
+            Ok(Err(Refusal::Unknown)) => Err(unknown(topic)),
+            Ok(Err(Refusal::Failed(reason))) => Err(nats_error(reason)),
+            Err(_) => Err(nats_error("JetStream did not answer in time".into())),
+        }
+    }
+
+    /// The claims on logical brokers kept in this JetStream, shared with every broker process
+    /// on it.
+    pub fn claims(&self) -> NatsClaims {
+        NatsClaims::new(self.commands.clone())
+    }
+
+    /// The consumer groups' states kept in this JetStream, shared with every broker process
+    /// on it.
+    pub fn groups(&self) -> NatsGroups {
+        NatsGroups::new(self.commands.clone())
+    }
+
+    /// Publishes `messages` on `topic` with these de-duplication ids, waiting for their acks:
+    /// each one's stream sequence and whether JetStream found it a duplicate. For tests.
+    #[cfg(test)]
+    fn publish_raw(&mut self, topic: &str, messages: Vec<(String, Vec<u8>)>) -> Vec<(u64, bool)> {
+        let (reply, answer) = mpsc::channel();
+        let command = Command::PublishRaw { topic: topic.to_owned(), messages, reply };
+        self.commands.as_ref().map(|c| c.send(command));
+        answer.recv_timeout(ADMIN_TIMEOUT).unwrap().unwrap()
+    }
+}
+
+fn io_failure(error: io::Error) -> StoreError {
+    StoreError::Io(IoFailure::new(error))
+}
+
+fn nats_error(reason: String) -> StoreError {
+    StoreError::Io(IoFailure::new(io::Error::other(reason)))
+}
+
+impl Log for NatsLog {
+    fn append(
+        &mut self,
+        topic: &str,
+        messages: &[NewMessage<'_>],
+        timestamp: u64,
+    ) -> Result<(u64, u64)> {
+        check_name(topic)?;
+        let limit = self.config.max_message_bytes;
+        if let Some((index, size)) =
+            messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit)
+        {
+            return Err(StoreError::MessageTooLarge { index, size, limit });
+        }
+        // A topic new here is listed at once, empty, as in the other stores; its stream's
+        // state replaces it when the runtime finds or creates it.
+        let retention = Retention::default();
+        let copy =
+            self.mirror.entry(topic.to_owned()).or_insert_with(|| Topic::in_memory(retention));
+        let known = copy.next_offset();
+        let next = self.guessed.entry(topic.to_owned()).or_insert(known);
+        let first = (*next).max(known);
+        *next = first + messages.len() as u64;
+        let payloads =
+            messages.iter().map(|m| record::encode(timestamp, m.key, m.value).into()).collect();
+        self.staged.push(Staged { topic: topic.to_owned(), payloads });
+        self.given.push(first);
+        Ok((first, *next - 1))
+    }
+
+    fn commit(&mut self, _now: Instant, _now_ms: u64) -> Ticket {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        self.take_events();
+        if self.staged.is_empty() {
+            if self.in_flight.is_empty() {
+                let (failures, readable, renumbered) = (Vec::new(), Vec::new(), Vec::new());
+                self.settled.push(Settled { ticket, failures, readable, renumbered });
+            } else {
+                // Commits settle in order: this one with the one before it.
+                self.in_flight.push_back((ticket, Vec::new()));
+                self.settle_empty();
+            }
+            return ticket;
+        }
+        let appends = std::mem::take(&mut self.staged);
+        let names: Vec<(String, u64)> =
+            appends.iter().map(|s| s.topic.clone()).zip(self.given.drain(..)).collect();
+        let sent = self
+            .commands
+            .as_ref()
+            .is_some_and(|c| c.send(Command::Commit { ticket: ticket.0, appends }).is_ok());
+        self.in_flight.push_back((ticket, names));
+        if !sent {
+            let count = self.in_flight.back().map_or(0, |(_, a)| a.len());
+            let reason = "the connection to NATS has stopped".to_owned();
+            self.settle(ticket, vec![Err(Failure { reason, unsure: false }); count]);
+        }
+        ticket
+    }
+
+    fn settled(&mut self) -> Vec<Settled> {
+        self.take_events();
+        self.settle_empty();
+        if !self.grown.is_empty() {
+            // Messages from other broker processes, or read back late: no commit of ours
+            // (ticket 0 is never given), but fetches held on these topics may look again.
+            let readable = std::mem::take(&mut self.grown);
+            self.settled.push(Settled {
+                ticket: Ticket(0),
+                failures: Vec::new(),
+                readable,
+                renumbered: Vec::new(),
+            });
+        }
+        std::mem::take(&mut self.settled)
+    }
+
+    fn wait_settled(&mut self) -> Vec<Settled> {
+        let deadline = Instant::now() + runtime::COMMIT_TIMEOUT * 3;
+        while self.in_flight.iter().any(|(_, appends)| !appends.is_empty()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) => self.apply(event),
+                Err(_) => {
+                    let tickets: Vec<(Ticket, usize)> =
+                        self.in_flight.iter().map(|(t, a)| (*t, a.len())).collect();
+                    for (ticket, count) in tickets {
+                        let reason = "no answer from the connection to NATS".to_owned();
+                        self.settle(ticket, vec![Err(Failure { reason, unsure: true }); count]);
+                    }
+                }
+            }
+            self.settle_empty();
+        }
+        self.settled()
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.wake.as_raw_fd())
+    }
+
+    fn read<'a>(
+        &'a self,
+        topic: &str,
+        offset: u64,
+        mut budget: Budget,
+        out: &mut Vec<Message<'a>>,
+    ) -> Result<u64> {
+        check_name(topic)?;
+        let copy = self.mirror.get(topic).ok_or_else(|| unknown(topic))?;
+        let (first, next) = (copy.first_offset(), copy.next_offset());
+        if offset < first || offset > next {
+            return Err(StoreError::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                offset,
+                first,
+                next,
+            });
+        }
+        out.reserve(budget.messages_left().min((next - offset) as usize));
+        copy.read(offset, &mut budget, out).map_err(io_failure)?;
+        Ok(next)
+    }
+
+    fn offsets(&self, topic: &str) -> Result<(u64, u64)> {
+        let copy = self.mirror.get(topic).ok_or_else(|| unknown(topic))?;
+        Ok((copy.first_offset(), copy.next_offset()))
+    }
+
+    fn create(&mut self, topic: &str, retention: Retention) -> Result<()> {
+        check_name(topic)?;
+        let (reply, answer) = mpsc::channel();
+        let command = Command::Create { topic: topic.to_owned(), retention, reply };
+        self.ask(command, &answer, topic)
+    }
+
+    fn delete(&mut self, topic: &str) -> Result<()> {
+        check_name(topic)?;
+        let (reply, answer) = mpsc::channel();
+        let command = Command::Delete { topic: topic.to_owned(), reply };
+        let deleted = self.ask(command, &answer, topic);
+        if deleted.is_ok() || matches!(deleted, Err(StoreError::UnknownTopic(_))) {
+            self.mirror.remove(topic);
+        }
+        deleted
+    }
+
+    fn list(&self) -> Vec<TopicInfo> {
+        self.mirror
+            .iter()
+            .map(|(name, copy)| TopicInfo {
+                name: name.clone(),
+                messages: copy.messages(),
+                first_offset: copy.first_offset(),
+                next_offset: copy.next_offset(),
+                bytes: copy.payload_bytes(),
+                disk_bytes: None,
+            })
+            .collect()
+    }
+
+    fn totals(&self) -> Totals {
+        let mut totals = Totals { topics: self.mirror.len() as u64, ..Totals::default() };
+        for copy in self.mirror.values() {
+            totals.messages += copy.messages();
+            totals.bytes += copy.payload_bytes();
+        }
+        totals
+    }
+
+    fn take_trimmed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.trimmed)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn close(&mut self) {
+        let unheard = self.wait_settled();
+        if !unheard.is_empty() {
+            tracing::debug!(commits = unheard.len(), "commits settled at close, unreported");
+        }
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Stop);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl NatsLog {
+    /// Settles the commits at the front of those in flight that had no appends.
+    fn settle_empty(&mut self) {
+        while let Some((ticket, _)) = self.in_flight.front().filter(|(_, a)| a.is_empty()) {
+            let ticket = *ticket;
+            self.in_flight.pop_front();
+            let (failures, readable, renumbered) = (Vec::new(), Vec::new(), Vec::new());
+            self.settled.push(Settled { ticket, failures, readable, renumbered });
+        }
+    }
+}
+
+impl Drop for NatsLog {
+    fn drop(&mut self) {
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Stop);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+//! Two real broker processes on one real NATS JetStream (`--store nats://...`): what one
+//! appends the other serves at the same offsets, a fetch held on one is woken by an append on
+//! the other, and appends are acknowledged only once JetStream has them.
+
+mod wire;
+
+use std::time::{Duration, Instant};
+
+use protocol::{ErrorCode, Request, Response};
+use testkit::{BrokerProcess, NatsServer};
+use wire::{append, append_of, ask, claim, expect_error, fetch, fetch_from};
+
+/// Starts a broker on `server`'s JetStream.
+fn start_on(server: &NatsServer) -> BrokerProcess {
+    wire::start(&["--store", &server.url()])
+}
+
+/// Fetches `topic` from 0 on `socket` until it holds `count` messages, for at most ten
+/// seconds (the broker's copy of a topic follows JetStream); returns offsets and values.
+fn fetch_until(socket: &zmq::Socket, token: u64, topic: &str, count: usize) -> Vec<(u64, String)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = ask(socket, &Request::Fetch(fetch_from(token, topic, 0)));
+        if let Response::Messages { messages, .. } = &reply {
+            let held: Vec<(u64, String)> = messages
+                .iter()
+                .map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned()))
+                .collect();
+            if held.len() >= count {
+                return held;
+            }
+        }
+        assert!(Instant::now() < deadline, "{topic} did not reach {count} messages: {reply:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn what_one_broker_appends_the_other_serves_at_the_same_offsets() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token_b) = claim(&on_b, None, "reader");
+    assert_eq!(append(&on_a, "orders", &["one", "two"]), (0, 1));
+    assert_eq!(fetch_until(&on_b, token_b, "orders", 2), [(0, "one".into()), (1, "two".into())]);
+    // B's appends follow A's in the same log.
+    assert_eq!(append(&on_b, "orders", &["three"]), (2, 2));
+    let (_, token_a) = claim(&on_a, None, "reader");
+    assert_eq!(fetch_until(&on_a, token_a, "orders", 3)[2], (2, "three".into()));
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn a_fetch_held_on_one_broker_is_woken_by_an_append_on_the_other() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    append(&on_a, "events", &["first"]);
+    let (_, token) = claim(&on_b, None, "follower");
+    assert_eq!(fetch_until(&on_b, token, "events", 1).len(), 1);
+    let held = Request::Fetch(protocol::Fetch { wait_ms: 8_000, ..fetch_from(token, "events", 1) });
+    on_b.send(wire::encode(&held), 0).expect("send");
+    // The fetch is held: nothing comes until the append.
+    wire::assert_silent(&on_b, wire::QUIET, "a fetch with nothing to read");
+    let appended = Instant::now();
+    append(&on_a, "events", &["second"]);
+    let reply = wire::expect_messages(wire::receive(&on_b), "events");
+    assert_eq!(reply.values(), ["second"]);
+    assert_eq!(reply.offsets(), [1]);
+    assert!(appended.elapsed() < Duration::from_secs(5), "woken only by the fetch's timeout");
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
+    let mut server = NatsServer::start();
+    let broker = start_on(&server);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    assert_eq!(append(&socket, "t", &["stored"]), (0, 0));
+    server.kill();
+    let asked = Instant::now();
+    let reply = ask(&socket, &append_of("t", &["refused"]));
+    expect_error(&reply, ErrorCode::InternalError);
+    // Refused for sure once the broker saw the connection down; before that (the kill not
+    // noticed yet) the refusal says the messages may be stored when JetStream is back.
+    let unsure = matches!(&reply, Response::Error { reason, .. } if reason.contains("may have"));
+    assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
+    server.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let offsets = loop {
+        match ask(&socket, &append_of("t", &["after"])) {
+            Response::Appended { first_offset, last_offset, .. } => {
+                break (first_offset, last_offset)
+            }
+            other => assert!(Instant::now() < deadline, "appends did not resume: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, token) = claim(&socket, None, "reader");
+    let values = fetch(&socket, fetch_from(token, "t", 0)).values();
+    if unsure && offsets == (2, 2) {
+        assert_eq!(values, ["stored", "refused", "after"]);
+    } else {
+        assert_eq!(offsets, (1, 1), "the refused append was stored: {reply:?}");
+        assert_eq!(values, ["stored", "after"]);
+    }
+    broker.interrupt();
+}
+
+/// Asks for logical broker `id` as `client`; the reply.
+fn claim_reply(socket: &zmq::Socket, id: Option<u32>, client: &str) -> Response<'static> {
+    ask(socket, &Request::Claim { broker: id, wait_ms: 0, client: Some(client) })
+}
+
+/// Asks for logical broker `id` until it is granted, for at most ten seconds; the token.
+fn claim_when_free(socket: &zmq::Socket, id: u32, client: &str) -> (u64, Duration) {
+    let asked = Instant::now();
+    loop {
+        match claim_reply(socket, Some(id), client) {
+            Response::Claimed { claim, .. } => return (claim, asked.elapsed()),
+            reply => {
+                expect_error(&reply, ErrorCode::BrokerBusy);
+                assert!(asked.elapsed() < Duration::from_secs(10), "{id} never came free");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_logical_broker_claimed_through_one_process_is_busy_through_the_other() {
+    let server = NatsServer::start();
+    let lease = ["--store", &server.url(), "--lease", "2s"];
+    let (a, b) = (wire::start(&lease), wire::start(&lease));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token) = claim(&on_a, Some(1), "first");
+    expect_error(&claim_reply(&on_b, Some(1), "second"), ErrorCode::BrokerBusy);
+    // Any free one, through B: not the one A holds.
+    let (other, _) = claim(&on_b, None, "second");
+    assert_eq!(other, 2);
+    expect_error(&claim_reply(&on_b, None, "third"), ErrorCode::NoBrokerAvailable);
+    // Released through A, it is free through B.
+    wire::release(&on_a, token);
+    claim_when_free(&on_b, 1, "second");
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn a_claim_held_through_a_killed_process_expires_with_its_lease() {
+    let server = NatsServer::start();
+    let lease = ["--store", &server.url(), "--lease", "1s"];
+    let (a, b) = (wire::start(&lease), wire::start(&lease));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token) = claim(&on_a, Some(1), "doomed");
+    // Its holder renews it through A; A keeps it in JetStream past the bucket's time to live.
+    let renewing = Instant::now();
+    while renewing.elapsed() < Duration::from_millis(2500) {
+        let renewed = ask(&on_a, &Request::Renew { claim: token });
+        assert!(matches!(renewed, Response::Renewed { .. }), "{renewed:?}");
+        expect_error(&claim_reply(&on_b, Some(1), "next"), ErrorCode::BrokerBusy);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.signal("KILL");
+    let (_, waited) = claim_when_free(&on_b, 1, "next");
+    assert!(waited >= Duration::from_millis(300), "free at once after the kill: {waited:?}");
+    b.interrupt();
+}
+
+/// A group fetch of at most `max` messages without waiting: the offsets delivered, and the
+/// group's committed offset.
+fn group_take(
+    socket: &zmq::Socket,
+    claim: u64,
+    group: &str,
+    topic: &str,
+    max: u32,
+) -> (Vec<u64>, u64) {
+    let request = Request::GroupFetch(protocol::GroupFetch {
+        claim,
+        group,
+        topic,
+        max_messages: max,
+        max_bytes: protocol::DEFAULT_FETCH_BYTES,
+        wait_ms: 0,
+    });
+    match ask(socket, &request) {
+        Response::Delivered { messages, committed_offset, .. } => {
+            (messages.iter().map(|m| m.offset).collect(), committed_offset)
+        }
+        other => panic!("group_fetch: expected delivered, got {other:?}"),
+    }
+}
+
+/// Joins `group` on `topic` from the earliest offset; the committed offset.
+fn join_group(socket: &zmq::Socket, claim: u64, group: &str, topic: &str) -> u64 {
+    let start = protocol::GroupStart::Earliest;
+    match ask(socket, &Request::JoinGroup { claim, group, topic, start }) {
+        Response::Joined { committed_offset, .. } => committed_offset,
+        other => panic!("join_group: expected joined, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_group_member_moves_to_the_other_broker_and_goes_on_where_its_group_was() {
+    let server = NatsServer::start();
+    let args = ["--store", &server.url(), "--group-ack-timeout", "500ms"];
+    let (a, b) = (wire::start(&args), wire::start(&args));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    append(&on_a, "orders", &["m0", "m1", "m2", "m3", "m4"]);
+    let (_, token_a) = claim(&on_a, None, "member");
+    assert_eq!(join_group(&on_a, token_a, "preparers", "orders"), 0);
+    assert_eq!(group_take(&on_a, token_a, "preparers", "orders", 3).0, [0, 1, 2]);
+    let acked =
+        ask(&on_a, &Request::Ack { group: "preparers", topic: "orders", offsets: vec![0, 1] });
+    assert!(matches!(acked, Response::Acked { committed_offset: 2, .. }), "{acked:?}");
+    // Broker A is killed with offset 2 delivered and not acknowledged.
+    a.signal("KILL");
+
+    let (_, token_b) = claim(&on_b, None, "member");
+    assert_eq!(fetch_until(&on_b, token_b, "orders", 5).len(), 5);
+    assert_eq!(join_group(&on_b, token_b, "preparers", "orders"), 2, "the committed offset");
+    // What was never delivered comes at once; offset 2 comes again after its ack timeout.
+    assert_eq!(group_take(&on_b, token_b, "preparers", "orders", 10).0, [3, 4]);
+    let acked =
+        ask(&on_b, &Request::Ack { group: "preparers", topic: "orders", offsets: vec![3, 4] });
+    assert!(matches!(acked, Response::Acked { committed_offset: 2, .. }), "{acked:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (offsets, _) = group_take(&on_b, token_b, "preparers", "orders", 10);
+        if !offsets.is_empty() {
+            assert_eq!(offsets, [2], "only the unacknowledged message is delivered again");
+            break;
+        }
+        assert!(Instant::now() < deadline, "offset 2 was never delivered again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let acked = ask(&on_b, &Request::Ack { group: "preparers", topic: "orders", offsets: vec![2] });
+    assert!(matches!(acked, Response::Acked { committed_offset: 5, .. }), "{acked:?}");
+    b.interrupt();
+}
+
+#[test]
+fn a_cluster_of_three_keeps_every_acknowledged_append_when_a_server_is_killed() {
+    let mut cluster = testkit::NatsCluster::start();
+    let args = ["--store", &cluster.url(), "--replicas", "3"];
+    let (a, b) = (wire::start(&args), wire::start(&args));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let mut acknowledged = Vec::new();
+    let append_through = |socket: &zmq::Socket, value: String| -> Option<(u64, String)> {
+        match ask(socket, &append_of("replicated", &[&value])) {
+            Response::Appended { first_offset, .. } => Some((first_offset, value)),
+            other => {
+                println!("append of {value} refused: {other:?}");
+                None
+            }
+        }
+    };
+    for n in 0..20 {
+        let socket = if n % 2 == 0 { &on_a } else { &on_b };
+        acknowledged.extend(append_through(socket, format!("before {n}")));
+    }
+    assert_eq!(acknowledged.len(), 20);
+    cluster.servers[0].kill();
+    let killed = Instant::now();
+    let mut first_after = None;
+    let mut n = 0;
+    while acknowledged.len() < 40 {
+        let socket = if n % 2 == 0 { &on_a } else { &on_b };
+        if let Some(appended) = append_through(socket, format!("after {n}")) {
+            acknowledged.push(appended);
+            first_after.get_or_insert(killed.elapsed());
+        }
+        n += 1;
+        assert!(killed.elapsed() < Duration::from_secs(30), "appends did not resume");
+    }
+    println!("first acknowledged append {:?} after the kill", first_after);
+    acknowledged.sort();
+    for socket in [&on_a, &on_b] {
+        // The claims' bucket may be electing a new leader too: a client asks again.
+        let asked = Instant::now();
+        let token = loop {
+            match claim_reply(socket, None, "reader") {
+                Response::Claimed { claim, .. } => break claim,
+                other => assert!(asked.elapsed() < Duration::from_secs(20), "{other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let held = fetch_until(socket, token, "replicated", acknowledged.len());
+        for (offset, value) in &acknowledged {
+            assert!(held.contains(&(*offset, value.clone())), "{offset} {value} lost: {held:?}");
+        }
+    }
+    a.interrupt();
+    b.interrupt();
+}
