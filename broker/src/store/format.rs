@@ -60,6 +60,26 @@ pub fn read_header(bytes: &[u8], magic: [u8; 6]) -> Header {
     }
 }
 
+/// The little-endian `u32` at `at` in `bytes`.
+///
+/// # Panics
+/// When `bytes` holds fewer than `at + 4` bytes: callers check the length they read first.
+pub fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+/// The little-endian `u64` at `at` in `bytes`.
+///
+/// # Panics
+/// When `bytes` holds fewer than `at + 8` bytes: callers check the length they read first.
+pub fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 //! index that does not check out, or whose segment file is not `segment_len` bytes long, is never
 //! trusted: the segment is read and checked instead, and the index written anew.
 
-use super::format::{self, Header, HEADER_LEN, INDEX_MAGIC};
+use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, INDEX_MAGIC};
 
 /// The extension of index files.
 pub const EXTENSION: &str = "idx";
@@ -76,36 +76,24 @@ impl Index {
             return Err("it is cut short");
         };
         let (body, crc) = bytes.split_at(body_len);
-        if crc32c::crc32c(body) != u32_at(crc, 0) {
+        if crc32c::crc32c(body) != read_u32(crc, 0) {
             return Err("it fails its checksum");
         }
         let fields = &body[HEADER_LEN..];
-        let entries = u32_at(fields, 36) as usize;
+        let entries = read_u32(fields, 36) as usize;
         let positions = &fields[FIXED..];
         if positions.len() != entries.saturating_mul(4) {
             return Err("its number of positions does not match its length");
         }
         Ok(Index {
-            segment_len: u64_at(fields, 0),
-            count: u64_at(fields, 8),
-            payload_bytes: u64_at(fields, 16),
-            last_timestamp: u64_at(fields, 24),
-            stride: u32_at(fields, 32),
-            positions: positions.chunks_exact(4).map(|c| u32_at(c, 0)).collect(),
+            segment_len: read_u64(fields, 0),
+            count: read_u64(fields, 8),
+            payload_bytes: read_u64(fields, 16),
+            last_timestamp: read_u64(fields, 24),
+            stride: read_u32(fields, 32),
+            positions: positions.chunks_exact(4).map(|c| read_u32(c, 0)).collect(),
         })
     }
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]

@@ -670,14 +670,7 @@ impl Topics {
         check_name(topic)?;
         let log = self.topic(topic)?;
         let (first, next) = (log.first_offset(), log.next_offset());
-        if offset < first || offset > next {
-            return Err(StoreError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                offset,
-                first,
-                next,
-            });
-        }
+        check_range(topic, offset, first, next)?;
         // Room for what is there, up to the limit, at once rather than by doubling.
         out.reserve(budget.messages_left().min((next - offset) as usize));
         log.read(offset, &mut budget, out).map_err(io_error)?;
@@ -772,6 +765,14 @@ impl Topics {
 
 fn check_name(topic: &str) -> Result<()> {
     validate_topic_name(topic).map_err(|e| StoreError::InvalidTopicName(topic.to_owned(), e))
+}
+
+/// Refuses a read of `topic` from `offset` outside `first..=next`, what the topic holds.
+fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
+    if offset < first || offset > next {
+        return Err(StoreError::OffsetOutOfRange { topic: topic.to_owned(), offset, first, next });
+    }
+    Ok(())
 }
 
 fn unknown(topic: &str) -> StoreError {

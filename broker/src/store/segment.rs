@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use memmap2::{Mmap, UncheckedAdvice};
 use protocol::Message;
 
-use super::format::{self, Header, HEADER_LEN, SEGMENT_MAGIC};
+use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, SEGMENT_MAGIC};
 use super::index::Index;
 
 /// Bytes before the body: its length and its checksum.
@@ -593,18 +593,6 @@ fn find_whole_record(data: &[u8], from: usize) -> Option<WholeRecordAfter> {
         }
     }
     None
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]

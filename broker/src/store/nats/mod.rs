@@ -31,8 +31,8 @@ use protocol::{Message, NewMessage, Retention, TopicInfo};
 use tokio::sync::mpsc as tmpsc;
 
 use super::{
-    check_name, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result, Settled,
-    StoreConfig, StoreError, Ticket, Topic, Totals,
+    check_name, check_range, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result,
+    Settled, StoreConfig, StoreError, Ticket, Topic, Totals,
 };
 use runtime::{Command, Event, Failure, Refusal, Staged};
 
@@ -428,14 +428,7 @@ impl Log for NatsLog {
         check_name(topic)?;
         let copy = self.mirror.get(topic).ok_or_else(|| unknown(topic))?;
         let (first, next) = (copy.first_offset(), copy.next_offset());
-        if offset < first || offset > next {
-            return Err(StoreError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                offset,
-                first,
-                next,
-            });
-        }
+        check_range(topic, offset, first, next)?;
         out.reserve(budget.messages_left().min((next - offset) as usize));
         copy.read(offset, &mut budget, out).map_err(io_failure)?;
         Ok(next)
