@@ -13,16 +13,14 @@
 //! Damage that whole, valid records follow is no torn tail: cutting there would lose them, so it
 //! counts as a damaged file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::damaged::{DamageReport, DamagedFile, SetAside};
 use super::disk::{self, Meta, MetaError, TopicFile};
-use super::format;
-use super::index::{self, Index};
+use super::index;
 use super::segment::{self, Segment, WholeRecordAfter};
 use super::topic::Topic;
 use super::{IoFailure, OpenError, StoreError};
@@ -219,7 +217,7 @@ fn write_index(dir: &Path, segment: &Segment) -> io::Result<()> {
 fn scan(data_dir: &Path, segment_bytes: usize) -> Result<Plan, StoreError> {
     let mut plan = Plan::default();
     let topics = disk::topics_dir(data_dir);
-    for (path, is_dir) in entries(&topics)? {
+    for (path, is_dir, _) in entries(&topics)? {
         if is_dir {
             scan_topic(&mut plan, path, segment_bytes)?;
         } else {
@@ -241,7 +239,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
             meta
         }
         Err(MetaError::Missing) => {
-            let only_meta_writing = files.iter().all(|(path, is_dir)| {
+            let only_meta_writing = files.iter().all(|(path, is_dir, _)| {
                 !is_dir && file_name(path).is_some_and(|n| n == disk::META_WRITING_FILE)
             });
             if only_meta_writing {
@@ -288,14 +286,14 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
 
     let mut bases = Vec::new();
     let mut indexes = BTreeMap::new();
-    for (path, is_dir) in files {
+    for (path, is_dir, len) in files {
         let kind = file_name(&path).map_or(TopicFile::Unknown, disk::topic_file);
         match kind {
             TopicFile::Meta if !is_dir => {}
             TopicFile::MetaWriting if !is_dir => {
                 plan.leftovers.push((path, "a topic.meta.new no topic.meta was renamed from"));
             }
-            TopicFile::Segment(base) if !is_dir => bases.push((base, path)),
+            TopicFile::Segment(base) if !is_dir => bases.push((base, path, len)),
             TopicFile::Index(base) if !is_dir => {
                 indexes.insert(base, path);
             }
@@ -313,13 +311,11 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
     }
     bases.sort();
     for (base, path) in &indexes {
-        if bases.binary_search_by_key(base, |(b, _)| *b).is_err() {
+        if bases.binary_search_by_key(base, |(b, _, _)| *b).is_err() {
             plan.leftovers.push((path.clone(), "an index file whose segment is gone"));
         }
     }
 
-    let count = bases.len();
-    let mut prefetched = prefetch(&bases[..count.saturating_sub(1)], &indexes);
     let mut scanned = Scanned {
         dir,
         meta,
@@ -329,56 +325,32 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
         unindexed: Vec::new(),
     };
     let mut previous: Option<(u64, bool)> = None;
-    for (i, (base, path)) in bases.into_iter().enumerate() {
-        let newest = i + 1 == count;
+    for (i, (base, path, len)) in bases.iter().cloned().enumerate() {
+        let next_base = bases.get(i + 1).map(|(next, _, _)| *next);
         let unreadable =
             |e| StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e));
         // The newest segment takes the appends to come, in memory; the older ones are sealed,
-        // and stay in their files, mapped.
-        // A sealed segment whose index checks out and fits its file is not read at all: its
-        // index was written after its records were flushed. Any other is read and checked.
-        let (read_len, (segment, damage)) = if newest {
-            let bytes = fs::read(&path).map_err(unreadable)?;
-            plan.checked_bytes += bytes.len() as u64;
-            (bytes.len() as u64, Segment::recover(base, bytes, segment_bytes))
-        } else {
-            let map = segment::map_file(&path).map_err(unreadable)?;
-            let len = map.len() as u64;
-            let read = indexes.get(&base).map(|index| (index, prefetched.remove(&base)));
-            let index = read.and_then(|(index, bytes)| {
-                match bytes.unwrap_or_else(|| fs::read(index)) {
-                Ok(bytes) => Index::decode(&bytes)
-                    .inspect_err(|why| {
-                        tracing::warn!(file = %index.display(), "{why}; rebuilt from its segment");
-                    })
-                    .ok(),
-                Err(error) => {
-                    tracing::warn!(%error, file = %index.display(), "rebuilt from its segment");
-                    None
-                }
+        // and stay in their files. A sealed segment with an index file is not even opened: its
+        // offsets run to the next segment's base, and a read opens it through its index (which
+        // was written after its records were flushed). One without is read and checked.
+        let (read_len, (segment, damage)) = match next_base {
+            None => {
+                let bytes = fs::read(&path).map_err(unreadable)?;
+                plan.checked_bytes += bytes.len() as u64;
+                (bytes.len() as u64, Segment::recover(base, bytes, segment_bytes))
             }
-            });
-            match index {
-                Some(index) => match Segment::from_index(base, map, &index) {
-                    Some(segment) => (len, (segment, None)),
-                    None => {
-                        tracing::warn!(
-                            file = %path.display(),
-                            "its index does not fit it; checked and indexed anew"
-                        );
-                        scanned.unindexed.push(base);
-                        plan.checked_bytes += len;
-                        let map = segment::map_file(&path).map_err(unreadable)?;
-                        (len, Segment::recover_mapped(base, map))
-                    }
-                },
-                None => {
-                    scanned.unindexed.push(base);
-                    plan.checked_bytes += len;
-                    (len, Segment::recover_mapped(base, map))
-                }
+            Some(next) if indexes.contains_key(&base) => {
+                let size = usize::try_from(len).unwrap_or(usize::MAX);
+                (len, (Segment::closed(base, next.saturating_sub(base), path.clone(), size), None))
+            }
+            Some(_) => {
+                scanned.unindexed.push(base);
+                plan.checked_bytes += len;
+                let map = segment::map_file(&path).map_err(unreadable)?;
+                (map.len() as u64, Segment::recover_mapped(base, map))
             }
         };
+        let newest = next_base.is_none();
         if let Some((end, false)) = previous.filter(|&(end, _)| end != base) {
             let problem = format!(
                 "starts at offset {base}, but the segment before it ends at offset {end}, so the \
@@ -449,51 +421,6 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
 }
 
 /// A damaged file that `--repair` moves aside by moving `target` (the file or its directory).
-/// How many threads read the index files of a topic's sealed segments at start-up.
-const PREFETCH_THREADS: usize = 64;
-
-/// Reads the index file of each sealed segment in `sealed`, and the page holding each one's
-/// header, from several threads at once: the index files' bytes by base offset. On a cold page
-/// cache each is a disk read; read one after another, they made start-up grow with the number
-/// of segments (7,300 segments of 64 KiB, cache dropped: 1.9 s; 16 threads: 1.2 s; 64: 0.7 s;
-/// 128: 0.6 s), since the disk serves reads issued together in parallel. What a thread could
-/// not read is left out, and read again in order.
-fn prefetch(
-    sealed: &[(u64, PathBuf)],
-    indexes: &BTreeMap<u64, PathBuf>,
-) -> HashMap<u64, io::Result<Vec<u8>>> {
-    let read = |part: &[(u64, PathBuf)]| -> Vec<(u64, io::Result<Vec<u8>>)> {
-        let mut header = [0u8; format::HEADER_LEN];
-        part.iter()
-            .filter_map(|(base, segment)| {
-                // Found in the page cache when the segment is mapped and its header checked.
-                let _ = File::open(segment).and_then(|file| file.read_at(&mut header, 0));
-                indexes.get(base).map(|index| (*base, fs::read(index)))
-            })
-            .collect()
-    };
-    let chunk = sealed.len().div_ceil(PREFETCH_THREADS).max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = sealed
-            .chunks(chunk)
-            .map(|part| {
-                std::thread::Builder::new()
-                    .name("prefetch".to_owned())
-                    .spawn_scoped(scope, move || read(part))
-                    .map_err(|_| part)
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| match worker {
-                Ok(thread) => thread.join().unwrap_or_default(),
-                // No thread to spare: read this part here.
-                Err(part) => read(part),
-            })
-            .collect()
-    })
-}
-
 fn damaged(path: &Path, problem: String, target: &Path) -> Finding {
     Finding {
         file: DamagedFile { path: path.to_path_buf(), problem },
@@ -502,9 +429,9 @@ fn damaged(path: &Path, problem: String, target: &Path) -> Finding {
     }
 }
 
-/// The entries of `dir` (none when it does not exist), each with whether it is a directory,
-/// sorted by name. Symbolic links are taken for what they point to.
-fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
+/// The entries of `dir` (none when it does not exist), each with whether it is a directory and
+/// its length, sorted by name. Symbolic links are taken for what they point to.
+fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool, u64)>, StoreError> {
     let read = |e: io::Error| {
         StoreError::Io(IoFailure::doing(format!("cannot read {}", dir.display()), e))
     };
@@ -516,12 +443,10 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
     let mut entries = Vec::new();
     for entry in listing {
         let path = entry.map_err(read)?.path();
-        let is_dir = fs::metadata(&path)
-            .map_err(|e| {
-                StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e))
-            })?
-            .is_dir();
-        entries.push((path, is_dir));
+        let metadata = fs::metadata(&path).map_err(|e| {
+            StoreError::Io(IoFailure::doing(format!("cannot read {}", path.display()), e))
+        })?;
+        entries.push((path, metadata.is_dir(), metadata.len()));
     }
     entries.sort();
     Ok(entries)
@@ -531,7 +456,7 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
 /// broker's.
 fn clear_deletions(data_dir: &Path) -> Result<(), StoreError> {
     let deleting = disk::deleting_dir(data_dir);
-    for (path, is_dir) in entries(&deleting)? {
+    for (path, is_dir, _) in entries(&deleting)? {
         let removed = if is_dir { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
         removed.map_err(|e| {
             StoreError::Io(IoFailure::doing(format!("cannot remove {}", path.display()), e))

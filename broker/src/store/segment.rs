@@ -16,17 +16,18 @@
 //! is whatever follows the key up to `body_len`. A record's offset is not stored: it is the
 //! segment's base offset plus the record's position in the index.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
-use std::path::Path;
-
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use memmap2::{Mmap, UncheckedAdvice};
 use protocol::Message;
 
 use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, SEGMENT_MAGIC};
-use super::index::Index;
+use super::index::{self, Index};
+use crate::files;
 
 /// Bytes before the body: its length and its checksum.
 pub const RECORD_PREFIX: usize = 8;
@@ -41,13 +42,31 @@ pub const INDEX_STRIDE: u64 = 32;
 
 /// Where a segment's records are: in memory while it takes appends, or, once sealed and
 /// written, in its file, mapped, so that they cost page cache the kernel can reclaim rather
-/// than the broker's own memory.
+/// than the broker's own memory; or, for a sealed segment start-up knew from its file's name
+/// and length alone, in a file not opened yet.
 #[derive(Debug)]
 enum Records {
     /// In a buffer of the broker's own.
     Owned(Vec<u8>),
     /// The first this-many bytes of the segment's file, mapped read-only.
     Mapped(Mmap, usize),
+    /// In a file opened on first use.
+    Closed(Box<Closed>),
+}
+
+/// A sealed segment's file that start-up did not open: its offsets come from its name and the
+/// next segment's, its size from the directory. The first read (or retention by time) opens it
+/// through its index file, and it is a mapped segment from then on.
+#[derive(Debug)]
+struct Closed {
+    /// The segment file.
+    path: PathBuf,
+    /// Its length when start-up listed it.
+    len: usize,
+    /// The segment once opened: as its index describes it, or, when the index is missing or
+    /// does not fit, as checking its records found it (then only the records before any
+    /// damage). Failing to open the file at all is not kept: the next use tries again.
+    opened: OnceLock<Segment>,
 }
 
 impl Records {
@@ -55,20 +74,99 @@ impl Records {
         match self {
             Records::Owned(data) => data,
             Records::Mapped(map, len) => map.get(..*len).unwrap_or_default(),
+            Records::Closed(closed) => closed.opened.get().map(Segment::bytes).unwrap_or_default(),
         }
     }
 
     /// The buffer, copying a mapped file's bytes into one first (a sealed segment is never
     /// appended to or cut, so this is only a safe way out of the unexpected).
     fn owned(&mut self) -> &mut Vec<u8> {
-        if let Records::Mapped(..) = self {
+        if let Records::Mapped(..) | Records::Closed(..) = self {
             *self = Records::Owned(self.bytes().to_vec());
         }
         match self {
             Records::Owned(data) => data,
-            Records::Mapped(..) => unreachable!("the records were just copied"),
+            Records::Mapped(..) | Records::Closed(..) => {
+                unreachable!("the records were just copied")
+            }
         }
     }
+}
+
+impl Closed {
+    /// The segment, opening its file if no use did yet; `None` when it cannot be opened (said
+    /// in a log line), which the next use tries again. `count` is how many records its name
+    /// and the next segment's say it holds.
+    fn open(&self, base_offset: u64, count: u64) -> Option<&Segment> {
+        if let Some(segment) = self.opened.get() {
+            return Some(segment);
+        }
+        match open_closed(&self.path, base_offset, count) {
+            Ok(segment) => Some(self.opened.get_or_init(|| segment)),
+            Err(error) => {
+                tracing::error!(%error, file = %self.path.display(), "cannot open a segment");
+                None
+            }
+        }
+    }
+}
+
+/// Opens the sealed segment file at `path`, whose name and the next segment's say it holds
+/// `count` records from `base_offset`: through its index file when that checks out and fits
+/// the file and the count, else by checking its records (and then writing its index again,
+/// when they are all there). A segment that does not hold the `count` records whole is
+/// returned with those before the first missing one, and said in a log line naming the file;
+/// reads past them fail.
+fn open_closed(path: &Path, base_offset: u64, count: u64) -> io::Result<Segment> {
+    let map = map_file(path)?;
+    let index_path = path.with_file_name(index::file_name(base_offset));
+    let indexed = match fs::read(&index_path) {
+        Ok(bytes) => Index::decode(&bytes).map_err(str::to_owned).and_then(|index| {
+            if index.count == count {
+                Ok(index)
+            } else {
+                Err(format!(
+                    "it counts {} records where the segment files' names say {count}",
+                    index.count
+                ))
+            }
+        }),
+        Err(error) => Err(error.to_string()),
+    };
+    let why = match indexed {
+        Ok(index) => match Segment::from_index(base_offset, map, &index) {
+            Some(segment) => return Ok(segment),
+            None => "it does not fit its segment file".to_owned(),
+        },
+        Err(why) => why,
+    };
+    tracing::warn!(file = %index_path.display(), "{why}; checked the segment instead");
+    let (segment, damage) = Segment::recover_mapped(base_offset, map_file(path)?);
+    match damage {
+        Some(damage) => tracing::error!(
+            file = %path.display(),
+            "damaged at byte {} (offset {}): {}; the records before it are served",
+            damage.at_byte,
+            damage.offset,
+            damage.reason
+        ),
+        None if segment.count != count => tracing::error!(
+            file = %path.display(),
+            "holds {} records where the segment files' names say {count}; the records it holds \
+             are served",
+            segment.count
+        ),
+        None => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let bytes = segment.index().encode();
+            let writing = index::writing_name(base_offset);
+            let name = index::file_name(base_offset);
+            if let Err(error) = files::replace(dir, &name, &writing, &bytes, false) {
+                tracing::warn!(%error, file = %index_path.display(), "cannot write an index");
+            }
+        }
+    }
+    Ok(segment)
 }
 
 /// A run of consecutive records starting at `base_offset`.
@@ -227,8 +325,50 @@ impl Segment {
         Some(segment)
     }
 
-    /// What the segment's index file says, for a sealed segment.
+    /// A sealed segment of `count` records from `base_offset` in the file at `path`, `len` bytes
+    /// long, that has an index file: nothing of either is read until a read needs them. Its
+    /// count comes from the segment files' names, and its payload bytes from its length (as a
+    /// file of format 1: a file of format 0 has 8 bytes fewer of framing). Its last timestamp
+    /// is read when retention by time asks for it.
+    pub fn closed(base_offset: u64, count: u64, path: PathBuf, len: usize) -> Segment {
+        let framing = count.saturating_mul((RECORD_PREFIX + BODY_HEADER) as u64);
+        Segment {
+            base_offset,
+            data: Records::Closed(Box::new(Closed { path, len, opened: OnceLock::new() })),
+            start: HEADER_LEN,
+            capacity: 0,
+            index: Vec::new(),
+            count,
+            last_timestamp: 0,
+            payload_bytes: (len as u64).saturating_sub(HEADER_LEN as u64 + framing),
+            persisted: len,
+            touched: AtomicBool::new(false),
+        }
+    }
+
+    /// The segment whose records reads use: this one, or, for one start-up left closed, the
+    /// segment its file holds, opened now if no use opened it before. `None` when the file
+    /// cannot be opened.
+    fn opened(&self) -> Option<&Segment> {
+        match &self.data {
+            Records::Closed(closed) => closed.open(self.base_offset, self.count),
+            Records::Owned(_) | Records::Mapped(..) => Some(self),
+        }
+    }
+
+    /// The file's bytes as far as they are in memory or mapped.
+    fn bytes(&self) -> &[u8] {
+        self.data.bytes()
+    }
+
+    /// What the segment's index file says, for a sealed segment (one start-up left closed
+    /// says it once a read opened it: until then it has no positions).
     pub fn index(&self) -> Index {
+        if let Records::Closed(closed) = &self.data {
+            if let Some(segment) = closed.opened.get() {
+                return segment.index();
+            }
+        }
         Index {
             segment_len: self.len_bytes() as u64,
             count: self.count,
@@ -294,6 +434,8 @@ impl Segment {
                 data.reserve_exact(capacity.saturating_sub(data.len()));
             }
             Records::Mapped(_, len) => *len = at,
+            // Checking is given bytes or a mapping, never a file not opened.
+            Records::Closed(_) => {}
         }
         segment.capacity = capacity;
         segment.persisted = at;
@@ -310,7 +452,7 @@ impl Segment {
     /// takes none.
     pub fn fits(&self, len: usize) -> bool {
         match self.data {
-            Records::Mapped(..) => false,
+            Records::Mapped(..) | Records::Closed(..) => false,
             Records::Owned(_) => self.count == 0 || self.len_bytes() + len <= self.capacity,
         }
     }
@@ -351,9 +493,11 @@ impl Segment {
         self.base_offset + self.count
     }
 
-    /// The timestamp of the newest record (0 when empty).
+    /// The timestamp of the newest record (0 when empty). A segment start-up left closed is
+    /// opened to know it; `u64::MAX` while its file cannot be opened, so that retention by time
+    /// keeps it until it can tell.
     pub fn last_timestamp(&self) -> u64 {
-        self.last_timestamp
+        self.opened().map_or(u64::MAX, |segment| segment.last_timestamp)
     }
 
     /// Bytes of keys and values held.
@@ -363,12 +507,19 @@ impl Segment {
 
     /// Bytes of the file: its header and its records.
     pub fn len_bytes(&self) -> usize {
-        self.data.bytes().len()
+        match &self.data {
+            Records::Closed(closed) => closed.len,
+            Records::Owned(_) | Records::Mapped(..) => self.data.bytes().len(),
+        }
     }
 
-    /// Whether the file begins with a format header (format 1), rather than being of format 0.
+    /// Whether the file begins with a format header (format 1), rather than being of format 0;
+    /// as far as is known: a segment not opened yet counts as having one.
     pub fn has_header(&self) -> bool {
-        self.start == HEADER_LEN
+        match &self.data {
+            Records::Closed(closed) => closed.opened.get().is_none_or(Segment::has_header),
+            Records::Owned(_) | Records::Mapped(..) => self.start == HEADER_LEN,
+        }
     }
 
     /// Bytes of the file that were there when it was opened or last written.
@@ -380,13 +531,13 @@ impl Segment {
     pub fn memory_bytes(&self) -> usize {
         match &self.data {
             Records::Owned(data) => data.capacity(),
-            Records::Mapped(..) => 0,
+            Records::Mapped(..) | Records::Closed(..) => 0,
         }
     }
 
-    /// Whether the records are in the segment's file, mapped, rather than in memory.
+    /// Whether the records are in the segment's file, rather than in memory.
     pub fn is_sealed(&self) -> bool {
-        matches!(self.data, Records::Mapped(..))
+        matches!(self.data, Records::Mapped(..) | Records::Closed(..))
     }
 
     /// The records not yet written to the segment's file.
@@ -458,8 +609,9 @@ impl Segment {
 
     /// The record at `offset`, if it lies in this segment.
     pub fn get(&self, offset: u64) -> Option<Message<'_>> {
-        let at = self.position(offset)?;
-        self.record(at, offset).map(|(message, _)| message)
+        let segment = self.opened()?;
+        let at = segment.position(offset)?;
+        segment.record(at, offset).map(|(message, _)| message)
     }
 
     /// Pushes onto `out` the records from `from` up to `end` (both within this segment) for as
@@ -467,7 +619,8 @@ impl Segment {
     ///
     /// # Errors
     /// The offset of a record that does not read back whole or fails its checksum (its file
-    /// was damaged after it was sealed); the records before it are in `out`.
+    /// was damaged after it was sealed), or is missing from its file; the records before it are
+    /// in `out`.
     pub fn read<'a>(
         &'a self,
         from: u64,
@@ -475,12 +628,16 @@ impl Segment {
         out: &mut Vec<Message<'a>>,
         mut take: impl FnMut(&Message<'a>) -> bool,
     ) -> Result<bool, u64> {
-        if from >= end.min(self.next_offset()) {
+        let end = end.min(self.next_offset());
+        if from >= end {
             return Ok(true);
         }
-        let mut at = self.position(from).ok_or(from)?;
-        for offset in from..end.min(self.next_offset()) {
-            let (message, next) = self.record(at, offset).ok_or(offset)?;
+        // A segment opened now holds what its file holds, which may be fewer records than its
+        // name says: a record it lacks is not found, as a damaged one is not.
+        let segment = self.opened().ok_or(from)?;
+        let mut at = segment.position(from).ok_or(from)?;
+        for offset in from..end {
+            let (message, next) = segment.record(at, offset).ok_or(offset)?;
             if !take(&message) {
                 return Ok(false);
             }
@@ -490,10 +647,11 @@ impl Segment {
         Ok(true)
     }
 
-    /// Notes that a read is about to touch the segment's pages.
+    /// Notes that a read is about to touch the segment's pages (opening a segment start-up
+    /// left closed).
     pub fn touch(&self) {
-        if self.is_sealed() {
-            self.touched.store(true, Ordering::Relaxed);
+        if let Some(segment) = self.opened().filter(|segment| segment.is_sealed()) {
+            segment.touched.store(true, Ordering::Relaxed);
         }
     }
 
@@ -501,8 +659,15 @@ impl Segment {
     /// leave the broker's resident set (they stay in the page cache, for the kernel to keep or
     /// reclaim). Does nothing when no read touched it since the last time.
     pub fn release_pages(&self) {
-        let Records::Mapped(map, _) = &self.data else { return };
-        if !self.touched.swap(false, Ordering::Relaxed) {
+        let segment = match &self.data {
+            Records::Closed(closed) => match closed.opened.get() {
+                Some(segment) => segment,
+                None => return,
+            },
+            Records::Owned(_) | Records::Mapped(..) => self,
+        };
+        let Records::Mapped(map, _) = &segment.data else { return };
+        if !segment.touched.swap(false, Ordering::Relaxed) {
             return;
         }
         // SAFETY: the mapping is a shared, read-only mapping of a file whose bytes never change
