@@ -4,16 +4,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use protocol::endpoint::{self, ENDPOINT_ENV};
+use protocol::endpoint::ENDPOINT_ENV;
 
 use crate::security::Credentials;
-use crate::{Client, ClientError, Result, Shutdown};
+use crate::{Client, ClientError, Endpoints, Result, Shutdown};
 
 /// Where the broker is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ConnectArgs {
     /// The broker's address: HOST:PORT, tcp://HOST:PORT or ipc://PATH; a host name is
-    /// resolved [default: $BROKER_ENDPOINT, else tcp://127.0.0.1:5555].
+    /// resolved. Several, separated by commas (tcp://A:5555,tcp://B:5555), for broker
+    /// processes sharing their topics: the client talks to the first, and moves to the next
+    /// when one does not answer [default: $BROKER_ENDPOINT, else tcp://127.0.0.1:5555].
     // Shared flags come after each command's own in its help.
     #[arg(
         long,
@@ -67,37 +69,39 @@ impl ConnectArgs {
     /// A bad endpoint or bad login flags; [`ClientError::Connect`] when the socket cannot be
     /// made.
     pub fn client(&self, shutdown: &Shutdown) -> Result<Client> {
-        self.client_at(&self.endpoint()?, shutdown)
+        self.client_at(self.endpoints()?, shutdown)
     }
 
-    /// As [`ConnectArgs::client`], of the broker at `endpoint`.
+    /// As [`ConnectArgs::client`], of the broker processes at `endpoints`.
     ///
     /// # Errors
     /// As [`ConnectArgs::client`].
-    pub fn client_at(&self, endpoint: &str, shutdown: &Shutdown) -> Result<Client> {
+    pub fn client_at(&self, endpoints: Endpoints, shutdown: &Shutdown) -> Result<Client> {
         let credentials = Credentials::from_flags(
             self.user.as_deref(),
             self.curve_server_key.as_deref(),
             self.curve_key_file.as_deref(),
         )?;
-        Ok(Client::connect_as(endpoint, self.timeout, credentials)?.with_shutdown(shutdown.clone()))
+        Ok(Client::connect_to(endpoints, self.timeout, credentials)?
+            .with_shutdown(shutdown.clone()))
     }
 
-    /// The endpoint to connect to: `--connect`, else `BROKER_ENDPOINT`, else the default;
-    /// resolved as [`endpoint::resolve`] says.
+    /// The endpoints to connect to: `--connect`, else `BROKER_ENDPOINT`, else the default;
+    /// one address or several separated by commas, each resolved as [`Endpoints::parse`] says.
     ///
     /// Read here rather than by clap, which would also check the variable when `--connect`
     /// is given, and blame the flag for it.
     ///
     /// # Errors
-    /// [`ClientError::Endpoint`] for an address that is not one, naming where it came from.
-    pub fn endpoint(&self) -> Result<String> {
+    /// [`ClientError::Endpoint`] for an address that is not one, naming it and where it came
+    /// from.
+    pub fn endpoints(&self) -> Result<Endpoints> {
         let (given, from) = match (&self.connect, std::env::var(ENDPOINT_ENV)) {
             (Some(flag), _) => (flag.clone(), "--connect"),
             (None, Ok(env)) => (env, ENDPOINT_ENV),
             (None, Err(_)) => (protocol::DEFAULT_ENDPOINT.to_owned(), "the default"),
         };
-        endpoint::resolve(&given).map_err(|source| ClientError::Endpoint { from, source })
+        Endpoints::parse(&given).map_err(|source| ClientError::Endpoint { from, source })
     }
 }
 
@@ -353,6 +357,27 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert_eq!(positive("3"), Ok(3));
         assert!(positive("0").is_err() && positive("-1").is_err());
+    }
+
+    #[test]
+    fn endpoints_from_the_flag_one_or_several_a_bad_one_named() {
+        let flags = |connect: &str| ConnectArgs {
+            connect: Some(connect.to_owned()),
+            timeout: Duration::from_secs(5),
+            user: None,
+            curve_server_key: None,
+            curve_key_file: None,
+        };
+        let two = flags("127.0.0.1:5555,tcp://127.0.0.1:5556").endpoints().unwrap();
+        assert_eq!(two.to_string(), "tcp://127.0.0.1:5555,tcp://127.0.0.1:5556");
+        let e = flags("127.0.0.1:5555,127.0.0.1").endpoints().unwrap_err();
+        assert!(matches!(e, ClientError::Endpoint { from: "--connect", .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with("invalid endpoint \"127.0.0.1\": the port is missing"),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("(from --connect)"), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -103,13 +103,30 @@ pub(crate) const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 /// How often a follow looks again for a topic that does not exist yet.
 pub(crate) const TOPIC_RETRY: Duration = Duration::from_secs(1);
 
-/// Claims again after the claim `claimed` expired under a reader (a pause longer than the
-/// lease), saying so, as `spec` says.
+/// Claims again after the broker no longer knew the claim `claimed` (`unknown_claim`), saying
+/// so, as `spec` says: its lease ran out under a reader (a pause longer than the lease), or the
+/// client moved to another broker process, which knows nothing of tokens given by the one it
+/// left.
+///
+/// With several endpoints the claim waits for a logical broker as `--wait` does: the one the
+/// old claim held stays busy until that claim's lease runs out on the broker process left
+/// behind, and a reader should go on rather than fail meanwhile.
 ///
 /// # Errors
 /// As [`acquire`].
 pub(crate) fn reclaim(client: &mut Client, claimed: &mut Claimed, spec: &ClaimSpec) -> Result<()> {
-    eprintln!("the claim on logical broker {} has expired; claiming again", claimed.broker);
-    *claimed = acquire(client, spec)?;
+    let several = client.endpoints().len() > 1;
+    if several {
+        eprintln!(
+            "the claim on logical broker {} is not known at {} (it expired, or was made through \
+             another broker process); claiming again",
+            claimed.broker,
+            client.endpoint()
+        );
+    } else {
+        eprintln!("the claim on logical broker {} has expired; claiming again", claimed.broker);
+    }
+    let spec = ClaimSpec { wait: spec.wait || several, ..spec.clone() };
+    *claimed = acquire(client, &spec)?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! A connection to the broker: one REQ socket, waits that always end, and a fresh socket after
-//! a timeout (the "lazy pirate" pattern).
+//! a timeout (the "lazy pirate" pattern), on the next endpoint when several are given.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -12,6 +12,7 @@ use protocol::{
 };
 use tracing::debug;
 
+use crate::endpoints::Endpoints;
 use crate::security::{Credentials, Handshake};
 use crate::{ClientError, Result, Shutdown};
 
@@ -28,22 +29,35 @@ const NOTE_AFTER: Duration = Duration::from_secs(1);
 /// client of the process: a program says it once, not once per socket.
 static WAIT_NOTED: AtomicBool = AtomicBool::new(false);
 
-/// A client of one broker endpoint.
+/// A client of a broker endpoint, or of one of several broker processes sharing their topics.
 ///
-/// The timeout is the whole budget of the broker's silence, retries included: from the first
-/// request left unanswered, every request waits at most until the timeout has run out (or, for a
-/// request asking the broker to hold it longer than half the timeout, that hold plus half the
-/// timeout). So once the broker has failed to answer, what follows (giving a claim back) fails
-/// at once instead of waiting again, and a program gives up within its timeout. Callers keep the
-/// holds they ask for within [`Client::max_hold`]. After a second of silence a note on standard
-/// error says what the program waits for, once. When no reply comes, the REQ socket cannot be
-/// used again, so it is closed and a new one connected: the next request starts clean. Requests
-/// that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`, and the group requests)
-/// get one retry on a fresh socket within the same budget; `append` never does, because the lost
-/// reply may belong to an append the broker carried out, and `claim` never does, because a
-/// second claim could hold a second logical broker. A group fetch whose reply was lost delivered
-/// messages nobody saw: they are pending, and come again once their ack timeout runs out, so
-/// a retry loses nothing (delivery is at least once anyway).
+/// The timeout is the whole budget of an endpoint's silence, retries included: from the first
+/// request it left unanswered, every request to it waits at most until the timeout has run out
+/// (or, for a request asking the broker to hold it longer than half the timeout, that hold plus
+/// half the timeout). So once the broker has failed to answer, what follows (giving a claim
+/// back) fails at once instead of waiting again, and a program gives up within its timeout.
+/// Callers keep the holds they ask for within [`Client::max_hold`]. After a second of silence a
+/// note on standard error says what the program waits for, once. When no reply comes, the REQ
+/// socket cannot be used again, so it is closed and a new one connected: the next request
+/// starts clean. Requests that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`,
+/// and the group requests) get one retry on a fresh socket within the same budget; `append`
+/// never does, because the lost reply may belong to an append the broker carried out, and
+/// `claim` never does, because a second claim could hold a second logical broker. A group fetch
+/// whose reply was lost delivered messages nobody saw: they are pending, and come again once
+/// their ack timeout runs out, so a retry loses nothing (delivery is at least once anyway).
+///
+/// With several endpoints ([`Client::connect_to`]), the client talks to one at a time, the
+/// first to begin with. The fresh socket made after a request got no reply connects to the next
+/// endpoint (after the last, the first), and a line on standard error says so. Each endpoint
+/// has a budget of its own, counted from the first request it left unanswered; a reply from any
+/// of them ends every silence. A request safe to repeat is tried once on each endpoint in turn,
+/// every try but the last with half of what is left of its endpoint's budget: with one of two
+/// broker processes dead, it goes on through the other within half the timeout. An append or a
+/// claim that got no reply is not sent again (the append's error says its messages may or may
+/// not have been stored), but the next request goes to the next endpoint with a fresh budget.
+/// When every endpoint is silent, a program gives up within the timeout for each endpoint.
+/// Claim tokens belong to the broker process that gave them: after a move, requests under an
+/// old token get `302 unknown_claim`, and a reader claims again.
 pub struct Client {
     /// Owns the sockets' I/O threads.
     context: zmq::Context,
@@ -53,17 +67,17 @@ pub struct Client {
     credentials: Credentials,
     /// The present socket's handshake, watched for a refused login.
     handshake: Handshake,
-    /// Where the broker is, as given.
-    endpoint: String,
+    /// Where the broker processes are, and which one the socket is connected to.
+    endpoints: Endpoints,
     /// How long to wait for a reply beyond any wait the request asks for.
     timeout: Duration,
     /// When set, waits end early with [`ClientError::Interrupted`] once it is signalled.
     shutdown: Option<Shutdown>,
     /// The encoded request, kept to reuse its allocation.
     frame: Vec<u8>,
-    /// When the broker's present silence began: the start of the oldest request left
-    /// unanswered since the last reply. `None` after a reply.
-    silent_since: Option<Instant>,
+    /// For each endpoint, by position, when its present silence began: the start of the oldest
+    /// request it left unanswered since the last reply from any endpoint. `None` after a reply.
+    silences: Vec<Option<Instant>>,
     /// When set, waits end with a broken-pipe error as soon as standard output is closed, so
     /// that a reader gone away (`consumer follow t | head -1`) is noticed during a wait.
     watch_output: bool,
@@ -159,18 +173,32 @@ impl Client {
         timeout: Duration,
         credentials: Credentials,
     ) -> Result<Client> {
+        Client::connect_to(Endpoints::one(endpoint), timeout, credentials)
+    }
+
+    /// Connects to the endpoint of `endpoints` in use, logging in with `credentials`, and
+    /// moves to the next one whenever a request gets no reply (see [`Client`]).
+    ///
+    /// # Errors
+    /// As [`Client::connect_as`].
+    pub fn connect_to(
+        endpoints: Endpoints,
+        timeout: Duration,
+        credentials: Credentials,
+    ) -> Result<Client> {
         let context = zmq::Context::new();
-        let (socket, handshake) = open_socket(&context, endpoint, timeout, &credentials)?;
+        let (socket, handshake) =
+            open_socket(&context, endpoints.present(), timeout, &credentials)?;
         Ok(Client {
             context,
             socket,
             credentials,
             handshake,
-            endpoint: endpoint.to_owned(),
+            silences: vec![None; endpoints.len()],
+            endpoints,
             timeout,
             shutdown: None,
             frame: Vec::new(),
-            silent_since: None,
             watch_output: false,
         })
     }
@@ -183,23 +211,24 @@ impl Client {
         self
     }
 
-    /// Another client of the same endpoint with its own socket, for use on another thread.
+    /// Another client of the same endpoints with its own socket, for use on another thread;
+    /// it starts on the endpoint this one uses now (where this one's claim is known).
     ///
     /// # Errors
     /// As [`Client::connect`].
     pub fn sibling(&self) -> Result<Client> {
         let (socket, handshake) =
-            open_socket(&self.context, &self.endpoint, self.timeout, &self.credentials)?;
+            open_socket(&self.context, self.endpoint(), self.timeout, &self.credentials)?;
         Ok(Client {
             context: self.context.clone(),
             socket,
             credentials: self.credentials.clone(),
             handshake,
-            endpoint: self.endpoint.clone(),
+            endpoints: self.endpoints.clone(),
             timeout: self.timeout,
             shutdown: self.shutdown.clone(),
             frame: Vec::new(),
-            silent_since: None,
+            silences: vec![None; self.endpoints.len()],
             watch_output: self.watch_output,
         })
     }
@@ -212,9 +241,21 @@ impl Client {
         self
     }
 
-    /// The endpoint this client talks to.
+    /// The endpoint this client talks to now.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.endpoints.present()
+    }
+
+    /// Every endpoint this client may talk to, and the one in use.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// Whether the endpoint in use has left no request unanswered since the last reply from
+    /// any endpoint. After a request got no reply, this is so only when the client moved to
+    /// another endpoint that may still answer: worth going on with the next request.
+    pub fn has_fresh_endpoint(&self) -> bool {
+        self.silences[self.endpoints.position()].is_none()
     }
 
     /// The longest hold a request should ask of the broker (a long-poll fetch, a claim waiting
@@ -244,15 +285,18 @@ impl Client {
         frame.clear();
         encode_request(request, &mut frame);
         let held = Duration::from_millis(held_ms(request).min(MAX_WAIT_MS));
-        let attempts = if is_safe_to_retry(request) { 2 } else { 1 };
+        // One try on each endpoint, and a retry on a fresh socket when there is only one.
+        let attempts = if is_safe_to_retry(request) { self.endpoints.len().max(2) } else { 1 };
         let cancellable =
             !matches!(request, Request::Append(_) | Request::Release { .. } | Request::Ack { .. });
-        let deadline = self.deadline(held);
+        let mut silent: Vec<String> = Vec::new();
         let mut attempt = 1;
         let reply = loop {
             debug!(op = request.op(), bytes = frame.len(), attempt, "request");
-            // A first attempt that may be retried gets its hold and half of what is left over,
-            // so that the retry has time to be answered too.
+            // The budget of the endpoint in use (the same one again for a retry when there is
+            // only one). A try that may be followed by another gets its hold and half of what
+            // is left over, so that the next try has time to be answered too.
+            let deadline = self.deadline(held);
             let now = Instant::now();
             let left = deadline.saturating_duration_since(now);
             let until = if attempt < attempts && left > held {
@@ -261,7 +305,13 @@ impl Client {
                 deadline
             };
             match self.exchange(&frame, until, held, cancellable) {
-                Err(ClientError::Unreachable { .. }) if attempt < attempts => {
+                Err(ClientError::Unreachable { endpoint }) => {
+                    if !silent.contains(&endpoint) {
+                        silent.push(endpoint);
+                    }
+                    if attempt == attempts {
+                        break Err(ClientError::Unreachable { endpoint: silent.join(" or ") });
+                    }
                     debug!(op = request.op(), "no reply in time; retrying on a new socket");
                     attempt += 1;
                 }
@@ -505,10 +555,17 @@ impl Client {
     }
 
     /// When a request asking the broker to hold it for `held` must have its reply: the
-    /// timeout after the present silence began (now, when the broker answered last time).
+    /// timeout after the present silence of the endpoint in use began (now, when the broker
+    /// answered last time).
     fn deadline(&mut self, held: Duration) -> Instant {
-        let since = *self.silent_since.get_or_insert_with(Instant::now);
+        let since = *self.silences[self.endpoints.position()].get_or_insert_with(Instant::now);
         since + self.timeout.max(held + self.timeout / 2)
+    }
+
+    /// Forgets the silence of the endpoint in use: a wait that ended for another reason than
+    /// the broker (Ctrl-C, a closed output, a refused login) says nothing of it.
+    fn end_silence(&mut self) {
+        self.silences[self.endpoints.position()] = None;
     }
 
     /// Sends the encoded request `frame` and waits until `deadline` for the reply, in slices
@@ -523,11 +580,18 @@ impl Client {
         cancellable: bool,
     ) -> Result<zmq::Message> {
         if let Err(e) = self.socket.send(frame, 0) {
-            self.reset()?;
             return Err(match e {
                 // The send timeout passed: the outgoing queue is full, nothing is connected.
-                zmq::Error::EAGAIN => self.unreachable(),
-                source => ClientError::Socket { endpoint: self.endpoint.clone(), source },
+                zmq::Error::EAGAIN => {
+                    let unreachable = self.unreachable();
+                    self.fail_over()?;
+                    unreachable
+                }
+                source => {
+                    let failed = self.socket_error(source);
+                    self.reopen()?;
+                    failed
+                }
             });
         }
         let stdout = io::stdout();
@@ -535,14 +599,15 @@ impl Client {
         loop {
             if cancellable && self.shutdown.as_ref().is_some_and(Shutdown::is_signalled) {
                 // The REQ socket still expects this reply: only a new socket can send again.
-                self.reset()?;
-                self.silent_since = None;
+                self.reopen()?;
+                self.end_silence();
                 return Err(ClientError::Interrupted);
             }
             let now = Instant::now();
             if now >= deadline {
-                self.reset()?;
-                return Err(self.unreachable());
+                let unreachable = self.unreachable();
+                self.fail_over()?;
+                return Err(unreachable);
             }
             self.note_silence(held);
             let slice = (deadline - now).min(POLL_SLICE);
@@ -559,33 +624,34 @@ impl Client {
             match zmq::poll(&mut items[..watched], slice_ms) {
                 Ok(0) => {}
                 Ok(_) if items[1].is_readable() && self.handshake.failed() => {
-                    self.reset()?;
-                    self.silent_since = None;
-                    return Err(ClientError::AuthenticationFailed {
+                    let refused = ClientError::AuthenticationFailed {
                         who: self.credentials.who(),
-                        endpoint: self.endpoint.clone(),
-                    });
+                        endpoint: self.endpoint().to_owned(),
+                    };
+                    self.reopen()?;
+                    self.end_silence();
+                    return Err(refused);
                 }
                 Ok(_) if items[1].is_readable() => {}
                 Ok(_) if items[0].is_readable() => {
-                    self.silent_since = None;
+                    // Whoever answered, the client is in touch again: no endpoint is counted
+                    // silent any more.
+                    self.silences.fill(None);
                     WAIT_NOTED.store(false, Ordering::Relaxed);
-                    return self.socket.recv_msg(0).map_err(|source| ClientError::Socket {
-                        endpoint: self.endpoint.clone(),
-                        source,
-                    });
+                    return self.socket.recv_msg(0).map_err(|source| self.socket_error(source));
                 }
                 Ok(_) => {
                     // Standard output is closed: the reader has all it wants.
-                    self.reset()?;
-                    self.silent_since = None;
+                    self.reopen()?;
+                    self.end_silence();
                     return Err(ClientError::output(io::Error::from(io::ErrorKind::BrokenPipe)));
                 }
                 // A signal (Ctrl-C) arrived: go round and look at the flag.
                 Err(zmq::Error::EINTR) => {}
                 Err(source) => {
-                    self.reset()?;
-                    return Err(ClientError::Socket { endpoint: self.endpoint.clone(), source });
+                    let failed = self.socket_error(source);
+                    self.reopen()?;
+                    return Err(failed);
                 }
             }
         }
@@ -594,7 +660,7 @@ impl Client {
     /// Says on standard error, once per silence, that the program is waiting for the broker,
     /// when it has been silent for a second beyond the `held` time it was asked to take.
     fn note_silence(&self, held: Duration) {
-        let Some(since) = self.silent_since else { return };
+        let Some(since) = self.silences[self.endpoints.position()] else { return };
         let waited = since.elapsed();
         let budget = self.timeout.max(held + self.timeout / 2);
         // A wait about to end says nothing: the error that ends it says enough.
@@ -607,22 +673,40 @@ impl Client {
         let silent = waited.as_secs();
         eprintln!(
             "waiting for the broker at {} ({silent} s of {})",
-            self.endpoint,
+            self.endpoint(),
             format_budget(budget)
         );
     }
 
-    /// Replaces the socket with a fresh one. The old one closes at once (linger 0), dropping
-    /// the request it could not finish.
-    fn reset(&mut self) -> Result<()> {
+    /// Replaces the socket with a fresh one on the same endpoint. The old one closes at once
+    /// (linger 0), dropping the request it could not finish.
+    fn reopen(&mut self) -> Result<()> {
         (self.socket, self.handshake) =
-            open_socket(&self.context, &self.endpoint, self.timeout, &self.credentials)?;
+            open_socket(&self.context, self.endpoints.present(), self.timeout, &self.credentials)?;
         Ok(())
+    }
+
+    /// Replaces the socket, which got no reply, with a fresh one on the next endpoint, saying
+    /// so on standard error when that is another one.
+    fn fail_over(&mut self) -> Result<()> {
+        let silent = self.endpoints.present().to_owned();
+        if self.endpoints.advance() {
+            eprintln!(
+                "the broker at {silent} did not answer; moving to {}",
+                self.endpoints.present()
+            );
+        }
+        self.reopen()
     }
 
     /// The error for a broker that did not answer.
     fn unreachable(&self) -> ClientError {
-        ClientError::Unreachable { endpoint: self.endpoint.clone() }
+        ClientError::Unreachable { endpoint: self.endpoint().to_owned() }
+    }
+
+    /// The error for a socket that failed otherwise.
+    fn socket_error(&self, source: zmq::Error) -> ClientError {
+        ClientError::Socket { endpoint: self.endpoint().to_owned(), source }
     }
 }
 
@@ -750,6 +834,89 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
         let e = client.append("t", vec![NewMessage { key: None, value: b"x" }]).unwrap_err();
         assert!(matches!(e, ClientError::Unconfirmed { count: 1, .. }), "{e:?}");
+        // No other endpoint to go to.
+        assert!(!client.has_fresh_endpoint());
+    }
+
+    /// A ROUTER on an ephemeral loopback port that reads requests and never answers them.
+    fn silent_broker(context: &zmq::Context) -> (zmq::Socket, String) {
+        let silent = context.socket(zmq::ROUTER).unwrap();
+        silent.set_linger(0).unwrap();
+        silent.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = silent.get_last_endpoint().unwrap().unwrap();
+        (silent, endpoint)
+    }
+
+    /// A client of `endpoints` in this order.
+    fn client_of(endpoints: &[&str], timeout: Duration) -> Client {
+        let endpoints = Endpoints::parse(&endpoints.join(",")).unwrap();
+        Client::connect_to(endpoints, timeout, Credentials::None).unwrap()
+    }
+
+    #[test]
+    fn a_safe_request_goes_on_through_the_next_endpoint_within_the_timeout() {
+        let context = zmq::Context::new();
+        let (_silent, dead) = silent_broker(&context);
+        let (alive, broker) = fake_broker(|_| Response::Status { brokers: Vec::new() }, 2);
+        let timeout = Duration::from_millis(600);
+        let mut client = client_of(&[&dead, &alive], timeout);
+        let started = Instant::now();
+        assert_eq!(client.status().unwrap(), Vec::new());
+        // Half the budget on the silent one, then the other answers at once.
+        let took = started.elapsed();
+        assert!(took >= timeout / 2 && took < timeout, "{took:?}");
+        assert_eq!(client.endpoint(), alive);
+        // It stays there.
+        let sibling = client.sibling().unwrap();
+        assert_eq!(sibling.endpoint(), alive);
+        assert_eq!(sibling.endpoints().len(), 2);
+        let started = Instant::now();
+        client.status().unwrap();
+        assert!(started.elapsed() < timeout / 2, "{:?}", started.elapsed());
+        broker.join().unwrap();
+    }
+
+    #[test]
+    fn an_append_without_reply_is_not_sent_again_and_the_next_goes_to_the_next_endpoint() {
+        let context = zmq::Context::new();
+        let (silent, dead) = silent_broker(&context);
+        let (alive, broker) =
+            fake_broker(|_| Response::Appended { topic: "t", first_offset: 0, last_offset: 0 }, 1);
+        let timeout = Duration::from_millis(400);
+        let mut client = client_of(&[&dead, &alive], timeout);
+        let x = vec![NewMessage { key: None, value: b"x" }];
+        let started = Instant::now();
+        let e = client.append("t", x.clone()).unwrap_err();
+        assert!(matches!(e, ClientError::Unconfirmed { count: 1, .. }), "{e:?}");
+        assert!(e.to_string().starts_with(&format!("broker not reachable at {dead};")), "{e}");
+        // The whole budget of that endpoint, one try only.
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        assert_eq!(silent.recv_multipart(zmq::DONTWAIT).map(|frames| frames.len()), Ok(3));
+        assert_eq!(silent.recv_multipart(zmq::DONTWAIT), Err(zmq::Error::EAGAIN));
+        assert!(client.has_fresh_endpoint());
+        let appended = client.append("t", x).unwrap();
+        assert_eq!(appended, Appended { first_offset: 0, last_offset: 0 });
+        broker.join().unwrap();
+    }
+
+    #[test]
+    fn with_every_endpoint_silent_the_error_names_them_all() {
+        let context = zmq::Context::new();
+        let (_a, first) = silent_broker(&context);
+        let (_b, second) = silent_broker(&context);
+        let timeout = Duration::from_millis(300);
+        let mut client = client_of(&[&first, &second], timeout);
+        let started = Instant::now();
+        let e = client.status().unwrap_err();
+        assert_eq!(e.to_string(), format!("broker not reachable at {first} or {second}"));
+        // Half a budget on the first, a whole one on the second.
+        let took = started.elapsed();
+        assert!(took >= timeout * 3 / 2 && took < timeout * 2, "{took:?}");
+        // Both have been silent since the last reply: what follows fails at once.
+        assert!(!client.has_fresh_endpoint());
+        let started = Instant::now();
+        assert!(client.status().is_err());
+        assert!(started.elapsed() < timeout / 4, "{:?}", started.elapsed());
     }
 
     #[test]

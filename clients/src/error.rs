@@ -157,6 +157,18 @@ pub enum ClientError {
         /// How many.
         count: u64,
     },
+    /// Lines of standard input went out in appends that got no reply, so that they may or may
+    /// not have been stored (each was reported as it was met; the producer went on through
+    /// another endpoint with the others).
+    #[error(
+        "{count} line{} not confirmed: {} may or may not have been appended",
+        if *count == 1 { " was" } else { "s were" },
+        if *count == 1 { "it" } else { "they" }
+    )]
+    LinesUnconfirmed {
+        /// How many.
+        count: u64,
+    },
     /// The consumer was run with no command and standard input or output is not a terminal,
     /// so the interactive walk cannot run.
     #[error("no command given, and the interactive mode needs a terminal")]
@@ -259,6 +271,10 @@ mod tests {
             lost.to_string(),
             "broker not reachable at tcp://h:1; the 2 messages sent were not confirmed and may \
              or may not have been appended"
+        );
+        assert_eq!(
+            ClientError::LinesUnconfirmed { count: 2 }.to_string(),
+            "2 lines were not confirmed: they may or may not have been appended"
         );
         let busy = ClientError::BrokerBusy { broker: 1, holder: Some("consumer-7".into()) };
         assert!(busy.to_string().starts_with("logical broker 1 is busy (claimed by consumer-7);"));

@@ -2,7 +2,7 @@
 //! built on it.
 //!
 //! [`Client`] is the connection: one REQ socket, bounded waits and a fresh socket after a
-//! timeout. [`producer`] and [`consumer`] hold each program's options and its `run`; the
+//! timeout, on the next of its [`Endpoints`] when several broker processes share the topics. [`producer`] and [`consumer`] hold each program's options and its `run`; the
 //! binaries in `src/bin` only parse arguments, install the Ctrl-C handler and call `run`.
 
 #![warn(missing_docs)]
@@ -11,6 +11,7 @@ pub mod args;
 pub mod claim;
 pub mod client;
 pub mod consumer;
+pub mod endpoints;
 pub mod error;
 pub mod group;
 pub mod interactive;
@@ -24,6 +25,7 @@ pub mod web;
 use std::process::ExitCode;
 
 pub use client::{Client, DEFAULT_TIMEOUT};
+pub use endpoints::Endpoints;
 pub use error::{ClientError, Result};
 pub use shutdown::Shutdown;
 

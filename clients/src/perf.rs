@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::args::{positive, ConnectArgs};
 use crate::claim::{self, ClaimSpec};
 use crate::client::Client;
-use crate::{ClientError, Result, Shutdown};
+use crate::{ClientError, Endpoints, Result, Shutdown};
 
 /// How long the floor's receive waits before it looks at its stop flag.
 const FLOOR_TICK_MS: i32 = 100;
@@ -351,11 +351,12 @@ pub fn produce(
     validate_topic_name(&args.topic)
         .map_err(|source| ClientError::InvalidTopic { name: args.topic.clone(), source })?;
     let floor = if args.floor { Some(Floor::start(None)?) } else { None };
-    let endpoint = match &floor {
-        Some(floor) => floor.endpoint.clone(),
-        None => connection.endpoint()?,
+    let endpoints = match &floor {
+        Some(floor) => Endpoints::one(&floor.endpoint),
+        None => connection.endpoints()?,
     };
-    let first = connection.client_at(&endpoint, shutdown)?;
+    let endpoint = endpoints.to_string();
+    let first = connection.client_at(endpoints, shutdown)?;
 
     let value: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
     let batch = u64::from(args.batch);
@@ -487,11 +488,12 @@ pub fn consume(
     } else {
         None
     };
-    let endpoint = match &floor {
-        Some(floor) => floor.endpoint.clone(),
-        None => connection.endpoint()?,
+    let endpoints = match &floor {
+        Some(floor) => Endpoints::one(&floor.endpoint),
+        None => connection.endpoints()?,
     };
-    let first = connection.client_at(&endpoint, shutdown)?;
+    let endpoint = endpoints.to_string();
+    let first = connection.client_at(endpoints, shutdown)?;
     let mut clients = Vec::with_capacity(args.clients as usize);
     for _ in 1..args.clients {
         clients.push(first.sibling()?);

@@ -166,6 +166,9 @@ pub struct Produced {
     pub show_requests: bool,
     /// How many lines of standard input were not sent because they are over the size limit.
     pub skipped: u64,
+    /// How many lines of standard input went out in appends that got no reply, so that they
+    /// may or may not have been stored (the producer went on through another endpoint).
+    pub unconfirmed: u64,
 }
 
 /// How many runs of offsets the summary lists before it only counts the rest.
@@ -181,6 +184,7 @@ impl Produced {
             requests: 0,
             show_requests,
             skipped: 0,
+            unconfirmed: 0,
         }
     }
 
@@ -197,7 +201,7 @@ impl Produced {
 
 /// # Format
 /// `appended N message(s) to TOPIC at offset(s) FIRST..LAST[, FIRST..LAST...][ in K
-/// request(s)][; skipped S line(s) over the size limit]`. Each range is contiguous: when other
+/// request(s)][; skipped S line(s) over the size limit][; U line(s) unconfirmed]`. Each range is contiguous: when other
 /// producers appended in between, the ranges are listed (the first three, then a count).
 impl fmt::Display for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -230,6 +234,9 @@ impl fmt::Display for Produced {
                 self.skipped,
                 plural(self.skipped)
             )?;
+        }
+        if self.unconfirmed > 0 {
+            write!(f, "; {} line{} unconfirmed", self.unconfirmed, plural(self.unconfirmed))?;
         }
         Ok(())
     }
@@ -289,11 +296,14 @@ pub struct Batching<'a> {
 /// Reads `input` one message per line until its end or Ctrl-C and appends the lines in
 /// batches, adding each append to `produced`.
 ///
-/// After Ctrl-C the lines already read are still sent; the line being typed is not.
+/// After Ctrl-C the lines already read are still sent; the line being typed is not. An append
+/// that got no reply is not sent again (it may have been stored); when the client moved to
+/// another endpoint that may answer, its lines are reported on standard error and counted,
+/// and the next lines go there.
 ///
 /// # Errors
-/// A failed append (the lines after it are not sent) or a read error (after sending the lines
-/// read before it).
+/// A failed append (the lines after it are not sent), a read error (after sending the lines
+/// read before it), or, at the end, lines unconfirmed or skipped for their size.
 pub fn produce_lines(
     client: &mut Client,
     batching: &Batching<'_>,
@@ -345,6 +355,9 @@ pub fn produce_lines(
     }
     match read_error {
         Some(source) => Err(ClientError::Io { what: "cannot read standard input", source }),
+        None if produced.unconfirmed > 0 => {
+            Err(ClientError::LinesUnconfirmed { count: produced.unconfirmed })
+        }
         None if produced.skipped > 0 => Err(ClientError::LinesSkipped { count: produced.skipped }),
         None => Ok(()),
     }
@@ -358,8 +371,11 @@ pub fn produce_lines(
 /// limit is L`); once known, the limit is checked here first, in `limit`. A reason that does
 /// not read so is handled by sending the lines one by one.
 ///
+/// An append that got no reply while the client has another endpoint to go to is reported
+/// with its line numbers and counted in `produced`, and is no error.
+///
 /// # Errors
-/// A failed append other than a line too large.
+/// A failed append other than a line too large or one the producer goes on after.
 fn send_lines(
     client: &mut Client,
     batching: &Batching<'_>,
@@ -391,6 +407,17 @@ fn send_lines(
                 return Ok(());
             }
             Err(ClientError::Broker { code: ErrorCode::MessageTooLarge, reason, .. }) => reason,
+            Err(e @ ClientError::Unconfirmed { .. }) if client.has_fresh_endpoint() => {
+                let (first, last) = (batch[0].0, batch[batch.len() - 1].0);
+                let lines = if first == last {
+                    format!("line {first}")
+                } else {
+                    format!("lines {first} to {last}")
+                };
+                eprintln!("{lines}: {e}; not sent again");
+                produced.unconfirmed += batch.len() as u64;
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         match too_large(&reason) {
@@ -622,6 +649,9 @@ mod tests {
             "appended 4 messages to t at offsets 4..6, 9 in 3 requests; skipped 1 line over the \
              size limit"
         );
+        p.unconfirmed = 2;
+        assert!(p.to_string().ends_with("size limit; 2 lines unconfirmed"), "{p}");
+        p.unconfirmed = 0;
         for at in [11, 13, 15] {
             p.add(1, Appended { first_offset: at, last_offset: at });
         }

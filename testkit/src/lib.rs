@@ -10,6 +10,7 @@ mod nats;
 pub use nats::{free_port, NatsCluster, NatsServer};
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -88,6 +89,14 @@ impl BrokerProcess {
             .unwrap_or_else(|| panic!("broker did not exit within {limit:?}"));
         let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
         (status, stderr)
+    }
+
+    /// Kills the broker with SIGKILL, as a crash would (no reply sent, nothing released), and
+    /// waits until it is gone. Only this process is signalled, by its id.
+    pub fn kill(self) {
+        self.signal("KILL");
+        let (status, stderr) = self.wait_exit(STEP);
+        assert_eq!(status.signal(), Some(9), "broker ended otherwise: {status}; stderr:\n{stderr}");
     }
 
     /// Sends SIGINT, as Ctrl-C does, and waits for a clean exit.

@@ -71,13 +71,13 @@ pub struct WebArgs {
 /// # Errors
 /// The address cannot be bound, or the broker's address or login flags are bad.
 pub fn run(args: WebArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
-    let endpoint = args.connect.endpoint()?;
+    let endpoints = args.connect.endpoints()?;
     let credentials = Credentials::from_flags(
         args.connect.user.as_deref(),
         args.connect.curve_server_key.as_deref(),
         args.connect.curve_key_file.as_deref(),
     )?;
-    let target = Target { endpoint, timeout: args.connect.timeout, shutdown: shutdown.clone() };
+    let target = Target { endpoints, timeout: args.connect.timeout, shutdown: shutdown.clone() };
     let server = Server::http(args.listen)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -4,13 +4,13 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::security::Credentials;
-use crate::{Client, Result, Shutdown};
+use crate::{Client, Endpoints, Result, Shutdown};
 
 /// How the console reaches the broker: the same for every session but for the login.
 #[derive(Clone)]
 pub struct Target {
-    /// The broker's endpoint.
-    pub endpoint: String,
+    /// The broker's endpoints (a new connection starts on the first).
+    pub endpoints: Endpoints,
     /// How long a request waits for the broker (`--timeout`).
     pub timeout: Duration,
     /// Cuts the waits short when the console stops.
@@ -78,7 +78,7 @@ impl Pool {
     /// The endpoint cannot be connected to, or the credentials cannot be set.
     pub fn fresh(&self) -> Result<Client> {
         let target = &self.target;
-        Ok(Client::connect_as(&target.endpoint, target.timeout, self.credentials.clone())?
+        Ok(Client::connect_to(target.endpoints.clone(), target.timeout, self.credentials.clone())?
             .with_shutdown(target.shutdown.clone()))
     }
 

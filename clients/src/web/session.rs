@@ -334,7 +334,7 @@ mod tests {
     /// Sessions whose connections would go nowhere: these tests make none.
     fn sessions() -> Sessions {
         let target = Target {
-            endpoint: "tcp://127.0.0.1:9".into(),
+            endpoints: crate::Endpoints::one("tcp://127.0.0.1:9"),
             timeout: Duration::from_millis(100),
             shutdown: Shutdown::new(),
         };

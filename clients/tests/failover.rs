@@ -1,0 +1,246 @@
+//! Failover as users meet it: two real broker processes on one real NATS JetStream, the real
+//! `producer` and `consumer` given both (`--connect A,B`), and broker A killed with SIGKILL.
+//! The producer goes on through B, a group member gets what it had not acknowledged through A
+//! again through B, and a claim held through A frees up on B only when its lease has run out.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{broker_binary, run, Finished, Running, CONSUMER, PRODUCER};
+use testkit::{BrokerProcess, NatsServer, STEP};
+
+/// The brokers' lease: long enough that a claim outlives a client's start-up, short enough
+/// for a test.
+const LEASE: Duration = Duration::from_secs(3);
+
+/// The clients' `--timeout`.
+const TIMEOUT: &str = "2s";
+
+/// One JetStream and two broker processes on it, A and B.
+struct Pair {
+    /// Broker A, the one killed; `None` once it is.
+    a: Option<BrokerProcess>,
+    /// Broker B, which goes on.
+    b: BrokerProcess,
+    /// A's endpoint, kept after the kill.
+    a_endpoint: String,
+    /// The JetStream both keep their topics, claims and groups in; stopped last.
+    _server: NatsServer,
+}
+
+impl Pair {
+    /// Starts a JetStream and two brokers on it, with a short lease and ack timeout.
+    fn start() -> Pair {
+        let server = NatsServer::start();
+        let url = server.url();
+        let lease = format!("{}s", LEASE.as_secs());
+        let args = ["--store", &url, "--lease", &lease, "--group-ack-timeout", "1s"];
+        let a = BrokerProcess::start(&broker_binary(), &args);
+        let b = BrokerProcess::start(&broker_binary(), &args);
+        Pair { a_endpoint: a.endpoint.clone(), a: Some(a), b, _server: server }
+    }
+
+    /// `--connect`'s value naming A, then B.
+    fn both(&self) -> String {
+        format!("{},{}", self.a_endpoint, self.b.endpoint)
+    }
+
+    /// Kills broker A with SIGKILL and waits until it is gone.
+    fn kill_a(&mut self) {
+        self.a.take().expect("broker A is running").kill();
+    }
+
+    /// Runs the consumer against B alone.
+    fn consumer_on_b(&self, args: &[&str]) -> Finished {
+        let mut all = vec!["--connect", &self.b.endpoint, "--timeout", TIMEOUT];
+        all.extend_from_slice(args);
+        run(CONSUMER, &all)
+    }
+
+    /// The values of `topic` read through B, once it holds at least `count` messages (B's
+    /// copy of a topic follows JetStream), within [`STEP`].
+    fn values_on_b(&self, topic: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let read = self.consumer_on_b(&["fetch", topic]);
+            let values: Vec<String> = read.lines().iter().map(|line| value_of(line)).collect();
+            if read.status.success() && values.len() >= count {
+                return values;
+            }
+            assert!(Instant::now() < deadline, "{topic} did not reach {count} on B: {read:#?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops B (Ctrl-C) and, when still running, A.
+    fn stop(mut self) {
+        if let Some(a) = self.a.take() {
+            a.interrupt();
+        }
+        self.b.interrupt();
+    }
+}
+
+/// The value of a text line `OFFSET<TAB>VALUE`.
+fn value_of(line: &str) -> String {
+    line.split_once('\t').map_or(line, |(_, value)| value).to_owned()
+}
+
+/// The line numbers a producer reported as unconfirmed: `line N: ...` and `lines N to M: ...`.
+fn unconfirmed_lines(stderr: &[String]) -> Vec<u64> {
+    let mut numbers = Vec::new();
+    for line in stderr.iter().filter(|line| line.ends_with("not sent again")) {
+        let span = line.split(':').next().unwrap_or_default();
+        let span = span.trim_start_matches("lines ").trim_start_matches("line ");
+        let (first, last) = span.split_once(" to ").unwrap_or((span, span));
+        let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
+        numbers.extend(first..=last);
+    }
+    numbers
+}
+
+#[test]
+fn the_producer_goes_on_through_the_other_broker_and_every_acknowledged_line_is_kept() {
+    let mut pair = Pair::start();
+    let connect = pair.both();
+    let mut producer =
+        Running::start(PRODUCER, &["--connect", &connect, "--timeout", TIMEOUT, "events"], &[]);
+    let mut sent: Vec<String> = (1..=5).map(|n| format!("before {n}")).collect();
+    producer.write_stdin(format!("{}\n", sent.join("\n")).as_bytes());
+    assert_eq!(pair.values_on_b("events", 5), sent, "appended through A, read through B");
+
+    pair.kill_a();
+    // The next line goes to A, which is gone: no reply, and the producer moves to B.
+    sent.push("after 6".to_owned());
+    producer.write_stdin(b"after 6\n");
+    let moved = producer.wait_stderr("did not answer; moving to");
+    assert_eq!(
+        moved,
+        format!("the broker at {} did not answer; moving to {}", pair.a_endpoint, pair.b.endpoint)
+    );
+    for n in 7..=10 {
+        let line = format!("after {n}");
+        producer.write_stdin(format!("{line}\n").as_bytes());
+        sent.push(line);
+    }
+    let (status, stdout, stderr) = producer.wait_exit();
+    // The append that got no reply is reported with its line, and the run ends with status 1.
+    let unconfirmed = unconfirmed_lines(&stderr);
+    assert_eq!(unconfirmed, [6], "{stderr:#?}");
+    assert!(
+        stderr.iter().any(|line| line.starts_with("line 6: broker not reachable at")
+            && line.contains("may or may not have been appended")),
+        "{stderr:#?}"
+    );
+    assert_eq!(status.code(), Some(1), "{stderr:#?}");
+    assert!(stderr.iter().any(|line| line
+        == "error: 1 line was not confirmed: it may or may not \
+                                               have been appended"));
+    assert_eq!(stdout.len(), 1, "{stdout:?}");
+    assert!(stdout[0].starts_with("appended 9 messages to events"), "{stdout:?}");
+    assert!(stdout[0].ends_with("; 1 line unconfirmed"), "{stdout:?}");
+
+    // Every acknowledged line is there, in order, and nothing else; an unconfirmed one may be.
+    let acknowledged: Vec<&String> = sent
+        .iter()
+        .enumerate()
+        .filter(|(at, _)| !unconfirmed.contains(&(*at as u64 + 1)))
+        .map(|(_, line)| line)
+        .collect();
+    let held = pair.values_on_b("events", acknowledged.len());
+    let kept: Vec<&String> = held.iter().filter(|value| !value.starts_with("after 6")).collect();
+    assert_eq!(kept, acknowledged);
+    let mut in_order = sent.iter();
+    assert!(held.iter().all(|value| in_order.any(|line| line == value)), "{held:?}");
+    pair.stop();
+}
+
+#[test]
+fn a_group_member_gets_what_it_left_unacknowledged_through_the_killed_broker_again() {
+    let mut pair = Pair::start();
+    let connect = pair.both();
+    let values = ["m0", "m1", "m2"];
+    let mut produce = vec!["--connect", &pair.a_endpoint, "orders"];
+    produce.extend(values);
+    run(PRODUCER, &produce).assert_success();
+    let mut member = Running::start(
+        CONSUMER,
+        &[
+            "--connect",
+            &connect,
+            "--timeout",
+            TIMEOUT,
+            "follow",
+            "orders",
+            "--group",
+            "preparers",
+            "--no-auto-ack",
+        ],
+        &[],
+    );
+    member.wait_stderr("following orders in group preparers");
+    // Delivered through A, printed, not acknowledged.
+    assert_eq!(member.stdout_lines(3), ["0\tm0", "1\tm1", "2\tm2"]);
+
+    pair.kill_a();
+    let moved = member.wait_stderr("did not answer; moving to");
+    assert!(moved.ends_with(&format!("moving to {}", pair.b.endpoint)), "{moved}");
+    member.wait_stderr(&format!("is not known at {}", pair.b.endpoint));
+    // Through B, after the ack timeout, the same messages come again to the member that moved.
+    member.wait_stderr("delivered again, not acknowledged in time before: offsets 0, 1, 2");
+    assert_eq!(member.stdout_lines(3), ["0\tm0", "1\tm1", "2\tm2"]);
+    // And it goes on with what is appended through B.
+    run(PRODUCER, &["--connect", &pair.b.endpoint, "orders", "m3"]).assert_success();
+    assert_eq!(member.wait_stdout("m3"), "3\tm3");
+    member.interrupt();
+    let (status, _, stderr) = member.wait_exit();
+    assert_eq!(status.code(), Some(130), "{stderr:#?}");
+    pair.stop();
+}
+
+#[test]
+fn a_claim_held_through_the_killed_broker_frees_up_on_the_other_when_its_lease_ends() {
+    let mut pair = Pair::start();
+    let connect = pair.both();
+    run(PRODUCER, &["--connect", &pair.a_endpoint, "t", "first"]).assert_success();
+    let mut follower = Running::start(
+        CONSUMER,
+        &["--connect", &connect, "--timeout", TIMEOUT, "follow", "t", "--broker", "1"],
+        &[],
+    );
+    follower.wait_stderr("following t on logical broker 1");
+    let held_by = format!("consumer-{}", follower.pid());
+
+    pair.kill_a();
+    let killed = Instant::now();
+    // While the lease runs, logical broker 1 is busy through B, held by the claim made
+    // through A.
+    let busy = pair.consumer_on_b(&["fetch", "t", "--broker", "1"]);
+    busy.assert_code(1);
+    assert!(busy.stderr.contains("logical broker 1 is busy"), "{busy:#?}");
+    assert!(killed.elapsed() < LEASE, "too slow to see the claim busy: {:?}", killed.elapsed());
+
+    // The follower moves to B, finds its token unknown there, and waits for broker 1.
+    follower.wait_stderr("did not answer; moving to");
+    follower
+        .wait_stderr(&format!("the claim on logical broker 1 is not known at {}", pair.b.endpoint));
+    follower.wait_stderr("logical broker 1 is claimed; waiting for it to be released");
+    // Once the lease has run out it has broker 1 again, through B, and reads on.
+    run(PRODUCER, &["--connect", &pair.b.endpoint, "t", "second"]).assert_success();
+    assert_eq!(follower.wait_stdout("second"), "1\tsecond");
+    let freed = killed.elapsed();
+    // A process renews its claims three times a lease: the last renewal through A was at most
+    // a third of a lease before the kill.
+    assert!(freed > LEASE / 2, "broker 1 was free {freed:?} after the kill, within its lease");
+    let status = pair.consumer_on_b(&["status"]);
+    status.assert_success();
+    assert!(
+        status.lines().iter().any(|row| row.starts_with("1 ") && row.contains(&held_by)),
+        "{status:#?}"
+    );
+    follower.interrupt();
+    let (exit, _, stderr) = follower.wait_exit();
+    assert_eq!(exit.code(), Some(130), "{stderr:#?}");
+    pair.stop();
+}
