@@ -24,7 +24,7 @@ use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::group::GroupCommitFailure;
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
-use crate::store::{Budget, CommitFailure, Renumbered, Settled, Ticket};
+use crate::store::{Budget, CommitFailure, Renumbered, Settled, StoreError, Ticket};
 use crate::unread::{self, Allowance, Reply, Unread};
 use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
@@ -975,20 +975,30 @@ impl Outbox {
             }
             self.entries[at].gate = Gate::Open;
             if let Some(failure) = failures.iter().find(|f| f.topic == topics[index]) {
-                // A store that hands appends to a remote engine may not learn their fate.
-                let reason = if failure.error.kind() == std::io::ErrorKind::TimedOut {
-                    format!(
-                        "could not confirm that the messages were stored ({}); they may have \
-                         been appended or not",
-                        failure.error
-                    )
-                } else {
-                    format!(
-                        "could not store the messages ({}); nothing was appended",
-                        failure.error
-                    )
+                // A store that hands appends to a remote engine may not reach it, or may not
+                // learn their fate.
+                let (code, reason) = match &failure.error {
+                    StoreError::Unconfirmed(why) => (
+                        ErrorCode::StoreUnavailable,
+                        format!(
+                            "could not confirm that the messages were stored ({why}); they may \
+                             have been appended or not"
+                        ),
+                    ),
+                    StoreError::Unavailable(why) => (
+                        ErrorCode::StoreUnavailable,
+                        format!("the store cannot be reached ({why}); nothing was appended"),
+                    ),
+                    StoreError::Io(failure) => (
+                        ErrorCode::InternalError,
+                        format!("could not store the messages ({failure}); nothing was appended"),
+                    ),
+                    error => (
+                        ErrorCode::InternalError,
+                        format!("could not store the messages ({error}); nothing was appended"),
+                    ),
                 };
-                self.refuse(at, Response::error(ErrorCode::InternalError, reason));
+                self.refuse(at, Response::error(code, reason));
             } else if let Some(moved) = renumbered
                 .iter()
                 .find(|r| r.topic == topics[index] && Some(r.given) == self.entries[at].given)
@@ -1020,7 +1030,11 @@ impl Outbox {
                      changed",
                     change.group, change.topic, failure.error
                 );
-                self.refuse(at, Response::error(ErrorCode::InternalError, reason));
+                let code = match failure.transient {
+                    true => ErrorCode::StoreUnavailable,
+                    false => ErrorCode::InternalError,
+                };
+                self.refuse(at, Response::error(code, reason));
             }
         }
     }

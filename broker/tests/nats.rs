@@ -82,14 +82,25 @@ fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     assert_eq!(append(&socket, "t", &["stored"]), (0, 0));
+    let (_, token) = claim(&socket, None, "reader");
     server.kill();
     let asked = Instant::now();
     let reply = ask(&socket, &append_of("t", &["refused"]));
-    expect_error(&reply, ErrorCode::InternalError);
+    expect_error(&reply, ErrorCode::StoreUnavailable);
     // Refused for sure once the broker saw the connection down; before that (the kill not
     // noticed yet) the refusal says the messages may be stored when JetStream is back.
     let unsure = matches!(&reply, Response::Error { reason, .. } if reason.contains("may have"));
+    let sure = matches!(&reply, Response::Error { reason, .. } if reason.contains("nothing was"));
+    assert!(unsure != sure, "the refusal says neither what became of the append: {reply:?}");
     assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
+    // Other changes of the store are refused the same way, within the client's timeout.
+    let asked = Instant::now();
+    let created =
+        ask(&socket, &Request::CreateTopic { topic: "new", retention: Default::default() });
+    expect_error(&created, ErrorCode::StoreUnavailable);
+    assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
+    // Reads go on from the broker's copy, which holds what JetStream acknowledged.
+    assert_eq!(fetch(&socket, fetch_from(token, "t", 0)).values(), ["stored"]);
     server.resume();
     let deadline = Instant::now() + Duration::from_secs(10);
     let offsets = loop {
@@ -101,7 +112,6 @@ fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let (_, token) = claim(&socket, None, "reader");
     let values = fetch(&socket, fetch_from(token, "t", 0)).values();
     if unsure && offsets == (2, 2) {
         assert_eq!(values, ["stored", "refused", "after"]);

@@ -142,6 +142,9 @@ pub struct GroupCommitFailure {
     pub topic: String,
     /// What went wrong.
     pub error: io::Error,
+    /// Whether the same request may succeed later: the states shared with other broker
+    /// processes could not be reached (a state error), rather than a file not written.
+    pub transient: bool,
 }
 
 /// A group and a topic: what names one group state.
@@ -612,7 +615,12 @@ impl Groups {
                 }
                 None => self.remove(&key.0, &key.1),
             }
-            failures.push(GroupCommitFailure { group: key.0, topic: key.1, error });
+            failures.push(GroupCommitFailure {
+                group: key.0,
+                topic: key.1,
+                error,
+                transient: false,
+            });
         }
         failures
     }
@@ -666,7 +674,12 @@ impl Groups {
                 }
                 None => self.remove(&key.0, &key.1),
             }
-            failures.push(GroupCommitFailure { group: key.0, topic: key.1, error });
+            failures.push(GroupCommitFailure {
+                group: key.0,
+                topic: key.1,
+                error,
+                transient: true,
+            });
         }
         failures
     }

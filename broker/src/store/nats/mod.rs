@@ -34,7 +34,7 @@ use super::{
     check_name, check_range, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result,
     Settled, StoreConfig, StoreError, Ticket, Topic, Totals,
 };
-use runtime::{Command, Event, Failure, Refusal, Staged};
+use runtime::{Command, Event, Refusal, Staged};
 
 /// How long a create or a delete of a topic may take before it is refused.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
@@ -140,7 +140,7 @@ impl NatsLog {
         if let Err(reason) = connected {
             drop(commands);
             let _ = thread.join();
-            return Err(StoreError::Io(IoFailure::new(io::Error::other(reason))));
+            return Err(StoreError::Unavailable(reason));
         }
         let mut log = NatsLog {
             mirror: BTreeMap::new(),
@@ -226,7 +226,7 @@ impl NatsLog {
     }
 
     /// Settles commit `ticket` with the runtime's results for its appends.
-    fn settle(&mut self, ticket: Ticket, results: Vec<std::result::Result<(u64, u64), Failure>>) {
+    fn settle(&mut self, ticket: Ticket, results: Vec<Result<(u64, u64)>>) {
         let Some(at) = self.in_flight.iter().position(|(t, _)| *t == ticket) else { return };
         let Some((_, appends)) = self.in_flight.remove(at) else { return };
         let mut settled =
@@ -240,16 +240,9 @@ impl NatsLog {
                     }
                     settled.renumbered.push(Renumbered { topic, given, first, last });
                 }
-                Err(failure) => {
+                Err(error) => {
                     if !settled.failures.iter().any(|f| f.topic == topic) {
-                        let reason = failure.reason;
-                        tracing::error!(topic = %topic, %reason, "appends not acknowledged; refused");
-                        // `TimedOut` tells the server that they may be stored all the same.
-                        let kind = match failure.unsure {
-                            true => io::ErrorKind::TimedOut,
-                            false => io::ErrorKind::Other,
-                        };
-                        let error = io::Error::new(kind, reason);
+                        tracing::error!(topic = %topic, %error, "appends not acknowledged; refused");
                         settled.failures.push(CommitFailure { topic, error });
                     }
                 }
@@ -272,7 +265,7 @@ impl NatsLog {
     ) -> Result<()> {
         let sent = self.commands.as_ref().is_some_and(|c| c.send(command).is_ok());
         if !sent {
-            return Err(nats_error("the connection to NATS has stopped".into()));
+            return Err(StoreError::Unavailable("the connection to NATS has stopped".into()));
         }
         let answer = reply.recv_timeout(ADMIN_TIMEOUT);
         self.take_events();
@@ -281,7 +274,8 @@ impl NatsLog {
             Ok(Err(Refusal::Exists)) => Err(StoreError::TopicExists(topic.to_owned())),
             Ok(Err(Refusal::Unknown)) => Err(unknown(topic)),
             Ok(Err(Refusal::Failed(reason))) => Err(nats_error(reason)),
-            Err(_) => Err(nats_error("JetStream did not answer in time".into())),
+            Ok(Err(Refusal::Unreachable(reason))) => Err(StoreError::Unavailable(reason)),
+            Err(_) => Err(StoreError::Unavailable("JetStream did not answer in time".into())),
         }
     }
 
@@ -371,8 +365,8 @@ impl Log for NatsLog {
         self.in_flight.push_back((ticket, names));
         if !sent {
             let count = self.in_flight.back().map_or(0, |(_, a)| a.len());
-            let reason = "the connection to NATS has stopped".to_owned();
-            self.settle(ticket, vec![Err(Failure { reason, unsure: false }); count]);
+            let stopped = StoreError::Unavailable("the connection to NATS has stopped".to_owned());
+            self.settle(ticket, vec![Err(stopped); count]);
         }
         ticket
     }
@@ -405,7 +399,7 @@ impl Log for NatsLog {
                         self.in_flight.iter().map(|(t, a)| (*t, a.len())).collect();
                     for (ticket, count) in tickets {
                         let reason = "no answer from the connection to NATS".to_owned();
-                        self.settle(ticket, vec![Err(Failure { reason, unsure: true }); count]);
+                        self.settle(ticket, vec![Err(StoreError::Unconfirmed(reason)); count]);
                     }
                 }
             }

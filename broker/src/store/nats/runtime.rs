@@ -4,7 +4,7 @@
 //! loop's poll returns.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::record;
+use crate::store::{IoFailure, StoreError};
 
 /// How long JetStream has to acknowledge a commit's appends, retry included, before they are
 /// refused: within the client's default 5 s timeout, so that the client hears the refusal.
@@ -129,14 +130,48 @@ pub struct Staged {
 }
 
 /// Why a create or a delete was refused.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Refusal {
     /// The topic exists (create).
     Exists,
     /// There is no such topic (delete).
     Unknown,
-    /// JetStream failed or could not be reached.
+    /// JetStream answered with an error.
     Failed(String),
+    /// JetStream could not be reached, or did not answer in time.
+    Unreachable(String),
+}
+
+impl Refusal {
+    /// A request that failed while `doing` this: [`Refusal::Failed`] when JetStream
+    /// `answered` with an error, else [`Refusal::Unreachable`].
+    fn of(answered: bool, doing: &str, error: impl std::fmt::Display) -> Refusal {
+        match answered {
+            true => Refusal::Failed(format!("{doing}: {error}")),
+            false => Refusal::Unreachable(format!("{doing}: {error}")),
+        }
+    }
+
+    /// What the serving thread makes of it for an append of a commit.
+    fn into_failure(self) -> StoreError {
+        match self {
+            Refusal::Unreachable(reason) => StoreError::Unavailable(reason),
+            Refusal::Failed(reason) => StoreError::Io(IoFailure::new(io::Error::other(reason))),
+            Refusal::Exists | Refusal::Unknown => {
+                StoreError::Io(IoFailure::new(io::Error::other("the topic's stream changed")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Exists => f.write_str("the topic's stream exists"),
+            Refusal::Unknown => f.write_str("the topic has no stream"),
+            Refusal::Failed(reason) | Refusal::Unreachable(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// What the runtime tells the serving thread, in the order it happened.
@@ -170,32 +205,13 @@ pub enum Event {
         /// The commit's ticket.
         ticket: u64,
         /// For each append of the commit, in order: the offsets of its first and last
-        /// message, or why it was refused.
-        results: Vec<Result<(u64, u64), Failure>>,
+        /// message, or why it was refused: [`StoreError::Unavailable`] when nothing of it
+        /// was published, [`StoreError::Unconfirmed`] when it was and its acknowledgement
+        /// did not come (it may have been lost, or the publish may wait in the client's
+        /// buffer for the connection to come back), [`StoreError::Io`] when JetStream
+        /// answered with an error.
+        results: Vec<Result<(u64, u64), StoreError>>,
     },
-}
-
-/// Why an append of a commit was refused.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// What went wrong.
-    pub reason: String,
-    /// Whether its messages may be stored all the same: they were published and their
-    /// acknowledgement did not come (it may have been lost, or the publish may wait in the
-    /// client's buffer for the connection to come back).
-    pub unsure: bool,
-}
-
-impl Failure {
-    /// A failure after which nothing of the append is stored.
-    fn sure(reason: &str) -> Failure {
-        Failure { reason: reason.to_owned(), unsure: false }
-    }
-
-    /// A failure after which the append may be stored.
-    fn unsure(reason: &str) -> Failure {
-        Failure { reason: reason.to_owned(), unsure: true }
-    }
 }
 
 /// The sending half of the event channel, with the pipe that wakes the serve loop.
@@ -382,9 +398,9 @@ impl Backend {
                 {
                     Ok(results) => results,
                     Err(_) => {
-                        let reason =
-                            "JetStream did not acknowledge the messages in time".to_owned();
-                        appends.iter().map(|_| Err(Failure::unsure(&reason))).collect()
+                        let reason = "JetStream did not acknowledge the messages in time";
+                        let unconfirmed = StoreError::Unconfirmed(reason.to_owned());
+                        appends.iter().map(|_| Err(unconfirmed.clone())).collect()
                     }
                 };
                 self.events.send(Event::Committed { ticket, results });
@@ -427,15 +443,15 @@ impl Backend {
         &mut self,
         ticket: u64,
         appends: &[Staged],
-    ) -> Vec<Result<(u64, u64), Failure>> {
+    ) -> Vec<Result<(u64, u64), StoreError>> {
         let deadline = Instant::now() + COMMIT_TIMEOUT;
         // Publishes made while disconnected would wait in the client and be stored after it
         // reconnects, after their refusal: none is made.
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            let reason = "NATS is not reachable; nothing was published".to_owned();
-            return appends.iter().map(|_| Err(Failure::sure(&reason))).collect();
+            let down = StoreError::Unavailable("NATS is not reachable".to_owned());
+            return appends.iter().map(|_| Err(down.clone())).collect();
         }
-        let mut refused: HashMap<&str, String> = HashMap::new();
+        let mut refused: HashMap<&str, Refusal> = HashMap::new();
         for staged in appends {
             if self.followed.contains_key(&staged.topic) || refused.contains_key(&*staged.topic) {
                 continue;
@@ -486,8 +502,8 @@ impl Backend {
         let mut results = Vec::with_capacity(appends.len());
         let mut newest: HashMap<&str, u64> = HashMap::new();
         for (staged, messages) in appends.iter().zip(&sent) {
-            if let Some(error) = refused.get(&*staged.topic) {
-                results.push(Err(Failure::sure(error)));
+            if let Some(refusal) = refused.get(&*staged.topic) {
+                results.push(Err(refusal.clone().into_failure()));
                 continue;
             }
             let seqs: Result<Vec<u64>, String> =
@@ -502,7 +518,7 @@ impl Backend {
                     *top = (*top).max(last);
                     results.push(Ok((first.saturating_sub(1), last.saturating_sub(1))));
                 }
-                Err(error) => results.push(Err(Failure::unsure(&error))),
+                Err(error) => results.push(Err(StoreError::Unconfirmed(error))),
             }
         }
         // The acknowledgement waits for the messages to be readable here too.
@@ -549,7 +565,7 @@ impl Backend {
 
     /// Starts following `topic`'s stream, creating it with `create`'s limits when it does not
     /// exist and `create` is given. Tells the serving thread of it before any of its messages.
-    async fn follow(&mut self, topic: &str, create: Option<Retention>) -> Result<(), String> {
+    async fn follow(&mut self, topic: &str, create: Option<Retention>) -> Result<(), Refusal> {
         if self.followed.contains_key(topic) {
             return Ok(());
         }
@@ -558,19 +574,23 @@ impl Backend {
             Ok(stream) => stream,
             Err(error) if is_not_found(&error) && create.is_some() => {
                 let config = self.stream_config(topic, create.unwrap_or_default());
-                self.js
-                    .get_or_create_stream(config)
-                    .await
-                    .map_err(|e| format!("cannot create the topic's stream in JetStream: {e}"))?
+                self.js.get_or_create_stream(config).await.map_err(|e| {
+                    let answered =
+                        matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(_));
+                    Refusal::of(answered, "cannot create the topic's stream in JetStream", e)
+                })?
             }
             Err(error) => {
-                return Err(format!("cannot find the topic's stream in JetStream: {error}"))
+                let answered =
+                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+                let doing = "cannot find the topic's stream in JetStream";
+                return Err(Refusal::of(answered, doing, error));
             }
         };
         let info = stream
             .info()
             .await
-            .map_err(|e| format!("cannot read the topic's stream in JetStream: {e}"))?;
+            .map_err(|e| Refusal::of(false, "cannot read the topic's stream in JetStream", e))?;
         let state = &info.state;
         let next = state.last_sequence;
         let first = if state.messages == 0 { next } else { state.first_sequence.saturating_sub(1) };
@@ -615,18 +635,27 @@ impl Backend {
         match self.js.get_stream(record::stream_name(topic)).await {
             Ok(_) => return Err(Refusal::Exists),
             Err(error) if is_not_found(&error) => {}
-            Err(error) => return Err(Refusal::Failed(error.to_string())),
+            Err(error) => {
+                let answered =
+                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+                return Err(Refusal::of(answered, "cannot look the topic up in JetStream", error));
+            }
         }
         if let Err(error) = self.js.create_stream(self.stream_config(topic, retention)).await {
-            let exists = matches!(
-                error.kind(),
+            return Err(match error.kind() {
                 jetstream::context::CreateStreamErrorKind::JetStream(e)
-                    if e.error_code() == ErrorCode::STREAM_NAME_EXIST
-            );
-            return Err(if exists { Refusal::Exists } else { Refusal::Failed(error.to_string()) });
+                    if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+                {
+                    Refusal::Exists
+                }
+                jetstream::context::CreateStreamErrorKind::JetStream(_) => {
+                    Refusal::of(true, "cannot create the topic's stream in JetStream", error)
+                }
+                _ => Refusal::of(false, "cannot create the topic's stream in JetStream", error),
+            });
         }
         self.followed.remove(topic).inspect(|f| f.task.abort());
-        self.follow(topic, None).await.map_err(Refusal::Failed)
+        self.follow(topic, None).await
     }
 
     /// Deletes `topic`'s stream and stops following it.
@@ -636,14 +665,17 @@ impl Backend {
         }
         match self.js.delete_stream(record::stream_name(topic)).await {
             Ok(_) => Ok(()),
-            Err(error) => {
-                let unknown = matches!(
-                    error.kind(),
-                    jetstream::context::DeleteStreamErrorKind::JetStream(e)
-                        if e.error_code() == ErrorCode::STREAM_NOT_FOUND
-                );
-                Err(if unknown { Refusal::Unknown } else { Refusal::Failed(error.to_string()) })
-            }
+            Err(error) => Err(match error.kind() {
+                jetstream::context::DeleteStreamErrorKind::JetStream(e)
+                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Refusal::Unknown
+                }
+                jetstream::context::DeleteStreamErrorKind::JetStream(_) => {
+                    Refusal::of(true, "cannot delete the topic's stream in JetStream", error)
+                }
+                _ => Refusal::of(false, "cannot delete the topic's stream in JetStream", error),
+            }),
         }
     }
 
@@ -798,7 +830,7 @@ impl Backend {
         topic: &str,
         messages: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<(u64, bool)>, String> {
-        self.follow(topic, Some(Retention::default())).await?;
+        self.follow(topic, Some(Retention::default())).await.map_err(|e| e.to_string())?;
         let mut acks = Vec::new();
         for (id, payload) in messages {
             let publish = Publish::build().payload(payload.into()).message_id(id);
