@@ -142,6 +142,22 @@ fn claim_when_free(socket: &zmq::Socket, id: u32, client: &str) -> (u64, Duratio
     }
 }
 
+/// Asks for any logical broker until one is granted (a release through another process
+/// reaches this one through JetStream), for at most ten seconds; the broker and token.
+fn claim_when_free_any(socket: &zmq::Socket, client: &str) -> (u32, u64) {
+    let asked = Instant::now();
+    loop {
+        match claim_reply(socket, None, client) {
+            Response::Claimed { broker, claim, .. } => return (broker, claim),
+            reply => {
+                expect_error(&reply, ErrorCode::NoBrokerAvailable);
+                assert!(asked.elapsed() < Duration::from_secs(10), "none came free");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_logical_broker_claimed_through_one_process_is_busy_through_the_other() {
     let server = NatsServer::start();
@@ -255,6 +271,101 @@ fn a_group_member_moves_to_the_other_broker_and_goes_on_where_its_group_was() {
     }
     let acked = ask(&on_b, &Request::Ack { group: "preparers", topic: "orders", offsets: vec![2] });
     assert!(matches!(acked, Response::Acked { committed_offset: 5, .. }), "{acked:?}");
+    b.interrupt();
+}
+
+/// Sends `request` until it is not refused with `314 store_unavailable` (another broker
+/// process changed the group's state at the same moment), for at most ten seconds; the reply,
+/// and how many refusals came first.
+fn ask_until_stored(socket: &zmq::Socket, request: &Request<'_>) -> (Response<'static>, u32) {
+    let asked = Instant::now();
+    let mut refused = 0;
+    loop {
+        match ask(socket, request) {
+            Response::Error { code: ErrorCode::StoreUnavailable, reason, .. } => {
+                assert!(reason.contains("another broker process"), "{reason}");
+                refused += 1;
+                assert!(asked.elapsed() < Duration::from_secs(10), "refused for ten seconds");
+            }
+            reply => return (reply, refused),
+        }
+    }
+}
+
+#[test]
+fn members_of_one_group_on_two_brokers_at_once_never_undo_each_others_acknowledgements() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    const TOTAL: u64 = 60;
+    let values: Vec<String> = (0..TOTAL).map(|n| format!("m{n}")).collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    append(&on_a, "work", &values);
+    let (_, token_a) = claim(&on_a, None, "member on a");
+    let (_, token_b) = claim(&on_b, None, "member on b");
+    assert_eq!(fetch_until(&on_b, token_b, "work", TOTAL as usize).len(), TOTAL as usize);
+    assert_eq!(join_group(&on_a, token_a, "workers", "work"), 0);
+    assert_eq!(join_group(&on_b, token_b, "workers", "work"), 0);
+
+    // The members take turns, each through its own broker process, whose copy of the group's
+    // state is older than the other's store at every turn.
+    let members = [(&on_a, token_a), (&on_b, token_b)];
+    let mut delivered = std::collections::BTreeSet::new();
+    let mut acknowledged = std::collections::BTreeSet::new();
+    let (mut committed, mut refusals) = (0, 0);
+    let started = Instant::now();
+    while acknowledged.len() < TOTAL as usize {
+        assert!(started.elapsed() < Duration::from_secs(60), "acknowledged {acknowledged:?}");
+        for (socket, claim) in members {
+            let fetch = Request::GroupFetch(protocol::GroupFetch {
+                claim,
+                group: "workers",
+                topic: "work",
+                max_messages: 3,
+                max_bytes: protocol::DEFAULT_FETCH_BYTES,
+                wait_ms: 0,
+            });
+            let (reply, refused) = ask_until_stored(socket, &fetch);
+            refusals += refused;
+            let Response::Delivered { messages, .. } = reply else {
+                panic!("group_fetch: expected delivered, got {reply:?}");
+            };
+            let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
+            for offset in &offsets {
+                assert!(!acknowledged.contains(offset), "{offset} delivered after its ack");
+                assert!(delivered.insert(*offset), "{offset} delivered twice");
+            }
+            if offsets.is_empty() {
+                continue;
+            }
+            let ack = Request::Ack { group: "workers", topic: "work", offsets: offsets.clone() };
+            let (reply, refused) = ask_until_stored(socket, &ack);
+            refusals += refused;
+            let Response::Acked { acked, committed_offset, .. } = reply else {
+                panic!("ack: expected acked, got {reply:?}");
+            };
+            if acked > 0 {
+                assert!(
+                    committed_offset >= committed,
+                    "{committed} went back to {committed_offset}"
+                );
+                committed = committed_offset;
+            }
+            acknowledged.extend(offsets);
+        }
+    }
+    println!("{refusals} requests refused because the other process changed the group first");
+    assert_eq!(committed, TOTAL);
+    // A member joining afresh through either process starts after every acknowledgement.
+    wire::release(&on_a, token_a);
+    wire::release(&on_b, token_b);
+    for socket in [&on_a, &on_b] {
+        let (_, token) = claim_when_free_any(socket, "newcomer");
+        assert_eq!(join_group(socket, token, "workers", "work"), TOTAL);
+        wire::release(socket, token);
+    }
+    a.interrupt();
     b.interrupt();
 }
 

@@ -42,9 +42,10 @@ pub enum ErrorCode {
     /// `--max-disk`); nothing was appended. Retention, or deleted topics, make room again.
     StorageFull,
     /// `314 store_unavailable`: the store the broker shares with other broker processes (a
-    /// NATS JetStream) could not be reached, or did not confirm in time; the reason says
-    /// whether nothing was done or whether an append may have been stored all the same. The
-    /// same request may succeed once it is back.
+    /// NATS JetStream) could not be reached, or did not confirm in time, or another broker
+    /// process changed the same group's state at the same moment; the reason says whether
+    /// nothing was done or whether an append may have been stored all the same. The same
+    /// request may succeed when sent again.
     StoreUnavailable,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
     /// or not UTF-8, a map of too many entries, a missing or mistyped field).

@@ -88,12 +88,14 @@ pub enum Command {
         /// Where the answer goes.
         reply: mpsc::Sender<Result<Option<(Bytes, u64)>, String>>,
     },
-    /// Store group states in the groups bucket, all at once: each one's revision or why not.
+    /// Store group states in the groups bucket, all at once, each only if its revision is
+    /// still the one given (`None`: only if none is stored): each one's new revision or why
+    /// not.
     GroupSave {
-        /// Each state's key and bytes.
-        states: Vec<(String, Bytes)>,
+        /// Each state's key, bytes, and the revision it replaces.
+        states: Vec<(String, Bytes, Option<u64>)>,
         /// Where the answers go, in order.
-        reply: mpsc::Sender<Vec<Result<u64, String>>>,
+        reply: mpsc::Sender<Vec<Result<u64, NotSaved>>>,
     },
     /// Remove a group state from the groups bucket.
     GroupRemove {
@@ -127,6 +129,15 @@ pub struct Staged {
     pub topic: String,
     /// Each message, encoded as `record` says.
     pub payloads: Vec<Bytes>,
+}
+
+/// Why a group state was not stored.
+#[derive(Debug)]
+pub enum NotSaved {
+    /// Its revision was not the one given: the state stored now and its revision, if any.
+    Stored(Option<(Bytes, u64)>),
+    /// JetStream could not be reached or refused.
+    Failed(String),
 }
 
 /// Why a create or a delete was refused.
@@ -760,17 +771,50 @@ impl Backend {
             .map(|e| (e.value, e.revision)))
     }
 
-    /// Stores group states, all at once; each one's revision or why not.
-    async fn group_save(&mut self, states: Vec<(String, Bytes)>) -> Vec<Result<u64, String>> {
+    /// Stores group states, all at once, each only if its stored revision is the one given
+    /// (compare-and-set); each one's new revision, or the state stored instead, or why not.
+    async fn group_save(
+        &mut self,
+        states: Vec<(String, Bytes, Option<u64>)>,
+    ) -> Vec<Result<u64, NotSaved>> {
         let bucket = match self.groups().await {
             Ok(bucket) => bucket,
-            Err(error) => return states.iter().map(|_| Err(error.clone())).collect(),
+            Err(error) => {
+                return states.iter().map(|_| Err(NotSaved::Failed(error.clone()))).collect()
+            }
         };
-        let puts = states.into_iter().map(|(key, value)| {
+        let saves = states.into_iter().map(|(key, value, revision)| {
             let bucket = bucket.clone();
-            async move { bucket.put(key, value).await.map_err(|e| e.to_string()) }
+            async move {
+                let stored = match revision {
+                    Some(revision) => bucket.update(&key, value, revision).await.map_err(|e| {
+                        let moved = e.kind() == jetstream::kv::UpdateErrorKind::WrongLastRevision;
+                        (moved, e.to_string())
+                    }),
+                    None => bucket.create(&key, value).await.map_err(|e| {
+                        let moved = e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists;
+                        (moved, e.to_string())
+                    }),
+                };
+                match stored {
+                    Ok(revision) => Ok(revision),
+                    Err((true, _)) => match bucket.entry(&key).await {
+                        Ok(entry) => Err(NotSaved::Stored(
+                            entry
+                                .filter(|e| e.operation == jetstream::kv::Operation::Put)
+                                .map(|e| (e.value, e.revision)),
+                        )),
+                        Err(error) => Err(NotSaved::Failed(format!(
+                            "cannot read a group state changed elsewhere: {error}"
+                        ))),
+                    },
+                    Err((false, error)) => {
+                        Err(NotSaved::Failed(format!("cannot store a group state: {error}")))
+                    }
+                }
+            }
         });
-        futures_util::future::join_all(puts).await
+        futures_util::future::join_all(saves).await
     }
 
     /// Takes logical broker `id` for `holder` unless another process holds it.
