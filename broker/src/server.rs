@@ -22,6 +22,7 @@ use crate::auth::Guard;
 use crate::broker::{Broker, Stats};
 use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::group::GroupCommitFailure;
+use crate::logical::ClaimError;
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
 use crate::store::{Budget, CommitFailure, Renumbered, Settled, StoreError, Ticket};
@@ -596,6 +597,8 @@ impl Server<'_> {
         for id in &freed {
             info!(broker = id, "claim expired");
         }
+        // Claims ended through other broker processes free logical brokers here too.
+        let freed_elsewhere = self.broker.brokers.follow_shared(clock.instant);
         let (claims, fetches) = self.waiting.take_expired(clock.instant);
         for waiting in claims {
             // One last try: it may fit now; otherwise the reply says why not.
@@ -609,19 +612,32 @@ impl Server<'_> {
         for held in self.waiting.take_woken_group_fetches(clock.instant) {
             self.retry_group_fetch(held, clock.instant);
         }
-        if !freed.is_empty() {
+        if !freed.is_empty() || freed_elsewhere {
             self.serve_waiting_claims(&cx);
         }
     }
 
-    /// Hands free logical brokers to waiting claims, longest waiting first.
+    /// Hands free logical brokers to waiting claims, longest waiting first. A claim that
+    /// finds its logical broker taken through another process after all waits on.
     fn serve_waiting_claims(&mut self, cx: &Context<'_>) {
+        let mut still = Vec::new();
         while let Some(waiting) =
             self.waiting.take_claim(|wanted| self.broker.brokers.can_claim(wanted))
         {
-            let response = claim::grant(self.broker, waiting.broker, &waiting.holder, cx)
-                .unwrap_or_else(Response::from);
-            self.outbox.push(waiting.envelope, response);
+            match claim::grant(self.broker, waiting.broker, &waiting.holder, cx) {
+                Err(ClaimError::NoneAvailable(_) | ClaimError::Busy(_))
+                    if waiting.deadline > cx.now =>
+                {
+                    still.push(waiting);
+                }
+                granted => {
+                    let response = granted.unwrap_or_else(Response::from);
+                    self.outbox.push(waiting.envelope, response);
+                }
+            }
+        }
+        for waiting in still {
+            self.waiting.push_claim(waiting);
         }
     }
 

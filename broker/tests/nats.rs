@@ -178,6 +178,75 @@ fn a_logical_broker_claimed_through_one_process_is_busy_through_the_other() {
     b.interrupt();
 }
 
+/// Polls `status` on `socket` until logical broker `id` is held by `holder` (or free, for
+/// `None`), for at most ten seconds; how long that took.
+fn status_until(socket: &zmq::Socket, id: u32, holder: Option<&str>) -> Duration {
+    let asked = Instant::now();
+    loop {
+        let brokers = wire::status(socket);
+        let shown = brokers.iter().find(|b| b.id == id).expect("the logical broker is listed");
+        if shown.holder.as_deref() == holder && shown.available == holder.is_none() {
+            return asked.elapsed();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "{id} never showed {holder:?}: {shown:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn status_through_one_process_shows_the_claims_taken_through_the_other() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token) = claim(&on_a, Some(1), "held on a");
+    let shown = status_until(&on_b, 1, Some("held on a"));
+    println!("a claim through A showed in status through B after {shown:?}");
+    let brokers = wire::status(&on_b);
+    assert!(brokers[0].lease_remaining_ms.is_some_and(|ms| ms > 0), "{brokers:?}");
+    assert!(brokers[1].available, "{brokers:?}");
+    wire::release(&on_a, token);
+    let shown = status_until(&on_b, 1, None);
+    println!("its release showed through B after {shown:?}");
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn a_claim_waiting_through_one_process_is_granted_when_the_other_releases() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token) = claim(&on_a, Some(1), "first");
+    status_until(&on_b, 1, Some("first"));
+    // B waits up to 20 s for logical broker 1, which A holds.
+    let waiting = Request::Claim { broker: Some(1), wait_ms: 20_000, client: Some("second") };
+    on_b.send(wire::encode(&waiting), 0).expect("send");
+    wire::assert_silent(
+        &on_b,
+        Duration::from_millis(500),
+        "a claim of a logical broker held through A",
+    );
+    let released = Instant::now();
+    assert_eq!(wire::release(&on_a, token), 1);
+    let reply = wire::receive(&on_b);
+    let waited = released.elapsed();
+    assert!(matches!(reply, Response::Claimed { broker: 1, .. }), "{reply:?}");
+    println!("the waiting claim was granted {waited:?} after the release");
+    assert!(
+        waited < Duration::from_secs(3),
+        "granted {waited:?} after the release, at its deadline"
+    );
+    // B holds it now: A cannot have it.
+    expect_error(&claim_reply(&on_a, Some(1), "third"), ErrorCode::BrokerBusy);
+    a.interrupt();
+    b.interrupt();
+}
+
 #[test]
 fn a_claim_held_through_a_killed_process_expires_with_its_lease() {
     let server = NatsServer::start();

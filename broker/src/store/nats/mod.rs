@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 use protocol::{Message, NewMessage, Retention, TopicInfo};
 use tokio::sync::mpsc as tmpsc;
 
+use crate::logical::ClaimChange;
+
 use super::{
     check_name, check_range, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result,
     Settled, StoreConfig, StoreError, Ticket, Topic, Totals,
@@ -105,6 +107,9 @@ pub struct NatsLog {
     wake: UnixStream,
     /// The runtime's thread.
     thread: Option<JoinHandle<()>>,
+    /// The claims taken or ended through other broker processes, as the runtime watches
+    /// them, until [`NatsLog::claims`] hands them on.
+    claim_changes: Option<mpsc::Receiver<ClaimChange>>,
 }
 
 impl NatsLog {
@@ -119,6 +124,7 @@ impl NatsLog {
         let (event_tx, events) = mpsc::channel();
         let (commands, command_rx) = tmpsc::unbounded_channel();
         let (ready_tx, ready) = mpsc::channel();
+        let (claims_tx, claim_changes) = mpsc::channel();
         let setup = runtime::Setup {
             servers: nats.servers.clone(),
             replicas: nats.replicas.max(1),
@@ -129,7 +135,7 @@ impl NatsLog {
             .enable_all()
             .build()
             .map_err(io_failure)?;
-        let emitter = runtime::Events::new(event_tx, wake_writer);
+        let emitter = runtime::Events::new(event_tx, claims_tx, wake_writer);
         let thread = std::thread::Builder::new()
             .name("nats".into())
             .spawn(move || runtime.block_on(runtime::run(setup, command_rx, emitter, ready_tx)))
@@ -157,6 +163,7 @@ impl NatsLog {
             events,
             wake,
             thread: Some(thread),
+            claim_changes: Some(claim_changes),
         };
         log.take_events();
         Ok(log)
@@ -280,9 +287,9 @@ impl NatsLog {
     }
 
     /// The claims on logical brokers kept in this JetStream, shared with every broker process
-    /// on it.
-    pub fn claims(&self) -> NatsClaims {
-        NatsClaims::new(self.commands.clone())
+    /// on it. Only the first handle it gives hears of claims taken elsewhere.
+    pub fn claims(&mut self) -> NatsClaims {
+        NatsClaims::new(self.commands.clone(), self.claim_changes.take())
     }
 
     /// The consumer groups' states kept in this JetStream, shared with every broker process

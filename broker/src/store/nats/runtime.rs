@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::record;
+use crate::logical::ClaimChange;
 use crate::store::{IoFailure, StoreError};
 
 /// How long JetStream has to acknowledge a commit's appends, retry included, before they are
@@ -230,14 +231,28 @@ pub enum Event {
 pub struct Events {
     /// The channel.
     sender: mpsc::Sender<Event>,
+    /// The channel of claims taken or ended through other broker processes.
+    claims: mpsc::Sender<ClaimChange>,
     /// The pipe's write end (non-blocking: a full pipe already wakes the loop).
     wake: std::sync::Arc<UnixStream>,
 }
 
 impl Events {
-    /// An event channel waking through `wake`.
-    pub fn new(sender: mpsc::Sender<Event>, wake: UnixStream) -> Events {
-        Events { sender, wake: std::sync::Arc::new(wake) }
+    /// An event channel, and one of claims made elsewhere, waking through `wake`.
+    pub fn new(
+        sender: mpsc::Sender<Event>,
+        claims: mpsc::Sender<ClaimChange>,
+        wake: UnixStream,
+    ) -> Events {
+        Events { sender, claims, wake: std::sync::Arc::new(wake) }
+    }
+
+    /// Tells the serving thread of a claim taken, renewed or ended through another broker
+    /// process, and wakes the serve loop.
+    fn claim(&self, change: ClaimChange) {
+        if self.claims.send(change).is_ok() {
+            let _ = (&*self.wake).write(&[1]);
+        }
     }
 
     /// Sends `event` and wakes the serve loop. A serving thread that is gone is not an error:
@@ -320,6 +335,7 @@ pub async fn run(
         let _ = ready.send(Err(error));
         return;
     }
+    let mut claims_watch = backend.watch_claims().await;
     let _ = ready.send(Ok(()));
     // Held claims are renewed three times a lease, so that one lost renewal costs nothing.
     let mut renewals =
@@ -331,7 +347,22 @@ pub async fn run(
                 Some(command) => backend.apply(command).await,
             },
             Some(advisory) = advisories.next() => backend.advised(&advisory.subject).await,
-            _ = renewals.tick() => backend.renew_claims().await,
+            watched = next_claim(&mut claims_watch) => match watched {
+                Some(Ok(entry)) => backend.claim_watched(&entry),
+                ended => {
+                    if let Some(Err(error)) = ended {
+                        tracing::debug!(%error, "watching the claims bucket again");
+                    }
+                    // Made again at the next renewal tick.
+                    claims_watch = None;
+                }
+            },
+            _ = renewals.tick() => {
+                backend.renew_claims().await;
+                if claims_watch.is_none() {
+                    claims_watch = backend.watch_claims().await;
+                }
+            }
         }
     }
     backend.free_claims().await;
@@ -739,6 +770,51 @@ impl Backend {
         Ok(bucket)
     }
 
+    /// A watch of the claims bucket: every key's present value, then each change, so that
+    /// claims held through other broker processes are known here. `None` when it cannot be
+    /// made now (tried again later).
+    async fn watch_claims(&mut self) -> Option<jetstream::kv::Watch> {
+        let bucket = match self.claims().await {
+            Ok(bucket) => bucket,
+            Err(error) => {
+                tracing::debug!(%error, "cannot watch the claims bucket yet");
+                return None;
+            }
+        };
+        match bucket.watch_with_history(">").await {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                tracing::debug!(%error, "cannot watch the claims bucket yet");
+                None
+            }
+        }
+    }
+
+    /// Tells the serving thread of a claim taken, renewed or ended through another broker
+    /// process, as the claims bucket's watch saw it; claims of this process are its own.
+    fn claim_watched(&self, entry: &jetstream::kv::Entry) {
+        let Some(id) = entry.key.strip_prefix("broker.").and_then(|n| n.parse::<u32>().ok()) else {
+            return;
+        };
+        if self.held.contains_key(&id) {
+            return;
+        }
+        let held = match entry.operation {
+            jetstream::kv::Operation::Put => {
+                // It lasts a lease from when it was stored (JetStream removes it then).
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                let age = u64::try_from(now - entry.created.unix_timestamp_nanos()).unwrap_or(0);
+                let left = self.setup.lease.saturating_sub(Duration::from_nanos(age));
+                let holder = String::from_utf8_lossy(&entry.value).into_owned();
+                (!left.is_zero()).then_some((holder, left))
+            }
+            jetstream::kv::Operation::Delete | jetstream::kv::Operation::Purge => None,
+        };
+        self.events.claim(ClaimChange { id, held });
+    }
+
     /// The groups bucket, opened or created on first use.
     async fn groups(&mut self) -> Result<jetstream::kv::Store, String> {
         if let Some(bucket) = &self.groups {
@@ -883,6 +959,16 @@ impl Backend {
             acks.push((ack.sequence, ack.duplicate));
         }
         Ok(acks)
+    }
+}
+
+/// The next entry of the claims bucket's watch; never, while there is none.
+async fn next_claim(
+    watch: &mut Option<jetstream::kv::Watch>,
+) -> Option<Result<jetstream::kv::Entry, jetstream::kv::WatcherError>> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
     }
 }
 
