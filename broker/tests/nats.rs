@@ -439,41 +439,63 @@ fn members_of_one_group_on_two_brokers_at_once_never_undo_each_others_acknowledg
 }
 
 #[test]
-fn a_cluster_of_three_keeps_every_acknowledged_append_when_a_server_is_killed() {
+fn a_cluster_of_three_keeps_every_acknowledged_append_when_the_streams_leader_is_killed() {
     let mut cluster = testkit::NatsCluster::start();
     let args = ["--store", &cluster.url(), "--replicas", "3"];
     let (a, b) = (wire::start(&args), wire::start(&args));
     let context = zmq::Context::new();
     let (on_a, on_b) = (a.req(&context), b.req(&context));
     let mut acknowledged = Vec::new();
-    let append_through = |socket: &zmq::Socket, value: String| -> Option<(u64, String)> {
-        match ask(socket, &append_of("replicated", &[&value])) {
-            Response::Appended { first_offset, .. } => Some((first_offset, value)),
-            other => {
-                println!("append of {value} refused: {other:?}");
-                None
-            }
-        }
+    let append_through = |socket: &zmq::Socket, value: String| match ask(
+        socket,
+        &append_of("replicated", &[&value]),
+    ) {
+        Response::Appended { first_offset, .. } => Ok((first_offset, value)),
+        other => Err(other),
     };
     for n in 0..20 {
         let socket = if n % 2 == 0 { &on_a } else { &on_b };
-        acknowledged.extend(append_through(socket, format!("before {n}")));
+        match append_through(socket, format!("before {n}")) {
+            Ok(appended) => acknowledged.push(appended),
+            Err(refusal) => panic!("append refused with the cluster whole: {refusal:?}"),
+        }
     }
     assert_eq!(acknowledged.len(), 20);
-    cluster.servers[0].kill();
+    // The server that leads the topic's stream is killed: the others elect a new leader.
+    let stream =
+        format!("TOPIC_{}", "replicated".bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let leader = cluster.wait_for_stream_leader(&stream);
+    println!("the stream's leader is n{}; killing it", leader + 1);
+    cluster.servers[leader].kill();
     let killed = Instant::now();
-    let mut first_after = None;
-    let mut n = 0;
+    let (mut first_after, mut refused, mut n) = (None, 0, 0);
     while acknowledged.len() < 40 {
         let socket = if n % 2 == 0 { &on_a } else { &on_b };
-        if let Some(appended) = append_through(socket, format!("after {n}")) {
-            acknowledged.push(appended);
-            first_after.get_or_insert(killed.elapsed());
+        match append_through(socket, format!("after {n}")) {
+            Ok(appended) => {
+                acknowledged.push(appended);
+                first_after.get_or_insert(killed.elapsed());
+            }
+            Err(refusal) => {
+                // Refused within the client's timeout, as a state error, while no server leads.
+                expect_error(&refusal, ErrorCode::StoreUnavailable);
+                if refused == 0 {
+                    println!("first refusal after the kill: {refusal:?}");
+                }
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         n += 1;
         assert!(killed.elapsed() < Duration::from_secs(30), "appends did not resume");
     }
-    println!("first acknowledged append {:?} after the kill", first_after);
+    let first_after = first_after.unwrap_or_default();
+    println!(
+        "first acknowledged append {first_after:?} after the leader's death ({refused} refused \
+         before it)"
+    );
+    let new_leader = cluster.wait_for_stream_leader(&stream);
+    assert_ne!(new_leader, leader, "the killed server still leads the stream");
     acknowledged.sort();
     for socket in [&on_a, &on_b] {
         // The claims' bucket may be electing a new leader too: a client asks again.
