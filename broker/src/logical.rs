@@ -50,6 +50,28 @@ pub trait Ledger: std::fmt::Debug + Send {
 
     /// Gives logical broker `id` back, without waiting.
     fn free(&mut self, id: u32);
+
+    /// The claims taken, renewed or ended through other broker processes since the last
+    /// call, oldest first, without waiting.
+    fn changes(&mut self) -> Vec<ClaimChange>;
+}
+
+/// A claim taken, renewed or ended through another broker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimChange {
+    /// The logical broker.
+    pub id: u32,
+    /// Who holds it and how long its claim lasts unrenewed from now; `None` when it ended.
+    pub held: Option<(String, Duration)>,
+}
+
+/// A claim held through another broker process, as far as this one knows.
+#[derive(Debug, Clone)]
+struct Elsewhere {
+    /// Who holds it, for `status`.
+    holder: String,
+    /// When it lapses unless renewed there (its renewal is a change too).
+    until: Instant,
 }
 
 /// A current claim on one logical broker.
@@ -68,8 +90,10 @@ struct Claim {
 struct LogicalBroker {
     /// Its id, from 1.
     id: u32,
-    /// Its claim, if it is claimed.
+    /// Its claim, if it is claimed through this process.
     claim: Option<Claim>,
+    /// Its claim through another broker process, if one is known.
+    elsewhere: Option<Elsewhere>,
 }
 
 /// The logical brokers of one broker process.
@@ -88,7 +112,8 @@ pub struct LogicalBrokers {
 impl LogicalBrokers {
     /// `count` free logical brokers, ids 1 to `count`, whose claims last `lease`.
     pub fn new(count: u32, lease: Duration) -> LogicalBrokers {
-        let brokers = (1..=count).map(|id| LogicalBroker { id, claim: None }).collect();
+        let brokers =
+            (1..=count).map(|id| LogicalBroker { id, claim: None, elsewhere: None }).collect();
         LogicalBrokers { brokers, lease, tokens: Tokens::new(), ledger: None }
     }
 
@@ -117,7 +142,7 @@ impl LogicalBrokers {
         let at = match wanted {
             Some(id) => {
                 self.check_id(id)?;
-                if self.brokers[index(id)].claim.is_some() || !self.take_shared(id, holder)? {
+                if !self.brokers[index(id)].is_free() || !self.take_shared(id, holder, now)? {
                     return Err(ClaimError::Busy(id));
                 }
                 index(id)
@@ -126,7 +151,7 @@ impl LogicalBrokers {
                 let mut found = None;
                 for at in 0..count {
                     let id = self.brokers[at].id;
-                    if self.brokers[at].claim.is_none() && self.take_shared(id, holder)? {
+                    if self.brokers[at].is_free() && self.take_shared(id, holder, now)? {
                         found = Some(at);
                         break;
                     }
@@ -141,20 +166,50 @@ impl LogicalBrokers {
         Ok((broker.id, token))
     }
 
-    /// Takes logical broker `id` in the shared claims, if there are any.
-    fn take_shared(&mut self, id: u32, holder: &str) -> Result<bool, ClaimError> {
-        match &mut self.ledger {
-            Some(ledger) => ledger.take(id, holder).map_err(ClaimError::Ledger),
-            None => Ok(true),
+    /// Takes logical broker `id` in the shared claims, if there are any. One found taken is
+    /// held elsewhere until the shared claims say it ended, or a lease from `now`.
+    fn take_shared(&mut self, id: u32, holder: &str, now: Instant) -> Result<bool, ClaimError> {
+        let Some(ledger) = &mut self.ledger else { return Ok(true) };
+        let taken = ledger.take(id, holder).map_err(ClaimError::Ledger)?;
+        if !taken {
+            let holder = "a client of another broker process".to_owned();
+            self.brokers[index(id)].elsewhere = Some(Elsewhere { holder, until: now + self.lease });
         }
+        Ok(taken)
+    }
+
+    /// Takes in the claims taken, renewed or ended through other broker processes, and ends
+    /// those that lapsed there by `now` (their process stopped renewing them). Returns
+    /// whether a logical broker became free here.
+    pub fn follow_shared(&mut self, now: Instant) -> bool {
+        let changes = self.ledger.as_mut().map(|l| l.changes()).unwrap_or_default();
+        let mut freed = false;
+        for change in changes {
+            let Some(broker) = self.brokers.get_mut(index(change.id)) else { continue };
+            match change.held {
+                // A claim of this process is never held elsewhere too.
+                Some((holder, left)) if broker.claim.is_none() => {
+                    broker.elsewhere = Some(Elsewhere { holder, until: now + left });
+                }
+                Some(_) => {}
+                None => freed |= broker.elsewhere.take().is_some(),
+            }
+        }
+        for broker in &mut self.brokers {
+            if broker.elsewhere.as_ref().is_some_and(|e| e.until <= now) {
+                broker.elsewhere = None;
+                freed = true;
+            }
+        }
+        freed
     }
 
     /// Whether a claim for `wanted` (or for any) could succeed now, as far as this process
-    /// knows (a claim held through another process shows only when tried).
+    /// knows (a claim taken elsewhere a moment ago shows only when tried).
     pub fn can_claim(&self, wanted: Option<u32>) -> bool {
         match wanted {
-            Some(id) => self.brokers.get(index(id)).is_some_and(|b| b.claim.is_none()),
-            None => self.brokers.iter().any(|b| b.claim.is_none()),
+            Some(id) => self.brokers.get(index(id)).is_some_and(LogicalBroker::is_free),
+            None => self.brokers.iter().any(LogicalBroker::is_free),
         }
     }
 
@@ -228,9 +283,11 @@ impl LogicalBrokers {
         freed
     }
 
-    /// When the next claim lapses, if any is held.
+    /// When the next claim lapses, if any is held (here, or elsewhere as far as is known).
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.brokers.iter().filter_map(|b| b.claim.as_ref()).map(|c| c.expires_at).min()
+        let here = self.brokers.iter().filter_map(|b| b.claim.as_ref()).map(|c| c.expires_at);
+        let elsewhere = self.brokers.iter().filter_map(|b| b.elsewhere.as_ref()).map(|e| e.until);
+        here.chain(elsewhere).min()
     }
 
     /// How many are claimed now.
@@ -244,12 +301,17 @@ impl LogicalBrokers {
             .iter()
             .map(|b| BrokerStatus {
                 id: b.id,
-                available: b.claim.is_none(),
-                holder: b.claim.as_ref().map(|c| c.holder.clone()),
+                available: b.is_free(),
+                holder: match (&b.claim, &b.elsewhere) {
+                    (Some(claim), _) => Some(claim.holder.clone()),
+                    (None, elsewhere) => elsewhere.as_ref().map(|e| e.holder.clone()),
+                },
                 lease_remaining_ms: b
                     .claim
                     .as_ref()
-                    .map(|c| c.expires_at.saturating_duration_since(now).as_millis() as u64),
+                    .map(|c| c.expires_at)
+                    .or(b.elsewhere.as_ref().map(|e| e.until))
+                    .map(|until| until.saturating_duration_since(now).as_millis() as u64),
                 topics: totals.topics,
                 messages: totals.messages,
                 bytes: totals.bytes,
@@ -263,6 +325,13 @@ impl LogicalBrokers {
             .iter_mut()
             .find(|b| b.claim.as_ref().is_some_and(|c| c.token == token))
             .ok_or(ClaimError::UnknownClaim(token))
+    }
+}
+
+impl LogicalBroker {
+    /// Whether nobody holds it, here or (as far as is known) through another process.
+    fn is_free(&self) -> bool {
+        self.claim.is_none() && self.elsewhere.is_none()
     }
 }
 
@@ -352,6 +421,44 @@ mod tests {
         assert_eq!(status[1].holder.as_deref(), Some("till"));
         assert_eq!(status[1].lease_remaining_ms, Some(30_000));
         assert_eq!(status[1].messages, 2);
+    }
+
+    /// Claims shared with other processes, told by the test what happened there.
+    #[derive(Debug, Default)]
+    struct Elsewhere(Vec<ClaimChange>);
+
+    impl Ledger for Elsewhere {
+        fn take(&mut self, _id: u32, _holder: &str) -> Result<bool, String> {
+            Ok(true)
+        }
+
+        fn free(&mut self, _id: u32) {}
+
+        fn changes(&mut self) -> Vec<ClaimChange> {
+            std::mem::take(&mut self.0)
+        }
+    }
+
+    #[test]
+    fn claims_held_elsewhere_are_busy_here_until_they_end_or_lapse() {
+        let now = Instant::now();
+        let mut brokers = LogicalBrokers::new(2, LEASE);
+        let held = |id, left| ClaimChange { id, held: Some(("far".to_owned(), left)) };
+        let changes = vec![held(1, LEASE), held(2, Duration::from_secs(1)), held(9, LEASE)];
+        brokers.share(Box::new(Elsewhere(changes)));
+        assert!(!brokers.follow_shared(now));
+        assert!(!brokers.can_claim(None));
+        assert_eq!(brokers.claim(Some(1), "near", now), Err(ClaimError::Busy(1)));
+        let status = brokers.status(now, Totals::default());
+        assert_eq!(status[0].holder.as_deref(), Some("far"));
+        assert_eq!(status[1].lease_remaining_ms, Some(1000));
+        assert_eq!(brokers.next_expiry(), Some(now + Duration::from_secs(1)));
+        // Broker 2's holder stopped renewing it: it lapses; broker 1's claim ends.
+        assert!(brokers.follow_shared(now + Duration::from_secs(1)));
+        assert!(brokers.can_claim(Some(2)) && !brokers.can_claim(Some(1)));
+        brokers.ledger = Some(Box::new(Elsewhere(vec![ClaimChange { id: 1, held: None }])));
+        assert!(brokers.follow_shared(now + Duration::from_secs(1)));
+        assert_eq!(brokers.claim(Some(1), "near", now).map(|(id, _)| id), Ok(1));
     }
 
     #[test]

@@ -262,7 +262,7 @@ fn run(mut args: Args) -> Result<()> {
     let (store, ledger): (Box<Store>, _) = match &config.store.nats {
         Some(nats) => {
             let nats = NatsConfig { lease: config.lease, ..nats.clone() };
-            let log = NatsLog::open(config.store.clone(), &nats)
+            let mut log = NatsLog::open(config.store.clone(), &nats)
                 .with_context(|| format!("cannot open the store on NATS at {:?}", nats.servers))?;
             let shared = (log.claims(), log.groups());
             (Box::new(log), Some(shared))

@@ -2,7 +2,7 @@
 
 use protocol::NewMessage;
 
-use crate::store::{IoFailure, Result, Store, StoreError};
+use crate::store::{Result, Store};
 
 /// Each sample topic and the word its messages are made of.
 const SAMPLES: [(&str, &str); 4] = [
@@ -34,7 +34,7 @@ pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
         added += 1;
     }
     if let Some(failure) = store.commit_and_wait(std::time::Instant::now(), timestamp).pop() {
-        return Err(StoreError::Io(IoFailure::new(failure.error)));
+        return Err(failure.error);
     }
     Ok(added)
 }

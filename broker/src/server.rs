@@ -22,9 +22,10 @@ use crate::auth::Guard;
 use crate::broker::{Broker, Stats};
 use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::group::GroupCommitFailure;
+use crate::logical::ClaimError;
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
-use crate::store::{Budget, CommitFailure, Renumbered, Settled, Ticket};
+use crate::store::{Budget, CommitFailure, Renumbered, Settled, StoreError, Ticket};
 use crate::unread::{self, Allowance, Reply, Unread};
 use crate::waiting::{HeldFetch, HeldGroupFetch, Waiting, WaitingClaim};
 use crate::Config;
@@ -596,6 +597,8 @@ impl Server<'_> {
         for id in &freed {
             info!(broker = id, "claim expired");
         }
+        // Claims ended through other broker processes free logical brokers here too.
+        let freed_elsewhere = self.broker.brokers.follow_shared(clock.instant);
         let (claims, fetches) = self.waiting.take_expired(clock.instant);
         for waiting in claims {
             // One last try: it may fit now; otherwise the reply says why not.
@@ -609,19 +612,32 @@ impl Server<'_> {
         for held in self.waiting.take_woken_group_fetches(clock.instant) {
             self.retry_group_fetch(held, clock.instant);
         }
-        if !freed.is_empty() {
+        if !freed.is_empty() || freed_elsewhere {
             self.serve_waiting_claims(&cx);
         }
     }
 
-    /// Hands free logical brokers to waiting claims, longest waiting first.
+    /// Hands free logical brokers to waiting claims, longest waiting first. A claim that
+    /// finds its logical broker taken through another process after all waits on.
     fn serve_waiting_claims(&mut self, cx: &Context<'_>) {
+        let mut still = Vec::new();
         while let Some(waiting) =
             self.waiting.take_claim(|wanted| self.broker.brokers.can_claim(wanted))
         {
-            let response = claim::grant(self.broker, waiting.broker, &waiting.holder, cx)
-                .unwrap_or_else(Response::from);
-            self.outbox.push(waiting.envelope, response);
+            match claim::grant(self.broker, waiting.broker, &waiting.holder, cx) {
+                Err(ClaimError::NoneAvailable(_) | ClaimError::Busy(_))
+                    if waiting.deadline > cx.now =>
+                {
+                    still.push(waiting);
+                }
+                granted => {
+                    let response = granted.unwrap_or_else(Response::from);
+                    self.outbox.push(waiting.envelope, response);
+                }
+            }
+        }
+        for waiting in still {
+            self.waiting.push_claim(waiting);
         }
     }
 
@@ -975,20 +991,30 @@ impl Outbox {
             }
             self.entries[at].gate = Gate::Open;
             if let Some(failure) = failures.iter().find(|f| f.topic == topics[index]) {
-                // A store that hands appends to a remote engine may not learn their fate.
-                let reason = if failure.error.kind() == std::io::ErrorKind::TimedOut {
-                    format!(
-                        "could not confirm that the messages were stored ({}); they may have \
-                         been appended or not",
-                        failure.error
-                    )
-                } else {
-                    format!(
-                        "could not store the messages ({}); nothing was appended",
-                        failure.error
-                    )
+                // A store that hands appends to a remote engine may not reach it, or may not
+                // learn their fate.
+                let (code, reason) = match &failure.error {
+                    StoreError::Unconfirmed(why) => (
+                        ErrorCode::StoreUnavailable,
+                        format!(
+                            "could not confirm that the messages were stored ({why}); they may \
+                             have been appended or not"
+                        ),
+                    ),
+                    StoreError::Unavailable(why) => (
+                        ErrorCode::StoreUnavailable,
+                        format!("the store cannot be reached ({why}); nothing was appended"),
+                    ),
+                    StoreError::Io(failure) => (
+                        ErrorCode::InternalError,
+                        format!("could not store the messages ({failure}); nothing was appended"),
+                    ),
+                    error => (
+                        ErrorCode::InternalError,
+                        format!("could not store the messages ({error}); nothing was appended"),
+                    ),
                 };
-                self.refuse(at, Response::error(ErrorCode::InternalError, reason));
+                self.refuse(at, Response::error(code, reason));
             } else if let Some(moved) = renumbered
                 .iter()
                 .find(|r| r.topic == topics[index] && Some(r.given) == self.entries[at].given)
@@ -1020,7 +1046,11 @@ impl Outbox {
                      changed",
                     change.group, change.topic, failure.error
                 );
-                self.refuse(at, Response::error(ErrorCode::InternalError, reason));
+                let code = match failure.transient {
+                    true => ErrorCode::StoreUnavailable,
+                    false => ErrorCode::InternalError,
+                };
+                self.refuse(at, Response::error(code, reason));
             }
         }
     }

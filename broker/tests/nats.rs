@@ -82,14 +82,25 @@ fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     assert_eq!(append(&socket, "t", &["stored"]), (0, 0));
+    let (_, token) = claim(&socket, None, "reader");
     server.kill();
     let asked = Instant::now();
     let reply = ask(&socket, &append_of("t", &["refused"]));
-    expect_error(&reply, ErrorCode::InternalError);
+    expect_error(&reply, ErrorCode::StoreUnavailable);
     // Refused for sure once the broker saw the connection down; before that (the kill not
     // noticed yet) the refusal says the messages may be stored when JetStream is back.
     let unsure = matches!(&reply, Response::Error { reason, .. } if reason.contains("may have"));
+    let sure = matches!(&reply, Response::Error { reason, .. } if reason.contains("nothing was"));
+    assert!(unsure != sure, "the refusal says neither what became of the append: {reply:?}");
     assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
+    // Other changes of the store are refused the same way, within the client's timeout.
+    let asked = Instant::now();
+    let created =
+        ask(&socket, &Request::CreateTopic { topic: "new", retention: Default::default() });
+    expect_error(&created, ErrorCode::StoreUnavailable);
+    assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
+    // Reads go on from the broker's copy, which holds what JetStream acknowledged.
+    assert_eq!(fetch(&socket, fetch_from(token, "t", 0)).values(), ["stored"]);
     server.resume();
     let deadline = Instant::now() + Duration::from_secs(10);
     let offsets = loop {
@@ -101,7 +112,6 @@ fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let (_, token) = claim(&socket, None, "reader");
     let values = fetch(&socket, fetch_from(token, "t", 0)).values();
     if unsure && offsets == (2, 2) {
         assert_eq!(values, ["stored", "refused", "after"]);
@@ -132,6 +142,22 @@ fn claim_when_free(socket: &zmq::Socket, id: u32, client: &str) -> (u64, Duratio
     }
 }
 
+/// Asks for any logical broker until one is granted (a release through another process
+/// reaches this one through JetStream), for at most ten seconds; the broker and token.
+fn claim_when_free_any(socket: &zmq::Socket, client: &str) -> (u32, u64) {
+    let asked = Instant::now();
+    loop {
+        match claim_reply(socket, None, client) {
+            Response::Claimed { broker, claim, .. } => return (broker, claim),
+            reply => {
+                expect_error(&reply, ErrorCode::NoBrokerAvailable);
+                assert!(asked.elapsed() < Duration::from_secs(10), "none came free");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_logical_broker_claimed_through_one_process_is_busy_through_the_other() {
     let server = NatsServer::start();
@@ -148,6 +174,75 @@ fn a_logical_broker_claimed_through_one_process_is_busy_through_the_other() {
     // Released through A, it is free through B.
     wire::release(&on_a, token);
     claim_when_free(&on_b, 1, "second");
+    a.interrupt();
+    b.interrupt();
+}
+
+/// Polls `status` on `socket` until logical broker `id` is held by `holder` (or free, for
+/// `None`), for at most ten seconds; how long that took.
+fn status_until(socket: &zmq::Socket, id: u32, holder: Option<&str>) -> Duration {
+    let asked = Instant::now();
+    loop {
+        let brokers = wire::status(socket);
+        let shown = brokers.iter().find(|b| b.id == id).expect("the logical broker is listed");
+        if shown.holder.as_deref() == holder && shown.available == holder.is_none() {
+            return asked.elapsed();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "{id} never showed {holder:?}: {shown:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn status_through_one_process_shows_the_claims_taken_through_the_other() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token) = claim(&on_a, Some(1), "held on a");
+    let shown = status_until(&on_b, 1, Some("held on a"));
+    println!("a claim through A showed in status through B after {shown:?}");
+    let brokers = wire::status(&on_b);
+    assert!(brokers[0].lease_remaining_ms.is_some_and(|ms| ms > 0), "{brokers:?}");
+    assert!(brokers[1].available, "{brokers:?}");
+    wire::release(&on_a, token);
+    let shown = status_until(&on_b, 1, None);
+    println!("its release showed through B after {shown:?}");
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn a_claim_waiting_through_one_process_is_granted_when_the_other_releases() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let (_, token) = claim(&on_a, Some(1), "first");
+    status_until(&on_b, 1, Some("first"));
+    // B waits up to 20 s for logical broker 1, which A holds.
+    let waiting = Request::Claim { broker: Some(1), wait_ms: 20_000, client: Some("second") };
+    on_b.send(wire::encode(&waiting), 0).expect("send");
+    wire::assert_silent(
+        &on_b,
+        Duration::from_millis(500),
+        "a claim of a logical broker held through A",
+    );
+    let released = Instant::now();
+    assert_eq!(wire::release(&on_a, token), 1);
+    let reply = wire::receive(&on_b);
+    let waited = released.elapsed();
+    assert!(matches!(reply, Response::Claimed { broker: 1, .. }), "{reply:?}");
+    println!("the waiting claim was granted {waited:?} after the release");
+    assert!(
+        waited < Duration::from_secs(3),
+        "granted {waited:?} after the release, at its deadline"
+    );
+    // B holds it now: A cannot have it.
+    expect_error(&claim_reply(&on_a, Some(1), "third"), ErrorCode::BrokerBusy);
     a.interrupt();
     b.interrupt();
 }
@@ -248,42 +343,159 @@ fn a_group_member_moves_to_the_other_broker_and_goes_on_where_its_group_was() {
     b.interrupt();
 }
 
+/// Sends `request` until it is not refused with `314 store_unavailable` (another broker
+/// process changed the group's state at the same moment), for at most ten seconds; the reply,
+/// and how many refusals came first.
+fn ask_until_stored(socket: &zmq::Socket, request: &Request<'_>) -> (Response<'static>, u32) {
+    let asked = Instant::now();
+    let mut refused = 0;
+    loop {
+        match ask(socket, request) {
+            Response::Error { code: ErrorCode::StoreUnavailable, reason, .. } => {
+                assert!(reason.contains("another broker process"), "{reason}");
+                refused += 1;
+                assert!(asked.elapsed() < Duration::from_secs(10), "refused for ten seconds");
+            }
+            reply => return (reply, refused),
+        }
+    }
+}
+
 #[test]
-fn a_cluster_of_three_keeps_every_acknowledged_append_when_a_server_is_killed() {
+fn members_of_one_group_on_two_brokers_at_once_never_undo_each_others_acknowledgements() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    const TOTAL: u64 = 60;
+    let values: Vec<String> = (0..TOTAL).map(|n| format!("m{n}")).collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    append(&on_a, "work", &values);
+    let (_, token_a) = claim(&on_a, None, "member on a");
+    let (_, token_b) = claim(&on_b, None, "member on b");
+    assert_eq!(fetch_until(&on_b, token_b, "work", TOTAL as usize).len(), TOTAL as usize);
+    assert_eq!(join_group(&on_a, token_a, "workers", "work"), 0);
+    assert_eq!(join_group(&on_b, token_b, "workers", "work"), 0);
+
+    // The members take turns, each through its own broker process, whose copy of the group's
+    // state is older than the other's store at every turn.
+    let members = [(&on_a, token_a), (&on_b, token_b)];
+    let mut delivered = std::collections::BTreeSet::new();
+    let mut acknowledged = std::collections::BTreeSet::new();
+    let (mut committed, mut refusals) = (0, 0);
+    let started = Instant::now();
+    while acknowledged.len() < TOTAL as usize {
+        assert!(started.elapsed() < Duration::from_secs(60), "acknowledged {acknowledged:?}");
+        for (socket, claim) in members {
+            let fetch = Request::GroupFetch(protocol::GroupFetch {
+                claim,
+                group: "workers",
+                topic: "work",
+                max_messages: 3,
+                max_bytes: protocol::DEFAULT_FETCH_BYTES,
+                wait_ms: 0,
+            });
+            let (reply, refused) = ask_until_stored(socket, &fetch);
+            refusals += refused;
+            let Response::Delivered { messages, .. } = reply else {
+                panic!("group_fetch: expected delivered, got {reply:?}");
+            };
+            let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
+            for offset in &offsets {
+                assert!(!acknowledged.contains(offset), "{offset} delivered after its ack");
+                assert!(delivered.insert(*offset), "{offset} delivered twice");
+            }
+            if offsets.is_empty() {
+                continue;
+            }
+            let ack = Request::Ack { group: "workers", topic: "work", offsets: offsets.clone() };
+            let (reply, refused) = ask_until_stored(socket, &ack);
+            refusals += refused;
+            let Response::Acked { acked, committed_offset, .. } = reply else {
+                panic!("ack: expected acked, got {reply:?}");
+            };
+            if acked > 0 {
+                assert!(
+                    committed_offset >= committed,
+                    "{committed} went back to {committed_offset}"
+                );
+                committed = committed_offset;
+            }
+            acknowledged.extend(offsets);
+        }
+    }
+    println!("{refusals} requests refused because the other process changed the group first");
+    assert_eq!(committed, TOTAL);
+    // A member joining afresh through either process starts after every acknowledgement.
+    wire::release(&on_a, token_a);
+    wire::release(&on_b, token_b);
+    for socket in [&on_a, &on_b] {
+        let (_, token) = claim_when_free_any(socket, "newcomer");
+        assert_eq!(join_group(socket, token, "workers", "work"), TOTAL);
+        wire::release(socket, token);
+    }
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn a_cluster_of_three_keeps_every_acknowledged_append_when_the_streams_leader_is_killed() {
     let mut cluster = testkit::NatsCluster::start();
     let args = ["--store", &cluster.url(), "--replicas", "3"];
     let (a, b) = (wire::start(&args), wire::start(&args));
     let context = zmq::Context::new();
     let (on_a, on_b) = (a.req(&context), b.req(&context));
     let mut acknowledged = Vec::new();
-    let append_through = |socket: &zmq::Socket, value: String| -> Option<(u64, String)> {
-        match ask(socket, &append_of("replicated", &[&value])) {
-            Response::Appended { first_offset, .. } => Some((first_offset, value)),
-            other => {
-                println!("append of {value} refused: {other:?}");
-                None
-            }
-        }
+    let append_through = |socket: &zmq::Socket, value: String| match ask(
+        socket,
+        &append_of("replicated", &[&value]),
+    ) {
+        Response::Appended { first_offset, .. } => Ok((first_offset, value)),
+        other => Err(other),
     };
     for n in 0..20 {
         let socket = if n % 2 == 0 { &on_a } else { &on_b };
-        acknowledged.extend(append_through(socket, format!("before {n}")));
+        match append_through(socket, format!("before {n}")) {
+            Ok(appended) => acknowledged.push(appended),
+            Err(refusal) => panic!("append refused with the cluster whole: {refusal:?}"),
+        }
     }
     assert_eq!(acknowledged.len(), 20);
-    cluster.servers[0].kill();
+    // The server that leads the topic's stream is killed: the others elect a new leader.
+    let stream =
+        format!("TOPIC_{}", "replicated".bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let leader = cluster.wait_for_stream_leader(&stream);
+    println!("the stream's leader is n{}; killing it", leader + 1);
+    cluster.servers[leader].kill();
     let killed = Instant::now();
-    let mut first_after = None;
-    let mut n = 0;
+    let (mut first_after, mut refused, mut n) = (None, 0, 0);
     while acknowledged.len() < 40 {
         let socket = if n % 2 == 0 { &on_a } else { &on_b };
-        if let Some(appended) = append_through(socket, format!("after {n}")) {
-            acknowledged.push(appended);
-            first_after.get_or_insert(killed.elapsed());
+        match append_through(socket, format!("after {n}")) {
+            Ok(appended) => {
+                acknowledged.push(appended);
+                first_after.get_or_insert(killed.elapsed());
+            }
+            Err(refusal) => {
+                // Refused within the client's timeout, as a state error, while no server leads.
+                expect_error(&refusal, ErrorCode::StoreUnavailable);
+                if refused == 0 {
+                    println!("first refusal after the kill: {refusal:?}");
+                }
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         n += 1;
         assert!(killed.elapsed() < Duration::from_secs(30), "appends did not resume");
     }
-    println!("first acknowledged append {:?} after the kill", first_after);
+    let first_after = first_after.unwrap_or_default();
+    println!(
+        "first acknowledged append {first_after:?} after the leader's death ({refused} refused \
+         before it)"
+    );
+    let new_leader = cluster.wait_for_stream_leader(&stream);
+    assert_ne!(new_leader, leader, "the killed server still leads the stream");
     acknowledged.sort();
     for socket in [&on_a, &on_b] {
         // The claims' bucket may be electing a new leader too: a client asks again.

@@ -900,6 +900,9 @@ pub fn kafka_code(error: &ClientError) -> i16 {
         }
         Some(ErrorCode::Overloaded) => ResponseError::ThrottlingQuotaExceeded,
         Some(ErrorCode::ShuttingDown) => ResponseError::NotLeaderOrFollower,
+        // A JetStream the broker cannot reach: Kafka's retriable "the log cannot be reached";
+        // a producer retries it (an unconfirmed append may then be stored twice).
+        Some(ErrorCode::StoreUnavailable) => ResponseError::KafkaStorageError,
         Some(_) => ResponseError::UnknownServerError,
         None => match error {
             ClientError::Unreachable { .. } | ClientError::Unconfirmed { .. } => {
@@ -944,6 +947,18 @@ mod tests {
         let crc = crc32c::crc32c(&bytes[21..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
         bytes.freeze()
+    }
+
+    #[test]
+    fn an_unreachable_store_is_a_retriable_kafka_error() {
+        let refused = |code| ClientError::Broker { code, reason: String::new(), range: None };
+        let code = kafka_code(&refused(ErrorCode::StoreUnavailable));
+        assert_eq!(code, ResponseError::KafkaStorageError.code());
+        assert!(ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable()));
+        assert_eq!(
+            kafka_code(&refused(ErrorCode::InternalError)),
+            ResponseError::UnknownServerError.code()
+        );
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub enum ErrorCode {
     /// `313 storage_full`: the append would take the store past its ceiling (`--max-memory`,
     /// `--max-disk`); nothing was appended. Retention, or deleted topics, make room again.
     StorageFull,
+    /// `314 store_unavailable`: the store the broker shares with other broker processes (a
+    /// NATS JetStream) could not be reached, or did not confirm in time, or another broker
+    /// process changed the same group's state at the same moment; the reason says whether
+    /// nothing was done or whether an append may have been stored all the same. The same
+    /// request may succeed when sent again.
+    StoreUnavailable,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
     /// or not UTF-8, a map of too many entries, a missing or mistyped field).
     Malformed,
@@ -63,7 +69,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -78,6 +84,7 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::Forbidden,
         ErrorCode::StorageFull,
+        ErrorCode::StoreUnavailable,
         ErrorCode::Malformed,
         ErrorCode::UnknownRequest,
         ErrorCode::InternalError,
@@ -105,6 +112,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => 311,
             ErrorCode::Forbidden => 312,
             ErrorCode::StorageFull => 313,
+            ErrorCode::StoreUnavailable => 314,
             ErrorCode::Malformed => 500,
             ErrorCode::UnknownRequest => 501,
             ErrorCode::InternalError => 502,
@@ -133,6 +141,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Malformed => "malformed",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::InternalError => "internal_error",

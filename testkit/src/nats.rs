@@ -151,16 +151,56 @@ impl NatsCluster {
         format!("nats://{}", addresses.join(","))
     }
 
-    /// Waits until a live server reports a JetStream meta leader.
+    /// The index in [`NatsCluster::servers`] of the server that leads JetStream stream
+    /// `stream` now, as the first live server's monitoring port (`/jsz`) reports it; `None`
+    /// while it has no leader.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let path = "/jsz?accounts=true&streams=true";
+        let leader = self
+            .monitors
+            .iter()
+            .filter_map(|&port| monitor(port, path))
+            .find_map(|body| leader_in(&body, stream))?;
+        let number: usize = leader.strip_prefix('n')?.parse().ok()?;
+        (1..=self.servers.len()).contains(&number).then(|| number - 1)
+    }
+
+    /// Waits until stream `stream` has a leader; its index in [`NatsCluster::servers`].
+    ///
+    /// # Panics
+    /// None within [`STEP`].
+    pub fn wait_for_stream_leader(&self, stream: &str) -> usize {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(leader) = self.stream_leader(stream) {
+                return leader;
+            }
+            if Instant::now() >= deadline {
+                let said = self
+                    .monitors
+                    .iter()
+                    .find_map(|&port| monitor(port, "/jsz?accounts=true&streams=true"));
+                panic!("stream {stream} has no leader after {STEP:?}; /jsz says {said:?}");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until a live server reports a JetStream meta leader with every other server
+    /// current.
     ///
     /// # Panics
     /// None within [`STEP`].
     pub fn wait_for_leader(&self) {
         let deadline = Instant::now() + STEP;
         loop {
+            // Led, and every other server current: a stream of three replicas can be placed.
+            let peers = self.servers.len() - 1;
             let led = self.monitors.iter().any(|&port| {
-                jsz(port).is_some_and(|body| {
-                    body.contains("\"meta_cluster\"") && body.contains("\"leader\"")
+                monitor(port, "/jsz").is_some_and(|body| {
+                    let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+                    let meta = body.find("\"meta_cluster\"").map_or("", |at| &body[at..]);
+                    meta.contains("\"leader\"") && meta.matches("\"current\":true").count() >= peers
                 })
             });
             if led {
@@ -172,13 +212,43 @@ impl NatsCluster {
     }
 }
 
-/// The body of `GET /jsz` from a server's monitoring port, if it answers.
-fn jsz(port: u16) -> Option<String> {
+/// The body of `GET path` from a server's monitoring port, if it answers.
+fn monitor(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    stream.write_all(b"GET /jsz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
     Some(body)
+}
+
+/// The server name `/jsz?streams=true` gives as the cluster leader of `stream`: the first
+/// `"leader"` after the stream's name in its `stream_detail` (which lists the stream's name,
+/// then its `cluster` with `leader` and `replicas`). A plain search, not a JSON parser: the
+/// crate depends on nothing but `std`, `zmq` and `protocol`.
+fn leader_in(body: &str, stream: &str) -> Option<String> {
+    // The server indents its JSON; names hold no spaces.
+    let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let at = body.find(&format!("\"name\":\"{stream}\""))?;
+    let rest = &body[at..];
+    let rest = &rest[rest.find("\"leader\":\"")? + "\"leader\":\"".len()..];
+    let name = &rest[..rest.find('"')?];
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leader_in;
+
+    #[test]
+    fn the_leader_of_a_stream_is_read_from_its_detail() {
+        let body = r#"{"meta_cluster":{"leader":"n1"},"account_details":[{"stream_detail":[
+            {"name": "A", "cluster": {"name": "c", "leader": "n2"}},
+            {"name":"B","cluster":{"name":"c","leader":"n3"}}]}]}"#;
+        assert_eq!(leader_in(body, "A").as_deref(), Some("n2"));
+        assert_eq!(leader_in(body, "B").as_deref(), Some("n3"));
+        assert_eq!(leader_in(body, "C"), None);
+    }
 }

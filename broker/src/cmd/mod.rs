@@ -128,6 +128,7 @@ impl From<StoreError> for Response<'_> {
             StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             StoreError::StorageFull { .. } => ErrorCode::StorageFull,
             StoreError::Io(_) => ErrorCode::InternalError,
+            StoreError::Unavailable(_) | StoreError::Unconfirmed(_) => ErrorCode::StoreUnavailable,
             StoreError::OffsetOutOfRange { first, next, .. } => {
                 return Response::Error {
                     code: ErrorCode::OffsetOutOfRange,
@@ -147,7 +148,7 @@ impl From<ClaimError> for Response<'_> {
             ClaimError::Busy(_) => ErrorCode::BrokerBusy,
             ClaimError::UnknownBroker { .. } => ErrorCode::UnknownBroker,
             ClaimError::UnknownClaim(_) => ErrorCode::UnknownClaim,
-            ClaimError::Ledger(_) => ErrorCode::InternalError,
+            ClaimError::Ledger(_) => ErrorCode::StoreUnavailable,
         };
         Response::error(code, error.to_string())
     }

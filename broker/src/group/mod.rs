@@ -36,12 +36,23 @@ pub trait GroupLedger: std::fmt::Debug + Send {
     /// The shared states cannot be reached.
     fn load(&mut self, group: &str, topic: &str) -> Result<Option<(Saved, u64)>, String>;
 
-    /// Stores `states`, all at once; for each, its new revision or why it was not stored.
-    /// Waits for the answers (bounded).
-    fn save(&mut self, states: Vec<Saved>) -> Vec<Result<u64, String>>;
+    /// Stores `states`, all at once, each only if its stored revision is still the one given
+    /// (compare-and-set; `None`: only if none is stored); for each, its new revision or why
+    /// it was not stored. Waits for the answers (bounded).
+    fn save(&mut self, states: Vec<(Saved, Option<u64>)>) -> Vec<Result<u64, SaveError>>;
 
     /// Removes the state of `group` on `topic`, without waiting.
     fn remove(&mut self, group: &str, topic: &str);
+}
+
+/// Why a shared group state was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveError {
+    /// Another broker process stored the state since this one last read or stored it: the
+    /// state stored now and its revision, or `None` when none is stored any more.
+    Conflict(Option<(Saved, u64)>),
+    /// The shared states could not be reached, or did not answer in time.
+    Failed(String),
 }
 
 /// The shared states of a broker process on a shared store.
@@ -142,6 +153,9 @@ pub struct GroupCommitFailure {
     pub topic: String,
     /// What went wrong.
     pub error: io::Error,
+    /// Whether the same request may succeed later: the states shared with other broker
+    /// processes could not be reached (a state error), rather than a file not written.
+    pub transient: bool,
 }
 
 /// A group and a topic: what names one group state.
@@ -212,21 +226,30 @@ impl Groups {
         match shared.ledger.load(group, topic) {
             Ok(Some((saved, revision))) if shared.seen.get(&key) != Some(&revision) => {
                 shared.seen.insert(key, revision);
-                let deadline = Instant::now() + self.ack_timeout;
-                let state = Subscription::restored(saved.delivered, saved.pending, deadline);
                 tracing::info!(
                     group = %Shown(group),
                     topic = %Shown(topic),
                     "took the group's state as stored: delivered offset {}, {} pending",
-                    state.delivered(),
-                    state.pending()
+                    saved.delivered,
+                    saved.pending.len()
                 );
-                self.insert(group.to_owned(), topic.to_owned(), state);
+                self.adopt(group, topic, saved);
             }
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(group = %Shown(group), topic = %Shown(topic), %error, "cannot read the group's shared state; going on with this process's");
             }
+        }
+    }
+
+    /// Replaces the state of `group` on `topic` with `saved`, as another broker process
+    /// stored it, keeping its members here. Its pending messages get a fresh ack timeout.
+    fn adopt(&mut self, group: &str, topic: &str, saved: Saved) {
+        let deadline = Instant::now() + self.ack_timeout;
+        let stored = Subscription::restored(saved.delivered, saved.pending, deadline);
+        match self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)) {
+            Some(state) => state.roll_back_to(stored),
+            None => self.insert(group.to_owned(), topic.to_owned(), stored),
         }
     }
 
@@ -612,13 +635,22 @@ impl Groups {
                 }
                 None => self.remove(&key.0, &key.1),
             }
-            failures.push(GroupCommitFailure { group: key.0, topic: key.1, error });
+            failures.push(GroupCommitFailure {
+                group: key.0,
+                topic: key.1,
+                error,
+                transient: false,
+            });
         }
         failures
     }
 
     /// [`Groups::commit`] for shared states: stores the pass's changed states in the ledger in
-    /// one batch, and undoes those it could not store.
+    /// one batch, each only if no other broker process stored it since this one last read or
+    /// stored it. A state another process changed meanwhile is reloaded as it stored it (this
+    /// pass's changes to it are dropped: they were made on an old copy); one that could not be
+    /// stored is undone. Either way the pass's replies about it are refused, with a state
+    /// error, so that the client asks again.
     fn commit_shared(&mut self) -> Vec<GroupCommitFailure> {
         let (Some(files), Some(shared)) = (&mut self.files, &mut self.shared) else {
             return Vec::new();
@@ -631,12 +663,13 @@ impl Groups {
             let Some(state) = self.groups.get(&key.0).and_then(|topics| topics.get(&key.1)) else {
                 continue;
             };
-            states.push(Saved {
+            let saved = Saved {
                 group: key.0.clone(),
                 topic: key.1.clone(),
                 delivered: state.delivered(),
                 pending: state.pending_offsets().collect(),
-            });
+            };
+            states.push((saved, shared.seen.get(&key).copied()));
             keys.push(key);
         }
         if states.is_empty() {
@@ -644,29 +677,65 @@ impl Groups {
         }
         let results = shared.ledger.save(states);
         let mut failed = Vec::new();
+        let mut reloaded = Vec::new();
         for (at, key) in keys.into_iter().enumerate() {
             match results.get(at) {
                 Some(Ok(revision)) => {
                     shared.seen.insert(key, *revision);
                 }
-                Some(Err(error)) => failed.push((key, io::Error::other(error.clone()))),
+                Some(Err(SaveError::Conflict(stored))) => {
+                    let reason = "another broker process changed it at the same time; it was \
+                                  read again, try again";
+                    match stored {
+                        Some((saved, revision)) => {
+                            shared.seen.insert(key.clone(), *revision);
+                            undo.remove(&key);
+                            reloaded.push((key.clone(), saved.clone()));
+                        }
+                        None => {
+                            shared.seen.remove(&key);
+                        }
+                    }
+                    failed.push((key, io::Error::other(reason)));
+                }
+                Some(Err(SaveError::Failed(error))) => {
+                    failed.push((key, io::Error::other(error.clone())))
+                }
                 None => failed.push((key, io::Error::other("no answer from the shared states"))),
             }
         }
+        for (key, saved) in reloaded {
+            tracing::info!(
+                group = %Shown(&key.0),
+                topic = %Shown(&key.1),
+                "another broker process changed the group's state; took it as stored: \
+                 delivered offset {}, {} pending",
+                saved.delivered,
+                saved.pending.len()
+            );
+            self.adopt(&key.0, &key.1, saved);
+        }
         let mut failures = Vec::new();
         for (key, error) in failed {
-            tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
-            match undo.remove(&key).flatten() {
-                Some(earlier) => {
-                    if let Some(state) =
-                        self.groups.get_mut(&key.0).and_then(|topics| topics.get_mut(&key.1))
-                    {
-                        state.roll_back_to(earlier);
+            tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; its replies refused");
+            if let Some(earlier) = undo.remove(&key) {
+                match earlier {
+                    Some(earlier) => {
+                        if let Some(state) =
+                            self.groups.get_mut(&key.0).and_then(|topics| topics.get_mut(&key.1))
+                        {
+                            state.roll_back_to(earlier);
+                        }
                     }
+                    None => self.remove(&key.0, &key.1),
                 }
-                None => self.remove(&key.0, &key.1),
             }
-            failures.push(GroupCommitFailure { group: key.0, topic: key.1, error });
+            failures.push(GroupCommitFailure {
+                group: key.0,
+                topic: key.1,
+                error,
+                transient: true,
+            });
         }
         failures
     }

@@ -156,6 +156,15 @@ pub enum StoreError {
     /// A file operation failed.
     #[error("storage failed: {0}")]
     Io(IoFailure),
+    /// The store shared with other broker processes (a NATS JetStream) could not be reached,
+    /// and nothing was done: the same request may succeed once it is back. The stores in
+    /// memory and on disk never give it.
+    #[error("the shared store cannot be reached: {0}")]
+    Unavailable(String),
+    /// The store shared with other broker processes did not confirm in time that it stored
+    /// an append: its messages may have been stored or not. Only a commit gives it.
+    #[error("the shared store did not confirm in time: {0}")]
+    Unconfirmed(String),
 }
 
 /// A failed file operation: the `io::Error` itself, and what the store was doing when the error
@@ -260,8 +269,10 @@ pub struct Renumbered {
 pub struct CommitFailure {
     /// The topic.
     pub topic: String,
-    /// What went wrong.
-    pub error: io::Error,
+    /// What went wrong: [`StoreError::Io`] for a failed write or flush, after which nothing
+    /// of the appends is kept; [`StoreError::Unavailable`] or [`StoreError::Unconfirmed`] from
+    /// a store shared with other broker processes.
+    pub error: StoreError,
 }
 
 /// Every topic, by name: the engine both [`MemoryLog`] and [`FileLog`] are made of. Its topics
@@ -782,7 +793,7 @@ fn unknown(topic: &str) -> StoreError {
 /// A failure of topic `name`'s appends, logged.
 fn failed(name: String, error: io::Error) -> CommitFailure {
     tracing::error!(topic = %Shown(&name), %error, "appends could not be written; refused");
-    CommitFailure { topic: name, error }
+    CommitFailure { topic: name, error: io_error(error) }
 }
 
 fn io_error(error: io::Error) -> StoreError {

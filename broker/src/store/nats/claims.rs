@@ -5,6 +5,11 @@
 //! compare-and-set (create fails when the key exists), renewed by the holding process's
 //! runtime three times a lease for as long as the claim is held there, deleted when it ends,
 //! and removed by JetStream a lease after its last renewal when the holding process is gone.
+//!
+//! The runtime watches the bucket, so that every process knows the claims held through the
+//! others: `status` shows them, and a claim waiting for a logical broker is woken when one
+//! held elsewhere ends. A key removed by its time to live leaves no trace in the watch, so a
+//! claim held elsewhere is taken to end a lease after its last renewal was seen.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -12,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc as tmpsc;
 
 use super::runtime::Command;
-use crate::logical::Ledger;
+use crate::logical::{ClaimChange, Ledger};
 
 /// How long taking a claim in JetStream may take before the claim is refused.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -22,12 +27,19 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct NatsClaims {
     /// Commands to the store's runtime, which holds the connection.
     commands: Option<tmpsc::UnboundedSender<Command>>,
+    /// The claims taken, renewed or ended through other broker processes, as the runtime
+    /// watches them.
+    changes: Option<mpsc::Receiver<ClaimChange>>,
 }
 
 impl NatsClaims {
-    /// Claims through the runtime that `commands` reaches.
-    pub(super) fn new(commands: Option<tmpsc::UnboundedSender<Command>>) -> NatsClaims {
-        NatsClaims { commands }
+    /// Claims through the runtime that `commands` reaches, hearing of those made elsewhere
+    /// on `changes`.
+    pub(super) fn new(
+        commands: Option<tmpsc::UnboundedSender<Command>>,
+        changes: Option<mpsc::Receiver<ClaimChange>>,
+    ) -> NatsClaims {
+        NatsClaims { commands, changes }
     }
 }
 
@@ -48,5 +60,9 @@ impl Ledger for NatsClaims {
         if let Some(commands) = &self.commands {
             let _ = commands.send(Command::Unclaim { id });
         }
+    }
+
+    fn changes(&mut self) -> Vec<ClaimChange> {
+        self.changes.as_ref().map(|c| c.try_iter().collect()).unwrap_or_default()
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc as tmpsc;
 
-use super::runtime::Command;
-use crate::group::{GroupLedger, Saved};
+use super::runtime::{Command, NotSaved};
+use crate::group::{GroupLedger, SaveError, Saved};
 
 /// How long reading or storing group states may take before it counts as failed.
 const GROUPS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,6 +41,16 @@ fn key(group: &str, topic: &str) -> String {
     format!("g.{}.{}", hex(group), hex(topic))
 }
 
+/// A stored state of `group` on `topic`, read back.
+fn decode(bytes: &[u8], group: &str, topic: &str) -> Result<Saved, String> {
+    let saved: Saved = rmp_serde::from_slice(bytes)
+        .map_err(|e| format!("a stored group state does not decode: {e}"))?;
+    if saved.group != group || saved.topic != topic {
+        return Err("a stored group state names another group or topic".into());
+    }
+    Ok(saved)
+}
+
 impl GroupLedger for NatsGroups {
     fn load(&mut self, group: &str, topic: &str) -> Result<Option<(Saved, u64)>, String> {
         let (reply, answer) = mpsc::channel();
@@ -51,32 +61,43 @@ impl GroupLedger for NatsGroups {
             .recv_timeout(GROUPS_TIMEOUT)
             .unwrap_or_else(|_| Err("JetStream did not answer in time".into()))?;
         let Some((bytes, revision)) = stored else { return Ok(None) };
-        let saved: Saved = rmp_serde::from_slice(&bytes)
-            .map_err(|e| format!("a stored group state does not decode: {e}"))?;
-        if saved.group != group || saved.topic != topic {
-            return Err("a stored group state names another group or topic".into());
-        }
-        Ok(Some((saved, revision)))
+        Ok(Some((decode(&bytes, group, topic)?, revision)))
     }
 
-    fn save(&mut self, states: Vec<Saved>) -> Vec<Result<u64, String>> {
+    fn save(&mut self, states: Vec<(Saved, Option<u64>)>) -> Vec<Result<u64, SaveError>> {
         let count = states.len();
+        let failed = |reason: String| vec![Err(SaveError::Failed(reason)); count];
         let mut encoded = Vec::with_capacity(count);
-        for saved in &states {
+        for (saved, revision) in &states {
             match rmp_serde::to_vec_named(saved) {
-                Ok(bytes) => encoded.push((key(&saved.group, &saved.topic), bytes.into())),
-                Err(error) => {
-                    return vec![Err(format!("cannot encode a group state: {error}")); count]
+                Ok(bytes) => {
+                    encoded.push((key(&saved.group, &saved.topic), bytes.into(), *revision))
                 }
+                Err(error) => return failed(format!("cannot encode a group state: {error}")),
             }
         }
         let (reply, answer) = mpsc::channel();
         if !self.send(Command::GroupSave { states: encoded, reply }) {
-            return vec![Err("the connection to NATS has stopped".into()); count];
+            return failed("the connection to NATS has stopped".into());
         }
-        answer
-            .recv_timeout(GROUPS_TIMEOUT)
-            .unwrap_or_else(|_| vec![Err("JetStream did not answer in time".into()); count])
+        let Ok(results) = answer.recv_timeout(GROUPS_TIMEOUT) else {
+            return failed("JetStream did not answer in time".into());
+        };
+        results
+            .into_iter()
+            .zip(&states)
+            .map(|(result, (saved, _))| match result {
+                Ok(revision) => Ok(revision),
+                Err(NotSaved::Stored(None)) => Err(SaveError::Conflict(None)),
+                Err(NotSaved::Stored(Some((bytes, revision)))) => {
+                    match decode(&bytes, &saved.group, &saved.topic) {
+                        Ok(stored) => Err(SaveError::Conflict(Some((stored, revision)))),
+                        Err(reason) => Err(SaveError::Failed(reason)),
+                    }
+                }
+                Err(NotSaved::Failed(reason)) => Err(SaveError::Failed(reason)),
+            })
+            .collect()
     }
 
     fn remove(&mut self, group: &str, topic: &str) {

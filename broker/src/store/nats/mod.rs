@@ -30,11 +30,13 @@ use std::time::{Duration, Instant};
 use protocol::{Message, NewMessage, Retention, TopicInfo};
 use tokio::sync::mpsc as tmpsc;
 
+use crate::logical::ClaimChange;
+
 use super::{
     check_name, check_range, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result,
     Settled, StoreConfig, StoreError, Ticket, Topic, Totals,
 };
-use runtime::{Command, Event, Failure, Refusal, Staged};
+use runtime::{Command, Event, Refusal, Staged};
 
 /// How long a create or a delete of a topic may take before it is refused.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
@@ -105,6 +107,9 @@ pub struct NatsLog {
     wake: UnixStream,
     /// The runtime's thread.
     thread: Option<JoinHandle<()>>,
+    /// The claims taken or ended through other broker processes, as the runtime watches
+    /// them, until [`NatsLog::claims`] hands them on.
+    claim_changes: Option<mpsc::Receiver<ClaimChange>>,
 }
 
 impl NatsLog {
@@ -119,6 +124,7 @@ impl NatsLog {
         let (event_tx, events) = mpsc::channel();
         let (commands, command_rx) = tmpsc::unbounded_channel();
         let (ready_tx, ready) = mpsc::channel();
+        let (claims_tx, claim_changes) = mpsc::channel();
         let setup = runtime::Setup {
             servers: nats.servers.clone(),
             replicas: nats.replicas.max(1),
@@ -129,7 +135,7 @@ impl NatsLog {
             .enable_all()
             .build()
             .map_err(io_failure)?;
-        let emitter = runtime::Events::new(event_tx, wake_writer);
+        let emitter = runtime::Events::new(event_tx, claims_tx, wake_writer);
         let thread = std::thread::Builder::new()
             .name("nats".into())
             .spawn(move || runtime.block_on(runtime::run(setup, command_rx, emitter, ready_tx)))
@@ -140,7 +146,7 @@ impl NatsLog {
         if let Err(reason) = connected {
             drop(commands);
             let _ = thread.join();
-            return Err(StoreError::Io(IoFailure::new(io::Error::other(reason))));
+            return Err(StoreError::Unavailable(reason));
         }
         let mut log = NatsLog {
             mirror: BTreeMap::new(),
@@ -157,6 +163,7 @@ impl NatsLog {
             events,
             wake,
             thread: Some(thread),
+            claim_changes: Some(claim_changes),
         };
         log.take_events();
         Ok(log)
@@ -226,7 +233,7 @@ impl NatsLog {
     }
 
     /// Settles commit `ticket` with the runtime's results for its appends.
-    fn settle(&mut self, ticket: Ticket, results: Vec<std::result::Result<(u64, u64), Failure>>) {
+    fn settle(&mut self, ticket: Ticket, results: Vec<Result<(u64, u64)>>) {
         let Some(at) = self.in_flight.iter().position(|(t, _)| *t == ticket) else { return };
         let Some((_, appends)) = self.in_flight.remove(at) else { return };
         let mut settled =
@@ -240,16 +247,9 @@ impl NatsLog {
                     }
                     settled.renumbered.push(Renumbered { topic, given, first, last });
                 }
-                Err(failure) => {
+                Err(error) => {
                     if !settled.failures.iter().any(|f| f.topic == topic) {
-                        let reason = failure.reason;
-                        tracing::error!(topic = %topic, %reason, "appends not acknowledged; refused");
-                        // `TimedOut` tells the server that they may be stored all the same.
-                        let kind = match failure.unsure {
-                            true => io::ErrorKind::TimedOut,
-                            false => io::ErrorKind::Other,
-                        };
-                        let error = io::Error::new(kind, reason);
+                        tracing::error!(topic = %topic, %error, "appends not acknowledged; refused");
                         settled.failures.push(CommitFailure { topic, error });
                     }
                 }
@@ -272,7 +272,7 @@ impl NatsLog {
     ) -> Result<()> {
         let sent = self.commands.as_ref().is_some_and(|c| c.send(command).is_ok());
         if !sent {
-            return Err(nats_error("the connection to NATS has stopped".into()));
+            return Err(StoreError::Unavailable("the connection to NATS has stopped".into()));
         }
         let answer = reply.recv_timeout(ADMIN_TIMEOUT);
         self.take_events();
@@ -281,14 +281,15 @@ impl NatsLog {
             Ok(Err(Refusal::Exists)) => Err(StoreError::TopicExists(topic.to_owned())),
             Ok(Err(Refusal::Unknown)) => Err(unknown(topic)),
             Ok(Err(Refusal::Failed(reason))) => Err(nats_error(reason)),
-            Err(_) => Err(nats_error("JetStream did not answer in time".into())),
+            Ok(Err(Refusal::Unreachable(reason))) => Err(StoreError::Unavailable(reason)),
+            Err(_) => Err(StoreError::Unavailable("JetStream did not answer in time".into())),
         }
     }
 
     /// The claims on logical brokers kept in this JetStream, shared with every broker process
-    /// on it.
-    pub fn claims(&self) -> NatsClaims {
-        NatsClaims::new(self.commands.clone())
+    /// on it. Only the first handle it gives hears of claims taken elsewhere.
+    pub fn claims(&mut self) -> NatsClaims {
+        NatsClaims::new(self.commands.clone(), self.claim_changes.take())
     }
 
     /// The consumer groups' states kept in this JetStream, shared with every broker process
@@ -371,8 +372,8 @@ impl Log for NatsLog {
         self.in_flight.push_back((ticket, names));
         if !sent {
             let count = self.in_flight.back().map_or(0, |(_, a)| a.len());
-            let reason = "the connection to NATS has stopped".to_owned();
-            self.settle(ticket, vec![Err(Failure { reason, unsure: false }); count]);
+            let stopped = StoreError::Unavailable("the connection to NATS has stopped".to_owned());
+            self.settle(ticket, vec![Err(stopped); count]);
         }
         ticket
     }
@@ -405,7 +406,7 @@ impl Log for NatsLog {
                         self.in_flight.iter().map(|(t, a)| (*t, a.len())).collect();
                     for (ticket, count) in tickets {
                         let reason = "no answer from the connection to NATS".to_owned();
-                        self.settle(ticket, vec![Err(Failure { reason, unsure: true }); count]);
+                        self.settle(ticket, vec![Err(StoreError::Unconfirmed(reason)); count]);
                     }
                 }
             }

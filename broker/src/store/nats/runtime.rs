@@ -4,7 +4,7 @@
 //! loop's poll returns.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::record;
+use crate::logical::ClaimChange;
+use crate::store::{IoFailure, StoreError};
 
 /// How long JetStream has to acknowledge a commit's appends, retry included, before they are
 /// refused: within the client's default 5 s timeout, so that the client hears the refusal.
@@ -87,12 +89,14 @@ pub enum Command {
         /// Where the answer goes.
         reply: mpsc::Sender<Result<Option<(Bytes, u64)>, String>>,
     },
-    /// Store group states in the groups bucket, all at once: each one's revision or why not.
+    /// Store group states in the groups bucket, all at once, each only if its revision is
+    /// still the one given (`None`: only if none is stored): each one's new revision or why
+    /// not.
     GroupSave {
-        /// Each state's key and bytes.
-        states: Vec<(String, Bytes)>,
+        /// Each state's key, bytes, and the revision it replaces.
+        states: Vec<(String, Bytes, Option<u64>)>,
         /// Where the answers go, in order.
-        reply: mpsc::Sender<Vec<Result<u64, String>>>,
+        reply: mpsc::Sender<Vec<Result<u64, NotSaved>>>,
     },
     /// Remove a group state from the groups bucket.
     GroupRemove {
@@ -128,15 +132,58 @@ pub struct Staged {
     pub payloads: Vec<Bytes>,
 }
 
-/// Why a create or a delete was refused.
+/// Why a group state was not stored.
 #[derive(Debug)]
+pub enum NotSaved {
+    /// Its revision was not the one given: the state stored now and its revision, if any.
+    Stored(Option<(Bytes, u64)>),
+    /// JetStream could not be reached or refused.
+    Failed(String),
+}
+
+/// Why a create or a delete was refused.
+#[derive(Debug, Clone)]
 pub enum Refusal {
     /// The topic exists (create).
     Exists,
     /// There is no such topic (delete).
     Unknown,
-    /// JetStream failed or could not be reached.
+    /// JetStream answered with an error.
     Failed(String),
+    /// JetStream could not be reached, or did not answer in time.
+    Unreachable(String),
+}
+
+impl Refusal {
+    /// A request that failed while `doing` this: [`Refusal::Failed`] when JetStream
+    /// `answered` with an error, else [`Refusal::Unreachable`].
+    fn of(answered: bool, doing: &str, error: impl std::fmt::Display) -> Refusal {
+        match answered {
+            true => Refusal::Failed(format!("{doing}: {error}")),
+            false => Refusal::Unreachable(format!("{doing}: {error}")),
+        }
+    }
+
+    /// What the serving thread makes of it for an append of a commit.
+    fn into_failure(self) -> StoreError {
+        match self {
+            Refusal::Unreachable(reason) => StoreError::Unavailable(reason),
+            Refusal::Failed(reason) => StoreError::Io(IoFailure::new(io::Error::other(reason))),
+            Refusal::Exists | Refusal::Unknown => {
+                StoreError::Io(IoFailure::new(io::Error::other("the topic's stream changed")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Exists => f.write_str("the topic's stream exists"),
+            Refusal::Unknown => f.write_str("the topic has no stream"),
+            Refusal::Failed(reason) | Refusal::Unreachable(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// What the runtime tells the serving thread, in the order it happened.
@@ -170,32 +217,13 @@ pub enum Event {
         /// The commit's ticket.
         ticket: u64,
         /// For each append of the commit, in order: the offsets of its first and last
-        /// message, or why it was refused.
-        results: Vec<Result<(u64, u64), Failure>>,
+        /// message, or why it was refused: [`StoreError::Unavailable`] when nothing of it
+        /// was published, [`StoreError::Unconfirmed`] when it was and its acknowledgement
+        /// did not come (it may have been lost, or the publish may wait in the client's
+        /// buffer for the connection to come back), [`StoreError::Io`] when JetStream
+        /// answered with an error.
+        results: Vec<Result<(u64, u64), StoreError>>,
     },
-}
-
-/// Why an append of a commit was refused.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// What went wrong.
-    pub reason: String,
-    /// Whether its messages may be stored all the same: they were published and their
-    /// acknowledgement did not come (it may have been lost, or the publish may wait in the
-    /// client's buffer for the connection to come back).
-    pub unsure: bool,
-}
-
-impl Failure {
-    /// A failure after which nothing of the append is stored.
-    fn sure(reason: &str) -> Failure {
-        Failure { reason: reason.to_owned(), unsure: false }
-    }
-
-    /// A failure after which the append may be stored.
-    fn unsure(reason: &str) -> Failure {
-        Failure { reason: reason.to_owned(), unsure: true }
-    }
 }
 
 /// The sending half of the event channel, with the pipe that wakes the serve loop.
@@ -203,14 +231,28 @@ impl Failure {
 pub struct Events {
     /// The channel.
     sender: mpsc::Sender<Event>,
+    /// The channel of claims taken or ended through other broker processes.
+    claims: mpsc::Sender<ClaimChange>,
     /// The pipe's write end (non-blocking: a full pipe already wakes the loop).
     wake: std::sync::Arc<UnixStream>,
 }
 
 impl Events {
-    /// An event channel waking through `wake`.
-    pub fn new(sender: mpsc::Sender<Event>, wake: UnixStream) -> Events {
-        Events { sender, wake: std::sync::Arc::new(wake) }
+    /// An event channel, and one of claims made elsewhere, waking through `wake`.
+    pub fn new(
+        sender: mpsc::Sender<Event>,
+        claims: mpsc::Sender<ClaimChange>,
+        wake: UnixStream,
+    ) -> Events {
+        Events { sender, claims, wake: std::sync::Arc::new(wake) }
+    }
+
+    /// Tells the serving thread of a claim taken, renewed or ended through another broker
+    /// process, and wakes the serve loop.
+    fn claim(&self, change: ClaimChange) {
+        if self.claims.send(change).is_ok() {
+            let _ = (&*self.wake).write(&[1]);
+        }
     }
 
     /// Sends `event` and wakes the serve loop. A serving thread that is gone is not an error:
@@ -293,6 +335,7 @@ pub async fn run(
         let _ = ready.send(Err(error));
         return;
     }
+    let mut claims_watch = backend.watch_claims().await;
     let _ = ready.send(Ok(()));
     // Held claims are renewed three times a lease, so that one lost renewal costs nothing.
     let mut renewals =
@@ -304,7 +347,22 @@ pub async fn run(
                 Some(command) => backend.apply(command).await,
             },
             Some(advisory) = advisories.next() => backend.advised(&advisory.subject).await,
-            _ = renewals.tick() => backend.renew_claims().await,
+            watched = next_claim(&mut claims_watch) => match watched {
+                Some(Ok(entry)) => backend.claim_watched(&entry),
+                ended => {
+                    if let Some(Err(error)) = ended {
+                        tracing::debug!(%error, "watching the claims bucket again");
+                    }
+                    // Made again at the next renewal tick.
+                    claims_watch = None;
+                }
+            },
+            _ = renewals.tick() => {
+                backend.renew_claims().await;
+                if claims_watch.is_none() {
+                    claims_watch = backend.watch_claims().await;
+                }
+            }
         }
     }
     backend.free_claims().await;
@@ -382,9 +440,9 @@ impl Backend {
                 {
                     Ok(results) => results,
                     Err(_) => {
-                        let reason =
-                            "JetStream did not acknowledge the messages in time".to_owned();
-                        appends.iter().map(|_| Err(Failure::unsure(&reason))).collect()
+                        let reason = "JetStream did not acknowledge the messages in time";
+                        let unconfirmed = StoreError::Unconfirmed(reason.to_owned());
+                        appends.iter().map(|_| Err(unconfirmed.clone())).collect()
                     }
                 };
                 self.events.send(Event::Committed { ticket, results });
@@ -427,15 +485,15 @@ impl Backend {
         &mut self,
         ticket: u64,
         appends: &[Staged],
-    ) -> Vec<Result<(u64, u64), Failure>> {
+    ) -> Vec<Result<(u64, u64), StoreError>> {
         let deadline = Instant::now() + COMMIT_TIMEOUT;
         // Publishes made while disconnected would wait in the client and be stored after it
         // reconnects, after their refusal: none is made.
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            let reason = "NATS is not reachable; nothing was published".to_owned();
-            return appends.iter().map(|_| Err(Failure::sure(&reason))).collect();
+            let down = StoreError::Unavailable("NATS is not reachable".to_owned());
+            return appends.iter().map(|_| Err(down.clone())).collect();
         }
-        let mut refused: HashMap<&str, String> = HashMap::new();
+        let mut refused: HashMap<&str, Refusal> = HashMap::new();
         for staged in appends {
             if self.followed.contains_key(&staged.topic) || refused.contains_key(&*staged.topic) {
                 continue;
@@ -486,8 +544,8 @@ impl Backend {
         let mut results = Vec::with_capacity(appends.len());
         let mut newest: HashMap<&str, u64> = HashMap::new();
         for (staged, messages) in appends.iter().zip(&sent) {
-            if let Some(error) = refused.get(&*staged.topic) {
-                results.push(Err(Failure::sure(error)));
+            if let Some(refusal) = refused.get(&*staged.topic) {
+                results.push(Err(refusal.clone().into_failure()));
                 continue;
             }
             let seqs: Result<Vec<u64>, String> =
@@ -502,7 +560,7 @@ impl Backend {
                     *top = (*top).max(last);
                     results.push(Ok((first.saturating_sub(1), last.saturating_sub(1))));
                 }
-                Err(error) => results.push(Err(Failure::unsure(&error))),
+                Err(error) => results.push(Err(StoreError::Unconfirmed(error))),
             }
         }
         // The acknowledgement waits for the messages to be readable here too.
@@ -549,7 +607,7 @@ impl Backend {
 
     /// Starts following `topic`'s stream, creating it with `create`'s limits when it does not
     /// exist and `create` is given. Tells the serving thread of it before any of its messages.
-    async fn follow(&mut self, topic: &str, create: Option<Retention>) -> Result<(), String> {
+    async fn follow(&mut self, topic: &str, create: Option<Retention>) -> Result<(), Refusal> {
         if self.followed.contains_key(topic) {
             return Ok(());
         }
@@ -558,19 +616,23 @@ impl Backend {
             Ok(stream) => stream,
             Err(error) if is_not_found(&error) && create.is_some() => {
                 let config = self.stream_config(topic, create.unwrap_or_default());
-                self.js
-                    .get_or_create_stream(config)
-                    .await
-                    .map_err(|e| format!("cannot create the topic's stream in JetStream: {e}"))?
+                self.js.get_or_create_stream(config).await.map_err(|e| {
+                    let answered =
+                        matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(_));
+                    Refusal::of(answered, "cannot create the topic's stream in JetStream", e)
+                })?
             }
             Err(error) => {
-                return Err(format!("cannot find the topic's stream in JetStream: {error}"))
+                let answered =
+                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+                let doing = "cannot find the topic's stream in JetStream";
+                return Err(Refusal::of(answered, doing, error));
             }
         };
         let info = stream
             .info()
             .await
-            .map_err(|e| format!("cannot read the topic's stream in JetStream: {e}"))?;
+            .map_err(|e| Refusal::of(false, "cannot read the topic's stream in JetStream", e))?;
         let state = &info.state;
         let next = state.last_sequence;
         let first = if state.messages == 0 { next } else { state.first_sequence.saturating_sub(1) };
@@ -615,18 +677,27 @@ impl Backend {
         match self.js.get_stream(record::stream_name(topic)).await {
             Ok(_) => return Err(Refusal::Exists),
             Err(error) if is_not_found(&error) => {}
-            Err(error) => return Err(Refusal::Failed(error.to_string())),
+            Err(error) => {
+                let answered =
+                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+                return Err(Refusal::of(answered, "cannot look the topic up in JetStream", error));
+            }
         }
         if let Err(error) = self.js.create_stream(self.stream_config(topic, retention)).await {
-            let exists = matches!(
-                error.kind(),
+            return Err(match error.kind() {
                 jetstream::context::CreateStreamErrorKind::JetStream(e)
-                    if e.error_code() == ErrorCode::STREAM_NAME_EXIST
-            );
-            return Err(if exists { Refusal::Exists } else { Refusal::Failed(error.to_string()) });
+                    if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+                {
+                    Refusal::Exists
+                }
+                jetstream::context::CreateStreamErrorKind::JetStream(_) => {
+                    Refusal::of(true, "cannot create the topic's stream in JetStream", error)
+                }
+                _ => Refusal::of(false, "cannot create the topic's stream in JetStream", error),
+            });
         }
         self.followed.remove(topic).inspect(|f| f.task.abort());
-        self.follow(topic, None).await.map_err(Refusal::Failed)
+        self.follow(topic, None).await
     }
 
     /// Deletes `topic`'s stream and stops following it.
@@ -636,14 +707,17 @@ impl Backend {
         }
         match self.js.delete_stream(record::stream_name(topic)).await {
             Ok(_) => Ok(()),
-            Err(error) => {
-                let unknown = matches!(
-                    error.kind(),
-                    jetstream::context::DeleteStreamErrorKind::JetStream(e)
-                        if e.error_code() == ErrorCode::STREAM_NOT_FOUND
-                );
-                Err(if unknown { Refusal::Unknown } else { Refusal::Failed(error.to_string()) })
-            }
+            Err(error) => Err(match error.kind() {
+                jetstream::context::DeleteStreamErrorKind::JetStream(e)
+                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Refusal::Unknown
+                }
+                jetstream::context::DeleteStreamErrorKind::JetStream(_) => {
+                    Refusal::of(true, "cannot delete the topic's stream in JetStream", error)
+                }
+                _ => Refusal::of(false, "cannot delete the topic's stream in JetStream", error),
+            }),
         }
     }
 
@@ -696,6 +770,51 @@ impl Backend {
         Ok(bucket)
     }
 
+    /// A watch of the claims bucket: every key's present value, then each change, so that
+    /// claims held through other broker processes are known here. `None` when it cannot be
+    /// made now (tried again later).
+    async fn watch_claims(&mut self) -> Option<jetstream::kv::Watch> {
+        let bucket = match self.claims().await {
+            Ok(bucket) => bucket,
+            Err(error) => {
+                tracing::debug!(%error, "cannot watch the claims bucket yet");
+                return None;
+            }
+        };
+        match bucket.watch_with_history(">").await {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                tracing::debug!(%error, "cannot watch the claims bucket yet");
+                None
+            }
+        }
+    }
+
+    /// Tells the serving thread of a claim taken, renewed or ended through another broker
+    /// process, as the claims bucket's watch saw it; claims of this process are its own.
+    fn claim_watched(&self, entry: &jetstream::kv::Entry) {
+        let Some(id) = entry.key.strip_prefix("broker.").and_then(|n| n.parse::<u32>().ok()) else {
+            return;
+        };
+        if self.held.contains_key(&id) {
+            return;
+        }
+        let held = match entry.operation {
+            jetstream::kv::Operation::Put => {
+                // It lasts a lease from when it was stored (JetStream removes it then).
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                let age = u64::try_from(now - entry.created.unix_timestamp_nanos()).unwrap_or(0);
+                let left = self.setup.lease.saturating_sub(Duration::from_nanos(age));
+                let holder = String::from_utf8_lossy(&entry.value).into_owned();
+                (!left.is_zero()).then_some((holder, left))
+            }
+            jetstream::kv::Operation::Delete | jetstream::kv::Operation::Purge => None,
+        };
+        self.events.claim(ClaimChange { id, held });
+    }
+
     /// The groups bucket, opened or created on first use.
     async fn groups(&mut self) -> Result<jetstream::kv::Store, String> {
         if let Some(bucket) = &self.groups {
@@ -728,17 +847,50 @@ impl Backend {
             .map(|e| (e.value, e.revision)))
     }
 
-    /// Stores group states, all at once; each one's revision or why not.
-    async fn group_save(&mut self, states: Vec<(String, Bytes)>) -> Vec<Result<u64, String>> {
+    /// Stores group states, all at once, each only if its stored revision is the one given
+    /// (compare-and-set); each one's new revision, or the state stored instead, or why not.
+    async fn group_save(
+        &mut self,
+        states: Vec<(String, Bytes, Option<u64>)>,
+    ) -> Vec<Result<u64, NotSaved>> {
         let bucket = match self.groups().await {
             Ok(bucket) => bucket,
-            Err(error) => return states.iter().map(|_| Err(error.clone())).collect(),
+            Err(error) => {
+                return states.iter().map(|_| Err(NotSaved::Failed(error.clone()))).collect()
+            }
         };
-        let puts = states.into_iter().map(|(key, value)| {
+        let saves = states.into_iter().map(|(key, value, revision)| {
             let bucket = bucket.clone();
-            async move { bucket.put(key, value).await.map_err(|e| e.to_string()) }
+            async move {
+                let stored = match revision {
+                    Some(revision) => bucket.update(&key, value, revision).await.map_err(|e| {
+                        let moved = e.kind() == jetstream::kv::UpdateErrorKind::WrongLastRevision;
+                        (moved, e.to_string())
+                    }),
+                    None => bucket.create(&key, value).await.map_err(|e| {
+                        let moved = e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists;
+                        (moved, e.to_string())
+                    }),
+                };
+                match stored {
+                    Ok(revision) => Ok(revision),
+                    Err((true, _)) => match bucket.entry(&key).await {
+                        Ok(entry) => Err(NotSaved::Stored(
+                            entry
+                                .filter(|e| e.operation == jetstream::kv::Operation::Put)
+                                .map(|e| (e.value, e.revision)),
+                        )),
+                        Err(error) => Err(NotSaved::Failed(format!(
+                            "cannot read a group state changed elsewhere: {error}"
+                        ))),
+                    },
+                    Err((false, error)) => {
+                        Err(NotSaved::Failed(format!("cannot store a group state: {error}")))
+                    }
+                }
+            }
         });
-        futures_util::future::join_all(puts).await
+        futures_util::future::join_all(saves).await
     }
 
     /// Takes logical broker `id` for `holder` unless another process holds it.
@@ -798,7 +950,7 @@ impl Backend {
         topic: &str,
         messages: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<(u64, bool)>, String> {
-        self.follow(topic, Some(Retention::default())).await?;
+        self.follow(topic, Some(Retention::default())).await.map_err(|e| e.to_string())?;
         let mut acks = Vec::new();
         for (id, payload) in messages {
             let publish = Publish::build().payload(payload.into()).message_id(id);
@@ -807,6 +959,16 @@ impl Backend {
             acks.push((ack.sequence, ack.duplicate));
         }
         Ok(acks)
+    }
+}
+
+/// The next entry of the claims bucket's watch; never, while there is none.
+async fn next_claim(
+    watch: &mut Option<jetstream::kv::Watch>,
+) -> Option<Result<jetstream::kv::Entry, jetstream::kv::WatcherError>> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
     }
 }
 
