@@ -64,6 +64,11 @@ struct Args {
     /// cluster's size).
     #[arg(long, default_value_t = 1, requires = "store", value_parser = clap::value_parser!(u32).range(1..=5))]
     replicas: u32,
+    /// With `--store`: keep this process's copy of each topic, which reads are served from, in
+    /// segment files under DIR (read through the page cache, as with `--data-dir`) instead of
+    /// in memory. The copies are made again from JetStream at each start.
+    #[arg(long, value_name = "DIR", requires = "store", conflicts_with = "data_dir")]
+    copy_dir: Option<PathBuf>,
     /// When appends reach the disk before they are acknowledged: `always` (each pass of the
     /// event loop flushes once for all its appends), `interval=DURATION` or `never` (the
     /// operating system decides).
@@ -261,7 +266,8 @@ fn run(mut args: Args) -> Result<()> {
     let started = std::time::Instant::now();
     let (store, ledger): (Box<Store>, _) = match &config.store.nats {
         Some(nats) => {
-            let nats = NatsConfig { lease: config.lease, ..nats.clone() };
+            let nats =
+                NatsConfig { lease: config.lease, copy_dir: args.copy_dir.clone(), ..nats.clone() };
             let mut log = NatsLog::open(config.store.clone(), &nats)
                 .with_context(|| format!("cannot open the store on NATS at {:?}", nats.servers))?;
             let shared = (log.claims(), log.groups());

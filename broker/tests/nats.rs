@@ -515,3 +515,88 @@ fn a_cluster_of_three_keeps_every_acknowledged_append_when_the_streams_leader_is
     a.interrupt();
     b.interrupt();
 }
+
+/// The files in `dir`, sorted (none when it does not exist).
+fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| entries.map(|e| e.expect("an entry").path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The directory of `topic`'s copy under `copy_dir` (named after the topic, then a hash).
+fn copy_of(copy_dir: &std::path::Path, topic: &str) -> std::path::PathBuf {
+    let prefix = format!("{topic}-");
+    files_in(&copy_dir.join("copies"))
+        .into_iter()
+        .find(|dir| dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .unwrap_or_else(|| panic!("no copy of {topic} in {}", copy_dir.display()))
+}
+
+/// The segment files of `topic`'s copy under `copy_dir`.
+fn copy_segments(copy_dir: &std::path::Path, topic: &str) -> Vec<std::path::PathBuf> {
+    let mut files = files_in(&copy_of(copy_dir, topic));
+    files.retain(|path| path.extension().is_some_and(|e| e == "log"));
+    files
+}
+
+/// What `list_topics` says of `topic`: its message count and its bytes on disk.
+fn listed(socket: &zmq::Socket, token: u64, topic: &str) -> (u64, Option<u64>) {
+    match ask(socket, &Request::ListTopics { claim: token }) {
+        Response::Topics { topics } => topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map(|t| (t.messages, t.disk_bytes))
+            .unwrap_or_else(|| panic!("{topic} is not listed: {topics:?}")),
+        other => panic!("expected topics, got {other:?}"),
+    }
+}
+
+#[test]
+fn with_copy_dir_a_topics_copy_is_kept_in_segment_files_and_made_again_at_each_start() {
+    let server = NatsServer::start();
+    let copy_dir = tempfile::tempdir().expect("a temporary directory");
+    let path = copy_dir.path().to_str().expect("a UTF-8 path");
+    let args = ["--store", &server.url(), "--copy-dir", path, "--segment-bytes", "4096"];
+    let values: Vec<String> =
+        (0..300).map(|i| format!("value {i:03} {}", "x".repeat(40))).collect();
+    let expected: Vec<(u64, String)> =
+        values.iter().cloned().enumerate().map(|(i, v)| (i as u64, v)).collect();
+
+    let broker = wire::start(&args);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    for chunk in values.chunks(50) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        append(&socket, "orders", &chunk);
+    }
+    let (_, token) = claim(&socket, None, "reader");
+    assert_eq!(fetch_until(&socket, token, "orders", 300), expected);
+    // 300 records of about 70 bytes fill several segments of 4 KiB, sealed in files.
+    assert!(copy_segments(copy_dir.path(), "orders").len() >= 4, "too few segment files");
+    let (messages, disk_bytes) = listed(&socket, token, "orders");
+    assert_eq!(messages, 300);
+    assert!(disk_bytes.is_some_and(|bytes| bytes > 300 * 60), "{disk_bytes:?}");
+    drop(socket);
+    broker.interrupt();
+
+    // A start makes the copy again from JetStream, whatever was left in the directory.
+    let stale = copy_segments(copy_dir.path(), "orders").remove(0);
+    std::fs::write(&stale, b"not a segment").expect("write over a segment");
+    let broker = wire::start(&args);
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    assert_eq!(fetch_until(&socket, token, "orders", 300), expected);
+    drop(socket);
+    broker.interrupt();
+
+    // Without --copy-dir the copy is in memory: no bytes on disk.
+    let broker = start_on(&server);
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    assert_eq!(fetch_until(&socket, token, "orders", 300).len(), 300);
+    assert_eq!(listed(&socket, token, "orders"), (300, None));
+    drop(socket);
+    broker.interrupt();
+}

@@ -39,7 +39,8 @@ fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
 
 /// Runs each test against a store in memory ([`MemoryLog`]), a store in a fresh directory
 /// ([`FileLog`]) whose commits a flush thread settles (`--fsync always`), one whose commits
-/// settle at once (`--fsync never`), and one in a fresh NATS JetStream ([`NatsLog`]).
+/// settle at once (`--fsync never`), and one in a fresh NATS JetStream ([`NatsLog`]), its copies
+/// in memory, and again in files (`--copy-dir`).
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -58,6 +59,21 @@ macro_rules! both_stores {
                     servers: vec![server.url()],
                     replicas: 1,
                     lease: std::time::Duration::from_secs(30),
+                    copy_dir: None,
+                };
+                let config = super::StoreConfig { nats: Some(nats), ..super::config(None) };
+                super::$name(&mut super::Store::open(config).unwrap());
+            })*
+        }
+        mod on_nats_copied_to_disk {
+            $(#[test] fn $name() {
+                let server = testkit::NatsServer::start();
+                let dir = tempfile::tempdir().unwrap();
+                let nats = super::NatsConfig {
+                    servers: vec![server.url()],
+                    replicas: 1,
+                    lease: std::time::Duration::from_secs(30),
+                    copy_dir: Some(dir.path().to_path_buf()),
                 };
                 let config = super::StoreConfig { nats: Some(nats), ..super::config(None) };
                 super::$name(&mut super::Store::open(config).unwrap());

@@ -111,6 +111,12 @@ impl Topic {
         Topic { files: Some(files), ..Topic::in_memory(retention) }
     }
 
+    /// An empty topic whose files go in `dir` and whose next message gets offset `next`: the
+    /// copy of a topic held elsewhere, kept on disk.
+    pub fn on_disk_from(dir: PathBuf, next: u64, retention: Retention) -> Topic {
+        Topic { end: next, committed: next, staged: next, ..Topic::on_disk(dir, retention) }
+    }
+
     /// A topic on disk in `dir` rebuilt from its recovered segments, oldest first, whose
     /// offsets follow on from one another (as `recovery` checks).
     pub fn from_segments(dir: PathBuf, retention: Retention, segments: Vec<Segment>) -> Topic {
@@ -265,6 +271,23 @@ impl Topic {
                 self.roll_back();
                 return Err(error);
             }
+        }
+        self.settle(0);
+        Ok(())
+    }
+
+    /// Makes the messages appended since the last commit readable, written to the topic's files
+    /// without any flush, nor any for the segments it seals: for a copy of a topic held
+    /// elsewhere, which is made again from there rather than recovered.
+    ///
+    /// # Errors
+    /// A write failed; the messages of this commit are dropped again.
+    pub fn commit_unflushed(&mut self) -> io::Result<()> {
+        self.write(0, true)?;
+        if let Some(files) = &mut self.files {
+            files.retired.clear();
+            files.new_file = false;
+            files.unsynced = false;
         }
         self.settle(0);
         Ok(())

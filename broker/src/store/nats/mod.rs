@@ -7,9 +7,9 @@
 //! (`runtime`), which publishes them all at once, each with a de-duplication id
 //! (`Nats-Msg-Id`) so that a retried publish is stored once, and settles the commit when
 //! JetStream has acknowledged them all. Reads are served from a copy of each topic held in
-//! memory (the mirror), fed in stream order by an ordered consumer per topic on the runtime:
-//! appends made through other broker processes reach it the same way, and wake the fetches
-//! held on the topic.
+//! memory, or with `--copy-dir` in segment files there (the mirror), fed in stream order by an
+//! ordered consumer per topic on the runtime: appends made through other broker processes
+//! reach it the same way, and wake the fetches held on the topic.
 
 mod claims;
 mod groups;
@@ -20,9 +20,11 @@ pub use claims::NatsClaims;
 pub use groups::NatsGroups;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::logical::ClaimChange;
 
+use super::disk;
 use super::{
     check_name, check_range, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result,
     Settled, StoreConfig, StoreError, Ticket, Topic, Totals,
@@ -51,6 +54,9 @@ pub struct NatsConfig {
     /// How long a claim lasts unrenewed: the claims bucket's time to live, the same for every
     /// broker process (the first to create the bucket sets it).
     pub lease: Duration,
+    /// Where the copy of each topic is kept in segment files (`--copy-dir`); `None` keeps it
+    /// in memory.
+    pub copy_dir: Option<PathBuf>,
 }
 
 impl NatsConfig {
@@ -70,15 +76,18 @@ impl NatsConfig {
         if rest.split(',').any(|s| s.trim().trim_start_matches("nats://").is_empty()) {
             return Err(format!("{text:?} names an empty server address"));
         }
-        Ok(NatsConfig { servers, replicas, lease: Duration::from_secs(30) })
+        Ok(NatsConfig { servers, replicas, lease: Duration::from_secs(30), copy_dir: None })
     }
 }
 
-/// A [`Log`] kept in a NATS JetStream, served from a copy in memory.
+/// A [`Log`] kept in a NATS JetStream, served from a copy in memory or in files.
 #[derive(Debug)]
 pub struct NatsLog {
     /// Every topic known, as read back from its stream: what reads see.
     mirror: BTreeMap<String, Topic>,
+    /// The directory holding a directory of segment files for each topic's copy, made anew
+    /// at each start; `None` when the copies are in memory.
+    copies: Option<PathBuf>,
     /// How the store was set up.
     config: StoreConfig,
     /// The appends of the present pass, in order.
@@ -118,6 +127,7 @@ impl NatsLog {
     /// # Errors
     /// JetStream cannot be reached, or the runtime's thread cannot be started.
     pub fn open(config: StoreConfig, nats: &NatsConfig) -> Result<NatsLog> {
+        let copies = nats.copy_dir.as_deref().map(clear_copies).transpose()?;
         let (wake, wake_writer) = UnixStream::pair().map_err(io_failure)?;
         wake.set_nonblocking(true).map_err(io_failure)?;
         wake_writer.set_nonblocking(true).map_err(io_failure)?;
@@ -150,6 +160,7 @@ impl NatsLog {
         }
         let mut log = NatsLog {
             mirror: BTreeMap::new(),
+            copies,
             config,
             staged: Vec::new(),
             given: Vec::new(),
@@ -186,13 +197,12 @@ impl NatsLog {
                 // A topic not yet known starts empty at its oldest message, which its
                 // follower reads first.
                 if !known {
-                    self.mirror.insert(topic, Topic::in_memory_from(first, retention));
+                    let copy = new_copy(self.copies.as_deref(), &topic, first, retention);
+                    self.mirror.insert(topic, copy);
                 }
             }
             Event::Messages { topic, messages } => self.add(topic, messages),
-            Event::Deleted { topic } => {
-                self.mirror.remove(&topic);
-            }
+            Event::Deleted { topic } => self.forget(&topic),
             Event::Committed { ticket, results } => self.settle(Ticket(ticket), results),
         }
     }
@@ -200,27 +210,32 @@ impl NatsLog {
     /// Adds messages read from `topic`'s stream to its copy, in order.
     fn add(&mut self, topic: String, messages: Vec<(u64, bytes::Bytes)>) {
         let Some(copy) = self.mirror.get_mut(&topic) else { return };
+        let copies = self.copies.as_deref();
         let segment_bytes = self.config.segment_bytes;
         let mut added = false;
+        // The offset the copy's next message has, counting those appended to it here.
+        let mut next = copy.next_offset();
         for (offset, payload) in &messages {
-            if *offset < copy.next_offset() {
+            if *offset < next {
                 continue;
             }
-            if *offset > copy.next_offset() {
-                // Messages removed from the stream before this broker read them.
-                *copy = Topic::in_memory_from(*offset, copy.retention());
+            let decoded = record::decode(payload);
+            if *offset > next || decoded.is_none() {
+                // Messages removed from the stream before this broker read them, or one that
+                // is not ours: the copy starts again after them.
+                let first = if decoded.is_some() { *offset } else { offset + 1 };
+                *copy = new_copy(copies, &topic, first, copy.retention());
+                next = first;
             }
-            let Some(decoded) = record::decode(payload) else {
+            let Some(decoded) = decoded else {
                 tracing::warn!(topic = %topic, offset, "a message of the stream is not ours; skipped");
-                *copy = Topic::in_memory_from(offset + 1, copy.retention());
                 continue;
             };
             copy.append(decoded.timestamp, decoded.key, decoded.value, segment_bytes);
-            if let Err(error) = copy.commit(false) {
-                tracing::error!(topic = %topic, %error, "cannot keep a message in memory");
-            }
+            next += 1;
             added = true;
         }
+        keep(copy, &topic);
         if added {
             let now_ms = crate::clock::epoch_ms();
             if copy.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(&topic) {
@@ -309,6 +324,58 @@ impl NatsLog {
     }
 }
 
+/// Makes `dir`'s folder of copies anew, empty: the copies are made again from JetStream at
+/// each start, never recovered. Returns the folder.
+///
+/// # Errors
+/// The folder cannot be removed or made.
+fn clear_copies(dir: &Path) -> Result<PathBuf> {
+    let copies = dir.join("copies");
+    let failed = |what: &str, e| {
+        StoreError::Io(IoFailure::doing(format!("cannot {what} {}", copies.display()), e))
+    };
+    match fs::remove_dir_all(&copies) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(failed("clear", error)),
+    }
+    fs::create_dir_all(&copies).map_err(|e| failed("make", e))?;
+    Ok(copies)
+}
+
+/// An empty copy of `topic` whose next message gets offset `first`: in memory, or in a
+/// directory of its own under `copies` (emptied first). A copy whose directory cannot be made
+/// is kept in memory, with a log line saying so.
+fn new_copy(copies: Option<&Path>, topic: &str, first: u64, retention: Retention) -> Topic {
+    let Some(copies) = copies else { return Topic::in_memory_from(first, retention) };
+    let dir = copies.join(disk::topic_dir_name(topic));
+    remove_copy_files(&dir);
+    match fs::create_dir_all(&dir) {
+        Ok(()) => Topic::on_disk_from(dir, first, retention),
+        Err(error) => {
+            tracing::error!(%error, dir = %dir.display(), topic, "cannot make a copy's directory; kept in memory");
+            Topic::in_memory_from(first, retention)
+        }
+    }
+}
+
+/// Removes a copy's directory and its files, if it has them.
+fn remove_copy_files(dir: &Path) {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(%error, dir = %dir.display(), "cannot remove a copy's files"),
+    }
+}
+
+/// Makes the messages appended to a copy readable, written to its files (if it has them)
+/// without a flush: a copy is made again from JetStream, never recovered.
+fn keep(copy: &mut Topic, topic: &str) {
+    if let Err(error) = copy.commit_unflushed() {
+        tracing::error!(topic, %error, "cannot keep messages in the topic's copy; they are dropped from it");
+    }
+}
+
 fn io_failure(error: io::Error) -> StoreError {
     StoreError::Io(IoFailure::new(error))
 }
@@ -334,8 +401,11 @@ impl Log for NatsLog {
         // A topic new here is listed at once, empty, as in the other stores; its stream's
         // state replaces it when the runtime finds or creates it.
         let retention = Retention::default();
-        let copy =
-            self.mirror.entry(topic.to_owned()).or_insert_with(|| Topic::in_memory(retention));
+        let copies = self.copies.as_deref();
+        let copy = self
+            .mirror
+            .entry(topic.to_owned())
+            .or_insert_with(|| new_copy(copies, topic, 0, retention));
         let known = copy.next_offset();
         let next = self.guessed.entry(topic.to_owned()).or_insert(known);
         let first = (*next).max(known);
@@ -453,7 +523,7 @@ impl Log for NatsLog {
         let command = Command::Delete { topic: topic.to_owned(), reply };
         let deleted = self.ask(command, &answer, topic);
         if deleted.is_ok() || matches!(deleted, Err(StoreError::UnknownTopic(_))) {
-            self.mirror.remove(topic);
+            self.forget(topic);
         }
         deleted
     }
@@ -467,7 +537,7 @@ impl Log for NatsLog {
                 first_offset: copy.first_offset(),
                 next_offset: copy.next_offset(),
                 bytes: copy.payload_bytes(),
-                disk_bytes: None,
+                disk_bytes: copy.disk_bytes(),
             })
             .collect()
     }
@@ -504,6 +574,13 @@ impl Log for NatsLog {
 }
 
 impl NatsLog {
+    /// Drops the copy of a topic deleted, with its files.
+    fn forget(&mut self, topic: &str) {
+        if let Some(dir) = self.mirror.remove(topic).as_ref().and_then(Topic::dir) {
+            remove_copy_files(dir);
+        }
+    }
+
     /// Settles the commits at the front of those in flight that had no appends.
     fn settle_empty(&mut self) {
         while let Some((ticket, _)) = self.in_flight.front().filter(|(_, a)| a.is_empty()) {

@@ -9,8 +9,12 @@ use testkit::NatsServer;
 use super::*;
 
 fn open(server: &NatsServer) -> NatsLog {
-    let nats =
-        NatsConfig { servers: vec![server.url()], replicas: 1, lease: Duration::from_secs(30) };
+    let nats = NatsConfig {
+        servers: vec![server.url()],
+        replicas: 1,
+        lease: Duration::from_secs(30),
+        copy_dir: None,
+    };
     NatsLog::open(StoreConfig::default(), &nats).unwrap()
 }
 
