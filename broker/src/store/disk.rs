@@ -101,7 +101,9 @@ pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
     let topics = topics_dir(data_dir);
     let dir = topics.join(topic_dir_name(&meta.name));
     fs::create_dir(&dir)?;
-    let written = write_meta(&dir, meta).and_then(|()| sync_dir(&topics));
+    let written = files::replace(&dir, META_FILE, META_WRITING_FILE, &meta_bytes(meta)?, true)
+        .and_then(|()| sync_dir(&dir))
+        .and_then(|()| sync_dir(&topics));
     if let Err(error) = written {
         let _ = fs::remove_dir_all(&dir);
         return Err(error);
@@ -109,11 +111,46 @@ pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
+/// Creates the directory of a new topic with its meta file written as `topic.meta.new`,
+/// without waiting for the disk: [`publish_meta`] makes it the topic's `topic.meta`, durably.
+/// Until then a crash leaves a directory without `topic.meta`, which start-up removes.
+///
+/// # Errors
+/// Any failed file operation; the directory is then removed again if it was made.
+pub fn create_topic_dir_unpublished(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
+    let dir = topics_dir(data_dir).join(topic_dir_name(&meta.name));
+    fs::create_dir(&dir)?;
+    let written = meta_bytes(meta).and_then(|bytes| fs::write(dir.join(META_WRITING_FILE), bytes));
+    if let Err(error) = written {
+        let _ = fs::remove_dir_all(&dir);
+        return Err(error);
+    }
+    Ok(dir)
+}
+
+/// Makes the `topic.meta.new` of topic directory `dir`, which [`create_topic_dir_unpublished`]
+/// wrote, durable (unless `flushed`: the caller flushed it already) and then its `topic.meta`;
+/// the directory entries are left to the caller's next flush of `dir` and its parent. Does
+/// nothing when it was published already, or when the directory is gone (the topic was
+/// deleted since).
+///
+/// # Errors
+/// Any failed file operation.
+pub fn publish_meta(dir: &Path, flushed: bool) -> io::Result<()> {
+    let writing = dir.join(META_WRITING_FILE);
+    match File::open(&writing) {
+        Ok(file) if !flushed => file.sync_data()?,
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    }
+    fs::rename(writing, dir.join(META_FILE))
+}
+
+fn meta_bytes(meta: &Meta) -> io::Result<Vec<u8>> {
     let mut bytes = format::header(META_MAGIC).to_vec();
     rmp_serde::encode::write_named(&mut bytes, meta).map_err(io::Error::other)?;
-    files::replace(dir, META_FILE, META_WRITING_FILE, &bytes, true)?;
-    sync_dir(dir)
+    Ok(bytes)
 }
 
 /// Why a topic directory's meta file cannot be used.

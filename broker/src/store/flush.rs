@@ -38,6 +38,9 @@ pub struct Job {
     pub files: Vec<Arc<File>>,
     /// Directories where files were created.
     pub dirs: Vec<PathBuf>,
+    /// Directories of topics made by this commit's appends, whose `topic.meta.new` is made
+    /// durable and published as `topic.meta` before anything else (`disk::publish_meta`).
+    pub creations: Vec<PathBuf>,
 }
 
 /// What the flush thread did with a run of jobs.
@@ -134,12 +137,27 @@ fn run(root: &File, queued: &Receiver<Job>, finished: &Sender<Done>, waker: &Uni
     }
 }
 
-/// Makes the files and directories of `jobs` durable.
+/// Makes the files and directories of `jobs` durable, the topics they made first.
 fn flush(root: &File, jobs: &[Job]) -> io::Result<()> {
+    let mut created: Vec<&PathBuf> = jobs.iter().flat_map(|job| &job.creations).collect();
+    created.sort();
+    created.dedup();
+    // A meta file is durable before it is renamed into place, so that a crash never leaves a
+    // `topic.meta` without its bytes; the renames are made durable with the directories.
+    let flushed = created.len() > FILES_PER_FDATASYNC;
+    if flushed {
+        syncfs(root)?;
+    }
+    for dir in &created {
+        super::disk::publish_meta(dir, flushed)?;
+    }
     let mut files: Vec<&Arc<File>> = jobs.iter().flat_map(|job| &job.files).collect();
     files.sort_by_key(|file| Arc::as_ptr(file));
     files.dedup_by_key(|file| Arc::as_ptr(file));
-    let mut dirs: Vec<&PathBuf> = jobs.iter().flat_map(|job| &job.dirs).collect();
+    let parents = created.iter().filter_map(|dir| dir.parent());
+    let mut dirs: Vec<&Path> =
+        jobs.iter().flat_map(|job| &job.dirs).map(PathBuf::as_path).collect();
+    dirs.extend(created.iter().map(|dir| dir.as_path()).chain(parents));
     dirs.sort();
     dirs.dedup();
     if files.len() + dirs.len() > FILES_PER_FDATASYNC {
@@ -174,7 +192,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn job(ticket: u64, files: &[Arc<File>]) -> Job {
-        Job { ticket, files: files.to_vec(), dirs: Vec::new() }
+        Job { ticket, files: files.to_vec(), dirs: Vec::new(), creations: Vec::new() }
     }
 
     /// Everything that comes back until `count` tickets did, within a few seconds.
@@ -200,7 +218,12 @@ mod tests {
         flusher.send(job(1, &files[..1])).unwrap();
         flusher.send(job(2, &files)).unwrap();
         flusher
-            .send(Job { ticket: 3, files: Vec::new(), dirs: vec![dir.path().to_path_buf()] })
+            .send(Job {
+                ticket: 3,
+                files: Vec::new(),
+                dirs: vec![dir.path().to_path_buf()],
+                creations: Vec::new(),
+            })
             .unwrap();
         let done = collect(&flusher, 3);
         let tickets: Vec<u64> = done.iter().flat_map(|d| d.tickets.clone()).collect();
@@ -215,7 +238,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let flusher = Flusher::start(dir.path()).unwrap();
         let gone = dir.path().join("not there");
-        flusher.send(Job { ticket: 7, files: Vec::new(), dirs: vec![gone] }).unwrap();
+        flusher
+            .send(Job { ticket: 7, files: Vec::new(), dirs: vec![gone], creations: Vec::new() })
+            .unwrap();
         let done = collect(&flusher, 1);
         assert_eq!(done[0].tickets, [7]);
         assert_eq!(done[0].error.as_ref().map(|e| e.kind()), Some(io::ErrorKind::NotFound));

@@ -412,7 +412,7 @@ impl Topics {
             }
         }
         if !self.topics.contains_key(topic) {
-            self.create(topic, Retention::default())?;
+            self.create_for_append(topic)?;
         }
         let log = self.topics.get_mut(topic).ok_or_else(|| unknown(topic))?;
         if !log.is_dirty() {
@@ -438,13 +438,18 @@ impl Topics {
         let dirty = std::mem::take(&mut self.dirty);
         if let Some(flusher) = &self.flusher {
             let mut failures = Vec::new();
-            let mut job = flush::Job { ticket: ticket.0, files: Vec::new(), dirs: Vec::new() };
+            let mut job = flush::Job {
+                ticket: ticket.0,
+                files: Vec::new(),
+                dirs: Vec::new(),
+                creations: Vec::new(),
+            };
             let mut written = Vec::with_capacity(dirty.len());
             for name in dirty {
                 let Some(topic) = self.topics.get_mut(&name) else { continue };
                 match topic.write(ticket.0, true) {
                     Ok(()) => {
-                        topic.take_flush(&mut job.files, &mut job.dirs);
+                        topic.take_flush(&mut job);
                         written.push(name);
                     }
                     Err(error) => failures.push(failed(name, error)),
@@ -706,6 +711,22 @@ impl Topics {
             None => Topic::in_memory(retention),
         };
         self.topics.insert(topic.to_owned(), log);
+        Ok(())
+    }
+
+    /// Creates `topic` for its first append. Under `--fsync always` the serving thread does
+    /// not wait for the disk: the directory is made and its meta file written, and the flush
+    /// of the append's commit makes them durable before the append is acknowledged.
+    ///
+    /// # Errors
+    /// As [`Topics::create`].
+    fn create_for_append(&mut self, topic: &str) -> Result<()> {
+        let (Some(data_dir), Some(_)) = (&self.config.data_dir, &self.flusher) else {
+            return self.create(topic, Retention::default());
+        };
+        let meta = disk::Meta::new(topic, Retention::default());
+        let dir = disk::create_topic_dir_unpublished(data_dir, &meta).map_err(io_error)?;
+        self.topics.insert(topic.to_owned(), Topic::on_disk_unpublished(dir, meta.retention()));
         Ok(())
     }
 

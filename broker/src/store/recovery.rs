@@ -1,11 +1,13 @@
-//! Opening a store on disk: every topic read back and checked record by record, the broker's
-//! own leftovers cleared away, and damaged files refused (or, under `--repair`, set aside).
+//! Opening a store on disk: each topic's newest segment, and any sealed one without an index
+//! file, read back and checked record by record (the other sealed segments are known from their
+//! names and lengths, and opened when first read), the broker's own leftovers cleared away, and
+//! damaged files refused (or, under `--repair`, set aside).
 //!
 //! Opening first reads everything and changes nothing. If it finds a damaged file it refuses to
 //! open, naming every such file; only when nothing is damaged (or `--repair` asks to set the
 //! damaged files aside) does it touch the disk: it clears `deleting/`, removes what an
-//! interrupted `create_topic` or an older broker's interrupted deletion left in `topics/`, cuts
-//! torn tails, and sets aside what is damaged.
+//! interrupted `create_topic`, a topic's first append not yet flushed or an older broker's
+//! interrupted deletion left in `topics/`, cuts torn tails, and sets aside what is damaged.
 //!
 //! A **torn tail** is what a crash in the middle of a write leaves at the end of a topic's newest
 //! segment: an incomplete record, or bytes that are no record, with no whole valid record after
@@ -239,11 +241,34 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
             meta
         }
         Err(MetaError::Missing) => {
-            let only_meta_writing = files.iter().all(|(path, is_dir, _)| {
-                !is_dir && file_name(path).is_some_and(|n| n == disk::META_WRITING_FILE)
-            });
+            let kind = |path: &Path| file_name(path).map_or(TopicFile::Unknown, disk::topic_file);
+            let only_meta_writing = files
+                .iter()
+                .all(|(path, is_dir, _)| !is_dir && kind(path) == TopicFile::MetaWriting);
+            // An append under --fsync always makes its topic's directory and writes segments
+            // there before the flush that publishes topic.meta; until that flush completed,
+            // nothing in the directory was acknowledged.
+            let first_flush_interrupted = files
+                .iter()
+                .any(|(path, is_dir, _)| !is_dir && kind(path) == TopicFile::MetaWriting)
+                && files.iter().all(|(path, is_dir, _)| {
+                    !is_dir
+                        && matches!(
+                            kind(path),
+                            TopicFile::MetaWriting
+                                | TopicFile::Segment(_)
+                                | TopicFile::Index(_)
+                                | TopicFile::IndexWriting(_)
+                        )
+                });
             if only_meta_writing {
                 plan.leftovers.push((dir, "a topic directory whose create_topic was interrupted"));
+            } else if first_flush_interrupted {
+                plan.leftovers.push((
+                    dir,
+                    "a topic directory whose first append was interrupted before it was flushed \
+                     (nothing in it was acknowledged)",
+                ));
             } else {
                 let mut problem = "has no topic.meta, so which topic its files belong to is \
                                    unknown"

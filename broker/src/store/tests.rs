@@ -606,6 +606,46 @@ fn a_stray_file_refuses_the_open_and_a_missing_segment_the_reads_of_its_offsets(
 }
 
 #[test]
+fn a_topic_made_by_its_first_append_is_published_by_that_appends_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    store.append("new", &[message(b"one")], NOW).unwrap();
+    let made = disk::topics_dir(dir.path()).join(disk::topic_dir_name("new"));
+    // Made without waiting for the disk: its meta file is not published yet.
+    assert!(made.join(disk::META_WRITING_FILE).is_file());
+    assert!(!made.join(disk::META_FILE).exists());
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    assert!(made.join(disk::META_FILE).is_file());
+    assert!(!made.join(disk::META_WRITING_FILE).exists());
+    drop(store);
+    assert_eq!(read_all(&reopen(&dir), "new", 0), [(0, "one".to_owned())]);
+}
+
+#[test]
+fn a_topic_directory_whose_first_flush_never_came_is_removed_and_one_without_meta_refused() {
+    let dir = forty_values_on_disk();
+    let topics = disk::topics_dir(dir.path());
+    // What a crash between a topic's first append and its flush leaves.
+    let cut = topics.join(disk::topic_dir_name("cut"));
+    fs::create_dir(&cut).unwrap();
+    fs::write(cut.join(disk::META_WRITING_FILE), b"BRKTOP").unwrap();
+    fs::write(cut.join(disk::segment_file_name(0)), b"BRKLOG\x01\x00 cut").unwrap();
+    let store = reopen(&dir);
+    assert!(!cut.exists());
+    assert_eq!(store.list().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t"]);
+    assert_eq!(read_all(&store, "t", 0).len(), 40);
+    drop(store);
+
+    // Segments without any meta file are no interrupted creation: they are refused.
+    let lost = topics.join(disk::topic_dir_name("lost"));
+    fs::create_dir(&lost).unwrap();
+    fs::write(lost.join(disk::segment_file_name(0)), b"BRKLOG\x01\x00").unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
+    assert!(error.contains("has no topic.meta"), "{error}");
+    assert!(lost.exists());
+}
+
+#[test]
 fn a_topic_meta_naming_another_directory_refuses_the_open() {
     let dir = tempfile::tempdir().unwrap();
     append(&mut reopen(&dir), "t", &["x"]).unwrap();

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use protocol::{Message, Retention};
 
 use super::segment::Segment;
-use super::Budget;
 use super::{disk, index};
+use super::{flush, Budget};
 use crate::files;
 
 /// One topic's log.
@@ -72,6 +72,10 @@ struct Files {
     bytes: u64,
     /// Whether something was written since the last sync.
     unsynced: bool,
+    /// Whether the directory was made by an append without waiting for the disk, its
+    /// `topic.meta` still `topic.meta.new`: the flush of its first commit publishes it
+    /// (`disk::publish_meta`).
+    unpublished: bool,
 }
 
 impl Topic {
@@ -107,8 +111,20 @@ impl Topic {
             deferred: false,
             bytes: 0,
             unsynced: false,
+            unpublished: false,
         };
         Topic { files: Some(files), ..Topic::in_memory(retention) }
+    }
+
+    /// An empty topic whose directory `dir` an append made without waiting for the disk
+    /// (`disk::create_topic_dir_unpublished`): the flush of its first commit publishes its
+    /// `topic.meta`.
+    pub fn on_disk_unpublished(dir: PathBuf, retention: Retention) -> Topic {
+        let mut topic = Topic::on_disk(dir, retention);
+        if let Some(files) = &mut topic.files {
+            files.unpublished = true;
+        }
+        topic
     }
 
     /// An empty topic whose files go in `dir` and whose next message gets offset `next`: the
@@ -316,11 +332,16 @@ impl Topic {
         Ok(())
     }
 
-    /// Pushes onto `files` and `dirs` what must be flushed for the commits written so far to be
-    /// durable: the active segment's file, the files of segments written whole since, and the
-    /// directory if a file was created in it.
-    pub fn take_flush(&mut self, files: &mut Vec<Arc<File>>, dirs: &mut Vec<PathBuf>) {
+    /// Pushes onto `job` what must be flushed for the commits written so far to be durable:
+    /// the active segment's file, the files of segments written whole since, the directory if
+    /// a file was created in it, and the directory itself until its first flush settled, if an
+    /// append made it.
+    pub fn take_flush(&mut self, job: &mut flush::Job) {
         let Some(topic_files) = &mut self.files else { return };
+        let (files, dirs) = (&mut job.files, &mut job.dirs);
+        if topic_files.unpublished {
+            job.creations.push(topic_files.dir.clone());
+        }
         files.append(&mut topic_files.retired);
         if let Some((_, file)) = &topic_files.active {
             files.push(Arc::clone(file));
@@ -346,6 +367,8 @@ impl Topic {
         self.messages += done.added.0;
         self.payload_bytes += done.added.1;
         if let Some(files) = &mut self.files {
+            // A flush covering the topic settled: its directory and topic.meta are durable.
+            files.unpublished = false;
             files.seal(&mut self.segments, self.committed);
         }
         true
