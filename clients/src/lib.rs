@@ -2,8 +2,9 @@
 //! built on it.
 //!
 //! [`Client`] is the connection: one REQ socket, bounded waits and a fresh socket after a
-//! timeout, on the next of its [`Endpoints`] when several broker processes share the topics. [`producer`] and [`consumer`] hold each program's options and its `run`; the
-//! binaries in `src/bin` only parse arguments, install the Ctrl-C handler and call `run`.
+//! timeout, on the next of its [`Endpoints`] when several broker processes share the topics.
+//! [`producer`] and [`consumer`] hold each program's options and its `run`; the binaries in
+//! `src/bin` only parse arguments, install the Ctrl-C handler and call `run`.
 
 #![warn(missing_docs)]
 

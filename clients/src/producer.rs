@@ -201,8 +201,9 @@ impl Produced {
 
 /// # Format
 /// `appended N message(s) to TOPIC at offset(s) FIRST..LAST[, FIRST..LAST...][ in K
-/// request(s)][; skipped S line(s) over the size limit][; U line(s) unconfirmed]`. Each range is contiguous: when other
-/// producers appended in between, the ranges are listed (the first three, then a count).
+/// request(s)][; skipped S line(s) over the size limit][; U line(s) unconfirmed]`. Each range
+/// is contiguous: when other producers appended in between, the ranges are listed (the first
+/// three, then a count).
 impl fmt::Display for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "appended {} message{} to {}", self.messages, plural(self.messages), self.topic)?;
