@@ -42,9 +42,10 @@ static WAIT_NOTED: AtomicBool = AtomicBool::new(false);
 /// starts clean. Requests that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`,
 /// and the group requests) get one retry on a fresh socket within the same budget; `append`
 /// never does, because the lost reply may belong to an append the broker carried out, and
-/// `claim` never does, because a second claim could hold a second logical broker. A group fetch
-/// whose reply was lost delivered messages nobody saw: they are pending, and come again once
-/// their ack timeout runs out, so a retry loses nothing (delivery is at least once anyway).
+/// `claim` never does on the same endpoint, because a second claim could hold a second logical
+/// broker. A group fetch whose reply was lost delivered messages nobody saw: they are pending,
+/// and come again once their ack timeout runs out, so a retry loses nothing (delivery is at
+/// least once anyway).
 ///
 /// With several endpoints ([`Client::connect_to`]), the client talks to one at a time, the
 /// first to begin with. The fresh socket made after a request got no reply connects to the next
@@ -52,12 +53,15 @@ static WAIT_NOTED: AtomicBool = AtomicBool::new(false);
 /// has a budget of its own, counted from the first request it left unanswered; a reply from any
 /// of them ends every silence. A request safe to repeat is tried once on each endpoint in turn,
 /// every try but the last with half of what is left of its endpoint's budget: with one of two
-/// broker processes dead, it goes on through the other within half the timeout. An append or a
-/// claim that got no reply is not sent again (the append's error says its messages may or may
-/// not have been stored), but the next request goes to the next endpoint with a fresh budget.
-/// When every endpoint is silent, a program gives up within the timeout for each endpoint.
-/// Claim tokens belong to the broker process that gave them: after a move, requests under an
-/// old token get `302 unknown_claim`, and a reader claims again.
+/// broker processes dead, it goes on through the other within half the timeout. A claim is
+/// tried once on each endpoint in the same way: a claim a slow process granted after all costs
+/// its logical broker for a lease, which nobody renews, where not trying the next endpoint
+/// would leave a program unable to start while the first process is down. An append that got
+/// no reply is not sent again (its error says its messages may or may not have been stored),
+/// but the next request goes to the next endpoint with a fresh budget. When every endpoint is
+/// silent, a program gives up within the timeout for each endpoint. Claim tokens belong to the
+/// broker process that gave them: after a move, requests under an old token get `302
+/// unknown_claim`, and a reader claims again.
 pub struct Client {
     /// Owns the sockets' I/O threads.
     context: zmq::Context,
@@ -285,8 +289,13 @@ impl Client {
         frame.clear();
         encode_request(request, &mut frame);
         let held = Duration::from_millis(held_ms(request).min(MAX_WAIT_MS));
-        // One try on each endpoint, and a retry on a fresh socket when there is only one.
-        let attempts = if is_safe_to_retry(request) { self.endpoints.len().max(2) } else { 1 };
+        // One try on each endpoint, and a retry on a fresh socket when there is only one. A
+        // claim gets one try on each endpoint too, never two on the same one.
+        let attempts = match request {
+            _ if is_safe_to_retry(request) => self.endpoints.len().max(2),
+            Request::Claim { .. } => self.endpoints.len(),
+            _ => 1,
+        };
         let cancellable =
             !matches!(request, Request::Append(_) | Request::Release { .. } | Request::Ack { .. });
         let mut silent: Vec<String> = Vec::new();

@@ -1,7 +1,8 @@
 //! Failover as users meet it: two real broker processes on one real NATS JetStream, the real
 //! `producer` and `consumer` given both (`--connect A,B`), and broker A killed with SIGKILL.
 //! The producer goes on through B, a group member gets what it had not acknowledged through A
-//! again through B, and a claim held through A frees up on B only when its lease has run out.
+//! again through B, a one-shot fetch claims through B, and a claim held through A frees up on
+//! B only when its lease has run out.
 
 mod common;
 
@@ -196,6 +197,21 @@ fn a_group_member_gets_what_it_left_unacknowledged_through_the_killed_broker_aga
     member.interrupt();
     let (status, _, stderr) = member.wait_exit();
     assert_eq!(status.code(), Some(130), "{stderr:#?}");
+    pair.stop();
+}
+
+#[test]
+fn a_one_shot_fetch_given_both_reads_through_the_other_while_one_is_dead() {
+    let mut pair = Pair::start();
+    run(PRODUCER, &["--connect", &pair.a_endpoint, "t", "first", "second"]).assert_success();
+    pair.values_on_b("t", 2);
+    pair.kill_a();
+    // Its claim gets no reply from A, and is tried on B: the fetch goes on there.
+    let read = run(CONSUMER, &["--connect", &pair.both(), "--timeout", TIMEOUT, "fetch", "t"]);
+    read.assert_success();
+    assert!(read.stderr.contains("did not answer; moving to"), "{read:#?}");
+    let values: Vec<String> = read.lines().iter().map(|line| value_of(line)).collect();
+    assert_eq!(values, ["first", "second"]);
     pair.stop();
 }
 
