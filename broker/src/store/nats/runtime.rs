@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-use async_nats::jetstream::context::Publish;
+use async_nats::jetstream::context::{Publish, PublishErrorKind};
 use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, Context};
@@ -517,6 +517,7 @@ impl Backend {
                         id: format!("{}-{ticket}-{at}-{n}", self.instance),
                         payload: payload.clone(),
                         outcome: Err("not sent".into()),
+                        maybe_stored: false,
                     })
                     .collect()
             })
@@ -560,6 +561,11 @@ impl Backend {
                     *top = (*top).max(last);
                     results.push(Ok((first.saturating_sub(1), last.saturating_sub(1))));
                 }
+                // Nothing of it is stored when no message was acknowledged and no publish of
+                // any went out unanswered.
+                Err(error) if messages.iter().all(|m| m.outcome.is_err() && !m.maybe_stored) => {
+                    results.push(Err(StoreError::Unavailable(error)));
+                }
                 Err(error) => results.push(Err(StoreError::Unconfirmed(error))),
             }
         }
@@ -583,10 +589,14 @@ impl Backend {
             let publish = Publish::build().payload(message.payload.clone()).message_id(&message.id);
             acks.push(self.js.send_publish(message.subject.clone(), publish).await);
         }
+        // Each outcome: the sequence, or why not and whether the message may be stored.
         let waits = acks.into_iter().map(|ack| async move {
             match ack {
-                Ok(future) => future.await.map(|a| a.sequence).map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
+                Ok(future) => future.await.map(|a| a.sequence).map_err(|e| {
+                    let maybe_stored = e.kind() != PublishErrorKind::StreamNotFound;
+                    (e.to_string(), maybe_stored)
+                }),
+                Err(error) => Err((error.to_string(), false)),
             }
         });
         let outcomes =
@@ -594,12 +604,16 @@ impl Backend {
         match outcomes {
             Ok(outcomes) => {
                 for (message, outcome) in messages.into_iter().zip(outcomes) {
-                    message.outcome = outcome.map_err(|e| format!("JetStream refused: {e}"));
+                    message.outcome = outcome.map_err(|(e, maybe_stored)| {
+                        message.maybe_stored |= maybe_stored;
+                        format!("JetStream refused: {e}")
+                    });
                 }
             }
             Err(_) => {
                 for message in messages {
                     message.outcome = Err("JetStream did not acknowledge in time".into());
+                    message.maybe_stored = true;
                 }
             }
         }
@@ -987,6 +1001,10 @@ struct Sent {
     payload: Bytes,
     /// Its stream sequence once acknowledged, or why not.
     outcome: Result<u64, String>,
+    /// Whether a publish of it went out whose fate is unknown (its acknowledgement did not
+    /// come): it may be stored though not acknowledged. Not so for a publish JetStream
+    /// answered had no stream to go to (no leader, during an election), or one never sent.
+    maybe_stored: bool,
 }
 
 /// Whether `error` says the stream does not exist.
