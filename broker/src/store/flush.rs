@@ -154,10 +154,13 @@ fn flush(root: &File, jobs: &[Job]) -> io::Result<()> {
     let mut files: Vec<&Arc<File>> = jobs.iter().flat_map(|job| &job.files).collect();
     files.sort_by_key(|file| Arc::as_ptr(file));
     files.dedup_by_key(|file| Arc::as_ptr(file));
+    // A topic deleted since its creation has no directory left to flush.
+    let created: Vec<&Path> =
+        created.iter().map(|dir| dir.as_path()).filter(|d| d.is_dir()).collect();
     let parents = created.iter().filter_map(|dir| dir.parent());
     let mut dirs: Vec<&Path> =
         jobs.iter().flat_map(|job| &job.dirs).map(PathBuf::as_path).collect();
-    dirs.extend(created.iter().map(|dir| dir.as_path()).chain(parents));
+    dirs.extend(created.iter().copied().chain(parents));
     dirs.sort();
     dirs.dedup();
     if files.len() + dirs.len() > FILES_PER_FDATASYNC {
