@@ -516,6 +516,73 @@ fn a_kill_among_segment_seals_and_index_writes_loses_no_acknowledged_append() {
     acknowledged_appends_survive_a_kill("never", &["--segment-bytes", SEALING_SEGMENT]);
 }
 
+/// Starts a thread that appends one message to each of the topics `new-0`, `new-1`, ... in
+/// turn, each append creating its topic, and sends the number of each acknowledged one on
+/// `acks`, until `stop` or the first error or silence.
+fn spawn_creator(endpoint: String, stop: Arc<AtomicBool>, acks: mpsc::Sender<u64>) {
+    thread::spawn(move || {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::REQ).expect("REQ socket");
+        socket.set_linger(0).expect("linger");
+        socket.set_rcvtimeo(LOADER_TIMEOUT.as_millis() as i32).expect("rcvtimeo");
+        socket.connect(&endpoint).expect("connect");
+        let mut frame = Vec::new();
+        for n in 0..LOAD_LIMIT {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let topic = format!("new-{n}");
+            let messages = vec![NewMessage { key: None, value: topic.as_bytes() }];
+            frame.clear();
+            protocol::encode_request(
+                &Request::Append(Append { topic: &topic, messages }),
+                &mut frame,
+            );
+            let replied = socket.send(&frame[..], 0).and_then(|()| socket.recv_bytes(0));
+            match replied.map(|reply| {
+                matches!(protocol::decode_response(&reply), Ok(Response::Appended { .. }))
+            }) {
+                Ok(true) if acks.send(n).is_ok() => {}
+                _ => return,
+            }
+        }
+    });
+}
+
+#[test]
+fn a_kill_while_appends_create_topics_keeps_every_acknowledged_one_and_clears_the_rest() {
+    let data = data_dir();
+    let broker = start_on(data.path(), &["--fsync", "always"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    spawn_creator(broker.endpoint.clone(), Arc::clone(&stop), tx);
+    let mut acked = Vec::new();
+    while acked.len() < 200 {
+        acked.push(rx.recv_timeout(STEP).expect("topics are created"));
+    }
+    broker.signal("KILL");
+    stop.store(true, Ordering::SeqCst);
+    broker.wait_exit(STEP);
+    acked.extend(rx.try_iter());
+
+    // Start-up clears what the append in flight left, and refuses nothing.
+    let broker = start_on(data.path(), &[]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "after the kill");
+    let topics = topics(&socket, token);
+    let next = acked.len() as u64;
+    for n in 0..next {
+        let topic = format!("new-{n}");
+        assert_eq!(values(&read_all(&socket, token, &topic, 0)), [topic], "an acknowledged topic");
+    }
+    // Beyond them, at most the append in flight at the kill.
+    assert!(topics.len() as u64 <= next + 1, "{} topics, {next} acknowledged", topics.len());
+    assert!(topics.iter().all(|t| t.messages <= 1), "{topics:?}");
+    drop(socket);
+    broker.interrupt();
+}
+
 #[test]
 fn a_torn_last_record_is_cut_off_at_start_and_its_offset_given_again() {
     let data = data_dir();

@@ -262,7 +262,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
                         )
                 });
             if only_meta_writing {
-                plan.leftovers.push((dir, "a topic directory whose create_topic was interrupted"));
+                plan.leftovers.push((dir, "a topic directory whose creation was interrupted"));
             } else if first_flush_interrupted {
                 plan.leftovers.push((
                     dir,
