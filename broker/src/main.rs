@@ -66,7 +66,8 @@ struct Args {
     replicas: u32,
     /// With `--store`: keep this process's copy of each topic, which reads are served from, in
     /// segment files under DIR (read through the page cache, as with `--data-dir`) instead of
-    /// in memory. The copies are made again from JetStream at each start.
+    /// in memory. A clean stop keeps them for the next start, which reads only what was
+    /// appended meanwhile; after a crash they are read again from JetStream.
     #[arg(long, value_name = "DIR", requires = "store", conflicts_with = "data_dir")]
     copy_dir: Option<PathBuf>,
     /// When appends reach the disk before they are acknowledged: `always` (each pass of the

@@ -525,10 +525,11 @@ fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// The directory of `topic`'s copy under `copy_dir` (named after the topic, then a hash).
+/// The directory of `topic`'s copy under `copy_dir` (`copies/topics/`, named after the topic,
+/// then a hash).
 fn copy_of(copy_dir: &std::path::Path, topic: &str) -> std::path::PathBuf {
     let prefix = format!("{topic}-");
-    files_in(&copy_dir.join("copies"))
+    files_in(&copy_dir.join("copies").join("topics"))
         .into_iter()
         .find(|dir| dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
         .unwrap_or_else(|| panic!("no copy of {topic} in {}", copy_dir.display()))
@@ -554,7 +555,7 @@ fn listed(socket: &zmq::Socket, token: u64, topic: &str) -> (u64, Option<u64>) {
 }
 
 #[test]
-fn with_copy_dir_a_topics_copy_is_kept_in_segment_files_and_made_again_at_each_start() {
+fn with_copy_dir_a_topics_copy_is_kept_in_files_resumed_after_a_clean_stop_and_read_again_else() {
     let server = NatsServer::start();
     let copy_dir = tempfile::tempdir().expect("a temporary directory");
     let path = copy_dir.path().to_str().expect("a UTF-8 path");
@@ -581,22 +582,49 @@ fn with_copy_dir_a_topics_copy_is_kept_in_segment_files_and_made_again_at_each_s
     drop(socket);
     broker.interrupt();
 
-    // A start makes the copy again from JetStream, whatever was left in the directory.
-    let stale = copy_segments(copy_dir.path(), "orders").remove(0);
-    std::fs::write(&stale, b"not a segment").expect("write over a segment");
+    // After a clean stop the copy is resumed where it ends, and follows the stream from there.
+    let broker = wire::start(&args);
+    let socket = broker.req(&context);
+    append(&socket, "orders", &["after the restart"]);
+    let (_, token) = claim(&socket, None, "reader");
+    let read = fetch_until(&socket, token, "orders", 301);
+    assert_eq!(read[..300], expected[..]);
+    assert_eq!(read[300], (300, "after the restart".to_owned()));
+    drop(socket);
+    let stderr = broker.interrupt();
+    assert!(stderr.contains("copy resumed"), "{stderr}");
+
+    // A topic deleted and made again while this process was stopped: the copy kept is not the
+    // stream's, and is read again.
+    let other = start_on(&server);
+    let on_other = other.req(&context);
+    let deleted = ask(&on_other, &Request::DeleteTopic { topic: "orders" });
+    assert!(matches!(deleted, Response::Deleted { .. }), "{deleted:?}");
+    append(&on_other, "orders", &["new one", "new two"]);
+    drop(on_other);
+    other.interrupt();
     let broker = wire::start(&args);
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
-    assert_eq!(fetch_until(&socket, token, "orders", 300), expected);
+    let fresh = [(0, "new one".to_owned()), (1, "new two".to_owned())];
+    assert_eq!(fetch_until(&socket, token, "orders", 2), fresh);
     drop(socket);
-    broker.interrupt();
+    // Killed: its copies' files were not flushed, so the next start reads them again.
+    broker.kill();
+    let broker = wire::start(&args);
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    assert_eq!(fetch_until(&socket, token, "orders", 2), fresh);
+    drop(socket);
+    let stderr = broker.interrupt();
+    assert!(!stderr.contains("copy resumed"), "{stderr}");
 
     // Without --copy-dir the copy is in memory: no bytes on disk.
     let broker = start_on(&server);
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
-    assert_eq!(fetch_until(&socket, token, "orders", 300).len(), 300);
-    assert_eq!(listed(&socket, token, "orders"), (300, None));
+    assert_eq!(fetch_until(&socket, token, "orders", 2), fresh);
+    assert_eq!(listed(&socket, token, "orders"), (2, None));
     drop(socket);
     broker.interrupt();
 }

@@ -294,7 +294,8 @@ impl Topic {
 
     /// Makes the messages appended since the last commit readable, written to the topic's files
     /// without any flush, nor any for the segments it seals: for a copy of a topic held
-    /// elsewhere, which is made again from there rather than recovered.
+    /// elsewhere, which is flushed as a whole at a clean stop and read again from there after
+    /// a crash.
     ///
     /// # Errors
     /// A write failed; the messages of this commit are dropped again.

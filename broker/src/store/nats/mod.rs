@@ -9,7 +9,9 @@
 //! JetStream has acknowledged them all. Reads are served from a copy of each topic held in
 //! memory, or with `--copy-dir` in segment files there (the mirror), fed in stream order by an
 //! ordered consumer per topic on the runtime: appends made through other broker processes
-//! reach it the same way, and wake the fetches held on the topic.
+//! reach it the same way, and wake the fetches held on the topic. Copies in files are kept
+//! from one clean stop to the next start, and resumed where they end when their stream still
+//! holds their last message there.
 
 mod claims;
 mod groups;
@@ -34,11 +36,11 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::logical::ClaimChange;
 
-use super::disk;
 use super::{
     check_name, check_range, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result,
     Settled, StoreConfig, StoreError, Ticket, Topic, Totals,
 };
+use super::{disk, flush, recovery};
 use runtime::{Command, Event, Refusal, Staged};
 
 /// How long a create or a delete of a topic may take before it is refused.
@@ -85,9 +87,12 @@ impl NatsConfig {
 pub struct NatsLog {
     /// Every topic known, as read back from its stream: what reads see.
     mirror: BTreeMap<String, Topic>,
-    /// The directory holding a directory of segment files for each topic's copy, made anew
-    /// at each start; `None` when the copies are in memory.
+    /// The directory holding a directory of segment files for each topic's copy, laid out
+    /// as a data directory (`topics/`); `None` when the copies are in memory.
     copies: Option<PathBuf>,
+    /// The copies kept from an earlier run, until the runtime says whether each one's stream
+    /// still holds it (`Event::Topic`'s `resumed`).
+    unverified: BTreeMap<String, Topic>,
     /// How the store was set up.
     config: StoreConfig,
     /// The appends of the present pass, in order.
@@ -127,7 +132,17 @@ impl NatsLog {
     /// # Errors
     /// JetStream cannot be reached, or the runtime's thread cannot be started.
     pub fn open(config: StoreConfig, nats: &NatsConfig) -> Result<NatsLog> {
-        let copies = nats.copy_dir.as_deref().map(clear_copies).transpose()?;
+        let (copies, unverified) = match nats.copy_dir.as_deref() {
+            Some(dir) => {
+                let (root, kept) = open_copies(dir, config.segment_bytes)?;
+                (Some(root), kept)
+            }
+            None => (None, BTreeMap::new()),
+        };
+        let resume = unverified
+            .iter()
+            .filter_map(|(topic, copy)| Some((topic.clone(), (copy.next_offset(), last_of(copy)?))))
+            .collect();
         let (wake, wake_writer) = UnixStream::pair().map_err(io_failure)?;
         wake.set_nonblocking(true).map_err(io_failure)?;
         wake_writer.set_nonblocking(true).map_err(io_failure)?;
@@ -140,6 +155,7 @@ impl NatsLog {
             replicas: nats.replicas.max(1),
             retention: config.retention,
             lease: nats.lease,
+            resume,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -161,6 +177,7 @@ impl NatsLog {
         let mut log = NatsLog {
             mirror: BTreeMap::new(),
             copies,
+            unverified,
             config,
             staged: Vec::new(),
             given: Vec::new(),
@@ -177,6 +194,13 @@ impl NatsLog {
             claim_changes: Some(claim_changes),
         };
         log.take_events();
+        // The runtime followed every stream before it said it was ready: a copy left over is
+        // one of a topic deleted meanwhile.
+        for (_, copy) in std::mem::take(&mut log.unverified) {
+            if let Some(dir) = copy.dir() {
+                remove_copy_files(dir);
+            }
+        }
         Ok(log)
     }
 
@@ -192,7 +216,18 @@ impl NatsLog {
     /// Applies one event of the runtime.
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Topic { topic, first, next, retention } => {
+            Event::Topic { topic, first, next, retention, resumed } => {
+                if let Some(copy) = self.unverified.remove(&topic) {
+                    if resumed == Some(copy.next_offset()) {
+                        tracing::info!(%topic, next = copy.next_offset(), "copy resumed");
+                        self.mirror.insert(topic, copy);
+                        return;
+                    }
+                    tracing::info!(%topic, "copy not found in the stream; read again");
+                    if let Some(dir) = copy.dir() {
+                        remove_copy_files(dir);
+                    }
+                }
                 let known = self.mirror.get(&topic).is_some_and(|t| t.next_offset() >= next);
                 // A topic not yet known starts empty at its oldest message, which its
                 // follower reads first.
@@ -324,33 +359,69 @@ impl NatsLog {
     }
 }
 
-/// Makes `dir`'s folder of copies anew, empty: the copies are made again from JetStream at
-/// each start, never recovered. Returns the folder.
+/// The name, in the copies' folder, of the mark a clean stop leaves: the copies' files were
+/// flushed and may be trusted.
+const CLEAN_MARK: &str = "clean";
+
+/// Opens `dir`'s folder of copies, `DIR/copies/`, laid out as a data directory. After a clean
+/// stop (its mark is there) the copies are recovered as a data directory is, to be resumed;
+/// otherwise (a crash may have left their unflushed files anything), or if they do not open,
+/// the folder is made anew, empty. The mark is removed first, durably, so that a crash from
+/// now on makes the next start begin anew. Returns the folder and the copies kept.
 ///
 /// # Errors
 /// The folder cannot be removed or made.
-fn clear_copies(dir: &Path) -> Result<PathBuf> {
+fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<String, Topic>)> {
     let copies = dir.join("copies");
     let failed = |what: &str, e| {
         StoreError::Io(IoFailure::doing(format!("cannot {what} {}", copies.display()), e))
     };
+    let mark = copies.join(CLEAN_MARK);
+    if fs::remove_file(&mark).is_ok() {
+        crate::files::sync_dir(&copies).map_err(|e| failed("flush", e))?;
+        match recovery::recover(&copies, segment_bytes, None) {
+            Ok(recovered) => return Ok((copies, recovered.topics.into_iter().collect())),
+            Err(error) => tracing::warn!(%error, "the topics' copies do not open; read again"),
+        }
+    }
     match fs::remove_dir_all(&copies) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(failed("clear", error)),
     }
-    fs::create_dir_all(&copies).map_err(|e| failed("make", e))?;
-    Ok(copies)
+    fs::create_dir_all(disk::topics_dir(&copies)).map_err(|e| failed("make", e))?;
+    Ok((copies, BTreeMap::new()))
+}
+
+/// Flushes every copy's files and leaves the mark that lets the next start resume them.
+fn mark_clean(copies: &Path) -> io::Result<()> {
+    flush::syncfs(&fs::File::open(copies)?)?;
+    let mark = fs::File::create(copies.join(CLEAN_MARK))?;
+    mark.sync_all()?;
+    crate::files::sync_dir(copies)
+}
+
+/// The payload its stream holds for `copy`'s last message; `None` for an empty copy.
+fn last_of(copy: &Topic) -> Option<bytes::Bytes> {
+    let last = copy.next_offset().checked_sub(1).filter(|&last| last >= copy.first_offset())?;
+    let mut out = Vec::new();
+    copy.read(last, &mut Budget::new(1, usize::MAX), &mut out).ok()?;
+    let message = out.first()?;
+    Some(record::encode(message.timestamp, message.key, message.value).into())
 }
 
 /// An empty copy of `topic` whose next message gets offset `first`: in memory, or in a
-/// directory of its own under `copies` (emptied first). A copy whose directory cannot be made
-/// is kept in memory, with a log line saying so.
+/// directory of its own under `copies` (emptied first), with its `topic.meta` so that a later
+/// start can recover it. A copy whose directory cannot be made is kept in memory, with a log
+/// line saying so.
 fn new_copy(copies: Option<&Path>, topic: &str, first: u64, retention: Retention) -> Topic {
     let Some(copies) = copies else { return Topic::in_memory_from(first, retention) };
-    let dir = copies.join(disk::topic_dir_name(topic));
+    let dir = disk::topics_dir(copies).join(disk::topic_dir_name(topic));
     remove_copy_files(&dir);
-    match fs::create_dir_all(&dir) {
+    let meta = disk::Meta::new(topic, retention);
+    let made = disk::create_topic_dir_unpublished(copies, &meta)
+        .and_then(|dir| disk::publish_meta(&dir, true));
+    match made {
         Ok(()) => Topic::on_disk_from(dir, first, retention),
         Err(error) => {
             tracing::error!(%error, dir = %dir.display(), topic, "cannot make a copy's directory; kept in memory");
@@ -369,7 +440,8 @@ fn remove_copy_files(dir: &Path) {
 }
 
 /// Makes the messages appended to a copy readable, written to its files (if it has them)
-/// without a flush: a copy is made again from JetStream, never recovered.
+/// without a flush: a clean stop flushes the copies, and after a crash they are read again
+/// from JetStream.
 fn keep(copy: &mut Topic, topic: &str) {
     if let Err(error) = copy.commit_unflushed() {
         tracing::error!(topic, %error, "cannot keep messages in the topic's copy; they are dropped from it");
@@ -569,6 +641,12 @@ impl Log for NatsLog {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Some(copies) = &self.copies {
+            match mark_clean(copies) {
+                Ok(()) => tracing::info!("the topics' copies are flushed, to be resumed"),
+                Err(error) => tracing::warn!(%error, "cannot flush the topics' copies"),
+            }
         }
     }
 }

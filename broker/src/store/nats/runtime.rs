@@ -199,6 +199,9 @@ pub enum Event {
         next: u64,
         /// Its limits, as its stream's configuration says.
         retention: Retention,
+        /// Where the copy kept from an earlier run ends, when its stream still holds that
+        /// copy's last message at its place: it is resumed, and messages follow from there.
+        resumed: Option<u64>,
     },
     /// Messages of a topic, read from its stream in order, by whichever broker they came.
     Messages {
@@ -275,6 +278,10 @@ pub struct Setup {
     pub retention: Retention,
     /// How long a claim lasts without renewal: the claims bucket's time to live.
     pub lease: Duration,
+    /// The copies kept from an earlier run (`--copy-dir`), by topic: the offset each copy's
+    /// next message gets, and the payload of its last message as its stream held it. A copy
+    /// whose stream still holds that payload at that place is resumed from there.
+    pub resume: HashMap<String, (u64, Bytes)>,
 }
 
 /// The key-value bucket of the claims on logical brokers, shared by every broker process.
@@ -656,13 +663,24 @@ impl Backend {
             bytes: u64::try_from(config.max_bytes).ok(),
             ms: (!config.max_age.is_zero()).then_some(config.max_age.as_millis() as u64),
         };
-        self.events.send(Event::Topic { topic: topic.to_owned(), first, next, retention });
+        let resumed = match self.setup.resume.remove(topic) {
+            // The copy's last message (offset `end - 1`, sequence `end`) is still in the stream.
+            Some((end, last)) if end > first && end <= next => {
+                match stream.get_raw_message(end).await {
+                    Ok(message) if message.payload == last => Some(end),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let event = Event::Topic { topic: topic.to_owned(), first, next, retention, resumed };
+        self.events.send(event);
         let (forwarded_tx, forwarded) = watch::channel(next);
         let task = tokio::spawn(read_stream(
             self.js.clone(),
             name,
             topic.to_owned(),
-            first + 1,
+            resumed.unwrap_or(first) + 1,
             self.events.clone(),
             forwarded_tx,
         ));
