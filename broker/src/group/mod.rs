@@ -625,16 +625,7 @@ impl Groups {
         let mut failures = Vec::new();
         for (key, error) in failed {
             tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
-            match undo.remove(&key).flatten() {
-                Some(earlier) => {
-                    if let Some(state) =
-                        self.groups.get_mut(&key.0).and_then(|topics| topics.get_mut(&key.1))
-                    {
-                        state.roll_back_to(earlier);
-                    }
-                }
-                None => self.remove(&key.0, &key.1),
-            }
+            self.undo(&key, undo.remove(&key).flatten());
             failures.push(GroupCommitFailure {
                 group: key.0,
                 topic: key.1,
@@ -718,17 +709,9 @@ impl Groups {
         let mut failures = Vec::new();
         for (key, error) in failed {
             tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; its replies refused");
+            // A state taken as stored by another process has nothing of this pass to undo.
             if let Some(earlier) = undo.remove(&key) {
-                match earlier {
-                    Some(earlier) => {
-                        if let Some(state) =
-                            self.groups.get_mut(&key.0).and_then(|topics| topics.get_mut(&key.1))
-                        {
-                            state.roll_back_to(earlier);
-                        }
-                    }
-                    None => self.remove(&key.0, &key.1),
-                }
+                self.undo(&key, earlier);
             }
             failures.push(GroupCommitFailure {
                 group: key.0,
@@ -767,6 +750,21 @@ impl Groups {
     fn insert(&mut self, group: String, topic: String, state: Subscription) {
         self.by_topic.entry(topic.clone()).or_default().insert(group.clone());
         self.groups.entry(group).or_default().insert(topic, state);
+    }
+
+    /// Puts a group's state on a topic back as it was before a pass that could not store it:
+    /// `earlier`, or no state at all when the pass made it.
+    fn undo(&mut self, key: &Key, earlier: Option<Subscription>) {
+        match earlier {
+            Some(earlier) => {
+                if let Some(state) =
+                    self.groups.get_mut(&key.0).and_then(|topics| topics.get_mut(&key.1))
+                {
+                    state.roll_back_to(earlier);
+                }
+            }
+            None => self.remove(&key.0, &key.1),
+        }
     }
 
     /// Removes a state and its index entry (not its file).
