@@ -1,8 +1,6 @@
-//! Client library of the broker, and the `producer` and `consumer` command-line programs
-//! built on it.
+//! The `producer`, `consumer` and `web` programs, built on the client library (the `client`
+//! crate, whose modules are re-exported here under their old names).
 //!
-//! [`Client`] is the connection: one REQ socket, bounded waits and a fresh socket after a
-//! timeout, on the next of its [`Endpoints`] when several broker processes share the topics.
 //! [`producer`] and [`consumer`] hold each program's options and its `run`; the binaries in
 //! `src/bin` only parse arguments, install the Ctrl-C handler and call `run`.
 
@@ -10,61 +8,16 @@
 
 pub mod args;
 pub mod claim;
-pub mod client;
 pub mod consumer;
-pub mod endpoints;
-pub mod error;
 pub mod group;
 pub mod interactive;
 pub mod output;
 pub mod perf;
 pub mod producer;
-pub mod security;
-pub mod shutdown;
 pub mod web;
 
-use std::process::ExitCode;
-
-pub use client::{Client, DEFAULT_TIMEOUT};
-pub use endpoints::Endpoints;
-pub use error::{ClientError, Result};
-pub use shutdown::Shutdown;
-
-/// Sends log records to standard error, filtered by `RUST_LOG` (warnings and errors only when
-/// it is not set), so that standard output carries nothing but the program's output.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
-/// Installs the programs' Ctrl-C handler on `shutdown` ([`shutdown::on_ctrl_c`]).
-///
-/// # Errors
-/// The handler could not be installed.
-pub fn install_ctrl_c(shutdown: &Shutdown) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let flag = shutdown.clone();
-    ctrlc::set_handler(move || shutdown::on_ctrl_c(&flag))
-        .context("cannot install the Ctrl-C handler")
-}
-
-/// The exit status of a program that ended with `result`, after printing its error. Ctrl-C ends
-/// a follow or a read of standard input normally, but the status still says it was interrupted,
-/// as after any other Ctrl-C; Ctrl-C and a closed output pipe are ends the user chose, so their
-/// errors are not printed: the command has said what it did already.
-pub fn exit_status(result: anyhow::Result<()>, shutdown: &Shutdown) -> ExitCode {
-    match result {
-        Ok(()) if shutdown.is_signalled() => ExitCode::from(ClientError::Interrupted.exit_code()),
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let client_error = e.downcast_ref::<ClientError>();
-            let quiet = client_error
-                .is_some_and(|e| e.is_broken_pipe() || matches!(e, ClientError::Interrupted));
-            if !quiet {
-                eprintln!("error: {e:#}");
-            }
-            ExitCode::from(client_error.map_or(1, ClientError::exit_code))
-        }
-    }
-}
+pub use ::client::{client, endpoints, error, security, shutdown};
+pub use ::client::{
+    exit_status, init_tracing, install_ctrl_c, Client, ClientError, Endpoints, Result, Shutdown,
+    DEFAULT_TIMEOUT,
+};

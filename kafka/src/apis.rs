@@ -28,7 +28,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use clients::{Client, ClientError};
+use client::{Client, ClientError};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -52,7 +52,7 @@ use kafka_protocol::messages::{
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use clients::security::Credentials;
+use client::security::Credentials;
 use protocol::{ErrorCode, Fetch, Request, ResetTo, Retention, TopicInfo};
 
 use crate::claim::SharedClaim;
@@ -572,7 +572,7 @@ impl Native {
     }
 
     /// Every topic, from `list_topics` under the shared claim.
-    fn topics(&mut self) -> clients::Result<Vec<TopicInfo>> {
+    fn topics(&mut self) -> client::Result<Vec<TopicInfo>> {
         self.claim.with(&mut self.client, |client, token| client.list_topics(token))
     }
 
@@ -631,7 +631,7 @@ impl Native {
     }
 
     /// Creates `topic` with the broker's retention; one that exists already is fine.
-    fn create_topic(&mut self, topic: &str) -> clients::Result<()> {
+    fn create_topic(&mut self, topic: &str) -> client::Result<()> {
         let request = Request::CreateTopic { topic, retention: Retention::default() };
         match self.client.call(&request, |_| Ok(())) {
             Err(e) if e.broker_code() == Some(ErrorCode::TopicExists) => Ok(()),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use clients::{Client, ClientError};
+use client::{Client, ClientError};
 use protocol::ErrorCode;
 
 /// The name the gateway's claim shows in `status`.
@@ -42,8 +42,8 @@ impl SharedClaim {
     pub fn with<T>(
         &self,
         client: &mut Client,
-        mut read: impl FnMut(&mut Client, u64) -> clients::Result<T>,
-    ) -> clients::Result<T> {
+        mut read: impl FnMut(&mut Client, u64) -> client::Result<T>,
+    ) -> client::Result<T> {
         let token = self.token(client)?;
         match read(client, token) {
             Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
@@ -78,7 +78,7 @@ impl SharedClaim {
     }
 
     /// The held token, or a new claim's.
-    fn token(&self, client: &mut Client) -> clients::Result<u64> {
+    fn token(&self, client: &mut Client) -> client::Result<u64> {
         let mut held = self
             .token
             .lock()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use clients::{Client, ClientError};
+use client::{Client, ClientError};
 
 use crate::apis::{Door, Session, BROKER_TIMEOUT};
 use crate::claim::SharedClaim;

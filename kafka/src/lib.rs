@@ -3,7 +3,7 @@
 //! one.
 //!
 //! The gateway is a program of its own that speaks the native protocol to the broker through
-//! `clients::Client`, exactly as `producer` and `consumer` do, so it holds no state of its own
+//! `client::Client`, exactly as `producer` and `consumer` do, so it holds no state of its own
 //! and can do nothing a native client could not. [`gateway`] accepts Kafka connections, one
 //! thread each; [`frame`] reads and writes Kafka's size-prefixed frames with the
 //! `kafka-protocol` crate; [`batch`] reads Produce's record batches; [`apis`] answers each API by calling the broker; [`claim`] holds the

@@ -44,7 +44,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    clients::init_tracing();
+    client::init_tracing();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -218,7 +218,7 @@ impl ClientError {
     }
 
     /// An error for writing standard output.
-    pub(crate) fn output(source: io::Error) -> ClientError {
+    pub fn output(source: io::Error) -> ClientError {
         ClientError::Io { what: "cannot write to standard output", source }
     }
 }
