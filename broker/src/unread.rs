@@ -200,6 +200,15 @@ struct Counted {
 }
 
 impl Reply {
+    /// The encoded reply, for tests that read what would be sent.
+    #[cfg(test)]
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Body::Small(message) => message,
+            Body::Counted(reply) => &reply.bytes,
+        }
+    }
+
     /// Sends the reply as the last frame of a message on `socket`, handing its bytes to ZeroMQ
     /// without a copy. ZeroMQ drops the reply, and so gives back its charge, once it has
     /// written it out; if the send fails, it is dropped here.

@@ -22,6 +22,15 @@ pub struct WaitingClaim<E> {
     pub deadline: Instant,
 }
 
+impl<E> WaitingClaim<E> {
+    /// The same, its reply going to `envelope`: a command decides to hold a request, the
+    /// server knows where its reply goes.
+    pub fn routed<F>(self, envelope: F) -> WaitingClaim<F> {
+        let WaitingClaim { envelope: _, broker, holder, deadline } = self;
+        WaitingClaim { envelope, broker, holder, deadline }
+    }
+}
+
 /// A fetch waiting for a message at the end of its topic.
 #[derive(Debug)]
 pub struct HeldFetch<E> {
@@ -39,6 +48,16 @@ pub struct HeldFetch<E> {
     pub max_bytes: u32,
     /// When to answer with no messages.
     pub deadline: Instant,
+}
+
+impl<E> HeldFetch<E> {
+    /// The same, its reply going to `envelope`: a command decides to hold a request, the
+    /// server knows where its reply goes.
+    pub fn routed<F>(self, envelope: F) -> HeldFetch<F> {
+        let HeldFetch { envelope: _, claim, topic, offset, max_messages, max_bytes, deadline } =
+            self;
+        HeldFetch { envelope, claim, topic, offset, max_messages, max_bytes, deadline }
+    }
 }
 
 /// A group fetch waiting for something to deliver to its member.
@@ -61,6 +80,24 @@ pub struct HeldGroupFetch<E> {
     pub wake: Instant,
     /// When to answer with nothing.
     pub until: Instant,
+}
+
+impl<E> HeldGroupFetch<E> {
+    /// The same, its reply going to `envelope`: a command decides to hold a request, the
+    /// server knows where its reply goes.
+    pub fn routed<F>(self, envelope: F) -> HeldGroupFetch<F> {
+        let HeldGroupFetch {
+            envelope: _,
+            claim,
+            group,
+            topic,
+            max_messages,
+            max_bytes,
+            wake,
+            until,
+        } = self;
+        HeldGroupFetch { envelope, claim, group, topic, max_messages, max_bytes, wake, until }
+    }
 }
 
 /// Every held reply.

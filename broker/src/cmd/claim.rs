@@ -6,6 +6,7 @@ use protocol::Response;
 use super::{deadline, refuse, Context, Outcome};
 use crate::broker::Broker;
 use crate::logical::ClaimError;
+use crate::waiting::WaitingClaim;
 
 /// Claims `wanted` (or any free logical broker) for `holder`. When none fits and the request
 /// may wait, the server holds it until one frees up.
@@ -18,11 +19,12 @@ pub fn apply<'a>(
 ) -> Outcome<'a> {
     match grant(broker, wanted, holder, cx) {
         Err(ClaimError::NoneAvailable(_) | ClaimError::Busy(_)) if wait_ms > 0 => {
-            Outcome::WaitForClaim {
+            Outcome::WaitForClaim(WaitingClaim {
+                envelope: (),
                 broker: wanted,
                 holder: holder.to_owned(),
                 deadline: deadline(cx.now, wait_ms),
-            }
+            })
         }
         Err(error) => refuse(error),
         Ok(reply) => Outcome::Reply(reply),

@@ -5,6 +5,7 @@ use protocol::{Fetch, Response};
 use super::{deadline, refuse, Context, Outcome};
 use crate::broker::Broker;
 use crate::store::{Budget, Store};
+use crate::waiting::HeldFetch;
 
 /// Reads what `fetch` asks for, renewing its claim. At the end of the topic, with a wait,
 /// the fetch is held (and its claim kept alive) until a message arrives or the wait ends.
@@ -17,14 +18,15 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: Fetch<'a>, cx: &Context<'_>) -> 
         let until = deadline(cx.now, fetch.wait_ms);
         // Cannot fail: the claim was renewed above, within this same request.
         let _ = broker.brokers.renew(fetch.claim, cx.now, until);
-        return Outcome::HoldFetch {
+        return Outcome::HoldFetch(HeldFetch {
+            envelope: (),
             claim: fetch.claim,
             topic: fetch.topic.to_owned(),
             offset: fetch.offset,
             max_messages: fetch.max_messages,
             max_bytes: fetch.max_bytes,
             deadline: until,
-        };
+        });
     }
     let budget = Budget::of_fetch(fetch.max_messages, fetch.max_bytes);
     Outcome::Reply(answer(&*broker.store, fetch.topic, fetch.offset, budget))

@@ -10,6 +10,7 @@ use super::{deadline, group_topic, refuse, Context, Outcome};
 use crate::broker::Broker;
 use crate::group::{GroupError, Groups};
 use crate::store::{Budget, Store};
+use crate::waiting::HeldGroupFetch;
 
 /// Delivers what `fetch` asks for to its member, renewing its claim. When nothing is there for
 /// the group and the fetch may wait, it is held (and its claim kept alive) until something
@@ -36,7 +37,8 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
         let until = deadline(cx.now, fetch.wait_ms);
         // Cannot fail: the claim was renewed above, within this same request.
         let _ = brokers.renew(fetch.claim, cx.now, until);
-        return Outcome::HoldGroupFetch {
+        return Outcome::HoldGroupFetch(HeldGroupFetch {
+            envelope: (),
             claim: fetch.claim,
             group: fetch.group.to_owned(),
             topic: fetch.topic.to_owned(),
@@ -44,7 +46,7 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: GroupFetch<'a>, cx: &Context<'_>
             max_bytes: fetch.max_bytes,
             wake: wake(groups, fetch.group, fetch.topic, until),
             until,
-        };
+        });
     }
     Outcome::Reply(response)
 }

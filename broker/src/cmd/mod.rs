@@ -26,6 +26,7 @@ use crate::broker::Broker;
 use crate::group::{self, GroupError};
 use crate::logical::ClaimError;
 use crate::store::{Store, StoreError};
+use crate::waiting::{HeldFetch, HeldGroupFetch, WaitingClaim};
 
 /// What the request's sender is, for the command to use.
 #[derive(Debug, Clone, Copy)]
@@ -43,47 +44,13 @@ pub struct Context<'p> {
 pub enum Outcome<'a> {
     /// Send this reply.
     Reply(Response<'a>),
-    /// Hold the request until a logical broker frees up or `deadline` passes.
-    WaitForClaim {
-        /// The logical broker wanted, or `None` for any.
-        broker: Option<u32>,
-        /// Who asked.
-        holder: String,
-        /// When to give up.
-        deadline: Instant,
-    },
-    /// Hold the fetch until its topic grows or `deadline` passes.
-    HoldFetch {
-        /// The claim it reads under.
-        claim: u64,
-        /// The topic.
-        topic: String,
-        /// The offset wanted.
-        offset: u64,
-        /// At most this many messages.
-        max_messages: u32,
-        /// At most this many bytes.
-        max_bytes: u32,
-        /// When to answer with nothing.
-        deadline: Instant,
-    },
+    /// Hold the request until a logical broker frees up or its deadline passes: the waiting
+    /// claim, routed nowhere yet (the server gives it the request's envelope).
+    WaitForClaim(WaitingClaim<()>),
+    /// Hold the fetch until its topic grows or its deadline passes.
+    HoldFetch(HeldFetch<()>),
     /// Hold the group fetch until something is there for the group or `until` passes.
-    HoldGroupFetch {
-        /// The member's claim.
-        claim: u64,
-        /// The group.
-        group: String,
-        /// The topic.
-        topic: String,
-        /// At most this many messages.
-        max_messages: u32,
-        /// At most this many bytes.
-        max_bytes: u32,
-        /// When to look again even if the topic does not grow: a pending message comes due.
-        wake: Instant,
-        /// When to answer with nothing.
-        until: Instant,
-    },
+    HoldGroupFetch(HeldGroupFetch<()>),
 }
 
 /// Applies `request` to `broker`.

@@ -136,7 +136,7 @@ fn a_held_fetch_keeps_its_claim_for_its_wait_and_a_lease_after() {
     let (id, token) = claim(&mut broker, None, t0);
     let wait = 2 * LEASE;
     let held = apply(fetch_at_end(token, wait.as_millis() as u64), &mut broker, &at(t0));
-    let Outcome::HoldFetch { deadline, offset: 3, .. } = held else {
+    let Outcome::HoldFetch(HeldFetch { deadline, offset: 3, .. }) = held else {
         panic!("expected the fetch at the end to be held, got {held:?}");
     };
     assert_eq!(deadline, t0 + wait);
@@ -158,7 +158,15 @@ fn a_held_fetch_is_answered_empty_when_its_wait_ends_and_no_later_than_the_longe
     let mut waiting = Waiting::default();
     for (envelope, wait_ms) in [(1, 300), (2, u64::MAX)] {
         let held = apply(fetch_at_end(token, wait_ms), &mut broker, &at(t0));
-        let Outcome::HoldFetch { claim, topic, offset, max_messages, max_bytes, deadline } = held
+        let Outcome::HoldFetch(HeldFetch {
+            claim,
+            topic,
+            offset,
+            max_messages,
+            max_bytes,
+            deadline,
+            ..
+        }) = held
         else {
             panic!("expected a held fetch, got {held:?}");
         };
@@ -191,7 +199,7 @@ fn a_waiting_claim_is_refused_when_its_wait_ends() {
     for (envelope, wanted) in [(1, None), (2, Some(1))] {
         let request = Request::Claim { broker: wanted, wait_ms: 300, client: Some("late") };
         let held = apply(request, &mut broker, &at(t0));
-        let Outcome::WaitForClaim { broker, holder, deadline } = held else {
+        let Outcome::WaitForClaim(WaitingClaim { broker, holder, deadline, .. }) = held else {
             panic!("expected a waiting claim, got {held:?}");
         };
         assert_eq!((broker, holder.as_str(), deadline), (wanted, "late", t0 + 300 * MS));
@@ -252,8 +260,16 @@ fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() 
     // so it wakes when its wait ends.
     for (envelope, wait) in [(1, 2 * ACK_TIMEOUT), (2, ACK_TIMEOUT / 2)] {
         let held = apply(group_fetch_of(b, wait.as_millis() as u64), &mut broker, &at(asked));
-        let Outcome::HoldGroupFetch { claim, group, topic, max_messages, max_bytes, wake, until } =
-            held
+        let Outcome::HoldGroupFetch(HeldGroupFetch {
+            claim,
+            group,
+            topic,
+            max_messages,
+            max_bytes,
+            wake,
+            until,
+            ..
+        }) = held
         else {
             panic!("expected a held group fetch, got {held:?}");
         };
