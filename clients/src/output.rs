@@ -96,15 +96,15 @@ struct JsonMessage<'a> {
     /// When the broker stored it, in milliseconds since the Unix epoch.
     timestamp: u64,
     /// The key as text, or `null` when absent or not UTF-8.
-    key: Option<&'a str>,
+    key: Option<Cow<'a, str>>,
     /// The key in hexadecimal, only when it is present and not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    key_hex: Option<String>,
+    key_hex: Option<Cow<'a, str>>,
     /// The value as text, or `null` when not UTF-8.
-    value: Option<&'a str>,
+    value: Option<Cow<'a, str>>,
     /// The value in hexadecimal, only when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    value_hex: Option<String>,
+    value_hex: Option<Cow<'a, str>>,
 }
 
 /// A logical broker as a JSON line; unlike the wire record, a free one has explicit `null`s.
@@ -189,10 +189,10 @@ pub fn write_message(
 ) -> io::Result<()> {
     if format.json {
         let (key, key_hex) = match message.key {
-            Some(key) => text_or_hex(key),
+            Some(key) => text_or_hex_fields(key),
             None => (None, None),
         };
-        let (value, value_hex) = text_or_hex(message.value);
+        let (value, value_hex) = text_or_hex_fields(message.value);
         let line = JsonMessage {
             topic,
             offset: message.offset,
@@ -442,11 +442,20 @@ pub fn hex(bytes: &[u8]) -> String {
     text
 }
 
-/// The text of `bytes` when it is UTF-8, else its hexadecimal.
-fn text_or_hex(bytes: &[u8]) -> (Option<&str>, Option<String>) {
+/// `bytes` as text when they are UTF-8, else as lower-case hexadecimal; and whether it is
+/// hexadecimal. What JSON output and the web console show of a key or a value.
+pub fn text_or_hex(bytes: &[u8]) -> (Cow<'_, str>, bool) {
     match std::str::from_utf8(bytes) {
-        Ok(text) => (Some(text), None),
-        Err(_) => (None, Some(hex(bytes))),
+        Ok(text) => (Cow::Borrowed(text), false),
+        Err(_) => (Cow::Owned(hex(bytes)), true),
+    }
+}
+
+/// [`text_or_hex`] as the two JSON fields that hold one or the other (`value`, `value_hex`).
+fn text_or_hex_fields(bytes: &[u8]) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) {
+    match text_or_hex(bytes) {
+        (hex, true) => (None, Some(hex)),
+        (text, false) => (Some(text), None),
     }
 }
 

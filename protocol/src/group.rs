@@ -4,25 +4,15 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// The longest group name, in bytes of UTF-8 (the same limit as topic names).
-pub const MAX_GROUP_NAME_BYTES: usize = 249;
+use crate::name::{check_name, NameRule, MAX_NAME_BYTES};
 
-/// Why a string is not a valid group name.
+/// The longest group name, in bytes of UTF-8 (the same limit as topic names).
+pub const MAX_GROUP_NAME_BYTES: usize = MAX_NAME_BYTES;
+
+/// Why a string is not a valid group name: the rule of [`check_name`] it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum InvalidGroupName {
-    /// The name is the empty string.
-    #[error("group name is empty")]
-    Empty,
-    /// The name is longer than [`MAX_GROUP_NAME_BYTES`].
-    #[error("group name is {0} bytes long; the limit is {MAX_GROUP_NAME_BYTES}")]
-    TooLong(usize),
-    /// The name holds a control character (a newline, a NUL, ...).
-    #[error("group name contains the control character {0:?}")]
-    ControlCharacter(char),
-    /// The name starts or ends with white space, which no one can see in a listing.
-    #[error("group name starts or ends with white space")]
-    OuterWhitespace,
-}
+#[error("group name {0}")]
+pub struct InvalidGroupName(pub NameRule);
 
 /// Checks a group name. The rules are those of topic names: 1 to 249 bytes of UTF-8, no
 /// control characters, no leading or trailing white space.
@@ -30,19 +20,7 @@ pub enum InvalidGroupName {
 /// # Errors
 /// Returns the first rule the name breaks.
 pub fn validate_group_name(name: &str) -> Result<(), InvalidGroupName> {
-    if name.is_empty() {
-        return Err(InvalidGroupName::Empty);
-    }
-    if name.len() > MAX_GROUP_NAME_BYTES {
-        return Err(InvalidGroupName::TooLong(name.len()));
-    }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(InvalidGroupName::ControlCharacter(c));
-    }
-    if name.trim() != name {
-        return Err(InvalidGroupName::OuterWhitespace);
-    }
-    Ok(())
+    check_name(name).map_err(InvalidGroupName)
 }
 
 /// Where a group that does not exist yet on a topic starts reading it (Kafka's
@@ -133,10 +111,14 @@ mod tests {
         for name in ["preparers", "Hola mundo", "a.b-c_d", "über"] {
             assert_eq!(validate_group_name(name), Ok(()), "{name}");
         }
-        assert_eq!(validate_group_name(""), Err(InvalidGroupName::Empty));
-        assert_eq!(validate_group_name(&"g".repeat(250)), Err(InvalidGroupName::TooLong(250)));
-        assert_eq!(validate_group_name("a\nb"), Err(InvalidGroupName::ControlCharacter('\n')));
-        assert_eq!(validate_group_name("g "), Err(InvalidGroupName::OuterWhitespace));
+        let refused = |name: &str| validate_group_name(name).map_err(|e| e.to_string());
+        assert_eq!(refused(""), Err("group name is empty".into()));
+        assert_eq!(
+            refused(&"g".repeat(250)),
+            Err("group name is 250 bytes long; the limit is 249".into())
+        );
+        assert_eq!(refused("a\nb"), Err("group name contains the control character '\\n'".into()));
+        assert_eq!(refused("g "), Err("group name starts or ends with white space".into()));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod fields;
 pub mod group;
 pub mod limits;
 mod msgpack;
+pub mod name;
 pub mod request;
 pub mod response;
 pub mod topic;

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::session::{Session, Sessions, CLAIMANT};
 use super::Query;
+use crate::output::text_or_hex;
 use crate::security::Credentials;
 use crate::ClientError;
 
@@ -164,11 +165,12 @@ impl Shown {
         let (key, key_hex) = match message.key {
             Some(key) => {
                 let (text, hex) = text_or_hex(key);
-                (Some(text), hex)
+                (Some(text.into_owned()), hex)
             }
             None => (None, false),
         };
         let (value, value_hex) = text_or_hex(message.value);
+        let value = value.into_owned();
         Shown {
             offset: message.offset,
             timestamp: message.timestamp,
@@ -177,14 +179,6 @@ impl Shown {
             value,
             value_hex,
         }
-    }
-}
-
-/// `bytes` as text when they are UTF-8, else as lowercase hex; and whether it is hex.
-fn text_or_hex(bytes: &[u8]) -> (String, bool) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_owned(), false),
-        Err(_) => (bytes.iter().map(|b| format!("{b:02x}")).collect(), true),
     }
 }
 
