@@ -34,7 +34,7 @@ use protocol::{validate_group_name, validate_topic_name};
 use serde::{Deserialize, Serialize};
 
 use crate::files::{self, sync_dir};
-use crate::store::format::{self, Header, GROUP_MAGIC, HEADER_LEN};
+use crate::store::format::{self, Header, GROUP, HEADER_LEN};
 
 /// The extension of a group state file.
 const EXTENSION: &str = "group";
@@ -70,7 +70,7 @@ pub fn file_name(group: &str, topic: &str) -> String {
 
 /// The bytes of a state file holding `saved`.
 pub fn encode(saved: &Saved) -> Vec<u8> {
-    let mut bytes = format::header(GROUP_MAGIC).to_vec();
+    let mut bytes = format::header(GROUP).to_vec();
     bytes.extend_from_slice(&[0; CRC]);
     // Writing plain strings and numbers to memory cannot fail.
     if let Err(error) = rmp_serde::encode::write_named(&mut bytes, saved) {
@@ -87,8 +87,8 @@ pub fn encode(saved: &Saved) -> Vec<u8> {
 /// # Errors
 /// What is wrong with them, for people; a format version this broker does not know.
 pub fn decode(bytes: &[u8]) -> Result<(Saved, bool), String> {
-    match format::read_header(bytes, GROUP_MAGIC) {
-        Header::Current => decode_body(&bytes[HEADER_LEN..]).map(|saved| (saved, false)),
+    match format::read_header(bytes, GROUP) {
+        Header::Known(_) => decode_body(&bytes[HEADER_LEN..]).map(|saved| (saved, false)),
         // A cut header is damage: the checksum check says so.
         Header::None | Header::Torn => decode_body(bytes).map(|saved| (saved, true)),
         Header::Unknown(version) => {

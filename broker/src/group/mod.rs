@@ -326,7 +326,7 @@ impl Groups {
                 "{old_format} group state files have no format header (written by an older \
                  broker): read as format 0; each is written in format {} when its state next \
                  changes",
-                crate::store::format::VERSION
+                crate::store::format::GROUP.version
             );
         }
         let mut aside = config.repair.then(|| {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use protocol::Retention;
 use serde::{Deserialize, Serialize};
 
-use super::format::{self, Header, META_MAGIC};
+use super::format::{self, Header, META};
 use crate::files::{self, sync_dir};
 
 /// The file in each topic directory that names the topic.
@@ -148,7 +148,7 @@ pub fn publish_meta(dir: &Path, flushed: bool) -> io::Result<()> {
 }
 
 fn meta_bytes(meta: &Meta) -> io::Result<Vec<u8>> {
-    let mut bytes = format::header(META_MAGIC).to_vec();
+    let mut bytes = format::header(META).to_vec();
     rmp_serde::encode::write_named(&mut bytes, meta).map_err(io::Error::other)?;
     Ok(bytes)
 }
@@ -176,8 +176,8 @@ pub fn read_meta(dir: &Path) -> Result<(Meta, bool), MetaError> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(MetaError::Missing),
         Err(error) => return Err(MetaError::Unreadable(error)),
     };
-    let (body, old) = match format::read_header(&bytes, META_MAGIC) {
-        Header::Current => (&bytes[format::HEADER_LEN..], false),
+    let (body, old) = match format::read_header(&bytes, META) {
+        Header::Known(_) => (&bytes[format::HEADER_LEN..], false),
         Header::None | Header::Torn => (&bytes[..], true),
         Header::Unknown(version) => {
             return Err(MetaError::Invalid(format!(

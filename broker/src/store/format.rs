@@ -12,31 +12,44 @@
 
 /// Bytes of the header.
 pub const HEADER_LEN: usize = 8;
-/// The magic number of a segment file.
-pub const SEGMENT_MAGIC: [u8; 6] = *b"BRKLOG";
-/// The magic number of a topic's `topic.meta`.
-pub const META_MAGIC: [u8; 6] = *b"BRKTOP";
-/// The magic number of a segment's index file.
-pub const INDEX_MAGIC: [u8; 6] = *b"BRKIDX";
-/// The magic number of a consumer group's state file (`group::disk`).
-pub const GROUP_MAGIC: [u8; 6] = *b"BRKGRP";
-/// The format version this broker writes.
-pub const VERSION: u16 = 1;
 
-/// The header of a file of this kind in the current version.
-pub fn header(magic: [u8; 6]) -> [u8; HEADER_LEN] {
+/// A kind of file: the magic number that names it, the format version this broker writes, and
+/// the oldest version with a header it still reads. Each kind has its own version, so that a
+/// change of one (the segments' record layout, say) leaves the others' files as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// The magic number.
+    pub magic: [u8; 6],
+    /// The version written.
+    pub version: u16,
+    /// The oldest version read; versions from this one to `version` are read.
+    pub oldest: u16,
+}
+
+/// A segment file of a topic's log.
+pub const SEGMENT: Kind = Kind { magic: *b"BRKLOG", version: 1, oldest: 1 };
+/// A topic's `topic.meta`.
+pub const META: Kind = Kind { magic: *b"BRKTOP", version: 1, oldest: 1 };
+/// A segment's index file.
+pub const INDEX: Kind = Kind { magic: *b"BRKIDX", version: 1, oldest: 1 };
+/// A consumer group's state file (`group::disk`).
+pub const GROUP: Kind = Kind { magic: *b"BRKGRP", version: 1, oldest: 1 };
+
+/// The header of a file of this kind in the version this broker writes.
+pub fn header(kind: Kind) -> [u8; HEADER_LEN] {
     let mut header = [0; HEADER_LEN];
-    header[..6].copy_from_slice(&magic);
-    header[6..].copy_from_slice(&VERSION.to_le_bytes());
+    header[..6].copy_from_slice(&kind.magic);
+    header[6..].copy_from_slice(&kind.version.to_le_bytes());
     header
 }
 
 /// What a file's first bytes say about its format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
-    /// The header of the current version.
-    Current,
-    /// This kind's magic number with a version this broker does not know.
+    /// The header of a version this broker reads (the one it writes, or an older one).
+    Known(u16),
+    /// This kind's magic number with a version this broker does not read: newer than it
+    /// writes, or older than the oldest it reads.
     Unknown(u16),
     /// Fewer bytes than a header, all of them the start of the current one: a header whose
     /// writing was cut short.
@@ -45,17 +58,16 @@ pub enum Header {
     None,
 }
 
-/// Reads the header of a file of the kind `magic` names from its first bytes.
-pub fn read_header(bytes: &[u8], magic: [u8; 6]) -> Header {
-    let current = header(magic);
+/// Reads the header of a file of `kind` from its first bytes.
+pub fn read_header(bytes: &[u8], kind: Kind) -> Header {
     if bytes.len() < HEADER_LEN {
-        return if current.starts_with(bytes) { Header::Torn } else { Header::None };
+        return if header(kind).starts_with(bytes) { Header::Torn } else { Header::None };
     }
-    if bytes[..6] != magic {
+    if bytes[..6] != kind.magic {
         return Header::None;
     }
     match u16::from_le_bytes([bytes[6], bytes[7]]) {
-        VERSION => Header::Current,
+        version if (kind.oldest..=kind.version).contains(&version) => Header::Known(version),
         other => Header::Unknown(other),
     }
 }
@@ -86,15 +98,34 @@ mod tests {
 
     #[test]
     fn headers_are_told_from_old_files_and_cut_ones() {
-        let current = header(SEGMENT_MAGIC);
-        assert_eq!(read_header(&current, SEGMENT_MAGIC), Header::Current);
-        assert_eq!(read_header(&current, INDEX_MAGIC), Header::None);
-        assert_eq!(read_header(&current[..3], SEGMENT_MAGIC), Header::Torn);
-        assert_eq!(read_header(&[], SEGMENT_MAGIC), Header::Torn);
+        let current = header(SEGMENT);
+        assert_eq!(read_header(&current, SEGMENT), Header::Known(SEGMENT.version));
+        assert_eq!(read_header(&current, INDEX), Header::None);
+        assert_eq!(read_header(&current[..3], SEGMENT), Header::Torn);
+        assert_eq!(read_header(&[], SEGMENT), Header::Torn);
         let mut later = current;
         later[6] = 9;
-        assert_eq!(read_header(&later, SEGMENT_MAGIC), Header::Unknown(9));
+        assert_eq!(read_header(&later, SEGMENT), Header::Unknown(9));
         // A record of an old segment: a small length, then a checksum.
-        assert_eq!(read_header(&[20, 0, 0, 0, 1, 2, 3, 4, 5], SEGMENT_MAGIC), Header::None);
+        assert_eq!(read_header(&[20, 0, 0, 0, 1, 2, 3, 4, 5], SEGMENT), Header::None);
+    }
+
+    #[test]
+    fn each_kind_reads_its_own_range_of_versions() {
+        let kind = Kind { magic: *b"BRKTST", version: 3, oldest: 2 };
+        let with = |version: u16| {
+            let mut bytes = header(kind);
+            bytes[6..].copy_from_slice(&version.to_le_bytes());
+            read_header(&bytes, kind)
+        };
+        assert_eq!(with(1), Header::Unknown(1), "older than the oldest read");
+        assert_eq!(with(2), Header::Known(2));
+        assert_eq!(with(3), Header::Known(3));
+        assert_eq!(with(4), Header::Unknown(4), "newer than written");
+        for kind in [SEGMENT, META, INDEX, GROUP] {
+            assert!(kind.oldest <= kind.version, "{kind:?}");
+        }
+        let magics = [SEGMENT.magic, META.magic, INDEX.magic, GROUP.magic];
+        assert!(magics.iter().enumerate().all(|(i, m)| !magics[i + 1..].contains(m)));
     }
 }

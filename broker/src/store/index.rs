@@ -11,7 +11,7 @@
 //! index that does not check out, or whose segment file is not `segment_len` bytes long, is never
 //! trusted: the segment is read and checked instead, and the index written anew.
 
-use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, INDEX_MAGIC};
+use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, INDEX};
 
 /// The extension of index files.
 pub const EXTENSION: &str = "idx";
@@ -50,7 +50,7 @@ impl Index {
     /// The file's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(HEADER_LEN + FIXED + 4 * self.positions.len() + 4);
-        bytes.extend_from_slice(&format::header(INDEX_MAGIC));
+        bytes.extend_from_slice(&format::header(INDEX));
         for field in [self.segment_len, self.count, self.payload_bytes, self.last_timestamp] {
             bytes.extend_from_slice(&field.to_le_bytes());
         }
@@ -69,7 +69,7 @@ impl Index {
     /// # Errors
     /// What is wrong with them, for people.
     pub fn decode(bytes: &[u8]) -> Result<Index, &'static str> {
-        if format::read_header(bytes, INDEX_MAGIC) != Header::Current {
+        if !matches!(format::read_header(bytes, INDEX), Header::Known(_)) {
             return Err("it does not begin with the header of an index file of version 1");
         }
         let Some(body_len) = bytes.len().checked_sub(4).filter(|&n| n >= HEADER_LEN + FIXED) else {

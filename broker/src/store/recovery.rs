@@ -192,7 +192,7 @@ pub fn recover(
         tracing::info!(
             "{old_format} segment files have no format header (written by an older broker): read \
              as format 0; new segments are written in format {}",
-            super::format::VERSION
+            super::format::SEGMENT.version
         );
     }
     if indexed > 0 {

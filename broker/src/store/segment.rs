@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use memmap2::{Mmap, UncheckedAdvice};
 use protocol::Message;
 
-use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, SEGMENT_MAGIC};
+use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, SEGMENT};
 use super::index::{self, Index};
 use crate::files;
 
@@ -245,7 +245,7 @@ impl Segment {
     /// bytes of records before it reports itself full.
     pub fn new(base_offset: u64, capacity: usize) -> Segment {
         let mut data = Vec::with_capacity(capacity.max(HEADER_LEN));
-        data.extend_from_slice(&format::header(SEGMENT_MAGIC));
+        data.extend_from_slice(&format::header(SEGMENT));
         Segment {
             base_offset,
             data: Records::Owned(data),
@@ -264,7 +264,7 @@ impl Segment {
     /// record that is cut short or fails its checksum and says where; the segment then holds
     /// the records before it. `capacity` is as for [`Segment::new`].
     pub fn recover(base_offset: u64, data: Vec<u8>, capacity: usize) -> (Segment, Option<Damage>) {
-        if format::read_header(&data, SEGMENT_MAGIC) == Header::Torn {
+        if format::read_header(&data, SEGMENT) == Header::Torn {
             // The file was made, and its first write cut short within the header: nothing of
             // it was ever acknowledged. Start it again; the file is cut to nothing.
             let mut segment = Segment::new(base_offset, capacity);
@@ -296,8 +296,8 @@ impl Segment {
     /// format, positions out of order or out of the file): then the segment must be checked.
     pub fn from_index(base_offset: u64, map: Mmap, index: &Index) -> Option<Segment> {
         let len = map.len();
-        let start = match format::read_header(&map, SEGMENT_MAGIC) {
-            Header::Current => HEADER_LEN,
+        let start = match format::read_header(&map, SEGMENT) {
+            Header::Known(_) => HEADER_LEN,
             Header::None => 0,
             Header::Unknown(_) | Header::Torn => return None,
         };
@@ -382,8 +382,8 @@ impl Segment {
     fn check(base_offset: u64, data: Records, capacity: usize) -> (Segment, Option<Damage>) {
         let mut segment = Segment { data, ..Segment::new(base_offset, 0) };
         let bytes = segment.data.bytes();
-        let mut at = match format::read_header(bytes, SEGMENT_MAGIC) {
-            Header::Current => HEADER_LEN,
+        let mut at = match format::read_header(bytes, SEGMENT) {
+            Header::Known(_) => HEADER_LEN,
             Header::None => 0,
             Header::Unknown(version) => {
                 // Nothing of it can be read: it holds no records this broker knows of, and
@@ -393,7 +393,7 @@ impl Segment {
                 let damage = Damage {
                     at_byte: 0,
                     offset: base_offset,
-                    reason: if version > format::VERSION {
+                    reason: if version > SEGMENT.version {
                         "the segment is of a newer format version than this broker reads"
                     } else {
                         "the segment is of an unknown format version"
