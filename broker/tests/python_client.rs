@@ -104,12 +104,7 @@ fn python_with(args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// Fails the test, saying what to install, unless `python3` can import pyzmq and msgpack.
 fn require_python_packages() {
-    let run = python(&["-c", "import zmq, msgpack"]);
-    assert!(
-        run.status.success(),
-        "python3 cannot import pyzmq and msgpack; {INSTALL}\n{}",
-        run.stderr
-    );
+    testkit::require::python_modules(&["zmq", "msgpack"]);
 }
 
 /// Runs `pyclient.py --connect endpoint args...`.

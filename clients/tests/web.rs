@@ -35,6 +35,7 @@ fn artefacts() -> PathBuf {
 
 /// Runs `web_browser.py CHECK` and fails the test when it does.
 fn check(name: &str) {
+    testkit::require::browser();
     let _one = BROWSER.lock().unwrap_or_else(PoisonError::into_inner);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web_browser.py");
     let broker = testkit::sibling_binary(Path::new(WEB), "broker");

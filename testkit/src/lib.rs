@@ -6,8 +6,9 @@
 //! files; it depends on nothing but `std`, `zmq` and `protocol`.
 
 mod nats;
+pub mod require;
 
-pub use nats::{free_port, NatsCluster, NatsServer};
+pub use nats::{NatsCluster, NatsServer};
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;

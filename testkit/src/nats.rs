@@ -15,6 +15,8 @@ pub struct NatsServer {
     child: Option<Child>,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its monitoring port, when it has one.
+    monitor: Option<u16>,
     /// Its JetStream store directory, kept across a stop and a start.
     dir: PathBuf,
     /// Extra arguments (a cluster's), repeated on a restart.
@@ -22,28 +24,37 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a single JetStream server on a free port.
+    /// Starts a single JetStream server on a port the server picks itself.
     ///
     /// # Panics
     /// `nats-server` is not installed (the message says how to install it), or it does not
     /// accept connections within [`STEP`].
     pub fn start() -> NatsServer {
-        NatsServer::start_with(free_port(), Vec::new())
+        NatsServer::start_with(Vec::new())
     }
 
-    /// Starts a server on `port` with `args` besides JetStream, address, port and store.
-    pub fn start_with(port: u16, args: Vec<String>) -> NatsServer {
+    /// Starts a server with `args` besides JetStream, address, port and store. Its client
+    /// port, and its monitoring and cluster ports when `args` ask for `-1` (any), are the
+    /// ones the server bound, read back from its ports file: nothing is bound and let go
+    /// beforehand, so no other process can take a port between the choice and the bind.
+    pub fn start_with(args: Vec<String>) -> NatsServer {
+        let mut server = NatsServer::prepare(args);
+        server.resume();
+        server
+    }
+
+    /// A server not started yet, with its store directory made.
+    fn prepare(args: Vec<String>) -> NatsServer {
+        crate::require::program("nats-server", "pip install -r scripts/requirements.txt");
         let dir = std::env::temp_dir().join(format!(
-            "nats-test-{}-{port}-{}",
+            "nats-test-{}-{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).expect("create the server's store directory");
-        let mut server = NatsServer { child: None, port, dir, args };
-        server.resume();
-        server
+        NatsServer { child: None, port: 0, monitor: None, dir, args }
     }
 
     /// The server's address for a client: `nats://127.0.0.1:PORT`.
@@ -59,30 +70,67 @@ impl NatsServer {
         }
     }
 
-    /// Starts the server again on the same port and store, and waits until it accepts
-    /// connections.
+    /// Starts the server again on the same ports and store (the first time, on the ports it
+    /// picks), and waits until it accepts connections.
+    ///
+    /// # Panics
+    /// It exits at start, or does not listen within [`STEP`].
     pub fn resume(&mut self) {
+        if let Err(why) = self.try_resume() {
+            panic!("{why}");
+        }
+    }
+
+    /// [`NatsServer::resume`], saying why the server did not start rather than panicking.
+    fn try_resume(&mut self) -> Result<(), String> {
         self.kill();
+        let ports = self.dir.join("ports");
+        let _ = std::fs::remove_dir_all(&ports);
+        std::fs::create_dir_all(&ports).expect("create the server's ports directory");
+        let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
+        // A restarted server keeps the ports it had: its peers and clients know them.
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|arg| match (arg.as_str(), self.monitor) {
+                ("-1", Some(monitor)) => monitor.to_string(),
+                _ => arg.clone(),
+            })
+            .collect();
         let mut command = Command::new("nats-server");
         command
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(&self.dir)
-            .args(&self.args)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
+            .arg(self.dir.join("store"))
+            .arg("--ports_file_dir")
+            .arg(&ports)
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = command.spawn().unwrap_or_else(|e| {
+        let mut child = command.spawn().unwrap_or_else(|e| {
             panic!(
-                "cannot start nats-server ({e}); install it with \
-                 `pip install -r scripts/requirements.txt`"
+                "cannot start nats-server ({e}); scripts/test.sh installs it \
+                 (pip install -r scripts/requirements.txt)"
             )
         });
-        self.child = Some(child);
         let deadline = Instant::now() + STEP;
+        let bound = loop {
+            if let Some(bound) = read_ports(&ports) {
+                break bound;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("nats-server exited at start ({status}): {command:?}"));
+            }
+            assert!(Instant::now() < deadline, "nats-server wrote no ports file within {STEP:?}");
+            thread::sleep(Duration::from_millis(20));
+        };
+        self.child = Some(child);
+        (self.port, self.monitor) = bound;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not listen within {STEP:?}");
             thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 }
 
@@ -93,57 +141,90 @@ impl Drop for NatsServer {
     }
 }
 
-/// A port free on 127.0.0.1 now (taken by the system, then let go).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// The client and monitoring ports a server wrote to its ports file in `dir`
+/// (`{"nats":["nats://127.0.0.1:4222"],"monitoring":["http://127.0.0.1:8222"],...}`), once
+/// the file is whole.
+fn read_ports(dir: &std::path::Path) -> Option<(u16, Option<u16>)> {
+    let file = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|entry| entry.path().extension().is_some_and(|extension| extension == "ports"))?;
+    let text = std::fs::read_to_string(file.path()).ok()?;
+    let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if !text.ends_with('}') {
+        return None;
+    }
+    let port_of = |key: &str| {
+        let rest = &text[text.find(&format!("\"{key}\":[\""))?..];
+        let rest = &rest[rest.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+        rest[..rest.find(|c: char| !c.is_ascii_digit())?].parse::<u16>().ok()
+    };
+    Some((port_of("nats")?, port_of("monitoring")))
 }
 
 /// Three `nats-server`s in one JetStream cluster on loopback, for `--replicas 3`.
 pub struct NatsCluster {
     /// The servers, named `n1`, `n2`, `n3`.
     pub servers: Vec<NatsServer>,
-    /// Their monitoring ports, for [`NatsCluster::wait_for_leader`].
-    monitors: Vec<u16>,
 }
 
 impl NatsCluster {
-    /// Starts the three servers and waits until JetStream has elected its meta leader.
+    /// Starts the three servers and waits until JetStream has elected its meta leader. The
+    /// client and monitoring ports are the servers' own picks, read back; the cluster ports
+    /// must be known to every server before it starts (a JetStream cluster needs configured
+    /// routes), so they are chosen free beforehand, and the whole cluster is started again on
+    /// other ports if another process took one meanwhile.
     ///
     /// # Panics
     /// As [`NatsServer::start`], or no leader within [`STEP`].
     pub fn start() -> NatsCluster {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let monitors: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let servers = (0..3)
-            .map(|at| {
-                let others: Vec<String> = (0..3)
-                    .filter(|&o| o != at)
-                    .map(|o| format!("nats://127.0.0.1:{}", routes[o]))
-                    .collect();
-                let args = vec![
-                    "-n".to_owned(),
-                    format!("n{}", at + 1),
-                    "-m".to_owned(),
-                    monitors[at].to_string(),
-                    "--cluster_name".to_owned(),
-                    "test".to_owned(),
-                    "--cluster".to_owned(),
-                    format!("nats://127.0.0.1:{}", routes[at]),
-                    "--routes".to_owned(),
-                    others.join(","),
-                ];
-                NatsServer::start_with(ports[at], args)
-            })
-            .collect();
-        let cluster = NatsCluster { servers, monitors };
-        cluster.wait_for_leader();
-        cluster
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match NatsCluster::try_start() {
+                Ok(cluster) => {
+                    cluster.wait_for_leader();
+                    return cluster;
+                }
+                Err(why) if tries >= 5 => panic!("the NATS cluster did not start: {why}"),
+                Err(_) => continue,
+            }
+        }
     }
 
+    /// Starts the three servers on fresh cluster ports; why one did not start.
+    fn try_start() -> Result<NatsCluster, String> {
+        crate::require::program("nats-server", "pip install -r scripts/requirements.txt");
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut servers = Vec::new();
+        for at in 0..3 {
+            let others: Vec<String> = (0..3)
+                .filter(|&o| o != at)
+                .map(|o| format!("nats://127.0.0.1:{}", routes[o]))
+                .collect();
+            let args = vec![
+                "-n".to_owned(),
+                format!("n{}", at + 1),
+                "-m".to_owned(),
+                "-1".to_owned(),
+                "--cluster_name".to_owned(),
+                "test".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{}", routes[at]),
+                "--routes".to_owned(),
+                others.join(","),
+            ];
+            let mut server = NatsServer::prepare(args);
+            server.try_resume()?;
+            servers.push(server);
+        }
+        Ok(NatsCluster { servers })
+    }
+
+    /// The monitoring ports of the servers, for [`NatsCluster::wait_for_leader`].
+    fn monitors(&self) -> impl Iterator<Item = u16> + '_ {
+        self.servers.iter().filter_map(|server| server.monitor)
+    }
     /// `--store`'s value naming every server.
     pub fn url(&self) -> String {
         let addresses: Vec<String> =
@@ -157,9 +238,8 @@ impl NatsCluster {
     pub fn stream_leader(&self, stream: &str) -> Option<usize> {
         let path = "/jsz?accounts=true&streams=true";
         let leader = self
-            .monitors
-            .iter()
-            .filter_map(|&port| monitor(port, path))
+            .monitors()
+            .filter_map(|port| monitor(port, path))
             .find_map(|body| leader_in(&body, stream))?;
         let number: usize = leader.strip_prefix('n')?.parse().ok()?;
         (1..=self.servers.len()).contains(&number).then(|| number - 1)
@@ -177,9 +257,8 @@ impl NatsCluster {
             }
             if Instant::now() >= deadline {
                 let said = self
-                    .monitors
-                    .iter()
-                    .find_map(|&port| monitor(port, "/jsz?accounts=true&streams=true"));
+                    .monitors()
+                    .find_map(|port| monitor(port, "/jsz?accounts=true&streams=true"));
                 panic!("stream {stream} has no leader after {STEP:?}; /jsz says {said:?}");
             }
             thread::sleep(Duration::from_millis(100));
@@ -196,7 +275,7 @@ impl NatsCluster {
         loop {
             // Led, and every other server current: a stream of three replicas can be placed.
             let peers = self.servers.len() - 1;
-            let led = self.monitors.iter().any(|&port| {
+            let led = self.monitors().any(|port| {
                 monitor(port, "/jsz").is_some_and(|body| {
                     let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
                     let meta = body.find("\"meta_cluster\"").map_or("", |at| &body[at..]);
@@ -210,6 +289,15 @@ impl NatsCluster {
             thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A port free on 127.0.0.1 now (taken by the system, then let go): only for the cluster
+/// ports, which [`NatsCluster::start`] retries when another process took one meanwhile.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// The body of `GET path` from a server's monitoring port, if it answers.

@@ -76,6 +76,11 @@ impl Drop for Door {
 /// end in time.
 pub fn run(mut command: Command, stdin: &str) -> Output {
     use std::io::Write as _;
+    match command.get_program().to_str() {
+        Some("kcat") => testkit::require::program("kcat", "apt-get install kcat"),
+        Some("python3") => testkit::require::python_modules(&["confluent_kafka", "kafka"]),
+        _ => {}
+    }
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
