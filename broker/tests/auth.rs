@@ -696,3 +696,108 @@ fn without_auth_the_broker_serves_anyone_as_before() {
     // No key line: the broker prints nothing more on stdout.
     assert_eq!(broker.stdout_line(wire::QUIET), None);
 }
+
+/// Sockets logging in as `full` with a wrong password from 127.0.0.2, each trying again every
+/// 10 ms after a refusal, as a flood would; and a monitor on each, reporting its refusals:
+/// `HANDSHAKE_FAILED_AUTH` for a password checked and found wrong, `DISCONNECTED` for a login
+/// dropped unchecked (ZAP's temporary error, which RFC 27 answers by closing silently).
+fn login_flood(
+    context: &zmq::Context,
+    port: &str,
+    sockets: usize,
+) -> (Vec<zmq::Socket>, Vec<zmq::Socket>) {
+    // libzmq's `source;destination` form: the flood comes from another loopback address.
+    let endpoint = format!("tcp://127.0.0.2:0;127.0.0.1:{port}");
+    let mut flood = Vec::new();
+    let mut monitors = Vec::new();
+    for _ in 0..sockets {
+        let socket = context.socket(zmq::REQ).expect("REQ");
+        socket.set_linger(0).expect("linger");
+        socket.set_reconnect_ivl(10).expect("reconnect interval");
+        socket.set_plain_username(Some("full")).expect("user");
+        socket.set_plain_password(Some("not the password")).expect("password");
+        let monitor_endpoint =
+            format!("inproc://auth-test-monitor-{}", MONITORS.fetch_add(1, Ordering::Relaxed));
+        let events =
+            zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+        socket.monitor(&monitor_endpoint, events).expect("monitor");
+        let monitor = context.socket(zmq::PAIR).expect("PAIR");
+        monitor.connect(&monitor_endpoint).expect("connect the monitor");
+        flood.push(socket);
+        monitors.push(monitor);
+    }
+    for socket in &flood {
+        socket.connect(&endpoint).expect("connect");
+    }
+    (flood, monitors)
+}
+
+/// Waits for the first refusal of the flood, at most [`STEP`].
+fn flood_refused(monitors: &[zmq::Socket]) {
+    let mut items: Vec<_> = monitors.iter().map(|m| m.as_poll_item(zmq::POLLIN)).collect();
+    let ready = zmq::poll(&mut items, STEP.as_millis() as i64).expect("poll the monitors");
+    assert!(ready > 0, "the flood was not refused within {STEP:?}");
+}
+
+/// The broker's count of logins since start, from the line it logs when it stops:
+/// (accepted, refused after a check, refused unchecked).
+fn logins_counted(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr.lines().find(|l| l.contains("logins since start: ")).unwrap_or("");
+    let numbers: Vec<u64> = line
+        .split("logins since start: ")
+        .nth(1)
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match numbers[..] {
+        [accepted, refused, unchecked, ..] => (accepted, refused, unchecked),
+        _ => panic!("no count of logins in the broker's log:\n{stderr}"),
+    }
+}
+
+#[test]
+fn a_login_flood_from_one_address_locks_out_no_user_from_another() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let port = broker.endpoint.rsplit(':').next().expect("a port").to_owned();
+    let context = zmq::Context::new();
+    let (flood, monitors) = login_flood(&context, &port, 256);
+    flood_refused(&monitors);
+    // Each of these waits for its handshake for at most the step limit. Before checks were
+    // bounded per address, they queued behind the flood's thousands of Argon2 checks.
+    for _ in 0..5 {
+        let full = login(&context, &broker.endpoint, "full");
+        assert_eq!(wire::status(&full).len(), 2, "served during the flood");
+    }
+    drop(flood);
+    let stderr = broker.interrupt();
+    assert!(stderr.contains("refused a login"), "{stderr}");
+}
+
+#[test]
+fn an_address_that_keeps_failing_has_one_password_checked_a_second() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let port = broker.endpoint.rsplit(':').next().expect("a port").to_owned();
+    let context = zmq::Context::new();
+    let (flood, monitors) = login_flood(&context, &port, 64);
+    flood_refused(&monitors);
+    let started = Instant::now();
+    // However long the flood runs, checks are spaced: count them over a few seconds of it.
+    let _full = login(&context, &broker.endpoint, "full");
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        let _ = login(&context, &broker.endpoint, "full");
+    }
+    drop(flood);
+    let seconds = started.elapsed().as_secs() + 1;
+    let stderr = broker.interrupt();
+    let (accepted, refused, unchecked) = logins_counted(&stderr);
+    assert!(accepted >= 2, "{stderr}");
+    // Five free failures, then one check a second (the flood may have begun a second early).
+    assert!(
+        refused <= 5 + seconds + 1,
+        "{refused} passwords checked from one address in about {seconds} s"
+    );
+    assert!(unchecked > refused, "the rest are refused unchecked: {unchecked} against {refused}");
+}

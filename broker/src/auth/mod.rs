@@ -6,27 +6,39 @@
 //! which must not hold up the requests of users already logged in), and says for each request
 //! whether its user may make it.
 
+pub mod admission;
 pub mod keys;
 pub mod permissions;
 pub mod users;
 pub mod zap;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use protocol::{excerpt, ErrorCode, Request, Response};
 use thiserror::Error;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::logical::LogicalBrokers;
 use crate::quiet::{Shown, Throttle};
+use admission::{Admission, Overflow};
 use keys::{encode_z85, ServerKeys};
 use permissions::Scope;
 use users::{UserId, Users};
-use zap::{Verdict, ZAP_ENDPOINT};
+use zap::{Credentials, Verdict, ZAP_ENDPOINT};
 
 /// The ZAP domain the broker's socket asks in.
 const ZAP_DOMAIN: &str = "broker";
+
+/// Password checks that run at once, each on a thread of its own: an Argon2 check takes a core
+/// for about 25 ms, and the machines the broker is measured on have two.
+const CHECKERS: usize = 2;
+
+/// Where the checking threads send their verdicts back to the ZAP handler.
+const CHECKED_ENDPOINT: &str = "inproc://broker-zap-checked";
 
 /// Why security could not be set up.
 #[derive(Debug, Error)]
@@ -87,6 +99,31 @@ pub struct Guard {
     /// Refused logins and handshakes, logged at most once a second; shared with the ZAP
     /// handler's thread.
     refused: Arc<Mutex<Throttle>>,
+    /// How the ZAP handler's logins came out, since start.
+    logins: Arc<Logins>,
+}
+
+/// How many logins the ZAP handler accepted and refused since the broker started.
+#[derive(Debug, Default)]
+pub struct Logins {
+    /// Accepted.
+    pub accepted: AtomicU64,
+    /// Refused after a check (a wrong password, an unknown user or key).
+    pub refused: AtomicU64,
+    /// Refused without a check: too many logins were waiting from the address, or in all.
+    pub unchecked: AtomicU64,
+}
+
+impl Logins {
+    /// Counts `verdict`.
+    fn count(&self, verdict: &Verdict) {
+        let counter = match verdict {
+            Verdict::Accept(_) => &self.accepted,
+            Verdict::Refuse(_) => &self.refused,
+            Verdict::Later(_) => &self.unchecked,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Guard {
@@ -98,7 +135,12 @@ impl std::fmt::Debug for Guard {
 impl Guard {
     /// No security: what the broker does without `--auth` and `--curve-secret-key`.
     pub fn off() -> Guard {
-        Guard { settings: Arc::default(), zap: false, refused: Arc::default() }
+        Guard {
+            settings: Arc::default(),
+            zap: false,
+            refused: Arc::default(),
+            logins: Arc::default(),
+        }
     }
 
     /// Sets up `settings` in `context`: binds the ZAP handler when anything is to be checked,
@@ -115,18 +157,40 @@ impl Guard {
         }
         let settings = Arc::new(settings);
         let refused = Arc::new(Mutex::new(Throttle::default()));
+        let logins = Arc::new(Logins::default());
         let zap = settings.users.is_some() || settings.curve.is_some();
         if zap {
-            let socket = context.socket(zmq::REP)?;
+            // A ROUTER, not a REP: the handler takes the next handshake's request while
+            // earlier ones are being checked, and answers each when its check is done.
+            let socket = context.socket(zmq::ROUTER)?;
             socket.set_linger(0)?;
             socket.bind(ZAP_ENDPOINT)?;
+            let checked = context.socket(zmq::PULL)?;
+            checked.set_linger(0)?;
+            checked.bind(CHECKED_ENDPOINT)?;
+            let checks = start_checkers(context, &settings)?;
             let (settings, refused) = (Arc::clone(&settings), Arc::clone(&refused));
+            let logins = Arc::clone(&logins);
             std::thread::Builder::new()
                 .name("zap".into())
-                .spawn(move || answer_zap(&socket, &settings, &refused))
+                .spawn(move || {
+                    let mut handler = ZapHandler {
+                        socket,
+                        checked,
+                        checks,
+                        settings,
+                        refused,
+                        logins,
+                        admission: Admission::new(admission::Limits::default()),
+                        checking: HashMap::new(),
+                        idle: CHECKERS,
+                        next_ticket: 0,
+                    };
+                    handler.run();
+                })
                 .map_err(|e| AuthError::Thread(e.to_string()))?;
         }
-        Ok(Guard { settings, zap, refused })
+        Ok(Guard { settings, zap, refused, logins })
     }
 
     /// Whether connections must complete a PLAIN or CURVE handshake.
@@ -180,6 +244,21 @@ impl Guard {
             self.refused.lock().unwrap_or_else(PoisonError::into_inner).take_suppressed();
         if suppressed > 0 {
             warn!(suppressed, "refused logins: {suppressed} more since the last warning");
+        }
+        if self.zap {
+            let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            let (accepted, refused, unchecked) = (
+                count(&self.logins.accepted),
+                count(&self.logins.refused),
+                count(&self.logins.unchecked),
+            );
+            info!(
+                accepted,
+                refused,
+                unchecked,
+                "logins since start: {accepted} accepted, {refused} refused after a check, \
+                 {unchecked} refused unchecked (too many waiting)"
+            );
         }
     }
 
@@ -250,35 +329,236 @@ impl Guard {
     }
 }
 
-/// The ZAP handler's loop: answers every request libzmq sends until the socket fails (the
-/// context ends). A refusal is logged, at most one line a second.
-fn answer_zap(socket: &zmq::Socket, settings: &Settings, refused: &Mutex<Throttle>) {
-    loop {
-        let frames = match socket.recv_multipart(0) {
-            Ok(frames) => frames,
-            Err(zmq::Error::EINTR) => continue,
-            Err(_) => return,
-        };
-        let (id, verdict, address) = match zap::decode(&frames) {
-            Some(request) => (
-                request.id.to_vec(),
-                zap::judge(settings.users.as_ref(), &request.credentials),
-                String::from_utf8_lossy(request.address).into_owned(),
-            ),
-            None => (Vec::new(), Verdict::Refuse("a malformed ZAP request".into()), String::new()),
-        };
-        if let Verdict::Refuse(why) = &verdict {
-            let admitted =
-                refused.lock().unwrap_or_else(PoisonError::into_inner).admit(Instant::now());
-            if let Some(suppressed) = admitted {
-                warn!(peer = %Shown(&address), suppressed, "refused a login: {why}");
+/// A PLAIN login waiting for its password check, or being checked.
+struct Login {
+    /// The routing frames of the ZAP request, through the delimiter.
+    envelope: Vec<Vec<u8>>,
+    /// The ZAP request's id, echoed in the reply.
+    id: Vec<u8>,
+    /// The user name sent.
+    user: Vec<u8>,
+    /// The password sent; dropped once handed to a checker.
+    password: Vec<u8>,
+    /// The peer's address, the source a flood is counted by.
+    address: String,
+}
+
+/// A password check handed to a checking thread.
+struct Check {
+    /// Names the login in [`ZapHandler::checking`].
+    ticket: u64,
+    /// The user name sent.
+    user: Vec<u8>,
+    /// The password sent.
+    password: Vec<u8>,
+}
+
+/// The ZAP handler's state, on its own thread: libzmq's questions come in on `socket`, password
+/// checks go to the checking threads through `checks` and come back on `checked`.
+struct ZapHandler {
+    /// Bound at [`ZAP_ENDPOINT`].
+    socket: zmq::Socket,
+    /// Bound at [`CHECKED_ENDPOINT`].
+    checked: zmq::Socket,
+    /// To the checking threads; at most [`CHECKERS`] checks are handed over at once, so it
+    /// never queues.
+    checks: mpsc::SyncSender<Check>,
+    /// The users.
+    settings: Arc<Settings>,
+    /// Refused logins, logged at most once a second.
+    refused: Arc<Mutex<Throttle>>,
+    /// How logins came out.
+    logins: Arc<Logins>,
+    /// The logins waiting for a check, by source address.
+    admission: Admission<Login>,
+    /// The logins being checked, by ticket.
+    checking: HashMap<u64, Login>,
+    /// Checking threads free.
+    idle: usize,
+    /// The next check's ticket.
+    next_ticket: u64,
+}
+
+impl ZapHandler {
+    /// Answers every request libzmq sends until a socket fails (the context ends).
+    fn run(&mut self) {
+        loop {
+            let timeout = self.admission.next_due().map_or(-1, |due| {
+                let left = due.saturating_duration_since(Instant::now());
+                left.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64
+            });
+            let mut items =
+                [self.socket.as_poll_item(zmq::POLLIN), self.checked.as_poll_item(zmq::POLLIN)];
+            match zmq::poll(&mut items, timeout) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(_) => return,
             }
-        }
-        // A REP socket must answer before it takes the next request.
-        if socket.send_multipart(zap::reply(&id, &verdict), 0).is_err() {
-            return;
+            let (asked, answered) = (items[0].is_readable(), items[1].is_readable());
+            if answered && self.take_verdicts().is_err() {
+                return;
+            }
+            if asked && self.take_requests().is_err() {
+                return;
+            }
+            self.start_checks();
         }
     }
+
+    /// Takes every ZAP request waiting: answers at once what needs no password check, and
+    /// queues the rest by source address (refusing unchecked what does not fit).
+    fn take_requests(&mut self) -> Result<(), zmq::Error> {
+        loop {
+            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return Ok(()),
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e),
+            };
+            // libzmq's ZAP requests come as a REQ socket's: routing frames, an empty delimiter.
+            let Some(delimiter) = frames.iter().position(Vec::is_empty) else { continue };
+            let (envelope, body) = frames.split_at(delimiter + 1);
+            let Some(request) = zap::decode(body) else {
+                let verdict = Verdict::Refuse("a malformed ZAP request".into());
+                self.answer(envelope, &[], &verdict, "")?;
+                continue;
+            };
+            let address = String::from_utf8_lossy(request.address).into_owned();
+            let Credentials::Plain { user, password } = request.credentials else {
+                let verdict = zap::judge(self.settings.users.as_ref(), &request.credentials);
+                self.answer(envelope, request.id, &verdict, &address)?;
+                continue;
+            };
+            let login = Login {
+                envelope: envelope.to_vec(),
+                id: request.id.to_vec(),
+                user: user.to_vec(),
+                password: password.to_vec(),
+                address: address.clone(),
+            };
+            if let Err((login, overflow)) = self.admission.offer(&address, login, Instant::now()) {
+                let why = match overflow {
+                    Overflow::Source => "too many logins from this address are waiting",
+                    Overflow::Total => "too many logins are waiting",
+                };
+                let verdict = Verdict::Later(format!("{why}; refused unchecked"));
+                self.answer(&login.envelope, &login.id, &verdict, &address)?;
+            }
+        }
+    }
+
+    /// Hands waiting logins to free checking threads, addresses without recent failures first.
+    fn start_checks(&mut self) {
+        while self.idle > 0 {
+            let Some((_, mut login)) = self.admission.next(Instant::now()) else { return };
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            let check = Check {
+                ticket,
+                user: login.user.clone(),
+                password: std::mem::take(&mut login.password),
+            };
+            if self.checks.send(check).is_err() {
+                return;
+            }
+            self.idle -= 1;
+            self.checking.insert(ticket, login);
+        }
+    }
+
+    /// Answers the logins whose checks are done, and records their outcome for their address.
+    fn take_verdicts(&mut self) -> Result<(), zmq::Error> {
+        loop {
+            let frames = match self.checked.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return Ok(()),
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e),
+            };
+            self.idle = (self.idle + 1).min(CHECKERS);
+            let Some((ticket, verdict)) = decode_verdict(&frames) else { continue };
+            let Some(login) = self.checking.remove(&ticket) else { continue };
+            let accepted = matches!(verdict, Verdict::Accept(_));
+            self.admission.settle(&login.address, accepted, Instant::now());
+            self.answer(&login.envelope, &login.id, &verdict, &login.address)?;
+        }
+    }
+
+    /// Sends the reply to a ZAP request, logging a refusal (at most one line a second).
+    fn answer(
+        &self,
+        envelope: &[Vec<u8>],
+        id: &[u8],
+        verdict: &Verdict,
+        address: &str,
+    ) -> Result<(), zmq::Error> {
+        self.logins.count(verdict);
+        if let Verdict::Refuse(why) | Verdict::Later(why) = verdict {
+            let admitted =
+                self.refused.lock().unwrap_or_else(PoisonError::into_inner).admit(Instant::now());
+            if let Some(suppressed) = admitted {
+                warn!(peer = %Shown(address), suppressed, "refused a login: {why}");
+            }
+        }
+        let mut frames = envelope.to_vec();
+        frames.extend(zap::reply(id, verdict));
+        self.socket.send_multipart(frames, zmq::DONTWAIT)
+    }
+}
+
+/// Starts the password-checking threads; the sender that hands them checks. Each sends its
+/// verdicts to [`CHECKED_ENDPOINT`] as `[ticket (u64 le), verdict frames...]`.
+///
+/// # Errors
+/// A thread or its socket could not be made.
+fn start_checkers(
+    context: &zmq::Context,
+    settings: &Arc<Settings>,
+) -> Result<mpsc::SyncSender<Check>, AuthError> {
+    let (sender, receiver) = mpsc::sync_channel::<Check>(CHECKERS);
+    let receiver = Arc::new(Mutex::new(receiver));
+    for n in 0..CHECKERS {
+        let push = context.socket(zmq::PUSH)?;
+        push.set_linger(0)?;
+        push.connect(CHECKED_ENDPOINT)?;
+        let (settings, receiver) = (Arc::clone(settings), Arc::clone(&receiver));
+        std::thread::Builder::new()
+            .name(format!("zap-check-{n}"))
+            .spawn(move || loop {
+                let next = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                let Ok(check) = next else { return };
+                let credentials =
+                    Credentials::Plain { user: &check.user, password: &check.password };
+                let verdict = zap::judge(settings.users.as_ref(), &credentials);
+                if push.send_multipart(encode_verdict(check.ticket, &verdict), 0).is_err() {
+                    return;
+                }
+            })
+            .map_err(|e| AuthError::Thread(e.to_string()))?;
+    }
+    Ok(sender)
+}
+
+/// A checking thread's message: the ticket, then whether accepted, then the user or the reason.
+fn encode_verdict(ticket: u64, verdict: &Verdict) -> [Vec<u8>; 3] {
+    let (kind, text): (&[u8], &str) = match verdict {
+        Verdict::Accept(user) => (b"accept", user),
+        Verdict::Refuse(why) => (b"refuse", why),
+        Verdict::Later(why) => (b"later", why),
+    };
+    [ticket.to_le_bytes().to_vec(), kind.to_vec(), text.as_bytes().to_vec()]
+}
+
+/// The ticket and verdict of a checking thread's message.
+fn decode_verdict(frames: &[Vec<u8>]) -> Option<(u64, Verdict)> {
+    let [ticket, kind, text] = frames else { return None };
+    let ticket = u64::from_le_bytes(<[u8; 8]>::try_from(ticket.as_slice()).ok()?);
+    let text = String::from_utf8_lossy(text).into_owned();
+    let verdict = match kind.as_slice() {
+        b"accept" => Verdict::Accept(text),
+        b"refuse" => Verdict::Refuse(text),
+        _ => Verdict::Later(text),
+    };
+    Some((ticket, verdict))
 }
 
 /// Whether `endpoint` can be reached from other machines: a TCP endpoint on an address other

@@ -175,6 +175,17 @@ impl Users {
         self.users.is_empty()
     }
 
+    /// Spends the time a wrong password's check takes, for a login naming no user: checks
+    /// `password` against the first password hash of the file (same cost parameters as the
+    /// users' own, from `broker hash-password`), whatever the outcome.
+    pub fn check_dummy(&self, password: &[u8]) {
+        if let Some(hash) = self.users.iter().find_map(|u| u.password_hash.as_deref()) {
+            if let Ok(hash) = PasswordHash::new(hash) {
+                let _ = Argon2::default().verify_password(password, &hash);
+            }
+        }
+    }
+
     /// The names of the users who have no password.
     pub fn without_password(&self) -> impl Iterator<Item = &str> {
         self.users.iter().filter(|u| u.password_hash.is_none()).map(|u| u.name.as_str())

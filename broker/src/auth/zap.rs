@@ -60,6 +60,11 @@ pub enum Verdict {
     Accept(String),
     /// Refused, with what the broker's log says about it.
     Refuse(String),
+    /// Refused without a check (too many logins waiting). Answered as a refusal (`400`), not
+    /// as RFC 27's temporary error (`300`): libzmq closes a connection refused with `300`
+    /// silently, without telling the client, which keeps its handshake open until the
+    /// handshake interval runs out, holding its buffers.
+    Later(String),
 }
 
 /// Decides on `credentials`: with `users`, they must name a user and prove it; without
@@ -75,7 +80,12 @@ pub fn judge(users: Option<&Users>, credentials: &Credentials<'_>) -> Verdict {
                     Verdict::Accept(found.name.clone())
                 }
                 Some(_) => Verdict::Refuse(format!("wrong password for user {}", shown(user))),
-                None => Verdict::Refuse(format!("unknown user {}", shown(user))),
+                None => {
+                    // As long as a wrong password's check, so that the time of a refusal does
+                    // not tell which user names exist.
+                    users.check_dummy(password);
+                    Verdict::Refuse(format!("unknown user {}", shown(user)))
+                }
             }
         }
         (Some(users), Credentials::Curve { key }) => {
@@ -97,6 +107,7 @@ pub fn reply(id: &[u8], verdict: &Verdict) -> [Vec<u8>; 6] {
     let (code, text, user): (&[u8], &[u8], &[u8]) = match verdict {
         Verdict::Accept(user) => (b"200", b"OK", user.as_bytes()),
         Verdict::Refuse(_) => (b"400", b"authentication failed", b""),
+        Verdict::Later(_) => (b"400", b"too many logins waiting; try again later", b""),
     };
     [VERSION.to_vec(), id.to_vec(), code.to_vec(), text.to_vec(), user.to_vec(), Vec::new()]
 }
