@@ -14,7 +14,10 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use protocol::{Append, ErrorCode, Message, NewMessage, Request, Response, Retention, TopicInfo};
+use protocol::{
+    Append, ErrorCode, GroupFetch, GroupStart, Message, NewMessage, Request, Response, Retention,
+    TopicInfo,
+};
 use serde::Deserialize;
 use testkit::{BrokerProcess, STEP};
 
@@ -976,5 +979,59 @@ fn list_topics_counts_only_the_messages_a_fetch_can_serve() {
         }
     }
     drop((socket, pipelined));
+    broker.interrupt();
+}
+
+#[test]
+fn a_damaged_record_refuses_a_group_fetch_as_it_refuses_a_fetch() {
+    let data = data_dir();
+    let broker = start_on(data.path(), &["--segment-bytes", SMALL_SEGMENT]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    append_one_by_one(&socket, "t", 0..20);
+    drop(socket);
+    broker.interrupt();
+    // Offset 1 of the oldest segment, which keeps its index: start-up trusts it, and the damage
+    // is found by the read that reaches it.
+    let (_, oldest) = segment_files(&dir_of(data.path(), "t")).remove(0);
+    let second_record = SEGMENT_HEADER + record_len(&retention_value(0));
+    flip_byte(&oldest, second_record + RECORD_FRAMING);
+
+    let broker = start_on(data.path(), &["--segment-bytes", SMALL_SEGMENT]);
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    expect_error(
+        &ask(&socket, &Request::Fetch(fetch_from(token, "t", 1))),
+        ErrorCode::InternalError,
+    );
+    let joined = ask(
+        &socket,
+        &Request::JoinGroup { claim: token, group: "g", topic: "t", start: GroupStart::Earliest },
+    );
+    assert!(matches!(joined, Response::Joined { .. }), "{joined:?}");
+    let group_fetch = Request::GroupFetch(GroupFetch {
+        claim: token,
+        group: "g",
+        topic: "t",
+        max_messages: 100,
+        max_bytes: 1 << 20,
+        wait_ms: 0,
+    });
+    // What comes before the damage is delivered; then the damage is refused, every time.
+    match ask(&socket, &group_fetch) {
+        Response::Delivered { messages, .. } => {
+            let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
+            assert_eq!(offsets, [0]);
+        }
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::InternalError),
+        other => panic!("expected offset 0 or a refusal, got {other:?}"),
+    }
+    for _ in 0..2 {
+        let reply = ask(&socket, &group_fetch);
+        expect_error(&reply, ErrorCode::InternalError);
+        let Response::Error { reason, .. } = reply else { unreachable!() };
+        assert!(reason.contains("00000000000000000000.log"), "{reason}");
+    }
+    drop(socket);
     broker.interrupt();
 }

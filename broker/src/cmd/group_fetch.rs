@@ -9,7 +9,7 @@ use protocol::{GroupFetch, Message, Response};
 use super::{deadline, group_topic, refuse, Context, Outcome};
 use crate::broker::Broker;
 use crate::group::{GroupError, Groups};
-use crate::store::{Budget, Store};
+use crate::store::{Budget, Store, StoreError};
 use crate::waiting::HeldGroupFetch;
 
 /// Delivers what `fetch` asks for to its member, renewing its claim. When nothing is there for
@@ -89,8 +89,14 @@ pub fn deliver<'a>(
     let mut messages: Vec<Message<'a>> = Vec::new();
     for offset in state.due(now, budget.messages_left()) {
         let mut one = Vec::with_capacity(1);
-        // An offset retention removed since is simply not there any more.
-        let _ = store.read(topic, offset, Budget::new(1, usize::MAX), &mut one);
+        match store.read(topic, offset, Budget::new(1, usize::MAX), &mut one) {
+            // An offset retention removed since is simply not there any more.
+            Ok(_) | Err(StoreError::OffsetOutOfRange { .. }) => {}
+            // A record that cannot be read (damaged) is refused as a plain fetch refuses it,
+            // unless earlier messages go first; then the next group fetch reaches it.
+            Err(error) if messages.is_empty() => return error.into(),
+            Err(_) => break,
+        }
         let Some(message) = one.pop() else { continue };
         if !budget.take(&message) {
             break;
@@ -98,8 +104,14 @@ pub fn deliver<'a>(
         messages.push(message);
     }
     if budget.messages_left() > 0 {
-        // Within `first..=end`: the state was fitted to the topic above.
-        let _ = store.read(topic, state.delivered(), budget, &mut messages);
+        // Within `first..=end`: the state was fitted to the topic above. A record that cannot
+        // be read is refused as above: never an empty delivery that would come again forever.
+        let read = store.read(topic, state.delivered(), budget, &mut messages);
+        if let Err(error) = read {
+            if messages.is_empty() {
+                return error.into();
+            }
+        }
     }
     let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
     let (redelivered, committed_offset) = if offsets.is_empty() {
