@@ -254,6 +254,11 @@ impl LogicalBrokers {
             .map(|c| c.holder.as_str())
     }
 
+    /// How many logical brokers `holder` holds now.
+    pub fn held_by(&self, holder: &str) -> usize {
+        self.brokers.iter().filter(|b| b.claim.as_ref().is_some_and(|c| c.holder == holder)).count()
+    }
+
     /// Ends claim `token`; returns the freed logical broker's id.
     ///
     /// # Errors

@@ -262,6 +262,8 @@ fn a_users_file_that_does_not_parse_stops_the_broker_with_file_line_and_reason()
         ("[users.a]\ncurve_public_key = \"abc\"\n", "line 2", "40 characters"),
         ("[users.a]\npassword_hash = \"$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\"\ntopics = { consume = [\"a*b\"] }\n", "line 3", "`*`"),
         ("[users.a]\nrole = \"admin\"\n", "line 2", "unknown field"),
+        ("[users.a]\npassword_hash = \"$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\"\n", "line 2", "checks Argon2 hashes"),
+        ("[users.a]\npassword_hash = \"$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\"\n", "line 2", "the limits are m=262144"),
         ("[users\n", "line 1", ""),
     ];
     for (text, line, reason) in cases {
@@ -800,4 +802,27 @@ fn an_address_that_keeps_failing_has_one_password_checked_a_second() {
         "{refused} passwords checked from one address in about {seconds} s"
     );
     assert!(unchecked > refused, "the rest are refused unchecked: {unchecked} against {refused}");
+}
+
+#[test]
+fn a_user_holds_at_most_its_max_claims_at_once() {
+    let dir = scratch();
+    let hash = hash_of(PASSWORD);
+    let text = format!(
+        "[users.reader]\npassword_hash = \"{hash}\"\nmax_claims = 1\n\
+         topics = {{ consume = [\"*\"] }}\n"
+    );
+    let broker = start_with(&write(dir.path(), "users.toml", &text), &["--brokers", "3"]);
+    let context = zmq::Context::new();
+    let reader = login(&context, &broker.endpoint, "reader");
+    let token = claim(&reader, None);
+    let again = ask(&reader, &Request::Claim { broker: None, wait_ms: 0, client: None });
+    expect_error(&again, ErrorCode::Forbidden);
+    let Response::Error { reason, .. } = again else { unreachable!() };
+    assert!(reason.contains("max_claims = 1"), "{reason}");
+    let free = wire::status(&reader).iter().filter(|b| b.available).count();
+    assert_eq!(free, 2, "the refusal took nothing");
+    assert!(matches!(ask(&reader, &Request::Release { claim: token }), Response::Released { .. }));
+    claim(&reader, None);
+    broker.interrupt();
 }

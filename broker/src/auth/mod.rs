@@ -317,6 +317,17 @@ impl Guard {
                 request.op()
             )));
         }
+        if let Request::Claim { .. } = request {
+            if let Some(limit) = user.max_claims {
+                let held = brokers.held_by(&user.name);
+                if held >= limit as usize {
+                    return Err(forbidden(format!(
+                        "user {} holds {held} claims, its limit (max_claims = {limit})",
+                        excerpt(&user.name)
+                    )));
+                }
+            }
+        }
         if let Some(token) = request.claim() {
             if brokers.holder_of(token).is_some_and(|holder| holder != user.name) {
                 return Err(forbidden(format!(

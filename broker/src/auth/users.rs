@@ -39,6 +39,8 @@ pub struct User {
     pub curve_key: Option<Key>,
     /// What the user may do.
     pub permissions: Permissions,
+    /// How many claims the user may hold at once (`max_claims`); no limit when absent.
+    pub max_claims: Option<u32>,
 }
 
 impl User {
@@ -106,9 +108,11 @@ impl Users {
                 Some(hash) => {
                     let line = line_of(hash.span());
                     let hash = hash.into_inner();
-                    PasswordHash::new(&hash).map_err(|e| {
+                    let parsed = PasswordHash::new(&hash).map_err(|e| {
                         (line, format!("password_hash of {name:?} is not a PHC string: {e}"))
                     })?;
+                    check_cost(&parsed)
+                        .map_err(|e| (line, format!("password_hash of {name:?} {e}")))?;
                     Some(hash)
                 }
                 None => None,
@@ -144,7 +148,8 @@ impl Users {
                 users.by_key.insert(key, index);
             }
             users.by_name.insert(name.clone(), index);
-            users.users.push(User { name, password_hash, curve_key, permissions });
+            let max_claims = raw_user.max_claims;
+            users.users.push(User { name, password_hash, curve_key, permissions, max_claims });
         }
         Ok(users)
     }
@@ -197,6 +202,35 @@ impl Users {
     }
 }
 
+/// The largest Argon2 memory cost a users file may ask for, in KiB: 256 MiB. Each check runs on
+/// one of the ZAP handler's two threads, so a costlier hash makes every login slow, and a flood
+/// of them costly.
+const MAX_MEMORY_KIB: u32 = 256 * 1024;
+/// The largest Argon2 time cost (passes) and parallelism a users file may ask for.
+const MAX_PASSES: u32 = 16;
+/// The largest Argon2 parallelism.
+const MAX_LANES: u32 = 16;
+
+/// Checks that `hash` is an Argon2 hash of a cost within the bounds above: whatever else a PHC
+/// string names could not be checked, and an unbounded cost lets the file stall every login.
+fn check_cost(hash: &PasswordHash) -> Result<(), String> {
+    if !hash.algorithm.as_str().starts_with("argon2") {
+        return Err(format!(
+            "is a {} hash; the broker checks Argon2 hashes (broker hash-password makes one)",
+            hash.algorithm
+        ));
+    }
+    let params = argon2::Params::try_from(hash).map_err(|e| format!("has bad parameters: {e}"))?;
+    let (memory, passes, lanes) = (params.m_cost(), params.t_cost(), params.p_cost());
+    if memory > MAX_MEMORY_KIB || passes > MAX_PASSES || lanes > MAX_LANES {
+        return Err(format!(
+            "costs m={memory} KiB, t={passes}, p={lanes}; the limits are m={MAX_MEMORY_KIB}, \
+             t={MAX_PASSES}, p={MAX_LANES}"
+        ));
+    }
+    Ok(())
+}
+
 /// The rights of one kind of name, checked.
 fn grants(
     raw: Option<RawGrants>,
@@ -236,6 +270,8 @@ struct RawUser {
     topics: Option<RawGrants>,
     /// Rights on groups.
     groups: Option<RawGrants>,
+    /// How many claims the user may hold at once.
+    max_claims: Option<u32>,
 }
 
 /// Rights as written: lists of patterns.
