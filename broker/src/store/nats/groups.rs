@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio::sync::mpsc as tmpsc;
 
 use super::runtime::{Command, NotSaved};
-use crate::group::{GroupLedger, SaveError, Saved};
+use crate::group::{SaveError, Saved, SharedStates};
 
 /// How long reading or storing group states may take before it counts as failed.
 const GROUPS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The [`GroupLedger`] of a broker process on a JetStream.
+/// The [`SharedStates`] of a broker process on a JetStream.
 #[derive(Debug)]
 pub struct NatsGroups {
     /// Commands to the store's runtime, which holds the connection.
@@ -51,7 +51,7 @@ fn decode(bytes: &[u8], group: &str, topic: &str) -> Result<Saved, String> {
     Ok(saved)
 }
 
-impl GroupLedger for NatsGroups {
+impl SharedStates for NatsGroups {
     fn load(&mut self, group: &str, topic: &str) -> Result<Option<(Saved, u64)>, String> {
         let (reply, answer) = mpsc::channel();
         if !self.send(Command::GroupLoad { key: key(group, topic), reply }) {
