@@ -37,8 +37,8 @@ use tokio::sync::mpsc as tmpsc;
 use crate::logical::ClaimChange;
 
 use super::{
-    check_name, check_range, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result,
-    Settled, StoreConfig, StoreError, Ticket, Topic, Totals,
+    check_name, check_range, unknown, Budget, CommitFailure, Files, InMemory, IoFailure, Log,
+    Renumbered, Result, Settled, Storage, StoreConfig, StoreError, Ticket, Topic, Totals,
 };
 use super::{disk, flush, recovery};
 use runtime::{Command, Event, Refusal, Staged};
@@ -82,17 +82,21 @@ impl NatsConfig {
     }
 }
 
+/// The copy of a topic a broker process serves reads from: in memory, or in files (which fall
+/// back to memory when their directory cannot be made).
+type Copy = Topic<Box<dyn Storage>>;
+
 /// A [`Log`] kept in a NATS JetStream, served from a copy in memory or in files.
 #[derive(Debug)]
 pub struct NatsLog {
     /// Every topic known, as read back from its stream: what reads see.
-    mirror: BTreeMap<String, Topic>,
+    mirror: BTreeMap<String, Copy>,
     /// The directory holding a directory of segment files for each topic's copy, laid out
     /// as a data directory (`topics/`); `None` when the copies are in memory.
     copies: Option<PathBuf>,
     /// The copies kept from an earlier run, until the runtime says whether each one's stream
     /// still holds it (`Event::Topic`'s `resumed`).
-    unverified: BTreeMap<String, Topic>,
+    unverified: BTreeMap<String, Copy>,
     /// How the store was set up.
     config: StoreConfig,
     /// The appends of the present pass, in order.
@@ -371,7 +375,7 @@ const CLEAN_MARK: &str = "clean";
 ///
 /// # Errors
 /// The folder cannot be removed or made.
-fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<String, Topic>)> {
+fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<String, Copy>)> {
     let copies = dir.join("copies");
     let failed = |what: &str, e| {
         StoreError::Io(IoFailure::doing(format!("cannot {what} {}", copies.display()), e))
@@ -380,7 +384,10 @@ fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<St
     if fs::remove_file(&mark).is_ok() {
         crate::files::sync_dir(&copies).map_err(|e| failed("flush", e))?;
         match recovery::recover(&copies, segment_bytes, None) {
-            Ok(recovered) => return Ok((copies, recovered.topics.into_iter().collect())),
+            Ok(recovered) => {
+                let kept = recovered.topics.into_iter().map(|(name, copy)| (name, copy.boxed()));
+                return Ok((copies, kept.collect()));
+            }
             Err(error) => tracing::warn!(%error, "the topics' copies do not open; read again"),
         }
     }
@@ -402,7 +409,7 @@ fn mark_clean(copies: &Path) -> io::Result<()> {
 }
 
 /// The payload its stream holds for `copy`'s last message; `None` for an empty copy.
-fn last_of(copy: &Topic) -> Option<bytes::Bytes> {
+fn last_of(copy: &Copy) -> Option<bytes::Bytes> {
     let last = copy.next_offset().checked_sub(1).filter(|&last| last >= copy.first_offset())?;
     let mut out = Vec::new();
     copy.read(last, &mut Budget::new(1, usize::MAX), &mut out).ok()?;
@@ -414,18 +421,19 @@ fn last_of(copy: &Topic) -> Option<bytes::Bytes> {
 /// directory of its own under `copies` (emptied first), with its `topic.meta` so that a later
 /// start can recover it. A copy whose directory cannot be made is kept in memory, with a log
 /// line saying so.
-fn new_copy(copies: Option<&Path>, topic: &str, first: u64, retention: Retention) -> Topic {
-    let Some(copies) = copies else { return Topic::in_memory_from(first, retention) };
+fn new_copy(copies: Option<&Path>, topic: &str, first: u64, retention: Retention) -> Copy {
+    let in_memory = || Topic::starting_at(Box::new(InMemory) as Box<dyn Storage>, first, retention);
+    let Some(copies) = copies else { return in_memory() };
     let dir = disk::topics_dir(copies).join(disk::topic_dir_name(topic));
     remove_copy_files(&dir);
     let meta = disk::Meta::new(topic, retention);
     let made = disk::create_topic_dir_unpublished(copies, &meta)
         .and_then(|dir| disk::publish_meta(&dir, true));
     match made {
-        Ok(()) => Topic::on_disk_from(dir, first, retention),
+        Ok(()) => Topic::starting_at(Box::new(Files::new(dir)), first, retention),
         Err(error) => {
             tracing::error!(%error, dir = %dir.display(), topic, "cannot make a copy's directory; kept in memory");
-            Topic::in_memory_from(first, retention)
+            in_memory()
         }
     }
 }
@@ -442,7 +450,7 @@ fn remove_copy_files(dir: &Path) {
 /// Makes the messages appended to a copy readable, written to its files (if it has them)
 /// without a flush: a clean stop flushes the copies, and after a crash they are read again
 /// from JetStream.
-fn keep(copy: &mut Topic, topic: &str) {
+fn keep(copy: &mut Copy, topic: &str) {
     if let Err(error) = copy.commit_unflushed() {
         tracing::error!(topic, %error, "cannot keep messages in the topic's copy; they are dropped from it");
     }
