@@ -15,15 +15,14 @@
 
 mod budget;
 pub mod damaged;
-mod disk;
+pub(crate) mod disk;
 mod file;
-mod flush;
+pub(crate) mod flush;
 pub mod format;
 mod index;
 mod log;
 mod memory;
-pub mod nats;
-mod recovery;
+pub(crate) mod recovery;
 mod segment;
 mod storage;
 mod topic;
@@ -36,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::nats::NatsConfig;
 use crate::quiet::Shown;
 use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, Retention, TopicInfo};
 use thiserror::Error;
@@ -45,7 +45,6 @@ pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use file::FileLog;
 pub use log::{Log, Store};
 pub use memory::{default_max_memory, MemoryLog};
-pub use nats::{NatsConfig, NatsLog};
 pub use storage::{DataDir, Files, InMemory, Medium, Storage};
 pub use topic::Topic;
 
@@ -798,19 +797,19 @@ impl<M: Medium> Topics<M> {
     }
 }
 
-fn check_name(topic: &str) -> Result<()> {
+pub(crate) fn check_name(topic: &str) -> Result<()> {
     validate_topic_name(topic).map_err(|e| StoreError::InvalidTopicName(topic.to_owned(), e))
 }
 
 /// Refuses a read of `topic` from `offset` outside `first..=next`, what the topic holds.
-fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
+pub(crate) fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
     if offset < first || offset > next {
         return Err(StoreError::OffsetOutOfRange { topic: topic.to_owned(), offset, first, next });
     }
     Ok(())
 }
 
-fn unknown(topic: &str) -> StoreError {
+pub(crate) fn unknown(topic: &str) -> StoreError {
     StoreError::UnknownTopic(topic.to_owned())
 }
 

@@ -1,25 +1,9 @@
-//! The log kept in a NATS JetStream (`broker --store nats://HOST:PORT[,...]`), shared by every
-//! broker process connected to it.
-//!
-//! Each topic is one stream with one subject; a message's offset is its stream sequence − 1, so
-//! every broker process gives the same offsets. The serving thread never waits on the network:
-//! appends are staged and handed, once per pass, to a tokio runtime on a thread of its own
-//! (`runtime`), which publishes them all at once, each with a de-duplication id
-//! (`Nats-Msg-Id`) so that a retried publish is stored once, and settles the commit when
-//! JetStream has acknowledged them all. Reads are served from a copy of each topic held in
-//! memory, or with `--copy-dir` in segment files there (the mirror), fed in stream order by an
-//! ordered consumer per topic on the runtime: appends made through other broker processes
-//! reach it the same way, and wake the fetches held on the topic. Copies in files are kept
-//! from one clean stop to the next start, and resumed where they end when their stream still
-//! holds their last message there.
-
-mod claims;
-mod groups;
-mod record;
-mod runtime;
-
-pub use claims::NatsClaims;
-pub use groups::NatsGroups;
+//! The log kept in a NATS JetStream: [`NatsLog`], the serving thread's side of the topics'
+//! streams. Appends are staged and handed, once per pass, to the runtime (`streams` publishes
+//! them); reads are served from a copy of each topic held in memory, or with `--copy-dir` in
+//! segment files there (the mirror), fed in stream order by the runtime's followers. Copies in
+//! files are kept from one clean stop to the next start, and resumed where they end when their
+//! stream still holds their last message there.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -35,52 +19,18 @@ use protocol::{Message, NewMessage, Retention, TopicInfo};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::logical::ClaimChange;
-
-use super::{
+use crate::store::{
     check_name, check_range, unknown, Budget, CommitFailure, Files, InMemory, IoFailure, Log,
     Renumbered, Result, Settled, Storage, StoreConfig, StoreError, Ticket, Topic, Totals,
 };
-use super::{disk, flush, recovery};
-use runtime::{Command, Event, Refusal, Staged};
+use crate::store::{disk, flush, recovery};
+
+use super::runtime::{self, Command, Event};
+use super::streams::{self, Refusal, Staged};
+use super::{record, NatsClaims, NatsConfig, NatsGroups};
 
 /// How long a create or a delete of a topic may take before it is refused.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// Where the JetStream is and how topics are kept there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsConfig {
-    /// The servers, as `nats://HOST:PORT`; the client reconnects to any of them.
-    pub servers: Vec<String>,
-    /// Copies JetStream keeps of each new topic's stream (1, or 3 on a cluster of three).
-    pub replicas: usize,
-    /// How long a claim lasts unrenewed: the claims bucket's time to live, the same for every
-    /// broker process (the first to create the bucket sets it).
-    pub lease: Duration,
-    /// Where the copy of each topic is kept in segment files (`--copy-dir`); `None` keeps it
-    /// in memory.
-    pub copy_dir: Option<PathBuf>,
-}
-
-impl NatsConfig {
-    /// Reads `nats://HOST:PORT[,HOST:PORT...]` (each later address may repeat `nats://`).
-    ///
-    /// # Errors
-    /// Not a `nats://` address, or an empty one.
-    pub fn parse(text: &str, replicas: usize) -> std::result::Result<NatsConfig, String> {
-        let rest = text
-            .strip_prefix("nats://")
-            .ok_or_else(|| format!("{text:?} is not a nats://HOST:PORT address"))?;
-        let servers: Vec<String> = rest
-            .split(',')
-            .map(|s| s.trim().trim_start_matches("nats://"))
-            .map(|s| format!("nats://{s}"))
-            .collect();
-        if rest.split(',').any(|s| s.trim().trim_start_matches("nats://").is_empty()) {
-            return Err(format!("{text:?} names an empty server address"));
-        }
-        Ok(NatsConfig { servers, replicas, lease: Duration::from_secs(30), copy_dir: None })
-    }
-}
 
 /// The copy of a topic a broker process serves reads from: in memory, or in files (which fall
 /// back to memory when their directory cannot be made).
@@ -355,7 +305,11 @@ impl NatsLog {
     /// Publishes `messages` on `topic` with these de-duplication ids, waiting for their acks:
     /// each one's stream sequence and whether JetStream found it a duplicate. For tests.
     #[cfg(test)]
-    fn publish_raw(&mut self, topic: &str, messages: Vec<(String, Vec<u8>)>) -> Vec<(u64, bool)> {
+    pub(super) fn publish_raw(
+        &mut self,
+        topic: &str,
+        messages: Vec<(String, Vec<u8>)>,
+    ) -> Vec<(u64, bool)> {
         let (reply, answer) = mpsc::channel();
         let command = Command::PublishRaw { topic: topic.to_owned(), messages, reply };
         self.commands.as_ref().map(|c| c.send(command));
@@ -546,7 +500,7 @@ impl Log for NatsLog {
     }
 
     fn wait_settled(&mut self) -> Vec<Settled> {
-        let deadline = Instant::now() + runtime::COMMIT_TIMEOUT * 3;
+        let deadline = Instant::now() + streams::COMMIT_TIMEOUT * 3;
         while self.in_flight.iter().any(|(_, appends)| !appends.is_empty()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
@@ -688,6 +642,3 @@ impl Drop for NatsLog {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
