@@ -20,8 +20,9 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::logical::ClaimChange;
 use crate::store::{
-    check_name, check_range, unknown, Budget, CommitFailure, Files, InMemory, IoFailure, Log,
-    Renumbered, Result, Settled, Storage, StoreConfig, StoreError, Ticket, Topic, Totals,
+    check_batch, check_name, check_range, unknown, Budget, CommitFailure, Files, InMemory,
+    IoFailure, Log, Renumbered, Result, Settled, Storage, StoreConfig, StoreError, Ticket, Topic,
+    Totals,
 };
 use crate::store::{disk, flush, recovery};
 
@@ -425,13 +426,7 @@ impl Log for NatsLog {
         messages: &[NewMessage<'_>],
         timestamp: u64,
     ) -> Result<(u64, u64)> {
-        check_name(topic)?;
-        let limit = self.config.max_message_bytes;
-        if let Some((index, size)) =
-            messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit)
-        {
-            return Err(StoreError::MessageTooLarge { index, size, limit });
-        }
+        check_batch(topic, messages, self.config.max_message_bytes)?;
         // A topic new here is listed at once, empty, as in the other stores; its stream's
         // state replaces it when the runtime finds or creates it.
         let retention = Retention::default();

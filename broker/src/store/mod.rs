@@ -410,13 +410,7 @@ impl<M: Medium> Topics<M> {
         messages: &[NewMessage<'_>],
         timestamp: u64,
     ) -> Result<(u64, u64)> {
-        check_name(topic)?;
-        let limit = self.config.max_message_bytes;
-        if let Some((index, size)) =
-            messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit)
-        {
-            return Err(StoreError::MessageTooLarge { index, size, limit });
-        }
+        check_batch(topic, messages, self.config.max_message_bytes)?;
         if let Some(limit) = self.config.max_bytes {
             let needed: u64 =
                 messages.iter().map(|m| segment::Segment::record_len(m.key, m.value) as u64).sum();
@@ -794,6 +788,25 @@ impl<M: Medium> Topics<M> {
             }
         }
         totals
+    }
+}
+
+/// Checks what an append asks before anything changes, for every store: the topic's name, and
+/// each message's size against `max_message_bytes`.
+///
+/// # Errors
+/// [`StoreError::InvalidTopicName`], or [`StoreError::MessageTooLarge`] naming the first
+/// message over the limit.
+pub(crate) fn check_batch(
+    topic: &str,
+    messages: &[NewMessage<'_>],
+    max_message_bytes: usize,
+) -> Result<()> {
+    check_name(topic)?;
+    let limit = max_message_bytes;
+    match messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit) {
+        Some((index, size)) => Err(StoreError::MessageTooLarge { index, size, limit }),
+        None => Ok(()),
     }
 }
 
