@@ -12,6 +12,8 @@
 //! that reported its changes become errors, so that nothing acknowledged to a client is lost.
 
 mod disk;
+mod ledger;
+mod shared;
 mod subscription;
 
 use crate::quiet::Shown;
@@ -24,48 +26,10 @@ use protocol::{validate_group_name, InvalidGroupName};
 use thiserror::Error;
 
 pub use disk::Saved;
+pub use ledger::{DiskLedger, Ledger, Stored, Unkept};
+pub use shared::{SaveError, SharedLedger, SharedStates};
 pub use subscription::{NotDelivered, Subscription};
 
-/// Where group states are also kept when several broker processes share their consumer
-/// groups (`--store nats://...`): the door to states changed through other processes.
-pub trait GroupLedger: std::fmt::Debug + Send {
-    /// The state stored for `group` on `topic` and its revision, if one is stored. Waits for
-    /// the answer (bounded).
-    ///
-    /// # Errors
-    /// The shared states cannot be reached.
-    fn load(&mut self, group: &str, topic: &str) -> Result<Option<(Saved, u64)>, String>;
-
-    /// Stores `states`, all at once, each only if its stored revision is still the one given
-    /// (compare-and-set; `None`: only if none is stored); for each, its new revision or why
-    /// it was not stored. Waits for the answers (bounded).
-    fn save(&mut self, states: Vec<(Saved, Option<u64>)>) -> Vec<Result<u64, SaveError>>;
-
-    /// Removes the state of `group` on `topic`, without waiting.
-    fn remove(&mut self, group: &str, topic: &str);
-}
-
-/// Why a shared group state was not stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SaveError {
-    /// Another broker process stored the state since this one last read or stored it: the
-    /// state stored now and its revision, or `None` when none is stored any more.
-    Conflict(Option<(Saved, u64)>),
-    /// The shared states could not be reached, or did not answer in time.
-    Failed(String),
-}
-
-/// The shared states of a broker process on a shared store.
-#[derive(Debug)]
-struct Shared {
-    /// Where they are kept.
-    ledger: Box<dyn GroupLedger>,
-    /// The revision of each state this process last stored or loaded: another one means that
-    /// another process changed it since.
-    seen: HashMap<Key, u64>,
-}
-
-use crate::files;
 use crate::store::{DamageReport, DamagedFile, Fsync, SetAside, Store, StoreConfig};
 
 /// How long a delivered message waits for its acknowledgement unless configured otherwise.
@@ -159,23 +123,7 @@ pub struct GroupCommitFailure {
 }
 
 /// A group and a topic: what names one group state.
-type Key = (String, String);
-
-/// Where the states of a broker with a data directory go, and what changed since the last commit.
-#[derive(Debug)]
-struct Files {
-    /// The groups directory.
-    dir: PathBuf,
-    /// Whether the directory exists: it is made when the first state is stored, so that a
-    /// broker whose clients use no groups keeps nothing but its topics.
-    exists: bool,
-    /// Whether files are flushed to disk before the commit ends.
-    sync: bool,
-    /// The states changed in this pass, in the order of their first change.
-    changed: Vec<Key>,
-    /// Each changed state as it was at the start of the pass; `None` for one made in the pass.
-    undo: HashMap<Key, Option<Subscription>>,
-}
+pub type Key = (String, String);
 
 /// Every group's state on every topic it reads.
 #[derive(Debug)]
@@ -186,10 +134,12 @@ pub struct Groups {
     by_topic: HashMap<String, BTreeSet<String>>,
     /// How long a delivered message waits for its acknowledgement.
     ack_timeout: Duration,
-    /// For a broker with a data directory, or with shared states (then with no directory).
-    files: Option<Files>,
-    /// The states shared with other broker processes, if they are.
-    shared: Option<Shared>,
+    /// Where the states are kept: nowhere, in files, or shared with other broker processes.
+    ledger: Box<dyn Ledger>,
+    /// The states changed in this pass, in the order of their first change.
+    changed: Vec<Key>,
+    /// Each changed state as it was at the start of the pass; `None` for one made in the pass.
+    undo: HashMap<Key, Option<Subscription>>,
 }
 
 impl Groups {
@@ -199,46 +149,29 @@ impl Groups {
             groups: BTreeMap::new(),
             by_topic: HashMap::new(),
             ack_timeout,
-            files: None,
-            shared: None,
+            ledger: Box::new(Unkept),
+            changed: Vec::new(),
+            undo: HashMap::new(),
         }
     }
 
-    /// Keeps every state in `ledger` too, shared with other broker processes: a join loads
+    /// Keeps every state in `states` too, shared with other broker processes: a join loads
     /// the state stored there when another process changed it, and each commit stores the
     /// states the pass changed. For a broker without a data directory.
-    pub fn share(&mut self, ledger: Box<dyn GroupLedger>) {
-        self.shared = Some(Shared { ledger, seen: HashMap::new() });
-        self.files = Some(Files {
-            dir: PathBuf::new(),
-            exists: true,
-            sync: false,
-            changed: Vec::new(),
-            undo: HashMap::new(),
-        });
+    pub fn share(&mut self, states: Box<dyn SharedStates>) {
+        self.keep_in(Box::new(SharedLedger::new(states)));
+    }
+
+    /// Keeps every state in `ledger` from now on.
+    pub fn keep_in(&mut self, ledger: Box<dyn Ledger>) {
+        self.ledger = ledger;
     }
 
     /// Takes the state of `group` on `topic` stored by another process, if it changed there
     /// since this process last saw it.
     fn refresh(&mut self, group: &str, topic: &str) {
-        let Some(shared) = &mut self.shared else { return };
-        let key = (group.to_owned(), topic.to_owned());
-        match shared.ledger.load(group, topic) {
-            Ok(Some((saved, revision))) if shared.seen.get(&key) != Some(&revision) => {
-                shared.seen.insert(key, revision);
-                tracing::info!(
-                    group = %Shown(group),
-                    topic = %Shown(topic),
-                    "took the group's state as stored: delivered offset {}, {} pending",
-                    saved.delivered,
-                    saved.pending.len()
-                );
-                self.adopt(group, topic, saved);
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(group = %Shown(group), topic = %Shown(topic), %error, "cannot read the group's shared state; going on with this process's");
-            }
+        if let Some(saved) = self.ledger.refresh(group, topic) {
+            self.adopt(group, topic, saved);
         }
     }
 
@@ -279,13 +212,8 @@ impl Groups {
         let dir = disk::groups_dir(data_dir);
         let io_error = |source| OpenError::Io { dir: dir.clone(), source };
         let stored = disk::read_all(&dir).map_err(io_error)?;
-        groups.files = Some(Files {
-            dir: dir.clone(),
-            exists: stored.is_some(),
-            sync: config.fsync != Fsync::Never,
-            changed: Vec::new(),
-            undo: HashMap::new(),
-        });
+        let sync = config.fsync != Fsync::Never;
+        groups.keep_in(Box::new(DiskLedger::new(dir.clone(), stored.is_some(), sync)));
         let stored = stored.unwrap_or_default();
 
         // Everything is checked before anything is changed.
@@ -497,34 +425,18 @@ impl Groups {
     /// Forgets every group's state on `topic`, and removes their files, for a deleted topic.
     pub fn drop_topic(&mut self, topic: &str) {
         let Some(names) = self.by_topic.remove(topic) else { return };
-        for group in names {
-            if let Some(topics) = self.groups.get_mut(&group) {
+        let names: Vec<String> = names.into_iter().collect();
+        for group in &names {
+            if let Some(topics) = self.groups.get_mut(group) {
                 topics.remove(topic);
                 if topics.is_empty() {
-                    self.groups.remove(&group);
+                    self.groups.remove(group);
                 }
             }
-            if let Some(shared) = &mut self.shared {
-                shared.ledger.remove(&group, topic);
-                shared.seen.remove(&(group.clone(), topic.to_owned()));
-                if let Some(files) = &mut self.files {
-                    files.undo.remove(&(group.clone(), topic.to_owned()));
-                }
-            } else if let Some(files) = &mut self.files {
-                if let Err(error) = disk::remove(&files.dir, &disk::file_name(&group, topic)) {
-                    tracing::warn!(group = %Shown(&group), topic = %Shown(topic), %error, "cannot remove a group's state file");
-                }
-                files.undo.remove(&(group.clone(), topic.to_owned()));
-            }
-            tracing::info!(group = %Shown(&group), topic = %Shown(topic), "forgot the group's state with its topic");
+            self.undo.remove(&(group.clone(), topic.to_owned()));
+            tracing::info!(group = %Shown(group), topic = %Shown(topic), "forgot the group's state with its topic");
         }
-        if let Some(files) =
-            self.files.as_ref().filter(|f| f.sync && f.exists && self.shared.is_none())
-        {
-            if let Err(error) = files::sync_dir(&files.dir) {
-                tracing::warn!(%error, "cannot flush the groups directory");
-            }
-        }
+        self.ledger.forget(topic, &names);
     }
 
     /// The group states `group` and `topic` select (all when both are `None`), ordered by
@@ -573,129 +485,25 @@ impl Groups {
     /// stored: each is put back as it was at the start of the pass, and what replies reported
     /// of its changes must become errors.
     pub fn commit(&mut self) -> Vec<GroupCommitFailure> {
-        if self.shared.is_some() {
-            return self.commit_shared();
-        }
-        let Some(files) = &mut self.files else { return Vec::new() };
-        let mut undo = std::mem::take(&mut files.undo);
-        let mut written = Vec::new();
-        let mut failed = Vec::new();
-        let changed = std::mem::take(&mut files.changed);
-        if !files.exists && !changed.is_empty() {
-            match disk::create_dir(&files.dir, files.sync) {
-                Ok(()) => files.exists = true,
-                Err(error) => {
-                    let reason = format!("cannot make {}: {error}", files.dir.display());
-                    failed.extend(
-                        changed
-                            .iter()
-                            .map(|key| (key.clone(), io::Error::new(error.kind(), reason.clone()))),
-                    );
-                }
-            }
-        }
-        for key in changed.into_iter().filter(|_| files.exists) {
-            let Some(state) = self.groups.get(&key.0).and_then(|topics| topics.get(&key.1)) else {
-                // Its topic was deleted in the same pass; its file went with it.
-                continue;
-            };
-            let saved = disk::Saved {
-                group: key.0.clone(),
-                topic: key.1.clone(),
-                delivered: state.delivered(),
-                pending: state.pending_offsets().collect(),
-            };
-            let name = disk::file_name(&key.0, &key.1);
-            match disk::replace(&files.dir, &name, &disk::encode(&saved), files.sync) {
-                Ok(()) => written.push(key),
-                Err(error) => failed.push((key, error)),
-            }
-        }
-        if files.sync && !written.is_empty() {
-            if let Err(error) = files::sync_dir(&files.dir) {
-                // The renames may not last: none of the pass's writes can be counted on.
-                let reason = error.to_string();
-                failed.extend(
-                    written
-                        .into_iter()
-                        .map(|key| (key, io::Error::new(error.kind(), reason.clone()))),
-                );
-            }
-        }
-        let mut failures = Vec::new();
-        for (key, error) in failed {
-            tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
-            self.undo(&key, undo.remove(&key).flatten());
-            failures.push(GroupCommitFailure {
-                group: key.0,
-                topic: key.1,
-                error,
-                transient: false,
-            });
-        }
-        failures
-    }
-
-    /// [`Groups::commit`] for shared states: stores the pass's changed states in the ledger in
-    /// one batch, each only if no other broker process stored it since this one last read or
-    /// stored it. A state another process changed meanwhile is reloaded as it stored it (this
-    /// pass's changes to it are dropped: they were made on an old copy); one that could not be
-    /// stored is undone. Either way the pass's replies about it are refused, with a state
-    /// error, so that the client asks again.
-    fn commit_shared(&mut self) -> Vec<GroupCommitFailure> {
-        let (Some(files), Some(shared)) = (&mut self.files, &mut self.shared) else {
-            return Vec::new();
-        };
-        let mut undo = std::mem::take(&mut files.undo);
-        let changed = std::mem::take(&mut files.changed);
-        let mut keys = Vec::new();
-        let mut states = Vec::new();
-        for key in changed {
-            let Some(state) = self.groups.get(&key.0).and_then(|topics| topics.get(&key.1)) else {
-                continue;
-            };
-            let saved = Saved {
-                group: key.0.clone(),
-                topic: key.1.clone(),
-                delivered: state.delivered(),
-                pending: state.pending_offsets().collect(),
-            };
-            states.push((saved, shared.seen.get(&key).copied()));
-            keys.push(key);
-        }
-        if states.is_empty() {
+        let changed = std::mem::take(&mut self.changed);
+        let mut undo = std::mem::take(&mut self.undo);
+        if changed.is_empty() {
             return Vec::new();
         }
-        let results = shared.ledger.save(states);
-        let mut failed = Vec::new();
-        let mut reloaded = Vec::new();
-        for (at, key) in keys.into_iter().enumerate() {
-            match results.get(at) {
-                Some(Ok(revision)) => {
-                    shared.seen.insert(key, *revision);
-                }
-                Some(Err(SaveError::Conflict(stored))) => {
-                    let reason = "another broker process changed it at the same time; it was \
-                                  read again, try again";
-                    match stored {
-                        Some((saved, revision)) => {
-                            shared.seen.insert(key.clone(), *revision);
-                            undo.remove(&key);
-                            reloaded.push((key.clone(), saved.clone()));
-                        }
-                        None => {
-                            shared.seen.remove(&key);
-                        }
-                    }
-                    failed.push((key, io::Error::other(reason)));
-                }
-                Some(Err(SaveError::Failed(error))) => {
-                    failed.push((key, io::Error::other(error.clone())))
-                }
-                None => failed.push((key, io::Error::other("no answer from the shared states"))),
-            }
-        }
-        for (key, saved) in reloaded {
+        let states = changed
+            .into_iter()
+            .map(|key| {
+                let saved = self.get(&key.0, &key.1).map(|state| Saved {
+                    group: key.0.clone(),
+                    topic: key.1.clone(),
+                    delivered: state.delivered(),
+                    pending: state.pending_offsets().collect(),
+                });
+                (key, saved)
+            })
+            .collect();
+        let stored = self.ledger.store(states);
+        for (key, saved) in stored.reloaded {
             tracing::info!(
                 group = %Shown(&key.0),
                 topic = %Shown(&key.1),
@@ -704,12 +512,17 @@ impl Groups {
                 saved.delivered,
                 saved.pending.len()
             );
+            // A state taken as stored by another process has nothing of this pass to undo.
+            undo.remove(&key);
             self.adopt(&key.0, &key.1, saved);
         }
         let mut failures = Vec::new();
-        for (key, error) in failed {
-            tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; its replies refused");
-            // A state taken as stored by another process has nothing of this pass to undo.
+        for (key, error) in stored.failed {
+            if stored.transient {
+                tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; its replies refused");
+            } else {
+                tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
+            }
             if let Some(earlier) = undo.remove(&key) {
                 self.undo(&key, earlier);
             }
@@ -717,7 +530,7 @@ impl Groups {
                 group: key.0,
                 topic: key.1,
                 error,
-                transient: true,
+                transient: stored.transient,
             });
         }
         failures
@@ -736,14 +549,16 @@ impl Groups {
     /// Notes that `group`'s state on `topic` changes in this pass, keeping what it was before
     /// the first change, for a broker that stores its groups.
     fn record(&mut self, group: &str, topic: &str) {
-        let Some(files) = &mut self.files else { return };
+        if !self.ledger.stores() {
+            return;
+        }
         let key = (group.to_owned(), topic.to_owned());
-        if files.undo.contains_key(&key) {
+        if self.undo.contains_key(&key) {
             return;
         }
         let before = self.groups.get(group).and_then(|topics| topics.get(topic)).cloned();
-        files.undo.insert(key.clone(), before);
-        files.changed.push(key);
+        self.undo.insert(key.clone(), before);
+        self.changed.push(key);
     }
 
     /// Adds a state, indexing it by topic.

@@ -145,7 +145,7 @@ fn only_what_changed_is_written_and_deleted_topics_take_their_files() {
     assert_eq!(files(), 2);
     // Joining again changes only the members, which are not stored: nothing to write.
     groups.join("g", "t", (2, 2), 0, |_| true);
-    assert!(groups.files.as_ref().unwrap().changed.is_empty());
+    assert!(groups.changed.is_empty());
 
     store.delete("t").unwrap();
     groups.drop_topic("t");
@@ -265,4 +265,114 @@ fn states_of_the_format_before_headers_open_and_are_rewritten_with_one() {
     assert!(std::fs::read(&file).unwrap().starts_with(b"BRKGRP\x01\x00"));
     let groups = open(&dir, &store);
     assert_eq!(groups.get("preparers", "orders").map(Subscription::committed), Some(1));
+}
+
+/// The states of a [`Bucket`] and their revisions; `None` while it cannot be reached.
+type Held = Option<HashMap<Key, (Saved, u64)>>;
+
+/// A key-value store of group states shared by the processes of a test, with revisions and
+/// compare-and-set as the NATS bucket has them, or down.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    /// The states and their revisions; `None` while the bucket cannot be reached.
+    states: std::sync::Arc<std::sync::Mutex<Held>>,
+}
+
+impl Bucket {
+    fn up() -> Bucket {
+        Bucket { states: std::sync::Arc::new(std::sync::Mutex::new(Some(HashMap::new()))) }
+    }
+
+    fn set_down(&self) {
+        *self.states.lock().unwrap() = None;
+    }
+}
+
+impl SharedStates for Bucket {
+    fn load(&mut self, group: &str, topic: &str) -> Result<Option<(Saved, u64)>, String> {
+        let states = self.states.lock().unwrap();
+        let states = states.as_ref().ok_or("down")?;
+        Ok(states.get(&(group.to_owned(), topic.to_owned())).cloned())
+    }
+
+    fn save(&mut self, batch: Vec<(Saved, Option<u64>)>) -> Vec<Result<u64, SaveError>> {
+        let mut states = self.states.lock().unwrap();
+        let Some(states) = states.as_mut() else {
+            return batch.iter().map(|_| Err(SaveError::Failed("down".into()))).collect();
+        };
+        batch
+            .into_iter()
+            .map(|(saved, revision)| {
+                let key = (saved.group.clone(), saved.topic.clone());
+                let stored = states.get(&key).cloned();
+                if stored.as_ref().map(|(_, r)| *r) != revision {
+                    return Err(SaveError::Conflict(stored));
+                }
+                let next = revision.unwrap_or(0) + 1;
+                states.insert(key, (saved, next));
+                Ok(next)
+            })
+            .collect()
+    }
+
+    fn remove(&mut self, group: &str, topic: &str) {
+        if let Some(states) = self.states.lock().unwrap().as_mut() {
+            states.remove(&(group.to_owned(), topic.to_owned()));
+        }
+    }
+}
+
+fn shared(bucket: &Bucket) -> Groups {
+    let mut groups = Groups::in_memory(TIMEOUT);
+    groups.share(Box::new(bucket.clone()));
+    groups
+}
+
+#[test]
+fn shared_states_are_taken_by_the_next_process_to_join() {
+    let bucket = Bucket::up();
+    let (mut a, mut b) = (shared(&bucket), shared(&bucket));
+    a.join("g", "t", (1, 1), 0, |_| true);
+    deliver(&mut a, "g", "t", 4);
+    a.update("g", "t", |s| s.ack(&[0, 1])).unwrap().unwrap();
+    assert!(a.commit().is_empty());
+    assert_eq!(b.join("g", "t", (2, 2), 0, |_| true), (false, 1), "b took a's state");
+    assert_eq!(summary(&b), [("g".into(), "t".into(), 2, 4, vec![2, 3])]);
+    a.drop_topic("t");
+    assert!(bucket.states.lock().unwrap().as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn a_shared_state_changed_elsewhere_at_the_same_time_is_taken_and_the_pass_refused() {
+    let bucket = Bucket::up();
+    let (mut a, mut b) = (shared(&bucket), shared(&bucket));
+    a.join("g", "t", (1, 1), 0, |_| true);
+    assert!(a.commit().is_empty());
+    b.join("g", "t", (2, 2), 0, |_| true);
+    deliver(&mut b, "g", "t", 3);
+    assert!(b.commit().is_empty());
+    // `a` delivers on its old copy: its commit conflicts, and it takes b's state.
+    deliver(&mut a, "g", "t", 1);
+    let failures = a.commit();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].transient);
+    assert_eq!(summary(&a), summary(&b));
+    assert!(a.get("g", "t").unwrap().is_member(1), "members stay");
+}
+
+#[test]
+fn a_pass_whose_shared_states_cannot_be_reached_is_undone() {
+    let bucket = Bucket::up();
+    let mut groups = shared(&bucket);
+    groups.join("g", "t", (1, 1), 0, |_| true);
+    deliver(&mut groups, "g", "t", 2);
+    assert!(groups.commit().is_empty());
+    let stored = summary(&groups);
+    bucket.set_down();
+    deliver(&mut groups, "g", "t", 2);
+    groups.join("new", "t", (2, 2), 0, |_| true);
+    let failures = groups.commit();
+    assert_eq!(failures.len(), 2);
+    assert!(failures.iter().all(|f| f.transient));
+    assert_eq!(summary(&groups), stored, "the pass's changes are undone");
 }

@@ -2,11 +2,11 @@
 //! (`disk`), read back and checked at start-up (`recovery`).
 
 use super::log::delegate_log;
-use super::{OpenError, StoreConfig, Topics};
+use super::{DataDir, OpenError, StoreConfig, Topics};
 
 /// A [`super::Log`] kept in files, which survives a restart.
 #[derive(Debug)]
-pub struct FileLog(Topics);
+pub struct FileLog(Topics<DataDir>);
 
 impl FileLog {
     /// Opens the data directory `config.data_dir` names (see `recovery`): a torn tail is cut and
@@ -17,10 +17,6 @@ impl FileLog {
     /// [`super::StoreError::Io`] when the directory cannot be read or written, or when `config`
     /// names no data directory.
     pub fn open(config: StoreConfig) -> Result<FileLog, OpenError> {
-        if config.data_dir.is_none() {
-            let error = std::io::Error::other("a file-backed log needs a data directory");
-            return Err(super::io_error(error).into());
-        }
         Topics::open(config).map(FileLog)
     }
 }

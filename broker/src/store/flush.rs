@@ -176,7 +176,7 @@ fn flush(root: &File, jobs: &[Job]) -> io::Result<()> {
 }
 
 /// Flushes every file of the file system holding `root`, metadata included.
-pub(super) fn syncfs(root: &File) -> io::Result<()> {
+pub(crate) fn syncfs(root: &File) -> io::Result<()> {
     extern "C" {
         fn syncfs(fd: std::ffi::c_int) -> std::ffi::c_int;
     }

@@ -8,9 +8,10 @@ use std::time::Instant;
 use protocol::{Message, NewMessage, Retention, TopicInfo};
 
 use super::{
-    Budget, CommitFailure, FileLog, MemoryLog, NatsLog, OpenError, Result, Settled, StoreConfig,
-    Ticket, Totals,
+    Budget, CommitFailure, FileLog, MemoryLog, OpenError, Result, Settled, StoreConfig, Ticket,
+    Totals,
 };
+use crate::nats::NatsLog;
 
 /// A store of topics, each an ordered log of messages numbered by offset.
 ///

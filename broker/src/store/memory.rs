@@ -1,11 +1,11 @@
 //! The in-memory log: every topic's segments in memory, gone when the broker stops.
 
 use super::log::delegate_log;
-use super::{StoreConfig, Topics};
+use super::{InMemory, StoreConfig, Topics};
 
 /// A [`super::Log`] kept in memory only.
 #[derive(Debug)]
-pub struct MemoryLog(Topics);
+pub struct MemoryLog(Topics<InMemory>);
 
 impl MemoryLog {
     /// An empty log set up as `config` says (its data directory, if any, is ignored).

@@ -15,16 +15,16 @@
 
 mod budget;
 pub mod damaged;
-mod disk;
+pub(crate) mod disk;
 mod file;
-mod flush;
+pub(crate) mod flush;
 pub mod format;
 mod index;
 mod log;
 mod memory;
-pub mod nats;
-mod recovery;
+pub(crate) mod recovery;
 mod segment;
+mod storage;
 mod topic;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::nats::NatsConfig;
 use crate::quiet::Shown;
 use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, Retention, TopicInfo};
 use thiserror::Error;
@@ -44,7 +45,7 @@ pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use file::FileLog;
 pub use log::{Log, Store};
 pub use memory::{default_max_memory, MemoryLog};
-pub use nats::{NatsConfig, NatsLog};
+pub use storage::{DataDir, Files, InMemory, Medium, Storage};
 pub use topic::Topic;
 
 /// How many bytes of records a segment holds before a new one is started, unless configured.
@@ -275,12 +276,15 @@ pub struct CommitFailure {
     pub error: StoreError,
 }
 
-/// Every topic, by name: the engine both [`MemoryLog`] and [`FileLog`] are made of. Its topics
-/// are in memory or on disk as its configuration says; callers see it only through [`Log`].
+/// Every topic, by name: the engine both [`MemoryLog`] (`Topics<InMemory>`) and [`FileLog`]
+/// (`Topics<DataDir>`) are made of. Its topics are kept in memory or on disk as its [`Medium`]
+/// says; callers see it only through [`Log`].
 #[derive(Debug)]
-pub struct Topics {
+pub struct Topics<M: Medium> {
+    /// Where the topics are kept.
+    medium: M,
     /// The topics, ordered by name so that listings come out sorted.
-    topics: BTreeMap<String, Topic>,
+    topics: BTreeMap<String, Topic<M::Storage>>,
     /// How the store was set up.
     config: StoreConfig,
     /// Topics appended to since the last commit.
@@ -321,13 +325,53 @@ pub struct Totals {
     pub disk_bytes: Option<u64>,
 }
 
-impl Topics {
+impl Topics<InMemory> {
     /// An empty store kept in memory only.
-    pub fn in_memory(config: StoreConfig) -> Topics {
+    pub fn in_memory(config: StoreConfig) -> Topics<InMemory> {
+        Topics::empty(InMemory, StoreConfig { data_dir: None, ..config })
+    }
+}
+
+impl Topics<DataDir> {
+    /// Opens the data directory `config` names: every topic found there, each checked record
+    /// by record (see `recovery`). A newest segment with a torn tail (an interrupted last
+    /// write) is cut back to its last whole record and the cut logged; a damaged file refuses
+    /// the opening, unless `config.repair` sets it aside.
+    ///
+    /// # Errors
+    /// [`OpenError::Damaged`] naming every damaged file, having changed nothing; or a
+    /// [`StoreError::Io`] when the directory cannot be read or written, or when `config` names
+    /// no data directory.
+    pub fn open(config: StoreConfig) -> Result<Topics<DataDir>, OpenError> {
+        let Some(data_dir) = config.data_dir.clone() else {
+            let error = io::Error::other("a file-backed log needs a data directory");
+            return Err(io_error(error).into());
+        };
+        let aside = config.repair.then(|| SetAside::new(&data_dir, None));
+        let recovered = recovery::recover(&data_dir, config.segment_bytes, aside)?;
+        let flusher = match config.fsync {
+            Fsync::Always => Some(flush::Flusher::start(&data_dir).map_err(|e| {
+                StoreError::Io(IoFailure::doing("cannot start the flush thread".into(), e))
+            })?),
+            _ => None,
+        };
+        let mut store = Topics::empty(DataDir(data_dir), config);
+        store.flusher = flusher;
+        store.topics.extend(recovered.topics);
+        store.set_aside = recovered.set_aside;
+        store.checked_bytes = recovered.checked_bytes;
+        Ok(store)
+    }
+}
+
+impl<M: Medium> Topics<M> {
+    /// An empty store keeping its topics in `medium`.
+    fn empty(medium: M, config: StoreConfig) -> Topics<M> {
         let now = Instant::now();
         Topics {
+            medium,
             topics: BTreeMap::new(),
-            config: StoreConfig { data_dir: None, ..config },
+            config,
             dirty: Vec::new(),
             next_ticket: 1,
             in_flight: VecDeque::new(),
@@ -340,36 +384,6 @@ impl Topics {
             set_aside: None,
             checked_bytes: 0,
         }
-    }
-
-    /// Opens the store `config` describes: in memory when it names no data directory,
-    /// otherwise every topic found there, each checked record by record (see `recovery`). A
-    /// newest segment with a torn tail (an interrupted last write) is cut back to its last whole
-    /// record and the cut logged; a damaged file refuses the opening, unless `config.repair`
-    /// sets it aside.
-    ///
-    /// # Errors
-    /// [`OpenError::Damaged`] naming every damaged file, having changed nothing; or a
-    /// [`StoreError::Io`] when the directory cannot be read or written.
-    pub fn open(config: StoreConfig) -> Result<Topics, OpenError> {
-        let Some(data_dir) = config.data_dir.clone() else {
-            return Ok(Topics::in_memory(config));
-        };
-        let aside = config.repair.then(|| SetAside::new(&data_dir, None));
-        let recovered = recovery::recover(&data_dir, config.segment_bytes, aside)?;
-        let flusher = match config.fsync {
-            Fsync::Always => Some(flush::Flusher::start(&data_dir).map_err(|e| {
-                StoreError::Io(IoFailure::doing("cannot start the flush thread".into(), e))
-            })?),
-            _ => None,
-        };
-        let mut store = Topics { config, ..Topics::in_memory(StoreConfig::default()) };
-        store.config.data_dir = Some(data_dir);
-        store.flusher = flusher;
-        store.topics.extend(recovered.topics);
-        store.set_aside = recovered.set_aside;
-        store.checked_bytes = recovered.checked_bytes;
-        Ok(store)
     }
 
     /// Bytes of segment files opening read and checked: the newest segment of each topic, and
@@ -396,13 +410,7 @@ impl Topics {
         messages: &[NewMessage<'_>],
         timestamp: u64,
     ) -> Result<(u64, u64)> {
-        check_name(topic)?;
-        let limit = self.config.max_message_bytes;
-        if let Some((index, size)) =
-            messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit)
-        {
-            return Err(StoreError::MessageTooLarge { index, size, limit });
-        }
+        check_batch(topic, messages, self.config.max_message_bytes)?;
         if let Some(limit) = self.config.max_bytes {
             let needed: u64 =
                 messages.iter().map(|m| segment::Segment::record_len(m.key, m.value) as u64).sum();
@@ -643,9 +651,7 @@ impl Topics {
     /// under [`Fsync::Interval`], or retention by time. `None` when there is none.
     pub fn next_deadline(&self) -> Option<Instant> {
         let flush = match self.config.fsync {
-            Fsync::Interval(interval) if self.config.data_dir.is_some() => {
-                Some(self.last_sync + interval)
-            }
+            Fsync::Interval(interval) if M::ON_DISK => Some(self.last_sync + interval),
             _ => None,
         };
         let timed =
@@ -702,14 +708,8 @@ impl Topics {
         if self.topics.contains_key(topic) {
             return Err(StoreError::TopicExists(topic.to_owned()));
         }
-        let log = match &self.config.data_dir {
-            Some(data_dir) => {
-                let dir = disk::create_topic_dir(data_dir, &disk::Meta::new(topic, retention))
-                    .map_err(io_error)?;
-                Topic::on_disk(dir, retention)
-            }
-            None => Topic::in_memory(retention),
-        };
+        let storage = self.medium.create(topic, retention, true).map_err(io_error)?;
+        let log = Topic::new(storage, retention);
         self.topics.insert(topic.to_owned(), log);
         Ok(())
     }
@@ -721,12 +721,11 @@ impl Topics {
     /// # Errors
     /// As [`Topics::create`].
     fn create_for_append(&mut self, topic: &str) -> Result<()> {
-        let (Some(data_dir), Some(_)) = (&self.config.data_dir, &self.flusher) else {
+        if self.flusher.is_none() {
             return self.create(topic, Retention::default());
-        };
-        let meta = disk::Meta::new(topic, Retention::default());
-        let dir = disk::create_topic_dir_unpublished(data_dir, &meta).map_err(io_error)?;
-        self.topics.insert(topic.to_owned(), Topic::on_disk_unpublished(dir, meta.retention()));
+        }
+        let storage = self.medium.create(topic, Retention::default(), false).map_err(io_error)?;
+        self.topics.insert(topic.to_owned(), Topic::new(storage, Retention::default()));
         Ok(())
     }
 
@@ -737,9 +736,7 @@ impl Topics {
     pub fn delete(&mut self, topic: &str) -> Result<()> {
         check_name(topic)?;
         let log = self.topic(topic)?;
-        if let (Some(dir), Some(data_dir)) = (log.dir(), &self.config.data_dir) {
-            disk::remove_topic_dir(data_dir, dir).map_err(io_error)?;
-        }
+        self.medium.remove(log.storage()).map_err(io_error)?;
         self.topics.remove(topic);
         Ok(())
     }
@@ -748,7 +745,7 @@ impl Topics {
     ///
     /// # Errors
     /// An unknown topic.
-    pub fn topic(&self, topic: &str) -> Result<&Topic> {
+    pub fn topic(&self, topic: &str) -> Result<&Topic<M::Storage>> {
         self.topics.get(topic).ok_or_else(|| unknown(topic))
     }
 
@@ -778,10 +775,9 @@ impl Topics {
 
     /// What the store holds, in sum.
     pub fn totals(&self) -> Totals {
-        let on_disk = self.config.data_dir.is_some();
         let mut totals = Totals {
             topics: self.topics.len() as u64,
-            disk_bytes: on_disk.then_some(0),
+            disk_bytes: M::ON_DISK.then_some(0),
             ..Totals::default()
         };
         for log in self.topics.values() {
@@ -795,19 +791,38 @@ impl Topics {
     }
 }
 
-fn check_name(topic: &str) -> Result<()> {
+/// Checks what an append asks before anything changes, for every store: the topic's name, and
+/// each message's size against `max_message_bytes`.
+///
+/// # Errors
+/// [`StoreError::InvalidTopicName`], or [`StoreError::MessageTooLarge`] naming the first
+/// message over the limit.
+pub(crate) fn check_batch(
+    topic: &str,
+    messages: &[NewMessage<'_>],
+    max_message_bytes: usize,
+) -> Result<()> {
+    check_name(topic)?;
+    let limit = max_message_bytes;
+    match messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit) {
+        Some((index, size)) => Err(StoreError::MessageTooLarge { index, size, limit }),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn check_name(topic: &str) -> Result<()> {
     validate_topic_name(topic).map_err(|e| StoreError::InvalidTopicName(topic.to_owned(), e))
 }
 
 /// Refuses a read of `topic` from `offset` outside `first..=next`, what the topic holds.
-fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
+pub(crate) fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
     if offset < first || offset > next {
         return Err(StoreError::OffsetOutOfRange { topic: topic.to_owned(), offset, first, next });
     }
     Ok(())
 }
 
-fn unknown(topic: &str) -> StoreError {
+pub(crate) fn unknown(topic: &str) -> StoreError {
     StoreError::UnknownTopic(topic.to_owned())
 }
 

@@ -24,6 +24,7 @@ use super::damaged::{DamageReport, DamagedFile, SetAside};
 use super::disk::{self, Meta, MetaError, TopicFile};
 use super::index;
 use super::segment::{self, Segment, WholeRecordAfter};
+use super::storage::Files;
 use super::topic::Topic;
 use super::{IoFailure, OpenError, StoreError};
 use crate::files;
@@ -32,7 +33,7 @@ use crate::files;
 #[derive(Debug)]
 pub struct Recovered {
     /// The topics, by name.
-    pub topics: Vec<(String, Topic)>,
+    pub topics: Vec<(String, Topic<Files>)>,
     /// Where `--repair` set files aside, if it set any aside.
     pub set_aside: Option<PathBuf>,
     /// Bytes of segment files read and checked (the others were known from their indexes).

@@ -277,7 +277,9 @@ fn a_reopened_store_has_every_committed_message() {
 fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let value = "v".repeat(90);
-    let resident = |topics: &Topics| topics.topic("t").unwrap().memory_bytes();
+    fn resident<M: Medium>(topics: &Topics<M>) -> usize {
+        topics.topic("t").unwrap().memory_bytes()
+    }
     let mut store = Topics::open(config(Some(dir.path()))).unwrap();
     for _ in 0..40 {
         store.append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW).unwrap();

@@ -1,22 +1,20 @@
-//! A topic: its segments, oldest first, the offsets they span, its retention, and, for a store
-//! on disk, its files.
+//! A topic: its segments, oldest first, the offsets they span, its retention, and its
+//! [`Storage`]: nothing more in memory, its files on disk.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use protocol::{Message, Retention};
 
+use super::disk;
 use super::segment::Segment;
-use super::{disk, index};
+use super::storage::{Files, InMemory, Storage};
 use super::{flush, Budget};
-use crate::files;
 
-/// One topic's log.
+/// One topic's log, its records kept beyond memory as `S` says.
 #[derive(Debug)]
-pub struct Topic {
+pub struct Topic<S: Storage = InMemory> {
     /// The segments, oldest first.
     segments: VecDeque<Segment>,
     /// The offset the next appended message gets. Kept apart from the segments so that it
@@ -38,8 +36,8 @@ pub struct Topic {
     uncommitted: (u64, u64),
     /// Limits set for this topic, over the store's defaults.
     retention: Retention,
-    /// The topic's files, for a store on disk.
-    files: Option<Files>,
+    /// Where its records are kept besides its segments.
+    storage: S,
 }
 
 /// One started commit of a topic, waiting to settle.
@@ -53,34 +51,38 @@ struct Pending {
     added: (u64, u64),
 }
 
-/// A topic's directory and the segment file being appended to.
-#[derive(Debug)]
-struct Files {
-    /// The topic's directory.
-    dir: PathBuf,
-    /// The newest segment's base offset and its file, open to append. Shared with the flush
-    /// thread while a flush of it runs.
-    active: Option<(u64, Arc<File>)>,
-    /// Files of segments written whole since the last flush was handed out, to flush with it.
-    retired: Vec<Arc<File>>,
-    /// Whether a file was created in the directory since the last flush was handed out.
-    new_file: bool,
-    /// Whether flushes are made by the store's flush thread (the last write said so): then an
-    /// index is written without a flush of its own (see [`Files::seal`]).
-    deferred: bool,
-    /// Bytes in the topic's segment files.
-    bytes: u64,
-    /// Whether something was written since the last sync.
-    unsynced: bool,
-    /// Whether the directory was made by an append without waiting for the disk, its
-    /// `topic.meta` still `topic.meta.new`: the flush of its first commit publishes it
-    /// (`disk::publish_meta`).
-    unpublished: bool,
-}
-
-impl Topic {
+impl Topic<InMemory> {
     /// An empty topic kept in memory.
     pub fn in_memory(retention: Retention) -> Topic {
+        Topic::new(InMemory, retention)
+    }
+}
+
+impl Topic<Files> {
+    /// A topic on disk in `dir` rebuilt from its recovered segments, oldest first, whose
+    /// offsets follow on from one another (as `recovery` checks).
+    pub fn from_segments(
+        dir: PathBuf,
+        retention: Retention,
+        segments: Vec<Segment>,
+    ) -> Topic<Files> {
+        let bytes = segments.iter().map(|s| s.len_bytes() as u64).sum();
+        let mut topic = Topic::new(Files::recovered(dir, bytes), retention);
+        for segment in segments {
+            topic.end = segment.next_offset();
+            topic.messages += segment.next_offset() - segment.base_offset();
+            topic.payload_bytes += segment.payload_bytes();
+            topic.segments.push_back(segment);
+        }
+        topic.committed = topic.end;
+        topic.staged = topic.end;
+        topic
+    }
+}
+
+impl<S: Storage> Topic<S> {
+    /// An empty topic kept in `storage`.
+    pub fn new(storage: S, retention: Retention) -> Topic<S> {
         Topic {
             segments: VecDeque::new(),
             end: 0,
@@ -91,64 +93,33 @@ impl Topic {
             payload_bytes: 0,
             uncommitted: (0, 0),
             retention,
-            files: None,
+            storage,
         }
     }
 
-    /// An empty topic kept in memory whose next message gets offset `next`: the copy of a
+    /// An empty topic kept in `storage` whose next message gets offset `next`: the copy of a
     /// topic held elsewhere, whose oldest messages are gone.
-    pub fn in_memory_from(next: u64, retention: Retention) -> Topic {
-        Topic { end: next, committed: next, staged: next, ..Topic::in_memory(retention) }
+    pub fn starting_at(storage: S, next: u64, retention: Retention) -> Topic<S> {
+        Topic { end: next, committed: next, staged: next, ..Topic::new(storage, retention) }
     }
 
-    /// An empty topic whose files go in `dir`.
-    pub fn on_disk(dir: PathBuf, retention: Retention) -> Topic {
-        let files = Files {
-            dir,
-            active: None,
-            retired: Vec::new(),
-            new_file: false,
-            deferred: false,
-            bytes: 0,
-            unsynced: false,
-            unpublished: false,
-        };
-        Topic { files: Some(files), ..Topic::in_memory(retention) }
-    }
-
-    /// An empty topic whose directory `dir` an append made without waiting for the disk
-    /// (`disk::create_topic_dir_unpublished`): the flush of its first commit publishes its
-    /// `topic.meta`.
-    pub fn on_disk_unpublished(dir: PathBuf, retention: Retention) -> Topic {
-        let mut topic = Topic::on_disk(dir, retention);
-        if let Some(files) = &mut topic.files {
-            files.unpublished = true;
+    /// The same topic with its storage boxed, so that topics of different storages share a map.
+    pub fn boxed(self) -> Topic<Box<dyn Storage>>
+    where
+        S: 'static,
+    {
+        Topic {
+            segments: self.segments,
+            end: self.end,
+            committed: self.committed,
+            staged: self.staged,
+            pending: self.pending,
+            messages: self.messages,
+            payload_bytes: self.payload_bytes,
+            uncommitted: self.uncommitted,
+            retention: self.retention,
+            storage: Box::new(self.storage),
         }
-        topic
-    }
-
-    /// An empty topic whose files go in `dir` and whose next message gets offset `next`: the
-    /// copy of a topic held elsewhere, kept on disk.
-    pub fn on_disk_from(dir: PathBuf, next: u64, retention: Retention) -> Topic {
-        Topic { end: next, committed: next, staged: next, ..Topic::on_disk(dir, retention) }
-    }
-
-    /// A topic on disk in `dir` rebuilt from its recovered segments, oldest first, whose
-    /// offsets follow on from one another (as `recovery` checks).
-    pub fn from_segments(dir: PathBuf, retention: Retention, segments: Vec<Segment>) -> Topic {
-        let mut topic = Topic::on_disk(dir, retention);
-        for segment in segments {
-            topic.end = segment.next_offset();
-            topic.messages += segment.next_offset() - segment.base_offset();
-            topic.payload_bytes += segment.payload_bytes();
-            if let Some(files) = &mut topic.files {
-                files.bytes += segment.len_bytes() as u64;
-            }
-            topic.segments.push_back(segment);
-        }
-        topic.committed = topic.end;
-        topic.staged = topic.end;
-        topic
     }
 
     /// Appends one message stamped `timestamp` and returns its offset. It becomes readable when
@@ -219,12 +190,17 @@ impl Topic {
 
     /// Bytes of its segment files, for a topic on disk.
     pub fn disk_bytes(&self) -> Option<u64> {
-        self.files.as_ref().map(|f| f.bytes)
+        self.storage.disk_bytes()
     }
 
     /// The topic's directory, for a topic on disk.
     pub fn dir(&self) -> Option<&Path> {
-        self.files.as_ref().map(|f| f.dir.as_path())
+        self.storage.dir()
+    }
+
+    /// Where its records are kept.
+    pub fn storage(&self) -> &S {
+        &self.storage
     }
 
     /// Pushes onto `out` the readable messages from `offset` on, as many as `budget` takes (always
@@ -282,8 +258,8 @@ impl Topic {
     /// memory and from the files, so that nothing unacknowledged is ever served.
     pub fn commit(&mut self, sync: bool) -> io::Result<()> {
         self.write(0, false)?;
-        if let Some(files) = self.files.as_mut().filter(|_| sync) {
-            if let Err(error) = files.sync_all_written() {
+        if sync {
+            if let Err(error) = self.storage.sync_all_written() {
                 self.roll_back();
                 return Err(error);
             }
@@ -301,11 +277,7 @@ impl Topic {
     /// A write failed; the messages of this commit are dropped again.
     pub fn commit_unflushed(&mut self) -> io::Result<()> {
         self.write(0, true)?;
-        if let Some(files) = &mut self.files {
-            files.retired.clear();
-            files.new_file = false;
-            files.unsynced = false;
-        }
+        self.storage.skip_flush();
         self.settle(0);
         Ok(())
     }
@@ -321,11 +293,9 @@ impl Topic {
     /// A write failed. The messages of every commit not settled are then dropped, from memory
     /// and from the files: none of them may be acknowledged.
     pub fn write(&mut self, ticket: u64, deferred: bool) -> io::Result<()> {
-        if let Some(files) = &mut self.files {
-            if let Err(error) = files.write(&mut self.segments, deferred) {
-                self.roll_back();
-                return Err(error);
-            }
+        if let Err(error) = self.storage.write(&mut self.segments, deferred) {
+            self.roll_back();
+            return Err(error);
         }
         self.pending.push_back(Pending { ticket, end: self.end, added: self.uncommitted });
         self.staged = self.end;
@@ -338,19 +308,7 @@ impl Topic {
     /// a file was created in it, and the directory itself until its first flush settled, if an
     /// append made it.
     pub fn take_flush(&mut self, job: &mut flush::Job) {
-        let Some(topic_files) = &mut self.files else { return };
-        let (files, dirs) = (&mut job.files, &mut job.dirs);
-        if topic_files.unpublished {
-            job.creations.push(topic_files.dir.clone());
-        }
-        files.append(&mut topic_files.retired);
-        if let Some((_, file)) = &topic_files.active {
-            files.push(Arc::clone(file));
-        }
-        if std::mem::take(&mut topic_files.new_file) {
-            dirs.push(topic_files.dir.clone());
-        }
-        topic_files.unsynced = false;
+        self.storage.take_flush(job);
     }
 
     /// Settles commit `ticket`: its messages become readable, and every full segment they
@@ -367,11 +325,7 @@ impl Topic {
         self.committed = done.end;
         self.messages += done.added.0;
         self.payload_bytes += done.added.1;
-        if let Some(files) = &mut self.files {
-            // A flush covering the topic settled: its directory and topic.meta are durable.
-            files.unpublished = false;
-            files.seal(&mut self.segments, self.committed);
-        }
+        self.storage.settled(&mut self.segments, self.committed);
         true
     }
 
@@ -386,10 +340,7 @@ impl Topic {
     /// # Errors
     /// The flush failed.
     pub fn sync(&mut self) -> io::Result<()> {
-        match &mut self.files {
-            Some(files) if files.unsynced => files.sync(),
-            _ => Ok(()),
-        }
+        self.storage.sync()
     }
 
     /// Drops the messages from the committed end on, in memory and on disk.
@@ -400,16 +351,12 @@ impl Topic {
         self.staged = keep;
         while self.segments.back().is_some_and(|s| s.base_offset() >= keep) {
             let Some(segment) = self.segments.pop_back() else { break };
-            if let Some(files) = &mut self.files {
-                files.remove_segment(segment.base_offset(), segment.len_bytes());
-            }
+            self.storage.remove_segment(segment.base_offset(), segment.len_bytes());
         }
         if let Some(segment) = self.segments.back_mut() {
             let before = segment.len_bytes();
             segment.truncate(keep);
-            if let Some(files) = &mut self.files {
-                files.truncate_segment(segment.base_offset(), before, segment.len_bytes());
-            }
+            self.storage.truncate_segment(segment.base_offset(), before, segment.len_bytes());
         }
         self.end = keep;
     }
@@ -445,143 +392,10 @@ impl Topic {
             let Some(segment) = self.segments.pop_front() else { break };
             self.messages -= count;
             self.payload_bytes -= segment.payload_bytes();
-            if let Some(files) = &mut self.files {
-                files.remove_segment(segment.base_offset(), segment.len_bytes());
-            }
+            self.storage.remove_segment(segment.base_offset(), segment.len_bytes());
             removed += count;
         }
         removed
-    }
-}
-
-impl Files {
-    /// Writes every segment's unwritten records to its file. A file written whole is flushed
-    /// before the next is started, or, when `deferred`, kept for the next flush handed out.
-    fn write(&mut self, segments: &mut VecDeque<Segment>, deferred: bool) -> io::Result<()> {
-        self.deferred = deferred;
-        for segment in segments.iter_mut().filter(|s| !s.unpersisted().is_empty()) {
-            let mut file = &**self.file_for(segment.base_offset(), deferred)?;
-            file.write_all(segment.unpersisted())?;
-            self.bytes += segment.unpersisted().len() as u64;
-            self.unsynced = true;
-            segment.mark_persisted();
-        }
-        Ok(())
-    }
-
-    /// Flushes what was written, and the directory if a file was created in it.
-    fn sync_all_written(&mut self) -> io::Result<()> {
-        for file in std::mem::take(&mut self.retired) {
-            file.sync_data()?;
-        }
-        if self.unsynced {
-            self.sync()?;
-        }
-        if std::mem::take(&mut self.new_file) {
-            files::sync_dir(&self.dir)?;
-        }
-        Ok(())
-    }
-
-    /// Seals every full segment whose messages all settled (below `committed`; never the
-    /// newest): its records are read from its file from now on. A segment that cannot be
-    /// sealed stays in memory, which costs memory but loses nothing.
-    fn seal(&mut self, segments: &mut VecDeque<Segment>, committed: u64) {
-        let Some(newest) = segments.len().checked_sub(1) else { return };
-        let full = segments.range(..newest).take_while(|s| s.next_offset() <= committed).count();
-        for segment in segments.range_mut(..full).rev() {
-            if segment.is_sealed() {
-                break;
-            }
-            let base = segment.base_offset();
-            let path = self.dir.join(disk::segment_file_name(base));
-            if let Err(error) = segment.seal(&path) {
-                tracing::warn!(%error, file = %path.display(), "cannot seal a segment; kept in memory");
-                continue;
-            }
-            // The segment's records were flushed when the next segment was started, or by the
-            // flush that settled them, so the index never describes records not on disk.
-            let bytes = segment.index().encode();
-            let (name, writing) = (index::file_name(base), index::writing_name(base));
-            let written = if self.deferred {
-                // The serving thread does not wait for the disk: the index goes to the page
-                // cache, and the directory's entry to the topic's next flush. A power cut
-                // before then leaves no index, or one that does not check out, and start-up
-                // checks the segment and writes it again: an index is never trusted unchecked.
-                self.new_file = true;
-                files::replace(&self.dir, &name, &writing, &bytes, false)
-            } else {
-                files::replace(&self.dir, &name, &writing, &bytes, true)
-                    .and_then(|()| files::sync_dir(&self.dir))
-            };
-            if let Err(error) = written {
-                tracing::warn!(
-                    %error,
-                    file = %path.display(),
-                    "cannot write a sealed segment's index; start-up will check the segment"
-                );
-            }
-        }
-    }
-
-    /// The open file of segment `base`, opening it if it is not the active one. The one before
-    /// is complete: it is flushed now, or kept for the next flush when `deferred`.
-    fn file_for(&mut self, base: u64, deferred: bool) -> io::Result<&Arc<File>> {
-        if self.active.as_ref().is_none_or(|(active, _)| *active != base) {
-            if let Some((_, previous)) = self.active.take() {
-                if deferred {
-                    self.retired.push(previous);
-                } else {
-                    previous.sync_data()?;
-                }
-            }
-            self.new_file |= !self.dir.join(disk::segment_file_name(base)).exists();
-            self.active = Some((base, Arc::new(disk::open_segment(&self.dir, base)?)));
-        }
-        Ok(&self.active.as_ref().expect("the active file was just set").1)
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        if let Some((_, file)) = &self.active {
-            file.sync_data()?;
-        }
-        self.unsynced = false;
-        Ok(())
-    }
-
-    /// Deletes a segment's file and its index.
-    fn remove_segment(&mut self, base: u64, len: usize) {
-        if self.active.as_ref().is_some_and(|(active, _)| *active == base) {
-            self.active = None;
-        }
-        let index = self.dir.join(index::file_name(base));
-        match fs::remove_file(&index) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => tracing::warn!(%error, file = %index.display(), "cannot remove an index"),
-        }
-        let path = self.dir.join(disk::segment_file_name(base));
-        match fs::remove_file(&path) {
-            Ok(()) => self.bytes = self.bytes.saturating_sub(len as u64),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => tracing::warn!(%error, file = %path.display(), "cannot remove segment"),
-        }
-    }
-
-    /// Cuts a segment's file back to `len` bytes after a failed commit.
-    fn truncate_segment(&mut self, base: u64, before: usize, len: usize) {
-        self.active = None;
-        let path = self.dir.join(disk::segment_file_name(base));
-        let cut = File::options().write(true).open(&path).and_then(|f| f.set_len(len as u64));
-        match cut {
-            Ok(()) => self.bytes = self.bytes.saturating_sub((before - len) as u64),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => tracing::error!(
-                %error,
-                file = %path.display(),
-                "cannot cut back a segment after a failed write; start-up will check it"
-            ),
-        }
     }
 }
 

@@ -1,25 +1,9 @@
-//! The log kept in a NATS JetStream (`broker --store nats://HOST:PORT[,...]`), shared by every
-//! broker process connected to it.
-//!
-//! Each topic is one stream with one subject; a message's offset is its stream sequence − 1, so
-//! every broker process gives the same offsets. The serving thread never waits on the network:
-//! appends are staged and handed, once per pass, to a tokio runtime on a thread of its own
-//! (`runtime`), which publishes them all at once, each with a de-duplication id
-//! (`Nats-Msg-Id`) so that a retried publish is stored once, and settles the commit when
-//! JetStream has acknowledged them all. Reads are served from a copy of each topic held in
-//! memory, or with `--copy-dir` in segment files there (the mirror), fed in stream order by an
-//! ordered consumer per topic on the runtime: appends made through other broker processes
-//! reach it the same way, and wake the fetches held on the topic. Copies in files are kept
-//! from one clean stop to the next start, and resumed where they end when their stream still
-//! holds their last message there.
-
-mod claims;
-mod groups;
-mod record;
-mod runtime;
-
-pub use claims::NatsClaims;
-pub use groups::NatsGroups;
+//! The log kept in a NATS JetStream: [`NatsLog`], the serving thread's side of the topics'
+//! streams. Appends are staged and handed, once per pass, to the runtime (`streams` publishes
+//! them); reads are served from a copy of each topic held in memory, or with `--copy-dir` in
+//! segment files there (the mirror), fed in stream order by the runtime's followers. Copies in
+//! files are kept from one clean stop to the next start, and resumed where they end when their
+//! stream still holds their last message there.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -35,64 +19,35 @@ use protocol::{Message, NewMessage, Retention, TopicInfo};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::logical::ClaimChange;
-
-use super::{
-    check_name, check_range, unknown, Budget, CommitFailure, IoFailure, Log, Renumbered, Result,
-    Settled, StoreConfig, StoreError, Ticket, Topic, Totals,
+use crate::store::{
+    check_batch, check_name, check_range, unknown, Budget, CommitFailure, Files, InMemory,
+    IoFailure, Log, Renumbered, Result, Settled, Storage, StoreConfig, StoreError, Ticket, Topic,
+    Totals,
 };
-use super::{disk, flush, recovery};
-use runtime::{Command, Event, Refusal, Staged};
+use crate::store::{disk, flush, recovery};
+
+use super::runtime::{self, Command, Event};
+use super::streams::{self, Refusal, Staged};
+use super::{record, NatsClaims, NatsConfig, NatsGroups};
 
 /// How long a create or a delete of a topic may take before it is refused.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// Where the JetStream is and how topics are kept there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsConfig {
-    /// The servers, as `nats://HOST:PORT`; the client reconnects to any of them.
-    pub servers: Vec<String>,
-    /// Copies JetStream keeps of each new topic's stream (1, or 3 on a cluster of three).
-    pub replicas: usize,
-    /// How long a claim lasts unrenewed: the claims bucket's time to live, the same for every
-    /// broker process (the first to create the bucket sets it).
-    pub lease: Duration,
-    /// Where the copy of each topic is kept in segment files (`--copy-dir`); `None` keeps it
-    /// in memory.
-    pub copy_dir: Option<PathBuf>,
-}
-
-impl NatsConfig {
-    /// Reads `nats://HOST:PORT[,HOST:PORT...]` (each later address may repeat `nats://`).
-    ///
-    /// # Errors
-    /// Not a `nats://` address, or an empty one.
-    pub fn parse(text: &str, replicas: usize) -> std::result::Result<NatsConfig, String> {
-        let rest = text
-            .strip_prefix("nats://")
-            .ok_or_else(|| format!("{text:?} is not a nats://HOST:PORT address"))?;
-        let servers: Vec<String> = rest
-            .split(',')
-            .map(|s| s.trim().trim_start_matches("nats://"))
-            .map(|s| format!("nats://{s}"))
-            .collect();
-        if rest.split(',').any(|s| s.trim().trim_start_matches("nats://").is_empty()) {
-            return Err(format!("{text:?} names an empty server address"));
-        }
-        Ok(NatsConfig { servers, replicas, lease: Duration::from_secs(30), copy_dir: None })
-    }
-}
+/// The copy of a topic a broker process serves reads from: in memory, or in files (which fall
+/// back to memory when their directory cannot be made).
+type Copy = Topic<Box<dyn Storage>>;
 
 /// A [`Log`] kept in a NATS JetStream, served from a copy in memory or in files.
 #[derive(Debug)]
 pub struct NatsLog {
     /// Every topic known, as read back from its stream: what reads see.
-    mirror: BTreeMap<String, Topic>,
+    mirror: BTreeMap<String, Copy>,
     /// The directory holding a directory of segment files for each topic's copy, laid out
     /// as a data directory (`topics/`); `None` when the copies are in memory.
     copies: Option<PathBuf>,
     /// The copies kept from an earlier run, until the runtime says whether each one's stream
     /// still holds it (`Event::Topic`'s `resumed`).
-    unverified: BTreeMap<String, Topic>,
+    unverified: BTreeMap<String, Copy>,
     /// How the store was set up.
     config: StoreConfig,
     /// The appends of the present pass, in order.
@@ -351,7 +306,11 @@ impl NatsLog {
     /// Publishes `messages` on `topic` with these de-duplication ids, waiting for their acks:
     /// each one's stream sequence and whether JetStream found it a duplicate. For tests.
     #[cfg(test)]
-    fn publish_raw(&mut self, topic: &str, messages: Vec<(String, Vec<u8>)>) -> Vec<(u64, bool)> {
+    pub(super) fn publish_raw(
+        &mut self,
+        topic: &str,
+        messages: Vec<(String, Vec<u8>)>,
+    ) -> Vec<(u64, bool)> {
         let (reply, answer) = mpsc::channel();
         let command = Command::PublishRaw { topic: topic.to_owned(), messages, reply };
         self.commands.as_ref().map(|c| c.send(command));
@@ -371,7 +330,7 @@ const CLEAN_MARK: &str = "clean";
 ///
 /// # Errors
 /// The folder cannot be removed or made.
-fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<String, Topic>)> {
+fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<String, Copy>)> {
     let copies = dir.join("copies");
     let failed = |what: &str, e| {
         StoreError::Io(IoFailure::doing(format!("cannot {what} {}", copies.display()), e))
@@ -380,7 +339,10 @@ fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<St
     if fs::remove_file(&mark).is_ok() {
         crate::files::sync_dir(&copies).map_err(|e| failed("flush", e))?;
         match recovery::recover(&copies, segment_bytes, None) {
-            Ok(recovered) => return Ok((copies, recovered.topics.into_iter().collect())),
+            Ok(recovered) => {
+                let kept = recovered.topics.into_iter().map(|(name, copy)| (name, copy.boxed()));
+                return Ok((copies, kept.collect()));
+            }
             Err(error) => tracing::warn!(%error, "the topics' copies do not open; read again"),
         }
     }
@@ -402,7 +364,7 @@ fn mark_clean(copies: &Path) -> io::Result<()> {
 }
 
 /// The payload its stream holds for `copy`'s last message; `None` for an empty copy.
-fn last_of(copy: &Topic) -> Option<bytes::Bytes> {
+fn last_of(copy: &Copy) -> Option<bytes::Bytes> {
     let last = copy.next_offset().checked_sub(1).filter(|&last| last >= copy.first_offset())?;
     let mut out = Vec::new();
     copy.read(last, &mut Budget::new(1, usize::MAX), &mut out).ok()?;
@@ -414,18 +376,19 @@ fn last_of(copy: &Topic) -> Option<bytes::Bytes> {
 /// directory of its own under `copies` (emptied first), with its `topic.meta` so that a later
 /// start can recover it. A copy whose directory cannot be made is kept in memory, with a log
 /// line saying so.
-fn new_copy(copies: Option<&Path>, topic: &str, first: u64, retention: Retention) -> Topic {
-    let Some(copies) = copies else { return Topic::in_memory_from(first, retention) };
+fn new_copy(copies: Option<&Path>, topic: &str, first: u64, retention: Retention) -> Copy {
+    let in_memory = || Topic::starting_at(Box::new(InMemory) as Box<dyn Storage>, first, retention);
+    let Some(copies) = copies else { return in_memory() };
     let dir = disk::topics_dir(copies).join(disk::topic_dir_name(topic));
     remove_copy_files(&dir);
     let meta = disk::Meta::new(topic, retention);
     let made = disk::create_topic_dir_unpublished(copies, &meta)
         .and_then(|dir| disk::publish_meta(&dir, true));
     match made {
-        Ok(()) => Topic::on_disk_from(dir, first, retention),
+        Ok(()) => Topic::starting_at(Box::new(Files::new(dir)), first, retention),
         Err(error) => {
             tracing::error!(%error, dir = %dir.display(), topic, "cannot make a copy's directory; kept in memory");
-            Topic::in_memory_from(first, retention)
+            in_memory()
         }
     }
 }
@@ -442,7 +405,7 @@ fn remove_copy_files(dir: &Path) {
 /// Makes the messages appended to a copy readable, written to its files (if it has them)
 /// without a flush: a clean stop flushes the copies, and after a crash they are read again
 /// from JetStream.
-fn keep(copy: &mut Topic, topic: &str) {
+fn keep(copy: &mut Copy, topic: &str) {
     if let Err(error) = copy.commit_unflushed() {
         tracing::error!(topic, %error, "cannot keep messages in the topic's copy; they are dropped from it");
     }
@@ -463,13 +426,7 @@ impl Log for NatsLog {
         messages: &[NewMessage<'_>],
         timestamp: u64,
     ) -> Result<(u64, u64)> {
-        check_name(topic)?;
-        let limit = self.config.max_message_bytes;
-        if let Some((index, size)) =
-            messages.iter().map(NewMessage::size).enumerate().find(|&(_, size)| size > limit)
-        {
-            return Err(StoreError::MessageTooLarge { index, size, limit });
-        }
+        check_batch(topic, messages, self.config.max_message_bytes)?;
         // A topic new here is listed at once, empty, as in the other stores; its stream's
         // state replaces it when the runtime finds or creates it.
         let retention = Retention::default();
@@ -538,7 +495,7 @@ impl Log for NatsLog {
     }
 
     fn wait_settled(&mut self) -> Vec<Settled> {
-        let deadline = Instant::now() + runtime::COMMIT_TIMEOUT * 3;
+        let deadline = Instant::now() + streams::COMMIT_TIMEOUT * 3;
         while self.in_flight.iter().any(|(_, appends)| !appends.is_empty()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
@@ -680,6 +637,3 @@ impl Drop for NatsLog {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

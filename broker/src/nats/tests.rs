@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use protocol::NewMessage;
 use testkit::NatsServer;
 
-use super::*;
+use super::log::NatsLog;
+use super::{record, streams, NatsConfig};
+use crate::store::{Budget, Log, Settled, StoreConfig, StoreError};
 
 fn open(server: &NatsServer) -> NatsLog {
     let nats = NatsConfig {
@@ -106,7 +108,7 @@ fn appends_are_refused_while_jetstream_is_down_and_go_on_once_it_is_back() {
         StoreError::Unavailable(_) => false,
         other => panic!("refused as {other:?}, not as an unreachable JetStream"),
     };
-    assert!(started.elapsed() < runtime::COMMIT_TIMEOUT + Duration::from_secs(1));
+    assert!(started.elapsed() < streams::COMMIT_TIMEOUT + Duration::from_secs(1));
     server.resume();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -1,0 +1,236 @@
+//! The consumer groups' states kept in the JetStream's key-value bucket `broker_groups`, so
+//! that a member may move from one broker process to another and go on where its group was.
+//!
+//! The key of a group's state on a topic is `g.<hex of the group>.<hex of the topic>` (key
+//! names allow fewer characters than group and topic names); its value is the state as the
+//! group files hold it (`group::Saved`: delivered offset and pending offsets), in MessagePack.
+//!
+//! [`NatsGroups`] is the serving thread's side, the door `group` knows; [`GroupsBucket`] is
+//! the runtime's.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use tokio::sync::mpsc as tmpsc;
+
+use super::runtime::{Command, Connection};
+use crate::group::{SaveError, Saved, SharedStates};
+
+/// How long reading or storing group states may take before it counts as failed.
+const GROUPS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The [`SharedStates`] of a broker process on a JetStream.
+#[derive(Debug)]
+pub struct NatsGroups {
+    /// Commands to the store's runtime, which holds the connection.
+    commands: Option<tmpsc::UnboundedSender<Command>>,
+}
+
+impl NatsGroups {
+    /// Group states through the runtime that `commands` reaches.
+    pub fn new(commands: Option<tmpsc::UnboundedSender<Command>>) -> NatsGroups {
+        NatsGroups { commands }
+    }
+
+    /// Sends `command` to the runtime; whether it went.
+    fn send(&self, command: Command) -> bool {
+        self.commands.as_ref().is_some_and(|c| c.send(command).is_ok())
+    }
+}
+
+/// The key of `group`'s state on `topic`.
+fn key(group: &str, topic: &str) -> String {
+    let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("g.{}.{}", hex(group), hex(topic))
+}
+
+/// A stored state of `group` on `topic`, read back.
+fn decode(bytes: &[u8], group: &str, topic: &str) -> Result<Saved, String> {
+    let saved: Saved = rmp_serde::from_slice(bytes)
+        .map_err(|e| format!("a stored group state does not decode: {e}"))?;
+    if saved.group != group || saved.topic != topic {
+        return Err("a stored group state names another group or topic".into());
+    }
+    Ok(saved)
+}
+
+impl SharedStates for NatsGroups {
+    fn load(&mut self, group: &str, topic: &str) -> Result<Option<(Saved, u64)>, String> {
+        let (reply, answer) = mpsc::channel();
+        if !self.send(Command::GroupLoad { key: key(group, topic), reply }) {
+            return Err("the connection to NATS has stopped".into());
+        }
+        let stored = answer
+            .recv_timeout(GROUPS_TIMEOUT)
+            .unwrap_or_else(|_| Err("JetStream did not answer in time".into()))?;
+        let Some((bytes, revision)) = stored else { return Ok(None) };
+        Ok(Some((decode(&bytes, group, topic)?, revision)))
+    }
+
+    fn save(&mut self, states: Vec<(Saved, Option<u64>)>) -> Vec<Result<u64, SaveError>> {
+        let count = states.len();
+        let failed = |reason: String| vec![Err(SaveError::Failed(reason)); count];
+        let mut encoded = Vec::with_capacity(count);
+        for (saved, revision) in &states {
+            match rmp_serde::to_vec_named(saved) {
+                Ok(bytes) => {
+                    encoded.push((key(&saved.group, &saved.topic), bytes.into(), *revision))
+                }
+                Err(error) => return failed(format!("cannot encode a group state: {error}")),
+            }
+        }
+        let (reply, answer) = mpsc::channel();
+        if !self.send(Command::GroupSave { states: encoded, reply }) {
+            return failed("the connection to NATS has stopped".into());
+        }
+        let Ok(results) = answer.recv_timeout(GROUPS_TIMEOUT) else {
+            return failed("JetStream did not answer in time".into());
+        };
+        results
+            .into_iter()
+            .zip(&states)
+            .map(|(result, (saved, _))| match result {
+                Ok(revision) => Ok(revision),
+                Err(NotSaved::Stored(None)) => Err(SaveError::Conflict(None)),
+                Err(NotSaved::Stored(Some((bytes, revision)))) => {
+                    match decode(&bytes, &saved.group, &saved.topic) {
+                        Ok(stored) => Err(SaveError::Conflict(Some((stored, revision)))),
+                        Err(reason) => Err(SaveError::Failed(reason)),
+                    }
+                }
+                Err(NotSaved::Failed(reason)) => Err(SaveError::Failed(reason)),
+            })
+            .collect()
+    }
+
+    fn remove(&mut self, group: &str, topic: &str) {
+        self.send(Command::GroupRemove { key: key(group, topic) });
+    }
+}
+
+/// The key-value bucket of the consumer groups' states, shared by every broker process.
+const GROUPS_BUCKET: &str = "broker_groups";
+
+/// Why a group state was not stored.
+#[derive(Debug)]
+pub enum NotSaved {
+    /// Its revision was not the one given: the state stored now and its revision, if any.
+    Stored(Option<(Bytes, u64)>),
+    /// JetStream could not be reached or refused.
+    Failed(String),
+}
+
+/// The groups bucket on the runtime.
+#[derive(Default)]
+pub struct GroupsBucket {
+    /// The bucket, once opened.
+    bucket: Option<jetstream::kv::Store>,
+}
+
+impl GroupsBucket {
+    /// The groups bucket, opened or created on first use.
+    pub async fn bucket(&mut self, conn: &Connection) -> Result<jetstream::kv::Store, String> {
+        if let Some(bucket) = &self.bucket {
+            return Ok(bucket.clone());
+        }
+        let bucket = match conn.js.get_key_value(GROUPS_BUCKET).await {
+            Ok(bucket) => bucket,
+            Err(_) => conn
+                .js
+                .create_key_value(jetstream::kv::Config {
+                    bucket: GROUPS_BUCKET.into(),
+                    history: 1,
+                    num_replicas: conn.setup.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot create the groups bucket in JetStream: {e}"))?,
+        };
+        self.bucket = Some(bucket.clone());
+        Ok(bucket)
+    }
+
+    /// A group state's bytes and revision, if one is stored under `key`.
+    pub async fn load(
+        &mut self,
+        conn: &Connection,
+        key: &str,
+    ) -> Result<Option<(Bytes, u64)>, String> {
+        let bucket = self.bucket(conn).await?;
+        let entry =
+            bucket.entry(key).await.map_err(|e| format!("cannot read a group state: {e}"))?;
+        Ok(entry
+            .filter(|e| e.operation == jetstream::kv::Operation::Put)
+            .map(|e| (e.value, e.revision)))
+    }
+
+    /// Stores group states, all at once, each only if its stored revision is the one given
+    /// (compare-and-set); each one's new revision, or the state stored instead, or why not.
+    pub async fn save(
+        &mut self,
+        conn: &Connection,
+        states: Vec<(String, Bytes, Option<u64>)>,
+    ) -> Vec<Result<u64, NotSaved>> {
+        let bucket = match self.bucket(conn).await {
+            Ok(bucket) => bucket,
+            Err(error) => {
+                return states.iter().map(|_| Err(NotSaved::Failed(error.clone()))).collect()
+            }
+        };
+        let saves = states.into_iter().map(|(key, value, revision)| {
+            let bucket = bucket.clone();
+            async move {
+                let stored = match revision {
+                    Some(revision) => bucket.update(&key, value, revision).await.map_err(|e| {
+                        let moved = e.kind() == jetstream::kv::UpdateErrorKind::WrongLastRevision;
+                        (moved, e.to_string())
+                    }),
+                    None => bucket.create(&key, value).await.map_err(|e| {
+                        let moved = e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists;
+                        (moved, e.to_string())
+                    }),
+                };
+                match stored {
+                    Ok(revision) => Ok(revision),
+                    Err((true, _)) => match bucket.entry(&key).await {
+                        Ok(entry) => Err(NotSaved::Stored(
+                            entry
+                                .filter(|e| e.operation == jetstream::kv::Operation::Put)
+                                .map(|e| (e.value, e.revision)),
+                        )),
+                        Err(error) => Err(NotSaved::Failed(format!(
+                            "cannot read a group state changed elsewhere: {error}"
+                        ))),
+                    },
+                    Err((false, error)) => {
+                        Err(NotSaved::Failed(format!("cannot store a group state: {error}")))
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(saves).await
+    }
+
+    /// Removes the group state under `key`, if there is one.
+    pub async fn remove(&mut self, conn: &Connection, key: &str) {
+        if let Ok(bucket) = self.bucket(conn).await {
+            if let Err(error) = bucket.purge(key).await {
+                tracing::warn!(%error, "cannot remove a group state from JetStream");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key;
+
+    #[test]
+    fn keys_hold_only_what_key_names_allow_and_tell_groups_and_topics_apart() {
+        let k = key("pre.parers", "orders >1");
+        assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'), "{k}");
+        assert_ne!(key("ab", "c"), key("a", "bc"));
+    }
+}

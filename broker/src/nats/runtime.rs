@@ -1,0 +1,352 @@
+//! The NATS wing's thread: a tokio runtime of its own, the only place the broker is
+//! asynchronous. It holds the one connection, takes [`Command`]s from the serving thread and
+//! hands each to the concern it belongs to (the topics' streams, `streams`; the claims bucket,
+//! `claims`; the groups bucket, `groups`), and hands back [`Event`]s on a channel, writing a
+//! byte to the wake pipe after each so that the serve loop's poll returns.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use protocol::Retention;
+use tokio::sync::mpsc as tmpsc;
+
+use super::claims::{self, ClaimsBucket};
+use super::groups::{GroupsBucket, NotSaved};
+use super::streams::{Refusal, Staged, Streams};
+use crate::logical::ClaimChange;
+use crate::store::StoreError;
+
+/// How long one request to JetStream (a publish's ack, a stream's creation) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// What the serving thread asks of the runtime.
+#[derive(Debug)]
+pub enum Command {
+    /// Publish these appends, in order, and report them with [`Event::Committed`].
+    Commit {
+        /// The commit's ticket.
+        ticket: u64,
+        /// The appends of the commit, in the order they were made.
+        appends: Vec<Staged>,
+    },
+    /// Create a topic's stream; answers on `reply`.
+    Create {
+        /// The topic.
+        topic: String,
+        /// Its limits.
+        retention: Retention,
+        /// Where the answer goes: the topic's next offset, or why not.
+        reply: mpsc::Sender<Result<(), Refusal>>,
+    },
+    /// Delete a topic's stream; answers on `reply`.
+    Delete {
+        /// The topic.
+        topic: String,
+        /// Where the answer goes.
+        reply: mpsc::Sender<Result<(), Refusal>>,
+    },
+    /// Take logical broker `id` for `holder` in the claims bucket, if nobody holds it; answers
+    /// on `reply` whether it was taken. Held claims are renewed by the runtime until freed.
+    Claim {
+        /// The logical broker.
+        id: u32,
+        /// Who claims it, for other processes' logs.
+        holder: String,
+        /// Where the answer goes.
+        reply: mpsc::Sender<Result<bool, String>>,
+    },
+    /// Read a group state from the groups bucket: its bytes and revision, if stored.
+    GroupLoad {
+        /// Its key.
+        key: String,
+        /// Where the answer goes.
+        reply: mpsc::Sender<Result<Option<(Bytes, u64)>, String>>,
+    },
+    /// Store group states in the groups bucket, all at once, each only if its revision is
+    /// still the one given (`None`: only if none is stored): each one's new revision or why
+    /// not.
+    GroupSave {
+        /// Each state's key, bytes, and the revision it replaces.
+        states: Vec<(String, Bytes, Option<u64>)>,
+        /// Where the answers go, in order.
+        reply: mpsc::Sender<Vec<Result<u64, NotSaved>>>,
+    },
+    /// Remove a group state from the groups bucket.
+    GroupRemove {
+        /// Its key.
+        key: String,
+    },
+    /// Give back the claims held here and stop (the claims' handle may outlive the store's).
+    Stop,
+    /// Give logical broker `id` back in the claims bucket.
+    Unclaim {
+        /// The logical broker.
+        id: u32,
+    },
+    /// Publish these payloads with these de-duplication ids and answer with their acks: for
+    /// tests of the de-duplication.
+    #[cfg(test)]
+    PublishRaw {
+        /// The topic.
+        topic: String,
+        /// Id and payload of each message.
+        messages: Vec<(String, Vec<u8>)>,
+        /// Where the stream sequences (and whether each was a duplicate) go.
+        reply: mpsc::Sender<Result<Vec<(u64, bool)>, String>>,
+    },
+}
+
+/// What the runtime tells the serving thread, in the order it happened.
+#[derive(Debug)]
+pub enum Event {
+    /// A topic's stream exists (found, created here or elsewhere): the mirror starts at `next`.
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The offset of its oldest message held (equal to `next` when empty).
+        first: u64,
+        /// The offset its next message gets.
+        next: u64,
+        /// Its limits, as its stream's configuration says.
+        retention: Retention,
+        /// Where the copy kept from an earlier run ends, when its stream still holds that
+        /// copy's last message at its place: it is resumed, and messages follow from there.
+        resumed: Option<u64>,
+    },
+    /// Messages of a topic, read from its stream in order, by whichever broker they came.
+    Messages {
+        /// The topic.
+        topic: String,
+        /// Each message's offset and payload.
+        messages: Vec<(u64, Bytes)>,
+    },
+    /// A topic's stream was deleted (here or elsewhere).
+    Deleted {
+        /// The topic.
+        topic: String,
+    },
+    /// A commit's appends were acknowledged by JetStream, or refused.
+    Committed {
+        /// The commit's ticket.
+        ticket: u64,
+        /// For each append of the commit, in order: the offsets of its first and last
+        /// message, or why it was refused: [`StoreError::Unavailable`] when nothing of it
+        /// was published, [`StoreError::Unconfirmed`] when it was and its acknowledgement
+        /// did not come (it may have been lost, or the publish may wait in the client's
+        /// buffer for the connection to come back), [`StoreError::Io`] when JetStream
+        /// answered with an error.
+        results: Vec<Result<(u64, u64), StoreError>>,
+    },
+}
+
+/// The sending half of the event channel, with the pipe that wakes the serve loop.
+#[derive(Debug, Clone)]
+pub struct Events {
+    /// The channel.
+    sender: mpsc::Sender<Event>,
+    /// The channel of claims taken or ended through other broker processes.
+    claims: mpsc::Sender<ClaimChange>,
+    /// The pipe's write end (non-blocking: a full pipe already wakes the loop).
+    wake: std::sync::Arc<UnixStream>,
+}
+
+impl Events {
+    /// An event channel, and one of claims made elsewhere, waking through `wake`.
+    pub fn new(
+        sender: mpsc::Sender<Event>,
+        claims: mpsc::Sender<ClaimChange>,
+        wake: UnixStream,
+    ) -> Events {
+        Events { sender, claims, wake: std::sync::Arc::new(wake) }
+    }
+
+    /// Tells the serving thread of a claim taken, renewed or ended through another broker
+    /// process, and wakes the serve loop.
+    pub fn claim(&self, change: ClaimChange) {
+        if self.claims.send(change).is_ok() {
+            let _ = (&*self.wake).write(&[1]);
+        }
+    }
+
+    /// Sends `event` and wakes the serve loop. A serving thread that is gone is not an error:
+    /// the runtime is stopping with it.
+    pub fn send(&self, event: Event) {
+        if self.sender.send(event).is_ok() {
+            let _ = (&*self.wake).write(&[1]);
+        }
+    }
+}
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The servers, as `nats://HOST:PORT`.
+    pub servers: Vec<String>,
+    /// Copies JetStream keeps of each new stream.
+    pub replicas: usize,
+    /// Retention for topics created by an append.
+    pub retention: Retention,
+    /// How long a claim lasts without renewal: the claims bucket's time to live.
+    pub lease: Duration,
+    /// The copies kept from an earlier run (`--copy-dir`), by topic: the offset each copy's
+    /// next message gets, and the payload of its last message as its stream held it. A copy
+    /// whose stream still holds that payload at that place is resumed from there.
+    pub resume: HashMap<String, (u64, Bytes)>,
+}
+
+/// What every concern of the runtime uses: the connection, JetStream, where events go, and
+/// how the runtime was set up.
+pub struct Connection {
+    /// The connection, to see whether it is up.
+    pub client: async_nats::Client,
+    /// The JetStream context.
+    pub js: Context,
+    /// Where events go.
+    pub events: Events,
+    /// How it was set up (its `resume` taken by the streams).
+    pub setup: Setup,
+}
+
+/// The runtime's state, by concern.
+struct Backend {
+    /// The connection they share.
+    conn: Connection,
+    /// The topics' streams, followed into the serving thread's copies.
+    streams: Streams,
+    /// The claims bucket and the claims held through this process.
+    claims: ClaimsBucket,
+    /// The groups bucket.
+    groups: GroupsBucket,
+}
+
+/// Connects to JetStream and lists the topics there, then serves commands until the command
+/// channel closes. Runs on the runtime's thread; `ready` hears whether the connection was made.
+pub async fn run(
+    mut setup: Setup,
+    mut commands: tmpsc::UnboundedReceiver<Command>,
+    events: Events,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let client = match async_nats::ConnectOptions::new()
+        .connection_timeout(REQUEST_TIMEOUT)
+        .connect(setup.servers.as_slice())
+        .await
+    {
+        Ok(client) => client,
+        Err(error) => {
+            let _ = ready.send(Err(format!("cannot reach NATS at {:?}: {error}", setup.servers)));
+            return;
+        }
+    };
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(REQUEST_TIMEOUT);
+    let resume = std::mem::take(&mut setup.resume);
+    let mut backend = Backend {
+        conn: Connection { client: client.clone(), js, events, setup },
+        streams: Streams::new(instance_id(), resume),
+        claims: ClaimsBucket::default(),
+        groups: GroupsBucket::default(),
+    };
+    let advisories = client.subscribe("$JS.EVENT.ADVISORY.STREAM.*.*").await;
+    let mut advisories = match advisories {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            let _ = ready.send(Err(format!("cannot subscribe to JetStream's advisories: {error}")));
+            return;
+        }
+    };
+    let Backend { conn, streams, claims, groups } = &mut backend;
+    // The buckets are made at start, while the cluster is whole: one of `--replicas 3`
+    // cannot be placed while a server is down. Failing here is not fatal; first use tries again.
+    if let Err(error) = claims.bucket(conn).await {
+        tracing::warn!(%error, "cannot open the claims bucket yet");
+    }
+    if let Err(error) = groups.bucket(conn).await {
+        tracing::warn!(%error, "cannot open the groups bucket yet");
+    }
+    if let Err(error) = streams.follow_existing(conn).await {
+        let _ = ready.send(Err(error));
+        return;
+    }
+    let mut claims_watch = claims.watch(conn).await;
+    let _ = ready.send(Ok(()));
+    // Held claims are renewed three times a lease, so that one lost renewal costs nothing.
+    let mut renewals = tokio::time::interval((conn.setup.lease / 3).max(Duration::from_millis(10)));
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Stop) | None => break,
+                Some(command) => backend.apply(command).await,
+            },
+            Some(advisory) = advisories.next() => {
+                backend.streams.advised(&backend.conn, &advisory.subject).await;
+            }
+            watched = claims::next(&mut claims_watch) => match watched {
+                Some(Ok(entry)) => backend.claims.watched(&backend.conn, &entry),
+                ended => {
+                    if let Some(Err(error)) = ended {
+                        tracing::debug!(%error, "watching the claims bucket again");
+                    }
+                    // Made again at the next renewal tick.
+                    claims_watch = None;
+                }
+            },
+            _ = renewals.tick() => {
+                backend.claims.renew(&backend.conn).await;
+                if claims_watch.is_none() {
+                    claims_watch = backend.claims.watch(&backend.conn).await;
+                }
+            }
+        }
+    }
+    backend.claims.free_all(&backend.conn).await;
+    backend.streams.stop();
+    let _ = client.flush().await;
+}
+
+/// A name for this broker process, unique among those sharing the JetStream, that prefixes
+/// the de-duplication id of each message it publishes.
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+impl Backend {
+    /// Carries out one command, by the concern it belongs to.
+    async fn apply(&mut self, command: Command) {
+        let conn = &self.conn;
+        match command {
+            Command::Commit { ticket, appends } => self.streams.commit(conn, ticket, appends).await,
+            Command::Create { topic, retention, reply } => {
+                let _ = reply.send(self.streams.create(conn, &topic, retention).await);
+            }
+            Command::Delete { topic, reply } => {
+                let _ = reply.send(self.streams.delete(conn, &topic).await);
+            }
+            Command::Claim { id, holder, reply } => {
+                let _ = reply.send(self.claims.take(conn, id, holder).await);
+            }
+            Command::Unclaim { id } => self.claims.free(conn, id).await,
+            Command::GroupLoad { key, reply } => {
+                let _ = reply.send(self.groups.load(conn, &key).await);
+            }
+            Command::GroupSave { states, reply } => {
+                let _ = reply.send(self.groups.save(conn, states).await);
+            }
+            Command::GroupRemove { key } => self.groups.remove(conn, &key).await,
+            Command::Stop => {}
+            #[cfg(test)]
+            Command::PublishRaw { topic, messages, reply } => {
+                let _ = reply.send(self.streams.publish_raw(conn, &topic, messages).await);
+            }
+        }
+    }
+}
