@@ -274,6 +274,7 @@ fn answer_zap(socket: &zmq::Socket, settings: &Settings, refused: &Mutex<Throttl
                 warn!(peer = %Shown(&address), suppressed, "refused a login: {why}");
             }
         }
+        crate::metrics::LOGINS.count(matches!(verdict, Verdict::Accept(_)));
         // A REP socket must answer before it takes the next request.
         if socket.send_multipart(zap::reply(&id, &verdict), 0).is_err() {
             return;
