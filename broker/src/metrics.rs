@@ -155,7 +155,7 @@ impl Meter {
                 }
                 *self.counters.refusals.entry((op, code.name())).or_default() += 1;
             }
-            Response::Messages { messages, .. } => {
+            Response::Messages { messages, .. } | Response::Delivered { messages, .. } => {
                 let bytes: usize =
                     messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len)).sum();
                 self.counters.fetched.0 += messages.len() as u64;

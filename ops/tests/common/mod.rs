@@ -33,15 +33,19 @@ pub fn deploy() -> PathBuf {
 
 /// `GET path` on `address` over HTTP/1.0: the status and the body.
 pub fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    try_get(address, path).unwrap_or_else(|e| panic!("GET {path} on {address}: {e}"))
+}
+
+/// `GET path` on `address` over HTTP/1.0: the status and the body, or why not.
+pub fn try_get(address: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
     let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap_or_else(|e| panic!("GET {path} on {address}: {e}"));
+    stream.read_to_string(&mut text)?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, body.to_owned())
+    Ok((status, body.to_owned()))
 }
 
 /// The address of a `metrics on http://ADDR/metrics` line.
