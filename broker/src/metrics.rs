@@ -535,4 +535,26 @@ mod tests {
         assert_eq!(meter.counters.requests[KINDS.len() - 1], 1);
         assert_eq!(meter.counters.refusals[&("append", "storage_full")], 1);
     }
+
+    #[test]
+    fn only_commits_that_carry_appends_are_timed_and_each_once() {
+        let mut meter = Meter::default();
+        let now = Instant::now();
+        let settled = |ticket| Settled {
+            ticket: Ticket(ticket),
+            failures: Vec::new(),
+            readable: Vec::new(),
+            renumbered: Vec::new(),
+        };
+        meter.committing(Ticket(1), now, 0);
+        meter.committing(Ticket(2), now, 5);
+        meter.committing(Ticket(3), now, 5);
+        meter.committing(Ticket(4), now, 7);
+        for ticket in 1..=4 {
+            meter.settled(&settled(ticket));
+        }
+        meter.settled(&settled(4));
+        assert_eq!(meter.counters.commit.count(), 2);
+        assert!(meter.timing.is_empty());
+    }
 }
