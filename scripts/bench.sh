@@ -48,6 +48,10 @@
 # the same run; the ratio is Kafka door ÷ native (target for produce: ≥ 0.5). It needs
 # confluent-kafka (scripts/requirements.txt) and kcat.
 #
+# With --metrics it measures only what metrics cost: lockstep appends of batches of 1 and 1,000 to
+# a broker with --metrics-listen whose /metrics a scraper reads every second, beside the same to a
+# broker without (the rows the default run ends with too).
+#
 # With --durable-flush it measures only the --fsync always rows of --durable (16 clients over
 # 1,000 topics with another client's status latency, and batches of 1,000), BASELINE too.
 #
@@ -57,7 +61,7 @@
 # directory under --fsync always, batches of 1 and of 1,000 from 1 and 4 clients: throughput
 # and the requests' p50 and p99 latencies.
 #
-# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--kafka|--nats]   (the table goes to standard output, progress
+# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--metrics|--kafka|--nats]   (the table goes to standard output, progress
 #        to stderr)
 #        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
@@ -73,10 +77,11 @@ broker_pid=""
 plain_pid=""
 redis_pid=""
 gateway_pid=""
+scraper_pid=""
 nats_pids=()
 
 cleanup() {
-    for pid in "$broker_pid" "$plain_pid" "$redis_pid" "$gateway_pid" "${nats_pids[@]}"; do
+    for pid in "$broker_pid" "$plain_pid" "$redis_pid" "$gateway_pid" "$scraper_pid" "${nats_pids[@]}"; do
         if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -465,6 +470,49 @@ curve_rows() {
     stop_broker
 }
 
+# Rows for metrics: lockstep appends of batches of 1 and 1,000 to a broker with --metrics-listen,
+# scraped every second as Prometheus would, beside a broker without, started beside it, so the
+# ratio is what the metrics cost.
+metrics_rows() {
+    note "metrics: lockstep appends to a broker with --metrics-listen scraped every second, beside one without"
+    start_broker
+    plain_endpoint=$endpoint
+    plain_pid=$broker_pid
+    start_broker --metrics-listen 127.0.0.1:0
+    local url
+    url=$(sed -n 's/^metrics on //p' "$work/broker.out")
+    python3 - "$url" "$work/scrapes" <<'PY' &
+import sys, time, urllib.request
+url, out = sys.argv[1], sys.argv[2]
+scrapes = 0
+while True:
+    with urllib.request.urlopen(url, timeout=5) as page:
+        page.read()
+    scrapes += 1
+    with open(out, "w") as f:
+        f.write(str(scrapes))
+    time.sleep(1)
+PY
+    scraper_pid=$!
+    compare "append, batch 1, 1 client, metrics scraped ÷ none" 0.97 - "≥ 0.97 × none" \
+        floor_rate "${producer[@]}" --connect "$plain_endpoint" --messages 20000 --batch 1 \
+        --topic metrics-one -- \
+        "${producer[@]}" --connect "$endpoint" --messages 20000 --batch 1 --topic metrics-one
+    compare "append, batch 1000, 1 client, metrics scraped ÷ none" 0.97 - "≥ 0.97 × none" \
+        floor_rate "${producer[@]}" --connect "$plain_endpoint" --messages 1000000 --batch 1000 \
+        --topic metrics-thousand -- \
+        "${producer[@]}" --connect "$endpoint" --messages 1000000 --batch 1000 \
+        --topic metrics-thousand
+    kill -TERM "$scraper_pid"
+    wait "$scraper_pid" 2>/dev/null || true
+    scraper_pid=""
+    note "  $(cat "$work/scrapes" 2>/dev/null || echo 0) scrapes of $url meanwhile"
+    stop_broker
+    broker_pid=$plain_pid
+    plain_pid=""
+    stop_broker
+}
+
 # Starts kafka-gateway in front of the broker at $endpoint on a free loopback port; sets
 # gateway_pid and bootstrap.
 start_gateway() {
@@ -663,6 +711,14 @@ if [[ ${1:-} == --curve ]]; then
     exit 0
 fi
 
+if [[ ${1:-} == --metrics ]]; then
+    metrics_rows
+    printf '%s\n' "Medians of $rounds rounds; values of $size bytes; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
+    printf '\n| case | figure | without metrics | ratio | target | met |\n|---|---|---|---|---|---|\n'
+    cat "$table"
+    exit 0
+fi
+
 if [[ ${1:-} == --kafka ]]; then
     kafka_rows
     printf '%s\n' "Medians of $rounds rounds; values of $size bytes; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
@@ -732,6 +788,7 @@ compare "append, batch 1000, 4 clients, --fsync always" - 1000000 "(≥ 1,000,00
 stop_broker
 
 curve_rows
+metrics_rows
 
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
     note "Redis Streams XADD, one client"

@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/need-libzmq.sh
-# The Kafka door's tests drive kcat; the web console's, the system's headless Chromium.
+# The Kafka door's tests drive kcat; the web console's, the system's headless Chromium; the
+# metrics tests, a real Prometheus and its promtool.
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
+command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then
     sudo=""

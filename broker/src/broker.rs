@@ -19,6 +19,8 @@ pub struct Broker {
     pub groups: Groups,
     /// What the broker has done since it started, for its closing summary.
     pub stats: Stats,
+    /// Where the serving loop publishes its metrics, with `--metrics-listen`.
+    pub published: Option<std::sync::Arc<crate::metrics::Published>>,
 }
 
 /// Counters for the summary the broker logs when it stops.
@@ -30,6 +32,8 @@ pub struct Stats {
     pub refused: u64,
     /// Messages appended.
     pub appended: u64,
+    /// Bytes of keys and values appended.
+    pub appended_bytes: u64,
     /// Reads refused because their peer, or all peers, had too many reply bytes unread.
     pub overloaded: u64,
     /// Replies that could not be queued to their peer (gone, or not reading).
@@ -45,6 +49,7 @@ impl Broker {
             brokers: LogicalBrokers::new(config.brokers, config.lease),
             groups: Groups::in_memory(config.group_ack_timeout),
             stats: Stats::default(),
+            published: None,
         }
     }
 }

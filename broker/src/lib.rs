@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod files;
 pub mod group;
 pub mod logical;
+pub mod metrics;
 pub mod nats;
 pub mod outbox;
 pub mod preload;

@@ -14,6 +14,7 @@ use broker::store::{Store, DEFAULT_SEGMENT_BYTES};
 use broker::unread::Limits;
 use broker::{preload, server, Broker, Config, Fsync, Shutdown, StoreConfig};
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 /// A ZeroMQ message broker hosting claimable logical brokers over one topic store.
@@ -114,6 +115,11 @@ struct Args {
     /// `313 storage_full`. No limit by default.
     #[arg(long, value_name = "BYTES", requires = "data_dir")]
     max_disk: Option<u64>,
+    /// Serve metrics in Prometheus' text format (`/metrics`) and health checks (`/healthz`,
+    /// `/readyz`) over HTTP on ADDR: HOST:PORT, or a bare PORT for loopback (e.g. 9464). Off by
+    /// default.
+    #[arg(long, value_name = "ADDR", value_parser = ops::http::parse_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The broker's tools.
@@ -209,7 +215,7 @@ fn raise_file_limit() {
 }
 
 fn main() {
-    if let Err(error) = run(Args::parse()) {
+    if let Err(error) = run(ops::config::parse::<Args>()) {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
@@ -323,6 +329,14 @@ fn run(mut args: Args) -> Result<()> {
     writeln!(stdout, "listening on {endpoint}")?;
     if let Some(key) = &curve_key {
         writeln!(stdout, "curve public key {key}")?;
+    }
+    if let Some(address) = args.metrics_listen {
+        let nats = config.store.nats.as_ref().map(|n| n.servers.clone()).unwrap_or_default();
+        let published = Arc::new(broker::metrics::Published::new(nats));
+        broker.published = Some(Arc::clone(&published));
+        let bound = ops::http::serve(address, published)
+            .with_context(|| format!("cannot listen on {address} for --metrics-listen"))?;
+        writeln!(stdout, "metrics on http://{bound}/metrics")?;
     }
     stdout.flush()?;
     drop(stdout);

@@ -22,6 +22,7 @@ use crate::auth::Guard;
 use crate::broker::{Broker, Stats};
 use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::logical::ClaimError;
+use crate::metrics::Meter;
 use crate::outbox::{self, Handout, Outbox, Route as _};
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
@@ -116,7 +117,9 @@ pub fn bind(
     let endpoint = socket
         .get_last_endpoint()?
         .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
-    let mut events = zmq::SocketEvent::ACCEPT_FAILED as i32;
+    let mut events = zmq::SocketEvent::ACCEPT_FAILED as i32
+        | zmq::SocketEvent::ACCEPTED as i32
+        | zmq::SocketEvent::DISCONNECTED as i32;
     if guard.checks_handshakes() {
         // Handshakes refused by ZAP are logged there, with the user; these fail before it.
         events |= zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
@@ -140,6 +143,7 @@ pub fn max_frame_bytes(max_message_bytes: usize) -> i64 {
 /// The socket failed.
 pub fn run(listener: Listener, mut broker: Broker, shutdown: Shutdown) -> Result<Stats, Error> {
     let unread = Unread::new(listener.unread);
+    let meter = Meter::new(broker.published.clone());
     let mut server = Server {
         listener,
         broker: &mut broker,
@@ -150,6 +154,7 @@ pub fn run(listener: Listener, mut broker: Broker, shutdown: Shutdown) -> Result
         warnings: Warnings::default(),
         accept_paused: None,
         monitor_ready: false,
+        meter,
     };
     let served = server.serve();
     // Whatever ended the loop, a socket error included, held requests are answered and the
@@ -224,6 +229,8 @@ struct Server<'b> {
     accept_paused: Option<Instant>,
     /// Whether the socket's monitor has events to read.
     monitor_ready: bool,
+    /// Counts for `--metrics-listen`, and where they are published.
+    meter: Meter,
 }
 
 impl Server<'_> {
@@ -252,6 +259,8 @@ impl Server<'_> {
         let lost = self.send_replies(&clock);
         self.give_back(lost, clock.instant);
         self.outbox.unread.forget_idle();
+        let (waiting, unread) = (self.waiting.claims_wanted(), self.outbox.unread.total());
+        self.meter.publish(self.broker, waiting, unread, clock.instant);
         Ok(())
     }
 
@@ -298,11 +307,16 @@ impl Server<'_> {
                 let errno = i32::from_le_bytes([frame[2], frame[3], frame[4], frame[5]]);
                 if code == zmq::SocketEvent::ACCEPT_FAILED as u16 {
                     failed = Some(zmq::Error::from_raw(errno));
+                } else if code == zmq::SocketEvent::ACCEPTED as u16 {
+                    self.meter.connection(true);
+                } else if code == zmq::SocketEvent::DISCONNECTED as u16 {
+                    self.meter.connection(false);
                 } else if code == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
                     || code == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
                 {
                     let peer = event.get(1).map(|f| String::from_utf8_lossy(f).into_owned());
                     self.listener.guard.note_failed_handshake(now, peer.as_deref().unwrap_or(""));
+                    crate::metrics::LOGINS.count(crate::metrics::Login::Refused);
                 }
             }
         }
@@ -338,6 +352,7 @@ impl Server<'_> {
     /// this one too when the store settles at once.
     fn commit_store(&mut self, clock: &Clock) {
         let ticket = self.broker.store.commit(clock.instant, clock.epoch_ms);
+        self.meter.committing(ticket, clock.instant, self.broker.stats.appended);
         self.outbox.stamp(ticket);
         let settled = self.broker.store.settled();
         self.settle_store(settled);
@@ -348,6 +363,7 @@ impl Server<'_> {
     /// again, and makes the groups of topics that retention shortened forget what went.
     fn settle_store(&mut self, settled: Vec<Settled>) {
         for commit in settled {
+            self.meter.settled(&commit);
             self.outbox.settle(commit.ticket, &commit.failures, &commit.renumbered);
             for topic in commit.readable {
                 if self.waiting.holds_fetches_on(&topic) && !self.grown.contains(&topic) {
@@ -422,6 +438,7 @@ impl Server<'_> {
             self.broker.brokers.next_expiry(),
             self.broker.store.next_deadline(),
             self.accept_paused,
+            self.meter.next_publish(),
         ]
         .into_iter()
         .flatten()
@@ -460,7 +477,9 @@ impl Server<'_> {
                     warn!(reason, suppressed, "malformed envelope");
                 }
                 self.broker.stats.refused += 1;
-                self.outbox.push(envelope, Response::error(ErrorCode::Malformed, reason));
+                let response = Response::error(ErrorCode::Malformed, reason);
+                self.meter.replied("unknown", &response);
+                self.outbox.push(envelope, response);
                 return;
             }
             Err(None) => {
@@ -476,19 +495,24 @@ impl Server<'_> {
             Err(error) => {
                 debug!(%error, "refused a frame");
                 self.broker.stats.refused += 1;
-                self.outbox.push(envelope, Response::error(error.code(), error.to_string()));
+                let response = Response::error(error.code(), error.to_string());
+                self.meter.replied("unknown", &response);
+                self.outbox.push(envelope, response);
                 return;
             }
         };
+        self.meter.request(&request);
         // The door: a request its user may not make is refused before it can change anything.
         if let Err(refusal) = self.listener.guard.admit(who, &request, &self.broker.brokers) {
             self.broker.stats.refused += 1;
+            self.meter.replied(request.op(), &refusal);
             self.outbox.push(envelope, refusal);
             return;
         }
         let request = match self.outbox.unread.allowance(envelope.peer()) {
             Allowance::Refused if is_read(&request) => {
                 let response = self.overloaded(clock.instant);
+                self.meter.replied(request.op(), &response);
                 self.outbox.push(envelope, response);
                 return;
             }
@@ -535,7 +559,8 @@ impl Server<'_> {
 
     /// Applies a decoded request, then queues its reply or holds it.
     fn dispatch(&mut self, request: Request<'_>, envelope: Envelope, clock: &Clock, peer: &str) {
-        debug!(op = request.op(), "request");
+        let op = request.op();
+        debug!(op, "request");
         let released = matches!(request, Request::Release { .. });
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer };
         match cmd::apply(request, self.broker, &cx) {
@@ -549,6 +574,7 @@ impl Server<'_> {
                     }
                 }
                 let refused = matches!(response, Response::Error { .. });
+                self.meter.replied(op, &response);
                 self.outbox.push(envelope, response);
                 self.broker.stats.refused += u64::from(refused);
             }
@@ -653,6 +679,7 @@ impl Server<'_> {
         }
         // The claim may have been released meanwhile; the reply goes out all the same.
         let _ = brokers.renew(held.claim, now, now);
+        self.meter.replied("group_fetch", &response);
         self.outbox.push(held.envelope, response);
     }
 
@@ -667,6 +694,7 @@ impl Server<'_> {
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
         let response = fetch::answer(&*self.broker.store, &held.topic, held.offset, budget);
+        self.meter.replied("fetch", &response);
         self.outbox.push(held.envelope, response);
     }
 

@@ -200,6 +200,11 @@ impl<E> Waiting<E> {
         (claims, fetches)
     }
 
+    /// The logical broker each waiting claim wants (`None`: any), for the metrics.
+    pub fn claims_wanted(&self) -> impl Iterator<Item = Option<u32>> + '_ {
+        self.claims.iter().map(|claim| claim.broker)
+    }
+
     /// The earliest deadline, if anything waits (possibly a little early, never late).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.next_deadline

@@ -97,7 +97,9 @@ impl Gateway {
             let peer =
                 stream.peer_addr().map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
             // Over the cap, the connection is closed at once (dropped).
-            let Some(admitted) = self.limits.admit(&peer) else { continue };
+            let admitted = self.limits.admit(&peer);
+            crate::metrics::METRICS.connection(admitted.is_some());
+            let Some(admitted) = admitted else { continue };
             // With SASL, a connection's client is made by its login, as its user.
             let client = if self.door.sasl {
                 None
@@ -131,7 +133,9 @@ fn serve(
     _admitted: Admitted,
 ) {
     let _ = stream.set_nodelay(true);
-    if let Err(e) = answer_all(&stream, &mut session, limits) {
+    let ended = answer_all(&stream, &mut session, limits);
+    crate::metrics::METRICS.closed(matches!(ended, Err(ref e) if !matches!(e, FrameError::Io(_))));
+    if let Err(e) = ended {
         match e {
             FrameError::Io(_) => tracing::debug!("Kafka connection from {peer} ended: {e}"),
             _ => tracing::warn!("closing the Kafka connection from {peer}: {e}"),
@@ -153,9 +157,11 @@ fn answer_all(
             Incoming::ApiVersionsTooNew(correlation_id) => {
                 let response = frame::api_versions_too_new();
                 let api = kafka_protocol::messages::ApiKey::ApiVersions;
+                crate::metrics::METRICS.request(api);
                 frame::write_response(&mut writer, api, 0, correlation_id, &response)?;
             }
             Incoming::Request(request) => {
+                crate::metrics::METRICS.request(request.api);
                 if !session.admits(request.api) {
                     return Err(FrameError::NotLoggedIn(crate::apis::name(request.api)));
                 }

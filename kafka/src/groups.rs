@@ -261,6 +261,7 @@ fn check_member(group: &Group, generation: i32, member_id: &str) -> Result<(), i
 fn complete(group: &mut Group) {
     group.members.retain(|_, m| m.rejoined);
     group.generation += 1;
+    crate::metrics::METRICS.rebalanced();
     group.rebalancing = None;
     group.assignments = None;
     if !group.members.contains_key(&group.leader) {

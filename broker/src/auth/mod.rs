@@ -13,7 +13,6 @@ pub mod users;
 pub mod zap;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -23,6 +22,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::logical::LogicalBrokers;
+use crate::metrics::Login as Outcome;
 use crate::quiet::{Shown, Throttle};
 use admission::{Admission, Overflow};
 use keys::{encode_z85, ServerKeys};
@@ -99,31 +99,6 @@ pub struct Guard {
     /// Refused logins and handshakes, logged at most once a second; shared with the ZAP
     /// handler's thread.
     refused: Arc<Mutex<Throttle>>,
-    /// How the ZAP handler's logins came out, since start.
-    logins: Arc<Logins>,
-}
-
-/// How many logins the ZAP handler accepted and refused since the broker started.
-#[derive(Debug, Default)]
-pub struct Logins {
-    /// Accepted.
-    pub accepted: AtomicU64,
-    /// Refused after a check (a wrong password, an unknown user or key).
-    pub refused: AtomicU64,
-    /// Refused without a check: too many logins were waiting from the address, or in all.
-    pub unchecked: AtomicU64,
-}
-
-impl Logins {
-    /// Counts `verdict`.
-    fn count(&self, verdict: &Verdict) {
-        let counter = match verdict {
-            Verdict::Accept(_) => &self.accepted,
-            Verdict::Refuse(_) => &self.refused,
-            Verdict::Later(_) => &self.unchecked,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 impl std::fmt::Debug for Guard {
@@ -135,12 +110,7 @@ impl std::fmt::Debug for Guard {
 impl Guard {
     /// No security: what the broker does without `--auth` and `--curve-secret-key`.
     pub fn off() -> Guard {
-        Guard {
-            settings: Arc::default(),
-            zap: false,
-            refused: Arc::default(),
-            logins: Arc::default(),
-        }
+        Guard { settings: Arc::default(), zap: false, refused: Arc::default() }
     }
 
     /// Sets up `settings` in `context`: binds the ZAP handler when anything is to be checked,
@@ -157,7 +127,6 @@ impl Guard {
         }
         let settings = Arc::new(settings);
         let refused = Arc::new(Mutex::new(Throttle::default()));
-        let logins = Arc::new(Logins::default());
         let zap = settings.users.is_some() || settings.curve.is_some();
         if zap {
             // A ROUTER, not a REP: the handler takes the next handshake's request while
@@ -170,7 +139,6 @@ impl Guard {
             checked.bind(CHECKED_ENDPOINT)?;
             let checks = start_checkers(context, &settings)?;
             let (settings, refused) = (Arc::clone(&settings), Arc::clone(&refused));
-            let logins = Arc::clone(&logins);
             std::thread::Builder::new()
                 .name("zap".into())
                 .spawn(move || {
@@ -180,7 +148,6 @@ impl Guard {
                         checks,
                         settings,
                         refused,
-                        logins,
                         admission: Admission::new(admission::Limits::default()),
                         checking: HashMap::new(),
                         idle: CHECKERS,
@@ -190,7 +157,7 @@ impl Guard {
                 })
                 .map_err(|e| AuthError::Thread(e.to_string()))?;
         }
-        Ok(Guard { settings, zap, refused, logins })
+        Ok(Guard { settings, zap, refused })
     }
 
     /// Whether connections must complete a PLAIN or CURVE handshake.
@@ -246,18 +213,13 @@ impl Guard {
             warn!(suppressed, "refused logins: {suppressed} more since the last warning");
         }
         if self.zap {
-            let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-            let (accepted, refused, unchecked) = (
-                count(&self.logins.accepted),
-                count(&self.logins.refused),
-                count(&self.logins.unchecked),
-            );
+            let (accepted, refused, unchecked) = crate::metrics::LOGINS.snapshot();
             info!(
                 accepted,
                 refused,
                 unchecked,
-                "logins since start: {accepted} accepted, {refused} refused after a check, \
-                 {unchecked} refused unchecked (too many waiting)"
+                "logins since start: {accepted} accepted, {refused} refused (wrong credentials, \
+                 or a failed handshake), {unchecked} refused unchecked (too many waiting)"
             );
         }
     }
@@ -378,8 +340,6 @@ struct ZapHandler {
     settings: Arc<Settings>,
     /// Refused logins, logged at most once a second.
     refused: Arc<Mutex<Throttle>>,
-    /// How logins came out.
-    logins: Arc<Logins>,
     /// The logins waiting for a check, by source address.
     admission: Admission<Login>,
     /// The logins being checked, by ticket.
@@ -502,7 +462,11 @@ impl ZapHandler {
         verdict: &Verdict,
         address: &str,
     ) -> Result<(), zmq::Error> {
-        self.logins.count(verdict);
+        crate::metrics::LOGINS.count(match verdict {
+            Verdict::Accept(_) => Outcome::Accepted,
+            Verdict::Refuse(_) => Outcome::Refused,
+            Verdict::Later(_) => Outcome::Unchecked,
+        });
         if let Verdict::Refuse(why) | Verdict::Later(why) = verdict {
             let admitted =
                 self.refused.lock().unwrap_or_else(PoisonError::into_inner).admit(Instant::now());

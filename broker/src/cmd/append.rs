@@ -11,6 +11,7 @@ pub fn apply<'a>(broker: &mut Broker, append: Append<'a>, cx: &Context<'_>) -> O
     match broker.store.append(append.topic, &append.messages, cx.now_ms) {
         Ok((first_offset, last_offset)) => {
             broker.stats.appended += append.messages.len() as u64;
+            broker.stats.appended_bytes += crate::metrics::payload_bytes(&append.messages);
             Outcome::Reply(Response::Appended { topic: append.topic, first_offset, last_offset })
         }
         Err(error) => refuse(error),

@@ -127,7 +127,9 @@ fn run(root: &File, queued: &Receiver<Job>, finished: &Sender<Done>, waker: &Uni
     while let Ok(first) = queued.recv() {
         let mut jobs = vec![first];
         jobs.extend(queued.try_iter());
+        let started = std::time::Instant::now();
         let error = flush(root, &jobs).err().map(Arc::new);
+        crate::metrics::FLUSH_SECONDS.observe(started.elapsed());
         let tickets = jobs.iter().map(|job| job.ticket).collect();
         if finished.send(Done { tickets, error }).is_err() {
             return;

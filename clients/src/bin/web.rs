@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clients::web::{self, WebArgs};
 use clients::Shutdown;
 
 fn main() -> ExitCode {
-    let args = WebArgs::parse();
+    let args = ops::config::parse::<WebArgs>();
     clients::init_tracing();
     let shutdown = Shutdown::new();
     let result = clients::install_ctrl_c(&shutdown).and_then(|()| web::run(args, &shutdown));

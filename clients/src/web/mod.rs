@@ -16,6 +16,7 @@
 pub mod api;
 pub mod assets;
 pub mod follow;
+pub mod metrics;
 pub mod pool;
 pub mod session;
 
@@ -64,6 +65,11 @@ pub struct WebArgs {
     /// user of its own (--user: the password from $BROKER_PASSWORD).
     #[command(flatten)]
     pub connect: ConnectArgs,
+
+    /// Serve metrics in Prometheus' text format (`/metrics`) and health checks (`/healthz`,
+    /// `/readyz`) over HTTP on ADDR: HOST:PORT, or a bare PORT for loopback. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = ops::http::parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Binds `args.listen`, prints `serving http://ADDR` and serves until `shutdown`.
@@ -97,6 +103,11 @@ pub fn run(args: WebArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         requests: AtomicUsize::new(0),
         streams: AtomicUsize::new(0),
     });
+    if let Some(address) = args.metrics_listen {
+        let bound = ops::http::serve(address, Arc::new(metrics::Endpoint(Arc::clone(&console))))
+            .with_context(|| format!("cannot listen on {address} for --metrics-listen"))?;
+        println!("metrics on http://{bound}/metrics");
+    }
     serve(&server, &console, shutdown);
     console.sessions.end_all();
     Ok(())
@@ -143,6 +154,7 @@ fn serve(server: &Server, console: &Arc<Console>, shutdown: &Shutdown) {
             }
         };
         if console.requests.load(Ordering::Acquire) >= MAX_REQUESTS {
+            metrics::METRICS.busy();
             let reply = api::Reply::error(503, "the console is busy; try again");
             let _ = request.respond(reply.into_response());
             continue;
@@ -170,6 +182,7 @@ fn serve(server: &Server, console: &Arc<Console>, shutdown: &Shutdown) {
 fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
     let url = request.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    metrics::METRICS.request(path);
     let query = Query::parse(query);
     let method = request.method().clone();
     if let Err(reason) = check_origin(&request, &method) {
@@ -197,6 +210,7 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
             let reply = api::Reply::error(503, "too many pages follow topics now; try again");
             return respond(request, reply, path);
         };
+        metrics::METRICS.stream();
         let last_event_id = header(&request, "Last-Event-ID");
         let start =
             follow::Opening { query: &query, last_event_id: last_event_id.as_deref(), cookie };

@@ -41,11 +41,15 @@ struct Args {
     /// largest request accepted, up to 100 MiB.
     #[arg(long, value_name = "BYTES", default_value_t = kafka::limits::DEFAULT_MAX_QUEUED_BYTES)]
     max_queued_request_bytes: usize,
+    /// Serve metrics in Prometheus' text format (`/metrics`) and health checks (`/healthz`,
+    /// `/readyz`) over HTTP on ADDR: HOST:PORT, or a bare PORT for loopback. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = ops::http::parse_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
     client::init_tracing();
-    match run(Args::parse()) {
+    match run(ops::config::parse::<Args>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -77,6 +81,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
     println!("listening on {local}");
+    if let Some(address) = args.metrics_listen {
+        let bound = ops::http::serve(address, Arc::new(kafka::metrics::Endpoint))
+            .with_context(|| format!("cannot listen on {address} for --metrics-listen"))?;
+        println!("metrics on http://{bound}/metrics");
+    }
     let limits = kafka::limits::Limits::new(args.max_connections, args.max_queued_request_bytes);
     let gateway =
         kafka::gateway::Gateway::new(listener, args.connect, host, port, args.sasl_plain, limits);
