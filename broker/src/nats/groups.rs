@@ -179,24 +179,13 @@ pub struct GroupsBucket {
 impl GroupsBucket {
     /// The groups bucket, opened or created on first use.
     pub async fn bucket(&mut self, conn: &Connection) -> Result<jetstream::kv::Store, String> {
-        if let Some(bucket) = &self.bucket {
-            return Ok(bucket.clone());
-        }
-        let bucket = match conn.js.get_key_value(GROUPS_BUCKET).await {
-            Ok(bucket) => bucket,
-            Err(_) => conn
-                .js
-                .create_key_value(jetstream::kv::Config {
-                    bucket: GROUPS_BUCKET.into(),
-                    history: 1,
-                    num_replicas: conn.setup.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("cannot create the groups bucket in JetStream: {e}"))?,
+        let config = jetstream::kv::Config {
+            bucket: GROUPS_BUCKET.into(),
+            history: 1,
+            num_replicas: conn.setup.replicas,
+            ..Default::default()
         };
-        self.bucket = Some(bucket.clone());
-        Ok(bucket)
+        conn.bucket(&mut self.bucket, config).await
     }
 
     /// A group state's bytes and revision, if one is stored under `key`.
