@@ -6,10 +6,12 @@
 //!
 //! Like the store, groups know nothing of sockets or envelopes, and change only through the
 //! commands. Changes made in a pass are stored at the end of it, after the store has committed
-//! the pass's appends ([`Groups::commit`]): one file per group state that changed, replaced whole,
-//! and flushed under the store's `--fsync` policy (every policy but `never` flushes them). A state
-//! whose file cannot be written is put back as it was at the start of the pass, and the replies
-//! that reported its changes become errors, so that nothing acknowledged to a client is lost.
+//! the pass's appends ([`Groups::commit`]), by the groups' [`Ledger`], chosen at start-up:
+//! nowhere ([`Unkept`], in memory only); one file per group state that changed, replaced whole,
+//! and flushed under the store's `--fsync` policy ([`DiskLedger`]; every policy but `never`
+//! flushes them); or in states shared with other broker processes ([`SharedLedger`]). A state
+//! that cannot be stored is put back as it was at the start of the pass, and the replies that
+//! reported its changes become errors, so that nothing acknowledged to a client is lost.
 
 mod disk;
 mod ledger;

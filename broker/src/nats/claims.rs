@@ -89,25 +89,14 @@ pub struct ClaimsBucket {
 impl ClaimsBucket {
     /// The claims bucket, opened or created (its time to live the lease) on first use.
     pub async fn bucket(&mut self, conn: &Connection) -> Result<jetstream::kv::Store, String> {
-        if let Some(bucket) = &self.bucket {
-            return Ok(bucket.clone());
-        }
-        let bucket = match conn.js.get_key_value(CLAIMS_BUCKET).await {
-            Ok(bucket) => bucket,
-            Err(_) => conn
-                .js
-                .create_key_value(jetstream::kv::Config {
-                    bucket: CLAIMS_BUCKET.into(),
-                    history: 1,
-                    max_age: conn.setup.lease,
-                    num_replicas: conn.setup.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("cannot create the claims bucket in JetStream: {e}"))?,
+        let config = jetstream::kv::Config {
+            bucket: CLAIMS_BUCKET.into(),
+            history: 1,
+            max_age: conn.setup.lease,
+            num_replicas: conn.setup.replicas,
+            ..Default::default()
         };
-        self.bucket = Some(bucket.clone());
-        Ok(bucket)
+        conn.bucket(&mut self.bucket, config).await
     }
 
     /// A watch of the claims bucket: every key's present value, then each change, so that

@@ -3,7 +3,19 @@
 //!
 //! The key of a group's state on a topic is `g.<hex of the group>.<hex of the topic>` (key
 //! names allow fewer characters than group and topic names); its value is the state as the
-//! group files hold it (`group::Saved`: delivered offset and pending offsets), in MessagePack.
+//! group files hold it (`group::Saved`: delivered offset and pending offsets), in MessagePack,
+//! after a format version.
+//!
+//! # Format
+//! ```text
+//! value = 0xc1 version:u8 body       (version 1)
+//! body  = MessagePack map {"group": str, "topic": str, "delivered": uint64, "pending": [uint64]}
+//! ```
+//! `0xc1` is the one byte MessagePack never uses, so a value written before states had a
+//! version (the body alone, which starts with a map's marker) is told apart from a versioned
+//! one: it is read as format 0, and written in the present format the next time its state
+//! changes. A version this broker does not know (written by a newer one) is refused with an
+//! error that says so, never read as if it were known.
 //!
 //! [`NatsGroups`] is the serving thread's side, the door `group` knows; [`GroupsBucket`] is
 //! the runtime's.
@@ -46,9 +58,44 @@ fn key(group: &str, topic: &str) -> String {
     format!("g.{}.{}", hex(group), hex(topic))
 }
 
-/// A stored state of `group` on `topic`, read back.
+/// The first byte of a versioned state: one MessagePack never uses, so no unversioned state
+/// (a MessagePack map) starts with it.
+const MARK: u8 = 0xc1;
+
+/// The format version of the states this broker writes.
+const VERSION: u8 = 1;
+
+/// The bytes stored for `saved`: its format version, then its body.
+///
+/// # Errors
+/// It cannot be encoded (never, for strings and numbers written to memory).
+fn encode(saved: &Saved) -> Result<Vec<u8>, String> {
+    let mut bytes = vec![MARK, VERSION];
+    rmp_serde::encode::write_named(&mut bytes, saved)
+        .map_err(|e| format!("cannot encode a group state: {e}"))?;
+    Ok(bytes)
+}
+
+/// A stored state of `group` on `topic`, read back: of the present format, or of format 0 (no
+/// version, as brokers before versions wrote them).
+///
+/// # Errors
+/// The value does not decode, names another group or topic, or is of a format version this
+/// broker does not read.
 fn decode(bytes: &[u8], group: &str, topic: &str) -> Result<Saved, String> {
-    let saved: Saved = rmp_serde::from_slice(bytes)
+    let body = match bytes {
+        [MARK, VERSION, body @ ..] => body,
+        [MARK, version, ..] => {
+            let by = if *version > VERSION { ": a newer broker wrote it" } else { "" };
+            return Err(format!(
+                "a stored group state is of format version {version}, which this broker does \
+                 not read (it reads version {VERSION}, and states stored without one){by}"
+            ));
+        }
+        [MARK] => return Err("a stored group state is cut short in its version".into()),
+        unversioned => unversioned,
+    };
+    let saved: Saved = rmp_serde::from_slice(body)
         .map_err(|e| format!("a stored group state does not decode: {e}"))?;
     if saved.group != group || saved.topic != topic {
         return Err("a stored group state names another group or topic".into());
@@ -74,11 +121,11 @@ impl SharedStates for NatsGroups {
         let failed = |reason: String| vec![Err(SaveError::Failed(reason)); count];
         let mut encoded = Vec::with_capacity(count);
         for (saved, revision) in &states {
-            match rmp_serde::to_vec_named(saved) {
+            match encode(saved) {
                 Ok(bytes) => {
                     encoded.push((key(&saved.group, &saved.topic), bytes.into(), *revision))
                 }
-                Err(error) => return failed(format!("cannot encode a group state: {error}")),
+                Err(error) => return failed(error),
             }
         }
         let (reply, answer) = mpsc::channel();
@@ -132,24 +179,13 @@ pub struct GroupsBucket {
 impl GroupsBucket {
     /// The groups bucket, opened or created on first use.
     pub async fn bucket(&mut self, conn: &Connection) -> Result<jetstream::kv::Store, String> {
-        if let Some(bucket) = &self.bucket {
-            return Ok(bucket.clone());
-        }
-        let bucket = match conn.js.get_key_value(GROUPS_BUCKET).await {
-            Ok(bucket) => bucket,
-            Err(_) => conn
-                .js
-                .create_key_value(jetstream::kv::Config {
-                    bucket: GROUPS_BUCKET.into(),
-                    history: 1,
-                    num_replicas: conn.setup.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("cannot create the groups bucket in JetStream: {e}"))?,
+        let config = jetstream::kv::Config {
+            bucket: GROUPS_BUCKET.into(),
+            history: 1,
+            num_replicas: conn.setup.replicas,
+            ..Default::default()
         };
-        self.bucket = Some(bucket.clone());
-        Ok(bucket)
+        conn.bucket(&mut self.bucket, config).await
     }
 
     /// A group state's bytes and revision, if one is stored under `key`.
@@ -225,7 +261,38 @@ impl GroupsBucket {
 
 #[cfg(test)]
 mod tests {
-    use super::key;
+    use super::*;
+
+    fn saved() -> Saved {
+        Saved { group: "g".into(), topic: "t".into(), delivered: 9, pending: vec![3, 5] }
+    }
+
+    #[test]
+    fn states_are_written_with_their_version_and_read_back() {
+        let bytes = encode(&saved()).unwrap();
+        assert_eq!(bytes[..2], [0xc1, 1]);
+        assert_eq!(decode(&bytes, "g", "t"), Ok(saved()));
+        assert!(decode(&bytes, "g", "other").unwrap_err().contains("another group or topic"));
+    }
+
+    #[test]
+    fn states_written_before_versions_still_read() {
+        // What brokers before versions stored: the MessagePack map alone.
+        let unversioned = rmp_serde::to_vec_named(&saved()).unwrap();
+        assert_ne!(unversioned[0], MARK);
+        assert_eq!(decode(&unversioned, "g", "t"), Ok(saved()));
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_not_misread() {
+        let mut newer = encode(&saved()).unwrap();
+        newer[1] = 2;
+        let error = decode(&newer, "g", "t").unwrap_err();
+        assert!(error.contains("format version 2") && error.contains("newer"), "{error}");
+        assert!(decode(&[MARK], "g", "t").unwrap_err().contains("cut short"));
+        assert!(decode(&[MARK, 1, 0xc1], "g", "t").unwrap_err().contains("does not decode"));
+        assert!(decode(b"", "g", "t").is_err());
+    }
 
     #[test]
     fn keys_hold_only_what_key_names_allow_and_tell_groups_and_topics_apart() {

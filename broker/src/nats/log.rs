@@ -20,9 +20,8 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::logical::ClaimChange;
 use crate::store::{
-    check_batch, check_name, check_range, unknown, Budget, CommitFailure, Files, InMemory,
-    IoFailure, Log, Renumbered, Result, Settled, Storage, StoreConfig, StoreError, Ticket, Topic,
-    Totals,
+    check_batch, check_name, unknown, Budget, CommitFailure, Files, InMemory, IoFailure, Log,
+    Renumbered, Result, Settled, Storage, StoreConfig, StoreError, Ticket, Topic, Totals,
 };
 use crate::store::{disk, flush, recovery};
 
@@ -522,16 +521,12 @@ impl Log for NatsLog {
         &'a self,
         topic: &str,
         offset: u64,
-        mut budget: Budget,
+        budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
         check_name(topic)?;
         let copy = self.mirror.get(topic).ok_or_else(|| unknown(topic))?;
-        let (first, next) = (copy.first_offset(), copy.next_offset());
-        check_range(topic, offset, first, next)?;
-        out.reserve(budget.messages_left().min((next - offset) as usize));
-        copy.read(offset, &mut budget, out).map_err(io_failure)?;
-        Ok(next)
+        copy.read_checked(topic, offset, budget, out)
     }
 
     fn offsets(&self, topic: &str) -> Result<(u64, u64)> {
@@ -558,17 +553,7 @@ impl Log for NatsLog {
     }
 
     fn list(&self) -> Vec<TopicInfo> {
-        self.mirror
-            .iter()
-            .map(|(name, copy)| TopicInfo {
-                name: name.clone(),
-                messages: copy.messages(),
-                first_offset: copy.first_offset(),
-                next_offset: copy.next_offset(),
-                bytes: copy.payload_bytes(),
-                disk_bytes: copy.disk_bytes(),
-            })
-            .collect()
+        self.mirror.iter().map(|(name, copy)| copy.info(name)).collect()
     }
 
     fn totals(&self) -> Totals {

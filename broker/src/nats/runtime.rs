@@ -213,6 +213,34 @@ pub struct Connection {
     pub setup: Setup,
 }
 
+impl Connection {
+    /// The key-value bucket `config` describes, kept in `opened` once opened: opened, or created
+    /// as `config` says on first use.
+    ///
+    /// # Errors
+    /// It could be neither found nor created.
+    pub async fn bucket(
+        &self,
+        opened: &mut Option<jetstream::kv::Store>,
+        config: jetstream::kv::Config,
+    ) -> Result<jetstream::kv::Store, String> {
+        if let Some(bucket) = opened {
+            return Ok(bucket.clone());
+        }
+        let name = config.bucket.clone();
+        let bucket = match self.js.get_key_value(&name).await {
+            Ok(bucket) => bucket,
+            Err(_) => self
+                .js
+                .create_key_value(config)
+                .await
+                .map_err(|e| format!("cannot create the bucket {name} in JetStream: {e}"))?,
+        };
+        *opened = Some(bucket.clone());
+        Ok(bucket)
+    }
+}
+
 /// The runtime's state, by concern.
 struct Backend {
     /// The connection they share.

@@ -686,17 +686,11 @@ impl<M: Medium> Topics<M> {
         &'a self,
         topic: &str,
         offset: u64,
-        mut budget: Budget,
+        budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
         check_name(topic)?;
-        let log = self.topic(topic)?;
-        let (first, next) = (log.first_offset(), log.next_offset());
-        check_range(topic, offset, first, next)?;
-        // Room for what is there, up to the limit, at once rather than by doubling.
-        out.reserve(budget.messages_left().min((next - offset) as usize));
-        log.read(offset, &mut budget, out).map_err(io_error)?;
-        Ok(next)
+        self.topic(topic)?.read_checked(topic, offset, budget, out)
     }
 
     /// Creates an empty topic with its own retention limits (durably, on disk).
@@ -760,17 +754,7 @@ impl<M: Medium> Topics<M> {
 
     /// Every topic with its offsets, ordered by name.
     pub fn list(&self) -> Vec<TopicInfo> {
-        self.topics
-            .iter()
-            .map(|(name, log)| TopicInfo {
-                name: name.clone(),
-                messages: log.messages(),
-                first_offset: log.first_offset(),
-                next_offset: log.next_offset(),
-                bytes: log.payload_bytes(),
-                disk_bytes: log.disk_bytes(),
-            })
-            .collect()
+        self.topics.iter().map(|(name, log)| log.info(name)).collect()
     }
 
     /// What the store holds, in sum.
@@ -815,7 +799,7 @@ pub(crate) fn check_name(topic: &str) -> Result<()> {
 }
 
 /// Refuses a read of `topic` from `offset` outside `first..=next`, what the topic holds.
-pub(crate) fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
+fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
     if offset < first || offset > next {
         return Err(StoreError::OffsetOutOfRange { topic: topic.to_owned(), offset, first, next });
     }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use protocol::{Message, Retention};
+use protocol::{Message, Retention, TopicInfo};
 
 use super::disk;
 use super::segment::Segment;
@@ -201,6 +201,39 @@ impl<S: Storage> Topic<S> {
     /// Where its records are kept.
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// What a listing shows of this topic, named `name`.
+    pub fn info(&self, name: &str) -> TopicInfo {
+        TopicInfo {
+            name: name.to_owned(),
+            messages: self.messages(),
+            first_offset: self.first_offset(),
+            next_offset: self.next_offset(),
+            bytes: self.payload_bytes(),
+            disk_bytes: self.disk_bytes(),
+        }
+    }
+
+    /// Reads this topic, named `name`, as [`super::Log::read`] does: as many messages from
+    /// `offset` into `out` as `budget` takes (always at least one message when one exists).
+    /// Returns the topic's next offset.
+    ///
+    /// # Errors
+    /// An offset below the first held or past the next; a damaged sealed segment.
+    pub fn read_checked<'a>(
+        &'a self,
+        name: &str,
+        offset: u64,
+        mut budget: Budget,
+        out: &mut Vec<Message<'a>>,
+    ) -> super::Result<u64> {
+        let (first, next) = (self.first_offset(), self.next_offset());
+        super::check_range(name, offset, first, next)?;
+        // Room for what is there, up to the limit, at once rather than by doubling.
+        out.reserve(budget.messages_left().min((next - offset) as usize));
+        self.read(offset, &mut budget, out).map_err(super::io_error)?;
+        Ok(next)
     }
 
     /// Pushes onto `out` the readable messages from `offset` on, as many as `budget` takes (always
