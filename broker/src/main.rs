@@ -160,6 +160,34 @@ fn run_tool(tool: Tool) -> Result<()> {
     Ok(())
 }
 
+/// Starts the thread that turns signals into the loop's wake-ups: SIGINT (Ctrl-C) and SIGTERM
+/// stop the broker, SIGHUP has it read the users file again.
+///
+/// # Errors
+/// The handlers could not be installed.
+fn handle_signals(shutdown: Shutdown, reload: broker::shutdown::Reload) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            // Signals that arrive together are taken together, a reload before a stop: a
+            // users file changed and then the broker stopped is read before it stops.
+            while !signals.is_closed() {
+                let batch: Vec<i32> = signals.wait().collect();
+                if batch.contains(&SIGHUP) {
+                    reload.trigger();
+                }
+                if batch.iter().any(|&signal| signal != SIGHUP) {
+                    shutdown.trigger();
+                }
+            }
+        })
+        .context("cannot start the signals' thread")?;
+    Ok(())
+}
+
 /// Reads the security settings the flags ask for.
 fn security(args: &Args) -> Result<Settings> {
     let users = args.auth.as_deref().map(Users::read).transpose()?;
@@ -178,7 +206,10 @@ fn security(args: &Args) -> Result<Settings> {
         }
         tracing::info!(users = users.len(), "read the users file");
     }
-    Ok(Settings { users, curve })
+    if users.as_ref().is_some_and(Users::is_empty) {
+        tracing::warn!("the users file names no users: nobody can log in");
+    }
+    Ok(Settings { users, curve, users_file: args.auth.clone() })
 }
 
 /// Parses a segment size: 64 bytes to 1 GiB (offsets within a segment are 32-bit).
@@ -313,12 +344,10 @@ fn run(mut args: Args) -> Result<()> {
     }
 
     let shutdown = Shutdown::new().context("cannot make the stop signal's pipe")?;
-    let trigger = shutdown.clone();
-    ctrlc::set_handler(move || trigger.trigger()).context("cannot install the Ctrl-C handler")?;
-
     let context = zmq::Context::new();
     // The ZAP handler is bound before the socket that asks it.
     let guard = Guard::open(&context, settings).context("cannot set up security")?;
+    handle_signals(shutdown.clone(), guard.reload_trigger())?;
     let login = guard.requires_login();
     let curve_key = guard.curve_public_key();
     let listener = server::bind(&context, &args.bind, &config, guard)?;

@@ -281,6 +281,7 @@ impl Server<'_> {
             self.listener.monitor.as_poll_item(zmq::POLLIN),
             zmq::PollItem::from_fd(self.shutdown.fd(), zmq::POLLIN),
             zmq::PollItem::from_fd(settled_fd, zmq::POLLIN),
+            zmq::PollItem::from_fd(self.listener.guard.reload_fd(), zmq::POLLIN),
         ];
         match zmq::poll(&mut items, timeout) {
             Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -289,6 +290,9 @@ impl Server<'_> {
         self.monitor_ready = items[1].is_readable();
         if items[2].is_readable() {
             self.shutdown.drain();
+        }
+        if items[4].is_readable() {
+            self.listener.guard.reload_if_asked();
         }
         Ok(())
     }
@@ -526,7 +530,6 @@ impl Server<'_> {
         if let (Request::Claim { broker, wait_ms, .. }, Some(user)) =
             (&request, self.listener.guard.holder(who))
         {
-            let user = user.to_owned();
             let request = Request::Claim { broker: *broker, wait_ms: *wait_ms, client: None };
             return self.dispatch(request, envelope, clock, &user);
         }
@@ -700,9 +703,11 @@ impl Server<'_> {
 
     /// Answers everything held and everything still queued, then sends the last replies.
     fn stop(&mut self) -> Result<(), Error> {
-        // Handshakes that failed since the last pass are logged before the stop is.
+        // Handshakes that failed since the last pass are logged before the stop is, and a
+        // reload asked for before the stop is done (and logged) before it.
         self.monitor_ready = true;
         self.watch_accepts(Instant::now());
+        self.listener.guard.reload_if_asked();
         let (claims, fetches) = self.waiting.take_all();
         info!(claims = claims.len(), fetches = fetches.len(), "stopping: answering held requests");
         for waiting in claims {

@@ -826,3 +826,46 @@ fn a_user_holds_at_most_its_max_claims_at_once() {
     claim(&reader, None);
     broker.interrupt();
 }
+
+#[test]
+fn sighup_rereads_the_users_file_and_the_next_request_has_the_new_rights() {
+    let dir = scratch();
+    let users = users_file(dir.path());
+    let broker = start_with(&users, &[]);
+    let context = zmq::Context::new();
+    let logs = login(&context, &broker.endpoint, "logs");
+    let none = login(&context, &broker.endpoint, "none");
+    expect_error(&ask(&logs, &append_of("orders", &["x"])), ErrorCode::Forbidden);
+
+    // `logs` may produce to `orders` from now on; `none` is gone.
+    let text = std::fs::read_to_string(&users).expect("the users file");
+    let granted = text.replacen(
+        r#"topics = { produce = ["logs.*"], consume = ["logs.*"] }"#,
+        r#"topics = { produce = ["logs.*", "orders"], consume = ["logs.*"] }"#,
+        1,
+    );
+    let (before, after) = granted.split_once("[users.none]").expect("none's table");
+    let (_, rest) = after.split_once("[users.logs]").expect("logs's table");
+    write(dir.path(), "users.toml", &format!("{before}[users.logs]{rest}"));
+    broker.signal("HUP");
+    let deadline = Instant::now() + STEP;
+    loop {
+        match ask(&logs, &append_of("orders", &["x"])) {
+            Response::Appended { .. } => break,
+            Response::Error { code: ErrorCode::Forbidden, .. } if Instant::now() < deadline => {
+                thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => panic!("after SIGHUP: {other:?}"),
+        }
+    }
+    expect_error(&ask(&none, &Request::Status), ErrorCode::Forbidden);
+
+    // A file that does not read changes nothing, and the broker goes on. The stop's SIGINT
+    // comes after the SIGHUP, so the reload is done (and logged) before the broker stops.
+    write(dir.path(), "users.toml", "[users\n");
+    broker.signal("HUP");
+    assert!(matches!(ask(&logs, &append_of("orders", &["y"])), Response::Appended { .. }));
+    let stderr = broker.interrupt();
+    assert!(stderr.contains("read the users file again"), "{stderr}");
+    assert!(stderr.contains("SIGHUP: kept the users as they were"), "{stderr}");
+}

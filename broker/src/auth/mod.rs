@@ -13,8 +13,9 @@ pub mod users;
 pub mod zap;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use protocol::{excerpt, ErrorCode, Request, Response};
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 use crate::logical::LogicalBrokers;
 use crate::metrics::Login as Outcome;
 use crate::quiet::{Shown, Throttle};
+use crate::shutdown::Reload;
 use admission::{Admission, Overflow};
 use keys::{encode_z85, ServerKeys};
 use permissions::Scope;
@@ -76,6 +78,18 @@ pub struct Settings {
     pub users: Option<Users>,
     /// The server's CURVE keys: with them, every connection is encrypted.
     pub curve: Option<ServerKeys>,
+    /// Where `users` was read from, to read again on SIGHUP.
+    pub users_file: Option<PathBuf>,
+}
+
+/// The users, shared by the serving thread, the ZAP handler and its checking threads, and
+/// replaced whole when the users file is read again.
+type SharedUsers = Arc<RwLock<Option<Users>>>;
+
+/// Reads `users`, whatever a thread that panicked while holding the lock left (a whole value:
+/// it is only ever replaced whole).
+fn read(users: &SharedUsers) -> RwLockReadGuard<'_, Option<Users>> {
+    users.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Who sent a request.
@@ -92,8 +106,14 @@ pub enum Identity {
 
 /// The door: the socket's security, the ZAP handler, and the permission check.
 pub struct Guard {
-    /// What was set up, shared with the ZAP handler's thread.
+    /// What was set up, shared with the ZAP handler's thread (its users moved to `users`).
     settings: Arc<Settings>,
+    /// The users, read again on SIGHUP.
+    users: SharedUsers,
+    /// Whether clients must log in as users.
+    login: bool,
+    /// Asked for by SIGHUP: read the users file again.
+    reload: Reload,
     /// Whether a ZAP handler answers (anything is checked).
     zap: bool,
     /// Refused logins and handshakes, logged at most once a second; shared with the ZAP
@@ -108,11 +128,6 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    /// No security: what the broker does without `--auth` and `--curve-secret-key`.
-    pub fn off() -> Guard {
-        Guard { settings: Arc::default(), zap: false, refused: Arc::default() }
-    }
-
     /// Sets up `settings` in `context`: binds the ZAP handler when anything is to be checked,
     /// and starts its thread. Must come before any socket of the context is bound.
     ///
@@ -121,13 +136,16 @@ impl Guard {
     ///
     /// # Errors
     /// CURVE asked for and libzmq has none, or the handler cannot be bound.
-    pub fn open(context: &zmq::Context, settings: Settings) -> Result<Guard, AuthError> {
+    pub fn open(context: &zmq::Context, mut settings: Settings) -> Result<Guard, AuthError> {
         if settings.curve.is_some() && !zmq::has("curve").unwrap_or(false) {
             return Err(AuthError::NoCurve);
         }
+        let login = settings.users.is_some();
+        let users: SharedUsers = Arc::new(RwLock::new(settings.users.take()));
+        let reload = Reload::new().map_err(|e| AuthError::Thread(e.to_string()))?;
         let settings = Arc::new(settings);
         let refused = Arc::new(Mutex::new(Throttle::default()));
-        let zap = settings.users.is_some() || settings.curve.is_some();
+        let zap = login || settings.curve.is_some();
         if zap {
             // A ROUTER, not a REP: the handler takes the next handshake's request while
             // earlier ones are being checked, and answers each when its check is done.
@@ -137,8 +155,8 @@ impl Guard {
             let checked = context.socket(zmq::PULL)?;
             checked.set_linger(0)?;
             checked.bind(CHECKED_ENDPOINT)?;
-            let checks = start_checkers(context, &settings)?;
-            let (settings, refused) = (Arc::clone(&settings), Arc::clone(&refused));
+            let checks = start_checkers(context, &users)?;
+            let (users, refused) = (Arc::clone(&users), Arc::clone(&refused));
             std::thread::Builder::new()
                 .name("zap".into())
                 .spawn(move || {
@@ -146,7 +164,7 @@ impl Guard {
                         socket,
                         checked,
                         checks,
-                        settings,
+                        users,
                         refused,
                         admission: Admission::new(admission::Limits::default()),
                         checking: HashMap::new(),
@@ -157,7 +175,7 @@ impl Guard {
                 })
                 .map_err(|e| AuthError::Thread(e.to_string()))?;
         }
-        Ok(Guard { settings, zap, refused })
+        Ok(Guard { settings, users, login, reload, zap, refused })
     }
 
     /// Whether connections must complete a PLAIN or CURVE handshake.
@@ -167,7 +185,39 @@ impl Guard {
 
     /// Whether clients must log in.
     pub fn requires_login(&self) -> bool {
-        self.settings.users.is_some()
+        self.login
+    }
+
+    /// The descriptor the serve loop polls: readable when a reload was asked for.
+    pub fn reload_fd(&self) -> std::os::fd::RawFd {
+        self.reload.fd()
+    }
+
+    /// What SIGHUP triggers: a request to read the users file again.
+    pub fn reload_trigger(&self) -> Reload {
+        self.reload.clone()
+    }
+
+    /// Reads the users file again if a reload was asked for, and puts its users in place of
+    /// the old ones: from the next request (and the next login) on, each user has the rights
+    /// the file gives now, and a user no longer in it has none. A file that does not read
+    /// changes nothing; the error is logged with the file and the line.
+    pub fn reload_if_asked(&self) {
+        if !self.reload.take() {
+            return;
+        }
+        let Some(path) = self.settings.users_file.as_deref() else {
+            warn!("SIGHUP: there is no users file to read again (the broker runs without --auth)");
+            return;
+        };
+        match Users::read(path) {
+            Ok(users) => {
+                let count = users.len();
+                *self.users.write().unwrap_or_else(PoisonError::into_inner) = Some(users);
+                info!(users = count, file = %path.display(), "read the users file again");
+            }
+            Err(error) => warn!(%error, "SIGHUP: kept the users as they were"),
+        }
     }
 
     /// The server's CURVE public key, when connections are encrypted.
@@ -183,7 +233,7 @@ impl Guard {
         if let Some(keys) = &self.settings.curve {
             socket.set_curve_server(true)?;
             socket.set_curve_secretkey(&keys.secret)?;
-        } else if self.settings.users.is_some() {
+        } else if self.login {
             socket.set_plain_server(true)?;
         }
         if self.zap {
@@ -226,7 +276,8 @@ impl Guard {
 
     /// Who sent the message `body`: the user ZAP named for its connection.
     pub fn identify(&self, body: &mut zmq::Message) -> Identity {
-        let Some(users) = &self.settings.users else { return Identity::Anyone };
+        let users = read(&self.users);
+        let Some(users) = users.as_ref() else { return Identity::Anyone };
         match body.gets("User-Id").and_then(|name| users.by_name(name)) {
             Some(id) => Identity::User(id),
             None => Identity::Nobody,
@@ -234,15 +285,11 @@ impl Guard {
     }
 
     /// The name a claim by `who` is held under, when claims belong to users.
-    pub fn holder(&self, who: Identity) -> Option<&str> {
+    pub fn holder(&self, who: Identity) -> Option<String> {
         match who {
-            Identity::User(id) => self.user_name(id),
+            Identity::User(id) => read(&self.users).as_ref()?.get(id).map(|u| u.name.clone()),
             Identity::Anyone | Identity::Nobody => None,
         }
-    }
-
-    fn user_name(&self, id: UserId) -> Option<&str> {
-        self.settings.users.as_ref()?.get(id).map(|u| u.name.as_str())
     }
 
     /// Whether `who` may make `request`: its permissions cover every topic and group it names,
@@ -263,7 +310,8 @@ impl Guard {
             }
             Identity::User(id) => id,
         };
-        let Some(user) = self.settings.users.as_ref().and_then(|users| users.get(id)) else {
+        let users = read(&self.users);
+        let Some(user) = users.as_ref().and_then(|users| users.get(id)) else {
             return Err(forbidden("unknown user".into()));
         };
         if let Some(need) = user.permissions.lacking(request) {
@@ -337,7 +385,7 @@ struct ZapHandler {
     /// never queues.
     checks: mpsc::SyncSender<Check>,
     /// The users.
-    settings: Arc<Settings>,
+    users: SharedUsers,
     /// Refused logins, logged at most once a second.
     refused: Arc<Mutex<Throttle>>,
     /// The logins waiting for a check, by source address.
@@ -395,7 +443,7 @@ impl ZapHandler {
             };
             let address = String::from_utf8_lossy(request.address).into_owned();
             let Credentials::Plain { user, password } = request.credentials else {
-                let verdict = zap::judge(self.settings.users.as_ref(), &request.credentials);
+                let verdict = zap::judge(read(&self.users).as_ref(), &request.credentials);
                 self.answer(envelope, request.id, &verdict, &address)?;
                 continue;
             };
@@ -487,7 +535,7 @@ impl ZapHandler {
 /// A thread or its socket could not be made.
 fn start_checkers(
     context: &zmq::Context,
-    settings: &Arc<Settings>,
+    users: &SharedUsers,
 ) -> Result<mpsc::SyncSender<Check>, AuthError> {
     let (sender, receiver) = mpsc::sync_channel::<Check>(CHECKERS);
     let receiver = Arc::new(Mutex::new(receiver));
@@ -495,7 +543,7 @@ fn start_checkers(
         let push = context.socket(zmq::PUSH)?;
         push.set_linger(0)?;
         push.connect(CHECKED_ENDPOINT)?;
-        let (settings, receiver) = (Arc::clone(settings), Arc::clone(&receiver));
+        let (users, receiver) = (Arc::clone(users), Arc::clone(&receiver));
         std::thread::Builder::new()
             .name(format!("zap-check-{n}"))
             .spawn(move || loop {
@@ -503,7 +551,7 @@ fn start_checkers(
                 let Ok(check) = next else { return };
                 let credentials =
                     Credentials::Plain { user: &check.user, password: &check.password };
-                let verdict = zap::judge(settings.users.as_ref(), &credentials);
+                let verdict = zap::judge(read(&users).as_ref(), &credentials);
                 if push.send_multipart(encode_verdict(check.ticket, &verdict), 0).is_err() {
                     return;
                 }
