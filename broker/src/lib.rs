@@ -3,6 +3,7 @@
 //! [`server::run`] is the entry point: it takes a bound socket, the state and a stop signal. The
 //! `broker` binary only parses its arguments, binds, and calls it.
 
+pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod clock;

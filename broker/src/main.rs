@@ -120,6 +120,11 @@ struct Args {
     /// default.
     #[arg(long, value_name = "ADDR", value_parser = ops::http::parse_listen)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// How log lines are written to standard error: `text` for people, `json` (one object a
+    /// line, with every field) for log shippers. `RUST_LOG` picks what is logged
+    /// (`audit=info` for the security events alone).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 /// The broker's tools.
@@ -253,13 +258,12 @@ fn main() {
 }
 
 fn run(mut args: Args) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format.as_str() {
+        "json" => log.json().init(),
+        _ => log.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     if let Some(tool) = args.command.take() {
         return run_tool(tool);
     }

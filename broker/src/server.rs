@@ -18,7 +18,8 @@ use protocol::{decode_request, ErrorCode, Fetch, GroupFetch, Request, Response};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::auth::Guard;
+use crate::audit::{self, Actor};
+use crate::auth::{Guard, Identity};
 use crate::broker::{Broker, Stats};
 use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::logical::ClaimError;
@@ -188,6 +189,8 @@ struct Warnings {
     malformed_envelope: Throttle,
     /// The socket could not accept a connection.
     accept_failed: Throttle,
+    /// Requests refused for a lack of rights, said to the audit log.
+    forbidden: audit::Refusals,
 }
 
 impl Warnings {
@@ -206,6 +209,7 @@ impl Warnings {
                 warn!(suppressed, "{kind}: {suppressed} more since the last warning");
             }
         }
+        self.forbidden.say_suppressed();
     }
 }
 
@@ -508,11 +512,29 @@ impl Server<'_> {
         self.meter.request(&request);
         // The door: a request its user may not make is refused before it can change anything.
         if let Err(refusal) = self.listener.guard.admit(who, &request, &self.broker.brokers) {
+            let op = request.op();
+            if let Response::Error { reason, .. } = &refusal {
+                let actor = self.actor(who, &mut body);
+                self.warnings.forbidden.say(&actor, op, reason, clock.instant);
+            }
             self.broker.stats.refused += 1;
-            self.meter.replied(request.op(), &refusal);
+            self.meter.replied(op, &refusal);
             self.outbox.push(envelope, refusal);
             return;
         }
+        // Admin actions are said to the audit log with who did them and from where. The peer's
+        // address costs too much to look up for every request (see claims below), and the
+        // request borrows the frame it is read from: for these few, small requests the frame
+        // is read again once the address is known.
+        let (request, actor) = if audit::is_admin(&request) {
+            let actor = self.actor(who, &mut body);
+            match decode_request(&body) {
+                Ok(again) => (again, Some(actor)),
+                Err(_) => return,
+            }
+        } else {
+            (request, None)
+        };
         let request = match self.outbox.unread.allowance(envelope.peer()) {
             Allowance::Refused if is_read(&request) => {
                 let response = self.overloaded(clock.instant);
@@ -531,14 +553,19 @@ impl Server<'_> {
             (&request, self.listener.guard.holder(who))
         {
             let request = Request::Claim { broker: *broker, wait_ms: *wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &user);
+            return self.dispatch(request, envelope, clock, &user, None);
         }
         if let Request::Claim { broker, wait_ms, client: None } = request {
             let peer = peer_of(&mut body);
             let request = Request::Claim { broker, wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &peer);
+            return self.dispatch(request, envelope, clock, &peer, None);
         }
-        self.dispatch(request, envelope, clock, "");
+        self.dispatch(request, envelope, clock, "", actor.as_ref());
+    }
+
+    /// Who sent a request, for the audit log: its user and its address.
+    fn actor(&self, who: Identity, body: &mut zmq::Message) -> Actor {
+        Actor { user: self.listener.guard.holder(who), peer: peer_of(body) }
     }
 
     /// The reply to a read from a peer that has left too many replies unread, counted.
@@ -561,13 +588,23 @@ impl Server<'_> {
     }
 
     /// Applies a decoded request, then queues its reply or holds it.
-    fn dispatch(&mut self, request: Request<'_>, envelope: Envelope, clock: &Clock, peer: &str) {
+    fn dispatch(
+        &mut self,
+        request: Request<'_>,
+        envelope: Envelope,
+        clock: &Clock,
+        peer: &str,
+        actor: Option<&Actor>,
+    ) {
         let op = request.op();
         debug!(op, "request");
         let released = matches!(request, Request::Release { .. });
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer };
         match cmd::apply(request, self.broker, &cx) {
             Outcome::Reply(response) => {
+                if let Some(actor) = actor {
+                    audit::done(actor, &response);
+                }
                 // Appends wake held fetches when their commit settles (`settle_store`).
                 if let Response::Deleted { topic } | Response::Reset { topic, .. } = &response {
                     if self.waiting.holds_fetches_on(topic)

@@ -869,3 +869,41 @@ fn sighup_rereads_the_users_file_and_the_next_request_has_the_new_rights() {
     assert!(stderr.contains("read the users file again"), "{stderr}");
     assert!(stderr.contains("SIGHUP: kept the users as they were"), "{stderr}");
 }
+
+#[test]
+fn admin_actions_and_refusals_are_logged_with_user_and_address_as_json_when_asked() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &["--log-format", "json"]);
+    let context = zmq::Context::new();
+    let full = login(&context, &broker.endpoint, "full");
+    let logs = login(&context, &broker.endpoint, "logs");
+    expect_error(&ask(&logs, &append_of("orders", &["x"])), ErrorCode::Forbidden);
+    let create = Request::CreateTopic { topic: "audited", retention: Default::default() };
+    assert!(matches!(ask(&full, &create), Response::Created { .. }));
+    assert!(matches!(
+        ask(&full, &Request::DeleteTopic { topic: "audited" }),
+        Response::Deleted { .. }
+    ));
+    let stderr = broker.interrupt();
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .filter(|event: &serde_json::Value| event["target"] == "audit")
+        .collect();
+    let said = |op: &str| {
+        events
+            .iter()
+            .find(|e| e["fields"]["op"] == op)
+            .unwrap_or_else(|| panic!("no audit event for {op} in {events:?}"))
+    };
+    let refused = said("append");
+    assert_eq!(refused["fields"]["user"], "logs", "{refused}");
+    assert_eq!(refused["level"], "WARN");
+    assert!(refused["fields"]["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1")));
+    for (op, message) in [("create_topic", "created topic"), ("delete_topic", "deleted topic")] {
+        let done = said(op);
+        assert_eq!(done["fields"]["user"], "full", "{done}");
+        assert_eq!(done["fields"]["topic"], "audited", "{done}");
+        assert_eq!(done["fields"]["message"], message, "{done}");
+    }
+}

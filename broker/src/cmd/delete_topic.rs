@@ -1,6 +1,5 @@
 //! `delete_topic`: remove a topic and its messages.
 
-use crate::quiet::Shown;
 use protocol::Response;
 
 use super::{refuse, Outcome};
@@ -12,7 +11,6 @@ pub fn apply<'a>(broker: &mut Broker, topic: &'a str) -> Outcome<'a> {
     match broker.store.delete(topic) {
         Ok(()) => {
             broker.groups.drop_topic(topic);
-            tracing::info!(topic = %Shown(topic), "deleted topic");
             Outcome::Reply(Response::Deleted { topic })
         }
         Err(error) => refuse(error),

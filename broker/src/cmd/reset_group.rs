@@ -1,6 +1,5 @@
 //! `reset_group`: move a group's committed offset on a topic; needs no claim.
 
-use crate::quiet::Shown;
 use protocol::{ResetTo, Response};
 
 use super::{group_topic, refuse, Outcome};
@@ -27,6 +26,5 @@ pub fn apply<'a>(broker: &mut Broker, group: &'a str, topic: &'a str, to: ResetT
         }
     };
     broker.groups.reset(group, topic, offset);
-    tracing::info!(group = %Shown(group), topic = %Shown(topic), "group reset to offset {offset}");
     Outcome::Reply(Response::Reset { group, topic, committed_offset: offset })
 }
