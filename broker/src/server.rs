@@ -687,6 +687,7 @@ impl Server<'_> {
         let allowance = self.outbox.unread.allowance(peer_id(&held.envelope));
         if allowance == Allowance::Refused {
             let response = self.overloaded(now);
+            self.meter.replied("group_fetch", &response);
             return self.outbox.push(held.envelope, response);
         }
         let Broker { store, groups, brokers, .. } = &mut *self.broker;
@@ -717,6 +718,7 @@ impl Server<'_> {
         let allowance = self.outbox.unread.allowance(peer_id(&held.envelope));
         if allowance == Allowance::Refused {
             let response = self.overloaded(now);
+            self.meter.replied("fetch", &response);
             return self.outbox.push(held.envelope, response);
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
