@@ -700,6 +700,7 @@ impl Server<'_> {
         let allowance = self.outbox.unread.allowance(held.envelope.peer());
         if allowance == Allowance::Refused {
             let response = self.overloaded(now);
+            self.meter.replied("group_fetch", &response);
             return self.outbox.push(held.envelope, response);
         }
         let Broker { store, groups, brokers, .. } = &mut *self.broker;
@@ -730,6 +731,7 @@ impl Server<'_> {
         let allowance = self.outbox.unread.allowance(held.envelope.peer());
         if allowance == Allowance::Refused {
             let response = self.overloaded(now);
+            self.meter.replied("fetch", &response);
             return self.outbox.push(held.envelope, response);
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));

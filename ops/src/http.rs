@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::exposition::{Exposition, CONTENT_TYPE};
 
@@ -21,7 +21,7 @@ pub const THREADS: usize = 2;
 /// The most bytes of a request read: its request line and headers (a GET has no body).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
-/// How long a peer has to send its request, and to take the answer.
+/// How long a peer has to send its whole request, and to take the answer.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The port's default, Prometheus' own range for exporters; off unless asked for.
@@ -84,7 +84,9 @@ pub fn serve(address: SocketAddr, endpoint: Arc<dyn Endpoint>) -> io::Result<Soc
 
 /// Reads one request from `stream`, answers it and closes it.
 fn answer(mut stream: TcpStream, endpoint: &dyn Endpoint) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    // One deadline for the whole request, so that a peer sending a byte at a time cannot keep
+    // a thread longer than a slow scrape would.
+    let deadline = Instant::now() + READ_TIMEOUT;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
@@ -92,6 +94,11 @@ fn answer(mut stream: TcpStream, endpoint: &dyn Endpoint) -> io::Result<()> {
         if request.len() >= MAX_REQUEST_BYTES {
             return respond(&mut stream, 431, "text/plain", b"request too large\n", false);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "request not sent in time"));
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Ok(());
@@ -207,6 +214,23 @@ mod tests {
         stream.read_to_string(&mut text).unwrap();
         assert!(text.starts_with("HTTP/1.1 431"), "{text}");
         assert!(get(up, b"GET /healthz HTTP/1.0\r\n\r\n").ends_with("ok\n"));
+    }
+
+    #[test]
+    fn a_peer_that_sends_slowly_is_cut_off_at_the_deadline() {
+        let up = serve("127.0.0.1:0".parse().unwrap(), Arc::new(Fixed(Ok(())))).unwrap();
+        let mut stream = TcpStream::connect(up).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = std::time::Instant::now();
+        // A byte at a time, each well within the deadline, until the port closes.
+        let closed = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            stream.write_all(b"G").is_err()
+        });
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(closed || read.is_ok_and(|n| n == 0), "the port kept the connection");
+        assert!(started.elapsed() < READ_TIMEOUT * 3, "{:?}", started.elapsed());
     }
 
     #[test]

@@ -65,6 +65,19 @@ fn wait_for(address: SocketAddr, q: &str, wanted: impl Fn(f64) -> bool) -> f64 {
     }
 }
 
+/// Polls the page at `address` until it holds `line`.
+fn wait_for_page(address: SocketAddr, line: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, page) = get(address, "/metrics");
+        if page.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the page at {address} never showed {line:?}:\n{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs `promtool check metrics` on the page at `address`: it must say nothing.
 fn promtool_check(address: SocketAddr, what: &str) {
     let (status, page) = get(address, "/metrics");
@@ -223,6 +236,14 @@ fn prometheus_scrapes_all_three_and_reports_the_append_rate_and_a_groups_lag() {
     wait_for(api, "sum(broker_claims)", |n| n == 1.0);
     wait_for(api, "kafka_gateway_requests_total{api=\"Metadata\"}", |n| n >= 1.0);
     wait_for(api, "web_requests_total{path=\"/\"}", |n| n >= 1.0);
+
+    // A refusal, by kind and code, on the broker's own page (published within a second).
+    let renew = testkit::round_trip(&socket, &Request::Renew { claim: claim + 1 });
+    assert!(matches!(protocol::decode_response(&renew), Ok(Response::Error { .. })));
+    wait_for_page(broker_metrics, "broker_refusals_total{op=\"renew\",code=\"unknown_claim\"} 1\n");
+    // This test's socket, and the gateway's (the console's may come and go).
+    wait_for(api, "broker_connections", |n| n >= 2.0);
+    wait_for_page(broker_metrics, "broker_requests_total{op=\"append\"} 3\n");
 
     promtool_check(broker_metrics, "the broker");
     promtool_check(gateway_metrics, "kafka-gateway");
