@@ -6,6 +6,11 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
     kafka-confluent.py consume BOOTSTRAP TOPIC GROUP N
         # a member of GROUP prints the next N messages as key=value@offset, committing as it
         # goes (auto commit) and on close; a second run in the same group goes on from there
+    kafka-confluent.py list BOOTSTRAP                # list_topics() with no topic, from an
+        # AdminClient, a Producer and a Consumer: prints each topic name once per client
+    kafka-confluent.py regex BOOTSTRAP PATTERN GROUP N
+        # a member of GROUP subscribed to a regex ("^orders-.*") prints N messages as
+        # topic:value, sorted
 
 With KAFKA_USER and KAFKA_PASSWORD set, both log in with SASL/PLAIN (for a gateway started
 with --sasl-plain in front of a broker with --auth).
@@ -14,6 +19,7 @@ import os
 import sys
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 
 def login():
@@ -61,10 +67,43 @@ def consume(bootstrap, topic, group, count):
         consumer.close()
 
 
+def list_all(bootstrap):
+    clients = [AdminClient({"bootstrap.servers": bootstrap, **login()}),
+               Producer({"bootstrap.servers": bootstrap, **login()}),
+               Consumer({"bootstrap.servers": bootstrap, "group.id": "lister", **login()})]
+    for client in clients:
+        names = sorted(client.list_topics(timeout=10).topics)
+        print(type(client).__name__, " ".join(names))
+    clients[2].close()
+
+
+def regex(bootstrap, pattern, group, count):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 1000,
+                         **login()})
+    consumer.subscribe([pattern])
+    seen = []
+    try:
+        while len(seen) < count:
+            msg = consumer.poll(30.0)
+            if msg is None:
+                sys.exit(f"only {len(seen)} of {count} messages came: {seen}")
+            if msg.error():
+                continue
+            seen.append(f"{msg.topic()}:{msg.value().decode()}")
+    finally:
+        consumer.close()
+    print("\n".join(sorted(seen)))
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["produce"] and len(sys.argv) == 5:
         produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif sys.argv[1:2] == ["consume"] and len(sys.argv) == 6:
         consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif sys.argv[1:2] == ["list"] and len(sys.argv) == 3:
+        list_all(sys.argv[2])
+    elif sys.argv[1:2] == ["regex"] and len(sys.argv) == 6:
+        regex(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         sys.exit(__doc__)

@@ -192,3 +192,35 @@ fn native_claims_do_not_silently_block_kafka_reads_nor_the_reverse() {
     let log = door.stop();
     assert!(log.contains("the gateway cannot claim a logical broker"), "{log}");
 }
+
+#[test]
+fn confluent_kafka_lists_every_topic_and_subscribes_by_regex() {
+    let door = Door::start(&[]);
+    for (topic, values) in
+        [("orders-a", ["a1", "a2"]), ("orders-b", ["b1", "b2"]), ("other", ["x", "y"])]
+    {
+        let mut produce = Command::new(binary("producer"));
+        produce.args(["--connect", &door.endpoint(), "--topic", topic]).args(values);
+        success(&run(produce, ""), "producer");
+    }
+    // librdkafka 2.1 and later send Metadata v12 with bytes after the body.
+    let mut list = Command::new("python3");
+    list.arg(script("kafka-confluent.py")).args(["list", &door.bootstrap()]);
+    let out = success(&run(list, ""), "confluent list_topics");
+    for client in ["AdminClient", "Producer", "Consumer"] {
+        let line = format!("{client} orders-a orders-b other");
+        assert!(out.lines().any(|l| l == line), "{line} not in {out}");
+    }
+
+    let mut regex = Command::new("python3");
+    regex.arg(script("kafka-confluent.py")).args([
+        "regex",
+        &door.bootstrap(),
+        "^orders-.*",
+        "re",
+        "4",
+    ]);
+    let out = success(&run(regex, ""), "confluent regex subscription");
+    assert_eq!(out, "orders-a:a1\norders-a:a2\norders-b:b1\norders-b:b2\n");
+    door.stop();
+}
