@@ -11,12 +11,16 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
     kafka-confluent.py regex BOOTSTRAP PATTERN GROUP N
         # a member of GROUP subscribed to a regex ("^orders-.*") prints N messages as
         # topic:value, sorted
+    kafka-confluent.py member BOOTSTRAP TOPIC GROUP
+        # a member of GROUP with a 6 s session timeout that prints "assigned N" (N partitions)
+        # at each assignment and "message VALUE" for each message, until killed (at most 120 s)
 
 With KAFKA_USER and KAFKA_PASSWORD set, both log in with SASL/PLAIN (for a gateway started
 with --sasl-plain in front of a broker with --auth).
 """
 import os
 import sys
+import time
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
@@ -96,11 +100,30 @@ def regex(bootstrap, pattern, group, count):
     print("\n".join(sorted(seen)))
 
 
+def member(bootstrap, topic, group):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                         "heartbeat.interval.ms": 500, **login()})
+
+    def assigned(_consumer, partitions):
+        print(f"assigned {len(partitions)}", flush=True)
+
+    consumer.subscribe([topic], on_assign=assigned)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is not None and not msg.error():
+            print(f"message {msg.value().decode()}", flush=True)
+    consumer.close()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["produce"] and len(sys.argv) == 5:
         produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif sys.argv[1:2] == ["consume"] and len(sys.argv) == 6:
         consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif sys.argv[1:2] == ["member"] and len(sys.argv) == 5:
+        member(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1:2] == ["list"] and len(sys.argv) == 3:
         list_all(sys.argv[2])
     elif sys.argv[1:2] == ["regex"] and len(sys.argv) == 6:

@@ -83,6 +83,16 @@ impl Gateway {
             // A broker not up yet: the connections find out what it asks for.
             Ok(_) | Err(_) => {}
         }
+        // Members that died without leaving go when their session ends, whether or not
+        // another member of their group heartbeats.
+        let coordinator = Arc::downgrade(&self.door.coordinator);
+        thread::spawn(move || {
+            while let Some(coordinator) = coordinator.upgrade() {
+                coordinator.expire();
+                drop(coordinator);
+                thread::sleep(std::time::Duration::from_secs(1));
+            }
+        });
         for stream in self.listener.incoming() {
             if stop.load(Ordering::SeqCst) {
                 break;

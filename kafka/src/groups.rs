@@ -6,7 +6,11 @@
 //! The rules are Kafka's, pared down: a join starts a rebalance that waits (at most
 //! [`MAX_REBALANCE`]) for every known member to join again; members learn of a rebalance from
 //! their heartbeat (`REBALANCE_IN_PROGRESS`); the first member is the leader and assigns; a
-//! member silent for its session timeout is dropped at the next join.
+//! member silent for its session timeout is dropped, which starts a rebalance that the others
+//! learn of from their next heartbeat (a consumer killed without a `LeaveGroup` is replaced
+//! within its session timeout and the rebalance), and a group without members is forgotten
+//! with everything it held. [`Coordinator::expire`] does this for every group; the gateway
+//! calls it once a second, and each heartbeat does it for its own group.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -180,6 +184,9 @@ impl Coordinator {
                 return Err(ResponseError::UnknownMemberId.code());
             };
             check_member(group, generation, member_id)?;
+            if let Some(member) = group.members.get_mut(member_id) {
+                member.seen = Instant::now();
+            }
             if group.leader == member_id && group.assignments.is_none() {
                 group.assignments = Some(assignments.iter().cloned().collect());
                 self.changed.notify_all();
@@ -205,6 +212,9 @@ impl Coordinator {
         let Some(group) = groups.get_mut(group_id) else {
             return ResponseError::UnknownMemberId.code();
         };
+        if expire(group, Instant::now()) {
+            self.changed.notify_all();
+        }
         match check_member(group, generation, member_id) {
             Ok(()) => {
                 if let Some(member) = group.members.get_mut(member_id) {
@@ -240,6 +250,47 @@ impl Coordinator {
         self.changed.notify_all();
         codes
     }
+}
+
+impl Coordinator {
+    /// Drops every member silent for longer than its session timeout, starting a rebalance in
+    /// its group, and forgets the groups left without members.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let mut groups = self.lock();
+        let mut changed = false;
+        for group in groups.values_mut() {
+            changed |= expire(group, now);
+        }
+        groups.retain(|_, g| !g.members.is_empty());
+        if changed {
+            self.changed.notify_all();
+        }
+    }
+
+    /// How many groups are kept, for tests of what dead members leave behind.
+    pub fn group_count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Drops `group`'s members silent past their session timeout, save those that joined the
+/// rebalance in progress and wait in their `JoinGroup`; starts a rebalance when one went and
+/// others are left. Whether any went.
+fn expire(group: &mut Group, now: Instant) -> bool {
+    let waiting = group.rebalancing.is_some();
+    let before = group.members.len();
+    group.members.retain(|_, m| (waiting && m.rejoined) || now < m.seen + m.session);
+    if group.members.len() == before {
+        return false;
+    }
+    if !group.members.is_empty() && group.rebalancing.is_none() {
+        group.rebalancing = Some(now + MAX_REBALANCE);
+        for m in group.members.values_mut() {
+            m.rejoined = false;
+        }
+    }
+    true
 }
 
 /// Whether `member_id` is a member of `group` in `generation`, with no rebalance under way.
@@ -324,5 +375,50 @@ mod tests {
         assert_eq!(again.leader, first.member_id);
         assert_eq!(again.members.len(), 2);
         assert!(second.members.is_empty());
+    }
+
+    #[test]
+    fn a_silent_member_is_dropped_and_the_survivor_told_to_join_again() {
+        let coordinator = std::sync::Arc::new(Coordinator::default());
+        let long = Duration::from_secs(30);
+        let short = Duration::from_millis(300);
+        let first = coordinator.join("g", "", protocols(), long, long);
+        let other = std::sync::Arc::clone(&coordinator);
+        let dying = std::thread::spawn(move || other.join("g", "", protocols(), short, long));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while coordinator.heartbeat("g", 1, &first.member_id) != 27 {
+            assert!(Instant::now() < deadline, "no rebalance came");
+            std::thread::yield_now();
+        }
+        let again = coordinator.join("g", &first.member_id, protocols(), long, long);
+        let dying = dying.join().expect("second join");
+        assert_eq!((again.generation, again.members.len()), (2, 2));
+        // The second member never heartbeats: past its session timeout, the first is told to
+        // join again, by its heartbeat alone, and leads a group of one.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while coordinator.heartbeat("g", 2, &first.member_id) != 27 {
+            assert!(Instant::now() < deadline, "the silent member was never dropped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let alone = coordinator.join("g", &first.member_id, protocols(), long, long);
+        assert_eq!((alone.generation, alone.members.len()), (3, 1));
+        assert_eq!(coordinator.heartbeat("g", 3, &dying.member_id), 25);
+    }
+
+    #[test]
+    fn groups_whose_members_all_went_silent_are_forgotten() {
+        let coordinator = Coordinator::default();
+        let short = Duration::from_millis(50);
+        for i in 0..10 {
+            let joined = coordinator.join(&format!("g{i}"), "", protocols(), short, short);
+            assert_eq!(joined.error, 0);
+        }
+        assert_eq!(coordinator.group_count(), 10);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while coordinator.group_count() > 0 {
+            assert!(Instant::now() < deadline, "groups kept past their members' sessions");
+            std::thread::sleep(Duration::from_millis(20));
+            coordinator.expire();
+        }
     }
 }
