@@ -577,8 +577,13 @@ impl Native {
     }
 
     /// `Metadata`: the gateway as the one broker, and the topics asked for (every topic when
-    /// none is named), each with its one partition. A topic named that does not exist is
-    /// created when the request allows it, as Kafka's `auto.create.topics.enable` does.
+    /// none is named), each with its one partition.
+    ///
+    /// A request that names its topics and allows their creation (a producer's, as Kafka's
+    /// `auto.create.topics.enable` does) is answered by creating each one, which needs no
+    /// claim: producing through this door never waits for a logical broker. Any other is
+    /// answered from `list_topics` under the shared claim; when no logical broker is free, its
+    /// topics get `LEADER_NOT_AVAILABLE`, which Kafka clients retry.
     fn metadata(&mut self, request: &MetadataRequest, version: i16) -> MetadataResponse {
         let mut response = MetadataResponse::default();
         let mut broker = MetadataResponseBroker::default();
@@ -591,6 +596,22 @@ impl Native {
         }
         if version >= 1 {
             response.controller_id = BrokerId(NODE_ID);
+        }
+        if request.topics.is_some() && request.allow_auto_topic_creation {
+            response.topics = requested_names(request)
+                .into_iter()
+                .map(|name| {
+                    let code = match self.create_topic(&name) {
+                        Ok(()) => 0,
+                        // A user who may produce on the topic but not administer it: the
+                        // append will create it, as a native append does.
+                        Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => 0,
+                        Err(e) => kafka_code(&e),
+                    };
+                    topic_metadata(name, code)
+                })
+                .collect();
+            return response;
         }
         let known = match self.topics() {
             Ok(topics) => topics,
@@ -610,17 +631,8 @@ impl Native {
         response.topics = names
             .into_iter()
             .map(|name| {
-                if known.iter().any(|t| t.name == name) {
-                    return topic_metadata(name, 0);
-                }
-                let code = if request.allow_auto_topic_creation {
-                    match self.create_topic(&name) {
-                        Ok(()) => 0,
-                        // A user who may produce on the topic but not administer it: the
-                        // append will create it, as a native append does.
-                        Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => 0,
-                        Err(e) => kafka_code(&e),
-                    }
+                let code = if known.iter().any(|t| t.name == name) {
+                    0
                 } else {
                     ResponseError::UnknownTopicOrPartition.code()
                 };

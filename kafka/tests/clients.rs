@@ -224,3 +224,39 @@ fn confluent_kafka_lists_every_topic_and_subscribes_by_regex() {
     assert_eq!(out, "orders-a:a1\norders-a:a2\norders-b:b1\norders-b:b2\n");
     door.stop();
 }
+
+#[test]
+fn kafka_producers_never_wait_for_a_claim_that_native_consumers_hold() {
+    // One logical broker, held by a native follower for the whole test.
+    let door = Door::start(&["--brokers", "1"]);
+    let mut follow = Command::new(binary("consumer"))
+        .args(["--connect", &door.endpoint(), "follow", "busy"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start consumer follow");
+    wait_until_free_is(&door, false);
+
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-P", "-b", &door.bootstrap(), "-t", "busy", "-K", ":"]);
+    success(&run(kcat, "k:one\ntwo\n"), "kcat -P");
+    let mut produce = Command::new("python3");
+    produce.arg(script("kafka-confluent.py")).args(["produce", &door.bootstrap(), "busy", "10"]);
+    success(&run(produce, ""), "confluent produce");
+
+    // A Kafka reader cannot get a logical broker: it is told so, retriably.
+    let mut reader = Command::new("kcat");
+    reader.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "busy"]);
+    let refused = run(reader, "");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Leader not available"),
+        "{refused:?}"
+    );
+
+    testkit::signal_process(follow.id(), "INT");
+    testkit::wait_child(&mut follow, testkit::STEP).expect("consumer follow stops on Ctrl-C");
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", "busy"]);
+    assert_eq!(success(&run(fetch, ""), "consumer fetch").lines().count(), 12);
+    door.stop();
+}
