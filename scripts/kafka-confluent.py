@@ -11,6 +11,9 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
     kafka-confluent.py regex BOOTSTRAP PATTERN GROUP N
         # a member of GROUP subscribed to a regex ("^orders-.*") prints N messages as
         # topic:value, sorted
+    kafka-confluent.py transactional BOOTSTRAP
+        # init_transactions() of a producer with a transactional.id: prints "initialised", or
+        # "refused SECONDS ERROR"
     kafka-confluent.py member BOOTSTRAP TOPIC GROUP
         # a member of GROUP with a 6 s session timeout that prints "assigned N" (N partitions)
         # at each assignment and "message VALUE" for each message, until killed (at most 120 s)
@@ -100,6 +103,16 @@ def regex(bootstrap, pattern, group, count):
     print("\n".join(sorted(seen)))
 
 
+def transactional(bootstrap):
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "tx-1", **login()})
+    start = time.monotonic()
+    try:
+        producer.init_transactions(30)
+        print("initialised")
+    except Exception as e:  # pylint: disable=broad-except
+        print(f"refused {time.monotonic() - start:.1f} {e}")
+
+
 def member(bootstrap, topic, group):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
@@ -124,6 +137,8 @@ if __name__ == "__main__":
         consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif sys.argv[1:2] == ["member"] and len(sys.argv) == 5:
         member(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1:2] == ["transactional"] and len(sys.argv) == 3:
+        transactional(sys.argv[2])
     elif sys.argv[1:2] == ["list"] and len(sys.argv) == 3:
         list_all(sys.argv[2])
     elif sys.argv[1:2] == ["regex"] and len(sys.argv) == 6:

@@ -21,9 +21,10 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, ProducerId, RequestKind, ResponseKind, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestKind, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -311,7 +312,9 @@ impl Native {
                 }
                 ResponseKind::Produce(response)
             }
-            RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(init_producer_id()),
+            RequestKind::InitProducerId(request) => {
+                ResponseKind::InitProducerId(init_producer_id(&request))
+            }
             RequestKind::ListOffsets(request) => {
                 ResponseKind::ListOffsets(self.list_offsets(&request))
             }
@@ -829,12 +832,29 @@ impl Native {
 
 /// `InitProducerId`: producer id 0, epoch 0. The broker does not deduplicate retried batches
 /// by producer sequence, so an idempotent producer gets at-least-once, as without idempotence.
-fn init_producer_id() -> InitProducerIdResponse {
+///
+/// A transactional producer (one with a `transactional.id`) is refused at once with
+/// [`TRANSACTIONS_REFUSED`]: the door has no transactions, and a client that waited for one
+/// would time out after a minute with nothing said.
+fn init_producer_id(request: &InitProducerIdRequest) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
+    if let Some(id) = request.transactional_id.as_ref().filter(|id| !id.is_empty()) {
+        tracing::info!(
+            "refusing the transactional producer {:?}: the Kafka door has no transactions",
+            id.as_str()
+        );
+        response.error_code = TRANSACTIONS_REFUSED.code();
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+        return response;
+    }
     response.producer_id = ProducerId(0);
     response.producer_epoch = 0;
     response
 }
+
+/// The answer to a transactional producer's `InitProducerId`.
+pub const TRANSACTIONS_REFUSED: ResponseError = ResponseError::TransactionalIdAuthorizationFailed;
 
 /// The retention a `CreateTopics` entry asks for, or why it cannot be made.
 fn creatable(topic: &CreatableTopic) -> Result<Retention, i16> {

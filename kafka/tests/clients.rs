@@ -260,3 +260,15 @@ fn kafka_producers_never_wait_for_a_claim_that_native_consumers_hold() {
     assert_eq!(success(&run(fetch, ""), "consumer fetch").lines().count(), 12);
     door.stop();
 }
+
+#[test]
+fn a_transactional_producer_is_refused_at_once_and_the_log_says_why() {
+    let door = Door::start(&[]);
+    let mut init = Command::new("python3");
+    init.arg(script("kafka-confluent.py")).args(["transactional", &door.bootstrap()]);
+    let out = success(&run(init, ""), "confluent init_transactions");
+    assert!(out.starts_with("refused "), "{out}");
+    assert!(out.contains("TRANSACTIONAL_ID_AUTHORIZATION_FAILED"), "{out}");
+    let log = door.stop();
+    assert!(log.contains("the Kafka door has no transactions"), "{log}");
+}
