@@ -357,7 +357,9 @@ impl Native {
 
     /// `CreateTopics`: each topic made with a native `create_topic`. A topic has one partition
     /// and one replica; `retention.ms` and `retention.bytes` become its retention, and any other
-    /// setting gets `INVALID_CONFIG`.
+    /// setting gets `INVALID_CONFIG`. A topic that exists gets `TOPIC_ALREADY_EXISTS` whatever
+    /// else it asks for, as Kafka checks existence first: setup code that ignores "already
+    /// exists" then goes on.
     fn create_topics(
         &mut self,
         request: &CreateTopicsRequest,
@@ -368,7 +370,12 @@ impl Native {
             let mut result = CreatableTopicResult::default();
             result.name = topic.name.clone();
             let code = match creatable(topic) {
-                Err(code) => code,
+                Err(code) => match self.topics() {
+                    Ok(all) if all.iter().any(|t| t.name == topic.name.0.as_str()) => {
+                        ResponseError::TopicAlreadyExists.code()
+                    }
+                    _ => code,
+                },
                 Ok(_) if request.validate_only => 0,
                 Ok(retention) => {
                     let create = Request::CreateTopic { topic: topic.name.0.as_str(), retention };

@@ -127,6 +127,11 @@ fn kafka_python_admin_creates_and_deletes_topics_the_native_door_sees() {
     let again = admin(&["create", "made"]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("TopicAlreadyExists"), "{again:?}");
+    // Existence is checked before the partitions asked for, as Kafka does.
+    let three = admin(&["create3", "made"]);
+    assert!(String::from_utf8_lossy(&three.stderr).contains("TopicAlreadyExists"), "{three:?}");
+    let new = admin(&["create3", "other"]);
+    assert!(String::from_utf8_lossy(&new.stderr).contains("InvalidPartitions"), "{new:?}");
     success(&admin(&["delete", "made"]), "delete");
     assert!(!topics().lines().any(|l| l.starts_with("made ")), "{}", topics());
     door.stop();
