@@ -136,8 +136,8 @@ pub fn api_versions() -> ApiVersionsResponse {
 /// What every connection shares: where the gateway is reached, and its claim.
 #[derive(Debug)]
 pub struct Door {
-    /// The broker's native endpoint, for the connections of authenticated users.
-    pub endpoint: String,
+    /// The broker's native endpoints, for the connections of authenticated users.
+    pub endpoints: client::Endpoints,
     /// Whether Kafka clients must log in with SASL/PLAIN, as the broker's users.
     pub sasl: bool,
     /// The claims of logged-in users, one per user: a claim belongs to its user.
@@ -268,7 +268,7 @@ impl Session {
         }
         let credentials =
             Credentials::Plain { user: user.to_owned(), password: password.to_owned() };
-        let login = Client::connect_as(&self.door.endpoint, BROKER_TIMEOUT, credentials)
+        let login = Client::connect_to(self.door.endpoints.clone(), BROKER_TIMEOUT, credentials)
             .and_then(|mut client| client.status().map(|_| client));
         match login {
             Ok(client) => {

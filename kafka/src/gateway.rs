@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use client::{Client, ClientError};
+use client::{Client, ClientError, Credentials, Endpoints};
 
 use crate::apis::{Door, Session, BROKER_TIMEOUT};
 use crate::claim::SharedClaim;
@@ -20,8 +20,8 @@ use crate::limits::{Admitted, Limits};
 pub struct Gateway {
     /// The Kafka listener.
     listener: TcpListener,
-    /// The broker's native endpoint.
-    endpoint: String,
+    /// The broker's native endpoints (several for broker processes sharing their topics).
+    endpoints: Endpoints,
     /// What every connection shares.
     door: Arc<Door>,
     /// What the connections may hold, in all.
@@ -29,20 +29,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway accepting on `listener`, speaking to the broker at `endpoint`, and giving
+    /// A gateway accepting on `listener`, speaking to the broker at `endpoints`, and giving
     /// `host:port` in `Metadata` (the address Kafka clients reach it at).
     /// With `sasl`, Kafka clients must log in with SASL/PLAIN as users of the broker.
     /// `limits` bounds the connections and the request bytes they hold.
     pub fn new(
         listener: TcpListener,
-        endpoint: String,
+        endpoints: Endpoints,
         host: String,
         port: u16,
         sasl: bool,
         limits: Limits,
     ) -> Gateway {
         let door = Door {
-            endpoint: endpoint.clone(),
+            endpoints: endpoints.clone(),
             sasl,
             user_claims: std::sync::Mutex::default(),
             host,
@@ -50,7 +50,7 @@ impl Gateway {
             claim: Arc::new(SharedClaim::default()),
             coordinator: Arc::new(Coordinator::default()),
         };
-        Gateway { listener, endpoint, door: Arc::new(door), limits: Arc::new(limits) }
+        Gateway { listener, endpoints, door: Arc::new(door), limits: Arc::new(limits) }
     }
 
     /// Accepts connections until `stop` is set (the caller then connects once to wake the
@@ -64,7 +64,8 @@ impl Gateway {
     /// The broker's endpoint is not one a client can connect to, or `sasl` was asked for in
     /// front of a broker that has no users (every login would fail).
     pub fn run(mut self, stop: &AtomicBool) -> anyhow::Result<()> {
-        let mut control = Client::connect(&self.endpoint, BROKER_TIMEOUT)?;
+        let mut control =
+            Client::connect_to(self.endpoints.clone(), BROKER_TIMEOUT, Credentials::None)?;
         match control.status() {
             Err(ClientError::AuthenticationFailed { .. }) => {
                 if !self.door.sasl {
@@ -78,7 +79,7 @@ impl Gateway {
             }
             Ok(_) if self.door.sasl => anyhow::bail!(
                 "--sasl-plain: the broker at {} has no users (start it with --auth)",
-                self.endpoint
+                self.endpoints
             ),
             // A broker not up yet: the connections find out what it asks for.
             Ok(_) | Err(_) => {}

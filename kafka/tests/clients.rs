@@ -277,3 +277,42 @@ fn a_transactional_producer_is_refused_at_once_and_the_log_says_why() {
     let log = door.stop();
     assert!(log.contains("the Kafka door has no transactions"), "{log}");
 }
+
+#[test]
+fn the_broker_is_found_in_every_address_form_the_other_programs_take() {
+    let broker = testkit::BrokerProcess::start(&binary("broker"), &[]);
+    let port = broker.endpoint.rsplit(':').next().expect("a port").to_owned();
+    let bare = format!("127.0.0.1:{port}");
+    let named = format!("localhost:{port}");
+    let several = format!("{bare},{}", broker.endpoint);
+    let forms: [(&str, Option<&str>); 4] = [
+        ("--connect HOST:PORT", Some(&bare)),
+        ("BROKER_ENDPOINT=HOST:PORT", None),
+        ("--connect with a list", Some(&several)),
+        ("--connect tcp://", Some(&broker.endpoint)),
+    ];
+    for (i, (what, connect)) in forms.into_iter().enumerate() {
+        let mut command = Command::new(common::GATEWAY);
+        command.args(["--listen", "127.0.0.1:0"]);
+        match connect {
+            Some(endpoint) => command.args(["--connect", endpoint]),
+            None => command.env("BROKER_ENDPOINT", &named),
+        };
+        let gateway = testkit::BrokerProcess::spawn(command);
+        let topic = format!("forms{i}");
+        let mut kcat = Command::new("kcat");
+        kcat.args(["-P", "-b", &gateway.endpoint, "-t", &topic]);
+        success(&run(kcat, "through\n"), what);
+        let mut kcat = Command::new("kcat");
+        kcat.args(["-C", "-e", "-b", &gateway.endpoint, "-t", &topic]);
+        assert_eq!(success(&run(kcat, ""), what), "through\n", "{what}");
+        gateway.interrupt();
+    }
+    let mut bad = Command::new(common::GATEWAY);
+    bad.args(["--listen", "127.0.0.1:0", "--connect", "udp://nowhere:1"]);
+    let out = run(bad, "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--connect") && stderr.contains("HOST:PORT"), "{stderr}");
+    broker.interrupt();
+}

@@ -20,9 +20,11 @@ struct Args {
     /// The address Kafka clients connect to (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9092")]
     listen: String,
-    /// The broker's native endpoint.
-    #[arg(long, env = "BROKER_ENDPOINT", default_value = protocol::DEFAULT_ENDPOINT)]
-    connect: String,
+    /// The broker's native endpoint, in any form the other programs take (`HOST:PORT`,
+    /// `tcp://HOST:PORT`, `ipc://PATH`), or several separated by commas for broker processes
+    /// that share their topics; else `BROKER_ENDPOINT`, else the default.
+    #[arg(long, value_name = "ENDPOINT")]
+    connect: Option<String>,
     /// The `host:port` Kafka clients are told to reach the gateway at, when not the listen
     /// address (behind NAT or a container's port mapping).
     #[arg(long, value_name = "HOST:PORT")]
@@ -68,6 +70,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             (host.to_owned(), port)
         }
     };
+    // Read here rather than by clap, which would blame `--connect` for a bad variable.
+    let (given, from) = match (&args.connect, std::env::var(protocol::endpoint::ENDPOINT_ENV)) {
+        (Some(flag), _) => (flag.clone(), "--connect"),
+        (None, Ok(env)) => (env, protocol::endpoint::ENDPOINT_ENV),
+        (None, Err(_)) => (protocol::DEFAULT_ENDPOINT.to_owned(), "the default endpoint"),
+    };
+    let endpoints = client::Endpoints::parse(&given).context(from)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || {
@@ -79,6 +88,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     println!("listening on {local}");
     let limits = kafka::limits::Limits::new(args.max_connections, args.max_queued_request_bytes);
     let gateway =
-        kafka::gateway::Gateway::new(listener, args.connect, host, port, args.sasl_plain, limits);
+        kafka::gateway::Gateway::new(listener, endpoints, host, port, args.sasl_plain, limits);
     gateway.run(&stop)
 }
