@@ -84,7 +84,7 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::CreateTopics, 0, 4),
     (ApiKey::DeleteTopics, 0, 5),
-    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
@@ -150,6 +150,8 @@ pub struct Door {
     pub claim: Arc<SharedClaim>,
     /// Kafka group membership.
     pub coordinator: Arc<Coordinator>,
+    /// Failed logins, logged throttled.
+    pub refused_logins: crate::limits::RefusedLogins,
 }
 
 impl Door {
@@ -169,6 +171,9 @@ pub struct Session {
     native: Option<Native>,
     /// Whether a `SaslHandshake` for PLAIN came.
     handshake: bool,
+    /// Whether that handshake was version 0, after which the login comes as a bare frame of
+    /// SASL bytes rather than a `SaslAuthenticate` request.
+    raw_token_next: bool,
     /// Whether the connection has logged in with SASL.
     authenticated: bool,
     /// Whether the connection is to be closed after the response just made (a failed login).
@@ -189,7 +194,14 @@ impl Session {
     /// A session; `client` is its connection to the broker when no login is needed.
     pub fn new(door: Arc<Door>, client: Option<Client>) -> Session {
         let native = client.map(|client| Native::new(&door, client, Arc::clone(&door.claim)));
-        Session { door, native, handshake: false, authenticated: false, closing: false }
+        Session {
+            door,
+            native,
+            handshake: false,
+            raw_token_next: false,
+            authenticated: false,
+            closing: false,
+        }
     }
 
     /// Whether a request of `api` may be answered now: with `--sasl-plain`, only `ApiVersions`
@@ -212,7 +224,9 @@ impl Session {
         match request {
             RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions())),
             RequestKind::SaslHandshake(request) => {
-                Some(ResponseKind::SaslHandshake(self.sasl_handshake(&request)))
+                let response = self.sasl_handshake(&request);
+                self.raw_token_next = version == 0 && self.handshake;
+                Some(ResponseKind::SaslHandshake(response))
             }
             RequestKind::SaslAuthenticate(request) => {
                 Some(ResponseKind::SaslAuthenticate(self.sasl_authenticate(&request)))
@@ -235,36 +249,55 @@ impl Session {
         response
     }
 
-    /// `SaslAuthenticate`: a PLAIN login (`authzid NUL user NUL password`), checked by the
-    /// broker itself: the gateway connects as that user, and the connection's requests go
-    /// through that login from then on, with that user's permissions. A failed login is
-    /// answered `SASL_AUTHENTICATION_FAILED` and the connection closed, as Kafka does.
-    fn sasl_authenticate(&mut self, request: &SaslAuthenticateRequest) -> SaslAuthenticateResponse {
-        let mut response = SaslAuthenticateResponse::default();
-        let failed = |response: &mut SaslAuthenticateResponse, message: String| {
-            response.error_code = ResponseError::SaslAuthenticationFailed.code();
-            response.error_message = Some(StrBytes::from_string(message));
-        };
+    /// Whether the next frame is a bare SASL token (after a `SaslHandshake` v0), not a request.
+    pub fn expects_raw_token(&self) -> bool {
+        self.raw_token_next
+    }
+
+    /// The bare SASL token that follows a `SaslHandshake` v0: the same PLAIN login as
+    /// `SaslAuthenticate` carries. Whether it succeeded; Kafka answers a success with an empty
+    /// frame and closes the connection on a failure.
+    pub fn raw_authenticate(&mut self, token: &[u8]) -> bool {
+        self.raw_token_next = false;
         self.closing = true;
         if !self.handshake || self.authenticated {
+            return false;
+        }
+        self.login(token).is_ok()
+    }
+
+    /// `SaslAuthenticate`: a PLAIN login, answered `SASL_AUTHENTICATION_FAILED` (and the
+    /// connection closed, as Kafka does) when it fails.
+    fn sasl_authenticate(&mut self, request: &SaslAuthenticateRequest) -> SaslAuthenticateResponse {
+        let mut response = SaslAuthenticateResponse::default();
+        self.closing = true;
+        if !self.handshake || self.authenticated || self.raw_token_next {
             response.error_code = ResponseError::IllegalSaslState.code();
             return response;
         }
-        let mut parts = request.auth_bytes.split(|b| *b == 0);
+        if let Err(message) = self.login(&request.auth_bytes) {
+            response.error_code = ResponseError::SaslAuthenticationFailed.code();
+            response.error_message = Some(StrBytes::from_string(message));
+        }
+        response
+    }
+
+    /// A PLAIN login (`authzid NUL user NUL password`), checked by the broker itself: the
+    /// gateway connects as that user, and the connection's requests go through that login from
+    /// then on, with that user's permissions. What to tell the client when it fails.
+    fn login(&mut self, auth_bytes: &[u8]) -> Result<(), String> {
+        let mut parts = auth_bytes.split(|b| *b == 0);
         let (Some(authzid), Some(user), Some(password), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            failed(&mut response, "a PLAIN login is authzid NUL user NUL password".into());
-            return response;
+            return Err("a PLAIN login is authzid NUL user NUL password".into());
         };
         let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
         else {
-            failed(&mut response, "user and password must be UTF-8".into());
-            return response;
+            return Err("user and password must be UTF-8".into());
         };
         if !authzid.is_empty() && authzid != user.as_bytes() {
-            failed(&mut response, "a user may act only as itself".into());
-            return response;
+            return Err("a user may act only as itself".into());
         }
         let credentials =
             Credentials::Plain { user: user.to_owned(), password: password.to_owned() };
@@ -276,13 +309,13 @@ impl Session {
                 self.native = Some(Native::new(&self.door, client, claim));
                 self.authenticated = true;
                 self.closing = false;
+                Ok(())
             }
             Err(e) => {
-                tracing::warn!("SASL login refused for a Kafka client: {e}");
-                failed(&mut response, "authentication failed".into());
+                self.door.refused_logins.refused(user, &e);
+                Err("authentication failed".into())
             }
         }
-        response
     }
 }
 

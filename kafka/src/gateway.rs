@@ -49,6 +49,7 @@ impl Gateway {
             port: i32::from(port),
             claim: Arc::new(SharedClaim::default()),
             coordinator: Arc::new(Coordinator::default()),
+            refused_logins: crate::limits::RefusedLogins::default(),
         };
         Gateway { listener, endpoints, door: Arc::new(door), limits: Arc::new(limits) }
     }
@@ -145,6 +146,10 @@ fn serve(
     if let Err(e) = answer_all(&stream, &mut session, limits) {
         match e {
             FrameError::Io(_) => tracing::debug!("Kafka connection from {peer} ended: {e}"),
+            // Logged once, throttled, where the login was refused.
+            FrameError::LoginFailed => {
+                tracing::debug!("closing the Kafka connection from {peer}: {e}")
+            }
             _ => tracing::warn!("closing the Kafka connection from {peer}: {e}"),
         }
     }
@@ -160,6 +165,15 @@ fn answer_all(
     let mut writer = BufWriter::new(stream);
     // The frame's reservation is given back when the loop's body ends: once it is answered.
     while let Some((frame, _reservation)) = frame::read_frame(&mut reader, limits)? {
+        if session.expects_raw_token() {
+            // After a `SaslHandshake` v0 the login is a bare frame; an empty one answers it.
+            if !session.raw_authenticate(&frame) {
+                return Err(FrameError::LoginFailed);
+            }
+            writer.write_all(&[0; 4])?;
+            writer.flush()?;
+            continue;
+        }
         match frame::decode(frame)? {
             Incoming::ApiVersionsTooNew(correlation_id) => {
                 let response = frame::api_versions_too_new();

@@ -129,6 +129,32 @@ impl Drop for Reservation {
     }
 }
 
+/// Failed SASL logins, logged at most once a second with a count of the others, as the broker
+/// logs its refused logins: a client retrying a wrong password fills no disk.
+#[derive(Debug, Default)]
+pub struct RefusedLogins {
+    /// When one was last logged, and how many were not logged since.
+    last: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RefusedLogins {
+    /// Notes a login of `user` that the broker refused with `error`.
+    pub fn refused(&self, user: &str, error: &dyn std::fmt::Display) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match last.0 {
+            Some(at) if now.duration_since(at) < Duration::from_secs(1) => last.1 += 1,
+            _ => {
+                tracing::warn!(
+                    suppressed = last.1,
+                    "SASL login refused for a Kafka client as {user:?}: {error}"
+                );
+                *last = (Some(now), 0);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
