@@ -14,6 +14,9 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
     kafka-confluent.py transactional BOOTSTRAP
         # init_transactions() of a producer with a transactional.id: prints "initialised", or
         # "refused SECONDS ERROR"
+    kafka-confluent.py times BOOTSTRAP TOPIC MS
+        # offsets_for_times() of partition 0 at MS: prints "offset N", then the message there
+        # as "TYPE TIMESTAMP VALUE" (TYPE: create or log-append)
     kafka-confluent.py member BOOTSTRAP TOPIC GROUP
         # a member of GROUP with a 6 s session timeout that prints "assigned N" (N partitions)
         # at each assignment and "message VALUE" for each message, until killed (at most 120 s)
@@ -113,6 +116,25 @@ def transactional(bootstrap):
         print(f"refused {time.monotonic() - start:.1f} {e}")
 
 
+def times(bootstrap, topic, ms):
+    from confluent_kafka import TopicPartition, TIMESTAMP_LOG_APPEND_TIME
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "times",
+                         "enable.auto.commit": False, **login()})
+    found = consumer.offsets_for_times([TopicPartition(topic, 0, ms)], timeout=10)[0]
+    if found.error:
+        sys.exit(f"offsets_for_times: {found.error}")
+    print(f"offset {found.offset}", flush=True)
+    if found.offset >= 0:
+        consumer.assign([found])
+        msg = consumer.poll(30.0)
+        if msg is None or msg.error():
+            sys.exit(f"no message at {found.offset}: {msg and msg.error()}")
+        kind, stamp = msg.timestamp()
+        kind = "log-append" if kind == TIMESTAMP_LOG_APPEND_TIME else "create"
+        print(f"{kind} {stamp} {msg.value().decode()}")
+    consumer.close()
+
+
 def member(bootstrap, topic, group):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
@@ -139,6 +161,8 @@ if __name__ == "__main__":
         member(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1:2] == ["transactional"] and len(sys.argv) == 3:
         transactional(sys.argv[2])
+    elif sys.argv[1:2] == ["times"] and len(sys.argv) == 5:
+        times(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif sys.argv[1:2] == ["list"] and len(sys.argv) == 3:
         list_all(sys.argv[2])
     elif sys.argv[1:2] == ["regex"] and len(sys.argv) == 6:

@@ -735,8 +735,9 @@ impl Native {
         }
     }
 
-    /// `ListOffsets`: the earliest (-2) and latest (-1) offsets of partition 0. A search by
-    /// timestamp is not supported and gets `INVALID_REQUEST`.
+    /// `ListOffsets`: the earliest (-2) and latest (-1) offsets of partition 0, and for a
+    /// timestamp (≥ 0) the first offset whose message was appended at or after it (-1 when
+    /// none was), as Kafka answers `offsets_for_times`.
     fn list_offsets(&mut self, request: &ListOffsetsRequest) -> ListOffsetsResponse {
         let topics = self.topics();
         let mut response = ListOffsetsResponse::default();
@@ -762,13 +763,64 @@ impl Native {
                     (Err(code), _) => part.error_code = code,
                     (Ok(info), -2) => part.offset = offset(info.first_offset),
                     (Ok(info), -1) => part.offset = offset(info.next_offset),
-                    (Ok(_), _) => part.error_code = ResponseError::InvalidRequest.code(),
+                    (Ok(info), time) => match u64::try_from(time) {
+                        Ok(time) => match self.offset_for_time(info, time) {
+                            Ok(Some((found, stamp))) => {
+                                part.offset = offset(found);
+                                part.timestamp = offset(stamp);
+                            }
+                            Ok(None) => {}
+                            Err(e) => part.error_code = kafka_code(&e),
+                        },
+                        Err(_) => part.error_code = ResponseError::InvalidRequest.code(),
+                    },
                 }
                 answer.partitions.push(part);
             }
             response.topics.push(answer);
         }
         response
+    }
+
+    /// The first message of `topic` appended at or after `time` (ms since the epoch), with
+    /// its timestamp; `None` when every message is older.
+    ///
+    /// A binary search over offsets with one-message native fetches, about log2(messages)
+    /// of them: the broker stamps messages in append order from its clock, so timestamps
+    /// rise with offsets (save when the clock is set back, when the answer is one of the
+    /// offsets around the jump). The native protocol needs no new request for it.
+    fn offset_for_time(
+        &mut self,
+        topic: &TopicInfo,
+        time: u64,
+    ) -> client::Result<Option<(u64, u64)>> {
+        let (mut low, mut high) = (topic.first_offset, topic.next_offset);
+        let mut found = None;
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let stamp = self.claim.with(&mut self.client, |client, token| {
+                let fetch = Fetch {
+                    claim: token,
+                    topic: &topic.name,
+                    offset: middle,
+                    max_messages: 1,
+                    max_bytes: 0,
+                    wait_ms: 0,
+                };
+                client.fetch(fetch, |batch| {
+                    Ok(batch.messages.first().map(|m| (m.offset, m.timestamp)))
+                })
+            })?;
+            // Retention may have removed messages since `list_topics`: search above them.
+            let Some((at, stamp)) = stamp else { break };
+            if stamp >= time {
+                found = Some((at, stamp));
+                high = middle;
+            } else {
+                low = at + 1;
+            }
+        }
+        Ok(found)
     }
 
     /// `Fetch`: each partition read with a native `fetch`. When none has anything, the first

@@ -20,7 +20,7 @@
 //! | 12 | partition leader epoch | 4 |
 //! | 16 | magic (2) | 1 |
 //! | 17 | CRC-32C of bytes 21 to the end of the batch | 4 |
-//! | 21 | attributes: bits 0-2 compression, bit 5 control batch | 2 |
+//! | 21 | attributes: bits 0-2 compression, bit 3 LogAppendTime, bit 5 control batch | 2 |
 //! | 23 | last offset delta, base and max timestamps, producer id, epoch, base sequence | 34 |
 //! | 57 | record count | 4 |
 //! | 61 | records | the rest |
@@ -36,6 +36,9 @@ use protocol::{Message, NewMessage};
 
 /// Bytes of a batch's header, before its records.
 const HEADER: usize = 61;
+
+/// The attributes bit of a batch whose timestamps the broker set (LogAppendTime).
+const LOG_APPEND_TIME: i16 = 0x08;
 
 /// The messages of the record batches in `bytes`, in order: a record's key and value, a null
 /// value stored as an empty one; headers and the client's timestamps are dropped, and control
@@ -95,25 +98,37 @@ pub fn messages(mut bytes: &[u8]) -> Result<Vec<NewMessage<'_>>, i16> {
     Ok(messages)
 }
 
-/// `messages` (in offset order, at least one) as one record batch: offsets and timestamps as
-/// the broker gave them (timestamp type CreateTime, as Kafka writes a producer's), no producer
-/// id, no headers.
+/// `messages` (in offset order) as record batches flagged LogAppendTime, Kafka's flag for
+/// timestamps the broker set: one batch for each run of messages with the same timestamp (the
+/// messages of one append share its time), since a client gives every record of such a batch
+/// the batch's timestamp. Offsets as the broker gave them, no producer id, no headers; an
+/// empty record set for no messages.
 pub fn encode(messages: &[Message<'_>]) -> Bytes {
+    let room: usize =
+        messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len) + 16).sum::<usize>()
+            + HEADER;
+    let mut buf = BytesMut::with_capacity(room);
+    for run in messages.chunk_by(|a, b| a.timestamp == b.timestamp) {
+        encode_batch(&mut buf, run);
+    }
+    buf.freeze()
+}
+
+/// Appends `messages` (at least one, all of one timestamp) to `buf` as one batch.
+fn encode_batch(buf: &mut BytesMut, messages: &[Message<'_>]) {
     let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
-        return Bytes::new();
+        return;
     };
+    let start = buf.len();
     let base_offset = signed(first.offset);
     let base_time = signed(first.timestamp);
     let max_time = messages.iter().map(|m| signed(m.timestamp)).max().unwrap_or(base_time);
-    let room: usize =
-        messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len) + 16).sum();
-    let mut buf = BytesMut::with_capacity(HEADER + room);
     buf.put_i64(base_offset);
     buf.put_i32(0); // batch length, set below
     buf.put_i32(0); // partition leader epoch
     buf.put_i8(2); // magic
     buf.put_u32(0); // CRC, set below
-    buf.put_i16(0); // attributes: no compression, CreateTime, not transactional
+    buf.put_i16(LOG_APPEND_TIME); // attributes: no compression, not transactional
     buf.put_i32(delta32(signed(last.offset) - base_offset));
     buf.put_i64(base_time);
     buf.put_i64(max_time);
@@ -134,23 +149,23 @@ pub fn encode(messages: &[Message<'_>]) -> Bytes {
             + varint_len(value_length)
             + message.value.len()
             + 1;
-        put_varint(&mut buf, length(body));
+        put_varint(buf, length(body));
         buf.put_u8(0); // attributes
-        put_varint(&mut buf, time_delta);
-        put_varint(&mut buf, offset_delta);
-        put_varint(&mut buf, key_length);
+        put_varint(buf, time_delta);
+        put_varint(buf, offset_delta);
+        put_varint(buf, key_length);
         if let Some(key) = message.key {
             buf.put_slice(key);
         }
-        put_varint(&mut buf, value_length);
+        put_varint(buf, value_length);
         buf.put_slice(message.value);
-        put_varint(&mut buf, 0); // headers
+        put_varint(buf, 0); // headers
     }
-    let batch_length = i32::try_from(buf.len() - 12).unwrap_or(i32::MAX);
-    buf[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[21..]);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    buf.freeze()
+    let batch = &mut buf[start..];
+    let batch_length = i32::try_from(batch.len() - 12).unwrap_or(i32::MAX);
+    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// A broker offset or timestamp as Kafka's signed one.
@@ -368,6 +383,7 @@ mod tests {
         for ((record, message), read) in records.iter().zip(&fetched).zip(&by_hand) {
             assert_eq!(record.offset, message.offset as i64);
             assert_eq!(record.timestamp, message.timestamp as i64);
+            assert_eq!(record.timestamp_type, TimestampType::LogAppend);
             assert_eq!(record.key.as_deref(), message.key);
             assert_eq!(record.value.as_deref(), Some(message.value));
             assert_eq!((read.key, read.value), (message.key, message.value));

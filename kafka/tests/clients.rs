@@ -316,3 +316,59 @@ fn the_broker_is_found_in_every_address_form_the_other_programs_take() {
     assert!(stderr.contains("--connect") && stderr.contains("HOST:PORT"), "{stderr}");
     broker.interrupt();
 }
+
+/// The `(offset, timestamp, value)` of each message of `topic`, from the native door.
+fn native_messages(door: &Door, topic: &str) -> Vec<(u64, u64, String)> {
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", topic, "--json"]);
+    let out = success(&run(fetch, ""), "consumer fetch");
+    let number = |line: &str, field: &str| -> u64 {
+        let at = line.find(&format!("\"{field}\":")).expect(field) + field.len() + 3;
+        line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap_or("").parse().expect(field)
+    };
+    out.lines()
+        .map(|l| {
+            let value = l.split("\"value\":\"").nth(1).and_then(|v| v.split('"').next());
+            (number(l, "offset"), number(l, "timestamp"), value.unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn offsets_for_times_and_kcat_s_at_find_the_first_message_appended_since() {
+    let door = Door::start(&[]);
+    for value in ["a", "b", "c", "d"] {
+        let mut produce = Command::new(binary("producer"));
+        produce.args(["--connect", &door.endpoint(), "--topic", "timed", value]);
+        success(&run(produce, ""), "producer");
+    }
+    let stored = native_messages(&door, "timed");
+    assert_eq!(stored.len(), 4);
+    // The time of the third append: its message, or an earlier one appended in the same ms.
+    let target = stored[2].1;
+    let (offset, stamp, value) =
+        stored.iter().find(|(_, t, _)| *t >= target).cloned().expect("one at or after");
+
+    let mut times = Command::new("python3");
+    times.arg(script("kafka-confluent.py")).args(["times", &door.bootstrap(), "timed"]);
+    times.arg(target.to_string());
+    let out = success(&run(times, ""), "offsets_for_times");
+    assert_eq!(out, format!("offset {offset}\nlog-append {stamp} {value}\n"));
+
+    // After every message: none, which Kafka answers -1.
+    let mut late = Command::new("python3");
+    late.arg(script("kafka-confluent.py")).args(["times", &door.bootstrap(), "timed"]);
+    late.arg((stored[3].1 + 1).to_string());
+    assert_eq!(success(&run(late, ""), "offsets_for_times past the end"), "offset -1\n");
+
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "timed", "-f", "%o %T %s\n"]);
+    kcat.args(["-o", &format!("s@{target}")]);
+    let expected: String = stored
+        .iter()
+        .filter(|(o, ..)| *o >= offset)
+        .map(|(o, t, v)| format!("{o} {t} {v}\n"))
+        .collect();
+    assert_eq!(success(&run(kcat, ""), "kcat -o s@"), expected);
+    door.stop();
+}
