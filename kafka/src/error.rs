@@ -9,6 +9,12 @@ pub enum FrameError {
     /// The connection failed or was closed mid-frame.
     #[error("connection failed")]
     Io(#[from] io::Error),
+    /// No request came for the idle timeout (Kafka's `connections.max.idle.ms`).
+    #[error("no request for {0:?}")]
+    Idle(std::time::Duration),
+    /// A frame did not arrive whole within the request read timeout.
+    #[error("a request did not arrive whole within {0:?}")]
+    TooSlow(std::time::Duration),
     /// The size prefix is negative or larger than the door accepts.
     #[error("a frame of {0} bytes is over the limit of {1} bytes")]
     TooLarge(i64, usize),

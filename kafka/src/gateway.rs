@@ -133,6 +133,9 @@ impl Gateway {
     }
 }
 
+/// The shortest read timeout set: a zero one would mean none.
+const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Answers one connection's requests until it closes; bad input closes it with a log line.
 /// `_admitted` counts the connection until it ends.
 fn serve(
@@ -145,7 +148,9 @@ fn serve(
     let _ = stream.set_nodelay(true);
     if let Err(e) = answer_all(&stream, &mut session, limits) {
         match e {
-            FrameError::Io(_) => tracing::debug!("Kafka connection from {peer} ended: {e}"),
+            FrameError::Io(_) | FrameError::Idle(_) => {
+                tracing::debug!("Kafka connection from {peer} ended: {e}");
+            }
             // Logged once, throttled, where the login was refused.
             FrameError::LoginFailed => {
                 tracing::debug!("closing the Kafka connection from {peer}: {e}")
@@ -163,8 +168,9 @@ fn answer_all(
 ) -> crate::Result<()> {
     let mut reader = stream;
     let mut writer = BufWriter::new(stream);
+    let timeout = |t: std::time::Duration| stream.set_read_timeout(Some(t.max(MIN_TIMEOUT)));
     // The frame's reservation is given back when the loop's body ends: once it is answered.
-    while let Some((frame, _reservation)) = frame::read_frame(&mut reader, limits)? {
+    while let Some((frame, _reservation)) = frame::read_frame(&mut reader, &timeout, limits)? {
         if session.expects_raw_token() {
             // After a `SaslHandshake` v0 the login is a bare frame; an empty one answers it.
             if !session.raw_authenticate(&frame) {

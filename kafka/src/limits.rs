@@ -2,11 +2,15 @@
 //! a native client), and a budget of request bytes read and not yet answered, shared by every
 //! connection, like Kafka's `max.connections` and `queued.max.request.bytes`.
 //!
-//! A frame's bytes are reserved from the budget before they are read. When the budget is
-//! spent, a connection waits for others to answer before reading its next frame; the peer sees
-//! the slowdown through TCP's flow control, never an error. No connection waits on another for
-//! anything but a reservation, and a reservation lives for one request only, so the waiting
-//! always ends.
+//! A frame's bytes are reserved from the budget as they arrive, never on the word of its size
+//! prefix alone: a buffer's room is reserved before it grows, and it grows (doubling) only when
+//! the bytes already read fill it, so a connection holds at most twice what it sent. When the
+//! budget is spent, a connection waits for others to answer before reading more; the peer sees
+//! the slowdown through TCP's flow control. A frame must arrive whole within the request read
+//! timeout, waits for the budget included: a connection that stops mid-frame, or that two
+//! half-read frames keep waiting on each other, is closed and gives its bytes back, so the
+//! waiting always ends. A frame is at most half of the budget (a connection's share), so two
+//! connections at a time can always be reading their largest frames.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -17,6 +21,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000;
 
 /// The default budget of request bytes held at once by all connections: 256 MiB.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
+
+/// The default time a frame has to arrive whole once its first byte came: 30 s.
+pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a connection may stay silent between requests before it is closed:
+/// Kafka's `connections.max.idle.ms`, 10 minutes.
+pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(600);
 
 /// The gateway's limits and what is taken of them now.
 #[derive(Debug)]
@@ -33,6 +44,10 @@ pub struct Limits {
     freed: Condvar,
     /// When a refused connection was last logged, and how many were not logged since.
     refused: Mutex<(Option<Instant>, u64)>,
+    /// How long a frame may take to arrive once begun.
+    pub request_read_timeout: Duration,
+    /// How long a connection may be silent between requests.
+    pub max_idle: Duration,
 }
 
 impl Limits {
@@ -45,12 +60,42 @@ impl Limits {
             free: Mutex::new(max_queued_bytes),
             freed: Condvar::new(),
             refused: Mutex::new((None, 0)),
+            request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
+            max_idle: DEFAULT_MAX_IDLE,
         }
     }
 
-    /// The largest frame a connection may send: no more than the whole budget.
+    /// These limits with other timeouts.
+    pub fn with_timeouts(mut self, request_read: Duration, idle: Duration) -> Limits {
+        self.request_read_timeout = request_read;
+        self.max_idle = idle;
+        self
+    }
+
+    /// The largest frame a connection may send: no more than half the budget.
     pub fn max_frame_bytes(&self) -> usize {
-        self.max_queued_bytes.min(crate::frame::MAX_FRAME_BYTES)
+        (self.max_queued_bytes / 2).min(crate::frame::MAX_FRAME_BYTES)
+    }
+
+    /// An empty reservation, to grow with [`Limits::grow`].
+    pub fn nothing(self: &Arc<Self>) -> Reservation {
+        Reservation { limits: Arc::clone(self), bytes: 0 }
+    }
+
+    /// Adds `bytes` to `reservation`, waiting until they are free or `deadline` passes;
+    /// whether they were reserved.
+    pub fn grow(&self, reservation: &mut Reservation, bytes: usize, deadline: Instant) -> bool {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free < bytes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            free = self.freed.wait_timeout(free, left).map_or_else(|e| e.into_inner().0, |r| r.0);
+        }
+        *free -= bytes;
+        reservation.bytes += bytes;
+        true
     }
 
     /// Admits one more connection, or `None` when the cap is reached (the refusal is logged,
@@ -76,20 +121,6 @@ impl Limits {
             }
         }
         None
-    }
-
-    /// Reserves `bytes` of the budget, waiting until they are free.
-    ///
-    /// `bytes` must be at most [`Limits::max_frame_bytes`], which the frame reader checks
-    /// first, so the wait always ends once other connections answer their requests.
-    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Reservation {
-        let bytes = bytes.min(self.max_queued_bytes);
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free < bytes {
-            free = self.freed.wait(free).unwrap_or_else(PoisonError::into_inner);
-        }
-        *free -= bytes;
-        Reservation { limits: Arc::clone(self), bytes }
     }
 }
 
@@ -173,11 +204,17 @@ mod tests {
     #[test]
     fn a_reservation_waits_for_the_bytes_another_gives_back() {
         let limits = Arc::new(Limits::new(10, 100));
-        let held = limits.reserve(80);
+        let long = Instant::now() + Duration::from_secs(30);
+        let mut held = limits.nothing();
+        assert!(limits.grow(&mut held, 80, long));
+        // Past its deadline, a wait gives up and reserves nothing.
+        let mut late = limits.nothing();
+        assert!(!limits.grow(&mut late, 50, Instant::now() + Duration::from_millis(50)));
         let other = Arc::clone(&limits);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
-            let reservation = other.reserve(50);
+            let mut reservation = other.nothing();
+            assert!(other.grow(&mut reservation, 50, long));
             tx.send(()).expect("send");
             drop(reservation);
         });

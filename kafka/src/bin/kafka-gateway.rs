@@ -4,6 +4,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -39,10 +40,18 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = kafka::limits::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// The most request bytes all connections hold at once, read and not yet answered; past
-    /// it, connections wait before reading more (Kafka's `queued.max.request.bytes`). Also the
-    /// largest request accepted, up to 100 MiB.
+    /// it, connections wait before reading more (Kafka's `queued.max.request.bytes`). The
+    /// largest request accepted is half of it, up to 100 MiB.
     #[arg(long, value_name = "BYTES", default_value_t = kafka::limits::DEFAULT_MAX_QUEUED_BYTES)]
     max_queued_request_bytes: usize,
+    /// How long a request may take to arrive whole once its first byte came, waits for the
+    /// budget included; a slower one closes its connection.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    request_read_timeout_ms: u64,
+    /// How long a connection may stay silent between requests before it is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    #[arg(long, value_name = "MS", default_value_t = 600_000)]
+    connections_max_idle_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -86,7 +95,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
     println!("listening on {local}");
-    let limits = kafka::limits::Limits::new(args.max_connections, args.max_queued_request_bytes);
+    let limits = kafka::limits::Limits::new(args.max_connections, args.max_queued_request_bytes)
+        .with_timeouts(
+            Duration::from_millis(args.request_read_timeout_ms.max(1)),
+            Duration::from_millis(args.connections_max_idle_ms.max(1)),
+        );
     let gateway =
         kafka::gateway::Gateway::new(listener, endpoints, host, port, args.sasl_plain, limits);
     gateway.run(&stop)
