@@ -461,6 +461,13 @@ impl Native {
             .collect();
         let millis = |ms: i32| Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0));
         let rebalance = if version >= 1 { request.rebalance_timeout_ms } else { 0 };
+        let session = millis(request.session_timeout_ms);
+        if !crate::groups::SESSION_TIMEOUTS.contains(&session) {
+            let mut response = JoinGroupResponse::default();
+            response.error_code = ResponseError::InvalidSessionTimeout.code();
+            response.member_id = request.member_id.clone();
+            return response;
+        }
         let joined = self.door.coordinator.join(
             &request.group_id.0,
             &request.member_id,

@@ -24,6 +24,19 @@ use kafka_protocol::ResponseError;
 /// that is alive learns of the rebalance from its next heartbeat, seconds later.
 pub const MAX_REBALANCE: Duration = Duration::from_secs(10);
 
+/// The most protocol metadata one member may bring to its `JoinGroup` (names and bytes):
+/// a subscription of librdkafka, kafka-python or aiokafka takes a few hundred bytes.
+pub const MAX_MEMBER_METADATA: usize = 1024 * 1024;
+
+/// The most protocol metadata all members of all groups may hold at once; a join past it is
+/// answered `COORDINATOR_NOT_AVAILABLE`, which clients retry, until members leave or expire.
+pub const MAX_HELD_METADATA: usize = 64 * 1024 * 1024;
+
+/// The session timeouts a member may ask for: Kafka's `group.min.session.timeout.ms` and
+/// `group.max.session.timeout.ms` (6 s and 30 minutes); others get `INVALID_SESSION_TIMEOUT`.
+pub const SESSION_TIMEOUTS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(6)..=Duration::from_secs(1800);
+
 /// One member of a group.
 #[derive(Debug)]
 struct Member {
@@ -104,7 +117,27 @@ impl Coordinator {
         } else {
             member_id.to_owned()
         };
+        let size: usize = protocols.iter().map(|(name, meta)| name.len() + meta.len()).sum();
         let mut groups = self.lock();
+        if size > MAX_MEMBER_METADATA {
+            return Joined { error: ResponseError::InvalidRequest.code(), ..Joined::default() };
+        }
+        let held: usize = groups
+            .values()
+            .flat_map(|g| g.members.iter())
+            .filter(|(id, _)| **id != member_id)
+            .flat_map(|(_, m)| m.protocols.iter().map(|(name, meta)| name.len() + meta.len()))
+            .sum();
+        if held + size > MAX_HELD_METADATA {
+            tracing::warn!(
+                "refusing a JoinGroup: members hold {held} bytes of metadata, the most is \
+                 {MAX_HELD_METADATA}"
+            );
+            return Joined {
+                error: ResponseError::CoordinatorNotAvailable.code(),
+                ..Joined::default()
+            };
+        }
         let group = groups.entry(group_id.to_owned()).or_default();
         let now = Instant::now();
         group.members.retain(|id, m| *id == member_id || now < m.seen + m.session);
@@ -403,6 +436,27 @@ mod tests {
         let alone = coordinator.join("g", &first.member_id, protocols(), long, long);
         assert_eq!((alone.generation, alone.members.len()), (3, 1));
         assert_eq!(coordinator.heartbeat("g", 3, &dying.member_id), 25);
+    }
+
+    #[test]
+    fn metadata_is_bounded_per_member_and_in_all() {
+        let coordinator = Coordinator::default();
+        let long = Duration::from_secs(30);
+        let big = |n| vec![("range".to_owned(), Bytes::from(vec![0u8; n]))];
+        let refused = coordinator.join("g", "", big(MAX_MEMBER_METADATA + 1), long, long);
+        assert_eq!(refused.error, ResponseError::InvalidRequest.code());
+        assert_eq!(coordinator.group_count(), 0, "a refused join keeps nothing");
+        let mut joined = 0;
+        for i in 0..100 {
+            let most = big(MAX_MEMBER_METADATA - "range".len());
+            let answer = coordinator.join(&format!("g{i}"), "", most, long, long);
+            if answer.error != 0 {
+                assert_eq!(answer.error, ResponseError::CoordinatorNotAvailable.code());
+                break;
+            }
+            joined += 1;
+        }
+        assert_eq!(joined, MAX_HELD_METADATA / MAX_MEMBER_METADATA);
     }
 
     #[test]
