@@ -85,6 +85,14 @@ impl Gateway {
             // A broker not up yet: the connections find out what it asks for.
             Ok(_) | Err(_) => {}
         }
+        let address = self.listener.local_addr()?;
+        if !self.door.sasl && !address.ip().is_loopback() {
+            tracing::warn!(
+                "listening on {address}, beyond this machine, in front of a broker without users: \
+                 whoever reaches it produces, reads and deletes topics (start the broker with \
+                 --auth, and Kafka clients log in with SASL/PLAIN)"
+            );
+        }
         // Members that died without leaving go when their session ends, whether or not
         // another member of their group heartbeats.
         let coordinator = Arc::downgrade(&self.door.coordinator);
