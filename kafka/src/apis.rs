@@ -57,7 +57,9 @@ use client::security::Credentials;
 use protocol::{ErrorCode, Fetch, Request, ResetTo, Retention, TopicInfo};
 
 use crate::claim::SharedClaim;
+use crate::error::FrameError;
 use crate::groups::Coordinator;
+use crate::pool::Pool;
 
 /// The Kafka node id of the gateway, the one Kafka broker it shows.
 pub const NODE_ID: i32 = 1;
@@ -152,6 +154,11 @@ pub struct Door {
     pub coordinator: Arc<Coordinator>,
     /// Failed logins, logged throttled.
     pub refused_logins: crate::limits::RefusedLogins,
+    /// The native clients of connections without a login; `None` on a gateway that asks for
+    /// logins.
+    pub pool: Option<Arc<Pool>>,
+    /// The native clients of each logged-in user.
+    pub user_pools: Mutex<HashMap<String, Arc<Pool>>>,
 }
 
 impl Door {
@@ -159,6 +166,22 @@ impl Door {
     fn claim_for(&self, user: &str) -> Arc<SharedClaim> {
         let mut claims = self.user_claims.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(claims.entry(user.to_owned()).or_default())
+    }
+
+    /// The pool of `user`'s native clients, into which `client`, logged in as `user`, goes.
+    fn pool_for(&self, user: &str, client: Client) -> Arc<Pool> {
+        let mut pools = self.user_pools.lock().unwrap_or_else(|e| e.into_inner());
+        match pools.get(user) {
+            Some(pool) => {
+                pool.adopt(client);
+                Arc::clone(pool)
+            }
+            None => {
+                let pool = Arc::new(Pool::new(client));
+                pools.insert(user.to_owned(), Arc::clone(&pool));
+                pool
+            }
+        }
     }
 }
 
@@ -176,31 +199,48 @@ pub struct Session {
     raw_token_next: bool,
     /// Whether the connection has logged in with SASL.
     authenticated: bool,
-    /// Whether the connection is to be closed after the response just made (a failed login).
-    closing: bool,
+    /// Whether the connection is to be closed after the response just made, and why (a failed
+    /// login, no native client to be had).
+    closing: Option<FrameError>,
 }
 
-/// A connection's side of the broker: a native client and the claim it reads through.
+/// A connection's side of the broker: the pool of native clients it borrows from, one for each
+/// request, and the claim it reads through.
 pub struct Native {
     /// What all connections share.
     door: Arc<Door>,
-    /// The connection to the broker: without credentials, or logged in as the SASL user.
-    client: Client,
+    /// Clients without credentials, or logged in as the SASL user.
+    pool: Arc<Pool>,
     /// The claim this connection reads through: the gateway's, or its user's.
     claim: Arc<SharedClaim>,
 }
 
+/// One request's side of the broker: a borrowed client, the claim it reads through.
+struct Call<'a> {
+    /// What all connections share.
+    door: &'a Door,
+    /// The client lent for this request.
+    client: &'a mut Client,
+    /// The claim this connection reads through.
+    claim: &'a SharedClaim,
+}
+
 impl Session {
-    /// A session; `client` is its connection to the broker when no login is needed.
-    pub fn new(door: Arc<Door>, client: Option<Client>) -> Session {
-        let native = client.map(|client| Native::new(&door, client, Arc::clone(&door.claim)));
+    /// A session; without logins, its requests borrow from the door's pool.
+    pub fn new(door: Arc<Door>) -> Session {
+        let native = match (&door.pool, door.sasl) {
+            (Some(pool), false) => {
+                Some(Native::new(&door, Arc::clone(pool), Arc::clone(&door.claim)))
+            }
+            _ => None,
+        };
         Session {
             door,
             native,
             handshake: false,
             raw_token_next: false,
             authenticated: false,
-            closing: false,
+            closing: None,
         }
     }
 
@@ -212,9 +252,9 @@ impl Session {
             || matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
     }
 
-    /// Whether the connection must be closed once the last response is sent.
-    pub fn closing(&self) -> bool {
-        self.closing
+    /// Why the connection must be closed once the last response is sent, if it must.
+    pub fn closing(&mut self) -> Option<FrameError> {
+        self.closing.take()
     }
 
     /// Answers `request`; `None` for a produce with `acks=0`, which Kafka never answers, and
@@ -231,7 +271,13 @@ impl Session {
             RequestKind::SaslAuthenticate(request) => {
                 Some(ResponseKind::SaslAuthenticate(self.sasl_authenticate(&request)))
             }
-            other => self.native.as_mut()?.answer(other, version),
+            other => match self.native.as_mut()?.answer(other, version) {
+                Ok(response) => response,
+                Err(reason) => {
+                    self.closing = Some(FrameError::Busy(reason));
+                    None
+                }
+            },
         }
     }
 
@@ -259,7 +305,7 @@ impl Session {
     /// frame and closes the connection on a failure.
     pub fn raw_authenticate(&mut self, token: &[u8]) -> bool {
         self.raw_token_next = false;
-        self.closing = true;
+        self.closing = Some(FrameError::LoginFailed);
         if !self.handshake || self.authenticated {
             return false;
         }
@@ -270,7 +316,7 @@ impl Session {
     /// connection closed, as Kafka does) when it fails.
     fn sasl_authenticate(&mut self, request: &SaslAuthenticateRequest) -> SaslAuthenticateResponse {
         let mut response = SaslAuthenticateResponse::default();
-        self.closing = true;
+        self.closing = Some(FrameError::LoginFailed);
         if !self.handshake || self.authenticated || self.raw_token_next {
             response.error_code = ResponseError::IllegalSaslState.code();
             return response;
@@ -306,9 +352,10 @@ impl Session {
         match login {
             Ok(client) => {
                 let claim = self.door.claim_for(user);
-                self.native = Some(Native::new(&self.door, client, claim));
+                let pool = self.door.pool_for(user, client);
+                self.native = Some(Native::new(&self.door, pool, claim));
                 self.authenticated = true;
-                self.closing = false;
+                self.closing = None;
                 Ok(())
             }
             Err(e) => {
@@ -321,17 +368,39 @@ impl Session {
 
 impl Drop for Native {
     fn drop(&mut self) {
-        self.claim.leave(&mut self.client);
+        if let Ok(mut client) = self.pool.take() {
+            self.claim.leave(&mut client);
+            self.pool.give(client);
+        }
     }
 }
 
 impl Native {
     /// A connection's side of the broker, counted in as a user of `claim`.
-    fn new(door: &Arc<Door>, client: Client, claim: Arc<SharedClaim>) -> Native {
+    fn new(door: &Arc<Door>, pool: Arc<Pool>, claim: Arc<SharedClaim>) -> Native {
         claim.enter();
-        Native { door: Arc::clone(door), client, claim }
+        Native { door: Arc::clone(door), pool, claim }
     }
 
+    /// Answers a request other than `ApiVersions` and the SASL ones with a client borrowed
+    /// for it.
+    ///
+    /// # Errors
+    /// Why no client could be had.
+    fn answer(
+        &mut self,
+        request: RequestKind,
+        version: i16,
+    ) -> Result<Option<ResponseKind>, String> {
+        let mut client = self.pool.take()?;
+        let mut call = Call { door: &self.door, client: &mut client, claim: &self.claim };
+        let response = call.answer(request, version);
+        self.pool.give(client);
+        Ok(response)
+    }
+}
+
+impl Call<'_> {
     /// Answers a request other than `ApiVersions` and the SASL ones.
     fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
         Some(match request {
@@ -623,7 +692,7 @@ impl Native {
 
     /// Every topic, from `list_topics` under the shared claim.
     fn topics(&mut self) -> client::Result<Vec<TopicInfo>> {
-        self.claim.with(&mut self.client, |client, token| client.list_topics(token))
+        self.claim.with(&mut *self.client, |client, token| client.list_topics(token))
     }
 
     /// `Metadata`: the gateway as the one broker, and the topics asked for (every topic when
@@ -805,7 +874,7 @@ impl Native {
         let mut found = None;
         while low < high {
             let middle = low + (high - low) / 2;
-            let stamp = self.claim.with(&mut self.client, |client, token| {
+            let stamp = self.claim.with(&mut *self.client, |client, token| {
                 let fetch = Fetch {
                     claim: token,
                     topic: &topic.name,
@@ -894,7 +963,7 @@ impl Native {
         };
         let max_bytes = u32::try_from(*max_bytes).unwrap_or(0);
         let name = topic.0.as_str();
-        let result = self.claim.with(&mut self.client, |client, token| {
+        let result = self.claim.with(&mut *self.client, |client, token| {
             let fetch = Fetch {
                 claim: token,
                 topic: name,

@@ -41,6 +41,9 @@ pub enum FrameError {
     /// The SASL login failed; the connection is closed after its answer, as Kafka does.
     #[error("the SASL login failed")]
     LoginFailed,
+    /// No native client could be had for the request.
+    #[error("no native client: {0}")]
+    Busy(String),
     /// A response could not be encoded (a bug, not the peer's doing).
     #[error("response does not encode: {0}")]
     Encode(String),

@@ -1,7 +1,7 @@
 //! The gateway's accept loop: one thread per Kafka connection, each with its own native
 //! client, answering its requests in order.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +15,10 @@ use crate::error::FrameError;
 use crate::frame::{self, Incoming};
 use crate::groups::Coordinator;
 use crate::limits::{Admitted, Limits};
+use crate::pool::Pool;
+
+/// The stack of a connection's thread.
+const STACK: usize = 512 * 1024;
 
 /// The gateway: a bound Kafka listener and the broker it speaks to.
 pub struct Gateway {
@@ -50,6 +54,8 @@ impl Gateway {
             claim: Arc::new(SharedClaim::default()),
             coordinator: Arc::new(Coordinator::default()),
             refused_logins: crate::limits::RefusedLogins::default(),
+            pool: None,
+            user_pools: std::sync::Mutex::default(),
         };
         Gateway { listener, endpoints, door: Arc::new(door), limits: Arc::new(limits) }
     }
@@ -85,6 +91,12 @@ impl Gateway {
             // A broker not up yet: the connections find out what it asks for.
             Ok(_) | Err(_) => {}
         }
+        if !self.door.sasl {
+            let pool = Arc::new(Pool::new(control.sibling()?));
+            if let Some(door) = Arc::get_mut(&mut self.door) {
+                door.pool = Some(pool);
+            }
+        }
         let address = self.listener.local_addr()?;
         if !self.door.sasl && !address.ip().is_loopback() {
             tracing::warn!(
@@ -116,25 +128,19 @@ impl Gateway {
             };
             let peer =
                 stream.peer_addr().map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
-            // Over the cap, the connection is closed at once (dropped).
-            let Some(admitted) = self.limits.admit(&peer) else { continue };
-            // With SASL, a connection's client is made by its login, as its user.
-            let client = if self.door.sasl {
-                None
-            } else {
-                match control.sibling() {
-                    Ok(client) => Some(client),
-                    Err(e) => {
-                        tracing::warn!("refusing a Kafka connection: {e:#}");
-                        continue;
-                    }
-                }
-            };
+            // Over the cap, the connection idle the longest makes room, or this one is closed
+            // at once (dropped).
+            let Some(admitted) = self.limits.admit(&peer, &stream) else { continue };
             let door = Arc::clone(&self.door);
             let limits = Arc::clone(&self.limits);
-            thread::spawn(move || {
-                serve(stream, peer, Session::new(door, client), &limits, admitted)
+            // An idle connection's thread touches little of its stack: this bounds what a busy
+            // one may take, not what an idle one costs.
+            let spawned = thread::Builder::new().stack_size(STACK).spawn(move || {
+                serve(stream, peer, Session::new(door), &limits, admitted);
             });
+            if let Err(e) = spawned {
+                tracing::warn!("refusing a Kafka connection: cannot start its thread: {e}");
+            }
         }
         self.door.claim.release(&mut control);
         Ok(())
@@ -151,10 +157,10 @@ fn serve(
     peer: String,
     mut session: Session,
     limits: &Arc<Limits>,
-    _admitted: Admitted,
+    admitted: Admitted,
 ) {
     let _ = stream.set_nodelay(true);
-    if let Err(e) = answer_all(&stream, &mut session, limits) {
+    if let Err(e) = answer_all(&stream, &mut session, limits, &admitted) {
         match e {
             FrameError::Io(_) | FrameError::Idle(_) => {
                 tracing::debug!("Kafka connection from {peer} ended: {e}");
@@ -173,45 +179,56 @@ fn answer_all(
     stream: &TcpStream,
     session: &mut Session,
     limits: &Arc<Limits>,
+    admitted: &Admitted,
 ) -> crate::Result<()> {
     let mut reader = stream;
-    let mut writer = BufWriter::new(stream);
     let timeout = |t: std::time::Duration| stream.set_read_timeout(Some(t.max(MIN_TIMEOUT)));
     // The frame's reservation is given back when the loop's body ends: once it is answered.
     while let Some((frame, _reservation)) = frame::read_frame(&mut reader, &timeout, limits)? {
-        if session.expects_raw_token() {
-            // After a `SaslHandshake` v0 the login is a bare frame; an empty one answers it.
-            if !session.raw_authenticate(&frame) {
-                return Err(FrameError::LoginFailed);
-            }
-            writer.write_all(&[0; 4])?;
-            writer.flush()?;
-            continue;
+        admitted.busy(true);
+        answer_one(stream, session, frame)?;
+        admitted.busy(false);
+        if let Some(reason) = session.closing() {
+            return Err(reason);
         }
-        match frame::decode(frame)? {
-            Incoming::ApiVersionsTooNew(correlation_id) => {
-                let response = frame::api_versions_too_new();
-                let api = kafka_protocol::messages::ApiKey::ApiVersions;
-                frame::write_response(&mut writer, api, 0, correlation_id, &response)?;
-            }
-            Incoming::Request(request) => {
-                if !session.admits(request.api) {
-                    return Err(FrameError::NotLoggedIn(crate::apis::name(request.api)));
-                }
-                if let Some(response) = session.answer(request.body, request.version) {
-                    frame::write_response(
-                        &mut writer,
-                        request.api,
-                        request.version,
-                        request.correlation_id,
-                        &response,
-                    )?;
-                }
-            }
-        }
-        writer.flush()?;
-        if session.closing() {
+    }
+    Ok(())
+}
+
+/// Answers one frame; each response is written whole with one call, so no buffer is held
+/// between requests.
+fn answer_one(
+    mut writer: &TcpStream,
+    session: &mut Session,
+    frame: bytes::Bytes,
+) -> crate::Result<()> {
+    if session.expects_raw_token() {
+        // After a `SaslHandshake` v0 the login is a bare frame; an empty one answers it.
+        if !session.raw_authenticate(&frame) {
             return Err(FrameError::LoginFailed);
+        }
+        writer.write_all(&[0; 4])?;
+        return Ok(());
+    }
+    match frame::decode(frame)? {
+        Incoming::ApiVersionsTooNew(correlation_id) => {
+            let response = frame::api_versions_too_new();
+            let api = kafka_protocol::messages::ApiKey::ApiVersions;
+            frame::write_response(&mut writer, api, 0, correlation_id, &response)?;
+        }
+        Incoming::Request(request) => {
+            if !session.admits(request.api) {
+                return Err(FrameError::NotLoggedIn(crate::apis::name(request.api)));
+            }
+            if let Some(response) = session.answer(request.body, request.version) {
+                frame::write_response(
+                    &mut writer,
+                    request.api,
+                    request.version,
+                    request.correlation_id,
+                    &response,
+                )?;
+            }
         }
     }
     Ok(())

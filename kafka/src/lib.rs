@@ -19,6 +19,7 @@ pub mod frame;
 pub mod gateway;
 pub mod groups;
 pub mod limits;
+pub mod pool;
 pub mod reserve;
 
 pub use error::{FrameError, Result};

@@ -12,12 +12,19 @@
 //! waiting always ends. A frame is at most half of the budget (a connection's share), so two
 //! connections at a time can always be reading their largest frames.
 
+use std::collections::HashMap;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// The default cap on open Kafka connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000;
+/// The default cap on open Kafka connections: an idle one costs a thread that sleeps in a read
+/// and a socket, about 20 KiB (README's figures), and no native client.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// How long a connection must have been idle to be closed for a new one when the cap is
+/// reached: long enough that a client between its requests is never taken for an idle one.
+pub const EVICTABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// The default budget of request bytes held at once by all connections: 256 MiB.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
@@ -44,6 +51,9 @@ pub struct Limits {
     freed: Condvar,
     /// When a refused connection was last logged, and how many were not logged since.
     refused: Mutex<(Option<Instant>, u64)>,
+    /// The open connections by number: a handle to close each, when it last finished a
+    /// request, and whether one is being answered now.
+    open: Mutex<(u64, HashMap<u64, Open>)>,
     /// How long a frame may take to arrive once begun.
     pub request_read_timeout: Duration,
     /// How long a connection may be silent between requests.
@@ -60,6 +70,7 @@ impl Limits {
             free: Mutex::new(max_queued_bytes),
             freed: Condvar::new(),
             refused: Mutex::new((None, 0)),
+            open: Mutex::new((0, HashMap::new())),
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
             max_idle: DEFAULT_MAX_IDLE,
         }
@@ -98,14 +109,47 @@ impl Limits {
         true
     }
 
-    /// Admits one more connection, or `None` when the cap is reached (the refusal is logged,
-    /// at most once a second with a count of the others).
-    pub fn admit(self: &Arc<Self>, peer: &str) -> Option<Admitted> {
+    /// Admits one more connection, `stream`. At the cap, the connection idle the longest (at
+    /// least [`EVICTABLE_AFTER`], between requests) is closed to make room, so that idle
+    /// connections lock out no one; when none is, `stream` is refused: `None` (the refusal is
+    /// logged, at most once a second with a count of the others).
+    pub fn admit(self: &Arc<Self>, peer: &str, stream: &TcpStream) -> Option<Admitted> {
         let taken = self.connections.fetch_add(1, Ordering::SeqCst);
-        if taken < self.max_connections {
-            return Some(Admitted { limits: Arc::clone(self) });
+        if taken >= self.max_connections && !self.evict_one() {
+            self.connections.fetch_sub(1, Ordering::SeqCst);
+            self.log_refused(peer);
+            return None;
         }
-        self.connections.fetch_sub(1, Ordering::SeqCst);
+        let handle = stream.try_clone().ok();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.0 += 1;
+        let id = open.0;
+        open.1.insert(id, Open { handle, since: Instant::now(), busy: false });
+        Some(Admitted { limits: Arc::clone(self), id })
+    }
+
+    /// Closes the connection idle the longest, if one was idle long enough; whether one was.
+    fn evict_one(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let oldest = open
+            .1
+            .iter()
+            .filter(|(_, o)| !o.busy && o.handle.is_some())
+            .filter(|(_, o)| now.duration_since(o.since) >= EVICTABLE_AFTER)
+            .min_by_key(|(_, o)| o.since)
+            .map(|(id, _)| *id);
+        let Some(id) = oldest else { return false };
+        if let Some(handle) = open.1.get_mut(&id).and_then(|o| o.handle.take()) {
+            // Its thread sees the connection end and counts it out.
+            let _ = handle.shutdown(std::net::Shutdown::Both);
+        }
+        tracing::info!("closed the Kafka connection idle the longest to make room for a new one");
+        true
+    }
+
+    /// Logs a refused connection, at most once a second with a count of the others.
+    fn log_refused(&self, peer: &str) {
         let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match refused.0 {
@@ -114,13 +158,12 @@ impl Limits {
                 tracing::warn!(
                     suppressed = refused.1,
                     "refusing the Kafka connection from {peer}: {} connections are open \
-                     (--max-connections)",
+                     (--max-connections) and none has been idle for {EVICTABLE_AFTER:?}",
                     self.max_connections
                 );
                 *refused = (Some(now), 0);
             }
         }
-        None
     }
 }
 
@@ -130,15 +173,40 @@ impl Default for Limits {
     }
 }
 
+/// An open connection, as the cap sees it.
+#[derive(Debug)]
+struct Open {
+    /// A handle to close it with; `None` once closed to make room.
+    handle: Option<TcpStream>,
+    /// When it last finished a request (or opened).
+    since: Instant,
+    /// Whether a request of it is being answered.
+    busy: bool,
+}
+
 /// One admitted connection; dropping it makes room for another.
 #[derive(Debug)]
 pub struct Admitted {
     /// The limits it counts in.
     limits: Arc<Limits>,
+    /// Its number among the open connections.
+    id: u64,
+}
+
+impl Admitted {
+    /// Marks the connection as answering a request (`true`) or idle since now (`false`).
+    pub fn busy(&self, busy: bool) {
+        let mut open = self.limits.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(o) = open.1.get_mut(&self.id) {
+            o.busy = busy;
+            o.since = Instant::now();
+        }
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        self.limits.open.lock().unwrap_or_else(PoisonError::into_inner).1.remove(&self.id);
         self.limits.connections.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -192,13 +260,16 @@ mod tests {
 
     #[test]
     fn connections_over_the_cap_are_refused_until_one_closes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let limits = Arc::new(Limits::new(2, 1024));
-        let first = limits.admit("a");
-        let second = limits.admit("b");
+        let first = limits.admit("a", &stream);
+        let second = limits.admit("b", &stream);
         assert!(first.is_some() && second.is_some());
-        assert!(limits.admit("c").is_none());
+        // Neither has been idle long enough to make room.
+        assert!(limits.admit("c", &stream).is_none());
         drop(first);
-        assert!(limits.admit("d").is_some());
+        assert!(limits.admit("d", &stream).is_some());
     }
 
     #[test]

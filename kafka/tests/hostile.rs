@@ -458,3 +458,59 @@ fn fuzzed_frames_close_only_their_connection() {
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("does not decode"), "{log}");
 }
+
+/// Sends `request` (size prefix included) and reads its whole answer.
+fn ask(stream: &mut TcpStream, request: &[u8]) {
+    stream.write_all(request).expect("send");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("an answer");
+    let mut body = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
+    stream.read_exact(&mut body).expect("the whole answer");
+}
+
+#[test]
+fn two_thousand_connections_that_each_asked_the_broker_once_hold_no_native_client() {
+    use kafka_protocol::messages::ApiKey;
+    let door = Door::start(&[]);
+    let metadata = valid_request(ApiKey::Metadata, 9);
+    // One native client each ran out of ZeroMQ sockets near 340 connections.
+    let open: Vec<TcpStream> = (0..2_000)
+        .map(|_| {
+            let mut stream = connect(&door);
+            ask(&mut stream, &metadata);
+            stream
+        })
+        .collect();
+    let mut kcat = std::process::Command::new("kcat");
+    kcat.args(["-P", "-b", &door.bootstrap(), "-t", "crowded"]);
+    common::success(&common::run(kcat, "still\n"), "kcat -P beside 2,000 connections");
+    let mut kcat = std::process::Command::new("kcat");
+    kcat.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "crowded"]);
+    assert_eq!(common::success(&common::run(kcat, ""), "kcat -C"), "still\n");
+    drop(open);
+    door.stop();
+}
+
+#[test]
+fn idle_connections_at_the_cap_make_room_for_a_new_one() {
+    let door = Door::start_with(&[], &["--max-connections", "20"]);
+    let mut idle: Vec<TcpStream> = (0..20).map(|_| connect(&door)).collect();
+    for stream in &mut idle {
+        ask(stream, &API_VERSIONS_V0);
+    }
+    // Refused while they are fresh; once they have been idle long enough (10 s), the one idle
+    // the longest is closed for the newcomer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while !answers(&door) {
+        assert!(std::time::Instant::now() < deadline, "idle connections locked a client out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closed = idle
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_millis(100)))
+        .filter(|c| *c)
+        .count();
+    assert!(closed >= 1, "no idle connection was closed");
+    let log = door.stop();
+    assert!(log.contains("idle the longest"), "{log}");
+}
