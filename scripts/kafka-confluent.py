@@ -22,7 +22,9 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
         # at each assignment and "message VALUE" for each message, until killed (at most 120 s)
 
 With KAFKA_USER and KAFKA_PASSWORD set, both log in with SASL/PLAIN (for a gateway started
-with --sasl-plain in front of a broker with --auth).
+with --sasl-plain in front of a broker with --auth). With KAFKA_SSL_CA set (a CA file), they
+connect with TLS (security.protocol=SSL, or SASL_SSL with a login); KAFKA_SSL_CERT and
+KAFKA_SSL_KEY give a client certificate.
 """
 import os
 import sys
@@ -33,12 +35,22 @@ from confluent_kafka.admin import AdminClient
 
 
 def login():
-    """The SASL settings, when KAFKA_USER is set."""
-    if not os.environ.get("KAFKA_USER"):
-        return {}
-    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
-            "sasl.username": os.environ["KAFKA_USER"],
-            "sasl.password": os.environ.get("KAFKA_PASSWORD", "")}
+    """The SASL settings, when KAFKA_USER is set, and the TLS ones, when KAFKA_SSL_CA is (with
+    KAFKA_SSL_CERT and KAFKA_SSL_KEY for a client certificate)."""
+    settings = {}
+    tls = bool(os.environ.get("KAFKA_SSL_CA"))
+    if tls:
+        settings.update({"security.protocol": "SSL",
+                         "ssl.ca.location": os.environ["KAFKA_SSL_CA"]})
+        if os.environ.get("KAFKA_SSL_CERT"):
+            settings.update({"ssl.certificate.location": os.environ["KAFKA_SSL_CERT"],
+                             "ssl.key.location": os.environ["KAFKA_SSL_KEY"]})
+    if os.environ.get("KAFKA_USER"):
+        settings.update({"security.protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT",
+                         "sasl.mechanism": "PLAIN",
+                         "sasl.username": os.environ["KAFKA_USER"],
+                         "sasl.password": os.environ.get("KAFKA_PASSWORD", "")})
+    return settings
 
 
 def produce(bootstrap, topic, count):

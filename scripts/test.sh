@@ -9,6 +9,8 @@ scripts/need-libzmq.sh
 # The Kafka door's tests drive kcat; the web console's, the system's headless Chromium.
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
+# The Kafka door's TLS tests make their CA and certificates with openssl.
+command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then
     sudo=""

@@ -153,7 +153,7 @@ pub struct Door {
     /// Kafka group membership.
     pub coordinator: Arc<Coordinator>,
     /// Failed logins, logged throttled.
-    pub refused_logins: crate::limits::RefusedLogins,
+    pub refused_logins: crate::limits::Throttle,
     /// The native clients of connections without a login; `None` on a gateway that asks for
     /// logins.
     pub pool: Option<Arc<Pool>>,
@@ -359,7 +359,12 @@ impl Session {
                 Ok(())
             }
             Err(e) => {
-                self.door.refused_logins.refused(user, &e);
+                if let Some(suppressed) = self.door.refused_logins.admit() {
+                    tracing::warn!(
+                        suppressed,
+                        "SASL login refused for a Kafka client as {user:?}: {e}"
+                    );
+                }
                 Err("authentication failed".into())
             }
         }

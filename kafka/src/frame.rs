@@ -45,13 +45,21 @@ pub enum Incoming {
     ApiVersionsTooNew(i32),
 }
 
+/// A connection frames are read from: bytes, and a read timeout to set.
+pub trait Source: Read {
+    /// Sets how long a read may wait.
+    ///
+    /// # Errors
+    /// As the socket's own `set_read_timeout`.
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
 /// The first room a frame's buffer gets, before it doubles as the bytes fill it.
 const FIRST_ROOM: usize = 4096;
 
 /// Reads one frame from `stream`, its bytes reserved from `limits` as they arrive and until
 /// the returned [`Reservation`] is dropped; `None` when the peer closed the connection between
-/// frames. `timeout` sets the read timeout of the connection underneath: the wait for a frame's
-/// first byte is bounded by [`Limits::max_idle`], the rest of the frame by
+/// frames. The wait for a frame's first byte is bounded by [`Limits::max_idle`], the rest of the frame by
 /// [`Limits::request_read_timeout`].
 ///
 /// # Errors
@@ -59,12 +67,11 @@ const FIRST_ROOM: usize = 4096;
 /// for a size prefix over [`Limits::max_frame_bytes`] or below zero, [`FrameError::Idle`] and
 /// [`FrameError::TooSlow`] when the timeouts pass.
 pub fn read_frame(
-    stream: &mut impl Read,
-    timeout: &dyn Fn(Duration) -> io::Result<()>,
+    stream: &mut impl Source,
     limits: &Arc<Limits>,
 ) -> Result<Option<(Bytes, Reservation)>> {
     let mut size = [0u8; 4];
-    timeout(limits.max_idle)?;
+    stream.set_read_timeout(limits.max_idle)?;
     let first = loop {
         match stream.read(&mut size) {
             Ok(0) => return Ok(None),
@@ -75,7 +82,7 @@ pub fn read_frame(
         }
     };
     let deadline = Instant::now() + limits.request_read_timeout;
-    read_until(stream, timeout, &mut size[first..], deadline, limits)?;
+    read_until(stream, &mut size[first..], deadline, limits)?;
     let size = i32::from_be_bytes(size);
     let max = limits.max_frame_bytes();
     let len = usize::try_from(size).map_err(|_| FrameError::TooLarge(i64::from(size), max))?;
@@ -88,7 +95,7 @@ pub fn read_frame(
         // Nothing is reserved until the body's first bytes are there.
         let mut first = [0u8; FIRST_ROOM];
         let room = len.min(FIRST_ROOM);
-        let got = read_some(stream, timeout, &mut first[..room], deadline, limits)?;
+        let got = read_some(stream, &mut first[..room], deadline, limits)?;
         if !limits.grow(&mut reservation, room, deadline) {
             return Err(FrameError::TooSlow(limits.request_read_timeout));
         }
@@ -107,7 +114,7 @@ pub fn read_frame(
         let at = body.len();
         let until = body.capacity().min(len);
         body.resize(until, 0);
-        let got = read_some(stream, timeout, &mut body[at..], deadline, limits)?;
+        let got = read_some(stream, &mut body[at..], deadline, limits)?;
         body.truncate(at + got);
     }
     Ok(Some((Bytes::from(body), reservation)))
@@ -120,14 +127,13 @@ fn timed_out(error: &io::Error) -> bool {
 
 /// Fills `buf` before `deadline`.
 fn read_until(
-    stream: &mut impl Read,
-    timeout: &dyn Fn(Duration) -> io::Result<()>,
+    stream: &mut impl Source,
     mut buf: &mut [u8],
     deadline: Instant,
     limits: &Limits,
 ) -> Result<()> {
     while !buf.is_empty() {
-        let got = read_some(stream, timeout, buf, deadline, limits)?;
+        let got = read_some(stream, buf, deadline, limits)?;
         buf = &mut buf[got..];
     }
     Ok(())
@@ -135,8 +141,7 @@ fn read_until(
 
 /// Reads at least one byte into `buf` before `deadline`; how many.
 fn read_some(
-    stream: &mut impl Read,
-    timeout: &dyn Fn(Duration) -> io::Result<()>,
+    stream: &mut impl Source,
     buf: &mut [u8],
     deadline: Instant,
     limits: &Limits,
@@ -146,7 +151,7 @@ fn read_some(
         if left.is_zero() {
             return Err(FrameError::TooSlow(limits.request_read_timeout));
         }
-        timeout(left)?;
+        stream.set_read_timeout(left)?;
         match stream.read(buf) {
             Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => return Ok(n),

@@ -16,6 +16,8 @@ use crate::frame::{self, Incoming};
 use crate::groups::Coordinator;
 use crate::limits::{Admitted, Limits};
 use crate::pool::Pool;
+use crate::tls::Conn;
+use rustls::ServerConfig;
 
 /// The stack of a connection's thread.
 const STACK: usize = 512 * 1024;
@@ -30,6 +32,8 @@ pub struct Gateway {
     door: Arc<Door>,
     /// What the connections may hold, in all.
     limits: Arc<Limits>,
+    /// TLS on the listener, if asked for.
+    tls: Option<Arc<ServerConfig>>,
 }
 
 impl Gateway {
@@ -53,11 +57,17 @@ impl Gateway {
             port: i32::from(port),
             claim: Arc::new(SharedClaim::default()),
             coordinator: Arc::new(Coordinator::default()),
-            refused_logins: crate::limits::RefusedLogins::default(),
+            refused_logins: crate::limits::Throttle::default(),
             pool: None,
             user_pools: std::sync::Mutex::default(),
         };
-        Gateway { listener, endpoints, door: Arc::new(door), limits: Arc::new(limits) }
+        Gateway { listener, endpoints, door: Arc::new(door), limits: Arc::new(limits), tls: None }
+    }
+
+    /// This gateway with TLS on its listener (Kafka's `SSL`, and `SASL_SSL` with logins).
+    pub fn with_tls(mut self, tls: Arc<ServerConfig>) -> Gateway {
+        self.tls = Some(tls);
+        self
     }
 
     /// Accepts connections until `stop` is set (the caller then connects once to wake the
@@ -133,10 +143,11 @@ impl Gateway {
             let Some(admitted) = self.limits.admit(&peer, &stream) else { continue };
             let door = Arc::clone(&self.door);
             let limits = Arc::clone(&self.limits);
+            let tls = self.tls.clone();
             // An idle connection's thread touches little of its stack: this bounds what a busy
             // one may take, not what an idle one costs.
             let spawned = thread::Builder::new().stack_size(STACK).spawn(move || {
-                serve(stream, peer, Session::new(door), &limits, admitted);
+                serve(stream, peer, Session::new(door), &limits, tls.as_ref(), admitted);
             });
             if let Err(e) = spawned {
                 tracing::warn!("refusing a Kafka connection: cannot start its thread: {e}");
@@ -147,46 +158,54 @@ impl Gateway {
     }
 }
 
-/// The shortest read timeout set: a zero one would mean none.
-const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// Answers one connection's requests until it closes; bad input closes it with a log line.
-/// `_admitted` counts the connection until it ends.
+/// `admitted` counts the connection until it ends.
 fn serve(
     stream: TcpStream,
     peer: String,
     mut session: Session,
     limits: &Arc<Limits>,
+    tls: Option<&Arc<ServerConfig>>,
     admitted: Admitted,
 ) {
     let _ = stream.set_nodelay(true);
-    if let Err(e) = answer_all(&stream, &mut session, limits, &admitted) {
+    let mut conn = match Conn::accept(stream, tls, limits.request_read_timeout) {
+        Ok(conn) => conn,
+        Err(e) => {
+            if limits.failed_handshakes.admit().is_some() {
+                tracing::warn!("TLS handshake with {peer} failed: {e}");
+            }
+            return;
+        }
+    };
+    if let Err(e) = answer_all(&mut conn, &mut session, limits, &admitted) {
         match e {
             FrameError::Io(_) | FrameError::Idle(_) => {
                 tracing::debug!("Kafka connection from {peer} ended: {e}");
             }
             // Logged once, throttled, where the login was refused.
             FrameError::LoginFailed => {
-                tracing::debug!("closing the Kafka connection from {peer}: {e}")
+                tracing::debug!("closing the Kafka connection from {peer}: {e}");
             }
             _ => tracing::warn!("closing the Kafka connection from {peer}: {e}"),
         }
     }
+    // Unlisted before the descriptor closes (see `Limits::admit`).
+    drop(admitted);
+    drop(conn);
 }
 
 /// The loop of [`serve`].
 fn answer_all(
-    stream: &TcpStream,
+    conn: &mut Conn,
     session: &mut Session,
     limits: &Arc<Limits>,
     admitted: &Admitted,
 ) -> crate::Result<()> {
-    let mut reader = stream;
-    let timeout = |t: std::time::Duration| stream.set_read_timeout(Some(t.max(MIN_TIMEOUT)));
     // The frame's reservation is given back when the loop's body ends: once it is answered.
-    while let Some((frame, _reservation)) = frame::read_frame(&mut reader, &timeout, limits)? {
+    while let Some((frame, _reservation)) = frame::read_frame(conn, limits)? {
         admitted.busy(true);
-        answer_one(stream, session, frame)?;
+        answer_one(conn, session, frame)?;
         admitted.busy(false);
         if let Some(reason) = session.closing() {
             return Err(reason);
@@ -197,11 +216,7 @@ fn answer_all(
 
 /// Answers one frame; each response is written whole with one call, so no buffer is held
 /// between requests.
-fn answer_one(
-    mut writer: &TcpStream,
-    session: &mut Session,
-    frame: bytes::Bytes,
-) -> crate::Result<()> {
+fn answer_one(writer: &mut Conn, session: &mut Session, frame: bytes::Bytes) -> crate::Result<()> {
     if session.expects_raw_token() {
         // After a `SaslHandshake` v0 the login is a bare frame; an empty one answers it.
         if !session.raw_authenticate(&frame) {
@@ -214,7 +229,7 @@ fn answer_one(
         Incoming::ApiVersionsTooNew(correlation_id) => {
             let response = frame::api_versions_too_new();
             let api = kafka_protocol::messages::ApiKey::ApiVersions;
-            frame::write_response(&mut writer, api, 0, correlation_id, &response)?;
+            frame::write_response(writer, api, 0, correlation_id, &response)?;
         }
         Incoming::Request(request) => {
             if !session.admits(request.api) {
@@ -222,7 +237,7 @@ fn answer_one(
             }
             if let Some(response) = session.answer(request.body, request.version) {
                 frame::write_response(
-                    &mut writer,
+                    writer,
                     request.api,
                     request.version,
                     request.correlation_id,

@@ -21,5 +21,6 @@ pub mod groups;
 pub mod limits;
 pub mod pool;
 pub mod reserve;
+pub mod tls;
 
 pub use error::{FrameError, Result};

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -58,6 +59,8 @@ pub struct Limits {
     pub request_read_timeout: Duration,
     /// How long a connection may be silent between requests.
     pub max_idle: Duration,
+    /// Failed TLS handshakes, logged throttled.
+    pub failed_handshakes: Throttle,
 }
 
 impl Limits {
@@ -73,6 +76,7 @@ impl Limits {
             open: Mutex::new((0, HashMap::new())),
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
             max_idle: DEFAULT_MAX_IDLE,
+            failed_handshakes: Throttle::default(),
         }
     }
 
@@ -120,7 +124,10 @@ impl Limits {
             self.log_refused(peer);
             return None;
         }
-        let handle = stream.try_clone().ok();
+        // The descriptor, not a duplicate of it: ten thousand connections would take twice
+        // as many descriptors. It stays open while listed: `Admitted` is dropped (and unlisted,
+        // under the same lock) before the connection's stream.
+        let handle = Some(stream.as_raw_fd());
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.0 += 1;
         let id = open.0;
@@ -140,9 +147,11 @@ impl Limits {
             .min_by_key(|(_, o)| o.since)
             .map(|(id, _)| *id);
         let Some(id) = oldest else { return false };
-        if let Some(handle) = open.1.get_mut(&id).and_then(|o| o.handle.take()) {
+        if let Some(fd) = open.1.get_mut(&id).and_then(|o| o.handle.take()) {
             // Its thread sees the connection end and counts it out.
-            let _ = handle.shutdown(std::net::Shutdown::Both);
+            // SAFETY: `fd` is an open socket while it is listed (see `admit`); shutting it
+            // down touches no memory.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
         tracing::info!("closed the Kafka connection idle the longest to make room for a new one");
         true
@@ -176,8 +185,8 @@ impl Default for Limits {
 /// An open connection, as the cap sees it.
 #[derive(Debug)]
 struct Open {
-    /// A handle to close it with; `None` once closed to make room.
-    handle: Option<TcpStream>,
+    /// Its socket, to shut down; `None` once shut down to make room.
+    handle: Option<RawFd>,
     /// When it last finished a request (or opened).
     since: Instant,
     /// Whether a request of it is being answered.
@@ -228,27 +237,29 @@ impl Drop for Reservation {
     }
 }
 
-/// Failed SASL logins, logged at most once a second with a count of the others, as the broker
-/// logs its refused logins: a client retrying a wrong password fills no disk.
+/// Lines logged at most once a second with a count of the others, as the broker logs its
+/// refused logins: a client retrying a wrong password or a bad certificate fills no disk.
 #[derive(Debug, Default)]
-pub struct RefusedLogins {
+pub struct Throttle {
     /// When one was last logged, and how many were not logged since.
     last: Mutex<(Option<Instant>, u64)>,
 }
 
-impl RefusedLogins {
-    /// Notes a login of `user` that the broker refused with `error`.
-    pub fn refused(&self, user: &str, error: &dyn std::fmt::Display) {
+impl Throttle {
+    /// Whether to log now: `Some` with the number held back since the last line, or `None`
+    /// (counted) within a second of it.
+    pub fn admit(&self) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match last.0 {
-            Some(at) if now.duration_since(at) < Duration::from_secs(1) => last.1 += 1,
+            Some(at) if now.duration_since(at) < Duration::from_secs(1) => {
+                last.1 += 1;
+                None
+            }
             _ => {
-                tracing::warn!(
-                    suppressed = last.1,
-                    "SASL login refused for a Kafka client as {user:?}: {error}"
-                );
+                let suppressed = last.1;
                 *last = (Some(now), 0);
+                Some(suppressed)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `kafka-gateway`: lets Kafka clients produce to and consume from the broker.
 
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,6 +53,17 @@ struct Args {
     /// `connections.max.idle.ms`).
     #[arg(long, value_name = "MS", default_value_t = 600_000)]
     connections_max_idle_ms: u64,
+    /// TLS on the Kafka listener: the server's certificate chain, a PEM file (Kafka clients
+    /// then connect with `security.protocol=SSL`, or `SASL_SSL` with logins).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert`, a PEM file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Ask clients for certificates signed by this CA (PEM), and refuse those without one:
+    /// mutual TLS (Kafka's `ssl.client.auth=required`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +78,18 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // Each Kafka connection takes a file descriptor; the default soft limit (often 1,024) is
+    // reached long before --max-connections.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(kafka::tls::server_config(cert, key, args.tls_client_ca.as_deref())?)
+        }
+        _ => None,
+    };
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr().context("cannot read the listening address")?;
@@ -100,7 +124,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             Duration::from_millis(args.request_read_timeout_ms.max(1)),
             Duration::from_millis(args.connections_max_idle_ms.max(1)),
         );
-    let gateway =
+    let mut gateway =
         kafka::gateway::Gateway::new(listener, endpoints, host, port, args.sasl_plain, limits);
+    if let Some(tls) = tls {
+        gateway = gateway.with_tls(tls);
+    }
     gateway.run(&stop)
 }
