@@ -24,7 +24,8 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
 With KAFKA_USER and KAFKA_PASSWORD set, both log in with SASL/PLAIN (for a gateway started
 with --sasl-plain in front of a broker with --auth). With KAFKA_SSL_CA set (a CA file), they
 connect with TLS (security.protocol=SSL, or SASL_SSL with a login); KAFKA_SSL_CERT and
-KAFKA_SSL_KEY give a client certificate.
+KAFKA_SSL_KEY give a client certificate. KAFKA_COMPRESSION sets the producer's compression.type
+(gzip, snappy, lz4, zstd).
 """
 import os
 import sys
@@ -55,7 +56,9 @@ def login():
 
 def produce(bootstrap, topic, count):
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "message.timeout.ms": 10000, **login()})
+                         "message.timeout.ms": 10000,
+                         "compression.type": os.environ.get("KAFKA_COMPRESSION", "none"),
+                         **login()})
     failures = []
 
     def delivered(err, msg):

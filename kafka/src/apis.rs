@@ -159,6 +159,8 @@ pub struct Door {
     pub pool: Option<Arc<Pool>>,
     /// The native clients of each logged-in user.
     pub user_pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// What the connections may hold, decompressed batches included.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl Door {
@@ -776,8 +778,8 @@ impl Call<'_> {
     }
 
     /// `Produce`: each partition's record batches appended as one native `append`, all or
-    /// nothing. Only partition 0 exists; compressed batches are refused with
-    /// `UNSUPPORTED_COMPRESSION_TYPE`, since the broker stores messages, not batches.
+    /// nothing. Only partition 0 exists; compressed batches are decompressed here, since the
+    /// broker stores messages, not batches, and fetches answer them uncompressed.
     fn produce(&mut self, request: &ProduceRequest) -> ProduceResponse {
         let mut response = ProduceResponse::default();
         for topic in &request.topic_data {
@@ -806,9 +808,29 @@ impl Call<'_> {
     }
 
     /// Appends the records of `records` to `topic`; the first offset, or a Kafka error code.
+    ///
+    /// Compressed batches are decompressed first, their bytes reserved from the request budget
+    /// as they come (at most a frame's share, [`Limits::max_frame_bytes`], for one request),
+    /// and given back once appended.
+    ///
+    /// [`Limits::max_frame_bytes`]: crate::limits::Limits::max_frame_bytes
     fn append(&mut self, topic: &StrBytes, records: Option<Bytes>) -> Result<i64, i16> {
         let records = records.unwrap_or_default();
-        let messages = crate::batch::messages(&records)?;
+        let limits = &self.door.limits;
+        let mut held = limits.nothing();
+        let deadline = std::time::Instant::now() + limits.request_read_timeout;
+        let share = limits.max_frame_bytes();
+        let mut room = |bytes: usize| {
+            if held.bytes() + bytes > share {
+                return Err(ResponseError::RecordListTooLarge.code());
+            }
+            if !limits.grow(&mut held, bytes, deadline) {
+                return Err(ResponseError::RequestTimedOut.code());
+            }
+            Ok(())
+        };
+        let inflated = crate::batch::inflate(&records, &mut room)?;
+        let messages = crate::batch::messages_in(&records, &inflated)?;
         match self.client.append(topic.as_str(), messages) {
             Ok(appended) => i64::try_from(appended.first_offset)
                 .map_err(|_| ResponseError::UnknownServerError.code()),

@@ -49,6 +49,7 @@ impl Gateway {
         sasl: bool,
         limits: Limits,
     ) -> Gateway {
+        let limits = Arc::new(limits);
         let door = Door {
             endpoints: endpoints.clone(),
             sasl,
@@ -60,8 +61,9 @@ impl Gateway {
             refused_logins: crate::limits::Throttle::default(),
             pool: None,
             user_pools: std::sync::Mutex::default(),
+            limits: Arc::clone(&limits),
         };
-        Gateway { listener, endpoints, door: Arc::new(door), limits: Arc::new(limits), tls: None }
+        Gateway { listener, endpoints, door: Arc::new(door), limits, tls: None }
     }
 
     /// This gateway with TLS on its listener (Kafka's `SSL`, and `SASL_SSL` with logins).

@@ -229,6 +229,13 @@ pub struct Reservation {
     bytes: usize,
 }
 
+impl Reservation {
+    /// How many bytes it holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut free = self.limits.free.lock().unwrap_or_else(PoisonError::into_inner);

@@ -372,3 +372,41 @@ fn offsets_for_times_and_kcat_s_at_find_the_first_message_appended_since() {
     assert_eq!(success(&run(kcat, ""), "kcat -o s@"), expected);
     door.stop();
 }
+
+#[test]
+fn every_codec_from_confluent_kafka_and_kafka_python_is_stored_and_read_back() {
+    let door = Door::start(&[]);
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("confluent-{codec}");
+        let mut produce = Command::new("python3");
+        produce.arg(script("kafka-confluent.py")).args([
+            "produce",
+            &door.bootstrap(),
+            &topic,
+            "200",
+        ]);
+        produce.env("KAFKA_COMPRESSION", codec);
+        success(&run(produce, ""), &format!("confluent produce with {codec}"));
+        let read = tutorial_consumer(&door, &topic, "codecs", 200);
+        let expected: Vec<String> = (0..200).map(|i| format!("key-{i}=message-{i}@{i}")).collect();
+        assert_eq!(read, expected, "{codec}");
+
+        let topic = format!("kp-{codec}");
+        let mut round = Command::new("python3");
+        round.arg(script("kafka-python-roundtrip.py")).args([
+            &door.bootstrap(),
+            &topic,
+            "50",
+            codec,
+        ]);
+        let out = success(&run(round, ""), &format!("kafka-python round trip with {codec}"));
+        let expected: Vec<String> = (0..50).map(|i| format!("key-{i}=value-{i}@{i}")).collect();
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{codec}");
+    }
+    // The native door sees them uncompressed.
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", "kp-zstd"]);
+    let out = success(&run(fetch, ""), "consumer fetch");
+    assert_eq!(out.lines().next(), Some("0\tvalue-0"), "{out}");
+    door.stop();
+}
