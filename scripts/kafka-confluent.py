@@ -17,6 +17,10 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
     kafka-confluent.py times BOOTSTRAP TOPIC MS
         # offsets_for_times() of partition 0 at MS: prints "offset N", then the message there
         # as "TYPE TIMESTAMP VALUE" (TYPE: create or log-append)
+    kafka-confluent.py groups BOOTSTRAP GROUP
+        # AdminClient: prints "listed NAME STATE" for each group of list_consumer_groups(), then
+        # "described NAME STATE" and "member CLIENT_ID TOPIC:PARTITIONS" from
+        # describe_consumer_groups([GROUP])
     kafka-confluent.py member BOOTSTRAP TOPIC GROUP
         # a member of GROUP with a 6 s session timeout that prints "assigned N" (N partitions)
         # at each assignment and "message VALUE" for each message, until killed (at most 120 s)
@@ -150,8 +154,21 @@ def times(bootstrap, topic, ms):
     consumer.close()
 
 
+def groups(bootstrap, group):
+    admin = AdminClient({"bootstrap.servers": bootstrap, **login()})
+    listed = admin.list_consumer_groups(request_timeout=10).result()
+    for g in sorted(listed.valid, key=lambda g: g.group_id):
+        print(f"listed {g.group_id} {g.state.name}")
+    described = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    print(f"described {described.group_id} {described.state.name}")
+    for m in described.members:
+        parts = ",".join(f"{p.topic}:{p.partition}" for p in m.assignment.topic_partitions)
+        print(f"member {m.client_id} {parts}")
+
+
 def member(bootstrap, topic, group):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "client.id": os.environ.get("KAFKA_CLIENT_ID", "member"),
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
                          "heartbeat.interval.ms": 500, **login()})
 
@@ -178,6 +195,8 @@ if __name__ == "__main__":
         transactional(sys.argv[2])
     elif sys.argv[1:2] == ["times"] and len(sys.argv) == 5:
         times(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1:2] == ["groups"] and len(sys.argv) == 4:
+        groups(sys.argv[2], sys.argv[3])
     elif sys.argv[1:2] == ["list"] and len(sys.argv) == 3:
         list_all(sys.argv[2])
     elif sys.argv[1:2] == ["regex"] and len(sys.argv) == 6:

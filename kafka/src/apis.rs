@@ -33,8 +33,10 @@ use client::{Client, ClientError};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -46,6 +48,9 @@ use kafka_protocol::messages::{
     FindCoordinatorResponse, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse,
 };
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
@@ -88,6 +93,8 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 0, 5),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
 ];
 
 /// The versions of `api` this door speaks, `None` when it does not answer it at all.
@@ -115,6 +122,8 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
         _ => "an API this door does not answer",
     }
 }
@@ -204,6 +213,8 @@ pub struct Session {
     /// Whether the connection is to be closed after the response just made, and why (a failed
     /// login, no native client to be had).
     closing: Option<FrameError>,
+    /// The peer's address, which `DescribeGroups` shows for its members.
+    peer: String,
 }
 
 /// A connection's side of the broker: the pool of native clients it borrows from, one for each
@@ -225,11 +236,14 @@ struct Call<'a> {
     client: &'a mut Client,
     /// The claim this connection reads through.
     claim: &'a SharedClaim,
+    /// The request's `client.id` and the peer's address.
+    who: (&'a str, &'a str),
 }
 
 impl Session {
-    /// A session; without logins, its requests borrow from the door's pool.
-    pub fn new(door: Arc<Door>) -> Session {
+    /// A session of the connection from `peer`; without logins, its requests borrow from the
+    /// door's pool.
+    pub fn new(door: Arc<Door>, peer: String) -> Session {
         let native = match (&door.pool, door.sasl) {
             (Some(pool), false) => {
                 Some(Native::new(&door, Arc::clone(pool), Arc::clone(&door.claim)))
@@ -243,6 +257,7 @@ impl Session {
             raw_token_next: false,
             authenticated: false,
             closing: None,
+            peer,
         }
     }
 
@@ -259,10 +274,16 @@ impl Session {
         self.closing.take()
     }
 
-    /// Answers `request`; `None` for a produce with `acks=0`, which Kafka never answers, and
-    /// for a request [`Session::admits`] refuses. `version` is the request's, which the
-    /// response must be encodable at: fields that version lacks are left at their defaults.
-    pub fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
+    /// Answers `request` from the client named `client_id`; `None` for a produce with
+    /// `acks=0`, which Kafka never answers, and for a request [`Session::admits`] refuses.
+    /// `version` is the request's, which the response must be encodable at: fields that
+    /// version lacks are left at their defaults.
+    pub fn answer(
+        &mut self,
+        request: RequestKind,
+        version: i16,
+        client_id: Option<&str>,
+    ) -> Option<ResponseKind> {
         match request {
             RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions())),
             RequestKind::SaslHandshake(request) => {
@@ -273,13 +294,16 @@ impl Session {
             RequestKind::SaslAuthenticate(request) => {
                 Some(ResponseKind::SaslAuthenticate(self.sasl_authenticate(&request)))
             }
-            other => match self.native.as_mut()?.answer(other, version) {
-                Ok(response) => response,
-                Err(reason) => {
-                    self.closing = Some(FrameError::Busy(reason));
-                    None
+            other => {
+                let who = (client_id.unwrap_or_default(), self.peer.as_str());
+                match self.native.as_mut()?.answer(other, version, who) {
+                    Ok(response) => response,
+                    Err(reason) => {
+                        self.closing = Some(FrameError::Busy(reason));
+                        None
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -398,9 +422,10 @@ impl Native {
         &mut self,
         request: RequestKind,
         version: i16,
+        who: (&str, &str),
     ) -> Result<Option<ResponseKind>, String> {
         let mut client = self.pool.take()?;
-        let mut call = Call { door: &self.door, client: &mut client, claim: &self.claim };
+        let mut call = Call { door: &self.door, client: &mut client, claim: &self.claim, who };
         let response = call.answer(request, version);
         self.pool.give(client);
         Ok(response)
@@ -458,6 +483,12 @@ impl Call<'_> {
             }
             RequestKind::OffsetFetch(request) => {
                 ResponseKind::OffsetFetch(self.offset_fetch(&request))
+            }
+            RequestKind::ListGroups(request) => {
+                ResponseKind::ListGroups(self.list_groups(&request, version))
+            }
+            RequestKind::DescribeGroups(request) => {
+                ResponseKind::DescribeGroups(self.describe_groups(&request))
             }
             // `frame::decode` lets through only the APIs of `APIS`.
             _ => return None,
@@ -551,6 +582,15 @@ impl Call<'_> {
             millis(request.session_timeout_ms),
             millis(rebalance.max(request.session_timeout_ms)),
         );
+        if joined.error == 0 {
+            let (client_id, host) = self.who;
+            self.door.coordinator.set_client(
+                &request.group_id.0,
+                &joined.member_id,
+                client_id,
+                host,
+            );
+        }
         let mut response = JoinGroupResponse::default();
         response.error_code = joined.error;
         response.generation_id = joined.generation;
@@ -624,6 +664,11 @@ impl Call<'_> {
     fn offset_commit(&mut self, request: &OffsetCommitRequest) -> OffsetCommitResponse {
         let group = request.group_id.0.as_str();
         let mut response = OffsetCommitResponse::default();
+        let fenced = self.door.coordinator.check_commit(
+            group,
+            request.generation_id_or_member_epoch,
+            &request.member_id,
+        );
         for topic in &request.topics {
             let mut answer = OffsetCommitResponseTopic::default();
             answer.name = topic.name.clone();
@@ -632,6 +677,7 @@ impl Call<'_> {
                 part.partition_index = partition.partition_index;
                 part.error_code =
                     match (partition.partition_index, u64::try_from(partition.committed_offset)) {
+                        _ if fenced.is_err() => fenced.err().unwrap_or(0),
                         (0, Ok(offset)) => {
                             match self.client.reset_group(
                                 group,
@@ -652,6 +698,87 @@ impl Call<'_> {
                 answer.partitions.push(part);
             }
             response.topics.push(answer);
+        }
+        response
+    }
+
+    /// `ListGroups`: the groups with Kafka members in the gateway, and the broker's groups
+    /// (with committed offsets, read through either door) as `Empty`.
+    fn list_groups(&mut self, request: &ListGroupsRequest, version: i16) -> ListGroupsResponse {
+        let mut response = ListGroupsResponse::default();
+        let mut groups: Vec<(String, &'static str)> = self.door.coordinator.list();
+        match self.client.list_groups(None, None) {
+            Ok(states) => {
+                for state in states {
+                    if !groups.iter().any(|(name, _)| *name == state.group) {
+                        groups.push((state.group, "Empty"));
+                    }
+                }
+            }
+            Err(e) => response.error_code = kafka_code(&e),
+        }
+        groups.sort();
+        let wanted = &request.states_filter;
+        response.groups = groups
+            .into_iter()
+            .filter(|(_, state)| {
+                version < 4 || wanted.is_empty() || wanted.iter().any(|w| w.as_str() == *state)
+            })
+            .map(|(name, state)| {
+                let mut listed = ListedGroup::default();
+                listed.group_id = GroupId(StrBytes::from_string(name));
+                listed.protocol_type = StrBytes::from_static_str("consumer");
+                if version >= 4 {
+                    listed.group_state = StrBytes::from_static_str(state);
+                }
+                listed
+            })
+            .collect();
+        response
+    }
+
+    /// `DescribeGroups`: a group's Kafka members with their clients, metadata and assignment;
+    /// a group of the broker's without Kafka members is `Empty`, one unknown `Dead`, as Kafka
+    /// says of a group it does not know.
+    fn describe_groups(&mut self, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let mut response = DescribeGroupsResponse::default();
+        for name in &request.groups {
+            let mut group = DescribedGroup::default();
+            group.group_id = name.clone();
+            group.protocol_type = StrBytes::from_static_str("consumer");
+            group.authorized_operations = i32::MIN;
+            match self.door.coordinator.describe(name.0.as_str()) {
+                Some(described) => {
+                    group.group_state = StrBytes::from_static_str(described.state);
+                    group.protocol_data = StrBytes::from_string(described.protocol);
+                    group.members = described
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            let mut member = DescribedGroupMember::default();
+                            member.member_id = StrBytes::from_string(m.id);
+                            member.client_id = StrBytes::from_string(m.client_id);
+                            member.client_host = StrBytes::from_string(m.host);
+                            member.member_metadata = m.metadata;
+                            member.member_assignment = m.assignment;
+                            member
+                        })
+                        .collect();
+                }
+                None => {
+                    let state = match self.client.list_groups(Some(name.0.as_str()), None) {
+                        Ok(states) if !states.is_empty() => "Empty",
+                        Ok(_) => "Dead",
+                        Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => "Dead",
+                        Err(e) => {
+                            group.error_code = kafka_code(&e);
+                            "Dead"
+                        }
+                    };
+                    group.group_state = StrBytes::from_static_str(state);
+                }
+            }
+            response.groups.push(group);
         }
         response
     }

@@ -149,7 +149,8 @@ impl Gateway {
             // An idle connection's thread touches little of its stack: this bounds what a busy
             // one may take, not what an idle one costs.
             let spawned = thread::Builder::new().stack_size(STACK).spawn(move || {
-                serve(stream, peer, Session::new(door), &limits, tls.as_ref(), admitted);
+                let session = Session::new(door, peer.clone());
+                serve(stream, peer, session, &limits, tls.as_ref(), admitted);
             });
             if let Err(e) = spawned {
                 tracing::warn!("refusing a Kafka connection: cannot start its thread: {e}");
@@ -237,7 +238,8 @@ fn answer_one(writer: &mut Conn, session: &mut Session, frame: bytes::Bytes) -> 
             if !session.admits(request.api) {
                 return Err(FrameError::NotLoggedIn(crate::apis::name(request.api)));
             }
-            if let Some(response) = session.answer(request.body, request.version) {
+            let client_id = request.client_id.as_deref();
+            if let Some(response) = session.answer(request.body, request.version, client_id) {
                 frame::write_response(
                     writer,
                     request.api,

@@ -48,6 +48,8 @@ struct Member {
     seen: Instant,
     /// How long it may be silent before it is dropped.
     session: Duration,
+    /// Its client's `client.id` and address, for `DescribeGroups`.
+    client: (String, String),
 }
 
 /// One group's membership.
@@ -148,9 +150,10 @@ impl Coordinator {
                 m.rejoined = false;
             }
         }
-        group
-            .members
-            .insert(member_id.clone(), Member { protocols, rejoined: true, seen: now, session });
+        group.members.insert(
+            member_id.clone(),
+            Member { protocols, rejoined: true, seen: now, session, client: Default::default() },
+        );
         let start = group.generation;
         loop {
             let group = groups.entry(group_id.to_owned()).or_default();
@@ -285,7 +288,102 @@ impl Coordinator {
     }
 }
 
+/// A group as `DescribeGroups` shows it.
+#[derive(Debug, Default)]
+pub struct Described {
+    /// Kafka's name of its state: `Stable`, `PreparingRebalance`, `CompletingRebalance`.
+    pub state: &'static str,
+    /// The protocol (assignor) chosen.
+    pub protocol: String,
+    /// Each member: id, `client.id`, address, metadata and assignment.
+    pub members: Vec<DescribedMember>,
+}
+
+/// A member as `DescribeGroups` shows it.
+#[derive(Debug, Default)]
+pub struct DescribedMember {
+    /// Its member id.
+    pub id: String,
+    /// Its client's `client.id`.
+    pub client_id: String,
+    /// Its client's address.
+    pub host: String,
+    /// Its metadata for the chosen protocol.
+    pub metadata: Bytes,
+    /// Its part of the leader's assignment, once synced.
+    pub assignment: Bytes,
+}
+
 impl Coordinator {
+    /// Notes the `client.id` and address of `member_id`'s client.
+    pub fn set_client(&self, group_id: &str, member_id: &str, client_id: &str, host: &str) {
+        let mut groups = self.lock();
+        if let Some(member) = groups.get_mut(group_id).and_then(|g| g.members.get_mut(member_id)) {
+            member.client = (client_id.to_owned(), host.to_owned());
+        }
+    }
+
+    /// Every group with members, and Kafka's name of its state.
+    pub fn list(&self) -> Vec<(String, &'static str)> {
+        self.lock().iter().map(|(name, group)| (name.clone(), state(group))).collect()
+    }
+
+    /// `group_id` with its members, if it has any.
+    pub fn describe(&self, group_id: &str) -> Option<Described> {
+        let groups = self.lock();
+        let group = groups.get(group_id)?;
+        let members = group
+            .members
+            .iter()
+            .map(|(id, m)| DescribedMember {
+                id: id.clone(),
+                client_id: m.client.0.clone(),
+                host: m.client.1.clone(),
+                metadata: m
+                    .protocols
+                    .iter()
+                    .find(|(name, _)| *name == group.protocol)
+                    .map(|(_, meta)| meta.clone())
+                    .unwrap_or_default(),
+                assignment: group
+                    .assignments
+                    .as_ref()
+                    .and_then(|all| all.get(id).cloned())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Some(Described { state: state(group), protocol: group.protocol.clone(), members })
+    }
+
+    /// Whether an `OffsetCommit` from `member_id` in `generation` may move `group_id`'s
+    /// offsets, as Kafka decides: a commit outside any group (generation -1, no member id) only
+    /// while the group has no members; otherwise only from a member of the present generation,
+    /// so a member fenced by a rebalance cannot move the offset its successor reads from.
+    ///
+    /// # Errors
+    /// `UNKNOWN_MEMBER_ID` or `ILLEGAL_GENERATION`.
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Result<(), i16> {
+        let groups = self.lock();
+        let Some(group) = groups.get(group_id).filter(|g| !g.members.is_empty()) else {
+            if generation < 0 && member_id.is_empty() {
+                return Ok(());
+            }
+            return Err(ResponseError::UnknownMemberId.code());
+        };
+        if !group.members.contains_key(member_id) {
+            return Err(ResponseError::UnknownMemberId.code());
+        }
+        if generation != group.generation {
+            return Err(ResponseError::IllegalGeneration.code());
+        }
+        Ok(())
+    }
+
     /// Drops every member silent for longer than its session timeout, starting a rebalance in
     /// its group, and forgets the groups left without members.
     pub fn expire(&self) {
@@ -324,6 +422,15 @@ fn expire(group: &mut Group, now: Instant) -> bool {
         }
     }
     true
+}
+
+/// Kafka's name of `group`'s state.
+fn state(group: &Group) -> &'static str {
+    match (&group.rebalancing, &group.assignments) {
+        (Some(_), _) => "PreparingRebalance",
+        (None, None) => "CompletingRebalance",
+        (None, Some(_)) => "Stable",
+    }
 }
 
 /// Whether `member_id` is a member of `group` in `generation`, with no rebalance under way.

@@ -104,3 +104,112 @@ fn a_member_killed_with_sigkill_is_replaced_within_its_session_timeout() {
     drop(survivor);
     door.stop();
 }
+
+/// What `kafka-confluent.py groups` prints of `group`.
+fn admin_groups(door: &Door, group: &str) -> String {
+    let mut admin = Command::new("python3");
+    admin.arg(script("kafka-confluent.py")).args(["groups", &door.bootstrap(), group]);
+    success(&run(admin, ""), "AdminClient list and describe")
+}
+
+#[test]
+fn the_admin_client_lists_and_describes_groups_of_both_doors() {
+    let door = Door::start(&[]);
+    let mut produce = Command::new(binary("producer"));
+    produce.args(["--connect", &door.endpoint(), "--topic", "admin", "x"]);
+    success(&run(produce, ""), "producer");
+    // A native group with a committed offset, no Kafka member.
+    let mut native = Command::new(binary("consumer"));
+    native.args(["--connect", &door.endpoint(), "group-reset", "--to-offset", "1"]);
+    native.args(["natives", "admin"]);
+    success(&run(native, ""), "consumer group-reset");
+    let member = Member::start(&door, "admin", "kafkas");
+    member.wait_for(Duration::from_secs(30), "the member is assigned", |l| {
+        l.iter().any(|l| l == "assigned 1")
+    });
+    let out = admin_groups(&door, "kafkas");
+    assert!(out.contains("listed kafkas STABLE\n"), "{out}");
+    assert!(out.contains("listed natives EMPTY\n"), "{out}");
+    assert!(out.contains("described kafkas STABLE\n"), "{out}");
+    assert!(out.contains("member member admin:0\n"), "{out}");
+    let unknown = admin_groups(&door, "nobody");
+    assert!(unknown.contains("described nobody DEAD\n"), "{unknown}");
+    drop(member);
+    door.stop();
+}
+
+/// Sends an `OffsetCommit` v8 of `offset` on partition 0 of `topic` for `group` as `member`
+/// in `generation`; the partition's error code.
+fn raw_commit(
+    door: &Door,
+    group: &str,
+    topic: &str,
+    member: &str,
+    generation: i32,
+    offset: i64,
+) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, RequestHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::{Read, Write};
+
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::OffsetCommit as i16;
+    header.request_api_version = 8;
+    header.correlation_id = 4;
+    let mut partition = OffsetCommitRequestPartition::default();
+    partition.committed_offset = offset;
+    let mut wanted = OffsetCommitRequestTopic::default();
+    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    wanted.partitions = vec![partition];
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    request.generation_id_or_member_epoch = generation;
+    request.member_id = StrBytes::from_string(member.to_owned());
+    request.topics = vec![wanted];
+    let mut body = bytes::BytesMut::new();
+    header.encode(&mut body, ApiKey::OffsetCommit.request_header_version(8)).expect("header");
+    request.encode(&mut body, 8).expect("request");
+    let mut stream = std::net::TcpStream::connect(door.bootstrap()).expect("connect");
+    stream.set_read_timeout(Some(testkit::STEP)).expect("timeout");
+    let size = u32::try_from(body.len()).expect("size");
+    stream.write_all(&size.to_be_bytes()).expect("send");
+    stream.write_all(&body).expect("send");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("an answer");
+    let mut reply = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
+    stream.read_exact(&mut reply).expect("the whole answer");
+    let mut reply = bytes::Bytes::from(reply);
+    // Correlation id, then the flexible header's tagged fields.
+    let _ = reply.split_to(5);
+    let response = OffsetCommitResponse::decode(&mut reply, 8).expect("an OffsetCommit v8 answer");
+    response.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn a_commit_from_outside_the_present_generation_moves_nothing() {
+    let door = Door::start(&[]);
+    let mut produce = Command::new(binary("producer"));
+    produce.args(["--connect", &door.endpoint(), "--topic", "fenced", "a", "b", "c"]);
+    success(&run(produce, ""), "producer");
+    // No Kafka members: a commit outside any group is taken, as Kafka takes it.
+    assert_eq!(raw_commit(&door, "fence", "fenced", "", -1, 1), 0);
+    let mut groups = Command::new(binary("consumer"));
+    groups.args(["--connect", &door.endpoint(), "groups", "--json"]);
+    let out = success(&run(groups, ""), "consumer groups");
+    let state = out.lines().find(|l| l.contains("\"group\":\"fence\"")).unwrap_or_default();
+    assert!(state.contains("\"committed_offset\":1"), "{out}");
+    let member = Member::start(&door, "fenced", "fence");
+    member.wait_for(Duration::from_secs(30), "the member is assigned", |l| {
+        l.iter().any(|l| l == "assigned 1")
+    });
+    // With a member: neither an outsider nor a stale member id moves the offset.
+    assert_eq!(raw_commit(&door, "fence", "fenced", "", -1, 2), 25, "UNKNOWN_MEMBER_ID");
+    assert_eq!(raw_commit(&door, "fence", "fenced", "fence-member-0", 1, 2), 25);
+    drop(member);
+    door.stop();
+}
