@@ -29,7 +29,7 @@ With KAFKA_USER and KAFKA_PASSWORD set, both log in with SASL/PLAIN (for a gatew
 with --sasl-plain in front of a broker with --auth). With KAFKA_SSL_CA set (a CA file), they
 connect with TLS (security.protocol=SSL, or SASL_SSL with a login); KAFKA_SSL_CERT and
 KAFKA_SSL_KEY give a client certificate. KAFKA_COMPRESSION sets the producer's compression.type
-(gzip, snappy, lz4, zstd).
+(gzip, snappy, lz4, zstd); KAFKA_IDEMPOTENCE=1 sets enable.idempotence=true.
 """
 import os
 import sys
@@ -62,6 +62,7 @@ def produce(bootstrap, topic, count):
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                          "message.timeout.ms": 10000,
                          "compression.type": os.environ.get("KAFKA_COMPRESSION", "none"),
+                         "enable.idempotence": os.environ.get("KAFKA_IDEMPOTENCE") == "1",
                          **login()})
     failures = []
 

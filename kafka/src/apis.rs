@@ -64,6 +64,7 @@ use protocol::{ErrorCode, Fetch, Request, ResetTo, Retention, TopicInfo};
 use crate::claim::SharedClaim;
 use crate::error::FrameError;
 use crate::groups::Coordinator;
+use crate::idempotence::Check;
 use crate::pool::Pool;
 
 /// The Kafka node id of the gateway, the one Kafka broker it shows.
@@ -170,6 +171,8 @@ pub struct Door {
     pub user_pools: Mutex<HashMap<String, Arc<Pool>>>,
     /// What the connections may hold, decompressed batches included.
     pub limits: Arc<crate::limits::Limits>,
+    /// The idempotent producers and their sequences.
+    pub producers: crate::idempotence::Producers,
 }
 
 impl Door {
@@ -447,7 +450,7 @@ impl Call<'_> {
                 ResponseKind::Produce(response)
             }
             RequestKind::InitProducerId(request) => {
-                ResponseKind::InitProducerId(init_producer_id(&request))
+                ResponseKind::InitProducerId(init_producer_id(&request, &self.door.producers))
             }
             RequestKind::ListOffsets(request) => {
                 ResponseKind::ListOffsets(self.list_offsets(&request))
@@ -943,6 +946,14 @@ impl Call<'_> {
     /// [`Limits::max_frame_bytes`]: crate::limits::Limits::max_frame_bytes
     fn append(&mut self, topic: &StrBytes, records: Option<Bytes>) -> Result<i64, i16> {
         let records = records.unwrap_or_default();
+        let (id, epoch, sequence, count) =
+            crate::batch::producer(&records).unwrap_or((-1, -1, -1, 0));
+        let producers = &self.door.producers;
+        match producers.check(id, epoch, sequence, count, topic.as_str()) {
+            Check::Fresh => {}
+            Check::Duplicate(offset) => return Ok(offset),
+            Check::Refused(code) => return Err(code),
+        }
         let limits = &self.door.limits;
         let mut held = limits.nothing();
         let deadline = std::time::Instant::now() + limits.request_read_timeout;
@@ -959,8 +970,12 @@ impl Call<'_> {
         let inflated = crate::batch::inflate(&records, &mut room)?;
         let messages = crate::batch::messages_in(&records, &inflated)?;
         match self.client.append(topic.as_str(), messages) {
-            Ok(appended) => i64::try_from(appended.first_offset)
-                .map_err(|_| ResponseError::UnknownServerError.code()),
+            Ok(appended) => {
+                let first = i64::try_from(appended.first_offset)
+                    .map_err(|_| ResponseError::UnknownServerError.code())?;
+                producers.appended(id, epoch, sequence, count, topic.as_str(), first);
+                Ok(first)
+            }
             Err(e) => Err(kafka_code(&e)),
         }
     }
@@ -1152,13 +1167,16 @@ impl Call<'_> {
     }
 }
 
-/// `InitProducerId`: producer id 0, epoch 0. The broker does not deduplicate retried batches
-/// by producer sequence, so an idempotent producer gets at-least-once, as without idempotence.
+/// `InitProducerId`: a producer id of its own, epoch 0, whose batches' sequence numbers
+/// [`crate::idempotence::Producers`] checks, so that a retried batch is not stored twice.
 ///
 /// A transactional producer (one with a `transactional.id`) is refused at once with
 /// [`TRANSACTIONS_REFUSED`]: the door has no transactions, and a client that waited for one
 /// would time out after a minute with nothing said.
-fn init_producer_id(request: &InitProducerIdRequest) -> InitProducerIdResponse {
+fn init_producer_id(
+    request: &InitProducerIdRequest,
+    producers: &crate::idempotence::Producers,
+) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
     if let Some(id) = request.transactional_id.as_ref().filter(|id| !id.is_empty()) {
         tracing::info!(
@@ -1170,7 +1188,7 @@ fn init_producer_id(request: &InitProducerIdRequest) -> InitProducerIdResponse {
         response.producer_epoch = -1;
         return response;
     }
-    response.producer_id = ProducerId(0);
+    response.producer_id = ProducerId(producers.new_id());
     response.producer_epoch = 0;
     response
 }

@@ -21,7 +21,8 @@
 //! | 16 | magic (2) | 1 |
 //! | 17 | CRC-32C of bytes 21 to the end of the batch | 4 |
 //! | 21 | attributes: bits 0-2 compression, bit 3 LogAppendTime, bit 5 control batch | 2 |
-//! | 23 | last offset delta, base and max timestamps, producer id, epoch, base sequence | 34 |
+//! | 23 | last offset delta, base and max timestamps | 20 |
+//! | 43 | producer id 8, producer epoch 2, base sequence 4 | 14 |
 //! | 57 | record count | 4 |
 //! | 61 | records | the rest |
 //!
@@ -63,6 +64,23 @@ fn next_batch(bytes: &[u8]) -> Result<(&[u8], &[u8]), i16> {
     }
     let batch = bytes.get(..end).ok_or(corrupt)?;
     Ok((batch, &bytes[end..]))
+}
+
+/// The idempotent producer of the record batches in `bytes`, from the first batch's header:
+/// its producer id (-1 for none), epoch and first sequence number, and the number of records
+/// of all the batches; `None` when the first header is cut short.
+pub fn producer(bytes: &[u8]) -> Option<(i64, i16, i32, i32)> {
+    let head = bytes.get(..HEADER)?;
+    let id = i64::from_be_bytes(head[43..51].try_into().ok()?);
+    let epoch = i16::from_be_bytes([head[51], head[52]]);
+    let sequence = be_i32(&head[53..57]);
+    let mut count = 0i32;
+    let mut rest = bytes;
+    while let Ok((batch, after)) = next_batch(rest) {
+        count = count.saturating_add(be_i32(&batch[57..61]));
+        rest = after;
+    }
+    Some((id, epoch, sequence, count))
 }
 
 /// Whether `batch`'s CRC-32C holds.

@@ -62,6 +62,7 @@ impl Gateway {
             pool: None,
             user_pools: std::sync::Mutex::default(),
             limits: Arc::clone(&limits),
+            producers: crate::idempotence::Producers::default(),
         };
         Gateway { listener, endpoints, door: Arc::new(door), limits, tls: None }
     }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod gateway;
 pub mod groups;
+pub mod idempotence;
 pub mod limits;
 pub mod pool;
 pub mod reserve;
