@@ -410,3 +410,19 @@ fn every_codec_from_confluent_kafka_and_kafka_python_is_stored_and_read_back() {
     assert_eq!(out.lines().next(), Some("0\tvalue-0"), "{out}");
     door.stop();
 }
+
+#[test]
+fn aiokafka_produces_and_a_group_member_reads_and_commits() {
+    let door = Door::start(&[]);
+    for (topic, codec) in [("aio", None), ("aio-lz4", Some("lz4"))] {
+        let mut aio = Command::new("python3");
+        aio.arg(script("kafka-aiokafka.py")).args([&door.bootstrap(), topic, "aio-readers", "30"]);
+        aio.args(codec);
+        let out = success(&run(aio, ""), "aiokafka producer and consumer");
+        let expected: Vec<String> = (0..30).map(|i| format!("key-{i}=value-{i}@{i}")).collect();
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+        let state = committed(&door, "aio-readers", topic);
+        assert!(state.contains("\"committed_offset\":30"), "{state}");
+    }
+    door.stop();
+}
