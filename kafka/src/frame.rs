@@ -54,6 +54,10 @@ pub trait Source: Read {
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
 }
 
+/// How long a connection waits for its next request before its thread gives back the stack
+/// pages it touched ([`crate::stack`]).
+pub const TRIM_AFTER: Duration = Duration::from_secs(1);
+
 /// The first room a frame's buffer gets, before it doubles as the bytes fill it.
 const FIRST_ROOM: usize = 4096;
 
@@ -71,13 +75,25 @@ pub fn read_frame(
     limits: &Arc<Limits>,
 ) -> Result<Option<(Bytes, Reservation)>> {
     let mut size = [0u8; 4];
-    stream.set_read_timeout(limits.max_idle)?;
+    let idle_until = Instant::now() + limits.max_idle;
+    let mut trimmed = false;
     let first = loop {
+        let left = idle_until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FrameError::Idle(limits.max_idle));
+        }
+        // A short wait first: a connection silent past it gives back its stack's pages.
+        stream.set_read_timeout(if trimmed { left } else { left.min(TRIM_AFTER) })?;
         match stream.read(&mut size) {
             Ok(0) => return Ok(None),
             Ok(n) => break n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if timed_out(&e) => return Err(FrameError::Idle(limits.max_idle)),
+            Err(e) if timed_out(&e) => {
+                if !trimmed {
+                    crate::stack::release_unused();
+                    trimmed = true;
+                }
+            }
             Err(e) => return Err(FrameError::Io(e)),
         }
     };
@@ -89,6 +105,18 @@ pub fn read_frame(
     if len > max {
         return Err(FrameError::TooLarge(i64::from(size), max));
     }
+    read_body(stream, len, deadline, limits).map(Some)
+}
+
+/// The `len` bytes of a frame's body, reserved as they arrive, before `deadline`. Not inlined,
+/// so that its buffer for the first bytes is no part of the frame an idle connection sleeps in.
+#[inline(never)]
+fn read_body(
+    stream: &mut impl Source,
+    len: usize,
+    deadline: Instant,
+    limits: &Arc<Limits>,
+) -> Result<(Bytes, Reservation)> {
     let mut reservation = limits.nothing();
     let mut body: Vec<u8> = Vec::new();
     if len > 0 {
@@ -117,7 +145,7 @@ pub fn read_frame(
         let got = read_some(stream, &mut body[at..], deadline, limits)?;
         body.truncate(at + got);
     }
-    Ok(Some((Bytes::from(body), reservation)))
+    Ok((Bytes::from(body), reservation))
 }
 
 /// Whether `error` is a read timeout passing.

@@ -22,6 +22,7 @@ pub mod idempotence;
 pub mod limits;
 pub mod pool;
 pub mod reserve;
+pub mod stack;
 pub mod tls;
 
 pub use error::{FrameError, Result};
