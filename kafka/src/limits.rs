@@ -20,8 +20,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The default cap on open Kafka connections: an idle one costs a thread that sleeps in a read
-/// and a socket, about 20 KiB (README's figures), and no native client.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// and a socket, about 15 KiB (README's figures), and no native client; ten thousand idle ones
+/// leave room for more.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// File descriptors kept for what is not a Kafka connection (the native clients' sockets, the
+/// listener, logs) when the cap is lowered to fit the open file limit.
+pub const SPARE_FILES: usize = 1_024;
 
 /// How long a connection must have been idle to be closed for a new one when the cap is
 /// reached: long enough that a client between its requests is never taken for an idle one.

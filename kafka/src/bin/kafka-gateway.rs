@@ -80,8 +80,20 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     // Each Kafka connection takes a file descriptor; the default soft limit (often 1,024) is
     // reached long before --max-connections.
+    let mut max_connections = args.max_connections;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Ok(limit) => {
+            tracing::info!(limit, "open file limit");
+            let room = usize::try_from(limit).unwrap_or(usize::MAX);
+            let fits = room.saturating_sub(kafka::limits::SPARE_FILES).max(1);
+            if fits < max_connections {
+                tracing::warn!(
+                    "--max-connections {max_connections} lowered to {fits}: the open file \
+                     limit is {limit}"
+                );
+                max_connections = fits;
+            }
+        }
         Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -119,7 +131,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
     println!("listening on {local}");
-    let limits = kafka::limits::Limits::new(args.max_connections, args.max_queued_request_bytes)
+    let limits = kafka::limits::Limits::new(max_connections, args.max_queued_request_bytes)
         .with_timeouts(
             Duration::from_millis(args.request_read_timeout_ms.max(1)),
             Duration::from_millis(args.connections_max_idle_ms.max(1)),
