@@ -296,6 +296,24 @@ mod tests {
     }
 
     #[test]
+    fn a_throttle_lets_one_line_a_second_through_and_counts_the_rest() {
+        let throttle = Throttle::default();
+        assert_eq!(throttle.admit(), Some(0));
+        for _ in 0..50 {
+            assert_eq!(throttle.admit(), None);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let next = loop {
+            if let Some(suppressed) = throttle.admit() {
+                break suppressed;
+            }
+            assert!(Instant::now() < deadline, "no line let through after a second");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(next >= 50, "{next}");
+    }
+
+    #[test]
     fn a_reservation_waits_for_the_bytes_another_gives_back() {
         let limits = Arc::new(Limits::new(10, 100));
         let long = Instant::now() + Duration::from_secs(30);
