@@ -45,8 +45,12 @@
 # confluent-kafka producing 100-byte messages with linger.ms=5 and consuming them
 # (scripts/kafka-perf.py), and kcat -P producing the same (through the same script), each beside the native
 # batched figure (`producer perf --batch 1000`, `consumer perf --batch 1000`) measured in turn in
-# the same run; the ratio is Kafka door ÷ native (target for produce: ≥ 0.5). It needs
-# confluent-kafka (scripts/requirements.txt) and kcat.
+# the same run; the ratio is Kafka door ÷ native (target for produce: ≥ 0.5). Then the same
+# clients with compression.type=lz4 beside uncompressed, and through a second gateway with TLS
+# (a CA and certificate made here with openssl) beside plain, in the same run; and 10,000 idle
+# connections: the gateway's resident memory, and a new producer's time to its first
+# acknowledged message with them open beside the same without them. It needs confluent-kafka
+# (scripts/requirements.txt), kcat and openssl.
 #
 # With --metrics it measures only what metrics cost: lockstep appends of batches of 1 and 1,000 to
 # a broker with --metrics-listen whose /metrics a scraper reads every second, beside the same to a
@@ -78,10 +82,12 @@ plain_pid=""
 redis_pid=""
 gateway_pid=""
 scraper_pid=""
+tls_gateway_pid=""
 nats_pids=()
 
 cleanup() {
-    for pid in "$broker_pid" "$plain_pid" "$redis_pid" "$gateway_pid" "$scraper_pid" "${nats_pids[@]}"; do
+    for pid in "$broker_pid" "$plain_pid" "$redis_pid" "$gateway_pid" "$tls_gateway_pid" \
+        "$scraper_pid" "${nats_pids[@]}"; do
         if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -125,6 +131,9 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 table=$work/table
 : >"$table"
 row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" >>"$table"; }
+
+# The field $1 of a JSON report on standard input.
+field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 # The records_per_s of a JSON report on standard input.
 rate() { python3 -c 'import json, sys; print(json.load(sys.stdin)["records_per_s"])'; }
@@ -513,11 +522,11 @@ PY
     stop_broker
 }
 
-# Starts kafka-gateway in front of the broker at $endpoint on a free loopback port; sets
-# gateway_pid and bootstrap.
+# Starts kafka-gateway (with the flags given) in front of the broker at $endpoint on a free
+# loopback port; sets gateway_pid and bootstrap.
 start_gateway() {
     : >"$work/gateway.out"
-    "$bin/kafka-gateway" --listen 127.0.0.1:0 --connect "$endpoint" >"$work/gateway.out" \
+    "$bin/kafka-gateway" --listen 127.0.0.1:0 --connect "$endpoint" "$@" >"$work/gateway.out" \
         2>"$work/gateway.log" &
     gateway_pid=$!
     for _ in $(seq 100); do
@@ -530,6 +539,20 @@ start_gateway() {
     done
     note "the gateway did not start: $(cat "$work/gateway.log")"
     exit 1
+}
+
+# A CA and a certificate for 127.0.0.1 it signs, in $work/tls: ca.pem, server.pem, server.key.
+make_certificates() {
+    mkdir -p "$work/tls"
+    (
+        cd "$work/tls"
+        local key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        openssl req -x509 -days 2 -subj "/CN=bench CA" "${key[@]}" -keyout ca.key -out ca.pem
+        openssl req -subj "/CN=127.0.0.1" "${key[@]}" -keyout server.key -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -out server.pem -extfile server.ext
+    ) >/dev/null 2>&1
 }
 
 # User and system CPU ticks a process has used so far.
@@ -564,6 +587,65 @@ kafka_rows() {
     compare "consume, confluent-kafka ÷ native fetch, 1000 per request" - - "(none)" \
         floor_rate "${consumer[@]}" --connect "$endpoint" --messages "$native_n" --batch 1000 -- \
         python3 scripts/kafka-perf.py consume "$bootstrap" perf "$native_n"
+
+    # Compression: the same producers with compression.type=lz4, beside uncompressed.
+    local perf=scripts/kafka-perf.py
+    compare "produce, confluent-kafka, lz4 ÷ uncompressed" - - "(none)" \
+        floor_rate python3 "$perf" produce "$bootstrap" plain-append "$kafka_n" "$size" -- \
+        env KAFKA_COMPRESSION=lz4 python3 "$perf" produce "$bootstrap" lz4-append "$kafka_n" "$size"
+    compare "produce, kcat -P, lz4 ÷ uncompressed" - - "(none)" \
+        floor_rate python3 "$perf" kcat-produce "$bootstrap" plain-kcat "$kafka_n" "$size" -- \
+        env KAFKA_COMPRESSION=lz4 python3 "$perf" kcat-produce "$bootstrap" lz4-kcat "$kafka_n" "$size"
+
+    # TLS: a second gateway with TLS on, beside the plain one, on the same broker.
+    make_certificates
+    local plain_pid_kept=$gateway_pid plain=$bootstrap
+    start_gateway --tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key"
+    tls_gateway_pid=$gateway_pid
+    local tls=$bootstrap
+    gateway_pid=$plain_pid_kept
+    bootstrap=$plain
+    local ca=KAFKA_SSL_CA=$work/tls/ca.pem
+    compare "produce, confluent-kafka, TLS ÷ plain" - - "(none)" \
+        floor_rate python3 "$perf" produce "$plain" plain-append "$kafka_n" "$size" -- \
+        env "$ca" python3 "$perf" produce "$tls" tls-append "$kafka_n" "$size"
+    compare "produce, kcat -P, TLS ÷ plain" - - "(none)" \
+        floor_rate python3 "$perf" kcat-produce "$plain" plain-kcat "$kafka_n" "$size" -- \
+        env "$ca" python3 "$perf" kcat-produce "$tls" tls-kcat "$kafka_n" "$size"
+    compare "consume, confluent-kafka, TLS ÷ plain" - - "(none)" \
+        floor_rate python3 "$perf" consume "$plain" perf "$native_n" -- \
+        env "$ca" python3 "$perf" consume "$tls" perf "$native_n"
+    compare "consume, kcat -C, TLS ÷ plain" - - "(none)" \
+        floor_rate python3 "$perf" kcat-consume "$plain" perf "$native_n" -- \
+        env "$ca" python3 "$perf" kcat-consume "$tls" perf "$native_n"
+    kill -INT "$tls_gateway_pid"
+    wait "$tls_gateway_pid" || true
+    tls_gateway_pid=""
+    kill -INT "$gateway_pid"
+    wait "$gateway_pid" || true
+    gateway_pid=""
+
+    # 10,000 idle connections to a fresh gateway: its resident memory, and a new producer's
+    # time to its first message with them open, beside the same without them.
+    start_gateway
+    local idle=10000 alone report
+    note "  $idle idle connections"
+    alone=$(for _ in $(seq "$rounds"); do
+        timeout "$limit" python3 "$perf" first "$bootstrap" |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["seconds"] * 1000)'
+    done | median)
+    report=$(timeout "$limit" python3 "$perf" idle "$bootstrap" "$idle" "$gateway_pid")
+    local after before each first
+    after=$(field rss_after_kb <<<"$report")
+    before=$(field rss_before_kb <<<"$report")
+    each=$(field kb_per_connection <<<"$report")
+    first=$(field first_produce_ms <<<"$report")
+    row "$idle idle connections: gateway resident memory" \
+        "$(awk -v k="$after" 'BEGIN { printf "%.1f MiB", k / 1024 }') ($each KiB each)" \
+        "$(awk -v k="$before" 'BEGIN { printf "%.1f MiB before", k / 1024 }')" - "cheap" -
+    row "$idle idle connections: a new producer's first message" "$first ms" \
+        "$(printf '%.1f ms without them' "$alone")" \
+        "$(awk -v a="$first" -v b="$alone" 'BEGIN { printf "%.2f", a / b }')" "no lockout" -
     kill -INT "$gateway_pid"
     wait "$gateway_pid" || true
     gateway_pid=""

@@ -2,6 +2,7 @@
 """Topic administration through the broker's Kafka door with kafka-python's admin client.
 
     kafka-python-admin.py BOOTSTRAP create TOPIC [RETENTION_MS]
+    kafka-python-admin.py BOOTSTRAP create3 TOPIC      # asks for 3 partitions, as setup code does
     kafka-python-admin.py BOOTSTRAP delete TOPIC
 """
 import sys
@@ -12,9 +13,10 @@ from kafka.admin import KafkaAdminClient, NewTopic
 def main(bootstrap, action, topic, retention_ms=None):
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        if action == "create":
+        if action in ("create", "create3"):
             configs = {"retention.ms": retention_ms} if retention_ms else None
-            admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+            partitions = 3 if action == "create3" else 1
+            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                           topic_configs=configs)])
             print(f"created {topic}")
         elif action == "delete":

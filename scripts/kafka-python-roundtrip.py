@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """A kafka-python producer and consumer round trip through the broker's Kafka door.
 
-    kafka-python-roundtrip.py BOOTSTRAP TOPIC N
+    kafka-python-roundtrip.py BOOTSTRAP TOPIC N [COMPRESSION]
 
-Sends N messages "value-<i>" with keys "key-<i>", then reads the topic from the beginning and
-prints each message as key=value@offset.
+Sends N messages "value-<i>" with keys "key-<i>" (compressed with COMPRESSION: gzip, snappy,
+lz4 or zstd, when given), then reads the topic from the beginning and prints each message as
+key=value@offset.
 """
 import sys
 
 from kafka import KafkaConsumer, KafkaProducer
 
 
-def main(bootstrap, topic, count):
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+def main(bootstrap, topic, count, compression=None):
+    producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=compression,
+                             linger_ms=5)
     futures = [producer.send(topic, key=f"key-{i}".encode(), value=f"value-{i}".encode())
                for i in range(count)]
     producer.flush(30)
@@ -34,6 +36,6 @@ def main(bootstrap, topic, count):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:])

@@ -11,6 +11,8 @@ scripts/need-libzmq.sh
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
 command -v prometheus >/dev/null || missing+=(prometheus)
+# The Kafka door's TLS tests make their CA and certificates with openssl.
+command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then
     sudo=""

@@ -21,9 +21,10 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, ProducerId, RequestKind, ResponseKind, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestKind, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -32,8 +33,10 @@ use client::{Client, ClientError};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -47,6 +50,9 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse,
+};
+use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use std::collections::HashMap;
@@ -56,7 +62,10 @@ use client::security::Credentials;
 use protocol::{ErrorCode, Fetch, Request, ResetTo, Retention, TopicInfo};
 
 use crate::claim::SharedClaim;
+use crate::error::FrameError;
 use crate::groups::Coordinator;
+use crate::idempotence::Check;
+use crate::pool::Pool;
 
 /// The Kafka node id of the gateway, the one Kafka broker it shows.
 pub const NODE_ID: i32 = 1;
@@ -83,8 +92,10 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::CreateTopics, 0, 4),
     (ApiKey::DeleteTopics, 0, 5),
-    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
 ];
 
 /// The versions of `api` this door speaks, `None` when it does not answer it at all.
@@ -112,6 +123,8 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
         _ => "an API this door does not answer",
     }
 }
@@ -135,8 +148,8 @@ pub fn api_versions() -> ApiVersionsResponse {
 /// What every connection shares: where the gateway is reached, and its claim.
 #[derive(Debug)]
 pub struct Door {
-    /// The broker's native endpoint, for the connections of authenticated users.
-    pub endpoint: String,
+    /// The broker's native endpoints, for the connections of authenticated users.
+    pub endpoints: client::Endpoints,
     /// Whether Kafka clients must log in with SASL/PLAIN, as the broker's users.
     pub sasl: bool,
     /// The claims of logged-in users, one per user: a claim belongs to its user.
@@ -149,6 +162,17 @@ pub struct Door {
     pub claim: Arc<SharedClaim>,
     /// Kafka group membership.
     pub coordinator: Arc<Coordinator>,
+    /// Failed logins, logged throttled.
+    pub refused_logins: crate::limits::Throttle,
+    /// The native clients of connections without a login; `None` on a gateway that asks for
+    /// logins.
+    pub pool: Option<Arc<Pool>>,
+    /// The native clients of each logged-in user.
+    pub user_pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// What the connections may hold, decompressed batches included.
+    pub limits: Arc<crate::limits::Limits>,
+    /// The idempotent producers and their sequences.
+    pub producers: crate::idempotence::Producers,
 }
 
 impl Door {
@@ -156,6 +180,22 @@ impl Door {
     fn claim_for(&self, user: &str) -> Arc<SharedClaim> {
         let mut claims = self.user_claims.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(claims.entry(user.to_owned()).or_default())
+    }
+
+    /// The pool of `user`'s native clients, into which `client`, logged in as `user`, goes.
+    fn pool_for(&self, user: &str, client: Client) -> Arc<Pool> {
+        let mut pools = self.user_pools.lock().unwrap_or_else(|e| e.into_inner());
+        match pools.get(user) {
+            Some(pool) => {
+                pool.adopt(client);
+                Arc::clone(pool)
+            }
+            None => {
+                let pool = Arc::new(Pool::new(client));
+                pools.insert(user.to_owned(), Arc::clone(&pool));
+                pool
+            }
+        }
     }
 }
 
@@ -168,27 +208,60 @@ pub struct Session {
     native: Option<Native>,
     /// Whether a `SaslHandshake` for PLAIN came.
     handshake: bool,
+    /// Whether that handshake was version 0, after which the login comes as a bare frame of
+    /// SASL bytes rather than a `SaslAuthenticate` request.
+    raw_token_next: bool,
     /// Whether the connection has logged in with SASL.
     authenticated: bool,
-    /// Whether the connection is to be closed after the response just made (a failed login).
-    closing: bool,
+    /// Whether the connection is to be closed after the response just made, and why (a failed
+    /// login, no native client to be had).
+    closing: Option<FrameError>,
+    /// The peer's address, which `DescribeGroups` shows for its members.
+    peer: String,
 }
 
-/// A connection's side of the broker: a native client and the claim it reads through.
+/// A connection's side of the broker: the pool of native clients it borrows from, one for each
+/// request, and the claim it reads through.
 pub struct Native {
     /// What all connections share.
     door: Arc<Door>,
-    /// The connection to the broker: without credentials, or logged in as the SASL user.
-    client: Client,
+    /// Clients without credentials, or logged in as the SASL user.
+    pool: Arc<Pool>,
     /// The claim this connection reads through: the gateway's, or its user's.
     claim: Arc<SharedClaim>,
 }
 
+/// One request's side of the broker: a borrowed client, the claim it reads through.
+struct Call<'a> {
+    /// What all connections share.
+    door: &'a Door,
+    /// The client lent for this request.
+    client: &'a mut Client,
+    /// The claim this connection reads through.
+    claim: &'a SharedClaim,
+    /// The request's `client.id` and the peer's address.
+    who: (&'a str, &'a str),
+}
+
 impl Session {
-    /// A session; `client` is its connection to the broker when no login is needed.
-    pub fn new(door: Arc<Door>, client: Option<Client>) -> Session {
-        let native = client.map(|client| Native::new(&door, client, Arc::clone(&door.claim)));
-        Session { door, native, handshake: false, authenticated: false, closing: false }
+    /// A session of the connection from `peer`; without logins, its requests borrow from the
+    /// door's pool.
+    pub fn new(door: Arc<Door>, peer: String) -> Session {
+        let native = match (&door.pool, door.sasl) {
+            (Some(pool), false) => {
+                Some(Native::new(&door, Arc::clone(pool), Arc::clone(&door.claim)))
+            }
+            _ => None,
+        };
+        Session {
+            door,
+            native,
+            handshake: false,
+            raw_token_next: false,
+            authenticated: false,
+            closing: None,
+            peer,
+        }
     }
 
     /// Whether a request of `api` may be answered now: with `--sasl-plain`, only `ApiVersions`
@@ -199,24 +272,41 @@ impl Session {
             || matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
     }
 
-    /// Whether the connection must be closed once the last response is sent.
-    pub fn closing(&self) -> bool {
-        self.closing
+    /// Why the connection must be closed once the last response is sent, if it must.
+    pub fn closing(&mut self) -> Option<FrameError> {
+        self.closing.take()
     }
 
-    /// Answers `request`; `None` for a produce with `acks=0`, which Kafka never answers, and
-    /// for a request [`Session::admits`] refuses. `version` is the request's, which the
-    /// response must be encodable at: fields that version lacks are left at their defaults.
-    pub fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
+    /// Answers `request` from the client named `client_id`; `None` for a produce with
+    /// `acks=0`, which Kafka never answers, and for a request [`Session::admits`] refuses.
+    /// `version` is the request's, which the response must be encodable at: fields that
+    /// version lacks are left at their defaults.
+    pub fn answer(
+        &mut self,
+        request: RequestKind,
+        version: i16,
+        client_id: Option<&str>,
+    ) -> Option<ResponseKind> {
         match request {
             RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions())),
             RequestKind::SaslHandshake(request) => {
-                Some(ResponseKind::SaslHandshake(self.sasl_handshake(&request)))
+                let response = self.sasl_handshake(&request);
+                self.raw_token_next = version == 0 && self.handshake;
+                Some(ResponseKind::SaslHandshake(response))
             }
             RequestKind::SaslAuthenticate(request) => {
                 Some(ResponseKind::SaslAuthenticate(self.sasl_authenticate(&request)))
             }
-            other => self.native.as_mut()?.answer(other, version),
+            other => {
+                let who = (client_id.unwrap_or_default(), self.peer.as_str());
+                match self.native.as_mut()?.answer(other, version, who) {
+                    Ok(response) => response,
+                    Err(reason) => {
+                        self.closing = Some(FrameError::Busy(reason));
+                        None
+                    }
+                }
+            }
         }
     }
 
@@ -234,70 +324,118 @@ impl Session {
         response
     }
 
-    /// `SaslAuthenticate`: a PLAIN login (`authzid NUL user NUL password`), checked by the
-    /// broker itself: the gateway connects as that user, and the connection's requests go
-    /// through that login from then on, with that user's permissions. A failed login is
-    /// answered `SASL_AUTHENTICATION_FAILED` and the connection closed, as Kafka does.
+    /// Whether the next frame is a bare SASL token (after a `SaslHandshake` v0), not a request.
+    pub fn expects_raw_token(&self) -> bool {
+        self.raw_token_next
+    }
+
+    /// The bare SASL token that follows a `SaslHandshake` v0: the same PLAIN login as
+    /// `SaslAuthenticate` carries. Whether it succeeded; Kafka answers a success with an empty
+    /// frame and closes the connection on a failure.
+    pub fn raw_authenticate(&mut self, token: &[u8]) -> bool {
+        self.raw_token_next = false;
+        self.closing = Some(FrameError::LoginFailed);
+        if !self.handshake || self.authenticated {
+            return false;
+        }
+        self.login(token).is_ok()
+    }
+
+    /// `SaslAuthenticate`: a PLAIN login, answered `SASL_AUTHENTICATION_FAILED` (and the
+    /// connection closed, as Kafka does) when it fails.
     fn sasl_authenticate(&mut self, request: &SaslAuthenticateRequest) -> SaslAuthenticateResponse {
         let mut response = SaslAuthenticateResponse::default();
-        let failed = |response: &mut SaslAuthenticateResponse, message: String| {
-            response.error_code = ResponseError::SaslAuthenticationFailed.code();
-            response.error_message = Some(StrBytes::from_string(message));
-        };
-        self.closing = true;
-        if !self.handshake || self.authenticated {
+        self.closing = Some(FrameError::LoginFailed);
+        if !self.handshake || self.authenticated || self.raw_token_next {
             response.error_code = ResponseError::IllegalSaslState.code();
             return response;
         }
-        let mut parts = request.auth_bytes.split(|b| *b == 0);
+        if let Err(message) = self.login(&request.auth_bytes) {
+            response.error_code = ResponseError::SaslAuthenticationFailed.code();
+            response.error_message = Some(StrBytes::from_string(message));
+        }
+        response
+    }
+
+    /// A PLAIN login (`authzid NUL user NUL password`), checked by the broker itself: the
+    /// gateway connects as that user, and the connection's requests go through that login from
+    /// then on, with that user's permissions. What to tell the client when it fails.
+    fn login(&mut self, auth_bytes: &[u8]) -> Result<(), String> {
+        let mut parts = auth_bytes.split(|b| *b == 0);
         let (Some(authzid), Some(user), Some(password), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            failed(&mut response, "a PLAIN login is authzid NUL user NUL password".into());
-            return response;
+            return Err("a PLAIN login is authzid NUL user NUL password".into());
         };
         let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
         else {
-            failed(&mut response, "user and password must be UTF-8".into());
-            return response;
+            return Err("user and password must be UTF-8".into());
         };
         if !authzid.is_empty() && authzid != user.as_bytes() {
-            failed(&mut response, "a user may act only as itself".into());
-            return response;
+            return Err("a user may act only as itself".into());
         }
         let credentials =
             Credentials::Plain { user: user.to_owned(), password: password.to_owned() };
-        let login = Client::connect_as(&self.door.endpoint, BROKER_TIMEOUT, credentials)
+        let login = Client::connect_to(self.door.endpoints.clone(), BROKER_TIMEOUT, credentials)
             .and_then(|mut client| client.status().map(|_| client));
         match login {
             Ok(client) => {
                 let claim = self.door.claim_for(user);
-                self.native = Some(Native::new(&self.door, client, claim));
+                let pool = self.door.pool_for(user, client);
+                self.native = Some(Native::new(&self.door, pool, claim));
                 self.authenticated = true;
-                self.closing = false;
+                self.closing = None;
+                Ok(())
             }
             Err(e) => {
-                tracing::warn!("SASL login refused for a Kafka client: {e}");
-                failed(&mut response, "authentication failed".into());
+                if let Some(suppressed) = self.door.refused_logins.admit() {
+                    tracing::warn!(
+                        suppressed,
+                        "SASL login refused for a Kafka client as {user:?}: {e}"
+                    );
+                }
+                Err("authentication failed".into())
             }
         }
-        response
     }
 }
 
 impl Drop for Native {
     fn drop(&mut self) {
-        self.claim.leave(&mut self.client);
+        if let Ok(mut client) = self.pool.take() {
+            self.claim.leave(&mut client);
+            self.pool.give(client);
+        }
     }
 }
 
 impl Native {
     /// A connection's side of the broker, counted in as a user of `claim`.
-    fn new(door: &Arc<Door>, client: Client, claim: Arc<SharedClaim>) -> Native {
+    fn new(door: &Arc<Door>, pool: Arc<Pool>, claim: Arc<SharedClaim>) -> Native {
         claim.enter();
-        Native { door: Arc::clone(door), client, claim }
+        Native { door: Arc::clone(door), pool, claim }
     }
 
+    /// Answers a request other than `ApiVersions` and the SASL ones with a client borrowed
+    /// for it.
+    ///
+    /// # Errors
+    /// Why no client could be had.
+    fn answer(
+        &mut self,
+        request: RequestKind,
+        version: i16,
+        who: (&str, &str),
+    ) -> Result<Option<ResponseKind>, String> {
+        let mut client = self.pool.take()?;
+        let mut call = Call { door: &self.door, client: &mut client, claim: &self.claim, who };
+        let response = call.answer(request, version);
+        self.pool.give(client);
+        Ok(response)
+    }
+}
+
+impl Call<'_> {
     /// Answers a request other than `ApiVersions` and the SASL ones.
     fn answer(&mut self, request: RequestKind, version: i16) -> Option<ResponseKind> {
         Some(match request {
@@ -311,7 +449,9 @@ impl Native {
                 }
                 ResponseKind::Produce(response)
             }
-            RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(init_producer_id()),
+            RequestKind::InitProducerId(request) => {
+                ResponseKind::InitProducerId(init_producer_id(&request, &self.door.producers))
+            }
             RequestKind::ListOffsets(request) => {
                 ResponseKind::ListOffsets(self.list_offsets(&request))
             }
@@ -347,6 +487,12 @@ impl Native {
             RequestKind::OffsetFetch(request) => {
                 ResponseKind::OffsetFetch(self.offset_fetch(&request))
             }
+            RequestKind::ListGroups(request) => {
+                ResponseKind::ListGroups(self.list_groups(&request, version))
+            }
+            RequestKind::DescribeGroups(request) => {
+                ResponseKind::DescribeGroups(self.describe_groups(&request))
+            }
             // `frame::decode` lets through only the APIs of `APIS`.
             _ => return None,
         })
@@ -354,7 +500,9 @@ impl Native {
 
     /// `CreateTopics`: each topic made with a native `create_topic`. A topic has one partition
     /// and one replica; `retention.ms` and `retention.bytes` become its retention, and any other
-    /// setting gets `INVALID_CONFIG`.
+    /// setting gets `INVALID_CONFIG`. A topic that exists gets `TOPIC_ALREADY_EXISTS` whatever
+    /// else it asks for, as Kafka checks existence first: setup code that ignores "already
+    /// exists" then goes on.
     fn create_topics(
         &mut self,
         request: &CreateTopicsRequest,
@@ -365,7 +513,12 @@ impl Native {
             let mut result = CreatableTopicResult::default();
             result.name = topic.name.clone();
             let code = match creatable(topic) {
-                Err(code) => code,
+                Err(code) => match self.topics() {
+                    Ok(all) if all.iter().any(|t| t.name == topic.name.0.as_str()) => {
+                        ResponseError::TopicAlreadyExists.code()
+                    }
+                    _ => code,
+                },
                 Ok(_) if request.validate_only => 0,
                 Ok(retention) => {
                     let create = Request::CreateTopic { topic: topic.name.0.as_str(), retention };
@@ -418,6 +571,13 @@ impl Native {
             .collect();
         let millis = |ms: i32| Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0));
         let rebalance = if version >= 1 { request.rebalance_timeout_ms } else { 0 };
+        let session = millis(request.session_timeout_ms);
+        if !crate::groups::SESSION_TIMEOUTS.contains(&session) {
+            let mut response = JoinGroupResponse::default();
+            response.error_code = ResponseError::InvalidSessionTimeout.code();
+            response.member_id = request.member_id.clone();
+            return response;
+        }
         let joined = self.door.coordinator.join(
             &request.group_id.0,
             &request.member_id,
@@ -425,6 +585,15 @@ impl Native {
             millis(request.session_timeout_ms),
             millis(rebalance.max(request.session_timeout_ms)),
         );
+        if joined.error == 0 {
+            let (client_id, host) = self.who;
+            self.door.coordinator.set_client(
+                &request.group_id.0,
+                &joined.member_id,
+                client_id,
+                host,
+            );
+        }
         let mut response = JoinGroupResponse::default();
         response.error_code = joined.error;
         response.generation_id = joined.generation;
@@ -498,6 +667,11 @@ impl Native {
     fn offset_commit(&mut self, request: &OffsetCommitRequest) -> OffsetCommitResponse {
         let group = request.group_id.0.as_str();
         let mut response = OffsetCommitResponse::default();
+        let fenced = self.door.coordinator.check_commit(
+            group,
+            request.generation_id_or_member_epoch,
+            &request.member_id,
+        );
         for topic in &request.topics {
             let mut answer = OffsetCommitResponseTopic::default();
             answer.name = topic.name.clone();
@@ -506,6 +680,7 @@ impl Native {
                 part.partition_index = partition.partition_index;
                 part.error_code =
                     match (partition.partition_index, u64::try_from(partition.committed_offset)) {
+                        _ if fenced.is_err() => fenced.err().unwrap_or(0),
                         (0, Ok(offset)) => {
                             match self.client.reset_group(
                                 group,
@@ -526,6 +701,87 @@ impl Native {
                 answer.partitions.push(part);
             }
             response.topics.push(answer);
+        }
+        response
+    }
+
+    /// `ListGroups`: the groups with Kafka members in the gateway, and the broker's groups
+    /// (with committed offsets, read through either door) as `Empty`.
+    fn list_groups(&mut self, request: &ListGroupsRequest, version: i16) -> ListGroupsResponse {
+        let mut response = ListGroupsResponse::default();
+        let mut groups: Vec<(String, &'static str)> = self.door.coordinator.list();
+        match self.client.list_groups(None, None) {
+            Ok(states) => {
+                for state in states {
+                    if !groups.iter().any(|(name, _)| *name == state.group) {
+                        groups.push((state.group, "Empty"));
+                    }
+                }
+            }
+            Err(e) => response.error_code = kafka_code(&e),
+        }
+        groups.sort();
+        let wanted = &request.states_filter;
+        response.groups = groups
+            .into_iter()
+            .filter(|(_, state)| {
+                version < 4 || wanted.is_empty() || wanted.iter().any(|w| w.as_str() == *state)
+            })
+            .map(|(name, state)| {
+                let mut listed = ListedGroup::default();
+                listed.group_id = GroupId(StrBytes::from_string(name));
+                listed.protocol_type = StrBytes::from_static_str("consumer");
+                if version >= 4 {
+                    listed.group_state = StrBytes::from_static_str(state);
+                }
+                listed
+            })
+            .collect();
+        response
+    }
+
+    /// `DescribeGroups`: a group's Kafka members with their clients, metadata and assignment;
+    /// a group of the broker's without Kafka members is `Empty`, one unknown `Dead`, as Kafka
+    /// says of a group it does not know.
+    fn describe_groups(&mut self, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let mut response = DescribeGroupsResponse::default();
+        for name in &request.groups {
+            let mut group = DescribedGroup::default();
+            group.group_id = name.clone();
+            group.protocol_type = StrBytes::from_static_str("consumer");
+            group.authorized_operations = i32::MIN;
+            match self.door.coordinator.describe(name.0.as_str()) {
+                Some(described) => {
+                    group.group_state = StrBytes::from_static_str(described.state);
+                    group.protocol_data = StrBytes::from_string(described.protocol);
+                    group.members = described
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            let mut member = DescribedGroupMember::default();
+                            member.member_id = StrBytes::from_string(m.id);
+                            member.client_id = StrBytes::from_string(m.client_id);
+                            member.client_host = StrBytes::from_string(m.host);
+                            member.member_metadata = m.metadata;
+                            member.member_assignment = m.assignment;
+                            member
+                        })
+                        .collect();
+                }
+                None => {
+                    let state = match self.client.list_groups(Some(name.0.as_str()), None) {
+                        Ok(states) if !states.is_empty() => "Empty",
+                        Ok(_) => "Dead",
+                        Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => "Dead",
+                        Err(e) => {
+                            group.error_code = kafka_code(&e);
+                            "Dead"
+                        }
+                    };
+                    group.group_state = StrBytes::from_static_str(state);
+                }
+            }
+            response.groups.push(group);
         }
         response
     }
@@ -573,12 +829,17 @@ impl Native {
 
     /// Every topic, from `list_topics` under the shared claim.
     fn topics(&mut self) -> client::Result<Vec<TopicInfo>> {
-        self.claim.with(&mut self.client, |client, token| client.list_topics(token))
+        self.claim.with(&mut *self.client, |client, token| client.list_topics(token))
     }
 
     /// `Metadata`: the gateway as the one broker, and the topics asked for (every topic when
-    /// none is named), each with its one partition. A topic named that does not exist is
-    /// created when the request allows it, as Kafka's `auto.create.topics.enable` does.
+    /// none is named), each with its one partition.
+    ///
+    /// A request that names its topics and allows their creation (a producer's, as Kafka's
+    /// `auto.create.topics.enable` does) is answered by creating each one, which needs no
+    /// claim: producing through this door never waits for a logical broker. Any other is
+    /// answered from `list_topics` under the shared claim; when no logical broker is free, its
+    /// topics get `LEADER_NOT_AVAILABLE`, which Kafka clients retry.
     fn metadata(&mut self, request: &MetadataRequest, version: i16) -> MetadataResponse {
         let mut response = MetadataResponse::default();
         let mut broker = MetadataResponseBroker::default();
@@ -591,6 +852,22 @@ impl Native {
         }
         if version >= 1 {
             response.controller_id = BrokerId(NODE_ID);
+        }
+        if request.topics.is_some() && request.allow_auto_topic_creation {
+            response.topics = requested_names(request)
+                .into_iter()
+                .map(|name| {
+                    let code = match self.create_topic(&name) {
+                        Ok(()) => 0,
+                        // A user who may produce on the topic but not administer it: the
+                        // append will create it, as a native append does.
+                        Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => 0,
+                        Err(e) => kafka_code(&e),
+                    };
+                    topic_metadata(name, code)
+                })
+                .collect();
+            return response;
         }
         let known = match self.topics() {
             Ok(topics) => topics,
@@ -610,17 +887,8 @@ impl Native {
         response.topics = names
             .into_iter()
             .map(|name| {
-                if known.iter().any(|t| t.name == name) {
-                    return topic_metadata(name, 0);
-                }
-                let code = if request.allow_auto_topic_creation {
-                    match self.create_topic(&name) {
-                        Ok(()) => 0,
-                        // A user who may produce on the topic but not administer it: the
-                        // append will create it, as a native append does.
-                        Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => 0,
-                        Err(e) => kafka_code(&e),
-                    }
+                let code = if known.iter().any(|t| t.name == name) {
+                    0
                 } else {
                     ResponseError::UnknownTopicOrPartition.code()
                 };
@@ -640,8 +908,8 @@ impl Native {
     }
 
     /// `Produce`: each partition's record batches appended as one native `append`, all or
-    /// nothing. Only partition 0 exists; compressed batches are refused with
-    /// `UNSUPPORTED_COMPRESSION_TYPE`, since the broker stores messages, not batches.
+    /// nothing. Only partition 0 exists; compressed batches are decompressed here, since the
+    /// broker stores messages, not batches, and fetches answer them uncompressed.
     fn produce(&mut self, request: &ProduceRequest) -> ProduceResponse {
         let mut response = ProduceResponse::default();
         for topic in &request.topic_data {
@@ -670,18 +938,51 @@ impl Native {
     }
 
     /// Appends the records of `records` to `topic`; the first offset, or a Kafka error code.
+    ///
+    /// Compressed batches are decompressed first, their bytes reserved from the request budget
+    /// as they come (at most a frame's share, [`Limits::max_frame_bytes`], for one request),
+    /// and given back once appended.
+    ///
+    /// [`Limits::max_frame_bytes`]: crate::limits::Limits::max_frame_bytes
     fn append(&mut self, topic: &StrBytes, records: Option<Bytes>) -> Result<i64, i16> {
         let records = records.unwrap_or_default();
-        let messages = crate::batch::messages(&records)?;
+        let (id, epoch, sequence, count) =
+            crate::batch::producer(&records).unwrap_or((-1, -1, -1, 0));
+        let producers = &self.door.producers;
+        match producers.check(id, epoch, sequence, count, topic.as_str()) {
+            Check::Fresh => {}
+            Check::Duplicate(offset) => return Ok(offset),
+            Check::Refused(code) => return Err(code),
+        }
+        let limits = &self.door.limits;
+        let mut held = limits.nothing();
+        let deadline = std::time::Instant::now() + limits.request_read_timeout;
+        let share = limits.max_frame_bytes();
+        let mut room = |bytes: usize| {
+            if held.bytes() + bytes > share {
+                return Err(ResponseError::RecordListTooLarge.code());
+            }
+            if !limits.grow(&mut held, bytes, deadline) {
+                return Err(ResponseError::RequestTimedOut.code());
+            }
+            Ok(())
+        };
+        let inflated = crate::batch::inflate(&records, &mut room)?;
+        let messages = crate::batch::messages_in(&records, &inflated)?;
         match self.client.append(topic.as_str(), messages) {
-            Ok(appended) => i64::try_from(appended.first_offset)
-                .map_err(|_| ResponseError::UnknownServerError.code()),
+            Ok(appended) => {
+                let first = i64::try_from(appended.first_offset)
+                    .map_err(|_| ResponseError::UnknownServerError.code())?;
+                producers.appended(id, epoch, sequence, count, topic.as_str(), first);
+                Ok(first)
+            }
             Err(e) => Err(kafka_code(&e)),
         }
     }
 
-    /// `ListOffsets`: the earliest (-2) and latest (-1) offsets of partition 0. A search by
-    /// timestamp is not supported and gets `INVALID_REQUEST`.
+    /// `ListOffsets`: the earliest (-2) and latest (-1) offsets of partition 0, and for a
+    /// timestamp (≥ 0) the first offset whose message was appended at or after it (-1 when
+    /// none was), as Kafka answers `offsets_for_times`.
     fn list_offsets(&mut self, request: &ListOffsetsRequest) -> ListOffsetsResponse {
         let topics = self.topics();
         let mut response = ListOffsetsResponse::default();
@@ -707,13 +1008,64 @@ impl Native {
                     (Err(code), _) => part.error_code = code,
                     (Ok(info), -2) => part.offset = offset(info.first_offset),
                     (Ok(info), -1) => part.offset = offset(info.next_offset),
-                    (Ok(_), _) => part.error_code = ResponseError::InvalidRequest.code(),
+                    (Ok(info), time) => match u64::try_from(time) {
+                        Ok(time) => match self.offset_for_time(info, time) {
+                            Ok(Some((found, stamp))) => {
+                                part.offset = offset(found);
+                                part.timestamp = offset(stamp);
+                            }
+                            Ok(None) => {}
+                            Err(e) => part.error_code = kafka_code(&e),
+                        },
+                        Err(_) => part.error_code = ResponseError::InvalidRequest.code(),
+                    },
                 }
                 answer.partitions.push(part);
             }
             response.topics.push(answer);
         }
         response
+    }
+
+    /// The first message of `topic` appended at or after `time` (ms since the epoch), with
+    /// its timestamp; `None` when every message is older.
+    ///
+    /// A binary search over offsets with one-message native fetches, about log2(messages)
+    /// of them: the broker stamps messages in append order from its clock, so timestamps
+    /// rise with offsets (save when the clock is set back, when the answer is one of the
+    /// offsets around the jump). The native protocol needs no new request for it.
+    fn offset_for_time(
+        &mut self,
+        topic: &TopicInfo,
+        time: u64,
+    ) -> client::Result<Option<(u64, u64)>> {
+        let (mut low, mut high) = (topic.first_offset, topic.next_offset);
+        let mut found = None;
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let stamp = self.claim.with(&mut *self.client, |client, token| {
+                let fetch = Fetch {
+                    claim: token,
+                    topic: &topic.name,
+                    offset: middle,
+                    max_messages: 1,
+                    max_bytes: 0,
+                    wait_ms: 0,
+                };
+                client.fetch(fetch, |batch| {
+                    Ok(batch.messages.first().map(|m| (m.offset, m.timestamp)))
+                })
+            })?;
+            // Retention may have removed messages since `list_topics`: search above them.
+            let Some((at, stamp)) = stamp else { break };
+            if stamp >= time {
+                found = Some((at, stamp));
+                high = middle;
+            } else {
+                low = at + 1;
+            }
+        }
+        Ok(found)
     }
 
     /// `Fetch`: each partition read with a native `fetch`. When none has anything, the first
@@ -780,7 +1132,7 @@ impl Native {
         };
         let max_bytes = u32::try_from(*max_bytes).unwrap_or(0);
         let name = topic.0.as_str();
-        let result = self.claim.with(&mut self.client, |client, token| {
+        let result = self.claim.with(&mut *self.client, |client, token| {
             let fetch = Fetch {
                 claim: token,
                 topic: name,
@@ -815,14 +1167,34 @@ impl Native {
     }
 }
 
-/// `InitProducerId`: producer id 0, epoch 0. The broker does not deduplicate retried batches
-/// by producer sequence, so an idempotent producer gets at-least-once, as without idempotence.
-fn init_producer_id() -> InitProducerIdResponse {
+/// `InitProducerId`: a producer id of its own, epoch 0, whose batches' sequence numbers
+/// [`crate::idempotence::Producers`] checks, so that a retried batch is not stored twice.
+///
+/// A transactional producer (one with a `transactional.id`) is refused at once with
+/// [`TRANSACTIONS_REFUSED`]: the door has no transactions, and a client that waited for one
+/// would time out after a minute with nothing said.
+fn init_producer_id(
+    request: &InitProducerIdRequest,
+    producers: &crate::idempotence::Producers,
+) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
-    response.producer_id = ProducerId(0);
+    if let Some(id) = request.transactional_id.as_ref().filter(|id| !id.is_empty()) {
+        tracing::info!(
+            "refusing the transactional producer {:?}: the Kafka door has no transactions",
+            id.as_str()
+        );
+        response.error_code = TRANSACTIONS_REFUSED.code();
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+        return response;
+    }
+    response.producer_id = ProducerId(producers.new_id());
     response.producer_epoch = 0;
     response
 }
+
+/// The answer to a transactional producer's `InitProducerId`.
+pub const TRANSACTIONS_REFUSED: ResponseError = ResponseError::TransactionalIdAuthorizationFailed;
 
 /// The retention a `CreateTopics` entry asks for, or why it cannot be made.
 fn creatable(topic: &CreatableTopic) -> Result<Retention, i16> {

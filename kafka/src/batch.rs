@@ -20,8 +20,9 @@
 //! | 12 | partition leader epoch | 4 |
 //! | 16 | magic (2) | 1 |
 //! | 17 | CRC-32C of bytes 21 to the end of the batch | 4 |
-//! | 21 | attributes: bits 0-2 compression, bit 5 control batch | 2 |
-//! | 23 | last offset delta, base and max timestamps, producer id, epoch, base sequence | 34 |
+//! | 21 | attributes: bits 0-2 compression, bit 3 LogAppendTime, bit 5 control batch | 2 |
+//! | 23 | last offset delta, base and max timestamps | 20 |
+//! | 43 | producer id 8, producer epoch 2, base sequence 4 | 14 |
 //! | 57 | record count | 4 |
 //! | 61 | records | the rest |
 //!
@@ -37,39 +38,191 @@ use protocol::{Message, NewMessage};
 /// Bytes of a batch's header, before its records.
 const HEADER: usize = 61;
 
-/// The messages of the record batches in `bytes`, in order: a record's key and value, a null
-/// value stored as an empty one; headers and the client's timestamps are dropped, and control
-/// batches (transaction markers) skipped.
+/// The attributes bit of a batch whose timestamps the broker set (LogAppendTime).
+const LOG_APPEND_TIME: i16 = 0x08;
+
+/// The messages of the uncompressed record batches in `bytes`: [`messages_in`] with nothing
+/// inflated, so that a compressed batch is `UNSUPPORTED_COMPRESSION_TYPE`.
 ///
 /// # Errors
-/// A Kafka error code: `UNSUPPORTED_COMPRESSION_TYPE` for a compressed batch,
+/// As [`messages_in`].
+pub fn messages(bytes: &[u8]) -> Result<Vec<NewMessage<'_>>, i16> {
+    messages_in(bytes, &[])
+}
+
+/// The next batch of `bytes` (its header checked, not its CRC), and what follows it.
+fn next_batch(bytes: &[u8]) -> Result<(&[u8], &[u8]), i16> {
+    let corrupt = ResponseError::CorruptMessage.code();
+    let head = bytes.get(..HEADER).ok_or(corrupt)?;
+    if head[16] != 2 {
+        return Err(ResponseError::UnsupportedForMessageFormat.code());
+    }
+    let length = usize::try_from(be_i32(&head[8..12])).map_err(|_| corrupt)?;
+    let end = length.checked_add(12).ok_or(corrupt)?;
+    if end < HEADER {
+        return Err(corrupt);
+    }
+    let batch = bytes.get(..end).ok_or(corrupt)?;
+    Ok((batch, &bytes[end..]))
+}
+
+/// The idempotent producer of the record batches in `bytes`, from the first batch's header:
+/// its producer id (-1 for none), epoch and first sequence number, and the number of records
+/// of all the batches; `None` when the first header is cut short.
+pub fn producer(bytes: &[u8]) -> Option<(i64, i16, i32, i32)> {
+    let head = bytes.get(..HEADER)?;
+    let id = i64::from_be_bytes(head[43..51].try_into().ok()?);
+    let epoch = i16::from_be_bytes([head[51], head[52]]);
+    let sequence = be_i32(&head[53..57]);
+    let mut count = 0i32;
+    let mut rest = bytes;
+    while let Ok((batch, after)) = next_batch(rest) {
+        count = count.saturating_add(be_i32(&batch[57..61]));
+        rest = after;
+    }
+    Some((id, epoch, sequence, count))
+}
+
+/// Whether `batch`'s CRC-32C holds.
+fn crc_holds(batch: &[u8]) -> bool {
+    let crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+    crc32c::crc32c(&batch[21..]) == crc
+}
+
+/// The records of each compressed batch of `bytes`, decompressed, in the batches' order (the
+/// uncompressed ones have none): gzip (1), snappy (2, raw or in Java's xerial frames), LZ4
+/// frames (3) and zstd (4), as librdkafka, kafka-python and aiokafka send them. `room` is asked
+/// for every buffer's growth before it grows, so that a batch that inflates past what the
+/// gateway may hold stops there: a few bytes of zeros can claim gigabytes.
+///
+/// # Errors
+/// What `room` refuses with; `UNSUPPORTED_COMPRESSION_TYPE` for another codec;
+/// `CORRUPT_MESSAGE` for a CRC that does not hold or data that does not decompress; and the
+/// header errors of [`messages_in`].
+pub fn inflate(
+    mut bytes: &[u8],
+    room: &mut dyn FnMut(usize) -> Result<(), i16>,
+) -> Result<Vec<Vec<u8>>, i16> {
+    let corrupt = ResponseError::CorruptMessage.code();
+    let mut inflated = Vec::new();
+    while !bytes.is_empty() {
+        let (batch, rest) = next_batch(bytes)?;
+        bytes = rest;
+        let codec = u16::from_be_bytes([batch[21], batch[22]]) & 0x7;
+        if codec == 0 {
+            continue;
+        }
+        if !crc_holds(batch) {
+            return Err(corrupt);
+        }
+        let data = &batch[HEADER..];
+        let records = match codec {
+            1 => read_bounded(flate2::read::MultiGzDecoder::new(data), room)?,
+            2 => snappy(data, room)?,
+            3 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), room)?,
+            4 => {
+                let decoder = ruzstd::decoding::StreamingDecoder::new(data).map_err(|_| corrupt)?;
+                read_bounded(decoder, room)?
+            }
+            _ => return Err(ResponseError::UnsupportedCompressionType.code()),
+        };
+        inflated.push(records);
+    }
+    Ok(inflated)
+}
+
+/// Everything `reader` gives, asking `room` before the buffer grows.
+fn read_bounded(
+    mut reader: impl std::io::Read,
+    room: &mut dyn FnMut(usize) -> Result<(), i16>,
+) -> Result<Vec<u8>, i16> {
+    let corrupt = ResponseError::CorruptMessage.code();
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        if out.len() == out.capacity() {
+            let more = out.capacity().max(INFLATE_STEP);
+            room(more)?;
+            out.reserve_exact(more);
+        }
+        let at = out.len();
+        out.resize(out.capacity(), 0);
+        match reader.read(&mut out[at..]) {
+            Ok(0) => {
+                out.truncate(at);
+                return Ok(out);
+            }
+            Ok(n) => out.truncate(at + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => out.truncate(at),
+            Err(_) => return Err(corrupt),
+        }
+    }
+}
+
+/// The first room a decompressed buffer gets, before it doubles.
+const INFLATE_STEP: usize = 64 * 1024;
+
+/// The magic that starts snappy data in Java's xerial framing, which Kafka's Java clients and
+/// kafka-python write: then a version and a compatible version (4 bytes each), then blocks,
+/// each a big-endian length and that many bytes of raw snappy.
+const XERIAL: &[u8] = b"\x82SNAPPY\x00";
+
+/// Snappy data, raw or in xerial frames, decompressed; `room` asked before each block.
+fn snappy(data: &[u8], room: &mut dyn FnMut(usize) -> Result<(), i16>) -> Result<Vec<u8>, i16> {
+    let corrupt = ResponseError::CorruptMessage.code();
+    let mut block = |raw: &[u8], out: &mut Vec<u8>| -> Result<(), i16> {
+        let len = snap::raw::decompress_len(raw).map_err(|_| corrupt)?;
+        room(len)?;
+        let at = out.len();
+        out.resize(at + len, 0);
+        let got = snap::raw::Decoder::new().decompress(raw, &mut out[at..]).map_err(|_| corrupt)?;
+        out.truncate(at + got);
+        Ok(())
+    };
+    let mut out = Vec::new();
+    let Some(mut rest) = data.strip_prefix(XERIAL) else {
+        block(data, &mut out)?;
+        return Ok(out);
+    };
+    rest = rest.get(8..).ok_or(corrupt)?;
+    while !rest.is_empty() {
+        let len = rest.get(..4).map(be_i32).ok_or(corrupt)?;
+        let len = usize::try_from(len).map_err(|_| corrupt)?;
+        let raw = rest.get(4..4 + len).ok_or(corrupt)?;
+        block(raw, &mut out)?;
+        rest = &rest[4 + len..];
+    }
+    Ok(out)
+}
+
+/// The messages of the record batches in `bytes`, in order: a record's key and value, a null
+/// value stored as an empty one; headers and the client's timestamps are dropped, and control
+/// batches (transaction markers) skipped. A compressed batch's records are read from
+/// `inflated`, as [`inflate`] made it from the same `bytes` (and checked its CRC).
+///
+/// # Errors
+/// A Kafka error code: `UNSUPPORTED_COMPRESSION_TYPE` for a compressed batch not inflated,
 /// `UNSUPPORTED_FOR_MESSAGE_FORMAT` for a message set before v2, `CORRUPT_MESSAGE` for a batch
 /// whose length, CRC, record count or records do not hold, or no records at all.
-pub fn messages(mut bytes: &[u8]) -> Result<Vec<NewMessage<'_>>, i16> {
+pub fn messages_in<'a>(
+    mut bytes: &'a [u8],
+    inflated: &'a [Vec<u8>],
+) -> Result<Vec<NewMessage<'a>>, i16> {
     let corrupt = ResponseError::CorruptMessage.code();
     let mut messages = Vec::new();
+    let mut inflated = inflated.iter();
     while !bytes.is_empty() {
-        let head = bytes.get(..HEADER).ok_or(corrupt)?;
-        if head[16] != 2 {
-            return Err(ResponseError::UnsupportedForMessageFormat.code());
-        }
-        let length = usize::try_from(be_i32(&head[8..12])).map_err(|_| corrupt)?;
-        let end = length.checked_add(12).ok_or(corrupt)?;
-        if end < HEADER {
-            return Err(corrupt);
-        }
-        let batch = bytes.get(..end).ok_or(corrupt)?;
-        bytes = &bytes[end..];
+        let (batch, rest) = next_batch(bytes)?;
+        bytes = rest;
         let attributes = u16::from_be_bytes([batch[21], batch[22]]);
-        if attributes & 0x7 != 0 {
-            return Err(ResponseError::UnsupportedCompressionType.code());
-        }
-        let crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
-        if crc32c::crc32c(&batch[21..]) != crc {
-            return Err(corrupt);
-        }
+        let mut records = if attributes & 0x7 == 0 {
+            if !crc_holds(batch) {
+                return Err(corrupt);
+            }
+            &batch[HEADER..]
+        } else {
+            inflated.next().ok_or(ResponseError::UnsupportedCompressionType.code())?
+        };
         let count = usize::try_from(be_i32(&batch[57..61])).map_err(|_| corrupt)?;
-        let mut records = &batch[HEADER..];
         // A record takes at least 7 bytes: a forged count must not size an allocation.
         if count > records.len() / 7 {
             return Err(corrupt);
@@ -95,25 +248,37 @@ pub fn messages(mut bytes: &[u8]) -> Result<Vec<NewMessage<'_>>, i16> {
     Ok(messages)
 }
 
-/// `messages` (in offset order, at least one) as one record batch: offsets and timestamps as
-/// the broker gave them (timestamp type CreateTime, as Kafka writes a producer's), no producer
-/// id, no headers.
+/// `messages` (in offset order) as record batches flagged LogAppendTime, Kafka's flag for
+/// timestamps the broker set: one batch for each run of messages with the same timestamp (the
+/// messages of one append share its time), since a client gives every record of such a batch
+/// the batch's timestamp. Offsets as the broker gave them, no producer id, no headers; an
+/// empty record set for no messages.
 pub fn encode(messages: &[Message<'_>]) -> Bytes {
+    let room: usize =
+        messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len) + 16).sum::<usize>()
+            + HEADER;
+    let mut buf = BytesMut::with_capacity(room);
+    for run in messages.chunk_by(|a, b| a.timestamp == b.timestamp) {
+        encode_batch(&mut buf, run);
+    }
+    buf.freeze()
+}
+
+/// Appends `messages` (at least one, all of one timestamp) to `buf` as one batch.
+fn encode_batch(buf: &mut BytesMut, messages: &[Message<'_>]) {
     let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
-        return Bytes::new();
+        return;
     };
+    let start = buf.len();
     let base_offset = signed(first.offset);
     let base_time = signed(first.timestamp);
     let max_time = messages.iter().map(|m| signed(m.timestamp)).max().unwrap_or(base_time);
-    let room: usize =
-        messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len) + 16).sum();
-    let mut buf = BytesMut::with_capacity(HEADER + room);
     buf.put_i64(base_offset);
     buf.put_i32(0); // batch length, set below
     buf.put_i32(0); // partition leader epoch
     buf.put_i8(2); // magic
     buf.put_u32(0); // CRC, set below
-    buf.put_i16(0); // attributes: no compression, CreateTime, not transactional
+    buf.put_i16(LOG_APPEND_TIME); // attributes: no compression, not transactional
     buf.put_i32(delta32(signed(last.offset) - base_offset));
     buf.put_i64(base_time);
     buf.put_i64(max_time);
@@ -134,23 +299,23 @@ pub fn encode(messages: &[Message<'_>]) -> Bytes {
             + varint_len(value_length)
             + message.value.len()
             + 1;
-        put_varint(&mut buf, length(body));
+        put_varint(buf, length(body));
         buf.put_u8(0); // attributes
-        put_varint(&mut buf, time_delta);
-        put_varint(&mut buf, offset_delta);
-        put_varint(&mut buf, key_length);
+        put_varint(buf, time_delta);
+        put_varint(buf, offset_delta);
+        put_varint(buf, key_length);
         if let Some(key) = message.key {
             buf.put_slice(key);
         }
-        put_varint(&mut buf, value_length);
+        put_varint(buf, value_length);
         buf.put_slice(message.value);
-        put_varint(&mut buf, 0); // headers
+        put_varint(buf, 0); // headers
     }
-    let batch_length = i32::try_from(buf.len() - 12).unwrap_or(i32::MAX);
-    buf[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[21..]);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    buf.freeze()
+    let batch = &mut buf[start..];
+    let batch_length = i32::try_from(batch.len() - 12).unwrap_or(i32::MAX);
+    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// A broker offset or timestamp as Kafka's signed one.
@@ -368,10 +533,99 @@ mod tests {
         for ((record, message), read) in records.iter().zip(&fetched).zip(&by_hand) {
             assert_eq!(record.offset, message.offset as i64);
             assert_eq!(record.timestamp, message.timestamp as i64);
+            assert_eq!(record.timestamp_type, TimestampType::LogAppend);
             assert_eq!(record.key.as_deref(), message.key);
             assert_eq!(record.value.as_deref(), Some(message.value));
             assert_eq!((read.key, read.value), (message.key, message.value));
         }
+    }
+
+    /// `batch`, an uncompressed batch of ours, with its records run through `compress` and
+    /// its attributes naming `codec`, length and CRC made right again.
+    fn compressed(batch: &[u8], codec: u16, compress: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let mut out = batch[..HEADER].to_vec();
+        out.extend(compress(&batch[HEADER..]));
+        let attributes = u16::from_be_bytes([out[21], out[22]]) & !0x7 | codec;
+        out[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let length = i32::try_from(out.len() - 12).expect("small");
+        out[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).expect("gzip");
+        encoder.finish().expect("gzip")
+    }
+
+    fn xerial(data: &[u8]) -> Vec<u8> {
+        let mut out = XERIAL.to_vec();
+        out.extend([0, 0, 0, 1, 0, 0, 0, 1]);
+        for block in data.chunks(1000) {
+            let raw = snap::raw::Encoder::new().compress_vec(block).expect("snappy");
+            out.extend(u32::try_from(raw.len()).expect("small").to_be_bytes());
+            out.extend(raw);
+        }
+        out
+    }
+
+    #[test]
+    fn compressed_batches_inflate_to_their_records() {
+        let values: Vec<Vec<u8>> =
+            (0..500).map(|i| format!("value-{i}").repeat(i % 9).into_bytes()).collect();
+        let fetched: Vec<Message<'_>> = (0..500)
+            .map(|i| Message { offset: i as u64, timestamp: 7, key: None, value: &values[i] })
+            .collect();
+        let plain = super::encode(&fetched);
+        let raw_snappy = |d: &[u8]| snap::raw::Encoder::new().compress_vec(d).expect("snappy");
+        let mut all = compressed(&plain, 1, gzip);
+        all.extend(compressed(&plain, 2, xerial));
+        all.extend(compressed(&plain, 2, raw_snappy));
+        all.extend_from_slice(&plain);
+        let mut asked = 0;
+        let inflated = inflate(&all, &mut |n| {
+            asked += n;
+            Ok(())
+        })
+        .expect("inflates");
+        assert_eq!(inflated.len(), 3, "one buffer per compressed batch");
+        let read = messages_in(&all, &inflated).expect("reads");
+        assert_eq!(read.len(), 2_000);
+        for (i, message) in read.iter().enumerate() {
+            assert_eq!(message.value, &values[i % 500][..]);
+        }
+        assert!(asked >= inflated.iter().map(Vec::len).sum::<usize>());
+        // Without the inflated buffers, a compressed batch is not read.
+        assert_eq!(messages(&all).err(), Some(ResponseError::UnsupportedCompressionType.code()));
+    }
+
+    #[test]
+    fn a_batch_that_inflates_past_its_room_stops_there() {
+        // 64 MiB of zeros in a record's value, gzip'd to about 64 KiB.
+        let zeros = vec![0u8; 64 << 20];
+        let fetched = [Message { offset: 0, timestamp: 7, key: None, value: &zeros }];
+        let bomb = compressed(&super::encode(&fetched), 1, gzip);
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        let mut given = 0;
+        let refused = inflate(&bomb, &mut |n| {
+            if given + n > 1 << 20 {
+                return Err(ResponseError::RecordListTooLarge.code());
+            }
+            given += n;
+            Ok(())
+        });
+        assert_eq!(refused.err(), Some(ResponseError::RecordListTooLarge.code()));
+        assert!(given <= 1 << 20);
+        // Garbage where the compressed records should be is corrupt, not a panic.
+        let one = [Message { offset: 0, timestamp: 7, key: None, value: b"x" }];
+        let garbage = compressed(&super::encode(&one), 4, |_| b"not zstd at all".to_vec());
+        assert_eq!(
+            inflate(&garbage, &mut |_| Ok(())).err(),
+            Some(ResponseError::CorruptMessage.code())
+        );
     }
 
     #[test]

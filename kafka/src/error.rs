@@ -9,6 +9,12 @@ pub enum FrameError {
     /// The connection failed or was closed mid-frame.
     #[error("connection failed")]
     Io(#[from] io::Error),
+    /// No request came for the idle timeout (Kafka's `connections.max.idle.ms`).
+    #[error("no request for {0:?}")]
+    Idle(std::time::Duration),
+    /// A frame did not arrive whole within the request read timeout.
+    #[error("a request did not arrive whole within {0:?}")]
+    TooSlow(std::time::Duration),
     /// The size prefix is negative or larger than the door accepts.
     #[error("a frame of {0} bytes is over the limit of {1} bytes")]
     TooLarge(i64, usize),
@@ -35,6 +41,9 @@ pub enum FrameError {
     /// The SASL login failed; the connection is closed after its answer, as Kafka does.
     #[error("the SASL login failed")]
     LoginFailed,
+    /// No native client could be had for the request.
+    #[error("no native client: {0}")]
+    Busy(String),
     /// A response could not be encoded (a bug, not the peer's doing).
     #[error("response does not encode: {0}")]
     Encode(String),

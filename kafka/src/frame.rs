@@ -3,8 +3,9 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
@@ -44,38 +45,148 @@ pub enum Incoming {
     ApiVersionsTooNew(i32),
 }
 
-/// Reads one frame from `stream`, its bytes reserved from `limits` until the returned
-/// [`Reservation`] is dropped (waiting for them when the budget is spent); `None` when the peer
-/// closed the connection between frames.
+/// A connection frames are read from: bytes, and a read timeout to set.
+pub trait Source: Read {
+    /// Sets how long a read may wait.
+    ///
+    /// # Errors
+    /// As the socket's own `set_read_timeout`.
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
+/// How long a connection waits for its next request before its thread gives back the stack
+/// pages it touched ([`crate::stack`]).
+pub const TRIM_AFTER: Duration = Duration::from_secs(1);
+
+/// The first room a frame's buffer gets, before it doubles as the bytes fill it.
+const FIRST_ROOM: usize = 4096;
+
+/// Reads one frame from `stream`, its bytes reserved from `limits` as they arrive and until
+/// the returned [`Reservation`] is dropped; `None` when the peer closed the connection between
+/// frames. The wait for a frame's first byte is bounded by [`Limits::max_idle`], the rest of the frame by
+/// [`Limits::request_read_timeout`].
 ///
 /// # Errors
 /// [`FrameError::Io`] when the connection fails or ends mid-frame, [`FrameError::TooLarge`]
-/// for a size prefix over [`Limits::max_frame_bytes`] or below zero.
+/// for a size prefix over [`Limits::max_frame_bytes`] or below zero, [`FrameError::Idle`] and
+/// [`FrameError::TooSlow`] when the timeouts pass.
 pub fn read_frame(
-    stream: &mut impl Read,
+    stream: &mut impl Source,
     limits: &Arc<Limits>,
 ) -> Result<Option<(Bytes, Reservation)>> {
     let mut size = [0u8; 4];
-    let mut got = 0;
-    while got < size.len() {
-        match stream.read(&mut size[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => got += n,
+    let idle_until = Instant::now() + limits.max_idle;
+    let mut trimmed = false;
+    let first = loop {
+        let left = idle_until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FrameError::Idle(limits.max_idle));
+        }
+        // A short wait first: a connection silent past it gives back its stack's pages.
+        stream.set_read_timeout(if trimmed { left } else { left.min(TRIM_AFTER) })?;
+        match stream.read(&mut size) {
+            Ok(0) => return Ok(None),
+            Ok(n) => break n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if timed_out(&e) => {
+                if !trimmed {
+                    crate::stack::release_unused();
+                    trimmed = true;
+                }
+            }
             Err(e) => return Err(FrameError::Io(e)),
         }
-    }
+    };
+    let deadline = Instant::now() + limits.request_read_timeout;
+    read_until(stream, &mut size[first..], deadline, limits)?;
     let size = i32::from_be_bytes(size);
     let max = limits.max_frame_bytes();
     let len = usize::try_from(size).map_err(|_| FrameError::TooLarge(i64::from(size), max))?;
     if len > max {
         return Err(FrameError::TooLarge(i64::from(size), max));
     }
-    let reservation = limits.reserve(len);
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
-    Ok(Some((Bytes::from(body), reservation)))
+    read_body(stream, len, deadline, limits).map(Some)
+}
+
+/// The `len` bytes of a frame's body, reserved as they arrive, before `deadline`. Not inlined,
+/// so that its buffer for the first bytes is no part of the frame an idle connection sleeps in.
+#[inline(never)]
+fn read_body(
+    stream: &mut impl Source,
+    len: usize,
+    deadline: Instant,
+    limits: &Arc<Limits>,
+) -> Result<(Bytes, Reservation)> {
+    let mut reservation = limits.nothing();
+    let mut body: Vec<u8> = Vec::new();
+    if len > 0 {
+        // Nothing is reserved until the body's first bytes are there.
+        let mut first = [0u8; FIRST_ROOM];
+        let room = len.min(FIRST_ROOM);
+        let got = read_some(stream, &mut first[..room], deadline, limits)?;
+        if !limits.grow(&mut reservation, room, deadline) {
+            return Err(FrameError::TooSlow(limits.request_read_timeout));
+        }
+        body.reserve_exact(room);
+        body.extend_from_slice(&first[..got]);
+    }
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            let room = (body.capacity() * 2).max(FIRST_ROOM).min(len);
+            let more = room - body.capacity();
+            if !limits.grow(&mut reservation, more, deadline) {
+                return Err(FrameError::TooSlow(limits.request_read_timeout));
+            }
+            body.reserve_exact(more);
+        }
+        let at = body.len();
+        let until = body.capacity().min(len);
+        body.resize(until, 0);
+        let got = read_some(stream, &mut body[at..], deadline, limits)?;
+        body.truncate(at + got);
+    }
+    Ok((Bytes::from(body), reservation))
+}
+
+/// Whether `error` is a read timeout passing.
+fn timed_out(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Fills `buf` before `deadline`.
+fn read_until(
+    stream: &mut impl Source,
+    mut buf: &mut [u8],
+    deadline: Instant,
+    limits: &Limits,
+) -> Result<()> {
+    while !buf.is_empty() {
+        let got = read_some(stream, buf, deadline, limits)?;
+        buf = &mut buf[got..];
+    }
+    Ok(())
+}
+
+/// Reads at least one byte into `buf` before `deadline`; how many.
+fn read_some(
+    stream: &mut impl Source,
+    buf: &mut [u8],
+    deadline: Instant,
+    limits: &Limits,
+) -> Result<usize> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FrameError::TooSlow(limits.request_read_timeout));
+        }
+        stream.set_read_timeout(left)?;
+        match stream.read(buf) {
+            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted || timed_out(&e) => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
 }
 
 /// Decodes a frame's header and body.
@@ -105,9 +216,8 @@ pub fn decode(mut frame: Bytes) -> Result<Incoming> {
         .map_err(|e| FrameError::Decode(format!("{e:#}")))?;
     let body = RequestKind::decode(api, &mut frame, version)
         .map_err(|e| FrameError::Decode(format!("{e:#}")))?;
-    if frame.has_remaining() {
-        return Err(FrameError::Decode(format!("{} bytes after the request", frame.remaining())));
-    }
+    // Bytes after the body are ignored, as Kafka ignores them: librdkafka 2.1 and later send
+    // `Metadata` v12 with three bytes more than its schema holds.
     Ok(Incoming::Request(Box::new(Request {
         api,
         version,

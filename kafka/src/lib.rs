@@ -18,8 +18,12 @@ pub mod error;
 pub mod frame;
 pub mod gateway;
 pub mod groups;
+pub mod idempotence;
 pub mod limits;
 pub mod metrics;
+pub mod pool;
 pub mod reserve;
+pub mod stack;
+pub mod tls;
 
 pub use error::{FrameError, Result};

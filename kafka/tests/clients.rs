@@ -127,6 +127,11 @@ fn kafka_python_admin_creates_and_deletes_topics_the_native_door_sees() {
     let again = admin(&["create", "made"]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("TopicAlreadyExists"), "{again:?}");
+    // Existence is checked before the partitions asked for, as Kafka does.
+    let three = admin(&["create3", "made"]);
+    assert!(String::from_utf8_lossy(&three.stderr).contains("TopicAlreadyExists"), "{three:?}");
+    let new = admin(&["create3", "other"]);
+    assert!(String::from_utf8_lossy(&new.stderr).contains("InvalidPartitions"), "{new:?}");
     success(&admin(&["delete", "made"]), "delete");
     assert!(!topics().lines().any(|l| l.starts_with("made ")), "{}", topics());
     door.stop();
@@ -191,4 +196,233 @@ fn native_claims_do_not_silently_block_kafka_reads_nor_the_reverse() {
     assert_eq!(success(&run(fetch, ""), "consumer fetch").lines().count(), 2);
     let log = door.stop();
     assert!(log.contains("the gateway cannot claim a logical broker"), "{log}");
+}
+
+#[test]
+fn confluent_kafka_lists_every_topic_and_subscribes_by_regex() {
+    let door = Door::start(&[]);
+    for (topic, values) in
+        [("orders-a", ["a1", "a2"]), ("orders-b", ["b1", "b2"]), ("other", ["x", "y"])]
+    {
+        let mut produce = Command::new(binary("producer"));
+        produce.args(["--connect", &door.endpoint(), "--topic", topic]).args(values);
+        success(&run(produce, ""), "producer");
+    }
+    // librdkafka 2.1 and later send Metadata v12 with bytes after the body.
+    let mut list = Command::new("python3");
+    list.arg(script("kafka-confluent.py")).args(["list", &door.bootstrap()]);
+    let out = success(&run(list, ""), "confluent list_topics");
+    for client in ["AdminClient", "Producer", "Consumer"] {
+        let line = format!("{client} orders-a orders-b other");
+        assert!(out.lines().any(|l| l == line), "{line} not in {out}");
+    }
+
+    let mut regex = Command::new("python3");
+    regex.arg(script("kafka-confluent.py")).args([
+        "regex",
+        &door.bootstrap(),
+        "^orders-.*",
+        "re",
+        "4",
+    ]);
+    let out = success(&run(regex, ""), "confluent regex subscription");
+    assert_eq!(out, "orders-a:a1\norders-a:a2\norders-b:b1\norders-b:b2\n");
+    door.stop();
+}
+
+#[test]
+fn kafka_producers_never_wait_for_a_claim_that_native_consumers_hold() {
+    // One logical broker, held by a native follower for the whole test.
+    let door = Door::start(&["--brokers", "1"]);
+    let mut follow = Command::new(binary("consumer"))
+        .args(["--connect", &door.endpoint(), "follow", "busy"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start consumer follow");
+    wait_until_free_is(&door, false);
+
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-P", "-b", &door.bootstrap(), "-t", "busy", "-K", ":"]);
+    success(&run(kcat, "k:one\ntwo\n"), "kcat -P");
+    let mut produce = Command::new("python3");
+    produce.arg(script("kafka-confluent.py")).args(["produce", &door.bootstrap(), "busy", "10"]);
+    success(&run(produce, ""), "confluent produce");
+
+    // A Kafka reader cannot get a logical broker: it is told so, retriably.
+    let mut reader = Command::new("kcat");
+    reader.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "busy"]);
+    let refused = run(reader, "");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Leader not available"),
+        "{refused:?}"
+    );
+
+    testkit::signal_process(follow.id(), "INT");
+    testkit::wait_child(&mut follow, testkit::STEP).expect("consumer follow stops on Ctrl-C");
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", "busy"]);
+    assert_eq!(success(&run(fetch, ""), "consumer fetch").lines().count(), 12);
+    door.stop();
+}
+
+#[test]
+fn a_transactional_producer_is_refused_at_once_and_the_log_says_why() {
+    let door = Door::start(&[]);
+    let mut init = Command::new("python3");
+    init.arg(script("kafka-confluent.py")).args(["transactional", &door.bootstrap()]);
+    let out = success(&run(init, ""), "confluent init_transactions");
+    assert!(out.starts_with("refused "), "{out}");
+    assert!(out.contains("TRANSACTIONAL_ID_AUTHORIZATION_FAILED"), "{out}");
+    let log = door.stop();
+    assert!(log.contains("the Kafka door has no transactions"), "{log}");
+}
+
+#[test]
+fn the_broker_is_found_in_every_address_form_the_other_programs_take() {
+    let broker = testkit::BrokerProcess::start(&binary("broker"), &[]);
+    let port = broker.endpoint.rsplit(':').next().expect("a port").to_owned();
+    let bare = format!("127.0.0.1:{port}");
+    let named = format!("localhost:{port}");
+    let several = format!("{bare},{}", broker.endpoint);
+    let forms: [(&str, Option<&str>); 4] = [
+        ("--connect HOST:PORT", Some(&bare)),
+        ("BROKER_ENDPOINT=HOST:PORT", None),
+        ("--connect with a list", Some(&several)),
+        ("--connect tcp://", Some(&broker.endpoint)),
+    ];
+    for (i, (what, connect)) in forms.into_iter().enumerate() {
+        let mut command = Command::new(common::GATEWAY);
+        command.args(["--listen", "127.0.0.1:0"]);
+        match connect {
+            Some(endpoint) => command.args(["--connect", endpoint]),
+            None => command.env("BROKER_ENDPOINT", &named),
+        };
+        let gateway = testkit::BrokerProcess::spawn(command);
+        let topic = format!("forms{i}");
+        let mut kcat = Command::new("kcat");
+        kcat.args(["-P", "-b", &gateway.endpoint, "-t", &topic]);
+        success(&run(kcat, "through\n"), what);
+        let mut kcat = Command::new("kcat");
+        kcat.args(["-C", "-e", "-b", &gateway.endpoint, "-t", &topic]);
+        assert_eq!(success(&run(kcat, ""), what), "through\n", "{what}");
+        gateway.interrupt();
+    }
+    let mut bad = Command::new(common::GATEWAY);
+    bad.args(["--listen", "127.0.0.1:0", "--connect", "udp://nowhere:1"]);
+    let out = run(bad, "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--connect") && stderr.contains("HOST:PORT"), "{stderr}");
+    broker.interrupt();
+}
+
+/// The `(offset, timestamp, value)` of each message of `topic`, from the native door.
+fn native_messages(door: &Door, topic: &str) -> Vec<(u64, u64, String)> {
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", topic, "--json"]);
+    let out = success(&run(fetch, ""), "consumer fetch");
+    let number = |line: &str, field: &str| -> u64 {
+        let at = line.find(&format!("\"{field}\":")).expect(field) + field.len() + 3;
+        line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap_or("").parse().expect(field)
+    };
+    out.lines()
+        .map(|l| {
+            let value = l.split("\"value\":\"").nth(1).and_then(|v| v.split('"').next());
+            (number(l, "offset"), number(l, "timestamp"), value.unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn offsets_for_times_and_kcat_s_at_find_the_first_message_appended_since() {
+    let door = Door::start(&[]);
+    for value in ["a", "b", "c", "d"] {
+        let mut produce = Command::new(binary("producer"));
+        produce.args(["--connect", &door.endpoint(), "--topic", "timed", value]);
+        success(&run(produce, ""), "producer");
+    }
+    let stored = native_messages(&door, "timed");
+    assert_eq!(stored.len(), 4);
+    // The time of the third append: its message, or an earlier one appended in the same ms.
+    let target = stored[2].1;
+    let (offset, stamp, value) =
+        stored.iter().find(|(_, t, _)| *t >= target).cloned().expect("one at or after");
+
+    let mut times = Command::new("python3");
+    times.arg(script("kafka-confluent.py")).args(["times", &door.bootstrap(), "timed"]);
+    times.arg(target.to_string());
+    let out = success(&run(times, ""), "offsets_for_times");
+    assert_eq!(out, format!("offset {offset}\nlog-append {stamp} {value}\n"));
+
+    // After every message: none, which Kafka answers -1.
+    let mut late = Command::new("python3");
+    late.arg(script("kafka-confluent.py")).args(["times", &door.bootstrap(), "timed"]);
+    late.arg((stored[3].1 + 1).to_string());
+    assert_eq!(success(&run(late, ""), "offsets_for_times past the end"), "offset -1\n");
+
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-C", "-e", "-b", &door.bootstrap(), "-t", "timed", "-f", "%o %T %s\n"]);
+    kcat.args(["-o", &format!("s@{target}")]);
+    let expected: String = stored
+        .iter()
+        .filter(|(o, ..)| *o >= offset)
+        .map(|(o, t, v)| format!("{o} {t} {v}\n"))
+        .collect();
+    assert_eq!(success(&run(kcat, ""), "kcat -o s@"), expected);
+    door.stop();
+}
+
+#[test]
+fn every_codec_from_confluent_kafka_and_kafka_python_is_stored_and_read_back() {
+    let door = Door::start(&[]);
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("confluent-{codec}");
+        let mut produce = Command::new("python3");
+        produce.arg(script("kafka-confluent.py")).args([
+            "produce",
+            &door.bootstrap(),
+            &topic,
+            "200",
+        ]);
+        produce.env("KAFKA_COMPRESSION", codec);
+        success(&run(produce, ""), &format!("confluent produce with {codec}"));
+        let read = tutorial_consumer(&door, &topic, "codecs", 200);
+        let expected: Vec<String> = (0..200).map(|i| format!("key-{i}=message-{i}@{i}")).collect();
+        assert_eq!(read, expected, "{codec}");
+
+        let topic = format!("kp-{codec}");
+        let mut round = Command::new("python3");
+        round.arg(script("kafka-python-roundtrip.py")).args([
+            &door.bootstrap(),
+            &topic,
+            "50",
+            codec,
+        ]);
+        let out = success(&run(round, ""), &format!("kafka-python round trip with {codec}"));
+        let expected: Vec<String> = (0..50).map(|i| format!("key-{i}=value-{i}@{i}")).collect();
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{codec}");
+    }
+    // The native door sees them uncompressed.
+    let mut fetch = Command::new(binary("consumer"));
+    fetch.args(["--connect", &door.endpoint(), "fetch", "kp-zstd"]);
+    let out = success(&run(fetch, ""), "consumer fetch");
+    assert_eq!(out.lines().next(), Some("0\tvalue-0"), "{out}");
+    door.stop();
+}
+
+#[test]
+fn aiokafka_produces_and_a_group_member_reads_and_commits() {
+    let door = Door::start(&[]);
+    for (topic, codec) in [("aio", None), ("aio-lz4", Some("lz4"))] {
+        let mut aio = Command::new("python3");
+        aio.arg(script("kafka-aiokafka.py")).args([&door.bootstrap(), topic, "aio-readers", "30"]);
+        aio.args(codec);
+        let out = success(&run(aio, ""), "aiokafka producer and consumer");
+        let expected: Vec<String> = (0..30).map(|i| format!("key-{i}=value-{i}@{i}")).collect();
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+        let state = committed(&door, "aio-readers", topic);
+        assert!(state.contains("\"committed_offset\":30"), "{state}");
+    }
+    door.stop();
 }

@@ -123,3 +123,80 @@ fn sasl_plain_in_front_of_a_broker_without_users_is_refused_at_start() {
     assert!(said.contains("has no users"), "{said}");
     broker.interrupt();
 }
+
+#[test]
+fn kcat_logs_in_with_the_handshake_versions_librdkafka_2_0_asks_for() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let users = users(dir.path());
+    let broker =
+        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
+    let mut command = Command::new(GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
+    let gateway = BrokerProcess::spawn(command);
+    let kcat = |user: &str, password: &str, args: &[&str], input: &str| {
+        let mut kcat = Command::new("kcat");
+        kcat.args([
+            "-b",
+            &gateway.endpoint,
+            "-t",
+            "orders",
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+        ]);
+        kcat.args(["-X", "sasl.mechanisms=PLAIN", "-X", &format!("sasl.username={user}")]);
+        kcat.args(["-X", &format!("sasl.password={password}")]).args(args);
+        run(kcat, input)
+    };
+    success(&kcat("alice", PASSWORD, &["-P"], "one\ntwo\n"), "kcat -P as alice");
+    let read = success(&kcat("bob", PASSWORD, &["-C", "-e"], ""), "kcat -C as bob");
+    assert_eq!(read, "one\ntwo\n");
+    let wrong = kcat("alice", "wrong", &["-P"], "three\n");
+    assert!(!wrong.status.success(), "{wrong:?}");
+    let log = gateway.interrupt();
+    assert!(log.contains("SASL login refused"), "{log}");
+    broker.interrupt();
+}
+
+/// Logs in on a raw connection with `SaslHandshake` v0 and then a bare PLAIN token, as clients
+/// before `SaslAuthenticate` did; what the gateway sent back after the token (empty when the
+/// connection was closed).
+fn raw_v0_login(bootstrap: &str, password: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(bootstrap).expect("connect");
+    stream.set_read_timeout(Some(testkit::STEP)).expect("timeout");
+    // SaslHandshake (17) v0, correlation id 1, no client id, mechanism "PLAIN".
+    let mut request = vec![0, 17, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0, 5];
+    request.extend_from_slice(b"PLAIN");
+    let mut frame = u32::try_from(request.len()).expect("len").to_be_bytes().to_vec();
+    frame.extend_from_slice(&request);
+    stream.write_all(&frame).expect("send the handshake");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("the handshake's answer");
+    let mut body = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
+    stream.read_exact(&mut body).expect("the handshake's answer");
+    assert_eq!(&body[4..6], &[0, 0], "the handshake's error code");
+    let token = format!("\0alice\0{password}");
+    let mut frame = u32::try_from(token.len()).expect("len").to_be_bytes().to_vec();
+    frame.extend_from_slice(token.as_bytes());
+    stream.write_all(&frame).expect("send the token");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
+#[test]
+fn a_sasl_handshake_v0_is_followed_by_a_bare_token() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let users = users(dir.path());
+    let broker =
+        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
+    let mut command = Command::new(GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
+    let gateway = BrokerProcess::spawn(command);
+    // The gateway answers a good token with an empty frame and keeps the connection open,
+    // which the read ends by its timeout; a wrong one closes it with nothing.
+    assert_eq!(raw_v0_login(&gateway.endpoint, PASSWORD), [0, 0, 0, 0]);
+    assert_eq!(raw_v0_login(&gateway.endpoint, "wrong"), Vec::<u8>::new());
+    gateway.interrupt();
+    broker.interrupt();
+}

@@ -1,0 +1,215 @@
+//! Kafka consumer groups through the gateway with real clients: members that die are replaced.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{binary, run, script, success, Door};
+
+/// A confluent-kafka group member (`kafka-confluent.py member`) and the lines it printed.
+struct Member {
+    /// The Python process.
+    child: Child,
+    /// Its standard output, line by line, as it comes.
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Member {
+    fn start(door: &Door, topic: &str, group: &str) -> Member {
+        let mut child = Command::new("python3")
+            .arg(script("kafka-confluent.py"))
+            .args(["member", &door.bootstrap(), topic, group])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 kafka-confluent.py member");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped");
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Member { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// Waits until `done` holds of its lines, within `limit`.
+    fn wait_for(&self, limit: Duration, what: &str, done: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(&self.lines()) {
+            assert!(Instant::now() < deadline, "{what} within {limit:?}: {:?}", self.lines());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether its last assignment holds the partition.
+    fn holds(&self) -> bool {
+        self.lines().iter().rev().find(|l| l.starts_with("assigned")).map(String::as_str)
+            == Some("assigned 1")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        // Child::kill signals this process by its id, and is quiet if it already ended.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn assignments(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.starts_with("assigned")).count()
+}
+
+#[test]
+fn a_member_killed_with_sigkill_is_replaced_within_its_session_timeout() {
+    let door = Door::start(&[]);
+    let produce = |value: &str| {
+        let mut produce = Command::new(binary("producer"));
+        produce.args(["--connect", &door.endpoint(), "--topic", "work", value]);
+        success(&run(produce, ""), "producer");
+    };
+    produce("before");
+    let first = Member::start(&door, "work", "workers");
+    first.wait_for(Duration::from_secs(30), "the first member reads", |l| {
+        l.iter().any(|l| l == "message before")
+    });
+    let second = Member::start(&door, "work", "workers");
+    // Both have their assignment of the second generation: one holds the partition.
+    second.wait_for(Duration::from_secs(30), "the second member is assigned", |l| {
+        assignments(l) >= 1
+    });
+    first.wait_for(Duration::from_secs(30), "the first member is assigned again", |l| {
+        assignments(l) >= 2
+    });
+    let (mut holder, survivor) = if first.holds() { (first, second) } else { (second, first) };
+    assert!(!survivor.holds(), "both hold the partition");
+    testkit::signal_process(holder.child.id(), "KILL");
+    let _ = holder.child.wait();
+    produce("after");
+    // Session timeout (6 s) and the rebalance, with room for a slow machine.
+    survivor.wait_for(Duration::from_secs(40), "the survivor takes over", |l| {
+        l.iter().any(|l| l == "message after")
+    });
+    assert!(survivor.holds());
+    drop(holder);
+    drop(survivor);
+    door.stop();
+}
+
+/// What `kafka-confluent.py groups` prints of `group`.
+fn admin_groups(door: &Door, group: &str) -> String {
+    let mut admin = Command::new("python3");
+    admin.arg(script("kafka-confluent.py")).args(["groups", &door.bootstrap(), group]);
+    success(&run(admin, ""), "AdminClient list and describe")
+}
+
+#[test]
+fn the_admin_client_lists_and_describes_groups_of_both_doors() {
+    let door = Door::start(&[]);
+    let mut produce = Command::new(binary("producer"));
+    produce.args(["--connect", &door.endpoint(), "--topic", "admin", "x"]);
+    success(&run(produce, ""), "producer");
+    // A native group with a committed offset, no Kafka member.
+    let mut native = Command::new(binary("consumer"));
+    native.args(["--connect", &door.endpoint(), "group-reset", "--to-offset", "1"]);
+    native.args(["natives", "admin"]);
+    success(&run(native, ""), "consumer group-reset");
+    let member = Member::start(&door, "admin", "kafkas");
+    member.wait_for(Duration::from_secs(30), "the member is assigned", |l| {
+        l.iter().any(|l| l == "assigned 1")
+    });
+    let out = admin_groups(&door, "kafkas");
+    assert!(out.contains("listed kafkas STABLE\n"), "{out}");
+    assert!(out.contains("listed natives EMPTY\n"), "{out}");
+    assert!(out.contains("described kafkas STABLE\n"), "{out}");
+    assert!(out.contains("member member admin:0\n"), "{out}");
+    let unknown = admin_groups(&door, "nobody");
+    assert!(unknown.contains("described nobody DEAD\n"), "{unknown}");
+    drop(member);
+    door.stop();
+}
+
+/// Sends an `OffsetCommit` v8 of `offset` on partition 0 of `topic` for `group` as `member`
+/// in `generation`; the partition's error code.
+fn raw_commit(
+    door: &Door,
+    group: &str,
+    topic: &str,
+    member: &str,
+    generation: i32,
+    offset: i64,
+) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, RequestHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::{Read, Write};
+
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::OffsetCommit as i16;
+    header.request_api_version = 8;
+    header.correlation_id = 4;
+    let mut partition = OffsetCommitRequestPartition::default();
+    partition.committed_offset = offset;
+    let mut wanted = OffsetCommitRequestTopic::default();
+    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    wanted.partitions = vec![partition];
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    request.generation_id_or_member_epoch = generation;
+    request.member_id = StrBytes::from_string(member.to_owned());
+    request.topics = vec![wanted];
+    let mut body = bytes::BytesMut::new();
+    header.encode(&mut body, ApiKey::OffsetCommit.request_header_version(8)).expect("header");
+    request.encode(&mut body, 8).expect("request");
+    let mut stream = std::net::TcpStream::connect(door.bootstrap()).expect("connect");
+    stream.set_read_timeout(Some(testkit::STEP)).expect("timeout");
+    let size = u32::try_from(body.len()).expect("size");
+    stream.write_all(&size.to_be_bytes()).expect("send");
+    stream.write_all(&body).expect("send");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("an answer");
+    let mut reply = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
+    stream.read_exact(&mut reply).expect("the whole answer");
+    let mut reply = bytes::Bytes::from(reply);
+    // Correlation id, then the flexible header's tagged fields.
+    let _ = reply.split_to(5);
+    let response = OffsetCommitResponse::decode(&mut reply, 8).expect("an OffsetCommit v8 answer");
+    response.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn a_commit_from_outside_the_present_generation_moves_nothing() {
+    let door = Door::start(&[]);
+    let mut produce = Command::new(binary("producer"));
+    produce.args(["--connect", &door.endpoint(), "--topic", "fenced", "a", "b", "c"]);
+    success(&run(produce, ""), "producer");
+    // No Kafka members: a commit outside any group is taken, as Kafka takes it.
+    assert_eq!(raw_commit(&door, "fence", "fenced", "", -1, 1), 0);
+    let mut groups = Command::new(binary("consumer"));
+    groups.args(["--connect", &door.endpoint(), "groups", "--json"]);
+    let out = success(&run(groups, ""), "consumer groups");
+    let state = out.lines().find(|l| l.contains("\"group\":\"fence\"")).unwrap_or_default();
+    assert!(state.contains("\"committed_offset\":1"), "{out}");
+    let member = Member::start(&door, "fenced", "fence");
+    member.wait_for(Duration::from_secs(30), "the member is assigned", |l| {
+        l.iter().any(|l| l == "assigned 1")
+    });
+    // With a member: neither an outsider nor a stale member id moves the offset.
+    assert_eq!(raw_commit(&door, "fence", "fenced", "", -1, 2), 25, "UNKNOWN_MEMBER_ID");
+    assert_eq!(raw_commit(&door, "fence", "fenced", "fence-member-0", 1, 2), 25);
+    drop(member);
+    door.stop();
+}
