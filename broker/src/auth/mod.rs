@@ -454,7 +454,9 @@ impl ZapHandler {
                 password: password.to_vec(),
                 address: address.clone(),
             };
-            if let Err((login, overflow)) = self.admission.offer(&address, login, Instant::now()) {
+            let name = String::from_utf8_lossy(user).into_owned();
+            let offered = self.admission.offer(&address, &name, login, Instant::now());
+            if let Err((login, overflow)) = offered {
                 let why = match overflow {
                     Overflow::Source => "too many logins from this address are waiting",
                     Overflow::Total => "too many logins are waiting",
@@ -497,7 +499,8 @@ impl ZapHandler {
             let Some((ticket, verdict)) = decode_verdict(&frames) else { continue };
             let Some(login) = self.checking.remove(&ticket) else { continue };
             let accepted = matches!(verdict, Verdict::Accept(_));
-            self.admission.settle(&login.address, accepted, Instant::now());
+            let name = String::from_utf8_lossy(&login.user);
+            self.admission.settle(&login.address, &name, accepted, Instant::now());
             self.answer(&login.envelope, &login.id, &verdict, &login.address)?;
         }
     }
