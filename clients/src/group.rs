@@ -374,6 +374,23 @@ pub fn reset(
     json: bool,
     out: &mut impl Write,
 ) -> Result<()> {
+    let committed = reset_unless_active(client, group, topic, to, force)?;
+    output::write_reset(out, group, topic, committed, json).map_err(ClientError::output)
+}
+
+/// Moves `group`'s committed offset on `topic` and returns it; unless `force`, refuses while
+/// the group has members on the topic. The one rule for `consumer group-reset` and the web
+/// console's reset.
+///
+/// # Errors
+/// As [`reset`].
+pub fn reset_unless_active(
+    client: &mut Client,
+    group: &str,
+    topic: &str,
+    to: ResetTo,
+    force: bool,
+) -> Result<u64> {
     if !force {
         let members = match client.list_groups(Some(group), Some(topic)) {
             Ok(groups) => groups.into_iter().flat_map(|g| g.members).collect(),
@@ -389,8 +406,7 @@ pub fn reset(
             });
         }
     }
-    let committed = client.reset_group(group, topic, to)?;
-    output::write_reset(out, group, topic, committed, json).map_err(ClientError::output)
+    client.reset_group(group, topic, to)
 }
 
 /// Prints a delivered batch, after a line on standard error if the group was reset since the
