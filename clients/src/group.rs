@@ -196,7 +196,7 @@ impl Member<'_> {
     /// A request failed in a way a follow cannot get over.
     pub fn follow(&mut self, max: Option<u64>, out: &mut impl Write) -> Result<()> {
         let (group, topic) = (self.reading.group, self.reading.topic);
-        let Some(joined) = self.join()? else { return Ok(()) };
+        let Some(joined) = self.join(false)? else { return Ok(()) };
         eprintln!(
             "following {topic} in group {group} on logical broker {} ({} member{}, committed \
              offset {} of {}, ack timeout {:?}); Ctrl-C to stop",
@@ -219,7 +219,7 @@ impl Member<'_> {
                 Err(ClientError::Interrupted) => break,
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
                     claim::reclaim(self.client, self.claimed, self.spec)?;
-                    if self.join()?.is_none() {
+                    if self.join(true)?.is_none() {
                         break;
                     }
                 }
@@ -229,7 +229,7 @@ impl Member<'_> {
                         Some(ErrorCode::UnknownMember | ErrorCode::UnknownTopic)
                     ) =>
                 {
-                    if self.join()?.is_none() {
+                    if self.join(true)?.is_none() {
                         break;
                     }
                 }
@@ -240,9 +240,9 @@ impl Member<'_> {
         Ok(())
     }
 
-    /// Joins the group, waiting for the topic if it does not exist (yet, or any more); `None`
-    /// when Ctrl-C came first.
-    fn join(&mut self) -> Result<Option<Joined>> {
+    /// Joins the group, waiting for the topic if it does not exist (yet, or any more after
+    /// it was `seen`); `None` when Ctrl-C came first.
+    fn join(&mut self, seen: bool) -> Result<Option<Joined>> {
         let (group, topic) = (self.reading.group, self.reading.topic);
         let mut waiting = false;
         while !self.shutdown.is_signalled() {
@@ -251,7 +251,11 @@ impl Member<'_> {
                 Err(ClientError::Interrupted) => return Ok(None),
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
                     if !waiting {
-                        eprintln!("topic {topic} does not exist (any more); waiting for it");
+                        if seen {
+                            eprintln!("topic {topic} was deleted; waiting for it to be made again");
+                        } else {
+                            eprintln!("topic {topic} does not exist yet; waiting for it");
+                        }
                         waiting = true;
                     }
                     self.shutdown.pause(TOPIC_RETRY);
@@ -374,39 +378,8 @@ pub fn reset(
     json: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let committed = reset_unless_active(client, group, topic, to, force)?;
+    let committed = crate::reset::reset_unless_active(client, group, topic, to, force)?;
     output::write_reset(out, group, topic, committed, json).map_err(ClientError::output)
-}
-
-/// Moves `group`'s committed offset on `topic` and returns it; unless `force`, refuses while
-/// the group has members on the topic. The one rule for `consumer group-reset` and the web
-/// console's reset.
-///
-/// # Errors
-/// As [`reset`].
-pub fn reset_unless_active(
-    client: &mut Client,
-    group: &str,
-    topic: &str,
-    to: ResetTo,
-    force: bool,
-) -> Result<u64> {
-    if !force {
-        let members = match client.list_groups(Some(group), Some(topic)) {
-            Ok(groups) => groups.into_iter().flat_map(|g| g.members).collect(),
-            // No state yet: nobody reads it.
-            Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        if !members.is_empty() {
-            return Err(ClientError::GroupActive {
-                group: group.to_owned(),
-                topic: topic.to_owned(),
-                members,
-            });
-        }
-    }
-    client.reset_group(group, topic, to)
 }
 
 /// Prints a delivered batch, after a line on standard error if the group was reset since the

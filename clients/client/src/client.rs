@@ -85,6 +85,8 @@ pub struct Client {
     /// When set, waits end with a broken-pipe error as soon as standard output is closed, so
     /// that a reader gone away (`consumer follow t | head -1`) is noticed during a wait.
     watch_output: bool,
+    /// Whether waits say nothing on standard error: a client working behind a menu.
+    quiet: bool,
 }
 
 /// A logical broker held under a claim.
@@ -204,6 +206,7 @@ impl Client {
             shutdown: None,
             frame: Vec::new(),
             watch_output: false,
+            quiet: false,
         })
     }
 
@@ -234,6 +237,7 @@ impl Client {
             frame: Vec::new(),
             silences: vec![None; self.endpoints.len()],
             watch_output: self.watch_output,
+            quiet: self.quiet,
         })
     }
 
@@ -242,6 +246,13 @@ impl Client {
     /// run to their end, as after Ctrl-C.
     pub fn watching_output(mut self) -> Client {
         self.watch_output = true;
+        self
+    }
+
+    /// Makes waits silent: no note on standard error about a broker that does not answer,
+    /// for a client working behind a menu on the terminal, whose caller says what matters.
+    pub fn quiet(mut self) -> Client {
+        self.quiet = true;
         self
     }
 
@@ -296,8 +307,14 @@ impl Client {
             Request::Claim { .. } => self.endpoints.len(),
             _ => 1,
         };
-        let cancellable =
-            !matches!(request, Request::Append(_) | Request::Release { .. } | Request::Ack { .. });
+        // An append is cut short by a Ctrl-C that comes while it waits (the program is to end
+        // at once), not by one that came before it: what was read before Ctrl-C is still sent.
+        let signalled = self.shutdown.as_ref().is_some_and(Shutdown::is_signalled);
+        let cancellable = match request {
+            Request::Append(_) => !signalled,
+            Request::Release { .. } | Request::Ack { .. } => false,
+            _ => true,
+        };
         let mut silent: Vec<String> = Vec::new();
         let mut attempt = 1;
         let reply = loop {
@@ -669,6 +686,9 @@ impl Client {
     /// Says on standard error, once per silence, that the program is waiting for the broker,
     /// when it has been silent for a second beyond the `held` time it was asked to take.
     fn note_silence(&self, held: Duration) {
+        if self.quiet {
+            return;
+        }
         let Some(since) = self.silences[self.endpoints.position()] else { return };
         let waited = since.elapsed();
         let budget = self.timeout.max(held + self.timeout / 2);

@@ -485,7 +485,7 @@ pub fn reset_group(session: &Session, body: &[u8]) -> Reply {
         _ => return Reply::error(400, "reset to earliest, latest or an offset"),
     };
     let result = session.pool.with(|client| {
-        crate::group::reset_unless_active(client, &form.group, &form.topic, to, form.force)
+        crate::reset::reset_unless_active(client, &form.group, &form.topic, to, form.force)
     });
     match result {
         Ok(committed) => Reply::json(&json!({ "committed_offset": committed })),
