@@ -542,15 +542,39 @@ pub fn produce(session: &Session, body: &[u8]) -> Reply {
 struct CreateForm {
     /// The new topic's name.
     name: String,
+    /// Keep about this many of its newest messages (else the broker's limit).
+    #[serde(default)]
+    retention_messages: Option<u64>,
+    /// Keep about this many bytes of its newest keys and values.
+    #[serde(default)]
+    retention_bytes: Option<u64>,
+    /// Keep its messages this long, as people write it (`7d`, `12h`).
+    #[serde(default)]
+    retention_time: Option<String>,
 }
 
-/// `POST /api/topics` with `{"name"}`: creates a topic with the broker's retention.
+/// `POST /api/topics` with `{"name", "retention_messages"?, "retention_bytes"?,
+/// "retention_time"?}`: creates a topic, with the broker's retention where none is given.
 pub fn create_topic(session: &Session, body: &[u8]) -> Reply {
     let form: CreateForm = match serde_json::from_slice(body) {
         Ok(form) => form,
         Err(e) => return Reply::error(400, &format!("not a topic form: {e}")),
     };
-    let request = Request::CreateTopic { topic: &form.name, retention: Retention::default() };
+    let ms = match form.retention_time.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(time) => Some(u64::try_from(time.as_millis()).unwrap_or(u64::MAX)),
+            Err(e) => {
+                return Reply::error(
+                    400,
+                    &format!("keep for {text:?}: {e}; write it as 30s, 12h or 7d"),
+                )
+            }
+        },
+    };
+    let retention =
+        Retention { messages: form.retention_messages, bytes: form.retention_bytes, ms };
+    let request = Request::CreateTopic { topic: &form.name, retention };
     let result = session.pool.with(|client| {
         client.call(&request, |response| match response {
             Response::Created { .. } => Ok(()),

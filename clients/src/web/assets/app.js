@@ -549,7 +549,12 @@ $("create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const name = $("create-name").value;
   const out = $("create-result");
-  const data = await call("POST", "/api/topics", { name });
+  const body = { name };
+  const number = (id) => $(id).value === "" ? undefined : Number($(id).value);
+  body.retention_messages = number("create-retention-messages");
+  body.retention_bytes = number("create-retention-bytes");
+  if ($("create-retention-time").value.trim()) body.retention_time = $("create-retention-time").value;
+  const data = await call("POST", "/api/topics", body);
   out.className = data.error ? "error" : "ok";
   out.textContent = data.error ? "not created: " + data.error : "created " + name;
 });
@@ -648,6 +653,7 @@ async function showView() {
   $("search-regex").checked = !!view.regex;
   if (!view.topic) {
     stopFollow();
+    pagingDisabled(true);
     return;
   }
   state.topic = view.topic;
