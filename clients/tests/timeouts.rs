@@ -114,9 +114,13 @@ fn a_follower_is_told_at_once_when_its_broker_shuts_down() {
     let mut member =
         Running::consumer(&broker, &["--timeout", "5s", "follow", "Hola mundo", "--group", "g"]);
     member.wait_stderr("following");
-    // Both wait in a held fetch at the end of their topic now (the member after its first
-    // batch).
+    // Both wait in a held fetch at the end of their topic now (the member once it has
+    // acknowledged its first batch).
     assert_eq!(member.stdout_lines(3).len(), 3);
+    let deadline = Instant::now() + STEP;
+    while !consumer(&broker, &["--json", "groups", "g"]).stdout.contains("\"committed_offset\":3") {
+        assert!(Instant::now() < deadline, "the member did not acknowledge its batch");
+    }
     let stopped = Instant::now();
     broker.interrupt();
     for reader in [follow, member] {

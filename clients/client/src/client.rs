@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::{
-    decode_response, encode_request, Append, BrokerStatus, Fetch, GroupFetch, GroupInfo,
+    decode_response, encode_request, Append, BrokerStatus, ErrorCode, Fetch, GroupFetch, GroupInfo,
     GroupStart, Message, NewMessage, Request, ResetTo, Response, TopicInfo, MAX_WAIT_MS,
 };
 use tracing::debug;
@@ -49,7 +49,8 @@ static WAIT_NOTED: AtomicBool = AtomicBool::new(false);
 ///
 /// With several endpoints ([`Client::connect_to`]), the client talks to one at a time, the
 /// first to begin with. The fresh socket made after a request got no reply connects to the next
-/// endpoint (after the last, the first), and a line on standard error says so. Each endpoint
+/// endpoint (after the last, the first), and a line on standard error says so; so does a
+/// request safe to repeat that a stopping broker process answered `shutting_down`. Each endpoint
 /// has a budget of its own, counted from the first request it left unanswered; a reply from any
 /// of them ends every silence. A request safe to repeat is tried once on each endpoint in turn,
 /// every try but the last with half of what is left of its endpoint's budget: with one of two
@@ -339,6 +340,25 @@ impl Client {
                         break Err(ClientError::Unreachable { endpoint: silent.join(" or ") });
                     }
                     debug!(op = request.op(), "no reply in time; retrying on a new socket");
+                    attempt += 1;
+                }
+                // A broker process stopping cleanly says so: with several endpoints, a request
+                // safe to repeat goes on to the next at once.
+                Ok(reply)
+                    if attempt < attempts
+                        && self.endpoints.len() > 1
+                        && matches!(
+                            decode_response(&reply),
+                            Ok(Response::Error { code: ErrorCode::ShuttingDown, .. })
+                        ) =>
+                {
+                    let stopping = self.endpoint().to_owned();
+                    self.endpoints.advance();
+                    eprintln!(
+                        "the broker at {stopping} is shutting down; moving to {}",
+                        self.endpoint()
+                    );
+                    self.reopen()?;
                     attempt += 1;
                 }
                 other => break other,
@@ -805,7 +825,7 @@ fn unexpected(request: &Request<'_>, response: &Response<'_>) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{encode_response, ErrorCode};
+    use protocol::encode_response;
     use std::thread;
 
     /// A REP socket on an ephemeral loopback port answering each request with `answer`.
