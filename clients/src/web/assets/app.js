@@ -588,10 +588,12 @@ function messageRow(m) {
     keyCell.classList.add("hex");
     keyCell.title = "not UTF-8: shown as hex";
   }
-  const copy = button("copy", () => copyText(JSON.stringify({
-    topic, offset: m.offset, timestamp: m.timestamp, key: m.key, value: m.value,
-    ...(m.key_hex ? { key_hex: true } : {}), ...(m.value_hex ? { value_hex: true } : {}),
-  }), copy), "copy message " + m.offset);
+  // One listener on the table (below) serves every row's copy button: a followed topic draws
+  // hundreds of rows a second.
+  const copy = document.createElement("button");
+  copy.type = "button";
+  copy.textContent = "copy";
+  copy.setAttribute("aria-label", "copy message " + m.offset);
   copy.className = "link copy-message";
   const actions = document.createElement("td");
   actions.appendChild(copy);
@@ -603,8 +605,23 @@ function messageRow(m) {
     actions,
   ]);
   tr.dataset.offset = m.offset;
+  shownMessages.set(tr, { topic, m });
   return tr;
 }
+
+// The message each row of the Messages table shows, for its copy button.
+const shownMessages = new WeakMap();
+
+$("messages").addEventListener("click", (event) => {
+  const copy = event.target.closest("button.copy-message");
+  const shown = copy && shownMessages.get(copy.closest("tr"));
+  if (!shown) return;
+  const { topic, m } = shown;
+  copyText(JSON.stringify({
+    topic, offset: m.offset, timestamp: m.timestamp, key: m.key, value: m.value,
+    ...(m.key_hex ? { key_hex: true } : {}), ...(m.value_hex ? { value_hex: true } : {}),
+  }), copy);
+});
 
 function messagesError(text) {
   $("messages-error").hidden = !text;
