@@ -752,17 +752,13 @@ impl Server<'_> {
         for waiting in claims {
             self.outbox.push(waiting.envelope, shutting_down());
         }
+        // A held fetch has nothing to give (what came was served in its pass): its reader is
+        // told the broker stops, rather than left to find out from the silence that follows.
         for held in fetches {
-            self.answer_fetch(held, Instant::now());
+            self.outbox.push(held.envelope, shutting_down());
         }
         for held in self.waiting.take_all_group_fetches() {
-            let response = group_fetch::nothing(
-                &*self.broker.store,
-                &self.broker.groups,
-                &held.group,
-                &held.topic,
-            );
-            self.outbox.push(held.envelope, response);
+            self.outbox.push(held.envelope, shutting_down());
         }
         for _ in 0..PASS_REQUESTS {
             let Ok(Some(frames)) = self.receive() else { break };

@@ -101,7 +101,7 @@ impl ConnectArgs {
             (None, Ok(env)) => (env, ENDPOINT_ENV),
             (None, Err(_)) => (protocol::DEFAULT_ENDPOINT.to_owned(), "the default"),
         };
-        Endpoints::parse(&given).map_err(|source| ClientError::Endpoint { from, source })
+        Endpoints::parse(&given).map_err(|reason| ClientError::Endpoint { from, reason })
     }
 }
 

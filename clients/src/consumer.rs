@@ -7,7 +7,7 @@
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use protocol::{
     validate_group_name, validate_topic_name, ErrorCode, Fetch, DEFAULT_FETCH_BYTES,
     MAX_FETCH_MESSAGES,
@@ -58,21 +58,31 @@ Consumer groups:
   fetch and follow with --group NAME read as a member of that group: each message goes to one
   member, and what a member prints it acknowledges (unless --no-auto-ack). A message printed
   and not acknowledged within the broker's --group-ack-timeout goes to a member again. A group
-  new on a topic starts at its first message (--group-start latest: at its end).
+  new on a topic starts at its first message (--group-start latest: at its end).";
+
+/// What `consumer --help` says below the commands: where the rest is.
+const MAIN_HELP: &str = "\
+`consumer COMMAND --help` shows a command's own flags, and for fetch and follow the output
+formats (text and --json) and consumer groups. Kafka's own line, `consumer --bootstrap-server
+HOST:PORT --topic TOPIC [--from-beginning]`, is read as `follow`.
 
 Without a command, on a terminal, the consumer walks through brokers, topics and messages
 interactively.";
 
+/// The flags `consumer --help` leaves to the commands whose own they are (they are still
+/// accepted before the command's name, as they always were).
+const COMMAND_FLAGS: [&str; 5] = ["print_key", "print_timestamp", "property", "broker", "wait"];
+
 /// Read from the broker, like Kafka's console consumer.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "consumer", version, after_help = FORMATS_HELP)]
+#[command(name = "consumer", version, after_help = MAIN_HELP)]
 #[command(about = "Show the logical brokers, list topics, and fetch or follow messages")]
 pub struct ConsumerArgs {
     /// Where the broker is and how long to wait for it.
     #[command(flatten)]
     pub connection: ConnectArgs,
 
-    /// Print one JSON object per line (see below).
+    /// Print one JSON object per line instead of text (fields: `consumer fetch --help`).
     #[arg(long, global = true, display_order = 102)]
     pub json: bool,
 
@@ -104,6 +114,7 @@ pub enum Command {
     ///
     /// Reads to the end of the topic as it was when the fetch started, unless --max stops it
     /// first.
+    #[command(after_help = FORMATS_HELP)]
     Fetch {
         /// The topic to read.
         #[command(flatten)]
@@ -135,6 +146,7 @@ pub enum Command {
     /// not exist yet. An offset that is no longer (or not yet) available restarts the follow
     /// from the first available one. With --group, reads what the group has not yet been
     /// delivered, sharing the messages with the group's other members.
+    #[command(after_help = FORMATS_HELP)]
     Follow {
         /// The topic to follow.
         #[command(flatten)]
@@ -202,6 +214,40 @@ pub enum Command {
     /// Measure fetch throughput and latency, like Kafka's consumer perf test.
     #[command(after_help = perf::CONSUME_HELP)]
     Perf(ConsumePerfArgs),
+}
+
+impl ConsumerArgs {
+    /// The command line `args` (the program's name first), or clap's error (help and version
+    /// included) to exit with. Kafka's console consumer's line, with `--topic` and no command
+    /// (`consumer --bootstrap-server H:P --topic T --from-beginning`), is read as `follow`.
+    ///
+    /// # Errors
+    /// The arguments are not the consumer's.
+    pub fn parse_from_args(args: Vec<std::ffi::OsString>) -> Result<ConsumerArgs, clap::Error> {
+        let parse = |args: &[std::ffi::OsString]| {
+            let mut command = ConsumerArgs::command();
+            for id in COMMAND_FLAGS {
+                command = command.mut_arg(id, |arg| arg.hide(true));
+            }
+            command
+                .try_get_matches_from(args)
+                .and_then(|matches| ConsumerArgs::from_arg_matches(&matches))
+        };
+        let first = parse(&args);
+        let kafka_line = args
+            .iter()
+            .skip(1)
+            .any(|a| a.to_str().is_some_and(|a| a == "--topic" || a.starts_with("--topic=")));
+        match first {
+            Err(e) if kafka_line && e.kind() == clap::error::ErrorKind::UnknownArgument => {
+                let mut followed = args.clone();
+                followed.insert(1.min(followed.len()), "follow".into());
+                // Its errors are then those of `follow`, which the line was meant as.
+                parse(&followed)
+            }
+            other => other,
+        }
+    }
 }
 
 /// Where a follow starts.
@@ -332,7 +378,10 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
         }
     };
     let flushed = out.flush().map_err(ClientError::output);
-    claim::release(&mut client, &claimed);
+    // A broker shutting down ends every claim with it, and answers nothing more.
+    if !matches!(&result, Err(e) if e.broker_code() == Some(ErrorCode::ShuttingDown)) {
+        claim::release(&mut client, &claimed);
+    }
     result.and(flushed)
 }
 
@@ -452,6 +501,8 @@ impl Follow<'_> {
         );
         let mut printed = 0;
         let mut waiting_for_topic = false;
+        // Whether the topic was read: a topic missing after that was deleted, not yet made.
+        let mut seen = false;
         while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
             let want = max.map_or(u64::from(MAX_FETCH_MESSAGES), |max| max - printed);
             let request = Fetch {
@@ -471,6 +522,7 @@ impl Follow<'_> {
                     printed += count;
                     offset = next_offset;
                     waiting_for_topic = false;
+                    seen = true;
                 }
                 Err(ClientError::Interrupted) => break,
                 Err(ClientError::Broker { code: ErrorCode::OffsetOutOfRange, range, .. }) => {
@@ -490,7 +542,11 @@ impl Follow<'_> {
                 }
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
                     if !waiting_for_topic {
-                        eprintln!("topic {topic} does not exist (any more); waiting for it");
+                        if seen {
+                            eprintln!("topic {topic} was deleted; waiting for it to be made again");
+                        } else {
+                            eprintln!("topic {topic} does not exist yet; waiting for it");
+                        }
                         waiting_for_topic = true;
                     }
                     offset = 0;

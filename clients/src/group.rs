@@ -196,7 +196,7 @@ impl Member<'_> {
     /// A request failed in a way a follow cannot get over.
     pub fn follow(&mut self, max: Option<u64>, out: &mut impl Write) -> Result<()> {
         let (group, topic) = (self.reading.group, self.reading.topic);
-        let Some(joined) = self.join()? else { return Ok(()) };
+        let Some(joined) = self.join(false)? else { return Ok(()) };
         eprintln!(
             "following {topic} in group {group} on logical broker {} ({} member{}, committed \
              offset {} of {}, ack timeout {:?}); Ctrl-C to stop",
@@ -219,7 +219,7 @@ impl Member<'_> {
                 Err(ClientError::Interrupted) => break,
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
                     claim::reclaim(self.client, self.claimed, self.spec)?;
-                    if self.join()?.is_none() {
+                    if self.join(true)?.is_none() {
                         break;
                     }
                 }
@@ -229,7 +229,7 @@ impl Member<'_> {
                         Some(ErrorCode::UnknownMember | ErrorCode::UnknownTopic)
                     ) =>
                 {
-                    if self.join()?.is_none() {
+                    if self.join(true)?.is_none() {
                         break;
                     }
                 }
@@ -240,9 +240,9 @@ impl Member<'_> {
         Ok(())
     }
 
-    /// Joins the group, waiting for the topic if it does not exist (yet, or any more); `None`
-    /// when Ctrl-C came first.
-    fn join(&mut self) -> Result<Option<Joined>> {
+    /// Joins the group, waiting for the topic if it does not exist (yet, or any more after
+    /// it was `seen`); `None` when Ctrl-C came first.
+    fn join(&mut self, seen: bool) -> Result<Option<Joined>> {
         let (group, topic) = (self.reading.group, self.reading.topic);
         let mut waiting = false;
         while !self.shutdown.is_signalled() {
@@ -251,7 +251,11 @@ impl Member<'_> {
                 Err(ClientError::Interrupted) => return Ok(None),
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
                     if !waiting {
-                        eprintln!("topic {topic} does not exist (any more); waiting for it");
+                        if seen {
+                            eprintln!("topic {topic} was deleted; waiting for it to be made again");
+                        } else {
+                            eprintln!("topic {topic} does not exist yet; waiting for it");
+                        }
                         waiting = true;
                     }
                     self.shutdown.pause(TOPIC_RETRY);
@@ -374,22 +378,7 @@ pub fn reset(
     json: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    if !force {
-        let members = match client.list_groups(Some(group), Some(topic)) {
-            Ok(groups) => groups.into_iter().flat_map(|g| g.members).collect(),
-            // No state yet: nobody reads it.
-            Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        if !members.is_empty() {
-            return Err(ClientError::GroupActive {
-                group: group.to_owned(),
-                topic: topic.to_owned(),
-                members,
-            });
-        }
-    }
-    let committed = client.reset_group(group, topic, to)?;
+    let committed = crate::reset::reset_unless_active(client, group, topic, to, force)?;
     output::write_reset(out, group, topic, committed, json).map_err(ClientError::output)
 }
 

@@ -4,7 +4,9 @@
 //! Ctrl-C all give the claim back. A topic's messages come a page at a time, with ways to jump
 //! to an offset and to the end; after Esc the walk comes back to the page and the line it was
 //! on, and to the same page of a topic entered again while the broker is still claimed. While a broker is claimed a thread renews its lease, since a
-//! person may read a message for longer than the lease lasts.
+//! person may read a message for longer than the lease lasts; and all along another asks the
+//! broker how it is, so that a broker gone while a menu waits for a key ends the walk within
+//! the timeout, saying so.
 
 use std::collections::HashMap;
 use std::io;
@@ -59,6 +61,7 @@ struct Shown {
 pub fn run(client: &mut Client, spec: &ClaimSpec, shutdown: &Shutdown) -> Result<()> {
     let term = Term::stdout();
     let theme = ColorfulTheme::default();
+    let _watchdog = Watchdog::start(client.sibling()?.quiet());
     let result = walk(client, spec, &term, &theme);
     let _ = term.show_cursor();
     match result {
@@ -395,7 +398,9 @@ impl Renewer {
     /// Starts renewing `claimed` every third of its lease through `client`.
     fn start(client: Client, claimed: Claimed) -> Renewer {
         let cancel = Shutdown::new();
-        let mut client = client.with_shutdown(cancel.clone());
+        // Quiet: a note about the broker under a menu would land in the middle of it; the
+        // watchdog says what matters.
+        let mut client = client.with_shutdown(cancel.clone()).quiet();
         let (stop, stopped) = mpsc::channel::<()>();
         let every = (claimed.lease / 3).max(Duration::from_millis(100));
         let thread = thread::spawn(move || {
@@ -418,6 +423,84 @@ impl Drop for Renewer {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Asks the broker how it is every [`BEAT`] while a person looks at a menu, which waits for
+/// a key and for nothing else: a broker that does not answer within the timeout ends the walk
+/// then, saying so, instead of at the person's next key.
+struct Watchdog {
+    /// Dropping it wakes the thread to end.
+    stop: Option<Sender<()>>,
+    /// Signalled on drop, to cut short a request waiting for a broker that does not answer.
+    cancel: Shutdown,
+    /// The watching thread.
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How often the watchdog asks.
+const BEAT: Duration = Duration::from_millis(500);
+
+impl Watchdog {
+    /// Starts watching through `client`, a connection of its own.
+    fn start(client: Client) -> Watchdog {
+        let cancel = Shutdown::new();
+        let mut client = client.with_shutdown(cancel.clone());
+        let terminal = Terminal::save();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(BEAT) {
+                match client.status() {
+                    Err(e @ ClientError::Unreachable { .. }) => {
+                        // The menu's thread waits in a read of the terminal that nothing but
+                        // a key ends: put the terminal back as it was and end from here.
+                        terminal.restore();
+                        let term = Term::stderr();
+                        let _ = term.show_cursor();
+                        let _ = term.write_line("");
+                        eprintln!("error: {e}: it stopped answering; leaving the walk");
+                        std::process::exit(1);
+                    }
+                    Err(ClientError::Interrupted) => break,
+                    Err(e) => debug!("the watchdog's status failed: {e}"),
+                    Ok(_) => {}
+                }
+            }
+        });
+        Watchdog { stop: Some(stop), cancel, thread: Some(thread) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.cancel.trigger();
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The terminal's settings on standard input as the walk began, if it is a terminal.
+struct Terminal(Option<libc::termios>);
+
+impl Terminal {
+    /// Reads the settings now.
+    fn save() -> Terminal {
+        let mut settings = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr writes a whole termios into the pointer it is given, which points
+        // to one, and reports whether it did.
+        let read = unsafe { libc::tcgetattr(libc::STDIN_FILENO, settings.as_mut_ptr()) };
+        // SAFETY: initialized by the successful call above.
+        Terminal((read == 0).then(|| unsafe { settings.assume_init() }))
+    }
+
+    /// Puts the settings back (a menu reading a key keeps the terminal raw meanwhile).
+    fn restore(&self) {
+        if let Some(settings) = &self.0 {
+            // SAFETY: a valid termios read by tcgetattr, applied to the same descriptor.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, settings) };
         }
     }
 }

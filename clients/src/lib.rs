@@ -14,6 +14,7 @@ pub mod interactive;
 pub mod output;
 pub mod perf;
 pub mod producer;
+pub mod reset;
 pub mod web;
 
 pub use ::client::{client, endpoints, error, security, shutdown};

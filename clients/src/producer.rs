@@ -280,6 +280,9 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
     if result.is_ok() || produced.messages > 0 {
         writeln!(io::stdout(), "{produced}").map_err(ClientError::output)?;
     }
+    if matches!(result, Err(ClientError::Interrupted)) {
+        eprintln!("interrupted while waiting for the broker: the last append may have been stored");
+    }
     result
 }
 

@@ -72,6 +72,8 @@ fn a_bad_address_says_what_form_is_expected() {
         let out = run(CONSUMER, args);
         out.assert_code(2);
         assert!(out.stderr.contains("expected HOST:PORT or tcp://HOST:PORT"), "{}", out.stderr);
+        // Said once, not once more as its own cause.
+        assert_eq!(out.stderr.matches("invalid endpoint").count(), 1, "{}", out.stderr);
     }
     let out = run(PRODUCER, &["--connect", "udp://127.0.0.1:1", "t", "m"]);
     out.assert_code(2);

@@ -106,6 +106,9 @@ fn follow_restarts_from_the_first_kept_offset_after_retention() {
     let out = consumer(&broker, &["fetch", "kept", "--offset", "0"]);
     out.assert_code(1);
     assert!(out.stderr.contains("(offset_out_of_range)"), "{}", out.stderr);
+    // In words, not in a programming language's range syntax.
+    assert!(out.stderr.contains("which can be read from offset"), "{}", out.stderr);
+    assert!(!out.stderr.contains("..="), "{}", out.stderr);
     let mut follow = Running::consumer(&broker, &["follow", "kept", "--offset", "0"]);
     let note = follow.wait_stderr("restarting");
     assert!(note.contains(&format!("restarting from offset {first}")), "{note}");
@@ -119,12 +122,21 @@ fn follow_restarts_from_the_first_kept_offset_after_retention() {
 fn follow_waits_for_a_topic_that_does_not_exist_yet() {
     let broker = preloaded_broker();
     let (mut follow, _) = start_follow(&broker, &["later", "--json"]);
-    follow.wait_stderr("does not exist");
+    let note = follow.wait_stderr("does not exist");
+    assert_eq!(note, "topic later does not exist yet; waiting for it");
     producer(&broker, &["later", "finally"]).assert_success();
     let line = follow.stdout_lines(1).remove(0);
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!((v["topic"].as_str(), v["offset"].as_u64()), (Some("later"), Some(0)));
     assert_eq!(v["value"], "finally");
+    // Deleted once read: said so, and it waits for the topic to be made again.
+    let context = zmq::Context::new();
+    let reply = testkit::round_trip(
+        &broker.req(&context),
+        &protocol::Request::DeleteTopic { topic: "later" },
+    );
+    assert!(String::from_utf8_lossy(&reply).contains("deleted"), "{reply:?}");
+    follow.wait_stderr("topic later was deleted; waiting for it to be made again");
     follow.interrupt();
     assert_eq!(follow.wait_exit().0.code(), Some(130));
     broker.interrupt();

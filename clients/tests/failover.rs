@@ -260,3 +260,30 @@ fn a_claim_held_through_the_killed_broker_frees_up_on_the_other_when_its_lease_e
     assert_eq!(exit.code(), Some(130), "{stderr:#?}");
     pair.stop();
 }
+
+#[test]
+fn a_follower_moves_on_at_once_when_its_broker_stops_cleanly() {
+    let mut pair = Pair::start();
+    let connect = pair.both();
+    run(PRODUCER, &["--connect", &pair.a_endpoint, "t", "first"]).assert_success();
+    let mut follower = Running::start(
+        CONSUMER,
+        &["--connect", &connect, "--timeout", TIMEOUT, "follow", "t", "--from-beginning"],
+        &[],
+    );
+    assert_eq!(follower.wait_stdout("first"), "0\tfirst");
+    // A stops as Ctrl-C stops it: the follower's held fetch is told so, and it goes on
+    // through B without waiting out its timeout.
+    let stopped = Instant::now();
+    pair.a.take().expect("broker A is running").interrupt();
+    follower.wait_stderr("is shutting down; moving to");
+    run(PRODUCER, &["--connect", &pair.b.endpoint, "t", "second"]).assert_success();
+    assert_eq!(follower.wait_stdout("second"), "1\tsecond");
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(2), "the follower went on after {took:?}");
+    follower.interrupt();
+    let (exit, _, stderr) = follower.wait_exit();
+    assert_eq!(exit.code(), Some(130), "{stderr:#?}");
+    assert!(!stderr.iter().any(|l| l.contains("not reachable")), "{stderr:#?}");
+    pair.stop();
+}

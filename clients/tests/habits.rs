@@ -147,6 +147,64 @@ fn properties_and_timestamps_as_kafka_prints_them() {
 }
 
 #[test]
+fn kafkas_console_consumer_line_without_a_command_follows() {
+    let broker = preloaded_broker();
+    let mut follow = Running::start(
+        CONSUMER,
+        &["--bootstrap-server", &broker.endpoint, "--topic", "Hola mundo", "--from-beginning"],
+        &[],
+    );
+    assert_eq!(follow.stdout_lines(3), ["0\tmensaje 1", "1\tmensaje 2", "2\tmensaje 3"]);
+    producer(&broker, &["Hola mundo", "otro"]).assert_success();
+    assert_eq!(follow.stdout_lines(1), ["3\totro"]);
+    follow.interrupt();
+    assert_eq!(follow.wait_exit().0.code(), Some(130));
+    // With --max-messages it ends by itself, as Kafka's does.
+    let out = run(
+        CONSUMER,
+        &[
+            "--bootstrap-server",
+            &broker.endpoint,
+            "--topic=Hola mundo",
+            "--from-beginning",
+            "--max-messages",
+            "1",
+        ],
+    );
+    assert_eq!(out.assert_success().lines(), ["0\tmensaje 1"]);
+    // A mistake is still reported as one.
+    let out = run(CONSUMER, &["--bootstrap-server", &broker.endpoint, "--topic", "t", "--nope"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("--nope"), "{}", out.stderr);
+    broker.interrupt();
+}
+
+#[test]
+fn consumer_help_is_short_and_each_commands_help_has_what_it_promises() {
+    let out = run(CONSUMER, &["--help"]);
+    out.assert_success();
+    let lines = out.stdout.lines().count();
+    assert!(lines <= 40, "consumer --help is {lines} lines:\n{}", out.stdout);
+    for flag in ["--print-key", "--print-timestamp", "--property", "--broker", "--wait"] {
+        assert!(!out.stdout.contains(flag), "consumer --help lists {flag}");
+    }
+    assert!(!out.stdout.contains("see below"), "{}", out.stdout);
+    for command in ["fetch", "follow"] {
+        let out = run(CONSUMER, &[command, "--help"]);
+        out.assert_success();
+        assert!(out.stdout.contains("--print-key") && out.stdout.contains("--broker"));
+        // What --json points to is there.
+        assert!(out.stdout.contains("--json prints one JSON object a line"), "{}", out.stdout);
+        assert!(!out.stdout.contains("see below"), "{}", out.stdout);
+    }
+    // Still accepted before the command's name, as before.
+    let broker = preloaded_broker();
+    let out = consumer(&broker, &["--print-key", "fetch", "Hola mundo", "--max", "1"]);
+    assert_eq!(out.assert_success().lines(), ["0\tnull\tmensaje 1"]);
+    broker.interrupt();
+}
+
+#[test]
 fn help_shows_what_a_command_uses() {
     for command in ["ack", "groups", "group-reset"] {
         let out = run(CONSUMER, &[command, "--help"]);

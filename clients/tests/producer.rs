@@ -110,7 +110,7 @@ fn keys_are_stored_and_printed() {
 fn ctrl_c_while_reading_sends_what_was_read() {
     let broker = preloaded_broker();
     let args = ["--connect", &broker.endpoint, "typed"];
-    let mut typing = Running::start(PRODUCER, &args, &[("RUST_LOG", "clients=debug")]);
+    let mut typing = Running::start(PRODUCER, &args, &[("RUST_LOG", "clients=debug,client=debug")]);
     typing.write_stdin(b"one\ntwo\n");
     // A terminal hands over each line as it is typed; here both came in one read.
     typing.wait_stderr("appended");

@@ -82,6 +82,58 @@ fn follow_gives_up_within_its_timeout_when_the_broker_stops() {
 }
 
 #[test]
+fn ctrl_c_ends_a_producer_waiting_on_a_frozen_broker_at_once_with_130() {
+    let broker = preloaded_broker();
+    broker.signal("STOP");
+    let mut producer = Running::start(
+        PRODUCER,
+        &["--connect", &broker.endpoint, "--timeout", "20s", "Hello world", "stuck"],
+        &[],
+    );
+    // It waits: after a second a note says so.
+    producer.wait_stderr("waiting for the broker at");
+    producer.interrupt();
+    let interrupted = Instant::now();
+    let (status, _, stderr) = producer.wait_exit();
+    let took = interrupted.elapsed();
+    broker.signal("CONT");
+    assert_eq!(status.code(), Some(130), "{stderr:?}");
+    assert!(took < GRACE + SLACK, "took {took:?}; {stderr:?}");
+    assert!(
+        stderr.iter().any(|l| l.contains("the last append may have been stored")),
+        "{stderr:?}"
+    );
+    broker.interrupt();
+}
+
+#[test]
+fn a_follower_is_told_at_once_when_its_broker_shuts_down() {
+    let broker = preloaded_broker();
+    let mut follow = Running::consumer(&broker, &["--timeout", "5s", "follow", "Hello world"]);
+    follow.wait_stderr("following");
+    let mut member =
+        Running::consumer(&broker, &["--timeout", "5s", "follow", "Hola mundo", "--group", "g"]);
+    member.wait_stderr("following");
+    // Both wait in a held fetch at the end of their topic now (the member once it has
+    // acknowledged its first batch).
+    assert_eq!(member.stdout_lines(3).len(), 3);
+    let deadline = Instant::now() + STEP;
+    while !consumer(&broker, &["--json", "groups", "g"]).stdout.contains("\"committed_offset\":3") {
+        assert!(Instant::now() < deadline, "the member did not acknowledge its batch");
+    }
+    let stopped = Instant::now();
+    broker.interrupt();
+    for reader in [follow, member] {
+        let (status, _, stderr) = reader.wait_exit();
+        let took = stopped.elapsed();
+        assert_eq!(status.code(), Some(1), "{stderr:?}");
+        assert!(took < Duration::from_secs(1) + SLACK, "took {took:?}; {stderr:?}");
+        assert!(stderr.iter().any(|l| l.contains("the broker is shutting down")), "{stderr:?}");
+        assert!(!stderr.iter().any(|l| l.contains("not reachable")), "{stderr:?}");
+    }
+}
+
+#[test]
 fn follow_gives_up_within_its_timeout_when_the_broker_is_killed() {
     let broker = preloaded_broker();
     let mut follow = Running::consumer(&broker, &["--timeout", "2s", "follow", "Hello world"]);

@@ -101,3 +101,29 @@ fn the_walk_gives_up_within_its_timeout_when_the_broker_is_killed() {
     // The timeout, half a second to give up and exit, and slack for a loaded machine.
     assert!(took < std::time::Duration::from_millis(3000), "took {took:?}");
 }
+
+#[test]
+fn the_walk_idle_at_a_menu_notices_a_dead_broker_says_so_and_exits() {
+    for menu in ["Logical brokers", "Topics on logical broker 1"] {
+        let broker = preloaded_broker();
+        let command = format!("{CONSUMER} --connect {} --timeout 2s", broker.endpoint);
+        let mut walk = Running::start("script", &["-qfec", &command, "/dev/null"], &[]);
+        walk.wait_stdout("Logical brokers");
+        if menu != "Logical brokers" {
+            walk.write_stdin(ENTER);
+            walk.wait_stdout(menu);
+        }
+        broker.signal("KILL");
+        let killed = std::time::Instant::now();
+        // No key is pressed: the walk finds out by itself.
+        let line = walk.wait_stdout("error: broker not reachable at");
+        assert!(line.contains("leaving the walk"), "{line}");
+        let (status, rest, _) = walk.wait_exit();
+        let took = killed.elapsed();
+        assert_eq!(status.code(), Some(1), "{line}");
+        // The timeout, the watchdog's half-second beat, and slack for a loaded machine.
+        assert!(took < std::time::Duration::from_millis(3500), "{menu}: took {took:?}");
+        // Nothing but the error under the menu: no note about waiting.
+        assert!(!rest.iter().any(|l| l.contains("waiting for the broker")), "{rest:?}");
+    }
+}

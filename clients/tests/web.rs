@@ -120,6 +120,61 @@ fn with_users_the_page_logs_in_and_shows_the_brokers_reason_for_a_refusal() {
     check("auth");
 }
 
+#[test]
+fn a_keyboard_focus_and_a_slow_click_survive_the_refreshes() {
+    check("focus");
+}
+
+#[test]
+fn a_100_kb_value_stays_within_a_screen_with_show_all_copy_and_download() {
+    check("large");
+}
+
+#[test]
+fn on_a_400_px_phone_every_control_is_on_the_screen_and_values_are_readable() {
+    check("phone");
+}
+
+#[test]
+fn pages_follow_next_offset_and_the_address_holds_the_view_for_back_and_bookmarks() {
+    check("paging");
+}
+
+#[test]
+fn a_follow_view_refused_with_503_tries_again_and_goes_live() {
+    check("retry");
+}
+
+#[test]
+fn a_stopped_broker_is_said_within_a_second_or_so_with_a_5_s_timeout() {
+    check("reconnecting");
+}
+
+#[test]
+fn a_thousand_topics_are_filtered_sorted_and_paged() {
+    check("many_topics");
+}
+
+#[test]
+fn the_small_ones_icon_labels_contrast_hex_marks_waiting_follow_and_chart_scale() {
+    check("small");
+}
+
+#[test]
+fn messages_are_searched_by_key_and_value_shown_newest_first_json_pretty_and_copied() {
+    check("search");
+}
+
+#[test]
+fn a_groups_offset_is_reset_from_the_page_with_the_clis_refusal_while_it_is_read() {
+    check("group_reset");
+}
+
+#[test]
+fn the_page_is_dark_when_the_system_is() {
+    check("dark");
+}
+
 /// A `web` process for one test, stopped when dropped.
 struct Console {
     /// The process.

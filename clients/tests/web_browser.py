@@ -9,6 +9,7 @@ looks at the page as a person would, stops what it started, and exits non-zero o
 Nothing is downloaded: Chromium is the system's (/usr/bin/chromium, or $CHROMIUM).
 """
 
+import json
 import os
 import select
 import signal
@@ -83,7 +84,7 @@ class Console:
     def __init__(self, broker, extra=(), env=None):
         self.process = subprocess.Popen(
             [os.environ["WEB_BIN"], "--connect", broker.endpoint, "--listen", "127.0.0.1:0",
-             "--timeout", "1s", *extra],
+             *([] if "--timeout" in extra else ["--timeout", "1s"]), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, **(env or {})})
         self.url = first_line(self.process, "serving ")
@@ -115,6 +116,7 @@ class Session:
             self.profile.name, executable_path=CHROMIUM, headless=True, args=FLAGS,
             viewport={"width": 1400, "height": 1000})
         self.dialogs = []
+        self.errors = []
         self.browser.on("page", lambda page: page.on("dialog", self._dialog))
         return self
 
@@ -125,11 +127,14 @@ class Session:
     def page(self, fragment=""):
         page = self.browser.new_page()
         page.on("dialog", self._dialog)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
         page.goto(self.console.url + "/" + fragment)
         return page
 
     def __exit__(self, *exc):
         try:
+            if not exc[0]:
+                assert not self.errors, f"the page's script failed: {self.errors}"
             self.browser.close()
             self.playwright.stop()
         finally:
@@ -315,6 +320,26 @@ def check_topic_admin():
         expect(page.locator("#create-result")).to_have_text("deleted made <here>", timeout=STEP * 1000)
         expect(row).to_have_count(0, timeout=STEP * 1000)
         assert not s.dialogs, f"a dialog opened: {s.dialogs}"
+    # A topic's own retention, set on creation: it keeps about 10 messages of 30.
+    with Session(["--segment-bytes", "256"]) as s:
+        page = s.page()
+        page.fill("#create-name", "short")
+        page.click("#create-retention summary")
+        page.fill("#create-retention-time", "a while")
+        page.click("#create-form button[type=submit]")
+        expect(page.locator("#create-result")).to_contain_text("write it as 30s, 12h or 7d", timeout=STEP * 1000)
+        page.fill("#create-retention-time", "")
+        page.fill("#create-retention-messages", "10")
+        page.click("#create-form button[type=submit]")
+        expect(page.locator("#create-result")).to_have_text("created short", timeout=STEP * 1000)
+        with pyclient().Client(s.broker.endpoint) as client:
+            for i in range(30):
+                client.append("short", [f"m{i}".encode()])
+        row = page.locator('#topics tr[data-topic="short"]')
+        expect(row.locator("td").nth(3)).to_have_text("30", timeout=STEP * 1000)
+        first = int(row.locator("td").nth(2).text_content())
+        assert 10 <= first <= 20, f"first offset {first}"
+        shot(page, "retention")
 
 
 def check_groups():
@@ -368,6 +393,9 @@ def check_auth():
             page.fill("#login-password", password)
             page.click("#login-form button[type=submit]")
             expect(page.locator("#who")).to_have_text("as user bob", timeout=STEP * 1000)
+            # Logged in: the form goes, "Log out" stays.
+            expect(page.locator("#login-form")).to_be_hidden()
+            expect(page.locator("#logout")).to_be_visible()
             expect(page.locator('#topics tr[data-topic="Hello world"]')).to_be_visible(timeout=STEP * 1000)
             expect(page.locator("#login-result")).to_be_hidden()
             page.fill("#produce-topic", "Hello world")
@@ -401,6 +429,433 @@ def check_auth():
             page.fill("#produce-value", "not carol's")
             page.click("#produce-form button[type=submit]")
             expect(page.locator("#produce-result")).to_contain_text("may not produce", timeout=STEP * 1000)
+
+
+def refreshed(page):
+    """Waits until the page's twice-a-second refresh has run once more."""
+    before = page.text_content("#updated")
+    expect(page.locator("#updated")).not_to_have_text(before or "", timeout=STEP * 1000)
+
+
+def check_focus():
+    """A keyboard user moves to a topic link while the refreshes run: the focus stays on it,
+    and Enter opens the topic. A press held across a refresh still clicks (a link and a
+    Delete button)."""
+    with Session() as s:
+        page = s.page()
+        link = page.locator('#topics tr[data-topic="Hello world"] a')
+        expect(link).to_be_visible(timeout=STEP * 1000)
+        # Tab from the filter box to the link, as a keyboard user would.
+        page.focus("#topics-filter")
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.textContent") == "Hello world":
+                break
+        assert page.evaluate("() => document.activeElement.textContent") == "Hello world", \
+            page.evaluate("() => document.activeElement.outerHTML")
+        for _ in range(3):
+            refreshed(page)
+        assert page.evaluate("() => document.activeElement.textContent") == "Hello world", \
+            "the refresh took the focus away"
+        page.keyboard.press("Enter")
+        expect(page.locator("#messages-topic")).to_have_text("of Hello world", timeout=STEP * 1000)
+        expect(page.locator('#messages tr[data-offset="2"]')).to_be_visible(timeout=STEP * 1000)
+        # A press held across a refresh, on a link: it opens its topic.
+        other = page.locator('#topics tr[data-topic="Hola mundo"] a')
+        box = other.bounding_box()
+        page.mouse.move(box["x"] + 5, box["y"] + 5)
+        page.mouse.down()
+        refreshed(page)
+        page.wait_for_timeout(300)  # the press itself: held 300 ms, as a person might
+        page.mouse.up()
+        expect(page.locator("#messages-topic")).to_have_text("of Hola mundo", timeout=STEP * 1000)
+        # And on a Delete button: it asks.
+        delete = page.locator('#topics tr[data-topic="Hallo welt"] button.delete')
+        box = delete.bounding_box()
+        page.mouse.move(box["x"] + 5, box["y"] + 5)
+        page.mouse.down()
+        refreshed(page)
+        page.wait_for_timeout(300)
+        page.mouse.up()
+        expect(page.locator('#topics tr[data-topic="Hallo welt"]')).to_contain_text("delete it and all its messages?")
+        # Every Delete button says which topic it deletes.
+        labels = page.eval_on_selector_all("#topics button", "bs => bs.map(b => b.getAttribute('aria-label'))")
+        names = [l for l in labels if l and l.startswith("Delete topic ")]
+        assert len(set(names)) == len(names) == 3, labels
+        shot(page, "focus")
+
+
+def check_large():
+    """Ten 100 KB values: each row stays within a screen in the messages view and the Consume
+    panel; show all, copy and download give the whole value."""
+    value = ("0123456789abcdef" * 6400)  # 102,400 characters
+    with Session() as s:
+        with pyclient().Client(s.broker.endpoint) as client:
+            client.create_topic("big")
+            client.append("big", [f"{i}{value}".encode() for i in range(10)])
+        s.browser.grant_permissions(["clipboard-read", "clipboard-write"])
+        page = s.page("#topic=big&offset=0")
+        rows = page.locator("#messages tbody tr")
+        expect(rows).to_have_count(10, timeout=STEP * 1000)
+        heights = page.eval_on_selector_all("#messages tbody tr", "rs => rs.map(r => r.getBoundingClientRect().height)")
+        assert max(heights) < 400, f"rows of {heights} px"
+        section = page.eval_on_selector("#messages-view", "e => e.getBoundingClientRect().height")
+        assert section < 1200, f"the messages view is {section} px tall"
+        first = rows.nth(0)
+        expect(first).to_contain_text("more characters")
+        shot(page, "large")
+        first.locator("button.show-all").click()
+        whole = first.locator("td").nth(3).locator(".preview")
+        expect(whole).to_have_text("0" + value)
+        height = first.evaluate("r => r.getBoundingClientRect().height")
+        assert height < 1000, f"the whole value makes a row {height} px tall"
+        first.locator("button.copy-value").click()
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert copied == "0" + value, f"copied {len(copied)} characters"
+        with page.expect_download() as download:
+            first.locator("button.download-value").click()
+        path = download.value.path()
+        with open(path) as f:
+            assert f.read() == "0" + value
+        # The Consume panel too.
+        page.click("#consume-claim")
+        expect(page.locator("#consume-state")).to_contain_text("holding", timeout=STEP * 1000)
+        page.select_option("#consume-topic", "big")
+        page.fill("#consume-offset", "0")
+        page.click("#consume-read")
+        expect(page.locator("#consume-messages tbody tr")).to_have_count(10, timeout=STEP * 1000)
+        panel = page.eval_on_selector("#consume-view", "e => e.getBoundingClientRect().height")
+        assert panel < 6000, f"the Consume panel is {panel} px tall"
+        page.locator('#consume-messages tr[data-offset="3"] button', has_text="Pick").click()
+        picked = page.eval_on_selector("#consume-picked", "e => e.getBoundingClientRect().height")
+        assert picked < 800, f"the picked message is {picked} px tall"
+        page.click("#consume-release")
+
+
+def check_phone():
+    """At 400 x 800 the page is no wider than the screen, every control is on it, and a
+    message's value has room to be read; the login form is reachable."""
+    with Session() as s:
+        subprocess.run([os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "fetch", "Hola mundo",
+                        "--group", "phone readers", "--max", "1"], capture_output=True, check=True, timeout=STEP)
+        page = s.page()
+        page.set_viewport_size({"width": 400, "height": 800})
+        page.goto(s.console.url + "/#topic=Hello%20world&offset=0")
+        page.reload()
+        expect(page.locator('#messages tr[data-offset="0"]')).to_be_visible(timeout=STEP * 1000)
+        expect(page.locator("#groups tbody tr")).to_have_count(1, timeout=STEP * 1000)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 400, f"the page is {width} px wide"
+        outside = page.evaluate("""() => [...document.querySelectorAll('button, input, select, textarea, a')]
+            .filter(e => e.offsetParent !== null)
+            .map(e => [e.id || e.textContent || e.getAttribute('aria-label'), e.getBoundingClientRect()])
+            .filter(([, r]) => r.left < 0 || r.right > 400 || r.width === 0)
+            .map(([name, r]) => name + ' ' + Math.round(r.left) + '..' + Math.round(r.right))""")
+        assert not outside, f"controls off the screen: {outside}"
+        value = page.locator('#messages tr[data-offset="0"] td').nth(3)
+        w = value.evaluate("e => e.getBoundingClientRect().width")
+        assert w >= 250, f"the value column is {w} px wide"
+        expect(value).to_have_text("message 1")
+        shot(page, "phone")
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=os.path.join(ARTEFACTS, "web-phone-top.png"))
+
+
+def check_paging():
+    """Pages cut by their byte budget: Next goes on from the `next_offset` the console gives,
+    End shows the last messages, and the address holds the view: Back and Forward bring the
+    pages back, a bookmark opens where it was, one without an offset at the end, and an
+    offset retention removed says so in words."""
+    with Session() as s:
+        with pyclient().Client(s.broker.endpoint) as client:
+            client.create_topic("wide")
+            for i in range(40):
+                client.append("wide", [(f"{i}").encode() + b"x" * 60000])
+        page = s.page("#topic=wide&offset=0")
+        first_rows = page.locator("#messages tbody tr")
+        expect(page.locator('#messages tr[data-offset="0"]')).to_be_visible(timeout=STEP * 1000)
+        count = first_rows.count()
+        assert 0 < count < 40, f"a page of {count} messages"
+        page.click("#next")
+        expect(page.locator("#messages tbody tr").first).to_have_attribute("data-offset", str(count), timeout=STEP * 1000)
+        assert f"offset={count}" in page.url, page.url
+        page.click("#end")
+        expect(page.locator("#messages tbody tr").last).to_have_attribute("data-offset", "39", timeout=STEP * 1000)
+        expect(page.locator("#next")).to_be_disabled()
+        page.go_back()
+        expect(page.locator("#messages tbody tr").first).to_have_attribute("data-offset", str(count), timeout=STEP * 1000)
+        page.go_back()
+        expect(page.locator("#messages tbody tr").first).to_have_attribute("data-offset", "0", timeout=STEP * 1000)
+        page.go_forward()
+        expect(page.locator("#messages tbody tr").first).to_have_attribute("data-offset", str(count), timeout=STEP * 1000)
+        # Enter in the offset field goes there.
+        page.fill("#jump-offset", "7")
+        page.press("#jump-offset", "Enter")
+        expect(page.locator("#messages tbody tr").first).to_have_attribute("data-offset", "7", timeout=STEP * 1000)
+        # A bookmark of that page, opened in another page.
+        bookmark = page.url
+        other = s.browser.new_page()
+        other.goto(bookmark)
+        expect(other.locator("#messages tbody tr").first).to_have_attribute("data-offset", "7", timeout=STEP * 1000)
+        # A link without an offset opens at the end.
+        other.goto(s.console.url + "/#topic=wide")
+        other.reload()
+        expect(other.locator("#messages tbody tr").last).to_have_attribute("data-offset", "39", timeout=STEP * 1000)
+        # Following: the paging buttons cannot mix old rows with live ones.
+        other.check("#follow")
+        expect(other.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
+        for button in ["#first", "#prev", "#next", "#end", "#jump"]:
+            expect(other.locator(button)).to_be_disabled()
+        assert "follow=1" in other.url
+        other.go_back()
+        expect(other.locator("#follow")).not_to_be_checked(timeout=STEP * 1000)
+        other.close()
+    # A topic whose first messages retention removed: a bookmark of offset 0 says so in words
+    # and offers the first message kept.
+    with Session(["--segment-bytes", "256"]) as s:
+        with pyclient().Client(s.broker.endpoint) as client:
+            client.request("create_topic", topic="trimmed", retention_messages=10)
+            for i in range(30):
+                client.append("trimmed", [f"m{i}".encode()])
+        page = s.page("#topic=trimmed&offset=0")
+        error = page.locator("#messages-error")
+        expect(error).to_be_visible(timeout=STEP * 1000)
+        text = error.text_content()
+        assert "retention" in text and "_" not in text and "..=" not in text, text
+        shot(page, "trimmed")
+        error.locator("a").click()
+        first = page.locator("#messages tbody tr").first
+        expect(first).to_be_visible(timeout=STEP * 1000)
+        assert int(first.get_attribute("data-offset")) >= 10
+
+
+def check_retry():
+    """A follow view the console refuses (every follow stream taken: 503) tries again by
+    itself and goes live once a stream is free."""
+    with Session() as s:
+        host = s.console.url.removeprefix("http://")
+        ip, port = host.rsplit(":", 1)
+        streams = []
+        try:
+            for _ in range(16):
+                sock = socket.create_connection((ip, int(port)), timeout=STEP)
+                sock.sendall(f"GET /api/follow?topic=Hola%20mundo HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                assert b"200 OK" in sock.recv(4096)
+                streams.append(sock)
+            page = s.page("#topic=Hello%20world&follow=1")
+            status = page.locator("#follow-status")
+            expect(status).to_contain_text("trying again", timeout=STEP * 1000)
+            shot(page, "follow-refused")
+        finally:
+            for sock in streams:
+                sock.close()
+        expect(status).to_have_text("live", timeout=STEP * 1000)
+        with pyclient().Client(s.broker.endpoint) as client:
+            offset = client.append("Hello world", [b"after the retry"])["first_offset"]
+        expect(page.locator(f'#messages tr[data-offset="{offset}"]')).to_be_visible(timeout=STEP * 1000)
+
+
+def check_reconnecting():
+    """With the console's usual 5 s timeout, a stopped broker is said within a second or so,
+    and what is shown is marked out of date; it clears when the broker is back."""
+    with Session(console_args=["--timeout", "5s"]) as s:
+        page = s.page()
+        expect(page.locator('#topics tr[data-topic="Hello world"]')).to_be_visible(timeout=STEP * 1000)
+        s.broker.stop()
+        stopped = time.monotonic()
+        expect(page.locator("#banner")).to_contain_text("reconnecting", timeout=STEP * 1000)
+        took = time.monotonic() - stopped
+        # A refresh may have just started when the broker stopped: its second, and the next.
+        assert took < 2.0, f"the banner came after {took:.1f} s"
+        expect(page.locator("body")).to_have_class("stale")
+        # An action meanwhile fails at once, not after the whole timeout.
+        page.fill("#produce-topic", "Hello world")
+        page.fill("#produce-value", "while the broker is away")
+        sent = time.monotonic()
+        page.click("#produce-form button[type=submit]")
+        expect(page.locator("#produce-result")).to_contain_text("not sent: broker not reachable", timeout=STEP * 1000)
+        took = time.monotonic() - sent
+        assert took < 1.0, f"the produce failed after {took:.1f} s"
+        shot(page, "reconnecting")
+        s.broker.start()
+        expect(page.locator("#banner")).to_be_hidden(timeout=STEP * 1000)
+        expect(page.locator("body")).not_to_have_class("stale")
+
+
+def check_many_topics():
+    """1,000 topics: a page of them at a time, a filter box, sorting, and a page of sane
+    height."""
+    with Session() as s:
+        with pyclient().Client(s.broker.endpoint) as client:
+            for i in range(1000):
+                client.create_topic(f"topic-{i:04}")
+            client.append("topic-0500", [b"a", b"b", b"c", b"d", b"e"])
+        page = s.page()
+        rows = page.locator("#topics tbody tr")
+        expect(page.locator("#topics-count")).to_have_text("1–50 of 1004", timeout=STEP * 1000)
+        expect(rows).to_have_count(50)
+        height = page.evaluate("() => document.documentElement.scrollHeight")
+        assert height < 4000, f"the page is {height} px tall"
+        page.click("#topics-next")
+        expect(page.locator("#topics-count")).to_have_text("51–100 of 1004")
+        page.fill("#topics-filter", "topic-05")
+        expect(page.locator("#topics-count")).to_have_text("1–50 of 100 matching")
+        page.fill("#topics-filter", "topic-0999")
+        expect(rows).to_have_count(1)
+        page.fill("#topics-filter", "")
+        page.click('#topics button.sort[data-sort="messages"]')
+        expect(rows.first).to_have_attribute("data-topic", "topic-0500")
+        shot(page, "many-topics")
+
+
+def check_small():
+    """The small ones: an icon; labels on fields; the muted text readable; hex marked in the
+    Consume panel; following a topic not made yet waits for it; the lag chart has a scale;
+    the login form goes once logged in (see auth)."""
+    with Session() as s:
+        page = s.page()
+        icon = page.request.get(s.console.url + "/favicon.ico")
+        assert icon.status == 200 and "svg" in icon.headers["content-type"], icon.status
+        for label in ["broker user", "password", "new topic", "filter topics"]:
+            expect(page.get_by_label(label, exact=True)).to_have_count(1)
+        ratio = page.evaluate("""() => {
+            const rgb = (c) => c.match(/\\d+/g).slice(0, 3).map(Number).map(v => v / 255)
+              .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+            const lum = (c) => { const [r, g, b] = rgb(c); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+            const muted = getComputedStyle(document.querySelector('#topics-view .muted, #topics-count')).color;
+            const back = getComputedStyle(document.querySelector('section')).backgroundColor;
+            const [a, b] = [lum(muted), lum(back)].sort((x, y) => y - x);
+            return (a + 0.05) / (b + 0.05);
+        }""")
+        assert ratio >= 4.5, f"muted text contrast {ratio:.2f}:1"
+        with pyclient().Client(s.broker.endpoint) as client:
+            client.append("Hello world", [(b"\xfe", b"\xff\x00ab")])
+        page.click("#consume-claim")
+        expect(page.locator("#consume-state")).to_contain_text("holding", timeout=STEP * 1000)
+        page.select_option("#consume-topic", "Hello world")
+        page.fill("#consume-offset", "3")
+        page.press("#consume-offset", "Enter")
+        hexed = page.locator('#consume-messages tr[data-offset="3"] td').nth(2)
+        expect(hexed).to_have_class("value hex", timeout=STEP * 1000)
+        page.locator('#consume-messages tr[data-offset="3"] button').click()
+        expect(page.locator("#consume-picked-value")).to_have_class("value hex")
+        expect(page.locator("#consume-picked-key")).to_have_class("hex")
+        page.click("#consume-release")
+        # Following a topic that does not exist yet waits for it, then shows its messages.
+        follower = s.page("#topic=later&follow=1")
+        expect(follower.locator("#follow-status")).to_contain_text("waiting for it", timeout=STEP * 1000)
+        with pyclient().Client(s.broker.endpoint) as client:
+            client.create_topic("later")
+            client.append("later", [b"made after the follow began"])
+        expect(follower.locator('#messages tr[data-offset="0"] td').nth(3)).to_have_text(
+            "made after the follow began", timeout=STEP * 1000)
+        # The lag chart's scale.
+        subprocess.run([os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "fetch", "Hola mundo",
+                        "--group", "g", "--max", "1"], capture_output=True, check=True, timeout=STEP)
+        chart = page.locator("#groups tbody tr", has_text="Hola mundo").locator("svg.chart")
+        expect(chart.locator("text").first).to_have_text("max 2", timeout=STEP * 1000)
+
+
+def check_search():
+    """Search by key and by value (substring and regular expression), newest first, JSON
+    pretty-printed and collapsible, a message copied."""
+    with Session() as s:
+        with pyclient().Client(s.broker.endpoint) as client:
+            client.create_topic("orders")
+            client.append("orders", [(f"user-{i % 3}".encode(), f'{{"order": {i}, "item": "thing {i}"}}'.encode())
+                                     for i in range(300)])
+        s.browser.grant_permissions(["clipboard-read", "clipboard-write"])
+        page = s.page("#topic=orders")
+        expect(page.locator('#messages tr[data-offset="299"]')).to_be_visible(timeout=STEP * 1000)
+        page.fill("#search-key", "user-1")
+        page.fill("#search-value", "thing 2")
+        page.click("#search")
+        rows = page.locator("#messages tbody tr")
+        # Keys user-1 are offsets 1, 4, 7, ...; of those, the ones with "thing 2" in the value,
+        # from the start of the topic.
+        expected = [i for i in range(300) if i % 3 == 1 and "thing 2" in f"thing {i}"]
+        expect(rows.first).to_have_attribute("data-offset", str(expected[0]), timeout=STEP * 1000)
+        offsets = [int(o) for o in rows.evaluate_all("rs => rs.map(r => r.dataset.offset)")]
+        assert offsets == expected[:50], (offsets, expected)
+        assert "key=user-1" in page.url
+        # A regular expression on the value.
+        page.fill("#search-key", "")
+        page.fill("#search-value", r'"order": 1\d\d,')
+        page.check("#search-regex")
+        page.click("#search")
+        expect(rows.first).to_have_attribute("data-offset", "100", timeout=STEP * 1000)
+        expect(rows).to_have_count(50)
+        page.click("#next")
+        expect(rows.first).to_have_attribute("data-offset", "150", timeout=STEP * 1000)
+        expect(rows).to_have_count(50)
+        # A bad pattern is refused in words.
+        page.fill("#search-value", "(")
+        page.click("#search")
+        expect(page.locator("#messages-error")).to_contain_text("not a regular expression", timeout=STEP * 1000)
+        page.click("#search-clear")
+        expect(page.locator('#messages tr[data-offset="299"]')).to_be_visible(timeout=STEP * 1000)
+        # Newest first.
+        page.check("#newest")
+        expect(rows.first).to_have_attribute("data-offset", "299", timeout=STEP * 1000)
+        expect(rows.last).to_have_attribute("data-offset", "250")
+        # JSON: collapsed to one line, opened pretty-printed.
+        value = page.locator('#messages tr[data-offset="299"] td').nth(3)
+        details = value.locator("details.json")
+        expect(details).to_have_count(1)
+        details.locator("summary").click()
+        expect(details.locator("pre")).to_have_text('{\n  "order": 299,\n  "item": "thing 299"\n}')
+        page.locator('#messages tr[data-offset="299"] button.copy-message').click()
+        copied = json.loads(page.evaluate("() => navigator.clipboard.readText()"))
+        assert copied["offset"] == 299 and copied["key"] == "user-2" and copied["topic"] == "orders", copied
+        shot(page, "search")
+
+
+def check_group_reset():
+    """Reset a group's offset from the page: refused while a member reads, as the CLI does;
+    done once it stops, or at once when asked to reset anyway."""
+    with Session() as s:
+        page = s.page()
+        subprocess.run([os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "fetch", "Hallo welt",
+                        "--group", "readers"], capture_output=True, check=True, timeout=STEP)
+        row = page.locator("#groups tbody tr", has_text="readers")
+        expect(row.locator("td").nth(2)).to_have_text("3", timeout=STEP * 1000)
+        member = subprocess.Popen(
+            [os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "follow", "Hallo welt", "--group", "readers"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            expect(row.locator("td").nth(6)).not_to_have_text("", timeout=STEP * 1000)
+            row.get_by_role("button", name="reset the offset of group readers on Hallo welt").click()
+            row.locator("select").select_option("earliest")
+            row.get_by_role("button", name="Reset", exact=True).click()
+            expect(page.locator("#reset-result")).to_contain_text("not reset", timeout=STEP * 1000)
+            expect(page.locator("#reset-result")).to_contain_text("being read now")
+            shot(page, "reset-refused")
+            row.get_by_label("even while it is being read").check()
+            row.get_by_role("button", name="Reset", exact=True).click()
+            expect(page.locator("#reset-result")).to_contain_text("now reads on from offset 0", timeout=STEP * 1000)
+        finally:
+            member.send_signal(signal.SIGINT)
+            member.wait(STEP)
+        row.get_by_role("button", name="reset the offset of group readers on Hallo welt").click()
+        row.locator("select").select_option("offset")
+        row.get_by_label("offset").fill("2")
+        row.get_by_role("button", name="Reset", exact=True).click()
+        expect(page.locator("#reset-result")).to_contain_text("now reads on from offset 2", timeout=STEP * 1000)
+        expect(row.locator("td").nth(2)).to_have_text("2", timeout=STEP * 1000)
+
+
+def check_dark():
+    """With the system in dark mode the page is dark, its text light."""
+    with Session() as s:
+        page = s.page()
+        page.emulate_media(color_scheme="dark")
+        page.goto(s.console.url + "/#topic=Hello%20world")
+        page.reload()
+        expect(page.locator('#messages tr[data-offset="2"]')).to_be_visible(timeout=STEP * 1000)
+        background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+        levels = [int(v) for v in background[background.index("(") + 1:-1].split(",")[:3]]
+        assert max(levels) < 60, background
+        shot(page, "dark")
 
 
 LAG_PROBE = """async (ms) => {
@@ -509,6 +964,100 @@ def bench():
               f"max {max(idle):.1f} ms)")
         shot(page, "flood")
 
+        # Click to effect while the followed topic takes 10,000 messages/s: a real mouse click
+        # on a topic's Delete button until its in-page question is drawn, and back with No;
+        # beside the same clicks with the page idle (not following, no flood).
+        idle_clicks = clicks(page, 20)
+        page.check("#follow")
+        expect(page.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
+        loader = subprocess.Popen([sys.executable, "-c", LOADER, s.broker.endpoint],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            busy_clicks = clicks(page, 20)
+        finally:
+            loader.communicate(timeout=STEP * 3)
+        print(f"click to effect (Delete -> its question drawn), 20 clicks while following "
+              f"10,000 msg/s: p50 {percentile(busy_clicks, 0.5):.1f} ms, max {max(busy_clicks):.1f} ms "
+              f"(floor, the page idle: p50 {percentile(idle_clicks, 0.5):.1f} ms, "
+              f"max {max(idle_clicks):.1f} ms)")
+        page.uncheck("#follow")
+
+    # 1,000 topics: the page's long tasks (over 50 ms) over 10 s of refreshes twice a second,
+    # beside the same page with the 4 sample topics.
+    with Session() as s:
+        page = s.page()
+        expect(page.locator('#topics tr[data-topic="Hello world"]')).to_be_visible(timeout=STEP * 1000)
+        few = long_tasks(page, 10000)
+        with pyclient().Client(s.broker.endpoint) as client:
+            for i in range(1000):
+                client.create_topic(f"topic-{i:04}")
+        expect(page.locator("#topics-count")).to_have_text("1–50 of 1004", timeout=STEP * 1000)
+        # From the next refresh on: the first drawing of 1,000 new topics is not a refresh's.
+        refreshed(page)
+        many = long_tasks(page, 10000)
+        refresh = page.evaluate(REFRESH_COST)
+        print(f"long tasks with 1,000 topics over 10 s of refreshes: {len(many) / 10:.1f}/s, "
+              f"longest {max(many, default=0):.0f} ms (target: none over 50 ms); one overview "
+              f"drawn: p50 {percentile(refresh, 0.5):.1f} ms, max {max(refresh):.1f} ms "
+              f"(floor, 4 topics: {len(few) / 10:.1f} long tasks/s, longest {max(few, default=0):.0f} ms)")
+        shot(page, "bench-topics")
+
+
+CLICK_PROBE = """() => {
+    // From the click's input event (its timeStamp: when the browser took the input) to the
+    // frame after the question is in the page.
+    window.__click = null;
+    const row = document.querySelector('#topics tr[data-topic="Ciao mondo"]');
+    let clicked = null;
+    const onClick = (e) => { clicked = e.timeStamp; };
+    document.addEventListener('click', onClick, { capture: true, once: true });
+    const observer = new MutationObserver(() => {
+        if (!row.querySelector('.confirm')) return;
+        observer.disconnect();
+        requestAnimationFrame(() => setTimeout(() => { window.__click = performance.now() - clicked; }, 0));
+    });
+    observer.observe(row, { childList: true, subtree: true });
+}"""
+
+REFRESH_COST = """async () => {
+    // How long drawing one overview takes: the same reply drawn 20 times.
+    const data = await (await fetch('/api/overview', { headers: { 'X-Console-Page': PAGE_ID } })).json();
+    const times = [];
+    for (let i = 0; i < 20; i++) {
+        const t = performance.now();
+        drawBrokers(data.brokers); drawTopics(data.topics, data.topics_error); drawGroups(data.groups);
+        times.push(performance.now() - t);
+    }
+    return times;
+}"""
+
+LONG_TASKS = """(ms) => new Promise((resolve) => {
+    const tasks = [];
+    const observer = new PerformanceObserver((list) => {
+        for (const entry of list.getEntries()) tasks.push(entry.duration);
+    });
+    observer.observe({ type: 'longtask' });
+    setTimeout(() => { observer.disconnect(); resolve(tasks); }, ms);
+})"""
+
+
+def long_tasks(page, ms):
+    """The durations of the page's long tasks over `ms`."""
+    return page.evaluate(LONG_TASKS, ms)
+
+
+def clicks(page, count):
+    """`count` real clicks on a topic's Delete button; each one's time to effect, in ms."""
+    times = []
+    row = page.locator('#topics tr[data-topic="Ciao mondo"]')
+    for _ in range(count):
+        page.evaluate(CLICK_PROBE)
+        row.locator("button.delete").click()
+        times.append(page.wait_for_function("() => window.__click", timeout=STEP * 1000).json_value())
+        row.get_by_role("button", name="No, keep topic Ciao mondo").click()
+        expect(row.locator("button.delete")).to_be_visible()
+    return times
+
 
 def flood(page, endpoint):
     """10,000 messages/s for 5 s into Hello world from another process, while the page's
@@ -550,6 +1099,17 @@ CHECKS = {
     "lease": check_lease,
     "auth": check_auth,
     "groups": check_groups,
+    "focus": check_focus,
+    "large": check_large,
+    "phone": check_phone,
+    "paging": check_paging,
+    "retry": check_retry,
+    "reconnecting": check_reconnecting,
+    "many_topics": check_many_topics,
+    "small": check_small,
+    "search": check_search,
+    "group_reset": check_group_reset,
+    "dark": check_dark,
     "bench": bench,
 }
 

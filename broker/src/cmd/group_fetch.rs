@@ -148,26 +148,6 @@ fn fit(groups: &mut Groups, group: &str, topic: &str, first: u64, end: u64) {
     }
 }
 
-/// The reply to a held group fetch that ends with nothing delivered (the broker is stopping).
-pub fn nothing<'a>(store: &Store, groups: &Groups, group: &'a str, topic: &'a str) -> Response<'a> {
-    let end = match store.offsets(topic) {
-        Ok((_, next)) => next,
-        Err(error) => return error.into(),
-    };
-    match groups.get(group, topic) {
-        Some(state) => Response::Delivered {
-            group,
-            topic,
-            messages: Vec::new(),
-            redelivered: Vec::new(),
-            committed_offset: state.committed(),
-            end_offset: end,
-            reset_offset: None,
-        },
-        None => unknown_group(group, topic),
-    }
-}
-
 /// When a group fetch held until `until` must be looked at again even if its topic does not
 /// grow: when the group's first pending message comes due, if that is sooner.
 pub fn wake(groups: &Groups, group: &str, topic: &str, until: Instant) -> Instant {

@@ -143,7 +143,10 @@ pub enum StoreError {
         limit: u64,
     },
     /// The offset is outside what the topic holds.
-    #[error("offset {offset} is outside {first}..={next}, the offsets topic {topic:?} can serve")]
+    #[error(
+        "offset {offset} is not in topic {topic:?}, which can be read from offset {first} to its \
+         end at {next}"
+    )]
     OffsetOutOfRange {
         /// The topic.
         topic: String,

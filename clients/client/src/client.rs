@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::{
-    decode_response, encode_request, Append, BrokerStatus, Fetch, GroupFetch, GroupInfo,
+    decode_response, encode_request, Append, BrokerStatus, ErrorCode, Fetch, GroupFetch, GroupInfo,
     GroupStart, Message, NewMessage, Request, ResetTo, Response, TopicInfo, MAX_WAIT_MS,
 };
 use tracing::debug;
@@ -49,7 +49,8 @@ static WAIT_NOTED: AtomicBool = AtomicBool::new(false);
 ///
 /// With several endpoints ([`Client::connect_to`]), the client talks to one at a time, the
 /// first to begin with. The fresh socket made after a request got no reply connects to the next
-/// endpoint (after the last, the first), and a line on standard error says so. Each endpoint
+/// endpoint (after the last, the first), and a line on standard error says so; so does a
+/// request safe to repeat that a stopping broker process answered `shutting_down`. Each endpoint
 /// has a budget of its own, counted from the first request it left unanswered; a reply from any
 /// of them ends every silence. A request safe to repeat is tried once on each endpoint in turn,
 /// every try but the last with half of what is left of its endpoint's budget: with one of two
@@ -85,6 +86,8 @@ pub struct Client {
     /// When set, waits end with a broken-pipe error as soon as standard output is closed, so
     /// that a reader gone away (`consumer follow t | head -1`) is noticed during a wait.
     watch_output: bool,
+    /// Whether waits say nothing on standard error: a client working behind a menu.
+    quiet: bool,
 }
 
 /// A logical broker held under a claim.
@@ -204,6 +207,7 @@ impl Client {
             shutdown: None,
             frame: Vec::new(),
             watch_output: false,
+            quiet: false,
         })
     }
 
@@ -234,6 +238,7 @@ impl Client {
             frame: Vec::new(),
             silences: vec![None; self.endpoints.len()],
             watch_output: self.watch_output,
+            quiet: self.quiet,
         })
     }
 
@@ -242,6 +247,13 @@ impl Client {
     /// run to their end, as after Ctrl-C.
     pub fn watching_output(mut self) -> Client {
         self.watch_output = true;
+        self
+    }
+
+    /// Makes waits silent: no note on standard error about a broker that does not answer,
+    /// for a client working behind a menu on the terminal, whose caller says what matters.
+    pub fn quiet(mut self) -> Client {
+        self.quiet = true;
         self
     }
 
@@ -296,8 +308,14 @@ impl Client {
             Request::Claim { .. } => self.endpoints.len(),
             _ => 1,
         };
-        let cancellable =
-            !matches!(request, Request::Append(_) | Request::Release { .. } | Request::Ack { .. });
+        // An append is cut short by a Ctrl-C that comes while it waits (the program is to end
+        // at once), not by one that came before it: what was read before Ctrl-C is still sent.
+        let signalled = self.shutdown.as_ref().is_some_and(Shutdown::is_signalled);
+        let cancellable = match request {
+            Request::Append(_) => !signalled,
+            Request::Release { .. } | Request::Ack { .. } => false,
+            _ => true,
+        };
         let mut silent: Vec<String> = Vec::new();
         let mut attempt = 1;
         let reply = loop {
@@ -322,6 +340,25 @@ impl Client {
                         break Err(ClientError::Unreachable { endpoint: silent.join(" or ") });
                     }
                     debug!(op = request.op(), "no reply in time; retrying on a new socket");
+                    attempt += 1;
+                }
+                // A broker process stopping cleanly says so: with several endpoints, a request
+                // safe to repeat goes on to the next at once.
+                Ok(reply)
+                    if attempt < attempts
+                        && self.endpoints.len() > 1
+                        && matches!(
+                            decode_response(&reply),
+                            Ok(Response::Error { code: ErrorCode::ShuttingDown, .. })
+                        ) =>
+                {
+                    let stopping = self.endpoint().to_owned();
+                    self.endpoints.advance();
+                    eprintln!(
+                        "the broker at {stopping} is shutting down; moving to {}",
+                        self.endpoint()
+                    );
+                    self.reopen()?;
                     attempt += 1;
                 }
                 other => break other,
@@ -669,6 +706,9 @@ impl Client {
     /// Says on standard error, once per silence, that the program is waiting for the broker,
     /// when it has been silent for a second beyond the `held` time it was asked to take.
     fn note_silence(&self, held: Duration) {
+        if self.quiet {
+            return;
+        }
         let Some(since) = self.silences[self.endpoints.position()] else { return };
         let waited = since.elapsed();
         let budget = self.timeout.max(held + self.timeout / 2);
@@ -785,7 +825,7 @@ fn unexpected(request: &Request<'_>, response: &Response<'_>) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{encode_response, ErrorCode};
+    use protocol::encode_response;
     use std::thread;
 
     /// A REP socket on an ephemeral loopback port answering each request with `answer`.

@@ -22,12 +22,13 @@ pub enum ClientError {
         source: zmq::Error,
     },
     /// The broker's address, from `from` (`--connect` or `BROKER_ENDPOINT`), is not one.
-    #[error("{source} (from {from})")]
+    // Not a `source`: its message is already this one's, and would be printed twice.
+    #[error("{reason} (from {from})")]
     Endpoint {
         /// Where the address came from.
         from: &'static str,
         /// What is wrong with it; its message lists the forms expected.
-        source: InvalidEndpoint,
+        reason: InvalidEndpoint,
     },
     /// No reply came within the timeout (after the one retry that safe requests get).
     #[error("broker not reachable at {endpoint}")]

@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use clients::consumer::{self, ConsumerArgs};
 use clients::{ClientError, Shutdown};
 
 fn main() -> ExitCode {
-    let args = ConsumerArgs::parse();
+    let args =
+        ConsumerArgs::parse_from_args(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     clients::init_tracing();
     let shutdown = Shutdown::new();
     let result =

@@ -6,7 +6,7 @@
 //! released at once, so that the console holds no logical broker between page refreshes. When
 //! every one is claimed the page is told so.
 
-use protocol::{ErrorCode, Fetch, Message, NewMessage, Request, Response, Retention};
+use protocol::{ErrorCode, Fetch, Message, NewMessage, Request, ResetTo, Response, Retention};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -105,7 +105,7 @@ pub fn describe(error: &ClientError) -> String {
 /// `{"up": bool, "error"?: str, "brokers": [...], "topics": [...] | null, "topics_error"?:
 /// str, "groups": [...]}`; `up` is false when the broker did not answer.
 pub fn overview(session: &Session, page: &str) -> Reply {
-    let result = session.pool.with(|client| {
+    let result = session.pool.probe(|client| {
         // Status first, so that the console's own brief claim is not in it.
         let brokers = client.status()?;
         let topics = session.with_claim(client, page, |client, token| client.list_topics(token));
@@ -182,43 +182,317 @@ impl Shown {
     }
 }
 
-/// `GET /api/messages?topic=T&offset=N&limit=L`: one page of a topic's messages.
+/// How many messages one search reads at most before it answers with what it found so far
+/// (and where to go on from): a search never holds a request thread for long.
+const SEARCH_MESSAGES: u64 = 200_000;
+
+/// The byte budget of one search's reading, for the same reason.
+const SEARCH_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The most memory a search pattern may compile to: a browser cannot make the console build
+/// an unbounded automaton (the `regex` crate matches in linear time, so no pattern is slow).
+const PATTERN_BYTES: usize = 1024 * 1024;
+
+/// What a search looks for: each given pattern must match, the key's and the value's.
+struct Search {
+    /// Matches the key (a message without one never matches).
+    key: Option<regex::bytes::Regex>,
+    /// Matches the value.
+    value: Option<regex::bytes::Regex>,
+}
+
+impl Search {
+    /// The search `query` asks for (`key=`, `value=`, `regex=1` for patterns rather than
+    /// substrings), `None` for none, or the reason it cannot be made.
+    fn of(query: &Query) -> Result<Option<Search>, String> {
+        let regex = query.get("regex") == Some("1");
+        let compile = |field: &str| -> Result<Option<regex::bytes::Regex>, String> {
+            let Some(text) = query.get(field).filter(|t| !t.is_empty()) else { return Ok(None) };
+            let pattern = if regex { text.to_owned() } else { regex::escape(text) };
+            regex::bytes::RegexBuilder::new(&pattern)
+                .size_limit(PATTERN_BYTES)
+                .build()
+                .map(Some)
+                .map_err(|e| format!("the {field} pattern is not a regular expression: {e}"))
+        };
+        let search = Search { key: compile("key")?, value: compile("value")? };
+        Ok((search.key.is_some() || search.value.is_some()).then_some(search))
+    }
+
+    /// Whether `message` is one looked for.
+    fn matches(&self, message: &Message<'_>) -> bool {
+        let key = self.key.as_ref().is_none_or(|k| message.key.is_some_and(|key| k.is_match(key)));
+        key && self.value.as_ref().is_none_or(|v| v.is_match(message.value))
+    }
+}
+
+/// Where a page starts: `offset=N`, `offset=first`, `offset=last` (the last `limit` messages)
+/// or `before=N` (the `limit` messages before offset N).
+enum PageStart {
+    /// At this offset.
+    At(u64),
+    /// At the topic's first kept message.
+    First,
+    /// So that the page ends at the topic's end.
+    Last,
+    /// So that the page ends just before this offset.
+    Before(u64),
+}
+
+impl PageStart {
+    /// The start `query` asks for, or the reason it is not one.
+    fn of(query: &Query) -> Result<PageStart, &'static str> {
+        if let Some(before) = query.get("before") {
+            return before.parse().map(PageStart::Before).map_err(|_| "before must be an offset");
+        }
+        match query.get("offset") {
+            None | Some("first") => Ok(PageStart::First),
+            Some("last") => Ok(PageStart::Last),
+            Some(n) => n
+                .parse()
+                .map(PageStart::At)
+                .map_err(|_| "the offset must be a whole number (or first or last)"),
+        }
+    }
+}
+
+/// `GET /api/messages?topic=T&offset=N&limit=L[&key=K][&value=V][&regex=1]`: one page of a
+/// topic's messages, or with `key`/`value` the next ones that match, searching from the start.
 ///
-/// `{"messages": [...], "next_offset": n, "end_offset": n}`.
+/// `{"messages": [...], "offset": n, "next_offset": n, "first_offset": n, "end_offset": n,
+/// "scanned"?: n}`: `offset` is where the page starts, `next_offset` where the next page does
+/// (after the last message read, which a page cut by its byte budget or a search that ran out
+/// of its reading budget puts before `end_offset`). An offset the topic does not hold is
+/// refused (`409`) with `first_offset` and `end_offset`, so that the page can go there.
 pub fn messages(session: &Session, page: &str, query: &Query) -> Reply {
     let Some(topic) = query.get("topic") else {
         return Reply::error(400, "which topic? (topic=...)");
     };
-    let offset = match query.get("offset").map(str::parse::<u64>).transpose() {
-        Ok(offset) => offset.unwrap_or(0),
-        Err(_) => return Reply::error(400, "the offset must be a whole number"),
+    let start = match PageStart::of(query) {
+        Ok(start) => start,
+        Err(reason) => return Reply::error(400, reason),
     };
     let limit = match query.get("limit").map(str::parse::<u32>).transpose() {
         Ok(limit) => limit.unwrap_or(50).clamp(1, MAX_PAGE),
         Err(_) => return Reply::error(400, "the limit must be a whole number"),
     };
+    let search = match Search::of(query) {
+        Ok(search) => search,
+        Err(reason) => return Reply::error(400, &reason),
+    };
     let result = session.pool.with(|client| {
         session.with_claim(client, page, |client, token| {
-            let fetch = Fetch {
-                claim: token,
-                topic,
-                offset,
-                max_messages: limit,
-                max_bytes: PAGE_BYTES,
-                wait_ms: 0,
+            let (first, end) = match client.list_topics(token)?.iter().find(|t| t.name == topic) {
+                Some(info) => (info.first_offset, info.next_offset),
+                None => {
+                    return Err(ClientError::Broker {
+                        code: ErrorCode::UnknownTopic,
+                        reason: format!("there is no topic {topic:?}"),
+                        range: None,
+                    })
+                }
             };
-            client.fetch(fetch, |batch| {
-                let shown: Vec<Shown> = batch.messages.iter().map(Shown::from_message).collect();
-                Ok(json!({
-                    "messages": shown,
-                    "next_offset": batch.next_offset,
-                    "end_offset": batch.end_offset,
-                }))
-            })
+            let offset = match start {
+                PageStart::At(offset) => offset,
+                PageStart::First => first,
+                PageStart::Last => return page_before(client, token, topic, end, limit, first),
+                PageStart::Before(to) => {
+                    return page_before(client, token, topic, to.min(end), limit, first)
+                }
+            };
+            match &search {
+                None => page_of(client, token, topic, offset, limit, first).map(|(page, _)| page),
+                Some(search) => search_from(client, token, topic, offset, limit, search, first),
+            }
         })
     });
     match result {
         Ok(value) => Reply::json(&value),
+        Err(ClientError::Broker { code: ErrorCode::OffsetOutOfRange, range, .. }) => {
+            let (first, end) = range.unwrap_or((0, 0));
+            let reason = if first == end {
+                format!("{topic} holds no messages now; new ones will start at offset {end}")
+            } else {
+                format!(
+                    "{topic} holds offsets {first} to {} now; older ones were removed by its \
+                     retention, newer ones are not written yet",
+                    end - 1
+                )
+            };
+            Reply::json_status(
+                409,
+                &json!({ "error": reason, "first_offset": first, "end_offset": end }),
+            )
+        }
+        Err(e) => Reply::failed(&e),
+    }
+}
+
+/// The page of `topic` that ends just before offset `to`: at most `limit` messages, fewer when
+/// they do not fit in the page's byte budget (then the page starts later, so that it still
+/// ends at `to`).
+fn page_before(
+    client: &mut crate::Client,
+    token: u64,
+    topic: &str,
+    to: u64,
+    limit: u32,
+    first: u64,
+) -> crate::Result<Value> {
+    let mut start = to.saturating_sub(u64::from(limit)).max(first);
+    // Each try starts where as many messages as the last one held fit before `to`; larger
+    // messages nearer `to` may cut it again, a few times at most.
+    for _ in 0..8 {
+        let count = u32::try_from(to.saturating_sub(start)).unwrap_or(limit).clamp(1, limit);
+        let (page, next) = page_of(client, token, topic, start, count, first)?;
+        if next >= to || start >= to {
+            return Ok(page);
+        }
+        start = to - (next - start).max(1);
+    }
+    page_of(client, token, topic, start, limit, first).map(|(page, _)| page)
+}
+
+/// One page of `topic` from `offset`, and where the next one starts.
+fn page_of(
+    client: &mut crate::Client,
+    token: u64,
+    topic: &str,
+    offset: u64,
+    limit: u32,
+    first: u64,
+) -> crate::Result<(Value, u64)> {
+    let fetch = Fetch {
+        claim: token,
+        topic,
+        offset,
+        max_messages: limit,
+        max_bytes: PAGE_BYTES,
+        wait_ms: 0,
+    };
+    client.fetch(fetch, |batch| {
+        let shown: Vec<Shown> = batch.messages.iter().map(Shown::from_message).collect();
+        let page = json!({
+            "messages": shown,
+            "offset": offset,
+            "next_offset": batch.next_offset,
+            "first_offset": first,
+            "end_offset": batch.end_offset,
+        });
+        Ok((page, batch.next_offset))
+    })
+}
+
+/// The next `limit` messages of `topic` from `offset` that `search` looks for, reading at
+/// most [`SEARCH_MESSAGES`] and [`SEARCH_BYTES`], up to the topic's end as it is now.
+fn search_from(
+    client: &mut crate::Client,
+    token: u64,
+    topic: &str,
+    offset: u64,
+    limit: u32,
+    search: &Search,
+    first: u64,
+) -> crate::Result<Value> {
+    let mut found: Vec<Shown> = Vec::new();
+    let mut end;
+    let (mut at, mut scanned, mut read) = (offset, 0u64, 0u64);
+    loop {
+        let fetch = Fetch {
+            claim: token,
+            topic,
+            offset: at,
+            max_messages: MAX_PAGE,
+            max_bytes: PAGE_BYTES,
+            wait_ms: 0,
+        };
+        let (next, batch_end, bytes, count) = client.fetch(fetch, |batch| {
+            let mut bytes = 0u64;
+            for message in &batch.messages {
+                bytes += (message.value.len() + message.key.map_or(0, <[u8]>::len)) as u64;
+                if found.len() < limit as usize && search.matches(message) {
+                    found.push(Shown::from_message(message));
+                }
+            }
+            Ok((batch.next_offset, batch.end_offset, bytes, batch.messages.len() as u64))
+        })?;
+        at = next;
+        end = batch_end;
+        scanned += count;
+        read += bytes;
+        if count == 0
+            || at >= end
+            || found.len() >= limit as usize
+            || scanned >= SEARCH_MESSAGES
+            || read >= SEARCH_BYTES
+        {
+            break;
+        }
+    }
+    // Found a whole page: the next search starts after its last match, not after what the
+    // last batch read beyond it.
+    if found.len() >= limit as usize {
+        at = found.last().map_or(at, |m| m.offset + 1);
+    }
+    Ok(json!({
+        "messages": found,
+        "offset": offset,
+        "next_offset": at,
+        "first_offset": first,
+        "end_offset": end,
+        "scanned": scanned,
+    }))
+}
+
+/// The body of `POST /api/groups/reset`.
+#[derive(Debug, Deserialize)]
+struct ResetForm {
+    /// The group.
+    group: String,
+    /// The topic.
+    topic: String,
+    /// `earliest`, `latest` or `offset`.
+    to: String,
+    /// The offset, for `to: "offset"`.
+    #[serde(default)]
+    offset: Option<u64>,
+    /// Reset even while the group has members on the topic.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/groups/reset` with `{"group", "topic", "to", "offset"?, "force"?}`: moves a
+/// group's committed offset, refusing as `consumer group-reset` does while the group has
+/// members on the topic unless `force`.
+///
+/// `{"committed_offset": n}`, or `{"error"}` in words (`409` for a refusal).
+pub fn reset_group(session: &Session, body: &[u8]) -> Reply {
+    let form: ResetForm = match serde_json::from_slice(body) {
+        Ok(form) => form,
+        Err(e) => return Reply::error(400, &format!("not a reset form: {e}")),
+    };
+    let to = match (form.to.as_str(), form.offset) {
+        ("earliest", _) => ResetTo::Earliest,
+        ("latest", _) => ResetTo::Latest,
+        ("offset", Some(offset)) => ResetTo::Offset(offset),
+        ("offset", None) => return Reply::error(400, "to which offset?"),
+        _ => return Reply::error(400, "reset to earliest, latest or an offset"),
+    };
+    let result = session.pool.with(|client| {
+        crate::reset::reset_unless_active(client, &form.group, &form.topic, to, form.force)
+    });
+    match result {
+        Ok(committed) => Reply::json(&json!({ "committed_offset": committed })),
+        Err(ClientError::GroupActive { members, .. }) => Reply::error(
+            409,
+            &format!(
+                "{} is being read now (by members on logical broker{} {}): stop them first, or \
+                 reset anyway, and they read on from the new offset",
+                form.group,
+                if members.len() == 1 { "" } else { "s" },
+                members.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        ),
         Err(e) => Reply::failed(&e),
     }
 }
@@ -245,8 +519,14 @@ pub fn produce(session: &Session, body: &[u8]) -> Reply {
     };
     let key = form.key.as_deref().filter(|k| !k.is_empty()).map(str::as_bytes);
     let message = NewMessage { key, value: form.value.as_bytes() };
+    let size = message.value.len() + message.key.map_or(0, <[u8]>::len);
     match session.pool.with(|client| client.append(&form.topic, vec![message])) {
         Ok(appended) => Reply::json(&json!({ "offset": appended.first_offset })),
+        // The broker's reason counts messages in a batch; the form sends one.
+        Err(e) if e.broker_code() == Some(ErrorCode::MessageTooLarge) => Reply::error(
+            409,
+            &format!("the key and value are {size} bytes, more than the broker takes in a message"),
+        ),
         Err(e) => Reply::failed(&e),
     }
 }
@@ -256,15 +536,39 @@ pub fn produce(session: &Session, body: &[u8]) -> Reply {
 struct CreateForm {
     /// The new topic's name.
     name: String,
+    /// Keep about this many of its newest messages (else the broker's limit).
+    #[serde(default)]
+    retention_messages: Option<u64>,
+    /// Keep about this many bytes of its newest keys and values.
+    #[serde(default)]
+    retention_bytes: Option<u64>,
+    /// Keep its messages this long, as people write it (`7d`, `12h`).
+    #[serde(default)]
+    retention_time: Option<String>,
 }
 
-/// `POST /api/topics` with `{"name"}`: creates a topic with the broker's retention.
+/// `POST /api/topics` with `{"name", "retention_messages"?, "retention_bytes"?,
+/// "retention_time"?}`: creates a topic, with the broker's retention where none is given.
 pub fn create_topic(session: &Session, body: &[u8]) -> Reply {
     let form: CreateForm = match serde_json::from_slice(body) {
         Ok(form) => form,
         Err(e) => return Reply::error(400, &format!("not a topic form: {e}")),
     };
-    let request = Request::CreateTopic { topic: &form.name, retention: Retention::default() };
+    let ms = match form.retention_time.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(time) => Some(u64::try_from(time.as_millis()).unwrap_or(u64::MAX)),
+            Err(e) => {
+                return Reply::error(
+                    400,
+                    &format!("keep for {text:?}: {e}; write it as 30s, 12h or 7d"),
+                )
+            }
+        },
+    };
+    let retention =
+        Retention { messages: form.retention_messages, bytes: form.retention_bytes, ms };
+    let request = Request::CreateTopic { topic: &form.name, retention };
     let result = session.pool.with(|client| {
         client.call(&request, |response| match response {
             Response::Created { .. } => Ok(()),

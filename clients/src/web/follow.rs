@@ -6,7 +6,8 @@
 //! stopped, without gaps or repeats. While the stream is open it holds a claim of one logical
 //! broker, as any consumer following a topic does, and renews it with its long-poll fetches;
 //! the claim is released when the browser goes away (noticed at the next write, within one
-//! long poll) or the console stops. `status` events tell the page whether the broker answers.
+//! long poll) or the console stops. `status` events tell the page whether the broker answers,
+//! and that the stream waits for a topic that does not exist yet (as `consumer follow` does).
 //!
 //! Memory per stream is bounded: there is no queue between the broker and the browser. The
 //! stream fetches one batch (at most [`MAX_BATCH`] messages and [`BATCH_BYTES`]), writes it,
@@ -143,6 +144,7 @@ impl Follower<'_> {
     /// Streams events to `out` until a write fails, the topic goes or `shutdown`.
     fn run(&mut self, out: &mut dyn Write, start: Start, shutdown: &Shutdown) {
         let mut offset = None;
+        let mut waiting_for_topic = false;
         if let Start::At(at) = start {
             offset = Some(at);
         }
@@ -170,12 +172,22 @@ impl Follower<'_> {
                 None => match self.client.list_topics(token) {
                     Ok(topics) => match topics.iter().find(|t| t.name == self.topic) {
                         Some(info) => {
-                            offset = Some(info.next_offset);
-                            info.next_offset
+                            let at = if waiting_for_topic {
+                                info.first_offset
+                            } else {
+                                info.next_offset
+                            };
+                            offset = Some(at);
+                            at
                         }
                         None => {
-                            let _ = send(out, "gone", &json!({ "error": "no such topic" }));
-                            return;
+                            // As `consumer follow` does: wait for it, and read it from its
+                            // first message once it is there.
+                            waiting_for_topic = true;
+                            if self.wait_for_topic(out, shutdown).is_err() {
+                                return;
+                            }
+                            continue;
                         }
                     },
                     Err(e) => {
@@ -223,8 +235,10 @@ impl Follower<'_> {
                     send(out, "note", &json!({ "note": note, "offset": offset }))
                 }
                 Err(ClientError::Broker { code: ErrorCode::UnknownTopic, .. }) => {
-                    let _ = send(out, "gone", &json!({ "error": "no such topic" }));
-                    return;
+                    // Deleted: wait for it to be made again, and read that from its start.
+                    waiting_for_topic = true;
+                    offset = None;
+                    self.wait_for_topic(out, shutdown)
                 }
                 Err(e) => self.failed(out, &e, shutdown),
             };
@@ -267,6 +281,16 @@ impl Follower<'_> {
         let told = self.status(out, error);
         shutdown.pause(RETRY_AFTER);
         told
+    }
+
+    /// Tells the page the topic does not exist (yet), then waits a moment before looking again.
+    fn wait_for_topic(&mut self, out: &mut dyn Write, shutdown: &Shutdown) -> std::io::Result<()> {
+        let note = format!("there is no topic {} yet; waiting for it", self.topic);
+        let told = self.set_state(out, "waiting", Some(&note));
+        // Something must reach the browser now and then, so that a page gone is noticed.
+        let alive = told.and_then(|()| out.write_all(b": waiting\n\n")).and_then(|()| out.flush());
+        shutdown.pause(RETRY_AFTER);
+        alive
     }
 
     /// Tells the page why the stream cannot read now.

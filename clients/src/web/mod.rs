@@ -191,6 +191,9 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
     }
     match (&method, path) {
         (Method::Get, "/") => return respond(request, assets::page(), path),
+        (Method::Get, "/favicon.ico") => {
+            return respond(request, assets::file("/assets/icon.svg"), path)
+        }
         (Method::Get, path) if path.starts_with("/assets/") => {
             return respond(request, assets::file(path), path)
         }
@@ -225,17 +228,20 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
         (Method::Post, "/api/consume/release") => api::release(&session, &page),
         (Method::Post, "/api/logout") => api::log_out(sessions, &session),
         (Method::Delete, "/api/topics") => api::delete_topic(&session, &query),
-        (Method::Post, "/api/produce" | "/api/topics" | "/api/login" | "/api/consume/claim") => {
-            match body(&mut request) {
-                Err(reply) => reply,
-                Ok(body) => match path {
-                    "/api/produce" => api::produce(&session, &body),
-                    "/api/topics" => api::create_topic(&session, &body),
-                    "/api/login" => api::log_in(sessions, &session, &body),
-                    _ => api::claim(&session, &page, &body),
-                },
-            }
-        }
+        (
+            Method::Post,
+            "/api/produce" | "/api/topics" | "/api/login" | "/api/consume/claim"
+            | "/api/groups/reset",
+        ) => match body(&mut request) {
+            Err(reply) => reply,
+            Ok(body) => match path {
+                "/api/produce" => api::produce(&session, &body),
+                "/api/groups/reset" => api::reset_group(&session, &body),
+                "/api/topics" => api::create_topic(&session, &body),
+                "/api/login" => api::log_in(sessions, &session, &body),
+                _ => api::claim(&session, &page, &body),
+            },
+        },
         _ => api::Reply::error(404, "no such page"),
     };
     if reply.set_cookie.is_none() {

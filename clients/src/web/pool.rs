@@ -1,10 +1,10 @@
 //! Idle broker connections of one browser session, lent to its request threads.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::security::Credentials;
-use crate::{Client, Endpoints, Result, Shutdown};
+use crate::{Client, ClientError, Endpoints, Result, Shutdown};
 
 /// How the console reaches the broker: the same for every session but for the login.
 #[derive(Clone)]
@@ -27,7 +27,24 @@ pub struct Pool {
     credentials: Credentials,
     /// Connections not lent out now.
     idle: Mutex<Vec<Client>>,
+    /// Whether the broker seems silent, so that a page's action fails at once rather than
+    /// waiting the whole timeout to learn what the overview knows already.
+    silence: Mutex<Silence>,
 }
+
+/// What a pool knows of the broker's silence.
+#[derive(Default)]
+struct Silence {
+    /// Until when a request fails at once: the broker left one unanswered lately. The
+    /// overview ([`Pool::probe`]) keeps asking meanwhile, and its first answer ends this.
+    until: Option<Instant>,
+    /// Since when an overview has been waiting for its answer, if one is.
+    asking_since: Option<Instant>,
+}
+
+/// An overview unanswered this long means the broker is silent (it answers one in
+/// milliseconds): actions fail at once from then on.
+const SILENT_AFTER: Duration = Duration::from_secs(1);
 
 /// At most this many idle connections are kept per session; the rest are closed when given
 /// back, so that a session holds a bounded number of sockets.
@@ -36,7 +53,7 @@ const MAX_IDLE: usize = 4;
 impl Pool {
     /// A pool of connections to `target` logging in with `credentials`.
     pub fn new(target: Target, credentials: Credentials) -> Pool {
-        Pool { target, credentials, idle: Mutex::new(Vec::new()) }
+        Pool { target, credentials, idle: Mutex::new(Vec::new()), silence: Mutex::default() }
     }
 
     /// Who the connections log in as, for the page.
@@ -48,9 +65,47 @@ impl Pool {
     ///
     /// # Errors
     /// A new connection cannot be made, or whatever `work` returns.
+    /// While the broker is silent (it left a request unanswered within the last timeout),
+    /// fails at once with [`ClientError::Unreachable`] instead.
     pub fn with<T>(&self, work: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        let silent = {
+            let silence = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            silence.until.is_some_and(|until| now < until)
+                || silence.asking_since.is_some_and(|since| now - since >= SILENT_AFTER)
+        };
+        if silent {
+            let endpoint = self.target.endpoints.present().to_owned();
+            return Err(ClientError::Unreachable { endpoint });
+        }
+        self.run(work)
+    }
+
+    /// As [`Pool::with`], but asks the broker even while it is silent: how the overview
+    /// finds out that it answers again (and, waiting long, that it does not).
+    ///
+    /// # Errors
+    /// As [`Pool::with`].
+    pub fn probe<T>(&self, work: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        self.silence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .asking_since
+            .get_or_insert_with(Instant::now);
+        let result = self.run(work);
+        self.silence.lock().unwrap_or_else(PoisonError::into_inner).asking_since = None;
+        result
+    }
+
+    /// Runs `work` with a connection and notes whether the broker answered.
+    fn run<T>(&self, work: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
         let mut client = self.take()?;
         let result = work(&mut client);
+        let silent_until = match &result {
+            Err(ClientError::Unreachable { .. }) => Some(Instant::now() + self.target.timeout),
+            _ => None,
+        };
+        self.silence.lock().unwrap_or_else(PoisonError::into_inner).until = silent_until;
         match &result {
             // A connection the broker did not answer keeps counting its silence: the next
             // request would fail at once. A new one starts afresh.

@@ -1,28 +1,44 @@
 // The console page. Every string from the broker goes into the page as text (textContent,
 // never innerHTML), so that topic names, keys, values and holders cannot become markup.
+//
+// The refresh twice a second changes only the cells whose text changed, in rows it keeps:
+// a focused link, a selection or a press held on a button survive it. The address holds the
+// messages view (`#topic=T&offset=N`, `&follow=1`, a search), so that Back, Forward and a
+// bookmark bring it back.
 "use strict";
 
 const POLL_MS = 500;          // how often the overview is refreshed
+const STALE_MS = 1000;        // an overview unanswered this long: say the page is reconnecting
 const PAGE = 50;              // messages per page
+const TOPIC_PAGE = 50;        // topics per page of the Topics table
 const WINDOW = 200;           // rows kept while following: a bounded window of recent ones
+const PREVIEW = 500;          // characters of a value shown before "show all"
+const JSON_PARSE_MAX = 256 * 1024; // longer values are not parsed as JSON (shown as text)
 const CHART_MS = 5 * 60 * 1000; // the span of a group's lag chart
 const FRAME_MS = 16;          // followed messages are drawn at most this often
 const BUSY_ROWS = 20;         // more than this many waiting to be drawn: the topic is busy
 const BUSY_MS = 100;          // and then they are drawn at most this often
 const FLOOD_MS = 250;         // or this often when a whole window arrives between two draws
+const RETRY_MS = 1000;        // a follow stream the console refused is opened again after this
 
 const $ = (id) => document.getElementById(id);
 // Local, readable times; one formatter for all, as making one per message is what costs.
 const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
 const state = {
   topics: [],          // the last topic list
+  topicFilter: "",     // what the Topics table is filtered by
+  topicSort: { key: "name", dir: 1 }, // and sorted by
+  topicPage: 0,        // which page of it is shown
   confirming: null,    // the topic whose deletion is being confirmed
   loginError: null,    // the last refused login, shown until the next attempt
   held: null,          // the logical broker held from the Consume panel: {broker, lease_ms}
   renewTimer: null,    // renews the held claim while the page is open
   topic: null,         // the topic shown in the messages view
-  offset: 0,           // the first offset of the page shown
+  view: null,          // the messages view's parameters, as in the address
+  page: null,          // the page of messages shown: the reply of /api/messages
   source: null,        // the follow stream, when following
+  retryTimer: null,    // opens a refused follow stream again
+  followNext: null,    // the offset the follow stream reads next, as last heard
   received: 0,         // messages received since the follow began
   end: 0,              // the followed topic's end, as last heard
   pending: [],         // followed messages not drawn yet, at most WINDOW
@@ -45,6 +61,21 @@ function row(cells) {
   return tr;
 }
 
+// Sets an element's text only when it changed: unchanged cells are not touched at all.
+function setText(element, text) {
+  text = text == null ? "" : String(text);
+  if (element.textContent !== text) element.textContent = text;
+}
+
+function button(text, onClick, label) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (label) b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
 function bytes(n) {
   if (n < 1024) return n + " B";
   if (n < 1024 * 1024) return (n / 1024).toFixed(1) + " KiB";
@@ -54,7 +85,7 @@ function bytes(n) {
 function showBanner(text) {
   const banner = $("banner");
   if (text) {
-    banner.textContent = text;
+    setText(banner, text);
     banner.hidden = false;
   } else {
     banner.hidden = true;
@@ -72,7 +103,12 @@ async function call(method, url, body) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(url, options);
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch (e) {
+    return { error: "the console is not answering" };
+  }
   let data;
   try {
     data = await response.json();
@@ -83,28 +119,175 @@ async function call(method, url, body) {
   return data;
 }
 
+// ---- copying and downloading ----
+
+async function copyText(text, control) {
+  let done;
+  try {
+    await navigator.clipboard.writeText(text);
+    done = "copied";
+  } catch (e) {
+    done = "cannot copy here";
+  }
+  const was = control.textContent;
+  control.textContent = done;
+  setTimeout(() => { control.textContent = was; }, 1200);
+}
+
+function download(name, text) {
+  const url = URL.createObjectURL(new Blob([text], { type: "application/octet-stream" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// ---- values: bounded previews, JSON, hex ----
+
+// A value as the page shows it, into `target` (a cell): text; an object or array of JSON
+// pretty-printed in a collapsible block; anything longer than PREVIEW cut there, with "show
+// all", copy and download. Always as text.
+function fillValue(target, text, hex, name) {
+  target.classList.toggle("hex", !!hex);
+  if (hex) target.title = "not UTF-8: shown as hex";
+  const trimmed = hex ? "" : text.trimStart();
+  if ((trimmed.startsWith("{") || trimmed.startsWith("[")) && text.length <= JSON_PARSE_MAX) {
+    let parsed;
+    try { parsed = JSON.parse(text); } catch (e) { parsed = undefined; }
+    if (parsed !== undefined && typeof parsed === "object" && parsed !== null) {
+      const details = document.createElement("details");
+      details.className = "json";
+      const summary = document.createElement("summary");
+      summary.textContent = text.length > 120 ? text.slice(0, 120) + "…" : text;
+      const pre = document.createElement("pre");
+      pre.textContent = JSON.stringify(parsed, null, 2);
+      details.append(summary, pre);
+      target.appendChild(details);
+      if (text.length > PREVIEW) target.appendChild(valueTools(text, name, null));
+      return;
+    }
+  }
+  if (text.length <= PREVIEW) {
+    target.appendChild(document.createTextNode(text));
+    return;
+  }
+  const shown = document.createElement("span");
+  shown.className = "preview";
+  shown.textContent = text.slice(0, PREVIEW);
+  target.append(shown, valueTools(text, name, shown));
+}
+
+// The controls under a long value: how much is hidden, show all (or less), copy, download.
+function valueTools(text, name, shown) {
+  const tools = document.createElement("div");
+  tools.className = "value-tools";
+  const rest = document.createElement("span");
+  rest.className = "muted";
+  if (shown) {
+    rest.textContent = "… " + (text.length - PREVIEW).toLocaleString() + " more characters ";
+    const all = button("show all", () => {
+      const open = all.textContent === "show all";
+      shown.textContent = open ? text : text.slice(0, PREVIEW);
+      shown.classList.toggle("whole", open);
+      all.textContent = open ? "show less" : "show all";
+      rest.hidden = open;
+    });
+    all.className = "link show-all";
+    tools.append(rest, all, " ");
+  } else {
+    rest.textContent = text.length.toLocaleString() + " characters ";
+    tools.append(rest);
+  }
+  const copy = button("copy", () => copyText(text, copy), "copy the value");
+  copy.className = "link copy-value";
+  const save = button("download", () => download(name, text), "download the value");
+  save.className = "link download-value";
+  tools.append(copy, " ", save);
+  return tools;
+}
+
+function valueCell(text, hex, name) {
+  const td = document.createElement("td");
+  td.className = "value";
+  fillValue(td, text, hex, name);
+  return td;
+}
+
 // ---- overview: brokers, topics, groups ----
 
+let refreshAnswered = true;
+
 async function refresh() {
-  try {
-    const data = await call("GET", "/api/overview");
-    if (data.refused) {
-      showBanner(null);
-      loginMessage(data.error);
-    } else if (!data.up) {
-      showBanner("The broker is not answering (" + data.error + "). Retrying…");
-    } else {
-      showBanner(null);
-      if (!state.loginError) loginMessage(null);
-      drawBrokers(data.brokers);
-      drawTopics(data.topics, data.topics_error);
-      drawGroups(data.groups);
-      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
-    }
-  } catch (e) {
-    showBanner("The console itself is not answering. Retrying…");
+  refreshAnswered = false;
+  // Say so within a second when the broker (or the console) keeps the page waiting, rather
+  // than after the console's whole timeout; what is shown is marked out of date meanwhile.
+  const watchdog = setTimeout(() => {
+    if (!refreshAnswered) stale("The broker is not answering; reconnecting…");
+  }, STALE_MS);
+  const data = await call("GET", "/api/overview");
+  refreshAnswered = true;
+  clearTimeout(watchdog);
+  if (data.refused) {
+    fresh();
+    loginMessage(data.error);
+  } else if (data.up === false) {
+    stale("The broker is not answering (" + data.error + "); reconnecting…");
+  } else if (data.up === undefined) {
+    stale("The console itself is not answering (" + data.error + "); reconnecting…");
+  } else {
+    fresh();
+    if (!state.loginError) loginMessage(null);
+    drawBrokers(data.brokers);
+    drawTopics(data.topics, data.topics_error);
+    drawGroups(data.groups);
+    setText($("updated"), "updated " + new Date().toLocaleTimeString());
   }
   setTimeout(refresh, POLL_MS);
+}
+
+function stale(text) {
+  showBanner(text);
+  document.body.classList.add("stale");
+}
+
+function fresh() {
+  showBanner(null);
+  document.body.classList.remove("stale");
+}
+
+// Keeps `body`'s rows those of `items`, in order, keyed by `key`: a row kept is updated by
+// `update`, a new one made by `make`. Rows are moved or removed only when `still` is false
+// (the reader's pointer or focus is elsewhere), so that nothing jumps under the hand.
+function syncRows(body, items, key, make, update, still) {
+  const have = new Map();
+  for (const tr of body.rows) have.set(tr.dataset.key, tr);
+  const wanted = new Set();
+  let at = 0;
+  for (const item of items) {
+    const k = key(item);
+    wanted.add(k);
+    let tr = have.get(k);
+    if (!tr) {
+      tr = make(item);
+      tr.dataset.key = k;
+    }
+    update(tr, item);
+    if (!tr.parentNode) {
+      body.insertBefore(tr, still ? null : body.rows[at] || null);
+    } else if (!still && body.rows[at] !== tr) {
+      body.insertBefore(tr, body.rows[at] || null);
+    }
+    at++;
+  }
+  if (!still) for (const [k, tr] of have) if (!wanted.has(k)) tr.remove();
+}
+
+// Whether the reader is at work in `element`: pointer over it, or focus in it.
+function inUse(element) {
+  return element.matches(":hover") || element.contains(document.activeElement);
 }
 
 function drawBrokers(brokers) {
@@ -122,66 +305,123 @@ function drawBrokers(brokers) {
     select.value = ids.includes(chosen) ? chosen : "";
   }
   const body = $("brokers").tBodies[0];
-  body.replaceChildren(...brokers.map((b) => {
-    const lease = b.lease_remaining_ms == null ? "" : (b.lease_remaining_ms / 1000).toFixed(1) + " s";
-    const tr = row([
-      cell(b.id, "num"),
-      cell(b.available ? "free" : "claimed", b.available ? "free" : "busy"),
-      cell(b.holder),
-      cell(lease, "num"),
-    ]);
-    tr.dataset.broker = b.id;
-    tr.dataset.state = b.available ? "free" : "claimed";
-    return tr;
-  }));
+  syncRows(body, brokers, (b) => String(b.id),
+    () => row([cell("", "num"), cell(""), cell(""), cell("", "num")]),
+    (tr, b) => {
+      const lease = b.lease_remaining_ms == null ? "" : (b.lease_remaining_ms / 1000).toFixed(1) + " s";
+      const [id, st, holder, left] = tr.cells;
+      setText(id, b.id);
+      setText(st, b.available ? "free" : "claimed");
+      st.className = b.available ? "free" : "busy";
+      setText(holder, b.holder);
+      setText(left, lease);
+      tr.dataset.broker = b.id;
+      tr.dataset.state = b.available ? "free" : "claimed";
+    }, false);
 }
 
 function drawTopics(topics, error) {
   $("topics-error").hidden = !error;
-  $("topics-error").textContent = error || "";
+  setText($("topics-error"), error || "");
   if (!topics) return;
+  const before = state.topics.map((t) => t.name).join("\u0000");
   state.topics = topics;
+  renderTopics();
+  if (topics.map((t) => t.name).join("\u0000") !== before) {
+    $("topic-names").replaceChildren(...topics.map((t) => {
+      const option = document.createElement("option");
+      option.value = t.name;
+      return option;
+    }));
+  }
+}
+
+function sortedTopics() {
+  const filter = state.topicFilter.toLowerCase();
+  const list = filter ? state.topics.filter((t) => t.name.toLowerCase().includes(filter)) : state.topics.slice();
+  const { key, dir } = state.topicSort;
+  list.sort((a, b) => {
+    const order = key === "name" ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a[key] - b[key];
+    return order * dir || (a.name < b.name ? -1 : 1);
+  });
+  return list;
+}
+
+function renderTopics() {
+  const list = sortedTopics();
+  const pages = Math.max(1, Math.ceil(list.length / TOPIC_PAGE));
+  state.topicPage = Math.min(state.topicPage, pages - 1);
+  const from = state.topicPage * TOPIC_PAGE;
+  const shown = list.slice(from, from + TOPIC_PAGE);
+  setText($("topics-count"), list.length
+    ? (from + 1) + "–" + (from + shown.length) + " of " + list.length
+      + (state.topicFilter ? " matching" : "")
+    : state.topicFilter ? "none matching" : "no topics");
+  $("topics-prev").disabled = state.topicPage === 0;
+  $("topics-next").disabled = state.topicPage >= pages - 1;
+  for (const b of document.querySelectorAll("#topics button.sort")) {
+    const on = b.dataset.sort === state.topicSort.key;
+    b.closest("th").setAttribute("aria-sort", on ? (state.topicSort.dir > 0 ? "ascending" : "descending") : "none");
+  }
   const body = $("topics").tBodies[0];
-  body.replaceChildren(...topics.map((t) => {
-    const open = document.createElement("button");
-    open.className = "link";
-    open.textContent = t.name;
-    open.title = "show its messages";
-    open.addEventListener("click", () => openTopic(t.name, Math.max(t.first_offset, t.next_offset - PAGE)));
-    const name = document.createElement("td");
-    name.appendChild(open);
-    const actions = document.createElement("td");
-    if (state.confirming === t.name) {
-      // Asked in the page rather than with confirm(), which would stop every live update.
-      const question = document.createElement("span");
-      question.className = "confirm";
-      question.textContent = "delete it and all its messages? ";
-      const yes = document.createElement("button");
-      yes.textContent = "Yes, delete";
-      yes.className = "confirm-yes";
-      yes.addEventListener("click", () => { state.confirming = null; deleteTopic(t.name); });
-      const no = document.createElement("button");
-      no.textContent = "No";
-      no.addEventListener("click", () => { state.confirming = null; drawTopics(state.topics); });
-      actions.append(question, yes, no);
-    } else {
-      const remove = document.createElement("button");
-      remove.textContent = "Delete";
-      remove.className = "delete";
-      remove.addEventListener("click", () => { state.confirming = t.name; drawTopics(state.topics); });
-      actions.appendChild(remove);
-    }
-    const tr = row([name, cell(t.messages, "num"), cell(t.first_offset, "num"),
-      cell(t.next_offset, "num"), cell(bytes(t.bytes), "num"), actions]);
-    tr.dataset.topic = t.name;
-    return tr;
-  }));
-  const names = $("topic-names");
-  names.replaceChildren(...topics.map((t) => {
-    const option = document.createElement("option");
-    option.value = t.name;
-    return option;
-  }));
+  syncRows(body, shown, (t) => t.name, makeTopicRow, updateTopicRow, inUse(body));
+}
+
+function makeTopicRow(t) {
+  const open = document.createElement("a");
+  open.href = "#" + new URLSearchParams({ topic: t.name });
+  open.textContent = t.name;
+  open.title = "show its messages";
+  const name = document.createElement("td");
+  name.appendChild(open);
+  const tr = row([name, cell("", "num"), cell("", "num"), cell("", "num"), cell("", "num"), document.createElement("td")]);
+  tr.dataset.topic = t.name;
+  return tr;
+}
+
+function updateTopicRow(tr, t) {
+  const cells = tr.cells;
+  setText(cells[1], t.messages);
+  setText(cells[2], t.first_offset);
+  setText(cells[3], t.next_offset);
+  setText(cells[4], bytes(t.bytes));
+  const confirming = state.confirming === t.name ? "1" : "";
+  if (tr.dataset.confirming !== confirming || !cells[5].firstChild) {
+    tr.dataset.confirming = confirming;
+    cells[5].replaceChildren(...topicActions(t.name, !!confirming));
+  }
+}
+
+function topicActions(name, confirming) {
+  if (confirming) {
+    // Asked in the page rather than with confirm(), which would stop every live update.
+    const question = document.createElement("span");
+    question.className = "confirm";
+    question.textContent = "delete it and all its messages? ";
+    const yes = button("Yes, delete", () => { state.confirming = null; renderTopics(); deleteTopic(name); },
+      "Yes, delete topic " + name);
+    yes.className = "confirm-yes";
+    const no = button("No", () => { state.confirming = null; renderTopics(); }, "No, keep topic " + name);
+    return [question, yes, no];
+  }
+  const remove = button("Delete", () => { state.confirming = name; renderTopics(); }, "Delete topic " + name);
+  remove.className = "delete";
+  return [remove];
+}
+
+$("topics-filter").addEventListener("input", () => {
+  state.topicFilter = $("topics-filter").value;
+  state.topicPage = 0;
+  renderTopics();
+});
+$("topics-prev").addEventListener("click", () => { state.topicPage--; renderTopics(); });
+$("topics-next").addEventListener("click", () => { state.topicPage++; renderTopics(); });
+for (const b of document.querySelectorAll("#topics button.sort")) {
+  b.addEventListener("click", () => {
+    const key = b.dataset.sort;
+    state.topicSort = { key, dir: state.topicSort.key === key ? -state.topicSort.dir : key === "name" ? 1 : -1 };
+    renderTopics();
+  });
 }
 
 function drawGroups(groups) {
@@ -197,42 +437,110 @@ function drawGroups(groups) {
   }
   for (const key of [...state.lag.keys()]) if (!seen.has(key)) state.lag.delete(key);
   const body = $("groups").tBodies[0];
-  body.replaceChildren(...groups.map((g) => {
-    const chart = document.createElement("td");
-    chart.appendChild(lagChart(state.lag.get(g.group + "\u0000" + g.topic), now));
-    const tr = row([cell(g.group), cell(g.topic), cell(g.committed_offset, "num"),
-      cell(g.end_offset, "num"), cell(g.lag, "num"), cell(g.pending, "num"),
-      cell(g.members.join(", ")), chart]);
-    tr.dataset.group = g.group;
-    return tr;
-  }));
+  syncRows(body, groups, (g) => g.group + "\u0000" + g.topic,
+    (g) => {
+      const tr = row([cell(g.group), cell(g.topic), cell("", "num"), cell("", "num"), cell("", "num"),
+        cell("", "num"), cell(""), document.createElement("td"), document.createElement("td")]);
+      tr.cells[8].appendChild(button("Reset…", () => openReset(tr, g.group, g.topic),
+        "reset the offset of group " + g.group + " on " + g.topic));
+      tr.dataset.group = g.group;
+      return tr;
+    },
+    (tr, g) => {
+      const c = tr.cells;
+      setText(c[2], g.committed_offset);
+      setText(c[3], g.end_offset);
+      setText(c[4], g.lag);
+      setText(c[5], g.pending);
+      setText(c[6], g.members.join(", "));
+      c[7].replaceChildren(lagChart(state.lag.get(g.group + "\u0000" + g.topic), now));
+    }, inUse(body));
 }
 
-// A small line of lag over the last CHART_MS, drawn as SVG.
+// A small line of lag over the last CHART_MS, drawn as SVG, with its scale: the largest lag
+// at the top, 0 at the bottom, and the span along the bottom.
 function lagChart(history, now) {
   const NS = "http://www.w3.org/2000/svg";
-  const width = 200, height = 36;
+  const width = 200, height = 40, left = 0, top = 12;
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("class", "chart");
   svg.setAttribute("width", width);
-  svg.setAttribute("height", height);
+  svg.setAttribute("height", height + top);
   const max = Math.max(1, ...history.map((p) => p[1]));
   // The chart spans what has been seen, up to CHART_MS: a page open for a minute shows a
   // minute across its whole width.
   const span = Math.min(CHART_MS, Math.max(10000, now - history[0][0]));
   const points = history.map(([t, lag]) => {
-    const x = width - ((now - t) / span) * width;
-    const y = height - 2 - (lag / max) * (height - 4);
+    const x = left + (width - left) - ((now - t) / span) * (width - left);
+    const y = top + height - 2 - (lag / max) * (height - 4);
     return x.toFixed(1) + "," + y.toFixed(1);
   });
   const line = document.createElementNS(NS, "polyline");
   line.setAttribute("points", points.join(" "));
   svg.appendChild(line);
+  const label = (x, y, text, anchor) => {
+    const t = document.createElementNS(NS, "text");
+    t.setAttribute("x", x);
+    t.setAttribute("y", y);
+    if (anchor) t.setAttribute("text-anchor", anchor);
+    t.textContent = text;
+    svg.appendChild(t);
+  };
+  label(2, 10, "max " + max);
+  label(width - 2, 10, "0 at the foot; " + Math.round(span / 1000) + " s wide", "end");
   const title = document.createElementNS(NS, "title");
   title.textContent = "lag now " + history[history.length - 1][1] + ", at most " + max
     + " over the last " + Math.round(span / 1000) + " s";
   svg.appendChild(title);
   return svg;
+}
+
+// The reset form of one group on one topic, in its row: the same refusal as `consumer
+// group-reset` while the group has members, unless "even while it is being read".
+function openReset(tr, group, topic) {
+  const td = tr.cells[8];
+  const form = document.createElement("form");
+  form.className = "reset-form";
+  const to = document.createElement("select");
+  to.setAttribute("aria-label", "reset to");
+  for (const [value, text] of [["earliest", "earliest"], ["latest", "latest"], ["offset", "offset…"]]) {
+    const o = document.createElement("option");
+    o.value = value;
+    o.textContent = text;
+    to.appendChild(o);
+  }
+  const offset = document.createElement("input");
+  offset.type = "number";
+  offset.min = "0";
+  offset.size = 6;
+  offset.setAttribute("aria-label", "offset");
+  offset.hidden = true;
+  to.addEventListener("change", () => { offset.hidden = to.value !== "offset"; });
+  const forceLabel = document.createElement("label");
+  const force = document.createElement("input");
+  force.type = "checkbox";
+  forceLabel.append(force, " even while it is being read");
+  const apply = document.createElement("button");
+  apply.type = "submit";
+  apply.textContent = "Reset";
+  const cancel = button("Cancel", () => restore());
+  const restore = () => td.replaceChildren(button("Reset…", () => openReset(tr, group, topic),
+    "reset the offset of group " + group + " on " + topic));
+  form.append(to, offset, forceLabel, apply, cancel);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { group, topic, to: to.value, force: force.checked };
+    if (to.value === "offset") body.offset = Number(offset.value);
+    const data = await call("POST", "/api/groups/reset", body);
+    const out = $("reset-result");
+    out.className = data.error ? "error" : "ok";
+    out.textContent = data.error
+      ? "not reset: " + data.error
+      : "group " + group + " on " + topic + " now reads on from offset " + data.committed_offset;
+    if (!data.error) restore();
+  });
+  td.replaceChildren(form);
+  to.focus();
 }
 
 // ---- topics: create, delete ----
@@ -241,7 +549,12 @@ $("create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const name = $("create-name").value;
   const out = $("create-result");
-  const data = await call("POST", "/api/topics", { name });
+  const body = { name };
+  const number = (id) => $(id).value === "" ? undefined : Number($(id).value);
+  body.retention_messages = number("create-retention-messages");
+  body.retention_bytes = number("create-retention-bytes");
+  if ($("create-retention-time").value.trim()) body.retention_time = $("create-retention-time").value;
+  const data = await call("POST", "/api/topics", body);
   out.className = data.error ? "error" : "ok";
   out.textContent = data.error ? "not created: " + data.error : "created " + name;
 });
@@ -259,104 +572,289 @@ $("produce-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const out = $("produce-result");
   const body = { topic: $("produce-topic").value, key: $("produce-key").value, value: $("produce-value").value };
-  try {
-    const data = await call("POST", "/api/produce", body);
-    out.className = data.error ? "error" : "ok";
-    out.textContent = data.error ? "not sent: " + data.error : "sent at offset " + data.offset;
-    out.dataset.offset = data.error ? "" : data.offset;
-  } catch (e) {
-    out.className = "error";
-    out.textContent = "not sent: the console is not answering";
-  }
+  const data = await call("POST", "/api/produce", body);
+  out.className = data.error ? "error" : "ok";
+  out.textContent = data.error ? "not sent: " + data.error : "sent at offset " + data.offset;
+  out.dataset.offset = data.error ? "" : data.offset;
 });
 
-// ---- a topic's messages: pages and follow ----
+// ---- a topic's messages: pages, search and follow, all held in the address ----
 
 function messageRow(m) {
   const key = m.key == null ? "" : m.key;
+  const topic = state.topic;
+  const keyCell = cell(key, "value");
+  if (m.key_hex) {
+    keyCell.classList.add("hex");
+    keyCell.title = "not UTF-8: shown as hex";
+  }
+  // One listener on the table (below) serves every row's copy button: a followed topic draws
+  // hundreds of rows a second.
+  const copy = document.createElement("button");
+  copy.type = "button";
+  copy.textContent = "copy";
+  copy.setAttribute("aria-label", "copy message " + m.offset);
+  copy.className = "link copy-message";
+  const actions = document.createElement("td");
+  actions.appendChild(copy);
   const tr = row([
     cell(m.offset, "num"),
-    cell(TIME.format(m.timestamp)),
-    cell(key, m.key_hex ? "value hex" : "value"),
-    cell(m.value, m.value_hex ? "value hex" : "value"),
+    cell(TIME.format(m.timestamp), "time"),
+    keyCell,
+    valueCell(m.value, m.value_hex, (topic || "message") + "-" + m.offset + (m.value_hex ? ".hex" : ".txt")),
+    actions,
   ]);
   tr.dataset.offset = m.offset;
-  if (m.value_hex) tr.title = "not UTF-8: shown as hex";
+  shownMessages.set(tr, { topic, m });
   return tr;
 }
+
+// The message each row of the Messages table shows, for its copy button.
+const shownMessages = new WeakMap();
+
+$("messages").addEventListener("click", (event) => {
+  const copy = event.target.closest("button.copy-message");
+  const shown = copy && shownMessages.get(copy.closest("tr"));
+  if (!shown) return;
+  const { topic, m } = shown;
+  copyText(JSON.stringify({
+    topic, offset: m.offset, timestamp: m.timestamp, key: m.key, value: m.value,
+    ...(m.key_hex ? { key_hex: true } : {}), ...(m.value_hex ? { value_hex: true } : {}),
+  }), copy);
+});
 
 function messagesError(text) {
   $("messages-error").hidden = !text;
   $("messages-error").textContent = text || "";
 }
 
-async function openTopic(name, offset) {
-  stopFollow();
-  $("follow").checked = false;
-  state.topic = name;
-  $("messages-topic").textContent = "of " + name;
-  $("messages-topic-input").value = name;
-  location.hash = "topic=" + encodeURIComponent(name);
-  await showPage(offset);
+// The view the address holds: {topic, offset, before, follow, newest, key, value, regex}.
+function viewOf(hash) {
+  const p = new URLSearchParams(hash.replace(/^#/, ""));
+  const view = { topic: p.get("topic") };
+  for (const name of ["offset", "before", "key", "value"]) if (p.get(name)) view[name] = p.get(name);
+  for (const name of ["follow", "newest", "regex"]) if (p.get(name) === "1") view[name] = true;
+  return view;
 }
 
-function topicInfo() {
-  return state.topics.find((t) => t.name === state.topic);
+function hashOf(view) {
+  const p = new URLSearchParams();
+  for (const name of ["topic", "offset", "before", "key", "value"]) if (view[name] != null && view[name] !== "") p.set(name, view[name]);
+  for (const name of ["follow", "newest", "regex"]) if (view[name]) p.set(name, "1");
+  return "#" + p.toString();
 }
 
-async function showPage(offset) {
-  if (state.topic == null) return;
-  offset = Math.max(0, offset);
-  const url = "/api/messages?topic=" + encodeURIComponent(state.topic) + "&offset=" + offset + "&limit=" + PAGE;
-  const data = await call("GET", url);
+// Goes to `view`: a new entry in the history (so Back comes here again), then shown.
+function go(view) {
+  const hash = hashOf(view);
+  if (location.hash === hash || (hash === "#" && !location.hash)) showView();
+  else location.hash = hash;
+}
+
+// Changes of the view that start from the one shown.
+function goWith(changes) {
+  const view = { ...(state.view || { topic: state.topic }), ...changes };
+  for (const [k, v] of Object.entries(changes)) if (v == null || v === false) delete view[k];
+  go(view);
+}
+
+window.addEventListener("hashchange", () => showView());
+
+// Shows the view the address holds.
+async function showView() {
+  const view = viewOf(location.hash);
+  state.view = view;
+  $("newest").checked = !!view.newest;
+  $("search-key").value = view.key || "";
+  $("search-value").value = view.value || "";
+  $("search-regex").checked = !!view.regex;
+  if (!view.topic) {
+    stopFollow();
+    pagingDisabled(true);
+    return;
+  }
+  state.topic = view.topic;
+  $("messages-topic").textContent = "of " + view.topic;
+  $("messages-topic-input").value = view.topic;
+  $("follow").checked = !!view.follow;
+  pagingDisabled(!!view.follow);
+  if (view.follow) {
+    startFollow();
+  } else {
+    stopFollow();
+    setText($("follow-status"), "");
+    await showPage(view);
+  }
+}
+
+function pagingDisabled(disabled) {
+  for (const id of ["first", "prev", "next", "end", "jump", "jump-offset"]) $(id).disabled = disabled;
+}
+
+function searching(view) {
+  return !!(view.key || view.value);
+}
+
+async function showPage(view) {
+  const search = searching(view);
+  const params = new URLSearchParams({ topic: view.topic, limit: PAGE });
+  if (view.before != null) params.set("before", view.before);
+  else params.set("offset", view.offset != null ? view.offset : search ? "first" : "last");
+  if (view.key) params.set("key", view.key);
+  if (view.value) params.set("value", view.value);
+  if (view.regex) params.set("regex", "1");
+  const data = await call("GET", "/api/messages?" + params);
+  if (state.view !== view) return; // another view was asked for meanwhile
   if (data.error) {
     messagesError(data.error);
+    if (data.first_offset != null) {
+      // Offer the nearest page there is rather than leave the reader at an error.
+      const offsetAsked = Number(view.offset);
+      const near = offsetAsked < data.first_offset ? "first" : "last";
+      const link = document.createElement("a");
+      link.href = hashOf({ ...view, offset: near, before: null });
+      link.textContent = near === "first" ? " Go to the first kept message." : " Go to the last messages.";
+      $("messages-error").appendChild(link);
+    }
+    $("messages").tBodies[0].replaceChildren();
+    setText($("follow-count"), "");
     return;
   }
   messagesError(null);
-  state.offset = offset;
-  $("jump-offset").value = offset;
-  $("follow-count").textContent = data.messages.length
-    ? "offsets " + data.messages[0].offset + "–" + data.messages[data.messages.length - 1].offset + " of " + data.end_offset
-    : "no messages from offset " + offset + " (the topic ends at " + data.end_offset + ")";
-  $("messages").tBodies[0].replaceChildren(...data.messages.map(messageRow));
+  state.page = data;
+  $("jump-offset").value = data.offset;
+  const shown = data.messages;
+  const range = shown.length ? shown[0].offset + "–" + shown[shown.length - 1].offset : "";
+  let text;
+  if (search) {
+    text = shown.length
+      ? shown.length + (shown.length === 1 ? " match" : " matches") + " (offsets " + range + ")"
+      : "no matches";
+    text += " searching offsets " + data.offset + " to " + (data.next_offset - 1)
+      + " of " + data.end_offset + (data.next_offset < data.end_offset ? "; Next searches on" : "; searched to the end");
+  } else {
+    text = shown.length
+      ? "offsets " + range + " of " + data.first_offset + "–" + (data.end_offset - 1)
+      : "no messages from offset " + data.offset + " (the topic ends at " + data.end_offset + ")";
+  }
+  setText($("follow-count"), text);
+  const rows = shown.map(messageRow);
+  if (view.newest) rows.reverse();
+  $("messages").tBodies[0].replaceChildren(...rows);
+  $("first").disabled = !search && data.offset <= data.first_offset;
+  $("prev").disabled = search || data.offset <= data.first_offset;
+  $("next").disabled = data.next_offset >= data.end_offset;
+  $("end").disabled = search;
+}
+
+$("jump-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("messages-topic-input").value;
+  if (!name) return;
+  const offset = $("jump-offset").value;
+  if (name !== state.topic) go({ topic: name, newest: $("newest").checked });
+  else goWith({ offset: offset === "" ? "last" : String(Math.max(0, Number(offset) || 0)), before: null, follow: null });
+});
+$("messages-topic-input").addEventListener("change", () => {
+  const name = $("messages-topic-input").value;
+  if (name && name !== state.topic) go({ topic: name, newest: $("newest").checked });
+});
+$("first").addEventListener("click", () => goWith({ offset: "first", before: null }));
+$("prev").addEventListener("click", () => state.page && goWith({ before: String(state.page.offset), offset: null }));
+$("next").addEventListener("click", () => state.page && goWith({ offset: String(state.page.next_offset), before: null }));
+$("end").addEventListener("click", () => goWith({ offset: "last", before: null }));
+$("newest").addEventListener("change", () => goWith({ newest: $("newest").checked }));
+$("follow").addEventListener("change", () => {
+  if (state.topic == null) {
+    $("follow").checked = false;
+    return;
+  }
+  goWith({ follow: $("follow").checked, offset: null, before: null });
+});
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  goWith({ key: $("search-key").value, value: $("search-value").value, regex: $("search-regex").checked,
+    offset: null, before: null });
+});
+$("search-clear").addEventListener("click", () => goWith({ key: null, value: null, regex: null, offset: null, before: null }));
+
+// What a followed message must match to be shown, from the search fields (as the server's
+// search: substrings, or regular expressions).
+function followFilter(view) {
+  if (!searching(view)) return null;
+  const make = (text) => {
+    if (!text) return null;
+    if (!view.regex) return (s) => s != null && s.includes(text);
+    try {
+      const re = new RegExp(text, "u");
+      return (s) => s != null && re.test(s);
+    } catch (e) {
+      return () => false;
+    }
+  };
+  const key = make(view.key), value = make(view.value);
+  return (m) => (!key || key(m.key)) && (!value || value(m.value));
 }
 
 function startFollow() {
   stopFollow();
   if (state.topic == null) return;
   const body = $("messages").tBodies[0];
-  const info = topicInfo();
+  const info = state.topics.find((t) => t.name === state.topic);
   const from = info ? Math.max(info.first_offset, info.next_offset - PAGE) : "end";
   body.replaceChildren();
   state.received = 0;
   state.pending = [];
   state.lastDrawn = 0;
-  $("follow-count").textContent = "following: 0 messages received";
-  const source = new EventSource("/api/follow?topic=" + encodeURIComponent(state.topic) + "&from=" + from);
+  state.followNext = from;
+  state.followFilter = followFilter(state.view || {});
+  setText($("follow-count"), "following: 0 messages received");
+  openStream();
+}
+
+// Opens the follow stream from where the last one stopped. The browser reconnects by itself
+// after a dropped connection, but not after a refusal (a 503 when the console has too many
+// streams): then this opens it again after RETRY_MS.
+function openStream() {
+  const topic = state.topic;
+  const source = new EventSource("/api/follow?topic=" + encodeURIComponent(topic) + "&from=" + state.followNext);
   state.source = source;
   source.addEventListener("messages", (event) => {
     const data = JSON.parse(event.data);
     state.received += data.messages.length;
     state.end = data.end_offset;
+    if (event.lastEventId) state.followNext = event.lastEventId;
+    const messages = state.followFilter ? data.messages.filter(state.followFilter) : data.messages;
     // Only the last WINDOW can stay on the page anyway: keep no more than that waiting.
-    const pending = state.pending.concat(data.messages.length > WINDOW ? data.messages.slice(-WINDOW) : data.messages);
+    const pending = state.pending.concat(messages.length > WINDOW ? messages.slice(-WINDOW) : messages);
     state.pending = pending.length > WINDOW ? pending.slice(-WINDOW) : pending;
     queueFollowed();
   });
   source.addEventListener("status", (event) => {
     const data = JSON.parse(event.data);
-    $("follow-status").textContent = data.state === "live" ? "live" : data.state + ": " + data.error;
+    setText($("follow-status"), data.state === "live" ? "live" : data.state + ": " + data.error);
   });
   source.addEventListener("note", (event) => {
-    $("follow-status").textContent = JSON.parse(event.data).note;
+    const data = JSON.parse(event.data);
+    if (data.offset != null) state.followNext = data.offset;
+    setText($("follow-status"), data.note);
   });
   source.addEventListener("gone", (event) => {
-    $("follow-status").textContent = JSON.parse(event.data).error;
+    setText($("follow-status"), JSON.parse(event.data).error);
     stopFollow();
   });
   source.onerror = () => {
-    $("follow-status").textContent = "reconnecting…";
+    if (state.source !== source) return;
+    if (source.readyState === EventSource.CLOSED) {
+      setText($("follow-status"), "the console refused the stream (busy?); trying again in a second…");
+      state.source = null;
+      state.retryTimer = setTimeout(() => {
+        state.retryTimer = null;
+        if (state.view && state.view.follow && state.topic === topic) openStream();
+      }, RETRY_MS);
+    } else {
+      setText($("follow-status"), "reconnecting…");
+    }
   };
 }
 
@@ -384,73 +882,40 @@ function drawFollowed() {
   if (!state.source) return;
   const body = $("messages").tBodies[0];
   const scroll = $("messages-scroll");
-  // Keep showing the newest unless the reader has scrolled up to look at something.
-  const atEnd = scroll.scrollTop + scroll.clientHeight >= scroll.scrollHeight - 40;
+  const newest = !!(state.view && state.view.newest);
+  // Keep showing the newest unless the reader has scrolled away to look at something.
+  const atEnd = newest ? scroll.scrollTop < 40
+    : scroll.scrollTop + scroll.clientHeight >= scroll.scrollHeight - 40;
   const fragment = document.createDocumentFragment();
-  for (const m of state.pending) fragment.appendChild(messageRow(m));
+  const rows = state.pending.map(messageRow);
+  if (newest) rows.reverse();
+  fragment.append(...rows);
   const whole = state.pending.length >= WINDOW;
   state.lastDrawn = state.pending.length;
   state.pending = [];
   if (whole) {
     body.replaceChildren(fragment);
+  } else if (newest) {
+    body.insertBefore(fragment, body.firstChild);
+    let extra = body.rows.length - WINDOW;
+    while (extra-- > 0) body.deleteRow(-1);
   } else {
     body.appendChild(fragment);
     let extra = body.rows.length - WINDOW;
     while (extra-- > 0) body.deleteRow(0);
   }
-  if (atEnd) scroll.scrollTop = scroll.scrollHeight;
-  $("follow-count").textContent = "following: " + state.received
+  if (atEnd) scroll.scrollTop = newest ? 0 : scroll.scrollHeight;
+  setText($("follow-count"), "following: " + state.received
     + (state.received === 1 ? " message" : " messages") + " received, the last "
-    + body.rows.length + " shown; the topic ends at " + state.end;
+    + body.rows.length + " shown; the topic ends at " + state.end);
 }
 
 function stopFollow() {
+  clearTimeout(state.retryTimer);
+  state.retryTimer = null;
   if (state.source) {
     state.source.close();
     state.source = null;
-  }
-}
-
-$("follow").addEventListener("change", () => {
-  if ($("follow").checked) {
-    startFollow();
-    location.hash = "topic=" + encodeURIComponent(state.topic || "") + "&follow=1";
-  } else {
-    stopFollow();
-    $("follow-status").textContent = "";
-    showPage(state.offset);
-  }
-});
-
-$("messages-topic-input").addEventListener("change", () => {
-  const name = $("messages-topic-input").value;
-  if (name) openTopic(name, 0);
-});
-$("jump").addEventListener("click", () => showPage(Number($("jump-offset").value) || 0));
-$("first").addEventListener("click", () => {
-  const info = topicInfo();
-  showPage(info ? info.first_offset : 0);
-});
-$("prev").addEventListener("click", () => showPage(state.offset - PAGE));
-$("next").addEventListener("click", () => showPage(state.offset + PAGE));
-$("end").addEventListener("click", () => {
-  const info = topicInfo();
-  showPage(info ? info.next_offset - PAGE : 0);
-});
-
-// `#topic=NAME` opens a topic; `&follow=1` follows it.
-async function fromHash() {
-  const params = new URLSearchParams(location.hash.slice(1));
-  const name = params.get("topic");
-  if (!name) return;
-  state.topic = name;
-  $("messages-topic").textContent = "of " + name;
-  $("messages-topic-input").value = name;
-  if (params.get("follow") === "1") {
-    $("follow").checked = true;
-    startFollow();
-  } else {
-    await showPage(0);
   }
 }
 
@@ -458,7 +923,7 @@ async function fromHash() {
 
 function loginMessage(text) {
   $("login-result").hidden = !text;
-  $("login-result").textContent = text || "";
+  setText($("login-result"), text || "");
 }
 
 function showSession(data) {
@@ -550,7 +1015,8 @@ $("consume-release").addEventListener("click", async () => {
   else consumeMessage("released logical broker " + data.released, true);
 });
 
-$("consume-read").addEventListener("click", async () => {
+async function consumeRead() {
+  if ($("consume-read").disabled) return;
   const topic = $("consume-topic").value;
   const offset = Number($("consume-offset").value) || 0;
   const data = await call("GET", "/api/messages?topic=" + encodeURIComponent(topic) + "&offset=" + offset + "&limit=20");
@@ -559,21 +1025,31 @@ $("consume-read").addEventListener("click", async () => {
     return;
   }
   $("consume-messages").tBodies[0].replaceChildren(...data.messages.map((m) => {
-    const pick = document.createElement("button");
-    pick.textContent = "Pick";
-    pick.addEventListener("click", () => {
+    const pick = button("Pick", () => {
       $("consume-picked").hidden = false;
       $("consume-picked-offset").textContent = "at offset " + m.offset + " of " + topic;
       $("consume-picked-time").textContent = new Date(m.timestamp).toLocaleString();
-      $("consume-picked-key").textContent = m.key == null ? "(none)" : m.key;
-      $("consume-picked-value").textContent = m.value;
-    });
+      const key = $("consume-picked-key");
+      key.textContent = m.key == null ? "(none)" : m.key;
+      key.classList.toggle("hex", !!m.key_hex);
+      const value = $("consume-picked-value");
+      value.replaceChildren();
+      fillValue(value, m.value, m.value_hex, topic + "-" + m.offset + (m.value_hex ? ".hex" : ".txt"));
+    }, "pick message " + m.offset);
     const action = document.createElement("td");
     action.appendChild(pick);
-    const tr = row([cell(m.offset, "num"), cell(m.key, "value"), cell(m.value, m.value_hex ? "value hex" : "value"), action]);
+    const keyCell = cell(m.key, "value");
+    if (m.key_hex) keyCell.classList.add("hex");
+    const tr = row([cell(m.offset, "num"), keyCell,
+      valueCell(m.value, m.value_hex, topic + "-" + m.offset + (m.value_hex ? ".hex" : ".txt")), action]);
     tr.dataset.offset = m.offset;
     return tr;
   }));
+}
+
+$("consume-read").addEventListener("click", consumeRead);
+$("consume-offset").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") consumeRead();
 });
 
 // Closing the page gives the logical broker back at once (the lease would run out anyway).
@@ -581,9 +1057,16 @@ window.addEventListener("pagehide", () => {
   if (state.held) navigator.sendBeacon("/api/consume/release?page=" + encodeURIComponent(PAGE_ID));
 });
 
-// The first overview comes before the topic in the address is opened, so that a follow view
+// The first overview comes before the view in the address is shown, so that a follow view
 // opened from a link starts with the topic's recent messages rather than an empty table.
-call("GET", "/api/session").then(showSession).finally(async () => {
-  await refresh();
-  fromHash();
+call("GET", "/api/session").then(showSession).finally(() => {
+  refresh();
+  // Not after the whole first refresh: a broker that does not answer must not hold up the
+  // view for the console's whole timeout.
+  let shown = false;
+  const show = () => { if (!shown) { shown = true; showView(); } };
+  const wait = setInterval(() => {
+    if (refreshAnswered || state.topics.length) { clearInterval(wait); show(); }
+  }, 20);
+  setTimeout(() => { clearInterval(wait); show(); }, STALE_MS);
 });
