@@ -17,6 +17,9 @@ use crate::task::{backoff, Control, Record, Rejected, TaskError};
 /// How often a sink with `topics.regex` looks for new topics that match.
 const TOPIC_REFRESH: Duration = Duration::from_secs(5);
 
+/// How often a sink looks again for a topic it names that does not exist yet.
+const TOPIC_RETRY: Duration = Duration::from_secs(1);
+
 /// How long the broker may hold a group fetch when nothing is there.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 
@@ -134,8 +137,10 @@ struct Membership {
     token: u64,
     /// The topics joined, in the order they are read.
     topics: Vec<String>,
-    /// When `topics.regex` was last looked at.
+    /// When the topics were last looked at.
     refreshed: Instant,
+    /// Whether every topic named was there to join.
+    complete: bool,
 }
 
 impl SinkTask<'_> {
@@ -165,8 +170,10 @@ impl SinkTask<'_> {
                 },
             };
             if joined.topics.is_empty() {
-                self.control.waiting(self.name, "no topic matches topics.regex yet".into());
-                self.control.shutdown.pause(TOPIC_REFRESH);
+                if matches!(self.settings.topics, Topics::Matching(_)) {
+                    self.control.waiting(self.name, "no topic matches topics.regex yet".into());
+                }
+                self.control.shutdown.pause(TOPIC_RETRY);
                 member = Some(joined);
                 continue;
             }
@@ -200,17 +207,16 @@ impl SinkTask<'_> {
                     records
                 }
                 Err(ClientError::Interrupted) => break,
+                // The broker restarted, or the lease ran out: claim again, and join.
+                Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => continue,
                 Err(e)
                     if matches!(
                         e.broker_code(),
-                        Some(
-                            ErrorCode::UnknownClaim
-                                | ErrorCode::UnknownMember
-                                | ErrorCode::UnknownTopic
-                        )
+                        Some(ErrorCode::UnknownMember | ErrorCode::UnknownTopic)
                     ) =>
                 {
-                    // Claim again and join again (the broker restarted, or the lease ran out).
+                    // The topic went (deleted, or the broker lost it): join again.
+                    member = Some(Membership { complete: false, ..joined });
                     continue;
                 }
                 Err(e) => {
@@ -229,10 +235,11 @@ impl SinkTask<'_> {
         self.leave(&mut member);
     }
 
-    /// Whether `m` should join again: `topics.regex` is due a look.
+    /// Whether `m` should join again: a topic was missing, or `topics.regex` is due a look.
     fn stale(&self, m: &Membership) -> bool {
-        matches!(self.settings.topics, Topics::Matching(_))
-            && m.refreshed.elapsed() >= TOPIC_REFRESH
+        let age = m.refreshed.elapsed();
+        (!m.complete && age >= TOPIC_RETRY)
+            || (matches!(self.settings.topics, Topics::Matching(_)) && age >= TOPIC_REFRESH)
     }
 
     /// Says the broker is not answering (or refused), and waits a little before the next try.
@@ -302,20 +309,14 @@ impl SinkTask<'_> {
                 Err(e) => return Err(e),
             }
         }
-        if topics.is_empty() && !missing.is_empty() {
-            self.control
-                .waiting(self.name, format!("waiting for topic {} to exist", missing.join(", ")));
-            self.control.shutdown.pause(Duration::from_secs(1));
-            return Ok(Some(Membership {
-                token,
-                topics,
-                refreshed: Instant::now() - TOPIC_REFRESH,
-            }));
-        }
         if missing.is_empty() {
             self.control.running();
+        } else {
+            let names = missing.join(", ");
+            self.control.waiting(self.name, format!("waiting for topic {names} to exist"));
         }
-        Ok(Some(Membership { token, topics, refreshed: Instant::now() }))
+        let complete = missing.is_empty();
+        Ok(Some(Membership { token, topics, refreshed: Instant::now(), complete }))
     }
 
     /// Gives the logical broker back.
@@ -365,6 +366,8 @@ impl SinkTask<'_> {
                 }
             }
         };
+        let mut rejected = rejected;
+        rejected.sort_by_key(|r| r.offset);
         if !rejected.is_empty() && !self.dead_letter(topic, records, &rejected) {
             return false;
         }
