@@ -183,3 +183,41 @@ fn bad_records_go_to_the_dead_letter_topic_or_stop_the_connector() {
     assert_eq!(pg.count("SELECT count(*) FROM strict"), 0);
     connect.stop();
 }
+
+#[test]
+fn sslmode_require_encrypts_and_a_database_down_is_waited_for() {
+    let pg = Postgres::start_with_tls();
+    pg.client().batch_execute(TABLE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"));
+    let schema = dir.path().join("order-schema.json");
+    std::fs::write(&schema, ORDER_SCHEMA).unwrap();
+    let config = dir.path().join("pg_sink.json");
+    let text = tutorial_config("tls", &pg.jdbc_url(), "upsert", r#", "retry.backoff.ms": "200""#)
+        .replace("sslmode=prefer", "sslmode=require");
+    std::fs::write(&config, text).unwrap();
+    let offsets = dir.path().join("connect.offsets");
+    let schema = schema.to_str().unwrap();
+    let rows = || pg.count("SELECT count(*) FROM demo5_cod_and_chips");
+
+    // The database is down when the orders come: the status says so, nothing is acknowledged.
+    pg.halt();
+    let connect = Connect::start(&broker.endpoint, &[&config], &offsets, true);
+    produce(&broker.endpoint, &["--value-schema", schema, "demo5-cod-and-chips"], &orders(0, 200));
+    wait_for("the status to say the database is down", MINUTE, || {
+        let status = connect.get_json("/connectors/tls/status");
+        status["tasks"][0]["waiting"].as_str().is_some_and(|w| w.contains("destination"))
+    });
+    let group = common::consume(&broker.endpoint, &["groups", "--json", "connect-tls"]);
+    assert!(group.contains("\"committed_offset\":0"), "{group}");
+    pg.resume();
+    wait_for("the orders once the database is back", MINUTE, || rows() == 200);
+    let encrypted = pg.count(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'connect' AND ssl",
+    );
+    assert_eq!(encrypted, 1);
+    let status = connect.get_json("/connectors/tls/status");
+    assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
+    connect.stop();
+}

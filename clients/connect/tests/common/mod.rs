@@ -40,6 +40,8 @@ pub struct Postgres {
     bin: PathBuf,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// The server's options (`pg_ctl -o`).
+    options: String,
 }
 
 /// PostgreSQL's server programs: Debian's under /usr/lib/postgresql/VERSION/bin, else on PATH.
@@ -85,6 +87,16 @@ fn is_root() -> bool {
 impl Postgres {
     /// Makes a cluster with initdb and starts it, waiting until it takes connections.
     pub fn start() -> Postgres {
+        Postgres::start_with(false)
+    }
+
+    /// As [`Postgres::start`], with TLS on (a self-signed certificate made with `openssl`,
+    /// which Debian's postgresql package brings).
+    pub fn start_with_tls() -> Postgres {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let bin = postgres_bin();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let root = is_root();
@@ -96,22 +108,53 @@ impl Postgres {
             run(Command::new("chown").arg("postgres:").arg(&home));
         }
         let port = testkit::free_port();
-        let pg = Postgres { dir, bin, port };
+        let mut options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
+            path(&home)
+        );
+        if tls {
+            let (cert, key) = (home.join("server.crt"), home.join("server.key"));
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+                .args(["-subj", "/CN=localhost", "-keyout", path(&key), "-out", path(&cert)])
+                .output()
+                .expect(
+                    "openssl (Debian's postgresql package brings it; scripts/test.sh installs it)",
+                );
+            assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+            run(Command::new("chmod").arg("600").arg(&key));
+            if root {
+                run(Command::new("chown").arg("postgres:").arg(&key).arg(&cert));
+            }
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                path(&cert),
+                path(&key)
+            ));
+        }
+        let pg = Postgres { dir, bin, port, options };
         let data = pg.data();
         pg.as_owner(
             "initdb",
             &["-D", path(&data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "-N"],
         );
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
-            path(&home)
-        );
-        let log = home.join("log");
-        pg.as_owner(
-            "pg_ctl",
-            &["-D", path(&data), "-o", &options, "-l", path(&log), "-w", "-t", "60", "start"],
-        );
+        pg.resume();
         pg
+    }
+
+    /// Stops the server (a fast shutdown), keeping its data.
+    pub fn halt(&self) {
+        self.as_owner("pg_ctl", &["-D", path(&self.data()), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the server (again), waiting until it takes connections.
+    pub fn resume(&self) {
+        let log = self.dir.path().join("pg").join("log");
+        let data = self.data();
+        self.as_owner(
+            "pg_ctl",
+            &["-D", path(&data), "-o", &self.options, "-l", path(&log), "-w", "-t", "60", "start"],
+        );
     }
 
     /// The data directory.
