@@ -221,3 +221,46 @@ fn sslmode_require_encrypts_and_a_database_down_is_waited_for() {
     assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
     connect.stop();
 }
+
+/// Produces 1,000 orders in the schema envelope through the Kafka door, as the tutorial's
+/// confluent-kafka producer does.
+const CONFLUENT_PRODUCER: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+bootstrap, schema = sys.argv[1], json.loads(sys.argv[2])
+producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+for i in range(1000):
+    order = {"order_time": 1700000000000 + i, "count": 1 + i % 4, "order": ["cod", "chips"]}
+    producer.produce("demo5-cod-and-chips", json.dumps({"schema": schema, "payload": order}))
+assert producer.flush(30) == 0, "not every order was delivered"
+"#;
+
+#[test]
+fn orders_from_confluent_kafka_through_the_gateway_arrive_exactly_once() {
+    let pg = Postgres::start();
+    pg.client().batch_execute(TABLE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"));
+    let mut gateway = std::process::Command::new(common::binary("kafka-gateway"));
+    gateway.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
+    let gateway = testkit::BrokerProcess::spawn(gateway);
+    let config = dir.path().join("pg_sink.json");
+    std::fs::write(&config, tutorial_config("from_kafka", &pg.jdbc_url(), "upsert", "")).unwrap();
+    let connect = Connect::start(&broker.endpoint, &[&config], &dir.path().join("offsets"), false);
+    let out = std::process::Command::new("python3")
+        .args(["-c", CONFLUENT_PRODUCER, &gateway.endpoint, ORDER_SCHEMA])
+        .output()
+        .expect("python3 runs (scripts/test.sh installs what it needs)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'confluent_kafka'"),
+        "confluent-kafka is missing: scripts/test.sh installs it (pip install -r scripts/requirements.txt)"
+    );
+    assert!(out.status.success(), "the confluent-kafka producer failed: {stderr}");
+    wait_for("1,000 orders", MINUTE, || {
+        pg.count("SELECT count(*) FROM demo5_cod_and_chips") == 1000
+    });
+    connect.stop();
+    assert_eq!(pg.count("SELECT count(DISTINCT order_time) FROM demo5_cod_and_chips"), 1000);
+    gateway.interrupt();
+}
