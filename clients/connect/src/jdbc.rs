@@ -800,16 +800,22 @@ impl JdbcWriter {
         let mut rejected = Vec::new();
         // Consecutive rows of the same shape go in one statement.
         let mut groups: Vec<Shape<'_>> = Vec::new();
+        // The parameter types of the one-row statement of the shape at hand, asked of the
+        // database once per run of rows of one shape.
+        let mut types: Vec<PgType> = Vec::new();
+        let mut shape: Option<&Row> = None;
         for row in rows {
-            let single = self.prepare(&self.sql(table, row, 1))?;
-            let types = single.params();
+            if !shape.is_some_and(|s| s.same_shape(row)) {
+                types = self.prepare(&self.sql(table, row, 1))?.params().to_vec();
+                shape = Some(row);
+            }
             let values = if row.delete { &row.values[..row.keys] } else { &row.values[..] };
             let converted: Result<Vec<Cell>, String> = values
                 .iter()
                 .zip(&row.columns)
                 .enumerate()
                 .map(|(i, (v, name))| {
-                    let ty = param_type(types, i, row, self.settings.insert_mode);
+                    let ty = param_type(&types, i, row, self.settings.insert_mode);
                     cell(v, &ty).map_err(|e| format!("column {name:?}: {e}"))
                 })
                 .collect();
@@ -820,9 +826,7 @@ impl JdbcWriter {
                     continue;
                 }
             };
-            let same = groups.last().is_some_and(|(last, _, _)| {
-                last.columns == row.columns && last.delete == row.delete && last.keys == row.keys
-            });
+            let same = groups.last().is_some_and(|(last, _, _)| last.same_shape(row));
             if same && !one_by_one {
                 if let Some((_, cells_of, offsets)) = groups.last_mut() {
                     cells_of.push(cells);
@@ -929,6 +933,11 @@ fn param_type(types: &[PgType], i: usize, row: &Row, mode: InsertMode) -> PgType
 }
 
 impl Row {
+    /// Whether `other` goes in the same statement as this row: the same columns and kind.
+    fn same_shape(&self, other: &Row) -> bool {
+        self.columns == other.columns && self.delete == other.delete && self.keys == other.keys
+    }
+
     /// Adds a column.
     fn push(&mut self, name: String, value: Value, schema: Option<Schema>) {
         self.columns.push(name);
