@@ -146,6 +146,15 @@ fn bad_records_go_to_the_dead_letter_topic_or_stop_the_connector() {
     produce(&broker.endpoint, &[topic], &envelope);
     produce(&broker.endpoint, &["--value-schema", schema, topic], &orders(10, 13));
 
+    // The consumer shows the payload alone, and the envelope without the flag.
+    let first =
+        common::consume(&broker.endpoint, &["fetch", topic, "--max", "1", "--unwrap-schema"]);
+    assert_eq!(
+        first,
+        "0\t{\"count\":1,\"order\":[\"cod\",\"chips\",\"mushy peas\",\"curry sauce\"],\"order_time\":1700000000000}\n"
+    );
+    let whole = common::consume(&broker.endpoint, &["fetch", topic, "--max", "1"]);
+    assert!(whole.contains("\"schema\":{") && whole.contains("\"payload\":{"), "{whole}");
     let connect = Connect::start(&broker.endpoint, &[&tolerant, &strict], &offsets, true);
     wait_for("the good orders", MINUTE, || {
         pg.count("SELECT count(*) FROM demo5_cod_and_chips") == 6
