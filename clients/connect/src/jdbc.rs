@@ -354,9 +354,32 @@ struct Row {
     delete: bool,
 }
 
-/// Consecutive rows of one shape, their values converted, with their offsets: one statement
-/// (or a few, within the parameter limit).
-type Shape<'a> = (&'a Row, Vec<Vec<Cell>>, Vec<u64>);
+/// Consecutive rows of one shape, their values converted, with their offsets: one `COPY` or
+/// statement (or a few, within the parameter limit).
+struct Shape<'a> {
+    /// The first row, which shows the shape.
+    row: &'a Row,
+    /// The columns' types, in `row`'s column order.
+    types: Vec<PgType>,
+    /// Each row's values.
+    cells: Vec<Vec<Cell>>,
+    /// Each row's offset.
+    offsets: Vec<u64>,
+}
+
+/// One step of a batch's transaction.
+enum Step {
+    /// A statement with its parameters; the offset of the (first) row it writes.
+    Statement(postgres::Statement, Vec<Cell>, u64),
+    /// `copy` (a `COPY ... FROM STDIN BINARY`) of `rows`, whose columns have `types`; then, for
+    /// an upsert, `then` moves them from the stage table into the table.
+    Copy {
+        copy: String,
+        types: Vec<PgType>,
+        rows: Vec<Vec<Cell>>,
+        then: Option<postgres::Statement>,
+    },
+}
 
 /// The sink's connection and what it knows of the tables.
 pub struct JdbcWriter {
@@ -368,6 +391,8 @@ pub struct JdbcWriter {
     tables: HashMap<String, Option<Vec<String>>>,
     /// Prepared statements by their text.
     statements: HashMap<String, postgres::Statement>,
+    /// The stage tables made on this connection (see [`JdbcWriter::stage`]).
+    stages: std::collections::HashSet<String>,
 }
 
 /// At most this many statements are kept prepared; past it they are all dropped.
@@ -387,7 +412,13 @@ enum Failure {
 impl JdbcWriter {
     /// A writer with `settings`; it connects at its first batch.
     pub fn new(settings: JdbcSettings) -> JdbcWriter {
-        JdbcWriter { settings, client: None, tables: HashMap::new(), statements: HashMap::new() }
+        JdbcWriter {
+            settings,
+            client: None,
+            tables: HashMap::new(),
+            statements: HashMap::new(),
+            stages: std::collections::HashSet::new(),
+        }
     }
 
     /// The settings.
@@ -428,6 +459,7 @@ impl JdbcWriter {
         }
         if self.client.as_ref().is_none_or(postgres::Client::is_closed) {
             self.statements.clear();
+            self.stages.clear();
             self.client = Some(self.settings.database.connect().map_err(TaskError::Retriable)?);
         }
         // Tables and columns first (DDL commits on its own), then the rows in one transaction.
@@ -479,6 +511,7 @@ impl JdbcWriter {
     fn broken(&mut self, reason: String) -> TaskError {
         self.client = None;
         self.statements.clear();
+        self.stages.clear();
         TaskError::Retriable(reason)
     }
 
@@ -773,17 +806,7 @@ impl JdbcWriter {
             sql.push(')');
         }
         if self.settings.insert_mode == InsertMode::Upsert {
-            let updates: Vec<String> =
-                columns[row.keys..].iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-            if updates.is_empty() {
-                sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.join(",")));
-            } else {
-                sql.push_str(&format!(
-                    " ON CONFLICT ({}) DO UPDATE SET {}",
-                    keys.join(","),
-                    updates.join(", ")
-                ));
-            }
+            sql.push_str(&self.on_conflict(row));
         }
         sql
     }
@@ -826,19 +849,22 @@ impl JdbcWriter {
                     continue;
                 }
             };
-            let same = groups.last().is_some_and(|(last, _, _)| last.same_shape(row));
+            let same = groups.last().is_some_and(|last| last.row.same_shape(row));
             if same && !one_by_one {
-                if let Some((_, cells_of, offsets)) = groups.last_mut() {
-                    cells_of.push(cells);
-                    offsets.push(row.offset);
+                if let Some(last) = groups.last_mut() {
+                    last.cells.push(cells);
+                    last.offsets.push(row.offset);
                 }
             } else {
-                groups.push((row, vec![cells], vec![row.offset]));
+                let types = (0..cells.len())
+                    .map(|i| param_type(&types, i, row, self.settings.insert_mode))
+                    .collect();
+                groups.push(Shape { row, types, cells: vec![cells], offsets: vec![row.offset] });
             }
         }
         let upsert = self.settings.insert_mode == InsertMode::Upsert;
-        let mut statements = Vec::new();
-        for (row, mut cells, offsets) in groups {
+        let mut steps = Vec::new();
+        for Shape { row, types, mut cells, offsets } in groups {
             let multi = !row.delete && self.settings.insert_mode != InsertMode::Update;
             if upsert && multi {
                 // ON CONFLICT cannot touch a row twice in one statement: the last of a key wins.
@@ -854,6 +880,26 @@ impl JdbcWriter {
                         keep.contains(&(i - 1))
                     });
                 }
+            }
+            if multi && !one_by_one {
+                // The fast way: COPY, the database's own bulk load (straight into the table for
+                // inserts, through a stage table for upserts). A row it refuses fails the whole
+                // COPY, and the batch is then written again row by row.
+                let columns = row.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",");
+                let (target, then) = if upsert {
+                    let stage = self.stage(table, row)?;
+                    let sql = format!(
+                        "INSERT INTO {} ({columns}) SELECT {columns} FROM {stage}{}",
+                        quote_table(table),
+                        self.on_conflict(row)
+                    );
+                    (stage, Some(self.prepare(&sql)?))
+                } else {
+                    (quote_table(table), None)
+                };
+                let copy = format!("COPY {target} ({columns}) FROM STDIN BINARY");
+                steps.push(Step::Copy { copy, types, rows: cells, then });
+                continue;
             }
             let width = cells.first().map_or(1, Vec::len).max(1);
             let per = if multi {
@@ -881,23 +927,30 @@ impl JdbcWriter {
                     } else {
                         chunk.into_iter().flatten().collect()
                     };
-                statements.push((statement, flat, first_offset));
+                steps.push(Step::Statement(statement, flat, first_offset));
                 first_offset += take as u64;
             }
         }
         let client =
             self.client.as_mut().ok_or_else(|| Failure::Connection("not connected".into()))?;
         let mut tx = client.transaction().map_err(failure)?;
-        for (statement, cells, offset) in &statements {
+        for step in &steps {
+            let (statement, cells, offset) = match step {
+                Step::Copy { copy, types, rows, then } => {
+                    copy_rows(&mut tx, copy, types, rows)?;
+                    if let Some(then) = then {
+                        tx.execute(then, &[]).map_err(failure)?;
+                    }
+                    continue;
+                }
+                Step::Statement(statement, cells, offset) => (statement, cells, offset),
+            };
             let params: Vec<&(dyn ToSql + Sync)> =
                 cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
             if one_by_one {
                 tx.batch_execute("SAVEPOINT row").map_err(failure)?;
             }
             match tx.execute(statement, &params) {
-                Ok(0) if self.settings.insert_mode == InsertMode::Update && one_by_one => {
-                    tx.batch_execute("RELEASE SAVEPOINT row").map_err(failure)?;
-                }
                 Ok(_) if one_by_one => {
                     tx.batch_execute("RELEASE SAVEPOINT row").map_err(failure)?
                 }
@@ -914,6 +967,59 @@ impl JdbcWriter {
         tx.commit().map_err(failure)?;
         Ok(rejected)
     }
+
+    /// The `ON CONFLICT` clause of an upsert of `row`'s shape.
+    fn on_conflict(&self, row: &Row) -> String {
+        let columns: Vec<String> = row.columns.iter().map(|c| quote(c)).collect();
+        let keys = columns[..row.keys].join(",");
+        let updates: Vec<String> =
+            columns[row.keys..].iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+        if updates.is_empty() {
+            format!(" ON CONFLICT ({keys}) DO NOTHING")
+        } else {
+            format!(" ON CONFLICT ({keys}) DO UPDATE SET {}", updates.join(", "))
+        }
+    }
+
+    /// The stage table upserts of `row`'s shape into `table` are copied into: a temporary
+    /// table of the same columns, emptied at each commit, made once per connection.
+    fn stage(&mut self, table: &str, row: &Row) -> Result<String, Failure> {
+        use std::hash::{Hash, Hasher};
+        let mut hash = std::collections::hash_map::DefaultHasher::new();
+        (table, &row.columns).hash(&mut hash);
+        let stage = format!("connect_stage_{:016x}", hash.finish());
+        if self.stages.insert(stage.clone()) {
+            let columns = row.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",");
+            let sql = format!(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS \
+                 SELECT {columns} FROM {} WITH NO DATA",
+                quote_table(table)
+            );
+            if let Err(e) = self.run(&sql) {
+                self.stages.remove(&stage);
+                return Err(e);
+            }
+        }
+        Ok(stage)
+    }
+}
+
+/// Writes `rows` through `copy`, a `COPY ... FROM STDIN BINARY`.
+fn copy_rows(
+    tx: &mut postgres::Transaction<'_>,
+    copy: &str,
+    types: &[PgType],
+    rows: &[Vec<Cell>],
+) -> Result<(), Failure> {
+    let writer = tx.copy_in(copy).map_err(failure)?;
+    let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(writer, types);
+    for row in rows {
+        let values: Vec<&(dyn ToSql + Sync)> =
+            row.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        writer.write(&values).map_err(failure)?;
+    }
+    writer.finish().map_err(failure)?;
+    Ok(())
 }
 
 /// The parameter type of value `i` of `row` in its one-row statement, whose parameters are in
