@@ -2,6 +2,9 @@
 //! ..., "payload": ...}` envelope, or false, plain JSON), `StringConverter` and
 //! `ByteArrayConverter`; and Connect's schemas, checked against the payloads they describe.
 
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::{ConfigError, ConnectorConfig};
@@ -64,6 +67,15 @@ impl Converter {
     /// A reason fit for the dead-letter topic: not JSON, no envelope when one is required, a
     /// payload that does not fit its schema.
     pub fn read(self, bytes: Option<&[u8]>) -> Result<Data, String> {
+        self.read_with(bytes, &mut SchemaCache::default())
+    }
+
+    /// As [`Converter::read`], reusing the schema parsed for the previous message when this
+    /// one carries the same schema text (a topic's messages usually all do).
+    ///
+    /// # Errors
+    /// As [`Converter::read`].
+    pub fn read_with(self, bytes: Option<&[u8]>, cache: &mut SchemaCache) -> Result<Data, String> {
         let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
             return Ok(Data { schema: None, value: Value::Null });
         };
@@ -76,36 +88,61 @@ impl Converter {
                 use base64::Engine as _;
                 let text = base64::engine::general_purpose::STANDARD.encode(bytes);
                 Ok(Data {
-                    schema: Some(Schema::primitive(Type::Bytes)),
+                    schema: Some(Arc::new(Schema::primitive(Type::Bytes))),
                     value: Value::String(text),
                 })
             }
             Converter::Json { schemas } => {
-                let json: Value =
-                    serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
                 if !schemas {
+                    let json: Value =
+                        serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
                     return Ok(Data { schema: None, value: json });
                 }
-                let Value::Object(mut envelope) = json else {
-                    return Err(NO_ENVELOPE.to_owned());
-                };
-                if envelope.len() != 2 || !envelope.contains_key("schema") {
-                    return Err(NO_ENVELOPE.to_owned());
+                let envelope: Envelope<'_> = serde_json::from_slice(bytes).map_err(|e| {
+                    if e.is_data() {
+                        NO_ENVELOPE.to_owned()
+                    } else {
+                        format!("not JSON: {e}")
+                    }
+                })?;
+                let raw = envelope.schema.get();
+                if raw == "null" {
+                    return Ok(Data { schema: None, value: envelope.payload });
                 }
-                let (Some(schema), Some(payload)) =
-                    (envelope.remove("schema"), envelope.remove("payload"))
-                else {
-                    return Err(NO_ENVELOPE.to_owned());
+                let schema = match &cache.last {
+                    Some((text, schema)) if text == raw => Arc::clone(schema),
+                    _ => {
+                        let json: Value =
+                            serde_json::from_str(raw).map_err(|e| format!("schema: {e}"))?;
+                        let schema =
+                            Arc::new(Schema::parse(&json).map_err(|e| format!("schema: {e}"))?);
+                        cache.last = Some((raw.to_owned(), Arc::clone(&schema)));
+                        schema
+                    }
                 };
-                if schema.is_null() {
-                    return Ok(Data { schema: None, value: payload });
-                }
-                let schema = Schema::parse(&schema).map_err(|e| format!("schema: {e}"))?;
-                let value = schema.check(payload, "payload")?;
+                let value = schema.check(envelope.payload, "payload")?;
                 Ok(Data { schema: Some(schema), value })
             }
         }
     }
+}
+
+/// The schema of the last message read, as text and parsed.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    /// The schema's text and the schema.
+    last: Option<(String, Arc<Schema>)>,
+}
+
+/// JsonConverter's envelope, its schema left as text.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    /// The schema, unparsed.
+    #[serde(borrow)]
+    schema: &'a RawValue,
+    /// The payload.
+    payload: Value,
 }
 
 /// The reason given for a message without the envelope when `schemas.enable` is true.
@@ -117,7 +154,7 @@ const NO_ENVELOPE: &str = "not in the schema envelope: with schemas.enable=true 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Data {
     /// Its schema, when the message carried one.
-    pub schema: Option<Schema>,
+    pub schema: Option<Arc<Schema>>,
     /// The value, checked against the schema; bytes are base64 text, as in JSON.
     pub value: Value,
 }
@@ -202,9 +239,9 @@ pub struct Schema {
     /// The value used for a null, if any.
     pub default: Option<Value>,
     /// A struct's fields, in order.
-    pub fields: Vec<(String, Schema)>,
+    pub fields: Vec<(String, Arc<Schema>)>,
     /// An array's items, or a map's values.
-    pub items: Option<Box<Schema>>,
+    pub items: Option<Arc<Schema>>,
 }
 
 /// The logical type of timestamps: int64 milliseconds since the Unix epoch.
@@ -256,16 +293,16 @@ impl Schema {
                     if schema.fields.iter().any(|(n, _)| n == name) {
                         return Err(format!("field {name:?} twice"));
                     }
-                    schema.fields.push((name.to_owned(), inner));
+                    schema.fields.push((name.to_owned(), Arc::new(inner)));
                 }
             }
             Type::Array => {
                 let items = map.get("items").ok_or("an array needs \"items\"")?;
-                schema.items = Some(Box::new(Schema::parse_at(items, depth + 1)?));
+                schema.items = Some(Arc::new(Schema::parse_at(items, depth + 1)?));
             }
             Type::Map => {
                 let values = map.get("values").ok_or("a map needs \"values\"")?;
-                schema.items = Some(Box::new(Schema::parse_at(values, depth + 1)?));
+                schema.items = Some(Arc::new(Schema::parse_at(values, depth + 1)?));
             }
             _ => {}
         }
@@ -320,16 +357,27 @@ impl Schema {
     /// # Errors
     /// Why it does not fit.
     pub fn check(&self, value: Value, at: &str) -> Result<Value, String> {
+        self.check_in(value).map_err(|e| {
+            let mut path = at.to_owned();
+            path.extend(e.path.iter().rev().map(String::as_str));
+            format!("{path}: {}", e.reason)
+        })
+    }
+
+    /// [`Schema::check`] without a path: a reason's path is made only when there is one.
+    fn check_in(&self, value: Value) -> Result<Value, Misfit> {
         if value.is_null() {
             return match (&self.default, self.optional) {
                 (Some(default), _) => Ok(default.clone()),
                 (None, true) => Ok(Value::Null),
-                (None, false) => Err(format!("{at}: null, but the schema says it is required")),
+                (None, false) => {
+                    Err(Misfit::new("null, but the schema says it is required".into()))
+                }
             };
         }
         let kind = self.kind.name();
         let mismatch =
-            |v: &Value| format!("{at}: {} does not fit the schema's {kind}", describe(v));
+            |v: &Value| Misfit::new(format!("{} does not fit the schema's {kind}", describe(v)));
         let int_range = |min: i64, max: i64| match value.as_i64() {
             Some(n) if (min..=max).contains(&n) => Ok(()),
             _ => Err(mismatch(&value)),
@@ -346,38 +394,63 @@ impl Schema {
                 use base64::Engine as _;
                 let Some(text) = value.as_str() else { return Err(mismatch(&value)) };
                 if base64::engine::general_purpose::STANDARD.decode(text).is_err() {
-                    return Err(format!("{at}: bytes must be base64 text"));
+                    return Err(Misfit::new("bytes must be base64 text".into()));
                 }
             }
             Type::Array => {
                 let (Value::Array(items), Some(schema)) = (value, &self.items) else {
-                    return Err(format!("{at}: not an array with items, which the schema needs"));
+                    return Err(Misfit::new(
+                        "not an array with items, which the schema needs".into(),
+                    ));
                 };
                 let checked = items
                     .into_iter()
                     .enumerate()
-                    .map(|(i, v)| schema.check(v, &format!("{at}[{i}]")))
+                    .map(|(i, v)| schema.check_in(v).map_err(|e| e.within(format!("[{i}]"))))
                     .collect::<Result<Vec<_>, _>>()?;
                 return Ok(Value::Array(checked));
             }
             Type::Map if value.is_object() || value.is_array() => {}
             Type::Struct => {
                 let Value::Object(mut map) = value else {
-                    return Err(format!("{at}: not an object, which the schema's struct needs"));
+                    return Err(Misfit::new(
+                        "not an object, which the schema's struct needs".into(),
+                    ));
                 };
                 let mut out = serde_json::Map::new();
                 for (name, schema) in &self.fields {
                     let v = map.remove(name).unwrap_or(Value::Null);
-                    out.insert(name.clone(), schema.check(v, &format!("{at}.{name}"))?);
+                    let checked = schema.check_in(v).map_err(|e| e.within(format!(".{name}")))?;
+                    out.insert(name.clone(), checked);
                 }
                 if let Some(extra) = map.keys().next() {
-                    return Err(format!("{at}: field {extra:?} is not in the schema"));
+                    return Err(Misfit::new(format!("field {extra:?} is not in the schema")));
                 }
                 return Ok(Value::Object(out));
             }
             _ => return Err(mismatch(&value)),
         }
         Ok(value)
+    }
+}
+
+/// Why a value does not fit its schema, and where, innermost step first.
+struct Misfit {
+    /// `.field` and `[index]` steps, from the value at fault outwards.
+    path: Vec<String>,
+    /// Why.
+    reason: String,
+}
+
+impl Misfit {
+    fn new(reason: String) -> Misfit {
+        Misfit { path: Vec::new(), reason }
+    }
+
+    /// The same misfit, one step further out.
+    fn within(mut self, step: String) -> Misfit {
+        self.path.push(step);
+        self
     }
 }
 
@@ -435,7 +508,7 @@ mod tests {
         assert_eq!(schema.fields.len(), 3);
         assert_eq!(data.value["order"][1], "chips");
         // The schema survives a round trip through its JSON form.
-        assert_eq!(Schema::parse(&schema.to_json()).unwrap(), schema);
+        assert_eq!(Schema::parse(&schema.to_json()).unwrap(), *schema);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,7 +20,7 @@ use postgres::types::{to_sql_checked, IsNull, Kind, ToSql, Type as PgType};
 use serde_json::Value;
 
 use crate::config::{ConfigError, ConnectorConfig};
-use crate::converter::{self, Converter, Data, Schema, Type};
+use crate::converter::{self, Converter, Data, Schema, SchemaCache, Type};
 use crate::postgres_url::Database;
 use crate::task::{Record, Rejected, TaskError};
 
@@ -347,7 +348,7 @@ struct Row {
     /// Their values, in the same order.
     values: Vec<Value>,
     /// Their schemas, when the record had one (for `auto.create` and `auto.evolve`).
-    schemas: Vec<Option<Schema>>,
+    schemas: Vec<Option<Arc<Schema>>>,
     /// How many of the columns are the key.
     keys: usize,
     /// A deletion (a null value with `delete.enabled`): only the key columns.
@@ -393,6 +394,17 @@ pub struct JdbcWriter {
     statements: HashMap<String, postgres::Statement>,
     /// The stage tables made on this connection (see [`JdbcWriter::stage`]).
     stages: std::collections::HashSet<String>,
+    /// The schemas of the last key and value read.
+    caches: Caches,
+}
+
+/// The schemas of the last key and value read, reused while messages carry the same.
+#[derive(Debug, Default)]
+struct Caches {
+    /// Keys'.
+    key: SchemaCache,
+    /// Values'.
+    value: SchemaCache,
 }
 
 /// At most this many statements are kept prepared; past it they are all dropped.
@@ -418,6 +430,7 @@ impl JdbcWriter {
             tables: HashMap::new(),
             statements: HashMap::new(),
             stages: std::collections::HashSet::new(),
+            caches: Caches::default(),
         }
     }
 
@@ -443,12 +456,14 @@ impl JdbcWriter {
         let table = self.settings.table_for(topic);
         let mut rejected = Vec::new();
         let mut rows = Vec::with_capacity(records.len());
+        let mut caches = std::mem::take(&mut self.caches);
         for record in records {
-            match self.row(topic, record) {
+            match self.row(topic, record, &mut caches) {
                 Ok(row) => rows.push(row),
                 Err(reason) => rejected.push(Rejected { offset: record.offset, reason }),
             }
         }
+        self.caches = caches;
         if !tolerate {
             if let Some(first) = rejected.first() {
                 return Err(TaskError::Fatal(format!(
@@ -516,10 +531,12 @@ impl JdbcWriter {
     }
 
     /// A record as a row of its table.
-    fn row(&self, topic: &str, record: &Record) -> Result<Row, String> {
+    fn row(&self, topic: &str, record: &Record, caches: &mut Caches) -> Result<Row, String> {
         let s = &self.settings;
-        let value =
-            s.value_converter.read(Some(&record.value)).map_err(|e| format!("value: {e}"))?;
+        let value = s
+            .value_converter
+            .read_with(Some(&record.value), &mut caches.value)
+            .map_err(|e| format!("value: {e}"))?;
         let mut row = Row {
             offset: record.offset,
             columns: Vec::new(),
@@ -543,12 +560,14 @@ impl JdbcWriter {
                 let values = [Value::from(topic), Value::from(0), Value::from(record.offset)];
                 let kinds = [Type::String, Type::Int32, Type::Int64];
                 for ((name, value), kind) in names.into_iter().zip(values).zip(kinds) {
-                    row.push(name, value, Some(Schema::primitive(kind)));
+                    row.push(name, value, Some(Arc::new(Schema::primitive(kind))));
                 }
             }
             PkMode::RecordKey => {
-                let key =
-                    s.key_converter.read(record.key.as_deref()).map_err(|e| format!("key: {e}"))?;
+                let key = s
+                    .key_converter
+                    .read_with(record.key.as_deref(), &mut caches.key)
+                    .map_err(|e| format!("key: {e}"))?;
                 self.key_columns(&mut row, key)?;
             }
             PkMode::RecordValue => {}
@@ -568,7 +587,7 @@ impl JdbcWriter {
                 converter::describe(&value)
             ));
         };
-        let mut names: Vec<(String, Option<Schema>)> = match &schema {
+        let mut names: Vec<(String, Option<Arc<Schema>>)> = match &schema {
             Some(schema) if schema.kind == Type::Struct => {
                 schema.fields.iter().map(|(n, s)| (n.clone(), Some(s.clone()))).collect()
             }
@@ -618,7 +637,7 @@ impl JdbcWriter {
         match key.value {
             Value::Null => Err("pk.mode is record_key, and the record has no key".into()),
             Value::Object(mut fields) => {
-                let schemas: Vec<(String, Option<Schema>)> = match &key.schema {
+                let schemas: Vec<(String, Option<Arc<Schema>>)> = match &key.schema {
                     Some(schema) => {
                         schema.fields.iter().map(|(n, s)| (n.clone(), Some(s.clone()))).collect()
                     }
@@ -1045,7 +1064,7 @@ impl Row {
     }
 
     /// Adds a column.
-    fn push(&mut self, name: String, value: Value, schema: Option<Schema>) {
+    fn push(&mut self, name: String, value: Value, schema: Option<Arc<Schema>>) {
         self.columns.push(name);
         self.values.push(value);
         self.schemas.push(schema);
