@@ -206,7 +206,11 @@ impl SinkTask<'_> {
                     member = Some(joined);
                     records
                 }
-                Err(ClientError::Interrupted) => break,
+                Err(ClientError::Interrupted) => {
+                    // Stopping: the claim is given back below.
+                    member = Some(joined);
+                    break;
+                }
                 // The broker restarted, or the lease ran out: claim again, and join.
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => continue,
                 Err(e)

@@ -136,7 +136,11 @@ fn the_rest_api_lists_adds_pauses_resumes_and_removes() {
     assert!(body.contains("file: missing"), "{body}");
     let (code, _) = connect.http("POST", "/connectors", &"x".repeat(2 << 20));
     assert_eq!(code, 413);
+    assert!(common::consume(&broker.endpoint, &["status"]).contains("connect-sink"));
     connect.stop();
+    // A stopped connector gives its logical broker back.
+    let status = common::consume(&broker.endpoint, &["status"]);
+    assert!(!status.contains("connect-") && status.contains("free"), "{status}");
 }
 
 #[test]
