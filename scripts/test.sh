@@ -14,6 +14,9 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 # The Kafka door's TLS tests make their CA and certificates with openssl.
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# connect's JDBC sink tests start a real PostgreSQL server with its initdb and pg_ctl.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null \
+    || missing+=(postgresql)
 if ((${#missing[@]})); then
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi

@@ -198,6 +198,11 @@ pub struct PrintArgs {
     /// value; a tab by default). May be repeated.
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_consumer_property)]
     pub property: Vec<ConsumerProperty>,
+    /// Print only the payload of a message in Kafka Connect's JSON envelope
+    /// (`{"schema": ..., "payload": ...}`, as `producer --value-schema` writes it); other
+    /// messages are printed as they are.
+    #[arg(long)]
+    pub unwrap_schema: bool,
 }
 
 /// A consumer property of Kafka's, as `--property NAME=VALUE` gives it.

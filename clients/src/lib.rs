@@ -9,6 +9,7 @@
 pub mod args;
 pub mod claim;
 pub mod consumer;
+pub mod envelope;
 pub mod group;
 pub mod interactive;
 pub mod output;

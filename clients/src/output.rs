@@ -47,6 +47,8 @@ pub struct MessageFormat {
     pub timestamp: Option<TimestampStyle>,
     /// Text only: what goes between the key and the value (Kafka's `key.separator`).
     pub key_separator: String,
+    /// Print a value in Connect's JSON envelope as its payload alone (`--unwrap-schema`).
+    pub unwrap_schema: bool,
 }
 
 impl Default for MessageFormat {
@@ -57,6 +59,7 @@ impl Default for MessageFormat {
             print_key: false,
             timestamp: None,
             key_separator: "\t".to_owned(),
+            unwrap_schema: false,
         }
     }
 }
@@ -68,6 +71,7 @@ impl MessageFormat {
             json,
             print_key: print.print_key,
             timestamp: print.print_timestamp,
+            unwrap_schema: print.unwrap_schema,
             ..MessageFormat::default()
         };
         for property in &print.property {
@@ -187,6 +191,15 @@ pub fn write_message(
     message: &Message<'_>,
     format: &MessageFormat,
 ) -> io::Result<()> {
+    let payload = if format.unwrap_schema { crate::envelope::unwrap(message.value) } else { None };
+    let unwrapped;
+    let message = match &payload {
+        Some(value) => {
+            unwrapped = Message { value, ..message.clone() };
+            &unwrapped
+        }
+        None => message,
+    };
     if format.json {
         let (key, key_hex) = match message.key {
             Some(key) => text_or_hex_fields(key),

@@ -18,6 +18,7 @@ use tracing::debug;
 
 use crate::args::{non_empty, parse_producer_property, ConnectArgs, ProducerProperty};
 use crate::client::{Appended, Client};
+use crate::envelope::ValueSchema;
 use crate::output::plural;
 use crate::perf::{self, ProducePerfArgs};
 use crate::{ClientError, Result, Shutdown};
@@ -78,6 +79,13 @@ pub struct ProducerArgs {
     /// repeated.
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_producer_property)]
     pub property: Vec<ProducerProperty>,
+
+    /// Wrap each message (each line: a JSON value) in Kafka Connect's JSON envelope with
+    /// this schema, `{"schema": ..., "payload": LINE}`, as JsonConverter with
+    /// schemas.enable=true reads it (a JDBC sink needs it). FILE holds the schema in its
+    /// JSON form. A line that is not JSON, or lacks a required field, is not sent.
+    #[arg(long, value_name = "FILE")]
+    pub value_schema: Option<std::path::PathBuf>,
 
     /// The topic to append to; created if it does not exist.
     #[arg(value_name = "TOPIC", required_unless_present = "topic_flag")]
@@ -264,6 +272,10 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
     };
     validate_topic_name(topic)
         .map_err(|source| ClientError::InvalidTopic { name: topic.to_owned(), source })?;
+    let schema = match &args.value_schema {
+        Some(path) => Some(ValueSchema::read(path).map_err(|e| usage("--value-schema", e))?),
+        None => None,
+    };
     let mut client = args.connection.client(shutdown)?;
     let keys = KeyMode::from_args(&args);
     let mut produced = Produced::new(topic, args.messages.is_empty());
@@ -271,9 +283,17 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
         if io::stdin().is_terminal() {
             eprintln!("type one message per line; Ctrl-D (or Ctrl-C) sends what is left and ends");
         }
-        let batching = Batching { topic, keys: &keys, max_messages: args.batch };
+        let batching =
+            Batching { topic, keys: &keys, max_messages: args.batch, schema: schema.as_ref() };
         produce_lines(&mut client, &batching, io::stdin(), shutdown, &mut produced)
     } else {
+        if let Some(schema) = &schema {
+            for (i, m) in args.messages.iter_mut().enumerate() {
+                let wrapped = wrap(schema, &keys, m.as_bytes().to_vec())
+                    .map_err(|e| usage("--value-schema", format!("message {}: {e}", i + 1)))?;
+                *m = String::from_utf8(wrapped).unwrap_or_default();
+            }
+        }
         let messages = args.messages.iter().map(|m| keys.message(m.as_bytes())).collect();
         client.append(topic, messages).map(|a| produced.add(args.messages.len(), a))
     };
@@ -295,6 +315,30 @@ pub struct Batching<'a> {
     pub keys: &'a KeyMode,
     /// At most this many messages per append.
     pub max_messages: u32,
+    /// With `--value-schema`: each value goes in Connect's envelope with this schema.
+    pub schema: Option<&'a ValueSchema>,
+}
+
+/// An error in what the user gave, named after `what`.
+fn usage(what: &'static str, reason: String) -> ClientError {
+    ClientError::Io { what, source: io::Error::new(io::ErrorKind::InvalidInput, reason) }
+}
+
+/// `line` with its value (after the key, when the line carries one) in `schema`'s envelope.
+fn wrap(
+    schema: &ValueSchema,
+    keys: &KeyMode,
+    line: Vec<u8>,
+) -> std::result::Result<Vec<u8>, String> {
+    if let KeyMode::Separator(separator) = keys {
+        if let Some(at) = find(&line, separator) {
+            let split = at + separator.len();
+            let mut out = line[..split].to_vec();
+            out.extend(schema.wrap(&line[split..])?);
+            return Ok(out);
+        }
+    }
+    schema.wrap(&line)
 }
 
 /// Reads `input` one message per line until its end or Ctrl-C and appends the lines in
@@ -335,8 +379,20 @@ pub fn produce_lines(
         while batch.len() < max_messages && bytes < BATCH_BYTES {
             match lines.next(block) {
                 Next::Line(line) => {
-                    bytes += line.len();
                     line_number += 1;
+                    let wrapped = match batching.schema {
+                        Some(schema) => wrap(schema, batching.keys, line),
+                        None => Ok(line),
+                    };
+                    let line = match wrapped {
+                        Ok(line) => line,
+                        Err(e) => {
+                            eprintln!("line {line_number}: {e}; not sent");
+                            produced.skipped += 1;
+                            continue;
+                        }
+                    };
+                    bytes += line.len();
                     batch.push((line_number, line));
                 }
                 Next::Failed(e) => {
