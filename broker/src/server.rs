@@ -18,7 +18,7 @@ use protocol::{decode_request, ErrorCode, Fetch, GroupFetch, Request, Response};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::auth::Guard;
+use crate::auth::{Guard, Identity};
 use crate::broker::{Broker, Stats};
 use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::logical::ClaimError;
@@ -531,14 +531,14 @@ impl Server<'_> {
             (&request, self.listener.guard.holder(who))
         {
             let request = Request::Claim { broker: *broker, wait_ms: *wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &user);
+            return self.dispatch(request, envelope, clock, &user, who);
         }
         if let Request::Claim { broker, wait_ms, client: None } = request {
             let peer = peer_of(&mut body);
             let request = Request::Claim { broker, wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &peer);
+            return self.dispatch(request, envelope, clock, &peer, who);
         }
-        self.dispatch(request, envelope, clock, "");
+        self.dispatch(request, envelope, clock, "", who);
     }
 
     /// The reply to a read from a peer that has left too many replies unread, counted.
@@ -560,14 +560,22 @@ impl Server<'_> {
         Response::error(ErrorCode::Overloaded, reason)
     }
 
-    /// Applies a decoded request, then queues its reply or holds it.
-    fn dispatch(&mut self, request: Request<'_>, envelope: Envelope, clock: &Clock, peer: &str) {
+    /// Applies a decoded request from `who`, then queues its reply or holds it.
+    fn dispatch(
+        &mut self,
+        request: Request<'_>,
+        envelope: Envelope,
+        clock: &Clock,
+        peer: &str,
+        who: Identity,
+    ) {
         let op = request.op();
         debug!(op, "request");
         let released = matches!(request, Request::Release { .. });
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer };
         match cmd::apply(request, self.broker, &cx) {
-            Outcome::Reply(response) => {
+            Outcome::Reply(mut response) => {
+                self.listener.guard.narrow(who, &mut response);
                 // Appends wake held fetches when their commit settles (`settle_store`).
                 if let Response::Deleted { topic } | Response::Reset { topic, .. } = &response {
                     if self.waiting.holds_fetches_on(topic)

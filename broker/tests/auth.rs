@@ -869,3 +869,50 @@ fn sighup_rereads_the_users_file_and_the_next_request_has_the_new_rights() {
     assert!(stderr.contains("read the users file again"), "{stderr}");
     assert!(stderr.contains("SIGHUP: kept the users as they were"), "{stderr}");
 }
+
+/// The names in a `topics` or `groups` reply, in order.
+fn listed(reply: Response<'_>) -> Vec<String> {
+    match reply {
+        Response::Topics { topics } => topics.into_iter().map(|t| t.name).collect(),
+        Response::Groups { groups } => groups.into_iter().map(|g| g.group).collect(),
+        other => panic!("expected a listing, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_user_lists_only_the_topics_and_groups_it_has_some_right_on() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let context = zmq::Context::new();
+    let full = login(&context, &broker.endpoint, "full");
+    let full_token = claim(&full, None);
+    for topic in ["orders", "logs.web", "logs.db"] {
+        assert!(matches!(ask(&full, &append_of(topic, &["x"])), Response::Appended { .. }));
+    }
+    for (group, topic) in [("billing", "orders"), ("readers", "logs.web")] {
+        let join =
+            Request::JoinGroup { claim: full_token, group, topic, start: GroupStart::Earliest };
+        assert!(matches!(ask(&full, &join), Response::Joined { .. }));
+    }
+    let all_groups = Request::ListGroups { group: None, topic: None };
+    assert_eq!(
+        listed(ask(&full, &Request::ListTopics { claim: full_token })),
+        ["logs.db", "logs.web", "orders"]
+    );
+    assert_eq!(listed(ask(&full, &all_groups)), ["billing", "readers"]);
+
+    let logs = login(&context, &broker.endpoint, "logs");
+    let token = claim(&logs, None);
+    assert_eq!(listed(ask(&logs, &Request::ListTopics { claim: token })), ["logs.db", "logs.web"]);
+    assert_eq!(listed(ask(&logs, &all_groups)), ["readers"]);
+    // Asking for a group by name shows nothing more.
+    let billing = Request::ListGroups { group: Some("billing"), topic: None };
+    assert!(listed(ask(&logs, &billing)).is_empty());
+    let release = Request::Release { claim: token };
+    assert!(matches!(ask(&logs, &release), Response::Released { .. }), "released");
+
+    let none = login(&context, &broker.endpoint, "none");
+    let token = claim(&none, None);
+    assert!(listed(ask(&none, &Request::ListTopics { claim: token })).is_empty());
+    assert!(listed(ask(&none, &all_groups)).is_empty());
+}

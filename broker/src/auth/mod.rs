@@ -292,6 +292,22 @@ impl Guard {
         }
     }
 
+    /// Narrows a `topics` or `groups` reply to what `who` may see: with users, only the topics
+    /// and groups it has some right on (PROTOCOL.md §17). Any other reply, or any reply
+    /// without users, is left as it is.
+    pub fn narrow(&self, who: Identity, response: &mut Response<'_>) {
+        let Identity::User(id) = who else { return };
+        if !matches!(response, Response::Topics { .. } | Response::Groups { .. }) {
+            return;
+        }
+        let users = read(&self.users);
+        match users.as_ref().and_then(|users| users.get(id)) {
+            Some(user) => user.permissions.narrow(response),
+            // Removed from the users file since: it sees nothing.
+            None => permissions::Permissions::default().narrow(response),
+        }
+    }
+
     /// Whether `who` may make `request`: its permissions cover every topic and group it names,
     /// and a claim it uses is its own.
     ///
