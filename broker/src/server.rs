@@ -312,14 +312,16 @@ impl Server<'_> {
                 if code == zmq::SocketEvent::ACCEPT_FAILED as u16 {
                     failed = Some(zmq::Error::from_raw(errno));
                 } else if code == zmq::SocketEvent::ACCEPTED as u16 {
+                    // The value of ACCEPTED and DISCONNECTED is the connection's descriptor.
+                    self.listener.guard.note_accepted(errno);
                     self.meter.connection(true);
                 } else if code == zmq::SocketEvent::DISCONNECTED as u16 {
+                    self.listener.guard.note_disconnected(now, errno);
                     self.meter.connection(false);
                 } else if code == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
                     || code == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
                 {
-                    let peer = event.get(1).map(|f| String::from_utf8_lossy(f).into_owned());
-                    self.listener.guard.note_failed_handshake(now, peer.as_deref().unwrap_or(""));
+                    self.listener.guard.note_failed_handshake();
                     crate::metrics::LOGINS.count(crate::metrics::Login::Refused);
                 }
             }

@@ -214,7 +214,11 @@ fn a_client_without_credentials_is_refused_and_logged() {
     let dir = scratch();
     let broker = start_with(&users_file(dir.path()), &[]);
     let context = zmq::Context::new();
-    let (socket, anonymous) = connect(&context, &broker.endpoint, |_| {});
+    // From another loopback address (libzmq's `source;destination` form), so that the log
+    // line can be seen to name the peer, not the broker's own endpoint.
+    let port = broker.endpoint.rsplit(':').next().expect("a port");
+    let from_elsewhere = format!("tcp://127.0.0.2:0;127.0.0.1:{port}");
+    let (socket, anonymous) = connect(&context, &from_elsewhere, |_| {});
     assert_eq!(anonymous, Handshake::Failed);
     // It has no connection to send on, and gets no reply.
     socket.set_rcvtimeo(wire::QUIET.as_millis() as i32).expect("rcvtimeo");
@@ -223,8 +227,29 @@ fn a_client_without_credentials_is_refused_and_logged() {
         sent.is_err() || socket.recv_bytes(0).is_err(),
         "a client without credentials got a reply"
     );
+    let endpoint = broker.endpoint.clone();
     let stderr = broker.interrupt();
-    assert!(stderr.contains("refused a connection: its handshake failed"), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("refused a connection from")).unwrap_or("");
+    assert!(line.contains("from 127.0.0.2:") && line.contains("its handshake failed"), "{stderr}");
+    assert!(!line.contains(&endpoint), "the broker's own endpoint named: {line}");
+}
+
+#[test]
+fn a_curve_secret_key_file_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch();
+    let (key_file, _) = keygen(dir.path());
+    let key = key_file.to_str().expect("UTF-8");
+    let warning = "can be read by every user of this machine";
+    // As keygen wrote it (mode 600): no warning.
+    let broker = start(&["--curve-secret-key", key]);
+    let stderr = broker.interrupt();
+    assert!(!stderr.contains(warning), "{stderr}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let broker = start(&["--curve-secret-key", key]);
+    let stderr = broker.interrupt();
+    let line = stderr.lines().find(|l| l.contains(warning)).unwrap_or("");
+    assert!(line.contains("server.key") && line.contains("chmod 600"), "{stderr}");
 }
 
 #[test]

@@ -182,9 +182,11 @@ impl Member<'_> {
             )
         };
         eprintln!(
-            "read {printed} message{} of {topic} for group {group}; committed offset {committed} \
-             of {end}{acked}",
-            plural(printed)
+            "read {printed} message{} of {} for group {}; committed offset {committed} of \
+             {end}{acked}",
+            plural(printed),
+            safe(topic),
+            safe(group)
         );
         Ok(())
     }
@@ -198,8 +200,10 @@ impl Member<'_> {
         let (group, topic) = (self.reading.group, self.reading.topic);
         let Some(joined) = self.join()? else { return Ok(()) };
         eprintln!(
-            "following {topic} in group {group} on logical broker {} ({} member{}, committed \
-             offset {} of {}, ack timeout {:?}); Ctrl-C to stop",
+            "following {} in group {} on logical broker {} ({} member{}, committed offset {} of \
+             {}, ack timeout {:?}); Ctrl-C to stop",
+            safe(topic),
+            safe(group),
             self.claimed.broker,
             joined.members,
             plural(u64::from(joined.members)),
@@ -236,7 +240,12 @@ impl Member<'_> {
                 Err(e) => return Err(e),
             }
         }
-        eprintln!("read {printed} message{} of {topic} for group {group}", plural(printed));
+        eprintln!(
+            "read {printed} message{} of {} for group {}",
+            plural(printed),
+            safe(topic),
+            safe(group)
+        );
         Ok(())
     }
 
@@ -251,7 +260,10 @@ impl Member<'_> {
                 Err(ClientError::Interrupted) => return Ok(None),
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
                     if !waiting {
-                        eprintln!("topic {topic} does not exist (any more); waiting for it");
+                        eprintln!(
+                            "topic {} does not exist (any more); waiting for it",
+                            safe(topic)
+                        );
                         waiting = true;
                     }
                     self.shutdown.pause(TOPIC_RETRY);
@@ -334,9 +346,11 @@ pub fn ack(client: &mut Client, group: &str, topic: &str, offsets: &[u64]) -> Re
         String::new()
     };
     eprintln!(
-        "acknowledged {} offset{} of {topic} for group {group}{note}; committed offset {}",
+        "acknowledged {} offset{} of {} for group {}{note}; committed offset {}",
         acked.acked,
         plural(acked.acked),
+        safe(topic),
+        safe(group),
         acked.committed_offset
     );
     Ok(())

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Floods a broker with wrong-password PLAIN logins from one source address while timing correct
+logins from another, and prints one JSON object: the correct logins' count, failures, p50_ms and
+p99_ms, the broker's VmRSS in KiB before (rss_idle_kib) and at most during the flood
+(rss_peak_kib), the flood's seconds, and the handshakes the flood's sockets saw refused.
+
+The flood is FLOOD sockets connected from 127.0.0.2 (libzmq's `tcp://SOURCE:0;HOST:PORT`
+form), each logging in as an existing user with a wrong password and trying again 10 ms after
+each refusal, for SECONDS. A correct login is a new REQ socket from 127.0.0.1 with the right
+password asking for `status`: timed from connect to the reply, one after the other; one that
+gets no reply within 5 s counts as a failure.
+
+scripts/bench.sh --login-flood runs it against a broker with --auth.
+
+Usage: scripts/login-flood.py --endpoint tcp://127.0.0.1:PORT --pid PID --user NAME
+           --password PASSWORD [--flood 256] [--seconds 10]
+"""
+
+import argparse
+import json
+import sys
+import threading
+import time
+
+import msgpack
+import zmq
+
+# How long a correct login may take before it counts as failed.
+LOGIN_LIMIT_MS = 5000
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def correct_login(context: zmq.Context, endpoint: str, user: str, password: str) -> float | None:
+    """Milliseconds from connect to the `status` reply, or None if none came in time."""
+    socket = context.socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.plain_username = user.encode()
+    socket.plain_password = password.encode()
+    started = time.perf_counter()
+    try:
+        socket.connect(endpoint)
+        socket.send(msgpack.packb({"v": 1, "op": "status"}))
+        if socket.poll(LOGIN_LIMIT_MS, zmq.POLLIN) == 0:
+            return None
+        socket.recv()
+        return (time.perf_counter() - started) * 1000
+    finally:
+        socket.close(linger=0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--pid", type=int, required=True)
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--flood", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    host_port = args.endpoint.removeprefix("tcp://")
+
+    good = zmq.Context()
+    # Idle: a few correct logins with no flood, to have the broker's resident memory at rest.
+    for _ in range(3):
+        correct_login(good, args.endpoint, args.user, args.password)
+    rss_idle = rss_kib(args.pid)
+
+    flood = zmq.Context()
+    sockets = []
+    monitors = []
+    for n in range(args.flood):
+        socket = flood.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.RECONNECT_IVL, 10)
+        socket.plain_username = args.user.encode()
+        socket.plain_password = f"wrong guess {n}".encode()
+        monitors.append(socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH))
+        socket.connect(f"tcp://127.0.0.2:0;{host_port}")
+        sockets.append(socket)
+
+    peak = [rss_idle]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_kib(args.pid))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    began = time.perf_counter()
+    timings = []
+    failures = 0
+    while time.perf_counter() - began < args.seconds:
+        took = correct_login(good, args.endpoint, args.user, args.password)
+        if took is None:
+            failures += 1
+        else:
+            timings.append(took)
+        time.sleep(0.05)
+    seconds = time.perf_counter() - began
+    stop.set()
+    sampler.join()
+    refused = 0
+    for monitor in monitors:
+        while monitor.poll(0):
+            monitor.recv_multipart()
+            refused += 1
+    for socket in sockets:
+        socket.disable_monitor()
+        socket.close(linger=0)
+    for monitor in monitors:
+        monitor.close(linger=0)
+    flood.term()
+    good.term()
+    timings.sort()
+
+    def rank(per_mille: int) -> float | None:
+        if not timings:
+            return None
+        return timings[max(0, -(-len(timings) * per_mille // 1000) - 1)]
+
+    print(json.dumps({"logins": len(timings), "failures": failures, "p50_ms": rank(500),
+                      "p99_ms": rank(990), "rss_idle_kib": rss_idle, "rss_peak_kib": peak[0],
+                      "seconds": seconds, "flood_refused": refused}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
