@@ -759,8 +759,8 @@ login_flood() {
         "$((idle / 1024))" "$((peak / 1024))" "$above" "$(yes "$above <= 64")"
     printf '| passwords checked from 127.0.0.2 | %s in %.1f s: %s/s; %s/s after the first five | ≤ 1/s per source after the first few | %s |\n' \
         "$refused" "$flood_s" "$per_s" "$after" "$(yes "$after <= 1")"
-    printf '| logins counted by the broker | %s accepted, %s refused after a check, %s refused unchecked; %s refusals seen by the flood'"'"'s sockets | | |\n' \
-        "$accepted" "$refused" "$unchecked" "$(field flood_refused "$work/flood.json")"
+    printf '| logins counted by the broker | %s accepted, %s refused after a check, %s refused unchecked; %s refusals seen by the flood'"'"'s sockets (%s sockets opened) | | |\n' \
+        "$accepted" "$refused" "$unchecked" "$(field flood_refused "$work/flood.json")" "$(field flood_sockets "$work/flood.json")"
 }
 
 if [[ ${1:-} == --create-flood || ${1:-} == --login-flood ]]; then

@@ -5,8 +5,9 @@ p99_ms, the broker's VmRSS in KiB before (rss_idle_kib) and at most during the f
 (rss_peak_kib), the flood's seconds, and the handshakes the flood's sockets saw refused.
 
 The flood is FLOOD sockets connected from 127.0.0.2 (libzmq's `tcp://SOURCE:0;HOST:PORT`
-form), each logging in as an existing user with a wrong password and trying again 10 ms after
-each refusal, for SECONDS. A correct login is a new REQ socket from 127.0.0.1 with the right
+form), each logging in as an existing user with a wrong password; a refused one is replaced at
+once by a new socket with a new password, so that FLOOD logins are in flight all the time, for
+SECONDS. A correct login is a new REQ socket from 127.0.0.1 with the right
 password asking for `status`: timed from connect to the reply, one after the other; one that
 gets no reply within 5 s counts as a failure.
 
@@ -18,12 +19,14 @@ Usage: scripts/login-flood.py --endpoint tcp://127.0.0.1:PORT --pid PID --user N
 
 import argparse
 import json
+import resource
 import sys
 import threading
 import time
 
 import msgpack
 import zmq
+import zmq.utils.monitor
 
 # How long a correct login may take before it counts as failed.
 LOGIN_LIMIT_MS = 5000
@@ -72,18 +75,53 @@ def main() -> int:
         correct_login(good, args.endpoint, args.user, args.password)
     rss_idle = rss_kib(args.pid)
 
+    # Each socket of the flood has a monitor, and closed ones go only when libzmq reaps them.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     flood = zmq.Context()
-    sockets = []
-    monitors = []
-    for n in range(args.flood):
+    flood.set(zmq.MAX_SOCKETS, 16384)
+    opened = [0]
+
+    def open_flood_socket():
+        """A socket logging in from 127.0.0.2 with a new wrong password, and its monitor."""
         socket = flood.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RECONNECT_IVL, 10)
         socket.plain_username = args.user.encode()
-        socket.plain_password = f"wrong guess {n}".encode()
-        monitors.append(socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH))
+        socket.plain_password = f"wrong guess {opened[0]}".encode()
+        opened[0] += 1
+        # Replaced only once refused: a socket closed in the middle of its handshake would
+        # count at the broker as a failed handshake, not as a password checked.
+        monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
         socket.connect(f"tcp://127.0.0.2:0;{host_port}")
-        sockets.append(socket)
+        return socket, monitor
+
+    pairs = [open_flood_socket() for _ in range(args.flood)]
+    refused = [0]
+    flooding = threading.Event()
+    flooding.set()
+
+    def keep_flooding():
+        """Replaces each refused socket with a new one, so that FLOOD logins are always in
+        flight, each with a new password, until the flood ends."""
+        while flooding.is_set():
+            poller = zmq.Poller()
+            for _, monitor in pairs:
+                poller.register(monitor, zmq.POLLIN)
+            ready = dict(poller.poll(100))
+            for at, (socket, monitor) in enumerate(pairs):
+                if monitor not in ready:
+                    continue
+                events = 0
+                while monitor.poll(0):
+                    event = zmq.utils.monitor.parse_monitor_message(monitor.recv_multipart())
+                    refused[0] += event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                    events += 1
+                if events:
+                    socket.disable_monitor()
+                    socket.close(linger=0)
+                    monitor.close(linger=0)
+                    pairs[at] = open_flood_socket()
 
     peak = [rss_idle]
     stop = threading.Event()
@@ -95,6 +133,8 @@ def main() -> int:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    flooder = threading.Thread(target=keep_flooding, daemon=True)
+    flooder.start()
     began = time.perf_counter()
     timings = []
     failures = 0
@@ -108,15 +148,12 @@ def main() -> int:
     seconds = time.perf_counter() - began
     stop.set()
     sampler.join()
-    refused = 0
-    for monitor in monitors:
-        while monitor.poll(0):
-            monitor.recv_multipart()
-            refused += 1
-    for socket in sockets:
-        socket.disable_monitor()
+    flooding.clear()
+    flooder.join()
+    for socket, monitor in pairs:
+        if not socket.closed:
+            socket.disable_monitor()
         socket.close(linger=0)
-    for monitor in monitors:
         monitor.close(linger=0)
     flood.term()
     good.term()
@@ -129,7 +166,8 @@ def main() -> int:
 
     print(json.dumps({"logins": len(timings), "failures": failures, "p50_ms": rank(500),
                       "p99_ms": rank(990), "rss_idle_kib": rss_idle, "rss_peak_kib": peak[0],
-                      "seconds": seconds, "flood_refused": refused}))
+                      "seconds": seconds, "flood_refused": refused[0],
+                      "flood_sockets": opened[0]}))
     return 0
 
 
