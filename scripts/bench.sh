@@ -730,9 +730,17 @@ login_flood() {
         "$hash" >"$work/users.toml"
     start_broker --auth "$work/users.toml"
     note "256 wrong-password logins from 127.0.0.2 for ${seconds} s, correct ones from 127.0.0.1 timed"
+    : >"$work/flood.json"
     timeout "$limit" python3 scripts/login-flood.py --endpoint "$endpoint" --pid "$broker_pid" \
-        --user bench --password "$password" --flood 256 --seconds "$seconds" >"$work/flood.json"
+        --user bench --password "$password" --flood 256 --seconds "$seconds" --hold \
+        >"$work/flood.json" &
+    local flood_pid=$!
+    # The broker stops while the flood's sockets are still open: closed in the middle of their
+    # handshakes, they would count in its stop line as failed handshakes.
+    while [[ ! -s $work/flood.json ]] && kill -0 "$flood_pid" 2>/dev/null; do sleep 0.2; done
     stop_broker
+    kill -TERM "$flood_pid" 2>/dev/null || true
+    wait "$flood_pid" || true
     local line accepted refused unchecked
     line=$(grep 'logins since start' "$work/broker.log" | tail -1)
     accepted=$(sed -n 's/.*logins since start: \([0-9]*\) accepted.*/\1/p' <<<"$line")

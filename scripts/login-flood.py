@@ -14,12 +14,13 @@ gets no reply within 5 s counts as a failure.
 scripts/bench.sh --login-flood runs it against a broker with --auth.
 
 Usage: scripts/login-flood.py --endpoint tcp://127.0.0.1:PORT --pid PID --user NAME
-           --password PASSWORD [--flood 256] [--seconds 10]
+           --password PASSWORD [--flood 256] [--seconds 10] [--hold]
 """
 
 import argparse
 import json
 import resource
+import signal
 import sys
 import threading
 import time
@@ -66,6 +67,8 @@ def main() -> int:
     parser.add_argument("--password", required=True)
     parser.add_argument("--flood", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--hold", action="store_true",
+                        help="after the report, keep the flood's sockets open until SIGTERM")
     args = parser.parse_args()
     host_port = args.endpoint.removeprefix("tcp://")
 
@@ -150,6 +153,15 @@ def main() -> int:
     sampler.join()
     flooding.clear()
     flooder.join()
+    if args.hold:
+        # Sockets closed in the middle of their handshakes would count at the broker as failed
+        # handshakes, which its stop line adds to the refusals: report, then keep them open
+        # until told to end (once the broker has stopped).
+        report(timings, failures, rss_idle, peak[0], seconds, refused[0], opened[0])
+        ended = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: ended.set())
+        while not ended.wait(0.1):
+            pass
     for socket, monitor in pairs:
         if not socket.closed:
             socket.disable_monitor()
@@ -157,7 +169,14 @@ def main() -> int:
         monitor.close(linger=0)
     flood.term()
     good.term()
-    timings.sort()
+    if not args.hold:
+        report(timings, failures, rss_idle, peak[0], seconds, refused[0], opened[0])
+    return 0
+
+
+def report(timings, failures, rss_idle, rss_peak, seconds, refused, opened):
+    """Prints the JSON object the module's doc describes."""
+    timings = sorted(timings)
 
     def rank(per_mille: int) -> float | None:
         if not timings:
@@ -165,10 +184,9 @@ def main() -> int:
         return timings[max(0, -(-len(timings) * per_mille // 1000) - 1)]
 
     print(json.dumps({"logins": len(timings), "failures": failures, "p50_ms": rank(500),
-                      "p99_ms": rank(990), "rss_idle_kib": rss_idle, "rss_peak_kib": peak[0],
-                      "seconds": seconds, "flood_refused": refused[0],
-                      "flood_sockets": opened[0]}))
-    return 0
+                      "p99_ms": rank(990), "rss_idle_kib": rss_idle, "rss_peak_kib": rss_peak,
+                      "seconds": seconds, "flood_refused": refused, "flood_sockets": opened}),
+          flush=True)
 
 
 if __name__ == "__main__":
