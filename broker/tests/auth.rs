@@ -829,6 +829,49 @@ fn an_address_that_keeps_failing_has_one_password_checked_a_second() {
     assert!(unchecked > refused, "the rest are refused unchecked: {unchecked} against {refused}");
 }
 
+/// The broker's resident memory in bytes, from `/proc/PID/status`.
+fn resident_bytes(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read proc status");
+    let kib = text
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// Each password check costs an Argon2 memory of 19 MiB; the two checking threads keep theirs,
+/// and no check adds to it.
+#[test]
+fn a_login_flood_does_not_grow_the_brokers_memory_with_each_check() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let idle = resident_bytes(broker.pid());
+    let port = broker.endpoint.rsplit(':').next().expect("a port").to_owned();
+    let context = zmq::Context::new();
+    let (flood, monitors) = login_flood(&context, &port, 64);
+    flood_refused(&monitors);
+    // Correct logins meanwhile: checks on both threads, for a few seconds of spaced checks
+    // of the flood's passwords.
+    let started = Instant::now();
+    let mut peak = idle;
+    while started.elapsed() < std::time::Duration::from_secs(4) {
+        let _ = login(&context, &broker.endpoint, "full");
+        peak = peak.max(resident_bytes(broker.pid()));
+    }
+    drop(flood);
+    let stderr = broker.interrupt();
+    let (accepted, refused, _) = logins_counted(&stderr);
+    assert!(accepted + refused >= 10, "too few checks to tell: {stderr}");
+    let grown = peak.saturating_sub(idle);
+    assert!(
+        grown <= 64 << 20,
+        "VmRSS grew by {} MiB over {} password checks",
+        grown >> 20,
+        accepted + refused
+    );
+}
+
 #[test]
 fn a_user_holds_at_most_its_max_claims_at_once() {
     let dir = scratch();
