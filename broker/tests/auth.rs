@@ -615,7 +615,7 @@ fn curve_without_users_encrypts_for_any_client_key_and_refuses_plain_text() {
     // the serve loop has read that event too before it is stopped.
     assert!(matches!(ask(&socket, &Request::Status), Response::Status { .. }));
     let stderr = broker.interrupt();
-    assert!(stderr.contains("refused a connection: its handshake failed"), "{stderr}");
+    assert!(stderr.contains("refused a connection from 127.0.0.1:"), "{stderr}");
 }
 
 #[test]
