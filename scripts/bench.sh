@@ -65,7 +65,16 @@
 # directory under --fsync always, batches of 1 and of 1,000 from 1 and 4 clients: throughput
 # and the requests' p50 and p99 latencies.
 #
-# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--metrics|--kafka|--nats]   (the table goes to standard output, progress
+# With --create-flood it measures, on a broker with --data-dir and --fsync always, the `status`
+# latency one client sees while another creates 1,000 topics with explicit create_topic
+# (scripts/create-flood.py), beside the same latency with nothing else going on (target: p99 ≤
+# 10 ms). With --login-flood it floods a broker with --auth with 256 concurrent wrong-password
+# PLAIN logins from 127.0.0.2 for 10 s (scripts/login-flood.py) and prints the time correct
+# logins from 127.0.0.1 take meanwhile (p50, p99), the broker's VmRSS before and at its peak, and
+# the passwords checked per second for the flooding address (from the broker's stop line). Both
+# build only the broker and run once.
+#
+# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--metrics|--kafka|--nats|--create-flood|--login-flood]   (the table goes to standard output, progress
 #        to stderr)
 #        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
@@ -753,6 +762,103 @@ nats_rows() {
 }
 
 note "building (release)"
+# A status latency of a scripts/status-latency.py report, in ms: FIELD is p50_us or p99_us.
+report_ms() { python3 -c "import json, sys; print(round(json.load(open(sys.argv[1]))['$1'] / 1000, 2))" "$2"; }
+
+# A field of a JSON report in FILE.
+field() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$2" "$1"; }
+
+# Under --fsync always: `status` latency of one client while another creates 1,000 topics with
+# explicit create_topic in lockstep, beside the same latency with nothing else going on.
+create_flood() {
+    mkdir -p "$work/data"
+    start_broker --data-dir "$work/data" --fsync always
+    note "status latency, nothing else going on (3 s)"
+    python3 scripts/status-latency.py --endpoint "$endpoint" >"$work/idle.json" &
+    local probe=$!
+    sleep 3
+    kill -TERM "$probe"
+    wait "$probe"
+    note "status latency while another client creates 1,000 topics"
+    python3 scripts/status-latency.py --endpoint "$endpoint" >"$work/status.json" &
+    probe=$!
+    timeout "$limit" python3 scripts/create-flood.py --endpoint "$endpoint" --count 1000 \
+        >"$work/create.json"
+    kill -TERM "$probe"
+    wait "$probe"
+    stop_broker
+    local p99 met
+    p99=$(report_ms p99_us "$work/status.json")
+    met=$(awk -v p="$p99" 'BEGIN { print (p <= 10) ? "yes" : "no" }')
+    printf '%s\n' "One run; --data-dir, --fsync always; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
+    printf '\n| case | figure | floor (nothing else going on) | target | met |\n|---|---|---|---|---|\n'
+    printf '| status p50 / p99 beside 1,000 create_topic | %s / %s ms (%s requests) | %s / %s ms | p99 ≤ 10 ms | %s |\n' \
+        "$(report_ms p50_us "$work/status.json")" "$p99" "$(field count "$work/status.json")" \
+        "$(report_ms p50_us "$work/idle.json")" "$(report_ms p99_us "$work/idle.json")" "$met"
+    printf '| create_topic p50 / p99, 1,000 in lockstep | %s / %s ms (%s s in all, %s refused) | | | |\n' \
+        "$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['p50_us']/1000,2))" "$work/create.json")" \
+        "$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['p99_us']/1000,2))" "$work/create.json")" \
+        "$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['seconds'],2))" "$work/create.json")" \
+        "$(field refused "$work/create.json")"
+}
+
+# A broker with --auth under a flood of 256 concurrent wrong-password PLAIN logins from
+# 127.0.0.2, while correct logins from 127.0.0.1 are timed (scripts/login-flood.py); the
+# broker's stop line gives the passwords it checked.
+login_flood() {
+    local password="correct horse" hash seconds=10
+    hash=$(BROKER_PASSWORD=$password "$bin/broker" hash-password </dev/null)
+    printf '[users.bench]\npassword_hash = "%s"\ntopics = { produce = ["*"], consume = ["*"] }\n' \
+        "$hash" >"$work/users.toml"
+    start_broker --auth "$work/users.toml"
+    note "256 wrong-password logins from 127.0.0.2 for ${seconds} s, correct ones from 127.0.0.1 timed"
+    : >"$work/flood.json"
+    timeout "$limit" python3 scripts/login-flood.py --endpoint "$endpoint" --pid "$broker_pid" \
+        --user bench --password "$password" --flood 256 --seconds "$seconds" --hold \
+        >"$work/flood.json" &
+    local flood_pid=$!
+    # The broker stops while the flood's sockets are still open: closed in the middle of their
+    # handshakes, they would count in its stop line as failed handshakes.
+    while [[ ! -s $work/flood.json ]] && kill -0 "$flood_pid" 2>/dev/null; do sleep 0.2; done
+    stop_broker
+    kill -TERM "$flood_pid" 2>/dev/null || true
+    wait "$flood_pid" || true
+    local line accepted refused unchecked
+    line=$(grep 'logins since start' "$work/broker.log" | tail -1)
+    accepted=$(sed -n 's/.*logins since start: \([0-9]*\) accepted.*/\1/p' <<<"$line")
+    refused=$(sed -n 's/.*accepted, \([0-9]*\) refused (.*/\1/p' <<<"$line")
+    unchecked=$(sed -n 's/.*, \([0-9]*\) refused unchecked.*/\1/p' <<<"$line")
+    local p50 p99 idle peak above flood_s per_s after
+    p50=$(field p50_ms "$work/flood.json")
+    p99=$(field p99_ms "$work/flood.json")
+    idle=$(field rss_idle_kib "$work/flood.json")
+    peak=$(field rss_peak_kib "$work/flood.json")
+    above=$(awk -v i="$idle" -v p="$peak" 'BEGIN { printf "%.1f", (p - i) / 1024 }')
+    flood_s=$(field seconds "$work/flood.json")
+    # Every refusal with a check is the flood's: the correct logins all pass.
+    per_s=$(awk -v r="$refused" -v s="$flood_s" 'BEGIN { printf "%.2f", r / s }')
+    after=$(awk -v r="$refused" -v s="$flood_s" 'BEGIN { printf "%.2f", (r > 5 ? r - 5 : 0) / s }')
+    yes() { awk "BEGIN { print ($1) ? \"yes\" : \"no\" }"; }
+    printf '%s\n' "One run; --auth, PLAIN; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
+    printf '\n| case | figure | target | met |\n|---|---|---|---|\n'
+    printf '| correct login from 127.0.0.1 during the flood, p50 | %.1f ms (%s logins, %s failed) | ≤ 100 ms | %s |\n' \
+        "$p50" "$(field logins "$work/flood.json")" "$(field failures "$work/flood.json")" "$(yes "$p50 <= 100")"
+    printf '| correct login from 127.0.0.1 during the flood, p99 | %.1f ms | ≤ 1,000 ms | %s |\n' \
+        "$p99" "$(yes "$p99 <= 1000")"
+    printf '| broker VmRSS idle / peak during the flood | %s / %s MB: %s MB above idle | ≤ 64 MB above idle | %s |\n' \
+        "$((idle / 1024))" "$((peak / 1024))" "$above" "$(yes "$above <= 64")"
+    printf '| passwords checked from 127.0.0.2 | %s in %.1f s: %s/s; %s/s after the first five | ≤ 1/s per source after the first few | %s |\n' \
+        "$refused" "$flood_s" "$per_s" "$after" "$(yes "$after <= 1")"
+    printf '| logins counted by the broker | %s accepted, %s refused after a check, %s refused unchecked; %s refusals seen by the flood'"'"'s sockets (%s sockets opened) | | |\n' \
+        "$accepted" "$refused" "$unchecked" "$(field flood_refused "$work/flood.json")" "$(field flood_sockets "$work/flood.json")"
+}
+
+if [[ ${1:-} == --create-flood || ${1:-} == --login-flood ]]; then
+    cargo build --release -p broker >&2
+    if [[ $1 == --create-flood ]]; then create_flood; else login_flood; fi
+    exit 0
+fi
+
 cargo build --release --workspace >&2
 
 producer=("$bin/producer" perf --size "$size")

@@ -1,8 +1,8 @@
 //! The replies of one pass of the serve loop, sent at its end in the order they were made,
 //! each only once what it reports is committed.
 //!
-//! An append's acknowledgement waits for the store's commit of that append (its [`Ticket`]), a
-//! reply about a group's state for the groups' commit; a commit that fails turns the replies
+//! An append's acknowledgement, and a topic's `created`, waits for the store's commit of that
+//! append or creation (its [`Ticket`]), a reply about a group's state for the groups' commit; a commit that fails turns the replies
 //! waiting on it into refusals (`314 store_unavailable` when the store could not be reached,
 //! `502 internal_error` when a write failed). A reply held back holds back every later reply to the same
 //! peer, so that a peer pipelining its requests gets its replies in order, and nobody else. A
@@ -122,8 +122,8 @@ impl<E: Route> Outbox<E> {
         }
     }
 
-    /// Encodes `response` and queues it for `envelope`. An append's acknowledgement waits for
-    /// the store's commit, a reply that reports a change of a group's state for the groups'.
+    /// Encodes `response` and queues it for `envelope`. An append's acknowledgement and a
+    /// topic's `created` wait for the store's commit, a reply that reports a change of a group's state for the groups'.
     pub fn push(&mut self, envelope: E, response: Response<'_>) {
         let (mut gate, mut claim, mut handout, mut given) = (Gate::Open, None, None, None);
         match &response {
@@ -131,6 +131,8 @@ impl<E: Route> Outbox<E> {
                 gate = Gate::Pass(self.append_topic(topic));
                 given = Some(*first_offset);
             }
+            // A topic's creation is durable with the commit that covers it, as an append is.
+            Response::Created { topic } => gate = Gate::Pass(self.append_topic(topic)),
             Response::Claimed { claim: token, .. } => claim = Some(*token),
             Response::Delivered { group, topic, messages, .. } => {
                 let offsets = messages.iter().map(|m| m.offset).collect();
@@ -192,7 +194,15 @@ impl<E: Route> Outbox<E> {
                 continue;
             }
             self.entries[at].gate = Gate::Open;
-            if let Some(failure) = failures.iter().find(|f| f.topic == topics[index]) {
+            let failure = failures.iter().find(|f| f.topic == topics[index]);
+            if let (Some(failure), None) = (failure, self.entries[at].given) {
+                // Only a `created` reply carries no offset.
+                let reason = format!(
+                    "could not make topic {:?} durable ({}); it may not survive a restart",
+                    topics[index], failure.error
+                );
+                self.refuse(at, Response::error(ErrorCode::InternalError, reason));
+            } else if let Some(failure) = failure {
                 // A store that hands appends to a remote engine may not reach it, or may not
                 // learn their fate.
                 let (code, reason) = match &failure.error {
@@ -416,6 +426,23 @@ mod tests {
         outbox.settle(Ticket(1), &[], &[]);
         assert_eq!(flush(&mut outbox), ["a appended 0"]);
         assert!(flush(&mut outbox).is_empty(), "sent once");
+    }
+
+    #[test]
+    fn a_creation_waits_for_its_commit_and_a_failed_one_is_refused() {
+        let mut outbox = outbox();
+        outbox.push(A, Response::Created { topic: "t" });
+        outbox.push(B, Response::Created { topic: "u" });
+        assert!(flush(&mut outbox).is_empty(), "no commit has started");
+        outbox.stamp(Ticket(1));
+        assert!(flush(&mut outbox).is_empty(), "the commit has not settled");
+        let error = StoreError::Io(IoFailure::new(io::Error::other("disk full")));
+        outbox.settle(Ticket(1), &[CommitFailure { topic: "t".into(), error }], &[]);
+        let sent = flush(&mut outbox);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0].starts_with("a error 502"), "{sent:?}");
+        assert!(sent[0].contains("could not make topic \"t\" durable"), "{sent:?}");
+        assert_eq!(sent[1], "b created");
     }
 
     #[test]

@@ -316,14 +316,16 @@ impl Server<'_> {
                 if code == zmq::SocketEvent::ACCEPT_FAILED as u16 {
                     failed = Some(zmq::Error::from_raw(errno));
                 } else if code == zmq::SocketEvent::ACCEPTED as u16 {
+                    // The value of ACCEPTED and DISCONNECTED is the connection's descriptor.
+                    self.listener.guard.note_accepted(errno);
                     self.meter.connection(true);
                 } else if code == zmq::SocketEvent::DISCONNECTED as u16 {
+                    self.listener.guard.note_disconnected(now, errno);
                     self.meter.connection(false);
                 } else if code == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
                     || code == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
                 {
-                    let peer = event.get(1).map(|f| String::from_utf8_lossy(f).into_owned());
-                    self.listener.guard.note_failed_handshake(now, peer.as_deref().unwrap_or(""));
+                    self.listener.guard.note_failed_handshake();
                     crate::metrics::LOGINS.count(crate::metrics::Login::Refused);
                 }
             }
@@ -553,14 +555,14 @@ impl Server<'_> {
             (&request, self.listener.guard.holder(who))
         {
             let request = Request::Claim { broker: *broker, wait_ms: *wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &user, None);
+            return self.dispatch(request, envelope, clock, &user, who, None);
         }
         if let Request::Claim { broker, wait_ms, client: None } = request {
             let peer = peer_of(&mut body);
             let request = Request::Claim { broker, wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &peer, None);
+            return self.dispatch(request, envelope, clock, &peer, who, None);
         }
-        self.dispatch(request, envelope, clock, "", actor.as_ref());
+        self.dispatch(request, envelope, clock, "", who, actor.as_ref());
     }
 
     /// Who sent a request, for the audit log: its user and its address.
@@ -587,13 +589,14 @@ impl Server<'_> {
         Response::error(ErrorCode::Overloaded, reason)
     }
 
-    /// Applies a decoded request, then queues its reply or holds it.
+    /// Applies a decoded request from `who`, then queues its reply or holds it.
     fn dispatch(
         &mut self,
         request: Request<'_>,
         envelope: Envelope,
         clock: &Clock,
         peer: &str,
+        who: Identity,
         actor: Option<&Actor>,
     ) {
         let op = request.op();
@@ -601,10 +604,11 @@ impl Server<'_> {
         let released = matches!(request, Request::Release { .. });
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer };
         match cmd::apply(request, self.broker, &cx) {
-            Outcome::Reply(response) => {
+            Outcome::Reply(mut response) => {
                 if let Some(actor) = actor {
                     audit::done(actor, &response);
                 }
+                self.listener.guard.narrow(who, &mut response);
                 // Appends wake held fetches when their commit settles (`settle_store`).
                 if let Response::Deleted { topic } | Response::Reset { topic, .. } = &response {
                     if self.waiting.holds_fetches_on(topic)

@@ -214,7 +214,11 @@ fn a_client_without_credentials_is_refused_and_logged() {
     let dir = scratch();
     let broker = start_with(&users_file(dir.path()), &[]);
     let context = zmq::Context::new();
-    let (socket, anonymous) = connect(&context, &broker.endpoint, |_| {});
+    // From another loopback address (libzmq's `source;destination` form), so that the log
+    // line can be seen to name the peer, not the broker's own endpoint.
+    let port = broker.endpoint.rsplit(':').next().expect("a port");
+    let from_elsewhere = format!("tcp://127.0.0.2:0;127.0.0.1:{port}");
+    let (socket, anonymous) = connect(&context, &from_elsewhere, |_| {});
     assert_eq!(anonymous, Handshake::Failed);
     // It has no connection to send on, and gets no reply.
     socket.set_rcvtimeo(wire::QUIET.as_millis() as i32).expect("rcvtimeo");
@@ -223,8 +227,29 @@ fn a_client_without_credentials_is_refused_and_logged() {
         sent.is_err() || socket.recv_bytes(0).is_err(),
         "a client without credentials got a reply"
     );
+    let endpoint = broker.endpoint.clone();
     let stderr = broker.interrupt();
-    assert!(stderr.contains("refused a connection: its handshake failed"), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("refused a connection from")).unwrap_or("");
+    assert!(line.contains("from 127.0.0.2:") && line.contains("its handshake failed"), "{stderr}");
+    assert!(!line.contains(&endpoint), "the broker's own endpoint named: {line}");
+}
+
+#[test]
+fn a_curve_secret_key_file_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch();
+    let (key_file, _) = keygen(dir.path());
+    let key = key_file.to_str().expect("UTF-8");
+    let warning = "can be read by every user of this machine";
+    // As keygen wrote it (mode 600): no warning.
+    let broker = start(&["--curve-secret-key", key]);
+    let stderr = broker.interrupt();
+    assert!(!stderr.contains(warning), "{stderr}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let broker = start(&["--curve-secret-key", key]);
+    let stderr = broker.interrupt();
+    let line = stderr.lines().find(|l| l.contains(warning)).unwrap_or("");
+    assert!(line.contains("server.key") && line.contains("chmod 600"), "{stderr}");
 }
 
 #[test]
@@ -590,7 +615,7 @@ fn curve_without_users_encrypts_for_any_client_key_and_refuses_plain_text() {
     // the serve loop has read that event too before it is stopped.
     assert!(matches!(ask(&socket, &Request::Status), Response::Status { .. }));
     let stderr = broker.interrupt();
-    assert!(stderr.contains("refused a connection: its handshake failed"), "{stderr}");
+    assert!(stderr.contains("refused a connection from 127.0.0.1:"), "{stderr}");
 }
 
 #[test]
@@ -804,6 +829,49 @@ fn an_address_that_keeps_failing_has_one_password_checked_a_second() {
     assert!(unchecked > refused, "the rest are refused unchecked: {unchecked} against {refused}");
 }
 
+/// The broker's resident memory in bytes, from `/proc/PID/status`.
+fn resident_bytes(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read proc status");
+    let kib = text
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// Each password check costs an Argon2 memory of 19 MiB; the two checking threads keep theirs,
+/// and no check adds to it.
+#[test]
+fn a_login_flood_does_not_grow_the_brokers_memory_with_each_check() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let idle = resident_bytes(broker.pid());
+    let port = broker.endpoint.rsplit(':').next().expect("a port").to_owned();
+    let context = zmq::Context::new();
+    let (flood, monitors) = login_flood(&context, &port, 64);
+    flood_refused(&monitors);
+    // Correct logins meanwhile: checks on both threads, for a few seconds of spaced checks
+    // of the flood's passwords.
+    let started = Instant::now();
+    let mut peak = idle;
+    while started.elapsed() < std::time::Duration::from_secs(4) {
+        let _ = login(&context, &broker.endpoint, "full");
+        peak = peak.max(resident_bytes(broker.pid()));
+    }
+    drop(flood);
+    let stderr = broker.interrupt();
+    let (accepted, refused, _) = logins_counted(&stderr);
+    assert!(accepted + refused >= 10, "too few checks to tell: {stderr}");
+    let grown = peak.saturating_sub(idle);
+    assert!(
+        grown <= 64 << 20,
+        "VmRSS grew by {} MiB over {} password checks",
+        grown >> 20,
+        accepted + refused
+    );
+}
+
 #[test]
 fn a_user_holds_at_most_its_max_claims_at_once() {
     let dir = scratch();
@@ -906,4 +974,50 @@ fn admin_actions_and_refusals_are_logged_with_user_and_address_as_json_when_aske
         assert_eq!(done["fields"]["topic"], "audited", "{done}");
         assert_eq!(done["fields"]["message"], message, "{done}");
     }
+}
+/// The names in a `topics` or `groups` reply, in order.
+fn listed(reply: Response<'_>) -> Vec<String> {
+    match reply {
+        Response::Topics { topics } => topics.into_iter().map(|t| t.name).collect(),
+        Response::Groups { groups } => groups.into_iter().map(|g| g.group).collect(),
+        other => panic!("expected a listing, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_user_lists_only_the_topics_and_groups_it_has_some_right_on() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &[]);
+    let context = zmq::Context::new();
+    let full = login(&context, &broker.endpoint, "full");
+    let full_token = claim(&full, None);
+    for topic in ["orders", "logs.web", "logs.db"] {
+        assert!(matches!(ask(&full, &append_of(topic, &["x"])), Response::Appended { .. }));
+    }
+    for (group, topic) in [("billing", "orders"), ("readers", "logs.web")] {
+        let join =
+            Request::JoinGroup { claim: full_token, group, topic, start: GroupStart::Earliest };
+        assert!(matches!(ask(&full, &join), Response::Joined { .. }));
+    }
+    let all_groups = Request::ListGroups { group: None, topic: None };
+    assert_eq!(
+        listed(ask(&full, &Request::ListTopics { claim: full_token })),
+        ["logs.db", "logs.web", "orders"]
+    );
+    assert_eq!(listed(ask(&full, &all_groups)), ["billing", "readers"]);
+
+    let logs = login(&context, &broker.endpoint, "logs");
+    let token = claim(&logs, None);
+    assert_eq!(listed(ask(&logs, &Request::ListTopics { claim: token })), ["logs.db", "logs.web"]);
+    assert_eq!(listed(ask(&logs, &all_groups)), ["readers"]);
+    // Asking for a group by name shows nothing more.
+    let billing = Request::ListGroups { group: Some("billing"), topic: None };
+    assert!(listed(ask(&logs, &billing)).is_empty());
+    let release = Request::Release { claim: token };
+    assert!(matches!(ask(&logs, &release), Response::Released { .. }), "released");
+
+    let none = login(&context, &broker.endpoint, "none");
+    let token = claim(&none, None);
+    assert!(listed(ask(&none, &Request::ListTopics { claim: token })).is_empty());
+    assert!(listed(ask(&none, &all_groups)).is_empty());
 }

@@ -18,7 +18,7 @@ use crate::claim::{self, ClaimSpec, FOLLOW_WAIT, TOPIC_RETRY};
 use crate::client::{Claimed, Client};
 use crate::group::{self, GroupArgs, Member, Reading, ResetArgs};
 use crate::interactive;
-use crate::output::{self, plural, MessageFormat};
+use crate::output::{self, plural, safe, MessageFormat};
 use crate::perf::{self, ConsumePerfArgs};
 use crate::{ClientError, Result, Shutdown};
 
@@ -483,8 +483,9 @@ impl Follow<'_> {
             String::new()
         };
         eprintln!(
-            "read {printed} message{} of {topic}; next offset {offset} of {end}{hint}",
-            plural(printed)
+            "read {printed} message{} of {}; next offset {offset} of {end}{hint}",
+            plural(printed),
+            safe(topic)
         );
         Ok(())
     }
@@ -496,7 +497,8 @@ impl Follow<'_> {
             return Ok(());
         };
         eprintln!(
-            "following {topic} on logical broker {} from offset {offset}; Ctrl-C to stop",
+            "following {} on logical broker {} from offset {offset}; Ctrl-C to stop",
+            safe(topic),
             self.claimed.broker
         );
         let mut printed = 0;
@@ -535,17 +537,21 @@ impl Follow<'_> {
                         None => String::new(),
                     };
                     eprintln!(
-                        "offset {offset} of {topic} is not available{held}; restarting from \
-                         offset {first}, the first available"
+                        "offset {offset} of {} is not available{held}; restarting from \
+                         offset {first}, the first available",
+                        safe(topic)
                     );
                     offset = first;
                 }
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
                     if !waiting_for_topic {
                         if seen {
-                            eprintln!("topic {topic} was deleted; waiting for it to be made again");
+                            eprintln!(
+                                "topic {} was deleted; waiting for it to be made again",
+                                safe(topic)
+                            );
                         } else {
-                            eprintln!("topic {topic} does not exist yet; waiting for it");
+                            eprintln!("topic {} does not exist yet; waiting for it", safe(topic));
                         }
                         waiting_for_topic = true;
                     }
@@ -558,7 +564,7 @@ impl Follow<'_> {
                 Err(e) => return Err(e),
             }
         }
-        eprintln!("read {printed} message{} of {topic}", plural(printed));
+        eprintln!("read {printed} message{} of {}", plural(printed), safe(topic));
         Ok(())
     }
 

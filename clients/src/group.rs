@@ -182,9 +182,11 @@ impl Member<'_> {
             )
         };
         eprintln!(
-            "read {printed} message{} of {topic} for group {group}; committed offset {committed} \
-             of {end}{acked}",
-            plural(printed)
+            "read {printed} message{} of {} for group {}; committed offset {committed} of \
+             {end}{acked}",
+            plural(printed),
+            safe(topic),
+            safe(group)
         );
         Ok(())
     }
@@ -198,8 +200,10 @@ impl Member<'_> {
         let (group, topic) = (self.reading.group, self.reading.topic);
         let Some(joined) = self.join(false)? else { return Ok(()) };
         eprintln!(
-            "following {topic} in group {group} on logical broker {} ({} member{}, committed \
-             offset {} of {}, ack timeout {:?}); Ctrl-C to stop",
+            "following {} in group {} on logical broker {} ({} member{}, committed offset {} of \
+             {}, ack timeout {:?}); Ctrl-C to stop",
+            safe(topic),
+            safe(group),
             self.claimed.broker,
             joined.members,
             plural(u64::from(joined.members)),
@@ -236,7 +240,12 @@ impl Member<'_> {
                 Err(e) => return Err(e),
             }
         }
-        eprintln!("read {printed} message{} of {topic} for group {group}", plural(printed));
+        eprintln!(
+            "read {printed} message{} of {} for group {}",
+            plural(printed),
+            safe(topic),
+            safe(group)
+        );
         Ok(())
     }
 
@@ -252,9 +261,12 @@ impl Member<'_> {
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
                     if !waiting {
                         if seen {
-                            eprintln!("topic {topic} was deleted; waiting for it to be made again");
+                            eprintln!(
+                                "topic {} was deleted; waiting for it to be made again",
+                                safe(topic)
+                            );
                         } else {
-                            eprintln!("topic {topic} does not exist yet; waiting for it");
+                            eprintln!("topic {} does not exist yet; waiting for it", safe(topic));
                         }
                         waiting = true;
                     }
@@ -338,9 +350,11 @@ pub fn ack(client: &mut Client, group: &str, topic: &str, offsets: &[u64]) -> Re
         String::new()
     };
     eprintln!(
-        "acknowledged {} offset{} of {topic} for group {group}{note}; committed offset {}",
+        "acknowledged {} offset{} of {} for group {}{note}; committed offset {}",
         acked.acked,
         plural(acked.acked),
+        safe(topic),
+        safe(group),
         acked.committed_offset
     );
     Ok(())

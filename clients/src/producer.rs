@@ -214,7 +214,8 @@ impl Produced {
 /// three, then a count).
 impl fmt::Display for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "appended {} message{} to {}", self.messages, plural(self.messages), self.topic)?;
+        let topic = crate::output::safe(&self.topic);
+        write!(f, "appended {} message{} to {topic}", self.messages, plural(self.messages))?;
         let range = |&(first, last): &(u64, u64)| {
             if first == last {
                 first.to_string()

@@ -89,6 +89,11 @@ fn users_log_in_with_passwords_and_are_held_to_their_permissions() {
     out.assert_code(3);
     assert!(out.stderr.contains("authentication failed for a client without credentials"));
 
+    // An empty BROKER_PASSWORD is said to be empty, not tried.
+    let out = as_user(CONSUMER, &broker, &["--user", "bob", "status"], &[("BROKER_PASSWORD", "")]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("BROKER_PASSWORD is set but empty"), "{}", out.stderr);
+
     // Without BROKER_PASSWORD and off a terminal there is no password to send.
     let out = as_user(CONSUMER, &broker, &["--user", "bob", "status"], &[]);
     out.assert_code(1);
@@ -129,7 +134,12 @@ fn a_till_logs_in_by_key_over_curve_and_strangers_are_refused() {
     assert!(out.stderr.contains(&format!("authentication failed for key {stranger_key}")));
     let mut args = vec!["--curve-server-key", &stranger_key, "--curve-key-file"];
     args.extend([till_file.to_str().unwrap(), "status"]);
-    as_user(CONSUMER, &broker, &args, &[]).assert_code(3);
+    let out = as_user(CONSUMER, &broker, &args, &[]);
+    out.assert_code(3);
+    // The till's own key is fine: the server key it was given is what is wrong.
+    assert!(!out.stderr.contains("authentication failed"), "{}", out.stderr);
+    let want = format!("the broker's CURVE key may not be {stranger_key}");
+    assert!(out.stderr.contains(&want), "{}", out.stderr);
 
     // Flags that do not go together are refused before anything is sent.
     let mut args = till.to_vec();

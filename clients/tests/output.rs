@@ -108,6 +108,35 @@ fn control_and_bidirectional_characters_are_escaped_in_text_and_exact_in_json() 
 }
 
 #[test]
+fn bidirectional_characters_in_names_are_escaped_in_summary_lines_as_in_tables() {
+    let broker = preloaded_broker();
+    // Shown raw, this name reads as "orders" followed by "exe.txt" reversed.
+    let topic = "orders\u{202e}txt.exe";
+    let shown = "orders\\u{202e}txt.exe";
+    let out = producer(&broker, &[topic, "one"]);
+    assert_eq!(
+        out.assert_success().stdout.trim_end(),
+        format!("appended 1 message to {shown} at offset 0")
+    );
+    let out = consumer(&broker, &["fetch", topic]);
+    assert!(
+        out.assert_success().stderr.contains(&format!("read 1 message of {shown};")),
+        "{out:?}"
+    );
+    let group = "till\u{2067}s";
+    let out = consumer(&broker, &["fetch", topic, "--group", group]);
+    let stderr = &out.assert_success().stderr;
+    assert!(stderr.contains(&format!("of {shown} for group till\\u{{2067}}s")), "{stderr}");
+    for out in [producer(&broker, &[topic, "two"]), consumer(&broker, &["fetch", topic])] {
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(!all.contains('\u{202e}') && !all.contains('\u{2067}'), "{all}");
+    }
+    let out = consumer(&broker, &["topics"]);
+    assert!(out.assert_success().stdout.contains(shown), "{out:?}");
+    broker.interrupt();
+}
+
+#[test]
 fn tables_align_by_display_width() {
     let broker = preloaded_broker();
     producer(&broker, &["日本語のトピック", "メッセージ"]).assert_success();

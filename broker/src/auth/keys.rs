@@ -89,10 +89,27 @@ impl ServerKeys {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(0, e.to_string()))?;
+        warn_if_others_may_read(path);
         let first = text.lines().next().unwrap_or("").trim();
         let secret = decode_z85(first).map_err(|reason| bad(1, reason))?;
         let public = public_of(&secret).map_err(|reason| bad(1, reason))?;
         Ok(ServerKeys { secret, public })
+    }
+}
+
+/// Warns when users other than the file's owner (and its group) may read the secret key file
+/// at `path`: whoever reads it can pose as the broker. `broker keygen` writes it with mode 600.
+fn warn_if_others_may_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else { return };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o004 != 0 {
+        tracing::warn!(
+            file = %path.display(),
+            mode = format_args!("{mode:o}"),
+            "the CURVE secret key file can be read by every user of this machine, and whoever \
+             reads it can pose as this broker: chmod 600 it"
+        );
     }
 }
 

@@ -119,6 +119,37 @@ pub struct Guard {
     /// Refused logins and handshakes, logged at most once a second; shared with the ZAP
     /// handler's thread.
     refused: Arc<Mutex<Throttle>>,
+    /// The peers of open connections, to name one whose handshake failed.
+    handshakes: Handshakes,
+}
+
+/// The peer addresses of the connections the socket accepted, by descriptor, and the failed
+/// handshakes whose connection's drop has not been seen yet. Bounded by the descriptors the
+/// process may hold: a descriptor used again replaces its entry.
+#[derive(Default)]
+struct Handshakes {
+    /// Peer address by descriptor.
+    peers: HashMap<i32, String>,
+    /// Failed handshakes not yet logged.
+    failed: u32,
+}
+
+impl Handshakes {
+    /// Reads and keeps the peer address of the connection on descriptor `fd`.
+    fn accepted(&mut self, fd: i32) {
+        use std::os::fd::FromRawFd;
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: the descriptor is only borrowed to ask for its peer: ManuallyDrop never
+        // closes it. If the connection was closed meanwhile, the call fails (or names whatever
+        // was given the descriptor since: another peer of this socket).
+        let stream = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+        match stream.peer_addr() {
+            Ok(address) => self.peers.insert(fd, address.to_string()),
+            Err(_) => self.peers.remove(&fd),
+        };
+    }
 }
 
 impl std::fmt::Debug for Guard {
@@ -175,7 +206,8 @@ impl Guard {
                 })
                 .map_err(|e| AuthError::Thread(e.to_string()))?;
         }
-        Ok(Guard { settings, users, login, reload, zap, refused })
+        let handshakes = Handshakes::default();
+        Ok(Guard { settings, users, login, reload, zap, refused, handshakes })
     }
 
     /// Whether connections must complete a PLAIN or CURVE handshake.
@@ -242,15 +274,42 @@ impl Guard {
         Ok(())
     }
 
-    /// Logs a handshake that failed before reaching ZAP (a client without credentials, or with
-    /// another mechanism), at most one line a second with the refused logins.
-    pub fn note_failed_handshake(&mut self, now: Instant, peer: &str) {
+    /// Notes the peer address of a connection the socket accepted, whose descriptor the
+    /// socket's monitor gave: a handshake that fails before ZAP is reported by the monitor with
+    /// the broker's own endpoint only (libzmq's monitor events of version 1), so the address
+    /// is read here, while the connection is open, and named when it is dropped.
+    pub fn note_accepted(&mut self, fd: i32) {
+        if self.zap {
+            self.handshakes.accepted(fd);
+        }
+    }
+
+    /// Notes a handshake that failed before reaching ZAP (a client without credentials, or
+    /// with another mechanism, or a CURVE client with another server key): logged, with the
+    /// peer's address, when the monitor reports the connection dropped.
+    pub fn note_failed_handshake(&mut self) {
+        self.handshakes.failed += 1;
+    }
+
+    /// Notes a dropped connection, whose descriptor the socket's monitor gave: if its
+    /// handshake failed, logs that, with its peer's address, at most one line a second with
+    /// the refused logins.
+    pub fn note_disconnected(&mut self, now: Instant, fd: i32) {
+        let peer = self.handshakes.peers.remove(&fd);
+        if self.handshakes.failed == 0 {
+            return;
+        }
+        // libzmq reports a failed handshake, then the drop of that connection, on one thread.
+        self.handshakes.failed -= 1;
         let admitted = self.refused.lock().unwrap_or_else(PoisonError::into_inner).admit(now);
         if let Some(suppressed) = admitted {
+            let peer = peer.as_deref().unwrap_or("unknown (gone before its address was read)");
             warn!(
                 peer = %Shown(peer),
                 suppressed,
-                "refused a connection: its handshake failed (no credentials, or another mechanism)"
+                "refused a connection from {}: its handshake failed (no credentials, another \
+                 mechanism, or another CURVE server key)",
+                Shown(peer)
             );
         }
     }
@@ -289,6 +348,22 @@ impl Guard {
         match who {
             Identity::User(id) => read(&self.users).as_ref()?.get(id).map(|u| u.name.clone()),
             Identity::Anyone | Identity::Nobody => None,
+        }
+    }
+
+    /// Narrows a `topics` or `groups` reply to what `who` may see: with users, only the topics
+    /// and groups it has some right on (PROTOCOL.md §17). Any other reply, or any reply
+    /// without users, is left as it is.
+    pub fn narrow(&self, who: Identity, response: &mut Response<'_>) {
+        let Identity::User(id) = who else { return };
+        if !matches!(response, Response::Topics { .. } | Response::Groups { .. }) {
+            return;
+        }
+        let users = read(&self.users);
+        match users.as_ref().and_then(|users| users.get(id)) {
+            Some(user) => user.permissions.narrow(response),
+            // Removed from the users file since: it sees nothing.
+            None => permissions::Permissions::default().narrow(response),
         }
     }
 

@@ -1,6 +1,6 @@
 //! What each user may do: name patterns per right, and the rights each request needs.
 
-use protocol::Request;
+use protocol::{Request, Response};
 
 /// A name pattern: an exact name, or a prefix followed by a trailing `*` (`*` alone is every
 /// name).
@@ -84,6 +84,11 @@ pub struct Grants {
 }
 
 impl Grants {
+    /// Whether any right is granted on `name`: whether the name may be shown to the user.
+    pub fn touches(&self, name: &str) -> bool {
+        [&self.produce, &self.consume, &self.admin].into_iter().flatten().any(|p| p.matches(name))
+    }
+
     /// Whether `right` is granted on `name`.
     pub fn allows(&self, right: Right, name: &str) -> bool {
         let patterns = match right {
@@ -128,9 +133,23 @@ impl Permissions {
     }
 }
 
+impl Permissions {
+    /// Narrows a listing to what these permissions may see: `topics` keeps only the topics
+    /// with some right on them, `groups` only the groups with some right on them (as Kafka
+    /// filters Metadata and ListGroups by Describe). Any other reply is left as it is.
+    pub fn narrow(&self, response: &mut Response<'_>) {
+        match response {
+            Response::Topics { topics } => topics.retain(|t| self.topics.touches(&t.name)),
+            Response::Groups { groups } => groups.retain(|g| self.groups.touches(&g.group)),
+            _ => {}
+        }
+    }
+}
+
 /// The rights `request` needs (at most two). `status`, `claim`, `renew`, `release`,
 /// `list_topics` and `list_groups` need none: they describe or hold logical brokers, not topics
-/// or groups (a claim's token is checked against its user apart from this).
+/// or groups (a claim's token is checked against its user apart from this), and a listing is
+/// narrowed to what the user may see ([`Permissions::narrow`]).
 pub fn needs<'r>(request: &'r Request<'_>) -> [Option<Need<'r>>; 2] {
     let topic = |name: &'r str, right| Some(Need { scope: Scope::Topic, name, right });
     let group = |name: &'r str, right| Some(Need { scope: Scope::Group, name, right });

@@ -11,13 +11,13 @@
 //! topics = { produce = ["orders"], admin = ["orders"] }
 //! ```
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::PasswordVerifier;
-use argon2::Argon2;
+use argon2::password_hash::phc::{Output, PasswordHash};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -48,9 +48,39 @@ impl User {
     pub fn password_matches(&self, password: &[u8]) -> bool {
         let Some(hash) = &self.password_hash else { return false };
         // Checked when the file was read, so parsing again cannot fail.
-        PasswordHash::new(hash)
-            .is_ok_and(|hash| Argon2::default().verify_password(password, &hash).is_ok())
+        PasswordHash::new(hash).is_ok_and(|hash| verify(password, &hash))
     }
+}
+
+thread_local! {
+    /// The Argon2 memory of this thread's password checks, kept from one check to the next
+    /// and grown to the largest cost met (bounded by [`MAX_MEMORY_KIB`]). A fresh allocation per
+    /// check, as `Argon2::verify_password` makes, left its 19 MiB resident after each check:
+    /// glibc's allocator raises its mmap threshold past a freed block of that size and keeps
+    /// the next ones on its heap, and a login flood took the broker from 20 MB to 377 MB.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether `password` hashes to `hash` (an Argon2 PHC string), computed in this thread's
+/// [`MEMORY`]; the outputs are compared in constant time.
+fn verify(password: &[u8], hash: &PasswordHash) -> bool {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else { return false };
+    let Ok(params) = Params::try_from(hash) else { return false };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm.as_str()) else { return false };
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let blocks = params.block_count();
+    let mut out = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params);
+    let hashed = MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::new());
+        }
+        argon2.hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+    });
+    hashed.is_ok() && Output::new(&out).is_ok_and(|output| &output == expected)
 }
 
 /// Every user of the broker, found by name or by CURVE key.
@@ -186,7 +216,7 @@ impl Users {
     pub fn check_dummy(&self, password: &[u8]) {
         if let Some(hash) = self.users.iter().find_map(|u| u.password_hash.as_deref()) {
             if let Ok(hash) = PasswordHash::new(hash) {
-                let _ = Argon2::default().verify_password(password, &hash);
+                let _ = verify(password, &hash);
             }
         }
     }

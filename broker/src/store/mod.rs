@@ -696,7 +696,13 @@ impl<M: Medium> Topics<M> {
         self.topic(topic)?.read_checked(topic, offset, budget, out)
     }
 
-    /// Creates an empty topic with its own retention limits (durably, on disk).
+    /// Creates an empty topic with its own retention limits, durably on disk by the time the
+    /// next [`Topics::commit`] settles. Under `--fsync always` the serving thread does not wait
+    /// for the disk: the directory is made and its meta file written, and the flush thread
+    /// publishes them with the next commit, as for a topic made by its first append; a
+    /// `created` reply waits for that commit (the outbox gates it on the commit's ticket, and
+    /// the commit's failure for this topic refuses it). A flush per creation on the serving
+    /// thread made 1,000 creations hold other clients' `status` for 0.5-0.9 s at p50.
     ///
     /// # Errors
     /// An invalid name, a topic of that name exists, or its directory cannot be made.
@@ -705,8 +711,13 @@ impl<M: Medium> Topics<M> {
         if self.topics.contains_key(topic) {
             return Err(StoreError::TopicExists(topic.to_owned()));
         }
-        let storage = self.medium.create(topic, retention, true).map_err(io_error)?;
-        let log = Topic::new(storage, retention);
+        let deferred = self.flusher.is_some();
+        let storage = self.medium.create(topic, retention, !deferred).map_err(io_error)?;
+        let mut log = Topic::new(storage, retention);
+        if deferred {
+            log.stage_creation();
+            self.dirty.push(topic.to_owned());
+        }
         self.topics.insert(topic.to_owned(), log);
         Ok(())
     }

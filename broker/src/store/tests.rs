@@ -255,6 +255,8 @@ fn a_reopened_store_has_every_committed_message() {
         .unwrap();
     store.commit_and_wait(Instant::now(), NOW).is_empty().then_some(()).unwrap();
     store.create("empty", Retention { bytes: Some(1000), ..Retention::default() }).unwrap();
+    // A creation is durable once the next commit settled, as an append is.
+    store.commit_and_wait(Instant::now(), NOW).is_empty().then_some(()).unwrap();
     let before = store.list();
     drop(store);
 

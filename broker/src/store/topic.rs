@@ -28,6 +28,9 @@ pub struct Topic<S: Storage = InMemory> {
     staged: u64,
     /// Commits started and not yet settled, oldest first.
     pending: VecDeque<Pending>,
+    /// Made by an explicit creation whose first commit has not started: that commit makes its
+    /// directory durable, and the creation is acknowledged when it settles.
+    creation_staged: bool,
     /// Committed messages held.
     messages: u64,
     /// Bytes of keys and values of the committed messages held.
@@ -89,6 +92,7 @@ impl<S: Storage> Topic<S> {
             committed: 0,
             staged: 0,
             pending: VecDeque::new(),
+            creation_staged: false,
             messages: 0,
             payload_bytes: 0,
             uncommitted: (0, 0),
@@ -114,6 +118,7 @@ impl<S: Storage> Topic<S> {
             committed: self.committed,
             staged: self.staged,
             pending: self.pending,
+            creation_staged: self.creation_staged,
             messages: self.messages,
             payload_bytes: self.payload_bytes,
             uncommitted: self.uncommitted,
@@ -151,9 +156,15 @@ impl<S: Storage> Topic<S> {
         self.retention
     }
 
-    /// Whether messages were appended since the last commit started.
+    /// Whether messages were appended since the last commit started, or the topic was made
+    /// since and its creation waits for that commit.
     pub fn is_dirty(&self) -> bool {
-        self.staged != self.end
+        self.staged != self.end || self.creation_staged
+    }
+
+    /// Has the next commit cover this new topic's creation, though nothing is appended.
+    pub fn stage_creation(&mut self) {
+        self.creation_staged = true;
     }
 
     /// The oldest offset still held (equal to [`Topic::next_offset`] when empty).
@@ -332,6 +343,7 @@ impl<S: Storage> Topic<S> {
         }
         self.pending.push_back(Pending { ticket, end: self.end, added: self.uncommitted });
         self.staged = self.end;
+        self.creation_staged = false;
         self.uncommitted = (0, 0);
         Ok(())
     }

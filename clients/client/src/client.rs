@@ -670,10 +670,8 @@ impl Client {
             match zmq::poll(&mut items[..watched], slice_ms) {
                 Ok(0) => {}
                 Ok(_) if items[1].is_readable() && self.handshake.failed() => {
-                    let refused = ClientError::AuthenticationFailed {
-                        who: self.credentials.who(),
-                        endpoint: self.endpoint().to_owned(),
-                    };
+                    let refused =
+                        self.handshake.error(&self.credentials, self.endpoint().to_owned());
                     self.reopen()?;
                     self.end_silence();
                     return Err(refused);

@@ -45,6 +45,17 @@ pub enum ClientError {
         /// The endpoint.
         endpoint: String,
     },
+    /// The handshake failed before the broker looked at the credentials: the mechanisms
+    /// differ, or (CURVE) the client's server key is not the broker's.
+    #[error("the handshake with the broker at {endpoint} failed for {who}: {hint}")]
+    HandshakeFailed {
+        /// Who the client said it was.
+        who: String,
+        /// The endpoint.
+        endpoint: String,
+        /// What is likely wrong.
+        hint: String,
+    },
     /// The login flags cannot be used: what is wrong with them.
     #[error("{0}")]
     Credentials(String),
@@ -212,7 +223,7 @@ impl ClientError {
         match self {
             ClientError::Interrupted => 130,
             ClientError::NotATerminal | ClientError::Endpoint { .. } => 2,
-            ClientError::AuthenticationFailed { .. } => 3,
+            ClientError::AuthenticationFailed { .. } | ClientError::HandshakeFailed { .. } => 3,
             _ if self.is_broken_pipe() => 0,
             _ => 1,
         }

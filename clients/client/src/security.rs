@@ -116,6 +116,13 @@ impl Credentials {
 /// The password of `user`: [`PASSWORD_ENV`], else typed at a prompt on a terminal.
 fn password(user: &str) -> Result<String> {
     if let Ok(password) = std::env::var(PASSWORD_ENV) {
+        if password.is_empty() {
+            // An empty password is never a user's: trying it would only be refused as wrong.
+            return Err(ClientError::Credentials(format!(
+                "--user {user}: {PASSWORD_ENV} is set but empty; set it to the password, or \
+                 unset it to be asked for it on a terminal"
+            )));
+        }
         return Ok(password);
     }
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
@@ -170,10 +177,13 @@ fn public_of(secret: &str) -> Option<String> {
 }
 
 /// The handshake events of one socket, read from its monitor: whether the broker refused the
-/// client's credentials.
+/// client's credentials, or the handshake failed before the broker looked at them.
 pub struct Handshake {
     /// Connected to the watched socket's monitor endpoint.
     monitor: zmq::Socket,
+    /// Whether the last failure [`Handshake::failed`] read was the broker's refusal of the
+    /// credentials (`HANDSHAKE_FAILED_AUTH`), not a handshake that failed before that.
+    refused: std::cell::Cell<bool>,
 }
 
 /// Numbers the monitor endpoints of the process's sockets.
@@ -193,7 +203,7 @@ impl Handshake {
         let monitor = context.socket(zmq::PAIR)?;
         monitor.set_linger(0)?;
         monitor.connect(&endpoint)?;
-        Ok(Handshake { monitor })
+        Ok(Handshake { monitor, refused: std::cell::Cell::new(false) })
     }
 
     /// The socket to poll beside the watched one: readable when a handshake event came.
@@ -205,10 +215,36 @@ impl Handshake {
     pub fn failed(&self) -> bool {
         // Only failures are subscribed to: any event is one.
         let mut failed = false;
-        while self.monitor.recv_multipart(zmq::DONTWAIT).is_ok() {
+        while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
             failed = true;
+            let code =
+                event.first().filter(|f| f.len() >= 2).map(|f| u16::from_le_bytes([f[0], f[1]]));
+            self.refused.set(code == Some(zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16));
         }
         failed
+    }
+
+    /// The error for the failure [`Handshake::failed`] saw, for a client with `credentials`
+    /// connected to `endpoint`: the broker refused the credentials (ZAP said no), or the
+    /// handshake failed before the broker looked at them. A CURVE client whose server key is
+    /// not the broker's fails so, and is told that the key may be wrong rather than that its
+    /// own key was refused.
+    pub fn error(&self, credentials: &Credentials, endpoint: String) -> ClientError {
+        let who = credentials.who();
+        let hint = match credentials {
+            _ if self.refused.get() => return ClientError::AuthenticationFailed { who, endpoint },
+            // A broker that wants a login refuses a client with none before ZAP.
+            Credentials::None => return ClientError::AuthenticationFailed { who, endpoint },
+            Credentials::Curve { server, .. } => format!(
+                "the broker's CURVE key may not be {server} (check --curve-server-key against \
+                 the `curve public key` line the broker prints), or the broker does not use \
+                 CURVE"
+            ),
+            Credentials::Plain { .. } => "the broker does not take PLAIN logins (it may use \
+                                          CURVE: log in with --curve-server-key)"
+                .to_owned(),
+        };
+        ClientError::HandshakeFailed { who, endpoint, hint }
     }
 }
 
