@@ -14,6 +14,7 @@ pub mod config;
 pub mod converter;
 pub mod file;
 pub mod jdbc;
+pub mod metrics;
 pub mod offsets;
 pub mod postgres_url;
 pub mod rest;

@@ -109,6 +109,9 @@ struct Running {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The most connectors the metrics page shows.
+pub const MAX_SHOWN: usize = 1_000;
+
 /// The worker. Cloning shares it.
 #[derive(Clone)]
 pub struct Worker {
@@ -196,6 +199,17 @@ impl Worker {
                 SinkTask { name, settings: sink, client, control }.run(&mut destination);
             }
         }
+    }
+
+    /// Each connector's name and a copy of its status, for the metrics page: at most
+    /// [`MAX_SHOWN`] of them (the first by name), so the page stays bounded.
+    pub fn statuses(&self) -> Vec<(String, crate::task::Status)> {
+        let connectors = self.connectors();
+        connectors
+            .iter()
+            .take(MAX_SHOWN)
+            .map(|(name, r)| (name.clone(), r.control.status()))
+            .collect()
     }
 
     /// The connectors' names.

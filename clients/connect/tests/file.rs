@@ -187,3 +187,71 @@ fn a_bad_config_stops_connect_at_start_naming_the_file_and_the_key() {
     let out = Command::new(CONNECT).arg("check").arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_metrics_page_counts_what_each_connector_wrote_and_promtool_finds_no_fault() {
+    testkit::require::program("promtool", "apt-get install prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"));
+    let input = dir.path().join("test.txt");
+    let output = dir.path().join("test.sink.txt");
+    let (source, sink) = quickstart(dir.path(), &input, &output, "metered");
+    std::fs::write(&input, lines(0, 1_000)).unwrap();
+    let mut child = Command::new(CONNECT)
+        .args(["--connect", &broker.endpoint, "--metrics-listen", "127.0.0.1:0", "run"])
+        .arg("--offsets")
+        .arg(dir.path().join("connect.offsets"))
+        .args([&source, &sink])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("connect starts");
+    let lines_out = testkit::lines_of(child.stdout.take().expect("piped"));
+    let first = lines_out.recv_timeout(testkit::STEP).expect("connect printed nothing");
+    let page = first.strip_prefix("metrics on http://").expect("the metrics line first");
+    let address = page.strip_suffix("/metrics").expect("a /metrics address").to_owned();
+    let written = r#"connect_records_written_total{connector="local-file-sink"} 1000"#;
+    let mut body = String::new();
+    wait_for("the sink's 1,000 lines on the page", MINUTE, || {
+        body = common::http(&address, "GET", "/metrics", "").1;
+        body.contains(written)
+    });
+    assert!(body.contains(r#"connect_records_written_total{connector="local-file-source"} 1000"#));
+    assert!(
+        body.contains(r#"connect_connector_state{connector="local-file-sink",state="RUNNING"} 1"#)
+    );
+    assert_eq!(common::http(&address, "GET", "/healthz", "").0, 200);
+    let (clean, said) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with(&body);
+    assert!(clean, "promtool: {said}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs a command with `input` on its standard input; whether it succeeded and said nothing,
+/// and what it said.
+trait OutputWith {
+    fn output_with(&mut self, input: &str) -> (bool, String);
+}
+
+impl OutputWith for std::process::Command {
+    fn output_with(&mut self, input: &str) -> (bool, String) {
+        use std::io::Write as _;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the command starts");
+        child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("its input");
+        let out = child.wait_with_output().expect("its output");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success() && said.trim().is_empty(), said)
+    }
+}

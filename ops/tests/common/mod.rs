@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The programs whose operation this crate serves, as their binaries and example files are
 /// named.
-pub const PROGRAMS: [&str; 3] = ["broker", "kafka-gateway", "web"];
+pub const PROGRAMS: [&str; 4] = ["broker", "kafka-gateway", "web", "connect"];
 
 /// The binary `name`, built beside this test (`target/<profile>/`): `cargo test --workspace`
 /// builds every binary; `cargo build --bins` does for a test run alone.

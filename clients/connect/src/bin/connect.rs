@@ -37,6 +37,19 @@ struct Args {
     /// of FILE (as `broker keygen FILE` writes it).
     #[arg(long, value_name = "FILE", global = true)]
     curve_key_file: Option<PathBuf>,
+    /// With `run`: serve the REST API (Kafka Connect's) at HOST:PORT, e.g. 127.0.0.1:8083 (port
+    /// 0 picks a free one).
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    rest: Option<String>,
+    /// With `run`: where source connectors keep their positions (connect-standalone's
+    /// offset.storage.file.filename).
+    #[arg(long, value_name = "FILE", default_value = "connect.offsets", global = true)]
+    offsets: PathBuf,
+    /// With `run`: serve metrics in Prometheus' text format (`/metrics`) and health checks
+    /// (`/healthz`, `/readyz`) over HTTP on ADDR: HOST:PORT, or a bare PORT for loopback. Off
+    /// by default.
+    #[arg(long, value_name = "ADDR", value_parser = ops::http::parse_listen, global = true)]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,14 +62,6 @@ enum Command {
         /// Connector configs.
         #[arg(value_name = "CONFIG")]
         configs: Vec<PathBuf>,
-        /// Serve the REST API (Kafka Connect's) at HOST:PORT, e.g. 127.0.0.1:8083 (port 0
-        /// picks a free one).
-        #[arg(long, value_name = "HOST:PORT")]
-        rest: Option<String>,
-        /// Where source connectors keep their positions (connect-standalone's
-        /// offset.storage.file.filename).
-        #[arg(long, value_name = "FILE", default_value = "connect.offsets")]
-        offsets: PathBuf,
     },
     /// Checks the config files and exits: 0 when every one would start.
     Check {
@@ -68,7 +73,7 @@ enum Command {
 
 fn main() -> ExitCode {
     client::init_tracing();
-    match run(Args::parse()) {
+    match run(ops::config::parse::<Args>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -97,7 +102,8 @@ fn read_configs(paths: &[PathBuf]) -> anyhow::Result<Vec<ConnectorConfig>> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let (configs, rest, offsets) = match args.command {
+    let (rest, offsets) = (args.rest.clone(), args.offsets.clone());
+    let configs = match args.command {
         Command::Check { configs } => {
             let configs = read_configs(&configs)?;
             for c in &configs {
@@ -105,7 +111,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Run { configs, rest, offsets } => (read_configs(&configs)?, rest, offsets),
+        Command::Run { configs } => read_configs(&configs)?,
     };
     let (given, from) = match (&args.connect, std::env::var(ENDPOINT_ENV)) {
         (Some(flag), _) => (flag.clone(), "--connect"),
@@ -137,6 +143,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         offsets,
         worker_id: worker_id.clone(),
     });
+    if let Some(address) = args.metrics_listen {
+        let endpoint = connect::metrics::Endpoint { worker: worker.clone() };
+        let bound = ops::http::serve(address, std::sync::Arc::new(endpoint))
+            .with_context(|| format!("cannot listen on {address} for --metrics-listen"))?;
+        println!("metrics on http://{bound}/metrics");
+    }
     let shutdown = Shutdown::new();
     client::install_ctrl_c(&shutdown)?;
     let count = configs.len();
