@@ -78,6 +78,8 @@
 #        to stderr)
 #        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
+#        broker_bin=PATH scripts/bench.sh   (the default rows against the broker binary at PATH,
+#        say one built from an earlier commit; rows it has no flags for are skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -976,7 +978,12 @@ compare "append, batch 1000, 4 clients, --fsync always" - 1000000 "(≥ 1,000,00
 stop_broker
 
 curve_rows
-metrics_rows
+# A broker from before --metrics-listen (broker_bin=PATH, to compare builds) skips those rows.
+if "${broker_bin:-$bin/broker}" --help | grep -q -- --metrics-listen; then
+    metrics_rows
+else
+    note "metrics: skipped, ${broker_bin:-$bin/broker} has no --metrics-listen"
+fi
 
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
     note "Redis Streams XADD, one client"
