@@ -7,7 +7,9 @@ confluent-kafka through a gateway started with --sasl-plain:
 MEMBER joins GROUP on TOPIC and prints "member assigned" once it has its partition. INTRUDER
 then subscribes in the same group: prints "intruder refused CODE" for the error it gets (or
 "intruder assigned" if it got in), and "intruder offsets refused CODE" (or "intruder offsets
-N") for committed() of the group. MEMBER goes on polling, with heartbeats every 300 ms, for as
+N") for committed() of the group; then, for each user, "USER lists G1,G2" from
+list_consumer_groups() and "USER describes N members" (or "USER describe refused CODE") from
+describe_consumer_groups([GROUP]). MEMBER goes on polling, with heartbeats every 300 ms, for as
 long again as the intruder tried plus 3 s, and prints "member revoked" at each rebalance it is
 told of before it closes, then "member committed N" for its own committed(). Each user's list_topics() is printed
 as "USER sees T1,T2". At most 60 s in all.
@@ -16,6 +18,7 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 
 def config(bootstrap, user, password, group):
@@ -82,6 +85,20 @@ def main():
         print(f"intruder offsets refused {e.args[0].name()}", flush=True)
     tried = time.monotonic() - began
     intruder.close()
+    for name in (member_name, intruder_name):
+        admin_config = config(bootstrap, name, password, group)
+        for key in ("group.id", "session.timeout.ms", "heartbeat.interval.ms",
+                    "enable.auto.commit", "auto.offset.reset"):
+            del admin_config[key]
+        admin = AdminClient(admin_config)
+        listed = admin.list_consumer_groups(request_timeout=10).result()
+        names = sorted(g.group_id for g in listed.valid)
+        print(f"{name} lists {','.join(names)}", flush=True)
+        try:
+            described = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+            print(f"{name} describes {len(described.members)} members", flush=True)
+        except KafkaException as e:
+            print(f"{name} describe refused {e.args[0].name()}", flush=True)
 
     watch_until = min(deadline, time.monotonic() + tried + 3)
     while time.monotonic() < watch_until:

@@ -657,11 +657,27 @@ impl Call<'_> {
     /// the Kafka error to answer. The topics probed are those `offered` subscribes to (a
     /// `JoinGroup`'s protocols) and those of the group's members.
     fn may_use_group(&mut self, group: &str, offered: &[Bytes]) -> i16 {
+        self.may_use_group_with(group, offered, Vec::new())
+    }
+
+    /// [`Call::may_use_group`], probing with the topics `named` (a request's) first. Without
+    /// any topic from a request or from the members, those the broker lists for the group are
+    /// used (it lists them only to a user with some right on the group).
+    fn may_use_group_with(&mut self, group: &str, offered: &[Bytes], named: Vec<String>) -> i16 {
         let Some(rights) = self.rights.as_deref_mut() else {
             return 0;
         };
+        if rights.granted(group) {
+            return 0;
+        }
         let members = self.door.coordinator.subscriptions(group);
-        let topics = offered.iter().chain(&members).flat_map(crate::rights::subscribed_topics);
+        let mut topics = named;
+        topics.extend(offered.iter().chain(&members).flat_map(crate::rights::subscribed_topics));
+        if topics.is_empty() {
+            if let Ok(states) = self.client.list_groups(Some(group), None) {
+                topics = states.into_iter().map(|s| s.topic).collect();
+            }
+        }
         rights.check(self.client, group, topics)
     }
 
@@ -768,6 +784,20 @@ impl Call<'_> {
     fn list_groups(&mut self, request: &ListGroupsRequest, version: i16) -> ListGroupsResponse {
         let mut response = ListGroupsResponse::default();
         let mut groups: Vec<(String, &'static str)> = self.door.coordinator.list();
+        if self.rights.is_some() {
+            // The broker narrows its own listing to the user's groups; the gateway's groups
+            // are narrowed to those the user may consume, with at most `MAX_LISTING_PROBES`
+            // groups probed (past them, groups not granted before are left out).
+            let mut probed = 0;
+            groups.retain(|(name, _)| {
+                let granted = self.rights.as_deref().is_some_and(|r| r.granted(name));
+                if granted || probed == crate::rights::MAX_LISTING_PROBES {
+                    return granted;
+                }
+                probed += 1;
+                self.may_use_group(name, &[]) == 0
+            });
+        }
         match self.client.list_groups(None, None) {
             Ok(states) => {
                 for state in states {
@@ -808,6 +838,13 @@ impl Call<'_> {
             group.group_id = name.clone();
             group.protocol_type = StrBytes::from_static_str("consumer");
             group.authorized_operations = i32::MIN;
+            let refused = self.may_use_group(name.0.as_str(), &[]);
+            if refused != 0 {
+                group.error_code = refused;
+                group.group_state = StrBytes::from_static_str("Dead");
+                response.groups.push(group);
+                continue;
+            }
             match self.door.coordinator.describe(name.0.as_str()) {
                 Some(described) => {
                     group.group_state = StrBytes::from_static_str(described.state);
@@ -848,26 +885,12 @@ impl Call<'_> {
     /// state on the topic.
     fn offset_fetch(&mut self, request: &OffsetFetchRequest) -> OffsetFetchResponse {
         let group = request.group_id.0.as_str();
-        if let Some(rights) = self.rights.as_deref_mut() {
-            // The topics asked about, else those the group's members subscribe to, else those
-            // the broker lists for the group (only if the user has some right on it).
-            let mut topics: Vec<String> =
-                request.topics.iter().flatten().map(|t| t.name.0.as_str().to_owned()).collect();
-            if topics.is_empty() {
-                let members = self.door.coordinator.subscriptions(group);
-                topics = members.iter().flat_map(crate::rights::subscribed_topics).collect();
-            }
-            if topics.is_empty() {
-                if let Ok(states) = self.client.list_groups(Some(group), None) {
-                    topics = states.into_iter().map(|s| s.topic).collect();
-                }
-            }
-            let refused = rights.check(self.client, group, topics);
-            if refused != 0 {
-                let mut response = OffsetFetchResponse::default();
-                response.error_code = refused;
-                return response;
-            }
+        let named = request.topics.iter().flatten().map(|t| t.name.0.as_str().to_owned()).collect();
+        let refused = self.may_use_group_with(group, &[], named);
+        if refused != 0 {
+            let mut response = OffsetFetchResponse::default();
+            response.error_code = refused;
+            return response;
         }
         let states = match self.client.list_groups(Some(group), None) {
             Ok(states) => states,

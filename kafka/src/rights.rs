@@ -32,6 +32,9 @@ pub const MAX_GRANTED: usize = 64;
 /// The most distinct topics probed for one decision.
 pub const MAX_PROBED_TOPICS: usize = 16;
 
+/// The most groups one `ListGroups` probes; past them, groups not granted before are left out.
+pub const MAX_LISTING_PROBES: usize = 64;
+
 /// The claim token of a probe: held by no claim.
 const PROBE_TOKEN: u64 = 0;
 
@@ -43,6 +46,11 @@ pub struct GroupRights {
 }
 
 impl GroupRights {
+    /// Whether `group` was granted to this connection before.
+    pub fn granted(&self, group: &str) -> bool {
+        self.granted.contains(group)
+    }
+
     /// Whether `client`'s user may consume `group`: 0, or the Kafka error code to answer
     /// (`GROUP_AUTHORIZATION_FAILED`, or what the broker's failure maps to), probed with
     /// `candidates` (the first [`MAX_PROBED_TOPICS`] distinct ones).

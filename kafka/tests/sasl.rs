@@ -203,8 +203,8 @@ fn a_sasl_handshake_v0_is_followed_by_a_bare_token() {
 
 /// Kafka group membership needs `consume` on the group, as a native `join_group` does: eve may
 /// consume the topic but has no right on group baristas, so she can neither join it nor force a
-/// rebalance of bob, its member, nor read its committed offsets; and each user's Metadata lists
-/// only the topics it has some right on.
+/// rebalance of bob, its member, nor read its committed offsets, nor list or describe it; and
+/// each user's Metadata lists only the topics it has some right on.
 #[test]
 fn group_membership_and_offsets_need_the_groups_consume_right() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -250,6 +250,10 @@ fn group_membership_and_offsets_need_the_groups_consume_right() {
             "eve sees menu,orders",
             "intruder refused GROUP_AUTHORIZATION_FAILED",
             "intruder offsets refused GROUP_AUTHORIZATION_FAILED",
+            "bob lists baristas",
+            "bob describes 1 members",
+            "eve lists ",
+            "eve describe refused GROUP_AUTHORIZATION_FAILED",
             "member committed -1001",
         ],
         "{out}"
