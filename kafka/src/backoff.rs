@@ -31,11 +31,14 @@ pub const MAX_ADDRESSES: usize = 4096;
 /// What is remembered of one address.
 #[derive(Debug, Clone, Copy)]
 struct Record {
-    /// Failures since the last success (or since it was forgotten).
+    /// Failures since the last success (or since they were forgotten).
     failures: u32,
-    /// When the last one came.
+    /// Checks given a turn and not finished: each may be one more failure, so that many
+    /// logins at once get no more free checks than one after the other.
+    pending: u32,
+    /// When the last failure came.
     last_failure: Instant,
-    /// The earliest time its next check may go, once throttled.
+    /// The earliest time the next throttled check may go.
     next_check: Instant,
 }
 
@@ -47,22 +50,26 @@ pub struct LoginBackoff {
 }
 
 impl LoginBackoff {
-    /// Waits until a login from `ip` may be checked, and takes that turn. How long it waited.
+    /// Waits until a login from `ip` may be checked, and takes that turn; the caller then
+    /// reports the check's outcome ([`LoginBackoff::succeeded`], [`LoginBackoff::failed`]).
+    /// How long it waited.
     pub fn wait_turn(&self, ip: IpAddr) -> Duration {
         let now = Instant::now();
         let turn = {
             let mut records = self.lock();
-            match records.get_mut(&ip) {
-                Some(r) if now.duration_since(r.last_failure) >= FORGET_AFTER => {
-                    records.remove(&ip);
-                    now
-                }
-                Some(r) if r.failures >= FREE_FAILURES => {
-                    let turn = r.next_check.max(now);
-                    r.next_check = turn + CHECK_INTERVAL;
-                    turn
-                }
-                _ => now,
+            let record = entry(&mut records, ip, now);
+            if record.pending == 0 && now.duration_since(record.last_failure) >= FORGET_AFTER {
+                record.failures = 0;
+            }
+            let throttled = record.failures.saturating_add(record.pending) >= FREE_FAILURES;
+            record.pending = record.pending.saturating_add(1);
+            if throttled {
+                let turn = record.next_check.max(now);
+                record.next_check = turn + CHECK_INTERVAL;
+                turn
+            } else {
+                record.next_check = now + CHECK_INTERVAL;
+                now
             }
         };
         let wait = turn.saturating_duration_since(now);
@@ -74,22 +81,10 @@ impl LoginBackoff {
     pub fn failed(&self, ip: IpAddr) {
         let now = Instant::now();
         let mut records = self.lock();
-        if !records.contains_key(&ip) && records.len() >= MAX_ADDRESSES {
-            records.retain(|_, r| now.duration_since(r.last_failure) < FORGET_AFTER);
-            if records.len() >= MAX_ADDRESSES {
-                let oldest = records.iter().min_by_key(|(_, r)| r.last_failure).map(|(a, _)| *a);
-                if let Some(oldest) = oldest {
-                    records.remove(&oldest);
-                }
-            }
-        }
-        let record =
-            records.entry(ip).or_insert(Record { failures: 0, last_failure: now, next_check: now });
+        let record = entry(&mut records, ip, now);
+        record.pending = record.pending.saturating_sub(1);
         record.failures = record.failures.saturating_add(1);
         record.last_failure = now;
-        if record.failures == FREE_FAILURES {
-            record.next_check = now + CHECK_INTERVAL;
-        }
     }
 
     /// A login from `ip` succeeded: its failures are forgotten.
@@ -113,6 +108,29 @@ impl LoginBackoff {
     }
 }
 
+/// `ip`'s record, made if new; at [`MAX_ADDRESSES`] the records without checks under way
+/// whose last failure is over [`FORGET_AFTER`] old are forgotten first, then the oldest.
+fn entry(records: &mut HashMap<IpAddr, Record>, ip: IpAddr, now: Instant) -> &mut Record {
+    if !records.contains_key(&ip) && records.len() >= MAX_ADDRESSES {
+        records.retain(|_, r| r.pending > 0 || now.duration_since(r.last_failure) < FORGET_AFTER);
+        if records.len() >= MAX_ADDRESSES {
+            let oldest = records
+                .iter()
+                .min_by_key(|(_, r)| (r.pending > 0, r.last_failure))
+                .map(|(address, _)| *address);
+            if let Some(oldest) = oldest {
+                records.remove(&oldest);
+            }
+        }
+    }
+    records.entry(ip).or_insert(Record {
+        failures: 0,
+        pending: 0,
+        last_failure: now.checked_sub(FORGET_AFTER).unwrap_or(now),
+        next_check: now,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,10 +145,22 @@ mod tests {
         }
         let waited = backoff.wait_turn(ip);
         assert!(waited > CHECK_INTERVAL / 2, "{waited:?}");
+        backoff.failed(ip);
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert_eq!(backoff.wait_turn(other), Duration::ZERO);
         backoff.succeeded(ip);
         assert_eq!(backoff.wait_turn(ip), Duration::ZERO);
+    }
+
+    #[test]
+    fn logins_at_once_get_no_more_free_checks_than_one_after_the_other() {
+        let backoff = LoginBackoff::default();
+        let ip: IpAddr = "192.0.2.3".parse().unwrap();
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(backoff.wait_turn(ip), Duration::ZERO);
+        }
+        let waited = backoff.wait_turn(ip);
+        assert!(waited > CHECK_INTERVAL / 2, "{waited:?}");
     }
 
     #[test]
