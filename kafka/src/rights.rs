@@ -33,7 +33,9 @@ pub const MAX_GRANTED: usize = 64;
 pub const MAX_PROBED_TOPICS: usize = 16;
 
 /// The most groups one `ListGroups` probes; past them, groups not granted before are left out.
-pub const MAX_LISTING_PROBES: usize = 64;
+/// Each probe is up to [`MAX_PROBED_TOPICS`] native requests, so a listing costs the broker at
+/// most 256, however many groups the gateway holds.
+pub const MAX_LISTING_PROBES: usize = 16;
 
 /// The claim token of a probe: held by no claim.
 const PROBE_TOKEN: u64 = 0;
