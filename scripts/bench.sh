@@ -72,9 +72,11 @@
 # PLAIN logins from 127.0.0.2 for 10 s (scripts/login-flood.py) and prints the time correct
 # logins from 127.0.0.1 take meanwhile (p50, p99), the broker's VmRSS before and at its peak, and
 # the passwords checked per second for the flooding address (from the broker's stop line). Both
-# build only the broker and run once.
+# build only the broker and run once. --kafka-login-flood does the same through kafka-gateway
+# with SASL/PLAIN logins (scripts/kafka-login-flood.py): the gateway's VmRSS, and the flood's
+# logins checked per second.
 #
-# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--metrics|--kafka|--nats|--create-flood|--login-flood]   (the table goes to standard output, progress
+# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--metrics|--kafka|--nats|--create-flood|--login-flood|--kafka-login-flood]   (the table goes to standard output, progress
 #        to stderr)
 #        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
@@ -855,7 +857,51 @@ login_flood() {
         "$accepted" "$refused" "$unchecked" "$(field flood_refused "$work/flood.json")" "$(field flood_sockets "$work/flood.json")"
 }
 
-if [[ ${1:-} == --create-flood || ${1:-} == --login-flood ]]; then
+# kafka-gateway in front of a broker with --auth under a flood of 256 concurrent wrong-password
+# SASL/PLAIN logins from 127.0.0.2, while correct logins of the same user from 127.0.0.1 are
+# timed (scripts/kafka-login-flood.py); the flood's refusals are the checks it got.
+kafka_login_flood() {
+    local password="correct horse" hash seconds=10
+    hash=$(BROKER_PASSWORD=$password "$bin/broker" hash-password </dev/null)
+    printf '[users.bench]\npassword_hash = "%s"\ntopics = { produce = ["*"], consume = ["*"] }\n' \
+        "$hash" >"$work/users.toml"
+    start_broker --auth "$work/users.toml"
+    start_gateway
+    note "256 wrong SASL logins from 127.0.0.2 for ${seconds} s through the gateway, correct ones from 127.0.0.1 timed"
+    timeout "$limit" python3 scripts/kafka-login-flood.py --bootstrap "$bootstrap" \
+        --pid "$gateway_pid" --user bench --password "$password" --flood 256 \
+        --seconds "$seconds" >"$work/kflood.json"
+    kill -INT "$gateway_pid" 2>/dev/null || true
+    wait "$gateway_pid" || true
+    stop_broker
+    local p50 p99 idle peak above flood_s refused after
+    p50=$(field p50_ms "$work/kflood.json")
+    p99=$(field p99_ms "$work/kflood.json")
+    idle=$(field rss_idle_kib "$work/kflood.json")
+    peak=$(field rss_peak_kib "$work/kflood.json")
+    above=$(awk -v i="$idle" -v p="$peak" 'BEGIN { printf "%.1f", (p - i) / 1024 }')
+    flood_s=$(field seconds "$work/kflood.json")
+    refused=$(field refused "$work/kflood.json")
+    after=$(awk -v r="$refused" -v s="$flood_s" 'BEGIN { printf "%.2f", (r > 5 ? r - 5 : 0) / s }')
+    yes() { awk "BEGIN { print ($1) ? \"yes\" : \"no\" }"; }
+    printf '%s\n' "One run; kafka-gateway, SASL/PLAIN, broker with --auth; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
+    printf '\n| case | figure | target | met |\n|---|---|---|---|\n'
+    printf '| correct SASL login from 127.0.0.1 during the flood, p50 | %.1f ms (%s logins, %s failed) | ≤ 100 ms | %s |\n' \
+        "$p50" "$(field logins "$work/kflood.json")" "$(field failures "$work/kflood.json")" "$(yes "$p50 <= 100")"
+    printf '| correct SASL login from 127.0.0.1 during the flood, p99 | %.1f ms | ≤ 1,000 ms | %s |\n' \
+        "$p99" "$(yes "$p99 <= 1000")"
+    printf '| gateway VmRSS idle / peak during the flood | %s / %s MB: %s MB above idle | ≤ 64 MB above idle | %s |\n' \
+        "$((idle / 1024))" "$((peak / 1024))" "$above" "$(yes "$above <= 64")"
+    printf '| logins of 127.0.0.2 checked (refused) | %s in %.1f s: %s/s after the first five | ≤ 1/s per source after the first few | %s |\n' \
+        "$refused" "$flood_s" "$after" "$(yes "$after <= 1")"
+}
+
+if [[ ${1:-} == --create-flood || ${1:-} == --login-flood || ${1:-} == --kafka-login-flood ]]; then
+    if [[ $1 == --kafka-login-flood ]]; then
+        cargo build --release -p broker -p kafka >&2
+        kafka_login_flood
+        exit 0
+    fi
     cargo build --release -p broker >&2
     if [[ $1 == --create-flood ]]; then create_flood; else login_flood; fi
     exit 0

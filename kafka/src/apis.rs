@@ -58,6 +58,7 @@ use kafka_protocol::messages::{
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::rights::GroupRights;
 use client::security::Credentials;
 use protocol::{ErrorCode, Fetch, Request, ResetTo, Retention, TopicInfo};
 
@@ -164,6 +165,8 @@ pub struct Door {
     pub coordinator: Arc<Coordinator>,
     /// Failed logins, logged throttled.
     pub refused_logins: crate::limits::Throttle,
+    /// Failed logins by client address, which throttle that address's next checks.
+    pub login_backoff: crate::backoff::LoginBackoff,
     /// The native clients of connections without a login; `None` on a gateway that asks for
     /// logins.
     pub pool: Option<Arc<Pool>>,
@@ -229,6 +232,8 @@ pub struct Native {
     pool: Arc<Pool>,
     /// The claim this connection reads through: the gateway's, or its user's.
     claim: Arc<SharedClaim>,
+    /// With logins, the groups the user was found to have `consume` on.
+    rights: Option<GroupRights>,
 }
 
 /// One request's side of the broker: a borrowed client, the claim it reads through.
@@ -239,6 +244,8 @@ struct Call<'a> {
     client: &'a mut Client,
     /// The claim this connection reads through.
     claim: &'a SharedClaim,
+    /// With logins, the connection's group rights; without, every group may be used.
+    rights: Option<&'a mut GroupRights>,
     /// The request's `client.id` and the peer's address.
     who: (&'a str, &'a str),
 }
@@ -376,8 +383,20 @@ impl Session {
         }
         let credentials =
             Credentials::Plain { user: user.to_owned(), password: password.to_owned() };
+        let address = self.peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+        if let Some(ip) = address {
+            self.door.login_backoff.wait_turn(ip);
+        }
         let login = Client::connect_to(self.door.endpoints.clone(), BROKER_TIMEOUT, credentials)
             .and_then(|mut client| client.status().map(|_| client));
+        match (&login, address) {
+            (Ok(_), Some(ip)) => self.door.login_backoff.succeeded(ip),
+            (Err(_), Some(ip)) => {
+                self.door.login_backoff.failed(ip);
+                std::thread::sleep(crate::backoff::FAILED_DELAY);
+            }
+            (_, None) => {}
+        }
         match login {
             Ok(client) => {
                 let claim = self.door.claim_for(user);
@@ -413,7 +432,8 @@ impl Native {
     /// A connection's side of the broker, counted in as a user of `claim`.
     fn new(door: &Arc<Door>, pool: Arc<Pool>, claim: Arc<SharedClaim>) -> Native {
         claim.enter();
-        Native { door: Arc::clone(door), pool, claim }
+        let rights = door.sasl.then(GroupRights::default);
+        Native { door: Arc::clone(door), pool, claim, rights }
     }
 
     /// Answers a request other than `ApiVersions` and the SASL ones with a client borrowed
@@ -428,7 +448,13 @@ impl Native {
         who: (&str, &str),
     ) -> Result<Option<ResponseKind>, String> {
         let mut client = self.pool.take()?;
-        let mut call = Call { door: &self.door, client: &mut client, claim: &self.claim, who };
+        let mut call = Call {
+            door: &self.door,
+            client: &mut client,
+            claim: &self.claim,
+            who,
+            rights: self.rights.as_mut(),
+        };
         let response = call.answer(request, version);
         self.pool.give(client);
         Ok(response)
@@ -465,11 +491,14 @@ impl Call<'_> {
             RequestKind::SyncGroup(request) => ResponseKind::SyncGroup(self.sync_group(&request)),
             RequestKind::Heartbeat(request) => {
                 let mut response = HeartbeatResponse::default();
-                response.error_code = self.door.coordinator.heartbeat(
-                    &request.group_id.0,
-                    request.generation_id,
-                    &request.member_id,
-                );
+                response.error_code = match self.may_use_group(&request.group_id.0, &[]) {
+                    0 => self.door.coordinator.heartbeat(
+                        &request.group_id.0,
+                        request.generation_id,
+                        &request.member_id,
+                    ),
+                    refused => refused,
+                };
                 ResponseKind::Heartbeat(response)
             }
             RequestKind::LeaveGroup(request) => {
@@ -563,7 +592,7 @@ impl Call<'_> {
     }
 
     /// `JoinGroup`, through the [`Coordinator`].
-    fn join_group(&self, request: &JoinGroupRequest, version: i16) -> JoinGroupResponse {
+    fn join_group(&mut self, request: &JoinGroupRequest, version: i16) -> JoinGroupResponse {
         let protocols = request
             .protocols
             .iter()
@@ -575,6 +604,14 @@ impl Call<'_> {
         if !crate::groups::SESSION_TIMEOUTS.contains(&session) {
             let mut response = JoinGroupResponse::default();
             response.error_code = ResponseError::InvalidSessionTimeout.code();
+            response.member_id = request.member_id.clone();
+            return response;
+        }
+        let offered: Vec<Bytes> = request.protocols.iter().map(|p| p.metadata.clone()).collect();
+        let refused = self.may_use_group(&request.group_id.0, &offered);
+        if refused != 0 {
+            let mut response = JoinGroupResponse::default();
+            response.error_code = refused;
             response.member_id = request.member_id.clone();
             return response;
         }
@@ -616,8 +653,42 @@ impl Call<'_> {
         response
     }
 
+    /// Whether this connection's user may take part in `group` (always, without logins): 0, or
+    /// the Kafka error to answer. The topics probed are those `offered` subscribes to (a
+    /// `JoinGroup`'s protocols) and those of the group's members.
+    fn may_use_group(&mut self, group: &str, offered: &[Bytes]) -> i16 {
+        self.may_use_group_with(group, offered, Vec::new())
+    }
+
+    /// [`Call::may_use_group`], probing with the topics `named` (a request's) first. Without
+    /// any topic from a request or from the members, those the broker lists for the group are
+    /// used (it lists them only to a user with some right on the group).
+    fn may_use_group_with(&mut self, group: &str, offered: &[Bytes], named: Vec<String>) -> i16 {
+        let Some(rights) = self.rights.as_deref_mut() else {
+            return 0;
+        };
+        if rights.granted(group) {
+            return 0;
+        }
+        let members = self.door.coordinator.subscriptions(group);
+        let mut topics = named;
+        topics.extend(offered.iter().chain(&members).flat_map(crate::rights::subscribed_topics));
+        if topics.is_empty() {
+            if let Ok(states) = self.client.list_groups(Some(group), None) {
+                topics = states.into_iter().map(|s| s.topic).collect();
+            }
+        }
+        rights.check(self.client, group, topics)
+    }
+
     /// `SyncGroup`, through the [`Coordinator`].
-    fn sync_group(&self, request: &SyncGroupRequest) -> SyncGroupResponse {
+    fn sync_group(&mut self, request: &SyncGroupRequest) -> SyncGroupResponse {
+        let refused = self.may_use_group(&request.group_id.0, &[]);
+        if refused != 0 {
+            let mut response = SyncGroupResponse::default();
+            response.error_code = refused;
+            return response;
+        }
         let assignments = request
             .assignments
             .iter()
@@ -637,13 +708,16 @@ impl Call<'_> {
     }
 
     /// `LeaveGroup`, through the [`Coordinator`]: one member before version 3, a list after.
-    fn leave_group(&self, request: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    fn leave_group(&mut self, request: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
         let ids: Vec<String> = if version >= 3 {
             request.members.iter().map(|m| m.member_id.as_str().to_owned()).collect()
         } else {
             vec![request.member_id.as_str().to_owned()]
         };
-        let codes = self.door.coordinator.leave(&request.group_id.0, &ids);
+        let codes = match self.may_use_group(&request.group_id.0, &[]) {
+            0 => self.door.coordinator.leave(&request.group_id.0, &ids),
+            refused => vec![refused; ids.len()],
+        };
         let mut response = LeaveGroupResponse::default();
         if version >= 3 {
             response.members = ids
@@ -710,6 +784,20 @@ impl Call<'_> {
     fn list_groups(&mut self, request: &ListGroupsRequest, version: i16) -> ListGroupsResponse {
         let mut response = ListGroupsResponse::default();
         let mut groups: Vec<(String, &'static str)> = self.door.coordinator.list();
+        if self.rights.is_some() {
+            // The broker narrows its own listing to the user's groups; the gateway's groups
+            // are narrowed to those the user may consume, with at most `MAX_LISTING_PROBES`
+            // groups probed (past them, groups not granted before are left out).
+            let mut probed = 0;
+            groups.retain(|(name, _)| {
+                let granted = self.rights.as_deref().is_some_and(|r| r.granted(name));
+                if granted || probed == crate::rights::MAX_LISTING_PROBES {
+                    return granted;
+                }
+                probed += 1;
+                self.may_use_group(name, &[]) == 0
+            });
+        }
         match self.client.list_groups(None, None) {
             Ok(states) => {
                 for state in states {
@@ -750,6 +838,13 @@ impl Call<'_> {
             group.group_id = name.clone();
             group.protocol_type = StrBytes::from_static_str("consumer");
             group.authorized_operations = i32::MIN;
+            let refused = self.may_use_group(name.0.as_str(), &[]);
+            if refused != 0 {
+                group.error_code = refused;
+                group.group_state = StrBytes::from_static_str("Dead");
+                response.groups.push(group);
+                continue;
+            }
             match self.door.coordinator.describe(name.0.as_str()) {
                 Some(described) => {
                     group.group_state = StrBytes::from_static_str(described.state);
@@ -790,6 +885,13 @@ impl Call<'_> {
     /// state on the topic.
     fn offset_fetch(&mut self, request: &OffsetFetchRequest) -> OffsetFetchResponse {
         let group = request.group_id.0.as_str();
+        let named = request.topics.iter().flatten().map(|t| t.name.0.as_str().to_owned()).collect();
+        let refused = self.may_use_group_with(group, &[], named);
+        if refused != 0 {
+            let mut response = OffsetFetchResponse::default();
+            response.error_code = refused;
+            return response;
+        }
         let states = match self.client.list_groups(Some(group), None) {
             Ok(states) => states,
             Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => Vec::new(),

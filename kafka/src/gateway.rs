@@ -34,6 +34,8 @@ pub struct Gateway {
     limits: Arc<Limits>,
     /// TLS on the listener, if asked for.
     tls: Option<Arc<ServerConfig>>,
+    /// The gateway's own credentials (a CURVE key pair), or none: Kafka clients then log in.
+    credentials: Credentials,
 }
 
 impl Gateway {
@@ -59,12 +61,28 @@ impl Gateway {
             claim: Arc::new(SharedClaim::default()),
             coordinator: Arc::new(Coordinator::default()),
             refused_logins: crate::limits::Throttle::default(),
+            login_backoff: crate::backoff::LoginBackoff::default(),
             pool: None,
             user_pools: std::sync::Mutex::default(),
             limits: Arc::clone(&limits),
             producers: crate::idempotence::Producers::default(),
         };
-        Gateway { listener, endpoints, door: Arc::new(door), limits, tls: None }
+        Gateway {
+            listener,
+            endpoints,
+            door: Arc::new(door),
+            limits,
+            tls: None,
+            credentials: Credentials::None,
+        }
+    }
+
+    /// This gateway reaching the broker with `credentials` of its own (a CURVE key pair, for a
+    /// broker with `--curve-secret-key`) rather than as each Kafka client's SASL user: every
+    /// connection then acts as the user those credentials are.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Gateway {
+        self.credentials = credentials;
+        self
     }
 
     /// This gateway with TLS on its listener (Kafka's `SSL`, and `SASL_SSL` with logins).
@@ -85,8 +103,12 @@ impl Gateway {
     /// front of a broker that has no users (every login would fail).
     pub fn run(mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let mut control =
-            Client::connect_to(self.endpoints.clone(), BROKER_TIMEOUT, Credentials::None)?;
+            Client::connect_to(self.endpoints.clone(), BROKER_TIMEOUT, self.credentials.clone())?;
+        let own = self.credentials != Credentials::None;
         match control.status() {
+            Err(e @ ClientError::AuthenticationFailed { .. }) if own => {
+                anyhow::bail!("the broker at {} refused the gateway's key: {e}", self.endpoints)
+            }
             Err(ClientError::AuthenticationFailed { .. }) => {
                 if !self.door.sasl {
                     tracing::info!(
@@ -111,7 +133,13 @@ impl Gateway {
             }
         }
         let address = self.listener.local_addr()?;
-        if !self.door.sasl && !address.ip().is_loopback() {
+        if own && !address.ip().is_loopback() {
+            tracing::warn!(
+                "listening on {address}, beyond this machine, as {}: whoever reaches it has \
+                 that user's rights",
+                self.credentials.who()
+            );
+        } else if !self.door.sasl && !address.ip().is_loopback() {
             tracing::warn!(
                 "listening on {address}, beyond this machine, in front of a broker without users: \
                  whoever reaches it produces, reads and deletes topics (start the broker with \

@@ -323,6 +323,21 @@ impl Coordinator {
         }
     }
 
+    /// The protocol metadata of `group_id`'s members (a few, each once), whose subscriptions
+    /// name the topics a rights probe uses ([`crate::rights`]).
+    pub fn subscriptions(&self, group_id: &str) -> Vec<Bytes> {
+        let groups = self.lock();
+        let mut all: Vec<Bytes> = Vec::new();
+        for member in groups.get(group_id).map(|g| g.members.values()).into_iter().flatten() {
+            for (_, metadata) in &member.protocols {
+                if all.len() < crate::rights::MAX_PROBED_TOPICS && !all.contains(metadata) {
+                    all.push(metadata.clone());
+                }
+            }
+        }
+        all
+    }
+
     /// Every group with members, and Kafka's name of its state.
     pub fn list(&self) -> Vec<(String, &'static str)> {
         self.lock().iter().map(|(name, group)| (name.clone(), state(group))).collect()

@@ -7,11 +7,14 @@
 //! and can do nothing a native client could not. [`gateway`] accepts Kafka connections, one
 //! thread each; [`frame`] reads and writes Kafka's size-prefixed frames with the
 //! `kafka-protocol` crate; [`batch`] reads Produce's record batches; [`apis`] answers each API by calling the broker; [`claim`] holds the
-//! one logical broker the gateway reads through; [`limits`] bounds what peers can make it hold.
+//! one logical broker the gateway reads through; [`limits`] bounds what peers can make it hold; [`rights`] asks the broker
+//! whether a logged-in user may take part in a group; [`backoff`] throttles failed logins by
+//! client address.
 
 #![warn(missing_docs)]
 
 pub mod apis;
+pub mod backoff;
 pub mod batch;
 pub mod claim;
 pub mod error;
@@ -23,6 +26,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod reserve;
+pub mod rights;
 pub mod stack;
 pub mod tls;
 

@@ -160,7 +160,7 @@ fn kcat_logs_in_with_the_handshake_versions_librdkafka_2_0_asks_for() {
 /// Logs in on a raw connection with `SaslHandshake` v0 and then a bare PLAIN token, as clients
 /// before `SaslAuthenticate` did; what the gateway sent back after the token (empty when the
 /// connection was closed).
-fn raw_v0_login(bootstrap: &str, password: &str) -> Vec<u8> {
+fn raw_v0_login(bootstrap: &str, user: &str, password: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(bootstrap).expect("connect");
     stream.set_read_timeout(Some(testkit::STEP)).expect("timeout");
@@ -175,7 +175,7 @@ fn raw_v0_login(bootstrap: &str, password: &str) -> Vec<u8> {
     let mut body = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
     stream.read_exact(&mut body).expect("the handshake's answer");
     assert_eq!(&body[4..6], &[0, 0], "the handshake's error code");
-    let token = format!("\0alice\0{password}");
+    let token = format!("\0{user}\0{password}");
     let mut frame = u32::try_from(token.len()).expect("len").to_be_bytes().to_vec();
     frame.extend_from_slice(token.as_bytes());
     stream.write_all(&frame).expect("send the token");
@@ -195,8 +195,157 @@ fn a_sasl_handshake_v0_is_followed_by_a_bare_token() {
     let gateway = BrokerProcess::spawn(command);
     // The gateway answers a good token with an empty frame and keeps the connection open,
     // which the read ends by its timeout; a wrong one closes it with nothing.
-    assert_eq!(raw_v0_login(&gateway.endpoint, PASSWORD), [0, 0, 0, 0]);
-    assert_eq!(raw_v0_login(&gateway.endpoint, "wrong"), Vec::<u8>::new());
+    assert_eq!(raw_v0_login(&gateway.endpoint, "alice", PASSWORD), [0, 0, 0, 0]);
+    assert_eq!(raw_v0_login(&gateway.endpoint, "alice", "wrong"), Vec::<u8>::new());
+    gateway.interrupt();
+    broker.interrupt();
+}
+
+/// Kafka group membership needs `consume` on the group, as a native `join_group` does: eve may
+/// consume the topic but has no right on group baristas, so she can neither join it nor force a
+/// rebalance of bob, its member, nor read its committed offsets, nor list or describe it; and
+/// each user's Metadata lists only the topics it has some right on.
+#[test]
+fn group_membership_and_offsets_need_the_groups_consume_right() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let output = Command::new(binary("broker"))
+        .arg("hash-password")
+        .env("BROKER_PASSWORD", PASSWORD)
+        .output()
+        .expect("hash a password");
+    let hash = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
+    let users = dir.path().join("users.toml");
+    let text = format!(
+        "[users.ops]\npassword_hash = \"{hash}\"\n\
+         topics = {{ produce = [\"*\"], admin = [\"*\"] }}\n\n\
+         [users.bob]\npassword_hash = \"{hash}\"\ntopics = {{ consume = [\"orders\"] }}\n\
+         groups = {{ consume = [\"baristas\"] }}\n\n\
+         [users.eve]\npassword_hash = \"{hash}\"\n\
+         topics = {{ consume = [\"orders\"], produce = [\"menu\"] }}\n"
+    );
+    std::fs::write(&users, text).expect("write the users file");
+    let broker =
+        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
+    let mut command = Command::new(GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint, "--sasl-plain"]);
+    let gateway = BrokerProcess::spawn(command);
+    let bootstrap = gateway.endpoint.clone();
+    for topic in ["orders", "menu", "secret"] {
+        let mut produce = Command::new("python3");
+        produce.arg(script("kafka-confluent.py")).args(["produce", &bootstrap, topic, "1"]);
+        produce.env("KAFKA_USER", "ops").env("KAFKA_PASSWORD", PASSWORD);
+        success(&run(produce, ""), "ops's producer");
+    }
+
+    let mut rights = Command::new("python3");
+    rights
+        .arg(script("kafka-group-rights.py"))
+        .args([&bootstrap, "orders", "baristas", "bob", "eve", PASSWORD]);
+    let out = success(&run(rights, ""), "the group rights script");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "member assigned",
+            "bob sees orders",
+            "eve sees menu,orders",
+            "intruder refused GROUP_AUTHORIZATION_FAILED",
+            "intruder offsets refused GROUP_AUTHORIZATION_FAILED",
+            "bob lists baristas",
+            "bob describes 1 members",
+            "eve lists ",
+            "eve describe refused GROUP_AUTHORIZATION_FAILED",
+            "member committed -1001",
+        ],
+        "{out}"
+    );
+    gateway.interrupt();
+    broker.interrupt();
+}
+
+/// `broker keygen FILE` in `dir`: the file and the public key it printed.
+fn keygen(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let output = Command::new(binary("broker")).arg("keygen").arg(&path).output().expect("keygen");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let public = stdout.trim().strip_prefix("curve public key ").expect("the key line").to_owned();
+    (path, public)
+}
+
+/// In front of a broker that requires CURVE, the gateway connects with a key pair of its own
+/// and acts as that key's user: kcat produces and consumes through it without a login. A
+/// gateway whose key is no user's stops at start, saying so.
+#[test]
+fn the_gateway_reaches_a_curve_broker_with_its_own_key_pair() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (server_key, server_public) = keygen(dir.path(), "server.key");
+    let (gateway_key, gateway_public) = keygen(dir.path(), "gateway.key");
+    let (stranger_key, _) = keygen(dir.path(), "stranger.key");
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[users.cafe]\ncurve_public_key = \"{gateway_public}\"\n\
+             topics = {{ produce = [\"orders\"], consume = [\"orders\"] }}\n"
+        ),
+    )
+    .expect("write the users file");
+    let broker = BrokerProcess::start(
+        &binary("broker"),
+        &[
+            "--auth",
+            users.to_str().expect("UTF-8"),
+            "--curve-secret-key",
+            server_key.to_str().expect("UTF-8"),
+        ],
+    );
+    let gateway_with = |key: &PathBuf| {
+        let mut command = Command::new(GATEWAY);
+        command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
+        command.args(["--curve-server-key", &server_public, "--curve-key-file"]).arg(key);
+        command
+    };
+    let gateway = BrokerProcess::spawn(gateway_with(&gateway_key));
+    let kcat = |args: &[&str], input: &str| {
+        let mut kcat = Command::new("kcat");
+        kcat.args(["-b", &gateway.endpoint, "-t", "orders"]).args(args);
+        run(kcat, input)
+    };
+    success(&kcat(&["-P"], "one\ntwo\n"), "kcat -P through a CURVE gateway");
+    let read = success(&kcat(&["-C", "-e"], ""), "kcat -C through a CURVE gateway");
+    assert_eq!(read, "one\ntwo\n");
+
+    let stranger = run(gateway_with(&stranger_key), "");
+    assert!(!stranger.status.success(), "{stranger:?}");
+    let said = String::from_utf8_lossy(&stranger.stderr);
+    assert!(said.contains("refused the gateway's key"), "{said}");
+    gateway.interrupt();
+    broker.interrupt();
+}
+
+/// A client guessing logins gets one checked a second after a few failures, whatever user names
+/// it tries (the broker throttles by user name too; these are all different): the gateway
+/// throttles by client address.
+#[test]
+fn failed_logins_from_one_address_are_throttled() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let users = users(dir.path());
+    let broker =
+        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
+    let mut command = Command::new(GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
+    let gateway = BrokerProcess::spawn(command);
+    let free = 5;
+    for i in 0..free {
+        assert!(raw_v0_login(&gateway.endpoint, &format!("guess{i}"), "wrong").is_empty());
+    }
+    let throttled = std::time::Instant::now();
+    for i in free..free + 3 {
+        assert!(raw_v0_login(&gateway.endpoint, &format!("guess{i}"), "wrong").is_empty());
+    }
+    let took = throttled.elapsed();
+    // Three checks one second apart, the first a second after the last free one.
+    assert!(took >= std::time::Duration::from_millis(2_500), "three guesses took {took:?}");
     gateway.interrupt();
     broker.interrupt();
 }

@@ -34,8 +34,17 @@ struct Args {
     /// Require Kafka clients to log in with SASL/PLAIN as users of a broker started with
     /// `--auth`; each connection then acts as its user, with its permissions. A broker with
     /// users makes the gateway ask for logins without this flag too.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "curve_server_key")]
     sasl_plain: bool,
+    /// The broker's CURVE public key (Z85), for a broker started with `--curve-secret-key`:
+    /// the gateway's connections are encrypted, and with `--curve-key-file` it acts as the
+    /// user that key pair belongs to (every Kafka client then has that user's rights).
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
+    curve_server_key: Option<String>,
+    /// With `--curve-server-key`: the gateway's key pair, from the secret key on the first
+    /// line of FILE (as `broker keygen FILE` writes it); without it a new pair for the run.
+    #[arg(long, value_name = "FILE", requires = "curve_server_key")]
+    curve_key_file: Option<PathBuf>,
     /// The most Kafka connections served at once; more are closed as they come (Kafka's
     /// `max.connections`).
     #[arg(long, value_name = "N", default_value_t = kafka::limits::DEFAULT_MAX_CONNECTIONS)]
@@ -145,8 +154,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             Duration::from_millis(args.request_read_timeout_ms.max(1)),
             Duration::from_millis(args.connections_max_idle_ms.max(1)),
         );
+    let credentials = client::Credentials::from_flags(
+        None,
+        args.curve_server_key.as_deref(),
+        args.curve_key_file.as_deref(),
+    )?;
     let mut gateway =
-        kafka::gateway::Gateway::new(listener, endpoints, host, port, args.sasl_plain, limits);
+        kafka::gateway::Gateway::new(listener, endpoints, host, port, args.sasl_plain, limits)
+            .with_credentials(credentials);
     if let Some(tls) = tls {
         gateway = gateway.with_tls(tls);
     }
