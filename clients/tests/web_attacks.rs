@@ -270,3 +270,50 @@ fn a_thousand_slow_connections_take_no_thread_each_and_a_request_still_answers()
     assert!(started.elapsed() < STEP, "answered in {:?}", started.elapsed());
     drop(slow);
 }
+
+/// Opens a follow view of `topic` from its start with `headers`, and returns it once its
+/// first messages came.
+fn open_follow(console: &Console, topic: &str, headers: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(&console.address).expect("connect to web");
+    stream.set_read_timeout(Some(Duration::from_millis(200))).expect("set a read timeout");
+    write!(
+        stream,
+        "GET /api/follow?topic={topic}&from=0 HTTP/1.1\r\nHost: {}\r\n{headers}\r\n",
+        console.address
+    )
+    .expect("send the request");
+    let deadline = Instant::now() + STEP;
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&text).contains("\"messages\":[") {
+        assert!(
+            Instant::now() < deadline,
+            "no messages within {STEP:?}:\n{}",
+            String::from_utf8_lossy(&text)
+        );
+        match stream.read(&mut chunk) {
+            Ok(0) => panic!("the stream ended:\n{}", String::from_utf8_lossy(&text)),
+            Ok(n) => text.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    stream
+}
+
+#[test]
+fn the_follow_views_of_one_browser_share_one_logical_broker() {
+    // Two logical brokers: before, three views of one browser took both and left the third
+    // waiting.
+    let broker = BrokerProcess::start(&broker_binary(), &["--preload"]);
+    let console = Console::start(&broker);
+    let started = console.request("POST", "/api/consume/release", "X-Console-Page: p\r\n", "");
+    let cookie = cookie_of(&started);
+    let views: Vec<TcpStream> = ["Hello%20world", "Hola%20mundo", "Hallo%20welt"]
+        .iter()
+        .map(|topic| open_follow(&console, topic, &cookie))
+        .collect();
+    let overview = console.request("GET", "/api/overview", "", "");
+    assert!(overview.starts_with("HTTP/1.1 200"), "{overview}");
+    assert_eq!(overview.matches("\"available\":false").count(), 1, "{overview}");
+    drop(views);
+}

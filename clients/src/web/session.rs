@@ -61,6 +61,8 @@ pub struct Session {
     page_login: bool,
     /// The client address that started it (`None`: the shared anonymous session).
     source: Option<IpAddr>,
+    /// The claim this session's follow views share, and how many use it.
+    following: Mutex<Option<(u64, usize)>>,
 }
 
 impl Session {
@@ -161,6 +163,63 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The claim this session's follow views share, taken with `client` by the first: so that
+    /// a browser opening many follow views holds one logical broker, not one each (as the Kafka
+    /// gateway's readers share one). Each view gives its place back with
+    /// [`Session::leave_follow`]; the last gives the claim back.
+    ///
+    /// # Errors
+    /// The claim is refused (`no_broker_available` when all are taken).
+    pub fn join_follow(&self, client: &mut Client) -> Result<u64> {
+        let mut following = self.following.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((token, users)) = following.as_mut() {
+            *users += 1;
+            return Ok(*token);
+        }
+        // Under the lock: another view of the session waits for this claim instead of taking
+        // one of its own.
+        let claimed = client.claim(None, client.max_hold(), Some(CLAIMANT))?;
+        *following = Some((claimed.token, 1));
+        Ok(claimed.token)
+    }
+
+    /// A follow view stops using `token`; the last of its views gives it back with `client`.
+    /// Whether `client` was used and failed (so it is not kept).
+    pub fn leave_follow(&self, token: u64, client: &mut Client) -> bool {
+        let mut following = self.following.lock().unwrap_or_else(PoisonError::into_inner);
+        match following.as_mut() {
+            Some((shared, users)) if *shared == token => {
+                *users -= 1;
+                if *users > 0 {
+                    return false;
+                }
+                *following = None;
+            }
+            // Lost and taken again since: this view's claim is gone already.
+            _ => return false,
+        }
+        drop(following);
+        match client.release(token) {
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!("cannot release claim {token}: {e}");
+                true
+            }
+        }
+    }
+
+    /// The broker no longer knows `token` (its lease ran out, or the broker restarted): the
+    /// next view to join takes a new claim. The views still on `token` find out at their next
+    /// request and join again.
+    pub fn lost_follow(&self, token: u64) {
+        let mut following = self.following.lock().unwrap_or_else(PoisonError::into_inner);
+        if following.is_some_and(|(shared, _)| shared == token) {
+            *following = None;
+        }
+    }
+}
+
 /// A claim held from a page's Consume panel.
 struct Held {
     /// The claim.
@@ -211,6 +270,7 @@ impl Sessions {
             last_seen: Mutex::new(Instant::now()),
             page_login: false,
             source: None,
+            following: Mutex::new(None),
         });
         Sessions { target, default, live: Mutex::new(HashMap::new()), anonymous }
     }
@@ -276,6 +336,7 @@ impl Sessions {
             last_seen: Mutex::new(Instant::now()),
             page_login,
             source: Some(source),
+            following: Mutex::new(None),
         });
         let mut ended = Vec::new();
         let inserted = {
@@ -364,7 +425,8 @@ fn end_oldest(
     }
 }
 
-/// Gives back what an ending session holds.
+/// Gives back what an ending session holds (its follow views, still running, give back their
+/// shared claim as they end).
 fn end(session: &Session) {
     if let Err(e) = session.release_held(None) {
         tracing::debug!("cannot give back an ended session's claim: {e}");
