@@ -8,9 +8,11 @@
 //! ([`session`]); the console keeps no state of its own beyond the sessions, each with a few
 //! idle connections and the claim its browser holds.
 //!
-//! Work is bounded: at most [`MAX_REQUESTS`] requests are answered at once and at most
-//! [`MAX_STREAMS`] of them are follow streams (each holds a thread, a connection and a claim);
-//! beyond that a browser gets `503` and tries again. A request from another site (an `Origin`
+//! Work is bounded: what a browser sends is read within the front door's limits, at most
+//! [`MAX_REQUESTS`] requests are answered at once and at most [`MAX_STREAMS`] of them are
+//! follow streams (each holds a thread and a connection; a session's streams share one claim);
+//! beyond that a browser gets `503` and tries again. Failed logins slow down the address they
+//! come from ([`throttle`]). A request from another site (an `Origin`
 //! that is not the console's) or for a host name that is not the console's address (a DNS
 //! rebinding) is refused, so that a page elsewhere cannot act with a session's rights.
 
