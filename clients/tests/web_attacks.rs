@@ -2,7 +2,7 @@
 //! requests, password guessing, huge and slow requests. Each test starts the real `broker` and
 //! `web` binaries on free ports and stops them when done.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -316,4 +316,34 @@ fn the_follow_views_of_one_browser_share_one_logical_broker() {
     assert!(overview.starts_with("HTTP/1.1 200"), "{overview}");
     assert_eq!(overview.matches("\"available\":false").count(), 1, "{overview}");
     drop(views);
+}
+
+#[test]
+fn a_body_sent_a_byte_at_a_time_is_cut_off() {
+    let broker = BrokerProcess::start(&broker_binary(), &["--preload"]);
+    let console = Console::start(&broker);
+    let mut stream = TcpStream::connect(&console.address).expect("connect to web");
+    stream.set_read_timeout(Some(Duration::from_millis(100))).expect("set a read timeout");
+    write!(
+        stream,
+        "POST /api/produce HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\n",
+        console.address
+    )
+    .expect("send the head");
+    // The door gives a body 10 s; past that and a step more, it must have closed.
+    let deadline = Instant::now() + Duration::from_secs(10) + STEP;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        assert!(Instant::now() < deadline, "a slow body was still being read");
+        let _ = stream.write_all(b"a");
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 408"), "{reply}");
 }

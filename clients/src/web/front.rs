@@ -7,8 +7,9 @@
 //! connection whose head (request line and headers) is still coming (`poll(2)`, no thread per
 //! connection): at most [`MAX_PENDING`], the oldest closed to make room for a new one; a head
 //! must be whole within [`MAX_HEAD_BYTES`] (else `414`/`431`) and [`HEAD_TIMEOUT`] (else it is
-//! closed), and announce a body of at most [`MAX_BODY_BYTES`] (else `413`). A whole request is
-//! passed on by one of at most [`MAX_FORWARDS`] threads, which sends it to `tiny_http` with
+//! closed), and announce a body of at most [`MAX_BODY_BYTES`] (else `413`), which must then come
+//! whole within [`HEAD_TIMEOUT`] too (else `408`). A whole request is passed on by one of at
+//! most [`MAX_FORWARDS`] threads, which sends it to `tiny_http` with
 //! `Connection: close` and the client's address in [`PEER_HEADER`] (any such header from the
 //! client is dropped), then copies the answer back, a follow stream's for as long as it lasts.
 //! Beyond that the client gets `503`. So threads are bounded by [`MAX_FORWARDS`] (twice, with
@@ -38,11 +39,12 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// key).
 pub const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 
-/// A head must be whole this long after its connection was accepted.
+/// A head must be whole this long after its connection was accepted, and a body this long
+/// after its head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reading a body, or writing an answer to a client that does not read it, gives up after this
-/// long without progress.
+/// Writing an answer to a client that does not read it gives up after this long without
+/// progress.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// At most this many connections wait for their heads at once.
@@ -144,7 +146,7 @@ pub fn serve(listener: &TcpListener, socket: &Path, shutdown: &Shutdown) {
                         continue;
                     }
                     Progress::Refused(status, reason) => {
-                        refuse(&mut p.stream, status, reason);
+                        refuse(&p.stream, status, reason);
                         continue;
                     }
                 }
@@ -281,14 +283,14 @@ fn rewrite(raw: &[u8], peer: IpAddr) -> Result<Head, (u16, &'static str)> {
 }
 
 /// Passes the whole request in `p` (its head ending at `end`) on, on a thread of its own.
-fn pass_on(mut p: Pending, end: usize, socket: &Path, forwards: &Arc<AtomicUsize>) {
+fn pass_on(p: Pending, end: usize, socket: &Path, forwards: &Arc<AtomicUsize>) {
     let head = match rewrite(&p.read[..end], p.peer) {
         Ok(head) => head,
-        Err((status, reason)) => return refuse(&mut p.stream, status, reason),
+        Err((status, reason)) => return refuse(&p.stream, status, reason),
     };
     if Slot::take(forwards, MAX_FORWARDS).is_none() {
         super::metrics::METRICS.busy();
-        return refuse(&mut p.stream, 503, "the console is busy; try again");
+        return refuse(&p.stream, 503, "the console is busy; try again");
     }
     let forwards = Arc::clone(forwards);
     let socket = socket.to_owned();
@@ -316,10 +318,25 @@ fn forward(client: TcpStream, head: &Head, started: &[u8], socket: &Path) -> io:
     inner.write_all(&head.text)?;
     let started = &started[..started.len().min(usize::try_from(head.body).unwrap_or(usize::MAX))];
     inner.write_all(started)?;
-    let rest = head.body - started.len() as u64;
-    let copied = io::copy(&mut (&client).take(rest), &mut inner)?;
-    if copied < rest {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the body was cut short"));
+    let mut rest = head.body - started.len() as u64;
+    // The whole body within HEAD_TIMEOUT, not merely some progress each IO_TIMEOUT: a body sent
+    // a byte at a time holds a thread only that long.
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    let mut chunk = [0u8; 16 * 1024];
+    while rest > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            refuse(&client, 408, "the request's body came too slowly");
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the body came too slowly"));
+        }
+        client.set_read_timeout(Some(left))?;
+        let want = usize::try_from(rest).unwrap_or(usize::MAX).min(chunk.len());
+        let n = (&client).read(&mut chunk[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the body was cut short"));
+        }
+        inner.write_all(&chunk[..n])?;
+        rest -= n as u64;
     }
     io::copy(&mut inner, &mut &client)?;
     let _ = client.shutdown(std::net::Shutdown::Write);
@@ -328,10 +345,11 @@ fn forward(client: TcpStream, head: &Head, started: &[u8], socket: &Path) -> io:
 
 /// Answers `stream` with `status` and `reason` as the console's other errors are (best effort:
 /// the connection is non-blocking and closed after).
-fn refuse(stream: &mut TcpStream, status: u16, reason: &str) {
+fn refuse(mut stream: &TcpStream, status: u16, reason: &str) {
     let body = serde_json::json!({ "error": reason }).to_string();
     let text = match status {
         400 => "Bad Request",
+        408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
         414 => "URI Too Long",
