@@ -119,8 +119,15 @@ impl Console {
 
 impl Drop for Console {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Interrupted rather than killed, so that it removes its socket's directory.
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) only sends a signal to the process this test started.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        if testkit::wait_child(&mut self.child, STEP).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -81,6 +81,7 @@ impl Inner {
     /// The directory cannot be made.
     pub fn new() -> io::Result<Inner> {
         use std::os::unix::fs::DirBuilderExt;
+        remove_stale();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -93,6 +94,29 @@ impl Inner {
     /// The inner server's socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("console.sock")
+    }
+}
+
+/// How the inner server's directories are named: then the process id and a random part.
+const PREFIX: &str = "broker-web-";
+
+/// Removes the directories of consoles that were killed (their process is gone), which could
+/// not remove their own.
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
