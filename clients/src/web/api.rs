@@ -666,7 +666,7 @@ pub fn log_in(
     }
     let credentials = Credentials::Plain { user: form.user, password: form.password };
     // A connection of its own, so that the check proves these credentials and no other.
-    let trial = super::pool::Pool::new(sessions.target().clone(), credentials.clone());
+    let trial = super::pool::Pool::new(sessions.target().apart(), credentials.clone());
     if let Err(e) = trial.with(|client| client.status().map(drop)) {
         // Any failure counts: a broker that spaces a login's failed checks of its own lets
         // the trial time out rather than refuse it.

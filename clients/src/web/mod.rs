@@ -86,7 +86,7 @@ pub fn run(args: WebArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         args.connect.curve_server_key.as_deref(),
         args.connect.curve_key_file.as_deref(),
     )?;
-    let target = Target { endpoints, timeout: args.connect.timeout, shutdown: shutdown.clone() };
+    let target = Target::new(endpoints, args.connect.timeout, shutdown.clone());
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address =

@@ -466,11 +466,11 @@ mod tests {
 
     /// Sessions whose connections would go nowhere: these tests make none.
     fn sessions() -> Sessions {
-        let target = Target {
-            endpoints: crate::Endpoints::one("tcp://127.0.0.1:9"),
-            timeout: Duration::from_millis(100),
-            shutdown: Shutdown::new(),
-        };
+        let target = Target::new(
+            crate::Endpoints::one("tcp://127.0.0.1:9"),
+            Duration::from_millis(100),
+            Shutdown::new(),
+        );
         Sessions::new(target, Credentials::None)
     }
 
