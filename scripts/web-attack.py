@@ -12,6 +12,7 @@ Environment: BROKER_BIN, WEB_BIN (the binaries to run).
 
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -93,8 +94,13 @@ def main():
         finally:
             for p in (web, broker):
                 if p is not None:
-                    p.kill()
-                    p.wait()
+                    # Interrupted, so that the console removes its socket's directory.
+                    p.send_signal(signal.SIGINT)
+                    try:
+                        p.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
 
 
 def run(address, pid):
