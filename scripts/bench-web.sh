@@ -14,13 +14,27 @@
 #     beside the same page with the 4 sample topics.
 # It starts a broker with --preload and the console on free loopback ports, and stops them when
 # it ends. Needs what scripts/test.sh installs (playwright, pyzmq, msgpack) and Chromium.
+#
+# `scripts/bench-web.sh --attack` measures the console under attack instead (no browser): under
+# 2,000 slow-loris connections and 10,000 cookie-less GETs, whether a logged-in session survives,
+# how long its page takes to answer (p50, p99, max; target within 1 s) beside the same requests
+# with the console idle just before, and the web process's resident memory (target <= 128 MB)
+# beside its idle size (scripts/web-attack.py). PROFILE=debug measures debug builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PROFILE=${PROFILE:-release}
 scripts/need-libzmq.sh
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
-cargo build --release --quiet -p broker -p clients --bins
-export BROKER_BIN=target/release/broker WEB_BIN=target/release/web CONSUMER_BIN=target/release/consumer
+if [ "$PROFILE" = release ]; then
+    cargo build --release --quiet -p broker -p clients --bins
+else
+    cargo build --quiet -p broker -p clients --bins
+fi
+export BROKER_BIN=target/$PROFILE/broker WEB_BIN=target/$PROFILE/web CONSUMER_BIN=target/$PROFILE/consumer
+if [ "${1:-}" = --attack ]; then
+    exec python3 scripts/web-attack.py
+fi
 export ARTEFACTS=target/web-console
 mkdir -p "$ARTEFACTS"
 python3 clients/tests/web_browser.py bench

@@ -6,11 +6,14 @@
 //! released at once, so that the console holds no logical broker between page refreshes. When
 //! every one is claimed the page is told so.
 
+use std::net::IpAddr;
+
 use protocol::{ErrorCode, Fetch, Message, NewMessage, Request, ResetTo, Response, Retention};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::session::{Session, Sessions, CLAIMANT};
+use super::throttle::Throttle;
 use super::Query;
 use crate::output::text_or_hex;
 use crate::security::Credentials;
@@ -629,9 +632,17 @@ struct LoginForm {
 
 /// `POST /api/login` with `{"user", "password"}`: from now on this browser speaks to the
 /// broker as that user (PLAIN), in a new session, once the broker has accepted the login.
+/// Failures slow down the address they come from ([`Throttle`]).
 ///
-/// The session, or `{"error"}`: `401` when the broker refused the login.
-pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
+/// The session, or `{"error"}`: `401` when the broker refused the login, `429` when `source`
+/// failed too often lately.
+pub fn log_in(
+    sessions: &Sessions,
+    throttle: &Throttle,
+    old: &Session,
+    source: IpAddr,
+    body: &[u8],
+) -> Reply {
     let form: LoginForm = match serde_json::from_slice(body) {
         Ok(form) => form,
         Err(e) => return Reply::error(400, &format!("not a login form: {e}")),
@@ -639,10 +650,27 @@ pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
     if form.user.is_empty() {
         return Reply::error(400, "which user?");
     }
+    if let Err(wait) = throttle.admit(source) {
+        tracing::warn!(
+            source = %source,
+            user = %crate::output::escape(form.user.as_bytes()),
+            "login throttled: too many failed logins from this address"
+        );
+        return Reply::error(
+            429,
+            &format!(
+                "too many failed logins from your address; try again in {} ms",
+                wait.as_millis().max(1)
+            ),
+        );
+    }
     let credentials = Credentials::Plain { user: form.user, password: form.password };
     // A connection of its own, so that the check proves these credentials and no other.
-    let trial = super::pool::Pool::new(sessions.target().clone(), credentials.clone());
+    let trial = super::pool::Pool::new(sessions.target().apart(), credentials.clone());
     if let Err(e) = trial.with(|client| client.status().map(drop)) {
+        // Any failure counts: a broker that spaces a login's failed checks of its own lets
+        // the trial time out rather than refuse it.
+        throttle.failed(source);
         return match e {
             ClientError::AuthenticationFailed { .. } => Reply::error(
                 401,
@@ -651,18 +679,27 @@ pub fn log_in(sessions: &Sessions, old: &Session, body: &[u8]) -> Reply {
             e => Reply::failed(&e),
         };
     }
-    let session = sessions.replace(old, Some(credentials));
-    let mut reply = Reply::json(&session_json(&session, ""));
-    reply.set_cookie = Some(session.cookie());
-    reply
+    throttle.succeeded(source);
+    match sessions.replace(old, Some(credentials), source) {
+        Some(session) => {
+            let mut reply = Reply::json(&session_json(&session, ""));
+            reply.set_cookie = Some(session.cookie());
+            reply
+        }
+        None => Reply::error(503, "the console has too many sessions; try again"),
+    }
 }
 
 /// `POST /api/logout`: this browser goes back to the console's own login, in a new session.
-pub fn log_out(sessions: &Sessions, old: &Session) -> Reply {
-    let session = sessions.replace(old, None);
-    let mut reply = Reply::json(&session_json(&session, ""));
-    reply.set_cookie = Some(session.cookie());
-    reply
+pub fn log_out(sessions: &Sessions, old: &Session, source: IpAddr) -> Reply {
+    match sessions.replace(old, None, source) {
+        Some(session) => {
+            let mut reply = Reply::json(&session_json(&session, ""));
+            reply.set_cookie = Some(session.cookie());
+            reply
+        }
+        None => Reply::error(503, "the console has too many sessions; try again"),
+    }
 }
 
 /// The body of `POST /api/consume/claim`.

@@ -5,8 +5,10 @@
 //! next, so a browser that reconnects sends it back as `Last-Event-ID` and resumes where it
 //! stopped, without gaps or repeats. While the stream is open it holds a claim of one logical
 //! broker, as any consumer following a topic does, and renews it with its long-poll fetches;
-//! the claim is released when the browser goes away (noticed at the next write, within one
-//! long poll) or the console stops. `status` events tell the page whether the broker answers,
+//! the follow views of one session share that claim ([`Session::join_follow`]), so a browser
+//! opening many views takes one logical broker. The last view of a session releases it when
+//! its browser goes away (noticed at the next write, within one long poll) or the console
+//! stops. `status` events tell the page whether the broker answers,
 //! and that the stream waits for a topic that does not exist yet (as `consumer follow` does).
 //!
 //! Memory per stream is bounded: there is no queue between the broker and the browser. The
@@ -23,7 +25,7 @@ use tiny_http::Request;
 
 use super::api::{self, Reply, Shown};
 use super::pool::Pool;
-use super::session::{Session, CLAIMANT};
+use super::session::Session;
 use super::Query;
 use crate::{Client, ClientError, Shutdown};
 
@@ -90,6 +92,7 @@ pub fn stream(request: Request, session: &Session, opening: &Opening<'_>, shutdo
     }
     let mut follower = Follower {
         client,
+        session,
         pool: &session.pool,
         topic,
         claim: None,
@@ -99,8 +102,7 @@ pub fn stream(request: Request, session: &Session, opening: &Opening<'_>, shutdo
     };
     follower.run(&mut out, start, shutdown);
     if let Some(token) = follower.claim.take() {
-        if let Err(e) = follower.client.release(token) {
-            tracing::debug!("cannot release claim {token}: {e}");
+        if session.leave_follow(token, &mut follower.client) {
             follower.healthy = false;
         }
     }
@@ -125,6 +127,8 @@ fn start_of(query: &Query, last_event_id: Option<&str>) -> Result<Start, &'stati
 struct Follower<'a> {
     /// The connection the stream reads with.
     client: Client,
+    /// The session whose follow views share one claim.
+    session: &'a Session,
     /// Where a new connection comes from when the broker stopped answering this one.
     pool: &'a Pool,
     /// The broker's reason when it refused the user the topic: the stream ends.
@@ -154,10 +158,10 @@ impl Follower<'_> {
             }
             let token = match self.claim {
                 Some(token) => token,
-                None => match self.client.claim(None, self.client.max_hold(), Some(CLAIMANT)) {
-                    Ok(claimed) => {
-                        self.claim = Some(claimed.token);
-                        claimed.token
+                None => match self.session.join_follow(&mut self.client) {
+                    Ok(token) => {
+                        self.claim = Some(token);
+                        token
                     }
                     Err(e) => {
                         if self.failed(out, &e, shutdown).is_err() {
@@ -258,7 +262,9 @@ impl Follower<'_> {
     ) -> std::io::Result<()> {
         match error.broker_code() {
             Some(ErrorCode::UnknownClaim) => {
-                self.claim = None;
+                if let Some(token) = self.claim.take() {
+                    self.session.lost_follow(token);
+                }
                 return Ok(());
             }
             Some(ErrorCode::Forbidden) => {
@@ -271,8 +277,11 @@ impl Follower<'_> {
         }
         if error.broker_code().is_none() {
             // No answer: the claim may be gone with a restarted broker; claim again after, on
-            // a new connection (this one keeps counting its silence).
-            self.claim = None;
+            // a new connection (this one keeps counting its silence). The other views of the
+            // session leave it as they find it gone.
+            if let Some(token) = self.claim.take() {
+                self.session.lost_follow(token);
+            }
             match self.pool.fresh() {
                 Ok(client) => self.client = client,
                 Err(e) => tracing::debug!("cannot make a new connection: {e}"),

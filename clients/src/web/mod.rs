@@ -1,27 +1,32 @@
 //! `web`: a console in the browser, a client of the broker like the producer and the consumer.
 //!
-//! One HTTP server ([`tiny_http`]) answers on a thread per request: the page and its assets
+//! A front door ([`front`]) reads requests from browsers within bounds and passes whole ones
+//! to an HTTP server ([`tiny_http`]) that answers on a thread per request: the page and its assets
 //! ([`assets`]), JSON endpoints that each make a few requests to the broker ([`api`]), and a
 //! Server-Sent Events stream that follows a topic ([`follow`]). Every broker request goes
 //! through [`crate::Client`] and the protocol, logged in as the browser's session says
 //! ([`session`]); the console keeps no state of its own beyond the sessions, each with a few
 //! idle connections and the claim its browser holds.
 //!
-//! Work is bounded: at most [`MAX_REQUESTS`] requests are answered at once and at most
-//! [`MAX_STREAMS`] of them are follow streams (each holds a thread, a connection and a claim);
-//! beyond that a browser gets `503` and tries again. A request from another site (an `Origin`
+//! Work is bounded: what a browser sends is read within the front door's limits, at most
+//! [`MAX_REQUESTS`] requests are answered at once and at most [`MAX_STREAMS`] of them are
+//! follow streams (each holds a thread and a connection; a session's streams share one claim);
+//! beyond that a browser gets `503` and tries again. Failed logins slow down the address they
+//! come from ([`throttle`]). A request from another site (an `Origin`
 //! that is not the console's) or for a host name that is not the console's address (a DNS
 //! rebinding) is refused, so that a page elsewhere cannot act with a session's rights.
 
 pub mod api;
 pub mod assets;
 pub mod follow;
+pub mod front;
 pub mod metrics;
 pub mod pool;
 pub mod session;
+pub mod throttle;
 
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -36,13 +41,11 @@ use crate::security::Credentials;
 use crate::Shutdown;
 use pool::Target;
 use session::Sessions;
+use throttle::Throttle;
 
 /// The address `web` listens on unless told otherwise: loopback only, so that nobody else
 /// reaches a console that speaks to the broker with its owner's rights.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
-/// The largest request body the console reads (a produce form's value and its key).
-const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// At most this many requests are answered at once, follow streams included.
 pub const MAX_REQUESTS: usize = 64;
@@ -83,14 +86,16 @@ pub fn run(args: WebArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         args.connect.curve_server_key.as_deref(),
         args.connect.curve_key_file.as_deref(),
     )?;
-    let target = Target { endpoints, timeout: args.connect.timeout, shutdown: shutdown.clone() };
-    let server = Server::http(args.listen)
+    let target = Target::new(endpoints, args.connect.timeout, shutdown.clone());
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address =
+        listener.local_addr().with_context(|| format!("cannot listen on {}", args.listen))?;
+    front::raise_open_files();
+    let inner = front::Inner::new().context("cannot make a directory for the console's socket")?;
+    let server = Server::http_unix(&inner.socket())
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = server
-        .server_addr()
-        .to_ip()
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .context("cannot listen on the console's socket")?;
     if !address.ip().is_loopback() {
         tracing::warn!(
             "listening on {address}, beyond this machine: whoever reaches it acts on the broker \
@@ -100,6 +105,7 @@ pub fn run(args: WebArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
     println!("serving http://{address}");
     let console = Arc::new(Console {
         sessions: Sessions::new(target, credentials),
+        throttle: Throttle::new(),
         requests: AtomicUsize::new(0),
         streams: AtomicUsize::new(0),
     });
@@ -108,7 +114,10 @@ pub fn run(args: WebArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {address} for --metrics-listen"))?;
         println!("metrics on http://{bound}/metrics");
     }
-    serve(&server, &console, shutdown);
+    thread::scope(|scope| {
+        scope.spawn(|| serve(&server, &console, shutdown));
+        front::serve(&listener, &inner.socket(), shutdown);
+    });
     console.sessions.end_all();
     Ok(())
 }
@@ -117,6 +126,8 @@ pub fn run(args: WebArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
 pub struct Console {
     /// The browsers' sessions.
     pub sessions: Sessions,
+    /// Failed logins by client address.
+    throttle: Throttle,
     /// How many requests are being answered now.
     requests: AtomicUsize,
     /// How many follow streams are open now.
@@ -200,7 +211,16 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
         _ => {}
     }
     let sessions = &console.sessions;
-    let (session, new) = sessions.find_or_start(header(&request, "Cookie").as_deref());
+    let source = front::peer_of(header(&request, front::PEER_HEADER).as_deref());
+    // Only what changes state gets a session of its own: a read without a cookie (a page
+    // elsewhere can make a browser send any number) shares the anonymous one.
+    let own = !matches!(method, Method::Get | Method::Head);
+    let Some((session, new)) =
+        sessions.find_or_start(header(&request, "Cookie").as_deref(), source, own)
+    else {
+        let reply = api::Reply::error(503, "the console has too many sessions; try again");
+        return respond(request, reply, path);
+    };
     let cookie = new.then(|| session.cookie());
     // Which page of the browser asks: a name each page makes up when it loads (a header, or
     // `page=` where a header cannot be set: the release sent as a page closes).
@@ -226,7 +246,7 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
         (Method::Get, "/api/consume/topics") => api::held_topics(&session, &page),
         (Method::Post, "/api/consume/renew") => api::renew(&session, &page),
         (Method::Post, "/api/consume/release") => api::release(&session, &page),
-        (Method::Post, "/api/logout") => api::log_out(sessions, &session),
+        (Method::Post, "/api/logout") => api::log_out(sessions, &session, source),
         (Method::Delete, "/api/topics") => api::delete_topic(&session, &query),
         (
             Method::Post,
@@ -238,7 +258,7 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
                 "/api/produce" => api::produce(&session, &body),
                 "/api/groups/reset" => api::reset_group(&session, &body),
                 "/api/topics" => api::create_topic(&session, &body),
-                "/api/login" => api::log_in(sessions, &session, &body),
+                "/api/login" => api::log_in(sessions, &console.throttle, &session, source, &body),
                 _ => api::claim(&session, &page, &body),
             },
         },
@@ -286,10 +306,10 @@ fn header(request: &Request, name: &'static str) -> Option<String> {
 /// A request's body, read whole, or the reply that refuses it.
 fn body(request: &mut Request) -> Result<Vec<u8>, api::Reply> {
     let mut body = Vec::new();
-    let read = request.as_reader().take(MAX_BODY_BYTES + 1).read_to_end(&mut body);
+    let read = request.as_reader().take(front::MAX_BODY_BYTES + 1).read_to_end(&mut body);
     match read {
         Err(e) => Err(api::Reply::error(400, &format!("cannot read the request: {e}"))),
-        Ok(_) if body.len() as u64 > MAX_BODY_BYTES => {
+        Ok(_) if body.len() as u64 > front::MAX_BODY_BYTES => {
             Err(api::Reply::error(413, "the request is too large"))
         }
         Ok(_) => Ok(body),

@@ -1,6 +1,6 @@
 //! Idle broker connections of one browser session, lent to its request threads.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::security::Credentials;
@@ -15,6 +15,24 @@ pub struct Target {
     pub timeout: Duration,
     /// Cuts the waits short when the console stops.
     pub shutdown: Shutdown,
+    /// Whether the broker seems silent, so that a page's action fails at once rather than
+    /// waiting the whole timeout to learn what an overview knows already. Shared by every
+    /// session: the broker is the same, and a browser's reads and actions may be answered
+    /// under different sessions (reads without a cookie share the anonymous one).
+    silence: Arc<Mutex<Silence>>,
+}
+
+impl Target {
+    /// How to reach the broker at `endpoints`, waiting `timeout` for each answer.
+    pub fn new(endpoints: Endpoints, timeout: Duration, shutdown: Shutdown) -> Target {
+        Target { endpoints, timeout, shutdown, silence: Arc::default() }
+    }
+
+    /// The same target with a silence of its own: for a login's trial, which a broker that
+    /// spaces failed checks may leave unanswered without being silent to others.
+    pub fn apart(&self) -> Target {
+        Target { silence: Arc::default(), ..self.clone() }
+    }
 }
 
 /// Connections to the broker logged in as one user, one lent to each request thread at a time
@@ -27,9 +45,6 @@ pub struct Pool {
     credentials: Credentials,
     /// Connections not lent out now.
     idle: Mutex<Vec<Client>>,
-    /// Whether the broker seems silent, so that a page's action fails at once rather than
-    /// waiting the whole timeout to learn what the overview knows already.
-    silence: Mutex<Silence>,
 }
 
 /// What a pool knows of the broker's silence.
@@ -53,7 +68,7 @@ const MAX_IDLE: usize = 4;
 impl Pool {
     /// A pool of connections to `target` logging in with `credentials`.
     pub fn new(target: Target, credentials: Credentials) -> Pool {
-        Pool { target, credentials, idle: Mutex::new(Vec::new()), silence: Mutex::default() }
+        Pool { target, credentials, idle: Mutex::new(Vec::new()) }
     }
 
     /// Who the connections log in as, for the page.
@@ -69,7 +84,7 @@ impl Pool {
     /// fails at once with [`ClientError::Unreachable`] instead.
     pub fn with<T>(&self, work: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
         let silent = {
-            let silence = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
+            let silence = self.target.silence.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
             silence.until.is_some_and(|until| now < until)
                 || silence.asking_since.is_some_and(|since| now - since >= SILENT_AFTER)
@@ -87,13 +102,14 @@ impl Pool {
     /// # Errors
     /// As [`Pool::with`].
     pub fn probe<T>(&self, work: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
-        self.silence
+        self.target
+            .silence
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .asking_since
             .get_or_insert_with(Instant::now);
         let result = self.run(work);
-        self.silence.lock().unwrap_or_else(PoisonError::into_inner).asking_since = None;
+        self.target.silence.lock().unwrap_or_else(PoisonError::into_inner).asking_since = None;
         result
     }
 
@@ -105,7 +121,7 @@ impl Pool {
             Err(ClientError::Unreachable { .. }) => Some(Instant::now() + self.target.timeout),
             _ => None,
         };
-        self.silence.lock().unwrap_or_else(PoisonError::into_inner).until = silent_until;
+        self.target.silence.lock().unwrap_or_else(PoisonError::into_inner).until = silent_until;
         match &result {
             // A connection the broker did not answer keeps counting its silence: the next
             // request would fail at once. A new one starts afresh.
