@@ -551,16 +551,14 @@ impl Server<'_> {
         // append, so the others go without.
         // With users, a claim belongs to its user: held under the user's name, whatever name
         // the client gives, so that only that user's requests may use its token.
-        if let (Request::Claim { broker, wait_ms, .. }, Some(user)) =
-            (&request, self.listener.guard.holder(who))
-        {
-            let request = Request::Claim { broker: *broker, wait_ms: *wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &user, who, None);
-        }
-        if let Request::Claim { broker, wait_ms, client: None } = request {
-            let peer = peer_of(&mut body);
+        if let Request::Claim { broker, wait_ms, client } = request {
+            let holder = match (self.listener.guard.holder(who), client) {
+                (Some(user), _) => user,
+                (None, None) => peer_of(&mut body),
+                (None, Some(_)) => return self.dispatch(request, envelope, clock, "", who, None),
+            };
             let request = Request::Claim { broker, wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &peer, who, None);
+            return self.dispatch(request, envelope, clock, &holder, who, None);
         }
         self.dispatch(request, envelope, clock, "", who, actor.as_ref());
     }

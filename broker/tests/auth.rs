@@ -229,9 +229,21 @@ fn a_client_without_credentials_is_refused_and_logged() {
     );
     let endpoint = broker.endpoint.clone();
     let stderr = broker.interrupt();
-    let line = stderr.lines().find(|l| l.contains("refused a connection from")).unwrap_or("");
-    assert!(line.contains("from 127.0.0.2:") && line.contains("its handshake failed"), "{stderr}");
+    let line = refused_connection(&stderr, "127.0.0.2:");
+    assert!(line.contains("its handshake failed"), "{stderr}");
     assert!(!line.contains(&endpoint), "the broker's own endpoint named: {line}");
+}
+
+/// The broker's line about a connection refused at its handshake, which names the peer at
+/// `peer` (an address prefix). A peer whose connection libzmq closed before the broker read its
+/// address is named as gone: the failure is fast, and the race cannot be won every time.
+#[track_caller]
+fn refused_connection<'s>(stderr: &'s str, peer: &str) -> &'s str {
+    let line = stderr.lines().find(|l| l.contains("refused a connection from")).unwrap_or("");
+    let named = format!("refused a connection from {peer}");
+    let gone = "refused a connection from unknown (gone before its address was read)";
+    assert!(line.contains(&named) || line.contains(gone), "no such line in:\n{stderr}");
+    line
 }
 
 #[test]
@@ -615,7 +627,7 @@ fn curve_without_users_encrypts_for_any_client_key_and_refuses_plain_text() {
     // the serve loop has read that event too before it is stopped.
     assert!(matches!(ask(&socket, &Request::Status), Response::Status { .. }));
     let stderr = broker.interrupt();
-    assert!(stderr.contains("refused a connection from 127.0.0.1:"), "{stderr}");
+    refused_connection(&stderr, "127.0.0.1:");
 }
 
 #[test]
