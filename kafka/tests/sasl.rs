@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{binary, run, script, success, GATEWAY};
@@ -50,15 +50,24 @@ fn consume_as(bootstrap: &str, user: &str) -> Output {
     run(consume, "")
 }
 
+/// A broker whose clients log in as the users of `users`.
+fn broker_with(users: &Path) -> BrokerProcess {
+    BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")])
+}
+
+/// `kafka-gateway` on a free port in front of `broker`, with `extra` flags.
+fn gateway_for(broker: &BrokerProcess, extra: &[&str]) -> BrokerProcess {
+    let mut command = Command::new(GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]).args(extra);
+    BrokerProcess::spawn(command)
+}
+
 #[test]
 fn sasl_plain_logins_carry_the_users_permissions() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let users = users(dir.path());
-    let broker =
-        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
-    let mut command = Command::new(GATEWAY);
-    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint, "--sasl-plain"]);
-    let gateway = BrokerProcess::spawn(command);
+    let broker = broker_with(&users);
+    let gateway = gateway_for(&broker, &["--sasl-plain"]);
     let bootstrap = gateway.endpoint.clone();
 
     success(&produce_as(&bootstrap, Some(("alice", PASSWORD))), "alice's producer");
@@ -97,12 +106,9 @@ fn sasl_plain_logins_carry_the_users_permissions() {
 fn a_broker_with_users_makes_the_gateway_ask_for_logins_unbidden() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let users = users(dir.path());
-    let broker =
-        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
+    let broker = broker_with(&users);
     // No --sasl-plain: the gateway finds out that the broker has users.
-    let mut command = Command::new(GATEWAY);
-    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
-    let gateway = BrokerProcess::spawn(command);
+    let gateway = gateway_for(&broker, &[]);
     let bootstrap = gateway.endpoint.clone();
     success(&produce_as(&bootstrap, Some(("alice", PASSWORD))), "alice's producer");
     let anonymous = produce_as(&bootstrap, None);
@@ -128,11 +134,8 @@ fn sasl_plain_in_front_of_a_broker_without_users_is_refused_at_start() {
 fn kcat_logs_in_with_the_handshake_versions_librdkafka_2_0_asks_for() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let users = users(dir.path());
-    let broker =
-        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
-    let mut command = Command::new(GATEWAY);
-    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
-    let gateway = BrokerProcess::spawn(command);
+    let broker = broker_with(&users);
+    let gateway = gateway_for(&broker, &[]);
     let kcat = |user: &str, password: &str, args: &[&str], input: &str| {
         let mut kcat = Command::new("kcat");
         kcat.args([
@@ -188,11 +191,8 @@ fn raw_v0_login(bootstrap: &str, user: &str, password: &str) -> Vec<u8> {
 fn a_sasl_handshake_v0_is_followed_by_a_bare_token() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let users = users(dir.path());
-    let broker =
-        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
-    let mut command = Command::new(GATEWAY);
-    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
-    let gateway = BrokerProcess::spawn(command);
+    let broker = broker_with(&users);
+    let gateway = gateway_for(&broker, &[]);
     // The gateway answers a good token with an empty frame and keeps the connection open,
     // which the read ends by its timeout; a wrong one closes it with nothing.
     assert_eq!(raw_v0_login(&gateway.endpoint, "alice", PASSWORD), [0, 0, 0, 0]);
@@ -224,11 +224,8 @@ fn group_membership_and_offsets_need_the_groups_consume_right() {
          topics = {{ consume = [\"orders\"], produce = [\"menu\"] }}\n"
     );
     std::fs::write(&users, text).expect("write the users file");
-    let broker =
-        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
-    let mut command = Command::new(GATEWAY);
-    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint, "--sasl-plain"]);
-    let gateway = BrokerProcess::spawn(command);
+    let broker = broker_with(&users);
+    let gateway = gateway_for(&broker, &["--sasl-plain"]);
     let bootstrap = gateway.endpoint.clone();
     for topic in ["orders", "menu", "secret"] {
         let mut produce = Command::new("python3");
@@ -330,11 +327,8 @@ fn the_gateway_reaches_a_curve_broker_with_its_own_key_pair() {
 fn failed_logins_from_one_address_are_throttled() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let users = users(dir.path());
-    let broker =
-        BrokerProcess::start(&binary("broker"), &["--auth", users.to_str().expect("UTF-8")]);
-    let mut command = Command::new(GATEWAY);
-    command.args(["--listen", "127.0.0.1:0", "--connect", &broker.endpoint]);
-    let gateway = BrokerProcess::spawn(command);
+    let broker = broker_with(&users);
+    let gateway = gateway_for(&broker, &[]);
     let free = 5;
     for i in 0..free {
         assert!(raw_v0_login(&gateway.endpoint, &format!("guess{i}"), "wrong").is_empty());
