@@ -226,6 +226,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             map.uint("offset", Some(fetch.offset));
             map.uint("max_messages", Some(fetch.max_messages.into()));
             map.uint("max_bytes", Some(fetch.max_bytes.into()));
+            map.uint("partition", Some(fetch.partition.into()));
         }
         Request::Append(append) => {
             map.str("topic", Some(append.topic));
@@ -236,12 +237,18 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             for message in &append.messages {
                 write_new_message(out, message);
             }
+            map.uint("partition", append.partition.map(u64::from));
         }
-        Request::CreateTopic { topic, retention } => {
+        Request::CreateTopic { topic, partitions, retention } => {
             map.str("topic", Some(topic));
             map.uint("retention_messages", retention.messages);
             map.uint("retention_bytes", retention.bytes);
             map.uint("retention_ms", retention.ms);
+            map.uint("partitions", Some((*partitions).into()));
+        }
+        Request::CreatePartitions { topic, partitions } => {
+            map.str("topic", Some(topic));
+            map.uint("partitions", Some((*partitions).into()));
         }
         Request::DeleteTopic { topic } => map.str("topic", Some(topic)),
         Request::JoinGroup { claim, group, topic, start } => {
@@ -257,23 +264,28 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             map.uint("max_messages", Some(fetch.max_messages.into()));
             map.uint("max_bytes", Some(fetch.max_bytes.into()));
             map.str("group", Some(fetch.group));
+            if fetch.ordered {
+                write_bool(map.key("ordered"), true);
+            }
         }
-        Request::Ack { group, topic, offsets } => {
+        Request::Ack { group, topic, partition, offsets } => {
             map.str("topic", Some(topic));
             map.str("group", Some(group));
             map.uints("offsets", offsets);
+            map.uint("partition", Some((*partition).into()));
         }
         Request::ListGroups { group, topic } => {
             map.str("topic", *topic);
             map.str("group", *group);
         }
-        Request::ResetGroup { group, topic, to } => {
+        Request::ResetGroup { group, topic, partition, to } => {
             map.str("topic", Some(topic));
             if let ResetTo::Offset(offset) = to {
                 map.uint("offset", Some(*offset));
             }
             map.str("group", Some(group));
             map.str("to", Some(to.name()));
+            map.uint("partition", partition.map(u64::from));
         }
     }
     map.finish();
@@ -309,6 +321,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
         "fetch" => Request::Fetch(Fetch {
             claim: need(wire.claim, "claim")?,
             topic: topic()?,
+            partition: wire.partition.flatten().unwrap_or(0),
             offset: need(wire.offset, "offset")?,
             max_messages: wire.max_messages.flatten().unwrap_or(DEFAULT_FETCH_MESSAGES),
             max_bytes: wire.max_bytes.flatten().unwrap_or(DEFAULT_FETCH_BYTES),
@@ -320,15 +333,20 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             if messages.is_empty() {
                 return Err(DecodeError::Malformed("append needs at least one message".into()));
             }
-            Request::Append(Append { topic, messages })
+            Request::Append(Append { topic, partition: wire.partition.flatten(), messages })
         }
         "create_topic" => Request::CreateTopic {
             topic: topic()?,
+            partitions: wire.partitions.flatten().unwrap_or(1),
             retention: Retention {
                 messages: wire.retention_messages.flatten(),
                 bytes: wire.retention_bytes.flatten(),
                 ms: wire.retention_ms.flatten(),
             },
+        },
+        "create_partitions" => Request::CreatePartitions {
+            topic: topic()?,
+            partitions: wire.partitions.flatten().ok_or_else(|| missing(op, "partitions"))?,
         },
         "delete_topic" => Request::DeleteTopic { topic: topic()? },
         "join_group" => Request::JoinGroup {
@@ -352,6 +370,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             max_messages: wire.max_messages.flatten().unwrap_or(DEFAULT_FETCH_MESSAGES),
             max_bytes: wire.max_bytes.flatten().unwrap_or(DEFAULT_FETCH_BYTES),
             wait_ms: wire.wait_ms.flatten().unwrap_or(0),
+            ordered: wire.ordered.flatten().unwrap_or(false),
         }),
         "ack" => {
             let (group, topic) = (group()?, topic()?);
@@ -359,7 +378,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             if offsets.is_empty() {
                 return Err(DecodeError::Malformed("ack needs at least one offset".into()));
             }
-            Request::Ack { group, topic, offsets }
+            Request::Ack { group, topic, partition: wire.partition.flatten().unwrap_or(0), offsets }
         }
         "list_groups" => {
             Request::ListGroups { group: wire.group.flatten(), topic: wire.topic.flatten() }
@@ -367,6 +386,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
         "reset_group" => Request::ResetGroup {
             group: group()?,
             topic: topic()?,
+            partition: wire.partition.flatten(),
             to: match wire.to.flatten().ok_or_else(|| missing(op, "to"))? {
                 "earliest" => ResetTo::Earliest,
                 "latest" => ResetTo::Latest,
@@ -408,18 +428,28 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
         }
         Response::Released { broker } => map.uint("broker", Some(broker.into())),
         Response::Topics { topics } => map.records("topics", &topics),
-        Response::Messages { topic, messages, next_offset, end_offset } => {
+        Response::Messages { topic, partition, messages, next_offset, end_offset } => {
             map.str("topic", Some(topic));
             write_messages(map.key("messages"), &messages);
             map.uint("next_offset", Some(next_offset));
             map.uint("end_offset", Some(end_offset));
+            map.uint("partition", Some(partition.into()));
         }
-        Response::Appended { topic, first_offset, last_offset } => {
+        Response::Appended { topic, partition, first_offset, last_offset, placed } => {
             map.str("topic", Some(topic));
             map.uint("first_offset", Some(first_offset));
             map.uint("last_offset", Some(last_offset));
+            map.uint("partition", Some(partition.into()));
+            if !placed.is_empty() {
+                map.records("placed", &placed);
+            }
         }
-        Response::Created { topic } | Response::Deleted { topic } => map.str("topic", Some(topic)),
+        Response::Created { topic, partitions }
+        | Response::PartitionsCreated { topic, partitions } => {
+            map.str("topic", Some(topic));
+            map.uint("partitions", Some(partitions.into()));
+        }
+        Response::Deleted { topic } => map.str("topic", Some(topic)),
         Response::Joined {
             group,
             topic,
@@ -428,6 +458,7 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             members,
             created,
             ack_timeout_ms,
+            partitions,
         } => {
             map.str("topic", Some(topic));
             map.uint("end_offset", Some(end_offset));
@@ -436,6 +467,7 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             map.uint("members", Some(members.into()));
             write_bool(map.key("created"), created);
             map.uint("ack_timeout_ms", Some(ack_timeout_ms));
+            map.uint("partitions", Some(partitions.into()));
         }
         Response::Delivered {
             group,
@@ -445,6 +477,7 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             committed_offset,
             end_offset,
             reset_offset,
+            partition,
         } => {
             map.str("topic", Some(topic));
             write_messages(map.key("messages"), &messages);
@@ -453,26 +486,30 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             map.uint("committed_offset", Some(committed_offset));
             map.uints("redelivered", &redelivered);
             map.uint("reset_offset", reset_offset);
+            map.uint("partition", Some(partition.into()));
         }
-        Response::Acked { group, topic, acked, committed_offset } => {
+        Response::Acked { group, topic, acked, committed_offset, partition } => {
             map.str("topic", Some(topic));
             map.str("group", Some(group));
             map.uint("committed_offset", Some(committed_offset));
             map.uint("acked", Some(acked));
+            map.uint("partition", Some(partition.into()));
         }
         Response::Groups { groups } => map.records("groups", &groups),
-        Response::Reset { group, topic, committed_offset } => {
+        Response::Reset { group, topic, committed_offset, partition } => {
             map.str("topic", Some(topic));
             map.str("group", Some(group));
             map.uint("committed_offset", Some(committed_offset));
+            map.uint("partition", partition.map(u64::from));
         }
-        Response::Error { code, reason, range } => {
+        Response::Error { code, reason, range, partitions } => {
             map.str("error", Some(code.name()));
             map.str("reason", Some(&reason));
             if let Some((first, next)) = range {
                 map.uint("first_offset", Some(first));
                 map.uint("next_offset", Some(next));
             }
+            map.uint("partitions", partitions.map(u64::from));
         }
     }
     map.finish();
@@ -493,6 +530,9 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
     let topic = || wire.topic.flatten().ok_or_else(|| missing(name, "topic"));
     let group = || wire.group.flatten().ok_or_else(|| missing(name, "group"));
     let committed = || need(wire.committed_offset, "committed_offset");
+    // A broker from before partitions sends none of these: its one partition is 0.
+    let partition = wire.partition.flatten().unwrap_or(0);
+    let partitions = wire.partitions.flatten().unwrap_or(1);
     let response = match name {
         "status" => Response::Status { brokers: wire.brokers.flatten().unwrap_or_default() },
         "claimed" => Response::Claimed {
@@ -507,16 +547,23 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
         "topics" => Response::Topics { topics: wire.topics.flatten().unwrap_or_default() },
         "messages" => Response::Messages {
             topic: topic()?,
+            partition,
             messages: wire.messages.flatten().unwrap_or_default(),
             next_offset: need(wire.next_offset, "next_offset")?,
             end_offset: need(wire.end_offset, "end_offset")?,
         },
         "appended" => Response::Appended {
             topic: topic()?,
+            partition,
             first_offset: need(wire.first_offset, "first_offset")?,
             last_offset: need(wire.last_offset, "last_offset")?,
+            placed: wire.placed.flatten().unwrap_or_default(),
         },
-        "created" => Response::Created { topic: topic()? },
+        "created" => Response::Created { topic: topic()?, partitions },
+        "partitions_created" => Response::PartitionsCreated {
+            topic: topic()?,
+            partitions: wire.partitions.flatten().ok_or_else(|| missing(name, "partitions"))?,
+        },
         "deleted" => Response::Deleted { topic: topic()? },
         "joined" => Response::Joined {
             group: group()?,
@@ -526,6 +573,7 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             members: wire.members.flatten().ok_or_else(|| missing(name, "members"))?,
             created: wire.created.flatten().ok_or_else(|| missing(name, "created"))?,
             ack_timeout_ms: need(wire.ack_timeout_ms, "ack_timeout_ms")?,
+            partitions,
         },
         "delivered" => Response::Delivered {
             group: group()?,
@@ -535,24 +583,29 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             committed_offset: committed()?,
             end_offset: need(wire.end_offset, "end_offset")?,
             reset_offset: wire.reset_offset.flatten(),
+            partition,
         },
         "acked" => Response::Acked {
             group: group()?,
             topic: topic()?,
             acked: need(wire.acked, "acked")?,
             committed_offset: committed()?,
+            partition,
         },
         "groups" => Response::Groups { groups: wire.groups.flatten().unwrap_or_default() },
-        "reset" => {
-            Response::Reset { group: group()?, topic: topic()?, committed_offset: committed()? }
-        }
+        "reset" => Response::Reset {
+            group: group()?,
+            topic: topic()?,
+            committed_offset: committed()?,
+            partition: wire.partition.flatten(),
+        },
         "error" => {
             let number = wire.code.flatten().ok_or_else(|| missing(name, "code"))?;
             let code = ErrorCode::from_code(number)
                 .ok_or_else(|| DecodeError::Malformed(format!("unknown error code {number}")))?;
             let range = wire.first_offset.flatten().zip(wire.next_offset.flatten());
             let reason = Cow::Borrowed(wire.reason.flatten().unwrap_or_default());
-            Response::Error { code, reason, range }
+            Response::Error { code, reason, range, partitions: wire.partitions.flatten() }
         }
         other => return Err(DecodeError::UnknownRequest(cut(other).to_owned())),
     };
@@ -609,27 +662,37 @@ required_values! {
         write |map, key, value| map.str(key, Some(value));
 }
 
-impl Value for Vec<u32> {
-    type Item = Vec<u32>;
-    fn write(&self, map: &mut MapWriter<'_>, key: &str) {
-        let out = map.key(key);
-        write_array_len(out, self.len());
-        for &value in self {
-            write_uint(out, value.into());
+/// Required lists of unsigned integers.
+macro_rules! uint_lists {
+    ($($ty:ty: read $read:expr;)*) => {$(
+        impl Value for Vec<$ty> {
+            type Item = Vec<$ty>;
+            fn write(&self, map: &mut MapWriter<'_>, key: &str) {
+                let out = map.key(key);
+                write_array_len(out, self.len());
+                for &value in self {
+                    write_uint(out, value.into());
+                }
+            }
+            fn read_item(r: &mut Reader<'_>) -> Result<Vec<$ty>, ReadError> {
+                let len = r.array_len()?;
+                // Each item takes at least a byte: the length is trusted no further than that.
+                let mut items = Vec::with_capacity(len.min(r.remaining()));
+                for _ in 0..len {
+                    items.push($read(r)?);
+                }
+                Ok(items)
+            }
+            fn from_item(item: Option<Vec<$ty>>) -> Option<Vec<$ty>> {
+                item
+            }
         }
-    }
-    fn read_item(r: &mut Reader<'_>) -> Result<Vec<u32>, ReadError> {
-        let len = r.array_len()?;
-        // Each item takes at least a byte: the length is trusted no further than that.
-        let mut items = Vec::with_capacity(len.min(r.remaining()));
-        for _ in 0..len {
-            items.push(read_u32(r)?);
-        }
-        Ok(items)
-    }
-    fn from_item(item: Option<Vec<u32>>) -> Option<Vec<u32>> {
-        item
-    }
+    )*};
+}
+
+uint_lists! {
+    u32: read read_u32;
+    u64: read Reader::uint;
 }
 
 /// An optional field: left out when `None`, and nil or absent reads as `None`.
@@ -1041,7 +1104,7 @@ mod tests {
 
     use super::*;
     use crate::fields::{SerdeRequest, SerdeResponse};
-    use crate::{BrokerStatus, GroupInfo, TopicInfo};
+    use crate::{BrokerStatus, GroupInfo, Placement, TopicInfo};
 
     fn serde_bytes<T: Serialize>(value: &T) -> Vec<u8> {
         rmp_serde::to_vec_named(value).unwrap()
@@ -1072,6 +1135,7 @@ mod tests {
         let fetch = Fetch {
             claim: u64::MAX,
             topic: &long,
+            partition: 9_999,
             offset: 1 << 40,
             max_messages: 10_000,
             max_bytes: 16 << 20,
@@ -1086,6 +1150,7 @@ mod tests {
             max_messages: 300,
             max_bytes: 1 << 20,
             wait_ms: 70_000,
+            ordered: true,
         };
         let offsets = [0, 127, 128, 70_000, 1 << 33, u64::MAX];
         let many_offsets: Vec<u64> = (0..20).collect();
@@ -1119,20 +1184,26 @@ mod tests {
                     offset: Some(fetch.offset),
                     max_messages: Some(fetch.max_messages),
                     max_bytes: Some(fetch.max_bytes),
+                    partition: Some(fetch.partition),
                     ..base()
                 },
             ),
             (
-                Request::Append(Append { topic: "t", messages: messages.to_vec() }),
+                Request::Append(Append {
+                    topic: "t",
+                    partition: Some(3),
+                    messages: messages.to_vec(),
+                }),
                 SerdeRequest {
                     op: Some("append"),
                     topic: Some("t"),
                     messages: Some(messages.to_vec()),
+                    partition: Some(3),
                     ..base()
                 },
             ),
             (
-                Request::Append(Append { topic: "t", messages: many.clone() }),
+                Request::Append(Append { topic: "t", partition: None, messages: many.clone() }),
                 SerdeRequest {
                     op: Some("append"),
                     topic: Some("t"),
@@ -1141,12 +1212,22 @@ mod tests {
                 },
             ),
             (
-                Request::CreateTopic { topic: "t", retention },
+                Request::CreateTopic { topic: "t", partitions: 6, retention },
                 SerdeRequest {
                     op: Some("create_topic"),
                     topic: Some("t"),
                     retention_messages: retention.messages,
                     retention_ms: retention.ms,
+                    partitions: Some(6),
+                    ..base()
+                },
+            ),
+            (
+                Request::CreatePartitions { topic: "t", partitions: 10_000 },
+                SerdeRequest {
+                    op: Some("create_partitions"),
+                    topic: Some("t"),
+                    partitions: Some(10_000),
                     ..base()
                 },
             ),
@@ -1196,26 +1277,34 @@ mod tests {
                     max_messages: Some(group_fetch.max_messages),
                     max_bytes: Some(group_fetch.max_bytes),
                     group: Some(group_fetch.group),
+                    ordered: Some(true),
                     ..base()
                 },
             ),
             (
-                Request::Ack { group: "g", topic: "t", offsets: offsets.to_vec() },
+                Request::Ack { group: "g", topic: "t", partition: 2, offsets: offsets.to_vec() },
                 SerdeRequest {
                     op: Some("ack"),
                     topic: Some("t"),
                     group: Some("g"),
                     offsets: Some(offsets.to_vec()),
+                    partition: Some(2),
                     ..base()
                 },
             ),
             (
-                Request::Ack { group: "g", topic: "t", offsets: many_offsets.clone() },
+                Request::Ack {
+                    group: "g",
+                    topic: "t",
+                    partition: 0,
+                    offsets: many_offsets.clone(),
+                },
                 SerdeRequest {
                     op: Some("ack"),
                     topic: Some("t"),
                     group: Some("g"),
                     offsets: Some(many_offsets.to_vec()),
+                    partition: Some(0),
                     ..base()
                 },
             ),
@@ -1237,7 +1326,12 @@ mod tests {
                 SerdeRequest { op: Some("list_groups"), topic: Some("t"), ..base() },
             ),
             (
-                Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Earliest },
+                Request::ResetGroup {
+                    group: "g",
+                    topic: "t",
+                    partition: None,
+                    to: ResetTo::Earliest,
+                },
                 SerdeRequest {
                     op: Some("reset_group"),
                     topic: Some("t"),
@@ -1247,7 +1341,12 @@ mod tests {
                 },
             ),
             (
-                Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Latest },
+                Request::ResetGroup {
+                    group: "g",
+                    topic: "t",
+                    partition: None,
+                    to: ResetTo::Latest,
+                },
                 SerdeRequest {
                     op: Some("reset_group"),
                     topic: Some("t"),
@@ -1257,13 +1356,19 @@ mod tests {
                 },
             ),
             (
-                Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(1 << 20) },
+                Request::ResetGroup {
+                    group: "g",
+                    topic: "t",
+                    partition: Some(7),
+                    to: ResetTo::Offset(1 << 20),
+                },
                 SerdeRequest {
                     op: Some("reset_group"),
                     topic: Some("t"),
                     offset: Some(1 << 20),
                     group: Some("g"),
                     to: Some("offset"),
+                    partition: Some(7),
                     ..base()
                 },
             ),
@@ -1315,6 +1420,9 @@ mod tests {
                 next_offset: 1,
                 bytes: 1,
                 disk_bytes: Some(100),
+                partitions: 1,
+                first_offsets: vec![0],
+                next_offsets: vec![1],
             },
             TopicInfo {
                 name: "x".repeat(300),
@@ -1323,6 +1431,9 @@ mod tests {
                 next_offset: 1 << 40,
                 bytes: 0,
                 disk_bytes: None,
+                partitions: 3,
+                first_offsets: vec![1 << 40, 0, 5],
+                next_offsets: vec![1 << 40, 0, 1 << 33],
             },
         ];
         let groups = [
@@ -1334,6 +1445,7 @@ mod tests {
                 end_offset: 1 << 33,
                 pending: 2,
                 members: vec![1, 2],
+                partition: 0,
             },
             GroupInfo {
                 group: "h".into(),
@@ -1343,9 +1455,14 @@ mod tests {
                 end_offset: 0,
                 pending: 0,
                 members: Vec::new(),
+                partition: 9_999,
             },
         ];
         let redelivered = [0, 127, 1 << 33];
+        let placed = [
+            Placement { partition: 0, first_offset: 0, last_offset: 1 << 33 },
+            Placement { partition: 1, first_offset: 5, last_offset: 6 },
+        ];
         let ok = |reply| SerdeResponse {
             v: Some(1),
             code: Some(200),
@@ -1378,6 +1495,7 @@ mod tests {
             (
                 Response::Messages {
                     topic: "t",
+                    partition: 1,
                     messages: messages.to_vec(),
                     next_offset: 2,
                     end_offset: 3,
@@ -1387,16 +1505,53 @@ mod tests {
                     messages: Some(messages.to_vec()),
                     next_offset: Some(2),
                     end_offset: Some(3),
+                    partition: Some(1),
                     ..ok("messages")
                 },
             ),
             (
-                Response::Appended { topic: "t", first_offset: 5, last_offset: 1 << 20 },
+                Response::Appended {
+                    topic: "t",
+                    partition: 0,
+                    first_offset: 5,
+                    last_offset: 1 << 20,
+                    placed: Vec::new(),
+                },
                 SerdeResponse {
                     topic: Some("t"),
                     first_offset: Some(5),
                     last_offset: Some(1 << 20),
+                    partition: Some(0),
                     ..ok("appended")
+                },
+            ),
+            (
+                Response::Appended {
+                    topic: "t",
+                    partition: 1,
+                    first_offset: 5,
+                    last_offset: 6,
+                    placed: placed.to_vec(),
+                },
+                SerdeResponse {
+                    topic: Some("t"),
+                    first_offset: Some(5),
+                    last_offset: Some(6),
+                    partition: Some(1),
+                    placed: Some(placed.to_vec()),
+                    ..ok("appended")
+                },
+            ),
+            (
+                Response::Created { topic: "t", partitions: 1 },
+                SerdeResponse { topic: Some("t"), partitions: Some(1), ..ok("created") },
+            ),
+            (
+                Response::PartitionsCreated { topic: "t", partitions: 10_000 },
+                SerdeResponse {
+                    topic: Some("t"),
+                    partitions: Some(10_000),
+                    ..ok("partitions_created")
                 },
             ),
             (Response::Deleted { topic: "t" }, SerdeResponse { topic: Some("t"), ..ok("deleted") }),
@@ -1409,6 +1564,7 @@ mod tests {
                     members: 300,
                     created: true,
                     ack_timeout_ms: 30_000,
+                    partitions: 6,
                 },
                 SerdeResponse {
                     topic: Some("t"),
@@ -1418,6 +1574,7 @@ mod tests {
                     members: Some(300),
                     created: Some(true),
                     ack_timeout_ms: Some(30_000),
+                    partitions: Some(6),
                     ..ok("joined")
                 },
             ),
@@ -1430,6 +1587,7 @@ mod tests {
                     members: 1,
                     created: false,
                     ack_timeout_ms: 0,
+                    partitions: 6,
                 },
                 SerdeResponse {
                     topic: Some("t"),
@@ -1439,6 +1597,7 @@ mod tests {
                     members: Some(1),
                     created: Some(false),
                     ack_timeout_ms: Some(0),
+                    partitions: Some(6),
                     ..ok("joined")
                 },
             ),
@@ -1451,6 +1610,7 @@ mod tests {
                     committed_offset: 0,
                     end_offset: u64::MAX,
                     reset_offset: None,
+                    partition: 0,
                 },
                 SerdeResponse {
                     topic: Some("t"),
@@ -1459,6 +1619,7 @@ mod tests {
                     group: Some("g"),
                     committed_offset: Some(0),
                     redelivered: Some(redelivered.to_vec()),
+                    partition: Some(0),
                     ..ok("delivered")
                 },
             ),
@@ -1471,6 +1632,7 @@ mod tests {
                     committed_offset: 3,
                     end_offset: 3,
                     reset_offset: Some(3),
+                    partition: 5,
                 },
                 SerdeResponse {
                     topic: Some("t"),
@@ -1480,16 +1642,24 @@ mod tests {
                     committed_offset: Some(3),
                     redelivered: Some(Vec::new()),
                     reset_offset: Some(3),
+                    partition: Some(5),
                     ..ok("delivered")
                 },
             ),
             (
-                Response::Acked { group: "g", topic: "t", acked: 3, committed_offset: 1 << 33 },
+                Response::Acked {
+                    group: "g",
+                    topic: "t",
+                    acked: 3,
+                    committed_offset: 1 << 33,
+                    partition: 2,
+                },
                 SerdeResponse {
                     topic: Some("t"),
                     group: Some("g"),
                     committed_offset: Some(1 << 33),
                     acked: Some(3),
+                    partition: Some(2),
                     ..ok("acked")
                 },
             ),
@@ -1502,7 +1672,7 @@ mod tests {
                 SerdeResponse { groups: Some(Vec::new()), ..ok("groups") },
             ),
             (
-                Response::Reset { group: "g", topic: "t", committed_offset: 42 },
+                Response::Reset { group: "g", topic: "t", committed_offset: 42, partition: None },
                 SerdeResponse {
                     topic: Some("t"),
                     group: Some("g"),
@@ -1511,10 +1681,21 @@ mod tests {
                 },
             ),
             (
+                Response::Reset { group: "g", topic: "t", committed_offset: 4, partition: Some(1) },
+                SerdeResponse {
+                    topic: Some("t"),
+                    group: Some("g"),
+                    committed_offset: Some(4),
+                    partition: Some(1),
+                    ..ok("reset")
+                },
+            ),
+            (
                 Response::Error {
                     code: ErrorCode::OffsetOutOfRange,
                     reason: "out".into(),
                     range: Some((3, 9)),
+                    partitions: None,
                 },
                 SerdeResponse {
                     code: Some(304),
@@ -1523,6 +1704,22 @@ mod tests {
                     reason: Some("out"),
                     first_offset: Some(3),
                     next_offset: Some(9),
+                    ..ok("error")
+                },
+            ),
+            (
+                Response::Error {
+                    code: ErrorCode::UnknownPartition,
+                    reason: "no partition 3".into(),
+                    range: None,
+                    partitions: Some(3),
+                },
+                SerdeResponse {
+                    code: Some(315),
+                    reply: Some("error"),
+                    error: Some("unknown_partition"),
+                    reason: Some("no partition 3"),
+                    partitions: Some(3),
                     ..ok("error")
                 },
             ),
@@ -1571,6 +1768,7 @@ mod tests {
         // Keys sent as byte strings, and an unknown key in a message.
         let frame = b"\x84\xc4\x01v\x01\xc4\x02op\xa6append\xa5topic\xa1t\xa8messages\x91\x82\xa1x\x90\xa5value\xa1a";
         let expected = Request::Append(Append {
+            partition: None,
             topic: "t",
             messages: vec![NewMessage { key: None, value: b"a" }],
         });

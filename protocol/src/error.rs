@@ -47,6 +47,9 @@ pub enum ErrorCode {
     /// nothing was done or whether an append may have been stored all the same. The same
     /// request may succeed when sent again.
     StoreUnavailable,
+    /// `315 unknown_partition`: the topic has no partition of that number; the reply says how
+    /// many it has. A topic may grow, so the same request may succeed later.
+    UnknownPartition,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
     /// or not UTF-8, a map of too many entries, a missing or mistyped field).
     Malformed,
@@ -65,11 +68,14 @@ pub enum ErrorCode {
     /// `516 limit_exceeded`: a field of the request is longer than its limit (a `client` name,
     /// the messages of an `append`, the offsets of an `ack`; PROTOCOL.md, "Limits").
     LimitExceeded,
+    /// `517 invalid_partitions`: a partition count of 0 or above [`crate::MAX_PARTITIONS`], or,
+    /// to grow a topic, not more than it has.
+    InvalidPartitions,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -85,6 +91,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::StorageFull,
         ErrorCode::StoreUnavailable,
+        ErrorCode::UnknownPartition,
         ErrorCode::Malformed,
         ErrorCode::UnknownRequest,
         ErrorCode::InternalError,
@@ -93,6 +100,7 @@ impl ErrorCode {
         ErrorCode::InvalidTopicName,
         ErrorCode::InvalidGroupName,
         ErrorCode::LimitExceeded,
+        ErrorCode::InvalidPartitions,
     ];
 
     /// The numeric status code sent as `code`.
@@ -113,6 +121,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 312,
             ErrorCode::StorageFull => 313,
             ErrorCode::StoreUnavailable => 314,
+            ErrorCode::UnknownPartition => 315,
             ErrorCode::Malformed => 500,
             ErrorCode::UnknownRequest => 501,
             ErrorCode::InternalError => 502,
@@ -121,6 +130,7 @@ impl ErrorCode {
             ErrorCode::InvalidTopicName => 514,
             ErrorCode::InvalidGroupName => 515,
             ErrorCode::LimitExceeded => 516,
+            ErrorCode::InvalidPartitions => 517,
         }
     }
 
@@ -142,6 +152,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::UnknownPartition => "unknown_partition",
             ErrorCode::Malformed => "malformed",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::InternalError => "internal_error",
@@ -150,6 +161,7 @@ impl ErrorCode {
             ErrorCode::InvalidTopicName => "invalid_topic_name",
             ErrorCode::InvalidGroupName => "invalid_group_name",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::InvalidPartitions => "invalid_partitions",
         }
     }
 

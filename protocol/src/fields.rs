@@ -20,7 +20,7 @@
 //! to the same bytes.
 
 use crate::codec::read;
-use crate::{BrokerStatus, GroupInfo, Message, NewMessage, TopicInfo};
+use crate::{BrokerStatus, GroupInfo, Message, NewMessage, Placement, TopicInfo};
 
 /// A field of a request or reply frame, as PROTOCOL.md describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,8 +129,8 @@ fields! {
     wait_ms: u64, "uint64", read::uint, required [] optional [claim, fetch, group_fetch];
     client: &'a str, "str", read::string, required [] optional [claim];
     topic: &'a str, "str", read::string,
-        required [fetch, append, create_topic, delete_topic, join_group, group_fetch, ack,
-            reset_group]
+        required [fetch, append, create_topic, create_partitions, delete_topic, join_group,
+            group_fetch, ack, reset_group]
         optional [list_groups];
     offset: u64, "uint64", read::uint, required [fetch] optional [reset_group];
     max_messages: u32, "uint32", read::uint32, required [] optional [fetch, group_fetch];
@@ -145,6 +145,10 @@ fields! {
     start: &'a str, "str", read::string, required [] optional [join_group];
     offsets: Vec<u64>, "list of uint64", read::ack_offsets, required [ack] optional [];
     to: &'a str, "str", read::string, required [reset_group] optional [];
+    partition: u32, "uint32", read::uint32,
+        required [] optional [append, fetch, ack, reset_group];
+    partitions: u32, "uint32", read::uint32, required [create_partitions] optional [create_topic];
+    ordered: bool, "bool", read::boolean, required [] optional [group_fetch];
 }
 
 fields! {
@@ -167,7 +171,8 @@ fields! {
     lease_ms: u64, "uint64", read::uint, required [claimed, renewed] optional [];
     topics: Vec<TopicInfo>, "list of topic records", read::records, required [topics] optional [];
     topic: &'a str, "str", read::string,
-        required [messages, appended, created, deleted, joined, delivered, acked, reset]
+        required [messages, appended, created, partitions_created, deleted, joined, delivered,
+            acked, reset]
         optional [];
     messages: Vec<Message<'a>>, "list of message records", read::messages,
         required [messages, delivered] optional [];
@@ -186,6 +191,12 @@ fields! {
     reset_offset: u64, "uint64", read::uint, required [] optional [delivered];
     acked: u64, "uint64", read::uint, required [acked] optional [];
     groups: Vec<GroupInfo>, "list of group records", read::records, required [groups] optional [];
+    partition: u32, "uint32", read::uint32,
+        required [messages, appended, delivered, acked] optional [reset];
+    partitions: u32, "uint32", read::uint32,
+        required [created, partitions_created, joined] optional [error];
+    placed: Vec<Placement>, "list of placement records", read::records,
+        required [] optional [appended];
 }
 
 /// Generates, from one table per record, how the small records inside the lists of
@@ -275,6 +286,9 @@ records! {
         next_offset: u64, "uint64";
         bytes: u64, "uint64";
         disk_bytes: Option<u64>, "uint64";
+        partitions: u32, "uint32";
+        first_offsets: Vec<u64>, "list of uint64";
+        next_offsets: Vec<u64>, "list of uint64";
     }
 
     /// The fields of a group record, in the order they are written.
@@ -286,5 +300,13 @@ records! {
         end_offset: u64, "uint64";
         pending: u64, "uint64";
         members: Vec<u32>, "list of uint32";
+        partition: u32, "uint32";
+    }
+
+    /// The fields of a placement record, in the order they are written.
+    Placement as "a placement record", const PLACEMENT_RECORD {
+        partition: u32, "uint32";
+        first_offset: u64, "uint64";
+        last_offset: u64, "uint64";
     }
 }

@@ -76,7 +76,7 @@ impl ResetTo {
     }
 }
 
-/// One group's state on one topic, as `list_groups` shows it.
+/// One group's state on one partition of a topic, as `list_groups` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupInfo {
     /// The group's name.
@@ -93,6 +93,8 @@ pub struct GroupInfo {
     pub pending: u64,
     /// The logical brokers whose claims have joined the group on this topic, in order.
     pub members: Vec<u32>,
+    /// The partition of the topic these offsets are of.
+    pub partition: u32,
 }
 
 impl GroupInfo {

@@ -14,6 +14,7 @@ pub mod group;
 pub mod limits;
 mod msgpack;
 pub mod name;
+pub mod partition;
 pub mod request;
 pub mod response;
 pub mod topic;
@@ -26,8 +27,9 @@ pub use group::{
 pub use limits::{
     excerpt, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES, MAX_MAP_ENTRIES,
 };
+pub use partition::{murmur2, partition_for_key, MAX_PARTITIONS};
 pub use request::{Append, Fetch, GroupFetch, NewMessage, Request, Retention};
-pub use response::{BrokerStatus, Message, Response, TopicInfo};
+pub use response::{BrokerStatus, Message, Placement, Response, TopicInfo};
 pub use topic::{validate_topic_name, InvalidTopicName, MAX_TOPIC_NAME_BYTES};
 
 /// The protocol version this crate speaks; carried in every frame as `v`.

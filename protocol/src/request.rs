@@ -37,16 +37,28 @@ pub enum Request<'a> {
         /// The claim token from `claimed`.
         claim: u64,
     },
-    /// `fetch claim topic offset [max_messages] [max_bytes] [wait_ms]` → `messages`.
+    /// `fetch claim topic offset [max_messages] [max_bytes] [wait_ms] [partition]` → `messages`.
     Fetch(Fetch<'a>),
-    /// `append topic messages` → `appended`: add messages to a topic, creating it if needed.
+    /// `append topic messages [partition]` → `appended`: add messages to a topic, creating it if needed.
     Append(Append<'a>),
-    /// `create_topic topic [retention_messages] [retention_bytes] [retention_ms]` → `created`.
+    /// `create_topic topic [retention_messages] [retention_bytes] [retention_ms] [partitions]` →
+    /// `created`.
     CreateTopic {
         /// The name of the new topic.
         topic: &'a str,
+        /// How many partitions it has: 1 to [`crate::MAX_PARTITIONS`] (1 when not sent).
+        partitions: u32,
         /// Limits that override the broker's retention for this topic.
         retention: Retention,
+    },
+    /// `create_partitions topic partitions` → `partitions_created`: grow a topic to more
+    /// partitions.
+    CreatePartitions {
+        /// The topic to grow.
+        topic: &'a str,
+        /// How many partitions it has afterwards, in all: more than now, at most
+        /// [`crate::MAX_PARTITIONS`].
+        partitions: u32,
     },
     /// `delete_topic topic` → `deleted`: remove a topic and its messages.
     DeleteTopic {
@@ -64,14 +76,17 @@ pub enum Request<'a> {
         /// Where the group starts if this join creates it.
         start: GroupStart,
     },
-    /// `group_fetch claim group topic [max_messages] [max_bytes] [wait_ms]` → `delivered`.
+    /// `group_fetch claim group topic [max_messages] [max_bytes] [wait_ms] [ordered]` → `delivered`.
     GroupFetch(GroupFetch<'a>),
-    /// `ack group topic offsets` → `acked`: acknowledge messages delivered to a group.
+    /// `ack group topic offsets [partition]` → `acked`: acknowledge messages delivered to a
+    /// group.
     Ack {
         /// The group's name.
         group: &'a str,
         /// The topic.
         topic: &'a str,
+        /// The partition the offsets are of (0 when not sent).
+        partition: u32,
         /// The offsets acknowledged; at least one, at most [`crate::MAX_ACK_OFFSETS`].
         offsets: Vec<u64>,
     },
@@ -82,12 +97,15 @@ pub enum Request<'a> {
         /// Only groups on this topic.
         topic: Option<&'a str>,
     },
-    /// `reset_group group topic to [offset]` → `reset`: move a group's committed offset.
+    /// `reset_group group topic to [offset] [partition]` → `reset`: move a group's committed
+    /// offset.
     ResetGroup {
         /// The group's name.
         group: &'a str,
         /// The topic.
         topic: &'a str,
+        /// The one partition to reset; `None` resets every partition of the topic.
+        partition: Option<u32>,
         /// Where to.
         to: ResetTo,
     },
@@ -105,6 +123,7 @@ impl Request<'_> {
             Request::Fetch(_) => "fetch",
             Request::Append(_) => "append",
             Request::CreateTopic { .. } => "create_topic",
+            Request::CreatePartitions { .. } => "create_partitions",
             Request::DeleteTopic { .. } => "delete_topic",
             Request::JoinGroup { .. } => "join_group",
             Request::GroupFetch(_) => "group_fetch",
@@ -135,6 +154,8 @@ pub struct Fetch<'a> {
     pub claim: u64,
     /// The topic to read.
     pub topic: &'a str,
+    /// The partition to read (0 when not sent).
+    pub partition: u32,
     /// The first offset wanted.
     pub offset: u64,
     /// At most this many messages (clamped to [`crate::MAX_FETCH_MESSAGES`]).
@@ -160,6 +181,9 @@ pub struct GroupFetch<'a> {
     pub max_bytes: u32,
     /// When nothing is there for the group, hold the reply this long for something to come.
     pub wait_ms: u64,
+    /// Hand out no message of a partition while another member holds unacknowledged messages
+    /// of it, so that each partition is read in order by one member at a time.
+    pub ordered: bool,
 }
 
 /// How much of a topic the broker keeps; `None` leaves a limit to the broker's default.
@@ -181,6 +205,10 @@ pub struct Retention {
 pub struct Append<'a> {
     /// The topic to append to; created if it does not exist.
     pub topic: &'a str,
+    /// The partition to append to; `None` lets the broker place each message (by its key's
+    /// hash, as Kafka's default partitioner does, or, without a key, on one partition per
+    /// append taken in turn).
+    pub partition: Option<u32>,
     /// The messages, in order; at least one, at most [`crate::MAX_APPEND_MESSAGES`].
     pub messages: Vec<NewMessage<'a>>,
 }

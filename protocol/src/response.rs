@@ -43,10 +43,12 @@ pub enum Response<'a> {
         /// One entry per topic.
         topics: Vec<TopicInfo>,
     },
-    /// `messages topic messages next_offset end_offset`: what a fetch found.
+    /// `messages topic partition messages next_offset end_offset`: what a fetch found.
     Messages {
         /// The topic read.
         topic: &'a str,
+        /// The partition read.
+        partition: u32,
         /// The messages, in offset order; empty when none was there in time.
         messages: Vec<Message<'a>>,
         /// The offset to fetch from next.
@@ -54,26 +56,41 @@ pub enum Response<'a> {
         /// The topic's next offset when the reply was made (its high-water mark).
         end_offset: u64,
     },
-    /// `appended topic first_offset last_offset`: the offsets given to the messages.
+    /// `appended topic partition first_offset last_offset [placed]`: where the messages went.
     Appended {
         /// The topic appended to.
         topic: &'a str,
-        /// The first message's offset.
+        /// The partition of the first message.
+        partition: u32,
+        /// The first message's offset in `partition`.
         first_offset: u64,
-        /// The last message's offset; the messages hold every offset in between.
+        /// The offset of the last message that went to `partition`; the messages there hold
+        /// every offset in between.
         last_offset: u64,
+        /// When the messages went to several partitions: each one's offsets, by partition.
+        /// Empty when they all went to `partition`.
+        placed: Vec<Placement>,
     },
-    /// `created topic`.
+    /// `created topic partitions`.
     Created {
         /// The topic created.
         topic: &'a str,
+        /// How many partitions it has.
+        partitions: u32,
+    },
+    /// `partitions_created topic partitions`: the topic has more partitions.
+    PartitionsCreated {
+        /// The topic grown.
+        topic: &'a str,
+        /// How many partitions it has now.
+        partitions: u32,
     },
     /// `deleted topic`.
     Deleted {
         /// The topic deleted.
         topic: &'a str,
     },
-    /// `joined group topic committed_offset end_offset members created ack_timeout_ms`: the
+    /// `joined group topic committed_offset end_offset members created ack_timeout_ms partitions`: the
     /// claim is now a member of the group on the topic.
     Joined {
         /// The group.
@@ -91,8 +108,10 @@ pub enum Response<'a> {
         /// How long a delivered message waits for its acknowledgement before it is delivered
         /// again.
         ack_timeout_ms: u64,
+        /// How many partitions the topic has; the offsets above are partition 0's.
+        partitions: u32,
     },
-    /// `delivered group topic messages redelivered committed_offset end_offset [reset_offset]`:
+    /// `delivered group topic messages redelivered committed_offset end_offset [reset_offset] partition`:
     /// what a group fetch handed to this member.
     Delivered {
         /// The group.
@@ -110,8 +129,10 @@ pub enum Response<'a> {
         /// Where the group was reset to, when it was reset since this member's previous group
         /// fetch: what it reads next does not follow on from what it read before.
         reset_offset: Option<u64>,
+        /// The partition every message is of; the offsets above are this partition's.
+        partition: u32,
     },
-    /// `acked group topic acked committed_offset`: the acknowledgements are recorded.
+    /// `acked group topic acked committed_offset partition`: the acknowledgements are recorded.
     Acked {
         /// The group.
         group: &'a str,
@@ -121,20 +142,26 @@ pub enum Response<'a> {
         acked: u64,
         /// The group's committed offset on the topic now.
         committed_offset: u64,
+        /// The partition acknowledged.
+        partition: u32,
     },
     /// `groups groups`: groups on topics, ordered by group, then topic.
     Groups {
         /// One entry per group and topic.
         groups: Vec<GroupInfo>,
     },
-    /// `reset group topic committed_offset`: the group's committed offset was moved.
+    /// `reset group topic committed_offset [partition]`: the group's committed offset was
+    /// moved.
     Reset {
         /// The group.
         group: &'a str,
         /// The topic.
         topic: &'a str,
-        /// The committed offset now.
+        /// The committed offset now: of `partition`, or of partition 0 when every partition
+        /// was reset.
         committed_offset: u64,
+        /// The one partition reset; `None` when every partition was.
+        partition: Option<u32>,
     },
     /// `error code error reason [first_offset next_offset]`: the request was refused and
     /// changed nothing.
@@ -145,13 +172,15 @@ pub enum Response<'a> {
         reason: Cow<'a, str>,
         /// For `offset_out_of_range`: the topic's first kept offset and next offset.
         range: Option<(u64, u64)>,
+        /// For `unknown_partition`: how many partitions the topic has.
+        partitions: Option<u32>,
     },
 }
 
 impl<'a> Response<'a> {
     /// An error reply with no offset range.
     pub fn error(code: ErrorCode, reason: impl Into<Cow<'a, str>>) -> Self {
-        Response::Error { code, reason: reason.into(), range: None }
+        Response::Error { code, reason: reason.into(), range: None, partitions: None }
     }
 
     /// The reply's name as sent in the `reply` field.
@@ -165,6 +194,7 @@ impl<'a> Response<'a> {
             Response::Messages { .. } => "messages",
             Response::Appended { .. } => "appended",
             Response::Created { .. } => "created",
+            Response::PartitionsCreated { .. } => "partitions_created",
             Response::Deleted { .. } => "deleted",
             Response::Joined { .. } => "joined",
             Response::Delivered { .. } => "delivered",
@@ -205,17 +235,42 @@ pub struct BrokerStatus {
 pub struct TopicInfo {
     /// The topic's name.
     pub name: String,
-    /// How many messages it holds now.
+    /// How many messages it holds now, in all its partitions.
     pub messages: u64,
-    /// The oldest offset still kept.
+    /// Partition 0's oldest offset still kept.
     pub first_offset: u64,
-    /// The offset the next appended message will get.
+    /// The offset the next message appended to partition 0 will get.
     pub next_offset: u64,
-    /// How many bytes of keys and values it holds.
+    /// How many bytes of keys and values it holds, in all its partitions.
     pub bytes: u64,
     /// How many bytes its files take on disk; absent when it is kept in memory only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<u64>,
+    /// How many partitions it has.
+    pub partitions: u32,
+    /// Each partition's oldest offset still kept, by partition.
+    pub first_offsets: Vec<u64>,
+    /// Each partition's next offset, by partition.
+    pub next_offsets: Vec<u64>,
+}
+
+impl TopicInfo {
+    /// Partition `partition`'s first kept and next offsets, if it has that partition.
+    pub fn offsets(&self, partition: u32) -> Option<(u64, u64)> {
+        let index = usize::try_from(partition).ok()?;
+        Some((*self.first_offsets.get(index)?, *self.next_offsets.get(index)?))
+    }
+}
+
+/// Where the messages of an `append` that reached several partitions went in one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The partition.
+    pub partition: u32,
+    /// The offset of the first of the append's messages that went there.
+    pub first_offset: u64,
+    /// The offset of the last of them.
+    pub last_offset: u64,
 }
 
 /// A stored message as a fetch returns it.

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use protocol::fields::{Field, REPLY_FIELDS, REQUEST_FIELDS};
 use protocol::{
     decode_request, decode_response, encode_request, encode_response, Append, BrokerStatus,
-    DecodeError, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Message, NewMessage, Request,
-    ResetTo, Response, Retention, TopicInfo,
+    DecodeError, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Message, NewMessage,
+    Placement, Request, ResetTo, Response, Retention, TopicInfo,
 };
 
 fn request_bytes(request: &Request<'_>) -> Vec<u8> {
@@ -33,23 +33,41 @@ fn requests() -> Vec<Request<'static>> {
         Request::Fetch(Fetch {
             claim: 7,
             topic: "Hola mundo",
+            partition: 0,
             offset: 3,
             max_messages: 10,
             max_bytes: 4096,
             wait_ms: 250,
         }),
+        Request::Fetch(Fetch {
+            claim: 7,
+            topic: "orders",
+            partition: 9_999,
+            offset: 0,
+            max_messages: 10,
+            max_bytes: 4096,
+            wait_ms: 0,
+        }),
         Request::Append(Append {
             topic: "orders",
+            partition: None,
             messages: vec![
                 NewMessage { key: None, value: b"one" },
                 NewMessage { key: Some(b"k"), value: &[0, 159, 146, 150] },
             ],
         }),
-        Request::CreateTopic { topic: "t", retention: Retention::default() },
+        Request::Append(Append {
+            topic: "orders",
+            partition: Some(5),
+            messages: vec![NewMessage { key: None, value: b"two" }],
+        }),
+        Request::CreateTopic { topic: "t", partitions: 1, retention: Retention::default() },
         Request::CreateTopic {
             topic: "t",
+            partitions: 6,
             retention: Retention { messages: Some(10), bytes: Some(1 << 20), ms: Some(60_000) },
         },
+        Request::CreatePartitions { topic: "t", partitions: 12 },
         Request::DeleteTopic { topic: "t" },
         Request::JoinGroup {
             claim: 7,
@@ -65,13 +83,29 @@ fn requests() -> Vec<Request<'static>> {
             max_messages: 2,
             max_bytes: 4096,
             wait_ms: 1000,
+            ordered: false,
         }),
-        Request::Ack { group: "preparers", topic: "orders", offsets: vec![3, 1, u64::MAX] },
+        Request::GroupFetch(GroupFetch {
+            claim: 7,
+            group: "g",
+            topic: "t",
+            max_messages: 2,
+            max_bytes: 4096,
+            wait_ms: 0,
+            ordered: true,
+        }),
+        Request::Ack {
+            group: "preparers",
+            topic: "orders",
+            partition: 0,
+            offsets: vec![3, 1, u64::MAX],
+        },
+        Request::Ack { group: "g", topic: "t", partition: 3, offsets: vec![0] },
         Request::ListGroups { group: None, topic: None },
         Request::ListGroups { group: Some("g"), topic: Some("t") },
-        Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Earliest },
-        Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Latest },
-        Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(42) },
+        Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Earliest },
+        Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Latest },
+        Request::ResetGroup { group: "g", topic: "t", partition: Some(2), to: ResetTo::Offset(42) },
     ]
 }
 
@@ -121,10 +155,14 @@ fn responses() -> Vec<Response<'static>> {
                 next_offset: 3,
                 bytes: 27,
                 disk_bytes: Some(4096),
+                partitions: 2,
+                first_offsets: vec![0, 0],
+                next_offsets: vec![3, 0],
             }],
         },
         Response::Messages {
             topic: "Hello world",
+            partition: 1,
             messages: vec![
                 Message { offset: 0, timestamp: 1_700_000_000_000, key: None, value: b"message 1" },
                 Message { offset: 1, timestamp: 1_700_000_000_001, key: Some(b"k"), value: b"" },
@@ -132,8 +170,25 @@ fn responses() -> Vec<Response<'static>> {
             next_offset: 2,
             end_offset: 3,
         },
-        Response::Appended { topic: "orders", first_offset: 5, last_offset: 9 },
-        Response::Created { topic: "t" },
+        Response::Appended {
+            topic: "orders",
+            partition: 0,
+            first_offset: 5,
+            last_offset: 9,
+            placed: vec![],
+        },
+        Response::Appended {
+            topic: "orders",
+            partition: 2,
+            first_offset: 7,
+            last_offset: 7,
+            placed: vec![
+                Placement { partition: 0, first_offset: 3, last_offset: 4 },
+                Placement { partition: 2, first_offset: 7, last_offset: 7 },
+            ],
+        },
+        Response::Created { topic: "t", partitions: 1 },
+        Response::PartitionsCreated { topic: "t", partitions: 6 },
         Response::Deleted { topic: "t" },
         Response::Joined {
             group: "preparers",
@@ -143,6 +198,7 @@ fn responses() -> Vec<Response<'static>> {
             members: 2,
             created: false,
             ack_timeout_ms: 30_000,
+            partitions: 3,
         },
         Response::Delivered {
             group: "preparers",
@@ -155,8 +211,9 @@ fn responses() -> Vec<Response<'static>> {
             committed_offset: 2,
             end_offset: 6,
             reset_offset: Some(2),
+            partition: 4,
         },
-        Response::Acked { group: "g", topic: "t", acked: 3, committed_offset: 7 },
+        Response::Acked { group: "g", topic: "t", acked: 3, committed_offset: 7, partition: 1 },
         Response::Groups {
             groups: vec![GroupInfo {
                 group: "g".into(),
@@ -166,15 +223,24 @@ fn responses() -> Vec<Response<'static>> {
                 end_offset: 5,
                 pending: 2,
                 members: vec![1, 2],
+                partition: 0,
             }],
         },
-        Response::Reset { group: "g", topic: "t", committed_offset: 0 },
+        Response::Reset { group: "g", topic: "t", committed_offset: 0, partition: None },
+        Response::Reset { group: "g", topic: "t", committed_offset: 5, partition: Some(1) },
         Response::error(ErrorCode::NotPending, "offset 9 was never delivered to group g"),
         Response::error(ErrorCode::BrokerBusy, "logical broker 1 is claimed"),
         Response::Error {
             code: ErrorCode::OffsetOutOfRange,
             reason: "offset 10 is past the end".into(),
             range: Some((0, 3)),
+            partitions: None,
+        },
+        Response::Error {
+            code: ErrorCode::UnknownPartition,
+            reason: "topic t has 3 partitions (0 to 2), not 7".into(),
+            range: None,
+            partitions: Some(3),
         },
     ]
 }
@@ -237,6 +303,7 @@ fn status_request_is_pinned() {
 #[test]
 fn append_request_is_pinned() {
     let bytes = request_bytes(&Request::Append(Append {
+        partition: None,
         topic: "t",
         messages: vec![NewMessage { key: None, value: b"hi" }],
     }));
@@ -259,7 +326,7 @@ fn keys_may_come_in_any_order_and_unknown_keys_are_ignored() {
     let frame = b"\x84\xa5topic\xa1t\xa6future\xc3\xa2op\xaccreate_topic\xa1v\x01";
     assert_eq!(
         decode_request(frame),
-        Ok(Request::CreateTopic { topic: "t", retention: Retention::default() })
+        Ok(Request::CreateTopic { topic: "t", partitions: 1, retention: Retention::default() })
     );
 }
 
@@ -268,6 +335,7 @@ fn values_sent_as_strings_are_accepted_as_bytes() {
     // {"v": 1, "op": "append", "topic": "t", "messages": [{"value": "hi", "key": "k"}]}
     let frame = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x91\x82\xa5value\xa2hi\xa3key\xa1k";
     let expected = Request::Append(Append {
+        partition: None,
         topic: "t",
         messages: vec![NewMessage { key: Some(b"k"), value: b"hi" }],
     });

@@ -114,7 +114,7 @@ fn append_of(count: usize) -> Vec<u8> {
 #[test]
 fn an_append_may_carry_100000_messages_and_not_one_more() {
     match decode_request(&append_of(MAX_APPEND_MESSAGES)) {
-        Ok(Request::Append(Append { messages, .. })) => {
+        Ok(Request::Append(Append { partition: None, messages, .. })) => {
             assert_eq!(messages.len(), MAX_APPEND_MESSAGES)
         }
         other => panic!("expected an append, got {other:?}"),
@@ -227,6 +227,7 @@ fn an_unknown_key_twice_is_malformed_in_the_body_and_in_a_message() {
         decode_request(&append(b"\x83\xa5value\xa1a\xa1x\x01\xa1y\x02")),
         Ok(Request::Append(Append {
             topic: "t",
+            partition: None,
             messages: vec![NewMessage { key: None, value: b"a" }]
         }))
     );

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use protocol::{
     decode_response, encode_request, Append, BrokerStatus, ErrorCode, Fetch, GroupFetch, GroupInfo,
-    GroupStart, Message, NewMessage, Request, ResetTo, Response, TopicInfo, MAX_WAIT_MS,
+    GroupStart, Message, NewMessage, Placement, Request, ResetTo, Response, Retention, TopicInfo,
+    MAX_WAIT_MS,
 };
 use tracing::debug;
 
@@ -102,17 +103,23 @@ pub struct Claimed {
 }
 
 /// Where an append put its messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
-    /// The first message's offset.
+    /// The partition of the first message.
+    pub partition: u32,
+    /// The first message's offset in `partition`.
     pub first_offset: u64,
-    /// The last message's offset.
+    /// The offset of the last message that went to `partition`.
     pub last_offset: u64,
+    /// When the messages went to several partitions: each one's offsets; empty otherwise.
+    pub placed: Vec<Placement>,
 }
 
 /// What one fetch returned, borrowed from the reply frame.
 #[derive(Debug)]
 pub struct Batch<'a> {
+    /// The partition read.
+    pub partition: u32,
     /// The messages, in offset order; empty when none was there in time.
     pub messages: Vec<Message<'a>>,
     /// The offset to fetch from next.
@@ -124,6 +131,8 @@ pub struct Batch<'a> {
 /// What a group fetch delivered, borrowed from the reply frame.
 #[derive(Debug)]
 pub struct Delivery<'a> {
+    /// The partition every message is of.
+    pub partition: u32,
     /// The messages, in offset order; empty when nothing was there in time.
     pub messages: Vec<Message<'a>>,
     /// The offsets among them that had been delivered before and not acknowledged in time.
@@ -368,7 +377,7 @@ impl Client {
         let reply = reply?;
         let response = decode_response(&reply).map_err(ClientError::Decode)?;
         debug!(reply = response.name(), bytes = reply.len(), "reply");
-        if let Response::Error { code, reason, range } = response {
+        if let Response::Error { code, reason, range, .. } = response {
             return Err(ClientError::Broker { code, reason: reason.into_owned(), range });
         }
         read(response)
@@ -456,24 +465,30 @@ impl Client {
     ) -> Result<T> {
         let request = Request::Fetch(fetch);
         self.call(&request, |response| match response {
-            Response::Messages { messages, next_offset, end_offset, .. } => {
-                read(Batch { messages, next_offset, end_offset })
+            Response::Messages { partition, messages, next_offset, end_offset, .. } => {
+                read(Batch { partition, messages, next_offset, end_offset })
             }
             other => Err(unexpected(&request, &other)),
         })
     }
 
-    /// Appends `messages` (at least one) to `topic`. Never retried: see [`Client`].
+    /// Appends `messages` (at least one) to `topic`: all to `partition`, or, when `None`, each
+    /// where the broker places it (by its key's hash). Never retried: see [`Client`].
     ///
     /// # Errors
     /// As [`Client::call`]; a timeout becomes [`ClientError::Unconfirmed`], since the broker
-    /// may have stored the messages.
-    pub fn append(&mut self, topic: &str, messages: Vec<NewMessage<'_>>) -> Result<Appended> {
+    /// may have stored the messages; `unknown_partition` for a partition the topic lacks.
+    pub fn append(
+        &mut self,
+        topic: &str,
+        partition: Option<u32>,
+        messages: Vec<NewMessage<'_>>,
+    ) -> Result<Appended> {
         let count = messages.len();
-        let request = Request::Append(Append { topic, messages });
+        let request = Request::Append(Append { topic, partition, messages });
         let result = self.call(&request, |response| match response {
-            Response::Appended { first_offset, last_offset, .. } => {
-                Ok(Appended { first_offset, last_offset })
+            Response::Appended { partition, first_offset, last_offset, placed, .. } => {
+                Ok(Appended { partition, first_offset, last_offset, placed })
             }
             other => Err(unexpected(&request, &other)),
         });
@@ -535,22 +550,35 @@ impl Client {
                 committed_offset,
                 end_offset,
                 reset_offset,
+                partition,
                 ..
-            } => {
-                read(Delivery { messages, redelivered, committed_offset, end_offset, reset_offset })
-            }
+            } => read(Delivery {
+                partition,
+                messages,
+                redelivered,
+                committed_offset,
+                end_offset,
+                reset_offset,
+            }),
             other => Err(unexpected(&request, &other)),
         })
     }
 
-    /// Acknowledges `offsets` (at least one) of `topic` for `group`. Runs to its end even after
-    /// Ctrl-C, bounded by the timeout, so that what was processed is acknowledged.
+    /// Acknowledges `offsets` (at least one) of `topic`'s `partition` for `group`. Runs to its
+    /// end even after Ctrl-C, bounded by the timeout, so that what was processed is
+    /// acknowledged.
     ///
     /// # Errors
     /// As [`Client::call`]; `not_pending` when an offset was never delivered to the group, and
     /// then nothing is acknowledged.
-    pub fn ack(&mut self, group: &str, topic: &str, offsets: &[u64]) -> Result<Acked> {
-        let request = Request::Ack { group, topic, offsets: offsets.to_vec() };
+    pub fn ack(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offsets: &[u64],
+    ) -> Result<Acked> {
+        let request = Request::Ack { group, topic, partition, offsets: offsets.to_vec() };
         self.call(&request, |response| match response {
             Response::Acked { acked, committed_offset, .. } => {
                 Ok(Acked { acked, committed_offset })
@@ -575,14 +603,50 @@ impl Client {
         })
     }
 
-    /// Moves `group`'s committed offset on `topic` as `to` says; returns the new offset.
+    /// Moves `group`'s committed offset on `topic`'s `partition` (on every partition when
+    /// `None`) as `to` says; returns the new offset (partition 0's when every partition moved).
     ///
     /// # Errors
     /// As [`Client::call`]; `offset_out_of_range` for an offset the topic does not hold.
-    pub fn reset_group(&mut self, group: &str, topic: &str, to: ResetTo) -> Result<u64> {
-        let request = Request::ResetGroup { group, topic, to };
+    pub fn reset_group(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: Option<u32>,
+        to: ResetTo,
+    ) -> Result<u64> {
+        let request = Request::ResetGroup { group, topic, partition, to };
         self.call(&request, |response| match response {
             Response::Reset { committed_offset, .. } => Ok(committed_offset),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Creates `topic` with `partitions` partitions and the `retention` given.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `topic_exists`, `invalid_partitions` among the broker's refusals.
+    pub fn create_topic(
+        &mut self,
+        topic: &str,
+        partitions: u32,
+        retention: Retention,
+    ) -> Result<u32> {
+        let request = Request::CreateTopic { topic, partitions, retention };
+        self.call(&request, |response| match response {
+            Response::Created { partitions, .. } => Ok(partitions),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
+    /// Grows `topic` to `partitions` partitions in all; returns how many it has now.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `invalid_partitions` when that is not more than it has.
+    pub fn create_partitions(&mut self, topic: &str, partitions: u32) -> Result<u32> {
+        let request = Request::CreatePartitions { topic, partitions };
+        self.call(&request, |response| match response {
+            Response::PartitionsCreated { partitions, .. } => Ok(partitions),
             other => Err(unexpected(&request, &other)),
         })
     }
@@ -879,7 +943,7 @@ mod tests {
         assert_eq!(e.to_string(), format!("broker not reachable at {endpoint}"));
         // One retry for a status, within the one timeout.
         assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
-        let e = client.append("t", vec![NewMessage { key: None, value: b"x" }]).unwrap_err();
+        let e = client.append("t", None, vec![NewMessage { key: None, value: b"x" }]).unwrap_err();
         assert!(matches!(e, ClientError::Unconfirmed { count: 1, .. }), "{e:?}");
         // No other endpoint to go to.
         assert!(!client.has_fresh_endpoint());
@@ -927,13 +991,21 @@ mod tests {
     fn an_append_without_reply_is_not_sent_again_and_the_next_goes_to_the_next_endpoint() {
         let context = zmq::Context::new();
         let (silent, dead) = silent_broker(&context);
-        let (alive, broker) =
-            fake_broker(|_| Response::Appended { topic: "t", first_offset: 0, last_offset: 0 }, 1);
+        let (alive, broker) = fake_broker(
+            |_| Response::Appended {
+                topic: "t",
+                partition: 0,
+                first_offset: 0,
+                last_offset: 0,
+                placed: Vec::new(),
+            },
+            1,
+        );
         let timeout = Duration::from_millis(400);
         let mut client = client_of(&[&dead, &alive], timeout);
         let x = vec![NewMessage { key: None, value: b"x" }];
         let started = Instant::now();
-        let e = client.append("t", x.clone()).unwrap_err();
+        let e = client.append("t", None, x.clone()).unwrap_err();
         assert!(matches!(e, ClientError::Unconfirmed { count: 1, .. }), "{e:?}");
         assert!(e.to_string().starts_with(&format!("broker not reachable at {dead};")), "{e}");
         // The whole budget of that endpoint, one try only.
@@ -941,8 +1013,11 @@ mod tests {
         assert_eq!(silent.recv_multipart(zmq::DONTWAIT).map(|frames| frames.len()), Ok(3));
         assert_eq!(silent.recv_multipart(zmq::DONTWAIT), Err(zmq::Error::EAGAIN));
         assert!(client.has_fresh_endpoint());
-        let appended = client.append("t", x).unwrap();
-        assert_eq!(appended, Appended { first_offset: 0, last_offset: 0 });
+        let appended = client.append("t", None, x).unwrap();
+        assert_eq!(
+            appended,
+            Appended { partition: 0, first_offset: 0, last_offset: 0, placed: Vec::new() }
+        );
         broker.join().unwrap();
     }
 
