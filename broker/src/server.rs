@@ -430,7 +430,13 @@ impl Server<'_> {
     fn give_back(&mut self, lost: Vec<Handout>, now: Instant) {
         for handout in lost {
             debug!(group = handout.group, topic = handout.topic, "delivery reached nobody");
-            self.broker.groups.give_back(&handout.group, &handout.topic, &handout.offsets, now);
+            self.broker.groups.give_back(
+                &handout.group,
+                &handout.topic,
+                handout.partition,
+                &handout.offsets,
+                now,
+            );
             if self.waiting.holds_fetches_on(&handout.topic) && !self.grown.contains(&handout.topic)
             {
                 self.grown.push(handout.topic);
@@ -712,6 +718,7 @@ impl Server<'_> {
             topic: &held.topic,
             member: held.claim,
             budget,
+            ordered: held.ordered,
         };
         let response = group_fetch::deliver(&**store, groups, to, now);
         if group_fetch::is_empty(&response) && now < held.until {

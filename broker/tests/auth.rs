@@ -370,6 +370,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
         max_messages: 1,
         max_bytes: 1 << 20,
         wait_ms: 0,
+        ordered: false,
     };
     assert!(matches!(ask(&full, &Request::GroupFetch(take)), Response::Delivered { .. }));
 
@@ -418,6 +419,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
                     max_messages: 10,
                     max_bytes: 1 << 20,
                     wait_ms: 0,
+                    ordered: false,
                 })
             }),
         },
@@ -426,6 +428,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
             request: Box::new(|_| Request::Ack {
                 group: "tills",
                 topic: "orders",
+                partition: 0,
                 offsets: vec![0],
             }),
         },
@@ -434,6 +437,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
             request: Box::new(|_| Request::ResetGroup {
                 group: "tills",
                 topic: "orders",
+                partition: None,
                 to: ResetTo::Latest,
             }),
         },
@@ -499,7 +503,7 @@ fn patterns_grant_exact_names_and_prefixes_only() {
     assert!(matches!(ask(&logs, &join("readers")), Response::Joined { .. }));
     expect_error(&ask(&logs, &join("readers2")), ErrorCode::Forbidden);
     // Consume does not imply admin.
-    let reset = Request::ResetGroup { group: "readers", topic: "logs.web", to: ResetTo::Earliest };
+    let reset = Request::ResetGroup { group: "readers", topic: "logs.web", partition: None, to: ResetTo::Earliest };
     expect_error(&ask(&logs, &reset), ErrorCode::Forbidden);
     expect_error(&ask(&logs, &Request::DeleteTopic { topic: "logs.web" }), ErrorCode::Forbidden);
 }

@@ -105,6 +105,7 @@ fn consume(socket: &zmq::Socket, token: u64, group: &str, topic: &str, take: u32
         max_messages: take,
         max_bytes: protocol::DEFAULT_FETCH_BYTES,
         wait_ms: 0,
+        ordered: false,
     });
     let offsets = match ask(socket, &request) {
         Response::Delivered { messages, .. } => {
@@ -113,7 +114,7 @@ fn consume(socket: &zmq::Socket, token: u64, group: &str, topic: &str, take: u32
         other => panic!("expected delivered, got {other:?}"),
     };
     assert_eq!(offsets.len(), take as usize);
-    let ack = Request::Ack { group, topic, offsets };
+    let ack = Request::Ack { group, topic, partition: 0, offsets };
     assert!(matches!(ask(socket, &ack), Response::Acked { .. }));
 }
 

@@ -1055,6 +1055,7 @@ fn a_damaged_record_refuses_a_group_fetch_as_it_refuses_a_fetch() {
         max_messages: 100,
         max_bytes: 1 << 20,
         wait_ms: 0,
+        ordered: false,
     });
     // What comes before the damage is delivered; then the damage is refused, every time.
     match ask(&socket, &group_fetch) {

@@ -56,6 +56,7 @@ fn expect_delivered(response: Response<'static>, group: &str, topic: &str) -> De
             committed_offset,
             end_offset,
             reset_offset,
+            ..
         } if g == group && t == topic => Delivered {
             offsets: messages.iter().map(|m| m.offset).collect(),
             values: messages.iter().map(|m| String::from_utf8_lossy(m.value).into()).collect(),
@@ -83,6 +84,7 @@ fn group_fetch<'a>(
         max_messages,
         max_bytes: protocol::DEFAULT_FETCH_BYTES,
         wait_ms,
+        ordered: false,
     })
 }
 
@@ -116,7 +118,7 @@ fn take(socket: &zmq::Socket, claim: u64, group: &str, topic: &str, max: u32) ->
 fn ack(socket: &zmq::Socket, group: &str, topic: &str, offsets: &[u64]) -> (u64, u64) {
     let request = Request::Ack { group, topic, offsets: offsets.to_vec() };
     match ask(socket, &request) {
-        Response::Acked { group: g, topic: t, acked, committed_offset }
+        Response::Acked { group: g, topic: t, acked, committed_offset, .. }
             if g == group && t == topic =>
         {
             (acked, committed_offset)
@@ -328,14 +330,14 @@ fn reset_moves_the_committed_offset_and_wakes_held_members() {
     send(&a, &group_fetch(token, "g", "t", 2, LONG_WAIT_MS));
     assert_silent(&a, QUIET, "a group fetch at the end");
 
-    let reset = Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(7) };
+    let reset = Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Offset(7) };
     let reply = ask(&admin, &reset);
-    assert_eq!(reply, Response::Reset { group: "g", topic: "t", committed_offset: 7 });
+    assert_eq!(reply, Response::Reset { group: "g", topic: "t", committed_offset: 7, partition: None });
     assert_eq!(expect_delivered(receive(&a), "g", "t").offsets, [7, 8]);
 
     for (to, committed) in [(ResetTo::Latest, 10), (ResetTo::Earliest, 0)] {
-        let reply = ask(&admin, &Request::ResetGroup { group: "g", topic: "t", to });
-        assert_eq!(reply, Response::Reset { group: "g", topic: "t", committed_offset: committed });
+        let reply = ask(&admin, &Request::ResetGroup { group: "g", topic: "t", partition: None, to });
+        assert_eq!(reply, Response::Reset { group: "g", topic: "t", committed_offset: committed, partition: None });
         let info = state(&admin, "g", "t");
         assert_eq!(
             (info.committed_offset, info.delivered_offset, info.pending),
@@ -343,8 +345,8 @@ fn reset_moves_the_committed_offset_and_wakes_held_members() {
         );
     }
     // A reset creates the state of a group that has none on the topic.
-    let reply = ask(&admin, &Request::ResetGroup { group: "new", topic: "t", to: ResetTo::Latest });
-    assert_eq!(reply, Response::Reset { group: "new", topic: "t", committed_offset: 10 });
+    let reply = ask(&admin, &Request::ResetGroup { group: "new", topic: "t", partition: None, to: ResetTo::Latest });
+    assert_eq!(reply, Response::Reset { group: "new", topic: "t", committed_offset: 10, partition: None });
     assert_eq!(state(&admin, "new", "t").lag(), 0);
 }
 
@@ -400,7 +402,7 @@ fn deleting_a_topic_forgets_its_groups() {
     take(&socket, token, "g", "t", 1);
     assert!(matches!(ask(&socket, &Request::DeleteTopic { topic: "t" }), Response::Deleted { .. }));
     assert!(groups(&socket, None, None).is_empty());
-    let reply = ask(&socket, &Request::Ack { group: "g", topic: "t", offsets: vec![0] });
+    let reply = ask(&socket, &Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0] });
     expect_error(&reply, ErrorCode::UnknownGroup);
 }
 
@@ -467,27 +469,27 @@ fn group_requests_with_bad_input_get_clear_errors_and_change_nothing() {
         (group_fetch(token, "g", "nope", 10, 0), ErrorCode::UnknownTopic, "nope"),
         (group_fetch(token, " g", "t", 10, 0), ErrorCode::InvalidGroupName, "white space"),
         (
-            Request::Ack { group: "g", topic: "t", offsets: vec![0, 3] },
+            Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0, 3] },
             ErrorCode::NotPending,
             "offset 3",
         ),
         (
-            Request::Ack { group: "g", topic: "t", offsets: vec![u64::MAX] },
+            Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![u64::MAX] },
             ErrorCode::NotPending,
             "never delivered",
         ),
         (
-            Request::Ack { group: "other", topic: "t", offsets: vec![0] },
+            Request::Ack { group: "other", topic: "t", partition: 0, offsets: vec![0] },
             ErrorCode::UnknownGroup,
             "other",
         ),
         (
-            Request::Ack { group: "g", topic: "u", offsets: vec![0] },
+            Request::Ack { group: "g", topic: "u", partition: 0, offsets: vec![0] },
             ErrorCode::UnknownGroup,
             "\"u\"",
         ),
         (
-            Request::Ack { group: &long_name, topic: "t", offsets: vec![0] },
+            Request::Ack { group: &long_name, topic: "t", partition: 0, offsets: vec![0] },
             ErrorCode::InvalidGroupName,
             "250 bytes",
         ),
@@ -502,17 +504,17 @@ fn group_requests_with_bad_input_get_clear_errors_and_change_nothing() {
             "empty",
         ),
         (
-            Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(6) },
+            Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Offset(6) },
             ErrorCode::OffsetOutOfRange,
             "offset 6",
         ),
         (
-            Request::ResetGroup { group: "g", topic: "nope", to: ResetTo::Earliest },
+            Request::ResetGroup { group: "g", topic: "nope", partition: None, to: ResetTo::Earliest },
             ErrorCode::UnknownTopic,
             "nope",
         ),
         (
-            Request::ResetGroup { group: "g\t", topic: "t", to: ResetTo::Earliest },
+            Request::ResetGroup { group: "g\t", topic: "t", partition: None, to: ResetTo::Earliest },
             ErrorCode::InvalidGroupName,
             "control",
         ),
@@ -566,6 +568,7 @@ fn group_fetches_respect_their_limits_and_mix_redeliveries_with_new_messages() {
         max_messages: 10,
         max_bytes: 1,
         wait_ms: 0,
+        ordered: false,
     });
     assert_eq!(expect_delivered(ask(&socket, &request), "g", "t").offsets, [4]);
     let info = state(&socket, "g", "t");
@@ -616,7 +619,7 @@ fn every_member_is_told_of_a_reset_once_and_a_held_fetch_at_once() {
     send(&b, &group_fetch(token_b, "g", "t", 10, LONG_WAIT_MS));
     assert_silent(&b, QUIET, "a group fetch with nothing for it");
     assert!(matches!(
-        ask(&a, &Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(4) }),
+        ask(&a, &Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Offset(4) }),
         Response::Reset { committed_offset: 4, .. }
     ));
     let told = expect_delivered(receive(&b), "g", "t");
@@ -627,5 +630,94 @@ fn every_member_is_told_of_a_reset_once_and_a_held_fetch_at_once() {
     assert_eq!((told.offsets, told.reset), (vec![], Some(4)));
     assert_eq!(take(&a, token_a, "g", "t", 10).reset, None);
     assert_eq!(take(&b, token_b, "g", "t", 10).reset, None);
+    broker.interrupt();
+}
+
+/// Creates `topic` with `partitions` partitions and appends `per_partition` messages
+/// `p<partition>-<n>` to each.
+fn partitioned(socket: &zmq::Socket, topic: &str, partitions: u32, per_partition: usize) {
+    let create =
+        Request::CreateTopic { topic, partitions, retention: protocol::Retention::default() };
+    assert!(matches!(ask(socket, &create), Response::Created { .. }));
+    for partition in 0..partitions {
+        let values: Vec<String> = (0..per_partition).map(|n| format!("p{partition}-{n}")).collect();
+        let messages =
+            values.iter().map(|v| protocol::NewMessage { key: None, value: v.as_bytes() }).collect();
+        let append =
+            Request::Append(protocol::Append { topic, partition: Some(partition), messages });
+        assert!(matches!(ask(socket, &append), Response::Appended { .. }));
+    }
+}
+
+/// An ordered group fetch; returns the partition and the offsets delivered.
+#[track_caller]
+fn take_ordered(socket: &zmq::Socket, claim: u64, max_messages: u32) -> (u32, Vec<u64>) {
+    let Request::GroupFetch(fetch) = group_fetch(claim, "g", "t", max_messages, 0) else {
+        unreachable!()
+    };
+    match ask(socket, &Request::GroupFetch(GroupFetch { ordered: true, ..fetch })) {
+        Response::Delivered { partition, messages, .. } => {
+            for message in &messages {
+                let value = String::from_utf8_lossy(message.value);
+                assert!(value.starts_with(&format!("p{partition}-")), "{value} in {partition}");
+            }
+            (partition, messages.iter().map(|m| m.offset).collect())
+        }
+        other => panic!("expected delivered, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_group_reads_every_partition_and_keeps_each_ones_offsets_across_a_crash() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().to_str().expect("a UTF-8 path");
+    let args = ["--data-dir", data_dir, "--group-ack-timeout", "60s"];
+    let broker = start(&args);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    partitioned(&socket, "t", 6, 5);
+    let members: Vec<u64> = (0..2).map(|_| claim(&socket, None, "c").1).collect();
+    for &member in &members {
+        let (_, _, _) = join(&socket, member, "g", "t", GroupStart::Earliest);
+    }
+    // Ordered fetches hand each member partitions no other member holds, in turn: six
+    // fetches over two members take every partition once, each from its first offset.
+    let mut seen = Vec::new();
+    for round in 0..6 {
+        let (partition, offsets) = take_ordered(&socket, members[round % 2], 3);
+        assert_eq!(offsets, [0, 1, 2], "partition {partition}");
+        seen.push(partition);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    for partition in 0..6 {
+        let ack = Request::Ack { group: "g", topic: "t", partition, offsets: vec![0, 1] };
+        assert!(matches!(ask(&socket, &ack), Response::Acked { .. }));
+    }
+    let ack = Request::Ack { group: "g", topic: "t", partition: 9, offsets: vec![0] };
+    expect_error(&ask(&socket, &ack), ErrorCode::UnknownPartition);
+    let before = groups(&socket, Some("g"), None);
+    assert_eq!(before.iter().map(|g| g.partition).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+    assert!(before.iter().all(|g| (g.committed_offset, g.delivered_offset, g.pending) == (2, 3, 1)));
+
+    broker.signal("KILL");
+    let (status, _) = broker.wait_exit(STEP);
+    assert!(!status.success());
+    let broker = start(&args);
+    let socket = broker.req(&context);
+    let after = groups(&socket, Some("g"), None);
+    let without_members: Vec<GroupInfo> =
+        before.into_iter().map(|g| GroupInfo { members: Vec::new(), ..g }).collect();
+    assert_eq!(after, without_members);
+
+    // One partition reset alone moves that partition only.
+    let reset = Request::ResetGroup { group: "g", topic: "t", partition: Some(4), to: ResetTo::Earliest };
+    assert_eq!(
+        ask(&socket, &reset),
+        Response::Reset { group: "g", topic: "t", committed_offset: 0, partition: Some(4) }
+    );
+    let states = groups(&socket, Some("g"), None);
+    let committed: Vec<u64> = states.iter().map(|g| g.committed_offset).collect();
+    assert_eq!(committed, [2, 2, 2, 2, 0, 2]);
     broker.interrupt();
 }

@@ -306,6 +306,7 @@ fn retention_that_removes_pending_offsets_shows_in_list_groups_at_once() {
         max_messages: 2,
         max_bytes: protocol::DEFAULT_FETCH_BYTES,
         wait_ms: 0,
+        ordered: false,
     });
     assert!(matches!(ask(&socket, &take), Response::Delivered { .. }));
     let before = group_state(&socket, "g", "t");
