@@ -99,13 +99,13 @@ fn consume(socket: &zmq::Socket, token: u64, group: &str, topic: &str, take: u32
     let join = Request::JoinGroup { claim: token, group, topic, start: GroupStart::Earliest };
     assert!(matches!(ask(socket, &join), Response::Joined { .. }));
     let request = Request::GroupFetch(GroupFetch {
+        ordered: false,
         claim: token,
         group,
         topic,
         max_messages: take,
         max_bytes: protocol::DEFAULT_FETCH_BYTES,
         wait_ms: 0,
-        ordered: false,
     });
     let offsets = match ask(socket, &request) {
         Response::Delivered { messages, .. } => {

@@ -78,13 +78,13 @@ fn group_fetch<'a>(
     wait_ms: u64,
 ) -> Request<'a> {
     Request::GroupFetch(GroupFetch {
+        ordered: false,
         claim,
         group,
         topic,
         max_messages,
         max_bytes: protocol::DEFAULT_FETCH_BYTES,
         wait_ms,
-        ordered: false,
     })
 }
 
@@ -116,7 +116,7 @@ fn take(socket: &zmq::Socket, claim: u64, group: &str, topic: &str, max: u32) ->
 /// Acknowledges `offsets`; returns (how many were pending, committed offset).
 #[track_caller]
 fn ack(socket: &zmq::Socket, group: &str, topic: &str, offsets: &[u64]) -> (u64, u64) {
-    let request = Request::Ack { group, topic, offsets: offsets.to_vec() };
+    let request = Request::Ack { group, topic, partition: 0, offsets: offsets.to_vec() };
     match ask(socket, &request) {
         Response::Acked { group: g, topic: t, acked, committed_offset, .. }
             if g == group && t == topic =>
@@ -330,14 +330,27 @@ fn reset_moves_the_committed_offset_and_wakes_held_members() {
     send(&a, &group_fetch(token, "g", "t", 2, LONG_WAIT_MS));
     assert_silent(&a, QUIET, "a group fetch at the end");
 
-    let reset = Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Offset(7) };
+    let reset =
+        Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Offset(7) };
     let reply = ask(&admin, &reset);
-    assert_eq!(reply, Response::Reset { group: "g", topic: "t", committed_offset: 7, partition: None });
+    assert_eq!(
+        reply,
+        Response::Reset { group: "g", topic: "t", committed_offset: 7, partition: None }
+    );
     assert_eq!(expect_delivered(receive(&a), "g", "t").offsets, [7, 8]);
 
     for (to, committed) in [(ResetTo::Latest, 10), (ResetTo::Earliest, 0)] {
-        let reply = ask(&admin, &Request::ResetGroup { group: "g", topic: "t", partition: None, to });
-        assert_eq!(reply, Response::Reset { group: "g", topic: "t", committed_offset: committed, partition: None });
+        let reply =
+            ask(&admin, &Request::ResetGroup { group: "g", topic: "t", partition: None, to });
+        assert_eq!(
+            reply,
+            Response::Reset {
+                group: "g",
+                topic: "t",
+                committed_offset: committed,
+                partition: None
+            }
+        );
         let info = state(&admin, "g", "t");
         assert_eq!(
             (info.committed_offset, info.delivered_offset, info.pending),
@@ -345,8 +358,14 @@ fn reset_moves_the_committed_offset_and_wakes_held_members() {
         );
     }
     // A reset creates the state of a group that has none on the topic.
-    let reply = ask(&admin, &Request::ResetGroup { group: "new", topic: "t", partition: None, to: ResetTo::Latest });
-    assert_eq!(reply, Response::Reset { group: "new", topic: "t", committed_offset: 10, partition: None });
+    let reply = ask(
+        &admin,
+        &Request::ResetGroup { group: "new", topic: "t", partition: None, to: ResetTo::Latest },
+    );
+    assert_eq!(
+        reply,
+        Response::Reset { group: "new", topic: "t", committed_offset: 10, partition: None }
+    );
     assert_eq!(state(&admin, "new", "t").lag(), 0);
 }
 
@@ -402,7 +421,8 @@ fn deleting_a_topic_forgets_its_groups() {
     take(&socket, token, "g", "t", 1);
     assert!(matches!(ask(&socket, &Request::DeleteTopic { topic: "t" }), Response::Deleted { .. }));
     assert!(groups(&socket, None, None).is_empty());
-    let reply = ask(&socket, &Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0] });
+    let reply =
+        ask(&socket, &Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0] });
     expect_error(&reply, ErrorCode::UnknownGroup);
 }
 
@@ -509,12 +529,22 @@ fn group_requests_with_bad_input_get_clear_errors_and_change_nothing() {
             "offset 6",
         ),
         (
-            Request::ResetGroup { group: "g", topic: "nope", partition: None, to: ResetTo::Earliest },
+            Request::ResetGroup {
+                group: "g",
+                topic: "nope",
+                partition: None,
+                to: ResetTo::Earliest,
+            },
             ErrorCode::UnknownTopic,
             "nope",
         ),
         (
-            Request::ResetGroup { group: "g\t", topic: "t", partition: None, to: ResetTo::Earliest },
+            Request::ResetGroup {
+                group: "g\t",
+                topic: "t",
+                partition: None,
+                to: ResetTo::Earliest,
+            },
             ErrorCode::InvalidGroupName,
             "control",
         ),
@@ -562,13 +592,13 @@ fn group_fetches_respect_their_limits_and_mix_redeliveries_with_new_messages() {
     // At most max_bytes, but at least one message.
     append(&socket, "t", &["four", "five"]);
     let request = Request::GroupFetch(GroupFetch {
+        ordered: false,
         claim: token,
         group: "g",
         topic: "t",
         max_messages: 10,
         max_bytes: 1,
         wait_ms: 0,
-        ordered: false,
     });
     assert_eq!(expect_delivered(ask(&socket, &request), "g", "t").offsets, [4]);
     let info = state(&socket, "g", "t");
@@ -619,7 +649,15 @@ fn every_member_is_told_of_a_reset_once_and_a_held_fetch_at_once() {
     send(&b, &group_fetch(token_b, "g", "t", 10, LONG_WAIT_MS));
     assert_silent(&b, QUIET, "a group fetch with nothing for it");
     assert!(matches!(
-        ask(&a, &Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Offset(4) }),
+        ask(
+            &a,
+            &Request::ResetGroup {
+                group: "g",
+                topic: "t",
+                partition: None,
+                to: ResetTo::Offset(4)
+            }
+        ),
         Response::Reset { committed_offset: 4, .. }
     ));
     let told = expect_delivered(receive(&b), "g", "t");
@@ -641,8 +679,10 @@ fn partitioned(socket: &zmq::Socket, topic: &str, partitions: u32, per_partition
     assert!(matches!(ask(socket, &create), Response::Created { .. }));
     for partition in 0..partitions {
         let values: Vec<String> = (0..per_partition).map(|n| format!("p{partition}-{n}")).collect();
-        let messages =
-            values.iter().map(|v| protocol::NewMessage { key: None, value: v.as_bytes() }).collect();
+        let messages = values
+            .iter()
+            .map(|v| protocol::NewMessage { key: None, value: v.as_bytes() })
+            .collect();
         let append =
             Request::Append(protocol::Append { topic, partition: Some(partition), messages });
         assert!(matches!(ask(socket, &append), Response::Appended { .. }));
@@ -698,7 +738,9 @@ fn a_group_reads_every_partition_and_keeps_each_ones_offsets_across_a_crash() {
     expect_error(&ask(&socket, &ack), ErrorCode::UnknownPartition);
     let before = groups(&socket, Some("g"), None);
     assert_eq!(before.iter().map(|g| g.partition).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
-    assert!(before.iter().all(|g| (g.committed_offset, g.delivered_offset, g.pending) == (2, 3, 1)));
+    assert!(before
+        .iter()
+        .all(|g| (g.committed_offset, g.delivered_offset, g.pending) == (2, 3, 1)));
 
     broker.signal("KILL");
     let (status, _) = broker.wait_exit(STEP);
@@ -711,7 +753,8 @@ fn a_group_reads_every_partition_and_keeps_each_ones_offsets_across_a_crash() {
     assert_eq!(after, without_members);
 
     // One partition reset alone moves that partition only.
-    let reset = Request::ResetGroup { group: "g", topic: "t", partition: Some(4), to: ResetTo::Earliest };
+    let reset =
+        Request::ResetGroup { group: "g", topic: "t", partition: Some(4), to: ResetTo::Earliest };
     assert_eq!(
         ask(&socket, &reset),
         Response::Reset { group: "g", topic: "t", committed_offset: 0, partition: Some(4) }

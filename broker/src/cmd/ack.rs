@@ -38,7 +38,11 @@ pub fn apply<'a>(
                 delivered,
             });
         }
-        return refuse(StoreError::UnknownPartition { topic: topic.to_owned(), partition, partitions });
+        return refuse(StoreError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+            partitions,
+        });
     };
     if let Err(NotDelivered { offset, delivered }) = state.check_ack(offsets) {
         return refuse(GroupError::NotPending {

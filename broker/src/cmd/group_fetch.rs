@@ -194,12 +194,7 @@ fn deliver_partition<'a>(
 }
 
 /// An empty delivery of `partition`, when every partition was passed over for another member.
-fn nothing<'a>(
-    store: &Store,
-    groups: &Groups,
-    to: Delivery<'a>,
-    partition: u32,
-) -> Response<'a> {
+fn nothing<'a>(store: &Store, groups: &Groups, to: Delivery<'a>, partition: u32) -> Response<'a> {
     let end = store.offsets(to.topic, partition).map_or(0, |(_, end)| end);
     let committed_offset =
         groups.get(to.group, to.topic, partition).map_or(end, |state| state.committed());

@@ -47,7 +47,8 @@ pub fn apply<'a>(
             start.name()
         );
     }
-    let (first_start, end) = (starts.first().copied().unwrap_or(0), offsets.first().map_or(0, |o| o.1));
+    let (first_start, end) =
+        (starts.first().copied().unwrap_or(0), offsets.first().map_or(0, |o| o.1));
     Outcome::Reply(Response::Joined {
         group,
         topic,

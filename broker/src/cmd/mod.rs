@@ -6,6 +6,7 @@
 pub mod ack;
 pub mod append;
 pub mod claim;
+pub mod create_partitions;
 pub mod create_topic;
 pub mod delete_topic;
 pub mod fetch;
@@ -65,7 +66,12 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
         Request::ListTopics { claim } => list_topics::apply(broker, claim, cx),
         Request::Fetch(fetch) => fetch::apply(broker, fetch, cx),
         Request::Append(append) => append::apply(broker, append, cx),
-        Request::CreateTopic { topic, retention } => create_topic::apply(broker, topic, retention),
+        Request::CreateTopic { topic, partitions, retention } => {
+            create_topic::apply(broker, topic, partitions, retention)
+        }
+        Request::CreatePartitions { topic, partitions } => {
+            create_partitions::apply(broker, topic, partitions)
+        }
         Request::DeleteTopic { topic } => delete_topic::apply(broker, topic),
         Request::JoinGroup { claim, group, topic, start } => {
             join_group::apply(broker, claim, group, topic, start, cx)
@@ -98,6 +104,15 @@ impl From<StoreError> for Response<'_> {
             }
             StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             StoreError::StorageFull { .. } => ErrorCode::StorageFull,
+            StoreError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            StoreError::UnknownPartition { partitions, .. } => {
+                return Response::Error {
+                    code: ErrorCode::UnknownPartition,
+                    reason: error.to_string().into(),
+                    range: None,
+                    partitions: Some(*partitions),
+                };
+            }
             StoreError::Io(_) => ErrorCode::InternalError,
             StoreError::Unavailable(_) | StoreError::Unconfirmed(_) => ErrorCode::StoreUnavailable,
             StoreError::OffsetOutOfRange { first, next, .. } => {
@@ -105,6 +120,7 @@ impl From<StoreError> for Response<'_> {
                     code: ErrorCode::OffsetOutOfRange,
                     reason: error.to_string().into(),
                     range: Some((*first, *next)),
+                    partitions: None,
                 };
             }
         };

@@ -242,7 +242,33 @@ mod tests {
     use super::*;
 
     fn saved() -> Saved {
-        Saved { group: "g".into(), topic: "t".into(), delivered: 9, pending: vec![3, 5] }
+        Saved {
+            group: "g".into(),
+            topic: "t".into(),
+            delivered: 9,
+            pending: vec![3, 5],
+            more: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_partition_round_trips_and_each_is_checked() {
+        let partitions = vec![
+            SavedPartition { delivered: 9, pending: vec![3, 5] },
+            SavedPartition { delivered: 0, pending: vec![] },
+            SavedPartition { delivered: 4, pending: vec![1] },
+        ];
+        let saved = Saved::new("g".into(), "t".into(), partitions);
+        assert_eq!(saved.partitions().count(), 3);
+        assert_eq!(decode(&encode(&saved)), Ok((saved.clone(), false)));
+        let bad = Saved {
+            more: vec![SavedPartition { delivered: 2, pending: vec![1, 1] }],
+            ..saved.clone()
+        };
+        let error = decode(&encode(&bad)).unwrap_err();
+        assert!(error.contains("partition 1") && error.contains("ascending"), "{error}");
+        let bad = Saved { more: vec![SavedPartition { delivered: 2, pending: vec![7] }], ..saved };
+        assert!(decode(&encode(&bad)).unwrap_err().contains("partition 1"));
     }
 
     #[test]
@@ -275,13 +301,17 @@ mod tests {
     #[test]
     fn states_round_trip_and_damage_is_caught() {
         let bytes = encode(&saved());
-        assert!(bytes.starts_with(b"BRKGRP\x01\x00"));
+        assert!(bytes.starts_with(b"BRKGRP\x02\x00"));
         assert_eq!(decode(&bytes), Ok((saved(), false)));
         // Format 0: the checksum and the body alone.
         assert_eq!(decode(&bytes[HEADER_LEN..]), Ok((saved(), true)));
+        // Format 1, before partitions: the same map without `more`, one partition.
+        let mut one = bytes.clone();
+        one[6] = 1;
+        assert_eq!(decode(&one), Ok((saved(), false)));
         let mut later = bytes.clone();
-        later[6] = 2;
-        assert!(decode(&later).unwrap_err().contains("format version 2"));
+        later[6] = 3;
+        assert!(decode(&later).unwrap_err().contains("format version 3"));
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

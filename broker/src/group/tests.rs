@@ -130,7 +130,7 @@ fn states_survive_a_reopen() {
     let reopened = Groups::open(TIMEOUT, &config(Some(dir.path())), &store, reopened_at).unwrap();
     assert_eq!(summary(&reopened), before);
     // Members end with the broker; pending messages wait a whole timeout from the restart.
-    let state = reopened.get("preparers", "orders").unwrap();
+    let state = reopened.get("preparers", "orders", 0).unwrap();
     assert!(!state.is_member(1));
     assert!(state.next_due().is_some_and(|due| due >= reopened_at + TIMEOUT));
 }
@@ -173,14 +173,13 @@ fn a_state_whose_topic_is_gone_is_removed_at_start_up() {
 fn a_state_past_its_topic_is_fitted_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(Some(dir.path()), &["t"], 3);
-    let saved =
-        disk::Saved {
-            group: "g".into(),
-            topic: "t".into(),
-            delivered: 8,
-            pending: vec![1, 5],
-            more: Vec::new(),
-        };
+    let saved = disk::Saved {
+        group: "g".into(),
+        topic: "t".into(),
+        delivered: 8,
+        pending: vec![1, 5],
+        more: Vec::new(),
+    };
     let groups_dir = dir.path().join("groups");
     fs::create_dir_all(&groups_dir).unwrap();
     fs::write(groups_dir.join(disk::file_name("g", "t")), disk::encode(&saved)).unwrap();
@@ -270,7 +269,7 @@ fn states_of_the_format_before_headers_open_and_are_rewritten_with_one() {
     assert_eq!((state.committed(), state.delivered()), (0, 4));
     groups.update("preparers", "orders", 0, |state| state.ack(&[0]).unwrap()).unwrap();
     assert!(groups.commit().is_empty());
-    assert!(std::fs::read(&file).unwrap().starts_with(b"BRKGRP\x01\x00"));
+    assert!(std::fs::read(&file).unwrap().starts_with(b"BRKGRP\x02\x00"));
     let groups = open(&dir, &store);
     assert_eq!(groups.get("preparers", "orders", 0).map(Subscription::committed), Some(1));
 }
@@ -340,11 +339,11 @@ fn shared(bucket: &Bucket) -> Groups {
 fn shared_states_are_taken_by_the_next_process_to_join() {
     let bucket = Bucket::up();
     let (mut a, mut b) = (shared(&bucket), shared(&bucket));
-    a.join("g", "t", (1, 1), 0, |_| true);
+    a.join("g", "t", (1, 1), &[0], |_| true);
     deliver(&mut a, "g", "t", 4);
-    a.update("g", "t", |s| s.ack(&[0, 1])).unwrap().unwrap();
+    a.update("g", "t", 0, |s| s.ack(&[0, 1])).unwrap().unwrap();
     assert!(a.commit().is_empty());
-    assert_eq!(b.join("g", "t", (2, 2), 0, |_| true), (false, 1), "b took a's state");
+    assert_eq!(b.join("g", "t", (2, 2), &[0], |_| true), (false, 1), "b took a's state");
     assert_eq!(summary(&b), [("g".into(), "t".into(), 2, 4, vec![2, 3])]);
     a.drop_topic("t");
     assert!(bucket.states.lock().unwrap().as_ref().unwrap().is_empty());
@@ -354,9 +353,9 @@ fn shared_states_are_taken_by_the_next_process_to_join() {
 fn a_shared_state_changed_elsewhere_at_the_same_time_is_taken_and_the_pass_refused() {
     let bucket = Bucket::up();
     let (mut a, mut b) = (shared(&bucket), shared(&bucket));
-    a.join("g", "t", (1, 1), 0, |_| true);
+    a.join("g", "t", (1, 1), &[0], |_| true);
     assert!(a.commit().is_empty());
-    b.join("g", "t", (2, 2), 0, |_| true);
+    b.join("g", "t", (2, 2), &[0], |_| true);
     deliver(&mut b, "g", "t", 3);
     assert!(b.commit().is_empty());
     // `a` delivers on its old copy: its commit conflicts, and it takes b's state.
@@ -365,7 +364,7 @@ fn a_shared_state_changed_elsewhere_at_the_same_time_is_taken_and_the_pass_refus
     assert_eq!(failures.len(), 1);
     assert!(failures[0].transient);
     assert_eq!(summary(&a), summary(&b));
-    assert!(a.get("g", "t").unwrap().is_member(1), "members stay");
+    assert!(a.get("g", "t", 0).unwrap().is_member(1), "members stay");
 }
 
 #[test]
@@ -390,7 +389,7 @@ fn a_state_has_a_partition_for_each_of_its_topic_and_grows_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(config(Some(dir.path()))).unwrap();
     store.create("t", 3, Retention::default()).unwrap();
-    let messages = [NewMessage { key: None, value: b"m" }; 8];
+    let messages = vec![NewMessage { key: None, value: b"m" }; 8];
     for partition in 0..3 {
         store.append("t", partition, &messages, 0).unwrap();
     }
