@@ -413,6 +413,9 @@ impl ops::http::Endpoint for Published {
 }
 
 /// A family of gauges with a sample per item: its name, help, and the item's value.
+/// A family of per-partition series: its name, its help, and each topic's values by partition.
+type PartitionFamily = (&'static str, &'static str, fn(&protocol::TopicInfo) -> &[u64]);
+
 type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 /// Writes `snapshot` as the broker's families.
@@ -470,7 +473,7 @@ fn render(snapshot: &Snapshot, page: &mut Exposition) {
         "Topics and group states past the cap of 1000 each, left without series of their own.",
         snapshot.dropped as f64,
     );
-    let partition_families: [(&str, &str, fn(&protocol::TopicInfo) -> &[u64]); 2] = [
+    let partition_families: [PartitionFamily; 2] = [
         ("broker_topic_end_offset", "The offset the partition's next message gets.", |t| {
             &t.next_offsets
         }),
