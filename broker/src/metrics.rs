@@ -90,7 +90,7 @@ impl Logins {
 }
 
 /// The request kinds, in the order of [`kind_of`]; a request that did not decode is `unknown`.
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 17] = [
     "status",
     "claim",
     "renew",
@@ -106,6 +106,7 @@ const KINDS: [&str; 16] = [
     "list_groups",
     "reset_group",
     "create_partitions",
+    "delete_group",
     "unknown",
 ];
 
@@ -127,6 +128,7 @@ fn kind_of(request: &Request<'_>) -> usize {
         Request::ListGroups { .. } => 12,
         Request::ResetGroup { .. } => 13,
         Request::CreatePartitions { .. } => 14,
+        Request::DeleteGroup { .. } => 15,
     }
 }
 
