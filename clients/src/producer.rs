@@ -398,9 +398,15 @@ impl Placer {
         Placer { fixed, partitions: None, lookups: 2 }
     }
 
-    /// The partition to name in the append for `message`; `None` leaves it to the broker.
+    /// The partition to name in the append for `message`; `None` leaves it to the broker. On
+    /// a topic of one partition everything goes to partition 0, in one append, so that the
+    /// lines keep their order whether they have keys or not.
     fn partition(&self, message: &NewMessage<'_>) -> Option<u32> {
-        self.fixed.or_else(|| Some(partition_for_key(message.key?, self.partitions?)))
+        self.fixed.or_else(|| match (message.key, self.partitions?) {
+            (_, 1) => Some(0),
+            (Some(key), partitions) => Some(partition_for_key(key, partitions)),
+            (None, _) => None,
+        })
     }
 
     /// Learns `topic`'s partition count when keyed messages need it and it is not known yet.
@@ -923,6 +929,8 @@ mod tests {
             assert_eq!(placer.partition(&keyed(key)), Some(partition_for_key(key, 6)));
         }
         assert_eq!(placer.partition(&plain), None);
+        let one = Placer { partitions: Some(1), ..Placer::new(None) };
+        assert_eq!((one.partition(&keyed(b"a")), one.partition(&plain)), (Some(0), Some(0)));
         let messages = vec![keyed(b"a"), plain.clone(), keyed(b"b"), keyed(b"a"), plain.clone()];
         let groups = split(messages, |m| placer.partition(m));
         let total: usize = groups.iter().map(|(_, g)| g.len()).sum();

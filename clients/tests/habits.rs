@@ -217,7 +217,10 @@ fn help_shows_what_a_command_uses() {
     let out = run(CONSUMER, &["group-reset", "--help"]);
     let options: Vec<&str> =
         out.stdout.lines().map(str::trim_start).filter(|l| l.starts_with("--")).collect();
-    assert_eq!(options[..4], ["--to-earliest", "--to-latest", "--to-offset <N>", "--force"]);
+    assert_eq!(
+        options[..5],
+        ["--to-earliest", "--to-latest", "--to-offset <N>", "--partition <N>", "--force"]
+    );
     let out = run(CONSUMER, &["fetch", "--help"]);
     assert!(out.stdout.contains("--print-key") && out.stdout.contains("--broker"));
 }
