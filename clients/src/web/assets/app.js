@@ -383,11 +383,11 @@ function makeTopicRow(t) {
   return tr;
 }
 
-// One offset per partition: "3" for one partition, "3, 0, 7" for a few, the first ones and
+// One offset per partition: "3" for one partition, "3,0,7" for a few, the first ones and
 // "…" for many (the whole list in the cell's title).
 function perPartition(list, single) {
   if (!list || list.length <= 1) return { text: String(single), title: "" };
-  const shown = list.slice(0, PARTITION_OFFSETS).join(", ") + (list.length > PARTITION_OFFSETS ? ", …" : "");
+  const shown = list.slice(0, PARTITION_OFFSETS).join(",") + (list.length > PARTITION_OFFSETS ? ",…" : "");
   return { text: shown, title: "by partition: " + list.join(", ") };
 }
 
