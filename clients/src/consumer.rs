@@ -29,7 +29,8 @@ use crate::{ClientError, Result, Shutdown};
 /// What `--help` says about the output formats.
 const FORMATS_HELP: &str = "\
 Output:
-  fetch and follow print one message a line: OFFSET<TAB>VALUE; --print-timestamp adds the
+  fetch and follow print one message a line: OFFSET<TAB>VALUE, or PARTITION:OFFSET<TAB>VALUE
+  when they read a topic of several partitions (without --partition); --print-timestamp adds the
   timestamp after the offset (RFC 3339 in local time; --print-timestamp=ms: milliseconds since
   the Unix epoch), --print-key adds the key (or `null`) before the value. Kafka's --property
   print.key=true, print.timestamp=true (CreateTime:MS), print.offset=false and
@@ -41,13 +42,15 @@ Output:
   --json prints one JSON object a line instead, for every command:
     status  {\"id\",\"available\",\"holder\",\"lease_remaining_ms\",\"topics\",\"messages\",
              \"bytes\",\"disk_bytes\"}
-    topics  {\"name\",\"messages\",\"first_offset\",\"next_offset\",\"bytes\",\"disk_bytes\"}
+    topics  {\"name\",\"partitions\",\"messages\",\"first_offset\",\"next_offset\",\"bytes\",
+             \"disk_bytes\",\"first_offsets\",\"next_offsets\"} (the lists: one per partition;
+             first_offset and next_offset are partition 0's)
   (holder and lease_remaining_ms are null for a free logical broker, disk_bytes for a broker
   that keeps its topics in memory only.)
-    fetch, follow  {\"topic\",\"offset\",\"timestamp\",\"key\",\"value\"}
-    groups  {\"group\",\"topic\",\"committed_offset\",\"delivered_offset\",\"end_offset\",
-             \"lag\",\"pending\",\"members\"}
-    group-reset  {\"group\",\"topic\",\"committed_offset\"}
+    fetch, follow  {\"topic\",\"partition\",\"offset\",\"timestamp\",\"key\",\"value\"}
+    groups  {\"group\",\"topic\",\"partition\",\"committed_offset\",\"delivered_offset\",
+             \"end_offset\",\"lag\",\"pending\",\"members\"} (one per partition)
+    group-reset  {\"group\",\"topic\",\"partition\",\"committed_offset\"} (partition null: all)
   A key or value that is valid UTF-8 is a string. One that is not is null, and the field
   key_hex or value_hex holds its bytes in hexadecimal. A message without a key has
   \"key\": null and no key_hex. --print-key and --print-timestamp do not change JSON output.
@@ -62,7 +65,8 @@ Consumer groups:
   fetch and follow with --group NAME read as a member of that group: each message goes to one
   member, and what a member prints it acknowledges (unless --no-auto-ack). A message printed
   and not acknowledged within the broker's --group-ack-timeout goes to a member again. A group
-  new on a topic starts at its first message (--group-start latest: at its end).";
+  new on a topic starts at its first message (--group-start latest: at its end). A partition
+  is read by one member at a time, in order, as on Kafka (--unordered: shared, in no order).";
 
 /// What `consumer --help` says below the commands: where the rest is.
 const MAIN_HELP: &str = "\
