@@ -737,10 +737,33 @@ impl Follow<'_> {
         // Fetches in a row that found nothing, and whose turn it is.
         let (mut empty, mut turn) = (0usize, 0usize);
         let mut checked = Instant::now();
+        // Reading every partition of a topic that is not there: how many it will have is
+        // known only once it is, so it is looked for in the topic list, not fetched.
+        let mut absent = self.partition.is_none() && !self.fit(&mut positions, false)?;
         while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
+            if absent {
+                if self.fit(&mut positions, false)? {
+                    absent = false;
+                    waiting_for_topic = false;
+                    continue;
+                }
+                if !waiting_for_topic {
+                    if seen {
+                        eprintln!(
+                            "topic {} was deleted; waiting for it to be made again",
+                            safe(topic)
+                        );
+                    } else {
+                        eprintln!("topic {} does not exist yet; waiting for it", safe(topic));
+                    }
+                    waiting_for_topic = true;
+                }
+                self.shutdown.pause(TOPIC_RETRY);
+                continue;
+            }
             if self.partition.is_none() && seen && checked.elapsed() >= GROWTH_CHECK {
                 checked = Instant::now();
-                self.grow(&mut positions)?;
+                self.fit(&mut positions, true)?;
             }
             let at = turn % positions.len();
             let Position { partition, offset } = positions[at];
@@ -771,12 +794,6 @@ impl Follow<'_> {
                     printed += count;
                     positions[at].offset = next_offset;
                     empty = if count == 0 { empty + 1 } else { 0 };
-                    if waiting_for_topic && self.partition.is_none() {
-                        // The topic is there now: read every partition it was made with.
-                        if let Some(fresh) = self.positions(Start::Beginning)? {
-                            positions = fresh;
-                        }
-                    }
                     waiting_for_topic = false;
                     seen = true;
                 }
@@ -814,8 +831,12 @@ impl Follow<'_> {
                         }
                         waiting_for_topic = true;
                     }
-                    for position in &mut positions {
-                        position.offset = 0;
+                    // Made again, it is read from its start, every partition it then has.
+                    positions.truncate(1);
+                    positions[0].offset = 0;
+                    if self.partition.is_none() {
+                        absent = true;
+                        continue;
                     }
                     self.shutdown.pause(TOPIC_RETRY);
                 }
@@ -823,11 +844,9 @@ impl Follow<'_> {
                     if e.broker_code() == Some(ErrorCode::UnknownPartition)
                         && self.partition.is_none() =>
                 {
-                    // Made again with fewer partitions: read those it has from their start.
-                    match self.positions(Start::Beginning)? {
-                        Some(fresh) => positions = fresh,
-                        None => break,
-                    }
+                    // Made again with fewer partitions: read those it has.
+                    self.fit(&mut positions, false)?;
+                    turn = 0;
                 }
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
                     claim::reclaim(self.client, self.claimed, self.spec)?;
@@ -839,29 +858,29 @@ impl Follow<'_> {
         Ok(())
     }
 
-    /// Adds the partitions the topic gained to `positions`, each read from its first offset:
-    /// all they hold came after the follow began.
-    fn grow(&mut self, positions: &mut Vec<Position>) -> Result<()> {
+    /// Makes `positions` the topic's partitions as they are now, keeping where each one read
+    /// so far stands: the partitions it gained are read from their first offset (all they
+    /// hold came after the follow began), and those it lost (deleted and made again with
+    /// fewer) are dropped. Says so when `grown` and the topic gained some. Returns whether the
+    /// topic is there (and true after Ctrl-C, which the caller's loop notices).
+    fn fit(&mut self, positions: &mut Vec<Position>, grown: bool) -> Result<bool> {
         let topics = match self.client.list_topics(self.claimed.token) {
-            Err(ClientError::Interrupted) => return Ok(()),
+            Err(ClientError::Interrupted) => return Ok(true),
             other => other?,
         };
         let Some(info) = topics.into_iter().find(|t| t.name == self.topic) else {
-            return Ok(());
+            return Ok(false);
         };
-        let known = positions.len() as u32;
-        if info.partitions > known {
-            eprintln!(
-                "{} has {} partitions now; following the new ones too",
-                safe(self.topic),
-                info.partitions
-            );
-            for partition in known..info.partitions {
-                positions.push(Position { partition, offset: first_of(&info, partition) });
-            }
-            self.format_for(positions.len());
+        let (known, now) = (positions.len() as u32, info.partitions.max(1));
+        if grown && now > known {
+            eprintln!("{} has {now} partitions now; following the new ones too", safe(self.topic));
         }
-        Ok(())
+        positions.truncate(now as usize);
+        for partition in known..now {
+            positions.push(Position { partition, offset: first_of(&info, partition) });
+        }
+        self.format_for(positions.len());
+        Ok(true)
     }
 }
 
