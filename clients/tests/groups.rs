@@ -362,3 +362,43 @@ fn three_members_share_six_partitions_each_partition_in_order() {
     }
     broker.interrupt();
 }
+
+#[test]
+fn acks_and_resets_name_a_partition() {
+    let broker = broker(&[]);
+    consumer(&broker, &["create-topic", "t", "--partitions", "2"]).assert_success();
+    producer(&broker, &["--partition", "0", "t", "a0", "a1"]).assert_success();
+    producer(&broker, &["--partition", "1", "t", "b0", "b1", "b2"]).assert_success();
+    let out = consumer(&broker, &["fetch", "t", "--group", "g", "--no-auto-ack"]);
+    let mut lines = out.assert_success().lines();
+    lines.sort_unstable();
+    assert_eq!(lines, ["0:0\ta0", "0:1\ta1", "1:0\tb0", "1:1\tb1", "1:2\tb2"]);
+    // Partition 1's offsets 0 and 1, by hand; offset 2 of partition 0 was never delivered.
+    let out = consumer(&broker, &["ack", "g", "t", "0", "1", "--partition", "1"]);
+    assert!(out.assert_success().stderr.contains("committed offset 2"), "{}", out.stderr);
+    let out = consumer(&broker, &["ack", "g", "t", "2"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(not_pending)"), "{}", out.stderr);
+    let out = consumer(&broker, &["ack", "g", "t", "0", "--partition", "2"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(unknown_partition)"), "{}", out.stderr);
+    let rows = partition_rows(&broker, &["g"]);
+    let committed: Vec<(&str, &str, &str)> =
+        rows.iter().map(|r| (r[2].as_str(), r[3].as_str(), r[6].as_str())).collect();
+    assert_eq!(committed, [("0", "0", "2"), ("1", "2", "1")], "{rows:?}");
+
+    // One partition moved, then every one.
+    let out = consumer(&broker, &["group-reset", "g", "t", "--to-latest", "--partition", "0"]);
+    let row = out.assert_success().lines()[1].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row, ["g", "t", "0", "2"]);
+    let committed: Vec<String> =
+        partition_rows(&broker, &["g"]).iter().map(|r| r[3].clone()).collect();
+    assert_eq!(committed, ["2", "2"]);
+    consumer(&broker, &["group-reset", "g", "t", "--to-earliest"]).assert_success();
+    let committed: Vec<String> =
+        partition_rows(&broker, &["g"]).iter().map(|r| r[3].clone()).collect();
+    assert_eq!(committed, ["0", "0"]);
+    let out = consumer(&broker, &["fetch", "t", "--group", "g"]);
+    assert_eq!(out.assert_success().lines().len(), 5, "{}", out.stdout);
+    broker.interrupt();
+}
