@@ -921,6 +921,18 @@ def check_partitions():
         page.goto(s.console.url + "/#topic=spread&partition=" + str(home))
         expect(page.locator("#messages-partition")).to_have_value(str(home), timeout=STEP * 1000)
         expect(page.locator("#messages")).to_contain_text("by key", timeout=STEP * 1000)
+        # The Consume panel picks a partition too.
+        page.click("#consume-claim")
+        expect(page.locator("#consume-state")).to_contain_text("holding logical broker", timeout=STEP * 1000)
+        page.select_option("#consume-topic", "spread")
+        expect(page.locator("#consume-partition-label")).to_be_visible()
+        page.select_option("#consume-partition", "2")
+        page.click("#consume-read")
+        row = page.locator('#consume-messages tr[data-offset="0"]')
+        expect(row).to_contain_text("to two", timeout=STEP * 1000)
+        row.locator("button").click()
+        expect(page.locator("#consume-picked-offset")).to_have_text("at offset 0 of spread partition 2")
+        page.click("#consume-release")
 
 
 def check_dark():
