@@ -497,8 +497,8 @@ fn check_names(command: Option<&Command>) -> Result<()> {
     Ok(())
 }
 
-/// How long a follow of several partitions holds a fetch on one of them when a whole round
-/// found nothing: a message on another waits at most about this long.
+/// How long a follow of several partitions holds the last fetch of a round when the rounds
+/// find nothing: a message waits at most about this long and a round of fetches.
 const SPREAD_WAIT: Duration = Duration::from_millis(100);
 
 /// How often a follow of every partition looks for partitions added to the topic.
@@ -700,8 +700,8 @@ impl Follow<'_> {
 
     /// Prints messages from `start` as they arrive until Ctrl-C (or `max` messages): of the
     /// one partition asked for, or of every partition, partitions added meanwhile included.
-    /// Over several partitions it reads each in turn without waiting, and when a whole round
-    /// found nothing holds a fetch on one of them for [`SPREAD_WAIT`].
+    /// Over several partitions it reads each in turn without waiting, and once a whole round
+    /// found nothing holds the last fetch of each round for [`SPREAD_WAIT`].
     fn run(&mut self, start: Start, max: Option<u64>, out: &mut impl Write) -> Result<()> {
         let topic = self.topic;
         let Some(mut positions) = self.positions(start)? else {
@@ -768,9 +768,12 @@ impl Follow<'_> {
             let at = turn % positions.len();
             let Position { partition, offset } = positions[at];
             let hold = FOLLOW_WAIT.min(self.client.max_hold());
+            // After a round that found nothing, the last fetch of each round is held a little:
+            // an idle follow sends a round of fetches per SPREAD_WAIT, and a message on any
+            // partition waits at most about that and one round.
             let wait = match positions.len() {
                 1 => hold,
-                n if empty >= n => SPREAD_WAIT.min(hold),
+                n if empty >= n && at + 1 == n => SPREAD_WAIT.min(hold),
                 _ => Duration::ZERO,
             };
             let want = max.map_or(u64::from(MAX_FETCH_MESSAGES), |max| max - printed);
