@@ -670,3 +670,97 @@ fn every_member_is_told_of_a_reset_once_and_a_held_fetch_at_once() {
     assert_eq!(take(&b, token_b, "g", "t", 10).reset, None);
     broker.interrupt();
 }
+
+/// Creates `topic` with `partitions` partitions and appends `per_partition` messages
+/// `p<partition>-<n>` to each.
+fn partitioned(socket: &zmq::Socket, topic: &str, partitions: u32, per_partition: usize) {
+    let create =
+        Request::CreateTopic { topic, partitions, retention: protocol::Retention::default() };
+    assert!(matches!(ask(socket, &create), Response::Created { .. }));
+    for partition in 0..partitions {
+        let values: Vec<String> = (0..per_partition).map(|n| format!("p{partition}-{n}")).collect();
+        let messages = values
+            .iter()
+            .map(|v| protocol::NewMessage { key: None, value: v.as_bytes() })
+            .collect();
+        let append =
+            Request::Append(protocol::Append { topic, partition: Some(partition), messages });
+        assert!(matches!(ask(socket, &append), Response::Appended { .. }));
+    }
+}
+
+/// An ordered group fetch; returns the partition and the offsets delivered.
+#[track_caller]
+fn take_ordered(socket: &zmq::Socket, claim: u64, max_messages: u32) -> (u32, Vec<u64>) {
+    let Request::GroupFetch(fetch) = group_fetch(claim, "g", "t", max_messages, 0) else {
+        unreachable!()
+    };
+    match ask(socket, &Request::GroupFetch(GroupFetch { ordered: true, ..fetch })) {
+        Response::Delivered { partition, messages, .. } => {
+            for message in &messages {
+                let value = String::from_utf8_lossy(message.value);
+                assert!(value.starts_with(&format!("p{partition}-")), "{value} in {partition}");
+            }
+            (partition, messages.iter().map(|m| m.offset).collect())
+        }
+        other => panic!("expected delivered, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_group_reads_every_partition_and_keeps_each_ones_offsets_across_a_crash() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().to_str().expect("a UTF-8 path");
+    let args = ["--data-dir", data_dir, "--group-ack-timeout", "60s"];
+    let broker = start(&args);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    partitioned(&socket, "t", 6, 5);
+    let members: Vec<u64> = (0..2).map(|_| claim(&socket, None, "c").1).collect();
+    for &member in &members {
+        let (_, _, _) = join(&socket, member, "g", "t", GroupStart::Earliest);
+    }
+    // Ordered fetches hand each member partitions no other member holds, in turn: six
+    // fetches over two members take every partition once, each from its first offset.
+    let mut seen = Vec::new();
+    for round in 0..6 {
+        let (partition, offsets) = take_ordered(&socket, members[round % 2], 3);
+        assert_eq!(offsets, [0, 1, 2], "partition {partition}");
+        seen.push(partition);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    for partition in 0..6 {
+        let ack = Request::Ack { group: "g", topic: "t", partition, offsets: vec![0, 1] };
+        assert!(matches!(ask(&socket, &ack), Response::Acked { .. }));
+    }
+    let ack = Request::Ack { group: "g", topic: "t", partition: 9, offsets: vec![0] };
+    expect_error(&ask(&socket, &ack), ErrorCode::UnknownPartition);
+    let before = groups(&socket, Some("g"), None);
+    assert_eq!(before.iter().map(|g| g.partition).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+    assert!(before
+        .iter()
+        .all(|g| (g.committed_offset, g.delivered_offset, g.pending) == (2, 3, 1)));
+
+    broker.signal("KILL");
+    let (status, _) = broker.wait_exit(STEP);
+    assert!(!status.success());
+    let broker = start(&args);
+    let socket = broker.req(&context);
+    let after = groups(&socket, Some("g"), None);
+    let without_members: Vec<GroupInfo> =
+        before.into_iter().map(|g| GroupInfo { members: Vec::new(), ..g }).collect();
+    assert_eq!(after, without_members);
+
+    // One partition reset alone moves that partition only.
+    let reset =
+        Request::ResetGroup { group: "g", topic: "t", partition: Some(4), to: ResetTo::Earliest };
+    assert_eq!(
+        ask(&socket, &reset),
+        Response::Reset { group: "g", topic: "t", committed_offset: 0, partition: Some(4) }
+    );
+    let states = groups(&socket, Some("g"), None);
+    let committed: Vec<u64> = states.iter().map(|g| g.committed_offset).collect();
+    assert_eq!(committed, [2, 2, 2, 2, 0, 2]);
+    broker.interrupt();
+}

@@ -6,7 +6,7 @@
 //!
 //! Appends become readable, and may be acknowledged, only when the commit covering them has
 //! settled: the server starts a commit once per pass of its loop, after handling every request
-//! of the pass, so one write per topic and one flush cover all of the pass's appends (group
+//! of the pass, so one write per partition and one flush cover all of the pass's appends (group
 //! commit). Under `--fsync always` on disk the flush is made by a thread of the store's own
 //! (see `flush`) and the commit settles in a later pass; otherwise it settles at once. A store on
 //! disk holds only each topic's newest segment in memory; older ones are sealed and read from

@@ -1055,3 +1055,36 @@ fn a_failed_write_to_one_partition_refuses_the_topics_other_partitions_of_the_pa
         assert_eq!(append_to(&mut store, "half", 0, &["written"]), Ok((0, 0)));
     }
 }
+
+#[test]
+fn a_creation_of_partitions_whose_first_flush_never_came_is_removed() {
+    let dir = forty_values_on_disk();
+    let topics = disk::topics_dir(dir.path());
+    // What a crash between a creation of three partitions (or an append that made them, with
+    // a segment in partition 2) and its flush leaves: no topic.meta yet.
+    for (name, segment) in [("made", false), ("appended", true)] {
+        let cut = topics.join(disk::topic_dir_name(name));
+        fs::create_dir(&cut).unwrap();
+        fs::write(cut.join(disk::META_WRITING_FILE), b"BRKTOP").unwrap();
+        for p in 1..3 {
+            fs::create_dir(disk::partition_dir(&cut, p)).unwrap();
+        }
+        if segment {
+            let two = disk::partition_dir(&cut, 2);
+            fs::write(two.join(disk::segment_file_name(0)), b"BRKLOG\x01\x00 cut").unwrap();
+        }
+    }
+    let store = reopen(&dir);
+    assert_eq!(store.list().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t"]);
+    assert_eq!(fs::read_dir(&topics).unwrap().count(), 1);
+    drop(store);
+
+    // A partition directory holding what the broker never writes is no leftover: refused.
+    let odd = topics.join(disk::topic_dir_name("odd"));
+    fs::create_dir_all(disk::partition_dir(&odd, 1)).unwrap();
+    fs::write(odd.join(disk::META_WRITING_FILE), b"BRKTOP").unwrap();
+    fs::write(disk::partition_dir(&odd, 1).join("notes.txt"), b"mine").unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
+    assert!(error.contains("has no topic.meta"), "{error}");
+    assert!(odd.exists());
+}
