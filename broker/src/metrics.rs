@@ -90,7 +90,7 @@ impl Logins {
 }
 
 /// The request kinds, in the order of [`kind_of`]; a request that did not decode is `unknown`.
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 17] = [
     "status",
     "claim",
     "renew",
@@ -106,6 +106,7 @@ const KINDS: [&str; 16] = [
     "list_groups",
     "reset_group",
     "create_partitions",
+    "delete_group",
     "unknown",
 ];
 
@@ -127,6 +128,7 @@ fn kind_of(request: &Request<'_>) -> usize {
         Request::ListGroups { .. } => 12,
         Request::ResetGroup { .. } => 13,
         Request::CreatePartitions { .. } => 14,
+        Request::DeleteGroup { .. } => 15,
     }
 }
 
@@ -415,7 +417,7 @@ impl ops::http::Endpoint for Published {
 /// A family of gauges with a sample per item: its name, help, and the item's value.
 type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-/// A family of per-partition series: its name, its help, and each partition's values of a topic.
+/// A family of per-partition series: its name, its help, and each topic's values by partition.
 type PartitionFamily = (&'static str, &'static str, fn(&protocol::TopicInfo) -> &[u64]);
 
 /// Writes `snapshot` as the broker's families.

@@ -764,3 +764,53 @@ fn a_group_reads_every_partition_and_keeps_each_ones_offsets_across_a_crash() {
     assert_eq!(committed, [2, 2, 2, 2, 0, 2]);
     broker.interrupt();
 }
+
+#[test]
+fn delete_group_forgets_a_group_once_its_members_have_left_and_for_good() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().to_str().expect("a UTF-8 path");
+    let broker = start(&["--data-dir", data_dir]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    append_numbered(&socket, "t", "m", 4);
+    append_numbered(&socket, "u", "m", 4);
+    let (_, token) = claim(&socket, None, "c");
+    join(&socket, token, "g", "t", GroupStart::Earliest);
+    join(&socket, token, "g", "u", GroupStart::Earliest);
+    let taken = take(&socket, token, "g", "t", 2).offsets;
+    ack(&socket, "g", "t", &taken);
+
+    // A group with members is refused, and keeps everything.
+    let delete = Request::DeleteGroup { group: "g", topic: Some("t") };
+    expect_error(&ask(&socket, &delete), ErrorCode::GroupActive);
+    assert_eq!(state(&socket, "g", "t").committed_offset, 2);
+    release(&socket, token);
+
+    // Once they left: one topic's state goes, the other's stays.
+    assert_eq!(ask(&socket, &delete), Response::GroupDeleted { group: "g", topic: Some("t") });
+    assert_eq!(
+        groups(&socket, Some("g"), None).iter().map(|g| g.topic.as_str()).collect::<Vec<_>>(),
+        ["u"]
+    );
+    expect_error(&ask(&socket, &delete), ErrorCode::UnknownGroup);
+    let every = Request::DeleteGroup { group: "g", topic: None };
+    assert_eq!(ask(&socket, &every), Response::GroupDeleted { group: "g", topic: None });
+    expect_error(
+        &ask(&socket, &Request::ListGroups { group: Some("g"), topic: None }),
+        ErrorCode::UnknownGroup,
+    );
+    expect_error(
+        &ask(&socket, &Request::DeleteGroup { group: "g\t", topic: None }),
+        ErrorCode::InvalidGroupName,
+    );
+
+    // For good: a restart does not bring it back, and a new join starts afresh.
+    broker.interrupt();
+    let broker = start(&["--data-dir", data_dir]);
+    let socket = broker.req(&context);
+    assert!(groups(&socket, None, None).is_empty());
+    let (_, token) = claim(&socket, None, "c");
+    let (committed, _, created) = join(&socket, token, "g", "t", GroupStart::Latest);
+    assert_eq!((committed, created), (4, true));
+    broker.interrupt();
+}

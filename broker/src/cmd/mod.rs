@@ -8,6 +8,7 @@ pub mod append;
 pub mod claim;
 pub mod create_partitions;
 pub mod create_topic;
+pub mod delete_group;
 pub mod delete_topic;
 pub mod fetch;
 pub mod group_fetch;
@@ -81,6 +82,7 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
             ack::apply(broker, group, topic, partition, &offsets)
         }
         Request::ListGroups { group, topic } => list_groups::apply(broker, group, topic),
+        Request::DeleteGroup { group, topic } => delete_group::apply(broker, group, topic),
         Request::ResetGroup { group, topic, partition, to } => {
             reset_group::apply(broker, group, topic, partition, to)
         }
@@ -152,6 +154,7 @@ impl From<GroupError> for Response<'_> {
             GroupError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
             GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
             GroupError::NotPending { .. } => ErrorCode::NotPending,
+            GroupError::Active { .. } => ErrorCode::GroupActive,
         };
         Response::error(code, error.to_string())
     }

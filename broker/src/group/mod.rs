@@ -69,6 +69,19 @@ pub enum GroupError {
         /// The topic.
         topic: String,
     },
+    /// The group has members on a topic whose state a deletion would forget.
+    #[error(
+        "group {group:?} has {members} members on topic {topic:?}; they must release their \
+         claims before the group's state there is deleted"
+    )]
+    Active {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// How many live members it has there.
+        members: usize,
+    },
     /// An acknowledged offset was never delivered to the group.
     #[error(
         "offset {offset} of topic {topic:?} was never delivered to group {group:?} (it has been \
@@ -526,6 +539,52 @@ impl Groups {
             tracing::info!(group = %Shown(group), topic = %Shown(topic), "forgot the group's state with its topic");
         }
         self.ledger.forget(topic, &names);
+    }
+
+    /// Forgets `group`'s state on `topic` (on every topic when `None`), files included, unless
+    /// it has members there whose claims `is_live` says go on: then nothing changes.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`] when there is no such state, [`GroupError::Active`] when it
+    /// has live members.
+    pub fn delete(
+        &mut self,
+        group: &str,
+        topic: Option<&str>,
+        is_live: impl Fn(u64) -> bool,
+    ) -> Result<(), GroupError> {
+        let topics: Vec<String> = match topic {
+            Some(topic) => self.state(group, topic).map(|_| vec![topic.to_owned()]),
+            None => self.groups.get(group).map(|topics| topics.keys().cloned().collect()),
+        }
+        .unwrap_or_default();
+        if topics.is_empty() {
+            return Err(GroupError::UnknownGroup {
+                group: group.to_owned(),
+                topic: topic.map(str::to_owned),
+            });
+        }
+        for topic in &topics {
+            let members =
+                self.get(group, topic, 0).map_or(0, |state| state.member_brokers(&is_live).len());
+            if members > 0 {
+                return Err(GroupError::Active {
+                    group: group.to_owned(),
+                    topic: topic.clone(),
+                    members,
+                });
+            }
+        }
+        let names = [group.to_owned()];
+        for topic in &topics {
+            self.remove(group, topic);
+            let key = (group.to_owned(), topic.clone());
+            self.undo.remove(&key);
+            self.cursors.remove(&key);
+            self.ledger.forget(topic, &names);
+            tracing::info!(group = %Shown(group), topic = %Shown(topic), "deleted the group's state");
+        }
+        Ok(())
     }
 
     /// The group states `group` and `topic` select (all when both are `None`), ordered by
