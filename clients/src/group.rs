@@ -188,17 +188,26 @@ impl Member<'_> {
             }
         }
         out.flush().map_err(ClientError::output)?;
-        let acked = if self.reading.auto_ack || printed == 0 {
-            String::new()
-        } else {
-            format!(
+        let acked = match (self.reading.auto_ack || printed == 0, self.spread) {
+            (true, _) => String::new(),
+            (false, false) => format!(
                 "; not acknowledged: acknowledge them with `consumer ack {group:?} {topic:?} \
                  OFFSET...`"
-            )
+            ),
+            (false, true) => format!(
+                "; not acknowledged: acknowledge them with `consumer ack {group:?} {topic:?} \
+                 OFFSET... --partition N`, N the number before each offset"
+            ),
+        };
+        // Over several partitions each has its own committed offset: `consumer groups` shows
+        // them all.
+        let place = if self.spread {
+            format!(" ({} partitions)", joined.partitions)
+        } else {
+            format!("; committed offset {committed} of {end}")
         };
         eprintln!(
-            "read {printed} message{} of {} for group {}; committed offset {committed} of \
-             {end}{acked}",
+            "read {printed} message{} of {} for group {}{place}{acked}",
             plural(printed),
             safe(topic),
             safe(group)

@@ -370,6 +370,12 @@ fn acks_and_resets_name_a_partition() {
     producer(&broker, &["--partition", "0", "t", "a0", "a1"]).assert_success();
     producer(&broker, &["--partition", "1", "t", "b0", "b1", "b2"]).assert_success();
     let out = consumer(&broker, &["fetch", "t", "--group", "g", "--no-auto-ack"]);
+    assert!(
+        out.stderr.contains("read 5 messages of t for group g (2 partitions); not acknowledged")
+            && out.stderr.contains("--partition N"),
+        "{}",
+        out.stderr
+    );
     let mut lines = out.assert_success().lines();
     lines.sort_unstable();
     assert_eq!(lines, ["0:0\ta0", "0:1\ta1", "1:0\tb0", "1:1\tb1", "1:2\tb2"]);
