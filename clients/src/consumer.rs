@@ -347,6 +347,12 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
             output::write_status(&mut out, &brokers, format.json).map_err(ClientError::output)?;
             return out.flush().map_err(ClientError::output);
         }
+        Command::Topics { .. } => {
+            // Listing needs no claim, so a user who may only produce can list its topics too.
+            let topics = client.topics()?;
+            output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)?;
+            return out.flush().map_err(ClientError::output);
+        }
         Command::Groups { group, topic } => {
             group::list(&mut client, group.as_deref(), topic.as_deref(), format.json, &mut out)?;
             return out.flush().map_err(ClientError::output);
@@ -386,15 +392,13 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     let result = match command {
         // Answered above, without a claim (or with claims of their own).
         Command::Status
+        | Command::Topics { .. }
         | Command::Perf(_)
         | Command::Groups { .. }
         | Command::Ack { .. }
         | Command::GroupReset { .. }
         | Command::CreateTopic { .. }
         | Command::AddPartitions { .. } => Ok(()),
-        Command::Topics { .. } => client.list_topics(claimed.token).and_then(|topics| {
-            output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)
-        }),
         Command::Fetch { topic, offset, from_beginning, max, group, .. } => match &group.group {
             Some(name) => Member {
                 client: &mut client,

@@ -17,7 +17,6 @@ use protocol::{partition_for_key, validate_topic_name, ErrorCode, NewMessage};
 use tracing::debug;
 
 use crate::args::{non_empty, parse_producer_property, ConnectArgs, ProducerProperty};
-use crate::claim;
 use crate::client::{Appended, Client};
 use crate::envelope::ValueSchema;
 use crate::output::plural;
@@ -418,18 +417,7 @@ impl Placer {
             return Ok(());
         }
         self.lookups -= 1;
-        let name = format!("producer-{}", std::process::id());
-        let claimed = match client.claim(None, Duration::ZERO, Some(&name)) {
-            Ok(claimed) => claimed,
-            Err(e) if e.broker_code().is_some() => {
-                debug!("no partition count for {topic} ({e}); the broker places keyed messages");
-                self.lookups = 0;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let topics = client.list_topics(claimed.token);
-        claim::release(client, &claimed);
+        let topics = client.topics();
         match topics {
             Ok(topics) => {
                 self.partitions =

@@ -294,7 +294,7 @@ fn all_brokers_claimed_says_how_to_get_more() {
     let broker = BrokerProcess::start(&broker_binary(), &["--brokers", "1"]);
     let mut holder = Running::consumer(&broker, &["follow", "t"]);
     holder.wait_stderr("following");
-    let out = consumer(&broker, &["topics"]);
+    let out = consumer(&broker, &["fetch", "t"]);
     out.assert_code(1);
     assert!(out.stderr.contains("(all 1 are claimed)"), "{}", out.stderr);
     assert!(out.stderr.contains("`broker --brokers N` hosts more"), "{}", out.stderr);
