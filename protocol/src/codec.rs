@@ -1434,6 +1434,9 @@ mod tests {
                 partitions: 1,
                 first_offsets: vec![0],
                 next_offsets: vec![1],
+                retention_messages: None,
+                retention_bytes: None,
+                retention_ms: None,
             },
             TopicInfo {
                 name: "x".repeat(300),
@@ -1445,6 +1448,9 @@ mod tests {
                 partitions: 3,
                 first_offsets: vec![1 << 40, 0, 5],
                 next_offsets: vec![1 << 40, 0, 1 << 33],
+                retention_messages: None,
+                retention_bytes: None,
+                retention_ms: None,
             },
         ];
         let groups = [

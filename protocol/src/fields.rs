@@ -289,6 +289,9 @@ records! {
         partitions: u32, "uint32";
         first_offsets: Vec<u64>, "list of uint64";
         next_offsets: Vec<u64>, "list of uint64";
+        retention_messages: Option<u64>, "uint64";
+        retention_bytes: Option<u64>, "uint64";
+        retention_ms: Option<u64>, "uint64";
     }
 
     /// The fields of a group record, in the order they are written.

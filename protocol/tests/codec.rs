@@ -161,6 +161,9 @@ fn responses() -> Vec<Response<'static>> {
                 partitions: 2,
                 first_offsets: vec![0, 0],
                 next_offsets: vec![3, 0],
+                retention_messages: None,
+                retention_bytes: None,
+                retention_ms: None,
             }],
         },
         Response::Messages {

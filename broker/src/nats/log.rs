@@ -661,7 +661,7 @@ impl Log for NatsLog {
         for (topic, _) in self.mirror.keys().filter(|(_, p)| *p == 0) {
             let count = self.count(topic).unwrap_or(1);
             let copies = (0..count).filter_map(|p| self.mirror.get(&(topic.clone(), p)));
-            topics.push(info_of(topic, copies));
+            topics.push(info_of(topic, copies, &self.config.retention));
         }
         topics
     }
