@@ -372,6 +372,7 @@ impl Streams {
         let next = state.last_sequence;
         let first = if state.messages == 0 { next } else { state.first_sequence.saturating_sub(1) };
         let retention = retention_of(&info.config);
+        let partitions = (partition == 0).then(|| partitions_of(&info.config));
         let resumed = match self.resume.remove(&key) {
             // The copy's last message (offset `end - 1`, sequence `end`) is still in the stream.
             Some((end, last)) if end > first && end <= next => {
@@ -382,8 +383,15 @@ impl Streams {
             }
             _ => None,
         };
-        let event =
-            Event::Topic { topic: topic.to_owned(), partition, first, next, retention, resumed };
+        let event = Event::Topic {
+            topic: topic.to_owned(),
+            partition,
+            partitions,
+            first,
+            next,
+            retention,
+            resumed,
+        };
         conn.events.send(event);
         let (forwarded_tx, forwarded) = watch::channel(next);
         let task = tokio::spawn(read_stream(
