@@ -183,6 +183,8 @@ pub struct Door {
     pub limits: Arc<crate::limits::Limits>,
     /// The idempotent producers and their sequences.
     pub producers: crate::idempotence::Producers,
+    /// Whether the broker knows partitions, once asked ([`Call::partitioned`]).
+    pub partitioned: std::sync::OnceLock<bool>,
 }
 
 impl Door {
@@ -666,6 +668,46 @@ impl Call<'_> {
         }
     }
 
+    /// Whether the broker knows partitions, asked once per gateway: a broker from before them
+    /// answers `create_partitions` with `501 unknown_request`, and ignores the `partition` of
+    /// an `append` or a `fetch` (it has partition 0 alone), so in front of it every topic has
+    /// one partition and [`Call::partition_count`] must not send its probe, which such a
+    /// broker would append. The topic named is no valid name, so nothing is ever grown.
+    ///
+    /// # Errors
+    /// A failed exchange.
+    fn partitioned(&mut self) -> client::Result<bool> {
+        if let Some(known) = self.door.partitioned.get() {
+            return Ok(*known);
+        }
+        let ask = Request::CreatePartitions { topic: "", partitions: 0 };
+        let known = match self.client.call(&ask, |_| Ok(())) {
+            Err(e) if e.broker_code() == Some(ErrorCode::UnknownRequest) => false,
+            Ok(()) | Err(ClientError::Broker { .. }) => true,
+            Err(e) => return Err(e),
+        };
+        if !known {
+            tracing::warn!("the broker knows no partitions: every topic shows one, partition 0");
+        }
+        Ok(*self.door.partitioned.get_or_init(|| known))
+    }
+
+    /// A Kafka partition index as the broker's, or `UNKNOWN_TOPIC_OR_PARTITION` for a negative
+    /// one, or one other than 0 in front of a broker without partitions (which would read or
+    /// write partition 0 instead).
+    fn partition_index(&mut self, index: i32) -> Result<u32, i16> {
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        match u32::try_from(index) {
+            Ok(0) => Ok(0),
+            Ok(index) => match self.partitioned() {
+                Ok(true) => Ok(index),
+                Ok(false) => Err(unknown),
+                Err(e) => Err(kafka_code(&e)),
+            },
+            Err(_) => Err(unknown),
+        }
+    }
+
     /// How many partitions `topic` has, asked without a claim, so that a producer's
     /// `Metadata` never waits for a logical broker: an `append` to partition
     /// [`MAX_PARTITIONS`], which no topic has, is refused `315 unknown_partition` with the
@@ -675,6 +717,9 @@ impl Call<'_> {
     /// The broker's refusal (`unknown_topic`, `forbidden` for a user who may not produce on the
     /// topic) or a failed exchange.
     fn partition_count(&mut self, topic: &str) -> client::Result<u32> {
+        if !self.partitioned()? {
+            return Ok(1);
+        }
         let probe = Request::Append(Append {
             topic,
             partition: Some(MAX_PARTITIONS),
@@ -865,7 +910,7 @@ impl Call<'_> {
             for partition in &topic.partitions {
                 let mut part = OffsetCommitResponsePartition::default();
                 part.partition_index = partition.partition_index;
-                let index = u32::try_from(partition.partition_index);
+                let index = self.partition_index(partition.partition_index);
                 part.error_code = match (index, u64::try_from(partition.committed_offset)) {
                     _ if fenced.is_err() => fenced.err().unwrap_or(0),
                     (Ok(index), Ok(offset)) => {
@@ -880,7 +925,7 @@ impl Call<'_> {
                         }
                     }
                     (Ok(_), Err(_)) => ResponseError::OffsetOutOfRange.code(),
-                    (Err(_), _) => ResponseError::UnknownTopicOrPartition.code(),
+                    (Err(code), _) => code,
                 };
                 answer.partitions.push(part);
             }
@@ -1092,7 +1137,7 @@ impl Call<'_> {
                 }
             }
         }
-        let listed = if counts.iter().all(Option::is_some) {
+        let listed = if request.topics.is_some() && counts.iter().all(Option::is_some) {
             Ok(Vec::new())
         } else {
             self.topics().map_err(|e| kafka_code(&e))
@@ -1162,9 +1207,9 @@ impl Call<'_> {
                 part.base_offset = -1;
                 part.log_append_time_ms = -1;
                 part.log_start_offset = -1;
-                let result = match u32::try_from(partition.index) {
+                let result = match self.partition_index(partition.index) {
                     Ok(index) => self.append(&topic.name.0, index, partition.records.clone()),
-                    Err(_) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                    Err(code) => Err(code),
                 };
                 match result {
                     Ok(base) => part.base_offset = base,
@@ -1386,9 +1431,12 @@ impl Call<'_> {
         let mut data = PartitionData::default();
         data.partition_index = *partition;
         data.high_watermark = -1;
-        let Ok(index) = u32::try_from(*partition) else {
-            data.error_code = ResponseError::UnknownTopicOrPartition.code();
-            return data;
+        let index = match self.partition_index(*partition) {
+            Ok(index) => index,
+            Err(code) => {
+                data.error_code = code;
+                return data;
+            }
         };
         let Ok(start) = u64::try_from(*fetch_offset) else {
             data.error_code = ResponseError::OffsetOutOfRange.code();
