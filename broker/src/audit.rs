@@ -35,7 +35,10 @@ impl Actor {
 pub fn is_admin(request: &Request<'_>) -> bool {
     matches!(
         request,
-        Request::CreateTopic { .. } | Request::DeleteTopic { .. } | Request::ResetGroup { .. }
+        Request::CreateTopic { .. }
+            | Request::CreatePartitions { .. }
+            | Request::DeleteTopic { .. }
+            | Request::ResetGroup { .. }
     )
 }
 
@@ -44,13 +47,16 @@ pub fn is_admin(request: &Request<'_>) -> bool {
 pub fn done(actor: &Actor, response: &Response<'_>) {
     let (user, peer) = (actor.user(), Shown(&actor.peer));
     match response {
-        Response::Created { topic } => {
-            info!(target: "audit", %user, %peer, op = "create_topic", topic = %Shown(topic), "created topic");
+        Response::Created { topic, partitions } => {
+            info!(target: "audit", %user, %peer, op = "create_topic", topic = %Shown(topic), partitions, "created topic");
+        }
+        Response::PartitionsCreated { topic, partitions } => {
+            info!(target: "audit", %user, %peer, op = "create_partitions", topic = %Shown(topic), partitions, "grew topic");
         }
         Response::Deleted { topic } => {
             info!(target: "audit", %user, %peer, op = "delete_topic", topic = %Shown(topic), "deleted topic");
         }
-        Response::Reset { group, topic, committed_offset } => info!(
+        Response::Reset { group, topic, committed_offset, .. } => info!(
             target: "audit",
             %user,
             %peer,

@@ -21,6 +21,8 @@ pub struct Broker {
     pub stats: Stats,
     /// Where the serving loop publishes its metrics, with `--metrics-listen`.
     pub published: Option<std::sync::Arc<crate::metrics::Published>>,
+    /// Where an append that names no partition puts its keyless messages.
+    pub keyless: crate::cmd::append::Keyless,
 }
 
 /// Counters for the summary the broker logs when it stops.
@@ -50,6 +52,7 @@ impl Broker {
             groups: Groups::in_memory(config.group_ack_timeout),
             stats: Stats::default(),
             published: None,
+            keyless: crate::cmd::append::Keyless::new(config.store.partitions),
         }
     }
 }

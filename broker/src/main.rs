@@ -80,6 +80,10 @@ struct Args {
     /// Bytes of records per segment file; retention removes whole segments.
     #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES, value_parser = parse_segment_bytes)]
     segment_bytes: usize,
+    /// How many partitions a topic made by its first append gets, from 1 to 10000 (Kafka's
+    /// `num.partitions`); `create_topic` names its own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(protocol::MAX_PARTITIONS)))]
+    partitions: u32,
     /// Keep about this many of each topic's newest messages (at least this many).
     #[arg(long, value_name = "N")]
     retention_messages: Option<u64>,
@@ -294,6 +298,7 @@ fn run(mut args: Args) -> Result<()> {
             retention,
             repair: args.repair,
             max_bytes,
+            partitions: args.partitions,
             nats: args
                 .store
                 .as_deref()

@@ -90,7 +90,7 @@ impl Logins {
 }
 
 /// The request kinds, in the order of [`kind_of`]; a request that did not decode is `unknown`.
-const KINDS: [&str; 15] = [
+const KINDS: [&str; 16] = [
     "status",
     "claim",
     "renew",
@@ -105,6 +105,7 @@ const KINDS: [&str; 15] = [
     "ack",
     "list_groups",
     "reset_group",
+    "create_partitions",
     "unknown",
 ];
 
@@ -125,6 +126,7 @@ fn kind_of(request: &Request<'_>) -> usize {
         Request::Ack { .. } => 11,
         Request::ListGroups { .. } => 12,
         Request::ResetGroup { .. } => 13,
+        Request::CreatePartitions { .. } => 14,
     }
 }
 
@@ -287,7 +289,7 @@ fn snapshot(
     let topics = store.list();
     let mut states = Vec::new();
     for (group, topic, state) in groups.list(None, None).into_iter().take(MAX_SERIES) {
-        let end = store.offsets(topic).map_or(state.delivered(), |(_, next)| next);
+        let end = store.offsets(topic, 0).map_or(state.delivered(), |(_, next)| next);
         states.push(GroupState {
             group: group.to_owned(),
             topic: topic.to_owned(),

@@ -12,7 +12,7 @@
 //! The envelope type is generic, as [`crate::waiting::Waiting`]'s is: the server routes on
 //! ZeroMQ frames, the tests on plain names.
 
-use protocol::{encode_response, ErrorCode, Response};
+use protocol::{encode_response, ErrorCode, Placement, Response};
 use tracing::debug;
 
 use crate::group::GroupCommitFailure;
@@ -92,8 +92,9 @@ struct Entry<E> {
     /// The group state a group reply reports on, with the offsets it delivers, to give back if
     /// the reply cannot be sent.
     handout: Option<Handout>,
-    /// The first offset an `appended` reply gives, which its commit may renumber.
-    given: Option<u64>,
+    /// What an `appended` reply gives, which its commit may renumber: its first message's
+    /// partition, and the partition, first and last offsets of each partition it reached.
+    given: Option<(u32, Vec<Placement>)>,
 }
 
 /// The replies of one pass, in the order they were made, sent at its end.
@@ -127,12 +128,20 @@ impl<E: Route> Outbox<E> {
     pub fn push(&mut self, envelope: E, response: Response<'_>) {
         let (mut gate, mut claim, mut handout, mut given) = (Gate::Open, None, None, None);
         match &response {
-            Response::Appended { topic, first_offset, .. } => {
+            Response::Appended { topic, partition, first_offset, last_offset, placed } => {
                 gate = Gate::Pass(self.append_topic(topic));
-                given = Some(*first_offset);
+                let parts = match placed.as_slice() {
+                    [] => vec![Placement {
+                        partition: *partition,
+                        first_offset: *first_offset,
+                        last_offset: *last_offset,
+                    }],
+                    placed => placed.to_vec(),
+                };
+                given = Some((*partition, parts));
             }
             // A topic's creation is durable with the commit that covers it, as an append is.
-            Response::Created { topic } => gate = Gate::Pass(self.append_topic(topic)),
+            Response::Created { topic, .. } => gate = Gate::Pass(self.append_topic(topic)),
             Response::Claimed { claim: token, .. } => claim = Some(*token),
             Response::Delivered { group, topic, messages, .. } => {
                 let offsets = messages.iter().map(|m| m.offset).collect();
@@ -195,7 +204,7 @@ impl<E: Route> Outbox<E> {
             }
             self.entries[at].gate = Gate::Open;
             let failure = failures.iter().find(|f| f.topic == topics[index]);
-            if let (Some(failure), None) = (failure, self.entries[at].given) {
+            if let (Some(failure), None) = (failure, &self.entries[at].given) {
                 // Only a `created` reply carries no offset.
                 let reason = format!(
                     "could not make topic {:?} durable ({}); it may not survive a restart",
@@ -227,16 +236,26 @@ impl<E: Route> Outbox<E> {
                     ),
                 };
                 self.refuse(at, Response::error(code, reason));
-            } else if let Some(moved) = renumbered
-                .iter()
-                .find(|r| r.topic == topics[index] && Some(r.given) == self.entries[at].given)
-            {
-                let (first_offset, last_offset) = (moved.first, moved.last);
-                let topic = &moved.topic;
-                let peer = self.entries[at].envelope.peer().to_vec();
-                let reply =
-                    self.encode(&peer, Response::Appended { topic, first_offset, last_offset });
-                self.entries[at].reply = reply;
+            } else if let Some((partition, parts)) = &self.entries[at].given {
+                let topic = &topics[index];
+                let moved = |part: &Placement| {
+                    let given = |r: &&Renumbered| {
+                        r.topic == *topic
+                            && r.partition == part.partition
+                            && r.given == part.first_offset
+                    };
+                    renumbered.iter().find(given).map_or(*part, |r| Placement {
+                        first_offset: r.first,
+                        last_offset: r.last,
+                        ..*part
+                    })
+                };
+                let renumbered: Vec<Placement> = parts.iter().map(moved).collect();
+                if renumbered != *parts {
+                    let response = crate::cmd::append::appended(topic, *partition, &renumbered);
+                    let peer = self.entries[at].envelope.peer().to_vec();
+                    self.entries[at].reply = self.encode(&peer, response);
+                }
             }
         }
     }
@@ -389,7 +408,13 @@ mod tests {
     }
 
     fn appended(topic: &str, first_offset: u64) -> Response<'_> {
-        Response::Appended { topic, first_offset, last_offset: first_offset }
+        Response::Appended {
+            topic,
+            partition: 0,
+            first_offset,
+            last_offset: first_offset,
+            placed: Vec::new(),
+        }
     }
 
     fn status() -> Response<'static> {
@@ -411,6 +436,7 @@ mod tests {
             committed_offset: 0,
             end_offset: 10,
             reset_offset: None,
+            partition: 0,
         }
     }
 
@@ -431,13 +457,13 @@ mod tests {
     #[test]
     fn a_creation_waits_for_its_commit_and_a_failed_one_is_refused() {
         let mut outbox = outbox();
-        outbox.push(A, Response::Created { topic: "t" });
-        outbox.push(B, Response::Created { topic: "u" });
+        outbox.push(A, Response::Created { topic: "t", partitions: 1 });
+        outbox.push(B, Response::Created { topic: "u", partitions: 1 });
         assert!(flush(&mut outbox).is_empty(), "no commit has started");
         outbox.stamp(Ticket(1));
         assert!(flush(&mut outbox).is_empty(), "the commit has not settled");
         let error = StoreError::Io(IoFailure::new(io::Error::other("disk full")));
-        outbox.settle(Ticket(1), &[CommitFailure { topic: "t".into(), error }], &[]);
+        outbox.settle(Ticket(1), &[CommitFailure { topic: "t".into(), partition: 0, error }], &[]);
         let sent = flush(&mut outbox);
         assert_eq!(sent.len(), 2, "{sent:?}");
         assert!(sent[0].starts_with("a error 502"), "{sent:?}");
@@ -488,7 +514,7 @@ mod tests {
             outbox.push(A, appended("t", 0));
             outbox.push(B, appended("u", 0));
             outbox.stamp(Ticket(7));
-            let failure = CommitFailure { topic: "t".into(), error };
+            let failure = CommitFailure { topic: "t".into(), partition: 0, error };
             outbox.settle(Ticket(7), &[failure], &[]);
             let sent = flush(&mut outbox);
             assert_eq!(sent.len(), 2);
@@ -504,7 +530,7 @@ mod tests {
         outbox.push(A, appended("t", 5));
         outbox.push(B, appended("t", 6));
         outbox.stamp(Ticket(1));
-        let moved = Renumbered { topic: "t".into(), given: 6, first: 40, last: 40 };
+        let moved = Renumbered { topic: "t".into(), partition: 0, given: 6, first: 40, last: 40 };
         outbox.settle(Ticket(1), &[], &[moved]);
         assert_eq!(flush(&mut outbox), ["a appended 5", "b appended 40"]);
     }
@@ -514,7 +540,10 @@ mod tests {
         let mut outbox = outbox();
         let mut messages = Vec::new();
         outbox.push(A, delivered(&[3], &mut messages));
-        outbox.push(B, Response::Acked { group: "g", topic: "u", acked: 1, committed_offset: 1 });
+        outbox.push(
+            B,
+            Response::Acked { group: "g", topic: "u", acked: 1, committed_offset: 1, partition: 0 },
+        );
         outbox.push(B, status());
         assert!(flush(&mut outbox).is_empty());
         let failure = GroupCommitFailure {
@@ -533,7 +562,10 @@ mod tests {
     #[test]
     fn a_group_state_that_could_not_be_written_is_an_internal_error() {
         let mut outbox = outbox();
-        outbox.push(A, Response::Reset { group: "g", topic: "t", committed_offset: 0 });
+        outbox.push(
+            A,
+            Response::Reset { group: "g", topic: "t", committed_offset: 0, partition: None },
+        );
         let failure = GroupCommitFailure {
             group: "g".into(),
             topic: "t".into(),

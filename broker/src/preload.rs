@@ -24,13 +24,13 @@ const MESSAGES_PER_TOPIC: usize = 3;
 pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
     let mut added = 0;
     for (topic, word) in SAMPLES {
-        if store.offsets(topic).is_ok() {
+        if store.partitions(topic).is_ok() {
             continue;
         }
         let values: Vec<String> = (1..=MESSAGES_PER_TOPIC).map(|i| format!("{word} {i}")).collect();
         let messages: Vec<NewMessage<'_>> =
             values.iter().map(|v| NewMessage { key: None, value: v.as_bytes() }).collect();
-        store.append(topic, &messages, timestamp)?;
+        store.append(topic, 0, &messages, timestamp)?;
         added += 1;
     }
     if let Some(failure) = store.commit_and_wait(std::time::Instant::now(), timestamp).pop() {
@@ -52,7 +52,7 @@ mod tests {
         let names: Vec<String> = store.list().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["Ciao mondo", "Hallo welt", "Hello world", "Hola mundo"]);
         let mut out = Vec::new();
-        store.read("Hola mundo", 0, Budget::new(10, 1 << 20), &mut out).unwrap();
+        store.read("Hola mundo", 0, 0, Budget::new(10, 1 << 20), &mut out).unwrap();
         let values: Vec<&[u8]> = out.iter().map(|m| m.value).collect();
         assert_eq!(values, [&b"mensaje 1"[..], b"mensaje 2", b"mensaje 3"]);
     }

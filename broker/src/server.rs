@@ -225,8 +225,9 @@ struct Server<'b> {
     waiting: Waiting<Envelope>,
     /// Replies of this pass, sent at its end.
     outbox: Outbox<Envelope>,
-    /// Topics appended to, deleted or reset in this pass while fetches were held on them.
-    grown: Vec<String>,
+    /// Partitions, (topic, partition), appended to in this pass while fetches were held on
+    /// their topic, and topics deleted or reset (partition `None`: all of them).
+    grown: Vec<(String, Option<u32>)>,
     /// Throttles for the warnings a client can cause.
     warnings: Warnings,
     /// Until when the socket is unbound because it could not accept connections.
@@ -375,15 +376,17 @@ impl Server<'_> {
         for commit in settled {
             self.meter.settled(&commit);
             self.outbox.settle(commit.ticket, &commit.failures, &commit.renumbered);
-            for topic in commit.readable {
-                if self.waiting.holds_fetches_on(&topic) && !self.grown.contains(&topic) {
-                    self.grown.push(topic);
+            for (topic, partition) in commit.readable {
+                let grown = (topic, Some(partition));
+                if self.waiting.holds_fetches_on(&grown.0) && !self.grown.contains(&grown) {
+                    self.grown.push(grown);
                 }
             }
         }
         let Broker { store, groups, .. } = &mut *self.broker;
-        for topic in store.take_trimmed() {
-            if let Ok((first, next)) = store.offsets(&topic) {
+        // The groups read partition 0 until they learn partitions.
+        for (topic, partition) in store.take_trimmed() {
+            if let (0, Ok((first, next))) = (partition, store.offsets(&topic, partition)) {
                 groups.fit_topic(&topic, first, next);
             }
         }
@@ -431,9 +434,9 @@ impl Server<'_> {
         for handout in lost {
             debug!(group = handout.group, topic = handout.topic, "delivery reached nobody");
             self.broker.groups.give_back(&handout.group, &handout.topic, &handout.offsets, now);
-            if self.waiting.holds_fetches_on(&handout.topic) && !self.grown.contains(&handout.topic)
-            {
-                self.grown.push(handout.topic);
+            let grown = (handout.topic, None);
+            if self.waiting.holds_fetches_on(&grown.0) && !self.grown.contains(&grown) {
+                self.grown.push(grown);
             }
         }
     }
@@ -610,9 +613,9 @@ impl Server<'_> {
                 // Appends wake held fetches when their commit settles (`settle_store`).
                 if let Response::Deleted { topic } | Response::Reset { topic, .. } = &response {
                     if self.waiting.holds_fetches_on(topic)
-                        && !self.grown.iter().any(|t| t == topic)
+                        && !self.grown.iter().any(|(t, p)| t == topic && p.is_none())
                     {
-                        self.grown.push((*topic).to_owned());
+                        self.grown.push(((*topic).to_owned(), None));
                     }
                 }
                 let refused = matches!(response, Response::Error { .. });
@@ -685,8 +688,8 @@ impl Server<'_> {
     /// Answers the fetches held on topics that grew (or went away) in this pass, and the group
     /// fetches there, oldest first, as far as there is something for them.
     fn serve_grown(&mut self, now: Instant) {
-        for topic in std::mem::take(&mut self.grown) {
-            for held in self.waiting.take_fetches(&topic) {
+        for (topic, partition) in std::mem::take(&mut self.grown) {
+            for held in self.waiting.take_fetches(&topic, partition) {
                 self.answer_fetch(held, now);
             }
             for held in self.waiting.take_group_fetches(&topic) {
@@ -737,7 +740,8 @@ impl Server<'_> {
             return self.outbox.push(held.envelope, response);
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
-        let response = fetch::answer(&*self.broker.store, &held.topic, held.offset, budget);
+        let store = &*self.broker.store;
+        let response = fetch::answer(store, &held.topic, held.partition, held.offset, budget);
         self.meter.replied("fetch", &response);
         self.outbox.push(held.envelope, response);
     }

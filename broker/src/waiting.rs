@@ -31,7 +31,7 @@ impl<E> WaitingClaim<E> {
     }
 }
 
-/// A fetch waiting for a message at the end of its topic.
+/// A fetch waiting for a message at the end of its partition.
 #[derive(Debug)]
 pub struct HeldFetch<E> {
     /// Where the reply goes.
@@ -40,7 +40,9 @@ pub struct HeldFetch<E> {
     pub claim: u64,
     /// The topic read.
     pub topic: String,
-    /// The offset wanted: the topic's next offset when the fetch was held.
+    /// The partition read.
+    pub partition: u32,
+    /// The offset wanted: the partition's next offset when the fetch was held.
     pub offset: u64,
     /// At most this many messages.
     pub max_messages: u32,
@@ -54,9 +56,17 @@ impl<E> HeldFetch<E> {
     /// The same, its reply going to `envelope`: a command decides to hold a request, the
     /// server knows where its reply goes.
     pub fn routed<F>(self, envelope: F) -> HeldFetch<F> {
-        let HeldFetch { envelope: _, claim, topic, offset, max_messages, max_bytes, deadline } =
-            self;
-        HeldFetch { envelope, claim, topic, offset, max_messages, max_bytes, deadline }
+        let HeldFetch {
+            envelope: _,
+            claim,
+            topic,
+            partition,
+            offset,
+            max_messages,
+            max_bytes,
+            deadline,
+        } = self;
+        HeldFetch { envelope, claim, topic, partition, offset, max_messages, max_bytes, deadline }
     }
 }
 
@@ -152,9 +162,21 @@ impl<E> Waiting<E> {
         self.claims.remove(at)
     }
 
-    /// Takes every fetch held on `topic`.
-    pub fn take_fetches(&mut self, topic: &str) -> Vec<HeldFetch<E>> {
-        self.fetches.remove(topic).unwrap_or_default()
+    /// Takes every fetch held on partition `partition` of `topic`, or on any of its partitions
+    /// when `partition` is `None` (the topic went away).
+    pub fn take_fetches(&mut self, topic: &str, partition: Option<u32>) -> Vec<HeldFetch<E>> {
+        let Some(partition) = partition else {
+            return self.fetches.remove(topic).unwrap_or_default();
+        };
+        let Some(held) = self.fetches.get_mut(topic) else { return Vec::new() };
+        let (taken, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(held).into_iter().partition(|f| f.partition == partition);
+        if kept.is_empty() {
+            self.fetches.remove(topic);
+        } else {
+            *held = kept;
+        }
+        taken
     }
 
     /// Takes every group fetch held on `topic`, oldest first.
@@ -268,6 +290,7 @@ mod tests {
             envelope,
             claim: 1,
             topic: topic.into(),
+            partition: 0,
             offset: 0,
             max_messages: 1,
             max_bytes: 1,
@@ -290,17 +313,25 @@ mod tests {
     }
 
     #[test]
-    fn fetches_are_found_by_topic() {
+    fn fetches_are_found_by_topic_and_partition() {
         let later = Instant::now() + Duration::from_secs(5);
         let mut waiting = Waiting::default();
         waiting.push_fetch(fetch(1, "a", later));
         waiting.push_fetch(fetch(2, "b", later));
         waiting.push_fetch(fetch(3, "a", later));
+        waiting.push_fetch(HeldFetch { partition: 2, ..fetch(4, "a", later) });
+        waiting.push_fetch(HeldFetch { partition: 2, ..fetch(5, "b", later) });
         let mut envelopes: Vec<u32> =
-            waiting.take_fetches("a").iter().map(|f| f.envelope).collect();
+            waiting.take_fetches("a", Some(0)).iter().map(|f| f.envelope).collect();
         envelopes.sort();
         assert_eq!(envelopes, [1, 3]);
-        assert_eq!(waiting.held_fetches(), 1);
+        assert_eq!(waiting.held_fetches(), 3);
+        assert!(waiting.take_fetches("a", Some(1)).is_empty());
+        // A topic that went away answers the fetches of every partition.
+        let all: Vec<u32> = waiting.take_fetches("b", None).iter().map(|f| f.envelope).collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(waiting.take_fetches("a", Some(2))[0].envelope, 4);
+        assert_eq!(waiting.held_fetches(), 0);
     }
 
     fn group_fetch(envelope: u32, topic: &str, wake: Instant) -> HeldGroupFetch<u32> {

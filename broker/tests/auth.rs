@@ -364,6 +364,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
     };
     assert!(matches!(ask(&full, &join), Response::Joined { .. }));
     let take = GroupFetch {
+        ordered: false,
         claim: full_claim,
         group: "tills",
         topic: "orders",
@@ -379,6 +380,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
             name: "fetch",
             request: Box::new(|claim| {
                 Request::Fetch(Fetch {
+                    partition: 0,
                     claim,
                     topic: "orders",
                     offset: 0,
@@ -391,6 +393,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
         Case {
             name: "create_topic",
             request: Box::new(|_| Request::CreateTopic {
+                partitions: 1,
                 topic: "new",
                 retention: Default::default(),
             }),
@@ -412,6 +415,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
             name: "group_fetch",
             request: Box::new(|claim| {
                 Request::GroupFetch(GroupFetch {
+                    ordered: false,
                     claim,
                     group: "tills",
                     topic: "orders",
@@ -424,6 +428,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
         Case {
             name: "ack",
             request: Box::new(|_| Request::Ack {
+                partition: 0,
                 group: "tills",
                 topic: "orders",
                 offsets: vec![0],
@@ -432,6 +437,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
         Case {
             name: "reset_group",
             request: Box::new(|_| Request::ResetGroup {
+                partition: None,
                 group: "tills",
                 topic: "orders",
                 to: ResetTo::Latest,
@@ -499,7 +505,12 @@ fn patterns_grant_exact_names_and_prefixes_only() {
     assert!(matches!(ask(&logs, &join("readers")), Response::Joined { .. }));
     expect_error(&ask(&logs, &join("readers2")), ErrorCode::Forbidden);
     // Consume does not imply admin.
-    let reset = Request::ResetGroup { group: "readers", topic: "logs.web", to: ResetTo::Earliest };
+    let reset = Request::ResetGroup {
+        group: "readers",
+        topic: "logs.web",
+        partition: None,
+        to: ResetTo::Earliest,
+    };
     expect_error(&ask(&logs, &reset), ErrorCode::Forbidden);
     expect_error(&ask(&logs, &Request::DeleteTopic { topic: "logs.web" }), ErrorCode::Forbidden);
 }
@@ -522,6 +533,7 @@ fn a_claim_token_works_only_for_the_user_who_claimed() {
         Request::Renew { claim: token },
         Request::ListTopics { claim: token },
         Request::Fetch(Fetch {
+            partition: 0,
             claim: token,
             topic: "logs.web",
             offset: 0,
@@ -958,7 +970,8 @@ fn admin_actions_and_refusals_are_logged_with_user_and_address_as_json_when_aske
     let full = login(&context, &broker.endpoint, "full");
     let logs = login(&context, &broker.endpoint, "logs");
     expect_error(&ask(&logs, &append_of("orders", &["x"])), ErrorCode::Forbidden);
-    let create = Request::CreateTopic { topic: "audited", retention: Default::default() };
+    let create =
+        Request::CreateTopic { topic: "audited", partitions: 1, retention: Default::default() };
     assert!(matches!(ask(&full, &create), Response::Created { .. }));
     assert!(matches!(
         ask(&full, &Request::DeleteTopic { topic: "audited" }),

@@ -99,6 +99,7 @@ fn consume(socket: &zmq::Socket, token: u64, group: &str, topic: &str, take: u32
     let join = Request::JoinGroup { claim: token, group, topic, start: GroupStart::Earliest };
     assert!(matches!(ask(socket, &join), Response::Joined { .. }));
     let request = Request::GroupFetch(GroupFetch {
+        ordered: false,
         claim: token,
         group,
         topic,
@@ -113,7 +114,7 @@ fn consume(socket: &zmq::Socket, token: u64, group: &str, topic: &str, take: u32
         other => panic!("expected delivered, got {other:?}"),
     };
     assert_eq!(offsets.len(), take as usize);
-    let ack = Request::Ack { group, topic, offsets };
+    let ack = Request::Ack { group, topic, partition: 0, offsets };
     assert!(matches!(ask(socket, &ack), Response::Acked { .. }));
 }
 

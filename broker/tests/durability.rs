@@ -80,9 +80,9 @@ fn data_dir() -> tempfile::TempDir {
 /// Appends `messages` to `topic` in one request; returns the first and last offsets given.
 #[track_caller]
 fn append_batch(socket: &zmq::Socket, topic: &str, messages: &[NewMessage<'_>]) -> (u64, u64) {
-    let request = Request::Append(Append { topic, messages: messages.to_vec() });
+    let request = Request::Append(Append { partition: None, topic, messages: messages.to_vec() });
     match ask(socket, &request) {
-        Response::Appended { topic: got, first_offset, last_offset } if got == topic => {
+        Response::Appended { topic: got, first_offset, last_offset, .. } if got == topic => {
             (first_offset, last_offset)
         }
         other => panic!("append to {topic:?}: expected appended, got {other:?}"),
@@ -403,7 +403,7 @@ fn spawn_loader(
             let messages =
                 values.iter().map(|v| NewMessage { key: Some(&key[..]), value: v }).collect();
             frame.clear();
-            let request = Request::Append(Append { topic: LOAD_TOPIC, messages });
+            let request = Request::Append(Append { partition: None, topic: LOAD_TOPIC, messages });
             protocol::encode_request(&request, &mut frame);
             if let Err(e) = socket.send(&frame[..], 0) {
                 return format!("batch {batch}: send failed: {e}");
@@ -539,8 +539,12 @@ fn spawn_creator(endpoint: String, stop: Arc<AtomicBool>, acks: mpsc::Sender<u64
             let messages = vec![NewMessage { key: None, value: topic.as_bytes() }];
             frame.clear();
             let request = match explicit {
-                true => Request::CreateTopic { topic: &topic, retention: Retention::default() },
-                false => Request::Append(Append { topic: &topic, messages }),
+                true => Request::CreateTopic {
+                    topic: &topic,
+                    partitions: 1,
+                    retention: Retention::default(),
+                },
+                false => Request::Append(Append { partition: None, topic: &topic, messages }),
             };
             protocol::encode_request(&request, &mut frame);
             let replied = socket.send(&frame[..], 0).and_then(|()| socket.recv_bytes(0));
@@ -811,8 +815,9 @@ fn retention_set_by_create_topic_applies_to_that_topic_only_and_survives_a_resta
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     let retention = Retention { messages: Some(5), ..Retention::default() };
-    let reply = ask(&socket, &Request::CreateTopic { topic: "kept five", retention });
-    assert!(matches!(reply, Response::Created { topic: "kept five" }), "{reply:?}");
+    let reply =
+        ask(&socket, &Request::CreateTopic { topic: "kept five", partitions: 1, retention });
+    assert!(matches!(reply, Response::Created { topic: "kept five", .. }), "{reply:?}");
     append_one_by_one(&socket, "kept five", 0..50);
     append_one_by_one(&socket, "kept all", 0..50);
     let (_, token) = claim(&socket, None, "reader");
@@ -847,9 +852,11 @@ fn any_valid_topic_name_gets_its_own_directory_under_topics() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     for name in names {
-        let reply =
-            ask(&socket, &Request::CreateTopic { topic: name, retention: Retention::default() });
-        assert!(matches!(reply, Response::Created { topic } if topic == name), "{reply:?}");
+        let reply = ask(
+            &socket,
+            &Request::CreateTopic { topic: name, partitions: 1, retention: Retention::default() },
+        );
+        assert!(matches!(reply, Response::Created { topic, .. } if topic == name), "{reply:?}");
         assert_eq!(append(&socket, name, &[name]), (0, 0));
     }
 
@@ -874,7 +881,8 @@ fn any_valid_topic_name_gets_its_own_directory_under_topics() {
     check_disk();
 
     for name in ["", "a\nb", " leading space"] {
-        let create = Request::CreateTopic { topic: name, retention: Retention::default() };
+        let create =
+            Request::CreateTopic { topic: name, partitions: 1, retention: Retention::default() };
         expect_error(&ask(&socket, &create), ErrorCode::InvalidTopicName);
         expect_error(&ask(&socket, &append_of(name, &["x"])), ErrorCode::InvalidTopicName);
     }
@@ -935,8 +943,10 @@ fn a_failed_write_refuses_the_append_and_the_broker_goes_on() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     assert_eq!(append(&socket, "fine", &["kept"]), (0, 0));
-    let reply =
-        ask(&socket, &Request::CreateTopic { topic: "full", retention: Retention::default() });
+    let reply = ask(
+        &socket,
+        &Request::CreateTopic { topic: "full", partitions: 1, retention: Retention::default() },
+    );
     assert!(matches!(reply, Response::Created { .. }), "{reply:?}");
     let full = dir_of(data.path(), "full");
     std::os::unix::fs::symlink("/dev/full", full.join("00000000000000000000.log"))
@@ -964,8 +974,10 @@ fn disk_bytes_are_reported_on_disk_and_absent_in_memory() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     append(&socket, "t", &["one", "two", "three"]);
-    let reply =
-        ask(&socket, &Request::CreateTopic { topic: "empty", retention: Retention::default() });
+    let reply = ask(
+        &socket,
+        &Request::CreateTopic { topic: "empty", partitions: 1, retention: Retention::default() },
+    );
     assert!(matches!(reply, Response::Created { .. }), "{reply:?}");
     let on_disk = segment_bytes(&dir_of(data.path(), "t"));
     assert_eq!(
@@ -1049,6 +1061,7 @@ fn a_damaged_record_refuses_a_group_fetch_as_it_refuses_a_fetch() {
     );
     assert!(matches!(joined, Response::Joined { .. }), "{joined:?}");
     let group_fetch = Request::GroupFetch(GroupFetch {
+        ordered: false,
         claim: token,
         group: "g",
         topic: "t",

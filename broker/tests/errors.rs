@@ -149,7 +149,7 @@ fn topic_exists_for_creating_a_topic_twice() {
     refused(
         &socket,
         token,
-        &Request::CreateTopic { topic: "Hola mundo", retention: Default::default() },
+        &Request::CreateTopic { topic: "Hola mundo", partitions: 1, retention: Default::default() },
         ErrorCode::TopicExists,
     );
     assert_eq!(fetch(&socket, fetch_from(token, "Hola mundo", 0)).messages.len(), 3);
@@ -272,7 +272,11 @@ fn message_too_large_refuses_the_whole_batch() {
     ];
     for batch in batches {
         for topic in [topic, "Grande"] {
-            let append = Request::Append(protocol::Append { topic, messages: batch.to_vec() });
+            let append = Request::Append(protocol::Append {
+                partition: None,
+                topic,
+                messages: batch.to_vec(),
+            });
             refused(&socket, token, &append, ErrorCode::MessageTooLarge);
         }
     }
@@ -282,10 +286,16 @@ fn message_too_large_refuses_the_whole_batch() {
     );
     // 50 + 50 is exactly the limit.
     let at_limit = vec![NewMessage { key: Some(&fifty), value: &large[..50] }];
-    let append = Request::Append(protocol::Append { topic, messages: at_limit });
+    let append = Request::Append(protocol::Append { partition: None, topic, messages: at_limit });
     assert_eq!(
         ask(&socket, &append),
-        Response::Appended { topic, first_offset: 3, last_offset: 3 }
+        Response::Appended {
+            topic,
+            partition: 0,
+            first_offset: 3,
+            last_offset: 3,
+            placed: Vec::new()
+        }
     );
 }
 
@@ -301,7 +311,7 @@ fn invalid_topic_name_for_empty_and_control_characters() {
         refused(
             &socket,
             token,
-            &Request::CreateTopic { topic: name, retention: Default::default() },
+            &Request::CreateTopic { topic: name, partitions: 1, retention: Default::default() },
             ErrorCode::InvalidTopicName,
         );
         refused(&socket, token, &wire::append_of(name, &["x"]), ErrorCode::InvalidTopicName);

@@ -56,6 +56,7 @@ fn expect_delivered(response: Response<'static>, group: &str, topic: &str) -> De
             committed_offset,
             end_offset,
             reset_offset,
+            ..
         } if g == group && t == topic => Delivered {
             offsets: messages.iter().map(|m| m.offset).collect(),
             values: messages.iter().map(|m| String::from_utf8_lossy(m.value).into()).collect(),
@@ -77,6 +78,7 @@ fn group_fetch<'a>(
     wait_ms: u64,
 ) -> Request<'a> {
     Request::GroupFetch(GroupFetch {
+        ordered: false,
         claim,
         group,
         topic,
@@ -114,9 +116,9 @@ fn take(socket: &zmq::Socket, claim: u64, group: &str, topic: &str, max: u32) ->
 /// Acknowledges `offsets`; returns (how many were pending, committed offset).
 #[track_caller]
 fn ack(socket: &zmq::Socket, group: &str, topic: &str, offsets: &[u64]) -> (u64, u64) {
-    let request = Request::Ack { group, topic, offsets: offsets.to_vec() };
+    let request = Request::Ack { group, topic, partition: 0, offsets: offsets.to_vec() };
     match ask(socket, &request) {
-        Response::Acked { group: g, topic: t, acked, committed_offset }
+        Response::Acked { group: g, topic: t, acked, committed_offset, .. }
             if g == group && t == topic =>
         {
             (acked, committed_offset)
@@ -328,14 +330,27 @@ fn reset_moves_the_committed_offset_and_wakes_held_members() {
     send(&a, &group_fetch(token, "g", "t", 2, LONG_WAIT_MS));
     assert_silent(&a, QUIET, "a group fetch at the end");
 
-    let reset = Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(7) };
+    let reset =
+        Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Offset(7) };
     let reply = ask(&admin, &reset);
-    assert_eq!(reply, Response::Reset { group: "g", topic: "t", committed_offset: 7 });
+    assert_eq!(
+        reply,
+        Response::Reset { group: "g", topic: "t", committed_offset: 7, partition: None }
+    );
     assert_eq!(expect_delivered(receive(&a), "g", "t").offsets, [7, 8]);
 
     for (to, committed) in [(ResetTo::Latest, 10), (ResetTo::Earliest, 0)] {
-        let reply = ask(&admin, &Request::ResetGroup { group: "g", topic: "t", to });
-        assert_eq!(reply, Response::Reset { group: "g", topic: "t", committed_offset: committed });
+        let reply =
+            ask(&admin, &Request::ResetGroup { group: "g", topic: "t", partition: None, to });
+        assert_eq!(
+            reply,
+            Response::Reset {
+                group: "g",
+                topic: "t",
+                committed_offset: committed,
+                partition: None
+            }
+        );
         let info = state(&admin, "g", "t");
         assert_eq!(
             (info.committed_offset, info.delivered_offset, info.pending),
@@ -343,8 +358,14 @@ fn reset_moves_the_committed_offset_and_wakes_held_members() {
         );
     }
     // A reset creates the state of a group that has none on the topic.
-    let reply = ask(&admin, &Request::ResetGroup { group: "new", topic: "t", to: ResetTo::Latest });
-    assert_eq!(reply, Response::Reset { group: "new", topic: "t", committed_offset: 10 });
+    let reply = ask(
+        &admin,
+        &Request::ResetGroup { group: "new", topic: "t", partition: None, to: ResetTo::Latest },
+    );
+    assert_eq!(
+        reply,
+        Response::Reset { group: "new", topic: "t", committed_offset: 10, partition: None }
+    );
     assert_eq!(state(&admin, "new", "t").lag(), 0);
 }
 
@@ -400,7 +421,8 @@ fn deleting_a_topic_forgets_its_groups() {
     take(&socket, token, "g", "t", 1);
     assert!(matches!(ask(&socket, &Request::DeleteTopic { topic: "t" }), Response::Deleted { .. }));
     assert!(groups(&socket, None, None).is_empty());
-    let reply = ask(&socket, &Request::Ack { group: "g", topic: "t", offsets: vec![0] });
+    let reply =
+        ask(&socket, &Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0] });
     expect_error(&reply, ErrorCode::UnknownGroup);
 }
 
@@ -467,27 +489,27 @@ fn group_requests_with_bad_input_get_clear_errors_and_change_nothing() {
         (group_fetch(token, "g", "nope", 10, 0), ErrorCode::UnknownTopic, "nope"),
         (group_fetch(token, " g", "t", 10, 0), ErrorCode::InvalidGroupName, "white space"),
         (
-            Request::Ack { group: "g", topic: "t", offsets: vec![0, 3] },
+            Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0, 3] },
             ErrorCode::NotPending,
             "offset 3",
         ),
         (
-            Request::Ack { group: "g", topic: "t", offsets: vec![u64::MAX] },
+            Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![u64::MAX] },
             ErrorCode::NotPending,
             "never delivered",
         ),
         (
-            Request::Ack { group: "other", topic: "t", offsets: vec![0] },
+            Request::Ack { group: "other", topic: "t", partition: 0, offsets: vec![0] },
             ErrorCode::UnknownGroup,
             "other",
         ),
         (
-            Request::Ack { group: "g", topic: "u", offsets: vec![0] },
+            Request::Ack { group: "g", topic: "u", partition: 0, offsets: vec![0] },
             ErrorCode::UnknownGroup,
             "\"u\"",
         ),
         (
-            Request::Ack { group: &long_name, topic: "t", offsets: vec![0] },
+            Request::Ack { group: &long_name, topic: "t", partition: 0, offsets: vec![0] },
             ErrorCode::InvalidGroupName,
             "250 bytes",
         ),
@@ -502,17 +524,27 @@ fn group_requests_with_bad_input_get_clear_errors_and_change_nothing() {
             "empty",
         ),
         (
-            Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(6) },
+            Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Offset(6) },
             ErrorCode::OffsetOutOfRange,
             "offset 6",
         ),
         (
-            Request::ResetGroup { group: "g", topic: "nope", to: ResetTo::Earliest },
+            Request::ResetGroup {
+                group: "g",
+                topic: "nope",
+                partition: None,
+                to: ResetTo::Earliest,
+            },
             ErrorCode::UnknownTopic,
             "nope",
         ),
         (
-            Request::ResetGroup { group: "g\t", topic: "t", to: ResetTo::Earliest },
+            Request::ResetGroup {
+                group: "g\t",
+                topic: "t",
+                partition: None,
+                to: ResetTo::Earliest,
+            },
             ErrorCode::InvalidGroupName,
             "control",
         ),
@@ -560,6 +592,7 @@ fn group_fetches_respect_their_limits_and_mix_redeliveries_with_new_messages() {
     // At most max_bytes, but at least one message.
     append(&socket, "t", &["four", "five"]);
     let request = Request::GroupFetch(GroupFetch {
+        ordered: false,
         claim: token,
         group: "g",
         topic: "t",
@@ -616,7 +649,15 @@ fn every_member_is_told_of_a_reset_once_and_a_held_fetch_at_once() {
     send(&b, &group_fetch(token_b, "g", "t", 10, LONG_WAIT_MS));
     assert_silent(&b, QUIET, "a group fetch with nothing for it");
     assert!(matches!(
-        ask(&a, &Request::ResetGroup { group: "g", topic: "t", to: ResetTo::Offset(4) }),
+        ask(
+            &a,
+            &Request::ResetGroup {
+                group: "g",
+                topic: "t",
+                partition: None,
+                to: ResetTo::Offset(4)
+            }
+        ),
         Response::Reset { committed_offset: 4, .. }
     ));
     let told = expect_delivered(receive(&b), "g", "t");

@@ -76,6 +76,7 @@ fn receive_reply(socket: &zmq::Socket) -> Response<'static> {
 /// A fetch of up to 16 MiB of `topic` from its start.
 fn greedy_fetch(claim: u64, topic: &str) -> Request<'_> {
     Request::Fetch(Fetch {
+        partition: 0,
         claim,
         topic,
         offset: 0,
@@ -137,7 +138,7 @@ fn attack(broker: &BrokerProcess, clients: usize, requests: usize) -> (u64, usiz
         let marker = format!("done-{i}");
         send_request(
             socket,
-            &Request::CreateTopic { topic: &marker, retention: Default::default() },
+            &Request::CreateTopic { topic: &marker, partitions: 1, retention: Default::default() },
         );
     }
     for i in 0..clients {
@@ -300,6 +301,7 @@ fn retention_that_removes_pending_offsets_shows_in_list_groups_at_once() {
         Request::JoinGroup { claim: token, group: "g", topic: "t", start: GroupStart::Earliest };
     assert!(matches!(ask(&socket, &joined), Response::Joined { .. }));
     let take = Request::GroupFetch(GroupFetch {
+        ordered: false,
         claim: token,
         group: "g",
         topic: "t",

@@ -135,6 +135,7 @@ fn joined(socket: &zmq::Socket, claim: u64, group: &str, topic: &str) {
 /// A group fetch with default limits and no wait.
 fn group_fetch<'a>(claim: u64, group: &'a str, topic: &'a str) -> GroupFetch<'a> {
     GroupFetch {
+        ordered: false,
         claim,
         group,
         topic,
@@ -190,15 +191,15 @@ fn a_topic_name_of_249_bytes_is_accepted_by_every_request_and_one_of_250_by_none
 
     // At the limit, each request does its work.
     assert!(matches!(
-        ask(&socket, &Request::CreateTopic { topic: &other, retention: Default::default() }),
-        Response::Created { topic } if topic == other
+        ask(&socket, &Request::CreateTopic { topic: &other, partitions: 1, retention: Default::default() }),
+        Response::Created { topic, .. } if topic == other
     ));
     assert_eq!(wire::append(&socket, &topic, &["a", "b"]), (0, 1));
     assert_eq!(fetch(&socket, fetch_from(token, &topic, 0)).values(), ["a", "b"]);
     joined(&socket, token, "g", &topic);
     assert_eq!(delivered(&socket, group_fetch(token, "g", &topic)), [0, 1]);
     assert!(matches!(
-        ask(&socket, &Request::Ack { group: "g", topic: &topic, offsets: vec![0] }),
+        ask(&socket, &Request::Ack { group: "g", topic: &topic, partition: 0, offsets: vec![0] }),
         Response::Acked { acked: 1, committed_offset: 1, .. }
     ));
     assert!(matches!(
@@ -206,7 +207,15 @@ fn a_topic_name_of_249_bytes_is_accepted_by_every_request_and_one_of_250_by_none
         Response::Groups { groups } if groups.len() == 1 && groups[0].topic == topic
     ));
     assert!(matches!(
-        ask(&socket, &Request::ResetGroup { group: "g", topic: &topic, to: ResetTo::Latest }),
+        ask(
+            &socket,
+            &Request::ResetGroup {
+                group: "g",
+                topic: &topic,
+                partition: None,
+                to: ResetTo::Latest
+            }
+        ),
         Response::Reset { committed_offset: 2, .. }
     ));
     assert!(matches!(
@@ -217,14 +226,14 @@ fn a_topic_name_of_249_bytes_is_accepted_by_every_request_and_one_of_250_by_none
     // One byte more, each is refused and changes nothing.
     let requests = [
         wire::append_of(&long, &["a"]),
-        Request::CreateTopic { topic: &long, retention: Default::default() },
+        Request::CreateTopic { topic: &long, partitions: 1, retention: Default::default() },
         Request::DeleteTopic { topic: &long },
         Request::Fetch(fetch_from(token, &long, 0)),
         Request::JoinGroup { claim: token, group: "g", topic: &long, start: GroupStart::Earliest },
         Request::GroupFetch(group_fetch(token, "g", &long)),
-        Request::Ack { group: "g", topic: &long, offsets: vec![0] },
+        Request::Ack { group: "g", topic: &long, partition: 0, offsets: vec![0] },
         Request::ListGroups { group: None, topic: Some(&long) },
-        Request::ResetGroup { group: "g", topic: &long, to: ResetTo::Earliest },
+        Request::ResetGroup { group: "g", topic: &long, partition: None, to: ResetTo::Earliest },
     ];
     for request in &requests {
         let reason = refused(&socket, token, request, invalid);
@@ -245,7 +254,7 @@ fn a_group_name_of_249_bytes_is_accepted_by_every_request_and_one_of_250_by_none
     joined(&socket, token, &group, "t");
     assert_eq!(delivered(&socket, group_fetch(token, &group, "t")), [0, 1]);
     assert!(matches!(
-        ask(&socket, &Request::Ack { group: &group, topic: "t", offsets: vec![1] }),
+        ask(&socket, &Request::Ack { group: &group, topic: "t", partition: 0, offsets: vec![1] }),
         Response::Acked { acked: 1, committed_offset: 0, .. }
     ));
     assert!(matches!(
@@ -253,16 +262,24 @@ fn a_group_name_of_249_bytes_is_accepted_by_every_request_and_one_of_250_by_none
         Response::Groups { groups } if groups.len() == 1 && groups[0].group == group
     ));
     assert!(matches!(
-        ask(&socket, &Request::ResetGroup { group: &group, topic: "t", to: ResetTo::Offset(1) }),
+        ask(
+            &socket,
+            &Request::ResetGroup {
+                group: &group,
+                topic: "t",
+                partition: None,
+                to: ResetTo::Offset(1)
+            }
+        ),
         Response::Reset { committed_offset: 1, .. }
     ));
 
     let requests = [
         Request::JoinGroup { claim: token, group: &long, topic: "t", start: GroupStart::Earliest },
         Request::GroupFetch(group_fetch(token, &long, "t")),
-        Request::Ack { group: &long, topic: "t", offsets: vec![0] },
+        Request::Ack { group: &long, topic: "t", partition: 0, offsets: vec![0] },
         Request::ListGroups { group: Some(&long), topic: None },
-        Request::ResetGroup { group: &long, topic: "t", to: ResetTo::Earliest },
+        Request::ResetGroup { group: &long, topic: "t", partition: None, to: ResetTo::Earliest },
     ];
     for request in &requests {
         let reason = refused(&socket, token, request, ErrorCode::InvalidGroupName);
@@ -282,7 +299,7 @@ fn a_message_of_key_and_value_at_the_limit_is_appended_and_one_byte_more_is_not(
         value: &bytes[..value],
     };
     fn append(messages: Vec<NewMessage<'_>>) -> Request<'_> {
-        Request::Append(Append { topic: "t", messages })
+        Request::Append(Append { partition: None, topic: "t", messages })
     }
 
     for (key, value) in [(0, 1000), (1000, 0), (400, 600)] {
@@ -311,12 +328,13 @@ fn an_append_of_100000_messages_is_taken_and_one_of_100001_is_refused() {
     let (_, token) = claim(&socket, None, "reader");
     let messages = vec![NewMessage { key: None, value: b"" }; MAX_APPEND_MESSAGES + 1];
 
-    let over = Request::Append(Append { topic: "t", messages: messages.clone() });
+    let over = Request::Append(Append { partition: None, topic: "t", messages: messages.clone() });
     let reason = refused(&socket, token, &over, ErrorCode::LimitExceeded);
     assert!(reason.contains("100001") && reason.contains("100000"), "{reason}");
     assert!(topics(&socket, token).is_empty(), "the refused append created its topic");
 
-    let at = Request::Append(Append { topic: "t", messages: messages[1..].to_vec() });
+    let at =
+        Request::Append(Append { partition: None, topic: "t", messages: messages[1..].to_vec() });
     match ask(&socket, &at) {
         Response::Appended { first_offset: 0, last_offset, .. } => {
             assert_eq!(last_offset, MAX_APPEND_MESSAGES as u64 - 1)
@@ -335,11 +353,17 @@ fn an_ack_of_100000_offsets_is_taken_and_one_of_100001_is_refused() {
     joined(&socket, token, "g", "t");
     assert_eq!(delivered(&socket, group_fetch(token, "g", "t")), [0]);
 
-    let over = Request::Ack { group: "g", topic: "t", offsets: vec![0; MAX_ACK_OFFSETS + 1] };
+    let over = Request::Ack {
+        group: "g",
+        topic: "t",
+        partition: 0,
+        offsets: vec![0; MAX_ACK_OFFSETS + 1],
+    };
     let reason = refused(&socket, token, &over, ErrorCode::LimitExceeded);
     assert!(reason.contains("100001") && reason.contains("100000"), "{reason}");
 
-    let at = Request::Ack { group: "g", topic: "t", offsets: vec![0; MAX_ACK_OFFSETS] };
+    let at =
+        Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0; MAX_ACK_OFFSETS] };
     match ask(&socket, &at) {
         Response::Acked { committed_offset: 1, .. } => {}
         other => panic!("expected acked, got {other:?}"),
@@ -554,6 +578,7 @@ fn the_documented_order_of_checks() {
     // append: the name before the sizes.
     let big = [b'x'; 11];
     let request = Request::Append(Append {
+        partition: None,
         topic: bad_topic,
         messages: vec![NewMessage { key: None, value: &big }],
     });
@@ -713,7 +738,7 @@ fn a_fetch_returns_at_most_10000_messages_whatever_it_asks() {
     let (_, token) = claim(&socket, None, "reader");
     let cap = protocol::MAX_FETCH_MESSAGES;
     let messages = vec![NewMessage { key: None, value: b"" }; cap as usize + 1];
-    ask(&socket, &Request::Append(Append { topic: "t", messages }));
+    ask(&socket, &Request::Append(Append { partition: None, topic: "t", messages }));
 
     for (asked, got) in [(cap, cap), (cap + 1, cap), (u32::MAX, cap), (0, 1)] {
         let request = Fetch { max_messages: asked, ..fetch_from(token, "t", 0) };
@@ -734,7 +759,7 @@ fn a_fetch_returns_at_most_16_mib_whatever_it_asks() {
     let (_, token) = claim(&socket, None, "reader");
     let value = vec![b'v'; 1 << 20];
     let messages = vec![NewMessage { key: None, value: &value }; 17];
-    ask(&socket, &Request::Append(Append { topic: "t", messages }));
+    ask(&socket, &Request::Append(Append { partition: None, topic: "t", messages }));
 
     let cap = protocol::MAX_FETCH_BYTES;
     for (asked, got) in [(cap - 1, 15), (cap, 16), (cap + 1, 16), (u32::MAX, 16)] {

@@ -41,7 +41,7 @@ fn fill(socket: &zmq::Socket, topic: &str, batches: std::ops::Range<usize>) {
             .collect();
         let messages: Vec<NewMessage<'_>> =
             values.iter().map(|v| NewMessage { key: None, value: v }).collect();
-        let reply = ask(socket, &Request::Append(Append { topic, messages }));
+        let reply = ask(socket, &Request::Append(Append { partition: None, topic, messages }));
         assert!(matches!(reply, Response::Appended { .. }), "{reply:?}");
     }
 }
@@ -241,7 +241,7 @@ fn a_data_directory_written_before_format_headers_and_indexes_opens_and_says_so(
 fn append_hundred(socket: &zmq::Socket, topic: &str) -> Response<'static> {
     let value = vec![b'v'; VALUE_BYTES];
     let messages = vec![NewMessage { key: None, value: &value }; 100];
-    ask(socket, &Request::Append(Append { topic, messages }))
+    ask(socket, &Request::Append(Append { partition: None, topic, messages }))
 }
 
 /// The next offset of `topic` as `list_topics` shows it.

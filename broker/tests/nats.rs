@@ -95,8 +95,10 @@ fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
     assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
     // Other changes of the store are refused the same way, within the client's timeout.
     let asked = Instant::now();
-    let created =
-        ask(&socket, &Request::CreateTopic { topic: "new", retention: Default::default() });
+    let created = ask(
+        &socket,
+        &Request::CreateTopic { topic: "new", partitions: 1, retention: Default::default() },
+    );
     expect_error(&created, ErrorCode::StoreUnavailable);
     assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
     // Reads go on from the broker's copy, which holds what JetStream acknowledged.
@@ -279,6 +281,7 @@ fn group_take(
     max: u32,
 ) -> (Vec<u64>, u64) {
     let request = Request::GroupFetch(protocol::GroupFetch {
+        ordered: false,
         claim,
         group,
         topic,
@@ -314,8 +317,10 @@ fn a_group_member_moves_to_the_other_broker_and_goes_on_where_its_group_was() {
     let (_, token_a) = claim(&on_a, None, "member");
     assert_eq!(join_group(&on_a, token_a, "preparers", "orders"), 0);
     assert_eq!(group_take(&on_a, token_a, "preparers", "orders", 3).0, [0, 1, 2]);
-    let acked =
-        ask(&on_a, &Request::Ack { group: "preparers", topic: "orders", offsets: vec![0, 1] });
+    let acked = ask(
+        &on_a,
+        &Request::Ack { group: "preparers", topic: "orders", partition: 0, offsets: vec![0, 1] },
+    );
     assert!(matches!(acked, Response::Acked { committed_offset: 2, .. }), "{acked:?}");
     // Broker A is killed with offset 2 delivered and not acknowledged.
     a.signal("KILL");
@@ -325,8 +330,10 @@ fn a_group_member_moves_to_the_other_broker_and_goes_on_where_its_group_was() {
     assert_eq!(join_group(&on_b, token_b, "preparers", "orders"), 2, "the committed offset");
     // What was never delivered comes at once; offset 2 comes again after its ack timeout.
     assert_eq!(group_take(&on_b, token_b, "preparers", "orders", 10).0, [3, 4]);
-    let acked =
-        ask(&on_b, &Request::Ack { group: "preparers", topic: "orders", offsets: vec![3, 4] });
+    let acked = ask(
+        &on_b,
+        &Request::Ack { group: "preparers", topic: "orders", partition: 0, offsets: vec![3, 4] },
+    );
     assert!(matches!(acked, Response::Acked { committed_offset: 2, .. }), "{acked:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -338,7 +345,10 @@ fn a_group_member_moves_to_the_other_broker_and_goes_on_where_its_group_was() {
         assert!(Instant::now() < deadline, "offset 2 was never delivered again");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let acked = ask(&on_b, &Request::Ack { group: "preparers", topic: "orders", offsets: vec![2] });
+    let acked = ask(
+        &on_b,
+        &Request::Ack { group: "preparers", topic: "orders", partition: 0, offsets: vec![2] },
+    );
     assert!(matches!(acked, Response::Acked { committed_offset: 5, .. }), "{acked:?}");
     b.interrupt();
 }
@@ -388,6 +398,7 @@ fn members_of_one_group_on_two_brokers_at_once_never_undo_each_others_acknowledg
         assert!(started.elapsed() < Duration::from_secs(60), "acknowledged {acknowledged:?}");
         for (socket, claim) in members {
             let fetch = Request::GroupFetch(protocol::GroupFetch {
+                ordered: false,
                 claim,
                 group: "workers",
                 topic: "work",
@@ -408,7 +419,12 @@ fn members_of_one_group_on_two_brokers_at_once_never_undo_each_others_acknowledg
             if offsets.is_empty() {
                 continue;
             }
-            let ack = Request::Ack { group: "workers", topic: "work", offsets: offsets.clone() };
+            let ack = Request::Ack {
+                group: "workers",
+                topic: "work",
+                partition: 0,
+                offsets: offsets.clone(),
+            };
             let (reply, refused) = ask_until_stored(socket, &ack);
             refusals += refused;
             let Response::Acked { acked, committed_offset, .. } = reply else {

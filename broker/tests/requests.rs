@@ -182,7 +182,13 @@ fn append_gives_consecutive_offsets_and_keeps_keys() {
 
     assert_eq!(
         ask(&producer, &wire::append_of(topic, &["mensaje 4"])),
-        Response::Appended { topic, first_offset: 3, last_offset: 3 }
+        Response::Appended {
+            topic,
+            partition: 0,
+            first_offset: 3,
+            last_offset: 3,
+            placed: Vec::new()
+        }
     );
     let batch = vec![
         NewMessage { key: Some(b"k5"), value: b"mensaje 5" },
@@ -190,10 +196,17 @@ fn append_gives_consecutive_offsets_and_keeps_keys() {
         NewMessage { key: Some(b""), value: b"mensaje 7" },
         NewMessage { key: Some(b"k8"), value: b"" },
     ];
-    let append = Request::Append(protocol::Append { topic, messages: batch.clone() });
+    let append =
+        Request::Append(protocol::Append { partition: None, topic, messages: batch.clone() });
     assert_eq!(
         ask(&producer, &append),
-        Response::Appended { topic, first_offset: 4, last_offset: 7 }
+        Response::Appended {
+            topic,
+            partition: 0,
+            first_offset: 4,
+            last_offset: 7,
+            placed: Vec::new()
+        }
     );
 
     let (_, token) = claim(&consumer, None, "reader");
@@ -245,8 +258,8 @@ fn create_topic_makes_an_empty_topic_and_delete_topic_removes_it() {
     let topic = "Vacío";
 
     assert_eq!(
-        ask(&socket, &Request::CreateTopic { topic, retention: Default::default() }),
-        Response::Created { topic }
+        ask(&socket, &Request::CreateTopic { topic, partitions: 1, retention: Default::default() }),
+        Response::Created { topic, partitions: 1 }
     );
     let listed = topics(&socket, token);
     let info = listed.iter().find(|t| t.name == topic).expect("created topic listed");
@@ -266,8 +279,8 @@ fn create_topic_makes_an_empty_topic_and_delete_topic_removes_it() {
 
     // A topic made again under the same name starts from offset 0.
     assert_eq!(
-        ask(&socket, &Request::CreateTopic { topic, retention: Default::default() }),
-        Response::Created { topic }
+        ask(&socket, &Request::CreateTopic { topic, partitions: 1, retention: Default::default() }),
+        Response::Created { topic, partitions: 1 }
     );
     assert_eq!(wire::append(&socket, topic, &["otra vez"]), (0, 0));
 }
@@ -284,7 +297,7 @@ fn offsets_agree_across_logical_brokers() {
         NewMessage { key: Some(b"a"), value: b"primero" },
         NewMessage { key: None, value: b"segundo" },
     ];
-    let append = Request::Append(protocol::Append { topic, messages: batch });
+    let append = Request::Append(protocol::Append { partition: None, topic, messages: batch });
     assert!(matches!(ask(&producer, &append), Response::Appended { first_offset: 0, .. }));
     assert_eq!(wire::append(&producer, topic, &["tercero"]), (2, 2));
     assert_eq!(wire::append(&producer, "Hola mundo", &["mensaje 4"]), (3, 3));
@@ -323,7 +336,13 @@ fn encodings_the_protocol_allows_besides_the_shortest_are_accepted() {
     let topic = "Hola mundo";
     assert_eq!(
         ask_raw(&socket, &frame),
-        Response::Appended { topic, first_offset: 3, last_offset: 3 }
+        Response::Appended {
+            topic,
+            partition: 0,
+            first_offset: 3,
+            last_offset: 3,
+            placed: Vec::new()
+        }
     );
     let frame =
         map(&[v1(), ("op", "claim".into()), ("wait_ms", Value::Nil), ("client", "r".into())]);

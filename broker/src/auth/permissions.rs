@@ -156,9 +156,10 @@ pub fn needs<'r>(request: &'r Request<'_>) -> [Option<Need<'r>>; 2] {
     match request {
         Request::Append(append) => [topic(append.topic, Right::Produce), None],
         Request::Fetch(fetch) => [topic(fetch.topic, Right::Consume), None],
-        Request::CreateTopic { topic: name, .. } | Request::DeleteTopic { topic: name } => {
-            [topic(name, Right::Admin), None]
-        }
+        // Growing a topic takes the right that made it.
+        Request::CreateTopic { topic: name, .. }
+        | Request::CreatePartitions { topic: name, .. }
+        | Request::DeleteTopic { topic: name } => [topic(name, Right::Admin), None],
         Request::JoinGroup { group: g, topic: t, .. } | Request::Ack { group: g, topic: t, .. } => {
             [topic(t, Right::Consume), group(g, Right::Consume)]
         }
@@ -200,7 +201,7 @@ mod tests {
             },
             groups: Grants::default(),
         };
-        let ack = Request::Ack { group: "tills", topic: "orders", offsets: vec![] };
+        let ack = Request::Ack { group: "tills", topic: "orders", partition: 0, offsets: vec![] };
         let lacking = permissions.lacking(&ack).unwrap();
         assert_eq!(
             (lacking.scope, lacking.name, lacking.right),

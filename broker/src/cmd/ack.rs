@@ -37,5 +37,5 @@ pub fn apply<'a>(
         0
     };
     let committed_offset = broker.groups.get(group, topic).map_or(0, |s| s.committed());
-    Outcome::Reply(Response::Acked { group, topic, acked, committed_offset })
+    Outcome::Reply(Response::Acked { group, topic, acked, committed_offset, partition: 0 })
 }

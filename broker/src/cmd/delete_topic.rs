@@ -11,6 +11,7 @@ pub fn apply<'a>(broker: &mut Broker, topic: &'a str) -> Outcome<'a> {
     match broker.store.delete(topic) {
         Ok(()) => {
             broker.groups.drop_topic(topic);
+            broker.keyless.forget(topic);
             Outcome::Reply(Response::Deleted { topic })
         }
         Err(error) => refuse(error),

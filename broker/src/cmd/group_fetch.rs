@@ -74,7 +74,7 @@ pub fn deliver<'a>(
     now: Instant,
 ) -> Response<'a> {
     let Delivery { group, topic, member, mut budget } = to;
-    let (first, end) = match store.offsets(topic) {
+    let (first, end) = match store.offsets(topic, 0) {
         Ok(offsets) => offsets,
         Err(error) => return error.into(),
     };
@@ -89,7 +89,7 @@ pub fn deliver<'a>(
     let mut messages: Vec<Message<'a>> = Vec::new();
     for offset in state.due(now, budget.messages_left()) {
         let mut one = Vec::with_capacity(1);
-        match store.read(topic, offset, Budget::new(1, usize::MAX), &mut one) {
+        match store.read(topic, 0, offset, Budget::new(1, usize::MAX), &mut one) {
             // An offset retention removed since is simply not there any more.
             Ok(_) | Err(StoreError::OffsetOutOfRange { .. }) => {}
             // A record that cannot be read (damaged) is refused as a plain fetch refuses it,
@@ -106,7 +106,7 @@ pub fn deliver<'a>(
     if budget.messages_left() > 0 {
         // Within `first..=end`: the state was fitted to the topic above. A record that cannot
         // be read is refused as above: never an empty delivery that would come again forever.
-        let read = store.read(topic, state.delivered(), budget, &mut messages);
+        let read = store.read(topic, 0, state.delivered(), budget, &mut messages);
         if let Err(error) = read {
             if messages.is_empty() {
                 return error.into();
@@ -131,6 +131,7 @@ pub fn deliver<'a>(
         committed_offset,
         end_offset: end,
         reset_offset,
+        partition: 0,
     }
 }
 

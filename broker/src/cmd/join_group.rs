@@ -42,6 +42,7 @@ pub fn apply<'a>(
         committed_offset: broker.groups.get(group, topic).map_or(offset, Subscription::committed),
         end_offset: end,
         members: u32::try_from(members).unwrap_or(u32::MAX),
+        partitions: broker.store.partitions(topic).unwrap_or(1),
         created,
         ack_timeout_ms: broker.groups.ack_timeout().as_millis() as u64,
     })

@@ -30,9 +30,10 @@ pub fn apply<'a>(broker: &Broker, group: Option<&str>, topic: Option<&str>) -> O
         .map(|(group, topic, state)| GroupInfo {
             group: group.to_owned(),
             topic: topic.to_owned(),
+            partition: 0,
             committed_offset: state.committed(),
             delivered_offset: state.delivered(),
-            end_offset: broker.store.offsets(topic).map_or(state.delivered(), |(_, next)| next),
+            end_offset: broker.store.offsets(topic, 0).map_or(state.delivered(), |(_, next)| next),
             pending: state.pending() as u64,
             members: state.member_brokers(live),
         })

@@ -1,4 +1,4 @@
-//! `list_topics`: every topic with its offsets, under a claim.
+//! `list_topics`: every topic with each partition's offsets, under a claim.
 
 use protocol::Response;
 

@@ -6,6 +6,7 @@
 pub mod ack;
 pub mod append;
 pub mod claim;
+pub mod create_partitions;
 pub mod create_topic;
 pub mod delete_topic;
 pub mod fetch;
@@ -65,15 +66,25 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
         Request::ListTopics { claim } => list_topics::apply(broker, claim, cx),
         Request::Fetch(fetch) => fetch::apply(broker, fetch, cx),
         Request::Append(append) => append::apply(broker, append, cx),
-        Request::CreateTopic { topic, retention } => create_topic::apply(broker, topic, retention),
+        Request::CreateTopic { topic, partitions, retention } => {
+            create_topic::apply(broker, topic, partitions, retention)
+        }
+        Request::CreatePartitions { topic, partitions } => {
+            create_partitions::apply(broker, topic, partitions)
+        }
         Request::DeleteTopic { topic } => delete_topic::apply(broker, topic),
         Request::JoinGroup { claim, group, topic, start } => {
             join_group::apply(broker, claim, group, topic, start, cx)
         }
         Request::GroupFetch(fetch) => group_fetch::apply(broker, fetch, cx),
-        Request::Ack { group, topic, offsets } => ack::apply(broker, group, topic, &offsets),
+        // The groups read partition 0 until they learn partitions.
+        Request::Ack { group, topic, partition: _, offsets } => {
+            ack::apply(broker, group, topic, &offsets)
+        }
         Request::ListGroups { group, topic } => list_groups::apply(broker, group, topic),
-        Request::ResetGroup { group, topic, to } => reset_group::apply(broker, group, topic, to),
+        Request::ResetGroup { group, topic, partition: _, to } => {
+            reset_group::apply(broker, group, topic, to)
+        }
     }
 }
 
@@ -94,6 +105,15 @@ impl From<StoreError> for Response<'_> {
             }
             StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             StoreError::StorageFull { .. } => ErrorCode::StorageFull,
+            StoreError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            StoreError::UnknownPartition { partitions, .. } => {
+                return Response::Error {
+                    code: ErrorCode::UnknownPartition,
+                    reason: error.to_string().into(),
+                    range: None,
+                    partitions: Some(*partitions),
+                };
+            }
             StoreError::Io(_) => ErrorCode::InternalError,
             StoreError::Unavailable(_) | StoreError::Unconfirmed(_) => ErrorCode::StoreUnavailable,
             StoreError::OffsetOutOfRange { first, next, .. } => {
@@ -101,6 +121,7 @@ impl From<StoreError> for Response<'_> {
                     code: ErrorCode::OffsetOutOfRange,
                     reason: error.to_string().into(),
                     range: Some((*first, *next)),
+                    partitions: None,
                 };
             }
         };
@@ -154,7 +175,7 @@ fn check_names(group: &str, topic: &str) -> Result<(), Response<'static>> {
 /// The refusal to send: an invalid name or an unknown topic.
 fn group_topic(store: &Store, group: &str, topic: &str) -> Result<(u64, u64), Response<'static>> {
     check_names(group, topic)?;
-    Ok(store.offsets(topic)?)
+    Ok(store.offsets(topic, 0)?)
 }
 
 /// A refusal, as an outcome.

@@ -26,5 +26,5 @@ pub fn apply<'a>(broker: &mut Broker, group: &'a str, topic: &'a str, to: ResetT
         }
     };
     broker.groups.reset(group, topic, offset);
-    Outcome::Reply(Response::Reset { group, topic, committed_offset: offset })
+    Outcome::Reply(Response::Reset { group, topic, committed_offset: offset, partition: None })
 }

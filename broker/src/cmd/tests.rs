@@ -54,7 +54,7 @@ fn claim(broker: &mut Broker, wanted: Option<u32>, now: Instant) -> (u32, u64) {
 /// Appends `count` messages to `topic` and commits, as one pass of the server would.
 fn append(broker: &mut Broker, topic: &str, count: usize, now: Instant) {
     let messages = vec![NewMessage { key: None, value: b"m" }; count];
-    let request = Request::Append(Append { topic, messages });
+    let request = Request::Append(Append { topic, messages, partition: None });
     assert!(matches!(reply(apply(request, broker, &at(now))), Response::Appended { .. }));
     assert!(broker.store.commit_and_wait(now, at(now).now_ms).is_empty());
 }
@@ -76,7 +76,15 @@ fn two_members(messages: usize, now: Instant) -> (Broker, u64, u64) {
 
 fn fetch_at_end(claim: u64, wait_ms: u64) -> Request<'static> {
     let topic = "t";
-    Request::Fetch(Fetch { claim, topic, offset: 3, max_messages: 10, max_bytes: 1 << 20, wait_ms })
+    Request::Fetch(Fetch {
+        claim,
+        topic,
+        partition: 0,
+        offset: 3,
+        max_messages: 10,
+        max_bytes: 1 << 20,
+        wait_ms,
+    })
 }
 
 fn group_fetch_of(claim: u64, wait_ms: u64) -> Request<'static> {
@@ -88,6 +96,7 @@ fn group_fetch_of(claim: u64, wait_ms: u64) -> Request<'static> {
         max_messages: 10,
         max_bytes: 1 << 20,
         wait_ms,
+        ordered: false,
     })
 }
 
@@ -170,7 +179,16 @@ fn a_held_fetch_is_answered_empty_when_its_wait_ends_and_no_later_than_the_longe
         else {
             panic!("expected a held fetch, got {held:?}");
         };
-        let fetch = HeldFetch { envelope, claim, topic, offset, max_messages, max_bytes, deadline };
+        let fetch = HeldFetch {
+            envelope,
+            claim,
+            topic,
+            partition: 0,
+            offset,
+            max_messages,
+            max_bytes,
+            deadline,
+        };
         waiting.push_fetch(fetch);
     }
     assert!(waiting.take_expired(t0 + 299 * MS).1.is_empty());
@@ -178,7 +196,7 @@ fn a_held_fetch_is_answered_empty_when_its_wait_ends_and_no_later_than_the_longe
     assert_eq!(ended.iter().map(|f| f.envelope).collect::<Vec<_>>(), [1]);
     let ended = &ended[0];
     let budget = Budget::of_fetch(ended.max_messages, ended.max_bytes);
-    let answer = fetch::answer(&*broker.store, &ended.topic, ended.offset, budget);
+    let answer = fetch::answer(&*broker.store, &ended.topic, 0, ended.offset, budget);
     let Response::Messages { messages, next_offset: 3, end_offset: 3, .. } = answer else {
         panic!("expected no messages at offset 3, got {answer:?}");
     };
@@ -229,7 +247,7 @@ fn unacknowledged_messages_go_to_another_member_when_their_ack_timeout_runs_out(
     let take_three = Request::GroupFetch(GroupFetch { max_messages: 3, ..ask });
     assert_eq!(delivered(apply(take_three, &mut broker, &at(t0))), (vec![0, 1, 2], vec![]));
     assert_eq!(delivered(apply(group_fetch_of(b, 0), &mut broker, &at(t0))), (vec![3, 4], vec![]));
-    let ack = Request::Ack { group: "g", topic: "t", offsets: vec![3, 4] };
+    let ack = Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![3, 4] };
     assert!(matches!(reply(apply(ack, &mut broker, &at(t0))), Response::Acked { acked: 2, .. }));
 
     // Within the lease, so both claims hold; a's messages are not b's until the timeout.
@@ -243,7 +261,7 @@ fn unacknowledged_messages_go_to_another_member_when_their_ack_timeout_runs_out(
     // Redelivered, they wait a whole timeout again.
     let again = due + ACK_TIMEOUT - MS;
     assert_eq!(delivered(apply(group_fetch_of(a, 0), &mut broker, &at(again))), (vec![], vec![]));
-    let ack = Request::Ack { group: "g", topic: "t", offsets: vec![0, 1, 2] };
+    let ack = Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0, 1, 2] };
     let response = reply(apply(ack, &mut broker, &at(again)));
     assert!(matches!(response, Response::Acked { acked: 3, committed_offset: 5, .. }));
 }

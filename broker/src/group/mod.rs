@@ -275,7 +275,7 @@ impl Groups {
         }
 
         for (file, saved) in states {
-            let Ok((first, end)) = store.offsets(&saved.topic) else {
+            let Ok((first, end)) = store.offsets(&saved.topic, 0) else {
                 if let Some(aside) = &mut aside {
                     // The topic may have been set aside as damaged: keep its groups' states.
                     let problem = format!(

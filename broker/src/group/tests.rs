@@ -20,11 +20,11 @@ fn config(data_dir: Option<&Path>) -> StoreConfig {
 fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Box<Store> {
     let mut store = Store::open(config(data_dir)).unwrap();
     for topic in topics {
-        store.create(topic, Retention::default()).unwrap();
+        store.create(topic, 1, Retention::default()).unwrap();
         let messages: Vec<NewMessage<'_>> =
             (0..count).map(|_| NewMessage { key: None, value: b"m" }).collect();
         if count > 0 {
-            store.append(topic, &messages, 0).unwrap();
+            store.append(topic, 0, &messages, 0).unwrap();
         }
     }
     assert!(store.commit_and_wait(Instant::now(), 0).is_empty());

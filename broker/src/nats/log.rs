@@ -1,5 +1,5 @@
 //! The log kept in a NATS JetStream: [`NatsLog`], the serving thread's side of the topics'
-//! streams. Appends are staged and handed, once per pass, to the runtime (`streams` publishes
+//! streams, one per partition. Appends are staged and handed, once per pass, to the runtime (`streams` publishes
 //! them); reads are served from a copy of each topic held in memory, or with `--copy-dir` in
 //! segment files there (the mirror), fed in stream order by the runtime's followers. Copies in
 //! files are kept from one clean stop to the next start, and resumed where they end when their
@@ -20,8 +20,9 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::logical::ClaimChange;
 use crate::store::{
-    check_batch, check_name, unknown, Budget, CommitFailure, Files, InMemory, IoFailure, Log,
-    Renumbered, Result, Settled, Storage, StoreConfig, StoreError, Ticket, Topic, Totals,
+    check_batch, check_growth, check_name, check_partitions, info_of, unknown, unknown_partition,
+    Budget, CommitFailure, Files, InMemory, IoFailure, Log, Partition, Renumbered, Result, Settled,
+    Storage, StoreConfig, StoreError, Ticket, Totals,
 };
 use crate::store::{disk, flush, recovery};
 
@@ -32,41 +33,45 @@ use super::{record, NatsClaims, NatsConfig, NatsGroups};
 /// How long a create or a delete of a topic may take before it is refused.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// The copy of a topic a broker process serves reads from: in memory, or in files (which fall
-/// back to memory when their directory cannot be made).
-type Copy = Topic<Box<dyn Storage>>;
+/// The copy of a partition a broker process serves reads from: in memory, or in files (which
+/// fall back to memory when their directory cannot be made).
+type Copy = Partition<Box<dyn Storage>>;
+
+/// A partition: (topic, partition).
+type Key = (String, u32);
 
 /// A [`Log`] kept in a NATS JetStream, served from a copy in memory or in files.
 #[derive(Debug)]
 pub struct NatsLog {
-    /// Every topic known, as read back from its stream: what reads see.
-    mirror: BTreeMap<String, Copy>,
+    /// Every partition known, as read back from its stream: what reads see. A topic is known
+    /// while its partition 0 is; its partitions are those known from 0 on, without a gap.
+    mirror: BTreeMap<Key, Copy>,
     /// The directory holding a directory of segment files for each topic's copy, laid out
     /// as a data directory (`topics/`); `None` when the copies are in memory.
     copies: Option<PathBuf>,
     /// The copies kept from an earlier run, until the runtime says whether each one's stream
     /// still holds it (`Event::Topic`'s `resumed`).
-    unverified: BTreeMap<String, Copy>,
+    unverified: BTreeMap<Key, Copy>,
     /// How the store was set up.
     config: StoreConfig,
     /// The appends of the present pass, in order.
     staged: Vec<Staged>,
     /// The first offset `append` gave each staged append, to name it when its commit settles.
     given: Vec<u64>,
-    /// For each topic appended to in the present pass or in a commit in flight, the offset
-    /// the next append is given (renumbered when its commit settles).
-    guessed: BTreeMap<String, u64>,
+    /// For each partition appended to in the present pass or in a commit in flight, the
+    /// offset the next append is given (renumbered when its commit settles).
+    guessed: BTreeMap<Key, u64>,
     /// The ticket the next commit gets.
     next_ticket: u64,
-    /// Commits handed to the runtime and not yet settled, oldest first, with the topic and
-    /// given first offset of each of their appends.
-    in_flight: VecDeque<(Ticket, Vec<(String, u64)>)>,
+    /// Commits handed to the runtime and not yet settled, oldest first, with the partition
+    /// and given first offset of each of their appends.
+    in_flight: VecDeque<(Ticket, Vec<(Key, u64)>)>,
     /// Commits settled and not yet reported.
     settled: Vec<Settled>,
-    /// Topics that received messages since the last report (from any broker process).
-    grown: Vec<String>,
-    /// Topics retention shortened in the mirror since the last call.
-    trimmed: Vec<String>,
+    /// Partitions that received messages since the last report (from any broker process).
+    grown: Vec<Key>,
+    /// Partitions retention shortened in the mirror since the last call.
+    trimmed: Vec<Key>,
     /// Commands to the runtime.
     commands: Option<tmpsc::UnboundedSender<Command>>,
     /// Events from the runtime.
@@ -108,6 +113,7 @@ impl NatsLog {
             servers: nats.servers.clone(),
             replicas: nats.replicas.max(1),
             retention: config.retention,
+            partitions: config.partitions,
             lease: nats.lease,
             resume,
         };
@@ -170,35 +176,40 @@ impl NatsLog {
     /// Applies one event of the runtime.
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Topic { topic, first, next, retention, resumed } => {
-                if let Some(copy) = self.unverified.remove(&topic) {
+            Event::Topic { topic, partition, first, next, retention, resumed } => {
+                let key = (topic, partition);
+                if let Some(copy) = self.unverified.remove(&key) {
                     if resumed == Some(copy.next_offset()) {
-                        tracing::info!(%topic, next = copy.next_offset(), "copy resumed");
-                        self.mirror.insert(topic, copy);
+                        let next = copy.next_offset();
+                        tracing::info!(topic = %key.0, partition, next, "copy resumed");
+                        self.mirror.insert(key, copy);
                         return;
                     }
-                    tracing::info!(%topic, "copy not found in the stream; read again");
+                    tracing::info!(topic = %key.0, partition, "copy not found in the stream; read again");
                     if let Some(dir) = copy.dir() {
                         remove_copy_files(dir);
                     }
                 }
-                let known = self.mirror.get(&topic).is_some_and(|t| t.next_offset() >= next);
-                // A topic not yet known starts empty at its oldest message, which its
+                let known = self.mirror.get(&key).is_some_and(|t| t.next_offset() >= next);
+                // A partition not yet known starts empty at its oldest message, which its
                 // follower reads first.
                 if !known {
-                    let copy = new_copy(self.copies.as_deref(), &topic, first, retention);
-                    self.mirror.insert(topic, copy);
+                    let copy = new_copy(self.copies.as_deref(), &key, first, retention);
+                    self.mirror.insert(key, copy);
                 }
             }
-            Event::Messages { topic, messages } => self.add(topic, messages),
-            Event::Deleted { topic } => self.forget(&topic),
+            Event::Messages { topic, partition, messages } => {
+                self.add((topic, partition), messages)
+            }
+            Event::Deleted { topic, partition } => self.forget_partition(&(topic, partition)),
             Event::Committed { ticket, results } => self.settle(Ticket(ticket), results),
         }
     }
 
-    /// Adds messages read from `topic`'s stream to its copy, in order.
-    fn add(&mut self, topic: String, messages: Vec<(u64, bytes::Bytes)>) {
-        let Some(copy) = self.mirror.get_mut(&topic) else { return };
+    /// Adds messages read from a partition's stream to its copy, in order.
+    fn add(&mut self, key: Key, messages: Vec<(u64, bytes::Bytes)>) {
+        let Some(copy) = self.mirror.get_mut(&key) else { return };
+        let topic = &key.0;
         let copies = self.copies.as_deref();
         let segment_bytes = self.config.segment_bytes;
         let mut added = false;
@@ -213,7 +224,7 @@ impl NatsLog {
                 // Messages removed from the stream before this broker read them, or one that
                 // is not ours: the copy starts again after them.
                 let first = if decoded.is_some() { *offset } else { offset + 1 };
-                *copy = new_copy(copies, &topic, first, copy.retention());
+                *copy = new_copy(copies, &key, first, copy.retention());
                 next = first;
             }
             let Some(decoded) = decoded else {
@@ -224,14 +235,14 @@ impl NatsLog {
             next += 1;
             added = true;
         }
-        keep(copy, &topic);
+        keep(copy, topic);
         if added {
             let now_ms = crate::clock::epoch_ms();
-            if copy.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(&topic) {
-                self.trimmed.push(topic.clone());
+            if copy.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(&key) {
+                self.trimmed.push(key.clone());
             }
-            if !self.grown.contains(&topic) {
-                self.grown.push(topic);
+            if !self.grown.contains(&key) {
+                self.grown.push(key);
             }
         }
     }
@@ -242,19 +253,21 @@ impl NatsLog {
         let Some((_, appends)) = self.in_flight.remove(at) else { return };
         let mut settled =
             Settled { ticket, failures: Vec::new(), readable: Vec::new(), renumbered: Vec::new() };
-        self.grown.retain(|t| !appends.iter().any(|(topic, _)| topic == t));
-        for ((topic, given), result) in appends.into_iter().zip(results) {
+        self.grown.retain(|t| !appends.iter().any(|(key, _)| key == t));
+        for (((topic, partition), given), result) in appends.into_iter().zip(results) {
             match result {
                 Ok((first, last)) => {
-                    if !settled.readable.contains(&topic) {
-                        settled.readable.push(topic.clone());
+                    let key = (topic.clone(), partition);
+                    if !settled.readable.contains(&key) {
+                        settled.readable.push(key);
                     }
-                    settled.renumbered.push(Renumbered { topic, given, first, last });
+                    settled.renumbered.push(Renumbered { topic, partition, given, first, last });
                 }
                 Err(error) => {
-                    if !settled.failures.iter().any(|f| f.topic == topic) {
-                        tracing::error!(topic = %topic, %error, "appends not acknowledged; refused");
-                        settled.failures.push(CommitFailure { topic, error });
+                    let known = |f: &CommitFailure| f.topic == topic && f.partition == partition;
+                    if !settled.failures.iter().any(known) {
+                        tracing::error!(topic = %topic, partition, %error, "appends not acknowledged; refused");
+                        settled.failures.push(CommitFailure { topic, partition, error });
                     }
                 }
             }
@@ -285,6 +298,10 @@ impl NatsLog {
             Ok(Err(Refusal::Exists)) => Err(StoreError::TopicExists(topic.to_owned())),
             Ok(Err(Refusal::Unknown)) => Err(unknown(topic)),
             Ok(Err(Refusal::Failed(reason))) => Err(nats_error(reason)),
+            Ok(Err(Refusal::Partitions(now))) => Err(StoreError::InvalidPartitions(format!(
+                "topic {} has {now} partitions; it can grow to more, never shrink",
+                protocol::excerpt(topic)
+            ))),
             Ok(Err(Refusal::Unreachable(reason))) => Err(StoreError::Unavailable(reason)),
             Err(_) => Err(StoreError::Unavailable("JetStream did not answer in time".into())),
         }
@@ -329,7 +346,7 @@ const CLEAN_MARK: &str = "clean";
 ///
 /// # Errors
 /// The folder cannot be removed or made.
-fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<String, Copy>)> {
+fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<Key, Copy>)> {
     let copies = dir.join("copies");
     let failed = |what: &str, e| {
         StoreError::Io(IoFailure::doing(format!("cannot {what} {}", copies.display()), e))
@@ -339,7 +356,11 @@ fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<St
         crate::files::sync_dir(&copies).map_err(|e| failed("flush", e))?;
         match recovery::recover(&copies, segment_bytes, None) {
             Ok(recovered) => {
-                let kept = recovered.topics.into_iter().map(|(name, copy)| (name, copy.boxed()));
+                // Only partition 0's copies are kept in files (see `new_copy`).
+                let kept = recovered.topics.into_iter().filter_map(|(name, topic)| {
+                    let zero = topic.into_partitions().into_iter().next()?;
+                    Some(((name, 0), zero.boxed()))
+                });
                 return Ok((copies, kept.collect()));
             }
             Err(error) => tracing::warn!(%error, "the topics' copies do not open; read again"),
@@ -371,20 +392,27 @@ fn last_of(copy: &Copy) -> Option<bytes::Bytes> {
     Some(record::encode(message.timestamp, message.key, message.value).into())
 }
 
-/// An empty copy of `topic` whose next message gets offset `first`: in memory, or in a
-/// directory of its own under `copies` (emptied first), with its `topic.meta` so that a later
-/// start can recover it. A copy whose directory cannot be made is kept in memory, with a log
-/// line saying so.
-fn new_copy(copies: Option<&Path>, topic: &str, first: u64, retention: Retention) -> Copy {
-    let in_memory = || Topic::starting_at(Box::new(InMemory) as Box<dyn Storage>, first, retention);
-    let Some(copies) = copies else { return in_memory() };
+/// An empty copy of a partition whose next message gets offset `first`: in memory, or, for
+/// partition 0, in a directory of its own under `copies` (emptied first), with its
+/// `topic.meta` so that a later start can recover it. The copies of partitions >= 1 are in
+/// memory only, and read again from their streams at each start. A copy whose directory
+/// cannot be made is kept in memory, with a log line saying so.
+fn new_copy(
+    copies: Option<&Path>,
+    (topic, partition): &Key,
+    first: u64,
+    retention: Retention,
+) -> Copy {
+    let in_memory =
+        || Partition::starting_at(Box::new(InMemory) as Box<dyn Storage>, first, retention);
+    let Some(copies) = copies.filter(|_| *partition == 0) else { return in_memory() };
     let dir = disk::topics_dir(copies).join(disk::topic_dir_name(topic));
     remove_copy_files(&dir);
-    let meta = disk::Meta::new(topic, retention);
+    let meta = disk::Meta::new(topic, retention, 1);
     let made = disk::create_topic_dir_unpublished(copies, &meta)
         .and_then(|dir| disk::publish_meta(&dir, true));
     match made {
-        Ok(()) => Topic::starting_at(Box::new(Files::new(dir)), first, retention),
+        Ok(()) => Partition::starting_at(Box::new(Files::new(dir)), first, retention),
         Err(error) => {
             tracing::error!(%error, dir = %dir.display(), topic, "cannot make a copy's directory; kept in memory");
             in_memory()
@@ -422,27 +450,54 @@ impl Log for NatsLog {
     fn append(
         &mut self,
         topic: &str,
+        partition: u32,
         messages: &[NewMessage<'_>],
         timestamp: u64,
     ) -> Result<(u64, u64)> {
-        check_batch(topic, messages, self.config.max_message_bytes)?;
-        // A topic new here is listed at once, empty, as in the other stores; its stream's
-        // state replaces it when the runtime finds or creates it.
-        let retention = Retention::default();
-        let copies = self.copies.as_deref();
-        let copy = self
-            .mirror
-            .entry(topic.to_owned())
-            .or_insert_with(|| new_copy(copies, topic, 0, retention));
-        let known = copy.next_offset();
-        let next = self.guessed.entry(topic.to_owned()).or_insert(known);
-        let first = (*next).max(known);
-        *next = first + messages.len() as u64;
-        let payloads =
-            messages.iter().map(|m| record::encode(timestamp, m.key, m.value).into()).collect();
-        self.staged.push(Staged { topic: topic.to_owned(), payloads });
-        self.given.push(first);
-        Ok((first, *next - 1))
+        let offsets = self.append_parts(topic, &[(partition, messages)], timestamp)?;
+        Ok(offsets.first().copied().unwrap_or_default())
+    }
+
+    fn append_parts(
+        &mut self,
+        topic: &str,
+        parts: &[(u32, &[NewMessage<'_>])],
+        timestamp: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        let count = self.count(topic);
+        let known = count.is_some();
+        let count = count.unwrap_or(self.config.partitions);
+        for &(partition, messages) in parts {
+            check_batch(topic, messages, self.config.max_message_bytes)?;
+            if partition >= count {
+                return Err(unknown_partition(topic, partition, count));
+            }
+        }
+        if !known {
+            check_partitions(count)?;
+            // A topic new here is listed at once, empty, as in the other stores; its streams'
+            // state replaces it when the runtime finds or creates them.
+            let retention = Retention::default();
+            for p in 0..count {
+                let key = (topic.to_owned(), p);
+                let copy = new_copy(self.copies.as_deref(), &key, 0, retention);
+                self.mirror.insert(key, copy);
+            }
+        }
+        let mut offsets = Vec::with_capacity(parts.len());
+        for &(partition, messages) in parts {
+            let key = (topic.to_owned(), partition);
+            let held = self.mirror.get(&key).map_or(0, Copy::next_offset);
+            let next = self.guessed.entry(key).or_insert(held);
+            let first = (*next).max(held);
+            *next = first + messages.len() as u64;
+            let payloads =
+                messages.iter().map(|m| record::encode(timestamp, m.key, m.value).into()).collect();
+            self.staged.push(Staged { topic: topic.to_owned(), partition, payloads });
+            self.given.push(first);
+            offsets.push((first, *next - 1));
+        }
+        Ok(offsets)
     }
 
     fn commit(&mut self, _now: Instant, _now_ms: u64) -> Ticket {
@@ -461,8 +516,11 @@ impl Log for NatsLog {
             return ticket;
         }
         let appends = std::mem::take(&mut self.staged);
-        let names: Vec<(String, u64)> =
-            appends.iter().map(|s| s.topic.clone()).zip(self.given.drain(..)).collect();
+        let names: Vec<(Key, u64)> = appends
+            .iter()
+            .map(|s| (s.topic.clone(), s.partition))
+            .zip(self.given.drain(..))
+            .collect();
         let sent = self
             .commands
             .as_ref()
@@ -520,24 +578,38 @@ impl Log for NatsLog {
     fn read<'a>(
         &'a self,
         topic: &str,
+        partition: u32,
         offset: u64,
         budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
         check_name(topic)?;
-        let copy = self.mirror.get(topic).ok_or_else(|| unknown(topic))?;
-        copy.read_checked(topic, offset, budget, out)
+        self.copy(topic, partition)?.read_checked(topic, offset, budget, out)
     }
 
-    fn offsets(&self, topic: &str) -> Result<(u64, u64)> {
-        let copy = self.mirror.get(topic).ok_or_else(|| unknown(topic))?;
+    fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let copy = self.copy(topic, partition)?;
         Ok((copy.first_offset(), copy.next_offset()))
     }
 
-    fn create(&mut self, topic: &str, retention: Retention) -> Result<()> {
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        self.count(topic).ok_or_else(|| unknown(topic))
+    }
+
+    fn create(&mut self, topic: &str, partitions: u32, retention: Retention) -> Result<()> {
         check_name(topic)?;
+        check_partitions(partitions)?;
         let (reply, answer) = mpsc::channel();
-        let command = Command::Create { topic: topic.to_owned(), retention, reply };
+        let command = Command::Create { topic: topic.to_owned(), partitions, retention, reply };
+        self.ask(command, &answer, topic)
+    }
+
+    fn grow(&mut self, topic: &str, partitions: u32) -> Result<()> {
+        check_name(topic)?;
+        let now = self.count(topic).ok_or_else(|| unknown(topic))?;
+        check_growth(topic, now, partitions)?;
+        let (reply, answer) = mpsc::channel();
+        let command = Command::Grow { topic: topic.to_owned(), partitions, reply };
         self.ask(command, &answer, topic)
     }
 
@@ -553,11 +625,18 @@ impl Log for NatsLog {
     }
 
     fn list(&self) -> Vec<TopicInfo> {
-        self.mirror.iter().map(|(name, copy)| copy.info(name)).collect()
+        let mut topics = Vec::new();
+        for (topic, _) in self.mirror.keys().filter(|(_, p)| *p == 0) {
+            let count = self.count(topic).unwrap_or(1);
+            let copies = (0..count).filter_map(|p| self.mirror.get(&(topic.clone(), p)));
+            topics.push(info_of(topic, copies));
+        }
+        topics
     }
 
     fn totals(&self) -> Totals {
-        let mut totals = Totals { topics: self.mirror.len() as u64, ..Totals::default() };
+        let topics = self.mirror.keys().filter(|(_, p)| *p == 0).count() as u64;
+        let mut totals = Totals { topics, ..Totals::default() };
         for copy in self.mirror.values() {
             totals.messages += copy.messages();
             totals.bytes += copy.payload_bytes();
@@ -565,7 +644,7 @@ impl Log for NatsLog {
         totals
     }
 
-    fn take_trimmed(&mut self) -> Vec<String> {
+    fn take_trimmed(&mut self) -> Vec<Key> {
         std::mem::take(&mut self.trimmed)
     }
 
@@ -594,11 +673,48 @@ impl Log for NatsLog {
 }
 
 impl NatsLog {
-    /// Drops the copy of a topic deleted, with its files.
+    /// Drops the copies of every partition of a topic deleted, with their files.
     fn forget(&mut self, topic: &str) {
-        if let Some(dir) = self.mirror.remove(topic).as_ref().and_then(Topic::dir) {
+        let keys: Vec<Key> = self.mirror.keys().filter(|(t, _)| t == topic).cloned().collect();
+        for key in keys {
+            self.forget_partition(&key);
+        }
+    }
+
+    /// Drops the copy of a partition whose stream was deleted, with its files.
+    fn forget_partition(&mut self, key: &Key) {
+        if let Some(dir) = self.mirror.remove(key).as_ref().and_then(Partition::dir) {
             remove_copy_files(dir);
         }
+    }
+
+    /// How many partitions `topic` has here: those known from 0 on, without a gap (the
+    /// streams of a topic's new partitions are learned one by one); `None` for a topic not
+    /// known, whose partition 0 is not.
+    fn count(&self, topic: &str) -> Option<u32> {
+        let range = (topic.to_owned(), 0)..=(topic.to_owned(), u32::MAX);
+        let mut count = 0;
+        for ((_, p), _) in self.mirror.range(range) {
+            if *p != count {
+                break;
+            }
+            count += 1;
+        }
+        (count > 0).then_some(count)
+    }
+
+    /// The copy of partition `partition` of `topic`.
+    ///
+    /// # Errors
+    /// An unknown topic or partition.
+    fn copy(&self, topic: &str, partition: u32) -> Result<&Copy> {
+        let count = self.count(topic).ok_or_else(|| unknown(topic))?;
+        if partition >= count {
+            return Err(unknown_partition(topic, partition, count));
+        }
+        self.mirror
+            .get(&(topic.to_owned(), partition))
+            .ok_or_else(|| unknown_partition(topic, partition, count))
     }
 
     /// Settles the commits at the front of those in flight that had no appends.

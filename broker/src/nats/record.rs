@@ -1,6 +1,12 @@
 //! How a topic and its messages are laid out in JetStream: stream and subject names, and the
 //! bytes of one stored message.
 //!
+//! Each partition of a topic is a stream of its own, so that a message's offset is its stream
+//! sequence − 1: partition 0 is `TOPIC_<hex of the name>` (subject `topic.<hex>`), as topics
+//! were before they had partitions, and partition `p` >= 1 is `TOPIC_<hex>_<p>` (subject
+//! `topic.<hex>.<p>`). The count of partitions is in partition 0's stream metadata, under
+//! [`PARTITIONS_KEY`]; a stream without it holds a topic of one partition.
+//!
 //! # Format
 //! One JetStream message holds one broker message; its payload is
 //!
@@ -19,25 +25,54 @@ const VERSION: u8 = 1;
 /// The prefix of every stream that holds a topic.
 pub const STREAM_PREFIX: &str = "TOPIC_";
 
-/// The stream that holds `topic`: its name hex-encoded, since stream names may not hold `.`,
-/// spaces, `*`, `>` or path separators, which topic names may.
-pub fn stream_name(topic: &str) -> String {
-    let mut name = String::with_capacity(STREAM_PREFIX.len() + 2 * topic.len());
-    name.push_str(STREAM_PREFIX);
+/// The key of partition 0's stream metadata that holds the topic's count of partitions.
+pub const PARTITIONS_KEY: &str = "partitions";
+
+/// The topic's name hex-encoded, since stream names may not hold `.`, spaces, `*`, `>` or path
+/// separators, which topic names may.
+fn hex(topic: &str) -> String {
+    let mut hex = String::with_capacity(2 * topic.len());
     for byte in topic.bytes() {
-        name.push_str(&format!("{byte:02x}"));
+        hex.push_str(&format!("{byte:02x}"));
     }
-    name
+    hex
 }
 
-/// The subject appends to `topic` are published on (its stream's one subject).
-pub fn subject(topic: &str) -> String {
-    format!("topic.{}", &stream_name(topic)[STREAM_PREFIX.len()..])
+/// The stream that holds partition `partition` of `topic`.
+pub fn stream_name(topic: &str, partition: u32) -> String {
+    match partition {
+        0 => format!("{STREAM_PREFIX}{}", hex(topic)),
+        p => format!("{STREAM_PREFIX}{}_{p}", hex(topic)),
+    }
 }
 
-/// The topic a stream holds; `None` for a stream that is not a topic's.
-pub fn topic_of(stream: &str) -> Option<String> {
-    let hex = stream.strip_prefix(STREAM_PREFIX)?;
+/// The subject appends to partition `partition` of `topic` are published on (its stream's one
+/// subject).
+pub fn subject(topic: &str, partition: u32) -> String {
+    match partition {
+        0 => format!("topic.{}", hex(topic)),
+        p => format!("topic.{}.{p}", hex(topic)),
+    }
+}
+
+/// The topic and partition a stream holds; `None` for a stream that is not a topic's.
+pub fn partition_of(stream: &str) -> Option<(String, u32)> {
+    let rest = stream.strip_prefix(STREAM_PREFIX)?;
+    let (hex, partition) = match rest.split_once('_') {
+        None => (rest, 0),
+        Some((hex, p)) => {
+            let partition: u32 = p.parse().ok()?;
+            if partition == 0 || partition.to_string() != p {
+                return None;
+            }
+            (hex, partition)
+        }
+    };
+    Some((topic_of_hex(hex)?, partition))
+}
+
+/// The topic whose name is hex-encoded in `hex`.
+fn topic_of_hex(hex: &str) -> Option<String> {
     if hex.len() % 2 != 0 || hex.is_empty() {
         return None;
     }
@@ -104,14 +139,24 @@ mod tests {
     #[test]
     fn names_go_there_and_back() {
         for topic in ["orders", "Hola mundo", "a.b>*/c", "über"] {
-            let stream = stream_name(topic);
-            assert!(stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{stream}");
-            assert_eq!(topic_of(&stream).as_deref(), Some(topic));
-            assert!(!subject(topic).contains(' '));
+            for partition in [0, 1, 7, 9_999] {
+                let stream = stream_name(topic, partition);
+                assert!(stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{stream}");
+                assert_eq!(partition_of(&stream), Some((topic.to_owned(), partition)));
+                assert!(!subject(topic, partition).contains(' '));
+            }
         }
-        assert_eq!(topic_of("KV_claims"), None);
-        assert_eq!(topic_of("TOPIC_6"), None);
-        assert_eq!(topic_of("TOPIC_zz"), None);
+        // Partition 0 keeps the names topics had before they had partitions.
+        assert_eq!(stream_name("orders", 0), "TOPIC_6f7264657273");
+        assert_eq!(subject("orders", 0), "topic.6f7264657273");
+        assert_eq!(stream_name("orders", 3), "TOPIC_6f7264657273_3");
+        assert_eq!(subject("orders", 3), "topic.6f7264657273.3");
+        assert_eq!(partition_of("KV_claims"), None);
+        assert_eq!(partition_of("TOPIC_6"), None);
+        assert_eq!(partition_of("TOPIC_zz"), None);
+        assert_eq!(partition_of("TOPIC_6f_0"), None);
+        assert_eq!(partition_of("TOPIC_6f_01"), None);
+        assert_eq!(partition_of("TOPIC_6f_x"), None);
     }
 
     #[test]

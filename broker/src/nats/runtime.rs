@@ -35,16 +35,28 @@ pub enum Command {
         /// The appends of the commit, in the order they were made.
         appends: Vec<Staged>,
     },
-    /// Create a topic's stream; answers on `reply`.
+    /// Create a topic's streams, one per partition; answers on `reply`.
     Create {
         /// The topic.
         topic: String,
+        /// How many partitions it has.
+        partitions: u32,
         /// Its limits.
         retention: Retention,
         /// Where the answer goes: the topic's next offset, or why not.
         reply: mpsc::Sender<Result<(), Refusal>>,
     },
-    /// Delete a topic's stream; answers on `reply`.
+    /// Grow a topic to `partitions` partitions: create the new partitions' streams, then
+    /// note the count in partition 0's; answers on `reply`.
+    Grow {
+        /// The topic.
+        topic: String,
+        /// How many partitions it is to have.
+        partitions: u32,
+        /// Where the answer goes.
+        reply: mpsc::Sender<Result<(), Refusal>>,
+    },
+    /// Delete a topic's streams, every partition's; answers on `reply`.
     Delete {
         /// The topic.
         topic: String,
@@ -93,7 +105,7 @@ pub enum Command {
     /// tests of the de-duplication.
     #[cfg(test)]
     PublishRaw {
-        /// The topic.
+        /// The topic (its partition 0).
         topic: String,
         /// Id and payload of each message.
         messages: Vec<(String, Vec<u8>)>,
@@ -105,10 +117,13 @@ pub enum Command {
 /// What the runtime tells the serving thread, in the order it happened.
 #[derive(Debug)]
 pub enum Event {
-    /// A topic's stream exists (found, created here or elsewhere): the mirror starts at `next`.
+    /// A partition's stream exists (found, created here or elsewhere): the mirror starts at
+    /// `next`.
     Topic {
         /// The topic.
         topic: String,
+        /// The partition.
+        partition: u32,
         /// The offset of its oldest message held (equal to `next` when empty).
         first: u64,
         /// The offset its next message gets.
@@ -119,17 +134,21 @@ pub enum Event {
         /// copy's last message at its place: it is resumed, and messages follow from there.
         resumed: Option<u64>,
     },
-    /// Messages of a topic, read from its stream in order, by whichever broker they came.
+    /// Messages of a partition, read from its stream in order, by whichever broker they came.
     Messages {
         /// The topic.
         topic: String,
+        /// The partition.
+        partition: u32,
         /// Each message's offset and payload.
         messages: Vec<(u64, Bytes)>,
     },
-    /// A topic's stream was deleted (here or elsewhere).
+    /// A partition's stream was deleted (here or elsewhere).
     Deleted {
         /// The topic.
         topic: String,
+        /// The partition.
+        partition: u32,
     },
     /// A commit's appends were acknowledged by JetStream, or refused.
     Committed {
@@ -192,12 +211,14 @@ pub struct Setup {
     pub replicas: usize,
     /// Retention for topics created by an append.
     pub retention: Retention,
+    /// How many partitions a topic made by its first append gets.
+    pub partitions: u32,
     /// How long a claim lasts without renewal: the claims bucket's time to live.
     pub lease: Duration,
     /// The copies kept from an earlier run (`--copy-dir`), by topic: the offset each copy's
     /// next message gets, and the payload of its last message as its stream held it. A copy
     /// whose stream still holds that payload at that place is resumed from there.
-    pub resume: HashMap<String, (u64, Bytes)>,
+    pub resume: HashMap<(String, u32), (u64, Bytes)>,
 }
 
 /// What every concern of the runtime uses: the connection, JetStream, where events go, and
@@ -353,8 +374,11 @@ impl Backend {
         let conn = &self.conn;
         match command {
             Command::Commit { ticket, appends } => self.streams.commit(conn, ticket, appends).await,
-            Command::Create { topic, retention, reply } => {
-                let _ = reply.send(self.streams.create(conn, &topic, retention).await);
+            Command::Create { topic, partitions, retention, reply } => {
+                let _ = reply.send(self.streams.create(conn, &topic, partitions, retention).await);
+            }
+            Command::Grow { topic, partitions, reply } => {
+                let _ = reply.send(self.streams.grow(conn, &topic, partitions).await);
             }
             Command::Delete { topic, reply } => {
                 let _ = reply.send(self.streams.delete(conn, &topic).await);

@@ -1,5 +1,5 @@
-//! The topics' streams, on the runtime's thread: each topic is one stream with one subject
-//! (`record`). A commit's appends are published all at once, each message with a
+//! The topics' streams, on the runtime's thread: each partition of a topic is one stream with
+//! one subject (`record`). A commit's appends are published all at once, each message with a
 //! de-duplication id, and settled when JetStream acknowledged them all and this process's
 //! follower of each topic read them back; every stream is followed by an ordered consumer
 //! whose messages go to the serving thread's copies, whichever broker process appended them.
@@ -42,11 +42,13 @@ const FOLLOW_RETRY: Duration = Duration::from_millis(250);
 /// The most messages one [`Event::Messages`] carries.
 const EVENT_BATCH: usize = 4096;
 
-/// One append request of a commit: its topic and the payloads of its messages.
+/// One append request of a commit: its topic, partition and the payloads of its messages.
 #[derive(Debug)]
 pub struct Staged {
     /// The topic.
     pub topic: String,
+    /// The partition.
+    pub partition: u32,
     /// Each message, encoded as `record` says.
     pub payloads: Vec<Bytes>,
 }
@@ -62,6 +64,8 @@ pub enum Refusal {
     Failed(String),
     /// JetStream could not be reached, or did not answer in time.
     Unreachable(String),
+    /// The topic has this many partitions, as many as or more than a growth asked.
+    Partitions(u32),
 }
 
 impl Refusal {
@@ -79,7 +83,7 @@ impl Refusal {
         match self {
             Refusal::Unreachable(reason) => StoreError::Unavailable(reason),
             Refusal::Failed(reason) => StoreError::Io(IoFailure::new(io::Error::other(reason))),
-            Refusal::Exists | Refusal::Unknown => {
+            Refusal::Exists | Refusal::Unknown | Refusal::Partitions(_) => {
                 StoreError::Io(IoFailure::new(io::Error::other("the topic's stream changed")))
             }
         }
@@ -91,6 +95,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Exists => f.write_str("the topic's stream exists"),
             Refusal::Unknown => f.write_str("the topic has no stream"),
+            Refusal::Partitions(n) => write!(f, "the topic has {n} partitions"),
             Refusal::Failed(reason) | Refusal::Unreachable(reason) => f.write_str(reason),
         }
     }
@@ -98,14 +103,15 @@ impl std::fmt::Display for Refusal {
 
 /// The topics followed, on the runtime.
 pub struct Streams {
-    /// The topics followed, each by a task reading its stream into the serving thread's copy.
-    followed: HashMap<String, Followed>,
+    /// The partitions, (topic, partition), followed, each by a task reading its stream into
+    /// the serving thread's copy.
+    followed: HashMap<(String, u32), Followed>,
     /// This process's name in de-duplication ids.
     instance: String,
     /// The copies kept from an earlier run (`--copy-dir`), by topic, until their stream is
     /// followed: the offset each copy's next message gets, and the payload of its last
     /// message as its stream held it.
-    resume: HashMap<String, (u64, Bytes)>,
+    resume: HashMap<(String, u32), (u64, Bytes)>,
 }
 
 /// A topic being followed.
@@ -119,7 +125,7 @@ struct Followed {
 impl Streams {
     /// No topic followed yet; `instance` names this process in de-duplication ids, and
     /// `resume` holds the copies kept from an earlier run.
-    pub fn new(instance: String, resume: HashMap<String, (u64, Bytes)>) -> Streams {
+    pub fn new(instance: String, resume: HashMap<(String, u32), (u64, Bytes)>) -> Streams {
         Streams { followed: HashMap::new(), instance, resume }
     }
 
@@ -130,17 +136,18 @@ impl Streams {
         }
     }
 
-    /// Follows every topic's stream JetStream holds.
+    /// Follows every partition's stream JetStream holds.
     pub async fn follow_existing(&mut self, conn: &Connection) -> Result<(), String> {
         let mut names = conn.js.stream_names();
-        let mut topics = Vec::new();
+        let mut partitions = Vec::new();
         while let Some(name) = names.next().await {
             let name = name.map_err(|e| format!("cannot list JetStream's streams: {e}"))?;
-            topics.extend(record::topic_of(&name));
+            partitions.extend(record::partition_of(&name));
         }
-        for topic in topics {
-            if let Err(error) = self.follow(conn, &topic, None).await {
-                tracing::warn!(%topic, %error, "cannot follow a topic's stream");
+        partitions.sort();
+        for (topic, partition) in partitions {
+            if let Err(error) = self.follow(conn, &topic, partition).await {
+                tracing::warn!(%topic, partition, %error, "cannot follow a partition's stream");
             }
         }
         Ok(())
@@ -178,13 +185,15 @@ impl Streams {
             let down = StoreError::Unavailable("NATS is not reachable".to_owned());
             return appends.iter().map(|_| Err(down.clone())).collect();
         }
-        let mut refused: HashMap<&str, Refusal> = HashMap::new();
+        let mut refused: HashMap<(&str, u32), Refusal> = HashMap::new();
         for staged in appends {
-            if self.followed.contains_key(&staged.topic) || refused.contains_key(&*staged.topic) {
+            let key = (staged.topic.as_str(), staged.partition);
+            let followed = self.followed.contains_key(&(staged.topic.clone(), staged.partition));
+            if followed || refused.contains_key(&key) {
                 continue;
             }
-            if let Err(error) = self.follow(conn, &staged.topic, Some(conn.setup.retention)).await {
-                refused.insert(&staged.topic, error);
+            if let Err(error) = self.follow_or_create(conn, &staged.topic, staged.partition).await {
+                refused.insert(key, error);
             }
         }
         // Every message of the commit, with its id, and its stream sequence once acknowledged.
@@ -192,7 +201,7 @@ impl Streams {
             .iter()
             .enumerate()
             .map(|(at, staged)| {
-                let subject = record::subject(&staged.topic);
+                let subject = record::subject(&staged.topic, staged.partition);
                 staged
                     .payloads
                     .iter()
@@ -213,7 +222,7 @@ impl Streams {
             let todo: Vec<&mut Sent> = sent
                 .iter_mut()
                 .zip(appends)
-                .filter(|(_, staged)| !refused.contains_key(&*staged.topic))
+                .filter(|(_, staged)| !refused.contains_key(&(&*staged.topic, staged.partition)))
                 .flat_map(|(messages, _)| messages.iter_mut())
                 .filter(|m| m.outcome.is_err())
                 .collect();
@@ -228,15 +237,15 @@ impl Streams {
             tracing::warn!(ticket, "retrying the appends JetStream did not acknowledge");
         }
         let mut results = Vec::with_capacity(appends.len());
-        let mut newest: HashMap<&str, u64> = HashMap::new();
+        let mut newest: HashMap<(String, u32), u64> = HashMap::new();
         for (staged, messages) in appends.iter().zip(&sent) {
-            if let Some(refusal) = refused.get(&*staged.topic) {
+            if let Some(refusal) = refused.get(&(&*staged.topic, staged.partition)) {
                 results.push(Err(refusal.clone().into_failure()));
                 continue;
             }
             match outcome(messages) {
                 Ok((first, last)) => {
-                    let top = newest.entry(&staged.topic).or_default();
+                    let top = newest.entry((staged.topic.clone(), staged.partition)).or_default();
                     *top = (*top).max(last);
                     results.push(Ok((first.saturating_sub(1), last.saturating_sub(1))));
                 }
@@ -244,12 +253,13 @@ impl Streams {
             }
         }
         // The acknowledgement waits for the messages to be readable here too.
-        for (topic, seq) in newest {
-            let Some(followed) = self.followed.get_mut(topic) else { continue };
+        for (key, seq) in newest {
+            let Some(followed) = self.followed.get_mut(&key) else { continue };
             let read =
                 tokio::time::timeout(READ_BACK_TIMEOUT, followed.forwarded.wait_for(|s| *s >= seq));
             if !matches!(read.await, Ok(Ok(_))) {
-                tracing::warn!(%topic, seq, "acknowledged appends not read back yet");
+                let (topic, partition) = key;
+                tracing::warn!(%topic, partition, seq, "acknowledged appends not read back yet");
             }
         }
         results
@@ -293,28 +303,60 @@ impl Streams {
         }
     }
 
-    /// Starts following `topic`'s stream, creating it with `create`'s limits when it does not
-    /// exist and `create` is given. Tells the serving thread of it before any of its messages.
+    /// Starts following partition `partition` of `topic`, for an append to it; when the
+    /// topic has no stream at all, makes it first, with the partitions and limits a topic made
+    /// by its first append gets. A partition the topic does not have is refused.
+    async fn follow_or_create(
+        &mut self,
+        conn: &Connection,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), Refusal> {
+        match self.follow(conn, topic, partition).await {
+            Err(Refusal::Unknown) => {}
+            done => return done,
+        }
+        let zero = conn.js.get_stream(record::stream_name(topic, 0)).await;
+        let exists = match zero {
+            Ok(_) => true,
+            Err(error) if is_not_found(&error) => false,
+            Err(error) => {
+                let answered =
+                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+                return Err(Refusal::of(
+                    answered,
+                    "cannot find the topic's stream in JetStream",
+                    error,
+                ));
+            }
+        };
+        let partitions = conn.setup.partitions;
+        if exists || partition >= partitions {
+            return Err(Refusal::Unknown);
+        }
+        match self.create(conn, topic, partitions, conn.setup.retention).await {
+            // Made meanwhile by another process: follow it as it is.
+            Ok(()) | Err(Refusal::Exists) => self.follow(conn, topic, partition).await,
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    /// Starts following partition `partition` of `topic`. Tells the serving thread of it
+    /// before any of its messages. [`Refusal::Unknown`] when its stream does not exist.
     async fn follow(
         &mut self,
         conn: &Connection,
         topic: &str,
-        create: Option<Retention>,
+        partition: u32,
     ) -> Result<(), Refusal> {
-        if self.followed.contains_key(topic) {
+        let key = (topic.to_owned(), partition);
+        if self.followed.contains_key(&key) {
             return Ok(());
         }
-        let name = record::stream_name(topic);
+        let name = record::stream_name(topic, partition);
         let mut stream = match conn.js.get_stream(&name).await {
             Ok(stream) => stream,
-            Err(error) if is_not_found(&error) && create.is_some() => {
-                let config = stream_config(topic, conn.setup.replicas, create.unwrap_or_default());
-                conn.js.get_or_create_stream(config).await.map_err(|e| {
-                    let answered =
-                        matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(_));
-                    Refusal::of(answered, "cannot create the topic's stream in JetStream", e)
-                })?
-            }
+            Err(error) if is_not_found(&error) => return Err(Refusal::Unknown),
             Err(error) => {
                 let answered =
                     matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
@@ -330,7 +372,7 @@ impl Streams {
         let next = state.last_sequence;
         let first = if state.messages == 0 { next } else { state.first_sequence.saturating_sub(1) };
         let retention = retention_of(&info.config);
-        let resumed = match self.resume.remove(topic) {
+        let resumed = match self.resume.remove(&key) {
             // The copy's last message (offset `end - 1`, sequence `end`) is still in the stream.
             Some((end, last)) if end > first && end <= next => {
                 match stream.get_raw_message(end).await {
@@ -340,29 +382,102 @@ impl Streams {
             }
             _ => None,
         };
-        let event = Event::Topic { topic: topic.to_owned(), first, next, retention, resumed };
+        let event =
+            Event::Topic { topic: topic.to_owned(), partition, first, next, retention, resumed };
         conn.events.send(event);
         let (forwarded_tx, forwarded) = watch::channel(next);
         let task = tokio::spawn(read_stream(
             conn.js.clone(),
             name,
-            topic.to_owned(),
+            key.clone(),
             resumed.unwrap_or(first) + 1,
             conn.events.clone(),
             forwarded_tx,
         ));
-        self.followed.insert(topic.to_owned(), Followed { forwarded, task });
+        self.followed.insert(key, Followed { forwarded, task });
         Ok(())
     }
 
-    /// Creates `topic`'s stream and follows it.
+    /// Makes the streams of partitions `from..to` of `topic` with these limits (removing any a
+    /// deletion left behind first), and, when `from` is 0, partition 0's last, noting the
+    /// count in its metadata: a topic is seen once its partition 0 exists, with its others.
+    async fn make_streams(
+        &self,
+        conn: &Connection,
+        topic: &str,
+        from: u32,
+        to: u32,
+        retention: Retention,
+    ) -> Result<(), Refusal> {
+        let replicas = conn.setup.replicas;
+        for partition in from.max(1)..to {
+            let name = record::stream_name(topic, partition);
+            if conn.js.get_stream(&name).await.is_ok() {
+                // Left by a deletion cut short: its messages are no longer the topic's.
+                let _ = conn.js.delete_stream(&name).await;
+            }
+            let config = stream_config(topic, partition, replicas, retention, None);
+            create_stream(conn, config).await?;
+        }
+        if from == 0 {
+            create_stream(conn, stream_config(topic, 0, replicas, retention, Some(to))).await?;
+        }
+        Ok(())
+    }
+
+    /// Grows `topic` to `partitions` partitions: makes the new partitions' streams, then notes
+    /// the count in partition 0's metadata, and follows them.
+    pub async fn grow(
+        &mut self,
+        conn: &Connection,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<(), Refusal> {
+        let zero = record::stream_name(topic, 0);
+        let mut stream = match conn.js.get_stream(&zero).await {
+            Ok(stream) => stream,
+            Err(error) if is_not_found(&error) => return Err(Refusal::Unknown),
+            Err(error) => {
+                let answered =
+                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+                return Err(Refusal::of(
+                    answered,
+                    "cannot find the topic's stream in JetStream",
+                    error,
+                ));
+            }
+        };
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| Refusal::of(false, "cannot read the topic's stream in JetStream", e))?;
+        let now = partitions_of(&info.config);
+        if partitions <= now {
+            return Err(Refusal::Partitions(now));
+        }
+        let retention = retention_of(&info.config);
+        self.make_streams(conn, topic, now, partitions, retention).await?;
+        let mut config = info.config.clone();
+        config.metadata.insert(record::PARTITIONS_KEY.to_owned(), partitions.to_string());
+        conn.js
+            .update_stream(config)
+            .await
+            .map_err(|e| Refusal::of(true, "cannot note the topic's partitions in JetStream", e))?;
+        for partition in now..partitions {
+            self.follow(conn, topic, partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates `topic`'s streams, one per partition, and follows them.
     pub async fn create(
         &mut self,
         conn: &Connection,
         topic: &str,
+        partitions: u32,
         retention: Retention,
     ) -> Result<(), Refusal> {
-        match conn.js.get_stream(record::stream_name(topic)).await {
+        match conn.js.get_stream(record::stream_name(topic, 0)).await {
             Ok(_) => return Err(Refusal::Exists),
             Err(error) if is_not_found(&error) => {}
             Err(error) => {
@@ -371,54 +486,82 @@ impl Streams {
                 return Err(Refusal::of(answered, "cannot look the topic up in JetStream", error));
             }
         }
-        if let Err(error) =
-            conn.js.create_stream(stream_config(topic, conn.setup.replicas, retention)).await
-        {
-            return Err(match error.kind() {
-                jetstream::context::CreateStreamErrorKind::JetStream(e)
-                    if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
-                {
-                    Refusal::Exists
-                }
-                jetstream::context::CreateStreamErrorKind::JetStream(_) => {
-                    Refusal::of(true, "cannot create the topic's stream in JetStream", error)
-                }
-                _ => Refusal::of(false, "cannot create the topic's stream in JetStream", error),
-            });
+        self.make_streams(conn, topic, 0, partitions, retention).await?;
+        for partition in 0..partitions {
+            self.followed.remove(&(topic.to_owned(), partition)).inspect(|f| f.task.abort());
+            self.follow(conn, topic, partition).await?;
         }
-        self.followed.remove(topic).inspect(|f| f.task.abort());
-        self.follow(conn, topic, None).await
+        Ok(())
     }
 
-    /// Deletes `topic`'s stream and stops following it.
+    /// Deletes `topic`'s streams, partition 0's first (the topic is gone with it), and stops
+    /// following them.
     pub async fn delete(&mut self, conn: &Connection, topic: &str) -> Result<(), Refusal> {
-        if let Some(followed) = self.followed.remove(topic) {
-            followed.task.abort();
-        }
-        match conn.js.delete_stream(record::stream_name(topic)).await {
-            Ok(_) => Ok(()),
-            Err(error) => Err(match error.kind() {
-                jetstream::context::DeleteStreamErrorKind::JetStream(e)
-                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    Refusal::Unknown
+        let zero = record::stream_name(topic, 0);
+        let partitions = match conn.js.get_stream(&zero).await {
+            Ok(mut stream) => match stream.info().await {
+                Ok(info) => partitions_of(&info.config),
+                Err(error) => {
+                    return Err(Refusal::of(
+                        false,
+                        "cannot read the topic's stream in JetStream",
+                        error,
+                    ))
                 }
-                jetstream::context::DeleteStreamErrorKind::JetStream(_) => {
-                    Refusal::of(true, "cannot delete the topic's stream in JetStream", error)
-                }
-                _ => Refusal::of(false, "cannot delete the topic's stream in JetStream", error),
-            }),
+            },
+            Err(error) if is_not_found(&error) => return Err(Refusal::Unknown),
+            Err(error) => {
+                let answered =
+                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+                return Err(Refusal::of(
+                    answered,
+                    "cannot find the topic's stream in JetStream",
+                    error,
+                ));
+            }
+        };
+        for partition in 0..partitions {
+            if let Some(followed) = self.followed.remove(&(topic.to_owned(), partition)) {
+                followed.task.abort();
+            }
+            match conn.js.delete_stream(record::stream_name(topic, partition)).await {
+                Ok(_) => {}
+                Err(error) => match error.kind() {
+                    jetstream::context::DeleteStreamErrorKind::JetStream(e)
+                        if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                    {
+                        if partition == 0 {
+                            return Err(Refusal::Unknown);
+                        }
+                    }
+                    jetstream::context::DeleteStreamErrorKind::JetStream(_) => {
+                        return Err(Refusal::of(
+                            true,
+                            "cannot delete the topic's stream in JetStream",
+                            error,
+                        ))
+                    }
+                    _ => {
+                        return Err(Refusal::of(
+                            false,
+                            "cannot delete the topic's stream in JetStream",
+                            error,
+                        ))
+                    }
+                },
+            }
         }
+        Ok(())
     }
 
     /// Follows or forgets a topic another broker process created or deleted, as JetStream's
     /// advisory on `subject` says.
     pub async fn advised(&mut self, conn: &Connection, subject: &str) {
-        let Some((stream, topic, action)) = advisory(subject) else { return };
+        let Some((stream, (topic, partition), action)) = advisory(subject) else { return };
         match action {
             "CREATED" => {
-                if let Err(error) = self.follow(conn, &topic, None).await {
-                    tracing::warn!(%topic, %error, "cannot follow a new topic's stream");
+                if let Err(error) = self.follow(conn, &topic, partition).await {
+                    tracing::warn!(%topic, partition, %error, "cannot follow a new partition's stream");
                 }
             }
             "DELETED" => {
@@ -426,10 +569,10 @@ impl Streams {
                 if conn.js.get_stream(stream).await.is_ok() {
                     return;
                 }
-                if let Some(followed) = self.followed.remove(&topic) {
+                if let Some(followed) = self.followed.remove(&(topic.clone(), partition)) {
                     followed.task.abort();
                 }
-                conn.events.send(Event::Deleted { topic });
+                conn.events.send(Event::Deleted { topic, partition });
             }
             _ => {}
         }
@@ -443,11 +586,11 @@ impl Streams {
         topic: &str,
         messages: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<(u64, bool)>, String> {
-        self.follow(conn, topic, Some(Retention::default())).await.map_err(|e| e.to_string())?;
+        self.follow_or_create(conn, topic, 0).await.map_err(|e| e.to_string())?;
         let mut acks = Vec::new();
         for (id, payload) in messages {
             let publish = Publish::build().payload(payload.into()).message_id(id);
-            let ack = conn.js.send_publish(record::subject(topic), publish).await;
+            let ack = conn.js.send_publish(record::subject(topic, 0), publish).await;
             let ack = ack.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
             acks.push((ack.sequence, ack.duplicate));
         }
@@ -455,12 +598,41 @@ impl Streams {
     }
 }
 
-/// The configuration of `topic`'s stream, its limits `retention`, kept on `replicas` servers.
-fn stream_config(topic: &str, replicas: usize, retention: Retention) -> Config {
+/// Creates a stream as `config` says.
+async fn create_stream(conn: &Connection, config: Config) -> Result<(), Refusal> {
+    match conn.js.create_stream(config).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(match error.kind() {
+            jetstream::context::CreateStreamErrorKind::JetStream(e)
+                if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+            {
+                Refusal::Exists
+            }
+            jetstream::context::CreateStreamErrorKind::JetStream(_) => {
+                Refusal::of(true, "cannot create the topic's stream in JetStream", error)
+            }
+            _ => Refusal::of(false, "cannot create the topic's stream in JetStream", error),
+        }),
+    }
+}
+
+/// The configuration of partition `partition` of `topic`'s stream, its limits `retention`,
+/// kept on `replicas` servers; partition 0's notes the topic's count of `partitions`.
+fn stream_config(
+    topic: &str,
+    partition: u32,
+    replicas: usize,
+    retention: Retention,
+    partitions: Option<u32>,
+) -> Config {
     let limit = |n: Option<u64>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    let metadata = partitions
+        .map(|n| [(record::PARTITIONS_KEY.to_owned(), n.to_string())].into_iter().collect())
+        .unwrap_or_default();
     Config {
-        name: record::stream_name(topic),
-        subjects: vec![record::subject(topic)],
+        name: record::stream_name(topic, partition),
+        subjects: vec![record::subject(topic, partition)],
+        metadata,
         max_messages: limit(retention.messages),
         max_bytes: limit(retention.bytes),
         max_age: retention.ms.map_or(Duration::ZERO, Duration::from_millis),
@@ -480,12 +652,23 @@ fn retention_of(config: &Config) -> Retention {
     }
 }
 
-/// The stream, its topic and the action (`CREATED`, `DELETED`, ...) a stream advisory's
-/// subject names; `None` for one about a stream that is not a topic's.
-fn advisory(subject: &str) -> Option<(&str, String, &str)> {
+/// A topic's count of partitions, as its partition 0's stream configuration notes it: 1 when
+/// it does not (a stream made before topics had partitions).
+fn partitions_of(config: &Config) -> u32 {
+    config
+        .metadata
+        .get(record::PARTITIONS_KEY)
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=protocol::MAX_PARTITIONS).contains(n))
+        .unwrap_or(1)
+}
+
+/// The stream, its (topic, partition) and the action (`CREATED`, `DELETED`, ...) a stream
+/// advisory's subject names; `None` for one about a stream that is not a topic's.
+fn advisory(subject: &str) -> Option<(&str, (String, u32), &str)> {
     let mut tokens = subject.rsplit('.');
     let (stream, action) = (tokens.next()?, tokens.next()?);
-    Some((stream, record::topic_of(stream)?, action))
+    Some((stream, record::partition_of(stream)?, action))
 }
 
 /// What became of one append of a commit, from its messages: the stream sequences of its
@@ -537,14 +720,15 @@ fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
 async fn read_stream(
     js: Context,
     stream: String,
-    topic: String,
+    key: (String, u32),
     mut from: u64,
     events: Events,
     forwarded: watch::Sender<u64>,
 ) {
     loop {
-        if let Err(error) = read_from(&js, &stream, &topic, &mut from, &events, &forwarded).await {
-            tracing::debug!(%topic, %error, "following the topic's stream again");
+        if let Err(error) = read_from(&js, &stream, &key, &mut from, &events, &forwarded).await {
+            let (topic, partition) = &key;
+            tracing::debug!(%topic, partition, %error, "following the partition's stream again");
         }
         tokio::time::sleep(FOLLOW_RETRY).await;
     }
@@ -554,7 +738,7 @@ async fn read_stream(
 async fn read_from(
     js: &Context,
     stream: &str,
-    topic: &str,
+    (topic, partition): &(String, u32),
     from: &mut u64,
     events: &Events,
     forwarded: &watch::Sender<u64>,
@@ -597,7 +781,8 @@ async fn read_from(
         }
         if let Some(&(offset, _)) = batch.last() {
             *from = offset + 2;
-            events.send(Event::Messages { topic: topic.to_owned(), messages: batch });
+            let (topic, partition) = (topic.clone(), *partition);
+            events.send(Event::Messages { topic, partition, messages: batch });
             forwarded.send_replace(offset + 1);
         }
         if let Some(failure) = failure {
@@ -645,22 +830,33 @@ mod tests {
             Retention { messages: Some(10), bytes: Some(1 << 20), ms: Some(60_000) },
             Retention { messages: None, bytes: Some(0), ms: None },
         ] {
-            let config = stream_config("orders", 3, retention);
+            let config = stream_config("orders", 0, 3, retention, Some(4));
             assert_eq!(retention_of(&config), retention);
             assert_eq!((config.num_replicas, config.discard), (3, DiscardPolicy::Old));
-            assert_eq!(config.subjects, [record::subject("orders")]);
+            assert_eq!(config.subjects, [record::subject("orders", 0)]);
+            assert_eq!(partitions_of(&config), 4);
+            let other = stream_config("orders", 2, 3, retention, None);
+            assert_eq!(other.subjects, [record::subject("orders", 2)]);
+            assert_eq!(retention_of(&other), retention);
         }
+        // A stream made before topics had partitions holds a topic of one.
+        assert_eq!(partitions_of(&Config::default()), 1);
         // Past what JetStream can hold: as many as it can.
-        let huge =
-            stream_config("t", 1, Retention { messages: Some(u64::MAX), ..Retention::default() });
+        let limits = Retention { messages: Some(u64::MAX), ..Retention::default() };
+        let huge = stream_config("t", 0, 1, limits, None);
         assert_eq!(huge.max_messages, i64::MAX);
     }
 
     #[test]
     fn advisories_name_a_topics_stream_or_nothing() {
-        let stream = record::stream_name("orders");
+        let stream = record::stream_name("orders", 0);
         let subject = format!("$JS.EVENT.ADVISORY.STREAM.CREATED.{stream}");
-        assert_eq!(advisory(&subject), Some((stream.as_str(), "orders".to_owned(), "CREATED")));
+        let zero = ("orders".to_owned(), 0);
+        assert_eq!(advisory(&subject), Some((stream.as_str(), zero, "CREATED")));
+        let stream = record::stream_name("orders", 5);
+        let subject = format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{stream}");
+        let five = ("orders".to_owned(), 5);
+        assert_eq!(advisory(&subject), Some((stream.as_str(), five, "DELETED")));
         assert_eq!(advisory("$JS.EVENT.ADVISORY.STREAM.DELETED.KV_broker_claims"), None);
         assert_eq!(advisory("nodots"), None);
     }

@@ -22,7 +22,7 @@ fn open(server: &NatsServer) -> NatsLog {
 
 fn values(store: &NatsLog, topic: &str) -> Vec<(u64, String)> {
     let mut out = Vec::new();
-    match store.read(topic, 0, Budget::new(10_000, usize::MAX), &mut out) {
+    match store.read(topic, 0, 0, Budget::new(10_000, usize::MAX), &mut out) {
         Ok(_) => out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into())).collect(),
         Err(_) => Vec::new(),
     }
@@ -60,14 +60,14 @@ fn two_stores_on_one_jetstream_agree_on_offsets_and_interleave_appends() {
     let server = NatsServer::start();
     let (mut a, mut b) = (open(&server), open(&server));
     let message = |v: &'static str| NewMessage { key: None, value: v.as_bytes() };
-    a.append("t", &[message("a0"), message("a1")], 1).unwrap();
+    a.append("t", 0, &[message("a0"), message("a1")], 1).unwrap();
     assert!(a.commit_and_wait(Instant::now(), 1).is_empty());
     assert_eq!(wait_for(&mut b, "t", 2), [(0, "a0".into()), (1, "a1".into())]);
 
     // Both append before either has read the other's messages: both guess offset 2, and the
     // commits give each append the offsets JetStream gave.
-    assert_eq!(a.append("t", &[message("a2")], 1), Ok((2, 2)));
-    assert_eq!(b.append("t", &[message("b2")], 1), Ok((2, 2)));
+    assert_eq!(a.append("t", 0, &[message("a2")], 1), Ok((2, 2)));
+    assert_eq!(b.append("t", 0, &[message("b2")], 1), Ok((2, 2)));
     let ticket_a = a.commit(Instant::now(), 1);
     let ticket_b = b.commit(Instant::now(), 1);
     let settled_a: Vec<Settled> = a.wait_settled();
@@ -94,11 +94,11 @@ fn appends_are_refused_while_jetstream_is_down_and_go_on_once_it_is_back() {
     let mut server = NatsServer::start();
     let mut store = open(&server);
     let message = |v: &'static str| NewMessage { key: None, value: v.as_bytes() };
-    store.append("t", &[message("before")], 1).unwrap();
+    store.append("t", 0, &[message("before")], 1).unwrap();
     assert!(store.commit_and_wait(Instant::now(), 1).is_empty());
     server.kill();
     let started = Instant::now();
-    store.append("t", &[message("lost")], 1).unwrap();
+    store.append("t", 0, &[message("lost")], 1).unwrap();
     let failures = store.commit_and_wait(Instant::now(), 1);
     assert_eq!(failures.len(), 1, "the append while JetStream is down is refused");
     // Refused for sure when the connection was seen down, so that nothing was published;
@@ -112,7 +112,7 @@ fn appends_are_refused_while_jetstream_is_down_and_go_on_once_it_is_back() {
     server.resume();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        store.append("t", &[message("after")], 1).unwrap();
+        store.append("t", 0, &[message("after")], 1).unwrap();
         if store.commit_and_wait(Instant::now(), 1).is_empty() {
             break;
         }

@@ -1,12 +1,20 @@
 //! Where a store on disk keeps its files, and the file operations it needs.
 //!
 //! ```text
-//! DATA_DIR/topics/<dir>/topic.meta                    the topic's name and retention overrides
-//! DATA_DIR/topics/<dir>/<base offset, 20 digits>.log  a segment: records as in `segment`
+//! DATA_DIR/topics/<dir>/topic.meta                    the topic's name, partitions, retention
+//! DATA_DIR/topics/<dir>/<base offset, 20 digits>.log  a segment of partition 0 (`segment`)
 //! DATA_DIR/topics/<dir>/<base offset, 20 digits>.idx  a sealed segment's index (`index`)
+//! DATA_DIR/topics/<dir>/<p>/<base offset>.log|.idx    partition p >= 1's segments and indexes
 //! DATA_DIR/deleting/<dir>/                            a topic being deleted; cleared at start-up
 //! DATA_DIR/damaged/<n>/...                            what `--repair` set aside (see `damaged`)
 //! ```
+//!
+//! Partition 0 keeps its segments in the topic's directory itself, so that a directory written
+//! before topics had partitions (a `topic.meta` of format 1 or 0, read as one partition) is a
+//! valid topic of one partition with no file moved. Partition `p` >= 1 keeps them in the
+//! directory `<p>` (decimal, no leading zero) inside it. Growing a topic makes the new
+//! partitions' directories first, then replaces `topic.meta` with the new count: a crash in
+//! between leaves empty partition directories past the count, which start-up removes.
 //!
 //! Everything under `topics/` is a topic: the broker's own bookkeeping (deletions in progress,
 //! files set aside) lives in folders beside it, so no topic name, whatever it looks like, can be
@@ -63,6 +71,9 @@ pub fn segment_file_name(base_offset: u64) -> String {
 pub struct Meta {
     /// The topic's name.
     pub name: String,
+    /// How many partitions it has (format 2; 1 when the file, of format 1 or 0, has none).
+    #[serde(default = "one_partition")]
+    pub partitions: u32,
     /// Retention overrides, as given to `create_topic`.
     pub retention_messages: Option<u64>,
     /// As above.
@@ -72,10 +83,11 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// The meta of topic `name` with these overrides.
-    pub fn new(name: &str, retention: Retention) -> Meta {
+    /// The meta of topic `name` of `partitions` partitions with these overrides.
+    pub fn new(name: &str, retention: Retention, partitions: u32) -> Meta {
         Meta {
             name: name.to_owned(),
+            partitions,
             retention_messages: retention.messages,
             retention_bytes: retention.bytes,
             retention_ms: retention.ms,
@@ -92,8 +104,37 @@ impl Meta {
     }
 }
 
-/// Creates the directory of a new topic with its meta file, durably: once this returns, the
-/// topic exists after a crash.
+/// A topic of a `topic.meta` that names no count of partitions has one.
+fn one_partition() -> u32 {
+    1
+}
+
+/// The directory of partition `partition` of the topic in `dir`: `dir` itself for partition 0.
+pub fn partition_dir(dir: &Path, partition: u32) -> PathBuf {
+    match partition {
+        0 => dir.to_path_buf(),
+        p => dir.join(p.to_string()),
+    }
+}
+
+/// The partition a directory inside a topic's directory holds, by its name: `<p>`, decimal
+/// with no leading zero, from 1.
+pub fn partition_of(name: &str) -> Option<u32> {
+    let p: u32 = name.parse().ok()?;
+    (p >= 1 && p.to_string() == name).then_some(p)
+}
+
+/// Makes the directories of partitions `from..meta.partitions` in topic directory `dir` (the
+/// ones past partition 0, which is `dir` itself).
+fn make_partition_dirs(dir: &Path, from: u32, to: u32) -> io::Result<()> {
+    for p in from.max(1)..to {
+        fs::create_dir(partition_dir(dir, p))?;
+    }
+    Ok(())
+}
+
+/// Creates the directory of a new topic with its partitions' directories and its meta file,
+/// durably: once this returns, the topic exists after a crash.
 ///
 /// # Errors
 /// Any failed file operation; the directory is then removed again if it was made.
@@ -101,7 +142,9 @@ pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
     let topics = topics_dir(data_dir);
     let dir = topics.join(topic_dir_name(&meta.name));
     fs::create_dir(&dir)?;
-    let written = files::replace(&dir, META_FILE, META_WRITING_FILE, &meta_bytes(meta)?, true)
+    let written = make_partition_dirs(&dir, 1, meta.partitions)
+        .and_then(|()| meta_bytes(meta))
+        .and_then(|bytes| files::replace(&dir, META_FILE, META_WRITING_FILE, &bytes, true))
         .and_then(|()| sync_dir(&dir))
         .and_then(|()| sync_dir(&topics));
     if let Err(error) = written {
@@ -120,12 +163,43 @@ pub fn create_topic_dir(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
 pub fn create_topic_dir_unpublished(data_dir: &Path, meta: &Meta) -> io::Result<PathBuf> {
     let dir = topics_dir(data_dir).join(topic_dir_name(&meta.name));
     fs::create_dir(&dir)?;
-    let written = meta_bytes(meta).and_then(|bytes| fs::write(dir.join(META_WRITING_FILE), bytes));
+    let written = make_partition_dirs(&dir, 1, meta.partitions)
+        .and_then(|()| meta_bytes(meta))
+        .and_then(|bytes| fs::write(dir.join(META_WRITING_FILE), bytes));
     if let Err(error) = written {
         let _ = fs::remove_dir_all(&dir);
         return Err(error);
     }
     Ok(dir)
+}
+
+/// Grows the topic in directory `dir` from `from` partitions to `meta.partitions`: makes the
+/// new partitions' directories, durably, then replaces its meta file with `meta`, durably
+/// (unless `unpublished`: the topic's first flush has not published it yet, and will publish
+/// this one). A crash in between leaves empty partition directories past the count in
+/// `topic.meta`, which start-up removes.
+///
+/// # Errors
+/// Any failed file operation; the directories made are then removed again.
+pub fn grow_topic_dir(dir: &Path, meta: &Meta, from: u32, unpublished: bool) -> io::Result<()> {
+    let written = make_partition_dirs(dir, from, meta.partitions)
+        .and_then(|()| {
+            (from.max(1)..meta.partitions).try_for_each(|p| sync_dir(&partition_dir(dir, p)))
+        })
+        .and_then(|()| sync_dir(dir))
+        .and_then(|()| meta_bytes(meta))
+        .and_then(|bytes| match unpublished {
+            true => fs::write(dir.join(META_WRITING_FILE), bytes),
+            false => files::replace(dir, META_FILE, META_WRITING_FILE, &bytes, true)
+                .and_then(|()| sync_dir(dir)),
+        });
+    if let Err(error) = written {
+        for p in from.max(1)..meta.partitions {
+            let _ = fs::remove_dir_all(partition_dir(dir, p));
+        }
+        return Err(error);
+    }
+    Ok(())
 }
 
 /// Makes the `topic.meta.new` of topic directory `dir`, which [`create_topic_dir_unpublished`]
@@ -188,6 +262,13 @@ pub fn read_meta(dir: &Path) -> Result<(Meta, bool), MetaError> {
     let meta: Meta = rmp_serde::from_slice(body).map_err(|e| {
         MetaError::Invalid(format!("does not hold a topic's name and retention ({e})"))
     })?;
+    if meta.partitions == 0 || meta.partitions > protocol::MAX_PARTITIONS {
+        return Err(MetaError::Invalid(format!(
+            "gives the topic {} partitions, where a topic has from 1 to {}",
+            meta.partitions,
+            protocol::MAX_PARTITIONS
+        )));
+    }
     protocol::validate_topic_name(&meta.name).map_err(|e| {
         MetaError::Invalid(format!("names {:?}, which is not a valid topic name: {e}", meta.name))
     })?;

@@ -29,7 +29,7 @@ pub struct Kind {
 /// A segment file of a topic's log.
 pub const SEGMENT: Kind = Kind { magic: *b"BRKLOG", version: 1, oldest: 1 };
 /// A topic's `topic.meta`.
-pub const META: Kind = Kind { magic: *b"BRKTOP", version: 1, oldest: 1 };
+pub const META: Kind = Kind { magic: *b"BRKTOP", version: 2, oldest: 1 };
 /// A segment's index file.
 pub const INDEX: Kind = Kind { magic: *b"BRKIDX", version: 1, oldest: 1 };
 /// A consumer group's state file (`group::disk`).

@@ -25,19 +25,35 @@ use crate::nats::NatsLog;
 /// names every append it covered that did not become durable. While a commit is in flight the
 /// caller goes on serving: reads see only what settled.
 pub trait Log: std::fmt::Debug + Send {
-    /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`, and
-    /// returns the first and last offsets given. They become readable at the next
-    /// [`Log::commit`], which may still drop them.
+    /// Appends `messages` to partition `partition` of `topic`, creating the topic if needed
+    /// (with [`StoreConfig::partitions`] partitions), all stamped `timestamp`, and returns the
+    /// first and last offsets given. They become readable at the next [`Log::commit`], which
+    /// may still drop them.
     ///
     /// # Errors
-    /// An invalid name or an oversized message refuses the whole batch, changing nothing; so
-    /// does a failure to create a new topic.
+    /// An invalid name, an oversized message or a partition the topic does not have (or would
+    /// not have, made now) refuses the whole batch, changing nothing; so does a failure to
+    /// create a new topic.
     fn append(
         &mut self,
         topic: &str,
+        partition: u32,
         messages: &[NewMessage<'_>],
         timestamp: u64,
     ) -> Result<(u64, u64)>;
+
+    /// Appends each part, `(partition, messages)`, of one request to `topic` as
+    /// [`Log::append`] does, all or nothing: every part is checked before any is staged.
+    /// Returns each part's first and last offsets, in order.
+    ///
+    /// # Errors
+    /// As [`Log::append`], for any part; nothing is then appended.
+    fn append_parts(
+        &mut self,
+        topic: &str,
+        parts: &[(u32, &[NewMessage<'_>])],
+        timestamp: u64,
+    ) -> Result<Vec<(u64, u64)>>;
 
     /// Starts the commit of every append since the last one (making them durable under the
     /// store's flush policy, then readable), and applies retention. Returns at once; the commit
@@ -63,30 +79,50 @@ pub trait Log: std::fmt::Debug + Send {
         self.wait_settled().into_iter().flat_map(|settled| settled.failures).collect()
     }
 
-    /// Reads as many messages of `topic` from `offset` into `out` as `budget` takes (always at
-    /// least one message when one exists). Returns the topic's next offset.
+    /// Reads as many messages of partition `partition` of `topic` from `offset` into `out` as
+    /// `budget` takes (always at least one message when one exists). Returns the partition's
+    /// next offset.
     ///
     /// # Errors
-    /// An invalid name, an unknown topic, or an offset below the first held or past the next.
+    /// An invalid name, an unknown topic or partition, or an offset below the first held or
+    /// past the next.
     fn read<'a>(
         &'a self,
         topic: &str,
+        partition: u32,
         offset: u64,
         budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64>;
 
-    /// A topic's first offset held and the next offset to be given (equal when it is empty).
+    /// A partition's first offset held and the next offset to be given (equal when it is
+    /// empty).
+    ///
+    /// # Errors
+    /// An unknown topic or partition.
+    fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)>;
+
+    /// How many partitions a topic has.
     ///
     /// # Errors
     /// An unknown topic.
-    fn offsets(&self, topic: &str) -> Result<(u64, u64)>;
+    fn partitions(&self, topic: &str) -> Result<u32>;
 
-    /// Creates an empty topic with its own retention limits (durably, for a durable store).
+    /// Creates an empty topic of `partitions` partitions with its own retention limits
+    /// (durably, for a durable store).
     ///
     /// # Errors
-    /// An invalid name, a topic of that name exists, or it cannot be stored.
-    fn create(&mut self, topic: &str, retention: Retention) -> Result<()>;
+    /// An invalid name or count of partitions (0, or over [`protocol::MAX_PARTITIONS`]), a
+    /// topic of that name exists, or it cannot be stored.
+    fn create(&mut self, topic: &str, partitions: u32, retention: Retention) -> Result<()>;
+
+    /// Grows a topic to `partitions` partitions in all, the new ones empty (durably, for a
+    /// durable store, before it returns).
+    ///
+    /// # Errors
+    /// An invalid name, an unknown topic, a count not above the topic's or over
+    /// [`protocol::MAX_PARTITIONS`], or it cannot be stored; the topic is then as it was.
+    fn grow(&mut self, topic: &str, partitions: u32) -> Result<()>;
 
     /// Removes a topic and its messages.
     ///
@@ -100,8 +136,9 @@ pub trait Log: std::fmt::Debug + Send {
     /// What the store holds, in sum.
     fn totals(&self) -> Totals;
 
-    /// The topics whose oldest messages retention removed since the last call.
-    fn take_trimmed(&mut self) -> Vec<String>;
+    /// The partitions, (topic, partition), whose oldest messages retention removed since the
+    /// last call.
+    fn take_trimmed(&mut self) -> Vec<(String, u32)>;
 
     /// The next moment a commit has timed work to do even with no append (a periodic flush,
     /// retention by time). `None` when there is none.
@@ -151,10 +188,19 @@ impl<L: Log + ?Sized> Log for Box<L> {
     fn append(
         &mut self,
         topic: &str,
+        partition: u32,
         messages: &[NewMessage<'_>],
         timestamp: u64,
     ) -> Result<(u64, u64)> {
-        (**self).append(topic, messages, timestamp)
+        (**self).append(topic, partition, messages, timestamp)
+    }
+    fn append_parts(
+        &mut self,
+        topic: &str,
+        parts: &[(u32, &[NewMessage<'_>])],
+        timestamp: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        (**self).append_parts(topic, parts, timestamp)
     }
     fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket {
         (**self).commit(now, now_ms)
@@ -171,17 +217,24 @@ impl<L: Log + ?Sized> Log for Box<L> {
     fn read<'a>(
         &'a self,
         topic: &str,
+        partition: u32,
         offset: u64,
         budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
-        (**self).read(topic, offset, budget, out)
+        (**self).read(topic, partition, offset, budget, out)
     }
-    fn offsets(&self, topic: &str) -> Result<(u64, u64)> {
-        (**self).offsets(topic)
+    fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        (**self).offsets(topic, partition)
     }
-    fn create(&mut self, topic: &str, retention: Retention) -> Result<()> {
-        (**self).create(topic, retention)
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        (**self).partitions(topic)
+    }
+    fn create(&mut self, topic: &str, partitions: u32, retention: Retention) -> Result<()> {
+        (**self).create(topic, partitions, retention)
+    }
+    fn grow(&mut self, topic: &str, partitions: u32) -> Result<()> {
+        (**self).grow(topic, partitions)
     }
     fn delete(&mut self, topic: &str) -> Result<()> {
         (**self).delete(topic)
@@ -192,7 +245,7 @@ impl<L: Log + ?Sized> Log for Box<L> {
     fn totals(&self) -> Totals {
         (**self).totals()
     }
-    fn take_trimmed(&mut self) -> Vec<String> {
+    fn take_trimmed(&mut self) -> Vec<(String, u32)> {
         (**self).take_trimmed()
     }
     fn next_deadline(&self) -> Option<Instant> {
@@ -216,10 +269,19 @@ macro_rules! delegate_log {
             fn append(
                 &mut self,
                 topic: &str,
+                partition: u32,
                 messages: &[protocol::NewMessage<'_>],
                 timestamp: u64,
             ) -> $crate::store::Result<(u64, u64)> {
-                self.0.append(topic, messages, timestamp)
+                self.0.append(topic, partition, messages, timestamp)
+            }
+            fn append_parts(
+                &mut self,
+                topic: &str,
+                parts: &[(u32, &[protocol::NewMessage<'_>])],
+                timestamp: u64,
+            ) -> $crate::store::Result<Vec<(u64, u64)>> {
+                self.0.append_parts(topic, parts, timestamp)
             }
             fn commit(&mut self, now: std::time::Instant, now_ms: u64) -> $crate::store::Ticket {
                 self.0.commit(now, now_ms)
@@ -236,21 +298,29 @@ macro_rules! delegate_log {
             fn read<'a>(
                 &'a self,
                 topic: &str,
+                partition: u32,
                 offset: u64,
                 budget: $crate::store::Budget,
                 out: &mut Vec<protocol::Message<'a>>,
             ) -> $crate::store::Result<u64> {
-                self.0.read(topic, offset, budget, out)
+                self.0.read(topic, partition, offset, budget, out)
             }
-            fn offsets(&self, topic: &str) -> $crate::store::Result<(u64, u64)> {
-                self.0.offsets(topic)
+            fn offsets(&self, topic: &str, partition: u32) -> $crate::store::Result<(u64, u64)> {
+                self.0.offsets(topic, partition)
+            }
+            fn partitions(&self, topic: &str) -> $crate::store::Result<u32> {
+                self.0.partitions(topic)
             }
             fn create(
                 &mut self,
                 topic: &str,
+                partitions: u32,
                 retention: protocol::Retention,
             ) -> $crate::store::Result<()> {
-                self.0.create(topic, retention)
+                self.0.create(topic, partitions, retention)
+            }
+            fn grow(&mut self, topic: &str, partitions: u32) -> $crate::store::Result<()> {
+                self.0.grow(topic, partitions)
             }
             fn delete(&mut self, topic: &str) -> $crate::store::Result<()> {
                 self.0.delete(topic)
@@ -261,7 +331,7 @@ macro_rules! delegate_log {
             fn totals(&self) -> $crate::store::Totals {
                 self.0.totals()
             }
-            fn take_trimmed(&mut self) -> Vec<String> {
+            fn take_trimmed(&mut self) -> Vec<(String, u32)> {
                 self.0.take_trimmed()
             }
             fn next_deadline(&self) -> Option<std::time::Instant> {

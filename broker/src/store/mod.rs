@@ -22,6 +22,7 @@ pub mod format;
 mod index;
 mod log;
 mod memory;
+mod partition;
 pub(crate) mod recovery;
 mod segment;
 mod storage;
@@ -45,8 +46,9 @@ pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use file::FileLog;
 pub use log::{Log, Store};
 pub use memory::{default_max_memory, MemoryLog};
+pub use partition::Partition;
 pub use storage::{DataDir, Files, InMemory, Medium, Storage};
-pub use topic::Topic;
+pub use topic::{info_of, unknown_partition, Topic};
 
 /// How many bytes of records a segment holds before a new one is started, unless configured.
 pub const DEFAULT_SEGMENT_BYTES: usize = 4 << 20;
@@ -90,6 +92,9 @@ pub struct StoreConfig {
     /// Keep the topics in a NATS JetStream instead (`--store nats://...`); the data directory
     /// is then unused.
     pub nats: Option<NatsConfig>,
+    /// How many partitions a topic made by its first append gets (`--partitions`, Kafka's
+    /// `num.partitions`); from 1 to [`protocol::MAX_PARTITIONS`].
+    pub partitions: u32,
 }
 
 impl Default for StoreConfig {
@@ -103,6 +108,7 @@ impl Default for StoreConfig {
             repair: false,
             max_bytes: None,
             nats: None,
+            partitions: 1,
         }
     }
 }
@@ -157,6 +163,23 @@ pub enum StoreError {
         /// The next offset to be given.
         next: u64,
     },
+    /// The topic has no such partition.
+    #[error(
+        "topic {topic:?} has no partition {partition}: it has {partitions} partitions, numbered \
+         from 0"
+    )]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+    /// A count of partitions that cannot be: 0, over [`protocol::MAX_PARTITIONS`], or (to grow
+    /// a topic) not more than it has; what is wrong, for people.
+    #[error("{0}")]
+    InvalidPartitions(String),
     /// A file operation failed.
     #[error("storage failed: {0}")]
     Io(IoFailure),
@@ -246,10 +269,10 @@ pub struct Ticket(pub u64);
 pub struct Settled {
     /// The commit.
     pub ticket: Ticket,
-    /// The topics whose appends of the commit were dropped: they must be refused.
+    /// The partitions whose appends of the commit were dropped: they must be refused.
     pub failures: Vec<CommitFailure>,
-    /// The topics whose new messages became readable.
-    pub readable: Vec<String>,
+    /// The partitions, (topic, partition), whose new messages became readable.
+    pub readable: Vec<(String, u32)>,
     /// Appends whose offsets the commit decided, unlike those [`Log::append`] gave: a log
     /// shared with other broker processes learns them only from the engine's acknowledgement.
     pub renumbered: Vec<Renumbered>,
@@ -260,6 +283,8 @@ pub struct Settled {
 pub struct Renumbered {
     /// The topic.
     pub topic: String,
+    /// The partition.
+    pub partition: u32,
     /// The first offset [`Log::append`] returned for it, which names it within the commit.
     pub given: u64,
     /// The offset its first message got.
@@ -268,11 +293,13 @@ pub struct Renumbered {
     pub last: u64,
 }
 
-/// A topic whose appends of a commit could not be made durable, and were dropped.
+/// A partition whose appends of a commit could not be made durable, and were dropped.
 #[derive(Debug)]
 pub struct CommitFailure {
     /// The topic.
     pub topic: String,
+    /// The partition.
+    pub partition: u32,
     /// What went wrong: [`StoreError::Io`] for a failed write or flush, after which nothing
     /// of the appends is kept; [`StoreError::Unavailable`] or [`StoreError::Unconfirmed`] from
     /// a store shared with other broker processes.
@@ -290,13 +317,13 @@ pub struct Topics<M: Medium> {
     topics: BTreeMap<String, Topic<M::Storage>>,
     /// How the store was set up.
     config: StoreConfig,
-    /// Topics appended to since the last commit.
-    dirty: Vec<String>,
+    /// Partitions, (topic, partition), appended to since the last commit.
+    dirty: Vec<(String, u32)>,
     /// The ticket the next commit gets.
     next_ticket: u64,
-    /// Commits started and not yet settled, oldest first, with the topics each wrote to (none
-    /// for a commit with nothing to flush, which settles with the one before it).
-    in_flight: VecDeque<(Ticket, Vec<String>)>,
+    /// Commits started and not yet settled, oldest first, with the partitions each wrote to
+    /// (none for a commit with nothing to flush, which settles with the one before it).
+    in_flight: VecDeque<(Ticket, Vec<(String, u32)>)>,
     /// Commits settled and not yet reported by [`Topics::settled`].
     settled: Vec<Settled>,
     /// The flush thread, under [`Fsync::Always`] on disk.
@@ -305,8 +332,8 @@ pub struct Topics<M: Medium> {
     last_sync: Instant,
     /// When retention was last checked on every topic.
     last_retention_check: Instant,
-    /// Topics that retention shortened in the last commit.
-    trimmed: Vec<String>,
+    /// Partitions that retention shortened in the last commit.
+    trimmed: Vec<(String, u32)>,
     /// Failures of the writes of commits in flight, reported when they settle.
     early_failures: Vec<(Ticket, Vec<CommitFailure>)>,
     /// Where opening set damaged files aside, under `--repair`.
@@ -400,23 +427,51 @@ impl<M: Medium> Topics<M> {
         self.set_aside.as_deref()
     }
 
-    /// Appends `messages` to `topic`, creating it if needed, all stamped `timestamp`, and
-    /// returns the first and last offsets given. They become readable at the next
-    /// [`Topics::commit`], which may still drop them.
+    /// Appends `messages` to partition `partition` of `topic`, creating the topic (with
+    /// [`StoreConfig::partitions`]) if needed, all stamped `timestamp`, and returns the first
+    /// and last offsets given. They become readable at the next [`Topics::commit`], which may
+    /// still drop them.
     ///
     /// # Errors
-    /// An invalid name or an oversized message refuses the whole batch; so does a failure to
-    /// create a new topic's directory.
+    /// An invalid name, an oversized message or a partition the topic does not have (or would
+    /// not have, made now) refuses the whole batch; so does a failure to create a new topic's
+    /// directory.
     pub fn append(
         &mut self,
         topic: &str,
+        partition: u32,
         messages: &[NewMessage<'_>],
         timestamp: u64,
     ) -> Result<(u64, u64)> {
-        check_batch(topic, messages, self.config.max_message_bytes)?;
+        let offsets = self.append_parts(topic, &[(partition, messages)], timestamp)?;
+        Ok(offsets.first().copied().unwrap_or_default())
+    }
+
+    /// Appends each part, `(partition, messages)`, of one request to `topic` as
+    /// [`Topics::append`] does, all or nothing: every part is checked, and the store's ceiling
+    /// against them all, before anything changes.
+    ///
+    /// # Errors
+    /// As [`Topics::append`], for any part.
+    pub fn append_parts(
+        &mut self,
+        topic: &str,
+        parts: &[(u32, &[NewMessage<'_>])],
+        timestamp: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        let count = self.topics.get(topic).map_or(self.config.partitions, Topic::count);
+        for &(partition, messages) in parts {
+            check_batch(topic, messages, self.config.max_message_bytes)?;
+            if partition >= count {
+                return Err(topic::unknown_partition(topic, partition, count));
+            }
+        }
         if let Some(limit) = self.config.max_bytes {
-            let needed: u64 =
-                messages.iter().map(|m| segment::Segment::record_len(m.key, m.value) as u64).sum();
+            let needed: u64 = parts
+                .iter()
+                .flat_map(|(_, messages)| messages.iter())
+                .map(|m| segment::Segment::record_len(m.key, m.value) as u64)
+                .sum();
             let held: u64 = self.topics.values().map(Topic::stored_bytes).sum();
             if held.saturating_add(needed) > limit {
                 return Err(StoreError::StorageFull { held, needed, limit });
@@ -425,18 +480,23 @@ impl<M: Medium> Topics<M> {
         if !self.topics.contains_key(topic) {
             self.create_for_append(topic)?;
         }
-        let log = self.topics.get_mut(topic).ok_or_else(|| unknown(topic))?;
-        if !log.is_dirty() {
-            self.dirty.push(topic.to_owned());
-        }
         let segment_bytes = self.config.segment_bytes;
-        let mut last = None;
-        for message in messages {
-            last = Some(log.append(timestamp, message.key, message.value, segment_bytes));
+        let mut offsets = Vec::with_capacity(parts.len());
+        for &(partition, messages) in parts {
+            let key = (topic.to_owned(), partition);
+            let log = log_mut(&mut self.topics, &key).ok_or_else(|| unknown(topic))?;
+            if !log.is_dirty() {
+                self.dirty.push(key);
+            }
+            let mut last = None;
+            for message in messages {
+                last = Some(log.append(timestamp, message.key, message.value, segment_bytes));
+            }
+            // A part is not empty (the protocol refuses empty appends), so `last` is set.
+            let last = last.unwrap_or_default();
+            offsets.push((last + 1 - messages.len() as u64, last));
         }
-        // The batch is not empty (the protocol refuses empty appends), so `last` is set.
-        let last = last.unwrap_or_default();
-        Ok((last + 1 - messages.len() as u64, last))
+        Ok(offsets)
     }
 
     /// Starts the commit of every append since the last one, and applies retention. Under
@@ -457,10 +517,10 @@ impl<M: Medium> Topics<M> {
             };
             let mut written = Vec::with_capacity(dirty.len());
             for name in dirty {
-                let Some(topic) = self.topics.get_mut(&name) else { continue };
-                match topic.write(ticket.0, true) {
+                let Some(log) = log_mut(&mut self.topics, &name) else { continue };
+                match log.write(ticket.0, true) {
                     Ok(()) => {
-                        topic.take_flush(&mut job);
+                        log.take_flush(&mut job);
                         written.push(name);
                     }
                     Err(error) => failures.push(failed(name, error)),
@@ -471,8 +531,8 @@ impl<M: Medium> Topics<M> {
                     Ok(()) => true,
                     Err(error) => {
                         for name in std::mem::take(&mut written) {
-                            if let Some(topic) = self.topics.get_mut(&name) {
-                                topic.fail();
+                            if let Some(log) = log_mut(&mut self.topics, &name) {
+                                log.fail();
                             }
                             let error = io::Error::new(error.kind(), error.to_string());
                             failures.push(failed(name, error));
@@ -502,8 +562,8 @@ impl<M: Medium> Topics<M> {
                 renumbered: Vec::new(),
             };
             for name in dirty {
-                let Some(topic) = self.topics.get_mut(&name) else { continue };
-                match topic.commit(sync_each) {
+                let Some(log) = log_mut(&mut self.topics, &name) else { continue };
+                match log.commit(sync_each) {
                     Ok(()) => settled.readable.push(name),
                     Err(error) => settled.failures.push(failed(name, error)),
                 }
@@ -515,8 +575,10 @@ impl<M: Medium> Topics<M> {
             if now.duration_since(self.last_sync) >= interval {
                 self.last_sync = now;
                 for (name, topic) in &mut self.topics {
-                    if let Err(error) = topic.sync() {
-                        tracing::error!(topic = %Shown(name), %error, "periodic flush failed");
+                    for log in topic.partitions_mut() {
+                        if let Err(error) = log.sync() {
+                            tracing::error!(topic = %Shown(name), %error, "periodic flush failed");
+                        }
                     }
                 }
             }
@@ -524,8 +586,12 @@ impl<M: Medium> Topics<M> {
         if now.duration_since(self.last_retention_check) >= RETENTION_CHECK {
             self.last_retention_check = now;
             for (name, topic) in &mut self.topics {
-                if topic.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(name) {
-                    self.trimmed.push(name.clone());
+                for (partition, log) in (0..).zip(topic.partitions_mut()) {
+                    let trimmed = log.trim(&self.config.retention, now_ms) > 0;
+                    let key = (name.clone(), partition);
+                    if trimmed && !self.trimmed.contains(&key) {
+                        self.trimmed.push(key);
+                    }
                 }
             }
         }
@@ -540,11 +606,12 @@ impl<M: Medium> Topics<M> {
         }
     }
 
-    /// Applies retention to `topics`, which have just grown, noting those it shortened.
-    fn trim(&mut self, topics: &[String], now_ms: u64) {
-        for name in topics {
-            let Some(topic) = self.topics.get_mut(name) else { continue };
-            if topic.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(name) {
+    /// Applies retention to `partitions`, which have just grown, noting those it shortened.
+    fn trim(&mut self, partitions: &[(String, u32)], now_ms: u64) {
+        for name in partitions {
+            let retention = self.config.retention;
+            let Some(log) = log_mut(&mut self.topics, name) else { continue };
+            if log.trim(&retention, now_ms) > 0 && !self.trimmed.contains(name) {
                 self.trimmed.push(name.clone());
             }
         }
@@ -593,17 +660,17 @@ impl<M: Medium> Topics<M> {
                 settled.failures = self.early_failures.swap_remove(at).1;
             }
             for name in topics {
-                let Some(topic) = self.topics.get_mut(&name) else {
+                let Some(log) = log_mut(&mut self.topics, &name) else {
                     let error = io::Error::other("the topic was deleted before they were flushed");
                     settled.failures.push(failed(name, error));
                     continue;
                 };
                 if let Some(error) = &done.error {
-                    topic.fail();
+                    log.fail();
                     settled
                         .failures
                         .push(failed(name, io::Error::new(error.kind(), error.to_string())));
-                } else if topic.settle(front.0) {
+                } else if log.settle(front.0) {
                     settled.readable.push(name);
                 } else {
                     let error = io::Error::other("an earlier write or flush of the topic failed");
@@ -645,8 +712,8 @@ impl<M: Medium> Topics<M> {
         self.flusher.as_ref().map(flush::Flusher::fd)
     }
 
-    /// The topics whose oldest messages retention removed since the last call.
-    pub fn take_trimmed(&mut self) -> Vec<String> {
+    /// The partitions whose oldest messages retention removed since the last call.
+    pub fn take_trimmed(&mut self) -> Vec<(String, u32)> {
         std::mem::take(&mut self.trimmed)
     }
 
@@ -674,66 +741,105 @@ impl<M: Medium> Topics<M> {
             tracing::debug!(commits = unheard.len(), "commits settled at close, unreported");
         }
         for (name, topic) in &mut self.topics {
-            if let Err(error) = topic.sync() {
-                tracing::error!(topic = %Shown(name), %error, "final flush failed");
+            for log in topic.partitions_mut() {
+                if let Err(error) = log.sync() {
+                    tracing::error!(topic = %Shown(name), %error, "final flush failed");
+                }
             }
         }
     }
 
-    /// Reads as many messages of `topic` from `offset` into `out` as `budget` takes (always at
-    /// least one message when one exists). Returns the topic's next offset.
+    /// Reads as many messages of partition `partition` of `topic` from `offset` into `out` as
+    /// `budget` takes (always at least one message when one exists). Returns the partition's
+    /// next offset.
     ///
     /// # Errors
-    /// An invalid name, an unknown topic, or an offset below the first held or past the next.
+    /// An invalid name, an unknown topic or partition, or an offset below the first held or
+    /// past the next.
     pub fn read<'a>(
         &'a self,
         topic: &str,
+        partition: u32,
         offset: u64,
         budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
         check_name(topic)?;
-        self.topic(topic)?.read_checked(topic, offset, budget, out)
+        self.topic(topic)?.partition(topic, partition)?.read_checked(topic, offset, budget, out)
     }
 
-    /// Creates an empty topic with its own retention limits, durably on disk by the time the
-    /// next [`Topics::commit`] settles. Under `--fsync always` the serving thread does not wait
-    /// for the disk: the directory is made and its meta file written, and the flush thread
-    /// publishes them with the next commit, as for a topic made by its first append; a
-    /// `created` reply waits for that commit (the outbox gates it on the commit's ticket, and
-    /// the commit's failure for this topic refuses it). A flush per creation on the serving
-    /// thread made 1,000 creations hold other clients' `status` for 0.5-0.9 s at p50.
+    /// Creates an empty topic of `partitions` partitions with its own retention limits,
+    /// durably on disk by the time the next [`Topics::commit`] settles. Under `--fsync always`
+    /// the serving thread does not wait for the disk: the directories are made and the meta
+    /// file written, and the flush thread publishes them with the next commit, as for a topic
+    /// made by its first append; a `created` reply waits for that commit (the outbox gates it
+    /// on the commit's ticket, and the commit's failure for this topic refuses it). A flush per
+    /// creation on the serving thread made 1,000 creations hold other clients' `status` for
+    /// 0.5-0.9 s at p50.
     ///
     /// # Errors
-    /// An invalid name, a topic of that name exists, or its directory cannot be made.
-    pub fn create(&mut self, topic: &str, retention: Retention) -> Result<()> {
+    /// An invalid name or count of partitions, a topic of that name exists, or its directory
+    /// cannot be made.
+    pub fn create(&mut self, topic: &str, partitions: u32, retention: Retention) -> Result<()> {
         check_name(topic)?;
+        check_partitions(partitions)?;
         if self.topics.contains_key(topic) {
             return Err(StoreError::TopicExists(topic.to_owned()));
         }
         let deferred = self.flusher.is_some();
-        let storage = self.medium.create(topic, retention, !deferred).map_err(io_error)?;
-        let mut log = Topic::new(storage, retention);
+        let storages =
+            self.medium.create(topic, retention, partitions, !deferred).map_err(io_error)?;
+        let mut log =
+            Topic::new(storages.into_iter().map(|s| Partition::new(s, retention)).collect());
         if deferred {
-            log.stage_creation();
-            self.dirty.push(topic.to_owned());
+            // Partition 0's directory is the topic's: its first flush publishes the topic.
+            log.partitions_mut()[0].stage_creation();
+            self.dirty.push((topic.to_owned(), 0));
         }
         self.topics.insert(topic.to_owned(), log);
         Ok(())
     }
 
-    /// Creates `topic` for its first append. Under `--fsync always` the serving thread does
-    /// not wait for the disk: the directory is made and its meta file written, and the flush
-    /// of the append's commit makes them durable before the append is acknowledged.
+    /// Creates `topic` for its first append, with [`StoreConfig::partitions`]. Under `--fsync
+    /// always` the serving thread does not wait for the disk: the directories are made and
+    /// the meta file written, and the flush of the append's commit makes them durable before
+    /// the append is acknowledged.
     ///
     /// # Errors
     /// As [`Topics::create`].
     fn create_for_append(&mut self, topic: &str) -> Result<()> {
+        let partitions = self.config.partitions;
         if self.flusher.is_none() {
-            return self.create(topic, Retention::default());
+            return self.create(topic, partitions, Retention::default());
         }
-        let storage = self.medium.create(topic, Retention::default(), false).map_err(io_error)?;
-        self.topics.insert(topic.to_owned(), Topic::new(storage, Retention::default()));
+        check_partitions(partitions)?;
+        let retention = Retention::default();
+        let storages = self.medium.create(topic, retention, partitions, false).map_err(io_error)?;
+        let mut log =
+            Topic::new(storages.into_iter().map(|s| Partition::new(s, retention)).collect());
+        // Partition 0's first flush publishes the topic, whichever partition the append is to.
+        log.partitions_mut()[0].stage_creation();
+        self.dirty.push((topic.to_owned(), 0));
+        self.topics.insert(topic.to_owned(), log);
+        Ok(())
+    }
+
+    /// Grows `topic` to `partitions` partitions in all, the new ones empty. On disk their
+    /// directories are made, then the topic's meta file names the new count, durably, before
+    /// this returns: growing is rare, and the serving thread waits for it.
+    ///
+    /// # Errors
+    /// An invalid name, an unknown topic, a count not above the topic's or over
+    /// [`protocol::MAX_PARTITIONS`], or the files cannot be made (nothing then changes).
+    pub fn grow(&mut self, topic: &str, partitions: u32) -> Result<()> {
+        check_name(topic)?;
+        let log = self.topics.get_mut(topic).ok_or_else(|| unknown(topic))?;
+        check_growth(topic, log.count(), partitions)?;
+        let retention = log.retention();
+        let zero = log.partitions()[0].storage();
+        let storages =
+            self.medium.grow(topic, retention, zero, log.count(), partitions).map_err(io_error)?;
+        log.extend(storages.into_iter().map(|s| Partition::new(s, retention)).collect());
         Ok(())
     }
 
@@ -744,12 +850,12 @@ impl<M: Medium> Topics<M> {
     pub fn delete(&mut self, topic: &str) -> Result<()> {
         check_name(topic)?;
         let log = self.topic(topic)?;
-        self.medium.remove(log.storage()).map_err(io_error)?;
+        self.medium.remove(log.partitions()[0].storage()).map_err(io_error)?;
         self.topics.remove(topic);
         Ok(())
     }
 
-    /// One topic's log.
+    /// One topic.
     ///
     /// # Errors
     /// An unknown topic.
@@ -757,13 +863,21 @@ impl<M: Medium> Topics<M> {
         self.topics.get(topic).ok_or_else(|| unknown(topic))
     }
 
-    /// A topic's first offset held and next offset to be given.
+    /// A partition's first offset held and next offset to be given.
+    ///
+    /// # Errors
+    /// An unknown topic or partition.
+    pub fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let log = self.topic(topic)?.partition(topic, partition)?;
+        Ok((log.first_offset(), log.next_offset()))
+    }
+
+    /// How many partitions a topic has.
     ///
     /// # Errors
     /// An unknown topic.
-    pub fn offsets(&self, topic: &str) -> Result<(u64, u64)> {
-        let log = self.topic(topic)?;
-        Ok((log.first_offset(), log.next_offset()))
+    pub fn partitions(&self, topic: &str) -> Result<u32> {
+        Ok(self.topic(topic)?.count())
     }
 
     /// Every topic with its offsets, ordered by name.
@@ -789,6 +903,14 @@ impl<M: Medium> Topics<M> {
     }
 }
 
+/// The log of (topic, partition) `name` in `topics`, if there is one.
+fn log_mut<'a, S: Storage>(
+    topics: &'a mut BTreeMap<String, Topic<S>>,
+    (topic, partition): &(String, u32),
+) -> Option<&'a mut Partition<S>> {
+    topics.get_mut(topic)?.partition_mut(topic, *partition).ok()
+}
+
 /// Checks what an append asks before anything changes, for every store: the topic's name, and
 /// each message's size against `max_message_bytes`.
 ///
@@ -808,6 +930,38 @@ pub(crate) fn check_batch(
     }
 }
 
+/// Refuses a count of partitions a topic cannot be made with: 0, or over
+/// [`protocol::MAX_PARTITIONS`].
+///
+/// # Errors
+/// [`StoreError::InvalidPartitions`], saying why.
+pub(crate) fn check_partitions(partitions: u32) -> Result<()> {
+    if partitions == 0 || partitions > protocol::MAX_PARTITIONS {
+        return Err(StoreError::InvalidPartitions(format!(
+            "a topic has from 1 to {} partitions, not {partitions}",
+            protocol::MAX_PARTITIONS
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses to grow `topic`, which has `now` partitions, to `partitions`: a topic's partitions
+/// never shrink, and growing to as many as it has is no growth.
+///
+/// # Errors
+/// [`StoreError::InvalidPartitions`], saying why.
+pub(crate) fn check_growth(topic: &str, now: u32, partitions: u32) -> Result<()> {
+    check_partitions(partitions)?;
+    if partitions <= now {
+        return Err(StoreError::InvalidPartitions(format!(
+            "topic {} has {now} partitions; it can grow to more, never shrink, so {partitions} \
+             is refused",
+            protocol::excerpt(topic)
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_name(topic: &str) -> Result<()> {
     validate_topic_name(topic).map_err(|e| StoreError::InvalidTopicName(topic.to_owned(), e))
 }
@@ -824,10 +978,10 @@ pub(crate) fn unknown(topic: &str) -> StoreError {
     StoreError::UnknownTopic(topic.to_owned())
 }
 
-/// A failure of topic `name`'s appends, logged.
-fn failed(name: String, error: io::Error) -> CommitFailure {
-    tracing::error!(topic = %Shown(&name), %error, "appends could not be written; refused");
-    CommitFailure { topic: name, error: io_error(error) }
+/// A failure of the appends to (topic, partition) `name`, logged.
+fn failed((topic, partition): (String, u32), error: io::Error) -> CommitFailure {
+    tracing::error!(topic = %Shown(&topic), partition, %error, "appends could not be written; refused");
+    CommitFailure { topic, partition, error: io_error(error) }
 }
 
 fn io_error(error: io::Error) -> StoreError {

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use super::damaged::{DamageReport, DamagedFile, SetAside};
 use super::disk::{self, Meta, MetaError, TopicFile};
 use super::index;
+use super::partition::Partition;
 use super::segment::{self, Segment, WholeRecordAfter};
 use super::storage::Files;
 use super::topic::Topic;
@@ -59,15 +60,24 @@ enum Fix {
     Move(PathBuf),
     /// Copies the file aside whole, then cuts it to this many bytes.
     CopyAndCut(u64),
+    /// Makes this directory, empty: a partition's directory that is missing.
+    MakeDir(PathBuf),
 }
 
 /// A topic directory read back, before anything on disk is changed.
 #[derive(Debug)]
+struct ScannedTopic {
+    /// Its meta.
+    meta: Meta,
+    /// Its partitions, partition `p` at index `p`.
+    partitions: Vec<Scanned>,
+}
+
+/// A partition's directory read back, before anything on disk is changed.
+#[derive(Debug)]
 struct Scanned {
     /// The directory.
     dir: PathBuf,
-    /// Its meta.
-    meta: Meta,
     /// Its segments, oldest first, each with its file and the bytes the file holds.
     segments: Vec<(Segment, PathBuf, u64)>,
     /// How many of the oldest segments `--repair` sets aside.
@@ -83,7 +93,7 @@ struct Scanned {
 #[derive(Debug, Default)]
 struct Plan {
     /// The topics.
-    topics: Vec<Scanned>,
+    topics: Vec<ScannedTopic>,
     /// The damaged files.
     findings: Vec<Finding>,
     /// The broker's own leftovers to remove, each with what it is.
@@ -138,6 +148,12 @@ pub fn recover(
                     cut(path, *len).map_err(|e| io_error("cut", path, e))?;
                     tracing::warn!(file = %path.display(), "cut to its first {len} bytes");
                 }
+                Fix::MakeDir(path) => {
+                    fs::create_dir(path)
+                        .and_then(|()| path.parent().map_or(Ok(()), files::sync_dir))
+                        .map_err(|e| io_error("make", path, e))?;
+                    tracing::warn!(dir = %path.display(), "made the missing partition's directory, empty");
+                }
             }
         }
     }
@@ -146,41 +162,47 @@ pub fn recover(
 
     let mut topics = Vec::new();
     let (mut old_format, mut indexed) = (0, 0);
-    for scanned in plan.topics {
-        let Scanned { dir, meta, segments, set_aside: skip, torn, unindexed } = scanned;
-        let mut kept = Vec::new();
-        let mut dropped = 0;
-        let count = segments.len();
-        for (i, (segment, path, read_len)) in segments.into_iter().enumerate().skip(skip) {
-            let len = segment.persisted_len() as u64;
-            if torn.is_some() && read_len != len {
-                cut(&path, len).map_err(|e| io_error("cut", &path, e))?;
-                dropped = read_len - len;
+    for ScannedTopic { meta, partitions } in plan.topics {
+        let mut logs = Vec::with_capacity(partitions.len());
+        for (partition, scanned) in (0u32..).zip(partitions) {
+            let Scanned { dir, segments, set_aside: skip, torn, unindexed } = scanned;
+            let mut kept = Vec::new();
+            let mut dropped = 0;
+            let count = segments.len();
+            for (i, (segment, path, read_len)) in segments.into_iter().enumerate().skip(skip) {
+                let len = segment.persisted_len() as u64;
+                if torn.is_some() && read_len != len {
+                    cut(&path, len).map_err(|e| io_error("cut", &path, e))?;
+                    dropped = read_len - len;
+                }
+                old_format += usize::from(!segment.has_header());
+                if i + 1 < count && unindexed.contains(&segment.base_offset()) {
+                    write_index(&dir, &segment).map_err(|e| io_error("index", &path, e))?;
+                    indexed += 1;
+                }
+                kept.push(segment);
             }
-            old_format += usize::from(!segment.has_header());
-            if i + 1 < count && unindexed.contains(&segment.base_offset()) {
-                write_index(&dir, &segment).map_err(|e| io_error("index", &path, e))?;
-                indexed += 1;
+            let log = Partition::from_segments(dir, meta.retention(), kept);
+            if let Some((offset, reason)) = torn {
+                tracing::warn!(
+                    topic = meta.name,
+                    partition,
+                    "dropped {dropped} bytes from offset {offset} on: {reason}; kept offsets {}..{}",
+                    log.first_offset(),
+                    log.next_offset(),
+                );
             }
-            kept.push(segment);
-        }
-        let topic = Topic::from_segments(dir, meta.retention(), kept);
-        if let Some((offset, reason)) = torn {
-            tracing::warn!(
+            tracing::info!(
                 topic = meta.name,
-                "dropped {dropped} bytes from offset {offset} on: {reason}; kept offsets {}..{}",
-                topic.first_offset(),
-                topic.next_offset(),
+                partition,
+                messages = log.messages(),
+                "recovered offsets {}..{}",
+                log.first_offset(),
+                log.next_offset()
             );
+            logs.push(log);
         }
-        tracing::info!(
-            topic = meta.name,
-            messages = topic.messages(),
-            "recovered offsets {}..{}",
-            topic.first_offset(),
-            topic.next_offset()
-        );
-        topics.push((meta.name, topic));
+        topics.push((meta.name, Topic::new(logs)));
     }
     if plan.old_metas > 0 {
         tracing::info!(
@@ -243,9 +265,30 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
         }
         Err(MetaError::Missing) => {
             let kind = |path: &Path| file_name(path).map_or(TopicFile::Unknown, disk::topic_file);
-            let only_meta_writing = files
-                .iter()
-                .all(|(path, is_dir, _)| !is_dir && kind(path) == TopicFile::MetaWriting);
+            let segments_only = |path: &Path| {
+                entries(path).is_ok_and(|inside| {
+                    inside.iter().all(|(path, is_dir, _)| {
+                        !is_dir
+                            && matches!(
+                                kind(path),
+                                TopicFile::Segment(_)
+                                    | TopicFile::Index(_)
+                                    | TopicFile::IndexWriting(_)
+                            )
+                    })
+                })
+            };
+            // A creation makes the partitions' directories before it writes the meta file.
+            let partition_dir = |path: &Path, is_dir: bool, empty: bool| {
+                is_dir
+                    && file_name(path).and_then(disk::partition_of).is_some()
+                    && (!empty || entries(path).is_ok_and(|inside| inside.is_empty()))
+                    && segments_only(path)
+            };
+            let only_meta_writing = files.iter().all(|(path, is_dir, _)| {
+                partition_dir(path, *is_dir, true)
+                    || (!is_dir && kind(path) == TopicFile::MetaWriting)
+            });
             // An append under --fsync always makes its topic's directory and writes segments
             // there before the flush that publishes topic.meta; until that flush completed,
             // nothing in the directory was acknowledged.
@@ -253,14 +296,15 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
                 .iter()
                 .any(|(path, is_dir, _)| !is_dir && kind(path) == TopicFile::MetaWriting)
                 && files.iter().all(|(path, is_dir, _)| {
-                    !is_dir
-                        && matches!(
-                            kind(path),
-                            TopicFile::MetaWriting
-                                | TopicFile::Segment(_)
-                                | TopicFile::Index(_)
-                                | TopicFile::IndexWriting(_)
-                        )
+                    partition_dir(path, *is_dir, false)
+                        || !is_dir
+                            && matches!(
+                                kind(path),
+                                TopicFile::MetaWriting
+                                    | TopicFile::Segment(_)
+                                    | TopicFile::Index(_)
+                                    | TopicFile::IndexWriting(_)
+                            )
                 });
             if only_meta_writing {
                 plan.leftovers.push((dir, "a topic directory whose creation was interrupted"));
@@ -310,13 +354,78 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
         return Ok(());
     }
 
+    // Partition 0's files are the topic directory's own; partition p >= 1's are in `<p>/`.
+    let mut own = Vec::new();
+    let mut found = BTreeMap::new();
+    for (path, is_dir, len) in files {
+        match file_name(&path).and_then(disk::partition_of).filter(|_| is_dir) {
+            Some(p) if p < meta.partitions => {
+                found.insert(p, path);
+            }
+            Some(_) if entries(&path)?.is_empty() => plan.leftovers.push((
+                path,
+                "an empty partition directory past the topic's count, which an interrupted \
+                 growth of the topic left",
+            )),
+            Some(_) => {
+                let problem = format!(
+                    "is a partition directory past the {} partitions topic.meta gives the topic \
+                     {:?}, and holds files",
+                    meta.partitions, meta.name
+                );
+                plan.findings.push(damaged(&path, problem, &path));
+            }
+            None => own.push((path, is_dir, len)),
+        }
+    }
+    let mut partitions = vec![scan_log(plan, dir.clone(), own, true, segment_bytes)?];
+    for p in 1..meta.partitions {
+        let path = disk::partition_dir(&dir, p);
+        if found.remove(&p).is_none() {
+            let problem = format!(
+                "is missing: topic.meta gives the topic {:?} {} partitions, and partition {p} \
+                 keeps its segments there; --repair makes it anew, empty",
+                meta.name, meta.partitions
+            );
+            plan.findings.push(Finding {
+                file: DamagedFile { path: path.clone(), problem },
+                fix: Fix::MakeDir(path.clone()),
+                reported: true,
+            });
+            partitions.push(Scanned::empty(path));
+            continue;
+        }
+        let files = entries(&path)?;
+        partitions.push(scan_log(plan, path, files, false, segment_bytes)?);
+    }
+    plan.topics.push(ScannedTopic { meta, partitions });
+    Ok(())
+}
+
+impl Scanned {
+    /// A partition directory with nothing in it yet.
+    fn empty(dir: PathBuf) -> Scanned {
+        Scanned { dir, segments: Vec::new(), set_aside: 0, torn: None, unindexed: Vec::new() }
+    }
+}
+
+/// Reads `files`, those of one partition's directory `dir` (the topic's own directory when
+/// `is_topic_dir`, where `topic.meta` belongs too), into `plan` (the findings and leftovers),
+/// and returns its segments.
+fn scan_log(
+    plan: &mut Plan,
+    dir: PathBuf,
+    files: Vec<(PathBuf, bool, u64)>,
+    is_topic_dir: bool,
+    segment_bytes: usize,
+) -> Result<Scanned, StoreError> {
     let mut bases = Vec::new();
     let mut indexes = BTreeMap::new();
     for (path, is_dir, len) in files {
         let kind = file_name(&path).map_or(TopicFile::Unknown, disk::topic_file);
         match kind {
-            TopicFile::Meta if !is_dir => {}
-            TopicFile::MetaWriting if !is_dir => {
+            TopicFile::Meta if !is_dir && is_topic_dir => {}
+            TopicFile::MetaWriting if !is_dir && is_topic_dir => {
                 plan.leftovers.push((path, "a topic.meta.new no topic.meta was renamed from"));
             }
             TopicFile::Segment(base) if !is_dir => bases.push((base, path, len)),
@@ -342,14 +451,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
         }
     }
 
-    let mut scanned = Scanned {
-        dir,
-        meta,
-        segments: Vec::new(),
-        set_aside: 0,
-        torn: None,
-        unindexed: Vec::new(),
-    };
+    let mut scanned = Scanned::empty(dir);
     let mut previous: Option<(u64, bool)> = None;
     for (i, (base, path, len)) in bases.iter().cloned().enumerate() {
         let next_base = bases.get(i + 1).map(|(next, _, _)| *next);
@@ -433,8 +535,8 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
             plan.findings.push(Finding {
                 file: DamagedFile {
                     path: path.clone(),
-                    problem: "is older than a damaged segment of its topic; set aside with it so \
-                              that the topic's offsets follow on"
+                    problem: "is older than a damaged segment of its partition; set aside with \
+                              it so that the partition's offsets follow on"
                         .to_owned(),
                 },
                 fix: Fix::Move(path.clone()),
@@ -442,8 +544,7 @@ fn scan_topic(plan: &mut Plan, dir: PathBuf, segment_bytes: usize) -> Result<(),
             });
         }
     }
-    plan.topics.push(scanned);
-    Ok(())
+    Ok(scanned)
 }
 
 /// A damaged file that `--repair` moves aside by moving `target` (the file or its directory).

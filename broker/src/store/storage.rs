@@ -139,23 +139,39 @@ pub trait Medium: fmt::Debug + Send {
     /// work to do.
     const ON_DISK: bool;
 
-    /// The storage of a new topic. When `published`, its place is durable at once; otherwise
-    /// the flush of its first commit makes it so (an append does not wait for the disk).
+    /// The storage of each partition of a new topic of `partitions` partitions, partition 0's
+    /// first. When `published`, its place is durable at once; otherwise the flush of its
+    /// partition 0's first commit makes it so (an append does not wait for the disk).
     ///
     /// # Errors
-    /// Its place cannot be made.
+    /// Its place cannot be made; nothing of it is left.
     fn create(
         &self,
         topic: &str,
         retention: Retention,
+        partitions: u32,
         published: bool,
-    ) -> io::Result<Self::Storage>;
+    ) -> io::Result<Vec<Self::Storage>>;
 
-    /// Removes a deleted topic's records.
+    /// The storage of partitions `from..to` of a topic whose partition 0 is kept in `zero`,
+    /// durably made before this returns, and the topic's count of partitions made `to`.
+    ///
+    /// # Errors
+    /// They cannot be made; the topic is then as it was.
+    fn grow(
+        &self,
+        topic: &str,
+        retention: Retention,
+        zero: &Self::Storage,
+        from: u32,
+        to: u32,
+    ) -> io::Result<Vec<Self::Storage>>;
+
+    /// Removes a deleted topic's records, every partition's, given its partition 0's storage.
     ///
     /// # Errors
     /// They cannot be removed.
-    fn remove(&self, storage: &Self::Storage) -> io::Result<()>;
+    fn remove(&self, zero: &Self::Storage) -> io::Result<()>;
 }
 
 impl Medium for InMemory {
@@ -166,12 +182,24 @@ impl Medium for InMemory {
         &self,
         _topic: &str,
         _retention: Retention,
+        partitions: u32,
         _published: bool,
-    ) -> io::Result<InMemory> {
-        Ok(InMemory)
+    ) -> io::Result<Vec<InMemory>> {
+        Ok(vec![InMemory; partitions as usize])
     }
 
-    fn remove(&self, _storage: &InMemory) -> io::Result<()> {
+    fn grow(
+        &self,
+        _topic: &str,
+        _retention: Retention,
+        _zero: &InMemory,
+        from: u32,
+        to: u32,
+    ) -> io::Result<Vec<InMemory>> {
+        Ok(vec![InMemory; to.saturating_sub(from) as usize])
+    }
+
+    fn remove(&self, _zero: &InMemory) -> io::Result<()> {
         Ok(())
     }
 }
@@ -184,19 +212,41 @@ impl Medium for DataDir {
     type Storage = Files;
     const ON_DISK: bool = true;
 
-    fn create(&self, topic: &str, retention: Retention, published: bool) -> io::Result<Files> {
-        let meta = disk::Meta::new(topic, retention);
-        if published {
-            Ok(Files::new(disk::create_topic_dir(&self.0, &meta)?))
+    fn create(
+        &self,
+        topic: &str,
+        retention: Retention,
+        partitions: u32,
+        published: bool,
+    ) -> io::Result<Vec<Files>> {
+        let meta = disk::Meta::new(topic, retention, partitions);
+        let dir = if published {
+            disk::create_topic_dir(&self.0, &meta)?
         } else {
-            let mut files = Files::new(disk::create_topic_dir_unpublished(&self.0, &meta)?);
-            files.unpublished = true;
-            Ok(files)
-        }
+            disk::create_topic_dir_unpublished(&self.0, &meta)?
+        };
+        let mut zero = Files::new(dir.clone());
+        zero.unpublished = !published;
+        let mut all = vec![zero];
+        all.extend((1..partitions).map(|p| Files::new(disk::partition_dir(&dir, p))));
+        Ok(all)
     }
 
-    fn remove(&self, files: &Files) -> io::Result<()> {
-        disk::remove_topic_dir(&self.0, &files.dir)
+    fn grow(
+        &self,
+        topic: &str,
+        retention: Retention,
+        zero: &Files,
+        from: u32,
+        to: u32,
+    ) -> io::Result<Vec<Files>> {
+        let meta = disk::Meta::new(topic, retention, to);
+        disk::grow_topic_dir(&zero.dir, &meta, from, zero.unpublished)?;
+        Ok((from..to).map(|p| Files::new(disk::partition_dir(&zero.dir, p))).collect())
+    }
+
+    fn remove(&self, zero: &Files) -> io::Result<()> {
+        disk::remove_topic_dir(&self.0, &zero.dir)
     }
 }
 

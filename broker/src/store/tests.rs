@@ -26,14 +26,14 @@ fn config(data_dir: Option<&Path>) -> StoreConfig {
 /// Appends and commits at once, as one pass of the server would.
 fn append(store: &mut Store, topic: &str, values: &[&str]) -> Result<(u64, u64)> {
     let messages: Vec<NewMessage<'_>> = values.iter().map(|v| message(v.as_bytes())).collect();
-    let offsets = store.append(topic, &messages, NOW)?;
+    let offsets = store.append(topic, 0, &messages, NOW)?;
     assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     Ok(offsets)
 }
 
 fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
     let mut out = Vec::new();
-    store.read(topic, offset, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    store.read(topic, 0, offset, Budget::new(10_000, usize::MAX), &mut out).unwrap();
     out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
 }
 
@@ -100,13 +100,129 @@ both_stores!(
     create_then_delete,
     retention_keeps_the_newest_messages,
     commits_settle_in_order_and_only_then_are_read,
+    partitions_are_logs_of_their_own,
+    unknown_partitions_and_bad_counts_are_refused_and_change_nothing,
+    a_topic_grows_and_keeps_its_messages,
+    retention_applies_to_each_partition_on_its_own,
+    a_deleted_topic_made_again_has_only_its_new_partitions,
 );
 
+/// Appends `values` to partition `partition` of `topic` and commits at once.
+fn append_to(
+    store: &mut Store,
+    topic: &str,
+    partition: u32,
+    values: &[&str],
+) -> Result<(u64, u64)> {
+    let messages: Vec<NewMessage<'_>> = values.iter().map(|v| message(v.as_bytes())).collect();
+    let offsets = store.append(topic, partition, &messages, NOW)?;
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    Ok(offsets)
+}
+
+/// Every message of partition `partition` of `topic` from `offset` on, with its offset.
+fn read_partition(store: &Store, topic: &str, partition: u32, offset: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    store.read(topic, partition, offset, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
+}
+
+fn partitions_are_logs_of_their_own(store: &mut Store) {
+    store.create("p", 3, Retention::default()).unwrap();
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    assert_eq!(store.partitions("p"), Ok(3));
+    assert_eq!(append_to(store, "p", 0, &["a", "b"]), Ok((0, 1)));
+    assert_eq!(append_to(store, "p", 2, &["c"]), Ok((0, 0)));
+    assert_eq!(append_to(store, "p", 2, &["d", "e"]), Ok((1, 2)));
+    assert_eq!(read_partition(store, "p", 0, 0), [(0, "a".into()), (1, "b".into())]);
+    assert!(read_partition(store, "p", 1, 0).is_empty());
+    assert_eq!(read_partition(store, "p", 2, 1), [(1, "d".into()), (2, "e".into())]);
+    assert_eq!(store.offsets("p", 2), Ok((0, 3)));
+    assert_eq!(store.offsets("p", 1), Ok((0, 0)));
+    let info = &store.list()[0];
+    assert_eq!((info.partitions, info.messages, info.bytes), (3, 5, 5));
+    assert_eq!((info.first_offset, info.next_offset), (0, 2), "partition 0's");
+    assert_eq!(info.first_offsets, [0, 0, 0]);
+    assert_eq!(info.next_offsets, [2, 0, 3]);
+    assert_eq!(store.totals().messages, 5);
+}
+
+fn unknown_partitions_and_bad_counts_are_refused_and_change_nothing(store: &mut Store) {
+    store.create("p", 3, Retention::default()).unwrap();
+    append_to(store, "p", 1, &["a"]).unwrap();
+    let before = store.list();
+    let unknown = StoreError::UnknownPartition { topic: "p".into(), partition: 3, partitions: 3 };
+    assert_eq!(store.append("p", 3, &[message(b"x")], NOW), Err(unknown.clone()));
+    assert!(unknown.to_string().contains("has 3 partitions"), "{unknown}");
+    let mut out = Vec::new();
+    assert_eq!(store.read("p", 3, 0, Budget::new(10, 100), &mut out), Err(unknown.clone()));
+    assert_eq!(store.offsets("p", 3), Err(unknown));
+    // A topic an append would make has the store's default count: one partition here.
+    assert!(matches!(
+        store.append("new", 1, &[message(b"x")], NOW),
+        Err(StoreError::UnknownPartition { partition: 1, partitions: 1, .. })
+    ));
+    for count in [0, protocol::MAX_PARTITIONS + 1] {
+        let refused = store.create("q", count, Retention::default());
+        assert!(matches!(refused, Err(StoreError::InvalidPartitions(_))), "{count}: {refused:?}");
+    }
+    for count in [0, 2, 3, protocol::MAX_PARTITIONS + 1] {
+        let refused = store.grow("p", count);
+        assert!(matches!(refused, Err(StoreError::InvalidPartitions(_))), "{count}: {refused:?}");
+    }
+    assert_eq!(store.grow("nope", 4), Err(StoreError::UnknownTopic("nope".into())));
+    assert_eq!(store.partitions("nope"), Err(StoreError::UnknownTopic("nope".into())));
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    assert_eq!(store.list(), before);
+    assert_eq!(read_partition(store, "p", 1, 0), [(0, "a".into())]);
+}
+
+fn a_topic_grows_and_keeps_its_messages(store: &mut Store) {
+    append_to(store, "g", 0, &["a", "b"]).unwrap();
+    assert_eq!(store.partitions("g"), Ok(1));
+    store.grow("g", 4).unwrap();
+    assert_eq!(store.partitions("g"), Ok(4));
+    assert_eq!(append_to(store, "g", 3, &["c"]), Ok((0, 0)));
+    assert_eq!(append_to(store, "g", 0, &["d"]), Ok((2, 2)));
+    assert_eq!(read_partition(store, "g", 0, 0).len(), 3);
+    assert_eq!(read_partition(store, "g", 3, 0), [(0, "c".into())]);
+    assert_eq!(store.list()[0].next_offsets, [3, 0, 0, 1]);
+    store.grow("g", 5).unwrap();
+    assert_eq!(store.list()[0].partitions, 5);
+}
+
+fn retention_applies_to_each_partition_on_its_own(store: &mut Store) {
+    store.create("r", 2, Retention { messages: Some(5), ..Retention::default() }).unwrap();
+    for i in 0..40 {
+        append_to(store, "r", 0, &[&format!("value number {i:02}")]).unwrap();
+    }
+    append_to(store, "r", 1, &["x", "y", "z"]).unwrap();
+    let info = &store.list()[0];
+    assert!(info.first_offsets[0] > 0, "{info:?}");
+    assert_eq!((info.first_offsets[1], info.next_offsets[1]), (0, 3), "{info:?}");
+    assert_eq!(read_partition(store, "r", 1, 0).len(), 3);
+}
+
+fn a_deleted_topic_made_again_has_only_its_new_partitions(store: &mut Store) {
+    store.create("d", 3, Retention::default()).unwrap();
+    append_to(store, "d", 2, &["old"]).unwrap();
+    store.delete("d").unwrap();
+    assert_eq!(store.partitions("d"), Err(StoreError::UnknownTopic("d".into())));
+    store.create("d", 2, Retention::default()).unwrap();
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    assert_eq!(store.partitions("d"), Ok(2));
+    assert!(matches!(
+        store.offsets("d", 2),
+        Err(StoreError::UnknownPartition { partitions: 2, .. })
+    ));
+    assert_eq!(store.offsets("d", 1), Ok((0, 0)));
+}
+
 fn commits_settle_in_order_and_only_then_are_read(store: &mut Store) {
-    store.append("t", &[message(b"a")], NOW).unwrap();
+    store.append("t", 0, &[message(b"a")], NOW).unwrap();
     let first = store.commit(Instant::now(), NOW);
-    store.append("t", &[message(b"b")], NOW).unwrap();
-    store.append("u", &[message(b"c")], NOW).unwrap();
+    store.append("t", 0, &[message(b"b")], NOW).unwrap();
+    store.append("u", 0, &[message(b"c")], NOW).unwrap();
     let second = store.commit(Instant::now(), NOW);
     let third = store.commit(Instant::now(), NOW);
     assert!(first < second && second < third);
@@ -114,14 +230,14 @@ fn commits_settle_in_order_and_only_then_are_read(store: &mut Store) {
     if settled.len() < 3 {
         // Whatever did not settle yet is not readable yet.
         let read = read_all(store, "t", 0).len();
-        assert!(read <= settled.iter().filter(|s| s.readable.contains(&"t".into())).count());
+        assert!(read <= settled.iter().filter(|s| s.readable.contains(&("t".into(), 0))).count());
         settled.extend(store.wait_settled());
     }
     let tickets: Vec<Ticket> = settled.iter().map(|s| s.ticket).collect();
     assert_eq!(tickets, [first, second, third]);
     assert!(settled.iter().all(|s| s.failures.is_empty()));
-    assert_eq!(settled[0].readable, ["t"]);
-    assert_eq!(settled[1].readable, ["t", "u"]);
+    assert_eq!(settled[0].readable, [("t".to_owned(), 0)]);
+    assert_eq!(settled[1].readable, [("t".to_owned(), 0), ("u".to_owned(), 0)]);
     assert!(settled[2].readable.is_empty(), "a commit of nothing settles too");
     assert_eq!(read_all(store, "t", 0), [(0, "a".into()), (1, "b".into())]);
     assert_eq!(read_all(store, "u", 0), [(0, "c".into())]);
@@ -133,14 +249,14 @@ fn append_creates_the_topic_and_read_returns_it(store: &mut Store) {
     assert_eq!(append(store, "t", &["c"]), Ok((2, 2)));
     assert_eq!(read_all(store, "t", 1), [(1, "b".into()), (2, "c".into())]);
     let mut out = Vec::new();
-    store.read("t", 0, Budget::new(1, 100), &mut out).unwrap();
+    store.read("t", 0, 0, Budget::new(1, 100), &mut out).unwrap();
     assert_eq!(out[0].timestamp, NOW);
     assert_eq!(store.totals().messages, 3);
     assert_eq!(store.totals().bytes, 3);
 }
 
 fn appends_are_invisible_until_commit(store: &mut Store) {
-    store.append("t", &[message(b"a")], NOW).unwrap();
+    store.append("t", 0, &[message(b"a")], NOW).unwrap();
     assert!(read_all(store, "t", 0).is_empty());
     assert_eq!(store.list()[0].next_offset, 0);
     assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
@@ -149,17 +265,20 @@ fn appends_are_invisible_until_commit(store: &mut Store) {
 
 fn refused_operations_change_nothing(store: &mut Store) {
     append(store, "t", &["a"]).unwrap();
-    let too_large = store.append("t", &[message(b"ok"), message(&[0; 101])], NOW);
+    let too_large = store.append("t", 0, &[message(b"ok"), message(&[0; 101])], NOW);
     assert_eq!(too_large, Err(StoreError::MessageTooLarge { index: 1, size: 101, limit: 100 }));
     assert!(matches!(
-        store.append("", &[message(b"a")], NOW),
+        store.append("", 0, &[message(b"a")], NOW),
         Err(StoreError::InvalidTopicName(..))
     ));
     assert!(matches!(
-        store.append(" x", &[message(b"a")], NOW),
+        store.append(" x", 0, &[message(b"a")], NOW),
         Err(StoreError::InvalidTopicName(..))
     ));
-    assert_eq!(store.create("t", Retention::default()), Err(StoreError::TopicExists("t".into())));
+    assert_eq!(
+        store.create("t", 1, Retention::default()),
+        Err(StoreError::TopicExists("t".into()))
+    );
     assert_eq!(store.delete("u"), Err(StoreError::UnknownTopic("u".into())));
     assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     assert_eq!(store.list().len(), 1);
@@ -171,17 +290,17 @@ fn reads_outside_the_log_are_refused_but_the_end_is_not(store: &mut Store) {
     assert!(read_all(store, "t", 1).is_empty());
     let mut out = Vec::new();
     assert!(matches!(
-        store.read("t", 2, Budget::new(10, 100), &mut out),
+        store.read("t", 0, 2, Budget::new(10, 100), &mut out),
         Err(StoreError::OffsetOutOfRange { first: 0, next: 1, .. })
     ));
     assert_eq!(
-        store.read("nope", 0, Budget::new(10, 100), &mut out),
+        store.read("nope", 0, 0, Budget::new(10, 100), &mut out),
         Err(StoreError::UnknownTopic("nope".into()))
     );
 }
 
 fn create_then_delete(store: &mut Store) {
-    store.create("Hola mundo", Retention::default()).unwrap();
+    store.create("Hola mundo", 1, Retention::default()).unwrap();
     assert_eq!(store.list()[0].name, "Hola mundo");
     assert_eq!(store.list()[0].next_offset, 0);
     append(store, "Hola mundo", &["x"]).unwrap();
@@ -191,7 +310,7 @@ fn create_then_delete(store: &mut Store) {
 }
 
 fn retention_keeps_the_newest_messages(store: &mut Store) {
-    store.create("kept", Retention { messages: Some(5), ..Retention::default() }).unwrap();
+    store.create("kept", 1, Retention { messages: Some(5), ..Retention::default() }).unwrap();
     for i in 0..40 {
         append(store, "kept", &[&format!("value number {i:02}")]).unwrap();
     }
@@ -200,7 +319,7 @@ fn retention_keeps_the_newest_messages(store: &mut Store) {
     assert!(info.messages >= 5 && info.messages < 40, "{info:?}");
     assert_eq!(info.first_offset, 40 - info.messages);
     let mut out = Vec::new();
-    let below = store.read("kept", 0, Budget::new(10, 100), &mut out);
+    let below = store.read("kept", 0, 0, Budget::new(10, 100), &mut out);
     assert!(
         matches!(below, Err(StoreError::OffsetOutOfRange { first, .. }) if first == info.first_offset)
     );
@@ -251,10 +370,10 @@ fn a_reopened_store_has_every_committed_message() {
         append(&mut store, "Hello world", &[value]).unwrap();
     }
     store
-        .append("Hello world", &[NewMessage { key: Some(b"k"), value: b"keyed" }], NOW + 1)
+        .append("Hello world", 0, &[NewMessage { key: Some(b"k"), value: b"keyed" }], NOW + 1)
         .unwrap();
     store.commit_and_wait(Instant::now(), NOW).is_empty().then_some(()).unwrap();
-    store.create("empty", Retention { bytes: Some(1000), ..Retention::default() }).unwrap();
+    store.create("empty", 1, Retention { bytes: Some(1000), ..Retention::default() }).unwrap();
     // A creation is durable once the next commit settled, as an append is.
     store.commit_and_wait(Instant::now(), NOW).is_empty().then_some(()).unwrap();
     let before = store.list();
@@ -263,7 +382,7 @@ fn a_reopened_store_has_every_committed_message() {
     let store = reopen(&dir);
     assert_eq!(store.list(), before);
     let mut out = Vec::new();
-    store.read("Hello world", 50, Budget::new(10, 1000), &mut out).unwrap();
+    store.read("Hello world", 0, 50, Budget::new(10, 1000), &mut out).unwrap();
     assert_eq!(
         (out[0].key, out[0].value, out[0].timestamp),
         (Some(&b"k"[..]), &b"keyed"[..], NOW + 1)
@@ -284,12 +403,12 @@ fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
     }
     let mut store = Topics::open(config(Some(dir.path()))).unwrap();
     for _ in 0..40 {
-        store.append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW).unwrap();
+        store.append("t", 0, &[message(value.as_bytes()), message(value.as_bytes())], NOW).unwrap();
         assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     }
     assert!(resident(&store) <= 256, "{} bytes in memory", resident(&store));
     let mut out = Vec::new();
-    store.read("t", 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    store.read("t", 0, 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
     let written: Vec<(u64, String)> =
         out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect();
     assert_eq!(written.len(), 80);
@@ -302,20 +421,20 @@ fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
     // The newest segment's buffer, at most a segment's size (256 bytes here).
     assert!(resident(&topics) <= 256, "{} bytes in memory", resident(&topics));
     let mut out = Vec::new();
-    topics.read("t", 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    topics.read("t", 0, 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
     let read: Vec<(u64, String)> =
         out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect();
     assert_eq!(read, written);
     drop(out);
     for _ in 0..10 {
-        topics.append("t", &[message(value.as_bytes()), message(b"x")], NOW).unwrap();
+        topics.append("t", 0, &[message(value.as_bytes()), message(b"x")], NOW).unwrap();
         assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
     }
     assert!(resident(&topics) <= 256, "{} bytes in memory", resident(&topics));
     let mut in_memory = Topics::in_memory(config(None));
     for _ in 0..40 {
         in_memory
-            .append("t", &[message(value.as_bytes()), message(value.as_bytes())], NOW)
+            .append("t", 0, &[message(value.as_bytes()), message(value.as_bytes())], NOW)
             .unwrap();
         assert!(in_memory.commit_and_wait(Instant::now(), NOW).is_empty());
     }
@@ -466,9 +585,9 @@ fn retention_by_time_opens_the_oldest_segment_to_learn_its_age() {
     let retention = Retention { ms: Some(1_000), ..Retention::default() };
     let mut store = Store::open(StoreConfig { retention, ..config(Some(dir.path())) }).unwrap();
     let later = NOW + 60_000;
-    store.append("t", &[message(b"after")], later).unwrap();
+    store.append("t", 0, &[message(b"after")], later).unwrap();
     assert!(store.commit_and_wait(Instant::now(), later).is_empty());
-    let (first, next) = store.offsets("t").unwrap();
+    let (first, next) = store.offsets("t", 0).unwrap();
     assert_eq!(next, 41);
     let newest: u64 = files.last().unwrap().file_stem().unwrap().to_str().unwrap().parse().unwrap();
     assert_eq!(first, newest, "every sealed segment is past its time");
@@ -540,12 +659,12 @@ fn damage_in_an_indexed_segment_is_refused_when_read_naming_the_file() {
     let store = reopen(&dir);
     let first: u64 = files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
     let mut out = Vec::new();
-    let error = store.read("t", first, Budget::new(100, usize::MAX), &mut out).unwrap_err();
+    let error = store.read("t", 0, first, Budget::new(100, usize::MAX), &mut out).unwrap_err();
     let text = error.to_string();
     assert!(text.contains(files[1].to_str().unwrap()) && text.contains("damaged"), "{text}");
     assert!(out.is_empty());
     // Reads stop before the damage, and what is not damaged reads as ever.
-    store.read("t", 0, Budget::new(100, usize::MAX), &mut out).unwrap();
+    store.read("t", 0, 0, Budget::new(100, usize::MAX), &mut out).unwrap();
     assert_eq!(out.last().map(|m| m.offset), Some(first - 1));
     let later: u64 = files[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
     assert_eq!(read_all(&store, "t", later).len() as u64, 40 - later);
@@ -600,10 +719,10 @@ fn a_stray_file_refuses_the_open_and_a_missing_segment_the_reads_of_its_offsets(
     let store = reopen(&dir);
     let missing: u64 = files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
     let mut out = Vec::new();
-    let error = store.read("t", missing, Budget::new(100, usize::MAX), &mut out).unwrap_err();
+    let error = store.read("t", 0, missing, Budget::new(100, usize::MAX), &mut out).unwrap_err();
     assert!(error.to_string().contains(files[0].to_str().unwrap()), "{error}");
     let mut out = Vec::new();
-    store.read("t", 0, Budget::new(100, usize::MAX), &mut out).unwrap();
+    store.read("t", 0, 0, Budget::new(100, usize::MAX), &mut out).unwrap();
     assert_eq!(out.last().map(|m| m.offset), Some(missing - 1));
     let later: u64 = files[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
     assert_eq!(read_all(&store, "t", later).len() as u64, 40 - later);
@@ -613,7 +732,7 @@ fn a_stray_file_refuses_the_open_and_a_missing_segment_the_reads_of_its_offsets(
 fn a_topic_made_by_its_first_append_is_published_by_that_appends_flush() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = reopen(&dir);
-    store.append("new", &[message(b"one")], NOW).unwrap();
+    store.append("new", 0, &[message(b"one")], NOW).unwrap();
     let made = disk::topics_dir(dir.path()).join(disk::topic_dir_name("new"));
     // Made without waiting for the disk: its meta file is not published yet.
     assert!(made.join(disk::META_WRITING_FILE).is_file());
@@ -693,13 +812,13 @@ fn a_failed_write_refuses_the_pass_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = reopen(&dir);
     append(&mut store, "ok", &["kept"]).unwrap();
-    store.create("full", Retention::default()).unwrap();
+    store.create("full", 1, Retention::default()).unwrap();
     // Every write to the topic's first segment fails as on a full disk.
     let topic_dir = disk::topics_dir(dir.path()).join(disk::topic_dir_name("full"));
     std::os::unix::fs::symlink("/dev/full", topic_dir.join(disk::segment_file_name(0))).unwrap();
 
-    store.append("full", &[message(b"lost")], NOW).unwrap();
-    store.append("ok", &[message(b"also kept")], NOW).unwrap();
+    store.append("full", 0, &[message(b"lost")], NOW).unwrap();
+    store.append("ok", 0, &[message(b"also kept")], NOW).unwrap();
     let failures = store.commit_and_wait(Instant::now(), NOW);
     assert_eq!(failures.iter().map(|f| f.topic.as_str()).collect::<Vec<_>>(), ["full"]);
     assert!(read_all(&store, "full", 0).is_empty());
@@ -733,12 +852,12 @@ fn a_failed_file_operation_keeps_its_io_error_and_says_which_file() {
 fn a_failed_flush_drops_every_unsettled_append_of_its_topics_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let mut topics = Topics::open(config(Some(dir.path()))).unwrap();
-    topics.append("t", &[message(b"kept")], NOW).unwrap();
+    topics.append("t", 0, &[message(b"kept")], NOW).unwrap();
     assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
-    topics.append("t", &[message(b"lost 1")], NOW).unwrap();
-    topics.append("other", &[message(b"other")], NOW).unwrap();
+    topics.append("t", 0, &[message(b"lost 1")], NOW).unwrap();
+    topics.append("other", 0, &[message(b"other")], NOW).unwrap();
     let first = topics.commit(Instant::now(), NOW);
-    topics.append("t", &[message(b"lost 2")], NOW).unwrap();
+    topics.append("t", 0, &[message(b"lost 2")], NOW).unwrap();
     let second = topics.commit(Instant::now(), NOW);
     // Stop the real flush thread (what it reports is dropped with it) and report in its place
     // that the first flush failed and the second succeeded.
@@ -752,15 +871,157 @@ fn a_failed_flush_drops_every_unsettled_append_of_its_topics_and_nothing_else() 
     assert_eq!(failed, [vec!["t", "other"], vec!["t"]], "the second append followed the first");
     assert!(settled.iter().all(|s| s.readable.is_empty()));
     let mut out = Vec::new();
-    topics.read("t", 0, Budget::new(10, 1000), &mut out).unwrap();
+    topics.read("t", 0, 0, Budget::new(10, 1000), &mut out).unwrap();
     assert_eq!(out.iter().map(|m| m.value).collect::<Vec<_>>(), [b"kept"]);
-    assert_eq!(topics.offsets("other"), Ok((0, 0)));
+    assert_eq!(topics.offsets("other", 0), Ok((0, 0)));
     drop(out);
 
     topics.flusher = Some(flush::Flusher::start(dir.path()).unwrap());
-    topics.append("t", &[message(b"next")], NOW).unwrap();
+    topics.append("t", 0, &[message(b"next")], NOW).unwrap();
     assert!(topics.commit_and_wait(Instant::now(), NOW).is_empty());
     drop(topics);
     let store = reopen(&dir);
     assert_eq!(read_all(&store, "t", 0), [(0, "kept".into()), (1, "next".into())]);
+}
+
+/// The directory of partition `partition` of `topic` in data directory `dir`.
+fn partition_dir(dir: &TempDir, topic: &str, partition: u32) -> std::path::PathBuf {
+    let topic_dir = disk::topics_dir(dir.path()).join(disk::topic_dir_name(topic));
+    disk::partition_dir(&topic_dir, partition)
+}
+
+#[test]
+fn partitions_and_their_growth_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    store.create("p", 3, Retention { messages: Some(100), ..Retention::default() }).unwrap();
+    for i in 0..30 {
+        append_to(&mut store, "p", i % 3, &[&format!("value {i}")]).unwrap();
+    }
+    store.grow("p", 5).unwrap();
+    append_to(&mut store, "p", 4, &["late"]).unwrap();
+    let before = store.list();
+    drop(store);
+    // Partition 0 in the topic's directory, the others in theirs.
+    assert!(segment_files(&dir, "p").len() > 1);
+    for p in 1..5 {
+        assert!(partition_dir(&dir, "p", p).is_dir(), "partition {p}");
+    }
+
+    let mut store = reopen(&dir);
+    assert_eq!(store.list(), before);
+    assert_eq!(store.list()[0].partitions, 5);
+    assert_eq!(read_partition(&store, "p", 1, 0)[3], (3, "value 10".into()));
+    assert_eq!(read_partition(&store, "p", 4, 0), [(0, "late".into())]);
+    assert_eq!(append_to(&mut store, "p", 2, &["next"]), Ok((10, 10)));
+}
+
+#[test]
+fn appends_make_topics_of_the_configured_partitions_durably() {
+    for fsync in [Fsync::Always, Fsync::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig { partitions: 4, fsync, ..config(Some(dir.path())) };
+        let mut store = Store::open(config.clone()).unwrap();
+        assert_eq!(append_to(&mut store, "made", 3, &["a"]), Ok((0, 0)));
+        assert_eq!(store.partitions("made"), Ok(4));
+        drop(store);
+        let store = Store::open(config).unwrap();
+        assert_eq!(store.partitions("made"), Ok(4));
+        assert_eq!(read_partition(&store, "made", 3, 0), [(0, "a".into())]);
+    }
+}
+
+#[test]
+fn a_topic_meta_of_format_1_opens_as_one_partition_with_its_messages() {
+    let dir = forty_values_on_disk();
+    let topic_dir = partition_dir(&dir, "t", 0);
+    // What a broker before partitions wrote: header version 1, no `partitions`.
+    #[derive(serde::Serialize)]
+    struct Old<'a> {
+        name: &'a str,
+        retention_messages: Option<u64>,
+        retention_bytes: Option<u64>,
+        retention_ms: Option<u64>,
+    }
+    let mut bytes = b"BRKTOP".to_vec();
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    let old =
+        Old { name: "t", retention_messages: None, retention_bytes: None, retention_ms: None };
+    rmp_serde::encode::write_named(&mut bytes, &old).unwrap();
+    fs::write(topic_dir.join(disk::META_FILE), &bytes).unwrap();
+
+    let mut store = reopen(&dir);
+    assert_eq!(store.partitions("t"), Ok(1));
+    assert_eq!(read_all(&store, "t", 0).len(), 40);
+    // Growing writes the meta file anew, in format 2.
+    store.grow("t", 2).unwrap();
+    drop(store);
+    let written = fs::read(topic_dir.join(disk::META_FILE)).unwrap();
+    assert_eq!(&written[..8], &format::header(format::META));
+    assert_eq!(reopen(&dir).partitions("t"), Ok(2));
+}
+
+#[test]
+fn a_damaged_segment_of_a_partition_is_named_and_set_aside_by_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    store.create("p", 2, Retention::default()).unwrap();
+    for i in 0..40 {
+        append_to(&mut store, "p", 1, &[&format!("value {i}")]).unwrap();
+    }
+    append_to(&mut store, "p", 0, &["zero"]).unwrap();
+    drop(store);
+    let one = partition_dir(&dir, "p", 1);
+    let mut files: Vec<_> = fs::read_dir(&one)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    unindex(&files[1]);
+    flip_a_byte(&files[1]);
+
+    let error = Store::open(config(Some(dir.path()))).unwrap_err();
+    assert!(matches!(&error, OpenError::Damaged(report) if report.files[0].path == files[1]));
+    let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
+    let first: u64 = files[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    assert_eq!(store.offsets("p", 1), Ok((first, 40)));
+    assert_eq!(read_partition(&store, "p", 0, 0), [(0, "zero".into())], "partition 0 untouched");
+}
+
+#[test]
+fn partition_directories_missing_or_past_the_count_are_refused_or_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reopen(&dir);
+    store.create("p", 3, Retention::default()).unwrap();
+    append_to(&mut store, "p", 2, &["two"]).unwrap();
+    drop(store);
+
+    // What a growth cut short leaves: an empty directory past the count. It is removed.
+    let extra = partition_dir(&dir, "p", 3);
+    fs::create_dir(&extra).unwrap();
+    assert_eq!(reopen(&dir).partitions("p"), Ok(3));
+    assert!(!extra.exists());
+
+    // One past the count that holds files is no leftover: refused, by name.
+    fs::create_dir(&extra).unwrap();
+    fs::write(extra.join(disk::segment_file_name(0)), b"").unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err();
+    assert!(
+        matches!(&error, OpenError::Damaged(report) if report.files[0].path == extra),
+        "{error}"
+    );
+    fs::remove_dir_all(&extra).unwrap();
+
+    // A missing partition directory refuses the open; --repair makes it anew, empty.
+    let one = partition_dir(&dir, "p", 1);
+    fs::remove_dir(&one).unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err();
+    assert!(error.to_string().contains("is missing"), "{error}");
+    assert!(!one.exists(), "a refused open changes nothing");
+    let store = Store::open(StoreConfig { repair: true, ..config(Some(dir.path())) }).unwrap();
+    assert!(one.is_dir());
+    assert_eq!(store.offsets("p", 1), Ok((0, 0)));
+    assert_eq!(read_partition(&store, "p", 2, 0), [(0, "two".into())]);
 }

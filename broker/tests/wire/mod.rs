@@ -120,7 +120,7 @@ pub fn decode(frame: Vec<u8>) -> Response<'static> {
 #[track_caller]
 pub fn expect_error(response: &Response<'_>, code: ErrorCode) -> Option<(u64, u64)> {
     match response {
-        Response::Error { code: got, reason, range } if *got == code => {
+        Response::Error { code: got, reason, range, .. } if *got == code => {
             assert!(!reason.is_empty(), "an error reply without a reason: {response:?}");
             *range
         }
@@ -169,6 +169,7 @@ pub fn fetch_from(claim: u64, topic: &str, offset: u64) -> Fetch<'_> {
     Fetch {
         claim,
         topic,
+        partition: 0,
         offset,
         max_messages: DEFAULT_FETCH_MESSAGES,
         max_bytes: DEFAULT_FETCH_BYTES,
@@ -203,7 +204,9 @@ impl Fetched {
 #[track_caller]
 pub fn expect_messages(response: Response<'static>, topic: &str) -> Fetched {
     match response {
-        Response::Messages { topic: got, messages, next_offset, end_offset } if got == topic => {
+        Response::Messages { topic: got, messages, next_offset, end_offset, .. }
+            if got == topic =>
+        {
             Fetched { messages, next_offset, end_offset }
         }
         other => panic!("expected messages of {topic:?}, got {other:?}"),
@@ -220,14 +223,14 @@ pub fn fetch(socket: &zmq::Socket, fetch: Fetch<'_>) -> Fetched {
 /// An append of `values`, without keys.
 pub fn append_of<'a>(topic: &'a str, values: &[&'a str]) -> Request<'a> {
     let messages = values.iter().map(|v| NewMessage { key: None, value: v.as_bytes() }).collect();
-    Request::Append(protocol::Append { topic, messages })
+    Request::Append(protocol::Append { topic, messages, partition: None })
 }
 
 /// Appends `values` to `topic`; returns the first and last offsets given.
 #[track_caller]
 pub fn append(socket: &zmq::Socket, topic: &str, values: &[&str]) -> (u64, u64) {
     match ask(socket, &append_of(topic, values)) {
-        Response::Appended { topic: got, first_offset, last_offset } if got == topic => {
+        Response::Appended { topic: got, first_offset, last_offset, .. } if got == topic => {
             (first_offset, last_offset)
         }
         other => panic!("append to {topic:?}: expected appended, got {other:?}"),
