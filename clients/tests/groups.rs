@@ -48,17 +48,38 @@ fn offsets<S: AsRef<str>>(lines: &[S]) -> Vec<u64> {
         .collect()
 }
 
-/// The rows of `consumer groups` for these arguments, split on white space, without the header.
-fn group_rows(broker: &BrokerProcess, args: &[&str]) -> Vec<Vec<String>> {
+/// The rows of `consumer groups` for these arguments, split on white space, without the header:
+/// one per group, topic and partition.
+fn partition_rows(broker: &BrokerProcess, args: &[&str]) -> Vec<Vec<String>> {
     let mut all = vec!["groups"];
     all.extend_from_slice(args);
     let out = consumer(broker, &all);
     let lines = out.assert_success().lines();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["GROUP", "TOPIC", "COMMITTED", "OFFSET", "END", "OFFSET", "LAG", "PENDING", "MEMBERS"]
+        [
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "OFFSET",
+            "END",
+            "OFFSET",
+            "LAG",
+            "PENDING",
+            "MEMBERS"
+        ]
     );
     lines[1..].iter().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect()
+}
+
+/// The rows of `consumer groups` of topics of one partition, without its column.
+fn group_rows(broker: &BrokerProcess, args: &[&str]) -> Vec<Vec<String>> {
+    let mut rows = partition_rows(broker, args);
+    for row in &mut rows {
+        assert_eq!(row.remove(2), "0", "{row:?} is of one partition");
+    }
+    rows
 }
 
 #[test]
@@ -270,5 +291,70 @@ fn bad_group_names_and_acks_of_unknown_offsets_get_clear_errors() {
         out.stderr
     );
     assert_eq!(group_rows(&broker, &[])[0][2..4], ["2", "3"]);
+    broker.interrupt();
+}
+
+#[test]
+fn three_members_share_six_partitions_each_partition_in_order() {
+    let broker = broker(&["--brokers", "4"]);
+    consumer(&broker, &["create-topic", "jobs", "--partitions", "6"]).assert_success();
+    let mut members: Vec<Running> = (0..3)
+        .map(|_| start_member(&broker, "jobs", "workers", &["--batch", "4", "--print-key"]))
+        .collect();
+    let input: String = (0..120).map(|i| format!("k{}:job {i}\n", i % 12)).collect();
+    let args = ["--connect", &broker.endpoint, "--key-separator", ":", "jobs"];
+    common::run_with(common::PRODUCER, &args, input.as_bytes(), &[]).assert_success();
+
+    // Each member's lines, `PARTITION:OFFSET<TAB>KEY<TAB>VALUE`, until every job was seen.
+    let mut lines: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + STEP * 2;
+    while seen.len() < 120 && Instant::now() < deadline {
+        for (member, got) in members.iter_mut().zip(lines.iter_mut()) {
+            if let Some(line) = member.stdout_line_within(Duration::from_millis(20)) {
+                seen.insert(line.rsplit('\t').next().unwrap_or_default().to_owned());
+                got.push(line);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 120, "every job at least once: {lines:?}");
+    for (i, got) in lines.iter().enumerate() {
+        let mut last: [Option<u64>; 6] = [None; 6];
+        for line in got {
+            let mut fields = line.split('\t');
+            let (partition, offset) = fields
+                .next()
+                .and_then(|p| p.split_once(':'))
+                .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)))
+                .unwrap_or_else(|| panic!("{line:?} does not start with PARTITION:OFFSET"));
+            let key = fields.next().unwrap_or_default();
+            assert_eq!(partition, protocol::partition_for_key(key.as_bytes(), 6), "{line}");
+            // The member that has a partition gets its messages in order.
+            let before = &mut last[partition as usize];
+            assert!(before.is_none_or(|b| b < offset), "member {i} out of order: {got:?}");
+            *before = Some(offset);
+        }
+    }
+    // Everything is acknowledged: each partition's committed offset reaches its end.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let rows = partition_rows(&broker, &["workers"]);
+        let done = rows.len() == 6 && rows.iter().all(|r| r[3] == r[4] && r[6] == "0");
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all acknowledged: {rows:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = partition_rows(&broker, &["workers"]);
+    let partitions: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(partitions, ["0", "1", "2", "3", "4", "5"]);
+    let ends: u64 = rows.iter().map(|r| r[4].parse::<u64>().unwrap()).sum();
+    assert_eq!(ends, 120);
+    for member in members {
+        member.interrupt();
+        let (status, _, stderr) = member.wait_exit();
+        assert_eq!(status.code(), Some(130), "{stderr:?}");
+    }
     broker.interrupt();
 }
