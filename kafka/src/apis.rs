@@ -1107,8 +1107,8 @@ impl Call<'_> {
     ///
     /// A request that names its topics and allows their creation (a producer's, as Kafka's
     /// `auto.create.topics.enable` does) is answered by creating each one that does not exist
-    /// and learning the partition count of each one that does
-    /// ([`Call::partition_count`]), neither of which needs a claim: producing through this
+    /// and learning each one's partition count ([`Call::produced_topic`]), neither of which
+    /// needs a claim: producing through this
     /// door never waits for a logical broker. Any other is answered from `list_topics` under
     /// the shared claim; when no logical broker is free, its topics get
     /// `LEADER_NOT_AVAILABLE`, which Kafka clients retry.
@@ -1168,8 +1168,11 @@ impl Call<'_> {
         response
     }
 
-    /// How many partitions `topic` has, for a producer's `Metadata`: created first with one
-    /// partition when it does not exist. Neither needs a claim.
+    /// How many partitions `topic` has, for a producer's `Metadata`, the topic created when it
+    /// does not exist: by the probe of [`Call::partition_count`], an append, which creates it
+    /// with the broker's `--partitions` as any append does, or, should the broker refuse that
+    /// append with `unknown_topic`, by `create_topic` with one partition. Neither needs a
+    /// claim.
     ///
     /// # Errors
     /// The broker's refusal, `forbidden` among them for a user who may not produce on the
