@@ -39,6 +39,7 @@ pub fn is_admin(request: &Request<'_>) -> bool {
             | Request::CreatePartitions { .. }
             | Request::DeleteTopic { .. }
             | Request::ResetGroup { .. }
+            | Request::DeleteGroup { .. }
     )
 }
 
@@ -65,6 +66,15 @@ pub fn done(actor: &Actor, response: &Response<'_>) {
             topic = %Shown(topic),
             offset = committed_offset,
             "group reset to offset {committed_offset}"
+        ),
+        Response::GroupDeleted { group, topic } => info!(
+            target: "audit",
+            %user,
+            %peer,
+            op = "delete_group",
+            group = %Shown(group),
+            topic = %Shown(topic.unwrap_or("*")),
+            "deleted group state"
         ),
         _ => {}
     }

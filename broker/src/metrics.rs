@@ -90,7 +90,7 @@ impl Logins {
 }
 
 /// The request kinds, in the order of [`kind_of`]; a request that did not decode is `unknown`.
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 17] = [
     "status",
     "claim",
     "renew",
@@ -106,6 +106,7 @@ const KINDS: [&str; 16] = [
     "list_groups",
     "reset_group",
     "create_partitions",
+    "delete_group",
     "unknown",
 ];
 
@@ -127,6 +128,7 @@ fn kind_of(request: &Request<'_>) -> usize {
         Request::ListGroups { .. } => 12,
         Request::ResetGroup { .. } => 13,
         Request::CreatePartitions { .. } => 14,
+        Request::DeleteGroup { .. } => 15,
     }
 }
 
@@ -288,11 +290,12 @@ fn snapshot(
     let Broker { store, groups, brokers, stats, .. } = broker;
     let topics = store.list();
     let mut states = Vec::new();
-    for (group, topic, state) in groups.list(None, None).into_iter().take(MAX_SERIES) {
-        let end = store.offsets(topic, 0).map_or(state.delivered(), |(_, next)| next);
+    for (group, topic, partition, state) in groups.list(None, None).into_iter().take(MAX_SERIES) {
+        let end = store.offsets(topic, partition).map_or(state.delivered(), |(_, next)| next);
         states.push(GroupState {
             group: group.to_owned(),
             topic: topic.to_owned(),
+            partition,
             committed: state.committed(),
             lag: end.saturating_sub(state.committed()),
             pending: state.pending() as u64,
@@ -316,13 +319,15 @@ fn snapshot(
     }
 }
 
-/// A group's state on one topic, as published.
+/// A group's state on one partition of a topic, as published.
 #[derive(Debug)]
 struct GroupState {
     /// The group.
     group: String,
     /// The topic.
     topic: String,
+    /// The partition.
+    partition: u32,
     /// Every offset below it is acknowledged.
     committed: u64,
     /// Messages not yet acknowledged: the topic's end less the committed offset.
@@ -412,6 +417,9 @@ impl ops::http::Endpoint for Published {
 /// A family of gauges with a sample per item: its name, help, and the item's value.
 type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
+/// A family of per-partition series: its name, its help, and each topic's values by partition.
+type PartitionFamily = (&'static str, &'static str, fn(&protocol::TopicInfo) -> &[u64]);
+
 /// Writes `snapshot` as the broker's families.
 fn render(snapshot: &Snapshot, page: &mut Exposition) {
     let c = &snapshot.counters;
@@ -467,9 +475,25 @@ fn render(snapshot: &Snapshot, page: &mut Exposition) {
         "Topics and group states past the cap of 1000 each, left without series of their own.",
         snapshot.dropped as f64,
     );
-    let topic_families: [Family<protocol::TopicInfo>; 4] = [
-        ("broker_topic_end_offset", "The offset the topic's next message gets.", |t| t.next_offset),
-        ("broker_topic_first_offset", "The topic's oldest offset still kept.", |t| t.first_offset),
+    let partition_families: [PartitionFamily; 2] = [
+        ("broker_topic_end_offset", "The offset the partition's next message gets.", |t| {
+            &t.next_offsets
+        }),
+        ("broker_topic_first_offset", "The partition's oldest offset still kept.", |t| {
+            &t.first_offsets
+        }),
+    ];
+    for (name, help, offsets) in partition_families {
+        page.family(name, Kind::Gauge, help);
+        for topic in &snapshot.topics {
+            for (partition, offset) in offsets(topic).iter().enumerate() {
+                let partition = partition.to_string();
+                let labels = [("topic", topic.name.as_str()), ("partition", partition.as_str())];
+                page.sample(name, &labels, *offset as f64);
+            }
+        }
+    }
+    let topic_families: [Family<protocol::TopicInfo>; 2] = [
         ("broker_topic_messages", "Messages the topic holds.", |t| t.messages),
         ("broker_topic_size_bytes", "Bytes of keys and values the topic holds.", |t| t.bytes),
     ];
@@ -493,7 +517,12 @@ fn render(snapshot: &Snapshot, page: &mut Exposition) {
     for (name, help, value) in group_families {
         page.family(name, Kind::Gauge, help);
         for state in &snapshot.states {
-            let labels = [("group", state.group.as_str()), ("topic", state.topic.as_str())];
+            let partition = state.partition.to_string();
+            let labels = [
+                ("group", state.group.as_str()),
+                ("topic", state.topic.as_str()),
+                ("partition", partition.as_str()),
+            ];
             page.sample(name, &labels, value(state) as f64);
         }
     }

@@ -41,13 +41,15 @@ pub struct Handout {
     pub group: String,
     /// The topic.
     pub topic: String,
+    /// The partition the offsets are of.
+    pub partition: u32,
     /// The offsets delivered.
     pub offsets: Vec<u64>,
 }
 
 impl Handout {
-    fn new(group: &str, topic: &str, offsets: Vec<u64>) -> Handout {
-        Handout { group: group.to_owned(), topic: topic.to_owned(), offsets }
+    fn new(group: &str, topic: &str, partition: u32, offsets: Vec<u64>) -> Handout {
+        Handout { group: group.to_owned(), topic: topic.to_owned(), partition, offsets }
     }
 }
 
@@ -143,15 +145,15 @@ impl<E: Route> Outbox<E> {
             // A topic's creation is durable with the commit that covers it, as an append is.
             Response::Created { topic, .. } => gate = Gate::Pass(self.append_topic(topic)),
             Response::Claimed { claim: token, .. } => claim = Some(*token),
-            Response::Delivered { group, topic, messages, .. } => {
+            Response::Delivered { group, topic, partition, messages, .. } => {
                 let offsets = messages.iter().map(|m| m.offset).collect();
-                handout = Some(Handout::new(group, topic, offsets));
+                handout = Some(Handout::new(group, topic, *partition, offsets));
                 gate = Gate::Groups;
             }
             Response::Joined { group, topic, .. }
             | Response::Acked { group, topic, .. }
             | Response::Reset { group, topic, .. } => {
-                handout = Some(Handout::new(group, topic, Vec::new()));
+                handout = Some(Handout::new(group, topic, 0, Vec::new()));
                 gate = Gate::Groups;
             }
             _ => {}
@@ -595,7 +597,7 @@ mod tests {
         assert_eq!(sent, [B]);
         assert_eq!(undelivered.dropped, 2);
         assert_eq!(undelivered.claims, [99]);
-        assert_eq!(undelivered.handouts, [Handout::new("g", "t", vec![3, 4])]);
+        assert_eq!(undelivered.handouts, [Handout::new("g", "t", 0, vec![3, 4])]);
         assert!(undelivered.error.is_none(), "a peer that is gone is no warning");
     }
 

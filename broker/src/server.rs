@@ -7,7 +7,7 @@
 //! and waits run out, starts the store's commit and takes every commit that settled, answers the
 //! fetches held on topics that grew, commits the consumer groups, and only then sends the
 //! pass's replies but the acknowledgements whose commit has not settled, which wait for a later
-//! pass: one write per topic and one flush cover every append of the pass (group commit), one
+//! pass: one write per partition and one flush cover every append of the pass (group commit), one
 //! file per group state every change of a consumer group, and no append is acknowledged, no
 //! message served, and no group change reported, before it is durable. The loop never waits
 //! for the store's flush: under `--fsync always` the store's flush thread does.
@@ -384,10 +384,9 @@ impl Server<'_> {
             }
         }
         let Broker { store, groups, .. } = &mut *self.broker;
-        // The groups read partition 0 until they learn partitions.
         for (topic, partition) in store.take_trimmed() {
-            if let (0, Ok((first, next))) = (partition, store.offsets(&topic, partition)) {
-                groups.fit_topic(&topic, first, next);
+            if let Ok((first, next)) = store.offsets(&topic, partition) {
+                groups.fit_topic(&topic, partition, first, next);
             }
         }
     }
@@ -433,7 +432,13 @@ impl Server<'_> {
     fn give_back(&mut self, lost: Vec<Handout>, now: Instant) {
         for handout in lost {
             debug!(group = handout.group, topic = handout.topic, "delivery reached nobody");
-            self.broker.groups.give_back(&handout.group, &handout.topic, &handout.offsets, now);
+            self.broker.groups.give_back(
+                &handout.group,
+                &handout.topic,
+                handout.partition,
+                &handout.offsets,
+                now,
+            );
             let grown = (handout.topic, None);
             if self.waiting.holds_fetches_on(&grown.0) && !self.grown.contains(&grown) {
                 self.grown.push(grown);
@@ -715,6 +720,7 @@ impl Server<'_> {
             topic: &held.topic,
             member: held.claim,
             budget,
+            ordered: held.ordered,
         };
         let response = group_fetch::deliver(&**store, groups, to, now);
         if group_fetch::is_empty(&response) && now < held.until {

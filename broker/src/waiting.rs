@@ -85,6 +85,8 @@ pub struct HeldGroupFetch<E> {
     pub max_messages: u32,
     /// At most this many bytes, but at least one message.
     pub max_bytes: u32,
+    /// Whether the member asked for ordered delivery.
+    pub ordered: bool,
     /// When to look again even if the topic does not grow (a pending message of the group
     /// comes due then), or `until` if sooner.
     pub wake: Instant,
@@ -103,10 +105,21 @@ impl<E> HeldGroupFetch<E> {
             topic,
             max_messages,
             max_bytes,
+            ordered,
             wake,
             until,
         } = self;
-        HeldGroupFetch { envelope, claim, group, topic, max_messages, max_bytes, wake, until }
+        HeldGroupFetch {
+            envelope,
+            claim,
+            group,
+            topic,
+            max_messages,
+            max_bytes,
+            ordered,
+            wake,
+            until,
+        }
     }
 }
 
@@ -342,6 +355,7 @@ mod tests {
             topic: topic.into(),
             max_messages: 1,
             max_bytes: 1,
+            ordered: false,
             wake,
             until: wake + Duration::from_secs(60),
         }

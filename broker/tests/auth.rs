@@ -398,6 +398,11 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
                 retention: Default::default(),
             }),
         },
+        // Growing a topic takes the right that creates one.
+        Case {
+            name: "create_partitions",
+            request: Box::new(|_| Request::CreatePartitions { topic: "new", partitions: 2 }),
+        },
         Case {
             name: "delete_topic",
             request: Box::new(|_| Request::DeleteTopic { topic: "orders" }),

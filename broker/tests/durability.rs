@@ -148,7 +148,7 @@ fn meta_name(dir: &Path) -> String {
         .unwrap_or_else(|e| panic!("{} has no readable topic.meta: {e}", dir.display()));
     assert_eq!(
         &bytes[..8],
-        b"BRKTOP\x01\x00",
+        b"BRKTOP\x02\x00",
         "{}'s topic.meta has no format header",
         dir.display()
     );

@@ -670,3 +670,147 @@ fn every_member_is_told_of_a_reset_once_and_a_held_fetch_at_once() {
     assert_eq!(take(&b, token_b, "g", "t", 10).reset, None);
     broker.interrupt();
 }
+
+/// Creates `topic` with `partitions` partitions and appends `per_partition` messages
+/// `p<partition>-<n>` to each.
+fn partitioned(socket: &zmq::Socket, topic: &str, partitions: u32, per_partition: usize) {
+    let create =
+        Request::CreateTopic { topic, partitions, retention: protocol::Retention::default() };
+    assert!(matches!(ask(socket, &create), Response::Created { .. }));
+    for partition in 0..partitions {
+        let values: Vec<String> = (0..per_partition).map(|n| format!("p{partition}-{n}")).collect();
+        let messages = values
+            .iter()
+            .map(|v| protocol::NewMessage { key: None, value: v.as_bytes() })
+            .collect();
+        let append =
+            Request::Append(protocol::Append { topic, partition: Some(partition), messages });
+        assert!(matches!(ask(socket, &append), Response::Appended { .. }));
+    }
+}
+
+/// An ordered group fetch; returns the partition and the offsets delivered.
+#[track_caller]
+fn take_ordered(socket: &zmq::Socket, claim: u64, max_messages: u32) -> (u32, Vec<u64>) {
+    let Request::GroupFetch(fetch) = group_fetch(claim, "g", "t", max_messages, 0) else {
+        unreachable!()
+    };
+    match ask(socket, &Request::GroupFetch(GroupFetch { ordered: true, ..fetch })) {
+        Response::Delivered { partition, messages, .. } => {
+            for message in &messages {
+                let value = String::from_utf8_lossy(message.value);
+                assert!(value.starts_with(&format!("p{partition}-")), "{value} in {partition}");
+            }
+            (partition, messages.iter().map(|m| m.offset).collect())
+        }
+        other => panic!("expected delivered, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_group_reads_every_partition_and_keeps_each_ones_offsets_across_a_crash() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().to_str().expect("a UTF-8 path");
+    let args = ["--data-dir", data_dir, "--group-ack-timeout", "60s"];
+    let broker = start(&args);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    partitioned(&socket, "t", 6, 5);
+    let members: Vec<u64> = (0..2).map(|_| claim(&socket, None, "c").1).collect();
+    for &member in &members {
+        let (_, _, _) = join(&socket, member, "g", "t", GroupStart::Earliest);
+    }
+    // Ordered fetches hand each member partitions no other member holds, in turn: six
+    // fetches over two members take every partition once, each from its first offset.
+    let mut seen = Vec::new();
+    for round in 0..6 {
+        let (partition, offsets) = take_ordered(&socket, members[round % 2], 3);
+        assert_eq!(offsets, [0, 1, 2], "partition {partition}");
+        seen.push(partition);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    for partition in 0..6 {
+        let ack = Request::Ack { group: "g", topic: "t", partition, offsets: vec![0, 1] };
+        assert!(matches!(ask(&socket, &ack), Response::Acked { .. }));
+    }
+    let ack = Request::Ack { group: "g", topic: "t", partition: 9, offsets: vec![0] };
+    expect_error(&ask(&socket, &ack), ErrorCode::UnknownPartition);
+    let before = groups(&socket, Some("g"), None);
+    assert_eq!(before.iter().map(|g| g.partition).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+    assert!(before
+        .iter()
+        .all(|g| (g.committed_offset, g.delivered_offset, g.pending) == (2, 3, 1)));
+
+    broker.signal("KILL");
+    let (status, _) = broker.wait_exit(STEP);
+    assert!(!status.success());
+    let broker = start(&args);
+    let socket = broker.req(&context);
+    let after = groups(&socket, Some("g"), None);
+    let without_members: Vec<GroupInfo> =
+        before.into_iter().map(|g| GroupInfo { members: Vec::new(), ..g }).collect();
+    assert_eq!(after, without_members);
+
+    // One partition reset alone moves that partition only.
+    let reset =
+        Request::ResetGroup { group: "g", topic: "t", partition: Some(4), to: ResetTo::Earliest };
+    assert_eq!(
+        ask(&socket, &reset),
+        Response::Reset { group: "g", topic: "t", committed_offset: 0, partition: Some(4) }
+    );
+    let states = groups(&socket, Some("g"), None);
+    let committed: Vec<u64> = states.iter().map(|g| g.committed_offset).collect();
+    assert_eq!(committed, [2, 2, 2, 2, 0, 2]);
+    broker.interrupt();
+}
+
+#[test]
+fn delete_group_forgets_a_group_once_its_members_have_left_and_for_good() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().to_str().expect("a UTF-8 path");
+    let broker = start(&["--data-dir", data_dir]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    append_numbered(&socket, "t", "m", 4);
+    append_numbered(&socket, "u", "m", 4);
+    let (_, token) = claim(&socket, None, "c");
+    join(&socket, token, "g", "t", GroupStart::Earliest);
+    join(&socket, token, "g", "u", GroupStart::Earliest);
+    let taken = take(&socket, token, "g", "t", 2).offsets;
+    ack(&socket, "g", "t", &taken);
+
+    // A group with members is refused, and keeps everything.
+    let delete = Request::DeleteGroup { group: "g", topic: Some("t") };
+    expect_error(&ask(&socket, &delete), ErrorCode::GroupActive);
+    assert_eq!(state(&socket, "g", "t").committed_offset, 2);
+    release(&socket, token);
+
+    // Once they left: one topic's state goes, the other's stays.
+    assert_eq!(ask(&socket, &delete), Response::GroupDeleted { group: "g", topic: Some("t") });
+    assert_eq!(
+        groups(&socket, Some("g"), None).iter().map(|g| g.topic.as_str()).collect::<Vec<_>>(),
+        ["u"]
+    );
+    expect_error(&ask(&socket, &delete), ErrorCode::UnknownGroup);
+    let every = Request::DeleteGroup { group: "g", topic: None };
+    assert_eq!(ask(&socket, &every), Response::GroupDeleted { group: "g", topic: None });
+    expect_error(
+        &ask(&socket, &Request::ListGroups { group: Some("g"), topic: None }),
+        ErrorCode::UnknownGroup,
+    );
+    expect_error(
+        &ask(&socket, &Request::DeleteGroup { group: "g\t", topic: None }),
+        ErrorCode::InvalidGroupName,
+    );
+
+    // For good: a restart does not bring it back, and a new join starts afresh.
+    broker.interrupt();
+    let broker = start(&["--data-dir", data_dir]);
+    let socket = broker.req(&context);
+    assert!(groups(&socket, None, None).is_empty());
+    let (_, token) = claim(&socket, None, "c");
+    let (committed, _, created) = join(&socket, token, "g", "t", GroupStart::Latest);
+    assert_eq!((committed, created), (4, true));
+    broker.interrupt();
+}

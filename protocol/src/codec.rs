@@ -278,6 +278,10 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             map.str("topic", *topic);
             map.str("group", *group);
         }
+        Request::DeleteGroup { group, topic } => {
+            map.str("topic", *topic);
+            map.str("group", Some(group));
+        }
         Request::ResetGroup { group, topic, partition, to } => {
             map.str("topic", Some(topic));
             if let ResetTo::Offset(offset) = to {
@@ -383,6 +387,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
         "list_groups" => {
             Request::ListGroups { group: wire.group.flatten(), topic: wire.topic.flatten() }
         }
+        "delete_group" => Request::DeleteGroup { group: group()?, topic: wire.topic.flatten() },
         "reset_group" => Request::ResetGroup {
             group: group()?,
             topic: topic()?,
@@ -496,6 +501,10 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
             map.uint("partition", Some(partition.into()));
         }
         Response::Groups { groups } => map.records("groups", &groups),
+        Response::GroupDeleted { group, topic } => {
+            map.str("topic", topic);
+            map.str("group", Some(group));
+        }
         Response::Reset { group, topic, committed_offset, partition } => {
             map.str("topic", Some(topic));
             map.str("group", Some(group));
@@ -593,6 +602,7 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             partition,
         },
         "groups" => Response::Groups { groups: wire.groups.flatten().unwrap_or_default() },
+        "group_deleted" => Response::GroupDeleted { group: group()?, topic: wire.topic.flatten() },
         "reset" => Response::Reset {
             group: group()?,
             topic: topic()?,

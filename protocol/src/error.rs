@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// `315 unknown_partition`: the topic has no partition of that number; the reply says how
     /// many it has. A topic may grow, so the same request may succeed later.
     UnknownPartition,
+    /// `316 group_active`: `delete_group` named a group with members on a topic it would
+    /// forget; they must leave (release their claims) first.
+    GroupActive,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
     /// or not UTF-8, a map of too many entries, a missing or mistyped field).
     Malformed,
@@ -75,7 +78,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -92,6 +95,7 @@ impl ErrorCode {
         ErrorCode::StorageFull,
         ErrorCode::StoreUnavailable,
         ErrorCode::UnknownPartition,
+        ErrorCode::GroupActive,
         ErrorCode::Malformed,
         ErrorCode::UnknownRequest,
         ErrorCode::InternalError,
@@ -122,6 +126,7 @@ impl ErrorCode {
             ErrorCode::StorageFull => 313,
             ErrorCode::StoreUnavailable => 314,
             ErrorCode::UnknownPartition => 315,
+            ErrorCode::GroupActive => 316,
             ErrorCode::Malformed => 500,
             ErrorCode::UnknownRequest => 501,
             ErrorCode::InternalError => 502,
@@ -153,6 +158,7 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::UnknownPartition => "unknown_partition",
+            ErrorCode::GroupActive => "group_active",
             ErrorCode::Malformed => "malformed",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::InternalError => "internal_error",

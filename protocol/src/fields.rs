@@ -131,7 +131,7 @@ fields! {
     topic: &'a str, "str", read::string,
         required [fetch, append, create_topic, create_partitions, delete_topic, join_group,
             group_fetch, ack, reset_group]
-        optional [list_groups];
+        optional [list_groups, delete_group];
     offset: u64, "uint64", read::uint, required [fetch] optional [reset_group];
     max_messages: u32, "uint32", read::uint32, required [] optional [fetch, group_fetch];
     max_bytes: u32, "uint32", read::uint32, required [] optional [fetch, group_fetch];
@@ -141,7 +141,7 @@ fields! {
     retention_bytes: u64, "uint64", read::uint, required [] optional [create_topic];
     retention_ms: u64, "uint64", read::uint, required [] optional [create_topic];
     group: &'a str, "str", read::string,
-        required [join_group, group_fetch, ack, reset_group] optional [list_groups];
+        required [join_group, group_fetch, ack, reset_group, delete_group] optional [list_groups];
     start: &'a str, "str", read::string, required [] optional [join_group];
     offsets: Vec<u64>, "list of uint64", read::ack_offsets, required [ack] optional [];
     to: &'a str, "str", read::string, required [reset_group] optional [];
@@ -173,7 +173,7 @@ fields! {
     topic: &'a str, "str", read::string,
         required [messages, appended, created, partitions_created, deleted, joined, delivered,
             acked, reset]
-        optional [];
+        optional [group_deleted];
     messages: Vec<Message<'a>>, "list of message records", read::messages,
         required [messages, delivered] optional [];
     first_offset: u64, "uint64", read::uint, required [appended] optional [error];
@@ -181,7 +181,7 @@ fields! {
     next_offset: u64, "uint64", read::uint, required [messages] optional [error];
     end_offset: u64, "uint64", read::uint, required [messages, joined, delivered] optional [];
     group: &'a str, "str", read::string,
-        required [joined, delivered, acked, reset] optional [];
+        required [joined, delivered, acked, reset, group_deleted] optional [];
     committed_offset: u64, "uint64", read::uint,
         required [joined, delivered, acked, reset] optional [];
     members: u32, "uint32", read::uint32, required [joined] optional [];

@@ -90,6 +90,13 @@ pub enum Request<'a> {
         /// The offsets acknowledged; at least one, at most [`crate::MAX_ACK_OFFSETS`].
         offsets: Vec<u64>,
     },
+    /// `delete_group group [topic]` → `group_deleted`: forget a group's committed offsets.
+    DeleteGroup {
+        /// The group's name.
+        group: &'a str,
+        /// Only its state on this topic; `None` forgets every topic's.
+        topic: Option<&'a str>,
+    },
     /// `list_groups [group] [topic]` → `groups`: groups with their offsets.
     ListGroups {
         /// Only this group.
@@ -129,6 +136,7 @@ impl Request<'_> {
             Request::GroupFetch(_) => "group_fetch",
             Request::Ack { .. } => "ack",
             Request::ListGroups { .. } => "list_groups",
+            Request::DeleteGroup { .. } => "delete_group",
             Request::ResetGroup { .. } => "reset_group",
         }
     }

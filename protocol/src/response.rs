@@ -145,6 +145,13 @@ pub enum Response<'a> {
         /// The partition acknowledged.
         partition: u32,
     },
+    /// `group_deleted group [topic]`: the group's state is gone.
+    GroupDeleted {
+        /// The group.
+        group: &'a str,
+        /// The one topic whose state went, when the request named one.
+        topic: Option<&'a str>,
+    },
     /// `groups groups`: groups on topics, ordered by group, then topic.
     Groups {
         /// One entry per group and topic.
@@ -200,6 +207,7 @@ impl<'a> Response<'a> {
             Response::Delivered { .. } => "delivered",
             Response::Acked { .. } => "acked",
             Response::Groups { .. } => "groups",
+            Response::GroupDeleted { .. } => "group_deleted",
             Response::Reset { .. } => "reset",
             Response::Error { .. } => "error",
         }

@@ -166,7 +166,9 @@ pub fn needs<'r>(request: &'r Request<'_>) -> [Option<Need<'r>>; 2] {
         Request::GroupFetch(fetch) => {
             [topic(fetch.topic, Right::Consume), group(fetch.group, Right::Consume)]
         }
-        Request::ResetGroup { group: g, .. } => [group(g, Right::Admin), None],
+        Request::ResetGroup { group: g, .. } | Request::DeleteGroup { group: g, .. } => {
+            [group(g, Right::Admin), None]
+        }
         Request::Status
         | Request::Claim { .. }
         | Request::Renew { .. }

@@ -1,4 +1,4 @@
-//! `list_groups`: groups with their offsets on each topic; needs no claim.
+//! `list_groups`: groups with their offsets on each partition of each topic; needs no claim.
 
 use protocol::{validate_topic_name, GroupInfo, Response};
 
@@ -7,7 +7,8 @@ use crate::broker::Broker;
 use crate::group::{self, GroupError};
 use crate::store::StoreError;
 
-/// Lists the group states `group` and `topic` select (every one when neither is given).
+/// Lists the group states `group` and `topic` select (every one when neither is given), one
+/// record per partition.
 pub fn apply<'a>(broker: &Broker, group: Option<&str>, topic: Option<&str>) -> Outcome<'a> {
     if let Some(Err(error)) = group.map(group::check_name) {
         return refuse(error);
@@ -27,15 +28,18 @@ pub fn apply<'a>(broker: &Broker, group: Option<&str>, topic: Option<&str>) -> O
     let live = |claim| broker.brokers.broker_of(claim).is_some();
     let groups = states
         .into_iter()
-        .map(|(group, topic, state)| GroupInfo {
+        .map(|(group, topic, partition, state)| GroupInfo {
             group: group.to_owned(),
             topic: topic.to_owned(),
-            partition: 0,
             committed_offset: state.committed(),
             delivered_offset: state.delivered(),
-            end_offset: broker.store.offsets(topic, 0).map_or(state.delivered(), |(_, next)| next),
+            end_offset: broker
+                .store
+                .offsets(topic, partition)
+                .map_or(state.delivered(), |(_, next)| next),
             pending: state.pending() as u64,
             members: state.member_brokers(live),
+            partition,
         })
         .collect();
     Outcome::Reply(Response::Groups { groups })

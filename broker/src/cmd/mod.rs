@@ -8,6 +8,7 @@ pub mod append;
 pub mod claim;
 pub mod create_partitions;
 pub mod create_topic;
+pub mod delete_group;
 pub mod delete_topic;
 pub mod fetch;
 pub mod group_fetch;
@@ -77,13 +78,13 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
             join_group::apply(broker, claim, group, topic, start, cx)
         }
         Request::GroupFetch(fetch) => group_fetch::apply(broker, fetch, cx),
-        // The groups read partition 0 until they learn partitions.
-        Request::Ack { group, topic, partition: _, offsets } => {
-            ack::apply(broker, group, topic, &offsets)
+        Request::Ack { group, topic, partition, offsets } => {
+            ack::apply(broker, group, topic, partition, &offsets)
         }
         Request::ListGroups { group, topic } => list_groups::apply(broker, group, topic),
-        Request::ResetGroup { group, topic, partition: _, to } => {
-            reset_group::apply(broker, group, topic, to)
+        Request::DeleteGroup { group, topic } => delete_group::apply(broker, group, topic),
+        Request::ResetGroup { group, topic, partition, to } => {
+            reset_group::apply(broker, group, topic, partition, to)
         }
     }
 }
@@ -153,6 +154,7 @@ impl From<GroupError> for Response<'_> {
             GroupError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
             GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
             GroupError::NotPending { .. } => ErrorCode::NotPending,
+            GroupError::Active { .. } => ErrorCode::GroupActive,
         };
         Response::error(code, error.to_string())
     }
@@ -168,14 +170,27 @@ fn check_names(group: &str, topic: &str) -> Result<(), Response<'static>> {
         .map_err(|error| StoreError::InvalidTopicName(topic.to_owned(), error).into())
 }
 
-/// Checks a group request's names, as [`check_names`] does, and returns the offsets its topic
-/// holds now: the first kept and the next.
+/// Checks a group request's names, as [`check_names`] does, and returns how many partitions
+/// its topic has.
 ///
 /// # Errors
 /// The refusal to send: an invalid name or an unknown topic.
-fn group_topic(store: &Store, group: &str, topic: &str) -> Result<(u64, u64), Response<'static>> {
+fn group_topic(store: &Store, group: &str, topic: &str) -> Result<u32, Response<'static>> {
     check_names(group, topic)?;
-    Ok(store.offsets(topic, 0)?)
+    Ok(store.partitions(topic)?)
+}
+
+/// The offsets every partition of `topic` holds now, partition 0 first: the first kept and
+/// the next.
+///
+/// # Errors
+/// The refusal to send: an unknown topic.
+fn partition_offsets(
+    store: &Store,
+    topic: &str,
+    partitions: u32,
+) -> Result<Vec<(u64, u64)>, Response<'static>> {
+    (0..partitions).map(|partition| Ok(store.offsets(topic, partition)?)).collect()
 }
 
 /// A refusal, as an outcome.

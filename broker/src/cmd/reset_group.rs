@@ -2,29 +2,60 @@
 
 use protocol::{ResetTo, Response};
 
-use super::{group_topic, refuse, Outcome};
+use super::{group_topic, partition_offsets, refuse, Outcome};
 use crate::broker::Broker;
 use crate::store::StoreError;
 
-/// Moves `group`'s committed offset on `topic` to `to`, creating its state there if needed.
-pub fn apply<'a>(broker: &mut Broker, group: &'a str, topic: &'a str, to: ResetTo) -> Outcome<'a> {
-    let (first, end) = match group_topic(&*broker.store, group, topic) {
-        Ok(range) => range,
+/// Moves `group`'s committed offset on `partition` of `topic` (on every partition when `None`)
+/// to `to`, creating its state there if needed. Every partition is checked before any moves.
+pub fn apply<'a>(
+    broker: &mut Broker,
+    group: &'a str,
+    topic: &'a str,
+    partition: Option<u32>,
+    to: ResetTo,
+) -> Outcome<'a> {
+    let offsets = match group_topic(&*broker.store, group, topic)
+        .and_then(|partitions| partition_offsets(&*broker.store, topic, partitions))
+    {
+        Ok(offsets) => offsets,
         Err(refusal) => return Outcome::Reply(refusal),
     };
-    let offset = match to {
-        ResetTo::Earliest => first,
-        ResetTo::Latest => end,
-        ResetTo::Offset(offset) if (first..=end).contains(&offset) => offset,
-        ResetTo::Offset(offset) => {
-            return refuse(StoreError::OffsetOutOfRange {
+    let count = u32::try_from(offsets.len()).unwrap_or(u32::MAX);
+    let chosen: Vec<u32> = match partition {
+        Some(partition) if partition < count => vec![partition],
+        Some(partition) => {
+            return refuse(StoreError::UnknownPartition {
                 topic: topic.to_owned(),
-                offset,
-                first,
-                next: end,
+                partition,
+                partitions: count,
             })
         }
+        None => (0..count).collect(),
     };
-    broker.groups.reset(group, topic, offset);
-    Outcome::Reply(Response::Reset { group, topic, committed_offset: offset, partition: None })
+    let mut targets = Vec::with_capacity(chosen.len());
+    for partition in chosen {
+        let (first, end) = offsets[partition as usize];
+        let offset = match to {
+            ResetTo::Earliest => first,
+            ResetTo::Latest => end,
+            ResetTo::Offset(offset) if (first..=end).contains(&offset) => offset,
+            ResetTo::Offset(offset) => {
+                return refuse(StoreError::OffsetOutOfRange {
+                    topic: topic.to_owned(),
+                    offset,
+                    first,
+                    next: end,
+                })
+            }
+        };
+        targets.push((partition, offset));
+    }
+    let starts: Vec<u64> = offsets.iter().map(|&(first, _)| first).collect();
+    broker.groups.ensure(group, topic, &starts);
+    for &(partition, offset) in &targets {
+        broker.groups.reset(group, topic, partition, offset);
+    }
+    let committed_offset = targets.first().map_or(0, |&(_, offset)| offset);
+    Outcome::Reply(Response::Reset { group, topic, committed_offset, partition })
 }

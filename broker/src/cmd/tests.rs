@@ -284,6 +284,7 @@ fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() 
             topic,
             max_messages,
             max_bytes,
+            ordered,
             wake,
             until,
             ..
@@ -293,8 +294,17 @@ fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() 
         };
         assert_eq!(until, asked + wait);
         assert_eq!(wake, (t0 + ACK_TIMEOUT).min(until));
-        let fetch =
-            HeldGroupFetch { envelope, claim, group, topic, max_messages, max_bytes, wake, until };
+        let fetch = HeldGroupFetch {
+            envelope,
+            claim,
+            group,
+            topic,
+            max_messages,
+            max_bytes,
+            ordered,
+            wake,
+            until,
+        };
         waiting.push_group_fetch(fetch);
     }
     let short_end = asked + ACK_TIMEOUT / 2;
@@ -307,6 +317,7 @@ fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() 
         topic: "t",
         member: f.claim,
         budget: Budget::of_fetch(f.max_messages, f.max_bytes),
+        ordered: f.ordered,
     };
     let response =
         group_fetch::deliver(&*broker.store, &mut broker.groups, to(&woken[0]), short_end);
@@ -322,4 +333,63 @@ fn a_held_group_fetch_wakes_when_a_pending_message_comes_due_or_its_wait_ends() 
         panic!("expected a delivery");
     };
     assert_eq!((messages.len(), redelivered), (2, vec![0, 1]));
+}
+
+/// A group fetch of `claim`'s that asks for ordered delivery, answered at once.
+fn ordered_fetch(claim: u64) -> Request<'static> {
+    let Request::GroupFetch(fetch) = group_fetch_of(claim, 0) else { unreachable!() };
+    Request::GroupFetch(GroupFetch { max_messages: 2, ordered: true, ..fetch })
+}
+
+/// The partition and offsets a group fetch delivered; panics if it is held or refused.
+#[track_caller]
+fn delivered_from(outcome: Outcome<'_>) -> (u32, Vec<u64>) {
+    match reply(outcome) {
+        Response::Delivered { partition, messages, .. } => {
+            (partition, messages.iter().map(|m| m.offset).collect())
+        }
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[test]
+fn ordered_group_fetches_give_each_partition_to_one_member_at_a_time() {
+    let t0 = Instant::now();
+    let mut broker = broker();
+    let create = Request::CreateTopic {
+        topic: "t",
+        partitions: 2,
+        retention: protocol::Retention::default(),
+    };
+    assert!(matches!(reply(apply(create, &mut broker, &at(t0))), Response::Created { .. }));
+    for partition in [0, 1] {
+        let messages = vec![NewMessage { key: None, value: b"m" }; 4];
+        let request = Request::Append(Append { topic: "t", partition: Some(partition), messages });
+        assert!(matches!(reply(apply(request, &mut broker, &at(t0))), Response::Appended { .. }));
+    }
+    assert!(broker.store.commit_and_wait(t0, at(t0).now_ms).is_empty());
+    let (_, a) = claim(&mut broker, None, t0);
+    let (_, b) = claim(&mut broker, None, t0);
+    for claim in [a, b] {
+        let (group, topic, start) = ("g", "t", GroupStart::Earliest);
+        let request = Request::JoinGroup { claim, group, topic, start };
+        assert!(matches!(reply(apply(request, &mut broker, &at(t0))), Response::Joined { .. }));
+    }
+    // Each member gets a partition of its own, in turn.
+    assert_eq!(delivered_from(apply(ordered_fetch(a), &mut broker, &at(t0))), (0, vec![0, 1]));
+    assert_eq!(delivered_from(apply(ordered_fetch(b), &mut broker, &at(t0))), (1, vec![0, 1]));
+    // While a holds partition 0 and b partition 1, each gets more of its own only.
+    assert_eq!(delivered_from(apply(ordered_fetch(a), &mut broker, &at(t0))), (0, vec![2, 3]));
+    assert_eq!(delivered_from(apply(ordered_fetch(b), &mut broker, &at(t0))), (1, vec![2, 3]));
+    // Once a acknowledged all of partition 0 nothing holds it, and nothing is left there.
+    let ack = Request::Ack { group: "g", topic: "t", partition: 0, offsets: vec![0, 1, 2, 3] };
+    assert!(matches!(reply(apply(ack, &mut broker, &at(t0))), Response::Acked { .. }));
+    assert!(delivered_from(apply(ordered_fetch(b), &mut broker, &at(t0))).1.is_empty());
+    // When b's messages come due, anyone may take them, lowest first.
+    let due = t0 + ACK_TIMEOUT;
+    assert_eq!(delivered_from(apply(ordered_fetch(a), &mut broker, &at(due))), (1, vec![0, 1]));
+    // An unordered fetch shares a held partition.
+    let Request::GroupFetch(fetch) = ordered_fetch(b) else { unreachable!() };
+    let unordered = Request::GroupFetch(GroupFetch { ordered: false, ..fetch });
+    assert_eq!(delivered_from(apply(unordered, &mut broker, &at(due))), (1, vec![2, 3]));
 }

@@ -14,9 +14,14 @@
 //! # Format
 //! ```text
 //! file   = header crc:u32le body
-//! header = "BRKGRP" version:u16le            (store::format; version 1)
-//! body   = MessagePack map {"group": str, "topic": str, "delivered": uint64, "pending": [uint64]}
+//! header = "BRKGRP" version:u16le            (store::format; version 2)
+//! body   = MessagePack map {"group": str, "topic": str, "delivered": uint64, "pending": [uint64],
+//!                           "more": [{"delivered": uint64, "pending": [uint64]}]}
 //! ```
+//! `delivered` and `pending` are partition 0's; `more` holds partitions 1, 2, ... in order, and
+//! is left out for a topic of one partition. Format 1 (before partitions) is the same map without
+//! `more`, so it reads as one partition; version 2 marks files an older broker must not read as
+//! one partition.
 //! `crc` is the CRC-32C of `body`. Files without the header, as brokers before it wrote them
 //! (`crc body` alone), are read as format 0 (start-up counts them in a line) and rewritten in
 //! format 1 the next time their state changes. `pending` is ascending and below `delivered`; everything
@@ -43,17 +48,45 @@ const WRITING_EXTENSION: &str = "new";
 /// Bytes of the checksum before the body.
 const CRC: usize = 4;
 
-/// One group's state on one topic as it is stored.
+/// One group's state on one topic as it is stored: partition 0's fields, then the others'.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
     /// The group's name.
     pub group: String,
     /// The topic's name.
     pub topic: String,
+    /// The next offset of partition 0 never delivered to the group.
+    pub delivered: u64,
+    /// The offsets of partition 0 delivered and not acknowledged, ascending.
+    pub pending: Vec<u64>,
+    /// Partitions 1, 2, ... in order; empty for a topic of one partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<SavedPartition>,
+}
+
+/// One partition's part of a stored group state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPartition {
     /// The next offset never delivered to the group.
     pub delivered: u64,
     /// The offsets delivered and not acknowledged, ascending.
     pub pending: Vec<u64>,
+}
+
+impl Saved {
+    /// The state of `group` on `topic` whose partitions, in order, are `partitions`.
+    pub fn new(group: String, topic: String, mut partitions: Vec<SavedPartition>) -> Saved {
+        let more = if partitions.is_empty() { Vec::new() } else { partitions.split_off(1) };
+        let first =
+            partitions.pop().unwrap_or(SavedPartition { delivered: 0, pending: Vec::new() });
+        Saved { group, topic, delivered: first.delivered, pending: first.pending, more }
+    }
+
+    /// Every partition's state, partition 0 first.
+    pub fn partitions(&self) -> impl Iterator<Item = (u64, &[u64])> {
+        std::iter::once((self.delivered, self.pending.as_slice()))
+            .chain(self.more.iter().map(|p| (p.delivered, p.pending.as_slice())))
+    }
 }
 
 /// The directory holding every group state file.
@@ -107,11 +140,20 @@ fn decode_body(bytes: &[u8]) -> Result<Saved, String> {
     let saved: Saved = rmp_serde::from_slice(body).map_err(|e| e.to_string())?;
     validate_group_name(&saved.group).map_err(|e| e.to_string())?;
     validate_topic_name(&saved.topic).map_err(|e| e.to_string())?;
-    if !saved.pending.windows(2).all(|pair| pair[0] < pair[1]) {
-        return Err("the pending offsets are not in ascending order".into());
+    if saved.more.len() >= protocol::MAX_PARTITIONS as usize {
+        return Err(format!("it holds {} partitions", saved.more.len() + 1));
     }
-    if saved.pending.last().is_some_and(|&last| last >= saved.delivered) {
-        return Err("a pending offset is not below the delivered offset".into());
+    for (partition, (delivered, pending)) in saved.partitions().enumerate() {
+        if !pending.windows(2).all(|pair| pair[0] < pair[1]) {
+            return Err(format!(
+                "the pending offsets of partition {partition} are not in ascending order"
+            ));
+        }
+        if pending.last().is_some_and(|&last| last >= delivered) {
+            return Err(format!(
+                "a pending offset of partition {partition} is not below its delivered offset"
+            ));
+        }
     }
     Ok(saved)
 }
@@ -200,7 +242,33 @@ mod tests {
     use super::*;
 
     fn saved() -> Saved {
-        Saved { group: "g".into(), topic: "t".into(), delivered: 9, pending: vec![3, 5] }
+        Saved {
+            group: "g".into(),
+            topic: "t".into(),
+            delivered: 9,
+            pending: vec![3, 5],
+            more: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_partition_round_trips_and_each_is_checked() {
+        let partitions = vec![
+            SavedPartition { delivered: 9, pending: vec![3, 5] },
+            SavedPartition { delivered: 0, pending: vec![] },
+            SavedPartition { delivered: 4, pending: vec![1] },
+        ];
+        let saved = Saved::new("g".into(), "t".into(), partitions);
+        assert_eq!(saved.partitions().count(), 3);
+        assert_eq!(decode(&encode(&saved)), Ok((saved.clone(), false)));
+        let bad = Saved {
+            more: vec![SavedPartition { delivered: 2, pending: vec![1, 1] }],
+            ..saved.clone()
+        };
+        let error = decode(&encode(&bad)).unwrap_err();
+        assert!(error.contains("partition 1") && error.contains("ascending"), "{error}");
+        let bad = Saved { more: vec![SavedPartition { delivered: 2, pending: vec![7] }], ..saved };
+        assert!(decode(&encode(&bad)).unwrap_err().contains("partition 1"));
     }
 
     #[test]
@@ -233,13 +301,17 @@ mod tests {
     #[test]
     fn states_round_trip_and_damage_is_caught() {
         let bytes = encode(&saved());
-        assert!(bytes.starts_with(b"BRKGRP\x01\x00"));
+        assert!(bytes.starts_with(b"BRKGRP\x02\x00"));
         assert_eq!(decode(&bytes), Ok((saved(), false)));
         // Format 0: the checksum and the body alone.
         assert_eq!(decode(&bytes[HEADER_LEN..]), Ok((saved(), true)));
+        // Format 1, before partitions: the same map without `more`, one partition.
+        let mut one = bytes.clone();
+        one[6] = 1;
+        assert_eq!(decode(&one), Ok((saved(), false)));
         let mut later = bytes.clone();
-        later[6] = 2;
-        assert!(decode(&later).unwrap_err().contains("format version 2"));
+        later[6] = 3;
+        assert!(decode(&later).unwrap_err().contains("format version 3"));
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

@@ -1,4 +1,5 @@
-//! Consumer groups: each group's state on each topic it reads.
+//! Consumer groups: each group's state on each topic it reads, one [`Subscription`] per
+//! partition of the topic.
 //!
 //! Groups belong to the broker process as a whole, like the store and unlike a claim: members of
 //! one group hold different logical brokers (a claim is exclusive) and share the group's one
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use protocol::{validate_group_name, InvalidGroupName};
 use thiserror::Error;
 
-pub use disk::Saved;
+pub use disk::{Saved, SavedPartition};
 pub use ledger::{DiskLedger, Ledger, Stored, Unkept};
 pub use shared::{SaveError, SharedLedger, SharedStates};
 pub use subscription::{NotDelivered, Subscription};
@@ -67,6 +68,19 @@ pub enum GroupError {
         group: String,
         /// The topic.
         topic: String,
+    },
+    /// The group has members on a topic whose state a deletion would forget.
+    #[error(
+        "group {group:?} has {members} members on topic {topic:?}; they must release their \
+         claims before the group's state there is deleted"
+    )]
+    Active {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// How many live members it has there.
+        members: usize,
     },
     /// An acknowledged offset was never delivered to the group.
     #[error(
@@ -127,11 +141,15 @@ pub struct GroupCommitFailure {
 /// A group and a topic: what names one group state.
 pub type Key = (String, String);
 
+/// A group's state on a topic: one [`Subscription`] per partition, partition 0 first. Every
+/// partition has the same members. It is stored, and rolled back, as a whole.
+pub type TopicState = Vec<Subscription>;
+
 /// Every group's state on every topic it reads.
 #[derive(Debug)]
 pub struct Groups {
     /// States by group, then topic, ordered so that listings come out sorted.
-    groups: BTreeMap<String, BTreeMap<String, Subscription>>,
+    groups: BTreeMap<String, BTreeMap<String, TopicState>>,
     /// The groups with a state on each topic, so that deleting a topic finds them at once.
     by_topic: HashMap<String, BTreeSet<String>>,
     /// How long a delivered message waits for its acknowledgement.
@@ -141,7 +159,10 @@ pub struct Groups {
     /// The states changed in this pass, in the order of their first change.
     changed: Vec<Key>,
     /// Each changed state as it was at the start of the pass; `None` for one made in the pass.
-    undo: HashMap<Key, Option<Subscription>>,
+    undo: HashMap<Key, Option<TopicState>>,
+    /// The partition each state's next group fetch looks at first, so that fetches take the
+    /// partitions in turn. Not stored.
+    cursors: HashMap<Key, u32>,
 }
 
 impl Groups {
@@ -154,6 +175,7 @@ impl Groups {
             ledger: Box::new(Unkept),
             changed: Vec::new(),
             undo: HashMap::new(),
+            cursors: HashMap::new(),
         }
     }
 
@@ -181,9 +203,9 @@ impl Groups {
     /// stored it, keeping its members here. Its pending messages get a fresh ack timeout.
     fn adopt(&mut self, group: &str, topic: &str, saved: Saved) {
         let deadline = Instant::now() + self.ack_timeout;
-        let stored = Subscription::restored(saved.delivered, saved.pending, deadline);
+        let stored = restored(&saved, deadline);
         match self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)) {
-            Some(state) => state.roll_back_to(stored),
+            Some(states) => roll_back(states, stored),
             None => self.insert(group.to_owned(), topic.to_owned(), stored),
         }
     }
@@ -275,7 +297,7 @@ impl Groups {
         }
 
         for (file, saved) in states {
-            let Ok((first, end)) = store.offsets(&saved.topic, 0) else {
+            let Ok(partitions) = store.partitions(&saved.topic) else {
                 if let Some(aside) = &mut aside {
                     // The topic may have been set aside as damaged: keep its groups' states.
                     let problem = format!(
@@ -296,29 +318,35 @@ impl Groups {
                 disk::remove(&dir, name).map_err(io_error)?;
                 continue;
             };
-            let mut state =
-                Subscription::restored(saved.delivered, saved.pending, now + ack_timeout);
+            let mut states = restored(&saved, now + ack_timeout);
             let key = (saved.group, saved.topic);
-            if state.needs_fit(first, end) {
-                groups.record(&key.0, &key.1);
-                let dropped = state.fit(first, end);
-                tracing::warn!(
+            // A topic never loses partitions; a state naming more than it has keeps those it has.
+            states.truncate(partitions as usize);
+            for (partition, state) in (0u32..).zip(states.iter_mut()) {
+                let Ok((first, end)) = store.offsets(&key.1, partition) else { continue };
+                if state.needs_fit(first, end) {
+                    groups.record(&key.0, &key.1);
+                    let dropped = state.fit(first, end);
+                    tracing::warn!(
+                        group = %Shown(&key.0),
+                        topic = %Shown(&key.1),
+                        partition,
+                        "the partition holds offsets {first}..{end} only; {dropped} pending \
+                         messages given up, delivered offset now {}",
+                        state.delivered()
+                    );
+                }
+                tracing::info!(
                     group = %Shown(&key.0),
                     topic = %Shown(&key.1),
-                    "the topic holds offsets {first}..{end} only; {dropped} pending messages \
-                     given up, delivered offset now {}",
+                    partition,
+                    pending = state.pending(),
+                    "recovered group: committed offset {}, delivered offset {}",
+                    state.committed(),
                     state.delivered()
                 );
             }
-            tracing::info!(
-                group = %Shown(&key.0),
-                topic = %Shown(&key.1),
-                pending = state.pending(),
-                "recovered group: committed offset {}, delivered offset {}",
-                state.committed(),
-                state.delivered()
-            );
-            groups.insert(key.0, key.1, state);
+            groups.insert(key.0, key.1, states);
         }
         Ok(groups)
     }
@@ -328,45 +356,82 @@ impl Groups {
         self.ack_timeout
     }
 
-    /// When the first pending message of `group` on `topic` comes due, if one is pending.
+    /// When the first pending message of `group` on `topic`, in any partition, comes due, if
+    /// one is pending.
     pub fn next_due(&self, group: &str, topic: &str) -> Option<Instant> {
-        self.get(group, topic).and_then(Subscription::next_due)
+        self.state(group, topic)?.iter().filter_map(Subscription::next_due).min()
     }
 
-    /// `group`'s state on `topic`, if it has one.
-    pub fn get(&self, group: &str, topic: &str) -> Option<&Subscription> {
-        self.groups.get(group).and_then(|topics| topics.get(topic))
+    /// `group`'s state on `topic`, every partition's, if it has one.
+    pub fn state(&self, group: &str, topic: &str) -> Option<&[Subscription]> {
+        self.groups.get(group).and_then(|topics| topics.get(topic)).map(Vec::as_slice)
     }
 
-    /// Changes `group`'s state on `topic`, if it has one, and returns what `change` returns. The
-    /// change is stored at the next commit.
+    /// `group`'s state on `partition` of `topic`, if it has one.
+    pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<&Subscription> {
+        self.state(group, topic)?.get(partition as usize)
+    }
+
+    /// Changes `group`'s state on `partition` of `topic`, if it has one, and returns what
+    /// `change` returns. The change is stored at the next commit.
     pub fn update<T>(
         &mut self,
         group: &str,
         topic: &str,
+        partition: u32,
         change: impl FnOnce(&mut Subscription) -> T,
     ) -> Option<T> {
-        self.get(group, topic)?;
+        self.get(group, topic, partition)?;
         self.record(group, topic);
-        self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)).map(change)
+        self.state_mut(group, topic)?.get_mut(partition as usize).map(change)
     }
 
-    /// Fits every group's state on `topic` to the offsets `first..end` it holds now, after
-    /// retention removed its oldest messages: pending offsets that went count as given up, so
-    /// `list_groups` shows them gone at once. The changed states are stored at the next commit.
-    pub fn fit_topic(&mut self, topic: &str, first: u64, end: u64) {
+    /// Makes sure `group` has a state on `topic` with a partition for each of `starts`: the
+    /// state is created when there is none, and partitions the topic gained are added, each
+    /// starting at its offset in `starts`, with the members of the others. Returns whether the
+    /// state was created. The change is stored at the next commit.
+    pub fn ensure(&mut self, group: &str, topic: &str, starts: &[u64]) -> bool {
+        let have = self.state(group, topic).map(<[Subscription]>::len);
+        if have.is_some_and(|have| have >= starts.len()) {
+            return false;
+        }
+        self.record(group, topic);
+        let Some(states) = self.state_mut(group, topic) else {
+            let states = starts.iter().map(|&start| Subscription::new(start)).collect();
+            self.insert(group.to_owned(), topic.to_owned(), states);
+            return true;
+        };
+        for &start in &starts[states.len()..] {
+            let mut state = Subscription::new(start);
+            if let Some(first) = states.first() {
+                state.join_all(first);
+            }
+            states.push(state);
+        }
+        false
+    }
+
+    /// Fits every group's state on `partition` of `topic` to the offsets `first..end` it holds
+    /// now, after retention removed its oldest messages: pending offsets that went count as
+    /// given up, so `list_groups` shows them gone at once. The changed states are stored at
+    /// the next commit.
+    pub fn fit_topic(&mut self, topic: &str, partition: u32, first: u64, end: u64) {
         let Some(names) = self.by_topic.get(topic) else { return };
         let due: Vec<String> = names
             .iter()
-            .filter(|group| self.get(group, topic).is_some_and(|s| s.needs_fit(first, end)))
+            .filter(|group| {
+                self.get(group, topic, partition).is_some_and(|s| s.needs_fit(first, end))
+            })
             .cloned()
             .collect();
         for group in due {
-            let dropped = self.update(&group, topic, |state| state.fit(first, end)).unwrap_or(0);
+            let dropped =
+                self.update(&group, topic, partition, |state| state.fit(first, end)).unwrap_or(0);
             if dropped > 0 {
                 tracing::warn!(
                     group = %Shown(&group),
                     topic = %Shown(topic),
+                    partition,
                     "{dropped} pending messages were removed by retention before they were \
                      acknowledged; skipped"
                 );
@@ -374,54 +439,88 @@ impl Groups {
         }
     }
 
-    /// The offset `group` was last reset to on `topic`, if member `claim` has not been told of
-    /// it yet; from now on it has been. Nothing is to be written: who was told is not stored.
-    pub fn take_reset(&mut self, group: &str, topic: &str, claim: u64) -> Option<u64> {
-        self.groups.get_mut(group)?.get_mut(topic)?.take_reset(claim)
+    /// The offset `group` was last reset to on `partition` of `topic`, if member `claim` has not
+    /// been told of it yet; from now on it has been. Nothing is to be written: who was told is
+    /// not stored.
+    pub fn take_reset(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        claim: u64,
+    ) -> Option<u64> {
+        self.state_mut(group, topic)?.get_mut(partition as usize)?.take_reset(claim)
     }
 
-    /// Makes `offsets` of `group` on `topic`, if still pending, due at `now`: the reply that
-    /// delivered them could not be sent. Deadlines are not stored, so nothing is to be written.
-    pub fn give_back(&mut self, group: &str, topic: &str, offsets: &[u64], now: Instant) {
-        if let Some(state) = self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)) {
+    /// Notes that member `claim` was handed messages of `partition` of `topic` for `group`, for
+    /// ordered delivery. Not stored.
+    pub fn hand_to(&mut self, group: &str, topic: &str, partition: u32, claim: u64) {
+        if let Some(state) =
+            self.state_mut(group, topic).and_then(|states| states.get_mut(partition as usize))
+        {
+            state.hand_to(claim);
+        }
+    }
+
+    /// Makes `offsets` of `partition` of `topic` for `group`, if still pending, due at `now`:
+    /// the reply that delivered them could not be sent. Deadlines are not stored, so nothing is
+    /// to be written.
+    pub fn give_back(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offsets: &[u64],
+        now: Instant,
+    ) {
+        if let Some(state) =
+            self.state_mut(group, topic).and_then(|states| states.get_mut(partition as usize))
+        {
             state.give_back(offsets, now);
         }
     }
 
-    /// Makes claim `claim` (holding logical broker `broker`) a member of `group` on `topic`,
-    /// creating the group's state there, starting at `start`, if it has none. Members whose
-    /// claims `is_live` says have ended are forgotten first. Returns whether the state was
-    /// created, and how many members it has.
+    /// The partition the next group fetch of `group` on `topic` looks at first, and moves the
+    /// turn on to the one after `served`, among `partitions`.
+    pub fn next_turn(&self, group: &str, topic: &str) -> u32 {
+        self.cursors.get(&(group.to_owned(), topic.to_owned())).copied().unwrap_or(0)
+    }
+
+    /// Gives the next turn to the partition after `served` (of `partitions`).
+    pub fn served(&mut self, group: &str, topic: &str, served: u32, partitions: u32) {
+        let next = (served + 1) % partitions.max(1);
+        self.cursors.insert((group.to_owned(), topic.to_owned()), next);
+    }
+
+    /// Makes claim `claim` (holding logical broker `broker`) a member of `group` on `topic`, on
+    /// every partition, creating the group's state there (or the partitions it lacks), each
+    /// partition starting at its offset in `starts`. Members whose claims `is_live` says have
+    /// ended are forgotten first. Returns whether the state was created, and how many members
+    /// it has.
     pub fn join(
         &mut self,
         group: &str,
         topic: &str,
         member: (u64, u32),
-        start: u64,
+        starts: &[u64],
         is_live: impl Fn(u64) -> bool,
     ) -> (bool, usize) {
         self.refresh(group, topic);
-        let created = self.get(group, topic).is_none();
-        if created {
-            self.record(group, topic);
-            self.insert(group.to_owned(), topic.to_owned(), Subscription::new(start));
-        }
-        let Some(state) = self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic))
-        else {
+        let created = self.ensure(group, topic, starts);
+        let Some(states) = self.state_mut(group, topic) else {
             return (created, 0);
         };
-        state.prune_members(is_live);
-        state.join(member.0, member.1);
-        (created, state.member_brokers(|_| true).len())
+        for state in states.iter_mut() {
+            state.prune_members(&is_live);
+            state.join(member.0, member.1);
+        }
+        (created, states.first().map_or(0, |state| state.member_brokers(|_| true).len()))
     }
 
-    /// Moves `group`'s committed offset on `topic` to `offset`, creating its state there if it
-    /// has none.
-    pub fn reset(&mut self, group: &str, topic: &str, offset: u64) {
-        if self.update(group, topic, |state| state.reset(offset)).is_none() {
-            self.record(group, topic);
-            self.insert(group.to_owned(), topic.to_owned(), Subscription::new(offset));
-        }
+    /// Moves `group`'s committed offset on `partition` of `topic` to `offset`. The group must
+    /// have a state there ([`Groups::ensure`]).
+    pub fn reset(&mut self, group: &str, topic: &str, partition: u32, offset: u64) {
+        self.update(group, topic, partition, |state| state.reset(offset));
     }
 
     /// Forgets every group's state on `topic`, and removes their files, for a deleted topic.
@@ -436,19 +535,80 @@ impl Groups {
                 }
             }
             self.undo.remove(&(group.clone(), topic.to_owned()));
+            self.cursors.remove(&(group.clone(), topic.to_owned()));
             tracing::info!(group = %Shown(group), topic = %Shown(topic), "forgot the group's state with its topic");
         }
         self.ledger.forget(topic, &names);
     }
 
+    /// Forgets `group`'s state on `topic` (on every topic when `None`), files included, unless
+    /// it has members there whose claims `is_live` says go on: then nothing changes.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`] when there is no such state, [`GroupError::Active`] when it
+    /// has live members.
+    pub fn delete(
+        &mut self,
+        group: &str,
+        topic: Option<&str>,
+        is_live: impl Fn(u64) -> bool,
+    ) -> Result<(), GroupError> {
+        let topics: Vec<String> = match topic {
+            Some(topic) => self.state(group, topic).map(|_| vec![topic.to_owned()]),
+            None => self.groups.get(group).map(|topics| topics.keys().cloned().collect()),
+        }
+        .unwrap_or_default();
+        if topics.is_empty() {
+            return Err(GroupError::UnknownGroup {
+                group: group.to_owned(),
+                topic: topic.map(str::to_owned),
+            });
+        }
+        for topic in &topics {
+            let members =
+                self.get(group, topic, 0).map_or(0, |state| state.member_brokers(&is_live).len());
+            if members > 0 {
+                return Err(GroupError::Active {
+                    group: group.to_owned(),
+                    topic: topic.clone(),
+                    members,
+                });
+            }
+        }
+        let names = [group.to_owned()];
+        for topic in &topics {
+            self.remove(group, topic);
+            let key = (group.to_owned(), topic.clone());
+            self.undo.remove(&key);
+            self.cursors.remove(&key);
+            self.ledger.forget(topic, &names);
+            tracing::info!(group = %Shown(group), topic = %Shown(topic), "deleted the group's state");
+        }
+        Ok(())
+    }
+
     /// The group states `group` and `topic` select (all when both are `None`), ordered by
-    /// group, then topic, each with its group and topic.
+    /// group, then topic, then partition, each with its group, topic and partition.
     pub fn list<'g>(
         &'g self,
         group: Option<&str>,
         topic: Option<&str>,
-    ) -> Vec<(&'g str, &'g str, &'g Subscription)> {
-        let of_group = |name: &'g String, topics: &'g BTreeMap<String, Subscription>| {
+    ) -> Vec<(&'g str, &'g str, u32, &'g Subscription)> {
+        self.list_topics(group, topic)
+            .into_iter()
+            .flat_map(|(group, topic, states)| {
+                (0u32..).zip(states).map(move |(partition, state)| (group, topic, partition, state))
+            })
+            .collect()
+    }
+
+    /// The group states `group` and `topic` select, each with every partition's.
+    fn list_topics<'g>(
+        &'g self,
+        group: Option<&str>,
+        topic: Option<&str>,
+    ) -> Vec<(&'g str, &'g str, &'g TopicState)> {
+        let of_group = |name: &'g String, topics: &'g BTreeMap<String, TopicState>| {
             topics.iter().map(move |(t, state)| (name.as_str(), t.as_str(), state))
         };
         match (group, topic) {
@@ -495,11 +655,15 @@ impl Groups {
         let states = changed
             .into_iter()
             .map(|key| {
-                let saved = self.get(&key.0, &key.1).map(|state| Saved {
-                    group: key.0.clone(),
-                    topic: key.1.clone(),
-                    delivered: state.delivered(),
-                    pending: state.pending_offsets().collect(),
+                let saved = self.state(&key.0, &key.1).map(|states| {
+                    let partitions = states
+                        .iter()
+                        .map(|state| SavedPartition {
+                            delivered: state.delivered(),
+                            pending: state.pending_offsets().collect(),
+                        })
+                        .collect();
+                    Saved::new(key.0.clone(), key.1.clone(), partitions)
                 });
                 (key, saved)
             })
@@ -548,6 +712,11 @@ impl Groups {
         self.groups.is_empty()
     }
 
+    /// `group`'s state on `topic`, every partition's, to change.
+    fn state_mut(&mut self, group: &str, topic: &str) -> Option<&mut TopicState> {
+        self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic))
+    }
+
     /// Notes that `group`'s state on `topic` changes in this pass, keeping what it was before
     /// the first change, for a broker that stores its groups.
     fn record(&mut self, group: &str, topic: &str) {
@@ -564,20 +733,18 @@ impl Groups {
     }
 
     /// Adds a state, indexing it by topic.
-    fn insert(&mut self, group: String, topic: String, state: Subscription) {
+    fn insert(&mut self, group: String, topic: String, state: TopicState) {
         self.by_topic.entry(topic.clone()).or_default().insert(group.clone());
         self.groups.entry(group).or_default().insert(topic, state);
     }
 
     /// Puts a group's state on a topic back as it was before a pass that could not store it:
     /// `earlier`, or no state at all when the pass made it.
-    fn undo(&mut self, key: &Key, earlier: Option<Subscription>) {
+    fn undo(&mut self, key: &Key, earlier: Option<TopicState>) {
         match earlier {
             Some(earlier) => {
-                if let Some(state) =
-                    self.groups.get_mut(&key.0).and_then(|topics| topics.get_mut(&key.1))
-                {
-                    state.roll_back_to(earlier);
+                if let Some(states) = self.state_mut(&key.0, &key.1) {
+                    roll_back(states, earlier);
                 }
             }
             None => self.remove(&key.0, &key.1),
@@ -596,6 +763,36 @@ impl Groups {
             groups.remove(group);
             if groups.is_empty() {
                 self.by_topic.remove(topic);
+            }
+        }
+    }
+}
+
+/// A state read back from storage, every partition's pending messages waiting for their
+/// acknowledgement until `deadline`.
+fn restored(saved: &Saved, deadline: Instant) -> TopicState {
+    saved
+        .partitions()
+        .map(|(delivered, pending)| {
+            Subscription::restored(delivered, pending.iter().copied(), deadline)
+        })
+        .collect()
+}
+
+/// Puts back the offsets and pending sets of `earlier`, partition by partition, keeping the
+/// members: partitions added since are dropped, and come back at the next fetch.
+fn roll_back(states: &mut TopicState, earlier: TopicState) {
+    let members = states.first().cloned();
+    states.truncate(earlier.len());
+    for (index, earlier) in earlier.into_iter().enumerate() {
+        match states.get_mut(index) {
+            Some(state) => state.roll_back_to(earlier),
+            None => {
+                let mut state = earlier;
+                if let Some(members) = &members {
+                    state.join_all(members);
+                }
+                states.push(state);
             }
         }
     }

@@ -34,6 +34,10 @@ pub struct Subscription {
     /// The members not yet told of the last reset, with the offset it went to. Not stored
     /// either: the members it is for end with the broker.
     resets_untold: BTreeMap<u64, u64>,
+    /// The member the last messages were delivered to, for ordered delivery: while messages
+    /// it was handed are pending and not due, no other member is served from this state. Not
+    /// stored: after a restart nobody is known to hold them, so they wait for their timeout.
+    holder: Option<u64>,
 }
 
 impl Subscription {
@@ -45,6 +49,7 @@ impl Subscription {
             deadlines: BTreeSet::new(),
             members: BTreeMap::new(),
             resets_untold: BTreeMap::new(),
+            holder: None,
         }
     }
 
@@ -122,6 +127,18 @@ impl Subscription {
             self.deadlines.insert((deadline, offset));
         }
         redelivered
+    }
+
+    /// Notes that member `claim` was handed the messages just delivered.
+    pub fn hand_to(&mut self, claim: u64) {
+        self.holder = Some(claim);
+    }
+
+    /// Whether another member than `claim` holds messages of this state that are pending and
+    /// not yet due: then an ordered delivery to `claim` must wait, so that the messages are
+    /// processed in order. Messages whose ack timeout ran out hold nothing back.
+    pub fn held_by_other(&self, claim: u64, now: Instant) -> bool {
+        self.holder != Some(claim) && self.deadlines.last().is_some_and(|&(due, _)| due > now)
     }
 
     /// Makes those of `offsets` that are still pending due at `now`: their delivery reached
@@ -247,6 +264,12 @@ impl Subscription {
     pub fn roll_back_to(&mut self, earlier: Subscription) {
         let members = std::mem::take(&mut self.members);
         *self = Subscription { members, ..earlier };
+    }
+
+    /// Copies the members of `other` (another partition's state of the same group and topic),
+    /// for a partition the topic gained.
+    pub fn join_all(&mut self, other: &Subscription) {
+        self.members.clone_from(&other.members);
     }
 }
 
@@ -447,5 +470,21 @@ mod tests {
         state.roll_back_to(earlier);
         assert_eq!((state.delivered(), state.pending()), (0, 0));
         assert!(state.is_member(7));
+    }
+
+    #[test]
+    fn an_ordered_state_is_held_by_the_member_with_messages_not_due() {
+        let now = Instant::now();
+        let mut state = Subscription::new(0);
+        assert!(!state.held_by_other(1, now), "nothing pending holds nothing back");
+        deliver_new(&mut state, 2, now);
+        state.hand_to(1);
+        assert!(!state.held_by_other(1, now), "its holder may take more");
+        assert!(state.held_by_other(2, now), "another member waits");
+        assert!(!state.held_by_other(2, now + TIMEOUT), "once due, anyone may take them");
+        state.ack(&[0, 1]).unwrap();
+        assert!(!state.held_by_other(2, now), "acknowledged, they hold nothing back");
+        let restored = Subscription::restored(5, [3], now + TIMEOUT);
+        assert!(restored.held_by_other(1, now), "after a restart nobody is known to hold them");
     }
 }

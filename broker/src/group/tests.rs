@@ -39,7 +39,7 @@ fn open(dir: &TempDir, store: &Store) -> Groups {
 fn deliver(groups: &mut Groups, group: &str, topic: &str, count: u64) {
     let deadline = Instant::now() + TIMEOUT;
     groups
-        .update(group, topic, |state| {
+        .update(group, topic, 0, |state| {
             let offsets: Vec<u64> = (state.delivered()..state.delivered() + count).collect();
             state.deliver(&offsets, deadline);
         })
@@ -51,7 +51,7 @@ fn summary(groups: &Groups) -> Vec<(String, String, u64, u64, Vec<u64>)> {
     groups
         .list(None, None)
         .into_iter()
-        .map(|(g, t, s)| {
+        .map(|(g, t, _, s)| {
             (g.into(), t.into(), s.committed(), s.delivered(), s.pending_offsets().collect())
         })
         .collect()
@@ -60,12 +60,12 @@ fn summary(groups: &Groups) -> Vec<(String, String, u64, u64, Vec<u64>)> {
 #[test]
 fn the_first_join_creates_the_state_and_later_ones_only_add_members() {
     let mut groups = Groups::in_memory(TIMEOUT);
-    assert_eq!(groups.join("g", "t", (100, 1), 5, |_| true), (true, 1));
-    assert_eq!(groups.join("g", "t", (200, 2), 0, |_| true), (false, 2));
-    assert_eq!(groups.get("g", "t").map(Subscription::committed), Some(5));
+    assert_eq!(groups.join("g", "t", (100, 1), &[5], |_| true), (true, 1));
+    assert_eq!(groups.join("g", "t", (200, 2), &[0], |_| true), (false, 2));
+    assert_eq!(groups.get("g", "t", 0).map(Subscription::committed), Some(5));
     // A member whose claim ended is forgotten when someone joins.
-    assert_eq!(groups.join("g", "t", (300, 1), 0, |claim| claim != 100), (false, 2));
-    assert!(!groups.get("g", "t").unwrap().is_member(100));
+    assert_eq!(groups.join("g", "t", (300, 1), &[0], |claim| claim != 100), (false, 2));
+    assert!(!groups.get("g", "t", 0).unwrap().is_member(100));
     assert_eq!(groups.len(), 1);
 }
 
@@ -73,10 +73,10 @@ fn the_first_join_creates_the_state_and_later_ones_only_add_members() {
 fn listings_are_ordered_and_filtered_by_group_and_topic() {
     let mut groups = Groups::in_memory(TIMEOUT);
     for (group, topic) in [("b", "x"), ("a", "y"), ("a", "x"), ("c", "y")] {
-        groups.join(group, topic, (1, 1), 0, |_| true);
+        groups.join(group, topic, (1, 1), &[0], |_| true);
     }
-    let names = |list: Vec<(&str, &str, &Subscription)>| -> Vec<String> {
-        list.into_iter().map(|(g, t, _)| format!("{g}/{t}")).collect()
+    let names = |list: Vec<(&str, &str, u32, &Subscription)>| -> Vec<String> {
+        list.into_iter().map(|(g, t, _, _)| format!("{g}/{t}")).collect()
     };
     assert_eq!(names(groups.list(None, None)), ["a/x", "a/y", "b/x", "c/y"]);
     assert_eq!(names(groups.list(Some("a"), None)), ["a/x", "a/y"]);
@@ -90,9 +90,9 @@ fn listings_are_ordered_and_filtered_by_group_and_topic() {
 #[test]
 fn deleting_a_topic_forgets_every_group_on_it() {
     let mut groups = Groups::in_memory(TIMEOUT);
-    groups.join("a", "t", (1, 1), 0, |_| true);
-    groups.join("b", "t", (1, 1), 0, |_| true);
-    groups.join("a", "u", (1, 1), 0, |_| true);
+    groups.join("a", "t", (1, 1), &[0], |_| true);
+    groups.join("b", "t", (1, 1), &[0], |_| true);
+    groups.join("a", "u", (1, 1), &[0], |_| true);
     groups.drop_topic("t");
     assert_eq!(summary(&groups), [("a".into(), "u".into(), 0, 0, vec![])]);
     groups.drop_topic("t");
@@ -103,10 +103,12 @@ fn deleting_a_topic_forgets_every_group_on_it() {
 #[test]
 fn reset_moves_a_state_or_creates_it() {
     let mut groups = Groups::in_memory(TIMEOUT);
-    groups.reset("g", "t", 4);
+    assert!(groups.ensure("g", "t", &[4]));
+    groups.reset("g", "t", 0, 4);
     assert_eq!(summary(&groups), [("g".into(), "t".into(), 4, 4, vec![])]);
     deliver(&mut groups, "g", "t", 3);
-    groups.reset("g", "t", 1);
+    assert!(!groups.ensure("g", "t", &[0]));
+    groups.reset("g", "t", 0, 1);
     assert_eq!(summary(&groups), [("g".into(), "t".into(), 1, 1, vec![])]);
 }
 
@@ -115,11 +117,11 @@ fn states_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(Some(dir.path()), &["orders", "other"], 10);
     let mut groups = open(&dir, &store);
-    groups.join("preparers", "orders", (1, 1), 0, |_| true);
-    groups.join("auditors", "orders", (2, 2), 10, |_| true);
-    groups.join("preparers", "other", (1, 1), 3, |_| true);
+    groups.join("preparers", "orders", (1, 1), &[0], |_| true);
+    groups.join("auditors", "orders", (2, 2), &[10], |_| true);
+    groups.join("preparers", "other", (1, 1), &[3], |_| true);
     deliver(&mut groups, "preparers", "orders", 6);
-    groups.update("preparers", "orders", |s| s.ack(&[0, 1, 3])).unwrap().unwrap();
+    groups.update("preparers", "orders", 0, |s| s.ack(&[0, 1, 3])).unwrap().unwrap();
     assert!(groups.commit().is_empty());
     let before = summary(&groups);
     assert_eq!(before[1], ("preparers".into(), "orders".into(), 2, 6, vec![2, 4, 5]));
@@ -128,7 +130,7 @@ fn states_survive_a_reopen() {
     let reopened = Groups::open(TIMEOUT, &config(Some(dir.path())), &store, reopened_at).unwrap();
     assert_eq!(summary(&reopened), before);
     // Members end with the broker; pending messages wait a whole timeout from the restart.
-    let state = reopened.get("preparers", "orders").unwrap();
+    let state = reopened.get("preparers", "orders", 0).unwrap();
     assert!(!state.is_member(1));
     assert!(state.next_due().is_some_and(|due| due >= reopened_at + TIMEOUT));
 }
@@ -138,13 +140,13 @@ fn only_what_changed_is_written_and_deleted_topics_take_their_files() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store(Some(dir.path()), &["t", "u"], 3);
     let mut groups = open(&dir, &store);
-    groups.join("g", "t", (1, 1), 0, |_| true);
-    groups.join("g", "u", (1, 1), 0, |_| true);
+    groups.join("g", "t", (1, 1), &[0], |_| true);
+    groups.join("g", "u", (1, 1), &[0], |_| true);
     assert!(groups.commit().is_empty());
     let files = || fs::read_dir(dir.path().join("groups")).unwrap().count();
     assert_eq!(files(), 2);
     // Joining again changes only the members, which are not stored: nothing to write.
-    groups.join("g", "t", (2, 2), 0, |_| true);
+    groups.join("g", "t", (2, 2), &[0], |_| true);
     assert!(groups.changed.is_empty());
 
     store.delete("t").unwrap();
@@ -159,7 +161,7 @@ fn a_state_whose_topic_is_gone_is_removed_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store(Some(dir.path()), &["t"], 3);
     let mut groups = open(&dir, &store);
-    groups.join("g", "t", (1, 1), 0, |_| true);
+    groups.join("g", "t", (1, 1), &[0], |_| true);
     assert!(groups.commit().is_empty());
     // The topic goes while the broker is down (or a crash came between the two removals).
     store.delete("t").unwrap();
@@ -171,8 +173,13 @@ fn a_state_whose_topic_is_gone_is_removed_at_start_up() {
 fn a_state_past_its_topic_is_fitted_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(Some(dir.path()), &["t"], 3);
-    let saved =
-        disk::Saved { group: "g".into(), topic: "t".into(), delivered: 8, pending: vec![1, 5] };
+    let saved = disk::Saved {
+        group: "g".into(),
+        topic: "t".into(),
+        delivered: 8,
+        pending: vec![1, 5],
+        more: Vec::new(),
+    };
     let groups_dir = dir.path().join("groups");
     fs::create_dir_all(&groups_dir).unwrap();
     fs::write(groups_dir.join(disk::file_name("g", "t")), disk::encode(&saved)).unwrap();
@@ -205,7 +212,7 @@ fn a_pass_whose_states_cannot_be_stored_is_undone() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(Some(dir.path()), &["t"], 10);
     let mut groups = open(&dir, &store);
-    groups.join("g", "t", (1, 1), 0, |_| true);
+    groups.join("g", "t", (1, 1), &[0], |_| true);
     deliver(&mut groups, "g", "t", 4);
     assert!(groups.commit().is_empty());
     let stored = summary(&groups);
@@ -215,17 +222,17 @@ fn a_pass_whose_states_cannot_be_stored_is_undone() {
     fs::remove_dir_all(&groups_dir).unwrap();
     fs::write(&groups_dir, b"").unwrap();
 
-    groups.update("g", "t", |s| s.ack(&[0, 1])).unwrap().unwrap();
+    groups.update("g", "t", 0, |s| s.ack(&[0, 1])).unwrap().unwrap();
     deliver(&mut groups, "g", "t", 2);
-    groups.join("new", "t", (2, 2), 0, |_| true);
+    groups.join("new", "t", (2, 2), &[0], |_| true);
     let failures = groups.commit();
     let mut failed: Vec<(String, String)> =
         failures.into_iter().map(|f| (f.group, f.topic)).collect();
     failed.sort();
     assert_eq!(failed, [("g".into(), "t".into()), ("new".into(), "t".into())]);
     assert_eq!(summary(&groups), stored, "the pass's changes are undone");
-    assert!(groups.get("g", "t").unwrap().is_member(1), "members stay");
-    assert!(groups.list(None, Some("t")).iter().all(|(g, _, _)| *g == "g"));
+    assert!(groups.get("g", "t", 0).unwrap().is_member(1), "members stay");
+    assert!(groups.list(None, Some("t")).iter().all(|(g, _, _, _)| *g == "g"));
 }
 
 #[test]
@@ -236,7 +243,7 @@ fn the_groups_directory_is_made_with_the_first_state_stored() {
     let mut groups = open(&dir, &store);
     assert!(groups.commit().is_empty());
     assert!(!groups_dir.exists(), "no group, no directory");
-    groups.join("g", "t", (1, 1), 0, |_| true);
+    groups.join("g", "t", (1, 1), &[0], |_| true);
     assert!(groups.commit().is_empty());
     assert_eq!(fs::read_dir(&groups_dir).unwrap().count(), 1);
     assert_eq!(summary(&open(&dir, &store)).len(), 1);
@@ -247,7 +254,7 @@ fn states_of_the_format_before_headers_open_and_are_rewritten_with_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(Some(dir.path()), &["orders"], 10);
     let mut groups = open(&dir, &store);
-    groups.join("preparers", "orders", (1, 1), 0, |_| true);
+    groups.join("preparers", "orders", (1, 1), &[0], |_| true);
     deliver(&mut groups, "preparers", "orders", 4);
     assert!(groups.commit().is_empty());
     drop(groups);
@@ -258,13 +265,13 @@ fn states_of_the_format_before_headers_open_and_are_rewritten_with_one() {
     std::fs::write(&file, &bytes[crate::store::format::HEADER_LEN..]).unwrap();
 
     let mut groups = open(&dir, &store);
-    let state = groups.get("preparers", "orders").unwrap();
+    let state = groups.get("preparers", "orders", 0).unwrap();
     assert_eq!((state.committed(), state.delivered()), (0, 4));
-    groups.update("preparers", "orders", |state| state.ack(&[0]).unwrap()).unwrap();
+    groups.update("preparers", "orders", 0, |state| state.ack(&[0]).unwrap()).unwrap();
     assert!(groups.commit().is_empty());
-    assert!(std::fs::read(&file).unwrap().starts_with(b"BRKGRP\x01\x00"));
+    assert!(std::fs::read(&file).unwrap().starts_with(b"BRKGRP\x02\x00"));
     let groups = open(&dir, &store);
-    assert_eq!(groups.get("preparers", "orders").map(Subscription::committed), Some(1));
+    assert_eq!(groups.get("preparers", "orders", 0).map(Subscription::committed), Some(1));
 }
 
 /// The states of a [`Bucket`] and their revisions; `None` while it cannot be reached.
@@ -332,11 +339,11 @@ fn shared(bucket: &Bucket) -> Groups {
 fn shared_states_are_taken_by_the_next_process_to_join() {
     let bucket = Bucket::up();
     let (mut a, mut b) = (shared(&bucket), shared(&bucket));
-    a.join("g", "t", (1, 1), 0, |_| true);
+    a.join("g", "t", (1, 1), &[0], |_| true);
     deliver(&mut a, "g", "t", 4);
-    a.update("g", "t", |s| s.ack(&[0, 1])).unwrap().unwrap();
+    a.update("g", "t", 0, |s| s.ack(&[0, 1])).unwrap().unwrap();
     assert!(a.commit().is_empty());
-    assert_eq!(b.join("g", "t", (2, 2), 0, |_| true), (false, 1), "b took a's state");
+    assert_eq!(b.join("g", "t", (2, 2), &[0], |_| true), (false, 1), "b took a's state");
     assert_eq!(summary(&b), [("g".into(), "t".into(), 2, 4, vec![2, 3])]);
     a.drop_topic("t");
     assert!(bucket.states.lock().unwrap().as_ref().unwrap().is_empty());
@@ -346,9 +353,9 @@ fn shared_states_are_taken_by_the_next_process_to_join() {
 fn a_shared_state_changed_elsewhere_at_the_same_time_is_taken_and_the_pass_refused() {
     let bucket = Bucket::up();
     let (mut a, mut b) = (shared(&bucket), shared(&bucket));
-    a.join("g", "t", (1, 1), 0, |_| true);
+    a.join("g", "t", (1, 1), &[0], |_| true);
     assert!(a.commit().is_empty());
-    b.join("g", "t", (2, 2), 0, |_| true);
+    b.join("g", "t", (2, 2), &[0], |_| true);
     deliver(&mut b, "g", "t", 3);
     assert!(b.commit().is_empty());
     // `a` delivers on its old copy: its commit conflicts, and it takes b's state.
@@ -357,22 +364,62 @@ fn a_shared_state_changed_elsewhere_at_the_same_time_is_taken_and_the_pass_refus
     assert_eq!(failures.len(), 1);
     assert!(failures[0].transient);
     assert_eq!(summary(&a), summary(&b));
-    assert!(a.get("g", "t").unwrap().is_member(1), "members stay");
+    assert!(a.get("g", "t", 0).unwrap().is_member(1), "members stay");
 }
 
 #[test]
 fn a_pass_whose_shared_states_cannot_be_reached_is_undone() {
     let bucket = Bucket::up();
     let mut groups = shared(&bucket);
-    groups.join("g", "t", (1, 1), 0, |_| true);
+    groups.join("g", "t", (1, 1), &[0], |_| true);
     deliver(&mut groups, "g", "t", 2);
     assert!(groups.commit().is_empty());
     let stored = summary(&groups);
     bucket.set_down();
     deliver(&mut groups, "g", "t", 2);
-    groups.join("new", "t", (2, 2), 0, |_| true);
+    groups.join("new", "t", (2, 2), &[0], |_| true);
     let failures = groups.commit();
     assert_eq!(failures.len(), 2);
     assert!(failures.iter().all(|f| f.transient));
     assert_eq!(summary(&groups), stored, "the pass's changes are undone");
+}
+
+#[test]
+fn a_state_has_a_partition_for_each_of_its_topic_and_grows_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(config(Some(dir.path()))).unwrap();
+    store.create("t", 3, Retention::default()).unwrap();
+    let messages = vec![NewMessage { key: None, value: b"m" }; 8];
+    for partition in 0..3 {
+        store.append("t", partition, &messages, 0).unwrap();
+    }
+    assert!(store.commit_and_wait(Instant::now(), 0).is_empty());
+    let mut groups = open(&dir, &store);
+    let (created, members) = groups.join("g", "t", (1, 1), &[0, 5], |_| true);
+    assert!(created && members == 1);
+    assert_eq!(groups.state("g", "t").map(<[Subscription]>::len), Some(2));
+    assert_eq!(groups.get("g", "t", 1).map(Subscription::committed), Some(5));
+    deliver(&mut groups, "g", "t", 2);
+    // The topic grew: the new partition starts where it is told, with the same members.
+    assert!(!groups.ensure("g", "t", &[0, 0, 7]));
+    let third = groups.get("g", "t", 2).unwrap();
+    assert_eq!((third.committed(), third.is_member(1)), (7, true));
+    assert!(groups.commit().is_empty());
+    // One file holds every partition's state, and reads back as it was.
+    assert_eq!(fs::read_dir(dir.path().join("groups")).unwrap().count(), 1);
+    let reopened = summary(&open(&dir, &store));
+    assert_eq!(reopened, summary(&groups));
+    assert_eq!(reopened.len(), 3);
+    assert_eq!(reopened[0].4, vec![0, 1], "partition 0's pending messages");
+}
+
+#[test]
+fn the_turn_moves_to_the_partition_after_the_one_served() {
+    let mut groups = Groups::in_memory(TIMEOUT);
+    groups.join("g", "t", (1, 1), &[0, 0, 0], |_| true);
+    assert_eq!(groups.next_turn("g", "t"), 0);
+    groups.served("g", "t", 0, 3);
+    assert_eq!(groups.next_turn("g", "t"), 1);
+    groups.served("g", "t", 2, 3);
+    assert_eq!(groups.next_turn("g", "t"), 0);
 }

@@ -62,8 +62,9 @@ fn key(group: &str, topic: &str) -> String {
 /// (a MessagePack map) starts with it.
 const MARK: u8 = 0xc1;
 
-/// The format version of the states this broker writes.
-const VERSION: u8 = 1;
+/// The format version of the states this broker writes: 2 may hold partitions beyond the first
+/// (`Saved::more`), which a broker of version 1 would drop.
+const VERSION: u8 = 2;
 
 /// The bytes stored for `saved`: its format version, then its body.
 ///
@@ -84,12 +85,12 @@ fn encode(saved: &Saved) -> Result<Vec<u8>, String> {
 /// broker does not read.
 fn decode(bytes: &[u8], group: &str, topic: &str) -> Result<Saved, String> {
     let body = match bytes {
-        [MARK, VERSION, body @ ..] => body,
+        [MARK, 1 | VERSION, body @ ..] => body,
         [MARK, version, ..] => {
             let by = if *version > VERSION { ": a newer broker wrote it" } else { "" };
             return Err(format!(
                 "a stored group state is of format version {version}, which this broker does \
-                 not read (it reads version {VERSION}, and states stored without one){by}"
+                 not read (it reads versions 1 and {VERSION}, and states stored without one){by}"
             ));
         }
         [MARK] => return Err("a stored group state is cut short in its version".into()),
@@ -264,15 +265,29 @@ mod tests {
     use super::*;
 
     fn saved() -> Saved {
-        Saved { group: "g".into(), topic: "t".into(), delivered: 9, pending: vec![3, 5] }
+        Saved {
+            group: "g".into(),
+            topic: "t".into(),
+            delivered: 9,
+            pending: vec![3, 5],
+            more: vec![crate::group::SavedPartition { delivered: 2, pending: vec![1] }],
+        }
     }
 
     #[test]
     fn states_are_written_with_their_version_and_read_back() {
         let bytes = encode(&saved()).unwrap();
-        assert_eq!(bytes[..2], [0xc1, 1]);
+        assert_eq!(bytes[..2], [0xc1, 2]);
         assert_eq!(decode(&bytes, "g", "t"), Ok(saved()));
         assert!(decode(&bytes, "g", "other").unwrap_err().contains("another group or topic"));
+    }
+
+    #[test]
+    fn states_of_version_1_read_as_one_partition() {
+        let one = Saved { more: Vec::new(), ..saved() };
+        let mut bytes = vec![MARK, 1];
+        bytes.extend(rmp_serde::to_vec_named(&one).unwrap());
+        assert_eq!(decode(&bytes, "g", "t"), Ok(one));
     }
 
     #[test]
@@ -286,9 +301,9 @@ mod tests {
     #[test]
     fn a_newer_version_is_refused_not_misread() {
         let mut newer = encode(&saved()).unwrap();
-        newer[1] = 2;
+        newer[1] = 3;
         let error = decode(&newer, "g", "t").unwrap_err();
-        assert!(error.contains("format version 2") && error.contains("newer"), "{error}");
+        assert!(error.contains("format version 3") && error.contains("newer"), "{error}");
         assert!(decode(&[MARK], "g", "t").unwrap_err().contains("cut short"));
         assert!(decode(&[MARK, 1, 0xc1], "g", "t").unwrap_err().contains("does not decode"));
         assert!(decode(b"", "g", "t").is_err());

@@ -33,7 +33,7 @@ pub const META: Kind = Kind { magic: *b"BRKTOP", version: 2, oldest: 1 };
 /// A segment's index file.
 pub const INDEX: Kind = Kind { magic: *b"BRKIDX", version: 1, oldest: 1 };
 /// A consumer group's state file (`group::disk`).
-pub const GROUP: Kind = Kind { magic: *b"BRKGRP", version: 1, oldest: 1 };
+pub const GROUP: Kind = Kind { magic: *b"BRKGRP", version: 2, oldest: 1 };
 
 /// The header of a file of this kind in the version this broker writes.
 pub fn header(kind: Kind) -> [u8; HEADER_LEN] {

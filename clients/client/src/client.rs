@@ -626,6 +626,19 @@ impl Client {
         })
     }
 
+    /// Forgets `group`'s committed offsets on `topic` (on every topic when `None`).
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `unknown_group` when it has none there, `group_active` while it
+    /// has members there.
+    pub fn delete_group(&mut self, group: &str, topic: Option<&str>) -> Result<()> {
+        let request = Request::DeleteGroup { group, topic };
+        self.call(&request, |response| match response {
+            Response::GroupDeleted { .. } => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
     /// Creates `topic` with `partitions` partitions and the `retention` given.
     ///
     /// # Errors
