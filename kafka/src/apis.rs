@@ -610,7 +610,8 @@ impl Call<'_> {
             };
             let count =
                 u32::try_from(topic.count).ok().filter(|c| (1..=MAX_PARTITIONS).contains(c));
-            let assigned = topic.assignments.as_ref().map(|all| {
+            let assignments = topic.assignments.as_ref().filter(|all| !all.is_empty());
+            let assigned = assignments.map(|all| {
                 let ours = all.iter().all(|a| a.broker_ids == [BrokerId(NODE_ID)]);
                 (all.len(), ours)
             });
@@ -626,7 +627,7 @@ impl Call<'_> {
                     ResponseError::InvalidReplicaAssignment,
                     format!("node {NODE_ID} is the only broker"),
                 ),
-                (Some(count), Some((assignments, true))) => match self.partition_count(name) {
+                (Some(count), Some((assignments, true))) => match self.existing_count(name) {
                     Ok(now) if usize::try_from(count.saturating_sub(now)) != Ok(assignments) => {
                         invalid(
                             ResponseError::InvalidReplicaAssignment,
@@ -656,7 +657,7 @@ impl Call<'_> {
                 Err(e) => refusal(&e),
             };
         }
-        match self.partition_count(topic) {
+        match self.existing_count(topic) {
             Ok(now) if count > now => (0, None),
             Ok(now) => (
                 ResponseError::InvalidPartitions.code(),
@@ -666,6 +667,20 @@ impl Call<'_> {
             ),
             Err(e) => refusal(&e),
         }
+    }
+
+    /// How many partitions `topic` has, from `list_topics` under the shared claim: unlike
+    /// [`Call::partition_count`], this never creates the topic.
+    ///
+    /// # Errors
+    /// `unknown_topic` when it does not exist, and what `list_topics` may fail with.
+    fn existing_count(&mut self, topic: &str) -> client::Result<u32> {
+        let found = self.topics()?.into_iter().find(|t| t.name == topic);
+        found.map(|t| t.partitions).ok_or_else(|| ClientError::Broker {
+            code: ErrorCode::UnknownTopic,
+            reason: format!("no topic {topic}"),
+            range: None,
+        })
     }
 
     /// Whether the broker knows partitions, asked once per gateway: a broker from before them
@@ -711,7 +726,9 @@ impl Call<'_> {
     /// How many partitions `topic` has, asked without a claim, so that a producer's
     /// `Metadata` never waits for a logical broker: an `append` to partition
     /// [`MAX_PARTITIONS`], which no topic has, is refused `315 unknown_partition` with the
-    /// topic's count (PROTOCOL.md, section 7), and appends nothing.
+    /// topic's count (PROTOCOL.md, section 7), and appends nothing; but like any append it
+    /// creates a topic that does not exist, so it serves a producer alone
+    /// ([`Call::existing_count`] serves the others).
     ///
     /// # Errors
     /// The broker's refusal (`unknown_topic`, `forbidden` for a user who may not produce on the
