@@ -21,7 +21,11 @@ client's own assignor.
         # "message PARTITION OFFSET VALUE" (after "uncommitted PARTITION OFFSET ERROR" when
         # the commit failed); on SIGTERM or SIGINT it closes (leaving the
         # group) and prints "closed"; it stops by itself after 120 s
+
+KAFKA_IDEMPOTENCE=1 makes the producer idempotent (enable.idempotence=true), whose sequence
+numbers run per partition.
 """
+import os
 import signal
 import sys
 import time
@@ -68,7 +72,8 @@ def grow(bootstrap, topic, partitions):
 
 def produce(bootstrap, topic, messages):
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                         "linger.ms": 5, "message.timeout.ms": 10000})
+                         "linger.ms": 5, "message.timeout.ms": 10000,
+                         "enable.idempotence": os.environ.get("KAFKA_IDEMPOTENCE") == "1"})
     results = [None] * len(messages)
 
     def delivered(index):

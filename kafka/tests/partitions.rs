@@ -48,6 +48,16 @@ fn partitions(args: &[&str]) -> String {
     success(&run(command, ""), &format!("kafka-partitions.py {}", args.join(" ")))
 }
 
+/// [`partitions`] with the producer idempotent.
+fn idempotent(args: &[&str]) -> String {
+    let mut command = Command::new("python3");
+    command.arg(script("kafka-partitions.py")).args(args).env("KAFKA_IDEMPOTENCE", "1");
+    success(
+        &run(command, ""),
+        &format!("KAFKA_IDEMPOTENCE=1 kafka-partitions.py {}", args.join(" ")),
+    )
+}
+
 /// The partition count of every topic, and each one's next offsets, from a native
 /// `list_topics` under a claim of its own.
 fn native_topics(door: &Door) -> BTreeMap<String, Vec<u64>> {
@@ -147,7 +157,7 @@ fn keys_land_on_the_same_partitions_through_the_native_door_and_confluent_kafka(
 }
 
 #[test]
-fn producers_send_to_a_partition_by_number_and_kcat_reads_one_partition() {
+fn producers_send_to_a_partition_by_number_idempotent_or_not_and_kcat_reads_one_partition() {
     let door = Door::start(&["--brokers", "2"]);
     let bootstrap = door.bootstrap();
     assert_eq!(partitions(&["create", &bootstrap, "numbered", "3"]), "created\npartitions 3\n");
@@ -166,13 +176,18 @@ fn producers_send_to_a_partition_by_number_and_kcat_reads_one_partition() {
     assert_eq!(read("1"), "1:0:d\n1:1:e\n");
     assert_eq!(read("2"), "2:0:a\n2:1:c\n");
     assert_eq!(native_topics(&door)["numbered"], vec![1, 2, 2]);
+    // An idempotent producer numbers its batches per partition: each partition's first batch
+    // is sequence 0, and none is taken for a retry of another partition's.
+    let delivered = idempotent(&["produce", &bootstrap, "numbered", "0:f", "1:g", "2:h", "1:i"]);
+    assert_eq!(delivered, "delivered 0 1 f\ndelivered 1 2 g\ndelivered 2 2 h\ndelivered 1 3 i\n");
+    assert_eq!(native_topics(&door)["numbered"], vec![2, 4, 3]);
     // A partition the topic lacks: kcat is told so, and nothing is stored.
     let mut kcat = Command::new("kcat");
     kcat.args(["-P", "-b", &bootstrap, "-t", "numbered", "-p", "7"]);
     let refused = run(kcat, "lost\n");
     let said = String::from_utf8_lossy(&refused.stderr).to_lowercase();
     assert!(said.contains("unknown partition"), "{said}");
-    assert_eq!(native_topics(&door)["numbered"], vec![1, 2, 2]);
+    assert_eq!(native_topics(&door)["numbered"], vec![2, 4, 3]);
     door.stop();
 }
 
