@@ -598,6 +598,10 @@ fn each_partition_is_produced_fetched_listed_and_committed_on_its_own() {
     assert_eq!(list_offset(&mut stream, "parts", 0, -1), (0, 0));
     assert_eq!(list_offset(&mut stream, "parts", 2, -1), (0, 2));
     assert_eq!(list_offset(&mut stream, "parts", 2, -2), (0, 0));
+    // By time: the partition's first message appended since then, or none (-1).
+    assert_eq!(list_offset(&mut stream, "parts", 2, 0), (0, 0));
+    assert_eq!(list_offset(&mut stream, "parts", 0, 0), (0, -1));
+    assert_eq!(list_offset(&mut stream, "parts", 2, i64::MAX / 2), (0, -1));
     let read = fetch(&mut stream, "parts", &[(0, 0), (1, 0), (2, 0)], 0);
     assert_eq!(
         read,
