@@ -560,7 +560,7 @@ fn copy_segments(copy_dir: &std::path::Path, topic: &str) -> Vec<std::path::Path
 
 /// What `list_topics` says of `topic`: its message count and its bytes on disk.
 fn listed(socket: &zmq::Socket, token: u64, topic: &str) -> (u64, Option<u64>) {
-    match ask(socket, &Request::ListTopics { claim: token }) {
+    match ask(socket, &Request::ListTopics { claim: Some(token) }) {
         Response::Topics { topics } => topics
             .iter()
             .find(|t| t.name == topic)

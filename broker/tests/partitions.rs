@@ -347,3 +347,17 @@ fn a_data_directory_written_before_partitions_opens_with_every_message_and_group
     assert_eq!(read(&socket, token, "orders", 0)[..7], expected[..]);
     assert_eq!(groups(&socket, "orders")[0].committed_offset, 2);
 }
+
+#[test]
+fn a_default_count_of_partitions_out_of_range_stops_the_broker_at_start() {
+    for count in ["0", "10001", "many"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["--bind", "tcp://127.0.0.1:*", "--partitions", count])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the broker");
+        assert!(!output.status.success(), "--partitions {count} was taken");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--partitions"), "{stderr}");
+    }
+}

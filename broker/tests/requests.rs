@@ -361,3 +361,31 @@ fn encodings_the_protocol_allows_besides_the_shortest_are_accepted() {
     frame.extend(token.to_be_bytes());
     assert!(matches!(ask_raw(&socket, &frame), Response::Renewed { .. }));
 }
+
+#[test]
+fn list_topics_needs_no_claim_and_shows_the_retention_each_topic_keeps_to() {
+    let broker = wire::start(&["--retention-messages", "100"]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let own = protocol::Retention { ms: Some(60_000), ..protocol::Retention::default() };
+    let create = Request::CreateTopic { topic: "aged", partitions: 2, retention: own };
+    assert!(matches!(wire::ask(&socket, &create), Response::Created { .. }));
+    wire::append(&socket, "plain", &["x"]);
+    let Response::Topics { topics } = wire::ask(&socket, &Request::ListTopics { claim: None })
+    else {
+        panic!("expected topics");
+    };
+    let limits: Vec<_> = topics
+        .iter()
+        .map(|t| (t.name.as_str(), t.retention_messages, t.retention_bytes, t.retention_ms))
+        .collect();
+    assert_eq!(
+        limits,
+        [("aged", Some(100), None, Some(60_000)), ("plain", Some(100), None, None)],
+        "the topic's own limits over the broker's"
+    );
+    // A claim token the broker does not hold is refused, as under any claim.
+    let stale = Request::ListTopics { claim: Some(u64::MAX) };
+    wire::expect_error(&wire::ask(&socket, &stale), protocol::ErrorCode::UnknownClaim);
+    broker.interrupt();
+}

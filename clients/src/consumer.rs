@@ -29,7 +29,8 @@ use crate::{ClientError, Result, Shutdown};
 /// What `--help` says about the output formats.
 const FORMATS_HELP: &str = "\
 Output:
-  fetch and follow print one message a line: OFFSET<TAB>VALUE; --print-timestamp adds the
+  fetch and follow print one message a line: OFFSET<TAB>VALUE, or PARTITION:OFFSET<TAB>VALUE
+  when they read a topic of several partitions (without --partition); --print-timestamp adds the
   timestamp after the offset (RFC 3339 in local time; --print-timestamp=ms: milliseconds since
   the Unix epoch), --print-key adds the key (or `null`) before the value. Kafka's --property
   print.key=true, print.timestamp=true (CreateTime:MS), print.offset=false and
@@ -41,13 +42,15 @@ Output:
   --json prints one JSON object a line instead, for every command:
     status  {\"id\",\"available\",\"holder\",\"lease_remaining_ms\",\"topics\",\"messages\",
              \"bytes\",\"disk_bytes\"}
-    topics  {\"name\",\"messages\",\"first_offset\",\"next_offset\",\"bytes\",\"disk_bytes\"}
+    topics  {\"name\",\"partitions\",\"messages\",\"first_offset\",\"next_offset\",\"bytes\",
+             \"disk_bytes\",\"first_offsets\",\"next_offsets\"} (the lists: one per partition;
+             first_offset and next_offset are partition 0's)
   (holder and lease_remaining_ms are null for a free logical broker, disk_bytes for a broker
   that keeps its topics in memory only.)
-    fetch, follow  {\"topic\",\"offset\",\"timestamp\",\"key\",\"value\"}
-    groups  {\"group\",\"topic\",\"committed_offset\",\"delivered_offset\",\"end_offset\",
-             \"lag\",\"pending\",\"members\"}
-    group-reset  {\"group\",\"topic\",\"committed_offset\"}
+    fetch, follow  {\"topic\",\"partition\",\"offset\",\"timestamp\",\"key\",\"value\"}
+    groups  {\"group\",\"topic\",\"partition\",\"committed_offset\",\"delivered_offset\",
+             \"end_offset\",\"lag\",\"pending\",\"members\"} (one per partition)
+    group-reset  {\"group\",\"topic\",\"partition\",\"committed_offset\"} (partition null: all)
   A key or value that is valid UTF-8 is a string. One that is not is null, and the field
   key_hex or value_hex holds its bytes in hexadecimal. A message without a key has
   \"key\": null and no key_hex. --print-key and --print-timestamp do not change JSON output.
@@ -62,7 +65,8 @@ Consumer groups:
   fetch and follow with --group NAME read as a member of that group: each message goes to one
   member, and what a member prints it acknowledges (unless --no-auto-ack). A message printed
   and not acknowledged within the broker's --group-ack-timeout goes to a member again. A group
-  new on a topic starts at its first message (--group-start latest: at its end).";
+  new on a topic starts at its first message (--group-start latest: at its end). A partition
+  is read by one member at a time, in order, as on Kafka (--unordered: shared, in no order).";
 
 /// What `consumer --help` says below the commands: where the rest is.
 const MAIN_HELP: &str = "\
@@ -343,6 +347,12 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
             output::write_status(&mut out, &brokers, format.json).map_err(ClientError::output)?;
             return out.flush().map_err(ClientError::output);
         }
+        Command::Topics { .. } => {
+            // Listing needs no claim, so a user who may only produce can list its topics too.
+            let topics = client.topics()?;
+            output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)?;
+            return out.flush().map_err(ClientError::output);
+        }
         Command::Groups { group, topic } => {
             group::list(&mut client, group.as_deref(), topic.as_deref(), format.json, &mut out)?;
             return out.flush().map_err(ClientError::output);
@@ -382,15 +392,13 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     let result = match command {
         // Answered above, without a claim (or with claims of their own).
         Command::Status
+        | Command::Topics { .. }
         | Command::Perf(_)
         | Command::Groups { .. }
         | Command::Ack { .. }
         | Command::GroupReset { .. }
         | Command::CreateTopic { .. }
         | Command::AddPartitions { .. } => Ok(()),
-        Command::Topics { .. } => client.list_topics(claimed.token).and_then(|topics| {
-            output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)
-        }),
         Command::Fetch { topic, offset, from_beginning, max, group, .. } => match &group.group {
             Some(name) => Member {
                 client: &mut client,
@@ -493,8 +501,8 @@ fn check_names(command: Option<&Command>) -> Result<()> {
     Ok(())
 }
 
-/// How long a follow of several partitions holds a fetch on one of them when a whole round
-/// found nothing: a message on another waits at most about this long.
+/// How long a follow of several partitions holds the last fetch of a round when the rounds
+/// find nothing: a message waits at most about this long and a round of fetches.
 const SPREAD_WAIT: Duration = Duration::from_millis(100);
 
 /// How often a follow of every partition looks for partitions added to the topic.
@@ -696,8 +704,8 @@ impl Follow<'_> {
 
     /// Prints messages from `start` as they arrive until Ctrl-C (or `max` messages): of the
     /// one partition asked for, or of every partition, partitions added meanwhile included.
-    /// Over several partitions it reads each in turn without waiting, and when a whole round
-    /// found nothing holds a fetch on one of them for [`SPREAD_WAIT`].
+    /// Over several partitions it reads each in turn without waiting, and once a whole round
+    /// found nothing holds the last fetch of each round for [`SPREAD_WAIT`].
     fn run(&mut self, start: Start, max: Option<u64>, out: &mut impl Write) -> Result<()> {
         let topic = self.topic;
         let Some(mut positions) = self.positions(start)? else {
@@ -733,17 +741,43 @@ impl Follow<'_> {
         // Fetches in a row that found nothing, and whose turn it is.
         let (mut empty, mut turn) = (0usize, 0usize);
         let mut checked = Instant::now();
+        // Reading every partition of a topic that is not there: how many it will have is
+        // known only once it is, so it is looked for in the topic list, not fetched.
+        let mut absent = self.partition.is_none() && !self.fit(&mut positions, false)?;
         while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
+            if absent {
+                if self.fit(&mut positions, false)? {
+                    absent = false;
+                    waiting_for_topic = false;
+                    continue;
+                }
+                if !waiting_for_topic {
+                    if seen {
+                        eprintln!(
+                            "topic {} was deleted; waiting for it to be made again",
+                            safe(topic)
+                        );
+                    } else {
+                        eprintln!("topic {} does not exist yet; waiting for it", safe(topic));
+                    }
+                    waiting_for_topic = true;
+                }
+                self.shutdown.pause(TOPIC_RETRY);
+                continue;
+            }
             if self.partition.is_none() && seen && checked.elapsed() >= GROWTH_CHECK {
                 checked = Instant::now();
-                self.grow(&mut positions)?;
+                self.fit(&mut positions, true)?;
             }
             let at = turn % positions.len();
             let Position { partition, offset } = positions[at];
             let hold = FOLLOW_WAIT.min(self.client.max_hold());
+            // After a round that found nothing, the last fetch of each round is held a little:
+            // an idle follow sends a round of fetches per SPREAD_WAIT, and a message on any
+            // partition waits at most about that and one round.
             let wait = match positions.len() {
                 1 => hold,
-                n if empty >= n => SPREAD_WAIT.min(hold),
+                n if empty >= n && at + 1 == n => SPREAD_WAIT.min(hold),
                 _ => Duration::ZERO,
             };
             let want = max.map_or(u64::from(MAX_FETCH_MESSAGES), |max| max - printed);
@@ -767,12 +801,6 @@ impl Follow<'_> {
                     printed += count;
                     positions[at].offset = next_offset;
                     empty = if count == 0 { empty + 1 } else { 0 };
-                    if waiting_for_topic && self.partition.is_none() {
-                        // The topic is there now: read every partition it was made with.
-                        if let Some(fresh) = self.positions(Start::Beginning)? {
-                            positions = fresh;
-                        }
-                    }
                     waiting_for_topic = false;
                     seen = true;
                 }
@@ -810,8 +838,12 @@ impl Follow<'_> {
                         }
                         waiting_for_topic = true;
                     }
-                    for position in &mut positions {
-                        position.offset = 0;
+                    // Made again, it is read from its start, every partition it then has.
+                    positions.truncate(1);
+                    positions[0].offset = 0;
+                    if self.partition.is_none() {
+                        absent = true;
+                        continue;
                     }
                     self.shutdown.pause(TOPIC_RETRY);
                 }
@@ -819,11 +851,9 @@ impl Follow<'_> {
                     if e.broker_code() == Some(ErrorCode::UnknownPartition)
                         && self.partition.is_none() =>
                 {
-                    // Made again with fewer partitions: read those it has from their start.
-                    match self.positions(Start::Beginning)? {
-                        Some(fresh) => positions = fresh,
-                        None => break,
-                    }
+                    // Made again with fewer partitions: read those it has.
+                    self.fit(&mut positions, false)?;
+                    turn = 0;
                 }
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
                     claim::reclaim(self.client, self.claimed, self.spec)?;
@@ -835,29 +865,29 @@ impl Follow<'_> {
         Ok(())
     }
 
-    /// Adds the partitions the topic gained to `positions`, each read from its first offset:
-    /// all they hold came after the follow began.
-    fn grow(&mut self, positions: &mut Vec<Position>) -> Result<()> {
+    /// Makes `positions` the topic's partitions as they are now, keeping where each one read
+    /// so far stands: the partitions it gained are read from their first offset (all they
+    /// hold came after the follow began), and those it lost (deleted and made again with
+    /// fewer) are dropped. Says so when `grown` and the topic gained some. Returns whether the
+    /// topic is there (and true after Ctrl-C, which the caller's loop notices).
+    fn fit(&mut self, positions: &mut Vec<Position>, grown: bool) -> Result<bool> {
         let topics = match self.client.list_topics(self.claimed.token) {
-            Err(ClientError::Interrupted) => return Ok(()),
+            Err(ClientError::Interrupted) => return Ok(true),
             other => other?,
         };
         let Some(info) = topics.into_iter().find(|t| t.name == self.topic) else {
-            return Ok(());
+            return Ok(false);
         };
-        let known = positions.len() as u32;
-        if info.partitions > known {
-            eprintln!(
-                "{} has {} partitions now; following the new ones too",
-                safe(self.topic),
-                info.partitions
-            );
-            for partition in known..info.partitions {
-                positions.push(Position { partition, offset: first_of(&info, partition) });
-            }
-            self.format_for(positions.len());
+        let (known, now) = (positions.len() as u32, info.partitions.max(1));
+        if grown && now > known {
+            eprintln!("{} has {now} partitions now; following the new ones too", safe(self.topic));
         }
-        Ok(())
+        positions.truncate(now as usize);
+        for partition in known..now {
+            positions.push(Position { partition, offset: first_of(&info, partition) });
+        }
+        self.format_for(positions.len());
+        Ok(true)
     }
 }
 

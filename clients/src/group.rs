@@ -42,6 +42,13 @@ pub struct GroupArgs {
     /// With --group: take at most N messages per request to the broker [default: 500].
     #[arg(long, value_name = "N", requires = "group", value_parser = crate::args::positive)]
     pub batch: Option<u64>,
+
+    /// With --group: take messages of a partition even while another member holds some of
+    /// it unacknowledged. Then every member gets work, however few partitions the topic has,
+    /// but a partition's messages are no longer processed in order. By default, as on Kafka,
+    /// a partition is read by one member at a time.
+    #[arg(long, requires = "group")]
+    pub unordered: bool,
 }
 
 /// Where a new group starts, as given on the command line.
@@ -92,6 +99,8 @@ pub struct Reading<'a> {
     pub auto_ack: bool,
     /// At most this many messages per group fetch.
     pub batch: u32,
+    /// Whether a partition is read by one member at a time, in order (Kafka's promise).
+    pub ordered: bool,
     /// How messages are printed.
     pub format: &'a MessageFormat,
 }
@@ -116,6 +125,7 @@ impl<'a> Reading<'a> {
             topic,
             start,
             auto_ack: !args.no_auto_ack,
+            ordered: !args.unordered,
             batch: u32::try_from(batch.min(u64::from(MAX_FETCH_MESSAGES)))
                 .unwrap_or(MAX_FETCH_MESSAGES),
             format,
@@ -178,17 +188,26 @@ impl Member<'_> {
             }
         }
         out.flush().map_err(ClientError::output)?;
-        let acked = if self.reading.auto_ack || printed == 0 {
-            String::new()
-        } else {
-            format!(
+        let acked = match (self.reading.auto_ack || printed == 0, self.spread) {
+            (true, _) => String::new(),
+            (false, false) => format!(
                 "; not acknowledged: acknowledge them with `consumer ack {group:?} {topic:?} \
                  OFFSET...`"
-            )
+            ),
+            (false, true) => format!(
+                "; not acknowledged: acknowledge them with `consumer ack {group:?} {topic:?} \
+                 OFFSET... --partition N`, N the number before each offset"
+            ),
+        };
+        // Over several partitions each has its own committed offset: `consumer groups` shows
+        // them all.
+        let place = if self.spread {
+            format!(" ({} partitions)", joined.partitions)
+        } else {
+            format!("; committed offset {committed} of {end}")
         };
         eprintln!(
-            "read {printed} message{} of {} for group {}; committed offset {committed} of \
-             {end}{acked}",
+            "read {printed} message{} of {} for group {}{place}{acked}",
             plural(printed),
             safe(topic),
             safe(group)
@@ -311,8 +330,9 @@ impl Member<'_> {
                 .unwrap_or(self.reading.batch),
             max_bytes: DEFAULT_FETCH_BYTES,
             wait_ms,
-            // A partition's messages go to one member at a time, in order, as on Kafka.
-            ordered: true,
+            // Unless told otherwise, a partition's messages go to one member at a time, in
+            // order, as on Kafka.
+            ordered: self.reading.ordered,
         };
         let (group, topic) = (self.reading.group, self.reading.topic);
         let mut format = self.reading.format.clone();
@@ -504,19 +524,20 @@ mod tests {
         let format = MessageFormat::default();
         let reading = Reading::new("g", "t", &GroupArgs::default(), false, &format);
         assert_eq!(
-            (reading.start, reading.auto_ack, reading.batch),
-            (GroupStart::Earliest, true, 500)
+            (reading.start, reading.auto_ack, reading.batch, reading.ordered),
+            (GroupStart::Earliest, true, 500, true)
         );
         let args = GroupArgs {
             group: Some("g".into()),
             no_auto_ack: true,
             group_start: Some(StartArg::Latest),
             batch: Some(1_000_000),
+            unordered: true,
         };
         let reading = Reading::new("g", "t", &args, false, &format);
         assert_eq!(
-            (reading.start, reading.auto_ack, reading.batch),
-            (GroupStart::Latest, false, MAX_FETCH_MESSAGES)
+            (reading.start, reading.auto_ack, reading.batch, reading.ordered),
+            (GroupStart::Latest, false, MAX_FETCH_MESSAGES, false)
         );
     }
 }

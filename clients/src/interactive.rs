@@ -647,6 +647,9 @@ mod tests {
             partitions: 1,
             first_offsets: vec![0],
             next_offsets: vec![3],
+            retention_messages: None,
+            retention_bytes: None,
+            retention_ms: None,
         };
         assert_eq!(topic_line(&topic), "t  (3 messages, offsets 0 to 2)");
         let spread = TopicInfo {

@@ -648,6 +648,9 @@ mod tests {
                 disk_bytes: None,
                 first_offsets: vec![0],
                 next_offsets: vec![3],
+                retention_messages: None,
+                retention_bytes: None,
+                retention_ms: None,
             },
             TopicInfo {
                 name: "x".into(),
@@ -659,6 +662,9 @@ mod tests {
                 disk_bytes: Some(4096),
                 first_offsets: vec![0, 0, 1],
                 next_offsets: vec![4, 3, 4],
+                retention_messages: None,
+                retention_bytes: None,
+                retention_ms: None,
             },
         ];
         let mut out = Vec::new();

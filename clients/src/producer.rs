@@ -17,7 +17,6 @@ use protocol::{partition_for_key, validate_topic_name, ErrorCode, NewMessage};
 use tracing::debug;
 
 use crate::args::{non_empty, parse_producer_property, ConnectArgs, ProducerProperty};
-use crate::claim;
 use crate::client::{Appended, Client};
 use crate::envelope::ValueSchema;
 use crate::output::plural;
@@ -398,9 +397,15 @@ impl Placer {
         Placer { fixed, partitions: None, lookups: 2 }
     }
 
-    /// The partition to name in the append for `message`; `None` leaves it to the broker.
+    /// The partition to name in the append for `message`; `None` leaves it to the broker. On
+    /// a topic of one partition everything goes to partition 0, in one append, so that the
+    /// lines keep their order whether they have keys or not.
     fn partition(&self, message: &NewMessage<'_>) -> Option<u32> {
-        self.fixed.or_else(|| Some(partition_for_key(message.key?, self.partitions?)))
+        self.fixed.or_else(|| match (message.key, self.partitions?) {
+            (_, 1) => Some(0),
+            (Some(key), partitions) => Some(partition_for_key(key, partitions)),
+            (None, _) => None,
+        })
     }
 
     /// Learns `topic`'s partition count when keyed messages need it and it is not known yet.
@@ -412,18 +417,7 @@ impl Placer {
             return Ok(());
         }
         self.lookups -= 1;
-        let name = format!("producer-{}", std::process::id());
-        let claimed = match client.claim(None, Duration::ZERO, Some(&name)) {
-            Ok(claimed) => claimed,
-            Err(e) if e.broker_code().is_some() => {
-                debug!("no partition count for {topic} ({e}); the broker places keyed messages");
-                self.lookups = 0;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let topics = client.list_topics(claimed.token);
-        claim::release(client, &claimed);
+        let topics = client.topics();
         match topics {
             Ok(topics) => {
                 self.partitions =
@@ -923,6 +917,8 @@ mod tests {
             assert_eq!(placer.partition(&keyed(key)), Some(partition_for_key(key, 6)));
         }
         assert_eq!(placer.partition(&plain), None);
+        let one = Placer { partitions: Some(1), ..Placer::new(None) };
+        assert_eq!((one.partition(&keyed(b"a")), one.partition(&plain)), (Some(0), Some(0)));
         let messages = vec![keyed(b"a"), plain.clone(), keyed(b"b"), keyed(b"a"), plain.clone()];
         let groups = split(messages, |m| placer.partition(m));
         let total: usize = groups.iter().map(|(_, g)| g.len()).sum();

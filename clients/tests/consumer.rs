@@ -265,3 +265,27 @@ fn follow_reads_every_partition_and_shows_each_message_once_with_its_partition()
     assert!(out.stderr.contains("read 30 messages of spread from 3 partitions"), "{}", out.stderr);
     broker.interrupt();
 }
+
+#[test]
+fn follow_waits_for_a_topic_of_partitions_and_takes_up_partitions_added_later() {
+    let broker = preloaded_broker();
+    let mut follow = Running::consumer(&broker, &["follow", "later"]);
+    follow.wait_stderr("topic later does not exist yet; waiting for it");
+    consumer(&broker, &["create-topic", "later", "--partitions", "2"]).assert_success();
+    producer(&broker, &["--partition", "1", "later", "one"]).assert_success();
+    producer(&broker, &["--partition", "0", "later", "zero"]).assert_success();
+    let mut lines = follow.stdout_lines(2);
+    lines.sort();
+    assert_eq!(lines, ["0:0\tzero", "1:0\tone"]);
+
+    consumer(&broker, &["add-partitions", "later", "--partitions", "3"]).assert_success();
+    producer(&broker, &["--partition", "2", "later", "two"]).assert_success();
+    follow.wait_stderr("later has 3 partitions now; following the new ones too");
+    assert_eq!(follow.stdout_lines(1), ["2:0\ttwo"]);
+    // Nothing was printed twice.
+    assert_eq!(follow.stdout_line_within(Duration::from_millis(300)), None);
+    follow.interrupt();
+    let (status, _, stderr) = follow.wait_exit();
+    assert_eq!(status.code(), Some(130), "{stderr:?}");
+    broker.interrupt();
+}

@@ -83,11 +83,12 @@ fn group_rows(broker: &BrokerProcess, args: &[&str]) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn two_members_of_a_group_print_every_message_exactly_once_between_them() {
+fn two_unordered_members_of_a_group_share_one_partition_each_message_exactly_once() {
     let broker = broker(&[]);
     producer(&broker, &["orders", "opening"]).assert_success();
-    let mut a = start_member(&broker, "orders", "preparers", &["--batch", "1"]);
-    let mut b = start_member(&broker, "orders", "preparers", &["--batch", "1"]);
+    let unordered = ["--batch", "1", "--unordered"];
+    let mut a = start_member(&broker, "orders", "preparers", &unordered);
+    let mut b = start_member(&broker, "orders", "preparers", &unordered);
     // The group was new: it started at the topic's first message.
     produce(&broker, "orders", "order", 30);
 
@@ -170,9 +171,12 @@ fn committed_offsets_survive_a_broker_restart_with_a_data_dir() {
 
     let second = broker(&args);
     assert_eq!(group_rows(&second, &["g"]), [["g", "t", "4", "10", "6", "1", "-"]]);
-    // The group goes on from where it was: offset 4 is still pending, 5 comes next.
-    let out = consumer(&second, &["fetch", "t", "--group", "g"]);
+    // The group goes on from where it was: offset 4 is still pending, 5 comes next. (An
+    // ordered reader would wait for offset 4's ack timeout first: it was a member's.)
+    let out = consumer(&second, &["fetch", "t", "--group", "g", "--unordered"]);
     assert_eq!(offsets(&out.assert_success().lines()), [5, 6, 7, 8, 9]);
+    let out = consumer(&second, &["fetch", "t", "--group", "g"]);
+    assert!(out.assert_success().stdout.is_empty(), "{}", out.stdout);
     consumer(&second, &["ack", "g", "t", "4"]).assert_success();
     assert_eq!(group_rows(&second, &["g"]), [["g", "t", "10", "10", "0", "0", "-"]]);
     second.interrupt();
@@ -356,5 +360,51 @@ fn three_members_share_six_partitions_each_partition_in_order() {
         let (status, _, stderr) = member.wait_exit();
         assert_eq!(status.code(), Some(130), "{stderr:?}");
     }
+    broker.interrupt();
+}
+
+#[test]
+fn acks_and_resets_name_a_partition() {
+    let broker = broker(&[]);
+    consumer(&broker, &["create-topic", "t", "--partitions", "2"]).assert_success();
+    producer(&broker, &["--partition", "0", "t", "a0", "a1"]).assert_success();
+    producer(&broker, &["--partition", "1", "t", "b0", "b1", "b2"]).assert_success();
+    let out = consumer(&broker, &["fetch", "t", "--group", "g", "--no-auto-ack"]);
+    assert!(
+        out.stderr.contains("read 5 messages of t for group g (2 partitions); not acknowledged")
+            && out.stderr.contains("--partition N"),
+        "{}",
+        out.stderr
+    );
+    let mut lines = out.assert_success().lines();
+    lines.sort_unstable();
+    assert_eq!(lines, ["0:0\ta0", "0:1\ta1", "1:0\tb0", "1:1\tb1", "1:2\tb2"]);
+    // Partition 1's offsets 0 and 1, by hand; offset 2 of partition 0 was never delivered.
+    let out = consumer(&broker, &["ack", "g", "t", "0", "1", "--partition", "1"]);
+    assert!(out.assert_success().stderr.contains("committed offset 2"), "{}", out.stderr);
+    let out = consumer(&broker, &["ack", "g", "t", "2"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(not_pending)"), "{}", out.stderr);
+    let out = consumer(&broker, &["ack", "g", "t", "0", "--partition", "2"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(unknown_partition)"), "{}", out.stderr);
+    let rows = partition_rows(&broker, &["g"]);
+    let committed: Vec<(&str, &str, &str)> =
+        rows.iter().map(|r| (r[2].as_str(), r[3].as_str(), r[6].as_str())).collect();
+    assert_eq!(committed, [("0", "0", "2"), ("1", "2", "1")], "{rows:?}");
+
+    // One partition moved, then every one.
+    let out = consumer(&broker, &["group-reset", "g", "t", "--to-latest", "--partition", "0"]);
+    let row = out.assert_success().lines()[1].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row, ["g", "t", "0", "2"]);
+    let committed: Vec<String> =
+        partition_rows(&broker, &["g"]).iter().map(|r| r[3].clone()).collect();
+    assert_eq!(committed, ["2", "2"]);
+    consumer(&broker, &["group-reset", "g", "t", "--to-earliest"]).assert_success();
+    let committed: Vec<String> =
+        partition_rows(&broker, &["g"]).iter().map(|r| r[3].clone()).collect();
+    assert_eq!(committed, ["0", "0"]);
+    let out = consumer(&broker, &["fetch", "t", "--group", "g"]);
+    assert_eq!(out.assert_success().lines().len(), 5, "{}", out.stdout);
     broker.interrupt();
 }

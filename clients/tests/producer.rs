@@ -238,12 +238,13 @@ fn keyed_messages_land_where_murmur2_says_and_a_named_partition_takes_everything
 }
 
 #[test]
-fn keyed_messages_are_placed_by_the_broker_when_no_logical_broker_is_free() {
+fn keyed_messages_are_placed_where_murmur2_says_even_when_no_logical_broker_is_free() {
     let broker = BrokerProcess::start(&broker_binary(), &["--brokers", "1"]);
     consumer(&broker, &["create-topic", "spread", "--partitions", "4"]).assert_success();
     let mut holder = Running::consumer(&broker, &["follow", "Hola mundo"]);
     holder.wait_stderr("following");
-    // The producer cannot read the partition count; the broker hashes the keys the same way.
+    // Listing topics needs no claim: the producer learns the count while every logical broker
+    // is held, and places the keys itself.
     let out = producer(&broker, &["--key", "carol", "spread", "a", "b"]);
     let home = protocol::partition_for_key(b"carol", 4);
     let want = format!("appended 2 messages to spread at partition {home} offsets 0..1");

@@ -260,6 +260,16 @@ pub struct TopicInfo {
     pub first_offsets: Vec<u64>,
     /// Each partition's next offset, by partition.
     pub next_offsets: Vec<u64>,
+    /// The retention limit by count that applies to each partition (the topic's own, or the
+    /// broker's); absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_messages: Option<u64>,
+    /// The retention limit by bytes that applies to each partition; absent when none does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+    /// The retention limit by age, in milliseconds; absent when none applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
 }
 
 impl TopicInfo {

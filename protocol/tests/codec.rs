@@ -29,7 +29,8 @@ fn requests() -> Vec<Request<'static>> {
         Request::Claim { broker: Some(2), wait_ms: 1500, client: Some("till-1") },
         Request::Renew { claim: u64::MAX },
         Request::Release { claim: 7 },
-        Request::ListTopics { claim: 7 },
+        Request::ListTopics { claim: Some(7) },
+        Request::ListTopics { claim: None },
         Request::Fetch(Fetch {
             claim: 7,
             topic: "Hola mundo",
@@ -160,6 +161,9 @@ fn responses() -> Vec<Response<'static>> {
                 partitions: 2,
                 first_offsets: vec![0, 0],
                 next_offsets: vec![3, 0],
+                retention_messages: None,
+                retention_bytes: None,
+                retention_ms: None,
             }],
         },
         Response::Messages {

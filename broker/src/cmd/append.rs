@@ -19,8 +19,9 @@ use crate::store::StoreError;
 /// The partition each topic's next keyless append goes to.
 #[derive(Debug, Clone, Default)]
 pub struct Keyless {
-    /// How many keyless appends each topic has had, by name. An entry goes when its topic is
-    /// deleted, so there are never more than topics the broker has held at once.
+    /// How many keyless appends each topic has had, by name. An entry is made only by an append
+    /// the store took, and goes when its topic is deleted, so there are never more than topics
+    /// the broker has held at once.
     turns: HashMap<String, u32>,
     /// How many partitions a topic an append makes gets (`--partitions`).
     default_partitions: u32,
@@ -32,15 +33,19 @@ impl Keyless {
         Keyless { turns: HashMap::new(), default_partitions }
     }
 
-    /// The partition of `topic`'s next keyless append, among `partitions`, taking its turn.
-    fn next(&mut self, topic: &str, partitions: u32) -> u32 {
-        let turn = match self.turns.get_mut(topic) {
-            Some(turn) => turn,
-            None => self.turns.entry(topic.to_owned()).or_default(),
-        };
-        let partition = *turn % partitions.max(1);
-        *turn = turn.wrapping_add(1);
-        partition
+    /// The partition of `topic`'s next keyless append, among `partitions`.
+    fn next(&self, topic: &str, partitions: u32) -> u32 {
+        self.turns.get(topic).copied().unwrap_or_default() % partitions.max(1)
+    }
+
+    /// Passes `topic`'s turn on, once a keyless append to it was taken.
+    fn advance(&mut self, topic: &str) {
+        match self.turns.get_mut(topic) {
+            Some(turn) => *turn = turn.wrapping_add(1),
+            None => {
+                self.turns.insert(topic.to_owned(), 1);
+            }
+        }
     }
 
     /// Forgets a deleted topic's turns.
@@ -68,6 +73,7 @@ pub fn apply<'a>(broker: &mut Broker, append: Append<'a>, cx: &Context<'_>) -> O
                 Err(StoreError::UnknownTopic(_)) => broker.keyless.default_partitions,
                 Err(error) => return refuse(error),
             };
+            let keyless = partitions > 1 && append.messages.iter().any(|m| m.key.is_none());
             if partitions == 1 || append.messages.iter().all(|m| m.key.is_none()) {
                 // One partition reached: the request's messages as they are, without a copy.
                 let partition = match partitions {
@@ -75,6 +81,9 @@ pub fn apply<'a>(broker: &mut Broker, append: Append<'a>, cx: &Context<'_>) -> O
                     _ => broker.keyless.next(topic, partitions),
                 };
                 let offsets = broker.store.append(topic, partition, &append.messages, cx.now_ms);
+                if keyless && offsets.is_ok() {
+                    broker.keyless.advance(topic);
+                }
                 return finish(
                     broker,
                     &append,
@@ -82,12 +91,15 @@ pub fn apply<'a>(broker: &mut Broker, append: Append<'a>, cx: &Context<'_>) -> O
                     offsets.map(|o| vec![placement(partition, o)]),
                 );
             }
-            let (first, parts) = place(&mut broker.keyless, topic, partitions, &append.messages);
+            let (first, parts) = place(&broker.keyless, topic, partitions, &append.messages);
             let slices: Vec<(u32, &[NewMessage<'_>])> =
                 parts.iter().map(|(p, messages)| (*p, messages.as_slice())).collect();
             let placed = broker.store.append_parts(topic, &slices, cx.now_ms).map(|offsets| {
                 parts.keys().zip(offsets).map(|(&p, offsets)| placement(p, offsets)).collect()
             });
+            if keyless && placed.is_ok() {
+                broker.keyless.advance(topic);
+            }
             (first, placed)
         }
     };
@@ -135,7 +147,7 @@ pub fn appended<'a>(topic: &'a str, partition: u32, placed: &[Placement]) -> Res
 /// The messages of an append that names no partition, by the partition each goes to, in
 /// request order within each; and the first message's partition.
 fn place<'m>(
-    keyless: &mut Keyless,
+    keyless: &Keyless,
     topic: &str,
     partitions: u32,
     messages: &[NewMessage<'m>],
@@ -157,6 +169,7 @@ fn place<'m>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreConfig;
 
     fn keyed(key: &'static str) -> NewMessage<'static> {
         NewMessage { key: Some(key.as_bytes()), value: b"v" }
@@ -168,24 +181,50 @@ mod tests {
     fn keys_go_to_their_murmur2_partition_and_keyless_appends_take_turns() {
         let mut keyless = Keyless::new(1);
         let messages = [keyed("foobar"), KEYLESS, keyed("user-42"), KEYLESS];
-        let (first, parts) = place(&mut keyless, "t", 50, &messages);
+        let (first, parts) = place(&keyless, "t", 50, &messages);
         assert_eq!(first, 16);
         assert_eq!(parts[&16].len(), 1, "foobar goes to 16 of 50, as on Kafka");
         let user = partition_for_key(b"user-42", 50);
         assert!(parts[&user].iter().any(|m| m.key == Some(b"user-42")));
         // Both keyless messages of the append went to one partition: the topic's first turn.
         assert_eq!(parts[&0].iter().filter(|m| m.key.is_none()).count(), 2);
-        // The next keyless appends go to the next partitions, in turn.
-        let turns: Vec<u32> = (0..3)
-            .map(|_| *place(&mut keyless, "t", 3, &[KEYLESS]).1.keys().next().unwrap())
+        // Each keyless append taken passes the turn on to the next partition.
+        let turns: Vec<u32> = (0..4)
+            .map(|_| {
+                keyless.advance("t");
+                place(&keyless, "t", 3, &[KEYLESS]).0
+            })
             .collect();
-        assert_eq!(turns, [1, 2, 0]);
-        // Another topic has turns of its own; an append of keyed messages takes none.
-        assert_eq!(place(&mut keyless, "u", 3, &[KEYLESS]).1.keys().next(), Some(&0));
-        place(&mut keyless, "u", 3, &[keyed("a")]);
-        assert_eq!(place(&mut keyless, "u", 3, &[KEYLESS]).1.keys().next(), Some(&1));
+        assert_eq!(turns, [1, 2, 0, 1]);
+        // Another topic has turns of its own, forgotten when it is deleted.
+        assert_eq!(place(&keyless, "u", 3, &[KEYLESS]).0, 0);
+        keyless.advance("u");
+        assert_eq!(place(&keyless, "u", 3, &[KEYLESS]).0, 1);
         keyless.forget("u");
-        assert_eq!(place(&mut keyless, "u", 3, &[KEYLESS]).1.keys().next(), Some(&0));
+        assert_eq!(place(&keyless, "u", 3, &[KEYLESS]).0, 0);
+    }
+
+    #[test]
+    fn only_appends_the_store_takes_pass_a_turn_on_so_refused_ones_leave_nothing() {
+        let store = StoreConfig { partitions: 3, ..StoreConfig::default() };
+        let config = crate::Config { store: store.clone(), ..crate::Config::default() };
+        let mut broker = Broker::new(crate::store::Store::in_memory(store), &config);
+        let cx = Context { now: std::time::Instant::now(), now_ms: 1, peer: "tcp://127.0.0.1:1" };
+        let append_to = |topic| Append { topic, messages: vec![KEYLESS], partition: None };
+        for topic in ["", " bad", "a/../b\0"] {
+            let refused = apply(&mut broker, append_to(topic), &cx);
+            assert!(matches!(refused, Outcome::Reply(Response::Error { .. })), "{refused:?}");
+        }
+        assert!(broker.keyless.turns.is_empty(), "{:?}", broker.keyless.turns);
+        let mut reached = Vec::new();
+        for _ in 0..3 {
+            match apply(&mut broker, append_to("t"), &cx) {
+                Outcome::Reply(Response::Appended { partition, .. }) => reached.push(partition),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(reached, [0, 1, 2], "a new topic of three partitions, taken in turn");
+        assert_eq!(broker.keyless.turns.len(), 1);
     }
 
     #[test]

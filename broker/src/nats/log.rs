@@ -72,6 +72,10 @@ pub struct NatsLog {
     grown: Vec<Key>,
     /// Partitions retention shortened in the mirror since the last call.
     trimmed: Vec<Key>,
+    /// The partitions an append to a topic not known here listed before its streams were
+    /// found: until a stream confirms one, it may be one the topic does not have (made
+    /// elsewhere with fewer partitions than this process's `--partitions`).
+    guesses: std::collections::BTreeSet<Key>,
     /// Commands to the runtime.
     commands: Option<tmpsc::UnboundedSender<Command>>,
     /// Events from the runtime.
@@ -147,6 +151,7 @@ impl NatsLog {
             settled: Vec::new(),
             grown: Vec::new(),
             trimmed: Vec::new(),
+            guesses: std::collections::BTreeSet::new(),
             commands: Some(commands),
             events,
             wake,
@@ -176,8 +181,12 @@ impl NatsLog {
     /// Applies one event of the runtime.
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Topic { topic, partition, first, next, retention, resumed } => {
+            Event::Topic { topic, partition, partitions, first, next, retention, resumed } => {
                 let key = (topic, partition);
+                self.guesses.remove(&key);
+                if let Some(count) = partitions {
+                    self.drop_guesses(&key.0, count);
+                }
                 if let Some(copy) = self.unverified.remove(&key) {
                     if resumed == Some(copy.next_offset()) {
                         let next = copy.next_offset();
@@ -513,7 +522,8 @@ impl Log for NatsLog {
             for p in 0..count {
                 let key = (topic.to_owned(), p);
                 let copy = new_copy(self.copies.as_deref(), &key, 0, retention);
-                self.mirror.insert(key, copy);
+                self.mirror.insert(key.clone(), copy);
+                self.guesses.insert(key);
             }
         }
         let mut offsets = Vec::with_capacity(parts.len());
@@ -661,7 +671,7 @@ impl Log for NatsLog {
         for (topic, _) in self.mirror.keys().filter(|(_, p)| *p == 0) {
             let count = self.count(topic).unwrap_or(1);
             let copies = (0..count).filter_map(|p| self.mirror.get(&(topic.clone(), p)));
-            topics.push(info_of(topic, copies));
+            topics.push(info_of(topic, copies, &self.config.retention));
         }
         topics
     }
@@ -713,8 +723,20 @@ impl NatsLog {
         }
     }
 
+    /// Drops the partitions of `topic` listed by a guess that its stream's count of `partitions`
+    /// says it does not have.
+    fn drop_guesses(&mut self, topic: &str, partitions: u32) {
+        let wrong: Vec<Key> =
+            self.guesses.iter().filter(|(t, p)| t == topic && *p >= partitions).cloned().collect();
+        for key in wrong {
+            self.guesses.remove(&key);
+            self.forget_partition(&key);
+        }
+    }
+
     /// Drops the copy of a partition whose stream was deleted, with its files.
     fn forget_partition(&mut self, key: &Key) {
+        self.guesses.remove(key);
         if let Some(dir) = self.mirror.remove(key).as_ref().and_then(Partition::dir) {
             remove_copy_files(dir);
         }

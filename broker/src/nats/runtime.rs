@@ -124,6 +124,8 @@ pub enum Event {
         topic: String,
         /// The partition.
         partition: u32,
+        /// For partition 0: the topic's count of partitions, as its stream's metadata says.
+        partitions: Option<u32>,
         /// The offset of its oldest message held (equal to `next` when empty).
         first: u64,
         /// The offset its next message gets.

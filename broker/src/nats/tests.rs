@@ -179,3 +179,26 @@ fn a_topics_partitions_and_their_growth_reach_every_store_on_the_jetstream() {
     assert!(wait_until(&mut a, |store| store.partitions("p") == Ok(1)));
     assert!(matches!(a.offsets("p", 1), Err(StoreError::UnknownPartition { partitions: 1, .. })));
 }
+
+#[test]
+fn partitions_guessed_for_an_append_to_a_topic_made_elsewhere_with_fewer_are_dropped() {
+    let server = NatsServer::start();
+    let mut a = open(&server);
+    let nats = NatsConfig {
+        servers: vec![server.url()],
+        replicas: 1,
+        lease: Duration::from_secs(30),
+        copy_dir: None,
+    };
+    let mut b =
+        NatsLog::open(StoreConfig { partitions: 3, ..StoreConfig::default() }, &nats).unwrap();
+    a.create("t", 1, protocol::Retention::default()).unwrap();
+    // b has not heard of the topic yet: its append lists it with b's own count of partitions,
+    // until the topic's stream says how many it has.
+    let message = NewMessage { key: None, value: b"v" };
+    b.append("t", 0, &[message], 1).unwrap();
+    assert_eq!(b.partitions("t"), Ok(3));
+    assert!(b.commit_and_wait(Instant::now(), 1).is_empty());
+    assert_eq!(b.partitions("t"), Ok(1));
+    assert_eq!(b.list()[0].next_offsets, [1]);
+}

@@ -182,10 +182,9 @@ pub fn create_topic_dir_unpublished(data_dir: &Path, meta: &Meta) -> io::Result<
 /// # Errors
 /// Any failed file operation; the directories made are then removed again.
 pub fn grow_topic_dir(dir: &Path, meta: &Meta, from: u32, unpublished: bool) -> io::Result<()> {
+    // The new directories are empty: flushing the topic's directory, which holds their
+    // entries, makes them durable, with one flush however many there are.
     let written = make_partition_dirs(dir, from, meta.partitions)
-        .and_then(|()| {
-            (from.max(1)..meta.partitions).try_for_each(|p| sync_dir(&partition_dir(dir, p)))
-        })
         .and_then(|()| sync_dir(dir))
         .and_then(|()| meta_bytes(meta))
         .and_then(|bytes| match unpublished {

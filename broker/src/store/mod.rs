@@ -892,7 +892,7 @@ impl<M: Medium> Topics<M> {
 
     /// Every topic with its offsets, ordered by name.
     pub fn list(&self) -> Vec<TopicInfo> {
-        self.topics.iter().map(|(name, log)| log.info(name)).collect()
+        self.topics.iter().map(|(name, log)| log.info(name, &self.config.retention)).collect()
     }
 
     /// What the store holds, in sum.

@@ -103,9 +103,10 @@ impl<S: Storage> Topic<S> {
         self.partitions[0].retains_by_time()
     }
 
-    /// What a listing shows of this topic, named `name` (see [`info_of`]).
-    pub fn info(&self, name: &str) -> TopicInfo {
-        info_of(name, self.partitions.iter())
+    /// What a listing shows of this topic, named `name`, on a store whose own limits are
+    /// `defaults` (see [`info_of`]).
+    pub fn info(&self, name: &str, defaults: &Retention) -> TopicInfo {
+        info_of(name, self.partitions.iter(), defaults)
     }
 
     /// Its partitions, in order, given up.
@@ -116,14 +117,20 @@ impl<S: Storage> Topic<S> {
 
 /// What a listing shows of topic `name` of these partitions, in order: the whole topic's
 /// messages and bytes, each partition's offsets, and partition 0's as the topic's own (what a
-/// client that knows no partitions reads).
+/// client that knows no partitions reads); and the retention limits that apply, the topic's own
+/// over the store's `defaults`.
 pub fn info_of<'a, S: Storage + 'a>(
     name: &str,
     partitions: impl Iterator<Item = &'a Partition<S>>,
+    defaults: &Retention,
 ) -> TopicInfo {
     let (mut messages, mut bytes, mut disk_bytes) = (0, 0, Some(0u64));
     let (mut first_offsets, mut next_offsets) = (Vec::new(), Vec::new());
-    for log in partitions {
+    let mut own = Retention::default();
+    for (index, log) in partitions.enumerate() {
+        if index == 0 {
+            own = log.retention();
+        }
         messages += log.messages();
         bytes += log.payload_bytes();
         disk_bytes = disk_bytes.zip(log.disk_bytes()).map(|(a, b)| a + b);
@@ -140,6 +147,9 @@ pub fn info_of<'a, S: Storage + 'a>(
         disk_bytes,
         first_offsets,
         next_offsets,
+        retention_messages: own.messages.or(defaults.messages),
+        retention_bytes: own.bytes.or(defaults.bytes),
+        retention_ms: own.ms.or(defaults.ms),
     }
 }
 

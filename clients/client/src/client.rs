@@ -443,12 +443,24 @@ impl Client {
         })
     }
 
+    /// Every topic with each partition's offsets; needs no claim.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn topics(&mut self) -> Result<Vec<TopicInfo>> {
+        let request = Request::ListTopics { claim: None };
+        self.call(&request, |response| match response {
+            Response::Topics { topics } => Ok(topics),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
     /// Every topic with its offsets, under claim `token`.
     ///
     /// # Errors
     /// As [`Client::call`].
     pub fn list_topics(&mut self, token: u64) -> Result<Vec<TopicInfo>> {
-        let request = Request::ListTopics { claim: token };
+        let request = Request::ListTopics { claim: Some(token) };
         self.call(&request, |response| match response {
             Response::Topics { topics } => Ok(topics),
             other => Err(unexpected(&request, &other)),

@@ -383,11 +383,11 @@ function makeTopicRow(t) {
   return tr;
 }
 
-// One offset per partition: "3" for one partition, "3, 0, 7" for a few, the first ones and
+// One offset per partition: "3" for one partition, "3,0,7" for a few, the first ones and
 // "…" for many (the whole list in the cell's title).
 function perPartition(list, single) {
   if (!list || list.length <= 1) return { text: String(single), title: "" };
-  const shown = list.slice(0, PARTITION_OFFSETS).join(", ") + (list.length > PARTITION_OFFSETS ? ", …" : "");
+  const shown = list.slice(0, PARTITION_OFFSETS).join(",") + (list.length > PARTITION_OFFSETS ? ",…" : "");
   return { text: shown, title: "by partition: " + list.join(", ") };
 }
 
@@ -1041,7 +1041,7 @@ function showHeld(held) {
   const holding = !!state.held;
   $("consume-claim").disabled = holding;
   $("consume-release").disabled = !holding;
-  for (const id of ["consume-topic", "consume-offset", "consume-read"]) $(id).disabled = !holding;
+  for (const id of ["consume-topic", "consume-partition", "consume-offset", "consume-read"]) $(id).disabled = !holding;
   clearInterval(state.renewTimer);
   state.renewTimer = null;
   if (holding) {
@@ -1081,17 +1081,41 @@ $("consume-claim").addEventListener("click", async () => {
     consumeMessage("cannot list the topics: " + topics.error, false);
     return;
   }
+  state.consumeTopics = topics.topics;
   $("consume-topic").replaceChildren(...topics.topics.map((t) => {
     const option = document.createElement("option");
     option.value = t.name;
     option.textContent = t.name + " (" + t.messages + ")";
     return option;
   }));
-  const first = topics.topics[0];
-  $("consume-offset").value = first ? first.first_offset : 0;
+  consumePartitions();
 });
 
-$("consume-topic").addEventListener("change", () => { $("consume-offset").value = 0; });
+// The partitions of the topic picked in the Consume panel, shown when there are several, and
+// the offset to read from: the partition's first kept one.
+function consumePartitions() {
+  const info = (state.consumeTopics || []).find((t) => t.name === $("consume-topic").value);
+  const count = partitionsOf(info);
+  $("consume-partition-label").hidden = count <= 1;
+  const options = [];
+  for (let p = 0; p < count; p++) {
+    const o = document.createElement("option");
+    o.value = String(p);
+    const [first, next] = partitionOffsets(info, p);
+    o.textContent = p + " (" + (next - first) + ")";
+    options.push(o);
+  }
+  $("consume-partition").replaceChildren(...options);
+  consumeOffset();
+}
+
+function consumeOffset() {
+  const info = (state.consumeTopics || []).find((t) => t.name === $("consume-topic").value);
+  $("consume-offset").value = info ? partitionOffsets(info, Number($("consume-partition").value) || 0)[0] : 0;
+}
+
+$("consume-topic").addEventListener("change", consumePartitions);
+$("consume-partition").addEventListener("change", consumeOffset);
 
 $("consume-release").addEventListener("click", async () => {
   const data = await call("POST", "/api/consume/release");
@@ -1104,7 +1128,9 @@ async function consumeRead() {
   if ($("consume-read").disabled) return;
   const topic = $("consume-topic").value;
   const offset = Number($("consume-offset").value) || 0;
-  const data = await call("GET", "/api/messages?topic=" + encodeURIComponent(topic) + "&offset=" + offset + "&limit=20");
+  const partition = Number($("consume-partition").value) || 0;
+  const data = await call("GET", "/api/messages?topic=" + encodeURIComponent(topic) + "&partition=" + partition
+    + "&offset=" + offset + "&limit=20");
   if (data.error) {
     consumeMessage("cannot read: " + data.error, false);
     return;
@@ -1112,7 +1138,8 @@ async function consumeRead() {
   $("consume-messages").tBodies[0].replaceChildren(...data.messages.map((m) => {
     const pick = button("Pick", () => {
       $("consume-picked").hidden = false;
-      $("consume-picked-offset").textContent = "at offset " + m.offset + " of " + topic;
+      $("consume-picked-offset").textContent = "at offset " + m.offset + " of " + topic
+        + ($("consume-partition-label").hidden ? "" : " partition " + partition);
       $("consume-picked-time").textContent = new Date(m.timestamp).toLocaleString();
       const key = $("consume-picked-key");
       key.textContent = m.key == null ? "(none)" : m.key;
