@@ -669,13 +669,13 @@ impl Call<'_> {
         }
     }
 
-    /// How many partitions `topic` has, from `list_topics` under the shared claim: unlike
+    /// How many partitions `topic` has, from `list_topics` (which needs no claim): unlike
     /// [`Call::partition_count`], this never creates the topic.
     ///
     /// # Errors
     /// `unknown_topic` when it does not exist, and what `list_topics` may fail with.
     fn existing_count(&mut self, topic: &str) -> client::Result<u32> {
-        let found = self.topics()?.into_iter().find(|t| t.name == topic);
+        let found = self.client.topics()?.into_iter().find(|t| t.name == topic);
         found.map(|t| t.partitions).ok_or_else(|| ClientError::Broker {
             code: ErrorCode::UnknownTopic,
             reason: format!("no topic {topic}"),
