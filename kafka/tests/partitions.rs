@@ -23,12 +23,13 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, FetchRequest, FetchResponse, GroupId, ListOffsetsRequest,
-    ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, RequestKind, TopicName,
+    ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -574,6 +575,35 @@ fn commit(stream: &mut TcpStream, group: &str, topic: &str, partition: i32, offs
     response.topics[0].partitions[0].error_code
 }
 
+/// `OffsetFetch` v7 of `group`: each (topic, partition, committed offset) it answers, for
+/// `wanted` (topic, partitions) or, with `None`, every partition the group has state on.
+fn kafka_offsets(
+    stream: &mut TcpStream,
+    group: &str,
+    wanted: Option<(&str, &[i32])>,
+) -> Vec<(String, i32, i64)> {
+    let mut request = OffsetFetchRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    request.topics = wanted.map(|(topic, partitions)| {
+        let mut asked = OffsetFetchRequestTopic::default();
+        asked.name = name(topic);
+        asked.partition_indexes = partitions.to_vec();
+        vec![asked]
+    });
+    let mut reply = ask(stream, ApiKey::OffsetFetch, 7, RequestKind::OffsetFetch(request));
+    let response = OffsetFetchResponse::decode(&mut reply, 7).expect("OffsetFetch v7");
+    assert_eq!(response.error_code, 0);
+    response
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset))
+        })
+        .collect()
+}
+
 /// The committed offsets of `group`, by (topic, partition), from a native `list_groups`.
 fn committed(door: &Door, group: &str) -> BTreeMap<(String, u32), u64> {
     let mut client = client::Client::connect(&door.endpoint(), testkit::STEP).expect("connect");
@@ -616,6 +646,15 @@ fn each_partition_is_produced_fetched_listed_and_committed_on_its_own() {
     let offsets = committed(&door, "readers");
     assert_eq!(offsets.get(&("parts".to_owned(), 2)), Some(&1), "{offsets:?}");
     assert_eq!(offsets.get(&("parts".to_owned(), 1)), Some(&1), "{offsets:?}");
+    // Read back through the Kafka door: the partitions named, or every one with state. The
+    // broker keeps the group's state on every partition of the topic (partition 0's at its
+    // start); a partition the topic lacks has none (-1).
+    let parts = |p: i32, o: i64| ("parts".to_owned(), p, o);
+    let named = kafka_offsets(&mut stream, "readers", Some(("parts", &[0, 1, 2, 5])));
+    assert_eq!(named, vec![parts(0, 0), parts(1, 1), parts(2, 1), parts(5, -1)]);
+    let every = kafka_offsets(&mut stream, "readers", None);
+    assert!(every.contains(&parts(1, 1)) && every.contains(&parts(2, 1)), "{every:?}");
+    assert!(every.iter().all(|(t, p, o)| t == "parts" && (*o == 1 || *p == 0)), "{every:?}");
 
     // A fetch of several partitions that finds nothing waits, and a message on any of them
     // ends the wait, not only one on the first.
