@@ -33,6 +33,7 @@ use client::{Client, ClientError};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -52,7 +53,8 @@ use kafka_protocol::messages::{
     SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    GroupId, ListGroupsRequest, ListGroupsResponse,
 };
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
@@ -103,6 +105,7 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The versions of `api` this door speaks, `None` when it does not answer it at all.
@@ -133,6 +136,7 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
         _ => "an API this door does not answer",
     }
 }
@@ -533,6 +537,9 @@ impl Call<'_> {
             }
             RequestKind::DescribeGroups(request) => {
                 ResponseKind::DescribeGroups(self.describe_groups(&request))
+            }
+            RequestKind::DeleteGroups(request) => {
+                ResponseKind::DeleteGroups(self.delete_groups(&request))
             }
             // `frame::decode` lets through only the APIs of `APIS`.
             _ => return None,
@@ -1049,6 +1056,41 @@ impl Call<'_> {
                 }
             }
             response.groups.push(group);
+        }
+        response
+    }
+
+    /// `DeleteGroups` (`kafka-consumer-groups --delete`): each group's committed offsets go,
+    /// by the native `delete_group`, unless it has members: Kafka members of the gateway's
+    /// coordinator, or native ones (`316 group_active`), both `NON_EMPTY_GROUP`. A group with no
+    /// state is `GROUP_ID_NOT_FOUND`; one the user may not administer,
+    /// `GROUP_AUTHORIZATION_FAILED`.
+    fn delete_groups(&mut self, request: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+        let mut response = DeleteGroupsResponse::default();
+        for name in &request.groups_names {
+            let group = name.0.as_str();
+            let has_members =
+                self.door.coordinator.describe(group).is_some_and(|g| !g.members.is_empty());
+            let error = if has_members {
+                ResponseError::NonEmptyGroup.code()
+            } else {
+                match self.client.delete_group(group, None) {
+                    Ok(()) => 0,
+                    Err(e) => match e.broker_code() {
+                        Some(ErrorCode::UnknownGroup) => ResponseError::GroupIdNotFound.code(),
+                        Some(ErrorCode::GroupActive) => ResponseError::NonEmptyGroup.code(),
+                        Some(ErrorCode::Forbidden) => {
+                            ResponseError::GroupAuthorizationFailed.code()
+                        }
+                        Some(ErrorCode::InvalidGroupName) => ResponseError::InvalidGroupId.code(),
+                        _ => kafka_code(&e),
+                    },
+                }
+            };
+            let mut result = DeletableGroupResult::default();
+            result.group_id = name.clone();
+            result.error_code = error;
+            response.results.push(result);
         }
         response
     }
