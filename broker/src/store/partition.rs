@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use protocol::{Message, Retention};
+use protocol::{Message, NewMessage, Retention};
 
 use super::disk;
 use super::segment::Segment;
@@ -127,8 +127,8 @@ impl<S: Storage> Partition<S> {
         }
     }
 
-    /// Appends one message stamped `timestamp` and returns its offset. It becomes readable when
-    /// the store commits.
+    /// Appends one message stamped `timestamp`, as a batch of its own, and returns its offset.
+    /// It becomes readable when the store commits.
     pub fn append(
         &mut self,
         timestamp: u64,
@@ -136,19 +136,37 @@ impl<S: Storage> Partition<S> {
         value: &[u8],
         segment_bytes: usize,
     ) -> u64 {
-        let len = Segment::record_len(key, value);
-        let segment = match self.segments.back_mut() {
-            Some(segment) if segment.fits(len) => segment,
-            _ => {
+        self.append_batch(timestamp, &[NewMessage { key, value }], segment_bytes)
+    }
+
+    /// Appends `messages` stamped `timestamp` as one batch, and returns the offset of the
+    /// first; they become readable when the store commits. Messages that would take the newest
+    /// segment past `segment_bytes` go, as a batch of their own, to a new segment (one that
+    /// holds one message at least, however large).
+    pub fn append_batch(
+        &mut self,
+        timestamp: u64,
+        messages: &[NewMessage<'_>],
+        segment_bytes: usize,
+    ) -> u64 {
+        let first = self.end;
+        let mut rest = messages;
+        while !rest.is_empty() {
+            let mut taken = self.segments.back().map_or(0, |segment| segment.fitting(rest));
+            if taken == 0 {
+                let len = Segment::batch_len(&rest[..1]);
                 self.segments.push_back(Segment::new(self.end, segment_bytes.max(len)));
-                self.segments.back_mut().expect("a segment was just added")
+                taken = self.segments.back().map_or(1, |segment| segment.fitting(rest)).max(1);
             }
-        };
-        let offset = segment.push(timestamp, key, value);
-        self.end = offset + 1;
-        self.uncommitted.0 += 1;
-        self.uncommitted.1 += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
-        offset
+            let (batch, after) = rest.split_at(taken.min(rest.len()));
+            let Some(segment) = self.segments.back_mut() else { break };
+            segment.push_batch(timestamp, batch);
+            self.end += batch.len() as u64;
+            self.uncommitted.0 += batch.len() as u64;
+            self.uncommitted.1 += batch.iter().map(|m| m.size() as u64).sum::<u64>();
+            rest = after;
+        }
+        first
     }
 
     /// Limits set for this topic, over the store's defaults.

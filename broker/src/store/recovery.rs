@@ -469,7 +469,12 @@ fn scan_log(
             }
             Some(next) if indexes.contains_key(&base) => {
                 let size = usize::try_from(len).unwrap_or(usize::MAX);
-                (len, (Segment::closed(base, next.saturating_sub(base), path.clone(), size), None))
+                let count = next.saturating_sub(base);
+                // Its bytes of keys and values, as its index's fixed fields say: batches of
+                // any size leave them unknowable from the file's length alone.
+                let payload =
+                    indexes.get(&base).and_then(|index| index::payload(index, len, count));
+                (len, (Segment::closed(base, count, path.clone(), size, payload), None))
             }
             Some(_) => {
                 scanned.unindexed.push(base);
