@@ -140,32 +140,27 @@ impl<S: Storage> Partition<S> {
     }
 
     /// Appends `messages` stamped `timestamp` as one batch, and returns the offset of the
-    /// first; they become readable when the store commits. Messages that would take the newest
-    /// segment past `segment_bytes` go, as a batch of their own, to a new segment (one that
-    /// holds one message at least, however large).
+    /// first; they become readable when the store commits. A batch is never split: one that
+    /// would take the newest segment past `segment_bytes` starts a new segment (which it may
+    /// take past `segment_bytes` alone), so that a batch is whole or gone after a crash.
     pub fn append_batch(
         &mut self,
         timestamp: u64,
         messages: &[NewMessage<'_>],
         segment_bytes: usize,
     ) -> u64 {
-        let first = self.end;
-        let mut rest = messages;
-        while !rest.is_empty() {
-            let mut taken = self.segments.back().map_or(0, |segment| segment.fitting(rest));
-            if taken == 0 {
-                let len = Segment::batch_len(&rest[..1]);
+        let len = Segment::batch_len(messages);
+        let segment = match self.segments.back_mut() {
+            Some(segment) if segment.fits(len) => segment,
+            _ => {
                 self.segments.push_back(Segment::new(self.end, segment_bytes.max(len)));
-                taken = self.segments.back().map_or(1, |segment| segment.fitting(rest)).max(1);
+                self.segments.back_mut().expect("a segment was just added")
             }
-            let (batch, after) = rest.split_at(taken.min(rest.len()));
-            let Some(segment) = self.segments.back_mut() else { break };
-            segment.push_batch(timestamp, batch);
-            self.end += batch.len() as u64;
-            self.uncommitted.0 += batch.len() as u64;
-            self.uncommitted.1 += batch.iter().map(|m| m.size() as u64).sum::<u64>();
-            rest = after;
-        }
+        };
+        let first = segment.push_batch(timestamp, messages);
+        self.end = first + messages.len() as u64;
+        self.uncommitted.0 += messages.len() as u64;
+        self.uncommitted.1 += messages.iter().map(|m| m.size() as u64).sum::<u64>();
         first
     }
 

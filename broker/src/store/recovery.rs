@@ -511,15 +511,15 @@ fn scan_log(
                 (true, Some(after)) => {
                     let follows = match after {
                         WholeRecordAfter::At(byte) => {
-                            format!("a whole record follows at byte {byte}")
+                            format!("a whole batch follows at byte {byte}")
                         }
                         WholeRecordAfter::Unknown => {
-                            "whole records may follow it (the search for them gave up)".to_owned()
+                            "whole batches may follow it (the search for them gave up)".to_owned()
                         }
                     };
                     let problem = format!(
                         "{at}, and {follows}: this is no torn last write, and cutting the file \
-                         there would lose the records after it; --repair keeps a copy of the \
+                         there would lose the batches after it; --repair keeps a copy of the \
                          file and cuts it at byte {}",
                         damage.at_byte
                     );

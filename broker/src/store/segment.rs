@@ -493,32 +493,19 @@ impl Segment {
         RECORD_PREFIX + BATCH_HEADER + messages.iter().map(entry_len).sum::<usize>()
     }
 
-    /// How many of `messages`, from the first, one batch appended now takes within the
-    /// capacity. An empty segment takes at least one, so that a message larger than the usual
-    /// capacity still gets stored; a sealed one, or one of an older format, takes none.
-    pub fn fitting(&self, messages: &[NewMessage<'_>]) -> usize {
-        if self.is_sealed() || self.version != SEGMENT.version {
-            return 0;
-        }
-        let room = self.capacity.saturating_sub(self.len_bytes());
-        let mut len = RECORD_PREFIX + BATCH_HEADER;
-        let mut taken = 0;
-        for message in messages.iter().take(u32::MAX as usize) {
-            len += entry_len(message);
-            if len > room {
-                break;
-            }
-            taken += 1;
-        }
-        if taken == 0 && self.count == 0 {
-            messages.len().min(1)
-        } else {
-            taken
+    /// Whether a batch of `len` bytes still fits within the capacity. An empty segment takes
+    /// any batch, so that one larger than the usual capacity still gets stored; a sealed one,
+    /// or one of an older format, takes none.
+    pub fn fits(&self, len: usize) -> bool {
+        match self.data {
+            Records::Mapped(..) | Records::Closed(..) => false,
+            Records::Owned(_) if self.version != SEGMENT.version => false,
+            Records::Owned(_) => self.count == 0 || self.len_bytes() + len <= self.capacity,
         }
     }
 
-    /// Appends `messages` (at least one; as many as [`Segment::fitting`] said) as one batch
-    /// stamped `timestamp`, and returns the offset of the first.
+    /// Appends `messages` (at least one) as one batch stamped `timestamp`, and returns the
+    /// offset of the first.
     pub fn push_batch(&mut self, timestamp: u64, messages: &[NewMessage<'_>]) -> u64 {
         let base = self.next_offset();
         let indexed = needs_entry(&self.index, self.count);
@@ -1098,12 +1085,12 @@ mod tests {
     }
 
     #[test]
-    fn a_message_larger_than_the_capacity_fits_an_empty_segment_only() {
+    fn a_batch_larger_than_the_capacity_fits_an_empty_segment_only() {
         let mut segment = Segment::new(0, 16);
         let big = [7; 100];
-        assert_eq!(segment.fitting(&[new(&big), new(b"x")]), 1);
-        segment.push_batch(0, &[new(&big)]);
-        assert_eq!(segment.fitting(&[new(b"x")]), 0);
+        assert!(segment.fits(Segment::batch_len(&[new(&big), new(b"x")])));
+        segment.push_batch(0, &[new(&big), new(b"x")]);
+        assert!(!segment.fits(Segment::batch_len(&[new(b"x")])));
     }
 
     #[test]
@@ -1111,7 +1098,6 @@ mod tests {
         let mut segment = Segment::new(100, 1 << 16);
         let first: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; usize::from(i) * 60]).collect();
         let batch: Vec<NewMessage<'_>> = first.iter().map(|v| new(v)).collect();
-        assert_eq!(segment.fitting(&batch), 5);
         assert_eq!(segment.push_batch(7, &batch), 100);
         let keyed = [
             NewMessage { key: Some(b"k"), value: b"a" },
@@ -1214,7 +1200,7 @@ mod tests {
                 Message { offset: 10, timestamp: 2, key: Some(b"k"), value: b"two" }
             );
             assert_eq!(out[1], Message { offset: 11, timestamp: 3, key: None, value: b"" });
-            assert_eq!(segment.fitting(&[new(b"x")]), 0, "appends go to a new segment");
+            assert!(!segment.fits(1), "appends go to a new segment");
         }
     }
 

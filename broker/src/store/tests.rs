@@ -487,7 +487,7 @@ fn a_flipped_byte_is_detected() {
     // A whole record follows the damaged one: opening refuses, naming the file, and cuts nothing.
     let error = Store::open(config(Some(dir.path()))).unwrap_err();
     assert!(matches!(&error, OpenError::Damaged(report) if report.files[0].path == file));
-    assert!(error.to_string().contains("a whole record follows"), "{error}");
+    assert!(error.to_string().contains("a whole batch follows"), "{error}");
     assert_eq!(fs::read(&file).unwrap(), bytes);
 
     // Repair keeps the records before the damage and a copy of the whole file.
