@@ -76,7 +76,14 @@
 # with SASL/PLAIN logins (scripts/kafka-login-flood.py): the gateway's VmRSS, and the flood's
 # logins checked per second.
 #
-# Usage: scripts/bench.sh [--durable|--durable-flush|--durable-memory|--hostile|--curve|--metrics|--kafka|--nats|--create-flood|--login-flood|--kafka-login-flood]   (the table goes to standard output, progress
+# With --partitions it measures partitions: appends of batches of 1,000 whose keys spread them
+# over topics of 1, 6 and 32 partitions (`producer perf --keys 1000`: the broker places each
+# message by its key's hash), beside keyless appends to a topic of one partition in the same
+# round (target: ≥ 0.9 × at 32); then how long a broker takes to open a data directory of 1,000
+# topics of 6 partitions with 100 messages in each partition (scripts/partitions-setup.py fills
+# it), after a clean stop and after kill -9 (target: ≤ 1 s).
+#
+# Usage: scripts/bench.sh [--durable|--partitions|--durable-flush|--durable-memory|--hostile|--curve|--metrics|--kafka|--nats|--create-flood|--login-flood|--kafka-login-flood]   (the table goes to standard output, progress
 #        to stderr)
 #        BASELINE=PATH scripts/bench.sh --durable   (the --fsync always rows against PATH too)
 #        ROUNDS=3 scripts/bench.sh      (quicker, and less steady)
@@ -460,6 +467,94 @@ durable() {
     printf '| open a data directory of 1,000,000 messages of %s B (%s MB on disk) | %s ms |\n' \
         "$size" "$((bytes / 1000000))" "$(printf '%s\n' "${opened[@]}" | median)" >>"$out"
 
+    printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; %s.\n\n' \
+        "$rounds" "$size" "$(nproc)" "$(date -u +%Y-%m-%d)"
+    cat "$out"
+}
+
+# The duration of the broker's last `opened DIR in ...` line, in milliseconds.
+opened_line_ms() {
+    sed -n 's/.*opened .* in \([0-9.]*\)\(ns\|µs\|ms\|s\): .*/\1 \2/p' "$work/broker.log" | tail -n 1 |
+        awk '{ f = ($2 == "s") ? 1000 : ($2 == "ms") ? 1 : ($2 == "µs") ? 0.001 : 0.000001; print $1 * f }'
+}
+
+# Rows for partitions: keyed appends spread over 1, 6 and 32 partitions beside keyless appends
+# to one partition, round by round; then the restart of a data directory of 1,000 topics of 6
+# partitions.
+partitions_rows() {
+    local out=$work/partitions messages=1000000
+    : >"$out"
+    note "broker in memory: batches of 1,000 spread by key over partitions"
+    start_broker
+    for partitions in 1 6 32; do
+        python3 scripts/partitions-setup.py --endpoint "$endpoint" --topics 1 \
+            --partitions "$partitions" --messages 0 --prefix "spread$partitions" >/dev/null
+    done
+    python3 scripts/partitions-setup.py --endpoint "$endpoint" --topics 1 --partitions 1 \
+        --messages 0 --prefix plain >/dev/null
+    # Each round's figures, by partition count, as space-separated lists.
+    local plain=() base keyed partitions
+    local -A spread=() ratios=()
+    for round in $(seq "$rounds"); do
+        note "  partitions: round $round of $rounds"
+        base=$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages "$messages" \
+            --batch 1000 --topic plain-0 --json | rate)
+        plain+=("$base")
+        for partitions in 1 6 32; do
+            keyed=$(timeout "$limit" "${producer[@]}" --connect "$endpoint" \
+                --messages "$messages" --batch 1000 --keys 1000 --topic "spread$partitions-0" \
+                --json | rate)
+            spread[$partitions]+=" $keyed"
+            ratios[$partitions]+=" $(awk -v k="$keyed" -v b="$base" 'BEGIN { print k / b }')"
+        done
+    done
+    stop_broker
+    printf '| case | figure | one partition, no keys | ratio | target | met |\n|---|---|---|---|---|---|\n' >>"$out"
+    local plain_median figure ratio target met
+    plain_median=$(printf '%s\n' "${plain[@]}" | median)
+    for partitions in 1 6 32; do
+        # shellcheck disable=SC2086 # the lists are split on purpose
+        figure=$(printf '%s\n' ${spread[$partitions]} | median)
+        # shellcheck disable=SC2086
+        ratio=$(printf '%s\n' ${ratios[$partitions]} | median)
+        target=- met=-
+        if ((partitions == 32)); then
+            target='≥ 0.9 ×'
+            met=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.9) ? "yes" : "no" }')
+        fi
+        printf '| append, batch 1000, 1,000 keys over %s partitions | %s msg/s | %s msg/s | %.2f | %s | %s |\n' \
+            "$partitions" "$(thousands "$figure")" "$(thousands "$plain_median")" "$ratio" \
+            "$target" "$met" >>"$out"
+    done
+
+    note "restart: a data directory of 1,000 topics of 6 partitions, 100 messages each"
+    local data=$work/partitions-data
+    mkdir -p "$data"
+    start_broker --data-dir "$data" --fsync never
+    python3 scripts/partitions-setup.py --endpoint "$endpoint" --topics 1000 --partitions 6 \
+        --messages 100 --size "$size" >/dev/null
+    stop_broker
+    local clean=()
+    for _ in $(seq "$rounds"); do
+        start_broker --data-dir "$data"
+        clean+=("$(opened_line_ms)")
+        stop_broker
+    done
+    start_broker --data-dir "$data"
+    kill -KILL "$broker_pid"
+    wait "$broker_pid" 2>/dev/null || true
+    broker_pid=""
+    start_broker --data-dir "$data"
+    local killed
+    killed=$(opened_line_ms)
+    stop_broker
+    local clean_median
+    clean_median=$(printf '%s\n' "${clean[@]}" | median)
+    printf '\n| restart, 1,000 topics × 6 partitions × 100 messages of %s B | figure | target | met |\n|---|---|---|---|\n' "$size" >>"$out"
+    printf '| open after a clean stop (median of %s) | %s ms | ≤ 1,000 ms | %s |\n' "$rounds" \
+        "$clean_median" "$(awk -v m="$clean_median" 'BEGIN { print (m <= 1000) ? "yes" : "no" }')" >>"$out"
+    printf '| open after kill -9 | %s ms | ≤ 1,000 ms | %s |\n' "$killed" \
+        "$(awk -v m="$killed" 'BEGIN { print (m <= 1000) ? "yes" : "no" }')" >>"$out"
     printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; %s.\n\n' \
         "$rounds" "$size" "$(nproc)" "$(date -u +%Y-%m-%d)"
     cat "$out"
@@ -926,6 +1021,11 @@ if [[ ${1:-} == --durable-flush ]]; then
     printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; %s.\n' \
         "$rounds" "$size" "$(nproc)" "$(date -u +%Y-%m-%d)"
     cat "$out"
+    exit 0
+fi
+
+if [[ ${1:-} == --partitions ]]; then
+    partitions_rows
     exit 0
 fi
 

@@ -4,9 +4,10 @@
 It shows that the wire protocol can be spoken without the Rust crates: a REQ socket, one
 MessagePack map per frame. Import `Client` from it, or run it:
 
-    pyclient.py [OPTIONS] topics
-    pyclient.py [OPTIONS] append TOPIC MESSAGE...
-    pyclient.py [OPTIONS] fetch TOPIC [--offset N] [--max N]
+    pyclient.py [OPTIONS] topics [--partitions]
+    pyclient.py [OPTIONS] create-topic TOPIC [--partitions N]
+    pyclient.py [OPTIONS] append TOPIC MESSAGE... [--key KEY] [--partition N]
+    pyclient.py [OPTIONS] fetch TOPIC [--partition N] [--offset N] [--max N]
 
     OPTIONS: [--connect EP] [--timeout SECONDS] [--user NAME]
              [--curve-server-key KEY] [--curve-key-file FILE]
@@ -16,6 +17,11 @@ the password read from BROKER_PASSWORD or asked for on the terminal; `--curve-se
 (the broker's `curve public key` line) encrypts with CURVE, as the key pair in
 `--curve-key-file FILE` (secret key on its first line, as `broker keygen` writes it) or a new
 pair made for this run. A refused login exits with status 3, anything else that fails with 1.
+
+Partitions (PROTOCOL.md, "Partitions"): `append --key KEY` places the messages where the broker
+would, by Kafka's murmur2 of the key (`partition_for_key`, over the count `list_topics` gives),
+and names the partition; `--partition N` names one; without either the broker places them.
+`fetch` reads one partition, 0 unless told otherwise.
 
 Needs pyzmq and msgpack: `pip install -r requirements.txt` (the file beside this one).
 """
@@ -56,6 +62,38 @@ CLAIM_WAIT_MS = 2000
 
 #: The exit status of a refused login: not the 1 of a broker that is not reachable.
 EXIT_AUTH_FAILED = 3
+
+#: The most partitions a topic may have (PROTOCOL.md, "Limits").
+MAX_PARTITIONS = 10_000
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (its `Utils.murmur2`, seed 0x9747b28c) as an unsigned 32-bit number."""
+    m, r = 0x5BD1E995, 24
+    h = (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    whole = len(data) // 4 * 4
+    for i in range(0, whole, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    tail = data[whole:]
+    if tail:
+        for i in reversed(range(len(tail))):
+            h ^= tail[i] << (8 * i)
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (and the broker) gives `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % max(partitions, 1)
+
 
 #: The socket events that end a handshake (PROTOCOL.md, "Security": a refused handshake).
 HANDSHAKE_EVENTS = (
@@ -128,7 +166,8 @@ class AuthenticationFailed(ClientError):
 class BrokerError(ClientError):
     """The broker answered with an error reply (PROTOCOL.md, "Error replies")."""
 
-    def __init__(self, code: int, error: str, reason: str, first_offset=None, next_offset=None):
+    def __init__(self, code: int, error: str, reason: str, first_offset=None, next_offset=None,
+                 partitions=None):
         super().__init__(f"{error} ({code}): {reason}")
         #: The numeric status code, e.g. 303.
         self.code = code
@@ -140,6 +179,8 @@ class BrokerError(ClientError):
         self.first_offset = first_offset
         #: For offset_out_of_range: the topic's next offset, else None.
         self.next_offset = next_offset
+        #: For unknown_partition: how many partitions the topic has, else None.
+        self.partitions = partitions
 
     @property
     def transient(self) -> bool:
@@ -267,6 +308,7 @@ class Client:
                 reply.get("reason", ""),
                 reply.get("first_offset"),
                 reply.get("next_offset"),
+                reply.get("partitions"),
             )
         return reply
 
@@ -297,7 +339,8 @@ class Client:
         return self._expect(self.request("release", claim=claim), "released")
 
     def list_topics(self, claim: int) -> list[dict]:
-        """Every topic, by name: name, messages, first_offset, next_offset, bytes."""
+        """Every topic, by name: name, partitions, messages, first_offset, next_offset (those
+        two of partition 0), first_offsets and next_offsets (one per partition), bytes."""
         return self._expect(self.request("list_topics", claim=claim), "topics").get("topics", [])
 
     def fetch(
@@ -308,11 +351,12 @@ class Client:
         max_messages: int | None = None,
         max_bytes: int | None = None,
         wait_ms: int = 0,
+        partition: int | None = None,
     ) -> dict:
-        """Reads messages from `offset` on.
+        """Reads messages of `partition` (0 unless given) from `offset` on.
 
-        Returns the `messages` reply: `messages` (each with offset, timestamp, value and maybe
-        key), `next_offset` and `end_offset`.
+        Returns the `messages` reply: `partition`, `messages` (each with offset, timestamp,
+        value and maybe key), `next_offset` and `end_offset`.
         """
         reply = self.request(
             "fetch",
@@ -322,13 +366,17 @@ class Client:
             offset=offset,
             max_messages=max_messages,
             max_bytes=max_bytes,
+            partition=partition,
         )
         return self._expect(reply, "messages")
 
-    def append(self, topic: str, messages: list) -> dict:
-        """Appends messages, each bytes (a value) or a (key, value) pair of bytes.
+    def append(self, topic: str, messages: list, partition: int | None = None) -> dict:
+        """Appends messages, each bytes (a value) or a (key, value) pair of bytes, all to
+        `partition`, or each where the broker places it when None.
 
-        Returns the `appended` reply: `first_offset` and `last_offset`.
+        Returns the `appended` reply: `partition` (the first message's), `first_offset` and
+        `last_offset` there, and `placed` (a list of {partition, first_offset, last_offset})
+        when the messages went to several partitions.
         """
         records = []
         for message in messages:
@@ -337,11 +385,19 @@ class Client:
                 records.append({"value": value} if key is None else {"key": key, "value": value})
             else:
                 records.append({"value": message})
-        return self._expect(self.request("append", topic=topic, messages=records), "appended")
+        reply = self.request("append", topic=topic, messages=records, partition=partition)
+        return self._expect(reply, "appended")
 
-    def create_topic(self, topic: str) -> dict:
-        """Creates an empty topic."""
-        return self._expect(self.request("create_topic", topic=topic), "created")
+    def create_topic(self, topic: str, partitions: int | None = None) -> dict:
+        """Creates an empty topic of `partitions` partitions (1 unless given); returns the
+        `created` reply, with `partitions`."""
+        reply = self.request("create_topic", topic=topic, partitions=partitions)
+        return self._expect(reply, "created")
+
+    def create_partitions(self, topic: str, partitions: int) -> dict:
+        """Grows a topic to `partitions` partitions in all."""
+        reply = self.request("create_partitions", topic=topic, partitions=partitions)
+        return self._expect(reply, "partitions_created")
 
     def delete_topic(self, topic: str) -> dict:
         """Deletes a topic and its messages."""
@@ -366,21 +422,49 @@ def claimed(client: Client):
     client.release(claim)
 
 
-def cmd_topics(client: Client, _args) -> None:
+def cmd_topics(client: Client, args) -> None:
     with claimed(client) as claim:
         for topic in client.list_topics(claim):
+            if args.partitions:
+                # A broker before partitions sends no lists: one partition, partition 0's.
+                nexts = topic.get("next_offsets", [topic["next_offset"]])
+                print(f"{topic['name']}\t{topic.get('partitions', 1)}\t"
+                      + ",".join(str(n) for n in nexts))
+                continue
             print(
                 f"{topic['name']}\t{topic['messages']}\t"
                 f"{topic['first_offset']}\t{topic['next_offset']}"
             )
 
 
+def cmd_create_topic(client: Client, args) -> None:
+    reply = client.create_topic(args.topic, args.partitions)
+    print(f"created {args.topic} with {reply.get('partitions', 1)} partition(s)")
+
+
+def partition_count(client: Client, topic: str) -> int | None:
+    """How many partitions `topic` has, or None when it does not exist."""
+    with claimed(client) as claim:
+        for info in client.list_topics(claim):
+            if info["name"] == topic:
+                return info.get("partitions", 1)
+    return None
+
+
 def cmd_append(client: Client, args) -> None:
+    key = None if args.key is None else args.key.encode("utf-8")
     values = [message.encode("utf-8") for message in args.messages]
-    reply = client.append(args.topic, values)
+    partition = args.partition
+    if partition is None and key is not None:
+        # Placed here as the broker would place it, so that the partition is known.
+        count = partition_count(client, args.topic)
+        if count is not None:
+            partition = partition_for_key(key, count)
+    reply = client.append(args.topic, [(key, value) for value in values], partition)
+    where = "" if partition is None else f"partition {reply['partition']} "
     print(
         f"appended {len(values)} message(s) to {args.topic} "
-        f"at offsets {reply['first_offset']}..{reply['last_offset']}"
+        f"at {where}offsets {reply['first_offset']}..{reply['last_offset']}"
     )
 
 
@@ -390,7 +474,8 @@ def cmd_fetch(client: Client, args) -> None:
         # One fetch may stop short of the end (max_bytes); go on until caught up or --max.
         while args.max is None or printed < args.max:
             wanted = None if args.max is None else args.max - printed
-            reply = client.fetch(claim, args.topic, offset, max_messages=wanted)
+            reply = client.fetch(claim, args.topic, offset, max_messages=wanted,
+                                 partition=args.partition)
             for message in reply["messages"]:
                 print(f"{message['offset']}\t{message['value'].decode('utf-8', 'replace')}")
             printed += len(reply["messages"])
@@ -429,15 +514,28 @@ def parse_args(argv):
     commands = parser.add_subparsers(dest="command", required=True)
 
     topics = commands.add_parser("topics", help="list the topics with their offsets")
+    topics.add_argument("--partitions", action="store_true",
+                        help="print each topic's partition count and next offsets instead")
     topics.set_defaults(run=cmd_topics)
+
+    create = commands.add_parser("create-topic", help="create a topic")
+    create.add_argument("topic", metavar="TOPIC")
+    create.add_argument("--partitions", type=int, default=None, metavar="N",
+                        help=f"how many partitions, 1 to {MAX_PARTITIONS} (default 1)")
+    create.set_defaults(run=cmd_create_topic)
 
     append = commands.add_parser("append", help="append messages to a topic")
     append.add_argument("topic", metavar="TOPIC")
     append.add_argument("messages", metavar="MESSAGE", nargs="+")
+    append.add_argument("--key", default=None, metavar="KEY", help="give every message this key")
+    append.add_argument("--partition", type=int, default=None, metavar="N",
+                        help="append to partition N (default: by the key, else the broker's choice)")
     append.set_defaults(run=cmd_append)
 
     fetch = commands.add_parser("fetch", help="print a topic's messages")
     fetch.add_argument("topic", metavar="TOPIC")
+    fetch.add_argument("--partition", type=int, default=None, metavar="N",
+                       help="the partition to read (default 0)")
     fetch.add_argument("--offset", type=int, default=0, metavar="N",
                        help="the first offset to print (default 0)")
     fetch.add_argument("--max", type=int, default=None, metavar="N",
@@ -449,6 +547,11 @@ def parse_args(argv):
         parser.error("--timeout must be positive")
     if args.command == "fetch" and (args.offset < 0 or (args.max is not None and args.max < 1)):
         parser.error("--offset must be 0 or more and --max 1 or more")
+    if getattr(args, "partition", None) is not None and args.partition < 0:
+        parser.error("--partition must be 0 or more")
+    if args.command == "create-topic" and args.partitions is not None \
+            and not 1 <= args.partitions <= MAX_PARTITIONS:
+        parser.error(f"--partitions must be from 1 to {MAX_PARTITIONS}")
     if args.curve_key_file and not args.curve_server_key:
         parser.error("--curve-key-file needs --curve-server-key")
     if args.curve_server_key and len(args.curve_server_key) != 40:

@@ -415,10 +415,10 @@ impl ops::http::Endpoint for Published {
 }
 
 /// A family of gauges with a sample per item: its name, help, and the item's value.
+type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
+
 /// A family of per-partition series: its name, its help, and each topic's values by partition.
 type PartitionFamily = (&'static str, &'static str, fn(&protocol::TopicInfo) -> &[u64]);
-
-type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 /// Writes `snapshot` as the broker's families.
 fn render(snapshot: &Snapshot, page: &mut Exposition) {

@@ -7,7 +7,7 @@
 //! and waits run out, starts the store's commit and takes every commit that settled, answers the
 //! fetches held on topics that grew, commits the consumer groups, and only then sends the
 //! pass's replies but the acknowledgements whose commit has not settled, which wait for a later
-//! pass: one write per topic and one flush cover every append of the pass (group commit), one
+//! pass: one write per partition and one flush cover every append of the pass (group commit), one
 //! file per group state every change of a consumer group, and no append is acknowledged, no
 //! message served, and no group change reported, before it is durable. The loop never waits
 //! for the store's flush: under `--fsync always` the store's flush thread does.

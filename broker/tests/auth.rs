@@ -178,7 +178,7 @@ fn claim(socket: &zmq::Socket, client: Option<&str>) -> u64 {
 /// with their offsets, groups with their offsets and pending counts.
 fn snapshot(full: &zmq::Socket, token: u64) -> String {
     let states = wire::broker_states(full);
-    let topics = ask(full, &Request::ListTopics { claim: token });
+    let topics = ask(full, &Request::ListTopics { claim: Some(token) });
     let groups = ask(full, &Request::ListGroups { group: None, topic: None });
     format!("{states:?}\n{topics:?}\n{groups:?}")
 }
@@ -352,7 +352,6 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
     let full = login(&context, &broker.endpoint, "full");
     let none = login(&context, &broker.endpoint, "none");
     let full_claim = claim(&full, None);
-    let none_claim = claim(&none, None);
 
     // State for the requests to act on: a topic with messages, a group with one pending.
     assert!(matches!(ask(&full, &append_of("orders", &["a", "b"])), Response::Appended { .. }));
@@ -397,6 +396,11 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
                 topic: "new",
                 retention: Default::default(),
             }),
+        },
+        // Growing a topic takes the right that creates one.
+        Case {
+            name: "create_partitions",
+            request: Box::new(|_| Request::CreatePartitions { topic: "new", partitions: 2 }),
         },
         Case {
             name: "delete_topic",
@@ -445,10 +449,11 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
         },
     ];
 
-    // Refused, one by one, with nothing changed.
+    // Refused, one by one, with nothing changed. `none` may hold no claim (it may consume
+    // nothing): its requests carry `full`'s, and are refused for the right they lack first.
     for case in &cases {
         let before = snapshot(&full, full_claim);
-        let reply = ask(&none, &(case.request)(none_claim));
+        let reply = ask(&none, &(case.request)(full_claim));
         expect_error(&reply, ErrorCode::Forbidden);
         let Response::Error { reason, .. } = &reply else { unreachable!() };
         assert!(reason.contains("none") && reason.contains(case.name), "{}: {reason}", case.name);
@@ -469,19 +474,17 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
 
     // What needs no permission, `none` may do.
     assert_eq!(wire::status(&none).len(), 3);
-    assert!(matches!(
-        ask(&none, &Request::ListTopics { claim: none_claim }),
-        Response::Topics { .. }
-    ));
+    assert!(matches!(ask(&none, &Request::ListTopics { claim: None }), Response::Topics { .. }));
     assert!(matches!(
         ask(&none, &Request::ListGroups { group: None, topic: None }),
         Response::Groups { .. }
     ));
-    assert!(matches!(ask(&none, &Request::Renew { claim: none_claim }), Response::Renewed { .. }));
-    assert!(matches!(
-        ask(&none, &Request::Release { claim: none_claim }),
-        Response::Released { .. }
-    ));
+    // A claim serves reads: a user who may read nothing gets none, and holds no broker.
+    let refused = ask(&none, &Request::Claim { broker: None, wait_ms: 0, client: None });
+    expect_error(&refused, ErrorCode::Forbidden);
+    let Response::Error { reason, .. } = &refused else { unreachable!() };
+    assert!(reason.contains("may consume no topic"), "{reason}");
+    assert_eq!(wire::status(&none).iter().filter(|b| !b.available).count(), 1, "full's only");
 }
 
 #[test]
@@ -531,7 +534,7 @@ fn a_claim_token_works_only_for_the_user_who_claimed() {
 
     let stolen = [
         Request::Renew { claim: token },
-        Request::ListTopics { claim: token },
+        Request::ListTopics { claim: Some(token) },
         Request::Fetch(Fetch {
             partition: 0,
             claim: token,
@@ -588,7 +591,7 @@ fn curve_logins_by_key_are_served_and_unknown_keys_and_wrong_server_keys_refused
 
     let client = zmq::CurveKeyPair::new().expect("CURVE");
     let users = format!(
-        "[users.till]\ncurve_public_key = \"{}\"\ntopics = {{ produce = [\"orders\"] }}\n",
+        "[users.till]\ncurve_public_key = \"{}\"\ntopics = {{ produce = [\"orders\"], consume = [\"orders\"] }}\n",
         zmq::z85_encode(&client.public_key).expect("Z85")
     );
     let users = write(dir.path(), "users.toml", &users);
@@ -1026,14 +1029,17 @@ fn a_user_lists_only_the_topics_and_groups_it_has_some_right_on() {
     }
     let all_groups = Request::ListGroups { group: None, topic: None };
     assert_eq!(
-        listed(ask(&full, &Request::ListTopics { claim: full_token })),
+        listed(ask(&full, &Request::ListTopics { claim: Some(full_token) })),
         ["logs.db", "logs.web", "orders"]
     );
     assert_eq!(listed(ask(&full, &all_groups)), ["billing", "readers"]);
 
     let logs = login(&context, &broker.endpoint, "logs");
     let token = claim(&logs, None);
-    assert_eq!(listed(ask(&logs, &Request::ListTopics { claim: token })), ["logs.db", "logs.web"]);
+    assert_eq!(
+        listed(ask(&logs, &Request::ListTopics { claim: Some(token) })),
+        ["logs.db", "logs.web"]
+    );
     assert_eq!(listed(ask(&logs, &all_groups)), ["readers"]);
     // Asking for a group by name shows nothing more.
     let billing = Request::ListGroups { group: Some("billing"), topic: None };
@@ -1042,7 +1048,6 @@ fn a_user_lists_only_the_topics_and_groups_it_has_some_right_on() {
     assert!(matches!(ask(&logs, &release), Response::Released { .. }), "released");
 
     let none = login(&context, &broker.endpoint, "none");
-    let token = claim(&none, None);
-    assert!(listed(ask(&none, &Request::ListTopics { claim: token })).is_empty());
+    assert!(listed(ask(&none, &Request::ListTopics { claim: None })).is_empty());
     assert!(listed(ask(&none, &all_groups)).is_empty());
 }

@@ -1056,7 +1056,7 @@ fn list_topics_counts_only_the_messages_a_fetch_can_serve() {
     // where the append is not committed yet when the listing is made.
     for round in 0..20 {
         wire::send_tagged(&pipelined, "append", &append_of("t", &["one", "two"]));
-        wire::send_tagged(&pipelined, "list", &Request::ListTopics { claim: token });
+        wire::send_tagged(&pipelined, "list", &Request::ListTopics { claim: Some(token) });
         for _ in 0..2 {
             if let (_, Response::Topics { topics }) = wire::receive_tagged(&pipelined) {
                 let info = &topics[0];

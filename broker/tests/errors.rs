@@ -93,7 +93,7 @@ fn unknown_claim_for_a_token_never_given_or_already_released() {
         for request in [
             Request::Renew { claim: token },
             Request::Release { claim: token },
-            Request::ListTopics { claim: token },
+            Request::ListTopics { claim: Some(token) },
             Request::Fetch(fetch_from(token, "Hola mundo", 0)),
             Request::Fetch(Fetch { wait_ms: 5000, ..fetch_from(token, "Hola mundo", 3) }),
         ] {

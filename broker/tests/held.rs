@@ -155,7 +155,7 @@ fn an_expired_lease_frees_its_broker_and_forgets_its_token() {
 
     for request in [
         Request::Renew { claim: old },
-        Request::ListTopics { claim: old },
+        Request::ListTopics { claim: Some(old) },
         Request::Fetch(fetch_from(old, "Hola mundo", 0)),
         Request::Release { claim: old },
     ] {

@@ -6,7 +6,7 @@ mod wire;
 
 use std::time::{Duration, Instant};
 
-use protocol::{ErrorCode, Request, Response};
+use protocol::{ErrorCode, NewMessage, Request, Response};
 use testkit::{BrokerProcess, NatsServer};
 use wire::{append, append_of, ask, claim, expect_error, fetch, fetch_from};
 
@@ -560,7 +560,7 @@ fn copy_segments(copy_dir: &std::path::Path, topic: &str) -> Vec<std::path::Path
 
 /// What `list_topics` says of `topic`: its message count and its bytes on disk.
 fn listed(socket: &zmq::Socket, token: u64, topic: &str) -> (u64, Option<u64>) {
-    match ask(socket, &Request::ListTopics { claim: token }) {
+    match ask(socket, &Request::ListTopics { claim: Some(token) }) {
         Response::Topics { topics } => topics
             .iter()
             .find(|t| t.name == topic)
@@ -643,4 +643,80 @@ fn with_copy_dir_a_topics_copy_is_kept_in_files_resumed_after_a_clean_stop_and_r
     assert_eq!(listed(&socket, token, "orders"), (2, None));
     drop(socket);
     broker.interrupt();
+}
+
+/// Appends `values` to partition `partition` of `topic`.
+fn append_to_partition(socket: &zmq::Socket, topic: &str, partition: u32, values: &[&str]) {
+    let messages = values.iter().map(|v| NewMessage { key: None, value: v.as_bytes() }).collect();
+    let request = Request::Append(protocol::Append { topic, messages, partition: Some(partition) });
+    let reply = ask(socket, &request);
+    assert!(
+        matches!(reply, Response::Appended { partition: p, .. } if p == partition),
+        "{reply:?}"
+    );
+}
+
+/// Fetches partition `partition` of `topic` from 0 until it holds `count` messages, for at
+/// most ten seconds; returns their values.
+fn fetch_partition_until(
+    socket: &zmq::Socket,
+    token: u64,
+    topic: &str,
+    partition: u32,
+    count: usize,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fetch = protocol::Fetch { partition, ..fetch_from(token, topic, 0) };
+        let reply = ask(socket, &Request::Fetch(fetch));
+        if let Response::Messages { messages, .. } = &reply {
+            if messages.len() >= count {
+                return messages.iter().map(|m| String::from_utf8_lossy(m.value).into()).collect();
+            }
+        }
+        assert!(Instant::now() < deadline, "{topic}/{partition} has not {count}: {reply:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn partitions_are_streams_other_brokers_follow_and_copies_of_each_are_resumed() {
+    let server = NatsServer::start();
+    let copy_dir = tempfile::tempdir().expect("a temporary directory");
+    let path = copy_dir.path().to_str().expect("a UTF-8 path");
+    let args = ["--store", &server.url(), "--copy-dir", path];
+    let (a, b) = (wire::start(&args), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let create =
+        Request::CreateTopic { topic: "orders", partitions: 2, retention: Default::default() };
+    assert!(matches!(ask(&on_a, &create), Response::Created { partitions: 2, .. }));
+    append_to_partition(&on_a, "orders", 0, &["zero"]);
+    append_to_partition(&on_a, "orders", 1, &["one a", "one b"]);
+    let (_, token_b) = claim(&on_b, None, "reader");
+    assert_eq!(fetch_partition_until(&on_b, token_b, "orders", 1, 2), ["one a", "one b"]);
+
+    // Grown through b, the new partition is served by a too.
+    let grow = Request::CreatePartitions { topic: "orders", partitions: 3 };
+    assert!(matches!(ask(&on_b, &grow), Response::PartitionsCreated { partitions: 3, .. }));
+    append_to_partition(&on_b, "orders", 2, &["two"]);
+    let (_, token_a) = claim(&on_a, None, "reader");
+    assert_eq!(fetch_partition_until(&on_a, token_a, "orders", 2, 1), ["two"]);
+    drop(on_a);
+
+    // a's copies of every partition are kept in files, and resumed after a clean stop.
+    let stderr = a.interrupt();
+    assert!(!stderr.contains("copy resumed"), "{stderr}");
+    assert!(copy_dir.path().join("copies/partitions/2/topics").is_dir());
+    append_to_partition(&on_b, "orders", 1, &["one c"]);
+    let a = wire::start(&args);
+    let on_a = a.req(&context);
+    let (_, token_a) = claim(&on_a, None, "reader");
+    assert_eq!(fetch_partition_until(&on_a, token_a, "orders", 1, 3), ["one a", "one b", "one c"]);
+    assert_eq!(fetch_partition_until(&on_a, token_a, "orders", 2, 1), ["two"]);
+    drop(on_a);
+    let stderr = a.interrupt();
+    assert_eq!(stderr.matches("copy resumed").count(), 3, "{stderr}");
+    drop(on_b);
+    b.interrupt();
 }

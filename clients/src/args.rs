@@ -118,23 +118,22 @@ pub struct TopicArg {
     /// The topic, as Kafka's tools name it: the same as TOPIC.
     #[arg(long = "topic", id = "topic_flag", value_name = "TOPIC")]
     pub topic_flag: Option<String>,
-    /// Accepted for Kafka's sake: a topic here is one log, partition 0.
-    #[arg(long, value_name = "0", value_parser = parse_partition, hide_short_help = true)]
+    /// Read this partition only (Kafka's flag); its offsets are the partition's own.
+    /// Without it every partition is read. A group shares out partitions itself.
+    #[arg(long, value_name = "N", conflicts_with = "group")]
     pub partition: Option<u32>,
 }
 
-/// Accepts partition 0, the one partition every topic has here.
+/// Parses a partition count: 1 to [`protocol::MAX_PARTITIONS`].
 ///
 /// # Errors
-/// A message saying what to type instead, for any other partition.
-pub fn parse_partition(text: &str) -> Result<u32, String> {
-    match text {
-        "0" => Ok(0),
-        _ => {
-            Err("a topic here is one log, partition 0, and its offsets are the topic's own; leave \
-             out --partition (or give 0)"
-                .to_owned())
-        }
+/// A message saying what is allowed, for 0, a count above the limit, or not a number.
+pub fn parse_partitions(text: &str) -> Result<u32, String> {
+    let max = protocol::MAX_PARTITIONS;
+    match text.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("a topic has from 1 to {max} partitions")),
+        Err(_) => Err(format!("expected a number of partitions from 1 to {max}, not {text:?}")),
     }
 }
 
@@ -400,5 +399,11 @@ mod tests {
         assert_eq!(parse_offset("latest"), Ok(OffsetArg::Latest));
         assert_eq!(parse_offset("7"), Ok(OffsetArg::At(7)));
         assert!(parse_offset("-1").is_err());
+        assert_eq!(parse_partitions("6"), Ok(6));
+        assert_eq!(parse_partitions("10000"), Ok(10_000));
+        for bad in ["0", "10001", "-1", "many"] {
+            let e = parse_partitions(bad).unwrap_err();
+            assert!(e.contains("1 to 10000"), "{bad}: {e}");
+        }
     }
 }

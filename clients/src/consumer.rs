@@ -6,14 +6,18 @@
 //! happening (waiting, restarting, totals) go to standard error so that output can be piped.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use protocol::{
-    validate_group_name, validate_topic_name, ErrorCode, Fetch, DEFAULT_FETCH_BYTES,
-    MAX_FETCH_MESSAGES,
+    validate_group_name, validate_topic_name, ErrorCode, Fetch, Retention, TopicInfo,
+    DEFAULT_FETCH_BYTES, MAX_FETCH_MESSAGES,
 };
 
-use crate::args::{parse_offset, positive, ClaimArgs, ConnectArgs, OffsetArg, PrintArgs, TopicArg};
+use crate::args::{
+    parse_duration, parse_offset, parse_partitions, positive, ClaimArgs, ConnectArgs, OffsetArg,
+    PrintArgs, TopicArg,
+};
 use crate::claim::{self, ClaimSpec, FOLLOW_WAIT, TOPIC_RETRY};
 use crate::client::{Claimed, Client};
 use crate::group::{self, GroupArgs, Member, Reading, ResetArgs};
@@ -25,7 +29,8 @@ use crate::{ClientError, Result, Shutdown};
 /// What `--help` says about the output formats.
 const FORMATS_HELP: &str = "\
 Output:
-  fetch and follow print one message a line: OFFSET<TAB>VALUE; --print-timestamp adds the
+  fetch and follow print one message a line: OFFSET<TAB>VALUE, or PARTITION:OFFSET<TAB>VALUE
+  when they read a topic of several partitions (without --partition); --print-timestamp adds the
   timestamp after the offset (RFC 3339 in local time; --print-timestamp=ms: milliseconds since
   the Unix epoch), --print-key adds the key (or `null`) before the value. Kafka's --property
   print.key=true, print.timestamp=true (CreateTime:MS), print.offset=false and
@@ -37,13 +42,15 @@ Output:
   --json prints one JSON object a line instead, for every command:
     status  {\"id\",\"available\",\"holder\",\"lease_remaining_ms\",\"topics\",\"messages\",
              \"bytes\",\"disk_bytes\"}
-    topics  {\"name\",\"messages\",\"first_offset\",\"next_offset\",\"bytes\",\"disk_bytes\"}
+    topics  {\"name\",\"partitions\",\"messages\",\"first_offset\",\"next_offset\",\"bytes\",
+             \"disk_bytes\",\"first_offsets\",\"next_offsets\"} (the lists: one per partition;
+             first_offset and next_offset are partition 0's)
   (holder and lease_remaining_ms are null for a free logical broker, disk_bytes for a broker
   that keeps its topics in memory only.)
-    fetch, follow  {\"topic\",\"offset\",\"timestamp\",\"key\",\"value\"}
-    groups  {\"group\",\"topic\",\"committed_offset\",\"delivered_offset\",\"end_offset\",
-             \"lag\",\"pending\",\"members\"}
-    group-reset  {\"group\",\"topic\",\"committed_offset\"}
+    fetch, follow  {\"topic\",\"partition\",\"offset\",\"timestamp\",\"key\",\"value\"}
+    groups  {\"group\",\"topic\",\"partition\",\"committed_offset\",\"delivered_offset\",
+             \"end_offset\",\"lag\",\"pending\",\"members\"} (one per partition)
+    group-reset  {\"group\",\"topic\",\"partition\",\"committed_offset\"} (partition null: all)
   A key or value that is valid UTF-8 is a string. One that is not is null, and the field
   key_hex or value_hex holds its bytes in hexadecimal. A message without a key has
   \"key\": null and no key_hex. --print-key and --print-timestamp do not change JSON output.
@@ -58,7 +65,8 @@ Consumer groups:
   fetch and follow with --group NAME read as a member of that group: each message goes to one
   member, and what a member prints it acknowledges (unless --no-auto-ack). A message printed
   and not acknowledged within the broker's --group-ack-timeout goes to a member again. A group
-  new on a topic starts at its first message (--group-start latest: at its end).";
+  new on a topic starts at its first message (--group-start latest: at its end). A partition
+  is read by one member at a time, in order, as on Kafka (--unordered: shared, in no order).";
 
 /// What `consumer --help` says below the commands: where the rest is.
 const MAIN_HELP: &str = "\
@@ -182,6 +190,9 @@ pub enum Command {
         /// The offsets of the messages processed.
         #[arg(value_name = "OFFSET", required = true, num_args = 1..)]
         offsets: Vec<u64>,
+        /// The partition the offsets are of (as the reading printed it before each offset).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        partition: u32,
     },
     /// List consumer groups with their committed offset, lag, pending messages and members on
     /// each topic they read.
@@ -207,9 +218,42 @@ pub enum Command {
         /// Where to.
         #[command(flatten)]
         to: ResetArgs,
+        /// Move this partition only [default: every partition].
+        #[arg(long, value_name = "N")]
+        partition: Option<u32>,
         /// Reset even while the group has members on the topic.
         #[arg(long)]
         force: bool,
+    },
+    /// Create a topic with a number of partitions and its own retention (a topic is also
+    /// made by the first append to it, with the broker's defaults).
+    CreateTopic {
+        /// The topic.
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        /// How many partitions, from 1 to 10000 (Kafka's flag): each is a log of its own,
+        /// read in order; more of them let more group members read at once.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_partitions)]
+        partitions: u32,
+        /// Keep about this many of each partition's newest messages [default: the broker's].
+        #[arg(long, value_name = "N", value_parser = positive)]
+        retention_messages: Option<u64>,
+        /// Keep about this many bytes of each partition's newest messages.
+        #[arg(long, value_name = "N", value_parser = positive)]
+        retention_bytes: Option<u64>,
+        /// Keep messages this long, e.g. `7d`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        retention_time: Option<Duration>,
+    },
+    /// Grow a topic to N partitions in all (a topic never shrinks). Keys hash over the new
+    /// count from then on, so a key's later messages may go to another partition.
+    AddPartitions {
+        /// The topic.
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        /// How many partitions it has afterwards, more than now and at most 10000.
+        #[arg(long, value_name = "N", value_parser = parse_partitions)]
+        partitions: u32,
     },
     /// Measure fetch throughput and latency, like Kafka's consumer perf test.
     #[command(after_help = perf::CONSUME_HELP)]
@@ -303,16 +347,44 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
             output::write_status(&mut out, &brokers, format.json).map_err(ClientError::output)?;
             return out.flush().map_err(ClientError::output);
         }
+        Command::Topics { .. } => {
+            // Listing needs no claim, so a user who may only produce can list its topics too.
+            let topics = client.topics()?;
+            output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)?;
+            return out.flush().map_err(ClientError::output);
+        }
         Command::Groups { group, topic } => {
             group::list(&mut client, group.as_deref(), topic.as_deref(), format.json, &mut out)?;
             return out.flush().map_err(ClientError::output);
         }
-        Command::Ack { group, topic, offsets } => {
-            return group::ack(&mut client, group, topic, offsets);
+        Command::Ack { group, topic, offsets, partition } => {
+            return group::ack(&mut client, group, topic, *partition, offsets);
         }
-        Command::GroupReset { group, topic, to, force } => {
-            group::reset(&mut client, group, topic, to.target(), *force, format.json, &mut out)?;
+        Command::GroupReset { group, topic, to, partition, force } => {
+            let target = group::Target { group, topic, partition: *partition };
+            group::reset(&mut client, &target, to.target(), *force, format.json, &mut out)?;
             return out.flush().map_err(ClientError::output);
+        }
+        Command::CreateTopic {
+            topic,
+            partitions,
+            retention_messages,
+            retention_bytes,
+            retention_time,
+        } => {
+            let retention = Retention {
+                messages: *retention_messages,
+                bytes: *retention_bytes,
+                ms: retention_time.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            };
+            let made = client.create_topic(topic, *partitions, retention)?;
+            eprintln!("created topic {} with {made} partition{}", safe(topic), plural(made.into()));
+            return Ok(());
+        }
+        Command::AddPartitions { topic, partitions } => {
+            let now = client.create_partitions(topic, *partitions)?;
+            eprintln!("topic {} has {now} partitions now", safe(topic));
+            return Ok(());
         }
         _ => {}
     }
@@ -320,13 +392,13 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
     let result = match command {
         // Answered above, without a claim (or with claims of their own).
         Command::Status
+        | Command::Topics { .. }
         | Command::Perf(_)
         | Command::Groups { .. }
         | Command::Ack { .. }
-        | Command::GroupReset { .. } => Ok(()),
-        Command::Topics { .. } => client.list_topics(claimed.token).and_then(|topics| {
-            output::write_topics(&mut out, &topics, format.json).map_err(ClientError::output)
-        }),
+        | Command::GroupReset { .. }
+        | Command::CreateTopic { .. }
+        | Command::AddPartitions { .. } => Ok(()),
         Command::Fetch { topic, offset, from_beginning, max, group, .. } => match &group.group {
             Some(name) => Member {
                 client: &mut client,
@@ -334,6 +406,7 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
                 spec: &spec,
                 reading: Reading::new(name, topic.name(), &group, from_beginning, &format),
                 shutdown,
+                spread: false,
             }
             .fetch(max.unwrap_or(u64::MAX), &mut out),
             None => {
@@ -343,7 +416,8 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
                     claimed: &mut claimed,
                     spec: &spec,
                     topic: topic.name(),
-                    format: &format,
+                    partition: topic.partition,
+                    format: format.clone(),
                     shutdown,
                 };
                 fetch.fetch(start, max, &mut out)
@@ -361,6 +435,7 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
             spec: &spec,
             reading: Reading::new(name, topic.name(), args, from_beginning, &format),
             shutdown,
+            spread: false,
         }
         .follow(max, &mut out),
         Command::Follow { topic, from_beginning, offset, max, .. } => {
@@ -371,7 +446,8 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
                 claimed: &mut claimed,
                 spec: &spec,
                 topic: topic.name(),
-                format: &format,
+                partition: topic.partition,
+                format: format.clone(),
                 shutdown,
             };
             follow.run(start, max, &mut out)
@@ -407,6 +483,9 @@ fn check_names(command: Option<&Command>) -> Result<()> {
         Some(Command::Ack { group, topic, .. } | Command::GroupReset { group, topic, .. }) => {
             (Some(topic), Some(group))
         }
+        Some(Command::CreateTopic { topic, .. } | Command::AddPartitions { topic, .. }) => {
+            (Some(topic), None)
+        }
         Some(Command::Groups { group, topic }) => (topic.as_ref(), group.as_ref()),
         Some(Command::Perf(ConsumePerfArgs { topic, .. })) => (Some(topic), None),
         _ => (None, None),
@@ -422,6 +501,13 @@ fn check_names(command: Option<&Command>) -> Result<()> {
     Ok(())
 }
 
+/// How long a follow of several partitions holds the last fetch of a round when the rounds
+/// find nothing: a message waits at most about this long and a round of fetches.
+const SPREAD_WAIT: Duration = Duration::from_millis(100);
+
+/// How often a follow of every partition looks for partitions added to the topic.
+const GROWTH_CHECK: Duration = Duration::from_secs(5);
+
 /// A fetch or a follow in progress: the claim it reads under, re-made if it expires.
 struct Follow<'a> {
     /// The connection to the broker.
@@ -432,22 +518,161 @@ struct Follow<'a> {
     spec: &'a ClaimSpec,
     /// The topic followed.
     topic: &'a str,
+    /// The one partition read (`--partition`); `None` reads every partition.
+    partition: Option<u32>,
     /// How messages are printed.
-    format: &'a MessageFormat,
+    format: MessageFormat,
     /// Ends the follow.
     shutdown: &'a Shutdown,
 }
 
+/// Where a reading of one partition stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    /// The partition.
+    partition: u32,
+    /// The next offset to read in it.
+    offset: u64,
+}
+
 impl Follow<'_> {
+    /// The partitions to read and where each starts, as `start` says; `None` when Ctrl-C came
+    /// first. A topic that does not exist yet is read from offset 0 of partition 0 (or of the
+    /// partition asked for).
+    ///
+    /// # Errors
+    /// A numeric `--offset` on a topic of several partitions without `--partition`; a failed
+    /// request.
+    fn positions(&mut self, start: Start) -> Result<Option<Vec<Position>>> {
+        let topics = match self.client.list_topics(self.claimed.token) {
+            Err(ClientError::Interrupted) => return Ok(None),
+            other => other?,
+        };
+        let info = topics.into_iter().find(|t| t.name == self.topic);
+        let partitions: Vec<u32> = match (self.partition, &info) {
+            (Some(p), _) => vec![p],
+            (None, Some(info)) => (0..info.partitions.max(1)).collect(),
+            (None, None) => vec![0],
+        };
+        if let (Start::Offset(_), true) = (start, partitions.len() > 1) {
+            return Err(ClientError::Io {
+                what: "--offset",
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} has {} partitions, each with offsets of its own: add --partition N \
+                         to start partition N at an offset, or use --offset earliest or latest",
+                        safe(self.topic),
+                        partitions.len()
+                    ),
+                ),
+            });
+        }
+        let positions = partitions
+            .into_iter()
+            .map(|partition| {
+                let offset = match (start, &info) {
+                    (Start::Offset(offset), _) => offset,
+                    (Start::Beginning, Some(info)) => first_of(info, partition),
+                    (Start::End, Some(info)) => next_of(info, partition),
+                    // Everything a topic created from now on holds is new.
+                    (_, None) => 0,
+                };
+                Position { partition, offset }
+            })
+            .collect::<Vec<_>>();
+        self.format_for(positions.len());
+        Ok(Some(positions))
+    }
+
+    /// Prints the partition with each offset when the reading spans several.
+    fn format_for(&mut self, partitions: usize) {
+        self.format.print_partition = partitions > 1;
+    }
+
     /// Prints the messages of the topic from `start` to its end as it was when the fetch
-    /// began (or `max` of them), in as many fetches as that takes. Says on standard error how
-    /// many were read and, when `max` stopped it, how many were left and how to read them.
+    /// began (or `max` of them), in as many fetches as that takes, one partition after the
+    /// other. Says on standard error how many were read and, when `max` stopped it, how many
+    /// were left and how to read them.
     fn fetch(&mut self, start: Start, max: Option<u64>, out: &mut impl Write) -> Result<()> {
-        let (topic, format) = (self.topic, self.format);
-        let Some(mut offset) = self.start_offset(start)? else {
+        let topic = self.topic;
+        let Some(positions) = self.positions(start)? else {
             return Err(ClientError::Interrupted);
         };
         let max = max.unwrap_or(u64::MAX);
+        let mut printed = 0;
+        let mut ends = Vec::new();
+        for position in &positions {
+            let (count, offset, end) = self.fetch_partition(*position, max - printed, out)?;
+            printed += count;
+            ends.push((position.partition, offset, end));
+            if printed >= max {
+                break;
+            }
+        }
+        out.flush().map_err(ClientError::output)?;
+        let left: u64 = ends.iter().map(|(_, offset, end)| end.saturating_sub(*offset)).sum();
+        match (ends.as_slice(), positions.len()) {
+            ([(partition, offset, end)], 1) => {
+                let hint = if printed >= max && left > 0 {
+                    let partition_flag = match self.partition {
+                        Some(p) => format!(" --partition {p}"),
+                        None => String::new(),
+                    };
+                    format!(
+                        " ({left} left unread: add{partition_flag} --offset {offset} to read \
+                         on, or leave out --max to read to the end)"
+                    )
+                } else {
+                    String::new()
+                };
+                let of_partition = match self.partition {
+                    Some(_) => format!(" partition {partition}"),
+                    None => String::new(),
+                };
+                eprintln!(
+                    "read {printed} message{} of {}{of_partition}; next offset {offset} of \
+                     {end}{hint}",
+                    plural(printed),
+                    safe(topic)
+                );
+            }
+            _ => {
+                let unread = positions.len() - ends.len();
+                let hint = if printed >= max && (left > 0 || unread > 0) {
+                    let more = if unread > 0 {
+                        format!(" and {unread} partition{} not read", plural(unread as u64))
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        " ({left} left unread{more}: read one partition with --partition N, or \
+                         leave out --max to read to the end)"
+                    )
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "read {printed} message{} of {} from {} partitions{hint}",
+                    plural(printed),
+                    safe(topic),
+                    positions.len()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints up to `max` messages of one partition from `position` to its end as it was
+    /// when the reading of it began; returns how many, the next offset and that end.
+    fn fetch_partition(
+        &mut self,
+        position: Position,
+        max: u64,
+        out: &mut impl Write,
+    ) -> Result<(u64, u64, u64)> {
+        let topic = self.topic;
+        let Position { partition, mut offset } = position;
         let mut printed = 0;
         let mut goal = None;
         let mut end = offset;
@@ -456,11 +681,13 @@ impl Follow<'_> {
             let request = Fetch {
                 claim: self.claimed.token,
                 topic,
+                partition,
                 offset,
                 max_messages: u32::try_from(want).unwrap_or(MAX_FETCH_MESSAGES),
                 max_bytes: DEFAULT_FETCH_BYTES,
                 wait_ms: 0,
             };
+            let format = &self.format;
             let (count, next_offset, end_offset) =
                 self.client.fetch(request, |batch| print_batch(out, topic, &batch, format))?;
             printed += count;
@@ -472,57 +699,108 @@ impl Follow<'_> {
                 break;
             }
         }
-        out.flush().map_err(ClientError::output)?;
-        let left = end.saturating_sub(offset);
-        let hint = if printed >= max && left > 0 {
-            format!(
-                " ({left} left unread: add --offset {offset} to read on, or leave out --max to \
-                 read to the end)"
-            )
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "read {printed} message{} of {}; next offset {offset} of {end}{hint}",
-            plural(printed),
-            safe(topic)
-        );
-        Ok(())
+        Ok((printed, offset, end))
     }
 
-    /// Prints messages from `start` as they arrive until Ctrl-C (or `max` messages).
+    /// Prints messages from `start` as they arrive until Ctrl-C (or `max` messages): of the
+    /// one partition asked for, or of every partition, partitions added meanwhile included.
+    /// Over several partitions it reads each in turn without waiting, and once a whole round
+    /// found nothing holds the last fetch of each round for [`SPREAD_WAIT`].
     fn run(&mut self, start: Start, max: Option<u64>, out: &mut impl Write) -> Result<()> {
-        let (topic, format) = (self.topic, self.format);
-        let Some(mut offset) = self.start_offset(start)? else {
+        let topic = self.topic;
+        let Some(mut positions) = self.positions(start)? else {
             return Ok(());
         };
-        eprintln!(
-            "following {} on logical broker {} from offset {offset}; Ctrl-C to stop",
-            safe(topic),
-            self.claimed.broker
-        );
+        match (positions.as_slice(), self.partition) {
+            ([Position { offset, .. }], None) => eprintln!(
+                "following {} on logical broker {} from offset {offset}; Ctrl-C to stop",
+                safe(topic),
+                self.claimed.broker
+            ),
+            ([Position { partition, offset }], Some(_)) => eprintln!(
+                "following {} partition {partition} on logical broker {} from offset {offset}; \
+                 Ctrl-C to stop",
+                safe(topic),
+                self.claimed.broker
+            ),
+            (all, _) => eprintln!(
+                "following {} ({} partitions) on logical broker {} from {}; Ctrl-C to stop",
+                safe(topic),
+                all.len(),
+                self.claimed.broker,
+                match start {
+                    Start::Beginning => "the first offset of each",
+                    _ => "the end of each",
+                }
+            ),
+        }
         let mut printed = 0;
         let mut waiting_for_topic = false;
         // Whether the topic was read: a topic missing after that was deleted, not yet made.
         let mut seen = false;
+        // Fetches in a row that found nothing, and whose turn it is.
+        let (mut empty, mut turn) = (0usize, 0usize);
+        let mut checked = Instant::now();
+        // Reading every partition of a topic that is not there: how many it will have is
+        // known only once it is, so it is looked for in the topic list, not fetched.
+        let mut absent = self.partition.is_none() && !self.fit(&mut positions, false)?;
         while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
+            if absent {
+                if self.fit(&mut positions, false)? {
+                    absent = false;
+                    waiting_for_topic = false;
+                    continue;
+                }
+                if !waiting_for_topic {
+                    if seen {
+                        eprintln!(
+                            "topic {} was deleted; waiting for it to be made again",
+                            safe(topic)
+                        );
+                    } else {
+                        eprintln!("topic {} does not exist yet; waiting for it", safe(topic));
+                    }
+                    waiting_for_topic = true;
+                }
+                self.shutdown.pause(TOPIC_RETRY);
+                continue;
+            }
+            if self.partition.is_none() && seen && checked.elapsed() >= GROWTH_CHECK {
+                checked = Instant::now();
+                self.fit(&mut positions, true)?;
+            }
+            let at = turn % positions.len();
+            let Position { partition, offset } = positions[at];
+            let hold = FOLLOW_WAIT.min(self.client.max_hold());
+            // After a round that found nothing, the last fetch of each round is held a little:
+            // an idle follow sends a round of fetches per SPREAD_WAIT, and a message on any
+            // partition waits at most about that and one round.
+            let wait = match positions.len() {
+                1 => hold,
+                n if empty >= n && at + 1 == n => SPREAD_WAIT.min(hold),
+                _ => Duration::ZERO,
+            };
             let want = max.map_or(u64::from(MAX_FETCH_MESSAGES), |max| max - printed);
             let request = Fetch {
                 claim: self.claimed.token,
                 topic,
+                partition,
                 offset,
                 max_messages: u32::try_from(want.min(u64::from(MAX_FETCH_MESSAGES)))
                     .unwrap_or(MAX_FETCH_MESSAGES),
                 max_bytes: DEFAULT_FETCH_BYTES,
-                wait_ms: FOLLOW_WAIT.min(self.client.max_hold()).as_millis() as u64,
+                wait_ms: wait.as_millis() as u64,
             };
+            let format = &self.format;
             let fetched =
                 self.client.fetch(request, |batch| print_batch(out, topic, &batch, format));
+            turn = turn.wrapping_add(1);
             match fetched {
                 Ok((count, next_offset, _)) => {
                     out.flush().map_err(ClientError::output)?;
                     printed += count;
-                    offset = next_offset;
+                    positions[at].offset = next_offset;
+                    empty = if count == 0 { empty + 1 } else { 0 };
                     waiting_for_topic = false;
                     seen = true;
                 }
@@ -536,12 +814,17 @@ impl Follow<'_> {
                         Some((_, next)) => format!(" (it is empty; next offset {next})"),
                         None => String::new(),
                     };
+                    let of_partition = if self.format.print_partition || self.partition.is_some() {
+                        format!(" partition {partition}")
+                    } else {
+                        String::new()
+                    };
                     eprintln!(
-                        "offset {offset} of {} is not available{held}; restarting from \
-                         offset {first}, the first available",
+                        "offset {offset} of {}{of_partition} is not available{held}; \
+                         restarting from offset {first}, the first available",
                         safe(topic)
                     );
-                    offset = first;
+                    positions[at].offset = first;
                 }
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
                     if !waiting_for_topic {
@@ -555,8 +838,22 @@ impl Follow<'_> {
                         }
                         waiting_for_topic = true;
                     }
-                    offset = 0;
+                    // Made again, it is read from its start, every partition it then has.
+                    positions.truncate(1);
+                    positions[0].offset = 0;
+                    if self.partition.is_none() {
+                        absent = true;
+                        continue;
+                    }
                     self.shutdown.pause(TOPIC_RETRY);
+                }
+                Err(e)
+                    if e.broker_code() == Some(ErrorCode::UnknownPartition)
+                        && self.partition.is_none() =>
+                {
+                    // Made again with fewer partitions: read those it has.
+                    self.fit(&mut positions, false)?;
+                    turn = 0;
                 }
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
                     claim::reclaim(self.client, self.claimed, self.spec)?;
@@ -568,22 +865,47 @@ impl Follow<'_> {
         Ok(())
     }
 
-    /// The offset `start` stands for; `None` when Ctrl-C came first.
-    fn start_offset(&mut self, start: Start) -> Result<Option<u64>> {
-        if let Start::Offset(offset) = start {
-            return Ok(Some(offset));
-        }
+    /// Makes `positions` the topic's partitions as they are now, keeping where each one read
+    /// so far stands: the partitions it gained are read from their first offset (all they
+    /// hold came after the follow began), and those it lost (deleted and made again with
+    /// fewer) are dropped. Says so when `grown` and the topic gained some. Returns whether the
+    /// topic is there (and true after Ctrl-C, which the caller's loop notices).
+    fn fit(&mut self, positions: &mut Vec<Position>, grown: bool) -> Result<bool> {
         let topics = match self.client.list_topics(self.claimed.token) {
-            Err(ClientError::Interrupted) => return Ok(None),
+            Err(ClientError::Interrupted) => return Ok(true),
             other => other?,
         };
-        let offset = match topics.iter().find(|t| t.name == self.topic) {
-            Some(info) if start == Start::Beginning => info.first_offset,
-            Some(info) => info.next_offset,
-            // Everything a topic created from now on holds is new.
-            None => 0,
+        let Some(info) = topics.into_iter().find(|t| t.name == self.topic) else {
+            return Ok(false);
         };
-        Ok(Some(offset))
+        let (known, now) = (positions.len() as u32, info.partitions.max(1));
+        if grown && now > known {
+            eprintln!("{} has {now} partitions now; following the new ones too", safe(self.topic));
+        }
+        positions.truncate(now as usize);
+        for partition in known..now {
+            positions.push(Position { partition, offset: first_of(&info, partition) });
+        }
+        self.format_for(positions.len());
+        Ok(true)
+    }
+}
+
+/// A partition's first kept offset, from a topic record.
+fn first_of(info: &TopicInfo, partition: u32) -> u64 {
+    match info.first_offsets.get(partition as usize) {
+        Some(offset) => *offset,
+        None if partition == 0 => info.first_offset,
+        None => 0,
+    }
+}
+
+/// A partition's next offset, from a topic record.
+fn next_of(info: &TopicInfo, partition: u32) -> u64 {
+    match info.next_offsets.get(partition as usize) {
+        Some(offset) => *offset,
+        None if partition == 0 => info.next_offset,
+        None => 0,
     }
 }
 
@@ -595,7 +917,8 @@ fn print_batch(
     format: &MessageFormat,
 ) -> Result<(u64, u64, u64)> {
     for message in &batch.messages {
-        output::write_message(out, topic, message, format).map_err(ClientError::output)?;
+        output::write_message(out, topic, batch.partition, message, format)
+            .map_err(ClientError::output)?;
     }
     Ok((batch.messages.len() as u64, batch.next_offset, batch.end_offset))
 }
@@ -691,7 +1014,12 @@ mod tests {
         let a = parse(&["consumer", "ack", "g", "t", "3", "5"]).unwrap();
         assert_eq!(
             a.command,
-            Some(Command::Ack { group: "g".into(), topic: "t".into(), offsets: vec![3, 5] })
+            Some(Command::Ack {
+                group: "g".into(),
+                topic: "t".into(),
+                offsets: vec![3, 5],
+                partition: 0
+            })
         );
         assert!(parse(&["consumer", "ack", "g", "t"]).is_err(), "an ack needs an offset");
         assert!(parse(&["consumer", "ack", "g", "t", "-1"]).is_err());

@@ -42,6 +42,13 @@ pub struct GroupArgs {
     /// With --group: take at most N messages per request to the broker [default: 500].
     #[arg(long, value_name = "N", requires = "group", value_parser = crate::args::positive)]
     pub batch: Option<u64>,
+
+    /// With --group: take messages of a partition even while another member holds some of
+    /// it unacknowledged. Then every member gets work, however few partitions the topic has,
+    /// but a partition's messages are no longer processed in order. By default, as on Kafka,
+    /// a partition is read by one member at a time.
+    #[arg(long, requires = "group")]
+    pub unordered: bool,
 }
 
 /// Where a new group starts, as given on the command line.
@@ -92,6 +99,8 @@ pub struct Reading<'a> {
     pub auto_ack: bool,
     /// At most this many messages per group fetch.
     pub batch: u32,
+    /// Whether a partition is read by one member at a time, in order (Kafka's promise).
+    pub ordered: bool,
     /// How messages are printed.
     pub format: &'a MessageFormat,
 }
@@ -116,6 +125,7 @@ impl<'a> Reading<'a> {
             topic,
             start,
             auto_ack: !args.no_auto_ack,
+            ordered: !args.unordered,
             batch: u32::try_from(batch.min(u64::from(MAX_FETCH_MESSAGES)))
                 .unwrap_or(MAX_FETCH_MESSAGES),
             format,
@@ -135,10 +145,14 @@ pub struct Member<'a> {
     pub reading: Reading<'a>,
     /// Ends a follow.
     pub shutdown: &'a Shutdown,
+    /// Whether the topic has several partitions, so that each message's is printed.
+    pub spread: bool,
 }
 
 /// What one group fetch printed.
 struct Printed {
+    /// The partition its messages are of.
+    partition: u32,
     /// The offsets printed.
     offsets: Vec<u64>,
     /// Those among them delivered before.
@@ -159,6 +173,7 @@ impl Member<'_> {
         let (group, topic) = (self.reading.group, self.reading.topic);
         let joined =
             self.client.join_group(self.claimed.token, group, topic, self.reading.start)?;
+        self.spread = joined.partitions > 1;
         let (mut committed, mut end) = (joined.committed_offset, joined.end_offset);
         let mut printed = 0;
         while printed < max {
@@ -168,22 +183,31 @@ impl Member<'_> {
             }
             printed += batch.offsets.len() as u64;
             (committed, end) = (batch.committed, batch.end);
-            if let Some(now) = self.acknowledge(&batch.offsets)? {
+            if let Some(now) = self.acknowledge(batch.partition, &batch.offsets)? {
                 committed = now;
             }
         }
         out.flush().map_err(ClientError::output)?;
-        let acked = if self.reading.auto_ack || printed == 0 {
-            String::new()
-        } else {
-            format!(
+        let acked = match (self.reading.auto_ack || printed == 0, self.spread) {
+            (true, _) => String::new(),
+            (false, false) => format!(
                 "; not acknowledged: acknowledge them with `consumer ack {group:?} {topic:?} \
                  OFFSET...`"
-            )
+            ),
+            (false, true) => format!(
+                "; not acknowledged: acknowledge them with `consumer ack {group:?} {topic:?} \
+                 OFFSET... --partition N`, N the number before each offset"
+            ),
+        };
+        // Over several partitions each has its own committed offset: `consumer groups` shows
+        // them all.
+        let place = if self.spread {
+            format!(" ({} partitions)", joined.partitions)
+        } else {
+            format!("; committed offset {committed} of {end}")
         };
         eprintln!(
-            "read {printed} message{} of {} for group {}; committed offset {committed} of \
-             {end}{acked}",
+            "read {printed} message{} of {} for group {}{place}{acked}",
             plural(printed),
             safe(topic),
             safe(group)
@@ -199,18 +223,29 @@ impl Member<'_> {
     pub fn follow(&mut self, max: Option<u64>, out: &mut impl Write) -> Result<()> {
         let (group, topic) = (self.reading.group, self.reading.topic);
         let Some(joined) = self.join(false)? else { return Ok(()) };
-        eprintln!(
-            "following {} in group {} on logical broker {} ({} member{}, committed offset {} of \
-             {}, ack timeout {:?}); Ctrl-C to stop",
-            safe(topic),
-            safe(group),
-            self.claimed.broker,
-            joined.members,
-            plural(u64::from(joined.members)),
-            joined.committed_offset,
-            joined.end_offset,
-            joined.ack_timeout,
-        );
+        let (members, timeout) = (joined.members, joined.ack_timeout);
+        if joined.partitions > 1 {
+            eprintln!(
+                "following {} ({} partitions) in group {} on logical broker {} ({members} \
+                 member{}, ack timeout {timeout:?}); Ctrl-C to stop",
+                safe(topic),
+                joined.partitions,
+                safe(group),
+                self.claimed.broker,
+                plural(u64::from(members)),
+            );
+        } else {
+            eprintln!(
+                "following {} in group {} on logical broker {} ({members} member{}, committed \
+                 offset {} of {}, ack timeout {timeout:?}); Ctrl-C to stop",
+                safe(topic),
+                safe(group),
+                self.claimed.broker,
+                plural(u64::from(members)),
+                joined.committed_offset,
+                joined.end_offset,
+            );
+        }
         let mut printed = 0;
         let wait_ms = FOLLOW_WAIT.min(self.client.max_hold()).as_millis() as u64;
         while !self.shutdown.is_signalled() && !matches!(max, Some(max) if printed >= max) {
@@ -218,7 +253,7 @@ impl Member<'_> {
             match self.take(want, wait_ms, out) {
                 Ok(batch) => {
                     printed += batch.offsets.len() as u64;
-                    self.acknowledge(&batch.offsets)?;
+                    self.acknowledge(batch.partition, &batch.offsets)?;
                 }
                 Err(ClientError::Interrupted) => break,
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
@@ -256,7 +291,10 @@ impl Member<'_> {
         let mut waiting = false;
         while !self.shutdown.is_signalled() {
             match self.client.join_group(self.claimed.token, group, topic, self.reading.start) {
-                Ok(joined) => return Ok(Some(joined)),
+                Ok(joined) => {
+                    self.spread = joined.partitions > 1;
+                    return Ok(Some(joined));
+                }
                 Err(ClientError::Interrupted) => return Ok(None),
                 Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
                     if !waiting {
@@ -292,15 +330,25 @@ impl Member<'_> {
                 .unwrap_or(self.reading.batch),
             max_bytes: DEFAULT_FETCH_BYTES,
             wait_ms,
+            // Unless told otherwise, a partition's messages go to one member at a time, in
+            // order, as on Kafka.
+            ordered: self.reading.ordered,
         };
-        let (group, topic, format) = (self.reading.group, self.reading.topic, self.reading.format);
+        let (group, topic) = (self.reading.group, self.reading.topic);
+        let mut format = self.reading.format.clone();
+        format.print_partition = self.spread;
         let printed = self
             .client
-            .group_fetch(request, |delivery| print(out, group, topic, &delivery, format))?;
+            .group_fetch(request, |delivery| print(out, group, topic, &delivery, &format))?;
         out.flush().map_err(ClientError::output)?;
         if !printed.redelivered.is_empty() {
+            let of_partition = if self.spread {
+                format!(" of partition {}", printed.partition)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "delivered again, not acknowledged in time before: offset{} {}",
+                "delivered again, not acknowledged in time before: offset{} {}{of_partition}",
                 plural(printed.redelivered.len() as u64),
                 join_offsets(&printed.redelivered)
             );
@@ -311,11 +359,11 @@ impl Member<'_> {
     /// Acknowledges `offsets` if the member does so; returns the committed offset then. An
     /// acknowledgement the group no longer waits for (it was reset, or its topic deleted) is
     /// reported and is no error.
-    fn acknowledge(&mut self, offsets: &[u64]) -> Result<Option<u64>> {
+    fn acknowledge(&mut self, partition: u32, offsets: &[u64]) -> Result<Option<u64>> {
         if !self.reading.auto_ack || offsets.is_empty() {
             return Ok(None);
         }
-        match self.client.ack(self.reading.group, self.reading.topic, offsets) {
+        match self.client.ack(self.reading.group, self.reading.topic, partition, offsets) {
             Ok(acked) => Ok(Some(acked.committed_offset)),
             Err(e)
                 if matches!(
@@ -324,7 +372,8 @@ impl Member<'_> {
                 ) =>
             {
                 eprintln!(
-                    "warning: could not acknowledge offsets {}: {e}; was group {} reset on {}?",
+                    "warning: could not acknowledge offsets {} of partition {partition}: {e}; was \
+                     group {} reset on {}?",
                     join_offsets(offsets),
                     safe(self.reading.group),
                     safe(self.reading.topic)
@@ -336,13 +385,20 @@ impl Member<'_> {
     }
 }
 
-/// Acknowledges `offsets` of `topic` for `group`, and says what that did on standard error.
+/// Acknowledges `offsets` of `topic`'s `partition` for `group`, and says what that did on
+/// standard error.
 ///
 /// # Errors
 /// The broker refused (an offset never delivered: nothing is acknowledged then), or did not
 /// answer.
-pub fn ack(client: &mut Client, group: &str, topic: &str, offsets: &[u64]) -> Result<()> {
-    let acked = client.ack(group, topic, offsets)?;
+pub fn ack(
+    client: &mut Client,
+    group: &str,
+    topic: &str,
+    partition: u32,
+    offsets: &[u64],
+) -> Result<()> {
+    let acked = client.ack(group, topic, partition, offsets)?;
     let already = offsets.len() as u64 - acked.acked.min(offsets.len() as u64);
     let note = if already > 0 {
         format!(" ({already} had been acknowledged already)")
@@ -375,25 +431,36 @@ pub fn list(
     output::write_groups(out, &groups, json).map_err(ClientError::output)
 }
 
-/// Moves `group`'s committed offset on `topic`, and prints where it is now. Unless `force`,
-/// first asks the broker for the group's members on the topic and refuses while it has any,
-/// as Kafka's tool refuses to reset an active group: a reset under them changes what they
-/// read next.
+/// What a reset moves: a group's place on a topic, on one partition or on all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The group.
+    pub group: &'a str,
+    /// The topic.
+    pub topic: &'a str,
+    /// The one partition moved; `None` moves every partition.
+    pub partition: Option<u32>,
+}
+
+/// Moves a group's committed offset on a topic (one partition or all), and prints where it is
+/// now. Unless `force`, first asks the broker for the group's members on the topic and
+/// refuses while it has any, as Kafka's tool refuses to reset an active group: a reset under
+/// them changes what they read next.
 ///
 /// # Errors
-/// [`ClientError::GroupActive`]; the broker refused (no such topic, an offset out of range) or
-/// did not answer.
+/// [`ClientError::GroupActive`]; the broker refused (no such topic or partition, an offset out
+/// of range) or did not answer.
 pub fn reset(
     client: &mut Client,
-    group: &str,
-    topic: &str,
+    target: &Target<'_>,
     to: ResetTo,
     force: bool,
     json: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let committed = crate::reset::reset_unless_active(client, group, topic, to, force)?;
-    output::write_reset(out, group, topic, committed, json).map_err(ClientError::output)
+    let Target { group, topic, partition } = *target;
+    let committed = crate::reset::reset_unless_active(client, group, topic, partition, to, force)?;
+    output::write_reset(out, group, topic, partition, committed, json).map_err(ClientError::output)
 }
 
 /// Prints a delivered batch, after a line on standard error if the group was reset since the
@@ -407,16 +474,23 @@ fn print(
 ) -> Result<Printed> {
     if let Some(offset) = delivery.reset_offset {
         out.flush().map_err(ClientError::output)?;
+        let of_partition = if format.print_partition {
+            format!(" partition {}", delivery.partition)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "group {} was reset on {} to offset {offset}; reading on from there",
+            "group {} was reset on {}{of_partition} to offset {offset}; reading on from there",
             safe(group),
             safe(topic)
         );
     }
     for message in &delivery.messages {
-        output::write_message(out, topic, message, format).map_err(ClientError::output)?;
+        output::write_message(out, topic, delivery.partition, message, format)
+            .map_err(ClientError::output)?;
     }
     Ok(Printed {
+        partition: delivery.partition,
         offsets: delivery.messages.iter().map(|m| m.offset).collect(),
         redelivered: delivery.redelivered.clone(),
         committed: delivery.committed_offset,
@@ -450,19 +524,20 @@ mod tests {
         let format = MessageFormat::default();
         let reading = Reading::new("g", "t", &GroupArgs::default(), false, &format);
         assert_eq!(
-            (reading.start, reading.auto_ack, reading.batch),
-            (GroupStart::Earliest, true, 500)
+            (reading.start, reading.auto_ack, reading.batch, reading.ordered),
+            (GroupStart::Earliest, true, 500, true)
         );
         let args = GroupArgs {
             group: Some("g".into()),
             no_auto_ack: true,
             group_start: Some(StartArg::Latest),
             batch: Some(1_000_000),
+            unordered: true,
         };
         let reading = Reading::new("g", "t", &args, false, &format);
         assert_eq!(
-            (reading.start, reading.auto_ack, reading.batch),
-            (GroupStart::Latest, false, MAX_FETCH_MESSAGES)
+            (reading.start, reading.auto_ack, reading.batch, reading.ordered),
+            (GroupStart::Latest, false, MAX_FETCH_MESSAGES, false)
         );
     }
 }

@@ -1,4 +1,5 @@
-//! The consumer's interactive walk on a terminal: pick a logical broker, a topic, a message.
+//! The consumer's interactive walk on a terminal: pick a logical broker, a topic (and on a
+//! topic of several partitions, a partition), a message.
 //!
 //! Each level is a menu with a way back; going back from a broker's topics, quitting, Esc and
 //! Ctrl-C all give the claim back. A topic's messages come a page at a time, with ways to jump
@@ -115,8 +116,10 @@ fn browse_broker(
     theme: &ColorfulTheme,
 ) -> Result<Flow> {
     let _renewer = Renewer::start(client.sibling()?, *claimed);
-    // Where the user was in each topic, to come back to it after Esc.
-    let mut places: HashMap<String, Place> = HashMap::new();
+    // Where the user was in each partition of each topic, to come back to it after Esc.
+    let mut places: HashMap<(String, u32), Place> = HashMap::new();
+    // The partition menu's line last chosen, per topic.
+    let mut partition_cursors: HashMap<String, usize> = HashMap::new();
     let mut cursor = 0;
     loop {
         let topics = client.list_topics(claimed.token)?;
@@ -129,11 +132,19 @@ fn browse_broker(
         };
         cursor = choice;
         match topics.get(choice) {
+            Some(topic) if topic.partitions > 1 => {
+                let cursor = partition_cursors.entry(topic.name.clone()).or_insert(0);
+                let flow =
+                    browse_partitions(client, claimed, topic, &mut places, cursor, term, theme)?;
+                if flow == Flow::Quit {
+                    return Ok(Flow::Quit);
+                }
+            }
             Some(topic) => {
                 let place = places
-                    .entry(topic.name.clone())
+                    .entry((topic.name.clone(), 0))
                     .or_insert(Place { start: topic.first_offset, cursor: 0 });
-                if browse_topic(client, claimed, topic, place, term, theme)? == Flow::Quit {
+                if browse_topic(client, claimed, topic, 0, place, term, theme)? == Flow::Quit {
                     return Ok(Flow::Quit);
                 }
             }
@@ -141,6 +152,73 @@ fn browse_broker(
             None => return Ok(Flow::Quit),
         }
     }
+}
+
+/// The menu of a topic of several partitions: pick one, with its offsets and message count.
+fn browse_partitions(
+    client: &mut Client,
+    claimed: &Claimed,
+    topic: &TopicInfo,
+    places: &mut HashMap<(String, u32), Place>,
+    cursor: &mut usize,
+    term: &Term,
+    theme: &ColorfulTheme,
+) -> Result<Flow> {
+    loop {
+        // Read again each time, for the counts of messages appended meanwhile.
+        let topics = client.list_topics(claimed.token)?;
+        let Some(topic) = topics.iter().find(|t| t.name == topic.name) else {
+            return Ok(Flow::Back);
+        };
+        let mut items: Vec<String> =
+            (0..topic.partitions).map(|p| partition_line(topic, p)).collect();
+        items.push("Back to topics".to_owned());
+        items.push("Quit".to_owned());
+        let prompt = format!("{}: {} partitions", safe(&topic.name), topic.partitions);
+        let Some(choice) = select(term, theme, &prompt, &items, *cursor)? else {
+            return Ok(Flow::Back);
+        };
+        *cursor = choice;
+        match u32::try_from(choice).ok().filter(|p| *p < topic.partitions) {
+            Some(partition) => {
+                let (first, _) = partition_offsets(topic, partition);
+                let place = places
+                    .entry((topic.name.clone(), partition))
+                    .or_insert(Place { start: first, cursor: 0 });
+                let flow = browse_topic(client, claimed, topic, partition, place, term, theme)?;
+                if flow == Flow::Quit {
+                    return Ok(Flow::Quit);
+                }
+            }
+            None if choice == topic.partitions as usize => return Ok(Flow::Back),
+            None => return Ok(Flow::Quit),
+        }
+    }
+}
+
+/// A partition's first kept offset and next offset, from its topic's record.
+fn partition_offsets(topic: &TopicInfo, partition: u32) -> (u64, u64) {
+    let index = partition as usize;
+    match (topic.first_offsets.get(index), topic.next_offsets.get(index)) {
+        (Some(first), Some(next)) => (*first, *next),
+        _ if partition == 0 => (topic.first_offset, topic.next_offset),
+        _ => (0, 0),
+    }
+}
+
+/// A partition's menu line: `partition 2   14 messages (offsets 0 to 13)`.
+fn partition_line(topic: &TopicInfo, partition: u32) -> String {
+    let (first, next) = partition_offsets(topic, partition);
+    let count = next.saturating_sub(first);
+    let held = if count == 0 {
+        format!("next offset {next}")
+    } else {
+        format!("offsets {first} to {}", next - 1)
+    };
+    format!(
+        "partition {partition:<4} {count} message{} ({held})",
+        if count == 1 { "" } else { "s" }
+    )
 }
 
 /// Where the user is in a topic's messages.
@@ -169,12 +247,13 @@ enum PageAction {
     Quit,
 }
 
-/// The third menu: a page of a topic's messages, from where the user was in it (`place`,
+/// The third menu: a page of a partition's messages, from where the user was in it (`place`,
 /// updated as they move), with ways to the previous and next page, to an offset and to the end.
 fn browse_topic(
     client: &mut Client,
     claimed: &Claimed,
     topic: &TopicInfo,
+    partition: u32,
     place: &mut Place,
     term: &Term,
     theme: &ColorfulTheme,
@@ -184,6 +263,7 @@ fn browse_topic(
         let request = Fetch {
             claim: claimed.token,
             topic: &topic.name,
+            partition,
             offset: start,
             max_messages: PAGE,
             max_bytes: DEFAULT_FETCH_BYTES,
@@ -216,7 +296,7 @@ fn browse_topic(
             }
             Err(e) => return Err(e),
         };
-        let first = topic.first_offset;
+        let (first, _) = partition_offsets(topic, partition);
         let mut actions = Vec::new();
         if start > first {
             actions.push((PageAction::Previous, "Previous page".to_owned()));
@@ -235,7 +315,11 @@ fn browse_topic(
         actions.push((PageAction::Quit, "Quit".to_owned()));
         let mut items: Vec<String> = page.iter().map(message_line).collect();
         items.extend(actions.iter().map(|(_, line)| line.clone()));
-        let name = safe(&topic.name);
+        let name = if topic.partitions > 1 {
+            format!("{} partition {partition}", safe(&topic.name))
+        } else {
+            safe(&topic.name).into_owned()
+        };
         let prompt = if page.is_empty() {
             format!("{name}: no messages from offset {start}")
         } else {
@@ -247,7 +331,8 @@ fn browse_topic(
         };
         place.cursor = choice;
         if let Some(message) = page.get(choice) {
-            if show_message(&topic.name, message, term, theme)? == Flow::Quit {
+            let shown_in = (topic.name.as_str(), (topic.partitions > 1).then_some(partition));
+            if show_message(shown_in, message, term, theme)? == Flow::Quit {
                 return Ok(Flow::Quit);
             }
             continue;
@@ -294,11 +379,19 @@ fn ask_offset(term: &Term, theme: &ColorfulTheme, first: u64, end: u64) -> Resul
 }
 
 /// Shows one message in full, then asks where to go.
-fn show_message(topic: &str, message: &Shown, term: &Term, theme: &ColorfulTheme) -> Result<Flow> {
+fn show_message(
+    (topic, partition): (&str, Option<u32>),
+    message: &Shown,
+    term: &Term,
+    theme: &ColorfulTheme,
+) -> Result<Flow> {
     let when = SystemTime::UNIX_EPOCH + Duration::from_millis(message.timestamp);
     let key = message.key.as_deref().map_or_else(|| "null".into(), escape);
-    let lines = [
-        format!("topic      {}", safe(topic)),
+    let mut lines = vec![format!("topic      {}", safe(topic))];
+    if let Some(partition) = partition {
+        lines.push(format!("partition  {partition}"));
+    }
+    lines.extend([
         format!("offset     {}", message.offset),
         format!(
             "timestamp  {} ({} ms)",
@@ -308,7 +401,7 @@ fn show_message(topic: &str, message: &Shown, term: &Term, theme: &ColorfulTheme
         format!("key        {key}"),
         format!("value      {}", escape(&message.value)),
         String::new(),
-    ];
+    ]);
     for line in lines {
         term.write_line(&line).map_err(prompt_error)?;
     }
@@ -361,6 +454,15 @@ fn broker_line(b: &BrokerStatus) -> String {
 
 /// A topic as a menu line.
 fn topic_line(t: &TopicInfo) -> String {
+    if t.partitions > 1 {
+        let plural = if t.messages == 1 { "" } else { "s" };
+        return format!(
+            "{}  ({} message{plural}, {} partitions)",
+            safe(&t.name),
+            t.messages,
+            t.partitions
+        );
+    }
     if t.next_offset > t.first_offset {
         let (first, last) = (t.first_offset, t.next_offset - 1);
         format!("{}  ({} messages, offsets {first} to {last})", safe(&t.name), t.messages)
@@ -542,8 +644,21 @@ mod tests {
             next_offset: 3,
             bytes: 3,
             disk_bytes: None,
+            partitions: 1,
+            first_offsets: vec![0],
+            next_offsets: vec![3],
         };
         assert_eq!(topic_line(&topic), "t  (3 messages, offsets 0 to 2)");
+        let spread = TopicInfo {
+            messages: 5,
+            partitions: 3,
+            first_offsets: vec![0, 1, 0],
+            next_offsets: vec![3, 3, 0],
+            ..topic.clone()
+        };
+        assert_eq!(topic_line(&spread), "t  (5 messages, 3 partitions)");
+        assert_eq!(partition_line(&spread, 1), "partition 1    2 messages (offsets 1 to 2)");
+        assert_eq!(partition_line(&spread, 2), "partition 2    0 messages (next offset 0)");
         let empty = TopicInfo { messages: 0, first_offset: 3, ..topic };
         assert_eq!(topic_line(&empty), "t  (no messages, next offset 3)");
     }

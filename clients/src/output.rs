@@ -1,7 +1,8 @@
 //! How the consumer shows what it reads: plain text for people, JSON lines for programs.
 //!
 //! # Format
-//! Text messages are one line each, tab separated: `offset`, then the timestamp (with
+//! Text messages are one line each, tab separated: `offset` (`partition:offset` when the
+//! reading spans several partitions), then the timestamp (with
 //! `--print-timestamp`: RFC 3339 in local time; `=ms`: milliseconds; Kafka's
 //! `print.timestamp=true`: `CreateTime:` and milliseconds), then the key or `null` (with
 //! `--print-key`) and the key separator (a tab unless `key.separator` says otherwise), then the
@@ -19,7 +20,7 @@
 //! emoji) and combining marks keep columns straight.
 //!
 //! JSON messages are one object per line:
-//! `{"topic":..,"offset":..,"timestamp":..,"key":..,"value":..}`. `key` and `value` are strings
+//! `{"topic":..,"partition":..,"offset":..,"timestamp":..,"key":..,"value":..}`. `key` and `value` are strings
 //! when they are valid UTF-8. Otherwise they are `null` and `key_hex` / `value_hex` hold the
 //! bytes in hexadecimal; a message without a key has `"key":null` and no `key_hex`.
 
@@ -49,6 +50,9 @@ pub struct MessageFormat {
     pub key_separator: String,
     /// Print a value in Connect's JSON envelope as its payload alone (`--unwrap-schema`).
     pub unwrap_schema: bool,
+    /// Text only: put the partition before the offset (`2:15`), for a reading that spans
+    /// several partitions.
+    pub print_partition: bool,
 }
 
 impl Default for MessageFormat {
@@ -60,6 +64,7 @@ impl Default for MessageFormat {
             timestamp: None,
             key_separator: "\t".to_owned(),
             unwrap_schema: false,
+            print_partition: false,
         }
     }
 }
@@ -95,7 +100,9 @@ impl MessageFormat {
 struct JsonMessage<'a> {
     /// The topic it came from.
     topic: &'a str,
-    /// Its offset.
+    /// The partition it came from.
+    partition: u32,
+    /// Its offset in the partition.
     offset: u64,
     /// When the broker stored it, in milliseconds since the Unix epoch.
     timestamp: u64,
@@ -137,6 +144,8 @@ struct JsonBroker<'a> {
 struct JsonTopic<'a> {
     /// Its name.
     name: &'a str,
+    /// How many partitions it has.
+    partitions: u32,
     /// How many messages it holds.
     messages: u64,
     /// The oldest offset kept.
@@ -147,6 +156,10 @@ struct JsonTopic<'a> {
     bytes: u64,
     /// How many bytes its files take on disk; `null` when it is kept in memory only.
     disk_bytes: Option<u64>,
+    /// Each partition's oldest offset kept, partition 0 first.
+    first_offsets: &'a [u64],
+    /// Each partition's next offset, partition 0 first.
+    next_offsets: &'a [u64],
 }
 
 /// A group's state on a topic as a JSON line: the wire record plus its lag.
@@ -156,6 +169,8 @@ struct JsonGroup<'a> {
     group: &'a str,
     /// The topic.
     topic: &'a str,
+    /// The partition the offsets are of.
+    partition: u32,
     /// Every offset below it is acknowledged.
     committed_offset: u64,
     /// The next offset never delivered to the group.
@@ -177,17 +192,20 @@ struct JsonReset<'a> {
     group: &'a str,
     /// The topic.
     topic: &'a str,
+    /// The partition moved; `null` for every partition.
+    partition: Option<u32>,
     /// The committed offset now.
     committed_offset: u64,
 }
 
-/// Writes one message of `topic` as `format` says, with its newline.
+/// Writes one message of `topic`'s `partition` as `format` says, with its newline.
 ///
 /// # Errors
 /// Whatever writing to `out` returns.
 pub fn write_message(
     out: &mut impl Write,
     topic: &str,
+    partition: u32,
     message: &Message<'_>,
     format: &MessageFormat,
 ) -> io::Result<()> {
@@ -208,6 +226,7 @@ pub fn write_message(
         let (value, value_hex) = text_or_hex_fields(message.value);
         let line = JsonMessage {
             topic,
+            partition,
             offset: message.offset,
             timestamp: message.timestamp,
             key,
@@ -218,7 +237,9 @@ pub fn write_message(
         return write_json(out, &line);
     }
     let mut line = String::new();
-    if format.print_offset {
+    if format.print_offset && format.print_partition {
+        let _ = write!(line, "{partition}:{}\t", message.offset);
+    } else if format.print_offset {
         let _ = write!(line, "{}\t", message.offset);
     }
     if let Some(style) = format.timestamp {
@@ -299,11 +320,14 @@ pub fn write_topics(out: &mut impl Write, topics: &[TopicInfo], json: bool) -> i
         for t in topics {
             let line = JsonTopic {
                 name: &t.name,
+                partitions: t.partitions,
                 messages: t.messages,
                 first_offset: t.first_offset,
                 next_offset: t.next_offset,
                 bytes: t.bytes,
                 disk_bytes: t.disk_bytes,
+                first_offsets: &t.first_offsets,
+                next_offsets: &t.next_offsets,
             };
             write_json(out, &line)?;
         }
@@ -314,13 +338,29 @@ pub fn write_topics(out: &mut impl Write, topics: &[TopicInfo], json: bool) -> i
         .map(|t| {
             vec![
                 t.name.clone(),
+                t.partitions.to_string(),
                 t.messages.to_string(),
-                t.first_offset.to_string(),
-                t.next_offset.to_string(),
+                per_partition(&t.first_offsets, t.first_offset),
+                per_partition(&t.next_offsets, t.next_offset),
             ]
         })
         .collect();
-    write_table(out, &["TOPIC", "MESSAGES", "FIRST OFFSET", "NEXT OFFSET"], rows)
+    write_table(out, &["TOPIC", "PARTITIONS", "MESSAGES", "FIRST OFFSET", "NEXT OFFSET"], rows)
+}
+
+/// How many partitions' offsets a table cell lists before it stops.
+const SHOWN_PARTITION_OFFSETS: usize = 8;
+
+/// One offset per partition as a table cell: `3` for one partition, `3,0,7` for several (the
+/// first few, then `,...`); `single` when the broker sent no list.
+fn per_partition(offsets: &[u64], single: u64) -> String {
+    if offsets.len() <= 1 {
+        return single.to_string();
+    }
+    let shown: Vec<String> =
+        offsets.iter().take(SHOWN_PARTITION_OFFSETS).map(u64::to_string).collect();
+    let more = if offsets.len() > SHOWN_PARTITION_OFFSETS { ",..." } else { "" };
+    format!("{}{more}", shown.join(","))
 }
 
 /// Writes group states as a table with their lag (like `kafka-consumer-groups --describe`), or
@@ -334,6 +374,7 @@ pub fn write_groups(out: &mut impl Write, groups: &[GroupInfo], json: bool) -> i
             let line = JsonGroup {
                 group: &g.group,
                 topic: &g.topic,
+                partition: g.partition,
                 committed_offset: g.committed_offset,
                 delivered_offset: g.delivered_offset,
                 end_offset: g.end_offset,
@@ -356,6 +397,7 @@ pub fn write_groups(out: &mut impl Write, groups: &[GroupInfo], json: bool) -> i
             vec![
                 g.group.clone(),
                 g.topic.clone(),
+                g.partition.to_string(),
                 g.committed_offset.to_string(),
                 g.end_offset.to_string(),
                 g.lag().to_string(),
@@ -366,7 +408,16 @@ pub fn write_groups(out: &mut impl Write, groups: &[GroupInfo], json: bool) -> i
         .collect();
     write_table(
         out,
-        &["GROUP", "TOPIC", "COMMITTED OFFSET", "END OFFSET", "LAG", "PENDING", "MEMBERS"],
+        &[
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED OFFSET",
+            "END OFFSET",
+            "LAG",
+            "PENDING",
+            "MEMBERS",
+        ],
         rows,
     )
 }
@@ -379,14 +430,24 @@ pub fn write_reset(
     out: &mut impl Write,
     group: &str,
     topic: &str,
+    partition: Option<u32>,
     committed_offset: u64,
     json: bool,
 ) -> io::Result<()> {
     if json {
-        return write_json(out, &JsonReset { group, topic, committed_offset });
+        return write_json(out, &JsonReset { group, topic, partition, committed_offset });
     }
-    let row = vec![group.to_owned(), topic.to_owned(), committed_offset.to_string()];
-    write_table(out, &["GROUP", "TOPIC", "COMMITTED OFFSET"], vec![row])
+    let Some(partition) = partition else {
+        let row = vec![group.to_owned(), topic.to_owned(), committed_offset.to_string()];
+        return write_table(out, &["GROUP", "TOPIC", "COMMITTED OFFSET"], vec![row]);
+    };
+    let row = vec![
+        group.to_owned(),
+        topic.to_owned(),
+        partition.to_string(),
+        committed_offset.to_string(),
+    ];
+    write_table(out, &["GROUP", "TOPIC", "PARTITION", "COMMITTED OFFSET"], vec![row])
 }
 
 /// A lease left in milliseconds as seconds with one decimal: `29.5s`.
@@ -527,7 +588,7 @@ mod tests {
 
     fn text(m: &Message<'_>, format: &MessageFormat) -> String {
         let mut out = Vec::new();
-        write_message(&mut out, "t", m, format).unwrap();
+        write_message(&mut out, "t", 2, m, format).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -551,6 +612,8 @@ mod tests {
             ..MessageFormat::default()
         };
         assert_eq!(text(&keyed, &kafka), "CreateTime:1700000000000\tk:\\xffok\\x00\n");
+        let spanning = MessageFormat { print_partition: true, ..MessageFormat::default() };
+        assert_eq!(text(&m, &spanning), "2:7\thello\n");
     }
 
     #[test]
@@ -560,6 +623,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["topic"], "t");
         assert_eq!(v["offset"], 7);
+        assert_eq!(v["partition"], 2);
         assert_eq!(v["key"], serde_json::Value::Null);
         assert_eq!(v["value"], "hi");
         assert!(v.get("key_hex").is_none() && v.get("value_hex").is_none());
@@ -576,19 +640,25 @@ mod tests {
         let topics = vec![
             TopicInfo {
                 name: "Hola mundo".into(),
+                partitions: 1,
                 messages: 3,
                 first_offset: 0,
                 next_offset: 3,
                 bytes: 27,
                 disk_bytes: None,
+                first_offsets: vec![0],
+                next_offsets: vec![3],
             },
             TopicInfo {
                 name: "x".into(),
+                partitions: 3,
                 messages: 10,
                 first_offset: 0,
-                next_offset: 10,
+                next_offset: 4,
                 bytes: 1,
                 disk_bytes: Some(4096),
+                first_offsets: vec![0, 0, 1],
+                next_offsets: vec![4, 3, 4],
             },
         ];
         let mut out = Vec::new();
@@ -596,9 +666,9 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "TOPIC       MESSAGES  FIRST OFFSET  NEXT OFFSET\n\
-             Hola mundo  3         0             3\n\
-             x           10        0             10\n"
+            "TOPIC       PARTITIONS  MESSAGES  FIRST OFFSET  NEXT OFFSET\n\
+             Hola mundo  1           3         0             3\n\
+             x           3           10        0,0,1         4,3,4\n"
         );
         let mut out = Vec::new();
         write_topics(&mut out, &topics, true).unwrap();
@@ -609,6 +679,8 @@ mod tests {
             .collect();
         assert_eq!(lines[0]["disk_bytes"], serde_json::Value::Null);
         assert_eq!(lines[1]["disk_bytes"], 4096);
+        assert_eq!(lines[1]["partitions"], 3);
+        assert_eq!(lines[1]["next_offsets"], serde_json::json!([4, 3, 4]));
     }
 
     #[test]
@@ -617,6 +689,7 @@ mod tests {
             GroupInfo {
                 group: "preparers".into(),
                 topic: "orders".into(),
+                partition: 1,
                 committed_offset: 3,
                 delivered_offset: 5,
                 end_offset: 9,
@@ -626,6 +699,7 @@ mod tests {
             GroupInfo {
                 group: "x".into(),
                 topic: "orders".into(),
+                partition: 0,
                 committed_offset: 9,
                 delivered_offset: 9,
                 end_offset: 9,
@@ -637,9 +711,9 @@ mod tests {
         write_groups(&mut out, &groups, false).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "GROUP      TOPIC   COMMITTED OFFSET  END OFFSET  LAG  PENDING  MEMBERS\n\
-             preparers  orders  3                 9           6    2        1,2\n\
-             x          orders  9                 9           0    0        -\n"
+            "GROUP      TOPIC   PARTITION  COMMITTED OFFSET  END OFFSET  LAG  PENDING  MEMBERS\n\
+             preparers  orders  1          3                 9           6    2        1,2\n\
+             x          orders  0          9                 9           0    0        -\n"
         );
         let mut out = Vec::new();
         write_groups(&mut out, &groups, true).unwrap();
@@ -648,6 +722,7 @@ mod tests {
         assert_eq!(first["lag"], 6);
         assert_eq!(first["members"], serde_json::json!([1, 2]));
         assert_eq!(first["delivered_offset"], 5);
+        assert_eq!(first["partition"], 1);
     }
 
     #[test]

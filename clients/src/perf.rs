@@ -371,7 +371,8 @@ pub fn produce(
     let encode_to = |topic: &str, count: u64| {
         let messages = vec![NewMessage { key: None, value: &value }; count as usize];
         let mut frame = Vec::new();
-        encode_request(&Request::Append(Append { topic, messages }), &mut frame);
+        // Keyless: the broker puts each append's messages on one partition, the next in turn.
+        encode_request(&Request::Append(Append { topic, partition: None, messages }), &mut frame);
         frame
     };
     let encode = |count: u64| encode_to(&names[0], count);
@@ -461,7 +462,7 @@ fn check_appended(reply: &[u8], request_len: usize, sent: u64, floor: bool) -> R
         {
             Ok(())
         }
-        Response::Error { code, reason, range } => {
+        Response::Error { code, reason, range, .. } => {
             Err(ClientError::Broker { code, reason: reason.into_owned(), range })
         }
         other => Err(ClientError::UnexpectedReply { request: "append", reply: other.name() }),
@@ -603,6 +604,7 @@ impl Reader {
             let fetch = Fetch {
                 claim: token,
                 topic: &args.topic,
+                partition: 0,
                 offset: self.offset,
                 max_messages: want,
                 max_bytes: MAX_FETCH_BYTES,
@@ -641,6 +643,7 @@ fn prepared_messages(topic: &str, count: u32, size: usize) -> Vec<u8> {
         .collect();
     let response = Response::Messages {
         topic,
+        partition: 0,
         messages,
         next_offset: u64::from(count),
         end_offset: u64::from(count),
@@ -798,6 +801,7 @@ mod tests {
         let fetch = Fetch {
             claim: 0,
             topic: "t",
+            partition: 0,
             offset: 0,
             max_messages: 3,
             max_bytes: MAX_FETCH_BYTES,

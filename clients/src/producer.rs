@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use protocol::{validate_topic_name, ErrorCode, NewMessage};
+use protocol::{partition_for_key, validate_topic_name, ErrorCode, NewMessage};
 use tracing::debug;
 
 use crate::args::{non_empty, parse_producer_property, ConnectArgs, ProducerProperty};
@@ -44,7 +44,13 @@ const LINE_POLL: Duration = Duration::from_millis(100);
     about = "Append messages to a topic, from the command line or one per line of standard input",
     after_help = "Without MESSAGE arguments, standard input is read one message per line until \
                   end of input (Ctrl-D) or Ctrl-C; lines are sent in batches as they arrive. \
-                  The summary line gives the offsets of the first and last message appended.\n\n\
+                  The summary line gives the offsets of the first and last message appended \
+                  (with the partition, on a topic of several).\n\n\
+                  On a topic of several partitions, a message with a key goes to the partition \
+                  Kafka's default partitioner picks (murmur2 of the key, modulo the partition \
+                  count), so that a key's messages stay in order on one partition; messages \
+                  without a key go where the broker puts them. --partition N sends every \
+                  message to partition N.\n\n\
                   `producer perf` measures the broker instead (see `producer perf --help`); its \
                   options go after the word perf. To append to a topic named perf, write \
                   `producer -- perf MESSAGE...`.",
@@ -64,6 +70,10 @@ pub struct ProducerArgs {
     /// key.separator). A message without SEP is sent whole, with no key.
     #[arg(long, value_name = "SEP", value_parser = non_empty)]
     pub key_separator: Option<String>,
+
+    /// Append every message to partition N (Kafka's flag) instead of placing each by its key.
+    #[arg(long, value_name = "N")]
+    pub partition: Option<u32>,
 
     /// Send standard input in appends of at most N messages (and about 1 MiB).
     #[arg(
@@ -165,9 +175,11 @@ pub struct Produced {
     pub topic: String,
     /// How many messages were appended.
     pub messages: u64,
-    /// The offsets they got, as runs of consecutive offsets: other producers' appends in
-    /// between split them.
-    pub ranges: Vec<(u64, u64)>,
+    /// The offsets they got, as runs of consecutive offsets of a partition: other producers'
+    /// appends in between split them. `(partition, first, last)`.
+    pub ranges: Vec<(u32, u64, u64)>,
+    /// Whether the topic is known to have several partitions, so that the summary names them.
+    pub partitioned: bool,
     /// How many append requests carried them.
     pub requests: u64,
     /// Whether to mention the request count (standard input, where batching decides it).
@@ -189,6 +201,7 @@ impl Produced {
             topic: topic.to_owned(),
             messages: 0,
             ranges: Vec::new(),
+            partitioned: false,
             requests: 0,
             show_requests,
             skipped: 0,
@@ -197,13 +210,56 @@ impl Produced {
     }
 
     /// Counts one successful append of `count` messages.
-    fn add(&mut self, count: usize, appended: Appended) {
+    fn add(&mut self, count: usize, appended: &Appended) {
         self.messages += count as u64;
-        match self.ranges.last_mut() {
-            Some((_, last)) if *last + 1 == appended.first_offset => *last = appended.last_offset,
-            _ => self.ranges.push((appended.first_offset, appended.last_offset)),
+        if appended.placed.is_empty() {
+            self.add_range(appended.partition, appended.first_offset, appended.last_offset);
+        } else {
+            for placed in &appended.placed {
+                self.add_range(placed.partition, placed.first_offset, placed.last_offset);
+            }
         }
         self.requests += 1;
+    }
+
+    /// Adds offsets `first` to `last` of `partition`, joining them to the partition's last run
+    /// when they follow on from it.
+    fn add_range(&mut self, partition: u32, first: u64, last: u64) {
+        if partition != 0 {
+            self.partitioned = true;
+        }
+        let previous = self.ranges.iter_mut().rev().find(|(p, _, _)| *p == partition);
+        match previous {
+            Some((_, _, end)) if *end + 1 == first => *end = last,
+            _ => self.ranges.push((partition, first, last)),
+        }
+    }
+}
+
+/// How many partitions the summary lists before it only counts the rest.
+const SHOWN_PARTITIONS: usize = 8;
+
+/// Runs of offsets as `at offset 4`, `at offsets 4..6, 9` (the first [`SHOWN_RANGES`], then a
+/// count).
+fn offsets_text(ranges: &[(u64, u64)]) -> String {
+    let range = |&(first, last): &(u64, u64)| {
+        if first == last {
+            first.to_string()
+        } else {
+            format!("{first}..{last}")
+        }
+    };
+    match ranges {
+        [] => String::new(),
+        [(first, last)] if first == last => format!("offset {first}"),
+        ranges => {
+            let shown: Vec<String> = ranges.iter().take(SHOWN_RANGES).map(range).collect();
+            let mut text = format!("offsets {}", shown.join(", "));
+            if ranges.len() > SHOWN_RANGES {
+                text.push_str(&format!(" and {} more ranges", ranges.len() - SHOWN_RANGES));
+            }
+            text
+        }
     }
 }
 
@@ -211,27 +267,32 @@ impl Produced {
 /// `appended N message(s) to TOPIC at offset(s) FIRST..LAST[, FIRST..LAST...][ in K
 /// request(s)][; skipped S line(s) over the size limit][; U line(s) unconfirmed]`. Each range
 /// is contiguous: when other producers appended in between, the ranges are listed (the first
-/// three, then a count).
+/// three, then a count). On a topic of several partitions each partition's offsets follow
+/// its number, partitions in order: `at partition 0 offsets 4..6, partition 2 offset 0`.
 impl fmt::Display for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let topic = crate::output::safe(&self.topic);
         write!(f, "appended {} message{} to {topic}", self.messages, plural(self.messages))?;
-        let range = |&(first, last): &(u64, u64)| {
-            if first == last {
-                first.to_string()
-            } else {
-                format!("{first}..{last}")
-            }
+        let mut partitions: Vec<u32> = self.ranges.iter().map(|(p, _, _)| *p).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let of = |partition: u32| -> Vec<(u64, u64)> {
+            let ranges = self.ranges.iter().filter(|(p, _, _)| *p == partition);
+            ranges.map(|&(_, first, last)| (first, last)).collect()
         };
-        match self.ranges.as_slice() {
-            [] => {}
-            [(first, last)] if first == last => write!(f, " at offset {first}")?,
-            ranges => {
-                let shown: Vec<String> = ranges.iter().take(SHOWN_RANGES).map(range).collect();
-                write!(f, " at offsets {}", shown.join(", "))?;
-                if ranges.len() > SHOWN_RANGES {
-                    write!(f, " and {} more ranges", ranges.len() - SHOWN_RANGES)?;
-                }
+        if !self.partitioned && partitions.len() <= 1 {
+            if !self.ranges.is_empty() {
+                write!(f, " at {}", offsets_text(&of(partitions.first().copied().unwrap_or(0))))?;
+            }
+        } else {
+            let shown: Vec<String> = partitions
+                .iter()
+                .take(SHOWN_PARTITIONS)
+                .map(|&p| format!("partition {p} {}", offsets_text(&of(p))))
+                .collect();
+            write!(f, " at {}", shown.join(", "))?;
+            if partitions.len() > SHOWN_PARTITIONS {
+                write!(f, " and {} more partitions", partitions.len() - SHOWN_PARTITIONS)?;
             }
         }
         if self.show_requests {
@@ -280,13 +341,14 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
     let mut client = args.connection.client(shutdown)?;
     let keys = KeyMode::from_args(&args);
     let mut produced = Produced::new(topic, args.messages.is_empty());
+    let mut placer = Placer::new(args.partition);
     let result = if args.messages.is_empty() {
         if io::stdin().is_terminal() {
             eprintln!("type one message per line; Ctrl-D (or Ctrl-C) sends what is left and ends");
         }
         let batching =
             Batching { topic, keys: &keys, max_messages: args.batch, schema: schema.as_ref() };
-        produce_lines(&mut client, &batching, io::stdin(), shutdown, &mut produced)
+        produce_lines(&mut client, &batching, &mut placer, io::stdin(), shutdown, &mut produced)
     } else {
         if let Some(schema) = &schema {
             for (i, m) in args.messages.iter_mut().enumerate() {
@@ -295,9 +357,11 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
                 *m = String::from_utf8(wrapped).unwrap_or_default();
             }
         }
-        let messages = args.messages.iter().map(|m| keys.message(m.as_bytes())).collect();
-        client.append(topic, messages).map(|a| produced.add(args.messages.len(), a))
+        let messages: Vec<NewMessage<'_>> =
+            args.messages.iter().map(|m| keys.message(m.as_bytes())).collect();
+        append_placed(&mut client, topic, &mut placer, messages, &mut produced)
     };
+    produced.partitioned |= placer.fixed.is_some() || placer.partitions.is_some_and(|n| n > 1);
     if result.is_ok() || produced.messages > 0 {
         writeln!(io::stdout(), "{produced}").map_err(ClientError::output)?;
     }
@@ -305,6 +369,106 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
         eprintln!("interrupted while waiting for the broker: the last append may have been stored");
     }
     result
+}
+
+/// Where the producer sends each message: to the partition the user named, or, for a message
+/// with a key, to the one Kafka's default partitioner gives the key among the topic's
+/// partitions (so that a key's messages stay on one partition, in order, and the producer can
+/// say where each went). A message without a key goes where the broker puts it.
+///
+/// The partition count comes from the broker's topic list, which is read under a claim taken
+/// and given back at once. When that cannot be had (every logical broker is claimed, or the
+/// user may not list topics) keyed messages go where the broker puts them too: it places them
+/// by the same hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placer {
+    /// `--partition`: every message goes there.
+    fixed: Option<u32>,
+    /// The topic's partition count, once known.
+    partitions: Option<u32>,
+    /// How many more times to ask for the count: once at first, once more after an append
+    /// that made the topic.
+    lookups: u8,
+}
+
+impl Placer {
+    /// A placer sending everything to `fixed` when given.
+    pub fn new(fixed: Option<u32>) -> Placer {
+        Placer { fixed, partitions: None, lookups: 2 }
+    }
+
+    /// The partition to name in the append for `message`; `None` leaves it to the broker. On
+    /// a topic of one partition everything goes to partition 0, in one append, so that the
+    /// lines keep their order whether they have keys or not.
+    fn partition(&self, message: &NewMessage<'_>) -> Option<u32> {
+        self.fixed.or_else(|| match (message.key, self.partitions?) {
+            (_, 1) => Some(0),
+            (Some(key), partitions) => Some(partition_for_key(key, partitions)),
+            (None, _) => None,
+        })
+    }
+
+    /// Learns `topic`'s partition count when keyed messages need it and it is not known yet.
+    ///
+    /// # Errors
+    /// The broker did not answer, or Ctrl-C; a refusal only leaves the placing to the broker.
+    fn learn(&mut self, client: &mut Client, topic: &str) -> Result<()> {
+        if self.fixed.is_some() || self.partitions.is_some() || self.lookups == 0 {
+            return Ok(());
+        }
+        self.lookups -= 1;
+        let topics = client.topics();
+        match topics {
+            Ok(topics) => {
+                self.partitions =
+                    topics.iter().find(|t| t.name == topic).map(|t| t.partitions.max(1));
+                Ok(())
+            }
+            Err(e) if e.broker_code().is_some() => {
+                debug!("no partition count for {topic} ({e}); the broker places keyed messages");
+                self.lookups = 0;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `items` split by the partition each goes to (`None`: where the broker puts it), each group
+/// in the order of `items`, the groups in the order of their first item.
+fn split<T>(items: Vec<T>, partition: impl Fn(&T) -> Option<u32>) -> Vec<(Option<u32>, Vec<T>)> {
+    let mut groups: Vec<(Option<u32>, Vec<T>)> = Vec::new();
+    for item in items {
+        let partition = partition(&item);
+        match groups.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((partition, vec![item])),
+        }
+    }
+    groups
+}
+
+/// Appends `messages`, given on the command line, each to the partition `placer` gives it: one
+/// append per partition.
+///
+/// # Errors
+/// A refused or unconfirmed append; those before it stay counted in `produced`.
+fn append_placed(
+    client: &mut Client,
+    topic: &str,
+    placer: &mut Placer,
+    messages: Vec<NewMessage<'_>>,
+    produced: &mut Produced,
+) -> Result<()> {
+    if messages.iter().any(|m| m.key.is_some()) {
+        placer.learn(client, topic)?;
+    }
+    for (partition, group) in split(messages, |m| placer.partition(m)) {
+        let count = group.len();
+        let appended = client.append(topic, partition, group)?;
+        produced.add(count, &appended);
+    }
+    Ok(())
 }
 
 /// How lines become appends.
@@ -356,6 +520,7 @@ fn wrap(
 pub fn produce_lines(
     client: &mut Client,
     batching: &Batching<'_>,
+    placer: &mut Placer,
     input: impl Read + Send + 'static,
     shutdown: &Shutdown,
     produced: &mut Produced,
@@ -411,7 +576,20 @@ pub fn produce_lines(
         }
         if !batch.is_empty() {
             debug!(messages = batch.len(), bytes, "sending a batch");
-            send_lines(client, batching, &mut batch, &mut limit, produced)?;
+            let keyed = batch.iter().any(|(_, line)| batching.keys.message(line).key.is_some());
+            if keyed {
+                placer.learn(client, batching.topic)?;
+            }
+            let appended_before = produced.requests;
+            let lines = std::mem::take(&mut batch);
+            let groups = split(lines, |(_, line)| placer.partition(&batching.keys.message(line)));
+            for (partition, mut group) in groups {
+                send_lines(client, batching, partition, &mut group, &mut limit, produced)?;
+            }
+            if keyed && produced.requests > appended_before {
+                // The first append may have made the topic: its count can be known now.
+                placer.learn(client, batching.topic)?;
+            }
         }
     }
     match read_error {
@@ -440,6 +618,7 @@ pub fn produce_lines(
 fn send_lines(
     client: &mut Client,
     batching: &Batching<'_>,
+    partition: Option<u32>,
     batch: &mut Vec<(u64, Vec<u8>)>,
     limit: &mut Option<usize>,
     produced: &mut Produced,
@@ -462,9 +641,9 @@ fn send_lines(
             return Ok(());
         }
         let messages = batch.iter().map(|(_, line)| batching.keys.message(line)).collect();
-        let reason = match client.append(batching.topic, messages) {
+        let reason = match client.append(batching.topic, partition, messages) {
             Ok(appended) => {
-                produced.add(batch.len(), appended);
+                produced.add(batch.len(), &appended);
                 return Ok(());
             }
             Err(ClientError::Broker { code: ErrorCode::MessageTooLarge, reason, .. }) => reason,
@@ -489,7 +668,7 @@ fn send_lines(
             }
             _ => {
                 for line in std::mem::take(batch) {
-                    send_lines(client, batching, &mut vec![line], limit, produced)?;
+                    send_lines(client, batching, partition, &mut vec![line], limit, produced)?;
                 }
             }
         }
@@ -694,16 +873,77 @@ mod tests {
         assert!(partial.is_empty());
     }
 
+    fn at(partition: u32, first_offset: u64, last_offset: u64) -> Appended {
+        Appended { partition, first_offset, last_offset, placed: Vec::new() }
+    }
+
+    #[test]
+    fn summaries_name_partitions_on_a_topic_of_several() {
+        let mut p = Produced::new("t", false);
+        p.add(2, &at(0, 4, 5));
+        p.add(1, &at(2, 0, 0));
+        p.add(2, &at(0, 6, 7));
+        p.add(1, &at(2, 3, 3));
+        assert_eq!(
+            p.to_string(),
+            "appended 6 messages to t at partition 0 offsets 4..7, partition 2 offsets 0, 3"
+        );
+        let mut placed = at(1, 9, 9);
+        placed.placed = vec![
+            protocol::Placement { partition: 1, first_offset: 9, last_offset: 9 },
+            protocol::Placement { partition: 3, first_offset: 0, last_offset: 1 },
+        ];
+        let mut q = Produced::new("t", false);
+        q.add(3, &placed);
+        assert_eq!(
+            q.to_string(),
+            "appended 3 messages to t at partition 1 offset 9, partition 3 offsets 0..1"
+        );
+        let mut r = Produced::new("t", false);
+        r.partitioned = true;
+        r.add(1, &at(0, 0, 0));
+        assert_eq!(r.to_string(), "appended 1 message to t at partition 0 offset 0");
+    }
+
+    #[test]
+    fn keyed_messages_go_where_kafka_puts_them_unless_a_partition_is_named() {
+        let mut placer = Placer::new(None);
+        let keyed = |key: &'static [u8]| NewMessage { key: Some(key), value: b"v" };
+        let plain = NewMessage { key: None, value: b"v" };
+        // The count unknown: the broker places everything.
+        assert_eq!(placer.partition(&keyed(b"k")), None);
+        placer.partitions = Some(6);
+        for key in [&b"21"[..], b"foobar", b"abc", b""] {
+            assert_eq!(placer.partition(&keyed(key)), Some(partition_for_key(key, 6)));
+        }
+        assert_eq!(placer.partition(&plain), None);
+        let one = Placer { partitions: Some(1), ..Placer::new(None) };
+        assert_eq!((one.partition(&keyed(b"a")), one.partition(&plain)), (Some(0), Some(0)));
+        let messages = vec![keyed(b"a"), plain.clone(), keyed(b"b"), keyed(b"a"), plain.clone()];
+        let groups = split(messages, |m| placer.partition(m));
+        let total: usize = groups.iter().map(|(_, g)| g.len()).sum();
+        assert_eq!(total, 5);
+        for (partition, group) in &groups {
+            for m in group {
+                assert_eq!(placer.partition(m), *partition);
+            }
+        }
+        assert_eq!(groups[0].0, Some(partition_for_key(b"a", 6)));
+        let fixed = Placer::new(Some(4));
+        assert_eq!(fixed.partition(&keyed(b"a")), Some(4));
+        assert_eq!(fixed.partition(&plain), Some(4));
+    }
+
     #[test]
     fn summaries() {
         let mut p = Produced::new("t", false);
         assert_eq!(p.to_string(), "appended 0 messages to t");
-        p.add(1, Appended { first_offset: 4, last_offset: 4 });
+        p.add(1, &at(0, 4, 4));
         assert_eq!(p.to_string(), "appended 1 message to t at offset 4");
-        p.add(2, Appended { first_offset: 5, last_offset: 6 });
+        p.add(2, &at(0, 5, 6));
         p.show_requests = true;
         assert_eq!(p.to_string(), "appended 3 messages to t at offsets 4..6 in 2 requests");
-        p.add(1, Appended { first_offset: 9, last_offset: 9 });
+        p.add(1, &at(0, 9, 9));
         p.skipped = 1;
         assert_eq!(
             p.to_string(),
@@ -713,8 +953,8 @@ mod tests {
         p.unconfirmed = 2;
         assert!(p.to_string().ends_with("size limit; 2 lines unconfirmed"), "{p}");
         p.unconfirmed = 0;
-        for at in [11, 13, 15] {
-            p.add(1, Appended { first_offset: at, last_offset: at });
+        for offset in [11, 13, 15] {
+            p.add(1, &at(0, offset, offset));
         }
         assert!(p.to_string().contains("at offsets 4..6, 9, 11 and 2 more ranges"), "{p}");
         assert_eq!(

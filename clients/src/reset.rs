@@ -6,7 +6,8 @@ use protocol::{ErrorCode, ResetTo};
 
 use crate::{Client, ClientError, Result};
 
-/// Moves `group`'s committed offset on `topic` and returns it. Unless `force`, first asks the
+/// Moves `group`'s committed offset on `topic` (on `partition`, or on every partition when
+/// `None`) and returns it (partition 0's when every partition moved). Unless `force`, first asks the
 /// broker for the group's members on the topic and refuses while it has any, as Kafka's tool
 /// refuses to reset an active group: a reset under them changes what they read next.
 ///
@@ -17,16 +18,20 @@ pub fn reset_unless_active(
     client: &mut Client,
     group: &str,
     topic: &str,
+    partition: Option<u32>,
     to: ResetTo,
     force: bool,
 ) -> Result<u64> {
     if !force {
-        let members = match client.list_groups(Some(group), Some(topic)) {
+        let mut members: Vec<u32> = match client.list_groups(Some(group), Some(topic)) {
+            // One record per partition, each naming the members.
             Ok(groups) => groups.into_iter().flat_map(|g| g.members).collect(),
             // No state yet: nobody reads it.
             Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => Vec::new(),
             Err(e) => return Err(e),
         };
+        members.sort_unstable();
+        members.dedup();
         if !members.is_empty() {
             return Err(ClientError::GroupActive {
                 group: group.to_owned(),
@@ -35,5 +40,5 @@ pub fn reset_unless_active(
             });
         }
     }
-    client.reset_group(group, topic, to)
+    client.reset_group(group, topic, partition, to)
 }

@@ -146,14 +146,14 @@ fn follow_waits_for_a_topic_that_does_not_exist_yet() {
 fn asking_for_a_held_logical_broker_is_refused_as_busy() {
     let broker = preloaded_broker();
     let (follow, held) = start_follow(&broker, &["Hola mundo"]);
-    let out = consumer(&broker, &["--broker", &held.to_string(), "topics"]);
+    let out = consumer(&broker, &["--broker", &held.to_string(), "fetch", "Hello world"]);
     out.assert_code(1);
     assert!(out.stdout.is_empty(), "{}", out.stdout);
     let want = format!("error: logical broker {held} is busy (claimed by consumer-");
     assert!(out.stderr.starts_with(&want), "{}", out.stderr);
     // The other one is free, and asking for it by id works.
     let other = if held == 1 { "2" } else { "1" };
-    consumer(&broker, &["--broker", other, "topics"]).assert_success();
+    consumer(&broker, &["--broker", other, "fetch", "Hello world"]).assert_success();
     follow.interrupt();
     assert_eq!(follow.wait_exit().0.code(), Some(130));
     broker.interrupt();
@@ -165,7 +165,9 @@ fn with_every_logical_broker_held_a_third_consumer_fails_or_waits() {
     let (first, _) = start_follow(&broker, &["Hola mundo"]);
     let (second, _) = start_follow(&broker, &["Hello world"]);
 
-    let out = consumer(&broker, &["topics"]);
+    // Listing topics needs no claim.
+    assert_eq!(consumer(&broker, &["topics"]).assert_success().lines().len(), 5);
+    let out = consumer(&broker, &["fetch", "Hello world"]);
     out.assert_code(1);
     assert_eq!(
         out.stderr.trim_end(),
@@ -173,14 +175,13 @@ fn with_every_logical_broker_held_a_third_consumer_fails_or_waits() {
          serves one claim at a time; `broker --brokers N` hosts more)"
     );
 
-    let mut waiter = Running::consumer(&broker, &["--wait", "topics"]);
+    let mut waiter = Running::consumer(&broker, &["--wait", "fetch", "Hola mundo"]);
     waiter.wait_stderr("waiting for one to be released");
     first.interrupt();
     assert_eq!(first.wait_exit().0.code(), Some(130));
     let (status, stdout, stderr) = waiter.wait_exit();
     assert!(status.success(), "{status}; stderr {stderr:?}");
-    assert_eq!(stdout.len(), 5, "{stdout:?}");
-    assert!(stdout[4].starts_with("Hola mundo"), "{stdout:?}");
+    assert!(!stdout.is_empty(), "{stdout:?}");
 
     second.interrupt();
     assert_eq!(second.wait_exit().0.code(), Some(130));

@@ -48,25 +48,47 @@ fn offsets<S: AsRef<str>>(lines: &[S]) -> Vec<u64> {
         .collect()
 }
 
-/// The rows of `consumer groups` for these arguments, split on white space, without the header.
-fn group_rows(broker: &BrokerProcess, args: &[&str]) -> Vec<Vec<String>> {
+/// The rows of `consumer groups` for these arguments, split on white space, without the header:
+/// one per group, topic and partition.
+fn partition_rows(broker: &BrokerProcess, args: &[&str]) -> Vec<Vec<String>> {
     let mut all = vec!["groups"];
     all.extend_from_slice(args);
     let out = consumer(broker, &all);
     let lines = out.assert_success().lines();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["GROUP", "TOPIC", "COMMITTED", "OFFSET", "END", "OFFSET", "LAG", "PENDING", "MEMBERS"]
+        [
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "OFFSET",
+            "END",
+            "OFFSET",
+            "LAG",
+            "PENDING",
+            "MEMBERS"
+        ]
     );
     lines[1..].iter().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect()
 }
 
+/// The rows of `consumer groups` of topics of one partition, without its column.
+fn group_rows(broker: &BrokerProcess, args: &[&str]) -> Vec<Vec<String>> {
+    let mut rows = partition_rows(broker, args);
+    for row in &mut rows {
+        assert_eq!(row.remove(2), "0", "{row:?} is of one partition");
+    }
+    rows
+}
+
 #[test]
-fn two_members_of_a_group_print_every_message_exactly_once_between_them() {
+fn two_unordered_members_of_a_group_share_one_partition_each_message_exactly_once() {
     let broker = broker(&[]);
     producer(&broker, &["orders", "opening"]).assert_success();
-    let mut a = start_member(&broker, "orders", "preparers", &["--batch", "1"]);
-    let mut b = start_member(&broker, "orders", "preparers", &["--batch", "1"]);
+    let unordered = ["--batch", "1", "--unordered"];
+    let mut a = start_member(&broker, "orders", "preparers", &unordered);
+    let mut b = start_member(&broker, "orders", "preparers", &unordered);
     // The group was new: it started at the topic's first message.
     produce(&broker, "orders", "order", 30);
 
@@ -149,9 +171,12 @@ fn committed_offsets_survive_a_broker_restart_with_a_data_dir() {
 
     let second = broker(&args);
     assert_eq!(group_rows(&second, &["g"]), [["g", "t", "4", "10", "6", "1", "-"]]);
-    // The group goes on from where it was: offset 4 is still pending, 5 comes next.
-    let out = consumer(&second, &["fetch", "t", "--group", "g"]);
+    // The group goes on from where it was: offset 4 is still pending, 5 comes next. (An
+    // ordered reader would wait for offset 4's ack timeout first: it was a member's.)
+    let out = consumer(&second, &["fetch", "t", "--group", "g", "--unordered"]);
     assert_eq!(offsets(&out.assert_success().lines()), [5, 6, 7, 8, 9]);
+    let out = consumer(&second, &["fetch", "t", "--group", "g"]);
+    assert!(out.assert_success().stdout.is_empty(), "{}", out.stdout);
     consumer(&second, &["ack", "g", "t", "4"]).assert_success();
     assert_eq!(group_rows(&second, &["g"]), [["g", "t", "10", "10", "0", "0", "-"]]);
     second.interrupt();
@@ -270,5 +295,116 @@ fn bad_group_names_and_acks_of_unknown_offsets_get_clear_errors() {
         out.stderr
     );
     assert_eq!(group_rows(&broker, &[])[0][2..4], ["2", "3"]);
+    broker.interrupt();
+}
+
+#[test]
+fn three_members_share_six_partitions_each_partition_in_order() {
+    let broker = broker(&["--brokers", "4"]);
+    consumer(&broker, &["create-topic", "jobs", "--partitions", "6"]).assert_success();
+    let mut members: Vec<Running> = (0..3)
+        .map(|_| start_member(&broker, "jobs", "workers", &["--batch", "4", "--print-key"]))
+        .collect();
+    let input: String = (0..120).map(|i| format!("k{}:job {i}\n", i % 12)).collect();
+    let args = ["--connect", &broker.endpoint, "--key-separator", ":", "jobs"];
+    common::run_with(common::PRODUCER, &args, input.as_bytes(), &[]).assert_success();
+
+    // Each member's lines, `PARTITION:OFFSET<TAB>KEY<TAB>VALUE`, until every job was seen.
+    let mut lines: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + STEP * 2;
+    while seen.len() < 120 && Instant::now() < deadline {
+        for (member, got) in members.iter_mut().zip(lines.iter_mut()) {
+            if let Some(line) = member.stdout_line_within(Duration::from_millis(20)) {
+                seen.insert(line.rsplit('\t').next().unwrap_or_default().to_owned());
+                got.push(line);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 120, "every job at least once: {lines:?}");
+    for (i, got) in lines.iter().enumerate() {
+        let mut last: [Option<u64>; 6] = [None; 6];
+        for line in got {
+            let mut fields = line.split('\t');
+            let (partition, offset) = fields
+                .next()
+                .and_then(|p| p.split_once(':'))
+                .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)))
+                .unwrap_or_else(|| panic!("{line:?} does not start with PARTITION:OFFSET"));
+            let key = fields.next().unwrap_or_default();
+            assert_eq!(partition, protocol::partition_for_key(key.as_bytes(), 6), "{line}");
+            // The member that has a partition gets its messages in order.
+            let before = &mut last[partition as usize];
+            assert!(before.is_none_or(|b| b < offset), "member {i} out of order: {got:?}");
+            *before = Some(offset);
+        }
+    }
+    // Everything is acknowledged: each partition's committed offset reaches its end.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let rows = partition_rows(&broker, &["workers"]);
+        let done = rows.len() == 6 && rows.iter().all(|r| r[3] == r[4] && r[6] == "0");
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all acknowledged: {rows:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = partition_rows(&broker, &["workers"]);
+    let partitions: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(partitions, ["0", "1", "2", "3", "4", "5"]);
+    let ends: u64 = rows.iter().map(|r| r[4].parse::<u64>().unwrap()).sum();
+    assert_eq!(ends, 120);
+    for member in members {
+        member.interrupt();
+        let (status, _, stderr) = member.wait_exit();
+        assert_eq!(status.code(), Some(130), "{stderr:?}");
+    }
+    broker.interrupt();
+}
+
+#[test]
+fn acks_and_resets_name_a_partition() {
+    let broker = broker(&[]);
+    consumer(&broker, &["create-topic", "t", "--partitions", "2"]).assert_success();
+    producer(&broker, &["--partition", "0", "t", "a0", "a1"]).assert_success();
+    producer(&broker, &["--partition", "1", "t", "b0", "b1", "b2"]).assert_success();
+    let out = consumer(&broker, &["fetch", "t", "--group", "g", "--no-auto-ack"]);
+    assert!(
+        out.stderr.contains("read 5 messages of t for group g (2 partitions); not acknowledged")
+            && out.stderr.contains("--partition N"),
+        "{}",
+        out.stderr
+    );
+    let mut lines = out.assert_success().lines();
+    lines.sort_unstable();
+    assert_eq!(lines, ["0:0\ta0", "0:1\ta1", "1:0\tb0", "1:1\tb1", "1:2\tb2"]);
+    // Partition 1's offsets 0 and 1, by hand; offset 2 of partition 0 was never delivered.
+    let out = consumer(&broker, &["ack", "g", "t", "0", "1", "--partition", "1"]);
+    assert!(out.assert_success().stderr.contains("committed offset 2"), "{}", out.stderr);
+    let out = consumer(&broker, &["ack", "g", "t", "2"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(not_pending)"), "{}", out.stderr);
+    let out = consumer(&broker, &["ack", "g", "t", "0", "--partition", "2"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(unknown_partition)"), "{}", out.stderr);
+    let rows = partition_rows(&broker, &["g"]);
+    let committed: Vec<(&str, &str, &str)> =
+        rows.iter().map(|r| (r[2].as_str(), r[3].as_str(), r[6].as_str())).collect();
+    assert_eq!(committed, [("0", "0", "2"), ("1", "2", "1")], "{rows:?}");
+
+    // One partition moved, then every one.
+    let out = consumer(&broker, &["group-reset", "g", "t", "--to-latest", "--partition", "0"]);
+    let row = out.assert_success().lines()[1].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row, ["g", "t", "0", "2"]);
+    let committed: Vec<String> =
+        partition_rows(&broker, &["g"]).iter().map(|r| r[3].clone()).collect();
+    assert_eq!(committed, ["2", "2"]);
+    consumer(&broker, &["group-reset", "g", "t", "--to-earliest"]).assert_success();
+    let committed: Vec<String> =
+        partition_rows(&broker, &["g"]).iter().map(|r| r[3].clone()).collect();
+    assert_eq!(committed, ["0", "0"]);
+    let out = consumer(&broker, &["fetch", "t", "--group", "g"]);
+    assert_eq!(out.assert_success().lines().len(), 5, "{}", out.stdout);
     broker.interrupt();
 }

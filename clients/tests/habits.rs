@@ -32,9 +32,10 @@ fn kafka_flags_for_fetch_and_follow() {
     assert_eq!(out.assert_success().lines(), ["2\tmensaje 3"]);
     let out = consumer(&broker, &["fetch", "Hola mundo", "--partition", "0", "--offset", "2"]);
     assert_eq!(out.assert_success().lines(), ["2\tmensaje 3"]);
+    // A partition the topic lacks: the broker's refusal, which names the count.
     let out = consumer(&broker, &["fetch", "Hola mundo", "--partition", "1"]);
-    out.assert_code(2);
-    assert!(out.stderr.contains("leave out --partition"), "{}", out.stderr);
+    out.assert_code(1);
+    assert!(out.stderr.contains("(unknown_partition)"), "{}", out.stderr);
     let out = consumer(&broker, &["fetch", "Hola mundo", "--offset", "soon"]);
     out.assert_code(2);
     assert!(out.stderr.contains("expected earliest, latest or an offset"), "{}", out.stderr);
@@ -216,7 +217,10 @@ fn help_shows_what_a_command_uses() {
     let out = run(CONSUMER, &["group-reset", "--help"]);
     let options: Vec<&str> =
         out.stdout.lines().map(str::trim_start).filter(|l| l.starts_with("--")).collect();
-    assert_eq!(options[..4], ["--to-earliest", "--to-latest", "--to-offset <N>", "--force"]);
+    assert_eq!(
+        options[..5],
+        ["--to-earliest", "--to-latest", "--to-offset <N>", "--partition <N>", "--force"]
+    );
     let out = run(CONSUMER, &["fetch", "--help"]);
     assert!(out.stdout.contains("--print-key") && out.stdout.contains("--broker"));
 }
@@ -290,7 +294,7 @@ fn all_brokers_claimed_says_how_to_get_more() {
     let broker = BrokerProcess::start(&broker_binary(), &["--brokers", "1"]);
     let mut holder = Running::consumer(&broker, &["follow", "t"]);
     holder.wait_stderr("following");
-    let out = consumer(&broker, &["topics"]);
+    let out = consumer(&broker, &["fetch", "t"]);
     out.assert_code(1);
     assert!(out.stderr.contains("(all 1 are claimed)"), "{}", out.stderr);
     assert!(out.stderr.contains("`broker --brokers N` hosts more"), "{}", out.stderr);

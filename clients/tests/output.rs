@@ -143,8 +143,8 @@ fn tables_align_by_display_width() {
     producer(&broker, &["Ünïcödé", "x"]).assert_success();
     let out = consumer(&broker, &["topics"]);
     let lines = out.assert_success().lines();
-    // Every row's second column starts where the header's MESSAGES does.
-    let column = width(lines[0].split("MESSAGES").next().unwrap_or_default());
+    // Every row's second column starts where the header's PARTITIONS does.
+    let column = width(lines[0].split("PARTITIONS").next().unwrap_or_default());
     for line in &lines[1..] {
         let name_end = line.find("  ").expect("two spaces after the name");
         let rest = line[name_end..].trim_start();

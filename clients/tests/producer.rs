@@ -161,3 +161,174 @@ fn a_dead_endpoint_fails_quickly_and_says_so() {
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.elapsed < Duration::from_secs(5), "took {:?}", out.elapsed);
 }
+
+#[test]
+fn keyed_messages_land_where_murmur2_says_and_a_named_partition_takes_everything() {
+    let broker = preloaded_broker();
+    consumer(&broker, &["create-topic", "spread", "--partitions", "4"]).assert_success();
+    let keys = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+    let home = |key: &str| protocol::partition_for_key(key.as_bytes(), 4);
+    let input: String = keys.iter().enumerate().map(|(i, k)| format!("{k}:line {i}\n")).collect();
+    let args = ["--connect", &broker.endpoint, "--key-separator", ":", "spread"];
+    let out = run_with(PRODUCER, &args, input.as_bytes(), &[]);
+    let summary = out.assert_success().lines()[0].to_owned();
+    // One append per partition reached, each named with its offsets.
+    let reached: std::collections::BTreeSet<u32> = keys.iter().map(|k| home(k)).collect();
+    assert!(reached.len() >= 2, "the keys spread: {reached:?}");
+    assert!(summary.starts_with("appended 8 messages to spread at partition "), "{summary}");
+    assert!(summary.ends_with(&format!(" in {} requests", reached.len())), "{summary}");
+    for partition in &reached {
+        let count = keys.iter().filter(|k| home(k) == *partition).count();
+        let offsets =
+            if count == 1 { "offset 0".to_owned() } else { format!("offsets 0..{}", count - 1) };
+        assert!(summary.contains(&format!("partition {partition} {offsets}")), "{summary}");
+    }
+    // Command-line messages are placed the same way.
+    let out = producer(&broker, &["--key-separator", ":", "spread", "alice:again", "bob:again"]);
+    out.assert_success();
+
+    for partition in 0..4 {
+        let p = partition.to_string();
+        let out = consumer(&broker, &["fetch", "spread", "--partition", &p, "--print-key"]);
+        let mut want: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| home(k) == partition)
+            .map(|(i, k)| format!("{k}\tline {i}"))
+            .collect();
+        want.extend(
+            ["alice", "bob"].iter().filter(|k| home(k) == partition).map(|k| format!("{k}\tagain")),
+        );
+        let want: Vec<String> = want
+            .into_iter()
+            .enumerate()
+            .map(|(offset, line)| format!("{offset}\t{line}"))
+            .collect();
+        assert_eq!(out.assert_success().lines(), want, "partition {partition}");
+    }
+
+    // --partition puts keyed and keyless messages alike on the partition named.
+    let out = producer(&broker, &["--partition", "3", "--key", "alice", "spread", "x", "y"]);
+    let end = keys.iter().chain(&["alice", "bob"]).filter(|k| home(k) == 3).count();
+    let want = format!("appended 2 messages to spread at partition 3 offsets {end}..{}", end + 1);
+    assert_eq!(out.assert_success().lines(), [want.as_str()]);
+    let input = b"one\ntwo\n";
+    let args = ["--connect", &broker.endpoint, "--partition", "1", "spread"];
+    let out = run_with(PRODUCER, &args, input, &[]);
+    assert!(out.assert_success().stdout.contains("at partition 1 offsets "), "{}", out.stdout);
+    let out = consumer(&broker, &["fetch", "spread", "--partition", "1", "--offset", "latest"]);
+    out.assert_success();
+
+    // A partition the topic lacks: the broker's refusal, nothing appended.
+    let out = producer(&broker, &["--partition", "4", "spread", "lost"]);
+    out.assert_code(1);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(out.stderr.contains("(unknown_partition)"), "{}", out.stderr);
+    let out = consumer(&broker, &["--json", "topics"]);
+    let total: u64 = out
+        .assert_success()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|t| t["name"] == "spread")
+        .map(|t| t["messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 8 + 2 + 2 + 2);
+    broker.interrupt();
+}
+
+#[test]
+fn keyed_messages_are_placed_where_murmur2_says_even_when_no_logical_broker_is_free() {
+    let broker = BrokerProcess::start(&broker_binary(), &["--brokers", "1"]);
+    consumer(&broker, &["create-topic", "spread", "--partitions", "4"]).assert_success();
+    let mut holder = Running::consumer(&broker, &["follow", "Hola mundo"]);
+    holder.wait_stderr("following");
+    // Listing topics needs no claim: the producer learns the count while every logical broker
+    // is held, and places the keys itself.
+    let out = producer(&broker, &["--key", "carol", "spread", "a", "b"]);
+    let home = protocol::partition_for_key(b"carol", 4);
+    let want = format!("appended 2 messages to spread at partition {home} offsets 0..1");
+    assert_eq!(out.assert_success().lines(), [want.as_str()]);
+    holder.interrupt();
+    holder.wait_exit();
+    let out = consumer(&broker, &["fetch", "spread", "--partition", &home.to_string()]);
+    assert_eq!(out.assert_success().lines(), ["0\ta", "1\tb"]);
+    broker.interrupt();
+}
+
+/// Runs `python3 scripts/pyclient.py --connect ENDPOINT args...` (or, when `args` starts
+/// with `-c`, that script with `scripts/` on the module path), bounded in time by `run`.
+fn pyclient(endpoint: &str, args: &[&str]) -> common::Finished {
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    let script = scripts.join("pyclient.py");
+    let script = script.to_str().expect("a UTF-8 path");
+    let path = scripts.to_str().expect("a UTF-8 path");
+    let envs = [("PYTHONPATH", path), ("PYTHONDONTWRITEBYTECODE", "1")];
+    let mut all = vec![script, "--connect", endpoint, "--timeout", "5"];
+    if args.first() == Some(&"-c") {
+        all.clear();
+    }
+    all.extend_from_slice(args);
+    run_with("python3", &all, b"", &envs)
+}
+
+#[test]
+fn the_python_client_places_keys_as_the_producer_does_and_reads_partitions() {
+    testkit::require::python_modules(&["zmq", "msgpack"]);
+    let broker = preloaded_broker();
+    let ep = broker.endpoint.as_str();
+    let out = pyclient(ep, &["create-topic", "spread", "--partitions", "4"]);
+    assert_eq!(out.assert_success().lines(), ["created spread with 4 partition(s)"]);
+    let out = pyclient(ep, &["topics", "--partitions"]);
+    assert!(out.assert_success().lines().contains(&"spread\t4\t0,0,0,0"), "{}", out.stdout);
+
+    // The same partition for every key as the Rust crate and Kafka.
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i}-{}", "x".repeat(i % 7))).collect();
+    let script = format!(
+        "import pyclient\nfor k in {keys:?}: print(pyclient.partition_for_key(k.encode(), 7))"
+    );
+    let out = pyclient(ep, &["-c", &script]);
+    let want: Vec<String> =
+        keys.iter().map(|k| protocol::partition_for_key(k.as_bytes(), 7).to_string()).collect();
+    assert_eq!(out.assert_success().lines(), want);
+
+    // A keyed append lands where the native producer puts the same key.
+    let home = protocol::partition_for_key(b"carol", 4);
+    let out = pyclient(ep, &["append", "spread", "--key", "carol", "from python"]);
+    let want = format!("appended 1 message(s) to spread at partition {home} offsets 0..0");
+    assert_eq!(out.assert_success().lines(), [want.as_str()]);
+    producer(&broker, &["--key", "carol", "spread", "from rust"]).assert_success();
+    let p = home.to_string();
+    let out = consumer(&broker, &["fetch", "spread", "--partition", &p, "--print-key"]);
+    assert_eq!(out.assert_success().lines(), ["0\tcarol\tfrom python", "1\tcarol\tfrom rust"]);
+    let out = pyclient(ep, &["fetch", "spread", "--partition", &p]);
+    assert_eq!(out.assert_success().lines(), ["0\tfrom python", "1\tfrom rust"]);
+
+    // A partition named, and one the topic lacks: the error carries the count.
+    let out = pyclient(ep, &["append", "spread", "--partition", "3", "a", "b"]);
+    // Partition 3 holds the two messages of carol already when carol's home is 3.
+    let start = if home == 3 { 2 } else { 0 };
+    let want =
+        format!("appended 2 message(s) to spread at partition 3 offsets {start}..{}", start + 1);
+    assert_eq!(out.assert_success().lines(), [want.as_str()]);
+    let script = "import pyclient\n\
+                  c = pyclient.Client(ENDPOINT)\n\
+                  try:\n    c.append('spread', [b'x'], partition=9)\n\
+                  except pyclient.BrokerError as e:\n    print(e.error, e.partitions)\n\
+                  r = c.append('spread', [(b'carol', b'y'), (b'alice', b'z')])\n\
+                  print(r['partition'], sorted(p['partition'] for p in r.get('placed', [])))";
+    let script = script.replace("ENDPOINT", &format!("{ep:?}"));
+    let out = pyclient(ep, &["-c", &script]);
+    let lines = out.assert_success().lines();
+    assert_eq!(lines[0], "unknown_partition 4");
+    let alice = protocol::partition_for_key(b"alice", 4);
+    let placed = if alice == home {
+        "[]".to_owned()
+    } else {
+        let mut both = [home, alice];
+        both.sort_unstable();
+        format!("[{}, {}]", both[0], both[1])
+    };
+    assert_eq!(lines[1], format!("{home} {placed}"));
+    broker.interrupt();
+}

@@ -127,3 +127,48 @@ fn the_walk_idle_at_a_menu_notices_a_dead_broker_says_so_and_exits() {
         assert!(!rest.iter().any(|l| l.contains("waiting for the broker")), "{rest:?}");
     }
 }
+
+#[test]
+fn the_walk_asks_for_a_partition_on_a_topic_of_several() {
+    let broker = preloaded_broker();
+    let connect = ["--connect", broker.endpoint.as_str()];
+    let create = [&connect[..], &["create-topic", "spread", "--partitions", "3"]].concat();
+    run_with(CONSUMER, &create, b"", &[]).assert_success();
+    let produce = [&connect[..], &["--partition", "2", "spread", "a", "b", "c"]].concat();
+    run_with(PRODUCER, &produce, b"", &[]).assert_success();
+
+    let command = format!("{CONSUMER} --connect {}", broker.endpoint);
+    let mut walk =
+        Running::start("script", &["-qfec", &command, "/dev/null"], &[("TERM", "xterm")]);
+    walk.wait_stdout("Logical brokers");
+    walk.write_stdin(ENTER);
+    walk.wait_stdout("Topics on logical broker 1");
+    for _ in 0..4 {
+        walk.write_stdin(b"j");
+    }
+    walk.wait_stdout("spread  (3 messages, 3 partitions)");
+    walk.write_stdin(ENTER);
+    walk.wait_stdout("spread: 3 partitions");
+    walk.wait_stdout("partition 2    3 messages (offsets 0 to 2)");
+    walk.write_stdin(b"jj");
+    walk.write_stdin(ENTER);
+    walk.wait_stdout("spread partition 2: offsets 0 to 2 of 3");
+    walk.write_stdin(b"j");
+    walk.write_stdin(ENTER);
+    walk.wait_stdout("partition  2");
+    walk.wait_stdout("offset     1");
+    walk.wait_stdout("value      b");
+    // Esc goes back up one menu at a time: the messages, the partitions, the topics.
+    walk.write_stdin(ESC);
+    walk.wait_stdout("spread partition 2: offsets 0 to 2 of 3");
+    walk.write_stdin(ESC);
+    walk.wait_stdout("spread: 3 partitions");
+    walk.write_stdin(ESC);
+    walk.wait_stdout("Topics on logical broker 1");
+    walk.write_stdin(ESC);
+    walk.wait_stdout("Logical brokers");
+    walk.write_stdin(ESC);
+    let (status, _, _) = walk.wait_exit();
+    assert!(status.success(), "{status}");
+    broker.interrupt();
+}

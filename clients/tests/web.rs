@@ -309,3 +309,8 @@ fn a_request_from_another_site_or_host_name_is_refused() {
     assert!(own.contains("Set-Cookie: console_session="), "{own}");
     assert!(own.contains("HttpOnly; SameSite=Strict"), "{own}");
 }
+
+#[test]
+fn partitions_are_shown_created_produced_to_picked_and_followed_from_the_page() {
+    check("partitions");
+}

@@ -11,6 +11,7 @@ Nothing is downloaded: Chromium is the system's (/usr/bin/chromium, or $CHROMIUM
 
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -175,7 +176,8 @@ def check_topics():
         for name in ["Ciao mondo", "Hallo welt", "Hello world", "Hola mundo"]:
             row = page.locator(f'#topics tr[data-topic="{name}"]')
             expect(row).to_be_visible(timeout=STEP * 1000)
-            expect(row.locator("td").nth(1)).to_have_text("3")
+            expect(row.locator("td").nth(1)).to_have_text("1")
+            expect(row.locator("td").nth(2)).to_have_text("3")
         expect(page.locator("#brokers tbody tr")).to_have_count(2)
         expect(page.locator('#brokers tr[data-broker="1"] td').nth(1)).to_have_text("free")
         shot(page, "overview")
@@ -336,8 +338,8 @@ def check_topic_admin():
             for i in range(30):
                 client.append("short", [f"m{i}".encode()])
         row = page.locator('#topics tr[data-topic="short"]')
-        expect(row.locator("td").nth(3)).to_have_text("30", timeout=STEP * 1000)
-        first = int(row.locator("td").nth(2).text_content())
+        expect(row.locator("td").nth(4)).to_have_text("30", timeout=STEP * 1000)
+        first = int(row.locator("td").nth(3).text_content())
         assert 10 <= first <= 20, f"first offset {first}"
         shot(page, "retention")
 
@@ -356,10 +358,11 @@ def check_groups():
         row = page.locator("#groups tbody tr", has_text="<i>readers</i>")
         expect(row).to_be_visible(timeout=STEP * 1000)
         expect(row.locator("td").nth(1)).to_have_text("Hallo welt")
-        expect(row.locator("td").nth(4)).to_have_text("2")
+        expect(row.locator("td").nth(2)).to_have_text("0")
+        expect(row.locator("td").nth(5)).to_have_text("2")
         expect(row.locator("svg.chart polyline")).to_have_count(1)
         read(2)
-        expect(row.locator("td").nth(4)).to_have_text("0", timeout=STEP * 1000)
+        expect(row.locator("td").nth(5)).to_have_text("0", timeout=STEP * 1000)
         assert page.locator("#groups i").count() == 0, "markup got in"
         shot(page, "groups")
 
@@ -818,12 +821,12 @@ def check_group_reset():
         subprocess.run([os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "fetch", "Hallo welt",
                         "--group", "readers"], capture_output=True, check=True, timeout=STEP)
         row = page.locator("#groups tbody tr", has_text="readers")
-        expect(row.locator("td").nth(2)).to_have_text("3", timeout=STEP * 1000)
+        expect(row.locator("td").nth(3)).to_have_text("3", timeout=STEP * 1000)
         member = subprocess.Popen(
             [os.environ["CONSUMER_BIN"], "--connect", s.broker.endpoint, "follow", "Hallo welt", "--group", "readers"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
-            expect(row.locator("td").nth(6)).not_to_have_text("", timeout=STEP * 1000)
+            expect(row.locator("td").nth(7)).not_to_have_text("", timeout=STEP * 1000)
             row.get_by_role("button", name="reset the offset of group readers on Hallo welt").click()
             row.locator("select").select_option("earliest")
             row.get_by_role("button", name="Reset", exact=True).click()
@@ -841,7 +844,95 @@ def check_group_reset():
         row.get_by_label("offset").fill("2")
         row.get_by_role("button", name="Reset", exact=True).click()
         expect(page.locator("#reset-result")).to_contain_text("now reads on from offset 2", timeout=STEP * 1000)
-        expect(row.locator("td").nth(2)).to_have_text("2", timeout=STEP * 1000)
+        expect(row.locator("td").nth(3)).to_have_text("2", timeout=STEP * 1000)
+
+
+def check_partitions():
+    """A topic of three partitions made from the form; its partitions and their offsets shown;
+    messages produced to a partition named and by key; the messages view picks a partition,
+    keeps it in the address, and follows it."""
+    client_module = pyclient()
+    with Session() as s:
+        page = s.page()
+        # Counts the broker does not take are refused with what it takes.
+        for bad in [0, 10001]:
+            said = page.evaluate(
+                "async (n) => (await call('POST', '/api/topics', { name: 'bad', partitions: n })).error",
+                bad)
+            assert said == "a topic has from 1 to 10000 partitions", f"{bad}: {said!r}"
+        page.fill("#create-name", "spread")
+        page.fill("#create-partitions", "3")
+        page.click("#create-form button[type=submit]")
+        expect(page.locator("#create-result")).to_have_text("created spread with 3 partitions",
+                                                          timeout=STEP * 1000)
+        row = page.locator('#topics tr[data-topic="spread"]')
+        expect(row.locator("td").nth(1)).to_have_text("3", timeout=STEP * 1000)
+        expect(page.locator('#topics tr[data-topic="bad"]')).to_have_count(0)
+
+        # To a partition named, then by key: where Kafka's partitioner puts the key.
+        page.fill("#produce-topic", "spread")
+        page.fill("#produce-partition", "2")
+        page.fill("#produce-value", "to two")
+        page.click("#produce-form button[type=submit]")
+        expect(page.locator("#produce-result")).to_have_text("sent at partition 2 offset 0",
+                                                            timeout=STEP * 1000)
+        home = client_module.partition_for_key(b"alice", 3)
+        page.fill("#produce-partition", "")
+        page.fill("#produce-key", "alice")
+        page.fill("#produce-value", "by key")
+        page.click("#produce-form button[type=submit]")
+        offset = 1 if home == 2 else 0
+        expect(page.locator("#produce-result")).to_have_text(
+            f"sent at partition {home} offset {offset}", timeout=STEP * 1000)
+        nexts = ["0", "0", "0"]
+        nexts[2] = "1"
+        nexts[home] = str(int(nexts[home]) + 1)
+        expect(row.locator("td").nth(4)).to_have_text(",".join(nexts), timeout=STEP * 1000)
+        # A partition the topic lacks: the broker's refusal.
+        page.fill("#produce-partition", "7")
+        page.click("#produce-form button[type=submit]")
+        expect(page.locator("#produce-result")).to_contain_text("unknown_partition", timeout=STEP * 1000)
+
+        # The messages view: a picker of the three, each with its count.
+        row.locator("a").click()
+        picker = page.locator("#messages-partition")
+        expect(picker).to_be_visible(timeout=STEP * 1000)
+        expect(picker.locator("option")).to_have_count(3)
+        expect(picker.locator("option").nth(2)).to_have_text(f"2 ({int(nexts[2])} message"
+                                                            + ("s)" if nexts[2] != "1" else ")"))
+        picker.select_option("2")
+        expect(page).to_have_url(re.compile(r"partition=2"), timeout=STEP * 1000)
+        expect(page.locator("#messages-topic")).to_have_text("of spread partition 2")
+        first = page.locator('#messages tr[data-offset="0"]')
+        expect(first.locator("td").nth(3)).to_have_text("to two", timeout=STEP * 1000)
+        shot(page, "partitions")
+        # Followed: what comes to partition 2 shows, what goes elsewhere does not.
+        page.check("#follow")
+        expect(page.locator("#follow-status")).to_have_text("live", timeout=STEP * 1000)
+        other = next(p for p in range(3) if p != 2)
+        with client_module.Client(s.broker.endpoint) as client:
+            client.append("spread", [b"elsewhere"], partition=other)
+            client.append("spread", [b"followed"], partition=2)
+        last = int(nexts[2])
+        followed = page.locator(f'#messages tr[data-offset="{last}"]')
+        expect(followed.locator("td").nth(3)).to_have_text("followed", timeout=STEP * 1000)
+        expect(page.locator("#messages")).not_to_contain_text("elsewhere")
+        # Back in the address: the partition comes back with it.
+        page.goto(s.console.url + "/#topic=spread&partition=" + str(home))
+        expect(page.locator("#messages-partition")).to_have_value(str(home), timeout=STEP * 1000)
+        expect(page.locator("#messages")).to_contain_text("by key", timeout=STEP * 1000)
+        # The Consume panel picks a partition too.
+        page.click("#consume-claim")
+        expect(page.locator("#consume-state")).to_contain_text("holding logical broker", timeout=STEP * 1000)
+        page.select_option("#consume-topic", "spread")
+        expect(page.locator("#consume-partition-label")).to_be_visible()
+        page.select_option("#consume-partition", "2")
+        page.click("#consume-read")
+        row = page.locator('#consume-messages tr[data-offset="0"]')
+        expect(row).to_contain_text("to two", timeout=STEP * 1000)
+        row.locator("button").click()
+        expect(page.locator("#consume-picked-offset")).to_have_text("at offset 0 of spread partition 2")
+        page.click("#consume-release")
 
 
 def check_dark():
@@ -1109,6 +1200,7 @@ CHECKS = {
     "small": check_small,
     "search": check_search,
     "group_reset": check_group_reset,
+    "partitions": check_partitions,
     "dark": check_dark,
     "bench": bench,
 }

@@ -41,7 +41,10 @@ fn a_durable_broker_times_its_commits_and_its_flushes() {
     let socket = broker.req(&context);
     for _ in 0..3 {
         let messages = vec![NewMessage { key: None, value: b"durable" }];
-        let reply = testkit::round_trip(&socket, &Request::Append(Append { topic: "d", messages }));
+        let reply = testkit::round_trip(
+            &socket,
+            &Request::Append(Append { topic: "d", partition: None, messages }),
+        );
         assert!(matches!(protocol::decode_response(&reply), Ok(Response::Appended { .. })));
     }
     // Each lockstep append is its own commit, flushed before it is acknowledged.

@@ -183,7 +183,7 @@ fn prometheus_scrapes_all_three_and_reports_the_append_rate_and_a_groups_lag() {
     let value = [7u8; 50];
     for _ in 0..3 {
         let messages = vec![NewMessage { key: None, value: &value }; 100];
-        let append = Request::Append(Append { topic: "metrics", messages });
+        let append = Request::Append(Append { topic: "metrics", partition: None, messages });
         ask(&socket, &append, |r| match r {
             Response::Appended { .. } => 0,
             other => panic!("{}", other.name()),
@@ -207,6 +207,7 @@ fn prometheus_scrapes_all_three_and_reports_the_append_rate_and_a_groups_lag() {
         max_messages: 100,
         max_bytes: 1 << 20,
         wait_ms: 0,
+        ordered: false,
     };
     let reply = testkit::round_trip(&socket, &Request::GroupFetch(fetch));
     let offsets: Vec<u64> = match protocol::decode_response(&reply).unwrap() {
@@ -214,7 +215,7 @@ fn prometheus_scrapes_all_three_and_reports_the_append_rate_and_a_groups_lag() {
         other => panic!("{}", other.name()),
     };
     assert_eq!(offsets.len(), 100);
-    let ack = Request::Ack { group: "g", topic: "metrics", offsets };
+    let ack = Request::Ack { group: "g", topic: "metrics", partition: 0, offsets };
     ask(&socket, &ack, |r| match r {
         Response::Acked { .. } => 0,
         other => panic!("{}", other.name()),

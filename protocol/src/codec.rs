@@ -216,9 +216,10 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             map.uint("wait_ms", Some(*wait_ms));
             map.str("client", *client);
         }
-        Request::Renew { claim } | Request::Release { claim } | Request::ListTopics { claim } => {
+        Request::Renew { claim } | Request::Release { claim } => {
             map.uint("claim", Some(*claim));
         }
+        Request::ListTopics { claim } => map.uint("claim", *claim),
         Request::Fetch(fetch) => {
             map.uint("claim", Some(fetch.claim));
             map.uint("wait_ms", Some(fetch.wait_ms));
@@ -321,7 +322,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
         },
         "renew" => Request::Renew { claim: need(wire.claim, "claim")? },
         "release" => Request::Release { claim: need(wire.claim, "claim")? },
-        "list_topics" => Request::ListTopics { claim: need(wire.claim, "claim")? },
+        "list_topics" => Request::ListTopics { claim: wire.claim.flatten() },
         "fetch" => Request::Fetch(Fetch {
             claim: need(wire.claim, "claim")?,
             topic: topic()?,

@@ -124,7 +124,7 @@ fields! {
     v: u32, "uint32", read::uint32, required [every] optional [];
     op: &'a str, "str", read::string, required [every] optional [];
     claim: u64, "uint64", read::uint,
-        required [renew, release, list_topics, fetch, join_group, group_fetch] optional [];
+        required [renew, release, fetch, join_group, group_fetch] optional [list_topics];
     broker: u32, "uint32", read::uint32, required [] optional [claim];
     wait_ms: u64, "uint64", read::uint, required [] optional [claim, fetch, group_fetch];
     client: &'a str, "str", read::string, required [] optional [claim];

@@ -32,10 +32,10 @@ pub enum Request<'a> {
         /// The claim token from `claimed`.
         claim: u64,
     },
-    /// `list_topics claim` → `topics`: every topic with its offsets.
+    /// `list_topics [claim]` → `topics`: every topic with its offsets.
     ListTopics {
-        /// The claim token from `claimed`.
-        claim: u64,
+        /// A claim token from `claimed`, renewed by the listing; none is needed.
+        claim: Option<u64>,
     },
     /// `fetch claim topic offset [max_messages] [max_bytes] [wait_ms] [partition]` → `messages`.
     Fetch(Fetch<'a>),
@@ -146,8 +146,8 @@ impl Request<'_> {
         match self {
             Request::Renew { claim }
             | Request::Release { claim }
-            | Request::ListTopics { claim }
             | Request::JoinGroup { claim, .. } => Some(*claim),
+            Request::ListTopics { claim } => *claim,
             Request::Fetch(fetch) => Some(fetch.claim),
             Request::GroupFetch(fetch) => Some(fetch.claim),
             _ => None,

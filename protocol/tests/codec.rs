@@ -29,7 +29,8 @@ fn requests() -> Vec<Request<'static>> {
         Request::Claim { broker: Some(2), wait_ms: 1500, client: Some("till-1") },
         Request::Renew { claim: u64::MAX },
         Request::Release { claim: 7 },
-        Request::ListTopics { claim: 7 },
+        Request::ListTopics { claim: Some(7) },
+        Request::ListTopics { claim: None },
         Request::Fetch(Fetch {
             claim: 7,
             topic: "Hola mundo",

@@ -403,6 +403,14 @@ impl Guard {
             )));
         }
         if let Request::Claim { .. } = request {
+            // A claim serves reads only (fetch, groups): a user who may read nothing has no use
+            // for one, and would only hold a logical broker from others.
+            if !user.permissions.may_consume_any() {
+                return Err(forbidden(format!(
+                    "user {} may consume no topic, so it may not claim a logical broker",
+                    excerpt(&user.name)
+                )));
+            }
             if let Some(limit) = user.max_claims {
                 let held = brokers.held_by(&user.name);
                 if held >= limit as usize {

@@ -121,6 +121,11 @@ pub struct Need<'r> {
 }
 
 impl Permissions {
+    /// Whether `consume` is granted on some topic: what a claim is for.
+    pub fn may_consume_any(&self) -> bool {
+        !self.topics.consume.is_empty()
+    }
+
     /// The first right `request` needs that these permissions lack, if any.
     pub fn lacking<'r>(&self, request: &'r Request<'_>) -> Option<Need<'r>> {
         needs(request).into_iter().flatten().find(|need| {

@@ -128,7 +128,7 @@ fn a_lease_runs_out_a_lease_after_the_last_request_and_its_token_is_forgotten() 
     let later = renewed + LEASE;
     for request in [
         Request::Renew { claim: token },
-        Request::ListTopics { claim: token },
+        Request::ListTopics { claim: Some(token) },
         fetch_at_end(token, 0),
         Request::Release { claim: token },
     ] {

@@ -338,11 +338,22 @@ impl NatsLog {
 /// flushed and may be trusted.
 const CLEAN_MARK: &str = "clean";
 
-/// Opens `dir`'s folder of copies, `DIR/copies/`, laid out as a data directory. After a clean
-/// stop (its mark is there) the copies are recovered as a data directory is, to be resumed;
-/// otherwise (a crash may have left their unflushed files anything), or if they do not open,
-/// the folder is made anew, empty. The mark is removed first, durably, so that a crash from
-/// now on makes the next start begin anew. Returns the folder and the copies kept.
+/// The folder, laid out as a data directory, that holds the copies of partition `partition` of
+/// every topic: `copies` itself for partition 0 (as before topics had partitions), and
+/// `copies/partitions/<p>/` for the others, each copy a topic of one partition there.
+fn copies_root(copies: &Path, partition: u32) -> PathBuf {
+    match partition {
+        0 => copies.to_path_buf(),
+        p => copies.join("partitions").join(p.to_string()),
+    }
+}
+
+/// Opens `dir`'s folder of copies, `DIR/copies/`, laid out as a data directory for partition 0
+/// and one more per other partition (see [`copies_root`]). After a clean stop (its mark is
+/// there) the copies are recovered as a data directory is, to be resumed; otherwise (a crash
+/// may have left their unflushed files anything), or if they do not open, the folder is made
+/// anew, empty. The mark is removed first, durably, so that a crash from now on makes the
+/// next start begin anew. Returns the folder and the copies kept.
 ///
 /// # Errors
 /// The folder cannot be removed or made.
@@ -354,15 +365,8 @@ fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<Ke
     let mark = copies.join(CLEAN_MARK);
     if fs::remove_file(&mark).is_ok() {
         crate::files::sync_dir(&copies).map_err(|e| failed("flush", e))?;
-        match recovery::recover(&copies, segment_bytes, None) {
-            Ok(recovered) => {
-                // Only partition 0's copies are kept in files (see `new_copy`).
-                let kept = recovered.topics.into_iter().filter_map(|(name, topic)| {
-                    let zero = topic.into_partitions().into_iter().next()?;
-                    Some(((name, 0), zero.boxed()))
-                });
-                return Ok((copies, kept.collect()));
-            }
+        match recover_copies(&copies, segment_bytes) {
+            Ok(kept) => return Ok((copies, kept)),
             Err(error) => tracing::warn!(%error, "the topics' copies do not open; read again"),
         }
     }
@@ -373,6 +377,33 @@ fn open_copies(dir: &Path, segment_bytes: usize) -> Result<(PathBuf, BTreeMap<Ke
     }
     fs::create_dir_all(disk::topics_dir(&copies)).map_err(|e| failed("make", e))?;
     Ok((copies, BTreeMap::new()))
+}
+
+/// Recovers the copies of every partition kept in `copies`, as [`open_copies`] does after a
+/// clean stop.
+///
+/// # Errors
+/// A folder of copies does not open.
+fn recover_copies(
+    copies: &Path,
+    segment_bytes: usize,
+) -> std::result::Result<BTreeMap<Key, Copy>, crate::store::OpenError> {
+    let mut roots = vec![0];
+    if let Ok(listing) = fs::read_dir(copies.join("partitions")) {
+        let names = listing.filter_map(|e| e.ok()?.file_name().into_string().ok());
+        roots.extend(names.filter_map(|name| disk::partition_of(&name)));
+    }
+    let mut kept = BTreeMap::new();
+    for partition in roots {
+        let recovered = recovery::recover(&copies_root(copies, partition), segment_bytes, None)?;
+        for (name, topic) in recovered.topics {
+            // Each copy is a topic of one partition in its folder.
+            if let Some(copy) = topic.into_partitions().into_iter().next() {
+                kept.insert((name, partition), copy.boxed());
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// Flushes every copy's files and leaves the mark that lets the next start resume them.
@@ -392,10 +423,9 @@ fn last_of(copy: &Copy) -> Option<bytes::Bytes> {
     Some(record::encode(message.timestamp, message.key, message.value).into())
 }
 
-/// An empty copy of a partition whose next message gets offset `first`: in memory, or, for
-/// partition 0, in a directory of its own under `copies` (emptied first), with its
-/// `topic.meta` so that a later start can recover it. The copies of partitions >= 1 are in
-/// memory only, and read again from their streams at each start. A copy whose directory
+/// An empty copy of a partition whose next message gets offset `first`: in memory, or in a
+/// directory of its own in its partition's folder under `copies` ([`copies_root`]; emptied
+/// first), with its `topic.meta` so that a later start can recover it. A copy whose directory
 /// cannot be made is kept in memory, with a log line saying so.
 fn new_copy(
     copies: Option<&Path>,
@@ -405,11 +435,13 @@ fn new_copy(
 ) -> Copy {
     let in_memory =
         || Partition::starting_at(Box::new(InMemory) as Box<dyn Storage>, first, retention);
-    let Some(copies) = copies.filter(|_| *partition == 0) else { return in_memory() };
-    let dir = disk::topics_dir(copies).join(disk::topic_dir_name(topic));
+    let Some(copies) = copies else { return in_memory() };
+    let root = copies_root(copies, *partition);
+    let dir = disk::topics_dir(&root).join(disk::topic_dir_name(topic));
     remove_copy_files(&dir);
     let meta = disk::Meta::new(topic, retention, 1);
-    let made = disk::create_topic_dir_unpublished(copies, &meta)
+    let made = fs::create_dir_all(disk::topics_dir(&root))
+        .and_then(|()| disk::create_topic_dir_unpublished(&root, &meta))
         .and_then(|dir| disk::publish_meta(&dir, true));
     match made {
         Ok(()) => Partition::starting_at(Box::new(Files::new(dir)), first, retention),

@@ -398,9 +398,10 @@ impl Streams {
         Ok(())
     }
 
-    /// Makes the streams of partitions `from..to` of `topic` with these limits (removing any a
-    /// deletion left behind first), and, when `from` is 0, partition 0's last, noting the
-    /// count in its metadata: a topic is seen once its partition 0 exists, with its others.
+    /// Makes the streams of partitions `from..to` of `topic` with these limits, and, when `from`
+    /// is 0, partition 0's last, noting the count in its metadata: a topic is seen once its
+    /// partition 0 exists, with its others. (A deletion removes partition 0's stream last, so
+    /// that it leaves no other partition's stream behind for a topic made again.)
     async fn make_streams(
         &self,
         conn: &Connection,
@@ -411,13 +412,13 @@ impl Streams {
     ) -> Result<(), Refusal> {
         let replicas = conn.setup.replicas;
         for partition in from.max(1)..to {
-            let name = record::stream_name(topic, partition);
-            if conn.js.get_stream(&name).await.is_ok() {
-                // Left by a deletion cut short: its messages are no longer the topic's.
-                let _ = conn.js.delete_stream(&name).await;
-            }
+            // One made meanwhile by another process making the same topic is taken as it is.
             let config = stream_config(topic, partition, replicas, retention, None);
-            create_stream(conn, config).await?;
+            conn.js.get_or_create_stream(config).await.map_err(|e| {
+                let answered =
+                    matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(_));
+                Refusal::of(answered, "cannot create the topic's stream in JetStream", e)
+            })?;
         }
         if from == 0 {
             create_stream(conn, stream_config(topic, 0, replicas, retention, Some(to))).await?;
@@ -456,13 +457,21 @@ impl Streams {
             return Err(Refusal::Partitions(now));
         }
         let retention = retention_of(&info.config);
-        self.make_streams(conn, topic, now, partitions, retention).await?;
         let mut config = info.config.clone();
         config.metadata.insert(record::PARTITIONS_KEY.to_owned(), partitions.to_string());
-        conn.js
-            .update_stream(config)
-            .await
-            .map_err(|e| Refusal::of(true, "cannot note the topic's partitions in JetStream", e))?;
+        let grown = match self.make_streams(conn, topic, now, partitions, retention).await {
+            Ok(()) => conn.js.update_stream(config).await.map(|_| ()).map_err(|e| {
+                Refusal::of(true, "cannot note the topic's partitions in JetStream", e)
+            }),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = grown {
+            // The topic is left as it was: the streams made for it go again.
+            for partition in now..partitions {
+                let _ = conn.js.delete_stream(record::stream_name(topic, partition)).await;
+            }
+            return Err(refusal);
+        }
         for partition in now..partitions {
             self.follow(conn, topic, partition).await?;
         }
@@ -494,8 +503,8 @@ impl Streams {
         Ok(())
     }
 
-    /// Deletes `topic`'s streams, partition 0's first (the topic is gone with it), and stops
-    /// following them.
+    /// Deletes `topic`'s streams, partition 0's last (the topic is gone with it, and leaves no
+    /// other partition's stream behind), and stops following them.
     pub async fn delete(&mut self, conn: &Connection, topic: &str) -> Result<(), Refusal> {
         let zero = record::stream_name(topic, 0);
         let partitions = match conn.js.get_stream(&zero).await {
@@ -520,7 +529,7 @@ impl Streams {
                 ));
             }
         };
-        for partition in 0..partitions {
+        for partition in (0..partitions).rev() {
             if let Some(followed) = self.followed.remove(&(topic.to_owned(), partition)) {
                 followed.task.abort();
             }

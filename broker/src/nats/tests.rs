@@ -128,3 +128,54 @@ fn appends_are_refused_while_jetstream_is_down_and_go_on_once_it_is_back() {
     }
     assert!(held.iter().enumerate().all(|(at, (offset, _))| *offset == at as u64));
 }
+
+/// Polls `store` until `check` holds of it, for at most ten seconds; whether it did.
+fn wait_until(store: &mut NatsLog, check: impl Fn(&NatsLog) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        store.settled();
+        if check(store) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_topics_partitions_and_their_growth_reach_every_store_on_the_jetstream() {
+    let server = NatsServer::start();
+    let (mut a, mut b) = (open(&server), open(&server));
+    a.create("p", 2, protocol::Retention::default()).unwrap();
+    let message = NewMessage { key: None, value: b"one" };
+    assert_eq!(a.append("p", 1, std::slice::from_ref(&message), 1), Ok((0, 0)));
+    assert!(a.commit_and_wait(Instant::now(), 1).is_empty());
+    let seen = |store: &NatsLog| {
+        let mut out = Vec::new();
+        store.read("p", 1, 0, Budget::new(10, 1000), &mut out).is_ok_and(|_| out.len() == 1)
+    };
+    assert!(wait_until(&mut b, seen), "b reads partition 1");
+    assert_eq!(b.partitions("p"), Ok(2));
+
+    // Each partition is its own stream, partition 0 keeping the name topics had before.
+    let names = [record::stream_name("p", 0), record::stream_name("p", 1)];
+    assert_eq!(names, ["TOPIC_70", "TOPIC_70_1"]);
+
+    a.grow("p", 4).unwrap();
+    assert_eq!(a.partitions("p"), Ok(4));
+    assert!(wait_until(&mut b, |store| store.partitions("p") == Ok(4)), "b learns the growth");
+    assert!(matches!(b.grow("p", 3), Err(StoreError::InvalidPartitions(_))));
+    assert_eq!(b.append("p", 3, &[message], 1), Ok((0, 0)));
+    assert!(b.commit_and_wait(Instant::now(), 1).is_empty());
+    let list = a.list();
+    assert!(wait_until(&mut a, |store| store.list()[0].next_offsets == [0, 1, 0, 1]), "{list:?}");
+
+    // A deletion removes every partition, here and there.
+    a.delete("p").unwrap();
+    assert!(wait_until(&mut b, |store| store.partitions("p").is_err()), "b forgets the topic");
+    b.create("p", 1, protocol::Retention::default()).unwrap();
+    assert!(wait_until(&mut a, |store| store.partitions("p") == Ok(1)));
+    assert!(matches!(a.offsets("p", 1), Err(StoreError::UnknownPartition { partitions: 1, .. })));
+}

@@ -6,7 +6,7 @@
 //!
 //! Appends become readable, and may be acknowledged, only when the commit covering them has
 //! settled: the server starts a commit once per pass of its loop, after handling every request
-//! of the pass, so one write per topic and one flush cover all of the pass's appends (group
+//! of the pass, so one write per partition and one flush cover all of the pass's appends (group
 //! commit). Under `--fsync always` on disk the flush is made by a thread of the store's own
 //! (see `flush`) and the commit settles in a later pass; otherwise it settles at once. A store on
 //! disk holds only each topic's newest segment in memory; older ones are sealed and read from
@@ -519,6 +519,7 @@ impl<M: Medium> Topics<M> {
                     Err(error) => failures.push(failed(name, error)),
                 }
             }
+            share_failures(&mut self.topics, &mut written, &mut failures);
             let sent = !written.is_empty()
                 && match flusher.send(job) {
                     Ok(()) => true,
@@ -554,13 +555,22 @@ impl<M: Medium> Topics<M> {
                 readable: Vec::new(),
                 renumbered: Vec::new(),
             };
+            let mut prepared = Vec::with_capacity(dirty.len());
             for name in dirty {
                 let Some(log) = log_mut(&mut self.topics, &name) else { continue };
-                match log.commit(sync_each) {
-                    Ok(()) => settled.readable.push(name),
+                match log.prepare(sync_each) {
+                    Ok(()) => prepared.push(name),
                     Err(error) => settled.failures.push(failed(name, error)),
                 }
             }
+            let refused = share_failures(&mut self.topics, &mut prepared, &mut settled.failures);
+            for name in prepared {
+                if let Some(log) = log_mut(&mut self.topics, &name) {
+                    log.settle(0);
+                    settled.readable.push(name);
+                }
+            }
+            debug_assert!(refused.iter().all(|t| !settled.readable.iter().any(|(r, _)| r == t)));
             self.trim(&settled.readable, now_ms);
             self.settled.push(settled);
         }
@@ -894,6 +904,34 @@ impl<M: Medium> Topics<M> {
         }
         totals
     }
+}
+
+/// Drops, from the partitions `written` in a commit, those of every topic another partition of
+/// which failed in it (already in `failures`), adding them there: one request's appends to
+/// several partitions are refused together, so none of them may become readable. Returns the
+/// topics that failed.
+fn share_failures<S: Storage>(
+    topics: &mut BTreeMap<String, Topic<S>>,
+    written: &mut Vec<(String, u32)>,
+    failures: &mut Vec<CommitFailure>,
+) -> Vec<String> {
+    let mut refused: Vec<String> = failures.iter().map(|f| f.topic.clone()).collect();
+    refused.dedup();
+    if refused.is_empty() {
+        return refused;
+    }
+    written.retain(|name| {
+        if !refused.contains(&name.0) {
+            return true;
+        }
+        if let Some(log) = log_mut(topics, name) {
+            log.fail();
+        }
+        let error = io::Error::other("another partition of the topic could not be written");
+        failures.push(failed(name.clone(), error));
+        false
+    });
+    refused
 }
 
 /// The log of (topic, partition) `name` in `topics`, if there is one.

@@ -302,6 +302,18 @@ impl<S: Storage> Partition<S> {
     /// A write or flush failed. The messages of this commit are then dropped again, from
     /// memory and from the files, so that nothing unacknowledged is ever served.
     pub fn commit(&mut self, sync: bool) -> io::Result<()> {
+        self.prepare(sync)?;
+        self.settle(0);
+        Ok(())
+    }
+
+    /// The first half of [`Partition::commit`]: writes the messages appended since the last
+    /// commit and, when `sync`, flushes them, so that [`Partition::settle`] with ticket 0 makes
+    /// them readable, or [`Partition::fail`] drops them (another partition of the topic failed).
+    ///
+    /// # Errors
+    /// As [`Partition::commit`]; the messages are then dropped.
+    pub fn prepare(&mut self, sync: bool) -> io::Result<()> {
         self.write(0, false)?;
         if sync {
             if let Err(error) = self.storage.sync_all_written() {
@@ -309,7 +321,6 @@ impl<S: Storage> Partition<S> {
                 return Err(error);
             }
         }
-        self.settle(0);
         Ok(())
     }
 

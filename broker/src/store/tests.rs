@@ -1089,3 +1089,66 @@ fn partition_directories_missing_or_past_the_count_are_refused_or_cleared() {
     assert_eq!(store.offsets("p", 1), Ok((0, 0)));
     assert_eq!(read_partition(&store, "p", 2, 0), [(0, "two".into())]);
 }
+
+#[test]
+fn a_failed_write_to_one_partition_refuses_the_topics_other_partitions_of_the_pass_too() {
+    for fsync in [Fsync::Always, Fsync::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(StoreConfig { fsync, ..config(Some(dir.path())) }).unwrap();
+        store.create("half", 2, Retention::default()).unwrap();
+        append_to(&mut store, "ok", 0, &["kept"]).unwrap();
+        // Every write to partition 1's first segment fails as on a full disk.
+        let one = partition_dir(&dir, "half", 1);
+        std::os::unix::fs::symlink("/dev/full", one.join(disk::segment_file_name(0))).unwrap();
+
+        let parts: [(u32, &[NewMessage<'_>]); 2] =
+            [(0, &[message(b"lost 0")]), (1, &[message(b"lost 1")])];
+        store.append_parts("half", &parts, NOW).unwrap();
+        store.append("ok", 0, &[message(b"also kept")], NOW).unwrap();
+        let failures = store.commit_and_wait(Instant::now(), NOW);
+        let mut failed: Vec<(&str, u32)> =
+            failures.iter().map(|f| (f.topic.as_str(), f.partition)).collect();
+        failed.sort_unstable();
+        assert_eq!(failed, [("half", 0), ("half", 1)], "{fsync:?}");
+        assert!(read_partition(&store, "half", 0, 0).is_empty(), "{fsync:?}");
+        assert_eq!(store.list()[0].next_offsets, [0, 0]);
+        assert_eq!(read_all(&store, "ok", 0).len(), 2);
+        // Cleaning up after the failure removed the file the refused append had started.
+        assert!(fs::symlink_metadata(one.join(disk::segment_file_name(0))).is_err());
+        assert_eq!(append_to(&mut store, "half", 1, &["written"]), Ok((0, 0)));
+        assert_eq!(append_to(&mut store, "half", 0, &["written"]), Ok((0, 0)));
+    }
+}
+
+#[test]
+fn a_creation_of_partitions_whose_first_flush_never_came_is_removed() {
+    let dir = forty_values_on_disk();
+    let topics = disk::topics_dir(dir.path());
+    // What a crash between a creation of three partitions (or an append that made them, with
+    // a segment in partition 2) and its flush leaves: no topic.meta yet.
+    for (name, segment) in [("made", false), ("appended", true)] {
+        let cut = topics.join(disk::topic_dir_name(name));
+        fs::create_dir(&cut).unwrap();
+        fs::write(cut.join(disk::META_WRITING_FILE), b"BRKTOP").unwrap();
+        for p in 1..3 {
+            fs::create_dir(disk::partition_dir(&cut, p)).unwrap();
+        }
+        if segment {
+            let two = disk::partition_dir(&cut, 2);
+            fs::write(two.join(disk::segment_file_name(0)), b"BRKLOG\x01\x00 cut").unwrap();
+        }
+    }
+    let store = reopen(&dir);
+    assert_eq!(store.list().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t"]);
+    assert_eq!(fs::read_dir(&topics).unwrap().count(), 1);
+    drop(store);
+
+    // A partition directory holding what the broker never writes is no leftover: refused.
+    let odd = topics.join(disk::topic_dir_name("odd"));
+    fs::create_dir_all(disk::partition_dir(&odd, 1)).unwrap();
+    fs::write(odd.join(disk::META_WRITING_FILE), b"BRKTOP").unwrap();
+    fs::write(disk::partition_dir(&odd, 1).join("notes.txt"), b"mine").unwrap();
+    let error = Store::open(config(Some(dir.path()))).unwrap_err().to_string();
+    assert!(error.contains("has no topic.meta"), "{error}");
+    assert!(odd.exists());
+}

@@ -158,7 +158,7 @@ pub fn status(socket: &zmq::Socket) -> Vec<BrokerStatus> {
 /// Every topic, listed under claim `token`.
 #[track_caller]
 pub fn topics(socket: &zmq::Socket, token: u64) -> Vec<TopicInfo> {
-    match ask(socket, &Request::ListTopics { claim: token }) {
+    match ask(socket, &Request::ListTopics { claim: Some(token) }) {
         Response::Topics { topics } => topics,
         other => panic!("list_topics: expected topics, got {other:?}"),
     }

@@ -148,9 +148,9 @@ pub struct Delivery<'a> {
 /// A group joined on a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {
-    /// The group's committed offset on the topic.
+    /// The group's committed offset on the topic (on partition 0).
     pub committed_offset: u64,
-    /// The topic's next offset.
+    /// The topic's next offset (partition 0's).
     pub end_offset: u64,
     /// How many members the group has on the topic, this one included.
     pub members: u32,
@@ -158,6 +158,8 @@ pub struct Joined {
     pub created: bool,
     /// How long a delivered message waits for its acknowledgement.
     pub ack_timeout: Duration,
+    /// How many partitions the topic has: a reader shows each message's when several.
+    pub partitions: u32,
 }
 
 /// What an acknowledgement did.
@@ -441,12 +443,24 @@ impl Client {
         })
     }
 
+    /// Every topic with each partition's offsets; needs no claim.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn topics(&mut self) -> Result<Vec<TopicInfo>> {
+        let request = Request::ListTopics { claim: None };
+        self.call(&request, |response| match response {
+            Response::Topics { topics } => Ok(topics),
+            other => Err(unexpected(&request, &other)),
+        })
+    }
+
     /// Every topic with its offsets, under claim `token`.
     ///
     /// # Errors
     /// As [`Client::call`].
     pub fn list_topics(&mut self, token: u64) -> Result<Vec<TopicInfo>> {
-        let request = Request::ListTopics { claim: token };
+        let request = Request::ListTopics { claim: Some(token) };
         self.call(&request, |response| match response {
             Response::Topics { topics } => Ok(topics),
             other => Err(unexpected(&request, &other)),
@@ -520,6 +534,7 @@ impl Client {
                 members,
                 created,
                 ack_timeout_ms,
+                partitions,
                 ..
             } => Ok(Joined {
                 committed_offset,
@@ -527,6 +542,7 @@ impl Client {
                 members,
                 created,
                 ack_timeout: Duration::from_millis(ack_timeout_ms),
+                partitions,
             }),
             other => Err(unexpected(&request, &other)),
         })

@@ -154,7 +154,7 @@ pub fn run_source(
         };
         let messages: Vec<NewMessage<'_>> =
             values.iter().map(|v| NewMessage { key: None, value: v }).collect();
-        match client.append(&s.topic, messages) {
+        match client.append(&s.topic, None, messages) {
             Ok(_) => failures = 0,
             Err(e) if e.broker_code().is_some_and(|c| !c.is_transient()) => {
                 control.fail(name, format!("appending to {}: {e}", s.topic));

@@ -187,8 +187,12 @@ impl SinkTask<'_> {
                 max_messages: destination.batch_size(),
                 max_bytes: DEFAULT_FETCH_BYTES,
                 wait_ms: wait.as_millis() as u64,
+                // A partition's records reach the destination in order, as from Kafka.
+                ordered: true,
             };
+            let mut partition = 0;
             let records = self.client.group_fetch(fetch, |delivery| {
+                partition = delivery.partition;
                 Ok(delivery
                     .messages
                     .into_iter()
@@ -232,7 +236,7 @@ impl SinkTask<'_> {
             if records.is_empty() {
                 continue;
             }
-            if !self.deliver(&group, &topic, &records, destination) {
+            if !self.deliver((&group, partition), &topic, &records, destination) {
                 break;
             }
         }
@@ -334,7 +338,7 @@ impl SinkTask<'_> {
     /// the dead-letter topic, and acknowledges the batch; false when the task must end.
     fn deliver(
         &mut self,
-        group: &str,
+        (group, partition): (&str, u32),
         topic: &str,
         records: &[Record],
         destination: &mut dyn Destination,
@@ -382,7 +386,7 @@ impl SinkTask<'_> {
             s.waiting = None;
         });
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
-        self.acknowledge(group, topic, &offsets)
+        self.acknowledge(group, topic, partition, &offsets)
     }
 
     /// Sends rejected records to the dead-letter topic, each as a JSON object with the record
@@ -427,7 +431,7 @@ impl SinkTask<'_> {
                 .zip(&values)
                 .map(|(k, v)| NewMessage { key: k.as_deref(), value: v })
                 .collect();
-            match self.client.append(&dead, messages) {
+            match self.client.append(&dead, None, messages) {
                 Ok(_) => return true,
                 Err(e) => {
                     if self.control.stopping() {
@@ -444,10 +448,10 @@ impl SinkTask<'_> {
 
     /// Acknowledges `offsets`, trying until the broker answers; false when stopped first (the
     /// records come again, and are written again).
-    fn acknowledge(&mut self, group: &str, topic: &str, offsets: &[u64]) -> bool {
+    fn acknowledge(&mut self, group: &str, topic: &str, partition: u32, offsets: &[u64]) -> bool {
         let mut attempt = 0;
         loop {
-            match self.client.ack(group, topic, offsets) {
+            match self.client.ack(group, topic, partition, offsets) {
                 Ok(_) => return true,
                 // Retention took them, or a reset moved the group: nothing left to acknowledge.
                 Err(e)

@@ -107,11 +107,11 @@ pub fn describe(error: &ClientError) -> String {
 ///
 /// `{"up": bool, "error"?: str, "brokers": [...], "topics": [...] | null, "topics_error"?:
 /// str, "groups": [...]}`; `up` is false when the broker did not answer.
-pub fn overview(session: &Session, page: &str) -> Reply {
+pub fn overview(session: &Session) -> Reply {
     let result = session.pool.probe(|client| {
-        // Status first, so that the console's own brief claim is not in it.
         let brokers = client.status()?;
-        let topics = session.with_claim(client, page, |client, token| client.list_topics(token));
+        // Listing needs no claim: the overview holds no logical broker from anyone.
+        let topics = client.topics();
         let groups = client.list_groups(None, None)?;
         Ok((brokers, topics, groups))
     });
@@ -259,8 +259,9 @@ impl PageStart {
     }
 }
 
-/// `GET /api/messages?topic=T&offset=N&limit=L[&key=K][&value=V][&regex=1]`: one page of a
-/// topic's messages, or with `key`/`value` the next ones that match, searching from the start.
+/// `GET /api/messages?topic=T[&partition=P]&offset=N&limit=L[&key=K][&value=V][&regex=1]`:
+/// one page of a partition's messages (partition 0 unless named), or with `key`/`value` the
+/// next ones that match, searching from the start.
 ///
 /// `{"messages": [...], "offset": n, "next_offset": n, "first_offset": n, "end_offset": n,
 /// "scanned"?: n}`: `offset` is where the page starts, `next_offset` where the next page does
@@ -283,29 +284,42 @@ pub fn messages(session: &Session, page: &str, query: &Query) -> Reply {
         Ok(search) => search,
         Err(reason) => return Reply::error(400, &reason),
     };
+    let partition = match query.get("partition").map(str::parse::<u32>).transpose() {
+        Ok(partition) => partition.unwrap_or(0),
+        Err(_) => return Reply::error(400, "the partition must be a whole number"),
+    };
     let result = session.pool.with(|client| {
         session.with_claim(client, page, |client, token| {
-            let (first, end) = match client.list_topics(token)?.iter().find(|t| t.name == topic) {
-                Some(info) => (info.first_offset, info.next_offset),
-                None => {
-                    return Err(ClientError::Broker {
-                        code: ErrorCode::UnknownTopic,
-                        reason: format!("there is no topic {topic:?}"),
-                        range: None,
-                    })
-                }
+            let topics = client.list_topics(token)?;
+            let Some(info) = topics.iter().find(|t| t.name == topic) else {
+                return Err(ClientError::Broker {
+                    code: ErrorCode::UnknownTopic,
+                    reason: format!("there is no topic {topic:?}"),
+                    range: None,
+                });
             };
+            let Some((first, end)) = partition_offsets(info, partition) else {
+                return Err(ClientError::Broker {
+                    code: ErrorCode::UnknownPartition,
+                    reason: format!(
+                        "{topic} has {} partition{}, numbered from 0: there is no partition \
+                         {partition}",
+                        info.partitions,
+                        if info.partitions == 1 { "" } else { "s" }
+                    ),
+                    range: None,
+                });
+            };
+            let source = Source { token, topic, partition, first };
             let offset = match start {
                 PageStart::At(offset) => offset,
                 PageStart::First => first,
-                PageStart::Last => return page_before(client, token, topic, end, limit, first),
-                PageStart::Before(to) => {
-                    return page_before(client, token, topic, to.min(end), limit, first)
-                }
+                PageStart::Last => return page_before(client, &source, end, limit),
+                PageStart::Before(to) => return page_before(client, &source, to.min(end), limit),
             };
             match &search {
-                None => page_of(client, token, topic, offset, limit, first).map(|(page, _)| page),
-                Some(search) => search_from(client, token, topic, offset, limit, search, first),
+                None => page_of(client, &source, offset, limit).map(|(page, _)| page),
+                Some(search) => search_from(client, &source, offset, limit, search),
             }
         })
     });
@@ -331,43 +345,65 @@ pub fn messages(session: &Session, page: &str, query: &Query) -> Reply {
     }
 }
 
-/// The page of `topic` that ends just before offset `to`: at most `limit` messages, fewer when
-/// they do not fit in the page's byte budget (then the page starts later, so that it still
-/// ends at `to`).
+/// A partition's first kept offset and next offset, from its topic's record; `None` for a
+/// partition the topic does not have.
+pub fn partition_offsets(info: &protocol::TopicInfo, partition: u32) -> Option<(u64, u64)> {
+    let index = partition as usize;
+    match (info.first_offsets.get(index), info.next_offsets.get(index)) {
+        (Some(first), Some(next)) => Some((*first, *next)),
+        _ if partition == 0 => Some((info.first_offset, info.next_offset)),
+        _ => None,
+    }
+}
+
+/// What a page reads: a partition of a topic under a claim, whose first kept offset is `first`.
+struct Source<'a> {
+    /// The claim read under.
+    token: u64,
+    /// The topic.
+    topic: &'a str,
+    /// The partition.
+    partition: u32,
+    /// The partition's first kept offset.
+    first: u64,
+}
+
+/// The page of a partition that ends just before offset `to`: at most `limit` messages, fewer
+/// when they do not fit in the page's byte budget (then the page starts later, so that it
+/// still ends at `to`).
 fn page_before(
     client: &mut crate::Client,
-    token: u64,
-    topic: &str,
+    source: &Source<'_>,
     to: u64,
     limit: u32,
-    first: u64,
 ) -> crate::Result<Value> {
+    let first = source.first;
     let mut start = to.saturating_sub(u64::from(limit)).max(first);
     // Each try starts where as many messages as the last one held fit before `to`; larger
     // messages nearer `to` may cut it again, a few times at most.
     for _ in 0..8 {
         let count = u32::try_from(to.saturating_sub(start)).unwrap_or(limit).clamp(1, limit);
-        let (page, next) = page_of(client, token, topic, start, count, first)?;
+        let (page, next) = page_of(client, source, start, count)?;
         if next >= to || start >= to {
             return Ok(page);
         }
         start = to - (next - start).max(1);
     }
-    page_of(client, token, topic, start, limit, first).map(|(page, _)| page)
+    page_of(client, source, start, limit).map(|(page, _)| page)
 }
 
-/// One page of `topic` from `offset`, and where the next one starts.
+/// One page of a partition from `offset`, and where the next one starts.
 fn page_of(
     client: &mut crate::Client,
-    token: u64,
-    topic: &str,
+    source: &Source<'_>,
     offset: u64,
     limit: u32,
-    first: u64,
 ) -> crate::Result<(Value, u64)> {
+    let first = source.first;
     let fetch = Fetch {
-        claim: token,
-        topic,
+        claim: source.token,
+        topic: source.topic,
+        partition: source.partition,
         offset,
         max_messages: limit,
         max_bytes: PAGE_BYTES,
@@ -377,6 +413,7 @@ fn page_of(
         let shown: Vec<Shown> = batch.messages.iter().map(Shown::from_message).collect();
         let page = json!({
             "messages": shown,
+            "partition": batch.partition,
             "offset": offset,
             "next_offset": batch.next_offset,
             "first_offset": first,
@@ -386,24 +423,24 @@ fn page_of(
     })
 }
 
-/// The next `limit` messages of `topic` from `offset` that `search` looks for, reading at
-/// most [`SEARCH_MESSAGES`] and [`SEARCH_BYTES`], up to the topic's end as it is now.
+/// The next `limit` messages of a partition from `offset` that `search` looks for, reading at
+/// most [`SEARCH_MESSAGES`] and [`SEARCH_BYTES`], up to the partition's end as it is now.
 fn search_from(
     client: &mut crate::Client,
-    token: u64,
-    topic: &str,
+    source: &Source<'_>,
     offset: u64,
     limit: u32,
     search: &Search,
-    first: u64,
 ) -> crate::Result<Value> {
+    let first = source.first;
     let mut found: Vec<Shown> = Vec::new();
     let mut end;
     let (mut at, mut scanned, mut read) = (offset, 0u64, 0u64);
     loop {
         let fetch = Fetch {
-            claim: token,
-            topic,
+            claim: source.token,
+            topic: source.topic,
+            partition: source.partition,
             offset: at,
             max_messages: MAX_PAGE,
             max_bytes: PAGE_BYTES,
@@ -439,6 +476,7 @@ fn search_from(
     }
     Ok(json!({
         "messages": found,
+        "partition": source.partition,
         "offset": offset,
         "next_offset": at,
         "first_offset": first,
@@ -462,9 +500,13 @@ struct ResetForm {
     /// Reset even while the group has members on the topic.
     #[serde(default)]
     force: bool,
+    /// The one partition to move; absent: every partition.
+    #[serde(default)]
+    partition: Option<u32>,
 }
 
-/// `POST /api/groups/reset` with `{"group", "topic", "to", "offset"?, "force"?}`: moves a
+/// `POST /api/groups/reset` with `{"group", "topic", "to", "offset"?, "force"?,
+/// "partition"?}`: moves a
 /// group's committed offset, refusing as `consumer group-reset` does while the group has
 /// members on the topic unless `force`.
 ///
@@ -482,7 +524,14 @@ pub fn reset_group(session: &Session, body: &[u8]) -> Reply {
         _ => return Reply::error(400, "reset to earliest, latest or an offset"),
     };
     let result = session.pool.with(|client| {
-        crate::reset::reset_unless_active(client, &form.group, &form.topic, to, form.force)
+        crate::reset::reset_unless_active(
+            client,
+            &form.group,
+            &form.topic,
+            form.partition,
+            to,
+            form.force,
+        )
     });
     match result {
         Ok(committed) => Reply::json(&json!({ "committed_offset": committed })),
@@ -510,11 +559,14 @@ struct ProduceForm {
     key: Option<String>,
     /// The value.
     value: String,
+    /// The partition; absent or `null` for where the broker puts it (by the key's hash).
+    #[serde(default)]
+    partition: Option<u32>,
 }
 
-/// `POST /api/produce` with `{"topic", "key"?, "value"}`: appends one message.
+/// `POST /api/produce` with `{"topic", "key"?, "value", "partition"?}`: appends one message.
 ///
-/// `{"offset": n}`, or `{"error": reason}` in words.
+/// `{"partition": p, "offset": n}`, or `{"error": reason}` in words.
 pub fn produce(session: &Session, body: &[u8]) -> Reply {
     let form: ProduceForm = match serde_json::from_slice(body) {
         Ok(form) => form,
@@ -523,8 +575,10 @@ pub fn produce(session: &Session, body: &[u8]) -> Reply {
     let key = form.key.as_deref().filter(|k| !k.is_empty()).map(str::as_bytes);
     let message = NewMessage { key, value: form.value.as_bytes() };
     let size = message.value.len() + message.key.map_or(0, <[u8]>::len);
-    match session.pool.with(|client| client.append(&form.topic, vec![message])) {
-        Ok(appended) => Reply::json(&json!({ "offset": appended.first_offset })),
+    match session.pool.with(|client| client.append(&form.topic, form.partition, vec![message])) {
+        Ok(appended) => Reply::json(
+            &json!({ "partition": appended.partition, "offset": appended.first_offset }),
+        ),
         // The broker's reason counts messages in a batch; the form sends one.
         Err(e) if e.broker_code() == Some(ErrorCode::MessageTooLarge) => Reply::error(
             409,
@@ -548,10 +602,14 @@ struct CreateForm {
     /// Keep its messages this long, as people write it (`7d`, `12h`).
     #[serde(default)]
     retention_time: Option<String>,
+    /// How many partitions (1 unless given).
+    #[serde(default)]
+    partitions: Option<u32>,
 }
 
-/// `POST /api/topics` with `{"name", "retention_messages"?, "retention_bytes"?,
-/// "retention_time"?}`: creates a topic, with the broker's retention where none is given.
+/// `POST /api/topics` with `{"name", "partitions"?, "retention_messages"?, "retention_bytes"?,
+/// "retention_time"?}`: creates a topic of that many partitions (1 unless given), with the
+/// broker's retention where none is given.
 pub fn create_topic(session: &Session, body: &[u8]) -> Reply {
     let form: CreateForm = match serde_json::from_slice(body) {
         Ok(form) => form,
@@ -571,17 +629,16 @@ pub fn create_topic(session: &Session, body: &[u8]) -> Reply {
     };
     let retention =
         Retention { messages: form.retention_messages, bytes: form.retention_bytes, ms };
-    let request = Request::CreateTopic { topic: &form.name, retention };
-    let result = session.pool.with(|client| {
-        client.call(&request, |response| match response {
-            Response::Created { .. } => Ok(()),
-            other => {
-                Err(ClientError::UnexpectedReply { request: request.op(), reply: other.name() })
-            }
-        })
-    });
+    let partitions = form.partitions.unwrap_or(1);
+    if !(1..=protocol::MAX_PARTITIONS).contains(&partitions) {
+        return Reply::error(
+            400,
+            &format!("a topic has from 1 to {} partitions", protocol::MAX_PARTITIONS),
+        );
+    }
+    let result = session.pool.with(|client| client.create_topic(&form.name, partitions, retention));
     match result {
-        Ok(()) => Reply::json(&json!({ "created": form.name })),
+        Ok(partitions) => Reply::json(&json!({ "created": form.name, "partitions": partitions })),
         Err(e) => Reply::failed(&e),
     }
 }

@@ -1,5 +1,5 @@
-//! `GET /api/follow?topic=T&from=N`: a topic's new messages, pushed to the browser as
-//! Server-Sent Events as they arrive.
+//! `GET /api/follow?topic=T[&partition=P]&from=N`: a partition's new messages (partition 0's
+//! unless named), pushed to the browser as Server-Sent Events as they arrive.
 //!
 //! Each `messages` event carries one fetch's batch and has as its `id` the offset to read from
 //! next, so a browser that reconnects sends it back as `Last-Event-ID` and resumes where it
@@ -72,6 +72,11 @@ pub fn stream(request: Request, session: &Session, opening: &Opening<'_>, shutdo
         let _ = request.respond(Reply::error(400, "which topic? (topic=...)").into_response());
         return;
     };
+    let Ok(partition) = opening.query.get("partition").map_or(Ok(0), str::parse::<u32>) else {
+        let reply = Reply::error(400, "the partition must be a whole number");
+        let _ = request.respond(reply.into_response());
+        return;
+    };
     let client = match session.pool.take() {
         Ok(client) => client,
         Err(e) => {
@@ -95,6 +100,7 @@ pub fn stream(request: Request, session: &Session, opening: &Opening<'_>, shutdo
         session,
         pool: &session.pool,
         topic,
+        partition,
         claim: None,
         state: "",
         healthy: true,
@@ -138,6 +144,8 @@ struct Follower<'a> {
     healthy: bool,
     /// The topic followed.
     topic: String,
+    /// Its partition followed.
+    partition: u32,
     /// The claim held, if any.
     claim: Option<u64>,
     /// The last `status` state sent, so that each change is sent once.
@@ -176,11 +184,10 @@ impl Follower<'_> {
                 None => match self.client.list_topics(token) {
                     Ok(topics) => match topics.iter().find(|t| t.name == self.topic) {
                         Some(info) => {
-                            let at = if waiting_for_topic {
-                                info.first_offset
-                            } else {
-                                info.next_offset
-                            };
+                            // A partition the topic lacks: the fetch says so, from offset 0.
+                            let (first, next) =
+                                api::partition_offsets(info, self.partition).unwrap_or((0, 0));
+                            let at = if waiting_for_topic { first } else { next };
                             offset = Some(at);
                             at
                         }
@@ -205,6 +212,7 @@ impl Follower<'_> {
             let fetch = Fetch {
                 claim: token,
                 topic: &self.topic,
+                partition: self.partition,
                 offset: at,
                 max_messages: MAX_BATCH,
                 max_bytes: BATCH_BYTES,

@@ -240,7 +240,7 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
         return follow::stream(request, &session, &start, shutdown);
     }
     let mut reply = match (&method, path) {
-        (Method::Get, "/api/overview") => api::overview(&session, &page),
+        (Method::Get, "/api/overview") => api::overview(&session),
         (Method::Get, "/api/messages") => api::messages(&session, &page, &query),
         (Method::Get, "/api/session") => api::session(&session, &page),
         (Method::Get, "/api/consume/topics") => api::held_topics(&session, &page),

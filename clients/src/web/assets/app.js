@@ -20,6 +20,7 @@ const BUSY_ROWS = 20;         // more than this many waiting to be drawn: the to
 const BUSY_MS = 100;          // and then they are drawn at most this often
 const FLOOD_MS = 250;         // or this often when a whole window arrives between two draws
 const RETRY_MS = 1000;        // a follow stream the console refused is opened again after this
+const PARTITION_OFFSETS = 4;  // a topic's offsets shown per partition before "…"
 
 const $ = (id) => document.getElementById(id);
 // Local, readable times; one formatter for all, as making one per message is what costs.
@@ -34,6 +35,7 @@ const state = {
   held: null,          // the logical broker held from the Consume panel: {broker, lease_ms}
   renewTimer: null,    // renews the held claim while the page is open
   topic: null,         // the topic shown in the messages view
+  partition: 0,        // and its partition shown
   view: null,          // the messages view's parameters, as in the address
   page: null,          // the page of messages shown: the reply of /api/messages
   source: null,        // the follow stream, when following
@@ -327,6 +329,7 @@ function drawTopics(topics, error) {
   const before = state.topics.map((t) => t.name).join("\u0000");
   state.topics = topics;
   renderTopics();
+  if (state.topic != null) drawPartitionPicker();
   if (topics.map((t) => t.name).join("\u0000") !== before) {
     $("topic-names").replaceChildren(...topics.map((t) => {
       const option = document.createElement("option");
@@ -374,22 +377,49 @@ function makeTopicRow(t) {
   open.title = "show its messages";
   const name = document.createElement("td");
   name.appendChild(open);
-  const tr = row([name, cell("", "num"), cell("", "num"), cell("", "num"), cell("", "num"), document.createElement("td")]);
+  const tr = row([name, cell("", "num"), cell("", "num"), cell("", "num"), cell("", "num"), cell("", "num"),
+    document.createElement("td")]);
   tr.dataset.topic = t.name;
   return tr;
 }
 
+// One offset per partition: "3" for one partition, "3,0,7" for a few, the first ones and
+// "…" for many (the whole list in the cell's title).
+function perPartition(list, single) {
+  if (!list || list.length <= 1) return { text: String(single), title: "" };
+  const shown = list.slice(0, PARTITION_OFFSETS).join(",") + (list.length > PARTITION_OFFSETS ? ",…" : "");
+  return { text: shown, title: "by partition: " + list.join(", ") };
+}
+
 function updateTopicRow(tr, t) {
   const cells = tr.cells;
-  setText(cells[1], t.messages);
-  setText(cells[2], t.first_offset);
-  setText(cells[3], t.next_offset);
-  setText(cells[4], bytes(t.bytes));
+  setText(cells[1], partitionsOf(t));
+  setText(cells[2], t.messages);
+  const first = perPartition(t.first_offsets, t.first_offset);
+  const next = perPartition(t.next_offsets, t.next_offset);
+  setText(cells[3], first.text);
+  cells[3].title = first.title;
+  setText(cells[4], next.text);
+  cells[4].title = next.title;
+  setText(cells[5], bytes(t.bytes));
   const confirming = state.confirming === t.name ? "1" : "";
-  if (tr.dataset.confirming !== confirming || !cells[5].firstChild) {
+  if (tr.dataset.confirming !== confirming || !cells[6].firstChild) {
     tr.dataset.confirming = confirming;
-    cells[5].replaceChildren(...topicActions(t.name, !!confirming));
+    cells[6].replaceChildren(...topicActions(t.name, !!confirming));
   }
+}
+
+// How many partitions a topic record says it has (1 from a broker before partitions).
+function partitionsOf(t) {
+  return t && t.partitions ? t.partitions : 1;
+}
+
+// A partition's first kept offset and next offset, from its topic's record.
+function partitionOffsets(t, partition) {
+  if (t.first_offsets && t.next_offsets && partition < t.first_offsets.length) {
+    return [t.first_offsets[partition], t.next_offsets[partition]];
+  }
+  return partition === 0 ? [t.first_offset, t.next_offset] : [0, 0];
 }
 
 function topicActions(name, confirming) {
@@ -424,11 +454,16 @@ for (const b of document.querySelectorAll("#topics button.sort")) {
   });
 }
 
+// A group record's key: one record per group, topic and partition.
+function groupKey(g) {
+  return g.group + "\u0000" + g.topic + "\u0000" + (g.partition || 0);
+}
+
 function drawGroups(groups) {
   const now = Date.now();
   const seen = new Set();
   for (const g of groups) {
-    const key = g.group + "\u0000" + g.topic;
+    const key = groupKey(g);
     seen.add(key);
     const history = state.lag.get(key) || [];
     history.push([now, g.lag]);
@@ -437,23 +472,25 @@ function drawGroups(groups) {
   }
   for (const key of [...state.lag.keys()]) if (!seen.has(key)) state.lag.delete(key);
   const body = $("groups").tBodies[0];
-  syncRows(body, groups, (g) => g.group + "\u0000" + g.topic,
+  syncRows(body, groups, groupKey,
     (g) => {
-      const tr = row([cell(g.group), cell(g.topic), cell("", "num"), cell("", "num"), cell("", "num"),
-        cell("", "num"), cell(""), document.createElement("td"), document.createElement("td")]);
-      tr.cells[8].appendChild(button("Reset…", () => openReset(tr, g.group, g.topic),
-        "reset the offset of group " + g.group + " on " + g.topic));
+      const partition = g.partition || 0;
+      const tr = row([cell(g.group), cell(g.topic), cell(String(partition), "num"), cell("", "num"), cell("", "num"),
+        cell("", "num"), cell("", "num"), cell(""), document.createElement("td"), document.createElement("td")]);
+      tr.cells[9].appendChild(button("Reset…", () => openReset(tr, g.group, g.topic, partition),
+        "reset the offset of group " + g.group + " on " + g.topic + " partition " + partition));
       tr.dataset.group = g.group;
+      tr.dataset.partition = partition;
       return tr;
     },
     (tr, g) => {
       const c = tr.cells;
-      setText(c[2], g.committed_offset);
-      setText(c[3], g.end_offset);
-      setText(c[4], g.lag);
-      setText(c[5], g.pending);
-      setText(c[6], g.members.join(", "));
-      c[7].replaceChildren(lagChart(state.lag.get(g.group + "\u0000" + g.topic), now));
+      setText(c[3], g.committed_offset);
+      setText(c[4], g.end_offset);
+      setText(c[5], g.lag);
+      setText(c[6], g.pending);
+      setText(c[7], g.members.join(", "));
+      c[8].replaceChildren(lagChart(state.lag.get(groupKey(g)), now));
     }, inUse(body));
 }
 
@@ -497,8 +534,8 @@ function lagChart(history, now) {
 
 // The reset form of one group on one topic, in its row: the same refusal as `consumer
 // group-reset` while the group has members, unless "even while it is being read".
-function openReset(tr, group, topic) {
-  const td = tr.cells[8];
+function openReset(tr, group, topic, partition) {
+  const td = tr.cells[9];
   const form = document.createElement("form");
   form.className = "reset-form";
   const to = document.createElement("select");
@@ -524,19 +561,20 @@ function openReset(tr, group, topic) {
   apply.type = "submit";
   apply.textContent = "Reset";
   const cancel = button("Cancel", () => restore());
-  const restore = () => td.replaceChildren(button("Reset…", () => openReset(tr, group, topic),
-    "reset the offset of group " + group + " on " + topic));
+  const restore = () => td.replaceChildren(button("Reset…", () => openReset(tr, group, topic, partition),
+    "reset the offset of group " + group + " on " + topic + " partition " + partition));
   form.append(to, offset, forceLabel, apply, cancel);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const body = { group, topic, to: to.value, force: force.checked };
+    const body = { group, topic, partition, to: to.value, force: force.checked };
     if (to.value === "offset") body.offset = Number(offset.value);
     const data = await call("POST", "/api/groups/reset", body);
     const out = $("reset-result");
     out.className = data.error ? "error" : "ok";
     out.textContent = data.error
       ? "not reset: " + data.error
-      : "group " + group + " on " + topic + " now reads on from offset " + data.committed_offset;
+      : "group " + group + " on " + topic + " partition " + partition + " now reads on from offset "
+        + data.committed_offset;
     if (!data.error) restore();
   });
   td.replaceChildren(form);
@@ -551,12 +589,14 @@ $("create-form").addEventListener("submit", async (event) => {
   const out = $("create-result");
   const body = { name };
   const number = (id) => $(id).value === "" ? undefined : Number($(id).value);
+  body.partitions = number("create-partitions");
   body.retention_messages = number("create-retention-messages");
   body.retention_bytes = number("create-retention-bytes");
   if ($("create-retention-time").value.trim()) body.retention_time = $("create-retention-time").value;
   const data = await call("POST", "/api/topics", body);
   out.className = data.error ? "error" : "ok";
-  out.textContent = data.error ? "not created: " + data.error : "created " + name;
+  out.textContent = data.error ? "not created: " + data.error
+    : "created " + name + (data.partitions > 1 ? " with " + data.partitions + " partitions" : "");
 });
 
 async function deleteTopic(name) {
@@ -572,10 +612,14 @@ $("produce-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const out = $("produce-result");
   const body = { topic: $("produce-topic").value, key: $("produce-key").value, value: $("produce-value").value };
+  if ($("produce-partition").value !== "") body.partition = Number($("produce-partition").value);
   const data = await call("POST", "/api/produce", body);
   out.className = data.error ? "error" : "ok";
-  out.textContent = data.error ? "not sent: " + data.error : "sent at offset " + data.offset;
+  const info = state.topics.find((t) => t.name === body.topic);
+  const where = data.partition > 0 || partitionsOf(info) > 1 ? "partition " + data.partition + " " : "";
+  out.textContent = data.error ? "not sent: " + data.error : "sent at " + where + "offset " + data.offset;
   out.dataset.offset = data.error ? "" : data.offset;
+  out.dataset.partition = data.error ? "" : data.partition;
 });
 
 // ---- a topic's messages: pages, search and follow, all held in the address ----
@@ -628,18 +672,19 @@ function messagesError(text) {
   $("messages-error").textContent = text || "";
 }
 
-// The view the address holds: {topic, offset, before, follow, newest, key, value, regex}.
+// The view the address holds: {topic, partition, offset, before, follow, newest, key, value,
+// regex}.
 function viewOf(hash) {
   const p = new URLSearchParams(hash.replace(/^#/, ""));
   const view = { topic: p.get("topic") };
-  for (const name of ["offset", "before", "key", "value"]) if (p.get(name)) view[name] = p.get(name);
+  for (const name of ["partition", "offset", "before", "key", "value"]) if (p.get(name)) view[name] = p.get(name);
   for (const name of ["follow", "newest", "regex"]) if (p.get(name) === "1") view[name] = true;
   return view;
 }
 
 function hashOf(view) {
   const p = new URLSearchParams();
-  for (const name of ["topic", "offset", "before", "key", "value"]) if (view[name] != null && view[name] !== "") p.set(name, view[name]);
+  for (const name of ["topic", "partition", "offset", "before", "key", "value"]) if (view[name] != null && view[name] !== "") p.set(name, view[name]);
   for (const name of ["follow", "newest", "regex"]) if (view[name]) p.set(name, "1");
   return "#" + p.toString();
 }
@@ -674,7 +719,9 @@ async function showView() {
     return;
   }
   state.topic = view.topic;
-  $("messages-topic").textContent = "of " + view.topic;
+  state.partition = Number(view.partition) || 0;
+  drawPartitionPicker();
+  $("messages-topic").textContent = "of " + view.topic + (view.partition != null ? " partition " + view.partition : "");
   $("messages-topic-input").value = view.topic;
   $("follow").checked = !!view.follow;
   pagingDisabled(!!view.follow);
@@ -687,6 +734,38 @@ async function showView() {
   }
 }
 
+// The partition picker of the messages view: shown for a topic of several partitions, each
+// with its count of messages.
+function drawPartitionPicker() {
+  const info = state.topics.find((t) => t.name === state.topic);
+  const count = partitionsOf(info);
+  const label = $("messages-partition-label");
+  const select = $("messages-partition");
+  label.hidden = count <= 1 && state.partition === 0;
+  if (label.hidden) return;
+  const shown = Math.max(count, state.partition + 1);
+  const options = [];
+  for (let p = 0; p < shown; p++) {
+    const o = document.createElement("option");
+    o.value = String(p);
+    if (info && p < count) {
+      const [first, next] = partitionOffsets(info, p);
+      o.textContent = p + " (" + (next - first) + (next - first === 1 ? " message)" : " messages)");
+    } else {
+      o.textContent = String(p);
+    }
+    options.push(o);
+  }
+  const same = select.options.length === options.length
+    && options.every((o, i) => select.options[i].textContent === o.textContent);
+  if (!same) select.replaceChildren(...options);
+  select.value = String(state.partition);
+}
+
+$("messages-partition").addEventListener("change", () => {
+  goWith({ partition: $("messages-partition").value, offset: null, before: null });
+});
+
 function pagingDisabled(disabled) {
   for (const id of ["first", "prev", "next", "end", "jump", "jump-offset"]) $(id).disabled = disabled;
 }
@@ -698,6 +777,7 @@ function searching(view) {
 async function showPage(view) {
   const search = searching(view);
   const params = new URLSearchParams({ topic: view.topic, limit: PAGE });
+  if (view.partition != null) params.set("partition", view.partition);
   if (view.before != null) params.set("before", view.before);
   else params.set("offset", view.offset != null ? view.offset : search ? "first" : "last");
   if (view.key) params.set("key", view.key);
@@ -801,7 +881,11 @@ function startFollow() {
   if (state.topic == null) return;
   const body = $("messages").tBodies[0];
   const info = state.topics.find((t) => t.name === state.topic);
-  const from = info ? Math.max(info.first_offset, info.next_offset - PAGE) : "end";
+  let from = "end";
+  if (info) {
+    const [first, next] = partitionOffsets(info, state.partition);
+    from = Math.max(first, next - PAGE);
+  }
   body.replaceChildren();
   state.received = 0;
   state.pending = [];
@@ -817,7 +901,8 @@ function startFollow() {
 // streams): then this opens it again after RETRY_MS.
 function openStream() {
   const topic = state.topic;
-  const source = new EventSource("/api/follow?topic=" + encodeURIComponent(topic) + "&from=" + state.followNext);
+  const source = new EventSource("/api/follow?topic=" + encodeURIComponent(topic) + "&partition=" + state.partition
+    + "&from=" + state.followNext);
   state.source = source;
   source.addEventListener("messages", (event) => {
     const data = JSON.parse(event.data);
@@ -956,7 +1041,7 @@ function showHeld(held) {
   const holding = !!state.held;
   $("consume-claim").disabled = holding;
   $("consume-release").disabled = !holding;
-  for (const id of ["consume-topic", "consume-offset", "consume-read"]) $(id).disabled = !holding;
+  for (const id of ["consume-topic", "consume-partition", "consume-offset", "consume-read"]) $(id).disabled = !holding;
   clearInterval(state.renewTimer);
   state.renewTimer = null;
   if (holding) {
@@ -996,17 +1081,41 @@ $("consume-claim").addEventListener("click", async () => {
     consumeMessage("cannot list the topics: " + topics.error, false);
     return;
   }
+  state.consumeTopics = topics.topics;
   $("consume-topic").replaceChildren(...topics.topics.map((t) => {
     const option = document.createElement("option");
     option.value = t.name;
     option.textContent = t.name + " (" + t.messages + ")";
     return option;
   }));
-  const first = topics.topics[0];
-  $("consume-offset").value = first ? first.first_offset : 0;
+  consumePartitions();
 });
 
-$("consume-topic").addEventListener("change", () => { $("consume-offset").value = 0; });
+// The partitions of the topic picked in the Consume panel, shown when there are several, and
+// the offset to read from: the partition's first kept one.
+function consumePartitions() {
+  const info = (state.consumeTopics || []).find((t) => t.name === $("consume-topic").value);
+  const count = partitionsOf(info);
+  $("consume-partition-label").hidden = count <= 1;
+  const options = [];
+  for (let p = 0; p < count; p++) {
+    const o = document.createElement("option");
+    o.value = String(p);
+    const [first, next] = partitionOffsets(info, p);
+    o.textContent = p + " (" + (next - first) + ")";
+    options.push(o);
+  }
+  $("consume-partition").replaceChildren(...options);
+  consumeOffset();
+}
+
+function consumeOffset() {
+  const info = (state.consumeTopics || []).find((t) => t.name === $("consume-topic").value);
+  $("consume-offset").value = info ? partitionOffsets(info, Number($("consume-partition").value) || 0)[0] : 0;
+}
+
+$("consume-topic").addEventListener("change", consumePartitions);
+$("consume-partition").addEventListener("change", consumeOffset);
 
 $("consume-release").addEventListener("click", async () => {
   const data = await call("POST", "/api/consume/release");
@@ -1019,7 +1128,9 @@ async function consumeRead() {
   if ($("consume-read").disabled) return;
   const topic = $("consume-topic").value;
   const offset = Number($("consume-offset").value) || 0;
-  const data = await call("GET", "/api/messages?topic=" + encodeURIComponent(topic) + "&offset=" + offset + "&limit=20");
+  const partition = Number($("consume-partition").value) || 0;
+  const data = await call("GET", "/api/messages?topic=" + encodeURIComponent(topic) + "&partition=" + partition
+    + "&offset=" + offset + "&limit=20");
   if (data.error) {
     consumeMessage("cannot read: " + data.error, false);
     return;
@@ -1027,7 +1138,8 @@ async function consumeRead() {
   $("consume-messages").tBodies[0].replaceChildren(...data.messages.map((m) => {
     const pick = button("Pick", () => {
       $("consume-picked").hidden = false;
-      $("consume-picked-offset").textContent = "at offset " + m.offset + " of " + topic;
+      $("consume-picked-offset").textContent = "at offset " + m.offset + " of " + topic
+        + ($("consume-partition-label").hidden ? "" : " partition " + partition);
       $("consume-picked-time").textContent = new Date(m.timestamp).toLocaleString();
       const key = $("consume-picked-key");
       key.textContent = m.key == null ? "(none)" : m.key;
