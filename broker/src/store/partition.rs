@@ -142,25 +142,33 @@ impl<S: Storage> Partition<S> {
     /// Appends `messages` stamped `timestamp` as one batch, and returns the offset of the
     /// first; they become readable when the store commits. A batch is never split: one that
     /// would take the newest segment past `segment_bytes` starts a new segment (which it may
-    /// take past `segment_bytes` alone), so that a batch is whole or gone after a crash.
+    /// take past `segment_bytes` alone), so that a batch is whole or gone after a crash. Only
+    /// messages of more than [`super::segment::MAX_BATCH_BYTES`] in all are stored as several
+    /// batches, as a batch's length is a `u32`.
     pub fn append_batch(
         &mut self,
         timestamp: u64,
         messages: &[NewMessage<'_>],
         segment_bytes: usize,
     ) -> u64 {
-        let len = Segment::batch_len(messages);
-        let segment = match self.segments.back_mut() {
-            Some(segment) if segment.fits(len) => segment,
-            _ => {
-                self.segments.push_back(Segment::new(self.end, segment_bytes.max(len)));
-                self.segments.back_mut().expect("a segment was just added")
-            }
-        };
-        let first = segment.push_batch(timestamp, messages);
-        self.end = first + messages.len() as u64;
-        self.uncommitted.0 += messages.len() as u64;
-        self.uncommitted.1 += messages.iter().map(|m| m.size() as u64).sum::<u64>();
+        let first = self.end;
+        let mut rest = messages;
+        while !rest.is_empty() {
+            let (batch, after) = rest.split_at(Segment::batch_prefix(rest).clamp(1, rest.len()));
+            let len = Segment::batch_len(batch);
+            let segment = match self.segments.back_mut() {
+                Some(segment) if segment.fits(len) => segment,
+                _ => {
+                    self.segments.push_back(Segment::new(self.end, segment_bytes.max(len)));
+                    self.segments.back_mut().expect("a segment was just added")
+                }
+            };
+            segment.push_batch(timestamp, batch);
+            self.end += batch.len() as u64;
+            self.uncommitted.0 += batch.len() as u64;
+            self.uncommitted.1 += batch.iter().map(|m| m.size() as u64).sum::<u64>();
+            rest = after;
+        }
         first
     }
 

@@ -52,6 +52,10 @@ pub const RECORD_PREFIX: usize = 8;
 const BODY_HEADER: usize = 12;
 /// Bytes of a batch's body before its entries: base offset, count and timestamp.
 const BATCH_HEADER: usize = 20;
+/// The most bytes one batch takes: its length is a `u32`, and a segment's positions too. An
+/// append larger than this (which only a `--max-message-bytes` of hundreds of MiB allows) is
+/// stored as several batches.
+pub const MAX_BATCH_BYTES: usize = 1 << 30;
 /// `key_len` of a message with no key, in formats 1 and 0.
 const NO_KEY: u32 = u32::MAX;
 /// The index holds where a batch starts at least every this many messages (every this-many-th
@@ -491,6 +495,21 @@ impl Segment {
     /// The bytes one batch of these messages takes.
     pub fn batch_len(messages: &[NewMessage<'_>]) -> usize {
         RECORD_PREFIX + BATCH_HEADER + messages.iter().map(entry_len).sum::<usize>()
+    }
+
+    /// How many of `messages`, from the first, one batch holds: all of them, unless they
+    /// would take it past [`MAX_BATCH_BYTES`] (at least one, however large).
+    pub fn batch_prefix(messages: &[NewMessage<'_>]) -> usize {
+        let mut len = RECORD_PREFIX + BATCH_HEADER;
+        let mut taken = 0;
+        for message in messages {
+            len += entry_len(message);
+            if taken > 0 && len > MAX_BATCH_BYTES {
+                break;
+            }
+            taken += 1;
+        }
+        taken
     }
 
     /// Whether a batch of `len` bytes still fits within the capacity. An empty segment takes
