@@ -12,9 +12,9 @@ use protocol::{GroupFetch, GroupInfo, GroupStart, Request, Response};
 use testkit::{BrokerProcess, STEP};
 use wire::{append, ask, claim, fetch, fetch_from, topics};
 
-/// Bytes a record takes on disk besides its value (no key): length, checksum, timestamp and
-/// key length.
-const RECORD_FRAMING: u64 = 20;
+/// Bytes an append of one message without a key takes on disk besides its value: a batch of
+/// one (length, checksum, base offset, count, timestamp) and the message's two lengths.
+const RECORD_FRAMING: u64 = 30;
 /// Bytes a segment file begins with: its magic number and format version.
 const SEGMENT_HEADER: u64 = 8;
 
@@ -266,8 +266,8 @@ fn damage_in_the_middle_of_the_newest_segment_stops_start_up_and_repair_keeps_a_
     let stderr = start_fails(data.path());
     let third = second + record_len("two");
     let named = format!(
-        "{} is damaged at byte {second} (offset 1): the record fails its checksum, and a whole \
-         record follows at byte {third}",
+        "{} is damaged at byte {second} (offset 1): the batch fails its checksum, and a whole \
+         batch follows at byte {third}",
         segment.display()
     );
     assert!(stderr.contains(&named), "no {named:?} in:\n{stderr}");

@@ -26,18 +26,18 @@ use wire::{
     SAMPLE_MESSAGES,
 };
 
-/// Bytes a record takes on disk besides its key and value: length, checksum, timestamp and key
-/// length.
-const RECORD_FRAMING: u64 = 20;
+/// Bytes an append of one message without a key takes on disk besides its value: a batch of
+/// one (length, checksum, base offset, count, timestamp) and the message's two lengths.
+const RECORD_FRAMING: u64 = 30;
 
 /// Bytes a segment file begins with: its magic number and format version.
 const SEGMENT_HEADER: u64 = 8;
 
 /// The segment size the retention tests use: the header and five of their messages fill a
 /// segment.
-const SMALL_SEGMENT: &str = "264";
+const SMALL_SEGMENT: &str = "308";
 
-/// Bytes of each message value the retention tests append (a 50-byte record).
+/// Bytes of each message value the retention tests append (a 60-byte batch of one).
 const RETENTION_VALUE_BYTES: usize = 30;
 
 /// How many messages of the retention tests fit one segment of [`SMALL_SEGMENT`] bytes.
@@ -661,7 +661,47 @@ fn a_torn_last_record_is_cut_off_at_start_and_its_offset_given_again() {
     let stderr = broker.interrupt();
     let dropped = record_len("three") - 3;
     let warning = format!(
-        "dropped {dropped} bytes from offset 2 on: the record is cut short; kept offsets 0..2"
+        "dropped {dropped} bytes from offset 2 on: the batch is cut short; kept offsets 0..2"
+    );
+    assert!(stderr.contains(&warning), "no {warning:?} in the log:\n{stderr}");
+}
+
+#[test]
+fn a_batch_torn_by_a_kill_is_dropped_whole_and_its_offsets_given_again() {
+    let data = data_dir();
+    let broker = start_on(data.path(), &[]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let message = |value: &'static str| NewMessage { key: Some(b"k"), value: value.as_bytes() };
+    let first = [message("one"), message("two"), message("three")];
+    assert_eq!(append_batch(&socket, "t", &first), (0, 2));
+    let torn = [message("four"), message("five"), message("six"), message("seven")];
+    assert_eq!(append_batch(&socket, "t", &torn), (3, 6));
+    drop(socket);
+    broker.signal("KILL");
+    let (status, _) = broker.wait_exit(STEP);
+    assert_eq!(status.signal(), Some(9), "the broker was not killed: {status}");
+
+    // What a kill in the middle of writing the second batch leaves: its first messages whole
+    // on disk, its last cut short. The batch is one unit: it goes whole.
+    let segment = newest_segment(&dir_of(data.path(), "t"));
+    let whole = file_len(&segment);
+    let second = whole - (RECORD_FRAMING - 2 + 4 * 3 + "fourfivesixseven".len() as u64);
+    File::options().write(true).open(&segment).and_then(|f| f.set_len(whole - 2)).expect("cut");
+
+    let broker = start_on(data.path(), &[]);
+    assert_eq!(file_len(&segment), second, "cut back to the end of the first batch");
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    assert_eq!(values(&read_all(&socket, token, "t", 0)), ["one", "two", "three"]);
+    assert_eq!(append(&socket, "t", &["again"]), (3, 3));
+    let tail = read_all(&socket, token, "t", 2);
+    assert_eq!((offsets(&tail), values(&tail)), (vec![2, 3], vec!["three".into(), "again".into()]));
+    drop(socket);
+    let stderr = broker.interrupt();
+    let warning = format!(
+        "dropped {} bytes from offset 3 on: the batch is cut short; kept offsets 0..3",
+        whole - 2 - second
     );
     assert!(stderr.contains(&warning), "no {warning:?} in the log:\n{stderr}");
 }
@@ -695,7 +735,7 @@ fn a_flipped_byte_in_the_newest_segments_last_record_drops_that_record() {
     let stderr = broker.interrupt();
     let dropped = record_len("three");
     let warning = format!(
-        "dropped {dropped} bytes from offset 2 on: the record fails its checksum; kept offsets 0..2"
+        "dropped {dropped} bytes from offset 2 on: the batch fails its checksum; kept offsets 0..2"
     );
     assert!(stderr.contains(&warning), "no {warning:?} in the log:\n{stderr}");
 }
@@ -980,10 +1020,9 @@ fn disk_bytes_are_reported_on_disk_and_absent_in_memory() {
     );
     assert!(matches!(reply, Response::Created { .. }), "{reply:?}");
     let on_disk = segment_bytes(&dir_of(data.path(), "t"));
-    assert_eq!(
-        on_disk,
-        SEGMENT_HEADER + record_len("one") + record_len("two") + record_len("three")
-    );
+    // One append, one batch: its header once, and two bytes of lengths a message.
+    let batch_header = RECORD_FRAMING - 2;
+    assert_eq!(on_disk, SEGMENT_HEADER + batch_header + 3 * 2 + "onetwothree".len() as u64);
     for b in status(&socket) {
         assert_eq!(b.disk_bytes, Some(on_disk), "{b:?}");
     }

@@ -154,10 +154,10 @@ fn a_restart_reads_only_each_topics_newest_segment_and_every_message_is_there() 
     let newest = fs::metadata(segments.last().expect("a segment")).expect("its size").len();
     for segment in &segments {
         let bytes = fs::read(segment).expect("a segment");
-        assert_eq!(&bytes[..8], b"BRKLOG\x01\x00", "{} has no format header", segment.display());
+        assert_eq!(&bytes[..8], b"BRKLOG\x02\x00", "{} has no format header", segment.display());
     }
     for index in files_with(&dir, "idx") {
-        assert_eq!(&fs::read(&index).expect("an index")[..8], b"BRKIDX\x01\x00");
+        assert_eq!(&fs::read(&index).expect("an index")[..8], b"BRKIDX\x02\x00");
     }
     assert_eq!(files_with(&dir, "idx").len(), segments.len() - 1);
 
@@ -217,10 +217,13 @@ fn a_data_directory_written_before_format_headers_and_indexes_opens_and_says_so(
         fs::remove_file(index).expect("remove an index");
     }
     let segments = files_with(&dir, "log");
-    for file in segments.iter().chain([&dir.join("topic.meta")]) {
+    for file in &segments {
         let bytes = fs::read(file).expect("a file");
-        fs::write(file, &bytes[8..]).expect("write it as before");
+        fs::write(file, as_records(&bytes)).expect("write it as before");
     }
+    let meta = dir.join("topic.meta");
+    let bytes = fs::read(&meta).expect("a file");
+    fs::write(&meta, &bytes[8..]).expect("write it as before");
 
     let broker = start_on(data.path(), &["--segment-bytes", SEGMENT]);
     let socket = broker.req(&context);
@@ -235,6 +238,48 @@ fn a_data_directory_written_before_format_headers_and_indexes_opens_and_says_so(
     assert!(stderr.contains("and indexed them"), "{stderr}");
     assert!(stderr.contains("1 topic.meta files have no format header"), "{stderr}");
     assert_eq!(files_with(&dir, "idx").len(), files_with(&dir, "log").len() - 1);
+}
+
+/// The messages of a segment file of format 2 (header, then batches) as records of format 0, a
+/// broker before headers and batches wrote them: `body_len crc timestamp key_len key value`,
+/// a record a message, no header.
+fn as_records(segment: &[u8]) -> Vec<u8> {
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+    let varint = |b: &[u8], at: &mut usize| {
+        let mut n = 0u64;
+        for shift in (0..).step_by(7) {
+            let byte = b[*at];
+            *at += 1;
+            n |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return n as usize;
+            }
+        }
+        unreachable!()
+    };
+    assert_eq!(&segment[..8], b"BRKLOG\x02\x00", "a segment of format 2");
+    let mut records = Vec::new();
+    let mut at = 8;
+    while at < segment.len() {
+        let body = &segment[at + 8..at + 8 + u32_at(segment, at) as usize];
+        at += 8 + body.len();
+        let timestamp = &body[12..20];
+        let mut entry = 20;
+        for _ in 0..u32_at(body, 8) {
+            let key = varint(body, &mut entry);
+            let value_len = varint(body, &mut entry);
+            let key_len = key.saturating_sub(1);
+            let mut record = timestamp.to_vec();
+            let tag = if key == 0 { u32::MAX } else { key_len as u32 };
+            record.extend_from_slice(&tag.to_le_bytes());
+            record.extend_from_slice(&body[entry..entry + key_len + value_len]);
+            entry += key_len + value_len;
+            records.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            records.extend_from_slice(&crc32c::crc32c(&record).to_le_bytes());
+            records.extend_from_slice(&record);
+        }
+    }
+    records
 }
 
 /// Appends 100 values of [`VALUE_BYTES`] bytes to `topic` in one request; the reply.

@@ -27,11 +27,13 @@ pub struct Kind {
 }
 
 /// A segment file of a topic's log.
-pub const SEGMENT: Kind = Kind { magic: *b"BRKLOG", version: 1, oldest: 1 };
+/// Version 2 stores each append as one batch; versions 1 and 0 (record by record) are read.
+pub const SEGMENT: Kind = Kind { magic: *b"BRKLOG", version: 2, oldest: 1 };
 /// A topic's `topic.meta`.
 pub const META: Kind = Kind { magic: *b"BRKTOP", version: 2, oldest: 1 };
 /// A segment's index file.
-pub const INDEX: Kind = Kind { magic: *b"BRKIDX", version: 1, oldest: 1 };
+/// Version 2 names each entry's offset, as batches hold any number of messages.
+pub const INDEX: Kind = Kind { magic: *b"BRKIDX", version: 2, oldest: 1 };
 /// A consumer group's state file (`group::disk`).
 pub const GROUP: Kind = Kind { magic: *b"BRKGRP", version: 2, oldest: 1 };
 

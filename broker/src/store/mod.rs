@@ -467,11 +467,8 @@ impl<M: Medium> Topics<M> {
             }
         }
         if let Some(limit) = self.config.max_bytes {
-            let needed: u64 = parts
-                .iter()
-                .flat_map(|(_, messages)| messages.iter())
-                .map(|m| segment::Segment::record_len(m.key, m.value) as u64)
-                .sum();
+            let needed: u64 =
+                parts.iter().map(|(_, m)| segment::Segment::batch_len(m) as u64).sum();
             let held: u64 = self.topics.values().map(Topic::stored_bytes).sum();
             if held.saturating_add(needed) > limit {
                 return Err(StoreError::StorageFull { held, needed, limit });
@@ -488,13 +485,9 @@ impl<M: Medium> Topics<M> {
             if !log.is_dirty() {
                 self.dirty.push(key);
             }
-            let mut last = None;
-            for message in messages {
-                last = Some(log.append(timestamp, message.key, message.value, segment_bytes));
-            }
-            // A part is not empty (the protocol refuses empty appends), so `last` is set.
-            let last = last.unwrap_or_default();
-            offsets.push((last + 1 - messages.len() as u64, last));
+            let first = log.append_batch(timestamp, messages, segment_bytes);
+            // A part is not empty (the protocol refuses empty appends).
+            offsets.push((first, (first + messages.len() as u64).saturating_sub(1)));
         }
         Ok(offsets)
     }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use protocol::{Message, Retention};
+use protocol::{Message, NewMessage, Retention};
 
 use super::disk;
 use super::segment::Segment;
@@ -127,8 +127,8 @@ impl<S: Storage> Partition<S> {
         }
     }
 
-    /// Appends one message stamped `timestamp` and returns its offset. It becomes readable when
-    /// the store commits.
+    /// Appends one message stamped `timestamp`, as a batch of its own, and returns its offset.
+    /// It becomes readable when the store commits.
     pub fn append(
         &mut self,
         timestamp: u64,
@@ -136,19 +136,40 @@ impl<S: Storage> Partition<S> {
         value: &[u8],
         segment_bytes: usize,
     ) -> u64 {
-        let len = Segment::record_len(key, value);
-        let segment = match self.segments.back_mut() {
-            Some(segment) if segment.fits(len) => segment,
-            _ => {
-                self.segments.push_back(Segment::new(self.end, segment_bytes.max(len)));
-                self.segments.back_mut().expect("a segment was just added")
-            }
-        };
-        let offset = segment.push(timestamp, key, value);
-        self.end = offset + 1;
-        self.uncommitted.0 += 1;
-        self.uncommitted.1 += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
-        offset
+        self.append_batch(timestamp, &[NewMessage { key, value }], segment_bytes)
+    }
+
+    /// Appends `messages` stamped `timestamp` as one batch, and returns the offset of the
+    /// first; they become readable when the store commits. A batch is never split: one that
+    /// would take the newest segment past `segment_bytes` starts a new segment (which it may
+    /// take past `segment_bytes` alone), so that a batch is whole or gone after a crash. Only
+    /// messages of more than [`super::segment::MAX_BATCH_BYTES`] in all are stored as several
+    /// batches, as a batch's length is a `u32`.
+    pub fn append_batch(
+        &mut self,
+        timestamp: u64,
+        messages: &[NewMessage<'_>],
+        segment_bytes: usize,
+    ) -> u64 {
+        let first = self.end;
+        let mut rest = messages;
+        while !rest.is_empty() {
+            let (batch, after) = rest.split_at(Segment::batch_prefix(rest).clamp(1, rest.len()));
+            let len = Segment::batch_len(batch);
+            let segment = match self.segments.back_mut() {
+                Some(segment) if segment.fits(len) => segment,
+                _ => {
+                    self.segments.push_back(Segment::new(self.end, segment_bytes.max(len)));
+                    self.segments.back_mut().expect("a segment was just added")
+                }
+            };
+            segment.push_batch(timestamp, batch);
+            self.end += batch.len() as u64;
+            self.uncommitted.0 += batch.len() as u64;
+            self.uncommitted.1 += batch.iter().map(|m| m.size() as u64).sum::<u64>();
+            rest = after;
+        }
+        first
     }
 
     /// Limits set for this topic, over the store's defaults.

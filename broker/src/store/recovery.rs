@@ -469,7 +469,12 @@ fn scan_log(
             }
             Some(next) if indexes.contains_key(&base) => {
                 let size = usize::try_from(len).unwrap_or(usize::MAX);
-                (len, (Segment::closed(base, next.saturating_sub(base), path.clone(), size), None))
+                let count = next.saturating_sub(base);
+                // Its bytes of keys and values, as its index's fixed fields say: batches of
+                // any size leave them unknowable from the file's length alone.
+                let payload =
+                    indexes.get(&base).and_then(|index| index::payload(index, len, count));
+                (len, (Segment::closed(base, count, path.clone(), size, payload), None))
             }
             Some(_) => {
                 scanned.unindexed.push(base);
@@ -506,15 +511,15 @@ fn scan_log(
                 (true, Some(after)) => {
                     let follows = match after {
                         WholeRecordAfter::At(byte) => {
-                            format!("a whole record follows at byte {byte}")
+                            format!("a whole batch follows at byte {byte}")
                         }
                         WholeRecordAfter::Unknown => {
-                            "whole records may follow it (the search for them gave up)".to_owned()
+                            "whole batches may follow it (the search for them gave up)".to_owned()
                         }
                     };
                     let problem = format!(
                         "{at}, and {follows}: this is no torn last write, and cutting the file \
-                         there would lose the records after it; --repair keeps a copy of the \
+                         there would lose the batches after it; --repair keeps a copy of the \
                          file and cuts it at byte {}",
                         damage.at_byte
                     );

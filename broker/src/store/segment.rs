@@ -1,20 +1,36 @@
-//! A segment: one contiguous run of records and the index of where each one starts.
+//! A segment: one contiguous run of batches (or, in files of older formats, records) and the
+//! index of where they start.
 //!
-//! Records are laid out back to back in one buffer, so a million messages cost a handful of
-//! allocations rather than a million, and a read borrows keys and values straight out of it. Once
-//! a segment is sealed (full, and written to its file), the buffer is its file, mapped: its
-//! records then cost page cache, not the broker's memory. An index of where every
-//! [`INDEX_STRIDE`]-th record starts finds a record's bytes.
+//! Each append's messages to a partition are stored as one batch: a header written once (base
+//! offset, count, timestamp, checksum) and then each message's key and value behind two short
+//! lengths, so that a message costs 2 bytes besides its own in memory and on disk, and one
+//! checksum covers the whole append. Batches are laid out back to back in one buffer, so a
+//! million messages cost a handful of allocations rather than a million, and a read borrows
+//! keys and values straight out of it. Once a segment is sealed (full, and written to its file),
+//! the buffer is its file, mapped: its batches then cost page cache, not the broker's memory. An
+//! index of where batches start, one at least every [`INDEX_STRIDE`] messages, finds a
+//! message's batch.
 //!
 //! # Format
 //! ```text
+//! segment = header("BRKLOG", 2) batch*
+//! batch   = body_len:u32le crc:u32le body
+//! body    = base_offset:u64le count:u32le timestamp_ms:u64le entry{count}
+//! entry   = key_len:varint value_len:varint key value
+//! ```
+//! `crc` is the CRC-32C of `body`; `key_len` is 0 when the message has no key, else the key's
+//! length plus 1; varints are LEB128 (7 bits a byte, lowest first). Every message of a batch has
+//! its timestamp; their offsets run from `base_offset` on. A batch is whole or not at all: a
+//! batch cut short or failing its checksum is dropped with every message in it.
+//!
+//! Files of formats 1 and 0 (before batches) are read, never appended to:
+//! ```text
 //! segment = header("BRKLOG", 1) record*      (format 0, before headers: record*)
 //! record  = body_len:u32le crc:u32le body
-//! body   = timestamp_ms:u64le key_len:u32le key value
+//! body    = timestamp_ms:u64le key_len:u32le key value
 //! ```
-//! `crc` is the CRC-32C of `body`; `key_len` is `u32::MAX` when the message has no key; the value
-//! is whatever follows the key up to `body_len`. A record's offset is not stored: it is the
-//! segment's base offset plus the record's position in the index.
+//! `key_len` is `u32::MAX` when the message has no key; the value is whatever follows the key up
+//! to `body_len`. A record's offset is its position in the segment after the base offset.
 
 use std::fs::{self, File};
 use std::io;
@@ -23,21 +39,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use memmap2::{Mmap, UncheckedAdvice};
-use protocol::Message;
+use protocol::{Message, NewMessage};
 
 use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, SEGMENT};
-use super::index::{self, Index};
+use super::index::{self, Entry, Index};
 use crate::files;
 
-/// Bytes before the body: its length and its checksum.
+/// Bytes before a batch's (or a record's) body: its length and its checksum.
 pub const RECORD_PREFIX: usize = 8;
-/// Bytes of the body before the key: the timestamp and the key length.
+/// Bytes of a record's body before the key, in formats 1 and 0: the timestamp and the key
+/// length.
 const BODY_HEADER: usize = 12;
-/// `key_len` of a message with no key.
+/// Bytes of a batch's body before its entries: base offset, count and timestamp.
+const BATCH_HEADER: usize = 20;
+/// The most bytes one batch takes: its length is a `u32`, and a segment's positions too. An
+/// append larger than this (which only a `--max-message-bytes` of hundreds of MiB allows) is
+/// stored as several batches.
+pub const MAX_BATCH_BYTES: usize = 1 << 30;
+/// `key_len` of a message with no key, in formats 1 and 0.
 const NO_KEY: u32 = u32::MAX;
-/// The index holds where every this-many-th record starts: a read finds its first record by
-/// stepping over at most `INDEX_STRIDE - 1` records from there, and the index of a 20 GB log
-/// of 100-byte messages takes 20 MB rather than 640.
+/// The index holds where a batch starts at least every this many messages (every this-many-th
+/// record, in formats 1 and 0): a read finds its first message by stepping over fewer than
+/// `INDEX_STRIDE` messages' batches or records from there, and the index of a 20 GB log of
+/// 100-byte messages takes at most 40 MB rather than 1.6 GB.
 pub const INDEX_STRIDE: u64 = 32;
 
 /// Where a segment's records are: in memory while it takes appends, or, once sealed and
@@ -178,11 +202,13 @@ pub struct Segment {
     data: Records,
     /// Where the first record starts: after the header, or at 0 in a file of format 0.
     start: usize,
+    /// The format of its records: 2 (batches), or 1 or 0 (a record per message), read only.
+    version: u16,
     /// The bytes of records the segment takes before it reports itself full.
     capacity: usize,
-    /// Where every [`INDEX_STRIDE`]-th record starts in `data`: record `i` (offset
-    /// `base_offset + i`) is found by stepping from entry `i / INDEX_STRIDE`.
-    index: Vec<u32>,
+    /// Where batches (or records) start in `data`, at least every [`INDEX_STRIDE`] messages:
+    /// a message is found by stepping from the last entry at or before its offset.
+    index: Vec<Entry>,
     /// How many records the segment holds.
     count: u64,
     /// The timestamp of the newest record, for retention by time.
@@ -250,6 +276,7 @@ impl Segment {
             base_offset,
             data: Records::Owned(data),
             start: HEADER_LEN,
+            version: SEGMENT.version,
             capacity,
             index: Vec::new(),
             count: 0,
@@ -296,23 +323,32 @@ impl Segment {
     /// format, positions out of order or out of the file): then the segment must be checked.
     pub fn from_index(base_offset: u64, map: Mmap, index: &Index) -> Option<Segment> {
         let len = map.len();
-        let start = match format::read_header(&map, SEGMENT) {
-            Header::Known(_) => HEADER_LEN,
-            Header::None => 0,
+        let (start, version) = match format::read_header(&map, SEGMENT) {
+            Header::Known(version) => (HEADER_LEN, version),
+            Header::None => (0, 0),
             Header::Unknown(_) | Header::Torn => return None,
         };
+        let entries = &index.entries;
+        // Records of formats 1 and 0 are found by counting from an entry at every stride-th.
+        let strided = version == 2
+            || (entries.len() as u64 == index.count.div_ceil(INDEX_STRIDE)
+                && (0u64..).zip(entries).all(|(i, e)| u64::from(e.offset) == i * INDEX_STRIDE));
         let fits = index.segment_len == len as u64
             && u64::from(index.stride) == INDEX_STRIDE
-            && index.positions.len() as u64 == index.count.div_ceil(INDEX_STRIDE)
-            && index.positions.first().is_none_or(|&p| p as usize == start)
-            && index.positions.windows(2).all(|w| w[0] < w[1])
-            && index.positions.last().is_none_or(|&p| (p as usize) < len);
+            && strided
+            && (index.count == 0 || !entries.is_empty())
+            && entries.first().is_none_or(|e| e.at as usize == start && e.offset == 0)
+            && entries.windows(2).all(|w| w[0].at < w[1].at && w[0].offset < w[1].offset)
+            && entries
+                .last()
+                .is_none_or(|e| (e.at as usize) < len && u64::from(e.offset) < index.count);
         let segment = fits.then(|| Segment {
             base_offset,
             data: Records::Mapped(map, len),
             start,
+            version,
             capacity: 0,
-            index: index.positions.clone(),
+            index: entries.clone(),
             count: index.count,
             last_timestamp: index.last_timestamp,
             payload_bytes: index.payload_bytes,
@@ -326,21 +362,30 @@ impl Segment {
     }
 
     /// A sealed segment of `count` records from `base_offset` in the file at `path`, `len` bytes
-    /// long, that has an index file: nothing of either is read until a read needs them. Its
-    /// count comes from the segment files' names, and its payload bytes from its length (as a
-    /// file of format 1: a file of format 0 has 8 bytes fewer of framing). Its last timestamp
-    /// is read when retention by time asks for it.
-    pub fn closed(base_offset: u64, count: u64, path: PathBuf, len: usize) -> Segment {
-        let framing = count.saturating_mul((RECORD_PREFIX + BODY_HEADER) as u64);
+    /// long, that has an index file: nothing of either is read until a read needs them, but
+    /// for the index's fixed fields, which give `payload`, its bytes of keys and values. Its
+    /// count comes from the segment files' names; without `payload`, its payload bytes are
+    /// estimated from its length (as a file of format 2 of batches of many messages, 2 bytes
+    /// of framing a message). Its last timestamp is read when retention by time asks for it.
+    pub fn closed(
+        base_offset: u64,
+        count: u64,
+        path: PathBuf,
+        len: usize,
+        payload: Option<u64>,
+    ) -> Segment {
+        let framing = count.saturating_mul(2);
+        let estimate = (len as u64).saturating_sub(HEADER_LEN as u64 + framing);
         Segment {
             base_offset,
             data: Records::Closed(Box::new(Closed { path, len, opened: OnceLock::new() })),
             start: HEADER_LEN,
+            version: SEGMENT.version,
             capacity: 0,
             index: Vec::new(),
             count,
             last_timestamp: 0,
-            payload_bytes: (len as u64).saturating_sub(HEADER_LEN as u64 + framing),
+            payload_bytes: payload.unwrap_or(estimate),
             persisted: len,
             touched: AtomicBool::new(false),
         }
@@ -375,16 +420,16 @@ impl Segment {
             payload_bytes: self.payload_bytes,
             last_timestamp: self.last_timestamp,
             stride: INDEX_STRIDE as u32,
-            positions: self.index.clone(),
+            entries: self.index.clone(),
         }
     }
 
     fn check(base_offset: u64, data: Records, capacity: usize) -> (Segment, Option<Damage>) {
         let mut segment = Segment { data, ..Segment::new(base_offset, 0) };
         let bytes = segment.data.bytes();
-        let mut at = match format::read_header(bytes, SEGMENT) {
-            Header::Known(_) => HEADER_LEN,
-            Header::None => 0,
+        let (mut at, version) = match format::read_header(bytes, SEGMENT) {
+            Header::Known(version) => (HEADER_LEN, version),
+            Header::None => (0, 0),
             Header::Unknown(version) => {
                 // Nothing of it can be read: it holds no records this broker knows of, and
                 // --repair (keeping a copy) starts it again from nothing.
@@ -403,28 +448,33 @@ impl Segment {
                 return (segment, Some(damage));
             }
             // Handled by `recover`; a mapped file is never shorter than its header.
-            Header::Torn => 0,
+            Header::Torn => (0, SEGMENT.version),
         };
         segment.start = at;
+        segment.version = version;
         let damage = loop {
             if at == bytes.len() {
                 break None;
             }
-            match check_record(bytes, at) {
-                Ok(body_len) => {
-                    let body = &bytes[at + RECORD_PREFIX..at + RECORD_PREFIX + body_len];
-                    if segment.count % INDEX_STRIDE == 0 {
-                        segment.index.push(at as u32);
+            let expected = base_offset + segment.count;
+            match check_unit(bytes, at, version, Some(expected)) {
+                Ok(unit) => {
+                    if needs_entry(&segment.index, segment.count) {
+                        segment.index.push(entry(segment.count, at));
                     }
-                    segment.count += 1;
-                    segment.last_timestamp = read_u64(body, 0);
-                    segment.payload_bytes += (body_len - BODY_HEADER) as u64;
-                    at += RECORD_PREFIX + body_len;
+                    segment.count += unit.count;
+                    segment.last_timestamp = unit.timestamp;
+                    segment.payload_bytes += unit.payload;
+                    at = unit.next;
                 }
                 Err(reason) => {
-                    let offset = base_offset + segment.count;
-                    let whole_record_after = find_whole_record(bytes, at + 1);
-                    break Some(Damage { at_byte: at, offset, reason, whole_record_after });
+                    let whole_record_after = find_whole_record(bytes, at + 1, version);
+                    break Some(Damage {
+                        at_byte: at,
+                        offset: expected,
+                        reason,
+                        whole_record_after,
+                    });
                 }
             }
         };
@@ -442,45 +492,77 @@ impl Segment {
         (segment, damage)
     }
 
-    /// The bytes a record of this key and value takes.
-    pub fn record_len(key: Option<&[u8]>, value: &[u8]) -> usize {
-        RECORD_PREFIX + BODY_HEADER + key.map_or(0, <[u8]>::len) + value.len()
+    /// The bytes one batch of these messages takes.
+    pub fn batch_len(messages: &[NewMessage<'_>]) -> usize {
+        RECORD_PREFIX + BATCH_HEADER + messages.iter().map(entry_len).sum::<usize>()
     }
 
-    /// Whether a record of `len` bytes still fits within the capacity. An empty segment takes
-    /// any record, so that one larger than the usual capacity still gets stored; a sealed one
-    /// takes none.
+    /// How many of `messages`, from the first, one batch holds: all of them, unless they
+    /// would take it past [`MAX_BATCH_BYTES`] (at least one, however large).
+    pub fn batch_prefix(messages: &[NewMessage<'_>]) -> usize {
+        let mut len = RECORD_PREFIX + BATCH_HEADER;
+        let mut taken = 0;
+        for message in messages {
+            len += entry_len(message);
+            if taken > 0 && len > MAX_BATCH_BYTES {
+                break;
+            }
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Whether a batch of `len` bytes still fits within the capacity. An empty segment takes
+    /// any batch, so that one larger than the usual capacity still gets stored; a sealed one,
+    /// or one of an older format, takes none.
     pub fn fits(&self, len: usize) -> bool {
         match self.data {
             Records::Mapped(..) | Records::Closed(..) => false,
+            Records::Owned(_) if self.version != SEGMENT.version => false,
             Records::Owned(_) => self.count == 0 || self.len_bytes() + len <= self.capacity,
         }
     }
 
-    /// Appends a record and returns its offset.
-    pub fn push(&mut self, timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> u64 {
+    /// Appends `messages` (at least one) as one batch stamped `timestamp`, and returns the
+    /// offset of the first.
+    pub fn push_batch(&mut self, timestamp: u64, messages: &[NewMessage<'_>]) -> u64 {
+        let base = self.next_offset();
+        let indexed = needs_entry(&self.index, self.count);
+        let len = Self::batch_len(messages);
         let data = self.data.owned();
         let start = data.len();
-        let key_len = key.map_or(NO_KEY, |k| k.len() as u32);
-        let body_len = Self::record_len(key, value) - RECORD_PREFIX;
+        data.reserve(len);
         // The fixed fields go in with one copy; the checksum is filled in once the body is in.
-        let mut head = [0; RECORD_PREFIX + BODY_HEADER];
-        head[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
-        head[8..16].copy_from_slice(&timestamp.to_le_bytes());
-        head[16..].copy_from_slice(&key_len.to_le_bytes());
+        let mut head = [0; RECORD_PREFIX + BATCH_HEADER];
+        head[..4].copy_from_slice(&((len - RECORD_PREFIX) as u32).to_le_bytes());
+        head[8..16].copy_from_slice(&base.to_le_bytes());
+        head[16..20].copy_from_slice(&(messages.len() as u32).to_le_bytes());
+        head[20..].copy_from_slice(&timestamp.to_le_bytes());
         data.extend_from_slice(&head);
-        data.extend_from_slice(key.unwrap_or_default());
-        data.extend_from_slice(value);
+        let mut payload = 0;
+        for message in messages {
+            put_varint(data, message.key.map_or(0, |k| k.len() as u64 + 1));
+            put_varint(data, message.value.len() as u64);
+            data.extend_from_slice(message.key.unwrap_or_default());
+            data.extend_from_slice(message.value);
+            payload += message.size() as u64;
+        }
         let body_start = start + RECORD_PREFIX;
         let crc = crc32c::crc32c(&data[body_start..]);
         data[start + 4..body_start].copy_from_slice(&crc.to_le_bytes());
-        if self.count % INDEX_STRIDE == 0 {
-            self.index.push(start as u32);
+        if indexed {
+            self.index.push(entry(self.count, start));
         }
-        self.count += 1;
+        self.count += messages.len() as u64;
         self.last_timestamp = timestamp;
-        self.payload_bytes += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
-        self.base_offset + self.count - 1
+        self.payload_bytes += payload;
+        base
+    }
+
+    /// Appends one message as a batch of its own and returns its offset.
+    #[cfg(test)]
+    pub fn push(&mut self, timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> u64 {
+        self.push_batch(timestamp, &[NewMessage { key, value }])
     }
 
     /// The offset of the first record.
@@ -513,12 +595,23 @@ impl Segment {
         }
     }
 
-    /// Whether the file begins with a format header (format 1), rather than being of format 0;
-    /// as far as is known: a segment not opened yet counts as having one.
+    /// Whether the file begins with a format header (format 1 or 2), rather than being of
+    /// format 0; as far as is known: a segment not opened yet counts as having one.
     pub fn has_header(&self) -> bool {
         match &self.data {
             Records::Closed(closed) => closed.opened.get().is_none_or(Segment::has_header),
             Records::Owned(_) | Records::Mapped(..) => self.start == HEADER_LEN,
+        }
+    }
+
+    /// The format of its records: 2 (batches), 1 or 0; as far as is known: a segment not
+    /// opened yet counts as of the format written.
+    pub fn version(&self) -> u16 {
+        match &self.data {
+            Records::Closed(closed) => {
+                closed.opened.get().map_or(SEGMENT.version, Segment::version)
+            }
+            Records::Owned(_) | Records::Mapped(..) => self.version,
         }
     }
 
@@ -579,27 +672,28 @@ impl Segment {
         Ok(())
     }
 
-    /// Drops the records from `offset` on (an append that could not be made durable). Returns
-    /// how many messages and payload bytes went.
+    /// Drops the messages from `offset` on (an append that could not be made durable), a
+    /// whole batch at a time: `offset` is where a batch starts, as every commit covers whole
+    /// appends. Returns how many messages and payload bytes went.
     pub fn truncate(&mut self, offset: u64) -> (u64, u64) {
         let keep = offset.saturating_sub(self.base_offset);
         if keep >= self.count {
             return (0, 0);
         }
-        let Some(cut) = self.position(self.base_offset + keep) else { return (0, 0) };
-        let mut dropped = 0;
-        let mut at = cut;
-        for offset in self.base_offset + keep..self.next_offset() {
-            let Some((message, next)) = self.record(at, offset) else { break };
-            dropped += (message.key.map_or(0, <[u8]>::len) + message.value.len()) as u64;
-            at = next;
-        }
+        let Some((cut, first)) = self.position(self.base_offset + keep) else { return (0, 0) };
+        let keep = first - self.base_offset;
+        let dropped: u64 = {
+            let mut gone = Vec::new();
+            // What cannot be read back counts as nothing: the bytes go all the same.
+            let _ = self.read(first, self.next_offset(), &mut gone, |_| true);
+            gone.iter().map(|m| (m.key.map_or(0, <[u8]>::len) + m.value.len()) as u64).sum()
+        };
         let count = self.count - keep;
         self.data.owned().truncate(cut);
-        self.index.truncate(keep.div_ceil(INDEX_STRIDE) as usize);
+        self.index.truncate(self.index.partition_point(|e| u64::from(e.offset) < keep));
         self.count = keep;
         self.persisted = self.persisted.min(cut);
-        self.payload_bytes -= dropped;
+        self.payload_bytes = self.payload_bytes.saturating_sub(dropped);
         self.last_timestamp = match self.count {
             0 => 0,
             _ => self.get(self.next_offset() - 1).map_or(0, |m| m.timestamp),
@@ -607,20 +701,21 @@ impl Segment {
         (count, dropped)
     }
 
-    /// The record at `offset`, if it lies in this segment.
+    /// The message at `offset`, if it lies in this segment.
     pub fn get(&self, offset: u64) -> Option<Message<'_>> {
-        let segment = self.opened()?;
-        let at = segment.position(offset)?;
-        segment.record(at, offset).map(|(message, _)| message)
+        let mut out = Vec::with_capacity(1);
+        self.read(offset, offset.checked_add(1)?, &mut out, |_| true).ok()?;
+        out.pop()
     }
 
-    /// Pushes onto `out` the records from `from` up to `end` (both within this segment) for as
-    /// long as `take` accepts them. Returns `Ok(false)` when `take` refused one.
+    /// Pushes onto `out` the messages from `from` up to `end` (both within this segment) for
+    /// as long as `take` accepts them. Returns `Ok(false)` when `take` refused one. A read
+    /// starting inside a batch steps over the batch's messages before `from` by their lengths.
     ///
     /// # Errors
-    /// The offset of a record that does not read back whole or fails its checksum (its file
-    /// was damaged after it was sealed), or is missing from its file; the records before it are
-    /// in `out`.
+    /// The offset of a message whose batch (or record) does not read back whole or fails its
+    /// checksum (its file was damaged after it was sealed), or is missing from its file; the
+    /// messages before it are in `out`.
     pub fn read<'a>(
         &'a self,
         from: u64,
@@ -635,18 +730,43 @@ impl Segment {
         // A segment opened now holds what its file holds, which may be fewer records than its
         // name says: a record it lacks is not found, as a damaged one is not.
         let segment = self.opened().ok_or(from)?;
-        let mut at = segment.position(from).ok_or(from)?;
-        for offset in from..end {
-            let (message, next) = segment.record(at, offset).ok_or(offset)?;
-            if !take(&message) {
-                return Ok(false);
+        let (mut at, mut first) = segment.position(from).ok_or(from)?;
+        if segment.version < 2 {
+            for offset in from..end {
+                let (message, next) = segment.record(at, offset).ok_or(offset)?;
+                if !take(&message) {
+                    return Ok(false);
+                }
+                out.push(message);
+                at = next;
             }
-            out.push(message);
-            at = next;
+            return Ok(true);
+        }
+        let mut offset = from;
+        while offset < end {
+            let batch = segment.batch(at).filter(|b| b.base == first).ok_or(offset)?;
+            let mut entries = Entries { body: batch.body, at: BATCH_HEADER };
+            for this in first..first + batch.count {
+                let (key, value) = entries.next().ok_or(offset)?;
+                if this < offset {
+                    continue;
+                }
+                if this >= end {
+                    return Ok(true);
+                }
+                let message = Message { offset: this, timestamp: batch.timestamp, key, value };
+                if !take(&message) {
+                    return Ok(false);
+                }
+                out.push(message);
+                offset = this + 1;
+            }
+            first += batch.count;
+            offset = offset.max(first);
+            at = batch.next;
         }
         Ok(true)
     }
-
     /// Notes that a read is about to touch the segment's pages (opening a segment start-up
     /// left closed).
     pub fn touch(&self) {
@@ -678,22 +798,52 @@ impl Segment {
         }
     }
 
-    /// Where the record at `offset` starts, stepping from the nearest index entry before it.
-    fn position(&self, offset: u64) -> Option<usize> {
+    /// Where the batch (or record) holding `offset` starts, and the offset of its first
+    /// message, stepping from the last index entry at or before it.
+    fn position(&self, offset: u64) -> Option<(usize, u64)> {
         let i = offset.checked_sub(self.base_offset).filter(|&i| i < self.count)?;
-        let mut at = *self.index.get((i / INDEX_STRIDE) as usize)? as usize;
+        let nearest = self.index.partition_point(|e| u64::from(e.offset) <= i).checked_sub(1)?;
+        let entry = self.index.get(nearest)?;
+        let (mut at, mut first) = (entry.at as usize, u64::from(entry.offset));
         let bytes = self.data.bytes();
-        for _ in 0..i % INDEX_STRIDE {
+        loop {
+            let count = match self.version {
+                2 => u64::from(bytes.get(at + 16..at + 20).map(|b| read_u32(b, 0))?),
+                _ => 1,
+            };
+            if i < first + count {
+                return Some((at, self.base_offset + first));
+            }
             let body_len = bytes.get(at..at + 4).map(|b| read_u32(b, 0))? as usize;
             at = at.checked_add(RECORD_PREFIX + body_len)?;
+            first += count;
         }
-        Some(at)
     }
 
-    /// The record starting at byte `at`, which has offset `offset`, and where the next starts.
-    /// `None` when the bytes there are no whole record: nothing read from a file is trusted to
-    /// be in bounds, and a sealed segment's records, which opening trusted to its index rather
-    /// than checked, are checked against their checksums as they are read.
+    /// The batch starting at byte `at`: `None` when the bytes there are no whole batch. Nothing
+    /// read from a file is trusted to be in bounds, and a sealed segment's batches, which
+    /// opening trusted to its index rather than checked, are checked against their checksums
+    /// as they are read.
+    fn batch(&self, at: usize) -> Option<Batch<'_>> {
+        let bytes = self.data.bytes();
+        let body_len = bytes.get(at..at + 4).map(|b| read_u32(b, 0))? as usize;
+        let next = at.checked_add(RECORD_PREFIX)?.checked_add(body_len)?;
+        let body = bytes.get(at + RECORD_PREFIX..next).filter(|b| b.len() >= BATCH_HEADER)?;
+        if self.is_sealed() && crc32c::crc32c(body) != read_u32(bytes, at + 4) {
+            return None;
+        }
+        Some(Batch {
+            base: read_u64(body, 0),
+            count: u64::from(read_u32(body, 8)),
+            timestamp: read_u64(body, 12),
+            body,
+            next,
+        })
+    }
+
+    /// The record (of format 1 or 0) starting at byte `at`, which has offset `offset`, and
+    /// where the next starts. `None` when the bytes there are no whole record, as for
+    /// [`Segment::batch`].
     fn record(&self, at: usize, offset: u64) -> Option<(Message<'_>, usize)> {
         let bytes = self.data.bytes();
         let body_len = bytes.get(at..at + 4).map(|b| read_u32(b, 0))? as usize;
@@ -715,6 +865,149 @@ impl Segment {
     }
 }
 
+/// A batch as read from a segment's bytes.
+struct Batch<'a> {
+    /// The offset of its first message.
+    base: u64,
+    /// How many messages it holds.
+    count: u64,
+    /// The timestamp of all of them.
+    timestamp: u64,
+    /// Its body: the fixed fields, then the entries.
+    body: &'a [u8],
+    /// Where the next batch starts.
+    next: usize,
+}
+
+/// The entries of a batch's body, read one by one: each message's key and value.
+struct Entries<'a> {
+    /// The batch's body.
+    body: &'a [u8],
+    /// Where the next entry starts in it.
+    at: usize,
+}
+
+impl<'a> Entries<'a> {
+    /// The next entry's key and value; `None` when the bytes hold no whole entry.
+    fn next(&mut self) -> Option<(Option<&'a [u8]>, &'a [u8])> {
+        let key = read_varint(self.body, &mut self.at)?;
+        let value_len = usize::try_from(read_varint(self.body, &mut self.at)?).ok()?;
+        let key_len = usize::try_from(key.saturating_sub(1)).ok()?;
+        let key_end = self.at.checked_add(key_len)?;
+        let end = key_end.checked_add(value_len)?;
+        let key_bytes = self.body.get(self.at..key_end)?;
+        let value = self.body.get(key_end..end)?;
+        self.at = end;
+        Some(((key > 0).then_some(key_bytes), value))
+    }
+}
+
+/// The bytes a message's entry takes in a batch.
+fn entry_len(message: &NewMessage<'_>) -> usize {
+    let key = message.key.map_or(0, |k| k.len() as u64 + 1);
+    varint_len(key) + varint_len(message.value.len() as u64) + message.size()
+}
+
+/// Bytes of `n` as a varint.
+fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends `n` as a varint (LEB128: 7 bits a byte, lowest first, the high bit set on all but
+/// the last).
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Reads a varint at `*at` in `bytes` and moves past it; `None` when it is cut short or longer
+/// than a `u64`.
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        n |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return (shift < 63 || byte <= 1).then_some(n);
+        }
+    }
+    None
+}
+
+/// Whether a batch or record starting after `count` messages gets an index entry: the first,
+/// and then one at least every [`INDEX_STRIDE`] messages.
+fn needs_entry(index: &[Entry], count: u64) -> bool {
+    index.last().is_none_or(|e| count >= u64::from(e.offset) + INDEX_STRIDE)
+}
+
+/// The index entry of a batch or record starting at byte `at` after `count` messages.
+fn entry(count: u64, at: usize) -> Entry {
+    // A segment is at most 4 GiB (as its positions are u32), and holds fewer messages than
+    // bytes.
+    Entry { offset: count as u32, at: at as u32 }
+}
+
+/// What checking a batch (or record) found: how many messages it holds, their timestamp and
+/// bytes of keys and values, and where the next starts.
+struct Unit {
+    count: u64,
+    timestamp: u64,
+    payload: u64,
+    next: usize,
+}
+
+/// Checks the batch (format 2) or record (formats 1 and 0) starting at byte `at` of `data`. A
+/// batch must begin at offset `expected`, when known.
+fn check_unit(
+    data: &[u8],
+    at: usize,
+    version: u16,
+    expected: Option<u64>,
+) -> Result<Unit, &'static str> {
+    if version < 2 {
+        let body_len = check_record(data, at)?;
+        let body = &data[at + RECORD_PREFIX..at + RECORD_PREFIX + body_len];
+        return Ok(Unit {
+            count: 1,
+            timestamp: read_u64(body, 0),
+            payload: (body_len - BODY_HEADER) as u64,
+            next: at + RECORD_PREFIX + body_len,
+        });
+    }
+    if data.len() - at < RECORD_PREFIX + BATCH_HEADER {
+        return Err("the batch is cut short");
+    }
+    let body_len = read_u32(data, at) as usize;
+    let body_start = at + RECORD_PREFIX;
+    if body_len < BATCH_HEADER || data.len() - body_start < body_len {
+        return Err("the batch is cut short");
+    }
+    let body = &data[body_start..body_start + body_len];
+    if crc32c::crc32c(body) != read_u32(data, at + 4) {
+        return Err("the batch fails its checksum");
+    }
+    let count = u64::from(read_u32(body, 8));
+    if count == 0 {
+        return Err("the batch holds no message");
+    }
+    if expected.is_some_and(|expected| read_u64(body, 0) != expected) {
+        return Err("the batch's first offset does not follow on from the batch before it");
+    }
+    let mut entries = Entries { body, at: BATCH_HEADER };
+    let mut payload = 0;
+    for _ in 0..count {
+        let (key, value) = entries.next().ok_or("the batch's messages overrun it")?;
+        payload += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
+    }
+    if entries.at != body.len() {
+        return Err("the batch holds bytes after its messages");
+    }
+    Ok(Unit { count, timestamp: read_u64(body, 12), payload, next: body_start + body_len })
+}
 /// Checks the record starting at byte `at` of `data` and returns its body's length.
 fn check_record(data: &[u8], at: usize) -> Result<usize, &'static str> {
     if data.len() - at < RECORD_PREFIX + BODY_HEADER {
@@ -736,28 +1029,47 @@ fn check_record(data: &[u8], at: usize) -> Result<usize, &'static str> {
     Ok(body_len)
 }
 
-/// Looks for a whole, valid record starting anywhere from byte `from` of `data` on.
-fn find_whole_record(data: &[u8], from: usize) -> Option<WholeRecordAfter> {
+/// Looks for a whole, valid batch (or record, in formats 1 and 0) starting anywhere from byte
+/// `from` of `data` on.
+fn find_whole_record(data: &[u8], from: usize, version: u16) -> Option<WholeRecordAfter> {
     let searched = data.len().saturating_sub(from);
     let mut budget = searched.saturating_mul(SEARCH_BUDGET_PER_BYTE).max(SEARCH_BUDGET_MIN);
+    let smallest = RECORD_PREFIX + if version < 2 { BODY_HEADER } else { BATCH_HEADER };
     for at in from..data.len() {
-        if data.len() - at < RECORD_PREFIX + BODY_HEADER {
+        if data.len() - at < smallest {
             return None;
         }
         // The cheap tests first: most positions do not even hold a length that fits.
         let body_len = read_u32(data, at) as usize;
-        if body_len < BODY_HEADER || data.len() - at - RECORD_PREFIX < body_len {
+        if body_len < smallest - RECORD_PREFIX || data.len() - at - RECORD_PREFIX < body_len {
             continue;
         }
         if budget < body_len {
             return Some(WholeRecordAfter::Unknown);
         }
         budget -= body_len;
-        if check_record(data, at).is_ok() {
+        if check_unit(data, at, version, None).is_ok() {
             return Some(WholeRecordAfter::At(at));
         }
     }
     None
+}
+
+/// The bytes of records of format 1 (without the header), as a broker before batches wrote
+/// them, of `messages` (whose offsets they do not hold).
+#[cfg(test)]
+pub(crate) fn old_records(messages: &[Message<'_>]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for &Message { timestamp, key, value, .. } in messages {
+        let mut body = timestamp.to_le_bytes().to_vec();
+        body.extend_from_slice(&key.map_or(NO_KEY, |k| k.len() as u32).to_le_bytes());
+        body.extend_from_slice(key.unwrap_or_default());
+        body.extend_from_slice(value);
+        data.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        data.extend_from_slice(&body);
+    }
+    data
 }
 
 #[cfg(test)]
@@ -787,13 +1099,128 @@ mod tests {
         assert_eq!(segment.last_timestamp(), 3);
     }
 
+    fn new(value: &[u8]) -> NewMessage<'_> {
+        NewMessage { key: None, value }
+    }
+
     #[test]
-    fn a_record_larger_than_the_capacity_fits_an_empty_segment_only() {
+    fn a_batch_larger_than_the_capacity_fits_an_empty_segment_only() {
         let mut segment = Segment::new(0, 16);
-        let big = Segment::record_len(None, &[7; 100]);
-        assert!(segment.fits(big));
-        segment.push(0, None, &[7; 100]);
-        assert!(!segment.fits(Segment::record_len(None, b"x")));
+        let big = [7; 100];
+        assert!(segment.fits(Segment::batch_len(&[new(&big), new(b"x")])));
+        segment.push_batch(0, &[new(&big), new(b"x")]);
+        assert!(!segment.fits(Segment::batch_len(&[new(b"x")])));
+    }
+
+    #[test]
+    fn an_append_is_one_batch_and_reads_start_and_end_inside_batches() {
+        let mut segment = Segment::new(100, 1 << 16);
+        let first: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; usize::from(i) * 60]).collect();
+        let batch: Vec<NewMessage<'_>> = first.iter().map(|v| new(v)).collect();
+        assert_eq!(segment.push_batch(7, &batch), 100);
+        let keyed = [
+            NewMessage { key: Some(b"k"), value: b"a" },
+            NewMessage { key: Some(b""), value: b"" },
+            new(b"c"),
+        ];
+        assert_eq!(segment.push_batch(8, &keyed), 105);
+        assert_eq!(segment.next_offset(), 108);
+        // Two batches: one header each, and 2 or 3 bytes of lengths a message.
+        let lengths = 2 + 2 + 2 + 3 + 3 + 2 + 2 + 2;
+        assert_eq!(
+            segment.len_bytes(),
+            HEADER_LEN + 2 * (RECORD_PREFIX + BATCH_HEADER) + lengths + 600 + 2 + 1
+        );
+        assert_eq!(segment.index.len(), 1, "one entry covers fewer than the stride's messages");
+
+        let mut out = Vec::new();
+        assert_eq!(segment.read(103, 107, &mut out, |_| true), Ok(true));
+        let got: Vec<_> = out.iter().map(|m| (m.offset, m.timestamp, m.key, m.value)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (103, 7, None, &first[3][..]),
+                (104, 7, None, &first[4][..]),
+                (105, 8, Some(&b"k"[..]), &b"a"[..]),
+                (106, 8, Some(&b""[..]), &b""[..]),
+            ]
+        );
+        // A budget that stops inside a batch.
+        let mut out = Vec::new();
+        let mut left = 2;
+        let taken = segment.read(101, 108, &mut out, |_| {
+            left -= 1;
+            left >= 0
+        });
+        assert_eq!((taken, out.len(), out[1].offset), (Ok(false), 2, 102));
+        assert_eq!(segment.get(107).map(|m| m.value), Some(&b"c"[..]));
+        assert_eq!(segment.get(108), None);
+        assert_eq!(segment.get(99), None);
+
+        // Recovered from its bytes, it reads the same.
+        let (again, damage) = Segment::recover(100, segment.data.bytes().to_vec(), 1 << 16);
+        assert_eq!(damage, None);
+        assert_eq!((again.next_offset(), again.payload_bytes()), (108, segment.payload_bytes()));
+        assert_eq!(again.get(104).map(|m| m.value.len()), Some(240));
+    }
+
+    #[test]
+    fn a_torn_batch_at_the_tail_is_dropped_whole() {
+        let mut segment = Segment::new(0, 4096);
+        segment.push_batch(1, &[new(b"one"), new(b"two")]);
+        let whole = segment.data.bytes().to_vec();
+        segment.push_batch(2, &[new(b"three"), new(b"four"), new(b"five")]);
+        let bytes = segment.data.bytes().to_vec();
+        for cut in whole.len() + 1..bytes.len() {
+            let (kept, damage) = Segment::recover(0, bytes[..cut].to_vec(), 4096);
+            assert_eq!(
+                (kept.next_offset(), kept.persisted_len()),
+                (2, whole.len()),
+                "cut at {cut}"
+            );
+            let damage = damage.unwrap();
+            assert_eq!((damage.offset, damage.reason), (2, "the batch is cut short"));
+            assert_eq!(damage.whole_record_after, None);
+        }
+        // A batch whose base offset does not follow on is damage, not a batch to serve.
+        let mut other = Segment::new(0, 4096);
+        other.push_batch(1, &[new(b"one"), new(b"two")]);
+        let mut skipped = Segment::new(5, 4096);
+        skipped.push_batch(2, &[new(b"three")]);
+        let mut bytes = other.data.bytes().to_vec();
+        bytes.extend_from_slice(&skipped.data.bytes()[HEADER_LEN..]);
+        let (kept, damage) = Segment::recover(0, bytes, 4096);
+        assert_eq!(kept.next_offset(), 2);
+        assert_eq!(
+            damage.map(|d| d.reason),
+            Some("the batch's first offset does not follow on from the batch before it")
+        );
+    }
+
+    #[test]
+    fn a_segment_of_format_1_is_read_and_never_appended_to() {
+        let records = old_records(&[
+            Message { offset: 0, timestamp: 1, key: None, value: b"one" },
+            Message { offset: 0, timestamp: 2, key: Some(b"k"), value: b"two" },
+            Message { offset: 0, timestamp: 3, key: None, value: b"" },
+        ]);
+        let mut file = format::header(SEGMENT).to_vec();
+        file[6] = 1;
+        file.extend_from_slice(&records);
+        for (bytes, header) in [(file, true), (records, false)] {
+            let (segment, damage) = Segment::recover(9, bytes, 4096);
+            assert_eq!(damage, None);
+            assert_eq!((segment.version(), segment.has_header()), (u16::from(header), header));
+            assert_eq!((segment.next_offset(), segment.payload_bytes()), (12, 3 + 1 + 3));
+            let mut out = Vec::new();
+            assert_eq!(segment.read(10, 12, &mut out, |_| true), Ok(true));
+            assert_eq!(
+                out[0],
+                Message { offset: 10, timestamp: 2, key: Some(b"k"), value: b"two" }
+            );
+            assert_eq!(out[1], Message { offset: 11, timestamp: 3, key: None, value: b"" });
+            assert!(!segment.fits(1), "appends go to a new segment");
+        }
     }
 
     #[test]
@@ -808,33 +1235,27 @@ mod tests {
         assert_eq!(recovered.get(6).unwrap().value, b"two");
         assert_eq!(recovered.payload_bytes(), segment.payload_bytes());
 
-        // A torn tail: the last record cut in the middle.
+        // A torn tail: the last batch cut in the middle.
         let (torn, damage) = Segment::recover(5, whole[..whole.len() - 2].to_vec(), 256);
         assert_eq!(torn.next_offset(), 6);
         assert_eq!(
             damage.as_ref().map(|d| (d.offset, d.reason)),
-            Some((6, "the record is cut short"))
+            Some((6, "the batch is cut short"))
         );
         assert!(torn.unpersisted().is_empty());
 
         assert_eq!(damage.and_then(|d| d.whole_record_after), None);
 
-        // A flipped byte in the first record's value: the second record is whole after it.
+        // A flipped byte in the first batch's value: the second batch is whole after it.
         let mut flipped = whole.clone();
-        flipped[HEADER_LEN + RECORD_PREFIX + BODY_HEADER] ^= 0x20;
+        flipped[HEADER_LEN + RECORD_PREFIX + BATCH_HEADER + 2] ^= 0x20;
         let (kept, damage) = Segment::recover(5, flipped, 256);
         assert_eq!(kept.next_offset(), 5);
-        let second = HEADER_LEN + Segment::record_len(None, b"one");
+        let second = HEADER_LEN + Segment::batch_len(&[new(b"one")]);
         assert_eq!(
             damage.map(|d| (d.at_byte, d.reason, d.whole_record_after)),
-            Some((HEADER_LEN, "the record fails its checksum", Some(WholeRecordAfter::At(second))))
+            Some((HEADER_LEN, "the batch fails its checksum", Some(WholeRecordAfter::At(second))))
         );
-
-        // A file of format 0, before headers: the same records without the header.
-        let (old, damage) = Segment::recover(5, whole[HEADER_LEN..].to_vec(), 256);
-        assert_eq!(damage, None);
-        assert!(!old.has_header());
-        assert_eq!(old.get(6).unwrap().value, b"two");
 
         // A header cut short: nothing of the file was ever whole.
         let (torn, damage) = Segment::recover(5, whole[..3].to_vec(), 256);
@@ -843,7 +1264,7 @@ mod tests {
 
         // A header of a later version: refused, never read as records.
         let mut later = whole.clone();
-        later[6] = 2;
+        later[6] = 3;
         let (_, damage) = Segment::recover(5, later, 256);
         assert_eq!(
             damage.map(|d| d.reason),
@@ -952,7 +1373,7 @@ mod tests {
         segment.push(2, None, b"two");
         // As if the file under a sealed segment had changed: the second record claims a body
         // far past the end.
-        let second = HEADER_LEN + Segment::record_len(None, b"one");
+        let second = HEADER_LEN + Segment::batch_len(&[new(b"one")]);
         segment.data.owned()[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut out = Vec::new();
         assert_eq!(segment.read(0, 2, &mut out, |_| true), Err(1));

@@ -450,11 +450,16 @@ fn offsets_continue_after_a_reopen() {
 }
 
 #[test]
-fn a_torn_last_record_is_cut_off() {
+fn a_torn_last_batch_is_cut_off_whole() {
     let dir = tempfile::tempdir().unwrap();
-    append(&mut reopen(&dir), "t", &["first", "second"]).unwrap();
+    let mut store = reopen(&dir);
+    append(&mut store, "t", &["first"]).unwrap();
+    append(&mut store, "t", &["second", "third"]).unwrap();
+    drop(store);
     let file = segment_files(&dir, "t").pop().unwrap();
     let len = fs::metadata(&file).unwrap().len();
+    // Cut inside the last batch's last message: its first message is whole on disk, and goes
+    // with the rest of its batch.
     fs::File::options().write(true).open(&file).unwrap().set_len(len - 3).unwrap();
 
     let mut store = reopen(&dir);
@@ -468,7 +473,11 @@ fn a_torn_last_record_is_cut_off() {
 #[test]
 fn a_flipped_byte_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    append(&mut reopen(&dir), "t", &["first", "second", "third"]).unwrap();
+    let mut store = reopen(&dir);
+    for value in ["first", "second", "third"] {
+        append(&mut store, "t", &[value]).unwrap();
+    }
+    drop(store);
     let file = segment_files(&dir, "t").pop().unwrap();
     let mut bytes = fs::read(&file).unwrap();
     let at = bytes.windows(6).position(|w| w == b"second").unwrap();
@@ -478,7 +487,7 @@ fn a_flipped_byte_is_detected() {
     // A whole record follows the damaged one: opening refuses, naming the file, and cuts nothing.
     let error = Store::open(config(Some(dir.path()))).unwrap_err();
     assert!(matches!(&error, OpenError::Damaged(report) if report.files[0].path == file));
-    assert!(error.to_string().contains("a whole record follows"), "{error}");
+    assert!(error.to_string().contains("a whole batch follows"), "{error}");
     assert_eq!(fs::read(&file).unwrap(), bytes);
 
     // Repair keeps the records before the damage and a copy of the whole file.
@@ -489,9 +498,12 @@ fn a_flipped_byte_is_detected() {
 }
 
 #[test]
-fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
+fn a_flipped_byte_in_the_last_batch_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    append(&mut reopen(&dir), "t", &["first", "second"]).unwrap();
+    let mut store = reopen(&dir);
+    append(&mut store, "t", &["first"]).unwrap();
+    append(&mut store, "t", &["second", "third"]).unwrap();
+    drop(store);
     let file = segment_files(&dir, "t").pop().unwrap();
     let mut bytes = fs::read(&file).unwrap();
     let at = bytes.windows(6).position(|w| w == b"second").unwrap();
@@ -670,6 +682,17 @@ fn damage_in_an_indexed_segment_is_refused_when_read_naming_the_file() {
     assert_eq!(read_all(&store, "t", later).len() as u64, 40 - later);
 }
 
+/// The bytes of segment file `file`'s messages as records of format 1, without the header:
+/// what a broker before batches wrote.
+fn as_old_records(file: &Path) -> Vec<u8> {
+    let base: u64 = file.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let (segment, damage) = segment::Segment::recover(base, fs::read(file).unwrap(), 0);
+    assert_eq!(damage, None);
+    let mut out = Vec::new();
+    assert_eq!(segment.read(base, u64::MAX, &mut out, |_| true), Ok(true));
+    segment::old_records(&out)
+}
+
 #[test]
 fn a_directory_of_the_format_before_headers_and_indexes_opens() {
     let dir = forty_values_on_disk();
@@ -678,7 +701,7 @@ fn a_directory_of_the_format_before_headers_and_indexes_opens() {
     for file in &files {
         let bytes = fs::read(file).unwrap();
         assert_eq!(&bytes[..6], b"BRKLOG");
-        fs::write(file, &bytes[8..]).unwrap();
+        fs::write(file, as_old_records(file)).unwrap();
         let _ = fs::remove_file(file.with_extension("idx"));
     }
     let meta = files[0].with_file_name(disk::META_FILE);
@@ -697,6 +720,47 @@ fn a_directory_of_the_format_before_headers_and_indexes_opens() {
     let store = reopen(&dir);
     assert_eq!(read_all(&store, "t", 0).last(), Some(&(40, "new".to_owned())));
     assert_eq!(read_all(&store, "t", 0).len(), 41);
+}
+
+#[test]
+fn a_directory_of_format_1_opens_through_its_old_indexes_and_appends_in_batches() {
+    let dir = forty_values_on_disk();
+    let expected = read_all(&reopen(&dir), "t", 0);
+    let files = segment_files(&dir, "t");
+    assert!(files.len() >= 4, "{files:?}");
+    // What a broker before batches left: segments of format 1, each sealed one with an index
+    // of version 1 (an entry at every 32nd record, offsets implied).
+    for (i, file) in files.iter().enumerate() {
+        let mut bytes = format::header(format::SEGMENT).to_vec();
+        bytes[6] = 1;
+        bytes.extend_from_slice(&as_old_records(file));
+        fs::write(file, &bytes).unwrap();
+        let base: u64 = file.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let (segment, damage) = segment::Segment::recover(base, bytes, 0);
+        assert_eq!((damage, segment.version()), (None, 1));
+        if i + 1 < files.len() {
+            fs::write(file.with_extension("idx"), segment.index().encode_version_1()).unwrap();
+        }
+    }
+    let newest = fs::metadata(files.last().unwrap()).unwrap().len();
+    let mut store = reopen(&dir);
+    assert_eq!(store.checked_bytes(), newest, "the old indexes were trusted");
+    assert_eq!(read_all(&store, "t", 0), expected);
+    let listed = store.list();
+    assert_eq!((listed[0].messages, listed[0].bytes), (40, 10 * 7 + 30 * 8));
+    // A read starting inside an old segment, through its old index.
+    assert_eq!(read_all(&store, "t", 37), expected[37..]);
+    // New appends go to a new segment of format 2, after the old newest one.
+    append(&mut store, "t", &["new", "newer"]).unwrap();
+    drop(store);
+    let after = segment_files(&dir, "t");
+    assert_eq!(after.len(), files.len() + 1);
+    let newest = fs::read(after.last().unwrap()).unwrap();
+    assert_eq!(newest[..8], format::header(format::SEGMENT));
+    let store = reopen(&dir);
+    let all = read_all(&store, "t", 0);
+    assert_eq!(all[..40], expected[..]);
+    assert_eq!(all[40..], [(40, "new".to_owned()), (41, "newer".to_owned())]);
 }
 
 #[test]
