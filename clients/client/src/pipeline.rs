@@ -394,12 +394,11 @@ impl Pipeline {
                 Err(zmq::Error::EINTR) => continue,
                 Err(source) => return Err(self.socket_error(source)),
             };
-            // The broker echoes `[body]` alone to a DEALER that sent it alone.
-            let Some(id) = frame_id(&reply) else {
-                tracing::debug!("a reply without id; ignored");
-                continue;
-            };
-            let Some(at) = self.in_flight.iter().position(|b| b.id == id) else {
+            // The broker echoes `[body]` alone to a DEALER that sent it alone. A broker from
+            // before `id` sends none: appends are never held, so their replies come in the
+            // order sent, and the oldest in flight is the one answered.
+            let id = frame_id(&reply).or_else(|| self.in_flight.front().map(|b| b.id));
+            let Some(at) = id.and_then(|id| self.in_flight.iter().position(|b| b.id == id)) else {
                 tracing::debug!(id, "a reply to no append in flight; ignored");
                 continue;
             };
