@@ -279,3 +279,73 @@ fn perf_pipelines_single_messages_and_spreads_keys() {
     assert!(out.stderr.contains("use --batch 1"), "{}", out.stderr);
     broker.interrupt();
 }
+
+/// A stand-in broker on a ROUTER socket that answers each append with the next of `answers`
+/// (a refusal's code and reason, or `None` for `appended`), echoing its `id`; returns how
+/// many appends it took. It stops after the last answer or after 10 s.
+fn scripted_broker(
+    answers: Vec<Option<(protocol::ErrorCode, &'static str)>>,
+) -> (String, std::thread::JoinHandle<usize>) {
+    let context = zmq::Context::new();
+    let router = context.socket(zmq::ROUTER).expect("ROUTER socket");
+    router.set_linger(0).expect("linger");
+    router.set_rcvtimeo(10_000).expect("rcvtimeo");
+    router.bind("tcp://127.0.0.1:*").expect("bind");
+    let endpoint = router.get_last_endpoint().expect("endpoint").expect("utf-8 endpoint");
+    let serving = std::thread::spawn(move || {
+        let _context = context;
+        let mut next_offset = 0;
+        let mut taken = 0;
+        for answer in answers {
+            let Ok(frames) = router.recv_multipart(0) else { break };
+            let (body, envelope) = frames.split_last().expect("frames");
+            let request = protocol::decode_request(body).expect("a request");
+            let protocol::Request::Append(append) = request else { panic!("not an append") };
+            taken += 1;
+            let count = append.messages.len() as u64;
+            let response = match answer {
+                Some((code, reason)) => protocol::Response::error(code, reason),
+                None => {
+                    next_offset += count;
+                    protocol::Response::Appended {
+                        topic: append.topic,
+                        partition: 0,
+                        first_offset: next_offset - count,
+                        last_offset: next_offset - 1,
+                        placed: Vec::new(),
+                    }
+                }
+            };
+            let mut reply = Vec::new();
+            protocol::encode_response_with_id(response, protocol::frame_id(body), &mut reply);
+            let mut out: Vec<Vec<u8>> = envelope.iter().map(|f| f.to_vec()).collect();
+            out.push(reply);
+            router.send_multipart(out, 0).expect("send");
+        }
+        taken
+    });
+    (endpoint, serving)
+}
+
+#[test]
+fn an_append_that_stored_nothing_is_sent_again_and_one_that_may_have_is_not() {
+    use protocol::ErrorCode::StoreUnavailable;
+    let nothing = "the store cannot be reached (down); nothing was appended";
+    let (endpoint, serving) = scripted_broker(vec![Some((StoreUnavailable, nothing)), None]);
+    let args = ["--connect", &endpoint, "--max-in-flight", "2", "retried"];
+    let out = run_with(PRODUCER, &args, b"a\nb\nc\n", &[]);
+    assert_eq!(
+        out.assert_success().lines(),
+        ["appended 3 messages to retried at offsets 0..2 in 1 request"]
+    );
+    assert_eq!(serving.join().expect("the stand-in broker"), 2);
+
+    let maybe = "could not confirm that the messages were stored; they may have been appended";
+    let (endpoint, serving) = scripted_broker(vec![Some((StoreUnavailable, maybe))]);
+    let args = ["--connect", &endpoint, "--max-in-flight", "2", "maybe"];
+    let out = run_with(PRODUCER, &args, b"a\nb\nc\n", &[]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("3 lines from line 1 to 3: not appended: "), "{}", out.stderr);
+    assert!(out.stderr.contains("(store_unavailable)"), "{}", out.stderr);
+    assert_eq!(serving.join().expect("the stand-in broker"), 1);
+}
