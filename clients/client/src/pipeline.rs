@@ -45,6 +45,9 @@ pub const DEFAULT_BATCH_BYTES: usize = 256 * 1024;
 /// `max.in.flight.requests.per.connection`).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 5;
 
+/// How many messages given between two looks at the socket when no batch closes.
+const PUMP_EVERY: u64 = 256;
+
 /// The pause before a refused append that stored nothing is sent again.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
@@ -144,6 +147,10 @@ pub struct Pipeline {
     done: VecDeque<Outcome>,
     /// Set once the broker has failed to answer in time: everything fails from then on.
     gone: bool,
+    /// When the first lane being gathered has lingered enough, if any is.
+    next_linger: Option<Instant>,
+    /// Messages given, to pump every [`PUMP_EVERY`].
+    sends: u64,
 }
 
 impl Pipeline {
@@ -174,13 +181,16 @@ impl Pipeline {
             in_flight: VecDeque::new(),
             done: VecDeque::new(),
             gone: false,
+            next_linger: None,
+            sends: 0,
         })
     }
 
     /// Gives one message, to `partition` (`None`: where the broker puts it), known by `tag`
     /// in its [`Outcome`]. Sends what is due, takes the replies there are, and waits for room
-    /// when the appends closed and unsent reach `max_in_flight`, so that memory stays
-    /// bounded.
+    /// while more than one closed append waits to be sent: at most `max_in_flight` + 2
+    /// batches are held (memory stays bounded), and a message waits behind no more than that
+    /// (its latency stays bounded).
     ///
     /// # Errors
     /// The socket failed, or the broker refused the login; outcomes already decided stay to
@@ -218,13 +228,20 @@ impl Pipeline {
         open.data.extend_from_slice(message.value);
         open.spans.push((key, start..open.data.len()));
         open.tags.push(tag);
-        if open.data.len() >= self.options.batch_bytes
-            || open.tags.len() >= self.options.batch_messages
-        {
+        let lingered = open.since + self.options.linger;
+        self.next_linger = Some(self.next_linger.map_or(lingered, |t| t.min(lingered)));
+        self.sends += 1;
+        let full = open.data.len() >= self.options.batch_bytes
+            || open.tags.len() >= self.options.batch_messages;
+        if full {
             self.close(lane);
         }
-        self.pump(now)?;
-        while self.ready.len() >= self.options.max_in_flight {
+        // Sending and reading replies cost a call into ZeroMQ each: done when a batch closed
+        // or lingered, and every so many messages, not for every message.
+        if full || self.next_linger.is_some_and(|t| now >= t) || self.sends % PUMP_EVERY == 0 {
+            self.pump(now)?;
+        }
+        while self.ready.len() > 1 {
             self.wait(self.next_deadline())?;
         }
         Ok(())
@@ -324,6 +341,8 @@ impl Pipeline {
         {
             self.close(lane);
         }
+        let linger = self.options.linger;
+        self.next_linger = self.open.iter().map(|o| o.since + linger).min();
         if self.gone {
             self.fail_all();
             return Ok(());
