@@ -29,6 +29,11 @@
 # beside the same topic in memory (and with DROP_CACHES=1, where allowed, from a dropped page
 # cache: it empties the cache of the whole machine).
 #
+# The default run includes single messages sent through the pipelined producer (`producer perf
+# --batch 1 --max-in-flight 8`, PIPELINE_IN_FLIGHT=N to change it) beside lockstep single
+# appends in the same round: throughput and each message's latency (target ≥ 1,000,000 msg/s,
+# p99 ≤ 20 ms).
+#
 # Everything it starts is stopped when it ends, however it ends; scratch data goes in a
 # temporary directory that is removed. Each mode takes two to four minutes.
 #
@@ -560,6 +565,42 @@ partitions_rows() {
     cat "$out"
 }
 
+# The row of single messages sent through the pipelined producer (`producer perf --batch 1
+# --max-in-flight N`: one client gives its messages one at a time, the pipeline gathers them by
+# --linger and --batch-bytes and keeps N appends in flight), beside the same client in lockstep
+# (one message per append, then its reply) in the same round, on the broker started last. Its
+# latency is a message's, from its send to its acknowledgement.
+pipelined_row() {
+    local in_flight=${PIPELINE_IN_FLIGHT:-8} messages=2000000 runs=() lockstep=() ratios=()
+    note "broker in memory: single messages pipelined, beside lockstep"
+    for round in $(seq "$rounds"); do
+        note "  pipelined: round $round of $rounds"
+        local l p
+        l=$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages 20000 --batch 1 \
+            --topic lockstep-one --json | rate)
+        p=$(timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages "$messages" \
+            --batch 1 --max-in-flight "$in_flight" --topic pipelined --json)
+        runs+=("$p")
+        lockstep+=("$l")
+        ratios+=("$(awk -v p="$(rate <<<"$p")" -v l="$l" 'BEGIN { print p / l }')")
+    done
+    printf '%s\n' "${runs[@]}" | python3 -c '
+import json, statistics, sys
+runs = [json.loads(line) for line in sys.stdin if line.strip()]
+rate = statistics.median(r["records_per_s"] for r in runs)
+p50, p99 = (statistics.median(r["latency_us"][p] / 1000 for r in runs) for p in ("p50", "p99"))
+print(f"{rate} {p50:.1f} {p99:.1f}")' >"$work/pipelined"
+    local rate p50 p99 base ratio met
+    read -r rate p50 p99 <"$work/pipelined"
+    base=$(printf '%s\n' "${lockstep[@]}" | median)
+    ratio=$(printf '%s\n' "${ratios[@]}" | median)
+    met=$(awk -v r="$rate" -v l="$p99" 'BEGIN { print (r >= 1000000 && l <= 20) ? "yes" : "no" }')
+    row "append, single messages pipelined (--batch 1 --max-in-flight $in_flight), 1 client" \
+        "$(thousands "$rate") msg/s (p50 $p50 ms, p99 $p99 ms per message)" \
+        "$(thousands "$base") msg/s lockstep, batch 1" "$(printf '%.1f' "$ratio") ×" \
+        "≥ 1,000,000 msg/s, p99 ≤ 20 ms" "$met"
+}
+
 # Rows for CURVE: lockstep appends of batches of 1 and 1,000 over an encrypted connection. Their
 # floor is the same client against a broker without encryption, started beside it, so the ratio
 # is what encryption costs.
@@ -1080,6 +1121,7 @@ compare "append, batch 1, 1 client" 0.85 - "≥ 0.85 × floor" \
 compare "append, batch 1, 16 clients" 0.80 - "≥ 0.80 × floor" \
     floor_rate "${producer[@]}" --floor --messages 64000 --batch 1 --clients 16 -- \
     "${producer[@]}" --connect "$endpoint" --messages 64000 --batch 1 --clients 16 --topic sixteen
+pipelined_row
 stop_broker
 
 note "broker in memory, 2 logical brokers: batches of 1,000, then 10M messages held, then fetches"

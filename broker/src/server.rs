@@ -14,7 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::{decode_request, ErrorCode, Fetch, GroupFetch, Request, Response};
+use protocol::{
+    decode_request, decode_request_with_id, ErrorCode, Fetch, GroupFetch, Request, Response,
+};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -24,7 +26,7 @@ use crate::broker::{Broker, Stats};
 use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::logical::ClaimError;
 use crate::metrics::Meter;
-use crate::outbox::{self, Handout, Outbox, Route as _};
+use crate::outbox::{self, Envelope, Handout, Outbox, Route as _};
 use crate::quiet::Throttle;
 use crate::shutdown::Shutdown;
 use crate::store::{Budget, Settled};
@@ -68,7 +70,7 @@ pub enum Error {
 
 /// The routing frames of a request: the peer's identity, any frames a proxy added, and the
 /// empty delimiter when the peer sent one. A reply goes out with the same frames.
-type Envelope = Vec<zmq::Message>;
+type Frames = Vec<zmq::Message>;
 
 /// The broker's bound ROUTER socket, where it is bound, and its monitor.
 pub struct Listener {
@@ -488,9 +490,10 @@ impl Server<'_> {
     /// Handles one request: check its shape, decode it, apply it, and queue or hold the reply.
     fn handle(&mut self, frames: Vec<zmq::Message>, clock: &Clock) {
         self.broker.stats.requests += 1;
-        let (envelope, mut body) = match split_envelope(frames) {
+        let (frames, mut body) = match split_envelope(frames) {
             Ok(parts) => parts,
-            Err(Some((envelope, reason))) => {
+            Err(Some((frames, reason))) => {
+                let envelope = Envelope { frames, id: None };
                 if let Some(suppressed) = self.warnings.malformed_envelope.admit(clock.instant) {
                     warn!(reason, suppressed, "malformed envelope");
                 }
@@ -508,9 +511,16 @@ impl Server<'_> {
             }
         };
         let who = self.listener.guard.identify(&mut body);
-        let request = match decode_request(&body) {
-            Ok(request) => request,
-            Err(error) => {
+        let envelope_id;
+        // The reply echoes the request's `id`, errors included (PROTOCOL.md, "Correlating
+        // replies"): the envelope carries it to wherever the reply is made.
+        let request = match decode_request_with_id(&body) {
+            Ok((request, id)) => {
+                envelope_id = id;
+                request
+            }
+            Err((error, id)) => {
+                let envelope = Envelope { frames, id };
                 debug!(%error, "refused a frame");
                 self.broker.stats.refused += 1;
                 let response = Response::error(error.code(), error.to_string());
@@ -519,6 +529,7 @@ impl Server<'_> {
                 return;
             }
         };
+        let envelope = Envelope { frames, id: envelope_id };
         self.meter.request(&request);
         // The door: a request its user may not make is refused before it can change anything.
         if let Err(refusal) = self.listener.guard.admit(who, &request, &self.broker.brokers) {
@@ -774,8 +785,9 @@ impl Server<'_> {
         }
         for _ in 0..PASS_REQUESTS {
             let Ok(Some(frames)) = self.receive() else { break };
-            if let Ok((envelope, _)) = split_envelope(frames) {
-                self.outbox.push(envelope, shutting_down());
+            if let Ok((frames, body)) = split_envelope(frames) {
+                let id = protocol::frame_id(&body);
+                self.outbox.push(Envelope { frames, id }, shutting_down());
             }
         }
         // Acknowledgements still waiting for their commit get it now.
@@ -856,7 +868,7 @@ fn peer_of(body: &mut zmq::Message) -> String {
 /// envelope to send the error on, `Err(None)` means there is nobody to answer.
 fn split_envelope(
     mut frames: Vec<zmq::Message>,
-) -> Result<(Envelope, zmq::Message), Option<(Envelope, &'static str)>> {
+) -> Result<(Frames, zmq::Message), Option<(Frames, &'static str)>> {
     match frames.iter().position(|f| f.is_empty()) {
         Some(0) | None if frames.len() < 2 => Err(None),
         // The usual shape, a REQ peer's: the body is the last frame, right after the delimiter.
@@ -892,7 +904,7 @@ mod tests {
         parts.iter().map(|p| zmq::Message::from(*p)).collect()
     }
 
-    fn shape(result: Result<(Envelope, zmq::Message), Option<(Envelope, &str)>>) -> String {
+    fn shape(result: Result<(Frames, zmq::Message), Option<(Frames, &str)>>) -> String {
         match result {
             Ok((envelope, body)) => format!("ok {} {:?}", envelope.len(), &body[..]),
             Err(Some((envelope, _))) => format!("error {}", envelope.len()),

@@ -9,6 +9,51 @@ use protocol::endpoint::ENDPOINT_ENV;
 use crate::security::Credentials;
 use crate::{Client, ClientError, Endpoints, Result, Shutdown};
 
+/// How a producer pipelines its appends (`client::Pipeline`): without `--max-in-flight`, it
+/// works in lockstep, one append and then its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct PipelineArgs {
+    /// Pipeline: gather messages into appends and keep up to N appends awaiting their replies
+    /// at once, on one connection (Kafka's max.in.flight.requests.per.connection). Messages
+    /// given to one partition keep their order. Without it, one append waits for its reply
+    /// before the next goes.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=1024)
+    )]
+    pub max_in_flight: Option<u32>,
+
+    /// With --max-in-flight: how long a message waits for others to share its append, in
+    /// milliseconds (Kafka's linger.ms).
+    #[arg(long, value_name = "MS", default_value_t = 5, requires = "max_in_flight")]
+    pub linger: u64,
+
+    /// With --max-in-flight: an append closes once it holds this many bytes of keys and
+    /// values (Kafka's batch.size).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = ::client::pipeline::DEFAULT_BATCH_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(1..=(64 << 20)),
+        requires = "max_in_flight"
+    )]
+    pub batch_bytes: u64,
+}
+
+impl PipelineArgs {
+    /// The pipeline's options, with appends of at most `batch_messages` messages; `None`
+    /// without `--max-in-flight`.
+    pub fn options(&self, batch_messages: usize) -> Option<::client::PipelineOptions> {
+        Some(::client::PipelineOptions {
+            linger: Duration::from_millis(self.linger),
+            batch_bytes: usize::try_from(self.batch_bytes).unwrap_or(usize::MAX),
+            batch_messages,
+            max_in_flight: self.max_in_flight? as usize,
+        })
+    }
+}
+
 /// Where the broker is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ConnectArgs {

@@ -25,9 +25,10 @@ use protocol::{
 };
 use serde::Serialize;
 
-use crate::args::{positive, ConnectArgs};
+use crate::args::{positive, ConnectArgs, PipelineArgs};
 use crate::claim::{self, ClaimSpec};
 use crate::client::Client;
+use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::{ClientError, Endpoints, Result, Shutdown};
 
 /// How long the floor's receive waits before it looks at its stop flag.
@@ -37,7 +38,13 @@ const FLOOR_TICK_MS: i32 = 100;
 pub const PRODUCE_HELP: &str = "\
 Each client is a thread with its own REQ socket that sends one append and waits for its reply
 before the next (lockstep). The request is encoded once and sent again and again, so the
-figures are the broker's and the transport's, not the client's encoder.
+figures are the broker's and the transport's, not the client's encoder. With --keys, the
+requests of a cycle of keys are encoded once each (at most 1,000 of them).
+
+With --max-in-flight N (and --batch 1), each client instead gives its messages one at a time to
+the pipelined producer, as an application sends single messages: it gathers them into appends
+by --linger and --batch-bytes and keeps up to N appends awaiting their replies. The latency is
+then a message's, from its send to its acknowledgement, and requests are the appends made.
 
 --floor sends the same requests to a bare ZeroMQ ROUTER started in this process, which echoes
 each one back, instead of to the broker: what ZeroMQ alone does on this machine. Compare
@@ -107,6 +114,18 @@ pub struct ProducePerfArgs {
     /// Measure a bare ZeroMQ echo in this process instead of the broker.
     #[arg(long)]
     pub floor: bool,
+    /// Give the messages keys `key-0` to `key-<N-1>`, in turn, and leave their placing to the
+    /// broker (no `partition` in the appends): it places each by its key's hash.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub keys: Option<u32>,
+    /// Pipelining: with --max-in-flight, messages are given one at a time to the pipelined
+    /// producer (`--batch 1`), which gathers them into appends.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
 }
 
 /// Options of `consumer perf` (besides the consumer's global `--json`).
@@ -276,8 +295,10 @@ struct ClientRun {
     messages: u64,
     /// Bytes of keys and values appended or read.
     bytes: u64,
-    /// Each request's latency in nanoseconds.
+    /// Each request's latency in nanoseconds (each message's, when pipelined).
     latencies: Vec<u64>,
+    /// Requests made, when not one per latency (pipelined: the appends).
+    requests: Option<u64>,
 }
 
 impl ClientRun {
@@ -316,8 +337,9 @@ impl Setup<'_> {
         };
         let messages: u64 = runs.iter().map(|r| r.messages).sum();
         let bytes: u64 = runs.iter().map(|r| r.bytes).sum();
+        let requests: u64 =
+            runs.iter().map(|r| r.requests.unwrap_or(r.latencies.len() as u64)).sum();
         let mut latencies: Vec<u64> = runs.into_iter().flat_map(|r| r.latencies).collect();
-        let requests = latencies.len() as u64;
         let per_second = |n: f64| if seconds > 0.0 { n / seconds } else { 0.0 };
         Report {
             op: self.op,
@@ -368,17 +390,44 @@ pub fn produce(
         validate_topic_name(name)
             .map_err(|source| ClientError::InvalidTopic { name: name.clone(), source })?;
     }
-    let encode_to = |topic: &str, count: u64| {
-        let messages = vec![NewMessage { key: None, value: &value }; count as usize];
+    let keys: Vec<String> = (0..args.keys.unwrap_or(0)).map(|i| format!("key-{i}")).collect();
+    if let Some(options) = args.pipeline.options(protocol::MAX_APPEND_MESSAGES) {
+        if args.floor || args.batch != 1 {
+            return Err(usage(
+                "--max-in-flight gives messages one at a time to a broker: use --batch 1 and no \
+                 --floor (appends are gathered by --linger and --batch-bytes)",
+            ));
+        }
+        let run = Pipelined { args, options, names: &names, keys: &keys, value: &value };
+        return run.measure(first, &endpoint, shutdown);
+    }
+    // Message `n` of a cycle of requests: its key, in turn, when there are keys.
+    let key_of =
+        |n: u64| (!keys.is_empty()).then(|| keys[(n % keys.len() as u64) as usize].as_bytes());
+    let encode_from = |topic: &str, start: u64, count: u64| {
+        let messages =
+            (0..count).map(|i| NewMessage { key: key_of(start + i), value: &value }).collect();
         let mut frame = Vec::new();
-        // Keyless: the broker puts each append's messages on one partition, the next in turn.
+        // No partition: the broker puts a keyless append's messages on one partition, the next
+        // in turn, and places keyed messages by their keys.
         encode_request(&Request::Append(Append { topic, partition: None, messages }), &mut frame);
         frame
     };
+    let encode_to = |topic: &str, count: u64| encode_from(topic, 0, count);
     let encode = |count: u64| encode_to(&names[0], count);
-    // One request per topic, encoded once, as for a single topic.
-    let fulls: Vec<Vec<u8>> =
-        names.iter().map(|name| encode_to(name, batch.min(args.messages))).collect();
+    // One request per topic, encoded once, as for a single topic; with keys, one per request
+    // of a cycle of keys (each request starting where the last left off), up to 1,000.
+    let cycle = match keys.len() as u64 {
+        0 => 1,
+        n => (n / gcd(n, batch.min(args.messages))).min(1000),
+    };
+    let fulls: Vec<Vec<u8>> = names
+        .iter()
+        .flat_map(|name| {
+            (0..cycle)
+                .map(|c| encode_from(name, c * batch.min(args.messages), batch.min(args.messages)))
+        })
+        .collect();
     // The last request carries what is left over when the batch does not divide the total;
     // client 0 sends it.
     let requests = args.messages.div_ceil(batch);
@@ -447,6 +496,122 @@ pub fn produce(
     print_report(&setup.report(runs), args.json)
 }
 
+/// The greatest common divisor of `a` and `b`.
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// An error in the options given.
+fn usage(reason: &str) -> ClientError {
+    ClientError::Io {
+        what: "invalid options",
+        source: io::Error::new(io::ErrorKind::InvalidInput, reason.to_owned()),
+    }
+}
+
+/// `producer perf --max-in-flight`: single messages given to the pipelined producer.
+struct Pipelined<'a> {
+    args: &'a ProducePerfArgs,
+    options: PipelineOptions,
+    names: &'a [String],
+    keys: &'a [String],
+    value: &'a [u8],
+}
+
+impl Pipelined<'_> {
+    /// Runs the clients, each with a pipeline of its own, and prints the figures.
+    fn measure(&self, first: Client, endpoint: &str, shutdown: &Shutdown) -> Result<()> {
+        let args = self.args;
+        let mut clients = Vec::with_capacity(args.clients as usize);
+        for _ in 1..args.clients {
+            clients.push(first.sibling()?);
+        }
+        clients.insert(0, first);
+        let barrier = Barrier::new(args.clients as usize);
+        let per_client = args.messages / u64::from(args.clients);
+        let extra = args.messages % u64::from(args.clients);
+        let runs = thread::scope(|scope| {
+            let handles: Vec<_> = clients
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut client)| {
+                    let count = per_client + u64::from((i as u64) < extra);
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        // One untimed exchange first, so that connecting is not timed.
+                        let warm = client.status().map(drop);
+                        let topic = &self.names[i % self.names.len()];
+                        let pipeline = Pipeline::open(&client, topic, self.options);
+                        barrier.wait();
+                        warm?;
+                        self.client_run(pipeline?, count, shutdown)
+                    })
+                })
+                .collect();
+            join_all(handles)
+        })?;
+        let setup = Setup {
+            op: "append",
+            floor: false,
+            endpoint,
+            topic: &args.topic,
+            clients: args.clients,
+            batch: args.batch,
+        };
+        print_report(&setup.report(runs), args.json)
+    }
+
+    /// Gives `count` messages one at a time, then waits for every outcome. A message's
+    /// latency runs from its send to its acknowledgement; each append counts as a request.
+    fn client_run(
+        &self,
+        mut pipeline: Pipeline,
+        count: u64,
+        shutdown: &Shutdown,
+    ) -> Result<ClientRun> {
+        let start = Instant::now();
+        let mut sent_at: Vec<u64> = Vec::with_capacity(count as usize);
+        let mut run =
+            ClientRun { latencies: Vec::with_capacity(count as usize), ..ClientRun::default() };
+        let mut appends = 0u64;
+        let mut take =
+            |pipeline: &mut Pipeline, sent_at: &[u64], run: &mut ClientRun| -> Result<()> {
+                while let Some(outcome) = pipeline.outcome() {
+                    outcome.result?;
+                    let now = start.elapsed().as_nanos() as u64;
+                    for &tag in &outcome.tags {
+                        run.latencies.push(now.saturating_sub(sent_at[tag as usize]));
+                    }
+                    run.messages += outcome.tags.len() as u64;
+                    run.bytes += outcome.tags.len() as u64 * self.value.len() as u64;
+                    appends += 1;
+                }
+                Ok(())
+            };
+        run.started = Some(start);
+        for n in 0..count {
+            if n % 1024 == 0 && shutdown.is_signalled() {
+                return Err(ClientError::Interrupted);
+            }
+            let key = (!self.keys.is_empty())
+                .then(|| self.keys[(n % self.keys.len() as u64) as usize].as_bytes());
+            sent_at.push(start.elapsed().as_nanos() as u64);
+            pipeline.send(None, NewMessage { key, value: self.value }, n)?;
+            take(&mut pipeline, &sent_at, &mut run)?;
+        }
+        pipeline.flush()?;
+        take(&mut pipeline, &sent_at, &mut run)?;
+        run.ended = Some(Instant::now());
+        // The report counts requests as latencies; here they are appends.
+        run.requests = Some(appends);
+        Ok(run)
+    }
+}
+
 /// Checks the reply to an append of `sent` messages: the broker's must say it appended that
 /// many; the floor's must be the request again.
 fn check_appended(reply: &[u8], request_len: usize, sent: u64, floor: bool) -> Result<()> {
@@ -457,8 +622,14 @@ fn check_appended(reply: &[u8], request_len: usize, sent: u64, floor: bool) -> R
         return Ok(());
     }
     match decode_response(reply).map_err(ClientError::Decode)? {
-        Response::Appended { first_offset, last_offset, .. }
-            if last_offset + 1 - first_offset == sent =>
+        Response::Appended { first_offset, last_offset, placed, .. }
+            if placed.is_empty() && last_offset + 1 - first_offset == sent =>
+        {
+            Ok(())
+        }
+        // Keyed messages the broker spread over partitions: each partition's run.
+        Response::Appended { placed, .. }
+            if placed.iter().map(|p| p.last_offset + 1 - p.first_offset).sum::<u64>() == sent =>
         {
             Ok(())
         }
@@ -819,6 +990,7 @@ mod tests {
             messages: 10,
             bytes: 1000,
             latencies: vec![1000; 10],
+            requests: None,
         };
         let setup =
             Setup { op: "append", floor: true, endpoint: "e", topic: "t", clients: 1, batch: 1 };

@@ -16,11 +16,14 @@ use clap::{Parser, Subcommand};
 use protocol::{partition_for_key, validate_topic_name, ErrorCode, NewMessage};
 use tracing::debug;
 
-use crate::args::{non_empty, parse_producer_property, ConnectArgs, ProducerProperty};
+use crate::args::{
+    non_empty, parse_producer_property, ConnectArgs, PipelineArgs, ProducerProperty,
+};
 use crate::client::{Appended, Client};
 use crate::envelope::ValueSchema;
 use crate::output::plural;
 use crate::perf::{self, ProducePerfArgs};
+use crate::pipeline::{Outcome, Pipeline, PipelineOptions};
 use crate::{ClientError, Result, Shutdown};
 
 /// At most this many bytes of keys and values go in one append from standard input (a single
@@ -83,6 +86,10 @@ pub struct ProducerArgs {
         value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     pub batch: u32,
+
+    /// How appends of standard input are pipelined.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
 
     /// Kafka's console producer properties: parse.key=true (split each message at the key
     /// separator, as --key-separator does), key.separator=SEP (a tab by default). May be
@@ -348,7 +355,20 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
         }
         let batching =
             Batching { topic, keys: &keys, max_messages: args.batch, schema: schema.as_ref() };
-        produce_lines(&mut client, &batching, &mut placer, io::stdin(), shutdown, &mut produced)
+        match args.pipeline.options(args.batch as usize) {
+            Some(options) => {
+                let mut pipelined = Pipelined::new(&client, &batching, options)?;
+                pipelined.run(&mut client, &mut placer, io::stdin(), shutdown, &mut produced)
+            }
+            None => produce_lines(
+                &mut client,
+                &batching,
+                &mut placer,
+                io::stdin(),
+                shutdown,
+                &mut produced,
+            ),
+        }
     } else {
         if let Some(schema) = &schema {
             for (i, m) in args.messages.iter_mut().enumerate() {
@@ -599,6 +619,205 @@ pub fn produce_lines(
         }
         None if produced.skipped > 0 => Err(ClientError::LinesSkipped { count: produced.skipped }),
         None => Ok(()),
+    }
+}
+
+/// The pipelined reading of standard input (`--max-in-flight`): each line is given to a
+/// [`Pipeline`] as it comes, tagged with its line number, and each [`Outcome`] is reported as
+/// the lockstep path reports an append: its offsets in the summary, or its error with the lines
+/// it affected.
+///
+/// The lines of an append stay here until its outcome, so that one refused for a line over
+/// the broker's size limit can go again without that line (they then come after what was sent
+/// meanwhile). A refusal or an unconfirmed append ends the reading; what is in flight is still
+/// awaited and reported. Ctrl-C ends the reading too, as on the lockstep path.
+struct Pipelined<'a> {
+    /// The pipeline.
+    pipeline: Pipeline,
+    /// How lines become messages.
+    batching: &'a Batching<'a>,
+    /// The lines given and not yet decided, by line number.
+    lines: std::collections::HashMap<u64, Vec<u8>>,
+    /// The broker's size limit, once a refusal has told it.
+    limit: Option<usize>,
+    /// The first error that ends the run.
+    failure: Option<ClientError>,
+}
+
+impl<'a> Pipelined<'a> {
+    /// A pipeline of `client`'s connection appending to the batching's topic.
+    fn new(
+        client: &Client,
+        batching: &'a Batching<'a>,
+        options: PipelineOptions,
+    ) -> Result<Pipelined<'a>> {
+        Ok(Pipelined {
+            pipeline: Pipeline::open(client, batching.topic, options)?,
+            batching,
+            lines: std::collections::HashMap::new(),
+            limit: None,
+            failure: None,
+        })
+    }
+
+    /// Reads `input` one message per line until its end, Ctrl-C or a failure, then waits for
+    /// every outcome.
+    ///
+    /// # Errors
+    /// As [`produce_lines`].
+    fn run(
+        &mut self,
+        client: &mut Client,
+        placer: &mut Placer,
+        input: impl Read + Send + 'static,
+        shutdown: &Shutdown,
+        produced: &mut Produced,
+    ) -> Result<()> {
+        let mut lines = Lines {
+            receiver: spawn_reader(input),
+            shutdown,
+            pending: VecDeque::new(),
+            chunks_after_signal: 0,
+        };
+        let mut read_error = None;
+        let mut line_number = 0;
+        let mut learnt = placer.partitions.is_some() || placer.fixed.is_some();
+        while self.failure.is_none() {
+            let line = match lines.next(false) {
+                Next::Line(line) => line,
+                Next::Empty => {
+                    // Nothing to read now: let lingering appends go and replies come.
+                    self.pipeline.tick(LINE_POLL.min(Duration::from_millis(10)))?;
+                    self.take(produced);
+                    continue;
+                }
+                Next::Failed(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+                Next::End => break,
+            };
+            line_number += 1;
+            let line = match self.batching.schema {
+                Some(schema) => match wrap(schema, self.batching.keys, line) {
+                    Ok(line) => line,
+                    Err(e) => {
+                        eprintln!("line {line_number}: {e}; not sent");
+                        produced.skipped += 1;
+                        continue;
+                    }
+                },
+                None => line,
+            };
+            let message = self.batching.keys.message(&line);
+            let size = message.key.map_or(0, <[u8]>::len) + message.value.len();
+            if self.limit.is_some_and(|limit| size > limit) {
+                skip_line(line_number, size, self.limit, produced);
+                continue;
+            }
+            if message.key.is_some() && !learnt {
+                placer.learn(client, self.batching.topic)?;
+                if placer.partitions.is_some() {
+                    // Keyed lines now go to their partition's lane: what was gathered for
+                    // the broker to place goes first.
+                    self.pipeline.close_open();
+                    learnt = true;
+                }
+            }
+            let partition = placer.partition(&message);
+            self.pipeline.send(partition, message, line_number)?;
+            self.lines.insert(line_number, line);
+            self.take(produced);
+        }
+        self.pipeline.flush()?;
+        self.take(produced);
+        // Lines sent again without one over the size limit.
+        while self.pipeline.pending() > 0 && self.failure.is_none() {
+            self.pipeline.flush()?;
+            self.take(produced);
+        }
+        if let Some(failure) = self.failure.take() {
+            return Err(match failure {
+                ClientError::Unconfirmed { cause, .. } => {
+                    ClientError::Unconfirmed { count: produced.unconfirmed as usize, cause }
+                }
+                other => other,
+            });
+        }
+        match read_error {
+            Some(source) => Err(ClientError::Io { what: "cannot read standard input", source }),
+            None if produced.skipped > 0 => {
+                Err(ClientError::LinesSkipped { count: produced.skipped })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Reports every outcome decided.
+    fn take(&mut self, produced: &mut Produced) {
+        while let Some(outcome) = self.pipeline.outcome() {
+            self.report(outcome, produced);
+        }
+    }
+
+    /// Reports one outcome: counts an append, or says which lines an error affected.
+    fn report(&mut self, outcome: Outcome, produced: &mut Produced) {
+        let Outcome { tags, partition, result } = outcome;
+        let mut lines: Vec<(u64, Vec<u8>)> =
+            tags.iter().map(|&n| (n, self.lines.remove(&n).unwrap_or_default())).collect();
+        match result {
+            Ok(appended) => produced.add(lines.len(), &appended),
+            Err(ClientError::Broker { code: ErrorCode::MessageTooLarge, reason, .. }) => {
+                let size = |line: &[u8]| {
+                    let message = self.batching.keys.message(line);
+                    message.key.map_or(0, <[u8]>::len) + message.value.len()
+                };
+                match too_large(&reason) {
+                    Some((index, limit)) if index < lines.len() => {
+                        self.limit = Some(limit);
+                        lines.retain(|(number, line)| {
+                            let over = size(line) > limit;
+                            if over {
+                                skip_line(*number, size(line), Some(limit), produced);
+                            }
+                            !over
+                        });
+                    }
+                    _ if lines.len() == 1 => {
+                        let (number, line) = lines.remove(0);
+                        skip_line(number, size(&line), None, produced);
+                    }
+                    // Without the line named, each goes alone.
+                    _ => {}
+                }
+                for (number, line) in lines {
+                    let message = self.batching.keys.message(&line);
+                    if let Err(e) = self.pipeline.send(partition, message, number) {
+                        self.failure.get_or_insert(e);
+                        return;
+                    }
+                    self.lines.insert(number, line);
+                    // A batch of several lines refused with no line named goes one by one.
+                    self.pipeline.close_open();
+                }
+            }
+            Err(e) => {
+                let (first, last) = (tags[0], tags[tags.len() - 1]);
+                let which = if first == last {
+                    format!("line {first}")
+                } else {
+                    format!("{} lines from line {first} to {last}", tags.len())
+                };
+                match &e {
+                    ClientError::Unconfirmed { .. } => {
+                        eprintln!("{which}: {e}");
+                        produced.unconfirmed += tags.len() as u64;
+                    }
+                    _ => eprintln!("{which}: not appended: {e}"),
+                }
+                self.failure.get_or_insert(e);
+            }
+        }
     }
 }
 

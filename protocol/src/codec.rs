@@ -206,9 +206,17 @@ pub(crate) mod read {
 
 /// Appends the encoding of `request` to `out`.
 pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
+    encode_request_with_id(request, None, out);
+}
+
+/// Appends the encoding of `request` to `out`, carrying `id` when given: the number the
+/// broker echoes in the reply, by which a client with several requests outstanding on one
+/// socket tells their replies apart (PROTOCOL.md, "Correlating replies").
+pub fn encode_request_with_id(request: &Request<'_>, id: Option<u64>, out: &mut Vec<u8>) {
     let mut map = MapWriter::start(out);
     write_uint(map.key("v"), VERSION.into());
     write_str(map.key("op"), request.op());
+    map.uint("id", id);
     match request {
         Request::Status => {}
         Request::Claim { broker, wait_ms, client } => {
@@ -303,8 +311,44 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
 /// [`DecodeError::UnsupportedVersion`] for another `v`, [`DecodeError::UnknownRequest`] for an
 /// `op` this version does not know.
 pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
-    check_map(frame)?;
-    let wire = WireRequest::read(frame)?;
+    decode_request_with_id(frame).map_err(|(error, _)| error).map(|(request, _)| request)
+}
+
+/// Decodes one request frame as [`decode_request`] does, with the `id` it carries, which the
+/// reply echoes. A refused frame's `id` is there too when it can be read at all (see
+/// [`frame_id`]), so that its error reply can echo it.
+///
+/// # Errors
+/// As [`decode_request`], with the frame's `id` when readable.
+#[allow(clippy::type_complexity)]
+pub fn decode_request_with_id(
+    frame: &[u8],
+) -> Result<(Request<'_>, Option<u64>), (DecodeError, Option<u64>)> {
+    let wire = match check_map(frame).and_then(|()| WireRequest::read(frame)) {
+        Ok(wire) => wire,
+        Err(error) => return Err((error, frame_id(frame))),
+    };
+    let id = wire.id.flatten();
+    decode_wire_request(wire).map(|request| (request, id)).map_err(|error| (error, id))
+}
+
+/// The `id` of a request or reply frame, read leniently: the first `id` key of the frame's
+/// map whose value is an unsigned integer, the keys before it read and their values skipped;
+/// `None` when there is none or the frame breaks off before it. For frames too broken to
+/// decode, whose error reply still echoes what can be read of their `id`.
+pub fn frame_id(frame: &[u8]) -> Option<u64> {
+    let mut r = Reader::new(frame);
+    for _ in 0..r.map_len().ok()?.min(MAX_MAP_ENTRIES) {
+        if r.key().ok()? == b"id" {
+            return r.uint().ok();
+        }
+        r.skip().ok()?;
+    }
+    None
+}
+
+/// Turns the fields read from a request frame into the request.
+fn decode_wire_request(wire: WireRequest<'_>) -> Result<Request<'_>, DecodeError> {
     check_version(wire.v.flatten())?;
     check_limits(&wire)?;
     let op = wire.op.flatten().ok_or_else(|| missing("request", "op"))?;
@@ -413,6 +457,11 @@ pub fn decode_request(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
 /// Appends the encoding of `response` to `out`. Takes the reply by value, as its lists are
 /// of no use once encoded.
 pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
+    encode_response_with_id(response, None, out);
+}
+
+/// Appends the encoding of `response` to `out`, echoing the request's `id` when it had one.
+pub fn encode_response_with_id(response: Response<'_>, id: Option<u64>, out: &mut Vec<u8>) {
     let mut map = MapWriter::start(out);
     write_uint(map.key("v"), VERSION.into());
     let code = match &response {
@@ -421,6 +470,7 @@ pub fn encode_response(response: Response<'_>, out: &mut Vec<u8>) {
     };
     write_uint(map.key("code"), code.into());
     write_str(map.key("reply"), response.name());
+    map.uint("id", id);
     match response {
         Response::Status { brokers } => map.records("brokers", &brokers),
         Response::Claimed { broker, claim, lease_ms } => {
@@ -1820,5 +1870,47 @@ mod tests {
             decode_response(&frame),
             Err(DecodeError::Malformed(m)) if m.contains("a topic record's `bytes` appears twice")
         ));
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn an_id_goes_into_a_request_and_comes_back_in_its_reply() {
+        let mut frame = Vec::new();
+        encode_request_with_id(&Request::Status, Some(u64::MAX), &mut frame);
+        let (request, id) = decode_request_with_id(&frame).unwrap();
+        assert!(matches!(request, Request::Status));
+        assert_eq!(id, Some(u64::MAX));
+        assert_eq!(frame_id(&frame), Some(u64::MAX));
+        frame.clear();
+        encode_request(&Request::Status, &mut frame);
+        assert_eq!(decode_request_with_id(&frame).unwrap().1, None);
+        let mut reply = Vec::new();
+        encode_response_with_id(
+            Response::error(ErrorCode::Overloaded, "busy"),
+            Some(7),
+            &mut reply,
+        );
+        assert_eq!(frame_id(&reply), Some(7));
+        assert!(matches!(decode_response(&reply), Ok(Response::Error { .. })));
+    }
+
+    #[test]
+    fn a_refused_request_still_gives_its_id_when_it_can_be_read() {
+        // {"v": 1, "id": 9, "op": "nope"}: unknown request, id readable.
+        let unknown = b"\x83\xa1v\x01\xa2id\x09\xa2op\xa4nope";
+        let (error, id) = decode_request_with_id(unknown).unwrap_err();
+        assert_eq!((error.code(), id), (ErrorCode::UnknownRequest, Some(9)));
+        // {"id": 9, "id": 9}: malformed (a key twice); the first id is still read.
+        let twice = b"\x82\xa2id\x09\xa2id\x09";
+        let (error, id) = decode_request_with_id(twice).unwrap_err();
+        assert_eq!((error.code(), id), (ErrorCode::Malformed, Some(9)));
+        // A frame that is not a map has none.
+        assert_eq!(decode_request_with_id(b"\x01").unwrap_err().1, None);
+        // {"id": "x"}: an id that is no integer is none.
+        assert_eq!(frame_id(b"\x81\xa2id\xa1x"), None);
     }
 }

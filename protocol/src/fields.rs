@@ -123,6 +123,7 @@ fields! {
     //     required [by these `op`s] optional [in these]; `every` is every request.
     v: u32, "uint32", read::uint32, required [every] optional [];
     op: &'a str, "str", read::string, required [every] optional [];
+    id: u64, "uint64", read::uint, required [] optional [every];
     claim: u64, "uint64", read::uint,
         required [renew, release, fetch, join_group, group_fetch] optional [list_topics];
     broker: u32, "uint32", read::uint32, required [] optional [claim];
@@ -162,6 +163,7 @@ fields! {
     v: u32, "uint32", read::uint32, required [every] optional [];
     code: u16, "uint16", read::uint16, required [every, error] optional [];
     reply: &'a str, "str", read::string, required [every] optional [];
+    id: u64, "uint64", read::uint, required [] optional [every];
     error: &'a str, "str", read::string, required [error] optional [];
     reason: &'a str, "str", read::string, required [error] optional [];
     brokers: Vec<BrokerStatus>, "list of broker records", read::records,

@@ -19,7 +19,10 @@ pub mod request;
 pub mod response;
 pub mod topic;
 
-pub use codec::{decode_request, decode_response, encode_request, encode_response, DecodeError};
+pub use codec::{
+    decode_request, decode_request_with_id, decode_response, encode_request,
+    encode_request_with_id, encode_response, encode_response_with_id, frame_id, DecodeError,
+};
 pub use error::ErrorCode;
 pub use group::{
     validate_group_name, GroupInfo, GroupStart, InvalidGroupName, ResetTo, MAX_GROUP_NAME_BYTES,

@@ -173,11 +173,11 @@ fn fields_in_document() -> BTreeMap<Place, Row> {
         let previous = places.insert(place, (kind.to_owned(), always));
         assert!(previous.is_none(), "PROTOCOL.md gives `{name}` of {message} twice");
     };
-    let frame = rows_under(section("## 4. Encoding"), "| frame | key | type | meaning |");
+    let frame = rows_under(section("## 4. Encoding"), "| frame | key | type | present | meaning |");
     assert!(!frame.is_empty(), "no table of the fields every frame carries in section 4");
     for row in &frame {
         let direction = if row[0] == "request" { Direction::Request } else { Direction::Reply };
-        add(direction, "every", &row[1..], true);
+        add(direction, "every", &row[1..], row[3] == "always");
     }
     for part in section("## 6. Requests and replies").split("\n### `").skip(1) {
         let op = &part[..part.find('`').unwrap_or(0)];

@@ -253,6 +253,25 @@ impl Client {
         })
     }
 
+    /// What a [`crate::Pipeline`] of this client needs: its ZeroMQ context, a DEALER socket
+    /// connected to the endpoint in use with the same login, its handshake, the credentials and
+    /// the timeout.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub(crate) fn dealer(
+        &self,
+    ) -> Result<(zmq::Context, zmq::Socket, Handshake, Credentials, Duration)> {
+        let (socket, handshake) = open_socket_of(
+            zmq::DEALER,
+            &self.context,
+            self.endpoint(),
+            self.timeout,
+            &self.credentials,
+        )?;
+        Ok((self.context.clone(), socket, handshake, self.credentials.clone(), self.timeout))
+    }
+
     /// Makes waits for replies end with a broken-pipe error ([`ClientError::is_broken_pipe`])
     /// as soon as standard output is closed by its reader; `append`, `release` and `ack` still
     /// run to their end, as after Ctrl-C.
@@ -859,9 +878,20 @@ fn open_socket(
     timeout: Duration,
     credentials: &Credentials,
 ) -> Result<(zmq::Socket, Handshake)> {
+    open_socket_of(zmq::REQ, context, endpoint, timeout, credentials)
+}
+
+/// A socket of `kind` set up as [`open_socket`] sets up a REQ socket.
+pub(crate) fn open_socket_of(
+    kind: zmq::SocketType,
+    context: &zmq::Context,
+    endpoint: &str,
+    timeout: Duration,
+    credentials: &Credentials,
+) -> Result<(zmq::Socket, Handshake)> {
     let connect_error = |source| ClientError::Connect { endpoint: endpoint.to_owned(), source };
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    let socket = context.socket(zmq::REQ).map_err(connect_error)?;
+    let socket = context.socket(kind).map_err(connect_error)?;
     socket.set_linger(0).map_err(connect_error)?;
     credentials.apply(&socket).map_err(connect_error)?;
     let handshake = Handshake::watch(context, &socket).map_err(connect_error)?;

@@ -1,0 +1,512 @@
+//! A pipelined producer: single messages gathered into appends, several appends in flight on
+//! one DEALER socket, each reply matched to its append by the `id` it echoes (PROTOCOL.md,
+//! "Correlating replies").
+//!
+//! Messages are gathered per partition asked for (a lane: `None`, the broker's placing, is a
+//! lane of its own) until the batch holds `batch_bytes` of keys and values or
+//! `batch_messages` messages, or its first message has waited `linger`, as Kafka's producer
+//! does with `batch.size` and `linger.ms`. Closed batches go out in the order they closed, at
+//! most `max_in_flight` unanswered at once, so the appends of one lane reach the broker, and
+//! take their offsets, in the order their messages were given. The one door is [`Pipeline`];
+//! its invariant: every message given gets exactly one [`Outcome`], and no append is sent
+//! twice unless the broker said that nothing of it was appended.
+//!
+//! A refusal that says nothing was appended and that may pass (`311 overloaded`, `314
+//! store_unavailable` saying "nothing was appended") is sent again after a short pause,
+//! within the timeout counted from its first send, but only when no later append of the same
+//! lane is in flight: a later one could be stored before it, and the lane's order would be
+//! lost. Otherwise the refusal is the outcome. A reply that does not come within the timeout
+//! means the broker is gone (the broker sends a client's replies in order): every append in
+//! flight is then unconfirmed (it may or may not have been stored) and those not yet sent fail,
+//! and so does everything given afterwards.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use protocol::{
+    decode_response, encode_request_with_id, frame_id, Append, ErrorCode, NewMessage, Request,
+    Response, MAX_APPEND_MESSAGES,
+};
+
+use crate::client::Appended;
+use crate::security::{Credentials, Handshake};
+use crate::{Client, ClientError, Result};
+
+/// How long a message waits for others to share its append (Kafka's `linger.ms` is 5 ms in
+/// recent versions).
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+
+/// How many bytes of keys and values close a batch (Kafka's `batch.size` is 16 KiB; an append
+/// here costs the broker more than a Kafka batch, so batches are larger).
+pub const DEFAULT_BATCH_BYTES: usize = 256 * 1024;
+
+/// How many appends may await their replies at once (Kafka's
+/// `max.in.flight.requests.per.connection`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 5;
+
+/// How many messages given between two looks at the socket when no batch closes.
+const PUMP_EVERY: u64 = 256;
+
+/// The pause before a refused append that stored nothing is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// How a pipeline gathers and sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineOptions {
+    /// How long the first message of a batch waits for others.
+    pub linger: Duration,
+    /// Bytes of keys and values that close a batch.
+    pub batch_bytes: usize,
+    /// Messages that close a batch (at most the protocol's limit of an append).
+    pub batch_messages: usize,
+    /// Appends unanswered at once; 1 is lockstep.
+    pub max_in_flight: usize,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> PipelineOptions {
+        PipelineOptions {
+            linger: DEFAULT_LINGER,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            batch_messages: 1000,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// What became of some of the messages given to a pipeline: those of one append.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The tags the messages were given with, in the order they were given.
+    pub tags: Vec<u64>,
+    /// The partition asked for (`None`: the broker placed them).
+    pub partition: Option<u32>,
+    /// Where they went, or why not: [`ClientError::Unconfirmed`] when they may or may not
+    /// have been stored.
+    pub result: Result<Appended>,
+}
+
+/// Messages of one lane being gathered.
+struct Open {
+    /// The partition asked for.
+    partition: Option<u32>,
+    /// When its first message came.
+    since: Instant,
+    /// Keys and values, one after the other.
+    data: Vec<u8>,
+    /// Each message's key and value in `data`.
+    spans: Vec<(Option<Range<usize>>, Range<usize>)>,
+    /// Each message's tag.
+    tags: Vec<u64>,
+}
+
+/// An append encoded, sent or to be sent.
+struct Batch {
+    /// The `id` it is sent with.
+    id: u64,
+    /// The partition asked for.
+    partition: Option<u32>,
+    /// The request frame.
+    frame: Vec<u8>,
+    /// Its messages' tags.
+    tags: Vec<u64>,
+    /// When it closed: its reply is due within the timeout from then, retries included.
+    since: Instant,
+    /// Not to be sent again before this (after a refusal that stored nothing).
+    not_before: Option<Instant>,
+}
+
+/// A producer with several appends in flight on one connection; see the module's text.
+pub struct Pipeline {
+    /// Owns the socket's I/O thread.
+    _context: zmq::Context,
+    /// The DEALER socket.
+    socket: zmq::Socket,
+    /// Its handshake, watched for a refused login.
+    handshake: Handshake,
+    /// How it logs in, for the error of a refused login.
+    credentials: Credentials,
+    /// Where it is connected.
+    endpoint: String,
+    /// The topic appended to.
+    topic: String,
+    /// How it gathers and sends.
+    options: PipelineOptions,
+    /// How long an append may wait for its reply, retries included.
+    timeout: Duration,
+    /// The next `id`.
+    next_id: u64,
+    /// Batches being gathered, one per lane.
+    open: Vec<Open>,
+    /// Batches closed and not sent yet (or refused and to be sent again), in order.
+    ready: VecDeque<Batch>,
+    /// Batches sent and unanswered, in the order sent.
+    in_flight: VecDeque<Batch>,
+    /// Outcomes not yet taken.
+    done: VecDeque<Outcome>,
+    /// Set once the broker has failed to answer in time: everything fails from then on.
+    gone: bool,
+    /// When the first lane being gathered has lingered enough, if any is.
+    next_linger: Option<Instant>,
+    /// Messages given, to pump every [`PUMP_EVERY`].
+    sends: u64,
+}
+
+impl Pipeline {
+    /// A pipeline appending to `topic` through a DEALER socket of its own, connected where
+    /// `client` is connected, with its login and its timeout.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn open(client: &Client, topic: &str, options: PipelineOptions) -> Result<Pipeline> {
+        let (context, socket, handshake, credentials, timeout) = client.dealer()?;
+        let batch_messages = options.batch_messages.clamp(1, MAX_APPEND_MESSAGES);
+        Ok(Pipeline {
+            _context: context,
+            socket,
+            handshake,
+            credentials,
+            endpoint: client.endpoint().to_owned(),
+            topic: topic.to_owned(),
+            options: PipelineOptions {
+                batch_messages,
+                max_in_flight: options.max_in_flight.max(1),
+                ..options
+            },
+            timeout,
+            next_id: 0,
+            open: Vec::new(),
+            ready: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            done: VecDeque::new(),
+            gone: false,
+            next_linger: None,
+            sends: 0,
+        })
+    }
+
+    /// Gives one message, to `partition` (`None`: where the broker puts it), known by `tag`
+    /// in its [`Outcome`]. Sends what is due, takes the replies there are, and waits for room
+    /// while more than one closed append waits to be sent: at most `max_in_flight` + 2
+    /// batches are held (memory stays bounded), and a message waits behind no more than that
+    /// (its latency stays bounded).
+    ///
+    /// # Errors
+    /// The socket failed, or the broker refused the login; outcomes already decided stay to
+    /// be taken.
+    pub fn send(
+        &mut self,
+        partition: Option<u32>,
+        message: NewMessage<'_>,
+        tag: u64,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let lane = match self.open.iter().position(|o| o.partition == partition) {
+            Some(lane) => lane,
+            None => {
+                self.open.push(Open {
+                    partition,
+                    since: now,
+                    data: Vec::new(),
+                    spans: Vec::new(),
+                    tags: Vec::new(),
+                });
+                self.open.len() - 1
+            }
+        };
+        let open = &mut self.open[lane];
+        if open.tags.is_empty() {
+            open.since = now;
+        }
+        let key = message.key.map(|key| {
+            let start = open.data.len();
+            open.data.extend_from_slice(key);
+            start..open.data.len()
+        });
+        let start = open.data.len();
+        open.data.extend_from_slice(message.value);
+        open.spans.push((key, start..open.data.len()));
+        open.tags.push(tag);
+        let lingered = open.since + self.options.linger;
+        self.next_linger = Some(self.next_linger.map_or(lingered, |t| t.min(lingered)));
+        self.sends += 1;
+        let full = open.data.len() >= self.options.batch_bytes
+            || open.tags.len() >= self.options.batch_messages;
+        if full {
+            self.close(lane);
+        }
+        // Sending and reading replies cost a call into ZeroMQ each: done when a batch closed
+        // or lingered, and every so many messages, not for every message.
+        if full || self.next_linger.is_some_and(|t| now >= t) || self.sends % PUMP_EVERY == 0 {
+            self.pump(now)?;
+        }
+        while self.ready.len() > 1 {
+            self.wait(self.next_deadline())?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batches whose linger is over and takes the replies that came, waiting at
+    /// most `wait` for one when nothing else is to be done.
+    ///
+    /// # Errors
+    /// As [`Pipeline::send`].
+    pub fn tick(&mut self, wait: Duration) -> Result<()> {
+        let now = Instant::now();
+        self.pump(now)?;
+        let until = self.next_deadline().map_or(now + wait, |d| d.min(now + wait));
+        self.wait(Some(until))
+    }
+
+    /// Sends everything given and waits for every reply, each within the timeout.
+    ///
+    /// # Errors
+    /// As [`Pipeline::send`].
+    pub fn flush(&mut self) -> Result<()> {
+        self.close_open();
+        loop {
+            self.pump(Instant::now())?;
+            if self.ready.is_empty() && self.in_flight.is_empty() {
+                return Ok(());
+            }
+            self.wait(self.next_deadline())?;
+        }
+    }
+
+    /// Closes every batch being gathered, oldest first, so that what comes next goes after
+    /// them: for a caller about to send messages of one partition through another lane (it
+    /// has learnt where the broker would put them).
+    pub fn close_open(&mut self) {
+        while let Some(lane) = self.oldest_open(None) {
+            self.close(lane);
+        }
+    }
+
+    /// The lane gathering for longest, among those gathering since before `due` when given.
+    fn oldest_open(&self, due: Option<Instant>) -> Option<usize> {
+        let lanes = self.open.iter().enumerate();
+        let due = lanes.filter(|(_, o)| due.is_none_or(|due| o.since <= due));
+        due.min_by_key(|(_, o)| o.since).map(|(lane, _)| lane)
+    }
+
+    /// The next outcome decided, in the order they were decided.
+    pub fn outcome(&mut self) -> Option<Outcome> {
+        self.done.pop_front()
+    }
+
+    /// How many messages are given and not yet decided.
+    pub fn pending(&self) -> usize {
+        let open: usize = self.open.iter().map(|o| o.tags.len()).sum();
+        let batches = self.ready.iter().chain(&self.in_flight);
+        open + batches.map(|b| b.tags.len()).sum::<usize>()
+    }
+
+    /// Closes the batch of lane `lane` into an encoded append, ready to be sent.
+    fn close(&mut self, lane: usize) {
+        let open = self.open.swap_remove(lane);
+        if open.tags.is_empty() {
+            return;
+        }
+        let messages = open
+            .spans
+            .iter()
+            .map(|(key, value)| NewMessage {
+                key: key.clone().map(|k| &open.data[k]),
+                value: &open.data[value.clone()],
+            })
+            .collect();
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut frame = Vec::with_capacity(open.data.len() + open.tags.len() * 12 + 64);
+        let request =
+            Request::Append(Append { topic: &self.topic, partition: open.partition, messages });
+        encode_request_with_id(&request, Some(id), &mut frame);
+        self.ready.push_back(Batch {
+            id,
+            partition: open.partition,
+            frame,
+            tags: open.tags,
+            since: Instant::now(),
+            not_before: None,
+        });
+    }
+
+    /// Closes the batches whose linger is over, sends what may go, and takes the replies
+    /// already there.
+    fn pump(&mut self, now: Instant) -> Result<()> {
+        // Oldest first, so that lanes close in the order their messages came.
+        while let Some(lane) =
+            now.checked_sub(self.options.linger).and_then(|due| self.oldest_open(Some(due)))
+        {
+            self.close(lane);
+        }
+        let linger = self.options.linger;
+        self.next_linger = self.open.iter().map(|o| o.since + linger).min();
+        if self.gone {
+            self.fail_all();
+            return Ok(());
+        }
+        while self.in_flight.len() < self.options.max_in_flight {
+            match self.ready.front() {
+                Some(batch) if batch.not_before.is_some_and(|t| t > now) => break,
+                Some(_) => {}
+                None => break,
+            }
+            let Some(batch) = self.ready.pop_front() else { break };
+            match self.socket.send(&batch.frame, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => {
+                    // Nothing connected yet, or the queue is full: try again later.
+                    self.ready.push_front(batch);
+                    break;
+                }
+                Err(source) => {
+                    self.ready.push_front(batch);
+                    return Err(self.socket_error(source));
+                }
+            }
+            self.in_flight.push_back(batch);
+        }
+        self.receive()
+    }
+
+    /// Waits until `until` (at most) for a reply or a failed login, then takes the replies.
+    fn wait(&mut self, until: Option<Instant>) -> Result<()> {
+        let now = Instant::now();
+        let until = until.unwrap_or(now + self.timeout);
+        let ms = i64::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(0);
+        // Wake for room to send too when an append waits only for that (no peer connected
+        // yet, or its queue full).
+        let now_due = |b: &Batch| b.not_before.is_none_or(|t| t <= now);
+        let may_send = self.in_flight.len() < self.options.max_in_flight
+            && self.ready.front().is_some_and(now_due);
+        let events = if may_send { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
+        let mut items = [self.socket.as_poll_item(events), self.handshake.poll_item()];
+        match zmq::poll(&mut items, ms.max(1)) {
+            Ok(_) if items[1].is_readable() && self.handshake.failed() => {
+                return Err(self.handshake.error(&self.credentials, self.endpoint.clone()));
+            }
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(source) => return Err(self.socket_error(source)),
+        }
+        self.receive()?;
+        self.check_deadlines(Instant::now());
+        self.pump(Instant::now())
+    }
+
+    /// The earliest moment something is due: a linger's end, a retry, a reply's deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        let lingers = self.open.iter().map(|o| o.since + self.options.linger);
+        let retries = self.ready.front().and_then(|b| b.not_before);
+        let oldest = [self.in_flight.front(), self.ready.front()];
+        let replies = oldest.into_iter().flatten().map(|b| b.since + self.timeout);
+        lingers.chain(retries).chain(replies).min()
+    }
+
+    /// Takes every reply waiting on the socket.
+    fn receive(&mut self) -> Result<()> {
+        loop {
+            let reply = match self.socket.recv_msg(zmq::DONTWAIT) {
+                Ok(reply) => reply,
+                Err(zmq::Error::EAGAIN) => return Ok(()),
+                Err(zmq::Error::EINTR) => continue,
+                Err(source) => return Err(self.socket_error(source)),
+            };
+            // The broker echoes `[body]` alone to a DEALER that sent it alone. A broker from
+            // before `id` sends none: appends are never held, so their replies come in the
+            // order sent, and the oldest in flight is the one answered.
+            let id = frame_id(&reply).or_else(|| self.in_flight.front().map(|b| b.id));
+            let Some(at) = id.and_then(|id| self.in_flight.iter().position(|b| b.id == id)) else {
+                tracing::debug!(id, "a reply to no append in flight; ignored");
+                continue;
+            };
+            let Some(batch) = self.in_flight.remove(at) else { continue };
+            self.settle(batch, &reply);
+        }
+    }
+
+    /// Decides what `reply` means for `batch`: an outcome, or a retry.
+    fn settle(&mut self, mut batch: Batch, reply: &[u8]) {
+        let result = match decode_response(reply) {
+            Ok(Response::Appended { partition, first_offset, last_offset, placed, .. }) => {
+                tracing::debug!(id = batch.id, messages = batch.tags.len(), "appended");
+                Ok(Appended { partition, first_offset, last_offset, placed })
+            }
+            Ok(Response::Error { code, reason, range, .. }) => {
+                let now = Instant::now();
+                let later_in_flight = self.in_flight.iter().any(|b| b.partition == batch.partition);
+                let within = now + RETRY_PAUSE < batch.since + self.timeout;
+                if stored_nothing(code, &reason) && !later_in_flight && within {
+                    tracing::debug!(id = batch.id, %code, "append refused; sending it again");
+                    batch.not_before = Some(now + RETRY_PAUSE);
+                    self.ready.push_front(batch);
+                    return;
+                }
+                Err(ClientError::Broker { code, reason: reason.into_owned(), range })
+            }
+            Ok(other) => {
+                Err(ClientError::UnexpectedReply { request: "append", reply: other.name() })
+            }
+            Err(error) => Err(ClientError::Decode(error)),
+        };
+        self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
+    }
+
+    /// When the oldest append in flight, or the next to send, has waited past the timeout
+    /// since it closed, the broker is taken for gone: what is in flight is unconfirmed, the
+    /// rest fails.
+    fn check_deadlines(&mut self, now: Instant) {
+        let oldest = [self.in_flight.front(), self.ready.front()];
+        let late = oldest.into_iter().flatten().any(|b| now >= b.since + self.timeout);
+        if late {
+            self.gone = true;
+            self.fail_all();
+        }
+    }
+
+    /// Decides everything given so far once the broker is gone.
+    fn fail_all(&mut self) {
+        for batch in std::mem::take(&mut self.in_flight) {
+            let count = batch.tags.len();
+            let cause = Box::new(ClientError::Unreachable { endpoint: self.endpoint.clone() });
+            let result = Err(ClientError::Unconfirmed { count, cause });
+            self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
+        }
+        self.close_open();
+        for batch in std::mem::take(&mut self.ready) {
+            let result = Err(ClientError::Unreachable { endpoint: self.endpoint.clone() });
+            self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
+        }
+    }
+
+    fn socket_error(&self, source: zmq::Error) -> ClientError {
+        ClientError::Socket { endpoint: self.endpoint.clone(), source }
+    }
+}
+
+/// Whether a refusal says that nothing of the append was stored and may pass if sent again.
+fn stored_nothing(code: ErrorCode, reason: &str) -> bool {
+    match code {
+        ErrorCode::Overloaded => true,
+        ErrorCode::StoreUnavailable => reason.contains("nothing was appended"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_that_stored_nothing_are_sent_again() {
+        assert!(stored_nothing(ErrorCode::Overloaded, "read the replies"));
+        assert!(stored_nothing(
+            ErrorCode::StoreUnavailable,
+            "the store cannot be reached (down); nothing was appended"
+        ));
+        assert!(!stored_nothing(ErrorCode::StoreUnavailable, "may have been appended or not"));
+        assert!(!stored_nothing(ErrorCode::StorageFull, "nothing was appended"));
+        assert!(!stored_nothing(ErrorCode::UnknownPartition, "no partition 9"));
+    }
+}
