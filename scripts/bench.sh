@@ -906,7 +906,7 @@ note "building (release)"
 report_ms() { python3 -c "import json, sys; print(round(json.load(open(sys.argv[1]))['$1'] / 1000, 2))" "$2"; }
 
 # A field of a JSON report in FILE.
-field() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$2" "$1"; }
+file_field() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$2" "$1"; }
 
 # Under --fsync always: `status` latency of one client while another creates 1,000 topics with
 # explicit create_topic in lockstep, beside the same latency with nothing else going on.
@@ -933,13 +933,13 @@ create_flood() {
     printf '%s\n' "One run; --data-dir, --fsync always; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
     printf '\n| case | figure | floor (nothing else going on) | target | met |\n|---|---|---|---|---|\n'
     printf '| status p50 / p99 beside 1,000 create_topic | %s / %s ms (%s requests) | %s / %s ms | p99 ≤ 10 ms | %s |\n' \
-        "$(report_ms p50_us "$work/status.json")" "$p99" "$(field count "$work/status.json")" \
+        "$(report_ms p50_us "$work/status.json")" "$p99" "$(file_field count "$work/status.json")" \
         "$(report_ms p50_us "$work/idle.json")" "$(report_ms p99_us "$work/idle.json")" "$met"
     printf '| create_topic p50 / p99, 1,000 in lockstep | %s / %s ms (%s s in all, %s refused) | | | |\n' \
         "$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['p50_us']/1000,2))" "$work/create.json")" \
         "$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['p99_us']/1000,2))" "$work/create.json")" \
         "$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['seconds'],2))" "$work/create.json")" \
-        "$(field refused "$work/create.json")"
+        "$(file_field refused "$work/create.json")"
 }
 
 # A broker with --auth under a flood of 256 concurrent wrong-password PLAIN logins from
@@ -969,12 +969,12 @@ login_flood() {
     refused=$(sed -n 's/.*accepted, \([0-9]*\) refused (.*/\1/p' <<<"$line")
     unchecked=$(sed -n 's/.*, \([0-9]*\) refused unchecked.*/\1/p' <<<"$line")
     local p50 p99 idle peak above flood_s per_s after
-    p50=$(field p50_ms "$work/flood.json")
-    p99=$(field p99_ms "$work/flood.json")
-    idle=$(field rss_idle_kib "$work/flood.json")
-    peak=$(field rss_peak_kib "$work/flood.json")
+    p50=$(file_field p50_ms "$work/flood.json")
+    p99=$(file_field p99_ms "$work/flood.json")
+    idle=$(file_field rss_idle_kib "$work/flood.json")
+    peak=$(file_field rss_peak_kib "$work/flood.json")
     above=$(awk -v i="$idle" -v p="$peak" 'BEGIN { printf "%.1f", (p - i) / 1024 }')
-    flood_s=$(field seconds "$work/flood.json")
+    flood_s=$(file_field seconds "$work/flood.json")
     # Every refusal with a check is the flood's: the correct logins all pass.
     per_s=$(awk -v r="$refused" -v s="$flood_s" 'BEGIN { printf "%.2f", r / s }')
     after=$(awk -v r="$refused" -v s="$flood_s" 'BEGIN { printf "%.2f", (r > 5 ? r - 5 : 0) / s }')
@@ -982,7 +982,7 @@ login_flood() {
     printf '%s\n' "One run; --auth, PLAIN; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
     printf '\n| case | figure | target | met |\n|---|---|---|---|\n'
     printf '| correct login from 127.0.0.1 during the flood, p50 | %.1f ms (%s logins, %s failed) | ≤ 100 ms | %s |\n' \
-        "$p50" "$(field logins "$work/flood.json")" "$(field failures "$work/flood.json")" "$(yes "$p50 <= 100")"
+        "$p50" "$(file_field logins "$work/flood.json")" "$(file_field failures "$work/flood.json")" "$(yes "$p50 <= 100")"
     printf '| correct login from 127.0.0.1 during the flood, p99 | %.1f ms | ≤ 1,000 ms | %s |\n' \
         "$p99" "$(yes "$p99 <= 1000")"
     printf '| broker VmRSS idle / peak during the flood | %s / %s MB: %s MB above idle | ≤ 64 MB above idle | %s |\n' \
@@ -990,7 +990,7 @@ login_flood() {
     printf '| passwords checked from 127.0.0.2 | %s in %.1f s: %s/s; %s/s after the first five | ≤ 1/s per source after the first few | %s |\n' \
         "$refused" "$flood_s" "$per_s" "$after" "$(yes "$after <= 1")"
     printf '| logins counted by the broker | %s accepted, %s refused after a check, %s refused unchecked; %s refusals seen by the flood'"'"'s sockets (%s sockets opened) | | |\n' \
-        "$accepted" "$refused" "$unchecked" "$(field flood_refused "$work/flood.json")" "$(field flood_sockets "$work/flood.json")"
+        "$accepted" "$refused" "$unchecked" "$(file_field flood_refused "$work/flood.json")" "$(file_field flood_sockets "$work/flood.json")"
 }
 
 # kafka-gateway in front of a broker with --auth under a flood of 256 concurrent wrong-password
@@ -1011,19 +1011,19 @@ kafka_login_flood() {
     wait "$gateway_pid" || true
     stop_broker
     local p50 p99 idle peak above flood_s refused after
-    p50=$(field p50_ms "$work/kflood.json")
-    p99=$(field p99_ms "$work/kflood.json")
-    idle=$(field rss_idle_kib "$work/kflood.json")
-    peak=$(field rss_peak_kib "$work/kflood.json")
+    p50=$(file_field p50_ms "$work/kflood.json")
+    p99=$(file_field p99_ms "$work/kflood.json")
+    idle=$(file_field rss_idle_kib "$work/kflood.json")
+    peak=$(file_field rss_peak_kib "$work/kflood.json")
     above=$(awk -v i="$idle" -v p="$peak" 'BEGIN { printf "%.1f", (p - i) / 1024 }')
-    flood_s=$(field seconds "$work/kflood.json")
-    refused=$(field refused "$work/kflood.json")
+    flood_s=$(file_field seconds "$work/kflood.json")
+    refused=$(file_field refused "$work/kflood.json")
     after=$(awk -v r="$refused" -v s="$flood_s" 'BEGIN { printf "%.2f", (r > 5 ? r - 5 : 0) / s }')
     yes() { awk "BEGIN { print ($1) ? \"yes\" : \"no\" }"; }
     printf '%s\n' "One run; kafka-gateway, SASL/PLAIN, broker with --auth; tcp on 127.0.0.1; $(nproc) cores; $(date -u +%Y-%m-%d)."
     printf '\n| case | figure | target | met |\n|---|---|---|---|\n'
     printf '| correct SASL login from 127.0.0.1 during the flood, p50 | %.1f ms (%s logins, %s failed) | ≤ 100 ms | %s |\n' \
-        "$p50" "$(field logins "$work/kflood.json")" "$(field failures "$work/kflood.json")" "$(yes "$p50 <= 100")"
+        "$p50" "$(file_field logins "$work/kflood.json")" "$(file_field failures "$work/kflood.json")" "$(yes "$p50 <= 100")"
     printf '| correct SASL login from 127.0.0.1 during the flood, p99 | %.1f ms | ≤ 1,000 ms | %s |\n' \
         "$p99" "$(yes "$p99 <= 1000")"
     printf '| gateway VmRSS idle / peak during the flood | %s / %s MB: %s MB above idle | ≤ 64 MB above idle | %s |\n' \
