@@ -215,8 +215,9 @@ impl NatsLog {
         }
     }
 
-    /// Adds messages read from a partition's stream to its copy, in order.
-    fn add(&mut self, key: Key, messages: Vec<(u64, bytes::Bytes)>) {
+    /// Adds the stored messages (batches, or single messages of the format before batches)
+    /// read from a partition's stream to its copy, in order: each with its stream sequence.
+    fn add(&mut self, key: Key, stored: Vec<(u64, bytes::Bytes)>) {
         let Some(copy) = self.mirror.get_mut(&key) else { return };
         let topic = &key.0;
         let copies = self.copies.as_deref();
@@ -224,25 +225,24 @@ impl NatsLog {
         let mut added = false;
         // The offset the copy's next message has, counting those appended to it here.
         let mut next = copy.next_offset();
-        for (offset, payload) in &messages {
-            if *offset < next {
-                continue;
-            }
-            let decoded = record::decode(payload);
-            if *offset > next || decoded.is_none() {
-                // Messages removed from the stream before this broker read them, or one that
-                // is not ours: the copy starts again after them.
-                let first = if decoded.is_some() { *offset } else { offset + 1 };
-                *copy = new_copy(copies, &key, first, copy.retention());
-                next = first;
-            }
-            let Some(decoded) = decoded else {
-                tracing::warn!(topic = %topic, offset, "a message of the stream is not ours; skipped");
+        for (seq, payload) in &stored {
+            let Some((base, messages)) = record::decode_stored(*seq, payload) else {
+                // Not ours: it holds no offsets, and is skipped rather than trusted.
+                tracing::warn!(topic = %topic, seq, "a message of the stream is not ours; skipped");
                 continue;
             };
-            copy.append(decoded.timestamp, decoded.key, decoded.value, segment_bytes);
-            next += 1;
-            added = true;
+            if base > next {
+                // Messages removed from the stream before this broker read them: the copy
+                // starts again at the oldest one held.
+                *copy = new_copy(copies, &key, base, copy.retention());
+                next = base;
+            }
+            let skip = (next - base) as usize;
+            for message in messages.iter().skip(skip) {
+                copy.append(message.timestamp, message.key, message.value, segment_bytes);
+                next += 1;
+                added = true;
+            }
         }
         keep(copy, topic);
         if added {
@@ -533,9 +533,9 @@ impl Log for NatsLog {
             let next = self.guessed.entry(key).or_insert(held);
             let first = (*next).max(held);
             *next = first + messages.len() as u64;
-            let payloads =
-                messages.iter().map(|m| record::encode(timestamp, m.key, m.value).into()).collect();
-            self.staged.push(Staged { topic: topic.to_owned(), partition, payloads });
+            let batches =
+                record::encode_batches(timestamp, messages.iter().map(|m| (m.key, m.value)));
+            self.staged.push(Staged { topic: topic.to_owned(), partition, batches });
             self.given.push(first);
             offsets.push((first, *next - 1));
         }

@@ -56,6 +56,35 @@ fn a_message_published_again_with_its_id_is_stored_once() {
 }
 
 #[test]
+fn a_stream_of_single_messages_goes_on_with_batches_at_the_offsets_after_it() {
+    let server = NatsServer::start();
+    let mut store = open(&server);
+    // Written as streams were before batches: one message per JetStream message.
+    let old: Vec<(String, Vec<u8>)> = ["a", "b"]
+        .iter()
+        .map(|v| (format!("id-{v}"), record::encode(1, None, v.as_bytes())))
+        .collect();
+    assert_eq!(store.publish_raw("t", old), [(1, false), (2, false)]);
+    assert_eq!(wait_for(&mut store, "t", 2).len(), 2);
+    let message = |v: &'static str| NewMessage { key: None, value: v.as_bytes() };
+    store.append("t", 0, &[message("c"), message("d"), message("e")], 1).unwrap();
+    assert!(store.commit_and_wait(Instant::now(), 1).is_empty());
+    store.append("t", 0, &[message("f")], 1).unwrap();
+    assert!(store.commit_and_wait(Instant::now(), 1).is_empty());
+    let expected: Vec<(u64, String)> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .enumerate()
+        .map(|(at, v)| (at as u64, v.to_string()))
+        .collect();
+    assert_eq!(wait_for(&mut store, "t", 6), expected);
+    // Another process, started now, reads both formats back at the same offsets: the stream
+    // holds 4 JetStream messages for 6 broker messages.
+    let mut other = open(&server);
+    assert_eq!(wait_for(&mut other, "t", 6), expected);
+    assert_eq!(other.offsets("t", 0), Ok((0, 6)));
+}
+
+#[test]
 fn two_stores_on_one_jetstream_agree_on_offsets_and_interleave_appends() {
     let server = NatsServer::start();
     let (mut a, mut b) = (open(&server), open(&server));
