@@ -1,8 +1,8 @@
 //! How a topic and its messages are laid out in JetStream: stream and subject names, and the
 //! bytes of one stored message.
 //!
-//! Each partition of a topic is a stream of its own, so that a message's offset is its stream
-//! sequence − 1: partition 0 is `TOPIC_<hex of the name>` (subject `topic.<hex>`), as topics
+//! Each partition of a topic is a stream of its own, so that its batches are ordered by their
+//! stream sequences: partition 0 is `TOPIC_<hex of the name>` (subject `topic.<hex>`), as topics
 //! were before they had partitions, and partition `p` >= 1 is `TOPIC_<hex>_<p>` (subject
 //! `topic.<hex>.<p>`). The count of partitions is in partition 0's stream metadata, under
 //! [`PARTITIONS_KEY`]; a stream without it holds a topic of one partition.
