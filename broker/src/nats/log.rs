@@ -52,6 +52,10 @@ pub struct NatsLog {
     /// The copies kept from an earlier run, until the runtime says whether each one's stream
     /// still holds it (`Event::Topic`'s `resumed`).
     unverified: BTreeMap<Key, Copy>,
+    /// The partitions whose copy is still being read from their stream, with the offset their
+    /// stream ended at when found: until the copy reaches it, offsets up to there are the
+    /// partition's (a committed offset or a fetch there is not past its end), not yet readable.
+    loading: BTreeMap<Key, u64>,
     /// How the store was set up.
     config: StoreConfig,
     /// The appends of the present pass, in order.
@@ -142,6 +146,7 @@ impl NatsLog {
             mirror: BTreeMap::new(),
             copies,
             unverified,
+            loading: BTreeMap::new(),
             config,
             staged: Vec::new(),
             given: Vec::new(),
@@ -204,7 +209,10 @@ impl NatsLog {
                 // follower reads first.
                 if !known {
                     let copy = new_copy(self.copies.as_deref(), &key, first, retention);
-                    self.mirror.insert(key, copy);
+                    self.mirror.insert(key.clone(), copy);
+                }
+                if self.mirror.get(&key).is_some_and(|c| c.next_offset() < next) {
+                    self.loading.insert(key, next);
                 }
             }
             Event::Messages { topic, partition, messages } => {
@@ -245,6 +253,10 @@ impl NatsLog {
             }
         }
         keep(copy, topic);
+        if self.loading.get(&key).is_some_and(|&until| copy.next_offset() >= until) {
+            self.loading.remove(&key);
+            tracing::debug!(topic = %topic, partition = key.1, "the partition's copy is read");
+        }
         if added {
             let now_ms = crate::clock::epoch_ms();
             if copy.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(&key) {
@@ -626,12 +638,17 @@ impl Log for NatsLog {
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
         check_name(topic)?;
-        self.copy(topic, partition)?.read_checked(topic, offset, budget, out)
+        let copy = self.copy(topic, partition)?;
+        if offset > copy.next_offset() && offset <= self.loaded_until(topic, partition, copy) {
+            // Held by the stream, not yet by the copy being read: nothing yet, as at the end.
+            return Ok(offset);
+        }
+        copy.read_checked(topic, offset, budget, out)
     }
 
     fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
         let copy = self.copy(topic, partition)?;
-        Ok((copy.first_offset(), copy.next_offset()))
+        Ok((copy.first_offset(), self.loaded_until(topic, partition, copy)))
     }
 
     fn partitions(&self, topic: &str) -> Result<u32> {
@@ -734,9 +751,17 @@ impl NatsLog {
         }
     }
 
+    /// Where partition `partition` of `topic` (its copy `copy`) ends: its stream's end when
+    /// found, while the copy is still being read up to there.
+    fn loaded_until(&self, topic: &str, partition: u32, copy: &Copy) -> u64 {
+        let until = self.loading.get(&(topic.to_owned(), partition)).copied().unwrap_or(0);
+        copy.next_offset().max(until)
+    }
+
     /// Drops the copy of a partition whose stream was deleted, with its files.
     fn forget_partition(&mut self, key: &Key) {
         self.guesses.remove(key);
+        self.loading.remove(key);
         if let Some(dir) = self.mirror.remove(key).as_ref().and_then(Partition::dir) {
             remove_copy_files(dir);
         }

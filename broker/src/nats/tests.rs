@@ -231,3 +231,38 @@ fn partitions_guessed_for_an_append_to_a_topic_made_elsewhere_with_fewer_are_dro
     assert_eq!(b.partitions("t"), Ok(1));
     assert_eq!(b.list()[0].next_offsets, [1]);
 }
+
+#[test]
+fn a_store_still_reading_a_stream_says_where_it_ends_and_never_refuses_an_offset_up_to_there() {
+    let server = NatsServer::start();
+    let mut writer = open(&server);
+    let value = [7u8; 100];
+    let batch: Vec<NewMessage<'_>> =
+        (0..1000).map(|_| NewMessage { key: None, value: &value }).collect();
+    for _ in 0..200 {
+        writer.append("big", 0, &batch, 1).unwrap();
+        assert!(writer.commit_and_wait(Instant::now(), 1).is_empty());
+    }
+    // A process started now knows where the stream ends before its copy holds it all: a
+    // group's committed offset or a follower's fetch there is not past the end (issue: both
+    // went back to what the half-read copy held), only not readable yet.
+    let mut late = open(&server);
+    assert_eq!(late.offsets("big", 0), Ok((0, 200_000)));
+    let mut out = Vec::new();
+    let next = late.read("big", 0, 199_999, Budget::new(10, usize::MAX), &mut out);
+    assert!(matches!(next, Ok(n) if n >= 199_999), "{next:?}");
+    assert!(matches!(late.read("big", 0, 200_001, Budget::new(1, 1), &mut Vec::new()), Err(_)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        late.settled();
+        let mut out = Vec::new();
+        let read = late.read("big", 0, 199_999, Budget::new(10, usize::MAX), &mut out);
+        if !out.is_empty() {
+            assert_eq!((read, out[0].offset, out.len()), (Ok(200_000), 199_999, 1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the copy was not read to the end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(late.offsets("big", 0), Ok((0, 200_000)));
+}
