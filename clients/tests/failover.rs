@@ -287,3 +287,50 @@ fn a_follower_moves_on_at_once_when_its_broker_stops_cleanly() {
     assert!(!stderr.iter().any(|l| l.contains("not reachable")), "{stderr:#?}");
     pair.stop();
 }
+
+#[test]
+fn group_members_on_both_brokers_at_once_keep_going_through_each_others_changes() {
+    let pair = Pair::start();
+    let a = pair.a.as_ref().expect("broker A is running").endpoint.clone();
+    let member = |endpoint: &str| {
+        let args =
+            ["--connect", endpoint, "--timeout", TIMEOUT, "follow", "shared", "--group", "g"];
+        Running::start(CONSUMER, &args, &[])
+    };
+    run(PRODUCER, &["--connect", &a, "shared", "first"]).assert_success();
+    let (mut on_a, mut on_b) = (member(&a), member(&pair.b.endpoint));
+    on_a.wait_stderr("following shared in group g");
+    on_b.wait_stderr("following shared in group g");
+    // Both members change the group's one state through their own process, again and again,
+    // for several seconds: the one that loses a race is refused with 314 and sends again.
+    let mut sent = vec!["first".to_owned()];
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let values: Vec<String> = (0..20).map(|n| format!("r{round}-{n}")).collect();
+        let through = if round % 2 == 0 { &a } else { &pair.b.endpoint };
+        let mut args = vec!["--connect", through, "shared"];
+        args.extend(values.iter().map(String::as_str));
+        run(PRODUCER, &args).assert_success();
+        sent.extend(values);
+        round += 1;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + STEP * 2;
+    while seen.len() < sent.len() && Instant::now() < deadline {
+        for running in [&mut on_a, &mut on_b] {
+            while let Some(line) = running.stdout_line_within(Duration::from_millis(20)) {
+                seen.insert(value_of(&line));
+            }
+        }
+    }
+    let missing: Vec<&String> = sent.iter().filter(|v| !seen.contains(*v)).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+    for running in [on_a, on_b] {
+        running.interrupt();
+        let (status, _, stderr) = running.wait_exit();
+        // 130: stopped by the interrupt, not exited on its own with an error.
+        assert_eq!(status.code(), Some(130), "{stderr:#?}");
+    }
+    pair.stop();
+}
