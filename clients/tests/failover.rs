@@ -334,3 +334,32 @@ fn group_members_on_both_brokers_at_once_keep_going_through_each_others_changes(
     }
     pair.stop();
 }
+
+#[test]
+fn the_producer_sends_again_what_nothing_was_appended_of_until_its_timeout() {
+    let mut pair = Pair::start();
+    run(PRODUCER, &["--connect", &pair.b.endpoint, "kept", "before"]).assert_success();
+    pair._server.kill();
+    // Until B has seen JetStream go, an append may be unconfirmed; from then on it is refused
+    // with "nothing was appended".
+    let deadline = Instant::now() + STEP;
+    loop {
+        let probe =
+            run(PRODUCER, &["--connect", &pair.b.endpoint, "--timeout", "1s", "probe", "x"]);
+        if probe.stderr.contains("nothing was appended") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused as nothing appended: {probe:#?}");
+    }
+    let mut producer = Running::start(
+        PRODUCER,
+        &["--connect", &pair.b.endpoint, "--timeout", "20s", "kept", "after1", "after2"],
+        &[],
+    );
+    producer.wait_stderr("sending again");
+    pair._server.resume();
+    let (status, _, stderr) = producer.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr:#?}");
+    assert_eq!(pair.values_on_b("kept", 3), ["before", "after1", "after2"]);
+    pair.stop();
+}
