@@ -363,3 +363,47 @@ fn the_producer_sends_again_what_nothing_was_appended_of_until_its_timeout() {
     assert_eq!(pair.values_on_b("kept", 3), ["before", "after1", "after2"]);
     pair.stop();
 }
+
+/// The committed offset of `group` on `topic`, as `consumer groups --json` says through
+/// `endpoint`.
+fn committed(endpoint: &str, group: &str, topic: &str) -> Option<u64> {
+    let listed = run(CONSUMER, &["--connect", endpoint, "--json", "groups", group]);
+    listed.lines().iter().find_map(|line| {
+        let line: serde_json::Value = serde_json::from_str(line).ok()?;
+        (line["topic"] == topic).then(|| line["committed_offset"].as_u64())?
+    })
+}
+
+#[test]
+fn a_broker_process_started_mid_way_never_moves_a_groups_committed_offset_back() {
+    let pair = Pair::start();
+    let a = pair.a.as_ref().expect("broker A is running").endpoint.clone();
+    let perf =
+        ["perf", "--connect", &a, "--messages", "200000", "--batch", "1000", "--topic", "big"];
+    run(PRODUCER, &perf).assert_success();
+    // The group has read everything, through A.
+    run(CONSUMER, &["--connect", &a, "group-reset", "g", "big", "--to-latest"]).assert_success();
+    assert_eq!(committed(&a, "g", "big"), Some(200_000));
+    // A process started now serves the group at once, while it still reads the topic from
+    // JetStream: the group is at the end there too, and nothing is delivered again.
+    let url = pair._server.url();
+    let lease = format!("{}s", LEASE.as_secs());
+    let args = ["--store", &url, "--lease", &lease, "--group-ack-timeout", "1s"];
+    let late = BrokerProcess::start(&broker_binary(), &args);
+    let fetched = run(
+        CONSUMER,
+        &["--connect", &late.endpoint, "--timeout", TIMEOUT, "fetch", "big", "--group", "g"],
+    );
+    fetched.assert_success();
+    assert_eq!(fetched.lines(), Vec::<&str>::new(), "{}", fetched.stderr);
+    assert_eq!(committed(&late.endpoint, "g", "big"), Some(200_000));
+    // A follower at the end of the topic moves to the new process without starting over.
+    let follow =
+        ["--connect", &late.endpoint, "--timeout", TIMEOUT, "fetch", "big", "--offset", "199999"];
+    let tail = run(CONSUMER, &follow);
+    tail.assert_success();
+    assert_eq!(tail.lines().len(), 1, "{}", tail.stderr);
+    assert!(tail.lines()[0].starts_with("199999\t"), "{:?}", tail.lines());
+    late.interrupt();
+    pair.stop();
+}
