@@ -296,6 +296,7 @@ impl Streams {
             }
         }
         let waiting = self.read_back_of(&appends);
+        let events = conn.events.clone();
         self.pending.push_back(Box::pin(async move {
             let mut done = InFlight { ticket, appends, deadline };
             for (at, n, ack) in acks {
@@ -304,7 +305,7 @@ impl Streams {
                     batch.stored = stored;
                 }
             }
-            read_back(&done, waiting).await;
+            read_back(&done, waiting, &events).await;
             done
         }));
     }
@@ -479,7 +480,7 @@ impl Streams {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let waiting = self.read_back_of(&done.appends);
-        read_back(done, waiting).await;
+        read_back(done, waiting, &conn.events).await;
     }
 
     /// Starts following partition `partition` of `topic`, for an append to it; when the
@@ -594,7 +595,10 @@ impl Streams {
             resumed,
         };
         conn.events.send(event);
-        let (forwarded_tx, forwarded) = watch::channel((last_seq, next));
+        // Where the follower has handed messages on: nowhere yet, unless the stream holds
+        // nothing past where it starts.
+        let read = if start > last_seq { (last_seq, next) } else { (start - 1, first) };
+        let (forwarded_tx, forwarded) = watch::channel(read);
         let task = tokio::spawn(read_stream(
             conn.js.clone(),
             name,
@@ -915,18 +919,39 @@ async fn acknowledged(ack: PublishAckFuture, deadline: Instant) -> Stored {
 
 /// Waits, at most [`READ_BACK_TIMEOUT`], for the followers `waiting` to have read the batches
 /// of `done` acknowledged, so that they are readable here too when the commit settles.
-async fn read_back(done: &InFlight, waiting: Vec<ReadBack>) {
+async fn read_back(done: &InFlight, waiting: Vec<ReadBack>, events: &Events) {
     for (key, mut forwarded) in waiting {
         let stored = done.appends.iter().filter(|a| a.key == key).flat_map(|a| &a.batches);
-        let Some(seq) = stored
+        let mut stored: Vec<(u64, Bytes)> = stored
             .filter_map(|b| match b.stored {
-                Stored::Yes(seq) => Some(seq),
+                Stored::Yes(seq) => Some((seq, b.payload.clone())),
                 _ => None,
             })
-            .max()
-        else {
+            .collect();
+        stored.sort_by_key(|(seq, _)| *seq);
+        let Some(&(seq, _)) = stored.last() else { continue };
+        // A batch right after what the follower has handed on goes to the copy now, behind
+        // it in the channel, rather than after a round trip through the follower (which
+        // hands it on again, skipped as held).
+        let mut covered = forwarded.borrow().0;
+        let mut direct = Vec::new();
+        for (at, payload) in stored {
+            if at <= covered {
+                continue;
+            }
+            if covered + 1 != at {
+                break;
+            }
+            direct.push((at, payload));
+            covered = at;
+        }
+        if !direct.is_empty() {
+            let (topic, partition) = (key.0.clone(), key.1);
+            events.send(Event::Messages { topic, partition, messages: direct });
+        }
+        if covered >= seq {
             continue;
-        };
+        }
         let read = tokio::time::timeout(READ_BACK_TIMEOUT, forwarded.wait_for(|f| f.0 >= seq));
         if !matches!(read.await, Ok(Ok(_))) {
             let (topic, partition) = key;
