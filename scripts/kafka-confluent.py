@@ -21,6 +21,9 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
         # AdminClient: prints "listed NAME STATE" for each group of list_consumer_groups(), then
         # "described NAME STATE" and "member CLIENT_ID TOPIC:PARTITIONS" from
         # describe_consumer_groups([GROUP])
+    kafka-confluent.py delete-groups BOOTSTRAP GROUP...
+        # AdminClient: delete_consumer_groups(GROUPS); prints "deleted NAME" or "refused NAME
+        # ERROR_NAME" for each
     kafka-confluent.py member BOOTSTRAP TOPIC GROUP
         # a member of GROUP with a 6 s session timeout that prints "assigned N" (N partitions)
         # at each assignment and "message VALUE" for each message, until killed (at most 120 s)
@@ -35,7 +38,7 @@ import os
 import sys
 import time
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 
@@ -167,6 +170,16 @@ def groups(bootstrap, group):
         print(f"member {m.client_id} {parts}")
 
 
+def delete_groups(bootstrap, names):
+    admin = AdminClient({"bootstrap.servers": bootstrap, **login()})
+    for name, future in admin.delete_consumer_groups(names, request_timeout=10).items():
+        try:
+            future.result()
+            print(f"deleted {name}")
+        except KafkaException as e:
+            print(f"refused {name} {e.args[0].name()}")
+
+
 def member(bootstrap, topic, group):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "client.id": os.environ.get("KAFKA_CLIENT_ID", "member"),
@@ -196,6 +209,8 @@ if __name__ == "__main__":
         transactional(sys.argv[2])
     elif sys.argv[1:2] == ["times"] and len(sys.argv) == 5:
         times(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1:2] == ["delete-groups"] and len(sys.argv) >= 4:
+        delete_groups(sys.argv[2], sys.argv[3:])
     elif sys.argv[1:2] == ["groups"] and len(sys.argv) == 4:
         groups(sys.argv[2], sys.argv[3])
     elif sys.argv[1:2] == ["list"] and len(sys.argv) == 3:

@@ -3,11 +3,12 @@
 
     kafka-python-admin.py BOOTSTRAP create TOPIC [RETENTION_MS]
     kafka-python-admin.py BOOTSTRAP create3 TOPIC      # asks for 3 partitions, as setup code does
+    kafka-python-admin.py BOOTSTRAP grow TOPIC N       # create_partitions() to N in all
     kafka-python-admin.py BOOTSTRAP delete TOPIC
 """
 import sys
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import KafkaAdminClient, NewPartitions, NewTopic
 
 
 def main(bootstrap, action, topic, retention_ms=None):
@@ -19,6 +20,9 @@ def main(bootstrap, action, topic, retention_ms=None):
             admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                           topic_configs=configs)])
             print(f"created {topic}")
+        elif action == "grow" and retention_ms:
+            admin.create_partitions({topic: NewPartitions(int(retention_ms))})
+            print(f"grown {topic}")
         elif action == "delete":
             admin.delete_topics([topic])
             print(f"deleted {topic}")

@@ -122,8 +122,10 @@ fn invalid_topic_names_are_refused_before_connecting() {
     for name in ["", " padded", "line\nbreak"] {
         let out = run(CONSUMER, &["--connect", &endpoint, "fetch", name]);
         out.assert_code(1);
+        // The name's error alone: one that had tried the dead endpoint would say it is
+        // unreachable.
         assert!(out.stderr.contains("invalid topic name"), "{}", out.stderr);
-        assert!(out.elapsed < Duration::from_secs(1), "took {:?}", out.elapsed);
+        assert!(!out.stderr.contains("not reachable"), "{}", out.stderr);
     }
 }
 

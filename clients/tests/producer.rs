@@ -130,8 +130,9 @@ fn invalid_topic_names_are_refused_before_connecting() {
         let out = run(PRODUCER, &["--connect", &endpoint, name, "message"]);
         out.assert_code(1);
         assert!(out.stderr.starts_with("error: invalid topic name"), "{}", out.stderr);
+        // One line, the name's: a producer that had tried the dead endpoint would say it is
+        // unreachable, after its timeout.
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-        assert!(out.elapsed < Duration::from_secs(1), "took {:?}", out.elapsed);
     }
 }
 

@@ -171,6 +171,11 @@ fn a_groups_offset_is_reset_from_the_page_with_the_clis_refusal_while_it_is_read
 }
 
 #[test]
+fn the_topics_say_what_they_keep_and_a_time_finds_its_first_message() {
+    check("time_and_retention");
+}
+
+#[test]
 fn the_page_is_dark_when_the_system_is() {
     check("dark");
 }

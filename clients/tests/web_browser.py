@@ -949,6 +949,57 @@ def check_dark():
         shot(page, "dark")
 
 
+def check_time_and_retention():
+    """The messages view says what its topic keeps (its own retention over the broker's; the
+    topics table says it in the name's title), and "Go to time" opens the page at the first
+    message appended at or after the time picked."""
+    with Session(["--retention-messages", "5000"]) as s:
+        with pyclient().Client(s.broker.endpoint) as client:
+            client.request("create_topic", topic="aged", retention_ms=7 * 86_400_000)
+            early = [client.append("aged", [f"early {i}".encode()]) for i in range(5)]
+            # The next messages come after a whole second the early ones are all before, so
+            # that a time picked to the second lies between them.
+            boundary = (int(time.time() * 1000) // 1000 + 1) * 1000
+            while time.time() * 1000 < boundary:
+                time.sleep(0.01)
+            for i in range(5):
+                client.append("aged", [f"late {i}".encode()])
+        assert len(early) == 5
+        page = s.page("#topic=aged&offset=0")
+        expect(page.locator('#messages tr[data-offset="0"]')).to_be_visible(timeout=STEP * 1000)
+        keeps = "Each partition keeps 5,000 messages · 7 days."
+        expect(page.locator("#messages-keeps")).to_have_text(keeps, timeout=STEP * 1000)
+        cell = page.locator('#topics tr[data-topic="aged"] td').first
+        expect(cell).to_have_attribute("title", "keeps 5,000 messages · 7 days")
+        page.goto(s.console.url + "/#topic=Hello%20world")
+        page.reload()
+        expect(page.locator("#messages-keeps")).to_have_text(
+            "Each partition keeps 5,000 messages.", timeout=STEP * 1000)
+        page.goto(s.console.url + "/#topic=aged&offset=0")
+        expect(page.locator('#messages tr[data-offset="0"]')).to_be_visible(timeout=STEP * 1000)
+        page.evaluate("""(t) => {
+            const d = new Date(t);
+            const pad = (n) => String(n).padStart(2, "0");
+            document.getElementById("jump-time").value = d.getFullYear() + "-" + pad(d.getMonth() + 1)
+                + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":"
+                + pad(d.getSeconds());
+        }""", boundary)
+        page.click("#jump-to-time")
+        first = page.locator("#messages tbody tr").first
+        expect(first).to_have_attribute("data-offset", "5", timeout=STEP * 1000)
+        assert f"time={boundary}" in page.url, page.url
+        # Next goes on by offset from there.
+        page.click("#first")
+        expect(first).to_have_attribute("data-offset", "0", timeout=STEP * 1000)
+        assert "time=" not in page.url, page.url
+        # A time after every message: the page is empty at the end, not an error.
+        page.evaluate("""() => { document.getElementById("jump-time").value = "2999-01-01T00:00:00"; }""")
+        page.click("#jump-to-time")
+        expect(page.locator("#messages tbody tr")).to_have_count(0, timeout=STEP * 1000)
+        expect(page.locator("#messages-error")).to_be_hidden()
+        shot(page, "time")
+
+
 LAG_PROBE = """async (ms) => {
     // How late the page's event loop runs a 50 ms timer, over `ms`.
     const late = [];
@@ -1202,6 +1253,7 @@ CHECKS = {
     "group_reset": check_group_reset,
     "partitions": check_partitions,
     "dark": check_dark,
+    "time_and_retention": check_time_and_retention,
     "bench": bench,
 }
 

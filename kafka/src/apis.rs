@@ -1,14 +1,14 @@
 //! Each Kafka API this door answers, as calls to the broker through the native protocol.
 //!
-//! A topic is a single-partition Kafka topic (partition 0) and the gateway is its one Kafka
-//! broker (node [`NODE_ID`]), whatever the number of logical brokers behind it. Offsets, keys
-//! and values are the broker's own; timestamps are the broker's append times (sent as the
-//! records' timestamps, with the batch's CreateTime flag, which is all the crate's encoder
-//! writes).
+//! A topic's partitions are its Kafka partitions, one for one, and the gateway is the one Kafka
+//! broker (node [`NODE_ID`]) that leads them all, whatever the number of logical brokers behind
+//! it. Offsets, keys and values are the broker's own, partition by partition; timestamps are
+//! the broker's append times (sent as the records' timestamps, with the batch's CreateTime
+//! flag, which is all the crate's encoder writes).
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -30,8 +30,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use client::{Client, ClientError};
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -44,13 +46,15 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    FindCoordinatorResponse, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, FindCoordinatorResponse, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    GroupId, ListGroupsRequest, ListGroupsResponse,
 };
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
@@ -60,7 +64,10 @@ use std::sync::Mutex;
 
 use crate::rights::GroupRights;
 use client::security::Credentials;
-use protocol::{ErrorCode, Fetch, Request, ResetTo, Retention, TopicInfo};
+use protocol::{
+    Append, ErrorCode, Fetch, NewMessage, Request, ResetTo, Response, Retention, TopicInfo,
+    MAX_PARTITIONS,
+};
 
 use crate::claim::SharedClaim;
 use crate::error::FrameError;
@@ -93,10 +100,12 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::CreateTopics, 0, 4),
     (ApiKey::DeleteTopics, 0, 5),
+    (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The versions of `api` this door speaks, `None` when it does not answer it at all.
@@ -122,10 +131,12 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::OffsetFetch => "OffsetFetch",
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
         _ => "an API this door does not answer",
     }
 }
@@ -176,6 +187,8 @@ pub struct Door {
     pub limits: Arc<crate::limits::Limits>,
     /// The idempotent producers and their sequences.
     pub producers: crate::idempotence::Producers,
+    /// Whether the broker knows partitions, once asked ([`Call::partitioned`]).
+    pub partitioned: std::sync::OnceLock<bool>,
 }
 
 impl Door {
@@ -513,6 +526,9 @@ impl Call<'_> {
             RequestKind::DeleteTopics(request) => {
                 ResponseKind::DeleteTopics(self.delete_topics(&request))
             }
+            RequestKind::CreatePartitions(request) => {
+                ResponseKind::CreatePartitions(self.create_partitions(&request))
+            }
             RequestKind::OffsetFetch(request) => {
                 ResponseKind::OffsetFetch(self.offset_fetch(&request))
             }
@@ -522,16 +538,21 @@ impl Call<'_> {
             RequestKind::DescribeGroups(request) => {
                 ResponseKind::DescribeGroups(self.describe_groups(&request))
             }
+            RequestKind::DeleteGroups(request) => {
+                ResponseKind::DeleteGroups(self.delete_groups(&request))
+            }
             // `frame::decode` lets through only the APIs of `APIS`.
             _ => return None,
         })
     }
 
-    /// `CreateTopics`: each topic made with a native `create_topic`. A topic has one partition
-    /// and one replica; `retention.ms` and `retention.bytes` become its retention, and any other
-    /// setting gets `INVALID_CONFIG`. A topic that exists gets `TOPIC_ALREADY_EXISTS` whatever
-    /// else it asks for, as Kafka checks existence first: setup code that ignores "already
-    /// exists" then goes on.
+    /// `CreateTopics`: each topic made with a native `create_topic`, with `num_partitions`
+    /// partitions (one for -1, Kafka's "the broker's default", whose default is one) and one
+    /// replica; 0 or more than [`MAX_PARTITIONS`] partitions is `INVALID_PARTITIONS`.
+    /// `retention.ms` and `retention.bytes` become its retention, and any other setting gets
+    /// `INVALID_CONFIG`. A topic that exists gets `TOPIC_ALREADY_EXISTS` whatever else it asks
+    /// for, as Kafka checks existence first: setup code that ignores "already exists" then
+    /// goes on.
     fn create_topics(
         &mut self,
         request: &CreateTopicsRequest,
@@ -541,25 +562,24 @@ impl Call<'_> {
         for topic in &request.topics {
             let mut result = CreatableTopicResult::default();
             result.name = topic.name.clone();
-            let code = match creatable(topic) {
+            let (code, message) = match creatable(topic) {
                 Err(code) => match self.topics() {
                     Ok(all) if all.iter().any(|t| t.name == topic.name.0.as_str()) => {
-                        ResponseError::TopicAlreadyExists.code()
+                        (ResponseError::TopicAlreadyExists.code(), None)
                     }
-                    _ => code,
+                    _ => (code, None),
                 },
-                Ok(_) if request.validate_only => 0,
-                Ok(retention) => {
-                    let create = Request::CreateTopic { topic: topic.name.0.as_str(), retention };
-                    match self.client.call(&create, |_| Ok(())) {
-                        Ok(()) => 0,
-                        Err(e) => kafka_code(&e),
+                Ok(_) if request.validate_only => (0, None),
+                Ok((partitions, retention)) => {
+                    match self.client.create_topic(topic.name.0.as_str(), partitions, retention) {
+                        Ok(_) => (0, None),
+                        Err(e) => refusal(&e),
                     }
                 }
             };
             result.error_code = code;
             if version >= 1 {
-                result.error_message = None;
+                result.error_message = message;
             }
             response.topics.push(result);
         }
@@ -580,6 +600,167 @@ impl Call<'_> {
             response.responses.push(result);
         }
         response
+    }
+
+    /// `CreatePartitions`: each topic grown with a native `create_partitions` to `count`
+    /// partitions in all. A count of 0 or above [`MAX_PARTITIONS`], or not above the topic's
+    /// (a topic never shrinks), is `INVALID_PARTITIONS`; replica assignments may name only the
+    /// gateway, one for each new partition (`INVALID_REPLICA_ASSIGNMENT` otherwise); a topic
+    /// named twice in one request is `INVALID_REQUEST`, as Kafka answers it. Each refusal
+    /// leaves its topic as it was.
+    fn create_partitions(&mut self, request: &CreatePartitionsRequest) -> CreatePartitionsResponse {
+        let mut response = CreatePartitionsResponse::default();
+        for topic in &request.topics {
+            let name = topic.name.0.as_str();
+            let invalid = |code: ResponseError, message: String| {
+                (code.code(), Some(StrBytes::from_string(message)))
+            };
+            let count =
+                u32::try_from(topic.count).ok().filter(|c| (1..=MAX_PARTITIONS).contains(c));
+            let assignments = topic.assignments.as_ref().filter(|all| !all.is_empty());
+            let assigned = assignments.map(|all| {
+                let ours = all.iter().all(|a| a.broker_ids == [BrokerId(NODE_ID)]);
+                (all.len(), ours)
+            });
+            let (code, message) = match (count, assigned) {
+                _ if request.topics.iter().filter(|t| t.name == topic.name).count() > 1 => {
+                    invalid(ResponseError::InvalidRequest, format!("{name} is named twice"))
+                }
+                (None, _) => invalid(
+                    ResponseError::InvalidPartitions,
+                    format!("{} partitions: a topic has 1 to {MAX_PARTITIONS}", topic.count),
+                ),
+                (Some(_), Some((_, false))) => invalid(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("node {NODE_ID} is the only broker"),
+                ),
+                (Some(count), Some((assignments, true))) => match self.existing_count(name) {
+                    Ok(now) if usize::try_from(count.saturating_sub(now)) != Ok(assignments) => {
+                        invalid(
+                            ResponseError::InvalidReplicaAssignment,
+                            format!("{name} has {now} partitions: assign each new one"),
+                        )
+                    }
+                    Ok(_) => self.grown(name, count, request.validate_only),
+                    Err(e) => refusal(&e),
+                },
+                (Some(count), None) => self.grown(name, count, request.validate_only),
+            };
+            let mut result = CreatePartitionsTopicResult::default();
+            result.name = topic.name.clone();
+            result.error_code = code;
+            result.error_message = message;
+            response.results.push(result);
+        }
+        response
+    }
+
+    /// Grows `topic` to `count` partitions in all, or with `validate_only` only checks that it
+    /// could: the Kafka error code and message.
+    fn grown(&mut self, topic: &str, count: u32, validate_only: bool) -> (i16, Option<StrBytes>) {
+        if !validate_only {
+            return match self.client.create_partitions(topic, count) {
+                Ok(_) => (0, None),
+                Err(e) => refusal(&e),
+            };
+        }
+        match self.existing_count(topic) {
+            Ok(now) if count > now => (0, None),
+            Ok(now) => (
+                ResponseError::InvalidPartitions.code(),
+                Some(StrBytes::from_string(format!(
+                    "{topic} has {now} partitions, and a topic never shrinks"
+                ))),
+            ),
+            Err(e) => refusal(&e),
+        }
+    }
+
+    /// How many partitions `topic` has, from `list_topics` (which needs no claim): unlike
+    /// [`Call::partition_count`], this never creates the topic.
+    ///
+    /// # Errors
+    /// `unknown_topic` when it does not exist, and what `list_topics` may fail with.
+    fn existing_count(&mut self, topic: &str) -> client::Result<u32> {
+        let found = self.client.topics()?.into_iter().find(|t| t.name == topic);
+        found.map(|t| t.partitions).ok_or_else(|| ClientError::Broker {
+            code: ErrorCode::UnknownTopic,
+            reason: format!("no topic {topic}"),
+            range: None,
+        })
+    }
+
+    /// Whether the broker knows partitions, asked once per gateway: a broker from before them
+    /// answers `create_partitions` with `501 unknown_request`, and ignores the `partition` of
+    /// an `append` or a `fetch` (it has partition 0 alone), so in front of it every topic has
+    /// one partition and [`Call::partition_count`] must not send its probe, which such a
+    /// broker would append. The topic named is no valid name, so nothing is ever grown.
+    ///
+    /// # Errors
+    /// A failed exchange.
+    fn partitioned(&mut self) -> client::Result<bool> {
+        if let Some(known) = self.door.partitioned.get() {
+            return Ok(*known);
+        }
+        let ask = Request::CreatePartitions { topic: "", partitions: 0 };
+        let known = match self.client.call(&ask, |_| Ok(())) {
+            Err(e) if e.broker_code() == Some(ErrorCode::UnknownRequest) => false,
+            Ok(()) | Err(ClientError::Broker { .. }) => true,
+            Err(e) => return Err(e),
+        };
+        if !known {
+            tracing::warn!("the broker knows no partitions: every topic shows one, partition 0");
+        }
+        Ok(*self.door.partitioned.get_or_init(|| known))
+    }
+
+    /// A Kafka partition index as the broker's, or `UNKNOWN_TOPIC_OR_PARTITION` for a negative
+    /// one, or one other than 0 in front of a broker without partitions (which would read or
+    /// write partition 0 instead).
+    fn partition_index(&mut self, index: i32) -> Result<u32, i16> {
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        match u32::try_from(index) {
+            Ok(0) => Ok(0),
+            Ok(index) => match self.partitioned() {
+                Ok(true) => Ok(index),
+                Ok(false) => Err(unknown),
+                Err(e) => Err(kafka_code(&e)),
+            },
+            Err(_) => Err(unknown),
+        }
+    }
+
+    /// How many partitions `topic` has, asked without a claim, so that a producer's
+    /// `Metadata` never waits for a logical broker: an `append` to partition
+    /// [`MAX_PARTITIONS`], which no topic has, is refused `315 unknown_partition` with the
+    /// topic's count (PROTOCOL.md, section 7), and appends nothing; but like any append it
+    /// creates a topic that does not exist, so it serves a producer alone
+    /// ([`Call::existing_count`] serves the others).
+    ///
+    /// # Errors
+    /// The broker's refusal (`unknown_topic`, `forbidden` for a user who may not produce on the
+    /// topic) or a failed exchange.
+    fn partition_count(&mut self, topic: &str) -> client::Result<u32> {
+        if !self.partitioned()? {
+            return Ok(1);
+        }
+        let probe = Request::Append(Append {
+            topic,
+            partition: Some(MAX_PARTITIONS),
+            messages: vec![NewMessage { key: None, value: b"" }],
+        });
+        let mut frame = Vec::new();
+        protocol::encode_request(&probe, &mut frame);
+        let reply = self.client.round_trip(&frame)?;
+        match protocol::decode_response(&reply).map_err(ClientError::Decode)? {
+            Response::Error {
+                code: ErrorCode::UnknownPartition, partitions: Some(count), ..
+            } => Ok(count),
+            Response::Error { code, reason, range, .. } => {
+                Err(ClientError::Broker { code, reason: reason.into_owned(), range })
+            }
+            other => Err(ClientError::UnexpectedReply { request: "append", reply: other.name() }),
+        }
     }
 
     /// `FindCoordinator`: the gateway coordinates every group.
@@ -736,8 +917,9 @@ impl Call<'_> {
         response
     }
 
-    /// `OffsetCommit`: each partition 0's offset stored as the broker group's committed offset
-    /// (`reset_group ... offset`), the state `consumer groups` shows.
+    /// `OffsetCommit`: each partition's offset stored as the broker group's committed offset on
+    /// that partition (`reset_group ... offset` with `partition`), the state `consumer groups`
+    /// shows.
     fn offset_commit(&mut self, request: &OffsetCommitRequest) -> OffsetCommitResponse {
         let group = request.group_id.0.as_str();
         let mut response = OffsetCommitResponse::default();
@@ -752,26 +934,23 @@ impl Call<'_> {
             for partition in &topic.partitions {
                 let mut part = OffsetCommitResponsePartition::default();
                 part.partition_index = partition.partition_index;
-                part.error_code =
-                    match (partition.partition_index, u64::try_from(partition.committed_offset)) {
-                        _ if fenced.is_err() => fenced.err().unwrap_or(0),
-                        (0, Ok(offset)) => {
-                            match self.client.reset_group(
-                                group,
-                                &topic.name.0,
-                                ResetTo::Offset(offset),
-                            ) {
-                                Ok(_) => 0,
-                                // `reset_group` needs `admin` on the group, not on the topic.
-                                Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => {
-                                    ResponseError::GroupAuthorizationFailed.code()
-                                }
-                                Err(e) => kafka_code(&e),
+                let index = self.partition_index(partition.partition_index);
+                part.error_code = match (index, u64::try_from(partition.committed_offset)) {
+                    _ if fenced.is_err() => fenced.err().unwrap_or(0),
+                    (Ok(index), Ok(offset)) => {
+                        let to = ResetTo::Offset(offset);
+                        match self.client.reset_group(group, &topic.name.0, Some(index), to) {
+                            Ok(_) => 0,
+                            // `reset_group` needs `admin` on the group, not on the topic.
+                            Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => {
+                                ResponseError::GroupAuthorizationFailed.code()
                             }
+                            Err(e) => kafka_code(&e),
                         }
-                        (0, Err(_)) => ResponseError::OffsetOutOfRange.code(),
-                        _ => ResponseError::UnknownTopicOrPartition.code(),
-                    };
+                    }
+                    (Ok(_), Err(_)) => ResponseError::OffsetOutOfRange.code(),
+                    (Err(code), _) => code,
+                };
                 answer.partitions.push(part);
             }
             response.topics.push(answer);
@@ -881,8 +1060,44 @@ impl Call<'_> {
         response
     }
 
-    /// `OffsetFetch`: the broker group's committed offsets; -1 (none) where the group has no
-    /// state on the topic.
+    /// `DeleteGroups` (`kafka-consumer-groups --delete`): each group's committed offsets go,
+    /// by the native `delete_group`, unless it has members: Kafka members of the gateway's
+    /// coordinator, or native ones (`316 group_active`), both `NON_EMPTY_GROUP`. A group with no
+    /// state is `GROUP_ID_NOT_FOUND`; one the user may not administer,
+    /// `GROUP_AUTHORIZATION_FAILED`.
+    fn delete_groups(&mut self, request: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+        let mut response = DeleteGroupsResponse::default();
+        for name in &request.groups_names {
+            let group = name.0.as_str();
+            let has_members =
+                self.door.coordinator.describe(group).is_some_and(|g| !g.members.is_empty());
+            let error = if has_members {
+                ResponseError::NonEmptyGroup.code()
+            } else {
+                match self.client.delete_group(group, None) {
+                    Ok(()) => 0,
+                    Err(e) => match e.broker_code() {
+                        Some(ErrorCode::UnknownGroup) => ResponseError::GroupIdNotFound.code(),
+                        Some(ErrorCode::GroupActive) => ResponseError::NonEmptyGroup.code(),
+                        Some(ErrorCode::Forbidden) => {
+                            ResponseError::GroupAuthorizationFailed.code()
+                        }
+                        Some(ErrorCode::InvalidGroupName) => ResponseError::InvalidGroupId.code(),
+                        _ => kafka_code(&e),
+                    },
+                }
+            };
+            let mut result = DeletableGroupResult::default();
+            result.group_id = name.clone();
+            result.error_code = error;
+            response.results.push(result);
+        }
+        response
+    }
+
+    /// `OffsetFetch`: the broker group's committed offsets, partition by partition; -1 (none)
+    /// where the group has no state on the partition. Without topics named, every partition the
+    /// group has state on.
     fn offset_fetch(&mut self, request: &OffsetFetchRequest) -> OffsetFetchResponse {
         let group = request.group_id.0.as_str();
         let named = request.topics.iter().flatten().map(|t| t.name.0.as_str().to_owned()).collect();
@@ -905,22 +1120,34 @@ impl Call<'_> {
             Some(topics) => {
                 topics.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect()
             }
-            None => states
-                .iter()
-                .map(|s| (TopicName(StrBytes::from_string(s.topic.clone())), vec![0]))
-                .collect(),
+            None => {
+                let mut all: Vec<(TopicName, Vec<i32>)> = Vec::new();
+                for state in &states {
+                    let index = i32::try_from(state.partition).unwrap_or(i32::MAX);
+                    match all.last_mut() {
+                        Some((name, partitions)) if name.0.as_str() == state.topic => {
+                            partitions.push(index);
+                        }
+                        _ => {
+                            all.push((TopicName(StrBytes::from(state.topic.clone())), vec![index]))
+                        }
+                    }
+                }
+                all
+            }
         };
         let mut response = OffsetFetchResponse::default();
         for (name, partitions) in wanted {
             let mut answer = OffsetFetchResponseTopic::default();
-            let state = states.iter().find(|s| s.topic == name.0.as_str());
             for index in partitions {
                 let mut part = OffsetFetchResponsePartition::default();
                 part.partition_index = index;
-                part.committed_offset = match (index, state) {
-                    (0, Some(state)) => offset(state.committed_offset),
-                    _ => -1,
-                };
+                part.committed_offset = states
+                    .iter()
+                    .find(|s| {
+                        s.topic == name.0.as_str() && i64::from(s.partition) == i64::from(index)
+                    })
+                    .map_or(-1, |state| offset(state.committed_offset));
                 answer.partitions.push(part);
             }
             answer.name = name;
@@ -935,13 +1162,15 @@ impl Call<'_> {
     }
 
     /// `Metadata`: the gateway as the one broker, and the topics asked for (every topic when
-    /// none is named), each with its one partition.
+    /// none is named), each with every partition it has, all led by the gateway.
     ///
     /// A request that names its topics and allows their creation (a producer's, as Kafka's
-    /// `auto.create.topics.enable` does) is answered by creating each one, which needs no
-    /// claim: producing through this door never waits for a logical broker. Any other is
-    /// answered from `list_topics` under the shared claim; when no logical broker is free, its
-    /// topics get `LEADER_NOT_AVAILABLE`, which Kafka clients retry.
+    /// `auto.create.topics.enable` does) is answered by creating each one that does not exist
+    /// and learning each one's partition count ([`Call::produced_topic`]), neither of which
+    /// needs a claim: producing through this
+    /// door never waits for a logical broker. Any other is answered from `list_topics` under
+    /// the shared claim; when no logical broker is free, its topics get
+    /// `LEADER_NOT_AVAILABLE`, which Kafka clients retry.
     fn metadata(&mut self, request: &MetadataRequest, version: i16) -> MetadataResponse {
         let mut response = MetadataResponse::default();
         let mut broker = MetadataResponseBroker::default();
@@ -955,63 +1184,80 @@ impl Call<'_> {
         if version >= 1 {
             response.controller_id = BrokerId(NODE_ID);
         }
+        let names = requested_names(request);
+        // Each topic's partition count or Kafka error code, once known.
+        let mut counts: Vec<Option<Result<u32, i16>>> = vec![None; names.len()];
         if request.topics.is_some() && request.allow_auto_topic_creation {
-            response.topics = requested_names(request)
-                .into_iter()
-                .map(|name| {
-                    let code = match self.create_topic(&name) {
-                        Ok(()) => 0,
-                        // A user who may produce on the topic but not administer it: the
-                        // append will create it, as a native append does.
-                        Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => 0,
-                        Err(e) => kafka_code(&e),
-                    };
-                    topic_metadata(name, code)
-                })
-                .collect();
-            return response;
-        }
-        let known = match self.topics() {
-            Ok(topics) => topics,
-            Err(e) => {
-                let code = kafka_code(&e);
-                response.topics = requested_names(request)
-                    .into_iter()
-                    .map(|name| topic_metadata(name, code))
-                    .collect();
-                return response;
+            for (name, count) in names.iter().zip(&mut counts) {
+                match self.produced_topic(name) {
+                    // A user who may not produce on the topic: what `list_topics` shows it.
+                    Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => {}
+                    other => *count = Some(other.map_err(|e| kafka_code(&e))),
+                }
             }
+        }
+        let listed = if request.topics.is_some() && counts.iter().all(Option::is_some) {
+            Ok(Vec::new())
+        } else {
+            self.topics().map_err(|e| kafka_code(&e))
         };
-        let names = match request.topics.as_ref() {
-            None => known.iter().map(|t| t.name.clone()).collect(),
-            Some(_) => requested_names(request),
+        let names = match (&request.topics, &listed) {
+            (None, Ok(known)) => known.iter().map(|t| t.name.clone()).collect(),
+            _ => names,
         };
+        counts.resize(names.len(), None);
         response.topics = names
             .into_iter()
-            .map(|name| {
-                let code = if known.iter().any(|t| t.name == name) {
-                    0
-                } else {
-                    ResponseError::UnknownTopicOrPartition.code()
-                };
-                topic_metadata(name, code)
+            .zip(counts)
+            .map(|(name, count)| {
+                let count = count.unwrap_or_else(|| match &listed {
+                    Ok(known) => known
+                        .iter()
+                        .find(|t| t.name == name)
+                        .map(|t| t.partitions)
+                        .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+                    Err(code) => Err(*code),
+                });
+                match count {
+                    Ok(partitions) => topic_metadata(name, 0, partitions),
+                    Err(code) => topic_metadata(name, code, 0),
+                }
             })
             .collect();
         response
     }
 
-    /// Creates `topic` with the broker's retention; one that exists already is fine.
-    fn create_topic(&mut self, topic: &str) -> client::Result<()> {
-        let request = Request::CreateTopic { topic, retention: Retention::default() };
-        match self.client.call(&request, |_| Ok(())) {
-            Err(e) if e.broker_code() == Some(ErrorCode::TopicExists) => Ok(()),
+    /// How many partitions `topic` has, for a producer's `Metadata`, the topic created when it
+    /// does not exist: by the probe of [`Call::partition_count`], an append, which creates it
+    /// with the broker's `--partitions` as any append does, or, should the broker refuse that
+    /// append with `unknown_topic`, by `create_topic` with one partition. Neither needs a
+    /// claim.
+    ///
+    /// # Errors
+    /// The broker's refusal, `forbidden` among them for a user who may not produce on the
+    /// topic.
+    fn produced_topic(&mut self, topic: &str) -> client::Result<u32> {
+        match self.partition_count(topic) {
+            Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
+                match self.client.create_topic(topic, 1, Retention::default()) {
+                    // Created at the same moment by someone else, with their count.
+                    Err(e) if e.broker_code() == Some(ErrorCode::TopicExists) => {
+                        self.partition_count(topic)
+                    }
+                    // A user who may produce on the topic but not administer it: the append
+                    // will create it, as a native append does.
+                    Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => Ok(1),
+                    other => other,
+                }
+            }
             other => other,
         }
     }
 
-    /// `Produce`: each partition's record batches appended as one native `append`, all or
-    /// nothing. Only partition 0 exists; compressed batches are decompressed here, since the
-    /// broker stores messages, not batches, and fetches answer them uncompressed.
+    /// `Produce`: each partition's record batches appended as one native `append` to that
+    /// partition, all or nothing; a partition the topic lacks is `UNKNOWN_TOPIC_OR_PARTITION`
+    /// and stores nothing. Compressed batches are decompressed here, since the broker stores
+    /// messages, not batches, and fetches answer them uncompressed.
     fn produce(&mut self, request: &ProduceRequest) -> ProduceResponse {
         let mut response = ProduceResponse::default();
         for topic in &request.topic_data {
@@ -1023,10 +1269,9 @@ impl Call<'_> {
                 part.base_offset = -1;
                 part.log_append_time_ms = -1;
                 part.log_start_offset = -1;
-                let result = if partition.index != 0 {
-                    Err(ResponseError::UnknownTopicOrPartition.code())
-                } else {
-                    self.append(&topic.name.0, partition.records.clone())
+                let result = match self.partition_index(partition.index) {
+                    Ok(index) => self.append(&topic.name.0, index, partition.records.clone()),
+                    Err(code) => Err(code),
                 };
                 match result {
                     Ok(base) => part.base_offset = base,
@@ -1039,19 +1284,26 @@ impl Call<'_> {
         response
     }
 
-    /// Appends the records of `records` to `topic`; the first offset, or a Kafka error code.
+    /// Appends the records of `records` to `topic`'s `partition`; the first offset, or a Kafka
+    /// error code.
     ///
     /// Compressed batches are decompressed first, their bytes reserved from the request budget
     /// as they come (at most a frame's share, [`Limits::max_frame_bytes`], for one request),
     /// and given back once appended.
     ///
     /// [`Limits::max_frame_bytes`]: crate::limits::Limits::max_frame_bytes
-    fn append(&mut self, topic: &StrBytes, records: Option<Bytes>) -> Result<i64, i16> {
+    fn append(
+        &mut self,
+        topic: &StrBytes,
+        partition: u32,
+        records: Option<Bytes>,
+    ) -> Result<i64, i16> {
         let records = records.unwrap_or_default();
         let (id, epoch, sequence, count) =
             crate::batch::producer(&records).unwrap_or((-1, -1, -1, 0));
         let producers = &self.door.producers;
-        match producers.check(id, epoch, sequence, count, topic.as_str()) {
+        let place = (topic.as_str(), partition);
+        match producers.check(id, epoch, sequence, count, place) {
             Check::Fresh => {}
             Check::Duplicate(offset) => return Ok(offset),
             Check::Refused(code) => return Err(code),
@@ -1071,20 +1323,20 @@ impl Call<'_> {
         };
         let inflated = crate::batch::inflate(&records, &mut room)?;
         let messages = crate::batch::messages_in(&records, &inflated)?;
-        match self.client.append(topic.as_str(), messages) {
+        match self.client.append(topic.as_str(), Some(partition), messages) {
             Ok(appended) => {
                 let first = i64::try_from(appended.first_offset)
                     .map_err(|_| ResponseError::UnknownServerError.code())?;
-                producers.appended(id, epoch, sequence, count, topic.as_str(), first);
+                producers.appended(id, epoch, sequence, count, place, first);
                 Ok(first)
             }
             Err(e) => Err(kafka_code(&e)),
         }
     }
 
-    /// `ListOffsets`: the earliest (-2) and latest (-1) offsets of partition 0, and for a
-    /// timestamp (≥ 0) the first offset whose message was appended at or after it (-1 when
-    /// none was), as Kafka answers `offsets_for_times`.
+    /// `ListOffsets`: the earliest (-2) and latest (-1) offsets of each partition asked for,
+    /// and for a timestamp (≥ 0) the first offset of the partition whose message was appended
+    /// at or after it (-1 when none was), as Kafka answers `offsets_for_times`.
     fn list_offsets(&mut self, request: &ListOffsetsRequest) -> ListOffsetsResponse {
         let topics = self.topics();
         let mut response = ListOffsetsResponse::default();
@@ -1096,22 +1348,22 @@ impl Call<'_> {
                 part.partition_index = partition.partition_index;
                 part.timestamp = -1;
                 part.offset = -1;
+                let unknown = ResponseError::UnknownTopicOrPartition.code();
+                let index = u32::try_from(partition.partition_index).map_err(|_| unknown);
                 let info = match &topics {
                     Err(e) => Err(kafka_code(e)),
-                    Ok(_) if partition.partition_index != 0 => {
-                        Err(ResponseError::UnknownTopicOrPartition.code())
-                    }
-                    Ok(all) => all
-                        .iter()
-                        .find(|t| t.name == topic.name.0.as_str())
-                        .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+                    Ok(all) => all.iter().find(|t| t.name == topic.name.0.as_str()).ok_or(unknown),
                 };
-                match (info, partition.timestamp) {
+                let found = info.and_then(|info| {
+                    let index = index?;
+                    Ok((&info.name, index, info.offsets(index).ok_or(unknown)?))
+                });
+                match (found, partition.timestamp) {
                     (Err(code), _) => part.error_code = code,
-                    (Ok(info), -2) => part.offset = offset(info.first_offset),
-                    (Ok(info), -1) => part.offset = offset(info.next_offset),
-                    (Ok(info), time) => match u64::try_from(time) {
-                        Ok(time) => match self.offset_for_time(info, time) {
+                    (Ok((_, _, (first, _))), -2) => part.offset = offset(first),
+                    (Ok((_, _, (_, next))), -1) => part.offset = offset(next),
+                    (Ok((name, index, range)), time) => match u64::try_from(time) {
+                        Ok(time) => match self.offset_for_time(name, index, range, time) {
                             Ok(Some((found, stamp))) => {
                                 part.offset = offset(found);
                                 part.timestamp = offset(stamp);
@@ -1129,8 +1381,9 @@ impl Call<'_> {
         response
     }
 
-    /// The first message of `topic` appended at or after `time` (ms since the epoch), with
-    /// its timestamp; `None` when every message is older.
+    /// The first message of `topic`'s `partition`, whose offsets run over `range` (first kept,
+    /// next), appended at or after `time` (ms since the epoch), with its timestamp; `None` when
+    /// every message is older.
     ///
     /// A binary search over offsets with one-message native fetches, about log2(messages)
     /// of them: the broker stamps messages in append order from its clock, so timestamps
@@ -1138,17 +1391,20 @@ impl Call<'_> {
     /// offsets around the jump). The native protocol needs no new request for it.
     fn offset_for_time(
         &mut self,
-        topic: &TopicInfo,
+        topic: &str,
+        partition: u32,
+        range: (u64, u64),
         time: u64,
     ) -> client::Result<Option<(u64, u64)>> {
-        let (mut low, mut high) = (topic.first_offset, topic.next_offset);
+        let (mut low, mut high) = range;
         let mut found = None;
         while low < high {
             let middle = low + (high - low) / 2;
             let stamp = self.claim.with(&mut *self.client, |client, token| {
                 let fetch = Fetch {
                     claim: token,
-                    topic: &topic.name,
+                    topic,
+                    partition,
                     offset: middle,
                     max_messages: 1,
                     max_bytes: 0,
@@ -1170,9 +1426,12 @@ impl Call<'_> {
         Ok(found)
     }
 
-    /// `Fetch`: each partition read with a native `fetch`. When none has anything, the first
-    /// partition's fetch is held by the broker up to `max_wait_ms` (a long poll on the broker's
-    /// held replies, as the native `fetch` does), and the others are read again after it.
+    /// `Fetch`: each partition read with a native `fetch`. When none has anything, the
+    /// request waits up to `max_wait_ms` on the broker's held replies (a long poll, as the
+    /// native `fetch` does): a single partition's fetch is held the whole wait; with several,
+    /// each is held in turn for a slice ([`hold_slice`]) and the others are read again after
+    /// it, so that a message on any of them is answered within a slice, at a cost of a few
+    /// dozen native fetches a second while nothing comes.
     fn fetch(&mut self, request: &FetchRequest, version: i16) -> FetchResponse {
         let max_wait = u64::try_from(request.max_wait_ms.max(0))
             .unwrap_or(0)
@@ -1188,16 +1447,26 @@ impl Call<'_> {
             .collect();
         let mut datas: Vec<PartitionData> =
             partitions.iter().map(|p| self.fetch_partition(p, 0, version)).collect();
-        let empty = datas.iter().all(|d| d.error_code == 0 && !has_records(d));
-        if empty && max_wait > 0 {
-            if let Some(first) = partitions.first() {
-                datas[0] = self.fetch_partition(first, max_wait, version);
-                if !has_records(&datas[0]) {
-                    for (data, partition) in datas.iter_mut().zip(&partitions).skip(1) {
-                        *data = self.fetch_partition(partition, 0, version);
-                    }
-                }
+        let empty =
+            |datas: &[PartitionData]| datas.iter().all(|d| d.error_code == 0 && !has_records(d));
+        let deadline = Instant::now() + Duration::from_millis(max_wait);
+        let slice = hold_slice(partitions.len(), max_wait);
+        let mut turn = 0;
+        while empty(&datas) && !partitions.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let left = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            if left == 0 {
+                break;
             }
+            let held = turn % partitions.len();
+            datas[held] = self.fetch_partition(&partitions[held], slice.min(left), version);
+            if partitions.len() == 1 || !empty(&datas) {
+                break;
+            }
+            for (i, partition) in partitions.iter().enumerate().filter(|(i, _)| *i != held) {
+                datas[i] = self.fetch_partition(partition, 0, version);
+            }
+            turn += 1;
         }
         let mut response = FetchResponse::default();
         for ((topic, ..), data) in partitions.into_iter().zip(datas) {
@@ -1224,12 +1493,15 @@ impl Call<'_> {
         let mut data = PartitionData::default();
         data.partition_index = *partition;
         data.high_watermark = -1;
-        let (Ok(start), true) = (u64::try_from(*fetch_offset), *partition == 0) else {
-            data.error_code = if *partition == 0 {
-                ResponseError::OffsetOutOfRange.code()
-            } else {
-                ResponseError::UnknownTopicOrPartition.code()
-            };
+        let index = match self.partition_index(*partition) {
+            Ok(index) => index,
+            Err(code) => {
+                data.error_code = code;
+                return data;
+            }
+        };
+        let Ok(start) = u64::try_from(*fetch_offset) else {
+            data.error_code = ResponseError::OffsetOutOfRange.code();
             return data;
         };
         let max_bytes = u32::try_from(*max_bytes).unwrap_or(0);
@@ -1238,6 +1510,7 @@ impl Call<'_> {
             let fetch = Fetch {
                 claim: token,
                 topic: name,
+                partition: index,
                 offset: start,
                 max_messages: 10_000,
                 max_bytes,
@@ -1298,9 +1571,17 @@ fn init_producer_id(
 /// The answer to a transactional producer's `InitProducerId`.
 pub const TRANSACTIONS_REFUSED: ResponseError = ResponseError::TransactionalIdAuthorizationFailed;
 
-/// The retention a `CreateTopics` entry asks for, or why it cannot be made.
-fn creatable(topic: &CreatableTopic) -> Result<Retention, i16> {
-    if !matches!(topic.num_partitions, -1 | 1) || !topic.assignments.is_empty() {
+/// The partition count and retention a `CreateTopics` entry asks for, or why it cannot be
+/// made. Replica assignments are refused, as before partitions: the gateway is the one node.
+fn creatable(topic: &CreatableTopic) -> Result<(u32, Retention), i16> {
+    let partitions = match topic.num_partitions {
+        -1 => 1,
+        n => u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+            .ok_or(ResponseError::InvalidPartitions.code())?,
+    };
+    if !topic.assignments.is_empty() {
         return Err(ResponseError::InvalidPartitions.code());
     }
     if !matches!(topic.replication_factor, -1 | 1) {
@@ -1320,8 +1601,28 @@ fn creatable(topic: &CreatableTopic) -> Result<Retention, i16> {
             _ => return Err(ResponseError::InvalidConfig.code()),
         }
     }
-    Ok(retention)
+    Ok((partitions, retention))
 }
+
+/// How long one partition's fetch is held, in milliseconds, when a `Fetch` of `partitions`
+/// partitions waits up to `max_wait` for a message: the whole wait for one partition; for
+/// several, [`SLICE_PER_PARTITION_MS`] per partition but at least [`MIN_SLICE_MS`], so that
+/// an idle consumer costs about 1000 / `SLICE_PER_PARTITION_MS` native fetches a second
+/// however many partitions it reads.
+fn hold_slice(partitions: usize, max_wait: u64) -> u64 {
+    if partitions <= 1 {
+        return max_wait;
+    }
+    let count = u64::try_from(partitions).unwrap_or(u64::MAX);
+    count.saturating_mul(SLICE_PER_PARTITION_MS).max(MIN_SLICE_MS).min(max_wait)
+}
+
+/// The hold of one partition's fetch, per partition of a `Fetch` that waits on several.
+const SLICE_PER_PARTITION_MS: u64 = 20;
+
+/// The shortest hold of one partition's fetch when a `Fetch` waits on several: a message on
+/// another partition waits at most this long (or a little more with many partitions).
+const MIN_SLICE_MS: u64 = 100;
 
 /// Whether a fetched partition carries any record.
 fn has_records(data: &PartitionData) -> bool {
@@ -1338,20 +1639,34 @@ fn requested_names(request: &MetadataRequest) -> Vec<String> {
         .collect()
 }
 
-/// A topic's `Metadata`: its one partition, led by the gateway, or `code`.
-fn topic_metadata(name: String, code: i16) -> MetadataResponseTopic {
+/// A topic's `Metadata`: its `partitions`, all led by the gateway, or `code`.
+fn topic_metadata(name: String, code: i16, partitions: u32) -> MetadataResponseTopic {
     let mut topic = MetadataResponseTopic::default();
     topic.name = Some(TopicName(StrBytes::from_string(name)));
     topic.error_code = code;
     if code == 0 {
-        let mut partition = MetadataResponsePartition::default();
-        partition.partition_index = 0;
-        partition.leader_id = BrokerId(NODE_ID);
-        partition.replica_nodes = vec![BrokerId(NODE_ID)];
-        partition.isr_nodes = vec![BrokerId(NODE_ID)];
-        topic.partitions = vec![partition];
+        topic.partitions = (0..partitions.min(MAX_PARTITIONS))
+            .map(|index| {
+                let mut partition = MetadataResponsePartition::default();
+                partition.partition_index = i32::try_from(index).unwrap_or(i32::MAX);
+                partition.leader_id = BrokerId(NODE_ID);
+                partition.replica_nodes = vec![BrokerId(NODE_ID)];
+                partition.isr_nodes = vec![BrokerId(NODE_ID)];
+                partition
+            })
+            .collect();
     }
     topic
+}
+
+/// A failed native call as a Kafka error code and the broker's sentence, for the responses
+/// that carry an error message.
+fn refusal(error: &ClientError) -> (i16, Option<StrBytes>) {
+    let message = match error {
+        ClientError::Broker { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    (kafka_code(error), Some(StrBytes::from_string(message)))
 }
 
 /// A broker offset as Kafka's signed one.
@@ -1362,7 +1677,10 @@ fn offset(value: u64) -> i64 {
 /// The Kafka error code for a failed native call.
 pub fn kafka_code(error: &ClientError) -> i16 {
     let code = match error.broker_code() {
-        Some(ErrorCode::UnknownTopic) => ResponseError::UnknownTopicOrPartition,
+        Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition) => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        Some(ErrorCode::InvalidPartitions) => ResponseError::InvalidPartitions,
         Some(ErrorCode::OffsetOutOfRange) => ResponseError::OffsetOutOfRange,
         Some(ErrorCode::MessageTooLarge) => ResponseError::MessageTooLarge,
         Some(ErrorCode::InvalidTopicName) => ResponseError::InvalidTopicException,
@@ -1432,6 +1750,57 @@ mod tests {
         assert_eq!(
             kafka_code(&refused(ErrorCode::InternalError)),
             ResponseError::UnknownServerError.code()
+        );
+    }
+
+    #[test]
+    fn metadata_lists_every_partition_led_by_the_gateway() {
+        let topic = topic_metadata("t".into(), 0, 3);
+        let indexes: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
+        assert_eq!(indexes, vec![0, 1, 2]);
+        assert!(topic.partitions.iter().all(|p| p.leader_id == BrokerId(NODE_ID)));
+        let refused = topic_metadata("t".into(), ResponseError::UnknownTopicOrPartition.code(), 3);
+        assert!(refused.partitions.is_empty());
+    }
+
+    #[test]
+    fn create_topics_takes_1_to_10000_partitions_and_minus_one_for_one() {
+        let asking = |n: i32| {
+            let mut topic = CreatableTopic::default();
+            topic.num_partitions = n;
+            topic.replication_factor = -1;
+            creatable(&topic).map(|(partitions, _)| partitions)
+        };
+        assert_eq!(asking(-1), Ok(1));
+        assert_eq!(asking(1), Ok(1));
+        assert_eq!(asking(3), Ok(3));
+        assert_eq!(asking(10_000), Ok(10_000));
+        let invalid = Err(ResponseError::InvalidPartitions.code());
+        for n in [0, -2, 10_001, i32::MAX, i32::MIN] {
+            assert_eq!(asking(n), invalid, "{n}");
+        }
+    }
+
+    #[test]
+    fn a_fetch_of_several_partitions_holds_each_for_a_slice() {
+        assert_eq!(hold_slice(0, 500), 500);
+        assert_eq!(hold_slice(1, 500), 500);
+        assert_eq!(hold_slice(3, 500), MIN_SLICE_MS);
+        assert_eq!(hold_slice(10, 500), 10 * SLICE_PER_PARTITION_MS);
+        assert_eq!(hold_slice(1_000, 500), 500);
+        assert_eq!(hold_slice(3, 40), 40);
+    }
+
+    #[test]
+    fn partition_errors_become_kafka_s() {
+        let refused = |code| ClientError::Broker { code, reason: String::new(), range: None };
+        assert_eq!(
+            kafka_code(&refused(ErrorCode::UnknownPartition)),
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert_eq!(
+            kafka_code(&refused(ErrorCode::InvalidPartitions)),
+            ResponseError::InvalidPartitions.code()
         );
     }
 

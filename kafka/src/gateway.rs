@@ -66,6 +66,7 @@ impl Gateway {
             user_pools: std::sync::Mutex::default(),
             limits: Arc::clone(&limits),
             producers: crate::idempotence::Producers::default(),
+            partitioned: std::sync::OnceLock::new(),
         };
         Gateway {
             listener,

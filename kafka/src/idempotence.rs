@@ -1,13 +1,13 @@
 //! Idempotent producers (`enable.idempotence=true`): each gets its own producer id from
 //! `InitProducerId`, and a batch is appended only if its sequence number is the next one for
-//! its producer and topic, as Kafka checks per partition. A retried batch (one whose sequence
+//! its producer on its topic's partition, as Kafka checks. A retried batch (one whose sequence
 //! was appended already, among the last [`RECENT`]) is answered with the offset it got the
 //! first time and stored no second time; one out of order is refused.
 //!
 //! The state is the gateway's, in memory: a restarted gateway answers a producer it does not
 //! know `UNKNOWN_PRODUCER_ID`, and the producer starts again with a new id, as with a Kafka
-//! broker that expired it. At most [`MAX_PRODUCERS`] producer-topic pairs are kept, the least
-//! recently used going first.
+//! broker that expired it. At most [`MAX_PRODUCERS`] producer-partition pairs are kept, the
+//! least recently used going first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -15,11 +15,11 @@ use std::sync::{Mutex, PoisonError};
 
 use kafka_protocol::ResponseError;
 
-/// How many of a producer's last batches on a topic a retry is recognised among: Kafka's
+/// How many of a producer's last batches on a partition a retry is recognised among: Kafka's
 /// `max.in.flight.requests.per.connection` limit for idempotence.
 pub const RECENT: usize = 5;
 
-/// The most producer-topic pairs kept.
+/// The most producer-partition pairs kept.
 pub const MAX_PRODUCERS: usize = 100_000;
 
 /// The first producer id handed out.
@@ -36,7 +36,7 @@ pub enum Check {
     Refused(i16),
 }
 
-/// One producer's sequence on one topic.
+/// One producer's sequence on one partition of a topic.
 #[derive(Debug)]
 struct Sequence {
     /// The producer's epoch.
@@ -49,15 +49,15 @@ struct Sequence {
     used: u64,
 }
 
-/// A producer id and a topic.
-type Key = (i64, String);
+/// A producer id, a topic and a partition of it.
+type Key = (i64, String, u32);
 
 /// The producers the gateway gave ids to, and their sequences.
 #[derive(Debug, Default)]
 pub struct Producers {
     /// The next producer id to give.
     next_id: AtomicI64,
-    /// The sequences by producer id and topic, and the count of checks so far.
+    /// The sequences by producer id, topic and partition, and the count of checks so far.
     sequences: Mutex<(HashMap<Key, Sequence>, u64)>,
 }
 
@@ -68,8 +68,16 @@ impl Producers {
     }
 
     /// Checks a batch of `count` records from producer `id` in `epoch`, its first record at
-    /// `sequence`, on `topic`. A producer id below 0 is no idempotent producer: `Fresh`.
-    pub fn check(&self, id: i64, epoch: i16, sequence: i32, count: i32, topic: &str) -> Check {
+    /// `sequence`, on `place` (a topic and a partition). A producer id below 0 is no idempotent
+    /// producer: `Fresh`.
+    pub fn check(
+        &self,
+        id: i64,
+        epoch: i16,
+        sequence: i32,
+        count: i32,
+        (topic, partition): (&str, u32),
+    ) -> Check {
         if id < 0 {
             return Check::Fresh;
         }
@@ -79,7 +87,7 @@ impl Producers {
         let mut sequences = self.sequences.lock().unwrap_or_else(PoisonError::into_inner);
         sequences.1 += 1;
         let tick = sequences.1;
-        let Some(known) = sequences.0.get_mut(&(id, topic.to_owned())) else {
+        let Some(known) = sequences.0.get_mut(&(id, topic.to_owned(), partition)) else {
             return Check::Fresh;
         };
         known.used = tick;
@@ -112,7 +120,7 @@ impl Producers {
         epoch: i16,
         sequence: i32,
         count: i32,
-        topic: &str,
+        (topic, partition): (&str, u32),
         offset: i64,
     ) {
         if id < 0 {
@@ -121,7 +129,7 @@ impl Producers {
         let mut sequences = self.sequences.lock().unwrap_or_else(PoisonError::into_inner);
         sequences.1 += 1;
         let tick = sequences.1;
-        let key = (id, topic.to_owned());
+        let key = (id, topic.to_owned(), partition);
         if !sequences.0.contains_key(&key) && sequences.0.len() >= MAX_PRODUCERS {
             let oldest = sequences.0.iter().min_by_key(|(_, s)| s.used).map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
@@ -155,20 +163,24 @@ mod tests {
     fn a_retried_batch_gets_its_first_offset_and_a_gap_is_refused() {
         let producers = Producers::default();
         let id = producers.new_id();
-        assert_eq!(producers.check(id, 0, 0, 3, "t"), Check::Fresh);
-        producers.appended(id, 0, 0, 3, "t", 100);
-        assert_eq!(producers.check(id, 0, 0, 3, "t"), Check::Duplicate(100));
-        assert_eq!(producers.check(id, 0, 3, 2, "t"), Check::Fresh);
-        producers.appended(id, 0, 3, 2, "t", 103);
-        assert_eq!(producers.check(id, 0, 3, 2, "t"), Check::Duplicate(103));
-        assert_eq!(producers.check(id, 0, 9, 1, "t"), Check::Refused(45));
-        // Another topic has its own sequence.
-        assert_eq!(producers.check(id, 0, 0, 1, "u"), Check::Fresh);
+        assert_eq!(producers.check(id, 0, 0, 3, ("t", 0)), Check::Fresh);
+        producers.appended(id, 0, 0, 3, ("t", 0), 100);
+        assert_eq!(producers.check(id, 0, 0, 3, ("t", 0)), Check::Duplicate(100));
+        assert_eq!(producers.check(id, 0, 3, 2, ("t", 0)), Check::Fresh);
+        producers.appended(id, 0, 3, 2, ("t", 0), 103);
+        assert_eq!(producers.check(id, 0, 3, 2, ("t", 0)), Check::Duplicate(103));
+        assert_eq!(producers.check(id, 0, 9, 1, ("t", 0)), Check::Refused(45));
+        // Another topic, and another partition, has its own sequence.
+        assert_eq!(producers.check(id, 0, 0, 1, ("u", 0)), Check::Fresh);
+        assert_eq!(producers.check(id, 0, 0, 1, ("t", 1)), Check::Fresh);
+        producers.appended(id, 0, 0, 1, ("t", 1), 7);
+        assert_eq!(producers.check(id, 0, 0, 1, ("t", 1)), Check::Duplicate(7));
+        assert_eq!(producers.check(id, 0, 5, 1, ("t", 0)), Check::Fresh);
         // An id never given, and an old epoch.
-        assert_eq!(producers.check(id + 1, 0, 0, 1, "t"), Check::Refused(59));
-        producers.appended(id, 1, 0, 1, "t", 105);
-        assert_eq!(producers.check(id, 0, 5, 1, "t"), Check::Refused(47));
+        assert_eq!(producers.check(id + 1, 0, 0, 1, ("t", 0)), Check::Refused(59));
+        producers.appended(id, 1, 0, 1, ("t", 0), 105);
+        assert_eq!(producers.check(id, 0, 5, 1, ("t", 0)), Check::Refused(47));
         // Not an idempotent producer.
-        assert_eq!(producers.check(-1, -1, -1, 1, "t"), Check::Fresh);
+        assert_eq!(producers.check(-1, -1, -1, 1, ("t", 0)), Check::Fresh);
     }
 }

@@ -110,7 +110,7 @@ fn kafka_python_round_trips() {
 }
 
 #[test]
-fn kafka_python_admin_creates_and_deletes_topics_the_native_door_sees() {
+fn kafka_python_admin_creates_grows_and_deletes_topics_the_native_door_sees() {
     let door = Door::start(&[]);
     let topics = || {
         let mut topics = Command::new(binary("consumer"));
@@ -130,8 +130,20 @@ fn kafka_python_admin_creates_and_deletes_topics_the_native_door_sees() {
     // Existence is checked before the partitions asked for, as Kafka does.
     let three = admin(&["create3", "made"]);
     assert!(String::from_utf8_lossy(&three.stderr).contains("TopicAlreadyExists"), "{three:?}");
-    let new = admin(&["create3", "other"]);
-    assert!(String::from_utf8_lossy(&new.stderr).contains("InvalidPartitions"), "{new:?}");
+    success(&admin(&["create3", "other"]), "create with 3 partitions");
+    let partitions = |topic: &str| {
+        let mut topics = Command::new(binary("consumer"));
+        topics.args(["--connect", &door.endpoint(), "topics", "--json"]);
+        let out = success(&run(topics, ""), "consumer topics --json");
+        let line =
+            out.lines().find(|l| l.contains(&format!("\"name\":\"{topic}\""))).map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no {topic} in {out}"))
+    };
+    assert!(partitions("other").contains("\"partitions\":3,"), "{}", partitions("other"));
+    let shrink = admin(&["grow", "other", "2"]);
+    assert!(String::from_utf8_lossy(&shrink.stderr).contains("InvalidPartitions"), "{shrink:?}");
+    success(&admin(&["grow", "other", "4"]), "grow to 4 partitions");
+    assert!(partitions("other").contains("\"partitions\":4,"), "{}", partitions("other"));
     success(&admin(&["delete", "made"]), "delete");
     assert!(!topics().lines().any(|l| l.starts_with("made ")), "{}", topics());
     door.stop();

@@ -138,6 +138,39 @@ fn the_admin_client_lists_and_describes_groups_of_both_doors() {
     door.stop();
 }
 
+#[test]
+fn the_admin_client_deletes_groups_without_members_and_refuses_the_others() {
+    let door = Door::start(&[]);
+    let mut produce = Command::new(binary("producer"));
+    produce.args(["--connect", &door.endpoint(), "--topic", "doomed", "x"]);
+    success(&run(produce, ""), "producer");
+    let mut native = Command::new(binary("consumer"));
+    native.args(["--connect", &door.endpoint(), "group-reset", "--to-offset", "1"]);
+    native.args(["idle", "doomed"]);
+    success(&run(native, ""), "consumer group-reset");
+    let member = Member::start(&door, "doomed", "busy");
+    member.wait_for(Duration::from_secs(30), "the member is assigned", |l| {
+        l.iter().any(|l| l == "assigned 1")
+    });
+    let delete = |names: &[&str]| {
+        let mut admin = Command::new("python3");
+        admin.arg(script("kafka-confluent.py")).arg("delete-groups").arg(door.bootstrap());
+        admin.args(names);
+        success(&run(admin, ""), "AdminClient delete_consumer_groups")
+    };
+    let out = delete(&["idle", "busy", "nobody"]);
+    assert!(out.contains("deleted idle\n"), "{out}");
+    assert!(out.contains("refused busy NON_EMPTY_GROUP\n"), "{out}");
+    assert!(out.contains("refused nobody GROUP_ID_NOT_FOUND\n"), "{out}");
+    // The deleted group is gone for the native door too; the busy one keeps its state.
+    let mut groups = Command::new(binary("consumer"));
+    groups.args(["--connect", &door.endpoint(), "groups"]);
+    let listed = success(&run(groups, ""), "consumer groups");
+    assert!(!listed.contains("idle"), "{listed}");
+    drop(member);
+    door.stop();
+}
+
 /// Sends an `OffsetCommit` v8 of `offset` on partition 0 of `topic` for `group` as `member`
 /// in `generation`; the partition's error code.
 fn raw_commit(

@@ -229,8 +229,9 @@ impl Search {
     }
 }
 
-/// Where a page starts: `offset=N`, `offset=first`, `offset=last` (the last `limit` messages)
-/// or `before=N` (the `limit` messages before offset N).
+/// Where a page starts: `offset=N`, `offset=first`, `offset=last` (the last `limit` messages),
+/// `before=N` (the `limit` messages before offset N) or `time=MS` (at the first message appended
+/// at or after MS milliseconds since the Unix epoch).
 enum PageStart {
     /// At this offset.
     At(u64),
@@ -240,6 +241,8 @@ enum PageStart {
     Last,
     /// So that the page ends just before this offset.
     Before(u64),
+    /// At the first message appended at or after this time, in milliseconds since the epoch.
+    Time(u64),
 }
 
 impl PageStart {
@@ -247,6 +250,12 @@ impl PageStart {
     fn of(query: &Query) -> Result<PageStart, &'static str> {
         if let Some(before) = query.get("before") {
             return before.parse().map(PageStart::Before).map_err(|_| "before must be an offset");
+        }
+        if let Some(time) = query.get("time") {
+            return time
+                .parse()
+                .map(PageStart::Time)
+                .map_err(|_| "the time must be milliseconds since 1970 (UTC)");
         }
         match query.get("offset") {
             None | Some("first") => Ok(PageStart::First),
@@ -316,6 +325,7 @@ pub fn messages(session: &Session, page: &str, query: &Query) -> Reply {
                 PageStart::First => first,
                 PageStart::Last => return page_before(client, &source, end, limit),
                 PageStart::Before(to) => return page_before(client, &source, to.min(end), limit),
+                PageStart::Time(ms) => offset_at(client, &source, end, ms)?,
             };
             match &search {
                 None => page_of(client, &source, offset, limit).map(|(page, _)| page),
@@ -390,6 +400,46 @@ fn page_before(
         start = to - (next - start).max(1);
     }
     page_of(client, source, start, limit).map(|(page, _)| page)
+}
+
+/// The offset of the first message of a partition appended at or after `ms` (milliseconds
+/// since the epoch), or `end` when none was: a binary search of one-message fetches between the
+/// first kept offset and `end`, as the Kafka door answers ListOffsets by time. Timestamps rise
+/// with offsets unless the broker's clock was set back; then it finds one such message, not
+/// necessarily the first.
+fn offset_at(
+    client: &mut crate::Client,
+    source: &Source<'_>,
+    end: u64,
+    ms: u64,
+) -> crate::Result<u64> {
+    let (mut low, mut high) = (source.first, end);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let fetch = Fetch {
+            claim: source.token,
+            topic: source.topic,
+            partition: source.partition,
+            offset: middle,
+            max_messages: 1,
+            max_bytes: 0,
+            wait_ms: 0,
+        };
+        // Retention may take the message meanwhile: then it is before any time asked for.
+        let stamp = match client
+            .fetch(fetch, |batch| Ok(batch.messages.first().map(|m| (m.offset, m.timestamp))))
+        {
+            Ok(stamp) => stamp,
+            Err(e) if e.broker_code() == Some(ErrorCode::OffsetOutOfRange) => None,
+            Err(e) => return Err(e),
+        };
+        match stamp {
+            Some((_, timestamp)) if timestamp >= ms => high = middle,
+            Some((offset, _)) => low = offset.max(middle) + 1,
+            None => low = middle + 1,
+        }
+    }
+    Ok(low)
 }
 
 /// One page of a partition from `offset`, and where the next one starts.

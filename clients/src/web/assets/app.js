@@ -402,11 +402,36 @@ function updateTopicRow(tr, t) {
   setText(cells[4], next.text);
   cells[4].title = next.title;
   setText(cells[5], bytes(t.bytes));
+  // What retention keeps, in the topic's title: the table stays narrow enough for its column.
+  const kept = "keeps " + keeps(t);
+  if (tr.cells[0].title !== kept) tr.cells[0].title = kept;
   const confirming = state.confirming === t.name ? "1" : "";
   if (tr.dataset.confirming !== confirming || !cells[6].firstChild) {
     tr.dataset.confirming = confirming;
     cells[6].replaceChildren(...topicActions(t.name, !!confirming));
   }
+}
+
+// What retention keeps of each partition of a topic, in words: "everything", or its limits
+// ("1,000 messages · 1.0 MiB · 7 days"), whichever removes first.
+function keeps(t) {
+  const limits = [];
+  if (t.retention_messages != null) limits.push(t.retention_messages.toLocaleString("en") + " messages");
+  if (t.retention_bytes != null) limits.push(bytes(t.retention_bytes));
+  if (t.retention_ms != null) limits.push(age(t.retention_ms));
+  return limits.length ? limits.join(" · ") : "everything";
+}
+
+// A duration in milliseconds, in the largest whole unit that fits: "7 days", "90 s".
+function age(ms) {
+  const units = [["day", 86400000], ["hour", 3600000], ["minute", 60000], ["second", 1000]];
+  for (const [unit, size] of units) {
+    if (ms >= size && ms % size === 0) {
+      const n = ms / size;
+      return n + " " + unit + (n === 1 ? "" : "s");
+    }
+  }
+  return ms + " ms";
 }
 
 // How many partitions a topic record says it has (1 from a broker before partitions).
@@ -677,14 +702,14 @@ function messagesError(text) {
 function viewOf(hash) {
   const p = new URLSearchParams(hash.replace(/^#/, ""));
   const view = { topic: p.get("topic") };
-  for (const name of ["partition", "offset", "before", "key", "value"]) if (p.get(name)) view[name] = p.get(name);
+  for (const name of ["partition", "offset", "before", "time", "key", "value"]) if (p.get(name)) view[name] = p.get(name);
   for (const name of ["follow", "newest", "regex"]) if (p.get(name) === "1") view[name] = true;
   return view;
 }
 
 function hashOf(view) {
   const p = new URLSearchParams();
-  for (const name of ["topic", "partition", "offset", "before", "key", "value"]) if (view[name] != null && view[name] !== "") p.set(name, view[name]);
+  for (const name of ["topic", "partition", "offset", "before", "time", "key", "value"]) if (view[name] != null && view[name] !== "") p.set(name, view[name]);
   for (const name of ["follow", "newest", "regex"]) if (view[name]) p.set(name, "1");
   return "#" + p.toString();
 }
@@ -700,6 +725,8 @@ function go(view) {
 function goWith(changes) {
   const view = { ...(state.view || { topic: state.topic }), ...changes };
   for (const [k, v] of Object.entries(changes)) if (v == null || v === false) delete view[k];
+  // A page asked for by offset is no longer the one a time found.
+  if (("offset" in changes || "before" in changes) && !("time" in changes)) delete view.time;
   go(view);
 }
 
@@ -738,6 +765,10 @@ async function showView() {
 // with its count of messages.
 function drawPartitionPicker() {
   const info = state.topics.find((t) => t.name === state.topic);
+  // What retention keeps of the topic shown, said above its messages.
+  const keepsLine = $("messages-keeps");
+  keepsLine.hidden = !info;
+  if (info) setText(keepsLine, "Each partition keeps " + keeps(info) + ".");
   const count = partitionsOf(info);
   const label = $("messages-partition-label");
   const select = $("messages-partition");
@@ -767,7 +798,7 @@ $("messages-partition").addEventListener("change", () => {
 });
 
 function pagingDisabled(disabled) {
-  for (const id of ["first", "prev", "next", "end", "jump", "jump-offset"]) $(id).disabled = disabled;
+  for (const id of ["first", "prev", "next", "end", "jump", "jump-offset", "jump-time", "jump-to-time"]) $(id).disabled = disabled;
 }
 
 function searching(view) {
@@ -778,7 +809,8 @@ async function showPage(view) {
   const search = searching(view);
   const params = new URLSearchParams({ topic: view.topic, limit: PAGE });
   if (view.partition != null) params.set("partition", view.partition);
-  if (view.before != null) params.set("before", view.before);
+  if (view.time != null) params.set("time", view.time);
+  else if (view.before != null) params.set("before", view.before);
   else params.set("offset", view.offset != null ? view.offset : search ? "first" : "last");
   if (view.key) params.set("key", view.key);
   if (view.value) params.set("value", view.value);
@@ -834,6 +866,16 @@ $("jump-form").addEventListener("submit", (event) => {
   const offset = $("jump-offset").value;
   if (name !== state.topic) go({ topic: name, newest: $("newest").checked });
   else goWith({ offset: offset === "" ? "last" : String(Math.max(0, Number(offset) || 0)), before: null, follow: null });
+});
+// The page that starts at the first message appended at or after the time picked (the
+// browser's local time).
+$("jump-to-time").addEventListener("click", () => {
+  const picked = new Date($("jump-time").value).getTime();
+  if (Number.isNaN(picked)) {
+    messagesError("pick a date and time first");
+    return;
+  }
+  goWith({ time: String(Math.max(0, picked)), offset: null, before: null, follow: null });
 });
 $("messages-topic-input").addEventListener("change", () => {
   const name = $("messages-topic-input").value;
