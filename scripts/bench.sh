@@ -826,7 +826,7 @@ nats_rows() {
         exit 1
     }
     local out=$work/nats
-    cargo build --release -p broker --example jetstream-publish >&2
+    cargo build --release --workspace --examples >&2
     local floor_rate=0 disk_rate=0 nats1_rate=0 nats3_rate=0
     printf '| store | batch 1, 1 client | batch 1, 4 clients | batch 1000, 1 client | batch 1000, 4 clients |\n' >"$out"
     printf '|---|---|---|---|---|\n' >>"$out"
