@@ -234,6 +234,10 @@ impl NatsLog {
         // The offset the copy's next message has, counting those appended to it here.
         let mut next = copy.next_offset();
         for (seq, payload) in &stored {
+            if record::span(*seq, payload).is_some_and(|(_, end)| end <= next) {
+                // Held already (put there from its acknowledgement): not decoded again.
+                continue;
+            }
             let Some((base, messages)) = record::decode_stored(*seq, payload) else {
                 // Not ours: it holds no offsets, and is skipped rather than trusted.
                 tracing::warn!(topic = %topic, seq, "a message of the stream is not ours; skipped");

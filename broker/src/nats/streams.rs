@@ -334,9 +334,13 @@ impl Streams {
                 }
             },
         };
-        let mut payload = batch.payload.to_vec();
+        // In place when nothing else holds the payload (its first publish), else copied.
+        let mut payload = match std::mem::take(&mut batch.payload).try_into_mut() {
+            Ok(payload) => payload,
+            Err(shared) => bytes::BytesMut::from(&shared[..]),
+        };
         record::set_base(&mut payload, tail.next);
-        batch.payload = payload.into();
+        batch.payload = payload.freeze();
         batch.base = tail.next;
         let mut publish = Publish::build()
             .payload(batch.payload.clone())
