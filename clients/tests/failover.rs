@@ -287,3 +287,123 @@ fn a_follower_moves_on_at_once_when_its_broker_stops_cleanly() {
     assert!(!stderr.iter().any(|l| l.contains("not reachable")), "{stderr:#?}");
     pair.stop();
 }
+
+#[test]
+fn group_members_on_both_brokers_at_once_keep_going_through_each_others_changes() {
+    let pair = Pair::start();
+    let a = pair.a.as_ref().expect("broker A is running").endpoint.clone();
+    let member = |endpoint: &str| {
+        let args =
+            ["--connect", endpoint, "--timeout", TIMEOUT, "follow", "shared", "--group", "g"];
+        Running::start(CONSUMER, &args, &[])
+    };
+    run(PRODUCER, &["--connect", &a, "shared", "first"]).assert_success();
+    let (mut on_a, mut on_b) = (member(&a), member(&pair.b.endpoint));
+    on_a.wait_stderr("following shared in group g");
+    on_b.wait_stderr("following shared in group g");
+    // Both members change the group's one state through their own process, again and again,
+    // for several seconds: the one that loses a race is refused with 314 and sends again.
+    let mut sent = vec!["first".to_owned()];
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let values: Vec<String> = (0..20).map(|n| format!("r{round}-{n}")).collect();
+        let through = if round % 2 == 0 { &a } else { &pair.b.endpoint };
+        let mut args = vec!["--connect", through, "shared"];
+        args.extend(values.iter().map(String::as_str));
+        run(PRODUCER, &args).assert_success();
+        sent.extend(values);
+        round += 1;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + STEP * 2;
+    while seen.len() < sent.len() && Instant::now() < deadline {
+        for running in [&mut on_a, &mut on_b] {
+            while let Some(line) = running.stdout_line_within(Duration::from_millis(20)) {
+                seen.insert(value_of(&line));
+            }
+        }
+    }
+    let missing: Vec<&String> = sent.iter().filter(|v| !seen.contains(*v)).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+    for running in [on_a, on_b] {
+        running.interrupt();
+        let (status, _, stderr) = running.wait_exit();
+        // 130: stopped by the interrupt, not exited on its own with an error.
+        assert_eq!(status.code(), Some(130), "{stderr:#?}");
+    }
+    pair.stop();
+}
+
+#[test]
+fn the_producer_sends_again_what_nothing_was_appended_of_until_its_timeout() {
+    let mut pair = Pair::start();
+    run(PRODUCER, &["--connect", &pair.b.endpoint, "kept", "before"]).assert_success();
+    pair._server.kill();
+    // Until B has seen JetStream go, an append may be unconfirmed; from then on it is refused
+    // with "nothing was appended".
+    let deadline = Instant::now() + STEP;
+    loop {
+        let probe =
+            run(PRODUCER, &["--connect", &pair.b.endpoint, "--timeout", "1s", "probe", "x"]);
+        if probe.stderr.contains("nothing was appended") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused as nothing appended: {probe:#?}");
+    }
+    let mut producer = Running::start(
+        PRODUCER,
+        &["--connect", &pair.b.endpoint, "--timeout", "20s", "kept", "after1", "after2"],
+        &[],
+    );
+    producer.wait_stderr("sending again");
+    pair._server.resume();
+    let (status, _, stderr) = producer.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr:#?}");
+    assert_eq!(pair.values_on_b("kept", 3), ["before", "after1", "after2"]);
+    pair.stop();
+}
+
+/// The committed offset of `group` on `topic`, as `consumer groups --json` says through
+/// `endpoint`.
+fn committed(endpoint: &str, group: &str, topic: &str) -> Option<u64> {
+    let listed = run(CONSUMER, &["--connect", endpoint, "--json", "groups", group]);
+    listed.lines().iter().find_map(|line| {
+        let line: serde_json::Value = serde_json::from_str(line).ok()?;
+        (line["topic"] == topic).then(|| line["committed_offset"].as_u64())?
+    })
+}
+
+#[test]
+fn a_broker_process_started_mid_way_never_moves_a_groups_committed_offset_back() {
+    let pair = Pair::start();
+    let a = pair.a.as_ref().expect("broker A is running").endpoint.clone();
+    let perf =
+        ["perf", "--connect", &a, "--messages", "200000", "--batch", "1000", "--topic", "big"];
+    run(PRODUCER, &perf).assert_success();
+    // The group has read everything, through A.
+    run(CONSUMER, &["--connect", &a, "group-reset", "g", "big", "--to-latest"]).assert_success();
+    assert_eq!(committed(&a, "g", "big"), Some(200_000));
+    // A process started now serves the group at once, while it still reads the topic from
+    // JetStream: the group is at the end there too, and nothing is delivered again.
+    let url = pair._server.url();
+    let lease = format!("{}s", LEASE.as_secs());
+    let args = ["--store", &url, "--lease", &lease, "--group-ack-timeout", "1s"];
+    let late = BrokerProcess::start(&broker_binary(), &args);
+    let fetched = run(
+        CONSUMER,
+        &["--connect", &late.endpoint, "--timeout", TIMEOUT, "fetch", "big", "--group", "g"],
+    );
+    fetched.assert_success();
+    assert_eq!(fetched.lines(), Vec::<&str>::new(), "{}", fetched.stderr);
+    assert_eq!(committed(&late.endpoint, "g", "big"), Some(200_000));
+    // A follower at the end of the topic moves to the new process without starting over.
+    let follow =
+        ["--connect", &late.endpoint, "--timeout", TIMEOUT, "fetch", "big", "--offset", "199999"];
+    let tail = run(CONSUMER, &follow);
+    tail.assert_success();
+    assert_eq!(tail.lines().len(), 1, "{}", tail.stderr);
+    assert!(tail.lines()[0].starts_with("199999\t"), "{:?}", tail.lines());
+    late.interrupt();
+    pair.stop();
+}

@@ -52,6 +52,10 @@ pub struct NatsLog {
     /// The copies kept from an earlier run, until the runtime says whether each one's stream
     /// still holds it (`Event::Topic`'s `resumed`).
     unverified: BTreeMap<Key, Copy>,
+    /// The partitions whose copy is still being read from their stream, with the offset their
+    /// stream ended at when found: until the copy reaches it, offsets up to there are the
+    /// partition's (a committed offset or a fetch there is not past its end), not yet readable.
+    loading: BTreeMap<Key, u64>,
     /// How the store was set up.
     config: StoreConfig,
     /// The appends of the present pass, in order.
@@ -142,6 +146,7 @@ impl NatsLog {
             mirror: BTreeMap::new(),
             copies,
             unverified,
+            loading: BTreeMap::new(),
             config,
             staged: Vec::new(),
             given: Vec::new(),
@@ -204,7 +209,10 @@ impl NatsLog {
                 // follower reads first.
                 if !known {
                     let copy = new_copy(self.copies.as_deref(), &key, first, retention);
-                    self.mirror.insert(key, copy);
+                    self.mirror.insert(key.clone(), copy);
+                }
+                if self.mirror.get(&key).is_some_and(|c| c.next_offset() < next) {
+                    self.loading.insert(key, next);
                 }
             }
             Event::Messages { topic, partition, messages } => {
@@ -215,8 +223,9 @@ impl NatsLog {
         }
     }
 
-    /// Adds messages read from a partition's stream to its copy, in order.
-    fn add(&mut self, key: Key, messages: Vec<(u64, bytes::Bytes)>) {
+    /// Adds the stored messages (batches, or single messages of the format before batches)
+    /// read from a partition's stream to its copy, in order: each with its stream sequence.
+    fn add(&mut self, key: Key, stored: Vec<(u64, bytes::Bytes)>) {
         let Some(copy) = self.mirror.get_mut(&key) else { return };
         let topic = &key.0;
         let copies = self.copies.as_deref();
@@ -224,27 +233,34 @@ impl NatsLog {
         let mut added = false;
         // The offset the copy's next message has, counting those appended to it here.
         let mut next = copy.next_offset();
-        for (offset, payload) in &messages {
-            if *offset < next {
+        for (seq, payload) in &stored {
+            if record::span(*seq, payload).is_some_and(|(_, end)| end <= next) {
+                // Held already (put there from its acknowledgement): not decoded again.
                 continue;
             }
-            let decoded = record::decode(payload);
-            if *offset > next || decoded.is_none() {
-                // Messages removed from the stream before this broker read them, or one that
-                // is not ours: the copy starts again after them.
-                let first = if decoded.is_some() { *offset } else { offset + 1 };
-                *copy = new_copy(copies, &key, first, copy.retention());
-                next = first;
-            }
-            let Some(decoded) = decoded else {
-                tracing::warn!(topic = %topic, offset, "a message of the stream is not ours; skipped");
+            let Some((base, messages)) = record::decode_stored(*seq, payload) else {
+                // Not ours: it holds no offsets, and is skipped rather than trusted.
+                tracing::warn!(topic = %topic, seq, "a message of the stream is not ours; skipped");
                 continue;
             };
-            copy.append(decoded.timestamp, decoded.key, decoded.value, segment_bytes);
-            next += 1;
-            added = true;
+            if base > next {
+                // Messages removed from the stream before this broker read them: the copy
+                // starts again at the oldest one held.
+                *copy = new_copy(copies, &key, base, copy.retention());
+                next = base;
+            }
+            let skip = (next - base) as usize;
+            for message in messages.iter().skip(skip) {
+                copy.append(message.timestamp, message.key, message.value, segment_bytes);
+                next += 1;
+                added = true;
+            }
         }
         keep(copy, topic);
+        if self.loading.get(&key).is_some_and(|&until| copy.next_offset() >= until) {
+            self.loading.remove(&key);
+            tracing::debug!(topic = %topic, partition = key.1, "the partition's copy is read");
+        }
         if added {
             let now_ms = crate::clock::epoch_ms();
             if copy.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(&key) {
@@ -533,9 +549,9 @@ impl Log for NatsLog {
             let next = self.guessed.entry(key).or_insert(held);
             let first = (*next).max(held);
             *next = first + messages.len() as u64;
-            let payloads =
-                messages.iter().map(|m| record::encode(timestamp, m.key, m.value).into()).collect();
-            self.staged.push(Staged { topic: topic.to_owned(), partition, payloads });
+            let batches =
+                record::encode_batches(timestamp, messages.iter().map(|m| (m.key, m.value)));
+            self.staged.push(Staged { topic: topic.to_owned(), partition, batches });
             self.given.push(first);
             offsets.push((first, *next - 1));
         }
@@ -626,12 +642,17 @@ impl Log for NatsLog {
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
         check_name(topic)?;
-        self.copy(topic, partition)?.read_checked(topic, offset, budget, out)
+        let copy = self.copy(topic, partition)?;
+        if offset > copy.next_offset() && offset <= self.loaded_until(topic, partition, copy) {
+            // Held by the stream, not yet by the copy being read: nothing yet, as at the end.
+            return Ok(offset);
+        }
+        copy.read_checked(topic, offset, budget, out)
     }
 
     fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
         let copy = self.copy(topic, partition)?;
-        Ok((copy.first_offset(), copy.next_offset()))
+        Ok((copy.first_offset(), self.loaded_until(topic, partition, copy)))
     }
 
     fn partitions(&self, topic: &str) -> Result<u32> {
@@ -734,9 +755,17 @@ impl NatsLog {
         }
     }
 
+    /// Where partition `partition` of `topic` (its copy `copy`) ends: its stream's end when
+    /// found, while the copy is still being read up to there.
+    fn loaded_until(&self, topic: &str, partition: u32, copy: &Copy) -> u64 {
+        let until = self.loading.get(&(topic.to_owned(), partition)).copied().unwrap_or(0);
+        copy.next_offset().max(until)
+    }
+
     /// Drops the copy of a partition whose stream was deleted, with its files.
     fn forget_partition(&mut self, key: &Key) {
         self.guesses.remove(key);
+        self.loading.remove(key);
         if let Some(dir) = self.mirror.remove(key).as_ref().and_then(Partition::dir) {
             remove_copy_files(dir);
         }

@@ -5,8 +5,9 @@
 //! groups' [`crate::group::SharedStates`] ([`NatsGroups`], the groups bucket). None of those
 //! rooms knows it is NATS behind its door.
 //!
-//! Each topic is one stream with one subject; a message's offset is its stream sequence − 1, so
-//! every broker process gives the same offsets. The serving thread never waits on the network:
+//! Each partition of a topic is one stream with one subject, each append one JetStream message
+//! (a batch) that carries the offset of its first message; a batch is stored only right after
+//! the one its offsets follow, so every broker process gives the same offsets. The serving thread never waits on the network:
 //! the wing's one connection lives on a tokio runtime on a thread of its own (`runtime`), the
 //! only asynchronous code of the broker, which takes commands and hands back events through a
 //! channel and a wake pipe. Each concern keeps its serving side and its runtime side in one

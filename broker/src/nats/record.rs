@@ -1,14 +1,34 @@
 //! How a topic and its messages are laid out in JetStream: stream and subject names, and the
 //! bytes of one stored message.
 //!
-//! Each partition of a topic is a stream of its own, so that a message's offset is its stream
-//! sequence − 1: partition 0 is `TOPIC_<hex of the name>` (subject `topic.<hex>`), as topics
+//! Each partition of a topic is a stream of its own, so that its batches are ordered by their
+//! stream sequences: partition 0 is `TOPIC_<hex of the name>` (subject `topic.<hex>`), as topics
 //! were before they had partitions, and partition `p` >= 1 is `TOPIC_<hex>_<p>` (subject
 //! `topic.<hex>.<p>`). The count of partitions is in partition 0's stream metadata, under
 //! [`PARTITIONS_KEY`]; a stream without it holds a topic of one partition.
 //!
 //! # Format
-//! One JetStream message holds one broker message; its payload is
+//! One JetStream message holds one batch: the messages of one append to one partition (an
+//! append larger than [`CHUNK_BYTES`] is cut, between messages, into several batches). Its
+//! payload is
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 1 | format version, `2` |
+//! | 8 | base offset: the offset of the batch's first message, little-endian |
+//! | 4 | count of messages, little-endian |
+//! | 8 | timestamp of every message, milliseconds since the epoch, little-endian |
+//! | then, per message: | |
+//! | 4 | key length + 1, little-endian (`0`: no key) |
+//! | n | the key |
+//! | 4 | value length, little-endian |
+//! | n | the value |
+//!
+//! A message's offset is the base offset plus its place in the batch; the stream sequence of
+//! a batch says only its order. Batches follow each other without gaps: each base offset is
+//! the previous batch's base plus its count (the publisher makes sure of it, see `streams`).
+//!
+//! Streams written before batches hold one message per JetStream message (format `1`):
 //!
 //! | bytes | what |
 //! |---|---|
@@ -18,9 +38,24 @@
 //! | 4 | key length, little-endian (present only with a key) |
 //! | n | the key (present only with a key) |
 //! | rest | the value |
+//!
+//! and its offset is its stream sequence − 1. Both are read; only `2` is written, so a stream
+//! of the old format goes on with batches whose base offsets continue where it ends.
 
-/// The first byte of every payload this version writes.
-const VERSION: u8 = 1;
+/// The first byte of a payload holding one message, the format streams were written in
+/// before batches.
+const SINGLE: u8 = 1;
+
+/// The first byte of a payload holding a batch, the format written now.
+const BATCH: u8 = 2;
+
+/// The size of a batch's header: version, base offset, count, timestamp.
+const BATCH_HEADER: usize = 21;
+
+/// The most bytes of messages one batch holds before an append is cut into another: well
+/// under the 1 MiB JetStream takes in one message by default. A message larger than this is
+/// a batch of its own.
+pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// The prefix of every stream that holds a topic.
 pub const STREAM_PREFIX: &str = "TOPIC_";
@@ -83,10 +118,11 @@ fn topic_of_hex(hex: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-/// The payload of one message.
+/// The payload of one message in the format before batches ([`SINGLE`]): for tests, and to
+/// compare a copy's last message with its stream's.
 pub fn encode(timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(14 + key.map_or(0, <[u8]>::len) + value.len());
-    out.push(VERSION);
+    out.push(SINGLE);
     out.extend_from_slice(&timestamp.to_le_bytes());
     match key {
         Some(key) => {
@@ -100,6 +136,76 @@ pub fn encode(timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The batches of one append's messages, each at most about [`CHUNK_BYTES`], with base
+/// offset 0: the publisher sets each one's ([`set_base`]) when it knows where it goes.
+pub fn encode_batches<'a>(
+    timestamp: u64,
+    messages: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8])>,
+) -> Vec<Vec<u8>> {
+    let mut batches = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut count: u32 = 0;
+    for (key, value) in messages {
+        let size = 8 + key.map_or(0, <[u8]>::len) + value.len();
+        if count > 0 && out.len() + size > CHUNK_BYTES {
+            out[9..13].copy_from_slice(&count.to_le_bytes());
+            batches.push(std::mem::take(&mut out));
+            count = 0;
+        }
+        if count == 0 {
+            out.reserve(BATCH_HEADER + size);
+            out.push(BATCH);
+            out.extend_from_slice(&0u64.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&timestamp.to_le_bytes());
+        }
+        let key_len = key.map_or(0, |k| k.len() as u32 + 1);
+        out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(key.unwrap_or_default());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+        count += 1;
+    }
+    if count > 0 {
+        out[9..13].copy_from_slice(&count.to_le_bytes());
+        batches.push(out);
+    }
+    batches
+}
+
+/// Sets the base offset of a batch [`encode_batches`] made.
+pub fn set_base(batch: &mut [u8], base: u64) {
+    if let Some(at) = batch.get_mut(1..9) {
+        at.copy_from_slice(&base.to_le_bytes());
+    }
+}
+
+/// The count of messages of a batch [`encode_batches`] made (0 for anything else).
+pub fn count_of(batch: &[u8]) -> u64 {
+    match batch.first() {
+        Some(&BATCH) => batch.get(9..13).map_or(0, |c| u64::from(u32_at(c))),
+        _ => 0,
+    }
+}
+
+/// The offsets a stored message at stream sequence `seq` holds, from the first to the one
+/// after its last: `None` for one this broker did not write. Reads only the header.
+pub fn span(seq: u64, payload: &[u8]) -> Option<(u64, u64)> {
+    match *payload.first()? {
+        SINGLE => Some((seq.saturating_sub(1), seq)),
+        BATCH => {
+            let base = u64::from_le_bytes(payload.get(1..9)?.try_into().ok()?);
+            let count = u64::from(u32_at(payload.get(9..13)?));
+            Some((base, base.checked_add(count)?))
+        }
+        _ => None,
+    }
+}
+
+fn u32_at(bytes: &[u8]) -> u32 {
+    bytes.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes)
+}
+
 /// A message read back: its timestamp, key and value.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded<'a> {
@@ -111,13 +217,43 @@ pub struct Decoded<'a> {
     pub value: &'a [u8],
 }
 
-/// Reads a payload back; `None` for one this version did not write (another writer on the
-/// subject, or damage), which the caller skips rather than trust.
-pub fn decode(payload: &[u8]) -> Option<Decoded<'_>> {
+/// Reads back the stored message at stream sequence `seq`: its first message's offset and
+/// its messages; `None` for one this broker did not write (another writer on the subject, or
+/// damage), which the caller skips rather than trust. A batch is taken whole or not at all.
+pub fn decode_stored(seq: u64, payload: &[u8]) -> Option<(u64, Vec<Decoded<'_>>)> {
     let (&version, rest) = payload.split_first()?;
-    if version != VERSION {
-        return None;
+    match version {
+        SINGLE => Some((seq.saturating_sub(1), vec![decode_single(rest)?])),
+        BATCH => {
+            let base = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+            let count = u32_at(rest.get(8..12)?) as usize;
+            let timestamp = u64::from_le_bytes(rest.get(12..20)?.try_into().ok()?);
+            let mut rest = rest.get(20..)?;
+            // Each message takes at least 8 bytes: a count past that is damage.
+            let mut messages = Vec::with_capacity(count.min(rest.len() / 8));
+            for _ in 0..count {
+                let key_len = u32_at(rest.get(..4)?) as usize;
+                let (key, after) = match key_len {
+                    0 => (None, rest.get(4..)?),
+                    n => (Some(rest.get(4..4 + n - 1)?), rest.get(4 + n - 1..)?),
+                };
+                let value_len = u32_at(after.get(..4)?) as usize;
+                let value = after.get(4..4usize.checked_add(value_len)?)?;
+                messages.push(Decoded { timestamp, key, value });
+                rest = after.get(4 + value_len..)?;
+            }
+            if !rest.is_empty() {
+                return None;
+            }
+            base.checked_add(count as u64)?;
+            Some((base, messages))
+        }
+        _ => None,
     }
+}
+
+/// Reads back one message of the format before batches, past its version byte.
+fn decode_single(rest: &[u8]) -> Option<Decoded<'_>> {
     let timestamp = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
     let (&has_key, rest) = rest.get(8..)?.split_first()?;
     match has_key {
@@ -160,20 +296,56 @@ mod tests {
     }
 
     #[test]
-    fn payloads_go_there_and_back_and_garbage_is_refused() {
+    fn payloads_of_the_old_format_are_still_read_and_garbage_is_refused() {
+        let one = |payload| decode_stored(8, payload).map(|(base, mut m)| (base, m.remove(0)));
         let with_key = encode(7, Some(b"k"), b"value");
         assert_eq!(
-            decode(&with_key),
-            Some(Decoded { timestamp: 7, key: Some(b"k"), value: b"value" })
+            one(&with_key),
+            Some((7, Decoded { timestamp: 7, key: Some(b"k"), value: b"value" }))
         );
+        assert_eq!(span(8, &with_key), Some((7, 8)));
         let without = encode(8, None, b"");
-        assert_eq!(decode(&without), Some(Decoded { timestamp: 8, key: None, value: b"" }));
+        assert_eq!(one(&without), Some((7, Decoded { timestamp: 8, key: None, value: b"" })));
         for cut in 0..with_key.len() - 5 {
-            assert_eq!(decode(&with_key[..cut]), None, "cut at {cut}");
+            assert_eq!(decode_stored(8, &with_key[..cut]), None, "cut at {cut}");
         }
         let mut long_key = with_key.clone();
         long_key[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(decode(&long_key), None);
-        assert_eq!(decode(b"\x02........"), None);
+        assert_eq!(decode_stored(8, &long_key), None);
+        assert_eq!(decode_stored(8, b"\x03........"), None);
+        assert_eq!(span(8, b"\x03........"), None);
+    }
+
+    #[test]
+    fn batches_go_there_and_back_whole_or_not_at_all() {
+        let big = vec![7u8; CHUNK_BYTES / 3];
+        let messages: Vec<(Option<&[u8]>, &[u8])> =
+            vec![(Some(b"k"), b"one"), (None, b""), (Some(b""), &big), (None, &big), (None, &big)];
+        let mut batches = encode_batches(42, messages.iter().copied());
+        assert_eq!(batches.len(), 2, "cut before the batch grows past CHUNK_BYTES");
+        assert_eq!(batches.iter().map(|b| count_of(b)).collect::<Vec<_>>(), [4, 1]);
+        set_base(&mut batches[0], 10);
+        set_base(&mut batches[1], 14);
+        assert_eq!(span(99, &batches[0]), Some((10, 14)));
+        assert_eq!(span(100, &batches[1]), Some((14, 15)));
+        let (base, first) = decode_stored(99, &batches[0]).unwrap();
+        let (next, second) = decode_stored(100, &batches[1]).unwrap();
+        assert_eq!((base, next), (10, 14));
+        let back: Vec<(Option<&[u8]>, &[u8])> =
+            first.iter().chain(&second).map(|d| (d.key, d.value)).collect();
+        assert_eq!(back, messages);
+        assert!(first.iter().chain(&second).all(|d| d.timestamp == 42));
+        // A batch cut anywhere, or with bytes past its last message, is refused whole.
+        let small = &encode_batches(1, [(Some(&b"key"[..]), &b"value"[..]), (None, b"v")])[0];
+        for cut in 0..small.len() {
+            assert_eq!(decode_stored(1, &small[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = small.clone();
+        longer.push(0);
+        assert_eq!(decode_stored(1, &longer), None);
+        let mut lying = small.clone();
+        lying[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_stored(1, &lying), None);
+        assert!(encode_batches(1, []).is_empty());
     }
 }

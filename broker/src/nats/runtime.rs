@@ -28,7 +28,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 /// What the serving thread asks of the runtime.
 #[derive(Debug)]
 pub enum Command {
-    /// Publish these appends, in order, and report them with [`Event::Committed`].
+    /// Publish these appends, in order, and report them with [`Event::Committed`] once
+    /// acknowledged, after the commits before it (several are in flight at once).
     Commit {
         /// The commit's ticket.
         ticket: u64,
@@ -142,7 +143,8 @@ pub enum Event {
         topic: String,
         /// The partition.
         partition: u32,
-        /// Each message's offset and payload.
+        /// Each stored message's stream sequence and payload: a batch, or one message of the
+        /// format before batches (`record`).
         messages: Vec<(u64, Bytes)>,
     },
     /// A partition's stream was deleted (here or elsewhere).
@@ -335,6 +337,9 @@ pub async fn run(
                 Some(Command::Stop) | None => break,
                 Some(command) => backend.apply(command).await,
             },
+            done = backend.streams.next_settled() => {
+                backend.streams.settle(&backend.conn, done).await;
+            }
             Some(advisory) = advisories.next() => {
                 backend.streams.advised(&backend.conn, &advisory.subject).await;
             }

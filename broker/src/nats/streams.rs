@@ -1,12 +1,22 @@
 //! The topics' streams, on the runtime's thread: each partition of a topic is one stream with
-//! one subject (`record`). A commit's appends are published all at once, each message with a
-//! de-duplication id, and settled when JetStream acknowledged them all and this process's
-//! follower of each topic read them back; every stream is followed by an ordered consumer
-//! whose messages go to the serving thread's copies, whichever broker process appended them.
+//! one subject (`record`), each append one JetStream message (a batch) or a few. A commit's
+//! batches are published at once, without waiting for the acknowledgements of the commits
+//! before it: each names the offset of its first message, and carries JetStream's expected
+//! last sequence (and, after the first of a run, the expected last message id) of its stream,
+//! so that JetStream stores it only right after the batch this process counted on. A batch
+//! another process got in before is refused whole, and published again (in commit order, after
+//! every commit then in flight settles) once this process's follower has read the stream to
+//! its end. A commit settles, in order, when JetStream acknowledged its batches and this
+//! process's follower of each partition read them back; every stream is followed by an ordered
+//! consumer whose batches go to the serving thread's copies, whichever process appended them.
 
 use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
+
+use async_nats::jetstream::context::PublishAckFuture;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::jetstream::context::{Publish, PublishErrorKind};
@@ -42,15 +52,72 @@ const FOLLOW_RETRY: Duration = Duration::from_millis(250);
 /// The most messages one [`Event::Messages`] carries.
 const EVENT_BATCH: usize = 4096;
 
-/// One append request of a commit: its topic, partition and the payloads of its messages.
+/// One append request of a commit: its topic, partition and its messages as batches.
 #[derive(Debug)]
 pub struct Staged {
     /// The topic.
     pub topic: String,
     /// The partition.
     pub partition: u32,
-    /// Each message, encoded as `record` says.
-    pub payloads: Vec<Bytes>,
+    /// Its messages, in batches `record` made, whose base offsets are set when published.
+    pub batches: Vec<Vec<u8>>,
+}
+
+/// Where a partition's stream ends, as this process counts on it when it publishes.
+#[derive(Debug, Clone)]
+struct Tail {
+    /// The stream sequence of the last stored message.
+    seq: u64,
+    /// The offset the next batch starts at.
+    next: u64,
+    /// The de-duplication id of the last stored message, when this process published it.
+    last_id: Option<String>,
+}
+
+/// What became of one batch's publish: its stream sequence, or why not.
+#[derive(Debug, Clone)]
+enum Stored {
+    /// Acknowledged at this stream sequence.
+    Yes(u64),
+    /// Refused with nothing stored: another process appended first (wrong last sequence or
+    /// message id), or the stream had no leader. Published again while time is left.
+    Again(String),
+    /// Not acknowledged: it may or may not be stored.
+    Maybe(String),
+    /// Refused with nothing stored, for good (no retry helps).
+    No(String),
+}
+
+/// One batch of a commit in flight.
+struct Batch {
+    /// Its payload, base offset set.
+    payload: Bytes,
+    /// Its base offset and count of messages.
+    base: u64,
+    /// How many messages it holds.
+    count: u64,
+    /// What became of it, once known.
+    stored: Stored,
+}
+
+/// One append of a commit in flight: refused at once, or its batches.
+struct Append {
+    /// The partition.
+    key: (String, u32),
+    /// Why it was refused before anything was published.
+    refused: Option<StoreError>,
+    /// Its batches, in order.
+    batches: Vec<Batch>,
+}
+
+/// A commit whose batches are published, and what became of them.
+struct InFlight {
+    /// The commit's ticket.
+    ticket: u64,
+    /// Its appends, in order.
+    appends: Vec<Append>,
+    /// When its appends must be settled.
+    deadline: Instant,
 }
 
 /// Why a create or a delete was refused.
@@ -106,6 +173,11 @@ pub struct Streams {
     /// The partitions, (topic, partition), followed, each by a task reading its stream into
     /// the serving thread's copy.
     followed: HashMap<(String, u32), Followed>,
+    /// Where each partition's stream ends as this process counts on it; none for one it must
+    /// read to its end first (not yet published to, or a publish failed).
+    tails: HashMap<(String, u32), Tail>,
+    /// The commits published and not yet settled, in order.
+    pending: FuturesOrdered<BoxFuture<'static, InFlight>>,
     /// This process's name in de-duplication ids.
     instance: String,
     /// The copies kept from an earlier run (`--copy-dir`), by topic, until their stream is
@@ -116,8 +188,9 @@ pub struct Streams {
 
 /// A topic being followed.
 struct Followed {
-    /// The stream sequence of the last message handed to the serving thread.
-    forwarded: watch::Receiver<u64>,
+    /// The stream sequence of the last message handed to the serving thread, and the offset
+    /// after its last message.
+    forwarded: watch::Receiver<(u64, u64)>,
     /// The task reading the stream.
     task: JoinHandle<()>,
 }
@@ -126,7 +199,13 @@ impl Streams {
     /// No topic followed yet; `instance` names this process in de-duplication ids, and
     /// `resume` holds the copies kept from an earlier run.
     pub fn new(instance: String, resume: HashMap<(String, u32), (u64, Bytes)>) -> Streams {
-        Streams { followed: HashMap::new(), instance, resume }
+        Streams {
+            followed: HashMap::new(),
+            tails: HashMap::new(),
+            pending: FuturesOrdered::new(),
+            instance,
+            resume,
+        }
     }
 
     /// Stops following every stream, at a stop.
@@ -153,154 +232,259 @@ impl Streams {
         Ok(())
     }
 
-    /// Publishes a commit's appends and reports them with [`Event::Committed`]: each one's
-    /// offsets, or why it was refused; all unconfirmed when JetStream took too long.
-    pub async fn commit(&mut self, conn: &Connection, ticket: u64, appends: Vec<Staged>) {
-        let published = self.publish_commit(conn, ticket, &appends);
-        let results =
-            match tokio::time::timeout(COMMIT_TIMEOUT + READ_BACK_TIMEOUT, published).await {
-                Ok(results) => results,
-                Err(_) => {
-                    let reason = "JetStream did not acknowledge the messages in time";
-                    let unconfirmed = StoreError::Unconfirmed(reason.to_owned());
-                    appends.iter().map(|_| Err(unconfirmed.clone())).collect()
-                }
-            };
-        conn.events.send(Event::Committed { ticket, results });
-    }
-
-    /// Publishes `appends`, all at once, waits for every acknowledgement (retrying, with the
-    /// same de-duplication ids, those that failed while time is left), then for the topics'
-    /// followers to have read them back. Returns each append's offsets or why it was refused.
-    async fn publish_commit(
-        &mut self,
-        conn: &Connection,
-        ticket: u64,
-        appends: &[Staged],
-    ) -> Vec<Result<(u64, u64), StoreError>> {
+    /// Publishes a commit's batches, without waiting for their acknowledgements: the commit
+    /// settles, after those before it, through [`Streams::next_settled`].
+    pub async fn commit(&mut self, conn: &Connection, ticket: u64, staged: Vec<Staged>) {
         let deadline = Instant::now() + COMMIT_TIMEOUT;
+        let mut appends: Vec<Append> = staged
+            .into_iter()
+            .map(|s| Append {
+                key: (s.topic, s.partition),
+                refused: None,
+                batches: s
+                    .batches
+                    .into_iter()
+                    .map(|b| Batch {
+                        count: record::count_of(&b),
+                        payload: b.into(),
+                        base: 0,
+                        stored: Stored::Again("not sent".into()),
+                    })
+                    .collect(),
+            })
+            .collect();
         // Publishes made while disconnected would wait in the client and be stored after it
         // reconnects, after their refusal: none is made.
         if conn.client.connection_state() != async_nats::connection::State::Connected {
-            let down = StoreError::Unavailable("NATS is not reachable".to_owned());
-            return appends.iter().map(|_| Err(down.clone())).collect();
+            for append in &mut appends {
+                let down = StoreError::Unavailable("NATS is not reachable".to_owned());
+                append.refused = Some(down);
+            }
+            let done = InFlight { ticket, appends, deadline };
+            self.pending.push_back(Box::pin(async move { done }));
+            return;
         }
-        let mut refused: HashMap<(&str, u32), Refusal> = HashMap::new();
-        for staged in appends {
-            let key = (staged.topic.as_str(), staged.partition);
-            let followed = self.followed.contains_key(&(staged.topic.clone(), staged.partition));
-            if followed || refused.contains_key(&key) {
-                continue;
-            }
-            if let Err(error) = self.follow_or_create(conn, &staged.topic, staged.partition).await {
-                refused.insert(key, error);
-            }
-        }
-        // Every message of the commit, with its id, and its stream sequence once acknowledged.
-        let mut sent: Vec<Vec<Sent>> = appends
-            .iter()
-            .enumerate()
-            .map(|(at, staged)| {
-                let subject = record::subject(&staged.topic, staged.partition);
-                staged
-                    .payloads
-                    .iter()
-                    .enumerate()
-                    .map(|(n, payload)| Sent {
-                        subject: subject.clone(),
-                        id: format!("{}-{ticket}-{at}-{n}", self.instance),
-                        payload: payload.clone(),
-                        outcome: Err("not sent".into()),
-                        maybe_stored: false,
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let todo: Vec<&mut Sent> = sent
-                .iter_mut()
-                .zip(appends)
-                .filter(|(_, staged)| !refused.contains_key(&(&*staged.topic, staged.partition)))
-                .flat_map(|(messages, _)| messages.iter_mut())
-                .filter(|m| m.outcome.is_err())
-                .collect();
-            if todo.is_empty() {
-                break;
-            }
-            self.publish_all(conn, todo, deadline).await;
-            let left = sent.iter().flatten().any(|m| m.outcome.is_err());
-            if !left || attempt >= 2 || Instant::now() >= deadline {
-                break;
-            }
-            tracing::warn!(ticket, "retrying the appends JetStream did not acknowledge");
-        }
-        let mut results = Vec::with_capacity(appends.len());
-        let mut newest: HashMap<(String, u32), u64> = HashMap::new();
-        for (staged, messages) in appends.iter().zip(&sent) {
-            if let Some(refusal) = refused.get(&(&*staged.topic, staged.partition)) {
-                results.push(Err(refusal.clone().into_failure()));
-                continue;
-            }
-            match outcome(messages) {
-                Ok((first, last)) => {
-                    let top = newest.entry((staged.topic.clone(), staged.partition)).or_default();
-                    *top = (*top).max(last);
-                    results.push(Ok((first.saturating_sub(1), last.saturating_sub(1))));
+        let mut refused: HashMap<(String, u32), Refusal> = HashMap::new();
+        for append in &mut appends {
+            if !self.followed.contains_key(&append.key) && !refused.contains_key(&append.key) {
+                let (topic, partition) = &append.key;
+                if let Err(error) = self.follow_or_create(conn, topic, *partition).await {
+                    refused.insert(append.key.clone(), error);
                 }
-                Err(error) => results.push(Err(error)),
+            }
+            if let Some(refusal) = refused.get(&append.key) {
+                append.refused = Some(refusal.clone().into_failure());
             }
         }
-        // The acknowledgement waits for the messages to be readable here too.
-        for (key, seq) in newest {
-            let Some(followed) = self.followed.get_mut(&key) else { continue };
-            let read =
-                tokio::time::timeout(READ_BACK_TIMEOUT, followed.forwarded.wait_for(|s| *s >= seq));
-            if !matches!(read.await, Ok(Ok(_))) {
-                let (topic, partition) = key;
-                tracing::warn!(%topic, partition, seq, "acknowledged appends not read back yet");
+        let mut acks = Vec::new();
+        // A partition a batch could not be sent to takes no later batch of the commit, which
+        // would be stored before it: they wait for [`Streams::settle`] to publish them again.
+        let mut broken: Vec<(String, u32)> = Vec::new();
+        for (at, append) in appends.iter_mut().enumerate() {
+            if append.refused.is_some() {
+                continue;
+            }
+            for (n, batch) in append.batches.iter_mut().enumerate() {
+                if broken.contains(&append.key) {
+                    continue;
+                }
+                let id = format!("{}-{ticket}-{at}-{n}", self.instance);
+                match self.publish(conn, &append.key, batch, id, deadline).await {
+                    Some(ack) => acks.push((at, n, ack)),
+                    None => broken.push(append.key.clone()),
+                }
             }
         }
-        results
+        let waiting = self.read_back_of(&appends);
+        let events = conn.events.clone();
+        self.pending.push_back(Box::pin(async move {
+            let mut done = InFlight { ticket, appends, deadline };
+            for (at, n, ack) in acks {
+                let stored = acknowledged(ack, deadline).await;
+                if let Some(batch) = done.appends.get_mut(at).and_then(|a| a.batches.get_mut(n)) {
+                    batch.stored = stored;
+                }
+            }
+            read_back(&done, waiting, &events).await;
+            done
+        }));
     }
 
-    /// Publishes `messages` asynchronously and waits for all their acknowledgements at once,
-    /// until `deadline`, noting each outcome.
-    async fn publish_all(&self, conn: &Connection, messages: Vec<&mut Sent>, deadline: Instant) {
-        let mut acks = Vec::with_capacity(messages.len());
-        for message in &messages {
-            let publish = Publish::build().payload(message.payload.clone()).message_id(&message.id);
-            acks.push(conn.js.send_publish(message.subject.clone(), publish).await);
+    /// Publishes one batch right after the end of its stream as this process counts on it
+    /// (read to its end first when unknown), noting its base offset, and returns its
+    /// acknowledgement to wait for; `None` when it could not be sent (`batch.stored` says why).
+    async fn publish(
+        &mut self,
+        conn: &Connection,
+        key: &(String, u32),
+        batch: &mut Batch,
+        id: String,
+        deadline: Instant,
+    ) -> Option<PublishAckFuture> {
+        if batch.count == 0 {
+            return None;
         }
-        // Each outcome: the sequence, or why not and whether the message may be stored.
-        let waits = acks.into_iter().map(|ack| async move {
-            match ack {
-                Ok(future) => future.await.map(|a| a.sequence).map_err(|e| {
-                    let maybe_stored = e.kind() != PublishErrorKind::StreamNotFound;
-                    (e.to_string(), maybe_stored)
-                }),
-                Err(error) => Err((error.to_string(), false)),
+        let tail = match self.tails.get(key) {
+            Some(tail) => tail.clone(),
+            None => match self.read_to_end(conn, key, deadline).await {
+                Ok(tail) => tail,
+                Err(error) => {
+                    batch.stored = Stored::Again(error);
+                    return None;
+                }
+            },
+        };
+        // In place when nothing else holds the payload (its first publish), else copied.
+        let mut payload = match std::mem::take(&mut batch.payload).try_into_mut() {
+            Ok(payload) => payload,
+            Err(shared) => bytes::BytesMut::from(&shared[..]),
+        };
+        record::set_base(&mut payload, tail.next);
+        batch.payload = payload.freeze();
+        batch.base = tail.next;
+        let mut publish = Publish::build()
+            .payload(batch.payload.clone())
+            .message_id(&id)
+            .expected_last_sequence(tail.seq);
+        if let Some(last) = &tail.last_id {
+            publish = publish.expected_last_message_id(last);
+        }
+        let subject = record::subject(&key.0, key.1);
+        let next = Tail { seq: tail.seq + 1, next: tail.next + batch.count, last_id: Some(id) };
+        match conn.js.send_publish(subject, publish).await {
+            Ok(ack) => {
+                self.tails.insert(key.clone(), next);
+                Some(ack)
             }
-        });
-        let outcomes =
-            tokio::time::timeout_at(deadline, futures_util::future::join_all(waits)).await;
-        match outcomes {
-            Ok(outcomes) => {
-                for (message, outcome) in messages.into_iter().zip(outcomes) {
-                    message.outcome = outcome.map_err(|(e, maybe_stored)| {
-                        message.maybe_stored |= maybe_stored;
-                        format!("JetStream refused: {e}")
-                    });
+            Err(error) => {
+                self.tails.remove(key);
+                batch.stored = Stored::No(format!("JetStream refused: {error}"));
+                None
+            }
+        }
+    }
+
+    /// Reads partition `key`'s stream to its end (its follower has read every message stored
+    /// when asked), and returns where it ends.
+    async fn read_to_end(
+        &mut self,
+        conn: &Connection,
+        key: &(String, u32),
+        deadline: Instant,
+    ) -> Result<Tail, String> {
+        let name = record::stream_name(&key.0, key.1);
+        let info = async {
+            let mut stream = conn.js.get_stream(&name).await.map_err(|e| e.to_string())?;
+            stream.info().await.map(|i| i.state.last_sequence).map_err(|e| e.to_string())
+        };
+        let last = tokio::time::timeout_at(deadline, info)
+            .await
+            .map_err(|_| "JetStream did not answer in time".to_owned())?
+            .map_err(|e| format!("cannot read the partition's stream: {e}"))?;
+        let followed = self.followed.get_mut(key).ok_or("the partition is not followed")?;
+        let read = tokio::time::timeout_at(deadline, followed.forwarded.wait_for(|f| f.0 >= last));
+        let (seq, next) = match read.await {
+            Ok(Ok(at)) => *at,
+            _ => return Err("the partition's stream was not read to its end in time".into()),
+        };
+        let tail = Tail { seq, next, last_id: None };
+        self.tails.insert(key.clone(), tail.clone());
+        Ok(tail)
+    }
+
+    /// The followers of the partitions `appends` publish to, with the stream sequence each
+    /// is to read up to before the commit settles (filled in once acknowledged).
+    fn read_back_of(&self, appends: &[Append]) -> Vec<ReadBack> {
+        let mut waiting: Vec<ReadBack> = Vec::new();
+        for append in appends {
+            if waiting.iter().any(|(k, _)| *k == append.key) {
+                continue;
+            }
+            if let Some(followed) = self.followed.get(&append.key) {
+                waiting.push((append.key.clone(), followed.forwarded.clone()));
+            }
+        }
+        waiting
+    }
+
+    /// The next commit to settle, in order, once its acknowledgements came (or did not in
+    /// time); never ready when none is in flight.
+    pub async fn next_settled(&mut self) -> InFlightDone {
+        match self.pending.next().await {
+            Some(done) => InFlightDone(done),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reports a commit that settled with [`Event::Committed`]. When some of its batches were
+    /// refused with nothing stored, every commit in flight settles first, then those batches
+    /// and the ones after them are published again, commit by commit, while time is left, so
+    /// that each partition keeps its commits' order.
+    pub async fn settle(&mut self, conn: &Connection, InFlightDone(done): InFlightDone) {
+        let failed = |d: &InFlight| {
+            let published = d.appends.iter().filter(|a| a.refused.is_none());
+            published.flat_map(|a| &a.batches).any(|b| !matches!(b.stored, Stored::Yes(_)))
+        };
+        if !failed(&done) {
+            report(conn, done);
+            return;
+        }
+        let mut all = vec![done];
+        while let Some(next) = self.pending.next().await {
+            all.push(next);
+        }
+        for done in &all {
+            for append in &done.appends {
+                if append.batches.iter().any(|b| !matches!(b.stored, Stored::Yes(_))) {
+                    self.tails.remove(&append.key);
                 }
             }
-            Err(_) => {
-                for message in messages {
-                    message.outcome = Err("JetStream did not acknowledge in time".into());
-                    message.maybe_stored = true;
+        }
+        for mut done in all {
+            self.publish_again(conn, &mut done).await;
+            report(conn, done);
+        }
+    }
+
+    /// Publishes again, one at a time and in order, the batches of `done` refused with
+    /// nothing stored, while its time lasts.
+    async fn publish_again(&mut self, conn: &Connection, done: &mut InFlight) {
+        let deadline = done.deadline;
+        let mut attempt = 0;
+        while Instant::now() < deadline {
+            attempt += 1;
+            let mut again = false;
+            // As in [`Streams::commit`]: nothing goes after a batch that is not stored yet.
+            let mut broken: Vec<(String, u32)> = Vec::new();
+            let published =
+                done.appends.iter_mut().enumerate().filter(|(_, a)| a.refused.is_none());
+            for (at, append) in published {
+                let key = append.key.clone();
+                for (n, batch) in append.batches.iter_mut().enumerate() {
+                    if !matches!(batch.stored, Stored::Again(_)) || broken.contains(&key) {
+                        continue;
+                    }
+                    again = true;
+                    tracing::debug!(topic = %key.0, partition = key.1, "publishing a batch again");
+                    let id = format!("{}-{}-{at}-{n}-{attempt}", self.instance, done.ticket);
+                    let Some(ack) = self.publish(conn, &key, batch, id, deadline).await else {
+                        broken.push(key.clone());
+                        continue;
+                    };
+                    batch.stored = acknowledged(ack, deadline).await;
+                    if !matches!(batch.stored, Stored::Yes(_)) {
+                        self.tails.remove(&key);
+                        broken.push(key.clone());
+                    }
                 }
             }
+            if !again {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let waiting = self.read_back_of(&done.appends);
+        read_back(done, waiting, &conn.events).await;
     }
 
     /// Starts following partition `partition` of `topic`, for an append to it; when the
@@ -367,17 +551,39 @@ impl Streams {
         let info = stream
             .info()
             .await
-            .map_err(|e| Refusal::of(false, "cannot read the topic's stream in JetStream", e))?;
+            .map_err(|e| Refusal::of(false, "cannot read the topic's stream in JetStream", e))?
+            .clone();
         let state = &info.state;
-        let next = state.last_sequence;
-        let first = if state.messages == 0 { next } else { state.first_sequence.saturating_sub(1) };
+        let (first_seq, last_seq) = (state.first_sequence, state.last_sequence);
+        // A stream emptied by its limits has no batch left to say where its offsets end:
+        // they go on from its last sequence, as in the format before batches (at worst
+        // short of where they were, which only a stream emptied while no process followed it
+        // can come to).
+        let (mut first, mut next) = (last_seq, last_seq);
+        if state.messages > 0 {
+            let span = |message: Result<_, _>| match message {
+                Ok(message) => {
+                    let message: async_nats::jetstream::message::StreamMessage = message;
+                    record::span(message.sequence, &message.payload)
+                }
+                Err(_) => None,
+            };
+            first = span(stream.get_raw_message(first_seq).await)
+                .map_or(first_seq.saturating_sub(1), |(from, _)| from);
+            next = span(stream.get_raw_message(last_seq).await).map_or(last_seq, |(_, to)| to);
+        }
         let retention = retention_of(&info.config);
         let partitions = (partition == 0).then(|| partitions_of(&info.config));
+        // The stream sequence the follower starts at, and the copy kept from an earlier run
+        // when the stream still holds its last message at its place.
+        let mut start = first_seq.max(1);
         let resumed = match self.resume.remove(&key) {
-            // The copy's last message (offset `end - 1`, sequence `end`) is still in the stream.
             Some((end, last)) if end > first && end <= next => {
-                match stream.get_raw_message(end).await {
-                    Ok(message) if message.payload == last => Some(end),
+                match find(&stream, end - 1, first_seq, last_seq).await {
+                    Some((seq, message)) if message == last => {
+                        start = seq;
+                        Some(end)
+                    }
                     _ => None,
                 }
             }
@@ -393,12 +599,15 @@ impl Streams {
             resumed,
         };
         conn.events.send(event);
-        let (forwarded_tx, forwarded) = watch::channel(next);
+        // Where the follower has handed messages on: nowhere yet, unless the stream holds
+        // nothing past where it starts.
+        let read = if start > last_seq { (last_seq, next) } else { (start - 1, first) };
+        let (forwarded_tx, forwarded) = watch::channel(read);
         let task = tokio::spawn(read_stream(
             conn.js.clone(),
             name,
             key.clone(),
-            resumed.unwrap_or(first) + 1,
+            start,
             conn.events.clone(),
             forwarded_tx,
         ));
@@ -688,38 +897,129 @@ fn advisory(subject: &str) -> Option<(&str, (String, u32), &str)> {
     Some((stream, record::partition_of(stream)?, action))
 }
 
-/// What became of one append of a commit, from its messages: the stream sequences of its
-/// first and last message; [`StoreError::Unavailable`] when nothing of it can be stored (no
-/// message acknowledged, no publish gone out unanswered); otherwise
-/// [`StoreError::Unconfirmed`].
-fn outcome(messages: &[Sent]) -> Result<(u64, u64), StoreError> {
-    let seqs: Result<Vec<u64>, String> = messages.iter().map(|m| m.outcome.clone()).collect();
-    match seqs {
-        Ok(seqs) => match (seqs.iter().min(), seqs.iter().max()) {
-            (Some(&first), Some(&last)) => Ok((first, last)),
-            _ => Ok((1, 0)),
-        },
-        Err(error) if messages.iter().all(|m| m.outcome.is_err() && !m.maybe_stored) => {
-            Err(StoreError::Unavailable(error))
+/// A partition's follower, and where it has read to: what a commit waits on to be readable.
+type ReadBack = ((String, u32), watch::Receiver<(u64, u64)>);
+
+/// A commit in flight that settled, for [`Streams::settle`].
+pub struct InFlightDone(InFlight);
+
+/// Waits, until `deadline`, for a publish's acknowledgement.
+async fn acknowledged(ack: PublishAckFuture, deadline: Instant) -> Stored {
+    match tokio::time::timeout_at(deadline, ack).await {
+        Ok(Ok(ack)) => Stored::Yes(ack.sequence),
+        Ok(Err(error)) => {
+            let reason = format!("JetStream refused: {error}");
+            match error.kind() {
+                PublishErrorKind::WrongLastSequence
+                | PublishErrorKind::WrongLastMessageId
+                | PublishErrorKind::StreamNotFound => Stored::Again(reason),
+                PublishErrorKind::Other => Stored::No(reason),
+                _ => Stored::Maybe(reason),
+            }
         }
-        Err(error) => Err(StoreError::Unconfirmed(error)),
+        Err(_) => Stored::Maybe("JetStream did not acknowledge in time".into()),
     }
 }
 
-/// One message of a commit.
-struct Sent {
-    /// Its topic's subject.
-    subject: String,
-    /// Its de-duplication id, the same on a retry.
-    id: String,
-    /// Its payload.
-    payload: Bytes,
-    /// Its stream sequence once acknowledged, or why not.
-    outcome: Result<u64, String>,
-    /// Whether a publish of it went out whose fate is unknown (its acknowledgement did not
-    /// come): it may be stored though not acknowledged. Not so for a publish JetStream
-    /// answered had no stream to go to (no leader, during an election), or one never sent.
-    maybe_stored: bool,
+/// Waits, at most [`READ_BACK_TIMEOUT`], for the followers `waiting` to have read the batches
+/// of `done` acknowledged, so that they are readable here too when the commit settles.
+async fn read_back(done: &InFlight, waiting: Vec<ReadBack>, events: &Events) {
+    for (key, mut forwarded) in waiting {
+        let stored = done.appends.iter().filter(|a| a.key == key).flat_map(|a| &a.batches);
+        let mut stored: Vec<(u64, Bytes)> = stored
+            .filter_map(|b| match b.stored {
+                Stored::Yes(seq) => Some((seq, b.payload.clone())),
+                _ => None,
+            })
+            .collect();
+        stored.sort_by_key(|(seq, _)| *seq);
+        let Some(&(seq, _)) = stored.last() else { continue };
+        // A batch right after what the follower has handed on goes to the copy now, behind
+        // it in the channel, rather than after a round trip through the follower (which
+        // hands it on again, skipped as held).
+        let mut covered = forwarded.borrow().0;
+        let mut direct = Vec::new();
+        for (at, payload) in stored {
+            if at <= covered {
+                continue;
+            }
+            if covered + 1 != at {
+                break;
+            }
+            direct.push((at, payload));
+            covered = at;
+        }
+        if !direct.is_empty() {
+            let (topic, partition) = (key.0.clone(), key.1);
+            events.send(Event::Messages { topic, partition, messages: direct });
+        }
+        if covered >= seq {
+            continue;
+        }
+        let read = tokio::time::timeout(READ_BACK_TIMEOUT, forwarded.wait_for(|f| f.0 >= seq));
+        if !matches!(read.await, Ok(Ok(_))) {
+            let (topic, partition) = key;
+            tracing::warn!(%topic, partition, seq, "acknowledged appends not read back yet");
+        }
+    }
+}
+
+/// Tells the serving thread what became of each append of a settled commit.
+fn report(conn: &Connection, done: InFlight) {
+    let results = done.appends.iter().map(outcome).collect();
+    conn.events.send(Event::Committed { ticket: done.ticket, results });
+}
+
+/// What became of one append of a commit, from its batches: the offsets of its first and last
+/// message when every batch is stored; [`StoreError::Unavailable`] when none is and none
+/// may be; otherwise [`StoreError::Unconfirmed`].
+fn outcome(append: &Append) -> Result<(u64, u64), StoreError> {
+    if let Some(refused) = &append.refused {
+        return Err(refused.clone());
+    }
+    let reason = append.batches.iter().find_map(|b| match &b.stored {
+        Stored::Yes(_) => None,
+        Stored::Again(r) | Stored::Maybe(r) | Stored::No(r) => Some(r.clone()),
+    });
+    let Some(reason) = reason else {
+        return match (append.batches.first(), append.batches.last()) {
+            (Some(first), Some(last)) => Ok((first.base, last.base + last.count - 1)),
+            _ => Ok((0, 0)),
+        };
+    };
+    let none_stored =
+        append.batches.iter().all(|b| matches!(b.stored, Stored::Again(_) | Stored::No(_)));
+    match none_stored {
+        true => Err(StoreError::Unavailable(reason)),
+        false => Err(StoreError::Unconfirmed(reason)),
+    }
+}
+
+/// The stream sequence of the stored message that holds offset `offset`, between sequences
+/// `low` and `high`, and that message in the format before batches (to compare it with a
+/// copy's); `None` when it is not found, or the stream holds messages not ours.
+async fn find(
+    stream: &jetstream::stream::Stream,
+    offset: u64,
+    mut low: u64,
+    mut high: u64,
+) -> Option<(u64, Vec<u8>)> {
+    // Base offsets grow with sequences: a binary search, a few direct reads.
+    while low <= high {
+        let mid = low + (high - low) / 2;
+        let message = stream.get_raw_message(mid).await.ok()?;
+        let (from, to) = record::span(mid, &message.payload)?;
+        if to <= offset {
+            low = mid + 1;
+        } else if from > offset {
+            high = mid.checked_sub(1)?;
+        } else {
+            let (base, messages) = record::decode_stored(mid, &message.payload)?;
+            let found = messages.get(usize::try_from(offset - base).ok()?)?;
+            return Some((mid, record::encode(found.timestamp, found.key, found.value)));
+        }
+    }
+    None
 }
 
 /// Whether `error` says the stream does not exist.
@@ -740,7 +1040,7 @@ async fn read_stream(
     key: (String, u32),
     mut from: u64,
     events: Events,
-    forwarded: watch::Sender<u64>,
+    forwarded: watch::Sender<(u64, u64)>,
 ) {
     loop {
         if let Err(error) = read_from(&js, &stream, &key, &mut from, &events, &forwarded).await {
@@ -758,7 +1058,7 @@ async fn read_from(
     (topic, partition): &(String, u32),
     from: &mut u64,
     events: &Events,
-    forwarded: &watch::Sender<u64>,
+    forwarded: &watch::Sender<(u64, u64)>,
 ) -> Result<(), String> {
     let mut stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
     let config = OrderedConfig {
@@ -781,11 +1081,16 @@ async fn read_from(
         let mut batch = Vec::new();
         let mut failure = None;
         let mut next = Some(first);
+        // The offset after the last message of ours read.
+        let mut end = None;
         while let Some(item) = next.take() {
             match item {
                 Ok(message) => {
                     let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-                    batch.push((seq.saturating_sub(1), message.payload.clone()));
+                    if let Some((_, to)) = record::span(seq, &message.payload) {
+                        end = Some(to);
+                    }
+                    batch.push((seq, message.payload.clone()));
                 }
                 Err(error) => {
                     failure = Some(error.to_string());
@@ -796,11 +1101,18 @@ async fn read_from(
                 next = messages.next().now_or_never().flatten();
             }
         }
-        if let Some(&(offset, _)) = batch.last() {
-            *from = offset + 2;
+        if let Some(&(seq, _)) = batch.last() {
+            *from = seq + 1;
             let (topic, partition) = (topic.clone(), *partition);
             events.send(Event::Messages { topic, partition, messages: batch });
-            forwarded.send_replace(offset + 1);
+            forwarded.send_if_modified(|(at, next)| {
+                let moved = seq > *at || (seq == *at && end.is_some_and(|e| e != *next));
+                if seq >= *at {
+                    *at = seq;
+                    *next = end.unwrap_or(*next);
+                }
+                moved
+            });
         }
         if let Some(failure) = failure {
             return Err(failure);
@@ -812,32 +1124,36 @@ async fn read_from(
 mod tests {
     use super::*;
 
-    fn sent(outcome: Result<u64, &str>, maybe_stored: bool) -> Sent {
-        Sent {
-            subject: "topic.74".into(),
-            id: "i-1-0-0".into(),
+    fn append(stored: &[(u64, u64, Stored)]) -> Append {
+        let batch = |(base, count, stored): &(u64, u64, Stored)| Batch {
             payload: Bytes::new(),
-            outcome: outcome.map_err(str::to_owned),
-            maybe_stored,
-        }
+            base: *base,
+            count: *count,
+            stored: stored.clone(),
+        };
+        Append { key: ("t".into(), 0), refused: None, batches: stored.iter().map(batch).collect() }
     }
 
     #[test]
-    fn an_append_is_stored_when_every_message_is_acknowledged() {
-        let acked = [sent(Ok(7), false), sent(Ok(5), false), sent(Ok(6), true)];
-        assert_eq!(outcome(&acked), Ok((5, 7)));
+    fn an_append_is_stored_when_every_batch_is_acknowledged() {
+        let acked = [(5, 2, Stored::Yes(3)), (7, 3, Stored::Yes(4))];
+        assert_eq!(outcome(&append(&acked)), Ok((5, 9)));
     }
 
     #[test]
-    fn an_append_nothing_of_which_went_out_is_unavailable_else_unconfirmed() {
-        let never_sent = [sent(Err("no stream"), false), sent(Err("no stream"), false)];
-        assert!(matches!(outcome(&never_sent), Err(StoreError::Unavailable(_))));
+    fn an_append_nothing_of_which_is_stored_is_unavailable_else_unconfirmed() {
+        let again = || Stored::Again("wrong last sequence".into());
+        let never = [(0, 1, again()), (1, 1, Stored::No("too large".into()))];
+        assert!(matches!(outcome(&append(&never)), Err(StoreError::Unavailable(_))));
         // One publish went out unanswered: it may be stored.
-        let unanswered = [sent(Err("no stream"), false), sent(Err("timeout"), true)];
-        assert!(matches!(outcome(&unanswered), Err(StoreError::Unconfirmed(_))));
-        // One was stored and one not: the append is neither wholly stored nor wholly lost.
-        let half = [sent(Ok(3), false), sent(Err("no stream"), false)];
-        assert!(matches!(outcome(&half), Err(StoreError::Unconfirmed(_))));
+        let unanswered = [(0, 1, again()), (1, 1, Stored::Maybe("timeout".into()))];
+        assert!(matches!(outcome(&append(&unanswered)), Err(StoreError::Unconfirmed(_))));
+        // One batch was stored and one not: the append is neither wholly stored nor lost.
+        let half = [(0, 1, Stored::Yes(1)), (1, 1, again())];
+        assert!(matches!(outcome(&append(&half)), Err(StoreError::Unconfirmed(_))));
+        let mut refused = append(&half);
+        refused.refused = Some(StoreError::Unavailable("down".into()));
+        assert!(matches!(outcome(&refused), Err(StoreError::Unavailable(r)) if r == "down"));
     }
 
     #[test]

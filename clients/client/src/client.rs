@@ -304,6 +304,12 @@ impl Client {
         self.silences[self.endpoints.position()].is_none()
     }
 
+    /// How long a request waits for its reply (`--timeout`): also how long a program retries
+    /// a refusal that says to try again.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The longest hold a request should ask of the broker (a long-poll fetch, a claim waiting
     /// for a logical broker): a quarter of the timeout, at most 10 s. Within it, a broker that
     /// stops answering is still noticed within the timeout, retry included.
