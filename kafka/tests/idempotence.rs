@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
@@ -11,36 +10,14 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, RequestKind, TopicName,
+    RequestKind, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use common::{binary, run, script, success, Door};
-
-/// Sends `request` at `version` and returns the response body.
-fn ask(stream: &mut TcpStream, api: ApiKey, version: i16, request: RequestKind) -> Bytes {
-    let mut header = RequestHeader::default();
-    header.request_api_key = api as i16;
-    header.request_api_version = version;
-    header.correlation_id = 1;
-    let mut body = BytesMut::new();
-    header.encode(&mut body, api.request_header_version(version)).expect("header");
-    request.encode(&mut body, version).expect("request");
-    let size = u32::try_from(body.len()).expect("size");
-    stream.write_all(&size.to_be_bytes()).expect("send");
-    stream.write_all(&body).expect("send");
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).expect("an answer");
-    let mut reply = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
-    stream.read_exact(&mut reply).expect("the whole answer");
-    let mut reply = Bytes::from(reply);
-    let header_len = if api.response_header_version(version) >= 1 { 5 } else { 4 };
-    let _ = reply.split_to(header_len);
-    reply
-}
+use common::{ask, binary, run, script, success, Door};
 
 /// A batch of `count` records from producer `id`, its first at `sequence`.
 fn batch(id: i64, sequence: i32, count: usize) -> Bytes {

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,14 +29,14 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, FetchRequest, FetchResponse, GroupId, ListOffsetsRequest,
     ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind, TopicName,
+    OffsetFetchResponse, ProduceRequest, ProduceResponse, RequestKind, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use common::{binary, run, script, success, Door};
+use common::{ask, binary, run, script, success, Door};
 
 /// Kafka's error codes the tests expect.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -381,28 +381,6 @@ fn group_members_share_partitions_with_each_assignor_and_the_survivor_resumes_fr
         two_members_share_and_one_takes_over(&door, strategy);
     }
     door.stop();
-}
-
-/// Sends `request` at `version` and returns the response body.
-fn ask(stream: &mut TcpStream, api: ApiKey, version: i16, request: RequestKind) -> Bytes {
-    let mut header = RequestHeader::default();
-    header.request_api_key = api as i16;
-    header.request_api_version = version;
-    header.correlation_id = 1;
-    let mut body = BytesMut::new();
-    header.encode(&mut body, api.request_header_version(version)).expect("header");
-    request.encode(&mut body, version).expect("request");
-    let size = u32::try_from(body.len()).expect("size");
-    stream.write_all(&size.to_be_bytes()).expect("send");
-    stream.write_all(&body).expect("send");
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).expect("an answer");
-    let mut reply = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
-    stream.read_exact(&mut reply).expect("the whole answer");
-    let mut reply = Bytes::from(reply);
-    let header_len = if api.response_header_version(version) >= 1 { 5 } else { 4 };
-    let _ = reply.split_to(header_len);
-    reply
 }
 
 fn name(topic: &str) -> TopicName {

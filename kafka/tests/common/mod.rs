@@ -2,10 +2,15 @@
 //! on ephemeral loopback ports, and real Kafka clients run with a time limit.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::protocol::Encodable;
 use testkit::BrokerProcess;
 
 /// The `kafka-gateway` binary under test.
@@ -119,4 +124,27 @@ pub fn success(output: &Output, what: &str) -> String {
 /// A script of `scripts/`.
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts").join(name)
+}
+
+/// Sends `request` at `version` on `stream`, a raw Kafka connection to the gateway, and returns
+/// the response body.
+pub fn ask(stream: &mut TcpStream, api: ApiKey, version: i16, request: RequestKind) -> Bytes {
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = 1;
+    let mut body = BytesMut::new();
+    header.encode(&mut body, api.request_header_version(version)).expect("header");
+    request.encode(&mut body, version).expect("request");
+    let size = u32::try_from(body.len()).expect("size");
+    stream.write_all(&size.to_be_bytes()).expect("send");
+    stream.write_all(&body).expect("send");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("an answer");
+    let mut reply = vec![0u8; usize::try_from(u32::from_be_bytes(size)).expect("size")];
+    stream.read_exact(&mut reply).expect("the whole answer");
+    let mut reply = Bytes::from(reply);
+    let header_len = if api.response_header_version(version) >= 1 { 5 } else { 4 };
+    let _ = reply.split_to(header_len);
+    reply
 }
