@@ -504,15 +504,7 @@ impl Streams {
         let exists = match zero {
             Ok(_) => true,
             Err(error) if is_not_found(&error) => false,
-            Err(error) => {
-                let answered =
-                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
-                return Err(Refusal::of(
-                    answered,
-                    "cannot find the topic's stream in JetStream",
-                    error,
-                ));
-            }
+            Err(error) => return Err(lookup_refused(error)),
         };
         let partitions = conn.setup.partitions;
         if exists || partition >= partitions {
@@ -541,12 +533,7 @@ impl Streams {
         let mut stream = match conn.js.get_stream(&name).await {
             Ok(stream) => stream,
             Err(error) if is_not_found(&error) => return Err(Refusal::Unknown),
-            Err(error) => {
-                let answered =
-                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
-                let doing = "cannot find the topic's stream in JetStream";
-                return Err(Refusal::of(answered, doing, error));
-            }
+            Err(error) => return Err(lookup_refused(error)),
         };
         let info = stream
             .info()
@@ -655,15 +642,7 @@ impl Streams {
         let mut stream = match conn.js.get_stream(&zero).await {
             Ok(stream) => stream,
             Err(error) if is_not_found(&error) => return Err(Refusal::Unknown),
-            Err(error) => {
-                let answered =
-                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
-                return Err(Refusal::of(
-                    answered,
-                    "cannot find the topic's stream in JetStream",
-                    error,
-                ));
-            }
+            Err(error) => return Err(lookup_refused(error)),
         };
         let info = stream
             .info()
@@ -736,15 +715,7 @@ impl Streams {
                 }
             },
             Err(error) if is_not_found(&error) => return Err(Refusal::Unknown),
-            Err(error) => {
-                let answered =
-                    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
-                return Err(Refusal::of(
-                    answered,
-                    "cannot find the topic's stream in JetStream",
-                    error,
-                ));
-            }
+            Err(error) => return Err(lookup_refused(error)),
         };
         for partition in (0..partitions).rev() {
             if let Some(followed) = self.followed.remove(&(topic.to_owned(), partition)) {
@@ -1020,6 +991,13 @@ async fn find(
         }
     }
     None
+}
+
+/// The refusal of a topic's stream that could not be looked up (not one JetStream says it
+/// lacks, which is [`Refusal::Unknown`]): JetStream answered with an error, or did not answer.
+fn lookup_refused(error: jetstream::context::GetStreamError) -> Refusal {
+    let answered = matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+    Refusal::of(answered, "cannot find the topic's stream in JetStream", error)
 }
 
 /// Whether `error` says the stream does not exist.
