@@ -91,11 +91,13 @@ fn follow_past_the_end_restarts_from_the_first_offset() {
 
 #[test]
 fn follow_restarts_from_the_first_kept_offset_after_retention() {
-    // Small segments and a short retention: most of 50 messages are gone at once.
+    // Small segments and a short retention: most of 50 messages are gone at once. Each is
+    // appended alone: an append is one batch, which never spans segments, so 50 in one would
+    // fill one segment that retention never removes (the newest).
     let args = ["--segment-bytes", "100", "--retention-messages", "5"];
     let broker = BrokerProcess::start(&common::broker_binary(), &args);
     let input: String = (0..50).map(|i| format!("m{i}\n")).collect();
-    let produce = ["--connect", &broker.endpoint, "kept"];
+    let produce = ["--connect", &broker.endpoint, "--batch", "1", "kept"];
     common::run_with(common::PRODUCER, &produce, input.as_bytes(), &[]).assert_success();
     let topics = consumer(&broker, &["--json", "topics"]);
     let info: serde_json::Value = serde_json::from_str(topics.assert_success().lines()[0]).unwrap();
