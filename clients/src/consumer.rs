@@ -225,6 +225,16 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Forget a group's committed offsets, on one topic or on all (kafka-consumer-groups
+    /// --delete). Refused while the group has members there: they must stop first.
+    GroupDelete {
+        /// The group.
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// Only its offsets on this topic [default: every topic].
+        #[arg(value_name = "TOPIC")]
+        topic: Option<String>,
+    },
     /// Create a topic with a number of partitions and its own retention (a topic is also
     /// made by the first append to it, with the broker's defaults).
     CreateTopic {
@@ -365,6 +375,16 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
             group::reset(&mut client, &target, to.target(), *force, format.json, &mut out)?;
             return out.flush().map_err(ClientError::output);
         }
+        Command::GroupDelete { group, topic } => {
+            client.delete_group(group, topic.as_deref())?;
+            match topic {
+                Some(topic) => {
+                    eprintln!("deleted group {}'s offsets on topic {}", safe(group), safe(topic))
+                }
+                None => eprintln!("deleted group {}", safe(group)),
+            }
+            return Ok(());
+        }
         Command::CreateTopic {
             topic,
             partitions,
@@ -397,6 +417,7 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
         | Command::Groups { .. }
         | Command::Ack { .. }
         | Command::GroupReset { .. }
+        | Command::GroupDelete { .. }
         | Command::CreateTopic { .. }
         | Command::AddPartitions { .. } => Ok(()),
         Command::Fetch { topic, offset, from_beginning, max, group, .. } => match &group.group {
@@ -487,6 +508,7 @@ fn check_names(command: Option<&Command>) -> Result<()> {
             (Some(topic), None)
         }
         Some(Command::Groups { group, topic }) => (topic.as_ref(), group.as_ref()),
+        Some(Command::GroupDelete { group, topic }) => (topic.as_ref(), Some(group)),
         Some(Command::Perf(ConsumePerfArgs { topic, .. })) => (Some(topic), None),
         _ => (None, None),
     };

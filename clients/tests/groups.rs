@@ -250,6 +250,30 @@ fn group_reset_moves_where_the_group_reads_next() {
 }
 
 #[test]
+fn group_delete_forgets_a_group_once_no_member_reads() {
+    let broker = broker(&[]);
+    produce(&broker, "t", "m", 4);
+    consumer(&broker, &["fetch", "t", "--group", "g", "--max", "2"]).assert_success();
+    let mut member = Running::consumer(&broker, &["follow", "t", "--group", "g"]);
+    member.stdout_lines(2);
+    let out = consumer(&broker, &["group-delete", "g"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("group_active"), "{}", out.stderr);
+    member.interrupt();
+    let _ = member.wait_exit();
+    let out = consumer(&broker, &["group-delete", "g", "t"]);
+    assert_eq!(out.assert_success().stderr.trim(), "deleted group g's offsets on topic t");
+    assert!(group_rows(&broker, &[]).is_empty());
+    let out = consumer(&broker, &["group-delete", "g"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("unknown_group"), "{}", out.stderr);
+    // Afresh: the group reads the topic from its start again.
+    let again = consumer(&broker, &["fetch", "t", "--group", "g"]);
+    assert_eq!(offsets(&again.assert_success().lines()), [0, 1, 2, 3]);
+    broker.interrupt();
+}
+
+#[test]
 fn bad_group_names_and_acks_of_unknown_offsets_get_clear_errors() {
     let broker = broker(&[]);
     produce(&broker, "t", "m", 3);
