@@ -2,12 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{binary, run, script, success, Door};
+use common::{binary, run, script, spawn_collecting, success, Door};
 
 /// A confluent-kafka group member (`kafka-confluent.py member`) and the lines it printed.
 struct Member {
@@ -19,21 +18,9 @@ struct Member {
 
 impl Member {
     fn start(door: &Door, topic: &str, group: &str) -> Member {
-        let mut child = Command::new("python3")
-            .arg(script("kafka-confluent.py"))
-            .args(["member", &door.bootstrap(), topic, group])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 kafka-confluent.py member");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("piped");
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
+        let mut command = Command::new("python3");
+        command.arg(script("kafka-confluent.py")).args(["member", &door.bootstrap(), topic, group]);
+        let (child, lines) = spawn_collecting(command, "python3 kafka-confluent.py member");
         Member { child, lines }
     }
 

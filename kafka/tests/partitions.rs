@@ -7,9 +7,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use common::{ask, binary, run, script, success, Door};
+use common::{ask, binary, run, script, spawn_collecting, success, Door};
 
 /// Kafka's error codes the tests expect.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -221,21 +220,15 @@ struct Member {
 impl Member {
     fn start(door: &Door, topic: &str, group: &str, strategy: &str) -> Member {
         testkit::require::python_modules(&["confluent_kafka"]);
-        let mut child = Command::new("python3")
-            .arg(script("kafka-partitions.py"))
-            .args(["member", &door.bootstrap(), topic, group, strategy])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 kafka-partitions.py member");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("piped");
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
+        let mut command = Command::new("python3");
+        command.arg(script("kafka-partitions.py")).args([
+            "member",
+            &door.bootstrap(),
+            topic,
+            group,
+            strategy,
+        ]);
+        let (child, lines) = spawn_collecting(command, "python3 kafka-partitions.py member");
         Member { child, lines }
     }
 

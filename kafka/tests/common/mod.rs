@@ -148,3 +148,26 @@ pub fn ask(stream: &mut TcpStream, api: ApiKey, version: i16, request: RequestKi
     let _ = reply.split_to(header_len);
     reply
 }
+
+/// Starts `command` (a Python Kafka client) with its standard output collected line by line as
+/// it comes, for a test to look at while it runs; its standard error is dropped.
+pub fn spawn_collecting(
+    mut command: Command,
+    what: &str,
+) -> (std::process::Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().expect("piped");
+    let sink = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    (child, lines)
+}
