@@ -25,6 +25,10 @@ use crate::store::StoreError;
 /// How long one request to JetStream (a publish's ack, a stream's creation) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How often the partitions' streams JetStream lists are compared with those followed, for
+/// the advisories of another process's creations and deletions that never came.
+const SWEEP: Duration = Duration::from_secs(5);
+
 /// What the serving thread asks of the runtime.
 #[derive(Debug)]
 pub enum Command {
@@ -331,6 +335,7 @@ pub async fn run(
     let _ = ready.send(Ok(()));
     // Held claims are renewed three times a lease, so that one lost renewal costs nothing.
     let mut renewals = tokio::time::interval((conn.setup.lease / 3).max(Duration::from_millis(10)));
+    let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP, SWEEP);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -343,6 +348,7 @@ pub async fn run(
             Some(advisory) = advisories.next() => {
                 backend.streams.advised(&backend.conn, &advisory.subject).await;
             }
+            _ = sweeps.tick() => backend.streams.sweep(&backend.conn).await,
             watched = claims::next(&mut claims_watch) => match watched {
                 Some(Ok(entry)) => backend.claims.watched(&backend.conn, &entry),
                 ended => {

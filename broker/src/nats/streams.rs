@@ -193,6 +193,9 @@ struct Followed {
     forwarded: watch::Receiver<(u64, u64)>,
     /// The task reading the stream.
     task: JoinHandle<()>,
+    /// When the stream was created: a stream of the same name created later is another
+    /// topic's.
+    created: i128,
 }
 
 impl Streams {
@@ -560,6 +563,7 @@ impl Streams {
             next = span(stream.get_raw_message(last_seq).await).map_or(last_seq, |(_, to)| to);
         }
         let retention = retention_of(&info.config);
+        let created = info.created.unix_timestamp_nanos();
         let partitions = (partition == 0).then(|| partitions_of(&info.config));
         // The stream sequence the follower starts at, and the copy kept from an earlier run
         // when the stream still holds its last message at its place.
@@ -598,7 +602,7 @@ impl Streams {
             conn.events.clone(),
             forwarded_tx,
         ));
-        self.followed.insert(key, Followed { forwarded, task });
+        self.followed.insert(key, Followed { forwarded, task, created });
         Ok(())
     }
 
@@ -751,27 +755,66 @@ impl Streams {
         Ok(())
     }
 
-    /// Follows or forgets a topic another broker process created or deleted, as JetStream's
-    /// advisory on `subject` says.
+    /// Follows or forgets a partition another broker process created or deleted, as its
+    /// JetStream advisory on `subject` says.
     pub async fn advised(&mut self, conn: &Connection, subject: &str) {
-        let Some((stream, (topic, partition), action)) = advisory(subject) else { return };
-        match action {
-            "CREATED" => {
-                if let Err(error) = self.follow(conn, &topic, partition).await {
-                    tracing::warn!(%topic, partition, %error, "cannot follow a new partition's stream");
-                }
-            }
-            "DELETED" => {
-                // A topic deleted and created again since is kept.
-                if conn.js.get_stream(stream).await.is_ok() {
+        if let Some((_, key, "CREATED" | "DELETED")) = advisory(subject) {
+            self.reconcile(conn, key).await;
+        }
+    }
+
+    /// Catches up with advisories missed (core NATS delivers them at most once, and none
+    /// while disconnected) or not acted on (JetStream too slow to answer): every partition's
+    /// stream JetStream lists and is not followed here, and every one followed and not
+    /// listed, is looked at again.
+    pub async fn sweep(&mut self, conn: &Connection) {
+        let mut listed = std::collections::BTreeSet::new();
+        let mut names = conn.js.stream_names();
+        while let Some(name) = names.next().await {
+            match name {
+                Ok(name) => listed.extend(record::partition_of(&name)),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot list JetStream's streams");
                     return;
                 }
-                if let Some(followed) = self.followed.remove(&(topic.clone(), partition)) {
-                    followed.task.abort();
-                }
-                conn.events.send(Event::Deleted { topic, partition });
             }
-            _ => {}
+        }
+        let unfollowed = listed.iter().filter(|key| !self.followed.contains_key(*key));
+        let gone = self.followed.keys().filter(|key| !listed.contains(*key));
+        let missed: Vec<_> = unfollowed.chain(gone).cloned().collect();
+        for key in missed {
+            self.reconcile(conn, key).await;
+        }
+    }
+
+    /// Follows or forgets partition `key` as JetStream holds it now: advisories come late (a
+    /// topic deleted and made again since) and are about a name, so the stream found decides.
+    async fn reconcile(&mut self, conn: &Connection, key: (String, u32)) {
+        let (topic, partition) = &key;
+        let found = match conn.js.get_stream(record::stream_name(topic, *partition)).await {
+            Ok(stream) => Some(stream.cached_info().created.unix_timestamp_nanos()),
+            Err(error) if is_not_found(&error) => None,
+            Err(error) => {
+                tracing::warn!(%topic, partition, %error, "cannot look a partition's stream up");
+                return;
+            }
+        };
+        let replaced = match self.followed.get(&key) {
+            Some(followed) if Some(followed.created) == found => return,
+            Some(_) => {
+                self.followed.remove(&key).inspect(|f| f.task.abort());
+                true
+            }
+            None => false,
+        };
+        let (topic, partition) = key;
+        if found.is_none() || replaced {
+            conn.events.send(Event::Deleted { topic: topic.clone(), partition });
+        }
+        if found.is_some() {
+            if let Err(error) = self.follow(conn, &topic, partition).await {
+                tracing::warn!(%topic, partition, %error, "cannot follow a new partition's stream");
+            }
         }
     }
 
