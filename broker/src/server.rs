@@ -37,6 +37,9 @@ use crate::Config;
 /// The most requests handled in one pass before timers and replies get their turn.
 pub const PASS_REQUESTS: usize = 1024;
 
+/// How long a stopping broker still answers requests that arrive, each with "shutting down".
+const STOP_GRACE: Duration = Duration::from_millis(200);
+
 /// The most replies queued towards one peer before the broker drops further ones. Large replies
 /// are bounded in bytes by [`Unread`]; this bounds the small ones a peer leaves unread.
 const SEND_HIGH_WATER_MARK: i32 = 10_000;
@@ -783,13 +786,7 @@ impl Server<'_> {
         for held in self.waiting.take_all_group_fetches() {
             self.outbox.push(held.envelope, shutting_down());
         }
-        for _ in 0..PASS_REQUESTS {
-            let Ok(Some(frames)) = self.receive() else { break };
-            if let Ok((frames, body)) = split_envelope(frames) {
-                let id = protocol::frame_id(&body);
-                self.outbox.push(Envelope { frames, id }, shutting_down());
-            }
-        }
+        self.refuse_queued();
         // Acknowledgements still waiting for their commit get it now.
         let settled = self.broker.store.wait_settled();
         self.settle_store(settled);
@@ -798,10 +795,32 @@ impl Server<'_> {
         self.commit_groups();
         // Deliveries that cannot be sent now stay pending, and come due with their timeout.
         self.send_replies(&Clock::now());
+        // A request on its way as the stop began (a follower's next fetch, sent as its last
+        // one was answered) is told too, for a moment, rather than left to its client's timeout.
+        let grace = Instant::now() + STOP_GRACE;
+        while let Some(left) = grace.checked_duration_since(Instant::now()) {
+            let wait = i64::try_from(left.as_millis()).unwrap_or(i64::MAX).max(1);
+            if !matches!(self.listener.socket.poll(zmq::POLLIN, wait), Ok(n) if n > 0) {
+                break;
+            }
+            self.refuse_queued();
+            self.send_replies(&Clock::now());
+        }
         self.warnings.say_suppressed();
         self.listener.guard.say_suppressed();
         self.broker.store.close();
         Ok(())
+    }
+
+    /// Answers the requests queued on the socket, up to a pass's worth, that the broker stops.
+    fn refuse_queued(&mut self) {
+        for _ in 0..PASS_REQUESTS {
+            let Ok(Some(frames)) = self.receive() else { break };
+            if let Ok((frames, body)) = split_envelope(frames) {
+                let id = protocol::frame_id(&body);
+                self.outbox.push(Envelope { frames, id }, shutting_down());
+            }
+        }
     }
 }
 

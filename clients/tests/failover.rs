@@ -274,17 +274,15 @@ fn a_follower_moves_on_at_once_when_its_broker_stops_cleanly() {
     assert_eq!(follower.wait_stdout("first"), "0\tfirst");
     // A stops as Ctrl-C stops it: the follower's held fetch is told so, and it goes on
     // through B without waiting out its timeout.
-    let stopped = Instant::now();
     pair.a.take().expect("broker A is running").interrupt();
     follower.wait_stderr("is shutting down; moving to");
     run(PRODUCER, &["--connect", &pair.b.endpoint, "t", "second"]).assert_success();
     assert_eq!(follower.wait_stdout("second"), "1\tsecond");
-    let took = stopped.elapsed();
-    assert!(took < Duration::from_secs(2), "the follower went on after {took:?}");
     follower.interrupt();
     let (exit, _, stderr) = follower.wait_exit();
     assert_eq!(exit.code(), Some(130), "{stderr:#?}");
     assert!(!stderr.iter().any(|l| l.contains("not reachable")), "{stderr:#?}");
+    assert!(!stderr.iter().any(|l| l.contains("did not answer")), "{stderr:#?}");
     pair.stop();
 }
 
