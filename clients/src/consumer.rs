@@ -566,10 +566,7 @@ impl Follow<'_> {
     /// A numeric `--offset` on a topic of several partitions without `--partition`; a failed
     /// request.
     fn positions(&mut self, start: Start) -> Result<Option<Vec<Position>>> {
-        let topics = match self.client.list_topics(self.claimed.token) {
-            Err(ClientError::Interrupted) => return Ok(None),
-            other => other?,
-        };
+        let Some(topics) = self.listed()? else { return Ok(None) };
         let info = topics.into_iter().find(|t| t.name == self.topic);
         let partitions: Vec<u32> = match (self.partition, &info) {
             (Some(p), _) => vec![p],
@@ -887,16 +884,32 @@ impl Follow<'_> {
         Ok(())
     }
 
+    /// The topics, listed under the follow's claim (the listing renews it while the follow
+    /// waits for its topic), claimed again when the broker no longer knows the claim (it moved
+    /// to another broker process, or the lease ran out); `None` after Ctrl-C.
+    ///
+    /// # Errors
+    /// A failed request or claim.
+    fn listed(&mut self) -> Result<Option<Vec<TopicInfo>>> {
+        loop {
+            match self.client.list_topics(self.claimed.token) {
+                Ok(topics) => return Ok(Some(topics)),
+                Err(ClientError::Interrupted) => return Ok(None),
+                Err(e) if e.broker_code() == Some(ErrorCode::UnknownClaim) => {
+                    claim::reclaim(self.client, self.claimed, self.spec)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Makes `positions` the topic's partitions as they are now, keeping where each one read
     /// so far stands: the partitions it gained are read from their first offset (all they
     /// hold came after the follow began), and those it lost (deleted and made again with
     /// fewer) are dropped. Says so when `grown` and the topic gained some. Returns whether the
     /// topic is there (and true after Ctrl-C, which the caller's loop notices).
     fn fit(&mut self, positions: &mut Vec<Position>, grown: bool) -> Result<bool> {
-        let topics = match self.client.list_topics(self.claimed.token) {
-            Err(ClientError::Interrupted) => return Ok(true),
-            other => other?,
-        };
+        let Some(topics) = self.listed()? else { return Ok(true) };
         let Some(info) = topics.into_iter().find(|t| t.name == self.topic) else {
             return Ok(false);
         };
