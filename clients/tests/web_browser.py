@@ -392,6 +392,12 @@ def check_auth():
             page.fill("#login-password", "wrong")
             page.click("#login-form button[type=submit]")
             expect(page.locator("#login-result")).to_contain_text("the broker refused the login", timeout=STEP * 1000)
+            # The page's own refusal, refreshed twice a second, does not replace it: a refresh
+            # is asked for only once the one before it was drawn, so two answers mean one drawn.
+            for _ in range(2):
+                with page.expect_response(lambda r: "/api/overview" in r.url, timeout=STEP * 1000):
+                    pass
+            assert "the broker refused the login" in page.locator("#login-result").text_content()
             page.fill("#login-user", "bob")
             page.fill("#login-password", password)
             page.click("#login-form button[type=submit]")

@@ -234,7 +234,9 @@ async function refresh() {
   clearTimeout(watchdog);
   if (data.refused) {
     fresh();
-    loginMessage(data.error);
+    // What the user's last login attempt was told stays until the next attempt: the page's
+    // own refusal, twice a second, would otherwise replace it before it could be read.
+    if (!state.loginError) loginMessage(data.error);
   } else if (data.up === false) {
     stale("The broker is not answering (" + data.error + "); reconnecting…");
   } else if (data.up === undefined) {
