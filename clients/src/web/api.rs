@@ -771,10 +771,14 @@ pub fn log_in(
             ),
         );
     }
+    // Said on the `audit` target with the browser's address: the broker checks the login in
+    // its handshake, before any request could say whom the console speaks for.
+    let user = crate::output::escape(form.user.as_bytes()).into_owned();
     let credentials = Credentials::Plain { user: form.user, password: form.password };
     // A connection of its own, so that the check proves these credentials and no other.
     let trial = super::pool::Pool::new(sessions.target().apart(), credentials.clone());
     if let Err(e) = trial.with(|client| client.status().map(drop)) {
+        tracing::warn!(target: "audit", %user, %source, "login refused: {e}");
         // Any failure counts: a broker that spaces a login's failed checks of its own lets
         // the trial time out rather than refuse it.
         throttle.failed(source);
@@ -786,6 +790,7 @@ pub fn log_in(
             e => Reply::failed(&e),
         };
     }
+    tracing::info!(target: "audit", %user, %source, "login accepted");
     throttle.succeeded(source);
     match sessions.replace(old, Some(credentials), source) {
         Some(session) => {
