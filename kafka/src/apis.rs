@@ -413,6 +413,8 @@ impl Session {
             }
             (_, None) => {}
         }
+        // The name as the Kafka client gave it, cut short and escaped, for the log.
+        let shown = protocol::limits::cut(user).escape_debug();
         match login {
             Ok(client) => {
                 // On the `audit` target with the Kafka client's address: the broker checks the
@@ -420,7 +422,7 @@ impl Session {
                 // for. A login costs a password check, and failures are spaced per address.
                 tracing::info!(
                     target: "audit",
-                    user = %user.escape_debug(),
+                    user = %shown,
                     source = %self.peer,
                     "SASL login accepted"
                 );
@@ -435,10 +437,10 @@ impl Session {
                 if let Some(suppressed) = self.door.refused_logins.admit() {
                     tracing::warn!(
                         target: "audit",
-                        user = %user.escape_debug(),
+                        user = %shown,
                         source = %self.peer,
                         suppressed,
-                        "SASL login refused for a Kafka client as {user:?}: {e}"
+                        "SASL login refused for a Kafka client as \"{shown}\": {e}"
                     );
                 }
                 Err("authentication failed".into())

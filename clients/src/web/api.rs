@@ -772,8 +772,9 @@ pub fn log_in(
         );
     }
     // Said on the `audit` target with the browser's address: the broker checks the login in
-    // its handshake, before any request could say whom the console speaks for.
-    let user = crate::output::escape(form.user.as_bytes()).into_owned();
+    // its handshake, before any request could say whom the console speaks for. The name as
+    // the browser gave it, cut short and escaped.
+    let user = crate::output::escape(protocol::limits::cut(&form.user).as_bytes()).into_owned();
     let credentials = Credentials::Plain { user: form.user, password: form.password };
     // A connection of its own, so that the check proves these credentials and no other.
     let trial = super::pool::Pool::new(sessions.target().apart(), credentials.clone());
