@@ -248,6 +248,10 @@ fn the_console_reaches_a_broker_that_requires_curve_with_its_own_key_pair() {
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert!(topics.contains(&"Hello world"), "{topics:?}");
+    // A password login from the page cannot be: said at once, not tried.
+    let body = r#"{"user":"console","password":"any"}"#;
+    let (login, _) = console.request("POST", "/api/login", "", body);
+    assert!(login.starts_with("HTTP/1.1 400") && login.contains("CURVE"), "{login}");
     // And acts as the key's user, its action in the broker's audit log.
     let (created, from) = console.request("POST", "/api/topics", "", r#"{"name":"by-key"}"#);
     assert!(created.starts_with("HTTP/1.1 200"), "{created}");

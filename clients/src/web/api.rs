@@ -757,6 +757,14 @@ pub fn log_in(
     if form.user.is_empty() {
         return Reply::error(400, "which user?");
     }
+    // A broker that uses CURVE takes no PLAIN login: trying one would cost a connection and
+    // count as a failure of this address.
+    if sessions.uses_curve() {
+        return Reply::error(
+            400,
+            "this console reaches the broker by CURVE with a key pair of its own              (--curve-server-key): the broker then takes no passwords, and every browser acts              as the user of the console's key",
+        );
+    }
     if let Err(wait) = throttle.admit(source) {
         tracing::warn!(
             source = %source,

@@ -319,6 +319,12 @@ impl Sessions {
         self.start(credentials, source)
     }
 
+    /// Whether the console logs in by a CURVE key pair of its own: the broker then takes no
+    /// password logins from the page.
+    pub fn uses_curve(&self) -> bool {
+        matches!(self.default, Credentials::Curve { .. })
+    }
+
     /// How the console's connections reach the broker.
     pub fn target(&self) -> &Target {
         &self.target
