@@ -23,6 +23,15 @@ pub fn answer_for(peer: SocketAddr) {
     ORIGIN.with(|origin| *origin.borrow_mut() = Some(peer.to_string()));
 }
 
+/// Runs `work` with the connections lent meanwhile speaking for no browser: for what the
+/// console does of its own accord on a browser's thread (ending another's idle session).
+pub fn for_no_one<T>(work: impl FnOnce() -> T) -> T {
+    let saved = ORIGIN.with(|origin| origin.borrow_mut().take());
+    let result = work();
+    ORIGIN.with(|origin| *origin.borrow_mut() = saved);
+    result
+}
+
 /// `client`, set to speak for the browser this thread answers.
 fn lend(mut client: Client) -> Client {
     ORIGIN.with(|origin| client.set_origin(origin.borrow().as_deref()));

@@ -378,10 +378,9 @@ impl Sessions {
             }
             fits
         };
-        // Outside the lock: giving a claim back waits for the broker.
-        for s in &ended {
-            end(s);
-        }
+        // Outside the lock: giving a claim back waits for the broker. Not at the word of the
+        // browser whose new session made room, though on its thread.
+        super::pool::for_no_one(|| ended.iter().for_each(|s| end(s)));
         inserted.then_some(session)
     }
 
