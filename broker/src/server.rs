@@ -585,9 +585,11 @@ impl Server<'_> {
         self.dispatch(request, envelope, clock, "", who, actor.as_ref());
     }
 
-    /// Who sent a request, for the audit log: its user and its address.
+    /// Who sent a request, for the audit log: its user, its address, and the end user's
+    /// address its door gave as `origin`, if any.
     fn actor(&self, who: Identity, body: &mut zmq::Message) -> Actor {
-        Actor { user: self.listener.guard.holder(who), peer: peer_of(body) }
+        let origin = protocol::frame_origin(body).map(str::to_owned);
+        Actor { user: self.listener.guard.holder(who), peer: peer_of(body), origin }
     }
 
     /// The reply to a read from a peer that has left too many replies unread, counted.

@@ -1002,6 +1002,76 @@ fn admin_actions_and_refusals_are_logged_with_user_and_address_as_json_when_aske
         assert_eq!(done["fields"]["topic"], "audited", "{done}");
         assert_eq!(done["fields"]["message"], message, "{done}");
     }
+    // A native client acting for itself gives no `origin`, and its lines carry none.
+    for event in &events {
+        assert!(event["fields"].get("origin").is_none(), "{event}");
+    }
+}
+
+/// The audit events of a broker's JSON log.
+fn audit_events(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .filter(|event: &serde_json::Value| event["target"] == "audit")
+        .collect()
+}
+
+#[test]
+fn the_origin_a_request_gives_is_logged_beside_the_peer_and_an_unfit_one_dropped_not_refused() {
+    let dir = scratch();
+    let broker = start_with(&users_file(dir.path()), &["--log-format", "json"]);
+    let context = zmq::Context::new();
+    let full = login(&context, &broker.endpoint, "full");
+    let logs = login(&context, &broker.endpoint, "logs");
+    let with_origin = |request: &Request<'_>, origin: &str| {
+        let mut frame = Vec::new();
+        protocol::encode_request_with_origin(request, None, None, &mut frame);
+        // Written by hand rather than by the encoder, which leaves out what the broker drops:
+        // one more key, `origin`, whatever it holds.
+        frame[0] += 1;
+        frame.extend_from_slice(b"\xa6origin");
+        frame.push(0xd9);
+        frame.push(u8::try_from(origin.len()).expect("a short origin"));
+        frame.extend_from_slice(origin.as_bytes());
+        frame
+    };
+    fn create(topic: &str) -> Request<'_> {
+        Request::CreateTopic { topic, partitions: 1, retention: Default::default() }
+    }
+    let told = "[2001:db8::7]:40112";
+    let reply = wire::ask_raw(&full, &with_origin(&create("told"), told));
+    assert!(matches!(reply, Response::Created { .. }), "{reply:?}");
+    let refused =
+        wire::ask_raw(&logs, &with_origin(&append_of("orders", &["x"]), "198.51.100.7:1"));
+    expect_error(&refused, ErrorCode::Forbidden);
+    // Too long, a space, a line break: dropped, and the request served all the same.
+    let unfit = ["9".repeat(65), "a b".to_owned(), "x\ny=1".to_owned()];
+    for (n, origin) in unfit.iter().enumerate() {
+        let topic = format!("unfit{n}");
+        let reply = wire::ask_raw(&full, &with_origin(&create(&topic), origin));
+        assert!(matches!(reply, Response::Created { .. }), "{origin:?}: {reply:?}");
+    }
+    let events = audit_events(&broker.interrupt());
+    let of = |op: &str, topic: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["fields"]["op"] == op && (topic.is_empty() || e["fields"]["topic"] == topic)
+            })
+            .unwrap_or_else(|| panic!("no audit event for {op} {topic} in {events:?}"))
+            .clone()
+    };
+    let done = of("create_topic", "told");
+    assert_eq!(done["fields"]["origin"], told, "{done}");
+    assert!(done["fields"]["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1")));
+    assert_eq!(done["fields"]["user"], "full", "{done}");
+    let refusal = of("append", "");
+    assert_eq!(refusal["fields"]["origin"], "198.51.100.7:1", "{refusal}");
+    for n in 0..unfit.len() {
+        let done = of("create_topic", &format!("unfit{n}"));
+        assert!(done["fields"].get("origin").is_none(), "{done}");
+    }
 }
 /// The names in a `topics` or `groups` reply, in order.
 fn listed(reply: Response<'_>) -> Vec<String> {

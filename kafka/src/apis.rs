@@ -401,7 +401,10 @@ impl Session {
             self.door.login_backoff.wait_turn(ip);
         }
         let login = Client::connect_to(self.door.endpoints.clone(), BROKER_TIMEOUT, credentials)
-            .and_then(|mut client| client.status().map(|_| client));
+            .and_then(|mut client| {
+                client.set_origin(Some(&self.peer));
+                client.status().map(|_| client)
+            });
         match (&login, address) {
             (Ok(_), Some(ip)) => self.door.login_backoff.succeeded(ip),
             (Err(_), Some(ip)) => {
@@ -410,8 +413,19 @@ impl Session {
             }
             (_, None) => {}
         }
+        // The name as the Kafka client gave it, cut short and escaped, for the log.
+        let shown = protocol::limits::cut(user).escape_debug();
         match login {
             Ok(client) => {
+                // On the `audit` target with the Kafka client's address: the broker checks the
+                // login in its handshake, before a request could name whom the gateway speaks
+                // for. A login costs a password check, and failures are spaced per address.
+                tracing::info!(
+                    target: "audit",
+                    user = %shown,
+                    source = %self.peer,
+                    "SASL login accepted"
+                );
                 let claim = self.door.claim_for(user);
                 let pool = self.door.pool_for(user, client);
                 self.native = Some(Native::new(&self.door, pool, claim));
@@ -422,8 +436,11 @@ impl Session {
             Err(e) => {
                 if let Some(suppressed) = self.door.refused_logins.admit() {
                     tracing::warn!(
+                        target: "audit",
+                        user = %shown,
+                        source = %self.peer,
                         suppressed,
-                        "SASL login refused for a Kafka client as {user:?}: {e}"
+                        "SASL login refused for a Kafka client as \"{shown}\": {e}"
                     );
                 }
                 Err("authentication failed".into())
@@ -461,6 +478,8 @@ impl Native {
         who: (&str, &str),
     ) -> Result<Option<ResponseKind>, String> {
         let mut client = self.pool.take()?;
+        // The broker's audit log names the Kafka client behind each request (its `origin`).
+        client.set_origin(Some(who.1));
         let mut call = Call {
             door: &self.door,
             client: &mut client,

@@ -78,8 +78,10 @@ impl Pool {
         }
     }
 
-    /// Takes `client` back to lend again.
-    pub fn give(&self, client: Client) {
+    /// Takes `client` back to lend again, speaking for no one until a connection sets whom
+    /// it speaks for (`Client::set_origin`): the next borrower may be another's.
+    pub fn give(&self, mut client: Client) {
+        client.set_origin(None);
         self.idle.lock().unwrap_or_else(PoisonError::into_inner).0.push(client);
         self.returned.notify_one();
     }

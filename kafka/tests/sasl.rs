@@ -343,3 +343,104 @@ fn failed_logins_from_one_address_are_throttled() {
     gateway.interrupt();
     broker.interrupt();
 }
+
+/// A raw Kafka connection to `bootstrap` logged in as `user` with `SaslHandshake` v1 and
+/// `SaslAuthenticate` v0; the connection, and the error code of the login.
+fn raw_login(bootstrap: &str, user: &str, password: &str) -> (std::net::TcpStream, i16) {
+    use kafka_protocol::messages::{
+        ApiKey, RequestKind, SaslAuthenticateRequest, SaslAuthenticateResponse,
+        SaslHandshakeRequest,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut stream = std::net::TcpStream::connect(bootstrap).expect("connect");
+    stream.set_read_timeout(Some(testkit::STEP)).expect("timeout");
+    let mut handshake = SaslHandshakeRequest::default();
+    handshake.mechanism = StrBytes::from_static_str("PLAIN");
+    common::ask(&mut stream, ApiKey::SaslHandshake, 1, RequestKind::SaslHandshake(handshake));
+    let mut login = SaslAuthenticateRequest::default();
+    login.auth_bytes = format!("\0{user}\0{password}").into_bytes().into();
+    let mut reply =
+        common::ask(&mut stream, ApiKey::SaslAuthenticate, 0, RequestKind::SaslAuthenticate(login));
+    let code =
+        SaslAuthenticateResponse::decode(&mut reply, 0).expect("SaslAuthenticate").error_code;
+    (stream, code)
+}
+
+/// `CreateTopics` v4 of `topic` on `stream`: the error code.
+fn raw_create_topic(stream: &mut std::net::TcpStream, topic: &str) -> i16 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{
+        ApiKey, CreateTopicsRequest, CreateTopicsResponse, RequestKind, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut wanted = CreatableTopic::default();
+    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    wanted.num_partitions = 1;
+    wanted.replication_factor = -1;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![wanted];
+    request.timeout_ms = 10_000;
+    let mut reply =
+        common::ask(stream, ApiKey::CreateTopics, 4, RequestKind::CreateTopics(request));
+    CreateTopicsResponse::decode(&mut reply, 4).expect("CreateTopics v4").topics[0].error_code
+}
+
+/// Behind the gateway the broker sees only the gateway's address: each request the gateway makes
+/// for a Kafka client gives the client's address as `origin`, which the broker's audit log shows
+/// beside it; the gateway says each login with that address itself.
+#[test]
+fn the_brokers_audit_log_names_the_kafka_client_behind_each_action_and_refusal() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let output = Command::new(binary("broker"))
+        .arg("hash-password")
+        .env("BROKER_PASSWORD", PASSWORD)
+        .output()
+        .expect("hash a password");
+    let hash = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
+    let users = dir.path().join("users.toml");
+    let text = format!(
+        "[users.ops]\npassword_hash = \"{hash}\"\ntopics = {{ admin = [\"*\"] }}\n\n\
+         [users.bob]\npassword_hash = \"{hash}\"\ntopics = {{ consume = [\"*\"] }}\n"
+    );
+    std::fs::write(&users, text).expect("write the users file");
+    let users = users.to_str().expect("UTF-8");
+    let broker =
+        BrokerProcess::start(&binary("broker"), &["--auth", users, "--log-format", "json"]);
+    let gateway = gateway_for(&broker, &["--sasl-plain"]);
+
+    let (mut ops, code) = raw_login(&gateway.endpoint, "ops", PASSWORD);
+    assert_eq!(code, 0, "ops logs in");
+    let ops_from = ops.local_addr().expect("the connection's own address").to_string();
+    assert_eq!(raw_create_topic(&mut ops, "audited"), 0, "ops creates a topic");
+    let (mut bob, code) = raw_login(&gateway.endpoint, "bob", PASSWORD);
+    assert_eq!(code, 0, "bob logs in");
+    let bob_from = bob.local_addr().expect("the connection's own address").to_string();
+    assert_ne!(raw_create_topic(&mut bob, "not-bobs"), 0, "bob may not create topics");
+    let (_, code) = raw_login(&gateway.endpoint, "bob", "wrong");
+    assert_ne!(code, 0, "a wrong password is refused");
+    drop((ops, bob));
+
+    let log = gateway.interrupt();
+    assert!(log.contains("SASL login accepted") && log.contains(&ops_from), "{log}");
+    assert!(log.contains("SASL login refused"), "{log}");
+    let stderr = broker.interrupt();
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|event: &serde_json::Value| event["target"] == "audit")
+        .collect();
+    let by = |user: &str| {
+        events
+            .iter()
+            .find(|e| e["fields"]["op"] == "create_topic" && e["fields"]["user"] == user)
+            .unwrap_or_else(|| panic!("no create_topic by {user} in {events:#?}"))
+    };
+    for (user, from) in [("ops", &ops_from), ("bob", &bob_from)] {
+        let said = by(user);
+        assert_eq!(said["fields"]["origin"], from.as_str(), "{said}");
+        // The gateway's own address, as ZeroMQ gives it (without a port).
+        assert_eq!(said["fields"]["peer"], "127.0.0.1", "{said}");
+    }
+    assert_eq!(by("ops")["fields"]["topic"], "audited");
+    assert_eq!(by("bob")["level"], "WARN");
+}

@@ -144,6 +144,23 @@ pub(crate) mod read {
         string: &'a str = Reader::str;
     }
 
+    /// A request's `origin`: kept when it is a string the broker keeps
+    /// ([`crate::is_valid_origin`]); any other value is skipped and leaves the field absent,
+    /// so that a door's odd word on its user never costs the user the request. Met twice, it
+    /// is malformed as any key is.
+    pub(crate) fn origin<'a>(
+        slot: &mut Slot<&'a str>,
+        r: &mut Reader<'a>,
+        what: &str,
+        _: &mut Option<Over>,
+    ) -> Filled {
+        if slot.is_some() {
+            return Err(DecodeError::Malformed(format!("{what} appears twice")));
+        }
+        *slot = Some(super::origin_value(r).map_err(|e| malformed(what, e))?);
+        Ok(())
+    }
+
     /// An `append`'s list of new-message records, at most [`MAX_APPEND_MESSAGES`].
     #[inline]
     pub(crate) fn new_messages<'a>(
@@ -213,10 +230,25 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
 /// broker echoes in the reply, by which a client with several requests outstanding on one
 /// socket tells their replies apart (PROTOCOL.md, "Correlating replies").
 pub fn encode_request_with_id(request: &Request<'_>, id: Option<u64>, out: &mut Vec<u8>) {
+    encode_request_with_origin(request, id, None, out);
+}
+
+/// Appends the encoding of `request` to `out` as [`encode_request_with_id`] does, carrying
+/// `origin` too when given: the address of the end user a door (the web console, the Kafka
+/// gateway) makes the request for, which the broker's audit log shows as told (PROTOCOL.md,
+/// "Who a door speaks for"). One the broker would drop ([`crate::is_valid_origin`]) is left
+/// out here already.
+pub fn encode_request_with_origin(
+    request: &Request<'_>,
+    id: Option<u64>,
+    origin: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     let mut map = MapWriter::start(out);
     write_uint(map.key("v"), VERSION.into());
     write_str(map.key("op"), request.op());
     map.uint("id", id);
+    map.str("origin", origin.filter(|o| crate::is_valid_origin(o.as_bytes())));
     match request {
         Request::Status => {}
         Request::Claim { broker, wait_ms, client } => {
@@ -345,6 +377,33 @@ pub fn frame_id(frame: &[u8]) -> Option<u64> {
         r.skip().ok()?;
     }
     None
+}
+
+/// The `origin` of a request frame, read leniently as [`frame_id`] reads `id`: the first
+/// `origin` key's value when it is one the broker keeps ([`crate::is_valid_origin`]), else
+/// `None`. For the audit log, which names the end user a door speaks for beside the peer.
+pub fn frame_origin(frame: &[u8]) -> Option<&str> {
+    let mut r = Reader::new(frame);
+    for _ in 0..r.map_len().ok()?.min(MAX_MAP_ENTRIES) {
+        if r.key().ok()? == b"origin" {
+            return origin_value(&mut r).ok()?;
+        }
+        r.skip().ok()?;
+    }
+    None
+}
+
+/// Reads the next value, whatever it is, as an `origin`: the string when it is one the broker
+/// keeps, else `None` (the value skipped). Only a frame cut short inside the value fails.
+fn origin_value<'a>(r: &mut Reader<'a>) -> Result<Option<&'a str>, ReadError> {
+    let mut ahead = r.clone();
+    match ahead.str() {
+        Ok(text) if crate::is_valid_origin(text.as_bytes()) => {
+            *r = ahead;
+            Ok(Some(text))
+        }
+        _ => r.skip().map(|()| None),
+    }
 }
 
 /// Turns the fields read from a request frame into the request.
@@ -1912,5 +1971,55 @@ mod id_tests {
         assert_eq!(decode_request_with_id(b"\x01").unwrap_err().1, None);
         // {"id": "x"}: an id that is no integer is none.
         assert_eq!(frame_id(b"\x81\xa2id\xa1x"), None);
+    }
+
+    #[test]
+    fn an_origin_goes_with_a_request_and_an_unfit_one_is_dropped_not_refused() {
+        let mut frame = Vec::new();
+        encode_request_with_origin(
+            &Request::Status,
+            Some(3),
+            Some("[2001:db8::7]:40112"),
+            &mut frame,
+        );
+        assert!(matches!(decode_request_with_id(&frame), Ok((Request::Status, Some(3)))));
+        assert_eq!(frame_origin(&frame), Some("[2001:db8::7]:40112"));
+        // The encoder leaves out what the broker would drop.
+        for unfit in ["", "a b", "x\n", &"9".repeat(crate::MAX_ORIGIN_BYTES + 1), "ü"] {
+            frame.clear();
+            encode_request_with_origin(&Request::Status, None, Some(unfit), &mut frame);
+            assert_eq!(frame_origin(&frame), None, "{unfit:?}");
+        }
+        frame.clear();
+        encode_request_with_origin(&Request::Status, None, Some(&"9".repeat(64)), &mut frame);
+        assert_eq!(frame_origin(&frame).map(str::len), Some(64));
+        // {"v": 1, "op": "status", "origin": VALUE}: whatever VALUE, the request is served.
+        let with = |value: &[u8]| {
+            let mut frame = b"\x83\xa1v\x01\xa2op\xa6status\xa6origin".to_vec();
+            frame.extend_from_slice(value);
+            frame
+        };
+        let long = [&[0xd9, 65][..], &[b'1'; 65]].concat();
+        let unfit: [&[u8]; 7] = [
+            b"\x05",
+            b"\xc0",
+            b"\x81\xa1a\x01",
+            b"\xa3a b",
+            b"\xa2\xff\xfe",
+            b"\xc4\x01\x07",
+            &long,
+        ];
+        for value in unfit {
+            let frame = with(value);
+            assert!(matches!(decode_request(&frame), Ok(Request::Status)), "{value:?}");
+            assert_eq!(frame_origin(&frame), None, "{value:?}");
+        }
+        // A string as bin is taken as a `str` field's is.
+        assert_eq!(frame_origin(&with(b"\xc4\x03a:1")), Some("a:1"));
+        // Met twice, malformed like any key, the first one unfit or not.
+        let twice = b"\x84\xa1v\x01\xa2op\xa6status\xa6origin\x05\xa6origin\xa1a";
+        assert_eq!(decode_request(twice).unwrap_err().code(), ErrorCode::Malformed);
+        // Cut short inside its value: malformed, as any frame cut short.
+        assert_eq!(decode_request(&with(b"\xa5ab")).unwrap_err().code(), ErrorCode::Malformed);
     }
 }

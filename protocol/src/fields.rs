@@ -124,6 +124,7 @@ fields! {
     v: u32, "uint32", read::uint32, required [every] optional [];
     op: &'a str, "str", read::string, required [every] optional [];
     id: u64, "uint64", read::uint, required [] optional [every];
+    origin: &'a str, "str", read::origin, required [] optional [every];
     claim: u64, "uint64", read::uint,
         required [renew, release, fetch, join_group, group_fetch] optional [list_topics];
     broker: u32, "uint32", read::uint32, required [] optional [claim];

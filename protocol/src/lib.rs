@@ -21,14 +21,16 @@ pub mod topic;
 
 pub use codec::{
     decode_request, decode_request_with_id, decode_response, encode_request,
-    encode_request_with_id, encode_response, encode_response_with_id, frame_id, DecodeError,
+    encode_request_with_id, encode_request_with_origin, encode_response, encode_response_with_id,
+    frame_id, frame_origin, DecodeError,
 };
 pub use error::ErrorCode;
 pub use group::{
     validate_group_name, GroupInfo, GroupStart, InvalidGroupName, ResetTo, MAX_GROUP_NAME_BYTES,
 };
 pub use limits::{
-    excerpt, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES, MAX_MAP_ENTRIES,
+    excerpt, is_valid_origin, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES,
+    MAX_MAP_ENTRIES, MAX_ORIGIN_BYTES,
 };
 pub use partition::{murmur2, partition_for_key, MAX_PARTITIONS};
 pub use request::{Append, Fetch, GroupFetch, NewMessage, Request, Retention};

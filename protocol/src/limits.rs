@@ -11,6 +11,18 @@ pub const MAX_CLIENT_NAME_BYTES: usize = 256;
 /// The most messages one `append` may carry (the clients' own batches stop there too).
 pub const MAX_APPEND_MESSAGES: usize = 100_000;
 
+/// The longest `origin` a request may carry, in bytes: a door's word on the address of the end
+/// user it makes the request for (PROTOCOL.md, "Who a door speaks for"). An IPv6 address with
+/// its port takes at most 47.
+pub const MAX_ORIGIN_BYTES: usize = 64;
+
+/// Whether `origin` may be carried as a request's `origin`: 1 to [`MAX_ORIGIN_BYTES`] bytes,
+/// each a printable ASCII character other than space, so that a log line shows it as it came
+/// and it cannot pass for another field of the line. Anything else is dropped, not refused.
+pub fn is_valid_origin(origin: &[u8]) -> bool {
+    (1..=MAX_ORIGIN_BYTES).contains(&origin.len()) && origin.iter().all(|b| b.is_ascii_graphic())
+}
+
 /// The most offsets one `ack` may carry.
 pub const MAX_ACK_OFFSETS: usize = 100_000;
 

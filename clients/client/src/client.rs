@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::{
-    decode_response, encode_request, Append, BrokerStatus, ErrorCode, Fetch, GroupFetch, GroupInfo,
-    GroupStart, Message, NewMessage, Placement, Request, ResetTo, Response, Retention, TopicInfo,
-    MAX_WAIT_MS,
+    decode_response, encode_request_with_origin, Append, BrokerStatus, ErrorCode, Fetch,
+    GroupFetch, GroupInfo, GroupStart, Message, NewMessage, Placement, Request, ResetTo, Response,
+    Retention, TopicInfo, MAX_WAIT_MS,
 };
 use tracing::debug;
 
@@ -89,6 +89,9 @@ pub struct Client {
     watch_output: bool,
     /// Whether waits say nothing on standard error: a client working behind a menu.
     quiet: bool,
+    /// The end user's address a door in between gives with each request, as `origin`, for
+    /// the broker's audit log; `None` for a client acting for itself.
+    origin: Option<String>,
 }
 
 /// A logical broker held under a claim.
@@ -219,6 +222,7 @@ impl Client {
             frame: Vec::new(),
             watch_output: false,
             quiet: false,
+            origin: None,
         })
     }
 
@@ -250,6 +254,7 @@ impl Client {
             silences: vec![None; self.endpoints.len()],
             watch_output: self.watch_output,
             quiet: self.quiet,
+            origin: None,
         })
     }
 
@@ -285,6 +290,16 @@ impl Client {
     pub fn quiet(mut self) -> Client {
         self.quiet = true;
         self
+    }
+
+    /// Makes every request from now on carry `origin`, the address of the end user this
+    /// client acts for, until set again (`None`: none). For a door in between (the web
+    /// console, the Kafka gateway) that lends one connection to many users: the broker's audit
+    /// log shows it beside the connection's own address, as the door's word (PROTOCOL.md,
+    /// "Who a door speaks for"). One the broker would drop (over 64 bytes, spaces or other
+    /// than printable ASCII) is not sent.
+    pub fn set_origin(&mut self, origin: Option<&str>) {
+        self.origin = origin.filter(|o| protocol::is_valid_origin(o.as_bytes())).map(str::to_owned);
     }
 
     /// The endpoint this client talks to now.
@@ -335,7 +350,7 @@ impl Client {
         // Taken out of `self` for the exchange, which needs `self` mutably; put back after.
         let mut frame = std::mem::take(&mut self.frame);
         frame.clear();
-        encode_request(request, &mut frame);
+        encode_request_with_origin(request, None, self.origin.as_deref(), &mut frame);
         let held = Duration::from_millis(held_ms(request).min(MAX_WAIT_MS));
         // One try on each endpoint, and a retry on a fresh socket when there is only one. A
         // claim gets one try on each endpoint too, never two on the same one.

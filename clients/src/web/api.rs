@@ -757,6 +757,14 @@ pub fn log_in(
     if form.user.is_empty() {
         return Reply::error(400, "which user?");
     }
+    // A broker that uses CURVE takes no PLAIN login: trying one would cost a connection and
+    // count as a failure of this address.
+    if sessions.uses_curve() {
+        return Reply::error(
+            400,
+            "this console reaches the broker by CURVE with a key pair of its own              (--curve-server-key): the broker then takes no passwords, and every browser acts              as the user of the console's key",
+        );
+    }
     if let Err(wait) = throttle.admit(source) {
         tracing::warn!(
             source = %source,
@@ -771,10 +779,15 @@ pub fn log_in(
             ),
         );
     }
+    // Said on the `audit` target with the browser's address: the broker checks the login in
+    // its handshake, before any request could say whom the console speaks for. The name as
+    // the browser gave it, cut short and escaped.
+    let user = crate::output::escape(protocol::limits::cut(&form.user).as_bytes()).into_owned();
     let credentials = Credentials::Plain { user: form.user, password: form.password };
     // A connection of its own, so that the check proves these credentials and no other.
     let trial = super::pool::Pool::new(sessions.target().apart(), credentials.clone());
     if let Err(e) = trial.with(|client| client.status().map(drop)) {
+        tracing::warn!(target: "audit", %user, %source, "login refused: {e}");
         // Any failure counts: a broker that spaces a login's failed checks of its own lets
         // the trial time out rather than refuse it.
         throttle.failed(source);
@@ -786,6 +799,7 @@ pub fn log_in(
             e => Reply::failed(&e),
         };
     }
+    tracing::info!(target: "audit", %user, %source, "login accepted");
     throttle.succeeded(source);
     match sessions.replace(old, Some(credentials), source) {
         Some(session) => {

@@ -20,7 +20,7 @@
 //! and keeps the handlers as they are.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,8 @@ pub const MAX_PENDING: usize = 2048;
 /// At most this many whole requests are passed on at once (follow streams included).
 pub const MAX_FORWARDS: usize = 80;
 
-/// The header that carries the client's address to the handlers: only the door sets it.
+/// The header that carries the client's address and port to the handlers: only the door sets
+/// it.
 pub const PEER_HEADER: &str = "X-Console-Peer";
 
 /// A connection whose head is still coming.
@@ -61,7 +62,7 @@ struct Pending {
     /// The connection, non-blocking.
     stream: TcpStream,
     /// Who it comes from.
-    peer: IpAddr,
+    peer: SocketAddr,
     /// What it sent so far.
     read: Vec<u8>,
     /// When it was accepted.
@@ -197,12 +198,7 @@ fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>) {
                 if pending.len() >= MAX_PENDING {
                     pending.remove(0);
                 }
-                pending.push(Pending {
-                    stream,
-                    peer: peer.ip(),
-                    read: Vec::new(),
-                    since: Instant::now(),
-                });
+                pending.push(Pending { stream, peer, read: Vec::new(), since: Instant::now() });
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -272,7 +268,7 @@ struct Head {
 
 /// Checks and rewrites the head `raw` from `peer`: `Connection: close`, the peer's address in
 /// [`PEER_HEADER`], hop-by-hop headers dropped.
-fn rewrite(raw: &[u8], peer: IpAddr) -> Result<Head, (u16, &'static str)> {
+fn rewrite(raw: &[u8], peer: SocketAddr) -> Result<Head, (u16, &'static str)> {
     let text = std::str::from_utf8(raw).map_err(|_| (400, "the request's head is not text"))?;
     let mut lines = text.split("\r\n");
     let line = lines.next().unwrap_or_default();
@@ -389,7 +385,7 @@ fn refuse(mut stream: &TcpStream, status: u16, reason: &str) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-/// The client's address in a request the door passed on.
-pub fn peer_of(value: Option<&str>) -> IpAddr {
-    value.and_then(|v| v.parse().ok()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+/// The client's address and port in a request the door passed on.
+pub fn peer_of(value: Option<&str>) -> SocketAddr {
+    value.and_then(|v| v.parse().ok()).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
 }

@@ -211,7 +211,10 @@ fn route(mut request: Request, console: &Console, shutdown: &Shutdown) {
         _ => {}
     }
     let sessions = &console.sessions;
-    let source = front::peer_of(header(&request, front::PEER_HEADER).as_deref());
+    let peer = front::peer_of(header(&request, front::PEER_HEADER).as_deref());
+    let source = peer.ip();
+    // Every broker request made for this browser names it, for the broker's audit log.
+    pool::answer_for(peer);
     // Only what changes state gets a session of its own: a read without a cookie (a page
     // elsewhere can make a browser send any number) shares the anonymous one.
     let own = !matches!(method, Method::Get | Method::Head);

@@ -1,10 +1,42 @@
 //! Idle broker connections of one browser session, lent to its request threads.
 
+use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::security::Credentials;
 use crate::{Client, ClientError, Endpoints, Result, Shutdown};
+
+thread_local! {
+    /// The address of the browser whose request this thread answers (each request has a
+    /// thread of its own, follow streams included): given as `origin` with every broker
+    /// request a connection lent on this thread makes, so that the broker's audit log names
+    /// the browser, not only the console (PROTOCOL.md, "Who a door speaks for"). Set once per
+    /// thread by [`answer_for`] rather than passed to each pool call, since a session's pool,
+    /// the anonymous one above all, serves many browsers.
+    static ORIGIN: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Makes the connections lent on this thread from now on speak for the browser at `peer`.
+pub fn answer_for(peer: SocketAddr) {
+    ORIGIN.with(|origin| *origin.borrow_mut() = Some(peer.to_string()));
+}
+
+/// Runs `work` with the connections lent meanwhile speaking for no browser: for what the
+/// console does of its own accord on a browser's thread (ending another's idle session).
+pub fn for_no_one<T>(work: impl FnOnce() -> T) -> T {
+    let saved = ORIGIN.with(|origin| origin.borrow_mut().take());
+    let result = work();
+    ORIGIN.with(|origin| *origin.borrow_mut() = saved);
+    result
+}
+
+/// `client`, set to speak for the browser this thread answers.
+fn lend(mut client: Client) -> Client {
+    ORIGIN.with(|origin| client.set_origin(origin.borrow().as_deref()));
+    client
+}
 
 /// How the console reaches the broker: the same for every session but for the login.
 #[derive(Clone)]
@@ -138,7 +170,7 @@ impl Pool {
     pub fn take(&self) -> Result<Client> {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         match idle {
-            Some(client) => Ok(client),
+            Some(client) => Ok(lend(client)),
             None => self.fresh(),
         }
     }
@@ -149,8 +181,9 @@ impl Pool {
     /// The endpoint cannot be connected to, or the credentials cannot be set.
     pub fn fresh(&self) -> Result<Client> {
         let target = &self.target;
-        Ok(Client::connect_to(target.endpoints.clone(), target.timeout, self.credentials.clone())?
-            .with_shutdown(target.shutdown.clone()))
+        let client =
+            Client::connect_to(target.endpoints.clone(), target.timeout, self.credentials.clone())?;
+        Ok(lend(client.with_shutdown(target.shutdown.clone())))
     }
 
     /// Keeps `client` for the next request.

@@ -319,6 +319,12 @@ impl Sessions {
         self.start(credentials, source)
     }
 
+    /// Whether the console logs in by a CURVE key pair of its own: the broker then takes no
+    /// password logins from the page.
+    pub fn uses_curve(&self) -> bool {
+        matches!(self.default, Credentials::Curve { .. })
+    }
+
     /// How the console's connections reach the broker.
     pub fn target(&self) -> &Target {
         &self.target
@@ -372,10 +378,9 @@ impl Sessions {
             }
             fits
         };
-        // Outside the lock: giving a claim back waits for the broker.
-        for s in &ended {
-            end(s);
-        }
+        // Outside the lock: giving a claim back waits for the broker. Not at the word of the
+        // browser whose new session made room, though on its thread.
+        super::pool::for_no_one(|| ended.iter().for_each(|s| end(s)));
         inserted.then_some(session)
     }
 
