@@ -40,6 +40,10 @@ use crate::files::{self, sync_dir};
 pub const META_FILE: &str = "topic.meta";
 /// The file a topic's meta is written to before it is renamed to [`META_FILE`].
 pub const META_WRITING_FILE: &str = "topic.meta.new";
+
+/// The grown meta of a topic whose `topic.meta.new` is not published yet, while it is
+/// written: see [`grow_topic_dir`].
+pub const META_GROWING_FILE: &str = "topic.meta.grow";
 /// The extension of segment files.
 const SEGMENT_EXTENSION: &str = "log";
 /// The prefix an older broker gave a topic directory it was deleting, in `topics/` itself.
@@ -188,7 +192,7 @@ pub fn grow_topic_dir(dir: &Path, meta: &Meta, from: u32, unpublished: bool) -> 
         .and_then(|()| sync_dir(dir))
         .and_then(|()| meta_bytes(meta))
         .and_then(|bytes| match unpublished {
-            true => fs::write(dir.join(META_WRITING_FILE), bytes),
+            true => replace_unpublished(dir, &bytes),
             false => files::replace(dir, META_FILE, META_WRITING_FILE, &bytes, true)
                 .and_then(|()| sync_dir(dir)),
         });
@@ -199,6 +203,23 @@ pub fn grow_topic_dir(dir: &Path, meta: &Meta, from: u32, unpublished: bool) -> 
         return Err(error);
     }
     Ok(())
+}
+
+/// Makes `bytes` the `topic.meta.new` of topic directory `dir`, durably, while the flush of
+/// the topic's first commit may be publishing the one there ([`publish_meta`]) at the same
+/// moment. The new file takes the old one's name by a rename, so whichever the flush renames
+/// is whole; and when the flush published the old one first, the new one is published here.
+fn replace_unpublished(dir: &Path, bytes: &[u8]) -> io::Result<()> {
+    files::replace(dir, META_WRITING_FILE, META_GROWING_FILE, bytes, true)?;
+    if !dir.join(META_FILE).exists() {
+        return Ok(());
+    }
+    match fs::rename(dir.join(META_WRITING_FILE), dir.join(META_FILE)) {
+        // The flush published the new one meanwhile.
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        renamed => renamed?,
+    }
+    sync_dir(dir)
 }
 
 /// Makes the `topic.meta.new` of topic directory `dir`, which [`create_topic_dir_unpublished`]
@@ -217,7 +238,11 @@ pub fn publish_meta(dir: &Path, flushed: bool) -> io::Result<()> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(error),
     }
-    fs::rename(writing, dir.join(META_FILE))
+    match fs::rename(writing, dir.join(META_FILE)) {
+        // A growth of the topic published it meanwhile (see [`replace_unpublished`]).
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        renamed => renamed,
+    }
 }
 
 fn meta_bytes(meta: &Meta) -> io::Result<Vec<u8>> {
@@ -322,7 +347,7 @@ pub fn topic_file(name: &str) -> TopicFile {
     if name == META_FILE {
         return TopicFile::Meta;
     }
-    if name == META_WRITING_FILE {
+    if name == META_WRITING_FILE || name == META_GROWING_FILE {
         return TopicFile::MetaWriting;
     }
     // Exactly as `segment_file_name` and `index::file_name` write them: 20 digits, then
@@ -372,6 +397,35 @@ mod tests {
         assert_eq!(unique.len(), names.len());
         assert!(topic_dir_name("Hola mundo").starts_with("hola_mundo-"));
         assert_eq!(topic_dir_name(&"x".repeat(249)).len(), 48 + 17);
+    }
+
+    /// A topic directory made unpublished, as an append makes one, with `partitions`.
+    fn unpublished_topic(data_dir: &Path, partitions: u32) -> PathBuf {
+        fs::create_dir_all(topics_dir(data_dir)).unwrap();
+        let meta = Meta::new("t", Retention::default(), partitions);
+        create_topic_dir_unpublished(data_dir, &meta).unwrap()
+    }
+
+    #[test]
+    fn a_topic_grown_before_its_first_flush_publishes_is_published_grown_whichever_comes_first() {
+        let grown = Meta::new("t", Retention::default(), 3);
+        // The flush publishes the first meta before the growth replaces it.
+        let data_dir = tempfile::tempdir().unwrap();
+        let dir = unpublished_topic(data_dir.path(), 1);
+        publish_meta(&dir, false).unwrap();
+        grow_topic_dir(&dir, &grown, 1, true).unwrap();
+        assert_eq!(read_meta(&dir).unwrap().0.partitions, 3);
+        assert!(!dir.join(META_WRITING_FILE).exists() && !dir.join(META_GROWING_FILE).exists());
+        // The growth comes first: the flush publishes the grown meta.
+        let data_dir = tempfile::tempdir().unwrap();
+        let dir = unpublished_topic(data_dir.path(), 1);
+        grow_topic_dir(&dir, &grown, 1, true).unwrap();
+        assert!(matches!(read_meta(&dir), Err(MetaError::Missing)));
+        publish_meta(&dir, false).unwrap();
+        assert_eq!(read_meta(&dir).unwrap().0.partitions, 3);
+        // A flush that finds its file published by a growth meanwhile has nothing to do.
+        publish_meta(&dir, true).unwrap();
+        assert_eq!(topic_file(META_GROWING_FILE), TopicFile::MetaWriting);
     }
 
     #[test]

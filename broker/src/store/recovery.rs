@@ -426,7 +426,7 @@ fn scan_log(
         match kind {
             TopicFile::Meta if !is_dir && is_topic_dir => {}
             TopicFile::MetaWriting if !is_dir && is_topic_dir => {
-                plan.leftovers.push((path, "a topic.meta.new no topic.meta was renamed from"));
+                plan.leftovers.push((path, "a meta file written and never made topic.meta"));
             }
             TopicFile::Segment(base) if !is_dir => bases.push((base, path, len)),
             TopicFile::Index(base) if !is_dir => {
