@@ -242,9 +242,10 @@ pub enum Command {
         #[arg(value_name = "TOPIC")]
         topic: String,
         /// How many partitions, from 1 to 10000 (Kafka's flag): each is a log of its own,
-        /// read in order; more of them let more group members read at once.
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_partitions)]
-        partitions: u32,
+        /// read in order; more of them let more group members read at once [default: the
+        /// broker's --partitions].
+        #[arg(long, value_name = "N", value_parser = parse_partitions)]
+        partitions: Option<u32>,
         /// Keep about this many of each partition's newest messages [default: the broker's].
         #[arg(long, value_name = "N", value_parser = positive)]
         retention_messages: Option<u64>,
