@@ -1102,8 +1102,8 @@ impl Call<'_> {
         response
     }
 
-    /// `OffsetDelete` (`kafka-consumer-groups --delete-offsets`,
-    /// `AdminClient.delete_consumer_group_offsets`): the group's committed offsets on the
+    /// `OffsetDelete` (`kafka-consumer-groups --delete-offsets`, the Java `AdminClient`'s
+    /// `deleteConsumerGroupOffsets`, kafka-python's `delete_group_offsets`): the group's committed offsets on the
     /// partitions named go, as Kafka's coordinator removes them, by the native `delete_group`
     /// of the topic when every partition of it is named, else of each partition. A group with
     /// neither Kafka members nor state is `GROUP_ID_NOT_FOUND`; a partition the topic lacks,
@@ -1157,23 +1157,25 @@ impl Call<'_> {
                     (index, code)
                 })
                 .collect();
-            let chosen: Vec<u32> = codes
+            // Each partition once, all below the topic's count.
+            let mut chosen: Vec<u32> = codes
                 .iter()
                 .filter(|(_, code)| *code == 0)
                 .filter_map(|(index, _)| u32::try_from(*index).ok())
                 .collect();
-            let every = count.is_some_and(|count| (0..count).all(|p| chosen.contains(&p)));
+            chosen.sort_unstable();
+            chosen.dedup();
+            let every = count.is_some_and(|count| chosen.len() == count as usize);
             let outcomes: Vec<(Option<u32>, client::Result<()>)> = if every {
                 vec![(None, self.client.delete_group(group, Some(name)))]
             } else {
-                let mut distinct = chosen.clone();
-                distinct.sort_unstable();
-                distinct.dedup();
-                distinct
+                chosen
                     .into_iter()
                     .map(|p| (Some(p), self.client.delete_group_partition(group, name, p)))
                     .collect()
             };
+            // The refusals: of the whole topic (`None`), or by partition.
+            let mut refused: HashMap<Option<u32>, i16> = HashMap::new();
             for (partition, outcome) in outcomes {
                 let code = match outcome {
                     Ok(()) => 0,
@@ -1189,11 +1191,14 @@ impl Call<'_> {
                     }
                     Err(e) => kafka_code(&e),
                 };
-                for (index, slot) in &mut codes {
-                    let named = partition.is_none_or(|p| i64::from(p) == i64::from(*index));
-                    if named && *slot == 0 {
-                        *slot = code;
-                    }
+                if code != 0 {
+                    refused.insert(partition, code);
+                }
+            }
+            for (index, slot) in &mut codes {
+                let own = u32::try_from(*index).ok().and_then(|p| refused.get(&Some(p)));
+                if let (0, Some(code)) = (*slot, refused.get(&None).or(own)) {
+                    *slot = *code;
                 }
             }
             let mut answer = OffsetDeleteResponseTopic::default();

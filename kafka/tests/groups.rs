@@ -337,7 +337,9 @@ fn offsets_of_chosen_partitions_are_deleted_unless_members_read_their_topic() {
     });
     let out = python_admin(&door, "delete-offsets", "auditors", &["ledger:0,2"]);
     assert_eq!(out, "ledger:0 GroupSubscribedToTopicError\nledger:2 GroupSubscribedToTopicError\n");
-    assert!(committed(&door, "auditors", "ledger").contains(&(2, 1)));
+    // (The member commits as it reads, so the offsets may have moved on: they are there.)
+    let kept: Vec<u64> = committed(&door, "auditors", "ledger").iter().map(|(p, _)| *p).collect();
+    assert!(kept.contains(&0) && kept.contains(&2), "{kept:?}");
     drop(member);
 
     // Every partition of a topic named: the group's state on it goes whole.
