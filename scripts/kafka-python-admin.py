@@ -10,7 +10,10 @@
         # deleted), or "refused ERROR_NAME" for an error of the whole request
     kafka-python-admin.py BOOTSTRAP offsets GROUP TOPIC:P[,P...]...
         # list_group_offsets(): prints "TOPIC:P OFFSET" (-1: none committed) for each
+
+With KAFKA_USER and KAFKA_PASSWORD set, the group actions log in with SASL/PLAIN.
 """
+import os
 import sys
 
 from kafka import TopicPartition
@@ -27,8 +30,17 @@ def partitions(specs):
     return named
 
 
+def login():
+    """The SASL/PLAIN settings, when KAFKA_USER is set."""
+    if not os.environ.get("KAFKA_USER"):
+        return {}
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": os.environ["KAFKA_USER"],
+            "sasl_plain_password": os.environ.get("KAFKA_PASSWORD", "")}
+
+
 def groups(bootstrap, action, group, specs):
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **login())
     try:
         if action == "delete-offsets":
             try:

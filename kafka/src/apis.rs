@@ -1111,10 +1111,22 @@ impl Call<'_> {
     /// group's Kafka members subscribe to, or its native members read (`316 group_active`),
     /// `GROUP_SUBSCRIBED_TO_TOPIC`, and its offset stays. A partition without a committed offset
     /// is no error, as on Kafka. A user without `admin` on the group gets
-    /// `GROUP_AUTHORIZATION_FAILED` for the whole request.
+    /// `GROUP_AUTHORIZATION_FAILED` for the whole request, before anything else is said.
     fn offset_delete(&mut self, request: &OffsetDeleteRequest) -> OffsetDeleteResponse {
         let group = request.group_id.0.as_str();
         let mut response = OffsetDeleteResponse::default();
+        if self.rights.is_some() {
+            // Who may change a group's offsets (`admin` on it) is the broker's to say, before
+            // anything of the group is told, as Kafka checks first: a `delete_group` naming no
+            // valid topic asks it and changes nothing, whatever the answer.
+            let probe = Request::DeleteGroup { group, topic: Some(""), partition: None };
+            if let Err(e) = self.client.call(&probe, |_| Ok(())) {
+                if e.broker_code() == Some(ErrorCode::Forbidden) {
+                    response.error_code = ResponseError::GroupAuthorizationFailed.code();
+                    return response;
+                }
+            }
+        }
         let subscribed = self.door.coordinator.subscribed_topics(group);
         let known = match self.client.list_groups(Some(group), None) {
             Ok(states) => !states.is_empty(),
