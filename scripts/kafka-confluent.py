@@ -26,7 +26,8 @@ tutorial writes them: nothing but the bootstrap address says this is not Kafka.
         # ERROR_NAME" for each
     kafka-confluent.py member BOOTSTRAP TOPIC GROUP
         # a member of GROUP with a 6 s session timeout that prints "assigned N" (N partitions)
-        # at each assignment and "message VALUE" for each message, until killed (at most 120 s)
+        # at each assignment and "message VALUE" for each message, until killed (at most 120 s);
+        # KAFKA_OFFSET_RESET sets its auto.offset.reset (earliest unless set)
 
 With KAFKA_USER and KAFKA_PASSWORD set, both log in with SASL/PLAIN (for a gateway started
 with --sasl-plain in front of a broker with --auth). With KAFKA_SSL_CA set (a CA file), they
@@ -183,7 +184,8 @@ def delete_groups(bootstrap, names):
 def member(bootstrap, topic, group):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "client.id": os.environ.get("KAFKA_CLIENT_ID", "member"),
-                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                         "auto.offset.reset": os.environ.get("KAFKA_OFFSET_RESET", "earliest"),
+                         "session.timeout.ms": 6000,
                          "heartbeat.interval.ms": 500, **login()})
 
     def assigned(_consumer, partitions):

@@ -78,7 +78,7 @@ pub fn done(actor: &Actor, response: &Response<'_>) {
             offset = committed_offset,
             "group reset to offset {committed_offset}"
         ),
-        Response::GroupDeleted { group, topic } => info!(
+        Response::GroupDeleted { group, topic, partition } => info!(
             target: "audit",
             %user,
             %peer,
@@ -86,6 +86,7 @@ pub fn done(actor: &Actor, response: &Response<'_>) {
             op = "delete_group",
             group = %Shown(group),
             topic = %Shown(topic.unwrap_or("*")),
+            partition = ?partition,
             "deleted group state"
         ),
         _ => {}

@@ -23,6 +23,9 @@ pub struct Broker {
     pub published: Option<std::sync::Arc<crate::metrics::Published>>,
     /// Where an append that names no partition puts its keyless messages.
     pub keyless: crate::cmd::append::Keyless,
+    /// How many partitions a topic gets when neither its `create_topic` nor the append that
+    /// makes it names a count (`--partitions`).
+    pub default_partitions: u32,
 }
 
 /// Counters for the summary the broker logs when it stops.
@@ -53,6 +56,7 @@ impl Broker {
             stats: Stats::default(),
             published: None,
             keyless: crate::cmd::append::Keyless::new(config.store.partitions),
+            default_partitions: config.store.partitions,
         }
     }
 }

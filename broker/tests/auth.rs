@@ -392,7 +392,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
         Case {
             name: "create_topic",
             request: Box::new(|_| Request::CreateTopic {
-                partitions: 1,
+                partitions: Some(1),
                 topic: "new",
                 retention: Default::default(),
             }),
@@ -973,8 +973,11 @@ fn admin_actions_and_refusals_are_logged_with_user_and_address_as_json_when_aske
     let full = login(&context, &broker.endpoint, "full");
     let logs = login(&context, &broker.endpoint, "logs");
     expect_error(&ask(&logs, &append_of("orders", &["x"])), ErrorCode::Forbidden);
-    let create =
-        Request::CreateTopic { topic: "audited", partitions: 1, retention: Default::default() };
+    let create = Request::CreateTopic {
+        topic: "audited",
+        partitions: Some(1),
+        retention: Default::default(),
+    };
     assert!(matches!(ask(&full, &create), Response::Created { .. }));
     assert!(matches!(
         ask(&full, &Request::DeleteTopic { topic: "audited" }),

@@ -541,7 +541,7 @@ fn spawn_creator(endpoint: String, stop: Arc<AtomicBool>, acks: mpsc::Sender<u64
             let request = match explicit {
                 true => Request::CreateTopic {
                     topic: &topic,
-                    partitions: 1,
+                    partitions: Some(1),
                     retention: Retention::default(),
                 },
                 false => Request::Append(Append { partition: None, topic: &topic, messages }),
@@ -856,7 +856,7 @@ fn retention_set_by_create_topic_applies_to_that_topic_only_and_survives_a_resta
     let socket = broker.req(&context);
     let retention = Retention { messages: Some(5), ..Retention::default() };
     let reply =
-        ask(&socket, &Request::CreateTopic { topic: "kept five", partitions: 1, retention });
+        ask(&socket, &Request::CreateTopic { topic: "kept five", partitions: Some(1), retention });
     assert!(matches!(reply, Response::Created { topic: "kept five", .. }), "{reply:?}");
     append_one_by_one(&socket, "kept five", 0..50);
     append_one_by_one(&socket, "kept all", 0..50);
@@ -894,7 +894,11 @@ fn any_valid_topic_name_gets_its_own_directory_under_topics() {
     for name in names {
         let reply = ask(
             &socket,
-            &Request::CreateTopic { topic: name, partitions: 1, retention: Retention::default() },
+            &Request::CreateTopic {
+                topic: name,
+                partitions: Some(1),
+                retention: Retention::default(),
+            },
         );
         assert!(matches!(reply, Response::Created { topic, .. } if topic == name), "{reply:?}");
         assert_eq!(append(&socket, name, &[name]), (0, 0));
@@ -921,8 +925,11 @@ fn any_valid_topic_name_gets_its_own_directory_under_topics() {
     check_disk();
 
     for name in ["", "a\nb", " leading space"] {
-        let create =
-            Request::CreateTopic { topic: name, partitions: 1, retention: Retention::default() };
+        let create = Request::CreateTopic {
+            topic: name,
+            partitions: Some(1),
+            retention: Retention::default(),
+        };
         expect_error(&ask(&socket, &create), ErrorCode::InvalidTopicName);
         expect_error(&ask(&socket, &append_of(name, &["x"])), ErrorCode::InvalidTopicName);
     }
@@ -985,7 +992,11 @@ fn a_failed_write_refuses_the_append_and_the_broker_goes_on() {
     assert_eq!(append(&socket, "fine", &["kept"]), (0, 0));
     let reply = ask(
         &socket,
-        &Request::CreateTopic { topic: "full", partitions: 1, retention: Retention::default() },
+        &Request::CreateTopic {
+            topic: "full",
+            partitions: Some(1),
+            retention: Retention::default(),
+        },
     );
     assert!(matches!(reply, Response::Created { .. }), "{reply:?}");
     let full = dir_of(data.path(), "full");
@@ -1016,7 +1027,11 @@ fn disk_bytes_are_reported_on_disk_and_absent_in_memory() {
     append(&socket, "t", &["one", "two", "three"]);
     let reply = ask(
         &socket,
-        &Request::CreateTopic { topic: "empty", partitions: 1, retention: Retention::default() },
+        &Request::CreateTopic {
+            topic: "empty",
+            partitions: Some(1),
+            retention: Retention::default(),
+        },
     );
     assert!(matches!(reply, Response::Created { .. }), "{reply:?}");
     let on_disk = segment_bytes(&dir_of(data.path(), "t"));

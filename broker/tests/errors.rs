@@ -149,7 +149,11 @@ fn topic_exists_for_creating_a_topic_twice() {
     refused(
         &socket,
         token,
-        &Request::CreateTopic { topic: "Hola mundo", partitions: 1, retention: Default::default() },
+        &Request::CreateTopic {
+            topic: "Hola mundo",
+            partitions: Some(1),
+            retention: Default::default(),
+        },
         ErrorCode::TopicExists,
     );
     assert_eq!(fetch(&socket, fetch_from(token, "Hola mundo", 0)).messages.len(), 3);
@@ -311,7 +315,11 @@ fn invalid_topic_name_for_empty_and_control_characters() {
         refused(
             &socket,
             token,
-            &Request::CreateTopic { topic: name, partitions: 1, retention: Default::default() },
+            &Request::CreateTopic {
+                topic: name,
+                partitions: Some(1),
+                retention: Default::default(),
+            },
             ErrorCode::InvalidTopicName,
         );
         refused(&socket, token, &wire::append_of(name, &["x"]), ErrorCode::InvalidTopicName);

@@ -674,8 +674,11 @@ fn every_member_is_told_of_a_reset_once_and_a_held_fetch_at_once() {
 /// Creates `topic` with `partitions` partitions and appends `per_partition` messages
 /// `p<partition>-<n>` to each.
 fn partitioned(socket: &zmq::Socket, topic: &str, partitions: u32, per_partition: usize) {
-    let create =
-        Request::CreateTopic { topic, partitions, retention: protocol::Retention::default() };
+    let create = Request::CreateTopic {
+        topic,
+        partitions: Some(partitions),
+        retention: protocol::Retention::default(),
+    };
     assert!(matches!(ask(socket, &create), Response::Created { .. }));
     for partition in 0..partitions {
         let values: Vec<String> = (0..per_partition).map(|n| format!("p{partition}-{n}")).collect();
@@ -781,26 +784,32 @@ fn delete_group_forgets_a_group_once_its_members_have_left_and_for_good() {
     ack(&socket, "g", "t", &taken);
 
     // A group with members is refused, and keeps everything.
-    let delete = Request::DeleteGroup { group: "g", topic: Some("t") };
+    let delete = Request::DeleteGroup { group: "g", topic: Some("t"), partition: None };
     expect_error(&ask(&socket, &delete), ErrorCode::GroupActive);
     assert_eq!(state(&socket, "g", "t").committed_offset, 2);
     release(&socket, token);
 
     // Once they left: one topic's state goes, the other's stays.
-    assert_eq!(ask(&socket, &delete), Response::GroupDeleted { group: "g", topic: Some("t") });
+    assert_eq!(
+        ask(&socket, &delete),
+        Response::GroupDeleted { group: "g", topic: Some("t"), partition: None }
+    );
     assert_eq!(
         groups(&socket, Some("g"), None).iter().map(|g| g.topic.as_str()).collect::<Vec<_>>(),
         ["u"]
     );
     expect_error(&ask(&socket, &delete), ErrorCode::UnknownGroup);
-    let every = Request::DeleteGroup { group: "g", topic: None };
-    assert_eq!(ask(&socket, &every), Response::GroupDeleted { group: "g", topic: None });
+    let every = Request::DeleteGroup { group: "g", topic: None, partition: None };
+    assert_eq!(
+        ask(&socket, &every),
+        Response::GroupDeleted { group: "g", topic: None, partition: None }
+    );
     expect_error(
         &ask(&socket, &Request::ListGroups { group: Some("g"), topic: None }),
         ErrorCode::UnknownGroup,
     );
     expect_error(
-        &ask(&socket, &Request::DeleteGroup { group: "g\t", topic: None }),
+        &ask(&socket, &Request::DeleteGroup { group: "g\t", topic: None, partition: None }),
         ErrorCode::InvalidGroupName,
     );
 
@@ -812,5 +821,59 @@ fn delete_group_forgets_a_group_once_its_members_have_left_and_for_good() {
     let (_, token) = claim(&socket, None, "c");
     let (committed, _, created) = join(&socket, token, "g", "t", GroupStart::Latest);
     assert_eq!((committed, created), (4, true));
+    broker.interrupt();
+}
+
+#[test]
+fn delete_group_of_one_partition_leaves_it_without_a_committed_offset_until_a_join() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().to_str().expect("a UTF-8 path");
+    let broker = start(&["--data-dir", data_dir]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    partitioned(&socket, "t", 3, 4);
+    let reset = |partition| Request::ResetGroup {
+        group: "g",
+        topic: "t",
+        partition,
+        to: ResetTo::Offset(1),
+    };
+    let listed = |socket: &zmq::Socket| -> Vec<(u32, u64)> {
+        groups(socket, Some("g"), None).iter().map(|g| (g.partition, g.committed_offset)).collect()
+    };
+    // A reset of one partition gives the others no committed offset.
+    assert!(matches!(ask(&socket, &reset(Some(0))), Response::Reset { .. }));
+    assert_eq!(listed(&socket), [(0, 1)]);
+    assert!(matches!(ask(&socket, &reset(None)), Response::Reset { .. }));
+    assert_eq!(listed(&socket), [(0, 1), (1, 1), (2, 1)]);
+
+    let forget = |partition| Request::DeleteGroup { group: "g", topic: Some("t"), partition };
+    assert_eq!(
+        ask(&socket, &forget(Some(1))),
+        Response::GroupDeleted { group: "g", topic: Some("t"), partition: Some(1) }
+    );
+    assert_eq!(listed(&socket), [(0, 1), (2, 1)]);
+    expect_error(&ask(&socket, &forget(Some(3))), ErrorCode::UnknownPartition);
+    assert_eq!(listed(&socket), [(0, 1), (2, 1)]);
+
+    // For good, across a restart; then a join starts it at the join's start, and only it.
+    broker.interrupt();
+    let broker = start(&["--data-dir", data_dir]);
+    let socket = broker.req(&context);
+    assert_eq!(listed(&socket), [(0, 1), (2, 1)]);
+    let (_, token) = claim(&socket, None, "c");
+    join(&socket, token, "g", "t", GroupStart::Latest);
+    assert_eq!(listed(&socket), [(0, 1), (1, 4), (2, 1)]);
+    // A member there: nothing is forgotten.
+    expect_error(&ask(&socket, &forget(Some(2))), ErrorCode::GroupActive);
+    release(&socket, token);
+    // Forgetting every partition's offset, one by one, leaves no state.
+    for partition in 0..3 {
+        assert!(matches!(ask(&socket, &forget(Some(partition))), Response::GroupDeleted { .. }));
+    }
+    expect_error(
+        &ask(&socket, &Request::ListGroups { group: Some("g"), topic: None }),
+        ErrorCode::UnknownGroup,
+    );
     broker.interrupt();
 }

@@ -247,7 +247,10 @@ fn a_held_fetch_on_a_deleted_topic_gets_unknown_topic() {
     let (_, token) = claim(&consumer, None, "reader");
     let topic = "Efímero";
     assert_eq!(
-        ask(&admin, &Request::CreateTopic { topic, partitions: 1, retention: Default::default() }),
+        ask(
+            &admin,
+            &Request::CreateTopic { topic, partitions: Some(1), retention: Default::default() }
+        ),
         Response::Created { topic, partitions: 1 }
     );
 

@@ -138,7 +138,11 @@ fn attack(broker: &BrokerProcess, clients: usize, requests: usize) -> (u64, usiz
         let marker = format!("done-{i}");
         send_request(
             socket,
-            &Request::CreateTopic { topic: &marker, partitions: 1, retention: Default::default() },
+            &Request::CreateTopic {
+                topic: &marker,
+                partitions: Some(1),
+                retention: Default::default(),
+            },
         );
     }
     for i in 0..clients {

@@ -191,7 +191,7 @@ fn a_topic_name_of_249_bytes_is_accepted_by_every_request_and_one_of_250_by_none
 
     // At the limit, each request does its work.
     assert!(matches!(
-        ask(&socket, &Request::CreateTopic { topic: &other, partitions: 1, retention: Default::default() }),
+        ask(&socket, &Request::CreateTopic { topic: &other, partitions: Some(1), retention: Default::default() }),
         Response::Created { topic, .. } if topic == other
     ));
     assert_eq!(wire::append(&socket, &topic, &["a", "b"]), (0, 1));
@@ -226,7 +226,7 @@ fn a_topic_name_of_249_bytes_is_accepted_by_every_request_and_one_of_250_by_none
     // One byte more, each is refused and changes nothing.
     let requests = [
         wire::append_of(&long, &["a"]),
-        Request::CreateTopic { topic: &long, partitions: 1, retention: Default::default() },
+        Request::CreateTopic { topic: &long, partitions: Some(1), retention: Default::default() },
         Request::DeleteTopic { topic: &long },
         Request::Fetch(fetch_from(token, &long, 0)),
         Request::JoinGroup { claim: token, group: "g", topic: &long, start: GroupStart::Earliest },

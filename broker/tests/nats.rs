@@ -97,7 +97,7 @@ fn appends_get_an_error_while_jetstream_is_down_and_go_on_once_it_is_back() {
     let asked = Instant::now();
     let created = ask(
         &socket,
-        &Request::CreateTopic { topic: "new", partitions: 1, retention: Default::default() },
+        &Request::CreateTopic { topic: "new", partitions: Some(1), retention: Default::default() },
     );
     expect_error(&created, ErrorCode::StoreUnavailable);
     assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
@@ -688,8 +688,11 @@ fn partitions_are_streams_other_brokers_follow_and_copies_of_each_are_resumed() 
     let (a, b) = (wire::start(&args), start_on(&server));
     let context = zmq::Context::new();
     let (on_a, on_b) = (a.req(&context), b.req(&context));
-    let create =
-        Request::CreateTopic { topic: "orders", partitions: 2, retention: Default::default() };
+    let create = Request::CreateTopic {
+        topic: "orders",
+        partitions: Some(2),
+        retention: Default::default(),
+    };
     assert!(matches!(ask(&on_a, &create), Response::Created { partitions: 2, .. }));
     append_to_partition(&on_a, "orders", 0, &["zero"]);
     append_to_partition(&on_a, "orders", 1, &["one a", "one b"]);

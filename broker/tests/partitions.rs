@@ -17,7 +17,11 @@ use wire::{ask, claim, expect_error, start, topics, QUIET};
 
 /// Creates `topic` with `partitions` partitions; panics unless it is created.
 fn create(socket: &zmq::Socket, topic: &str, partitions: u32) {
-    let request = Request::CreateTopic { topic, partitions, retention: Retention::default() };
+    let request = Request::CreateTopic {
+        topic,
+        partitions: Some(partitions),
+        retention: Retention::default(),
+    };
     match ask(socket, &request) {
         Response::Created { topic: got, partitions: count } if got == topic => {
             assert_eq!(count, partitions);
@@ -183,8 +187,11 @@ fn partitions_that_do_not_exist_and_counts_that_cannot_be_are_refused_changing_n
     expect_unknown_partition(&ask(&socket, &to_new), 1);
 
     for partitions in [0, protocol::MAX_PARTITIONS + 1] {
-        let request =
-            Request::CreateTopic { topic: "bad", partitions, retention: Retention::default() };
+        let request = Request::CreateTopic {
+            topic: "bad",
+            partitions: Some(partitions),
+            retention: Retention::default(),
+        };
         expect_error(&ask(&socket, &request), ErrorCode::InvalidPartitions);
     }
     for partitions in [0, 2, 3, protocol::MAX_PARTITIONS + 1] {
@@ -250,6 +257,10 @@ fn partitions_and_growth_survive_a_restart_on_a_data_directory() {
     let keyed: Vec<(Option<&str>, &str)> =
         ["a", "b", "c", "d", "e", "f"].iter().map(|k| (Some(*k), *k)).collect();
     append(&socket, "made", None, &keyed);
+    // So does one created without a count, as Kafka's num.partitions does.
+    let unsized_topic =
+        Request::CreateTopic { topic: "plain", partitions: None, retention: Retention::default() };
+    assert!(matches!(ask(&socket, &unsized_topic), Response::Created { partitions: 3, .. }));
     create(&socket, "grown", 2);
     append(&socket, "grown", Some(1), &[(None, "one")]);
     assert!(matches!(
@@ -259,7 +270,7 @@ fn partitions_and_growth_survive_a_restart_on_a_data_directory() {
     append(&socket, "grown", Some(4), &[(None, "four")]);
     let (_, token) = claim(&socket, None, "partitions");
     let before = topics(&socket, token);
-    assert_eq!(before.iter().map(|t| t.partitions).collect::<Vec<_>>(), [5, 3]);
+    assert_eq!(before.iter().map(|t| t.partitions).collect::<Vec<_>>(), [5, 3, 3]);
     let made: Vec<_> = (0..3).map(|p| read(&socket, token, "made", p)).collect();
     drop(socket);
     broker.interrupt();

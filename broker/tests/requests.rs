@@ -258,7 +258,10 @@ fn create_topic_makes_an_empty_topic_and_delete_topic_removes_it() {
     let topic = "Vacío";
 
     assert_eq!(
-        ask(&socket, &Request::CreateTopic { topic, partitions: 1, retention: Default::default() }),
+        ask(
+            &socket,
+            &Request::CreateTopic { topic, partitions: Some(1), retention: Default::default() }
+        ),
         Response::Created { topic, partitions: 1 }
     );
     let listed = topics(&socket, token);
@@ -279,7 +282,10 @@ fn create_topic_makes_an_empty_topic_and_delete_topic_removes_it() {
 
     // A topic made again under the same name starts from offset 0.
     assert_eq!(
-        ask(&socket, &Request::CreateTopic { topic, partitions: 1, retention: Default::default() }),
+        ask(
+            &socket,
+            &Request::CreateTopic { topic, partitions: Some(1), retention: Default::default() }
+        ),
         Response::Created { topic, partitions: 1 }
     );
     assert_eq!(wire::append(&socket, topic, &["otra vez"]), (0, 0));
@@ -368,7 +374,7 @@ fn list_topics_needs_no_claim_and_shows_the_retention_each_topic_keeps_to() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     let own = protocol::Retention { ms: Some(60_000), ..protocol::Retention::default() };
-    let create = Request::CreateTopic { topic: "aged", partitions: 2, retention: own };
+    let create = Request::CreateTopic { topic: "aged", partitions: Some(2), retention: own };
     assert!(matches!(wire::ask(&socket, &create), Response::Created { .. }));
     wire::append(&socket, "plain", &["x"]);
     let Response::Topics { topics } = wire::ask(&socket, &Request::ListTopics { claim: None })

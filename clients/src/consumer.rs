@@ -234,6 +234,11 @@ pub enum Command {
         /// Only its offsets on this topic [default: every topic].
         #[arg(value_name = "TOPIC")]
         topic: Option<String>,
+        /// Only its offset on partition N of TOPIC (kafka-consumer-groups --delete-offsets of
+        /// one partition): the partition has none afterwards, and the next join starts it at
+        /// its start.
+        #[arg(long, value_name = "N", requires = "topic")]
+        partition: Option<u32>,
     },
     /// Create a topic with a number of partitions and its own retention (a topic is also
     /// made by the first append to it, with the broker's defaults).
@@ -242,9 +247,10 @@ pub enum Command {
         #[arg(value_name = "TOPIC")]
         topic: String,
         /// How many partitions, from 1 to 10000 (Kafka's flag): each is a log of its own,
-        /// read in order; more of them let more group members read at once.
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_partitions)]
-        partitions: u32,
+        /// read in order; more of them let more group members read at once [default: the
+        /// broker's --partitions].
+        #[arg(long, value_name = "N", value_parser = parse_partitions)]
+        partitions: Option<u32>,
         /// Keep about this many of each partition's newest messages [default: the broker's].
         #[arg(long, value_name = "N", value_parser = positive)]
         retention_messages: Option<u64>,
@@ -375,13 +381,24 @@ pub fn run(args: ConsumerArgs, shutdown: &Shutdown) -> Result<()> {
             group::reset(&mut client, &target, to.target(), *force, format.json, &mut out)?;
             return out.flush().map_err(ClientError::output);
         }
-        Command::GroupDelete { group, topic } => {
-            client.delete_group(group, topic.as_deref())?;
-            match topic {
-                Some(topic) => {
-                    eprintln!("deleted group {}'s offsets on topic {}", safe(group), safe(topic))
+        Command::GroupDelete { group, topic, partition } => {
+            match (topic, partition) {
+                (Some(topic), Some(partition)) => {
+                    client.delete_group_partition(group, topic, *partition)?;
+                    eprintln!(
+                        "deleted group {}'s offset on partition {partition} of topic {}",
+                        safe(group),
+                        safe(topic)
+                    );
                 }
-                None => eprintln!("deleted group {}", safe(group)),
+                (Some(topic), None) => {
+                    client.delete_group(group, Some(topic))?;
+                    eprintln!("deleted group {}'s offsets on topic {}", safe(group), safe(topic));
+                }
+                (None, _) => {
+                    client.delete_group(group, None)?;
+                    eprintln!("deleted group {}", safe(group));
+                }
             }
             return Ok(());
         }
@@ -508,7 +525,7 @@ fn check_names(command: Option<&Command>) -> Result<()> {
             (Some(topic), None)
         }
         Some(Command::Groups { group, topic }) => (topic.as_ref(), group.as_ref()),
-        Some(Command::GroupDelete { group, topic }) => (topic.as_ref(), Some(group)),
+        Some(Command::GroupDelete { group, topic, .. }) => (topic.as_ref(), Some(group)),
         Some(Command::Perf(ConsumePerfArgs { topic, .. })) => (Some(topic), None),
         _ => (None, None),
     };

@@ -274,6 +274,28 @@ fn group_delete_forgets_a_group_once_no_member_reads() {
 }
 
 #[test]
+fn group_delete_of_one_partition_forgets_that_partition_alone() {
+    let broker = broker(&[]);
+    consumer(&broker, &["create-topic", "p", "--partitions", "3"]).assert_success();
+    consumer(&broker, &["group-reset", "g", "p", "--to-earliest"]).assert_success();
+    assert_eq!(partition_rows(&broker, &[]).len(), 3);
+    let out = consumer(&broker, &["group-delete", "g", "p", "--partition", "1"]);
+    assert_eq!(
+        out.assert_success().stderr.trim(),
+        "deleted group g's offset on partition 1 of topic p"
+    );
+    let left: Vec<String> = partition_rows(&broker, &[]).iter().map(|r| r[2].clone()).collect();
+    assert_eq!(left, ["0", "2"]);
+    let out = consumer(&broker, &["group-delete", "g", "p", "--partition", "3"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("unknown_partition"), "{}", out.stderr);
+    // A partition names one of a topic.
+    consumer(&broker, &["group-delete", "g", "--partition", "1"]).assert_code(2);
+    assert_eq!(partition_rows(&broker, &[]).len(), 2);
+    broker.interrupt();
+}
+
+#[test]
 fn bad_group_names_and_acks_of_unknown_offsets_get_clear_errors() {
     let broker = broker(&[]);
     produce(&broker, "t", "m", 3);

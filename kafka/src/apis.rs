@@ -42,6 +42,9 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
@@ -54,7 +57,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    GroupId, ListGroupsRequest, ListGroupsResponse,
+    GroupId, ListGroupsRequest, ListGroupsResponse, OffsetDeleteRequest, OffsetDeleteResponse,
 };
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
@@ -106,6 +109,7 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The versions of `api` this door speaks, `None` when it does not answer it at all.
@@ -137,6 +141,7 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "an API this door does not answer",
     }
 }
@@ -560,13 +565,16 @@ impl Call<'_> {
             RequestKind::DeleteGroups(request) => {
                 ResponseKind::DeleteGroups(self.delete_groups(&request))
             }
+            RequestKind::OffsetDelete(request) => {
+                ResponseKind::OffsetDelete(self.offset_delete(&request))
+            }
             // `frame::decode` lets through only the APIs of `APIS`.
             _ => return None,
         })
     }
 
     /// `CreateTopics`: each topic made with a native `create_topic`, with `num_partitions`
-    /// partitions (one for -1, Kafka's "the broker's default", whose default is one) and one
+    /// partitions (-1 is Kafka's "the broker's default": the broker's `--partitions`) and one
     /// replica; 0 or more than [`MAX_PARTITIONS`] partitions is `INVALID_PARTITIONS`.
     /// `retention.ms` and `retention.bytes` become its retention, and any other setting gets
     /// `INVALID_CONFIG`. A topic that exists gets `TOPIC_ALREADY_EXISTS` whatever else it asks
@@ -695,8 +703,8 @@ impl Call<'_> {
         }
     }
 
-    /// How many partitions `topic` has, from `list_topics` (which needs no claim): unlike
-    /// [`Call::partition_count`], this never creates the topic.
+    /// How many partitions `topic` has, from `list_topics` (which needs no claim); it never
+    /// creates the topic.
     ///
     /// # Errors
     /// `unknown_topic` when it does not exist, and what `list_topics` may fail with.
@@ -749,16 +757,15 @@ impl Call<'_> {
         }
     }
 
-    /// How many partitions `topic` has, asked without a claim, so that a producer's
-    /// `Metadata` never waits for a logical broker: an `append` to partition
-    /// [`MAX_PARTITIONS`], which no topic has, is refused `315 unknown_partition` with the
-    /// topic's count (PROTOCOL.md, section 7), and appends nothing; but like any append it
-    /// creates a topic that does not exist, so it serves a producer alone
-    /// ([`Call::existing_count`] serves the others).
+    /// How many partitions `topic` has, learnt by appending to it, for a user who may produce
+    /// on a topic that does not exist but may not create it ([`Call::produced_topic`]): an
+    /// `append` to partition [`MAX_PARTITIONS`], which no topic has, is refused
+    /// `315 unknown_partition` with the topic's count (PROTOCOL.md, section 7) and appends
+    /// nothing, but like any append it creates a topic that does not exist.
     ///
     /// # Errors
-    /// The broker's refusal (`unknown_topic`, `forbidden` for a user who may not produce on the
-    /// topic) or a failed exchange.
+    /// The broker's refusal (`forbidden` for a user who may not produce on the topic) or a
+    /// failed exchange.
     fn partition_count(&mut self, topic: &str) -> client::Result<u32> {
         if !self.partitioned()? {
             return Ok(1);
@@ -1114,6 +1121,133 @@ impl Call<'_> {
         response
     }
 
+    /// `OffsetDelete` (`kafka-consumer-groups --delete-offsets`, the Java `AdminClient`'s
+    /// `deleteConsumerGroupOffsets`, kafka-python's `delete_group_offsets`): the group's committed offsets on the
+    /// partitions named go, as Kafka's coordinator removes them, by the native `delete_group`
+    /// of the topic when every partition of it is named, else of each partition. A group with
+    /// neither Kafka members nor state is `GROUP_ID_NOT_FOUND`; a partition the topic lacks,
+    /// or of a topic that does not exist, `UNKNOWN_TOPIC_OR_PARTITION`; one of a topic the
+    /// group's Kafka members subscribe to, or its native members read (`316 group_active`),
+    /// `GROUP_SUBSCRIBED_TO_TOPIC`, and its offset stays. A partition without a committed offset
+    /// is no error, as on Kafka. A user without `admin` on the group gets
+    /// `GROUP_AUTHORIZATION_FAILED` for the whole request, before anything else is said.
+    fn offset_delete(&mut self, request: &OffsetDeleteRequest) -> OffsetDeleteResponse {
+        let group = request.group_id.0.as_str();
+        let mut response = OffsetDeleteResponse::default();
+        if self.rights.is_some() {
+            // Who may change a group's offsets (`admin` on it) is the broker's to say, before
+            // anything of the group is told, as Kafka checks first: a `delete_group` naming no
+            // valid topic asks it and changes nothing, whatever the answer.
+            let probe = Request::DeleteGroup { group, topic: Some(""), partition: None };
+            if let Err(e) = self.client.call(&probe, |_| Ok(())) {
+                if e.broker_code() == Some(ErrorCode::Forbidden) {
+                    response.error_code = ResponseError::GroupAuthorizationFailed.code();
+                    return response;
+                }
+            }
+        }
+        let subscribed = self.door.coordinator.subscribed_topics(group);
+        let known = match self.client.list_groups(Some(group), None) {
+            Ok(states) => !states.is_empty(),
+            Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => false,
+            Err(e) => {
+                response.error_code = group_refusal(&e);
+                return response;
+            }
+        };
+        if subscribed.is_none() && !known {
+            response.error_code = ResponseError::GroupIdNotFound.code();
+            return response;
+        }
+        let topics = match self.client.topics() {
+            Ok(topics) => topics,
+            Err(e) => {
+                response.error_code = kafka_code(&e);
+                return response;
+            }
+        };
+        let subscribed = subscribed.unwrap_or_default();
+        for topic in &request.topics {
+            let name = topic.name.0.as_str();
+            let count = topics.iter().find(|t| t.name == name).map(|t| t.partitions);
+            let mut codes: Vec<(i32, i16)> = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let index = p.partition_index;
+                    let code = match (count, u32::try_from(index)) {
+                        (Some(count), Ok(index)) if index < count => {
+                            if subscribed.iter().any(|t| t == name) {
+                                ResponseError::GroupSubscribedToTopic.code()
+                            } else {
+                                0
+                            }
+                        }
+                        _ => ResponseError::UnknownTopicOrPartition.code(),
+                    };
+                    (index, code)
+                })
+                .collect();
+            // Each partition once, all below the topic's count.
+            let mut chosen: Vec<u32> = codes
+                .iter()
+                .filter(|(_, code)| *code == 0)
+                .filter_map(|(index, _)| u32::try_from(*index).ok())
+                .collect();
+            chosen.sort_unstable();
+            chosen.dedup();
+            let every = count.is_some_and(|count| chosen.len() == count as usize);
+            let outcomes: Vec<(Option<u32>, client::Result<()>)> = if every {
+                vec![(None, self.client.delete_group(group, Some(name)))]
+            } else {
+                chosen
+                    .into_iter()
+                    .map(|p| (Some(p), self.client.delete_group_partition(group, name, p)))
+                    .collect()
+            };
+            // The refusals: of the whole topic (`None`), or by partition.
+            let mut refused: HashMap<Option<u32>, i16> = HashMap::new();
+            for (partition, outcome) in outcomes {
+                let code = match outcome {
+                    Ok(()) => 0,
+                    // Nothing committed there: nothing to remove, as on Kafka.
+                    Err(e) if e.broker_code() == Some(ErrorCode::UnknownGroup) => 0,
+                    Err(e) if e.broker_code() == Some(ErrorCode::GroupActive) => {
+                        ResponseError::GroupSubscribedToTopic.code()
+                    }
+                    Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => {
+                        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+                        response.topics.clear();
+                        return response;
+                    }
+                    Err(e) => kafka_code(&e),
+                };
+                if code != 0 {
+                    refused.insert(partition, code);
+                }
+            }
+            for (index, slot) in &mut codes {
+                let own = u32::try_from(*index).ok().and_then(|p| refused.get(&Some(p)));
+                if let (0, Some(code)) = (*slot, refused.get(&None).or(own)) {
+                    *slot = *code;
+                }
+            }
+            let mut answer = OffsetDeleteResponseTopic::default();
+            answer.name = topic.name.clone();
+            answer.partitions = codes
+                .into_iter()
+                .map(|(index, code)| {
+                    let mut part = OffsetDeleteResponsePartition::default();
+                    part.partition_index = index;
+                    part.error_code = code;
+                    part
+                })
+                .collect();
+            response.topics.push(answer);
+        }
+        response
+    }
+
     /// `OffsetFetch`: the broker group's committed offsets, partition by partition; -1 (none)
     /// where the group has no state on the partition. Without topics named, every partition the
     /// group has state on.
@@ -1247,25 +1381,26 @@ impl Call<'_> {
     }
 
     /// How many partitions `topic` has, for a producer's `Metadata`, the topic created when it
-    /// does not exist: by the probe of [`Call::partition_count`], an append, which creates it
-    /// with the broker's `--partitions` as any append does, or, should the broker refuse that
-    /// append with `unknown_topic`, by `create_topic` with one partition. Neither needs a
-    /// claim.
+    /// does not exist: from `list_topics`, and for a missing topic by `create_topic` without a
+    /// count, which gives it the broker's `--partitions` (Kafka's `num.partitions`, what its
+    /// `auto.create.topics.enable` gives). Neither needs a claim. A user who may produce on the
+    /// topic but not administer it can make it only by appending, as a native producer does:
+    /// then the probe of [`Call::partition_count`] makes it.
     ///
     /// # Errors
     /// The broker's refusal, `forbidden` among them for a user who may not produce on the
     /// topic.
     fn produced_topic(&mut self, topic: &str) -> client::Result<u32> {
-        match self.partition_count(topic) {
+        match self.existing_count(topic) {
             Err(e) if e.broker_code() == Some(ErrorCode::UnknownTopic) => {
-                match self.client.create_topic(topic, 1, Retention::default()) {
+                match self.client.create_topic(topic, None, Retention::default()) {
                     // Created at the same moment by someone else, with their count.
                     Err(e) if e.broker_code() == Some(ErrorCode::TopicExists) => {
+                        self.existing_count(topic)
+                    }
+                    Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => {
                         self.partition_count(topic)
                     }
-                    // A user who may produce on the topic but not administer it: the append
-                    // will create it, as a native append does.
-                    Err(e) if e.broker_code() == Some(ErrorCode::Forbidden) => Ok(1),
                     other => other,
                 }
             }
@@ -1592,13 +1727,15 @@ pub const TRANSACTIONS_REFUSED: ResponseError = ResponseError::TransactionalIdAu
 
 /// The partition count and retention a `CreateTopics` entry asks for, or why it cannot be
 /// made. Replica assignments are refused, as before partitions: the gateway is the one node.
-fn creatable(topic: &CreatableTopic) -> Result<(u32, Retention), i16> {
+fn creatable(topic: &CreatableTopic) -> Result<(Option<u32>, Retention), i16> {
     let partitions = match topic.num_partitions {
-        -1 => 1,
-        n => u32::try_from(n)
-            .ok()
-            .filter(|n| (1..=MAX_PARTITIONS).contains(n))
-            .ok_or(ResponseError::InvalidPartitions.code())?,
+        -1 => None,
+        n => Some(
+            u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+                .ok_or(ResponseError::InvalidPartitions.code())?,
+        ),
     };
     if !topic.assignments.is_empty() {
         return Err(ResponseError::InvalidPartitions.code());
@@ -1680,6 +1817,15 @@ fn topic_metadata(name: String, code: i16, partitions: u32) -> MetadataResponseT
 
 /// A failed native call as a Kafka error code and the broker's sentence, for the responses
 /// that carry an error message.
+/// The Kafka error code of a refused group request: `forbidden` is the group's
+/// (`GROUP_AUTHORIZATION_FAILED`), since group requests need rights on the group.
+fn group_refusal(error: &ClientError) -> i16 {
+    match error.broker_code() {
+        Some(ErrorCode::Forbidden) => ResponseError::GroupAuthorizationFailed.code(),
+        _ => kafka_code(error),
+    }
+}
+
 fn refusal(error: &ClientError) -> (i16, Option<StrBytes>) {
     let message = match error {
         ClientError::Broker { reason, .. } => reason.clone(),
@@ -1783,17 +1929,17 @@ mod tests {
     }
 
     #[test]
-    fn create_topics_takes_1_to_10000_partitions_and_minus_one_for_one() {
+    fn create_topics_takes_1_to_10000_partitions_and_minus_one_for_the_broker_s_default() {
         let asking = |n: i32| {
             let mut topic = CreatableTopic::default();
             topic.num_partitions = n;
             topic.replication_factor = -1;
             creatable(&topic).map(|(partitions, _)| partitions)
         };
-        assert_eq!(asking(-1), Ok(1));
-        assert_eq!(asking(1), Ok(1));
-        assert_eq!(asking(3), Ok(3));
-        assert_eq!(asking(10_000), Ok(10_000));
+        assert_eq!(asking(-1), Ok(None));
+        assert_eq!(asking(1), Ok(Some(1)));
+        assert_eq!(asking(3), Ok(Some(3)));
+        assert_eq!(asking(10_000), Ok(Some(10_000)));
         let invalid = Err(ResponseError::InvalidPartitions.code());
         for n in [0, -2, 10_001, i32::MAX, i32::MIN] {
             assert_eq!(asking(n), invalid, "{n}");

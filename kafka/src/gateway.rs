@@ -22,6 +22,12 @@ use rustls::ServerConfig;
 /// The stack of a connection's thread.
 const STACK: usize = 512 * 1024;
 
+/// How long the `status` at start waits on each broker endpoint (the native programs'
+/// `--timeout` default), since no Kafka connection is accepted until it ends: with a dead
+/// endpoint before a live one, Kafka clients (librdkafka gives up on `ApiVersions` after 10 s)
+/// are served after this, not after a whole [`BROKER_TIMEOUT`].
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The gateway: a bound Kafka listener and the broker it speaks to.
 pub struct Gateway {
     /// The Kafka listener.
@@ -104,7 +110,7 @@ impl Gateway {
     /// front of a broker that has no users (every login would fail).
     pub fn run(mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let mut control =
-            Client::connect_to(self.endpoints.clone(), BROKER_TIMEOUT, self.credentials.clone())?;
+            Client::connect_to(self.endpoints.clone(), START_TIMEOUT, self.credentials.clone())?;
         let own = self.credentials != Credentials::None;
         match control.status() {
             Err(e @ ClientError::AuthenticationFailed { .. }) if own => {
@@ -127,10 +133,16 @@ impl Gateway {
             // A broker not up yet: the connections find out what it asks for.
             Ok(_) | Err(_) => {}
         }
-        if !self.door.sasl {
-            let pool = Arc::new(Pool::new(control.sibling()?));
-            if let Some(door) = Arc::get_mut(&mut self.door) {
-                door.pool = Some(pool);
+        // Native clients start at the endpoint that answered (the next after those that did
+        // not), and wait on it as long as any request may take.
+        self.endpoints = control.endpoints().clone();
+        let origin =
+            Client::connect_to(self.endpoints.clone(), BROKER_TIMEOUT, self.credentials.clone())?;
+        let sasl = self.door.sasl;
+        if let Some(door) = Arc::get_mut(&mut self.door) {
+            door.endpoints = self.endpoints.clone();
+            if !sasl {
+                door.pool = Some(Arc::new(Pool::new(origin)));
             }
         }
         let address = self.listener.local_addr()?;

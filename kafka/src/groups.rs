@@ -338,6 +338,23 @@ impl Coordinator {
         all
     }
 
+    /// The topics `group_id`'s members subscribe to, each once, or `None` when it has no
+    /// members: those whose offsets `OffsetDelete` must not remove (Kafka's
+    /// `GROUP_SUBSCRIBED_TO_TOPIC`).
+    pub fn subscribed_topics(&self, group_id: &str) -> Option<Vec<String>> {
+        let groups = self.lock();
+        let group = groups.get(group_id).filter(|g| !g.members.is_empty())?;
+        let mut topics: Vec<String> = group
+            .members
+            .values()
+            .flat_map(|member| &member.protocols)
+            .flat_map(|(_, metadata)| crate::rights::subscribed_topics(metadata))
+            .collect();
+        topics.sort_unstable();
+        topics.dedup();
+        Some(topics)
+    }
+
     /// Every group with members, and Kafka's name of its state.
     pub fn list(&self) -> Vec<(String, &'static str)> {
         self.lock().iter().map(|(name, group)| (name.clone(), state(group))).collect()

@@ -291,6 +291,25 @@ fn a_transactional_producer_is_refused_at_once_and_the_log_says_why() {
 }
 
 #[test]
+fn a_gateway_given_a_dead_endpoint_first_goes_on_to_the_live_one() {
+    let broker = testkit::BrokerProcess::start(&binary("broker"), &[]);
+    // A port nobody listens on: bound, read back, and let go.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let dead = format!("127.0.0.1:{}", dead.local_addr().expect("its address").port());
+    let mut command = Command::new(common::GATEWAY);
+    command.args(["--listen", "127.0.0.1:0", "--connect", &format!("{dead},{}", broker.endpoint)]);
+    let gateway = testkit::BrokerProcess::spawn(command);
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-P", "-b", &gateway.endpoint, "-t", "onward"]);
+    success(&run(kcat, "through\n"), "kcat -P");
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-C", "-e", "-b", &gateway.endpoint, "-t", "onward"]);
+    assert_eq!(success(&run(kcat, ""), "kcat -C"), "through\n");
+    gateway.interrupt();
+    broker.interrupt();
+}
+
+#[test]
 fn the_broker_is_found_in_every_address_form_the_other_programs_take() {
     let broker = testkit::BrokerProcess::start(&binary("broker"), &[]);
     let port = broker.endpoint.rsplit(':').next().expect("a port").to_owned();

@@ -217,7 +217,8 @@ fn group_membership_and_offsets_need_the_groups_consume_right() {
     let users = dir.path().join("users.toml");
     let text = format!(
         "[users.ops]\npassword_hash = \"{hash}\"\n\
-         topics = {{ produce = [\"*\"], admin = [\"*\"] }}\n\n\
+         topics = {{ produce = [\"*\"], admin = [\"*\"] }}\n\
+         groups = {{ admin = [\"*\"] }}\n\n\
          [users.bob]\npassword_hash = \"{hash}\"\ntopics = {{ consume = [\"orders\"] }}\n\
          groups = {{ consume = [\"baristas\"] }}\n\n\
          [users.eve]\npassword_hash = \"{hash}\"\n\
@@ -255,6 +256,18 @@ fn group_membership_and_offsets_need_the_groups_consume_right() {
         ],
         "{out}"
     );
+    // Deleting a group's offsets needs `admin` on it, and a user without it learns nothing
+    // more of the group; one with it learns the group has no offsets.
+    let delete_offsets = |user: &str| {
+        let mut admin = Command::new("python3");
+        admin.arg(script("kafka-python-admin.py"));
+        admin.args([&bootstrap, "delete-offsets", "baristas", "orders:0"]);
+        admin.env("KAFKA_USER", user).env("KAFKA_PASSWORD", PASSWORD);
+        success(&run(admin, ""), "kafka-python delete_group_offsets")
+    };
+    assert_eq!(delete_offsets("eve"), "refused GroupAuthorizationFailedError\n");
+    assert_eq!(delete_offsets("bob"), "refused GroupAuthorizationFailedError\n");
+    assert_eq!(delete_offsets("ops"), "refused GroupIdNotFoundError\n");
     gateway.interrupt();
     broker.interrupt();
 }

@@ -285,7 +285,7 @@ pub fn encode_request_with_origin(
             map.uint("retention_messages", retention.messages);
             map.uint("retention_bytes", retention.bytes);
             map.uint("retention_ms", retention.ms);
-            map.uint("partitions", Some((*partitions).into()));
+            map.uint("partitions", partitions.map(u64::from));
         }
         Request::CreatePartitions { topic, partitions } => {
             map.str("topic", Some(topic));
@@ -319,9 +319,10 @@ pub fn encode_request_with_origin(
             map.str("topic", *topic);
             map.str("group", *group);
         }
-        Request::DeleteGroup { group, topic } => {
+        Request::DeleteGroup { group, topic, partition } => {
             map.str("topic", *topic);
             map.str("group", Some(group));
+            map.uint("partition", partition.map(u64::from));
         }
         Request::ResetGroup { group, topic, partition, to } => {
             map.str("topic", Some(topic));
@@ -445,7 +446,7 @@ fn decode_wire_request(wire: WireRequest<'_>) -> Result<Request<'_>, DecodeError
         }
         "create_topic" => Request::CreateTopic {
             topic: topic()?,
-            partitions: wire.partitions.flatten().unwrap_or(1),
+            partitions: wire.partitions.flatten(),
             retention: Retention {
                 messages: wire.retention_messages.flatten(),
                 bytes: wire.retention_bytes.flatten(),
@@ -491,7 +492,15 @@ fn decode_wire_request(wire: WireRequest<'_>) -> Result<Request<'_>, DecodeError
         "list_groups" => {
             Request::ListGroups { group: wire.group.flatten(), topic: wire.topic.flatten() }
         }
-        "delete_group" => Request::DeleteGroup { group: group()?, topic: wire.topic.flatten() },
+        "delete_group" => {
+            let (topic, partition) = (wire.topic.flatten(), wire.partition.flatten());
+            if topic.is_none() && partition.is_some() {
+                return Err(DecodeError::Malformed(
+                    "delete_group names a partition only with its topic".into(),
+                ));
+            }
+            Request::DeleteGroup { group: group()?, topic, partition }
+        }
         "reset_group" => Request::ResetGroup {
             group: group()?,
             topic: topic()?,
@@ -611,9 +620,10 @@ pub fn encode_response_with_id(response: Response<'_>, id: Option<u64>, out: &mu
             map.uint("partition", Some(partition.into()));
         }
         Response::Groups { groups } => map.records("groups", &groups),
-        Response::GroupDeleted { group, topic } => {
+        Response::GroupDeleted { group, topic, partition } => {
             map.str("topic", topic);
             map.str("group", Some(group));
+            map.uint("partition", partition.map(u64::from));
         }
         Response::Reset { group, topic, committed_offset, partition } => {
             map.str("topic", Some(topic));
@@ -712,7 +722,11 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             partition,
         },
         "groups" => Response::Groups { groups: wire.groups.flatten().unwrap_or_default() },
-        "group_deleted" => Response::GroupDeleted { group: group()?, topic: wire.topic.flatten() },
+        "group_deleted" => Response::GroupDeleted {
+            group: group()?,
+            topic: wire.topic.flatten(),
+            partition: wire.partition.flatten(),
+        },
         "reset" => Response::Reset {
             group: group()?,
             topic: topic()?,
@@ -1332,7 +1346,7 @@ mod tests {
                 },
             ),
             (
-                Request::CreateTopic { topic: "t", partitions: 6, retention },
+                Request::CreateTopic { topic: "t", partitions: Some(6), retention },
                 SerdeRequest {
                     op: Some("create_topic"),
                     topic: Some("t"),

@@ -148,7 +148,7 @@ fields! {
     offsets: Vec<u64>, "list of uint64", read::ack_offsets, required [ack] optional [];
     to: &'a str, "str", read::string, required [reset_group] optional [];
     partition: u32, "uint32", read::uint32,
-        required [] optional [append, fetch, ack, reset_group];
+        required [] optional [append, fetch, ack, reset_group, delete_group];
     partitions: u32, "uint32", read::uint32, required [create_partitions] optional [create_topic];
     ordered: bool, "bool", read::boolean, required [] optional [group_fetch];
 }
@@ -195,7 +195,7 @@ fields! {
     acked: u64, "uint64", read::uint, required [acked] optional [];
     groups: Vec<GroupInfo>, "list of group records", read::records, required [groups] optional [];
     partition: u32, "uint32", read::uint32,
-        required [messages, appended, delivered, acked] optional [reset];
+        required [messages, appended, delivered, acked] optional [reset, group_deleted];
     partitions: u32, "uint32", read::uint32,
         required [created, partitions_created, joined] optional [error];
     placed: Vec<Placement>, "list of placement records", read::records,

@@ -46,8 +46,9 @@ pub enum Request<'a> {
     CreateTopic {
         /// The name of the new topic.
         topic: &'a str,
-        /// How many partitions it has: 1 to [`crate::MAX_PARTITIONS`] (1 when not sent).
-        partitions: u32,
+        /// How many partitions it has: 1 to [`crate::MAX_PARTITIONS`]; `None` (not sent) for
+        /// the broker's default (`broker --partitions`).
+        partitions: Option<u32>,
         /// Limits that override the broker's retention for this topic.
         retention: Retention,
     },
@@ -90,12 +91,16 @@ pub enum Request<'a> {
         /// The offsets acknowledged; at least one, at most [`crate::MAX_ACK_OFFSETS`].
         offsets: Vec<u64>,
     },
-    /// `delete_group group [topic]` → `group_deleted`: forget a group's committed offsets.
+    /// `delete_group group [topic] [partition]` → `group_deleted`: forget a group's committed
+    /// offsets.
     DeleteGroup {
         /// The group's name.
         group: &'a str,
         /// Only its state on this topic; `None` forgets every topic's.
         topic: Option<&'a str>,
+        /// Only its committed offset on this partition of `topic`; `None` forgets every
+        /// partition's.
+        partition: Option<u32>,
     },
     /// `list_groups [group] [topic]` → `groups`: groups with their offsets.
     ListGroups {

@@ -145,12 +145,14 @@ pub enum Response<'a> {
         /// The partition acknowledged.
         partition: u32,
     },
-    /// `group_deleted group [topic]`: the group's state is gone.
+    /// `group_deleted group [topic] [partition]`: the group's state is gone.
     GroupDeleted {
         /// The group.
         group: &'a str,
         /// The one topic whose state went, when the request named one.
         topic: Option<&'a str>,
+        /// The one partition whose committed offset went, when the request named one.
+        partition: Option<u32>,
     },
     /// `groups groups`: groups on topics, ordered by group, then topic.
     Groups {

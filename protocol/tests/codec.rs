@@ -62,10 +62,10 @@ fn requests() -> Vec<Request<'static>> {
             partition: Some(5),
             messages: vec![NewMessage { key: None, value: b"two" }],
         }),
-        Request::CreateTopic { topic: "t", partitions: 1, retention: Retention::default() },
+        Request::CreateTopic { topic: "t", partitions: None, retention: Retention::default() },
         Request::CreateTopic {
             topic: "t",
-            partitions: 6,
+            partitions: Some(6),
             retention: Retention { messages: Some(10), bytes: Some(1 << 20), ms: Some(60_000) },
         },
         Request::CreatePartitions { topic: "t", partitions: 12 },
@@ -104,8 +104,9 @@ fn requests() -> Vec<Request<'static>> {
         Request::Ack { group: "g", topic: "t", partition: 3, offsets: vec![0] },
         Request::ListGroups { group: None, topic: None },
         Request::ListGroups { group: Some("g"), topic: Some("t") },
-        Request::DeleteGroup { group: "g", topic: None },
-        Request::DeleteGroup { group: "g", topic: Some("t") },
+        Request::DeleteGroup { group: "g", topic: None, partition: None },
+        Request::DeleteGroup { group: "g", topic: Some("t"), partition: None },
+        Request::DeleteGroup { group: "g", topic: Some("t"), partition: Some(2) },
         Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Earliest },
         Request::ResetGroup { group: "g", topic: "t", partition: None, to: ResetTo::Latest },
         Request::ResetGroup { group: "g", topic: "t", partition: Some(2), to: ResetTo::Offset(42) },
@@ -233,8 +234,9 @@ fn responses() -> Vec<Response<'static>> {
             }],
         },
         Response::Reset { group: "g", topic: "t", committed_offset: 0, partition: None },
-        Response::GroupDeleted { group: "g", topic: None },
-        Response::GroupDeleted { group: "g", topic: Some("t") },
+        Response::GroupDeleted { group: "g", topic: None, partition: None },
+        Response::GroupDeleted { group: "g", topic: Some("t"), partition: None },
+        Response::GroupDeleted { group: "g", topic: Some("t"), partition: Some(2) },
         Response::Reset { group: "g", topic: "t", committed_offset: 5, partition: Some(1) },
         Response::error(ErrorCode::NotPending, "offset 9 was never delivered to group g"),
         Response::error(ErrorCode::BrokerBusy, "logical broker 1 is claimed"),
@@ -334,7 +336,7 @@ fn keys_may_come_in_any_order_and_unknown_keys_are_ignored() {
     let frame = b"\x84\xa5topic\xa1t\xa6future\xc3\xa2op\xaccreate_topic\xa1v\x01";
     assert_eq!(
         decode_request(frame),
-        Ok(Request::CreateTopic { topic: "t", partitions: 1, retention: Retention::default() })
+        Ok(Request::CreateTopic { topic: "t", partitions: None, retention: Retention::default() })
     );
 }
 
@@ -419,6 +421,9 @@ fn bad_group_requests_are_malformed() {
         ),
         Ok(Request::JoinGroup { claim: 1, group: "g", topic: "t", start: GroupStart::Earliest })
     );
+    // {"v": 1, "op": "delete_group", "group": "g", "partition": 1}: a partition of no topic.
+    assert!(malformed(b"\x84\xa1v\x01\xa2op\xacdelete_group\xa5group\xa1g\xa9partition\x01")
+        .contains("only with its topic"));
 }
 
 #[test]

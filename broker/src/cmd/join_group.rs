@@ -8,9 +8,9 @@ use crate::broker::Broker;
 use crate::group::Subscription;
 
 /// Makes `claim` a member of `group` on every partition of `topic`, renewing the claim. A group
-/// with no state on the topic starts each partition at `start`; partitions the topic gained
-/// since the group last read it start at their first offset, so that nothing appended to them
-/// is missed.
+/// with no state on the topic starts each partition at `start`, as does a partition of its
+/// state without a committed offset; partitions the topic gained since the group last read it
+/// start at their first offset, so that nothing appended to them is missed.
 pub fn apply<'a>(
     broker: &mut Broker,
     claim: u64,
@@ -34,10 +34,15 @@ pub fn apply<'a>(
         .iter()
         .map(|&(first, end)| if new && start == GroupStart::Latest { end } else { first })
         .collect();
+    let places: Vec<u64> = offsets
+        .iter()
+        .map(|&(first, end)| if start == GroupStart::Latest { end } else { first })
+        .collect();
     let brokers = &broker.brokers;
-    let (created, members) = broker
-        .groups
-        .join(group, topic, (claim, id), &starts, |token| brokers.broker_of(token).is_some());
+    let (created, members) =
+        broker.groups.join(group, topic, (claim, id), &starts, &places, |token| {
+            brokers.broker_of(token).is_some()
+        });
     if created {
         tracing::info!(
             group = %Shown(group),

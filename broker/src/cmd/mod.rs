@@ -68,6 +68,7 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
         Request::Fetch(fetch) => fetch::apply(broker, fetch, cx),
         Request::Append(append) => append::apply(broker, append, cx),
         Request::CreateTopic { topic, partitions, retention } => {
+            let partitions = partitions.unwrap_or(broker.default_partitions);
             create_topic::apply(broker, topic, partitions, retention)
         }
         Request::CreatePartitions { topic, partitions } => {
@@ -82,7 +83,9 @@ pub fn apply<'a>(request: Request<'a>, broker: &'a mut Broker, cx: &Context<'_>)
             ack::apply(broker, group, topic, partition, &offsets)
         }
         Request::ListGroups { group, topic } => list_groups::apply(broker, group, topic),
-        Request::DeleteGroup { group, topic } => delete_group::apply(broker, group, topic),
+        Request::DeleteGroup { group, topic, partition } => {
+            delete_group::apply(broker, group, topic, partition)
+        }
         Request::ResetGroup { group, topic, partition, to } => {
             reset_group::apply(broker, group, topic, partition, to)
         }

@@ -7,7 +7,8 @@ use crate::broker::Broker;
 use crate::store::StoreError;
 
 /// Moves `group`'s committed offset on `partition` of `topic` (on every partition when `None`)
-/// to `to`, creating its state there if needed. Every partition is checked before any moves.
+/// to `to`, creating its state there if needed (the other partitions without a committed
+/// offset, when one is named). Every partition is checked before any moves.
 pub fn apply<'a>(
     broker: &mut Broker,
     group: &'a str,
@@ -52,7 +53,11 @@ pub fn apply<'a>(
         targets.push((partition, offset));
     }
     let starts: Vec<u64> = offsets.iter().map(|&(first, _)| first).collect();
-    broker.groups.ensure(group, topic, &starts);
+    if partition.is_some() {
+        broker.groups.ensure_unplaced(group, topic, &starts);
+    } else {
+        broker.groups.ensure(group, topic, &starts);
+    }
     for &(partition, offset) in &targets {
         broker.groups.reset(group, topic, partition, offset);
     }

@@ -358,7 +358,7 @@ fn ordered_group_fetches_give_each_partition_to_one_member_at_a_time() {
     let mut broker = broker();
     let create = Request::CreateTopic {
         topic: "t",
-        partitions: 2,
+        partitions: Some(2),
         retention: protocol::Retention::default(),
     };
     assert!(matches!(reply(apply(create, &mut broker, &at(t0))), Response::Created { .. }));

@@ -16,12 +16,16 @@
 //! file   = header crc:u32le body
 //! header = "BRKGRP" version:u16le            (store::format; version 2)
 //! body   = MessagePack map {"group": str, "topic": str, "delivered": uint64, "pending": [uint64],
-//!                           "more": [{"delivered": uint64, "pending": [uint64]}]}
+//!                           "more": [{"delivered": uint64, "pending": [uint64]}],
+//!                           "unplaced": [uint32]}
 //! ```
 //! `delivered` and `pending` are partition 0's; `more` holds partitions 1, 2, ... in order, and
 //! is left out for a topic of one partition. Format 1 (before partitions) is the same map without
 //! `more`, so it reads as one partition; version 2 marks files an older broker must not read as
-//! one partition.
+//! one partition. `unplaced` lists, ascending, the partitions on which the group has no committed
+//! offset (their state was made for a reset of another partition, or their offset was deleted);
+//! it is left out when there are none, so a file without it reads as every partition placed, and
+//! a broker that does not know it reads those partitions as placed at their delivered offset.
 //! `crc` is the CRC-32C of `body`. Files without the header, as brokers before it wrote them
 //! (`crc body` alone), are read as format 0 (start-up counts them in a line) and rewritten in
 //! format 1 the next time their state changes. `pending` is ascending and below `delivered`; everything
@@ -62,6 +66,11 @@ pub struct Saved {
     /// Partitions 1, 2, ... in order; empty for a topic of one partition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more: Vec<SavedPartition>,
+    /// The partitions without a committed offset, ascending; `None` when every one has one.
+    /// Boxed, so that a state stays small where it is passed by value (a conflict's stored
+    /// state, `SaveError::Conflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<Box<Vec<u32>>>,
 }
 
 /// One partition's part of a stored group state.
@@ -79,7 +88,8 @@ impl Saved {
         let more = if partitions.is_empty() { Vec::new() } else { partitions.split_off(1) };
         let first =
             partitions.pop().unwrap_or(SavedPartition { delivered: 0, pending: Vec::new() });
-        Saved { group, topic, delivered: first.delivered, pending: first.pending, more }
+        let (delivered, pending) = (first.delivered, first.pending);
+        Saved { group, topic, delivered, pending, more, unplaced: None }
     }
 
     /// Every partition's state, partition 0 first.
@@ -142,6 +152,15 @@ fn decode_body(bytes: &[u8]) -> Result<Saved, String> {
     validate_topic_name(&saved.topic).map_err(|e| e.to_string())?;
     if saved.more.len() >= protocol::MAX_PARTITIONS as usize {
         return Err(format!("it holds {} partitions", saved.more.len() + 1));
+    }
+    let count = saved.more.len() + 1;
+    let unplaced = saved.unplaced.as_deref().map_or(&[][..], Vec::as_slice);
+    if !unplaced.windows(2).all(|pair| pair[0] < pair[1])
+        || unplaced.last().is_some_and(|&last| last as usize >= count)
+    {
+        return Err(format!(
+            "its partitions without a committed offset are not ascending partitions of its {count}"
+        ));
     }
     for (partition, (delivered, pending)) in saved.partitions().enumerate() {
         if !pending.windows(2).all(|pair| pair[0] < pair[1]) {
@@ -248,6 +267,7 @@ mod tests {
             delivered: 9,
             pending: vec![3, 5],
             more: Vec::new(),
+            unplaced: None,
         }
     }
 
@@ -267,8 +287,18 @@ mod tests {
         };
         let error = decode(&encode(&bad)).unwrap_err();
         assert!(error.contains("partition 1") && error.contains("ascending"), "{error}");
-        let bad = Saved { more: vec![SavedPartition { delivered: 2, pending: vec![7] }], ..saved };
+        let bad = Saved {
+            more: vec![SavedPartition { delivered: 2, pending: vec![7] }],
+            ..saved.clone()
+        };
         assert!(decode(&encode(&bad)).unwrap_err().contains("partition 1"));
+        // Partitions without a committed offset round trip, and must be partitions it has.
+        let unplaced = Saved { unplaced: Some(Box::new(vec![1, 2])), ..saved.clone() };
+        assert_eq!(decode(&encode(&unplaced)), Ok((unplaced.clone(), false)));
+        for bad in [vec![3], vec![2, 1], vec![1, 1]] {
+            let bad = Saved { unplaced: Some(Box::new(bad)), ..saved.clone() };
+            assert!(decode(&encode(&bad)).unwrap_err().contains("without a committed offset"));
+        }
     }
 
     #[test]

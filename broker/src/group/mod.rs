@@ -391,18 +391,36 @@ impl Groups {
     /// starting at its offset in `starts`, with the members of the others. Returns whether the
     /// state was created. The change is stored at the next commit.
     pub fn ensure(&mut self, group: &str, topic: &str, starts: &[u64]) -> bool {
+        self.ensure_with(group, topic, starts, Subscription::new)
+    }
+
+    /// As [`Groups::ensure`], but the partitions made have no committed offset
+    /// ([`Subscription::unplaced`]): for a reset of one partition, which says nothing of the
+    /// others.
+    pub fn ensure_unplaced(&mut self, group: &str, topic: &str, starts: &[u64]) -> bool {
+        self.ensure_with(group, topic, starts, Subscription::unplaced)
+    }
+
+    /// [`Groups::ensure`], each partition made by `make` from its start.
+    fn ensure_with(
+        &mut self,
+        group: &str,
+        topic: &str,
+        starts: &[u64],
+        make: fn(u64) -> Subscription,
+    ) -> bool {
         let have = self.state(group, topic).map(<[Subscription]>::len);
         if have.is_some_and(|have| have >= starts.len()) {
             return false;
         }
         self.record(group, topic);
         let Some(states) = self.state_mut(group, topic) else {
-            let states = starts.iter().map(|&start| Subscription::new(start)).collect();
+            let states = starts.iter().map(|&start| make(start)).collect();
             self.insert(group.to_owned(), topic.to_owned(), states);
             return true;
         };
         for &start in &starts[states.len()..] {
-            let mut state = Subscription::new(start);
+            let mut state = make(start);
             if let Some(first) = states.first() {
                 state.join_all(first);
             }
@@ -494,22 +512,30 @@ impl Groups {
 
     /// Makes claim `claim` (holding logical broker `broker`) a member of `group` on `topic`, on
     /// every partition, creating the group's state there (or the partitions it lacks), each
-    /// partition starting at its offset in `starts`. Members whose claims `is_live` says have
-    /// ended are forgotten first. Returns whether the state was created, and how many members
-    /// it has.
+    /// partition starting at its offset in `starts`; a partition without a committed offset
+    /// gets one at its offset in `places` (the join's `start`). Members whose claims `is_live`
+    /// says have ended are forgotten first. Returns whether the state was created, and how many
+    /// members it has.
     pub fn join(
         &mut self,
         group: &str,
         topic: &str,
         member: (u64, u32),
         starts: &[u64],
+        places: &[u64],
         is_live: impl Fn(u64) -> bool,
     ) -> (bool, usize) {
         self.refresh(group, topic);
         let created = self.ensure(group, topic, starts);
+        if self.state(group, topic).is_some_and(|states| states.iter().any(|s| !s.placed())) {
+            self.record(group, topic);
+        }
         let Some(states) = self.state_mut(group, topic) else {
             return (created, 0);
         };
+        for (state, &place) in states.iter_mut().zip(places) {
+            state.place(place);
+        }
         for state in states.iter_mut() {
             state.prune_members(&is_live);
             state.join(member.0, member.1);
@@ -542,7 +568,10 @@ impl Groups {
     }
 
     /// Forgets `group`'s state on `topic` (on every topic when `None`), files included, unless
-    /// it has members there whose claims `is_live` says go on: then nothing changes.
+    /// it has members there whose claims `is_live` says go on: then nothing changes. With
+    /// `partition`, `(index, start)`, only that partition's committed offset is forgotten, its
+    /// next read put at `start` ([`Subscription::forget`]); the state goes whole once no
+    /// partition has one.
     ///
     /// # Errors
     /// [`GroupError::UnknownGroup`] when there is no such state, [`GroupError::Active`] when it
@@ -551,6 +580,7 @@ impl Groups {
         &mut self,
         group: &str,
         topic: Option<&str>,
+        partition: Option<(u32, u64)>,
         is_live: impl Fn(u64) -> bool,
     ) -> Result<(), GroupError> {
         let topics: Vec<String> = match topic {
@@ -575,6 +605,16 @@ impl Groups {
                 });
             }
         }
+        if let (Some(topic), Some((partition, start))) = (topic, partition) {
+            let others_placed = self.state(group, topic).is_some_and(|states| {
+                (0u32..).zip(states).any(|(index, state)| index != partition && state.placed())
+            });
+            if others_placed {
+                self.update(group, topic, partition, |state| state.forget(start));
+                tracing::info!(group = %Shown(group), topic = %Shown(topic), partition, "deleted the group's offset on the partition");
+                return Ok(());
+            }
+        }
         let names = [group.to_owned()];
         for topic in &topics {
             self.remove(group, topic);
@@ -588,7 +628,8 @@ impl Groups {
     }
 
     /// The group states `group` and `topic` select (all when both are `None`), ordered by
-    /// group, then topic, then partition, each with its group, topic and partition.
+    /// group, then topic, then partition, each with its group, topic and partition; partitions
+    /// without a committed offset are left out.
     pub fn list<'g>(
         &'g self,
         group: Option<&str>,
@@ -599,6 +640,7 @@ impl Groups {
             .flat_map(|(group, topic, states)| {
                 (0u32..).zip(states).map(move |(partition, state)| (group, topic, partition, state))
             })
+            .filter(|(_, _, _, state)| state.placed())
             .collect()
     }
 
@@ -663,7 +705,14 @@ impl Groups {
                             pending: state.pending_offsets().collect(),
                         })
                         .collect();
-                    Saved::new(key.0.clone(), key.1.clone(), partitions)
+                    let mut saved = Saved::new(key.0.clone(), key.1.clone(), partitions);
+                    let unplaced: Vec<u32> = (0u32..)
+                        .zip(states)
+                        .filter(|(_, state)| !state.placed())
+                        .map(|(partition, _)| partition)
+                        .collect();
+                    saved.unplaced = (!unplaced.is_empty()).then(|| Box::new(unplaced));
+                    saved
                 });
                 (key, saved)
             })
@@ -771,10 +820,14 @@ impl Groups {
 /// A state read back from storage, every partition's pending messages waiting for their
 /// acknowledgement until `deadline`.
 fn restored(saved: &Saved, deadline: Instant) -> TopicState {
-    saved
-        .partitions()
-        .map(|(delivered, pending)| {
-            Subscription::restored(delivered, pending.iter().copied(), deadline)
+    (0u32..)
+        .zip(saved.partitions())
+        .map(|(partition, (delivered, pending))| {
+            if saved.unplaced.as_ref().is_some_and(|u| u.binary_search(&partition).is_ok()) {
+                Subscription::unplaced(delivered)
+            } else {
+                Subscription::restored(delivered, pending.iter().copied(), deadline)
+            }
         })
         .collect()
 }

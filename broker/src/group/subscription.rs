@@ -25,6 +25,12 @@ pub struct Subscription {
     delivered: u64,
     /// Delivered, unacknowledged offsets, each with the moment its ack timeout runs out.
     pending: BTreeMap<u64, Instant>,
+    /// Whether the group has a committed offset here. A partition has none when its state was
+    /// made for a reset of another partition, or its offset was deleted (Kafka's
+    /// `--delete-offsets`): then `list_groups` leaves it out, a Kafka consumer's
+    /// `auto.offset.reset` places it, and the next join starts it at the join's `start`.
+    /// Anything delivered, acknowledged or reset here gives it one.
+    placed: bool,
     /// The same deliveries ordered by deadline, so that due ones are found without looking at
     /// the others.
     deadlines: BTreeSet<(Instant, u64)>,
@@ -46,10 +52,40 @@ impl Subscription {
         Subscription {
             delivered: start,
             pending: BTreeMap::new(),
+            placed: true,
             deadlines: BTreeSet::new(),
             members: BTreeMap::new(),
             resets_untold: BTreeMap::new(),
             holder: None,
+        }
+    }
+
+    /// A state with no committed offset yet (see [`Subscription::placed`]), which reads
+    /// from `start` should a member read it before a join places it.
+    pub fn unplaced(start: u64) -> Subscription {
+        Subscription { placed: false, ..Subscription::new(start) }
+    }
+
+    /// Whether the group has a committed offset here; see [`Subscription::unplaced`].
+    pub fn placed(&self) -> bool {
+        self.placed
+    }
+
+    /// Forgets the committed offset, what was pending with it, and puts the next read at
+    /// `start`: the partition is as if the group had never read it. Members stay.
+    pub fn forget(&mut self, start: u64) {
+        self.delivered = start;
+        self.pending.clear();
+        self.deadlines.clear();
+        self.placed = false;
+    }
+
+    /// Gives a state without a committed offset one at `start` (a join's), and leaves any
+    /// other as it is.
+    pub fn place(&mut self, start: u64) {
+        if !self.placed {
+            self.delivered = start;
+            self.placed = true;
         }
     }
 
@@ -111,6 +147,7 @@ impl Subscription {
     /// offset on, consecutive; an offset that is neither (acknowledged meanwhile) is skipped.
     pub fn deliver(&mut self, offsets: &[u64], deadline: Instant) -> Vec<u64> {
         let mut redelivered = Vec::new();
+        self.placed |= !offsets.is_empty();
         for &offset in offsets {
             if offset < self.delivered {
                 // One that is not pending was acknowledged meanwhile: it stays acknowledged.
@@ -192,6 +229,7 @@ impl Subscription {
     /// Moves the committed and delivered offsets to `offset`, forgetting what was pending.
     pub fn reset(&mut self, offset: u64) {
         self.delivered = offset;
+        self.placed = true;
         self.pending.clear();
         self.deadlines.clear();
         self.resets_untold = self.members.keys().map(|&claim| (claim, offset)).collect();

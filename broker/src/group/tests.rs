@@ -60,11 +60,11 @@ fn summary(groups: &Groups) -> Vec<(String, String, u64, u64, Vec<u64>)> {
 #[test]
 fn the_first_join_creates_the_state_and_later_ones_only_add_members() {
     let mut groups = Groups::in_memory(TIMEOUT);
-    assert_eq!(groups.join("g", "t", (100, 1), &[5], |_| true), (true, 1));
-    assert_eq!(groups.join("g", "t", (200, 2), &[0], |_| true), (false, 2));
+    assert_eq!(groups.join("g", "t", (100, 1), &[5], &[5], |_| true), (true, 1));
+    assert_eq!(groups.join("g", "t", (200, 2), &[0], &[0], |_| true), (false, 2));
     assert_eq!(groups.get("g", "t", 0).map(Subscription::committed), Some(5));
     // A member whose claim ended is forgotten when someone joins.
-    assert_eq!(groups.join("g", "t", (300, 1), &[0], |claim| claim != 100), (false, 2));
+    assert_eq!(groups.join("g", "t", (300, 1), &[0], &[0], |claim| claim != 100), (false, 2));
     assert!(!groups.get("g", "t", 0).unwrap().is_member(100));
     assert_eq!(groups.len(), 1);
 }
@@ -73,7 +73,7 @@ fn the_first_join_creates_the_state_and_later_ones_only_add_members() {
 fn listings_are_ordered_and_filtered_by_group_and_topic() {
     let mut groups = Groups::in_memory(TIMEOUT);
     for (group, topic) in [("b", "x"), ("a", "y"), ("a", "x"), ("c", "y")] {
-        groups.join(group, topic, (1, 1), &[0], |_| true);
+        groups.join(group, topic, (1, 1), &[0], &[0], |_| true);
     }
     let names = |list: Vec<(&str, &str, u32, &Subscription)>| -> Vec<String> {
         list.into_iter().map(|(g, t, _, _)| format!("{g}/{t}")).collect()
@@ -90,9 +90,9 @@ fn listings_are_ordered_and_filtered_by_group_and_topic() {
 #[test]
 fn deleting_a_topic_forgets_every_group_on_it() {
     let mut groups = Groups::in_memory(TIMEOUT);
-    groups.join("a", "t", (1, 1), &[0], |_| true);
-    groups.join("b", "t", (1, 1), &[0], |_| true);
-    groups.join("a", "u", (1, 1), &[0], |_| true);
+    groups.join("a", "t", (1, 1), &[0], &[0], |_| true);
+    groups.join("b", "t", (1, 1), &[0], &[0], |_| true);
+    groups.join("a", "u", (1, 1), &[0], &[0], |_| true);
     groups.drop_topic("t");
     assert_eq!(summary(&groups), [("a".into(), "u".into(), 0, 0, vec![])]);
     groups.drop_topic("t");
@@ -117,9 +117,9 @@ fn states_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(Some(dir.path()), &["orders", "other"], 10);
     let mut groups = open(&dir, &store);
-    groups.join("preparers", "orders", (1, 1), &[0], |_| true);
-    groups.join("auditors", "orders", (2, 2), &[10], |_| true);
-    groups.join("preparers", "other", (1, 1), &[3], |_| true);
+    groups.join("preparers", "orders", (1, 1), &[0], &[0], |_| true);
+    groups.join("auditors", "orders", (2, 2), &[10], &[10], |_| true);
+    groups.join("preparers", "other", (1, 1), &[3], &[3], |_| true);
     deliver(&mut groups, "preparers", "orders", 6);
     groups.update("preparers", "orders", 0, |s| s.ack(&[0, 1, 3])).unwrap().unwrap();
     assert!(groups.commit().is_empty());
@@ -140,13 +140,13 @@ fn only_what_changed_is_written_and_deleted_topics_take_their_files() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store(Some(dir.path()), &["t", "u"], 3);
     let mut groups = open(&dir, &store);
-    groups.join("g", "t", (1, 1), &[0], |_| true);
-    groups.join("g", "u", (1, 1), &[0], |_| true);
+    groups.join("g", "t", (1, 1), &[0], &[0], |_| true);
+    groups.join("g", "u", (1, 1), &[0], &[0], |_| true);
     assert!(groups.commit().is_empty());
     let files = || fs::read_dir(dir.path().join("groups")).unwrap().count();
     assert_eq!(files(), 2);
     // Joining again changes only the members, which are not stored: nothing to write.
-    groups.join("g", "t", (2, 2), &[0], |_| true);
+    groups.join("g", "t", (2, 2), &[0], &[0], |_| true);
     assert!(groups.changed.is_empty());
 
     store.delete("t").unwrap();
@@ -161,7 +161,7 @@ fn a_state_whose_topic_is_gone_is_removed_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store(Some(dir.path()), &["t"], 3);
     let mut groups = open(&dir, &store);
-    groups.join("g", "t", (1, 1), &[0], |_| true);
+    groups.join("g", "t", (1, 1), &[0], &[0], |_| true);
     assert!(groups.commit().is_empty());
     // The topic goes while the broker is down (or a crash came between the two removals).
     store.delete("t").unwrap();
@@ -179,6 +179,7 @@ fn a_state_past_its_topic_is_fitted_at_start_up() {
         delivered: 8,
         pending: vec![1, 5],
         more: Vec::new(),
+        unplaced: None,
     };
     let groups_dir = dir.path().join("groups");
     fs::create_dir_all(&groups_dir).unwrap();
@@ -212,7 +213,7 @@ fn a_pass_whose_states_cannot_be_stored_is_undone() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(Some(dir.path()), &["t"], 10);
     let mut groups = open(&dir, &store);
-    groups.join("g", "t", (1, 1), &[0], |_| true);
+    groups.join("g", "t", (1, 1), &[0], &[0], |_| true);
     deliver(&mut groups, "g", "t", 4);
     assert!(groups.commit().is_empty());
     let stored = summary(&groups);
@@ -224,7 +225,7 @@ fn a_pass_whose_states_cannot_be_stored_is_undone() {
 
     groups.update("g", "t", 0, |s| s.ack(&[0, 1])).unwrap().unwrap();
     deliver(&mut groups, "g", "t", 2);
-    groups.join("new", "t", (2, 2), &[0], |_| true);
+    groups.join("new", "t", (2, 2), &[0], &[0], |_| true);
     let failures = groups.commit();
     let mut failed: Vec<(String, String)> =
         failures.into_iter().map(|f| (f.group, f.topic)).collect();
@@ -243,7 +244,7 @@ fn the_groups_directory_is_made_with_the_first_state_stored() {
     let mut groups = open(&dir, &store);
     assert!(groups.commit().is_empty());
     assert!(!groups_dir.exists(), "no group, no directory");
-    groups.join("g", "t", (1, 1), &[0], |_| true);
+    groups.join("g", "t", (1, 1), &[0], &[0], |_| true);
     assert!(groups.commit().is_empty());
     assert_eq!(fs::read_dir(&groups_dir).unwrap().count(), 1);
     assert_eq!(summary(&open(&dir, &store)).len(), 1);
@@ -254,7 +255,7 @@ fn states_of_the_format_before_headers_open_and_are_rewritten_with_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(Some(dir.path()), &["orders"], 10);
     let mut groups = open(&dir, &store);
-    groups.join("preparers", "orders", (1, 1), &[0], |_| true);
+    groups.join("preparers", "orders", (1, 1), &[0], &[0], |_| true);
     deliver(&mut groups, "preparers", "orders", 4);
     assert!(groups.commit().is_empty());
     drop(groups);
@@ -339,11 +340,11 @@ fn shared(bucket: &Bucket) -> Groups {
 fn shared_states_are_taken_by_the_next_process_to_join() {
     let bucket = Bucket::up();
     let (mut a, mut b) = (shared(&bucket), shared(&bucket));
-    a.join("g", "t", (1, 1), &[0], |_| true);
+    a.join("g", "t", (1, 1), &[0], &[0], |_| true);
     deliver(&mut a, "g", "t", 4);
     a.update("g", "t", 0, |s| s.ack(&[0, 1])).unwrap().unwrap();
     assert!(a.commit().is_empty());
-    assert_eq!(b.join("g", "t", (2, 2), &[0], |_| true), (false, 1), "b took a's state");
+    assert_eq!(b.join("g", "t", (2, 2), &[0], &[0], |_| true), (false, 1), "b took a's state");
     assert_eq!(summary(&b), [("g".into(), "t".into(), 2, 4, vec![2, 3])]);
     a.drop_topic("t");
     assert!(bucket.states.lock().unwrap().as_ref().unwrap().is_empty());
@@ -353,9 +354,9 @@ fn shared_states_are_taken_by_the_next_process_to_join() {
 fn a_shared_state_changed_elsewhere_at_the_same_time_is_taken_and_the_pass_refused() {
     let bucket = Bucket::up();
     let (mut a, mut b) = (shared(&bucket), shared(&bucket));
-    a.join("g", "t", (1, 1), &[0], |_| true);
+    a.join("g", "t", (1, 1), &[0], &[0], |_| true);
     assert!(a.commit().is_empty());
-    b.join("g", "t", (2, 2), &[0], |_| true);
+    b.join("g", "t", (2, 2), &[0], &[0], |_| true);
     deliver(&mut b, "g", "t", 3);
     assert!(b.commit().is_empty());
     // `a` delivers on its old copy: its commit conflicts, and it takes b's state.
@@ -371,13 +372,13 @@ fn a_shared_state_changed_elsewhere_at_the_same_time_is_taken_and_the_pass_refus
 fn a_pass_whose_shared_states_cannot_be_reached_is_undone() {
     let bucket = Bucket::up();
     let mut groups = shared(&bucket);
-    groups.join("g", "t", (1, 1), &[0], |_| true);
+    groups.join("g", "t", (1, 1), &[0], &[0], |_| true);
     deliver(&mut groups, "g", "t", 2);
     assert!(groups.commit().is_empty());
     let stored = summary(&groups);
     bucket.set_down();
     deliver(&mut groups, "g", "t", 2);
-    groups.join("new", "t", (2, 2), &[0], |_| true);
+    groups.join("new", "t", (2, 2), &[0], &[0], |_| true);
     let failures = groups.commit();
     assert_eq!(failures.len(), 2);
     assert!(failures.iter().all(|f| f.transient));
@@ -395,7 +396,7 @@ fn a_state_has_a_partition_for_each_of_its_topic_and_grows_with_it() {
     }
     assert!(store.commit_and_wait(Instant::now(), 0).is_empty());
     let mut groups = open(&dir, &store);
-    let (created, members) = groups.join("g", "t", (1, 1), &[0, 5], |_| true);
+    let (created, members) = groups.join("g", "t", (1, 1), &[0, 5], &[0, 5], |_| true);
     assert!(created && members == 1);
     assert_eq!(groups.state("g", "t").map(<[Subscription]>::len), Some(2));
     assert_eq!(groups.get("g", "t", 1).map(Subscription::committed), Some(5));
@@ -416,10 +417,50 @@ fn a_state_has_a_partition_for_each_of_its_topic_and_grows_with_it() {
 #[test]
 fn the_turn_moves_to_the_partition_after_the_one_served() {
     let mut groups = Groups::in_memory(TIMEOUT);
-    groups.join("g", "t", (1, 1), &[0, 0, 0], |_| true);
+    groups.join("g", "t", (1, 1), &[0, 0, 0], &[0, 0, 0], |_| true);
     assert_eq!(groups.next_turn("g", "t"), 0);
     groups.served("g", "t", 0, 3);
     assert_eq!(groups.next_turn("g", "t"), 1);
     groups.served("g", "t", 2, 3);
     assert_eq!(groups.next_turn("g", "t"), 0);
+}
+
+#[test]
+fn a_partition_without_a_committed_offset_is_left_out_kept_and_placed_by_a_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(config(Some(dir.path()))).unwrap();
+    store.create("t", 3, Retention::default()).unwrap();
+    let messages: Vec<NewMessage<'_>> =
+        (0..5).map(|_| NewMessage { key: None, value: b"m" }).collect();
+    store.append("t", 2, &messages, 0).unwrap();
+    assert!(store.commit_and_wait(Instant::now(), 0).is_empty());
+    let listed = |groups: &Groups| -> Vec<(u32, u64)> {
+        groups.list(Some("g"), None).into_iter().map(|(_, _, p, s)| (p, s.committed())).collect()
+    };
+    let mut groups = open(&dir, &store);
+    // A reset of partition 1 alone says nothing of the others' offsets.
+    groups.ensure_unplaced("g", "t", &[0, 0, 0]);
+    groups.reset("g", "t", 1, 0);
+    assert_eq!(listed(&groups), [(1, 0)]);
+    assert!(groups.commit().is_empty());
+    let mut groups = open(&dir, &store);
+    assert_eq!(listed(&groups), [(1, 0)], "kept across a restart");
+    // Forgetting the one placed partition leaves none: the state goes whole.
+    groups.delete("g", Some("t"), Some((1, 0)), |_| false).unwrap();
+    assert!(groups.state("g", "t").is_none());
+    // Forgetting one of three keeps the others.
+    groups.ensure("g", "t", &[0, 0, 0]);
+    groups.delete("g", Some("t"), Some((2, 0)), |_| false).unwrap();
+    assert_eq!(listed(&groups), [(0, 0), (1, 0)]);
+    assert!(groups.commit().is_empty());
+    // A join places it at the join's start (here the latest), and leaves the others be.
+    let mut groups = open(&dir, &store);
+    assert_eq!(listed(&groups), [(0, 0), (1, 0)]);
+    groups.join("g", "t", (1, 1), &[0, 0, 0], &[0, 0, 5], |_| true);
+    assert_eq!(listed(&groups), [(0, 0), (1, 0), (2, 5)]);
+    assert!(groups.commit().is_empty());
+    assert_eq!(listed(&open(&dir, &store)), [(0, 0), (1, 0), (2, 5)]);
+    // With a member there, nothing is forgotten.
+    let refused = groups.delete("g", Some("t"), Some((0, 0)), |_| true);
+    assert!(matches!(refused, Err(GroupError::Active { .. })), "{refused:?}");
 }

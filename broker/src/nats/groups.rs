@@ -271,6 +271,7 @@ mod tests {
             delivered: 9,
             pending: vec![3, 5],
             more: vec![crate::group::SavedPartition { delivered: 2, pending: vec![1] }],
+            unplaced: None,
         }
     }
 

@@ -684,24 +684,45 @@ impl Client {
     /// As [`Client::call`]; `unknown_group` when it has none there, `group_active` while it
     /// has members there.
     pub fn delete_group(&mut self, group: &str, topic: Option<&str>) -> Result<()> {
-        let request = Request::DeleteGroup { group, topic };
-        self.call(&request, |response| match response {
+        self.delete_group_request(&Request::DeleteGroup { group, topic, partition: None })
+    }
+
+    /// Forgets `group`'s committed offset on `partition` of `topic` alone (Kafka's
+    /// `--delete-offsets` of one partition): the partition has none afterwards.
+    ///
+    /// # Errors
+    /// As [`Client::delete_group`]; `unknown_partition` when the topic has no such partition.
+    pub fn delete_group_partition(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<()> {
+        let request =
+            Request::DeleteGroup { group, topic: Some(topic), partition: Some(partition) };
+        self.delete_group_request(&request)
+    }
+
+    /// Sends a `delete_group`.
+    fn delete_group_request(&mut self, request: &Request<'_>) -> Result<()> {
+        self.call(request, |response| match response {
             Response::GroupDeleted { .. } => Ok(()),
-            other => Err(unexpected(&request, &other)),
+            other => Err(unexpected(request, &other)),
         })
     }
 
-    /// Creates `topic` with `partitions` partitions and the `retention` given.
+    /// Creates `topic` with `partitions` partitions (`None`: the broker's `--partitions`) and
+    /// the `retention` given; returns how many partitions it has.
     ///
     /// # Errors
     /// As [`Client::call`]; `topic_exists`, `invalid_partitions` among the broker's refusals.
     pub fn create_topic(
         &mut self,
         topic: &str,
-        partitions: u32,
+        partitions: impl Into<Option<u32>>,
         retention: Retention,
     ) -> Result<u32> {
-        let request = Request::CreateTopic { topic, partitions, retention };
+        let request = Request::CreateTopic { topic, partitions: partitions.into(), retention };
         self.call(&request, |response| match response {
             Response::Created { partitions, .. } => Ok(partitions),
             other => Err(unexpected(&request, &other)),
