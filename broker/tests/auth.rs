@@ -1040,7 +1040,7 @@ fn the_origin_a_request_gives_is_logged_beside_the_peer_and_an_unfit_one_dropped
         frame
     };
     fn create(topic: &str) -> Request<'_> {
-        Request::CreateTopic { topic, partitions: 1, retention: Default::default() }
+        Request::CreateTopic { topic, partitions: Some(1), retention: Default::default() }
     }
     let told = "[2001:db8::7]:40112";
     let reply = wire::ask_raw(&full, &with_origin(&create("told"), told));
