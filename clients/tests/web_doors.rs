@@ -1,6 +1,7 @@
 //! The `web` console as a door to a broker with users, over raw HTTP on loopback: the broker's
 //! audit log names the browser behind each request (`origin`) beside the console's own address,
-//! and the console reaches a broker that requires CURVE with a key pair of its own. Each test
+//! and the console reaches a broker that requires CURVE with a key pair of its own; a topic it
+//! creates without a count of partitions gets the broker's. Each test
 //! starts the real `broker` and `web` binaries on free ports and stops them by their ids.
 
 use std::io::{Read, Write};
@@ -269,4 +270,24 @@ fn the_console_reaches_a_broker_that_requires_curve_with_its_own_key_pair() {
     let said = event(&events, "create_topic", "console");
     assert_eq!(said["fields"]["topic"], "by-key", "{said}");
     assert_eq!(said["fields"]["origin"], from.to_string(), "{said}");
+}
+
+#[test]
+fn a_topic_created_without_a_count_gets_the_brokers_partitions() {
+    let broker = BrokerProcess::start(&broker_binary(), &["--partitions", "3"]);
+    let console = Console::start(&broker, &[]);
+    let partitions_of = |body: &str| {
+        let (reply, _) = console.request("POST", "/api/topics", "", body);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let json = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        json["partitions"].as_u64().unwrap_or_else(|| panic!("no count: {json}"))
+    };
+    assert_eq!(partitions_of(r#"{"name":"by-default"}"#), 3);
+    assert_eq!(partitions_of(r#"{"name":"two","partitions":2}"#), 2);
+    let (refused, _) =
+        console.request("POST", "/api/topics", "", r#"{"name":"no","partitions":0}"#);
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    drop(console);
+    broker.interrupt();
 }

@@ -652,14 +652,14 @@ struct CreateForm {
     /// Keep its messages this long, as people write it (`7d`, `12h`).
     #[serde(default)]
     retention_time: Option<String>,
-    /// How many partitions (1 unless given).
+    /// How many partitions (the broker's `--partitions` unless given).
     #[serde(default)]
     partitions: Option<u32>,
 }
 
 /// `POST /api/topics` with `{"name", "partitions"?, "retention_messages"?, "retention_bytes"?,
-/// "retention_time"?}`: creates a topic of that many partitions (1 unless given), with the
-/// broker's retention where none is given.
+/// "retention_time"?}`: creates a topic of that many partitions, with the broker's count of
+/// partitions and retention where none is given.
 pub fn create_topic(session: &Session, body: &[u8]) -> Reply {
     let form: CreateForm = match serde_json::from_slice(body) {
         Ok(form) => form,
@@ -679,14 +679,14 @@ pub fn create_topic(session: &Session, body: &[u8]) -> Reply {
     };
     let retention =
         Retention { messages: form.retention_messages, bytes: form.retention_bytes, ms };
-    let partitions = form.partitions.unwrap_or(1);
-    if !(1..=protocol::MAX_PARTITIONS).contains(&partitions) {
+    if form.partitions.is_some_and(|n| !(1..=protocol::MAX_PARTITIONS).contains(&n)) {
         return Reply::error(
             400,
             &format!("a topic has from 1 to {} partitions", protocol::MAX_PARTITIONS),
         );
     }
-    let result = session.pool.with(|client| client.create_topic(&form.name, partitions, retention));
+    let result =
+        session.pool.with(|client| client.create_topic(&form.name, form.partitions, retention));
     match result {
         Ok(partitions) => Reply::json(&json!({ "created": form.name, "partitions": partitions })),
         Err(e) => Reply::failed(&e),
