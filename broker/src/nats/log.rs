@@ -301,7 +301,6 @@ impl NatsLog {
             self.guessed.clear();
         }
         self.settled.push(settled);
-        self.settle_empty();
     }
 
     /// Asks the runtime `command` and waits for its answer on `reply`, at most
@@ -563,14 +562,10 @@ impl Log for NatsLog {
         self.next_ticket += 1;
         self.take_events();
         if self.staged.is_empty() {
-            if self.in_flight.is_empty() {
-                let (failures, readable, renumbered) = (Vec::new(), Vec::new(), Vec::new());
-                self.settled.push(Settled { ticket, failures, readable, renumbered });
-            } else {
-                // Commits settle in order: this one with the one before it.
-                self.in_flight.push_back((ticket, Vec::new()));
-                self.settle_empty();
-            }
+            // A commit of nothing waits for no other: commits on other partitions settle
+            // independently, and this one has none.
+            let (failures, readable, renumbered) = (Vec::new(), Vec::new(), Vec::new());
+            self.settled.push(Settled { ticket, failures, readable, renumbered });
             return ticket;
         }
         let appends = std::mem::take(&mut self.staged);
@@ -594,7 +589,6 @@ impl Log for NatsLog {
 
     fn settled(&mut self) -> Vec<Settled> {
         self.take_events();
-        self.settle_empty();
         if !self.grown.is_empty() {
             // Messages from other broker processes, or read back late: no commit of ours
             // (ticket 0 is never given), but fetches held on these topics may look again.
@@ -611,7 +605,7 @@ impl Log for NatsLog {
 
     fn wait_settled(&mut self) -> Vec<Settled> {
         let deadline = Instant::now() + streams::COMMIT_TIMEOUT * 3;
-        while self.in_flight.iter().any(|(_, appends)| !appends.is_empty()) {
+        while !self.in_flight.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
                 Ok(event) => self.apply(event),
@@ -624,7 +618,6 @@ impl Log for NatsLog {
                     }
                 }
             }
-            self.settle_empty();
         }
         self.settled()
     }
@@ -798,16 +791,6 @@ impl NatsLog {
         self.mirror
             .get(&(topic.to_owned(), partition))
             .ok_or_else(|| unknown_partition(topic, partition, count))
-    }
-
-    /// Settles the commits at the front of those in flight that had no appends.
-    fn settle_empty(&mut self) {
-        while let Some((ticket, _)) = self.in_flight.front().filter(|(_, a)| a.is_empty()) {
-            let ticket = *ticket;
-            self.in_flight.pop_front();
-            let (failures, readable, renumbered) = (Vec::new(), Vec::new(), Vec::new());
-            self.settled.push(Settled { ticket, failures, readable, renumbered });
-        }
     }
 }
 

@@ -11,11 +11,12 @@
 //! the wing's one connection lives on a tokio runtime on a thread of its own (`runtime`), the
 //! only asynchronous code of the broker, which takes commands and hands back events through a
 //! channel and a wake pipe. Each concern keeps its serving side and its runtime side in one
-//! file: `streams` and `log` (topics), `claims`, `groups`; `record` is the layout of a topic's
+//! file: `streams` and `log` (topics; `lane` publishes one partition's batches), `claims`, `groups`; `record` is the layout of a topic's
 //! messages in its stream.
 
 mod claims;
 mod groups;
+mod lane;
 mod log;
 mod record;
 mod runtime;

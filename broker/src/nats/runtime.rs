@@ -33,7 +33,8 @@ const SWEEP: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub enum Command {
     /// Publish these appends, in order, and report them with [`Event::Committed`] once
-    /// acknowledged, after the commits before it (several are in flight at once).
+    /// acknowledged, after the commits before it that append to the same partitions
+    /// (several are in flight at once; commits on other partitions do not wait for it).
     Commit {
         /// The commit's ticket.
         ticket: u64,
@@ -343,7 +344,7 @@ pub async fn run(
                 Some(command) => backend.apply(command).await,
             },
             done = backend.streams.next_settled() => {
-                backend.streams.settle(&backend.conn, done).await;
+                backend.streams.settle(&backend.conn, done);
             }
             Some(advisory) = advisories.next() => {
                 backend.streams.advised(&backend.conn, &advisory.subject).await;
