@@ -532,6 +532,94 @@ fn a_cluster_of_three_keeps_every_acknowledged_append_when_the_streams_leader_is
     b.interrupt();
 }
 
+#[test]
+fn appends_through_a_broker_whose_nats_server_is_paused_are_answered_all_through_the_pause() {
+    let cluster = testkit::NatsCluster::start();
+    let broker = wire::start(&["--store", &cluster.url(), "--replicas", "3"]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    // Every append is answered within the client's timeout (`ask` fails otherwise).
+    let append_one = |value: String| match ask(&socket, &append_of("paused", &[&value])) {
+        Response::Appended { first_offset, .. } => Ok((first_offset, value)),
+        other => Err(other),
+    };
+    let mut acknowledged = Vec::new();
+    for n in 0..10 {
+        match append_one(format!("before {n}")) {
+            Ok(appended) => acknowledged.push(appended),
+            Err(refusal) => panic!("append refused with the cluster whole: {refusal:?}"),
+        }
+    }
+    // The server this broker process is connected to stops answering, its sockets open.
+    let name = format!("broker-{}", broker.pid());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let serving = loop {
+        if let Some(at) = cluster.serving(&name) {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "no server lists the connection {name}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pid = cluster.servers[serving].pid().expect("the server runs");
+    println!("{name} is connected to n{}; pausing it", serving + 1);
+    testkit::signal_process(pid, "STOP");
+    let paused = Instant::now();
+    let (mut first_answer, mut first_ack, mut slowest) = (None, None, Duration::ZERO);
+    let (mut answered, mut refused) = (0, 0);
+    // Appends go on being answered while the server is paused: acknowledged through another
+    // server of the cluster, or refused as a store that cannot be reached.
+    while answered < 30 && acknowledged.len() < 30 {
+        let asked = Instant::now();
+        let outcome = append_one(format!("paused {answered}"));
+        slowest = slowest.max(asked.elapsed());
+        first_answer.get_or_insert(paused.elapsed());
+        answered += 1;
+        match outcome {
+            Ok(appended) => {
+                acknowledged.push(appended);
+                first_ack.get_or_insert(paused.elapsed());
+            }
+            Err(refusal) => {
+                expect_error(&refusal, ErrorCode::StoreUnavailable);
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let moved = cluster.serving(&name).filter(|&at| at != serving);
+    println!(
+        "paused n{}: first answer after {first_answer:?}, slowest {slowest:?}; {refused} of \
+         {answered} refused; first acknowledged append after {first_ack:?}; now on {}",
+        serving + 1,
+        moved.map_or("no other server".to_owned(), |at| format!("n{}", at + 1)),
+    );
+    testkit::signal_process(pid, "CONT");
+    let resumed = Instant::now();
+    loop {
+        if let Ok(appended) = append_one(format!("after {}", acknowledged.len())) {
+            acknowledged.push(appended);
+            break;
+        }
+        assert!(resumed.elapsed() < Duration::from_secs(30), "appends did not go on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing acknowledged is lost, and each is where its acknowledgement said.
+    let token = loop {
+        match claim_reply(&socket, None, "reader") {
+            Response::Claimed { claim, .. } => break claim,
+            other => assert!(resumed.elapsed() < Duration::from_secs(30), "{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let held = fetch_until(&socket, token, "paused", acknowledged.len());
+    for (offset, value) in &acknowledged {
+        assert!(held.contains(&(*offset, value.clone())), "{offset} {value} lost: {held:?}");
+    }
+    let stopped = Instant::now();
+    broker.interrupt();
+    println!("the broker stopped in {:?}", stopped.elapsed());
+}
+
 /// The files in `dir`, sorted (none when it does not exist).
 fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

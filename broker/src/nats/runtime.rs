@@ -25,6 +25,26 @@ use crate::store::StoreError;
 /// How long one request to JetStream (a publish's ack, a stream's creation) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How often the client asks its server whether it is there (a NATS `PING`) while it sends
+/// nothing: after two unanswered, the next tick takes the connection for lost and moves to
+/// another server of the list. (The client puts its pings off while it sends, which a busy
+/// broker always does: [`HEARTBEAT`] covers that case.)
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the runtime sends itself a message through its server, to learn that the server
+/// still answers. A server that is paused (stopped, swapping, its host frozen) keeps its socket
+/// open and says nothing: without this the broker would stay on it for the whole pause.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long the server may leave the runtime's own messages unanswered before the connection is
+/// taken for lost and made again to another server of the list: inside [`COMMIT_TIMEOUT`]
+/// (`streams`), so that appends refused while the server is silent go through another soon.
+const SILENCE: Duration = Duration::from_millis(1500);
+
+/// How long a connection to a server may take to be made, greeting included: a paused server
+/// accepts the connection and never greets, so a short wait moves on to the next one soon.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How often the partitions' streams JetStream lists are compared with those followed, for
 /// the advisories of another process's creations and deletions that never came.
 const SWEEP: Duration = Duration::from_secs(5);
@@ -292,7 +312,10 @@ pub async fn run(
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     let client = match async_nats::ConnectOptions::new()
-        .connection_timeout(REQUEST_TIMEOUT)
+        .name(connection_name())
+        .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(PING_INTERVAL)
+        .request_timeout(Some(REQUEST_TIMEOUT))
         .connect(setup.servers.as_slice())
         .await
     {
@@ -333,6 +356,9 @@ pub async fn run(
         return;
     }
     let mut claims_watch = claims.watch(conn).await;
+    let mut heartbeat = Heartbeat::start(&conn.client).await;
+    let mut beats = tokio::time::interval(HEARTBEAT);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let _ = ready.send(Ok(()));
     // Held claims are renewed three times a lease, so that one lost renewal costs nothing.
     let mut renewals = tokio::time::interval((conn.setup.lease / 3).max(Duration::from_millis(10)));
@@ -350,6 +376,8 @@ pub async fn run(
                 backend.streams.advised(&backend.conn, &advisory.subject).await;
             }
             _ = sweeps.tick() => backend.streams.sweep(&backend.conn).await,
+            _ = beats.tick() => heartbeat.beat(&backend.conn.client).await,
+            Some(_) = heartbeat.next() => heartbeat.heard = tokio::time::Instant::now(),
             watched = claims::next(&mut claims_watch) => match watched {
                 Some(Ok(entry)) => backend.claims.watched(&backend.conn, &entry),
                 ended => {
@@ -371,6 +399,78 @@ pub async fn run(
     backend.claims.free_all(&backend.conn).await;
     backend.streams.stop();
     let _ = client.flush().await;
+}
+
+/// The name this broker process gives its NATS connection, which the servers' `/connz` shows:
+/// `broker-<process id>`.
+fn connection_name() -> String {
+    format!("broker-{}", std::process::id())
+}
+
+/// The runtime's check that its server still answers: a message to itself through the
+/// server every [`HEARTBEAT`], and a new connection (to another server of the list, the
+/// client preferring those that did not fail) when none came back for [`SILENCE`].
+struct Heartbeat {
+    /// The subject it sends to and listens on: an inbox of its own.
+    subject: async_nats::Subject,
+    /// Its messages, as they come back; `None` when it could not subscribe.
+    subscriber: Option<async_nats::Subscriber>,
+    /// When it last heard from the server (or connected).
+    heard: tokio::time::Instant,
+    /// How many times the client had connected, as last seen.
+    connects: u64,
+}
+
+impl Heartbeat {
+    /// Subscribes to an inbox of its own on `client`'s connection.
+    async fn start(client: &async_nats::Client) -> Heartbeat {
+        let subject = async_nats::Subject::from(client.new_inbox());
+        let subscriber = match client.subscribe(subject.clone()).await {
+            Ok(subscriber) => Some(subscriber),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the NATS server's answers; relying on pings");
+                None
+            }
+        };
+        let connects = client.statistics().connects.load(std::sync::atomic::Ordering::Relaxed);
+        Heartbeat { subject, subscriber, heard: tokio::time::Instant::now(), connects }
+    }
+
+    /// The next of its messages to come back; never ready without a subscription.
+    async fn next(&mut self) -> Option<async_nats::Message> {
+        match &mut self.subscriber {
+            Some(subscriber) => subscriber.next().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends the next message, or, when the server left the last ones unanswered for
+    /// [`SILENCE`], makes the connection again.
+    async fn beat(&mut self, client: &async_nats::Client) {
+        if self.subscriber.is_none() {
+            return;
+        }
+        let connects = client.statistics().connects.load(std::sync::atomic::Ordering::Relaxed);
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if connects != self.connects || !connected {
+            // A connection being made, or just made: the silence counts from now.
+            self.connects = connects;
+            self.heard = tokio::time::Instant::now();
+            return;
+        }
+        if self.heard.elapsed() > SILENCE {
+            tracing::warn!(
+                silent_ms = self.heard.elapsed().as_millis() as u64,
+                "the NATS server does not answer; connecting to another"
+            );
+            self.heard = tokio::time::Instant::now();
+            if let Err(error) = client.force_reconnect().await {
+                tracing::warn!(%error, "cannot connect to NATS again");
+            }
+            return;
+        }
+        let _ = client.publish(self.subject.clone(), Bytes::new()).await;
+    }
 }
 
 /// A name for this broker process, unique among those sharing the JetStream, that prefixes
