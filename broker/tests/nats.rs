@@ -620,6 +620,38 @@ fn appends_through_a_broker_whose_nats_server_is_paused_are_answered_all_through
     println!("the broker stopped in {:?}", stopped.elapsed());
 }
 
+#[test]
+fn a_broker_stops_on_sigterm_while_its_nats_server_is_paused() {
+    let server = NatsServer::start();
+    let broker = start_on(&server);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    append(&socket, "t", &["before"]);
+    // A claim held here, which the stop gives back in JetStream if it can.
+    claim(&socket, None, "holder");
+    let pid = server.pid().expect("the server runs");
+    testkit::signal_process(pid, "STOP");
+    // Once the broker took the connection for lost, it is making it again, to the only
+    // server there is: appends are refused at once, saying that nothing was appended.
+    let paused = Instant::now();
+    loop {
+        let reply = ask(&socket, &append_of("t", &["paused"]));
+        if matches!(&reply, Response::Error { reason, .. } if reason.contains("nothing was appended"))
+        {
+            break;
+        }
+        assert!(paused.elapsed() < Duration::from_secs(20), "still connected: {reply:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let asked = Instant::now();
+    broker.signal("TERM");
+    let (status, stderr) = broker.wait_exit(testkit::STEP);
+    let took = asked.elapsed();
+    testkit::signal_process(pid, "CONT");
+    assert!(status.success(), "broker exited with {status}; stderr:\n{stderr}");
+    println!("the broker stopped {took:?} after SIGTERM with its NATS server paused");
+}
+
 /// The files in `dir`, sorted (none when it does not exist).
 fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

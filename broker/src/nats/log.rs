@@ -30,6 +30,10 @@ use super::runtime::{self, Command, Event};
 use super::streams::{self, Refusal, Staged};
 use super::{record, NatsClaims, NatsConfig, NatsGroups};
 
+/// How long a stop waits for the runtime's thread to end: it bounds its own work with NATS
+/// to a second, but may be in the middle of a request that takes a little longer to time out.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long a create or a delete of a topic may take before it is refused.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -88,6 +92,8 @@ pub struct NatsLog {
     wake: UnixStream,
     /// The runtime's thread.
     thread: Option<JoinHandle<()>>,
+    /// Hears when the runtime's thread is done, so that a stop waits for it a bounded time.
+    finished: mpsc::Receiver<()>,
     /// The claims taken or ended through other broker processes, as the runtime watches
     /// them, until [`NatsLog::claims`] hands them on.
     claim_changes: Option<mpsc::Receiver<ClaimChange>>,
@@ -130,16 +136,23 @@ impl NatsLog {
             .build()
             .map_err(io_failure)?;
         let emitter = runtime::Events::new(event_tx, claims_tx, wake_writer);
+        let (finished_tx, finished) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("nats".into())
-            .spawn(move || runtime.block_on(runtime::run(setup, command_rx, emitter, ready_tx)))
+            .spawn(move || {
+                runtime.block_on(runtime::run(setup, command_rx, emitter, ready_tx));
+                let _ = finished_tx.send(());
+            })
             .map_err(io_failure)?;
         let connected = ready
             .recv_timeout(ADMIN_TIMEOUT * 2)
             .unwrap_or_else(|_| Err(format!("no answer from NATS at {:?} in time", nats.servers)));
         if let Err(reason) = connected {
             drop(commands);
-            let _ = thread.join();
+            // A runtime still waiting on a server is left to end with the process.
+            if finished.recv_timeout(STOP_TIMEOUT).is_ok() {
+                let _ = thread.join();
+            }
             return Err(StoreError::Unavailable(reason));
         }
         let mut log = NatsLog {
@@ -161,6 +174,7 @@ impl NatsLog {
             events,
             wake,
             thread: Some(thread),
+            finished,
             claim_changes: Some(claim_changes),
         };
         log.take_events();
@@ -713,12 +727,7 @@ impl Log for NatsLog {
         if !unheard.is_empty() {
             tracing::debug!(commits = unheard.len(), "commits settled at close, unreported");
         }
-        if let Some(commands) = self.commands.take() {
-            let _ = commands.send(Command::Stop);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop_runtime();
         if let Some(copies) = &self.copies {
             match mark_clean(copies) {
                 Ok(()) => tracing::info!("the topics' copies are flushed, to be resumed"),
@@ -794,13 +803,27 @@ impl NatsLog {
     }
 }
 
-impl Drop for NatsLog {
-    fn drop(&mut self) {
+impl NatsLog {
+    /// Stops the runtime, waiting for its thread at most [`STOP_TIMEOUT`]: one still waiting
+    /// on the network then is left to end with the process.
+    fn stop_runtime(&mut self) {
         if let Some(commands) = self.commands.take() {
             let _ = commands.send(Command::Stop);
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let Some(thread) = self.thread.take() else { return };
+        match self.finished.recv_timeout(STOP_TIMEOUT) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!("the connection to NATS did not close in time; left to the exit");
+            }
+            _ => {
+                let _ = thread.join();
+            }
         }
+    }
+}
+
+impl Drop for NatsLog {
+    fn drop(&mut self) {
+        self.stop_runtime();
     }
 }

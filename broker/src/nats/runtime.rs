@@ -45,6 +45,9 @@ const SILENCE: Duration = Duration::from_millis(1500);
 /// accepts the connection and never greets, so a short wait moves on to the next one soon.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a stop may spend giving back the claims held here and flushing the connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How often the partitions' streams JetStream lists are compared with those followed, for
 /// the advisories of another process's creations and deletions that never came.
 const SWEEP: Duration = Duration::from_secs(5);
@@ -396,9 +399,16 @@ pub async fn run(
             }
         }
     }
-    backend.claims.free_all(&backend.conn).await;
     backend.streams.stop();
-    let _ = client.flush().await;
+    // A stop does not wait on a server that does not answer: what is not given back by then
+    // ends with its lease.
+    let closing = async {
+        backend.claims.free_all(&backend.conn).await;
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::warn!("NATS did not answer at the stop; claims held here end with their lease");
+    }
 }
 
 /// The name this broker process gives its NATS connection, which the servers' `/connz` shows:
