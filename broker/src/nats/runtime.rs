@@ -363,8 +363,10 @@ pub async fn run(
     let mut beats = tokio::time::interval(HEARTBEAT);
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let _ = ready.send(Ok(()));
-    // Held claims are renewed three times a lease, so that one lost renewal costs nothing.
-    let mut renewals = tokio::time::interval((conn.setup.lease / 3).max(Duration::from_millis(10)));
+    // Held claims are renewed three times a time to live, so that one lost renewal costs
+    // nothing.
+    let every = claims::time_to_live(conn.setup.lease) / 3;
+    let mut renewals = tokio::time::interval(every.max(Duration::from_millis(10)));
     let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP, SWEEP);
     loop {
         tokio::select! {
