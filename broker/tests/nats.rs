@@ -657,6 +657,40 @@ fn a_broker_stops_on_sigterm_while_its_nats_server_is_paused() {
     println!("the broker stopped {took:?} after SIGTERM with its NATS server paused");
 }
 
+#[test]
+fn a_broker_started_with_a_fresh_cluster_waits_for_its_leader_and_appends_once_it_can() {
+    // As the README's three-node example run as a script: the servers, then at once a broker
+    // keeping three copies of each topic, then an append.
+    let cluster = testkit::NatsCluster::start_unled();
+    let broker = wire::start(&["--store", &cluster.url(), "--replicas", "3"]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    // Until the cluster can place three copies, the append is refused as unavailable with
+    // nothing appended (JetStream's "no suitable peers for placement" passes), never 502.
+    let asked = Instant::now();
+    let mut refusals = Vec::new();
+    let offset = loop {
+        match ask(&socket, &append_of("placed", &["first"])) {
+            Response::Appended { first_offset, .. } => break first_offset,
+            other => {
+                expect_error(&other, ErrorCode::StoreUnavailable);
+                assert!(format!("{other:?}").contains("nothing was appended"), "{other:?}");
+                assert!(asked.elapsed() < Duration::from_secs(30), "never placed: {other:?}");
+                refusals.push(other);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!(
+        "appended after {:?}, {} refused first: {:?}",
+        asked.elapsed(),
+        refusals.len(),
+        refusals.first()
+    );
+    assert_eq!(offset, 0, "a refused append stored nothing");
+    broker.interrupt();
+}
+
 /// The files in `dir`, sorted (none when it does not exist).
 fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

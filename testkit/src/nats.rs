@@ -183,14 +183,23 @@ impl NatsCluster {
     /// # Panics
     /// As [`NatsServer::start`], or no leader within [`STEP`].
     pub fn start() -> NatsCluster {
+        let cluster = NatsCluster::start_unled();
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    /// Starts the three servers and returns as soon as each accepts connections, before
+    /// JetStream has elected its leader: as a script that starts a cluster and its clients at
+    /// once does.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub fn start_unled() -> NatsCluster {
         let mut tries = 0;
         loop {
             tries += 1;
             match NatsCluster::try_start() {
-                Ok(cluster) => {
-                    cluster.wait_for_leader();
-                    return cluster;
-                }
+                Ok(cluster) => return cluster,
                 Err(why) if tries >= 5 => panic!("the NATS cluster did not start: {why}"),
                 Err(_) => continue,
             }

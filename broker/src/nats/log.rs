@@ -129,6 +129,7 @@ impl NatsLog {
             retention: config.retention,
             partitions: config.partitions,
             lease: nats.lease,
+            start_timeout: nats.start_timeout,
             resume,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -145,7 +146,7 @@ impl NatsLog {
             })
             .map_err(io_failure)?;
         let connected = ready
-            .recv_timeout(ADMIN_TIMEOUT * 2)
+            .recv_timeout(nats.start_timeout + ADMIN_TIMEOUT)
             .unwrap_or_else(|_| Err(format!("no answer from NATS at {:?} in time", nats.servers)));
         if let Err(reason) = connected {
             drop(commands);

@@ -42,6 +42,9 @@ pub struct NatsConfig {
     /// Where the copy of each topic is kept in segment files (`--copy-dir`); `None` keeps it
     /// in memory.
     pub copy_dir: Option<PathBuf>,
+    /// How long start-up keeps trying to reach the servers and their JetStream before it gives
+    /// up (`--start-timeout`).
+    pub start_timeout: Duration,
 }
 
 impl NatsConfig {
@@ -61,7 +64,13 @@ impl NatsConfig {
         if rest.split(',').any(|s| s.trim().trim_start_matches("nats://").is_empty()) {
             return Err(format!("{text:?} names an empty server address"));
         }
-        Ok(NatsConfig { servers, replicas, lease: Duration::from_secs(30), copy_dir: None })
+        Ok(NatsConfig {
+            servers,
+            replicas,
+            lease: Duration::from_secs(30),
+            copy_dir: None,
+            start_timeout: Duration::from_secs(30),
+        })
     }
 }
 

@@ -45,6 +45,9 @@ const SILENCE: Duration = Duration::from_millis(1500);
 /// accepts the connection and never greets, so a short wait moves on to the next one soon.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long start-up waits before it tries again to reach NATS or its JetStream.
+const START_RETRY: Duration = Duration::from_millis(250);
+
 /// How long a stop may spend giving back the claims held here and flushing the connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -245,8 +248,10 @@ pub struct Setup {
     pub retention: Retention,
     /// How many partitions a topic made by its first append gets.
     pub partitions: u32,
-    /// How long a claim lasts without renewal: the claims bucket's time to live.
+    /// How long a claim lasts without renewal (the claims bucket's time to live is half).
     pub lease: Duration,
+    /// How long start-up keeps trying to reach the servers and their JetStream.
+    pub start_timeout: Duration,
     /// The copies kept from an earlier run (`--copy-dir`), by topic: the offset each copy's
     /// next message gets, and the payload of its last message as its stream held it. A copy
     /// whose stream still holds that payload at that place is resumed from there.
@@ -314,19 +319,28 @@ pub async fn run(
     events: Events,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let client = match async_nats::ConnectOptions::new()
-        .name(connection_name())
-        .connection_timeout(CONNECT_TIMEOUT)
-        .ping_interval(PING_INTERVAL)
-        .request_timeout(Some(REQUEST_TIMEOUT))
-        .connect(setup.servers.as_slice())
-        .await
-    {
-        Ok(client) => client,
-        Err(error) => {
+    // Servers started with the broker may not listen yet, nor their cluster have a leader:
+    // start-up tries again until `start_timeout`.
+    let deadline = tokio::time::Instant::now() + setup.start_timeout;
+    let client = loop {
+        let connecting = async_nats::ConnectOptions::new()
+            .name(connection_name())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .ping_interval(PING_INTERVAL)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .connect(setup.servers.as_slice());
+        // A server that accepts and never greets would hold the connect forever.
+        let error = match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(Ok(client)) => break client,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no server answered".to_owned(),
+        };
+        if tokio::time::Instant::now() + START_RETRY >= deadline {
             let _ = ready.send(Err(format!("cannot reach NATS at {:?}: {error}", setup.servers)));
             return;
         }
+        tracing::info!(%error, "NATS not reachable yet; trying again");
+        tokio::time::sleep(START_RETRY).await;
     };
     let mut js = jetstream::new(client.clone());
     js.set_timeout(REQUEST_TIMEOUT);
@@ -346,6 +360,15 @@ pub async fn run(
         }
     };
     let Backend { conn, streams, claims, groups } = &mut backend;
+    // JetStream answers once its cluster elected a leader.
+    while let Err(error) = streams.follow_existing(conn).await {
+        if tokio::time::Instant::now() + START_RETRY >= deadline {
+            let _ = ready.send(Err(error));
+            return;
+        }
+        tracing::info!(%error, "JetStream not ready yet; trying again");
+        tokio::time::sleep(START_RETRY).await;
+    }
     // The buckets are made at start, while the cluster is whole: one of `--replicas 3`
     // cannot be placed while a server is down. Failing here is not fatal; first use tries again.
     if let Err(error) = claims.bucket(conn).await {
@@ -353,10 +376,6 @@ pub async fn run(
     }
     if let Err(error) = groups.bucket(conn).await {
         tracing::warn!(%error, "cannot open the groups bucket yet");
-    }
-    if let Err(error) = streams.follow_existing(conn).await {
-        let _ = ready.send(Err(error));
-        return;
     }
     let mut claims_watch = claims.watch(conn).await;
     let mut heartbeat = Heartbeat::start(&conn.client).await;

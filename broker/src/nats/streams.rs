@@ -499,11 +499,7 @@ impl Streams {
         for partition in from.max(1)..to {
             // One made meanwhile by another process making the same topic is taken as it is.
             let config = stream_config(topic, partition, replicas, retention, None);
-            conn.js.get_or_create_stream(config).await.map_err(|e| {
-                let answered =
-                    matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(_));
-                Refusal::of(answered, "cannot create the topic's stream in JetStream", e)
-            })?;
+            conn.js.get_or_create_stream(config).await.map_err(create_refused)?;
         }
         if from == 0 {
             create_stream(conn, stream_config(topic, 0, replicas, retention, Some(to))).await?;
@@ -721,18 +717,34 @@ impl Streams {
 async fn create_stream(conn: &Connection, config: Config) -> Result<(), Refusal> {
     match conn.js.create_stream(config).await {
         Ok(_) => Ok(()),
-        Err(error) => Err(match error.kind() {
-            jetstream::context::CreateStreamErrorKind::JetStream(e)
-                if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
-            {
-                Refusal::Exists
-            }
-            jetstream::context::CreateStreamErrorKind::JetStream(_) => {
-                Refusal::of(true, "cannot create the topic's stream in JetStream", error)
-            }
-            _ => Refusal::of(false, "cannot create the topic's stream in JetStream", error),
-        }),
+        Err(error) => Err(create_refused(error)),
     }
+}
+
+/// The refusal of a stream's creation: [`Refusal::Exists`] for a name taken, and, as when
+/// JetStream does not answer, [`Refusal::Unreachable`] (`314`, sent again by clients) for
+/// an error that passes by itself ([`passes`]).
+fn create_refused(error: jetstream::context::CreateStreamError) -> Refusal {
+    let doing = "cannot create the topic's stream in JetStream";
+    match error.kind() {
+        jetstream::context::CreateStreamErrorKind::JetStream(e)
+            if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+        {
+            Refusal::Exists
+        }
+        jetstream::context::CreateStreamErrorKind::JetStream(e) if passes(e.error_code()) => {
+            Refusal::of(false, doing, error)
+        }
+        jetstream::context::CreateStreamErrorKind::JetStream(_) => Refusal::of(true, doing, error),
+        _ => Refusal::of(false, doing, error),
+    }
+}
+
+/// Whether JetStream's error `code` passes by itself: no servers to place a stream's replicas
+/// on yet (a cluster starting, or one of its servers down: "no suitable peers for placement"),
+/// or no JetStream leader now ("JetStream system temporarily unavailable").
+pub fn passes(code: ErrorCode) -> bool {
+    code == ErrorCode::CLUSTER_NO_PEERS || code == ErrorCode::CLUSTER_NOT_AVAILABLE
 }
 
 /// The configuration of partition `partition` of `topic`'s stream, its limits `retention`,

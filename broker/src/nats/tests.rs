@@ -16,6 +16,7 @@ fn open(server: &NatsServer) -> NatsLog {
         replicas: 1,
         lease: Duration::from_secs(30),
         copy_dir: None,
+        start_timeout: std::time::Duration::from_secs(10),
     };
     NatsLog::open(StoreConfig::default(), &nats).unwrap()
 }
@@ -218,6 +219,7 @@ fn partitions_guessed_for_an_append_to_a_topic_made_elsewhere_with_fewer_are_dro
         replicas: 1,
         lease: Duration::from_secs(30),
         copy_dir: None,
+        start_timeout: std::time::Duration::from_secs(10),
     };
     let mut b =
         NatsLog::open(StoreConfig { partitions: 3, ..StoreConfig::default() }, &nats).unwrap();

@@ -60,6 +60,7 @@ macro_rules! both_stores {
                     replicas: 1,
                     lease: std::time::Duration::from_secs(30),
                     copy_dir: None,
+                    start_timeout: std::time::Duration::from_secs(10),
                 };
                 let config = super::StoreConfig { nats: Some(nats), ..super::config(None) };
                 super::$name(&mut super::Store::open(config).unwrap());
@@ -74,6 +75,7 @@ macro_rules! both_stores {
                     replicas: 1,
                     lease: std::time::Duration::from_secs(30),
                     copy_dir: Some(dir.path().to_path_buf()),
+                    start_timeout: std::time::Duration::from_secs(10),
                 };
                 let config = super::StoreConfig { nats: Some(nats), ..super::config(None) };
                 super::$name(&mut super::Store::open(config).unwrap());
