@@ -691,6 +691,35 @@ fn a_broker_started_with_a_fresh_cluster_waits_for_its_leader_and_appends_once_i
     broker.interrupt();
 }
 
+#[test]
+fn groups_stored_through_one_process_are_listed_through_another_that_never_read_them() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    append(&on_a, "listed", &["one", "two", "three"]);
+    let (_, token) = claim(&on_a, None, "reader");
+    join_group(&on_a, token, "readers", "listed");
+    let (taken, _) = group_take(&on_a, token, "readers", "listed", 2);
+    assert_eq!(taken, [0, 1]);
+    let offsets = vec![0, 1];
+    let acked =
+        ask(&on_a, &Request::Ack { group: "readers", topic: "listed", offsets, partition: 0 });
+    assert!(matches!(acked, Response::Acked { committed_offset: 2, .. }), "{acked:?}");
+    // B never served the group: it lists it as stored, by name and in full.
+    for group in [Some("readers"), None] {
+        let listed = ask(&on_b, &Request::ListGroups { group, topic: None });
+        let Response::Groups { groups } = &listed else { panic!("{listed:?}") };
+        let found: Vec<_> = groups
+            .iter()
+            .map(|g| (g.group.as_str(), g.topic.as_str(), g.committed_offset))
+            .collect();
+        assert_eq!(found, [("readers", "listed", 2)], "{group:?}");
+    }
+    a.interrupt();
+    b.interrupt();
+}
+
 /// The files in `dir`, sorted (none when it does not exist).
 fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

@@ -121,6 +121,13 @@ pub enum Command {
         /// Where the answers go, in order.
         reply: mpsc::Sender<Vec<Result<u64, NotSaved>>>,
     },
+    /// List the keys of the groups bucket that start with `prefix` (every key without one).
+    GroupKeys {
+        /// What the keys start with.
+        prefix: Option<String>,
+        /// Where the keys go.
+        reply: mpsc::Sender<Result<Vec<String>, String>>,
+    },
     /// Remove a group state from the groups bucket.
     GroupRemove {
         /// Its key.
@@ -539,6 +546,9 @@ impl Backend {
                 let _ = reply.send(self.groups.save(conn, states).await);
             }
             Command::GroupRemove { key } => self.groups.remove(conn, &key).await,
+            Command::GroupKeys { prefix, reply } => {
+                let _ = reply.send(self.groups.keys(conn, prefix.as_deref()).await);
+            }
             Command::Stop => {}
             #[cfg(test)]
             Command::PublishRaw { topic, messages, reply } => {
