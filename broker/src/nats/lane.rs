@@ -142,6 +142,10 @@ impl Lane {
             let taking = open && queue.is_empty() && (self.tail.is_some() || in_flight.is_empty());
             tokio::select! {
                 job = jobs.recv(), if taking => match job {
+                    Some(job) if Instant::now() >= job.deadline => {
+                        // Its commit has given up on it: nothing is published for it.
+                        self.finish(job, 0, Stored::Again("not sent in time".into()));
+                    }
                     Some(job) => {
                         if self.tail.is_none() {
                             match self.read_to_end(job.deadline).await {
