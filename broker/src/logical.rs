@@ -167,13 +167,18 @@ impl LogicalBrokers {
     }
 
     /// Takes logical broker `id` in the shared claims, if there are any. One found taken is
-    /// held elsewhere until the shared claims say it ended, or a lease from `now`.
+    /// held elsewhere until the shared claims say otherwise (a renewal seen there sets how
+    /// long), or for a tenth of a lease (between 100 ms and a second) from `now`, when it is
+    /// asked again: a claim whose holder died lingers in the shared claims until their time to
+    /// live removes it, and waiting a whole lease more from then would free it only after
+    /// about two.
     fn take_shared(&mut self, id: u32, holder: &str, now: Instant) -> Result<bool, ClaimError> {
         let Some(ledger) = &mut self.ledger else { return Ok(true) };
         let taken = ledger.take(id, holder).map_err(ClaimError::Ledger)?;
         if !taken {
             let holder = "a client of another broker process".to_owned();
-            self.brokers[index(id)].elsewhere = Some(Elsewhere { holder, until: now + self.lease });
+            let again = (self.lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            self.brokers[index(id)].elsewhere = Some(Elsewhere { holder, until: now + again });
         }
         Ok(taken)
     }

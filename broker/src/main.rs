@@ -72,6 +72,10 @@ struct Args {
     /// appended meanwhile; after a crash they are read again from JetStream.
     #[arg(long, value_name = "DIR", requires = "store", conflicts_with = "data_dir")]
     copy_dir: Option<PathBuf>,
+    /// With `--store`: how long start-up keeps trying to reach NATS and its JetStream (servers
+    /// not listening yet, a cluster that has not elected its leader yet) before it gives up.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    start_timeout: Duration,
     /// When appends reach the disk before they are acknowledged: `always` (each pass of the
     /// event loop flushes once for all its appends), `interval=DURATION` or `never` (the
     /// operating system decides).
@@ -314,8 +318,12 @@ fn run(mut args: Args) -> Result<()> {
     let started = std::time::Instant::now();
     let (store, ledger): (Box<Store>, _) = match &config.store.nats {
         Some(nats) => {
-            let nats =
-                NatsConfig { lease: config.lease, copy_dir: args.copy_dir.clone(), ..nats.clone() };
+            let nats = NatsConfig {
+                lease: config.lease,
+                copy_dir: args.copy_dir.clone(),
+                start_timeout: args.start_timeout,
+                ..nats.clone()
+            };
             let mut log = NatsLog::open(config.store.clone(), &nats)
                 .with_context(|| format!("cannot open the store on NATS at {:?}", nats.servers))?;
             let shared = (log.claims(), log.groups());

@@ -216,12 +216,9 @@ impl Meter {
 
     /// Times a settled commit and counts the appends it could not make durable.
     pub fn settled(&mut self, commit: &Settled) {
-        while let Some(&(ticket, started)) = self.timing.front() {
-            if ticket > commit.ticket {
-                break;
-            }
-            self.timing.pop_front();
-            if ticket == commit.ticket {
+        // Commits on different partitions of a shared store may settle out of order.
+        if let Some(at) = self.timing.iter().position(|(ticket, _)| *ticket == commit.ticket) {
+            if let Some((_, started)) = self.timing.remove(at) {
                 self.counters.commit.observe(started.elapsed());
             }
         }

@@ -62,6 +62,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id while it runs, to pause it (`SIGSTOP`) and let it go on.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server with SIGKILL and waits for it to exit; its store stays.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -178,14 +183,23 @@ impl NatsCluster {
     /// # Panics
     /// As [`NatsServer::start`], or no leader within [`STEP`].
     pub fn start() -> NatsCluster {
+        let cluster = NatsCluster::start_unled();
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    /// Starts the three servers and returns as soon as each accepts connections, before
+    /// JetStream has elected its leader: as a script that starts a cluster and its clients at
+    /// once does.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub fn start_unled() -> NatsCluster {
         let mut tries = 0;
         loop {
             tries += 1;
             match NatsCluster::try_start() {
-                Ok(cluster) => {
-                    cluster.wait_for_leader();
-                    return cluster;
-                }
+                Ok(cluster) => return cluster,
                 Err(why) if tries >= 5 => panic!("the NATS cluster did not start: {why}"),
                 Err(_) => continue,
             }
@@ -243,6 +257,20 @@ impl NatsCluster {
             .find_map(|body| leader_in(&body, stream))?;
         let number: usize = leader.strip_prefix('n')?.parse().ok()?;
         (1..=self.servers.len()).contains(&number).then(|| number - 1)
+    }
+
+    /// The index in [`NatsCluster::servers`] of the server a client connection named `name`
+    /// is connected to, as the servers' monitoring ports (`/connz`) report it; `None` when
+    /// none lists it.
+    pub fn serving(&self, name: &str) -> Option<usize> {
+        let wanted = format!("\"name\":\"{name}\"");
+        self.servers.iter().position(|server| {
+            let body = server.monitor.and_then(|port| monitor(port, "/connz"));
+            body.is_some_and(|body| {
+                let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+                body.contains(&wanted)
+            })
+        })
     }
 
     /// Waits until stream `stream` has a leader; its index in [`NatsCluster::servers`].

@@ -9,7 +9,7 @@ use crate::store::StoreError;
 
 /// Lists the group states `group` and `topic` select (every one when neither is given), one
 /// record per partition.
-pub fn apply<'a>(broker: &Broker, group: Option<&str>, topic: Option<&str>) -> Outcome<'a> {
+pub fn apply<'a>(broker: &mut Broker, group: Option<&str>, topic: Option<&str>) -> Outcome<'a> {
     if let Some(Err(error)) = group.map(group::check_name) {
         return refuse(error);
     }
@@ -18,6 +18,8 @@ pub fn apply<'a>(broker: &Broker, group: Option<&str>, topic: Option<&str>) -> O
             return refuse(StoreError::InvalidTopicName(name.to_owned(), error));
         }
     }
+    // Groups stored through other broker processes and never read here are listed too.
+    broker.groups.take_in_listed(group, topic);
     let states = broker.groups.list(group, topic);
     if let (Some(group), true) = (group, states.is_empty()) {
         return refuse(GroupError::UnknownGroup {

@@ -31,6 +31,13 @@ pub trait Ledger: std::fmt::Debug + Send {
         None
     }
 
+    /// The group and topic of every state stored by any broker process that `group` selects
+    /// (every one when `None`): for a listing through a process that never read them. Waits
+    /// for the answer (bounded); none when states are not shared.
+    fn listed(&mut self, _group: Option<&str>) -> Vec<Key> {
+        Vec::new()
+    }
+
     /// Stores the states a pass changed, each as it is now (`None`: it is gone, its topic
     /// deleted in the pass, and there is nothing to store). Says which could not be stored.
     fn store(&mut self, states: Vec<(Key, Option<Saved>)>) -> Stored;

@@ -199,6 +199,21 @@ impl Groups {
         }
     }
 
+    /// Takes in the states stored by other broker processes that `group` and `topic` select
+    /// (every one when neither is given) and that this process has not read yet, so that a
+    /// listing through it shows them too. States it holds are not read again (they may be
+    /// behind: a listing answers from this process's copy).
+    pub fn take_in_listed(&mut self, group: Option<&str>, topic: Option<&str>) {
+        for (listed_group, listed_topic) in self.ledger.listed(group) {
+            if topic.is_some_and(|topic| topic != listed_topic) {
+                continue;
+            }
+            if self.state(&listed_group, &listed_topic).is_none() {
+                self.refresh(&listed_group, &listed_topic);
+            }
+        }
+    }
+
     /// Replaces the state of `group` on `topic` with `saved`, as another broker process
     /// stored it, keeping its members here. Its pending messages get a fresh ack timeout.
     fn adopt(&mut self, group: &str, topic: &str, saved: Saved) {

@@ -32,6 +32,13 @@ pub trait SharedStates: std::fmt::Debug + Send {
 
     /// Removes the state of `group` on `topic`, without waiting.
     fn remove(&mut self, group: &str, topic: &str);
+
+    /// The group and topic of every state stored, of `group` only when given. Waits for the
+    /// answer (bounded).
+    ///
+    /// # Errors
+    /// The shared states cannot be reached.
+    fn list(&mut self, group: Option<&str>) -> Result<Vec<Key>, String>;
 }
 
 /// Why a shared group state was not stored.
@@ -62,6 +69,13 @@ impl SharedLedger {
 }
 
 impl Ledger for SharedLedger {
+    fn listed(&mut self, group: Option<&str>) -> Vec<Key> {
+        self.states.list(group).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot list the groups' shared states; listing this process's");
+            Vec::new()
+        })
+    }
+
     fn refresh(&mut self, group: &str, topic: &str) -> Option<Saved> {
         let key = (group.to_owned(), topic.to_owned());
         match self.states.load(group, topic) {

@@ -328,6 +328,13 @@ impl SharedStates for Bucket {
             states.remove(&(group.to_owned(), topic.to_owned()));
         }
     }
+
+    fn list(&mut self, group: Option<&str>) -> Result<Vec<Key>, String> {
+        let states = self.states.lock().unwrap();
+        let states = states.as_ref().ok_or("down")?;
+        let selected = states.keys().filter(|(g, _)| group.is_none_or(|group| group == g));
+        Ok(selected.cloned().collect())
+    }
 }
 
 fn shared(bucket: &Bucket) -> Groups {

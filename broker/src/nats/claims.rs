@@ -3,13 +3,15 @@
 //!
 //! The key `broker.<id>` exists while someone holds logical broker `id`; it is created with
 //! compare-and-set (create fails when the key exists), renewed by the holding process's
-//! runtime three times a lease for as long as the claim is held there, deleted when it ends,
-//! and removed by JetStream a lease after its last renewal when the holding process is gone.
+//! runtime three times a time to live (half a lease, [`time_to_live`]) for as long as the
+//! claim is held there, deleted when it ends, and removed by JetStream within a lease of its
+//! last renewal when the holding process is gone.
 //!
 //! The runtime watches the bucket, so that every process knows the claims held through the
 //! others: `status` shows them, and a claim waiting for a logical broker is woken when one
 //! held elsewhere ends. A key removed by its time to live leaves no trace in the watch, so a
-//! claim held elsewhere is taken to end a lease after its last renewal was seen.
+//! claim held elsewhere is taken to end a time to live after its last renewal was seen (a
+//! claim tried after that and before JetStream removed the key is refused as busy).
 //!
 //! [`NatsClaims`] is the serving thread's side, the door `logical` knows; [`ClaimsBucket`] is
 //! the runtime's.
@@ -92,7 +94,7 @@ impl ClaimsBucket {
         let config = jetstream::kv::Config {
             bucket: CLAIMS_BUCKET.into(),
             history: 1,
-            max_age: conn.setup.lease,
+            max_age: time_to_live(conn.setup.lease),
             num_replicas: conn.setup.replicas,
             ..Default::default()
         };
@@ -132,7 +134,7 @@ impl ClaimsBucket {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i128);
                 let age = u64::try_from(now - entry.created.unix_timestamp_nanos()).unwrap_or(0);
-                still_held(&entry.value, Duration::from_nanos(age), conn.setup.lease)
+                still_held(&entry.value, Duration::from_nanos(age), time_to_live(conn.setup.lease))
             }
             jetstream::kv::Operation::Delete | jetstream::kv::Operation::Purge => None,
         };
@@ -213,6 +215,14 @@ fn claim_key(id: u32) -> String {
 /// The logical broker a key of the claims bucket names; `None` for a key that names none.
 fn broker_of(key: &str) -> Option<u32> {
     key.strip_prefix("broker.").and_then(|n| n.parse().ok())
+}
+
+/// The claims bucket's time to live for a lease of `lease`: half of it. JetStream removes
+/// messages past their age by a timer that may fire up to one time to live late, so a key of
+/// a process that died is gone between one and two times to live after its last renewal: at
+/// most a lease. A process that holds a claim renews it three times a time to live.
+pub fn time_to_live(lease: Duration) -> Duration {
+    (lease / 2).max(Duration::from_millis(100))
 }
 
 /// Who holds a claim stored `age` ago with `holder` as its value, and for how much longer: it

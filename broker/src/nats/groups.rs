@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::sync::mpsc as tmpsc;
 
 use super::runtime::{Command, Connection};
@@ -54,8 +55,37 @@ impl NatsGroups {
 
 /// The key of `group`'s state on `topic`.
 fn key(group: &str, topic: &str) -> String {
-    let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
-    format!("g.{}.{}", hex(group), hex(topic))
+    format!("{}{}", key_prefix(group), hex(topic))
+}
+
+/// What every key of `group`'s states starts with: `g.<hex of the group>.`.
+fn key_prefix(group: &str) -> String {
+    format!("g.{}.", hex(group))
+}
+
+/// `text`'s bytes in lowercase hex.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The group and topic a key names; `None` for a key not made by [`key`].
+fn names_of(key: &str) -> Option<(String, String)> {
+    let unhex = |hex: &str| -> Option<String> {
+        if hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+            .collect();
+        String::from_utf8(bytes?).ok()
+    };
+    let mut parts = key.strip_prefix("g.")?.split('.');
+    let (group, topic) = (parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((unhex(group)?, unhex(topic)?))
 }
 
 /// The first byte of a versioned state: one MessagePack never uses, so no unversioned state
@@ -156,7 +186,23 @@ impl SharedStates for NatsGroups {
     fn remove(&mut self, group: &str, topic: &str) {
         self.send(Command::GroupRemove { key: key(group, topic) });
     }
+
+    fn list(&mut self, group: Option<&str>) -> Result<Vec<(String, String)>, String> {
+        let (reply, answer) = mpsc::channel();
+        let prefix = group.map(key_prefix);
+        if !self.send(Command::GroupKeys { prefix, reply }) {
+            return Err("the connection to NATS has stopped".into());
+        }
+        let keys = answer
+            .recv_timeout(GROUPS_TIMEOUT)
+            .unwrap_or_else(|_| Err("JetStream did not answer in time".into()))?;
+        Ok(keys.iter().filter_map(|key| names_of(key)).collect())
+    }
 }
+
+/// How long listing the groups bucket's keys may take on the runtime: inside
+/// [`GROUPS_TIMEOUT`], which the serving thread waits for the answer.
+const LIST_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The key-value bucket of the consumer groups' states, shared by every broker process.
 const GROUPS_BUCKET: &str = "broker_groups";
@@ -187,6 +233,30 @@ impl GroupsBucket {
             ..Default::default()
         };
         conn.bucket(&mut self.bucket, config).await
+    }
+
+    /// The keys of the states stored, those that start with `prefix` when given.
+    pub async fn keys(
+        &mut self,
+        conn: &Connection,
+        prefix: Option<&str>,
+    ) -> Result<Vec<String>, String> {
+        let bucket = self.bucket(conn).await?;
+        let listing = async {
+            let mut keys = bucket.keys().await.map_err(|e| e.to_string())?;
+            let mut found = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| e.to_string())?;
+                if prefix.is_none_or(|prefix| key.starts_with(prefix)) {
+                    found.push(key);
+                }
+            }
+            Ok::<_, String>(found)
+        };
+        tokio::time::timeout(LIST_TIMEOUT, listing)
+            .await
+            .map_err(|_| "JetStream did not list the group states in time".to_owned())?
+            .map_err(|e| format!("cannot list the group states: {e}"))
     }
 
     /// A group state's bytes and revision, if one is stored under `key`.
@@ -263,6 +333,18 @@ impl GroupsBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_names_its_group_and_topic_and_other_keys_nothing() {
+        for (group, topic) in [("g", "t"), ("readers", "orders.eu"), ("grüppe", "a b")] {
+            let key = key(group, topic);
+            assert!(key.starts_with(&key_prefix(group)));
+            assert_eq!(names_of(&key), Some((group.to_owned(), topic.to_owned())));
+        }
+        for other in ["g.67", "g.67.7.7", "h.67.74", "g.6.74", "g.zz.74", "g.ff.74"] {
+            assert_eq!(names_of(other), None, "{other}");
+        }
+    }
 
     fn saved() -> Saved {
         Saved {

@@ -30,6 +30,10 @@ use super::runtime::{self, Command, Event};
 use super::streams::{self, Refusal, Staged};
 use super::{record, NatsClaims, NatsConfig, NatsGroups};
 
+/// How long a stop waits for the runtime's thread to end: it bounds its own work with NATS
+/// to a second, but may be in the middle of a request that takes a little longer to time out.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long a create or a delete of a topic may take before it is refused.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -88,6 +92,8 @@ pub struct NatsLog {
     wake: UnixStream,
     /// The runtime's thread.
     thread: Option<JoinHandle<()>>,
+    /// Hears when the runtime's thread is done, so that a stop waits for it a bounded time.
+    finished: mpsc::Receiver<()>,
     /// The claims taken or ended through other broker processes, as the runtime watches
     /// them, until [`NatsLog::claims`] hands them on.
     claim_changes: Option<mpsc::Receiver<ClaimChange>>,
@@ -123,6 +129,7 @@ impl NatsLog {
             retention: config.retention,
             partitions: config.partitions,
             lease: nats.lease,
+            start_timeout: nats.start_timeout,
             resume,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -130,16 +137,23 @@ impl NatsLog {
             .build()
             .map_err(io_failure)?;
         let emitter = runtime::Events::new(event_tx, claims_tx, wake_writer);
+        let (finished_tx, finished) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("nats".into())
-            .spawn(move || runtime.block_on(runtime::run(setup, command_rx, emitter, ready_tx)))
+            .spawn(move || {
+                runtime.block_on(runtime::run(setup, command_rx, emitter, ready_tx));
+                let _ = finished_tx.send(());
+            })
             .map_err(io_failure)?;
         let connected = ready
-            .recv_timeout(ADMIN_TIMEOUT * 2)
+            .recv_timeout(nats.start_timeout + ADMIN_TIMEOUT)
             .unwrap_or_else(|_| Err(format!("no answer from NATS at {:?} in time", nats.servers)));
         if let Err(reason) = connected {
             drop(commands);
-            let _ = thread.join();
+            // A runtime still waiting on a server is left to end with the process.
+            if finished.recv_timeout(STOP_TIMEOUT).is_ok() {
+                let _ = thread.join();
+            }
             return Err(StoreError::Unavailable(reason));
         }
         let mut log = NatsLog {
@@ -161,6 +175,7 @@ impl NatsLog {
             events,
             wake,
             thread: Some(thread),
+            finished,
             claim_changes: Some(claim_changes),
         };
         log.take_events();
@@ -301,7 +316,6 @@ impl NatsLog {
             self.guessed.clear();
         }
         self.settled.push(settled);
-        self.settle_empty();
     }
 
     /// Asks the runtime `command` and waits for its answer on `reply`, at most
@@ -563,14 +577,10 @@ impl Log for NatsLog {
         self.next_ticket += 1;
         self.take_events();
         if self.staged.is_empty() {
-            if self.in_flight.is_empty() {
-                let (failures, readable, renumbered) = (Vec::new(), Vec::new(), Vec::new());
-                self.settled.push(Settled { ticket, failures, readable, renumbered });
-            } else {
-                // Commits settle in order: this one with the one before it.
-                self.in_flight.push_back((ticket, Vec::new()));
-                self.settle_empty();
-            }
+            // A commit of nothing waits for no other: commits on other partitions settle
+            // independently, and this one has none.
+            let (failures, readable, renumbered) = (Vec::new(), Vec::new(), Vec::new());
+            self.settled.push(Settled { ticket, failures, readable, renumbered });
             return ticket;
         }
         let appends = std::mem::take(&mut self.staged);
@@ -594,7 +604,6 @@ impl Log for NatsLog {
 
     fn settled(&mut self) -> Vec<Settled> {
         self.take_events();
-        self.settle_empty();
         if !self.grown.is_empty() {
             // Messages from other broker processes, or read back late: no commit of ours
             // (ticket 0 is never given), but fetches held on these topics may look again.
@@ -611,7 +620,7 @@ impl Log for NatsLog {
 
     fn wait_settled(&mut self) -> Vec<Settled> {
         let deadline = Instant::now() + streams::COMMIT_TIMEOUT * 3;
-        while self.in_flight.iter().any(|(_, appends)| !appends.is_empty()) {
+        while !self.in_flight.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
                 Ok(event) => self.apply(event),
@@ -624,7 +633,6 @@ impl Log for NatsLog {
                     }
                 }
             }
-            self.settle_empty();
         }
         self.settled()
     }
@@ -720,12 +728,7 @@ impl Log for NatsLog {
         if !unheard.is_empty() {
             tracing::debug!(commits = unheard.len(), "commits settled at close, unreported");
         }
-        if let Some(commands) = self.commands.take() {
-            let _ = commands.send(Command::Stop);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop_runtime();
         if let Some(copies) = &self.copies {
             match mark_clean(copies) {
                 Ok(()) => tracing::info!("the topics' copies are flushed, to be resumed"),
@@ -799,25 +802,29 @@ impl NatsLog {
             .get(&(topic.to_owned(), partition))
             .ok_or_else(|| unknown_partition(topic, partition, count))
     }
+}
 
-    /// Settles the commits at the front of those in flight that had no appends.
-    fn settle_empty(&mut self) {
-        while let Some((ticket, _)) = self.in_flight.front().filter(|(_, a)| a.is_empty()) {
-            let ticket = *ticket;
-            self.in_flight.pop_front();
-            let (failures, readable, renumbered) = (Vec::new(), Vec::new(), Vec::new());
-            self.settled.push(Settled { ticket, failures, readable, renumbered });
+impl NatsLog {
+    /// Stops the runtime, waiting for its thread at most [`STOP_TIMEOUT`]: one still waiting
+    /// on the network then is left to end with the process.
+    fn stop_runtime(&mut self) {
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Stop);
+        }
+        let Some(thread) = self.thread.take() else { return };
+        match self.finished.recv_timeout(STOP_TIMEOUT) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!("the connection to NATS did not close in time; left to the exit");
+            }
+            _ => {
+                let _ = thread.join();
+            }
         }
     }
 }
 
 impl Drop for NatsLog {
     fn drop(&mut self) {
-        if let Some(commands) = self.commands.take() {
-            let _ = commands.send(Command::Stop);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop_runtime();
     }
 }

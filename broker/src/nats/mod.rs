@@ -11,11 +11,12 @@
 //! the wing's one connection lives on a tokio runtime on a thread of its own (`runtime`), the
 //! only asynchronous code of the broker, which takes commands and hands back events through a
 //! channel and a wake pipe. Each concern keeps its serving side and its runtime side in one
-//! file: `streams` and `log` (topics), `claims`, `groups`; `record` is the layout of a topic's
+//! file: `streams` and `log` (topics; `lane` publishes one partition's batches), `claims`, `groups`; `record` is the layout of a topic's
 //! messages in its stream.
 
 mod claims;
 mod groups;
+mod lane;
 mod log;
 mod record;
 mod runtime;
@@ -41,6 +42,9 @@ pub struct NatsConfig {
     /// Where the copy of each topic is kept in segment files (`--copy-dir`); `None` keeps it
     /// in memory.
     pub copy_dir: Option<PathBuf>,
+    /// How long start-up keeps trying to reach the servers and their JetStream before it gives
+    /// up (`--start-timeout`).
+    pub start_timeout: Duration,
 }
 
 impl NatsConfig {
@@ -60,7 +64,13 @@ impl NatsConfig {
         if rest.split(',').any(|s| s.trim().trim_start_matches("nats://").is_empty()) {
             return Err(format!("{text:?} names an empty server address"));
         }
-        Ok(NatsConfig { servers, replicas, lease: Duration::from_secs(30), copy_dir: None })
+        Ok(NatsConfig {
+            servers,
+            replicas,
+            lease: Duration::from_secs(30),
+            copy_dir: None,
+            start_timeout: Duration::from_secs(30),
+        })
     }
 }
 

@@ -25,6 +25,32 @@ use crate::store::StoreError;
 /// How long one request to JetStream (a publish's ack, a stream's creation) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How often the client asks its server whether it is there (a NATS `PING`) while it sends
+/// nothing: after two unanswered, the next tick takes the connection for lost and moves to
+/// another server of the list. (The client puts its pings off while it sends, which a busy
+/// broker always does: [`HEARTBEAT`] covers that case.)
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the runtime sends itself a message through its server, to learn that the server
+/// still answers. A server that is paused (stopped, swapping, its host frozen) keeps its socket
+/// open and says nothing: without this the broker would stay on it for the whole pause.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long the server may leave the runtime's own messages unanswered before the connection is
+/// taken for lost and made again to another server of the list: inside [`COMMIT_TIMEOUT`]
+/// (`streams`), so that appends refused while the server is silent go through another soon.
+const SILENCE: Duration = Duration::from_millis(1500);
+
+/// How long a connection to a server may take to be made, greeting included: a paused server
+/// accepts the connection and never greets, so a short wait moves on to the next one soon.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long start-up waits before it tries again to reach NATS or its JetStream.
+const START_RETRY: Duration = Duration::from_millis(250);
+
+/// How long a stop may spend giving back the claims held here and flushing the connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How often the partitions' streams JetStream lists are compared with those followed, for
 /// the advisories of another process's creations and deletions that never came.
 const SWEEP: Duration = Duration::from_secs(5);
@@ -33,7 +59,8 @@ const SWEEP: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub enum Command {
     /// Publish these appends, in order, and report them with [`Event::Committed`] once
-    /// acknowledged, after the commits before it (several are in flight at once).
+    /// acknowledged, after the commits before it that append to the same partitions
+    /// (several are in flight at once; commits on other partitions do not wait for it).
     Commit {
         /// The commit's ticket.
         ticket: u64,
@@ -93,6 +120,13 @@ pub enum Command {
         states: Vec<(String, Bytes, Option<u64>)>,
         /// Where the answers go, in order.
         reply: mpsc::Sender<Vec<Result<u64, NotSaved>>>,
+    },
+    /// List the keys of the groups bucket that start with `prefix` (every key without one).
+    GroupKeys {
+        /// What the keys start with.
+        prefix: Option<String>,
+        /// Where the keys go.
+        reply: mpsc::Sender<Result<Vec<String>, String>>,
     },
     /// Remove a group state from the groups bucket.
     GroupRemove {
@@ -221,8 +255,10 @@ pub struct Setup {
     pub retention: Retention,
     /// How many partitions a topic made by its first append gets.
     pub partitions: u32,
-    /// How long a claim lasts without renewal: the claims bucket's time to live.
+    /// How long a claim lasts without renewal (the claims bucket's time to live is half).
     pub lease: Duration,
+    /// How long start-up keeps trying to reach the servers and their JetStream.
+    pub start_timeout: Duration,
     /// The copies kept from an earlier run (`--copy-dir`), by topic: the offset each copy's
     /// next message gets, and the payload of its last message as its stream held it. A copy
     /// whose stream still holds that payload at that place is resumed from there.
@@ -290,16 +326,28 @@ pub async fn run(
     events: Events,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let client = match async_nats::ConnectOptions::new()
-        .connection_timeout(REQUEST_TIMEOUT)
-        .connect(setup.servers.as_slice())
-        .await
-    {
-        Ok(client) => client,
-        Err(error) => {
+    // Servers started with the broker may not listen yet, nor their cluster have a leader:
+    // start-up tries again until `start_timeout`.
+    let deadline = tokio::time::Instant::now() + setup.start_timeout;
+    let client = loop {
+        let connecting = async_nats::ConnectOptions::new()
+            .name(connection_name())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .ping_interval(PING_INTERVAL)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .connect(setup.servers.as_slice());
+        // A server that accepts and never greets would hold the connect forever.
+        let error = match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(Ok(client)) => break client,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no server answered".to_owned(),
+        };
+        if tokio::time::Instant::now() + START_RETRY >= deadline {
             let _ = ready.send(Err(format!("cannot reach NATS at {:?}: {error}", setup.servers)));
             return;
         }
+        tracing::info!(%error, "NATS not reachable yet; trying again");
+        tokio::time::sleep(START_RETRY).await;
     };
     let mut js = jetstream::new(client.clone());
     js.set_timeout(REQUEST_TIMEOUT);
@@ -319,6 +367,15 @@ pub async fn run(
         }
     };
     let Backend { conn, streams, claims, groups } = &mut backend;
+    // JetStream answers once its cluster elected a leader.
+    while let Err(error) = streams.follow_existing(conn).await {
+        if tokio::time::Instant::now() + START_RETRY >= deadline {
+            let _ = ready.send(Err(error));
+            return;
+        }
+        tracing::info!(%error, "JetStream not ready yet; trying again");
+        tokio::time::sleep(START_RETRY).await;
+    }
     // The buckets are made at start, while the cluster is whole: one of `--replicas 3`
     // cannot be placed while a server is down. Failing here is not fatal; first use tries again.
     if let Err(error) = claims.bucket(conn).await {
@@ -327,14 +384,15 @@ pub async fn run(
     if let Err(error) = groups.bucket(conn).await {
         tracing::warn!(%error, "cannot open the groups bucket yet");
     }
-    if let Err(error) = streams.follow_existing(conn).await {
-        let _ = ready.send(Err(error));
-        return;
-    }
     let mut claims_watch = claims.watch(conn).await;
+    let mut heartbeat = Heartbeat::start(&conn.client).await;
+    let mut beats = tokio::time::interval(HEARTBEAT);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let _ = ready.send(Ok(()));
-    // Held claims are renewed three times a lease, so that one lost renewal costs nothing.
-    let mut renewals = tokio::time::interval((conn.setup.lease / 3).max(Duration::from_millis(10)));
+    // Held claims are renewed three times a time to live, so that one lost renewal costs
+    // nothing.
+    let every = claims::time_to_live(conn.setup.lease) / 3;
+    let mut renewals = tokio::time::interval(every.max(Duration::from_millis(10)));
     let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP, SWEEP);
     loop {
         tokio::select! {
@@ -343,12 +401,14 @@ pub async fn run(
                 Some(command) => backend.apply(command).await,
             },
             done = backend.streams.next_settled() => {
-                backend.streams.settle(&backend.conn, done).await;
+                backend.streams.settle(&backend.conn, done);
             }
             Some(advisory) = advisories.next() => {
                 backend.streams.advised(&backend.conn, &advisory.subject).await;
             }
             _ = sweeps.tick() => backend.streams.sweep(&backend.conn).await,
+            _ = beats.tick() => heartbeat.beat(&backend.conn.client).await,
+            Some(_) = heartbeat.next() => heartbeat.heard = tokio::time::Instant::now(),
             watched = claims::next(&mut claims_watch) => match watched {
                 Some(Ok(entry)) => backend.claims.watched(&backend.conn, &entry),
                 ended => {
@@ -367,9 +427,88 @@ pub async fn run(
             }
         }
     }
-    backend.claims.free_all(&backend.conn).await;
     backend.streams.stop();
-    let _ = client.flush().await;
+    // A stop does not wait on a server that does not answer: what is not given back by then
+    // ends with its lease.
+    let closing = async {
+        backend.claims.free_all(&backend.conn).await;
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::warn!("NATS did not answer at the stop; claims held here end with their lease");
+    }
+}
+
+/// The name this broker process gives its NATS connection, which the servers' `/connz` shows:
+/// `broker-<process id>`.
+fn connection_name() -> String {
+    format!("broker-{}", std::process::id())
+}
+
+/// The runtime's check that its server still answers: a message to itself through the
+/// server every [`HEARTBEAT`], and a new connection (to another server of the list, the
+/// client preferring those that did not fail) when none came back for [`SILENCE`].
+struct Heartbeat {
+    /// The subject it sends to and listens on: an inbox of its own.
+    subject: async_nats::Subject,
+    /// Its messages, as they come back; `None` when it could not subscribe.
+    subscriber: Option<async_nats::Subscriber>,
+    /// When it last heard from the server (or connected).
+    heard: tokio::time::Instant,
+    /// How many times the client had connected, as last seen.
+    connects: u64,
+}
+
+impl Heartbeat {
+    /// Subscribes to an inbox of its own on `client`'s connection.
+    async fn start(client: &async_nats::Client) -> Heartbeat {
+        let subject = async_nats::Subject::from(client.new_inbox());
+        let subscriber = match client.subscribe(subject.clone()).await {
+            Ok(subscriber) => Some(subscriber),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the NATS server's answers; relying on pings");
+                None
+            }
+        };
+        let connects = client.statistics().connects.load(std::sync::atomic::Ordering::Relaxed);
+        Heartbeat { subject, subscriber, heard: tokio::time::Instant::now(), connects }
+    }
+
+    /// The next of its messages to come back; never ready without a subscription.
+    async fn next(&mut self) -> Option<async_nats::Message> {
+        match &mut self.subscriber {
+            Some(subscriber) => subscriber.next().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends the next message, or, when the server left the last ones unanswered for
+    /// [`SILENCE`], makes the connection again.
+    async fn beat(&mut self, client: &async_nats::Client) {
+        if self.subscriber.is_none() {
+            return;
+        }
+        let connects = client.statistics().connects.load(std::sync::atomic::Ordering::Relaxed);
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if connects != self.connects || !connected {
+            // A connection being made, or just made: the silence counts from now.
+            self.connects = connects;
+            self.heard = tokio::time::Instant::now();
+            return;
+        }
+        if self.heard.elapsed() > SILENCE {
+            tracing::warn!(
+                silent_ms = self.heard.elapsed().as_millis() as u64,
+                "the NATS server does not answer; connecting to another"
+            );
+            self.heard = tokio::time::Instant::now();
+            if let Err(error) = client.force_reconnect().await {
+                tracing::warn!(%error, "cannot connect to NATS again");
+            }
+            return;
+        }
+        let _ = client.publish(self.subject.clone(), Bytes::new()).await;
+    }
 }
 
 /// A name for this broker process, unique among those sharing the JetStream, that prefixes
@@ -407,6 +546,9 @@ impl Backend {
                 let _ = reply.send(self.groups.save(conn, states).await);
             }
             Command::GroupRemove { key } => self.groups.remove(conn, &key).await,
+            Command::GroupKeys { prefix, reply } => {
+                let _ = reply.send(self.groups.keys(conn, prefix.as_deref()).await);
+            }
             Command::Stop => {}
             #[cfg(test)]
             Command::PublishRaw { topic, messages, reply } => {

@@ -1,35 +1,33 @@
 //! The topics' streams, on the runtime's thread: each partition of a topic is one stream with
 //! one subject (`record`), each append one JetStream message (a batch) or a few. A commit's
-//! batches are published at once, without waiting for the acknowledgements of the commits
-//! before it: each names the offset of its first message, and carries JetStream's expected
-//! last sequence (and, after the first of a run, the expected last message id) of its stream,
-//! so that JetStream stores it only right after the batch this process counted on. A batch
-//! another process got in before is refused whole, and published again (in commit order, after
-//! every commit then in flight settles) once this process's follower has read the stream to
-//! its end. A commit settles, in order, when JetStream acknowledged its batches and this
-//! process's follower of each partition read them back; every stream is followed by an ordered
-//! consumer whose batches go to the serving thread's copies, whichever process appended them.
+//! batches are handed at once to their partitions' publishers (`lane`), one per partition,
+//! which publish them in the order commits came, without waiting for the acknowledgements of
+//! the commits before them, and publish again those another process got in before. A commit
+//! settles when JetStream acknowledged its batches (or its time ran out) and this process's
+//! follower of each partition read them back, and is reported once every earlier commit on
+//! the same partitions was: commits on other partitions never wait for it. Every stream is
+//! followed by an ordered consumer whose batches go to the serving thread's copies, whichever
+//! process appended them.
 
 use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishAckFuture;
 use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::FuturesUnordered;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-use async_nats::jetstream::context::{Publish, PublishErrorKind};
 use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use protocol::Retention;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::lane::{self, Job, Stored};
 use super::record;
 use super::runtime::{Connection, Event, Events};
 use crate::store::{IoFailure, StoreError};
@@ -41,6 +39,10 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a commit waits for the topic's follower to have read its own appends back, so that
 /// they are readable on this broker when they are acknowledged.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long past a commit's deadline its batches' publishers may take to answer, which they do
+/// by the deadline: beyond it a batch counts as unconfirmed.
+const LANE_GRACE: Duration = Duration::from_millis(500);
 
 /// How long a follower waits for a message before it asks the stream whether it missed some
 /// (its consumer lost when JetStream restarted or moved its leader), and starts again if so.
@@ -61,31 +63,6 @@ pub struct Staged {
     pub partition: u32,
     /// Its messages, in batches `record` made, whose base offsets are set when published.
     pub batches: Vec<Vec<u8>>,
-}
-
-/// Where a partition's stream ends, as this process counts on it when it publishes.
-#[derive(Debug, Clone)]
-struct Tail {
-    /// The stream sequence of the last stored message.
-    seq: u64,
-    /// The offset the next batch starts at.
-    next: u64,
-    /// The de-duplication id of the last stored message, when this process published it.
-    last_id: Option<String>,
-}
-
-/// What became of one batch's publish: its stream sequence, or why not.
-#[derive(Debug, Clone)]
-enum Stored {
-    /// Acknowledged at this stream sequence.
-    Yes(u64),
-    /// Refused with nothing stored: another process appended first (wrong last sequence or
-    /// message id), or the stream had no leader. Published again while time is left.
-    Again(String),
-    /// Not acknowledged: it may or may not be stored.
-    Maybe(String),
-    /// Refused with nothing stored, for good (no retry helps).
-    No(String),
 }
 
 /// One batch of a commit in flight.
@@ -116,8 +93,6 @@ struct InFlight {
     ticket: u64,
     /// Its appends, in order.
     appends: Vec<Append>,
-    /// When its appends must be settled.
-    deadline: Instant,
 }
 
 /// Why a create or a delete was refused.
@@ -173,11 +148,13 @@ pub struct Streams {
     /// The partitions, (topic, partition), followed, each by a task reading its stream into
     /// the serving thread's copy.
     followed: HashMap<(String, u32), Followed>,
-    /// Where each partition's stream ends as this process counts on it; none for one it must
-    /// read to its end first (not yet published to, or a publish failed).
-    tails: HashMap<(String, u32), Tail>,
-    /// The commits published and not yet settled, in order.
-    pending: FuturesOrdered<BoxFuture<'static, InFlight>>,
+    /// The commits handed to the publishers and not yet settled.
+    pending: FuturesUnordered<BoxFuture<'static, InFlight>>,
+    /// The commits not yet reported, in the order they came, with the partitions each
+    /// appends to: a commit is reported once none before it shares a partition with it.
+    unreported: Vec<(u64, Vec<(String, u32)>)>,
+    /// The commits settled and not yet reported, waiting for an earlier one.
+    finished: Vec<InFlight>,
     /// This process's name in de-duplication ids.
     instance: String,
     /// The copies kept from an earlier run (`--copy-dir`), by topic, until their stream is
@@ -196,6 +173,11 @@ struct Followed {
     /// When the stream was created: a stream of the same name created later is another
     /// topic's.
     created: i128,
+    /// The partition's publisher, which ends once this is dropped and it answered every
+    /// batch handed to it.
+    lane: mpsc::UnboundedSender<Job>,
+    /// The publisher's task.
+    publisher: JoinHandle<()>,
 }
 
 impl Streams {
@@ -204,8 +186,9 @@ impl Streams {
     pub fn new(instance: String, resume: HashMap<(String, u32), (u64, Bytes)>) -> Streams {
         Streams {
             followed: HashMap::new(),
-            tails: HashMap::new(),
-            pending: FuturesOrdered::new(),
+            pending: FuturesUnordered::new(),
+            unreported: Vec::new(),
+            finished: Vec::new(),
             instance,
             resume,
         }
@@ -215,6 +198,7 @@ impl Streams {
     pub fn stop(&mut self) {
         for (_, followed) in self.followed.drain() {
             followed.task.abort();
+            followed.publisher.abort();
         }
     }
 
@@ -235,8 +219,9 @@ impl Streams {
         Ok(())
     }
 
-    /// Publishes a commit's batches, without waiting for their acknowledgements: the commit
-    /// settles, after those before it, through [`Streams::next_settled`].
+    /// Hands a commit's batches to their partitions' publishers, without waiting: the commit
+    /// settles through [`Streams::next_settled`], and is reported by [`Streams::settle`]
+    /// after the commits before it on the same partitions.
     pub async fn commit(&mut self, conn: &Connection, ticket: u64, staged: Vec<Staged>) {
         let deadline = Instant::now() + COMMIT_TIMEOUT;
         let mut appends: Vec<Append> = staged
@@ -263,8 +248,8 @@ impl Streams {
                 let down = StoreError::Unavailable("NATS is not reachable".to_owned());
                 append.refused = Some(down);
             }
-            let done = InFlight { ticket, appends, deadline };
-            self.pending.push_back(Box::pin(async move { done }));
+            let done = InFlight { ticket, appends };
+            self.pending.push(Box::pin(async move { done }));
             return;
         }
         let mut refused: HashMap<(String, u32), Refusal> = HashMap::new();
@@ -279,120 +264,62 @@ impl Streams {
                 append.refused = Some(refusal.clone().into_failure());
             }
         }
-        let mut acks = Vec::new();
-        // A partition a batch could not be sent to takes no later batch of the commit, which
-        // would be stored before it: they wait for [`Streams::settle`] to publish them again.
-        let mut broken: Vec<(String, u32)> = Vec::new();
+        let keys = appends.iter().filter(|a| a.refused.is_none()).map(|a| a.key.clone());
+        let mut keys: Vec<(String, u32)> = keys.collect();
+        keys.sort();
+        keys.dedup();
+        self.unreported.push((ticket, keys));
+        // Each batch goes to its partition's publisher, which answers by the deadline.
+        let mut answers = Vec::new();
         for (at, append) in appends.iter_mut().enumerate() {
             if append.refused.is_some() {
                 continue;
             }
+            let Some(followed) = self.followed.get(&append.key) else { continue };
             for (n, batch) in append.batches.iter_mut().enumerate() {
-                if broken.contains(&append.key) {
-                    continue;
-                }
-                let id = format!("{}-{ticket}-{at}-{n}", self.instance);
-                match self.publish(conn, &append.key, batch, id, deadline).await {
-                    Some(ack) => acks.push((at, n, ack)),
-                    None => broken.push(append.key.clone()),
-                }
+                let (done, answer) = oneshot::channel();
+                let job = Job {
+                    payload: std::mem::take(&mut batch.payload),
+                    count: batch.count,
+                    id: format!("{}-{ticket}-{at}-{n}", self.instance),
+                    append: (ticket, at),
+                    deadline,
+                    done,
+                };
+                // A publisher that is gone drops the job, and its answer says so.
+                let _ = followed.lane.send(job);
+                answers.push((at, n, answer));
             }
         }
         let waiting = self.read_back_of(&appends);
         let events = conn.events.clone();
-        self.pending.push_back(Box::pin(async move {
-            let mut done = InFlight { ticket, appends, deadline };
-            for (at, n, ack) in acks {
-                let stored = acknowledged(ack, deadline).await;
-                if let Some(batch) = done.appends.get_mut(at).and_then(|a| a.batches.get_mut(n)) {
-                    batch.stored = stored;
+        self.pending.push(Box::pin(async move {
+            let mut done = InFlight { ticket, appends };
+            for (at, n, answer) in answers {
+                // The publisher answers by the deadline; a little more is left for it to.
+                let answer = tokio::time::timeout_at(deadline + LANE_GRACE, answer).await;
+                let Some(batch) = done.appends.get_mut(at).and_then(|a| a.batches.get_mut(n))
+                else {
+                    continue;
+                };
+                match answer {
+                    Ok(Ok(published)) => {
+                        batch.payload = published.payload;
+                        batch.base = published.base;
+                        batch.stored = published.stored;
+                    }
+                    Ok(Err(_)) => {
+                        batch.stored = Stored::Again("the partition's stream changed".into())
+                    }
+                    Err(_) => {
+                        batch.stored =
+                            Stored::Maybe("the partition's publisher did not answer in time".into())
+                    }
                 }
             }
             read_back(&done, waiting, &events).await;
             done
         }));
-    }
-
-    /// Publishes one batch right after the end of its stream as this process counts on it
-    /// (read to its end first when unknown), noting its base offset, and returns its
-    /// acknowledgement to wait for; `None` when it could not be sent (`batch.stored` says why).
-    async fn publish(
-        &mut self,
-        conn: &Connection,
-        key: &(String, u32),
-        batch: &mut Batch,
-        id: String,
-        deadline: Instant,
-    ) -> Option<PublishAckFuture> {
-        if batch.count == 0 {
-            return None;
-        }
-        let tail = match self.tails.get(key) {
-            Some(tail) => tail.clone(),
-            None => match self.read_to_end(conn, key, deadline).await {
-                Ok(tail) => tail,
-                Err(error) => {
-                    batch.stored = Stored::Again(error);
-                    return None;
-                }
-            },
-        };
-        // In place when nothing else holds the payload (its first publish), else copied.
-        let mut payload = match std::mem::take(&mut batch.payload).try_into_mut() {
-            Ok(payload) => payload,
-            Err(shared) => bytes::BytesMut::from(&shared[..]),
-        };
-        record::set_base(&mut payload, tail.next);
-        batch.payload = payload.freeze();
-        batch.base = tail.next;
-        let mut publish = Publish::build()
-            .payload(batch.payload.clone())
-            .message_id(&id)
-            .expected_last_sequence(tail.seq);
-        if let Some(last) = &tail.last_id {
-            publish = publish.expected_last_message_id(last);
-        }
-        let subject = record::subject(&key.0, key.1);
-        let next = Tail { seq: tail.seq + 1, next: tail.next + batch.count, last_id: Some(id) };
-        match conn.js.send_publish(subject, publish).await {
-            Ok(ack) => {
-                self.tails.insert(key.clone(), next);
-                Some(ack)
-            }
-            Err(error) => {
-                self.tails.remove(key);
-                batch.stored = Stored::No(format!("JetStream refused: {error}"));
-                None
-            }
-        }
-    }
-
-    /// Reads partition `key`'s stream to its end (its follower has read every message stored
-    /// when asked), and returns where it ends.
-    async fn read_to_end(
-        &mut self,
-        conn: &Connection,
-        key: &(String, u32),
-        deadline: Instant,
-    ) -> Result<Tail, String> {
-        let name = record::stream_name(&key.0, key.1);
-        let info = async {
-            let mut stream = conn.js.get_stream(&name).await.map_err(|e| e.to_string())?;
-            stream.info().await.map(|i| i.state.last_sequence).map_err(|e| e.to_string())
-        };
-        let last = tokio::time::timeout_at(deadline, info)
-            .await
-            .map_err(|_| "JetStream did not answer in time".to_owned())?
-            .map_err(|e| format!("cannot read the partition's stream: {e}"))?;
-        let followed = self.followed.get_mut(key).ok_or("the partition is not followed")?;
-        let read = tokio::time::timeout_at(deadline, followed.forwarded.wait_for(|f| f.0 >= last));
-        let (seq, next) = match read.await {
-            Ok(Ok(at)) => *at,
-            _ => return Err("the partition's stream was not read to its end in time".into()),
-        };
-        let tail = Tail { seq, next, last_id: None };
-        self.tails.insert(key.clone(), tail.clone());
-        Ok(tail)
     }
 
     /// The followers of the partitions `appends` publish to, with the stream sequence each
@@ -410,8 +337,8 @@ impl Streams {
         waiting
     }
 
-    /// The next commit to settle, in order, once its acknowledgements came (or did not in
-    /// time); never ready when none is in flight.
+    /// The next commit to settle, in whatever order they do, once its acknowledgements came
+    /// (or did not in time); never ready when none is in flight.
     pub async fn next_settled(&mut self) -> InFlightDone {
         match self.pending.next().await {
             Some(done) => InFlightDone(done),
@@ -419,75 +346,24 @@ impl Streams {
         }
     }
 
-    /// Reports a commit that settled with [`Event::Committed`]. When some of its batches were
-    /// refused with nothing stored, every commit in flight settles first, then those batches
-    /// and the ones after them are published again, commit by commit, while time is left, so
-    /// that each partition keeps its commits' order.
-    pub async fn settle(&mut self, conn: &Connection, InFlightDone(done): InFlightDone) {
-        let failed = |d: &InFlight| {
-            let published = d.appends.iter().filter(|a| a.refused.is_none());
-            published.flat_map(|a| &a.batches).any(|b| !matches!(b.stored, Stored::Yes(_)))
-        };
-        if !failed(&done) {
-            report(conn, done);
-            return;
-        }
-        let mut all = vec![done];
-        while let Some(next) = self.pending.next().await {
-            all.push(next);
-        }
-        for done in &all {
-            for append in &done.appends {
-                if append.batches.iter().any(|b| !matches!(b.stored, Stored::Yes(_))) {
-                    self.tails.remove(&append.key);
-                }
-            }
-        }
-        for mut done in all {
-            self.publish_again(conn, &mut done).await;
+    /// Reports with [`Event::Committed`] a commit that settled, once every commit before it
+    /// on the same partitions was, and any later one that waited for it.
+    pub fn settle(&mut self, conn: &Connection, InFlightDone(done): InFlightDone) {
+        self.finished.push(done);
+        while let Some(at) = self.finished.iter().position(|d| self.may_report(d.ticket)) {
+            let done = self.finished.remove(at);
+            self.unreported.retain(|(ticket, _)| *ticket != done.ticket);
             report(conn, done);
         }
     }
 
-    /// Publishes again, one at a time and in order, the batches of `done` refused with
-    /// nothing stored, while its time lasts.
-    async fn publish_again(&mut self, conn: &Connection, done: &mut InFlight) {
-        let deadline = done.deadline;
-        let mut attempt = 0;
-        while Instant::now() < deadline {
-            attempt += 1;
-            let mut again = false;
-            // As in [`Streams::commit`]: nothing goes after a batch that is not stored yet.
-            let mut broken: Vec<(String, u32)> = Vec::new();
-            let published =
-                done.appends.iter_mut().enumerate().filter(|(_, a)| a.refused.is_none());
-            for (at, append) in published {
-                let key = append.key.clone();
-                for (n, batch) in append.batches.iter_mut().enumerate() {
-                    if !matches!(batch.stored, Stored::Again(_)) || broken.contains(&key) {
-                        continue;
-                    }
-                    again = true;
-                    tracing::debug!(topic = %key.0, partition = key.1, "publishing a batch again");
-                    let id = format!("{}-{}-{at}-{n}-{attempt}", self.instance, done.ticket);
-                    let Some(ack) = self.publish(conn, &key, batch, id, deadline).await else {
-                        broken.push(key.clone());
-                        continue;
-                    };
-                    batch.stored = acknowledged(ack, deadline).await;
-                    if !matches!(batch.stored, Stored::Yes(_)) {
-                        self.tails.remove(&key);
-                        broken.push(key.clone());
-                    }
-                }
-            }
-            if !again {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let waiting = self.read_back_of(&done.appends);
-        read_back(done, waiting, &conn.events).await;
+    /// Whether no commit before `ticket` that appends to one of its partitions is unreported.
+    fn may_report(&self, ticket: u64) -> bool {
+        let Some(at) = self.unreported.iter().position(|(t, _)| *t == ticket) else {
+            return true;
+        };
+        let keys = &self.unreported[at].1;
+        self.unreported[..at].iter().all(|(_, earlier)| !earlier.iter().any(|k| keys.contains(k)))
     }
 
     /// Starts following partition `partition` of `topic`, for an append to it; when the
@@ -602,7 +478,8 @@ impl Streams {
             conn.events.clone(),
             forwarded_tx,
         ));
-        self.followed.insert(key, Followed { forwarded, task, created });
+        let (lane, publisher) = lane::start(conn.js.clone(), key.clone(), forwarded.clone());
+        self.followed.insert(key, Followed { forwarded, task, created, lane, publisher });
         Ok(())
     }
 
@@ -622,11 +499,7 @@ impl Streams {
         for partition in from.max(1)..to {
             // One made meanwhile by another process making the same topic is taken as it is.
             let config = stream_config(topic, partition, replicas, retention, None);
-            conn.js.get_or_create_stream(config).await.map_err(|e| {
-                let answered =
-                    matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(_));
-                Refusal::of(answered, "cannot create the topic's stream in JetStream", e)
-            })?;
+            conn.js.get_or_create_stream(config).await.map_err(create_refused)?;
         }
         if from == 0 {
             create_stream(conn, stream_config(topic, 0, replicas, retention, Some(to))).await?;
@@ -829,7 +702,9 @@ impl Streams {
         self.follow_or_create(conn, topic, 0).await.map_err(|e| e.to_string())?;
         let mut acks = Vec::new();
         for (id, payload) in messages {
-            let publish = Publish::build().payload(payload.into()).message_id(id);
+            let publish = async_nats::jetstream::context::Publish::build()
+                .payload(payload.into())
+                .message_id(id);
             let ack = conn.js.send_publish(record::subject(topic, 0), publish).await;
             let ack = ack.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
             acks.push((ack.sequence, ack.duplicate));
@@ -842,18 +717,34 @@ impl Streams {
 async fn create_stream(conn: &Connection, config: Config) -> Result<(), Refusal> {
     match conn.js.create_stream(config).await {
         Ok(_) => Ok(()),
-        Err(error) => Err(match error.kind() {
-            jetstream::context::CreateStreamErrorKind::JetStream(e)
-                if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
-            {
-                Refusal::Exists
-            }
-            jetstream::context::CreateStreamErrorKind::JetStream(_) => {
-                Refusal::of(true, "cannot create the topic's stream in JetStream", error)
-            }
-            _ => Refusal::of(false, "cannot create the topic's stream in JetStream", error),
-        }),
+        Err(error) => Err(create_refused(error)),
     }
+}
+
+/// The refusal of a stream's creation: [`Refusal::Exists`] for a name taken, and, as when
+/// JetStream does not answer, [`Refusal::Unreachable`] (`314`, sent again by clients) for
+/// an error that passes by itself ([`passes`]).
+fn create_refused(error: jetstream::context::CreateStreamError) -> Refusal {
+    let doing = "cannot create the topic's stream in JetStream";
+    match error.kind() {
+        jetstream::context::CreateStreamErrorKind::JetStream(e)
+            if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+        {
+            Refusal::Exists
+        }
+        jetstream::context::CreateStreamErrorKind::JetStream(e) if passes(e.error_code()) => {
+            Refusal::of(false, doing, error)
+        }
+        jetstream::context::CreateStreamErrorKind::JetStream(_) => Refusal::of(true, doing, error),
+        _ => Refusal::of(false, doing, error),
+    }
+}
+
+/// Whether JetStream's error `code` passes by itself: no servers to place a stream's replicas
+/// on yet (a cluster starting, or one of its servers down: "no suitable peers for placement"),
+/// or no JetStream leader now ("JetStream system temporarily unavailable").
+pub fn passes(code: ErrorCode) -> bool {
+    code == ErrorCode::CLUSTER_NO_PEERS || code == ErrorCode::CLUSTER_NOT_AVAILABLE
 }
 
 /// The configuration of partition `partition` of `topic`'s stream, its limits `retention`,
@@ -916,24 +807,6 @@ type ReadBack = ((String, u32), watch::Receiver<(u64, u64)>);
 
 /// A commit in flight that settled, for [`Streams::settle`].
 pub struct InFlightDone(InFlight);
-
-/// Waits, until `deadline`, for a publish's acknowledgement.
-async fn acknowledged(ack: PublishAckFuture, deadline: Instant) -> Stored {
-    match tokio::time::timeout_at(deadline, ack).await {
-        Ok(Ok(ack)) => Stored::Yes(ack.sequence),
-        Ok(Err(error)) => {
-            let reason = format!("JetStream refused: {error}");
-            match error.kind() {
-                PublishErrorKind::WrongLastSequence
-                | PublishErrorKind::WrongLastMessageId
-                | PublishErrorKind::StreamNotFound => Stored::Again(reason),
-                PublishErrorKind::Other => Stored::No(reason),
-                _ => Stored::Maybe(reason),
-            }
-        }
-        Err(_) => Stored::Maybe("JetStream did not acknowledge in time".into()),
-    }
-}
 
 /// Waits, at most [`READ_BACK_TIMEOUT`], for the followers `waiting` to have read the batches
 /// of `done` acknowledged, so that they are readable here too when the commit settles.

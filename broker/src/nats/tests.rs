@@ -16,6 +16,7 @@ fn open(server: &NatsServer) -> NatsLog {
         replicas: 1,
         lease: Duration::from_secs(30),
         copy_dir: None,
+        start_timeout: std::time::Duration::from_secs(10),
     };
     NatsLog::open(StoreConfig::default(), &nats).unwrap()
 }
@@ -218,6 +219,7 @@ fn partitions_guessed_for_an_append_to_a_topic_made_elsewhere_with_fewer_are_dro
         replicas: 1,
         lease: Duration::from_secs(30),
         copy_dir: None,
+        start_timeout: std::time::Duration::from_secs(10),
     };
     let mut b =
         NatsLog::open(StoreConfig { partitions: 3, ..StoreConfig::default() }, &nats).unwrap();
@@ -265,4 +267,65 @@ fn a_store_still_reading_a_stream_says_where_it_ends_and_never_refuses_an_offset
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(late.offsets("big", 0), Ok((0, 200_000)));
+}
+
+/// Gives stream `stream` these subjects, as an operator would with `nats stream edit`.
+fn set_subjects(server: &NatsServer, stream: &str, subjects: Vec<String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(stream).await.unwrap();
+        let mut config = stream.info().await.unwrap().config.clone();
+        config.subjects = subjects;
+        js.update_stream(config).await.unwrap();
+    });
+}
+
+#[test]
+fn a_partition_whose_stream_takes_no_appends_holds_up_no_other_partition() {
+    let server = NatsServer::start();
+    let mut store = open(&server);
+    let message = |v: &'static str| NewMessage { key: None, value: v.as_bytes() };
+    for topic in ["slow", "fast"] {
+        store.append(topic, 0, &[message("first")], 1).unwrap();
+        assert!(store.commit_and_wait(Instant::now(), 1).is_empty());
+    }
+    // Nothing takes the slow topic's subject now: each publish there finds no stream (as
+    // while a stream has no leader) and is published again until its commit's time runs out.
+    let slow = record::stream_name("slow", 0);
+    set_subjects(&server, &slow, vec!["elsewhere".into()]);
+    store.append("slow", 0, &[message("stuck")], 1).unwrap();
+    let stuck = store.commit(Instant::now(), 1);
+    let mut seen: Vec<Settled> = Vec::new();
+    for value in ["a", "b", "c"] {
+        store.append("fast", 0, &[message(value)], 1).unwrap();
+        let ticket = store.commit(Instant::now(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.iter().any(|s| s.ticket == ticket) {
+            assert!(Instant::now() < deadline, "the fast topic's commit did not settle");
+            seen.extend(store.settled().into_iter().filter(|s| s.ticket.0 != 0));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Each append to the fast topic is acknowledged while the slow one still waits.
+        assert!(!seen.iter().any(|s| s.ticket == stuck), "the slow commit settled first");
+        let fast = seen.iter().find(|s| s.ticket == ticket).unwrap();
+        assert!(fast.failures.is_empty(), "{:?}", fast.failures);
+    }
+    seen.extend(store.wait_settled());
+    let refused = seen.iter().find(|s| s.ticket == stuck).expect("the slow commit settles");
+    assert_eq!(refused.failures.len(), 1);
+    assert!(
+        matches!(&refused.failures[0].error, StoreError::Unavailable(_)),
+        "nothing of it was stored: {:?}",
+        refused.failures[0].error
+    );
+    let fast: Vec<String> = wait_for(&mut store, "fast", 4).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(fast, ["first", "a", "b", "c"]);
+
+    // Once the stream takes its subject again, so does the slow topic, right after what it held.
+    set_subjects(&server, &slow, vec![record::subject("slow", 0)]);
+    store.append("slow", 0, &[message("again")], 1).unwrap();
+    assert!(store.commit_and_wait(Instant::now(), 1).is_empty());
+    assert_eq!(wait_for(&mut store, "slow", 2), [(0, "first".into()), (1, "again".into())]);
 }

@@ -21,8 +21,11 @@ use crate::nats::NatsLog;
 /// answers the pass's appends when [`Log::settled`] reports the ticket, which may be in the
 /// same pass or a later one. Nothing here says where or how a commit is made durable: on a
 /// local disk, by a flush thread, or by a remote engine acknowledging it; what the caller relies
-/// on is only that commits settle in the order they were started, and that a settled commit
-/// names every append it covered that did not become durable. While a commit is in flight the
+/// on is only that commits appending to the same partition settle in the order they were
+/// started (the stores in memory and on disk settle every commit in that order; the NATS one
+/// settles a commit as soon as those before it on the same partitions did, so that a slow
+/// partition holds up only its own), and that a settled commit names every append it covered
+/// that did not become durable. While a commit is in flight the
 /// caller goes on serving: reads see only what settled.
 pub trait Log: std::fmt::Debug + Send {
     /// Appends `messages` to partition `partition` of `topic`, creating the topic if needed
@@ -60,8 +63,8 @@ pub trait Log: std::fmt::Debug + Send {
     /// settles when [`Log::settled`] reports its ticket.
     fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket;
 
-    /// The commits that settled since the last call, in the order they were started, without
-    /// waiting. A store shared with other broker processes also reports, under `Ticket(0)`
+    /// The commits that settled since the last call, without waiting: in the order they were
+    /// started, but for commits without a partition in common, which may come in any order. A store shared with other broker processes also reports, under `Ticket(0)`
     /// (never given to a commit), topics that grew through them.
     fn settled(&mut self) -> Vec<Settled>;
 
