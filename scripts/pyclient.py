@@ -8,6 +8,7 @@ MessagePack map per frame. Import `Client` from it, or run it:
     pyclient.py [OPTIONS] create-topic TOPIC [--partitions N]
     pyclient.py [OPTIONS] append TOPIC MESSAGE... [--key KEY] [--partition N]
     pyclient.py [OPTIONS] fetch TOPIC [--partition N] [--offset N] [--max N]
+    pyclient.py [OPTIONS] append-lines TOPIC [--batch N] [--max-in-flight N] [--partition N]
 
     OPTIONS: [--connect EP] [--timeout SECONDS] [--user NAME]
              [--curve-server-key KEY] [--curve-key-file FILE]
@@ -22,6 +23,11 @@ Partitions (PROTOCOL.md, "Partitions"): `append --key KEY` places the messages w
 would, by Kafka's murmur2 of the key (`partition_for_key`, over the count `list_topics` gives),
 and names the partition; `--partition N` names one; without either the broker places them.
 `fetch` reads one partition, 0 unless told otherwise.
+
+Pipelining (PROTOCOL.md, "Correlating replies"): `Pipeline` is a DEALER connection with several
+requests outstanding, each given its own `id` and matched with the reply that echoes it, not by
+the order replies come in. `append-lines` sends standard input, `--batch` lines per append
+(100), with up to `--max-in-flight` appends (8) awaiting their replies.
 
 Needs pyzmq and msgpack: `pip install -r requirements.txt` (the file beside this one).
 """
@@ -195,6 +201,9 @@ class Client:
     BrokerError for an error reply, ClientError when no reply comes in time.
     """
 
+    #: The socket of the connection: one request, then its reply.
+    SOCKET_TYPE = zmq.REQ
+
     def __init__(
         self,
         endpoint: str = DEFAULT_ENDPOINT,
@@ -226,7 +235,7 @@ class Client:
 
     def _connect(self):
         if self._socket is None:
-            socket = self._context.socket(zmq.REQ)
+            socket = self._context.socket(self.SOCKET_TYPE)
             socket.setsockopt(zmq.LINGER, 0)
             self.credentials.apply(socket)
             # The handshake's outcome comes as a socket event, never as a reply: watch for it
@@ -404,6 +413,94 @@ class Client:
         return self._expect(self.request("delete_topic", topic=topic), "deleted")
 
 
+class Pipeline(Client):
+    """One DEALER connection with up to `max_in_flight` requests awaiting their replies.
+
+    `send` gives each request the next `id` (a counter) and returns it; `next_reply` returns the
+    replies as they come, each with the `id` it echoes, so that a held reply coming after later
+    requests' replies is still told apart (PROTOCOL.md, "Correlating replies"). A request whose
+    reply has not come `timeout` seconds (plus its `wait_ms`) after it was sent is given up as
+    unanswered: for an append, it may or may not have been stored, and it is not sent again.
+    """
+
+    SOCKET_TYPE = zmq.DEALER
+
+    def __init__(self, *args, max_in_flight: int = 8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_in_flight = max(1, max_in_flight)
+        self._next_id = 0
+        #: The requests sent and unanswered: id -> (op, deadline).
+        self._outstanding: dict[int, tuple[str, float]] = {}
+        #: Replies taken while `send` waited for room, handed out first by `next_reply`.
+        self._early: list[tuple[int, dict | ClientError]] = []
+
+    def outstanding(self) -> int:
+        """How many requests await their replies."""
+        return len(self._outstanding)
+
+    def send(self, op: str, wait_ms: int = 0, **fields) -> int:
+        """Sends one request, first waiting for a reply while `max_in_flight` are outstanding
+        (those replies are kept for `next_reply`); returns the request's `id`."""
+        while len(self._outstanding) >= self.max_in_flight:
+            self._early.append(self._receive())
+        request_id = self._next_id
+        self._next_id += 1
+        body = {"v": VERSION, "op": op, "id": request_id}
+        if wait_ms:
+            body["wait_ms"] = wait_ms
+        body.update((key, value) for key, value in fields.items() if value is not None)
+        socket = self._connect()
+        limit_ms = int(self.timeout * 1000)
+        if not self._wait(socket, zmq.POLLOUT, limit_ms):
+            self._unreachable()
+        # `[body]` alone: the broker answers `[reply body]` alone (PROTOCOL.md, "Transport").
+        socket.send(msgpack.packb(body, use_bin_type=True))
+        self._outstanding[request_id] = (op, time.monotonic() + self.timeout + wait_ms / 1000)
+        return request_id
+
+    def taken(self) -> list[tuple[int, dict | ClientError]]:
+        """The replies `send` took while it waited for room, as `next_reply` gives them."""
+        taken, self._early = self._early, []
+        return taken
+
+    def next_reply(self) -> tuple[int, dict | ClientError]:
+        """The next reply, as (id, the reply's map), or (id, the error) for an error reply or
+        a request given up as unanswered. Raises ClientError when nothing is outstanding."""
+        if self._early:
+            return self._early.pop(0)
+        if not self._outstanding:
+            raise ClientError("no request awaits a reply")
+        return self._receive()
+
+    def _receive(self) -> tuple[int, dict | ClientError]:
+        socket = self._connect()
+        while True:
+            request_id, (op, deadline) = min(self._outstanding.items(), key=lambda i: i[1][1])
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._wait(socket, zmq.POLLIN, left_ms):
+                del self._outstanding[request_id]
+                return request_id, ClientError(
+                    f"broker not reachable at {self.endpoint}: no reply to `{op}` request "
+                    f"{request_id}; an append may or may not have been stored"
+                )
+            frame = socket.recv()
+            try:
+                echoed = msgpack.unpackb(frame, raw=False).get("id")
+            except (ValueError, msgpack.UnpackException, AttributeError):
+                echoed = None
+            try:
+                reply = self._check(frame)
+            except ClientError as e:
+                reply = e
+            # A broker from before `id` echoes none: its replies to appends, never held, come
+            # in the order sent, so the oldest outstanding request is the one answered.
+            if echoed is None:
+                echoed = min(self._outstanding)
+            if self._outstanding.pop(echoed, None) is None:
+                continue
+            return echoed, reply
+
+
 @contextlib.contextmanager
 def claimed(client: Client):
     """Claims any logical broker for the block, waiting a little, and releases it after.
@@ -484,6 +581,55 @@ def cmd_fetch(client: Client, args) -> None:
                 break
 
 
+def cmd_append_lines(client: Client, args) -> None:
+    """Appends standard input, one message per line, `--batch` lines per append, with up to
+    `--max-in-flight` appends awaiting their replies on one DEALER connection."""
+    client.close()
+    pipeline = Pipeline(client.endpoint, client.timeout, client.credentials,
+                        max_in_flight=args.max_in_flight)
+    lines_of: dict[int, tuple[int, int]] = {}
+    appended = requests = 0
+    failed = False
+
+    def report(request_id, reply):
+        nonlocal appended, requests, failed
+        first, last = lines_of.pop(request_id)
+        if isinstance(reply, dict):
+            appended += last - first + 1
+            requests += 1
+        else:
+            print(f"lines {first} to {last}: {reply}", file=sys.stderr)
+            failed = True
+
+    def flush(batch, first):
+        request_id = pipeline.send("append", topic=args.topic, partition=args.partition,
+                                   messages=[{"value": line} for line in batch])
+        lines_of[request_id] = (first, first + len(batch) - 1)
+        # Replies that came meanwhile are reported at once: memory stays bounded.
+        for taken in pipeline.taken():
+            report(*taken)
+
+    try:
+        batch, first, number = [], 1, 0
+        for line in sys.stdin.buffer:
+            number += 1
+            batch.append(line.rstrip(b"\n"))
+            if len(batch) == args.batch:
+                flush(batch, first)
+                batch, first = [], number + 1
+        if batch:
+            flush(batch, first)
+        for taken in pipeline.taken():
+            report(*taken)
+        while pipeline.outstanding():
+            report(*pipeline.next_reply())
+    finally:
+        pipeline.close()
+    print(f"appended {appended} message(s) to {args.topic} in {requests} request(s)")
+    if failed:
+        raise ClientError("some lines were not appended")
+
+
 def joined_key_values(argv):
     """`--curve-server-key KEY` as `--curve-server-key=KEY`: a Z85 key may begin with `-`, which
     argparse would take for an option."""
@@ -542,6 +688,17 @@ def parse_args(argv):
                        help="print at most N messages")
     fetch.set_defaults(run=cmd_fetch)
 
+    lines = commands.add_parser("append-lines",
+                                help="append standard input, one message per line, pipelined")
+    lines.add_argument("topic", metavar="TOPIC")
+    lines.add_argument("--batch", type=int, default=100, metavar="N",
+                       help="lines per append (default 100)")
+    lines.add_argument("--max-in-flight", type=int, default=8, metavar="N",
+                       help="appends awaiting their replies at once (default 8)")
+    lines.add_argument("--partition", type=int, default=None, metavar="N",
+                       help="append to partition N (default: the broker's choice)")
+    lines.set_defaults(run=cmd_append_lines)
+
     args = parser.parse_args(joined_key_values(argv))
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
@@ -552,6 +709,8 @@ def parse_args(argv):
     if args.command == "create-topic" and args.partitions is not None \
             and not 1 <= args.partitions <= MAX_PARTITIONS:
         parser.error(f"--partitions must be from 1 to {MAX_PARTITIONS}")
+    if args.command == "append-lines" and (args.batch < 1 or args.max_in_flight < 1):
+        parser.error("--batch and --max-in-flight must be 1 or more")
     if args.curve_key_file and not args.curve_server_key:
         parser.error("--curve-key-file needs --curve-server-key")
     if args.curve_server_key and len(args.curve_server_key) != 40:

@@ -630,7 +630,9 @@ pub fn produce_lines(
 /// The lines of an append stay here until its outcome, so that one refused for a line over
 /// the broker's size limit can go again without that line (they then come after what was sent
 /// meanwhile). A refusal or an unconfirmed append ends the reading; what is in flight is still
-/// awaited and reported. Ctrl-C ends the reading too, as on the lockstep path.
+/// awaited and reported. An append left unconfirmed by a move to the next endpoint does not:
+/// its lines are reported and counted, and the reading goes on. Ctrl-C ends the reading too,
+/// as on the lockstep path.
 struct Pipelined<'a> {
     /// The pipeline.
     pipeline: Pipeline,
@@ -746,6 +748,9 @@ impl<'a> Pipelined<'a> {
         }
         match read_error {
             Some(source) => Err(ClientError::Io { what: "cannot read standard input", source }),
+            None if produced.unconfirmed > 0 => {
+                Err(ClientError::LinesUnconfirmed { count: produced.unconfirmed })
+            }
             None if produced.skipped > 0 => {
                 Err(ClientError::LinesSkipped { count: produced.skipped })
             }
@@ -809,6 +814,13 @@ impl<'a> Pipelined<'a> {
                     format!("{} lines from line {first} to {last}", tags.len())
                 };
                 match &e {
+                    // Left behind by a move to the next endpoint: counted, and the lines after
+                    // it go on there, as on the lockstep path.
+                    ClientError::Unconfirmed { .. } if self.pipeline.has_fresh_endpoint() => {
+                        eprintln!("{which}: {e}; not sent again");
+                        produced.unconfirmed += tags.len() as u64;
+                        return;
+                    }
                     ClientError::Unconfirmed { .. } => {
                         eprintln!("{which}: {e}");
                         produced.unconfirmed += tags.len() as u64;

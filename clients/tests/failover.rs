@@ -1,6 +1,6 @@
 //! Failover as users meet it: two real broker processes on one real NATS JetStream, the real
 //! `producer` and `consumer` given both (`--connect A,B`), and broker A killed with SIGKILL.
-//! The producer goes on through B, a group member gets what it had not acknowledged through A
+//! The producer goes on through B (lockstep and pipelined), a group member gets what it had not acknowledged through A
 //! again through B, a one-shot fetch claims through B, and a claim held through A frees up on
 //! B only when its lease has run out.
 
@@ -64,7 +64,7 @@ impl Pair {
     fn values_on_b(&self, topic: &str, count: usize) -> Vec<String> {
         let deadline = Instant::now() + STEP;
         loop {
-            let read = self.consumer_on_b(&["fetch", topic]);
+            let read = self.consumer_on_b(&["fetch", topic, "--max", "100000"]);
             let values: Vec<String> = read.lines().iter().map(|line| value_of(line)).collect();
             if read.status.success() && values.len() >= count {
                 return values;
@@ -88,11 +88,13 @@ fn value_of(line: &str) -> String {
     line.split_once('\t').map_or(line, |(_, value)| value).to_owned()
 }
 
-/// The line numbers a producer reported as unconfirmed: `line N: ...` and `lines N to M: ...`.
+/// The line numbers a producer reported as unconfirmed: `line N: ...`, `lines N to M: ...`
+/// and, pipelined, `C lines from line N to M: ...`.
 fn unconfirmed_lines(stderr: &[String]) -> Vec<u64> {
     let mut numbers = Vec::new();
     for line in stderr.iter().filter(|line| line.ends_with("not sent again")) {
         let span = line.split(':').next().unwrap_or_default();
+        let span = span.split_once(" lines from ").map_or(span, |(_, span)| span);
         let span = span.trim_start_matches("lines ").trim_start_matches("line ");
         let (first, last) = span.split_once(" to ").unwrap_or((span, span));
         let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
@@ -154,6 +156,58 @@ fn the_producer_goes_on_through_the_other_broker_and_every_acknowledged_line_is_
     assert_eq!(kept, acknowledged);
     let mut in_order = sent.iter();
     assert!(held.iter().all(|value| in_order.any(|line| line == value)), "{held:?}");
+    pair.stop();
+}
+
+#[test]
+fn the_pipelined_producer_goes_on_through_the_other_broker_and_every_acknowledged_line_is_kept() {
+    let mut pair = Pair::start();
+    let connect = pair.both();
+    let args =
+        ["--connect", &connect, "--timeout", TIMEOUT, "--max-in-flight", "4", "--linger", "1"];
+    let mut producer =
+        Running::start(PRODUCER, &[&args[..], &["--batch", "100", "events"]].concat(), &[]);
+    let mut sent: Vec<String> = (1..=5).map(|n| format!("before {n}")).collect();
+    producer.write_stdin(format!("{}\n", sent.join("\n")).as_bytes());
+    assert_eq!(pair.values_on_b("events", 5), sent, "appended through A, read through B");
+
+    pair.kill_a();
+    // The next line goes to A, which is gone: no reply within the timeout, and the pipeline
+    // moves to B on a new socket.
+    sent.push("after 6".to_owned());
+    producer.write_stdin(b"after 6\n");
+    let moved = producer.wait_stderr("did not answer; moving to");
+    assert_eq!(
+        moved,
+        format!("the broker at {} did not answer; moving to {}", pair.a_endpoint, pair.b.endpoint)
+    );
+    // Enough lines after the move for several appends of 100 in flight at once through B.
+    let after: Vec<String> = (7..=2006).map(|n| format!("after {n}")).collect();
+    producer.write_stdin(format!("{}\n", after.join("\n")).as_bytes());
+    sent.extend(after);
+    let (status, stdout, stderr) = producer.wait_exit();
+    // The append that got no reply is reported with its line, and the run ends with status 1.
+    let unconfirmed = unconfirmed_lines(&stderr);
+    assert_eq!(unconfirmed, [6], "{stderr:#?}");
+    assert!(
+        stderr.iter().any(|line| line.starts_with("line 6: broker not reachable at")
+            && line.contains("may or may not have been appended")),
+        "{stderr:#?}"
+    );
+    assert_eq!(status.code(), Some(1), "{stderr:#?}");
+    assert!(stderr.iter().any(
+        |line| line == "error: 1 line was not confirmed: it may or may not have been appended"
+    ));
+    assert_eq!(stdout.len(), 1, "{stdout:?}");
+    assert!(stdout[0].starts_with("appended 2005 messages to events"), "{stdout:?}");
+    assert!(stdout[0].ends_with("; 1 line unconfirmed"), "{stdout:?}");
+
+    // Every acknowledged line is there, in order, and nothing else; the unconfirmed one may be.
+    let acknowledged: Vec<&String> = sent.iter().filter(|line| *line != "after 6").collect();
+    let held = pair.values_on_b("events", acknowledged.len());
+    let kept: Vec<&String> = held.iter().filter(|value| *value != "after 6").collect();
+    assert_eq!(kept, acknowledged);
+    assert!(held.len() <= sent.len(), "{} values held", held.len());
     pair.stop();
 }
 

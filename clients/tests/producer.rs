@@ -260,6 +260,11 @@ fn keyed_messages_are_placed_where_murmur2_says_even_when_no_logical_broker_is_f
 /// Runs `python3 scripts/pyclient.py --connect ENDPOINT args...` (or, when `args` starts
 /// with `-c`, that script with `scripts/` on the module path), bounded in time by `run`.
 fn pyclient(endpoint: &str, args: &[&str]) -> common::Finished {
+    pyclient_fed(endpoint, args, b"")
+}
+
+/// [`pyclient`] with `stdin` on its standard input.
+fn pyclient_fed(endpoint: &str, args: &[&str], stdin: &[u8]) -> common::Finished {
     let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
     let script = scripts.join("pyclient.py");
     let script = script.to_str().expect("a UTF-8 path");
@@ -270,7 +275,7 @@ fn pyclient(endpoint: &str, args: &[&str]) -> common::Finished {
         all.clear();
     }
     all.extend_from_slice(args);
-    run_with("python3", &all, b"", &envs)
+    run_with("python3", &all, stdin, &envs)
 }
 
 #[test]
@@ -331,5 +336,42 @@ fn the_python_client_places_keys_as_the_producer_does_and_reads_partitions() {
         format!("[{}, {}]", both[0], both[1])
     };
     assert_eq!(lines[1], format!("{home} {placed}"));
+    broker.interrupt();
+}
+
+#[test]
+fn the_python_client_pipelines_appends_and_tells_replies_apart_by_their_id() {
+    testkit::require::python_modules(&["zmq", "msgpack"]);
+    let broker = preloaded_broker();
+    let ep = broker.endpoint.as_str();
+    // 5,000 lines, 100 per append, 8 appends in flight on one DEALER: all kept, in order.
+    let input: String = (1..=5000).map(|i| format!("line {i}\n")).collect();
+    let args = ["append-lines", "piped", "--batch", "100", "--max-in-flight", "8"];
+    let out = pyclient_fed(ep, &args, input.as_bytes());
+    assert_eq!(
+        out.assert_success().lines(),
+        ["appended 5000 message(s) to piped in 50 request(s)"]
+    );
+    let out = consumer(&broker, &["fetch", "piped", "--max", "10000"]);
+    let want: Vec<String> = (1..=5000).map(|i| format!("{}\tline {i}", i - 1)).collect();
+    assert_eq!(out.assert_success().lines(), want);
+
+    // A held fetch sent first is answered after the append sent behind it: the replies come
+    // in another order than the requests, and each is matched by the id it echoes.
+    let script = "import pyclient\n\
+                  c = pyclient.Client(ENDPOINT)\n\
+                  c.create_topic('held')\n\
+                  with pyclient.claimed(c) as claim:\n    \
+                  p = pyclient.Pipeline(ENDPOINT, 5)\n    \
+                  ops = {p.send('fetch', wait_ms=4000, claim=claim, topic='held', offset=0): \
+                  'fetch'}\n    \
+                  ops[p.send('append', topic='held', messages=[{'value': b'x'}])] = 'append'\n    \
+                  for _ in range(2):\n        \
+                  i, reply = p.next_reply()\n        \
+                  print(ops[i], reply['reply'], len(reply.get('messages', [])))\n    \
+                  p.close()";
+    let script = script.replace("ENDPOINT", &format!("{ep:?}"));
+    let out = pyclient(ep, &["-c", &script]);
+    assert_eq!(out.assert_success().lines(), ["append appended 0", "fetch messages 1"]);
     broker.interrupt();
 }

@@ -17,8 +17,13 @@
 //! lane is in flight: a later one could be stored before it, and the lane's order would be
 //! lost. Otherwise the refusal is the outcome. A reply that does not come within the timeout
 //! means the broker is gone (the broker sends a client's replies in order): every append in
-//! flight is then unconfirmed (it may or may not have been stored) and those not yet sent fail,
-//! and so does everything given afterwards.
+//! flight is then unconfirmed (it may or may not have been stored), and never sent again.
+//! Given several endpoints (`--connect A,B`, broker processes sharing a store), the pipeline
+//! then moves to the next on a new socket, as [`Client`] does, and sends there what it had not
+//! sent yet, each with a new timeout; the unconfirmed appends are the only messages whose
+//! order against the lane's later ones is not known. Once every endpoint in turn has left an
+//! append unanswered with no reply from any in between, the appends not yet sent fail, and so
+//! does everything given afterwards.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -29,7 +34,8 @@ use protocol::{
     Response, MAX_APPEND_MESSAGES,
 };
 
-use crate::client::Appended;
+use crate::client::{open_socket_of, Appended};
+use crate::endpoints::Endpoints;
 use crate::security::{Credentials, Handshake};
 use crate::{Client, ClientError, Result};
 
@@ -119,16 +125,18 @@ struct Batch {
 
 /// A producer with several appends in flight on one connection; see the module's text.
 pub struct Pipeline {
-    /// Owns the socket's I/O thread.
-    _context: zmq::Context,
+    /// Owns the socket's I/O thread; the socket to the next endpoint is made in it too.
+    context: zmq::Context,
     /// The DEALER socket.
     socket: zmq::Socket,
     /// Its handshake, watched for a refused login.
     handshake: Handshake,
     /// How it logs in, for the error of a refused login.
     credentials: Credentials,
-    /// Where it is connected.
-    endpoint: String,
+    /// Where the broker processes are, and which one the socket is connected to.
+    endpoints: Endpoints,
+    /// How many endpoints in a row have left an append unanswered since the last reply.
+    silent: usize,
     /// The topic appended to.
     topic: String,
     /// How it gathers and sends.
@@ -145,7 +153,7 @@ pub struct Pipeline {
     in_flight: VecDeque<Batch>,
     /// Outcomes not yet taken.
     done: VecDeque<Outcome>,
-    /// Set once the broker has failed to answer in time: everything fails from then on.
+    /// Set once every endpoint has failed to answer in time: everything fails from then on.
     gone: bool,
     /// When the first lane being gathered has lingered enough, if any is.
     next_linger: Option<Instant>,
@@ -155,7 +163,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline appending to `topic` through a DEALER socket of its own, connected where
-    /// `client` is connected, with its login and its timeout.
+    /// `client` is connected, with its login, its timeout and its other endpoints to move to.
     ///
     /// # Errors
     /// As [`Client::connect`].
@@ -163,11 +171,12 @@ impl Pipeline {
         let (context, socket, handshake, credentials, timeout) = client.dealer()?;
         let batch_messages = options.batch_messages.clamp(1, MAX_APPEND_MESSAGES);
         Ok(Pipeline {
-            _context: context,
+            context,
             socket,
             handshake,
             credentials,
-            endpoint: client.endpoint().to_owned(),
+            endpoints: client.endpoints().clone(),
+            silent: 0,
             topic: topic.to_owned(),
             options: PipelineOptions {
                 batch_messages,
@@ -295,6 +304,17 @@ impl Pipeline {
         self.done.pop_front()
     }
 
+    /// Whether appends can still be sent: not every endpoint has gone silent. An unconfirmed
+    /// outcome taken while this holds was left behind by a move to another endpoint.
+    pub fn has_fresh_endpoint(&self) -> bool {
+        !self.gone
+    }
+
+    /// The endpoint appends go to now.
+    pub fn endpoint(&self) -> &str {
+        self.endpoints.present()
+    }
+
     /// How many messages are given and not yet decided.
     pub fn pending(&self) -> usize {
         let open: usize = self.open.iter().map(|o| o.tags.len()).sum();
@@ -385,13 +405,14 @@ impl Pipeline {
         let mut items = [self.socket.as_poll_item(events), self.handshake.poll_item()];
         match zmq::poll(&mut items, ms.max(1)) {
             Ok(_) if items[1].is_readable() && self.handshake.failed() => {
-                return Err(self.handshake.error(&self.credentials, self.endpoint.clone()));
+                let endpoint = self.endpoints.present().to_owned();
+                return Err(self.handshake.error(&self.credentials, endpoint));
             }
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(source) => return Err(self.socket_error(source)),
         }
         self.receive()?;
-        self.check_deadlines(Instant::now());
+        self.check_deadlines(Instant::now())?;
         self.pump(Instant::now())
     }
 
@@ -422,6 +443,8 @@ impl Pipeline {
                 continue;
             };
             let Some(batch) = self.in_flight.remove(at) else { continue };
+            // Whoever answered, the pipeline is in touch again.
+            self.silent = 0;
             self.settle(batch, &reply);
         }
     }
@@ -454,34 +477,68 @@ impl Pipeline {
     }
 
     /// When the oldest append in flight, or the next to send, has waited past the timeout
-    /// since it closed, the broker is taken for gone: what is in flight is unconfirmed, the
-    /// rest fails.
-    fn check_deadlines(&mut self, now: Instant) {
+    /// since it closed, the broker in use is taken for gone: what is in flight is unconfirmed.
+    /// The rest goes to the next endpoint, or fails when every endpoint has gone silent.
+    ///
+    /// # Errors
+    /// The socket to the next endpoint could not be made.
+    fn check_deadlines(&mut self, now: Instant) -> Result<()> {
         let oldest = [self.in_flight.front(), self.ready.front()];
         let late = oldest.into_iter().flatten().any(|b| now >= b.since + self.timeout);
-        if late {
+        if !late {
+            return Ok(());
+        }
+        self.silent += 1;
+        if self.silent >= self.endpoints.len() {
             self.gone = true;
             self.fail_all();
+            return Ok(());
         }
+        self.leave_unconfirmed();
+        let silent = self.endpoints.present().to_owned();
+        self.endpoints.advance();
+        eprintln!("the broker at {silent} did not answer; moving to {}", self.endpoints.present());
+        // The old socket closes at once (linger 0), dropping whatever it still held for the
+        // silent broker: only what is in `ready` is sent again, and it never left this side.
+        (self.socket, self.handshake) = open_socket_of(
+            zmq::DEALER,
+            &self.context,
+            self.endpoints.present(),
+            self.timeout,
+            &self.credentials,
+        )?;
+        // Each append not yet sent gets the new endpoint's whole timeout.
+        for batch in &mut self.ready {
+            batch.since = now;
+            batch.not_before = None;
+        }
+        Ok(())
     }
 
-    /// Decides everything given so far once the broker is gone.
-    fn fail_all(&mut self) {
+    /// Decides every append in flight as unconfirmed: it may or may not have been stored.
+    fn leave_unconfirmed(&mut self) {
         for batch in std::mem::take(&mut self.in_flight) {
             let count = batch.tags.len();
-            let cause = Box::new(ClientError::Unreachable { endpoint: self.endpoint.clone() });
+            let endpoint = self.endpoints.present().to_owned();
+            let cause = Box::new(ClientError::Unreachable { endpoint });
             let result = Err(ClientError::Unconfirmed { count, cause });
             self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
         }
+    }
+
+    /// Decides everything given so far once every endpoint is gone.
+    fn fail_all(&mut self) {
+        self.leave_unconfirmed();
         self.close_open();
         for batch in std::mem::take(&mut self.ready) {
-            let result = Err(ClientError::Unreachable { endpoint: self.endpoint.clone() });
+            let endpoint = self.endpoints.present().to_owned();
+            let result = Err(ClientError::Unreachable { endpoint });
             self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
         }
     }
 
     fn socket_error(&self, source: zmq::Error) -> ClientError {
-        ClientError::Socket { endpoint: self.endpoint.clone(), source }
+        ClientError::Socket { endpoint: self.endpoints.present().to_owned(), source }
     }
 }
 
@@ -497,6 +554,80 @@ fn stored_nothing(code: ErrorCode, reason: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoints::Endpoints;
+
+    /// A ROUTER on an ephemeral loopback port that reads requests and never answers them.
+    fn silent_broker(context: &zmq::Context) -> (zmq::Socket, String) {
+        let silent = context.socket(zmq::ROUTER).unwrap();
+        silent.set_linger(0).unwrap();
+        silent.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = silent.get_last_endpoint().unwrap().unwrap();
+        (silent, endpoint)
+    }
+
+    /// The ids of the requests `router` has received, waiting at most a second for the first.
+    fn ids_received(router: &zmq::Socket) -> Vec<Option<u64>> {
+        let mut ids = Vec::new();
+        let mut wait = 1000;
+        while router.poll(zmq::POLLIN, wait).unwrap() > 0 {
+            let frames = router.recv_multipart(0).unwrap();
+            ids.push(frames.last().and_then(|body| frame_id(body)));
+            wait = 50;
+        }
+        ids
+    }
+
+    fn message(value: &[u8]) -> NewMessage<'_> {
+        NewMessage { key: None, value }
+    }
+
+    #[test]
+    fn an_unanswered_append_is_unconfirmed_and_the_next_goes_to_the_next_endpoint_until_all_are_silent(
+    ) {
+        let context = zmq::Context::new();
+        let (a, a_endpoint) = silent_broker(&context);
+        let (b, b_endpoint) = silent_broker(&context);
+        let endpoints = Endpoints::parse(&format!("{a_endpoint},{b_endpoint}")).unwrap();
+        let timeout = Duration::from_millis(300);
+        let client = Client::connect_to(endpoints, timeout, Credentials::None).unwrap();
+        let options = PipelineOptions { max_in_flight: 2, ..PipelineOptions::default() };
+        let mut pipeline = Pipeline::open(&client, "t", options).unwrap();
+
+        // A leaves the first append unanswered: unconfirmed, and the pipeline moves to B.
+        pipeline.send(None, message(b"one"), 1).unwrap();
+        pipeline.flush().unwrap();
+        let first = pipeline.outcome().unwrap();
+        assert_eq!(first.tags, [1]);
+        match first.result {
+            Err(ClientError::Unconfirmed { count: 1, cause }) => {
+                assert!(
+                    matches!(*cause, ClientError::Unreachable { ref endpoint } if *endpoint == a_endpoint)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(pipeline.has_fresh_endpoint());
+        assert_eq!(pipeline.endpoint(), b_endpoint);
+
+        // B leaves the next unanswered too: every endpoint is silent, and what follows fails.
+        pipeline.send(None, message(b"two"), 2).unwrap();
+        pipeline.flush().unwrap();
+        let second = pipeline.outcome().unwrap();
+        assert_eq!(second.tags, [2]);
+        assert!(matches!(second.result, Err(ClientError::Unconfirmed { count: 1, .. })));
+        assert!(!pipeline.has_fresh_endpoint());
+        pipeline.send(None, message(b"three"), 3).unwrap();
+        pipeline.flush().unwrap();
+        let third = pipeline.outcome().unwrap();
+        assert_eq!(third.tags, [3]);
+        assert!(matches!(third.result, Err(ClientError::Unreachable { .. })), "{third:?}");
+        assert!(pipeline.outcome().is_none());
+
+        // Each append went to one endpoint, once (ids count from 0); the one that failed was
+        // never sent.
+        assert_eq!(ids_received(&a), [Some(0)]);
+        assert_eq!(ids_received(&b), [Some(1)]);
+    }
 
     #[test]
     fn only_refusals_that_stored_nothing_are_sent_again() {
