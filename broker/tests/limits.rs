@@ -297,6 +297,7 @@ fn a_message_of_key_and_value_at_the_limit_is_appended_and_one_byte_more_is_not(
     let message = |key: usize, value: usize| NewMessage {
         key: (key > 0).then(|| &bytes[..key]),
         value: &bytes[..value],
+        headers: Vec::new(),
     };
     fn append(messages: Vec<NewMessage<'_>>) -> Request<'_> {
         Request::Append(Append { partition: None, topic: "t", messages })
@@ -326,7 +327,7 @@ fn an_append_of_100000_messages_is_taken_and_one_of_100001_is_refused() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
-    let messages = vec![NewMessage { key: None, value: b"" }; MAX_APPEND_MESSAGES + 1];
+    let messages = vec![NewMessage::new(None, b""); MAX_APPEND_MESSAGES + 1];
 
     let over = Request::Append(Append { partition: None, topic: "t", messages: messages.clone() });
     let reason = refused(&socket, token, &over, ErrorCode::LimitExceeded);
@@ -580,7 +581,7 @@ fn the_documented_order_of_checks() {
     let request = Request::Append(Append {
         partition: None,
         topic: bad_topic,
-        messages: vec![NewMessage { key: None, value: &big }],
+        messages: vec![NewMessage::new(None, &big)],
     });
     refused(&socket, token, &request, ErrorCode::InvalidTopicName);
     // list_groups: the group before the topic.
@@ -737,7 +738,7 @@ fn a_fetch_returns_at_most_10000_messages_whatever_it_asks() {
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
     let cap = protocol::MAX_FETCH_MESSAGES;
-    let messages = vec![NewMessage { key: None, value: b"" }; cap as usize + 1];
+    let messages = vec![NewMessage::new(None, b""); cap as usize + 1];
     ask(&socket, &Request::Append(Append { partition: None, topic: "t", messages }));
 
     for (asked, got) in [(cap, cap), (cap + 1, cap), (u32::MAX, cap), (0, 1)] {
@@ -758,7 +759,7 @@ fn a_fetch_returns_at_most_16_mib_whatever_it_asks() {
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
     let value = vec![b'v'; 1 << 20];
-    let messages = vec![NewMessage { key: None, value: &value }; 17];
+    let messages = vec![NewMessage::new(None, &value); 17];
     ask(&socket, &Request::Append(Append { partition: None, topic: "t", messages }));
 
     let cap = protocol::MAX_FETCH_BYTES;

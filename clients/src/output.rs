@@ -583,7 +583,7 @@ mod tests {
     use super::*;
 
     fn message<'a>(key: Option<&'a [u8]>, value: &'a [u8]) -> Message<'a> {
-        Message { offset: 7, timestamp: 1_700_000_000_000, key, value }
+        Message { offset: 7, timestamp: 1_700_000_000_000, key, value, headers: Vec::new() }
     }
 
     fn text(m: &Message<'_>, format: &MessageFormat) -> String {

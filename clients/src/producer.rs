@@ -163,13 +163,11 @@ impl KeyMode {
     /// The message to send for `line`.
     pub fn message<'a>(&'a self, line: &'a [u8]) -> NewMessage<'a> {
         match self {
-            KeyMode::None => NewMessage { key: None, value: line },
-            KeyMode::Fixed(key) => NewMessage { key: Some(key), value: line },
+            KeyMode::None => NewMessage::new(None, line),
+            KeyMode::Fixed(key) => NewMessage::new(Some(key), line),
             KeyMode::Separator(separator) => match find(line, separator) {
-                Some(at) => {
-                    NewMessage { key: Some(&line[..at]), value: &line[at + separator.len()..] }
-                }
-                None => NewMessage { key: None, value: line },
+                Some(at) => NewMessage::new(Some(&line[..at]), &line[at + separator.len()..]),
+                None => NewMessage::new(None, line),
             },
         }
     }
@@ -1093,12 +1091,12 @@ mod tests {
     #[test]
     fn keys_from_a_separator_or_fixed() {
         let sep = KeyMode::Separator(b"::".to_vec());
-        assert_eq!(sep.message(b"k::v::w"), NewMessage { key: Some(b"k"), value: b"v::w" });
-        assert_eq!(sep.message(b"::v"), NewMessage { key: Some(b""), value: b"v" });
-        assert_eq!(sep.message(b"plain"), NewMessage { key: None, value: b"plain" });
+        assert_eq!(sep.message(b"k::v::w"), NewMessage::new(Some(b"k"), b"v::w"));
+        assert_eq!(sep.message(b"::v"), NewMessage::new(Some(b""), b"v"));
+        assert_eq!(sep.message(b"plain"), NewMessage::new(None, b"plain"));
         let fixed = KeyMode::Fixed(b"id".to_vec());
-        assert_eq!(fixed.message(b"v"), NewMessage { key: Some(b"id"), value: b"v" });
-        assert_eq!(KeyMode::None.message(b"v"), NewMessage { key: None, value: b"v" });
+        assert_eq!(fixed.message(b"v"), NewMessage::new(Some(b"id"), b"v"));
+        assert_eq!(KeyMode::None.message(b"v"), NewMessage::new(None, b"v"));
     }
 
     #[test]
@@ -1155,8 +1153,8 @@ mod tests {
     #[test]
     fn keyed_messages_go_where_kafka_puts_them_unless_a_partition_is_named() {
         let mut placer = Placer::new(None);
-        let keyed = |key: &'static [u8]| NewMessage { key: Some(key), value: b"v" };
-        let plain = NewMessage { key: None, value: b"v" };
+        let keyed = |key: &'static [u8]| NewMessage::new(Some(key), b"v");
+        let plain = NewMessage::new(None, b"v");
         // The count unknown: the broker places everything.
         assert_eq!(placer.partition(&keyed(b"k")), None);
         placer.partitions = Some(6);

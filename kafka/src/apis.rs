@@ -747,7 +747,7 @@ impl Call<'_> {
         let probe = Request::Append(Append {
             topic,
             partition: Some(MAX_PARTITIONS),
-            messages: vec![NewMessage { key: None, value: b"" }],
+            messages: vec![NewMessage::new(None, b"")],
         });
         let mut frame = Vec::new();
         protocol::encode_request(&probe, &mut frame);
@@ -1728,6 +1728,7 @@ mod tests {
                 timestamp: 1_000,
                 key: Some(b"k"),
                 value: v.as_bytes(),
+                headers: Vec::new(),
             })
             .collect();
         let mut bytes = BytesMut::from(&crate::batch::encode(&messages)[..]);

@@ -28,10 +28,13 @@ pub use group::{
     validate_group_name, GroupInfo, GroupStart, InvalidGroupName, ResetTo, MAX_GROUP_NAME_BYTES,
 };
 pub use limits::{
-    excerpt, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES, MAX_MAP_ENTRIES,
+    excerpt, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES, MAX_HEADER_KEY_BYTES,
+    MAX_MAP_ENTRIES, MAX_MESSAGE_HEADERS,
 };
 pub use partition::{murmur2, partition_for_key, MAX_PARTITIONS};
-pub use request::{Append, Fetch, GroupFetch, NewMessage, Request, Retention};
+pub use request::{
+    headers_size, Append, Fetch, GroupFetch, Header, NewMessage, Request, Retention,
+};
 pub use response::{BrokerStatus, Message, Placement, Response, TopicInfo};
 pub use topic::{validate_topic_name, InvalidTopicName, MAX_TOPIC_NAME_BYTES};
 

@@ -314,6 +314,7 @@ impl Pipeline {
             .map(|(key, value)| NewMessage {
                 key: key.clone().map(|k| &open.data[k]),
                 value: &open.data[value.clone()],
+                headers: Vec::new(),
             })
             .collect();
         let id = self.next_id;

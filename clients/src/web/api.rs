@@ -623,7 +623,7 @@ pub fn produce(session: &Session, body: &[u8]) -> Reply {
         Err(e) => return Reply::error(400, &format!("not a produce form: {e}")),
     };
     let key = form.key.as_deref().filter(|k| !k.is_empty()).map(str::as_bytes);
-    let message = NewMessage { key, value: form.value.as_bytes() };
+    let message = NewMessage::new(key, form.value.as_bytes());
     let size = message.value.len() + message.key.map_or(0, <[u8]>::len);
     match session.pool.with(|client| client.append(&form.topic, form.partition, vec![message])) {
         Ok(appended) => Reply::json(
