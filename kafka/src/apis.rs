@@ -1322,7 +1322,7 @@ impl Call<'_> {
             Ok(())
         };
         let inflated = crate::batch::inflate(&records, &mut room)?;
-        let messages = crate::batch::messages_in(&records, &inflated)?;
+        let messages = crate::batch::messages_in(&records, &inflated, &mut room)?;
         match self.client.append(topic.as_str(), Some(partition), messages) {
             Ok(appended) => {
                 let first = i64::try_from(appended.first_offset)

@@ -47,7 +47,7 @@ const LOG_APPEND_TIME: i16 = 0x08;
 /// # Errors
 /// As [`messages_in`].
 pub fn messages(bytes: &[u8]) -> Result<Vec<NewMessage<'_>>, i16> {
-    messages_in(bytes, &[])
+    messages_in(bytes, &[], &mut |_| Ok(()))
 }
 
 /// The next batch of `bytes` (its header checked, not its CRC), and what follows it.
@@ -194,18 +194,23 @@ fn snappy(data: &[u8], room: &mut dyn FnMut(usize) -> Result<(), i16>) -> Result
     Ok(out)
 }
 
-/// The messages of the record batches in `bytes`, in order: a record's key and value, a null
-/// value stored as an empty one; headers and the client's timestamps are dropped, and control
+/// The messages of the record batches in `bytes`, in order: a record's key, value and headers,
+/// a null value stored as an empty one; the client's timestamps are dropped, and control
 /// batches (transaction markers) skipped. A compressed batch's records are read from
-/// `inflated`, as [`inflate`] made it from the same `bytes` (and checked its CRC).
+/// `inflated`, as [`inflate`] made it from the same `bytes` (and checked its CRC). The memory
+/// the records' headers take once read (a few bytes of a request can be a header that takes
+/// 32) is asked of `room` as they are read, as [`inflate`] asks for what it inflates.
 ///
 /// # Errors
 /// A Kafka error code: `UNSUPPORTED_COMPRESSION_TYPE` for a compressed batch not inflated,
 /// `UNSUPPORTED_FOR_MESSAGE_FORMAT` for a message set before v2, `CORRUPT_MESSAGE` for a batch
-/// whose length, CRC, record count or records do not hold, or no records at all.
+/// whose length, CRC, record count or records do not hold, or no records at all,
+/// `RECORD_LIST_TOO_LARGE` for a record of more than [`protocol::MAX_MESSAGE_HEADERS`] headers
+/// (as the broker refuses it), and what `room` refuses with.
 pub fn messages_in<'a>(
     mut bytes: &'a [u8],
     inflated: &'a [Vec<u8>],
+    room: &mut dyn FnMut(usize) -> Result<(), i16>,
 ) -> Result<Vec<NewMessage<'a>>, i16> {
     let corrupt = ResponseError::CorruptMessage.code();
     let mut messages = Vec::new();
@@ -232,7 +237,10 @@ pub fn messages_in<'a>(
             messages.reserve(count);
         }
         for _ in 0..count {
-            let (message, rest) = record(records).ok_or(corrupt)?;
+            let (message, rest) = record(records)?;
+            if !message.headers.is_empty() {
+                room(message.headers.len() * std::mem::size_of::<Header<'_>>())?;
+            }
             records = rest;
             if !control {
                 messages.push(message);
@@ -367,34 +375,41 @@ fn varint_len(value: i64) -> usize {
     bits.div_ceil(7).max(1)
 }
 
-/// One record at the start of `bytes`, and what follows it; `None` when it does not hold (a
-/// header's key must be a string of UTF-8, as Kafka's are; its value may be null). Headers are
-/// kept as they came, in order; their number and sizes are the broker's to limit.
-fn record(bytes: &[u8]) -> Option<(NewMessage<'_>, &[u8])> {
-    let (length, rest) = varint(bytes)?;
-    let length = usize::try_from(length).ok()?;
-    let body = rest.get(..length)?;
+/// One record at the start of `bytes`, and what follows it.
+///
+/// # Errors
+/// `CORRUPT_MESSAGE` when it does not hold (a header's key must be a string of UTF-8, as
+/// Kafka's are; its value may be null); `RECORD_LIST_TOO_LARGE` for more than
+/// [`protocol::MAX_MESSAGE_HEADERS`] headers, which are then not read. Headers are kept as they
+/// came, in order; the length of their keys and their sizes are the broker's to limit.
+fn record(bytes: &[u8]) -> Result<(NewMessage<'_>, &[u8]), i16> {
+    let corrupt = ResponseError::CorruptMessage.code();
+    let (length, rest) = varint(bytes).ok_or(corrupt)?;
+    let length = usize::try_from(length).map_err(|_| corrupt)?;
+    let body = rest.get(..length).ok_or(corrupt)?;
     let after = &rest[length..];
-    let (_attributes, body) = body.split_first()?;
-    let (_timestamp_delta, body) = varint(body)?;
-    let (_offset_delta, body) = varint(body)?;
-    let (key, body) = field(body)?;
-    let (value, body) = field(body)?;
-    let (count, mut body) = varint(body)?;
-    let count = usize::try_from(count).ok()?;
-    // Each header takes at least 2 bytes: a count past that is no record.
-    let mut headers = Vec::with_capacity(count.min(body.len() / 2));
+    let (_attributes, body) = body.split_first().ok_or(corrupt)?;
+    let (_timestamp_delta, body) = varint(body).ok_or(corrupt)?;
+    let (_offset_delta, body) = varint(body).ok_or(corrupt)?;
+    let (key, body) = field(body).ok_or(corrupt)?;
+    let (value, body) = field(body).ok_or(corrupt)?;
+    let (count, mut body) = varint(body).ok_or(corrupt)?;
+    let count = usize::try_from(count).map_err(|_| corrupt)?;
+    if count > protocol::MAX_MESSAGE_HEADERS {
+        return Err(ResponseError::RecordListTooLarge.code());
+    }
+    let mut headers = Vec::with_capacity(count);
     for _ in 0..count {
-        let (key, rest) = field(body)?;
-        let key = std::str::from_utf8(key?).ok()?;
-        let (value, rest) = field(rest)?;
+        let (key, rest) = field(body).ok_or(corrupt)?;
+        let key = std::str::from_utf8(key.ok_or(corrupt)?).map_err(|_| corrupt)?;
+        let (value, rest) = field(rest).ok_or(corrupt)?;
         headers.push(Header { key, value });
         body = rest;
     }
     if !body.is_empty() {
-        return None;
+        return Err(corrupt);
     }
-    Some((NewMessage { key, value: value.unwrap_or_default(), headers }, after))
+    Ok((NewMessage { key, value: value.unwrap_or_default(), headers }, after))
 }
 
 /// A length-prefixed field (length -1 for none) at the start of `bytes`, and what follows.
@@ -489,6 +504,32 @@ mod tests {
             let read: Vec<_> = message.headers.iter().map(|h| (h.key, h.value)).collect();
             assert_eq!(read, headers);
         }
+    }
+
+    #[test]
+    fn headers_past_the_limit_or_the_requests_room_are_refused() {
+        let mut many = records(1);
+        many[0].headers = (0..=protocol::MAX_MESSAGE_HEADERS)
+            .map(|i| (StrBytes::from_string(format!("h{i}")), None))
+            .collect();
+        let bytes = encode(&many, Compression::None);
+        assert_eq!(messages(&bytes).err(), Some(ResponseError::RecordListTooLarge.code()));
+        many[0].headers.pop();
+        let bytes = encode(&many, Compression::None);
+        assert_eq!(messages(&bytes).map(|m| m[0].headers.len()), Ok(protocol::MAX_MESSAGE_HEADERS));
+        // What the headers take once read is asked of the request's room.
+        let mut asked = 0;
+        let mut room = |bytes: usize| {
+            asked += bytes;
+            if asked > 1000 {
+                Err(ResponseError::RecordListTooLarge.code())
+            } else {
+                Ok(())
+            }
+        };
+        let refused = messages_in(&bytes, &[], &mut room).err();
+        assert_eq!(refused, Some(ResponseError::RecordListTooLarge.code()));
+        assert_eq!(asked, protocol::MAX_MESSAGE_HEADERS * std::mem::size_of::<Header<'_>>());
     }
 
     #[test]
@@ -646,7 +687,7 @@ mod tests {
         })
         .expect("inflates");
         assert_eq!(inflated.len(), 3, "one buffer per compressed batch");
-        let read = messages_in(&all, &inflated).expect("reads");
+        let read = messages_in(&all, &inflated, &mut |_| Ok(())).expect("reads");
         assert_eq!(read.len(), 2_000);
         for (i, message) in read.iter().enumerate() {
             assert_eq!(message.value, &values[i % 500][..]);
