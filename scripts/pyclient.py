@@ -6,8 +6,9 @@ MessagePack map per frame. Import `Client` from it, or run it:
 
     pyclient.py [OPTIONS] topics [--partitions]
     pyclient.py [OPTIONS] create-topic TOPIC [--partitions N]
-    pyclient.py [OPTIONS] append TOPIC MESSAGE... [--key KEY] [--partition N]
-    pyclient.py [OPTIONS] fetch TOPIC [--partition N] [--offset N] [--max N]
+    pyclient.py [OPTIONS] append TOPIC MESSAGE... [--key KEY] [--header NAME=VALUE]...
+                                                 [--partition N]
+    pyclient.py [OPTIONS] fetch TOPIC [--partition N] [--offset N] [--max N] [--print-headers]
     pyclient.py [OPTIONS] append-lines TOPIC [--batch N] [--max-in-flight N] [--partition N]
 
     OPTIONS: [--connect EP] [--timeout SECONDS] [--user NAME]
@@ -365,7 +366,8 @@ class Client:
         """Reads messages of `partition` (0 unless given) from `offset` on.
 
         Returns the `messages` reply: `partition`, `messages` (each with offset, timestamp,
-        value and maybe key), `next_offset` and `end_offset`.
+        value, maybe key, and `headers`, a list of [name, value or None], when it has some),
+        `next_offset` and `end_offset`.
         """
         reply = self.request(
             "fetch",
@@ -380,8 +382,10 @@ class Client:
         return self._expect(reply, "messages")
 
     def append(self, topic: str, messages: list, partition: int | None = None) -> dict:
-        """Appends messages, each bytes (a value) or a (key, value) pair of bytes, all to
-        `partition`, or each where the broker places it when None.
+        """Appends messages, each bytes (a value), a (key, value) pair of bytes, or a
+        (key, value, headers) triple whose headers are a list of (name, value) pairs, name a str
+        and value bytes or None (kept in order; a name may repeat), all to `partition`, or each
+        where the broker places it when None.
 
         Returns the `appended` reply: `partition` (the first message's), `first_offset` and
         `last_offset` there, and `placed` (a list of {partition, first_offset, last_offset})
@@ -390,8 +394,12 @@ class Client:
         records = []
         for message in messages:
             if isinstance(message, tuple):
-                key, value = message
-                records.append({"value": value} if key is None else {"key": key, "value": value})
+                key, value, headers = message if len(message) == 3 else (*message, None)
+                record = {"value": value} if key is None else {"key": key, "value": value}
+                if headers:
+                    # Each header is [str, bin or nil]; msgpack writes bytes as bin.
+                    record["headers"] = [[name, data] for name, data in headers]
+                records.append(record)
             else:
                 records.append({"value": message})
         reply = self.request("append", topic=topic, messages=records, partition=partition)
@@ -548,8 +556,23 @@ def partition_count(client: Client, topic: str) -> int | None:
     return None
 
 
+def parse_header(text: str) -> tuple[str, bytes | None]:
+    """`NAME=VALUE` as a header; `NAME` alone has no value (Kafka's null)."""
+    name, equals, value = text.partition("=")
+    return name, value.encode("utf-8") if equals else None
+
+
+def headers_text(headers) -> str:
+    """A message's headers as Kafka's console consumer prints them with print.headers=true."""
+    if not headers:
+        return "NO_HEADERS"
+    return ",".join(f"{name}:{'null' if value is None else value.decode('utf-8', 'replace')}"
+                    for name, value in headers)
+
+
 def cmd_append(client: Client, args) -> None:
     key = None if args.key is None else args.key.encode("utf-8")
+    headers = [parse_header(text) for text in args.header]
     values = [message.encode("utf-8") for message in args.messages]
     partition = args.partition
     if partition is None and key is not None:
@@ -557,7 +580,7 @@ def cmd_append(client: Client, args) -> None:
         count = partition_count(client, args.topic)
         if count is not None:
             partition = partition_for_key(key, count)
-    reply = client.append(args.topic, [(key, value) for value in values], partition)
+    reply = client.append(args.topic, [(key, value, headers) for value in values], partition)
     where = "" if partition is None else f"partition {reply['partition']} "
     print(
         f"appended {len(values)} message(s) to {args.topic} "
@@ -574,7 +597,9 @@ def cmd_fetch(client: Client, args) -> None:
             reply = client.fetch(claim, args.topic, offset, max_messages=wanted,
                                  partition=args.partition)
             for message in reply["messages"]:
-                print(f"{message['offset']}\t{message['value'].decode('utf-8', 'replace')}")
+                headers = f"{headers_text(message.get('headers'))}\t" if args.print_headers else ""
+                print(f"{message['offset']}\t{headers}"
+                      f"{message['value'].decode('utf-8', 'replace')}")
             printed += len(reply["messages"])
             offset = reply["next_offset"]
             if not reply["messages"] or offset >= reply["end_offset"]:
@@ -674,6 +699,9 @@ def parse_args(argv):
     append.add_argument("topic", metavar="TOPIC")
     append.add_argument("messages", metavar="MESSAGE", nargs="+")
     append.add_argument("--key", default=None, metavar="KEY", help="give every message this key")
+    append.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                        help="give every message this header (NAME alone: a null value); "
+                             "may be repeated, in order")
     append.add_argument("--partition", type=int, default=None, metavar="N",
                         help="append to partition N (default: by the key, else the broker's choice)")
     append.set_defaults(run=cmd_append)
@@ -686,6 +714,9 @@ def parse_args(argv):
                        help="the first offset to print (default 0)")
     fetch.add_argument("--max", type=int, default=None, metavar="N",
                        help="print at most N messages")
+    fetch.add_argument("--print-headers", action="store_true",
+                       help="print each message's headers before its value, as name:value pairs "
+                            "joined by commas (NO_HEADERS for none)")
     fetch.set_defaults(run=cmd_fetch)
 
     lines = commands.add_parser("append-lines",

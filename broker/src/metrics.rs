@@ -187,8 +187,7 @@ impl Meter {
                 *self.counters.refusals.entry((op, code.name())).or_default() += 1;
             }
             Response::Messages { messages, .. } | Response::Delivered { messages, .. } => {
-                let bytes: usize =
-                    messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len)).sum();
+                let bytes: usize = messages.iter().map(|m| m.size()).sum();
                 self.counters.fetched.0 += messages.len() as u64;
                 self.counters.fetched.1 += bytes as u64;
             }
@@ -273,7 +272,7 @@ impl Meter {
 
 /// Bytes of keys and values of `messages`.
 pub fn payload_bytes(messages: &[NewMessage<'_>]) -> u64 {
-    messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len)).sum::<usize>() as u64
+    messages.iter().map(|m| m.size()).sum::<usize>() as u64
 }
 
 /// What `broker` shows now, with `counters`.

@@ -446,6 +446,7 @@ mod tests {
             timestamp: 0,
             key: None,
             value: b"v",
+            headers: Vec::new(),
         }));
         Response::Delivered {
             group: "g",

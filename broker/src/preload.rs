@@ -29,7 +29,7 @@ pub fn preload(store: &mut Store, timestamp: u64) -> Result<usize> {
         }
         let values: Vec<String> = (1..=MESSAGES_PER_TOPIC).map(|i| format!("{word} {i}")).collect();
         let messages: Vec<NewMessage<'_>> =
-            values.iter().map(|v| NewMessage { key: None, value: v.as_bytes() }).collect();
+            values.iter().map(|v| NewMessage::new(None, v.as_bytes())).collect();
         store.append(topic, 0, &messages, timestamp)?;
         added += 1;
     }

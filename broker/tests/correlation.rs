@@ -26,7 +26,7 @@ fn every_reply_echoes_its_requests_id_errors_and_held_replies_included() {
     let broker = start_preloaded();
     let context = zmq::Context::new();
     let socket = dealer(&context, &broker.endpoint);
-    let value = NewMessage { key: None, value: b"v" };
+    let value = NewMessage::new(None, b"v");
     let append =
         |topic| Request::Append(Append { topic, partition: None, messages: vec![value.clone()] });
     // Several outstanding at once: appends, a refusal, a request without id.

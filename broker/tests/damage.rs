@@ -13,8 +13,8 @@ use testkit::{BrokerProcess, STEP};
 use wire::{append, ask, claim, fetch, fetch_from, topics};
 
 /// Bytes an append of one message without a key takes on disk besides its value: a batch of
-/// one (length, checksum, base offset, count, timestamp) and the message's two lengths.
-const RECORD_FRAMING: u64 = 30;
+/// one (length, checksum, base offset, count, timestamp, flags) and the message's two lengths.
+const RECORD_FRAMING: u64 = 31;
 /// Bytes a segment file begins with: its magic number and format version.
 const SEGMENT_HEADER: u64 = 8;
 

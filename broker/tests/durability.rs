@@ -27,17 +27,17 @@ use wire::{
 };
 
 /// Bytes an append of one message without a key takes on disk besides its value: a batch of
-/// one (length, checksum, base offset, count, timestamp) and the message's two lengths.
-const RECORD_FRAMING: u64 = 30;
+/// one (length, checksum, base offset, count, timestamp, flags) and the message's two lengths.
+const RECORD_FRAMING: u64 = 31;
 
 /// Bytes a segment file begins with: its magic number and format version.
 const SEGMENT_HEADER: u64 = 8;
 
 /// The segment size the retention tests use: the header and five of their messages fill a
 /// segment.
-const SMALL_SEGMENT: &str = "308";
+const SMALL_SEGMENT: &str = "313";
 
-/// Bytes of each message value the retention tests append (a 60-byte batch of one).
+/// Bytes of each message value the retention tests append (a 61-byte batch of one).
 const RETENTION_VALUE_BYTES: usize = 30;
 
 /// How many messages of the retention tests fit one segment of [`SMALL_SEGMENT`] bytes.
@@ -265,19 +265,17 @@ fn a_clean_restart_keeps_every_message_with_its_offset_key_value_and_timestamp()
     let numbered: Vec<(String, String)> =
         (0..5).map(|i| (format!("user-{i}"), format!("order {i}"))).collect();
     let first_batch = [
-        NewMessage { key: Some(&b"k1"[..]), value: b"first" },
-        NewMessage { key: None, value: &every_byte },
-        NewMessage { key: Some(&b""[..]), value: b"" },
+        NewMessage::new(Some(&b"k1"[..]), b"first"),
+        NewMessage::new(None, &every_byte),
+        NewMessage::new(Some(&b""[..]), b""),
     ];
-    let second_batch: Vec<NewMessage<'_>> = numbered
-        .iter()
-        .map(|(k, v)| NewMessage { key: Some(k.as_bytes()), value: v.as_bytes() })
-        .collect();
+    let second_batch: Vec<NewMessage<'_>> =
+        numbered.iter().map(|(k, v)| NewMessage::new(Some(k.as_bytes()), v.as_bytes())).collect();
     let other_batch = [
-        NewMessage { key: Some(&[0, 255, b'\n', 0][..]), value: &big },
-        NewMessage { key: Some(&every_byte), value: b"\x00\xff\r\n" },
+        NewMessage::new(Some(&[0, 255, b'\n', 0][..]), &big),
+        NewMessage::new(Some(&every_byte), b"\x00\xff\r\n"),
     ];
-    let last_batch = [NewMessage { key: None, value: "último €".as_bytes() }];
+    let last_batch = [NewMessage::new(None, "último €".as_bytes())];
 
     assert_eq!(append_batch(&socket, "orders", &first_batch), (0, 2));
     assert_eq!(append_batch(&socket, "Hola mundo", &other_batch), (0, 1));
@@ -400,8 +398,7 @@ fn spawn_loader(
             }
             let key = load_key(batch);
             let values: Vec<Vec<u8>> = (0..LOAD_BATCH).map(|i| load_value(batch, i)).collect();
-            let messages =
-                values.iter().map(|v| NewMessage { key: Some(&key[..]), value: v }).collect();
+            let messages = values.iter().map(|v| NewMessage::new(Some(&key[..]), v)).collect();
             frame.clear();
             let request = Request::Append(Append { partition: None, topic: LOAD_TOPIC, messages });
             protocol::encode_request(&request, &mut frame);
@@ -536,7 +533,7 @@ fn spawn_creator(endpoint: String, stop: Arc<AtomicBool>, acks: mpsc::Sender<u64
                 return;
             }
             let topic = format!("new-{n}");
-            let messages = vec![NewMessage { key: None, value: topic.as_bytes() }];
+            let messages = vec![NewMessage::new(None, topic.as_bytes())];
             frame.clear();
             let request = match explicit {
                 true => Request::CreateTopic {
@@ -672,7 +669,7 @@ fn a_batch_torn_by_a_kill_is_dropped_whole_and_its_offsets_given_again() {
     let broker = start_on(data.path(), &[]);
     let context = zmq::Context::new();
     let socket = broker.req(&context);
-    let message = |value: &'static str| NewMessage { key: Some(b"k"), value: value.as_bytes() };
+    let message = |value: &'static str| NewMessage::new(Some(b"k"), value.as_bytes());
     let first = [message("one"), message("two"), message("three")];
     assert_eq!(append_batch(&socket, "t", &first), (0, 2));
     let torn = [message("four"), message("five"), message("six"), message("seven")];

@@ -269,10 +269,10 @@ fn message_too_large_refuses_the_whole_batch() {
     let (small, fifty, large) = ([b's'; 10], [b'k'; 50], [b'v'; 101]);
 
     let batches: [&[NewMessage<'_>]; 3] = [
-        &[NewMessage { key: None, value: &large }],
-        &[NewMessage { key: None, value: &small }, NewMessage { key: None, value: &large }],
+        &[NewMessage::new(None, &large)],
+        &[NewMessage::new(None, &small), NewMessage::new(None, &large)],
         // The key counts: 50 + 51 is over.
-        &[NewMessage { key: Some(&fifty), value: &large[..51] }],
+        &[NewMessage::new(Some(&fifty), &large[..51])],
     ];
     for batch in batches {
         for topic in [topic, "Grande"] {
@@ -289,7 +289,7 @@ fn message_too_large_refuses_the_whole_batch() {
         "refused append made a topic"
     );
     // 50 + 50 is exactly the limit.
-    let at_limit = vec![NewMessage { key: Some(&fifty), value: &large[..50] }];
+    let at_limit = vec![NewMessage::new(Some(&fifty), &large[..50])];
     let append = Request::Append(protocol::Append { partition: None, topic, messages: at_limit });
     assert_eq!(
         ask(&socket, &append),

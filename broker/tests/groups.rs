@@ -682,10 +682,8 @@ fn partitioned(socket: &zmq::Socket, topic: &str, partitions: u32, per_partition
     assert!(matches!(ask(socket, &create), Response::Created { .. }));
     for partition in 0..partitions {
         let values: Vec<String> = (0..per_partition).map(|n| format!("p{partition}-{n}")).collect();
-        let messages = values
-            .iter()
-            .map(|v| protocol::NewMessage { key: None, value: v.as_bytes() })
-            .collect();
+        let messages =
+            values.iter().map(|v| protocol::NewMessage::new(None, v.as_bytes())).collect();
         let append =
             Request::Append(protocol::Append { topic, partition: Some(partition), messages });
         assert!(matches!(ask(socket, &append), Response::Appended { .. }));

@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use protocol::{
-    Append, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, NewMessage, Request, ResetTo,
-    Response, TopicInfo, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES,
-    MAX_GROUP_NAME_BYTES, MAX_MAP_ENTRIES, MAX_TOPIC_NAME_BYTES,
+    Append, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Header, NewMessage, Request,
+    ResetTo, Response, TopicInfo, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES,
+    MAX_GROUP_NAME_BYTES, MAX_HEADER_KEY_BYTES, MAX_MAP_ENTRIES, MAX_MESSAGE_HEADERS,
+    MAX_TOPIC_NAME_BYTES,
 };
 
 use wire::{
@@ -297,6 +298,7 @@ fn a_message_of_key_and_value_at_the_limit_is_appended_and_one_byte_more_is_not(
     let message = |key: usize, value: usize| NewMessage {
         key: (key > 0).then(|| &bytes[..key]),
         value: &bytes[..value],
+        headers: Vec::new(),
     };
     fn append(messages: Vec<NewMessage<'_>>) -> Request<'_> {
         Request::Append(Append { partition: None, topic: "t", messages })
@@ -326,7 +328,7 @@ fn an_append_of_100000_messages_is_taken_and_one_of_100001_is_refused() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
-    let messages = vec![NewMessage { key: None, value: b"" }; MAX_APPEND_MESSAGES + 1];
+    let messages = vec![NewMessage::new(None, b""); MAX_APPEND_MESSAGES + 1];
 
     let over = Request::Append(Append { partition: None, topic: "t", messages: messages.clone() });
     let reason = refused(&socket, token, &over, ErrorCode::LimitExceeded);
@@ -580,7 +582,7 @@ fn the_documented_order_of_checks() {
     let request = Request::Append(Append {
         partition: None,
         topic: bad_topic,
-        messages: vec![NewMessage { key: None, value: &big }],
+        messages: vec![NewMessage::new(None, &big)],
     });
     refused(&socket, token, &request, ErrorCode::InvalidTopicName);
     // list_groups: the group before the topic.
@@ -737,7 +739,7 @@ fn a_fetch_returns_at_most_10000_messages_whatever_it_asks() {
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
     let cap = protocol::MAX_FETCH_MESSAGES;
-    let messages = vec![NewMessage { key: None, value: b"" }; cap as usize + 1];
+    let messages = vec![NewMessage::new(None, b""); cap as usize + 1];
     ask(&socket, &Request::Append(Append { partition: None, topic: "t", messages }));
 
     for (asked, got) in [(cap, cap), (cap + 1, cap), (u32::MAX, cap), (0, 1)] {
@@ -758,7 +760,7 @@ fn a_fetch_returns_at_most_16_mib_whatever_it_asks() {
     let socket = broker.req(&context);
     let (_, token) = claim(&socket, None, "reader");
     let value = vec![b'v'; 1 << 20];
-    let messages = vec![NewMessage { key: None, value: &value }; 17];
+    let messages = vec![NewMessage::new(None, &value); 17];
     ask(&socket, &Request::Append(Append { partition: None, topic: "t", messages }));
 
     let cap = protocol::MAX_FETCH_BYTES;
@@ -794,4 +796,80 @@ fn a_frame_of_64_mib_is_read_and_one_byte_more_is_dropped_unanswered() {
     wire::assert_silent(&dropped, wire::QUIET, "a frame over the limit");
     // The broker goes on serving the others.
     assert!(matches!(ask(&socket, &Request::Status), Response::Status { .. }));
+}
+
+#[test]
+fn headers_at_their_limits_are_stored_and_past_them_refused_changing_nothing() {
+    let broker = start(&["--max-message-bytes", "1000"]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    let append = |headers: Vec<Header<'static>>| {
+        Request::Append(Append {
+            partition: None,
+            topic: "h",
+            messages: vec![NewMessage { key: None, value: b"v", headers }],
+        })
+    };
+    let name: &'static str = Box::leak("n".repeat(MAX_HEADER_KEY_BYTES + 1).into_boxed_str());
+    let at_limit: Vec<Header<'static>> = (0..MAX_MESSAGE_HEADERS)
+        .map(|i| Header { key: &name[..MAX_HEADER_KEY_BYTES - i % 2], value: None })
+        .collect();
+    // 100 names of 255 or 256 bytes with the value: 25,551 bytes, so a larger limit.
+    let roomy = start(&["--max-message-bytes", "30000"]);
+    let roomy_socket = roomy.req(&context);
+    assert!(matches!(ask(&roomy_socket, &append(at_limit.clone())), Response::Appended { .. }));
+    let (_, roomy_token) = claim(&roomy_socket, None, "reader");
+    let stored = fetch(&roomy_socket, fetch_from(roomy_token, "h", 0));
+    assert_eq!(stored.values(), ["v"]);
+    match ask(&roomy_socket, &Request::Fetch(fetch_from(roomy_token, "h", 0))) {
+        Response::Messages { messages, .. } => assert_eq!(messages[0].headers, at_limit),
+        other => panic!("expected messages, got {other:?}"),
+    }
+
+    let mut too_many = at_limit.clone();
+    too_many.push(Header { key: "one", value: Some(b"more") });
+    let reason = refused(&socket, token, &append(too_many), ErrorCode::LimitExceeded);
+    assert!(reason.contains("101 items"), "{reason}");
+    let too_long = vec![Header { key: name, value: None }];
+    let reason = refused(&socket, token, &append(too_long), ErrorCode::LimitExceeded);
+    assert!(reason.contains("257 bytes"), "{reason}");
+    // Their keys and values count in the message's size: 1 + 3 + 996 fits, one byte more not.
+    let value = vec![7u8; 997];
+    let value: &'static [u8] = Box::leak(value.into_boxed_slice());
+    let over = vec![Header { key: "abc", value: Some(value) }];
+    refused(&socket, token, &append(over), ErrorCode::MessageTooLarge);
+    let fits = vec![Header { key: "abc", value: Some(&value[..996]) }];
+    assert!(matches!(ask(&socket, &append(fits)), Response::Appended { .. }));
+
+    // Malformed: headers that are not a list of [str, bin or nil] pairs.
+    let message = |headers: Value| {
+        map(&[
+            ("v", 1u64.into()),
+            ("op", "append".into()),
+            ("topic", "h".into()),
+            (
+                "messages",
+                Value::Array(vec![Value::Map(vec![
+                    ("value".into(), Value::Bin(b"v".to_vec())),
+                    ("headers".into(), headers),
+                ])]),
+            ),
+        ])
+    };
+    let pair = |key: Value, value: Value| Value::Array(vec![key, value]);
+    for headers in [
+        Value::Map(vec![("a".into(), "b".into())]),
+        Value::Array(vec!["a".into()]),
+        Value::Array(vec![Value::Array(vec!["a".into(), Value::Nil, Value::Nil])]),
+        Value::Array(vec![pair(Value::UInt(1), Value::Bin(vec![]))]),
+        Value::Array(vec![pair(Value::Nil, Value::Bin(vec![]))]),
+        Value::Array(vec![pair("a".into(), Value::Bool(true))]),
+        Value::Array(vec![pair(Value::Bin(vec![0xff]), Value::Nil)]),
+    ] {
+        refused_raw(&socket, token, &message(headers), ErrorCode::Malformed);
+    }
+    let stored = fetch(&socket, fetch_from(token, "h", 0));
+    assert_eq!(stored.offsets(), [0], "only the append that fitted was stored");
+    roomy.interrupt();
 }

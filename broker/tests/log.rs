@@ -40,7 +40,7 @@ fn fill(socket: &zmq::Socket, topic: &str, batches: std::ops::Range<usize>) {
             })
             .collect();
         let messages: Vec<NewMessage<'_>> =
-            values.iter().map(|v| NewMessage { key: None, value: v }).collect();
+            values.iter().map(|v| NewMessage::new(None, v)).collect();
         let reply = ask(socket, &Request::Append(Append { partition: None, topic, messages }));
         assert!(matches!(reply, Response::Appended { .. }), "{reply:?}");
     }
@@ -285,7 +285,7 @@ fn as_records(segment: &[u8]) -> Vec<u8> {
 /// Appends 100 values of [`VALUE_BYTES`] bytes to `topic` in one request; the reply.
 fn append_hundred(socket: &zmq::Socket, topic: &str) -> Response<'static> {
     let value = vec![b'v'; VALUE_BYTES];
-    let messages = vec![NewMessage { key: None, value: &value }; 100];
+    let messages = vec![NewMessage::new(None, &value); 100];
     ask(socket, &Request::Append(Append { partition: None, topic, messages }))
 }
 

@@ -40,7 +40,7 @@ fn append(
 ) -> (u32, u64, u64, Vec<Placement>) {
     let messages = messages
         .iter()
-        .map(|(key, value)| NewMessage { key: key.map(str::as_bytes), value: value.as_bytes() })
+        .map(|(key, value)| NewMessage::new(key.map(str::as_bytes), value.as_bytes()))
         .collect();
     let request = Request::Append(protocol::Append { topic, messages, partition });
     match ask(socket, &request) {
@@ -174,14 +174,14 @@ fn partitions_that_do_not_exist_and_counts_that_cannot_be_are_refused_changing_n
     expect_unknown_partition(&ask(&socket, &fetch_of(token, "three", 3, 0, 0)), 3);
     let append_to_9 = Request::Append(protocol::Append {
         topic: "three",
-        messages: vec![NewMessage { key: None, value: b"lost" }],
+        messages: vec![NewMessage::new(None, b"lost")],
         partition: Some(9),
     });
     expect_unknown_partition(&ask(&socket, &append_to_9), 3);
     // A topic an append would make has the broker's default count, one here: nothing is made.
     let to_new = Request::Append(protocol::Append {
         topic: "new",
-        messages: vec![NewMessage { key: None, value: b"lost" }],
+        messages: vec![NewMessage::new(None, b"lost")],
         partition: Some(1),
     });
     expect_unknown_partition(&ask(&socket, &to_new), 1);

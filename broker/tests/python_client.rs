@@ -164,6 +164,44 @@ fn python_client_lists_appends_and_fetches() {
 }
 
 #[test]
+fn python_client_sends_and_reads_headers_in_order() {
+    require_python_packages();
+    let broker = BrokerProcess::start(Path::new(env!("CARGO_BIN_EXE_broker")), &[]);
+    let endpoint = broker.endpoint.clone();
+    let headers = ["--header", "trace=t-1", "--header", "trace", "--header", "empty="];
+    let mut args = vec!["append", "traced", "with", "--key", "k"];
+    args.extend_from_slice(&headers);
+    pyclient(&endpoint, &args).assert_success("append with headers");
+    pyclient(&endpoint, &["append", "traced", "without"]).assert_success("append");
+
+    let fetch = pyclient(&endpoint, &["fetch", "traced", "--print-headers"]);
+    fetch.assert_success("fetch --print-headers");
+    assert_eq!(
+        fetch.stdout.lines().collect::<Vec<_>>(),
+        ["0\ttrace:t-1,trace:null,empty:\twith", "1\tNO_HEADERS\twithout"]
+    );
+    // A reader that knows nothing of headers sees the messages as ever.
+    let plain = pyclient(&endpoint, &["fetch", "traced"]);
+    assert_eq!(plain.stdout.lines().collect::<Vec<_>>(), ["0\twith", "1\twithout"]);
+    // Through the Client class: the record's `headers`, as the broker sent them.
+    let script = format!(
+        "import pyclient\n\
+         client = pyclient.Client({endpoint:?})\n\
+         claim = client.claim()['claim']\n\
+         messages = client.fetch(claim, 'traced', 0)['messages']\n\
+         print(messages[0]['headers'], 'headers' in messages[1])\n\
+         client.release(claim)"
+    );
+    let read = python(&["-c", &script]);
+    read.assert_success("fetch through the Client class");
+    assert_eq!(
+        read.stdout.trim_end(),
+        "[['trace', b't-1'], ['trace', None], ['empty', b'']] False"
+    );
+    broker.interrupt();
+}
+
+#[test]
 fn python_client_reports_a_dead_broker() {
     require_python_packages();
     // A port nothing listens on: bind one, then let it go.

@@ -191,10 +191,10 @@ fn append_gives_consecutive_offsets_and_keeps_keys() {
         }
     );
     let batch = vec![
-        NewMessage { key: Some(b"k5"), value: b"mensaje 5" },
-        NewMessage { key: None, value: b"mensaje 6" },
-        NewMessage { key: Some(b""), value: b"mensaje 7" },
-        NewMessage { key: Some(b"k8"), value: b"" },
+        NewMessage::new(Some(b"k5"), b"mensaje 5"),
+        NewMessage::new(None, b"mensaje 6"),
+        NewMessage::new(Some(b""), b"mensaje 7"),
+        NewMessage::new(Some(b"k8"), b""),
     ];
     let append =
         Request::Append(protocol::Append { partition: None, topic, messages: batch.clone() });
@@ -299,10 +299,7 @@ fn offsets_agree_across_logical_brokers() {
     let topic = "Compartido";
 
     // Appended under no claim.
-    let batch = vec![
-        NewMessage { key: Some(b"a"), value: b"primero" },
-        NewMessage { key: None, value: b"segundo" },
-    ];
+    let batch = vec![NewMessage::new(Some(b"a"), b"primero"), NewMessage::new(None, b"segundo")];
     let append = Request::Append(protocol::Append { partition: None, topic, messages: batch });
     assert!(matches!(ask(&producer, &append), Response::Appended { first_offset: 0, .. }));
     assert_eq!(wire::append(&producer, topic, &["tercero"]), (2, 2));

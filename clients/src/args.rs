@@ -237,9 +237,16 @@ pub struct PrintArgs {
         default_missing_value = "local"
     )]
     pub print_timestamp: Option<TimestampStyle>,
+    /// Print each message's headers before its key and value, as Kafka's console consumer
+    /// does with print.headers=true: `name:value` pairs joined by commas, `NO_HEADERS` when
+    /// it has none, `null` for a header without a value.
+    #[arg(long)]
+    pub print_headers: bool,
     /// Kafka's console consumer properties: print.key=true|false, print.timestamp=true|false
     /// (as `CreateTime:MS`), print.offset=true|false, key.separator=SEP (between key and
-    /// value; a tab by default). May be repeated.
+    /// value; a tab by default), print.headers=true|false, headers.separator=SEP (between
+    /// headers; a comma by default), headers.key.separator=SEP (between a header's name and
+    /// value; a colon by default). May be repeated.
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_consumer_property)]
     pub property: Vec<ConsumerProperty>,
     /// Print only the payload of a message in Kafka Connect's JSON envelope
@@ -260,6 +267,12 @@ pub enum ConsumerProperty {
     PrintOffset(bool),
     /// `key.separator`: what goes between the key and the value.
     KeySeparator(String),
+    /// `print.headers`: as `--print-headers`.
+    PrintHeaders(bool),
+    /// `headers.separator`: what goes between two headers.
+    HeadersSeparator(String),
+    /// `headers.key.separator`: what goes between a header's name and its value.
+    HeadersKeySeparator(String),
 }
 
 /// Parses a consumer `--property`.
@@ -273,13 +286,19 @@ pub fn parse_consumer_property(text: &str) -> Result<ConsumerProperty, String> {
         "print.timestamp" => Ok(ConsumerProperty::PrintTimestamp(parse_bool(name, value)?)),
         "print.offset" => Ok(ConsumerProperty::PrintOffset(parse_bool(name, value)?)),
         "key.separator" => Ok(ConsumerProperty::KeySeparator(unescape_separator(value)?)),
-        "print.value" | "print.partition" | "print.headers" | "value.separator"
-        | "line.separator" | "null.literal" | "headers.separator" | "print.delivery" => {
+        "print.headers" => Ok(ConsumerProperty::PrintHeaders(parse_bool(name, value)?)),
+        "headers.separator" => Ok(ConsumerProperty::HeadersSeparator(unescape_separator(value)?)),
+        "headers.key.separator" => {
+            Ok(ConsumerProperty::HeadersKeySeparator(unescape_separator(value)?))
+        }
+        "print.value" | "print.partition" | "value.separator" | "line.separator"
+        | "null.literal" | "print.delivery" => {
             Err(format!("{name} is not supported; use --json to get every field of each message"))
         }
         _ => Err(format!(
             "unknown property {name:?}; the consumer understands print.key, print.timestamp, \
-             print.offset and key.separator"
+             print.offset, key.separator, print.headers, headers.separator and \
+             headers.key.separator"
         )),
     }
 }
@@ -438,6 +457,18 @@ mod tests {
         );
         assert!(parse_consumer_property("print.key=yes").is_err());
         assert!(parse_consumer_property("print.key").is_err());
+        assert_eq!(
+            parse_consumer_property("print.headers=true"),
+            Ok(ConsumerProperty::PrintHeaders(true))
+        );
+        assert_eq!(
+            parse_consumer_property("headers.separator=|"),
+            Ok(ConsumerProperty::HeadersSeparator("|".into()))
+        );
+        assert_eq!(
+            parse_consumer_property("headers.key.separator=="),
+            Ok(ConsumerProperty::HeadersKeySeparator("=".into()))
+        );
         assert!(parse_consumer_property("fetch.min.bytes=1").unwrap_err().contains("unknown"));
         assert_eq!(parse_producer_property("parse.key=true"), Ok(ProducerProperty::ParseKey(true)));
         assert_eq!(parse_offset("earliest"), Ok(OffsetArg::Earliest));

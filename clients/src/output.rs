@@ -4,9 +4,11 @@
 //! Text messages are one line each, tab separated: `offset` (`partition:offset` when the
 //! reading spans several partitions), then the timestamp (with
 //! `--print-timestamp`: RFC 3339 in local time; `=ms`: milliseconds; Kafka's
-//! `print.timestamp=true`: `CreateTime:` and milliseconds), then the key or `null` (with
-//! `--print-key`) and the key separator (a tab unless `key.separator` says otherwise), then the
-//! value.
+//! `print.timestamp=true`: `CreateTime:` and milliseconds), then the headers (with
+//! `--print-headers`, Kafka's `print.headers=true`: `name:value` pairs joined by commas,
+//! `NO_HEADERS` for none, `null` for a header without a value) and a tab, then the key or `null`
+//! (with `--print-key`) and the key separator (a tab unless `key.separator` says otherwise),
+//! then the value.
 //! Keys and values that are valid UTF-8 are printed as they are; in others each byte that is
 //! not part of valid UTF-8 is written `\xNN`.
 //!
@@ -22,7 +24,10 @@
 //! JSON messages are one object per line:
 //! `{"topic":..,"partition":..,"offset":..,"timestamp":..,"key":..,"value":..}`. `key` and `value` are strings
 //! when they are valid UTF-8. Otherwise they are `null` and `key_hex` / `value_hex` hold the
-//! bytes in hexadecimal; a message without a key has `"key":null` and no `key_hex`.
+//! bytes in hexadecimal; a message without a key has `"key":null` and no `key_hex`. A message
+//! with headers has `"headers":[{"key":..,"value":..}, ...]` in their order, each value a
+//! string, `null` for none, or, when not UTF-8, `null` beside `value_hex`; a message without
+//! headers has no `headers`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -53,6 +58,12 @@ pub struct MessageFormat {
     /// Text only: put the partition before the offset (`2:15`), for a reading that spans
     /// several partitions.
     pub print_partition: bool,
+    /// Text only: add the headers before the key and value (Kafka's `print.headers`).
+    pub print_headers: bool,
+    /// Text only: what goes between two headers (Kafka's `headers.separator`).
+    pub headers_separator: String,
+    /// Text only: what goes between a header's name and value (`headers.key.separator`).
+    pub headers_key_separator: String,
 }
 
 impl Default for MessageFormat {
@@ -65,6 +76,9 @@ impl Default for MessageFormat {
             key_separator: "\t".to_owned(),
             unwrap_schema: false,
             print_partition: false,
+            print_headers: false,
+            headers_separator: ",".to_owned(),
+            headers_key_separator: ":".to_owned(),
         }
     }
 }
@@ -77,6 +91,7 @@ impl MessageFormat {
             print_key: print.print_key,
             timestamp: print.print_timestamp,
             unwrap_schema: print.unwrap_schema,
+            print_headers: print.print_headers,
             ..MessageFormat::default()
         };
         for property in &print.property {
@@ -88,6 +103,13 @@ impl MessageFormat {
                 ConsumerProperty::PrintOffset(on) => format.print_offset = *on,
                 ConsumerProperty::KeySeparator(separator) => {
                     format.key_separator = separator.clone();
+                }
+                ConsumerProperty::PrintHeaders(on) => format.print_headers = *on,
+                ConsumerProperty::HeadersSeparator(separator) => {
+                    format.headers_separator = separator.clone();
+                }
+                ConsumerProperty::HeadersKeySeparator(separator) => {
+                    format.headers_key_separator = separator.clone();
                 }
             }
         }
@@ -114,6 +136,21 @@ struct JsonMessage<'a> {
     /// The value as text, or `null` when not UTF-8.
     value: Option<Cow<'a, str>>,
     /// The value in hexadecimal, only when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_hex: Option<Cow<'a, str>>,
+    /// Its headers in order, only when it has some.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<JsonHeader<'a>>,
+}
+
+/// A message's header as JSON.
+#[derive(Serialize)]
+struct JsonHeader<'a> {
+    /// Its name.
+    key: &'a str,
+    /// Its value as text, or `null` when it has none or it is not UTF-8.
+    value: Option<Cow<'a, str>>,
+    /// The value in hexadecimal, only when it is present and not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     value_hex: Option<Cow<'a, str>>,
 }
@@ -224,6 +261,17 @@ pub fn write_message(
             None => (None, None),
         };
         let (value, value_hex) = text_or_hex_fields(message.value);
+        let headers = message
+            .headers
+            .iter()
+            .map(|header| {
+                let (value, value_hex) = match header.value {
+                    Some(value) => text_or_hex_fields(value),
+                    None => (None, None),
+                };
+                JsonHeader { key: header.key, value, value_hex }
+            })
+            .collect();
         let line = JsonMessage {
             topic,
             partition,
@@ -233,6 +281,7 @@ pub fn write_message(
             key_hex,
             value,
             value_hex,
+            headers,
         };
         return write_json(out, &line);
     }
@@ -244,6 +293,23 @@ pub fn write_message(
     }
     if let Some(style) = format.timestamp {
         line.push_str(&format_timestamp(message.timestamp, style));
+        line.push('\t');
+    }
+    if format.print_headers {
+        if message.headers.is_empty() {
+            line.push_str("NO_HEADERS");
+        }
+        for (i, header) in message.headers.iter().enumerate() {
+            if i > 0 {
+                line.push_str(&format.headers_separator);
+            }
+            line.push_str(&escape(header.key.as_bytes()));
+            line.push_str(&format.headers_key_separator);
+            match header.value {
+                Some(value) => line.push_str(&escape(value)),
+                None => line.push_str("null"),
+            }
+        }
         line.push('\t');
     }
     if format.print_key {
@@ -583,7 +649,7 @@ mod tests {
     use super::*;
 
     fn message<'a>(key: Option<&'a [u8]>, value: &'a [u8]) -> Message<'a> {
-        Message { offset: 7, timestamp: 1_700_000_000_000, key, value }
+        Message { offset: 7, timestamp: 1_700_000_000_000, key, value, headers: Vec::new() }
     }
 
     fn text(m: &Message<'_>, format: &MessageFormat) -> String {
@@ -614,6 +680,43 @@ mod tests {
         assert_eq!(text(&keyed, &kafka), "CreateTime:1700000000000\tk:\\xffok\\x00\n");
         let spanning = MessageFormat { print_partition: true, ..MessageFormat::default() };
         assert_eq!(text(&m, &spanning), "2:7\thello\n");
+    }
+
+    #[test]
+    fn headers_print_as_kafka_prints_them_and_go_into_json() {
+        let mut with = message(Some(b"k"), b"v");
+        with.headers = vec![
+            protocol::Header { key: "trace", value: Some(b"a1") },
+            protocol::Header { key: "trace", value: None },
+            protocol::Header { key: "bin", value: Some(b"\xff\n") },
+        ];
+        let kafka = MessageFormat {
+            print_headers: true,
+            print_key: true,
+            print_offset: false,
+            ..MessageFormat::default()
+        };
+        assert_eq!(text(&with, &kafka), "trace:a1,trace:null,bin:\\xff\\n\tk\tv\n");
+        assert_eq!(text(&message(None, b"v"), &kafka), "NO_HEADERS\tnull\tv\n");
+        let piped = MessageFormat {
+            headers_separator: "|".into(),
+            headers_key_separator: "=".into(),
+            ..kafka.clone()
+        };
+        assert_eq!(text(&with, &piped), "trace=a1|trace=null|bin=\\xff\\n\tk\tv\n");
+        let json = MessageFormat { json: true, ..MessageFormat::default() };
+        let v: serde_json::Value = serde_json::from_str(&text(&with, &json)).unwrap();
+        assert_eq!(
+            v["headers"],
+            serde_json::json!([
+                {"key": "trace", "value": "a1"},
+                {"key": "trace", "value": null},
+                {"key": "bin", "value": null, "value_hex": "ff0a"},
+            ])
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&text(&message(None, b"v"), &json)).unwrap();
+        assert!(v.get("headers").is_none());
     }
 
     #[test]

@@ -405,8 +405,7 @@ pub fn produce(
     let key_of =
         |n: u64| (!keys.is_empty()).then(|| keys[(n % keys.len() as u64) as usize].as_bytes());
     let encode_from = |topic: &str, start: u64, count: u64| {
-        let messages =
-            (0..count).map(|i| NewMessage { key: key_of(start + i), value: &value }).collect();
+        let messages = (0..count).map(|i| NewMessage::new(key_of(start + i), &value)).collect();
         let mut frame = Vec::new();
         // No partition: the broker puts a keyless append's messages on one partition, the next
         // in turn, and places keyed messages by their keys.
@@ -600,7 +599,7 @@ impl Pipelined<'_> {
             let key = (!self.keys.is_empty())
                 .then(|| self.keys[(n % self.keys.len() as u64) as usize].as_bytes());
             sent_at.push(start.elapsed().as_nanos() as u64);
-            pipeline.send(None, NewMessage { key, value: self.value }, n)?;
+            pipeline.send(None, NewMessage::new(key, self.value), n)?;
             take(&mut pipeline, &sent_at, &mut run)?;
         }
         pipeline.flush()?;
@@ -810,7 +809,7 @@ fn prepared_messages(topic: &str, count: u32, size: usize) -> Vec<u8> {
     let timestamp =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let messages = (0..u64::from(count))
-        .map(|offset| Message { offset, timestamp, key: None, value: &value })
+        .map(|offset| Message { offset, timestamp, key: None, value: &value, headers: Vec::new() })
         .collect();
     let response = Response::Messages {
         topic,

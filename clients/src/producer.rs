@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use protocol::{partition_for_key, validate_topic_name, ErrorCode, NewMessage};
+use protocol::{partition_for_key, validate_topic_name, ErrorCode, Header, NewMessage};
 use tracing::debug;
 
 use crate::args::{
@@ -78,6 +78,12 @@ pub struct ProducerArgs {
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
 
+    /// Give every message this header (as kcat's -H): NAME=VALUE, or NAME alone for a header
+    /// with no value (Kafka's null). May be repeated, and a name may come more than once:
+    /// headers are sent in the order given.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, Option<String>)>,
+
     /// Send standard input in appends of at most N messages (and about 1 MiB).
     #[arg(
         long,
@@ -129,6 +135,26 @@ pub enum ProducerCommand {
     Perf(ProducePerfArgs),
 }
 
+/// A `--header`: its name and value, split at the first `=`; no `=` is a header without a
+/// value.
+///
+/// # Errors
+/// A name longer than [`protocol::MAX_HEADER_KEY_BYTES`].
+pub fn parse_header(text: &str) -> std::result::Result<(String, Option<String>), String> {
+    let (name, value) = match text.split_once('=') {
+        Some((name, value)) => (name, Some(value.to_owned())),
+        None => (text, None),
+    };
+    if name.len() > protocol::MAX_HEADER_KEY_BYTES {
+        return Err(format!(
+            "a header's name may have at most {} bytes; this one has {}",
+            protocol::MAX_HEADER_KEY_BYTES,
+            name.len()
+        ));
+    }
+    Ok((name.to_owned(), value))
+}
+
 /// How each message gets its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyMode {
@@ -163,13 +189,11 @@ impl KeyMode {
     /// The message to send for `line`.
     pub fn message<'a>(&'a self, line: &'a [u8]) -> NewMessage<'a> {
         match self {
-            KeyMode::None => NewMessage { key: None, value: line },
-            KeyMode::Fixed(key) => NewMessage { key: Some(key), value: line },
+            KeyMode::None => NewMessage::new(None, line),
+            KeyMode::Fixed(key) => NewMessage::new(Some(key), line),
             KeyMode::Separator(separator) => match find(line, separator) {
-                Some(at) => {
-                    NewMessage { key: Some(&line[..at]), value: &line[at + separator.len()..] }
-                }
-                None => NewMessage { key: None, value: line },
+                Some(at) => NewMessage::new(Some(&line[..at]), &line[at + separator.len()..]),
+                None => NewMessage::new(None, line),
             },
         }
     }
@@ -347,14 +371,30 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
     };
     let mut client = args.connection.client(shutdown)?;
     let keys = KeyMode::from_args(&args);
+    if args.headers.len() > protocol::MAX_MESSAGE_HEADERS {
+        return Err(usage(
+            "--header",
+            format!("a message may have at most {} headers", protocol::MAX_MESSAGE_HEADERS),
+        ));
+    }
+    let headers: Vec<Header<'_>> = args
+        .headers
+        .iter()
+        .map(|(key, value)| Header { key, value: value.as_deref().map(str::as_bytes) })
+        .collect();
     let mut produced = Produced::new(topic, args.messages.is_empty());
     let mut placer = Placer::new(args.partition);
     let result = if args.messages.is_empty() {
         if io::stdin().is_terminal() {
             eprintln!("type one message per line; Ctrl-D (or Ctrl-C) sends what is left and ends");
         }
-        let batching =
-            Batching { topic, keys: &keys, max_messages: args.batch, schema: schema.as_ref() };
+        let batching = Batching {
+            topic,
+            keys: &keys,
+            headers: &headers,
+            max_messages: args.batch,
+            schema: schema.as_ref(),
+        };
         match args.pipeline.options(args.batch as usize) {
             Some(options) => {
                 let mut pipelined = Pipelined::new(&client, &batching, options)?;
@@ -377,8 +417,11 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
                 *m = String::from_utf8(wrapped).unwrap_or_default();
             }
         }
-        let messages: Vec<NewMessage<'_>> =
-            args.messages.iter().map(|m| keys.message(m.as_bytes())).collect();
+        let messages: Vec<NewMessage<'_>> = args
+            .messages
+            .iter()
+            .map(|m| NewMessage { headers: headers.clone(), ..keys.message(m.as_bytes()) })
+            .collect();
         append_placed(&mut client, topic, &mut placer, messages, &mut produced)
     };
     produced.partitioned |= placer.fixed.is_some() || placer.partitions.is_some_and(|n| n > 1);
@@ -498,10 +541,19 @@ pub struct Batching<'a> {
     pub topic: &'a str,
     /// How each line gets its key.
     pub keys: &'a KeyMode,
+    /// The headers every message gets (`--header`).
+    pub headers: &'a [Header<'a>],
     /// At most this many messages per append.
     pub max_messages: u32,
     /// With `--value-schema`: each value goes in Connect's envelope with this schema.
     pub schema: Option<&'a ValueSchema>,
+}
+
+impl<'a> Batching<'a> {
+    /// The message to send for `line`: its key as `keys` says, and the headers.
+    fn message(&self, line: &'a [u8]) -> NewMessage<'a> {
+        NewMessage { headers: self.headers.to_vec(), ..self.keys.message(line) }
+    }
 }
 
 /// An error in what the user gave, named after `what`.
@@ -596,13 +648,13 @@ pub fn produce_lines(
         }
         if !batch.is_empty() {
             debug!(messages = batch.len(), bytes, "sending a batch");
-            let keyed = batch.iter().any(|(_, line)| batching.keys.message(line).key.is_some());
+            let keyed = batch.iter().any(|(_, line)| batching.message(line).key.is_some());
             if keyed {
                 placer.learn(client, batching.topic)?;
             }
             let appended_before = produced.requests;
             let lines = std::mem::take(&mut batch);
-            let groups = split(lines, |(_, line)| placer.partition(&batching.keys.message(line)));
+            let groups = split(lines, |(_, line)| placer.partition(&batching.message(line)));
             for (partition, mut group) in groups {
                 send_lines(client, batching, partition, &mut group, &mut limit, produced)?;
             }
@@ -711,8 +763,8 @@ impl<'a> Pipelined<'a> {
                 },
                 None => line,
             };
-            let message = self.batching.keys.message(&line);
-            let size = message.key.map_or(0, <[u8]>::len) + message.value.len();
+            let message = self.batching.message(&line);
+            let size = message.size();
             if self.limit.is_some_and(|limit| size > limit) {
                 skip_line(line_number, size, self.limit, produced);
                 continue;
@@ -773,10 +825,7 @@ impl<'a> Pipelined<'a> {
         match result {
             Ok(appended) => produced.add(lines.len(), &appended),
             Err(ClientError::Broker { code: ErrorCode::MessageTooLarge, reason, .. }) => {
-                let size = |line: &[u8]| {
-                    let message = self.batching.keys.message(line);
-                    message.key.map_or(0, <[u8]>::len) + message.value.len()
-                };
+                let size = |line: &[u8]| self.batching.message(line).size();
                 match too_large(&reason) {
                     Some((index, limit)) if index < lines.len() => {
                         self.limit = Some(limit);
@@ -796,7 +845,7 @@ impl<'a> Pipelined<'a> {
                     _ => {}
                 }
                 for (number, line) in lines {
-                    let message = self.batching.keys.message(&line);
+                    let message = self.batching.message(&line);
                     if let Err(e) = self.pipeline.send(partition, message, number) {
                         self.failure.get_or_insert(e);
                         return;
@@ -854,10 +903,7 @@ fn send_lines(
     limit: &mut Option<usize>,
     produced: &mut Produced,
 ) -> Result<()> {
-    let size = |line: &[u8]| {
-        let message = batching.keys.message(line);
-        message.key.map_or(0, <[u8]>::len) + message.value.len()
-    };
+    let size = |line: &[u8]| batching.message(line).size();
     loop {
         if let Some(limit) = *limit {
             batch.retain(|(number, line)| {
@@ -871,7 +917,7 @@ fn send_lines(
         if batch.is_empty() {
             return Ok(());
         }
-        let messages = batch.iter().map(|(_, line)| batching.keys.message(line)).collect();
+        let messages = batch.iter().map(|(_, line)| batching.message(line)).collect();
         let reason = match append_retrying(client, batching.topic, partition, messages) {
             Ok(appended) => {
                 produced.add(batch.len(), &appended);
@@ -1105,12 +1151,12 @@ mod tests {
     #[test]
     fn keys_from_a_separator_or_fixed() {
         let sep = KeyMode::Separator(b"::".to_vec());
-        assert_eq!(sep.message(b"k::v::w"), NewMessage { key: Some(b"k"), value: b"v::w" });
-        assert_eq!(sep.message(b"::v"), NewMessage { key: Some(b""), value: b"v" });
-        assert_eq!(sep.message(b"plain"), NewMessage { key: None, value: b"plain" });
+        assert_eq!(sep.message(b"k::v::w"), NewMessage::new(Some(b"k"), b"v::w"));
+        assert_eq!(sep.message(b"::v"), NewMessage::new(Some(b""), b"v"));
+        assert_eq!(sep.message(b"plain"), NewMessage::new(None, b"plain"));
         let fixed = KeyMode::Fixed(b"id".to_vec());
-        assert_eq!(fixed.message(b"v"), NewMessage { key: Some(b"id"), value: b"v" });
-        assert_eq!(KeyMode::None.message(b"v"), NewMessage { key: None, value: b"v" });
+        assert_eq!(fixed.message(b"v"), NewMessage::new(Some(b"id"), b"v"));
+        assert_eq!(KeyMode::None.message(b"v"), NewMessage::new(None, b"v"));
     }
 
     #[test]
@@ -1167,8 +1213,8 @@ mod tests {
     #[test]
     fn keyed_messages_go_where_kafka_puts_them_unless_a_partition_is_named() {
         let mut placer = Placer::new(None);
-        let keyed = |key: &'static [u8]| NewMessage { key: Some(key), value: b"v" };
-        let plain = NewMessage { key: None, value: b"v" };
+        let keyed = |key: &'static [u8]| NewMessage::new(Some(key), b"v");
+        let plain = NewMessage::new(None, b"v");
         // The count unknown: the broker places everything.
         assert_eq!(placer.partition(&keyed(b"k")), None);
         placer.partitions = Some(6);

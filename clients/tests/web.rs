@@ -91,6 +91,11 @@ fn a_script_value_is_shown_as_text_and_never_runs_and_bytes_as_hex() {
 }
 
 #[test]
+fn a_messages_headers_are_shown_above_its_value_as_text() {
+    check("headers");
+}
+
+#[test]
 fn a_stopped_broker_shows_a_banner_that_clears_when_it_is_back() {
     check("banner");
 }

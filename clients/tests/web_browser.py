@@ -239,6 +239,22 @@ def check_escaping():
         assert not s.dialogs, f"a script ran: {s.dialogs}"
 
 
+def check_headers():
+    with Session() as s:
+        with pyclient().Client(s.broker.endpoint) as client:
+            headers = [("trace", b"t-1"), ("trace", None), ("<b>x</b>", b"\xff")]
+            offset = client.append("Hello world", [(None, b"traced", headers)])["first_offset"]
+        page = s.page("#topic=Hello%20world")
+        row = page.locator(f'#messages tr[data-offset="{offset}"]')
+        expect(row).to_be_visible(timeout=STEP * 1000)
+        line = row.locator("td").nth(3).locator(".headers")
+        expect(line).to_have_text("trace: t-1, trace: null, <b>x</b>: hex ff")
+        assert page.locator("#messages b").count() == 0, "markup got in"
+        # A message without headers shows none.
+        expect(page.locator('#messages tr[data-offset="0"] .headers')).to_have_count(0)
+        shot(page, "headers")
+
+
 def check_banner():
     with Session() as s:
         page = s.page()
@@ -1241,6 +1257,7 @@ CHECKS = {
     "follow": check_follow,
     "claim": check_claim,
     "escaping": check_escaping,
+    "headers": check_headers,
     "banner": check_banner,
     "consume": check_consume,
     "topic_admin": check_topic_admin,

@@ -773,7 +773,7 @@ impl Call<'_> {
         let probe = Request::Append(Append {
             topic,
             partition: Some(MAX_PARTITIONS),
-            messages: vec![NewMessage { key: None, value: b"" }],
+            messages: vec![NewMessage::new(None, b"")],
         });
         let mut frame = Vec::new();
         protocol::encode_request(&probe, &mut frame);
@@ -1476,7 +1476,7 @@ impl Call<'_> {
             Ok(())
         };
         let inflated = crate::batch::inflate(&records, &mut room)?;
-        let messages = crate::batch::messages_in(&records, &inflated)?;
+        let messages = crate::batch::messages_in(&records, &inflated, &mut room)?;
         match self.client.append(topic.as_str(), Some(partition), messages) {
             Ok(appended) => {
                 let first = i64::try_from(appended.first_offset)
@@ -1893,6 +1893,7 @@ mod tests {
                 timestamp: 1_000,
                 key: Some(b"k"),
                 value: v.as_bytes(),
+                headers: Vec::new(),
             })
             .collect();
         let mut bytes = BytesMut::from(&crate::batch::encode(&messages)[..]);

@@ -1,6 +1,6 @@
 //! Record batches (v2, uncompressed) by hand: Produce's read into the native append's
-//! messages, borrowing keys and values from the request's bytes, and a native fetch's messages
-//! written as Fetch's one batch, straight from the reply frame.
+//! messages, borrowing keys, values and headers from the request's bytes, and a native fetch's
+//! messages written as Fetch's one batch, straight from the reply frame.
 //!
 //! Written by hand, not with `kafka_protocol::records::RecordBatchDecoder`, because the produce
 //! path measured it: `kcat -P` sending 1,000,000 messages of 100 bytes cost the gateway 0.60 s
@@ -33,7 +33,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use protocol::{Message, NewMessage};
+use protocol::{Header, Message, NewMessage};
 
 /// Bytes of a batch's header, before its records.
 const HEADER: usize = 61;
@@ -47,7 +47,7 @@ const LOG_APPEND_TIME: i16 = 0x08;
 /// # Errors
 /// As [`messages_in`].
 pub fn messages(bytes: &[u8]) -> Result<Vec<NewMessage<'_>>, i16> {
-    messages_in(bytes, &[])
+    messages_in(bytes, &[], &mut |_| Ok(()))
 }
 
 /// The next batch of `bytes` (its header checked, not its CRC), and what follows it.
@@ -194,18 +194,23 @@ fn snappy(data: &[u8], room: &mut dyn FnMut(usize) -> Result<(), i16>) -> Result
     Ok(out)
 }
 
-/// The messages of the record batches in `bytes`, in order: a record's key and value, a null
-/// value stored as an empty one; headers and the client's timestamps are dropped, and control
+/// The messages of the record batches in `bytes`, in order: a record's key, value and headers,
+/// a null value stored as an empty one; the client's timestamps are dropped, and control
 /// batches (transaction markers) skipped. A compressed batch's records are read from
-/// `inflated`, as [`inflate`] made it from the same `bytes` (and checked its CRC).
+/// `inflated`, as [`inflate`] made it from the same `bytes` (and checked its CRC). The memory
+/// the records' headers take once read (a few bytes of a request can be a header that takes
+/// 32) is asked of `room` as they are read, as [`inflate`] asks for what it inflates.
 ///
 /// # Errors
 /// A Kafka error code: `UNSUPPORTED_COMPRESSION_TYPE` for a compressed batch not inflated,
 /// `UNSUPPORTED_FOR_MESSAGE_FORMAT` for a message set before v2, `CORRUPT_MESSAGE` for a batch
-/// whose length, CRC, record count or records do not hold, or no records at all.
+/// whose length, CRC, record count or records do not hold, or no records at all,
+/// `RECORD_LIST_TOO_LARGE` for a record of more than [`protocol::MAX_MESSAGE_HEADERS`] headers
+/// (as the broker refuses it), and what `room` refuses with.
 pub fn messages_in<'a>(
     mut bytes: &'a [u8],
     inflated: &'a [Vec<u8>],
+    room: &mut dyn FnMut(usize) -> Result<(), i16>,
 ) -> Result<Vec<NewMessage<'a>>, i16> {
     let corrupt = ResponseError::CorruptMessage.code();
     let mut messages = Vec::new();
@@ -232,7 +237,10 @@ pub fn messages_in<'a>(
             messages.reserve(count);
         }
         for _ in 0..count {
-            let (message, rest) = record(records).ok_or(corrupt)?;
+            let (message, rest) = record(records)?;
+            if !message.headers.is_empty() {
+                room(message.headers.len() * std::mem::size_of::<Header<'_>>())?;
+            }
             records = rest;
             if !control {
                 messages.push(message);
@@ -251,12 +259,11 @@ pub fn messages_in<'a>(
 /// `messages` (in offset order) as record batches flagged LogAppendTime, Kafka's flag for
 /// timestamps the broker set: one batch for each run of messages with the same timestamp (the
 /// messages of one append share its time), since a client gives every record of such a batch
-/// the batch's timestamp. Offsets as the broker gave them, no producer id, no headers; an
-/// empty record set for no messages.
+/// the batch's timestamp. Offsets as the broker gave them, no producer id, each message's
+/// headers; an empty record set for no messages.
 pub fn encode(messages: &[Message<'_>]) -> Bytes {
     let room: usize =
-        messages.iter().map(|m| m.value.len() + m.key.map_or(0, <[u8]>::len) + 16).sum::<usize>()
-            + HEADER;
+        messages.iter().map(|m| m.size() + 16 + 4 * m.headers.len()).sum::<usize>() + HEADER;
     let mut buf = BytesMut::with_capacity(room);
     for run in messages.chunk_by(|a, b| a.timestamp == b.timestamp) {
         encode_batch(&mut buf, run);
@@ -291,6 +298,17 @@ fn encode_batch(buf: &mut BytesMut, messages: &[Message<'_>]) {
         let offset_delta = i64::from(delta32(signed(message.offset) - base_offset));
         let key_length = message.key.map_or(-1, |k| length(k.len()));
         let value_length = length(message.value.len());
+        let headers: usize = message
+            .headers
+            .iter()
+            .map(|h| {
+                let value = h.value.map_or(-1, |v| length(v.len()));
+                varint_len(length(h.key.len()))
+                    + h.key.len()
+                    + varint_len(value)
+                    + h.value.map_or(0, <[u8]>::len)
+            })
+            .sum();
         let body = 1
             + varint_len(time_delta)
             + varint_len(offset_delta)
@@ -298,7 +316,8 @@ fn encode_batch(buf: &mut BytesMut, messages: &[Message<'_>]) {
             + message.key.map_or(0, <[u8]>::len)
             + varint_len(value_length)
             + message.value.len()
-            + 1;
+            + varint_len(length(message.headers.len()))
+            + headers;
         put_varint(buf, length(body));
         buf.put_u8(0); // attributes
         put_varint(buf, time_delta);
@@ -309,7 +328,13 @@ fn encode_batch(buf: &mut BytesMut, messages: &[Message<'_>]) {
         }
         put_varint(buf, value_length);
         buf.put_slice(message.value);
-        put_varint(buf, 0); // headers
+        put_varint(buf, length(message.headers.len()));
+        for header in &message.headers {
+            put_varint(buf, length(header.key.len()));
+            buf.put_slice(header.key.as_bytes());
+            put_varint(buf, header.value.map_or(-1, |v| length(v.len())));
+            buf.put_slice(header.value.unwrap_or_default());
+        }
     }
     let batch = &mut buf[start..];
     let batch_length = i32::try_from(batch.len() - 12).unwrap_or(i32::MAX);
@@ -350,27 +375,41 @@ fn varint_len(value: i64) -> usize {
     bits.div_ceil(7).max(1)
 }
 
-/// One record at the start of `bytes`, and what follows it; `None` when it does not hold.
-fn record(bytes: &[u8]) -> Option<(NewMessage<'_>, &[u8])> {
-    let (length, rest) = varint(bytes)?;
-    let length = usize::try_from(length).ok()?;
-    let body = rest.get(..length)?;
+/// One record at the start of `bytes`, and what follows it.
+///
+/// # Errors
+/// `CORRUPT_MESSAGE` when it does not hold (a header's key must be a string of UTF-8, as
+/// Kafka's are; its value may be null); `RECORD_LIST_TOO_LARGE` for more than
+/// [`protocol::MAX_MESSAGE_HEADERS`] headers, which are then not read. Headers are kept as they
+/// came, in order; the length of their keys and their sizes are the broker's to limit.
+fn record(bytes: &[u8]) -> Result<(NewMessage<'_>, &[u8]), i16> {
+    let corrupt = ResponseError::CorruptMessage.code();
+    let (length, rest) = varint(bytes).ok_or(corrupt)?;
+    let length = usize::try_from(length).map_err(|_| corrupt)?;
+    let body = rest.get(..length).ok_or(corrupt)?;
     let after = &rest[length..];
-    let (_attributes, body) = body.split_first()?;
-    let (_timestamp_delta, body) = varint(body)?;
-    let (_offset_delta, body) = varint(body)?;
-    let (key, body) = field(body)?;
-    let (value, body) = field(body)?;
-    let (headers, mut body) = varint(body)?;
-    for _ in 0..headers {
-        let (_key, rest) = field(body)?;
-        let (_value, rest) = field(rest)?;
+    let (_attributes, body) = body.split_first().ok_or(corrupt)?;
+    let (_timestamp_delta, body) = varint(body).ok_or(corrupt)?;
+    let (_offset_delta, body) = varint(body).ok_or(corrupt)?;
+    let (key, body) = field(body).ok_or(corrupt)?;
+    let (value, body) = field(body).ok_or(corrupt)?;
+    let (count, mut body) = varint(body).ok_or(corrupt)?;
+    let count = usize::try_from(count).map_err(|_| corrupt)?;
+    if count > protocol::MAX_MESSAGE_HEADERS {
+        return Err(ResponseError::RecordListTooLarge.code());
+    }
+    let mut headers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (key, rest) = field(body).ok_or(corrupt)?;
+        let key = std::str::from_utf8(key.ok_or(corrupt)?).map_err(|_| corrupt)?;
+        let (value, rest) = field(rest).ok_or(corrupt)?;
+        headers.push(Header { key, value });
         body = rest;
     }
     if !body.is_empty() {
-        return None;
+        return Err(corrupt);
     }
-    Some((NewMessage { key, value: value.unwrap_or_default() }, after))
+    Ok((NewMessage { key, value: value.unwrap_or_default(), headers }, after))
 }
 
 /// A length-prefixed field (length -1 for none) at the start of `bytes`, and what follows.
@@ -460,7 +499,37 @@ mod tests {
         for (message, record) in read.iter().zip(&records) {
             assert_eq!(message.key, record.key.as_deref());
             assert_eq!(message.value, record.value.as_deref().unwrap_or_default());
+            let headers: Vec<(&str, Option<&[u8]>)> =
+                record.headers.iter().map(|(k, v)| (&**k, v.as_deref())).collect();
+            let read: Vec<_> = message.headers.iter().map(|h| (h.key, h.value)).collect();
+            assert_eq!(read, headers);
         }
+    }
+
+    #[test]
+    fn headers_past_the_limit_or_the_requests_room_are_refused() {
+        let mut many = records(1);
+        many[0].headers = (0..=protocol::MAX_MESSAGE_HEADERS)
+            .map(|i| (StrBytes::from_string(format!("h{i}")), None))
+            .collect();
+        let bytes = encode(&many, Compression::None);
+        assert_eq!(messages(&bytes).err(), Some(ResponseError::RecordListTooLarge.code()));
+        many[0].headers.pop();
+        let bytes = encode(&many, Compression::None);
+        assert_eq!(messages(&bytes).map(|m| m[0].headers.len()), Ok(protocol::MAX_MESSAGE_HEADERS));
+        // What the headers take once read is asked of the request's room.
+        let mut asked = 0;
+        let mut room = |bytes: usize| {
+            asked += bytes;
+            if asked > 1000 {
+                Err(ResponseError::RecordListTooLarge.code())
+            } else {
+                Ok(())
+            }
+        };
+        let refused = messages_in(&bytes, &[], &mut room).err();
+        assert_eq!(refused, Some(ResponseError::RecordListTooLarge.code()));
+        assert_eq!(asked, protocol::MAX_MESSAGE_HEADERS * std::mem::size_of::<Header<'_>>());
     }
 
     #[test]
@@ -521,6 +590,15 @@ mod tests {
                 timestamp: 1_700_000_000_000 + (i as u64 % 7) * 1_000,
                 key: (i % 3 != 0).then(|| &keys[i][..]),
                 value: &values[i],
+                headers: match i % 4 {
+                    0 => vec![],
+                    1 => vec![Header { key: "trace", value: Some(&keys[i][..]) }],
+                    _ => vec![
+                        Header { key: "a", value: None },
+                        Header { key: "b", value: Some(b"") },
+                        Header { key: "a", value: Some(b"again") },
+                    ],
+                },
             })
             .collect();
         let bytes = super::encode(&fetched);
@@ -537,6 +615,17 @@ mod tests {
             assert_eq!(record.key.as_deref(), message.key);
             assert_eq!(record.value.as_deref(), Some(message.value));
             assert_eq!((read.key, read.value), (message.key, message.value));
+            // Read by hand, repeated keys and their order are kept; the crate's map keeps the
+            // last value of a key.
+            assert_eq!(read.headers, message.headers);
+            for header in &message.headers {
+                let last = message.headers.iter().rev().find(|h| h.key == header.key).unwrap();
+                let theirs =
+                    record.headers.iter().find(|(k, _)| &***k == header.key).map(|(_, v)| v);
+                let theirs = theirs.expect("the crate reads the header");
+                assert_eq!(theirs.as_deref(), last.value);
+            }
+            assert_eq!(record.headers.is_empty(), message.headers.is_empty());
         }
     }
 
@@ -577,7 +666,13 @@ mod tests {
         let values: Vec<Vec<u8>> =
             (0..500).map(|i| format!("value-{i}").repeat(i % 9).into_bytes()).collect();
         let fetched: Vec<Message<'_>> = (0..500)
-            .map(|i| Message { offset: i as u64, timestamp: 7, key: None, value: &values[i] })
+            .map(|i| Message {
+                offset: i as u64,
+                timestamp: 7,
+                key: None,
+                value: &values[i],
+                headers: Vec::new(),
+            })
             .collect();
         let plain = super::encode(&fetched);
         let raw_snappy = |d: &[u8]| snap::raw::Encoder::new().compress_vec(d).expect("snappy");
@@ -592,7 +687,7 @@ mod tests {
         })
         .expect("inflates");
         assert_eq!(inflated.len(), 3, "one buffer per compressed batch");
-        let read = messages_in(&all, &inflated).expect("reads");
+        let read = messages_in(&all, &inflated, &mut |_| Ok(())).expect("reads");
         assert_eq!(read.len(), 2_000);
         for (i, message) in read.iter().enumerate() {
             assert_eq!(message.value, &values[i % 500][..]);
@@ -606,7 +701,8 @@ mod tests {
     fn a_batch_that_inflates_past_its_room_stops_there() {
         // 64 MiB of zeros in a record's value, gzip'd to about 64 KiB.
         let zeros = vec![0u8; 64 << 20];
-        let fetched = [Message { offset: 0, timestamp: 7, key: None, value: &zeros }];
+        let fetched =
+            [Message { offset: 0, timestamp: 7, key: None, value: &zeros, headers: Vec::new() }];
         let bomb = compressed(&super::encode(&fetched), 1, gzip);
         assert!(bomb.len() < 1 << 20, "{}", bomb.len());
         let mut given = 0;
@@ -620,7 +716,8 @@ mod tests {
         assert_eq!(refused.err(), Some(ResponseError::RecordListTooLarge.code()));
         assert!(given <= 1 << 20);
         // Garbage where the compressed records should be is corrupt, not a panic.
-        let one = [Message { offset: 0, timestamp: 7, key: None, value: b"x" }];
+        let one =
+            [Message { offset: 0, timestamp: 7, key: None, value: b"x", headers: Vec::new() }];
         let garbage = compressed(&super::encode(&one), 4, |_| b"not zstd at all".to_vec());
         assert_eq!(
             inflate(&garbage, &mut |_| Ok(())).err(),

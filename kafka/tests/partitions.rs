@@ -135,7 +135,7 @@ fn keys_land_on_the_same_partitions_through_the_native_door_and_confluent_kafka(
         let mut produce = Command::new(binary("producer"));
         produce.args(["--connect", &door.endpoint(), "--topic", "keyed", "--key", key, "native"]);
         success(&run(produce, ""), "producer --key");
-        let message = protocol::NewMessage { key: Some(key.as_bytes()), value: b"placed" };
+        let message = protocol::NewMessage::new(Some(key.as_bytes()), b"placed");
         native.append("keyed", None, vec![message]).expect("a native append");
     }
     // Where confluent-kafka said each went is where Kafka's murmur2 puts the key.

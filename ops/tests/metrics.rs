@@ -40,7 +40,7 @@ fn a_durable_broker_times_its_commits_and_its_flushes() {
     let context = zmq::Context::new();
     let socket = broker.req(&context);
     for _ in 0..3 {
-        let messages = vec![NewMessage { key: None, value: b"durable" }];
+        let messages = vec![NewMessage::new(None, b"durable")];
         let reply = testkit::round_trip(
             &socket,
             &Request::Append(Append { topic: "d", partition: None, messages }),

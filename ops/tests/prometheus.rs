@@ -182,7 +182,7 @@ fn prometheus_scrapes_all_three_and_reports_the_append_rate_and_a_groups_lag() {
     let socket = broker.req(&context);
     let value = [7u8; 50];
     for _ in 0..3 {
-        let messages = vec![NewMessage { key: None, value: &value }; 100];
+        let messages = vec![NewMessage::new(None, &value); 100];
         let append = Request::Append(Append { topic: "metrics", partition: None, messages });
         ask(&socket, &append, |r| match r {
             Response::Appended { .. } => 0,

@@ -32,6 +32,7 @@
 //! same fields, key for key, which the tests below check.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use thiserror::Error;
 
@@ -41,9 +42,9 @@ use crate::msgpack::{
     write_array_len, write_bin, write_bool, write_map_len, write_str, write_uint, ReadError, Reader,
 };
 use crate::{
-    excerpt, Append, ErrorCode, Fetch, GroupFetch, GroupStart, Message, NewMessage, Request,
-    ResetTo, Response, Retention, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES,
-    MAX_CLIENT_NAME_BYTES, MAX_MAP_ENTRIES, VERSION,
+    excerpt, Append, ErrorCode, Fetch, GroupFetch, GroupStart, Header, Message, NewMessage,
+    Request, ResetTo, Response, Retention, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES,
+    MAX_CLIENT_NAME_BYTES, MAX_HEADER_KEY_BYTES, MAX_MAP_ENTRIES, MAX_MESSAGE_HEADERS, VERSION,
 };
 
 /// Why a frame could not be decoded.
@@ -90,6 +91,8 @@ pub(crate) struct Over {
     len: usize,
     /// How many it may hold.
     limit: usize,
+    /// What `len` and `limit` count: "items", or "bytes" for a header's key.
+    unit: &'static str,
 }
 
 /// The readers named in [`crate::fields`]'s tables, one per kind of field, all of one shape:
@@ -100,6 +103,8 @@ pub(crate) mod read {
         fill, fill_list, fill_uints, malformed, read_message, read_new_message, read_u16, read_u32,
         DecodeError, List, Record, MESSAGE_MIN_BYTES, NEW_MESSAGE_MIN_BYTES,
     };
+    use std::cell::Cell;
+
     use crate::msgpack::Reader;
     use crate::{Message, NewMessage};
     use crate::{MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES};
@@ -170,8 +175,9 @@ pub(crate) mod read {
         over: &mut Option<Over>,
     ) -> Filled {
         let list = List { what, limit: MAX_APPEND_MESSAGES, min: NEW_MESSAGE_MIN_BYTES };
-        let found = fill_list(slot, r, list, |r| read_new_message(r))?;
-        *over = over.or(found);
+        let headers_over = Cell::new(None);
+        let found = fill_list(slot, r, list, |r| read_new_message(r, &headers_over))?;
+        *over = over.or(found).or(headers_over.get());
         Ok(())
     }
 
@@ -914,8 +920,7 @@ impl<'o> MapWriter<'o> {
 /// An array of stored messages, each as [`write_message`] writes it.
 #[inline]
 fn write_messages(out: &mut Vec<u8>, messages: &[Message<'_>]) {
-    let bytes: usize =
-        messages.iter().map(|m| m.key.map_or(0, <[u8]>::len) + m.value.len() + 48).sum();
+    let bytes: usize = messages.iter().map(|m| m.size() + 48 + 4 * m.headers.len()).sum();
     out.reserve(bytes + 5);
     write_array_len(out, messages.len());
     for message in messages {
@@ -923,20 +928,39 @@ fn write_messages(out: &mut Vec<u8>, messages: &[Message<'_>]) {
     }
 }
 
-/// `{"key": KEY, "value": VALUE}`, without `key` when there is none.
+/// `{"key": KEY, "value": VALUE, "headers": [[K, V], ...]}`, without `key` when there is
+/// none and without `headers` when there are none.
 #[inline]
 fn write_new_message(out: &mut Vec<u8>, message: &NewMessage<'_>) {
-    write_map_len(out, 1 + usize::from(message.key.is_some()));
+    let has_headers = !message.headers.is_empty();
+    write_map_len(out, 1 + usize::from(message.key.is_some()) + usize::from(has_headers));
     if let Some(key) = message.key {
         out.extend_from_slice(b"\xa3key");
         write_bin(out, key);
     }
     out.extend_from_slice(b"\xa5value");
     write_bin(out, message.value);
+    if has_headers {
+        write_headers(out, &message.headers);
+    }
 }
 
-/// `{"offset": N, "timestamp": MS, "key": KEY, "value": VALUE}`, without `key` when there is
-/// none.
+/// `"headers": [[KEY, VALUE], ...]`, each key a `str`, each value a `bin` or nil.
+fn write_headers(out: &mut Vec<u8>, headers: &[Header<'_>]) {
+    out.extend_from_slice(b"\xa7headers");
+    write_array_len(out, headers.len());
+    for header in headers {
+        out.push(0x92);
+        write_str(out, header.key);
+        match header.value {
+            Some(value) => write_bin(out, value),
+            None => out.push(0xc0),
+        }
+    }
+}
+
+/// `{"offset": N, "timestamp": MS, "key": KEY, "value": VALUE, "headers": [[K, V], ...]}`,
+/// without `key` when there is none and without `headers` when there are none.
 ///
 /// The bytes before the value are put together in a small buffer on the stack and copied out
 /// in one go, with the value after them, rather than written to `out` field by field: a third
@@ -944,7 +968,8 @@ fn write_new_message(out: &mut Vec<u8>, message: &NewMessage<'_>) {
 /// went from 3.57M to 3.76M messages/s (medians of 12 rounds; faster in 10 of them).
 fn write_message(out: &mut Vec<u8>, message: &Message<'_>) {
     let mut head = [0; 48];
-    head[0] = 0x83 + u8::from(message.key.is_some());
+    let has_headers = !message.headers.is_empty();
+    head[0] = 0x83 + u8::from(message.key.is_some()) + u8::from(has_headers);
     head[1..8].copy_from_slice(b"\xa6offset");
     let mut len = 8 + put_uint(&mut head[8..], message.offset);
     head[len..len + 10].copy_from_slice(b"\xa9timestamp");
@@ -968,6 +993,9 @@ fn write_message(out: &mut Vec<u8>, message: &Message<'_>) {
             out.extend_from_slice(b"\xa5value");
             write_bin(out, message.value);
         }
+    }
+    if has_headers {
+        write_headers(out, &message.headers);
     }
 }
 
@@ -1065,15 +1093,15 @@ impl List {
         for _ in 0..len {
             r.skip().map_err(|e| malformed(self.what, e))?;
         }
-        Ok(Err(Over { field: self.what, len, limit: self.limit }))
+        Ok(Err(Over { field: self.what, len, limit: self.limit, unit: "items" }))
     }
 }
 
 /// Refuses a request whose fields are longer than their limits.
 fn check_limits(wire: &WireRequest<'_>) -> Result<(), DecodeError> {
-    if let Some(Over { field, len, limit }) = wire.over {
+    if let Some(Over { field, len, limit, unit }) = wire.over {
         return Err(DecodeError::LimitExceeded(format!(
-            "{field} holds {len} items; the limit is {limit}"
+            "{field} holds {len} {unit}; the limit is {limit}"
         )));
     }
     if let Some(Some(client)) = wire.client {
@@ -1143,41 +1171,111 @@ fn fill_uints(
     fill_list(slot, r, list, |r| r.uint().map_err(|e| malformed(list.what, e)))
 }
 
-/// A message as a producer sends it: `{"key": bin, "value": bin}`, key optional.
+/// A message as a producer sends it: `{"key": bin, "value": bin, "headers": [[str, bin]]}`,
+/// key and headers optional. Headers past their limits are noted in `over`, to be refused once
+/// the whole frame is read.
 #[inline]
-fn read_new_message<'a>(r: &mut Reader<'a>) -> Result<NewMessage<'a>, DecodeError> {
+fn read_new_message<'a>(
+    r: &mut Reader<'a>,
+    over: &Cell<Option<Over>>,
+) -> Result<NewMessage<'a>, DecodeError> {
     // The usual forms first, as `write_new_message` writes them without a key and with one.
     // Decoding an append of 1,000 keyed values of 100 bytes took 354k instructions through
     // the general loop below, 143k with the keyed form here.
     if let Some(value) = r.fast_value(b"\x81\xa5value") {
-        return Ok(NewMessage { key: None, value });
+        return Ok(NewMessage::new(None, value));
     }
     if let Some((key, value)) = r.fast_pair(b"\x82\xa3key", b"\xa5value") {
-        return Ok(NewMessage { key: Some(key), value });
+        return Ok(NewMessage::new(Some(key), value));
     }
     let len = read_map_len(r, "a message")?;
-    let (mut key, mut value) = (None, None);
+    let (mut key, mut value, mut headers) = (None, None, None);
     let mut unknown = UnknownKeys::default();
     for _ in 0..len {
         match r.key().map_err(|e| malformed("a message's key", e))? {
             b"value" => fill(&mut value, r, "a message's `value`", Reader::bytes)?,
             b"key" => fill(&mut key, r, "a message's `key`", Reader::bytes)?,
+            b"headers" => fill_headers(&mut headers, r, Some(over))?,
             other => unknown.skip(other, r, "a message")?,
         }
     }
     let value = value.flatten().ok_or_else(|| missing("a message", "value"))?;
-    Ok(NewMessage { key: key.flatten(), value })
+    Ok(NewMessage { key: key.flatten(), value, headers: headers.flatten().unwrap_or_default() })
 }
 
-/// A stored message as a fetch returns it: `{"offset", "timestamp", "key", "value"}`.
+/// The fewest bytes one header takes: `[\"\", nil]`.
+const HEADER_MIN_BYTES: usize = 3;
+
+/// Fills `slot` with a message's `headers`: an array of `[key, value]` pairs, each key a `str`
+/// (or a `bin` of UTF-8), each value a `bin` (or a `str`) or nil. More than
+/// [`MAX_MESSAGE_HEADERS`], or a key longer than [`MAX_HEADER_KEY_BYTES`], is noted in `over`
+/// (the first such, for the whole frame; more headers leave them empty); without `over` (a
+/// reply) nothing is limited.
+fn fill_headers<'a>(
+    slot: &mut Slot<Vec<Header<'a>>>,
+    r: &mut Reader<'a>,
+    over: Option<&Cell<Option<Over>>>,
+) -> Result<(), DecodeError> {
+    const WHAT: &str = "a message's `headers`";
+    if slot.is_some() {
+        return Err(DecodeError::Malformed(format!("{WHAT} appears twice")));
+    }
+    if r.nil() {
+        *slot = Some(None);
+        return Ok(());
+    }
+    let limit = if over.is_some() { MAX_MESSAGE_HEADERS } else { usize::MAX };
+    let list = List { what: WHAT, limit, min: HEADER_MIN_BYTES };
+    let len = match list.start(r)? {
+        Ok(len) => len,
+        Err(found) => {
+            if let Some(over) = over {
+                over.set(over.get().or(Some(found)));
+            }
+            *slot = Some(None);
+            return Ok(());
+        }
+    };
+    let mut headers = Vec::with_capacity(len.min(r.remaining() / HEADER_MIN_BYTES));
+    for _ in 0..len {
+        let pair = r.array_len().map_err(|e| malformed("a message's header", e))?;
+        if pair != 2 {
+            return Err(DecodeError::Malformed(format!(
+                "a message's header is an array of {pair} items; it must be [key, value]"
+            )));
+        }
+        let key = r.str().map_err(|e| malformed("a message's header key", e))?;
+        let value = if r.nil() {
+            None
+        } else {
+            Some(r.bytes().map_err(|e| malformed("a message's header value", e))?)
+        };
+        if let Some(over) = over.filter(|_| key.len() > MAX_HEADER_KEY_BYTES) {
+            let found = Over {
+                field: "a message's header key",
+                len: key.len(),
+                limit: MAX_HEADER_KEY_BYTES,
+                unit: "bytes",
+            };
+            over.set(over.get().or(Some(found)));
+        }
+        headers.push(Header { key, value });
+    }
+    *slot = Some(Some(headers));
+    Ok(())
+}
+
+/// A stored message as a fetch returns it: `{"offset", "timestamp", "key", "value",
+/// "headers"}`.
 #[inline]
 fn read_message<'a>(r: &mut Reader<'a>) -> Result<Message<'a>, DecodeError> {
     // The usual form first, as `write_message` writes it without a key.
     if let Some((offset, timestamp, value)) = r.fast_record() {
-        return Ok(Message { offset, timestamp, key: None, value });
+        return Ok(Message { offset, timestamp, key: None, value, headers: Vec::new() });
     }
     let len = read_map_len(r, "a message")?;
     let (mut offset, mut timestamp, mut key, mut value) = (None, None, None, None);
+    let mut headers = None;
     let mut unknown = UnknownKeys::default();
     for _ in 0..len {
         match r.key().map_err(|e| malformed("a message's key", e))? {
@@ -1185,10 +1283,13 @@ fn read_message<'a>(r: &mut Reader<'a>) -> Result<Message<'a>, DecodeError> {
             b"timestamp" => fill(&mut timestamp, r, "a message's `timestamp`", Reader::uint)?,
             b"value" => fill(&mut value, r, "a message's `value`", Reader::bytes)?,
             b"key" => fill(&mut key, r, "a message's `key`", Reader::bytes)?,
+            // A reply is not held to a request's limits.
+            b"headers" => fill_headers(&mut headers, r, None)?,
             other => unknown.skip(other, r, "a message")?,
         }
     }
     Ok(Message {
+        headers: headers.flatten().unwrap_or_default(),
         offset: offset.flatten().ok_or_else(|| missing("a message", "offset"))?,
         timestamp: timestamp.flatten().ok_or_else(|| missing("a message", "timestamp"))?,
         key: key.flatten(),
@@ -1260,10 +1361,17 @@ mod tests {
     fn requests_are_written_as_rmp_serde_writes_them() {
         let long = "x".repeat(300);
         let value = vec![7; 70_000];
+        let headers = vec![
+            Header { key: "trace", value: Some(b"abc") },
+            Header { key: "trace", value: None },
+            Header { key: &long[..200], value: Some(&value) },
+        ];
         let messages = [
-            NewMessage { key: None, value: b"one" },
-            NewMessage { key: Some(b"k"), value: &value },
-            NewMessage { key: Some(long.as_bytes()), value: b"" },
+            NewMessage::new(None, b"one"),
+            NewMessage::new(Some(b"k"), &value),
+            NewMessage::new(Some(long.as_bytes()), b""),
+            NewMessage { key: None, value: b"h", headers: headers.clone() },
+            NewMessage { key: Some(b"k"), value: b"", headers: headers[..1].to_vec() },
         ];
         let base = || SerdeRequest { v: Some(1), ..SerdeRequest::default() };
         let fetch = Fetch {
@@ -1518,11 +1626,58 @@ mod tests {
     fn replies_are_written_as_rmp_serde_writes_them() {
         let value = vec![1; 300];
         let messages = [
-            Message { offset: 0, timestamp: 1_700_000_000_000, key: None, value: b"a" },
-            Message { offset: 1 << 33, timestamp: 200, key: Some(b"k"), value: &value },
-            Message { offset: 127, timestamp: 128, key: None, value: &value[..255] },
-            Message { offset: 300, timestamp: 70_000, key: None, value: &value[..256] },
-            Message { offset: u64::MAX, timestamp: 0, key: Some(b""), value: b"" },
+            Message {
+                offset: 0,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: b"a",
+                headers: Vec::new(),
+            },
+            Message {
+                offset: 1 << 33,
+                timestamp: 200,
+                key: Some(b"k"),
+                value: &value,
+                headers: Vec::new(),
+            },
+            Message {
+                offset: 3,
+                timestamp: 200,
+                key: None,
+                value: b"with headers",
+                headers: vec![
+                    Header { key: "a", value: None },
+                    Header { key: "a", value: Some(b"") },
+                ],
+            },
+            Message {
+                offset: 4,
+                timestamp: 200,
+                key: Some(b"k"),
+                value: &value,
+                headers: vec![Header { key: "b", value: Some(&value) }],
+            },
+            Message {
+                offset: 127,
+                timestamp: 128,
+                key: None,
+                value: &value[..255],
+                headers: Vec::new(),
+            },
+            Message {
+                offset: 300,
+                timestamp: 70_000,
+                key: None,
+                value: &value[..256],
+                headers: Vec::new(),
+            },
+            Message {
+                offset: u64::MAX,
+                timestamp: 0,
+                key: Some(b""),
+                value: b"",
+                headers: Vec::new(),
+            },
         ];
         let brokers = [
             BrokerStatus {
@@ -1910,7 +2065,7 @@ mod tests {
         let expected = Request::Append(Append {
             partition: None,
             topic: "t",
-            messages: vec![NewMessage { key: None, value: b"a" }],
+            messages: vec![NewMessage::new(None, b"a")],
         });
         assert_eq!(decode_request(frame), Ok(expected));
     }

@@ -30,10 +30,12 @@ pub use group::{
 };
 pub use limits::{
     excerpt, is_valid_origin, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES,
-    MAX_MAP_ENTRIES, MAX_ORIGIN_BYTES,
+    MAX_HEADER_KEY_BYTES, MAX_MAP_ENTRIES, MAX_MESSAGE_HEADERS, MAX_ORIGIN_BYTES,
 };
 pub use partition::{murmur2, partition_for_key, MAX_PARTITIONS};
-pub use request::{Append, Fetch, GroupFetch, NewMessage, Request, Retention};
+pub use request::{
+    headers_size, Append, Fetch, GroupFetch, Header, NewMessage, Request, Retention,
+};
 pub use response::{BrokerStatus, Message, Placement, Response, TopicInfo};
 pub use topic::{validate_topic_name, InvalidTopicName, MAX_TOPIC_NAME_BYTES};
 

@@ -23,6 +23,13 @@ pub fn is_valid_origin(origin: &[u8]) -> bool {
     (1..=MAX_ORIGIN_BYTES).contains(&origin.len()) && origin.iter().all(|b| b.is_ascii_graphic())
 }
 
+/// The most headers one message may carry (Kafka sets none; applications send a few). With the
+/// frame's own bound it keeps what one `append` can make the broker decode and hold in check.
+pub const MAX_MESSAGE_HEADERS: usize = 100;
+
+/// The longest key of a message's header, in bytes of UTF-8.
+pub const MAX_HEADER_KEY_BYTES: usize = 256;
+
 /// The most offsets one `ack` may carry.
 pub const MAX_ACK_OFFSETS: usize = 100_000;
 

@@ -235,11 +235,50 @@ pub struct NewMessage<'a> {
     /// The payload.
     #[serde(borrow, with = "serde_bytes")]
     pub value: &'a [u8],
+    /// Its headers, in order; empty for most messages, and then not sent.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header<'a>>,
 }
 
-impl NewMessage<'_> {
-    /// The bytes this message counts against the size limit: key plus value.
-    pub fn size(&self) -> usize {
-        self.key.map_or(0, <[u8]>::len) + self.value.len()
+impl<'a> NewMessage<'a> {
+    /// A message of this key and value, without headers.
+    pub const fn new(key: Option<&'a [u8]>, value: &'a [u8]) -> NewMessage<'a> {
+        NewMessage { key, value, headers: Vec::new() }
     }
+
+    /// The bytes this message counts against the size limit: key plus value plus the keys and
+    /// values of its headers.
+    pub fn size(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len) + self.value.len() + headers_size(&self.headers)
+    }
+}
+
+/// One header of a message, as Kafka's record headers: a key of UTF-8 and a value that may be
+/// absent (Kafka's null). A message's headers are a list, not a map: a key may come more than
+/// once, and their order is kept. Through serde it is the pair `[key, value]`, as on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The header's name.
+    pub key: &'a str,
+    /// Its value; `None` is Kafka's null, not an empty value.
+    pub value: Option<&'a [u8]>,
+}
+
+impl Serialize for Header<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.key, self.value.map(serde_bytes::Bytes::new)).serialize(serializer)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Header<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (key, value): (&'a str, Option<&'a serde_bytes::Bytes>) =
+            Deserialize::deserialize(deserializer)?;
+        Ok(Header { key, value: value.map(|v| &**v) })
+    }
+}
+
+/// The bytes `headers` count in a message's size: their keys and values.
+pub fn headers_size(headers: &[Header<'_>]) -> usize {
+    headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum()
 }

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, GroupInfo};
+use crate::{headers_size, ErrorCode, GroupInfo, Header};
 
 /// One reply: the `reply` field of a reply frame and the fields that go with it.
 ///
@@ -306,4 +306,15 @@ pub struct Message<'a> {
     /// The payload.
     #[serde(borrow, with = "serde_bytes")]
     pub value: &'a [u8],
+    /// Its headers, in the order the producer gave them; empty when it gave none.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header<'a>>,
+}
+
+impl Message<'_> {
+    /// The bytes this message counts against a fetch's `max_bytes`: key plus value plus the
+    /// keys and values of its headers.
+    pub fn size(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len) + self.value.len() + headers_size(&self.headers)
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use protocol::fields::{Field, REPLY_FIELDS, REQUEST_FIELDS};
 use protocol::{
     decode_request, decode_response, encode_request, encode_response, Append, BrokerStatus,
-    DecodeError, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Message, NewMessage,
+    DecodeError, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Header, Message, NewMessage,
     Placement, Request, ResetTo, Response, Retention, TopicInfo,
 };
 
@@ -53,14 +53,30 @@ fn requests() -> Vec<Request<'static>> {
             topic: "orders",
             partition: None,
             messages: vec![
-                NewMessage { key: None, value: b"one" },
-                NewMessage { key: Some(b"k"), value: &[0, 159, 146, 150] },
+                NewMessage::new(None, b"one"),
+                NewMessage::new(Some(b"k"), &[0, 159, 146, 150]),
             ],
         }),
         Request::Append(Append {
             topic: "orders",
             partition: Some(5),
-            messages: vec![NewMessage { key: None, value: b"two" }],
+            messages: vec![NewMessage::new(None, b"two")],
+        }),
+        Request::Append(Append {
+            topic: "orders",
+            partition: None,
+            messages: vec![
+                NewMessage {
+                    key: Some(b"k"),
+                    value: b"v",
+                    headers: vec![
+                        Header { key: "trace", value: Some(b"1") },
+                        Header { key: "trace", value: None },
+                        Header { key: "", value: Some(b"") },
+                    ],
+                },
+                NewMessage::new(None, b"plain"),
+            ],
         }),
         Request::CreateTopic { topic: "t", partitions: None, retention: Retention::default() },
         Request::CreateTopic {
@@ -171,10 +187,32 @@ fn responses() -> Vec<Response<'static>> {
             topic: "Hello world",
             partition: 1,
             messages: vec![
-                Message { offset: 0, timestamp: 1_700_000_000_000, key: None, value: b"message 1" },
-                Message { offset: 1, timestamp: 1_700_000_000_001, key: Some(b"k"), value: b"" },
+                Message {
+                    offset: 0,
+                    timestamp: 1_700_000_000_000,
+                    key: None,
+                    value: b"message 1",
+                    headers: Vec::new(),
+                },
+                Message {
+                    offset: 1,
+                    timestamp: 1_700_000_000_001,
+                    key: Some(b"k"),
+                    value: b"",
+                    headers: Vec::new(),
+                },
+                Message {
+                    offset: 2,
+                    timestamp: 1_700_000_000_001,
+                    key: None,
+                    value: b"h",
+                    headers: vec![
+                        Header { key: "a", value: None },
+                        Header { key: "é", value: Some(b"\xff") },
+                    ],
+                },
             ],
-            next_offset: 2,
+            next_offset: 3,
             end_offset: 3,
         },
         Response::Appended {
@@ -211,8 +249,20 @@ fn responses() -> Vec<Response<'static>> {
             group: "preparers",
             topic: "orders",
             messages: vec![
-                Message { offset: 2, timestamp: 1_700_000_000_000, key: None, value: b"again" },
-                Message { offset: 5, timestamp: 1_700_000_000_001, key: Some(b"k"), value: b"" },
+                Message {
+                    offset: 2,
+                    timestamp: 1_700_000_000_000,
+                    key: None,
+                    value: b"again",
+                    headers: Vec::new(),
+                },
+                Message {
+                    offset: 5,
+                    timestamp: 1_700_000_000_001,
+                    key: Some(b"k"),
+                    value: b"",
+                    headers: Vec::new(),
+                },
             ],
             redelivered: vec![2],
             committed_offset: 2,
@@ -315,10 +365,26 @@ fn append_request_is_pinned() {
     let bytes = request_bytes(&Request::Append(Append {
         partition: None,
         topic: "t",
-        messages: vec![NewMessage { key: None, value: b"hi" }],
+        messages: vec![NewMessage::new(None, b"hi")],
     }));
     let expected: &[u8] = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\
         \xa8messages\x91\x81\xa5value\xc4\x02hi";
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn a_message_with_headers_is_pinned_and_one_without_is_as_before() {
+    let bytes = request_bytes(&Request::Append(Append {
+        partition: None,
+        topic: "t",
+        messages: vec![NewMessage {
+            key: None,
+            value: b"hi",
+            headers: vec![Header { key: "k", value: Some(b"v") }, Header { key: "n", value: None }],
+        }],
+    }));
+    let expected: &[u8] = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\
+        \xa8messages\x91\x82\xa5value\xc4\x02hi\xa7headers\x92\x92\xa1k\xc4\x01v\x92\xa1n\xc0";
     assert_eq!(bytes, expected);
 }
 
@@ -347,7 +413,7 @@ fn values_sent_as_strings_are_accepted_as_bytes() {
     let expected = Request::Append(Append {
         partition: None,
         topic: "t",
-        messages: vec![NewMessage { key: Some(b"k"), value: b"hi" }],
+        messages: vec![NewMessage::new(Some(b"k"), b"hi")],
     });
     assert_eq!(decode_request(frame), Ok(expected));
 }

@@ -2,9 +2,9 @@
 //! and one past it, on frames built by hand.
 
 use protocol::{
-    decode_request, decode_response, encode_request, Append, DecodeError, ErrorCode, NewMessage,
-    Request, Response, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES,
-    MAX_MAP_ENTRIES,
+    decode_request, decode_response, encode_request, Append, DecodeError, ErrorCode, Header,
+    NewMessage, Request, Response, MAX_ACK_OFFSETS, MAX_APPEND_MESSAGES, MAX_CLIENT_NAME_BYTES,
+    MAX_HEADER_KEY_BYTES, MAX_MAP_ENTRIES, MAX_MESSAGE_HEADERS,
 };
 
 /// A MessagePack string.
@@ -123,6 +123,103 @@ fn an_append_may_carry_100000_messages_and_not_one_more() {
     assert!(reason.contains("100001") && reason.contains("messages"), "{reason}");
 }
 
+/// An append of one message whose `headers` field is `headers`, already encoded, followed by
+/// `after` (more fields of the body).
+fn append_with_headers(headers: Vec<u8>, after: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let message = map(&[(k("value"), bin(b"v")), (k("headers"), headers)]);
+    let mut messages = array_header(1);
+    messages.extend_from_slice(&message);
+    let mut entries = vec![
+        (k("v"), vec![1]),
+        (k("op"), str8(b"append")),
+        (k("topic"), str8(b"t")),
+        (k("messages"), messages),
+    ];
+    entries.extend_from_slice(after);
+    map(&entries)
+}
+
+/// `count` headers, each `[key, value]`.
+fn headers_of(count: usize, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = array_header(count);
+    for _ in 0..count {
+        out.push(0x92);
+        out.extend_from_slice(&str8(key));
+        out.extend_from_slice(&bin(value));
+    }
+    out
+}
+
+#[test]
+fn a_message_may_carry_100_headers_with_keys_of_256_bytes_and_not_more() {
+    let key = "k".repeat(MAX_HEADER_KEY_BYTES);
+    let frame = append_with_headers(headers_of(MAX_MESSAGE_HEADERS, key.as_bytes(), b"x"), &[]);
+    match decode_request(&frame) {
+        Ok(Request::Append(Append { messages, .. })) => {
+            assert_eq!(messages[0].headers.len(), MAX_MESSAGE_HEADERS);
+            assert_eq!(messages[0].headers[0], Header { key: &key, value: Some(b"x") });
+        }
+        other => panic!("expected an append, got {other:?}"),
+    }
+    let too_many = append_with_headers(headers_of(MAX_MESSAGE_HEADERS + 1, b"k", b""), &[]);
+    let reason = refused(&too_many, ErrorCode::LimitExceeded);
+    assert!(reason.contains("101 items") && reason.contains("headers"), "{reason}");
+    let long = format!("{key}k");
+    let too_long = append_with_headers(headers_of(1, long.as_bytes(), b""), &[]);
+    let reason = refused(&too_long, ErrorCode::LimitExceeded);
+    assert!(reason.contains("257 bytes") && reason.contains("header key"), "{reason}");
+    // The whole body is checked before the limits: a malformed field after them is malformed.
+    let then_malformed = append_with_headers(
+        headers_of(MAX_MESSAGE_HEADERS + 1, b"k", b""),
+        &[(k("partition"), str8(b"zero"))],
+    );
+    refused(&then_malformed, ErrorCode::Malformed);
+}
+
+#[test]
+fn headers_of_the_wrong_shape_or_types_are_malformed() {
+    let nil_value = {
+        let mut out = array_header(2);
+        out.extend_from_slice(b"\x92\xa1a\xc0");
+        // A key sent as `bin` of UTF-8 and a value as `str` are taken, as for keys and values.
+        out.extend_from_slice(b"\x92\xc4\x01b\xa1v");
+        out
+    };
+    match decode_request(&append_with_headers(nil_value, &[])) {
+        Ok(Request::Append(Append { messages, .. })) => assert_eq!(
+            messages[0].headers,
+            [Header { key: "a", value: None }, Header { key: "b", value: Some(b"v") }]
+        ),
+        other => panic!("expected an append, got {other:?}"),
+    }
+    let shapes: [&[u8]; 7] = [
+        b"\xa1x",                 // not an array
+        b"\x91\xa1x",             // an item that is a string, not a pair
+        b"\x91\x91\xa1k",         // a pair of one
+        b"\x91\x93\xa1k\xc0\xc0", // a pair of three
+        b"\x91\x92\x05\xc4\x00",  // a key that is a number
+        b"\x91\x92\xc0\xc4\x00",  // a null key
+        b"\x91\x92\xa1k\x05",     // a value that is a number
+    ];
+    for shape in shapes {
+        refused(&append_with_headers(shape.to_vec(), &[]), ErrorCode::Malformed);
+    }
+    let not_utf8 = b"\x91\x92\xc4\x01\xff\xc4\x00".to_vec();
+    refused(&append_with_headers(not_utf8, &[]), ErrorCode::Malformed);
+    // Sent twice in one message: malformed, as any key twice.
+    let message =
+        map(&[(k("value"), bin(b"v")), (k("headers"), vec![0x90]), (k("headers"), vec![0x90])]);
+    let mut messages = array_header(1);
+    messages.extend_from_slice(&message);
+    let frame = map(&[
+        (k("v"), vec![1]),
+        (k("op"), str8(b"append")),
+        (k("topic"), str8(b"t")),
+        (k("messages"), messages),
+    ]);
+    refused(&frame, ErrorCode::Malformed);
+}
+
 /// An ack of `count` offsets.
 fn ack_of(count: usize) -> Vec<u8> {
     let mut offsets = array_header(count);
@@ -228,7 +325,7 @@ fn an_unknown_key_twice_is_malformed_in_the_body_and_in_a_message() {
         Ok(Request::Append(Append {
             topic: "t",
             partition: None,
-            messages: vec![NewMessage { key: None, value: b"a" }]
+            messages: vec![NewMessage::new(None, b"a")]
         }))
     );
 }

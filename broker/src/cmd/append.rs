@@ -172,10 +172,10 @@ mod tests {
     use crate::store::StoreConfig;
 
     fn keyed(key: &'static str) -> NewMessage<'static> {
-        NewMessage { key: Some(key.as_bytes()), value: b"v" }
+        NewMessage::new(Some(key.as_bytes()), b"v")
     }
 
-    const KEYLESS: NewMessage<'static> = NewMessage { key: None, value: b"v" };
+    const KEYLESS: NewMessage<'static> = NewMessage::new(None, b"v");
 
     #[test]
     fn keys_go_to_their_murmur2_partition_and_keyless_appends_take_turns() {

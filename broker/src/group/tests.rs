@@ -22,7 +22,7 @@ fn store(data_dir: Option<&Path>, topics: &[&str], count: usize) -> Box<Store> {
     for topic in topics {
         store.create(topic, 1, Retention::default()).unwrap();
         let messages: Vec<NewMessage<'_>> =
-            (0..count).map(|_| NewMessage { key: None, value: b"m" }).collect();
+            (0..count).map(|_| NewMessage::new(None, b"m")).collect();
         if count > 0 {
             store.append(topic, 0, &messages, 0).unwrap();
         }
@@ -397,7 +397,7 @@ fn a_state_has_a_partition_for_each_of_its_topic_and_grows_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(config(Some(dir.path()))).unwrap();
     store.create("t", 3, Retention::default()).unwrap();
-    let messages = vec![NewMessage { key: None, value: b"m" }; 8];
+    let messages = vec![NewMessage::new(None, b"m"); 8];
     for partition in 0..3 {
         store.append("t", partition, &messages, 0).unwrap();
     }

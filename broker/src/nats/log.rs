@@ -266,7 +266,7 @@ impl NatsLog {
             }
             let skip = (next - base) as usize;
             for message in messages.iter().skip(skip) {
-                copy.append(message.timestamp, message.key, message.value, segment_bytes);
+                copy.append_batch(message.timestamp, &[message.message()], segment_bytes);
                 next += 1;
                 added = true;
             }
@@ -563,8 +563,7 @@ impl Log for NatsLog {
             let next = self.guessed.entry(key).or_insert(held);
             let first = (*next).max(held);
             *next = first + messages.len() as u64;
-            let batches =
-                record::encode_batches(timestamp, messages.iter().map(|m| (m.key, m.value)));
+            let batches = record::encode_batches(timestamp, messages);
             self.staged.push(Staged { topic: topic.to_owned(), partition, batches });
             self.given.push(first);
             offsets.push((first, *next - 1));

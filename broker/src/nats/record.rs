@@ -14,7 +14,7 @@
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 1 | format version, `2` |
+//! | 1 | format version, `2`, or `3` when the batch's messages have headers |
 //! | 8 | base offset: the offset of the batch's first message, little-endian |
 //! | 4 | count of messages, little-endian |
 //! | 8 | timestamp of every message, milliseconds since the epoch, little-endian |
@@ -23,6 +23,10 @@
 //! | n | the key |
 //! | 4 | value length, little-endian |
 //! | n | the value |
+//! | 4 | in format `3` only: length of the message's headers, little-endian |
+//! | n | in format `3` only: its headers, each a name (4 bytes of length, then its UTF-8), then a value (4 bytes of length + 1, `0` for null, then its bytes) |
+//!
+//! A batch without headers is written in format `2`, byte for byte as before headers.
 //!
 //! A message's offset is the base offset plus its place in the batch; the stream sequence of
 //! a batch says only its order. Batches follow each other without gaps: each base offset is
@@ -42,12 +46,17 @@
 //! and its offset is its stream sequence − 1. Both are read; only `2` is written, so a stream
 //! of the old format goes on with batches whose base offsets continue where it ends.
 
+use protocol::{Header, NewMessage};
+
 /// The first byte of a payload holding one message, the format streams were written in
 /// before batches.
 const SINGLE: u8 = 1;
 
-/// The first byte of a payload holding a batch, the format written now.
+/// The first byte of a payload holding a batch without headers.
 const BATCH: u8 = 2;
+
+/// The first byte of a payload holding a batch whose messages have headers.
+const BATCH_HEADERS: u8 = 3;
 
 /// The size of a batch's header: version, base offset, count, timestamp.
 const BATCH_HEADER: usize = 21;
@@ -138,15 +147,18 @@ pub fn encode(timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
 
 /// The batches of one append's messages, each at most about [`CHUNK_BYTES`], with base
 /// offset 0: the publisher sets each one's ([`set_base`]) when it knows where it goes.
-pub fn encode_batches<'a>(
-    timestamp: u64,
-    messages: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8])>,
-) -> Vec<Vec<u8>> {
+pub fn encode_batches(timestamp: u64, messages: &[NewMessage<'_>]) -> Vec<Vec<u8>> {
     let mut batches = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut count: u32 = 0;
-    for (key, value) in messages {
-        let size = 8 + key.map_or(0, <[u8]>::len) + value.len();
+    let with_headers = messages.iter().any(|m| !m.headers.is_empty());
+    for message in messages {
+        let (key, value) = (message.key, message.value);
+        let headers = match with_headers {
+            true => 4 + 8 * message.headers.len(),
+            false => 0,
+        };
+        let size = 8 + message.size() + headers;
         if count > 0 && out.len() + size > CHUNK_BYTES {
             out[9..13].copy_from_slice(&count.to_le_bytes());
             batches.push(std::mem::take(&mut out));
@@ -154,7 +166,7 @@ pub fn encode_batches<'a>(
         }
         if count == 0 {
             out.reserve(BATCH_HEADER + size);
-            out.push(BATCH);
+            out.push(if with_headers { BATCH_HEADERS } else { BATCH });
             out.extend_from_slice(&0u64.to_le_bytes());
             out.extend_from_slice(&0u32.to_le_bytes());
             out.extend_from_slice(&timestamp.to_le_bytes());
@@ -164,6 +176,19 @@ pub fn encode_batches<'a>(
         out.extend_from_slice(key.unwrap_or_default());
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
         out.extend_from_slice(value);
+        if with_headers {
+            let at = out.len();
+            out.extend_from_slice(&0u32.to_le_bytes());
+            for header in &message.headers {
+                out.extend_from_slice(&(header.key.len() as u32).to_le_bytes());
+                out.extend_from_slice(header.key.as_bytes());
+                let value_len = header.value.map_or(0, |v| v.len() as u32 + 1);
+                out.extend_from_slice(&value_len.to_le_bytes());
+                out.extend_from_slice(header.value.unwrap_or_default());
+            }
+            let len = (out.len() - at - 4) as u32;
+            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
         count += 1;
     }
     if count > 0 {
@@ -183,7 +208,7 @@ pub fn set_base(batch: &mut [u8], base: u64) {
 /// The count of messages of a batch [`encode_batches`] made (0 for anything else).
 pub fn count_of(batch: &[u8]) -> u64 {
     match batch.first() {
-        Some(&BATCH) => batch.get(9..13).map_or(0, |c| u64::from(u32_at(c))),
+        Some(&BATCH | &BATCH_HEADERS) => batch.get(9..13).map_or(0, |c| u64::from(u32_at(c))),
         _ => 0,
     }
 }
@@ -193,7 +218,7 @@ pub fn count_of(batch: &[u8]) -> u64 {
 pub fn span(seq: u64, payload: &[u8]) -> Option<(u64, u64)> {
     match *payload.first()? {
         SINGLE => Some((seq.saturating_sub(1), seq)),
-        BATCH => {
+        BATCH | BATCH_HEADERS => {
             let base = u64::from_le_bytes(payload.get(1..9)?.try_into().ok()?);
             let count = u64::from(u32_at(payload.get(9..13)?));
             Some((base, base.checked_add(count)?))
@@ -206,7 +231,7 @@ fn u32_at(bytes: &[u8]) -> u32 {
     bytes.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes)
 }
 
-/// A message read back: its timestamp, key and value.
+/// A message read back: its timestamp, key, value and headers.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded<'a> {
     /// Milliseconds since the epoch.
@@ -215,6 +240,15 @@ pub struct Decoded<'a> {
     pub key: Option<&'a [u8]>,
     /// The value.
     pub value: &'a [u8],
+    /// Its headers, in order.
+    pub headers: Vec<Header<'a>>,
+}
+
+impl<'a> Decoded<'a> {
+    /// The message as an append gives it, to add to a copy.
+    pub fn message(&self) -> NewMessage<'a> {
+        NewMessage { key: self.key, value: self.value, headers: self.headers.clone() }
+    }
 }
 
 /// Reads back the stored message at stream sequence `seq`: its first message's offset and
@@ -224,7 +258,7 @@ pub fn decode_stored(seq: u64, payload: &[u8]) -> Option<(u64, Vec<Decoded<'_>>)
     let (&version, rest) = payload.split_first()?;
     match version {
         SINGLE => Some((seq.saturating_sub(1), vec![decode_single(rest)?])),
-        BATCH => {
+        BATCH | BATCH_HEADERS => {
             let base = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
             let count = u32_at(rest.get(8..12)?) as usize;
             let timestamp = u64::from_le_bytes(rest.get(12..20)?.try_into().ok()?);
@@ -239,8 +273,14 @@ pub fn decode_stored(seq: u64, payload: &[u8]) -> Option<(u64, Vec<Decoded<'_>>)
                 };
                 let value_len = u32_at(after.get(..4)?) as usize;
                 let value = after.get(4..4usize.checked_add(value_len)?)?;
-                messages.push(Decoded { timestamp, key, value });
                 rest = after.get(4 + value_len..)?;
+                let mut headers = Vec::new();
+                if version == BATCH_HEADERS {
+                    let len = u32_at(rest.get(..4)?) as usize;
+                    headers = decode_headers(rest.get(4..4usize.checked_add(len)?)?)?;
+                    rest = rest.get(4 + len..)?;
+                }
+                messages.push(Decoded { timestamp, key, value, headers });
             }
             if !rest.is_empty() {
                 return None;
@@ -257,15 +297,38 @@ fn decode_single(rest: &[u8]) -> Option<Decoded<'_>> {
     let timestamp = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
     let (&has_key, rest) = rest.get(8..)?.split_first()?;
     match has_key {
-        0 => Some(Decoded { timestamp, key: None, value: rest }),
+        0 => Some(Decoded { timestamp, key: None, value: rest, headers: Vec::new() }),
         1 => {
             let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
             let key = rest.get(4..4usize.checked_add(len)?)?;
             let value = rest.get(4 + len..)?;
-            Some(Decoded { timestamp, key: Some(key), value })
+            Some(Decoded { timestamp, key: Some(key), value, headers: Vec::new() })
         }
         _ => None,
     }
+}
+
+/// Reads back a message's headers, as [`encode_batches`] writes them; `None` when they are cut
+/// short or a name is not UTF-8.
+fn decode_headers(mut bytes: &[u8]) -> Option<Vec<Header<'_>>> {
+    let mut headers = Vec::new();
+    while !bytes.is_empty() {
+        let key_len = u32_at(bytes.get(..4)?) as usize;
+        let key = std::str::from_utf8(bytes.get(4..4usize.checked_add(key_len)?)?).ok()?;
+        bytes = bytes.get(4 + key_len..)?;
+        let value_len = u32_at(bytes.get(..4)?) as usize;
+        bytes = bytes.get(4..)?;
+        let value = match value_len.checked_sub(1) {
+            None => None,
+            Some(len) => {
+                let value = bytes.get(..len)?;
+                bytes = bytes.get(len..)?;
+                Some(value)
+            }
+        };
+        headers.push(Header { key, value });
+    }
+    Some(headers)
 }
 
 #[cfg(test)]
@@ -301,11 +364,12 @@ mod tests {
         let with_key = encode(7, Some(b"k"), b"value");
         assert_eq!(
             one(&with_key),
-            Some((7, Decoded { timestamp: 7, key: Some(b"k"), value: b"value" }))
+            Some((7, Decoded { timestamp: 7, key: Some(b"k"), value: b"value", headers: vec![] }))
         );
         assert_eq!(span(8, &with_key), Some((7, 8)));
         let without = encode(8, None, b"");
-        assert_eq!(one(&without), Some((7, Decoded { timestamp: 8, key: None, value: b"" })));
+        let empty = Decoded { timestamp: 8, key: None, value: b"", headers: vec![] };
+        assert_eq!(one(&without), Some((7, empty)));
         for cut in 0..with_key.len() - 5 {
             assert_eq!(decode_stored(8, &with_key[..cut]), None, "cut at {cut}");
         }
@@ -321,7 +385,9 @@ mod tests {
         let big = vec![7u8; CHUNK_BYTES / 3];
         let messages: Vec<(Option<&[u8]>, &[u8])> =
             vec![(Some(b"k"), b"one"), (None, b""), (Some(b""), &big), (None, &big), (None, &big)];
-        let mut batches = encode_batches(42, messages.iter().copied());
+        let news: Vec<NewMessage<'_>> =
+            messages.iter().map(|&(k, v)| NewMessage::new(k, v)).collect();
+        let mut batches = encode_batches(42, &news);
         assert_eq!(batches.len(), 2, "cut before the batch grows past CHUNK_BYTES");
         assert_eq!(batches.iter().map(|b| count_of(b)).collect::<Vec<_>>(), [4, 1]);
         set_base(&mut batches[0], 10);
@@ -336,7 +402,10 @@ mod tests {
         assert_eq!(back, messages);
         assert!(first.iter().chain(&second).all(|d| d.timestamp == 42));
         // A batch cut anywhere, or with bytes past its last message, is refused whole.
-        let small = &encode_batches(1, [(Some(&b"key"[..]), &b"value"[..]), (None, b"v")])[0];
+        let small = &encode_batches(
+            1,
+            &[NewMessage::new(Some(&b"key"[..]), &b"value"[..]), NewMessage::new(None, b"v")],
+        )[0];
         for cut in 0..small.len() {
             assert_eq!(decode_stored(1, &small[..cut]), None, "cut at {cut}");
         }
@@ -346,6 +415,35 @@ mod tests {
         let mut lying = small.clone();
         lying[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_stored(1, &lying), None);
-        assert!(encode_batches(1, []).is_empty());
+        assert!(encode_batches(1, &[]).is_empty());
+    }
+
+    #[test]
+    fn headers_go_there_and_back_and_a_batch_without_them_is_as_before() {
+        let plain = [NewMessage::new(Some(b"k"), b"v")];
+        let before = encode_batches(5, &plain);
+        assert_eq!(before[0][0], BATCH, "no headers: the format before headers");
+        let headers = vec![
+            Header { key: "trace", value: Some(b"abc") },
+            Header { key: "trace", value: None },
+            Header { key: "", value: Some(b"") },
+        ];
+        let with = [
+            NewMessage { key: None, value: b"one", headers: headers.clone() },
+            NewMessage::new(Some(b"k"), b"two"),
+        ];
+        let batches = encode_batches(5, &with);
+        assert_eq!((batches.len(), batches[0][0]), (1, BATCH_HEADERS));
+        assert_eq!(span(1, &batches[0]), Some((0, 2)));
+        let (_, back) = decode_stored(1, &batches[0]).unwrap();
+        assert_eq!(back.iter().map(Decoded::message).collect::<Vec<_>>(), with);
+        // Cut anywhere, or a header name that is not UTF-8: refused whole.
+        for cut in 0..batches[0].len() {
+            assert_eq!(decode_stored(1, &batches[0][..cut]), None, "cut at {cut}");
+        }
+        let mut bad = batches[0].clone();
+        let at = bad.windows(5).position(|w| w == b"trace").unwrap();
+        bad[at] = 0xff;
+        assert_eq!(decode_stored(1, &bad), None);
     }
 }

@@ -67,7 +67,7 @@ fn a_stream_of_single_messages_goes_on_with_batches_at_the_offsets_after_it() {
         .collect();
     assert_eq!(store.publish_raw("t", old), [(1, false), (2, false)]);
     assert_eq!(wait_for(&mut store, "t", 2).len(), 2);
-    let message = |v: &'static str| NewMessage { key: None, value: v.as_bytes() };
+    let message = |v: &'static str| NewMessage::new(None, v.as_bytes());
     store.append("t", 0, &[message("c"), message("d"), message("e")], 1).unwrap();
     assert!(store.commit_and_wait(Instant::now(), 1).is_empty());
     store.append("t", 0, &[message("f")], 1).unwrap();
@@ -89,7 +89,7 @@ fn a_stream_of_single_messages_goes_on_with_batches_at_the_offsets_after_it() {
 fn two_stores_on_one_jetstream_agree_on_offsets_and_interleave_appends() {
     let server = NatsServer::start();
     let (mut a, mut b) = (open(&server), open(&server));
-    let message = |v: &'static str| NewMessage { key: None, value: v.as_bytes() };
+    let message = |v: &'static str| NewMessage::new(None, v.as_bytes());
     a.append("t", 0, &[message("a0"), message("a1")], 1).unwrap();
     assert!(a.commit_and_wait(Instant::now(), 1).is_empty());
     assert_eq!(wait_for(&mut b, "t", 2), [(0, "a0".into()), (1, "a1".into())]);
@@ -123,7 +123,7 @@ fn two_stores_on_one_jetstream_agree_on_offsets_and_interleave_appends() {
 fn appends_are_refused_while_jetstream_is_down_and_go_on_once_it_is_back() {
     let mut server = NatsServer::start();
     let mut store = open(&server);
-    let message = |v: &'static str| NewMessage { key: None, value: v.as_bytes() };
+    let message = |v: &'static str| NewMessage::new(None, v.as_bytes());
     store.append("t", 0, &[message("before")], 1).unwrap();
     assert!(store.commit_and_wait(Instant::now(), 1).is_empty());
     server.kill();
@@ -179,7 +179,7 @@ fn a_topics_partitions_and_their_growth_reach_every_store_on_the_jetstream() {
     let server = NatsServer::start();
     let (mut a, mut b) = (open(&server), open(&server));
     a.create("p", 2, protocol::Retention::default()).unwrap();
-    let message = NewMessage { key: None, value: b"one" };
+    let message = NewMessage::new(None, b"one");
     assert_eq!(a.append("p", 1, std::slice::from_ref(&message), 1), Ok((0, 0)));
     assert!(a.commit_and_wait(Instant::now(), 1).is_empty());
     let seen = |store: &NatsLog| {
@@ -226,7 +226,7 @@ fn partitions_guessed_for_an_append_to_a_topic_made_elsewhere_with_fewer_are_dro
     a.create("t", 1, protocol::Retention::default()).unwrap();
     // b has not heard of the topic yet: its append lists it with b's own count of partitions,
     // until the topic's stream says how many it has.
-    let message = NewMessage { key: None, value: b"v" };
+    let message = NewMessage::new(None, b"v");
     b.append("t", 0, &[message], 1).unwrap();
     assert_eq!(b.partitions("t"), Ok(3));
     assert!(b.commit_and_wait(Instant::now(), 1).is_empty());
@@ -239,8 +239,7 @@ fn a_store_still_reading_a_stream_says_where_it_ends_and_never_refuses_an_offset
     let server = NatsServer::start();
     let mut writer = open(&server);
     let value = [7u8; 100];
-    let batch: Vec<NewMessage<'_>> =
-        (0..1000).map(|_| NewMessage { key: None, value: &value }).collect();
+    let batch: Vec<NewMessage<'_>> = (0..1000).map(|_| NewMessage::new(None, &value)).collect();
     for _ in 0..200 {
         writer.append("big", 0, &batch, 1).unwrap();
         assert!(writer.commit_and_wait(Instant::now(), 1).is_empty());

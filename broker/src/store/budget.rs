@@ -39,7 +39,7 @@ impl Budget {
 
     /// Takes `message` if it fits in what is left; `false` (taking nothing) if it does not.
     pub fn take(&mut self, message: &Message<'_>) -> bool {
-        let size = message.key.map_or(0, <[u8]>::len) + message.value.len();
+        let size = message.size();
         let fits = self.taken < self.max_messages
             && (self.taken == 0 || self.bytes.saturating_add(size) <= self.max_bytes);
         if fits {
@@ -57,7 +57,7 @@ mod tests {
     static ZEROS: [u8; 64] = [0; 64];
 
     fn message(len: usize) -> Message<'static> {
-        Message { offset: 0, timestamp: 0, key: None, value: &ZEROS[..len] }
+        Message { offset: 0, timestamp: 0, key: None, value: &ZEROS[..len], headers: Vec::new() }
     }
 
     #[test]

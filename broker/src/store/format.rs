@@ -27,8 +27,9 @@ pub struct Kind {
 }
 
 /// A segment file of a topic's log.
-/// Version 2 stores each append as one batch; versions 1 and 0 (record by record) are read.
-pub const SEGMENT: Kind = Kind { magic: *b"BRKLOG", version: 2, oldest: 1 };
+/// Version 3 stores each append as one batch whose messages may have headers; version 2
+/// (batches without headers) and versions 1 and 0 (record by record) are read.
+pub const SEGMENT: Kind = Kind { magic: *b"BRKLOG", version: 3, oldest: 1 };
 /// A topic's `topic.meta`.
 pub const META: Kind = Kind { magic: *b"BRKTOP", version: 2, oldest: 1 };
 /// A segment's index file.

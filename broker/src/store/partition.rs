@@ -136,7 +136,7 @@ impl<S: Storage> Partition<S> {
         value: &[u8],
         segment_bytes: usize,
     ) -> u64 {
-        self.append_batch(timestamp, &[NewMessage { key, value }], segment_bytes)
+        self.append_batch(timestamp, &[NewMessage::new(key, value)], segment_bytes)
     }
 
     /// Appends `messages` stamped `timestamp` as one batch, and returns the offset of the

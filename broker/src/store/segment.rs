@@ -13,15 +13,24 @@
 //!
 //! # Format
 //! ```text
-//! segment = header("BRKLOG", 2) batch*
+//! segment = header("BRKLOG", 3) batch*
 //! batch   = body_len:u32le crc:u32le body
-//! body    = base_offset:u64le count:u32le timestamp_ms:u64le entry{count}
-//! entry   = key_len:varint value_len:varint key value
+//! body    = base_offset:u64le count:u32le timestamp_ms:u64le flags:u8 entry{count}
+//! entry   = key_len:varint value_len:varint [headers_len:varint] key value [headers]
+//! headers = (name_len:varint name value_len:varint value)*
 //! ```
 //! `crc` is the CRC-32C of `body`; `key_len` is 0 when the message has no key, else the key's
-//! length plus 1; varints are LEB128 (7 bits a byte, lowest first). Every message of a batch has
-//! its timestamp; their offsets run from `base_offset` on. A batch is whole or not at all: a
-//! batch cut short or failing its checksum is dropped with every message in it.
+//! length plus 1; varints are LEB128 (7 bits a byte, lowest first). `flags` bit 0 says that
+//! every entry of the batch has `headers_len` and its headers (the bytes of the message's
+//! headers, `headers_len` of them, maybe none); no other bit is set. So a batch without
+//! headers costs one byte more than in format 2, and no byte more a message. A header's
+//! `name` is UTF-8; its `value_len` is 0 for a null value, else the value's length plus 1.
+//! Every message of a batch has its timestamp; their offsets run from `base_offset` on. A
+//! batch is whole or not at all: a batch cut short or failing its checksum, or whose headers do
+//! not read back, is dropped with every message in it.
+//!
+//! Files of format 2 (before headers) are read, never appended to: their batches are as above
+//! without `flags`, and their entries without headers.
 //!
 //! Files of formats 1 and 0 (before batches) are read, never appended to:
 //! ```text
@@ -39,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use memmap2::{Mmap, UncheckedAdvice};
-use protocol::{Message, NewMessage};
+use protocol::{Header as MessageHeader, Message, NewMessage};
 
 use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, SEGMENT};
 use super::index::{self, Entry, Index};
@@ -50,8 +59,12 @@ pub const RECORD_PREFIX: usize = 8;
 /// Bytes of a record's body before the key, in formats 1 and 0: the timestamp and the key
 /// length.
 const BODY_HEADER: usize = 12;
-/// Bytes of a batch's body before its entries: base offset, count and timestamp.
-const BATCH_HEADER: usize = 20;
+/// Bytes of a batch's body before its entries: base offset, count, timestamp and flags.
+const BATCH_HEADER: usize = 21;
+/// The same in format 2, without flags.
+const BATCH_HEADER_2: usize = 20;
+/// The flag of a batch whose entries carry headers.
+const HAS_HEADERS: u8 = 1;
 /// The most bytes one batch takes: its length is a `u32`, and a segment's positions too. An
 /// append larger than this (which only a `--max-message-bytes` of hundreds of MiB allows) is
 /// stored as several batches.
@@ -330,7 +343,7 @@ impl Segment {
         };
         let entries = &index.entries;
         // Records of formats 1 and 0 are found by counting from an entry at every stride-th.
-        let strided = version == 2
+        let strided = version >= 2
             || (entries.len() as u64 == index.count.div_ceil(INDEX_STRIDE)
                 && (0u64..).zip(entries).all(|(i, e)| u64::from(e.offset) == i * INDEX_STRIDE));
         let fits = index.segment_len == len as u64
@@ -494,7 +507,8 @@ impl Segment {
 
     /// The bytes one batch of these messages takes.
     pub fn batch_len(messages: &[NewMessage<'_>]) -> usize {
-        RECORD_PREFIX + BATCH_HEADER + messages.iter().map(entry_len).sum::<usize>()
+        let headers = any_headers(messages);
+        RECORD_PREFIX + BATCH_HEADER + messages.iter().map(|m| entry_len(m, headers)).sum::<usize>()
     }
 
     /// How many of `messages`, from the first, one batch holds: all of them, unless they
@@ -502,8 +516,11 @@ impl Segment {
     pub fn batch_prefix(messages: &[NewMessage<'_>]) -> usize {
         let mut len = RECORD_PREFIX + BATCH_HEADER;
         let mut taken = 0;
+        // As if every message had headers when one has: the prefix may then be a little shorter
+        // than it could be, never longer.
+        let headers = any_headers(messages);
         for message in messages {
-            len += entry_len(message);
+            len += entry_len(message, headers);
             if taken > 0 && len > MAX_BATCH_BYTES {
                 break;
             }
@@ -529,6 +546,7 @@ impl Segment {
         let base = self.next_offset();
         let indexed = needs_entry(&self.index, self.count);
         let len = Self::batch_len(messages);
+        let headers = any_headers(messages);
         let data = self.data.owned();
         let start = data.len();
         data.reserve(len);
@@ -537,14 +555,21 @@ impl Segment {
         head[..4].copy_from_slice(&((len - RECORD_PREFIX) as u32).to_le_bytes());
         head[8..16].copy_from_slice(&base.to_le_bytes());
         head[16..20].copy_from_slice(&(messages.len() as u32).to_le_bytes());
-        head[20..].copy_from_slice(&timestamp.to_le_bytes());
+        head[20..28].copy_from_slice(&timestamp.to_le_bytes());
+        head[28] = if headers { HAS_HEADERS } else { 0 };
         data.extend_from_slice(&head);
         let mut payload = 0;
         for message in messages {
             put_varint(data, message.key.map_or(0, |k| k.len() as u64 + 1));
             put_varint(data, message.value.len() as u64);
+            if headers {
+                put_varint(data, headers_len(&message.headers) as u64);
+            }
             data.extend_from_slice(message.key.unwrap_or_default());
             data.extend_from_slice(message.value);
+            if headers {
+                put_headers(data, &message.headers);
+            }
             payload += message.size() as u64;
         }
         let body_start = start + RECORD_PREFIX;
@@ -562,7 +587,7 @@ impl Segment {
     /// Appends one message as a batch of its own and returns its offset.
     #[cfg(test)]
     pub fn push(&mut self, timestamp: u64, key: Option<&[u8]>, value: &[u8]) -> u64 {
-        self.push_batch(timestamp, &[NewMessage { key, value }])
+        self.push_batch(timestamp, &[NewMessage::new(key, value)])
     }
 
     /// The offset of the first record.
@@ -686,7 +711,7 @@ impl Segment {
             let mut gone = Vec::new();
             // What cannot be read back counts as nothing: the bytes go all the same.
             let _ = self.read(first, self.next_offset(), &mut gone, |_| true);
-            gone.iter().map(|m| (m.key.map_or(0, <[u8]>::len) + m.value.len()) as u64).sum()
+            gone.iter().map(|m| m.size() as u64).sum()
         };
         let count = self.count - keep;
         self.data.owned().truncate(cut);
@@ -731,6 +756,7 @@ impl Segment {
         // name says: a record it lacks is not found, as a damaged one is not.
         let segment = self.opened().ok_or(from)?;
         let (mut at, mut first) = segment.position(from).ok_or(from)?;
+        let version = segment.version;
         if segment.version < 2 {
             for offset in from..end {
                 let (message, next) = segment.record(at, offset).ok_or(offset)?;
@@ -745,16 +771,18 @@ impl Segment {
         let mut offset = from;
         while offset < end {
             let batch = segment.batch(at).filter(|b| b.base == first).ok_or(offset)?;
-            let mut entries = Entries { body: batch.body, at: BATCH_HEADER };
+            let mut entries = Entries::of(batch.body, version).ok_or(offset)?;
             for this in first..first + batch.count {
-                let (key, value) = entries.next().ok_or(offset)?;
+                let (key, value, headers) = entries.next().ok_or(offset)?;
                 if this < offset {
                     continue;
                 }
                 if this >= end {
                     return Ok(true);
                 }
-                let message = Message { offset: this, timestamp: batch.timestamp, key, value };
+                let headers = read_headers(headers).ok_or(this)?;
+                let timestamp = batch.timestamp;
+                let message = Message { offset: this, timestamp, key, value, headers };
                 if !take(&message) {
                     return Ok(false);
                 }
@@ -808,7 +836,7 @@ impl Segment {
         let bytes = self.data.bytes();
         loop {
             let count = match self.version {
-                2 => u64::from(bytes.get(at + 16..at + 20).map(|b| read_u32(b, 0))?),
+                2.. => u64::from(bytes.get(at + 16..at + 20).map(|b| read_u32(b, 0))?),
                 _ => 1,
             };
             if i < first + count {
@@ -828,7 +856,7 @@ impl Segment {
         let bytes = self.data.bytes();
         let body_len = bytes.get(at..at + 4).map(|b| read_u32(b, 0))? as usize;
         let next = at.checked_add(RECORD_PREFIX)?.checked_add(body_len)?;
-        let body = bytes.get(at + RECORD_PREFIX..next).filter(|b| b.len() >= BATCH_HEADER)?;
+        let body = bytes.get(at + RECORD_PREFIX..next).filter(|b| b.len() >= BATCH_HEADER_2)?;
         if self.is_sealed() && crc32c::crc32c(body) != read_u32(bytes, at + 4) {
             return None;
         }
@@ -861,7 +889,7 @@ impl Segment {
             let key_len = key_len as usize;
             (Some(rest.get(..key_len)?), rest.get(key_len..)?)
         };
-        Some((Message { offset, timestamp, key, value }, next))
+        Some((Message { offset, timestamp, key, value, headers: Vec::new() }, next))
     }
 }
 
@@ -879,33 +907,127 @@ struct Batch<'a> {
     next: usize,
 }
 
-/// The entries of a batch's body, read one by one: each message's key and value.
+/// The entries of a batch's body, read one by one: each message's key, value and headers.
 struct Entries<'a> {
     /// The batch's body.
     body: &'a [u8],
     /// Where the next entry starts in it.
     at: usize,
+    /// Whether each entry carries headers.
+    headers: bool,
 }
 
 impl<'a> Entries<'a> {
-    /// The next entry's key and value; `None` when the bytes hold no whole entry.
-    fn next(&mut self) -> Option<(Option<&'a [u8]>, &'a [u8])> {
+    /// The entries of the body of a batch of format `version`; `None` when its flags are not
+    /// ones this broker writes.
+    fn of(body: &'a [u8], version: u16) -> Option<Entries<'a>> {
+        if version < 3 {
+            return Some(Entries { body, at: BATCH_HEADER_2, headers: false });
+        }
+        match *body.get(BATCH_HEADER_2)? {
+            0 => Some(Entries { body, at: BATCH_HEADER, headers: false }),
+            HAS_HEADERS => Some(Entries { body, at: BATCH_HEADER, headers: true }),
+            _ => None,
+        }
+    }
+
+    /// The next entry's key, value and headers' bytes; `None` when the bytes hold no whole
+    /// entry.
+    #[allow(clippy::type_complexity)]
+    fn next(&mut self) -> Option<(Option<&'a [u8]>, &'a [u8], &'a [u8])> {
         let key = read_varint(self.body, &mut self.at)?;
         let value_len = usize::try_from(read_varint(self.body, &mut self.at)?).ok()?;
+        let headers_len = match self.headers {
+            true => usize::try_from(read_varint(self.body, &mut self.at)?).ok()?,
+            false => 0,
+        };
         let key_len = usize::try_from(key.saturating_sub(1)).ok()?;
         let key_end = self.at.checked_add(key_len)?;
-        let end = key_end.checked_add(value_len)?;
+        let value_end = key_end.checked_add(value_len)?;
+        let end = value_end.checked_add(headers_len)?;
         let key_bytes = self.body.get(self.at..key_end)?;
-        let value = self.body.get(key_end..end)?;
+        let value = self.body.get(key_end..value_end)?;
+        let headers = self.body.get(value_end..end)?;
         self.at = end;
-        Some(((key > 0).then_some(key_bytes), value))
+        Some(((key > 0).then_some(key_bytes), value, headers))
     }
 }
 
-/// The bytes a message's entry takes in a batch.
-fn entry_len(message: &NewMessage<'_>) -> usize {
+/// Whether any of `messages` has headers: then its batch carries them for each message.
+fn any_headers(messages: &[NewMessage<'_>]) -> bool {
+    messages.iter().any(|m| !m.headers.is_empty())
+}
+
+/// The bytes a message's entry takes in a batch, with headers or without.
+fn entry_len(message: &NewMessage<'_>, headers: bool) -> usize {
     let key = message.key.map_or(0, |k| k.len() as u64 + 1);
-    varint_len(key) + varint_len(message.value.len() as u64) + message.size()
+    let lengths = varint_len(key) + varint_len(message.value.len() as u64);
+    let key_value = message.key.map_or(0, <[u8]>::len) + message.value.len();
+    match headers {
+        true => {
+            let len = headers_len(&message.headers);
+            lengths + varint_len(len as u64) + key_value + len
+        }
+        false => lengths + key_value,
+    }
+}
+
+/// The bytes a message's headers take in its entry.
+fn headers_len(headers: &[MessageHeader<'_>]) -> usize {
+    headers
+        .iter()
+        .map(|h| {
+            let value = h.value.map_or(0, |v| v.len() as u64 + 1);
+            varint_len(h.key.len() as u64)
+                + h.key.len()
+                + varint_len(value)
+                + h.value.map_or(0, <[u8]>::len)
+        })
+        .sum()
+}
+
+/// Appends a message's headers as its entry holds them.
+fn put_headers(out: &mut Vec<u8>, headers: &[MessageHeader<'_>]) {
+    for header in headers {
+        put_varint(out, header.key.len() as u64);
+        out.extend_from_slice(header.key.as_bytes());
+        put_varint(out, header.value.map_or(0, |v| v.len() as u64 + 1));
+        out.extend_from_slice(header.value.unwrap_or_default());
+    }
+}
+
+/// The headers an entry holds in `bytes`; `None` when they do not read back whole (a name cut
+/// short or not UTF-8).
+fn read_headers(bytes: &[u8]) -> Option<Vec<MessageHeader<'_>>> {
+    let mut headers = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let key_len = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
+        let key_end = at.checked_add(key_len)?;
+        let key = std::str::from_utf8(bytes.get(at..key_end)?).ok()?;
+        at = key_end;
+        let value_len = read_varint(bytes, &mut at)?;
+        let value = match usize::try_from(value_len).ok()?.checked_sub(1) {
+            None => None,
+            Some(len) => {
+                let end = at.checked_add(len)?;
+                let value = bytes.get(at..end)?;
+                at = end;
+                Some(value)
+            }
+        };
+        headers.push(MessageHeader { key, value });
+    }
+    Some(headers)
+}
+
+/// Bytes of a batch's body before its entries in format `version` (2 or later).
+fn batch_header(version: u16) -> usize {
+    if version < 3 {
+        BATCH_HEADER_2
+    } else {
+        BATCH_HEADER
+    }
 }
 
 /// Bytes of `n` as a varint.
@@ -978,12 +1100,12 @@ fn check_unit(
             next: at + RECORD_PREFIX + body_len,
         });
     }
-    if data.len() - at < RECORD_PREFIX + BATCH_HEADER {
+    if data.len() - at < RECORD_PREFIX + batch_header(version) {
         return Err("the batch is cut short");
     }
     let body_len = read_u32(data, at) as usize;
     let body_start = at + RECORD_PREFIX;
-    if body_len < BATCH_HEADER || data.len() - body_start < body_len {
+    if body_len < batch_header(version) || data.len() - body_start < body_len {
         return Err("the batch is cut short");
     }
     let body = &data[body_start..body_start + body_len];
@@ -997,11 +1119,14 @@ fn check_unit(
     if expected.is_some_and(|expected| read_u64(body, 0) != expected) {
         return Err("the batch's first offset does not follow on from the batch before it");
     }
-    let mut entries = Entries { body, at: BATCH_HEADER };
+    let mut entries =
+        Entries::of(body, version).ok_or("the batch has flags this broker never sets")?;
     let mut payload = 0;
     for _ in 0..count {
-        let (key, value) = entries.next().ok_or("the batch's messages overrun it")?;
-        payload += (key.map_or(0, <[u8]>::len) + value.len()) as u64;
+        let (key, value, headers) = entries.next().ok_or("the batch's messages overrun it")?;
+        let headers = read_headers(headers).ok_or("a message's headers do not read back")?;
+        payload +=
+            (key.map_or(0, <[u8]>::len) + value.len() + protocol::headers_size(&headers)) as u64;
     }
     if entries.at != body.len() {
         return Err("the batch holds bytes after its messages");
@@ -1034,7 +1159,7 @@ fn check_record(data: &[u8], at: usize) -> Result<usize, &'static str> {
 fn find_whole_record(data: &[u8], from: usize, version: u16) -> Option<WholeRecordAfter> {
     let searched = data.len().saturating_sub(from);
     let mut budget = searched.saturating_mul(SEARCH_BUDGET_PER_BYTE).max(SEARCH_BUDGET_MIN);
-    let smallest = RECORD_PREFIX + if version < 2 { BODY_HEADER } else { BATCH_HEADER };
+    let smallest = RECORD_PREFIX + if version < 2 { BODY_HEADER } else { batch_header(version) };
     for at in from..data.len() {
         if data.len() - at < smallest {
             return None;
@@ -1072,9 +1197,108 @@ pub(crate) fn old_records(messages: &[Message<'_>]) -> Vec<u8> {
     data
 }
 
+/// A segment file of format 3 without headers in any batch, as a broker before headers wrote
+/// it (format 2): each batch without its flags byte.
+#[cfg(test)]
+pub(crate) fn as_format_2(file: &[u8]) -> Vec<u8> {
+    let mut out = file[..HEADER_LEN].to_vec();
+    out[6..8].copy_from_slice(&2u16.to_le_bytes());
+    let mut at = HEADER_LEN;
+    while at < file.len() {
+        let body_len = read_u32(file, at) as usize;
+        let body = &file[at + RECORD_PREFIX..at + RECORD_PREFIX + body_len];
+        assert_eq!(body[BATCH_HEADER_2], 0, "a batch with headers has no format 2");
+        let mut old = body[..BATCH_HEADER_2].to_vec();
+        old.extend_from_slice(&body[BATCH_HEADER..]);
+        out.extend_from_slice(&(old.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&old).to_le_bytes());
+        out.extend_from_slice(&old);
+        at += RECORD_PREFIX + body_len;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_read_back_in_order_and_a_batch_without_them_costs_one_byte() {
+        let mut segment = Segment::new(0, 4096);
+        let headers = vec![
+            MessageHeader { key: "trace", value: Some(b"abc") },
+            MessageHeader { key: "trace", value: None },
+            MessageHeader { key: "", value: Some(b"") },
+        ];
+        let with =
+            [NewMessage { key: Some(b"k"), value: b"one", headers: headers.clone() }, new(b"two")];
+        segment.push_batch(5, &with);
+        let plain_start = segment.len_bytes();
+        segment.push_batch(6, &[new(b"three")]);
+        // Format 2's batch: 8 + 20 bytes of header, 2 of lengths, 5 of value; one byte more.
+        assert_eq!(segment.len_bytes() - plain_start, 8 + 20 + 2 + 5 + 1);
+        let mut out = Vec::new();
+        assert_eq!(segment.read(0, 3, &mut out, |_| true), Ok(true));
+        assert_eq!(out[0].headers, headers);
+        assert!(out[1].headers.is_empty() && out[2].headers.is_empty());
+        assert_eq!(
+            (out[0].value, out[1].value, out[2].value),
+            (&b"one"[..], &b"two"[..], &b"three"[..])
+        );
+        assert_eq!(segment.payload_bytes(), 1 + 3 + (5 + 3) + 5 + 3 + 5);
+        let (again, damage) = Segment::recover(0, segment.data.bytes().to_vec(), 4096);
+        assert_eq!(damage, None);
+        assert_eq!(again.payload_bytes(), segment.payload_bytes());
+        assert_eq!(again.get(0).unwrap().headers, headers);
+    }
+
+    #[test]
+    fn a_header_region_that_does_not_read_back_is_a_damaged_batch() {
+        let mut segment = Segment::new(0, 4096);
+        let headers = vec![MessageHeader { key: "name", value: Some(b"v") }];
+        segment.push_batch(5, &[NewMessage { key: None, value: b"one", headers }]);
+        let mut bytes = segment.data.bytes().to_vec();
+        // A header name that is not UTF-8, under a checksum that matches: no panic, a damaged
+        // batch.
+        let at = bytes.windows(4).position(|w| w == b"name").unwrap();
+        bytes[at] = 0xff;
+        let crc = crc32c::crc32c(&bytes[HEADER_LEN + RECORD_PREFIX..]);
+        bytes[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&crc.to_le_bytes());
+        let (kept, damage) = Segment::recover(0, bytes.clone(), 4096);
+        assert_eq!(kept.next_offset(), 0);
+        assert_eq!(damage.map(|d| d.reason), Some("a message's headers do not read back"));
+        // A headers length past the entry, and a flag this broker never sets, likewise.
+        let flags = HEADER_LEN + RECORD_PREFIX + BATCH_HEADER_2;
+        bytes[at] = b'n';
+        bytes[flags] = 3;
+        let crc = crc32c::crc32c(&bytes[HEADER_LEN + RECORD_PREFIX..]);
+        bytes[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&crc.to_le_bytes());
+        let (_, damage) = Segment::recover(0, bytes.clone(), 4096);
+        assert_eq!(damage.map(|d| d.reason), Some("the batch has flags this broker never sets"));
+        bytes[flags] = HAS_HEADERS;
+        bytes[flags + 3] = 0x7f;
+        let crc = crc32c::crc32c(&bytes[HEADER_LEN + RECORD_PREFIX..]);
+        bytes[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&crc.to_le_bytes());
+        let (_, damage) = Segment::recover(0, bytes, 4096);
+        assert_eq!(damage.map(|d| d.reason), Some("the batch's messages overrun it"));
+    }
+
+    #[test]
+    fn a_segment_of_format_2_is_read_and_never_appended_to() {
+        let mut segment = Segment::new(3, 4096);
+        segment.push_batch(1, &[NewMessage::new(Some(b"k"), b"one"), new(b"two")]);
+        segment.push_batch(2, &[new(b"three")]);
+        let old = as_format_2(segment.data.bytes());
+        assert_eq!(old.len(), segment.len_bytes() - 2);
+        let (back, damage) = Segment::recover(3, old, 4096);
+        assert_eq!((damage, back.version()), (None, 2));
+        let mut out = Vec::new();
+        assert_eq!(back.read(4, 6, &mut out, |_| true), Ok(true));
+        let got: Vec<_> = out.iter().map(|m| (m.offset, m.timestamp, m.key, m.value)).collect();
+        assert_eq!(got, [(4, 1, None, &b"two"[..]), (5, 2, None, &b"three"[..])]);
+        assert!(out.iter().all(|m| m.headers.is_empty()));
+        assert!(!back.fits(1), "appends go to a new segment");
+    }
 
     #[test]
     fn records_read_back_as_written() {
@@ -1084,15 +1308,21 @@ mod tests {
         assert_eq!(segment.push(3, Some(b""), b"three"), 12);
         assert_eq!(
             segment.get(10).unwrap(),
-            Message { offset: 10, timestamp: 1, key: None, value: b"one" }
+            Message { offset: 10, timestamp: 1, key: None, value: b"one", headers: Vec::new() }
         );
         assert_eq!(
             segment.get(11).unwrap(),
-            Message { offset: 11, timestamp: 2, key: Some(b"k"), value: b"" }
+            Message { offset: 11, timestamp: 2, key: Some(b"k"), value: b"", headers: Vec::new() }
         );
         assert_eq!(
             segment.get(12).unwrap(),
-            Message { offset: 12, timestamp: 3, key: Some(b""), value: b"three" }
+            Message {
+                offset: 12,
+                timestamp: 3,
+                key: Some(b""),
+                value: b"three",
+                headers: Vec::new()
+            }
         );
         assert_eq!(segment.next_offset(), 13);
         assert_eq!(segment.payload_bytes(), 3 + 1 + 5);
@@ -1100,7 +1330,7 @@ mod tests {
     }
 
     fn new(value: &[u8]) -> NewMessage<'_> {
-        NewMessage { key: None, value }
+        NewMessage::new(None, value)
     }
 
     #[test]
@@ -1118,11 +1348,7 @@ mod tests {
         let first: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; usize::from(i) * 60]).collect();
         let batch: Vec<NewMessage<'_>> = first.iter().map(|v| new(v)).collect();
         assert_eq!(segment.push_batch(7, &batch), 100);
-        let keyed = [
-            NewMessage { key: Some(b"k"), value: b"a" },
-            NewMessage { key: Some(b""), value: b"" },
-            new(b"c"),
-        ];
+        let keyed = [NewMessage::new(Some(b"k"), b"a"), NewMessage::new(Some(b""), b""), new(b"c")];
         assert_eq!(segment.push_batch(8, &keyed), 105);
         assert_eq!(segment.next_offset(), 108);
         // Two batches: one header each, and 2 or 3 bytes of lengths a message.
@@ -1200,9 +1426,15 @@ mod tests {
     #[test]
     fn a_segment_of_format_1_is_read_and_never_appended_to() {
         let records = old_records(&[
-            Message { offset: 0, timestamp: 1, key: None, value: b"one" },
-            Message { offset: 0, timestamp: 2, key: Some(b"k"), value: b"two" },
-            Message { offset: 0, timestamp: 3, key: None, value: b"" },
+            Message { offset: 0, timestamp: 1, key: None, value: b"one", headers: Vec::new() },
+            Message {
+                offset: 0,
+                timestamp: 2,
+                key: Some(b"k"),
+                value: b"two",
+                headers: Vec::new(),
+            },
+            Message { offset: 0, timestamp: 3, key: None, value: b"", headers: Vec::new() },
         ]);
         let mut file = format::header(SEGMENT).to_vec();
         file[6] = 1;
@@ -1216,9 +1448,18 @@ mod tests {
             assert_eq!(segment.read(10, 12, &mut out, |_| true), Ok(true));
             assert_eq!(
                 out[0],
-                Message { offset: 10, timestamp: 2, key: Some(b"k"), value: b"two" }
+                Message {
+                    offset: 10,
+                    timestamp: 2,
+                    key: Some(b"k"),
+                    value: b"two",
+                    headers: Vec::new()
+                }
             );
-            assert_eq!(out[1], Message { offset: 11, timestamp: 3, key: None, value: b"" });
+            assert_eq!(
+                out[1],
+                Message { offset: 11, timestamp: 3, key: None, value: b"", headers: Vec::new() }
+            );
             assert!(!segment.fits(1), "appends go to a new segment");
         }
     }
@@ -1264,7 +1505,7 @@ mod tests {
 
         // A header of a later version: refused, never read as records.
         let mut later = whole.clone();
-        later[6] = 3;
+        later[6] = 4;
         let (_, damage) = Segment::recover(5, later, 256);
         assert_eq!(
             damage.map(|d| d.reason),
@@ -1354,7 +1595,13 @@ mod tests {
         assert_eq!(out.len(), 90);
         assert_eq!(
             out[5],
-            Message { offset: 15, timestamp: 15, key: Some(b"k"), value: &15u32.to_le_bytes() }
+            Message {
+                offset: 15,
+                timestamp: 15,
+                key: Some(b"k"),
+                value: &15u32.to_le_bytes(),
+                headers: Vec::new()
+            }
         );
 
         // A file that no longer holds what was written is not mapped.

@@ -11,7 +11,7 @@ use super::*;
 const NOW: u64 = 1_700_000_000_000;
 
 fn message(value: &[u8]) -> NewMessage<'_> {
-    NewMessage { key: None, value }
+    NewMessage::new(None, value)
 }
 
 fn config(data_dir: Option<&Path>) -> StoreConfig {
@@ -107,7 +107,50 @@ both_stores!(
     a_topic_grows_and_keeps_its_messages,
     retention_applies_to_each_partition_on_its_own,
     a_deleted_topic_made_again_has_only_its_new_partitions,
+    headers_are_kept_in_order_and_count_in_a_messages_size,
 );
+
+fn headers_are_kept_in_order_and_count_in_a_messages_size(store: &mut Store) {
+    let headers = vec![
+        protocol::Header { key: "trace-id", value: Some(b"abc") },
+        protocol::Header { key: "trace-id", value: None },
+        protocol::Header { key: "", value: Some(b"") },
+    ];
+    let messages = [
+        NewMessage { key: Some(b"k"), value: b"with", headers: headers.clone() },
+        message(b"without"),
+    ];
+    store.append("t", 0, &messages, NOW).unwrap();
+    store.append("t", 0, &[message(b"plain")], NOW).unwrap();
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    let mut out = Vec::new();
+    store.read("t", 0, 0, Budget::new(10, usize::MAX), &mut out).unwrap();
+    let got: Vec<_> = out.iter().map(|m| (m.key, m.value, m.headers.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(&b"k"[..]), &b"with"[..], headers.clone()),
+            (None, &b"without"[..], vec![]),
+            (None, &b"plain"[..], vec![]),
+        ]
+    );
+    // Headers count against the size limit (100 bytes here): refused whole, nothing stored.
+    let big = [7; 90];
+    let over = [
+        message(b"fits"),
+        NewMessage {
+            key: None,
+            value: b"0123456789",
+            headers: vec![protocol::Header { key: "h", value: Some(&big) }],
+        },
+    ];
+    assert_eq!(
+        store.append("t", 0, &over, NOW),
+        Err(StoreError::MessageTooLarge { index: 1, size: 101, limit: 100 })
+    );
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    assert_eq!(read_all(store, "t", 0).len(), 3);
+}
 
 /// Appends `values` to partition `partition` of `topic` and commits at once.
 fn append_to(
@@ -377,9 +420,7 @@ fn a_reopened_store_has_every_committed_message() {
     for value in &values {
         append(&mut store, "Hello world", &[value]).unwrap();
     }
-    store
-        .append("Hello world", 0, &[NewMessage { key: Some(b"k"), value: b"keyed" }], NOW + 1)
-        .unwrap();
+    store.append("Hello world", 0, &[NewMessage::new(Some(b"k"), b"keyed")], NOW + 1).unwrap();
     store.commit_and_wait(Instant::now(), NOW).is_empty().then_some(()).unwrap();
     store.create("empty", 1, Retention { bytes: Some(1000), ..Retention::default() }).unwrap();
     // A creation is durable once the next commit settled, as an append is.
@@ -728,6 +769,35 @@ fn a_directory_of_the_format_before_headers_and_indexes_opens() {
     let store = reopen(&dir);
     assert_eq!(read_all(&store, "t", 0).last(), Some(&(40, "new".to_owned())));
     assert_eq!(read_all(&store, "t", 0).len(), 41);
+}
+
+#[test]
+fn a_directory_of_format_2_before_headers_opens_and_appends_in_format_3() {
+    let dir = forty_values_on_disk();
+    let expected = read_all(&reopen(&dir), "t", 0);
+    let files = segment_files(&dir, "t");
+    // What a broker before headers left: segments of format 2 (batches without a flags byte),
+    // each sealed one with its index, whose positions therefore do not fit: rebuilt, never
+    // trusted.
+    for file in &files {
+        fs::write(file, segment::as_format_2(&fs::read(file).unwrap())).unwrap();
+    }
+    let mut store = reopen(&dir);
+    assert_eq!(read_all(&store, "t", 0), expected);
+    let headers = vec![protocol::Header { key: "h", value: Some(b"v") }];
+    let with = [NewMessage { key: None, value: b"new", headers: headers.clone() }];
+    store.append("t", 0, &with, NOW).unwrap();
+    assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    drop(store);
+    let after = segment_files(&dir, "t");
+    assert_eq!(after.len(), files.len() + 1, "appends go to a new segment");
+    let newest = fs::read(after.last().unwrap()).unwrap();
+    assert_eq!(newest[..8], format::header(format::SEGMENT));
+    let store = reopen(&dir);
+    let mut out = Vec::new();
+    store.read("t", 0, 40, Budget::new(10, usize::MAX), &mut out).unwrap();
+    assert_eq!((out[0].value, &out[0].headers), (&b"new"[..], &headers));
+    assert_eq!(read_all(&store, "t", 0)[..40], expected[..]);
 }
 
 #[test]

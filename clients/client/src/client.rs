@@ -1044,7 +1044,7 @@ mod tests {
         assert_eq!(e.to_string(), format!("broker not reachable at {endpoint}"));
         // One retry for a status, within the one timeout.
         assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
-        let e = client.append("t", None, vec![NewMessage { key: None, value: b"x" }]).unwrap_err();
+        let e = client.append("t", None, vec![NewMessage::new(None, b"x")]).unwrap_err();
         assert!(matches!(e, ClientError::Unconfirmed { count: 1, .. }), "{e:?}");
         // No other endpoint to go to.
         assert!(!client.has_fresh_endpoint());
@@ -1104,7 +1104,7 @@ mod tests {
         );
         let timeout = Duration::from_millis(400);
         let mut client = client_of(&[&dead, &alive], timeout);
-        let x = vec![NewMessage { key: None, value: b"x" }];
+        let x = vec![NewMessage::new(None, b"x")];
         let started = Instant::now();
         let e = client.append("t", None, x.clone()).unwrap_err();
         assert!(matches!(e, ClientError::Unconfirmed { count: 1, .. }), "{e:?}");

@@ -30,8 +30,8 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    decode_response, encode_request_with_id, frame_id, Append, ErrorCode, NewMessage, Request,
-    Response, MAX_APPEND_MESSAGES,
+    decode_response, encode_request_with_id, frame_id, Append, ErrorCode, Header, NewMessage,
+    Request, Response, MAX_APPEND_MESSAGES,
 };
 
 use crate::client::{open_socket_of, Appended};
@@ -99,12 +99,22 @@ struct Open {
     partition: Option<u32>,
     /// When its first message came.
     since: Instant,
-    /// Keys and values, one after the other.
+    /// Keys, values and headers, one after the other.
     data: Vec<u8>,
-    /// Each message's key and value in `data`.
-    spans: Vec<(Option<Range<usize>>, Range<usize>)>,
+    /// Each message's key, value and headers in `data`.
+    spans: Vec<Span>,
     /// Each message's tag.
     tags: Vec<u64>,
+}
+
+/// Where one message's parts are in its lane's `data`.
+struct Span {
+    /// Its key, if it has one.
+    key: Option<Range<usize>>,
+    /// Its value.
+    value: Range<usize>,
+    /// Its headers' names and values (none for most messages, which then allocate nothing).
+    headers: Vec<(Range<usize>, Option<Range<usize>>)>,
 }
 
 /// An append encoded, sent or to be sent.
@@ -228,14 +238,19 @@ impl Pipeline {
         if open.tags.is_empty() {
             open.since = now;
         }
-        let key = message.key.map(|key| {
+        let mut put = |bytes: &[u8]| {
             let start = open.data.len();
-            open.data.extend_from_slice(key);
+            open.data.extend_from_slice(bytes);
             start..open.data.len()
-        });
-        let start = open.data.len();
-        open.data.extend_from_slice(message.value);
-        open.spans.push((key, start..open.data.len()));
+        };
+        let key = message.key.map(&mut put);
+        let value = put(message.value);
+        let headers = message
+            .headers
+            .iter()
+            .map(|h| (put(h.key.as_bytes()), h.value.map(&mut put)))
+            .collect();
+        open.spans.push(Span { key, value, headers });
         open.tags.push(tag);
         let lingered = open.since + self.options.linger;
         self.next_linger = Some(self.next_linger.map_or(lingered, |t| t.min(lingered)));
@@ -331,9 +346,18 @@ impl Pipeline {
         let messages = open
             .spans
             .iter()
-            .map(|(key, value)| NewMessage {
-                key: key.clone().map(|k| &open.data[k]),
-                value: &open.data[value.clone()],
+            .map(|span| NewMessage {
+                key: span.key.clone().map(|k| &open.data[k]),
+                value: &open.data[span.value.clone()],
+                headers: span
+                    .headers
+                    .iter()
+                    .map(|(key, value)| Header {
+                        // Put there from a `str`: the bytes are UTF-8.
+                        key: std::str::from_utf8(&open.data[key.clone()]).unwrap_or_default(),
+                        value: value.clone().map(|v| &open.data[v]),
+                    })
+                    .collect(),
             })
             .collect();
         let id = self.next_id;

@@ -153,7 +153,7 @@ pub fn run_source(
             }
         };
         let messages: Vec<NewMessage<'_>> =
-            values.iter().map(|v| NewMessage { key: None, value: v }).collect();
+            values.iter().map(|v| NewMessage::new(None, v)).collect();
         match client.append(&s.topic, None, messages) {
             Ok(_) => failures = 0,
             Err(e) if e.broker_code().is_some_and(|c| !c.is_transient()) => {

@@ -426,11 +426,8 @@ impl SinkTask<'_> {
         }
         let mut attempt = 0;
         loop {
-            let messages: Vec<NewMessage<'_>> = keys
-                .iter()
-                .zip(&values)
-                .map(|(k, v)| NewMessage { key: k.as_deref(), value: v })
-                .collect();
+            let messages: Vec<NewMessage<'_>> =
+                keys.iter().zip(&values).map(|(k, v)| NewMessage::new(k.as_deref(), v)).collect();
             match self.client.append(&dead, None, messages) {
                 Ok(_) => return true,
                 Err(e) => {

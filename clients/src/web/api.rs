@@ -160,6 +160,20 @@ pub struct Shown {
     pub value: String,
     /// Whether `value` is hex.
     pub value_hex: bool,
+    /// Its headers in order, each value as text or hex; left out when it has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ShownHeader>,
+}
+
+/// A message's header as the page shows it.
+#[derive(Debug, Serialize)]
+pub struct ShownHeader {
+    /// Its name.
+    pub key: String,
+    /// Its value as text or hex; `None` for a header without one (Kafka's null).
+    pub value: Option<String>,
+    /// Whether `value` is hex.
+    pub value_hex: bool,
 }
 
 impl Shown {
@@ -174,6 +188,17 @@ impl Shown {
         };
         let (value, value_hex) = text_or_hex(message.value);
         let value = value.into_owned();
+        let headers = message
+            .headers
+            .iter()
+            .map(|header| {
+                let (value, value_hex) = match header.value.map(text_or_hex) {
+                    Some((text, hex)) => (Some(text.into_owned()), hex),
+                    None => (None, false),
+                };
+                ShownHeader { key: header.key.to_owned(), value, value_hex }
+            })
+            .collect();
         Shown {
             offset: message.offset,
             timestamp: message.timestamp,
@@ -181,6 +206,7 @@ impl Shown {
             key_hex,
             value,
             value_hex,
+            headers,
         }
     }
 }
@@ -623,7 +649,7 @@ pub fn produce(session: &Session, body: &[u8]) -> Reply {
         Err(e) => return Reply::error(400, &format!("not a produce form: {e}")),
     };
     let key = form.key.as_deref().filter(|k| !k.is_empty()).map(str::as_bytes);
-    let message = NewMessage { key, value: form.value.as_bytes() };
+    let message = NewMessage::new(key, form.value.as_bytes());
     let size = message.value.len() + message.key.map_or(0, <[u8]>::len);
     match session.pool.with(|client| client.append(&form.topic, form.partition, vec![message])) {
         Ok(appended) => Reply::json(

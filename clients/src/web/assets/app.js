@@ -668,11 +668,22 @@ function messageRow(m) {
   copy.className = "link copy-message";
   const actions = document.createElement("td");
   actions.appendChild(copy);
+  const value = valueCell(m.value, m.value_hex, (topic || "message") + "-" + m.offset + (m.value_hex ? ".hex" : ".txt"));
+  if (m.headers && m.headers.length) {
+    // A message's headers (Kafka's record headers), in order, as one line above its value.
+    const line = document.createElement("div");
+    line.className = "headers muted";
+    line.title = "headers";
+    line.textContent = m.headers
+      .map((h) => h.key + ": " + (h.value == null ? "null" : (h.value_hex ? "hex " : "") + h.value))
+      .join(", ");
+    value.prepend(line);
+  }
   const tr = row([
     cell(m.offset, "num"),
     cell(TIME.format(m.timestamp), "time"),
     keyCell,
-    valueCell(m.value, m.value_hex, (topic || "message") + "-" + m.offset + (m.value_hex ? ".hex" : ".txt")),
+    value,
     actions,
   ]);
   tr.dataset.offset = m.offset;
@@ -691,6 +702,7 @@ $("messages").addEventListener("click", (event) => {
   copyText(JSON.stringify({
     topic, offset: m.offset, timestamp: m.timestamp, key: m.key, value: m.value,
     ...(m.key_hex ? { key_hex: true } : {}), ...(m.value_hex ? { value_hex: true } : {}),
+    ...(m.headers ? { headers: m.headers } : {}),
   }), copy);
 });
 
