@@ -437,8 +437,7 @@ fn a_partition_without_a_committed_offset_is_left_out_kept_and_placed_by_a_join(
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(config(Some(dir.path()))).unwrap();
     store.create("t", 3, Retention::default()).unwrap();
-    let messages: Vec<NewMessage<'_>> =
-        (0..5).map(|_| NewMessage { key: None, value: b"m" }).collect();
+    let messages: Vec<NewMessage<'_>> = (0..5).map(|_| NewMessage::new(None, b"m")).collect();
     store.append("t", 2, &messages, 0).unwrap();
     assert!(store.commit_and_wait(Instant::now(), 0).is_empty());
     let listed = |groups: &Groups| -> Vec<(u32, u64)> {

@@ -285,7 +285,7 @@ fn set_subjects(server: &NatsServer, stream: &str, subjects: Vec<String>) {
 fn a_partition_whose_stream_takes_no_appends_holds_up_no_other_partition() {
     let server = NatsServer::start();
     let mut store = open(&server);
-    let message = |v: &'static str| NewMessage { key: None, value: v.as_bytes() };
+    let message = |v: &'static str| NewMessage::new(None, v.as_bytes());
     for topic in ["slow", "fast"] {
         store.append(topic, 0, &[message("first")], 1).unwrap();
         assert!(store.commit_and_wait(Instant::now(), 1).is_empty());

@@ -602,7 +602,7 @@ mod tests {
     }
 
     fn message(value: &[u8]) -> NewMessage<'_> {
-        NewMessage { key: None, value }
+        NewMessage::new(None, value)
     }
 
     #[test]
