@@ -102,6 +102,18 @@ struct Login<J> {
     next_check: Option<Instant>,
     /// Its checks waiting, oldest first.
     waiting: VecDeque<J>,
+    /// Its checks running, not yet settled.
+    checking: u32,
+}
+
+impl<J> Login<J> {
+    /// Whether its next check is past its free failures: counting, once it has failed, the
+    /// checks still running as failures, so that checks run side by side do not pass more
+    /// than the free ones (a login that never failed is not held back by a burst of its own).
+    fn past_free(&self, free: u32) -> bool {
+        self.failures.count >= free
+            || (self.failures.count > 0 && self.failures.count + self.checking >= free)
+    }
 }
 
 /// One address's record, all its user names together.
@@ -162,6 +174,7 @@ impl<J> Admission<J> {
             failures: Failures::default(),
             next_check: None,
             waiting: VecDeque::new(),
+            checking: 0,
         });
         login.failures.fade(now, self.limits.memory);
         if login.failures.count == 0 {
@@ -190,12 +203,13 @@ impl<J> Admission<J> {
                 let suspect = sources
                     .get(source)
                     .is_some_and(|s| s.failures.count >= limits.suspect_failures);
-                (login.failures.count >= limits.free_failures, suspect, login.next_check)
+                (login.past_free(limits.free_failures), suspect, login.next_check)
             })
             .map(|(key, _)| key.clone())?;
         let login = self.logins.get_mut(&key)?;
         let job = login.waiting.pop_front()?;
-        if login.failures.count >= limits.free_failures {
+        login.checking = login.checking.saturating_add(1);
+        if login.past_free(limits.free_failures) {
             login.next_check = Some(now + limits.spacing);
         }
         self.waiting -= 1;
@@ -209,6 +223,7 @@ impl<J> Admission<J> {
     pub fn settle(&mut self, source: &str, user: &str, accepted: bool, now: Instant) {
         let key = (source.to_owned(), user.to_owned());
         if let Some(login) = self.logins.get_mut(&key) {
+            login.checking = login.checking.saturating_sub(1);
             if accepted {
                 login.failures = Failures::default();
                 login.next_check = None;
@@ -219,7 +234,7 @@ impl<J> Admission<J> {
                     login.next_check = Some(login.next_check.map_or(spaced, |at| at.max(spaced)));
                 }
             }
-            if login.waiting.is_empty() && login.failures.count == 0 {
+            if login.waiting.is_empty() && login.failures.count == 0 && login.checking == 0 {
                 self.logins.remove(&key);
             }
         }
@@ -249,7 +264,7 @@ impl<J> Admission<J> {
         let memory = self.limits.memory;
         self.logins.retain(|_, login| {
             login.failures.fade(now, memory);
-            !login.waiting.is_empty() || login.failures.count > 0
+            !login.waiting.is_empty() || login.failures.count > 0 || login.checking > 0
         });
         self.sources.retain(|_, source| {
             source.failures.fade(now, memory);
@@ -329,6 +344,29 @@ mod tests {
         assert!(fail_all(&mut admission, t0 + SECOND).is_empty());
         assert_eq!(fail_all(&mut admission, t0 + 2 * SECOND), [3]);
         assert_eq!(fail_all(&mut admission, t0 + 3 * SECOND), [4]);
+    }
+
+    #[test]
+    fn checks_running_side_by_side_pass_no_more_than_the_free_failures() {
+        let mut admission = Admission::new(Limits { free_failures: 3, ..limits() });
+        let t0 = Instant::now();
+        for n in 0..3 {
+            offer(&mut admission, "10.0.0.1", "ann", n, t0).expect("room");
+        }
+        // One failure, then two checks taken at once by two threads: the second is the last
+        // free one, and the third waits its spacing though neither has failed yet.
+        let (_, first) = admission.next(t0).expect("a check");
+        admission.settle("10.0.0.1", first.0, false, t0);
+        assert!(admission.next(t0).is_some() && admission.next(t0).is_some());
+        offer(&mut admission, "10.0.0.1", "ann", 3, t0).expect("room");
+        assert!(admission.next(t0).is_none(), "past the free failures while two are running");
+        assert_eq!(admission.next_due(), Some(t0 + SECOND));
+        // A login that never failed runs a burst of checks side by side unspaced.
+        for n in 10..13 {
+            offer(&mut admission, "10.0.0.1", "bob", n, t0).expect("room");
+        }
+        let burst: Vec<_> = std::iter::from_fn(|| admission.next(t0)).collect();
+        assert_eq!(burst.len(), 3, "{burst:?}");
     }
 
     #[test]
