@@ -154,7 +154,7 @@ fn a_restart_reads_only_each_topics_newest_segment_and_every_message_is_there() 
     let newest = fs::metadata(segments.last().expect("a segment")).expect("its size").len();
     for segment in &segments {
         let bytes = fs::read(segment).expect("a segment");
-        assert_eq!(&bytes[..8], b"BRKLOG\x02\x00", "{} has no format header", segment.display());
+        assert_eq!(&bytes[..8], b"BRKLOG\x03\x00", "{} has no format header", segment.display());
     }
     for index in files_with(&dir, "idx") {
         assert_eq!(&fs::read(&index).expect("an index")[..8], b"BRKIDX\x02\x00");
@@ -240,9 +240,9 @@ fn a_data_directory_written_before_format_headers_and_indexes_opens_and_says_so(
     assert_eq!(files_with(&dir, "idx").len(), files_with(&dir, "log").len() - 1);
 }
 
-/// The messages of a segment file of format 2 (header, then batches) as records of format 0, a
-/// broker before headers and batches wrote them: `body_len crc timestamp key_len key value`,
-/// a record a message, no header.
+/// The messages of a segment file of format 3 (header, then batches, here without record
+/// headers) as records of format 0, as a broker before format headers and batches wrote them:
+/// `body_len crc timestamp key_len key value`, a record a message, no file header.
 fn as_records(segment: &[u8]) -> Vec<u8> {
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
     let varint = |b: &[u8], at: &mut usize| {
@@ -257,14 +257,15 @@ fn as_records(segment: &[u8]) -> Vec<u8> {
         }
         unreachable!()
     };
-    assert_eq!(&segment[..8], b"BRKLOG\x02\x00", "a segment of format 2");
+    assert_eq!(&segment[..8], b"BRKLOG\x03\x00", "a segment of format 3");
     let mut records = Vec::new();
     let mut at = 8;
     while at < segment.len() {
         let body = &segment[at + 8..at + 8 + u32_at(segment, at) as usize];
         at += 8 + body.len();
         let timestamp = &body[12..20];
-        let mut entry = 20;
+        assert_eq!(body[20], 0, "a batch without headers");
+        let mut entry = 21;
         for _ in 0..u32_at(body, 8) {
             let key = varint(body, &mut entry);
             let value_len = varint(body, &mut entry);
