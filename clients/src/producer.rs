@@ -597,12 +597,7 @@ pub fn produce_lines(
     shutdown: &Shutdown,
     produced: &mut Produced,
 ) -> Result<()> {
-    let mut lines = Lines {
-        receiver: spawn_reader(input),
-        shutdown,
-        pending: VecDeque::new(),
-        chunks_after_signal: 0,
-    };
+    let mut lines = Lines::read(input, shutdown);
     let max_messages = batching.max_messages.max(1) as usize;
     let mut stopping = false;
     let mut read_error = None;
@@ -727,12 +722,7 @@ impl<'a> Pipelined<'a> {
         shutdown: &Shutdown,
         produced: &mut Produced,
     ) -> Result<()> {
-        let mut lines = Lines {
-            receiver: spawn_reader(input),
-            shutdown,
-            pending: VecDeque::new(),
-            chunks_after_signal: 0,
-        };
+        let mut lines = Lines::read(input, shutdown);
         let mut read_error = None;
         let mut line_number = 0;
         let mut learnt = placer.partitions.is_some() || placer.fixed.is_some();
@@ -1029,7 +1019,17 @@ struct Lines<'a> {
     chunks_after_signal: usize,
 }
 
-impl Lines<'_> {
+impl<'a> Lines<'a> {
+    /// The lines of `input`, read on a thread of their own, until Ctrl-C sets `shutdown`.
+    fn read(input: impl Read + Send + 'static, shutdown: &'a Shutdown) -> Lines<'a> {
+        Lines {
+            receiver: spawn_reader(input),
+            shutdown,
+            pending: VecDeque::new(),
+            chunks_after_signal: 0,
+        }
+    }
+
     /// The next line: waiting for one if `block`, looking at the Ctrl-C flag meanwhile.
     fn next(&mut self, block: bool) -> Next {
         if let Some(line) = self.pending.pop_front() {
