@@ -395,8 +395,15 @@ impl Member<'_> {
     }
 }
 
+/// How long a group request refused with `314` is sent again at least, whatever the client's
+/// timeout: the broker answered, so the timeout (how long to wait for an answer) is not the
+/// measure; members reading through two broker processes can keep changing one state for
+/// seconds while messages flow (a 2 s timeout made one exit mid-stream), and a store refusing
+/// for longer than this is down, not contended.
+const BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Sends a group request with `send` again, with a growing pause, while it is refused with
-/// `314 store_unavailable` and the client's timeout lasts: with the groups' states in a shared
+/// `314 store_unavailable` and the client's timeout, or [`BUSY_PATIENCE`], lasts: with the groups' states in a shared
 /// store, members on two broker processes change one state at once, and the one that loses is
 /// refused ("another broker process changed it at the same time") with nothing changed, so
 /// that it is sent again; so is one refused while the store cannot be reached.
@@ -405,7 +412,7 @@ fn retry_busy<T>(
     shutdown: &Shutdown,
     mut send: impl FnMut(&mut Client) -> Result<T>,
 ) -> Result<T> {
-    let deadline = std::time::Instant::now() + client.timeout();
+    let deadline = std::time::Instant::now() + client.timeout().max(BUSY_PATIENCE);
     let mut pause = std::time::Duration::from_millis(5);
     loop {
         match send(client) {
