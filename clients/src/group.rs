@@ -416,10 +416,16 @@ fn retry_busy<T>(
     let mut pause = std::time::Duration::from_millis(5);
     loop {
         match send(client) {
+            // Refused with nothing changed as Ctrl-C came: the member stops as interrupted.
             Err(e)
                 if e.broker_code() == Some(ErrorCode::StoreUnavailable)
-                    && std::time::Instant::now() + pause < deadline
-                    && !shutdown.is_signalled() =>
+                    && shutdown.is_signalled() =>
+            {
+                return Err(ClientError::Interrupted)
+            }
+            Err(e)
+                if e.broker_code() == Some(ErrorCode::StoreUnavailable)
+                    && std::time::Instant::now() + pause < deadline =>
             {
                 shutdown.pause(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(250));
