@@ -154,19 +154,19 @@ impl<S: Storage> Partition<S> {
         let first = self.end;
         let mut rest = messages;
         while !rest.is_empty() {
-            let (batch, after) = rest.split_at(Segment::batch_prefix(rest).clamp(1, rest.len()));
-            let len = Segment::batch_len(batch);
+            let (taken, shape) = Segment::batch_prefix(rest);
+            let (batch, after) = rest.split_at(taken.clamp(1, rest.len()));
             let segment = match self.segments.back_mut() {
-                Some(segment) if segment.fits(len) => segment,
+                Some(segment) if segment.fits(shape.len) => segment,
                 _ => {
-                    self.segments.push_back(Segment::new(self.end, segment_bytes.max(len)));
+                    self.segments.push_back(Segment::new(self.end, segment_bytes.max(shape.len)));
                     self.segments.back_mut().expect("a segment was just added")
                 }
             };
-            segment.push_batch(timestamp, batch);
+            let (_, payload) = segment.push_shaped(timestamp, batch, shape);
             self.end += batch.len() as u64;
             self.uncommitted.0 += batch.len() as u64;
-            self.uncommitted.1 += batch.iter().map(|m| m.size() as u64).sum::<u64>();
+            self.uncommitted.1 += payload;
             rest = after;
         }
         first

@@ -69,6 +69,16 @@ const HAS_HEADERS: u8 = 1;
 /// append larger than this (which only a `--max-message-bytes` of hundreds of MiB allows) is
 /// stored as several batches.
 pub const MAX_BATCH_BYTES: usize = 1 << 30;
+
+/// What measuring a batch found, for writing it without measuring again: whether its entries
+/// carry headers, and the bytes it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Whether every entry carries its headers ([`HAS_HEADERS`]).
+    pub headers: bool,
+    /// The batch's bytes, its record prefix included.
+    pub len: usize,
+}
 /// `key_len` of a message with no key, in formats 1 and 0.
 const NO_KEY: u32 = u32::MAX;
 /// The index holds where a batch starts at least every this many messages (every this-many-th
@@ -511,22 +521,25 @@ impl Segment {
         RECORD_PREFIX + BATCH_HEADER + messages.iter().map(|m| entry_len(m, headers)).sum::<usize>()
     }
 
-    /// How many of `messages`, from the first, one batch holds: all of them, unless they
-    /// would take it past [`MAX_BATCH_BYTES`] (at least one, however large).
-    pub fn batch_prefix(messages: &[NewMessage<'_>]) -> usize {
+    /// How many of `messages`, from the first, one batch holds (all of them, unless they
+    /// would take it past [`MAX_BATCH_BYTES`]; at least one, however large), and the shape of
+    /// that batch: one pass over the messages, whose result [`Segment::push_shaped`] takes
+    /// rather than measuring them again.
+    pub fn batch_prefix(messages: &[NewMessage<'_>]) -> (usize, Shape) {
         let mut len = RECORD_PREFIX + BATCH_HEADER;
         let mut taken = 0;
         // As if every message had headers when one has: the prefix may then be a little shorter
         // than it could be, never longer.
         let headers = any_headers(messages);
         for message in messages {
-            len += entry_len(message, headers);
-            if taken > 0 && len > MAX_BATCH_BYTES {
+            let entry = entry_len(message, headers);
+            if taken > 0 && len + entry > MAX_BATCH_BYTES {
                 break;
             }
+            len += entry;
             taken += 1;
         }
-        taken
+        (taken, Shape { headers, len })
     }
 
     /// Whether a batch of `len` bytes still fits within the capacity. An empty segment takes
@@ -543,10 +556,23 @@ impl Segment {
     /// Appends `messages` (at least one) as one batch stamped `timestamp`, and returns the
     /// offset of the first.
     pub fn push_batch(&mut self, timestamp: u64, messages: &[NewMessage<'_>]) -> u64 {
+        let headers = any_headers(messages);
+        let len = Self::batch_len(messages);
+        self.push_shaped(timestamp, messages, Shape { headers, len }).0
+    }
+
+    /// Appends `messages` (at least one) as one batch stamped `timestamp`, of the `shape`
+    /// [`Segment::batch_prefix`] gave them; returns the offset of the first and the bytes of
+    /// keys and values (and headers) they hold.
+    pub fn push_shaped(
+        &mut self,
+        timestamp: u64,
+        messages: &[NewMessage<'_>],
+        shape: Shape,
+    ) -> (u64, u64) {
+        let Shape { headers, len } = shape;
         let base = self.next_offset();
         let indexed = needs_entry(&self.index, self.count);
-        let len = Self::batch_len(messages);
-        let headers = any_headers(messages);
         let data = self.data.owned();
         let start = data.len();
         data.reserve(len);
@@ -560,11 +586,15 @@ impl Segment {
         data.extend_from_slice(&head);
         let mut payload = 0;
         for message in messages {
-            put_varint(data, message.key.map_or(0, |k| k.len() as u64 + 1));
-            put_varint(data, message.value.len() as u64);
+            // An entry's lengths go in with one copy, as the batch's fixed fields do.
+            let mut lengths = [0; 3 * MAX_VARINT];
+            let key = message.key.map_or(0, |k| k.len() as u64 + 1);
+            let mut at = put_varint_at(&mut lengths, 0, key);
+            at = put_varint_at(&mut lengths, at, message.value.len() as u64);
             if headers {
-                put_varint(data, headers_len(&message.headers) as u64);
+                at = put_varint_at(&mut lengths, at, headers_len(&message.headers) as u64);
             }
+            data.extend_from_slice(&lengths[..at]);
             data.extend_from_slice(message.key.unwrap_or_default());
             data.extend_from_slice(message.value);
             if headers {
@@ -581,7 +611,7 @@ impl Segment {
         self.count += messages.len() as u64;
         self.last_timestamp = timestamp;
         self.payload_bytes += payload;
-        base
+        (base, payload)
     }
 
     /// Appends one message as a batch of its own and returns its offset.
@@ -1033,6 +1063,21 @@ fn batch_header(version: u16) -> usize {
 /// Bytes of `n` as a varint.
 fn varint_len(n: u64) -> usize {
     (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The most bytes a varint of a `u64` takes.
+const MAX_VARINT: usize = 10;
+
+/// Writes `n` as a varint into `out` at `at` (which has room for [`MAX_VARINT`] bytes there)
+/// and returns where it ends.
+fn put_varint_at(out: &mut [u8], mut at: usize, mut n: u64) -> usize {
+    while n >= 0x80 {
+        out[at] = (n as u8) | 0x80;
+        n >>= 7;
+        at += 1;
+    }
+    out[at] = n as u8;
+    at + 1
 }
 
 /// Appends `n` as a varint (LEB128: 7 bits a byte, lowest first, the high bit set on all but
