@@ -26,9 +26,10 @@ use crate::store::{
 };
 use crate::store::{disk, flush, recovery};
 
+use super::record::{self, Decoded};
 use super::runtime::{self, Command, Event};
 use super::streams::{self, Refusal, Staged};
-use super::{record, NatsClaims, NatsConfig, NatsGroups};
+use super::{NatsClaims, NatsConfig, NatsGroups};
 
 /// How long a stop waits for the runtime's thread to end: it bounds its own work with NATS
 /// to a second, but may be in the middle of a request that takes a little longer to time out.
@@ -265,9 +266,13 @@ impl NatsLog {
                 next = base;
             }
             let skip = (next - base) as usize;
-            for message in messages.iter().skip(skip) {
-                copy.append_batch(message.timestamp, &[message.message()], segment_bytes);
-                next += 1;
+            // A stored batch goes to the copy as one batch (its messages share a timestamp);
+            // single messages of the format before batches, one by one.
+            let rest = messages.get(skip..).unwrap_or_default();
+            for run in rest.chunk_by(|a, b| a.timestamp == b.timestamp) {
+                let batch: Vec<NewMessage<'_>> = run.iter().map(Decoded::message).collect();
+                copy.append_batch(run[0].timestamp, &batch, segment_bytes);
+                next += run.len() as u64;
                 added = true;
             }
         }
@@ -370,6 +375,12 @@ impl NatsLog {
         let command = Command::PublishRaw { topic: topic.to_owned(), messages, reply };
         self.commands.as_ref().map(|c| c.send(command));
         answer.recv_timeout(ADMIN_TIMEOUT).unwrap().unwrap()
+    }
+
+    /// The bytes of records (framing included) the copy of a partition holds. For tests.
+    #[cfg(test)]
+    pub(super) fn copy_bytes(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.mirror.get(&(topic.to_owned(), partition)).map(Partition::stored_bytes)
     }
 }
 

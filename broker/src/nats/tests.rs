@@ -86,6 +86,30 @@ fn a_stream_of_single_messages_goes_on_with_batches_at_the_offsets_after_it() {
 }
 
 #[test]
+fn a_batch_read_back_from_its_stream_is_held_as_one_batch_in_the_copy() {
+    let server = NatsServer::start();
+    let mut writer = open(&server);
+    let values: Vec<String> = (0..1000).map(|i| format!("value {i}")).collect();
+    let messages: Vec<NewMessage<'_>> =
+        values.iter().map(|v| NewMessage::new(None, v.as_bytes())).collect();
+    writer.append("t", 0, &messages, 1).unwrap();
+    assert!(writer.commit_and_wait(Instant::now(), 1).is_empty());
+    // The writer's copy took the batch from its acknowledgement, as it was appended; another
+    // process reads it back from the stream, and holds it the same way: one batch, not a
+    // thousand of one message each (30 bytes of framing more for each).
+    let mut reader = open(&server);
+    assert_eq!(wait_for(&mut reader, "t", 1000).len(), 1000);
+    let payload: u64 = values.iter().map(|v| v.len() as u64).sum();
+    let framing = |store: &NatsLog| store.copy_bytes("t", 0).unwrap() - payload;
+    assert!(
+        framing(&writer) < 4 * 1000,
+        "the writer's copy: {} bytes of framing",
+        framing(&writer)
+    );
+    assert_eq!(framing(&reader), framing(&writer));
+}
+
+#[test]
 fn two_stores_on_one_jetstream_agree_on_offsets_and_interleave_appends() {
     let server = NatsServer::start();
     let (mut a, mut b) = (open(&server), open(&server));
