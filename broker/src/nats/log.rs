@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,10 @@ pub struct NatsLog {
     /// The claims taken or ended through other broker processes, as the runtime watches
     /// them, until [`NatsLog::claims`] hands them on.
     claim_changes: Option<mpsc::Receiver<ClaimChange>>,
+    /// The bytes of messages the runtime sent and this thread has not yet taken: it is told
+    /// of each batch taken, so that followers never hold more than [`runtime::HELD_LIMIT`]
+    /// waiting here.
+    held: Arc<runtime::Held>,
 }
 
 impl NatsLog {
@@ -137,7 +141,8 @@ impl NatsLog {
             .enable_all()
             .build()
             .map_err(io_failure)?;
-        let emitter = runtime::Events::new(event_tx, claims_tx, wake_writer);
+        let held = Arc::new(runtime::Held::default());
+        let emitter = runtime::Events::new(event_tx, claims_tx, wake_writer, Arc::clone(&held));
         let (finished_tx, finished) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("nats".into())
@@ -178,6 +183,7 @@ impl NatsLog {
             thread: Some(thread),
             finished,
             claim_changes: Some(claim_changes),
+            held,
         };
         log.take_events();
         // The runtime followed every stream before it said it was ready: a copy left over is
@@ -232,7 +238,9 @@ impl NatsLog {
                 }
             }
             Event::Messages { topic, partition, messages } => {
-                self.add((topic, partition), messages)
+                let bytes = runtime::payload_bytes(&messages);
+                self.add((topic, partition), messages);
+                self.held.taken(bytes);
             }
             Event::Deleted { topic, partition } => self.forget_partition(&(topic, partition)),
             Event::Committed { ticket, results } => self.settle(Ticket(ticket), results),

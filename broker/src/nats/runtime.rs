@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, Context};
@@ -206,6 +207,39 @@ pub enum Event {
     },
 }
 
+/// The most bytes of stored messages read from streams that may wait in the event channel
+/// for the serving thread: a follower that reads faster than the copies take them (a process
+/// starting on large topics, a busy serving thread) waits for them, rather than holding its
+/// streams in memory a second time.
+pub const HELD_LIMIT: usize = 32 << 20;
+
+/// How long a follower waiting for room in [`HELD_LIMIT`] sleeps before it looks again, in
+/// case the serving thread has gone and will never say it took them.
+const HELD_RECHECK: Duration = Duration::from_millis(100);
+
+/// The bytes of stored messages sent to the serving thread and not yet taken into its copies.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The bytes.
+    bytes: AtomicUsize,
+    /// Wakes the followers waiting for room.
+    taken: tokio::sync::Notify,
+}
+
+impl Held {
+    /// Notes that the serving thread took `bytes` of messages ([`Event::Messages`]) into its
+    /// copies.
+    pub fn taken(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        self.taken.notify_waiters();
+    }
+}
+
+/// The bytes of the payloads of an [`Event::Messages`].
+pub fn payload_bytes(messages: &[(u64, Bytes)]) -> usize {
+    messages.iter().map(|(_, payload)| payload.len()).sum()
+}
+
 /// The sending half of the event channel, with the pipe that wakes the serve loop.
 #[derive(Debug, Clone)]
 pub struct Events {
@@ -214,17 +248,41 @@ pub struct Events {
     /// The channel of claims taken or ended through other broker processes.
     claims: mpsc::Sender<ClaimChange>,
     /// The pipe's write end (non-blocking: a full pipe already wakes the loop).
-    wake: std::sync::Arc<UnixStream>,
+    wake: Arc<UnixStream>,
+    /// The bytes of messages sent and not yet taken.
+    held: Arc<Held>,
 }
 
 impl Events {
-    /// An event channel, and one of claims made elsewhere, waking through `wake`.
+    /// An event channel, and one of claims made elsewhere, waking through `wake`; the
+    /// serving thread says through `held` what it took of the messages sent.
     pub fn new(
         sender: mpsc::Sender<Event>,
         claims: mpsc::Sender<ClaimChange>,
         wake: UnixStream,
+        held: Arc<Held>,
     ) -> Events {
-        Events { sender, claims, wake: std::sync::Arc::new(wake) }
+        Events { sender, claims, wake: Arc::new(wake), held }
+    }
+
+    /// Sends messages read from a partition's stream, once fewer than [`HELD_LIMIT`] bytes
+    /// sent before wait for the serving thread.
+    pub async fn send_read(&self, topic: String, partition: u32, messages: Vec<(u64, Bytes)>) {
+        loop {
+            let taken = self.held.taken.notified();
+            if self.held.bytes.load(Ordering::SeqCst) < HELD_LIMIT {
+                break;
+            }
+            let _ = tokio::time::timeout(HELD_RECHECK, taken).await;
+        }
+        self.send_now(topic, partition, messages);
+    }
+
+    /// Sends messages of a partition's stream at once, whatever waits: batches this process
+    /// stored itself, which its clients wait on.
+    pub fn send_now(&self, topic: String, partition: u32, messages: Vec<(u64, Bytes)>) {
+        self.held.bytes.fetch_add(payload_bytes(&messages), Ordering::SeqCst);
+        self.send(Event::Messages { topic, partition, messages });
     }
 
     /// Tells the serving thread of a claim taken, renewed or ended through another broker

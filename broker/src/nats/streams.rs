@@ -838,7 +838,7 @@ async fn read_back(done: &InFlight, waiting: Vec<ReadBack>, events: &Events) {
         }
         if !direct.is_empty() {
             let (topic, partition) = (key.0.clone(), key.1);
-            events.send(Event::Messages { topic, partition, messages: direct });
+            events.send_now(topic, partition, direct);
         }
         if covered >= seq {
             continue;
@@ -998,7 +998,7 @@ async fn read_from(
         if let Some(&(seq, _)) = batch.last() {
             *from = seq + 1;
             let (topic, partition) = (topic.clone(), *partition);
-            events.send(Event::Messages { topic, partition, messages: batch });
+            events.send_read(topic, partition, batch).await;
             forwarded.send_if_modified(|(at, next)| {
                 let moved = seq > *at || (seq == *at && end.is_some_and(|e| e != *next));
                 if seq >= *at {
