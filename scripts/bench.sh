@@ -71,6 +71,9 @@
 # and the requests' p50 and p99 latencies; and, on the same one server, the floor: a bare
 # JetStream client (broker/examples/jetstream-publish.rs) publishing single messages of the same
 # size with 1,000 acknowledgements in flight. Then the ratios of issue 21 beside their targets.
+# Then a broker process started on a JetStream that holds a topic of READY_MESSAGES messages
+# (2,000,000 by default): the time from its start to serving the topic's last message, and its
+# VmRSS then (scripts/ready-time.py).
 #
 # With --create-flood it measures, on a broker with --data-dir and --fsync always, the `status`
 # latency one client sees while another creates 1,000 topics with explicit create_topic
@@ -931,6 +934,40 @@ print(f"| --store nats, 3 servers, --replicas 3 | {nats3:,.0f} msg/s | ≥ 500,0
 PY
 }
 
+# How long a broker process started on a JetStream that holds a topic of 2,000,000 messages
+# takes to serve it whole (its last message fetched), and its VmRSS then, beside the process
+# that wrote them (scripts/ready-time.py).
+nats_ready_rows() {
+    local count=${READY_MESSAGES:-2000000}
+    start_nats 1
+    start_broker --store "$nats_url"
+    note "a topic of $(thousands $count) messages through one broker process, then another started"
+    timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages "$count" --batch 1000 \
+        --topic ready >/dev/null
+    local writer_kb
+    writer_kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$broker_pid/status")
+    local times=() report pid
+    for _ in $(seq "$rounds"); do
+        report=$(timeout "$limit" python3 scripts/ready-time.py ready "$count" -- \
+            "${broker_bin:-$bin/broker}" --bind 'tcp://127.0.0.1:*' --store "$nats_url" \
+            2>>"$work/ready.log")
+        pid=$(field pid <<<"$report")
+        kill -INT "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        times+=("$(field ready_ms <<<"$report")")
+    done
+    stop_broker
+    stop_nats
+    local ready
+    ready=$(printf '%s\n' "${times[@]}" | median)
+    printf '\n| a new broker process, topic of %s messages on 1 server | figure | target |\n|---|---|---|\n' \
+        "$(thousands $count)"
+    printf '| start to its last message served (median of %s) | %s ms | ≤ 1,000 ms |\n' "$rounds" "$ready"
+    printf '| its VmRSS then (last round) | %s MB | ≤ 64 MB + --cache-bytes |\n' \
+        "$(( $(field rss_kb <<<"$report") / 1024 ))"
+    printf '| VmRSS of the process that wrote them | %s MB | |\n' "$((writer_kb / 1024))"
+}
+
 note "building (release)"
 # A status latency of a scripts/status-latency.py report, in ms: FIELD is p50_us or p99_us.
 report_ms() { python3 -c "import json, sys; print(round(json.load(open(sys.argv[1]))['$1'] / 1000, 2))" "$2"; }
@@ -1102,6 +1139,7 @@ fi
 
 if [[ ${1:-} == --nats ]]; then
     nats_rows
+    nats_ready_rows
     exit 0
 fi
 
