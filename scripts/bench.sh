@@ -1211,11 +1211,11 @@ fi
 rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$broker_pid/status")
 payload=$((total * size))
 rss_ratio=$(awk -v r="$rss_kib" -v p="$payload" 'BEGIN { print r * 1024 / p }')
-met=$(awk -v r="$rss_ratio" 'BEGIN { print (r <= 1.3) ? "yes" : "no" }')
+met=$(awk -v r="$rss_ratio" 'BEGIN { print (r <= 1.1) ? "yes" : "no" }')
 row "resident memory, $(thousands $total) messages of $size B in memory, 2 logical brokers" \
     "$(awk -v r="$rss_kib" 'BEGIN { printf "%.3f GB", r * 1024 / 1e9 }') VmRSS" \
     "$(awk -v p="$payload" 'BEGIN { printf "%.3f GB", p / 1e9 }') of values" \
-    "$(printf '%.3f' "$rss_ratio")" "≤ 1.3 × the values" "$met"
+    "$(printf '%.3f' "$rss_ratio")" "≤ 1.1 × the values" "$met"
 compare "fetch, 1000 per request, 1 client" - 3000000 "≥ 3,000,000 msg/s" \
     floor_rate "${consumer[@]}" --floor --messages 3000000 --batch 1000 --size "$size" -- \
     "${consumer[@]}" --connect "$endpoint" --messages 3000000 --batch 1000
