@@ -25,6 +25,7 @@ mod memory;
 mod partition;
 pub(crate) mod recovery;
 mod segment;
+mod spare;
 mod storage;
 mod topic;
 

@@ -10,7 +10,7 @@ use protocol::{Message, NewMessage, Retention};
 use super::disk;
 use super::segment::Segment;
 use super::storage::{Files, InMemory, Storage};
-use super::{flush, Budget};
+use super::{flush, spare, Budget};
 
 /// One partition's log, its records kept beyond memory as `S` says.
 #[derive(Debug)]
@@ -158,8 +158,14 @@ impl<S: Storage> Partition<S> {
             let (batch, after) = rest.split_at(taken.clamp(1, rest.len()));
             let segment = match self.segments.back_mut() {
                 Some(segment) if segment.fits(shape.len) => segment,
-                _ => {
-                    self.segments.push_back(Segment::new(self.end, segment_bytes.max(shape.len)));
+                full => {
+                    let capacity = segment_bytes.max(shape.len);
+                    // A partition that filled a segment is busy: its next one comes ready.
+                    let spare = full.and_then(|_| spare::take(capacity));
+                    self.segments.push_back(match spare {
+                        Some(buffer) => Segment::new_in(self.end, capacity, buffer),
+                        None => Segment::new(self.end, capacity),
+                    });
                     self.segments.back_mut().expect("a segment was just added")
                 }
             };

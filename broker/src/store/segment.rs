@@ -293,7 +293,12 @@ impl Segment {
     /// An empty segment whose first record will get `base_offset`, with room for `capacity`
     /// bytes of records before it reports itself full.
     pub fn new(base_offset: u64, capacity: usize) -> Segment {
-        let mut data = Vec::with_capacity(capacity.max(HEADER_LEN));
+        Segment::new_in(base_offset, capacity, Vec::with_capacity(capacity.max(HEADER_LEN)))
+    }
+
+    /// An empty segment as [`Segment::new`] makes, in `data` (empty; its room is taken as is).
+    pub fn new_in(base_offset: u64, capacity: usize, mut data: Vec<u8>) -> Segment {
+        data.clear();
         data.extend_from_slice(&format::header(SEGMENT));
         Segment {
             base_offset,
