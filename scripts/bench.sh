@@ -71,6 +71,10 @@
 # and the requests' p50 and p99 latencies; and, on the same one server, the floor: a bare
 # JetStream client (broker/examples/jetstream-publish.rs) publishing single messages of the same
 # size with 1,000 acknowledgements in flight. Then the ratios of issue 21 beside their targets.
+# On the three servers, batches of 1,000 from 4 clients go to a topic of one partition and to one
+# of six (`consumer create-topic six --partitions 6`; keyless appends go to the next partition in
+# turn, so each partition's stream, with its own leader, takes a share), round by round, with
+# the ratio six ÷ one (target: ≥ 2 ×, and ≥ 500,000 msg/s).
 #
 # With --create-flood it measures, on a broker with --data-dir and --fsync always, the `status`
 # latency one client sees while another creates 1,000 topics with explicit create_topic
@@ -236,7 +240,13 @@ median_rate() {
 # The median rate of $rounds runs of the perf command "$@", with the medians of their request
 # latencies: "R msg/s (p50 X ms, p99 Y ms)".
 median_rate_latency() {
-    for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json; echo; done | python3 -c '
+    for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json; echo; done | rate_latency
+}
+
+# The median rate and request latencies of the perf reports (JSON lines) on standard input,
+# as median_rate_latency prints them.
+rate_latency() {
+    python3 -c '
 import json, statistics, sys
 runs = [json.loads(line) for line in sys.stdin if line.strip()]
 rate = statistics.median(r["records_per_s"] for r in runs)
@@ -868,7 +878,7 @@ nats_rows() {
     }
     local out=$work/nats
     cargo build --release --workspace --examples >&2
-    local floor_rate=0 disk_rate=0 nats1_rate=0 nats3_rate=0
+    local floor_rate=0 disk_rate=0 nats1_rate=0 nats3_rate=0 six="" nats3_four=""
     printf '| store | batch 1, 1 client | batch 1, 4 clients | batch 1000, 1 client | batch 1000, 4 clients |\n' >"$out"
     printf '|---|---|---|---|---|\n' >>"$out"
     local store
@@ -894,8 +904,30 @@ nats_rows() {
         a=$(median_rate_latency "${on[@]}" --messages 2000 --batch 1 --topic one)
         b=$(median_rate_latency "${on[@]}" --messages 8000 --batch 1 --clients 4 --topic four)
         c=$(median_rate_latency "${on[@]}" --messages 200000 --batch 1000 --topic thousand)
-        d=$(median_rate_latency "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
-            --topic thousand4)
+        if [[ $store == nats3 ]]; then
+            # Batch-1000 appends from 4 clients to a topic of one partition and to one of six,
+            # round by round: keyless appends go to the next partition in turn, so the six
+            # partitions' streams, and their leaders on the three servers, share the load.
+            "$bin/consumer" --connect "$endpoint" create-topic six --partitions 6 >&2
+            : >"$work/nats-one.json"
+            : >"$work/nats-six.json"
+            for round in $(seq "$rounds"); do
+                note "  batch 1000, 4 clients, 1 and 6 partitions: round $round of $rounds"
+                { timeout "$limit" "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
+                    --topic thousand4 --json; echo; } >>"$work/nats-one.json"
+                { timeout "$limit" "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
+                    --topic six --json; echo; } >>"$work/nats-six.json"
+            done
+            d=$(rate_latency <"$work/nats-one.json")
+            six=$(rate_latency <"$work/nats-six.json")
+            note "  six partitions' next offsets: $("$bin/consumer" --connect "$endpoint" --json \
+                topics | python3 -c '
+import json, sys
+print(*(t["next_offsets"] for t in map(json.loads, sys.stdin) if t["name"] == "six"))')"
+        else
+            d=$(median_rate_latency "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
+                --topic thousand4)
+        fi
         local rate=${c%% msg/s*}
         rate=${rate//,/}
         case $store in
@@ -908,7 +940,9 @@ nats_rows() {
                 done | python3 -c '
 import json, statistics, sys
 print(round(statistics.median(json.loads(l)["records_per_s"] for l in sys.stdin if l.strip())))') ;;
-            nats3) nats3_rate=$rate ;;
+            nats3)
+                nats3_rate=$rate
+                nats3_four=$d ;;
         esac
         stop_broker
         stop_nats
@@ -917,6 +951,14 @@ print(round(statistics.median(json.loads(l)["records_per_s"] for l in sys.stdin 
     printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; nats-server %s; %s.\n\n' \
         "$rounds" "$size" "$(nproc)" "$(nats-server --version | awk '{ print $2 }')" "$(date -u +%Y-%m-%d)"
     cat "$out"
+    printf '\n| --store nats, 3 servers, --replicas 3: batch 1000, 4 clients | 1 partition | 6 partitions | 6 ÷ 1 | target |\n|---|---|---|---|---|\n'
+    python3 - "$nats3_four" "$six" <<'PY'
+import sys
+one, six = sys.argv[1:]
+rate = lambda figure: float(figure.split(" msg/s")[0].replace(",", "") or 0)
+ratio = f"{rate(six) / rate(one):.2f}" if rate(one) else "n/a"
+print(f"| append | {one} | {six} | {ratio} | ≥ 2 ×, and ≥ 500,000 msg/s |")
+PY
     printf '\n| batch 1000, 1 client | figure | target |\n|---|---|---|\n'
     printf '| JetStream floor: single messages published straight, 1,000 in flight, 1 server | %s msg/s | |\n' \
         "$floor_rate"
