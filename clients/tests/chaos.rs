@@ -11,7 +11,7 @@
 //! on its partition, as a user would start it again, so that the load lasts through each
 //! fault. Each fault waits for what it should bring about (a new leader, appends going on, a
 //! refusal, an acknowledgement), polled with a deadline; the whole scenario is sized to run in
-//! well under a minute on a quiet machine (about 30 s).
+//! well under a minute on a quiet machine (25-40 s on a busy one).
 
 mod common;
 
