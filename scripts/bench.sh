@@ -74,7 +74,8 @@
 # On the three servers, batches of 1,000 from 4 clients go to a topic of one partition and to one
 # of six (`consumer create-topic six --partitions 6`; keyless appends go to the next partition in
 # turn, so each partition's stream, with its own leader, takes a share), round by round, with
-# the ratio six ÷ one (target: ≥ 2 ×, and ≥ 500,000 msg/s).
+# the ratio six ÷ one (target: ≥ 2 ×, and ≥ 500,000 msg/s); for each of those runs it notes on
+# standard error the CPU seconds each broker thread and each server used.
 #
 # With --create-flood it measures, on a broker with --data-dir and --fsync always, the `status`
 # latency one client sees while another creates 1,000 topics with explicit create_topic
@@ -863,6 +864,27 @@ PY
     nats_url=${nats_url%,}
 }
 
+# CPU time (user + system, in clock ticks) used so far: a line "NAME TICKS" for each thread of
+# the broker (NAME: its thread name and id) and each nats-server.
+cpu_ticks() {
+    local task pid at=0
+    for task in /proc/"$broker_pid"/task/*; do
+        printf 'broker:%s/%s %s\n' "$(tr ' ' _ <"$task/comm")" "${task##*/}" \
+            "$(awk '{ print $14 + $15 }' "$task/stat")"
+    done
+    for pid in "${nats_pids[@]}"; do
+        printf 'nats-server-%s %s\n' "$at" "$(awk '{ print $14 + $15 }' "/proc/$pid/stat")"
+        at=$((at + 1))
+    done
+}
+
+# The CPU seconds each of cpu_ticks' lines grew by from file $1 to file $2, on one line: where
+# a run's time went (a thread near 1 s per second of the run is what holds it).
+cpu_spent() {
+    awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { t[$1] = $2; next }
+        { d = ($2 - t[$1]) / hz; if (d > 0) { printf "%s%s %.2f s", sep, $1, d; sep = ", " } }' "$1" "$2"
+}
+
 # Stops every nats-server started.
 stop_nats() {
     for pid in "${nats_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
@@ -878,7 +900,7 @@ nats_rows() {
     }
     local out=$work/nats
     cargo build --release --workspace --examples >&2
-    local floor_rate=0 disk_rate=0 nats1_rate=0 nats3_rate=0 six="" nats3_four=""
+    local floor_rate=0 disk_rate=0 nats1_rate=0 nats3_rate=0 six="" nats3_four="" topic
     printf '| store | batch 1, 1 client | batch 1, 4 clients | batch 1000, 1 client | batch 1000, 4 clients |\n' >"$out"
     printf '|---|---|---|---|---|\n' >>"$out"
     local store
@@ -909,16 +931,19 @@ nats_rows() {
             # round by round: keyless appends go to the next partition in turn, so the six
             # partitions' streams, and their leaders on the three servers, share the load.
             "$bin/consumer" --connect "$endpoint" create-topic six --partitions 6 >&2
-            : >"$work/nats-one.json"
+            : >"$work/nats-thousand4.json"
             : >"$work/nats-six.json"
             for round in $(seq "$rounds"); do
                 note "  batch 1000, 4 clients, 1 and 6 partitions: round $round of $rounds"
-                { timeout "$limit" "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
-                    --topic thousand4 --json; echo; } >>"$work/nats-one.json"
-                { timeout "$limit" "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
-                    --topic six --json; echo; } >>"$work/nats-six.json"
+                for topic in thousand4 six; do
+                    cpu_ticks >"$work/ticks-before"
+                    { timeout "$limit" "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
+                        --topic "$topic" --json; echo; } >>"$work/nats-$topic.json"
+                    cpu_ticks >"$work/ticks-after"
+                    note "    $topic: CPU used: $(cpu_spent "$work/ticks-before" "$work/ticks-after")"
+                done
             done
-            d=$(rate_latency <"$work/nats-one.json")
+            d=$(rate_latency <"$work/nats-thousand4.json")
             six=$(rate_latency <"$work/nats-six.json")
             note "  six partitions' next offsets: $("$bin/consumer" --connect "$endpoint" --json \
                 topics | python3 -c '
