@@ -71,6 +71,11 @@
 # and the requests' p50 and p99 latencies; and, on the same one server, the floor: a bare
 # JetStream client (broker/examples/jetstream-publish.rs) publishing single messages of the same
 # size with 1,000 acknowledgements in flight. Then the ratios of issue 21 beside their targets.
+# On the three servers, batches of 1,000 from 4 clients go to a topic of one partition and to one
+# of six (`consumer create-topic six --partitions 6`; keyless appends go to the next partition in
+# turn, so each partition's stream, with its own leader, takes a share), round by round, with
+# the ratio six ÷ one (target: ≥ 2 ×, and ≥ 500,000 msg/s); for each of those runs it notes on
+# standard error the CPU seconds each broker thread and each server used.
 # Then a broker process started on a JetStream that holds a topic of READY_MESSAGES messages
 # (2,000,000 by default): the time from its start to serving the topic's last message, and its
 # VmRSS then (scripts/ready-time.py).
@@ -239,7 +244,13 @@ median_rate() {
 # The median rate of $rounds runs of the perf command "$@", with the medians of their request
 # latencies: "R msg/s (p50 X ms, p99 Y ms)".
 median_rate_latency() {
-    for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json; echo; done | python3 -c '
+    for _ in $(seq "$rounds"); do timeout "$limit" "$@" --json; echo; done | rate_latency
+}
+
+# The median rate and request latencies of the perf reports (JSON lines) on standard input,
+# as median_rate_latency prints them.
+rate_latency() {
+    python3 -c '
 import json, statistics, sys
 runs = [json.loads(line) for line in sys.stdin if line.strip()]
 rate = statistics.median(r["records_per_s"] for r in runs)
@@ -856,6 +867,27 @@ PY
     nats_url=${nats_url%,}
 }
 
+# CPU time (user + system, in clock ticks) used so far: a line "NAME TICKS" for each thread of
+# the broker (NAME: its thread name and id) and each nats-server.
+cpu_ticks() {
+    local task pid at=0
+    for task in /proc/"$broker_pid"/task/*; do
+        printf 'broker:%s/%s %s\n' "$(tr ' ' _ <"$task/comm")" "${task##*/}" \
+            "$(awk '{ print $14 + $15 }' "$task/stat")"
+    done
+    for pid in "${nats_pids[@]}"; do
+        printf 'nats-server-%s %s\n' "$at" "$(awk '{ print $14 + $15 }' "/proc/$pid/stat")"
+        at=$((at + 1))
+    done
+}
+
+# The CPU seconds each of cpu_ticks' lines grew by from file $1 to file $2, on one line: where
+# a run's time went (a thread near 1 s per second of the run is what holds it).
+cpu_spent() {
+    awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { t[$1] = $2; next }
+        { d = ($2 - t[$1]) / hz; if (d > 0) { printf "%s%s %.2f s", sep, $1, d; sep = ", " } }' "$1" "$2"
+}
+
 # Stops every nats-server started.
 stop_nats() {
     for pid in "${nats_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
@@ -871,7 +903,7 @@ nats_rows() {
     }
     local out=$work/nats
     cargo build --release --workspace --examples >&2
-    local floor_rate=0 disk_rate=0 nats1_rate=0 nats3_rate=0
+    local floor_rate=0 disk_rate=0 nats1_rate=0 nats3_rate=0 six="" nats3_four="" topic
     printf '| store | batch 1, 1 client | batch 1, 4 clients | batch 1000, 1 client | batch 1000, 4 clients |\n' >"$out"
     printf '|---|---|---|---|---|\n' >>"$out"
     local store
@@ -897,8 +929,33 @@ nats_rows() {
         a=$(median_rate_latency "${on[@]}" --messages 2000 --batch 1 --topic one)
         b=$(median_rate_latency "${on[@]}" --messages 8000 --batch 1 --clients 4 --topic four)
         c=$(median_rate_latency "${on[@]}" --messages 200000 --batch 1000 --topic thousand)
-        d=$(median_rate_latency "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
-            --topic thousand4)
+        if [[ $store == nats3 ]]; then
+            # Batch-1000 appends from 4 clients to a topic of one partition and to one of six,
+            # round by round: keyless appends go to the next partition in turn, so the six
+            # partitions' streams, and their leaders on the three servers, share the load.
+            "$bin/consumer" --connect "$endpoint" create-topic six --partitions 6 >&2
+            : >"$work/nats-thousand4.json"
+            : >"$work/nats-six.json"
+            for round in $(seq "$rounds"); do
+                note "  batch 1000, 4 clients, 1 and 6 partitions: round $round of $rounds"
+                for topic in thousand4 six; do
+                    cpu_ticks >"$work/ticks-before"
+                    { timeout "$limit" "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
+                        --topic "$topic" --json; echo; } >>"$work/nats-$topic.json"
+                    cpu_ticks >"$work/ticks-after"
+                    note "    $topic: CPU used: $(cpu_spent "$work/ticks-before" "$work/ticks-after")"
+                done
+            done
+            d=$(rate_latency <"$work/nats-thousand4.json")
+            six=$(rate_latency <"$work/nats-six.json")
+            note "  six partitions' next offsets: $("$bin/consumer" --connect "$endpoint" --json \
+                topics | python3 -c '
+import json, sys
+print(*(t["next_offsets"] for t in map(json.loads, sys.stdin) if t["name"] == "six"))')"
+        else
+            d=$(median_rate_latency "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
+                --topic thousand4)
+        fi
         local rate=${c%% msg/s*}
         rate=${rate//,/}
         case $store in
@@ -911,7 +968,9 @@ nats_rows() {
                 done | python3 -c '
 import json, statistics, sys
 print(round(statistics.median(json.loads(l)["records_per_s"] for l in sys.stdin if l.strip())))') ;;
-            nats3) nats3_rate=$rate ;;
+            nats3)
+                nats3_rate=$rate
+                nats3_four=$d ;;
         esac
         stop_broker
         stop_nats
@@ -920,6 +979,14 @@ print(round(statistics.median(json.loads(l)["records_per_s"] for l in sys.stdin 
     printf 'Medians of %s rounds; values of %s bytes; tcp on 127.0.0.1; %s cores; nats-server %s; %s.\n\n' \
         "$rounds" "$size" "$(nproc)" "$(nats-server --version | awk '{ print $2 }')" "$(date -u +%Y-%m-%d)"
     cat "$out"
+    printf '\n| --store nats, 3 servers, --replicas 3: batch 1000, 4 clients | 1 partition | 6 partitions | 6 ÷ 1 | target |\n|---|---|---|---|---|\n'
+    python3 - "$nats3_four" "$six" <<'PY'
+import sys
+one, six = sys.argv[1:]
+rate = lambda figure: float(figure.split(" msg/s")[0].replace(",", "") or 0)
+ratio = f"{rate(six) / rate(one):.2f}" if rate(one) else "n/a"
+print(f"| append | {one} | {six} | {ratio} | ≥ 2 ×, and ≥ 500,000 msg/s |")
+PY
     printf '\n| batch 1000, 1 client | figure | target |\n|---|---|---|\n'
     printf '| JetStream floor: single messages published straight, 1,000 in flight, 1 server | %s msg/s | |\n' \
         "$floor_rate"

@@ -864,6 +864,11 @@ impl<'a> Pipelined<'a> {
                         eprintln!("{which}: {e}");
                         produced.unconfirmed += tags.len() as u64;
                     }
+                    // The broker could not tell whether its store kept them: not "not appended".
+                    e if may_be_stored(e) => {
+                        eprintln!("{which}: {e}");
+                        produced.unconfirmed += tags.len() as u64;
+                    }
                     _ => eprintln!("{which}: not appended: {e}"),
                 }
                 self.failure.get_or_insert(e);
@@ -968,6 +973,14 @@ fn append_retrying(
             other => return other,
         }
     }
+}
+
+/// Whether a refusal leaves the append's outcome unknown: a `314 store_unavailable` that does
+/// not say nothing was appended (its store's acknowledgement did not come), so the messages
+/// may have been stored.
+fn may_be_stored(error: &ClientError) -> bool {
+    matches!(error, ClientError::Broker { code: ErrorCode::StoreUnavailable, reason, .. }
+        if !reason.ends_with("nothing was appended"))
 }
 
 /// Says on standard error that line `number`, of `size` bytes, is not sent, and counts it.
@@ -1147,6 +1160,28 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_refusal_that_cannot_say_what_was_stored_leaves_the_lines_unconfirmed() {
+        let refusal = |reason: &str| ClientError::Broker {
+            code: ErrorCode::StoreUnavailable,
+            reason: reason.to_owned(),
+            range: None,
+        };
+        assert!(may_be_stored(&refusal(
+            "could not confirm that the messages were stored (JetStream refused: timed out: \
+             didn't receive ack in time); they may have been appended or not"
+        )));
+        assert!(!may_be_stored(&refusal(
+            "the store cannot be reached (NATS is not reachable); nothing was appended"
+        )));
+        let other = ClientError::Broker {
+            code: ErrorCode::MessageTooLarge,
+            reason: "message 0 of the batch is 9 bytes; the limit is 8".to_owned(),
+            range: None,
+        };
+        assert!(!may_be_stored(&other));
+    }
 
     #[test]
     fn keys_from_a_separator_or_fixed() {

@@ -174,6 +174,17 @@ impl Running {
         self.child.id()
     }
 
+    /// Its standard input, for a thread of the test to write to as it goes (dropping it ends
+    /// the program's input); `None` once taken or closed.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
+    /// Whether the process has exited, without waiting.
+    pub fn try_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Writes `bytes` to its standard input.
     pub fn write_stdin(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
