@@ -248,6 +248,7 @@ impl<'a> NewMessage<'a> {
 
     /// The bytes this message counts against the size limit: key plus value plus the keys and
     /// values of its headers.
+    #[inline]
     pub fn size(&self) -> usize {
         self.key.map_or(0, <[u8]>::len) + self.value.len() + headers_size(&self.headers)
     }
@@ -279,6 +280,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Header<'a> {
 }
 
 /// The bytes `headers` count in a message's size: their keys and values.
+#[inline]
 pub fn headers_size(headers: &[Header<'_>]) -> usize {
     headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum()
 }

@@ -314,6 +314,7 @@ pub struct Message<'a> {
 impl Message<'_> {
     /// The bytes this message counts against a fetch's `max_bytes`: key plus value plus the
     /// keys and values of its headers.
+    #[inline]
     pub fn size(&self) -> usize {
         self.key.map_or(0, <[u8]>::len) + self.value.len() + headers_size(&self.headers)
     }

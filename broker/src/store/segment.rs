@@ -994,6 +994,7 @@ fn any_headers(messages: &[NewMessage<'_>]) -> bool {
 }
 
 /// The bytes a message's entry takes in a batch, with headers or without.
+#[inline]
 fn entry_len(message: &NewMessage<'_>, headers: bool) -> usize {
     let key = message.key.map_or(0, |k| k.len() as u64 + 1);
     let lengths = varint_len(key) + varint_len(message.value.len() as u64);
@@ -1066,6 +1067,7 @@ fn batch_header(version: u16) -> usize {
 }
 
 /// Bytes of `n` as a varint.
+#[inline]
 fn varint_len(n: u64) -> usize {
     (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
 }
