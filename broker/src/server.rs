@@ -482,7 +482,13 @@ impl Server<'_> {
             match what {
                 Again::Request { body, who, allowance } => {
                     let Ok(request) = decode_request(&body) else {
-                        // It decoded the first time: the frame has not changed.
+                        // It decoded the first time, and the frame has not changed; were it
+                        // not so, its peer still gets an answer.
+                        let response = Response::error(
+                            ErrorCode::InternalError,
+                            "the group request could not be made again",
+                        );
+                        self.outbox.replace(at, response);
                         continue;
                     };
                     let op = request.op();
