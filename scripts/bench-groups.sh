@@ -129,6 +129,11 @@ run_case() {
         pids+=($!)
     done
     for pid in "${feeders[@]}"; do wait "$pid" || true; done
+    # The members read what is left (for at most 10 s) before they are stopped.
+    for _ in $(seq 100); do
+        (($(cat "$work/m1-$case.out" "$work/m2-$case.out" | wc -l) >= seconds * 200)) && break
+        sleep 0.1
+    done
     local exited=0
     for pid in $m1 $m2; do
         if kill -0 "$pid" 2>/dev/null; then
