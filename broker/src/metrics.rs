@@ -150,6 +150,8 @@ pub struct Counters {
     store_errors: BTreeMap<&'static str, u64>,
     /// From the start of a commit with appends to its settling.
     commit: Histogram,
+    /// Group requests made again on a state another broker process stored first.
+    made_again: u64,
 }
 
 /// The serving thread's meter: its counters, the commits being timed, and, with
@@ -193,6 +195,18 @@ impl Meter {
             }
             _ => {}
         }
+    }
+
+    /// Counts a request of kind `op` refused with `code` after its reply was made: a group
+    /// change the groups' commit could not store.
+    pub fn refused(&mut self, op: &'static str, code: protocol::ErrorCode) {
+        *self.counters.refusals.entry((op, code.name())).or_default() += 1;
+    }
+
+    /// Counts `count` group requests made again on a state another broker process stored
+    /// first, rather than refused.
+    pub fn made_again(&mut self, count: usize) {
+        self.counters.made_again += count as u64;
     }
 
     /// Counts a connection accepted (`true`) or closed.
@@ -427,6 +441,12 @@ fn render(snapshot: &Snapshot, page: &mut Exposition) {
     for ((op, code), count) in &c.refusals {
         page.sample("broker_refusals_total", &[("op", op), ("code", code)], *count as f64);
     }
+    page.counter(
+        "broker_group_requests_made_again_total",
+        "Group requests made again on a state another broker process stored first, rather than \
+         refused.",
+        c.made_again,
+    );
     page.counter("broker_appended_messages_total", "Messages appended.", c.appended.0);
     page.counter("broker_appended_bytes_total", "Bytes of keys and values appended.", c.appended.1);
     page.counter("broker_fetched_messages_total", "Messages sent to readers.", c.fetched.0);

@@ -97,6 +97,10 @@ enum Gate {
     Store(Ticket, usize),
     /// The pass's changes of a group's state (the entry's `Handout` says which).
     Groups,
+    /// Its request is being made again: another broker process stored the group's state
+    /// first, and the request's changes to this process's copy were dropped
+    /// ([`Outbox::hold_again`]). Settled only by [`Outbox::replace`] or [`Outbox::withdraw`].
+    Again,
 }
 
 /// One reply of the pass: where it goes, its bytes, what it waits for, and what it hands out.
@@ -115,6 +119,23 @@ struct Entry<E> {
     /// What an `appended` reply gives, which its commit may renumber: its first message's
     /// partition, and the partition, first and last offsets of each partition it reached.
     given: Option<(u32, Vec<Placement>)>,
+    /// The kind of request a reply about a group's state answers, to count it if the groups'
+    /// commit refuses it; empty for other replies.
+    group_op: &'static str,
+}
+
+/// What a reply waits for and carries, read from its response when it is queued.
+struct Parts {
+    /// What must commit before it is sent.
+    gate: Gate,
+    /// See [`Entry::claim`].
+    claim: Option<u64>,
+    /// See [`Entry::handout`].
+    handout: Option<Handout>,
+    /// See [`Entry::given`].
+    given: Option<(u32, Vec<Placement>)>,
+    /// See [`Entry::group_op`].
+    group_op: &'static str,
 }
 
 /// The replies of one pass, in the order they were made, sent at its end.
@@ -145,9 +166,20 @@ impl<E: Route> Outbox<E> {
 
     /// Encodes `response` and queues it for `envelope`. An append's acknowledgement and a
     /// topic's `created` wait for the store's commit, a reply that reports a change of a group's state for the groups'.
-    pub fn push(&mut self, envelope: E, response: Response<'_>) {
+    /// Returns the reply's place, which stays its own until the next [`Outbox::flush`] (but
+    /// for [`Outbox::withdraw`]).
+    pub fn push(&mut self, envelope: E, response: Response<'_>) -> usize {
+        let Parts { gate, claim, handout, given, group_op } = self.parts(&response);
+        let reply = self.encode(envelope.peer(), envelope.id(), response);
+        self.entries.push(Entry { envelope, reply, gate, claim, handout, given, group_op });
+        self.entries.len() - 1
+    }
+
+    /// What the reply `response` waits for and carries.
+    fn parts(&mut self, response: &Response<'_>) -> Parts {
         let (mut gate, mut claim, mut handout, mut given) = (Gate::Open, None, None, None);
-        match &response {
+        let mut group_op = "";
+        match response {
             Response::Appended { topic, partition, first_offset, last_offset, placed } => {
                 gate = Gate::Pass(self.append_topic(topic));
                 let parts = match placed.as_slice() {
@@ -167,17 +199,63 @@ impl<E: Route> Outbox<E> {
                 let offsets = messages.iter().map(|m| m.offset).collect();
                 handout = Some(Handout::new(group, topic, *partition, offsets));
                 gate = Gate::Groups;
+                group_op = "group_fetch";
             }
             Response::Joined { group, topic, .. }
             | Response::Acked { group, topic, .. }
             | Response::Reset { group, topic, .. } => {
                 handout = Some(Handout::new(group, topic, 0, Vec::new()));
                 gate = Gate::Groups;
+                group_op = match response {
+                    Response::Joined { .. } => "join_group",
+                    Response::Acked { .. } => "ack",
+                    _ => "reset_group",
+                };
             }
             _ => {}
         }
-        let reply = self.encode(envelope.peer(), envelope.id(), response);
-        self.entries.push(Entry { envelope, reply, gate, claim, handout, given });
+        Parts { gate, claim, handout, given, group_op }
+    }
+
+    /// Whether the reply at `at` waits for the groups' commit and reports on one of `states`
+    /// (group, topic): then its request is to be made again, and it waits for that
+    /// ([`Gate::Again`]) rather than for the groups' commit.
+    pub fn hold_again(&mut self, at: usize, states: &[(String, String)]) -> bool {
+        let Some(entry) = self.entries.get_mut(at) else { return false };
+        let reports = entry.handout.as_ref().is_some_and(|change| {
+            states.iter().any(|(group, topic)| change.group == *group && change.topic == *topic)
+        });
+        if entry.gate != Gate::Groups || !reports {
+            return false;
+        }
+        entry.gate = Gate::Again;
+        true
+    }
+
+    /// Replaces the reply at `at`, whose request was made again, with `response`, in the same
+    /// place among its peer's replies, waiting for what `response` waits for.
+    pub fn replace(&mut self, at: usize, response: Response<'_>) {
+        let Parts { gate, claim, handout, given, group_op } = self.parts(&response);
+        let Some(envelope) = self.entries.get(at).map(|entry| &entry.envelope) else { return };
+        let (peer, id) = (envelope.peer().to_vec(), envelope.id());
+        let reply = self.encode(&peer, id, response);
+        if let Some(entry) = self.entries.get_mut(at) {
+            entry.reply = reply;
+            entry.gate = gate;
+            entry.claim = claim;
+            entry.handout = handout;
+            entry.given = given;
+            entry.group_op = group_op;
+        }
+    }
+
+    /// Takes the reply at `at` out, unsent, for its request, made again, is held: the envelope
+    /// goes with the held request. The places of the replies after it move down by one.
+    ///
+    /// # Panics
+    /// `at` is not a place [`Outbox::push`] returned since the last flush.
+    pub fn withdraw(&mut self, at: usize) -> E {
+        self.entries.remove(at).envelope
     }
 
     /// The place of `topic` in `append_topics`, added if new: the acknowledgements of a pass
@@ -282,8 +360,13 @@ impl<E: Route> Outbox<E> {
     }
 
     /// Opens the replies about group states after the groups' commit, turning those of states
-    /// that could not be stored into refusals: their changes were undone.
-    pub fn settle_groups(&mut self, failures: &[GroupCommitFailure]) {
+    /// that could not be stored into refusals: their changes were undone. Returns the kind of
+    /// request and the error of each refusal, to be counted.
+    pub fn settle_groups(
+        &mut self,
+        failures: &[GroupCommitFailure],
+    ) -> Vec<(&'static str, ErrorCode)> {
+        let mut refused = Vec::new();
         for at in 0..self.entries.len() {
             if self.entries[at].gate != Gate::Groups {
                 continue;
@@ -302,9 +385,11 @@ impl<E: Route> Outbox<E> {
                     true => ErrorCode::StoreUnavailable,
                     false => ErrorCode::InternalError,
                 };
+                refused.push((self.entries[at].group_op, code));
                 self.refuse(at, Response::error(code, reason));
             }
         }
+        refused
     }
 
     /// Replaces the reply at `at` with `refusal`, which hands nothing out.
@@ -571,12 +656,73 @@ mod tests {
             topic: "t".into(),
             error: io::Error::other("wrong last sequence"),
             transient: true,
+            reloaded: false,
         };
         outbox.settle_groups(&[failure]);
         let sent = flush(&mut outbox);
         assert!(sent[0].starts_with("a error 314"), "{sent:?}");
         assert!(sent[0].contains("nothing was changed"), "{sent:?}");
         assert_eq!(sent[1..], ["b acked", "b status"]);
+    }
+
+    #[test]
+    fn a_reply_made_again_keeps_its_place_and_one_held_again_leaves_it() {
+        let mut outbox = outbox();
+        let (mut first, mut second, mut again) = (Vec::new(), Vec::new(), Vec::new());
+        let fetch = outbox.push(A, delivered(&[3], &mut first));
+        outbox.push(A, status());
+        let other = outbox.push(B, delivered(&[4], &mut second));
+        outbox.push(B, status());
+        let reloaded = [("g".to_owned(), "t".to_owned())];
+        assert!(outbox.hold_again(fetch, &reloaded));
+        assert!(!outbox.hold_again(fetch + 1, &reloaded), "a status waits for nothing");
+        assert!(outbox.hold_again(other, &reloaded));
+        let failure = GroupCommitFailure {
+            group: "g".into(),
+            topic: "t".into(),
+            error: io::Error::other("wrong last revision"),
+            transient: true,
+            reloaded: true,
+        };
+        assert!(outbox.settle_groups(&[failure]).is_empty(), "replies made again are not refused");
+        assert!(flush(&mut outbox).is_empty(), "every peer waits for its reply made again");
+        // B's fetch finds nothing now and is held: its place goes; A's delivers other offsets.
+        let envelope = outbox.withdraw(other);
+        assert_eq!(envelope, B);
+        outbox.replace(fetch, delivered(&[5], &mut again));
+        assert_eq!(flush(&mut outbox), ["b status"], "A's new delivery waits for the commit");
+        assert!(outbox.settle_groups(&[]).is_empty());
+        let mut sent = Vec::new();
+        let undelivered = outbox.flush(|peer, reply| {
+            sent.push((peer, short(reply.as_bytes())));
+            Err(zmq::Error::EHOSTUNREACH)
+        });
+        let names: Vec<(u8, &str)> = sent.iter().map(|(p, s)| (p.0, s.as_str())).collect();
+        assert_eq!(names, [(b'a', "delivered"), (b'a', "status")]);
+        assert_eq!(undelivered.handouts, [Handout::new("g", "t", 0, vec![5])]);
+    }
+
+    #[test]
+    fn a_group_change_refused_at_the_commit_is_counted_by_its_kind() {
+        let mut outbox = outbox();
+        let mut messages = Vec::new();
+        outbox.push(A, delivered(&[3], &mut messages));
+        outbox.push(
+            B,
+            Response::Acked { group: "g", topic: "t", acked: 1, committed_offset: 1, partition: 0 },
+        );
+        let failure = GroupCommitFailure {
+            group: "g".into(),
+            topic: "t".into(),
+            error: io::Error::other("down"),
+            transient: true,
+            reloaded: false,
+        };
+        let refused = outbox.settle_groups(&[failure]);
+        assert_eq!(
+            refused,
+            [("group_fetch", ErrorCode::StoreUnavailable), ("ack", ErrorCode::StoreUnavailable)]
+        );
     }
 
     #[test]
@@ -591,6 +737,7 @@ mod tests {
             topic: "t".into(),
             error: io::Error::other("disk full"),
             transient: false,
+            reloaded: false,
         };
         outbox.settle_groups(&[failure]);
         assert!(flush(&mut outbox)[0].starts_with("a error 502"));
@@ -629,6 +776,7 @@ mod tests {
             topic: "t".into(),
             error: io::Error::other("down"),
             transient: true,
+            reloaded: false,
         };
         outbox.settle_groups(&[failure]);
         let undelivered = outbox.flush(|_, _| Err(zmq::Error::EAGAIN));

@@ -27,7 +27,7 @@ use crate::cmd::{self, claim, fetch, group_fetch, Context, Outcome};
 use crate::logical::ClaimError;
 use crate::metrics::Meter;
 use crate::outbox::{self, Envelope, Handout, Outbox, Route as _};
-use crate::quiet::Throttle;
+use crate::quiet::{Shown, Throttle};
 use crate::shutdown::Shutdown;
 use crate::store::{Budget, Settled};
 use crate::unread::{self, Allowance, Unread};
@@ -54,6 +54,26 @@ const MONITOR_ENDPOINT: &str = "inproc://broker-monitor";
 
 /// How long closing the socket may wait for the last replies to leave.
 const LINGER: Duration = Duration::from_millis(500);
+
+/// How many times at most a pass makes its group requests again on the states another broker
+/// process stored first, before it refuses them with `314`.
+const AGAIN_ROUNDS: usize = 16;
+
+/// How long after its groups' commit began a pass still starts making its group requests
+/// again: each round is one more round trip to the shared states on the serving thread.
+const AGAIN_TIME: Duration = Duration::from_millis(250);
+
+/// What made a reply of this pass that reports a change of a group's state, kept until the
+/// groups' commit so that it can be made again, the same request on the state another broker
+/// process stored first, rather than refused.
+#[derive(Debug)]
+enum Again {
+    /// A request as it came: its frame (read again to make it again), who sent it, and what
+    /// its peer's unread replies allowed it.
+    Request { body: zmq::Message, who: Identity, allowance: Allowance },
+    /// A held group fetch answered in this pass.
+    Held(HeldGroupFetch<()>),
+}
 
 /// Why the broker could not start or had to stop.
 #[derive(Debug, Error)]
@@ -161,6 +181,7 @@ pub fn run(listener: Listener, mut broker: Broker, shutdown: Shutdown) -> Result
         accept_paused: None,
         monitor_ready: false,
         meter,
+        again: Vec::new(),
     };
     let served = server.serve();
     // Whatever ended the loop, a socket error included, held requests are answered and the
@@ -241,6 +262,9 @@ struct Server<'b> {
     monitor_ready: bool,
     /// Counts for `--metrics-listen`, and where they are published.
     meter: Meter,
+    /// The place in the outbox of each reply of this pass that reports a change of a group's
+    /// state, with what made it.
+    again: Vec<(usize, Again)>,
 }
 
 impl Server<'_> {
@@ -265,7 +289,7 @@ impl Server<'_> {
         self.expire(&clock);
         self.commit_store(&clock);
         self.serve_grown(clock.instant);
-        self.commit_groups();
+        self.commit_groups(&clock);
         let lost = self.send_replies(&clock);
         self.give_back(lost, clock.instant);
         self.outbox.unread.forget_idle();
@@ -390,17 +414,147 @@ impl Server<'_> {
         }
         let Broker { store, groups, .. } = &mut *self.broker;
         for (topic, partition) in store.take_trimmed() {
-            if let Ok((first, next)) = store.offsets(&topic, partition) {
-                groups.fit_topic(&topic, partition, first, next);
+            if let Ok((first, _)) = store.offsets(&topic, partition) {
+                groups.fit_topic(&topic, partition, first);
             }
         }
     }
 
     /// Commits the pass's changes of group states: replies about states that could not be
-    /// written become refusals.
-    fn commit_groups(&mut self) {
-        let failures = self.broker.groups.commit();
-        self.outbox.settle_groups(&failures);
+    /// written become refusals. A state another broker process stored first was taken as
+    /// stored, and the pass's changes to it dropped: the requests that made them are made
+    /// again on it, in the order they came, and committed again, for at most [`AGAIN_ROUNDS`]
+    /// rounds started within [`AGAIN_TIME`]; those still not stored then are refused (`314`).
+    fn commit_groups(&mut self, clock: &Clock) {
+        let began = Instant::now();
+        let mut again = std::mem::take(&mut self.again);
+        for round in 0.. {
+            let failures = self.broker.groups.commit();
+            let reloaded: Vec<(String, String)> = failures
+                .iter()
+                .filter(|failure| failure.reloaded)
+                .map(|failure| (failure.group.clone(), failure.topic.clone()))
+                .collect();
+            let more = !reloaded.is_empty() && round < AGAIN_ROUNDS && began.elapsed() < AGAIN_TIME;
+            let mut redo = Vec::new();
+            if more {
+                for (at, what) in again.drain(..) {
+                    if self.outbox.hold_again(at, &reloaded) {
+                        redo.push((at, what));
+                    }
+                }
+            } else {
+                for (group, topic) in &reloaded {
+                    warn!(
+                        group = %Shown(group),
+                        topic = %Shown(topic),
+                        rounds = round + 1,
+                        "another broker process stored the group's state first each time; \
+                         its replies refused"
+                    );
+                }
+            }
+            for (op, code) in self.outbox.settle_groups(&failures) {
+                self.meter.refused(op, code);
+                self.broker.stats.refused += 1;
+            }
+            if redo.is_empty() {
+                break;
+            }
+            debug!(
+                requests = redo.len(),
+                round, "making group requests again on the states another broker process stored"
+            );
+            self.meter.made_again(redo.len());
+            again = self.make_again(redo, clock);
+        }
+    }
+
+    /// Makes each request of `redo` again (their replies wait in the outbox at their places,
+    /// in order), on the group states as they are now, replacing its reply in its place; a
+    /// group fetch that finds nothing now is held again, its reply taken out. Returns the
+    /// requests whose new replies report a change of a group's state, at their places then.
+    fn make_again(&mut self, redo: Vec<(usize, Again)>, clock: &Clock) -> Vec<(usize, Again)> {
+        let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer: "" };
+        let mut kept = Vec::new();
+        let mut withdrawn: Vec<(usize, HeldGroupFetch<()>)> = Vec::new();
+        for (at, what) in redo {
+            match what {
+                Again::Request { body, who, allowance } => {
+                    let Ok(request) = decode_request(&body) else {
+                        // It decoded the first time, and the frame has not changed; were it
+                        // not so, its peer still gets an answer.
+                        let response = Response::error(
+                            ErrorCode::InternalError,
+                            "the group request could not be made again",
+                        );
+                        self.outbox.replace(at, response);
+                        continue;
+                    };
+                    let op = request.op();
+                    let request = within(request, allowance);
+                    match cmd::apply(request, self.broker, &cx) {
+                        Outcome::Reply(mut response) => {
+                            self.listener.guard.narrow(who, &mut response);
+                            if let Response::Reset { topic, .. } = &response {
+                                if self.waiting.holds_fetches_on(topic)
+                                    && !self.grown.iter().any(|(t, p)| t == topic && p.is_none())
+                                {
+                                    self.grown.push(((*topic).to_owned(), None));
+                                }
+                            }
+                            let changed = !matches!(response, Response::Error { .. });
+                            if !changed {
+                                self.meter.replied(op, &response);
+                            }
+                            self.outbox.replace(at, response);
+                            if changed {
+                                kept.push((at, Again::Request { body, who, allowance }));
+                            }
+                        }
+                        Outcome::HoldGroupFetch(fetch) => withdrawn.push((at, fetch)),
+                        // A group request is answered or held as a group fetch, nothing else.
+                        Outcome::WaitForClaim(_) | Outcome::HoldFetch(_) => {
+                            let response = Response::error(
+                                ErrorCode::InternalError,
+                                "the group request could not be made again",
+                            );
+                            self.outbox.replace(at, response);
+                        }
+                    }
+                }
+                Again::Held(held) => {
+                    let Broker { store, groups, .. } = &mut *self.broker;
+                    let budget = Budget::of_fetch(held.max_messages, held.max_bytes);
+                    let to = group_fetch::Delivery {
+                        group: &held.group,
+                        topic: &held.topic,
+                        member: held.claim,
+                        budget,
+                        ordered: held.ordered,
+                    };
+                    let response = group_fetch::deliver(&**store, groups, to, clock.instant);
+                    if group_fetch::is_empty(&response) && clock.instant < held.until {
+                        let wake = group_fetch::wake(groups, &held.group, &held.topic, held.until);
+                        drop(response);
+                        withdrawn.push((at, HeldGroupFetch { wake, ..held }));
+                        continue;
+                    }
+                    self.outbox.replace(at, response);
+                    kept.push((at, Again::Held(held)));
+                }
+            }
+        }
+        for (at, _) in &mut kept {
+            *at -= withdrawn.iter().filter(|(out, _)| *out < *at).count();
+        }
+        // Later places first, so that each place taken out is still the one it was.
+        withdrawn.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        for (at, held) in withdrawn {
+            let envelope = self.outbox.withdraw(at);
+            self.waiting.push_group_fetch(held.routed(envelope));
+        }
+        kept
     }
 
     /// Sends the pass's replies. A claim granted to a peer that is gone (a client that gave up
@@ -559,7 +713,8 @@ impl Server<'_> {
         } else {
             (request, None)
         };
-        let request = match self.outbox.unread.allowance(envelope.peer()) {
+        let allowance = self.outbox.unread.allowance(envelope.peer());
+        let request = match allowance {
             Allowance::Refused if is_read(&request) => {
                 let response = self.overloaded(clock.instant);
                 self.meter.replied(request.op(), &response);
@@ -577,12 +732,20 @@ impl Server<'_> {
             let holder = match (self.listener.guard.holder(who), client) {
                 (Some(user), _) => user,
                 (None, None) => peer_of(&mut body),
-                (None, Some(_)) => return self.dispatch(request, envelope, clock, "", who, None),
+                (None, Some(_)) => {
+                    self.dispatch(request, envelope, clock, "", who, None);
+                    return;
+                }
             };
             let request = Request::Claim { broker, wait_ms, client: None };
-            return self.dispatch(request, envelope, clock, &holder, who, None);
+            self.dispatch(request, envelope, clock, &holder, who, None);
+            return;
         }
-        self.dispatch(request, envelope, clock, "", who, actor.as_ref());
+        let changes_groups = changes_groups(&request);
+        let replied = self.dispatch(request, envelope, clock, "", who, actor.as_ref());
+        if let Some(at) = replied.filter(|_| changes_groups) {
+            self.again.push((at, Again::Request { body, who, allowance }));
+        }
     }
 
     /// Who sent a request, for the audit log: its user, its address, and the end user's
@@ -611,7 +774,8 @@ impl Server<'_> {
         Response::error(ErrorCode::Overloaded, reason)
     }
 
-    /// Applies a decoded request from `who`, then queues its reply or holds it.
+    /// Applies a decoded request from `who`, then queues its reply or holds it. Returns the
+    /// reply's place in the outbox, when it was queued.
     fn dispatch(
         &mut self,
         request: Request<'_>,
@@ -620,12 +784,12 @@ impl Server<'_> {
         peer: &str,
         who: Identity,
         actor: Option<&Actor>,
-    ) {
+    ) -> Option<usize> {
         let op = request.op();
         debug!(op, "request");
         let released = matches!(request, Request::Release { .. });
         let cx = Context { now: clock.instant, now_ms: clock.epoch_ms, peer };
-        match cmd::apply(request, self.broker, &cx) {
+        let replied = match cmd::apply(request, self.broker, &cx) {
             Outcome::Reply(mut response) => {
                 if let Some(actor) = actor {
                     audit::done(actor, &response);
@@ -641,18 +805,27 @@ impl Server<'_> {
                 }
                 let refused = matches!(response, Response::Error { .. });
                 self.meter.replied(op, &response);
-                self.outbox.push(envelope, response);
+                let at = self.outbox.push(envelope, response);
                 self.broker.stats.refused += u64::from(refused);
+                Some(at)
             }
-            Outcome::WaitForClaim(claim) => self.waiting.push_claim(claim.routed(envelope)),
-            Outcome::HoldFetch(fetch) => self.waiting.push_fetch(fetch.routed(envelope)),
+            Outcome::WaitForClaim(claim) => {
+                self.waiting.push_claim(claim.routed(envelope));
+                None
+            }
+            Outcome::HoldFetch(fetch) => {
+                self.waiting.push_fetch(fetch.routed(envelope));
+                None
+            }
             Outcome::HoldGroupFetch(fetch) => {
                 self.waiting.push_group_fetch(fetch.routed(envelope));
+                None
             }
-        }
+        };
         if released {
             self.serve_waiting_claims(&cx);
         }
+        replied
     }
 
     /// Ends lapsed claims and answers waits whose time is up.
@@ -727,7 +900,8 @@ impl Server<'_> {
         if allowance == Allowance::Refused {
             let response = self.overloaded(now);
             self.meter.replied("group_fetch", &response);
-            return self.outbox.push(held.envelope, response);
+            self.outbox.push(held.envelope, response);
+            return;
         }
         let Broker { store, groups, brokers, .. } = &mut *self.broker;
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
@@ -748,7 +922,22 @@ impl Server<'_> {
         // The claim may have been released meanwhile; the reply goes out all the same.
         let _ = brokers.renew(held.claim, now, now);
         self.meter.replied("group_fetch", &response);
-        self.outbox.push(held.envelope, response);
+        let changed = !matches!(response, Response::Error { .. });
+        let at = self.outbox.push(held.envelope, response);
+        if changed {
+            let held = HeldGroupFetch {
+                envelope: (),
+                claim: held.claim,
+                group: held.group,
+                topic: held.topic,
+                max_messages: held.max_messages,
+                max_bytes: held.max_bytes,
+                ordered: held.ordered,
+                wake: held.wake,
+                until: held.until,
+            };
+            self.again.push((at, Again::Held(held)));
+        }
     }
 
     /// Answers a held fetch with what its topic holds now; its claim's lease starts again.
@@ -759,7 +948,8 @@ impl Server<'_> {
         if allowance == Allowance::Refused {
             let response = self.overloaded(now);
             self.meter.replied("fetch", &response);
-            return self.outbox.push(held.envelope, response);
+            self.outbox.push(held.envelope, response);
+            return;
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
         let store = &*self.broker.store;
@@ -794,7 +984,7 @@ impl Server<'_> {
         self.settle_store(settled);
         // Nothing changed since the last pass's commits, but the replies of held group fetches
         // wait for a commit all the same.
-        self.commit_groups();
+        self.commit_groups(&Clock::now());
         // Deliveries that cannot be sent now stay pending, and come due with their timeout.
         self.send_replies(&Clock::now());
         // A request on its way as the stop began (a follower's next fetch, sent as its last
@@ -851,6 +1041,19 @@ fn within(request: Request<'_>, allowance: Allowance) -> Request<'_> {
         }),
         request => request,
     }
+}
+
+/// Whether a reply to `request` may report a change of a group's state, which the groups'
+/// commit stores: such a request is kept until then, to be made again if another broker process
+/// stored the state first.
+fn changes_groups(request: &Request<'_>) -> bool {
+    matches!(
+        request,
+        Request::JoinGroup { .. }
+            | Request::GroupFetch(_)
+            | Request::Ack { .. }
+            | Request::ResetGroup { .. }
+    )
 }
 
 fn shutting_down() -> Response<'static> {

@@ -377,6 +377,124 @@ fn ask_until_stored(socket: &zmq::Socket, request: &Request<'_>) -> (Response<'s
 }
 
 #[test]
+fn a_group_request_made_on_an_old_copy_is_made_again_on_the_stored_state_not_refused() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    append(&on_a, "jobs", &["j0", "j1", "j2", "j3", "j4", "j5"]);
+    let (_, token_a) = claim(&on_a, None, "member on a");
+    let (_, token_b) = claim(&on_b, None, "member on b");
+    assert_eq!(fetch_until(&on_b, token_b, "jobs", 6).len(), 6);
+    assert_eq!(join_group(&on_a, token_a, "crew", "jobs"), 0);
+    assert_eq!(join_group(&on_b, token_b, "crew", "jobs"), 0);
+    // B stores the state after A last read it: A's copy is old at A's next request.
+    assert_eq!(group_take(&on_b, token_b, "crew", "jobs", 2).0, [0, 1]);
+    // Made on A's old copy, the fetch would hand out 0 and 1 again; its store is refused, and A
+    // makes it again on the state B stored: it hands out what nobody was given.
+    let (taken, committed) = group_take(&on_a, token_a, "crew", "jobs", 2);
+    assert_eq!((taken, committed), (vec![2, 3], 0));
+    // Now B's copy is the old one: its acknowledgement is made again on the state A stored;
+    // then A's copy is, and so is A's.
+    let acked = ask(
+        &on_b,
+        &Request::Ack { group: "crew", topic: "jobs", partition: 0, offsets: vec![0, 1] },
+    );
+    assert!(matches!(acked, Response::Acked { acked: 2, committed_offset: 2, .. }), "{acked:?}");
+    let acked = ask(
+        &on_a,
+        &Request::Ack { group: "crew", topic: "jobs", partition: 0, offsets: vec![2, 3] },
+    );
+    assert!(matches!(acked, Response::Acked { acked: 2, committed_offset: 4, .. }), "{acked:?}");
+    // A join through the process whose copy is old takes the stored state (as it always did).
+    assert_eq!(join_group(&on_b, token_b, "crew", "jobs"), 4);
+    assert_eq!(group_take(&on_b, token_b, "crew", "jobs", 10).0, [4, 5]);
+    // Nothing committed moved back: a newcomer through either process starts at 4.
+    for socket in [&on_a, &on_b] {
+        let listed = ask(socket, &Request::ListGroups { group: Some("crew"), topic: None });
+        let Response::Groups { groups } = &listed else { panic!("{listed:?}") };
+        assert!(groups.iter().all(|g| g.committed_offset >= 4), "{groups:?}");
+    }
+    a.interrupt();
+    b.interrupt();
+}
+
+/// Sends a group fetch of `group` on `topic` that waits up to five seconds, without waiting
+/// for its reply.
+fn send_held_group_fetch(socket: &zmq::Socket, claim: u64, group: &str, topic: &str) {
+    let request = Request::GroupFetch(protocol::GroupFetch {
+        ordered: false,
+        claim,
+        group,
+        topic,
+        max_messages: 10,
+        max_bytes: protocol::DEFAULT_FETCH_BYTES,
+        wait_ms: 5_000,
+    });
+    socket.send(wire::encode(&request), 0).expect("send");
+}
+
+/// The offsets a `delivered` reply hands out.
+fn delivered_offsets(reply: &Response<'_>) -> Vec<u64> {
+    match reply {
+        Response::Delivered { messages, .. } => messages.iter().map(|m| m.offset).collect(),
+        other => panic!("group_fetch: expected delivered, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_waiting_group_fetch_made_again_on_the_stored_state_waits_for_what_nobody_was_given() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    append(&on_a, "tasks", &["t0", "t1"]);
+    let (_, token_a) = claim(&on_a, None, "member on a");
+    let (_, token_b) = claim(&on_b, None, "member on b");
+    assert_eq!(fetch_until(&on_b, token_b, "tasks", 2).len(), 2);
+    join_group(&on_a, token_a, "pool", "tasks");
+    join_group(&on_b, token_b, "pool", "tasks");
+    assert_eq!(group_take(&on_b, token_b, "pool", "tasks", 10).0, [0, 1]);
+    // On A's old copy the fetch hands out 0 and 1; made again on B's state it finds nothing,
+    // and waits, as any fetch with nothing to take does.
+    send_held_group_fetch(&on_a, token_a, "pool", "tasks");
+    wire::assert_silent(&on_a, wire::QUIET, "a fetch with nothing left for the group");
+    append(&on_b, "tasks", &["t2"]);
+    assert_eq!(delivered_offsets(&wire::receive(&on_a)), [2]);
+    // Both wait; each append wakes both processes, which race for the one state: whichever
+    // stores second makes its fetch again on the state stored, finds nothing, and waits on.
+    // Every offset goes to one member only, and no fetch is refused.
+    let producer = b.req(&context);
+    let mut handed = std::collections::BTreeSet::from([0, 1, 2]);
+    send_held_group_fetch(&on_a, token_a, "pool", "tasks");
+    send_held_group_fetch(&on_b, token_b, "pool", "tasks");
+    for (offset, value) in (3..).zip(["t3", "t4", "t5", "t6"]) {
+        append(&producer, "tasks", &[value]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !handed.contains(&offset) {
+            assert!(Instant::now() < deadline, "offset {offset} was never handed out");
+            let mut items = [on_a.as_poll_item(zmq::POLLIN), on_b.as_poll_item(zmq::POLLIN)];
+            zmq::poll(&mut items, 100).expect("poll");
+            let ready: Vec<bool> = items.iter().map(|item| item.is_readable()).collect();
+            for ((socket, claim), ready) in
+                [(&on_a, token_a), (&on_b, token_b)].into_iter().zip(ready)
+            {
+                if !ready {
+                    continue;
+                }
+                for offset in delivered_offsets(&wire::receive(socket)) {
+                    assert!(handed.insert(offset), "{offset} handed out twice");
+                }
+                send_held_group_fetch(socket, claim, "pool", "tasks");
+            }
+        }
+    }
+    assert_eq!(handed, (0..7).collect());
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
 fn members_of_one_group_on_two_brokers_at_once_never_undo_each_others_acknowledgements() {
     let server = NatsServer::start();
     let (a, b) = (start_on(&server), start_on(&server));
@@ -445,7 +563,8 @@ fn members_of_one_group_on_two_brokers_at_once_never_undo_each_others_acknowledg
             acknowledged.extend(offsets);
         }
     }
-    println!("{refusals} requests refused because the other process changed the group first");
+    // Each request made on an old copy was made again on the state the other process stored.
+    assert_eq!(refusals, 0, "requests refused because the other process changed the group first");
     assert_eq!(committed, TOTAL);
     // A member joining afresh through either process starts after every acknowledgement.
     wire::release(&on_a, token_a);

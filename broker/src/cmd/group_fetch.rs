@@ -133,9 +133,9 @@ fn deliver_partition<'a>(
         Ok(offsets) => offsets,
         Err(error) => return error.into(),
     };
-    match groups.get(group, topic, partition).map(|state| state.needs_fit(first, end)) {
+    match groups.get(group, topic, partition).map(|state| state.needs_trim(first)) {
         None => return unknown_group(group, topic),
-        Some(true) => fit(groups, group, topic, partition, (first, end)),
+        Some(true) => trim(groups, group, topic, partition, first),
         Some(false) => {}
     }
     let Some(state) = groups.get(group, topic, partition) else {
@@ -158,8 +158,11 @@ fn deliver_partition<'a>(
         }
         messages.push(message);
     }
-    if budget.messages_left() > 0 {
-        // Within `first..=end`: the state was fitted to the partition above. A record that
+    // A delivered offset past the end: another broker process handed out what it appended,
+    // and this process's copy of the partition has not reached it yet. Nothing new is there
+    // for the group here until it has (the fetch is held, and woken as the copy grows).
+    if budget.messages_left() > 0 && state.delivered() <= end {
+        // From `first` on: the state was trimmed to the partition above. A record that
         // cannot be read is refused as above: never an empty delivery that would come again
         // forever.
         let read = store.read(topic, partition, state.delivered(), budget, &mut messages);
@@ -210,11 +213,10 @@ fn nothing<'a>(store: &Store, groups: &Groups, to: Delivery<'a>, partition: u32)
     }
 }
 
-/// Fits `group`'s state on `partition` of `topic` to the offsets `first..end` it holds now,
-/// saying so if retention removed pending messages.
-fn fit(groups: &mut Groups, group: &str, topic: &str, partition: u32, (first, end): (u64, u64)) {
-    let dropped =
-        groups.update(group, topic, partition, |state| state.fit(first, end)).unwrap_or(0);
+/// Fits `group`'s state on `partition` of `topic` to its oldest offset `first` now
+/// ([`crate::group::Subscription::trim`]), saying so if retention removed pending messages.
+fn trim(groups: &mut Groups, group: &str, topic: &str, partition: u32, first: u64) {
+    let dropped = groups.update(group, topic, partition, |state| state.trim(first)).unwrap_or(0);
     if dropped > 0 {
         tracing::warn!(
             group = %Shown(group),

@@ -136,6 +136,10 @@ pub struct GroupCommitFailure {
     /// Whether the same request may succeed later: the states shared with other broker
     /// processes could not be reached (a state error), rather than a file not written.
     pub transient: bool,
+    /// Whether another broker process stored the state first, and this process took it as
+    /// stored: the pass's changes to it were dropped, and the requests that made them may be
+    /// made again on it (the state is this process's again, at the stored revision).
+    pub reloaded: bool,
 }
 
 /// A group and a topic: what names one group state.
@@ -444,22 +448,20 @@ impl Groups {
         false
     }
 
-    /// Fits every group's state on `partition` of `topic` to the offsets `first..end` it holds
-    /// now, after retention removed its oldest messages: pending offsets that went count as
-    /// given up, so `list_groups` shows them gone at once. The changed states are stored at
-    /// the next commit.
-    pub fn fit_topic(&mut self, topic: &str, partition: u32, first: u64, end: u64) {
+    /// Fits every group's state on `partition` of `topic` to its oldest offset `first` now,
+    /// after retention removed its oldest messages: pending offsets that went count as given
+    /// up, so `list_groups` shows them gone at once ([`Subscription::trim`]: a delivered offset
+    /// past this process's end stays). The changed states are stored at the next commit.
+    pub fn fit_topic(&mut self, topic: &str, partition: u32, first: u64) {
         let Some(names) = self.by_topic.get(topic) else { return };
         let due: Vec<String> = names
             .iter()
-            .filter(|group| {
-                self.get(group, topic, partition).is_some_and(|s| s.needs_fit(first, end))
-            })
+            .filter(|group| self.get(group, topic, partition).is_some_and(|s| s.needs_trim(first)))
             .cloned()
             .collect();
         for group in due {
             let dropped =
-                self.update(&group, topic, partition, |state| state.fit(first, end)).unwrap_or(0);
+                self.update(&group, topic, partition, |state| state.trim(first)).unwrap_or(0);
             if dropped > 0 {
                 tracing::warn!(
                     group = %Shown(&group),
@@ -733,8 +735,9 @@ impl Groups {
             })
             .collect();
         let stored = self.ledger.store(states);
+        let mut reloaded = Vec::with_capacity(stored.reloaded.len());
         for (key, saved) in stored.reloaded {
-            tracing::info!(
+            tracing::debug!(
                 group = %Shown(&key.0),
                 topic = %Shown(&key.1),
                 "another broker process changed the group's state; took it as stored: \
@@ -742,21 +745,29 @@ impl Groups {
                 saved.delivered,
                 saved.pending.len()
             );
+            reloaded.push(key.clone());
             // A state taken as stored by another process has nothing of this pass to undo.
             undo.remove(&key);
             self.adopt(&key.0, &key.1, saved);
         }
         let mut failures = Vec::new();
         for (key, error) in stored.failed {
-            if stored.transient {
-                tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; its replies refused");
-            } else {
-                tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
+            let reloaded = reloaded.contains(&key);
+            match (reloaded, stored.transient) {
+                // Whether its requests are made again or refused is the server's to say.
+                (true, _) => {}
+                (false, true) => {
+                    tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; its replies refused");
+                }
+                (false, false) => {
+                    tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
+                }
             }
             if let Some(earlier) = undo.remove(&key) {
                 self.undo(&key, earlier);
             }
             failures.push(GroupCommitFailure {
+                reloaded,
                 group: key.0,
                 topic: key.1,
                 error,

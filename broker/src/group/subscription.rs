@@ -268,6 +268,23 @@ impl Subscription {
         dropped
     }
 
+    /// Whether [`Subscription::trim`] would change anything for a partition whose oldest
+    /// offset is `first`.
+    pub fn needs_trim(&self, first: u64) -> bool {
+        self.delivered < first || self.committed() < first
+    }
+
+    /// Fits the state to a partition whose oldest offset is now `first`, as [`Subscription::fit`]
+    /// does, but never moves the delivered offset back: for a running broker, whose view of a
+    /// partition's end may be behind what the group was handed (with the store on a JetStream,
+    /// another broker process delivers what it appended before this process's copy has it),
+    /// and whose partitions lose no tail while it runs. Returns how many pending messages were
+    /// given up.
+    pub fn trim(&mut self, first: u64) -> u64 {
+        let end = self.delivered.max(first);
+        self.fit(first, end)
+    }
+
     /// Adds claim `claim`, which holds logical broker `broker`, to the members; `true` if it was
     /// not one already.
     pub fn join(&mut self, claim: u64, broker: u32) -> bool {

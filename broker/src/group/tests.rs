@@ -370,9 +370,45 @@ fn a_shared_state_changed_elsewhere_at_the_same_time_is_taken_and_the_pass_refus
     deliver(&mut a, "g", "t", 1);
     let failures = a.commit();
     assert_eq!(failures.len(), 1);
-    assert!(failures[0].transient);
+    assert!(failures[0].transient && failures[0].reloaded);
     assert_eq!(summary(&a), summary(&b));
     assert!(a.get("g", "t", 0).unwrap().is_member(1), "members stay");
+    // The state is `a`'s again, at the revision stored: a change made on it now is stored.
+    deliver(&mut a, "g", "t", 1);
+    assert!(a.commit().is_empty());
+    assert_eq!(summary(&a)[0].3, 4);
+}
+
+#[test]
+fn a_state_taken_from_another_process_is_not_moved_back_to_where_this_ones_copy_ends() {
+    use crate::cmd::group_fetch::{deliver as fetch, Delivery};
+    // This process's copy of the topic holds 2 messages; the other process, whose copy is
+    // ahead, has handed out 5.
+    let behind = store(None, &["t"], 2);
+    let bucket = Bucket::up();
+    let (mut a, mut b) = (shared(&bucket), shared(&bucket));
+    b.join("g", "t", (2, 2), &[0], &[0], |_| true);
+    deliver(&mut b, "g", "t", 5);
+    assert!(b.commit().is_empty());
+    a.join("g", "t", (1, 1), &[0], &[0], |_| true);
+    let to = Delivery {
+        group: "g",
+        topic: "t",
+        member: 1,
+        budget: crate::store::Budget::of_fetch(10, 1 << 20),
+        ordered: false,
+    };
+    let response = fetch(&behind, &mut a, to, Instant::now());
+    assert!(crate::cmd::group_fetch::is_empty(&response), "{response:?}");
+    drop(response);
+    assert!(a.commit().is_empty());
+    // Nothing handed out moved back, here or in the shared state.
+    assert_eq!(summary(&a), [("g".into(), "t".into(), 0, 5, vec![0, 1, 2, 3, 4])]);
+    b.join("g", "t", (2, 2), &[0], &[0], |_| true);
+    assert_eq!(summary(&b), summary(&a));
+    // Retention of the head still trims it.
+    a.fit_topic("t", 0, 3);
+    assert_eq!(summary(&a), [("g".into(), "t".into(), 3, 5, vec![3, 4])]);
 }
 
 #[test]
@@ -388,7 +424,7 @@ fn a_pass_whose_shared_states_cannot_be_reached_is_undone() {
     groups.join("new", "t", (2, 2), &[0], &[0], |_| true);
     let failures = groups.commit();
     assert_eq!(failures.len(), 2);
-    assert!(failures.iter().all(|f| f.transient));
+    assert!(failures.iter().all(|f| f.transient && !f.reloaded));
     assert_eq!(summary(&groups), stored, "the pass's changes are undone");
 }
 
