@@ -901,7 +901,8 @@ fn with_copy_dir_a_topics_copy_is_kept_in_files_resumed_after_a_clean_stop_and_r
     assert!(copy_segments(copy_dir.path(), "orders").len() >= 4, "too few segment files");
     let (messages, disk_bytes) = listed(&socket, token, "orders");
     assert_eq!(messages, 300);
-    assert!(disk_bytes.is_some_and(|bytes| bytes > 300 * 60), "{disk_bytes:?}");
+    // At least the values' 50 bytes each are in the files (batches of 50 add little more).
+    assert!(disk_bytes.is_some_and(|bytes| bytes > 300 * 50), "{disk_bytes:?}");
     drop(socket);
     broker.interrupt();
 
