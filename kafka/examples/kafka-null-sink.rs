@@ -4,12 +4,13 @@
 //!
 //! `kafka-null-sink [HOST:PORT]` (default `127.0.0.1:0`, a free port) prints
 //! `listening on HOST:PORT` and answers, one thread per connection, with the gateway's own
-//! codec ([`kafka::frame::decode`], [`kafka::frame::write_response`]): `ApiVersions` as the gateway answers it; `Metadata`
-//! with itself as the only broker and every topic asked for existing with one partition (none
-//! listed when all are asked for); `InitProducerId` with a fresh producer id; and `Produce` with
-//! each partition's base offset, growing by the record counts of the batches' headers. Records
-//! are never read one by one, nor their CRCs checked: the gateway's own work is what the ratio
-//! measures. Any other request closes the connection with a line on standard error.
+//! codec ([`kafka::frame::decode`], [`kafka::frame::write_response`]): `ApiVersions` as the
+//! gateway answers it; `Metadata` with itself as the only broker and every topic asked for
+//! existing with one partition (none listed when all are asked for); `InitProducerId` with a
+//! fresh producer id; and `Produce` with each partition's base offset, growing by the record
+//! counts of the batches' headers. Records are never read one by one, nor their CRCs checked:
+//! the gateway's own work is what the ratio measures. Any other request closes the connection
+//! with a line on standard error.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write as _};
@@ -43,6 +44,8 @@ struct Sink {
 }
 
 fn main() {
+    // As the gateway does: a floor that faulted in each frame's pages anew would flatter it.
+    kafka::reserve::keep_freed_memory();
     let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".to_owned());
     let listener = match TcpListener::bind(&address) {
         Ok(listener) => listener,
