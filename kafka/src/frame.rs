@@ -302,3 +302,61 @@ pub fn api_versions_too_new() -> ResponseKind {
     response.error_code = kafka_protocol::ResponseError::UnsupportedVersion.code();
     ResponseKind::ApiVersions(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that gives at most `step` bytes a read, then the end.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Source for Trickle {
+        fn set_read_timeout(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A frame of `body`, cut to `keep` bytes of it.
+    fn trickle(body: &[u8], keep: usize, step: usize) -> Trickle {
+        let mut bytes = i32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body[..keep]);
+        Trickle { bytes, at: 0, step }
+    }
+
+    #[test]
+    fn a_frame_read_in_small_pieces_comes_whole_with_no_more_reserved_than_its_buffer() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let limits = Arc::new(Limits::default());
+        let mut source = trickle(&body, body.len(), 777);
+        let (frame, reservation) = read_frame(&mut source, &limits).unwrap().unwrap();
+        assert_eq!(&frame[..], &body[..]);
+        // Reserved as the buffer grew: at least the frame, less than twice it.
+        assert!(reservation.bytes() >= body.len(), "{}", reservation.bytes());
+        assert!(reservation.bytes() < 2 * body.len(), "{}", reservation.bytes());
+        assert!(read_frame(&mut source, &limits).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_an_error_past_the_first_room_and_within_it() {
+        let body = vec![7u8; 3 * FIRST_ROOM];
+        let limits = Arc::new(Limits::default());
+        for keep in [FIRST_ROOM / 2, 2 * FIRST_ROOM + 1] {
+            let mut source = trickle(&body, keep, 1000);
+            let read = read_frame(&mut source, &limits);
+            assert!(matches!(read, Err(FrameError::Io(_))), "{keep}: {read:?}");
+        }
+    }
+}
