@@ -50,7 +50,10 @@
 # confluent-kafka producing 100-byte messages with linger.ms=5 and consuming them
 # (scripts/kafka-perf.py), and kcat -P producing the same (through the same script), each beside the native
 # batched figure (`producer perf --batch 1000`, `consumer perf --batch 1000`) measured in turn in
-# the same run; the ratio is Kafka door ÷ native (target for produce: ≥ 0.5). Then the same
+# the same run; the ratio is Kafka door ÷ native (target for produce: ≥ 0.5). Then kcat -P
+# producing 1,000,000 lines (from a file) into a null Kafka sink, a bench-only listener that
+# acknowledges every Produce and stores nothing (kafka/examples/kafka-null-sink.rs), beside the
+# same through the gateway, in turn (target: ≥ 0.8 × the sink). Then the same
 # clients with compression.type=lz4 beside uncompressed, and through a second gateway with TLS
 # (a CA and certificate made here with openssl) beside plain, in the same run; and 10,000 idle
 # connections: the gateway's resident memory, and a new producer's time to its first
@@ -118,11 +121,12 @@ redis_pid=""
 gateway_pid=""
 scraper_pid=""
 tls_gateway_pid=""
+sink_pid=""
 nats_pids=()
 
 cleanup() {
     for pid in "$broker_pid" "$plain_pid" "$redis_pid" "$gateway_pid" "$tls_gateway_pid" \
-        "$scraper_pid" "${nats_pids[@]}"; do
+        "$scraper_pid" "$sink_pid" "${nats_pids[@]}"; do
         if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -706,6 +710,25 @@ start_gateway() {
     exit 1
 }
 
+# Starts the null Kafka sink (built here, it is an example) on a free loopback port; sets
+# sink_pid and sink.
+start_null_sink() {
+    cargo build --release -p kafka --example kafka-null-sink >&2
+    : >"$work/sink.out"
+    "$bin/examples/kafka-null-sink" 127.0.0.1:0 >"$work/sink.out" 2>"$work/sink.log" &
+    sink_pid=$!
+    for _ in $(seq 100); do
+        if [[ -s $work/sink.out ]]; then
+            sink=$(sed -n 's/^listening on //p' "$work/sink.out")
+            return 0
+        fi
+        kill -0 "$sink_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    note "the null Kafka sink did not start: $(cat "$work/sink.log")"
+    exit 1
+}
+
 # A CA and a certificate for 127.0.0.1 it signs, in $work/tls: ca.pem, server.pem, server.key.
 make_certificates() {
     mkdir -p "$work/tls"
@@ -746,6 +769,18 @@ kafka_rows() {
     row "gateway CPU per message produced, kcat rounds" \
         "$(awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v n="$((rounds * kafka_n))" \
             'BEGIN { printf "%.2f µs", t / hz / n * 1e6 }')" - - - -
+
+    # kcat -P into a null Kafka sink (kafka/examples/kafka-null-sink.rs: acknowledges every
+    # Produce, stores nothing) beside the same lines through the gateway, in turn: what the door
+    # and the broker behind it cost a Kafka producer, whatever the producer itself costs.
+    start_null_sink
+    local sink_n=1000000
+    compare "produce, kcat -P, linger.ms=5, gateway ÷ null Kafka sink" 0.8 - "≥ 0.8 × null sink" \
+        floor_rate python3 scripts/kafka-perf.py kcat-produce "$sink" null-sink "$sink_n" "$size" -- \
+        python3 scripts/kafka-perf.py kcat-produce "$bootstrap" kcat-sink "$sink_n" "$size"
+    kill -TERM "$sink_pid"
+    wait "$sink_pid" 2>/dev/null || true
+    sink_pid=""
     note "  filling topic perf with $native_n messages to read through both doors"
     timeout "$limit" "${producer[@]}" --connect "$endpoint" --messages "$native_n" --batch 1000 \
         --topic perf >/dev/null

@@ -5,7 +5,8 @@
     kafka-perf.py produce BOOTSTRAP TOPIC N [SIZE]   # N messages of SIZE bytes (100), linger.ms=5
     kafka-perf.py consume BOOTSTRAP TOPIC N          # the first N messages of TOPIC
     kafka-perf.py kcat-produce BOOTSTRAP TOPIC N [SIZE]  # the same messages through kcat -P,
-                                                         # librdkafka without Python in the loop
+                                                         # librdkafka without Python in the loop,
+                                                         # N lines read from a file
     kafka-perf.py kcat-consume BOOTSTRAP TOPIC N     # the first N messages through kcat -C
     kafka-perf.py idle BOOTSTRAP N GATEWAY_PID       # N idle connections (each answered one
         # ApiVersions): the gateway's resident memory before and after, and a new producer's
@@ -23,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -77,12 +79,16 @@ def produce(bootstrap, topic, count, size=100):
 
 
 def kcat_produce(bootstrap, topic, count, size=100):
-    lines = (b"x" * size + b"\n") * count
-    start = time.perf_counter()
-    subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-X", "linger.ms=5",
-                    "-X", "queue.buffering.max.messages=1000000", *kcat_settings()],
-                   input=lines, check=True)
-    return time.perf_counter() - start, count * size
+    # The lines are written to a file first and kcat reads them from it, so that nothing else
+    # runs beside kcat while it is timed.
+    with tempfile.TemporaryFile() as lines:
+        lines.write((b"x" * size + b"\n") * count)
+        lines.seek(0)
+        start = time.perf_counter()
+        subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-X", "linger.ms=5",
+                        "-X", "queue.buffering.max.messages=1000000", *kcat_settings()],
+                       stdin=lines, check=True)
+        return time.perf_counter() - start, count * size
 
 
 def kcat_consume(bootstrap, topic, count):

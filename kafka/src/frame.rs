@@ -52,6 +52,21 @@ pub trait Source: Read {
     /// # Errors
     /// As the socket's own `set_read_timeout`.
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+
+    /// Reads into `buf`'s spare room, at most `limit` bytes, until they have come, the peer
+    /// closes or a read fails (its timeout passing among the failures); what was read stays in
+    /// `buf` either way. Never grows `buf` past the room it has: a `Take` of `limit` ends
+    /// before `read_to_end` would. A source whose reads fill uninitialized memory (a plain
+    /// socket) reads into the room as it is; this default zeroes it first.
+    ///
+    /// # Errors
+    /// The read's own.
+    fn fill(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize>
+    where
+        Self: Sized,
+    {
+        Read::by_ref(self).take(limit as u64).read_to_end(buf)
+    }
 }
 
 /// How long a connection waits for its next request before its thread gives back the stack
@@ -139,13 +154,38 @@ fn read_body(
             }
             body.reserve_exact(more);
         }
-        let at = body.len();
         let until = body.capacity().min(len);
-        body.resize(until, 0);
-        let got = read_some(stream, &mut body[at..], deadline, limits)?;
-        body.truncate(at + got);
+        fill_until(stream, &mut body, until, deadline, limits)?;
     }
     Ok((Bytes::from(body), reservation))
+}
+
+/// Reads into `body` until it holds `until` bytes (no more than its capacity), before
+/// `deadline`. The room is read into as it is, not zeroed first ([`Source::fill`]): zeroing a
+/// frame's buffer before reading over it was 2.5-4 % of the gateway's CPU under `kcat -P`.
+fn fill_until(
+    stream: &mut impl Source,
+    body: &mut Vec<u8>,
+    until: usize,
+    deadline: Instant,
+    limits: &Limits,
+) -> Result<()> {
+    while body.len() < until {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FrameError::TooSlow(limits.request_read_timeout));
+        }
+        stream.set_read_timeout(left)?;
+        match stream.fill(body, until - body.len()) {
+            Ok(_) if body.len() < until => {
+                return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted || timed_out(&e) => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Whether `error` is a read timeout passing.
@@ -261,4 +301,62 @@ pub fn api_versions_too_new() -> ResponseKind {
     let mut response: ApiVersionsResponse = apis::api_versions();
     response.error_code = kafka_protocol::ResponseError::UnsupportedVersion.code();
     ResponseKind::ApiVersions(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that gives at most `step` bytes a read, then the end.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Source for Trickle {
+        fn set_read_timeout(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A frame of `body`, cut to `keep` bytes of it.
+    fn trickle(body: &[u8], keep: usize, step: usize) -> Trickle {
+        let mut bytes = i32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body[..keep]);
+        Trickle { bytes, at: 0, step }
+    }
+
+    #[test]
+    fn a_frame_read_in_small_pieces_comes_whole_with_no_more_reserved_than_its_buffer() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let limits = Arc::new(Limits::default());
+        let mut source = trickle(&body, body.len(), 777);
+        let (frame, reservation) = read_frame(&mut source, &limits).unwrap().unwrap();
+        assert_eq!(&frame[..], &body[..]);
+        // Reserved as the buffer grew: at least the frame, less than twice it.
+        assert!(reservation.bytes() >= body.len(), "{}", reservation.bytes());
+        assert!(reservation.bytes() < 2 * body.len(), "{}", reservation.bytes());
+        assert!(read_frame(&mut source, &limits).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_an_error_past_the_first_room_and_within_it() {
+        let body = vec![7u8; 3 * FIRST_ROOM];
+        let limits = Arc::new(Limits::default());
+        for keep in [FIRST_ROOM / 2, 2 * FIRST_ROOM + 1] {
+            let mut source = trickle(&body, keep, 1000);
+            let read = read_frame(&mut source, &limits);
+            assert!(matches!(read, Err(FrameError::Io(_))), "{keep}: {read:?}");
+        }
+    }
 }

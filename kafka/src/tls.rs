@@ -147,4 +147,12 @@ impl Source for Conn {
         // A zero timeout would mean none.
         self.socket().set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
     }
+
+    fn fill(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+        match self {
+            // The socket reads into the room as it is (std's own `read_buf`), not zeroed.
+            Conn::Plain(stream) => stream.take(limit as u64).read_to_end(buf),
+            Conn::Tls(tls) => Read::by_ref(tls.as_mut()).take(limit as u64).read_to_end(buf),
+        }
+    }
 }

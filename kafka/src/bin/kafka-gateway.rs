@@ -80,6 +80,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    kafka::reserve::keep_freed_memory();
     client::init_tracing();
     match run(ops::config::parse::<Args>()) {
         Ok(()) => ExitCode::SUCCESS,
