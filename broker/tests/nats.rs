@@ -657,6 +657,36 @@ fn a_cluster_of_three_keeps_every_acknowledged_append_when_the_streams_leader_is
 }
 
 #[test]
+fn a_topic_whose_replicas_cannot_be_placed_is_refused_as_unavailable_and_nothing_is_made() {
+    // Five replicas on three servers: JetStream says "no suitable peers for placement", as it
+    // does while a cluster is starting. That passes by itself (servers may join): a state
+    // error, `314` with nothing appended, which clients send again; not the broker's failure.
+    let cluster = testkit::NatsCluster::start();
+    let broker = wire::start(&["--store", &cluster.url(), "--replicas", "5"]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let refused = ask(&socket, &append_of("wide", &["five copies"]));
+    expect_error(&refused, ErrorCode::StoreUnavailable);
+    let Response::Error { reason, .. } = &refused else { unreachable!() };
+    assert!(reason.contains("no suitable peers"), "{reason}");
+    assert!(reason.contains("nothing was appended"), "{reason}");
+    // Claims are kept the same way, with as many replicas: refused alike.
+    expect_error(&claim_reply(&socket, None, "reader"), ErrorCode::StoreUnavailable);
+    drop(socket);
+    broker.interrupt();
+    // Nothing was made: a process keeping three replicas finds no topic.
+    let other = wire::start(&["--store", &cluster.url(), "--replicas", "3"]);
+    let socket = other.req(&context);
+    let (_, token) = claim(&socket, None, "reader");
+    match ask(&socket, &Request::ListTopics { claim: Some(token) }) {
+        Response::Topics { topics } => assert!(topics.is_empty(), "{topics:?}"),
+        response => panic!("expected topics, got {response:?}"),
+    }
+    drop(socket);
+    other.interrupt();
+}
+
+#[test]
 fn appends_through_a_broker_whose_nats_server_is_paused_are_answered_all_through_the_pause() {
     let cluster = testkit::NatsCluster::start();
     let broker = wire::start(&["--store", &cluster.url(), "--replicas", "3"]);
