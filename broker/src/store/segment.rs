@@ -79,6 +79,7 @@ pub struct Shape {
     /// The batch's bytes, its record prefix included.
     pub len: usize,
 }
+
 /// `key_len` of a message with no key, in formats 1 and 0.
 const NO_KEY: u32 = u32::MAX;
 /// The index holds where a batch starts at least every this many messages (every this-many-th
