@@ -6,7 +6,9 @@
 //! waits on the network; a partition that fills a segment takes it ([`take`]) instead of
 //! allocating one. Only a partition that filled a segment does: a new partition starts with an
 //! untouched allocation, so that a thousand quiet topics never hold a thousand touched
-//! buffers. At most one buffer waits, so this holds at most one segment's size in memory.
+//! buffers. At most one buffer waits, so this holds at most one segment's size in memory, and
+//! none for segments larger than [`MAX_SPARE`] (a `--segment-bytes` of up to a GiB is allowed:
+//! a touched buffer of that size would sit outside `--max-memory`'s count).
 
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Mutex, OnceLock};
@@ -20,14 +22,20 @@ struct Pool {
     ready: Mutex<Receiver<Vec<u8>>>,
 }
 
+/// The largest segment whose next buffer is made ahead.
+pub const MAX_SPARE: usize = 64 << 20;
+
 /// The pool, for the size of segments asked for first (the broker's `--segment-bytes`);
 /// `None` when its thread could not be started.
 static POOL: OnceLock<Option<Pool>> = OnceLock::new();
 
 /// A buffer with room for `capacity` bytes, whose pages are already in memory, when one is
 /// ready; `None` at once otherwise (the caller allocates). Buffers are made only of the first
-/// capacity ever asked for.
+/// capacity ever asked for, and only up to [`MAX_SPARE`].
 pub fn take(capacity: usize) -> Option<Vec<u8>> {
+    if capacity > MAX_SPARE {
+        return None;
+    }
     POOL.get_or_init(|| Pool::start(capacity)).as_ref()?.take(capacity)
 }
 
@@ -82,5 +90,12 @@ mod tests {
         assert!(buffer.is_empty());
         assert!(buffer.capacity() >= capacity);
         assert_eq!(pool.take(capacity + 1), None);
+    }
+
+    #[test]
+    fn no_buffer_is_made_for_segments_past_the_largest_spare() {
+        // Refused before any pool is started: no thread touches a GiB.
+        assert_eq!(take(MAX_SPARE + 1), None);
+        assert_eq!(take(1 << 30), None);
     }
 }
