@@ -138,22 +138,31 @@ trap cleanup EXIT
 
 note() { printf '%s\n' "$*" >&2; }
 
+# Prints the address process PID (the WHAT, for the error) says it listens on, in its
+# `listening on ADDRESS` line to $work/NAME.out, once it has written it; fails, with what it
+# wrote to $work/NAME.log, when it ends first or takes over 10 s.
+# Usage: address=$(listening_on WHAT PID NAME) || exit 1
+listening_on() {
+    local what=$1 pid=$2 name=$3
+    for _ in $(seq 100); do
+        if [[ -s $work/$name.out ]]; then
+            sed -n 's/^listening on //p' "$work/$name.out"
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    note "the $what did not start: $(cat "$work/$name.log")"
+    return 1
+}
+
 # Starts a broker with the given flags on a free loopback port; sets broker_pid and endpoint.
 start_broker() {
     : >"$work/broker.out"
     "${broker_bin:-$bin/broker}" --bind 'tcp://127.0.0.1:*' "$@" >"$work/broker.out" \
         2>"$work/broker.log" &
     broker_pid=$!
-    for _ in $(seq 100); do
-        if [[ -s $work/broker.out ]]; then
-            endpoint=$(sed -n 's/^listening on //p' "$work/broker.out")
-            return 0
-        fi
-        kill -0 "$broker_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    note "the broker did not start: $(cat "$work/broker.log")"
-    exit 1
+    endpoint=$(listening_on broker "$broker_pid" broker) || exit 1
 }
 
 # Stops the broker as Ctrl-C would, waiting for it to exit.
@@ -698,16 +707,7 @@ start_gateway() {
     "$bin/kafka-gateway" --listen 127.0.0.1:0 --connect "$endpoint" "$@" >"$work/gateway.out" \
         2>"$work/gateway.log" &
     gateway_pid=$!
-    for _ in $(seq 100); do
-        if [[ -s $work/gateway.out ]]; then
-            bootstrap=$(sed -n 's/^listening on //p' "$work/gateway.out")
-            return 0
-        fi
-        kill -0 "$gateway_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    note "the gateway did not start: $(cat "$work/gateway.log")"
-    exit 1
+    bootstrap=$(listening_on gateway "$gateway_pid" gateway) || exit 1
 }
 
 # Starts the null Kafka sink (built here, it is an example) on a free loopback port; sets
@@ -717,16 +717,7 @@ start_null_sink() {
     : >"$work/sink.out"
     "$bin/examples/kafka-null-sink" 127.0.0.1:0 >"$work/sink.out" 2>"$work/sink.log" &
     sink_pid=$!
-    for _ in $(seq 100); do
-        if [[ -s $work/sink.out ]]; then
-            sink=$(sed -n 's/^listening on //p' "$work/sink.out")
-            return 0
-        fi
-        kill -0 "$sink_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    note "the null Kafka sink did not start: $(cat "$work/sink.log")"
-    exit 1
+    sink=$(listening_on "null Kafka sink" "$sink_pid" sink) || exit 1
 }
 
 # A CA and a certificate for 127.0.0.1 it signs, in $work/tls: ca.pem, server.pem, server.key.
