@@ -953,7 +953,14 @@ impl Server<'_> {
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
         let store = &*self.broker.store;
-        let response = fetch::answer(store, &held.topic, held.partition, held.offset, budget);
+        let (topic, partition, offset) = (&held.topic, held.partition, held.offset);
+        let times = (now, held.deadline);
+        let Some(response) = fetch::answer_held(store, topic, partition, offset, budget, times)
+        else {
+            // Its messages are still being read back: held until they come.
+            self.waiting.push_fetch(held);
+            return;
+        };
         self.meter.replied("fetch", &response);
         self.outbox.push(held.envelope, response);
     }

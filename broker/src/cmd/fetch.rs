@@ -1,16 +1,24 @@
 //! `fetch`: read a partition of a topic from an offset under a claim, waiting for messages if
 //! asked to.
 
+use std::time::{Duration, Instant};
+
 use protocol::{Fetch, Response};
 
 use super::{deadline, refuse, Context, Outcome};
 use crate::broker::Broker;
-use crate::store::{Budget, Store};
+use crate::store::{Budget, Store, StoreError};
 use crate::waiting::HeldFetch;
+
+/// How long a fetch may wait for messages the store reads back first ([`Log::loading`]),
+/// whatever its own wait, before it is refused with `314`: within the clients' timeout.
+///
+/// [`Log::loading`]: crate::store::Log::loading
+pub const LOAD_WAIT: Duration = Duration::from_secs(3);
 
 /// Reads what `fetch` asks for, renewing its claim. At the end of the partition, with a wait,
 /// the fetch is held (and its claim kept alive) until a message arrives there or the wait
-/// ends.
+/// ends; where the store reads the messages back first, it is held until they come.
 pub fn apply<'a>(broker: &'a mut Broker, fetch: Fetch<'a>, cx: &Context<'_>) -> Outcome<'a> {
     if let Err(error) = broker.brokers.renew(fetch.claim, cx.now, cx.now) {
         return refuse(error);
@@ -19,8 +27,12 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: Fetch<'a>, cx: &Context<'_>) -> 
         .store
         .offsets(fetch.topic, fetch.partition)
         .is_ok_and(|(_, next)| next == fetch.offset);
-    if at_end && fetch.wait_ms > 0 {
-        let until = deadline(cx.now, fetch.wait_ms);
+    let loading = broker.store.loading(fetch.topic, fetch.partition, fetch.offset);
+    if loading || (at_end && fetch.wait_ms > 0) {
+        let mut until = deadline(cx.now, fetch.wait_ms);
+        if loading {
+            until = until.max(cx.now + LOAD_WAIT);
+        }
         // Cannot fail: the claim was renewed above, within this same request.
         let _ = broker.brokers.renew(fetch.claim, cx.now, until);
         return Outcome::HoldFetch(HeldFetch {
@@ -55,4 +67,23 @@ pub fn answer<'a>(
         }
         Err(error) => error.into(),
     }
+}
+
+/// The reply to a fetch held for messages the store reads back ([`LOAD_WAIT`]), woken at
+/// `now`: `None` while they are still coming and its time lasts (it is held again).
+pub fn answer_held<'a>(
+    store: &'a Store,
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    budget: Budget,
+    (now, deadline): (Instant, Instant),
+) -> Option<Response<'a>> {
+    if !store.loading(topic, partition, offset) {
+        return Some(answer(store, topic, partition, offset, budget));
+    }
+    (now >= deadline).then(|| {
+        let reason = format!("the messages from offset {offset} were not read back in time");
+        StoreError::Unavailable(reason).into()
+    })
 }

@@ -98,6 +98,16 @@ pub trait Log: std::fmt::Debug + Send {
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64>;
 
+    /// Whether a read of partition `partition` of `topic` at `offset` finds nothing until the
+    /// store has read the messages there back from where they are kept (a broker process on
+    /// a JetStream holds only the recent part of each partition): it asks for them, and the
+    /// partition is readable again ([`Settled::readable`]) when they come, or when reading
+    /// them failed (the read then says why). `false` for the stores that hold every message
+    /// they serve.
+    fn loading(&self, _topic: &str, _partition: u32, _offset: u64) -> bool {
+        false
+    }
+
     /// A partition's first offset held and the next offset to be given (equal when it is
     /// empty).
     ///
@@ -253,6 +263,9 @@ impl<L: Log + ?Sized> Log for Box<L> {
     }
     fn next_deadline(&self) -> Option<Instant> {
         (**self).next_deadline()
+    }
+    fn loading(&self, topic: &str, partition: u32, offset: u64) -> bool {
+        (**self).loading(topic, partition, offset)
     }
     fn close(&mut self) {
         (**self).close()

@@ -999,7 +999,7 @@ pub(crate) fn check_name(topic: &str) -> Result<()> {
 }
 
 /// Refuses a read of `topic` from `offset` outside `first..=next`, what the topic holds.
-fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
+pub(crate) fn check_range(topic: &str, offset: u64, first: u64, next: u64) -> Result<()> {
     if offset < first || offset > next {
         return Err(StoreError::OffsetOutOfRange { topic: topic.to_owned(), offset, first, next });
     }

@@ -432,6 +432,27 @@ impl<S: Storage> Partition<S> {
         self.end = keep;
     }
 
+    /// Removes the oldest segment, unless it is the newest or holds messages not yet
+    /// committed: for a copy of a stream that keeps only what its cache has room for (the
+    /// stream still holds the messages). Returns the bytes of keys and values it held.
+    pub fn drop_oldest(&mut self) -> Option<u64> {
+        self.drop_oldest_before(u64::MAX)
+    }
+
+    /// [`Partition::drop_oldest`], only when the oldest segment ends at or before `offset`.
+    pub fn drop_oldest_before(&mut self, offset: u64) -> Option<u64> {
+        let oldest = self.segments.front()?;
+        let end = oldest.next_offset();
+        if self.segments.len() < 2 || end > self.committed || end > offset {
+            return None;
+        }
+        let segment = self.segments.pop_front()?;
+        self.messages -= segment.next_offset() - segment.base_offset();
+        self.payload_bytes -= segment.payload_bytes();
+        self.storage.remove_segment(segment.base_offset(), segment.len_bytes());
+        Some(segment.payload_bytes())
+    }
+
     /// Whether this topic sets a retention time of its own.
     pub fn retains_by_time(&self) -> bool {
         self.retention.ms.is_some()
