@@ -66,12 +66,17 @@ struct Args {
     /// cluster's size).
     #[arg(long, default_value_t = 1, requires = "store", value_parser = clap::value_parser!(u32).range(1..=5))]
     replicas: u32,
-    /// With `--store`: keep this process's copy of each topic, which reads are served from, in
-    /// segment files under DIR (read through the page cache, as with `--data-dir`) instead of
-    /// in memory. A clean stop keeps them for the next start, which reads only what was
-    /// appended meanwhile; after a crash they are read again from JetStream.
+    /// With `--store`: keep this process's copy of each topic's newest messages, which reads
+    /// are served from, in segment files under DIR (read through the page cache, as with
+    /// `--data-dir`) instead of in memory. A clean stop keeps them for the next start, which
+    /// reads only what was appended meanwhile.
     #[arg(long, value_name = "DIR", requires = "store", conflicts_with = "data_dir")]
     copy_dir: Option<PathBuf>,
+    /// With `--store`: the most bytes of messages this process holds, its copies of the
+    /// partitions' newest messages and what it read back of older ones together; past it, the
+    /// oldest go (JetStream still holds them, and reads there read them back).
+    #[arg(long, value_name = "BYTES", default_value_t = broker::nats::DEFAULT_CACHE_BYTES, requires = "store")]
+    cache_bytes: u64,
     /// With `--store`: how long start-up keeps trying to reach NATS and its JetStream (servers
     /// not listening yet, a cluster that has not elected its leader yet) before it gives up.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -321,6 +326,7 @@ fn run(mut args: Args) -> Result<()> {
             let nats = NatsConfig {
                 lease: config.lease,
                 copy_dir: args.copy_dir.clone(),
+                cache_bytes: args.cache_bytes,
                 start_timeout: args.start_timeout,
                 ..nats.clone()
             };

@@ -53,6 +53,54 @@ fn what_one_broker_appends_the_other_serves_at_the_same_offsets() {
 }
 
 #[test]
+fn a_broker_started_on_a_topic_larger_than_its_cache_serves_every_message_from_the_first() {
+    let server = NatsServer::start();
+    let a = start_on(&server);
+    let context = zmq::Context::new();
+    let on_a = a.req(&context);
+    let value = |n: u64| format!("{n:0>100}");
+    for batch in 0..40 {
+        let values: Vec<String> = (batch * 1000..(batch + 1) * 1000).map(value).collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        assert_eq!(append(&on_a, "big", &values), (batch * 1000, batch * 1000 + 999));
+    }
+    // About 4.4 MB of messages; B holds at most 1 MB, none of it at its start.
+    let b = wire::start(&["--store", &server.url(), "--cache-bytes", "1000000"]);
+    let on_b = b.req(&context);
+    let (_, token) = claim(&on_b, None, "reader");
+    let listed = wire::topics(&on_b, token);
+    assert_eq!((listed[0].first_offset, listed[0].next_offset), (0, 40_000));
+    assert_eq!(listed[0].messages, 40_000);
+    // A fetch without a wait is held while its messages are read back, not answered empty;
+    // reading on goes through every message once, in order, to the end.
+    let mut offset = 0;
+    while offset < 40_000 {
+        let got = fetch(&on_b, fetch_from(token, "big", offset));
+        assert_eq!(got.offsets().first(), Some(&offset), "nothing at {offset}");
+        assert_eq!(got.end_offset, 40_000);
+        for (at, value_read) in got.offsets().into_iter().zip(got.values()) {
+            assert_eq!(value_read, value(at));
+        }
+        offset = got.next_offset;
+    }
+    // And again from the middle, after the cache has moved on.
+    assert_eq!(fetch(&on_b, fetch_from(token, "big", 12_345)).values()[0], value(12_345));
+    // With JetStream gone, what B holds (what was appended since it started) is still
+    // served; what it would read back is refused as unavailable, saying so, rather than
+    // answered empty.
+    append(&on_a, "big", &["last"]);
+    let last = protocol::Fetch { wait_ms: 5_000, ..fetch_from(token, "big", 40_000) };
+    assert_eq!(fetch(&on_b, last.clone()).values(), ["last"]);
+    let mut server = server;
+    server.kill();
+    assert_eq!(fetch(&on_b, last).values(), ["last"]);
+    let refused = ask(&on_b, &Request::Fetch(fetch_from(token, "big", 0)));
+    expect_error(&refused, ErrorCode::StoreUnavailable);
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
 fn a_fetch_held_on_one_broker_is_woken_by_an_append_on_the_other() {
     let server = NatsServer::start();
     let (a, b) = (start_on(&server), start_on(&server));

@@ -1,9 +1,11 @@
 //! The log kept in a NATS JetStream: [`NatsLog`], the serving thread's side of the topics'
 //! streams, one per partition. Appends are staged and handed, once per pass, to the runtime (`streams` publishes
-//! them); reads are served from a copy of each topic held in memory, or with `--copy-dir` in
-//! segment files there (the mirror), fed in stream order by the runtime's followers. Copies in
-//! files are kept from one clean stop to the next start, and resumed where they end when their
-//! stream still holds their last message there.
+//! them); reads are served from a copy of each partition's newest messages held in memory, or
+//! with `--copy-dir` in segment files there (the mirror), fed in stream order by the runtime's
+//! followers from where the stream ended at the start, and from what was read back of older
+//! ones (`cold`); the copies and what was read back hold at most `--cache-bytes` together.
+//! Copies in files are kept from one clean stop to the next start, and resumed where they end
+//! when their stream still holds their last message there.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -26,6 +28,7 @@ use crate::store::{
 };
 use crate::store::{disk, flush, recovery};
 
+use super::cold::{Loaded, Reads};
 use super::record::{self, Decoded};
 use super::runtime::{self, Command, Event};
 use super::streams::{self, Refusal, Staged};
@@ -45,12 +48,35 @@ type Copy = Partition<Box<dyn Storage>>;
 /// A partition: (topic, partition).
 type Key = (String, u32);
 
+/// What a partition's stream holds before its copy starts, as far as this process knows.
+#[derive(Debug, Clone, Copy)]
+struct Before {
+    /// The stream's first offset: reads from there to the copy are read back.
+    first: u64,
+    /// The bytes of messages before the copy: the stream's bytes when the copy started at its
+    /// end, and the bytes the cache dropped from the copy since.
+    bytes: u64,
+}
+
+/// The smallest a read back asks for, and the most.
+const LOAD_BYTES: (usize, usize) = (64 << 10, 4 << 20);
+
 /// A [`Log`] kept in a NATS JetStream, served from a copy in memory or in files.
 #[derive(Debug)]
 pub struct NatsLog {
-    /// Every partition known, as read back from its stream: what reads see. A topic is known
-    /// while its partition 0 is; its partitions are those known from 0 on, without a gap.
+    /// Every partition known, its newest messages as read from its stream: what reads see. A
+    /// topic is known while its partition 0 is; its partitions are those known from 0 on,
+    /// without a gap.
     mirror: BTreeMap<Key, Copy>,
+    /// What each partition's stream holds before its copy starts.
+    before: BTreeMap<Key, Before>,
+    /// What was read back of the partitions' older messages, and the reads back asked for.
+    reads: Reads,
+    /// The most bytes the copies and `reads` may hold together (`--cache-bytes`).
+    cache_bytes: u64,
+    /// The bytes of each segment of a copy: small enough that the cache drops a copy's oldest
+    /// messages a little at a time.
+    copy_segment_bytes: usize,
     /// The directory holding a directory of segment files for each topic's copy, laid out
     /// as a data directory (`topics/`); `None` when the copies are in memory.
     copies: Option<PathBuf>,
@@ -162,8 +188,15 @@ impl NatsLog {
             }
             return Err(StoreError::Unavailable(reason));
         }
+        let cache_bytes = nats.cache_bytes;
+        let share = usize::try_from(cache_bytes / 16).unwrap_or(usize::MAX);
+        let load_bytes = share.clamp(LOAD_BYTES.0, LOAD_BYTES.1);
         let mut log = NatsLog {
             mirror: BTreeMap::new(),
+            before: BTreeMap::new(),
+            reads: Reads::new(commands.clone(), load_bytes),
+            cache_bytes,
+            copy_segment_bytes: config.segment_bytes.min(share.max(LOAD_BYTES.0)),
             copies,
             unverified,
             loading: BTreeMap::new(),
@@ -208,7 +241,16 @@ impl NatsLog {
     /// Applies one event of the runtime.
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Topic { topic, partition, partitions, first, next, retention, resumed } => {
+            Event::Topic {
+                topic,
+                partition,
+                partitions,
+                first,
+                next,
+                bytes,
+                retention,
+                resumed,
+            } => {
                 let key = (topic, partition);
                 self.guesses.remove(&key);
                 if let Some(count) = partitions {
@@ -216,8 +258,14 @@ impl NatsLog {
                 }
                 if let Some(copy) = self.unverified.remove(&key) {
                     if resumed == Some(copy.next_offset()) {
-                        let next = copy.next_offset();
-                        tracing::info!(topic = %key.0, partition, next, "copy resumed");
+                        let end = copy.next_offset();
+                        tracing::info!(topic = %key.0, partition, end, "copy resumed");
+                        let first = first.min(copy.first_offset());
+                        self.before.insert(key.clone(), Before { first, bytes: 0 });
+                        if next > end {
+                            // Appended meanwhile: the follower reads it from there.
+                            self.loading.insert(key.clone(), next);
+                        }
                         self.mirror.insert(key, copy);
                         return;
                     }
@@ -227,14 +275,14 @@ impl NatsLog {
                     }
                 }
                 let known = self.mirror.get(&key).is_some_and(|t| t.next_offset() >= next);
-                // A partition not yet known starts empty at its oldest message, which its
-                // follower reads first.
+                // A partition not yet known starts empty at its stream's end, where its
+                // follower starts; what the stream holds before is read back when asked for.
                 if !known {
-                    let copy = new_copy(self.copies.as_deref(), &key, first, retention);
+                    let copy = new_copy(self.copies.as_deref(), &key, next, retention);
                     self.mirror.insert(key.clone(), copy);
-                }
-                if self.mirror.get(&key).is_some_and(|c| c.next_offset() < next) {
-                    self.loading.insert(key, next);
+                    self.before.insert(key.clone(), Before { first, bytes });
+                } else if let Some(before) = self.before.get_mut(&key) {
+                    before.first = before.first.max(first);
                 }
             }
             Event::Messages { topic, partition, messages } => {
@@ -242,6 +290,7 @@ impl NatsLog {
                 self.add((topic, partition), messages);
                 self.held.taken(bytes);
             }
+            Event::Loaded(loaded) => self.take_loaded(loaded),
             Event::Deleted { topic, partition } => self.forget_partition(&(topic, partition)),
             Event::Committed { ticket, results } => self.settle(Ticket(ticket), results),
         }
@@ -253,7 +302,7 @@ impl NatsLog {
         let Some(copy) = self.mirror.get_mut(&key) else { return };
         let topic = &key.0;
         let copies = self.copies.as_deref();
-        let segment_bytes = self.config.segment_bytes;
+        let segment_bytes = self.copy_segment_bytes;
         let mut added = false;
         // The offset the copy's next message has, counting those appended to it here.
         let mut next = copy.next_offset();
@@ -272,6 +321,9 @@ impl NatsLog {
                 // starts again at the oldest one held.
                 *copy = new_copy(copies, &key, base, copy.retention());
                 next = base;
+                if let Some(before) = self.before.get_mut(&key) {
+                    before.first = before.first.max(base);
+                }
             }
             let skip = (next - base) as usize;
             // A stored batch goes to the copy as one batch (its messages share a timestamp);
@@ -291,12 +343,60 @@ impl NatsLog {
         }
         if added {
             let now_ms = crate::clock::epoch_ms();
-            if copy.trim(&self.config.retention, now_ms) > 0 && !self.trimmed.contains(&key) {
-                self.trimmed.push(key.clone());
+            if copy.trim(&self.config.retention, now_ms) > 0 {
+                // The stream's limits removed at least as much from the stream.
+                if let Some(before) = self.before.get_mut(&key) {
+                    before.first = before.first.max(copy.first_offset());
+                }
+                if !self.trimmed.contains(&key) {
+                    self.trimmed.push(key.clone());
+                }
             }
             if !self.grown.contains(&key) {
                 self.grown.push(key);
             }
+            self.keep_within_cache(None);
+        }
+    }
+
+    /// Takes messages read back, or why they could not be: the fetches held for them look
+    /// again.
+    fn take_loaded(&mut self, loaded: Loaded) {
+        let key = (loaded.load.topic.clone(), loaded.load.partition);
+        let first = self.reads.take(loaded);
+        if let (Some(first), Some(before)) = (first, self.before.get_mut(&key)) {
+            // Retention may have removed messages from the stream since it was last seen.
+            before.first = before.first.max(first);
+        }
+        self.keep_within_cache(Some(&key));
+        if self.mirror.contains_key(&key) && !self.grown.contains(&key) {
+            self.grown.push(key);
+        }
+    }
+
+    /// Drops the oldest messages held until the copies and what was read back fit in
+    /// `--cache-bytes`: what was read back least recently first (never `keep`'s, just read
+    /// back for a reader waiting for it), then the oldest segment of the largest copy. A
+    /// copy's newest segment always stays.
+    fn keep_within_cache(&mut self, keep: Option<&Key>) {
+        let mut held: u64 = self.mirror.values().map(Partition::stored_bytes).sum();
+        held += self.reads.bytes();
+        while held > self.cache_bytes {
+            if self.reads.drop_oldest(keep) {
+                held = self.mirror.values().map(Partition::stored_bytes).sum::<u64>()
+                    + self.reads.bytes();
+                continue;
+            }
+            let mut copies: Vec<(&Key, &mut Copy)> = self.mirror.iter_mut().collect();
+            copies.sort_by_key(|(_, copy)| std::cmp::Reverse(copy.stored_bytes()));
+            let dropped = copies.into_iter().find_map(|(key, copy)| {
+                let (first, stored) = (copy.first_offset(), copy.stored_bytes());
+                let payload = copy.drop_oldest()?;
+                Some((key.clone(), first, stored - copy.stored_bytes(), payload))
+            });
+            let Some((key, first, stored, payload)) = dropped else { break };
+            held -= stored;
+            self.before.entry(key).or_insert(Before { first, bytes: 0 }).bytes += payload;
         }
     }
 
@@ -329,6 +429,12 @@ impl NatsLog {
             self.guessed.clear();
         }
         self.settled.push(settled);
+    }
+
+    /// The bytes of records the copies and what was read back hold. For tests.
+    #[cfg(test)]
+    pub(super) fn cached_bytes(&self) -> u64 {
+        self.mirror.values().map(Partition::stored_bytes).sum::<u64>() + self.reads.bytes()
     }
 
     /// Asks the runtime `command` and waits for its answer on `reply`, at most
@@ -385,10 +491,13 @@ impl NatsLog {
         answer.recv_timeout(ADMIN_TIMEOUT).unwrap().unwrap()
     }
 
-    /// The bytes of records (framing included) the copy of a partition holds. For tests.
+    /// The bytes of records (framing included) a partition's copy and what was read back of
+    /// it hold. For tests.
     #[cfg(test)]
-    pub(super) fn copy_bytes(&self, topic: &str, partition: u32) -> Option<u64> {
-        self.mirror.get(&(topic.to_owned(), partition)).map(Partition::stored_bytes)
+    pub(super) fn held_bytes(&self, topic: &str, partition: u32) -> Option<u64> {
+        let key = (topic.to_owned(), partition);
+        let copy = self.mirror.get(&key).map(Partition::stored_bytes)?;
+        Some(copy + self.reads.bytes_of(&key))
     }
 }
 
@@ -669,16 +778,39 @@ impl Log for NatsLog {
     ) -> Result<u64> {
         check_name(topic)?;
         let copy = self.copy(topic, partition)?;
-        if offset > copy.next_offset() && offset <= self.loaded_until(topic, partition, copy) {
+        let end = self.loaded_until(topic, partition, copy);
+        if offset > copy.next_offset() && offset <= end {
             // Held by the stream, not yet by the copy being read: nothing yet, as at the end.
             return Ok(offset);
         }
-        copy.read_checked(topic, offset, budget, out)
+        let key = (topic.to_owned(), partition);
+        let first = self.first_of(&key, copy);
+        crate::store::check_range(topic, offset, first, end)?;
+        if offset >= copy.first_offset() {
+            return copy.read_checked(topic, offset, budget, out);
+        }
+        // Older than the copy: what was read back, or nothing yet (a read back is asked for).
+        if let Some(reason) = self.reads.take_failure(&key) {
+            return Err(StoreError::Unavailable(reason));
+        }
+        let mut budget = budget;
+        if !self.reads.read(&key, offset, copy.first_offset(), &mut budget, out) {
+            self.reads.loading(&key, offset, copy.first_offset());
+        }
+        Ok(end)
+    }
+
+    fn loading(&self, topic: &str, partition: u32, offset: u64) -> bool {
+        let Ok(copy) = self.copy(topic, partition) else { return false };
+        let key = (topic.to_owned(), partition);
+        let older = (self.first_of(&key, copy)..copy.first_offset()).contains(&offset);
+        older && self.reads.loading(&key, offset, copy.first_offset())
     }
 
     fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
         let copy = self.copy(topic, partition)?;
-        Ok((copy.first_offset(), self.loaded_until(topic, partition, copy)))
+        let key = (topic.to_owned(), partition);
+        Ok((self.first_of(&key, copy), self.loaded_until(topic, partition, copy)))
     }
 
     fn partitions(&self, topic: &str) -> Result<u32> {
@@ -717,8 +849,22 @@ impl Log for NatsLog {
         let mut topics = Vec::new();
         for (topic, _) in self.mirror.keys().filter(|(_, p)| *p == 0) {
             let count = self.count(topic).unwrap_or(1);
-            let copies = (0..count).filter_map(|p| self.mirror.get(&(topic.clone(), p)));
-            topics.push(info_of(topic, copies, &self.config.retention));
+            let keys: Vec<Key> = (0..count).map(|p| (topic.clone(), p)).collect();
+            let copies = keys.iter().filter_map(|key| self.mirror.get(key));
+            let mut info = info_of(topic, copies, &self.config.retention);
+            // The stream holds more than the copy: its messages from its first offset on.
+            let (mut messages, mut bytes) = (0, 0);
+            for (at, key) in keys.iter().enumerate() {
+                let (held, held_bytes) = self.held_by_stream(key);
+                messages += held;
+                bytes += held_bytes;
+                if let Some(first) = info.first_offsets.get_mut(at) {
+                    *first = self.before.get(key).map_or(*first, |b| b.first.min(*first));
+                }
+            }
+            info.first_offset = info.first_offsets.first().copied().unwrap_or_default();
+            (info.messages, info.bytes) = (messages, bytes);
+            topics.push(info);
         }
         topics
     }
@@ -726,9 +872,10 @@ impl Log for NatsLog {
     fn totals(&self) -> Totals {
         let topics = self.mirror.keys().filter(|(_, p)| *p == 0).count() as u64;
         let mut totals = Totals { topics, ..Totals::default() };
-        for copy in self.mirror.values() {
-            totals.messages += copy.messages();
-            totals.bytes += copy.payload_bytes();
+        for key in self.mirror.keys() {
+            let (messages, bytes) = self.held_by_stream(key);
+            totals.messages += messages;
+            totals.bytes += bytes;
         }
         totals
     }
@@ -783,10 +930,28 @@ impl NatsLog {
         copy.next_offset().max(until)
     }
 
+    /// Where partition `key`'s stream starts (its copy `copy`): reads from there to the copy
+    /// are read back.
+    fn first_of(&self, key: &Key, copy: &Copy) -> u64 {
+        let first = copy.first_offset();
+        self.before.get(key).map_or(first, |before| before.first.min(first))
+    }
+
+    /// The messages and the bytes of keys and values partition `key`'s stream holds, as far
+    /// as this process knows (the bytes before its copy as JetStream counts them).
+    fn held_by_stream(&self, key: &Key) -> (u64, u64) {
+        let Some(copy) = self.mirror.get(key) else { return (0, 0) };
+        let before = self.before.get(key).map_or(0, |before| before.bytes);
+        let end = self.loaded_until(&key.0, key.1, copy);
+        (end - self.first_of(key, copy), before + copy.payload_bytes())
+    }
+
     /// Drops the copy of a partition whose stream was deleted, with its files.
     fn forget_partition(&mut self, key: &Key) {
         self.guesses.remove(key);
         self.loading.remove(key);
+        self.before.remove(key);
+        self.reads.forget(key);
         if let Some(dir) = self.mirror.remove(key).as_ref().and_then(Partition::dir) {
             remove_copy_files(dir);
         }
@@ -826,6 +991,7 @@ impl NatsLog {
     /// Stops the runtime, waiting for its thread at most [`STOP_TIMEOUT`]: one still waiting
     /// on the network then is left to end with the process.
     fn stop_runtime(&mut self) {
+        self.reads.close();
         if let Some(commands) = self.commands.take() {
             let _ = commands.send(Command::Stop);
         }

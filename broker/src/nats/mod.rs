@@ -15,6 +15,7 @@
 //! messages in its stream.
 
 mod claims;
+mod cold;
 mod groups;
 mod lane;
 mod log;
@@ -29,6 +30,10 @@ pub use log::NatsLog;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How many bytes of messages a broker process holds by default: its copies of the partitions'
+/// newest messages and what it read back of older ones (`--cache-bytes`).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 /// Where the JetStream is and how topics are kept there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
@@ -42,6 +47,9 @@ pub struct NatsConfig {
     /// Where the copy of each topic is kept in segment files (`--copy-dir`); `None` keeps it
     /// in memory.
     pub copy_dir: Option<PathBuf>,
+    /// The most bytes the copies and the messages read back may hold together
+    /// (`--cache-bytes`): past it, the oldest go (the streams still hold them).
+    pub cache_bytes: u64,
     /// How long start-up keeps trying to reach the servers and their JetStream before it gives
     /// up (`--start-timeout`).
     pub start_timeout: Duration,
@@ -69,6 +77,7 @@ impl NatsConfig {
             replicas,
             lease: Duration::from_secs(30),
             copy_dir: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             start_timeout: Duration::from_secs(30),
         })
     }

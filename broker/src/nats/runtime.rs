@@ -18,6 +18,7 @@ use protocol::Retention;
 use tokio::sync::mpsc as tmpsc;
 
 use super::claims::{self, ClaimsBucket};
+use super::cold::{self, Load, Loaded};
 use super::groups::{GroupsBucket, NotSaved};
 use super::streams::{Refusal, Staged, Streams};
 use crate::logical::ClaimChange;
@@ -134,6 +135,9 @@ pub enum Command {
         /// Its key.
         key: String,
     },
+    /// Read back the batches of a partition from the one holding an offset, and hand them
+    /// on with [`Event::Loaded`].
+    Load(Load),
     /// Give back the claims held here and stop (the claims' handle may outlive the store's).
     Stop,
     /// Give logical broker `id` back in the claims bucket.
@@ -170,6 +174,8 @@ pub enum Event {
         first: u64,
         /// The offset its next message gets.
         next: u64,
+        /// The bytes its stream holds, as JetStream counts them.
+        bytes: u64,
         /// Its limits, as its stream's configuration says.
         retention: Retention,
         /// Where the copy kept from an earlier run ends, when its stream still holds that
@@ -186,6 +192,8 @@ pub enum Event {
         /// format before batches (`record`).
         messages: Vec<(u64, Bytes)>,
     },
+    /// Batches of a partition read back ([`Command::Load`]), or why not.
+    Loaded(Loaded),
     /// A partition's stream was deleted (here or elsewhere).
     Deleted {
         /// The topic.
@@ -606,6 +614,10 @@ impl Backend {
             Command::GroupRemove { key } => self.groups.remove(conn, &key).await,
             Command::GroupKeys { prefix, reply } => {
                 let _ = reply.send(self.groups.keys(conn, prefix.as_deref()).await);
+            }
+            Command::Load(load) => {
+                let (js, events) = (conn.js.clone(), conn.events.clone());
+                tokio::spawn(async move { events.send(Event::Loaded(cold::load(js, load).await)) });
             }
             Command::Stop => {}
             #[cfg(test)]

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::cold;
 use super::lane::{self, Job, Stored};
 use super::record;
 use super::runtime::{Connection, Event, Events};
@@ -441,9 +442,10 @@ impl Streams {
         let retention = retention_of(&info.config);
         let created = info.created.unix_timestamp_nanos();
         let partitions = (partition == 0).then(|| partitions_of(&info.config));
-        // The stream sequence the follower starts at, and the copy kept from an earlier run
-        // when the stream still holds its last message at its place.
-        let mut start = first_seq.max(1);
+        // The stream sequence the follower starts at: after the stream's last message (older
+        // ones are read back when asked for, `cold`), or, for a copy kept from an earlier run
+        // when the stream still holds its last message at its place, after that message.
+        let mut start = last_seq + 1;
         let resumed = match self.resume.remove(&key) {
             Some((end, last)) if end > first && end <= next => {
                 match find(&stream, end - 1, first_seq, last_seq).await {
@@ -462,6 +464,7 @@ impl Streams {
             partitions,
             first,
             next,
+            bytes: state.bytes,
             retention,
             resumed,
         };
@@ -888,25 +891,13 @@ fn outcome(append: &Append) -> Result<(u64, u64), StoreError> {
 async fn find(
     stream: &jetstream::stream::Stream,
     offset: u64,
-    mut low: u64,
-    mut high: u64,
+    low: u64,
+    high: u64,
 ) -> Option<(u64, Vec<u8>)> {
-    // Base offsets grow with sequences: a binary search, a few direct reads.
-    while low <= high {
-        let mid = low + (high - low) / 2;
-        let message = stream.get_raw_message(mid).await.ok()?;
-        let (from, to) = record::span(mid, &message.payload)?;
-        if to <= offset {
-            low = mid + 1;
-        } else if from > offset {
-            high = mid.checked_sub(1)?;
-        } else {
-            let (base, messages) = record::decode_stored(mid, &message.payload)?;
-            let found = messages.get(usize::try_from(offset - base).ok()?)?;
-            return Some((mid, record::encode(found.timestamp, found.key, found.value)));
-        }
-    }
-    None
+    let (seq, payload) = cold::locate(stream, offset, low, high).await.ok()??;
+    let (base, messages) = record::decode_stored(seq, &payload)?;
+    let found = messages.get(usize::try_from(offset - base).ok()?)?;
+    Some((seq, record::encode(found.timestamp, found.key, found.value)))
 }
 
 /// The refusal of a topic's stream that could not be looked up (not one JetStream says it

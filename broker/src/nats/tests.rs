@@ -11,14 +11,110 @@ use super::{record, streams, NatsConfig};
 use crate::store::{Budget, Log, Settled, StoreConfig, StoreError};
 
 fn open(server: &NatsServer) -> NatsLog {
+    open_with(server, super::DEFAULT_CACHE_BYTES, StoreConfig::default())
+}
+
+/// A store on `server` holding at most `cache_bytes` of messages.
+fn open_with(server: &NatsServer, cache_bytes: u64, config: StoreConfig) -> NatsLog {
     let nats = NatsConfig {
         servers: vec![server.url()],
         replicas: 1,
         lease: Duration::from_secs(30),
         copy_dir: None,
+        cache_bytes,
         start_timeout: std::time::Duration::from_secs(10),
     };
-    NatsLog::open(StoreConfig::default(), &nats).unwrap()
+    NatsLog::open(config, &nats).unwrap()
+}
+
+/// Reads partition 0 of `topic` from `offset` (at most `max` messages), polling `store` until
+/// something is there (what is not held comes once read back), for at most ten seconds.
+fn read_from(store: &mut NatsLog, topic: &str, offset: u64, max: usize) -> Vec<(u64, String)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        store.settled();
+        let mut out = Vec::new();
+        store.read(topic, 0, offset, Budget::new(max, usize::MAX), &mut out).unwrap();
+        if !out.is_empty() || Instant::now() > deadline {
+            return out
+                .iter()
+                .map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned()))
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Appends `batches` batches of `size` messages to partition 0 of `topic`, each value `value`
+/// of its offset, one commit each.
+fn append_numbered(
+    store: &mut NatsLog,
+    topic: &str,
+    batches: u64,
+    size: u64,
+    value: fn(u64) -> String,
+) {
+    for batch in 0..batches {
+        let values: Vec<String> = (batch * size..(batch + 1) * size).map(value).collect();
+        let messages: Vec<NewMessage<'_>> =
+            values.iter().map(|v| NewMessage::new(None, v.as_bytes())).collect();
+        store.append(topic, 0, &messages, 1).unwrap();
+        assert!(store.commit_and_wait(Instant::now(), 1).is_empty());
+    }
+}
+
+#[test]
+fn a_process_started_on_a_stream_holds_none_of_it_and_reads_back_what_is_asked_for() {
+    let server = NatsServer::start();
+    let mut writer = open(&server);
+    append_numbered(&mut writer, "t", 30, 100, |n| format!("v{n}"));
+    // Ready at once, holding nothing of the stream, which it knows the offsets of.
+    let mut reader = open(&server);
+    assert_eq!(reader.held_bytes("t", 0), Some(0));
+    assert_eq!(reader.offsets("t", 0), Ok((0, 3000)));
+    assert_eq!(reader.list()[0].messages, 3000);
+    // A read in the middle finds nothing yet and asks for it; it comes read back, in order.
+    assert!(reader.loading("t", 0, 1234));
+    let got = read_from(&mut reader, "t", 1234, 500);
+    let want: Vec<(u64, String)> = (1234..1734).map(|n| (n, format!("v{n}"))).collect();
+    assert_eq!(got, want);
+    assert!(!reader.loading("t", 0, 1234));
+    // Reading on from there reaches the end, and what is appended after.
+    let mut offset = 1734;
+    while offset < 3000 {
+        let got = read_from(&mut reader, "t", offset, 400);
+        assert_eq!(got.first().map(|m| m.0), Some(offset));
+        assert!(got.iter().all(|(n, v)| *v == format!("v{n}")), "{got:?}");
+        offset = got.last().unwrap().0 + 1;
+    }
+    append_numbered(&mut writer, "t", 1, 1, |_| "new".into());
+    assert_eq!(read_from(&mut reader, "t", 3000, 10), [(3000, "new".into())]);
+}
+
+#[test]
+fn the_copies_and_what_is_read_back_stay_within_the_cache_and_every_message_is_still_read() {
+    let server = NatsServer::start();
+    let cache = 256 << 10;
+    let config = StoreConfig { segment_bytes: 16 << 10, ..StoreConfig::default() };
+    let value = |n: u64| format!("{n:0>160}");
+    let mut writer = open_with(&server, cache, config.clone());
+    // About 1 MiB of values, four times the cache.
+    append_numbered(&mut writer, "t", 64, 100, value);
+    assert!(writer.cached_bytes() <= cache, "{} bytes held", writer.cached_bytes());
+    assert_eq!(writer.offsets("t", 0), Ok((0, 6400)), "the stream still holds them all");
+    // Through the process that appended them, and through one started now, every message is
+    // read in order from the first on, the cache never holding more than its size.
+    let mut reader = open_with(&server, cache, config);
+    for store in [&mut writer, &mut reader] {
+        let mut offset = 0;
+        while offset < 6400 {
+            let got = read_from(store, "t", offset, 1000);
+            assert_eq!(got.first().map(|m| m.0), Some(offset));
+            assert!(got.iter().all(|(n, v)| *v == value(*n)), "not the values at {offset}");
+            offset = got.last().unwrap().0 + 1;
+            assert!(store.cached_bytes() <= cache, "{} bytes held", store.cached_bytes());
+        }
+    }
 }
 
 fn values(store: &NatsLog, topic: &str) -> Vec<(u64, String)> {
@@ -95,12 +191,13 @@ fn a_batch_read_back_from_its_stream_is_held_as_one_batch_in_the_copy() {
     writer.append("t", 0, &messages, 1).unwrap();
     assert!(writer.commit_and_wait(Instant::now(), 1).is_empty());
     // The writer's copy took the batch from its acknowledgement, as it was appended; another
-    // process reads it back from the stream, and holds it the same way: one batch, not a
-    // thousand of one message each (30 bytes of framing more for each).
+    // process, started after it, reads it back from the stream when asked for it, and holds
+    // it the same way: one batch, not a thousand of one message each (30 bytes of framing
+    // more for each).
     let mut reader = open(&server);
     assert_eq!(wait_for(&mut reader, "t", 1000).len(), 1000);
     let payload: u64 = values.iter().map(|v| v.len() as u64).sum();
-    let framing = |store: &NatsLog| store.copy_bytes("t", 0).unwrap() - payload;
+    let framing = |store: &NatsLog| store.held_bytes("t", 0).unwrap() - payload;
     assert!(
         framing(&writer) < 4 * 1000,
         "the writer's copy: {} bytes of framing",
@@ -243,6 +340,7 @@ fn partitions_guessed_for_an_append_to_a_topic_made_elsewhere_with_fewer_are_dro
         replicas: 1,
         lease: Duration::from_secs(30),
         copy_dir: None,
+        cache_bytes: super::DEFAULT_CACHE_BYTES,
         start_timeout: std::time::Duration::from_secs(10),
     };
     let mut b =

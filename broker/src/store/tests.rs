@@ -60,6 +60,7 @@ macro_rules! both_stores {
                     replicas: 1,
                     lease: std::time::Duration::from_secs(30),
                     copy_dir: None,
+                    cache_bytes: crate::nats::DEFAULT_CACHE_BYTES,
                     start_timeout: std::time::Duration::from_secs(10),
                 };
                 let config = super::StoreConfig { nats: Some(nats), ..super::config(None) };
@@ -75,6 +76,7 @@ macro_rules! both_stores {
                     replicas: 1,
                     lease: std::time::Duration::from_secs(30),
                     copy_dir: Some(dir.path().to_path_buf()),
+                    cache_bytes: crate::nats::DEFAULT_CACHE_BYTES,
                     start_timeout: std::time::Duration::from_secs(10),
                 };
                 let config = super::StoreConfig { nats: Some(nats), ..super::config(None) };

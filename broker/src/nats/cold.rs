@@ -1,0 +1,389 @@
+//! Reading back: the messages of a partition older than this process's copy of it, read from
+//! the partition's stream when a reader asks for them. A broker process keeps only the recent
+//! part of each partition (its copy, within `--cache-bytes`), so that a process added to a
+//! running cluster is ready at once and holds no full copy; a read below a copy asks for the
+//! batches that hold its offset ([`Reads`], the serving side), which the runtime reads with
+//! direct gets of their stream sequences ([`load`], the runtime side), a few at once, found by a
+//! binary search of base offsets or from where the last read back of the partition ended. What
+//! comes back is held in memory as one range per partition, the least recently read dropped
+//! first when the cache is full; a reader nearing a range's end has the next part read ahead.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use protocol::{Message, NewMessage, Retention};
+use tokio::sync::mpsc as tmpsc;
+
+use super::record::{self, Decoded};
+use super::runtime::Command;
+use crate::store::{Budget, InMemory, Partition};
+
+/// A partition: (topic, partition).
+type Key = (String, u32);
+
+/// At most this many reads back are in flight at once; the others wait for one to end.
+const MAX_LOADS: usize = 16;
+
+/// How many batches a read back asks for at once.
+const GETS_AT_ONCE: u64 = 8;
+
+/// A read back the serving thread asks the runtime for.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The offset wanted: the read starts at the batch that holds it.
+    pub offset: u64,
+    /// Where this process's copy starts: the read stops at the batch that reaches it.
+    pub until: u64,
+    /// The stream sequence that may hold the batch of `offset` (where the last read back of
+    /// the partition ended), checked before it is trusted.
+    pub seq: Option<u64>,
+    /// About how many bytes of batches to read.
+    pub bytes: usize,
+}
+
+/// What a read back found.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The read back asked for.
+    pub load: Load,
+    /// The stream's first offset now and its batches from the one holding the offset wanted
+    /// (none when retention removed it), each with its stream sequence; or why not.
+    pub result: Result<(u64, Vec<(u64, Bytes)>), String>,
+}
+
+/// Messages read back of one partition, contiguous, from the batch that held the offset first
+/// asked for.
+#[derive(Debug)]
+struct Range {
+    /// The messages.
+    messages: Partition,
+    /// The stream sequence after the last batch held.
+    next_seq: u64,
+    /// When it was last read, in [`Reads::tick`]s.
+    used: Cell<u64>,
+}
+
+/// A read back asked for and not yet answered.
+#[derive(Debug)]
+struct Asked {
+    /// What is asked.
+    load: Load,
+    /// Whether it went to the runtime ([`MAX_LOADS`] at most), or waits for room.
+    sent: bool,
+}
+
+/// The serving thread's side: the ranges read back, and the reads back asked for. Reads are
+/// made through `&self` (a read is made while earlier reads' messages are borrowed), so what a
+/// read asks for is kept in cells.
+#[derive(Debug)]
+pub struct Reads {
+    /// The messages read back, by partition.
+    ranges: BTreeMap<Key, Range>,
+    /// The reads back asked for, one per partition at most.
+    asked: RefCell<BTreeMap<Key, Asked>>,
+    /// The partitions whose last read back failed, with why: the next read there says so
+    /// (once), and asks again.
+    failed: RefCell<BTreeMap<Key, String>>,
+    /// Counts reads, to find the range read least recently.
+    tick: Cell<u64>,
+    /// About how many bytes one read back asks for; a range keeps at most twice that.
+    load_bytes: usize,
+    /// Where reads back are asked for; `None` once the runtime stops.
+    commands: Option<tmpsc::UnboundedSender<Command>>,
+}
+
+impl Reads {
+    /// Nothing read back yet; each read back asks for about `load_bytes`.
+    pub fn new(commands: tmpsc::UnboundedSender<Command>, load_bytes: usize) -> Reads {
+        Reads {
+            ranges: BTreeMap::new(),
+            asked: RefCell::default(),
+            failed: RefCell::default(),
+            tick: Cell::new(0),
+            load_bytes,
+            commands: Some(commands),
+        }
+    }
+
+    /// Reads the messages read back of `key` from `offset` into `out`, as many as `budget`
+    /// takes: `false` when none are held there. A reader nearing the end of what is held has
+    /// the next part (up to `until`, where the copy starts) read ahead.
+    pub fn read<'a>(
+        &'a self,
+        key: &Key,
+        offset: u64,
+        until: u64,
+        budget: &mut Budget,
+        out: &mut Vec<Message<'a>>,
+    ) -> bool {
+        let Some(range) = self.ranges.get(key) else { return false };
+        let (first, next) = (range.messages.first_offset(), range.messages.next_offset());
+        if offset < first || offset >= next {
+            return false;
+        }
+        self.tick.set(self.tick.get() + 1);
+        range.used.set(self.tick.get());
+        // Held in memory: a read cannot fail.
+        let _ = range.messages.read(offset, budget, out);
+        let end = out.last().map_or(offset, |m| m.offset + 1);
+        if next < until && (next - end) * 2 <= next - first {
+            self.want(key, next, until, Some(range.next_seq));
+        }
+        true
+    }
+
+    /// Whether a read of `key` at `offset` (below `until`, where the copy starts) must wait
+    /// for a read back: asks for one when none is asked for the partition. `false` when what
+    /// is held covers it, or when the last read back failed (the read says why).
+    pub fn loading(&self, key: &Key, offset: u64, until: u64) -> bool {
+        if self.failed.borrow().contains_key(key) {
+            return false;
+        }
+        let held = self.ranges.get(key).is_some_and(|range| {
+            range.messages.first_offset() <= offset && offset < range.messages.next_offset()
+        });
+        if !held {
+            self.want(key, offset, until, None);
+        }
+        !held
+    }
+
+    /// Why the last read back of `key` failed, once.
+    pub fn take_failure(&self, key: &Key) -> Option<String> {
+        self.failed.borrow_mut().remove(key)
+    }
+
+    /// Asks for a read back of `key` from `offset`, unless one is asked for already.
+    fn want(&self, key: &Key, offset: u64, until: u64, seq: Option<u64>) {
+        let mut asked = self.asked.borrow_mut();
+        if asked.contains_key(key) {
+            return;
+        }
+        let (topic, partition) = key.clone();
+        let load = Load { topic, partition, offset, until, seq, bytes: self.load_bytes };
+        let sent = asked.values().filter(|a| a.sent).count() < MAX_LOADS && self.send(&load);
+        asked.insert(key.clone(), Asked { load, sent });
+    }
+
+    /// Hands `load` to the runtime.
+    fn send(&self, load: &Load) -> bool {
+        let command = Command::Load(load.clone());
+        self.commands.as_ref().is_some_and(|c| c.send(command).is_ok())
+    }
+
+    /// Takes what a read back found, and sends the reads back that waited for room. Returns
+    /// the stream's first offset, when the read back could see it.
+    pub fn take(&mut self, loaded: Loaded) -> Option<u64> {
+        let key = (loaded.load.topic, loaded.load.partition);
+        self.asked.get_mut().remove(&key);
+        let first = match loaded.result {
+            Ok((first, batches)) => {
+                self.keep(&key, loaded.load.offset, batches);
+                Some(first)
+            }
+            Err(reason) => {
+                tracing::warn!(topic = %key.0, partition = key.1, offset = loaded.load.offset, %reason, "cannot read messages back from the stream");
+                self.failed.get_mut().insert(key, reason);
+                None
+            }
+        };
+        self.send_waiting();
+        first
+    }
+
+    /// Sends the reads back that wait for room, oldest partition first.
+    fn send_waiting(&self) {
+        let mut asked = self.asked.borrow_mut();
+        let mut room = MAX_LOADS.saturating_sub(asked.values().filter(|a| a.sent).count());
+        for waiting in asked.values_mut().filter(|a| !a.sent) {
+            if room == 0 {
+                break;
+            }
+            waiting.sent = self.send(&waiting.load);
+            room -= usize::from(waiting.sent);
+        }
+    }
+
+    /// Adds stored batches of `key`, read back from `offset`, in stream order, to its range:
+    /// after it when they follow on, else as its new range. What a range holds before `offset`
+    /// goes when it holds more than twice a read back.
+    fn keep(&mut self, key: &Key, offset: u64, batches: Vec<(u64, Bytes)>) {
+        let segment_bytes = (self.load_bytes / 2).max(1);
+        for (seq, payload) in &batches {
+            let Some((base, messages)) = record::decode_stored(*seq, payload) else {
+                tracing::warn!(topic = %key.0, seq, "a message of the stream is not ours; skipped");
+                continue;
+            };
+            let end = base + messages.len() as u64;
+            let follows = self.ranges.get(key).is_some_and(|range| {
+                (base..end).contains(&range.messages.next_offset())
+                    || range.messages.next_offset() == base
+            });
+            if !follows {
+                let messages = Partition::starting_at(InMemory, base, no_limits());
+                self.ranges
+                    .insert(key.clone(), Range { messages, next_seq: 0, used: Cell::new(0) });
+            }
+            let Some(range) = self.ranges.get_mut(key) else { continue };
+            let skip = (range.messages.next_offset() - base) as usize;
+            let rest = messages.get(skip..).unwrap_or_default();
+            for run in rest.chunk_by(|a, b| a.timestamp == b.timestamp) {
+                let batch: Vec<NewMessage<'_>> = run.iter().map(Decoded::message).collect();
+                range.messages.append_batch(run[0].timestamp, &batch, segment_bytes);
+            }
+            // In memory: a commit cannot fail.
+            let _ = range.messages.commit(false);
+            range.next_seq = seq + 1;
+        }
+        let Some(range) = self.ranges.get_mut(key) else { return };
+        self.tick.set(self.tick.get() + 1);
+        range.used.set(self.tick.get());
+        while range.messages.stored_bytes() > 2 * self.load_bytes as u64 {
+            if range.messages.drop_oldest_before(offset).is_none() {
+                break;
+            }
+        }
+    }
+
+    /// The bytes the ranges hold.
+    pub fn bytes(&self) -> u64 {
+        self.ranges.values().map(|range| range.messages.stored_bytes()).sum()
+    }
+
+    /// The bytes held of `key`'s messages read back. For tests.
+    #[cfg(test)]
+    pub fn bytes_of(&self, key: &Key) -> u64 {
+        self.ranges.get(key).map_or(0, |range| range.messages.stored_bytes())
+    }
+
+    /// Drops the range read least recently but `keep`'s: `false` when no other is held.
+    pub fn drop_oldest(&mut self, keep: Option<&Key>) -> bool {
+        let others = self.ranges.iter().filter(|(key, _)| Some(*key) != keep);
+        let oldest = others.min_by_key(|(_, range)| range.used.get());
+        let Some(key) = oldest.map(|(key, _)| key.clone()) else { return false };
+        self.ranges.remove(&key);
+        true
+    }
+
+    /// Forgets a partition whose stream was deleted.
+    pub fn forget(&mut self, key: &Key) {
+        self.ranges.remove(key);
+        self.asked.get_mut().remove(key);
+        self.failed.get_mut().remove(key);
+    }
+
+    /// Asks for nothing more: the runtime stops.
+    pub fn close(&mut self) {
+        self.commands = None;
+    }
+}
+
+/// A range keeps what it read; the cache, not retention, bounds it.
+fn no_limits() -> Retention {
+    Retention::default()
+}
+
+/// The runtime's side: reads back what `load` asks for.
+pub async fn load(js: Context, load: Load) -> Loaded {
+    let result = read_back(&js, &load).await;
+    Loaded { load, result }
+}
+
+/// The stream's first offset and its batches from the one holding `load.offset`.
+async fn read_back(js: &Context, load: &Load) -> Result<(u64, Vec<(u64, Bytes)>), String> {
+    let name = record::stream_name(&load.topic, load.partition);
+    let stream = js
+        .get_stream(&name)
+        .await
+        .map_err(|e| format!("cannot find the partition's stream: {e}"))?;
+    let state = stream.cached_info().state.clone();
+    if state.messages == 0 {
+        // Emptied by its limits: its offsets go on from its last sequence (as `streams`).
+        return Ok((state.last_sequence, Vec::new()));
+    }
+    let (first_seq, last_seq) = (state.first_sequence, state.last_sequence);
+    let (first, _) = span_at(&stream, first_seq).await?.0;
+    if load.offset < first {
+        return Ok((first, Vec::new()));
+    }
+    let hinted = match load.seq.filter(|seq| (first_seq..=last_seq).contains(seq)) {
+        Some(seq) => {
+            let ((from, to), payload) = span_at(&stream, seq).await?;
+            (from..to).contains(&load.offset).then_some((seq, payload))
+        }
+        None => None,
+    };
+    let (seq, payload) = match hinted {
+        Some(found) => found,
+        None => locate(&stream, load.offset, first_seq, last_seq)
+            .await?
+            .ok_or_else(|| format!("no batch of the stream holds offset {}", load.offset))?,
+    };
+    let mut bytes = payload.len();
+    let mut reached = record::span(seq, &payload).is_none_or(|(_, to)| to >= load.until);
+    let mut batches = vec![(seq, payload)];
+    let mut next = seq + 1;
+    while bytes < load.bytes && !reached && next <= last_seq {
+        // As many as the batches read so far say are still wanted, a few at once.
+        let each = (bytes / batches.len()).max(1);
+        let wanted = (load.bytes - bytes).div_ceil(each) as u64;
+        let upto = last_seq.min(next + wanted.clamp(1, GETS_AT_ONCE) - 1);
+        let gets = (next..=upto).map(|seq| stream.get_raw_message(seq));
+        for (seq, got) in (next..=upto).zip(join_all(gets).await) {
+            let payload = got.map_err(|e| format!("cannot read sequence {seq}: {e}"))?.payload;
+            bytes += payload.len();
+            reached |= record::span(seq, &payload).is_none_or(|(_, to)| to >= load.until);
+            batches.push((seq, payload));
+        }
+        next = upto + 1;
+    }
+    Ok((first, batches))
+}
+
+/// The offsets the stored message at `seq` spans, and its payload.
+async fn span_at(
+    stream: &jetstream::stream::Stream,
+    seq: u64,
+) -> Result<((u64, u64), Bytes), String> {
+    let message = stream
+        .get_raw_message(seq)
+        .await
+        .map_err(|e| format!("cannot read sequence {seq}: {e}"))?;
+    let span = record::span(seq, &message.payload)
+        .ok_or_else(|| format!("sequence {seq} of the stream is not ours"))?;
+    Ok((span, message.payload))
+}
+
+/// The stream sequence of the stored message that holds offset `offset`, between sequences
+/// `low` and `high`, with its payload: `None` when none does. Base offsets grow with
+/// sequences: a binary search, a few direct reads.
+///
+/// # Errors
+/// A read failed, or the stream holds a message not ours.
+pub async fn locate(
+    stream: &jetstream::stream::Stream,
+    offset: u64,
+    mut low: u64,
+    mut high: u64,
+) -> Result<Option<(u64, Bytes)>, String> {
+    while low <= high {
+        let mid = low + (high - low) / 2;
+        let ((from, to), payload) = span_at(stream, mid).await?;
+        if to <= offset {
+            low = mid + 1;
+        } else if from > offset {
+            let Some(below) = mid.checked_sub(1) else { break };
+            high = below;
+        } else {
+            return Ok(Some((mid, payload)));
+        }
+    }
+    Ok(None)
+}
