@@ -78,10 +78,12 @@
 # of six (`consumer create-topic six --partitions 6`; keyless appends go to the next partition in
 # turn, so each partition's stream, with its own leader, takes a share), round by round, with
 # the ratio six ÷ one (target: ≥ 2 ×, and ≥ 500,000 msg/s); for each of those runs it notes on
-# standard error the CPU seconds each broker thread and each server used.
+# standard error the CPU seconds each broker thread and each server used. --nats-ready runs only
+# the rows of a broker process started on a large topic, below.
 # Then a broker process started on a JetStream that holds a topic of READY_MESSAGES messages
 # (2,000,000 by default): the time from its start to serving the topic's last message, and its
-# VmRSS then (scripts/ready-time.py).
+# VmRSS then (scripts/ready-time.py); the whole topic read from its first message through it
+# and through the process that wrote it (`consumer perf`), and the new process's peak VmRSS.
 #
 # With --create-flood it measures, on a broker with --data-dir and --fsync always, the `status`
 # latency one client sees while another creates 1,000 topics with explicit create_topic
@@ -1039,12 +1041,21 @@ nats_ready_rows() {
         --topic ready >/dev/null
     local writer_kb
     writer_kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$broker_pid/status")
-    local times=() report pid
-    for _ in $(seq "$rounds"); do
+    local times=() report pid round read_new read_writer peak_kb
+    local read_all=("$bin/consumer" perf ready --messages "$count" --batch 1000 --json)
+    for round in $(seq "$rounds"); do
         report=$(timeout "$limit" python3 scripts/ready-time.py ready "$count" -- \
             "${broker_bin:-$bin/broker}" --bind 'tcp://127.0.0.1:*' --store "$nats_url" \
             2>>"$work/ready.log")
         pid=$(field pid <<<"$report")
+        if ((round == rounds)); then
+            # The whole topic read from its first message through the new process (its copy
+            # holds none of it: it is read back), then through the writer (whose cache holds
+            # only the newest part); the new process's peak VmRSS.
+            read_new=$(timeout "$limit" "${read_all[@]}" --connect "$(field endpoint <<<"$report")" | rate)
+            peak_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
+            read_writer=$(timeout "$limit" "${read_all[@]}" --connect "$endpoint" | rate)
+        fi
         kill -INT "$pid" 2>/dev/null || true
         while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
         times+=("$(field ready_ms <<<"$report")")
@@ -1059,6 +1070,12 @@ nats_ready_rows() {
     printf '| its VmRSS then (last round) | %s MB | ≤ 64 MB + --cache-bytes |\n' \
         "$(( $(field rss_kb <<<"$report") / 1024 ))"
     printf '| VmRSS of the process that wrote them | %s MB | |\n' "$((writer_kb / 1024))"
+    printf '| the whole topic read from its first message through the new process | %s msg/s | |\n' \
+        "$(thousands "${read_new%.*}")"
+    printf '| the same through the process that wrote them | %s msg/s | |\n' \
+        "$(thousands "${read_writer%.*}")"
+    printf '| the new process'"'"'s peak VmRSS (VmHWM), after reading it all | %s MB | ≤ 64 MB + --cache-bytes (64 MiB) |\n' \
+        "$((peak_kb / 1024))"
 }
 
 note "building (release)"
@@ -1232,6 +1249,11 @@ fi
 
 if [[ ${1:-} == --nats ]]; then
     nats_rows
+    nats_ready_rows
+    exit 0
+fi
+
+if [[ ${1:-} == --nats-ready ]]; then
     nats_ready_rows
     exit 0
 fi

@@ -6,7 +6,8 @@ Usage: ready-time.py TOPIC COUNT -- BROKER_COMMAND...
 The broker command must bind `tcp://127.0.0.1:*` and print `listening on ENDPOINT` (as
 `broker --bind 'tcp://127.0.0.1:*'` does). Prints one JSON object: ready_ms (start to the
 last message read), listening_ms (start to the `listening on` line), rss_kb (the broker's
-VmRSS once ready) and pid (the broker, left running for the caller to stop).
+VmRSS once ready), pid and endpoint (the broker, left running for the caller to read from
+and stop).
 """
 
 import json
@@ -65,6 +66,7 @@ def main() -> None:
         "listening_ms": round((listening - start) * 1000),
         "rss_kb": rss_kb(broker.pid),
         "pid": broker.pid,
+        "endpoint": endpoint,
     }))
 
 
