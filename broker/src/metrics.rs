@@ -326,6 +326,7 @@ fn snapshot(
         claims: brokers.status(now, store.totals()).iter().map(|b| (b.id, !b.available)).collect(),
         claims_waiting,
         unread,
+        cache: store.cache(),
     }
 }
 
@@ -357,6 +358,8 @@ struct Snapshot {
     topic_count: usize,
     /// The first [`MAX_SERIES`] topics.
     topics: Vec<protocol::TopicInfo>,
+    /// What a broker process on a JetStream holds of its messages and reads back.
+    cache: Option<crate::store::Cache>,
     /// The first [`MAX_SERIES`] group states.
     states: Vec<GroupState>,
     /// Each logical broker and whether it is claimed.
@@ -486,6 +489,28 @@ fn render(snapshot: &Snapshot, page: &mut Exposition) {
         page.sample("broker_store_errors_total", &[("error", error)], count as f64);
     }
     page.gauge("broker_topics", "Topics in the store.", snapshot.topic_count as f64);
+    if let Some(cache) = &snapshot.cache {
+        page.gauge(
+            "broker_cache_bytes",
+            "Bytes of messages held (with --store: the copies of the newest and what was read back).",
+            cache.bytes as f64,
+        );
+        page.gauge(
+            "broker_cache_limit_bytes",
+            "The most it may hold (--cache-bytes).",
+            cache.limit as f64,
+        );
+        page.counter(
+            "broker_read_backs_total",
+            "Reads back from JetStream of messages older than the copies.",
+            cache.read_backs,
+        );
+        page.counter(
+            "broker_read_back_bytes_total",
+            "Bytes of stored batches read back from JetStream.",
+            cache.read_back_bytes,
+        );
+    }
     page.gauge(
         "broker_series_dropped",
         "Topics and group states past the cap of 1000 each, left without series of their own.",

@@ -55,6 +55,61 @@ fn a_durable_broker_times_its_commits_and_its_flushes() {
 }
 
 #[test]
+fn a_broker_on_a_jetstream_shows_what_its_cache_holds_and_what_it_read_back() {
+    let server = testkit::NatsServer::start();
+    let writer = BrokerProcess::start(&binary("broker"), &["--store", &server.url()]);
+    let context = zmq::Context::new();
+    let socket = writer.req(&context);
+    let value = [b'v'; 100];
+    for _ in 0..20 {
+        let messages = vec![NewMessage::new(None, &value); 1000];
+        let append = Request::Append(Append { topic: "big", partition: None, messages });
+        let reply = testkit::round_trip(&socket, &append);
+        assert!(matches!(protocol::decode_response(&reply), Ok(Response::Appended { .. })));
+    }
+    // Another process, with room for about a quarter of the topic, reads it from the first.
+    let args =
+        ["--store", &server.url(), "--cache-bytes", "500000", "--metrics-listen", "127.0.0.1:0"];
+    let reader = BrokerProcess::start(&binary("broker"), &args);
+    let page = metrics_address(&reader.stdout_line(testkit::STEP).unwrap());
+    assert_eq!(wait_sample(page, "broker_cache_limit_bytes", |_| true), 500_000.0);
+    assert_eq!(wait_sample(page, "broker_read_backs_total", |_| true), 0.0);
+    let socket = reader.req(&context);
+    let claim = match protocol::decode_response(&testkit::round_trip(
+        &socket,
+        &Request::Claim { broker: None, wait_ms: 0, client: Some("reader") },
+    )) {
+        Ok(Response::Claimed { claim, .. }) => claim,
+        other => panic!("claim: {other:?}"),
+    };
+    let mut offset = 0;
+    while offset < 20_000 {
+        let fetch = protocol::Fetch {
+            claim,
+            topic: "big",
+            partition: 0,
+            offset,
+            max_messages: 1000,
+            max_bytes: 1 << 20,
+            wait_ms: 0,
+        };
+        let reply = testkit::round_trip(&socket, &Request::Fetch(fetch));
+        match protocol::decode_response(&reply) {
+            Ok(Response::Messages { next_offset, .. }) if next_offset > offset => {
+                offset = next_offset
+            }
+            other => panic!("fetch at {offset}: {other:?}"),
+        }
+    }
+    wait_sample(page, "broker_read_backs_total", |n| n >= 2.0);
+    // The stored batches of 1,000 messages of 100 bytes: at least the values' bytes.
+    wait_sample(page, "broker_read_back_bytes_total", |n| n >= 2_000_000.0);
+    wait_sample(page, "broker_cache_bytes", |n| n > 0.0 && n <= 500_000.0);
+    reader.kill();
+    writer.kill();
+}
+
+#[test]
 fn logins_accepted_and_refused_are_counted() {
     let output = Command::new(binary("broker"))
         .arg("hash-password")

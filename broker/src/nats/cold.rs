@@ -97,6 +97,8 @@ pub struct Reads {
     load_bytes: usize,
     /// Where reads back are asked for; `None` once the runtime stops.
     commands: Option<tmpsc::UnboundedSender<Command>>,
+    /// Reads back answered since the start, and the bytes of batches they brought.
+    done: (u64, u64),
 }
 
 impl Reads {
@@ -109,6 +111,7 @@ impl Reads {
             tick: Cell::new(0),
             load_bytes,
             commands: Some(commands),
+            done: (0, 0),
         }
     }
 
@@ -185,6 +188,8 @@ impl Reads {
         self.asked.get_mut().remove(&key);
         let first = match loaded.result {
             Ok((first, batches)) => {
+                self.done.0 += 1;
+                self.done.1 += batches.iter().map(|(_, payload)| payload.len() as u64).sum::<u64>();
                 self.keep(&key, loaded.load.offset, batches);
                 Some(first)
             }
@@ -250,6 +255,11 @@ impl Reads {
                 break;
             }
         }
+    }
+
+    /// Reads back answered since the start, and the bytes of batches they brought.
+    pub fn done(&self) -> (u64, u64) {
+        self.done
     }
 
     /// The bytes the ranges hold.

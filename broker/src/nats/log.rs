@@ -23,8 +23,8 @@ use tokio::sync::mpsc as tmpsc;
 use crate::logical::ClaimChange;
 use crate::store::{
     check_batch, check_growth, check_name, check_partitions, info_of, unknown, unknown_partition,
-    Budget, CommitFailure, Files, InMemory, IoFailure, Log, Partition, Renumbered, Result, Settled,
-    Storage, StoreConfig, StoreError, Ticket, Totals,
+    Budget, Cache, CommitFailure, Files, InMemory, IoFailure, Log, Partition, Renumbered, Result,
+    Settled, Storage, StoreConfig, StoreError, Ticket, Totals,
 };
 use crate::store::{disk, flush, recovery};
 
@@ -805,6 +805,13 @@ impl Log for NatsLog {
         let key = (topic.to_owned(), partition);
         let older = (self.first_of(&key, copy)..copy.first_offset()).contains(&offset);
         older && self.reads.loading(&key, offset, copy.first_offset())
+    }
+
+    fn cache(&self) -> Option<Cache> {
+        let copies: u64 = self.mirror.values().map(Partition::stored_bytes).sum();
+        let (read_backs, read_back_bytes) = self.reads.done();
+        let bytes = copies + self.reads.bytes();
+        Some(Cache { bytes, limit: self.cache_bytes, read_backs, read_back_bytes })
     }
 
     fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {

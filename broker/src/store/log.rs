@@ -8,8 +8,8 @@ use std::time::Instant;
 use protocol::{Message, NewMessage, Retention, TopicInfo};
 
 use super::{
-    Budget, CommitFailure, FileLog, MemoryLog, OpenError, Result, Settled, StoreConfig, Ticket,
-    Totals,
+    Budget, Cache, CommitFailure, FileLog, MemoryLog, OpenError, Result, Settled, StoreConfig,
+    Ticket, Totals,
 };
 use crate::nats::NatsLog;
 
@@ -106,6 +106,12 @@ pub trait Log: std::fmt::Debug + Send {
     /// they serve.
     fn loading(&self, _topic: &str, _partition: u32, _offset: u64) -> bool {
         false
+    }
+
+    /// What the store holds of its messages and reads back ([`Log::loading`]); `None` for the
+    /// stores that hold every message they serve.
+    fn cache(&self) -> Option<Cache> {
+        None
     }
 
     /// A partition's first offset held and the next offset to be given (equal when it is
@@ -266,6 +272,9 @@ impl<L: Log + ?Sized> Log for Box<L> {
     }
     fn loading(&self, topic: &str, partition: u32, offset: u64) -> bool {
         (**self).loading(topic, partition, offset)
+    }
+    fn cache(&self) -> Option<Cache> {
+        (**self).cache()
     }
     fn close(&mut self) {
         (**self).close()

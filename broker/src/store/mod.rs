@@ -356,6 +356,20 @@ pub struct Totals {
     pub disk_bytes: Option<u64>,
 }
 
+/// What a store that holds only part of its messages (a broker process on a JetStream) holds
+/// and reads back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cache {
+    /// Bytes of records held now: the copies of the newest messages and what was read back.
+    pub bytes: u64,
+    /// The most it may hold (`--cache-bytes`).
+    pub limit: u64,
+    /// Reads back made since the start.
+    pub read_backs: u64,
+    /// Bytes of stored batches read back since the start.
+    pub read_back_bytes: u64,
+}
+
 impl Topics<InMemory> {
     /// An empty store kept in memory only.
     pub fn in_memory(config: StoreConfig) -> Topics<InMemory> {
