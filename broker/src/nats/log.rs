@@ -291,6 +291,11 @@ impl NatsLog {
                 self.held.taken(bytes);
             }
             Event::Loaded(loaded) => self.take_loaded(loaded),
+            Event::First { topic, partition, first } => {
+                if let Some(before) = self.before.get_mut(&(topic, partition)) {
+                    before.first = before.first.max(first);
+                }
+            }
             Event::Deleted { topic, partition } => self.forget_partition(&(topic, partition)),
             Event::Committed { ticket, results } => self.settle(Ticket(ticket), results),
         }

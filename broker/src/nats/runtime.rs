@@ -194,6 +194,15 @@ pub enum Event {
     },
     /// Batches of a partition read back ([`Command::Load`]), or why not.
     Loaded(Loaded),
+    /// Where a partition's stream starts now: its limits removed the messages before.
+    First {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset of its oldest message held.
+        first: u64,
+    },
     /// A partition's stream was deleted (here or elsewhere).
     Deleted {
         /// The topic.

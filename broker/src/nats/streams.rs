@@ -49,6 +49,10 @@ const LANE_GRACE: Duration = Duration::from_millis(500);
 /// (its consumer lost when JetStream restarted or moved its leader), and starts again if so.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// How often a follower of a busy stream looks where the stream starts now: its limits remove
+/// its oldest messages without a word, and the copy of the newest does not see it.
+const FIRST_CHECK: Duration = Duration::from_secs(5);
+
 /// How long a follower waits before it starts again after its consumer failed.
 const FOLLOW_RETRY: Duration = Duration::from_millis(250);
 
@@ -952,14 +956,18 @@ async fn read_from(
     };
     let consumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let key = (topic.clone(), *partition);
+    // The stream's first sequence as last told, and when it was last looked at.
+    let mut start = (0, tokio::time::Instant::now());
     loop {
         let first = match tokio::time::timeout(IDLE_CHECK, messages.next()).await {
             Ok(first) => first.ok_or("the consumer ended")?,
             Err(_) => {
-                let info = stream.info().await.map_err(|e| e.to_string())?;
-                if info.state.last_sequence >= *from {
+                let state = stream.info().await.map_err(|e| e.to_string())?.state.clone();
+                if state.last_sequence >= *from {
                     return Err("the consumer fell behind its stream".into());
                 }
+                tell_start(&stream, &state, &key, &mut start, events).await;
                 continue;
             }
         };
@@ -1002,7 +1010,30 @@ async fn read_from(
         if let Some(failure) = failure {
             return Err(failure);
         }
+        if start.1.elapsed() >= FIRST_CHECK {
+            let state = stream.info().await.map_err(|e| e.to_string())?.state.clone();
+            tell_start(&stream, &state, &key, &mut start, events).await;
+        }
     }
+}
+
+/// Tells the serving thread where partition `key`'s stream starts (`Event::First`) when its
+/// first sequence moved since `start` (the sequence last told, and when it was looked at).
+async fn tell_start(
+    stream: &jetstream::stream::Stream,
+    state: &jetstream::stream::State,
+    (topic, partition): &(String, u32),
+    start: &mut (u64, tokio::time::Instant),
+    events: &Events,
+) {
+    start.1 = tokio::time::Instant::now();
+    if state.messages == 0 || state.first_sequence == start.0 {
+        return;
+    }
+    let Ok(message) = stream.get_raw_message(state.first_sequence).await else { return };
+    let Some((first, _)) = record::span(state.first_sequence, &message.payload) else { return };
+    start.0 = state.first_sequence;
+    events.send(Event::First { topic: topic.clone(), partition: *partition, first });
 }
 
 #[cfg(test)]

@@ -92,6 +92,27 @@ fn a_process_started_on_a_stream_holds_none_of_it_and_reads_back_what_is_asked_f
 }
 
 #[test]
+fn a_process_learns_where_its_stream_starts_when_the_streams_limits_remove_what_it_never_held() {
+    let server = NatsServer::start();
+    let mut writer = open(&server);
+    let retention = protocol::Retention { ms: Some(1000), ..protocol::Retention::default() };
+    writer.create("t", 1, retention).unwrap();
+    append_numbered(&mut writer, "t", 5, 1, |n| format!("v{n}"));
+    let mut reader = open(&server);
+    assert_eq!(reader.offsets("t", 0), Ok((0, 5)));
+    // The stream drops what is older than a second while new messages come; the reader,
+    // which holds only those appended since it started, learns that the first five are gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reader.offsets("t", 0).unwrap().0 < 5 {
+        assert!(Instant::now() < deadline, "still {:?}", reader.offsets("t", 0));
+        writer.append("t", 0, &[NewMessage::new(None, b"more")], 1).unwrap();
+        assert!(writer.commit_and_wait(Instant::now(), 1).is_empty());
+        reader.settled();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn the_copies_and_what_is_read_back_stay_within_the_cache_and_every_message_is_still_read() {
     let server = NatsServer::start();
     let cache = 256 << 10;
