@@ -33,6 +33,9 @@ const GETS_AT_ONCE: u64 = 8;
 /// A read back the serving thread asks the runtime for.
 #[derive(Debug, Clone)]
 pub struct Load {
+    /// Which read back it is: an answer is taken only while it is the one asked for its
+    /// partition (not after the topic was deleted, nor made again under its name).
+    pub id: u64,
     /// The topic.
     pub topic: String,
     /// The partition.
@@ -91,7 +94,7 @@ pub struct Reads {
     /// The partitions whose last read back failed, with why: the next read there says so
     /// (once), and asks again.
     failed: RefCell<BTreeMap<Key, String>>,
-    /// Counts reads, to find the range read least recently.
+    /// Counts reads, to find the range read least recently, and reads back, to name them.
     tick: Cell<u64>,
     /// About how many bytes one read back asks for; a range keeps at most twice that.
     load_bytes: usize,
@@ -170,7 +173,9 @@ impl Reads {
             return;
         }
         let (topic, partition) = key.clone();
-        let load = Load { topic, partition, offset, until, seq, bytes: self.load_bytes };
+        self.tick.set(self.tick.get() + 1);
+        let id = self.tick.get();
+        let load = Load { id, topic, partition, offset, until, seq, bytes: self.load_bytes };
         let sent = asked.values().filter(|a| a.sent).count() < MAX_LOADS && self.send(&load);
         asked.insert(key.clone(), Asked { load, sent });
     }
@@ -182,10 +187,16 @@ impl Reads {
     }
 
     /// Takes what a read back found, and sends the reads back that waited for room. Returns
-    /// the stream's first offset, when the read back could see it.
+    /// the stream's first offset, when the read back could see it; `None` too for one no
+    /// longer asked for (its partition was forgotten since).
     pub fn take(&mut self, loaded: Loaded) -> Option<u64> {
         let key = (loaded.load.topic, loaded.load.partition);
-        self.asked.get_mut().remove(&key);
+        let asked = self.asked.get_mut();
+        if asked.get(&key).is_none_or(|a| a.load.id != loaded.load.id) {
+            self.send_waiting();
+            return None;
+        }
+        asked.remove(&key);
         let first = match loaded.result {
             Ok((first, batches)) => {
                 self.done.0 += 1;
@@ -396,4 +407,136 @@ pub async fn locate(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored batch of `count` messages from offset `base`, each value its offset, at stream
+    /// sequence `seq`.
+    fn batch(seq: u64, base: u64, count: u64) -> (u64, Bytes) {
+        let values: Vec<String> = (base..base + count).map(|n| n.to_string()).collect();
+        let messages: Vec<NewMessage<'_>> =
+            values.iter().map(|v| NewMessage::new(None, v.as_bytes())).collect();
+        let mut encoded = record::encode_batches(1, &messages).remove(0);
+        record::set_base(&mut encoded, base);
+        (seq, encoded.into())
+    }
+
+    fn reads(load_bytes: usize) -> (Reads, tmpsc::UnboundedReceiver<Command>) {
+        let (commands, asked) = tmpsc::unbounded_channel();
+        (Reads::new(commands, load_bytes), asked)
+    }
+
+    fn key(topic: &str) -> Key {
+        (topic.to_owned(), 0)
+    }
+
+    /// The loads sent so far.
+    fn sent(asked: &mut tmpsc::UnboundedReceiver<Command>) -> Vec<Load> {
+        let mut loads = Vec::new();
+        while let Ok(command) = asked.try_recv() {
+            if let Command::Load(load) = command {
+                loads.push(load);
+            }
+        }
+        loads
+    }
+
+    /// The values `reads` holds of `key` from `offset`, as many as it has there.
+    fn read(reads: &Reads, key: &Key, offset: u64) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let held = reads.read(key, offset, u64::MAX, &mut Budget::new(1000, usize::MAX), &mut out);
+        held.then(|| out.iter().map(|m| String::from_utf8_lossy(m.value).into_owned()).collect())
+    }
+
+    #[test]
+    fn one_read_back_per_partition_is_asked_and_what_it_brings_is_read() {
+        let (mut reads, mut asked) = reads(1 << 20);
+        let t = key("t");
+        assert!(reads.loading(&t, 5, 100));
+        assert!(reads.loading(&t, 7, 100), "still coming");
+        let loads = sent(&mut asked);
+        assert_eq!(loads.len(), 1, "one read back for the partition");
+        assert_eq!((loads[0].offset, loads[0].until), (5, 100));
+        let result = Ok((0, vec![batch(2, 4, 3), batch(3, 7, 2)]));
+        assert_eq!(reads.take(Loaded { load: loads[0].clone(), result }), Some(0));
+        assert!(!reads.loading(&t, 5, 100));
+        assert_eq!(read(&reads, &t, 5).unwrap(), ["5", "6", "7", "8"]);
+        assert_eq!(read(&reads, &t, 9), None, "not held: past what came");
+        assert_eq!(read(&reads, &t, 3), None, "not held: before what came");
+    }
+
+    #[test]
+    fn an_answer_to_a_read_back_no_longer_asked_for_is_dropped() {
+        let (mut reads, mut asked) = reads(1 << 20);
+        let t = key("t");
+        reads.loading(&t, 0, 100);
+        let old = sent(&mut asked).remove(0);
+        // The topic is deleted and made again; its first read back is asked again.
+        reads.forget(&t);
+        reads.loading(&t, 0, 100);
+        let new = sent(&mut asked).remove(0);
+        assert_ne!(old.id, new.id);
+        let stale = Ok((0, vec![batch(1, 0, 3)]));
+        assert_eq!(reads.take(Loaded { load: old, result: stale }), None);
+        assert_eq!(read(&reads, &t, 0), None, "nothing of the deleted topic is served");
+        assert!(reads.take(Loaded { load: new, result: Ok((0, vec![batch(1, 0, 1)])) }).is_some());
+        assert_eq!(read(&reads, &t, 0).unwrap(), ["0"]);
+    }
+
+    #[test]
+    fn reads_back_past_the_most_in_flight_wait_and_go_when_one_ends() {
+        let (mut reads, mut asked) = reads(1 << 20);
+        let keys: Vec<Key> = (0..MAX_LOADS + 2).map(|n| key(&format!("t{n}"))).collect();
+        for key in &keys {
+            assert!(reads.loading(key, 0, 10));
+        }
+        let first = sent(&mut asked);
+        assert_eq!(first.len(), MAX_LOADS);
+        let done = first[0].clone();
+        reads.take(Loaded { load: done, result: Err("no answer".into()) });
+        let next = sent(&mut asked);
+        assert_eq!(next.len(), 1, "one more goes as one ends");
+        assert_eq!(next[0].topic, format!("t{MAX_LOADS}"));
+    }
+
+    #[test]
+    fn a_failed_read_back_is_told_once_and_the_next_read_asks_again() {
+        let (mut reads, mut asked) = reads(1 << 20);
+        let t = key("t");
+        reads.loading(&t, 3, 10);
+        let load = sent(&mut asked).remove(0);
+        assert_eq!(reads.take(Loaded { load, result: Err("timed out".into()) }), None);
+        assert!(!reads.loading(&t, 3, 10), "the read says why instead");
+        assert_eq!(reads.take_failure(&t).as_deref(), Some("timed out"));
+        assert_eq!(reads.take_failure(&t), None);
+        assert!(reads.loading(&t, 3, 10));
+        assert_eq!(sent(&mut asked).len(), 1);
+    }
+
+    #[test]
+    fn a_range_that_grows_past_twice_a_read_back_keeps_what_the_reader_is_at() {
+        // Each message of these batches takes about 10 bytes; a read back asks for 200.
+        let (mut reads, mut asked) = reads(200);
+        let t = key("t");
+        reads.loading(&t, 0, 1000);
+        let load = sent(&mut asked).remove(0);
+        let batches: Vec<(u64, Bytes)> = (0..8).map(|n| batch(n + 1, n * 10, 10)).collect();
+        reads.take(Loaded { load, result: Ok((0, batches)) });
+        assert_eq!(read(&reads, &t, 0).unwrap().first().map(String::as_str), Some("0"));
+        // A reader near the end has the next part read ahead, after what is held.
+        let ahead = sent(&mut asked);
+        assert_eq!(ahead.len(), 1);
+        assert_eq!((ahead[0].offset, ahead[0].seq), (80, Some(9)));
+        let more: Vec<(u64, Bytes)> = (8..16).map(|n| batch(n + 1, n * 10, 10)).collect();
+        reads.take(Loaded { load: ahead[0].clone(), result: Ok((0, more)) });
+        // What came before offset 80 went, the range staying within twice a read back plus
+        // a segment; from 80 on it is all there.
+        assert_eq!(read(&reads, &t, 0), None);
+        let from_80 = read(&reads, &t, 80).unwrap();
+        assert_eq!(from_80.first().map(String::as_str), Some("80"));
+        assert_eq!(from_80.last().map(String::as_str), Some("159"));
+    }
 }
