@@ -870,8 +870,10 @@ impl Log for NatsLog {
                 let (held, held_bytes) = self.held_by_stream(key);
                 messages += held;
                 bytes += held_bytes;
-                if let Some(first) = info.first_offsets.get_mut(at) {
-                    *first = self.before.get(key).map_or(*first, |b| b.first.min(*first));
+                if let (Some(first), Some(copy)) =
+                    (info.first_offsets.get_mut(at), self.mirror.get(key))
+                {
+                    *first = self.first_of(key, copy);
                 }
             }
             info.first_offset = info.first_offsets.first().copied().unwrap_or_default();
