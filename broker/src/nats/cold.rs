@@ -136,10 +136,11 @@ impl Reads {
         }
         self.tick.set(self.tick.get() + 1);
         range.used.set(self.tick.get());
-        // Held in memory: a read cannot fail.
+        // Held in memory: a read cannot fail. `out` may hold messages read before.
+        let before = out.len();
         let _ = range.messages.read(offset, budget, out);
-        let end = out.last().map_or(offset, |m| m.offset + 1);
-        if next < until && (next - end) * 2 <= next - first {
+        let end = out.get(before..).and_then(<[_]>::last).map_or(offset, |m| m.offset + 1);
+        if next < until && next.saturating_sub(end) * 2 <= next - first {
             self.want(key, next, until, Some(range.next_seq));
         }
         true
@@ -466,6 +467,31 @@ mod tests {
         assert_eq!(read(&reads, &t, 5).unwrap(), ["5", "6", "7", "8"]);
         assert_eq!(read(&reads, &t, 9), None, "not held: past what came");
         assert_eq!(read(&reads, &t, 3), None, "not held: before what came");
+    }
+
+    #[test]
+    fn a_read_after_messages_of_higher_offsets_in_the_same_reply_reads_from_its_own_offset() {
+        // A group fetch puts messages due again before the ones it reads on from.
+        let (mut reads, mut asked) = reads(1 << 20);
+        let (t, u) = (key("t"), key("u"));
+        reads.loading(&t, 0, 100);
+        reads.loading(&u, 500, 1000);
+        for load in sent(&mut asked) {
+            let base = load.offset;
+            reads.take(Loaded { load, result: Ok((0, vec![batch(1, base, 5)])) });
+        }
+        let mut out = Vec::new();
+        let budget = &mut Budget::new(1000, usize::MAX);
+        assert!(reads.read(&u, 500, 1000, budget, &mut out));
+        assert!(reads.read(&t, 2, 100, budget, &mut out));
+        let offsets: Vec<u64> = out.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [500, 501, 502, 503, 504, 2, 3, 4]);
+        // With the budget spent on the first, the second read adds nothing.
+        let mut out = Vec::new();
+        let budget = &mut Budget::new(5, usize::MAX);
+        assert!(reads.read(&u, 500, 1000, budget, &mut out));
+        assert!(reads.read(&t, 2, 100, budget, &mut out));
+        assert_eq!(out.len(), 5);
     }
 
     #[test]
