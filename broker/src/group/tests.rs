@@ -678,3 +678,30 @@ fn a_whole_record_of_the_older_layout_is_read_and_each_partitions_own_entry_wins
     a.drop_topic("t");
     assert!(bucket.is_empty());
 }
+
+#[test]
+fn a_partition_made_in_the_pass_and_not_stored_puts_the_whole_state_back() {
+    let bucket = Bucket::up();
+    let (mut a, mut b) = (shared(&bucket), shared(&bucket));
+    a.join("g", "t", (1, 1), &[0; 2], &[0; 2], |_| true);
+    deliver_from(&mut a, "g", "t", 0, 2);
+    assert!(a.commit().is_empty());
+    let stored = offsets(&a, "g", "t");
+    let kept = bucket.states.lock().unwrap().take();
+    // The topic grew: partition 2 is made in this pass, and nothing can be stored.
+    assert!(!a.ensure("g", "t", &[0, 0, 3]));
+    deliver_from(&mut a, "g", "t", 2, 1);
+    deliver_from(&mut a, "g", "t", 1, 1);
+    let failures = a.commit();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!((failures[0].partition, failures[0].reloaded), (None, false));
+    assert_eq!(offsets(&a, "g", "t"), stored, "back to two partitions as stored");
+    // Once the bucket is back, the partition comes again and is stored; another process
+    // joining takes all three.
+    *bucket.states.lock().unwrap() = kept;
+    a.ensure("g", "t", &[0, 0, 3]);
+    assert!(a.commit().is_empty());
+    b.join("g", "t", (2, 2), &[0; 3], &[0; 3], |_| true);
+    assert_eq!(offsets(&b, "g", "t"), [(2, vec![0, 1]), (0, vec![]), (3, vec![])]);
+    assert_eq!(offsets(&b, "g", "t"), offsets(&a, "g", "t"));
+}
