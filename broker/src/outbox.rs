@@ -63,11 +63,23 @@ pub struct Handout {
     pub partition: u32,
     /// The offsets delivered.
     pub offsets: Vec<u64>,
+    /// The one partition whose state the reply reports on, or `None` for every partition's (a
+    /// join, a reset of every partition): which failures of the groups' commit touch it.
+    pub reports: Option<u32>,
 }
 
 impl Handout {
     fn new(group: &str, topic: &str, partition: u32, offsets: Vec<u64>) -> Handout {
-        Handout { group: group.to_owned(), topic: topic.to_owned(), partition, offsets }
+        let reports = Some(partition);
+        Handout { group: group.to_owned(), topic: topic.to_owned(), partition, offsets, reports }
+    }
+
+    /// Whether a failure of the groups' commit on `partition` (`None`: every one) of `group`'s
+    /// state on `topic` touches what the reply reports.
+    fn touched_by(&self, group: &str, topic: &str, partition: Option<u32>) -> bool {
+        self.group == group
+            && self.topic == topic
+            && (partition.is_none() || self.reports.is_none() || partition == self.reports)
     }
 }
 
@@ -204,7 +216,14 @@ impl<E: Route> Outbox<E> {
             Response::Joined { group, topic, .. }
             | Response::Acked { group, topic, .. }
             | Response::Reset { group, topic, .. } => {
-                handout = Some(Handout::new(group, topic, 0, Vec::new()));
+                let reports = match response {
+                    Response::Acked { partition, .. } => Some(*partition),
+                    Response::Reset { partition, .. } => *partition,
+                    _ => None,
+                };
+                let mut change = Handout::new(group, topic, 0, Vec::new());
+                change.reports = reports;
+                handout = Some(change);
                 gate = Gate::Groups;
                 group_op = match response {
                     Response::Joined { .. } => "join_group",
@@ -218,12 +237,14 @@ impl<E: Route> Outbox<E> {
     }
 
     /// Whether the reply at `at` waits for the groups' commit and reports on one of `states`
-    /// (group, topic): then its request is to be made again, and it waits for that
-    /// ([`Gate::Again`]) rather than for the groups' commit.
-    pub fn hold_again(&mut self, at: usize, states: &[(String, String)]) -> bool {
+    /// (group, topic, and the partition, `None` for every one): then its request is to be made
+    /// again, and it waits for that ([`Gate::Again`]) rather than for the groups' commit.
+    pub fn hold_again(&mut self, at: usize, states: &[(String, String, Option<u32>)]) -> bool {
         let Some(entry) = self.entries.get_mut(at) else { return false };
         let reports = entry.handout.as_ref().is_some_and(|change| {
-            states.iter().any(|(group, topic)| change.group == *group && change.topic == *topic)
+            states
+                .iter()
+                .any(|(group, topic, partition)| change.touched_by(group, topic, *partition))
         });
         if entry.gate != Gate::Groups || !reports {
             return false;
@@ -374,7 +395,7 @@ impl<E: Route> Outbox<E> {
             self.entries[at].gate = Gate::Open;
             let Some(change) = &self.entries[at].handout else { continue };
             if let Some(failure) =
-                failures.iter().find(|f| f.group == change.group && f.topic == change.topic)
+                failures.iter().find(|f| change.touched_by(&f.group, &f.topic, f.partition))
             {
                 let reason = format!(
                     "could not store the state of group {:?} on topic {:?} ({}); nothing was \
@@ -486,6 +507,7 @@ mod tests {
 
     const A: Peer = Peer(b'a');
     const B: Peer = Peer(b'b');
+    const C: Peer = Peer(b'c');
 
     fn outbox() -> Outbox<Peer> {
         Outbox::new(Unread::new(Limits::default()))
@@ -654,6 +676,7 @@ mod tests {
         let failure = GroupCommitFailure {
             group: "g".into(),
             topic: "t".into(),
+            partition: None,
             error: io::Error::other("wrong last sequence"),
             transient: true,
             reloaded: false,
@@ -673,13 +696,14 @@ mod tests {
         outbox.push(A, status());
         let other = outbox.push(B, delivered(&[4], &mut second));
         outbox.push(B, status());
-        let reloaded = [("g".to_owned(), "t".to_owned())];
+        let reloaded = [("g".to_owned(), "t".to_owned(), Some(0))];
         assert!(outbox.hold_again(fetch, &reloaded));
         assert!(!outbox.hold_again(fetch + 1, &reloaded), "a status waits for nothing");
         assert!(outbox.hold_again(other, &reloaded));
         let failure = GroupCommitFailure {
             group: "g".into(),
             topic: "t".into(),
+            partition: None,
             error: io::Error::other("wrong last revision"),
             transient: true,
             reloaded: true,
@@ -703,6 +727,56 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_on_one_partition_touches_only_the_replies_about_it() {
+        let mut messages = Vec::new();
+        // A delivery from partition 0, acks on partitions 0 and 1, a join (every partition).
+        let mut held = outbox();
+        let fetch = held.push(A, delivered(&[3], &mut messages));
+        let acked = |partition| Response::Acked {
+            group: "g",
+            topic: "t",
+            acked: 1,
+            committed_offset: 1,
+            partition,
+        };
+        let ack_0 = held.push(B, acked(0));
+        let ack_1 = held.push(B, acked(1));
+        let joined = Response::Joined {
+            group: "g",
+            topic: "t",
+            committed_offset: 0,
+            end_offset: 0,
+            members: 1,
+            created: false,
+            ack_timeout_ms: 1,
+            partitions: 3,
+        };
+        let join = held.push(C, joined);
+        let reloaded = [("g".to_owned(), "t".to_owned(), Some(1))];
+        assert!(!held.hold_again(fetch, &reloaded), "partition 0 was stored");
+        assert!(!held.hold_again(ack_0, &reloaded));
+        assert!(held.hold_again(ack_1, &reloaded));
+        assert!(held.hold_again(join, &reloaded), "a join reports on every partition");
+        let failure = GroupCommitFailure {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: Some(1),
+            error: io::Error::other("down"),
+            transient: true,
+            reloaded: false,
+        };
+        let mut refusing = outbox();
+        let mut messages = Vec::new();
+        refusing.push(A, delivered(&[3], &mut messages));
+        refusing.push(B, acked(1));
+        let refused = refusing.settle_groups(&[failure]);
+        assert_eq!(refused, [("ack", ErrorCode::StoreUnavailable)]);
+        let sent = flush(&mut refusing);
+        assert_eq!(sent[0], "a delivered", "{sent:?}");
+        assert!(sent[1].starts_with("b error 314"), "{sent:?}");
+    }
+
+    #[test]
     fn a_group_change_refused_at_the_commit_is_counted_by_its_kind() {
         let mut outbox = outbox();
         let mut messages = Vec::new();
@@ -714,6 +788,7 @@ mod tests {
         let failure = GroupCommitFailure {
             group: "g".into(),
             topic: "t".into(),
+            partition: None,
             error: io::Error::other("down"),
             transient: true,
             reloaded: false,
@@ -735,6 +810,7 @@ mod tests {
         let failure = GroupCommitFailure {
             group: "g".into(),
             topic: "t".into(),
+            partition: None,
             error: io::Error::other("disk full"),
             transient: false,
             reloaded: false,
@@ -774,6 +850,7 @@ mod tests {
         let failure = GroupCommitFailure {
             group: "g".into(),
             topic: "t".into(),
+            partition: None,
             error: io::Error::other("down"),
             transient: true,
             reloaded: false,

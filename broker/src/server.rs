@@ -430,10 +430,10 @@ impl Server<'_> {
         let mut again = std::mem::take(&mut self.again);
         for round in 0.. {
             let failures = self.broker.groups.commit();
-            let reloaded: Vec<(String, String)> = failures
+            let reloaded: Vec<(String, String, Option<u32>)> = failures
                 .iter()
                 .filter(|failure| failure.reloaded)
-                .map(|failure| (failure.group.clone(), failure.topic.clone()))
+                .map(|f| (f.group.clone(), f.topic.clone(), f.partition))
                 .collect();
             let more = !reloaded.is_empty() && round < AGAIN_ROUNDS && began.elapsed() < AGAIN_TIME;
             let mut redo = Vec::new();
@@ -444,10 +444,11 @@ impl Server<'_> {
                     }
                 }
             } else {
-                for (group, topic) in &reloaded {
+                for (group, topic, partition) in &reloaded {
                     warn!(
                         group = %Shown(group),
                         topic = %Shown(topic),
+                        partition,
                         rounds = round + 1,
                         "another broker process stored the group's state first each time; \
                          its replies refused"

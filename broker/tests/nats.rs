@@ -1109,3 +1109,309 @@ fn partitions_are_streams_other_brokers_follow_and_copies_of_each_are_resumed() 
     drop(on_b);
     b.interrupt();
 }
+
+/// Each partition's (committed, delivered, pending) of `group` on `topic`, as `list_groups`
+/// through `socket` shows them, partition 0 first.
+fn group_offsets(socket: &zmq::Socket, group: &str, topic: &str) -> Vec<(u32, u64, u64, u64)> {
+    let listed = ask(socket, &Request::ListGroups { group: Some(group), topic: Some(topic) });
+    let groups = match listed {
+        Response::Groups { groups } => groups,
+        Response::Error { code: ErrorCode::UnknownGroup, .. } => Vec::new(),
+        other => panic!("list_groups: {other:?}"),
+    };
+    let mut offsets: Vec<(u32, u64, u64, u64)> = groups
+        .iter()
+        .map(|g| (g.partition, g.committed_offset, g.delivered_offset, g.pending))
+        .collect();
+    offsets.sort_unstable();
+    offsets
+}
+
+/// Stores `value` under `key` in the groups' key-value bucket of the JetStream at `url`, as
+/// another program (or an older broker) would, bypassing the broker.
+fn put_in_groups_bucket(url: &str, key: &str, value: Vec<u8>) {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let put = async {
+            let client = async_nats::connect(url).await.expect("a connection to NATS");
+            let jetstream = async_nats::jetstream::new(client);
+            let bucket = jetstream.get_key_value("broker_groups").await.expect("the bucket");
+            bucket.put(key, value.into()).await.expect("the record stored");
+        };
+        tokio::time::timeout(Duration::from_secs(10), put).await.expect("NATS answered in time");
+    });
+}
+
+/// `text`'s bytes in lowercase hex, as the groups bucket's keys spell names.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_group_record_of_the_older_layout_is_read_and_gone_on_from_without_moving_back() {
+    #[derive(serde::Serialize)]
+    struct Part {
+        delivered: u64,
+        pending: Vec<u64>,
+    }
+    /// The whole record brokers before partitions had keys of their own stored.
+    #[derive(serde::Serialize)]
+    struct Record {
+        group: &'static str,
+        topic: &'static str,
+        delivered: u64,
+        pending: Vec<u64>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        more: Vec<Part>,
+    }
+    let server = NatsServer::start();
+    let a = start_on(&server);
+    let context = zmq::Context::new();
+    let on_a = a.req(&context);
+    let create = Request::CreateTopic {
+        topic: "ledger",
+        partitions: Some(3),
+        retention: Default::default(),
+    };
+    assert!(matches!(ask(&on_a, &create), Response::Created { partitions: 3, .. }));
+    let values: Vec<String> = (0..6).map(|n| format!("v{n}")).collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    for partition in 0..3 {
+        append_to_partition(&on_a, "ledger", partition, &values);
+    }
+    // Partition 0: 0 to 3 delivered, 2 not acknowledged; partition 1: 0 to 4 acknowledged;
+    // partition 2: nothing delivered.
+    let record = Record {
+        group: "elders",
+        topic: "ledger",
+        delivered: 4,
+        pending: vec![2],
+        more: vec![
+            Part { delivered: 5, pending: Vec::new() },
+            Part { delivered: 0, pending: Vec::new() },
+        ],
+    };
+    let mut value = vec![0xc1, 2];
+    value.extend(rmp_serde::to_vec_named(&record).expect("encoded"));
+    put_in_groups_bucket(&server.url(), &format!("g.{}.{}", hex("elders"), hex("ledger")), value);
+    // A record of format 1, from before partitions: partition 0's offsets alone.
+    let first =
+        Record { group: "pioneers", delivered: 3, pending: Vec::new(), more: Vec::new(), ..record };
+    let mut value = vec![0xc1, 1];
+    value.extend(rmp_serde::to_vec_named(&first).expect("encoded"));
+    put_in_groups_bucket(&server.url(), &format!("g.{}.{}", hex("pioneers"), hex("ledger")), value);
+
+    // A process started after it reads it: its listing, and a member's deliveries.
+    let b = start_on(&server);
+    let on_b = b.req(&context);
+    let was = [(0, 2, 4, 1), (1, 5, 5, 0), (2, 0, 0, 0)];
+    assert_eq!(group_offsets(&on_b, "elders", "ledger"), was);
+    assert_eq!(group_offsets(&on_b, "pioneers", "ledger"), [(0, 3, 3, 0)]);
+    let (_, token) = claim(&on_b, None, "member");
+    for partition in 0..3 {
+        fetch_partition_until(&on_b, token, "ledger", partition, 6);
+    }
+    assert_eq!(join_group(&on_b, token, "elders", "ledger"), 2, "partition 0's committed offset");
+    let mut delivered = std::collections::BTreeSet::new();
+    loop {
+        let request = Request::GroupFetch(protocol::GroupFetch {
+            ordered: false,
+            claim: token,
+            group: "elders",
+            topic: "ledger",
+            max_messages: 10,
+            max_bytes: protocol::DEFAULT_FETCH_BYTES,
+            wait_ms: 0,
+        });
+        let reply = ask(&on_b, &request);
+        let Response::Delivered { messages, partition, .. } = &reply else { panic!("{reply:?}") };
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            assert!(
+                delivered.insert((*partition, message.offset)),
+                "{partition}/{} twice",
+                message.offset
+            );
+        }
+    }
+    let expected: std::collections::BTreeSet<(u32, u64)> =
+        [(0, 4), (0, 5), (1, 5)].into_iter().chain((0..6).map(|offset| (2, offset))).collect();
+    assert_eq!(delivered, expected, "only what the record says was never delivered");
+    // Acknowledging everything, 2 of partition 0 included, commits every partition to 6.
+    for partition in 0..3u32 {
+        let mut offsets: Vec<u64> =
+            delivered.iter().filter(|(p, _)| *p == partition).map(|(_, o)| *o).collect();
+        if partition == 0 {
+            offsets.insert(0, 2);
+        }
+        let ack = Request::Ack { group: "elders", topic: "ledger", partition, offsets };
+        let acked = ask(&on_b, &ack);
+        assert!(matches!(acked, Response::Acked { committed_offset: 6, .. }), "{acked:?}");
+    }
+    // Through a third process, fresh, and through the first: nothing moved back.
+    let c = start_on(&server);
+    let on_c = c.req(&context);
+    let now = [(0, 6, 6, 0), (1, 6, 6, 0), (2, 6, 6, 0)];
+    assert_eq!(group_offsets(&on_c, "elders", "ledger"), now);
+    let (_, token_c) = claim(&on_c, None, "member on c");
+    assert_eq!(join_group(&on_c, token_c, "elders", "ledger"), 6);
+    assert_eq!(group_offsets(&on_c, "elders", "ledger"), now);
+    // Deleting the group removes the record and the partitions' own keys: a process that
+    // never held it lists nothing.
+    wire::release(&on_b, token);
+    wire::release(&on_c, token_c);
+    let deleted =
+        ask(&on_c, &Request::DeleteGroup { group: "elders", topic: None, partition: None });
+    assert!(matches!(deleted, Response::GroupDeleted { .. }), "{deleted:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = start_on(&server);
+        let on_d = d.req(&context);
+        let left = group_offsets(&on_d, "elders", "ledger");
+        d.interrupt();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still stored after its deletion: {left:?}");
+    }
+    a.interrupt();
+    b.interrupt();
+    c.interrupt();
+}
+
+/// The value of the counter `sample` (name and labels, as the exposition writes them) on the
+/// broker's metrics page at `url`; `None` when the page does not show it.
+fn metric(url: &str, sample: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let address = url.strip_prefix("http://")?.split('/').next()?;
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).ok()?;
+    page.lines().find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+}
+
+/// Starts a broker on `server`'s JetStream with its metrics on; the broker and its metrics
+/// page's address.
+fn start_with_metrics(server: &NatsServer) -> (BrokerProcess, String) {
+    let broker = wire::start(&["--store", &server.url(), "--metrics-listen", "127.0.0.1:0"]);
+    let line = broker.stdout_line(Duration::from_secs(10)).expect("the metrics line");
+    let url = line.strip_prefix("metrics on ").expect("metrics on http://...").to_owned();
+    (broker, url)
+}
+
+/// Waits until the metrics page at `url` shows `count` requests of kind `op`, then returns how
+/// many group requests it says were made again.
+fn made_again_after(url: &str, op: &str, count: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let requests = format!("broker_requests_total{{op=\"{op}\"}}");
+    while metric(url, &requests) < Some(count as f64) {
+        assert!(Instant::now() < deadline, "{url} never showed {count} {op} requests");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    metric(url, "broker_group_requests_made_again_total").expect("the made-again counter")
+}
+
+#[test]
+fn members_on_two_processes_changing_different_partitions_never_make_each_others_requests_again() {
+    let server = NatsServer::start();
+    let (a, metrics_a) = start_with_metrics(&server);
+    let (b, metrics_b) = start_with_metrics(&server);
+    let context = zmq::Context::new();
+    let (on_a, on_b) = (a.req(&context), b.req(&context));
+    let create = Request::CreateTopic {
+        topic: "spread",
+        partitions: Some(6),
+        retention: Default::default(),
+    };
+    assert!(matches!(ask(&on_a, &create), Response::Created { partitions: 6, .. }));
+    const EACH: usize = 12;
+    let values: Vec<String> = (0..EACH).map(|n| format!("m{n}")).collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    // Partitions 0 to 2 are A's member's: it takes all they hold through A.
+    for partition in 0..3 {
+        append_to_partition(&on_a, "spread", partition, &values);
+    }
+    let (_, token_a) = claim(&on_a, None, "member on a");
+    let (_, token_b) = claim(&on_b, None, "member on b");
+    join_group(&on_a, token_a, "split", "spread");
+    let fetch = |claim| {
+        Request::GroupFetch(protocol::GroupFetch {
+            ordered: false,
+            claim,
+            group: "split",
+            topic: "spread",
+            max_messages: 3,
+            max_bytes: protocol::DEFAULT_FETCH_BYTES,
+            wait_ms: 0,
+        })
+    };
+    let mut taken_a: Vec<(u32, u64)> = Vec::new();
+    let mut fetches_a = 0;
+    while taken_a.len() < 3 * EACH {
+        fetches_a += 1;
+        assert!(fetches_a < 100, "A's member took {taken_a:?}");
+        let reply = ask(&on_a, &fetch(token_a));
+        let Response::Delivered { messages, partition, .. } = &reply else { panic!("{reply:?}") };
+        taken_a.extend(messages.iter().map(|m| (*partition, m.offset)));
+    }
+    // B's member joins, taking the state stored; then partitions 3 to 5 get their messages.
+    for partition in 3..6 {
+        append_to_partition(&on_a, "spread", partition, &values);
+    }
+    for partition in 0..6 {
+        fetch_partition_until(&on_b, token_b, "spread", partition, EACH);
+    }
+    join_group(&on_b, token_b, "split", "spread");
+    // A's member acknowledges partitions 0 to 2 while B's member takes and acknowledges
+    // partitions 3 to 5, turn by turn: each process's copy of the other's partitions is old
+    // at every turn, and neither ever changes the other's.
+    let (mut acks_a, mut acks_b, mut fetches_b) = (0, 0, 0);
+    let mut taken_b: Vec<(u32, u64)> = Vec::new();
+    let mut to_ack = taken_a.clone();
+    while taken_b.len() < 3 * EACH || !to_ack.is_empty() {
+        assert!(fetches_b < 100, "B's member took {taken_b:?}");
+        if let Some((partition, offset)) = to_ack.pop() {
+            let ack =
+                Request::Ack { group: "split", topic: "spread", partition, offsets: vec![offset] };
+            let acked = ask(&on_a, &ack);
+            assert!(matches!(acked, Response::Acked { acked: 1, .. }), "{acked:?}");
+            acks_a += 1;
+        }
+        if taken_b.len() < 3 * EACH {
+            fetches_b += 1;
+            let reply = ask(&on_b, &fetch(token_b));
+            let Response::Delivered { messages, partition, .. } = &reply else {
+                panic!("{reply:?}")
+            };
+            assert!(messages.is_empty() || *partition >= 3, "B took from partition {partition}");
+            let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
+            taken_b.extend(offsets.iter().map(|&o| (*partition, o)));
+            if !offsets.is_empty() {
+                let ack = Request::Ack {
+                    group: "split",
+                    topic: "spread",
+                    partition: *partition,
+                    offsets,
+                };
+                let acked = ask(&on_b, &ack);
+                assert!(matches!(acked, Response::Acked { .. }), "{acked:?}");
+                acks_b += 1;
+            }
+        }
+    }
+    assert_eq!(made_again_after(&metrics_a, "ack", acks_a), 0.0, "A made requests again");
+    assert_eq!(made_again_after(&metrics_b, "ack", acks_b), 0.0, "B made requests again");
+    // Every partition is committed to its end: a join through A takes what B stored.
+    join_group(&on_a, token_a, "split", "spread");
+    let offsets = group_offsets(&on_a, "split", "spread");
+    let committed: Vec<(u32, u64)> = offsets.iter().map(|o| (o.0, o.1)).collect();
+    assert_eq!(committed, (0..6).map(|p| (p, EACH as u64)).collect::<Vec<_>>(), "{offsets:?}");
+    a.interrupt();
+    b.interrupt();
+}

@@ -14,6 +14,7 @@ use crate::files;
 use crate::quiet::Shown;
 
 use super::disk::{self, Saved};
+use super::shared::SharedPartition;
 use super::Key;
 
 /// Where the group states changed in a pass are stored, and read back from when another
@@ -25,22 +26,37 @@ pub trait Ledger: std::fmt::Debug + Send {
         true
     }
 
-    /// The state of `group` on `topic` as another broker process stored it, when it changed
-    /// there since this process last saw it. Waits for the answer (bounded).
-    fn refresh(&mut self, _group: &str, _topic: &str) -> Option<Saved> {
-        None
+    /// The partitions of the state of `group` on `topic` (a topic of `partitions`) that
+    /// another broker process stored since this process last saw them, as stored, of which
+    /// this process holds the first `have`: beyond those, only partitions that follow on
+    /// without a gap. Waits for the answer (bounded).
+    fn refresh(
+        &mut self,
+        _group: &str,
+        _topic: &str,
+        _partitions: u32,
+        _have: usize,
+    ) -> Vec<(u32, SharedPartition)> {
+        Vec::new()
     }
 
     /// The group and topic of every state stored by any broker process that `group` selects
-    /// (every one when `None`): for a listing through a process that never read them. Waits
-    /// for the answer (bounded); none when states are not shared.
-    fn listed(&mut self, _group: Option<&str>) -> Vec<Key> {
+    /// (every one when `None`), each with how many partitions have entries of their own: for
+    /// a listing through a process that never read them. Waits for the answer (bounded); none
+    /// when states are not shared.
+    fn listed(&mut self, _group: Option<&str>) -> Vec<(Key, u32)> {
         Vec::new()
     }
 
     /// Stores the states a pass changed, each as it is now (`None`: it is gone, its topic
-    /// deleted in the pass, and there is nothing to store). Says which could not be stored.
-    fn store(&mut self, states: Vec<(Key, Option<Saved>)>) -> Stored;
+    /// deleted in the pass, and there is nothing to store), with the partitions whose stored
+    /// part changed. Says which could not be stored.
+    fn store(&mut self, states: Vec<(Key, Option<Saved>, Vec<u32>)>) -> Stored;
+
+    /// Notes that this process's copy of `key`'s state was put back to what it was before a
+    /// pass, though some of the pass's changes to it may have been stored: the copy is not
+    /// the one stored, whatever revisions it saw.
+    fn lost(&mut self, _key: &Key) {}
 
     /// Forgets the states of `groups` on `topic`, which was deleted.
     fn forget(&mut self, topic: &str, groups: &[String]);
@@ -49,12 +65,13 @@ pub trait Ledger: std::fmt::Debug + Send {
 /// What became of the states a pass changed.
 #[derive(Debug, Default)]
 pub struct Stored {
-    /// The states not stored, and why: the pass's changes to each are undone and their
-    /// replies refused.
-    pub failed: Vec<(Key, io::Error)>,
-    /// The states another broker process changed at the same time, as it stored them: they
-    /// replace this process's (their replies are refused too, being in `failed`).
-    pub reloaded: Vec<(Key, Saved)>,
+    /// The states not stored, each with the partition not stored (`None`: the whole state),
+    /// and why: the pass's changes to it are undone and their replies refused.
+    pub failed: Vec<(Key, Option<u32>, io::Error)>,
+    /// The partitions another broker process changed at the same time, as it stored them:
+    /// they replace this process's (their replies are refused or made again too, being in
+    /// `failed`).
+    pub reloaded: Vec<(Key, u32, SharedPartition)>,
     /// Whether the same requests may succeed later (shared states that could not be reached),
     /// rather than a file not written.
     pub transient: bool,
@@ -70,7 +87,7 @@ impl Ledger for Unkept {
         false
     }
 
-    fn store(&mut self, _states: Vec<(Key, Option<Saved>)>) -> Stored {
+    fn store(&mut self, _states: Vec<(Key, Option<Saved>, Vec<u32>)>) -> Stored {
         Stored::default()
     }
 
@@ -98,7 +115,7 @@ impl DiskLedger {
 }
 
 impl Ledger for DiskLedger {
-    fn store(&mut self, states: Vec<(Key, Option<Saved>)>) -> Stored {
+    fn store(&mut self, states: Vec<(Key, Option<Saved>, Vec<u32>)>) -> Stored {
         let mut written = Vec::new();
         let mut failed = Vec::new();
         if !self.exists && !states.is_empty() {
@@ -106,19 +123,20 @@ impl Ledger for DiskLedger {
                 Ok(()) => self.exists = true,
                 Err(error) => {
                     let reason = format!("cannot make {}: {error}", self.dir.display());
-                    failed.extend(states.iter().map(|(key, _)| {
-                        (key.clone(), io::Error::new(error.kind(), reason.clone()))
+                    failed.extend(states.iter().map(|(key, _, _)| {
+                        (key.clone(), None, io::Error::new(error.kind(), reason.clone()))
                     }));
                 }
             }
         }
-        for (key, saved) in states.into_iter().filter(|_| self.exists) {
+        // A file holds the whole state: it is written whole, whatever partitions changed.
+        for (key, saved, _) in states.into_iter().filter(|_| self.exists) {
             // A state gone with its topic in the same pass: its file went with it.
             let Some(saved) = saved else { continue };
             let name = disk::file_name(&key.0, &key.1);
             match disk::replace(&self.dir, &name, &disk::encode(&saved), self.sync) {
                 Ok(()) => written.push(key),
-                Err(error) => failed.push((key, error)),
+                Err(error) => failed.push((key, None, error)),
             }
         }
         if self.sync && !written.is_empty() {
@@ -128,7 +146,7 @@ impl Ledger for DiskLedger {
                 failed.extend(
                     written
                         .into_iter()
-                        .map(|key| (key, io::Error::new(error.kind(), reason.clone()))),
+                        .map(|key| (key, None, io::Error::new(error.kind(), reason.clone()))),
                 );
             }
         }

@@ -30,7 +30,7 @@ use thiserror::Error;
 
 pub use disk::{Saved, SavedPartition};
 pub use ledger::{DiskLedger, Ledger, Stored, Unkept};
-pub use shared::{SaveError, SharedLedger, SharedStates};
+pub use shared::{Change, Loaded, SaveError, SharedLedger, SharedPartition, SharedStates};
 pub use subscription::{NotDelivered, Subscription};
 
 use crate::store::{DamageReport, DamagedFile, Fsync, SetAside, Store, StoreConfig};
@@ -124,21 +124,25 @@ pub enum OpenError {
     Damaged(DamageReport),
 }
 
-/// A group state whose changes of this pass could not be stored, and were undone.
+/// A group state whose changes of this pass could not be stored, and were undone: on one
+/// partition, or on every one.
 #[derive(Debug)]
 pub struct GroupCommitFailure {
     /// The group.
     pub group: String,
     /// The topic.
     pub topic: String,
+    /// The partition whose changes were not stored (those of the others were); `None`: the
+    /// whole state's were not (a file not written, or a partition made in the pass).
+    pub partition: Option<u32>,
     /// What went wrong.
     pub error: io::Error,
     /// Whether the same request may succeed later: the states shared with other broker
     /// processes could not be reached (a state error), rather than a file not written.
     pub transient: bool,
-    /// Whether another broker process stored the state first, and this process took it as
-    /// stored: the pass's changes to it were dropped, and the requests that made them may be
-    /// made again on it (the state is this process's again, at the stored revision).
+    /// Whether another broker process stored the partition's state first, and this process
+    /// took it as stored: the pass's changes to it were dropped, and the requests that made
+    /// them may be made again on it (it is this process's again, at the stored revision).
     pub reloaded: bool,
 }
 
@@ -146,7 +150,8 @@ pub struct GroupCommitFailure {
 pub type Key = (String, String);
 
 /// A group's state on a topic: one [`Subscription`] per partition, partition 0 first. Every
-/// partition has the same members. It is stored, and rolled back, as a whole.
+/// partition has the same members. A file stores it, and rolls it back, as a whole; shared
+/// states store and roll back each partition on its own.
 pub type TopicState = Vec<Subscription>;
 
 /// Every group's state on every topic it reads.
@@ -195,12 +200,12 @@ impl Groups {
         self.ledger = ledger;
     }
 
-    /// Takes the state of `group` on `topic` stored by another process, if it changed there
-    /// since this process last saw it.
-    fn refresh(&mut self, group: &str, topic: &str) {
-        if let Some(saved) = self.ledger.refresh(group, topic) {
-            self.adopt(group, topic, saved);
-        }
+    /// Takes the partitions of the state of `group` on `topic` (a topic of `partitions`)
+    /// stored by another process, those that changed there since this process last saw them.
+    fn refresh(&mut self, group: &str, topic: &str, partitions: u32) {
+        let have = self.state(group, topic).map_or(0, <[Subscription]>::len);
+        let taken = self.ledger.refresh(group, topic, partitions, have);
+        self.adopt(group, topic, taken);
     }
 
     /// Takes in the states stored by other broker processes that `group` and `topic` select
@@ -208,24 +213,51 @@ impl Groups {
     /// listing through it shows them too. States it holds are not read again (they may be
     /// behind: a listing answers from this process's copy).
     pub fn take_in_listed(&mut self, group: Option<&str>, topic: Option<&str>) {
-        for (listed_group, listed_topic) in self.ledger.listed(group) {
+        for ((listed_group, listed_topic), partitions) in self.ledger.listed(group) {
             if topic.is_some_and(|topic| topic != listed_topic) {
                 continue;
             }
             if self.state(&listed_group, &listed_topic).is_none() {
-                self.refresh(&listed_group, &listed_topic);
+                self.refresh(&listed_group, &listed_topic, partitions);
             }
         }
     }
 
-    /// Replaces the state of `group` on `topic` with `saved`, as another broker process
-    /// stored it, keeping its members here. Its pending messages get a fresh ack timeout.
-    fn adopt(&mut self, group: &str, topic: &str, saved: Saved) {
+    /// Replaces the partitions `taken` of the state of `group` on `topic` with theirs, as
+    /// another broker process stored them, keeping the members here; partitions that follow on
+    /// from the last one held are added. Their pending messages get a fresh ack timeout.
+    fn adopt(&mut self, group: &str, topic: &str, taken: Vec<(u32, SharedPartition)>) {
+        if taken.is_empty() {
+            return;
+        }
         let deadline = Instant::now() + self.ack_timeout;
-        let stored = restored(&saved, deadline);
-        match self.groups.get_mut(group).and_then(|topics| topics.get_mut(topic)) {
-            Some(states) => roll_back(states, stored),
-            None => self.insert(group.to_owned(), topic.to_owned(), stored),
+        let made = |part: SharedPartition| match part.placed {
+            true => Subscription::restored(part.delivered, part.pending, deadline),
+            false => Subscription::unplaced(part.delivered),
+        };
+        let Some(states) = self.state_mut(group, topic) else {
+            let states: TopicState = (0u32..)
+                .zip(taken)
+                .take_while(|(at, (partition, _))| at == partition)
+                .map(|(_, (_, part))| made(part))
+                .collect();
+            if !states.is_empty() {
+                self.insert(group.to_owned(), topic.to_owned(), states);
+            }
+            return;
+        };
+        for (partition, part) in taken {
+            let (at, held) = (partition as usize, states.len());
+            if at < held {
+                states[at].roll_back_to(made(part));
+            } else if at == held {
+                let mut state = made(part);
+                if let Some(first) = states.first() {
+                    state.join_all(first);
+                }
+                states.push(state);
+            }
+            // Past a gap: it comes at the next fetch or join, as a new one.
         }
     }
 
@@ -542,7 +574,7 @@ impl Groups {
         places: &[u64],
         is_live: impl Fn(u64) -> bool,
     ) -> (bool, usize) {
-        self.refresh(group, topic);
+        self.refresh(group, topic, u32::try_from(starts.len()).unwrap_or(u32::MAX));
         let created = self.ensure(group, topic, starts);
         if self.state(group, topic).is_some_and(|states| states.iter().any(|s| !s.placed())) {
             self.record(group, topic);
@@ -702,9 +734,11 @@ impl Groups {
         }
     }
 
-    /// Stores every group state changed since the last commit. Returns those that could not be
-    /// stored: each is put back as it was at the start of the pass, and what replies reported
-    /// of its changes must become errors.
+    /// Stores every group state changed since the last commit, each partition whose stored
+    /// part changed (a file holds them all). Returns those that could not be stored: each such
+    /// partition (or the whole state) is put back as it was at the start of the pass, or taken
+    /// as another process stored it, and what replies reported of its changes must become
+    /// errors or be made again.
     pub fn commit(&mut self) -> Vec<GroupCommitFailure> {
         let changed = std::mem::take(&mut self.changed);
         let mut undo = std::mem::take(&mut self.undo);
@@ -713,66 +747,98 @@ impl Groups {
         }
         let states = changed
             .into_iter()
-            .map(|key| {
-                let saved = self.state(&key.0, &key.1).map(|states| {
-                    let partitions = states
-                        .iter()
-                        .map(|state| SavedPartition {
-                            delivered: state.delivered(),
-                            pending: state.pending_offsets().collect(),
-                        })
-                        .collect();
-                    let mut saved = Saved::new(key.0.clone(), key.1.clone(), partitions);
-                    let unplaced: Vec<u32> = (0u32..)
-                        .zip(states)
-                        .filter(|(_, state)| !state.placed())
-                        .map(|(partition, _)| partition)
-                        .collect();
-                    saved.unplaced = (!unplaced.is_empty()).then(|| Box::new(unplaced));
-                    saved
-                });
-                (key, saved)
+            .filter_map(|key| {
+                let now = self.state(&key.0, &key.1);
+                let earlier = undo.get(&key).and_then(Option::as_ref);
+                let partitions = changed_partitions(earlier, now);
+                let saved = now.map(|states| saved(&key, states));
+                (saved.is_none() || !partitions.is_empty()).then_some((key, saved, partitions))
             })
             .collect();
         let stored = self.ledger.store(states);
         let mut reloaded = Vec::with_capacity(stored.reloaded.len());
-        for (key, saved) in stored.reloaded {
+        for (key, partition, part) in stored.reloaded {
             tracing::debug!(
                 group = %Shown(&key.0),
                 topic = %Shown(&key.1),
+                partition,
                 "another broker process changed the group's state; took it as stored: \
                  delivered offset {}, {} pending",
-                saved.delivered,
-                saved.pending.len()
+                part.delivered,
+                part.pending.len()
             );
-            reloaded.push(key.clone());
-            // A state taken as stored by another process has nothing of this pass to undo.
-            undo.remove(&key);
-            self.adopt(&key.0, &key.1, saved);
+            reloaded.push((key.clone(), partition));
+            self.adopt(&key.0, &key.1, vec![(partition, part)]);
+        }
+        // The failures of each state, in the order they came.
+        type Failed = Vec<(Option<u32>, io::Error)>;
+        let mut by_state: Vec<(Key, Failed)> = Vec::new();
+        for (key, partition, error) in stored.failed {
+            match by_state.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, failed)) => failed.push((partition, error)),
+                None => by_state.push((key, vec![(partition, error)])),
+            }
         }
         let mut failures = Vec::new();
-        for (key, error) in stored.failed {
-            let reloaded = reloaded.contains(&key);
-            match (reloaded, stored.transient) {
-                // Whether its requests are made again or refused is the server's to say.
-                (true, _) => {}
-                (false, true) => {
-                    tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; its replies refused");
+        for (key, failed) in by_state {
+            let earlier = undo.remove(&key);
+            let before = earlier.as_ref().and_then(Option::as_ref);
+            // A partition made in this pass has nothing to go back to on its own.
+            let whole = failed.iter().any(|(partition, _)| match partition {
+                None => true,
+                Some(partition) => {
+                    !reloaded.contains(&(key.clone(), *partition))
+                        && before.is_none_or(|before| *partition as usize >= before.len())
                 }
-                (false, false) => {
-                    tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone");
-                }
-            }
-            if let Some(earlier) = undo.remove(&key) {
-                self.undo(&key, earlier);
-            }
-            failures.push(GroupCommitFailure {
-                reloaded,
-                group: key.0,
-                topic: key.1,
-                error,
-                transient: stored.transient,
             });
+            if whole {
+                let Some((_, error)) = failed.into_iter().next() else { continue };
+                match stored.transient {
+                    true => {
+                        tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; its replies refused")
+                    }
+                    false => {
+                        tracing::error!(group = %Shown(&key.0), topic = %Shown(&key.1), %error, "group state not stored; undone")
+                    }
+                }
+                if let Some(earlier) = earlier {
+                    self.undo(&key, earlier);
+                }
+                self.ledger.lost(&key);
+                failures.push(GroupCommitFailure {
+                    group: key.0,
+                    topic: key.1,
+                    partition: None,
+                    error,
+                    transient: stored.transient,
+                    reloaded: false,
+                });
+                continue;
+            }
+            for (partition, error) in failed {
+                let Some(partition) = partition else { continue };
+                let reloaded = reloaded.contains(&(key.clone(), partition));
+                if !reloaded {
+                    // Whether the requests of a reloaded one are made again or refused is the
+                    // server's to say.
+                    tracing::warn!(group = %Shown(&key.0), topic = %Shown(&key.1), partition, %error, "group state not stored; its replies refused");
+                    let earlier = before.and_then(|before| before.get(partition as usize));
+                    let held = self
+                        .state_mut(&key.0, &key.1)
+                        .and_then(|states| states.get_mut(partition as usize));
+                    if let (Some(held), Some(earlier)) = (held, earlier) {
+                        held.roll_back_to(earlier.clone());
+                    }
+                }
+                failures.push(GroupCommitFailure {
+                    group: key.0.clone(),
+                    topic: key.1.clone(),
+                    partition: Some(partition),
+                    error,
+                    transient: stored.transient,
+                    reloaded,
+                });
+            }
         }
         failures
     }
@@ -841,6 +907,44 @@ impl Groups {
             }
         }
     }
+}
+
+/// What is stored of `key`'s state `states`.
+fn saved(key: &Key, states: &[Subscription]) -> Saved {
+    let partitions = states
+        .iter()
+        .map(|state| SavedPartition {
+            delivered: state.delivered(),
+            pending: state.pending_offsets().collect(),
+        })
+        .collect();
+    let mut saved = Saved::new(key.0.clone(), key.1.clone(), partitions);
+    let unplaced: Vec<u32> = (0u32..)
+        .zip(states)
+        .filter(|(_, state)| !state.placed())
+        .map(|(partition, _)| partition)
+        .collect();
+    saved.unplaced = (!unplaced.is_empty()).then(|| Box::new(unplaced));
+    saved
+}
+
+/// The partitions of a state, `now`, whose stored part (delivered offset, pending offsets,
+/// whether placed) differs from the one at the start of the pass, `earlier` (every one when it
+/// was made in the pass). Deadlines and members are not stored.
+fn changed_partitions(earlier: Option<&TopicState>, now: Option<&[Subscription]>) -> Vec<u32> {
+    let same = |a: &Subscription, b: &Subscription| {
+        a.delivered() == b.delivered()
+            && a.placed() == b.placed()
+            && a.pending_offsets().eq(b.pending_offsets())
+    };
+    (0u32..)
+        .zip(now.unwrap_or_default())
+        .filter(|(partition, state)| {
+            let before = earlier.and_then(|earlier| earlier.get(*partition as usize));
+            before.is_none_or(|before| !same(before, state))
+        })
+        .map(|(partition, _)| partition)
+        .collect()
 }
 
 /// A state read back from storage, every partition's pending messages waiting for their

@@ -275,65 +275,115 @@ fn states_of_the_format_before_headers_open_and_are_rewritten_with_one() {
     assert_eq!(groups.get("preparers", "orders", 0).map(Subscription::committed), Some(1));
 }
 
-/// The states of a [`Bucket`] and their revisions; `None` while it cannot be reached.
-type Held = Option<HashMap<Key, (Saved, u64)>>;
+/// What a [`Bucket`] holds: each partition's entry with its revision, and the whole records
+/// of the older layout with theirs.
+#[derive(Debug, Default)]
+struct Entries {
+    /// Each partition's state and revision.
+    own: HashMap<(Key, u32), (SharedPartition, u64)>,
+    /// Whole records, as brokers before partitions had entries of their own stored them.
+    records: HashMap<Key, (Saved, u64)>,
+    /// The last revision given.
+    revision: u64,
+    /// How many partitions' entries were written.
+    writes: usize,
+}
+
+/// The entries of a [`Bucket`]; `None` while it cannot be reached.
+type Held = Option<Entries>;
 
 /// A key-value store of group states shared by the processes of a test, with revisions and
 /// compare-and-set as the NATS bucket has them, or down.
 #[derive(Debug, Clone, Default)]
 struct Bucket {
-    /// The states and their revisions; `None` while the bucket cannot be reached.
+    /// The entries; `None` while the bucket cannot be reached.
     states: std::sync::Arc<std::sync::Mutex<Held>>,
 }
 
 impl Bucket {
     fn up() -> Bucket {
-        Bucket { states: std::sync::Arc::new(std::sync::Mutex::new(Some(HashMap::new()))) }
+        Bucket { states: std::sync::Arc::new(std::sync::Mutex::new(Some(Entries::default()))) }
     }
 
     fn set_down(&self) {
         *self.states.lock().unwrap() = None;
     }
+
+    fn is_empty(&self) -> bool {
+        let states = self.states.lock().unwrap();
+        let entries = states.as_ref().unwrap();
+        entries.own.is_empty() && entries.records.is_empty()
+    }
+
+    fn writes(&self) -> usize {
+        self.states.lock().unwrap().as_ref().unwrap().writes
+    }
+
+    /// Stores a whole record, as a broker before partitions had entries did.
+    fn put_record(&self, saved: Saved) {
+        let mut states = self.states.lock().unwrap();
+        let entries = states.as_mut().unwrap();
+        entries.revision += 1;
+        let key = (saved.group.clone(), saved.topic.clone());
+        entries.records.insert(key, (saved, entries.revision));
+    }
 }
 
 impl SharedStates for Bucket {
-    fn load(&mut self, group: &str, topic: &str) -> Result<Option<(Saved, u64)>, String> {
+    fn load(&mut self, group: &str, topic: &str, partitions: u32) -> Result<Loaded, String> {
         let states = self.states.lock().unwrap();
-        let states = states.as_ref().ok_or("down")?;
-        Ok(states.get(&(group.to_owned(), topic.to_owned())).cloned())
+        let entries = states.as_ref().ok_or("down")?;
+        let key = (group.to_owned(), topic.to_owned());
+        Ok(Loaded {
+            record: entries.records.get(&key).cloned(),
+            partitions: (0..partitions)
+                .map(|partition| entries.own.get(&(key.clone(), partition)).cloned())
+                .collect(),
+        })
     }
 
-    fn save(&mut self, batch: Vec<(Saved, Option<u64>)>) -> Vec<Result<u64, SaveError>> {
+    fn save(&mut self, batch: Vec<Change>) -> Vec<Result<u64, SaveError>> {
         let mut states = self.states.lock().unwrap();
-        let Some(states) = states.as_mut() else {
+        let Some(entries) = states.as_mut() else {
             return batch.iter().map(|_| Err(SaveError::Failed("down".into()))).collect();
         };
         batch
             .into_iter()
-            .map(|(saved, revision)| {
-                let key = (saved.group.clone(), saved.topic.clone());
-                let stored = states.get(&key).cloned();
+            .map(|(key, partition, state, revision)| {
+                let at = (key, partition);
+                let stored = entries.own.get(&at).cloned();
                 if stored.as_ref().map(|(_, r)| *r) != revision {
                     return Err(SaveError::Conflict(stored));
                 }
-                let next = revision.unwrap_or(0) + 1;
-                states.insert(key, (saved, next));
-                Ok(next)
+                entries.revision += 1;
+                entries.writes += 1;
+                entries.own.insert(at, (state, entries.revision));
+                Ok(entries.revision)
             })
             .collect()
     }
 
     fn remove(&mut self, group: &str, topic: &str) {
-        if let Some(states) = self.states.lock().unwrap().as_mut() {
-            states.remove(&(group.to_owned(), topic.to_owned()));
+        if let Some(entries) = self.states.lock().unwrap().as_mut() {
+            let key = (group.to_owned(), topic.to_owned());
+            entries.own.retain(|(of, _), _| *of != key);
+            entries.records.remove(&key);
         }
     }
 
-    fn list(&mut self, group: Option<&str>) -> Result<Vec<Key>, String> {
+    fn list(&mut self, group: Option<&str>) -> Result<Vec<(Key, u32)>, String> {
         let states = self.states.lock().unwrap();
-        let states = states.as_ref().ok_or("down")?;
-        let selected = states.keys().filter(|(g, _)| group.is_none_or(|group| group == g));
-        Ok(selected.cloned().collect())
+        let entries = states.as_ref().ok_or("down")?;
+        let mut listed: Vec<(Key, u32)> =
+            entries.records.keys().map(|key| (key.clone(), 0)).collect();
+        for (key, partition) in entries.own.keys() {
+            match listed.iter_mut().find(|(k, _)| k == key) {
+                Some((_, most)) => *most = (*most).max(partition + 1),
+                None => listed.push((key.clone(), partition + 1)),
+            }
+        }
+        listed.retain(|((g, _), _)| group.is_none_or(|group| group == g));
+        Ok(listed)
     }
 }
 
@@ -354,7 +404,7 @@ fn shared_states_are_taken_by_the_next_process_to_join() {
     assert_eq!(b.join("g", "t", (2, 2), &[0], &[0], |_| true), (false, 1), "b took a's state");
     assert_eq!(summary(&b), [("g".into(), "t".into(), 2, 4, vec![2, 3])]);
     a.drop_topic("t");
-    assert!(bucket.states.lock().unwrap().as_ref().unwrap().is_empty());
+    assert!(bucket.is_empty());
 }
 
 #[test]
@@ -505,4 +555,153 @@ fn a_partition_without_a_committed_offset_is_left_out_kept_and_placed_by_a_join(
     // With a member there, nothing is forgotten.
     let refused = groups.delete("g", Some("t"), Some((0, 0)), |_| true);
     assert!(matches!(refused, Err(GroupError::Active { .. })), "{refused:?}");
+}
+
+/// Delivers `count` messages of `partition` of `group`'s state on `topic`.
+fn deliver_from(groups: &mut Groups, group: &str, topic: &str, partition: u32, count: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    groups
+        .update(group, topic, partition, |state| {
+            let offsets: Vec<u64> = (state.delivered()..state.delivered() + count).collect();
+            state.deliver(&offsets, deadline);
+        })
+        .unwrap();
+}
+
+/// Each partition's (delivered, pending) of `group`'s state on `topic`.
+fn offsets(groups: &Groups, group: &str, topic: &str) -> Vec<(u64, Vec<u64>)> {
+    let states = groups.state(group, topic).unwrap_or_default();
+    states.iter().map(|s| (s.delivered(), s.pending_offsets().collect())).collect()
+}
+
+#[test]
+fn processes_changing_different_partitions_store_each_without_conflict() {
+    let bucket = Bucket::up();
+    let (mut a, mut b) = (shared(&bucket), shared(&bucket));
+    a.join("g", "t", (1, 1), &[0; 4], &[0; 4], |_| true);
+    assert!(a.commit().is_empty());
+    assert_eq!(bucket.writes(), 4, "a new state stores every partition");
+    b.join("g", "t", (2, 2), &[0; 4], &[0; 4], |_| true);
+    assert!(b.commit().is_empty());
+    assert_eq!(bucket.writes(), 4, "a join that changes no stored part stores nothing");
+    for _ in 0..3 {
+        deliver_from(&mut a, "g", "t", 0, 2);
+        deliver_from(&mut b, "g", "t", 3, 1);
+        assert!(a.commit().is_empty(), "only partition 0 changed through a");
+        assert!(b.commit().is_empty(), "only partition 3 changed through b");
+    }
+    assert_eq!(bucket.writes(), 10, "each pass stores only the partition it changed");
+    let mut c = shared(&bucket);
+    c.join("g", "t", (3, 3), &[0; 4], &[0; 4], |_| true);
+    assert_eq!(
+        offsets(&c, "g", "t"),
+        [(6, vec![0, 1, 2, 3, 4, 5]), (0, vec![]), (0, vec![]), (3, vec![0, 1, 2])]
+    );
+}
+
+#[test]
+fn a_conflict_on_one_partition_takes_it_as_stored_and_keeps_the_others() {
+    let bucket = Bucket::up();
+    let (mut a, mut b) = (shared(&bucket), shared(&bucket));
+    a.join("g", "t", (1, 1), &[0; 3], &[0; 3], |_| true);
+    assert!(a.commit().is_empty());
+    b.join("g", "t", (2, 2), &[0; 3], &[0; 3], |_| true);
+    deliver_from(&mut b, "g", "t", 1, 5);
+    assert!(b.commit().is_empty());
+    // `a` changes partitions 0 and 1 on its copy, whose partition 1 is old.
+    deliver_from(&mut a, "g", "t", 0, 2);
+    deliver_from(&mut a, "g", "t", 1, 1);
+    let failures = a.commit();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let failure = &failures[0];
+    assert_eq!((failure.partition, failure.reloaded, failure.transient), (Some(1), true, true));
+    assert_eq!(
+        offsets(&a, "g", "t"),
+        [(2, vec![0, 1]), (5, vec![0, 1, 2, 3, 4]), (0, vec![])],
+        "partition 0 is a's, stored; partition 1 is b's"
+    );
+    // Partition 1 is a's again at the revision stored: a change made on it now is stored.
+    deliver_from(&mut a, "g", "t", 1, 1);
+    assert!(a.commit().is_empty());
+    b.join("g", "t", (2, 2), &[0; 3], &[0; 3], |_| true);
+    assert_eq!(offsets(&b, "g", "t"), offsets(&a, "g", "t"));
+}
+
+#[test]
+fn a_partition_not_stored_is_undone_alone() {
+    let bucket = Bucket::up();
+    let mut groups = shared(&bucket);
+    groups.join("g", "t", (1, 1), &[0; 2], &[0; 2], |_| true);
+    deliver_from(&mut groups, "g", "t", 1, 2);
+    assert!(groups.commit().is_empty());
+    let stored = offsets(&groups, "g", "t");
+    bucket.set_down();
+    deliver_from(&mut groups, "g", "t", 1, 2);
+    let failures = groups.commit();
+    assert_eq!(failures.len(), 1);
+    assert_eq!((failures[0].partition, failures[0].reloaded), (Some(1), false));
+    assert_eq!(offsets(&groups, "g", "t"), stored, "the pass's change is undone");
+}
+
+#[test]
+fn a_whole_record_of_the_older_layout_is_read_and_each_partitions_own_entry_wins() {
+    let bucket = Bucket::up();
+    bucket.put_record(Saved {
+        group: "g".into(),
+        topic: "t".into(),
+        delivered: 7,
+        pending: vec![5],
+        more: vec![
+            SavedPartition { delivered: 4, pending: Vec::new() },
+            SavedPartition { delivered: 0, pending: Vec::new() },
+        ],
+        unplaced: Some(Box::new(vec![2])),
+    });
+    // The record lists partitions 0 to 2, partition 2 without a committed offset.
+    let mut listed = shared(&bucket);
+    listed.take_in_listed(Some("g"), None);
+    assert_eq!(
+        summary(&listed),
+        [("g".into(), "t".into(), 5, 7, vec![5]), ("g".into(), "t".into(), 4, 4, vec![]),]
+    );
+    let mut a = shared(&bucket);
+    a.join("g", "t", (1, 1), &[0; 3], &[0, 0, 9], |_| true);
+    assert_eq!(offsets(&a, "g", "t"), [(7, vec![5]), (4, vec![]), (9, vec![])]);
+    // Partition 2, placed by the join, and partition 1 go to entries of their own.
+    deliver_from(&mut a, "g", "t", 1, 1);
+    assert!(a.commit().is_empty());
+    assert_eq!(bucket.writes(), 2, "partition 0 did not change: it stays in the record");
+    let mut b = shared(&bucket);
+    b.join("g", "t", (2, 2), &[0; 3], &[0; 3], |_| true);
+    assert_eq!(offsets(&b, "g", "t"), [(7, vec![5]), (5, vec![4]), (9, vec![])]);
+    // Deleting the state removes the record and the entries.
+    a.drop_topic("t");
+    assert!(bucket.is_empty());
+}
+
+#[test]
+fn a_partition_made_in_the_pass_and_not_stored_puts_the_whole_state_back() {
+    let bucket = Bucket::up();
+    let (mut a, mut b) = (shared(&bucket), shared(&bucket));
+    a.join("g", "t", (1, 1), &[0; 2], &[0; 2], |_| true);
+    deliver_from(&mut a, "g", "t", 0, 2);
+    assert!(a.commit().is_empty());
+    let stored = offsets(&a, "g", "t");
+    let kept = bucket.states.lock().unwrap().take();
+    // The topic grew: partition 2 is made in this pass, and nothing can be stored.
+    assert!(!a.ensure("g", "t", &[0, 0, 3]));
+    deliver_from(&mut a, "g", "t", 2, 1);
+    deliver_from(&mut a, "g", "t", 1, 1);
+    let failures = a.commit();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!((failures[0].partition, failures[0].reloaded), (None, false));
+    assert_eq!(offsets(&a, "g", "t"), stored, "back to two partitions as stored");
+    // Once the bucket is back, the partition comes again and is stored; another process
+    // joining takes all three.
+    *bucket.states.lock().unwrap() = kept;
+    a.ensure("g", "t", &[0, 0, 3]);
+    assert!(a.commit().is_empty());
+    b.join("g", "t", (2, 2), &[0; 3], &[0; 3], |_| true);
+    assert_eq!(offsets(&b, "g", "t"), [(2, vec![0, 1]), (0, vec![]), (3, vec![])]);
+    assert_eq!(offsets(&b, "g", "t"), offsets(&a, "g", "t"));
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc as tmpsc;
 
 use super::claims::{self, ClaimsBucket};
 use super::cold::{self, Load, Loaded};
-use super::groups::{GroupsBucket, NotSaved};
+use super::groups::{Entries, GroupsBucket, NotSaved};
 use super::streams::{Refusal, Staged, Streams};
 use crate::logical::ClaimChange;
 use crate::store::StoreError;
@@ -107,12 +107,13 @@ pub enum Command {
         /// Where the answer goes.
         reply: mpsc::Sender<Result<bool, String>>,
     },
-    /// Read a group state from the groups bucket: its bytes and revision, if stored.
+    /// Read entries of the groups bucket, all at once: each one's bytes and revision, if
+    /// stored.
     GroupLoad {
-        /// Its key.
-        key: String,
-        /// Where the answer goes.
-        reply: mpsc::Sender<Result<Option<(Bytes, u64)>, String>>,
+        /// Their keys.
+        keys: Vec<String>,
+        /// Where the answer goes, in order.
+        reply: mpsc::Sender<Result<Entries, String>>,
     },
     /// Store group states in the groups bucket, all at once, each only if its revision is
     /// still the one given (`None`: only if none is stored): each one's new revision or why
@@ -130,10 +131,12 @@ pub enum Command {
         /// Where the keys go.
         reply: mpsc::Sender<Result<Vec<String>, String>>,
     },
-    /// Remove a group state from the groups bucket.
+    /// Remove a group state from the groups bucket: one key, and every key under a prefix.
     GroupRemove {
-        /// Its key.
+        /// The key.
         key: String,
+        /// What the other keys start with.
+        under: String,
     },
     /// Read back the batches of a partition from the one holding an offset, and hand them
     /// on with [`Event::Loaded`].
@@ -614,13 +617,13 @@ impl Backend {
                 let _ = reply.send(self.claims.take(conn, id, holder).await);
             }
             Command::Unclaim { id } => self.claims.free(conn, id).await,
-            Command::GroupLoad { key, reply } => {
-                let _ = reply.send(self.groups.load(conn, &key).await);
+            Command::GroupLoad { keys, reply } => {
+                let _ = reply.send(self.groups.load(conn, &keys).await);
             }
             Command::GroupSave { states, reply } => {
                 let _ = reply.send(self.groups.save(conn, states).await);
             }
-            Command::GroupRemove { key } => self.groups.remove(conn, &key).await,
+            Command::GroupRemove { key, under } => self.groups.remove(conn, &key, &under).await,
             Command::GroupKeys { prefix, reply } => {
                 let _ = reply.send(self.groups.keys(conn, prefix.as_deref()).await);
             }
