@@ -822,6 +822,90 @@ fn appends_through_a_broker_whose_nats_server_is_paused_are_answered_all_through
     println!("the broker stopped in {:?}", stopped.elapsed());
 }
 
+/// How long appends through a broker process may go unacknowledged after its NATS server is
+/// paused, with two servers of three left: the silence noticed (`SILENCE`, 1.5 s), a connection
+/// made to another server (1 s each, a paused one drawn included), when the paused server led
+/// the stream an election (up to 8 s), and the wait of an append sent meanwhile until it is
+/// refused (3 s). A paused server is never let go on within it.
+const MOVED_WITHIN: Duration = Duration::from_secs(15);
+
+#[test]
+fn a_broker_whose_nats_server_is_paused_appends_through_the_others_each_time() {
+    let cluster = testkit::NatsCluster::start();
+    let broker = wire::start(&["--store", &cluster.url(), "--replicas", "3"]);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let name = format!("broker-{}", broker.pid());
+    let mut acknowledged = Vec::new();
+    let (first, _) = append(&socket, "moving", &["before"]);
+    acknowledged.push((first, "before".to_owned()));
+    let stream =
+        format!("TOPIC_{}", "moving".bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    // Paused again and again, so that the reconnection draws the paused server from its
+    // shuffled list in some rounds (once in three): it must move on from it.
+    for round in 0..5 {
+        let found = Instant::now();
+        let serving = loop {
+            if let Some(at) = cluster.serving(&name) {
+                break at;
+            }
+            assert!(found.elapsed() < MOVED_WITHIN, "round {round}: no server lists {name}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let pid = cluster.servers[serving].pid().expect("the server runs");
+        let led = cluster.stream_leader(&stream) == Some(serving);
+        testkit::signal_process(pid, "STOP");
+        let paused = Instant::now();
+        let mut refused = 0;
+        loop {
+            let value = format!("round {round} try {refused}");
+            match ask(&socket, &append_of("moving", &[&value])) {
+                Response::Appended { first_offset, .. } => {
+                    acknowledged.push((first_offset, value));
+                    break;
+                }
+                // Refused as a store out of reach while the connection moves.
+                refusal => expect_error(&refusal, ErrorCode::StoreUnavailable),
+            };
+            refused += 1;
+            assert!(
+                paused.elapsed() < MOVED_WITHIN,
+                "round {round}: no append acknowledged {MOVED_WITHIN:?} into n{}'s pause \
+                 ({refused} refused); the broker is on {:?}",
+                serving + 1,
+                cluster.serving(&name).map(|at| at + 1)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let moved = paused.elapsed();
+        let now_on = cluster.serving(&name).map_or("none".to_owned(), |at| format!("n{}", at + 1));
+        testkit::signal_process(pid, "CONT");
+        println!(
+            "round {round}: n{} paused{}, an append acknowledged after {moved:?} ({refused} \
+             refused), the broker on {now_on}",
+            serving + 1,
+            if led { " (it led the stream)" } else { "" }
+        );
+        // Every server current again before the next pause, so that two are left for it.
+        cluster.wait_for_leader();
+    }
+    // Each acknowledged append is where its acknowledgement said.
+    let asked = Instant::now();
+    let token = loop {
+        match claim_reply(&socket, None, "reader") {
+            Response::Claimed { claim, .. } => break claim,
+            other => assert!(asked.elapsed() < MOVED_WITHIN, "{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let held = fetch_until(&socket, token, "moving", acknowledged.len());
+    for (offset, value) in &acknowledged {
+        assert!(held.contains(&(*offset, value.clone())), "{offset} {value} lost: {held:?}");
+    }
+    drop(socket);
+    broker.interrupt();
+}
+
 #[test]
 fn a_broker_stops_on_sigterm_while_its_nats_server_is_paused() {
     let server = NatsServer::start();

@@ -42,6 +42,13 @@ const PROGRESS: u64 = 100;
 /// How long a fault may take to bring about what it should, or recovery from it.
 const FAULT: Duration = Duration::from_secs(20);
 
+/// How long into a pause of the server B is on an append through B must be acknowledged
+/// through the two servers left: B's silence noticed (1.5 s), a connection made to another
+/// server (at most 1 s for each, the paused one drawn included), when the paused server led
+/// the probes' stream an election (up to 8 s), and the wait of a probe sent meanwhile until it
+/// is refused.
+const MOVED_WITHIN: Duration = Duration::from_secs(15);
+
 /// The pause between two lines a producer is fed: a steady load, not a flood that would make
 /// the scenario's length depend on the machine's speed.
 const PACE: Duration = Duration::from_millis(2);
@@ -581,12 +588,26 @@ fn every_acknowledged_line_is_read_once_through_both_processes_after_faults_in_t
         pause.elapsed(),
         if answer.status.success() { "acknowledged" } else { "refused: nothing appended" }
     );
-    // Not asserted: that appends go on through the two servers left while the pause lasts.
-    // async-nats (0.42, connector.rs `try_connect_to`) reads a server's greeting (INFO) without
-    // its connection timeout, and a paused server accepts a TCP connection without greeting:
-    // when the reconnection B's heartbeat asks for draws the paused server from the shuffled
-    // list (about one time in three), B and every process on it stay without NATS until the
-    // pause ends, refusing appends with "nothing was appended".
+    // And appends go on through the two servers left while the pause lasts: B's reconnection
+    // moves on from the paused server when it draws it from its shuffled list (the connection
+    // timeout covers the server's greeting, which a paused server never sends), and a stream
+    // the paused server led elects another leader.
+    let acknowledged = loop {
+        producing.replace_exited(&scene);
+        let endpoint = scene.endpoint(1);
+        let probe = run(PRODUCER, &["--connect", &endpoint, "--timeout", "1s", "probes", "q"]);
+        if probe.status.success() {
+            break pause.elapsed();
+        }
+        assert!(
+            pause.elapsed() < MOVED_WITHIN,
+            "no append acknowledged through B {MOVED_WITHIN:?} into n{}'s pause; B is on {:?}; \
+             last probe {probe:?}",
+            serving + 1,
+            scene.nats.serving(&format!("broker-{b_pid}")).map(|at| at + 1)
+        );
+    };
+    println!("an append through B acknowledged {acknowledged:?} into the pause");
     testkit::signal_process(paused, "CONT");
     println!("n{} let go on after {:?}", serving + 1, pause.elapsed());
     scene.nats.wait_for_leader();

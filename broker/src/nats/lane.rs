@@ -14,7 +14,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{Publish, PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -253,7 +254,7 @@ impl Lane {
             0 => job.id.clone(),
             n => format!("{}-{n}", job.id),
         };
-        let mut publish = Publish::build()
+        let mut publish = PublishMessage::build()
             .payload(job.payload.clone())
             .message_id(&id)
             .expected_last_sequence(tail.seq);

@@ -27,10 +27,10 @@ use crate::store::StoreError;
 /// How long one request to JetStream (a publish's ack, a stream's creation) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// How often the client asks its server whether it is there (a NATS `PING`) while it sends
-/// nothing: after two unanswered, the next tick takes the connection for lost and moves to
-/// another server of the list. (The client puts its pings off while it sends, which a busy
-/// broker always does: [`HEARTBEAT`] covers that case.)
+/// How often the client asks its server whether it is there (a NATS `PING`) while it hears
+/// nothing from it: after two unanswered, the next tick takes the connection for lost and
+/// moves to another server of the list, about 3 s into a silence. [`HEARTBEAT`] notices a
+/// silent server sooner.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the runtime sends itself a message through its server, to learn that the server
@@ -414,7 +414,8 @@ pub async fn run(
             .ping_interval(PING_INTERVAL)
             .request_timeout(Some(REQUEST_TIMEOUT))
             .connect(setup.servers.as_slice());
-        // A server that accepts and never greets would hold the connect forever.
+        // Each server costs at most `CONNECT_TIMEOUT`, greeting included; the start-up's
+        // deadline bounds the whole.
         let error = match tokio::time::timeout_at(deadline, connecting).await {
             Ok(Ok(client)) => break client,
             Ok(Err(error)) => error.to_string(),

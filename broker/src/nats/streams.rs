@@ -709,7 +709,7 @@ impl Streams {
         self.follow_or_create(conn, topic, 0).await.map_err(|e| e.to_string())?;
         let mut acks = Vec::new();
         for (id, payload) in messages {
-            let publish = async_nats::jetstream::context::Publish::build()
+            let publish = async_nats::jetstream::message::PublishMessage::build()
                 .payload(payload.into())
                 .message_id(id);
             let ack = conn.js.send_publish(record::subject(topic, 0), publish).await;
