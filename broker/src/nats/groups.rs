@@ -90,7 +90,7 @@ fn hex(text: &str) -> String {
 /// not made by [`key`] or [`own_key`].
 fn names_of(key: &str) -> Option<(String, String, Option<u32>)> {
     let unhex = |hex: &str| -> Option<String> {
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return None;
         }
         let bytes: Option<Vec<u8>> = (0..hex.len())

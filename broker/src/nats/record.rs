@@ -117,7 +117,7 @@ pub fn partition_of(stream: &str) -> Option<(String, u32)> {
 
 /// The topic whose name is hex-encoded in `hex`.
 fn topic_of_hex(hex: &str) -> Option<String> {
-    if hex.len() % 2 != 0 || hex.is_empty() {
+    if !hex.len().is_multiple_of(2) || hex.is_empty() {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..hex.len())

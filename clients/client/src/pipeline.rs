@@ -262,7 +262,10 @@ impl Pipeline {
         }
         // Sending and reading replies cost a call into ZeroMQ each: done when a batch closed
         // or lingered, and every so many messages, not for every message.
-        if full || self.next_linger.is_some_and(|t| now >= t) || self.sends % PUMP_EVERY == 0 {
+        if full
+            || self.next_linger.is_some_and(|t| now >= t)
+            || self.sends.is_multiple_of(PUMP_EVERY)
+        {
             self.pump(now)?;
         }
         while self.ready.len() > 1 {
