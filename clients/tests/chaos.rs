@@ -205,7 +205,8 @@ impl Scene {
     /// 3 B then A.
     fn producer(&self, phase: &str, partition: u32, generation: u32) -> ProducerRun {
         let (a, b) = (self.endpoint(0), self.endpoint(1));
-        let connect = if partition % 2 == 0 { format!("{a},{b}") } else { format!("{b},{a}") };
+        let connect =
+            if partition.is_multiple_of(2) { format!("{a},{b}") } else { format!("{b},{a}") };
         let partition_text = partition.to_string();
         let mut args =
             vec!["--connect", &connect, "--timeout", TIMEOUT, "--partition", &partition_text];
