@@ -7,12 +7,14 @@
 //!
 //! Each partition of a topic is one stream with one subject, each append one JetStream message
 //! (a batch) that carries the offset of its first message; a batch is stored only right after
-//! the one its offsets follow, so every broker process gives the same offsets. The serving thread never waits on the network:
-//! the wing's one connection lives on a tokio runtime on a thread of its own (`runtime`), the
-//! only asynchronous code of the broker, which takes commands and hands back events through a
-//! channel and a wake pipe. Each concern keeps its serving side and its runtime side in one
-//! file: `streams` and `log` (topics; `lane` publishes one partition's batches), `claims`, `groups`; `record` is the layout of a topic's
-//! messages in its stream.
+//! the one its offsets follow, so every broker process gives the same offsets. A process holds
+//! only the newest messages of each partition and reads older ones back when asked, within
+//! `--cache-bytes`. The serving thread never waits on the network: the wing's one connection
+//! lives on a tokio runtime on a thread of its own (`runtime`), the only asynchronous code of
+//! the broker, which takes commands and hands back events through a channel and a wake pipe.
+//! Each concern keeps its serving side and its runtime side in one file: `streams` and `log`
+//! (topics; `lane` publishes one partition's batches), `cold` (reading older messages back),
+//! `claims`, `groups`; `record` is the layout of a topic's messages in its stream.
 
 mod claims;
 mod cold;
