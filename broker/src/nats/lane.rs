@@ -30,6 +30,11 @@ use super::record;
 /// How long a lane waits before it publishes again a batch refused with nothing stored.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
+/// How much of its commit's time a batch published again must have left: one sent later could
+/// not be answered in time, and would turn a refusal that stored nothing into an append that
+/// "may have been stored".
+const LAST_TRY: Duration = Duration::from_millis(250);
+
 /// What became of one batch's publish: its stream sequence, or why not.
 #[derive(Debug, Clone)]
 pub enum Stored {
@@ -191,7 +196,10 @@ impl Lane {
     async fn alone(&mut self, mut job: Job) {
         let mut attempt = 0;
         let mut reason = "not sent in time".to_owned();
-        while Instant::now() < job.deadline {
+        // The first try goes whatever time is left; the next only while one can be answered.
+        while Instant::now() < job.deadline
+            && (attempt == 0 || Instant::now() + LAST_TRY < job.deadline)
+        {
             attempt += 1;
             let (sent, ack) = match self.send(job, attempt).await {
                 Ok(sent) => sent,
