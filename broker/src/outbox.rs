@@ -662,6 +662,19 @@ mod tests {
         assert_eq!(flush(&mut outbox), ["a appended 5", "b appended 40"]);
     }
 
+    /// The groups' commit failing for group `g` on topic `t`, every partition, for `reason`,
+    /// in a way that passes (the client may ask again), on a state not read back.
+    fn failure(reason: &str) -> GroupCommitFailure {
+        GroupCommitFailure {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: None,
+            error: io::Error::other(reason.to_owned()),
+            transient: true,
+            reloaded: false,
+        }
+    }
+
     #[test]
     fn replies_about_groups_wait_for_the_groups_commit() {
         let mut outbox = outbox();
@@ -673,14 +686,7 @@ mod tests {
         );
         outbox.push(B, status());
         assert!(flush(&mut outbox).is_empty());
-        let failure = GroupCommitFailure {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: None,
-            error: io::Error::other("wrong last sequence"),
-            transient: true,
-            reloaded: false,
-        };
+        let failure = failure("wrong last sequence");
         outbox.settle_groups(&[failure]);
         let sent = flush(&mut outbox);
         assert!(sent[0].starts_with("a error 314"), "{sent:?}");
@@ -700,14 +706,7 @@ mod tests {
         assert!(outbox.hold_again(fetch, &reloaded));
         assert!(!outbox.hold_again(fetch + 1, &reloaded), "a status waits for nothing");
         assert!(outbox.hold_again(other, &reloaded));
-        let failure = GroupCommitFailure {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: None,
-            error: io::Error::other("wrong last revision"),
-            transient: true,
-            reloaded: true,
-        };
+        let failure = GroupCommitFailure { reloaded: true, ..failure("wrong last revision") };
         assert!(outbox.settle_groups(&[failure]).is_empty(), "replies made again are not refused");
         assert!(flush(&mut outbox).is_empty(), "every peer waits for its reply made again");
         // B's fetch finds nothing now and is held: its place goes; A's delivers other offsets.
@@ -757,14 +756,7 @@ mod tests {
         assert!(!held.hold_again(ack_0, &reloaded));
         assert!(held.hold_again(ack_1, &reloaded));
         assert!(held.hold_again(join, &reloaded), "a join reports on every partition");
-        let failure = GroupCommitFailure {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: Some(1),
-            error: io::Error::other("down"),
-            transient: true,
-            reloaded: false,
-        };
+        let failure = GroupCommitFailure { partition: Some(1), ..failure("down") };
         let mut refusing = outbox();
         let mut messages = Vec::new();
         refusing.push(A, delivered(&[3], &mut messages));
@@ -785,14 +777,7 @@ mod tests {
             B,
             Response::Acked { group: "g", topic: "t", acked: 1, committed_offset: 1, partition: 0 },
         );
-        let failure = GroupCommitFailure {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: None,
-            error: io::Error::other("down"),
-            transient: true,
-            reloaded: false,
-        };
+        let failure = failure("down");
         let refused = outbox.settle_groups(&[failure]);
         assert_eq!(
             refused,
@@ -807,14 +792,7 @@ mod tests {
             A,
             Response::Reset { group: "g", topic: "t", committed_offset: 0, partition: None },
         );
-        let failure = GroupCommitFailure {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: None,
-            error: io::Error::other("disk full"),
-            transient: false,
-            reloaded: false,
-        };
+        let failure = GroupCommitFailure { transient: false, ..failure("disk full") };
         outbox.settle_groups(&[failure]);
         assert!(flush(&mut outbox)[0].starts_with("a error 502"));
     }
@@ -847,14 +825,7 @@ mod tests {
         let mut outbox = outbox();
         let mut messages = Vec::new();
         outbox.push(A, delivered(&[3], &mut messages));
-        let failure = GroupCommitFailure {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: None,
-            error: io::Error::other("down"),
-            transient: true,
-            reloaded: false,
-        };
+        let failure = failure("down");
         outbox.settle_groups(&[failure]);
         let undelivered = outbox.flush(|_, _| Err(zmq::Error::EAGAIN));
         assert_eq!(undelivered.dropped, 1);
