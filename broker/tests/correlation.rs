@@ -27,8 +27,14 @@ fn every_reply_echoes_its_requests_id_errors_and_held_replies_included() {
     let context = zmq::Context::new();
     let socket = dealer(&context, &broker.endpoint);
     let value = NewMessage::new(None, b"v");
-    let append =
-        |topic| Request::Append(Append { topic, partition: None, messages: vec![value.clone()] });
+    let append = |topic| {
+        Request::Append(Append {
+            topic,
+            partition: None,
+            messages: vec![value.clone()],
+            sequenced: None,
+        })
+    };
     // Several outstanding at once: appends, a refusal, a request without id.
     send_with_id(&socket, Some(10), &append("echo"));
     send_with_id(&socket, Some(u64::MAX), &append("echo"));

@@ -80,7 +80,12 @@ fn data_dir() -> tempfile::TempDir {
 /// Appends `messages` to `topic` in one request; returns the first and last offsets given.
 #[track_caller]
 fn append_batch(socket: &zmq::Socket, topic: &str, messages: &[NewMessage<'_>]) -> (u64, u64) {
-    let request = Request::Append(Append { partition: None, topic, messages: messages.to_vec() });
+    let request = Request::Append(Append {
+        partition: None,
+        topic,
+        messages: messages.to_vec(),
+        sequenced: None,
+    });
     match ask(socket, &request) {
         Response::Appended { topic: got, first_offset, last_offset, .. } if got == topic => {
             (first_offset, last_offset)
@@ -400,7 +405,12 @@ fn spawn_loader(
             let values: Vec<Vec<u8>> = (0..LOAD_BATCH).map(|i| load_value(batch, i)).collect();
             let messages = values.iter().map(|v| NewMessage::new(Some(&key[..]), v)).collect();
             frame.clear();
-            let request = Request::Append(Append { partition: None, topic: LOAD_TOPIC, messages });
+            let request = Request::Append(Append {
+                partition: None,
+                topic: LOAD_TOPIC,
+                messages,
+                sequenced: None,
+            });
             protocol::encode_request(&request, &mut frame);
             if let Err(e) = socket.send(&frame[..], 0) {
                 return format!("batch {batch}: send failed: {e}");
@@ -541,7 +551,12 @@ fn spawn_creator(endpoint: String, stop: Arc<AtomicBool>, acks: mpsc::Sender<u64
                     partitions: Some(1),
                     retention: Retention::default(),
                 },
-                false => Request::Append(Append { partition: None, topic: &topic, messages }),
+                false => Request::Append(Append {
+                    partition: None,
+                    topic: &topic,
+                    messages,
+                    sequenced: None,
+                }),
             };
             protocol::encode_request(&request, &mut frame);
             let replied = socket.send(&frame[..], 0).and_then(|()| socket.recv_bytes(0));

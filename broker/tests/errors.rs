@@ -277,6 +277,7 @@ fn message_too_large_refuses_the_whole_batch() {
     for batch in batches {
         for topic in [topic, "Grande"] {
             let append = Request::Append(protocol::Append {
+                sequenced: None,
                 partition: None,
                 topic,
                 messages: batch.to_vec(),
@@ -290,7 +291,12 @@ fn message_too_large_refuses_the_whole_batch() {
     );
     // 50 + 50 is exactly the limit.
     let at_limit = vec![NewMessage::new(Some(&fifty), &large[..50])];
-    let append = Request::Append(protocol::Append { partition: None, topic, messages: at_limit });
+    let append = Request::Append(protocol::Append {
+        partition: None,
+        topic,
+        messages: at_limit,
+        sequenced: None,
+    });
     assert_eq!(
         ask(&socket, &append),
         Response::Appended {

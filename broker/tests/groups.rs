@@ -684,8 +684,12 @@ fn partitioned(socket: &zmq::Socket, topic: &str, partitions: u32, per_partition
         let values: Vec<String> = (0..per_partition).map(|n| format!("p{partition}-{n}")).collect();
         let messages =
             values.iter().map(|v| protocol::NewMessage::new(None, v.as_bytes())).collect();
-        let append =
-            Request::Append(protocol::Append { topic, partition: Some(partition), messages });
+        let append = Request::Append(protocol::Append {
+            topic,
+            partition: Some(partition),
+            messages,
+            sequenced: None,
+        });
         assert!(matches!(ask(socket, &append), Response::Appended { .. }));
     }
 }

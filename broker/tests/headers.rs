@@ -75,7 +75,8 @@ fn a_data_directory_written_before_headers_opens_and_takes_messages_with_headers
         NewMessage { key: Some(b"user-3"), value: b"with headers", headers },
         NewMessage::new(None, b"without"),
     ];
-    let append = Request::Append(Append { topic: "events", partition: None, messages });
+    let append =
+        Request::Append(Append { topic: "events", partition: None, messages, sequenced: None });
     assert!(matches!(ask(&socket, &append), Response::Appended { first_offset: 5, .. }));
     let mut after = before.clone();
     let traced = vec![("trace".to_owned(), Some("t-1".to_owned())), ("trace".to_owned(), None)];

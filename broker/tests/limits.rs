@@ -301,7 +301,7 @@ fn a_message_of_key_and_value_at_the_limit_is_appended_and_one_byte_more_is_not(
         headers: Vec::new(),
     };
     fn append(messages: Vec<NewMessage<'_>>) -> Request<'_> {
-        Request::Append(Append { partition: None, topic: "t", messages })
+        Request::Append(Append { partition: None, topic: "t", messages, sequenced: None })
     }
 
     for (key, value) in [(0, 1000), (1000, 0), (400, 600)] {
@@ -330,13 +330,22 @@ fn an_append_of_100000_messages_is_taken_and_one_of_100001_is_refused() {
     let (_, token) = claim(&socket, None, "reader");
     let messages = vec![NewMessage::new(None, b""); MAX_APPEND_MESSAGES + 1];
 
-    let over = Request::Append(Append { partition: None, topic: "t", messages: messages.clone() });
+    let over = Request::Append(Append {
+        partition: None,
+        topic: "t",
+        messages: messages.clone(),
+        sequenced: None,
+    });
     let reason = refused(&socket, token, &over, ErrorCode::LimitExceeded);
     assert!(reason.contains("100001") && reason.contains("100000"), "{reason}");
     assert!(topics(&socket, token).is_empty(), "the refused append created its topic");
 
-    let at =
-        Request::Append(Append { partition: None, topic: "t", messages: messages[1..].to_vec() });
+    let at = Request::Append(Append {
+        sequenced: None,
+        partition: None,
+        topic: "t",
+        messages: messages[1..].to_vec(),
+    });
     match ask(&socket, &at) {
         Response::Appended { first_offset: 0, last_offset, .. } => {
             assert_eq!(last_offset, MAX_APPEND_MESSAGES as u64 - 1)
@@ -580,6 +589,7 @@ fn the_documented_order_of_checks() {
     // append: the name before the sizes.
     let big = [b'x'; 11];
     let request = Request::Append(Append {
+        sequenced: None,
         partition: None,
         topic: bad_topic,
         messages: vec![NewMessage::new(None, &big)],
@@ -740,7 +750,10 @@ fn a_fetch_returns_at_most_10000_messages_whatever_it_asks() {
     let (_, token) = claim(&socket, None, "reader");
     let cap = protocol::MAX_FETCH_MESSAGES;
     let messages = vec![NewMessage::new(None, b""); cap as usize + 1];
-    ask(&socket, &Request::Append(Append { partition: None, topic: "t", messages }));
+    ask(
+        &socket,
+        &Request::Append(Append { partition: None, topic: "t", messages, sequenced: None }),
+    );
 
     for (asked, got) in [(cap, cap), (cap + 1, cap), (u32::MAX, cap), (0, 1)] {
         let request = Fetch { max_messages: asked, ..fetch_from(token, "t", 0) };
@@ -761,7 +774,10 @@ fn a_fetch_returns_at_most_16_mib_whatever_it_asks() {
     let (_, token) = claim(&socket, None, "reader");
     let value = vec![b'v'; 1 << 20];
     let messages = vec![NewMessage::new(None, &value); 17];
-    ask(&socket, &Request::Append(Append { partition: None, topic: "t", messages }));
+    ask(
+        &socket,
+        &Request::Append(Append { partition: None, topic: "t", messages, sequenced: None }),
+    );
 
     let cap = protocol::MAX_FETCH_BYTES;
     for (asked, got) in [(cap - 1, 15), (cap, 16), (cap + 1, 16), (u32::MAX, 16)] {
@@ -806,6 +822,7 @@ fn headers_at_their_limits_are_stored_and_past_them_refused_changing_nothing() {
     let (_, token) = claim(&socket, None, "reader");
     let append = |headers: Vec<Header<'static>>| {
         Request::Append(Append {
+            sequenced: None,
             partition: None,
             topic: "h",
             messages: vec![NewMessage { key: None, value: b"v", headers }],

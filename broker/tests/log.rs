@@ -41,7 +41,10 @@ fn fill(socket: &zmq::Socket, topic: &str, batches: std::ops::Range<usize>) {
             .collect();
         let messages: Vec<NewMessage<'_>> =
             values.iter().map(|v| NewMessage::new(None, v)).collect();
-        let reply = ask(socket, &Request::Append(Append { partition: None, topic, messages }));
+        let reply = ask(
+            socket,
+            &Request::Append(Append { partition: None, topic, messages, sequenced: None }),
+        );
         assert!(matches!(reply, Response::Appended { .. }), "{reply:?}");
     }
 }
@@ -287,7 +290,7 @@ fn as_records(segment: &[u8]) -> Vec<u8> {
 fn append_hundred(socket: &zmq::Socket, topic: &str) -> Response<'static> {
     let value = vec![b'v'; VALUE_BYTES];
     let messages = vec![NewMessage::new(None, &value); 100];
-    ask(socket, &Request::Append(Append { partition: None, topic, messages }))
+    ask(socket, &Request::Append(Append { partition: None, topic, messages, sequenced: None }))
 }
 
 /// The next offset of `topic` as `list_topics` shows it.

@@ -1118,7 +1118,12 @@ fn with_copy_dir_a_topics_copy_is_kept_in_files_resumed_after_a_clean_stop_and_r
 /// Appends `values` to partition `partition` of `topic`.
 fn append_to_partition(socket: &zmq::Socket, topic: &str, partition: u32, values: &[&str]) {
     let messages = values.iter().map(|v| NewMessage::new(None, v.as_bytes())).collect();
-    let request = Request::Append(protocol::Append { topic, messages, partition: Some(partition) });
+    let request = Request::Append(protocol::Append {
+        topic,
+        messages,
+        partition: Some(partition),
+        sequenced: None,
+    });
     let reply = ask(socket, &request);
     assert!(
         matches!(reply, Response::Appended { partition: p, .. } if p == partition),

@@ -42,7 +42,7 @@ fn append(
         .iter()
         .map(|(key, value)| NewMessage::new(key.map(str::as_bytes), value.as_bytes()))
         .collect();
-    let request = Request::Append(protocol::Append { topic, messages, partition });
+    let request = Request::Append(protocol::Append { topic, messages, partition, sequenced: None });
     match ask(socket, &request) {
         Response::Appended { topic: got, partition, first_offset, last_offset, placed }
             if got == topic =>
@@ -173,6 +173,7 @@ fn partitions_that_do_not_exist_and_counts_that_cannot_be_are_refused_changing_n
 
     expect_unknown_partition(&ask(&socket, &fetch_of(token, "three", 3, 0, 0)), 3);
     let append_to_9 = Request::Append(protocol::Append {
+        sequenced: None,
         topic: "three",
         messages: vec![NewMessage::new(None, b"lost")],
         partition: Some(9),
@@ -180,6 +181,7 @@ fn partitions_that_do_not_exist_and_counts_that_cannot_be_are_refused_changing_n
     expect_unknown_partition(&ask(&socket, &append_to_9), 3);
     // A topic an append would make has the broker's default count, one here: nothing is made.
     let to_new = Request::Append(protocol::Append {
+        sequenced: None,
         topic: "new",
         messages: vec![NewMessage::new(None, b"lost")],
         partition: Some(1),

@@ -196,8 +196,12 @@ fn append_gives_consecutive_offsets_and_keeps_keys() {
         NewMessage::new(Some(b""), b"mensaje 7"),
         NewMessage::new(Some(b"k8"), b""),
     ];
-    let append =
-        Request::Append(protocol::Append { partition: None, topic, messages: batch.clone() });
+    let append = Request::Append(protocol::Append {
+        partition: None,
+        topic,
+        messages: batch.clone(),
+        sequenced: None,
+    });
     assert_eq!(
         ask(&producer, &append),
         Response::Appended {
@@ -300,7 +304,12 @@ fn offsets_agree_across_logical_brokers() {
 
     // Appended under no claim.
     let batch = vec![NewMessage::new(Some(b"a"), b"primero"), NewMessage::new(None, b"segundo")];
-    let append = Request::Append(protocol::Append { partition: None, topic, messages: batch });
+    let append = Request::Append(protocol::Append {
+        partition: None,
+        topic,
+        messages: batch,
+        sequenced: None,
+    });
     assert!(matches!(ask(&producer, &append), Response::Appended { first_offset: 0, .. }));
     assert_eq!(wire::append(&producer, topic, &["tercero"]), (2, 2));
     assert_eq!(wire::append(&producer, "Hola mundo", &["mensaje 4"]), (3, 3));

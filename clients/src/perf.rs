@@ -409,7 +409,10 @@ pub fn produce(
         let mut frame = Vec::new();
         // No partition: the broker puts a keyless append's messages on one partition, the next
         // in turn, and places keyed messages by their keys.
-        encode_request(&Request::Append(Append { topic, partition: None, messages }), &mut frame);
+        encode_request(
+            &Request::Append(Append { topic, partition: None, messages, sequenced: None }),
+            &mut frame,
+        );
         frame
     };
     let encode_to = |topic: &str, count: u64| encode_from(topic, 0, count);

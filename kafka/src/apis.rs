@@ -771,6 +771,7 @@ impl Call<'_> {
             return Ok(1);
         }
         let probe = Request::Append(Append {
+            sequenced: None,
             topic,
             partition: Some(MAX_PARTITIONS),
             messages: vec![NewMessage::new(None, b"")],

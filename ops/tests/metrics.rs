@@ -43,7 +43,7 @@ fn a_durable_broker_times_its_commits_and_its_flushes() {
         let messages = vec![NewMessage::new(None, b"durable")];
         let reply = testkit::round_trip(
             &socket,
-            &Request::Append(Append { topic: "d", partition: None, messages }),
+            &Request::Append(Append { topic: "d", partition: None, messages, sequenced: None }),
         );
         assert!(matches!(protocol::decode_response(&reply), Ok(Response::Appended { .. })));
     }
@@ -63,7 +63,8 @@ fn a_broker_on_a_jetstream_shows_what_its_cache_holds_and_what_it_read_back() {
     let value = [b'v'; 100];
     for _ in 0..20 {
         let messages = vec![NewMessage::new(None, &value); 1000];
-        let append = Request::Append(Append { topic: "big", partition: None, messages });
+        let append =
+            Request::Append(Append { topic: "big", partition: None, messages, sequenced: None });
         let reply = testkit::round_trip(&socket, &append);
         assert!(matches!(protocol::decode_response(&reply), Ok(Response::Appended { .. })));
     }

@@ -183,7 +183,12 @@ fn prometheus_scrapes_all_three_and_reports_the_append_rate_and_a_groups_lag() {
     let value = [7u8; 50];
     for _ in 0..3 {
         let messages = vec![NewMessage::new(None, &value); 100];
-        let append = Request::Append(Append { topic: "metrics", partition: None, messages });
+        let append = Request::Append(Append {
+            topic: "metrics",
+            partition: None,
+            messages,
+            sequenced: None,
+        });
         ask(&socket, &append, |r| match r {
             Response::Appended { .. } => 0,
             other => panic!("{}", other.name()),

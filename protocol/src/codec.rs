@@ -43,7 +43,7 @@ use crate::msgpack::{
 };
 use crate::{
     excerpt, Append, ErrorCode, Fetch, GroupFetch, GroupStart, Header, Message, NewMessage,
-    Request, ResetTo, Response, Retention, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES,
+    Request, ResetTo, Response, Retention, Sequenced, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES,
     MAX_CLIENT_NAME_BYTES, MAX_HEADER_KEY_BYTES, MAX_MAP_ENTRIES, MAX_MESSAGE_HEADERS, VERSION,
 };
 
@@ -285,6 +285,8 @@ pub fn encode_request_with_origin(
                 write_new_message(out, message);
             }
             map.uint("partition", append.partition.map(u64::from));
+            map.uint("producer", append.sequenced.map(|s| s.producer));
+            map.uint("sequence", append.sequenced.map(|s| s.sequence));
         }
         Request::CreateTopic { topic, partitions, retention } => {
             map.str("topic", Some(topic));
@@ -448,7 +450,16 @@ fn decode_wire_request(wire: WireRequest<'_>) -> Result<Request<'_>, DecodeError
             if messages.is_empty() {
                 return Err(DecodeError::Malformed("append needs at least one message".into()));
             }
-            Request::Append(Append { topic, partition: wire.partition.flatten(), messages })
+            let sequenced = match (wire.producer.flatten(), wire.sequence.flatten()) {
+                (Some(producer), Some(sequence)) => Some(Sequenced { producer, sequence }),
+                (None, None) => None,
+                _ => {
+                    let why = "append needs both `producer` and `sequence`, or neither";
+                    return Err(DecodeError::Malformed(why.into()));
+                }
+            };
+            let partition = wire.partition.flatten();
+            Request::Append(Append { topic, partition, messages, sequenced })
         }
         "create_topic" => Request::CreateTopic {
             topic: topic()?,
@@ -1432,6 +1443,7 @@ mod tests {
             ),
             (
                 Request::Append(Append {
+                    sequenced: None,
                     topic: "t",
                     partition: Some(3),
                     messages: messages.to_vec(),
@@ -1445,7 +1457,12 @@ mod tests {
                 },
             ),
             (
-                Request::Append(Append { topic: "t", partition: None, messages: many.clone() }),
+                Request::Append(Append {
+                    topic: "t",
+                    partition: None,
+                    messages: many.clone(),
+                    sequenced: None,
+                }),
                 SerdeRequest {
                     op: Some("append"),
                     topic: Some("t"),
@@ -2063,6 +2080,7 @@ mod tests {
         // Keys sent as byte strings, and an unknown key in a message.
         let frame = b"\x84\xc4\x01v\x01\xc4\x02op\xa6append\xa5topic\xa1t\xa8messages\x91\x82\xa1x\x90\xa5value\xa1a";
         let expected = Request::Append(Append {
+            sequenced: None,
             partition: None,
             topic: "t",
             messages: vec![NewMessage::new(None, b"a")],

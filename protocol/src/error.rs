@@ -53,6 +53,10 @@ pub enum ErrorCode {
     /// `316 group_active`: `delete_group` named a group with members on a topic it would
     /// forget; they must leave (release their claims) first.
     GroupActive,
+    /// `317 in_progress`: an append of the same idempotent producer and sequence is still
+    /// being stored; nothing was done. Sent again once it settled, the same append is answered
+    /// with its offsets, or stored if it was not.
+    InProgress,
     /// `500 malformed`: the frame is not a request (bad envelope, not MessagePack, a key twice
     /// or not UTF-8, a map of too many entries, a missing or mistyped field).
     Malformed,
@@ -78,7 +82,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table in PROTOCOL.md.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::NoBrokerAvailable,
         ErrorCode::BrokerBusy,
         ErrorCode::UnknownClaim,
@@ -96,6 +100,7 @@ impl ErrorCode {
         ErrorCode::StoreUnavailable,
         ErrorCode::UnknownPartition,
         ErrorCode::GroupActive,
+        ErrorCode::InProgress,
         ErrorCode::Malformed,
         ErrorCode::UnknownRequest,
         ErrorCode::InternalError,
@@ -127,6 +132,7 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => 314,
             ErrorCode::UnknownPartition => 315,
             ErrorCode::GroupActive => 316,
+            ErrorCode::InProgress => 317,
             ErrorCode::Malformed => 500,
             ErrorCode::UnknownRequest => 501,
             ErrorCode::InternalError => 502,
@@ -159,6 +165,7 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::UnknownPartition => "unknown_partition",
             ErrorCode::GroupActive => "group_active",
+            ErrorCode::InProgress => "in_progress",
             ErrorCode::Malformed => "malformed",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::InternalError => "internal_error",

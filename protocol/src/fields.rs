@@ -151,6 +151,8 @@ fields! {
         required [] optional [append, fetch, ack, reset_group, delete_group];
     partitions: u32, "uint32", read::uint32, required [create_partitions] optional [create_topic];
     ordered: bool, "bool", read::boolean, required [] optional [group_fetch];
+    producer: u64, "uint64", read::uint, required [] optional [append];
+    sequence: u64, "uint64", read::uint, required [] optional [append];
 }
 
 fields! {

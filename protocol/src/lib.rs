@@ -34,7 +34,7 @@ pub use limits::{
 };
 pub use partition::{murmur2, partition_for_key, MAX_PARTITIONS};
 pub use request::{
-    headers_size, Append, Fetch, GroupFetch, Header, NewMessage, Request, Retention,
+    headers_size, Append, Fetch, GroupFetch, Header, NewMessage, Request, Retention, Sequenced,
 };
 pub use response::{BrokerStatus, Message, Placement, Response, TopicInfo};
 pub use topic::{validate_topic_name, InvalidTopicName, MAX_TOPIC_NAME_BYTES};

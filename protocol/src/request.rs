@@ -39,7 +39,7 @@ pub enum Request<'a> {
     },
     /// `fetch claim topic offset [max_messages] [max_bytes] [wait_ms] [partition]` → `messages`.
     Fetch(Fetch<'a>),
-    /// `append topic messages [partition]` → `appended`: add messages to a topic, creating it if needed.
+    /// `append topic messages [partition] [producer] [sequence]` → `appended`: add messages to a topic, creating it if needed.
     Append(Append<'a>),
     /// `create_topic topic [retention_messages] [retention_bytes] [retention_ms] [partitions]` →
     /// `created`.
@@ -224,6 +224,31 @@ pub struct Append<'a> {
     pub partition: Option<u32>,
     /// The messages, in order; at least one, at most [`crate::MAX_APPEND_MESSAGES`].
     pub messages: Vec<NewMessage<'a>>,
+    /// The idempotent producer that sent it and the append's number among its appends to the
+    /// topic: an append sent again with the same pair is stored at most once.
+    pub sequenced: Option<Sequenced>,
+}
+
+/// An idempotent producer's mark on an append (PROTOCOL.md, "Idempotent appends"): the
+/// broker stores an append at most once per producer, topic and sequence, and answers one
+/// sent again with the offsets it got the first time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sequenced {
+    /// The producer's id, chosen at random by the producer (64 bits, so that two never meet).
+    pub producer: u64,
+    /// The append's number among the producer's appends to the topic: a new one for each
+    /// append, the same for an append sent again.
+    pub sequence: u64,
+}
+
+impl Sequenced {
+    /// The partition the keyless messages of an append so marked go to among `partitions`,
+    /// when it names none: the same through every broker process, so that an append sent
+    /// again through another goes where the first went; the next partition for each sequence.
+    pub fn keyless_partition(self, partitions: u32) -> u32 {
+        let turn = self.producer.wrapping_add(self.sequence) % u64::from(partitions.max(1));
+        u32::try_from(turn).unwrap_or_default()
+    }
 }
 
 /// A message as a producer sends it: the broker adds its offset and timestamp.

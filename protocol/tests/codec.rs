@@ -6,7 +6,7 @@ use protocol::fields::{Field, REPLY_FIELDS, REQUEST_FIELDS};
 use protocol::{
     decode_request, decode_response, encode_request, encode_response, Append, BrokerStatus,
     DecodeError, ErrorCode, Fetch, GroupFetch, GroupInfo, GroupStart, Header, Message, NewMessage,
-    Placement, Request, ResetTo, Response, Retention, TopicInfo,
+    Placement, Request, ResetTo, Response, Retention, Sequenced, TopicInfo,
 };
 
 fn request_bytes(request: &Request<'_>) -> Vec<u8> {
@@ -50,6 +50,7 @@ fn requests() -> Vec<Request<'static>> {
             wait_ms: 0,
         }),
         Request::Append(Append {
+            sequenced: None,
             topic: "orders",
             partition: None,
             messages: vec![
@@ -58,11 +59,19 @@ fn requests() -> Vec<Request<'static>> {
             ],
         }),
         Request::Append(Append {
+            sequenced: None,
             topic: "orders",
             partition: Some(5),
             messages: vec![NewMessage::new(None, b"two")],
         }),
         Request::Append(Append {
+            sequenced: Some(Sequenced { producer: u64::MAX, sequence: 0 }),
+            topic: "orders",
+            partition: None,
+            messages: vec![NewMessage::new(None, b"three")],
+        }),
+        Request::Append(Append {
+            sequenced: None,
             topic: "orders",
             partition: None,
             messages: vec![
@@ -363,6 +372,7 @@ fn status_request_is_pinned() {
 #[test]
 fn append_request_is_pinned() {
     let bytes = request_bytes(&Request::Append(Append {
+        sequenced: None,
         partition: None,
         topic: "t",
         messages: vec![NewMessage::new(None, b"hi")],
@@ -375,6 +385,7 @@ fn append_request_is_pinned() {
 #[test]
 fn a_message_with_headers_is_pinned_and_one_without_is_as_before() {
     let bytes = request_bytes(&Request::Append(Append {
+        sequenced: None,
         partition: None,
         topic: "t",
         messages: vec![NewMessage {
@@ -411,6 +422,7 @@ fn values_sent_as_strings_are_accepted_as_bytes() {
     // {"v": 1, "op": "append", "topic": "t", "messages": [{"value": "hi", "key": "k"}]}
     let frame = b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x91\x82\xa5value\xa2hi\xa3key\xa1k";
     let expected = Request::Append(Append {
+        sequenced: None,
         partition: None,
         topic: "t",
         messages: vec![NewMessage::new(Some(b"k"), b"hi")],
@@ -437,6 +449,12 @@ fn bad_frames_get_the_right_error() {
     // An append with no messages.
     assert!(malformed(b"\x84\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x90")
         .contains("at least one message"));
+    // An idempotent append's `producer` without its `sequence`, and the other way round.
+    let half = b"\x85\xa1v\x01\xa2op\xa6append\xa5topic\xa1t\xa8messages\x91\x81\xa5value\xa1x";
+    for field in [&b"\xa8producer\x07"[..], b"\xa8sequence\x07"] {
+        let frame = [&half[..], field].concat();
+        assert!(malformed(&frame).contains("both `producer` and `sequence`"), "{frame:?}");
+    }
 
     assert_eq!(
         decode_request(b"\x82\xa1v\x02\xa2op\xa6status"),

@@ -323,6 +323,7 @@ fn an_unknown_key_twice_is_malformed_in_the_body_and_in_a_message() {
     assert_eq!(
         decode_request(&append(b"\x83\xa5value\xa1a\xa1x\x01\xa1y\x02")),
         Ok(Request::Append(Append {
+            sequenced: None,
             topic: "t",
             partition: None,
             messages: vec![NewMessage::new(None, b"a")]

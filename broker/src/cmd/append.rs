@@ -210,7 +210,8 @@ mod tests {
         let config = crate::Config { store: store.clone(), ..crate::Config::default() };
         let mut broker = Broker::new(crate::store::Store::in_memory(store), &config);
         let cx = Context { now: std::time::Instant::now(), now_ms: 1, peer: "tcp://127.0.0.1:1" };
-        let append_to = |topic| Append { topic, messages: vec![KEYLESS], partition: None };
+        let append_to =
+            |topic| Append { topic, messages: vec![KEYLESS], partition: None, sequenced: None };
         for topic in ["", " bad", "a/../b\0"] {
             let refused = apply(&mut broker, append_to(topic), &cx);
             assert!(matches!(refused, Outcome::Reply(Response::Error { .. })), "{refused:?}");

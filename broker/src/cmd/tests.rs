@@ -54,7 +54,7 @@ fn claim(broker: &mut Broker, wanted: Option<u32>, now: Instant) -> (u32, u64) {
 /// Appends `count` messages to `topic` and commits, as one pass of the server would.
 fn append(broker: &mut Broker, topic: &str, count: usize, now: Instant) {
     let messages = vec![NewMessage::new(None, b"m"); count];
-    let request = Request::Append(Append { topic, messages, partition: None });
+    let request = Request::Append(Append { topic, messages, partition: None, sequenced: None });
     assert!(matches!(reply(apply(request, broker, &at(now))), Response::Appended { .. }));
     assert!(broker.store.commit_and_wait(now, at(now).now_ms).is_empty());
 }
@@ -364,7 +364,12 @@ fn ordered_group_fetches_give_each_partition_to_one_member_at_a_time() {
     assert!(matches!(reply(apply(create, &mut broker, &at(t0))), Response::Created { .. }));
     for partition in [0, 1] {
         let messages = vec![NewMessage::new(None, b"m"); 4];
-        let request = Request::Append(Append { topic: "t", partition: Some(partition), messages });
+        let request = Request::Append(Append {
+            topic: "t",
+            partition: Some(partition),
+            messages,
+            sequenced: None,
+        });
         assert!(matches!(reply(apply(request, &mut broker, &at(t0))), Response::Appended { .. }));
     }
     assert!(broker.store.commit_and_wait(t0, at(t0).now_ms).is_empty());

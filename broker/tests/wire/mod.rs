@@ -223,7 +223,7 @@ pub fn fetch(socket: &zmq::Socket, fetch: Fetch<'_>) -> Fetched {
 /// An append of `values`, without keys.
 pub fn append_of<'a>(topic: &'a str, values: &[&'a str]) -> Request<'a> {
     let messages = values.iter().map(|v| NewMessage::new(None, v.as_bytes())).collect();
-    Request::Append(protocol::Append { topic, messages, partition: None })
+    Request::Append(protocol::Append { topic, messages, partition: None, sequenced: None })
 }
 
 /// Appends `values` to `topic`; returns the first and last offsets given.

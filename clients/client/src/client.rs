@@ -539,7 +539,7 @@ impl Client {
         messages: Vec<NewMessage<'_>>,
     ) -> Result<Appended> {
         let count = messages.len();
-        let request = Request::Append(Append { topic, partition, messages });
+        let request = Request::Append(Append { topic, partition, messages, sequenced: None });
         let result = self.call(&request, |response| match response {
             Response::Appended { partition, first_offset, last_offset, placed, .. } => {
                 Ok(Appended { partition, first_offset, last_offset, placed })

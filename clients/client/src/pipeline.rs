@@ -366,8 +366,12 @@ impl Pipeline {
         let id = self.next_id;
         self.next_id += 1;
         let mut frame = Vec::with_capacity(open.data.len() + open.tags.len() * 12 + 64);
-        let request =
-            Request::Append(Append { topic: &self.topic, partition: open.partition, messages });
+        let request = Request::Append(Append {
+            topic: &self.topic,
+            partition: open.partition,
+            messages,
+            sequenced: None,
+        });
         encode_request_with_id(&request, Some(id), &mut frame);
         self.ready.push_back(Batch {
             id,
