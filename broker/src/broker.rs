@@ -22,7 +22,9 @@ pub struct Broker {
     /// Where the serving loop publishes its metrics, with `--metrics-listen`.
     pub published: Option<std::sync::Arc<crate::metrics::Published>>,
     /// Where an append that names no partition puts its keyless messages.
-    pub keyless: crate::cmd::append::Keyless,
+    pub keyless: crate::cmd::append::Turns,
+    /// The idempotent appends stored lately, when the store does not recognise them itself.
+    pub remembered: crate::idempotence::Remembered,
     /// How many partitions a topic gets when neither its `create_topic` nor the append that
     /// makes it names a count (`--partitions`).
     pub default_partitions: u32,
@@ -55,7 +57,8 @@ impl Broker {
             groups: Groups::in_memory(config.group_ack_timeout),
             stats: Stats::default(),
             published: None,
-            keyless: crate::cmd::append::Keyless::new(config.store.partitions),
+            keyless: crate::cmd::append::Turns::new(config.store.partitions),
+            remembered: crate::idempotence::Remembered::default(),
             default_partitions: config.store.partitions,
         }
     }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod cmd;
 pub mod files;
 pub mod group;
+pub mod idempotence;
 pub mod logical;
 pub mod metrics;
 pub mod nats;

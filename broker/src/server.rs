@@ -394,6 +394,7 @@ impl Server<'_> {
         let ticket = self.broker.store.commit(clock.instant, clock.epoch_ms);
         self.meter.committing(ticket, clock.instant, self.broker.stats.appended);
         self.outbox.stamp(ticket);
+        self.broker.remembered.committing(ticket);
         let settled = self.broker.store.settled();
         self.settle_store(settled);
     }
@@ -405,6 +406,7 @@ impl Server<'_> {
         for commit in settled {
             self.meter.settled(&commit);
             self.outbox.settle(commit.ticket, &commit.failures, &commit.renumbered);
+            self.broker.remembered.settle(commit.ticket, &commit.failures);
             for (topic, partition) in commit.readable {
                 let grown = (topic, Some(partition));
                 if self.waiting.holds_fetches_on(&grown.0) && !self.grown.contains(&grown) {

@@ -1504,3 +1504,79 @@ fn members_on_two_processes_changing_different_partitions_never_make_each_others
     a.interrupt();
     b.interrupt();
 }
+
+/// An idempotent producer's append of `values` to `topic`, marked `sequence`, through
+/// `socket`: its reply's partition and offsets.
+fn append_marked(
+    socket: &zmq::Socket,
+    topic: &str,
+    sequence: u64,
+    values: &[&str],
+) -> (u32, u64, u64) {
+    let messages = values.iter().map(|v| NewMessage::new(None, v.as_bytes())).collect();
+    let sequenced = Some(protocol::Sequenced { producer: 0xfeed_beef_0000_0001, sequence });
+    let request = Request::Append(protocol::Append { topic, messages, partition: None, sequenced });
+    match ask(socket, &request) {
+        Response::Appended { partition, first_offset, last_offset, .. } => {
+            (partition, first_offset, last_offset)
+        }
+        other => panic!("append {sequence} refused: {other:?}"),
+    }
+}
+
+/// Sends an idempotent producer's appends, and sends them again through either process, in
+/// turn, after later ones: each is answered with its first offsets, and stored once.
+fn resends_through_either_process_are_stored_once(on_a: &zmq::Socket, on_b: &zmq::Socket) {
+    let create = Request::CreateTopic {
+        topic: "paid",
+        partitions: Some(3),
+        retention: protocol::Retention::default(),
+    };
+    assert!(matches!(ask(on_a, &create), Response::Created { .. }));
+    let first = append_marked(on_a, "paid", 1, &["a", "b", "c"]);
+    assert_eq!(
+        first.0,
+        ((0xfeed_beef_0000_0001_u64 + 1) % 3) as u32,
+        "(producer + sequence) mod 3"
+    );
+    assert_eq!(append_marked(on_a, "paid", 1, &["a", "b", "c"]), first, "again, the same process");
+    assert_eq!(append_marked(on_b, "paid", 1, &["a", "b", "c"]), first, "through the other");
+    // The next sequence goes to the next partition; a later one to the first's again.
+    let second = append_marked(on_b, "paid", 2, &["d"]);
+    let fourth = append_marked(on_b, "paid", 4, &["e"]);
+    assert_eq!((second.0, fourth.0), ((first.0 + 1) % 3, first.0));
+    assert_eq!(fourth.1, first.2 + 1, "after the first, stored once");
+    // After later appends to its partition, through either process.
+    assert_eq!(append_marked(on_a, "paid", 1, &["a", "b", "c"]), first, "after later ones");
+    assert_eq!(append_marked(on_b, "paid", 1, &["a", "b", "c"]), first);
+    assert_eq!(append_marked(on_a, "paid", 4, &["e"]), fourth);
+    assert_eq!(append_marked(on_a, "paid", 2, &["d"]), second);
+    // A last append through A: once A reads it, it has read every copy stored before it.
+    let last = append_marked(on_a, "paid", 7, &["f"]);
+    assert_eq!(last.0, first.0);
+    let (_, token) = claim(on_a, None, "reader");
+    let held = fetch_partition_until(on_a, token, "paid", first.0, 5);
+    assert_eq!(held, ["a", "b", "c", "e", "f"], "each once");
+    assert_eq!(fetch_partition_until(on_a, token, "paid", second.0, 1), ["d"]);
+}
+
+#[test]
+fn an_idempotent_append_sent_again_through_either_process_is_stored_once() {
+    let server = NatsServer::start();
+    let (a, b) = (start_on(&server), start_on(&server));
+    let context = zmq::Context::new();
+    resends_through_either_process_are_stored_once(&a.req(&context), &b.req(&context));
+    a.interrupt();
+    b.interrupt();
+}
+
+#[test]
+fn on_a_cluster_an_idempotent_append_sent_again_through_either_process_is_stored_once() {
+    let cluster = testkit::NatsCluster::start();
+    let args = ["--store", &cluster.url(), "--replicas", "3"];
+    let (a, b) = (wire::start(&args), wire::start(&args));
+    let context = zmq::Context::new();
+    resends_through_either_process_are_stored_once(&a.req(&context), &b.req(&context));
+    a.interrupt();
+    b.interrupt();
+}

@@ -12,6 +12,7 @@ pub fn apply<'a>(broker: &mut Broker, topic: &'a str) -> Outcome<'a> {
         Ok(()) => {
             broker.groups.drop_topic(topic);
             broker.keyless.forget(topic);
+            broker.remembered.forget_topic(topic);
             Outcome::Reply(Response::Deleted { topic })
         }
         Err(error) => refuse(error),

@@ -370,7 +370,7 @@ async fn read_back(js: &Context, load: &Load) -> Result<(u64, Vec<(u64, Bytes)>)
 }
 
 /// The offsets the stored message at `seq` spans, and its payload.
-async fn span_at(
+pub(super) async fn span_at(
     stream: &jetstream::stream::Stream,
     seq: u64,
 ) -> Result<((u64, u64), Bytes), String> {

@@ -14,9 +14,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
+use async_nats::jetstream::{Error as JetStreamError, ErrorCode};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
@@ -55,8 +56,13 @@ pub struct Job {
     pub payload: Bytes,
     /// How many messages it holds.
     pub count: u64,
-    /// The de-duplication id of its first publish (each retry adds its attempt's number).
+    /// The de-duplication id of its first publish (each retry adds its attempt's number,
+    /// unless `resend`).
     pub id: String,
+    /// Whether it is an idempotent producer's (its id the same in every process and for every
+    /// sending): published again under the same id, and a duplicate JetStream recognises is
+    /// answered with the batch stored first.
+    pub resend: bool,
     /// The append it belongs to, (ticket, place in the commit): once one of its batches is
     /// not stored, the later ones are not published, so that an append is never stored with
     /// a hole in it.
@@ -128,7 +134,7 @@ pub fn start(
 impl Lane {
     /// Publishes the batches handed to it, in order, until its sender is dropped.
     async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
-        let mut in_flight: FuturesOrdered<BoxFuture<'static, (Sent, Stored)>> =
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, (Sent, Acked)>> =
             FuturesOrdered::new();
         // Batches to publish one at a time, in order: refused ones, and those behind them.
         let mut queue: VecDeque<Job> = VecDeque::new();
@@ -176,13 +182,19 @@ impl Lane {
                     }
                     None => open = false,
                 },
-                Some((sent, stored)) = in_flight.next() => match stored {
-                    Stored::Yes(_) => self.finish(sent.job, sent.base, stored),
-                    Stored::Again(_) => {
+                Some((sent, acked)) = in_flight.next() => match acked {
+                    Acked::Stored(seq) => self.finish(sent.job, sent.base, Stored::Yes(seq)),
+                    Acked::Duplicate(seq) => {
+                        // Nothing was stored: the stream does not end where this process
+                        // counted on, and the publishes after it in flight are refused.
+                        self.tail = None;
+                        self.answer_duplicate(sent.job, seq).await;
+                    }
+                    Acked::Not(Stored::Again(_)) => {
                         self.tail = None;
                         queue.push_back(sent.job);
                     }
-                    other => {
+                    Acked::Not(other) => {
                         self.tail = None;
                         self.finish(sent.job, sent.base, other);
                     }
@@ -211,7 +223,15 @@ impl Lane {
                 }
                 Err((back, stored)) => return self.finish(back, 0, stored),
             };
-            match acknowledged(ack, sent.job.deadline).await {
+            let stored = match acknowledged(ack, sent.job.deadline).await {
+                Acked::Stored(seq) => Stored::Yes(seq),
+                Acked::Duplicate(seq) => {
+                    self.tail = None;
+                    return self.answer_duplicate(sent.job, seq).await;
+                }
+                Acked::Not(stored) => stored,
+            };
+            match stored {
                 Stored::Again(why) => {
                     tracing::debug!(topic = %self.key.0, partition = self.key.1, %why, "publishing a batch again");
                     self.tail = None;
@@ -259,6 +279,7 @@ impl Lane {
         record::set_base(&mut payload, tail.next);
         job.payload = payload.freeze();
         let id = match attempt {
+            _ if job.resend => job.id.clone(),
             0 => job.id.clone(),
             n => format!("{}-{n}", job.id),
         };
@@ -303,6 +324,32 @@ impl Lane {
         Ok(Tail { seq, next, last_id: None })
     }
 
+    /// Answers `job`, an idempotent producer's batch JetStream found stored already at
+    /// sequence `seq`, with that batch: its payload and base offset, so that the commit
+    /// reports the offsets its first sending got, and the copy reads it from the stream.
+    async fn answer_duplicate(&mut self, mut job: Job, seq: u64) {
+        let name = record::stream_name(&self.key.0, self.key.1);
+        let read = async {
+            let stream = self.js.get_stream(&name).await.map_err(|e| e.to_string())?;
+            super::cold::span_at(&stream, seq).await
+        };
+        match tokio::time::timeout_at(job.deadline, read).await {
+            Ok(Ok(((base, end), payload))) => {
+                job.count = end - base;
+                job.payload = payload;
+                self.finish(job, base, Stored::Yes(seq));
+            }
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(why)) => why,
+                    _ => "JetStream did not answer in time".to_owned(),
+                };
+                let why = format!("stored before at sequence {seq}, which cannot be read: {why}");
+                self.finish(job, 0, Stored::Maybe(why));
+            }
+        }
+    }
+
     /// Hands what became of `job` to its commit.
     fn finish(&mut self, job: Job, base: u64, stored: Stored) {
         if !matches!(stored, Stored::Yes(_)) {
@@ -312,20 +359,46 @@ impl Lane {
     }
 }
 
+/// What JetStream answered a publish.
+enum Acked {
+    /// Stored at this stream sequence.
+    Stored(u64),
+    /// Not stored: a message of the same id is stored at this sequence (an idempotent
+    /// producer's batch sent again).
+    Duplicate(u64),
+    /// Not stored, or not known to be.
+    Not(Stored),
+}
+
+/// JetStream's refusal of a publish whose id is that of a message still being stored
+/// (`JSStreamDuplicateMessageConflict`): nothing was stored, and once the first is, the same
+/// publish is answered as its duplicate.
+const DUPLICATE_IN_FLIGHT: ErrorCode = ErrorCode(10158);
+
+/// Whether JetStream refused a publish with `code`.
+fn refused_with(error: &PublishError, code: ErrorCode) -> bool {
+    let source = std::error::Error::source(error);
+    source.and_then(|e| e.downcast_ref::<JetStreamError>()).is_some_and(|e| e.error_code() == code)
+}
+
 /// Waits, until `deadline`, for a publish's acknowledgement.
-async fn acknowledged(ack: PublishAckFuture, deadline: Instant) -> Stored {
+async fn acknowledged(ack: PublishAckFuture, deadline: Instant) -> Acked {
     match tokio::time::timeout_at(deadline, ack).await {
-        Ok(Ok(ack)) => Stored::Yes(ack.sequence),
+        Ok(Ok(ack)) if ack.duplicate => Acked::Duplicate(ack.sequence),
+        Ok(Ok(ack)) => Acked::Stored(ack.sequence),
         Ok(Err(error)) => {
             let reason = format!("JetStream refused: {error}");
-            match error.kind() {
+            Acked::Not(match error.kind() {
                 PublishErrorKind::WrongLastSequence
                 | PublishErrorKind::WrongLastMessageId
                 | PublishErrorKind::StreamNotFound => Stored::Again(reason),
+                PublishErrorKind::Other if refused_with(&error, DUPLICATE_IN_FLIGHT) => {
+                    Stored::Again(reason)
+                }
                 PublishErrorKind::Other => Stored::No(reason),
                 _ => Stored::Maybe(reason),
-            }
+            })
         }
-        Err(_) => Stored::Maybe("JetStream did not acknowledge in time".into()),
+        Err(_) => Acked::Not(Stored::Maybe("JetStream did not acknowledge in time".into())),
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use protocol::{Message, NewMessage, Retention, TopicInfo};
+use protocol::{Message, NewMessage, Retention, Sequenced, TopicInfo};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::logical::ClaimChange;
@@ -650,23 +650,15 @@ fn nats_error(reason: String) -> StoreError {
     StoreError::Io(IoFailure::new(io::Error::other(reason)))
 }
 
-impl Log for NatsLog {
-    fn append(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        messages: &[NewMessage<'_>],
-        timestamp: u64,
-    ) -> Result<(u64, u64)> {
-        let offsets = self.append_parts(topic, &[(partition, messages)], timestamp)?;
-        Ok(offsets.first().copied().unwrap_or_default())
-    }
-
-    fn append_parts(
+impl NatsLog {
+    /// Stages the parts of an append to `topic`, marked `sequenced` when an idempotent
+    /// producer sent it, all or nothing; the offsets given are guesses the commit renumbers.
+    fn stage(
         &mut self,
         topic: &str,
         parts: &[(u32, &[NewMessage<'_>])],
         timestamp: u64,
+        sequenced: Option<Sequenced>,
     ) -> Result<Vec<(u64, u64)>> {
         let count = self.count(topic);
         let known = count.is_some();
@@ -697,11 +689,49 @@ impl Log for NatsLog {
             let first = (*next).max(held);
             *next = first + messages.len() as u64;
             let batches = record::encode_batches(timestamp, messages);
-            self.staged.push(Staged { topic: topic.to_owned(), partition, batches });
+            self.staged.push(Staged { topic: topic.to_owned(), partition, batches, sequenced });
             self.given.push(first);
             offsets.push((first, *next - 1));
         }
         Ok(offsets)
+    }
+}
+
+impl Log for NatsLog {
+    fn append(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        messages: &[NewMessage<'_>],
+        timestamp: u64,
+    ) -> Result<(u64, u64)> {
+        let offsets = self.append_parts(topic, &[(partition, messages)], timestamp)?;
+        Ok(offsets.first().copied().unwrap_or_default())
+    }
+
+    fn append_parts(
+        &mut self,
+        topic: &str,
+        parts: &[(u32, &[NewMessage<'_>])],
+        timestamp: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        self.stage(topic, parts, timestamp, None)
+    }
+
+    fn append_sequenced(
+        &mut self,
+        topic: &str,
+        parts: &[(u32, &[NewMessage<'_>])],
+        timestamp: u64,
+        sequenced: Sequenced,
+    ) -> Result<Vec<(u64, u64)>> {
+        self.stage(topic, parts, timestamp, Some(sequenced))
+    }
+
+    /// JetStream's de-duplication recognises a batch published again under its id, through
+    /// any process (PROTOCOL.md, "Idempotent appends").
+    fn recognises_resends(&self) -> bool {
+        true
     }
 
     fn commit(&mut self, _now: Instant, _now_ms: u64) -> Ticket {

@@ -22,7 +22,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use protocol::Retention;
+use protocol::{Retention, Sequenced};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -68,6 +68,9 @@ pub struct Staged {
     pub partition: u32,
     /// Its messages, in batches `record` made, whose base offsets are set when published.
     pub batches: Vec<Vec<u8>>,
+    /// The idempotent producer's mark on the append, which names its batches in the stream's
+    /// de-duplication, so that a resend through any process is stored no second time.
+    pub sequenced: Option<Sequenced>,
 }
 
 /// One batch of a commit in flight.
@@ -229,6 +232,7 @@ impl Streams {
     /// after the commits before it on the same partitions.
     pub async fn commit(&mut self, conn: &Connection, ticket: u64, staged: Vec<Staged>) {
         let deadline = Instant::now() + COMMIT_TIMEOUT;
+        let sequenced: Vec<Option<Sequenced>> = staged.iter().map(|s| s.sequenced).collect();
         let mut appends: Vec<Append> = staged
             .into_iter()
             .map(|s| Append {
@@ -283,10 +287,17 @@ impl Streams {
             let Some(followed) = self.followed.get(&append.key) else { continue };
             for (n, batch) in append.batches.iter_mut().enumerate() {
                 let (done, answer) = oneshot::channel();
+                // An idempotent append's batches are named by its mark, the same in every
+                // process and every sending; any other's by this process and commit.
+                let (id, resend) = match sequenced[at] {
+                    Some(mark) => (format!("i-{:x}-{}-{n}", mark.producer, mark.sequence), true),
+                    None => (format!("{}-{ticket}-{at}-{n}", self.instance), false),
+                };
                 let job = Job {
                     payload: std::mem::take(&mut batch.payload),
                     count: batch.count,
-                    id: format!("{}-{ticket}-{at}-{n}", self.instance),
+                    id,
+                    resend,
                     append: (ticket, at),
                     deadline,
                     done,

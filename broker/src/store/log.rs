@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 use std::time::Instant;
 
-use protocol::{Message, NewMessage, Retention, TopicInfo};
+use protocol::{Message, NewMessage, Retention, Sequenced, TopicInfo};
 
 use super::{
     Budget, Cache, CommitFailure, FileLog, MemoryLog, OpenError, Result, Settled, StoreConfig,
@@ -57,6 +57,30 @@ pub trait Log: std::fmt::Debug + Send {
         parts: &[(u32, &[NewMessage<'_>])],
         timestamp: u64,
     ) -> Result<Vec<(u64, u64)>>;
+
+    /// Appends the parts of an idempotent producer's append, marked `sequenced`, as
+    /// [`Log::append_parts`] does. A store that [recognises resends](Log::recognises_resends)
+    /// stores it at most once, and gives a resend the offsets its first sending got when the
+    /// commit settles; the others store it as any append (the broker remembers it for them).
+    ///
+    /// # Errors
+    /// As [`Log::append_parts`].
+    fn append_sequenced(
+        &mut self,
+        topic: &str,
+        parts: &[(u32, &[NewMessage<'_>])],
+        timestamp: u64,
+        _sequenced: Sequenced,
+    ) -> Result<Vec<(u64, u64)>> {
+        self.append_parts(topic, parts, timestamp)
+    }
+
+    /// Whether the store itself recognises an idempotent append sent again, through this
+    /// broker process or another sharing the store ([`Log::append_sequenced`]); `false` for the
+    /// stores a broker process holds alone, for which the broker remembers them.
+    fn recognises_resends(&self) -> bool {
+        false
+    }
 
     /// Starts the commit of every append since the last one (making them durable under the
     /// store's flush policy, then readable), and applies retention. Returns at once; the commit
@@ -220,6 +244,18 @@ impl<L: Log + ?Sized> Log for Box<L> {
         timestamp: u64,
     ) -> Result<Vec<(u64, u64)>> {
         (**self).append_parts(topic, parts, timestamp)
+    }
+    fn append_sequenced(
+        &mut self,
+        topic: &str,
+        parts: &[(u32, &[NewMessage<'_>])],
+        timestamp: u64,
+        sequenced: Sequenced,
+    ) -> Result<Vec<(u64, u64)>> {
+        (**self).append_sequenced(topic, parts, timestamp, sequenced)
+    }
+    fn recognises_resends(&self) -> bool {
+        (**self).recognises_resends()
     }
     fn commit(&mut self, now: Instant, now_ms: u64) -> Ticket {
         (**self).commit(now, now_ms)
