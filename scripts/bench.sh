@@ -893,6 +893,7 @@ PY
     fi
     nats_url="nats://$(printf '127.0.0.1:%s,' "${ports[@]}")"
     nats_url=${nats_url%,}
+    nats_monitor=$monitor
 }
 
 # CPU time (user + system, in clock ticks) used so far: a line "NAME TICKS" for each thread of
@@ -980,6 +981,20 @@ nats_rows() {
                 topics | python3 -c '
 import json, sys
 print(*(t["next_offsets"] for t in map(json.loads, sys.stdin) if t["name"] == "six"))')"
+            # Where the partitions' streams are led (the first server's monitoring port):
+            # spread over the three servers, each takes a share of the writes.
+            note "  six partitions' stream leaders: $(python3 - "$nats_monitor" <<'PY'
+import json, sys, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/jsz?accounts=true&streams=true"
+jsz = json.load(urllib.request.urlopen(url, timeout=5))
+streams = [s for a in jsz.get("account_details", []) for s in a.get("stream_detail", [])]
+six = "TOPIC_" + "six".encode().hex() + "_"
+partition = {six[:-1]: 0, **{f"{six}{p}": p for p in range(1, 6)}}
+leaders = sorted((partition[s["name"]], s.get("cluster", {}).get("leader", "?"))
+                 for s in streams if s["name"] in partition)
+print(", ".join(f"{p}: {leader}" for p, leader in leaders))
+PY
+)"
         else
             d=$(median_rate_latency "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
                 --topic thousand4)
