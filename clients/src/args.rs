@@ -42,14 +42,19 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    /// The pipeline's options, with appends of at most `batch_messages` messages; `None`
-    /// without `--max-in-flight`.
-    pub fn options(&self, batch_messages: usize) -> Option<::client::PipelineOptions> {
+    /// The pipeline's options, with appends of at most `batch_messages` messages, marked by
+    /// an idempotent producer when `idempotent`; `None` without `--max-in-flight`.
+    pub fn options(
+        &self,
+        batch_messages: usize,
+        idempotent: bool,
+    ) -> Option<::client::PipelineOptions> {
         Some(::client::PipelineOptions {
             linger: Duration::from_millis(self.linger),
             batch_bytes: usize::try_from(self.batch_bytes).unwrap_or(usize::MAX),
             batch_messages,
             max_in_flight: self.max_in_flight? as usize,
+            idempotent,
         })
     }
 }

@@ -18,8 +18,8 @@ pub mod producer;
 pub mod reset;
 pub mod web;
 
-pub use ::client::{client, endpoints, error, pipeline, security, shutdown};
+pub use ::client::{client, endpoints, error, idempotence, pipeline, security, shutdown};
 pub use ::client::{
-    exit_status, init_tracing, install_ctrl_c, Client, ClientError, Endpoints, Result, Shutdown,
-    DEFAULT_TIMEOUT,
+    exit_status, init_tracing, install_ctrl_c, Client, ClientError, Endpoints, Idempotence, Result,
+    Shutdown, DEFAULT_TIMEOUT,
 };

@@ -45,6 +45,7 @@ With --max-in-flight N (and --batch 1), each client instead gives its messages o
 the pipelined producer, as an application sends single messages: it gathers them into appends
 by --linger and --batch-bytes and keeps up to N appends awaiting their replies. The latency is
 then a message's, from its send to its acknowledgement, and requests are the appends made.
+Its appends are marked by an idempotent producer, as `producer`'s are, unless --no-idempotence.
 
 --floor sends the same requests to a bare ZeroMQ ROUTER started in this process, which echoes
 each one back, instead of to the broker: what ZeroMQ alone does on this machine. Compare
@@ -126,6 +127,11 @@ pub struct ProducePerfArgs {
     /// producer (`--batch 1`), which gathers them into appends.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// With --max-in-flight: appends without the idempotent producer's id and sequences, as
+    /// `producer --no-idempotence` sends them. (Lockstep, the one encoded request sent again
+    /// and again carries none: the broker would take each for a copy of the first.)
+    #[arg(long, requires = "max_in_flight")]
+    pub no_idempotence: bool,
 }
 
 /// Options of `consumer perf` (besides the consumer's global `--json`).
@@ -391,7 +397,9 @@ pub fn produce(
             .map_err(|source| ClientError::InvalidTopic { name: name.clone(), source })?;
     }
     let keys: Vec<String> = (0..args.keys.unwrap_or(0)).map(|i| format!("key-{i}")).collect();
-    if let Some(options) = args.pipeline.options(protocol::MAX_APPEND_MESSAGES) {
+    if let Some(options) =
+        args.pipeline.options(protocol::MAX_APPEND_MESSAGES, !args.no_idempotence)
+    {
         if args.floor || args.batch != 1 {
             return Err(usage(
                 "--max-in-flight gives messages one at a time to a broker: use --batch 1 and no \

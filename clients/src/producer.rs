@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use protocol::{partition_for_key, validate_topic_name, ErrorCode, Header, NewMessage};
+use protocol::{partition_for_key, validate_topic_name, ErrorCode, Header, NewMessage, Sequenced};
 use tracing::debug;
 
 use crate::args::{
@@ -21,10 +21,11 @@ use crate::args::{
 };
 use crate::client::{Appended, Client};
 use crate::envelope::ValueSchema;
+use crate::idempotence::COPY_WINDOW;
 use crate::output::plural;
 use crate::perf::{self, ProducePerfArgs};
 use crate::pipeline::{Outcome, Pipeline, PipelineOptions};
-use crate::{ClientError, Result, Shutdown};
+use crate::{ClientError, Idempotence, Result, Shutdown};
 
 /// At most this many bytes of keys and values go in one append from standard input (a single
 /// larger line still goes, alone).
@@ -54,6 +55,10 @@ const LINE_POLL: Duration = Duration::from_millis(100);
                   count), so that a key's messages stay in order on one partition; messages \
                   without a key go where the broker puts them. --partition N sends every \
                   message to partition N.\n\n\
+                  The producer is idempotent, as Kafka's is by default: it marks each append \
+                  with a random producer id and a sequence, so that an append whose reply was \
+                  lost, or that the broker could not confirm, is sent again within --timeout \
+                  and stored once.\n\n\
                   `producer perf` measures the broker instead (see `producer perf --help`); its \
                   options go after the word perf. To append to a topic named perf, write \
                   `producer -- perf MESSAGE...`.",
@@ -96,6 +101,13 @@ pub struct ProducerArgs {
     /// How appends of standard input are pipelined.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+
+    /// Send appends without a producer id and sequence, for a broker older than them (Kafka's
+    /// enable.idempotence=false). Such a broker ignores them, so its copies of an append
+    /// could be stored twice; without them, an append whose outcome is in doubt is reported,
+    /// not sent again.
+    #[arg(long)]
+    pub no_idempotence: bool,
 
     /// Kafka's console producer properties: parse.key=true (split each message at the key
     /// separator, as --key-separator does), key.separator=SEP (a tab by default). May be
@@ -382,6 +394,7 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
         .iter()
         .map(|(key, value)| Header { key, value: value.as_deref().map(str::as_bytes) })
         .collect();
+    let idempotence = if args.no_idempotence { None } else { Some(Idempotence::new()?) };
     let mut produced = Produced::new(topic, args.messages.is_empty());
     let mut placer = Placer::new(args.partition);
     let result = if args.messages.is_empty() {
@@ -394,8 +407,9 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
             headers: &headers,
             max_messages: args.batch,
             schema: schema.as_ref(),
+            idempotence: idempotence.as_ref(),
         };
-        match args.pipeline.options(args.batch as usize) {
+        match args.pipeline.options(args.batch as usize, idempotence.is_some()) {
             Some(options) => {
                 let mut pipelined = Pipelined::new(&client, &batching, options)?;
                 pipelined.run(&mut client, &mut placer, io::stdin(), shutdown, &mut produced)
@@ -422,7 +436,8 @@ pub fn run(mut args: ProducerArgs, shutdown: &Shutdown) -> Result<()> {
             .iter()
             .map(|m| NewMessage { headers: headers.clone(), ..keys.message(m.as_bytes()) })
             .collect();
-        append_placed(&mut client, topic, &mut placer, messages, &mut produced)
+        let idempotence = idempotence.as_ref();
+        append_placed(&mut client, topic, &mut placer, messages, idempotence, &mut produced)
     };
     produced.partitioned |= placer.fixed.is_some() || placer.partitions.is_some_and(|n| n > 1);
     if result.is_ok() || produced.messages > 0 {
@@ -512,7 +527,7 @@ fn split<T>(items: Vec<T>, partition: impl Fn(&T) -> Option<u32>) -> Vec<(Option
 }
 
 /// Appends `messages`, given on the command line, each to the partition `placer` gives it: one
-/// append per partition.
+/// append per partition, each marked by `idempotence` when given.
 ///
 /// # Errors
 /// A refused or unconfirmed append; those before it stay counted in `produced`.
@@ -521,6 +536,7 @@ fn append_placed(
     topic: &str,
     placer: &mut Placer,
     messages: Vec<NewMessage<'_>>,
+    idempotence: Option<&Idempotence>,
     produced: &mut Produced,
 ) -> Result<()> {
     if messages.iter().any(|m| m.key.is_some()) {
@@ -528,7 +544,8 @@ fn append_placed(
     }
     for (partition, group) in split(messages, |m| placer.partition(m)) {
         let count = group.len();
-        let appended = append_retrying(client, topic, partition, group)?;
+        let mark = idempotence.map(Idempotence::next);
+        let appended = append_retrying(client, topic, partition, group, mark)?;
         produced.add(count, &appended);
     }
     Ok(())
@@ -547,6 +564,9 @@ pub struct Batching<'a> {
     pub max_messages: u32,
     /// With `--value-schema`: each value goes in Connect's envelope with this schema.
     pub schema: Option<&'a ValueSchema>,
+    /// The marks of an idempotent producer, unless `--no-idempotence`: each new append gets
+    /// the next, and keeps it for every copy.
+    pub idempotence: Option<&'a Idempotence>,
 }
 
 impl<'a> Batching<'a> {
@@ -581,10 +601,11 @@ fn wrap(
 /// Reads `input` one message per line until its end or Ctrl-C and appends the lines in
 /// batches, adding each append to `produced`.
 ///
-/// After Ctrl-C the lines already read are still sent; the line being typed is not. An append
-/// that got no reply is not sent again (it may have been stored); when the client moved to
-/// another endpoint that may answer, its lines are reported on standard error and counted,
-/// and the next lines go there.
+/// After Ctrl-C the lines already read are still sent; the line being typed is not. An
+/// idempotent append that got no reply is sent again, with its mark, within the timeout (see
+/// [`append_retrying`]); one that is not idempotent is not (it may have been stored). When an
+/// append is left unconfirmed and the client moved to another endpoint that may answer, its
+/// lines are reported on standard error and counted, and the next lines go there.
 ///
 /// # Errors
 /// A failed append (the lines after it are not sent), a read error (after sending the lines
@@ -913,7 +934,10 @@ fn send_lines(
             return Ok(());
         }
         let messages = batch.iter().map(|(_, line)| batching.message(line)).collect();
-        let reason = match append_retrying(client, batching.topic, partition, messages) {
+        // A new append each time round: after a line too large it holds other lines, so it
+        // is no copy of the one refused and gets a sequence of its own.
+        let mark = batching.idempotence.map(Idempotence::next);
+        let reason = match append_retrying(client, batching.topic, partition, messages, mark) {
             Ok(appended) => {
                 produced.add(batch.len(), &appended);
                 return Ok(());
@@ -950,37 +974,70 @@ fn send_lines(
 /// Appends `messages`, sending them again, with a growing pause, while the broker refuses them
 /// with a `314 store_unavailable` that says nothing was appended (a shared store that cannot
 /// be reached for a moment, an election), until the client's timeout runs out, as Kafka's
-/// producers retry retriable errors. A `314` that cannot say whether they were appended is
-/// not sent again.
+/// producers retry retriable errors.
+///
+/// With `mark` (an idempotent producer's), every copy carries it, so the broker stores the
+/// messages at most once and answers a copy with the offsets the first sending got: what
+/// leaves the outcome in doubt is sent again too, within the same timeout counted from the
+/// first sending (and never past [`COPY_WINDOW`], within the two minutes the broker remembers
+/// a mark): a `314` that
+/// cannot say whether they were appended, `317 in_progress` (a copy came while the first
+/// sending was being stored), and no reply at all when the client has an endpoint left that
+/// has not been silent ([`Client::append_sequenced`] has already sent it once more on a fresh
+/// socket). Without a mark those are not sent again.
 fn append_retrying(
     client: &mut Client,
     topic: &str,
     partition: Option<u32>,
     messages: Vec<NewMessage<'_>>,
+    mark: Option<Sequenced>,
 ) -> Result<Appended> {
-    let deadline = std::time::Instant::now() + client.timeout();
+    let deadline = std::time::Instant::now() + client.timeout().min(COPY_WINDOW);
     let mut pause = Duration::from_millis(10);
     loop {
-        match client.append(topic, partition, messages.clone()) {
+        let result = match mark {
+            Some(mark) => client.append_sequenced(topic, partition, messages.clone(), mark),
+            None => client.append(topic, partition, messages.clone()),
+        };
+        let note = match &result {
             Err(ClientError::Broker { code: ErrorCode::StoreUnavailable, reason, .. })
-                if reason.ends_with("nothing was appended")
-                    && std::time::Instant::now() + pause < deadline =>
+                if reason.ends_with("nothing was appended") =>
             {
-                eprintln!("the broker's store refused the messages ({reason}); sending again");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(500));
+                format!("the broker's store refused the messages ({reason}); sending again")
             }
-            other => return other,
+            Err(_) if mark.is_none() => return result,
+            Err(ClientError::Broker { code: ErrorCode::InProgress, .. }) => {
+                "the broker is still storing the first sending; asking again".to_owned()
+            }
+            Err(e) if may_be_stored(e) => {
+                format!("{e}; sending again with the same producer and sequence")
+            }
+            Err(e @ ClientError::Unconfirmed { .. }) if client.has_fresh_endpoint() => {
+                format!("{e}; sending again with the same producer and sequence")
+            }
+            _ => return result,
+        };
+        if std::time::Instant::now() + pause >= deadline {
+            return result;
         }
+        eprintln!("{note}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
 /// Whether a refusal leaves the append's outcome unknown: a `314 store_unavailable` that does
 /// not say nothing was appended (its store's acknowledgement did not come), so the messages
-/// may have been stored.
+/// may have been stored, or a `317 in_progress` (a copy of an idempotent append whose first
+/// sending is still being stored).
 fn may_be_stored(error: &ClientError) -> bool {
-    matches!(error, ClientError::Broker { code: ErrorCode::StoreUnavailable, reason, .. }
-        if !reason.ends_with("nothing was appended"))
+    match error {
+        ClientError::Broker { code: ErrorCode::StoreUnavailable, reason, .. } => {
+            !reason.ends_with("nothing was appended")
+        }
+        ClientError::Broker { code: ErrorCode::InProgress, .. } => true,
+        _ => false,
+    }
 }
 
 /// Says on standard error that line `number`, of `size` bytes, is not sent, and counts it.

@@ -1,7 +1,9 @@
 //! Failover as users meet it: two real broker processes on one real NATS JetStream, the real
 //! `producer` and `consumer` given both (`--connect A,B`), and broker A killed with SIGKILL.
-//! The producer goes on through B (lockstep and pipelined), a group member gets what it had not acknowledged through A
-//! again through B, a one-shot fetch claims through B, and a claim held through A frees up on
+//! The producer sends the append A left unanswered again through B, with its producer id and
+//! sequence, and goes on there (lockstep and pipelined; with `--no-idempotence` it reports
+//! that append's lines in doubt instead), a group member gets what it had not acknowledged
+//! through A again through B, a one-shot fetch claims through B, and a claim held through A frees up on
 //! B only when its lease has run out.
 
 mod common;
@@ -104,11 +106,64 @@ fn unconfirmed_lines(stderr: &[String]) -> Vec<u64> {
 }
 
 #[test]
-fn the_producer_goes_on_through_the_other_broker_and_every_acknowledged_line_is_kept() {
+fn the_idempotent_producer_sends_the_unanswered_append_again_through_the_other_broker() {
     let mut pair = Pair::start();
     let connect = pair.both();
-    let mut producer =
-        Running::start(PRODUCER, &["--connect", &connect, "--timeout", TIMEOUT, "events"], &[]);
+    let common = ["--connect", &connect, "--timeout", TIMEOUT];
+    let pipelined = ["--max-in-flight", "4", "--linger", "1", "--batch", "100"];
+    let mut lockstep = Running::start(PRODUCER, &[&common[..], &["events"]].concat(), &[]);
+    let mut piped =
+        Running::start(PRODUCER, &[&common[..], &pipelined[..], &["piped"]].concat(), &[]);
+    let before: Vec<String> = (1..=5).map(|n| format!("before {n}")).collect();
+    for producer in [&mut lockstep, &mut piped] {
+        producer.write_stdin(format!("{}\n", before.join("\n")).as_bytes());
+    }
+    assert_eq!(pair.values_on_b("events", 5), before, "appended through A, read through B");
+    assert_eq!(pair.values_on_b("piped", 5), before, "appended through A, read through B");
+
+    pair.kill_a();
+    // The next line goes to A, which is gone: no reply within half the timeout, and the
+    // producer sends it again through B, with the same producer and sequence.
+    let moved =
+        format!("the broker at {} did not answer; moving to {}", pair.a_endpoint, pair.b.endpoint);
+    for producer in [&mut lockstep, &mut piped] {
+        producer.write_stdin(b"after 6\n");
+        assert_eq!(producer.wait_stderr("did not answer; moving to"), moved);
+    }
+    let after = |last: u64| -> Vec<String> { (7..=last).map(|n| format!("after {n}")).collect() };
+    let (events_after, piped_after) = (after(10), after(2006));
+    lockstep.write_stdin(format!("{}\n", events_after.join("\n")).as_bytes());
+    piped.write_stdin(format!("{}\n", piped_after.join("\n")).as_bytes());
+    for (producer, topic, after) in
+        [(lockstep, "events", events_after), (piped, "piped", piped_after)]
+    {
+        let (status, stdout, stderr) = producer.wait_exit();
+        // Every line is reported appended, none in doubt.
+        assert_eq!(status.code(), Some(0), "{topic}: {stderr:#?}");
+        let count = 6 + after.len();
+        let summary = format!("appended {count} messages to {topic} at offsets 0..{}", count - 1);
+        assert_eq!(stdout.len(), 1, "{stdout:?}");
+        assert!(stdout[0].starts_with(&summary), "{stdout:?}");
+        assert!(!stderr.iter().any(|line| line.contains("not confirmed")), "{stderr:#?}");
+        // And each is held once, in the order written.
+        let mut sent = before.clone();
+        sent.push("after 6".to_owned());
+        sent.extend(after);
+        assert_eq!(pair.values_on_b(topic, sent.len()), sent, "{topic}");
+    }
+    pair.stop();
+}
+
+#[test]
+fn without_idempotence_the_producer_goes_on_through_the_other_broker_and_every_acknowledged_line_is_kept(
+) {
+    let mut pair = Pair::start();
+    let connect = pair.both();
+    let mut producer = Running::start(
+        PRODUCER,
+        &["--connect", &connect, "--timeout", TIMEOUT, "--no-idempotence", "events"],
+        &[],
+    );
     let mut sent: Vec<String> = (1..=5).map(|n| format!("before {n}")).collect();
     producer.write_stdin(format!("{}\n", sent.join("\n")).as_bytes());
     assert_eq!(pair.values_on_b("events", 5), sent, "appended through A, read through B");
@@ -160,11 +215,21 @@ fn the_producer_goes_on_through_the_other_broker_and_every_acknowledged_line_is_
 }
 
 #[test]
-fn the_pipelined_producer_goes_on_through_the_other_broker_and_every_acknowledged_line_is_kept() {
+fn without_idempotence_the_pipelined_producer_goes_on_through_the_other_broker_and_every_acknowledged_line_is_kept(
+) {
     let mut pair = Pair::start();
     let connect = pair.both();
-    let args =
-        ["--connect", &connect, "--timeout", TIMEOUT, "--max-in-flight", "4", "--linger", "1"];
+    let args = [
+        "--connect",
+        &connect,
+        "--timeout",
+        TIMEOUT,
+        "--no-idempotence",
+        "--max-in-flight",
+        "4",
+        "--linger",
+        "1",
+    ];
     let mut producer =
         Running::start(PRODUCER, &[&args[..], &["--batch", "100", "events"]].concat(), &[]);
     let mut sent: Vec<String> = (1..=5).map(|n| format!("before {n}")).collect();

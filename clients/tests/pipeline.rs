@@ -280,12 +280,23 @@ fn perf_pipelines_single_messages_and_spreads_keys() {
     broker.interrupt();
 }
 
-/// A stand-in broker on a ROUTER socket that answers each append with the next of `answers`
-/// (a refusal's code and reason, or `None` for `appended`), echoing its `id`; returns how
-/// many appends it took. It stops after the last answer or after 10 s.
+/// What the stand-in broker does with the next append.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// `appended`, at the next offsets.
+    Appended,
+    /// A refusal with this code and reason.
+    Refuse(protocol::ErrorCode, &'static str),
+    /// No reply at all.
+    Ignore,
+}
+
+/// A stand-in broker on a ROUTER socket that answers each append as the next of `answers`
+/// says, echoing its `id`; returns the idempotent mark (producer and sequence) of each append
+/// it took, in the order they came. It stops after the last answer or after 10 s.
 fn scripted_broker(
-    answers: Vec<Option<(protocol::ErrorCode, &'static str)>>,
-) -> (String, std::thread::JoinHandle<usize>) {
+    answers: Vec<Answer>,
+) -> (String, std::thread::JoinHandle<Vec<Option<protocol::Sequenced>>>) {
     let context = zmq::Context::new();
     let router = context.socket(zmq::ROUTER).expect("ROUTER socket");
     router.set_linger(0).expect("linger");
@@ -295,17 +306,18 @@ fn scripted_broker(
     let serving = std::thread::spawn(move || {
         let _context = context;
         let mut next_offset = 0;
-        let mut taken = 0;
+        let mut marks = Vec::new();
         for answer in answers {
             let Ok(frames) = router.recv_multipart(0) else { break };
             let (body, envelope) = frames.split_last().expect("frames");
             let request = protocol::decode_request(body).expect("a request");
             let protocol::Request::Append(append) = request else { panic!("not an append") };
-            taken += 1;
+            marks.push(append.sequenced);
             let count = append.messages.len() as u64;
             let response = match answer {
-                Some((code, reason)) => protocol::Response::error(code, reason),
-                None => {
+                Answer::Ignore => continue,
+                Answer::Refuse(code, reason) => protocol::Response::error(code, reason),
+                Answer::Appended => {
                     next_offset += count;
                     protocol::Response::Appended {
                         topic: append.topic,
@@ -322,32 +334,114 @@ fn scripted_broker(
             out.push(reply);
             router.send_multipart(out, 0).expect("send");
         }
-        taken
+        marks
     });
     (endpoint, serving)
+}
+
+/// Whether every mark is the same one, of an idempotent producer.
+fn one_mark(marks: &[Option<protocol::Sequenced>]) -> bool {
+    marks.first().is_some_and(Option::is_some) && marks.iter().all(|m| *m == marks[0])
 }
 
 #[test]
 fn an_append_that_stored_nothing_is_sent_again_and_one_that_may_have_is_not() {
     use protocol::ErrorCode::StoreUnavailable;
     let nothing = "the store cannot be reached (down); nothing was appended";
-    let (endpoint, serving) = scripted_broker(vec![Some((StoreUnavailable, nothing)), None]);
+    let (endpoint, serving) =
+        scripted_broker(vec![Answer::Refuse(StoreUnavailable, nothing), Answer::Appended]);
     let args = ["--connect", &endpoint, "--max-in-flight", "2", "retried"];
     let out = run_with(PRODUCER, &args, b"a\nb\nc\n", &[]);
     assert_eq!(
         out.assert_success().lines(),
         ["appended 3 messages to retried at offsets 0..2 in 1 request"]
     );
-    assert_eq!(serving.join().expect("the stand-in broker"), 2);
+    let marks = serving.join().expect("the stand-in broker");
+    assert_eq!(marks.len(), 2);
+    assert!(one_mark(&marks), "{marks:?}");
 
+    // Without idempotence, one that may have been stored is not sent again.
     let maybe = "could not confirm that the messages were stored; they may have been appended";
-    let (endpoint, serving) = scripted_broker(vec![Some((StoreUnavailable, maybe))]);
-    let args = ["--connect", &endpoint, "--max-in-flight", "2", "maybe"];
+    let (endpoint, serving) = scripted_broker(vec![Answer::Refuse(StoreUnavailable, maybe)]);
+    let args = ["--connect", &endpoint, "--max-in-flight", "2", "--no-idempotence", "maybe"];
     let out = run_with(PRODUCER, &args, b"a\nb\nc\n", &[]);
     out.assert_code(1);
     // Reported as the broker said it, in doubt: never "not appended", which invites a resend.
     let doubt = format!("3 lines from line 1 to 3: {maybe} (store_unavailable)");
     assert!(out.stderr.lines().any(|line| line == doubt), "{}", out.stderr);
     assert!(!out.stderr.contains("not appended"), "{}", out.stderr);
-    assert_eq!(serving.join().expect("the stand-in broker"), 1);
+    // Nothing marks it.
+    assert_eq!(serving.join().expect("the stand-in broker"), [None]);
+}
+
+/// The stand-in's answers to an append in doubt, then to its copies: a `314` that may have
+/// stored it, a `317` (a copy while the first is being stored), no reply, then `appended`.
+fn in_doubt_then_appended() -> Vec<Answer> {
+    use protocol::ErrorCode::{InProgress, StoreUnavailable};
+    let maybe = "could not confirm that the messages were stored; they may have been appended";
+    vec![
+        Answer::Refuse(StoreUnavailable, maybe),
+        Answer::Refuse(InProgress, "the first sending is still being stored"),
+        Answer::Ignore,
+        Answer::Appended,
+    ]
+}
+
+#[test]
+fn an_idempotent_append_in_doubt_is_sent_again_with_its_mark_until_appended() {
+    for pipelined in [false, true] {
+        let (endpoint, serving) = scripted_broker(in_doubt_then_appended());
+        let mut args = vec!["--connect", &endpoint, "--timeout", "4s"];
+        if pipelined {
+            args.extend(["--max-in-flight", "2"]);
+        }
+        args.push("doubted");
+        let out = run_with(PRODUCER, &args, b"a\nb\nc\n", &[]);
+        assert_eq!(
+            out.assert_success().lines(),
+            ["appended 3 messages to doubted at offsets 0..2 in 1 request"],
+            "pipelined {pipelined}: {}",
+            out.stderr
+        );
+        // Four sendings of one append, each with the same producer and sequence.
+        let marks = serving.join().expect("the stand-in broker");
+        assert_eq!(marks.len(), 4, "pipelined {pipelined}: {marks:?}");
+        assert!(one_mark(&marks), "pipelined {pipelined}: {marks:?}");
+        assert!(!out.stderr.contains("unconfirmed"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn each_new_append_gets_a_new_sequence_and_no_idempotence_sends_none() {
+    use protocol::ErrorCode::MessageTooLarge;
+    let too_large = "message 1 of the batch is 200 bytes; the limit is 100";
+    let (endpoint, serving) = scripted_broker(vec![
+        Answer::Refuse(MessageTooLarge, too_large),
+        Answer::Appended,
+        Answer::Appended,
+    ]);
+    let input = format!("short 1\n{}\nshort 3\n", "x".repeat(200));
+    let args = ["--connect", &endpoint, "marked"];
+    let out = run_with(PRODUCER, &args, input.as_bytes(), &[]);
+    out.assert_code(1);
+    assert!(out.stdout.contains("; skipped 1 line over the size limit"), "{}", out.stdout);
+    // The lines left after the refusal make a new append, with the next sequence.
+    let out = run_with(PRODUCER, &["--connect", &endpoint, "marked", "again"], b"", &[]);
+    out.assert_success();
+    let marks = serving.join().expect("the stand-in broker");
+    let marks: Vec<protocol::Sequenced> = marks.into_iter().map(Option::unwrap).collect();
+    assert_eq!(marks.len(), 3);
+    assert_eq!((marks[0].producer, marks[0].sequence), (marks[1].producer, 0));
+    assert_eq!(marks[1].sequence, 1);
+    // Another run is another producer, counting from 0 again.
+    assert_ne!(marks[2].producer, marks[0].producer);
+    assert_eq!(marks[2].sequence, 0);
+
+    for pipelined in [&[][..], &["--max-in-flight", "2"][..]] {
+        let (endpoint, serving) = scripted_broker(vec![Answer::Appended]);
+        let args = [&["--connect", &endpoint, "--no-idempotence"][..], pipelined, &["plain"]];
+        let out = run_with(PRODUCER, &args.concat(), b"a\nb\n", &[]);
+        out.assert_success();
+        assert_eq!(serving.join().expect("the stand-in broker"), [None], "{pipelined:?}");
+    }
 }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use protocol::{
     decode_response, encode_request_with_origin, Append, BrokerStatus, ErrorCode, Fetch,
     GroupFetch, GroupInfo, GroupStart, Message, NewMessage, Placement, Request, ResetTo, Response,
-    Retention, TopicInfo, MAX_WAIT_MS,
+    Retention, Sequenced, TopicInfo, MAX_WAIT_MS,
 };
 use tracing::debug;
 
 use crate::endpoints::Endpoints;
+use crate::idempotence::COPY_WINDOW;
 use crate::security::{Credentials, Handshake};
 use crate::{ClientError, Result, Shutdown};
 
@@ -41,10 +42,12 @@ static WAIT_NOTED: AtomicBool = AtomicBool::new(false);
 /// note on standard error says what the program waits for, once. When no reply comes, the REQ
 /// socket cannot be used again, so it is closed and a new one connected: the next request
 /// starts clean. Requests that are safe to repeat (`status`, `list_topics`, `fetch`, `renew`,
-/// and the group requests) get one retry on a fresh socket within the same budget; `append`
-/// never does, because the lost reply may belong to an append the broker carried out, and
-/// `claim` never does on the same endpoint, because a second claim could hold a second logical
-/// broker. A group fetch whose reply was lost delivered messages nobody saw: they are pending,
+/// the group requests, and an idempotent append: one marked with a producer and a sequence,
+/// [`Client::append_sequenced`]) get one retry on a fresh socket within the same budget; a plain
+/// `append` never does, because the lost reply may belong to an append the broker carried out
+/// (a copy would be stored twice, where the broker answers a marked copy with the first one's
+/// offsets), and `claim` never does on the same endpoint, because a second claim could hold a
+/// second logical broker. A group fetch whose reply was lost delivered messages nobody saw: they are pending,
 /// and come again once their ack timeout runs out, so a retry loses nothing (delivery is at
 /// least once anyway).
 ///
@@ -58,9 +61,9 @@ static WAIT_NOTED: AtomicBool = AtomicBool::new(false);
 /// broker processes dead, it goes on through the other within half the timeout. A claim is
 /// tried once on each endpoint in the same way: a claim a slow process granted after all costs
 /// its logical broker for a lease, which nobody renews, where not trying the next endpoint
-/// would leave a program unable to start while the first process is down. An append that got
-/// no reply is not sent again (its error says its messages may or may not have been stored),
-/// but the next request goes to the next endpoint with a fresh budget. When every endpoint is
+/// would leave a program unable to start while the first process is down. A plain append that
+/// got no reply is not sent again (its error says its messages may or may not have been
+/// stored), but the next request goes to the next endpoint with a fresh budget. When every endpoint is
 /// silent, a program gives up within the timeout for each endpoint. Claim tokens belong to the
 /// broker process that gave them: after a move, requests under an old token get `302
 /// unknown_claim`, and a reader claims again.
@@ -367,6 +370,9 @@ impl Client {
             Request::Release { .. } | Request::Ack { .. } => false,
             _ => true,
         };
+        // A copy of an idempotent append goes only while the broker remembers the first.
+        let copy_until =
+            matches!(request, Request::Append(_)).then(|| Instant::now() + COPY_WINDOW);
         let mut silent: Vec<String> = Vec::new();
         let mut attempt = 1;
         let reply = loop {
@@ -387,7 +393,7 @@ impl Client {
                     if !silent.contains(&endpoint) {
                         silent.push(endpoint);
                     }
-                    if attempt == attempts {
+                    if attempt == attempts || copy_until.is_some_and(|t| Instant::now() >= t) {
                         break Err(ClientError::Unreachable { endpoint: silent.join(" or ") });
                     }
                     debug!(op = request.op(), "no reply in time; retrying on a new socket");
@@ -538,8 +544,40 @@ impl Client {
         partition: Option<u32>,
         messages: Vec<NewMessage<'_>>,
     ) -> Result<Appended> {
+        self.append_marked(topic, partition, messages, None)
+    }
+
+    /// Appends `messages` as [`Client::append`] does, marked by an idempotent producer with
+    /// `mark` (from [`crate::Idempotence::next`]): the broker stores it at most once, so it is
+    /// safe to send again, and a reply lost gets one more try on a fresh socket (on the next
+    /// endpoint when there are several) within the timeout, as a `status` does. A caller that
+    /// sends it again itself (after `314` "may have been appended", `317 in_progress`, or
+    /// [`ClientError::Unconfirmed`]) gives the same messages, partition and mark, within two
+    /// minutes of the first sending (PROTOCOL.md, "Idempotent appends"). Keyless messages with
+    /// no `partition` go to partition `(producer + sequence) mod partitions`.
+    ///
+    /// # Errors
+    /// As [`Client::append`]; `in_progress` when a copy sent before is still being stored.
+    pub fn append_sequenced(
+        &mut self,
+        topic: &str,
+        partition: Option<u32>,
+        messages: Vec<NewMessage<'_>>,
+        mark: Sequenced,
+    ) -> Result<Appended> {
+        self.append_marked(topic, partition, messages, Some(mark))
+    }
+
+    /// Sends an append, marked when `sequenced` is given.
+    fn append_marked(
+        &mut self,
+        topic: &str,
+        partition: Option<u32>,
+        messages: Vec<NewMessage<'_>>,
+        sequenced: Option<Sequenced>,
+    ) -> Result<Appended> {
         let count = messages.len();
-        let request = Request::Append(Append { topic, partition, messages, sequenced: None });
+        let request = Request::Append(Append { topic, partition, messages, sequenced });
         let result = self.call(&request, |response| match response {
             Response::Appended { partition, first_offset, last_offset, placed, .. } => {
                 Ok(Appended { partition, first_offset, last_offset, placed })
@@ -964,11 +1002,13 @@ fn held_ms(request: &Request<'_>) -> u64 {
     }
 }
 
-/// Whether sending `request` twice does no more than sending it once.
+/// Whether sending `request` twice does no more than sending it once. An append does so when
+/// an idempotent producer marked it: the broker answers a copy with the first one's offsets.
 fn is_safe_to_retry(request: &Request<'_>) -> bool {
     matches!(
         request,
-        Request::Status
+        Request::Append(Append { sequenced: Some(_), .. })
+            | Request::Status
             | Request::ListTopics { .. }
             | Request::Fetch(_)
             | Request::Renew { .. }
@@ -1119,6 +1159,41 @@ mod tests {
             appended,
             Appended { partition: 0, first_offset: 0, last_offset: 0, placed: Vec::new() }
         );
+        broker.join().unwrap();
+    }
+
+    #[test]
+    fn an_idempotent_append_without_reply_goes_again_to_the_next_endpoint_with_its_mark() {
+        let context = zmq::Context::new();
+        let (silent, dead) = silent_broker(&context);
+        let mark = Sequenced { producer: 42, sequence: 7 };
+        let (alive, broker) = fake_broker(
+            move |request| match request {
+                Request::Append(Append { sequenced: Some(got), .. }) if got == mark => {
+                    Response::Appended {
+                        topic: "t",
+                        partition: 0,
+                        first_offset: 3,
+                        last_offset: 3,
+                        placed: Vec::new(),
+                    }
+                }
+                _ => Response::error(ErrorCode::Malformed, "not the mark sent first"),
+            },
+            1,
+        );
+        let timeout = Duration::from_millis(600);
+        let mut client = client_of(&[&dead, &alive], timeout);
+        let started = Instant::now();
+        let x = vec![NewMessage::new(None, b"x")];
+        let appended = client.append_sequenced("t", None, x, mark).unwrap();
+        assert_eq!(appended.first_offset, 3);
+        // Half the budget on the silent one, as for a status.
+        assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+        let frames = silent.recv_multipart(zmq::DONTWAIT).unwrap();
+        let body = frames.last().unwrap();
+        let Ok(Request::Append(first)) = protocol::decode_request(body) else { panic!() };
+        assert_eq!(first.sequenced, Some(mark));
         broker.join().unwrap();
     }
 

@@ -151,7 +151,8 @@ pub enum ClientError {
         source: InvalidGroupName,
     },
     /// Messages went out in an append whose reply never came, so whether they were stored is
-    /// unknown; appends are not retried because a retry could store them twice.
+    /// unknown: a plain append is not sent again because a copy could store them twice, and an
+    /// idempotent one got no reply to any copy within the timeout.
     #[error("{cause}; {}", unconfirmed(*.count))]
     Unconfirmed {
         /// How many messages the unanswered append carried.

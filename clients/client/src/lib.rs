@@ -4,7 +4,8 @@
 //! [`Client`] is the connection: one REQ socket, bounded waits and a fresh socket after a
 //! timeout, on the next of its [`Endpoints`] when several broker processes share the topics.
 //! [`Pipeline`] is a producer's connection with several appends in flight, gathered from single
-//! messages. [`Credentials`] log it in; [`ClientError`] says what went wrong; [`Shutdown`] is the Ctrl-C
+//! messages. [`Idempotence`] marks a producer's appends so that one sent again is stored once.
+//! [`Credentials`] log it in; [`ClientError`] says what went wrong; [`Shutdown`] is the Ctrl-C
 //! flag its waits check. It knows nothing of terminals' tables, HTTP or Kafka: Cargo keeps the
 //! programs' dependencies out of it.
 
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod endpoints;
 pub mod error;
+pub mod idempotence;
 pub mod pipeline;
 pub mod security;
 pub mod shutdown;
@@ -22,6 +24,7 @@ use std::process::ExitCode;
 pub use client::{Client, DEFAULT_TIMEOUT};
 pub use endpoints::Endpoints;
 pub use error::{ClientError, Result};
+pub use idempotence::Idempotence;
 pub use pipeline::{Outcome, Pipeline, PipelineOptions};
 pub use security::Credentials;
 pub use shutdown::Shutdown;

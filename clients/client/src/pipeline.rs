@@ -9,21 +9,48 @@
 //! most `max_in_flight` unanswered at once, so the appends of one lane reach the broker, and
 //! take their offsets, in the order their messages were given. The one door is [`Pipeline`];
 //! its invariant: every message given gets exactly one [`Outcome`], and no append is sent
-//! twice unless the broker said that nothing of it was appended.
+//! twice unless the broker said that nothing of it was appended, or the append is idempotent
+//! (the default, [`PipelineOptions::idempotent`]): then every copy is the same frame, with the
+//! same producer and sequence, sent within the append's timeout, and the broker stores it once.
+//!
+//! An idempotent pipeline draws a random producer id when it opens ([`Idempotence`]) and
+//! marks each batch with the next sequence as it closes; the batch keeps its encoded frame, so
+//! every copy carries the same mark, partition and messages.
 //!
 //! A refusal that says nothing was appended and that may pass (`311 overloaded`, `314
 //! store_unavailable` saying "nothing was appended") is sent again after a short pause,
 //! within the timeout counted from its first send, but only when no later append of the same
 //! lane is in flight: a later one could be stored before it, and the lane's order would be
-//! lost. Otherwise the refusal is the outcome. A reply that does not come within the timeout
-//! means the broker is gone (the broker sends a client's replies in order): every append in
-//! flight is then unconfirmed (it may or may not have been stored), and never sent again.
+//! lost. Otherwise the refusal is the outcome. `317 in_progress` (a copy of an idempotent
+//! append whose first sending is still being stored) is sent again after the pause whatever is
+//! in flight: it is answered with the first sending's offsets once that one settles, so its
+//! place does not depend on the copy. So is, when idempotent, a `314` that says the append
+//! "may have been appended": it is answered with the offsets the first sending got, or stored
+//! now if that one was not. Without idempotence that `314` is the outcome, in doubt.
+//!
+//! A reply that does not come in time means the broker is gone (the broker sends a client's
+//! replies in order). Without idempotence that time is the whole timeout: every append in
+//! flight is then unconfirmed (it may or may not have been stored), and never sent again. An
+//! idempotent pipeline gives the oldest append in flight half of what is left of its timeout
+//! (as [`Client`] gives a request safe to repeat), then sends everything in flight again, in
+//! order, on a new socket (to the next endpoint when there are several), each within what is
+//! left of its own timeout; an append whose timeout runs out is unconfirmed.
+//!
+//! Idempotent copies keep each append stored once, but not always the lane's order: a copy
+//! sent after a later append of its lane is stored where its first sending went when that one
+//! was stored, and after the later append when it was not. PROTOCOL.md allows this: the order
+//! of a producer's acknowledged appends is their order in the partition for the appends
+//! acknowledged the first time they were sent. Not sending the copy would leave the append
+//! unconfirmed instead, which says less. Refusals that stored nothing keep the lane rule above
+//! in both modes, since a copy sent past a later append in flight would surely land after it.
+//!
 //! Given several endpoints (`--connect A,B`, broker processes sharing a store), the pipeline
-//! then moves to the next on a new socket, as [`Client`] does, and sends there what it had not
-//! sent yet, each with a new timeout; the unconfirmed appends are the only messages whose
-//! order against the lane's later ones is not known. Once every endpoint in turn has left an
-//! append unanswered with no reply from any in between, the appends not yet sent fail, and so
-//! does everything given afterwards.
+//! moves to the next on a new socket, as [`Client`] does, and sends there what it had not sent
+//! yet, each with a new timeout (and, idempotent, the copies, each with what is left of its
+//! own); the unconfirmed appends are the only messages whose order against the lane's later
+//! ones is not known. Once every endpoint in turn has left an append unanswered past its
+//! timeout with no reply from any in between, the appends not yet sent fail, and so does
+//! everything given afterwards.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -36,8 +63,9 @@ use protocol::{
 
 use crate::client::{open_socket_of, Appended};
 use crate::endpoints::Endpoints;
+use crate::idempotence::COPY_WINDOW;
 use crate::security::{Credentials, Handshake};
-use crate::{Client, ClientError, Result};
+use crate::{Client, ClientError, Idempotence, Result};
 
 /// How long a message waits for others to share its append (Kafka's `linger.ms` is 5 ms in
 /// recent versions).
@@ -68,6 +96,11 @@ pub struct PipelineOptions {
     pub batch_messages: usize,
     /// Appends unanswered at once; 1 is lockstep.
     pub max_in_flight: usize,
+    /// Mark each append with the pipeline's random producer id and a sequence, so that one
+    /// whose reply was lost, or that the broker could not say was stored, is sent again
+    /// safely (Kafka's `enable.idempotence`, on by default since Kafka 3.0). Off for a broker
+    /// older than the marks, which ignores them: its copies could be stored twice.
+    pub idempotent: bool,
 }
 
 impl Default for PipelineOptions {
@@ -77,6 +110,7 @@ impl Default for PipelineOptions {
             batch_bytes: DEFAULT_BATCH_BYTES,
             batch_messages: 1000,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            idempotent: true,
         }
     }
 }
@@ -89,7 +123,7 @@ pub struct Outcome {
     /// The partition asked for (`None`: the broker placed them).
     pub partition: Option<u32>,
     /// Where they went, or why not: [`ClientError::Unconfirmed`] when they may or may not
-    /// have been stored.
+    /// have been stored (idempotent: when no copy got a reply within the timeout).
     pub result: Result<Appended>,
 }
 
@@ -131,6 +165,23 @@ struct Batch {
     since: Instant,
     /// Not to be sent again before this (after a refusal that stored nothing).
     not_before: Option<Instant>,
+    /// How many times it has been sent: once sent, it may have been stored.
+    sends: usize,
+    /// How many sockets it went out on and got no reply on (idempotent: it is sent again on
+    /// a new one, at most [`Pipeline::tries`] in all).
+    unanswered: usize,
+    /// When it was last sent.
+    sent_at: Instant,
+}
+
+impl Batch {
+    /// When an idempotent pipeline stops waiting for this batch's reply on the socket it went
+    /// out on, and sends it again on a new one: half of what was left of its timeout when it
+    /// was sent.
+    fn patience(&self, timeout: Duration) -> Instant {
+        let deadline = self.since + timeout;
+        self.sent_at + deadline.saturating_duration_since(self.sent_at) / 2
+    }
 }
 
 /// A producer with several appends in flight on one connection; see the module's text.
@@ -169,6 +220,8 @@ pub struct Pipeline {
     next_linger: Option<Instant>,
     /// Messages given, to pump every [`PUMP_EVERY`].
     sends: u64,
+    /// The producer id and sequences that mark each append, when idempotent.
+    idempotence: Option<Idempotence>,
 }
 
 impl Pipeline {
@@ -176,8 +229,23 @@ impl Pipeline {
     /// `client` is connected, with its login, its timeout and its other endpoints to move to.
     ///
     /// # Errors
-    /// As [`Client::connect`].
+    /// As [`Client::connect`]; when idempotent, as [`Idempotence::new`].
     pub fn open(client: &Client, topic: &str, options: PipelineOptions) -> Result<Pipeline> {
+        let idempotence = if options.idempotent { Some(Idempotence::new()?) } else { None };
+        Pipeline::open_with(client, topic, options, idempotence)
+    }
+
+    /// A pipeline as [`Pipeline::open`] makes it, marking its appends with `idempotence`
+    /// when given (whatever the options say), for tests that must know the producer id.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn open_with(
+        client: &Client,
+        topic: &str,
+        options: PipelineOptions,
+        idempotence: Option<Idempotence>,
+    ) -> Result<Pipeline> {
         let (context, socket, handshake, credentials, timeout) = client.dealer()?;
         let batch_messages = options.batch_messages.clamp(1, MAX_APPEND_MESSAGES);
         Ok(Pipeline {
@@ -191,6 +259,7 @@ impl Pipeline {
             options: PipelineOptions {
                 batch_messages,
                 max_in_flight: options.max_in_flight.max(1),
+                idempotent: idempotence.is_some(),
                 ..options
             },
             timeout,
@@ -202,6 +271,7 @@ impl Pipeline {
             gone: false,
             next_linger: None,
             sends: 0,
+            idempotence,
         })
     }
 
@@ -370,16 +440,20 @@ impl Pipeline {
             topic: &self.topic,
             partition: open.partition,
             messages,
-            sequenced: None,
+            sequenced: self.idempotence.as_ref().map(Idempotence::next),
         });
         encode_request_with_id(&request, Some(id), &mut frame);
+        let now = Instant::now();
         self.ready.push_back(Batch {
             id,
             partition: open.partition,
             frame,
             tags: open.tags,
-            since: Instant::now(),
+            since: now,
             not_before: None,
+            sends: 0,
+            unanswered: 0,
+            sent_at: now,
         });
     }
 
@@ -404,7 +478,7 @@ impl Pipeline {
                 Some(_) => {}
                 None => break,
             }
-            let Some(batch) = self.ready.pop_front() else { break };
+            let Some(mut batch) = self.ready.pop_front() else { break };
             match self.socket.send(&batch.frame, zmq::DONTWAIT) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) => {
@@ -417,6 +491,8 @@ impl Pipeline {
                     return Err(self.socket_error(source));
                 }
             }
+            batch.sends += 1;
+            batch.sent_at = now;
             self.in_flight.push_back(batch);
         }
         self.receive()
@@ -447,13 +523,29 @@ impl Pipeline {
         self.pump(Instant::now())
     }
 
-    /// The earliest moment something is due: a linger's end, a retry, a reply's deadline.
+    /// The earliest moment something is due: a linger's end, a retry, a reply's deadline, an
+    /// idempotent copy's.
     fn next_deadline(&self) -> Option<Instant> {
         let lingers = self.open.iter().map(|o| o.since + self.options.linger);
         let retries = self.ready.front().and_then(|b| b.not_before);
         let oldest = [self.in_flight.front(), self.ready.front()];
         let replies = oldest.into_iter().flatten().map(|b| b.since + self.timeout);
-        lingers.chain(retries).chain(replies).min()
+        let copies = self.impatience();
+        lingers.chain(retries).chain(replies).chain(copies).min()
+    }
+
+    /// How many times an idempotent append is sent for want of a reply: once on each endpoint,
+    /// twice with one, as [`Client`] tries a request safe to repeat.
+    fn tries(&self) -> usize {
+        self.endpoints.len().max(2)
+    }
+
+    /// When an idempotent pipeline gives up waiting on this socket for the oldest append in
+    /// flight and sends what is in flight again on a new one; `None` without idempotence, or
+    /// once that append has had its tries.
+    fn impatience(&self) -> Option<Instant> {
+        let oldest = self.in_flight.front().filter(|_| self.idempotence.is_some())?;
+        (oldest.unanswered + 1 < self.tries()).then(|| oldest.patience(self.timeout))
     }
 
     /// Takes every reply waiting on the socket.
@@ -490,8 +582,14 @@ impl Pipeline {
             Ok(Response::Error { code, reason, range, .. }) => {
                 let now = Instant::now();
                 let later_in_flight = self.in_flight.iter().any(|b| b.partition == batch.partition);
-                let within = now + RETRY_PAUSE < batch.since + self.timeout;
-                if stored_nothing(code, &reason) && !later_in_flight && within {
+                let within = now + RETRY_PAUSE < batch.since + self.timeout.min(COPY_WINDOW);
+                let again = match refusal(code, &reason) {
+                    Refusal::StoredNothing => !later_in_flight,
+                    Refusal::InProgress => true,
+                    Refusal::InDoubt => self.idempotence.is_some(),
+                    Refusal::Final => false,
+                };
+                if again && within {
                     tracing::debug!(id = batch.id, %code, "append refused; sending it again");
                     batch.not_before = Some(now + RETRY_PAUSE);
                     self.ready.push_front(batch);
@@ -508,29 +606,40 @@ impl Pipeline {
     }
 
     /// When the oldest append in flight, or the next to send, has waited past the timeout
-    /// since it closed, the broker in use is taken for gone: what is in flight is unconfirmed.
-    /// The rest goes to the next endpoint, or fails when every endpoint has gone silent.
+    /// since it closed, the broker in use is taken for gone; so it is when an idempotent
+    /// pipeline's oldest append in flight has waited past its patience ([`Batch::patience`]).
+    /// What is in flight is unconfirmed, or, idempotent, sent again within its own timeout;
+    /// the rest goes to the next endpoint (a new socket on the same one when there is only
+    /// one), or fails when every endpoint has gone silent past the timeout.
     ///
     /// # Errors
     /// The socket to the next endpoint could not be made.
     fn check_deadlines(&mut self, now: Instant) -> Result<()> {
+        self.expire_copies(now);
         let oldest = [self.in_flight.front(), self.ready.front()];
         let late = oldest.into_iter().flatten().any(|b| now >= b.since + self.timeout);
-        if !late {
+        let impatient = self.impatience().is_some_and(|t| now >= t);
+        if !late && !impatient {
             return Ok(());
         }
         self.silent += 1;
-        if self.silent >= self.endpoints.len() {
+        if late && self.silent >= self.endpoints.len() {
             self.gone = true;
             self.fail_all();
             return Ok(());
         }
-        self.leave_unconfirmed();
+        self.take_back(now);
         let silent = self.endpoints.present().to_owned();
-        self.endpoints.advance();
-        eprintln!("the broker at {silent} did not answer; moving to {}", self.endpoints.present());
+        if self.endpoints.advance() {
+            eprintln!(
+                "the broker at {silent} did not answer; moving to {}",
+                self.endpoints.present()
+            );
+        } else {
+            tracing::debug!(endpoint = silent, "no reply in time; sending again on a new socket");
+        }
         // The old socket closes at once (linger 0), dropping whatever it still held for the
-        // silent broker: only what is in `ready` is sent again, and it never left this side.
+        // silent broker: only what is in `ready` is sent again.
         (self.socket, self.handshake) = open_socket_of(
             zmq::DEALER,
             &self.context,
@@ -538,30 +647,71 @@ impl Pipeline {
             self.timeout,
             &self.credentials,
         )?;
-        // Each append not yet sent gets the new endpoint's whole timeout.
         for batch in &mut self.ready {
-            batch.since = now;
+            // Each append not yet sent gets the new endpoint's whole timeout; a copy keeps
+            // what is left of its own, counted from its first sending.
+            if batch.sends == 0 {
+                batch.since = now;
+            }
             batch.not_before = None;
         }
         Ok(())
     }
 
-    /// Decides every append in flight as unconfirmed: it may or may not have been stored.
-    fn leave_unconfirmed(&mut self) {
-        for batch in std::mem::take(&mut self.in_flight) {
-            let count = batch.tags.len();
-            let endpoint = self.endpoints.present().to_owned();
-            let cause = Box::new(ClientError::Unreachable { endpoint });
-            let result = Err(ClientError::Unconfirmed { count, cause });
-            self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
+    /// Takes every append in flight off the socket about to be closed: unconfirmed (it may or
+    /// may not have been stored), or, idempotent and within its timeout, back to the front of
+    /// the queue in the order sent, to be sent again.
+    fn take_back(&mut self, now: Instant) {
+        let mut again = VecDeque::new();
+        for mut batch in std::mem::take(&mut self.in_flight) {
+            if self.idempotence.is_some() && now < batch.since + self.timeout.min(COPY_WINDOW) {
+                batch.unanswered += 1;
+                again.push_back(batch);
+            } else {
+                self.unconfirmed(batch);
+            }
+        }
+        again.append(&mut self.ready);
+        self.ready = again;
+    }
+
+    /// Decides as unconfirmed the idempotent copies waiting to be sent whose timeout has run
+    /// out (or whose [`COPY_WINDOW`] has): sent before, they may have been stored.
+    fn expire_copies(&mut self, now: Instant) {
+        let timeout = self.timeout;
+        let expired = |b: &Batch| b.sends > 0 && now >= b.since + timeout.min(COPY_WINDOW);
+        if !self.ready.iter().any(expired) {
+            return;
+        }
+        let (gone, kept): (VecDeque<Batch>, VecDeque<Batch>) =
+            std::mem::take(&mut self.ready).into_iter().partition(expired);
+        self.ready = kept;
+        for batch in gone {
+            self.unconfirmed(batch);
         }
     }
 
-    /// Decides everything given so far once every endpoint is gone.
+    /// Decides `batch`, sent and unanswered, as unconfirmed: it may or may not have been stored.
+    fn unconfirmed(&mut self, batch: Batch) {
+        let count = batch.tags.len();
+        let endpoint = self.endpoints.present().to_owned();
+        let cause = Box::new(ClientError::Unreachable { endpoint });
+        let result = Err(ClientError::Unconfirmed { count, cause });
+        self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
+    }
+
+    /// Decides everything given so far once every endpoint is gone: what was sent is
+    /// unconfirmed, what never left fails.
     fn fail_all(&mut self) {
-        self.leave_unconfirmed();
+        for batch in std::mem::take(&mut self.in_flight) {
+            self.unconfirmed(batch);
+        }
         self.close_open();
         for batch in std::mem::take(&mut self.ready) {
+            if batch.sends > 0 {
+                self.unconfirmed(batch);
+                continue;
+            }
             let endpoint = self.endpoints.present().to_owned();
             let result = Err(ClientError::Unreachable { endpoint });
             self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
@@ -573,12 +723,30 @@ impl Pipeline {
     }
 }
 
-/// Whether a refusal says that nothing of the append was stored and may pass if sent again.
-fn stored_nothing(code: ErrorCode, reason: &str) -> bool {
+/// What a refusal of an append says of sending it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Nothing of it was stored, and the cause may pass (`311 overloaded`, `314
+    /// store_unavailable` saying "nothing was appended"): a copy is stored where it lands.
+    StoredNothing,
+    /// `317 in_progress`: its first sending is still being stored; a copy gets its offsets.
+    InProgress,
+    /// A `314` that cannot say whether it was stored: only an idempotent copy is safe.
+    InDoubt,
+    /// Sending it again would be refused again.
+    Final,
+}
+
+/// What `code` and `reason` say of sending the append again.
+fn refusal(code: ErrorCode, reason: &str) -> Refusal {
     match code {
-        ErrorCode::Overloaded => true,
-        ErrorCode::StoreUnavailable => reason.contains("nothing was appended"),
-        _ => false,
+        ErrorCode::Overloaded => Refusal::StoredNothing,
+        ErrorCode::StoreUnavailable if reason.contains("nothing was appended") => {
+            Refusal::StoredNothing
+        }
+        ErrorCode::StoreUnavailable => Refusal::InDoubt,
+        ErrorCode::InProgress => Refusal::InProgress,
+        _ => Refusal::Final,
     }
 }
 
@@ -621,7 +789,8 @@ mod tests {
         let endpoints = Endpoints::parse(&format!("{a_endpoint},{b_endpoint}")).unwrap();
         let timeout = Duration::from_millis(300);
         let client = Client::connect_to(endpoints, timeout, Credentials::None).unwrap();
-        let options = PipelineOptions { max_in_flight: 2, ..PipelineOptions::default() };
+        let options =
+            PipelineOptions { max_in_flight: 2, idempotent: false, ..PipelineOptions::default() };
         let mut pipeline = Pipeline::open(&client, "t", options).unwrap();
 
         // A leaves the first append unanswered: unconfirmed, and the pipeline moves to B.
@@ -660,15 +829,176 @@ mod tests {
         assert_eq!(ids_received(&b), [Some(1)]);
     }
 
+    /// A ROUTER on an ephemeral loopback port answering each append with the next of
+    /// `answers` (an error's code, or `None` for `appended` at the next offsets), echoing its
+    /// `id`, on a thread; gives the marks of the appends it took, in the order they came.
+    fn scripted_broker(
+        answers: Vec<Option<ErrorCode>>,
+    ) -> (String, std::thread::JoinHandle<Vec<Option<protocol::Sequenced>>>) {
+        let context = zmq::Context::new();
+        let router = context.socket(zmq::ROUTER).unwrap();
+        router.set_linger(0).unwrap();
+        router.set_rcvtimeo(10_000).unwrap();
+        router.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = router.get_last_endpoint().unwrap().unwrap();
+        let serving = std::thread::spawn(move || {
+            let _context = context;
+            let mut marks = Vec::new();
+            let mut next_offset = 0;
+            for answer in answers {
+                let Ok(frames) = router.recv_multipart(0) else { break };
+                let (body, envelope) = frames.split_last().unwrap();
+                let Ok(Request::Append(append)) = protocol::decode_request(body) else {
+                    panic!("not an append")
+                };
+                marks.push(append.sequenced);
+                let count = append.messages.len() as u64;
+                let response = match answer {
+                    Some(code) => Response::error(code, "refused"),
+                    None => {
+                        next_offset += count;
+                        Response::Appended {
+                            topic: "t",
+                            partition: 0,
+                            first_offset: next_offset - count,
+                            last_offset: next_offset - 1,
+                            placed: Vec::new(),
+                        }
+                    }
+                };
+                let mut reply = Vec::new();
+                protocol::encode_response_with_id(response, frame_id(body), &mut reply);
+                let mut out: Vec<Vec<u8>> = envelope.iter().map(|f| f.to_vec()).collect();
+                out.push(reply);
+                router.send_multipart(out, 0).unwrap();
+            }
+            marks
+        });
+        (endpoint, serving)
+    }
+
+    /// The marks of the appends `router` has received, waiting at most a second for the first.
+    fn marks_received(router: &zmq::Socket) -> Vec<Option<protocol::Sequenced>> {
+        let mut marks = Vec::new();
+        let mut wait = 1000;
+        while router.poll(zmq::POLLIN, wait).unwrap() > 0 {
+            let frames = router.recv_multipart(0).unwrap();
+            let body = frames.last().unwrap();
+            let Ok(Request::Append(append)) = protocol::decode_request(body) else {
+                panic!("not an append")
+            };
+            marks.push(append.sequenced);
+            wait = 50;
+        }
+        marks
+    }
+
+    fn mark(sequence: u64) -> Option<protocol::Sequenced> {
+        Some(protocol::Sequenced { producer: 42, sequence })
+    }
+
     #[test]
-    fn only_refusals_that_stored_nothing_are_sent_again() {
-        assert!(stored_nothing(ErrorCode::Overloaded, "read the replies"));
-        assert!(stored_nothing(
-            ErrorCode::StoreUnavailable,
-            "the store cannot be reached (down); nothing was appended"
-        ));
-        assert!(!stored_nothing(ErrorCode::StoreUnavailable, "may have been appended or not"));
-        assert!(!stored_nothing(ErrorCode::StorageFull, "nothing was appended"));
-        assert!(!stored_nothing(ErrorCode::UnknownPartition, "no partition 9"));
+    fn an_idempotent_append_left_unanswered_goes_again_to_the_next_endpoint_with_its_mark() {
+        let context = zmq::Context::new();
+        let (silent, silent_endpoint) = silent_broker(&context);
+        let (answering, serving) = scripted_broker(vec![None, None]);
+        let endpoints = Endpoints::parse(&format!("{silent_endpoint},{answering}")).unwrap();
+        let timeout = Duration::from_millis(600);
+        let client = Client::connect_to(endpoints, timeout, Credentials::None).unwrap();
+        let options = PipelineOptions { max_in_flight: 2, ..PipelineOptions::default() };
+        let idempotence = Some(Idempotence::with_id(42));
+        let mut pipeline = Pipeline::open_with(&client, "t", options, idempotence).unwrap();
+
+        let started = Instant::now();
+        pipeline.send(None, message(b"one"), 1).unwrap();
+        pipeline.flush().unwrap();
+        // The silent endpoint had half the timeout; the copy was answered by the next.
+        assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+        let first = pipeline.outcome().unwrap();
+        assert_eq!(first.tags, [1]);
+        assert_eq!(first.result.unwrap().first_offset, 0);
+        assert_eq!(pipeline.endpoint(), answering);
+        // The next append gets the next sequence.
+        pipeline.send(None, message(b"two"), 2).unwrap();
+        pipeline.flush().unwrap();
+        assert_eq!(pipeline.outcome().unwrap().result.unwrap().first_offset, 1);
+        assert!(pipeline.outcome().is_none());
+
+        assert_eq!(marks_received(&silent), [mark(0)]);
+        assert_eq!(serving.join().unwrap(), [mark(0), mark(1)]);
+    }
+
+    #[test]
+    fn an_idempotent_append_unanswered_on_its_one_endpoint_is_sent_once_more_then_unconfirmed() {
+        let context = zmq::Context::new();
+        let (silent, endpoint) = silent_broker(&context);
+        let timeout = Duration::from_millis(400);
+        let client = Client::connect(&endpoint, timeout).unwrap();
+        let idempotence = Some(Idempotence::with_id(42));
+        let options = PipelineOptions::default();
+        let mut pipeline = Pipeline::open_with(&client, "t", options, idempotence).unwrap();
+        let started = Instant::now();
+        pipeline.send(None, message(b"one"), 1).unwrap();
+        pipeline.flush().unwrap();
+        let took = started.elapsed();
+        assert!(took >= timeout && took < timeout * 2, "{took:?}");
+        let first = pipeline.outcome().unwrap();
+        assert!(
+            matches!(first.result, Err(ClientError::Unconfirmed { count: 1, .. })),
+            "{first:?}"
+        );
+        assert!(!pipeline.has_fresh_endpoint());
+        // Twice, on two sockets, with the one mark.
+        assert_eq!(marks_received(&silent), [mark(0), mark(0)]);
+    }
+
+    #[test]
+    fn in_progress_and_in_doubt_are_sent_again_with_the_same_mark_only_when_idempotent() {
+        use ErrorCode::{InProgress, StoreUnavailable};
+        let answers = vec![Some(StoreUnavailable), Some(InProgress), None, None];
+        let (endpoint, serving) = scripted_broker(answers);
+        let client = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
+        let idempotence = Some(Idempotence::with_id(42));
+        let options = PipelineOptions { linger: Duration::ZERO, ..PipelineOptions::default() };
+        let mut pipeline = Pipeline::open_with(&client, "t", options, idempotence).unwrap();
+        pipeline.send(None, message(b"one"), 1).unwrap();
+        pipeline.flush().unwrap();
+        pipeline.send(None, message(b"two"), 2).unwrap();
+        pipeline.flush().unwrap();
+        let outcomes: Vec<u64> = std::iter::from_fn(|| pipeline.outcome())
+            .map(|o| o.result.unwrap().first_offset)
+            .collect();
+        assert_eq!(outcomes, [0, 1]);
+        assert_eq!(serving.join().unwrap(), [mark(0), mark(0), mark(0), mark(1)]);
+
+        // Without idempotence nothing is marked, and the doubt is the outcome.
+        let (endpoint, serving) = scripted_broker(vec![Some(StoreUnavailable)]);
+        let client = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
+        let options = PipelineOptions { idempotent: false, ..options };
+        let mut pipeline = Pipeline::open(&client, "t", options).unwrap();
+        pipeline.send(None, message(b"one"), 1).unwrap();
+        pipeline.flush().unwrap();
+        let outcome = pipeline.outcome().unwrap();
+        assert_eq!(outcome.result.unwrap_err().broker_code(), Some(StoreUnavailable));
+        assert_eq!(serving.join().unwrap(), [None]);
+    }
+
+    #[test]
+    fn refusals_are_told_apart_by_what_a_copy_would_do() {
+        assert_eq!(refusal(ErrorCode::Overloaded, "read the replies"), Refusal::StoredNothing);
+        assert_eq!(
+            refusal(
+                ErrorCode::StoreUnavailable,
+                "the store cannot be reached (down); nothing was appended"
+            ),
+            Refusal::StoredNothing
+        );
+        assert_eq!(
+            refusal(ErrorCode::StoreUnavailable, "may have been appended or not"),
+            Refusal::InDoubt
+        );
+        assert_eq!(refusal(ErrorCode::InProgress, "still being stored"), Refusal::InProgress);
+        assert_eq!(refusal(ErrorCode::StorageFull, "nothing was appended"), Refusal::Final);
+        assert_eq!(refusal(ErrorCode::UnknownPartition, "no partition 9"), Refusal::Final);
     }
 }
