@@ -25,6 +25,10 @@ would, by Kafka's murmur2 of the key (`partition_for_key`, over the count `list_
 and names the partition; `--partition N` names one; without either the broker places them.
 `fetch` reads one partition, 0 unless told otherwise.
 
+Idempotent appends (PROTOCOL.md, "Idempotent appends"): `Client.append(..., producer=P,
+sequence=S)` marks an append so that the same one sent again is stored once and answered with
+the first sending's offsets.
+
 Pipelining (PROTOCOL.md, "Correlating replies"): `Pipeline` is a DEALER connection with several
 requests outstanding, each given its own `id` and matched with the reply that echoes it, not by
 the order replies come in. `append-lines` sends standard input, `--batch` lines per append
@@ -381,16 +385,40 @@ class Client:
         )
         return self._expect(reply, "messages")
 
-    def append(self, topic: str, messages: list, partition: int | None = None) -> dict:
+    def append(
+        self,
+        topic: str,
+        messages: list,
+        partition: int | None = None,
+        producer: int | None = None,
+        sequence: int | None = None,
+    ) -> dict:
         """Appends messages, each bytes (a value), a (key, value) pair of bytes, or a
         (key, value, headers) triple whose headers are a list of (name, value) pairs, name a str
         and value bytes or None (kept in order; a name may repeat), all to `partition`, or each
         where the broker places it when None.
 
+        `producer` and `sequence` (both or neither, each an unsigned 64-bit number) mark the
+        append as an idempotent producer's (PROTOCOL.md, "Idempotent appends"): the broker
+        stores it at most once, and answers the same messages sent again with the same
+        `partition`, `producer` and `sequence` with the offsets the first sending got, so a
+        caller that got no reply, or a `store_unavailable` that may have stored it, can send it
+        again. `in_progress` (317) says the first sending is still being stored: send again
+        after a short pause. Choose `producer` at random once (`random.getrandbits(64)`), and a
+        new `sequence` for each new append.
+
         Returns the `appended` reply: `partition` (the first message's), `first_offset` and
         `last_offset` there, and `placed` (a list of {partition, first_offset, last_offset})
         when the messages went to several partitions.
+
+        Raises ValueError for `producer` without `sequence` or the reverse, or either outside
+        0 to 2**64 - 1, before sending anything (the broker would answer `malformed`).
         """
+        if (producer is None) != (sequence is None):
+            raise ValueError("an idempotent append needs both producer and sequence, or neither")
+        for name, number in (("producer", producer), ("sequence", sequence)):
+            if number is not None and not 0 <= number < 2**64:
+                raise ValueError(f"{name} must be an unsigned 64-bit number, not {number}")
         records = []
         for message in messages:
             if isinstance(message, tuple):
@@ -402,7 +430,14 @@ class Client:
                 records.append(record)
             else:
                 records.append({"value": message})
-        reply = self.request("append", topic=topic, messages=records, partition=partition)
+        reply = self.request(
+            "append",
+            topic=topic,
+            messages=records,
+            partition=partition,
+            producer=producer,
+            sequence=sequence,
+        )
         return self._expect(reply, "appended")
 
     def create_topic(self, topic: str, partitions: int | None = None) -> dict:

@@ -1,5 +1,6 @@
 //! The `producer` binary against a real broker: messages from arguments and from standard
-//! input, keys, Ctrl-C, and refusals.
+//! input, keys, Ctrl-C, and refusals; the Python client beside it (keys, pipelining,
+//! idempotent appends).
 
 mod common;
 
@@ -373,5 +374,37 @@ fn the_python_client_pipelines_appends_and_tells_replies_apart_by_their_id() {
     let script = script.replace("ENDPOINT", &format!("{ep:?}"));
     let out = pyclient(ep, &["-c", &script]);
     assert_eq!(out.assert_success().lines(), ["append appended 0", "fetch messages 1"]);
+    broker.interrupt();
+}
+
+#[test]
+fn the_python_client_marks_an_idempotent_append_and_its_copy_is_stored_once() {
+    testkit::require::python_modules(&["zmq", "msgpack"]);
+    let broker = preloaded_broker();
+    let ep = broker.endpoint.as_str();
+    // One field without the other, or a number out of range, is refused before sending; a
+    // copy with the same producer and sequence gets the first sending's offsets.
+    let script = "import pyclient\n\
+                  c = pyclient.Client(ENDPOINT)\n\
+                  for bad in ({'producer': 7}, {'sequence': 0}, \
+                  {'producer': -1, 'sequence': 0}, {'producer': 1, 'sequence': 2**64}):\n    \
+                  try:\n        \
+                  c.append('marked', [b'x'], **bad)\n    \
+                  except ValueError as e:\n        \
+                  print('refused:', e)\n\
+                  top = 2**64 - 1\n\
+                  first = c.append('marked', [b'a', b'b'], producer=top, sequence=9)\n\
+                  again = c.append('marked', [b'a', b'b'], producer=top, sequence=9)\n\
+                  other = c.append('marked', [b'c'], producer=top, sequence=10)\n\
+                  for r in (first, again, other):\n    \
+                  print(r['first_offset'], r['last_offset'])";
+    let script = script.replace("ENDPOINT", &format!("{ep:?}"));
+    let out = pyclient(ep, &["-c", &script]);
+    let lines = out.assert_success().lines();
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    assert!(lines[..4].iter().all(|line| line.starts_with("refused: ")), "{lines:?}");
+    assert_eq!(lines[4..], ["0 1", "0 1", "2 2"]);
+    let out = consumer(&broker, &["fetch", "marked"]);
+    assert_eq!(out.assert_success().lines(), ["0\ta", "1\tb", "2\tc"]);
     broker.interrupt();
 }
