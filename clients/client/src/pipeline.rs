@@ -21,12 +21,14 @@
 //! store_unavailable` saying "nothing was appended") is sent again after a short pause,
 //! within the timeout counted from its first send, but only when no later append of the same
 //! lane is in flight: a later one could be stored before it, and the lane's order would be
-//! lost. Otherwise the refusal is the outcome. `317 in_progress` (a copy of an idempotent
-//! append whose first sending is still being stored) is sent again after the pause whatever is
-//! in flight: it is answered with the first sending's offsets once that one settles, so its
-//! place does not depend on the copy. So is, when idempotent, a `314` that says the append
-//! "may have been appended": it is answered with the offsets the first sending got, or stored
-//! now if that one was not. Without idempotence that `314` is the outcome, in doubt.
+//! lost. Otherwise the refusal is the outcome. When idempotent, so is a `314` that says the
+//! append "may have been appended", under the same rule: the copy is answered with the offsets
+//! the first sending got, or stored now if that one was not; and since the store failed to
+//! confirm this one, a later one may well have been stored since, before a copy that stores
+//! it. Without idempotence that `314` is the outcome, in doubt. `317 in_progress` (a copy of
+//! an idempotent append whose first sending is still being stored) is sent again after the
+//! pause whatever is in flight: the broker took the first sending in its turn, and the copy
+//! is answered with its offsets once it settles.
 //!
 //! A reply that does not come in time means the broker is gone (the broker sends a client's
 //! replies in order). Without idempotence that time is the whole timeout: every append in
@@ -36,13 +38,14 @@
 //! order, on a new socket (to the next endpoint when there are several), each within what is
 //! left of its own timeout; an append whose timeout runs out is unconfirmed.
 //!
-//! Idempotent copies keep each append stored once, but not always the lane's order: a copy
-//! sent after a later append of its lane is stored where its first sending went when that one
-//! was stored, and after the later append when it was not. PROTOCOL.md allows this: the order
-//! of a producer's acknowledged appends is their order in the partition for the appends
-//! acknowledged the first time they were sent. Not sending the copy would leave the append
-//! unconfirmed instead, which says less. Refusals that stored nothing keep the lane rule above
-//! in both modes, since a copy sent past a later append in flight would surely land after it.
+//! Why a copy sent while later appends of its lane are in flight (after a `317`, or with them
+//! after a missing reply) is safe: the broker stores each mark once and answers a copy with
+//! the offsets its first sending got, so no message is stored twice; what a copy can change
+//! is only where the append lands when its first sending was never stored while a later one
+//! was (the copy then lands after it). PROTOCOL.md allows this: the order of a producer's
+//! acknowledged appends is their order in the partition for the appends acknowledged the
+//! first time they were sent. Not sending the copy would leave the append in doubt, which
+//! says less and costs the same order when its first sending lands late.
 //!
 //! Given several endpoints (`--connect A,B`, broker processes sharing a store), the pipeline
 //! moves to the next on a new socket, as [`Client`] does, and sends there what it had not sent
@@ -586,7 +589,7 @@ impl Pipeline {
                 let again = match refusal(code, &reason) {
                     Refusal::StoredNothing => !later_in_flight,
                     Refusal::InProgress => true,
-                    Refusal::InDoubt => self.idempotence.is_some(),
+                    Refusal::InDoubt => self.idempotence.is_some() && !later_in_flight,
                     Refusal::Final => false,
                 };
                 if again && within {
