@@ -218,8 +218,9 @@ pub struct Produced {
     pub topic: String,
     /// How many messages were appended.
     pub messages: u64,
-    /// The offsets they got, as runs of consecutive offsets of a partition: other producers'
-    /// appends in between split them. `(partition, first, last)`.
+    /// The offsets they got, as runs of consecutive offsets of a partition, each partition's
+    /// in offset order: other producers' appends in between split them. `(partition, first,
+    /// last)`.
     pub ranges: Vec<(u32, u64, u64)>,
     /// Whether the topic is known to have several partitions, so that the summary names them.
     pub partitioned: bool,
@@ -265,16 +266,35 @@ impl Produced {
         self.requests += 1;
     }
 
-    /// Adds offsets `first` to `last` of `partition`, joining them to the partition's last run
-    /// when they follow on from it.
+    /// Adds offsets `first` to `last` of `partition` among the partition's runs, which stay in
+    /// offset order (an append sent again, idempotent, can be answered after later ones with
+    /// the earlier offsets its first sending got), joining them to the runs they follow on
+    /// from or lead into. The run before them is almost always the partition's last.
     fn add_range(&mut self, partition: u32, first: u64, last: u64) {
         if partition != 0 {
             self.partitioned = true;
         }
-        let previous = self.ranges.iter_mut().rev().find(|(p, _, _)| *p == partition);
-        match previous {
-            Some((_, _, end)) if *end + 1 == first => *end = last,
-            _ => self.ranges.push((partition, first, last)),
+        let same = |run: &(u32, u64, u64)| run.0 == partition;
+        let before = self.ranges.iter().rposition(|run| same(run) && run.1 < first);
+        let at = match before {
+            Some(i) if self.ranges[i].2 + 1 == first => {
+                self.ranges[i].2 = last;
+                i
+            }
+            Some(i) => {
+                self.ranges.insert(i + 1, (partition, first, last));
+                i + 1
+            }
+            None => {
+                let at = self.ranges.iter().position(same).unwrap_or(self.ranges.len());
+                self.ranges.insert(at, (partition, first, last));
+                at
+            }
+        };
+        let next = (at + 1..self.ranges.len()).find(|&j| same(&self.ranges[j]));
+        if let Some(next) = next.filter(|&j| self.ranges[at].2 + 1 == self.ranges[j].1) {
+            self.ranges[at].2 = self.ranges[next].2;
+            self.ranges.remove(next);
         }
     }
 }
@@ -309,8 +329,8 @@ fn offsets_text(ranges: &[(u64, u64)]) -> String {
 /// # Format
 /// `appended N message(s) to TOPIC at offset(s) FIRST..LAST[, FIRST..LAST...][ in K
 /// request(s)][; skipped S line(s) over the size limit][; U line(s) unconfirmed]`. Each range
-/// is contiguous: when other producers appended in between, the ranges are listed (the first
-/// three, then a count). On a topic of several partitions each partition's offsets follow
+/// is contiguous: when other producers appended in between, the ranges are listed in offset
+/// order (the first three, then a count). On a topic of several partitions each partition's offsets follow
 /// its number, partitions in order: `at partition 0 offsets 4..6, partition 2 offset 0`.
 impl fmt::Display for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1354,6 +1374,19 @@ mod tests {
             p.add(1, &at(0, offset, offset));
         }
         assert!(p.to_string().contains("at offsets 4..6, 9, 11 and 2 more ranges"), "{p}");
+        // Offsets answered late (a copy gets its first sending's) go in their place.
+        let mut q = Produced::new("t", false);
+        for (first, last) in [(50, 99), (0, 9), (20, 29), (10, 19), (100, 100)] {
+            q.add((last - first + 1) as usize, &at(0, first, last));
+        }
+        assert_eq!(q.to_string(), "appended 81 messages to t at offsets 0..29, 50..100");
+        q.add(1, &at(2, 5, 5));
+        q.add(20, &at(0, 30, 49));
+        q.add(1, &at(2, 4, 4));
+        assert_eq!(
+            q.to_string(),
+            "appended 103 messages to t at partition 0 offsets 0..100, partition 2 offsets 4..5"
+        );
         assert_eq!(
             too_large("message 1 of the batch is 2097152 bytes; the limit is 1048576"),
             Some((1, 1_048_576))
