@@ -330,8 +330,9 @@ fn offsets_text(ranges: &[(u64, u64)]) -> String {
 /// `appended N message(s) to TOPIC at offset(s) FIRST..LAST[, FIRST..LAST...][ in K
 /// request(s)][; skipped S line(s) over the size limit][; U line(s) unconfirmed]`. Each range
 /// is contiguous: when other producers appended in between, the ranges are listed in offset
-/// order (the first three, then a count). On a topic of several partitions each partition's offsets follow
-/// its number, partitions in order: `at partition 0 offsets 4..6, partition 2 offset 0`.
+/// order (the first three, then a count). On a topic of several partitions each partition's
+/// offsets follow its number, partitions in order: `at partition 0 offsets 4..6, partition 2
+/// offset 0`.
 impl fmt::Display for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let topic = crate::output::safe(&self.topic);
@@ -999,12 +1000,11 @@ fn send_lines(
 /// With `mark` (an idempotent producer's), every copy carries it, so the broker stores the
 /// messages at most once and answers a copy with the offsets the first sending got: what
 /// leaves the outcome in doubt is sent again too, within the same timeout counted from the
-/// first sending (and never past [`COPY_WINDOW`], within the two minutes the broker remembers
-/// a mark): a `314` that
-/// cannot say whether they were appended, `317 in_progress` (a copy came while the first
-/// sending was being stored), and no reply at all when the client has an endpoint left that
-/// has not been silent ([`Client::append_sequenced`] has already sent it once more on a fresh
-/// socket). Without a mark those are not sent again.
+/// first sending (and never past [`COPY_WINDOW`], inside the two minutes the broker remembers
+/// a mark): a `314` that cannot say whether they were appended, `317 in_progress` (a copy came
+/// while the first sending was being stored), and no reply at all when the client has an
+/// endpoint left that has not been silent ([`Client::append_sequenced`] has already sent it
+/// once more on a fresh socket). Without a mark those are not sent again.
 fn append_retrying(
     client: &mut Client,
     topic: &str,
@@ -1014,11 +1014,15 @@ fn append_retrying(
 ) -> Result<Appended> {
     let deadline = std::time::Instant::now() + client.timeout().min(COPY_WINDOW);
     let mut pause = Duration::from_millis(10);
+    let count = messages.len();
+    // Once a sending may have stored them, a copy's refusal does not say they were not.
+    let mut in_doubt = false;
     loop {
         let result = match mark {
             Some(mark) => client.append_sequenced(topic, partition, messages.clone(), mark),
             None => client.append(topic, partition, messages.clone()),
         };
+        let result = if in_doubt { result.map_err(|e| e.left_in_doubt(count)) } else { result };
         let note = match &result {
             Err(ClientError::Broker { code: ErrorCode::StoreUnavailable, reason, .. })
                 if reason.ends_with("nothing was appended") =>
@@ -1030,9 +1034,11 @@ fn append_retrying(
                 "the broker is still storing the first sending; asking again".to_owned()
             }
             Err(e) if may_be_stored(e) => {
+                in_doubt = true;
                 format!("{e}; sending again with the same producer and sequence")
             }
             Err(e @ ClientError::Unconfirmed { .. }) if client.has_fresh_endpoint() => {
+                in_doubt = true;
                 format!("{e}; sending again with the same producer and sequence")
             }
             _ => return result,

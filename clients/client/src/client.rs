@@ -95,6 +95,9 @@ pub struct Client {
     /// The end user's address a door in between gives with each request, as `origin`, for
     /// the broker's audit log; `None` for a client acting for itself.
     origin: Option<String>,
+    /// Whether the last call sent its request again after a try got no reply: for an
+    /// idempotent append, that try may have stored it whatever the last reply says.
+    retried_unanswered: bool,
 }
 
 /// A logical broker held under a claim.
@@ -226,6 +229,7 @@ impl Client {
             watch_output: false,
             quiet: false,
             origin: None,
+            retried_unanswered: false,
         })
     }
 
@@ -258,6 +262,7 @@ impl Client {
             watch_output: self.watch_output,
             quiet: self.quiet,
             origin: None,
+            retried_unanswered: false,
         })
     }
 
@@ -375,6 +380,7 @@ impl Client {
             matches!(request, Request::Append(_)).then(|| Instant::now() + COPY_WINDOW);
         let mut silent: Vec<String> = Vec::new();
         let mut attempt = 1;
+        self.retried_unanswered = false;
         let reply = loop {
             debug!(op = request.op(), bytes = frame.len(), attempt, "request");
             // The budget of the endpoint in use (the same one again for a retry when there is
@@ -397,6 +403,7 @@ impl Client {
                         break Err(ClientError::Unreachable { endpoint: silent.join(" or ") });
                     }
                     debug!(op = request.op(), "no reply in time; retrying on a new socket");
+                    self.retried_unanswered = true;
                     attempt += 1;
                 }
                 // A broker process stopping cleanly says so: with several endpoints, a request
@@ -557,7 +564,9 @@ impl Client {
     /// no `partition` go to partition `(producer + sequence) mod partitions`.
     ///
     /// # Errors
-    /// As [`Client::append`]; `in_progress` when a copy sent before is still being stored.
+    /// As [`Client::append`]; `in_progress` when a copy sent before is still being stored; a
+    /// refusal of the retry after a try that got no reply is [`ClientError::Unconfirmed`] when
+    /// it need not hold for that try ([`ClientError::left_in_doubt`]).
     pub fn append_sequenced(
         &mut self,
         topic: &str,
@@ -584,10 +593,13 @@ impl Client {
             }
             other => Err(unexpected(&request, &other)),
         });
+        // A copy's refusal says nothing of the try before it that got no reply.
+        let in_doubt = sequenced.is_some() && self.retried_unanswered;
         result.map_err(|e| match e {
             ClientError::Unreachable { .. } => {
                 ClientError::Unconfirmed { count, cause: Box::new(e) }
             }
+            other if in_doubt => other.left_in_doubt(count),
             other => other,
         })
     }
@@ -1194,6 +1206,33 @@ mod tests {
         let body = frames.last().unwrap();
         let Ok(Request::Append(first)) = protocol::decode_request(body) else { panic!() };
         assert_eq!(first.sequenced, Some(mark));
+        broker.join().unwrap();
+    }
+
+    #[test]
+    fn a_refusal_of_the_retry_leaves_an_idempotent_append_in_doubt_and_a_plain_one_unretried() {
+        let context = zmq::Context::new();
+        let (_silent, dead) = silent_broker(&context);
+        fn nothing(_: Request<'_>) -> Response<'static> {
+            Response::error(ErrorCode::StoreUnavailable, "down; nothing was appended")
+        }
+        let (alive, broker) = fake_broker(nothing, 1);
+        let mut client = client_of(&[&dead, &alive], Duration::from_millis(600));
+        let mark = Sequenced { producer: 42, sequence: 0 };
+        let x = vec![NewMessage::new(None, b"x")];
+        // The try on the silent endpoint may have stored it: not "nothing was appended".
+        match client.append_sequenced("t", None, x.clone(), mark) {
+            Err(ClientError::Unconfirmed { count: 1, cause }) => {
+                assert!(matches!(*cause, ClientError::CopyRefused { .. }), "{cause:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        broker.join().unwrap();
+        // Answered without a retry, the refusal is the broker's own.
+        let (again, broker) = fake_broker(nothing, 1);
+        let mut client = client_of(&[&again], Duration::from_millis(600));
+        let e = client.append_sequenced("t", None, x, mark).unwrap_err();
+        assert_eq!(e.broker_code(), Some(ErrorCode::StoreUnavailable));
         broker.join().unwrap();
     }
 

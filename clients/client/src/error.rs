@@ -160,6 +160,14 @@ pub enum ClientError {
         /// Why no reply came (shown first, not as a separate cause).
         cause: Box<ClientError>,
     },
+    /// A copy of an idempotent append, sent again after an earlier sending got no reply or one
+    /// that could not say whether it was stored, was refused: the refusal speaks for the copy
+    /// alone, and the earlier sending may have been stored.
+    #[error("{refusal} (to a copy sent again)")]
+    CopyRefused {
+        /// What the broker answered the copy.
+        refusal: Box<ClientError>,
+    },
     /// Lines of standard input were left out for being over the size limit (each was
     /// reported as it was met; the others were sent).
     #[error(
@@ -230,6 +238,23 @@ impl ClientError {
         }
     }
 
+    /// This error as the outcome of an append of `count` messages an earlier sending of which
+    /// may have been stored: a refusal that need not hold for that sending (a `3xx`, which
+    /// depends on the broker's state, or `502`) leaves them unconfirmed. Other refusals
+    /// (`5xx`) are what any copy of the same request gets, the first included: nothing of it
+    /// was stored.
+    pub fn left_in_doubt(self, count: usize) -> ClientError {
+        match self {
+            ClientError::Broker { code, .. }
+                if code.is_transient() || code == ErrorCode::InternalError =>
+            {
+                let cause = Box::new(ClientError::CopyRefused { refusal: Box::new(self) });
+                ClientError::Unconfirmed { count, cause }
+            }
+            other => other,
+        }
+    }
+
     /// An error for writing standard output.
     pub fn output(source: io::Error) -> ClientError {
         ClientError::Io { what: "cannot write to standard output", source }
@@ -289,6 +314,23 @@ mod tests {
             ClientError::LinesUnconfirmed { count: 2 }.to_string(),
             "2 lines were not confirmed: they may or may not have been appended"
         );
+        let refused = ClientError::Broker {
+            code: ErrorCode::StoreUnavailable,
+            reason: "the store cannot be reached (down); nothing was appended".into(),
+            range: None,
+        };
+        assert_eq!(
+            refused.left_in_doubt(3).to_string(),
+            "the store cannot be reached (down); nothing was appended (store_unavailable) (to a \
+             copy sent again); the 3 messages sent were not confirmed and may or may not have \
+             been appended"
+        );
+        let too_large = ClientError::Broker {
+            code: ErrorCode::MessageTooLarge,
+            reason: "message 0 of the batch is 9 bytes; the limit is 8".into(),
+            range: None,
+        };
+        assert_eq!(too_large.left_in_doubt(1).broker_code(), Some(ErrorCode::MessageTooLarge));
         let busy = ClientError::BrokerBusy { broker: 1, holder: Some("consumer-7".into()) };
         assert!(busy.to_string().starts_with("logical broker 1 is busy (claimed by consumer-7);"));
     }

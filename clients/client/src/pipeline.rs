@@ -168,8 +168,9 @@ struct Batch {
     since: Instant,
     /// Not to be sent again before this (after a refusal that stored nothing).
     not_before: Option<Instant>,
-    /// How many times it has been sent: once sent, it may have been stored.
-    sends: usize,
+    /// Whether it may have been stored: it went out and got no reply, or a reply that could
+    /// not say. Such an append is never said not appended.
+    in_doubt: bool,
     /// How many sockets it went out on and got no reply on (idempotent: it is sent again on
     /// a new one, at most [`Pipeline::tries`] in all).
     unanswered: usize,
@@ -454,7 +455,7 @@ impl Pipeline {
             tags: open.tags,
             since: now,
             not_before: None,
-            sends: 0,
+            in_doubt: false,
             unanswered: 0,
             sent_at: now,
         });
@@ -494,7 +495,6 @@ impl Pipeline {
                     return Err(self.socket_error(source));
                 }
             }
-            batch.sends += 1;
             batch.sent_at = now;
             self.in_flight.push_back(batch);
         }
@@ -586,7 +586,8 @@ impl Pipeline {
                 let now = Instant::now();
                 let later_in_flight = self.in_flight.iter().any(|b| b.partition == batch.partition);
                 let within = now + RETRY_PAUSE < batch.since + self.timeout.min(COPY_WINDOW);
-                let again = match refusal(code, &reason) {
+                let refused = refusal(code, &reason);
+                let again = match refused {
                     Refusal::StoredNothing => !later_in_flight,
                     Refusal::InProgress => true,
                     Refusal::InDoubt => self.idempotence.is_some() && !later_in_flight,
@@ -594,11 +595,18 @@ impl Pipeline {
                 };
                 if again && within {
                     tracing::debug!(id = batch.id, %code, "append refused; sending it again");
+                    batch.in_doubt |= matches!(refused, Refusal::InDoubt | Refusal::InProgress);
                     batch.not_before = Some(now + RETRY_PAUSE);
                     self.ready.push_front(batch);
                     return;
                 }
-                Err(ClientError::Broker { code, reason: reason.into_owned(), range })
+                let refused = ClientError::Broker { code, reason: reason.into_owned(), range };
+                // A copy's refusal says nothing of the sending before it that may have stored it.
+                if batch.in_doubt {
+                    Err(refused.left_in_doubt(batch.tags.len()))
+                } else {
+                    Err(refused)
+                }
             }
             Ok(other) => {
                 Err(ClientError::UnexpectedReply { request: "append", reply: other.name() })
@@ -651,9 +659,9 @@ impl Pipeline {
             &self.credentials,
         )?;
         for batch in &mut self.ready {
-            // Each append not yet sent gets the new endpoint's whole timeout; a copy keeps
-            // what is left of its own, counted from its first sending.
-            if batch.sends == 0 {
+            // Each append not stored yet gets the new endpoint's whole timeout; a copy of one
+            // that may have been keeps what is left of its own, counted from its first sending.
+            if !batch.in_doubt {
                 batch.since = now;
             }
             batch.not_before = None;
@@ -669,6 +677,7 @@ impl Pipeline {
         for mut batch in std::mem::take(&mut self.in_flight) {
             if self.idempotence.is_some() && now < batch.since + self.timeout.min(COPY_WINDOW) {
                 batch.unanswered += 1;
+                batch.in_doubt = true;
                 again.push_back(batch);
             } else {
                 self.unconfirmed(batch);
@@ -682,7 +691,7 @@ impl Pipeline {
     /// out (or whose [`COPY_WINDOW`] has): sent before, they may have been stored.
     fn expire_copies(&mut self, now: Instant) {
         let timeout = self.timeout;
-        let expired = |b: &Batch| b.sends > 0 && now >= b.since + timeout.min(COPY_WINDOW);
+        let expired = |b: &Batch| b.in_doubt && now >= b.since + timeout.min(COPY_WINDOW);
         if !self.ready.iter().any(expired) {
             return;
         }
@@ -703,15 +712,15 @@ impl Pipeline {
         self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
     }
 
-    /// Decides everything given so far once every endpoint is gone: what was sent is
-    /// unconfirmed, what never left fails.
+    /// Decides everything given so far once every endpoint is gone: what may have been stored
+    /// is unconfirmed, what was not fails.
     fn fail_all(&mut self) {
         for batch in std::mem::take(&mut self.in_flight) {
             self.unconfirmed(batch);
         }
         self.close_open();
         for batch in std::mem::take(&mut self.ready) {
-            if batch.sends > 0 {
+            if batch.in_doubt {
                 self.unconfirmed(batch);
                 continue;
             }
@@ -833,15 +842,16 @@ mod tests {
     }
 
     /// A ROUTER on an ephemeral loopback port answering each append with the next of
-    /// `answers` (an error's code, or `None` for `appended` at the next offsets), echoing its
-    /// `id`, on a thread; gives the marks of the appends it took, in the order they came.
+    /// `answers` (an error's code and reason, or `None` for `appended` at the next offsets),
+    /// echoing its `id`, on a thread; gives the marks of the appends it took, in the order they
+    /// came, once it has given every answer or waited two seconds for an append.
     fn scripted_broker(
-        answers: Vec<Option<ErrorCode>>,
+        answers: Vec<Option<(ErrorCode, &'static str)>>,
     ) -> (String, std::thread::JoinHandle<Vec<Option<protocol::Sequenced>>>) {
         let context = zmq::Context::new();
         let router = context.socket(zmq::ROUTER).unwrap();
         router.set_linger(0).unwrap();
-        router.set_rcvtimeo(10_000).unwrap();
+        router.set_rcvtimeo(2_000).unwrap();
         router.bind("tcp://127.0.0.1:*").unwrap();
         let endpoint = router.get_last_endpoint().unwrap().unwrap();
         let serving = std::thread::spawn(move || {
@@ -857,7 +867,7 @@ mod tests {
                 marks.push(append.sequenced);
                 let count = append.messages.len() as u64;
                 let response = match answer {
-                    Some(code) => Response::error(code, "refused"),
+                    Some((code, reason)) => Response::error(code, reason),
                     None => {
                         next_offset += count;
                         Response::Appended {
@@ -958,7 +968,9 @@ mod tests {
     #[test]
     fn in_progress_and_in_doubt_are_sent_again_with_the_same_mark_only_when_idempotent() {
         use ErrorCode::{InProgress, StoreUnavailable};
-        let answers = vec![Some(StoreUnavailable), Some(InProgress), None, None];
+        let maybe = "may have been appended or not";
+        let answers =
+            vec![Some((StoreUnavailable, maybe)), Some((InProgress, "settling")), None, None];
         let (endpoint, serving) = scripted_broker(answers);
         let client = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
         let idempotence = Some(Idempotence::with_id(42));
@@ -975,7 +987,7 @@ mod tests {
         assert_eq!(serving.join().unwrap(), [mark(0), mark(0), mark(0), mark(1)]);
 
         // Without idempotence nothing is marked, and the doubt is the outcome.
-        let (endpoint, serving) = scripted_broker(vec![Some(StoreUnavailable)]);
+        let (endpoint, serving) = scripted_broker(vec![Some((StoreUnavailable, maybe))]);
         let client = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
         let options = PipelineOptions { idempotent: false, ..options };
         let mut pipeline = Pipeline::open(&client, "t", options).unwrap();
@@ -984,6 +996,34 @@ mod tests {
         let outcome = pipeline.outcome().unwrap();
         assert_eq!(outcome.result.unwrap_err().broker_code(), Some(StoreUnavailable));
         assert_eq!(serving.join().unwrap(), [None]);
+    }
+
+    #[test]
+    fn a_copy_refused_with_nothing_stored_leaves_an_append_whose_first_sending_got_no_reply_in_doubt(
+    ) {
+        let context = zmq::Context::new();
+        let (_silent, silent_endpoint) = silent_broker(&context);
+        let nothing = (ErrorCode::StoreUnavailable, "store down; nothing was appended");
+        let (refusing, serving) = scripted_broker(vec![Some(nothing); 100]);
+        let endpoints = Endpoints::parse(&format!("{silent_endpoint},{refusing}")).unwrap();
+        let client =
+            Client::connect_to(endpoints, Duration::from_millis(600), Credentials::None).unwrap();
+        let idempotence = Some(Idempotence::with_id(42));
+        let options = PipelineOptions::default();
+        let mut pipeline = Pipeline::open_with(&client, "t", options, idempotence).unwrap();
+        pipeline.send(None, message(b"one"), 1).unwrap();
+        pipeline.flush().unwrap();
+        // The copies were refused until the timeout ran out; the first sending may have been
+        // stored all the same: unconfirmed, never "not appended".
+        let outcome = pipeline.outcome().unwrap();
+        match outcome.result {
+            Err(ClientError::Unconfirmed { count: 1, cause }) => {
+                assert!(matches!(*cause, ClientError::CopyRefused { .. }), "{cause:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let copies = serving.join().unwrap();
+        assert!(copies.len() > 1 && copies.iter().all(|m| *m == mark(0)), "{copies:?}");
     }
 
     #[test]
