@@ -851,11 +851,21 @@ impl<'a> Pipelined<'a> {
 
     /// Reports one outcome: counts an append, or says which lines an error affected.
     fn report(&mut self, outcome: Outcome, produced: &mut Produced) {
-        let Outcome { tags, partition, result } = outcome;
+        let Outcome { tags, partition, result, sent_again } = outcome;
         let mut lines: Vec<(u64, Vec<u8>)> =
             tags.iter().map(|&n| (n, self.lines.remove(&n).unwrap_or_default())).collect();
         match result {
-            Ok(appended) => produced.add(lines.len(), &appended),
+            Ok(appended) => {
+                if sent_again {
+                    // Their place against the lines given after them is not known: say so.
+                    eprintln!(
+                        "{}: appended when sent again with the same producer and sequence; they \
+                         may follow lines sent after them",
+                        line_span(&tags)
+                    );
+                }
+                produced.add(lines.len(), &appended);
+            }
             Err(ClientError::Broker { code: ErrorCode::MessageTooLarge, reason, .. }) => {
                 let size = |line: &[u8]| self.batching.message(line).size();
                 match too_large(&reason) {
@@ -888,12 +898,7 @@ impl<'a> Pipelined<'a> {
                 }
             }
             Err(e) => {
-                let (first, last) = (tags[0], tags[tags.len() - 1]);
-                let which = if first == last {
-                    format!("line {first}")
-                } else {
-                    format!("{} lines from line {first} to {last}", tags.len())
-                };
+                let which = line_span(&tags);
                 match &e {
                     // Left behind by a move to the next endpoint: counted, and the lines after
                     // it go on there, as on the lockstep path.
@@ -916,6 +921,18 @@ impl<'a> Pipelined<'a> {
                 self.failure.get_or_insert(e);
             }
         }
+    }
+}
+
+/// The lines of one pipelined append, by their numbers, as its reports name them: `line 6`,
+/// `3 lines from line 6 to 8`.
+fn line_span(tags: &[u64]) -> String {
+    match (tags.first(), tags.last()) {
+        (Some(first), Some(last)) if first != last => {
+            format!("{} lines from line {first} to {last}", tags.len())
+        }
+        (Some(first), _) => format!("line {first}"),
+        _ => "no line".to_owned(),
     }
 }
 

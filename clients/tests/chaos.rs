@@ -365,6 +365,9 @@ struct Report {
     last_error: Option<String>,
     /// The line numbers it reported as not appended.
     refused: HashSet<u64>,
+    /// The line numbers it reported appended when sent again (idempotent, after a sending
+    /// that got no reply or one in doubt): their place against later lines is not known.
+    resent: HashSet<u64>,
     /// Everything it printed, for failure messages.
     output: String,
 }
@@ -372,8 +375,8 @@ struct Report {
 impl Report {
     /// Reads a producer's summary (`appended N messages to chaos at partition P offsets
     /// A..B, C[ and K more ranges][ in R requests][; U lines unconfirmed]`) and the line
-    /// numbers it reported unconfirmed (`line N: ...`, `lines N to M: ...`, `C lines from
-    /// line N to M: ...`, each followed by why).
+    /// numbers it reported unconfirmed, not appended or appended when sent again (`line N:
+    /// ...`, `lines N to M: ...`, `C lines from line N to M: ...`, each followed by why).
     fn read(
         prefix: String,
         partition: u32,
@@ -410,7 +413,8 @@ impl Report {
             }
         }
         // Lines whose append may or may not have been stored, and lines said not appended.
-        let (mut unconfirmed, mut refused) = (HashSet::new(), HashSet::new());
+        let (mut unconfirmed, mut refused, mut resent) =
+            (HashSet::new(), HashSet::new(), HashSet::new());
         for line in &stderr {
             let Some((span, why)) = line.split_once(": ") else { continue };
             let span = span.split_once(" lines from ").map_or(span, |(_, span)| span);
@@ -428,6 +432,8 @@ impl Report {
                 unconfirmed.extend(first..=last);
             } else if why.starts_with("not appended") {
                 refused.extend(first..=last);
+            } else if why.starts_with("appended when sent again") {
+                resent.extend(first..=last);
             }
         }
         let last_error = (!status.success()).then(|| {
@@ -445,6 +451,7 @@ impl Report {
             offsets_cut,
             unconfirmed,
             refused,
+            resent,
             output,
         }
     }
@@ -462,8 +469,9 @@ type Held = BTreeMap<(u32, u64), String>;
 /// Checks what both processes served against what the producers reported: the processes
 /// agree on every offset; no line is read twice, and every line read was written to its
 /// partition and not said to be not appended; each line acknowledged is at an offset its
-/// producer was given, in the order it wrote them, and is not one it reported unconfirmed; a
-/// producer exited 0 or 1 (never a crash). Gives the lines acknowledged, the lines read and
+/// producer was given, in the order it wrote them (but for lines it reported appended when sent
+/// again, whose place PROTOCOL.md leaves open: "Idempotent appends"), and is not one it
+/// reported unconfirmed; a producer exited 0 or 1 (never a crash). Gives the lines acknowledged, the lines read and
 /// those reported unconfirmed; or what is wrong.
 fn check(reports: &[Report], on_a: &Held, on_b: &Held) -> Result<(u64, u64, usize), String> {
     if on_a != on_b {
@@ -514,6 +522,9 @@ fn check(reports: &[Report], on_a: &Held, on_b: &Held) -> Result<(u64, u64, usiz
             }
             if report.unconfirmed.contains(&number) {
                 return Err(format!("{value} reported unconfirmed and acknowledged"));
+            }
+            if report.resent.contains(&number) {
+                continue;
             }
             if number <= last {
                 return Err(format!("{value} after line {last} of {}", report.prefix));
@@ -720,4 +731,29 @@ fn the_check_finds_a_lost_a_duplicated_a_misplaced_or_a_disputed_line() {
     );
     let foreign = ["t0.0-1", "t0.0-2", "t0.0-3", "t0.0-9"];
     fails(&foreign, &foreign, "never written");
+}
+
+#[test]
+fn a_line_reported_appended_when_sent_again_may_follow_later_lines_but_no_other_may() {
+    use std::os::unix::process::ExitStatusExt;
+    let report = || {
+        Report::read(
+            "t0.0".to_owned(),
+            0,
+            3,
+            ExitStatus::from_raw(0),
+            vec![
+                "appended 3 messages to chaos at partition 0 offsets 0..2 in 2 requests".to_owned()
+            ],
+            vec!["line 1: appended when sent again with the same producer and sequence; they may \
+                  follow lines sent after them"
+                .to_owned()],
+        )
+    };
+    assert_eq!(report().resent, HashSet::from([1]));
+    let copy_last = held(&["t0.0-2", "t0.0-3", "t0.0-1"]);
+    assert_eq!(check(&[report()], &copy_last, &copy_last), Ok((3, 3, 0)));
+    let others_swapped = held(&["t0.0-1", "t0.0-3", "t0.0-2"]);
+    let why = check(&[report()], &others_swapped, &others_swapped).expect_err("out of order");
+    assert!(why.contains("after line 3"), "{why}");
 }

@@ -128,6 +128,10 @@ pub struct Outcome {
     /// Where they went, or why not: [`ClientError::Unconfirmed`] when they may or may not
     /// have been stored (idempotent: when no copy got a reply within the timeout).
     pub result: Result<Appended>,
+    /// Whether the append was sent again, idempotent, after a sending that got no reply or
+    /// one in doubt (`314` "may have been appended", `317`): appended so, it may have landed
+    /// after appends of its lane given later (see the module's text).
+    pub sent_again: bool,
 }
 
 /// Messages of one lane being gathered.
@@ -613,7 +617,13 @@ impl Pipeline {
             }
             Err(error) => Err(ClientError::Decode(error)),
         };
-        self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
+        let sent_again = batch.in_doubt;
+        self.done.push_back(Outcome {
+            tags: batch.tags,
+            partition: batch.partition,
+            result,
+            sent_again,
+        });
     }
 
     /// When the oldest append in flight, or the next to send, has waited past the timeout
@@ -709,7 +719,13 @@ impl Pipeline {
         let endpoint = self.endpoints.present().to_owned();
         let cause = Box::new(ClientError::Unreachable { endpoint });
         let result = Err(ClientError::Unconfirmed { count, cause });
-        self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
+        let sent_again = batch.in_doubt;
+        self.done.push_back(Outcome {
+            tags: batch.tags,
+            partition: batch.partition,
+            result,
+            sent_again,
+        });
     }
 
     /// Decides everything given so far once every endpoint is gone: what may have been stored
@@ -726,7 +742,13 @@ impl Pipeline {
             }
             let endpoint = self.endpoints.present().to_owned();
             let result = Err(ClientError::Unreachable { endpoint });
-            self.done.push_back(Outcome { tags: batch.tags, partition: batch.partition, result });
+            let sent_again = batch.in_doubt;
+            self.done.push_back(Outcome {
+                tags: batch.tags,
+                partition: batch.partition,
+                result,
+                sent_again,
+            });
         }
     }
 
