@@ -3,7 +3,9 @@
 //! the reply to the first append, as a network that lost it would. The producer (lockstep and
 //! pipelined) sends that append again with its producer id and sequence on a new connection,
 //! the broker answers the copy with the offsets the first sending got, and every line is
-//! reported appended and held once, in order.
+//! reported appended and held once, in order. So it is when the broker is paused (SIGSTOP)
+//! past half the producer's timeout and let go on (SIGCONT) once the copy is on its way: it
+//! then reads both the first sending, left on the old connection, and the copy.
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use common::{broker_binary, consumer, run_with, PRODUCER};
+use common::{broker_binary, consumer, run_with, Running, PRODUCER};
 use protocol::{decode_request, decode_response, Request, Response, Sequenced};
 use testkit::BrokerProcess;
 
@@ -90,6 +92,13 @@ impl LossyProxy {
     }
 }
 
+/// The values `topic` holds on `broker`, in offset order.
+fn values(broker: &BrokerProcess, topic: &str) -> Vec<String> {
+    let read = consumer(broker, &["fetch", topic, "--max", "10000"]);
+    let lines = read.assert_success().lines();
+    lines.iter().map(|line| line.split_once('\t').map_or(*line, |(_, v)| v).to_owned()).collect()
+}
+
 #[test]
 fn a_lost_reply_is_answered_by_the_copy_with_the_first_offsets_and_every_line_is_held_once() {
     let broker = BrokerProcess::start(&broker_binary(), &[]);
@@ -114,14 +123,37 @@ fn a_lost_reply_is_answered_by_the_copy_with_the_first_offsets_and_every_line_is
         assert_eq!(marks[0].sequence, 0, "{topic}: {marks:?}");
         assert!(marks.iter().skip(1).any(|m| *m == marks[0]), "{topic}: {marks:?}");
         // And the topic holds each line once, in order.
-        let read = consumer(&broker, &["fetch", topic, "--max", "10000"]);
-        let held: Vec<String> = read
-            .assert_success()
-            .lines()
-            .iter()
-            .map(|line| line.split_once('\t').map_or(*line, |(_, v)| v).to_owned())
-            .collect();
-        assert_eq!(held, lines, "{topic}");
+        assert_eq!(values(&broker, topic), lines, "{topic}");
+    }
+    broker.interrupt();
+}
+
+#[test]
+fn a_broker_paused_past_half_the_timeout_gets_a_copy_and_holds_every_line_once() {
+    let broker = BrokerProcess::start(&broker_binary(), &[]);
+    let lines: Vec<String> = (1..=100).map(|n| format!("line {n}")).collect();
+    let (before, after) = lines.split_at(50);
+    let pipelined = ["--max-in-flight", "4", "--linger", "1", "--batch", "10"];
+    for (topic, extra) in [("lockstep", &[][..]), ("piped", &pipelined[..])] {
+        let connect = ["--connect", broker.endpoint.as_str(), "--timeout", "6s"];
+        let args = [&connect[..], extra, &[topic]].concat();
+        let mut producer = Running::start(PRODUCER, &args, &[("RUST_LOG", "client=debug")]);
+        // Appended on a connection made while the broker runs.
+        producer.write_stdin(format!("{}\n", before.join("\n")).as_bytes());
+        producer.wait_stderr("appended");
+        // The rest reaches the paused broker's connection, unread; half the timeout without a
+        // reply, and the producer sends it again on a new socket. Let go on, the broker reads
+        // the first sending from the old connection and the copy from the new one.
+        broker.signal("STOP");
+        producer.write_stdin(format!("{}\n", after.join("\n")).as_bytes());
+        drop(producer.take_stdin());
+        producer.wait_stderr("no reply in time;");
+        broker.signal("CONT");
+        let (status, stdout, stderr) = producer.wait_exit();
+        assert_eq!(status.code(), Some(0), "{topic}: {stderr:#?}");
+        let summary = format!("appended 100 messages to {topic} at offsets 0..99");
+        assert!(stdout.first().is_some_and(|s| s.starts_with(&summary)), "{topic}: {stdout:?}");
+        assert_eq!(values(&broker, topic), lines, "{topic}");
     }
     broker.interrupt();
 }
