@@ -5,8 +5,11 @@
 //! partition (`protocol::partition_for_key`, Kafka's murmur2, so a key keeps its partition
 //! and its order), and every keyless message of the append goes to one partition, the next
 //! of the topic's in turn for each append that has any (sticky per append, round robin over
-//! appends). The request is then split into one append per partition reached, all or
-//! nothing (`Log::append_parts`).
+//! appends). An idempotent producer's append (`sequenced`) puts its keyless messages on the
+//! partition its mark gives instead (`Sequenced::keyless_partition`), so that a copy sent
+//! through another broker process goes where the first went. The request is then split into
+//! one append per partition reached, all or nothing (`Log::append_parts`, or
+//! `Log::append_sequenced` for an idempotent producer's).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -101,11 +104,14 @@ fn store(
     cx: &Context<'_>,
 ) -> Result<(u32, Vec<Placement>), StoreError> {
     let topic = append.topic;
-    let partitions = match (append.partition, broker.store.partitions(topic)) {
-        (Some(_), _) => 0,
-        (None, Ok(partitions)) => partitions,
-        (None, Err(StoreError::UnknownTopic(_))) => broker.keyless.default_partitions,
-        (None, Err(error)) => return Err(error),
+    let partitions = match append.partition {
+        // Every message goes there: no count is needed (the store checks the partition).
+        Some(_) => 0,
+        None => match broker.store.partitions(topic) {
+            Ok(partitions) => partitions,
+            Err(StoreError::UnknownTopic(_)) => broker.keyless.default_partitions,
+            Err(error) => return Err(error),
+        },
     };
     // Where the keyless messages go: the partition named; else one the producer's mark gives,
     // the same through every broker process; else the topic's turn.

@@ -8,6 +8,10 @@
 //! publishes the batches refused with nothing stored, and any that came meanwhile, one at a
 //! time, each after its follower read the stream to its end, while their commits' time lasts.
 //!
+//! An idempotent producer's batch keeps one message id, its mark's, for every attempt and in
+//! every process: JetStream then stores it once, and answers a copy as a duplicate of the batch
+//! stored first, which the lane reads back (one direct get) to report that batch's offsets.
+//!
 //! A partition is the unit: a stream that is slow, without a leader, or gone holds up only the
 //! commits' batches to that partition, never another partition's.
 
