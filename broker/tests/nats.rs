@@ -1580,3 +1580,51 @@ fn on_a_cluster_an_idempotent_append_sent_again_through_either_process_is_stored
     a.interrupt();
     b.interrupt();
 }
+
+#[test]
+fn a_topics_partitions_on_a_cluster_are_led_by_every_server_in_turn() {
+    let cluster = testkit::NatsCluster::start();
+    let args = ["--store", &cluster.url(), "--replicas", "3"];
+    let broker = wire::start(&args);
+    let context = zmq::Context::new();
+    let socket = broker.req(&context);
+    let create = Request::CreateTopic {
+        topic: "spread",
+        partitions: Some(6),
+        retention: protocol::Retention::default(),
+    };
+    assert!(matches!(ask(&socket, &create), Response::Created { .. }));
+    // JetStream elects each stream's leader by itself; the broker asks those of a server that
+    // leads more than its share to step down for a server that leads fewer: two each.
+    let streams: Vec<String> = (0..6)
+        .map(|p| {
+            let hex: String = "spread".bytes().map(|b| format!("{b:02x}")).collect();
+            if p == 0 {
+                format!("TOPIC_{hex}")
+            } else {
+                format!("TOPIC_{hex}_{p}")
+            }
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let led = loop {
+        let leaders: Vec<Option<usize>> =
+            streams.iter().map(|s| cluster.stream_leader(s)).collect();
+        let count = |server| leaders.iter().filter(|l| **l == Some(server)).count();
+        if (0..3).all(|server| count(server) == 2) {
+            break leaders;
+        }
+        assert!(Instant::now() < deadline, "leaders not spread: {leaders:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("the six partitions' leaders: {led:?}");
+    // Each partition takes appends and serves them after its leader moved.
+    for partition in 0..6 {
+        append_to_partition(&socket, "spread", partition, &["after"]);
+    }
+    let (_, token) = claim(&socket, None, "reader");
+    for partition in 0..6 {
+        assert_eq!(fetch_partition_until(&socket, token, "spread", partition, 1), ["after"]);
+    }
+    broker.interrupt();
+}

@@ -20,6 +20,7 @@ mod claims;
 mod cold;
 mod groups;
 mod lane;
+mod leaders;
 mod log;
 mod record;
 mod runtime;

@@ -566,6 +566,7 @@ impl Streams {
         for partition in now..partitions {
             self.follow(conn, topic, partition).await?;
         }
+        spread_leaders(conn, topic, partitions).await;
         Ok(())
     }
 
@@ -591,6 +592,7 @@ impl Streams {
             self.followed.remove(&(topic.to_owned(), partition)).inspect(|f| f.task.abort());
             self.follow(conn, topic, partition).await?;
         }
+        spread_leaders(conn, topic, partitions).await;
         Ok(())
     }
 
@@ -810,6 +812,14 @@ fn partitions_of(config: &Config) -> u32 {
         .and_then(|n| n.parse().ok())
         .filter(|n| (1..=protocol::MAX_PARTITIONS).contains(n))
         .unwrap_or(1)
+}
+
+/// Spreads the leaders of `topic`'s `partitions` streams over the servers, when they are
+/// replicated and several ([`super::leaders`]), so that its writes spread with them.
+async fn spread_leaders(conn: &Connection, topic: &str, partitions: u32) {
+    if conn.setup.replicas > 1 && partitions > 1 {
+        super::leaders::spread(&conn.js, topic, partitions).await;
+    }
 }
 
 /// The stream, its (topic, partition) and the action (`CREATED`, `DELETED`, ...) a stream
