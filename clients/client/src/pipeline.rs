@@ -617,13 +617,7 @@ impl Pipeline {
             }
             Err(error) => Err(ClientError::Decode(error)),
         };
-        let sent_again = batch.in_doubt;
-        self.done.push_back(Outcome {
-            tags: batch.tags,
-            partition: batch.partition,
-            result,
-            sent_again,
-        });
+        self.decide(batch, result);
     }
 
     /// When the oldest append in flight, or the next to send, has waited past the timeout
@@ -719,13 +713,7 @@ impl Pipeline {
         let endpoint = self.endpoints.present().to_owned();
         let cause = Box::new(ClientError::Unreachable { endpoint });
         let result = Err(ClientError::Unconfirmed { count, cause });
-        let sent_again = batch.in_doubt;
-        self.done.push_back(Outcome {
-            tags: batch.tags,
-            partition: batch.partition,
-            result,
-            sent_again,
-        });
+        self.decide(batch, result);
     }
 
     /// Decides everything given so far once every endpoint is gone: what may have been stored
@@ -742,14 +730,14 @@ impl Pipeline {
             }
             let endpoint = self.endpoints.present().to_owned();
             let result = Err(ClientError::Unreachable { endpoint });
-            let sent_again = batch.in_doubt;
-            self.done.push_back(Outcome {
-                tags: batch.tags,
-                partition: batch.partition,
-                result,
-                sent_again,
-            });
+            self.decide(batch, result);
         }
+    }
+
+    /// Gives `batch`'s messages their outcome, `result`.
+    fn decide(&mut self, batch: Batch, result: Result<Appended>) {
+        let Batch { tags, partition, in_doubt, .. } = batch;
+        self.done.push_back(Outcome { tags, partition, result, sent_again: in_doubt });
     }
 
     fn socket_error(&self, source: zmq::Error) -> ClientError {
