@@ -386,6 +386,7 @@ fn every_request_needing_a_permission_is_refused_without_it_and_changes_nothing(
                     max_messages: 10,
                     max_bytes: 1 << 20,
                     wait_ms: 0,
+                    batches: false,
                 })
             }),
         },
@@ -543,6 +544,7 @@ fn a_claim_token_works_only_for_the_user_who_claimed() {
             max_messages: 10,
             max_bytes: 1 << 20,
             wait_ms: 0,
+            batches: false,
         }),
         Request::JoinGroup {
             claim: token,

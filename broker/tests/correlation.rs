@@ -76,5 +76,5 @@ fn dealer_req(context: &zmq::Context, endpoint: &str) -> zmq::Socket {
 
 /// `fetch` made to wait up to five seconds for a message.
 fn wait(fetch: protocol::Fetch<'_>) -> protocol::Fetch<'_> {
-    protocol::Fetch { wait_ms: 5000, ..fetch }
+    protocol::Fetch { wait_ms: 5000, batches: false, ..fetch }
 }

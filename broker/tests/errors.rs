@@ -95,7 +95,11 @@ fn unknown_claim_for_a_token_never_given_or_already_released() {
             Request::Release { claim: token },
             Request::ListTopics { claim: Some(token) },
             Request::Fetch(fetch_from(token, "Hola mundo", 0)),
-            Request::Fetch(Fetch { wait_ms: 5000, ..fetch_from(token, "Hola mundo", 3) }),
+            Request::Fetch(Fetch {
+                wait_ms: 5000,
+                batches: false,
+                ..fetch_from(token, "Hola mundo", 3)
+            }),
         ] {
             refused(&socket, observer, &request, ErrorCode::UnknownClaim);
         }
@@ -128,7 +132,7 @@ fn offset_out_of_range_past_the_end_carries_the_topics_offsets() {
         fetch_from(token, topic, 4),
         fetch_from(token, topic, u64::MAX),
         // A wait past the socket's receive timeout: a held refusal fails the test.
-        Fetch { wait_ms: 60_000, ..fetch_from(token, topic, 4) },
+        Fetch { wait_ms: 60_000, batches: false, ..fetch_from(token, topic, 4) },
     ] {
         let before = topics(&socket, token);
         let reply = ask(&socket, &Request::Fetch(fetch.clone()));

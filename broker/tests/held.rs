@@ -173,7 +173,14 @@ fn a_held_fetch_keeps_its_claim_alive_past_its_lease() {
 
     // Held for twice the lease.
     let fetched = expect_messages(
-        ask(&a, &Request::Fetch(Fetch { wait_ms: 400, ..fetch_from(token, "Hola mundo", 3) })),
+        ask(
+            &a,
+            &Request::Fetch(Fetch {
+                wait_ms: 400,
+                batches: false,
+                ..fetch_from(token, "Hola mundo", 3)
+            }),
+        ),
         "Hola mundo",
     );
     assert!(fetched.messages.is_empty(), "{fetched:?}");
@@ -199,7 +206,11 @@ fn a_held_fetch_is_answered_as_soon_as_its_topic_grows() {
 
     send(
         &consumer,
-        &Request::Fetch(Fetch { wait_ms: LONG_WAIT_MS, ..fetch_from(token, topic, 3) }),
+        &Request::Fetch(Fetch {
+            wait_ms: LONG_WAIT_MS,
+            batches: false,
+            ..fetch_from(token, topic, 3)
+        }),
     );
     assert_silent(&consumer, QUIET, "a fetch at the end of its topic");
     // Another topic growing does not answer it.
@@ -213,7 +224,12 @@ fn a_held_fetch_is_answered_as_soon_as_its_topic_grows() {
     assert_eq!((fetched.next_offset, fetched.end_offset), (5, 5));
 
     // Answered within its limits.
-    let limited = Fetch { max_messages: 1, wait_ms: LONG_WAIT_MS, ..fetch_from(token, topic, 5) };
+    let limited = Fetch {
+        max_messages: 1,
+        wait_ms: LONG_WAIT_MS,
+        batches: false,
+        ..fetch_from(token, topic, 5)
+    };
     send(&consumer, &Request::Fetch(limited));
     assert_silent(&consumer, QUIET, "a fetch at the end of its topic");
     assert_eq!(wire::append(&producer, topic, &["mensaje 6", "mensaje 7"]), (5, 6));
@@ -231,7 +247,11 @@ fn a_held_fetch_whose_wait_ends_gets_no_messages() {
 
     let wait = Duration::from_millis(150);
     let sent = Instant::now();
-    let fetch = Fetch { wait_ms: wait.as_millis() as u64, ..fetch_from(token, "Hola mundo", 3) };
+    let fetch = Fetch {
+        wait_ms: wait.as_millis() as u64,
+        batches: false,
+        ..fetch_from(token, "Hola mundo", 3)
+    };
     let fetched = expect_messages(ask(&socket, &Request::Fetch(fetch)), "Hola mundo");
     let waited = sent.elapsed();
     assert!(fetched.messages.is_empty(), "{fetched:?}");
@@ -256,7 +276,11 @@ fn a_held_fetch_on_a_deleted_topic_gets_unknown_topic() {
 
     send(
         &consumer,
-        &Request::Fetch(Fetch { wait_ms: LONG_WAIT_MS, ..fetch_from(token, topic, 0) }),
+        &Request::Fetch(Fetch {
+            wait_ms: LONG_WAIT_MS,
+            batches: false,
+            ..fetch_from(token, topic, 0)
+        }),
     );
     assert_silent(&consumer, QUIET, "a fetch on an empty topic");
     assert_eq!(ask(&admin, &Request::DeleteTopic { topic }), Response::Deleted { topic });
@@ -271,7 +295,10 @@ fn the_lease_starts_again_when_a_held_fetch_is_answered_early() {
     let (_, token) = claim(&a, Some(1), "a");
     let topic = "Hola mundo";
 
-    send(&a, &Request::Fetch(Fetch { wait_ms: 3000, ..fetch_from(token, topic, 3) }));
+    send(
+        &a,
+        &Request::Fetch(Fetch { wait_ms: 3000, batches: false, ..fetch_from(token, topic, 3) }),
+    );
     assert_silent(&a, QUIET, "a fetch at the end of its topic");
     assert_eq!(wire::append(&producer, topic, &["mensaje 4"]), (3, 3));
     let answered = expect_messages(receive(&a), topic);

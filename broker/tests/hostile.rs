@@ -83,6 +83,7 @@ fn greedy_fetch(claim: u64, topic: &str) -> Request<'_> {
         max_messages: protocol::MAX_FETCH_MESSAGES,
         max_bytes: protocol::MAX_FETCH_BYTES,
         wait_ms: 0,
+        batches: false,
     })
 }
 

@@ -89,7 +89,8 @@ fn a_broker_started_on_a_topic_larger_than_its_cache_serves_every_message_from_t
     // served; what it would read back is refused as unavailable, saying so, rather than
     // answered empty.
     append(&on_a, "big", &["last"]);
-    let last = protocol::Fetch { wait_ms: 5_000, ..fetch_from(token, "big", 40_000) };
+    let last =
+        protocol::Fetch { wait_ms: 5_000, batches: false, ..fetch_from(token, "big", 40_000) };
     assert_eq!(fetch(&on_b, last.clone()).values(), ["last"]);
     let mut server = server;
     server.kill();
@@ -109,7 +110,11 @@ fn a_fetch_held_on_one_broker_is_woken_by_an_append_on_the_other() {
     append(&on_a, "events", &["first"]);
     let (_, token) = claim(&on_b, None, "follower");
     assert_eq!(fetch_until(&on_b, token, "events", 1).len(), 1);
-    let held = Request::Fetch(protocol::Fetch { wait_ms: 8_000, ..fetch_from(token, "events", 1) });
+    let held = Request::Fetch(protocol::Fetch {
+        wait_ms: 8_000,
+        batches: false,
+        ..fetch_from(token, "events", 1)
+    });
     on_b.send(wire::encode(&held), 0).expect("send");
     // The fetch is held: nothing comes until the append.
     wire::assert_silent(&on_b, wire::QUIET, "a fetch with nothing to read");

@@ -63,6 +63,7 @@ fn fetch_of(claim: u64, topic: &str, partition: u32, offset: u64, wait_ms: u64) 
         max_messages: DEFAULT_FETCH_MESSAGES,
         max_bytes: DEFAULT_FETCH_BYTES,
         wait_ms,
+        batches: false,
     })
 }
 

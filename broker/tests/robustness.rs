@@ -155,7 +155,7 @@ fn a_client_that_leaves_with_a_held_fetch_costs_nobody_anything() {
 
     // On one DEALER connection, the status reply shows that the fetch before it is held.
     let leaver = dealer(&context, &broker.endpoint);
-    let held = Fetch { wait_ms: 5000, ..fetch_from(token, "Hola mundo", 3) };
+    let held = Fetch { wait_ms: 5000, batches: false, ..fetch_from(token, "Hola mundo", 3) };
     leaver.send(encode(&Request::Fetch(held)), 0).expect("send");
     leaver.send(encode(&Request::Status), 0).expect("send");
     let frames = receive_frames(&leaver);

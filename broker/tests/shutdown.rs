@@ -35,7 +35,7 @@ fn sigint_answers_held_requests_and_exits_cleanly() {
     // One connection keeps these in order: once `status` is answered, the fetch and the claim
     // before it are held.
     let held = dealer(&context, &broker.endpoint);
-    let fetch = Fetch { wait_ms: 30_000, ..fetch_from(token, "Hola mundo", 3) };
+    let fetch = Fetch { wait_ms: 30_000, batches: false, ..fetch_from(token, "Hola mundo", 3) };
     send_tagged(&held, "fetch", &Request::Fetch(fetch));
     let waiting_claim = Request::Claim { broker: None, wait_ms: 30_000, client: Some("late") };
     send_tagged(&held, "claim", &waiting_claim);

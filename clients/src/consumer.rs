@@ -722,6 +722,7 @@ impl Follow<'_> {
                 max_messages: u32::try_from(want).unwrap_or(MAX_FETCH_MESSAGES),
                 max_bytes: DEFAULT_FETCH_BYTES,
                 wait_ms: 0,
+                batches: false,
             };
             let format = &self.format;
             let (count, next_offset, end_offset) =
@@ -826,6 +827,7 @@ impl Follow<'_> {
                     .unwrap_or(MAX_FETCH_MESSAGES),
                 max_bytes: DEFAULT_FETCH_BYTES,
                 wait_ms: wait.as_millis() as u64,
+                batches: false,
             };
             let format = &self.format;
             let fetched =

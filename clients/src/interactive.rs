@@ -268,6 +268,7 @@ fn browse_topic(
             max_messages: PAGE,
             max_bytes: DEFAULT_FETCH_BYTES,
             wait_ms: 0,
+            batches: false,
         };
         let fetched = client.fetch(request, |batch| {
             let shown = batch

@@ -790,6 +790,7 @@ impl Reader {
                 max_messages: want,
                 max_bytes: MAX_FETCH_BYTES,
                 wait_ms: 0,
+                batches: false,
             };
             let mut next = self.offset;
             run.time(|| {
@@ -987,6 +988,7 @@ mod tests {
             max_messages: 3,
             max_bytes: MAX_FETCH_BYTES,
             wait_ms: 0,
+            batches: false,
         };
         let (count, next) = client.fetch(fetch, |b| Ok((b.messages.len(), b.next_offset))).unwrap();
         assert_eq!((count, next), (3, 3));

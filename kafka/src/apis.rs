@@ -1564,6 +1564,7 @@ impl Call<'_> {
                     max_messages: 1,
                     max_bytes: 0,
                     wait_ms: 0,
+                    batches: false,
                 };
                 client.fetch(fetch, |batch| {
                     Ok(batch.messages.first().map(|m| (m.offset, m.timestamp)))
@@ -1670,6 +1671,7 @@ impl Call<'_> {
                 max_messages: 10_000,
                 max_bytes,
                 wait_ms,
+                batches: false,
             };
             client.fetch(fetch, |batch| {
                 // No messages: an empty record set, never a null one, which librdkafka

@@ -93,6 +93,7 @@ fn a_broker_on_a_jetstream_shows_what_its_cache_holds_and_what_it_read_back() {
             max_messages: 1000,
             max_bytes: 1 << 20,
             wait_ms: 0,
+            batches: false,
         };
         let reply = testkit::round_trip(&socket, &Request::Fetch(fetch));
         match protocol::decode_response(&reply) {

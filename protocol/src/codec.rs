@@ -36,10 +36,12 @@ use std::cell::Cell;
 
 use thiserror::Error;
 
+use crate::batch::Batches;
 use crate::fields::{WireRequest, WireResponse};
 use crate::limits::cut;
 use crate::msgpack::{
-    write_array_len, write_bin, write_bool, write_map_len, write_str, write_uint, ReadError, Reader,
+    write_array_len, write_bin, write_bin_len, write_bool, write_map_len, write_str, write_uint,
+    ReadError, Reader,
 };
 use crate::{
     excerpt, Append, ErrorCode, Fetch, GroupFetch, GroupStart, Header, Message, NewMessage,
@@ -147,6 +149,8 @@ pub(crate) mod read {
         boolean: bool = Reader::bool;
         /// A `str`, borrowed from the frame.
         string: &'a str = Reader::str;
+        /// A `bin`, borrowed from the frame.
+        bin: &'a [u8] = Reader::bytes;
     }
 
     /// A request's `origin`: kept when it is a string the broker keeps
@@ -274,6 +278,9 @@ pub fn encode_request_with_origin(
             map.uint("max_messages", Some(fetch.max_messages.into()));
             map.uint("max_bytes", Some(fetch.max_bytes.into()));
             map.uint("partition", Some(fetch.partition.into()));
+            if fetch.batches {
+                write_bool(map.key("batches"), true);
+            }
         }
         Request::Append(append) => {
             map.str("topic", Some(append.topic));
@@ -443,6 +450,7 @@ fn decode_wire_request(wire: WireRequest<'_>) -> Result<Request<'_>, DecodeError
             max_messages: wire.max_messages.flatten().unwrap_or(DEFAULT_FETCH_MESSAGES),
             max_bytes: wire.max_bytes.flatten().unwrap_or(DEFAULT_FETCH_BYTES),
             wait_ms: wire.wait_ms.flatten().unwrap_or(0),
+            batches: wire.batches.flatten().unwrap_or(false),
         }),
         "append" => {
             let topic = topic()?;
@@ -576,6 +584,16 @@ pub fn encode_response_with_id(response: Response<'_>, id: Option<u64>, out: &mu
             map.uint("end_offset", Some(end_offset));
             map.uint("partition", Some(partition.into()));
         }
+        Response::Batches { topic, partition, batches, next_offset, end_offset } => {
+            map.str("topic", Some(topic));
+            let out = map.key("batches");
+            out.reserve(batches.len() + 5);
+            write_bin_len(out, batches.len());
+            batches.write(out);
+            map.uint("next_offset", Some(next_offset));
+            map.uint("end_offset", Some(end_offset));
+            map.uint("partition", Some(partition.into()));
+        }
         Response::Appended { topic, partition, first_offset, last_offset, placed } => {
             map.str("topic", Some(topic));
             map.uint("first_offset", Some(first_offset));
@@ -695,6 +713,15 @@ pub fn decode_response(frame: &[u8]) -> Result<Response<'_>, DecodeError> {
             topic: topic()?,
             partition,
             messages: wire.messages.flatten().unwrap_or_default(),
+            next_offset: need(wire.next_offset, "next_offset")?,
+            end_offset: need(wire.end_offset, "end_offset")?,
+        },
+        "batches" => Response::Batches {
+            topic: topic()?,
+            partition,
+            batches: Batches::Bytes(
+                wire.batches.flatten().ok_or_else(|| missing(name, "batches"))?,
+            ),
             next_offset: need(wire.next_offset, "next_offset")?,
             end_offset: need(wire.end_offset, "end_offset")?,
         },
@@ -1393,6 +1420,7 @@ mod tests {
             max_messages: 10_000,
             max_bytes: 16 << 20,
             wait_ms: 250,
+            batches: false,
         };
         let many: Vec<NewMessage<'_>> = (0..20).map(|_| messages[0].clone()).collect();
         let retention = Retention { messages: Some(10), bytes: None, ms: Some(60_000) };

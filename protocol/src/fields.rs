@@ -153,6 +153,7 @@ fields! {
     ordered: bool, "bool", read::boolean, required [] optional [group_fetch];
     producer: u64, "uint64", read::uint, required [] optional [append];
     sequence: u64, "uint64", read::uint, required [] optional [append];
+    batches: bool, "bool", read::boolean, required [] optional [fetch];
 }
 
 fields! {
@@ -176,15 +177,17 @@ fields! {
     lease_ms: u64, "uint64", read::uint, required [claimed, renewed] optional [];
     topics: Vec<TopicInfo>, "list of topic records", read::records, required [topics] optional [];
     topic: &'a str, "str", read::string,
-        required [messages, appended, created, partitions_created, deleted, joined, delivered,
+        required [messages, batches, appended, created, partitions_created, deleted, joined, delivered,
             acked, reset]
         optional [group_deleted];
     messages: Vec<Message<'a>>, "list of message records", read::messages,
         required [messages, delivered] optional [];
     first_offset: u64, "uint64", read::uint, required [appended] optional [error];
     last_offset: u64, "uint64", read::uint, required [appended] optional [];
-    next_offset: u64, "uint64", read::uint, required [messages] optional [error];
-    end_offset: u64, "uint64", read::uint, required [messages, joined, delivered] optional [];
+    batches: &'a [u8], "bin", read::bin, required [batches] optional [];
+    next_offset: u64, "uint64", read::uint, required [messages, batches] optional [error];
+    end_offset: u64, "uint64", read::uint, required [messages, batches, joined, delivered]
+        optional [];
     group: &'a str, "str", read::string,
         required [joined, delivered, acked, reset, group_deleted] optional [];
     committed_offset: u64, "uint64", read::uint,
@@ -197,7 +200,7 @@ fields! {
     acked: u64, "uint64", read::uint, required [acked] optional [];
     groups: Vec<GroupInfo>, "list of group records", read::records, required [groups] optional [];
     partition: u32, "uint32", read::uint32,
-        required [messages, appended, delivered, acked] optional [reset, group_deleted];
+        required [messages, batches, appended, delivered, acked] optional [reset, group_deleted];
     partitions: u32, "uint32", read::uint32,
         required [created, partitions_created, joined] optional [error];
     placed: Vec<Placement>, "list of placement records", read::records,

@@ -6,6 +6,7 @@
 //!
 //! This crate knows nothing of sockets: it is shared by the broker, the clients and their tests.
 
+pub mod batch;
 pub mod codec;
 pub mod endpoint;
 pub mod error;

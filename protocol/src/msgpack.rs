@@ -334,13 +334,18 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
 /// Appends a byte string.
 #[inline]
 pub fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = bytes.len();
+    write_bin_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+/// Appends the header of a byte string of `len` bytes, which the caller writes next.
+#[inline]
+pub fn write_bin_len(out: &mut Vec<u8>, len: usize) {
     if len < 256 {
         out.extend_from_slice(&[0xc4, len as u8]);
     } else {
         write_len(out, len, 0, 0, [0xc5, 0xc6]);
     }
-    out.extend_from_slice(bytes);
 }
 
 /// Appends a non-negative integer in its shortest encoding.

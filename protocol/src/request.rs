@@ -37,7 +37,8 @@ pub enum Request<'a> {
         /// A claim token from `claimed`, renewed by the listing; none is needed.
         claim: Option<u64>,
     },
-    /// `fetch claim topic offset [max_messages] [max_bytes] [wait_ms] [partition]` → `messages`.
+    /// `fetch claim topic offset [max_messages] [max_bytes] [wait_ms] [partition] [batches]` →
+    /// `messages` (`batches` when asked): read messages of a topic.
     Fetch(Fetch<'a>),
     /// `append topic messages [partition] [producer] [sequence]` → `appended`: add messages to a topic, creating it if needed.
     Append(Append<'a>),
@@ -177,6 +178,9 @@ pub struct Fetch<'a> {
     pub max_bytes: u32,
     /// When no message is there yet, hold the reply this long for one to arrive.
     pub wait_ms: u64,
+    /// Whether the reply may carry the messages as record batches (the reply `batches`, see
+    /// [`crate::batch`]) rather than one record each (`messages`).
+    pub batches: bool,
 }
 
 /// `group_fetch`: take the next messages of a topic for a group member, under its claim.

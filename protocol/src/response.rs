@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Batches;
 use crate::{headers_size, ErrorCode, GroupInfo, Header};
 
 /// One reply: the `reply` field of a reply frame and the fields that go with it.
@@ -51,6 +52,21 @@ pub enum Response<'a> {
         partition: u32,
         /// The messages, in offset order; empty when none was there in time.
         messages: Vec<Message<'a>>,
+        /// The offset to fetch from next.
+        next_offset: u64,
+        /// The topic's next offset when the reply was made (its high-water mark).
+        end_offset: u64,
+    },
+    /// `batches topic partition batches next_offset end_offset`: what a fetch asking for
+    /// record batches found, as [`Response::Messages`] but as batches (PROTOCOL.md, "Record
+    /// batches").
+    Batches {
+        /// The topic read.
+        topic: &'a str,
+        /// The partition read.
+        partition: u32,
+        /// The messages, as record batches in offset order; empty when none was there in time.
+        batches: Batches<'a>,
         /// The offset to fetch from next.
         next_offset: u64,
         /// The topic's next offset when the reply was made (its high-water mark).
@@ -201,6 +217,7 @@ impl<'a> Response<'a> {
             Response::Released { .. } => "released",
             Response::Topics { .. } => "topics",
             Response::Messages { .. } => "messages",
+            Response::Batches { .. } => "batches",
             Response::Appended { .. } => "appended",
             Response::Created { .. } => "created",
             Response::PartitionsCreated { .. } => "partitions_created",

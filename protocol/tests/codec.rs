@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use protocol::batch::{self, Batches};
 use protocol::fields::{Field, REPLY_FIELDS, REQUEST_FIELDS};
 use protocol::{
     decode_request, decode_response, encode_request, encode_response, Append, BrokerStatus,
@@ -21,6 +22,14 @@ fn response_bytes(response: Response<'_>) -> Vec<u8> {
     out
 }
 
+/// PROTOCOL.md's worked example of a `batches` byte string ("A `batches` reply"): offset 5
+/// with key `k` and value `hi`, offset 6 with value `yo`, both at 1700000000000.
+const BATCHES_EXAMPLE: &[u8] = &[
+    0x1e, 0x00, 0x00, 0x00, 0xbc, 0x06, 0x8f, 0x81, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, 0x00, 0x02, 0x02, 0x6b,
+    0x68, 0x69, 0x00, 0x02, 0x79, 0x6f,
+];
+
 /// One or more of every request, with and without their optional fields.
 fn requests() -> Vec<Request<'static>> {
     vec![
@@ -39,6 +48,7 @@ fn requests() -> Vec<Request<'static>> {
             max_messages: 10,
             max_bytes: 4096,
             wait_ms: 250,
+            batches: false,
         }),
         Request::Fetch(Fetch {
             claim: 7,
@@ -48,6 +58,7 @@ fn requests() -> Vec<Request<'static>> {
             max_messages: 10,
             max_bytes: 4096,
             wait_ms: 0,
+            batches: true,
         }),
         Request::Append(Append {
             sequenced: None,
@@ -191,6 +202,20 @@ fn responses() -> Vec<Response<'static>> {
                 retention_bytes: None,
                 retention_ms: None,
             }],
+        },
+        Response::Batches {
+            topic: "t",
+            partition: 2,
+            batches: Batches::Bytes(BATCHES_EXAMPLE),
+            next_offset: 7,
+            end_offset: 9,
+        },
+        Response::Batches {
+            topic: "t",
+            partition: 0,
+            batches: Batches::Bytes(b""),
+            next_offset: 7,
+            end_offset: 7,
         },
         Response::Messages {
             topic: "Hello world",
@@ -360,6 +385,45 @@ fn every_frame_carries_the_fields_its_table_names() {
         seen.insert(name);
     }
     assert_eq!(seen, names(REPLY_FIELDS));
+}
+
+#[test]
+fn a_batches_reply_carries_the_documents_example_as_one_bin_and_reads_back_as_its_messages() {
+    let pieces = batch::pieces_of(&[
+        Message {
+            offset: 5,
+            timestamp: 1_700_000_000_000,
+            key: Some(b"k"),
+            value: b"hi",
+            headers: Vec::new(),
+        },
+        Message {
+            offset: 6,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: b"yo",
+            headers: Vec::new(),
+        },
+    ]);
+    let reply = Response::Batches {
+        topic: "t",
+        partition: 0,
+        batches: Batches::Pieces(pieces),
+        next_offset: 7,
+        end_offset: 7,
+    };
+    let bytes = response_bytes(reply);
+    let at = bytes.windows(2).position(|w| w == [0xc4, 0x26]).expect("a bin 8 of 38 bytes");
+    assert_eq!(&bytes[at + 2..at + 2 + 38], BATCHES_EXAMPLE);
+    let Ok(Response::Batches { batches: Batches::Bytes(read), next_offset: 7, .. }) =
+        decode_response(&bytes)
+    else {
+        panic!("not a batches reply");
+    };
+    let mut messages = Vec::new();
+    batch::read(read, 5, &mut messages).unwrap();
+    let values: Vec<_> = messages.iter().map(|m| (m.offset, m.key, m.value)).collect();
+    assert_eq!(values, [(5, Some(&b"k"[..]), &b"hi"[..]), (6, None, &b"yo"[..])]);
 }
 
 // The two encodings PROTOCOL.md shows byte by byte. A change here is a change of the wire format.

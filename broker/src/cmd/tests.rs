@@ -84,6 +84,7 @@ fn fetch_at_end(claim: u64, wait_ms: u64) -> Request<'static> {
         max_messages: 10,
         max_bytes: 1 << 20,
         wait_ms,
+        batches: false,
     })
 }
 

@@ -174,6 +174,7 @@ pub fn fetch_from(claim: u64, topic: &str, offset: u64) -> Fetch<'_> {
         max_messages: DEFAULT_FETCH_MESSAGES,
         max_bytes: DEFAULT_FETCH_BYTES,
         wait_ms: 0,
+        batches: false,
     }
 }
 

@@ -450,6 +450,7 @@ fn offset_at(
             max_messages: 1,
             max_bytes: 0,
             wait_ms: 0,
+            batches: false,
         };
         // Retention may take the message meanwhile: then it is before any time asked for.
         let stamp = match client
@@ -484,6 +485,7 @@ fn page_of(
         max_messages: limit,
         max_bytes: PAGE_BYTES,
         wait_ms: 0,
+        batches: false,
     };
     client.fetch(fetch, |batch| {
         let shown: Vec<Shown> = batch.messages.iter().map(Shown::from_message).collect();
@@ -521,6 +523,7 @@ fn search_from(
             max_messages: MAX_PAGE,
             max_bytes: PAGE_BYTES,
             wait_ms: 0,
+            batches: false,
         };
         let (next, batch_end, bytes, count) = client.fetch(fetch, |batch| {
             let mut bytes = 0u64;

@@ -217,6 +217,7 @@ impl Follower<'_> {
                 max_messages: MAX_BATCH,
                 max_bytes: BATCH_BYTES,
                 wait_ms: u64::try_from(self.client.max_hold().as_millis()).unwrap_or(u64::MAX),
+                batches: false,
             };
             let batch = self.client.fetch(fetch, |batch| {
                 let shown: Vec<Shown> = batch.messages.iter().map(Shown::from_message).collect();
