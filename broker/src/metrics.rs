@@ -193,6 +193,11 @@ impl Meter {
                 self.counters.fetched.0 += messages.len() as u64;
                 self.counters.fetched.1 += bytes as u64;
             }
+            Response::Batches { batches, .. } => {
+                let (messages, bytes) = batches.counts();
+                self.counters.fetched.0 += messages;
+                self.counters.fetched.1 += bytes;
+            }
             _ => {}
         }
     }

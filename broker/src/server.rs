@@ -956,10 +956,10 @@ impl Server<'_> {
         }
         let budget = Budget::of_fetch(held.max_messages, allowance.max_bytes(held.max_bytes));
         let store = &*self.broker.store;
-        let (topic, partition, offset) = (&held.topic, held.partition, held.offset);
+        let read =
+            fetch::Read { topic: &held.topic, partition: held.partition, offset: held.offset };
         let times = (now, held.deadline);
-        let Some(response) = fetch::answer_held(store, topic, partition, offset, budget, times)
-        else {
+        let Some(response) = fetch::answer_held(store, read, (budget, held.batches), times) else {
             // Its messages are still being read back: held until they come.
             self.waiting.push_fetch(held);
             return;

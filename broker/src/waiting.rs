@@ -48,6 +48,8 @@ pub struct HeldFetch<E> {
     pub max_messages: u32,
     /// At most this many bytes, but at least one message.
     pub max_bytes: u32,
+    /// Whether the reply carries record batches.
+    pub batches: bool,
     /// When to answer with no messages.
     pub deadline: Instant,
 }
@@ -64,9 +66,20 @@ impl<E> HeldFetch<E> {
             offset,
             max_messages,
             max_bytes,
+            batches,
             deadline,
         } = self;
-        HeldFetch { envelope, claim, topic, partition, offset, max_messages, max_bytes, deadline }
+        HeldFetch {
+            envelope,
+            claim,
+            topic,
+            partition,
+            offset,
+            max_messages,
+            max_bytes,
+            batches,
+            deadline,
+        }
     }
 }
 
@@ -307,6 +320,7 @@ mod tests {
             offset: 0,
             max_messages: 1,
             max_bytes: 1,
+            batches: false,
             deadline,
         }
     }

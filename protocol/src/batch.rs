@@ -38,20 +38,31 @@ pub struct Piece<'a> {
     head: [u8; HEAD],
     /// Its entries, as they are laid out after the head.
     entries: Cow<'a, [u8]>,
+    /// The bytes of its messages' keys, values and headers, as a fetch's `max_bytes` counts
+    /// them (known to whoever made the piece, for its reader's accounts).
+    size: usize,
 }
 
 impl<'a> Piece<'a> {
     /// A batch as it is kept: `head` its first [`HEAD`] bytes and `entries` the rest, which
-    /// the keeper has checked already (its length and checksum agree).
-    pub fn whole(head: [u8; HEAD], entries: &'a [u8]) -> Piece<'a> {
-        Piece { head, entries: Cow::Borrowed(entries) }
+    /// the keeper has checked already (its length and checksum agree); its messages take
+    /// `size` bytes ([`crate::Message::size`]).
+    pub fn whole(head: [u8; HEAD], entries: &'a [u8], size: usize) -> Piece<'a> {
+        Piece { head, entries: Cow::Borrowed(entries), size }
     }
 
     /// Messages `base` to `base + count` of a kept batch, stamped `timestamp`, whose entries
-    /// (with headers when `flags` has [`HAS_HEADERS`]) are `entries`: the part of a batch that
-    /// a reply's first or last offset cuts, under a head and checksum of its own.
-    pub fn cut(base: u64, count: u32, timestamp: u64, flags: u8, entries: &'a [u8]) -> Piece<'a> {
-        Piece::headed(base, count, timestamp, flags, Cow::Borrowed(entries))
+    /// (with headers when `flags` has [`HAS_HEADERS`]) are `entries` and whose messages take
+    /// `size` bytes: the part of a batch that a reply's first or last offset cuts, under a head
+    /// and checksum of its own.
+    pub fn cut(
+        (base, count): (u64, u32),
+        timestamp: u64,
+        flags: u8,
+        entries: &'a [u8],
+        size: usize,
+    ) -> Piece<'a> {
+        Piece::headed((base, count), timestamp, flags, Cow::Borrowed(entries), size)
     }
 
     /// `messages` encoded as one batch: they must have consecutive offsets and one timestamp
@@ -62,18 +73,20 @@ impl<'a> Piece<'a> {
         for message in messages {
             put_entry(&mut entries, message, headers);
         }
-        let first = messages.first().map_or((0, 0), |m| (m.offset, m.timestamp));
+        let (base, timestamp) = messages.first().map_or((0, 0), |m| (m.offset, m.timestamp));
         let flags = if headers { HAS_HEADERS } else { 0 };
-        Piece::headed(first.0, messages.len() as u32, first.1, flags, Cow::Owned(entries))
+        let size = messages.iter().map(Message::size).sum();
+        let count = messages.len() as u32;
+        Piece::headed((base, count), timestamp, flags, Cow::Owned(entries), size)
     }
 
     /// A head for `entries`, its checksum computed.
     fn headed(
-        base: u64,
-        count: u32,
+        (base, count): (u64, u32),
         timestamp: u64,
         flags: u8,
         entries: Cow<'a, [u8]>,
+        size: usize,
     ) -> Piece<'a> {
         let mut head = [0; HEAD];
         head[0..4].copy_from_slice(&((HEADER + entries.len()) as u32).to_le_bytes());
@@ -83,7 +96,7 @@ impl<'a> Piece<'a> {
         head[28] = flags;
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head[PREFIX..]), &entries);
         head[4..8].copy_from_slice(&crc.to_le_bytes());
-        Piece { head, entries }
+        Piece { head, entries, size }
     }
 
     /// The offset of its first message.
@@ -94,6 +107,11 @@ impl<'a> Piece<'a> {
     /// How many messages it holds.
     pub fn count(&self) -> u32 {
         u32::from_le_bytes(self.head[16..20].try_into().unwrap_or_default())
+    }
+
+    /// The bytes of its messages' keys, values and headers.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The bytes it takes on the wire.
@@ -128,6 +146,17 @@ impl Batches<'_> {
         match self {
             Batches::Pieces(pieces) => pieces.iter().map(Piece::len).sum(),
             Batches::Bytes(bytes) => bytes.len(),
+        }
+    }
+
+    /// How many messages the pieces to write hold, and their bytes ([`Piece::size`]); none for
+    /// bytes read, which are not taken apart here.
+    pub fn counts(&self) -> (u64, u64) {
+        match self {
+            Batches::Pieces(pieces) => pieces.iter().fold((0, 0), |(n, bytes), piece| {
+                (n + u64::from(piece.count()), bytes + piece.size() as u64)
+            }),
+            Batches::Bytes(_) => (0, 0),
         }
     }
 
@@ -371,7 +400,7 @@ mod tests {
     #[test]
     fn a_cut_batch_reads_as_the_messages_it_keeps() {
         // Entries of the example from its second message on.
-        let cut = Piece::cut(6, 1, 1_700_000_000_000, 0, &EXAMPLE[HEAD + 5..]);
+        let cut = Piece::cut((6, 1), 1_700_000_000_000, 0, &EXAMPLE[HEAD + 5..], 2);
         let (bytes, mut out) = (written(&[cut]), Vec::new());
         read(&bytes, 6, &mut out).unwrap();
         assert_eq!(out, vec![message(6, None, b"yo")]);
@@ -405,18 +434,18 @@ mod tests {
         assert_eq!(refused(&flipped, 5), "its checksum does not match");
         assert_eq!(refused(&EXAMPLE[..EXAMPLE.len() - 1], 5), "cut short in its body");
         assert_eq!(refused(&EXAMPLE[..3], 5), "cut short in its length");
-        assert_eq!(refused(&EXAMPLE, 4), "a base offset that does not follow the previous batch");
-        let flagged = Piece::cut(5, 2, 1_700_000_000_000, 2, &EXAMPLE[HEAD..]);
+        assert_eq!(refused(EXAMPLE, 4), "a base offset that does not follow the previous batch");
+        let flagged = Piece::cut((5, 2), 1_700_000_000_000, 2, &EXAMPLE[HEAD..], 0);
         assert_eq!(refused(&written(&[flagged]), 5), "a flag this version does not know");
         let mut longer = EXAMPLE[HEAD..].to_vec();
         longer.push(0);
-        let trailing = Piece::cut(5, 2, 1_700_000_000_000, 0, &longer);
+        let trailing = Piece::cut((5, 2), 1_700_000_000_000, 0, &longer, 0);
         assert_eq!(refused(&written(&[trailing]), 5), "bytes after its last entry");
-        let short = Piece::cut(5, 3, 1_700_000_000_000, 0, &EXAMPLE[HEAD..]);
+        let short = Piece::cut((5, 3), 1_700_000_000_000, 0, &EXAMPLE[HEAD..], 0);
         assert_eq!(refused(&written(&[short]), 5), "an entry cut short");
-        let empty = Piece::cut(5, 0, 1_700_000_000_000, 0, &[]);
+        let empty = Piece::cut((5, 0), 1_700_000_000_000, 0, &[], 0);
         assert_eq!(refused(&written(&[empty]), 5), "no message");
-        let bad_name = Piece::cut(5, 1, 0, HAS_HEADERS, &[0, 0, 3, 1, 0xff, 0]);
+        let bad_name = Piece::cut((5, 1), 0, HAS_HEADERS, &[0, 0, 3, 1, 0xff, 0], 0);
         assert_eq!(refused(&written(&[bad_name]), 5), "headers that do not read back");
         // A second batch must follow the first.
         let mut two = EXAMPLE.to_vec();

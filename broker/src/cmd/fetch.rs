@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use protocol::batch::Batches;
 use protocol::{Fetch, Response};
 
 use super::{deadline, refuse, Context, Outcome};
@@ -43,22 +44,42 @@ pub fn apply<'a>(broker: &'a mut Broker, fetch: Fetch<'a>, cx: &Context<'_>) -> 
             offset: fetch.offset,
             max_messages: fetch.max_messages,
             max_bytes: fetch.max_bytes,
+            batches: fetch.batches,
             deadline: until,
         });
     }
     let budget = Budget::of_fetch(fetch.max_messages, fetch.max_bytes);
-    Outcome::Reply(answer(&*broker.store, fetch.topic, fetch.partition, fetch.offset, budget))
+    let read = Read { topic: fetch.topic, partition: fetch.partition, offset: fetch.offset };
+    Outcome::Reply(answer(&*broker.store, read, budget, fetch.batches))
 }
 
-/// The reply to a fetch of partition `partition` of `topic` from `offset`, now: the messages
-/// there are, possibly none, as many as `budget` takes.
-pub fn answer<'a>(
-    store: &'a Store,
-    topic: &'a str,
-    partition: u32,
-    offset: u64,
-    budget: Budget,
-) -> Response<'a> {
+/// Where a fetch reads: a partition of a topic, from an offset.
+#[derive(Debug, Clone, Copy)]
+pub struct Read<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: u32,
+    /// The first offset wanted.
+    pub offset: u64,
+}
+
+/// The reply to a fetch of `read`, now: the messages there are, possibly none, as many as
+/// `budget` takes; as the record batches that hold them when `batches`.
+pub fn answer<'a>(store: &'a Store, read: Read<'a>, budget: Budget, batches: bool) -> Response<'a> {
+    let Read { topic, partition, offset } = read;
+    if batches {
+        let mut pieces = Vec::new();
+        return match store.read_batches(topic, partition, offset, budget, &mut pieces) {
+            Ok(end_offset) => {
+                let next_offset =
+                    pieces.last().map_or(offset, |p| p.base_offset() + u64::from(p.count()));
+                let batches = Batches::Pieces(pieces);
+                Response::Batches { topic, partition, batches, next_offset, end_offset }
+            }
+            Err(error) => error.into(),
+        };
+    }
     let mut messages = Vec::new();
     match store.read(topic, partition, offset, budget, &mut messages) {
         Ok(end_offset) => {
@@ -73,14 +94,13 @@ pub fn answer<'a>(
 /// `now`: `None` while they are still coming and its time lasts (it is held again).
 pub fn answer_held<'a>(
     store: &'a Store,
-    topic: &'a str,
-    partition: u32,
-    offset: u64,
-    budget: Budget,
+    read: Read<'a>,
+    (budget, batches): (Budget, bool),
     (now, deadline): (Instant, Instant),
 ) -> Option<Response<'a>> {
+    let Read { topic, partition, offset } = read;
     if !store.loading(topic, partition, offset) {
-        return Some(answer(store, topic, partition, offset, budget));
+        return Some(answer(store, read, budget, batches));
     }
     (now >= deadline).then(|| {
         let reason = format!("the messages from offset {offset} were not read back in time");

@@ -188,6 +188,7 @@ fn a_held_fetch_is_answered_empty_when_its_wait_ends_and_no_later_than_the_longe
             offset,
             max_messages,
             max_bytes,
+            batches: false,
             deadline,
         };
         waiting.push_fetch(fetch);
@@ -197,7 +198,8 @@ fn a_held_fetch_is_answered_empty_when_its_wait_ends_and_no_later_than_the_longe
     assert_eq!(ended.iter().map(|f| f.envelope).collect::<Vec<_>>(), [1]);
     let ended = &ended[0];
     let budget = Budget::of_fetch(ended.max_messages, ended.max_bytes);
-    let answer = fetch::answer(&*broker.store, &ended.topic, 0, ended.offset, budget);
+    let read = fetch::Read { topic: &ended.topic, partition: 0, offset: ended.offset };
+    let answer = fetch::answer(&*broker.store, read, budget, false);
     let Response::Messages { messages, next_offset: 3, end_offset: 3, .. } = answer else {
         panic!("expected no messages at offset 3, got {answer:?}");
     };

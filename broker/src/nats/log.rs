@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use protocol::batch::Piece;
 use protocol::{Message, NewMessage, Retention, Sequenced, TopicInfo};
 use tokio::sync::mpsc as tmpsc;
 
@@ -26,7 +27,7 @@ use crate::store::{
     Budget, Cache, CommitFailure, Files, InMemory, IoFailure, Log, Partition, Renumbered, Result,
     Settled, Storage, StoreConfig, StoreError, Ticket, Totals,
 };
-use crate::store::{disk, flush, recovery};
+use crate::store::{disk, flush, recovery, Reading};
 
 use super::cold::{Loaded, Reads};
 use super::record::{self, Decoded};
@@ -589,7 +590,7 @@ fn mark_clean(copies: &Path) -> io::Result<()> {
 /// The payload its stream holds for `copy`'s last message; `None` for an empty copy.
 fn last_of(copy: &Copy) -> Option<bytes::Bytes> {
     let last = copy.next_offset().checked_sub(1).filter(|&last| last >= copy.first_offset())?;
-    let mut out = Vec::new();
+    let mut out: Vec<Message<'_>> = Vec::new();
     copy.read(last, &mut Budget::new(1, usize::MAX), &mut out).ok()?;
     let message = out.first()?;
     Some(record::encode(message.timestamp, message.key, message.value).into())
@@ -811,28 +812,18 @@ impl Log for NatsLog {
         budget: Budget,
         out: &mut Vec<Message<'a>>,
     ) -> Result<u64> {
-        check_name(topic)?;
-        let copy = self.copy(topic, partition)?;
-        let end = self.loaded_until(topic, partition, copy);
-        if offset > copy.next_offset() && offset <= end {
-            // Held by the stream, not yet by the copy being read: nothing yet, as at the end.
-            return Ok(offset);
-        }
-        let key = (topic.to_owned(), partition);
-        let first = self.first_of(&key, copy);
-        crate::store::check_range(topic, offset, first, end)?;
-        if offset >= copy.first_offset() {
-            return copy.read_checked(topic, offset, budget, out);
-        }
-        // Older than the copy: what was read back, or nothing yet (a read back is asked for).
-        if let Some(reason) = self.reads.take_failure(&key) {
-            return Err(StoreError::Unavailable(reason));
-        }
-        let mut budget = budget;
-        if !self.reads.read(&key, offset, copy.first_offset(), &mut budget, out) {
-            self.reads.loading(&key, offset, copy.first_offset());
-        }
-        Ok(end)
+        self.read_into(topic, partition, offset, budget, out)
+    }
+
+    fn read_batches<'a>(
+        &'a self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        budget: Budget,
+        out: &mut Vec<Piece<'a>>,
+    ) -> Result<u64> {
+        self.read_into(topic, partition, offset, budget, out)
     }
 
     fn loading(&self, topic: &str, partition: u32, offset: u64) -> bool {
@@ -1028,6 +1019,42 @@ impl NatsLog {
         self.mirror
             .get(&(topic.to_owned(), partition))
             .ok_or_else(|| unknown_partition(topic, partition, count))
+    }
+
+    /// [`Log::read`] and [`Log::read_batches`]: from the copy, or from what was read back of
+    /// the stream before it.
+    fn read_into<'a, R: Reading<'a>>(
+        &'a self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        budget: Budget,
+        out: &mut R,
+    ) -> Result<u64> {
+        check_name(topic)?;
+        let copy = self.copy(topic, partition)?;
+        let end = self.loaded_until(topic, partition, copy);
+        if offset > copy.next_offset() && offset <= end {
+            // Held by the stream, not yet by the copy being read: nothing yet, as at the end.
+            return Ok(offset);
+        }
+        let key = (topic.to_owned(), partition);
+        let first = self.first_of(&key, copy);
+        crate::store::check_range(topic, offset, first, end)?;
+        if offset >= copy.first_offset() {
+            return copy.read_checked(topic, offset, budget, out);
+        }
+        // Older than the copy: what was read back, or nothing yet (a read back is asked for).
+        if let Some(reason) = self.reads.take_failure(&key) {
+            return Err(StoreError::Unavailable(reason));
+        }
+        let mut budget = budget;
+        let mut messages = Vec::new();
+        if !self.reads.read(&key, offset, copy.first_offset(), &mut budget, &mut messages) {
+            self.reads.loading(&key, offset, copy.first_offset());
+        }
+        out.take_messages(messages);
+        Ok(end)
     }
 }
 

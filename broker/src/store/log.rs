@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 use std::time::Instant;
 
+use protocol::batch::Piece;
 use protocol::{Message, NewMessage, Retention, Sequenced, TopicInfo};
 
 use super::{
@@ -120,6 +121,21 @@ pub trait Log: std::fmt::Debug + Send {
         offset: u64,
         budget: Budget,
         out: &mut Vec<Message<'a>>,
+    ) -> Result<u64>;
+
+    /// Reads as [`Log::read`] does, the same messages, as the record batches that hold them
+    /// (a `batches` reply, PROTOCOL.md "Record batches"): batches kept whole are copied as
+    /// they are, without work per message.
+    ///
+    /// # Errors
+    /// As [`Log::read`].
+    fn read_batches<'a>(
+        &'a self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        budget: Budget,
+        out: &mut Vec<Piece<'a>>,
     ) -> Result<u64>;
 
     /// Whether a read of partition `partition` of `topic` at `offset` finds nothing until the
@@ -279,6 +295,16 @@ impl<L: Log + ?Sized> Log for Box<L> {
     ) -> Result<u64> {
         (**self).read(topic, partition, offset, budget, out)
     }
+    fn read_batches<'a>(
+        &'a self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        budget: Budget,
+        out: &mut Vec<Piece<'a>>,
+    ) -> Result<u64> {
+        (**self).read_batches(topic, partition, offset, budget, out)
+    }
     fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
         (**self).offsets(topic, partition)
     }
@@ -363,6 +389,16 @@ macro_rules! delegate_log {
                 offset: u64,
                 budget: $crate::store::Budget,
                 out: &mut Vec<protocol::Message<'a>>,
+            ) -> $crate::store::Result<u64> {
+                self.0.read(topic, partition, offset, budget, out)
+            }
+            fn read_batches<'a>(
+                &'a self,
+                topic: &str,
+                partition: u32,
+                offset: u64,
+                budget: $crate::store::Budget,
+                out: &mut Vec<protocol::batch::Piece<'a>>,
             ) -> $crate::store::Result<u64> {
                 self.0.read(topic, partition, offset, budget, out)
             }

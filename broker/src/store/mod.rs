@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::nats::NatsConfig;
 use crate::quiet::Shown;
-use protocol::{validate_topic_name, InvalidTopicName, Message, NewMessage, Retention, TopicInfo};
+use protocol::{validate_topic_name, InvalidTopicName, NewMessage, Retention, TopicInfo};
 use thiserror::Error;
 
 pub use budget::Budget;
@@ -47,7 +47,7 @@ pub use damaged::{DamageReport, DamagedFile, SetAside};
 pub use file::FileLog;
 pub use log::{Log, Store};
 pub use memory::{default_max_memory, MemoryLog};
-pub use partition::Partition;
+pub use partition::{Partition, Reading};
 pub use storage::{DataDir, Files, InMemory, Medium, Storage};
 pub use topic::{info_of, unknown_partition, Topic};
 
@@ -774,13 +774,13 @@ impl<M: Medium> Topics<M> {
     /// # Errors
     /// An invalid name, an unknown topic or partition, or an offset below the first held or
     /// past the next.
-    pub fn read<'a>(
+    pub fn read<'a, R: Reading<'a>>(
         &'a self,
         topic: &str,
         partition: u32,
         offset: u64,
         budget: Budget,
-        out: &mut Vec<Message<'a>>,
+        out: &mut R,
     ) -> Result<u64> {
         check_name(topic)?;
         self.topic(topic)?.partition(topic, partition)?.read_checked(topic, offset, budget, out)

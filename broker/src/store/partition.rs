@@ -5,12 +5,75 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use protocol::batch::Piece;
 use protocol::{Message, NewMessage, Retention};
 
 use super::disk;
 use super::segment::Segment;
 use super::storage::{Files, InMemory, Storage};
 use super::{flush, spare, Budget};
+
+/// What a read of a partition fills: its messages one by one, or the record batches that
+/// hold them (a `batches` reply, see [`Segment::read_batches`]).
+pub trait Reading<'a> {
+    /// How many items it holds.
+    fn held(&self) -> usize;
+    /// Makes room for about `messages` more messages.
+    fn reserve_for(&mut self, messages: usize);
+    /// Reads `segment` from `range.0` up to `range.1` for as long as `budget` takes the
+    /// messages, as [`Segment::read`] does.
+    ///
+    /// # Errors
+    /// As [`Segment::read`].
+    fn read(
+        &mut self,
+        segment: &'a Segment,
+        range: (u64, u64),
+        budget: &mut Budget,
+    ) -> Result<bool, u64>;
+    /// Takes `messages`, read from elsewhere than a segment.
+    fn take_messages(&mut self, messages: Vec<Message<'a>>);
+}
+
+impl<'a> Reading<'a> for Vec<Message<'a>> {
+    fn held(&self) -> usize {
+        self.len()
+    }
+    fn reserve_for(&mut self, messages: usize) {
+        self.reserve(messages);
+    }
+    fn read(
+        &mut self,
+        segment: &'a Segment,
+        (from, end): (u64, u64),
+        budget: &mut Budget,
+    ) -> Result<bool, u64> {
+        segment.read(from, end, self, |message| budget.take(message))
+    }
+    fn take_messages(&mut self, mut messages: Vec<Message<'a>>) {
+        self.append(&mut messages);
+    }
+}
+
+impl<'a> Reading<'a> for Vec<Piece<'a>> {
+    fn held(&self) -> usize {
+        self.len()
+    }
+    fn reserve_for(&mut self, _: usize) {
+        // A few batches, whatever the count of messages.
+    }
+    fn read(
+        &mut self,
+        segment: &'a Segment,
+        (from, end): (u64, u64),
+        budget: &mut Budget,
+    ) -> Result<bool, u64> {
+        segment.read_batches(from, end, budget, self)
+    }
+    fn take_messages(&mut self, messages: Vec<Message<'a>>) {
+        self.extend(protocol::batch::pieces_of(&messages));
+    }
+}
 
 /// One partition's log, its records kept beyond memory as `S` says.
 #[derive(Debug)]
@@ -247,17 +310,17 @@ impl<S: Storage> Partition<S> {
     ///
     /// # Errors
     /// An offset below the first held or past the next; a damaged sealed segment.
-    pub fn read_checked<'a>(
+    pub fn read_checked<'a, R: Reading<'a>>(
         &'a self,
         name: &str,
         offset: u64,
         mut budget: Budget,
-        out: &mut Vec<Message<'a>>,
+        out: &mut R,
     ) -> super::Result<u64> {
         let (first, next) = (self.first_offset(), self.next_offset());
         super::check_range(name, offset, first, next)?;
         // Room for what is there, up to the limit, at once rather than by doubling.
-        out.reserve(budget.messages_left().min((next - offset) as usize));
+        out.reserve_for(budget.messages_left().min((next - offset) as usize));
         self.read(offset, &mut budget, out).map_err(super::io_error)?;
         Ok(next)
     }
@@ -269,11 +332,11 @@ impl<S: Storage> Partition<S> {
     /// The first message to read is in a sealed segment file damaged since it was sealed: the
     /// error names the file and the offset. Damage after the first message ends the read
     /// before it instead, so that the next read reports it.
-    pub fn read<'a>(
+    pub fn read<'a, R: Reading<'a>>(
         &'a self,
         offset: u64,
         budget: &mut Budget,
-        out: &mut Vec<Message<'a>>,
+        out: &mut R,
     ) -> io::Result<()> {
         // Segments are sorted by base offset: find the one holding `offset`.
         let start = self.segments.partition_point(|s| s.next_offset() <= offset);
@@ -282,14 +345,14 @@ impl<S: Storage> Partition<S> {
         if let Some(behind) = start.checked_sub(1).and_then(|i| self.segments.get(i)) {
             behind.release_pages();
         }
-        let before = out.len();
+        let before = out.held();
         for segment in self.segments.range(start..) {
             segment.touch();
             let from = offset.max(segment.base_offset());
-            match segment.read(from, self.committed, out, |message| budget.take(message)) {
+            match out.read(segment, (from, self.committed), budget) {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
-                Err(_) if out.len() > before => return Ok(()),
+                Err(_) if out.held() > before => return Ok(()),
                 Err(bad) => {
                     let file = self.dir().map_or_else(PathBuf::new, |dir| {
                         dir.join(disk::segment_file_name(segment.base_offset()))
@@ -503,7 +566,7 @@ mod tests {
         max_messages: usize,
         max_bytes: usize,
     ) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<protocol::Message> = Vec::new();
         topic.read(offset, &mut Budget::new(max_messages, max_bytes), &mut out).unwrap();
         out.iter().map(|m| format!("{}={}", m.offset, String::from_utf8_lossy(m.value))).collect()
     }
@@ -557,7 +620,7 @@ mod tests {
             append_committed(&mut topic, &value);
         }
         assert!(topic.segments.len() >= 3);
-        let mut out = Vec::new();
+        let mut out: Vec<protocol::Message> = Vec::new();
         topic.read(1, &mut Budget::new(100, usize::MAX), &mut out).unwrap();
         assert_eq!(out.iter().map(|m| m.offset).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
     }

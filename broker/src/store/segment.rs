@@ -48,10 +48,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use memmap2::{Mmap, UncheckedAdvice};
+use protocol::batch::{self, Piece, HEAD};
 use protocol::{Header as MessageHeader, Message, NewMessage};
 
 use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, SEGMENT};
 use super::index::{self, Entry, Index};
+use super::Budget;
 use crate::files;
 
 /// Bytes before a batch's (or a record's) body: its length and its checksum.
@@ -831,6 +833,55 @@ impl Segment {
         }
         Ok(true)
     }
+    /// Pushes onto `out` the batches holding the messages from `from` up to `end` (both within
+    /// this segment) for as long as `budget` takes them: the messages [`Segment::read`] would
+    /// give, as the batches that hold them. A batch taken whole is copied as it is kept; one
+    /// the range or the budget cuts goes with only the messages taken, its entries copied as
+    /// they are under a head of its own. Only each message's lengths are read, for the
+    /// budget. Records and batches of older formats are made into batches anew. Returns
+    /// `Ok(false)` when the budget refused a message.
+    ///
+    /// # Errors
+    /// As [`Segment::read`]: the offset of a message that does not read back; the batches
+    /// before it are in `out`.
+    pub fn read_batches<'a>(
+        &'a self,
+        from: u64,
+        end: u64,
+        budget: &mut Budget,
+        out: &mut Vec<Piece<'a>>,
+    ) -> Result<bool, u64> {
+        let end = end.min(self.next_offset());
+        if from >= end {
+            return Ok(true);
+        }
+        let segment = self.opened().ok_or(from)?;
+        if segment.version < 3 {
+            let mut messages = Vec::new();
+            let read = segment.read(from, end, &mut messages, |message| budget.take(message));
+            out.extend(batch::pieces_of(&messages));
+            return read;
+        }
+        let (mut at, mut first) = segment.position(from).ok_or(from)?;
+        let mut offset = from;
+        while offset < end {
+            let batch = segment.batch(at).filter(|b| b.base == first).ok_or(offset)?;
+            let mut taking = Taking::from(&batch, offset, end);
+            let read = taking.read(budget);
+            out.extend(taking.piece(&segment.data.bytes()[at..]));
+            match read {
+                Ok(Stop::Budget) => return Ok(false),
+                Ok(Stop::End) => return Ok(true),
+                Ok(Stop::Batch) => {}
+                Err(bad) => return Err(bad),
+            }
+            first += batch.count;
+            offset = first;
+            at = batch.next;
+        }
+        Ok(true)
+    }
+
     /// Notes that a read is about to touch the segment's pages (opening a segment start-up
     /// left closed).
     pub fn touch(&self) {
@@ -941,6 +992,93 @@ struct Batch<'a> {
     body: &'a [u8],
     /// Where the next batch starts.
     next: usize,
+}
+
+/// The messages a read takes from one batch (of format 3), found by their lengths.
+struct Taking<'b, 'a> {
+    /// The batch.
+    batch: &'b Batch<'a>,
+    /// Its entries, read up to where the read stopped.
+    entries: Entries<'a>,
+    /// The first offset wanted, and the offset the read ends before.
+    range: (u64, u64),
+    /// What it took so far, if anything.
+    taken: Option<Taken>,
+}
+
+/// The messages taken from a batch.
+#[derive(Clone, Copy)]
+struct Taken {
+    /// The offset of the first, and where its entry starts in the body.
+    first: (u64, usize),
+    /// The offset after the last, and where the entry after it starts.
+    next: (u64, usize),
+    /// The bytes they count against a budget.
+    size: usize,
+}
+
+/// Why a read stopped in a batch.
+enum Stop {
+    /// It took what it wanted from this batch and goes on with the next.
+    Batch,
+    /// It reached the offset it ends before.
+    End,
+    /// The budget refused a message.
+    Budget,
+}
+
+impl<'b, 'a> Taking<'b, 'a> {
+    /// A read of `batch` wanting the messages from `from` up to `end`.
+    fn from(batch: &'b Batch<'a>, from: u64, end: u64) -> Taking<'b, 'a> {
+        let entries = Entries::of(batch.body, 3).unwrap_or(Entries {
+            body: batch.body,
+            at: batch.body.len(),
+            headers: false,
+        });
+        Taking { batch, entries, range: (from, end), taken: None }
+    }
+
+    /// Takes the batch's messages in the range for as long as `budget` takes them.
+    fn read(&mut self, budget: &mut Budget) -> Result<Stop, u64> {
+        let Batch { base, count, timestamp, body, .. } = *self.batch;
+        if !matches!(body.get(BATCH_HEADER_2), Some(&(0 | HAS_HEADERS))) {
+            return Err(self.range.0.max(base));
+        }
+        let (from, end) = self.range;
+        for offset in base..base + count {
+            let at = self.entries.at;
+            let (key, value, headers) = self.entries.next().ok_or(offset.max(from))?;
+            if offset < from {
+                continue;
+            }
+            if offset >= end {
+                return Ok(Stop::End);
+            }
+            let headers = read_headers(headers).ok_or(offset)?;
+            let message = Message { offset, timestamp, key, value, headers };
+            if !budget.take(&message) {
+                return Ok(Stop::Budget);
+            }
+            let (first, size) = self.taken.map_or(((offset, at), 0), |t| (t.first, t.size));
+            let next = (offset + 1, self.entries.at);
+            self.taken = Some(Taken { first, next, size: size + message.size() });
+        }
+        Ok(if base + count >= end { Stop::End } else { Stop::Batch })
+    }
+
+    /// The piece of what was taken, from `bytes`, the segment's bytes from the batch on: the
+    /// batch as kept when all of it was, else the messages taken under a head of their own.
+    fn piece(&self, bytes: &'a [u8]) -> Option<Piece<'a>> {
+        let Taken { first: (first, from), next: (next, to), size } = self.taken?;
+        let Batch { base, count, timestamp, body, .. } = *self.batch;
+        if first == base && next == base + count {
+            let head = bytes.get(..HEAD)?.try_into().ok()?;
+            return Some(Piece::whole(head, body.get(BATCH_HEADER..)?, size));
+        }
+        let flags = body[BATCH_HEADER_2];
+        let count = u32::try_from(next - first).ok()?;
+        Some(Piece::cut((first, count), timestamp, flags, body.get(from..to)?, size))
+    }
 }
 
 /// The entries of a batch's body, read one by one: each message's key, value and headers.

@@ -32,9 +32,27 @@ fn append(store: &mut Store, topic: &str, values: &[&str]) -> Result<(u64, u64)>
 }
 
 fn read_all(store: &Store, topic: &str, offset: u64) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    store.read(topic, 0, offset, Budget::new(10_000, usize::MAX), &mut out).unwrap();
-    out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
+    read_partition(store, topic, 0, offset)
+}
+
+/// Reads as [`Log::read`] and as [`Log::read_batches`], and checks that the batches, written
+/// and read back as a client does, hold the same messages: the messages.
+fn read_both<'a>(
+    store: &'a Store,
+    (topic, partition, offset): (&str, u32, u64),
+    budget: Budget,
+) -> Vec<protocol::Message<'a>> {
+    let mut messages: Vec<protocol::Message> = Vec::new();
+    let end = store.read(topic, partition, offset, budget, &mut messages).unwrap();
+    let mut pieces = Vec::new();
+    let end_batches = store.read_batches(topic, partition, offset, budget, &mut pieces).unwrap();
+    assert_eq!(end, end_batches);
+    let mut bytes = Vec::new();
+    protocol::batch::Batches::Pieces(pieces).write(&mut bytes);
+    let mut from_batches = Vec::new();
+    protocol::batch::read(&bytes, offset, &mut from_batches).unwrap();
+    assert_eq!(from_batches, messages, "batches from {offset} with {budget:?}");
+    messages
 }
 
 /// Runs each test against a store in memory ([`MemoryLog`]), a store in a fresh directory
@@ -110,6 +128,7 @@ both_stores!(
     retention_applies_to_each_partition_on_its_own,
     a_deleted_topic_made_again_has_only_its_new_partitions,
     headers_are_kept_in_order_and_count_in_a_messages_size,
+    batches_hold_what_a_read_of_messages_gives_wherever_it_starts_and_stops,
 );
 
 fn headers_are_kept_in_order_and_count_in_a_messages_size(store: &mut Store) {
@@ -125,7 +144,7 @@ fn headers_are_kept_in_order_and_count_in_a_messages_size(store: &mut Store) {
     store.append("t", 0, &messages, NOW).unwrap();
     store.append("t", 0, &[message(b"plain")], NOW).unwrap();
     assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
-    let mut out = Vec::new();
+    let mut out: Vec<protocol::Message> = Vec::new();
     store.read("t", 0, 0, Budget::new(10, usize::MAX), &mut out).unwrap();
     let got: Vec<_> = out.iter().map(|m| (m.key, m.value, m.headers.clone())).collect();
     assert_eq!(
@@ -169,9 +188,46 @@ fn append_to(
 
 /// Every message of partition `partition` of `topic` from `offset` on, with its offset.
 fn read_partition(store: &Store, topic: &str, partition: u32, offset: u64) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    store.read(topic, partition, offset, Budget::new(10_000, usize::MAX), &mut out).unwrap();
+    let out = read_both(store, (topic, partition, offset), Budget::new(10_000, usize::MAX));
     out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect()
+}
+
+fn batches_hold_what_a_read_of_messages_gives_wherever_it_starts_and_stops(store: &mut Store) {
+    let headers = vec![
+        protocol::Header { key: "h", value: None },
+        protocol::Header { key: "", value: Some(b"") },
+    ];
+    let values: Vec<String> = (0..12).map(|i| format!("value {i}")).collect();
+    for (i, run) in values.chunks(4).enumerate() {
+        let messages: Vec<NewMessage<'_>> = run
+            .iter()
+            .enumerate()
+            .map(|(j, v)| NewMessage {
+                key: (j % 2 == 0).then_some(&b"k"[..]),
+                value: v.as_bytes(),
+                headers: if i == 1 { headers.clone() } else { Vec::new() },
+            })
+            .collect();
+        store.append("t", 0, &messages, NOW + i as u64).unwrap();
+        assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
+    }
+    // Every start, and budgets that stop inside a batch, at its end, and past it; a value is 7
+    // or 8 bytes, a key 1, a header 1.
+    for offset in 0..=12 {
+        for max_messages in [1, 2, 3, 4, 5, 9, 100] {
+            for max_bytes in [0, 8, 17, 30, 1000] {
+                let budget = Budget::new(max_messages, max_bytes);
+                let read = read_both(store, ("t", 0, offset), budget);
+                assert!(read.len() <= max_messages);
+            }
+        }
+    }
+    // A read of whole batches copies each as it is kept: one piece a batch, its checksum the
+    // stored one.
+    let mut pieces = Vec::new();
+    store.read_batches("t", 0, 4, Budget::new(100, usize::MAX), &mut pieces).unwrap();
+    let counts: Vec<_> = pieces.iter().map(|p| (p.base_offset(), p.count())).collect();
+    assert_eq!(counts, [(4, 4), (8, 4)]);
 }
 
 fn partitions_are_logs_of_their_own(store: &mut Store) {
@@ -301,7 +357,7 @@ fn append_creates_the_topic_and_read_returns_it(store: &mut Store) {
     assert_eq!(append(store, "t", &["a", "b"]), Ok((0, 1)));
     assert_eq!(append(store, "t", &["c"]), Ok((2, 2)));
     assert_eq!(read_all(store, "t", 1), [(1, "b".into()), (2, "c".into())]);
-    let mut out = Vec::new();
+    let mut out: Vec<protocol::Message> = Vec::new();
     store.read("t", 0, 0, Budget::new(1, 100), &mut out).unwrap();
     assert_eq!(out[0].timestamp, NOW);
     assert_eq!(store.totals().messages, 3);
@@ -432,7 +488,7 @@ fn a_reopened_store_has_every_committed_message() {
 
     let store = reopen(&dir);
     assert_eq!(store.list(), before);
-    let mut out = Vec::new();
+    let mut out: Vec<protocol::Message> = Vec::new();
     store.read("Hello world", 0, 50, Budget::new(10, 1000), &mut out).unwrap();
     assert_eq!(
         (out[0].key, out[0].value, out[0].timestamp),
@@ -458,7 +514,7 @@ fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
         assert!(store.commit_and_wait(Instant::now(), NOW).is_empty());
     }
     assert!(resident(&store) <= 256, "{} bytes in memory", resident(&store));
-    let mut out = Vec::new();
+    let mut out: Vec<protocol::Message> = Vec::new();
     store.read("t", 0, 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
     let written: Vec<(u64, String)> =
         out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect();
@@ -471,7 +527,7 @@ fn on_disk_only_the_newest_segment_stays_in_memory_before_and_after_a_reopen() {
     let mut topics = Topics::open(config(Some(dir.path()))).unwrap();
     // The newest segment's buffer, at most a segment's size (256 bytes here).
     assert!(resident(&topics) <= 256, "{} bytes in memory", resident(&topics));
-    let mut out = Vec::new();
+    let mut out: Vec<protocol::Message> = Vec::new();
     topics.read("t", 0, 0, Budget::new(10_000, usize::MAX), &mut out).unwrap();
     let read: Vec<(u64, String)> =
         out.iter().map(|m| (m.offset, String::from_utf8_lossy(m.value).into_owned())).collect();
@@ -796,7 +852,7 @@ fn a_directory_of_format_2_before_headers_opens_and_appends_in_format_3() {
     let newest = fs::read(after.last().unwrap()).unwrap();
     assert_eq!(newest[..8], format::header(format::SEGMENT));
     let store = reopen(&dir);
-    let mut out = Vec::new();
+    let mut out: Vec<protocol::Message> = Vec::new();
     store.read("t", 0, 40, Budget::new(10, usize::MAX), &mut out).unwrap();
     assert_eq!((out[0].value, &out[0].headers), (&b"new"[..], &headers));
     assert_eq!(read_all(&store, "t", 0)[..40], expected[..]);
@@ -865,7 +921,7 @@ fn a_stray_file_refuses_the_open_and_a_missing_segment_the_reads_of_its_offsets(
     let mut out = Vec::new();
     let error = store.read("t", 0, missing, Budget::new(100, usize::MAX), &mut out).unwrap_err();
     assert!(error.to_string().contains(files[0].to_str().unwrap()), "{error}");
-    let mut out = Vec::new();
+    let mut out: Vec<protocol::Message> = Vec::new();
     store.read("t", 0, 0, Budget::new(100, usize::MAX), &mut out).unwrap();
     assert_eq!(out.last().map(|m| m.offset), Some(missing - 1));
     let later: u64 = files[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
@@ -1014,7 +1070,7 @@ fn a_failed_flush_drops_every_unsettled_append_of_its_topics_and_nothing_else() 
         settled.iter().map(|s| s.failures.iter().map(|f| f.topic.as_str()).collect()).collect();
     assert_eq!(failed, [vec!["t", "other"], vec!["t"]], "the second append followed the first");
     assert!(settled.iter().all(|s| s.readable.is_empty()));
-    let mut out = Vec::new();
+    let mut out: Vec<protocol::Message> = Vec::new();
     topics.read("t", 0, 0, Budget::new(10, 1000), &mut out).unwrap();
     assert_eq!(out.iter().map(|m| m.value).collect::<Vec<_>>(), [b"kept"]);
     assert_eq!(topics.offsets("other", 0), Ok((0, 0)));

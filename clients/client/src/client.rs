@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use protocol::batch::{self, Batches};
 use protocol::{
     decode_response, encode_request_with_origin, Append, BrokerStatus, ErrorCode, Fetch,
     GroupFetch, GroupInfo, GroupStart, Message, NewMessage, Placement, Request, ResetTo, Response,
@@ -521,18 +522,31 @@ impl Client {
     }
 
     /// Fetches as `fetch` says and hands the batch to `read`, borrowed from the reply frame.
+    /// The messages come as record batches, which the broker copies as it keeps them
+    /// (PROTOCOL.md, "Record batches"), whatever `fetch.batches` says; from a broker older
+    /// than them, one record each, as before.
     ///
     /// # Errors
     /// As [`Client::call`]; `unknown_topic` and `offset_out_of_range` (with its range) among
-    /// the broker's refusals.
+    /// the broker's refusals; [`ClientError::Batches`] for record batches that do not read
+    /// back.
     pub fn fetch<T>(
         &mut self,
         fetch: Fetch<'_>,
         read: impl FnOnce(Batch<'_>) -> Result<T>,
     ) -> Result<T> {
-        let request = Request::Fetch(fetch);
+        let offset = fetch.offset;
+        let request = Request::Fetch(Fetch { batches: true, ..fetch });
         self.call(&request, |response| match response {
             Response::Messages { partition, messages, next_offset, end_offset, .. } => {
+                read(Batch { partition, messages, next_offset, end_offset })
+            }
+            Response::Batches { partition, batches, next_offset, end_offset, .. } => {
+                let mut messages = Vec::new();
+                // A decoded reply holds its batches' bytes, never pieces to write.
+                if let Batches::Bytes(bytes) = batches {
+                    batch::read(bytes, offset, &mut messages).map_err(ClientError::Batches)?;
+                }
                 read(Batch { partition, messages, next_offset, end_offset })
             }
             other => Err(unexpected(&request, &other)),

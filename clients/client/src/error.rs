@@ -84,6 +84,10 @@ pub enum ClientError {
     /// The reply frame could not be decoded.
     #[error("the broker sent a reply this client cannot read")]
     Decode(#[source] DecodeError),
+    /// A `batches` reply whose record batches do not read back (PROTOCOL.md, "Record
+    /// batches"): none of its messages is taken.
+    #[error("the broker sent record batches this client cannot read")]
+    Batches(#[source] protocol::batch::BatchError),
     /// The reply decoded but is not one the request can get.
     #[error("the broker answered `{request}` with `{reply}`")]
     UnexpectedReply {
