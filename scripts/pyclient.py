@@ -248,10 +248,10 @@ VARINT_MAX_BYTES = 10
 
 
 class _Body:
-    """A reader of one batch's body that refuses to go past its end."""
+    """A reader of one batch's body, or of an entry's headers, that refuses to go past its end."""
 
-    def __init__(self, data: bytes, start: int, end: int, where: str):
-        self.data, self.pos, self.end, self.where = data, start, end, where
+    def __init__(self, data: bytes, start: int, end: int, where: str, of: str = "the body"):
+        self.data, self.pos, self.end, self.where, self.of = data, start, end, where, of
 
     def damaged(self, what: str) -> DamagedBatches:
         return DamagedBatches(f"the broker's `batches` reply is damaged: {self.where}: {what}")
@@ -260,7 +260,7 @@ class _Body:
         value = shift = 0
         for _ in range(VARINT_MAX_BYTES):
             if self.pos >= self.end:
-                raise self.damaged(f"{name} is cut short by the body's end")
+                raise self.damaged(f"{name} is cut short by the end of {self.of}")
             byte = self.data[self.pos]
             self.pos += 1
             value |= (byte & 0x7F) << shift
@@ -274,7 +274,7 @@ class _Body:
     def take(self, length: int, name: str) -> bytes:
         if length > self.end - self.pos:
             raise self.damaged(
-                f"{name} of {length} bytes runs past the body's end "
+                f"{name} of {length} bytes runs past the end of {self.of} "
                 f"({self.end - self.pos} bytes left)"
             )
         start = self.pos
@@ -286,8 +286,8 @@ def _headers(body: _Body, length: int) -> list:
     """The headers of the entry being read: exactly the next `length` bytes of the body."""
     end = body.pos + length
     if length > body.end - body.pos:
-        raise body.damaged(f"its headers of {length} bytes run past the body's end")
-    inner = _Body(body.data, body.pos, end, f"{body.where}, its headers")
+        raise body.damaged(f"its headers of {length} bytes run past the end of the body")
+    inner = _Body(body.data, body.pos, end, f"{body.where}, its headers", "its headers")
     headers = []
     while inner.pos < end:
         name_len = inner.varint("a header's name_len")

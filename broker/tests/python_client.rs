@@ -338,3 +338,211 @@ fn python_client_encrypts_with_curve_and_a_stranger_key_is_refused() {
     assert_eq!(refused.status.code(), Some(EXIT_AUTH_FAILED));
     broker.interrupt();
 }
+
+/// The protocol document, whose worked example of a `batches` reply the decoder must read.
+const PROTOCOL: &str = include_str!("../../protocol/PROTOCOL.md");
+
+/// The bytes of PROTOCOL.md's worked example "A `batches` reply", in hex, as its hex dump
+/// shows them: the test reads the document, so that it and the decoder cannot drift apart.
+fn documented_batches_hex() -> String {
+    let section = PROTOCOL
+        .split_once("### A `batches` reply")
+        .expect("PROTOCOL.md has the section \"A `batches` reply\"")
+        .1;
+    let dump = section.split("```").nth(1).expect("the section has a hex dump");
+    let hex: Vec<&str> = dump
+        .lines()
+        .filter_map(|line| line.split_once('|').map(|(bytes, _)| bytes))
+        .flat_map(|bytes| bytes.split_whitespace().skip(1))
+        .collect();
+    assert_eq!(hex.len(), 38, "the example is one batch of 38 bytes: {hex:?}");
+    hex.concat()
+}
+
+/// A writer of record batches as PROTOCOL.md lays them out, with a CRC-32C of its own (bit by
+/// bit, not pyclient's table), for the tests to build replies the decoder has not seen.
+const BATCH_WRITER: &str = r#"
+import sys
+import pyclient
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+def varint(n):
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+def seal(body):
+    return len(body).to_bytes(4, "little") + crc32c(body).to_bytes(4, "little") + body
+
+def batch(base, timestamp, entries, flags=None):
+    return seal(batch_body(base, timestamp, entries, flags))
+
+def batch_body(base, timestamp, entries, flags=None):
+    """entries: (key or None, value, headers or None), headers a list of (name, value or None),
+    a name str or, to damage it, bytes."""
+    if flags is None:
+        flags = 1 if any(headers is not None for _, _, headers in entries) else 0
+    body = (base.to_bytes(8, "little") + len(entries).to_bytes(4, "little")
+            + timestamp.to_bytes(8, "little") + bytes([flags]))
+    for key, value, headers in entries:
+        names = [name if isinstance(name, bytes) else name.encode() for name, _ in headers or []]
+        encoded = b"".join(
+            varint(len(name)) + name + varint(0 if data is None else len(data) + 1) + (data or b"")
+            for name, (_, data) in zip(names, headers or []))
+        body += varint(0 if key is None else len(key) + 1) + varint(len(value))
+        if flags & 1:
+            body += varint(len(encoded))
+        body += (key or b"") + value + (encoded if flags & 1 else b"")
+    return body
+
+def show(messages):
+    for m in messages:
+        print(m["offset"], m["timestamp"], repr(m.get("key", "no key")), repr(m["value"]),
+              m.get("headers", "no headers"), sorted(m))
+
+example = bytes.fromhex(sys.argv[1])
+"#;
+
+/// Runs [`BATCH_WRITER`] then `script` in one `python3`, with the documented example's bytes
+/// as `example`.
+fn python_with_batches(script: &str) -> Run {
+    let program = format!("{BATCH_WRITER}\n{script}");
+    python(&["-c", &program, &documented_batches_hex()])
+}
+
+#[test]
+fn python_client_decodes_the_documented_batches_reply() {
+    require_python_packages();
+    let run = python_with_batches(
+        "print(hex(pyclient.crc32c(example[8:])), hex(crc32c(example[8:])))\n\
+         show(pyclient.decode_batches(example, 5))",
+    );
+    run.assert_success("decode the documented example");
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        [
+            // The checksum the document gives, by the table and bit by bit.
+            "0x818f06bc 0x818f06bc",
+            "5 1700000000000 b'k' b'hi' no headers ['key', 'offset', 'timestamp', 'value']",
+            "6 1700000000000 'no key' b'yo' no headers ['offset', 'timestamp', 'value']",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn python_client_refuses_damaged_batches_naming_the_fault() {
+    require_python_packages();
+    // Each case is a damaged reply and the offset fetched from; the body starts at byte 8,
+    // its flags are byte 0x1c, and the value `hi` is at 0x20.
+    let script = r#"
+def changed(data, at, byte):
+    return data[:at] + bytes([byte]) + data[at + 1:]
+
+body = example[8:]
+cases = [
+    ("resealed", seal(body), 5),
+    ("crc", changed(example, 0x20, example[0x20] ^ 0x01), 5),
+    ("short", example[:-1], 5),
+    ("prefix", example + b"\x1e\x00\x00", 5),
+    ("flag", seal(changed(body, 0x1c - 8, body[0x1c - 8] | 0x04)), 5),
+    ("gap-first", example, 4),
+    ("gap-next", example + batch(8, 1, [(None, b"z", None)]), 5),
+    ("trailing", seal(body + b"\x00"), 5),
+    ("count", seal((5).to_bytes(8, "little") + bytes(4) + bytes(8) + b"\x00"), 5),
+    ("varint", seal(body[:21] + b"\x80" * 10 + b"\x00" + body[21:]), 5),
+    ("overrun", seal(changed(body, 21 + 1, 9)), 5),
+    ("name", batch(5, 1, [(None, b"v", [(b"\xff\xfe", None)])]), 5),
+    ("headers", seal(batch_body(5, 1, [(None, b"v", [("n", b"12")]), (None, b"w", [])])
+                     .replace(b"\x01n\x03", b"\x01n\x04")), 5),
+]
+for name, data, offset in cases:
+    try:
+        result = pyclient.decode_batches(data, offset)
+        print(f"{name}\tdecoded {len(result)}")
+    except pyclient.ClientError as e:
+        print(f"{name}\t{type(e).__name__}\t{e}")
+# A whole batch missing at the end leaves every batch whole: only next_offset tells.
+reply = {"reply": "batches", "topic": "t", "partition": 0, "next_offset": 8, "end_offset": 9,
+         "batches": example}
+try:
+    print("tail\tdecoded", pyclient.messages_of_batches(reply, 5))
+except pyclient.ClientError as e:
+    print(f"tail\t{type(e).__name__}\t{e}")
+"#;
+    let run = python_with_batches(script);
+    run.assert_success("decode damaged replies");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let expected = [
+        ("resealed", "decoded 2"),
+        ("crc", "its checksum 0x818f06bc does not match its body's CRC-32C"),
+        ("short", "batch 0 (at byte 0): cut short: its body_len is 30 but 29 bytes follow"),
+        ("prefix", "batch 1 (at byte 38) is cut short: 3 bytes"),
+        ("flag", "unknown flags 0x04"),
+        ("gap-first", "a gap in the offsets: its base_offset is 5, where 4 comes next"),
+        ("gap-next", "batch 1 (at byte 38): a gap in the offsets: its base_offset is 8, where 7"),
+        ("trailing", "its 2 entries do not fill its body: 1 bytes are left over"),
+        ("count", "its count is 0"),
+        ("varint", "offset 5: key_len is a varint longer than 10 bytes"),
+        ("overrun", "offset 5: the value of 9 bytes runs past the end of the body"),
+        ("name", "its headers: a header's name is not UTF-8"),
+        ("headers", "offset 5, its headers: the value of header 'n' of 3 bytes runs past the end of its headers"),
+        ("tail", "its next_offset is 8, but its messages end before 7"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    for (line, (case, needle)) in lines.iter().zip(expected) {
+        let (name, outcome) = line.split_once('\t').expect("a tab after the case");
+        assert_eq!(name, case, "stdout:\n{}", run.stdout);
+        assert!(outcome.contains(needle), "{case}: expected {needle:?}, got {outcome:?}");
+        if case != "resealed" {
+            assert!(
+                outcome.starts_with("DamagedBatches\tthe broker's `batches` reply is damaged: "),
+                "{case}: {outcome}"
+            );
+        }
+    }
+}
+
+#[test]
+fn python_client_decodes_batches_with_headers() {
+    require_python_packages();
+    // Two batches: the first with headers (a nil value, an empty one, a name of two-byte
+    // characters, a message whose entry carries no headers, an empty key, a value long enough
+    // for a two-byte varint), the next without.
+    let script = r#"
+data = (batch(10, 1700000000123, [
+            (b"k1", b"v1", [("trace", b"t-1"), ("nil", None), ("empty", b"")]),
+            (None, b"", []),
+            (b"", b"x" * 200, [("\u00fcber", b"\x00\xff")]),
+        ])
+        + batch(13, 1700000000456, [(None, b"plain", None)]))
+messages = pyclient.decode_batches(data, 10)
+show(m if len(m["value"]) < 200 else dict(m, value=len(m["value"])) for m in messages)
+"#;
+    let run = python_with_batches(script);
+    run.assert_success("decode batches with headers");
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        [
+            "10 1700000000123 b'k1' b'v1' [['trace', b't-1'], ['nil', None], ['empty', b'']] \
+             ['headers', 'key', 'offset', 'timestamp', 'value']",
+            "11 1700000000123 'no key' b'' no headers ['offset', 'timestamp', 'value']",
+            "12 1700000000123 b'' 200 [['über', b'\\x00\\xff']] \
+             ['headers', 'key', 'offset', 'timestamp', 'value']",
+            "13 1700000000456 'no key' b'plain' no headers ['offset', 'timestamp', 'value']",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+}
