@@ -546,3 +546,131 @@ show(m if len(m["value"]) < 200 else dict(m, value=len(m["value"])) for m in mes
         run.stderr
     );
 }
+
+#[test]
+fn python_client_fetch_takes_a_batches_reply_as_documented() {
+    require_python_packages();
+    // Until the broker answers `batches`, a replier in the test answers as PROTOCOL.md says a
+    // broker does: `batches` (the documented example) to a fetch asking for them, `messages`
+    // with the same two messages to one that does not, over ZeroMQ as the broker would.
+    let script = r#"
+import contextlib, io, threading
+import msgpack, zmq
+
+replier = zmq.Context.instance().socket(zmq.REP)
+replier.bind("tcp://127.0.0.1:*")
+endpoint = replier.getsockopt_string(zmq.LAST_ENDPOINT)
+asked, stop = [], threading.Event()
+stored = [{"offset": 5, "timestamp": 1700000000000, "key": b"k", "value": b"hi"},
+          {"offset": 6, "timestamp": 1700000000000, "value": b"yo"}]
+
+def answer(request):
+    if request["op"] == "claim":
+        return {"reply": "claimed", "broker": 1, "claim": 7, "lease_ms": 30000}
+    if request["op"] == "release":
+        return {"reply": "released", "broker": 1}
+    topic = request["topic"]
+    asked.append((topic, request["offset"], request.get("batches")))
+    reply = {"topic": topic, "partition": 0, "next_offset": 7, "end_offset": 7}
+    if not request.get("batches"):
+        return dict(reply, reply="messages", messages=stored)
+    # Topic `bad` gets the example with one byte of the value changed.
+    data = example if topic == "t" else example[:0x20] + b"H" + example[0x21:]
+    return dict(reply, reply="batches", batches=data)
+
+def serve():
+    while not stop.is_set():
+        if replier.poll(50):
+            request = msgpack.unpackb(replier.recv(), raw=False)
+            replier.send(msgpack.packb({"v": 1, **answer(request)}, use_bin_type=True))
+    replier.close(linger=0)
+
+server = threading.Thread(target=serve)
+server.start()
+try:
+    client = pyclient.Client(endpoint, timeout=5)
+    reply = client.fetch(7, "t", 5)
+    print(reply["reply"], reply["topic"], reply["partition"], reply["next_offset"],
+          reply["end_offset"], "batches" in reply)
+    show(reply["messages"])
+    old = client.fetch(7, "t", 5, batches=False)
+    print(old["reply"], "same" if old["messages"] == reply["messages"] else "different")
+    client.close()
+    for args in (["t"], ["t", "--no-batches"], ["bad"]):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = pyclient.main(["--connect", endpoint, "--timeout", "5", "fetch", *args,
+                                    "--offset", "5"])
+        print(" ".join(args), status, repr(out.getvalue()), err.getvalue().strip())
+    print(asked)
+finally:
+    stop.set()
+    server.join()
+"#;
+    let run = python_with_batches(script);
+    run.assert_success("fetch against a replier answering batches");
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        [
+            "batches t 0 7 7 False",
+            "5 1700000000000 b'k' b'hi' no headers ['key', 'offset', 'timestamp', 'value']",
+            "6 1700000000000 'no key' b'yo' no headers ['offset', 'timestamp', 'value']",
+            "messages same",
+            "t 0 '5\\thi\\n6\\tyo\\n' ",
+            "t --no-batches 0 '5\\thi\\n6\\tyo\\n' ",
+            // Nothing of a damaged reply is printed.
+            "bad 1 '' error: the broker's `batches` reply is damaged: batch 0 (at byte 0): its \
+             checksum 0x818f06bc does not match its body's CRC-32C 0x047b1031",
+            "[('t', 5, True), ('t', 5, None), ('t', 5, True), ('t', 5, None), ('bad', 5, True)]",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn python_client_fetch_with_and_without_batches_agree() {
+    require_python_packages();
+    let broker = BrokerProcess::start(Path::new(env!("CARGO_BIN_EXE_broker")), &[]);
+    // Three appends, so three batches once the broker keeps them so: headers on some messages
+    // of the first, none in the second, an empty key and value in the third. Fetches that
+    // start and stop inside a batch get the same messages asked either way.
+    let script = format!(
+        "import pyclient\n\
+         client = pyclient.Client({endpoint:?})\n\
+         claim = client.claim()['claim']\n\
+         client.append('mixed', [(b'a', b'one', [('h', b'1'), ('nil', None)]), (None, b'two')])\n\
+         client.append('mixed', [b'three', b'four', b'five'])\n\
+         client.append('mixed', [(b'', b'', [('e', b'')])])\n\
+         for offset, most in [(0, None), (1, 4), (3, 1), (6, None)]:\n\
+         \x20   new = client.fetch(claim, 'mixed', offset, max_messages=most)\n\
+         \x20   old = client.fetch(claim, 'mixed', offset, max_messages=most, batches=False)\n\
+         \x20   same = {{**new, 'reply': ''}} == {{**old, 'reply': ''}}\n\
+         \x20   print(offset, len(new['messages']), new['next_offset'], new['end_offset'],\n\
+         \x20         'same' if same else f'different: {{new}} {{old}}')\n\
+         for m in client.fetch(claim, 'mixed', 0)['messages']:\n\
+         \x20   print(m['offset'], m.get('key'), m['value'], m.get('headers'))\n\
+         client.release(claim)",
+        endpoint = broker.endpoint
+    );
+    let run = python(&["-c", &script]);
+    run.assert_success("fetch with and without batches");
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        [
+            "0 6 6 6 same",
+            "1 4 5 6 same",
+            "3 1 4 6 same",
+            "6 0 6 6 same",
+            "0 b'a' b'one' [['h', b'1'], ['nil', None]]",
+            "1 None b'two' None",
+            "2 None b'three' None",
+            "3 None b'four' None",
+            "4 None b'five' None",
+            "5 b'' b'' [['e', b'']]",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    broker.interrupt();
+}
