@@ -462,6 +462,7 @@ cases = [
     ("trailing", seal(body + b"\x00"), 5),
     ("count", seal((5).to_bytes(8, "little") + bytes(4) + bytes(8) + b"\x00"), 5),
     ("varint", seal(body[:21] + b"\x80" * 10 + b"\x00" + body[21:]), 5),
+    ("wide", seal(body[:21] + b"\xff" * 9 + b"\x02" + body[22:]), 5),
     ("overrun", seal(changed(body, 21 + 1, 9)), 5),
     ("name", batch(5, 1, [(None, b"v", [(b"\xff\xfe", None)])]), 5),
     ("headers", seal(batch_body(5, 1, [(None, b"v", [("n", b"12")]), (None, b"w", [])])
@@ -473,13 +474,16 @@ for name, data, offset in cases:
         print(f"{name}\tdecoded {len(result)}")
     except pyclient.ClientError as e:
         print(f"{name}\t{type(e).__name__}\t{e}")
-# A whole batch missing at the end leaves every batch whole: only next_offset tells.
-reply = {"reply": "batches", "topic": "t", "partition": 0, "next_offset": 8, "end_offset": 9,
-         "batches": example}
-try:
-    print("tail\tdecoded", pyclient.messages_of_batches(reply, 5))
-except pyclient.ClientError as e:
-    print(f"tail\t{type(e).__name__}\t{e}")
+# A whole batch missing at the end leaves every batch whole: only next_offset tells. An empty
+# reply is whole when its next_offset is the offset fetched.
+for name, data, next_offset in [("tail", example, 8), ("empty", b"", 5)]:
+    reply = {"reply": "batches", "topic": "t", "partition": 0, "next_offset": next_offset,
+             "end_offset": 9, "batches": data}
+    try:
+        converted = pyclient.messages_of_batches(reply, 5)
+        print(f"{name}\tdecoded {len(converted['messages'])} {sorted(converted)}")
+    except pyclient.ClientError as e:
+        print(f"{name}\t{type(e).__name__}\t{e}")
 "#;
     let run = python_with_batches(script);
     run.assert_success("decode damaged replies");
@@ -495,17 +499,22 @@ except pyclient.ClientError as e:
         ("trailing", "its 2 entries do not fill its body: 1 bytes are left over"),
         ("count", "its count is 0"),
         ("varint", "offset 5: key_len is a varint longer than 10 bytes"),
+        ("wide", "offset 5: key_len does not fit in 64 bits"),
         ("overrun", "offset 5: the value of 9 bytes runs past the end of the body"),
         ("name", "its headers: a header's name is not UTF-8"),
         ("headers", "offset 5, its headers: the value of header 'n' of 3 bytes runs past the end of its headers"),
         ("tail", "its next_offset is 8, but its messages end before 7"),
+        (
+            "empty",
+            "decoded 0 ['end_offset', 'messages', 'next_offset', 'partition', 'reply', 'topic']",
+        ),
     ];
     assert_eq!(lines.len(), expected.len(), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     for (line, (case, needle)) in lines.iter().zip(expected) {
         let (name, outcome) = line.split_once('\t').expect("a tab after the case");
         assert_eq!(name, case, "stdout:\n{}", run.stdout);
         assert!(outcome.contains(needle), "{case}: expected {needle:?}, got {outcome:?}");
-        if case != "resealed" {
+        if !["resealed", "empty"].contains(&case) {
             assert!(
                 outcome.starts_with("DamagedBatches\tthe broker's `batches` reply is damaged: "),
                 "{case}: {outcome}"
