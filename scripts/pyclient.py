@@ -9,6 +9,7 @@ MessagePack map per frame. Import `Client` from it, or run it:
     pyclient.py [OPTIONS] append TOPIC MESSAGE... [--key KEY] [--header NAME=VALUE]...
                                                  [--partition N]
     pyclient.py [OPTIONS] fetch TOPIC [--partition N] [--offset N] [--max N] [--print-headers]
+                                     [--no-batches]
     pyclient.py [OPTIONS] append-lines TOPIC [--batch N] [--max-in-flight N] [--partition N]
 
     OPTIONS: [--connect EP] [--timeout SECONDS] [--user NAME]
@@ -24,6 +25,11 @@ Partitions (PROTOCOL.md, "Partitions"): `append --key KEY` places the messages w
 would, by Kafka's murmur2 of the key (`partition_for_key`, over the count `list_topics` gives),
 and names the partition; `--partition N` names one; without either the broker places them.
 `fetch` reads one partition, 0 unless told otherwise.
+
+Record batches (PROTOCOL.md, "Record batches"): `fetch` asks for the messages as the broker
+stores them, record batches in one byte string, and checks and decodes them (`decode_batches`)
+into the same messages a `messages` reply holds; a broker older than that answers `messages`,
+which it takes as ever. `--no-batches` asks for `messages`.
 
 Idempotent appends (PROTOCOL.md, "Idempotent appends"): `Client.append(..., producer=P,
 sequence=S)` marks an append so that the same one sent again is stored once and answered with
@@ -199,6 +205,198 @@ class BrokerError(ClientError):
         return self.code < 500
 
 
+class DamagedBatches(ClientError):
+    """A `batches` reply that does not hold together (PROTOCOL.md, "Record batches"): cut
+    short, a checksum that does not match, entries that do not fill their body, an unknown flag,
+    a gap in the offsets. None of it is taken."""
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    """The 256 CRC-32C remainders of one byte, for the reflected polynomial 0x82F63B78."""
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+#: Built once: the CRC of every batch of every reply looks bytes up in it.
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data) -> int:
+    """CRC-32C (Castagnoli, as iSCSI): initial value and final XOR 0xFFFFFFFF."""
+    crc, table = 0xFFFFFFFF, CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+#: The bytes before a batch's body: body_len:u32 crc:u32.
+BATCH_PREFIX = 8
+
+#: The fixed part of a body: base_offset:u64 count:u32 timestamp_ms:u64 flags:u8.
+BODY_HEADER = 21
+
+#: The flag bit saying that every entry carries its headers; the only one this reader knows.
+FLAG_HEADERS = 0x01
+
+#: The longest varint: ten bytes of 7 bits hold any 64-bit number.
+VARINT_MAX_BYTES = 10
+
+
+class _Body:
+    """A reader of one batch's body, or of an entry's headers, that refuses to go past its end."""
+
+    def __init__(self, data: bytes, start: int, end: int, where: str, of: str = "the body"):
+        self.data, self.pos, self.end, self.where, self.of = data, start, end, where, of
+
+    def damaged(self, what: str) -> DamagedBatches:
+        return DamagedBatches(f"the broker's `batches` reply is damaged: {self.where}: {what}")
+
+    def varint(self, name: str) -> int:
+        value = shift = 0
+        for _ in range(VARINT_MAX_BYTES):
+            if self.pos >= self.end:
+                raise self.damaged(f"{name} is cut short by the end of {self.of}")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if value >= 1 << 64:
+                    raise self.damaged(f"{name} does not fit in 64 bits")
+                return value
+            shift += 7
+        raise self.damaged(f"{name} is a varint longer than {VARINT_MAX_BYTES} bytes")
+
+    def take(self, length: int, name: str) -> bytes:
+        if length > self.end - self.pos:
+            raise self.damaged(
+                f"{name} of {length} bytes runs past the end of {self.of} "
+                f"({self.end - self.pos} bytes left)"
+            )
+        start = self.pos
+        self.pos += length
+        return self.data[start:self.pos]
+
+
+def _headers(body: _Body, length: int) -> list:
+    """The headers of the entry being read: exactly the next `length` bytes of the body."""
+    end = body.pos + length
+    if length > body.end - body.pos:
+        raise body.damaged(f"its headers of {length} bytes run past the end of the body")
+    inner = _Body(body.data, body.pos, end, f"{body.where}, its headers", "its headers")
+    headers = []
+    while inner.pos < end:
+        name_len = inner.varint("a header's name_len")
+        try:
+            name = inner.take(name_len, "a header's name").decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise inner.damaged(f"a header's name is not UTF-8 ({e})") from e
+        value_len = inner.varint(f"the value_len of header {name!r}")
+        value = None if value_len == 0 else inner.take(value_len - 1,
+                                                       f"the value of header {name!r}")
+        headers.append([name, value])
+    body.pos = end
+    return headers
+
+
+def decode_batches(data: bytes, offset: int) -> list[dict]:
+    """The messages of a `batches` reply to a fetch from `offset`, as the `messages` reply gives
+    them: dicts of offset, timestamp, value, and key and headers (a list of [name, value or
+    None]) only when the message has them.
+
+    Every batch's checksum, length, flags and offsets are checked first (PROTOCOL.md, "Record
+    batches"); raises DamagedBatches, naming the batch and what is wrong, rather than return
+    any message of a reply that does not hold together.
+    """
+    if not isinstance(data, bytes):
+        raise DamagedBatches(
+            f"the broker's `batches` reply is damaged: `batches` is {type(data).__name__}, not bin"
+        )
+    messages = []
+    pos, number, expected = 0, 0, offset
+    while pos < len(data):
+        where = f"batch {number} (at byte {pos})"
+        if len(data) - pos < BATCH_PREFIX:
+            raise DamagedBatches(
+                f"the broker's `batches` reply is damaged: {where} is cut short: "
+                f"{len(data) - pos} bytes where its length and checksum take {BATCH_PREFIX}"
+            )
+        body_len = int.from_bytes(data[pos:pos + 4], "little")
+        crc = int.from_bytes(data[pos + 4:pos + 8], "little")
+        start, end = pos + BATCH_PREFIX, pos + BATCH_PREFIX + body_len
+        body = _Body(data, start, end, where)
+        if end > len(data):
+            raise body.damaged(
+                f"cut short: its body_len is {body_len} but {len(data) - start} bytes follow"
+            )
+        if body_len < BODY_HEADER:
+            raise body.damaged(
+                f"its body_len {body_len} is shorter than a body's {BODY_HEADER}-byte header"
+            )
+        actual = crc32c(memoryview(data)[start:end])
+        if actual != crc:
+            raise body.damaged(
+                f"its checksum 0x{crc:08x} does not match its body's CRC-32C 0x{actual:08x}"
+            )
+        base_offset = int.from_bytes(data[start:start + 8], "little")
+        count = int.from_bytes(data[start + 8:start + 12], "little")
+        timestamp = int.from_bytes(data[start + 12:start + 20], "little")
+        flags = data[start + 20]
+        body.pos = start + BODY_HEADER
+        if base_offset != expected:
+            raise body.damaged(
+                f"a gap in the offsets: its base_offset is {base_offset}, "
+                f"where {expected} comes next"
+            )
+        if count == 0:
+            raise body.damaged("its count is 0")
+        if flags & ~FLAG_HEADERS:
+            raise body.damaged(f"unknown flags 0x{flags:02x} (this reader knows only bit 0)")
+        for i in range(count):
+            message_offset = base_offset + i
+            body.where = f"{where}, offset {message_offset}"
+            key_len = body.varint("key_len")
+            value_len = body.varint("value_len")
+            headers_len = body.varint("headers_len") if flags & FLAG_HEADERS else 0
+            key = None if key_len == 0 else body.take(key_len - 1, "the key")
+            message = {"offset": message_offset, "timestamp": timestamp}
+            if key is not None:
+                message["key"] = key
+            message["value"] = body.take(value_len, "the value")
+            if headers_len:
+                message["headers"] = _headers(body, headers_len)
+            messages.append(message)
+        body.where = where
+        if body.pos != end:
+            raise body.damaged(
+                f"its {count} entries do not fill its body: {end - body.pos} bytes are left over"
+            )
+        expected = base_offset + count
+        pos, number = end, number + 1
+    return messages
+
+
+def messages_of_batches(reply: dict, offset: int) -> dict:
+    """A `batches` reply to a fetch from `offset` in the `messages` form: the same map with
+    `messages` in place of `batches`. Its `next_offset` must follow the last message (or be
+    `offset` when there is none), since a whole batch missing at the end would leave no
+    other trace."""
+    messages = decode_batches(reply.get("batches"), offset)
+    follows = messages[-1]["offset"] + 1 if messages else offset
+    if reply.get("next_offset") != follows:
+        raise DamagedBatches(
+            f"the broker's `batches` reply is damaged: its next_offset is "
+            f"{reply.get('next_offset')!r}, but its messages end before {follows}"
+        )
+    converted = {name: value for name, value in reply.items() if name != "batches"}
+    converted["messages"] = messages
+    return converted
+
+
 class Client:
     """One REQ connection to the broker; each method is one request and its reply.
 
@@ -366,12 +564,18 @@ class Client:
         max_bytes: int | None = None,
         wait_ms: int = 0,
         partition: int | None = None,
+        batches: bool = True,
     ) -> dict:
         """Reads messages of `partition` (0 unless given) from `offset` on.
 
-        Returns the `messages` reply: `partition`, `messages` (each with offset, timestamp,
-        value, maybe key, and `headers`, a list of [name, value or None], when it has some),
-        `next_offset` and `end_offset`.
+        Returns the reply in the `messages` form: `partition`, `messages` (each with offset,
+        timestamp, value, maybe key, and `headers`, a list of [name, value or None], when it
+        has some), `next_offset` and `end_offset`; `reply` says which form the broker sent.
+
+        With `batches` (the default) it asks for the messages as record batches (PROTOCOL.md,
+        "Record batches") and takes either reply: `batches`, checked whole and decoded into
+        the list of messages, or `messages` from a broker older than the field. Raises
+        DamagedBatches for a `batches` reply that does not hold together, returning none of it.
         """
         reply = self.request(
             "fetch",
@@ -382,8 +586,12 @@ class Client:
             max_messages=max_messages,
             max_bytes=max_bytes,
             partition=partition,
+            # Left out rather than false: the request is then what it was before the field.
+            batches=True if batches else None,
         )
-        return self._expect(reply, "messages")
+        if not batches or reply.get("reply") != "batches":
+            return self._expect(reply, "messages")
+        return messages_of_batches(reply, offset)
 
     def append(
         self,
@@ -630,7 +838,7 @@ def cmd_fetch(client: Client, args) -> None:
         while args.max is None or printed < args.max:
             wanted = None if args.max is None else args.max - printed
             reply = client.fetch(claim, args.topic, offset, max_messages=wanted,
-                                 partition=args.partition)
+                                 partition=args.partition, batches=not args.no_batches)
             for message in reply["messages"]:
                 headers = f"{headers_text(message.get('headers'))}\t" if args.print_headers else ""
                 print(f"{message['offset']}\t{headers}"
@@ -752,6 +960,9 @@ def parse_args(argv):
     fetch.add_argument("--print-headers", action="store_true",
                        help="print each message's headers before its value, as name:value pairs "
                             "joined by commas (NO_HEADERS for none)")
+    fetch.add_argument("--no-batches", action="store_true",
+                       help="ask for the messages one record each (the reply `messages`), not "
+                            "as record batches")
     fetch.set_defaults(run=cmd_fetch)
 
     lines = commands.add_parser("append-lines",
