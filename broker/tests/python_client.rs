@@ -641,9 +641,9 @@ finally:
 fn python_client_fetch_with_and_without_batches_agree() {
     require_python_packages();
     let broker = BrokerProcess::start(Path::new(env!("CARGO_BIN_EXE_broker")), &[]);
-    // Three appends, so three batches once the broker keeps them so: headers on some messages
-    // of the first, none in the second, an empty key and value in the third. Fetches that
-    // start and stop inside a batch get the same messages asked either way.
+    // Three appends, so three batches: headers on some messages of the first, none in the
+    // second, an empty key and value in the third. Fetches that start and stop inside a batch
+    // get the same messages asked either way, as `batches` and as `messages`.
     let script = format!(
         "import pyclient\n\
          client = pyclient.Client({endpoint:?})\n\
@@ -655,8 +655,8 @@ fn python_client_fetch_with_and_without_batches_agree() {
          \x20   new = client.fetch(claim, 'mixed', offset, max_messages=most)\n\
          \x20   old = client.fetch(claim, 'mixed', offset, max_messages=most, batches=False)\n\
          \x20   same = {{**new, 'reply': ''}} == {{**old, 'reply': ''}}\n\
-         \x20   print(offset, len(new['messages']), new['next_offset'], new['end_offset'],\n\
-         \x20         'same' if same else f'different: {{new}} {{old}}')\n\
+         \x20   print(offset, new['reply'], old['reply'], len(new['messages']), new['next_offset'],\n\
+         \x20         new['end_offset'], 'same' if same else f'different: {{new}} {{old}}')\n\
          for m in client.fetch(claim, 'mixed', 0)['messages']:\n\
          \x20   print(m['offset'], m.get('key'), m['value'], m.get('headers'))\n\
          client.release(claim)",
@@ -667,10 +667,10 @@ fn python_client_fetch_with_and_without_batches_agree() {
     assert_eq!(
         run.stdout.lines().collect::<Vec<_>>(),
         [
-            "0 6 6 6 same",
-            "1 4 5 6 same",
-            "3 1 4 6 same",
-            "6 0 6 6 same",
+            "0 batches messages 6 6 6 same",
+            "1 batches messages 4 5 6 same",
+            "3 batches messages 1 4 6 same",
+            "6 batches messages 0 6 6 same",
             "0 b'a' b'one' [['h', b'1'], ['nil', None]]",
             "1 None b'two' None",
             "2 None b'three' None",

@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use protocol::batch::{self, Batches};
 use protocol::{
     decode_response, encode_request, encode_response, validate_topic_name, Append, Fetch, Message,
     NewMessage, Request, Response, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES,
@@ -67,8 +68,8 @@ the extra clients wait for a claim to be released and start later (their runs th
 only in part, and there is no common start).
 
 --floor instead fetches from a bare ZeroMQ ROUTER started in this process, which answers each
-fetch with a prepared reply of --batch messages of --size bytes, as the broker would encode
-them: what ZeroMQ alone does on this machine. Compare figures taken in the same run only.
+fetch with a prepared reply of --batch messages of --size bytes, as the broker would send them
+(one record batch): what ZeroMQ alone does on this machine. Compare figures taken in the same run only.
 
 Output: as `producer perf`, with op \"fetch\".";
 
@@ -814,19 +815,19 @@ fn message_bytes(message: &Message<'_>) -> u64 {
     (message.key.map_or(0, <[u8]>::len) + message.value.len()) as u64
 }
 
-/// The reply the floor gives every fetch: `count` messages of `size` bytes, encoded as the
-/// broker encodes a `messages` reply.
+/// The reply the floor gives every fetch (from offset 0): `count` messages of `size` bytes
+/// appended together, encoded as the broker encodes a `batches` reply (one record batch).
 fn prepared_messages(topic: &str, count: u32, size: usize) -> Vec<u8> {
     let value: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let timestamp =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let messages = (0..u64::from(count))
         .map(|offset| Message { offset, timestamp, key: None, value: &value, headers: Vec::new() })
-        .collect();
-    let response = Response::Messages {
+        .collect::<Vec<_>>();
+    let response = Response::Batches {
         topic,
         partition: 0,
-        messages,
+        batches: Batches::Pieces(batch::pieces_of(&messages)),
         next_offset: u64::from(count),
         end_offset: u64::from(count),
     };

@@ -39,7 +39,12 @@ impl Budget {
 
     /// Takes `message` if it fits in what is left; `false` (taking nothing) if it does not.
     pub fn take(&mut self, message: &Message<'_>) -> bool {
-        let size = message.size();
+        self.take_bytes(message.size())
+    }
+
+    /// Takes a message of `size` bytes ([`Message::size`]) as [`Budget::take`] does.
+    #[inline]
+    pub fn take_bytes(&mut self, size: usize) -> bool {
         let fits = self.taken < self.max_messages
             && (self.taken == 0 || self.bytes.saturating_add(size) <= self.max_bytes);
         if fits {

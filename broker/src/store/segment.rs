@@ -1040,7 +1040,7 @@ impl<'b, 'a> Taking<'b, 'a> {
 
     /// Takes the batch's messages in the range for as long as `budget` takes them.
     fn read(&mut self, budget: &mut Budget) -> Result<Stop, u64> {
-        let Batch { base, count, timestamp, body, .. } = *self.batch;
+        let Batch { base, count, body, .. } = *self.batch;
         if !matches!(body.get(BATCH_HEADER_2), Some(&(0 | HAS_HEADERS))) {
             return Err(self.range.0.max(base));
         }
@@ -1054,14 +1054,16 @@ impl<'b, 'a> Taking<'b, 'a> {
             if offset >= end {
                 return Ok(Stop::End);
             }
-            let headers = read_headers(headers).ok_or(offset)?;
-            let message = Message { offset, timestamp, key, value, headers };
-            if !budget.take(&message) {
+            // The message's size as `Message::size` counts it, from the lengths alone: the
+            // batch's checksum stands for its bytes.
+            let size =
+                key.map_or(0, <[u8]>::len) + value.len() + headers_size(headers).ok_or(offset)?;
+            if !budget.take_bytes(size) {
                 return Ok(Stop::Budget);
             }
-            let (first, size) = self.taken.map_or(((offset, at), 0), |t| (t.first, t.size));
+            let (first, taken) = self.taken.map_or(((offset, at), 0), |t| (t.first, t.size));
             let next = (offset + 1, self.entries.at);
-            self.taken = Some(Taken { first, next, size: size + message.size() });
+            self.taken = Some(Taken { first, next, size: taken + size });
         }
         Ok(if base + count >= end { Stop::End } else { Stop::Batch })
     }
@@ -1173,6 +1175,20 @@ fn put_headers(out: &mut Vec<u8>, headers: &[MessageHeader<'_>]) {
 
 /// The headers an entry holds in `bytes`; `None` when they do not read back whole (a name cut
 /// short or not UTF-8).
+/// The bytes the headers held in `bytes` count in a message's size (their names and values),
+/// found by their lengths alone; `None` when they do not fill `bytes` exactly.
+fn headers_size(bytes: &[u8]) -> Option<usize> {
+    let (mut at, mut size) = (0, 0usize);
+    while at < bytes.len() {
+        let name = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
+        at = at.checked_add(name)?;
+        let value = usize::try_from(read_varint(bytes, &mut at)?).ok()?.saturating_sub(1);
+        at = at.checked_add(value)?;
+        size = size.checked_add(name)?.checked_add(value)?;
+    }
+    (at == bytes.len()).then_some(size)
+}
+
 fn read_headers(bytes: &[u8]) -> Option<Vec<MessageHeader<'_>>> {
     let mut headers = Vec::new();
     let mut at = 0;
@@ -1238,7 +1254,14 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
 
 /// Reads a varint at `*at` in `bytes` and moves past it; `None` when it is cut short or longer
 /// than a `u64`.
+#[inline]
 fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    // Most lengths take one byte.
+    let first = *bytes.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
     let mut n = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *bytes.get(*at)?;
