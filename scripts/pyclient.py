@@ -380,12 +380,23 @@ def decode_batches(data: bytes, offset: int) -> list[dict]:
     return messages
 
 
-def messages_of_batches(reply: dict, offset: int) -> dict:
+#: The most messages a fetch returns, and how many it returns when it does not say.
+MAX_FETCH_MESSAGES, DEFAULT_FETCH_MESSAGES = 10000, 500
+
+
+def messages_of_batches(reply: dict, offset: int, max_messages: int | None = None) -> dict:
     """A `batches` reply to a fetch from `offset` in the `messages` form: the same map with
     `messages` in place of `batches`. Its `next_offset` must follow the last message (or be
     `offset` when there is none), since a whole batch missing at the end would leave no
-    other trace."""
+    other trace, and it may hold no more messages than the fetch's `max_messages` allows."""
     messages = decode_batches(reply.get("batches"), offset)
+    asked = DEFAULT_FETCH_MESSAGES if max_messages is None else max_messages
+    allowed = min(max(asked, 1), MAX_FETCH_MESSAGES)
+    if len(messages) > allowed:
+        raise DamagedBatches(
+            f"the broker's `batches` reply is damaged: it holds {len(messages)} messages, "
+            f"more than the {allowed} the fetch asked for"
+        )
     follows = messages[-1]["offset"] + 1 if messages else offset
     if reply.get("next_offset") != follows:
         raise DamagedBatches(
@@ -591,7 +602,7 @@ class Client:
         )
         if not batches or reply.get("reply") != "batches":
             return self._expect(reply, "messages")
-        return messages_of_batches(reply, offset)
+        return messages_of_batches(reply, offset, max_messages)
 
     def append(
         self,

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
-use crate::{Header, Message};
+use crate::{Header, Message, MAX_FETCH_MESSAGES};
 
 /// Bytes before a batch's body: its length and its checksum.
 pub const PREFIX: usize = 8;
@@ -180,14 +180,29 @@ pub fn pieces_of(messages: &[Message<'_>]) -> Vec<Piece<'static>> {
     messages.chunk_by(|a, b| a.timestamp == b.timestamp).map(Piece::encode).collect()
 }
 
-/// What is wrong with a `batches` byte string.
+/// What is wrong with a `batches` reply.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("damaged batches at byte {at}: {what}")]
-pub struct BatchError {
-    /// Where in the byte string the damaged batch starts.
-    pub at: usize,
-    /// What is wrong with it.
-    pub what: &'static str,
+pub enum BatchError {
+    /// A batch of its byte string does not read back.
+    #[error("damaged batches: the batch at byte {at}: {what}")]
+    Batch {
+        /// Where in the byte string the batch starts.
+        at: usize,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// The batches read back, but the reply around them disagrees with them.
+    #[error("damaged batches reply: {0}")]
+    Reply(&'static str),
+}
+
+impl BatchError {
+    /// What is wrong.
+    pub fn what(&self) -> &'static str {
+        match self {
+            BatchError::Batch { what, .. } | BatchError::Reply(what) => what,
+        }
+    }
 }
 
 /// Takes the `batches` byte string of a reply to a fetch from `offset` apart, pushing its
@@ -196,7 +211,9 @@ pub struct BatchError {
 /// # Errors
 /// A batch cut short, failing its checksum, with an unknown flag, no message, entries that do
 /// not fill its body, headers that do not read back, or a base offset other than the one the
-/// previous batch (or `offset`) leads to. Nothing is pushed then.
+/// previous batch (or `offset`) leads to; more messages than a fetch may return
+/// ([`MAX_FETCH_MESSAGES`]), so that a reply of tiny entries cannot make its reader hold many
+/// times its size. Nothing is pushed then.
 pub fn read<'a>(
     bytes: &'a [u8],
     offset: u64,
@@ -206,8 +223,9 @@ pub fn read<'a>(
     let mut at = 0;
     let mut next = offset;
     while at < bytes.len() {
-        let fail = |what| BatchError { at, what };
-        let read = read_batch(&bytes[at..], next, out).map_err(fail);
+        let fail = |what| BatchError::Batch { at, what };
+        let room = (MAX_FETCH_MESSAGES as usize).saturating_sub(out.len() - before);
+        let read = read_batch(&bytes[at..], next, room, out).map_err(fail);
         match read {
             Ok((len, count)) => {
                 at += len;
@@ -227,6 +245,7 @@ pub fn read<'a>(
 fn read_batch<'a>(
     bytes: &'a [u8],
     offset: u64,
+    room: usize,
     out: &mut Vec<Message<'a>>,
 ) -> Result<(usize, u64), &'static str> {
     let prefix = bytes.get(..PREFIX).ok_or("cut short in its length")?;
@@ -251,6 +270,9 @@ fn read_batch<'a>(
     }
     if count == 0 {
         return Err("no message");
+    }
+    if count as usize > room {
+        return Err("more messages than a fetch may return");
     }
     let mut at = HEADER;
     for i in 0..u64::from(count) {
@@ -427,7 +449,7 @@ mod tests {
             let mut out = vec![message(0, None, b"kept")];
             let error = read(bytes, offset, &mut out).unwrap_err();
             assert_eq!(out.len(), 1, "nothing pushed for {error}");
-            error.what
+            error.what()
         };
         let mut flipped = EXAMPLE.to_vec();
         flipped[33] ^= 1;
@@ -445,6 +467,13 @@ mod tests {
         assert_eq!(refused(&written(&[short]), 5), "an entry cut short");
         let empty = Piece::cut((5, 0), 1_700_000_000_000, 0, &[], 0);
         assert_eq!(refused(&written(&[empty]), 5), "no message");
+        // Ten thousand empty messages are as many as a fetch returns; one more is too many.
+        let tiny = [0u8, 0].repeat(MAX_FETCH_MESSAGES as usize + 1);
+        let most = Piece::cut((5, MAX_FETCH_MESSAGES), 0, 0, &tiny[2..], 0);
+        let bytes = written(&[most]);
+        assert_eq!(read(&bytes, 5, &mut Vec::new()), Ok(()));
+        let over = Piece::cut((5, MAX_FETCH_MESSAGES + 1), 0, 0, &tiny, 0);
+        assert_eq!(refused(&written(&[over]), 5), "more messages than a fetch may return");
         let bad_name = Piece::cut((5, 1), 0, HAS_HEADERS, &[0, 0, 3, 1, 0xff, 0], 0);
         assert_eq!(refused(&written(&[bad_name]), 5), "headers that do not read back");
         // A second batch must follow the first.

@@ -10,7 +10,7 @@ use protocol::batch::{self, Batches};
 use protocol::{
     decode_response, encode_request_with_origin, Append, BrokerStatus, ErrorCode, Fetch,
     GroupFetch, GroupInfo, GroupStart, Message, NewMessage, Placement, Request, ResetTo, Response,
-    Retention, Sequenced, TopicInfo, MAX_WAIT_MS,
+    Retention, Sequenced, TopicInfo, MAX_FETCH_MESSAGES, MAX_WAIT_MS,
 };
 use tracing::debug;
 
@@ -536,6 +536,7 @@ impl Client {
         read: impl FnOnce(Batch<'_>) -> Result<T>,
     ) -> Result<T> {
         let offset = fetch.offset;
+        let allowed = fetch.max_messages.clamp(1, MAX_FETCH_MESSAGES) as usize;
         let request = Request::Fetch(Fetch { batches: true, ..fetch });
         self.call(&request, |response| match response {
             Response::Messages { partition, messages, next_offset, end_offset, .. } => {
@@ -546,6 +547,18 @@ impl Client {
                 // A decoded reply holds its batches' bytes, never pieces to write.
                 if let Batches::Bytes(bytes) = batches {
                     batch::read(bytes, offset, &mut messages).map_err(ClientError::Batches)?;
+                }
+                // A whole batch missing at the end would leave no other trace.
+                let follows = messages.last().map_or(offset, |m| m.offset + 1);
+                let what = if next_offset != follows {
+                    Some("its next_offset does not follow its last message")
+                } else if messages.len() > allowed {
+                    Some("more messages than the fetch asked for")
+                } else {
+                    None
+                };
+                if let Some(what) = what {
+                    return Err(ClientError::Batches(batch::BatchError::Reply(what)));
                 }
                 read(Batch { partition, messages, next_offset, end_offset })
             }
@@ -1093,6 +1106,64 @@ mod tests {
         let e = client.list_topics(7).unwrap_err();
         assert_eq!(e.broker_code(), Some(ErrorCode::UnknownTopic));
         assert_eq!(e.to_string(), "no topic x (unknown_topic)");
+        broker.join().unwrap();
+    }
+
+    #[test]
+    fn a_fetch_asks_for_batches_and_takes_them_or_messages_but_none_of_a_reply_that_disagrees() {
+        // Each fetch's `max_messages` picks the answer: 3 messages at offsets 5 to 7 as one
+        // batch, told with a next_offset of 8 (right) or 7 (a batch missing), asked 3 or 2.
+        let answer = |request: Request<'_>| {
+            let Request::Fetch(fetch) = request else { panic!("not a fetch: {request:?}") };
+            assert!(fetch.batches, "the client asks for batches");
+            let values: [&'static [u8]; 3] = [b"a", b"b", b"c"];
+            let messages: Vec<Message<'static>> = (5..8)
+                .zip(values)
+                .map(|(offset, value)| Message {
+                    offset,
+                    timestamp: 1,
+                    key: None,
+                    value,
+                    headers: Vec::new(),
+                })
+                .collect();
+            let next_offset = if fetch.max_messages == 4 { 7 } else { 8 };
+            if fetch.max_messages == 1 {
+                let topic = "t";
+                return Response::Messages {
+                    topic,
+                    partition: 0,
+                    messages,
+                    next_offset,
+                    end_offset: 8,
+                };
+            }
+            let batches = Batches::Pieces(batch::pieces_of(&messages));
+            Response::Batches { topic: "t", partition: 0, batches, next_offset, end_offset: 8 }
+        };
+        let (endpoint, broker) = fake_broker(answer, 4);
+        let mut client = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
+        let fetch = |max_messages| Fetch {
+            claim: 1,
+            topic: "t",
+            partition: 0,
+            offset: 5,
+            max_messages,
+            max_bytes: 1 << 20,
+            wait_ms: 0,
+            batches: false,
+        };
+        let values = |batch: Batch<'_>| -> Result<Vec<Vec<u8>>> {
+            Ok(batch.messages.iter().map(|m| m.value.to_vec()).collect())
+        };
+        let abc = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+        assert_eq!(client.fetch(fetch(3), values).unwrap(), abc);
+        assert_eq!(client.fetch(fetch(1), values).unwrap(), abc, "a messages reply is taken");
+        let missing = client.fetch(fetch(4), values).unwrap_err();
+        assert!(matches!(missing, ClientError::Batches(_)), "{missing}");
+        let too_many = client.fetch(fetch(2), values).unwrap_err();
+        let ClientError::Batches(cause) = too_many else { panic!("{too_many}") };
+        assert_eq!(cause.what(), "more messages than the fetch asked for");
         broker.join().unwrap();
     }
 
