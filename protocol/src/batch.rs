@@ -28,7 +28,7 @@ pub const HEAD: usize = PREFIX + HEADER;
 /// The flag of a batch whose entries carry headers.
 pub const HAS_HEADERS: u8 = 1;
 /// The most bytes a varint takes: ten of 7 bits hold 64.
-const MAX_VARINT: usize = 10;
+pub const MAX_VARINT: usize = 10;
 
 /// One batch of a `batches` reply, ready to be written: its head (length, checksum, base
 /// offset, count, timestamp, flags) and its entries, borrowed where they are kept.
@@ -274,51 +274,78 @@ fn read_batch<'a>(
     if count as usize > room {
         return Err("more messages than a fetch may return");
     }
-    let mut at = HEADER;
+    let mut entries = Entries::new(body, HEADER, headers);
     for i in 0..u64::from(count) {
-        let (key, value, header_bytes) =
-            entry(body, &mut at, headers).ok_or("an entry cut short")?;
+        let (key, value, header_bytes) = entries.next().ok_or("an entry cut short")?;
         let headers = read_headers(header_bytes).ok_or("headers that do not read back")?;
         let offset = base.checked_add(i).ok_or("offsets past the largest")?;
         out.push(Message { offset, timestamp, key, value, headers });
     }
-    if at != body.len() {
+    if entries.position() != body.len() {
         return Err("bytes after its last entry");
     }
     Ok((PREFIX + body_len, u64::from(count)))
 }
 
-/// The entry at `at` in `body`: its key, value and headers' bytes; `at` moves past it.
-#[allow(clippy::type_complexity)]
-fn entry<'a>(
+/// The entries of a batch's body, read one by one: each message's key, value and headers'
+/// bytes. Shared by the broker's store, which keeps batches in this layout, and by readers of
+/// a `batches` reply.
+#[derive(Debug, Clone)]
+pub struct Entries<'a> {
+    /// The batch's body.
     body: &'a [u8],
-    at: &mut usize,
+    /// Where the next entry starts in it.
+    at: usize,
+    /// Whether each entry carries headers.
     headers: bool,
-) -> Option<(Option<&'a [u8]>, &'a [u8], &'a [u8])> {
-    let key = varint(body, at)?;
-    let value_len = usize::try_from(varint(body, at)?).ok()?;
-    let headers_len = if headers { usize::try_from(varint(body, at)?).ok()? } else { 0 };
-    let key_len = usize::try_from(key.saturating_sub(1)).ok()?;
-    let key_end = at.checked_add(key_len)?;
-    let value_end = key_end.checked_add(value_len)?;
-    let end = value_end.checked_add(headers_len)?;
-    let key_bytes = body.get(*at..key_end)?;
-    let value = body.get(key_end..value_end)?;
-    let header_bytes = body.get(value_end..end)?;
-    *at = end;
-    Some(((key > 0).then_some(key_bytes), value, header_bytes))
 }
 
-/// The headers held in `bytes`, which they must fill exactly.
-fn read_headers(bytes: &[u8]) -> Option<Vec<Header<'_>>> {
+impl<'a> Entries<'a> {
+    /// The entries of `body` from byte `at` on (after the batch's header), with their headers
+    /// when `headers`.
+    pub fn new(body: &'a [u8], at: usize, headers: bool) -> Entries<'a> {
+        Entries { body, at, headers }
+    }
+
+    /// Where the next entry starts in the body.
+    pub fn position(&self) -> usize {
+        self.at
+    }
+
+    /// The next entry's key, value and headers' bytes; `None` when the bytes hold no whole
+    /// entry.
+    #[allow(clippy::type_complexity, clippy::should_implement_trait)]
+    #[inline]
+    pub fn next(&mut self) -> Option<(Option<&'a [u8]>, &'a [u8], &'a [u8])> {
+        let key = read_varint(self.body, &mut self.at)?;
+        let value_len = usize::try_from(read_varint(self.body, &mut self.at)?).ok()?;
+        let headers_len = match self.headers {
+            true => usize::try_from(read_varint(self.body, &mut self.at)?).ok()?,
+            false => 0,
+        };
+        let key_len = usize::try_from(key.saturating_sub(1)).ok()?;
+        let key_end = self.at.checked_add(key_len)?;
+        let value_end = key_end.checked_add(value_len)?;
+        let end = value_end.checked_add(headers_len)?;
+        let key_bytes = self.body.get(self.at..key_end)?;
+        let value = self.body.get(key_end..value_end)?;
+        let headers = self.body.get(value_end..end)?;
+        self.at = end;
+        Some(((key > 0).then_some(key_bytes), value, headers))
+    }
+}
+
+/// The headers an entry holds in `bytes`, which they must fill exactly; `None` when they do
+/// not read back whole (a name cut short or not UTF-8).
+pub fn read_headers(bytes: &[u8]) -> Option<Vec<Header<'_>>> {
     let mut headers = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let name_len = usize::try_from(varint(bytes, &mut at)?).ok()?;
+        let name_len = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
         let name_end = at.checked_add(name_len)?;
         let name = std::str::from_utf8(bytes.get(at..name_end)?).ok()?;
         at = name_end;
-        let value = match varint(bytes, &mut at)? {
+        let value = match read_varint(bytes, &mut at)? {
             0 => None,
             n => {
                 let end = at.checked_add(usize::try_from(n - 1).ok()?)?;
@@ -336,23 +363,64 @@ fn read_headers(bytes: &[u8]) -> Option<Vec<Header<'_>>> {
 fn put_entry(out: &mut Vec<u8>, message: &Message<'_>, headers: bool) {
     put_varint(out, message.key.map_or(0, |k| k.len() as u64 + 1));
     put_varint(out, message.value.len() as u64);
-    let mut header_bytes = Vec::new();
     if headers {
-        for header in &message.headers {
-            put_varint(&mut header_bytes, header.key.len() as u64);
-            header_bytes.extend_from_slice(header.key.as_bytes());
-            put_varint(&mut header_bytes, header.value.map_or(0, |v| v.len() as u64 + 1));
-            header_bytes.extend_from_slice(header.value.unwrap_or_default());
-        }
-        put_varint(out, header_bytes.len() as u64);
+        put_varint(out, headers_len(&message.headers) as u64);
     }
     out.extend_from_slice(message.key.unwrap_or_default());
     out.extend_from_slice(message.value);
-    out.extend_from_slice(&header_bytes);
+    if headers {
+        put_headers(out, &message.headers);
+    }
 }
 
-/// Appends `n` as a varint.
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+/// The bytes the headers held in `bytes` count in a message's size (their names and values,
+/// as [`Message::size`] counts them), found by their lengths alone; `None` when they do not
+/// fill `bytes` exactly.
+pub fn headers_size(bytes: &[u8]) -> Option<usize> {
+    let (mut at, mut size) = (0, 0usize);
+    while at < bytes.len() {
+        let name = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
+        at = at.checked_add(name)?;
+        let value = usize::try_from(read_varint(bytes, &mut at)?).ok()?.saturating_sub(1);
+        at = at.checked_add(value)?;
+        size = size.checked_add(name)?.checked_add(value)?;
+    }
+    (at == bytes.len()).then_some(size)
+}
+
+/// The bytes a message's headers take in its entry.
+pub fn headers_len(headers: &[Header<'_>]) -> usize {
+    headers
+        .iter()
+        .map(|h| {
+            let value = h.value.map_or(0, |v| v.len() as u64 + 1);
+            varint_len(h.key.len() as u64)
+                + h.key.len()
+                + varint_len(value)
+                + h.value.map_or(0, <[u8]>::len)
+        })
+        .sum()
+}
+
+/// Appends a message's headers as its entry holds them.
+pub fn put_headers(out: &mut Vec<u8>, headers: &[Header<'_>]) {
+    for header in headers {
+        put_varint(out, header.key.len() as u64);
+        out.extend_from_slice(header.key.as_bytes());
+        put_varint(out, header.value.map_or(0, |v| v.len() as u64 + 1));
+        out.extend_from_slice(header.value.unwrap_or_default());
+    }
+}
+
+/// Bytes of `n` as a varint.
+#[inline]
+pub fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends `n` as a varint (LEB128: 7 bits a byte, lowest first, the high bit set on all but
+/// the last).
+pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -362,7 +430,14 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
 
 /// The varint at `at` in `bytes`; `at` moves past it. `None` when cut short or longer than
 /// [`MAX_VARINT`] bytes, or past 64 bits.
-fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+#[inline]
+pub fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    // Most lengths take one byte.
+    let first = *bytes.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
     let mut n = 0u64;
     for i in 0..MAX_VARINT {
         let byte = *bytes.get(*at + i)?;
@@ -486,14 +561,14 @@ mod tests {
     fn varints_longer_than_ten_bytes_or_past_64_bits_are_refused() {
         let mut at = 0;
         assert_eq!(
-            varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &mut at),
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &mut at),
             Some(u64::MAX)
         );
-        assert_eq!(varint(&[0xff; 10], &mut 0), None);
+        assert_eq!(read_varint(&[0xff; 10], &mut 0), None);
         assert_eq!(
-            varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], &mut 0),
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], &mut 0),
             None
         );
-        assert_eq!(varint(&[0x80], &mut 0), None);
+        assert_eq!(read_varint(&[0x80], &mut 0), None);
     }
 }

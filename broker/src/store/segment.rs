@@ -1,6 +1,10 @@
 //! A segment: one contiguous run of batches (or, in files of older formats, records) and the
 //! index of where they start.
 //!
+//! A batch of format 3 is laid out as the wire's record batch (`protocol::batch`, PROTOCOL.md
+//! "Record batches"), whose readers and writers of entries, headers and varints it uses, so
+//! that a fetch asking for batches is answered with the bytes as kept.
+//!
 //! Each append's messages to a partition are stored as one batch: a header written once (base
 //! offset, count, timestamp, checksum) and then each message's key and value behind two short
 //! lengths, so that a message costs 2 bytes besides its own in memory and on disk, and one
@@ -48,8 +52,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use memmap2::{Mmap, UncheckedAdvice};
-use protocol::batch::{self, Piece, HEAD};
-use protocol::{Header as MessageHeader, Message, NewMessage};
+use protocol::batch::{
+    self, headers_len, headers_size, put_headers, read_headers, varint_len, Entries, Piece, HEAD,
+    MAX_VARINT,
+};
+use protocol::{Message, NewMessage};
 
 use super::format::{self, read_u32, read_u64, Header, HEADER_LEN, SEGMENT};
 use super::index::{self, Entry, Index};
@@ -809,7 +816,7 @@ impl Segment {
         let mut offset = from;
         while offset < end {
             let batch = segment.batch(at).filter(|b| b.base == first).ok_or(offset)?;
-            let mut entries = Entries::of(batch.body, version).ok_or(offset)?;
+            let mut entries = entries_of(batch.body, version).ok_or(offset)?;
             for this in first..first + batch.count {
                 let (key, value, headers) = entries.next().ok_or(offset)?;
                 if this < offset {
@@ -1030,11 +1037,8 @@ enum Stop {
 impl<'b, 'a> Taking<'b, 'a> {
     /// A read of `batch` wanting the messages from `from` up to `end`.
     fn from(batch: &'b Batch<'a>, from: u64, end: u64) -> Taking<'b, 'a> {
-        let entries = Entries::of(batch.body, 3).unwrap_or(Entries {
-            body: batch.body,
-            at: batch.body.len(),
-            headers: false,
-        });
+        let body = batch.body;
+        let entries = entries_of(body, 3).unwrap_or(Entries::new(body, body.len(), false));
         Taking { batch, entries, range: (from, end), taken: None }
     }
 
@@ -1046,7 +1050,7 @@ impl<'b, 'a> Taking<'b, 'a> {
         }
         let (from, end) = self.range;
         for offset in base..base + count {
-            let at = self.entries.at;
+            let at = self.entries.position();
             let (key, value, headers) = self.entries.next().ok_or(offset.max(from))?;
             if offset < from {
                 continue;
@@ -1062,7 +1066,7 @@ impl<'b, 'a> Taking<'b, 'a> {
                 return Ok(Stop::Budget);
             }
             let (first, taken) = self.taken.map_or(((offset, at), 0), |t| (t.first, t.size));
-            let next = (offset + 1, self.entries.at);
+            let next = (offset + 1, self.entries.position());
             self.taken = Some(Taken { first, next, size: taken + size });
         }
         Ok(if base + count >= end { Stop::End } else { Stop::Batch })
@@ -1083,49 +1087,16 @@ impl<'b, 'a> Taking<'b, 'a> {
     }
 }
 
-/// The entries of a batch's body, read one by one: each message's key, value and headers.
-struct Entries<'a> {
-    /// The batch's body.
-    body: &'a [u8],
-    /// Where the next entry starts in it.
-    at: usize,
-    /// Whether each entry carries headers.
-    headers: bool,
-}
-
-impl<'a> Entries<'a> {
-    /// The entries of the body of a batch of format `version`; `None` when its flags are not
-    /// ones this broker writes.
-    fn of(body: &'a [u8], version: u16) -> Option<Entries<'a>> {
-        if version < 3 {
-            return Some(Entries { body, at: BATCH_HEADER_2, headers: false });
-        }
-        match *body.get(BATCH_HEADER_2)? {
-            0 => Some(Entries { body, at: BATCH_HEADER, headers: false }),
-            HAS_HEADERS => Some(Entries { body, at: BATCH_HEADER, headers: true }),
-            _ => None,
-        }
+/// The entries of the body of a batch of format `version`; `None` when its flags are not ones
+/// this broker writes.
+fn entries_of(body: &[u8], version: u16) -> Option<Entries<'_>> {
+    if version < 3 {
+        return Some(Entries::new(body, BATCH_HEADER_2, false));
     }
-
-    /// The next entry's key, value and headers' bytes; `None` when the bytes hold no whole
-    /// entry.
-    #[allow(clippy::type_complexity)]
-    fn next(&mut self) -> Option<(Option<&'a [u8]>, &'a [u8], &'a [u8])> {
-        let key = read_varint(self.body, &mut self.at)?;
-        let value_len = usize::try_from(read_varint(self.body, &mut self.at)?).ok()?;
-        let headers_len = match self.headers {
-            true => usize::try_from(read_varint(self.body, &mut self.at)?).ok()?,
-            false => 0,
-        };
-        let key_len = usize::try_from(key.saturating_sub(1)).ok()?;
-        let key_end = self.at.checked_add(key_len)?;
-        let value_end = key_end.checked_add(value_len)?;
-        let end = value_end.checked_add(headers_len)?;
-        let key_bytes = self.body.get(self.at..key_end)?;
-        let value = self.body.get(key_end..value_end)?;
-        let headers = self.body.get(value_end..end)?;
-        self.at = end;
-        Some(((key > 0).then_some(key_bytes), value, headers))
+    match *body.get(BATCH_HEADER_2)? {
+        0 => Some(Entries::new(body, BATCH_HEADER, false)),
+        HAS_HEADERS => Some(Entries::new(body, BATCH_HEADER, true)),
+        _ => None,
     }
 }
 
@@ -1149,69 +1120,6 @@ fn entry_len(message: &NewMessage<'_>, headers: bool) -> usize {
     }
 }
 
-/// The bytes a message's headers take in its entry.
-fn headers_len(headers: &[MessageHeader<'_>]) -> usize {
-    headers
-        .iter()
-        .map(|h| {
-            let value = h.value.map_or(0, |v| v.len() as u64 + 1);
-            varint_len(h.key.len() as u64)
-                + h.key.len()
-                + varint_len(value)
-                + h.value.map_or(0, <[u8]>::len)
-        })
-        .sum()
-}
-
-/// Appends a message's headers as its entry holds them.
-fn put_headers(out: &mut Vec<u8>, headers: &[MessageHeader<'_>]) {
-    for header in headers {
-        put_varint(out, header.key.len() as u64);
-        out.extend_from_slice(header.key.as_bytes());
-        put_varint(out, header.value.map_or(0, |v| v.len() as u64 + 1));
-        out.extend_from_slice(header.value.unwrap_or_default());
-    }
-}
-
-/// The headers an entry holds in `bytes`; `None` when they do not read back whole (a name cut
-/// short or not UTF-8).
-/// The bytes the headers held in `bytes` count in a message's size (their names and values),
-/// found by their lengths alone; `None` when they do not fill `bytes` exactly.
-fn headers_size(bytes: &[u8]) -> Option<usize> {
-    let (mut at, mut size) = (0, 0usize);
-    while at < bytes.len() {
-        let name = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
-        at = at.checked_add(name)?;
-        let value = usize::try_from(read_varint(bytes, &mut at)?).ok()?.saturating_sub(1);
-        at = at.checked_add(value)?;
-        size = size.checked_add(name)?.checked_add(value)?;
-    }
-    (at == bytes.len()).then_some(size)
-}
-
-fn read_headers(bytes: &[u8]) -> Option<Vec<MessageHeader<'_>>> {
-    let mut headers = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let key_len = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
-        let key_end = at.checked_add(key_len)?;
-        let key = std::str::from_utf8(bytes.get(at..key_end)?).ok()?;
-        at = key_end;
-        let value_len = read_varint(bytes, &mut at)?;
-        let value = match usize::try_from(value_len).ok()?.checked_sub(1) {
-            None => None,
-            Some(len) => {
-                let end = at.checked_add(len)?;
-                let value = bytes.get(at..end)?;
-                at = end;
-                Some(value)
-            }
-        };
-        headers.push(MessageHeader { key, value });
-    }
-    Some(headers)
-}
-
 /// Bytes of a batch's body before its entries in format `version` (2 or later).
 fn batch_header(version: u16) -> usize {
     if version < 3 {
@@ -1220,15 +1128,6 @@ fn batch_header(version: u16) -> usize {
         BATCH_HEADER
     }
 }
-
-/// Bytes of `n` as a varint.
-#[inline]
-fn varint_len(n: u64) -> usize {
-    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// The most bytes a varint of a `u64` takes.
-const MAX_VARINT: usize = 10;
 
 /// Writes `n` as a varint into `out` at `at` (which has room for [`MAX_VARINT`] bytes there)
 /// and returns where it ends.
@@ -1240,38 +1139,6 @@ fn put_varint_at(out: &mut [u8], mut at: usize, mut n: u64) -> usize {
     }
     out[at] = n as u8;
     at + 1
-}
-
-/// Appends `n` as a varint (LEB128: 7 bits a byte, lowest first, the high bit set on all but
-/// the last).
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// Reads a varint at `*at` in `bytes` and moves past it; `None` when it is cut short or longer
-/// than a `u64`.
-#[inline]
-fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    // Most lengths take one byte.
-    let first = *bytes.get(*at)?;
-    if first < 0x80 {
-        *at += 1;
-        return Some(u64::from(first));
-    }
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        n |= u64::from(byte & 0x7f).checked_shl(shift)?;
-        if byte & 0x80 == 0 {
-            return (shift < 63 || byte <= 1).then_some(n);
-        }
-    }
-    None
 }
 
 /// Whether a batch or record starting after `count` messages gets an index entry: the first,
@@ -1334,7 +1201,7 @@ fn check_unit(
         return Err("the batch's first offset does not follow on from the batch before it");
     }
     let mut entries =
-        Entries::of(body, version).ok_or("the batch has flags this broker never sets")?;
+        entries_of(body, version).ok_or("the batch has flags this broker never sets")?;
     let mut payload = 0;
     for _ in 0..count {
         let (key, value, headers) = entries.next().ok_or("the batch's messages overrun it")?;
@@ -1342,7 +1209,7 @@ fn check_unit(
         payload +=
             (key.map_or(0, <[u8]>::len) + value.len() + protocol::headers_size(&headers)) as u64;
     }
-    if entries.at != body.len() {
+    if entries.position() != body.len() {
         return Err("the batch holds bytes after its messages");
     }
     Ok(Unit { count, timestamp: read_u64(body, 12), payload, next: body_start + body_len })
@@ -1435,6 +1302,7 @@ pub(crate) fn as_format_2(file: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::Header as MessageHeader;
 
     #[test]
     fn headers_read_back_in_order_and_a_batch_without_them_costs_one_byte() {
