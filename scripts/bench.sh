@@ -897,8 +897,9 @@ PY
 }
 
 # CPU time (user + system, in clock ticks) used so far: a line "NAME TICKS" for each thread of
-# the broker (NAME: its thread name and id) and each nats-server.
-cpu_ticks() {
+# the broker (NAME: its thread name and id) and each nats-server. (Named apart from
+# `cpu_ticks`, the Kafka rows' count for one process, which a second definition would replace.)
+thread_ticks() {
     local task pid at=0
     for task in /proc/"$broker_pid"/task/*; do
         printf 'broker:%s/%s %s\n' "$(tr ' ' _ <"$task/comm")" "${task##*/}" \
@@ -910,7 +911,7 @@ cpu_ticks() {
     done
 }
 
-# The CPU seconds each of cpu_ticks' lines grew by from file $1 to file $2, on one line: where
+# The CPU seconds each of thread_ticks' lines grew by from file $1 to file $2, on one line: where
 # a run's time went (a thread near 1 s per second of the run is what holds it).
 cpu_spent() {
     awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { t[$1] = $2; next }
@@ -978,10 +979,10 @@ nats_rows() {
             for round in $(seq "$rounds"); do
                 note "  batch 1000, 4 clients, 1 and 6 partitions: round $round of $rounds"
                 for topic in thousand4 six; do
-                    cpu_ticks >"$work/ticks-before"
+                    thread_ticks >"$work/ticks-before"
                     { timeout "$limit" "${on[@]}" --messages 400000 --batch 1000 --clients 4 \
                         --topic "$topic" --json; echo; } >>"$work/nats-$topic.json"
-                    cpu_ticks >"$work/ticks-after"
+                    thread_ticks >"$work/ticks-after"
                     note "    $topic: CPU used: $(cpu_spent "$work/ticks-before" "$work/ticks-after")"
                 done
             done
