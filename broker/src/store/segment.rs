@@ -840,6 +840,7 @@ impl Segment {
         }
         Ok(true)
     }
+
     /// Pushes onto `out` the batches holding the messages from `from` up to `end` (both within
     /// this segment) for as long as `budget` takes them: the messages [`Segment::read`] would
     /// give, as the batches that hold them. A batch taken whole is copied as it is kept; one
