@@ -14,7 +14,7 @@ use super::storage::{Files, InMemory, Storage};
 use super::{flush, spare, Budget};
 
 /// What a read of a partition fills: its messages one by one, or the record batches that
-/// hold them (a `batches` reply, see [`Segment::read_batches`]).
+/// hold them (a `batches` reply, see `Segment::read_batches`).
 pub trait Reading<'a> {
     /// How many items it holds.
     fn held(&self) -> usize;
