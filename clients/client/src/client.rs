@@ -1111,8 +1111,9 @@ mod tests {
 
     #[test]
     fn a_fetch_asks_for_batches_and_takes_them_or_messages_but_none_of_a_reply_that_disagrees() {
-        // Each fetch's `max_messages` picks the answer: 3 messages at offsets 5 to 7 as one
-        // batch, told with a next_offset of 8 (right) or 7 (a batch missing), asked 3 or 2.
+        // Each fetch's `max_messages` picks the answer, always 3 messages at offsets 5 to 7:
+        // 3, one batch as asked; 1, the same as a `messages` reply; 4, one batch told with a
+        // next_offset of 7 (as if a batch were missing at the end); 2, more than asked.
         let answer = |request: Request<'_>| {
             let Request::Fetch(fetch) = request else { panic!("not a fetch: {request:?}") };
             assert!(fetch.batches, "the client asks for batches");
