@@ -124,8 +124,8 @@ pub trait Log: std::fmt::Debug + Send {
     ) -> Result<u64>;
 
     /// Reads as [`Log::read`] does, the same messages, as the record batches that hold them
-    /// (a `batches` reply, PROTOCOL.md "Record batches"): batches kept whole are copied as
-    /// they are, without work per message.
+    /// (a `batches` reply, PROTOCOL.md "Record batches"): a batch taken whole is copied as it
+    /// is kept, and of each message only its lengths are read, for the budget.
     ///
     /// # Errors
     /// As [`Log::read`].

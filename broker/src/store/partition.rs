@@ -21,10 +21,10 @@ pub trait Reading<'a> {
     /// Makes room for about `messages` more messages.
     fn reserve_for(&mut self, messages: usize);
     /// Reads `segment` from `range.0` up to `range.1` for as long as `budget` takes the
-    /// messages, as [`Segment::read`] does.
+    /// messages, as `Segment::read` does.
     ///
     /// # Errors
-    /// As [`Segment::read`].
+    /// As `Segment::read`.
     fn read(
         &mut self,
         segment: &'a Segment,
