@@ -1006,8 +1006,6 @@ struct Batch<'a> {
 struct Taking<'b, 'a> {
     /// The batch.
     batch: &'b Batch<'a>,
-    /// Its entries, read up to where the read stopped.
-    entries: Entries<'a>,
     /// The first offset wanted, and the offset the read ends before.
     range: (u64, u64),
     /// What it took so far, if anything.
@@ -1038,21 +1036,17 @@ enum Stop {
 impl<'b, 'a> Taking<'b, 'a> {
     /// A read of `batch` wanting the messages from `from` up to `end`.
     fn from(batch: &'b Batch<'a>, from: u64, end: u64) -> Taking<'b, 'a> {
-        let body = batch.body;
-        let entries = entries_of(body, 3).unwrap_or(Entries::new(body, body.len(), false));
-        Taking { batch, entries, range: (from, end), taken: None }
+        Taking { batch, range: (from, end), taken: None }
     }
 
     /// Takes the batch's messages in the range for as long as `budget` takes them.
     fn read(&mut self, budget: &mut Budget) -> Result<Stop, u64> {
         let Batch { base, count, body, .. } = *self.batch;
-        if !matches!(body.get(BATCH_HEADER_2), Some(&(0 | HAS_HEADERS))) {
-            return Err(self.range.0.max(base));
-        }
         let (from, end) = self.range;
+        let mut entries = entries_of(body, 3).ok_or(from.max(base))?;
         for offset in base..base + count {
-            let at = self.entries.position();
-            let (key, value, headers) = self.entries.next().ok_or(offset.max(from))?;
+            let at = entries.position();
+            let (key, value, headers) = entries.next().ok_or(offset.max(from))?;
             if offset < from {
                 continue;
             }
@@ -1067,7 +1061,7 @@ impl<'b, 'a> Taking<'b, 'a> {
                 return Ok(Stop::Budget);
             }
             let (first, taken) = self.taken.map_or(((offset, at), 0), |t| (t.first, t.size));
-            let next = (offset + 1, self.entries.position());
+            let next = (offset + 1, entries.position());
             self.taken = Some(Taken { first, next, size: taken + size });
         }
         Ok(if base + count >= end { Stop::End } else { Stop::Batch })
